@@ -1,0 +1,47 @@
+"""wfcore: an embeddable asyncio workflow engine built as a plugin framework."""
+
+from .engine import ECSWorkflowEngine
+from .errors import (
+    AdapterError,
+    ArtifactError,
+    CommandError,
+    InvalidOutputError,
+    InvalidTaskError,
+    InvalidWorkflowError,
+    PluginError,
+    StoreError,
+    TaskStateError,
+    UnknownTaskError,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+from .hookspecs import hookimpl
+from .model import DEFINE_WORKFLOW, Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
+from .stores import MemoryStore, SQLiteStore, Store
+
+__all__ = [
+    "DEFINE_WORKFLOW",
+    "AdapterError",
+    "Artifact",
+    "ArtifactError",
+    "CommandError",
+    "ECSWorkflowEngine",
+    "InvalidOutputError",
+    "InvalidTaskError",
+    "InvalidWorkflowError",
+    "MemoryStore",
+    "Phase",
+    "PluginError",
+    "SQLiteStore",
+    "Store",
+    "StoreError",
+    "Task",
+    "TaskStateError",
+    "TaskStatus",
+    "TaskType",
+    "UnknownTaskError",
+    "UnknownWorkflowError",
+    "WorkflowError",
+    "WorkflowSpec",
+    "hookimpl",
+]

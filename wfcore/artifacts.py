@@ -1,0 +1,90 @@
+"""Artifact files: name checks, atomic writes beside the store, and their metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from .errors import ArtifactError
+from .model import Artifact
+
+__all__ = ["check_artifact_name", "guess_media_type", "task_artifact_dir", "write_artifact"]
+
+
+def check_artifact_name(name: str) -> str:
+    """Return ``name`` if it is a safe relative path, else raise ArtifactError.
+
+    A name is one or more path components separated by ``/`` (``report.txt``,
+    ``plots/a.png``); it may not be empty, absolute, or contain ``.``/``..``
+    components, backslashes or NUL bytes.
+    """
+    if not isinstance(name, str) or not name or not name.strip():
+        raise ArtifactError("artifact name must be a non-empty string")
+    if "\\" in name or "\x00" in name:
+        raise ArtifactError(f"artifact name {name!r} may not contain backslashes or NUL")
+    path = PurePosixPath(name)
+    if path.is_absolute() or name.startswith("/"):
+        raise ArtifactError(f"artifact name {name!r} must be relative, not absolute")
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ArtifactError(f"artifact name {name!r} may not have empty, '.' or '..' components")
+    return name
+
+
+def guess_media_type(name: str) -> str:
+    """The media type for a file name, ``application/octet-stream`` when unknown."""
+    media_type, _ = mimetypes.guess_type(name, strict=False)
+    return media_type or "application/octet-stream"
+
+
+def task_artifact_dir(root: Path, task_id: str) -> Path:
+    """The folder holding one task's artifacts."""
+    check_artifact_name(task_id)
+    return root / task_id
+
+
+def write_artifact(
+    root: Path, task_id: str, name: str, data: bytes, phase: str | None = None
+) -> Artifact:
+    """Write ``data`` as the task's artifact ``name`` atomically and describe it.
+
+    The bytes go to a temporary file in the target folder, are flushed to disk,
+    and are renamed into place, so a reader sees the old file or the new one,
+    never half of one.
+    """
+    check_artifact_name(name)
+    target = task_artifact_dir(root, task_id) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Artifact(
+        name=name,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        media_type=guess_media_type(name),
+        phase=phase,
+        path=str(target),
+    )
+
+
+def resolve_artifact(root: Path, task_id: str, name: str) -> Path:
+    """The path of an existing artifact file, checked to stay inside the task's folder."""
+    check_artifact_name(name)
+    base = task_artifact_dir(root, task_id).resolve()
+    path = (base / name).resolve()
+    if base not in path.parents:
+        raise ArtifactError(f"artifact name {name!r} leaves the artifact folder")
+    if not path.is_file():
+        raise ArtifactError(f"task {task_id!r} has no artifact {name!r}")
+    return path

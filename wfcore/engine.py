@@ -1,0 +1,989 @@
+"""The engine: the public API, and the worker loop that claims tasks and drives their phases.
+
+A claimed task is driven by one asyncio task through these systems, each a method
+below: ``_route`` (classify or find the phase), ``_dispatch`` (run the phase on its
+adapter), ``_advance`` (record the output and pick the next phase) and ``_persist``
+(a compare-and-set write through the store's group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pluggy
+
+from .artifacts import resolve_artifact, write_artifact
+from .errors import (
+    AdapterError,
+    ArtifactError,
+    InvalidOutputError,
+    InvalidTaskError,
+    PluginError,
+    StoreError,
+    TaskStateError,
+    UnknownTaskError,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+from .model import (
+    DEFINE_WORKFLOW,
+    Artifact,
+    Phase,
+    Task,
+    TaskStatus,
+    TaskType,
+    WorkflowSpec,
+    utcnow,
+)
+from .plugins import make_plugin_manager
+from .stores.base import Store
+from .wire import workflow_from_dict
+
+__all__ = ["ECSWorkflowEngine", "default_store_url"]
+
+logger = logging.getLogger("wfcore")
+
+Handler = Callable[[Task], Awaitable[None]]
+CompletedHook = Callable[[Task], Awaitable[None]]
+
+
+def default_store_url() -> str:
+    """``WFE_STORE`` if set, else a SQLite file in ``.wfe/`` under the current folder."""
+    url = os.environ.get("WFE_STORE")
+    if url:
+        return url
+    return "sqlite:///" + str(Path.cwd() / ".wfe" / "wfe.db")
+
+
+class _LeaseLost(Exception):
+    """Raised inside a driven task whose lease was revoked (cancelled or taken over)."""
+
+
+class ECSWorkflowEngine:
+    """An asyncio workflow engine.
+
+    :param store: a store URL (``sqlite:///abs/path.db``, ``memory://``, or any
+        scheme a plugin handles) or a :class:`~wfcore.stores.Store`. None means
+        ``WFE_STORE``, else ``sqlite:///<cwd>/.wfe/wfe.db``. The store is opened
+        lazily, at first use.
+    :param max_concurrency: how many tasks this engine runs at once.
+    :param load_plugins: load plugins installed through the ``wfcore`` entry-point
+        group (the built-ins are always there).
+    :param plugins: extra plugin objects or modules to register.
+    :param lease_seconds: how long a claimed task stays ours without renewal; a
+        dead worker's tasks become runnable again after this.
+    :param retry_delay: base of the exponential backoff between attempts, in
+        seconds (``retry_delay * 2 ** (attempt - 1)``).
+    :param poll_interval: how often an idle worker looks for work other processes
+        submitted, and for passed deadlines.
+    :param shutdown_timeout: how long ``stop()`` lets running phases finish before
+        they are interrupted and handed back to the store.
+    """
+
+    def __init__(
+        self,
+        store: str | Store | None = None,
+        max_concurrency: int = 100,
+        *,
+        load_plugins: bool = True,
+        plugins: Sequence[Any] = (),
+        lease_seconds: float = 30.0,
+        retry_delay: float = 1.0,
+        poll_interval: float = 0.2,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self._store_arg = store
+        self._store: Store | None = None
+        self.max_concurrency = max_concurrency
+        self.lease_seconds = lease_seconds
+        self.retry_delay = retry_delay
+        self.poll_interval = poll_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.plugin_manager: pluggy.PluginManager = make_plugin_manager(
+            load_entry_points=load_plugins, plugins=tuple(plugins)
+        )
+        self._handlers: dict[str, Handler] = {}
+        self._workflows: dict[str, WorkflowSpec] = {}
+        self._adapters: dict[TaskType, Any] = {}
+        self._completed_hooks: list[CompletedHook] = []
+        self._unsaved_workflows: set[str] = set()
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()
+        self._running = False
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+        self._open_lock: asyncio.Lock | None = None
+        #: Counters a worker shows: completed, failed, suspended, phases, retried.
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("completed", "failed", "suspended", "phases", "retried", "cancelled"), 0
+        )
+        self._load_contributions()
+
+    # -- registration ----------------------------------------------------------------
+
+    def _load_contributions(self) -> None:
+        hook = self.plugin_manager.hook
+
+        def register_adapter(task_type: Any, adapter: Any) -> None:
+            self._adapters[TaskType.parse(task_type)] = adapter
+
+        # Called in reverse of pluggy's usual LIFO order: trylast built-ins
+        # first, so that later-registered (third-party) adapters replace them.
+        for impl in hook.wfe_register_adapters.get_hookimpls():
+            impl.function(register_adapter)
+
+        def register_handler(classification: str, handler: Handler) -> None:
+            if classification in self._handlers:
+                raise PluginError(f"handler for {classification!r} registered twice")
+            self._handlers[classification] = handler
+
+        hook.wfe_register_handlers(register=register_handler)
+
+        def register_workflow(name: str, phases: list[Phase]) -> None:
+            if name in self._workflows:
+                raise PluginError(f"workflow {name!r} registered twice")
+            self.register_workflow(name, phases)
+
+        hook.wfe_register_workflows(register=register_workflow)
+
+    def register_handler(self, classification: str, handler: Handler) -> None:
+        """Run ``handler(task)`` for phases with this classification.
+
+        A handler is ``async def handler(task) -> None``; it sets ``task.output``
+        and may call :meth:`suspend`, the artifact methods, or set
+        ``task.next_classification``.
+        """
+        if not isinstance(classification, str) or not classification:
+            raise InvalidTaskError("classification must be a non-empty string")
+        if not callable(handler):
+            raise TypeError(f"handler for {classification!r} is not callable")
+        self._handlers[classification] = handler
+
+    def handler_for(self, classification: str | None) -> Handler | None:
+        """The handler registered for a classification, or None."""
+        if classification is None:
+            return None
+        return self._handlers.get(classification)
+
+    def register_workflow(
+        self, name: str, phases: Sequence[Phase] | WorkflowSpec, description: str | None = None
+    ) -> WorkflowSpec:
+        """Register (or replace) a workflow; it is persisted when the store opens."""
+        if isinstance(phases, WorkflowSpec):
+            spec = WorkflowSpec(
+                name=name, phases=list(phases.phases), description=phases.description
+            )
+        else:
+            spec = WorkflowSpec(name=name, phases=list(phases), description=description)
+        self._workflows[name] = spec
+        self._unsaved_workflows.add(name)
+        return spec
+
+    @property
+    def workflows(self) -> dict[str, WorkflowSpec]:
+        """The workflows this engine knows, by name."""
+        return dict(self._workflows)
+
+    def register_adapter(self, task_type: TaskType | str, adapter: Any) -> None:
+        """Run phases of this task type with ``adapter``.
+
+        An adapter has ``async def run(self, task, phase, engine) -> None``.
+        """
+        if not callable(getattr(adapter, "run", None)):
+            raise TypeError("an adapter needs an async run(task, phase, engine) method")
+        self._adapters[TaskType.parse(task_type)] = adapter
+
+    def adapter_for(self, task_type: TaskType | str) -> Any:
+        """The adapter that runs phases of this task type."""
+        return self._adapters.get(TaskType.parse(task_type))
+
+    def register_task_completed_hook(self, callback: CompletedHook) -> None:
+        """Call ``await callback(task)`` after each task completes (and is durable)."""
+        if not callable(callback):
+            raise TypeError("the completed hook must be callable")
+        self._completed_hooks.append(callback)
+
+    # -- the store -------------------------------------------------------------------
+
+    @property
+    def store_url(self) -> str:
+        """The URL of the store this engine uses (or will open)."""
+        if isinstance(self._store_arg, Store):
+            return self._store_arg.url
+        return self._store_arg or default_store_url()
+
+    async def get_store(self) -> Store:
+        """The opened store, opening it (and saving registered workflows) on first use."""
+        if self._store is not None:
+            if self._unsaved_workflows:
+                await self._save_workflows()
+            return self._store
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._store is None:
+                store = self._store_arg if isinstance(self._store_arg, Store) else None
+                if store is None:
+                    url = self.store_url
+                    store = self.plugin_manager.hook.wfe_open_store(url=url)
+                    if store is None:
+                        raise StoreError(
+                            f"no storage backend handles {url!r} "
+                            "(built-in: sqlite:///path, memory://)"
+                        )
+                await store.open()
+                for spec in await store.load_workflows():
+                    self._workflows.setdefault(spec.name, spec)
+                self._store = store
+        if self._unsaved_workflows:
+            await self._save_workflows()
+        return self._store
+
+    async def _save_workflows(self) -> None:
+        assert self._store is not None
+        names, self._unsaved_workflows = self._unsaved_workflows, set()
+        for name in sorted(names):
+            await self._store.save_workflow(self._workflows[name])
+
+    async def aclose(self) -> None:
+        """Close the store (it reopens at next use)."""
+        if self._store is not None and not isinstance(self._store_arg, Store):
+            store, self._store = self._store, None
+            self._open_lock = None
+            await store.close()
+
+    async def __aenter__(self) -> ECSWorkflowEngine:
+        await self.get_store()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _workflow(self, name: str | None) -> WorkflowSpec | None:
+        if name in self._workflows:
+            return self._workflows[name]
+        # Another process may have defined it at run time.
+        store = await self.get_store()
+        for spec in await store.load_workflows():
+            self._workflows.setdefault(spec.name, spec)
+        return self._workflows.get(name)  # type: ignore[arg-type]
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def submit_task(
+        self,
+        data: Any,
+        workflow_name: str | None,
+        classification: str | None = None,
+        assigned_to: TaskType | str = "ai",
+        task_id: str | None = None,
+    ) -> Task:
+        """Queue a task and return it once it is durable.
+
+        With ``task_id`` given and already stored, the stored task is returned and
+        nothing new is queued (idempotent submission).
+        """
+        task_type = TaskType.parse(assigned_to)
+        if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
+            raise InvalidTaskError("task_id must be a non-empty string")
+        if task_id is not None and ("/" in task_id or task_id in (".", "..")):
+            raise InvalidTaskError(f"task_id {task_id!r} may not contain '/' or be '.'/'..'")
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskError(f"task data must be JSON-serializable: {exc}") from None
+        store = await self.get_store()
+        if task_id is not None:
+            existing = await store.get_task(task_id)
+            if existing is not None:
+                return existing
+        if classification == DEFINE_WORKFLOW:
+            if workflow_name is not None and await self._workflow(workflow_name) is None:
+                raise UnknownWorkflowError(workflow_name, list(self._workflows))
+        else:
+            spec = await self._workflow(workflow_name)
+            if spec is None:
+                raise UnknownWorkflowError(workflow_name, list(self._workflows))
+            if classification is not None and spec.phase(classification) is None:
+                raise InvalidTaskError(
+                    f"unknown classification {classification!r} for workflow "
+                    f"{workflow_name!r} (phases: {', '.join(spec.classifications)})"
+                )
+        kwargs: dict[str, Any] = {} if task_id is None else {"id": task_id}
+        task = Task(
+            data=data,
+            workflow_name=workflow_name,
+            classification=classification,
+            assigned_to=task_type,
+            **kwargs,
+        )
+        task.record("submitted", workflow=workflow_name, classification=classification)
+        stored, created = await store.insert_task(task)
+        if created:
+            await self._fire("wfe_task_submitted", task=stored)
+            self._poke()
+        return stored
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task with this id, or None."""
+        store = await self.get_store()
+        return await store.get_task(task_id)
+
+    async def list_tasks(
+        self, status: TaskStatus | str | None = None, limit: int = 100
+    ) -> list[Task]:
+        """The newest tasks, optionally only those with one status."""
+        store = await self.get_store()
+        wanted = None if status is None else TaskStatus.parse(status)
+        return await store.list_tasks(status=wanted, limit=limit)
+
+    def suspend(
+        self,
+        task: Task,
+        status: TaskStatus | str = TaskStatus.WAITING_HUMAN,
+        reason: str | None = None,
+        *,
+        deadline: float | None = None,
+        resume_in_phase: bool = False,
+    ) -> None:
+        """Make the running phase wait; call from inside a handler or adapter.
+
+        When the handler returns, the task is stored with this WAITING_* status
+        until :meth:`resume`. ``reason`` says what it waits for (shown to people).
+        ``deadline`` (seconds from now) defaults to the phase's ``timeout`` for
+        human phases. With ``resume_in_phase`` the same phase runs again on resume
+        with ``task.reply`` set to the answer (an agent continuing its
+        conversation); otherwise the answer becomes the phase's output.
+        """
+        waiting = TaskStatus.parse(status)
+        if not waiting.is_waiting:
+            raise TaskStateError(f"suspend needs a WAITING_* status, not {waiting.name}")
+        task.status = waiting
+        task.waiting_reason = reason
+        task.resume_in_phase = resume_in_phase
+        task.deadline = None if deadline is None else utcnow() + timedelta(seconds=deadline)
+
+    async def resume(self, task_id: str, output: Any = None) -> Task:
+        """Answer a waiting task; the answer becomes the phase's output and the task
+        moves on (or, for a phase suspended with ``resume_in_phase``, the phase runs
+        again with ``task.reply``).
+
+        Raises UnknownTaskError, TaskStateError if it is not waiting, and
+        InvalidOutputError if the answer breaks the phase's ``input_schema``.
+        """
+        store = await self.get_store()
+        for _ in range(20):
+            task = await store.get_task(task_id)
+            if task is None:
+                raise UnknownTaskError(task_id)
+            if not task.status.is_waiting:
+                raise TaskStateError(
+                    f"task {task_id!r} is {task.status.name}, not waiting; only a waiting "
+                    "task can be resumed"
+                )
+            spec = await self._workflow(task.workflow_name)
+            phase = spec.phase(task.classification) if spec and task.classification else None
+            if phase is None:
+                raise TaskStateError(f"task {task_id!r} waits in no known phase")
+            try:
+                json.dumps(output, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidOutputError(
+                    f"the answer must be JSON-serializable: {exc}", []
+                ) from None
+            if phase.input_schema is not None and not task.resume_in_phase:
+                _validate_answer(phase, output)
+            task.record("resumed", phase=phase.target_classification)
+            task.waiting_reason = None
+            task.deadline = None
+            if task.resume_in_phase:
+                task.reply = output
+                task.status = TaskStatus.PENDING
+                task.run_after = None
+                finished_phase = None
+            else:
+                self._advance(task, spec, phase, output)  # type: ignore[arg-type]
+                finished_phase = phase
+            if await store.update_task(task):
+                break
+        else:
+            raise TaskStateError(f"task {task_id!r} kept changing; try again")
+        await self._fire("wfe_task_resumed", task=task)
+        if finished_phase is not None:
+            await self._after_phase(task, finished_phase)
+        self._poke()
+        return task
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a pending, running or waiting task, wherever it runs.
+
+        A worker running it loses its lease and its later writes are dropped.
+        Raises UnknownTaskError, or TaskStateError for a finished task.
+        """
+        store = await self.get_store()
+        for _ in range(50):
+            task = await store.get_task(task_id)
+            if task is None:
+                raise UnknownTaskError(task_id)
+            if task.status.is_finished:
+                raise TaskStateError(f"task {task_id!r} is already {task.status.name}")
+            task.status = TaskStatus.CANCELLED
+            task.waiting_reason = None
+            task.deadline = None
+            task.record("cancelled")
+            if await store.update_task(task):
+                break
+        else:
+            raise TaskStateError(f"task {task_id!r} kept changing; try again")
+        running = self._active.get(task_id)
+        if running is not None:
+            self._lost.add(task_id)
+            running.cancel()
+        self.stats["cancelled"] += 1
+        await self._fire("wfe_task_cancelled", task=task)
+        return task
+
+    # -- artifacts -------------------------------------------------------------------
+
+    async def add_artifact_text(
+        self, task: Task, name: str, text: str, encoding: str = "utf-8"
+    ) -> Artifact:
+        """Store ``text`` as an artifact of the task (see :meth:`add_artifact_bytes`)."""
+        return await self.add_artifact_bytes(task, name, text.encode(encoding))
+
+    async def add_artifact_bytes(self, task: Task, name: str, data: bytes) -> Artifact:
+        """Store ``data`` as the task's artifact ``name`` (a relative path).
+
+        The file is written atomically beside the store; its metadata joins
+        ``task.artifacts`` (replacing one of the same name) and is stored with the
+        task when the phase ends.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ArtifactError(f"artifact {name!r}: data must be bytes")
+        store = await self.get_store()
+        art = await asyncio.to_thread(
+            write_artifact, store.artifacts_dir, task.id, name, bytes(data), task.classification
+        )
+        task.artifacts = [a for a in task.artifacts if a.name != name] + [art]
+        return art
+
+    async def read_artifact(self, task: Task | str, name: str) -> bytes:
+        """The bytes of one of the task's artifacts."""
+        store = await self.get_store()
+        task_id = task if isinstance(task, str) else task.id
+        path = resolve_artifact(store.artifacts_dir, task_id, name)
+        return await asyncio.to_thread(path.read_bytes)
+
+    async def artifact_path(self, task: Task | str, name: str) -> Path:
+        """The local path of one of the task's artifacts (checked to exist)."""
+        store = await self.get_store()
+        task_id = task if isinstance(task, str) else task.id
+        return resolve_artifact(store.artifacts_dir, task_id, name)
+
+    # -- running ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process tasks until :meth:`stop` is called."""
+        await self._serve(until_idle=False)
+
+    async def run_until_idle(self) -> None:
+        """Process tasks until none is runnable or running anywhere in the store.
+
+        Waiting tasks don't count; a task waiting out a retry backoff does.
+        """
+        await self._serve(until_idle=True)
+
+    def stop(self) -> None:
+        """Ask a running ``run()`` to stop: running phases get ``shutdown_timeout``
+        seconds to finish, then are handed back to the store."""
+        self._stopping = True
+        self._poke()
+
+    @property
+    def running(self) -> bool:
+        """True while ``run()`` or ``run_until_idle()`` is processing."""
+        return self._running
+
+    @property
+    def active_count(self) -> int:
+        """How many tasks this engine is driving now."""
+        return len(self._active)
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _serve(self, until_idle: bool) -> None:
+        if self._running:
+            raise WorkflowError("this engine is already running")
+        store = await self.get_store()
+        self._running = True
+        self._stopping = False
+        self._wake = asyncio.Event()
+        await self._fire("wfe_engine_started", engine=self)
+        keeper = asyncio.create_task(self._keep_leases(store))
+        next_reap = 0.0
+        try:
+            while not self._stopping:
+                if time.monotonic() >= next_reap:
+                    await self._reap_dead_owners(store)
+                    next_reap = time.monotonic() + max(1.0, self.poll_interval * 10)
+                free = self.max_concurrency - len(self._active)
+                claimed: list[Task] = []
+                if free > 0:
+                    claimed = await store.claim(self.worker_id, free, self.lease_seconds)
+                    for task in claimed:
+                        self._start(task)
+                if claimed and len(claimed) == free:
+                    await asyncio.sleep(0)
+                    continue
+                if until_idle and not self._active and not claimed:
+                    if not await store.has_active_tasks():
+                        break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self._shutdown(store)
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            self._running = False
+            self._wake = None
+            await self._fire("wfe_engine_stopping", engine=self)
+
+    async def _shutdown(self, store: Store) -> None:
+        if not self._active:
+            return
+        pending = list(self._active.values())
+        _, still = await asyncio.wait(pending, timeout=self.shutdown_timeout)
+        for running in still:
+            running.cancel()
+        await asyncio.gather(*still, return_exceptions=True)
+
+    def _start(self, task: Task) -> None:
+        driver = asyncio.create_task(self._drive(task))
+        self._active[task.id] = driver
+        driver.add_done_callback(lambda _: self._finished(task.id))
+
+    def _finished(self, task_id: str) -> None:
+        self._active.pop(task_id, None)
+        self._lost.discard(task_id)
+        self._poke()
+
+    async def _keep_leases(self, store: Store) -> None:
+        interval = max(self.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._active)
+            if not ids:
+                continue
+            try:
+                held = await store.renew(self.worker_id, ids, self.lease_seconds)
+            except Exception:
+                logger.exception("renewing leases failed")
+                continue
+            for task_id in ids:
+                driver = self._active.get(task_id)
+                if task_id not in held and driver is not None:
+                    logger.warning("task %s: lease lost (cancelled or taken over)", task_id)
+                    self._lost.add(task_id)
+                    driver.cancel()
+
+    async def _reap_dead_owners(self, store: Store) -> None:
+        """Free at once the leases of dead processes on this host."""
+        host = socket.gethostname()
+        dead = []
+        for owner in await store.lease_owners():
+            owner_host, _, rest = owner.partition("/")
+            pid_text = rest.partition("/")[0]
+            if owner_host != host or not pid_text.isdigit() or owner == self.worker_id:
+                continue
+            if not _pid_alive(int(pid_text)):
+                dead.append(owner)
+        if dead:
+            freed = await store.release_dead_leases(dead)
+            logger.info("took over %d task(s) from dead worker(s) %s", freed, ", ".join(dead))
+
+    # -- driving one task ------------------------------------------------------------
+
+    async def _drive(self, task: Task) -> None:
+        """Run a claimed task's phases while this worker holds its lease."""
+        try:
+            current: Task | None = task
+            if task.status.is_waiting:
+                current = await self._deadline_passed(task)
+            while current is not None and not self._stopping:
+                current = await self._run_phase(current)
+            if current is not None:
+                await self._hand_back(current)
+        except asyncio.CancelledError:
+            if task.id in self._lost:
+                return
+            await self._hand_back(task)
+        except _LeaseLost:
+            return
+        except Exception:
+            logger.exception("task %s: unexpected engine error", task.id)
+            await self._hand_back(task)
+
+    async def _hand_back(self, task: Task) -> None:
+        """Return an interrupted task to the store as runnable, its attempt uncounted."""
+        if task.status is TaskStatus.IN_PROGRESS:
+            task.status = TaskStatus.PENDING
+            task.attempts = max(0, task.attempts - 1)
+            task.record("released", worker=self.worker_id)
+        store = self._store
+        if store is not None:
+            try:
+                await asyncio.shield(store.update_task(task))
+            except Exception:
+                logger.exception("task %s: could not hand back", task.id)
+
+    async def _run_phase(self, task: Task) -> Task | None:
+        """Run the task's current phase once; return it if it should go on here."""
+        spec = await self._workflow(task.workflow_name) if task.workflow_name else None
+        if task.classification == DEFINE_WORKFLOW:
+            return await self._define_workflow(task)
+        if spec is None:
+            return await self._fail(
+                task, None, f"UnknownWorkflowError: unknown workflow {task.workflow_name!r}"
+            )
+        phase = self._route(task, spec)
+        if phase is None:
+            return await self._fail(task, None, task.error or "routing failed")
+        return await self._dispatch(task, spec, phase)
+
+    def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
+        """Find the task's phase, asking the classifiers when it has none."""
+        if task.classification is None:
+            answer = self.plugin_manager.hook.wfe_classify(task=task, engine=self)
+            if inspect.isawaitable(answer):
+                task.error = "wfe_classify implementations must not be async"
+                return None
+            if answer is not None and spec.phase(answer) is None:
+                task.error = (
+                    f"InvalidTaskError: classifier answered unknown classification {answer!r} "
+                    f"for workflow {spec.name!r}"
+                )
+                return None
+            task.classification = answer or spec.phases[0].target_classification
+            task.record(
+                "classified", classification=task.classification, by_plugin=answer is not None
+            )
+        phase = spec.phase(task.classification)
+        if phase is None:
+            task.error = (
+                f"InvalidTaskError: unknown classification {task.classification!r} "
+                f"for workflow {spec.name!r}"
+            )
+        return phase
+
+    async def _dispatch(self, task: Task, spec: WorkflowSpec, phase: Phase) -> Task | None:
+        """Run one attempt of a phase on its adapter and persist what came of it."""
+        task_type = phase.assigned_to or task.assigned_to
+        adapter = self._adapters.get(task_type)
+        task.status = TaskStatus.IN_PROGRESS
+        task.attempts += 1
+        task.output = None
+        task.next_classification = None
+        task.run_after = None
+        task.record(
+            "phase_started",
+            phase=phase.target_classification,
+            attempt=task.attempts,
+            task_type=task_type.value,
+            worker=self.worker_id,
+        )
+        self.stats["phases"] += 1
+        await self._fire("wfe_phase_started", task=task, phase=phase)
+        started = time.monotonic()
+        try:
+            if adapter is None:
+                raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
+            run = adapter.run(task, phase, self)
+            if phase.timeout is not None and task_type is not TaskType.HUMAN:
+                try:
+                    await asyncio.wait_for(run, phase.timeout)
+                except asyncio.TimeoutError:
+                    raise TimeoutError(
+                        f"phase {phase.target_classification!r} timed out after {phase.timeout:g}s"
+                    ) from None
+            else:
+                await run
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return await self._attempt_failed(task, phase, exc, time.monotonic() - started)
+        if task.id in self._lost:
+            raise _LeaseLost
+        if task.status.is_waiting:
+            return await self._suspended(task, phase, time.monotonic() - started)
+        task.reply = None
+        task.resume_in_phase = False
+        task.record(
+            "phase_finished",
+            phase=phase.target_classification,
+            seconds=round(time.monotonic() - started, 6),
+        )
+        self._advance(task, spec, phase, task.output)
+        finished = task.status.is_finished
+        if not await self._persist(task, keep_lease=not finished):
+            return None
+        await self._after_phase(task, phase)
+        return None if finished else task
+
+    def _advance(self, task: Task, spec: WorkflowSpec, phase: Phase, output: Any) -> None:
+        """Record a phase's output and move the task to its next phase or COMPLETED."""
+        name = phase.target_classification
+        task.output = output
+        task.outputs[name] = output
+        task.error = None
+        task.traceback = None
+        nxt = phase.next_classifications
+        if nxt is None:
+            index = spec.phases.index(phase)
+            target = (
+                spec.phases[index + 1].target_classification
+                if index + 1 < len(spec.phases)
+                else None
+            )
+        elif not nxt:
+            target = None
+        elif task.next_classification in nxt:
+            target = task.next_classification
+        else:
+            if task.next_classification is not None:
+                task.record(
+                    "route_ignored",
+                    phase=name,
+                    wanted=task.next_classification,
+                    allowed=list(nxt),
+                )
+            target = nxt[0]
+        task.next_classification = None
+        task.attempts = 0
+        task.reply = None
+        task.resume_in_phase = False
+        if target is None:
+            task.status = TaskStatus.COMPLETED
+            task.record("completed")
+        else:
+            task.classification = target
+            running = task.status is TaskStatus.IN_PROGRESS
+            task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
+            task.record("routed", phase=name, to=target)
+
+    async def _after_phase(self, task: Task, phase: Phase) -> None:
+        await self._fire("wfe_phase_finished", task=task, phase=phase)
+        if task.status is TaskStatus.COMPLETED:
+            self.stats["completed"] += 1
+            await self._fire("wfe_task_completed", task=task)
+            for callback in self._completed_hooks:
+                try:
+                    result = callback(task)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception(
+                        "task %s: completed hook %r failed", task.id, _name_of(callback)
+                    )
+
+    async def _suspended(self, task: Task, phase: Phase, seconds: float) -> None:
+        if (
+            task.deadline is None
+            and phase.timeout is not None
+            and (phase.assigned_to or task.assigned_to) is TaskType.HUMAN
+        ):
+            task.deadline = utcnow() + timedelta(seconds=phase.timeout)
+        task.attempts = max(0, task.attempts - 1) if task.resume_in_phase else task.attempts
+        task.record(
+            "suspended",
+            phase=phase.target_classification,
+            status=task.status.value,
+            reason=task.waiting_reason,
+            deadline=task.deadline.isoformat() if task.deadline else None,
+            seconds=round(seconds, 6),
+        )
+        if await self._persist(task, keep_lease=False):
+            self.stats["suspended"] += 1
+            await self._fire("wfe_task_suspended", task=task)
+        return None
+
+    async def _attempt_failed(
+        self, task: Task, phase: Phase, exc: BaseException, seconds: float
+    ) -> None:
+        if task.id in self._lost:
+            raise _LeaseLost
+        task.error = f"{type(exc).__name__}: {exc}"
+        task.traceback = "".join(traceback.format_exception(exc)[-6:])[-4000:]
+        task.record(
+            "attempt_failed",
+            phase=phase.target_classification,
+            attempt=task.attempts,
+            error=task.error,
+            seconds=round(seconds, 6),
+        )
+        if task.attempts < phase.max_attempts:
+            delay = self.retry_delay * 2 ** (task.attempts - 1)
+            task.status = TaskStatus.PENDING
+            task.run_after = utcnow() + timedelta(seconds=delay)
+            task.record("retry_scheduled", phase=phase.target_classification, delay=delay)
+            if await self._persist(task, keep_lease=False):
+                self.stats["retried"] += 1
+            return None
+        return await self._fail(task, phase, task.error)
+
+    async def _fail(self, task: Task, phase: Phase | None, error: str) -> None:
+        task.status = TaskStatus.FAILED
+        task.error = error
+        task.record(
+            "failed",
+            phase=phase.target_classification if phase else task.classification,
+            error=error,
+        )
+        if await self._persist(task, keep_lease=False):
+            self.stats["failed"] += 1
+            await self._fire("wfe_task_failed", task=task)
+        return None
+
+    async def _deadline_passed(self, task: Task) -> Task | None:
+        """A waiting task's deadline passed: apply its phase's ``on_timeout``."""
+        spec = await self._workflow(task.workflow_name)
+        phase = spec.phase(task.classification) if spec and task.classification else None
+        if spec is None or phase is None:
+            return await self._fail(task, phase, "deadline passed in an unknown phase")
+        rule = phase.on_timeout or "fail"
+        task.record("deadline_passed", phase=phase.target_classification, on_timeout=rule)
+        task.waiting_reason = None
+        task.deadline = None
+        task.resume_in_phase = False
+        if rule == "fail":
+            return await self._fail(
+                task,
+                phase,
+                f"DeadlineExceeded: no answer for phase {phase.target_classification!r} "
+                "before its deadline",
+            )
+        task.status = TaskStatus.IN_PROGRESS
+        if "output" in rule:
+            self._advance(task, spec, phase, rule["output"])
+            finished = task.status.is_finished
+            if not await self._persist(task, keep_lease=not finished):
+                return None
+            await self._after_phase(task, phase)
+            return None if finished else task
+        task.classification = rule["goto"]
+        task.attempts = 0
+        task.record("routed", phase=phase.target_classification, to=task.classification)
+        if not await self._persist(task, keep_lease=True):
+            return None
+        return task
+
+    async def _define_workflow(self, task: Task) -> Task | None:
+        """The built-in ``define_workflow`` phase: register the spec, rebind the task."""
+        task.attempts += 1
+        task.status = TaskStatus.IN_PROGRESS
+        try:
+            spec = workflow_from_dict(task.data)
+        except WorkflowError as exc:
+            return await self._fail(task, None, f"InvalidWorkflowError: {exc}")
+        spec_without_input = WorkflowSpec(
+            name=spec.name, phases=spec.phases, description=spec.description
+        )
+        store = await self.get_store()
+        await store.save_workflow(spec_without_input)
+        self._workflows[spec.name] = spec_without_input
+        task.outputs[DEFINE_WORKFLOW] = {"workflow": spec.name}
+        task.output = {"workflow": spec.name}
+        task.workflow_name = spec.name
+        if spec.input is not None:
+            task.data = spec.input
+        task.classification = None
+        task.attempts = 0
+        task.record("workflow_defined", workflow=spec.name)
+        if not await self._persist(task, keep_lease=True):
+            return None
+        return task
+
+    async def _persist(self, task: Task, keep_lease: bool) -> bool:
+        """Write the task (compare-and-set); False if the write was dropped."""
+        assert self._store is not None
+        if task.id in self._lost:
+            raise _LeaseLost
+        ok = await self._store.update_task(task, keep_lease=keep_lease)
+        if not ok:
+            logger.info(
+                "task %s: changed elsewhere (cancelled or taken over); write dropped", task.id
+            )
+            self._lost.add(task.id)
+        return ok
+
+    # -- hooks -----------------------------------------------------------------------
+
+    async def _fire(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation of a lifecycle hook, isolating failures.
+
+        Each implementation is called on its own so that one failing plugin is
+        logged with its name and neither stops the others nor touches the task.
+        """
+        kwargs.setdefault("engine", self)
+        caller = getattr(self.plugin_manager.hook, hook_name)
+        impls = caller.get_hookimpls()
+        if not impls:
+            return
+        for impl in reversed(impls):
+            try:
+                result = impl.function(*[kwargs[name] for name in impl.argnames])
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
+
+
+def _validate_answer(phase: Phase, output: Any) -> None:
+    assert phase.input_schema is not None
+    validator_cls = jsonschema.validators.validator_for(phase.input_schema)
+    validator = validator_cls(phase.input_schema)
+    problems = sorted(validator.iter_errors(output), key=lambda e: list(e.absolute_path))
+    if problems:
+        errors = [
+            f"{'/'.join(str(p) for p in e.absolute_path) or '(answer)'}: {e.message}"
+            for e in problems
+        ]
+        raise InvalidOutputError(
+            f"answer for phase {phase.target_classification!r} does not match its input_schema: "
+            + "; ".join(errors),
+            errors,
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _name_of(obj: Any) -> str:
+    return getattr(obj, "__qualname__", None) or repr(obj)

@@ -1,0 +1,94 @@
+"""The exceptions wfcore raises: one base class, a few precise subclasses."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdapterError",
+    "ArtifactError",
+    "CommandError",
+    "InvalidOutputError",
+    "InvalidTaskError",
+    "InvalidWorkflowError",
+    "PluginError",
+    "StoreError",
+    "TaskStateError",
+    "UnknownTaskError",
+    "UnknownWorkflowError",
+    "WorkflowError",
+]
+
+
+class WorkflowError(Exception):
+    """Base class of every error wfcore raises on purpose."""
+
+
+class InvalidTaskError(WorkflowError, ValueError):
+    """A task's fields are unusable: data that is not JSON, an unknown task type or
+    classification."""
+
+
+class UnknownWorkflowError(WorkflowError, LookupError):
+    """A workflow name that no plugin, call or stored definition has registered."""
+
+    def __init__(self, name: str | None, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = f" (known: {', '.join(sorted(known))})" if known else ""
+        super().__init__(f"unknown workflow {name!r}{hint}")
+
+
+class InvalidWorkflowError(WorkflowError, ValueError):
+    """A workflow definition (a WorkflowSpec or a list of phases) is invalid; the
+    message names the field at fault."""
+
+
+class UnknownTaskError(WorkflowError, LookupError):
+    """No task with this id exists in the store."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"unknown task {task_id!r}")
+
+
+class TaskStateError(WorkflowError):
+    """The task is not in a state that allows the operation, e.g. resuming a task
+    that is not waiting, or cancelling one that has finished."""
+
+
+class InvalidOutputError(WorkflowError, ValueError):
+    """An answer given to ``resume`` does not match the phase's ``input_schema``.
+
+    ``errors`` lists each violation as ``"<path>: <message>"``; the task keeps
+    waiting.
+    """
+
+    def __init__(self, message: str, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__(message)
+
+
+class ArtifactError(WorkflowError, ValueError):
+    """An artifact name is empty, absolute or leaves its folder, or an artifact
+    does not exist."""
+
+
+class AdapterError(WorkflowError):
+    """An adapter cannot run a phase, e.g. no handler is registered for it."""
+
+
+class CommandError(AdapterError):
+    """A phase's subprocess exited non-zero; the message ends with its stderr."""
+
+    def __init__(self, message: str, returncode: int | None, stderr: str) -> None:
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(message)
+
+
+class StoreError(WorkflowError):
+    """The store cannot be opened or used: an unknown URL scheme, a file that is not
+    a wfcore database, or a database written by a newer version of wfcore."""
+
+
+class PluginError(WorkflowError):
+    """A plugin is broken: a duplicate registration or a hook implementation that
+    matches no hook specification."""

@@ -1,0 +1,249 @@
+"""The hook specifications: every way a plugin can extend or observe wfcore.
+
+Implement a hook with ``from wfcore import hookimpl`` and a function named after it.
+An implementation may accept fewer arguments than its specification names; specs
+only ever gain arguments, so plugins written today keep working. Lifecycle hooks
+may be ``async def``: the engine awaits whatever they return. "Pick one" hooks
+(``firstresult``) must be plain functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .engine import ECSWorkflowEngine
+    from .model import Phase, Task
+    from .stores.base import Store
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("wfcore")
+hookimpl = pluggy.HookimplMarker("wfcore")
+
+
+# -- contributions -------------------------------------------------------------------
+
+
+@hookspec
+def wfe_register_adapters(register: Callable[[Any, Any], None]) -> None:
+    """Contribute adapters, the objects that run a phase for one task type.
+
+    Called once per engine, when it loads its plugins.
+
+    :param register: call ``register(task_type, adapter)`` for each adapter;
+        ``task_type`` is a :class:`~wfcore.TaskType` or its name. An adapter has an
+        ``async def run(self, task, phase, engine)`` method.
+
+    Every implementation is called, in registration order (``trylast`` ones
+    first, ``tryfirst`` ones last); a later registration for the same task type
+    replaces an earlier one, so an installed plugin overrides a built-in adapter
+    (the built-ins are registered ``trylast``).
+    Adapters registered with :meth:`ECSWorkflowEngine.register_adapter` win over
+    all plugins. Must not be async.
+    """
+
+
+@hookspec
+def wfe_register_handlers(register: Callable[[str, Any], None]) -> None:
+    """Contribute handlers for classifications.
+
+    Called once per engine, when it loads its plugins.
+
+    :param register: call ``register(classification, handler)``; a handler is
+        ``async def handler(task) -> None``.
+
+    Every implementation is called; registering the same classification twice is
+    a :class:`~wfcore.errors.PluginError`. Must not be async.
+    """
+
+
+@hookspec
+def wfe_register_workflows(register: Callable[[str, Any], None]) -> None:
+    """Contribute workflows.
+
+    Called once per engine, when it loads its plugins.
+
+    :param register: call ``register(name, phases)`` with a list of
+        :class:`~wfcore.Phase`.
+
+    Every implementation is called; registering the same name twice is a
+    :class:`~wfcore.errors.PluginError`. Must not be async.
+    """
+
+
+@hookspec(firstresult=True)
+def wfe_open_store(url: str) -> Store | None:
+    """Return a store for ``url``, or None if this plugin does not handle its scheme.
+
+    Called when an engine first needs its store (lazily, at first use).
+
+    :param url: the store URL, e.g. ``sqlite:///abs/path/wfe.db``,
+        ``memory://`` or ``postgresql://...``.
+
+    Stops at the first non-None result. The built-in ``sqlite`` and ``memory``
+    stores are registered ``trylast``. Must not be async: return an unopened
+    store; the engine awaits its ``open()``.
+    """
+
+
+@hookspec
+def wfe_register_commands(cli: click.Group) -> None:
+    """Add commands to the ``wfe`` command line.
+
+    Called when the ``wfe`` CLI starts.
+
+    :param cli: the root ``click.Group``; use ``@cli.command()``.
+
+    Every implementation is called. Must not be async.
+    """
+
+
+# -- decisions -----------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def wfe_classify(task: Task, engine: ECSWorkflowEngine) -> str | None:
+    """Choose the first phase of an unclassified task.
+
+    Called when a worker picks up a task whose ``classification`` is None.
+
+    :param task: the task; read its ``data`` and ``workflow_name``.
+    :param engine: the engine running it.
+
+    Stops at the first non-None result: return a classification of the task's
+    workflow, or None to pass. With no answer the task starts at the workflow's
+    first phase; an answer the workflow does not have fails the task with an
+    error naming it. Must not be async.
+    """
+
+
+# -- lifecycle -----------------------------------------------------------------------
+
+
+@hookspec
+def wfe_task_submitted(task: Task, engine: ECSWorkflowEngine) -> None:
+    """A task was stored, right after ``submit_task`` made it durable.
+
+    Not called again for an idempotent resubmission of the same id.
+
+    :param task: the new task, PENDING.
+    :param engine: the engine that accepted it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_phase_started(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> None:
+    """A worker is about to run a phase of a task (each attempt).
+
+    :param task: the task, IN_PROGRESS, with ``attempts`` already counting this one.
+    :param phase: the phase about to run.
+    :param engine: the engine running it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_phase_finished(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> None:
+    """A phase ran to its end and its output is durable.
+
+    Called once the task has moved on (to its next phase, or COMPLETED); not for
+    a failed attempt nor a suspension.
+
+    :param task: the task, with ``outputs[phase.target_classification]`` set.
+    :param phase: the phase that finished.
+    :param engine: the engine running it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_task_suspended(task: Task, engine: ECSWorkflowEngine) -> None:
+    """A task now waits for a person, an agent or I/O (a WAITING_* status).
+
+    :param task: the task, with ``waiting_reason`` and ``deadline`` set.
+    :param engine: the engine that suspended it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_task_resumed(task: Task, engine: ECSWorkflowEngine) -> None:
+    """A waiting task was resumed with an answer and moved on.
+
+    :param task: the task after the answer was recorded.
+    :param engine: the engine that resumed it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_task_completed(task: Task, engine: ECSWorkflowEngine) -> None:
+    """A task finished its workflow; it is COMPLETED and durable.
+
+    Called once per task under normal operation (see the README on delivery after
+    a crash). Callbacks given to ``register_task_completed_hook`` run next to it.
+
+    :param task: the completed task.
+    :param engine: the engine that completed it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_task_failed(task: Task, engine: ECSWorkflowEngine) -> None:
+    """A task failed for good: its last attempt failed, or it could not be routed.
+
+    :param task: the task, FAILED, with ``error`` set.
+    :param engine: the engine that failed it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_task_cancelled(task: Task, engine: ECSWorkflowEngine) -> None:
+    """A task was cancelled with ``engine.cancel``.
+
+    :param task: the task, CANCELLED.
+    :param engine: the engine that cancelled it.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
+    """An engine starts processing: ``run()`` or ``run_until_idle()`` was entered
+    and the store is open.
+
+    A good place to start background work (consumers, schedulers).
+
+    :param engine: the engine.
+
+    Every implementation is called; results are ignored; may be async.
+    """
+
+
+@hookspec
+def wfe_engine_stopping(engine: ECSWorkflowEngine) -> None:
+    """An engine stops processing; its store is still open.
+
+    Stop what ``wfe_engine_started`` started.
+
+    :param engine: the engine.
+
+    Every implementation is called; results are ignored; may be async.
+    """

@@ -1,0 +1,309 @@
+"""The data wfcore works on: tasks, their parts, phases and workflows (attrs records)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from .errors import InvalidTaskError, InvalidWorkflowError
+
+__all__ = [
+    "DEFINE_WORKFLOW",
+    "Artifact",
+    "Phase",
+    "Task",
+    "TaskStatus",
+    "TaskType",
+    "WorkflowSpec",
+    "new_task_id",
+    "utcnow",
+]
+
+#: The built-in classification whose task defines a workflow at run time.
+DEFINE_WORKFLOW = "define_workflow"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+def new_task_id() -> str:
+    """A fresh random task id."""
+    return uuid.uuid4().hex
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its life cycle."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    WAITING_HUMAN = "waiting_human"
+    WAITING_AGENT = "waiting_agent"
+    WAITING_IO = "waiting_io"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_waiting(self) -> bool:
+        """True for the WAITING_* statuses: the task is suspended until resumed."""
+        return self in _WAITING
+
+    @property
+    def is_finished(self) -> bool:
+        """True for COMPLETED, FAILED and CANCELLED: the task will never run again."""
+        return self in _FINISHED
+
+    @classmethod
+    def parse(cls, value: str | TaskStatus) -> TaskStatus:
+        """Accept a status by value or name, in any case (``completed``, ``COMPLETED``)."""
+        if isinstance(value, TaskStatus):
+            return value
+        text = str(value).strip().lower()
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(s.value for s in cls)
+            raise InvalidTaskError(f"unknown status {value!r} (one of: {names})") from None
+
+
+_WAITING = frozenset({TaskStatus.WAITING_HUMAN, TaskStatus.WAITING_AGENT, TaskStatus.WAITING_IO})
+_FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class TaskType(str, enum.Enum):
+    """Who runs a phase: a person, an LLM agent or a program."""
+
+    HUMAN = "human"
+    AGENTIC = "agentic"
+    FUNCTIONAL = "functional"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: str | TaskType) -> TaskType:
+        """Accept a task type in any case; ``"ai"`` is an alias of agentic."""
+        if isinstance(value, TaskType):
+            return value
+        text = str(value).strip().lower()
+        if text == "ai":
+            return cls.AGENTIC
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(t.value for t in cls)
+            raise InvalidTaskError(
+                f"unknown assigned_to {value!r} (one of: {names}, or ai)"
+            ) from None
+
+
+def _optional_task_type(value: str | TaskType | None) -> TaskType | None:
+    return None if value is None else TaskType.parse(value)
+
+
+@attrs.frozen
+class Artifact:
+    """A file a phase produced, stored beside the task; later phases can read it."""
+
+    name: str
+    size: int
+    sha256: str
+    media_type: str
+    phase: str | None = None
+    path: str | None = None
+    created_at: datetime = attrs.field(factory=utcnow)
+
+
+@attrs.frozen
+class Phase:
+    """One step of a workflow.
+
+    ``target_classification`` names the phase. After it runs, ``next_classifications``
+    decides where the task goes: None means the next phase in list order, ``[]``
+    completes the task, one name goes there, and with several the handler picks by
+    setting ``task.next_classification`` (else the first). ``assigned_to`` overrides
+    the task's type for this phase. ``command`` (an argv list) makes a functional
+    phase run a subprocess. ``instructions`` and ``input_schema`` tell a person (or an
+    agent) what to do and type the answer. ``timeout`` is a deadline for human phases,
+    resolved by ``on_timeout`` (``"fail"``, ``{"output": ...}`` or ``{"goto": name}``),
+    and a per-attempt time limit for the others. ``max_attempts`` bounds retries.
+    """
+
+    target_classification: str
+    next_classifications: list[str] | None = None
+    assigned_to: TaskType | None = attrs.field(default=None, converter=_optional_task_type)
+    command: list[str] | None = None
+    instructions: str | None = None
+    input_schema: dict[str, Any] | None = None
+    timeout: float | None = None
+    on_timeout: str | dict[str, Any] | None = None
+    max_attempts: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        _check_phase(self, "phase")
+
+
+def _check_phase(phase: Phase, where: str) -> None:
+    if not isinstance(phase.target_classification, str) or not phase.target_classification:
+        raise InvalidWorkflowError(f"{where}.target_classification: must be a non-empty string")
+    nxt = phase.next_classifications
+    if nxt is not None and (
+        not isinstance(nxt, list) or not all(isinstance(n, str) and n for n in nxt)
+    ):
+        raise InvalidWorkflowError(
+            f"{where}.next_classifications: must be a list of classification names or null"
+        )
+    cmd = phase.command
+    if cmd is not None and (
+        not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd)
+    ):
+        raise InvalidWorkflowError(f"{where}.command: must be a non-empty list of strings (argv)")
+    if phase.timeout is not None and (
+        isinstance(phase.timeout, bool)
+        or not isinstance(phase.timeout, (int, float))
+        or phase.timeout <= 0
+    ):
+        raise InvalidWorkflowError(f"{where}.timeout: must be a positive number of seconds")
+    if (
+        isinstance(phase.max_attempts, bool)
+        or not isinstance(phase.max_attempts, int)
+        or phase.max_attempts < 1
+    ):
+        raise InvalidWorkflowError(f"{where}.max_attempts: must be an integer >= 1")
+    on_timeout = phase.on_timeout
+    if on_timeout is not None and on_timeout != "fail":
+        ok = isinstance(on_timeout, dict) and (
+            set(on_timeout) == {"output"}
+            or (set(on_timeout) == {"goto"} and isinstance(on_timeout["goto"], str))
+        )
+        if not ok:
+            raise InvalidWorkflowError(
+                f'{where}.on_timeout: must be "fail", {{"output": ...}} or '
+                f'{{"goto": "<classification>"}}'
+            )
+    if phase.input_schema is not None:
+        import jsonschema
+
+        if not isinstance(phase.input_schema, dict):
+            raise InvalidWorkflowError(f"{where}.input_schema: must be a JSON Schema object")
+        try:
+            jsonschema.validators.validator_for(phase.input_schema).check_schema(phase.input_schema)
+        except jsonschema.SchemaError as exc:
+            raise InvalidWorkflowError(
+                f"{where}.input_schema: not a valid JSON Schema: {exc.message}"
+            ) from None
+
+
+@attrs.frozen
+class WorkflowSpec:
+    """A named, ordered list of phases.
+
+    ``input`` is only used by a ``define_workflow`` task: when given, it becomes the
+    task's data once the task is rebound to the new workflow.
+    """
+
+    name: str
+    phases: list[Phase]
+    input: Any = None
+    description: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise InvalidWorkflowError("name: must be a non-empty string")
+        if self.name == DEFINE_WORKFLOW:
+            raise InvalidWorkflowError(f"name: {DEFINE_WORKFLOW!r} is reserved")
+        if not isinstance(self.phases, list) or not self.phases:
+            raise InvalidWorkflowError("phases: a workflow needs at least one phase")
+        seen: set[str] = set()
+        for i, phase in enumerate(self.phases):
+            if not isinstance(phase, Phase):
+                raise InvalidWorkflowError(f"phases[{i}]: must be a Phase")
+            if phase.target_classification in seen:
+                raise InvalidWorkflowError(
+                    f"phases[{i}].target_classification: duplicate {phase.target_classification!r}"
+                )
+            seen.add(phase.target_classification)
+        for i, phase in enumerate(self.phases):
+            for name in phase.next_classifications or ():
+                if name not in seen:
+                    raise InvalidWorkflowError(
+                        f"phases[{i}].next_classifications: unknown classification {name!r}"
+                    )
+            if isinstance(phase.on_timeout, dict) and "goto" in phase.on_timeout:
+                if phase.on_timeout["goto"] not in seen:
+                    raise InvalidWorkflowError(
+                        f"phases[{i}].on_timeout.goto: unknown classification "
+                        f"{phase.on_timeout['goto']!r}"
+                    )
+
+    def phase(self, classification: str) -> Phase | None:
+        """The phase with this classification, or None."""
+        for phase in self.phases:
+            if phase.target_classification == classification:
+                return phase
+        return None
+
+    @property
+    def classifications(self) -> list[str]:
+        """The phases' classifications, in order."""
+        return [p.target_classification for p in self.phases]
+
+
+@attrs.define(eq=False)
+class Task:
+    """A unit of work moving through a workflow, with everything it carries.
+
+    ``output`` is the latest phase's output and ``outputs`` maps each finished
+    phase's classification to its output. ``attempts`` counts attempts at the
+    current phase. ``history`` holds timestamped events (dicts with ``at`` and
+    ``event``). A handler may set ``next_classification`` to choose among several
+    next phases. ``waiting_reason``, ``deadline`` and ``reply`` describe a suspended
+    task: what it waits for, until when, and the answer given to a phase that
+    resumes where it left off. ``version`` is the store's concurrency token.
+    """
+
+    data: Any = None
+    workflow_name: str | None = None
+    classification: str | None = None
+    assigned_to: TaskType = attrs.field(default=TaskType.AGENTIC, converter=TaskType.parse)
+    id: str = attrs.field(factory=new_task_id)
+    status: TaskStatus = attrs.field(default=TaskStatus.PENDING, converter=TaskStatus.parse)
+    context: dict[str, Any] = attrs.field(factory=dict)
+    artifacts: list[Artifact] = attrs.field(factory=list)
+    output: Any = None
+    outputs: dict[str, Any] = attrs.field(factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    attempts: int = 0
+    history: list[dict[str, Any]] = attrs.field(factory=list)
+    created_at: datetime = attrs.field(factory=utcnow)
+    updated_at: datetime = attrs.field(factory=utcnow)
+    next_classification: str | None = None
+    waiting_reason: str | None = None
+    deadline: datetime | None = None
+    reply: Any = None
+    resume_in_phase: bool = False
+    run_after: datetime | None = None
+    version: int = 0
+
+    def artifact(self, name: str) -> Artifact | None:
+        """The artifact with this name, or None."""
+        for art in self.artifacts:
+            if art.name == name:
+                return art
+        return None
+
+    def record(self, event: str, **details: Any) -> None:
+        """Append a timestamped event to the history."""
+        entry = {"at": utcnow().isoformat(), "event": event}
+        entry.update(details)
+        self.history.append(entry)

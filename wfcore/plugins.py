@@ -1,0 +1,128 @@
+"""The plugin manager: built-in plugins, entry-point discovery and the switches that control it.
+
+Environment variables:
+
+``WFE_LOAD_PLUGINS``
+    Comma-separated distribution names whose ``wfcore`` entry points are loaded;
+    set but empty loads none. Unset loads every installed plugin.
+``WFE_DISABLED_PLUGINS``
+    Comma-separated plugin names (entry-point names or built-in module names) to
+    block.
+``WFE_TRACE_PLUGINS``
+    When set, every hook call is logged at DEBUG level on the ``wfcore.plugins``
+    logger.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "make_plugin_manager",
+    "plugin_infos",
+]
+
+logger = logging.getLogger("wfcore.plugins")
+
+#: The entry-point group third-party plugins register under.
+ENTRY_POINT_GROUP = "wfcore"
+
+#: Built-in plugins, registered through the same hooks as third-party ones.
+DEFAULT_PLUGINS = (
+    "wfcore.adapters",
+    "wfcore.stores.sqlite",
+    "wfcore.stores.memory",
+)
+
+
+def _env_list(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def make_plugin_manager(
+    load_entry_points: bool = True, plugins: tuple[Any, ...] | list[Any] = ()
+) -> pluggy.PluginManager:
+    """A new plugin manager with the built-ins, installed plugins and ``plugins``.
+
+    Each engine gets its own manager, so tests and embedded apps never share
+    state. Raises PluginError when a hook implementation matches no spec.
+    """
+    pm = pluggy.PluginManager("wfcore")
+    pm.add_hookspecs(hookspecs)
+    for name in _env_list("WFE_DISABLED_PLUGINS") or ():
+        pm.set_blocked(name)
+    for module_name in DEFAULT_PLUGINS:
+        if not pm.is_blocked(module_name):
+            pm.register(importlib.import_module(module_name), name=module_name)
+    if load_entry_points:
+        _load_entry_points(pm)
+    for plugin in plugins:
+        if pm.is_registered(plugin):
+            continue
+        pm.register(plugin)
+    if os.environ.get("WFE_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(logger.debug)
+        pm.enable_tracing()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(str(exc)) from None
+    return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    wanted = _env_list("WFE_LOAD_PLUGINS")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist_name = ep.dist.name if ep.dist is not None else None
+        if wanted is not None and dist_name not in wanted and ep.name not in wanted:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(f"cannot load plugin {ep.name!r} ({ep.value}): {exc}") from exc
+        pm.register(plugin, name=ep.name)
+        _DIST_OF[ep.name] = (dist_name, ep.dist.version if ep.dist is not None else None)
+
+
+# Entry-point name -> (distribution, version); filled as plugins load.
+_DIST_OF: dict[str, tuple[str | None, str | None]] = {}
+
+
+class PluginInfo(dict):
+    """What ``wfe plugins`` shows about one plugin: name, package, version, hooks."""
+
+
+def plugin_infos(pm: pluggy.PluginManager, include_builtins: bool = False) -> list[PluginInfo]:
+    """Describe the registered plugins, sorted by name."""
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        builtin = name in DEFAULT_PLUGINS
+        if builtin and not include_builtins:
+            continue
+        dist, version = _DIST_OF.get(name, (None, None))
+        if builtin:
+            dist, version = "wfcore", importlib.metadata.version("wfcore")
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or ())
+        infos.append(
+            PluginInfo(name=name, package=dist, version=version, builtin=builtin, hooks=hooks)
+        )
+    return sorted(infos, key=lambda info: info["name"])

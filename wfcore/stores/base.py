@@ -1,0 +1,127 @@
+"""The storage backend interface: the store is the queue, the lease holder and the record."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..model import Task, TaskStatus, WorkflowSpec
+
+__all__ = ["Store"]
+
+
+class Store(abc.ABC):
+    """Where tasks, workflows and the results outbox live.
+
+    A store is opened once per engine (``await store.open()``) inside the event
+    loop that uses it. Every method that changes a task is a compare-and-set on
+    ``task.version``: it succeeds only if the stored version is the one the caller
+    read, then increments both. This is how a cancelled or taken-over task's late
+    writes are dropped.
+
+    Leases: ``claim`` hands runnable tasks to one owner until ``lease_expires``;
+    the owner renews while it works. A task is runnable when it is PENDING and its
+    ``run_after`` has passed, or IN_PROGRESS with an expired lease (its worker
+    died), or WAITING_* with a passed ``deadline``. Claimed tasks come back with
+    their stored status unchanged apart from PENDING becoming IN_PROGRESS.
+    """
+
+    #: The URL the store was opened from.
+    url: str
+    #: The folder under which artifact files live (one sub-folder per task).
+    artifacts_dir: Path
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open (creating if needed) the store; refuse one that is not ours or newer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and close."""
+
+    # -- workflows -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def save_workflow(self, spec: WorkflowSpec) -> None:
+        """Insert or replace a workflow definition."""
+
+    @abc.abstractmethod
+    async def load_workflows(self) -> list[WorkflowSpec]:
+        """Every stored workflow definition."""
+
+    # -- tasks -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def insert_task(self, task: Task) -> tuple[Task, bool]:
+        """Store a new task; if its id exists, return the stored one instead.
+
+        Returns ``(task, created)``.
+        """
+
+    @abc.abstractmethod
+    async def get_task(self, task_id: str) -> Task | None:
+        """The stored task, or None."""
+
+    @abc.abstractmethod
+    async def list_tasks(
+        self,
+        status: TaskStatus | Sequence[TaskStatus] | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        oldest_first: bool = False,
+    ) -> list[Task]:
+        """Tasks, newest first (by creation) unless ``oldest_first``."""
+
+    @abc.abstractmethod
+    async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
+        """How many tasks there are in each status (statuses with none are omitted)."""
+
+    @abc.abstractmethod
+    async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
+        """How many unfinished tasks of a workflow sit in each classification."""
+
+    @abc.abstractmethod
+    async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+        """Write the task if its stored version is ``task.version``; bump the version.
+
+        The lease is released unless ``keep_lease``. When the task newly reaches a
+        finished status, an outbox row is added for each registered consumer in
+        the same transaction. Returns False (writing nothing) on a version
+        mismatch or an unknown task.
+        """
+
+    @abc.abstractmethod
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+        """Lease up to ``limit`` runnable tasks to ``owner``, oldest first."""
+
+    @abc.abstractmethod
+    async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        """Extend the owner's leases; return the ids it still holds."""
+
+    @abc.abstractmethod
+    async def release_dead_leases(self, owners: Sequence[str]) -> int:
+        """Expire every lease held by these owners now (their processes are gone)."""
+
+    @abc.abstractmethod
+    async def lease_owners(self) -> list[str]:
+        """The distinct owners of unexpired leases."""
+
+    @abc.abstractmethod
+    async def has_active_tasks(self) -> bool:
+        """True while any task is PENDING or IN_PROGRESS (waiting ones don't count)."""
+
+    # -- results outbox --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def outbox_register(self, consumer: str) -> None:
+        """From now on, record every task that finishes for ``consumer``."""
+
+    @abc.abstractmethod
+    async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
+        """Finished tasks recorded for ``consumer`` and not yet acknowledged."""
+
+    @abc.abstractmethod
+    async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
+        """Mark these tasks as delivered to ``consumer``."""

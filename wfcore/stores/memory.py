@@ -1,0 +1,223 @@
+"""The in-memory store (``memory://``): the full store contract, kept in one process.
+
+Nothing survives the process; artifacts go to a temporary folder removed on
+close. It is the fastest store, for tests, demos and throw-away pipelines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import heapq
+import itertools
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import StoreError
+from ..hookspecs import hookimpl
+from ..model import Task, TaskStatus, WorkflowSpec
+from .base import Store
+from .sqlite import _ready_at, _utc
+
+__all__ = ["MemoryStore"]
+
+
+def _snapshot(task: Task) -> Task:
+    """A copy that later changes to ``task`` (by a running handler) don't reach."""
+    clone = copy.copy(task)
+    clone.context = copy.deepcopy(task.context)
+    clone.outputs = dict(task.outputs)
+    clone.artifacts = list(task.artifacts)
+    clone.history = list(task.history)
+    return clone
+
+
+class _Row:
+    __slots__ = ("lease_expires", "lease_owner", "ready_at", "seq", "task")
+
+    def __init__(self, task: Task, seq: int, ready_at: float | None) -> None:
+        self.task = task
+        self.seq = seq
+        self.ready_at = ready_at
+        self.lease_owner: str | None = None
+        self.lease_expires: float | None = None
+
+
+class MemoryStore(Store):
+    """Tasks in a dict, runnable ones in a heap ordered by when they become ready."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._rows: dict[str, _Row] = {}
+        self._ready: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._workflows: dict[str, WorkflowSpec] = {}
+        self._consumers: dict[str, dict[str, None]] = {}
+        self._tmp: str | None = None
+        self.artifacts_dir = Path(tempfile.gettempdir()) / "wfcore-memory-unopened"
+
+    async def open(self) -> None:
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="wfcore-memory-")
+            self.artifacts_dir = Path(self._tmp) / "artifacts"
+
+    async def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _schedule(self, row: _Row, ready_at: float | None) -> None:
+        row.ready_at = ready_at
+        if ready_at is not None:
+            heapq.heappush(self._ready, (ready_at, row.seq, row.task.id))
+
+    async def save_workflow(self, spec: WorkflowSpec) -> None:
+        self._workflows[spec.name] = spec
+
+    async def load_workflows(self) -> list[WorkflowSpec]:
+        return [self._workflows[n] for n in sorted(self._workflows)]
+
+    async def insert_task(self, task: Task) -> tuple[Task, bool]:
+        row = self._rows.get(task.id)
+        if row is not None:
+            return _snapshot(row.task), False
+        row = _Row(_snapshot(task), next(self._seq), None)
+        self._rows[task.id] = row
+        self._schedule(row, _ready_at(task, time.time()))
+        return task, True
+
+    async def get_task(self, task_id: str) -> Task | None:
+        row = self._rows.get(task_id)
+        return None if row is None else _snapshot(row.task)
+
+    async def list_tasks(
+        self,
+        status: TaskStatus | Sequence[TaskStatus] | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        oldest_first: bool = False,
+    ) -> list[Task]:
+        wanted = None
+        if status is not None:
+            statuses = [status] if isinstance(status, (str, TaskStatus)) else list(status)
+            wanted = {TaskStatus.parse(s) for s in statuses}
+        rows = self._rows.values() if oldest_first else reversed(self._rows.values())
+        found = []
+        for row in rows:
+            if wanted is not None and row.task.status not in wanted:
+                continue
+            if workflow_name is not None and row.task.workflow_name != workflow_name:
+                continue
+            found.append(row.task)
+        return [_snapshot(t) for t in found[offset : offset + limit]]
+
+    async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
+        counts: dict[TaskStatus, int] = {}
+        for row in self._rows.values():
+            if workflow_name is None or row.task.workflow_name == workflow_name:
+                counts[row.task.status] = counts.get(row.task.status, 0) + 1
+        return counts
+
+    async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self._rows.values():
+            task = row.task
+            if task.workflow_name == workflow_name and not task.status.is_finished:
+                if task.classification is not None:
+                    counts[task.classification] = counts.get(task.classification, 0) + 1
+        return counts
+
+    async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+        row = self._rows.get(task.id)
+        if row is None or row.task.version != task.version:
+            return False
+        was_finished = row.task.status.is_finished
+        task.version += 1
+        now = time.time()
+        task.updated_at = _utc(now)
+        row.task = _snapshot(task)
+        if keep_lease:
+            self._schedule(row, row.lease_expires)
+        else:
+            row.lease_owner = row.lease_expires = None
+            self._schedule(row, _ready_at(task, now))
+        if task.status.is_finished and not was_finished:
+            for pending in self._consumers.values():
+                pending[task.id] = None
+        return True
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+        now = time.time()
+        expires = now + lease_seconds
+        claimed: list[Task] = []
+        while self._ready and len(claimed) < limit and self._ready[0][0] <= now:
+            ready_at, _, task_id = heapq.heappop(self._ready)
+            row = self._rows.get(task_id)
+            if row is None or row.ready_at != ready_at:
+                continue  # a stale heap entry: the row was rescheduled since
+            if row.task.status is TaskStatus.PENDING:
+                row.task.status = TaskStatus.IN_PROGRESS
+            row.task.version += 1
+            row.lease_owner = owner
+            row.lease_expires = expires
+            self._schedule(row, expires)
+            claimed.append(_snapshot(row.task))
+        if claimed:
+            await asyncio.sleep(0)
+        return claimed
+
+    async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        expires = time.time() + lease_seconds
+        held = set()
+        for task_id in task_ids:
+            row = self._rows.get(task_id)
+            if row is not None and row.lease_owner == owner:
+                row.lease_expires = expires
+                self._schedule(row, expires)
+                held.add(task_id)
+        return held
+
+    async def release_dead_leases(self, owners: Sequence[str]) -> int:
+        now = time.time()
+        freed = 0
+        for row in self._rows.values():
+            if row.lease_owner in owners:
+                row.lease_expires = now
+                self._schedule(row, now)
+                freed += 1
+        return freed
+
+    async def lease_owners(self) -> list[str]:
+        return sorted({r.lease_owner for r in self._rows.values() if r.lease_owner})
+
+    async def has_active_tasks(self) -> bool:
+        return any(
+            r.task.status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
+            for r in self._rows.values()
+        )
+
+    async def outbox_register(self, consumer: str) -> None:
+        self._consumers.setdefault(consumer, {})
+
+    async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
+        pending = self._consumers.get(consumer, {})
+        ids = list(itertools.islice(pending, limit))
+        return [_snapshot(self._rows[i].task) for i in ids]
+
+    async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
+        pending = self._consumers.get(consumer, {})
+        for task_id in task_ids:
+            pending.pop(task_id, None)
+
+
+@hookimpl(trylast=True)
+def wfe_open_store(url: str) -> Store | None:
+    if url == "memory://" or url.startswith("memory:"):
+        if url not in ("memory://", "memory:"):
+            raise StoreError(f"memory store URL takes no path or options: {url!r}")
+        return MemoryStore()
+    return None

@@ -1,0 +1,596 @@
+"""The embedded SQLite store: WAL mode, leases, and group commit of concurrent writes.
+
+URL: ``sqlite:///abs/path/wfe.db``; ``?durability=full`` makes every commit
+survive power loss (``synchronous=FULL``); the default (``normal``) survives a
+killed process. Artifacts live in ``<stem>-artifacts/`` beside the database file.
+
+All writes go to one writer thread. It takes every write queued since its last
+commit and applies them in one transaction (each in its own savepoint, so one
+failing write does not undo the others), then wakes the waiting coroutines: many
+tasks finishing phases at once cost one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import StoreError
+from ..hookspecs import hookimpl
+from ..model import Task, TaskStatus, WorkflowSpec
+from ..wire import converter, task_from_dict, workflow_from_dict, workflow_to_dict
+from .base import Store
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+#: The schema version this code writes; a newer database is refused.
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of a wfcore database ("wfe1").
+APPLICATION_ID = 0x77666531
+_MAX_BATCH = 5000
+_FINISHED = tuple(s.value for s in TaskStatus if s.is_finished)
+_ACTIVE = (TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value)
+
+_SCHEMA = """
+CREATE TABLE wfe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    workflow_name TEXT,
+    classification TEXT,
+    ready_at REAL,
+    lease_owner TEXT,
+    lease_expires REAL,
+    version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX tasks_ready ON tasks (ready_at) WHERE ready_at IS NOT NULL;
+CREATE INDEX tasks_status ON tasks (status);
+CREATE INDEX tasks_workflow ON tasks (workflow_name, status);
+CREATE INDEX tasks_owner ON tasks (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE workflows (name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE outbox_consumers (consumer TEXT PRIMARY KEY);
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY,
+    consumer TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    UNIQUE (consumer, task_id)
+);
+"""
+
+# Columns kept out of the JSON document because the store owns them.
+_COLUMN_FIELDS = ("status", "version")
+
+
+def _task_doc(task: Task) -> str:
+    doc = converter.unstructure(task)
+    for name in _COLUMN_FIELDS:
+        del doc[name]
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def _task_from_row(doc: str, status: str, version: int) -> Task:
+    fields = json.loads(doc)
+    fields["status"] = status
+    fields["version"] = version
+    return task_from_dict(fields)
+
+
+def _ready_at(task: Task, now: float) -> float | None:
+    """When a task released by its worker next becomes claimable (None: never by itself)."""
+    status = task.status
+    if status is TaskStatus.PENDING or status is TaskStatus.IN_PROGRESS:
+        return task.run_after.timestamp() if task.run_after is not None else now
+    if status.is_waiting:
+        return task.deadline.timestamp() if task.deadline is not None else None
+    return None
+
+
+class _Writer(threading.Thread):
+    """The thread that owns the write connection and commits writes in batches."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(name="wfcore-sqlite-writer", daemon=True)
+        self._connect = connect
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.commits = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((fn, args, loop, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self.join()
+
+    def run(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                batch = [item]
+                stop = False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._apply(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, _, _ in batch:
+                if len(batch) > 1:
+                    conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, fn(conn, *args)))
+                except Exception as exc:
+                    if len(batch) > 1:
+                        conn.execute("ROLLBACK TO op")
+                    else:
+                        raise
+                    results.append((False, exc))
+                if len(batch) > 1:
+                    conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [(False, exc)] * len(batch)
+        by_loop: dict[Any, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, _, loop, future), (ok, value) in zip(batch, results, strict=True):
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                pass  # the loop closed; nobody waits for these results
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in items:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class SQLiteStore(Store):
+    """Tasks and workflows in one SQLite file, shared safely by several processes."""
+
+    def __init__(self, path: str | Path, durability: str = "normal") -> None:
+        if durability not in ("normal", "full"):
+            raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
+        self.path = Path(path)
+        self.durability = durability
+        self.url = f"sqlite:///{self.path}" + ("?durability=full" if durability == "full" else "")
+        self.artifacts_dir = self.path.parent / f"{self.path.stem}-artifacts"
+        self._writer: _Writer | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._consumers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """Build a store from ``sqlite:///abs/path.db[?durability=full]``."""
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise StoreError(f"not a sqlite URL: {url!r}")
+        path = parts.path
+        if parts.netloc or not path or not path.startswith("/") or path == "/":
+            raise StoreError(f"sqlite URL must be sqlite:///absolute/path/to/file.db, got {url!r}")
+        params = parse_qs(parts.query)
+        unknown = sorted(set(params) - {"durability"})
+        if unknown:
+            raise StoreError(f"unknown sqlite URL parameter {unknown[0]!r} (known: durability)")
+        durability = params.get("durability", ["normal"])[-1].lower()
+        return cls(path, durability=durability)
+
+    # -- connections -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _read_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn(), *args))
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        return await self._writer.submit(fn, *args)
+
+    # -- open / close ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        await asyncio.to_thread(self._prepare)
+        self._writer = _Writer(self._connect)
+        self._writer.start()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="wfcore-sqlite-reader")
+        self._consumers = tuple(
+            await self._read(
+                lambda c: [r[0] for r in c.execute("SELECT consumer FROM outbox_consumers")]
+            )
+        )
+
+    def _prepare(self) -> None:
+        """Create the database, or check that an existing one is ours and not newer."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{self.path} is not a SQLite database; refusing to use it")
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not tables:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.executemany(
+                    "INSERT INTO wfe_meta (key, value) VALUES (?, ?)",
+                    [("application", "wfcore"), ("schema_version", str(SCHEMA_VERSION))],
+                )
+                conn.execute("COMMIT")
+                return
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if "wfe_meta" not in tables or app_id != APPLICATION_ID:
+                raise StoreError(
+                    f"{self.path} is not a wfcore database (it has other tables); "
+                    "refusing to use it"
+                )
+            meta = dict(conn.execute("SELECT key, value FROM wfe_meta"))
+            version = int(meta.get("schema_version", "0"))
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer wfcore (schema {version}, this code "
+                    f"knows {SCHEMA_VERSION}); upgrade wfcore to use it"
+                )
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot use {self.path}: {exc}") from None
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        reader, self._reader = self._reader, None
+        if writer is not None:
+            await asyncio.to_thread(writer.close)
+        if reader is not None:
+            reader.submit(self._close_reader).result()
+            reader.shutdown(wait=True)
+
+    def _close_reader(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @property
+    def commits(self) -> int:
+        """How many write transactions this store has committed (for benchmarks)."""
+        return self._writer.commits if self._writer is not None else 0
+
+    # -- workflows -------------------------------------------------------------------
+
+    async def save_workflow(self, spec: WorkflowSpec) -> None:
+        doc = json.dumps(workflow_to_dict(spec))
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO workflows (name, doc, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc, "
+                "updated_at = excluded.updated_at",
+                (spec.name, doc, time.time()),
+            )
+
+        await self._write(write)
+
+    async def load_workflows(self) -> list[WorkflowSpec]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT doc FROM workflows ORDER BY name").fetchall()
+        )
+        return [workflow_from_dict(json.loads(r[0])) for r in rows]
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def insert_task(self, task: Task) -> tuple[Task, bool]:
+        doc = _task_doc(task)
+        created = task.created_at.timestamp()
+
+        def write(conn: sqlite3.Connection) -> tuple[str, str, int] | None:
+            cur = conn.execute(
+                "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, "
+                "version, created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (
+                    task.id,
+                    task.status.value,
+                    task.workflow_name,
+                    task.classification,
+                    _ready_at(task, created),
+                    task.version,
+                    created,
+                    created,
+                    doc,
+                ),
+            )
+            if cur.rowcount == 1:
+                return None
+            return conn.execute(
+                "SELECT doc, status, version FROM tasks WHERE id = ?", (task.id,)
+            ).fetchone()
+
+        existing = await self._write(write)
+        if existing is None:
+            return task, True
+        return _task_from_row(*existing), False
+
+    async def get_task(self, task_id: str) -> Task | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT doc, status, version FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+        )
+        return None if row is None else _task_from_row(*row)
+
+    async def list_tasks(
+        self,
+        status: TaskStatus | Sequence[TaskStatus] | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        oldest_first: bool = False,
+    ) -> list[Task]:
+        where, params = [], []
+        if status is not None:
+            statuses = [status] if isinstance(status, (str, TaskStatus)) else list(status)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params += [TaskStatus.parse(s).value for s in statuses]
+        if workflow_name is not None:
+            where.append("workflow_name = ?")
+            params.append(workflow_name)
+        sql = "SELECT doc, status, version FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY rowid {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?"
+        params += [int(limit), int(offset)]
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return [_task_from_row(*r) for r in rows]
+
+    async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
+        if workflow_name is None:
+            sql, params = "SELECT status, count(*) FROM tasks GROUP BY status", ()
+        else:
+            sql = "SELECT status, count(*) FROM tasks WHERE workflow_name = ? GROUP BY status"
+            params = (workflow_name,)
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return {TaskStatus(s): n for s, n in rows}
+
+    async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
+        marks = ", ".join("?" * len(_FINISHED))
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT classification, count(*) FROM tasks WHERE workflow_name = ? "
+                f"AND status NOT IN ({marks}) AND classification IS NOT NULL "
+                "GROUP BY classification",
+                (workflow_name, *_FINISHED),
+            ).fetchall()
+        )
+        return dict(rows)
+
+    async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+        now = time.time()
+        task.updated_at = _utc(now)
+        doc = _task_doc(task)
+        ready = _ready_at(task, now)
+        finished = task.status.is_finished
+        consumers = self._consumers
+
+        def write(conn: sqlite3.Connection) -> bool:
+            if keep_lease:
+                cur = conn.execute(
+                    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
+                    "ready_at = lease_expires, version = version + 1, updated_at = ?, doc = ? "
+                    "WHERE id = ? AND version = ?",
+                    (
+                        task.status.value,
+                        task.workflow_name,
+                        task.classification,
+                        now,
+                        doc,
+                        task.id,
+                        task.version,
+                    ),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
+                    "ready_at = ?, lease_owner = NULL, lease_expires = NULL, "
+                    "version = version + 1, updated_at = ?, doc = ? "
+                    "WHERE id = ? AND version = ?",
+                    (
+                        task.status.value,
+                        task.workflow_name,
+                        task.classification,
+                        ready,
+                        now,
+                        doc,
+                        task.id,
+                        task.version,
+                    ),
+                )
+            if cur.rowcount != 1:
+                return False
+            if finished and consumers:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO outbox (consumer, task_id) VALUES (?, ?)",
+                    [(c, task.id) for c in consumers],
+                )
+            return True
+
+        ok = await self._write(write)
+        if ok:
+            task.version += 1
+        return ok
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+        def write(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            now = time.time()
+            expires = now + lease_seconds
+            return conn.execute(
+                "UPDATE tasks SET status = CASE WHEN status = 'pending' THEN 'in_progress' "
+                "ELSE status END, lease_owner = ?, lease_expires = ?, ready_at = ?, "
+                "version = version + 1 "
+                "WHERE rowid IN (SELECT rowid FROM tasks WHERE ready_at <= ? "
+                "ORDER BY ready_at LIMIT ?) RETURNING doc, status, version",
+                (owner, expires, expires, now, int(limit)),
+            ).fetchall()
+
+        rows = await self._write(write)
+        return [_task_from_row(*r) for r in rows]
+
+    async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        ids = list(task_ids)
+
+        def write(conn: sqlite3.Connection) -> set[str]:
+            expires = time.time() + lease_seconds
+            held: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    "UPDATE tasks SET lease_expires = ?, ready_at = ? WHERE lease_owner = ? "
+                    f"AND id IN ({', '.join('?' * len(chunk))}) RETURNING id",
+                    (expires, expires, owner, *chunk),
+                ).fetchall()
+                held.update(r[0] for r in rows)
+            return held
+
+        return await self._write(write)
+
+    async def release_dead_leases(self, owners: Sequence[str]) -> int:
+        owners = list(owners)
+
+        def write(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            cur = conn.execute(
+                "UPDATE tasks SET lease_expires = ?, ready_at = ? "
+                f"WHERE lease_owner IN ({', '.join('?' * len(owners))})",
+                (now, now, *owners),
+            )
+            return cur.rowcount
+
+        return await self._write(write) if owners else 0
+
+    async def lease_owners(self) -> list[str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT DISTINCT lease_owner FROM tasks WHERE lease_owner IS NOT NULL"
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    async def has_active_tasks(self) -> bool:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT 1 FROM tasks WHERE status IN (?, ?) LIMIT 1", _ACTIVE
+            ).fetchone()
+        )
+        return row is not None
+
+    # -- outbox ----------------------------------------------------------------------
+
+    async def outbox_register(self, consumer: str) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO outbox_consumers (consumer) VALUES (?)", (consumer,)
+            )
+        )
+        if consumer not in self._consumers:
+            self._consumers = (*self._consumers, consumer)
+
+    async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT t.doc, t.status, t.version FROM outbox o JOIN tasks t ON t.id = o.task_id "
+                "WHERE o.consumer = ? ORDER BY o.seq LIMIT ?",
+                (consumer, int(limit)),
+            ).fetchall()
+        )
+        return [_task_from_row(*r) for r in rows]
+
+    async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
+        ids = list(task_ids)
+        await self._write(
+            lambda c: c.executemany(
+                "DELETE FROM outbox WHERE consumer = ? AND task_id = ?",
+                [(consumer, i) for i in ids],
+            )
+        )
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+@hookimpl(trylast=True)
+def wfe_open_store(url: str) -> Store | None:
+    if url.startswith("sqlite:"):
+        return SQLiteStore.from_url(url)
+    return None
