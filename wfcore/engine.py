@@ -65,7 +65,7 @@ def default_store_url() -> str:
     url = os.environ.get("WFE_STORE")
     if url:
         return url
-    return "sqlite:///" + str(Path.cwd() / ".wfe" / "wfe.db")
+    return "sqlite://" + str(Path.cwd() / ".wfe" / "wfe.db")
 
 
 class _LeaseLost(Exception):
@@ -227,6 +227,16 @@ class ECSWorkflowEngine:
         if isinstance(self._store_arg, Store):
             return self._store_arg.url
         return self._store_arg or default_store_url()
+
+    def use_store(self, store: str | Store) -> None:
+        """Point the engine at another store; only before the store is first opened.
+
+        This is how ``wfe worker --store`` applies to an app that builds its engine
+        at import time.
+        """
+        if self._store is not None:
+            raise StoreError("the engine's store is already open; call use_store() before use")
+        self._store_arg = store
 
     async def get_store(self) -> Store:
         """The opened store, opening it (and saving registered workflows) on first use."""
@@ -968,11 +978,10 @@ def _validate_answer(phase: Phase, output: Any) -> None:
             f"{'/'.join(str(p) for p in e.absolute_path) or '(answer)'}: {e.message}"
             for e in problems
         ]
-        raise InvalidOutputError(
-            f"answer for phase {phase.target_classification!r} does not match its input_schema: "
-            + "; ".join(errors),
-            errors,
+        summary = (
+            f"answer for phase {phase.target_classification!r} does not match its input_schema"
         )
+        raise InvalidOutputError(summary + ": " + "; ".join(errors), errors, summary=summary)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -61,8 +61,9 @@ class InvalidOutputError(WorkflowError, ValueError):
     waiting.
     """
 
-    def __init__(self, message: str, errors: list[str]) -> None:
+    def __init__(self, message: str, errors: list[str], summary: str | None = None) -> None:
         self.errors = errors
+        self.summary = summary or message
         super().__init__(message)
 
 

@@ -192,7 +192,7 @@ class SQLiteStore(Store):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
         self.path = Path(path)
         self.durability = durability
-        self.url = f"sqlite:///{self.path}" + ("?durability=full" if durability == "full" else "")
+        self.url = f"sqlite://{self.path}" + ("?durability=full" if durability == "full" else "")
         self.artifacts_dir = self.path.parent / f"{self.path.stem}-artifacts"
         self._writer: _Writer | None = None
         self._reader: ThreadPoolExecutor | None = None
@@ -205,7 +205,8 @@ class SQLiteStore(Store):
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
             raise StoreError(f"not a sqlite URL: {url!r}")
-        path = parts.path
+        # sqlite:////abs (SQLAlchemy's spelling) means the same file as sqlite:///abs.
+        path = "/" + parts.path.lstrip("/") if parts.path.startswith("/") else parts.path
         if parts.netloc or not path or not path.startswith("/") or path == "/":
             raise StoreError(f"sqlite URL must be sqlite:///absolute/path/to/file.db, got {url!r}")
         params = parse_qs(parts.query)

@@ -1,0 +1,452 @@
+"""The ``wfe`` command line: run workers, submit, inspect, answer and cancel tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .engine import ECSWorkflowEngine
+from .errors import InvalidOutputError, WorkflowError
+from .model import Task, TaskStatus
+from .plugins import make_plugin_manager, plugin_infos
+from .wire import task_to_dict, workflow_to_dict
+
+__all__ = ["cli", "load_app", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STORE_HELP = (
+    "Store URL, e.g. sqlite:///abs/path/wfe.db or memory:// "
+    "[env WFE_STORE; default: sqlite:///<cwd>/.wfe/wfe.db]"
+)
+
+
+def _store_option(fn: F) -> F:
+    return click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)(fn)
+
+
+class _Context:
+    def __init__(self, store: str | None) -> None:
+        self.store = store
+
+
+def _engine(ctx: click.Context, store: str | None, app: str | None = None) -> ECSWorkflowEngine:
+    url = store or ctx.find_object(_Context).store  # type: ignore[union-attr]
+    if app:
+        engine = load_app(app)
+        if url:
+            engine.use_store(url)
+        return engine
+    return ECSWorkflowEngine(store=url)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except InvalidOutputError as exc:
+        lines = "\n".join(f"  - {e}" for e in exc.errors)
+        raise click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc)) from None
+    except WorkflowError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _closing(engine: ECSWorkflowEngine, coro: Any) -> Any:
+    try:
+        return await coro
+    finally:
+        await engine.aclose()
+
+
+def _parse_json(value: str, option: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+
+
+def load_app(spec: str) -> ECSWorkflowEngine:
+    """Import ``MODULE:ATTR`` and return the engine it names (or that its factory makes)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"expected MODULE:ATTR, got {spec!r}", param_hint="APP")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="APP"
+        ) from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise click.BadParameter(
+            f"module {module_name!r} has no attribute {attr!r}", param_hint="APP"
+        ) from None
+    if not isinstance(obj, ECSWorkflowEngine) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, ECSWorkflowEngine):
+        raise click.BadParameter(
+            f"{spec} is neither an ECSWorkflowEngine nor a factory returning one",
+            param_hint="APP",
+        )
+    return obj
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wfcore", prog_name="wfe")
+@_store_option
+@click.pass_context
+def cli(ctx: click.Context, store: str | None) -> None:
+    """wfe: run and inspect wfcore workflows.
+
+    \b
+    Typical use:
+      wfe worker myapp:engine              # process tasks (Ctrl-C stops cleanly)
+      wfe submit review --data '{"doc": "a.txt"}'
+      wfe tasks --status waiting_human
+      wfe resume TASK_ID --output '{"approved": true}'
+    """
+    ctx.obj = _Context(store)
+
+
+@cli.command()
+@click.argument("app")
+@_store_option
+@click.option("--concurrency", type=click.IntRange(min=1), help="Tasks run at once.")
+@click.option("--until-idle", is_flag=True, help="Exit once no task is runnable or running.")
+@click.option("--quiet", "-q", is_flag=True, help="Don't print progress.")
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app: str,
+    store: str | None,
+    concurrency: int | None,
+    until_idle: bool,
+    quiet: bool,
+) -> None:
+    """Run a worker for the engine at APP (MODULE:ATTR, an engine or a factory).
+
+    It claims runnable tasks from the store, runs their phases and shows
+    progress on stderr. Start several on one store to share the work. Ctrl-C
+    or SIGTERM stops it: running phases get the engine's shutdown_timeout to
+    finish, then go back to the store for another worker.
+    """
+    engine = _engine(ctx, store, app)
+    if concurrency:
+        engine.max_concurrency = concurrency
+    _run(_worker(engine, until_idle, quiet))
+
+
+async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, engine.stop)
+        except (NotImplementedError, RuntimeError):
+            pass
+    store = await engine.get_store()
+    if not quiet:
+        click.echo(
+            f"wfe worker {engine.worker_id} on {store.url} "
+            f"(concurrency {engine.max_concurrency}); Ctrl-C to stop",
+            err=True,
+        )
+    reporter = None if quiet else asyncio.create_task(_report(engine))
+    try:
+        if until_idle:
+            await engine.run_until_idle()
+        else:
+            await engine.run()
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+            click.echo(_progress_line(engine, None), err=True)
+        await engine.aclose()
+
+
+def _progress_line(engine: ECSWorkflowEngine, rate: float | None) -> str:
+    s = engine.stats
+    line = (
+        f"completed {s['completed']}  failed {s['failed']}  waiting {s['suspended']}  "
+        f"retried {s['retried']}  running {engine.active_count}"
+    )
+    return line + (f"  {rate:.1f} tasks/s" if rate is not None else "")
+
+
+async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
+    last, last_t = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        done = engine.stats["completed"] + engine.stats["failed"]
+        click.echo(_progress_line(engine, (done - last) / (now - last_t)), err=True)
+        last, last_t = done, now
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--data", "data", default="null", show_default=True, help="Task data as JSON.")
+@click.option("--classification", help="Start at this phase instead of classifying.")
+@click.option(
+    "--assigned-to",
+    default="ai",
+    show_default=True,
+    help="Task type: human, agentic (ai) or functional.",
+)
+@click.option("--id", "task_id", help="Task id; submitting an existing id returns that task.")
+@click.option("--app", help="MODULE:ATTR whose workflows to know (else the store's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_store_option
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    workflow: str,
+    data: str,
+    classification: str | None,
+    assigned_to: str,
+    task_id: str | None,
+    app: str | None,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """Queue a task for WORKFLOW (use define_workflow's workflow name "-" for none)."""
+    payload = _parse_json(data, "--data")
+    engine = _engine(ctx, store, app)
+    name = None if workflow == "-" else workflow
+    task = _run(
+        _closing(engine, engine.submit_task(payload, name, classification, assigned_to, task_id))
+    )
+    if as_json:
+        click.echo(json.dumps(task_to_dict(task), indent=2))
+    else:
+        click.echo(task.id)
+
+
+@cli.command()
+@click.option("--status", help="Only tasks with this status (any case).")
+@click.option("--workflow", help="Only tasks of this workflow.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tasks.")
+@_store_option
+@click.pass_context
+def tasks(
+    ctx: click.Context,
+    status: str | None,
+    workflow: str | None,
+    limit: int,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """List tasks, newest first."""
+    wanted = None
+    if status is not None:
+        try:
+            wanted = TaskStatus.parse(status)
+        except WorkflowError as exc:
+            raise click.BadParameter(str(exc), param_hint="--status") from None
+    engine = _engine(ctx, store)
+
+    async def fetch() -> list[Task]:
+        st = await engine.get_store()
+        return await st.list_tasks(status=wanted, workflow_name=workflow, limit=limit)
+
+    found = _run(_closing(engine, fetch()))
+    if as_json:
+        click.echo(json.dumps([task_to_dict(t) for t in found], indent=2))
+        return
+    if not found:
+        click.echo("no tasks")
+        return
+    rows = [
+        (
+            t.id,
+            t.workflow_name or "-",
+            t.classification or "-",
+            t.status.value,
+            t.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _short(t.error or t.waiting_reason or ""),
+        )
+        for t in found
+    ]
+    _table(("ID", "WORKFLOW", "PHASE", "STATUS", "UPDATED (UTC)", "NOTE"), rows)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_store_option
+@click.pass_context
+def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
+    """Show one task: status, data, outputs, artifacts and history."""
+    engine = _engine(ctx, store)
+    task = _run(_closing(engine, engine.get_task(task_id)))
+    if task is None:
+        raise click.ClickException(f"unknown task {task_id!r}")
+    if as_json:
+        click.echo(json.dumps(task_to_dict(task), indent=2))
+        return
+    click.echo(f"task      {task.id}")
+    click.echo(f"workflow  {task.workflow_name}")
+    click.echo(f"phase     {task.classification}")
+    click.echo(f"status    {task.status.value}")
+    click.echo(f"type      {task.assigned_to.value}")
+    click.echo(f"attempts  {task.attempts}")
+    click.echo(f"created   {task.created_at.isoformat()}")
+    click.echo(f"updated   {task.updated_at.isoformat()}")
+    if task.waiting_reason:
+        click.echo(f"waiting   {task.waiting_reason}")
+    if task.deadline:
+        click.echo(f"deadline  {task.deadline.isoformat()}")
+    if task.error:
+        click.echo(f"error     {task.error}")
+    click.echo(f"data      {json.dumps(task.data)}")
+    if task.context:
+        click.echo(f"context   {json.dumps(task.context)}")
+    for name, value in task.outputs.items():
+        click.echo(f"output    {name}: {json.dumps(value)}")
+    for art in task.artifacts:
+        click.echo(f"artifact  {art.name} ({art.size} bytes, {art.media_type}) {art.path}")
+    click.echo("history")
+    for event in task.history:
+        details = {k: v for k, v in event.items() if k not in ("at", "event")}
+        extra = " ".join(f"{k}={v}" for k, v in details.items() if v is not None)
+        click.echo(f"  {event['at'][:23]}  {event['event']:<16} {extra}")
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--output", "output", help="The answer as JSON.")
+@click.option("--text", help="The answer as plain text (instead of --output).")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_store_option
+@click.pass_context
+def resume(
+    ctx: click.Context,
+    task_id: str,
+    output: str | None,
+    text: str | None,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """Answer a waiting task; the answer becomes its phase's output."""
+    if output is not None and text is not None:
+        raise click.UsageError("give --output or --text, not both")
+    answer = (
+        text if text is not None else (None if output is None else _parse_json(output, "--output"))
+    )
+    engine = _engine(ctx, store)
+    task = _run(_closing(engine, engine.resume(task_id, answer)))
+    if as_json:
+        click.echo(json.dumps(task_to_dict(task), indent=2))
+    else:
+        click.echo(f"{task.id} {task.status.value}")
+
+
+@cli.command()
+@click.argument("task_id")
+@_store_option
+@click.pass_context
+def cancel(ctx: click.Context, task_id: str, store: str | None) -> None:
+    """Cancel a pending, running or waiting task."""
+    engine = _engine(ctx, store)
+    task = _run(_closing(engine, engine.cancel(task_id)))
+    click.echo(f"{task.id} {task.status.value}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
+@_store_option
+@click.pass_context
+def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
+    """List the workflows in the store (registered by workers or defined at run time)."""
+    engine = _engine(ctx, store)
+
+    async def fetch() -> list[Any]:
+        st = await engine.get_store()
+        return await st.load_workflows()
+
+    found = _run(_closing(engine, fetch()))
+    if as_json:
+        click.echo(json.dumps([workflow_to_dict(w) for w in found], indent=2))
+        return
+    if not found:
+        click.echo("no workflows (a worker stores its app's workflows when it starts)")
+        return
+    rows = []
+    for spec in found:
+        phases = " -> ".join(
+            f"{p.target_classification}[{p.assigned_to.value if p.assigned_to else 'task'}]"
+            for p in spec.phases
+        )
+        rows.append((spec.name, phases))
+    _table(("WORKFLOW", "PHASES [type]"), rows)
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+@click.option("--hook", help="Only plugins implementing this hook.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(show_all: bool, hook: str | None, as_json: bool) -> None:
+    """List loaded plugins: package, version and the hooks each implements."""
+    infos = plugin_infos(_plugin_manager(), include_builtins=show_all)
+    if hook:
+        infos = [i for i in infos if hook in i["hooks"]]
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    if not infos:
+        click.echo("no plugins installed" + ("" if show_all else " (--all shows the built-ins)"))
+        return
+    rows = [
+        (i["name"], i["package"] or "-", i["version"] or "-", ", ".join(i["hooks"])) for i in infos
+    ]
+    _table(("NAME", "PACKAGE", "VERSION", "HOOKS"), rows)
+
+
+def _plugin_manager() -> Any:
+    if _PM_CACHE:
+        return _PM_CACHE[0]
+    pm = make_plugin_manager()
+    _PM_CACHE.append(pm)
+    return pm
+
+
+_PM_CACHE: list[Any] = []
+
+
+def _short(text: str, width: int = 48) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(v)) for v in col) for col in zip(headers, *rows, strict=False)]
+    for row in (headers, *rows):
+        cells = [str(v).ljust(w) for v, w in zip(row, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
+
+
+def main() -> None:
+    """Entry point of the ``wfe`` console script."""
+    try:
+        pm = _plugin_manager()
+    except WorkflowError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    pm.hook.wfe_register_commands(cli=cli)
+    cli(prog_name="wfe")
+
+
+if __name__ == "__main__":
+    main()
