@@ -32,18 +32,26 @@ Command line::
 
 kafka-python and Kafka 4.x:
 
-* kafka-python 3.0.x (3.0.12 checked) talks to Kafka 4.1 without any special
-  setting: ``api_version`` must be left unset (auto-detected through
-  ApiVersions), so that the client negotiates request versions the broker still
-  accepts. Kafka 4.0 removed many old protocol versions (KIP-896: e.g. Produce
-  v0-v2, Fetch v0-v3, Metadata v0-v3, JoinGroup v0-v1, OffsetCommit v0-v1), so
-  pinning an old ``api_version`` such as ``(0, 10)`` or ``(2, 0)`` makes the
-  broker reject requests or drop the connection (UnsupportedVersion). Pass
-  ``api_version=(4, 0)`` or newer, or nothing.
+* kafka-python 3.0.12 produces, fetches, joins consumer groups and commits
+  against Kafka 4.1.1 with no special setting. Leave ``api_version`` unset
+  (it is then detected through ApiVersions) or set it to ``(0, 11)`` or newer.
+  Kafka 4.0 removed the oldest protocol versions (KIP-896), so
+  ``api_version=(0, 10, x)`` or older makes the client send Produce v2 and
+  ListOffsets v0, which the broker answers by closing the connection
+  (``UnsupportedVersionException`` in the broker log): sends then time out
+  with ``KafkaTimeoutError`` and consumers get no records, although such a
+  consumer still joins its group.
 * kafka-python joins groups with the classic JoinGroup/SyncGroup protocol. Kafka
-  4.x brokers serve it unchanged next to the new KIP-848 ``consumer`` protocol,
-  so two ``KafkaConsumer`` instances with one ``group_id`` share the partitions
-  as with older brokers.
+  4.x brokers serve it next to the new KIP-848 ``consumer`` protocol, so two
+  ``KafkaConsumer`` instances with one ``group_id`` share the partitions as with
+  older brokers; nothing (no ``group.protocol``) needs configuring.
+* kafka-python 3.x deprecates plain callables as ``key_serializer`` /
+  ``value_deserializer`` etc. (DeprecationWarning; wrap them in
+  ``kafka.serializer.Serializer`` / ``Deserializer`` subclasses or pass bytes).
+* ``KafkaAdminClient.create_topics`` in 3.x takes
+  ``{name: {"num_partitions": n, "replication_factor": r}}`` (``NewTopic`` is
+  deprecated) and new topics should be awaited with ``wait_for_topics`` before
+  use, as :func:`create_topic` does.
 * ``group.initial.rebalance.delay.ms=0`` (set here) avoids the default 3 s wait
   before the first rebalance of a new group completes.
 * The broker advertises ``127.0.0.1``; clients must use exactly the returned
@@ -78,11 +86,14 @@ __all__ = [
     "BrokerStartError",
     "BrokerUnavailable",
     "KafkaBroker",
+    "cache_root",
     "create_topic",
     "delete_topics",
     "fetch_jars",
     "find_java",
     "find_maven",
+    "metadata_broker_count",
+    "stop_detached",
 ]
 
 KAFKA_VERSION = "4.1.1"
@@ -242,6 +253,7 @@ def fetch_jars(
                 mvn,
                 "-q",
                 "-B",
+                "-Dstyle.color=never",
                 "-f",
                 str(POM),
                 f"-Dkafka.version={version}",
@@ -267,7 +279,7 @@ def fetch_jars(
             if proc.returncode != 0:
                 raise BrokerUnavailable(
                     f"Maven could not fetch Kafka {version} jars (exit {proc.returncode}):\n"
-                    + _tail(proc.stdout + proc.stderr)
+                    + _tail(re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr))
                 )
             jars = sorted(p.name for p in staging.glob("*.jar"))
             if f"kafka_2.13-{version}.jar" not in jars:
@@ -345,7 +357,7 @@ def metadata_broker_count(host: str, port: int, timeout: float = 2.0) -> int:
         return 0
     if corr != correlation_id or brokers < 0:
         return 0
-    return brokers
+    return int(brokers)
 
 
 def _kafka_python_ready(bootstrap: str, timeout: float) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -28,7 +28,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-def produce(bootstrap: str, topic: str, messages: list[tuple[int | None, str, str]]) -> list[Any]:
+def produce(
+    bootstrap: str, topic: str, messages: Sequence[tuple[int | None, str, str]]
+) -> list[Any]:
     """Send ``(partition, key, value)`` messages with ``acks="all"``; return their metadata."""
     producer = KafkaProducer(
         bootstrap_servers=bootstrap,
