@@ -695,9 +695,8 @@ class ECSWorkflowEngine:
                 )
                 return None
             task.classification = answer or spec.phases[0].target_classification
-            task.record(
-                "classified", classification=task.classification, by_plugin=answer is not None
-            )
+            if answer is not None:
+                task.record("classified", classification=answer)
         phase = spec.phase(task.classification)
         if phase is None:
             task.error = (
@@ -738,6 +737,7 @@ class ECSWorkflowEngine:
                     ) from None
             else:
                 await run
+            _check_json(task)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -746,21 +746,21 @@ class ECSWorkflowEngine:
             raise _LeaseLost
         if task.status.is_waiting:
             return await self._suspended(task, phase, time.monotonic() - started)
-        task.reply = None
-        task.resume_in_phase = False
-        task.record(
-            "phase_finished",
-            phase=phase.target_classification,
-            seconds=round(time.monotonic() - started, 6),
-        )
-        self._advance(task, spec, phase, task.output)
+        self._advance(task, spec, phase, task.output, seconds=time.monotonic() - started)
         finished = task.status.is_finished
         if not await self._persist(task, keep_lease=not finished):
             return None
         await self._after_phase(task, phase)
         return None if finished else task
 
-    def _advance(self, task: Task, spec: WorkflowSpec, phase: Phase, output: Any) -> None:
+    def _advance(
+        self,
+        task: Task,
+        spec: WorkflowSpec,
+        phase: Phase,
+        output: Any,
+        seconds: float | None = None,
+    ) -> None:
         """Record a phase's output and move the task to its next phase or COMPLETED."""
         name = phase.target_classification
         task.output = output
@@ -792,6 +792,10 @@ class ECSWorkflowEngine:
         task.attempts = 0
         task.reply = None
         task.resume_in_phase = False
+        if seconds is None:
+            task.record("phase_finished", phase=name, next=target)
+        else:
+            task.record("phase_finished", phase=name, next=target, seconds=round(seconds, 6))
         if target is None:
             task.status = TaskStatus.COMPLETED
             task.record("completed")
@@ -799,7 +803,6 @@ class ECSWorkflowEngine:
             task.classification = target
             running = task.status is TaskStatus.IN_PROGRESS
             task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
-            task.record("routed", phase=name, to=target)
 
     async def _after_phase(self, task: Task, phase: Phase) -> None:
         await self._fire("wfe_phase_finished", task=task, phase=phase)
@@ -966,6 +969,24 @@ class ECSWorkflowEngine:
                     await result
             except Exception:
                 logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_json(task: Task) -> None:
+    """Fail the attempt (not the store write) when a phase leaves non-JSON values."""
+    if type(task.output) not in _JSON_SCALARS:
+        try:
+            json.dumps(task.output, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskError(f"the phase output must be JSON-serializable: {exc}") from None
+    if task.context:
+        try:
+            json.dumps(task.context, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            task.context = json.loads(json.dumps(task.context, default=repr))
+            raise InvalidTaskError(f"task.context must be JSON-serializable: {exc}") from None
 
 
 def _validate_answer(phase: Phase, output: Any) -> None:

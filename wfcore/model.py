@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import enum
-import uuid
+import random
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,8 +34,13 @@ def utcnow() -> datetime:
 
 
 def new_task_id() -> str:
-    """A fresh random task id."""
-    return uuid.uuid4().hex
+    """A fresh random task id: 32 hex digits.
+
+    Drawn from ``random`` (seeded from the OS, and reseeded in forked children)
+    rather than ``uuid4``: ids must be unique, not secret, and reading the OS's
+    random source for every task is measurably slow on busy machines.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 class TaskStatus(str, enum.Enum):
@@ -258,7 +264,10 @@ class WorkflowSpec:
         return [p.target_classification for p in self.phases]
 
 
-@attrs.define(eq=False)
+# Plain attributes after construction: the engine sets them many times per phase,
+# and a converting __setattr__ would double its cost. The constructor still
+# converts and checks the status and task type.
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class Task:
     """A unit of work moving through a workflow, with everything it carries.
 
@@ -295,6 +304,15 @@ class Task:
     run_after: datetime | None = None
     version: int = 0
 
+    def copy(self) -> Task:
+        """A copy whose context, outputs, artifacts and history are its own."""
+        clone = _copy_fields(self)
+        clone.context = copy.deepcopy(self.context) if self.context else {}
+        clone.outputs = dict(self.outputs)
+        clone.artifacts = list(self.artifacts)
+        clone.history = list(self.history)
+        return clone
+
     def artifact(self, name: str) -> Artifact | None:
         """The artifact with this name, or None."""
         for art in self.artifacts:
@@ -307,3 +325,16 @@ class Task:
         entry = {"at": utcnow().isoformat(), "event": event}
         entry.update(details)
         self.history.append(entry)
+
+
+def _make_copier() -> Any:
+    # One straight-line function copying every slot: Task.copy runs several times
+    # per phase in the memory store, and a loop over the fields is three times slower.
+    names = [a.name for a in attrs.fields(Task)]
+    body = "\n".join(f"    c.{n} = t.{n}" for n in names)
+    namespace: dict[str, Any] = {"new": object.__new__, "Task": Task}
+    exec(f"def copy_fields(t):\n    c = new(Task)\n{body}\n    return c", namespace)
+    return namespace["copy_fields"]
+
+
+_copy_fields = _make_copier()

@@ -14,7 +14,7 @@ from typing import Any
 import cattrs
 
 from .errors import InvalidTaskError, InvalidWorkflowError
-from .model import Phase, Task, TaskStatus, TaskType, WorkflowSpec
+from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
 
 __all__ = [
     "FORMAT_VERSION",
@@ -37,6 +37,73 @@ converter.register_structure_hook(TaskStatus, lambda v, _: TaskStatus.parse(v))
 converter.register_unstructure_hook(TaskType, lambda t: t.value)
 converter.register_structure_hook(TaskType, lambda v, _: TaskType.parse(v))
 converter.register_structure_hook(Any, lambda v, _: v)
+
+
+def _unstructure_task(task: Task) -> dict[str, Any]:
+    # Written out rather than generated: tasks are encoded on every state change,
+    # and their data, context, outputs and history already hold plain JSON values
+    # (the engine checks them), so they pass through without a recursive walk.
+    return {
+        "id": task.id,
+        "data": task.data,
+        "workflow_name": task.workflow_name,
+        "classification": task.classification,
+        "assigned_to": task.assigned_to.value,
+        "status": task.status.value,
+        "context": task.context,
+        "artifacts": [_unstructure_artifact(a) for a in task.artifacts],
+        "output": task.output,
+        "outputs": task.outputs,
+        "error": task.error,
+        "traceback": task.traceback,
+        "attempts": task.attempts,
+        "history": task.history,
+        "created_at": task.created_at.isoformat(),
+        "updated_at": task.updated_at.isoformat(),
+        "next_classification": task.next_classification,
+        "waiting_reason": task.waiting_reason,
+        "deadline": None if task.deadline is None else task.deadline.isoformat(),
+        "reply": task.reply,
+        "resume_in_phase": task.resume_in_phase,
+        "run_after": None if task.run_after is None else task.run_after.isoformat(),
+        "version": task.version,
+    }
+
+
+def _unstructure_artifact(art: Artifact) -> dict[str, Any]:
+    return {
+        "name": art.name,
+        "size": art.size,
+        "sha256": art.sha256,
+        "media_type": art.media_type,
+        "phase": art.phase,
+        "path": art.path,
+        "created_at": art.created_at.isoformat(),
+    }
+
+
+def _structure_task(doc: dict[str, Any], _: Any = None) -> Task:
+    fields = {k: doc[k] for k in _TASK_FIELDS if k in doc}
+    for name in ("created_at", "updated_at", "deadline", "run_after"):
+        value = fields.get(name)
+        if value is not None:
+            fields[name] = datetime.fromisoformat(value)
+    if "artifacts" in fields:
+        fields["artifacts"] = [_structure_artifact(a) for a in fields["artifacts"]]
+    return Task(**fields)
+
+
+def _structure_artifact(doc: dict[str, Any], _: Any = None) -> Artifact:
+    fields = dict(doc)
+    if fields.get("created_at") is not None:
+        fields["created_at"] = datetime.fromisoformat(fields["created_at"])
+    return Artifact(**fields)
+
+
+converter.register_unstructure_hook(Task, _unstructure_task)
+converter.register_structure_hook(Task, _structure_task)
+converter.register_structure_hook(Artifact, _structure_artifact)
+converter.register_unstructure_hook(Artifact, _unstructure_artifact)
 
 # Fields that only the engine and its store use; they stay out of the wire format.
 _INTERNAL_TASK_FIELDS = ("version",)
@@ -62,9 +129,8 @@ def task_from_dict(doc: dict[str, Any]) -> Task:
     if not isinstance(doc, dict):
         raise InvalidTaskError("a task must be a JSON object")
     _check_format(doc, InvalidTaskError)
-    fields = {k: v for k, v in doc.items() if k in _TASK_FIELDS}
     try:
-        return converter.structure(fields, Task)
+        return _structure_task(doc)
     except InvalidTaskError:
         raise
     except Exception as exc:

@@ -7,7 +7,6 @@ close. It is the fastest store, for tests, demos and throw-away pipelines.
 from __future__ import annotations
 
 import asyncio
-import copy
 import heapq
 import itertools
 import shutil
@@ -27,12 +26,7 @@ __all__ = ["MemoryStore"]
 
 def _snapshot(task: Task) -> Task:
     """A copy that later changes to ``task`` (by a running handler) don't reach."""
-    clone = copy.copy(task)
-    clone.context = copy.deepcopy(task.context)
-    clone.outputs = dict(task.outputs)
-    clone.artifacts = list(task.artifacts)
-    clone.history = list(task.history)
-    return clone
+    return task.copy()
 
 
 class _Row:

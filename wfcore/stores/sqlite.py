@@ -5,9 +5,10 @@ survive power loss (``synchronous=FULL``); the default (``normal``) survives a
 killed process. Artifacts live in ``<stem>-artifacts/`` beside the database file.
 
 All writes go to one writer thread. It takes every write queued since its last
-commit and applies them in one transaction (each in its own savepoint, so one
-failing write does not undo the others), then wakes the waiting coroutines: many
-tasks finishing phases at once cost one commit.
+commit and applies them in one transaction, then wakes the waiting coroutines:
+many tasks finishing phases at once cost one commit. If one write in a batch
+fails, the batch is rolled back and each write retried in its own transaction,
+so only the failing one sees an error.
 """
 
 from __future__ import annotations
@@ -142,28 +143,17 @@ class _Writer(threading.Thread):
             conn.close()
 
     def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        results: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, args, _, _ in batch:
-                if len(batch) > 1:
-                    conn.execute("SAVEPOINT op")
+            results = self._transaction(conn, batch)
+        except Exception:
+            # One write failed: redo each in its own transaction so that only the
+            # failing one reports an error.
+            results = []
+            for item in batch:
                 try:
-                    results.append((True, fn(conn, *args)))
+                    results.extend(self._transaction(conn, [item]))
                 except Exception as exc:
-                    if len(batch) > 1:
-                        conn.execute("ROLLBACK TO op")
-                    else:
-                        raise
                     results.append((False, exc))
-                if len(batch) > 1:
-                    conn.execute("RELEASE op")
-            conn.execute("COMMIT")
-            self.commits += 1
-        except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            results = [(False, exc)] * len(batch)
         by_loop: dict[Any, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, _, loop, future), (ok, value) in zip(batch, results, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
@@ -172,6 +162,18 @@ class _Writer(threading.Thread):
                 loop.call_soon_threadsafe(_settle, items)
             except RuntimeError:
                 pass  # the loop closed; nobody waits for these results
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [(True, fn(conn, *args)) for fn, args, _, _ in batch]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        return results
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
