@@ -33,7 +33,8 @@ async def run_once(url: str, n: int, concurrency: int, batch: int) -> dict[str, 
     engine.register_handler("first", _handler)
     engine.register_handler("second", _handler)
     engine.register_workflow(
-        "bench", [Phase("first", assigned_to="functional"), Phase("second", assigned_to="functional")]
+        "bench",
+        [Phase("first", assigned_to="functional"), Phase("second", assigned_to="functional")],
     )
     submitted = [0.0] * n
     latencies: list[float] = []
@@ -75,7 +76,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--batch", type=int, default=500, help="submissions in flight")
     parser.add_argument(
-        "--store", action="append", choices=["sqlite", "sqlite-full", "memory"],
+        "--store",
+        action="append",
+        choices=["sqlite", "sqlite-full", "memory"],
         help="stores to measure (repeatable; default all)",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")

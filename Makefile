@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - install wfcore in .venv and run the demo workflow on the embedded store
+#   make test   - install wfcore, its plugins and the test tools, then run every test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PLUGINS := plugins/wfe_kafka plugins/wfe_openai plugins/wfe_flaskui
+
+.PHONY: demo test install install-dev chromium lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(p)) playwright
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+
+# Debian's Chromium for the dashboard's browser tests (no browser download is needed).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: install it (apt-get install chromium) or the browser tests skip"; fi; \
+	fi
+
+test: install-dev chromium
+	$(BIN)/ruff check wfcore plugins tests benchmarks examples
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+lint: install-dev
+	$(BIN)/ruff check wfcore plugins tests benchmarks examples
+
+bench: install-dev
+	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_backlog.py
+
+clean:
+	rm -rf $(VENV) .wfe test-output

@@ -1,0 +1,243 @@
+"""The wfe command line, run as a real console script in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "review_app:engine"
+
+
+@pytest.fixture
+def wfe(tmp_path: Path):
+    """Run `wfe ...` with the test's store and the CLI apps importable."""
+    env = dict(
+        os.environ,
+        WFE_STORE=f"sqlite://{tmp_path / 'wfe.db'}",
+        PYTHONPATH=str(ROOT / "tests" / "cli_apps"),
+        WFE_LOAD_PLUGINS="",
+    )
+
+    def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "wfcore.cli", *args],
+            cwd=tmp_path,
+            env=kwargs.pop("env", env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **kwargs,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"wfe {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result
+
+    run.env = env  # type: ignore[attr-defined]
+    return run
+
+
+def _wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_submit_work_answer_and_show(wfe) -> None:
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 21}').stdout.strip()
+    worker = wfe("worker", APP, "--until-idle")
+    assert "completed 0" in worker.stderr  # progress goes to stderr
+
+    waiting = json.loads(wfe("tasks", "--status", "WAITING_HUMAN", "--json").stdout)
+    assert [t["id"] for t in waiting] == [task_id]
+    assert waiting[0]["outputs"] == {"double": {"n": 42}}
+    assert waiting[0]["waiting_reason"] == "Approve the doubled number?"
+
+    bad = wfe("resume", task_id, "--output", '{"ok": "yes"}', check=False)
+    assert bad.returncode == 1
+    assert "does not match its input_schema" in bad.stderr
+    assert "ok: 'yes' is not of type 'boolean'" in bad.stderr
+    assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "waiting_human"
+
+    assert wfe("resume", task_id, "--output", '{"ok": true}').stdout.split() == [
+        task_id,
+        "completed",
+    ]
+    shown = wfe("show", task_id).stdout
+    assert "status    completed" in shown
+    assert 'output    approve: {"ok": true}' in shown
+    table = wfe("tasks", "--status", "completed").stdout.splitlines()
+    assert table[0].split()[:4] == ["ID", "WORKFLOW", "PHASE", "STATUS"]
+    assert table[1].split()[:4] == [task_id, "review", "approve", "completed"]
+
+
+def test_bad_input_exits_non_zero_with_one_line(wfe) -> None:
+    wfe("worker", APP, "--until-idle", "--quiet")  # stores the app's workflows
+    cases = [
+        (("submit", "nope", "--data", "{}"), "unknown workflow 'nope'"),
+        (("submit", "review", "--data", "{bad"), "--data"),
+        (("submit", "review", "--data", "{}", "--assigned-to", "robot"), "unknown assigned_to"),
+        (("submit", "review", "--data", "{}", "--classification", "x"), "unknown classification"),
+        (("show", "missing"), "unknown task 'missing'"),
+        (("resume", "missing", "--output", "1"), "unknown task 'missing'"),
+        (("cancel", "missing"), "unknown task 'missing'"),
+        (("tasks", "--status", "sleeping"), "unknown status 'sleeping'"),
+        (("worker", "no_such_module:engine"), "cannot import 'no_such_module'"),
+        (("worker", "review_app:nothing"), "has no attribute 'nothing'"),
+    ]
+    for args, message in cases:
+        result = wfe(*args, check=False)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+
+
+def test_resume_of_a_task_that_is_not_waiting(wfe) -> None:
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+    result = wfe("resume", task_id, "--output", "true", check=False)
+    assert result.returncode == 1
+    assert "is PENDING, not waiting" in result.stderr
+
+
+def test_status_names_in_any_case_and_json_array(wfe) -> None:
+    ids = [
+        wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": i})).stdout.strip()
+        for i in range(3)
+    ]
+    for spelling in ("pending", "PENDING", "Pending"):
+        listed = json.loads(wfe("tasks", "--status", spelling, "--json").stdout)
+        assert sorted(t["id"] for t in listed) == sorted(ids)
+        assert all(t["format"] == 1 for t in listed)
+    assert json.loads(wfe("tasks", "--status", "completed", "--json").stdout) == []
+    assert len(json.loads(wfe("tasks", "--limit", "2", "--json").stdout)) == 2
+
+
+def test_idempotent_submit_with_id(wfe) -> None:
+    first = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}', "--id", "order-7")
+    second = wfe("submit", "review", "--app", APP, "--data", '{"n": 99}', "--id", "order-7")
+    assert first.stdout.strip() == second.stdout.strip() == "order-7"
+    shown = json.loads(wfe("show", "order-7", "--json").stdout)
+    assert shown["data"] == {"n": 1}
+    assert len(json.loads(wfe("tasks", "--json").stdout)) == 1
+
+
+def test_cancel_and_workflows(wfe) -> None:
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+    assert wfe("cancel", task_id).stdout.split() == [task_id, "cancelled"]
+    again = wfe("cancel", task_id, check=False)
+    assert again.returncode == 1 and "already CANCELLED" in again.stderr
+    listed = wfe("workflows").stdout
+    assert "review" in listed and "double[functional] -> approve[human]" in listed
+    as_json = json.loads(wfe("workflows", "--json").stdout)
+    assert [w["name"] for w in as_json] == ["review"]
+    assert as_json[0]["phases"][1]["input_schema"]["required"] == ["ok"]
+
+
+def test_worker_store_option_applies_to_an_app_built_at_import(wfe, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere" / "other.db"
+    env = {k: v for k, v in wfe.env.items() if k != "WFE_STORE"}
+    url = f"sqlite://{other}"
+    wfe("submit", "review", "--app", APP, "--store", url, "--data", '{"n": 2}', env=env)
+    wfe("worker", APP, "--store", url, "--until-idle", "--concurrency", "3", env=env)
+    waiting = json.loads(wfe("tasks", "--store", url, "--json", env=env).stdout)
+    assert [t["status"] for t in waiting] == ["waiting_human"]
+    assert other.exists()
+    assert not (tmp_path / ".wfe").exists()
+
+
+def test_worker_stops_cleanly_on_sigterm_and_hands_work_back(wfe, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    env = dict(wfe.env, CLI_APP_GATE=str(gate))
+    task_id = wfe(
+        "submit", "review", "--app", APP, "--data", '{"n": 5, "wait": true}'
+    ).stdout.strip()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", "worker", APP],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: Path(str(gate) + ".running").exists(), what="the phase to start")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    task = json.loads(wfe("show", task_id, "--json").stdout)
+    # The phase could not finish within shutdown_timeout: it went back to the store.
+    assert task["status"] == "pending"
+    assert task["attempts"] == 0
+    assert task["history"][-1]["event"] == "released"
+    gate.write_text("open")
+    wfe("worker", APP, "--until-idle", "--quiet", env=env)
+    task = json.loads(wfe("show", task_id, "--json").stdout)
+    assert task["status"] == "waiting_human" and task["outputs"]["double"] == {"n": 10}
+
+
+def test_plugins_command_and_a_plugin_adding_a_command(wfe, tmp_path: Path) -> None:
+    listed = wfe("plugins", "--all").stdout
+    assert "wfcore.adapters" in listed and "wfe_register_adapters" in listed
+    stores = json.loads(wfe("plugins", "--all", "--hook", "wfe_open_store", "--json").stdout)
+    assert sorted(p["name"] for p in stores) == ["wfcore.stores.memory", "wfcore.stores.sqlite"]
+    assert "no plugins installed" in wfe("plugins").stdout
+
+    # A plugin installed the way pip lays one out: a module plus dist-info with an
+    # entry point in the wfcore group.
+    site = tmp_path / "site"
+    (site / "hello_cmd-1.2.dist-info").mkdir(parents=True)
+    (site / "hello_cmd-1.2.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: hello-cmd\nVersion: 1.2\n"
+    )
+    (site / "hello_cmd-1.2.dist-info" / "entry_points.txt").write_text(
+        "[wfcore]\nhello = hello_cmd\n"
+    )
+    (site / "hello_cmd.py").write_text(
+        "import click\nfrom wfcore import hookimpl\n\n"
+        "@hookimpl\ndef wfe_register_commands(cli):\n"
+        "    @cli.command()\n    @click.argument('name')\n"
+        "    def hello(name):\n        'Say hello.'\n        click.echo(f'hello {name}')\n"
+    )
+    env = dict(wfe.env, PYTHONPATH=f"{site}{os.pathsep}{wfe.env['PYTHONPATH']}")
+    env.pop("WFE_LOAD_PLUGINS")
+    assert wfe("hello", "world", env=env).stdout == "hello world\n"
+    listed = json.loads(wfe("plugins", "--json", env=env).stdout)
+    assert {
+        "name": "hello",
+        "package": "hello-cmd",
+        "version": "1.2",
+        "builtin": False,
+        "hooks": ["wfe_register_commands"],
+    } in listed
+    blocked = wfe("hello", "x", env=dict(env, WFE_DISABLED_PLUGINS="hello"), check=False)
+    assert blocked.returncode == 2 and "No such command 'hello'" in blocked.stderr
+
+
+def test_help_lists_every_command(wfe) -> None:
+    out = wfe("--help").stdout
+    for command in (
+        "worker",
+        "submit",
+        "tasks",
+        "show",
+        "resume",
+        "cancel",
+        "workflows",
+        "plugins",
+    ):
+        assert command in out
+    assert "MODULE:ATTR" in wfe("worker", "--help").stdout
