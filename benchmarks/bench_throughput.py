@@ -49,6 +49,7 @@ async def run_once(url: str, n: int, concurrency: int, batch: int) -> dict[str, 
     await engine.get_store()
     worker = asyncio.create_task(engine.run())
     start = time.perf_counter()
+    cpu_start = time.process_time()
 
     async def submit(i: int) -> None:
         submitted[i] = time.perf_counter()
@@ -58,6 +59,7 @@ async def run_once(url: str, n: int, concurrency: int, batch: int) -> dict[str, 
         await asyncio.gather(*(submit(i) for i in range(first, min(n, first + batch))))
     await done.wait()
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     engine.stop()
     await worker
     await engine.aclose()
@@ -67,6 +69,7 @@ async def run_once(url: str, n: int, concurrency: int, batch: int) -> dict[str, 
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "seconds": elapsed,
+        "cpu_us_per_workflow": cpu / n * 1e6,
     }
 
 
@@ -100,7 +103,8 @@ def main() -> None:
             print(
                 f"{name:<12} {result['workflows_per_s']:>9,.0f} workflows/s  "
                 f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
-                f"peak RSS {rss_mb:.0f} MB  ({args.n} in {result['seconds']:.2f}s)"
+                f"peak RSS {rss_mb:.0f} MB  CPU {result['cpu_us_per_workflow']:.0f} us/workflow  "
+                f"({args.n} in {result['seconds']:.2f}s)"
             )
         sys.stdout.flush()
 

@@ -178,7 +178,7 @@ async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> N
 def _progress_line(engine: ECSWorkflowEngine, rate: float | None) -> str:
     s = engine.stats
     line = (
-        f"completed {s['completed']}  failed {s['failed']}  waiting {s['suspended']}  "
+        f"completed {s['completed']}  failed {s['failed']}  suspended {s['suspended']}  "
         f"retried {s['retried']}  running {engine.active_count}"
     )
     return line + (f"  {rate:.1f} tasks/s" if rate is not None else "")

@@ -50,7 +50,7 @@ from .model import (
 )
 from .plugins import make_plugin_manager
 from .stores.base import Store
-from .wire import workflow_from_dict
+from .wire import dumps, workflow_from_dict
 
 __all__ = ["ECSWorkflowEngine", "default_store_url"]
 
@@ -303,11 +303,14 @@ class ECSWorkflowEngine:
         classification: str | None = None,
         assigned_to: TaskType | str = "ai",
         task_id: str | None = None,
+        *,
+        context: dict[str, Any] | None = None,
     ) -> Task:
         """Queue a task and return it once it is durable.
 
         With ``task_id`` given and already stored, the stored task is returned and
-        nothing new is queued (idempotent submission).
+        nothing new is queued (idempotent submission). ``context`` seeds
+        ``task.context`` (e.g. where the task came from).
         """
         task_type = TaskType.parse(assigned_to)
         if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
@@ -315,9 +318,16 @@ class ECSWorkflowEngine:
         if task_id is not None and ("/" in task_id or task_id in (".", "..")):
             raise InvalidTaskError(f"task_id {task_id!r} may not contain '/' or be '.'/'..'")
         try:
-            json.dumps(data, allow_nan=False)
+            dumps(data)
         except (TypeError, ValueError) as exc:
             raise InvalidTaskError(f"task data must be JSON-serializable: {exc}") from None
+        if context is not None:
+            if not isinstance(context, dict):
+                raise InvalidTaskError("context must be a dict")
+            try:
+                json.dumps(context, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidTaskError(f"task context must be JSON-serializable: {exc}") from None
         store = await self.get_store()
         if task_id is not None:
             existing = await store.get_task(task_id)
@@ -341,6 +351,7 @@ class ECSWorkflowEngine:
             workflow_name=workflow_name,
             classification=classification,
             assigned_to=task_type,
+            context=dict(context) if context else {},
             **kwargs,
         )
         task.record("submitted", workflow=workflow_name, classification=classification)

@@ -57,7 +57,7 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
 @pytest.fixture
 def wfe_store_url(tmp_path: Path) -> str:
     """A SQLite store URL in the test's temporary folder."""
-    return f"sqlite:///{tmp_path / 'wfe.db'}"
+    return f"sqlite://{tmp_path / 'wfe.db'}"
 
 
 @pytest.fixture

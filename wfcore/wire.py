@@ -109,14 +109,17 @@ converter.register_unstructure_hook(Artifact, _unstructure_artifact)
 _INTERNAL_TASK_FIELDS = ("version",)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
-    """JSON text for a value already unstructured (dicts, lists, scalars)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text for plain values; NaN and infinities are refused (not JSON)."""
+    return _ENCODER.encode(obj)
 
 
 def task_to_dict(task: Task, *, internal: bool = False) -> dict[str, Any]:
     """The task as a JSON-ready dict with a ``format`` field."""
-    doc = converter.unstructure(task)
+    doc = _unstructure_task(task)
     if not internal:
         for name in _INTERNAL_TASK_FIELDS:
             doc.pop(name, None)

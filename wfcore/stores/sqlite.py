@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import StoreError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec
-from ..wire import converter, task_from_dict, workflow_from_dict, workflow_to_dict
+from ..wire import _unstructure_task, dumps, task_from_dict, workflow_from_dict, workflow_to_dict
 from .base import Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -76,10 +76,10 @@ _COLUMN_FIELDS = ("status", "version")
 
 
 def _task_doc(task: Task) -> str:
-    doc = converter.unstructure(task)
+    doc = _unstructure_task(task)
     for name in _COLUMN_FIELDS:
         del doc[name]
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return dumps(doc)
 
 
 def _task_from_row(doc: str, status: str, version: int) -> Task:
@@ -270,7 +270,12 @@ class SQLiteStore(Store):
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise StoreError(f"{self.path} is not a SQLite database; refusing to use it")
         try:
-            conn = self._connect()
+            # WAL only for a file we create: switching rewrites the header of a
+            # file that may turn out not to be ours (ours already are WAL).
+            fresh = not self.path.exists() or self.path.stat().st_size == 0
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if fresh:
+                conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         try:
