@@ -23,6 +23,8 @@ from .sqlite import _ready_at, _utc
 
 __all__ = ["MemoryStore"]
 
+_ACTIVE = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
+
 
 def _snapshot(task: Task) -> Task:
     """A copy that later changes to ``task`` (by a running handler) don't reach."""
@@ -51,6 +53,8 @@ class MemoryStore(Store):
         self._workflows: dict[str, WorkflowSpec] = {}
         self._consumers: dict[str, dict[str, None]] = {}
         self._tmp: str | None = None
+        # PENDING or IN_PROGRESS rows, kept current so has_active_tasks is O(1).
+        self._active = 0
         self.artifacts_dir = Path(tempfile.gettempdir()) / "wfcore-memory-unopened"
 
     async def open(self) -> None:
@@ -80,6 +84,7 @@ class MemoryStore(Store):
             return _snapshot(row.task), False
         row = _Row(_snapshot(task), next(self._seq), None)
         self._rows[task.id] = row
+        self._active += task.status in _ACTIVE
         self._schedule(row, _ready_at(task, time.time()))
         return task, True
 
@@ -130,6 +135,7 @@ class MemoryStore(Store):
         if row is None or row.task.version != task.version:
             return False
         was_finished = row.task.status.is_finished
+        self._active += (task.status in _ACTIVE) - (row.task.status in _ACTIVE)
         task.version += 1
         now = time.time()
         task.updated_at = _utc(now)
@@ -189,10 +195,7 @@ class MemoryStore(Store):
         return sorted({r.lease_owner for r in self._rows.values() if r.lease_owner})
 
     async def has_active_tasks(self) -> bool:
-        return any(
-            r.task.status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
-            for r in self._rows.values()
-        )
+        return self._active > 0
 
     async def outbox_register(self, consumer: str) -> None:
         self._consumers.setdefault(consumer, {})

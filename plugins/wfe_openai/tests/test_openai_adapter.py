@@ -1,0 +1,273 @@
+"""A phase run on the model: the request it sends, the output it keeps, JSON replies, handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wfe_openai import AgentRequest, OpenAIAgentAdapter
+
+from wfcore import Phase, TaskStatus, TaskType
+
+
+def _run_one(engine: Any, wfe_run: Any, data: Any, phases: list[Phase]) -> Any:
+    engine.register_workflow("w", phases)
+
+    async def scenario() -> Any:
+        task = await engine.submit_task(data, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    return wfe_run(scenario())
+
+
+def test_plain_reply_becomes_the_output(openai_server, wfe_engine, wfe_run, fake_key):
+    openai_server.reply("Paris is the capital of France.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(model="gpt-4o"))
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        {"question": "capital of France?"},
+        [Phase("answer", assigned_to="agentic", instructions="Answer in one sentence.")],
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "Paris is the capital of France."
+    assert task.outputs["answer"] == "Paris is the capital of France."
+    [request] = openai_server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["authorization"] == f"Bearer {fake_key}"
+    body = request["body"]
+    assert body["model"] == "gpt-4o"
+    system, user = body["messages"]
+    assert system == {"role": "system", "content": "Answer in one sentence."}
+    assert user["role"] == "user"
+    assert '"question": "capital of France?"' in user["content"]
+    assert "phase 'answer'" in user["content"]
+    # Only the built-in escalation tool is offered.
+    assert [t["function"]["name"] for t in body["tools"]] == ["ask_human"]
+    # The model, the token counts and the call count are in the context.
+    state = task.context["openai"]
+    [call] = state["calls"]
+    assert call["model"] == "gpt-4o"
+    assert call["response_model"] == "gpt-4o-2024-08-06"
+    assert call["phase"] == "answer"
+    assert call["prompt_tokens"] > 0 and call["completion_tokens"] > 0
+    assert call["total_tokens"] == call["prompt_tokens"] + call["completion_tokens"]
+    assert call["finish_reason"] == "stop"
+    assert call["request_id"] == "req_1"  # the first request the server saw
+    assert state["usage"]["calls"] == 1
+    assert state["usage"]["total_tokens"] == call["total_tokens"]
+    assert state["usage"]["gpt-4o"]["prompt_tokens"] == call["prompt_tokens"]
+    assert "conversation" not in state
+
+
+def test_system_prompt_data_outputs_and_artifacts_reach_the_model(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.reply("summary")
+    adapter = OpenAIAgentAdapter(
+        model="gpt-4o-mini",
+        system_prompt="You work for ACME.",
+        max_item_chars=100,
+        temperature=0,
+    )
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    async def collect(task):
+        task.output = {"rows": 3}
+        await wfe_engine.add_artifact_text(task, "notes.txt", "short note")
+        await wfe_engine.add_artifact_text(task, "long.md", "x" * 500)
+        await wfe_engine.add_artifact_bytes(task, "image.png", b"\x89PNG\x00\x01binary")
+
+    wfe_engine.register_handler("collect", collect)
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        "plain text data",
+        [
+            Phase("collect", assigned_to="functional"),
+            Phase("summarize", assigned_to="agentic", instructions="Summarize."),
+        ],
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    body = openai_server.requests[0]["body"]
+    assert body["model"] == "gpt-4o-mini"
+    assert body["temperature"] == 0
+    system, user = body["messages"]
+    assert system["content"] == "You work for ACME.\n\nSummarize."
+    text = user["content"]
+    assert "plain text data" in text
+    assert "### collect" in text and '"rows": 3' in text
+    assert "### notes.txt (text/plain, 10 bytes, from phase collect)" in text
+    assert "short note" in text
+    # The long artifact is cut to max_item_chars, with a note of what was cut.
+    assert "x" * 100 in text and "x" * 101 not in text
+    assert "[cut: showing the first 100 characters of a 500-byte file]" in text
+    assert "### image.png (image/png, 12 bytes, from phase collect): binary, not included" in text
+
+
+def test_total_input_limit_leaves_out_what_does_not_fit(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("ok")
+    wfe_engine.register_adapter(
+        TaskType.AGENTIC, OpenAIAgentAdapter(max_item_chars=1000, max_input_chars=1200)
+    )
+
+    async def collect(task):
+        task.output = "y" * 900
+        await wfe_engine.add_artifact_text(task, "a.txt", "z" * 900)
+
+    wfe_engine.register_handler("collect", collect)
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        {"k": 1},
+        [Phase("collect", assigned_to="functional"), Phase("think", assigned_to="agentic")],
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    text = openai_server.messages()[1]["content"]
+    assert "y" * 900 in text
+    assert "z" * 300 not in text
+    assert "[cut: showing the first" in text
+
+
+def test_json_reply_is_parsed(openai_server, wfe_engine, wfe_run):
+    openai_server.json_reply({"sentiment": "positive", "score": 0.9})
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "sentiment",
+            "schema": {
+                "type": "object",
+                "properties": {"sentiment": {"type": "string"}, "score": {"type": "number"}},
+                "required": ["sentiment", "score"],
+            },
+        },
+    }
+    wfe_engine.register_adapter(
+        TaskType.AGENTIC,
+        OpenAIAgentAdapter(phase_options={"rate": {"response_format": fmt}}),
+    )
+    task = _run_one(wfe_engine, wfe_run, "I love it", [Phase("rate", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == {"sentiment": "positive", "score": 0.9}
+    assert openai_server.requests[0]["body"]["response_format"] == fmt
+
+
+def test_invalid_json_reply_fails_the_attempt_with_the_reason(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("Sure! Here is the JSON: {oops")
+    openai_server.json_reply({"label": 7})
+    openai_server.json_reply({"label": "spam"})
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "label",
+            "schema": {
+                "type": "object",
+                "properties": {"label": {"type": "string"}},
+                "required": ["label"],
+            },
+        },
+    }
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(response_format=fmt))
+    task = _run_one(
+        wfe_engine, wfe_run, "buy now", [Phase("label", assigned_to="agentic", max_attempts=3)]
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == {"label": "spam"}
+    failures = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert len(failures) == 2
+    assert "not valid JSON" in failures[0] and "Sure! Here is the JSON" in failures[0]
+    assert "does not match the response_format schema" in failures[1]
+    assert "label: 7 is not of type 'string'" in failures[1]
+
+
+def test_invalid_json_on_the_last_attempt_fails_the_task(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("not json")
+    wfe_engine.register_adapter(
+        TaskType.AGENTIC, OpenAIAgentAdapter(response_format={"type": "json_object"})
+    )
+    task = _run_one(wfe_engine, wfe_run, {}, [Phase("p", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith("AdapterError: the reply is not valid JSON")
+
+
+def test_handler_shapes_the_request_and_parses_the_reply(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("  42  ")
+    seen: list[AgentRequest] = []
+
+    async def shape(task, request: AgentRequest) -> None:
+        seen.append(request)
+        request.model = "my-small-model"
+        request.messages[0]["content"] = f"Count the words of: {task.data['text']}"
+        request.tools = []  # no escalation for this phase
+        request.options["max_tokens"] = 5
+        request.parse = lambda text: int(text.strip())
+
+    wfe_engine.register_handler("count", shape)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    task = _run_one(wfe_engine, wfe_run, {"text": "a b c"}, [Phase("count", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == 42
+    body = openai_server.requests[0]["body"]
+    assert body["model"] == "my-small-model"
+    assert body["messages"][0]["content"] == "Count the words of: a b c"
+    assert body["max_tokens"] == 5
+    assert "tools" not in body
+    assert seen[0].resumed is False
+    assert task.context["openai"]["calls"][0]["model"] == "my-small-model"
+
+
+def test_a_failing_parse_is_a_failed_attempt(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("forty-two")
+
+    def shape(task, request):
+        request.parse = int
+
+    wfe_engine.register_handler("count", shape)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    task = _run_one(wfe_engine, wfe_run, {}, [Phase("count", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.FAILED
+    assert "rejected by the handler's parse: ValueError" in task.error
+    assert "forty-two" in task.error
+
+
+def test_a_plain_handler_runs_instead_of_the_model(openai_server, wfe_engine, wfe_run):
+    async def by_code(task):
+        task.output = "done by code"
+
+    wfe_engine.register_handler("p", by_code)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    task = _run_one(wfe_engine, wfe_run, {}, [Phase("p", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.COMPLETED
+    assert task.output == "done by code"
+    assert openai_server.requests == []
+
+
+def test_reserved_request_options_are_refused():
+    for bad in ({"messages": []}, {"stream": True}, {"response_format": "json"}):
+        try:
+            OpenAIAgentAdapter(**bad)
+        except TypeError as exc:
+            assert next(iter(bad)) in str(exc)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+
+
+def test_the_request_is_plain_json(openai_server, wfe_engine, wfe_run):
+    """What the server got can be replayed: every message is JSON the API accepts."""
+    openai_server.reply("ok")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    _run_one(wfe_engine, wfe_run, {"n": 1}, [Phase("p", assigned_to="agentic")])
+    body = openai_server.requests[0]["body"]
+    assert json.loads(json.dumps(body)) == body
+    assert {m["role"] for m in body["messages"]} == {"system", "user"}

@@ -1,0 +1,250 @@
+"""Failures: a missing key, 429 and 5xx retried by the SDK, malformed replies, no leaked key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from wfe_openai import OpenAIAgentAdapter
+
+from wfcore import Phase, TaskStatus, TaskType
+from wfcore.wire import task_to_dict
+
+
+def _run_one(engine: Any, wfe_run: Any, phase: Phase, adapter: OpenAIAgentAdapter) -> Any:
+    engine.register_workflow("w", [phase])
+    engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    async def scenario() -> Any:
+        task = await engine.submit_task({"q": 1}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    return wfe_run(scenario())
+
+
+def test_missing_key_is_a_clear_error_when_the_adapter_runs(
+    openai_server, monkeypatch, wfe_engine, wfe_run
+):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    adapter = OpenAIAgentAdapter(model="gpt-4o")  # building it needs no key
+
+    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), adapter)
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith("AdapterError: OPENAI_API_KEY is not set")
+    assert "api_key= or client=" in task.error
+    assert openai_server.requests == []
+
+
+def test_importing_and_building_the_adapter_needs_no_key():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    code = (
+        "import sys, wfe_openai; a = wfe_openai.OpenAIAgentAdapter(model='m'); "
+        "print(repr(a), 'openai' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # The SDK itself is only imported when a phase runs.
+    assert done.stdout.strip() == "OpenAIAgentAdapter(model='m', tools=[]) False"
+
+
+def test_rate_limit_is_retried_honouring_retry_after(openai_server, wfe_engine, wfe_run):
+    openai_server.error(429, "Rate limit reached for requests", retry_after="0.05")
+    openai_server.error(429, "Rate limit reached for requests", retry_after="0.05")
+    openai_server.reply("finally")
+
+    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "finally"
+    assert len(openai_server.requests) == 3
+    # The SDK retried the same request; one attempt of the phase was enough.
+    bodies = [r["body"] for r in openai_server.requests]
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert [r["headers"].get("x-stainless-retry-count") for r in openai_server.requests] == [
+        "0",
+        "1",
+        "2",
+    ]
+    assert [e["event"] for e in task.history].count("attempt_failed") == 0
+
+
+def test_server_errors_exhaust_retries_then_max_attempts(openai_server, wfe_engine, wfe_run):
+    for _ in range(6):
+        openai_server.error(
+            500, "The server had an error processing your request", retry_after="0.01"
+        )
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic", max_attempts=2),
+        OpenAIAgentAdapter(max_retries=2),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: chat completion failed with HTTP 500 after 2 retries "
+        f"({openai_server.url}/): The server had an error processing your request"
+    )
+    # Two attempts of the phase, each one request and two SDK retries.
+    assert len(openai_server.requests) == 6
+    assert [e["event"] for e in task.history].count("attempt_failed") == 2
+
+
+def test_client_errors_are_not_retried(openai_server, wfe_engine, wfe_run):
+    openai_server.error(400, "Invalid value for 'temperature': must be <= 2.")
+
+    task = _run_one(
+        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(temperature=9)
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.endswith(
+        f"HTTP 400 ({openai_server.url}/): Invalid value for 'temperature': must be <= 2."
+    )
+    assert len(openai_server.requests) == 1
+
+
+def test_plain_text_error_bodies_are_reported(openai_server, wfe_engine, wfe_run):
+    openai_server.error(502, "Bad Gateway from the proxy", as_json=False, retry_after="0.01")
+
+    task = _run_one(
+        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(max_retries=0)
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.endswith(
+        f"HTTP 502 after 0 retries ({openai_server.url}/): Bad Gateway from the proxy"
+    )
+
+
+def test_malformed_bodies_fail_attempts_with_the_reason(openai_server, wfe_engine, wfe_run):
+    openai_server.raw(200, b"<html>this is not json</html>")
+    openai_server.raw(200, json.dumps({"id": "x", "object": "chat.completion"}).encode())
+    openai_server.raw(200, b"[1, 2, 3]")
+    openai_server.reply("good at last")
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic", max_attempts=4),
+        OpenAIAgentAdapter(),
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert len(errors) == 3
+    assert errors[0].startswith(f"AdapterError: malformed response from {openai_server.url}/:")
+    assert "JSONDecodeError" in errors[0]
+    assert "no choices[0].message" in errors[1]
+    assert "no choices[0].message in [1, 2, 3]" in errors[2]
+
+
+def test_an_unreachable_server_is_a_clear_error(openai_server, monkeypatch, wfe_engine, wfe_run):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(base_url=url, max_retries=0),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith(
+        f"AdapterError: cannot reach the chat completions server ({url}/):"
+    )
+
+
+def test_the_key_never_appears_in_the_task_the_logs_or_errors(
+    openai_server, fake_key, caplog, wfe_engine_factory, wfe_run
+):
+    caplog.set_level(logging.DEBUG)
+    # A server that echoes the key in its error, as some proxies do.
+    openai_server.error(401, f"Incorrect API key provided: {fake_key}")
+    openai_server.tool_calls(("echo", {"text": "hi"}), ("ask_human", {"question": "OK?"}))
+    openai_server.reply("done")
+
+    def echo(text: str) -> str:
+        """Echo."""
+        return text
+
+    engine = wfe_engine_factory()
+    engine.register_workflow("w", [Phase("p", assigned_to="agentic", max_attempts=2)])
+    engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[echo]))
+
+    async def scenario() -> Any:
+        task = await engine.submit_task({"q": 1}, "w")
+        await engine.run_until_idle()
+        await engine.resume(task.id, "yes")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED, task.error
+    [failure] = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert failure.endswith("Incorrect API key provided: ***")
+    # The key did reach the server, and nowhere else.
+    assert openai_server.requests[0]["headers"]["authorization"] == f"Bearer {fake_key}"
+    assert fake_key not in json.dumps(task_to_dict(task))
+    assert fake_key not in json.dumps(task.history)
+    assert fake_key not in (task.traceback or "")
+    assert caplog.records, "expected some log output at DEBUG level"
+    assert fake_key not in caplog.text
+    assert all(fake_key not in str(r.__dict__) for r in caplog.records)
+
+
+def test_a_given_client_is_used_as_is(openai_server, monkeypatch, wfe_engine, wfe_run):
+    import openai
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    openai_server.error(503, "warming up", retry_after="0.01")
+    openai_server.reply("via my client")
+    client = openai.AsyncOpenAI(
+        api_key="sk-my-own", base_url=openai_server.url, default_headers={"X-Team": "blue"}
+    )
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(client=client, max_retries=1),
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "via my client"
+    headers = [r["headers"] for r in openai_server.requests]
+    assert [h["authorization"] for h in headers] == ["Bearer sk-my-own"] * 2
+    assert headers[0]["x-team"] == "blue"
+
+
+def test_a_sync_client_and_unknown_options_are_clear_errors(openai_server, wfe_engine, wfe_run):
+    import openai
+    import pytest
+
+    with pytest.raises(TypeError, match="async client"):
+        OpenAIAgentAdapter(client=openai.OpenAI(api_key="k"))
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(temprature=0.2),
+    )
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith("AdapterError: invalid chat completion request:")
+    assert "temprature" in task.error
+    assert openai_server.requests == []

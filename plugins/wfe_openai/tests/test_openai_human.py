@@ -1,0 +1,172 @@
+"""Escalation to a person: ask_human suspends the task, resume continues the same conversation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wfe_openai import OpenAIAgentAdapter
+
+from wfcore import Phase, TaskStatus, TaskType
+from wfcore.wire import task_to_dict
+
+
+def lookup_stock(item: str) -> dict[str, Any]:
+    """Sizes in stock for an item."""
+    return {"item": item, "sizes": ["S", "M"]}
+
+
+PHASES = [Phase("order", assigned_to="agentic", instructions="Place the order.", max_attempts=2)]
+
+
+def test_ask_human_suspends_and_resume_continues_after_a_restart(
+    openai_server, wfe_engine_factory, wfe_run
+):
+    openai_server.tool_calls(
+        ("lookup_stock", {"item": "t-shirt"}),
+        ("ask_human", {"question": "Which size, S or M?"}),
+        content="Let me check.",
+    )
+
+    first = wfe_engine_factory()
+    first.register_workflow("shop", PHASES)
+    first.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[lookup_stock]))
+
+    async def until_waiting() -> Any:
+        task = await first.submit_task({"item": "t-shirt"}, "shop")
+        await first.run_until_idle()
+        task = await first.get_task(task.id)
+        await first.aclose()
+        return task
+
+    waiting = wfe_run(until_waiting())
+    assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
+    assert waiting.waiting_reason == "Which size, S or M?"
+    asked = [e for e in waiting.history if e["event"] == "agent_asked_human"]
+    assert [a["question"] for a in asked] == ["Which size, S or M?"]
+    saved = waiting.context["openai"]["conversation"]
+    assert saved["question"] == "Which size, S or M?"
+    assert len(openai_server.requests) == 1
+
+    # A new process: a new engine on the same file, a new adapter instance.
+    openai_server.reply("Ordered one t-shirt in size M.")
+    second = wfe_engine_factory()
+    second.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[lookup_stock]))
+
+    async def answer() -> Any:
+        await second.resume(waiting.id, "M, please")
+        await second.run_until_idle()
+        return await second.get_task(waiting.id)
+
+    done = wfe_run(answer())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == "Ordered one t-shirt in size M."
+    # The model saw the whole conversation, the answer as the ask_human result.
+    messages = openai_server.messages()
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "tool"]
+    assert messages[0]["content"] == "Place the order."
+    assert messages[1] == openai_server.messages(0)[1]
+    assistant = messages[2]
+    assert assistant["content"] == "Let me check."
+    lookup_call, ask_call = assistant["tool_calls"]
+    assert ask_call["function"] == {
+        "name": "ask_human",
+        "arguments": json.dumps({"question": "Which size, S or M?"}),
+    }
+    assert messages[3] == {
+        "role": "tool",
+        "tool_call_id": lookup_call["id"],
+        "content": '{"item": "t-shirt", "sizes": ["S", "M"]}',
+    }
+    assert messages[4] == {"role": "tool", "tool_call_id": ask_call["id"], "content": "M, please"}
+    assert [e["answer"] for e in done.history if e["event"] == "agent_resumed"] == ["M, please"]
+    # The finished task no longer carries the conversation; the usage of both runs stays.
+    assert "conversation" not in done.context["openai"]
+    assert done.context["openai"]["usage"]["calls"] == 2
+
+
+def test_a_second_question_and_a_structured_answer(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(("ask_human", {"question": "Budget?"}))
+    openai_server.tool_calls(("ask_human", {"question": "Deadline?"}))
+    openai_server.reply("Plan: 100 EUR by Friday.")
+    wfe_engine.register_workflow("plan", [Phase("plan", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> list[Any]:
+        task = await wfe_engine.submit_task({}, "plan")
+        await wfe_engine.run_until_idle()
+        states = [await wfe_engine.get_task(task.id)]
+        await wfe_engine.resume(task.id, {"amount": 100, "currency": "EUR"})
+        await wfe_engine.run_until_idle()
+        states.append(await wfe_engine.get_task(task.id))
+        await wfe_engine.resume(task.id, "Friday")
+        await wfe_engine.run_until_idle()
+        states.append(await wfe_engine.get_task(task.id))
+        return states
+
+    first, second, done = wfe_run(scenario())
+    assert (first.status, first.waiting_reason) == (TaskStatus.WAITING_HUMAN, "Budget?")
+    assert (second.status, second.waiting_reason) == (TaskStatus.WAITING_HUMAN, "Deadline?")
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == "Plan: 100 EUR by Friday."
+    tool_results = [m["content"] for m in openai_server.messages() if m["role"] == "tool"]
+    assert tool_results == ['{"amount": 100, "currency": "EUR"}', "Friday"]
+    assert done.attempts == 0
+
+
+def test_a_failed_attempt_after_the_answer_retries_from_the_same_point(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.tool_calls(("ask_human", {"question": "Go ahead?"}))
+    openai_server.error(500, "model overloaded")
+    openai_server.reply("Done.")
+    wfe_engine.register_workflow("w", PHASES)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_retries=0))
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        await wfe_engine.resume(task.id, "yes")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    failed = [e["error"] for e in done.history if e["event"] == "attempt_failed"]
+    assert len(failed) == 1 and "HTTP 500" in failed[0]
+    # The retry sent exactly what the failed attempt sent: the answer once, nothing lost.
+    assert openai_server.messages(1) == openai_server.messages(2)
+    assert [m["role"] for m in openai_server.messages(2)] == ["system", "user", "assistant", "tool"]
+    assert openai_server.messages(2)[-1]["content"] == "yes"
+
+
+def test_without_escalation_ask_human_is_not_offered(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("fine")
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(allow_human=False))
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED
+    assert "tools" not in openai_server.requests[0]["body"]
+
+
+def test_the_waiting_task_shows_the_question_in_its_json(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(("ask_human", {"question": "Approve the refund of 30 EUR?"}))
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> Any:
+        await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.list_tasks(status="waiting_human")
+
+    [task] = wfe_run(scenario())
+    doc = task_to_dict(task)
+    assert doc["status"] == "waiting_human"
+    assert doc["waiting_reason"] == "Approve the refund of 30 EUR?"
+    assert doc["resume_in_phase"] is True

@@ -1,0 +1,285 @@
+"""Tools: schemas from signatures, the tool-call loop, its history, errors and max_steps."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any, Literal
+
+import pydantic
+import pytest
+from wfe_openai import OpenAIAgentAdapter, Tool, tool
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, TaskType
+
+
+def _run_one(engine: Any, wfe_run: Any, data: Any, phase: Phase) -> Any:
+    engine.register_workflow("w", [phase])
+
+    async def scenario() -> Any:
+        task = await engine.submit_task(data, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    return wfe_run(scenario())
+
+
+def get_weather(city: str, unit: Literal["C", "F"] = "C") -> dict[str, Any]:
+    """Current weather of a city.
+
+    Args:
+        city: the city name, e.g. "Oslo".
+        unit: temperature unit.
+    """
+    return {"city": city, "temp": 21 if unit == "C" else 70, "unit": unit}
+
+
+async def convert(amount: float, currency: str) -> str:
+    """Convert an amount of money to euros.
+
+    :param amount: how much.
+    :param currency: ISO code of the currency.
+    """
+    await asyncio.sleep(0)
+    return f"{amount * 2:.2f} EUR"
+
+
+def test_schema_comes_from_signature_and_docstring():
+    spec = Tool(get_weather).spec()
+    assert spec == {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather of a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "description": 'the city name, e.g. "Oslo".'},
+                    "unit": {
+                        "enum": ["C", "F"],
+                        "description": "temperature unit.",
+                        "default": "C",
+                    },
+                },
+                "required": ["city"],
+            },
+        },
+    }
+    params = Tool(convert).parameters
+    assert params["properties"]["amount"] == {"type": "number", "description": "how much."}
+    assert params["required"] == ["amount", "currency"]
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+def test_schema_of_richer_types_and_injected_parameters():
+    def paint(
+        items: list[int],
+        colour: Colour,
+        note: str | None = None,
+        tags: dict[str, str] | None = None,
+        *,
+        task: Task,
+        engine: ECSWorkflowEngine,
+    ) -> None:
+        """Paint things."""
+
+    params = Tool(paint).parameters
+    assert params["properties"] == {
+        "items": {"type": "array", "items": {"type": "integer"}},
+        "colour": {"enum": ["red", "blue"]},
+        "note": {"type": ["string", "null"]},
+        "tags": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+    }
+    assert params["required"] == ["items", "colour"]
+
+
+def test_explicit_schema_name_and_description():
+    @tool(
+        name="lookup-order",
+        description="Find an order.",
+        parameters={"type": "object", "properties": {"id": {"type": "integer"}}},
+    )
+    def find(**kwargs: Any) -> Any:
+        return kwargs
+
+    assert find.spec()["function"] == {
+        "name": "lookup-order",
+        "description": "Find an order.",
+        "parameters": {"type": "object", "properties": {"id": {"type": "integer"}}},
+    }
+    assert find(id=3) == {"id": 3}
+    with pytest.raises(ValueError, match="must be 1-64 letters"):
+        Tool(lambda: None)
+    with pytest.raises(Exception, match="is not valid"):
+        Tool(find.function, name="x", parameters={"type": "no-such-type"})
+
+
+def test_two_step_tool_loop(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(
+        ("get_weather", {"city": "Oslo"}), ("convert", {"amount": 10, "currency": "NOK"})
+    )
+    openai_server.reply("It is 21 C in Oslo and 10 NOK is 20.00 EUR.")
+    adapter = OpenAIAgentAdapter(tools=[get_weather, convert])
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    task = _run_one(wfe_engine, wfe_run, {"trip": "Oslo"}, Phase("plan", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "It is 21 C in Oslo and 10 NOK is 20.00 EUR."
+    first, second = (r["body"] for r in openai_server.requests)
+    assert [t["function"]["name"] for t in first["tools"]] == [
+        "get_weather",
+        "convert",
+        "ask_human",
+    ]
+    assert first["tools"][0] == Tool(get_weather).spec()
+    # The second request carries the assistant's tool calls and both results, in order.
+    assistant, result_1, result_2 = second["messages"][2:]
+    assert assistant["role"] == "assistant"
+    assert [c["function"]["name"] for c in assistant["tool_calls"]] == ["get_weather", "convert"]
+    assert result_1 == {
+        "role": "tool",
+        "tool_call_id": assistant["tool_calls"][0]["id"],
+        "content": '{"city": "Oslo", "temp": 21, "unit": "C"}',
+    }
+    assert result_2["tool_call_id"] == assistant["tool_calls"][1]["id"]
+    assert result_2["content"] == "20.00 EUR"
+    # Each call and result is in the task's history.
+    calls = [e for e in task.history if e["event"] == "agent_tool_call"]
+    results = [e for e in task.history if e["event"] == "agent_tool_result"]
+    assert [(c["tool"], c["arguments"]) for c in calls] == [
+        ("get_weather", '{"city": "Oslo"}'),
+        ("convert", '{"amount": 10, "currency": "NOK"}'),
+    ]
+    assert [(r["tool"], r["error"], r["result"]) for r in results] == [
+        ("get_weather", False, '{"city": "Oslo", "temp": 21, "unit": "C"}'),
+        ("convert", False, "20.00 EUR"),
+    ]
+    assert [c["step"] for c in task.context["openai"]["calls"]] == [1, 2]
+    assert task.context["openai"]["calls"][0]["tool_calls"] == 2
+    assert task.context["openai"]["usage"]["calls"] == 2
+
+
+def test_tool_errors_go_back_to_the_model(openai_server, wfe_engine, wfe_run):
+    def divide(a: int, b: int) -> float:
+        """Divide a by b."""
+        return a / b
+
+    openai_server.tool_calls(
+        ("divide", {"a": 1, "b": 0}),
+        ("divide", {"a": "one"}),
+        ("divide", "{not json"),
+        ("no_such_tool", {}),
+    )
+    openai_server.reply("I could not divide.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[divide]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    results = [m["content"] for m in openai_server.messages(1) if m["role"] == "tool"]
+    assert results[0] == "error: ZeroDivisionError: division by zero"
+    assert results[1].startswith("error: invalid arguments for divide:")
+    assert "'one' is not of type 'integer'" in results[1]
+    assert "'b' is a required property" in results[1]
+    assert results[2].startswith(
+        "error: invalid arguments for divide: arguments are not valid JSON"
+    )
+    assert results[3] == "error: no tool named 'no_such_tool'; available: divide, ask_human"
+    errors = [e["error"] for e in task.history if e["event"] == "agent_tool_result"]
+    assert errors == [True, True, True, True]
+
+
+def test_tools_get_the_task_and_engine(openai_server, wfe_engine, wfe_run):
+    async def save_note(text: str, task: Task, engine: ECSWorkflowEngine) -> str:
+        """Save a note as a file of the task."""
+        art = await engine.add_artifact_text(task, "note.txt", text)
+        return f"saved {art.size} bytes"
+
+    openai_server.tool_calls(("save_note", {"text": "remember the milk"}))
+    openai_server.reply("Saved.")
+    adapter = OpenAIAgentAdapter()
+    adapter.add_tool(save_note)
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    params = openai_server.requests[0]["body"]["tools"][0]["function"]["parameters"]
+    assert params == {
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    }
+    assert wfe_run(wfe_engine.read_artifact(task, "note.txt")) == b"remember the milk"
+    assert openai_server.messages(1)[-1]["content"] == "saved 17 bytes"
+
+
+def test_max_steps_exhausted_fails_the_attempt(openai_server, wfe_engine, wfe_run):
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    for _ in range(3):
+        openai_server.tool_calls(("ping", {}))
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[ping], max_steps=3))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("loop", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: max_steps=3 exhausted in phase 'loop': the model still asked for "
+        "tools (ping) after 3 calls"
+    )
+    assert len(openai_server.requests) == 3
+    assert openai_server.pending == 0
+    assert len([e for e in task.history if e["event"] == "agent_tool_result"]) == 3
+    # The usage of the failed attempt is still accounted for.
+    assert task.context["openai"]["usage"]["calls"] == 3
+
+
+def test_duplicate_and_reserved_tool_names_are_refused():
+    adapter = OpenAIAgentAdapter(tools=[get_weather])
+    with pytest.raises(ValueError, match="already registered"):
+        adapter.add_tool(get_weather)
+    with pytest.raises(ValueError, match="built-in human escalation"):
+        adapter.add_tool(get_weather, name="ask_human")
+    assert [t.name for t in OpenAIAgentAdapter(tools=[get_weather], allow_human=False).tools] == [
+        "get_weather"
+    ]
+
+
+class Address(pydantic.BaseModel):
+    street: str
+    city: str
+
+
+def ship(address: Address, colour: Colour, express: bool = False) -> str:
+    """Ship a parcel."""
+    assert isinstance(address, Address) and isinstance(colour, Colour)
+    return f"{colour.value} parcel to {address.street}, {address.city} (express={express})"
+
+
+def test_enum_and_pydantic_arguments_arrive_as_objects(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(
+        ("ship", {"address": {"street": "Main St 1", "city": "Bergen"}, "colour": "blue"})
+    )
+    openai_server.reply("Shipped.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[ship]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    params = openai_server.requests[0]["body"]["tools"][0]["function"]["parameters"]
+    assert params["properties"]["address"]["properties"]["city"] == {
+        "title": "City",
+        "type": "string",
+    }
+    assert params["properties"]["colour"] == {"enum": ["red", "blue"]}
+    assert openai_server.messages(1)[-1]["content"] == (
+        "blue parcel to Main St 1, Bergen (express=False)"
+    )

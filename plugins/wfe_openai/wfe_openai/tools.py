@@ -1,0 +1,363 @@
+"""Tools the model may call: functions whose JSON schema comes from signature and docstring."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Union, get_args, get_origin, overload
+
+import jsonschema
+
+from wfcore import ECSWorkflowEngine, Task
+
+__all__ = ["Tool", "ToolArgumentsError", "as_tool", "tool"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ToolArgumentsError(ValueError):
+    """The model called a tool with arguments that do not fit its schema."""
+
+
+class Tool:
+    """A function the model may call, with the JSON schema of its arguments.
+
+    :param function: a plain or ``async def`` function. Its arguments arrive as
+        keyword arguments; a parameter annotated :class:`~wfcore.Task` or
+        :class:`~wfcore.ECSWorkflowEngine` receives the running task or engine
+        instead and is left out of the schema.
+    :param name: the name the model sees; the function's name by default.
+    :param description: what the tool does; the docstring's first paragraph by default.
+    :param parameters: a JSON Schema object for the arguments; derived from the
+        signature (type hints, defaults) and the docstring's parameter
+        descriptions (``:param x:`` or an ``Args:`` section) by default.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not callable(function):
+            raise TypeError(f"a tool needs a callable, not {function!r}")
+        self.function = function
+        self.name = name or getattr(function, "__name__", "")
+        if not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-' (pass name=...)"
+            )
+        summary, param_docs = _parse_docstring(inspect.getdoc(function) or "")
+        self.description = description if description is not None else summary
+        self._injected = _injected_parameters(function)
+        self._converters = _converters(function)
+        if parameters is None:
+            self.parameters = _schema_from_signature(function, param_docs, self._injected)
+        else:
+            if not isinstance(parameters, Mapping):
+                raise TypeError(f"tool {self.name!r}: parameters must be a JSON Schema object")
+            jsonschema.validators.validator_for(parameters).check_schema(parameters)
+            self.parameters = dict(parameters)
+        self._validator = jsonschema.validators.validator_for(self.parameters)(self.parameters)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly, so a decorated function stays usable."""
+        return self.function(*args, **kwargs)
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as the chat completions API describes it (``tools=[...]``)."""
+        function: dict[str, Any] = {"name": self.name, "parameters": self.parameters}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
+
+    def parse_arguments(self, text: str | None) -> dict[str, Any]:
+        """Decode and check the JSON arguments the model sent; ToolArgumentsError if unfit."""
+        try:
+            arguments = json.loads(text) if text and text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ToolArgumentsError(f"arguments are not valid JSON: {exc}") from None
+        if not isinstance(arguments, dict):
+            raise ToolArgumentsError("arguments must be a JSON object")
+        problems = sorted(
+            self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)
+        )
+        if problems:
+            raise ToolArgumentsError(
+                "; ".join(
+                    f"{'/'.join(str(p) for p in e.absolute_path) or '(arguments)'}: {e.message}"
+                    for e in problems
+                )
+            )
+        return arguments
+
+    async def invoke(self, arguments: dict[str, Any], task: Task, engine: ECSWorkflowEngine) -> Any:
+        """Run the tool: await an async function, run a plain one in a thread."""
+        kwargs = dict(arguments)
+        for param, convert in self._converters.items():
+            if param in kwargs and kwargs[param] is not None:
+                kwargs[param] = convert(kwargs[param])
+        for param, kind in self._injected.items():
+            kwargs[param] = task if kind is Task else engine
+        if inspect.iscoroutinefunction(self.function):
+            return await self.function(**kwargs)
+        result = await asyncio.to_thread(self.function, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+@overload
+def tool(function: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a function a :class:`Tool`: ``@tool`` or ``@tool(name=..., parameters=...)``."""
+    if function is not None:
+        return Tool(function, name=name, description=description, parameters=parameters)
+
+    def decorate(fn: Callable[..., Any]) -> Tool:
+        return Tool(fn, name=name, description=description, parameters=parameters)
+
+    return decorate
+
+
+def as_tool(obj: Tool | Callable[..., Any]) -> Tool:
+    """A Tool as is, or a function wrapped in one."""
+    return obj if isinstance(obj, Tool) else Tool(obj)
+
+
+# -- schema from a signature ---------------------------------------------------------
+
+
+def _hints(function: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(function)
+    except Exception:
+        pass
+    # Some forward reference does not resolve (a class local to a function, say):
+    # resolve the annotations one by one, keeping the others.
+    hints: dict[str, Any] = {}
+    namespace = getattr(function, "__globals__", {})
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)
+            except Exception:
+                pass
+        hints[name] = annotation
+    return hints
+
+
+def _injected_parameters(function: Callable[..., Any]) -> dict[str, type]:
+    hints = _hints(function)
+    injected: dict[str, type] = {}
+    for name in inspect.signature(function).parameters:
+        hint = hints.get(name)
+        if hint is Task or hint == "Task":
+            injected[name] = Task
+        elif hint is ECSWorkflowEngine or hint == "ECSWorkflowEngine":
+            injected[name] = ECSWorkflowEngine
+    return injected
+
+
+def _converters(function: Callable[..., Any]) -> dict[str, Callable[[Any], Any]]:
+    """Parameters whose JSON value must become an object: enum members, pydantic models."""
+    found: dict[str, Callable[[Any], Any]] = {}
+    for name, hint in _hints(function).items():
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if get_origin(hint) in (Union, types.UnionType) and len(options) == 1:
+            hint = options[0]
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            found[name] = hint
+        elif isinstance(hint, type) and callable(getattr(hint, "model_validate", None)):
+            found[name] = hint.model_validate
+    return found
+
+
+def _schema_from_signature(
+    function: Callable[..., Any], param_docs: dict[str, str], injected: Mapping[str, type]
+) -> dict[str, Any]:
+    hints = _hints(function)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, param in inspect.signature(function).parameters.items():
+        if name in injected or name == "self":
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.kind is param.POSITIONAL_ONLY:
+            raise TypeError(
+                f"tool {function.__name__!r}: positional-only parameter {name!r} cannot "
+                "receive a JSON argument"
+            )
+        schema = _type_schema(hints.get(name, param.annotation))
+        if name in param_docs:
+            schema = {**schema, "description": param_docs[name]}
+        if param.default is param.empty:
+            required.append(name)
+        elif _jsonable(param.default) and param.default is not None:
+            schema = {**schema, "default": param.default}
+        properties[name] = schema
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+_SIMPLE: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    dict: {"type": "object"},
+    list: {"type": "array"},
+    tuple: {"type": "array"},
+    set: {"type": "array"},
+    type(None): {"type": "null"},
+    Any: {},
+}
+
+
+def _type_schema(hint: Any) -> dict[str, Any]:
+    """A JSON Schema for a type hint; unannotated parameters are strings."""
+    if hint is inspect.Parameter.empty:
+        return {"type": "string"}
+    if isinstance(hint, str):
+        return {}  # an annotation that did not resolve: accept any value
+    if hint in _SIMPLE:
+        return dict(_SIMPLE[hint])
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"enum": [m.value for m in hint]}
+    model_schema = getattr(hint, "model_json_schema", None)
+    if isinstance(hint, type) and callable(model_schema):
+        return model_schema()  # a pydantic model
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin in (Union, types.UnionType):
+        options = [_type_schema(a) for a in args if a is not type(None)]
+        nullable = len(options) < len(args)
+        if len(options) == 1 and not nullable:
+            return options[0]
+        if len(options) == 1 and "type" in options[0] and isinstance(options[0]["type"], str):
+            return {**options[0], "type": [options[0]["type"], "null"]}
+        if nullable:
+            options.append({"type": "null"})
+        return {"anyOf": options}
+    if origin in (list, tuple, set, frozenset) or (origin is not None and _is_sequence(origin)):
+        schema: dict[str, Any] = {"type": "array"}
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            schema["prefixItems"] = [_type_schema(a) for a in args]
+        elif args:
+            schema["items"] = _type_schema(args[0])
+        return schema
+    if origin is dict or (origin is not None and _is_mapping(origin)):
+        schema = {"type": "object"}
+        if len(args) == 2 and args[1] is not Any:
+            schema["additionalProperties"] = _type_schema(args[1])
+        return schema
+    if typing.is_typeddict(hint):
+        hints = typing.get_type_hints(hint)
+        return {
+            "type": "object",
+            "properties": {k: _type_schema(v) for k, v in hints.items()},
+            "required": sorted(getattr(hint, "__required_keys__", hints)),
+        }
+    return {}
+
+
+def _is_sequence(origin: Any) -> bool:
+    import collections.abc as abc
+
+    return isinstance(origin, type) and issubclass(origin, abc.Sequence) and origin is not str
+
+
+def _is_mapping(origin: Any) -> bool:
+    import collections.abc as abc
+
+    return isinstance(origin, type) and issubclass(origin, abc.Mapping)
+
+
+# -- docstrings ----------------------------------------------------------------------
+
+_REST_PARAM = re.compile(r"^:param\s+(?:[^:]*\s)?(\w+):\s*(.*)$")
+_GOOGLE_ENTRY = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Raises|Yields|Examples?):\s*$")
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The summary (first paragraph) and per-parameter descriptions of a docstring.
+
+    Understands reST (``:param name: text``) and Google style (an ``Args:`` section
+    of ``name (type): text`` entries); continuation lines are joined.
+    """
+    lines = doc.splitlines()
+    summary: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith(":") or _SECTION.match(line):
+            break
+        summary.append(line)
+    params: dict[str, str] = {}
+    current: str | None = None
+    in_args = False
+    entry_indent = 0
+    for raw in lines:
+        line = raw.strip()
+        indent = len(raw) - len(raw.lstrip())
+        rest = _REST_PARAM.match(line)
+        section = _SECTION.match(line)
+        if rest:
+            current, in_args = rest.group(1), False
+            params[current] = rest.group(2)
+        elif section:
+            in_args = section.group(1) in ("Args", "Arguments", "Parameters")
+            current, entry_indent = None, -1
+        elif not line or line.startswith(":"):
+            current = None if not in_args or line.startswith(":") else current
+        elif in_args and (entry_indent < 0 or indent <= entry_indent) and _GOOGLE_ENTRY.match(line):
+            match = _GOOGLE_ENTRY.match(line)
+            assert match is not None
+            entry_indent = indent
+            current = match.group(1)
+            params[current] = match.group(2)
+        elif current is not None:
+            params[current] = f"{params[current]} {line}".strip()
+    return " ".join(summary), {k: v.strip() for k, v in params.items() if v.strip()}
