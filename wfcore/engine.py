@@ -695,8 +695,11 @@ class ECSWorkflowEngine:
     def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
         """Find the task's phase, asking the classifiers when it has none."""
         if task.classification is None:
-            answer = self.plugin_manager.hook.wfe_classify(task=task, engine=self)
+            classify = self.plugin_manager.hook.wfe_classify
+            answer = classify(task=task, engine=self) if classify.get_hookimpls() else None
             if inspect.isawaitable(answer):
+                if inspect.iscoroutine(answer):
+                    answer.close()  # never awaited: close it so Python does not warn
                 task.error = "wfe_classify implementations must not be async"
                 return None
             if answer is not None and spec.phase(answer) is None:
@@ -940,7 +943,8 @@ class ECSWorkflowEngine:
         task.workflow_name = spec.name
         if spec.input is not None:
             task.data = spec.input
-        task.classification = None
+        # The spec says where to start: its first phase, not the classifiers' pick.
+        task.classification = spec.phases[0].target_classification
         task.attempts = 0
         task.record("workflow_defined", workflow=spec.name)
         if not await self._persist(task, keep_lease=True):
@@ -968,11 +972,10 @@ class ECSWorkflowEngine:
         Each implementation is called on its own so that one failing plugin is
         logged with its name and neither stops the others nor touches the task.
         """
-        kwargs.setdefault("engine", self)
-        caller = getattr(self.plugin_manager.hook, hook_name)
-        impls = caller.get_hookimpls()
+        impls = getattr(self.plugin_manager.hook, hook_name).get_hookimpls()
         if not impls:
             return
+        kwargs.setdefault("engine", self)
         for impl in reversed(impls):
             try:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
@@ -991,6 +994,7 @@ def _check_json(task: Task) -> None:
         try:
             json.dumps(task.output, allow_nan=False)
         except (TypeError, ValueError) as exc:
+            task.output = None  # else the failed task itself cannot be stored
             raise InvalidTaskError(f"the phase output must be JSON-serializable: {exc}") from None
     if task.context:
         try:

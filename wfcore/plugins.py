@@ -74,7 +74,9 @@ def make_plugin_manager(
     for plugin in plugins:
         if pm.is_registered(plugin):
             continue
-        pm.register(plugin)
+        # pluggy names an instance by its id(); its class name is what a log reader needs.
+        name = getattr(plugin, "__name__", None) or type(plugin).__qualname__
+        pm.register(plugin, name=None if pm.has_plugin(name) else name)
     if os.environ.get("WFE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(logger.debug)
         pm.enable_tracing()

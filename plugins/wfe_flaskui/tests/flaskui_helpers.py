@@ -1,0 +1,63 @@
+"""Shared helpers of the dashboard tests: polling, an API client and screenshots."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parents[2]
+SHOTS = REPO / "test-output" / "flaskui"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Api:
+    """The dashboard's JSON API through Flask's test client, with the CSRF header set."""
+
+    def __init__(self, client: Any, prefix: str = "") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.csrf = client.get(f"{prefix}/api/csrf").get_json()["csrf_token"]
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(self.prefix + path, **kwargs)
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        headers = {"X-CSRF-Token": self.csrf, **kwargs.pop("headers", {})}
+        return self.client.post(self.prefix + path, json=json, headers=headers, **kwargs)
+
+    def submit(self, workflow: str, data: Any, **fields: Any) -> dict[str, Any]:
+        response = self.post("/api/tasks", {"workflow": workflow, "data": data, **fields})
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return response.get_json()
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return self.get(f"/api/tasks/{task_id}").get_json()
+
+    def wait_status(self, task_id: str, status: str, timeout: float = 20.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (doc := self.task(task_id))["status"] == status and doc,
+            timeout,
+            f"task {task_id} to be {status}",
+        )
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot as test-output/flaskui/<name>.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,456 @@
+"""The dashboard's JSON API and pages through Flask's test client, on a real SQLite store."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+from flaskui_demo_app import make_engine
+from flaskui_helpers import Api, wait_for
+from wfe_flaskui import Dashboard, create_app
+
+
+def test_submit_runs_to_completion_and_shows_in_lists(api: Api) -> None:
+    response = api.post("/api/tasks", {"workflow": "numbers", "data": {"n": 21}})
+    assert response.status_code == 201
+    created = response.get_json()
+    assert response.headers["Location"].endswith(f"/api/tasks/{created['id']}")
+    assert created["workflow_name"] == "numbers"
+
+    done = api.wait_status(created["id"], "completed")
+    assert done["outputs"]["double"] == {"n": 42}
+    assert done["output"] == "reported 42"
+
+    listing = api.get("/api/tasks?status=completed&workflow=numbers").get_json()
+    assert [t["id"] for t in listing["tasks"]] == [created["id"]]
+    assert listing["total"] == 1
+    assert listing["counts"] == {"completed": 1}
+
+    page = api.get("/").get_data(as_text=True)
+    assert created["id"][:8] in page
+    assert 'data-status="completed"' in page
+
+
+def test_list_is_newest_first_filtered_and_paged(api: Api, dashboard: Dashboard) -> None:
+    ids = [api.submit("question", {"i": i})["id"] for i in range(5)]
+    api.submit("numbers", {"n": 1})
+    wait_for(
+        lambda: api.get("/api/tasks?status=waiting_human").get_json()["total"] == 5,
+        what="five waiting questions",
+    )
+
+    first = api.get("/api/tasks?workflow=question&limit=2").get_json()
+    second = api.get("/api/tasks?workflow=question&limit=2&offset=2").get_json()
+    assert first["total"] == 5
+    assert [t["id"] for t in first["tasks"] + second["tasks"]] == ids[::-1][:4]
+    oldest = api.get("/api/tasks?workflow=question&limit=1&order=oldest").get_json()
+    assert oldest["tasks"][0]["id"] == ids[0]
+    both = api.get("/api/tasks?status=waiting_human,completed").get_json()
+    assert both["total"] == 5 + both["counts"].get("completed", 0)
+
+    dashboard.page_size = 2
+    page2 = api.get("/?workflow=question&page=2").get_data(as_text=True)
+    rows = re.findall(r'<tr data-task-id="([0-9a-f]{32})"', page2)
+    assert rows == ids[::-1][2:4]
+    assert "3\N{EN DASH}4 of 5" in page2 and "page 2 of 3" in page2
+    assert 'href="/?workflow=question&amp;page=3" rel="next"' in page2
+    assert 'href="/?workflow=question&amp;page=1" rel="prev"' in page2
+    counts = re.search(r'data-status="waiting_human"><span>[^<]*</span><b>(\d+)', page2)
+    assert counts and counts[1] == "5"
+    beyond = api.get("/?workflow=question&page=9").get_data(as_text=True)
+    assert "No tasks on this page." in beyond
+
+
+def test_bad_input_gets_400_with_a_message(api: Api) -> None:
+    cases = [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"workflow": "nope", "data": {}}', "unknown workflow 'nope'"),
+        (b'{"data": {}}', '"workflow" must name'),
+        (b'{"workflow": "numbers", "data": {}, "classification": "zzz"}', "unknown classification"),
+        (b'{"workflow": "numbers", "data": {}, "assigned_to": "robot"}', "unknown assigned_to"),
+        (b'{"workflow": "numbers", "data": NaN}', "not valid JSON"),
+        (b'{"workflow": "numbers", "colour": 1}', "unknown field 'colour'"),
+    ]
+    for body, message in cases:
+        response = api.post(
+            "/api/tasks", data=body, json=None, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, body
+        assert message in response.get_json()["error"], (body, response.get_json())
+    assert api.get("/api/tasks?limit=many").status_code == 400
+    assert api.get("/api/tasks?status=sleeping").status_code == 400
+
+
+def test_unknown_task_is_404(api: Api) -> None:
+    assert api.get("/api/tasks/nope").status_code == 404
+    assert api.post("/api/tasks/nope/resume", {"output": 1}).status_code == 404
+    assert api.post("/api/tasks/nope/cancel").status_code == 404
+    assert api.post("/api/tasks/nope/retry").status_code == 404
+    page = api.get("/tasks/nope")
+    assert page.status_code == 404
+    assert "no task &#39;nope&#39;" in page.get_data(as_text=True)
+
+
+def test_resume_validates_against_the_schema_then_finishes(api: Api) -> None:
+    task = api.submit("review", {"topic": "release notes"})
+    api.wait_status(task["id"], "waiting_human")
+
+    bad = api.post(f"/api/tasks/{task['id']}/resume", {"output": {"decision": "maybe"}})
+    assert bad.status_code == 400
+    body = bad.get_json()
+    assert any("score" in e for e in body["errors"])
+    assert any("decision" in e for e in body["errors"])
+    assert api.post(f"/api/tasks/{task['id']}/resume", {"answer": 1}).status_code == 400
+
+    ok = api.post(f"/api/tasks/{task['id']}/resume", {"output": {"decision": "ship", "score": 5}})
+    assert ok.status_code == 200
+    done = api.wait_status(task["id"], "completed")
+    assert done["outputs"]["approve"] == {"decision": "ship", "score": 5}
+    assert done["output"] == {"published": True}
+
+    again = api.post(f"/api/tasks/{task['id']}/resume", {"output": {"decision": "hold"}})
+    assert again.status_code == 409
+    assert "not waiting" in again.get_json()["error"]
+
+
+def test_cancel_and_conflicts(api: Api) -> None:
+    task = api.submit("question", {"q": "?"})
+    api.wait_status(task["id"], "waiting_human")
+    response = api.post(f"/api/tasks/{task['id']}/cancel")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "cancelled"
+    assert api.post(f"/api/tasks/{task['id']}/cancel").status_code == 409
+    assert api.post(f"/api/tasks/{task['id']}/resume", {"output": "x"}).status_code == 409
+    assert api.post(f"/api/tasks/{task['id']}/retry").status_code == 409
+
+
+def test_retry_sends_a_failed_task_back_to_work(api: Api) -> None:
+    task = api.submit("flaky", {})
+    failed = api.wait_status(task["id"], "failed")
+    assert "the flaky service is down" in failed["error"]
+
+    response = api.post(f"/api/tasks/{task['id']}/retry")
+    assert response.status_code == 200
+    done = api.wait_status(task["id"], "completed")
+    assert done["output"] == "worked on retry"
+    assert done["error"] is None
+    assert "retried" in [e["event"] for e in done["history"]]
+
+
+def test_workflows_include_those_defined_at_run_time(api: Api) -> None:
+    names = {w["name"] for w in api.get("/api/workflows").get_json()["workflows"]}
+    assert {"numbers", "review", "question", "flaky", "branching"} <= names
+
+    spec = {
+        "name": "made_live",
+        "phases": [{"target_classification": "confirm", "assigned_to": "human"}],
+        "input": {"x": 1},
+    }
+    response = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
+    assert response.status_code == 201
+    task = api.wait_status(response.get_json()["id"], "waiting_human")
+    assert task["workflow_name"] == "made_live"
+    doc = next(
+        w for w in api.get("/api/workflows").get_json()["workflows"] if w["name"] == "made_live"
+    )
+    assert doc["tasks_by_phase"] == {"confirm": 1}
+    page = api.get("/workflows").get_data(as_text=True)
+    assert 'data-workflow="made_live"' in page
+    assert 'data-phase="confirm" data-count="1"' in page
+
+
+def test_state_changes_need_the_csrf_token(app: Flask) -> None:
+    client = app.test_client()
+    client.get("/api/csrf")
+    no_token = client.post("/api/tasks", json={"workflow": "numbers", "data": {"n": 1}})
+    assert no_token.status_code == 403
+    assert "CSRF" in no_token.get_json()["error"]
+    wrong = client.post(
+        "/api/tasks",
+        json={"workflow": "numbers", "data": {"n": 1}},
+        headers={"X-CSRF-Token": "forged"},
+    )
+    assert wrong.status_code == 403
+    form = client.post("/submit", data={"workflow": "numbers", "data": '{"n": 1}'})
+    assert form.status_code == 403
+    other_session = app.test_client()
+    token = client.get("/api/csrf").get_json()["csrf_token"]
+    stolen = other_session.post("/tasks/x/cancel", data={"csrf_token": token})
+    assert stolen.status_code == 403
+    assert client.get("/api/tasks").get_json()["total"] == 0
+
+
+def test_large_bodies_are_refused_with_413(demo_engine: object) -> None:
+    dash = Dashboard(demo_engine, token="", kafka_brokers="", max_body=2000)  # type: ignore[arg-type]
+    try:
+        app = create_app(dash, secret_key="x")
+        api = Api(app.test_client())
+        big = {"workflow": "numbers", "data": {"blob": "x" * 5000}}
+        response = api.post("/api/tasks", big)
+        assert response.status_code == 413
+        assert "larger than" in response.get_json()["error"]
+        page = api.client.post("/submit", data={"csrf_token": api.csrf, "data": "y" * 5000})
+        assert page.status_code == 413
+        assert api.get("/api/tasks").get_json()["total"] == 0
+    finally:
+        dash.stop()
+
+
+def test_token_guards_every_request(demo_engine: object) -> None:
+    dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        app = create_app(dash, secret_key="x")
+        client = app.test_client()
+        assert client.get("/api/tasks").status_code == 401
+        page = client.get("/inbox")
+        assert page.status_code == 302
+        assert "/login?next=/inbox" in page.headers["Location"]
+        wrong = client.get("/api/tasks", headers={"Authorization": "Bearer wrong"})
+        assert wrong.status_code == 401
+        bounced = client.get("/?token=wrong&status=failed")
+        assert bounced.status_code == 302
+        assert bounced.headers["Location"].endswith("/login?next=/?status%3Dfailed")
+
+        bearer = {"Authorization": "Bearer s3cret-token"}
+        assert client.get("/api/tasks", headers=bearer).status_code == 200
+        # A header token cannot be sent by another site, so it needs no CSRF token.
+        made = client.post(
+            "/api/tasks", json={"workflow": "numbers", "data": {"n": 2}}, headers=bearer
+        )
+        assert made.status_code == 201
+
+        browser = app.test_client()
+        login = browser.get("/login?next=/workflows")
+        store_path = demo_engine.store_url.rsplit("/", 1)[0]  # type: ignore[attr-defined]
+        assert store_path not in login.get_data(as_text=True)
+        assert 'class="mainnav"' not in login.get_data(as_text=True)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.get_data(as_text=True))
+        assert csrf
+        refused = browser.post(
+            "/login", data={"token": "nope", "csrf_token": csrf[1], "next": "/workflows"}
+        )
+        assert refused.status_code == 401
+        accepted = browser.post(
+            "/login", data={"token": "s3cret-token", "csrf_token": csrf[1], "next": "/workflows"}
+        )
+        assert accepted.status_code == 303
+        assert accepted.headers["Location"].endswith("/workflows")
+        assert browser.get("/workflows").status_code == 200
+
+        linked = app.test_client()
+        hop = linked.get("/inbox?token=s3cret-token&all=1")
+        assert hop.status_code == 302
+        assert hop.headers["Location"].endswith("/inbox?all=1")
+        assert linked.get("/inbox?all=1").status_code == 200
+        assert linked.get("/_wfe_static/dashboard.css").status_code == 200
+    finally:
+        dash.stop()
+
+
+def test_artifacts_listed_previewed_downloaded_and_contained(api: Api, wfe_store_url: str) -> None:
+    task = api.submit("numbers", {"n": 4})
+    api.wait_status(task["id"], "completed")
+    page = api.get(f"/tasks/{task['id']}").get_data(as_text=True)
+    assert "report.txt" in page and "blob.bin" in page
+    assert "256 B" in page
+    assert "The answer is 8." in page
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in page
+
+    download = api.get(f"/tasks/{task['id']}/artifacts/report.txt")
+    assert download.status_code == 200
+    assert download.data == b"The answer is 8.\n<b>not bold</b>\n"
+    assert download.headers["Content-Disposition"].startswith("attachment")
+    assert "sandbox" in download.headers["Content-Security-Policy"]
+    assert api.get(f"/tasks/{task['id']}/artifacts/blob.bin").data == bytes(range(256))
+
+    db_name = wfe_store_url.rsplit("/", 1)[1]
+    attempts = [
+        f"/tasks/{task['id']}/artifacts/..%2F..%2F{db_name}",
+        f"/tasks/{task['id']}/artifacts/%2E%2E/%2E%2E/{db_name}",
+        f"/tasks/{task['id']}/artifacts/..%5C..%5C{db_name}",
+        f"/tasks/{task['id']}/artifacts/%2Fetc%2Fpasswd",
+        f"/tasks/..%2F{task['id']}/artifacts/report.txt",
+        f"/tasks/{task['id']}/artifacts/missing.txt",
+    ]
+    for path in attempts:
+        response = api.get(path, follow_redirects=True)
+        assert response.status_code in (404, 400), path
+        assert b"SQLite format" not in response.data
+        assert b"root:" not in response.data
+
+
+def test_script_in_task_data_is_escaped(api: Api) -> None:
+    evil = "<script>alert('xss')</script><img src=x onerror=alert(1)>"
+    task = api.submit("question", {"html": evil}, assigned_to="human")
+    api.wait_status(task["id"], "waiting_human")
+    for path in (f"/tasks/{task['id']}", "/inbox"):
+        page = api.get(path).get_data(as_text=True)
+        assert "<script>alert" not in page
+        assert "<img src=x" not in page
+        assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;" in page
+    headers = api.get("/").headers
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+
+
+def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Api) -> None:
+    task = api.submit("review", {"topic": "t"})
+    api.wait_status(task["id"], "waiting_human")
+    client = api.client
+    form = client.get(f"/tasks/{task['id']}").get_data(as_text=True)
+    assert '<select id="a-' in form and 'name="decision"' in form
+    assert re.search(r'name="score" type="number"[^>]* step="1" min="1" max="5"', form)
+    assert 'type="checkbox"' in form and 'name="urgent"' in form
+    assert 'name="tags" value="&#34;docs&#34;"' in form
+    assert form.count('class="req"') == 2
+
+    bad = client.post(
+        f"/tasks/{task['id']}/answer",
+        data={"csrf_token": api.csrf, "score": "nine", "comment": "hmm"},
+    )
+    assert bad.status_code == 400
+    html = bad.get_data(as_text=True)
+    decision = re.search(r'data-field="decision">.*?</div>\s*</div>', html, re.S)
+    assert decision and "required" in decision[0]
+    assert re.search(r'data-field="score">.*?must be a number', html, re.S)
+    assert "hmm</textarea>" in html
+    assert api.task(task["id"])["status"] == "waiting_human"
+
+    out_of_range = client.post(
+        f"/tasks/{task['id']}/answer",
+        data={"csrf_token": api.csrf, "decision": '"ship"', "score": "9"},
+    )
+    assert out_of_range.status_code == 400
+    assert re.search(
+        r'data-field="score">.*?9 is greater than the maximum of 5',
+        out_of_range.get_data(as_text=True),
+        re.S,
+    )
+
+    ok = client.post(
+        f"/tasks/{task['id']}/answer",
+        data={
+            "csrf_token": api.csrf,
+            "decision": '"hold"',
+            "score": "3",
+            "urgent": "true",
+            "tags": ['"docs"', '"ops"'],
+            "next": "inbox",
+        },
+    )
+    assert ok.status_code == 303
+    assert ok.headers["Location"].endswith("/inbox")
+    done = api.wait_status(task["id"], "completed")
+    assert done["outputs"]["approve"] == {
+        "decision": "hold",
+        "score": 3,
+        "urgent": True,
+        "tags": ["docs", "ops"],
+    }
+    assert done["output"] == {"published": False}
+
+
+def test_free_answer_as_text_or_json(api: Api) -> None:
+    first = api.submit("question", {"q": 1})
+    second = api.submit("question", {"q": 2})
+    api.wait_status(second["id"], "waiting_human")
+    api.wait_status(first["id"], "waiting_human")
+    client = api.client
+    bad = client.post(
+        f"/tasks/{first['id']}/answer",
+        data={"csrf_token": api.csrf, "answer": "{oops", "answer_format": "json"},
+    )
+    assert bad.status_code == 400
+    assert "not valid JSON" in bad.get_data(as_text=True)
+    client.post(
+        f"/tasks/{first['id']}/answer",
+        data={"csrf_token": api.csrf, "answer": '{"ok": true}', "answer_format": "json"},
+    )
+    client.post(
+        f"/tasks/{second['id']}/answer",
+        data={"csrf_token": api.csrf, "answer": "Because.", "answer_format": "text"},
+    )
+    assert api.wait_status(first["id"], "completed")["output"] == {"ok": True}
+    assert api.wait_status(second["id"], "completed")["output"] == "Because."
+
+
+def test_submit_form_validates_and_redirects(api: Api) -> None:
+    client = api.client
+    page = client.get("/submit?workflow=review").get_data(as_text=True)
+    assert '<option value="review" selected>' in page
+    bad = client.post(
+        "/submit",
+        data={"csrf_token": api.csrf, "workflow": "numbers", "data": "{n: 1}"},
+    )
+    assert bad.status_code == 400
+    html = bad.get_data(as_text=True)
+    assert re.search(r'data-field="data">.*?not valid JSON', html, re.S)
+    assert "{n: 1}</textarea>" in html
+
+    unknown = client.post(
+        "/submit",
+        data={
+            "csrf_token": api.csrf,
+            "workflow": "numbers",
+            "data": "{}",
+            "classification": "nowhere",
+        },
+    )
+    assert unknown.status_code == 400
+    unknown_html = unknown.get_data(as_text=True)
+    assert re.search(r'data-field="classification">.*?unknown classification', unknown_html, re.S)
+    missing = client.post("/submit", data={"csrf_token": api.csrf, "data": "{}"})
+    missing_html = missing.get_data(as_text=True)
+    assert re.search(r'data-field="workflow">.*?choose a workflow', missing_html, re.S)
+
+    ok = client.post(
+        "/submit",
+        data={"csrf_token": api.csrf, "workflow": "numbers", "data": '{"n": 7}'},
+    )
+    assert ok.status_code == 303
+    task_id = ok.headers["Location"].rsplit("/", 1)[1]
+    assert api.wait_status(task_id, "completed")["output"] == "reported 14"
+
+
+def test_task_page_shows_error_traceback_and_timeline(api: Api) -> None:
+    task = api.submit("flaky", {})
+    api.wait_status(task["id"], "failed")
+    html = api.get(f"/tasks/{task['id']}").get_data(as_text=True)
+    assert "RuntimeError: the flaky service is down" in html
+    assert "<summary>Traceback</summary>" in html
+    assert 'data-action="retry"' in html
+    for label in ("Submitted", "Phase started (attempt 1)", "Attempt failed (attempt 1)", "Failed"):
+        assert label in html
+    assert "functional" in html
+    partial = api.get(f"/tasks/{task['id']}", headers={"X-WFE-Partial": "1"}).get_data(as_text=True)
+    assert "<html" not in partial and 'id="task-summary"' in partial
+
+
+def test_blueprint_mounts_under_a_prefix_in_a_host_app(wfe_store_url: str) -> None:
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, run_worker=True, token="", kafka_brokers="")
+    host = Flask("host")
+    host.secret_key = "host-secret"
+
+    @host.route("/")
+    def home() -> str:
+        return "host home"
+
+    host.register_blueprint(dash.blueprint, url_prefix="/ops/wfe")
+    try:
+        client = host.test_client()
+        assert client.get("/").get_data(as_text=True) == "host home"
+        page = client.get("/ops/wfe/").get_data(as_text=True)
+        assert 'href="/ops/wfe/inbox"' in page
+        assert 'href="/ops/wfe/_wfe_static/dashboard.css"' in page
+        assert client.get("/ops/wfe/_wfe_static/dashboard.js").status_code == 200
+        api = Api(client, prefix="/ops/wfe")
+        task = api.submit("numbers", {"n": 50})
+        assert api.wait_status(task["id"], "completed")["output"] == "reported 100"
+        html = client.get(f"/ops/wfe/tasks/{task['id']}").get_data(as_text=True)
+        assert f'href="/ops/wfe/tasks/{task["id"]}/artifacts/report.txt"' in html
+        # The host's own responses are left alone.
+        assert "Content-Security-Policy" not in client.get("/").headers
+    finally:
+        dash.stop()

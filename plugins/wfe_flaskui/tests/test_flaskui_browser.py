@@ -1,0 +1,221 @@
+"""End-to-end: the dashboard in real headless Chromium, beside a real ``wfe worker`` process.
+
+Every page is saved as a screenshot under ``test-output/flaskui/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from flaskui_helpers import screenshot, wait_for
+from werkzeug.serving import make_server
+from wfe_flaskui import Dashboard, create_app
+
+from wfcore import ECSWorkflowEngine
+
+TASK_URL = re.compile(r"/tasks/[0-9a-f]{32}$")
+
+
+def _expect() -> Any:
+    from playwright.sync_api import expect
+
+    return expect
+
+
+def test_submit_from_the_form_and_watch_it_complete(page: Any, live: Any, tmp_path: Path) -> None:
+    expect = _expect()
+    gate = tmp_path / "gate-1"
+    page.goto(live.url + "/submit")
+    page.select_option("#s-workflow", "gated")
+    page.fill("#s-data", json.dumps({"gate": str(gate), "note": "from the form"}))
+    screenshot(page, "submit")
+    page.click("button[data-action=submit]")
+    page.wait_for_url(TASK_URL)
+    task_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator(".flash-ok")).to_contain_text(f"Task {task_id[:8]} submitted")
+    expect(page.locator("#task-status")).to_have_text("in_progress")
+
+    # The page updates itself: the same document sees the task complete.
+    page.evaluate("window.__sameDocument = true")
+    gate.write_text("opened by the test")
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=20000)
+    assert page.evaluate("window.__sameDocument") is True
+    expect(page.locator("#outputs")).to_contain_text("opened by the test")
+    expect(page.locator("#history")).to_contain_text("Phase finished")
+    screenshot(page, "task")
+
+
+def test_task_list_refreshes_in_place_keeping_filter_and_scroll(
+    page: Any, live: Any, tmp_path: Path
+) -> None:
+    expect = _expect()
+    gate = tmp_path / "gate-2"
+    for i in range(12):
+        live.api.submit("question", {"filler": i})
+    page.set_viewport_size({"width": 1280, "height": 500})
+    page.goto(live.url + "/?workflow=question")
+    expect(page.locator("select[name=workflow]")).to_have_value("question")
+    page.evaluate("window.scrollTo(0, 300)")
+    wait_for(lambda: page.evaluate("window.scrollY") == 300, what="the page to scroll")
+    page.evaluate("window.__sameDocument = true")
+    url = page.url
+
+    fresh = live.api.submit("question", {"fresh": True})
+    live.api.submit("gated", {"gate": str(gate)})  # another workflow: must stay filtered out
+    row = page.locator(f"tr[data-task-id='{fresh['id']}']")
+    expect(row).to_be_visible(timeout=20000)
+    expect(row).to_have_attribute("data-status", "waiting_human")
+    waiting = live.api.get("/api/tasks?status=waiting_human&limit=1").get_json()["total"]
+    expect(page.locator("#inbox-count")).to_have_text(str(waiting))
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.url == url
+    assert page.evaluate("window.scrollY") == 300
+    expect(page.locator("select[name=workflow]")).to_have_value("question")
+    workflows = page.locator("#task-table tbody tr td:nth-child(3)").all_inner_texts()
+    assert workflows and set(workflows) == {"question"}
+    gate.write_text("done")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "tasks")
+
+
+def test_answer_a_waiting_task_from_its_page_and_see_the_workflow_finish(
+    page: Any, live: Any
+) -> None:
+    expect = _expect()
+    task = live.api.submit("review", {"topic": "the quarterly report"})
+    page.goto(live.url + "/inbox")
+    card = page.locator(f"#inbox-{task['id']}")
+    expect(card).to_be_visible(timeout=20000)
+    expect(card).to_contain_text("Read the draft and decide whether to ship it.")
+    screenshot(page, "inbox")
+
+    page.goto(f"{live.url}/tasks/{task['id']}")
+    form = page.locator("form.answer-form")
+    form.locator("input[name=score]").fill("9")
+    form.locator("button[data-action=answer]").click()
+    decision = page.locator(".field[data-field=decision] .error")
+    expect(decision).to_have_text("required")
+    expect(page.locator(".field[data-field=score] .error")).to_contain_text(
+        "greater than the maximum of 5"
+    )
+    expect(page.locator("#task-status")).to_have_text("waiting_human")
+    screenshot(page, "task-answer-errors")
+
+    form = page.locator("form.answer-form")
+    form.locator("select[name=decision]").select_option(label="ship")
+    form.locator("input[name=score]").fill("4")
+    form.locator("label.check", has_text="docs").locator("input").check()
+    form.locator("textarea[name=comment]").fill("Looks good <b>to me</b>")
+    form.locator("button[data-action=answer]").click()
+    expect(page.locator(".flash-ok")).to_contain_text("Answer recorded")
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=20000)
+    outputs = page.locator("#outputs")
+    expect(outputs).to_contain_text('"published": true')
+    expect(outputs).to_contain_text("Looks good <b>to me</b>")
+    expect(page.locator("#history")).to_contain_text("Answered")
+    screenshot(page, "task-completed")
+
+
+def test_cancel_from_the_inbox(page: Any, live: Any) -> None:
+    expect = _expect()
+    task = live.api.submit("question", {"q": "cancel me"})
+    live.api.wait_status(task["id"], "waiting_human")
+    page.goto(live.url + "/inbox")
+    page.locator(f"#inbox-{task['id']} button[data-action=cancel]").click()
+    expect(page.locator(".flash-ok")).to_contain_text(f"Task {task['id'][:8]} cancelled")
+    expect(page.locator(f"#inbox-{task['id']}")).to_have_count(0)
+    assert live.api.task(task["id"])["status"] == "cancelled"
+
+
+def test_retry_a_failed_task_from_its_page(page: Any, live: Any) -> None:
+    expect = _expect()
+    task = live.api.submit("flaky", {})
+    live.api.wait_status(task["id"], "failed")
+    page.goto(f"{live.url}/tasks/{task['id']}")
+    expect(page.locator("#task-error")).to_contain_text("RuntimeError: the flaky service is down")
+    page.locator("#task-error summary").click()
+    expect(page.locator("#task-error pre.tb")).to_contain_text("RuntimeError")
+    screenshot(page, "task-failed")
+    page.locator("button[data-action=retry]").click()
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=20000)
+    expect(page.locator("#history")).to_contain_text("Retried")
+
+
+def test_script_in_task_data_shows_as_text(page: Any, live: Any) -> None:
+    expect = _expect()
+    evil = "<script>window.__xss = 1</script><img src=x onerror=window.__xss=2>"
+    page.goto(live.url + "/submit")
+    page.select_option("#s-workflow", "question")
+    page.fill("#s-data", json.dumps({"html": evil}))
+    page.click("button[data-action=submit]")
+    page.wait_for_url(TASK_URL)
+    task_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#task-data")).to_contain_text(evil)
+    expect(page.locator("#task-status")).to_have_text("waiting_human", timeout=20000)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("#task-data script, #task-data img").count() == 0
+    screenshot(page, "xss")
+
+    page.goto(live.url + "/inbox")
+    card = page.locator(f"#inbox-{task_id}")
+    card.locator("summary", has_text="Task data").click()
+    expect(card).to_contain_text(evil)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_workflow_graphs_with_tasks_per_phase(page: Any, live: Any) -> None:
+    expect = _expect()
+    task = live.api.submit("review", {"topic": "graphs"})
+    live.api.wait_status(task["id"], "waiting_human")
+    docs = live.api.get("/api/workflows").get_json()["workflows"]
+    counts = {w["name"]: w["tasks_by_phase"] for w in docs}
+    page.goto(live.url + "/workflows")
+    cards = page.locator("section.workflow")
+    expect(cards).to_have_count(len(counts))
+    assert page.locator("section.workflow svg.wfe-graph").count() == len(counts)
+    review = page.locator("section.workflow[data-workflow=review]")
+    nodes = review.locator("g.wfe-node")
+    expect(nodes).to_have_count(3)
+    approve = review.locator("g.wfe-node[data-phase=approve]")
+    expect(approve).to_have_attribute("data-count", str(counts["review"]["approve"]))
+    assert int(approve.get_attribute("data-count")) >= 1
+    assert approve.get_attribute("class") == "wfe-node wfe-node-human"
+    box = review.locator("svg.wfe-graph").bounding_box()
+    assert box and box["width"] > 400 and box["height"] > 60
+    branching = page.locator("section.workflow[data-workflow=branching]")
+    expect(branching.locator("g.wfe-node")).to_have_count(5)
+    assert branching.locator("path.wfe-edge-timeout").count() == 1
+    screenshot(page, "workflows")
+
+
+def test_login_page_guards_a_dashboard_with_a_token(page: Any, live: Any) -> None:
+    expect = _expect()
+    dash = Dashboard(
+        ECSWorkflowEngine(store=live.store, load_plugins=False),
+        token="open-sesame",
+        kafka_brokers="",
+    )
+    server = make_server("127.0.0.1", 0, create_app(dash, secret_key="k"), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        page.goto(base + "/workflows")
+        expect(page.locator("#login-form")).to_be_visible()
+        page.fill("#l-token", "wrong")
+        page.click("#login-form button[type=submit]")
+        expect(page.locator("#login-form .error")).to_have_text("That token is not right.")
+        screenshot(page, "login")
+        page.fill("#l-token", "open-sesame")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_url(base + "/workflows")
+        expect(page.locator("section.workflow").first).to_be_visible()
+    finally:
+        server.shutdown()
+        thread.join(10)
+        dash.stop()

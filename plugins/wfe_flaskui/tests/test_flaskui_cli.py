@@ -1,0 +1,171 @@
+"""``python -m wfe_flaskui`` and ``wfe ui`` as real subprocesses serving real HTTP."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from flaskui_helpers import TESTS, wait_for
+from wfe_flaskui import plugin
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WFE_UI_TOKEN", "KAFKA_BROKERS")}
+    env.update(WFE_LOAD_PLUGINS="", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@contextmanager
+def running(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start the dashboard; yield the process and its base URL; stop it with SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wfe_flaskui", *args],
+        cwd=TESTS,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen: list[str] = []
+
+    def announced() -> str | None:
+        while not lines.empty():
+            seen.append(lines.get())
+            found = re.search(r"wfe dashboard on (http://\S+?)/ ", seen[-1])
+            if found:
+                return found[1]
+        if proc.poll() is not None:
+            raise AssertionError(f"the dashboard exited early: {''.join(seen)}")
+        return None
+
+    try:
+        url = wait_for(announced, 30, "the dashboard to announce its address")
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Http:
+    """A tiny HTTP client that keeps cookies, like a browser session."""
+
+    def __init__(self, base: str, headers: dict[str, str] | None = None) -> None:
+        self.base = base
+        self.headers = headers or {}
+        jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+    def request(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **self.headers, **headers},
+        )
+        try:
+            with self.opener.open(req, timeout=10) as response:
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read(), exc.code
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode("utf-8", "replace")
+
+
+def test_one_process_dashboard_with_its_own_worker(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    args = ["--port", "0", "--worker", "flaskui_demo_app:make_engine", "--store", store]
+    with running(args, _env()) as (proc, url):
+        assert url.startswith("http://127.0.0.1:")
+        client = Http(url)
+        status, page = client.request("GET", "/")
+        assert status == 200 and "<h1>Tasks</h1>" in page
+        _, token = client.request("GET", "/api/csrf")
+        status, task = client.request(
+            "POST",
+            "/api/tasks",
+            {"workflow": "numbers", "data": {"n": 8}},
+            **{"X-CSRF-Token": token["csrf_token"]},
+        )
+        assert status == 201
+        done = wait_for(
+            lambda: (
+                (doc := client.request("GET", f"/api/tasks/{task['id']}")[1])["status"]
+                == "completed"
+                and doc
+            ),
+            what="the task to complete",
+        )
+        assert done["output"] == "reported 16"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert (tmp_path / "wfe.db").exists()
+
+
+def test_refuses_a_public_address_without_a_token() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wfe_flaskui", "--host", "0.0.0.0", "--port", "0"],
+        cwd=TESTS,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in result.stderr
+    assert "WFE_UI_TOKEN" in result.stderr
+
+
+def test_a_public_address_with_a_token_needs_it_on_every_request(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    env = _env(WFE_UI_TOKEN="tok-123", WFE_STORE=store)
+    with running(["--host", "0.0.0.0", "--port", "0"], env) as (_, url):
+        port = url.rsplit(":", 1)[1]
+        local = f"http://127.0.0.1:{port}"
+        assert Http(local).request("GET", "/api/tasks")[0] == 401
+        assert Http(local, {"Authorization": "Bearer nope"}).request("GET", "/api/tasks")[0] == 401
+        status, body = Http(local, {"Authorization": "Bearer tok-123"}).request("GET", "/api/tasks")
+        assert status == 200 and body["total"] == 0
+
+
+def test_wfe_ui_is_a_command_of_the_wfe_cli() -> None:
+    group = click.Group("wfe")
+    plugin.wfe_register_commands(cli=group)
+    assert "ui" in group.commands
+    env = {k: v for k, v in _env().items() if k != "WFE_LOAD_PLUGINS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", "ui", "--help"],
+        cwd=TESTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--host", "--port", "--store", "--worker"):
+        assert option in result.stdout
+    assert "127.0.0.1" in result.stdout and "5000" in result.stdout

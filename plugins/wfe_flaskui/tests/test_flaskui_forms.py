@@ -1,0 +1,186 @@
+"""Forms generated from JSON Schemas, the workflow graph, and the engine bridge."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from werkzeug.datastructures import MultiDict
+from wfe_flaskui import EngineBridge, workflow_svg
+from wfe_flaskui.bridge import BridgeError
+from wfe_flaskui.forms import answer_form, parse_answer
+from wfe_flaskui.graph import phase_edges
+
+from wfcore import ECSWorkflowEngine, Phase, WorkflowSpec
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "title": "Your name"},
+        "age": {"type": "integer", "minimum": 0},
+        "ratio": {"type": "number"},
+        "ok": {"type": "boolean"},
+        "level": {"enum": ["low", "high", 3]},
+        "colours": {"type": "array", "items": {"enum": ["red", "blue"]}},
+        "lines": {"type": "array", "items": {"type": "integer"}},
+        "extra": {"type": "object"},
+        "email": {"type": "string", "format": "email"},
+    },
+    "required": ["name", "level"],
+}
+
+
+def test_fields_follow_the_schema() -> None:
+    form = answer_form(SCHEMA)
+    widgets = {f.name: f.widget for f in form.fields}
+    assert widgets == {
+        "name": "text",
+        "age": "number",
+        "ratio": "number",
+        "ok": "checkbox",
+        "level": "select",
+        "colours": "checkboxes",
+        "lines": "lines",
+        "extra": "json",
+        "email": "text",
+    }
+    by_name = {f.name: f for f in form.fields}
+    assert by_name["name"].label == "Your name"
+    assert by_name["name"].required and by_name["level"].required
+    assert not by_name["age"].required
+    assert by_name["level"].options == [('"low"', "low"), ('"high"', "high"), ("3", "3")]
+    assert by_name["age"].step == "1" and by_name["ratio"].step == "any"
+    assert by_name["email"].input_type == "email"
+
+
+def test_a_full_answer_is_typed() -> None:
+    posted = MultiDict(
+        [
+            ("name", "Ada"),
+            ("age", "36"),
+            ("ratio", "0.5"),
+            ("ok", "true"),
+            ("level", "3"),
+            ("colours", '"red"'),
+            ("colours", '"blue"'),
+            ("lines", "1\n 2 \n\n3"),
+            ("extra", '{"a": [1]}'),
+        ]
+    )
+    answer, form = parse_answer(SCHEMA, posted)
+    assert not form.has_errors
+    assert answer == {
+        "name": "Ada",
+        "age": 36,
+        "ratio": 0.5,
+        "ok": True,
+        "level": 3,
+        "colours": ["red", "blue"],
+        "lines": [1, 2, 3],
+        "extra": {"a": [1]},
+    }
+
+
+def test_problems_are_reported_beside_their_fields() -> None:
+    posted = MultiDict(
+        [("age", "-4"), ("ratio", "lots"), ("level", '"medium"'), ("extra", "{"), ("name", "")]
+    )
+    answer, form = parse_answer(SCHEMA, posted)
+    assert answer is None
+    errors = {f.name: f.error for f in form.fields if f.error}
+    assert errors["ratio"] == "must be a number"
+    assert errors["level"] == "choose one of the listed options"
+    assert errors["extra"].startswith("not valid JSON")
+    # Values are kept so the person does not retype them.
+    assert {f.name: f.value for f in form.fields}["ratio"] == "lots"
+
+    answer, form = parse_answer(SCHEMA, MultiDict([("age", "-4"), ("lines", "1\nx")]))
+    errors = {f.name: f.error for f in form.fields if f.error}
+    assert errors == {"lines": "each line must be a number"}
+
+    answer, form = parse_answer(SCHEMA, MultiDict([("age", "-4")]))
+    errors = {f.name: f.error for f in form.fields if f.error}
+    assert errors == {
+        "name": "required",
+        "level": "required",
+        "age": "-4 is less than the minimum of 0",
+    }
+    assert parse_answer(SCHEMA, MultiDict([("age", "2.5")]))[1].fields[1].error == (
+        "must be a whole number"
+    )
+
+
+def test_a_schema_that_is_not_an_object_is_one_field() -> None:
+    schema = {"type": "string", "enum": ["yes", "no"], "title": "Approve?"}
+    form = answer_form(schema)
+    assert [(f.name, f.widget, f.label) for f in form.fields] == [("answer", "select", "Approve?")]
+    assert parse_answer(schema, MultiDict([("answer", '"no"')]))[0] == "no"
+    answer, form = parse_answer(schema, MultiDict([]))
+    assert answer is None and form.fields[0].error
+
+
+def test_free_answers() -> None:
+    assert parse_answer(None, MultiDict([("answer", "hi")]))[0] == "hi"
+    value, _ = parse_answer(None, MultiDict([("answer", "[1]"), ("answer_format", "json")]))
+    assert value == [1]
+    _, form = parse_answer(None, MultiDict([("answer", "NaN"), ("answer_format", "json")]))
+    assert form.error and "not valid JSON" in form.error
+    assert parse_answer(None, MultiDict([("answer", "  ")]))[1].error == "write an answer"
+
+
+def test_graph_draws_every_phase_and_route() -> None:
+    spec = WorkflowSpec(
+        name="g",
+        phases=[
+            Phase("a", assigned_to="human", next_classifications=["b", "c<x>"]),
+            Phase("b", assigned_to="functional", next_classifications=["a"]),
+            Phase("c<x>", on_timeout={"goto": "a"}, timeout=5, next_classifications=[]),
+        ],
+    )
+    assert phase_edges(spec) == [
+        ("a", "b", "next"),
+        ("a", "c<x>", "next"),
+        ("b", "a", "next"),
+        ("c<x>", None, "next"),
+        ("c<x>", "a", "timeout"),
+    ]
+    svg = str(workflow_svg(spec, {"a": 3}, link=lambda p: f"/t?p={p}&x=1", uid="u1"))
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert len(re.findall(r'class="wfe-node ', svg)) == 3
+    assert 'data-phase="a" data-count="3"' in svg
+    assert "c&lt;x&gt;" in svg and "c<x>" not in svg
+    assert 'href="/t?p=a&amp;x=1"' in svg
+    assert svg.count('class="wfe-edge ') == 6  # five routes and the start arrow
+    assert "stroke-dasharray" in svg
+    assert 'class="wfe-node wfe-node-human"' in svg
+    assert 'class="wfe-node wfe-node-default"' in svg
+    assert 'id="u1-arrow"' in svg
+
+
+def test_bridge_calls_the_engine_from_threads_and_stops(wfe_store_url: str) -> None:
+    engine = ECSWorkflowEngine(store=wfe_store_url, load_plugins=False)
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+    bridge = EngineBridge(engine).start()
+    try:
+        task = bridge.call(engine.submit_task({"x": 1}, "w"))
+        assert bridge.call(lambda e: e.get_task(task.id)).data == {"x": 1}
+        with pytest.raises(BridgeError, match="did not answer"):
+            bridge.call(_forever(), timeout=0.05)
+    finally:
+        bridge.stop()
+    with pytest.raises(BridgeError, match="not running"):
+        bridge.call(engine.get_task(task.id))
+    bridge.stop()
+
+
+async def _forever() -> None:
+    import asyncio
+
+    await asyncio.Event().wait()
+
+
+def test_bridge_reports_a_bad_store() -> None:
+    bridge = EngineBridge(ECSWorkflowEngine(store="nosuch://x", load_plugins=False))
+    with pytest.raises(Exception, match="no storage backend handles"):
+        bridge.start()
+    assert not bridge.started

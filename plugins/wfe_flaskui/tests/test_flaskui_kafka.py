@@ -1,0 +1,171 @@
+"""With ``KAFKA_BROKERS`` set and wfe_kafka installed: submissions go through a real Kafka
+broker, and results from the results topic show up in the dashboard."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any, NoReturn
+
+import pytest
+from flaskui_demo_app import make_engine
+from flaskui_helpers import REPO, Api, wait_for
+from wfe_flaskui import Dashboard, create_app
+
+from wfcore import Task, TaskStatus
+from wfcore.testing import run_sync
+
+BROKER = REPO / "plugins" / "wfe_kafka" / "broker" / "kafka_broker.py"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(f"Kafka is required in CI but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"Kafka unavailable: {reason}")
+
+
+def _broker_module() -> ModuleType:
+    # The broker helper of wfe_kafka's tests, loaded by path (it is not a package).
+    name = "wfe_kafka_test_broker"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BROKER)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap() -> Iterator[str]:
+    """A real broker: ``$WFE_KAFKA_BOOTSTRAP``, else one started for this module."""
+    for package in ("wfe_kafka", "kafka"):
+        if importlib.util.find_spec(package) is None:
+            _unavailable(f"{package} is not installed")
+    external = os.environ.get("WFE_KAFKA_BOOTSTRAP", "").strip()
+    if external:
+        yield external
+        return
+    if not BROKER.is_file():
+        _unavailable(f"no broker helper at {BROKER}")
+    brokers = _broker_module()
+    broker = brokers.KafkaBroker()
+    try:
+        broker.start()
+    except brokers.BrokerUnavailable as exc:
+        _unavailable(str(exc))
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_dashboard(
+    kafka_bootstrap: str, wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Dashboard, Any, dict[str, str]]]:
+    """The one-process set-up with Kafka: the dashboard and a worker that consumes the
+    tasks topic and publishes results (wfe_kafka's auto-wiring), on fresh topics."""
+    import wfe_kafka.plugin
+
+    brokers = _broker_module()
+    topics = {
+        "tasks": f"wfe-ui-tasks-{uuid.uuid4().hex[:10]}",
+        "results": f"wfe-ui-results-{uuid.uuid4().hex[:10]}",
+    }
+    for topic in topics.values():
+        brokers.create_topic(kafka_bootstrap, topic, 1)
+    monkeypatch.setenv("KAFKA_BROKERS", kafka_bootstrap)
+    monkeypatch.setenv("WFE_KAFKA_TASKS_TOPIC", topics["tasks"])
+    monkeypatch.setenv("WFE_KAFKA_RESULTS_TOPIC", topics["results"])
+    monkeypatch.setenv("WFE_KAFKA_GROUP", f"wfe-ui-{uuid.uuid4().hex[:10]}")
+    engine = make_engine(plugins=[wfe_kafka.plugin])
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, run_worker=True, token="")
+    app = create_app(dash, secret_key="k")
+    try:
+        assert dash.kafka is not None
+        wait_for(dash.kafka.ready.is_set, 30, "the dashboard to follow the results topic")
+        yield dash, app, topics
+    finally:
+        dash.stop()
+        try:
+            brokers.delete_topics(kafka_bootstrap, list(topics.values()))
+        except Exception as exc:
+            print(f"could not delete topics {topics}: {exc}", file=sys.stderr)
+
+
+def test_submitting_publishes_to_kafka_and_the_result_comes_back(
+    kafka_dashboard: tuple[Dashboard, Any, dict[str, str]],
+) -> None:
+    dash, app, topics = kafka_dashboard
+    api = Api(app.test_client())
+    response = api.post("/api/tasks", {"workflow": "numbers", "data": {"n": 6}})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "published"
+    assert body["kafka"]["topic"] == topics["tasks"]
+    assert response.headers["Location"].endswith(f"/api/tasks/{body['id']}")
+    task_id = body["id"]
+
+    # The worker consumed it from Kafka into the store and ran it...
+    done = api.wait_status(task_id, "completed", timeout=60)
+    assert done["output"] == "reported 12"
+    # ...and its result came back through the results topic.
+    result = wait_for(lambda: dash.kafka.result(task_id), 30, "the result message")
+    assert result["status"] == "completed"
+    assert result["output"] == "reported 12"
+    page = api.get("/").get_data(as_text=True)
+    assert "Results from Kafka" in page
+    assert f'<tr data-task-id="{task_id}">' in page
+
+    bad = api.post("/api/tasks", {"workflow": "nope", "data": {}})
+    assert bad.status_code == 400
+    assert "unknown workflow 'nope'" in bad.get_json()["error"]
+
+    form = api.client.post(
+        "/submit", data={"csrf_token": api.csrf, "workflow": "numbers", "data": '{"n": 1}'}
+    )
+    assert form.status_code == 303
+    shown = api.client.get(form.headers["Location"]).get_data(as_text=True)
+    assert f"published to Kafka topic {topics['tasks']}" in shown
+    form_id = form.headers["Location"].rsplit("/", 1)[1]
+    assert api.wait_status(form_id, "completed", timeout=60)["output"] == "reported 2"
+
+
+def test_results_of_tasks_run_elsewhere_are_shown(
+    kafka_dashboard: tuple[Dashboard, Any, dict[str, str]], kafka_bootstrap: str
+) -> None:
+    from wfe_kafka import KafkaMQInterface
+
+    dash, app, topics = kafka_dashboard
+    elsewhere = Task(
+        data={"n": 100},
+        workflow_name="numbers",
+        status=TaskStatus.COMPLETED,
+        output="computed on another store",
+    )
+
+    async def publish() -> None:
+        kafka = KafkaMQInterface(kafka_bootstrap, results_topic=topics["results"])
+        try:
+            await kafka.publish_result(elsewhere)
+        finally:
+            await kafka.close()
+
+    run_sync(publish())
+    wait_for(lambda: dash.kafka.result(elsewhere.id), 30, "the foreign result")
+    client = app.test_client()
+    page = client.get(f"/tasks/{elsewhere.id}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="remote-note"' in html
+    assert "computed on another store" in html
+    assert 'data-action="cancel"' not in html
+    doc = client.get(f"/api/tasks/{elsewhere.id}").get_json()
+    assert doc["source"] == "kafka" and doc["status"] == "completed"
+    assert elsewhere.id[:8] in client.get("/").get_data(as_text=True)

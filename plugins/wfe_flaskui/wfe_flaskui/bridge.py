@@ -1,0 +1,181 @@
+"""The bridge between Flask's threads and the asyncio engine: one loop in one background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from wfcore import ECSWorkflowEngine
+
+__all__ = ["BridgeError", "EngineBridge"]
+
+logger = logging.getLogger("wfe_flaskui")
+
+T = TypeVar("T")
+
+
+class BridgeError(RuntimeError):
+    """The engine's loop is not running, or a call to it timed out."""
+
+
+class EngineBridge:
+    """Own an engine on a private event loop and let synchronous code call it.
+
+    The engine, its store and (optionally) its worker loop all live on one asyncio
+    loop in a daemon thread, because a store is bound to the loop that opened it.
+    Request handlers, which run in Werkzeug's threads, submit coroutines to that
+    loop with :meth:`call` and block until the result arrives.
+
+    :param engine: the engine to own; nothing else may drive it.
+    :param run_worker: also run ``engine.run()`` on the loop, so this process
+        claims and runs tasks (the one-process set-up).
+    :param timeout: default seconds a :meth:`call` waits for its result.
+    """
+
+    def __init__(
+        self, engine: ECSWorkflowEngine, *, run_worker: bool = False, timeout: float = 30.0
+    ) -> None:
+        self.engine = engine
+        self.run_worker = run_worker
+        self.timeout = timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._worker: concurrent.futures.Future[None] | None = None
+        self._background: list[concurrent.futures.Future[Any]] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._loop is not None and not self._stopped
+
+    @property
+    def worker_running(self) -> bool:
+        """True while this bridge runs the engine's worker loop."""
+        return self._worker is not None and not self._worker.done()
+
+    def start(self) -> EngineBridge:
+        """Start the loop thread, open the store and (if asked) the worker; idempotent.
+
+        Raises whatever opening the store raises (an unknown scheme, a database
+        that is not ours), after shutting the loop down again.
+        """
+        with self._lock:
+            if self._loop is not None:
+                if self._stopped:
+                    raise BridgeError("this bridge was stopped; make a new one")
+                return self
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run_loop() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            thread = threading.Thread(target=run_loop, name="wfe-flaskui-loop", daemon=True)
+            thread.start()
+            ready.wait()
+            self._loop, self._thread = loop, thread
+        try:
+            self.call(self.engine.get_store())
+        except BaseException:
+            self._halt_loop()
+            raise
+        if self.run_worker:
+            self._worker = asyncio.run_coroutine_threadsafe(self.engine.run(), loop)
+            self._worker.add_done_callback(_log_worker_end)
+        return self
+
+    def call(
+        self,
+        work: Coroutine[Any, Any, T] | Callable[[ECSWorkflowEngine], Awaitable[T]],
+        timeout: float | None = None,
+    ) -> T:
+        """Run a coroutine (or ``fn(engine)`` returning one) on the loop; return its result.
+
+        Exceptions raised by the coroutine are raised here. On timeout the
+        coroutine is cancelled and BridgeError is raised.
+        """
+        loop = self._loop
+        if loop is None or self._stopped:
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise BridgeError("the dashboard's engine is not running")
+        coro = work if asyncio.iscoroutine(work) else work(self.engine)  # type: ignore[operator]
+        future = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), loop)
+        wait = self.timeout if timeout is None else timeout
+        try:
+            return future.result(wait)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise BridgeError(f"the engine did not answer within {wait:g}s") from None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Run a long-lived coroutine on the loop (cancelled by :meth:`stop`)."""
+        if self._loop is None or self._stopped:
+            coro.close()
+            raise BridgeError("the dashboard's engine is not running")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        self._background.append(future)
+        return future
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the worker (running phases get the engine's shutdown_timeout), close
+        the store, and end the loop thread. Safe to call twice."""
+        with self._lock:
+            if self._loop is None or self._stopped:
+                return
+            loop = self._loop
+        wait = (self.engine.shutdown_timeout + 5.0) if timeout is None else timeout
+        try:
+            for future in self._background:
+                future.cancel()
+            if self._worker is not None and not self._worker.done():
+                loop.call_soon_threadsafe(self.engine.stop)
+                try:
+                    self._worker.result(wait)
+                except Exception:  # already logged by _log_worker_end
+                    pass
+            try:
+                self.call(self.engine.aclose(), timeout=wait)
+            except Exception:
+                logger.exception("closing the dashboard's store failed")
+        finally:
+            self._halt_loop()
+
+    def _halt_loop(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._stopped = True
+        if loop is None:
+            return
+
+        async def drain() -> None:
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            loop.stop()
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(drain()))
+        if thread is not None:
+            thread.join(10)
+        if not loop.is_running():
+            loop.close()
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _log_worker_end(future: concurrent.futures.Future[None]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        logger.error("the dashboard's worker stopped with an error", exc_info=exc)

@@ -1,0 +1,64 @@
+"""The ``ui`` command, shared by ``wfe ui`` and ``python -m wfe_flaskui``."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["ui_command"]
+
+
+@click.command("ui", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=5000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any)."
+)
+@click.option(
+    "--store",
+    envvar="WFE_STORE",
+    help="Store URL [env WFE_STORE; default: sqlite:///<cwd>/.wfe/wfe.db].",
+)
+@click.option(
+    "--worker",
+    metavar="MODULE:ATTR",
+    help="Also run this app's engine (an engine or a factory) here: a one-process set-up.",
+)
+@click.option("--access-log", is_flag=True, help="Log every request.")
+@click.pass_context
+def ui_command(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    store: str | None,
+    worker: str | None,
+    access_log: bool,
+) -> None:
+    """Serve the web dashboard (tasks, inbox, submit, workflows).
+
+    It opens the same store as your workers: run it beside `wfe worker`
+    processes, or give --worker to run the engine in this process too. Listening
+    on anything but 127.0.0.1 needs WFE_UI_TOKEN, an access token that every
+    request must then present (browsers log in once). WFE_UI_SECRET signs the
+    session cookie (default: random per process). With KAFKA_BROKERS set and
+    wfe_kafka installed, submitted tasks are also published to Kafka.
+    """
+    from wfcore import WorkflowError
+
+    from .server import UnsafeBindError, serve
+
+    root = ctx.find_root().obj
+    store = store or getattr(root, "store", None)
+    try:
+        serve(
+            host,
+            port,
+            store=store,
+            worker=worker,
+            access_log=access_log,
+            announce=lambda line: click.echo(line, err=True),
+        )
+    except UnsafeBindError as exc:
+        raise click.UsageError(str(exc)) from None
+    except WorkflowError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None

@@ -1,0 +1,318 @@
+"""HTML forms from JSON Schemas: the fields an answer needs, and the answer read back from a post.
+
+A phase's ``input_schema`` becomes one field per property when it describes an
+object, or a single ``answer`` field otherwise. Widgets by schema:
+
+* ``enum`` -> a select (an array whose ``items`` has an ``enum`` -> checkboxes);
+* ``boolean`` -> a checkbox; ``integer``/``number`` -> a number input;
+* ``string`` -> a text input (``format: email``/``date``/``uri`` pick the matching
+  input type), or a textarea when ``maxLength`` is over 200 or
+  ``format`` is ``textarea``;
+* an array of strings or numbers -> a textarea, one item a line;
+* anything else (nested objects, mixed arrays) -> a JSON textarea.
+
+Parsing converts each value to its type, then validates the whole answer with
+the schema; every problem is reported against the field it belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import jsonschema
+
+__all__ = ["AnswerForm", "FormField", "answer_form", "parse_answer", "parse_json_text"]
+
+#: The name of the single field used when the schema is not an object.
+ANSWER = "answer"
+_TEXTAREA_OVER = 200
+_INPUT_TYPES = {"email": "email", "date": "date", "uri": "url", "time": "time"}
+
+
+@attrs.define
+class FormField:
+    """One input of a generated form."""
+
+    name: str
+    label: str
+    widget: str  # text, textarea, number, checkbox, select, checkboxes, lines, json
+    required: bool = False
+    description: str | None = None
+    input_type: str = "text"
+    options: list[tuple[str, str]] = attrs.field(factory=list)
+    step: str | None = None
+    minimum: Any = None
+    maximum: Any = None
+    max_length: int | None = None
+    value: Any = None  # what the widget shows: a string, a bool, or a list of option values
+    error: str | None = None
+
+
+@attrs.define
+class AnswerForm:
+    """The form for answering one waiting task.
+
+    ``kind`` is ``"schema"`` (fields from the phase's ``input_schema``) or
+    ``"free"`` (one answer box, read as text or JSON).
+    """
+
+    kind: str
+    fields: list[FormField] = attrs.field(factory=list)
+    free_text: str = ""
+    free_format: str = "text"
+    error: str | None = None
+
+    @property
+    def has_errors(self) -> bool:
+        """True when the form or any field carries an error."""
+        return bool(self.error) or any(f.error for f in self.fields)
+
+
+def _main_type(schema: Mapping[str, Any]) -> str | None:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        return kinds[0] if kinds else None
+    if kind is None and "enum" in schema:
+        return "enum"
+    return kind if isinstance(kind, str) else None
+
+
+def _option_value(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _option_label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _field_for(name: str, schema: Mapping[str, Any], required: bool) -> FormField:
+    label = str(schema.get("title") or name.replace("_", " ").strip().capitalize() or name)
+    field = FormField(
+        name=name,
+        label=label,
+        widget="json",
+        required=required,
+        description=schema.get("description"),
+    )
+    kind = _main_type(schema)
+    if "enum" in schema and isinstance(schema["enum"], list):
+        field.widget = "select"
+        field.options = [(_option_value(v), _option_label(v)) for v in schema["enum"]]
+    elif kind == "boolean":
+        field.widget = "checkbox"
+    elif kind in ("integer", "number"):
+        field.widget = "number"
+        field.input_type = "number"
+        field.step = "1" if kind == "integer" else "any"
+        field.minimum = schema.get("minimum")
+        field.maximum = schema.get("maximum")
+    elif kind == "string":
+        fmt = schema.get("format")
+        max_length = schema.get("maxLength")
+        field.max_length = max_length if isinstance(max_length, int) else None
+        if fmt == "textarea" or (field.max_length or 0) > _TEXTAREA_OVER:
+            field.widget = "textarea"
+        else:
+            field.widget = "text"
+            field.input_type = _INPUT_TYPES.get(str(fmt), "text")
+    elif kind == "array":
+        items = schema.get("items")
+        items = items if isinstance(items, Mapping) else {}
+        if isinstance(items.get("enum"), list):
+            field.widget = "checkboxes"
+            field.options = [(_option_value(v), _option_label(v)) for v in items["enum"]]
+        elif _main_type(items) in ("string", "integer", "number"):
+            field.widget = "lines"
+    field.value = _initial_value(field, schema.get("default"))
+    return field
+
+
+def _initial_value(field: FormField, default: Any) -> Any:
+    if field.widget == "checkbox":
+        return bool(default)
+    if field.widget == "checkboxes":
+        return [_option_value(v) for v in default] if isinstance(default, list) else []
+    if default is None:
+        return ""
+    if field.widget == "select":
+        return _option_value(default)
+    if field.widget == "lines":
+        return "\n".join(str(v) for v in default) if isinstance(default, list) else ""
+    if field.widget == "json":
+        return json.dumps(default, indent=2)
+    return str(default)
+
+
+def _is_object_schema(schema: Mapping[str, Any]) -> bool:
+    return _main_type(schema) == "object" and isinstance(schema.get("properties"), Mapping)
+
+
+def answer_form(schema: Mapping[str, Any] | None) -> AnswerForm:
+    """An empty form for a phase with this ``input_schema`` (None: a free answer)."""
+    if schema is None:
+        return AnswerForm(kind="free")
+    if _is_object_schema(schema):
+        required = set(schema.get("required") or ())
+        fields = [
+            _field_for(name, sub if isinstance(sub, Mapping) else {}, name in required)
+            for name, sub in schema["properties"].items()
+        ]
+    else:
+        fields = [_field_for(ANSWER, schema, True)]
+        fields[0].label = str(schema.get("title") or "Answer")
+    return AnswerForm(kind="schema", fields=fields)
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def parse_json_text(text: str) -> Any:
+    """Parse JSON, refusing NaN and Infinity (they are not JSON); ValueError on bad input."""
+
+    def refuse(token: str) -> Any:
+        raise ValueError(f"{token} is not valid JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _parse_number(text: str, integer: bool) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Invalid("must be a number") from None
+    if not math.isfinite(value):
+        raise _Invalid("must be a finite number")
+    if integer:
+        if not value.is_integer():
+            raise _Invalid("must be a whole number")
+        return int(value)
+    looks_integral = "." not in text and "e" not in text.lower()
+    return int(value) if value.is_integer() and looks_integral else value
+
+
+def _read_field(field: FormField, schema: Mapping[str, Any], form: Mapping[str, Any]) -> Any:
+    """Set ``field.value`` from the post; return the typed value, or _MISSING."""
+    getlist = getattr(form, "getlist", None)
+    if field.widget == "checkbox":
+        field.value = form.get(field.name) is not None
+        return field.value
+    if field.widget == "checkboxes":
+        chosen = list(getlist(field.name)) if getlist else []
+        field.value = chosen
+        allowed = dict(field.options)
+        if any(c not in allowed for c in chosen):
+            raise _Invalid("choose from the listed options")
+        return [json.loads(c) for c in chosen]
+    raw = form.get(field.name)
+    text = "" if raw is None else str(raw)
+    field.value = text
+    if field.widget == "select":
+        if text == "":
+            return _MISSING
+        if text not in dict(field.options):
+            raise _Invalid("choose one of the listed options")
+        return json.loads(text)
+    if field.widget in ("text", "textarea"):
+        # An empty box means "no value", so a required one is reported as missing.
+        return text if text != "" else _MISSING
+    if text.strip() == "":
+        return _MISSING
+    if field.widget == "number":
+        return _parse_number(text.strip(), _main_type(schema) == "integer")
+    if field.widget == "lines":
+        items_schema = schema.get("items") if isinstance(schema.get("items"), Mapping) else {}
+        item_type = _main_type(items_schema)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if item_type in ("integer", "number"):
+            try:
+                return [_parse_number(line, item_type == "integer") for line in lines]
+            except _Invalid as exc:
+                raise _Invalid(f"each line {exc}") from None
+        return lines
+    try:
+        return parse_json_text(text)
+    except ValueError as exc:
+        raise _Invalid(f"not valid JSON: {exc}") from None
+
+
+_MISSING = object()
+
+
+def parse_answer(
+    schema: Mapping[str, Any] | None, form: Mapping[str, Any]
+) -> tuple[Any, AnswerForm]:
+    """Read an answer from posted form data.
+
+    Returns ``(answer, form)``; ``form`` holds the posted values and, when the
+    answer is unusable, an error beside each offending field (``form.has_errors``).
+    """
+    if schema is None:
+        return _parse_free(form)
+    result = answer_form(schema)
+    single = not _is_object_schema(schema)
+    props = {} if single else dict(schema["properties"])
+    answer: Any = {}
+    for field in result.fields:
+        sub = schema if single else props.get(field.name) or {}
+        try:
+            value = _read_field(field, sub, form)
+        except _Invalid as exc:
+            field.error = str(exc)
+            continue
+        if single:
+            answer = None if value is _MISSING else value
+        elif value is not _MISSING:
+            answer[field.name] = value
+    if result.has_errors:
+        return None, result
+    by_name = {f.name: f for f in result.fields}
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for error in sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path)):
+        path = list(error.absolute_path)
+        if single:
+            target = by_name[ANSWER]
+        elif error.validator == "required" and not path:
+            missing = [n for n in error.validator_value if n not in answer]
+            for name in missing:
+                if name in by_name and by_name[name].error is None:
+                    by_name[name].error = "required"
+            if missing and all(n in by_name for n in missing):
+                continue
+            target = None
+        else:
+            target = by_name.get(str(path[0])) if path else None
+        message = _message(error, single or not path)
+        if target is None:
+            result.error = result.error or message
+        elif target.error is None:
+            target.error = message
+    return (None if result.has_errors else answer), result
+
+
+def _message(error: jsonschema.ValidationError, top: bool) -> str:
+    path = list(error.absolute_path)
+    inner = "/".join(str(p) for p in path[1:]) if not top else ""
+    text = "choose one of the listed options" if error.validator == "enum" else error.message
+    return f"{inner}: {text}" if inner else text
+
+
+def _parse_free(form: Mapping[str, Any]) -> tuple[Any, AnswerForm]:
+    text = str(form.get(ANSWER) or "")
+    fmt = "json" if form.get("answer_format") == "json" else "text"
+    result = AnswerForm(kind="free", free_text=text, free_format=fmt)
+    if fmt == "text":
+        if not text.strip():
+            result.error = "write an answer"
+            return None, result
+        return text, result
+    try:
+        return parse_json_text(text), result
+    except ValueError as exc:
+        result.error = f"not valid JSON: {exc}"
+        return None, result

@@ -1,0 +1,214 @@
+"""Kafka for the dashboard: submissions go to the tasks topic, results come from the results topic.
+
+Active when ``KAFKA_BROKERS`` is set and ``wfe_kafka`` is installed. Topic names
+and client settings come from wfe_kafka's own variables (``WFE_KAFKA_TASKS_TOPIC``,
+``WFE_KAFKA_RESULTS_TOPIC``, ``WFE_KAFKA_CLIENT_CONFIG``...), so the dashboard
+talks to the same topics as the workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = ["KafkaLink", "start_kafka"]
+
+logger = logging.getLogger("wfe_flaskui.kafka")
+
+_KEEP = 500
+
+
+def start_kafka(dashboard: Dashboard, brokers: str) -> KafkaLink | None:
+    """Connect the dashboard to Kafka, or return None (logged) without wfe_kafka."""
+    try:
+        import wfe_kafka
+    except ImportError:
+        logger.warning(
+            "KAFKA_BROKERS is set but wfe_kafka is not installed; "
+            "tasks are submitted to the store directly (pip install wfe-kafka)"
+        )
+        return None
+    settings = wfe_kafka.kafka_settings() or {}
+    settings["bootstrap_servers"] = brokers
+    link = KafkaLink(dashboard, wfe_kafka.KafkaMQInterface(**settings))
+    link.start()
+    return link
+
+
+class KafkaLink:
+    """The dashboard's Kafka producer (for submissions) and results reader.
+
+    Results are read without a consumer group (each dashboard sees all of
+    them), starting with the last ``backlog`` messages of each partition; the
+    newest ``_KEEP`` stay in memory for the pages.
+    """
+
+    def __init__(self, dashboard: Dashboard, interface: Any, backlog: int = 50) -> None:
+        self.dashboard = dashboard
+        self.interface = interface
+        self.tasks_topic: str = interface.tasks_topic
+        self.results_topic: str = interface.results_topic
+        self.backlog = backlog
+        self._results: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._published: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read_results, name="wfe-ui-kafka", daemon=True)
+        #: True once the results reader follows its partitions.
+        self.ready = threading.Event()
+
+    def start(self) -> None:
+        """Start reading the results topic in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading and close the producer (waiting for unsent tasks)."""
+        self._stop.set()
+        self._thread.join(10)
+        if self.dashboard.bridge.started:
+            try:
+                self.dashboard.bridge.call(self.interface.close(), timeout=30)
+            except Exception:
+                logger.exception("closing the Kafka producer failed")
+
+    # -- submitting --------------------------------------------------------------------
+
+    def publish(
+        self,
+        workflow_name: str | None,
+        data: Any,
+        classification: str | None = None,
+        assigned_to: str | None = None,
+        task_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a task message to the tasks topic and wait for Kafka's acknowledgement.
+
+        Returns ``{"id", "topic", "partition", "offset", "at", "message"}``; the task
+        exists in a store once a worker consuming the topic takes it.
+        """
+        doc = {
+            "id": task_id or uuid.uuid4().hex,
+            "workflow_name": workflow_name,
+            "data": data,
+            "classification": classification,
+            "assigned_to": assigned_to,
+        }
+        meta = self.dashboard.bridge.call(self.interface.publish_task(doc))
+        record = {
+            "id": doc["id"],
+            "topic": getattr(meta, "topic", self.tasks_topic),
+            "partition": getattr(meta, "partition", None),
+            "offset": getattr(meta, "offset", None),
+            "at": datetime.now(timezone.utc).isoformat(),
+            "message": doc,
+        }
+        with self._lock:
+            self._published[doc["id"]] = record
+            while len(self._published) > _KEEP:
+                self._published.popitem(last=False)
+        return record
+
+    def published(self, task_id: str) -> dict[str, Any] | None:
+        """What was published for this task id by this dashboard, if anything."""
+        with self._lock:
+            return self._published.get(task_id)
+
+    # -- results -----------------------------------------------------------------------
+
+    def result(self, task_id: str) -> dict[str, Any] | None:
+        """The latest result message for a task (wfcore's wire format), or None."""
+        with self._lock:
+            entry = self._results.get(task_id)
+            return None if entry is None else entry["doc"]
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest results: ``id``, ``status``, ``workflow_name``, ``output``, ``error``,
+        ``received``."""
+        with self._lock:
+            entries = list(self._results.values())[-limit:]
+        return [{k: v for k, v in entry.items() if k != "doc"} for entry in reversed(entries)]
+
+    def _remember(self, value: bytes | None) -> None:
+        import json
+
+        try:
+            doc = json.loads(value or b"")
+        except ValueError:
+            logger.warning("skipping a result message that is not JSON")
+            return
+        if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+            logger.warning("skipping a result message without a task id")
+            return
+        entry = {
+            "id": doc["id"],
+            "status": str(doc.get("status") or "completed"),
+            "workflow_name": doc.get("workflow_name"),
+            "output": doc.get("output"),
+            "error": doc.get("error"),
+            "received": datetime.now(timezone.utc).isoformat(),
+            "doc": doc,
+        }
+        with self._lock:
+            self._results.pop(doc["id"], None)
+            self._results[doc["id"]] = entry
+            while len(self._results) > _KEEP:
+                self._results.popitem(last=False)
+
+    def _read_results(self) -> None:
+        consumer = None
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                if consumer is None:
+                    consumer = self._open()
+                    if consumer is None:
+                        continue
+                for records in consumer.poll(timeout_ms=300).values():
+                    for record in records:
+                        self._remember(record.value)
+                delay = 0.5
+            except Exception as exc:
+                logger.warning("reading Kafka results failed (%s); retrying", exc)
+                if consumer is not None:
+                    _close_quietly(consumer)
+                    consumer = None
+                self.ready.clear()
+                self._stop.wait(delay)
+                delay = min(10.0, delay * 2)
+        if consumer is not None:
+            _close_quietly(consumer)
+
+    def _open(self) -> Any:
+        from kafka import KafkaConsumer, TopicPartition
+
+        settings = self.interface.consumer_settings()
+        settings.update(group_id=None, enable_auto_commit=False, client_id="wfe-flaskui-results")
+        consumer = KafkaConsumer(**settings)
+        partitions = consumer.partitions_for_topic(self.results_topic)
+        if not partitions:
+            # The topic does not exist yet: no worker has published a result.
+            _close_quietly(consumer)
+            self._stop.wait(1.0)
+            return None
+        assigned = [TopicPartition(self.results_topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        ends = consumer.end_offsets(assigned)
+        starts = consumer.beginning_offsets(assigned)
+        for tp in assigned:
+            consumer.seek(tp, max(starts[tp], ends[tp] - self.backlog))
+        self.ready.set()
+        return consumer
+
+
+def _close_quietly(consumer: Any) -> None:
+    try:
+        consumer.close()
+    except Exception:
+        logger.debug("closing the results consumer failed", exc_info=True)

@@ -1,0 +1,193 @@
+"""What the dashboard asks of the engine: listings, counts, workflows, and retrying a failed task.
+
+Every function here is a coroutine run on the bridge's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from wfcore import (
+    DEFINE_WORKFLOW,
+    ArtifactError,
+    ECSWorkflowEngine,
+    InvalidTaskError,
+    Phase,
+    Task,
+    TaskStateError,
+    TaskStatus,
+    TaskType,
+    UnknownTaskError,
+    UnknownWorkflowError,
+    WorkflowSpec,
+)
+
+__all__ = [
+    "TaskPage",
+    "artifact_preview",
+    "check_submission",
+    "list_page",
+    "phase_of",
+    "retry_task",
+    "waiting_tasks",
+    "workflows",
+]
+
+WAITING = tuple(s for s in TaskStatus if s.is_waiting)
+
+
+@attrs.define
+class TaskPage:
+    """One page of the task list with the counts shown above it."""
+
+    tasks: list[Task]
+    counts: dict[TaskStatus, int]
+    total: int
+    offset: int
+    limit: int
+
+
+async def workflows(engine: ECSWorkflowEngine) -> dict[str, WorkflowSpec]:
+    """Every workflow: the engine's own and every stored one, sorted by name.
+
+    The stored definitions win: another process may have redefined a workflow
+    at run time since this engine loaded it.
+    """
+    store = await engine.get_store()
+    specs = engine.workflows
+    specs.update({spec.name: spec for spec in await store.load_workflows()})
+    return dict(sorted(specs.items()))
+
+
+def phase_of(task: Task, specs: dict[str, WorkflowSpec]) -> Phase | None:
+    """The phase the task is in (or waits in), if its workflow knows it."""
+    spec = specs.get(task.workflow_name or "")
+    if spec is None or task.classification is None:
+        return None
+    return spec.phase(task.classification)
+
+
+async def list_page(
+    engine: ECSWorkflowEngine,
+    statuses: Sequence[TaskStatus] = (),
+    workflow: str | None = None,
+    limit: int = 25,
+    offset: int = 0,
+    oldest_first: bool = False,
+) -> TaskPage:
+    """A page of tasks, filtered by status(es) and workflow, with per-status counts."""
+    store = await engine.get_store()
+    counts = await store.count_tasks(workflow)
+    wanted: Any = list(statuses) if statuses else None
+    tasks = await store.list_tasks(
+        status=wanted, workflow_name=workflow, limit=limit, offset=offset, oldest_first=oldest_first
+    )
+    total = sum(counts.get(s, 0) for s in statuses) if statuses else sum(counts.values())
+    return TaskPage(tasks=tasks, counts=counts, total=total, offset=offset, limit=limit)
+
+
+async def waiting_tasks(
+    engine: ECSWorkflowEngine, statuses: Sequence[TaskStatus] = (TaskStatus.WAITING_HUMAN,)
+) -> list[Task]:
+    """Every task in these waiting statuses, oldest first."""
+    store = await engine.get_store()
+    found: list[Task] = []
+    batch = 500
+    while True:
+        page = await store.list_tasks(
+            status=list(statuses), limit=batch, offset=len(found), oldest_first=True
+        )
+        found.extend(page)
+        if len(page) < batch:
+            return found
+
+
+async def retry_task(engine: ECSWorkflowEngine, task_id: str) -> Task:
+    """Send a FAILED task back to the queue to run its failed phase again.
+
+    The task becomes PENDING with its attempts reset and its error cleared, and a
+    ``retried`` event joins its history; any worker on the store picks it up. The
+    write is a compare-and-set, so a concurrent change is retried on the fresh
+    copy. Raises UnknownTaskError, or TaskStateError when the task is not FAILED.
+    """
+    store = await engine.get_store()
+    for _ in range(20):
+        task = await store.get_task(task_id)
+        if task is None:
+            raise UnknownTaskError(task_id)
+        if task.status is not TaskStatus.FAILED:
+            raise TaskStateError(
+                f"task {task_id!r} is {task.status.name}; only a FAILED task can be retried"
+            )
+        previous = task.error
+        task.status = TaskStatus.PENDING
+        task.attempts = 0
+        task.error = None
+        task.traceback = None
+        task.run_after = None
+        task.record("retried", phase=task.classification, previous_error=previous)
+        if await store.update_task(task):
+            return task
+    raise TaskStateError(f"task {task_id!r} kept changing; try again")
+
+
+async def artifact_preview(
+    engine: ECSWorkflowEngine, task: Task, name: str, cap: int
+) -> tuple[str | None, bool]:
+    """The start of a text artifact (at most ``cap`` bytes) and whether it was cut.
+
+    Returns ``(None, False)`` for a binary or missing file.
+    """
+    try:
+        path = await engine.artifact_path(task, name)
+    except ArtifactError:
+        return None, False
+
+    def read(p: Path) -> bytes:
+        with p.open("rb") as fh:
+            return fh.read(cap + 1)
+
+    data = await asyncio.to_thread(read, path)
+    if b"\x00" in data[:8192]:
+        return None, False
+    cut = len(data) > cap
+    return data[:cap].decode("utf-8", "replace"), cut
+
+
+def check_submission(
+    specs: dict[str, WorkflowSpec],
+    workflow: str | None,
+    data: Any,
+    classification: str | None,
+    assigned_to: str,
+    task_id: str | None,
+) -> None:
+    """The checks ``submit_task`` makes, for a task that goes to Kafka instead of the store.
+
+    Raises UnknownWorkflowError or InvalidTaskError with the engine's messages.
+    """
+    TaskType.parse(assigned_to)
+    if task_id is not None and (
+        not isinstance(task_id, str) or not task_id.strip() or "/" in task_id
+    ):
+        raise InvalidTaskError("task_id must be a non-empty string without '/'")
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTaskError(f"task data must be JSON-serializable: {exc}") from None
+    if classification == DEFINE_WORKFLOW and workflow is None:
+        return
+    spec = specs.get(workflow or "")
+    if spec is None:
+        raise UnknownWorkflowError(workflow, list(specs))
+    if classification is not None and spec.phase(classification) is None:
+        raise InvalidTaskError(
+            f"unknown classification {classification!r} for workflow {workflow!r} "
+            f"(phases: {', '.join(spec.classifications)})"
+        )

@@ -1,0 +1,115 @@
+"""The dashboard's request guards: access token, CSRF tokens, body limit and security headers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+
+from flask import Response, request, session
+
+__all__ = [
+    "CSRF_FIELD",
+    "CSRF_HEADER",
+    "csrf_ok",
+    "csrf_token",
+    "is_loopback",
+    "token_from_request",
+    "token_matches",
+]
+
+#: The hidden form field that carries the CSRF token.
+CSRF_FIELD = "csrf_token"
+#: The header that carries the CSRF token on JSON API calls.
+CSRF_HEADER = "X-CSRF-Token"
+_CSRF_KEY = "wfe_csrf"
+_AUTH_KEY = "wfe_auth"
+
+#: Served with every dashboard page: nothing loads from anywhere but the app.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, made on first use."""
+    token = session.get(_CSRF_KEY)
+    if not isinstance(token, str) or len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        session[_CSRF_KEY] = token
+    return token
+
+
+def csrf_ok() -> bool:
+    """True when the request carries the session's CSRF token (form field or header)."""
+    expected = session.get(_CSRF_KEY)
+    if not isinstance(expected, str) or not expected:
+        return False
+    given = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD) or ""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(b"wfe-ui:" + token.encode()).hexdigest()
+
+
+def token_matches(given: str | None, token: str) -> bool:
+    """Compare a presented access token with the configured one in constant time."""
+    return bool(given) and hmac.compare_digest(_digest(given or ""), _digest(token))
+
+
+def token_from_request() -> tuple[str | None, str]:
+    """The access token a request presents and how: ``"header"``, ``"query"`` or ``""``.
+
+    ``Authorization: Bearer <token>`` and ``X-WFE-Token`` count as headers; a
+    ``?token=`` query argument is how a browser first logs in.
+    """
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip(), "header"
+    header = request.headers.get("X-WFE-Token")
+    if header:
+        return header.strip(), "header"
+    query = request.args.get("token")
+    if query:
+        return query, "query"
+    return None, ""
+
+
+def remember_login(token: str) -> None:
+    """Mark the session as logged in (a digest, so a changed token logs everyone out)."""
+    session[_AUTH_KEY] = _digest(token)
+    session.permanent = False
+
+
+def session_logged_in(token: str) -> bool:
+    """True when the session logged in with the current token."""
+    saved = session.get(_AUTH_KEY)
+    return isinstance(saved, str) and hmac.compare_digest(saved, _digest(token))
+
+
+def forget_login() -> None:
+    """Log the session out."""
+    session.pop(_AUTH_KEY, None)
+
+
+def add_security_headers(response: Response) -> Response:
+    """Headers that keep pages from being framed, sniffed or loading foreign content."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    return response
