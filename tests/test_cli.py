@@ -132,11 +132,16 @@ def test_idempotent_submit_with_id(wfe) -> None:
     assert len(json.loads(wfe("tasks", "--json").stdout)) == 1
 
 
-def test_cancel_and_workflows(wfe) -> None:
+def test_cancel_retry_and_workflows(wfe) -> None:
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+    not_failed = wfe("retry", task_id, check=False)
+    assert not_failed.returncode == 1 and "only a FAILED or CANCELLED" in not_failed.stderr
     assert wfe("cancel", task_id).stdout.split() == [task_id, "cancelled"]
     again = wfe("cancel", task_id, check=False)
     assert again.returncode == 1 and "already CANCELLED" in again.stderr
+    assert wfe("retry", task_id).stdout.split() == [task_id, "pending"]
+    wfe("worker", APP, "--until-idle", "--quiet")
+    assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "waiting_human"
     listed = wfe("workflows").stdout
     assert "review" in listed and "double[functional] -> approve[human]" in listed
     as_json = json.loads(wfe("workflows", "--json").stdout)

@@ -365,6 +365,17 @@ def cancel(ctx: click.Context, task_id: str, store: str | None) -> None:
 
 
 @cli.command()
+@click.argument("task_id")
+@_store_option
+@click.pass_context
+def retry(ctx: click.Context, task_id: str, store: str | None) -> None:
+    """Run a failed or cancelled task's phase again, with fresh attempts."""
+    engine = _engine(ctx, store)
+    task = _run(_closing(engine, engine.retry(task_id)))
+    click.echo(f"{task.id} {task.status.value}")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
 @_store_option
 @click.pass_context

@@ -480,6 +480,41 @@ class ECSWorkflowEngine:
         await self._fire("wfe_task_cancelled", task=task)
         return task
 
+    async def retry(self, task_id: str) -> Task:
+        """Run a FAILED (or CANCELLED) task's phase again, with fresh attempts.
+
+        The task becomes PENDING at the phase where it stopped, its error is
+        cleared and a ``retried`` event joins its history; any worker on the store
+        picks it up. Raises UnknownTaskError, or TaskStateError for other statuses.
+        """
+        store = await self.get_store()
+        for _ in range(20):
+            task = await store.get_task(task_id)
+            if task is None:
+                raise UnknownTaskError(task_id)
+            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                raise TaskStateError(
+                    f"task {task_id!r} is {task.status.name}; only a FAILED or CANCELLED "
+                    "task can be retried"
+                )
+            task.record(
+                "retried",
+                phase=task.classification,
+                previous=task.status.value,
+                previous_error=task.error,
+            )
+            task.status = TaskStatus.PENDING
+            task.attempts = 0
+            task.error = None
+            task.traceback = None
+            task.run_after = None
+            if await store.update_task(task):
+                break
+        else:
+            raise TaskStateError(f"task {task_id!r} kept changing; try again")
+        self._poke()
+        return task
+
     # -- artifacts -------------------------------------------------------------------
 
     async def add_artifact_text(

@@ -8,7 +8,6 @@ __all__ = [
     "Dashboard",
     "EngineBridge",
     "create_app",
-    "retry_task",
     "serve",
     "workflow_svg",
 ]
@@ -19,7 +18,6 @@ if TYPE_CHECKING:
     from .app import Dashboard, create_app
     from .bridge import EngineBridge
     from .graph import workflow_svg
-    from .ops import retry_task
     from .server import serve
 
 # Workers load this package as a plugin (for the ``wfe ui`` command); Flask is only
@@ -29,7 +27,6 @@ _LAZY = {
     "create_app": "app",
     "EngineBridge": "bridge",
     "workflow_svg": "graph",
-    "retry_task": "ops",
     "serve": "server",
 }
 

@@ -729,7 +729,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     @bp.route("/tasks/<task_id>/retry", methods=["POST"])
     def retry(task_id: str) -> Any:
         try:
-            call(lambda engine: ops.retry_task(engine, task_id))
+            call(lambda engine: engine.retry(task_id))
         except UnknownTaskError as exc:
             return _error(404, str(exc))
         except TaskStateError as exc:
@@ -1059,7 +1059,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     @bp.route("/api/tasks/<task_id>/retry", methods=["POST"])
     @api_errors
     def api_retry(task_id: str) -> Any:
-        return jsonify(task_to_dict(call(lambda e: ops.retry_task(e, task_id))))
+        return jsonify(task_to_dict(call(lambda e: e.retry(task_id))))
 
     @bp.route("/api/workflows")
     @api_errors

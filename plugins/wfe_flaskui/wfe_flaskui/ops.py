@@ -20,10 +20,8 @@ from wfcore import (
     InvalidTaskError,
     Phase,
     Task,
-    TaskStateError,
     TaskStatus,
     TaskType,
-    UnknownTaskError,
     UnknownWorkflowError,
     WorkflowSpec,
 )
@@ -34,7 +32,6 @@ __all__ = [
     "check_submission",
     "list_page",
     "phase_of",
-    "retry_task",
     "waiting_tasks",
     "workflows",
 ]
@@ -106,35 +103,6 @@ async def waiting_tasks(
         found.extend(page)
         if len(page) < batch:
             return found
-
-
-async def retry_task(engine: ECSWorkflowEngine, task_id: str) -> Task:
-    """Send a FAILED task back to the queue to run its failed phase again.
-
-    The task becomes PENDING with its attempts reset and its error cleared, and a
-    ``retried`` event joins its history; any worker on the store picks it up. The
-    write is a compare-and-set, so a concurrent change is retried on the fresh
-    copy. Raises UnknownTaskError, or TaskStateError when the task is not FAILED.
-    """
-    store = await engine.get_store()
-    for _ in range(20):
-        task = await store.get_task(task_id)
-        if task is None:
-            raise UnknownTaskError(task_id)
-        if task.status is not TaskStatus.FAILED:
-            raise TaskStateError(
-                f"task {task_id!r} is {task.status.name}; only a FAILED task can be retried"
-            )
-        previous = task.error
-        task.status = TaskStatus.PENDING
-        task.attempts = 0
-        task.error = None
-        task.traceback = None
-        task.run_after = None
-        task.record("retried", phase=task.classification, previous_error=previous)
-        if await store.update_task(task):
-            return task
-    raise TaskStateError(f"task {task_id!r} kept changing; try again")
 
 
 async def artifact_preview(
