@@ -991,13 +991,38 @@ class ECSWorkflowEngine:
         assert self._store is not None
         if task.id in self._lost:
             raise _LeaseLost
-        ok = await self._store.update_task(task, keep_lease=keep_lease)
+        try:
+            ok = await self._store.update_task(task, keep_lease=keep_lease)
+        except (TypeError, ValueError) as exc:
+            return await self._unstorable(task, exc)
         if not ok:
             logger.info(
                 "task %s: changed elsewhere (cancelled or taken over); write dropped", task.id
             )
             self._lost.add(task.id)
         return ok
+
+    async def _unstorable(self, task: Task, exc: Exception) -> bool:
+        """A handler left a non-JSON value in the task: fail it, keeping what prints."""
+        assert self._store is not None
+        for name in ("data", "context", "output", "outputs", "reply"):
+            setattr(task, name, json.loads(json.dumps(getattr(task, name), default=repr)))
+        task.status = TaskStatus.FAILED
+        task.error = (
+            f"InvalidTaskError: the task holds a value that is not JSON-serializable: {exc}"
+        )
+        task.record("failed", phase=task.classification, error=task.error)
+        try:
+            ok = await self._store.update_task(task)
+        except (TypeError, ValueError):  # NaN or infinity: printable, yet not JSON
+            logger.exception("task %s cannot be stored", task.id)
+            ok = False
+        if ok:
+            self.stats["failed"] += 1
+            await self._fire("wfe_task_failed", task=task)
+        else:
+            self._lost.add(task.id)
+        return False
 
     # -- hooks -----------------------------------------------------------------------
 

@@ -274,8 +274,16 @@ class SQLiteStore(Store):
             # file that may turn out not to be ours (ours already are WAL).
             fresh = not self.path.exists() or self.path.stat().st_size == 0
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            if fresh:
-                conn.execute("PRAGMA journal_mode=WAL")
+            # Processes creating the file at once: the switch does not wait on a
+            # busy lock, so it is retried.
+            for attempt in range(500 if fresh else 0):
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 499:
+                        raise
+                    time.sleep(0.01)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         try:

@@ -1,0 +1,99 @@
+"""A worker app for the multi-process tests; every side effect goes to files.
+
+Configured by the environment: ``WFE_STORE`` (the store), ``WFE_TEST_DIR`` (where
+the side-effect files go), ``WFE_TEST_WORKER`` (this worker's name),
+``WFE_TEST_WORKER_ID`` (overrides the engine's lease owner id), ``WFE_TEST_LEASE``
+(lease seconds) and ``WFE_TEST_CONCURRENCY``.
+
+Files written in ``WFE_TEST_DIR``: ``runs.log`` (one line per phase event:
+``<event> <task id> <worker>``), ``completions.log`` (``<task id> <worker>`` from
+the completed hook), ``ready-<worker>`` (when the engine starts) and, for the
+``cancel`` workflow, ``started``, ``noticed-cancel`` and ``finished`` markers.
+A handler told to block waits for the file ``gate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from wfcore import ECSWorkflowEngine, Phase, Task, hookimpl
+
+DIR = Path(os.environ["WFE_TEST_DIR"])
+WORKER = os.environ.get("WFE_TEST_WORKER", f"pid{os.getpid()}")
+
+
+def append(name: str, line: str) -> None:
+    """Append one line with a single write, so lines from several processes never mix."""
+    fd = os.open(DIR / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+async def wait_for_file(path: Path) -> None:
+    while not path.exists():
+        await asyncio.sleep(0.02)
+
+
+class Ready:
+    @hookimpl
+    def wfe_engine_started(self) -> None:
+        (DIR / f"ready-{WORKER}").write_text(str(os.getpid()))
+
+
+engine = ECSWorkflowEngine(
+    max_concurrency=int(os.environ.get("WFE_TEST_CONCURRENCY", "10")),
+    load_plugins=False,
+    plugins=[Ready()],
+    lease_seconds=float(os.environ.get("WFE_TEST_LEASE", "30")),
+    retry_delay=0.05,
+    poll_interval=0.05,
+)
+if os.environ.get("WFE_TEST_WORKER_ID"):
+    engine.worker_id = os.environ["WFE_TEST_WORKER_ID"]
+
+
+async def phase_a(task: Task) -> None:
+    append("runs.log", f"a {task.id} {WORKER}")
+    wanted = (task.data or {}).get("wait_for_workers", 0)
+    while len(list(DIR.glob("ready-*"))) < wanted:
+        await asyncio.sleep(0.02)
+    task.output = WORKER
+
+
+async def phase_b(task: Task) -> None:
+    append("runs.log", f"b-start {task.id} {WORKER}")
+    if (task.data or {}).get("block"):
+        await wait_for_file(DIR / "gate")
+    else:
+        await asyncio.sleep(0.01)
+    append("runs.log", f"b-end {task.id} {WORKER}")
+    task.output = WORKER
+
+
+async def stubborn(task: Task) -> None:
+    """Ignores cancellation, then tries to finish the phase anyway."""
+    (DIR / "started").write_text(WORKER)
+    while True:
+        try:
+            await wait_for_file(DIR / "gate")
+            break
+        except asyncio.CancelledError:
+            (DIR / "noticed-cancel").write_text(WORKER)
+    task.output = "late result"
+    (DIR / "finished").write_text(WORKER)
+
+
+async def on_completed(task: Task) -> None:
+    append("completions.log", f"{task.id} {WORKER}")
+
+
+engine.register_handler("a", phase_a)
+engine.register_handler("b", phase_b)
+engine.register_handler("stubborn", stubborn)
+engine.register_workflow("mp", [Phase("a"), Phase("b")])
+engine.register_workflow("cancel", [Phase("stubborn")])
+engine.register_task_completed_hook(on_completed)

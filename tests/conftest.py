@@ -1,0 +1,80 @@
+"""Fixtures shared by the core engine's tests: both stores, worker processes, helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+APPS_DIR = TESTS_DIR / "apps"
+
+# Shared helpers live in core_util.py beside this file; test modules import it by name.
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from wfcore import ECSWorkflowEngine  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store_url(request: pytest.FixtureRequest, wfe_store_url: str) -> str:
+    """The store URL of one test run: a temporary SQLite file, or ``memory://``."""
+    return wfe_store_url if request.param == "sqlite" else "memory://"
+
+
+@pytest.fixture
+def make_engine(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine], store_url: str
+) -> Callable[..., ECSWorkflowEngine]:
+    """Build engines on this run's store (both stores through ``store_url``)."""
+
+    def make(**kwargs: Any) -> ECSWorkflowEngine:
+        return wfe_engine_factory(store=store_url, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, wfe_store_url: str) -> dict[str, str]:
+    """Environment for worker processes: the test's store, the apps on the path."""
+    env = dict(os.environ)
+    env["WFE_STORE"] = wfe_store_url
+    env["WFE_LOAD_PLUGINS"] = ""
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(APPS_DIR), str(TESTS_DIR.parent), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
+    env["WFE_TEST_DIR"] = str(tmp_path)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Callable[..., Any]]:
+    """Start ``tests/apps/run_worker.py APP [--forever]`` as a real process.
+
+    Every process started is killed (if still running) and reaped after the test.
+    """
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(app: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, str(APPS_DIR / "run_worker.py"), app, *args],
+            env={**worker_env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

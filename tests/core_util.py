@@ -1,0 +1,116 @@
+"""Helpers for the core engine's tests: polling with a deadline, a background engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wfcore import ECSWorkflowEngine, Task, TaskStatus
+
+__all__ = [
+    "ECSWorkflowEngine",
+    "background",
+    "db_path",
+    "events",
+    "pid_alive",
+    "stored_status",
+    "wait_for",
+    "wait_for_status",
+    "wait_until",
+]
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T] | T], timeout: float = 10.0, what: str = "condition"
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def wait_until(probe: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Synchronous polling with a deadline (for tests that watch other processes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+async def wait_for_status(
+    engine: ECSWorkflowEngine, task_id: str, *statuses: TaskStatus, timeout: float = 10.0
+) -> Task:
+    """Poll the store until the task has one of ``statuses``; return it."""
+
+    async def probe() -> Task | None:
+        task = await engine.get_task(task_id)
+        return task if task is not None and task.status in statuses else None
+
+    return await wait_for(probe, timeout, f"task {task_id} to become {statuses}")
+
+
+@contextlib.asynccontextmanager
+async def background(engine: ECSWorkflowEngine) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``engine.run()`` while the block runs; stop it and wait for it after."""
+    runner = asyncio.create_task(engine.run())
+    await wait_for(lambda: engine.running or runner.done(), 10, "the engine to start")
+    try:
+        yield runner
+    finally:
+        engine.stop()
+        await asyncio.wait_for(runner, 15)
+
+
+def events(task: Task) -> list[str]:
+    """The event names of a task's history, in order."""
+    return [entry["event"] for entry in task.history]
+
+
+def db_path(store_url: str) -> Path:
+    """The file of a ``sqlite:///`` URL."""
+    assert store_url.startswith("sqlite:///")
+    return Path("/" + store_url[len("sqlite://") :].lstrip("/"))
+
+
+def stored_status(store_url: str, task_id: str) -> str | None:
+    """Read a task's status straight from the SQLite file, through a new connection."""
+    conn = sqlite3.connect(db_path(store_url), timeout=30)
+    try:
+        row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else row[0]
+
+
+def pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -1,0 +1,145 @@
+"""Artifacts: files a phase produces, their metadata, and reading them later."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+
+
+def test_handlers_add_text_and_bytes_artifacts_with_metadata(make_engine, wfe_run):
+    engine = make_engine()
+    blob = bytes(range(256)) * 4
+    returned = {}
+
+    async def produce(task: Task) -> None:
+        returned["txt"] = await engine.add_artifact_text(task, "summary.txt", "héllo\n")
+        returned["json"] = await engine.add_artifact_text(
+            task, "data/rows.json", json.dumps([1, 2])
+        )
+        returned["bin"] = await engine.add_artifact_bytes(task, "raw.weird", blob)
+
+    engine.register_handler("produce", produce)
+    engine.register_workflow("w", [Phase("produce")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        task = await engine.get_task(task.id)
+        contents = {a.name: await engine.read_artifact(task, a.name) for a in task.artifacts}
+        by_id = await engine.read_artifact(task.id, "summary.txt")
+        return task, contents, by_id
+
+    task, contents, by_id = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED
+    by_name = {a.name: a for a in task.artifacts}
+    assert set(by_name) == {"summary.txt", "data/rows.json", "raw.weird"}
+    text = "héllo\n".encode()
+    assert contents == {"summary.txt": text, "data/rows.json": b"[1, 2]", "raw.weird": blob}
+    assert by_id == text
+    summary = by_name["summary.txt"]
+    assert summary == returned["txt"]
+    assert summary.size == len(text)
+    assert summary.sha256 == hashlib.sha256(text).hexdigest()
+    assert summary.media_type == "text/plain"
+    assert summary.phase == "produce"
+    assert Path(summary.path).read_bytes() == text
+    assert by_name["data/rows.json"].media_type == "application/json"
+    assert by_name["raw.weird"].media_type == "application/octet-stream"
+    assert by_name["raw.weird"].size == len(blob)
+
+
+def test_a_later_phase_reads_an_earlier_phases_artifact(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def write(task: Task) -> None:
+        await engine.add_artifact_text(task, "draft.md", "first draft")
+
+    async def read(task: Task) -> None:
+        assert [a.name for a in task.artifacts] == ["draft.md"]
+        task.output = (await engine.read_artifact(task, "draft.md")).decode().upper()
+
+    engine.register_handler("write", write)
+    engine.register_handler("read", read)
+    engine.register_workflow("w", [Phase("write"), Phase("read")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).output == "FIRST DRAFT"
+
+
+def test_writing_an_artifact_again_replaces_it(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def first(task: Task) -> None:
+        await engine.add_artifact_text(task, "state.txt", "v1")
+
+    async def second(task: Task) -> None:
+        await engine.add_artifact_text(task, "state.txt", "version two")
+
+    engine.register_handler("first", first)
+    engine.register_handler("second", second)
+    engine.register_workflow("w", [Phase("first"), Phase("second")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        task = await engine.get_task(task.id)
+        return task, await engine.read_artifact(task, "state.txt")
+
+    task, content = wfe_run(scenario())
+    assert [(a.name, a.size, a.phase) for a in task.artifacts] == [
+        ("state.txt", len("version two"), "second")
+    ]
+    assert content == b"version two"
+
+
+def test_artifacts_of_different_tasks_do_not_collide(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def write(task: Task) -> None:
+        await engine.add_artifact_text(task, "result.txt", f"result of {task.data}")
+
+    engine.register_handler("write", write)
+    engine.register_workflow("w", [Phase("write")])
+
+    async def scenario():
+        ids = [(await engine.submit_task(i, "w")).id for i in range(3)]
+        await engine.run_until_idle()
+        return [await engine.read_artifact(i, "result.txt") for i in ids]
+
+    assert wfe_run(scenario()) == [b"result of 0", b"result of 1", b"result of 2"]
+
+
+def test_artifacts_survive_a_restart(wfe_engine_factory, wfe_run, tmp_path):
+    first = wfe_engine_factory()
+
+    async def write(task: Task) -> None:
+        await first.add_artifact_bytes(task, "model.bin", b"\x01\x02\x03")
+
+    first.register_handler("write", write)
+    first.register_workflow("w", [Phase("write"), Phase("check", assigned_to="human")])
+
+    async def before():
+        task = await first.submit_task(None, "w")
+        await first.run_until_idle()
+        return task.id
+
+    task_id = wfe_run(before())
+    wfe_run(first.aclose())
+    second: ECSWorkflowEngine = wfe_engine_factory()
+
+    async def after():
+        task = await second.get_task(task_id)
+        return task, await second.read_artifact(task, "model.bin")
+
+    task, data = wfe_run(after())
+    assert data == b"\x01\x02\x03"
+    assert task.artifacts[0].sha256 == hashlib.sha256(b"\x01\x02\x03").hexdigest()
+    # The files sit in a folder beside the database.
+    assert Path(task.artifacts[0].path).is_relative_to(tmp_path)

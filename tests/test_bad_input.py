@@ -1,0 +1,252 @@
+"""Bad input gets a clear error, always a subclass of wfcore.WorkflowError."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import wfcore
+from wfcore import (
+    ArtifactError,
+    ECSWorkflowEngine,
+    InvalidOutputError,
+    InvalidTaskError,
+    InvalidWorkflowError,
+    Phase,
+    StoreError,
+    Task,
+    TaskStateError,
+    TaskStatus,
+    UnknownTaskError,
+    UnknownWorkflowError,
+    WorkflowError,
+    WorkflowSpec,
+)
+
+
+def test_every_public_error_is_a_workflow_error():
+    errors = [
+        getattr(wfcore, name)
+        for name in wfcore.__all__
+        if isinstance(getattr(wfcore, name), type) and issubclass(getattr(wfcore, name), Exception)
+    ]
+    assert len(errors) >= 10
+    assert all(issubclass(error, WorkflowError) for error in errors)
+
+
+@pytest.fixture
+def engine(make_engine) -> ECSWorkflowEngine:
+    engine = make_engine()
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("known", [Phase("a"), Phase("b", assigned_to="human")])
+    return engine
+
+
+def test_submit_to_an_unknown_workflow(engine, wfe_run):
+    with pytest.raises(UnknownWorkflowError) as caught:
+        wfe_run(engine.submit_task({}, "missing-flow"))
+    assert "missing-flow" in str(caught.value)
+    assert "known" in str(caught.value)  # says which ones exist
+    assert isinstance(caught.value, WorkflowError)
+
+
+@pytest.mark.parametrize("data", [{1, 2}, object(), {"when": math.nan}, {"f": lambda: 1}, b"raw"])
+def test_submit_data_that_is_not_json(engine, wfe_run, data):
+    with pytest.raises(InvalidTaskError) as caught:
+        wfe_run(engine.submit_task(data, "known"))
+    assert "JSON" in str(caught.value)
+
+
+def test_submit_with_an_unknown_classification_or_task_type(engine, wfe_run):
+    with pytest.raises(InvalidTaskError) as classification:
+        wfe_run(engine.submit_task({}, "known", classification="zzz"))
+    assert "zzz" in str(classification.value)
+    with pytest.raises(InvalidTaskError) as assigned:
+        wfe_run(engine.submit_task({}, "known", assigned_to="robot"))
+    assert "robot" in str(assigned.value)
+
+    async def nothing_stored():
+        return await engine.list_tasks()
+
+    assert wfe_run(nothing_stored()) == []
+
+
+@pytest.mark.parametrize("task_id", ["", "a/b", "..", 12])
+def test_submit_with_an_unusable_task_id(engine, wfe_run, task_id):
+    with pytest.raises(InvalidTaskError):
+        wfe_run(engine.submit_task({}, "known", task_id=task_id))
+
+
+def test_resume_unknown_or_not_waiting(engine, wfe_run):
+    async def scenario():
+        with pytest.raises(UnknownTaskError) as unknown:
+            await engine.resume("ghost", 1)
+        pending = await engine.submit_task({}, "known")
+        with pytest.raises(TaskStateError) as not_yet:
+            await engine.resume(pending.id, 1)
+        await engine.run_until_idle()
+        await engine.resume(pending.id, "answer")
+        with pytest.raises(TaskStateError) as twice:
+            await engine.resume(pending.id, "again")
+        return unknown.value, not_yet.value, twice.value, await engine.get_task(pending.id)
+
+    unknown, not_yet, twice, task = wfe_run(scenario())
+    assert "ghost" in str(unknown)
+    assert "PENDING" in str(not_yet) and "waiting" in str(not_yet)
+    assert "COMPLETED" in str(twice)
+    assert task.output == "answer"
+
+
+def test_resume_with_an_answer_that_is_not_json(engine, wfe_run):
+    async def scenario():
+        task = await engine.submit_task({}, "known")
+        await engine.run_until_idle()
+        with pytest.raises(InvalidOutputError) as caught:
+            await engine.resume(task.id, {1, 2})
+        return caught.value, await engine.get_task(task.id)
+
+    error, task = wfe_run(scenario())
+    assert "JSON" in str(error)
+    assert task.status is TaskStatus.WAITING_HUMAN
+
+
+@pytest.mark.parametrize(
+    "name", ["", "   ", "/etc/passwd", "../escape.txt", "a/../../b", "a//b", "./x"]
+)
+def test_artifact_names_that_are_refused(engine, wfe_run, name):
+    async def scenario():
+        task = await engine.submit_task({}, "known")
+        with pytest.raises(ArtifactError) as written:
+            await engine.add_artifact_text(task, name, "x")
+        with pytest.raises(ArtifactError) as read:
+            await engine.read_artifact(task, name)
+        return written.value, read.value, task
+
+    written, read, task = wfe_run(scenario())
+    assert task.artifacts == []
+    assert isinstance(written, WorkflowError) and isinstance(read, WorkflowError)
+
+
+def test_reading_an_artifact_that_does_not_exist(engine, wfe_run):
+    async def scenario():
+        task = await engine.submit_task({}, "known")
+        with pytest.raises(ArtifactError) as caught:
+            await engine.read_artifact(task, "nothing.txt")
+        return caught.value
+
+    assert "nothing.txt" in str(wfe_run(scenario()))
+
+
+def test_suspend_needs_a_waiting_status(engine):
+    with pytest.raises(TaskStateError):
+        engine.suspend(Task(), TaskStatus.COMPLETED)
+    with pytest.raises(InvalidTaskError):
+        engine.suspend(Task(), "sleeping")
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: WorkflowSpec(name="", phases=[Phase("a")]), "name"),
+        (lambda: WorkflowSpec(name="w", phases=[]), "phases"),
+        (lambda: WorkflowSpec(name="w", phases=[Phase("a"), Phase("a")]), "duplicate"),
+        (lambda: WorkflowSpec(name="w", phases=[Phase("a", next_classifications=["b"])]), "'b'"),
+        (lambda: WorkflowSpec(name="define_workflow", phases=[Phase("a")]), "reserved"),
+        (
+            lambda: WorkflowSpec(name="w", phases=[Phase("a", on_timeout={"goto": "nowhere"})]),
+            "on_timeout",
+        ),
+        (lambda: Phase(""), "target_classification"),
+        (lambda: Phase("a", timeout=0), "timeout"),
+        (lambda: Phase("a", max_attempts=0), "max_attempts"),
+        (lambda: Phase("a", command="ls -l"), "command"),
+        (lambda: Phase("a", on_timeout="retry"), "on_timeout"),
+        (lambda: Phase("a", input_schema={"type": "no-such-type"}), "input_schema"),
+        (lambda: Phase("a", assigned_to="robot"), "robot"),
+    ],
+)
+def test_invalid_workflow_specs(build, field):
+    with pytest.raises(WorkflowError) as caught:
+        build()
+    assert field in str(caught.value)
+
+
+def test_register_workflow_rejects_invalid_specs(engine):
+    with pytest.raises(InvalidWorkflowError):
+        engine.register_workflow("bad", [])
+    with pytest.raises(InvalidWorkflowError):
+        engine.register_workflow("bad", [Phase("a"), Phase("a")])
+    assert "bad" not in engine.workflows
+
+
+def test_register_adapter_without_run_method(engine):
+    with pytest.raises(TypeError):
+        engine.register_adapter("agentic", object())
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgres://nowhere/db", "sqlite://relative.db", "sqlite:///tmp/x.db?mode=ro", "memory://x"],
+)
+def test_unusable_store_urls(url, wfe_run):
+    engine = ECSWorkflowEngine(url, load_plugins=False)
+    with pytest.raises(StoreError) as caught:
+        wfe_run(engine.get_store())
+    assert isinstance(caught.value, WorkflowError)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def refused(path: Path, wfe_run) -> StoreError:
+    """Open an engine on ``path`` and return the StoreError; the folder must not change."""
+    before = snapshot(path.parent)
+    engine = ECSWorkflowEngine(f"sqlite://{path}", load_plugins=False)
+    engine.register_workflow("w", [Phase("a")])
+    with pytest.raises(StoreError) as caught:
+        wfe_run(engine.submit_task({}, "w"))
+    assert snapshot(path.parent) == before  # same files, same bytes
+    return caught.value
+
+
+def test_a_file_that_is_not_a_database_is_refused_unchanged(tmp_path, wfe_run):
+    path = tmp_path / "notes.db"
+    path.write_text("shopping list: eggs, milk\n" * 50)
+    error = refused(path, wfe_run)
+    assert str(path) in str(error)
+
+
+def test_another_programs_database_is_refused_unchanged(tmp_path, wfe_run):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    conn.commit()
+    conn.close()
+    error = refused(path, wfe_run)
+    assert "not a wfcore database" in str(error)
+
+
+def test_a_database_from_a_newer_wfcore_is_refused_unchanged(tmp_path, wfe_run):
+    path = tmp_path / "wfe.db"
+    engine = ECSWorkflowEngine(f"sqlite://{path}", load_plugins=False)
+    wfe_run(engine.get_store())
+    wfe_run(engine.aclose())
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE wfe_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    error = refused(path, wfe_run)
+    assert "newer" in str(error) and "99" in str(error)
+
+
+@pytest.mark.parametrize("context", [["not", "a", "dict"], {"when": object()}])
+def test_submit_with_an_unusable_context(engine, wfe_run, context):
+    with pytest.raises(InvalidTaskError) as caught:
+        wfe_run(engine.submit_task({}, "known", context=context))
+    assert "context" in str(caught.value)

@@ -1,0 +1,287 @@
+"""define_workflow: a task that defines a workflow at run time, then runs in it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from core_util import events
+
+from wfcore import DEFINE_WORKFLOW, ECSWorkflowEngine, Phase, Task, TaskStatus
+
+
+def handlers(engine: ECSWorkflowEngine, calls: list[tuple[str, Any]]) -> None:
+    async def step(task: Task) -> None:
+        calls.append((task.classification, task.data))
+        task.output = f"{task.classification} done"
+
+    for name in ("fetch", "summarise"):
+        engine.register_handler(name, step)
+
+
+SPEC = {
+    "name": "report",
+    "phases": [
+        {"target_classification": "fetch"},
+        {"target_classification": "summarise", "assigned_to": "functional"},
+    ],
+    "input": {"url": "https://example.org/data.csv"},
+}
+
+
+def test_define_workflow_registers_it_and_runs_the_task_in_it(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[tuple[str, Any]] = []
+    handlers(engine, calls)
+
+    async def scenario():
+        task = await engine.submit_task(SPEC, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        done = await engine.get_task(task.id)
+        later = await engine.submit_task({"url": "second"}, "report")
+        await engine.run_until_idle()
+        return done, await engine.get_task(later.id)
+
+    done, later = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.workflow_name == "report"
+    assert done.data == SPEC["input"]  # the input became the task's data
+    assert calls[:2] == [("fetch", SPEC["input"]), ("summarise", SPEC["input"])]
+    assert done.outputs["summarise"] == "summarise done"
+    assert "workflow_defined" in events(done)
+    assert engine.workflows["report"].classifications == ["fetch", "summarise"]
+    assert later.status is TaskStatus.COMPLETED
+    assert calls[2:] == [("fetch", {"url": "second"}), ("summarise", {"url": "second"})]
+
+
+def test_without_input_the_data_stays_the_spec(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[tuple[str, Any]] = []
+    handlers(engine, calls)
+    spec = {k: v for k, v in SPEC.items() if k != "input"}
+
+    async def scenario():
+        task = await engine.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.data == spec
+
+
+def test_defined_workflow_with_a_human_phase_waits_and_resumes(make_engine, wfe_run):
+    engine = make_engine()
+    spec = {
+        "name": "approval",
+        "phases": [
+            {
+                "target_classification": "approve",
+                "assigned_to": "human",
+                "instructions": "OK to publish?",
+                "input_schema": {"type": "boolean"},
+            }
+        ],
+        "input": {"doc": 1},
+    }
+
+    async def scenario():
+        task = await engine.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        waiting = await engine.get_task(task.id)
+        await engine.resume(task.id, True)
+        return waiting, await engine.get_task(task.id)
+
+    waiting, done = wfe_run(scenario())
+    assert waiting.status is TaskStatus.WAITING_HUMAN
+    assert waiting.waiting_reason == "OK to publish?"
+    assert done.status is TaskStatus.COMPLETED
+    assert done.output is True
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"phases": [{"target_classification": "a"}]}, "name"),
+        ({"name": "x"}, "phases"),
+        ({"name": "x", "phases": []}, "phases"),
+        ({"name": "x", "phases": [{"assigned_to": "human"}]}, "phases[0].target_classification"),
+        (
+            {"name": "x", "phases": [{"target_classification": "a", "timeout": -1}]},
+            "phases[0].timeout",
+        ),
+        (
+            {"name": "x", "phases": [{"target_classification": "a", "assigned_to": "robot"}]},
+            "phases[0].assigned_to",
+        ),
+        (
+            {
+                "name": "x",
+                "phases": [
+                    {"target_classification": "a"},
+                    {"target_classification": "b", "next_classifications": ["zzz"]},
+                ],
+            },
+            "phases[1].next_classifications",
+        ),
+        ({"name": "x", "phases": [{"target_classification": "a", "colour": 1}]}, "colour"),
+        ("not a spec", "object"),
+    ],
+)
+def test_invalid_spec_fails_the_task_naming_the_field(make_engine, wfe_run, spec, field):
+    engine = make_engine()
+
+    async def scenario():
+        task = await engine.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert field in task.error
+    assert "x" not in engine.workflows
+
+
+def test_definition_survives_a_restart(wfe_engine_factory, wfe_run, wfe_store_url):
+    first = wfe_engine_factory()
+    calls: list[tuple[str, Any]] = []
+    handlers(first, calls)
+    spec = {
+        "name": "report",
+        "phases": [{"target_classification": "fetch"}, {"target_classification": "review"}],
+        "input": {"n": 1},
+    }
+
+    async def define():
+        task = await first.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await first.run_until_idle()
+        return await first.get_task(task.id)
+
+    waiting = wfe_run(define())
+    assert waiting.status is TaskStatus.FAILED  # "review" has no handler here
+    wfe_run(first.aclose())
+
+    # A new engine on the same file knows the workflow without registering it.
+    second = wfe_engine_factory()
+    seen: list[str] = []
+
+    async def review(task: Task) -> None:
+        seen.append(task.data["n"])
+        task.output = "reviewed"
+
+    async def fetch(task: Task) -> None:
+        task.output = "fetched"
+
+    second.register_handler("fetch", fetch)
+    second.register_handler("review", review)
+
+    async def reuse():
+        await second.get_store()
+        assert second.workflows["report"].classifications == ["fetch", "review"]
+        task = await second.submit_task({"n": 2}, "report")
+        await second.run_until_idle()
+        return await second.get_task(task.id)
+
+    done = wfe_run(reuse())
+    assert done.status is TaskStatus.COMPLETED
+    assert seen == [2]
+    # The stored definition is the workflow, not the input of the task that defined it.
+    assert second.workflows["report"].input is None
+
+
+def test_define_workflow_task_resumes_after_restart(wfe_engine_factory, wfe_run):
+    spec = {
+        "name": "two-step",
+        "phases": [
+            {"target_classification": "ask", "assigned_to": "human"},
+            {"target_classification": "finish"},
+        ],
+    }
+    first = wfe_engine_factory()
+
+    async def define():
+        task = await first.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await first.run_until_idle()
+        return task.id
+
+    task_id = wfe_run(define())
+    wfe_run(first.aclose())
+
+    second = wfe_engine_factory()
+    got: list[Any] = []
+
+    async def finish(task: Task) -> None:
+        got.append(task.outputs["ask"])
+
+    second.register_handler("finish", finish)
+
+    async def carry_on():
+        await second.resume(task_id, "yes")
+        await second.run_until_idle()
+        return await second.get_task(task_id)
+
+    done = wfe_run(carry_on())
+    assert done.status is TaskStatus.COMPLETED
+    assert got == ["yes"]
+
+
+def test_a_workflow_defined_by_one_engine_is_seen_by_another_on_the_same_store(
+    wfe_engine_factory, wfe_run
+):
+    definer = wfe_engine_factory()
+    other = wfe_engine_factory()
+    other.register_handler("only", lambda task: setattr(task, "output", "ran"))
+    spec = {"name": "late", "phases": [{"target_classification": "only"}]}
+
+    async def scenario():
+        await other.get_store()  # opened before the workflow exists
+        definer.register_handler("only", lambda task: None)
+        await definer.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await definer.run_until_idle()
+        task = await other.submit_task({}, "late")
+        await other.run_until_idle()
+        return await other.get_task(task.id)
+
+    assert wfe_run(scenario()).output == "ran"
+
+
+def test_register_workflow_in_code_is_persisted(wfe_engine_factory, wfe_run):
+    first = wfe_engine_factory()
+    first.register_workflow("coded", [Phase("a"), Phase("b", assigned_to="human")])
+
+    async def open_it():
+        await first.get_store()
+
+    wfe_run(open_it())
+    wfe_run(first.aclose())
+    second = wfe_engine_factory()
+
+    async def look():
+        await second.get_store()
+        return second.workflows
+
+    workflows = wfe_run(look())
+    assert workflows["coded"].classifications == ["a", "b"]
+    assert str(workflows["coded"].phases[1].assigned_to) == "human"
+
+
+def test_defined_workflow_starts_at_its_first_phase_even_with_a_classifier(make_engine, wfe_run):
+    from wfcore import hookimpl
+
+    class AlwaysLast:
+        @hookimpl
+        def wfe_classify(self, task: Task) -> str | None:
+            return "summarise" if task.workflow_name == "report" else None
+
+    engine = make_engine(plugins=[AlwaysLast()])
+    calls: list[tuple[str, Any]] = []
+    handlers(engine, calls)
+
+    async def scenario():
+        task = await engine.submit_task(SPEC, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert [c for c, _ in calls] == ["fetch", "summarise"]

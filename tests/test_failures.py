@@ -1,0 +1,410 @@
+"""Failures and cancellation: errors on the task, retries with backoff, cancel in any state."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import pytest
+from core_util import background, events, wait_for, wait_for_status
+
+from wfcore import (
+    ECSWorkflowEngine,
+    Phase,
+    Task,
+    TaskStateError,
+    TaskStatus,
+    UnknownTaskError,
+    hookimpl,
+)
+
+
+class Failed:
+    """Records wfe_task_failed and wfe_task_cancelled calls."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.cancelled: list[str] = []
+
+    @hookimpl
+    def wfe_task_failed(self, task: Task) -> None:
+        self.failed.append(task.id)
+
+    @hookimpl
+    def wfe_task_cancelled(self, task: Task) -> None:
+        self.cancelled.append(task.id)
+
+
+async def settle(engine: ECSWorkflowEngine, data: Any = None) -> Task:
+    task = await engine.submit_task(data, "w")
+    await engine.run_until_idle()
+    return await engine.get_task(task.id)
+
+
+def test_an_exception_fails_the_task_with_type_and_message(make_engine, wfe_run):
+    watch = Failed()
+    engine = make_engine(plugins=[watch])
+    calls: list[int] = []
+
+    async def broken(task: Task) -> None:
+        calls.append(task.attempts)
+        task.context["touched"] = True
+        raise ValueError("the input has no header row")
+
+    engine.register_handler("parse", broken)
+    engine.register_workflow("w", [Phase("parse")])
+    task = wfe_run(settle(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "ValueError: the input has no header row"
+    assert "ValueError" in task.traceback
+    assert task.attempts == 1
+    assert calls == [1]
+    assert watch.failed == [task.id]
+    assert events(task)[-1] == "failed"
+
+
+def test_retries_with_exponential_backoff_then_succeeds(make_engine, wfe_run):
+    engine = make_engine(retry_delay=0.1)
+    calls: list[int] = []
+
+    async def flaky(task: Task) -> None:
+        calls.append(task.attempts)
+        if task.attempts < 3:
+            raise ConnectionError(f"try {task.attempts}")
+        task.output = "finally"
+
+    engine.register_handler("fetch", flaky)
+    engine.register_workflow("w", [Phase("fetch", max_attempts=4)])
+    task = wfe_run(settle(engine))
+    assert task.status is TaskStatus.COMPLETED
+    assert task.output == "finally"
+    assert task.error is None
+    assert calls == [1, 2, 3]
+    delays = [e["delay"] for e in task.history if e["event"] == "retry_scheduled"]
+    assert delays == pytest.approx([0.1, 0.2])
+    # An attempt never starts before its backoff is over.
+    failed_at = [
+        datetime.fromisoformat(e["at"]) for e in task.history if e["event"] == "attempt_failed"
+    ]
+    started_at = [
+        datetime.fromisoformat(e["at"]) for e in task.history if e["event"] == "phase_started"
+    ]
+    for fail, start, delay in zip(failed_at, started_at[1:], delays, strict=True):
+        assert (start - fail).total_seconds() >= delay * 0.9
+
+
+def test_gives_up_after_max_attempts(make_engine, wfe_run):
+    watch = Failed()
+    engine = make_engine(plugins=[watch])
+    calls: list[int] = []
+
+    async def always(task: Task) -> None:
+        calls.append(task.attempts)
+        raise RuntimeError(f"attempt {task.attempts} failed")
+
+    engine.register_handler("p", always)
+    engine.register_workflow("w", [Phase("p", max_attempts=3)])
+    task = wfe_run(settle(engine))
+    assert task.status is TaskStatus.FAILED
+    assert calls == [1, 2, 3]
+    assert task.error == "RuntimeError: attempt 3 failed"
+    assert events(task).count("attempt_failed") == 3
+    assert watch.failed == [task.id]  # once, at the end
+
+
+def test_a_failure_later_in_the_workflow_keeps_earlier_outputs(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def ok(task: Task) -> None:
+        task.output = "fine"
+
+    async def bad(task: Task) -> None:
+        raise KeyError("missing")
+
+    engine.register_handler("a", ok)
+    engine.register_handler("b", bad)
+    engine.register_workflow("w", [Phase("a"), Phase("b")])
+    task = wfe_run(settle(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.classification == "b"
+    assert task.outputs == {"a": "fine"}
+    assert task.error.startswith("KeyError")
+
+
+def test_cancel_a_running_task(make_engine, wfe_run):
+    watch = Failed()
+    engine = make_engine(plugins=[watch])
+    started = asyncio.Event()
+    interrupted: list[str] = []
+    after_cancel: list[str] = []
+
+    async def long(task: Task) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            interrupted.append(task.id)
+            raise
+        after_cancel.append(task.id)
+
+    engine.register_handler("long", long)
+    engine.register_handler("next", lambda task: after_cancel.append("next"))
+    engine.register_workflow("w", [Phase("long"), Phase("next")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        runner = asyncio.create_task(engine.run_until_idle())
+        await asyncio.wait_for(started.wait(), 10)
+        cancelled = await engine.cancel(task.id)
+        await asyncio.wait_for(runner, 10)
+        return cancelled, await engine.get_task(task.id)
+
+    cancelled, stored = wfe_run(scenario())
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert stored.status is TaskStatus.CANCELLED
+    assert interrupted == [stored.id]
+    assert after_cancel == []
+    assert watch.cancelled == [stored.id]
+    assert events(stored)[-1] == "cancelled"
+
+
+def test_cancel_a_running_task_whose_handler_ignores_it_drops_its_late_write(make_engine, wfe_run):
+    engine = make_engine()
+    started = asyncio.Event()
+    go_on = asyncio.Event()
+    finished: list[str] = []
+
+    async def stubborn(task: Task) -> None:
+        started.set()
+        while True:
+            try:
+                await go_on.wait()
+                break
+            except asyncio.CancelledError:
+                continue  # refuses to stop
+        task.output = "late result"
+        finished.append(task.id)
+
+    engine.register_handler("s", stubborn)
+    engine.register_workflow("w", [Phase("s")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        runner = asyncio.create_task(engine.run_until_idle())
+        await asyncio.wait_for(started.wait(), 10)
+        await engine.cancel(task.id)
+        go_on.set()
+        await wait_for(lambda: finished, 10, "the stubborn handler to return")
+        await asyncio.wait_for(runner, 10)
+        return await engine.get_task(task.id)
+
+    stored = wfe_run(scenario())
+    assert stored.status is TaskStatus.CANCELLED
+    assert stored.output is None
+    assert stored.outputs == {}
+
+
+def test_cancel_waiting_and_pending_tasks(make_engine, wfe_run):
+    engine = make_engine()
+    ran: list[str] = []
+
+    async def ask(task: Task) -> None:
+        ran.append(task.data)
+        engine.suspend(task)
+
+    engine.register_handler("ask", ask)
+    engine.register_workflow("w", [Phase("ask")])
+
+    async def scenario():
+        waiting = await settle(engine, "waiting one")
+        pending = await engine.submit_task("pending one", "w")
+        await engine.cancel(waiting.id)
+        await engine.cancel(pending.id)
+        await engine.run_until_idle()
+        with pytest.raises(TaskStateError):
+            await engine.resume(waiting.id, "too late")
+        with pytest.raises(TaskStateError):
+            await engine.cancel(pending.id)
+        return await engine.get_task(waiting.id), await engine.get_task(pending.id)
+
+    waiting, pending = wfe_run(scenario())
+    assert waiting.status is pending.status is TaskStatus.CANCELLED
+    assert ran == ["waiting one"]  # the pending task never ran
+
+
+def test_cancel_unknown_or_finished_task(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        with pytest.raises(UnknownTaskError) as unknown:
+            await engine.cancel("nope")
+        done = await settle(engine)
+        with pytest.raises(TaskStateError) as finished:
+            await engine.cancel(done.id)
+        return unknown.value, finished.value, await engine.get_task(done.id)
+
+    unknown, finished, done = wfe_run(scenario())
+    assert "nope" in str(unknown)
+    assert "COMPLETED" in str(finished)
+    assert done.status is TaskStatus.COMPLETED
+
+
+def test_stop_hands_running_phases_back_to_the_store(wfe_engine_factory, wfe_run):
+    first = wfe_engine_factory(shutdown_timeout=0.2)
+    started = asyncio.Event()
+
+    async def forever(task: Task) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    first.register_handler("p", forever)
+    first.register_workflow("w", [Phase("p")])
+
+    async def interrupted():
+        async with background(first):
+            task = await first.submit_task(None, "w")
+            await asyncio.wait_for(started.wait(), 10)
+        return await first.get_task(task.id)
+
+    stopped = wfe_run(interrupted())
+    assert stopped.status is TaskStatus.PENDING
+    assert stopped.attempts == 0  # an interrupted attempt is not a failed one
+    wfe_run(first.aclose())
+
+    second = wfe_engine_factory()
+    second.register_handler("p", lambda task: setattr(task, "output", "second run"))
+
+    async def rerun():
+        await second.run_until_idle()
+        return await second.get_task(stopped.id)
+
+    done = wfe_run(rerun())
+    assert done.status is TaskStatus.COMPLETED
+    assert done.output == "second run"
+
+
+def test_engine_keeps_running_other_tasks_when_one_fails(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def maybe(task: Task) -> None:
+        if task.data % 3 == 0:
+            raise ValueError(task.data)
+        task.output = task.data
+
+    engine.register_handler("m", maybe)
+    engine.register_workflow("w", [Phase("m")])
+
+    async def scenario():
+        async with background(engine):
+            ids = [(await engine.submit_task(i, "w")).id for i in range(9)]
+            return [
+                await wait_for_status(engine, i, TaskStatus.COMPLETED, TaskStatus.FAILED)
+                for i in ids
+            ]
+
+    tasks = wfe_run(scenario())
+    assert [t.status is TaskStatus.FAILED for t in tasks] == [i % 3 == 0 for i in range(9)]
+
+
+def test_a_phase_leaving_non_json_values_fails_cleanly(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def bad_output(task: Task) -> None:
+        task.output = {"when": {1, 2}}
+
+    async def bad_context(task: Task) -> None:
+        task.context["handle"] = object()
+        task.output = "fine otherwise"
+
+    engine.register_handler("out", bad_output)
+    engine.register_handler("ctx", bad_context)
+    engine.register_workflow("w_out", [Phase("out")])
+    engine.register_workflow("w_ctx", [Phase("ctx")])
+
+    async def scenario():
+        first = await engine.submit_task(None, "w_out")
+        second = await engine.submit_task(None, "w_ctx")
+        await engine.run_until_idle()
+        return await engine.get_task(first.id), await engine.get_task(second.id)
+
+    out, ctx = wfe_run(scenario())
+    assert out.status is TaskStatus.FAILED
+    assert "output" in out.error and "JSON" in out.error
+    assert ctx.status is TaskStatus.FAILED
+    assert "context" in ctx.error and "JSON" in ctx.error
+    assert ctx.outputs == {}
+
+
+def test_a_handler_putting_non_json_into_task_data_fails_the_task(wfe_engine_factory, wfe_run):
+    from datetime import datetime as dt
+
+    engine = wfe_engine_factory(lease_seconds=0.3)
+    runs: list[int] = []
+
+    async def stamp(task: Task) -> None:
+        runs.append(1)
+        task.data["processed_at"] = dt.now()  # a common slip: not JSON
+
+    engine.register_handler("s", stamp)
+    engine.register_workflow("w", [Phase("s")])
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        await asyncio.wait_for(engine.run_until_idle(), 3)
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert "JSON" in task.error
+    assert runs == [1]
+
+
+def test_retry_runs_a_failed_or_cancelled_task_again(make_engine, wfe_run):
+    engine = make_engine()
+    fixed = False
+    calls: list[str] = []
+
+    async def fragile(task: Task) -> None:
+        calls.append(task.classification)
+        if not fixed:
+            raise ConnectionError("service down")
+        task.output = "recovered"
+
+    engine.register_handler("a", lambda task: setattr(task, "output", "a done"))
+    engine.register_handler("b", fragile)
+    engine.register_workflow("w", [Phase("a"), Phase("b", max_attempts=2)])
+    engine.register_workflow("ask", [Phase("q", assigned_to="human")])
+
+    async def scenario():
+        nonlocal fixed
+        failed = await settle(engine)
+        fixed = True
+        retried = await engine.retry(failed.id)
+        await engine.run_until_idle()
+        waiting = await engine.submit_task(None, "ask")
+        await engine.run_until_idle()
+        await engine.cancel(waiting.id)
+        await engine.retry(waiting.id)
+        await engine.run_until_idle()
+        with pytest.raises(TaskStateError):
+            await engine.retry(failed.id)  # completed now
+        with pytest.raises(UnknownTaskError):
+            await engine.retry("nope")
+        return (
+            failed,
+            retried,
+            await engine.get_task(failed.id),
+            await engine.get_task(waiting.id),
+        )
+
+    failed, retried, done, waiting = wfe_run(scenario())
+    assert failed.status is TaskStatus.FAILED
+    assert retried.status is TaskStatus.PENDING and retried.error is None
+    assert done.status is TaskStatus.COMPLETED
+    assert done.outputs == {"a": "a done", "b": "recovered"}
+    assert calls == ["b", "b", "b"]  # two failed attempts, one after the retry; a not rerun
+    assert "retried" in events(done)
+    assert waiting.status is TaskStatus.WAITING_HUMAN  # asks its question again

@@ -1,0 +1,304 @@
+"""Lifecycle hooks: when each fires, sync and async implementations, failing plugins."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, hookimpl
+
+
+class Recorder:
+    """Implements every lifecycle hook, half of them async, and records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    @hookimpl
+    def wfe_engine_started(self, engine: ECSWorkflowEngine) -> None:
+        self.calls.append(("engine_started",))
+
+    @hookimpl
+    async def wfe_task_submitted(self, task: Task) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(("submitted", task.status.value))
+
+    @hookimpl
+    def wfe_phase_started(self, task: Task, phase: Phase) -> None:
+        self.calls.append(("phase_started", phase.target_classification, task.attempts))
+
+    @hookimpl
+    async def wfe_phase_finished(self, task: Task, phase: Phase, engine: ECSWorkflowEngine):
+        self.calls.append(
+            (
+                "phase_finished",
+                phase.target_classification,
+                task.outputs.get(phase.target_classification),
+            )
+        )
+
+    @hookimpl
+    def wfe_task_suspended(self, task: Task) -> None:
+        self.calls.append(("suspended", task.status.value, task.waiting_reason))
+
+    @hookimpl
+    async def wfe_task_resumed(self, task: Task) -> None:
+        self.calls.append(("resumed", task.classification))
+
+    @hookimpl
+    def wfe_task_completed(self, task: Task) -> None:
+        self.calls.append(("completed", task.output))
+
+    @hookimpl
+    async def wfe_task_failed(self, task: Task) -> None:
+        self.calls.append(("failed", task.error))
+
+    @hookimpl
+    def wfe_task_cancelled(self, task: Task) -> None:
+        self.calls.append(("cancelled", task.status.value))
+
+    @hookimpl
+    async def wfe_engine_stopping(self, engine: ECSWorkflowEngine) -> None:
+        self.calls.append(("engine_stopping",))
+
+
+def test_lifecycle_hooks_fire_in_order(make_engine, wfe_run):
+    recorder = Recorder()
+    engine = make_engine(plugins=[recorder])
+    tries: list[int] = []
+
+    async def flaky(task: Task) -> None:
+        tries.append(task.attempts)
+        if task.attempts == 1:
+            raise RuntimeError("again")
+        task.output = "drafted"
+
+    engine.register_handler("draft", flaky)
+    engine.register_handler("publish", lambda task: setattr(task, "output", "live"))
+    engine.register_workflow(
+        "w",
+        [
+            Phase("draft", max_attempts=2),
+            Phase("approve", assigned_to="human", instructions="ok?"),
+            Phase("publish"),
+        ],
+    )
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        await engine.resume(task.id, "yes")
+        await engine.run_until_idle()
+
+    wfe_run(scenario())
+    assert recorder.calls == [
+        ("submitted", "pending"),
+        ("engine_started",),
+        ("phase_started", "draft", 1),
+        ("phase_started", "draft", 2),
+        ("phase_finished", "draft", "drafted"),
+        ("phase_started", "approve", 1),
+        ("suspended", "waiting_human", "ok?"),
+        ("engine_stopping",),
+        ("resumed", "publish"),
+        ("phase_finished", "approve", "yes"),
+        ("engine_started",),
+        ("phase_started", "publish", 1),
+        ("phase_finished", "publish", "live"),
+        ("completed", "live"),
+        ("engine_stopping",),
+    ]
+
+
+def test_failed_and_cancelled_hooks(make_engine, wfe_run):
+    recorder = Recorder()
+    engine = make_engine(plugins=[recorder])
+
+    async def boom(task: Task) -> None:
+        raise LookupError("nothing here")
+
+    engine.register_handler("a", boom)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        dropped = await engine.submit_task(None, "w")
+        await engine.cancel(dropped.id)
+
+    wfe_run(scenario())
+    assert ("failed", "LookupError: nothing here") in recorder.calls
+    assert recorder.calls[-1] == ("cancelled", "cancelled")
+
+
+def test_completed_callbacks_run_once_per_task_with_the_task(make_engine, wfe_run):
+    engine = make_engine()
+    seen: list[tuple[str, str, Any]] = []
+
+    async def on_done(task: Task) -> None:
+        await asyncio.sleep(0)
+        seen.append((task.id, task.status.value, task.output))
+
+    engine.register_task_completed_hook(on_done)
+    engine.register_handler("a", lambda task: setattr(task, "output", task.data + 1))
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        ids = [(await engine.submit_task(i, "w")).id for i in range(3)]
+        await engine.run_until_idle()
+        await engine.run_until_idle()  # a second pass completes nothing again
+        return ids
+
+    ids = wfe_run(scenario())
+    assert sorted(seen) == sorted((i, "completed", n + 1) for n, i in enumerate(ids))
+
+
+def test_completed_callback_after_resume_of_the_last_phase(make_engine, wfe_run):
+    engine = make_engine()
+    seen: list[Any] = []
+
+    async def on_done(task: Task) -> None:
+        seen.append(task.output)
+
+    engine.register_task_completed_hook(on_done)
+    engine.register_workflow("w", [Phase("sign", assigned_to="human")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        await engine.resume(task.id, "signed")
+
+    wfe_run(scenario())
+    assert seen == ["signed"]
+
+
+class Broken:
+    """A plugin whose lifecycle hooks all raise."""
+
+    @hookimpl
+    def wfe_phase_started(self, task: Task) -> None:
+        task.context["broken-was-here"] = True
+        raise RuntimeError("broken plugin (phase_started)")
+
+    @hookimpl
+    async def wfe_phase_finished(self, task: Task) -> None:
+        raise RuntimeError("broken plugin (phase_finished)")
+
+    @hookimpl
+    def wfe_task_completed(self, task: Task) -> None:
+        raise RuntimeError("broken plugin (completed)")
+
+    @hookimpl
+    def wfe_task_submitted(self, task: Task) -> None:
+        raise RuntimeError("broken plugin (submitted)")
+
+
+def test_a_failing_hook_is_logged_by_name_and_does_not_hurt_the_task(make_engine, wfe_run, caplog):
+    recorder = Recorder()
+    engine = make_engine(plugins=[Broken(), recorder])
+    engine.register_handler("a", lambda task: setattr(task, "output", "fine"))
+    engine.register_workflow("w", [Phase("a"), Phase("b", assigned_to="functional")])
+    engine.register_handler("b", lambda task: setattr(task, "output", "also fine"))
+
+    async def bad_callback(task: Task) -> None:
+        raise ValueError("broken completed callback")
+
+    engine.register_task_completed_hook(bad_callback)
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    with caplog.at_level(logging.ERROR, logger="wfcore"):
+        task = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED
+    assert task.outputs == {"a": "fine", "b": "also fine"}
+    assert task.error is None
+    # The others still ran.
+    assert ("completed", "also fine") in recorder.calls
+    assert ("submitted", "pending") in recorder.calls
+    messages = [r.getMessage() for r in caplog.records]
+    broken = [m for m in messages if "Broken" in m or "broken" in m.lower()]
+    assert any("wfe_phase_started" in m for m in broken), messages
+    assert any("wfe_task_completed" in m for m in broken), messages
+    assert any("wfe_task_submitted" in m for m in broken), messages
+    assert any("bad_callback" in m for m in messages), messages
+    # Each failure message names the plugin (an object plugin by its class).
+    assert all("Broken" in m for m in broken if "wfe_" in m)
+
+
+def test_hook_implementations_may_take_fewer_arguments(make_engine, wfe_run):
+    seen: list[str] = []
+
+    class Minimal:
+        @hookimpl
+        def wfe_task_completed(self) -> None:
+            seen.append("completed")
+
+        @hookimpl
+        def wfe_phase_finished(self, phase: Phase) -> None:
+            seen.append(phase.target_classification)
+
+    engine = make_engine(plugins=[Minimal()])
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+
+    wfe_run(scenario())
+    assert seen == ["a", "completed"]
+
+
+def test_contribution_hooks_register_handlers_and_workflows(make_engine, wfe_run):
+    class Contributes:
+        @hookimpl
+        def wfe_register_handlers(self, register) -> None:
+            async def shout(task: Task) -> None:
+                task.output = str(task.data).upper()
+
+            register("shout", shout)
+
+        @hookimpl
+        def wfe_register_workflows(self, register) -> None:
+            register("loud", [Phase("shout")])
+
+    engine = make_engine(plugins=[Contributes()])
+    assert engine.handler_for("shout") is not None
+    assert "loud" in engine.workflows
+
+    async def scenario():
+        task = await engine.submit_task("hey", "loud")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).output == "HEY"
+
+
+@pytest.mark.parametrize("kind", ["handlers", "workflows"])
+def test_duplicate_contributions_are_refused(make_engine, kind):
+    from wfcore import PluginError
+
+    def plugin(tag: str) -> object:
+        class One:
+            @hookimpl
+            def wfe_register_handlers(self, register) -> None:
+                if kind == "handlers":
+                    register("same", lambda task: None)
+
+            @hookimpl
+            def wfe_register_workflows(self, register) -> None:
+                if kind == "workflows":
+                    register("same", [Phase("x")])
+
+        One.__name__ = tag
+        return One()
+
+    with pytest.raises(PluginError) as caught:
+        make_engine(plugins=[plugin("first"), plugin("second")])
+    assert "same" in str(caught.value)

@@ -1,0 +1,274 @@
+"""Human phases: instructions, typed answers, deadlines and resuming without re-running work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from core_util import background, events, wait_for_status
+
+from wfcore import (
+    ECSWorkflowEngine,
+    InvalidOutputError,
+    Phase,
+    Task,
+    TaskStatus,
+    WorkflowError,
+)
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "approved": {"type": "boolean"},
+        "amount": {"type": "number", "minimum": 0},
+    },
+    "required": ["approved", "amount"],
+    "additionalProperties": False,
+}
+
+
+async def submit_and_settle(engine: ECSWorkflowEngine, data: Any = None) -> Task:
+    task = await engine.submit_task(data, "w")
+    await engine.run_until_idle()
+    return await engine.get_task(task.id)
+
+
+def test_answer_is_validated_against_the_input_schema(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow(
+        "w",
+        [
+            Phase(
+                "approve",
+                assigned_to="human",
+                instructions="Approve the refund",
+                input_schema=SCHEMA,
+            )
+        ],
+    )
+
+    async def scenario():
+        waiting = await submit_and_settle(engine)
+        with pytest.raises(InvalidOutputError) as refused:
+            await engine.resume(waiting.id, {"amount": -5, "colour": "red"})
+        still = await engine.get_task(waiting.id)
+        with pytest.raises(InvalidOutputError) as wrong_type:
+            await engine.resume(waiting.id, "yes")
+        resumed = await engine.resume(waiting.id, {"approved": True, "amount": 12.5})
+        return waiting, refused.value, still, wrong_type.value, resumed
+
+    waiting, refused, still, wrong_type, resumed = wfe_run(scenario())
+    assert waiting.waiting_reason == "Approve the refund"
+    assert isinstance(refused, WorkflowError)
+    # Every violation is listed, each with where it is.
+    assert len(refused.errors) == 3
+    joined = "\n".join(refused.errors)
+    assert "approved" in joined and "required" in joined
+    assert "amount" in joined and "-5" in joined
+    assert "colour" in joined
+    for error in refused.errors:
+        assert error in str(refused)
+    assert still.status is TaskStatus.WAITING_HUMAN
+    assert still.version == waiting.version  # nothing was written
+    assert still.outputs == {}
+    assert len(wrong_type.errors) == 1 and "object" in wrong_type.errors[0]
+    assert resumed.status is TaskStatus.COMPLETED
+    assert resumed.output == {"approved": True, "amount": 12.5}
+
+
+def test_resuming_never_reruns_work_done_before_the_suspension(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+
+    async def gather(task: Task) -> None:
+        calls.append("gather")
+        task.output = "facts"
+
+    async def ask(task: Task) -> None:
+        calls.append("ask")
+        task.context["asked"] = True
+        engine.suspend(task, reason="decide")
+
+    async def act(task: Task) -> None:
+        calls.append("act")
+        task.output = f"acting on {task.outputs['decide']}"
+
+    engine.register_handler("gather", gather)
+    engine.register_handler("decide", ask)
+    engine.register_handler("act", act)
+    engine.register_workflow("w", [Phase("gather"), Phase("decide"), Phase("act")])
+
+    async def scenario():
+        waiting = await submit_and_settle(engine)
+        await engine.resume(waiting.id, "go")
+        await engine.run_until_idle()
+        return waiting, await engine.get_task(waiting.id)
+
+    waiting, done = wfe_run(scenario())
+    assert waiting.status is TaskStatus.WAITING_HUMAN
+    assert waiting.waiting_reason == "decide"
+    assert done.status is TaskStatus.COMPLETED
+    assert calls == ["gather", "ask", "act"]
+    assert done.output == "acting on go"
+    assert done.context == {"asked": True}
+
+
+def deadline_workflow(engine: ECSWorkflowEngine, on_timeout: Any, timeout: float = 0.3) -> None:
+    ran: list[str] = []
+
+    async def record(task: Task) -> None:
+        ran.append(task.classification)
+        task.output = f"{task.classification} with {task.outputs.get('ask')!r}"
+
+    engine.register_handler("after", record)
+    engine.register_handler("escalate", record)
+    engine.register_workflow(
+        "w",
+        [
+            Phase(
+                "ask",
+                assigned_to="human",
+                timeout=timeout,
+                on_timeout=on_timeout,
+                next_classifications=["after"],
+            ),
+            Phase("escalate", next_classifications=[]),
+            Phase("after"),
+        ],
+    )
+
+
+@pytest.mark.parametrize("on_timeout", [None, "fail"])
+def test_deadline_fails_the_task_by_default(make_engine, wfe_run, on_timeout):
+    engine = make_engine()
+    deadline_workflow(engine, on_timeout)
+
+    async def scenario():
+        async with background(engine):
+            task = await engine.submit_task(None, "w")
+            waiting = await wait_for_status(engine, task.id, TaskStatus.WAITING_HUMAN)
+            failed = await wait_for_status(engine, task.id, TaskStatus.FAILED, timeout=5)
+        return waiting, failed
+
+    waiting, failed = wfe_run(scenario())
+    assert waiting.deadline is not None
+    assert "deadline" in failed.error and "ask" in failed.error
+    assert "deadline_passed" in events(failed)
+
+
+def test_deadline_with_default_output_continues(make_engine, wfe_run):
+    engine = make_engine()
+    deadline_workflow(engine, {"output": {"approved": False}})
+
+    async def scenario():
+        async with background(engine):
+            task = await engine.submit_task(None, "w")
+            return await wait_for_status(engine, task.id, TaskStatus.COMPLETED, timeout=5)
+
+    done = wfe_run(scenario())
+    assert done.outputs["ask"] == {"approved": False}
+    assert done.output == "after with {'approved': False}"
+    assert "escalate" not in done.outputs
+
+
+def test_deadline_with_goto_routes_there(make_engine, wfe_run):
+    engine = make_engine()
+    deadline_workflow(engine, {"goto": "escalate"})
+
+    async def scenario():
+        async with background(engine):
+            task = await engine.submit_task(None, "w")
+            return await wait_for_status(engine, task.id, TaskStatus.COMPLETED, timeout=5)
+
+    done = wfe_run(scenario())
+    assert set(done.outputs) == {"escalate"}
+    assert done.output == "escalate with None"
+
+
+def test_an_answer_before_the_deadline_clears_it(make_engine, wfe_run):
+    engine = make_engine()
+    deadline_workflow(engine, "fail", timeout=30)
+
+    async def scenario():
+        waiting = await submit_and_settle(engine)
+        resumed = await engine.resume(waiting.id, "in time")
+        await engine.run_until_idle()
+        return waiting, resumed, await engine.get_task(waiting.id)
+
+    waiting, resumed, done = wfe_run(scenario())
+    assert waiting.deadline is not None
+    assert resumed.deadline is None
+    assert done.status is TaskStatus.COMPLETED
+    assert done.output == "after with 'in time'"
+
+
+def test_deadline_holds_across_a_restart(wfe_engine_factory, wfe_run):
+    first = wfe_engine_factory()
+    deadline_workflow(first, {"output": "nobody answered"}, timeout=0.5)
+
+    async def suspend():
+        return await submit_and_settle(first)
+
+    waiting = wfe_run(suspend())
+    assert waiting.status is TaskStatus.WAITING_HUMAN
+    wfe_run(first.aclose())
+
+    # The new engine knows the workflow from the store; only handlers are code.
+    second = wfe_engine_factory()
+    deadline_workflow(second, {"output": "nobody answered"}, timeout=0.5)
+
+    async def resume_later():
+        async with background(second):
+            return await wait_for_status(second, waiting.id, TaskStatus.COMPLETED, timeout=5)
+
+    done = wfe_run(resume_later())
+    assert done.outputs["ask"] == "nobody answered"
+    assert done.output == "after with 'nobody answered'"
+
+
+def test_timeout_on_a_non_human_phase_limits_each_attempt(make_engine, wfe_run):
+    engine = make_engine()
+    attempts: list[int] = []
+
+    async def slow_then_fast(task: Task) -> None:
+        attempts.append(task.attempts)
+        if task.attempts == 1:
+            import asyncio
+
+            await asyncio.sleep(60)
+        task.output = "second try"
+
+    engine.register_handler("work", slow_then_fast)
+    engine.register_workflow("w", [Phase("work", timeout=0.3, max_attempts=2)])
+
+    async def scenario():
+        return await submit_and_settle(engine)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED
+    assert attempts == [1, 2]
+    failures = [e for e in done.history if e["event"] == "attempt_failed"]
+    assert len(failures) == 1 and "timed out" in failures[0]["error"]
+
+
+def test_resume_by_another_engine_on_the_same_store(wfe_engine_factory, wfe_run):
+    worker = wfe_engine_factory()
+    front_end = wfe_engine_factory()
+    finished: list[Any] = []
+
+    async def finish(task: Task) -> None:
+        finished.append(task.outputs["ask"])
+
+    worker.register_handler("finish", finish)
+    worker.register_workflow("w", [Phase("ask", assigned_to="human"), Phase("finish")])
+
+    async def scenario():
+        async with background(worker):
+            task = await worker.submit_task(None, "w")
+            await wait_for_status(worker, task.id, TaskStatus.WAITING_HUMAN)
+            await front_end.resume(task.id, {"from": "front end"})
+            return await wait_for_status(worker, task.id, TaskStatus.COMPLETED, timeout=5)
+
+    done = wfe_run(scenario())
+    assert finished == [{"from": "front end"}]
+    assert done.outputs["ask"] == {"from": "front end"}

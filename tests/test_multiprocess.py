@@ -1,0 +1,213 @@
+"""Real worker processes on one SQLite store: SIGKILL and restart, splitting work, cancel.
+
+The workers run ``tests/apps/mp_app.py`` through ``tests/apps/run_worker.py``; every
+side effect they have goes to files in the test's folder (see mp_app's docstring).
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+from pathlib import Path
+
+import pytest
+from core_util import stored_status, wait_until
+
+from wfcore import ECSWorkflowEngine, Phase, TaskStatus
+
+
+def lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def submitter(factory) -> ECSWorkflowEngine:
+    engine = factory()
+    engine.register_workflow("mp", [Phase("a"), Phase("b")])
+    engine.register_workflow("cancel", [Phase("stubborn")])
+    return engine
+
+
+@pytest.mark.parametrize("how", ["dead-pid-on-this-host", "lease-expiry"])
+def test_sigkill_mid_run_then_restart_finishes_every_task_once(
+    wfe_engine_factory, wfe_run, wfe_store_url, start_worker, tmp_path, how
+):
+    engine = submitter(wfe_engine_factory)
+    count = 6
+
+    async def submit():
+        return [(await engine.submit_task({"block": True}, "mp")).id for _ in range(count)]
+
+    ids = wfe_run(submit())
+    extra = {}
+    if how == "lease-expiry":
+        # A lease owner on another host cannot be checked for life: only expiry frees it.
+        extra = {"WFE_TEST_WORKER_ID": "another-host/1/w1", "WFE_TEST_LEASE": "1"}
+    first = start_worker("mp_app:engine", WFE_TEST_WORKER="w1", **extra)
+    runs = tmp_path / "runs.log"
+    wait_until(
+        lambda: sum(1 for r in lines(runs) if r[0] == "b-start") == count,
+        30,
+        "every task to be blocked in phase b",
+    )
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    assert {stored_status(wfe_store_url, i) for i in ids} == {"in_progress"}
+
+    (tmp_path / "gate").touch()
+    second = start_worker("mp_app:engine", WFE_TEST_WORKER="w2")
+    assert second.wait(60) == 0, (tmp_path / "worker-1.log").read_text()
+
+    async def results():
+        return [await engine.get_task(i) for i in ids]
+
+    tasks = wfe_run(results())
+    assert all(t.status is TaskStatus.COMPLETED for t in tasks)
+    completions = collections.Counter(r[0] for r in lines(tmp_path / "completions.log"))
+    assert completions == dict.fromkeys(ids, 1)  # none lost, none completed twice
+    runs_by = collections.Counter((r[0], r[1], r[2]) for r in lines(runs))
+    for task_id in ids:
+        assert runs_by[("a", task_id, "w1")] == 1  # a finished phase is never rerun
+        assert runs_by[("a", task_id, "w2")] == 0
+        assert runs_by[("b-start", task_id, "w1")] == 1
+        assert runs_by[("b-start", task_id, "w2")] == 1  # the interrupted phase reruns
+        assert runs_by[("b-end", task_id, "w1")] == 0
+        assert runs_by[("b-end", task_id, "w2")] == 1
+    assert [t.outputs for t in tasks] == [{"a": "w1", "b": "w2"}] * count
+
+
+def test_two_workers_split_the_work_each_phase_run_once(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    engine = submitter(wfe_engine_factory)
+    count = 30
+
+    async def submit():
+        # Phase a waits until both workers are up, so both surely get work.
+        return [(await engine.submit_task({"wait_for_workers": 2}, "mp")).id for _ in range(count)]
+
+    ids = wfe_run(submit())
+    workers = [
+        start_worker("mp_app:engine", WFE_TEST_WORKER=name, WFE_TEST_CONCURRENCY="4")
+        for name in ("w1", "w2")
+    ]
+    for number, worker in enumerate(workers):
+        assert worker.wait(60) == 0, (tmp_path / f"worker-{number}.log").read_text()
+
+    async def results():
+        return [await engine.get_task(i) for i in ids]
+
+    tasks = wfe_run(results())
+    assert all(t.status is TaskStatus.COMPLETED for t in tasks)
+    runs = lines(tmp_path / "runs.log")
+    per_phase = collections.Counter((r[0], r[1]) for r in runs)
+    assert set(per_phase) == {(e, i) for e in ("a", "b-start", "b-end") for i in ids}
+    assert set(per_phase.values()) == {1}  # each phase of each task ran exactly once
+    by_worker = collections.Counter(r[2] for r in runs)
+    assert by_worker["w1"] > 0 and by_worker["w2"] > 0
+    assert sum(by_worker.values()) == 3 * count
+    completions = collections.Counter(r[0] for r in lines(tmp_path / "completions.log"))
+    assert completions == dict.fromkeys(ids, 1)
+    # The history agrees: every phase started once, by one worker process.
+    for task in tasks:
+        starts = [e for e in task.history if e["event"] == "phase_started"]
+        assert [e["phase"] for e in starts] == ["a", "b"]
+        assert task.outputs["a"] in ("w1", "w2")
+
+
+def test_cancel_a_task_another_process_is_running(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    engine = submitter(wfe_engine_factory)
+
+    async def submit():
+        return (await engine.submit_task(None, "cancel")).id
+
+    task_id = wfe_run(submit())
+    worker = start_worker("mp_app:engine", WFE_TEST_WORKER="w1", WFE_TEST_LEASE="0.6")
+    wait_until((tmp_path / "started").exists, 30, "the worker to start the phase")
+
+    async def cancel():
+        return await engine.cancel(task_id)
+
+    assert wfe_run(cancel()).status is TaskStatus.CANCELLED
+    # The worker learns it lost the lease and interrupts its handler...
+    wait_until((tmp_path / "noticed-cancel").exists, 15, "the worker to notice")
+    # ...which here refuses to stop and finishes the phase anyway.
+    (tmp_path / "gate").touch()
+    wait_until((tmp_path / "finished").exists, 15, "the stubborn handler to finish")
+    assert worker.wait(30) == 0, (tmp_path / "worker-0.log").read_text()
+
+    async def result():
+        return await engine.get_task(task_id)
+
+    task = wfe_run(result())
+    assert task.status is TaskStatus.CANCELLED
+    assert task.output is None and task.outputs == {}  # the late write was dropped
+    assert task.history[-1]["event"] == "cancelled"
+    assert not (tmp_path / "completions.log").exists()
+
+
+def test_sigkill_at_an_arbitrary_moment_loses_nothing(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    engine = submitter(wfe_engine_factory)
+    count = 60
+
+    async def submit():
+        return [(await engine.submit_task({}, "mp")).id for _ in range(count)]
+
+    ids = wfe_run(submit())
+    first = start_worker("mp_app:engine", WFE_TEST_WORKER="w1", WFE_TEST_CONCURRENCY="4")
+    completions = tmp_path / "completions.log"
+    wait_until(lambda: len(lines(completions)) >= 10, 30, "some tasks to complete")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = start_worker("mp_app:engine", WFE_TEST_WORKER="w2", WFE_TEST_CONCURRENCY="4")
+    assert second.wait(60) == 0, (tmp_path / "worker-1.log").read_text()
+
+    async def results():
+        return [await engine.get_task(i) for i in ids]
+
+    tasks = wfe_run(results())
+    assert all(t.status is TaskStatus.COMPLETED for t in tasks)  # none lost
+    done = collections.Counter(r[0] for r in lines(completions))
+    assert set(done.values()) == {1}  # none completed twice
+    assert {r[1] for r in lines(completions)} == {"w1", "w2"}  # the kill was mid-run
+    # Only a task killed between its final commit and its hook misses the hook:
+    # at most the worker's concurrency.
+    assert count - 4 <= len(done) <= count
+    finished_b = collections.Counter(r[1] for r in lines(tmp_path / "runs.log") if r[0] == "b-end")
+    assert set(finished_b) == set(ids)
+    assert sum(n - 1 for n in finished_b.values()) <= 4  # reruns only of interrupted phases
+
+
+def test_run_until_idle_waits_for_work_in_progress_in_another_process(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    engine = submitter(wfe_engine_factory)
+    runs = tmp_path / "runs.log"
+
+    async def submit():
+        return (await engine.submit_task({"block": True}, "mp")).id
+
+    task_id = wfe_run(submit())
+    worker = start_worker("mp_app:engine", WFE_TEST_WORKER="w1")
+    wait_until(lambda: any(r[0] == "b-start" for r in lines(runs)), 30, "phase b to start")
+
+    async def idle_here():
+        import asyncio
+
+        here = asyncio.create_task(engine.run_until_idle())
+        # The task is in progress elsewhere: this engine has nothing to run, yet
+        # is not idle. A few poll intervals pass without it returning.
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            assert not here.done()
+        (tmp_path / "gate").touch()
+        await asyncio.wait_for(here, 30)
+        return await engine.get_task(task_id)
+
+    done = wfe_run(idle_here())
+    assert done.status is TaskStatus.COMPLETED
+    assert done.outputs == {"a": "w1", "b": "w1"}  # all of it ran in the worker
+    assert worker.wait(30) == 0

@@ -1,0 +1,485 @@
+"""Persistence: where the store lives, durability before visibility, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from core_util import db_path, stored_status, wait_for
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, hookimpl
+from wfcore.wire import task_to_dict
+
+
+def test_store_defaults_to_a_file_under_the_current_folder(tmp_path, monkeypatch, wfe_run):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WFE_STORE", raising=False)
+    engine = ECSWorkflowEngine(load_plugins=False)
+    expected = tmp_path / ".wfe" / "wfe.db"
+    assert engine.store_url == f"sqlite://{expected}"
+    assert not (tmp_path / ".wfe").exists()  # opened lazily, not by the constructor
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.aclose()
+        return task
+
+    task = wfe_run(scenario())
+    assert expected.is_file()
+    assert stored_status(f"sqlite://{expected}", task.id) == "pending"
+
+
+def test_store_comes_from_wfe_store(tmp_path, monkeypatch, wfe_run):
+    target = tmp_path / "elsewhere" / "jobs.db"
+    monkeypatch.setenv("WFE_STORE", f"sqlite://{target}")
+    monkeypatch.chdir(tmp_path)
+    engine = ECSWorkflowEngine(load_plugins=False)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.aclose()
+        return task
+
+    task = wfe_run(scenario())
+    assert stored_status(f"sqlite://{target}", task.id) == "pending"
+    assert not (tmp_path / ".wfe").exists()
+
+
+def test_memory_store_from_wfe_store(monkeypatch, wfe_run):
+    monkeypatch.setenv("WFE_STORE", "memory://")
+    engine = ECSWorkflowEngine(load_plugins=False)
+    engine.register_handler("a", lambda task: setattr(task, "output", 1))
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        async with engine:
+            task = await engine.submit_task(None, "w")
+            await engine.run_until_idle()
+            return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).output == 1
+
+
+class DurabilityProbe:
+    """Hook implementations that read the task's status from the database file
+    through their own connection: whatever a hook sees must already be committed."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: list[tuple[str, str | None]] = []
+
+    def look(self, hook: str, task: Task) -> None:
+        self.seen.append((hook, stored_status(self.url, task.id)))
+
+    @hookimpl
+    def wfe_task_submitted(self, task: Task) -> None:
+        self.look("submitted", task)
+
+    @hookimpl
+    def wfe_task_suspended(self, task: Task) -> None:
+        self.look("suspended", task)
+
+    @hookimpl
+    def wfe_task_resumed(self, task: Task) -> None:
+        self.look("resumed", task)
+
+    @hookimpl
+    def wfe_task_completed(self, task: Task) -> None:
+        self.look("completed", task)
+
+    @hookimpl
+    def wfe_task_failed(self, task: Task) -> None:
+        self.look("failed", task)
+
+    @hookimpl
+    def wfe_task_cancelled(self, task: Task) -> None:
+        self.look("cancelled", task)
+
+
+def test_every_state_change_is_durable_before_hooks_see_it(
+    wfe_engine_factory, wfe_store_url, wfe_run
+):
+    probe = DurabilityProbe(wfe_store_url)
+    engine = wfe_engine_factory(plugins=[probe])
+    completions: list[str | None] = []
+
+    async def on_completed(task: Task) -> None:
+        completions.append(stored_status(wfe_store_url, task.id))
+
+    engine.register_task_completed_hook(on_completed)
+
+    async def boom(task: Task) -> None:
+        raise RuntimeError("no")
+
+    engine.register_handler("bad", boom)
+    engine.register_workflow("w", [Phase("ask", assigned_to="human"), Phase("tail")])
+    engine.register_handler("tail", lambda task: None)
+    engine.register_workflow("fails", [Phase("bad")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        await engine.resume(task.id, "yes")
+        await engine.run_until_idle()
+        await engine.submit_task(None, "fails")
+        await engine.run_until_idle()
+        dropped = await engine.submit_task(None, "w")
+        await engine.cancel(dropped.id)
+
+    wfe_run(scenario())
+    assert probe.seen == [
+        ("submitted", "pending"),
+        ("suspended", "waiting_human"),
+        ("resumed", "pending"),
+        ("completed", "completed"),
+        ("submitted", "pending"),
+        ("failed", "failed"),
+        ("submitted", "pending"),
+        ("cancelled", "cancelled"),
+    ]
+    assert completions == ["completed"]
+
+
+def test_a_restart_keeps_every_part_of_a_task(wfe_engine_factory, wfe_run):
+    first = wfe_engine_factory()
+
+    async def work(task: Task) -> None:
+        task.context["seen"] = [1, 2, {"deep": True}]
+        await first.add_artifact_text(task, "report.md", "# hello")
+        task.output = {"rows": 3}
+
+    first.register_handler("work", work)
+    first.register_workflow("w", [Phase("work"), Phase("ask", assigned_to="human")])
+
+    async def before():
+        task = await first.submit_task({"payload": [1, "two", None]}, "w", assigned_to="ai")
+        await first.run_until_idle()
+        return await first.get_task(task.id)
+
+    saved = wfe_run(before())
+    wfe_run(first.aclose())
+    second = wfe_engine_factory()
+
+    async def after():
+        await second.run_until_idle()  # nothing to do: the task waits
+        task = await second.get_task(saved.id)
+        return task, await second.read_artifact(task, "report.md")
+
+    loaded, text = wfe_run(after())
+    assert task_to_dict(loaded) == task_to_dict(saved)
+    assert loaded.status is TaskStatus.WAITING_HUMAN
+    assert loaded.outputs == {"work": {"rows": 3}}
+    assert loaded.context == {"seen": [1, 2, {"deep": True}]}
+    assert [a.name for a in loaded.artifacts] == ["report.md"]
+    assert text == b"# hello"
+
+
+def test_completed_tasks_never_run_again_and_waiting_ones_keep_waiting(wfe_engine_factory, wfe_run):
+    calls: list[str] = []
+
+    def build() -> ECSWorkflowEngine:
+        engine = wfe_engine_factory()
+        engine.register_handler("a", lambda task: calls.append(f"a:{task.data}"))
+        engine.register_workflow("w", [Phase("a"), Phase("b", assigned_to="human")])
+        engine.register_workflow("short", [Phase("a")])
+        return engine
+
+    first = build()
+
+    async def before():
+        done = await first.submit_task("done", "short")
+        waiting = await first.submit_task("waiting", "w")
+        await first.run_until_idle()
+        return done.id, waiting.id
+
+    done_id, waiting_id = wfe_run(before())
+    wfe_run(first.aclose())
+    assert calls == ["a:done", "a:waiting"]
+
+    second = build()
+
+    async def after():
+        await second.run_until_idle()
+        return await second.get_task(done_id), await second.get_task(waiting_id)
+
+    done, waiting = wfe_run(after())
+    assert calls == ["a:done", "a:waiting"]
+    assert done.status is TaskStatus.COMPLETED
+    assert waiting.status is TaskStatus.WAITING_HUMAN
+
+
+def test_in_progress_phase_reruns_after_a_lost_worker(wfe_engine_factory, wfe_store_url, wfe_run):
+    """A task claimed by a worker that vanished (its lease ran out) runs that phase again."""
+    ghost = wfe_engine_factory(lease_seconds=0.3)
+    ghost.worker_id = "some-other-host/1/ghost"
+    ghost.register_workflow("w", [Phase("a"), Phase("b")])
+
+    async def claim_and_vanish():
+        task = await ghost.submit_task(None, "w")
+        store = await ghost.get_store()
+        claimed = await store.claim(ghost.worker_id, 10, 0.3)
+        assert [t.id for t in claimed] == [task.id]
+        return task.id
+
+    task_id = wfe_run(claim_and_vanish())
+    assert stored_status(wfe_store_url, task_id) == "in_progress"
+    wfe_run(ghost.aclose())
+
+    heir = wfe_engine_factory()
+    calls: list[str] = []
+    heir.register_handler("a", lambda task: calls.append("a"))
+    heir.register_handler("b", lambda task: calls.append("b"))
+
+    async def take_over():
+        await heir.run_until_idle()
+        return await heir.get_task(task_id)
+
+    done = wfe_run(take_over())
+    assert done.status is TaskStatus.COMPLETED
+    assert calls == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_claims_never_exceed_max_concurrency(wfe_engine_factory, wfe_store_url, wfe_run, kind):
+    """Pending tasks stay in the store; the engine only holds what it is running."""
+    engine = wfe_engine_factory(
+        store=wfe_store_url if kind == "sqlite" else "memory://", max_concurrency=4
+    )
+    in_progress: list[int] = []
+
+    async def count(task: Task) -> None:
+        store = await engine.get_store()
+        counts = await store.count_tasks()
+        in_progress.append(counts.get(TaskStatus.IN_PROGRESS, 0))
+        await asyncio.sleep(0.001)
+
+    engine.register_handler("a", count)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        for i in range(120):
+            await engine.submit_task(i, "w")
+        await engine.run_until_idle()
+        store = await engine.get_store()
+        return await store.count_tasks()
+
+    counts = wfe_run(scenario())
+    assert counts == {TaskStatus.COMPLETED: 120}
+    assert len(in_progress) == 120
+    assert max(in_progress) <= 4
+
+
+def test_a_second_engine_sees_tasks_submitted_by_the_first(wfe_engine_factory, wfe_run):
+    producer = wfe_engine_factory()
+    consumer = wfe_engine_factory()
+    producer.register_workflow("w", [Phase("a")])
+    consumer.register_handler("a", lambda task: setattr(task, "output", task.data * 2))
+
+    async def scenario():
+        await consumer.get_store()
+        task = await producer.submit_task(21, "w")
+        await consumer.run_until_idle()
+        return await producer.get_task(task.id)
+
+    assert wfe_run(scenario()).output == 42
+
+
+def test_sqlite_store_uses_wal_and_artifacts_sit_beside_it(
+    wfe_engine_factory, wfe_store_url, wfe_run
+):
+    engine = wfe_engine_factory()
+
+    async def attach(task: Task) -> None:
+        await engine.add_artifact_bytes(task, "blob.bin", b"\x00\x01")
+
+    engine.register_handler("a", attach)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    db = db_path(wfe_store_url)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    art_path = Path(task.artifacts[0].path)
+    assert art_path.read_bytes() == b"\x00\x01"
+    assert art_path.is_relative_to(db.parent)
+
+
+def test_handler_writes_to_context_persist_when_the_phase_suspends(make_engine, wfe_run):
+    engine = make_engine()
+    notes: list[Any] = []
+
+    async def ask(task: Task) -> None:
+        task.context["question"] = "size?"
+        engine.suspend(task, reason="size?")
+
+    async def use(task: Task) -> None:
+        notes.append((task.context["question"], task.outputs["ask"]))
+
+    engine.register_handler("ask", ask)
+    engine.register_handler("use", use)
+    engine.register_workflow("w", [Phase("ask"), Phase("use")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        waiting = await engine.get_task(task.id)
+        await engine.resume(task.id, "XL")
+        await wait_for(lambda: True)
+        await engine.run_until_idle()
+        return waiting
+
+    waiting = wfe_run(scenario())
+    assert waiting.context == {"question": "size?"}
+    assert notes == [("size?", "XL")]
+
+
+def test_a_long_phase_keeps_its_lease_against_another_engine(wfe_engine_factory, wfe_run):
+    """The lease is renewed while the phase runs, so a second engine on the same
+    store never takes the task over, however long the phase takes."""
+    runs: list[str] = []
+    release = asyncio.Event()
+
+    def build(name: str) -> ECSWorkflowEngine:
+        engine = wfe_engine_factory(lease_seconds=0.3)
+
+        async def long(task: Task) -> None:
+            runs.append(name)
+            await release.wait()
+            task.output = name
+
+        engine.register_handler("long", long)
+        engine.register_workflow("w", [Phase("long")])
+        return engine
+
+    first, second = build("first"), build("second")
+
+    async def scenario():
+        task = await first.submit_task(None, "w")
+        one = asyncio.create_task(first.run_until_idle())
+        await wait_for(lambda: runs, 10, "the first engine to start the phase")
+        two = asyncio.create_task(second.run_until_idle())
+        # Several lease lengths pass while the second engine polls for work.
+        for _ in range(5):
+            await asyncio.sleep(0.3)
+            assert runs == ["first"]
+        release.set()
+        await asyncio.gather(one, two)
+        return await first.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert runs == ["first"]
+    assert done.output == "first"
+    assert done.status is TaskStatus.COMPLETED
+
+
+def test_changes_inside_a_running_phase_are_invisible_until_it_ends(make_engine, wfe_run):
+    engine = make_engine()
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def work(task: Task) -> None:
+        task.context["draft"] = "half done"
+        task.output = "partial"
+        inside.set()
+        await release.wait()
+        task.context["draft"] = "done"
+        task.output = "final"
+
+    engine.register_handler("work", work)
+    engine.register_workflow("w", [Phase("work")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        runner = asyncio.create_task(engine.run_until_idle())
+        await asyncio.wait_for(inside.wait(), 10)
+        during = await engine.get_task(task.id)
+        during.context["meddling"] = True  # a reader's copy is its own
+        release.set()
+        await runner
+        return during, await engine.get_task(task.id)
+
+    during, done = wfe_run(scenario())
+    assert during.status is TaskStatus.IN_PROGRESS
+    assert during.context == {"meddling": True}
+    assert during.output is None
+    assert done.context == {"draft": "done"}
+    assert done.output == "final"
+
+
+def test_in_place_changes_to_data_and_outputs_stay_private_until_the_phase_ends(
+    make_engine, wfe_run, store_url
+):
+    engine = make_engine()
+    inside = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first(task: Task) -> None:
+        task.output = {"rows": [1, 2]}
+
+    async def second(task: Task) -> None:
+        task.data["seen"] = True  # in place, on nested values
+        task.outputs["first"]["rows"].append(3)
+        inside.set()
+        await release.wait()
+
+    engine.register_handler("first", first)
+    engine.register_handler("second", second)
+    engine.register_workflow("w", [Phase("first"), Phase("second")])
+
+    async def scenario():
+        task = await engine.submit_task({"n": 1}, "w")
+        runner = asyncio.create_task(engine.run_until_idle())
+        await asyncio.wait_for(inside.wait(), 10)
+        during = await engine.get_task(task.id)
+        release.set()
+        await runner
+        return during, await engine.get_task(task.id)
+
+    during, done = wfe_run(scenario())
+    assert during.data == {"n": 1}
+    assert during.outputs == {"first": {"rows": [1, 2]}}
+    assert done.data == {"n": 1, "seen": True}
+    assert done.outputs["first"] == {"rows": [1, 2, 3]}
+
+
+def test_pending_tasks_stay_in_the_store_not_in_memory(wfe_engine_factory, wfe_run):
+    """With hundreds of tasks pending in SQLite, a running engine holds only a
+    handful of Task objects: the ones it is running."""
+    import gc
+
+    engine = wfe_engine_factory(max_concurrency=5)
+    live: list[int] = []
+
+    async def measure(task: Task) -> None:
+        if task.data % 50 == 0:
+            gc.collect()
+            live.append(sum(1 for o in gc.get_objects() if type(o) is Task))
+        await asyncio.sleep(0)
+
+    engine.register_handler("a", measure)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        await asyncio.gather(*(engine.submit_task(i, "w") for i in range(600)))
+        gc.collect()
+        await engine.run_until_idle()
+        store = await engine.get_store()
+        return await store.count_tasks()
+
+    assert wfe_run(scenario()) == {TaskStatus.COMPLETED: 600}
+    assert len(live) == 12
+    assert max(live) <= 30

@@ -1,0 +1,242 @@
+"""Plugins: a third-party package installed with an entry point, the switches that
+control loading, and in-process plugins (stores by URL scheme, tracing, mistakes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wfcore import (
+    ECSWorkflowEngine,
+    MemoryStore,
+    Phase,
+    PluginError,
+    StoreError,
+    Task,
+    TaskStatus,
+    hookimpl,
+)
+
+TESTS_DIR = Path(__file__).resolve().parent
+PROBE = TESTS_DIR / "apps" / "plugin_probe.py"
+
+
+def pip_install(sources: dict[str, Path], root: Path) -> dict[str, Path]:
+    """``pip install --target``, one folder per package, the installs run side by side.
+
+    The packages land in those folders only, never in the main environment. Each is
+    built from a copy so no build files appear under tests/. Without the ``wheel``
+    package, setuptools needs pip's isolated build (which fetches it from PyPI).
+    """
+    isolation = [] if importlib.util.find_spec("wheel") is None else ["--no-build-isolation"]
+    running = {}
+    for key, source in sources.items():
+        copy = root / f"src-{key}"
+        shutil.copytree(source, copy)
+        target = root / key
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            *isolation,
+            "--target",
+            str(target),
+            str(copy),
+        ]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        running[key] = (proc, target)
+    for key, (proc, _) in running.items():
+        output, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, f"installing {key} failed:\n{output.decode()}"
+    return {key: target for key, (_, target) in running.items()}
+
+
+@pytest.fixture(scope="session")
+def plugin_sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two install folders: one with wfe-testplugin, one with wfe-badplugin."""
+    return pip_install(
+        {"good": TESTS_DIR / "plugin_pkg", "bad": TESTS_DIR / "plugin_pkg_bad"},
+        tmp_path_factory.mktemp("plugin-sites"),
+    )
+
+
+def probe(site: Path, *args: str, **env: str) -> dict[str, Any]:
+    """Run apps/plugin_probe.py with ``site`` on the path and return its report."""
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WFE_LOAD_PLUGINS", "WFE_DISABLED_PLUGINS", "WFE_TRACE_PLUGINS", "PYTHONPATH")
+    }
+    environ["PYTHONPATH"] = str(site)
+    environ.update(env)
+    done = subprocess.run(
+        [sys.executable, str(PROBE), *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_installed_plugin_contributes_adapter_handler_and_workflow(plugin_sites):
+    # Default loading: every installed plugin, this one among them.
+    report = probe(plugin_sites["good"])
+    assert "testplugin" in report["plugins"]
+    assert "plugin-flow" in report["workflows"]
+    assert report["has_prepare_handler"]
+    # Only this plugin, so that its adapter is the one that replaces the built-in.
+    alone = probe(plugin_sites["good"], WFE_LOAD_PLUGINS="wfe-testplugin")
+    assert alone["plugins"] == ["testplugin"]
+    assert alone["agentic_adapter"] == "ShoutingAgent"
+    assert alone["result"] == [
+        "completed",
+        {"prepare": "prepared hello", "speak": "PREPARED HELLO"},
+    ]
+
+
+def test_wfe_load_plugins_selects_by_distribution_or_entry_point(plugin_sites):
+    site = plugin_sites["good"]
+    assert "testplugin" in probe(site, WFE_LOAD_PLUGINS="wfe-testplugin")["plugins"]
+    assert "testplugin" in probe(site, WFE_LOAD_PLUGINS="other, testplugin")["plugins"]
+    assert "testplugin" not in probe(site, WFE_LOAD_PLUGINS="some-other-plugin")["plugins"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        ((), {"WFE_LOAD_PLUGINS": ""}),
+        ((), {"WFE_DISABLED_PLUGINS": "testplugin"}),
+        (("--no-load",), {}),
+    ],
+    ids=["WFE_LOAD_PLUGINS-empty", "WFE_DISABLED_PLUGINS", "load_plugins-False"],
+)
+def test_plugin_loading_can_be_turned_off(plugin_sites, args, env):
+    report = probe(plugin_sites["good"], *args, **env)
+    assert "testplugin" not in report["plugins"]
+    assert "plugin-flow" not in report["workflows"]
+    assert report["agentic_adapter"] == "AgenticAdapter"
+    assert not report["has_prepare_handler"]
+
+
+def test_a_misspelled_hook_implementation_fails_loudly(plugin_sites):
+    report = probe(plugin_sites["bad"])
+    assert report["error"] == "PluginError"
+    assert "wfe_task_complete" in report["message"]
+    assert "badplugin" in report["message"]
+    # Blocking the broken plugin lets the engine start.
+    unblocked = probe(plugin_sites["bad"], WFE_DISABLED_PLUGINS="badplugin")
+    assert "error" not in unblocked and "badplugin" not in unblocked["plugins"]
+
+
+def test_misspelled_hook_in_an_in_process_plugin(wfe_engine_factory):
+    class Typo:
+        @hookimpl
+        def wfe_phase_finish(self, task: Task) -> None:
+            pass
+
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[Typo()])
+    assert "wfe_phase_finish" in str(caught.value)
+
+
+def test_a_plugin_store_is_chosen_by_url_scheme(wfe_engine_factory, wfe_store_url, wfe_run):
+    opened: list[str] = []
+
+    class JarStore:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            if not url.startswith("jar://"):
+                return None
+            opened.append(url)
+            return MemoryStore(url)
+
+    engine = wfe_engine_factory(plugins=[JarStore()], store="jar://cookies")
+    engine.register_handler("a", lambda task: setattr(task, "output", "from the jar"))
+    engine.register_workflow("w", [Phase("a")])
+    others = wfe_engine_factory(plugins=[JarStore()])  # sqlite still handled by the built-in
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        store = await others.get_store()
+        return await engine.get_task(task.id), store
+
+    task, sqlite_store = wfe_run(scenario())
+    assert opened == ["jar://cookies"]
+    assert task.output == "from the jar"
+    assert type(sqlite_store).__name__ == "SQLiteStore"
+    assert engine.store_url == "jar://cookies"
+
+
+def test_blocking_a_builtin_store(monkeypatch, wfe_run):
+    monkeypatch.setenv("WFE_DISABLED_PLUGINS", "wfcore.stores.memory")
+    engine = ECSWorkflowEngine("memory://", load_plugins=False)
+    with pytest.raises(StoreError) as caught:
+        wfe_run(engine.get_store())
+    assert "memory://" in str(caught.value)
+
+
+def test_trace_plugins_logs_hook_calls(monkeypatch, wfe_engine_factory, wfe_run, caplog):
+    monkeypatch.setenv("WFE_TRACE_PLUGINS", "1")
+    engine = wfe_engine_factory(store="memory://")
+    engine.register_workflow("w", [Phase("a", assigned_to="human")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        await engine.cancel(task.id)
+
+    with caplog.at_level(logging.DEBUG, logger="wfcore.plugins"):
+        wfe_run(scenario())
+    traced = " ".join(r.getMessage() for r in caplog.records if r.name == "wfcore.plugins")
+    assert "wfe_open_store" in traced
+
+
+def test_async_classifier_is_refused_clearly(wfe_engine_factory, wfe_run):
+    class AsyncClassifier:
+        @hookimpl
+        async def wfe_classify(self, task: Task) -> str:
+            return "a"
+
+    engine = wfe_engine_factory(plugins=[AsyncClassifier()])
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert "wfe_classify" in task.error and "async" in task.error
+
+
+def test_wfe_testing_fixtures_give_each_test_its_own_engine(
+    wfe_engine, wfe_engine_factory, wfe_store_url, wfe_run
+):
+    assert isinstance(wfe_engine, ECSWorkflowEngine)
+    assert wfe_engine.store_url == wfe_store_url
+    assert wfe_store_url.startswith("sqlite:///") and not wfe_store_url.startswith("sqlite:////")
+    assert wfe_engine.plugin_manager.list_name_plugin()  # the built-ins only
+    assert all(
+        name.startswith("wfcore.") for name, _ in wfe_engine.plugin_manager.list_name_plugin()
+    )
+    other = wfe_engine_factory(store="memory://")
+    assert other.store_url == "memory://"
+    assert wfe_run(wfe_engine.list_tasks()) == []

@@ -1,0 +1,626 @@
+"""Routing: classification, phase order, next_classifications and the task's fields."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import pytest
+from core_util import background, events, wait_for, wait_for_status
+
+from wfcore import (
+    ECSWorkflowEngine,
+    Phase,
+    Task,
+    TaskStatus,
+    TaskType,
+    WorkflowSpec,
+    hookimpl,
+)
+
+
+def recorder(calls: list[str], output: object = "same") -> object:
+    """A handler that records which classification ran and echoes it as output."""
+
+    async def handler(task: Task) -> None:
+        calls.append(task.classification)
+        task.output = f"out-{task.classification}" if output == "same" else output
+
+    return handler
+
+
+def register(engine: ECSWorkflowEngine, names: list[str], calls: list[str]) -> None:
+    for name in names:
+        engine.register_handler(name, recorder(calls))
+
+
+def test_phases_run_in_list_order_and_outputs_are_kept(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+    register(engine, ["a", "b", "c"], calls)
+    engine.register_workflow("w", [Phase("a"), Phase("b"), Phase("c")])
+
+    async def scenario():
+        task = await engine.submit_task({"n": 1}, "w")
+        assert task.status is TaskStatus.PENDING
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert calls == ["a", "b", "c"]
+    assert task.status is TaskStatus.COMPLETED
+    assert task.output == "out-c"
+    assert task.outputs == {"a": "out-a", "b": "out-b", "c": "out-c"}
+    assert task.classification == "c"
+    assert task.data == {"n": 1}
+    assert task.workflow_name == "w"
+    assert task.error is None
+
+
+def test_empty_next_classifications_completes_the_task(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+    register(engine, ["a", "b"], calls)
+    engine.register_workflow("w", [Phase("a", next_classifications=[]), Phase("b")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert calls == ["a"]
+    assert task.status is TaskStatus.COMPLETED
+    assert set(task.outputs) == {"a"}
+
+
+def test_one_next_classification_jumps_there(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+    register(engine, ["a", "b", "c"], calls)
+    engine.register_workflow("w", [Phase("a", next_classifications=["c"]), Phase("b"), Phase("c")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert calls == ["a", "c"]
+    assert task.status is TaskStatus.COMPLETED
+
+
+def test_a_loop_back_to_an_earlier_phase_runs_it_again(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+
+    async def draft(task: Task) -> None:
+        calls.append("draft")
+        task.context["drafts"] = task.context.get("drafts", 0) + 1
+        task.output = task.context["drafts"]
+
+    async def review(task: Task) -> None:
+        calls.append("review")
+        task.next_classification = "publish" if task.context["drafts"] >= 2 else "draft"
+
+    engine.register_handler("draft", draft)
+    engine.register_handler("review", review)
+    engine.register_handler("publish", recorder(calls))
+    engine.register_workflow(
+        "w",
+        [
+            Phase("draft"),
+            Phase("review", next_classifications=["draft", "publish"]),
+            Phase("publish"),
+        ],
+    )
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert calls == ["draft", "review", "draft", "review", "publish"]
+    assert task.status is TaskStatus.COMPLETED
+    assert task.context == {"drafts": 2}
+    assert task.outputs["draft"] == 2
+
+
+def test_several_next_classifications_handler_chooses(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+
+    async def triage(task: Task) -> None:
+        calls.append("triage")
+        task.next_classification = task.data["route"]
+        task.output = task.data["route"]
+
+    engine.register_handler("triage", triage)
+    register(engine, ["fast", "slow"], calls)
+    engine.register_workflow(
+        "w",
+        [
+            Phase("triage", next_classifications=["fast", "slow"]),
+            Phase("fast", next_classifications=[]),
+            Phase("slow", next_classifications=[]),
+        ],
+    )
+
+    async def scenario():
+        slow = await engine.submit_task({"route": "slow"}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(slow.id)
+
+    task = wfe_run(scenario())
+    assert calls == ["triage", "slow"]
+    assert set(task.outputs) == {"triage", "slow"}
+    assert task.status is TaskStatus.COMPLETED
+
+
+def test_several_next_classifications_default_to_the_first(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+    picks = {"none": None, "bogus": "nowhere"}
+
+    async def triage(task: Task) -> None:
+        calls.append("triage")
+        task.next_classification = picks[task.data]
+
+    engine.register_handler("triage", triage)
+    register(engine, ["fast", "slow"], calls)
+    engine.register_workflow(
+        "w",
+        [
+            Phase("triage", next_classifications=["slow", "fast"]),
+            Phase("fast", next_classifications=[]),
+            Phase("slow", next_classifications=[]),
+        ],
+    )
+
+    async def scenario():
+        results = []
+        for pick in ("none", "bogus"):
+            calls.clear()
+            task = await engine.submit_task(pick, "w")
+            await engine.run_until_idle()
+            results.append((list(calls), await engine.get_task(task.id)))
+        return results
+
+    (calls_none, plain), (calls_bogus, bogus) = wfe_run(scenario())
+    assert calls_none == ["triage", "slow"]
+    assert calls_bogus == ["triage", "slow"]
+    assert plain.status is bogus.status is TaskStatus.COMPLETED
+    # A choice outside the allowed list is not silently honoured; the history says so.
+    assert "route_ignored" in events(bogus)
+
+
+def test_preclassified_task_starts_at_its_phase(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+    register(engine, ["a", "b", "c"], calls)
+    engine.register_workflow("w", [Phase("a"), Phase("b"), Phase("c")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w", classification="b")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert calls == ["b", "c"]
+    assert set(task.outputs) == {"b", "c"}
+
+
+class Classifier:
+    """A wfe_classify plugin that routes by the task's data."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    @hookimpl
+    def wfe_classify(self, task: Task, engine: ECSWorkflowEngine) -> str | None:
+        self.seen.append(task.data)
+        return task.data.get("go")
+
+
+def test_classifier_hook_routes_unclassified_tasks(make_engine, wfe_run):
+    classifier = Classifier()
+    engine = make_engine(plugins=[classifier])
+    calls: list[str] = []
+    register(engine, ["a", "b", "c"], calls)
+    engine.register_workflow("w", [Phase("a"), Phase("b"), Phase("c")])
+
+    async def scenario():
+        routed = await engine.submit_task({"go": "c"}, "w")
+        await engine.run_until_idle()
+        routed_calls = list(calls)
+        calls.clear()
+        passed = await engine.submit_task({"go": None}, "w")
+        await engine.run_until_idle()
+        preclassified = await engine.submit_task({"go": "a"}, "w", classification="b")
+        await engine.run_until_idle()
+        return (
+            routed_calls,
+            await engine.get_task(routed.id),
+            await engine.get_task(passed.id),
+            await engine.get_task(preclassified.id),
+        )
+
+    routed_calls, routed, passed, preclassified = wfe_run(scenario())
+    assert routed_calls == ["c"]
+    assert routed.status is TaskStatus.COMPLETED and set(routed.outputs) == {"c"}
+    # No answer: the workflow's first phase.
+    assert passed.status is TaskStatus.COMPLETED and set(passed.outputs) == {"a", "b", "c"}
+    # A pre-classified task never asks the classifier.
+    assert {"go": "a"} not in classifier.seen
+    assert set(preclassified.outputs) == {"b", "c"}
+
+
+def test_classifier_answering_unknown_classification_fails_the_task(make_engine, wfe_run):
+    engine = make_engine(plugins=[Classifier()])
+    calls: list[str] = []
+    register(engine, ["a"], calls)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task({"go": "mystery"}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert calls == []
+    assert task.status is TaskStatus.FAILED
+    assert "mystery" in task.error
+
+
+class TypeRecorder:
+    """An adapter that records the task type it was chosen for."""
+
+    def __init__(self, kind: str, seen: list[tuple[str, str]]) -> None:
+        self.kind = kind
+        self.seen = seen
+
+    async def run(self, task: Task, phase: Phase, engine: ECSWorkflowEngine) -> None:
+        self.seen.append((phase.target_classification, self.kind))
+        task.output = self.kind
+
+
+def test_phase_assigned_to_overrides_the_task_type(make_engine, wfe_run):
+    engine = make_engine()
+    seen: list[tuple[str, str]] = []
+    for kind in TaskType:
+        engine.register_adapter(kind, TypeRecorder(kind.value, seen))
+    engine.register_workflow(
+        "w",
+        [
+            Phase("plain"),
+            Phase("by_person", assigned_to="human"),
+            Phase("by_program", assigned_to=TaskType.FUNCTIONAL),
+        ],
+    )
+
+    async def scenario():
+        ai = await engine.submit_task(None, "w")
+        fn = await engine.submit_task(None, "w", assigned_to="functional")
+        await engine.run_until_idle()
+        return await engine.get_task(ai.id), await engine.get_task(fn.id)
+
+    ai, fn = wfe_run(scenario())
+    assert ai.assigned_to is TaskType.AGENTIC  # "ai" is stored as agentic
+    assert fn.assigned_to is TaskType.FUNCTIONAL
+    assert ai.outputs == {"plain": "agentic", "by_person": "human", "by_program": "functional"}
+    assert fn.outputs == {"plain": "functional", "by_person": "human", "by_program": "functional"}
+
+
+def test_output_is_none_after_a_phase_that_set_none(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def first(task: Task) -> None:
+        task.output = {"big": "result"}
+
+    async def second(task: Task) -> None:
+        assert task.output is None  # each phase starts without the previous output
+        assert task.outputs["first"] == {"big": "result"}
+
+    engine.register_handler("first", first)
+    engine.register_handler("second", second)
+    engine.register_workflow("w", [Phase("first"), Phase("second")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED
+    assert task.output is None
+    assert task.outputs == {"first": {"big": "result"}, "second": None}
+
+
+def test_task_fields_history_and_timestamps(make_engine, wfe_run):
+    engine = make_engine()
+    seen_attempts: list[tuple[str, int]] = []
+
+    async def flaky(task: Task) -> None:
+        seen_attempts.append((task.classification, task.attempts))
+        if task.attempts == 1:
+            raise RuntimeError("first try fails")
+
+    async def steady(task: Task) -> None:
+        seen_attempts.append((task.classification, task.attempts))
+        task.context["steady"] = True
+
+    engine.register_handler("a", flaky)
+    engine.register_handler("b", steady)
+    engine.register_workflow("w", [Phase("a", max_attempts=2), Phase("b")])
+
+    async def scenario():
+        submitted = await engine.submit_task({"k": "v"}, "w")
+        await engine.run_until_idle()
+        return submitted, await engine.get_task(submitted.id)
+
+    submitted, task = wfe_run(scenario())
+    assert isinstance(task.id, str) and task.id == submitted.id
+    # attempts count the current phase's attempts and start again at a new phase
+    assert seen_attempts == [("a", 1), ("a", 2), ("b", 1)]
+    assert task.context == {"steady": True}
+    assert task.error is None  # cleared once the phase succeeded
+    assert task.created_at == submitted.created_at
+    assert task.updated_at > task.created_at
+    assert task.created_at.tzinfo is not None
+    kinds = events(task)
+    assert kinds[0] == "submitted" and kinds[-1] == "completed"
+    assert kinds.count("phase_started") == 3
+    assert "attempt_failed" in kinds
+    stamps = [datetime.fromisoformat(entry["at"]) for entry in task.history]
+    assert stamps == sorted(stamps)
+
+
+def test_get_task_and_list_tasks(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def gate(task: Task) -> None:
+        if task.data == "wait":
+            engine.suspend(task, TaskStatus.WAITING_HUMAN, reason="please")
+        task.output = task.data
+
+    engine.register_handler("a", gate)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        assert await engine.get_task("no-such-task") is None
+        ids = [(await engine.submit_task(d, "w")).id for d in ("x", "wait", "y")]
+        pending = await engine.list_tasks(status=TaskStatus.PENDING)
+        await engine.run_until_idle()
+        return (
+            ids,
+            pending,
+            await engine.list_tasks(),
+            await engine.list_tasks(status="completed"),
+            await engine.list_tasks(status=TaskStatus.WAITING_HUMAN),
+            await engine.list_tasks(limit=2),
+        )
+
+    ids, pending, everything, done, waiting, two = wfe_run(scenario())
+    assert {t.id for t in pending} == set(ids)
+    assert {t.id for t in everything} == set(ids)
+    assert {t.id for t in done} == {ids[0], ids[2]}
+    assert [t.id for t in waiting] == [ids[1]]
+    assert waiting[0].status is TaskStatus.WAITING_HUMAN
+    assert len(two) == 2
+
+
+def test_idempotent_submission_with_task_id(make_engine, wfe_run):
+    submitted: list[str] = []
+
+    class Watch:
+        @hookimpl
+        def wfe_task_submitted(self, task: Task) -> None:
+            submitted.append(task.id)
+
+    engine = make_engine(plugins=[Watch()])
+    calls: list[str] = []
+    register(engine, ["a"], calls)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        first = await engine.submit_task({"v": 1}, "w", task_id="order-42")
+        again = await engine.submit_task({"v": 2}, "w", task_id="order-42")
+        await engine.run_until_idle()
+        after = await engine.submit_task({"v": 3}, "w", task_id="order-42")
+        await engine.run_until_idle()
+        return first, again, after, await engine.list_tasks()
+
+    first, again, after, tasks = wfe_run(scenario())
+    assert first.id == again.id == after.id == "order-42"
+    assert again.data == {"v": 1}
+    assert after.status is TaskStatus.COMPLETED  # the stored task, not a new one
+    assert [t.id for t in tasks] == ["order-42"]
+    assert calls == ["a"]
+    assert submitted == ["order-42"]
+
+
+def test_run_until_idle_returns_while_tasks_wait(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human"), Phase("after")])
+    engine.register_handler("after", recorder([]))
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).status is TaskStatus.WAITING_HUMAN
+
+
+def test_run_processes_tasks_submitted_while_running_until_stop(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+    register(engine, ["a"], calls)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        async with background(engine) as runner:
+            assert engine.running
+            first = await engine.submit_task(1, "w")
+            await wait_for_status(engine, first.id, TaskStatus.COMPLETED)
+            second = await engine.submit_task(2, "w")
+            await wait_for_status(engine, second.id, TaskStatus.COMPLETED)
+            assert not runner.done()  # run() keeps going when idle
+        assert runner.done()
+        assert not engine.running
+
+    wfe_run(scenario())
+    assert calls == ["a", "a"]
+
+
+def test_tasks_run_concurrently_up_to_max_concurrency(make_engine, wfe_run):
+    engine = make_engine(max_concurrency=3)
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def slow(task: Task) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await release.wait()
+        finally:
+            running -= 1
+
+    engine.register_handler("a", slow)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        ids = [(await engine.submit_task(i, "w")).id for i in range(8)]
+        runner = asyncio.create_task(engine.run_until_idle())
+        # Three start together (they really overlap) and no more than three.
+        await wait_for(lambda: running == 3, 10, "three concurrent handlers")
+        assert engine.active_count == 3
+        release.set()
+        await runner
+        return [await engine.get_task(i) for i in ids]
+
+    tasks = wfe_run(scenario())
+    assert peak == 3
+    assert all(t.status is TaskStatus.COMPLETED for t in tasks)
+
+
+def test_register_workflow_accepts_a_workflow_spec(make_engine, wfe_run):
+    engine = make_engine()
+    calls: list[str] = []
+    register(engine, ["x", "y"], calls)
+    spec = WorkflowSpec(name="ignored", phases=[Phase("x"), Phase("y")], description="d")
+    registered = engine.register_workflow("named", spec)
+    assert registered.name == "named"
+    assert engine.workflows["named"].classifications == ["x", "y"]
+
+    async def scenario():
+        task = await engine.submit_task(None, "named")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).status is TaskStatus.COMPLETED
+    assert calls == ["x", "y"]
+
+
+def test_a_handler_can_submit_follow_up_tasks(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def split(task: Task) -> None:
+        children = [
+            (await engine.submit_task({"part": part}, "leaf")).id for part in task.data["parts"]
+        ]
+        task.output = children
+
+    async def leaf(task: Task) -> None:
+        task.output = task.data["part"] * 10
+
+    engine.register_handler("split", split)
+    engine.register_handler("leaf", leaf)
+    engine.register_workflow("tree", [Phase("split")])
+    engine.register_workflow("leaf", [Phase("leaf")])
+
+    async def scenario():
+        parent = await engine.submit_task({"parts": [1, 2, 3]}, "tree")
+        await engine.run_until_idle()
+        parent = await engine.get_task(parent.id)
+        return [await engine.get_task(i) for i in parent.output]
+
+    children = wfe_run(scenario())
+    assert [c.output for c in children] == [10, 20, 30]
+    assert all(c.status is TaskStatus.COMPLETED for c in children)
+
+
+def test_many_tasks_through_two_phases(make_engine, wfe_run):
+    engine = make_engine(max_concurrency=50)
+
+    async def inc(task: Task) -> None:
+        await asyncio.sleep(0)
+        task.output = (task.output or 0) + task.data
+
+    engine.register_handler("a", inc)
+    engine.register_handler("b", inc)
+    engine.register_workflow("w", [Phase("a"), Phase("b")])
+
+    async def scenario():
+        ids = [(await engine.submit_task(i, "w")).id for i in range(400)]
+        await engine.run_until_idle()
+        store = await engine.get_store()
+        return await store.count_tasks(), await engine.get_task(ids[-1])
+
+    counts, last = wfe_run(scenario())
+    assert counts == {TaskStatus.COMPLETED: 400}
+    assert last.outputs == {"a": 399, "b": 399}
+
+
+def test_concurrent_submissions_with_one_task_id_make_one_task(wfe_engine_factory, wfe_run):
+    engines = [wfe_engine_factory() for _ in range(3)]
+    for engine in engines:
+        engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        results = await asyncio.gather(
+            *(e.submit_task({"from": n}, "w", task_id="same") for n, e in enumerate(engines))
+        )
+        return results, await engines[0].list_tasks()
+
+    results, stored = wfe_run(scenario())
+    assert [t.id for t in stored] == ["same"]
+    assert len({str(t.data) for t in results}) == 1  # everyone got the stored task
+
+
+def test_an_engine_runs_once_at_a_time(make_engine, wfe_run):
+    from wfcore import WorkflowError
+
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("a", assigned_to="human")])
+
+    async def scenario():
+        async with background(engine):
+            with pytest.raises(WorkflowError):
+                await engine.run_until_idle()
+
+    wfe_run(scenario())
+
+
+def test_submit_with_a_context(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def read(task: Task) -> None:
+        task.output = task.context["source"]
+
+    engine.register_handler("a", read)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        source = {"source": "email"}
+        task = await engine.submit_task(None, "w", context=source)
+        source["source"] = "changed by the caller later"
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.output == "email"
+    assert task.context == {"source": "email"}

@@ -1,0 +1,289 @@
+"""Subprocess phases: argv without a shell, stdin/stdout, artifacts in and out, timeouts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from core_util import events, pid_alive, wait_until
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+
+
+def py(code: str, *args: str) -> list[str]:
+    """argv running a Python snippet with this interpreter."""
+    return [sys.executable, "-c", textwrap.dedent(code), *args]
+
+
+async def run_one(engine: ECSWorkflowEngine, data: Any = None, **submit: Any) -> Task:
+    task = await engine.submit_task(data, "w", **submit)
+    await engine.run_until_idle()
+    return await engine.get_task(task.id)
+
+
+def test_task_json_on_stdin_and_json_stdout_becomes_output(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def prepare(task: Task) -> None:
+        task.context["unit"] = "cm"
+        task.output = {"width": 3}
+
+    engine.register_handler("prepare", prepare)
+    echo = py(
+        """
+        import json, os, sys
+        doc = json.load(sys.stdin)
+        print(json.dumps({
+            "stdin": doc,
+            "env": [os.environ["WFE_TASK_ID"], os.environ["WFE_PHASE"]],
+        }))
+        """
+    )
+    engine.register_workflow(
+        "w", [Phase("prepare"), Phase("measure", assigned_to="functional", command=echo)]
+    )
+    task = wfe_run(run_one(engine, {"item": "box"}))
+    assert task.status is TaskStatus.COMPLETED, task.error
+    stdin = task.output["stdin"]
+    assert stdin["id"] == task.id
+    assert stdin["data"] == {"item": "box"}
+    assert stdin["context"] == {"unit": "cm"}
+    assert stdin["outputs"] == {"prepare": {"width": 3}}
+    assert task.output["env"] == [task.id, "measure"]
+    assert task.outputs["measure"] == task.output
+
+
+def test_plain_text_stdout_is_kept_as_text_and_silence_is_none(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow(
+        "w",
+        [
+            Phase("talk", command=py("print('hello there')")),
+            Phase("quiet", command=py("pass")),
+        ],
+    )
+    task = wfe_run(run_one(engine, assigned_to="functional"))
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.outputs == {"talk": "hello there", "quiet": None}
+
+
+def test_command_is_argv_not_a_shell_line(make_engine, wfe_run):
+    engine = make_engine()
+    tricky = ["a; echo injected", "$HOME", "`id`", "*"]
+    engine.register_workflow(
+        "w",
+        [
+            Phase(
+                "args",
+                assigned_to="functional",
+                command=py("import json, sys; print(json.dumps(sys.argv[1:]))", *tricky),
+            )
+        ],
+    )
+    task = wfe_run(run_one(engine))
+    assert task.output == tricky
+
+
+def test_out_files_become_artifacts_and_later_phases_see_them(make_engine, wfe_run):
+    engine = make_engine()
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+    async def write_notes(task: Task) -> None:
+        await engine.add_artifact_text(task, "notes.txt", "from a handler")
+
+    engine.register_handler("notes", write_notes)
+    plot = py(
+        """
+        import os, pathlib, sys
+        pathlib.Path("out/plots").mkdir(parents=True)
+        pathlib.Path("out/plots/a.png").write_bytes(bytes.fromhex(sys.argv[1]))
+        pathlib.Path("out/summary.json").write_text('{"ok": true}')
+        print(sorted(os.listdir(".")))
+        """,
+        png.hex(),
+    )
+    inspect = py(
+        """
+        import json, os, pathlib
+        found = sorted(
+            str(p.relative_to("artifacts")) for p in pathlib.Path("artifacts").rglob("*")
+            if p.is_file()
+        )
+        print(json.dumps({
+            "found": found,
+            "notes": pathlib.Path("artifacts/notes.txt").read_text(),
+            "png_size": pathlib.Path("artifacts/plots/a.png").stat().st_size,
+        }))
+        """
+    )
+    engine.register_workflow(
+        "w",
+        [
+            Phase("notes"),
+            Phase("plot", command=plot),
+            Phase("inspect", command=inspect),
+        ],
+    )
+
+    async def scenario():
+        task = await run_one(engine, assigned_to="functional")
+        return task, await engine.read_artifact(task, "plots/a.png")
+
+    task, stored_png = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.outputs["plot"] == "['artifacts', 'out']"  # a fresh folder holding just these
+    assert task.output == {
+        "found": ["notes.txt", "plots/a.png", "summary.json"],
+        "notes": "from a handler",
+        "png_size": len(png),
+    }
+    by_name = {a.name: a for a in task.artifacts}
+    assert set(by_name) == {"notes.txt", "plots/a.png", "summary.json"}
+    art = by_name["plots/a.png"]
+    assert art.size == len(png)
+    assert art.sha256 == hashlib.sha256(png).hexdigest()
+    assert art.media_type == "image/png"
+    assert art.phase == "plot"
+    assert by_name["summary.json"].media_type == "application/json"
+    assert by_name["notes.txt"].phase == "notes"
+    assert stored_png == png
+
+
+def test_each_run_gets_a_fresh_work_folder(make_engine, wfe_run):
+    engine = make_engine()
+    leave_mess = py(
+        """
+        import os, pathlib
+        print(sorted(os.listdir(".")))
+        pathlib.Path("leftover.txt").write_text("x")
+        print(os.getcwd())
+        """
+    )
+    engine.register_workflow(
+        "w", [Phase("one", command=leave_mess), Phase("two", command=leave_mess)]
+    )
+    task = wfe_run(run_one(engine, assigned_to="functional"))
+    assert task.status is TaskStatus.COMPLETED, task.error
+    listing_one, cwd_one = task.outputs["one"].splitlines()
+    listing_two, cwd_two = task.outputs["two"].splitlines()
+    assert listing_one == listing_two == "['artifacts', 'out']"
+    assert cwd_one != cwd_two
+    assert not Path(cwd_one).exists()  # removed once the phase is over
+
+
+def test_nonzero_exit_fails_with_the_tail_of_stderr(make_engine, wfe_run):
+    engine = make_engine()
+    crash = py(
+        """
+        import sys
+        sys.stderr.write("x" * 5000 + "\\nfinal words: disk full\\n")
+        sys.exit(3)
+        """
+    )
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=crash)])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith("CommandError")
+    assert "status 3" in task.error
+    assert "final words: disk full" in task.error
+    assert len(task.error) < 3000  # the tail, not the whole stream
+
+
+def test_missing_program_fails_the_attempt(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow(
+        "w", [Phase("c", assigned_to="functional", command=["/nonexistent/tool", "x"])]
+    )
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert "/nonexistent/tool" in task.error
+
+
+def test_failed_command_is_retried_up_to_max_attempts(make_engine, wfe_run, tmp_path):
+    engine = make_engine()
+    counter = tmp_path / "runs.txt"
+    flaky = py(
+        """
+        import pathlib, sys
+        counter = pathlib.Path(sys.argv[1])
+        runs = len(counter.read_text()) if counter.exists() else 0
+        counter.write_text("x" * (runs + 1))
+        if runs < 2:
+            sys.exit("not yet")
+        print(runs + 1)
+        """,
+        str(counter),
+    )
+    engine.register_workflow(
+        "w", [Phase("c", assigned_to="functional", command=flaky, max_attempts=3)]
+    )
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == 3
+    assert events(task).count("attempt_failed") == 2
+
+
+def test_timeout_kills_the_whole_process_group(make_engine, wfe_run, tmp_path):
+    engine = make_engine()
+    pids = tmp_path / "pids.json"
+    # The child starts a grandchild; both record their pids and then hang.
+    hang = py(
+        """
+        import json, subprocess, sys, time
+        grandchild = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"]
+        )
+        with open(sys.argv[1], "w") as fh:
+            json.dump({"child": __import__("os").getpid(), "grandchild": grandchild.pid}, fh)
+        time.sleep(600)
+        """,
+        str(pids),
+    )
+    engine.register_workflow(
+        "w", [Phase("hang", assigned_to="functional", command=hang, timeout=1.0)]
+    )
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert "timed out" in task.error
+    recorded = json.loads(pids.read_text())
+    wait_until(lambda: not pid_alive(recorded["child"]), 10, "the child to die")
+    wait_until(lambda: not pid_alive(recorded["grandchild"]), 10, "the grandchild to die")
+
+
+def test_cancel_kills_a_running_command_and_its_children(make_engine, wfe_run, tmp_path):
+    import asyncio
+
+    from core_util import wait_for
+
+    engine = make_engine()
+    pids = tmp_path / "pids.json"
+    hang = py(
+        """
+        import json, os, subprocess, sys, time
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        with open(sys.argv[1] + ".tmp", "w") as fh:
+            json.dump({"child": os.getpid(), "grandchild": grandchild.pid}, fh)
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+        time.sleep(600)
+        """,
+        str(pids),
+    )
+    engine.register_workflow("w", [Phase("hang", assigned_to="functional", command=hang)])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        runner = asyncio.create_task(engine.run_until_idle())
+        await wait_for(pids.exists, 20, "the command to start")
+        await engine.cancel(task.id)
+        await asyncio.wait_for(runner, 20)
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.CANCELLED
+    recorded = json.loads(pids.read_text())
+    wait_until(lambda: not pid_alive(recorded["child"]), 10, "the child to die")
+    wait_until(lambda: not pid_alive(recorded["grandchild"]), 10, "the grandchild to die")
