@@ -171,17 +171,27 @@ async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> N
         if reporter is not None:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
-            click.echo(_progress_line(engine, None), err=True)
+            click.echo(_progress_line(engine, None, None), err=True)
         await engine.aclose()
 
 
-def _progress_line(engine: ECSWorkflowEngine, rate: float | None) -> str:
+def _progress_line(
+    engine: ECSWorkflowEngine, rate: float | None, store_counts: dict[TaskStatus, int] | None
+) -> str:
     s = engine.stats
     line = (
-        f"completed {s['completed']}  failed {s['failed']}  suspended {s['suspended']}  "
-        f"retried {s['retried']}  running {engine.active_count}"
+        f"this worker: completed {s['completed']}  failed {s['failed']}  "
+        f"suspended {s['suspended']}  retried {s['retried']}  running {engine.active_count}"
     )
-    return line + (f"  {rate:.1f} tasks/s" if rate is not None else "")
+    if rate is not None:
+        line += f"  {rate:.1f} tasks/s"
+    if store_counts:
+        line += " | store: " + "  ".join(
+            f"{status.value} {store_counts[status]}"
+            for status in TaskStatus
+            if status in store_counts
+        )
+    return line
 
 
 async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
@@ -190,7 +200,9 @@ async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
         await asyncio.sleep(every)
         now = time.monotonic()
         done = engine.stats["completed"] + engine.stats["failed"]
-        click.echo(_progress_line(engine, (done - last) / (now - last_t)), err=True)
+        store = await engine.get_store()
+        counts = await store.count_tasks()
+        click.echo(_progress_line(engine, (done - last) / (now - last_t), counts), err=True)
         last, last_t = done, now
 
 
