@@ -21,6 +21,7 @@ import importlib.util
 import os
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +30,11 @@ from typing import NoReturn
 import pytest
 
 BROKER_MODULE_PATH = Path(__file__).resolve().parent.parent / "broker" / "kafka_broker.py"
+TESTS_DIR = Path(__file__).resolve().parent
+
+# The shared test helpers (wfe_kafka_util.py) are imported by name.
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
 
 
 def _load_broker_module() -> ModuleType:
@@ -98,3 +104,14 @@ def kafka_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
             kafka_broker.delete_topics(kafka_bootstrap, created)
         except Exception as exc:
             print(f"warning: could not delete test topics {created}: {exc}", file=sys.stderr)
+
+
+# kafka-python 3.0.12 loads its protocol schemas at import time with importlib.resources
+# APIs that Python deprecates; the warnings are the library's, not ours. Importing it
+# once here, quietly, keeps them out of every test module's collection.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:
+        import kafka  # noqa: F401
+    except ImportError:
+        pass

@@ -1,0 +1,292 @@
+"""End-to-end Kafka throughput: tasks in through a topic, results out through another.
+
+Two measurements in one run, on one broker, with the same N task messages:
+
+* raw: a plain kafka-python producer sends the N messages (acks=all) to a
+  6-partition topic while a plain KafkaConsumer in another process reads them
+  back. This is the limit: what Kafka and kafka-python alone manage here.
+* end-to-end: the same N messages go to a tasks topic; one ``wfe worker``
+  process (auto-wired through ``KAFKA_BROKERS``, SQLite store) consumes them,
+  runs a 1-phase workflow and publishes each result; this process reads the
+  results topic until it has N distinct task ids.
+
+Both clocks run from the first message sent to the last one (or last result)
+received, with the consumer already in its group. A first raw round, not
+reported, warms up the broker. Prints both rates, their ratio and the worker's
+peak memory.
+
+    python benchmarks/bench_kafka.py                  # N=20000, starts a broker
+    python benchmarks/bench_kafka.py -n 50000 --bootstrap 127.0.0.1:9092
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BROKER_PY = HERE.parent / "plugins" / "wfe_kafka" / "broker" / "kafka_broker.py"
+
+
+def make_engine() -> Any:
+    """The worker's app: a 1-phase workflow whose handler echoes the task data."""
+    from wfcore import ECSWorkflowEngine, Phase, Task
+
+    async def echo(task: Task) -> None:
+        task.output = task.data
+
+    engine = ECSWorkflowEngine(max_concurrency=200)
+    engine.register_handler("echo", echo)
+    engine.register_workflow("bench", [Phase("echo", assigned_to="functional")])
+    return engine
+
+
+def _broker_module() -> Any:
+    spec = importlib.util.spec_from_file_location("wfe_kafka_bench_broker", BROKER_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _messages(n: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            f"b{i}".encode(),
+            json.dumps(
+                {"id": f"b{i}", "workflow_name": "bench", "data": {"i": i}}, separators=(",", ":")
+            ).encode(),
+        )
+        for i in range(n)
+    ]
+
+
+def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=128 * 1024
+    )
+    try:
+        for key, value in messages:
+            producer.send(topic, key=key, value=value)
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+
+
+def _warm_producer(bootstrap: str, topics: list[str]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for topic in topics:
+        producer.partitions_for(topic)
+    producer.close(timeout=10)
+
+
+def _group_ready(bootstrap: str, group: str, timeout: float = 60.0) -> None:
+    """Wait until the group is Stable with a member holding partitions."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                info = admin.describe_groups([group])[group]
+            except Exception:
+                info = {}
+            members = info.get("members") or []
+            if info.get("group_state") == "Stable" and members:
+                return
+            time.sleep(0.1)
+    finally:
+        admin.close()
+    raise RuntimeError(f"consumer group {group} did not become stable within {timeout:.0f}s")
+
+
+def raw_consumer(bootstrap: str, topic: str, group: str, count: int) -> None:
+    """Subprocess: read ``count`` messages of ``topic`` in group ``group``, decode each."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metrics_enabled=False,
+    )
+    seen = 0
+    while seen < count:
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                json.loads(record.value)
+            seen += sum(1 for _ in records)
+            consumer.commit()
+    print(f"done {time.time():.6f}", flush=True)
+    consumer.close()
+
+
+def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
+    topic = broker.create_topic(bootstrap, f"bench-raw-{uuid.uuid4().hex[:8]}", partitions)
+    group = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    messages = _messages(n)
+    _warm_producer(bootstrap, [topic])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--raw-consumer", bootstrap, topic, group, str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _group_ready(bootstrap, group)
+        start = time.time()
+        _produce(bootstrap, topic, messages)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if not line or line[0] != "done":
+            raise RuntimeError("the raw consumer failed")
+        return n / (float(line[1]) - start)
+    finally:
+        proc.wait(timeout=30)
+        broker.delete_topics(bootstrap, [topic])
+
+
+def measure_end_to_end(
+    bootstrap: str, broker: Any, n: int, partitions: int, concurrency: int
+) -> tuple[float, float]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    suffix = uuid.uuid4().hex[:8]
+    tasks = broker.create_topic(bootstrap, f"bench-tasks-{suffix}", partitions)
+    results = broker.create_topic(bootstrap, f"bench-results-{suffix}", partitions)
+    group = f"bench-workers-{suffix}"
+    messages = _messages(n)
+    _warm_producer(bootstrap, [tasks])
+    tmp = tempfile.mkdtemp(prefix="wfe-bench-kafka-")
+    env = dict(
+        os.environ,
+        KAFKA_BROKERS=bootstrap,
+        WFE_KAFKA_TASKS_TOPIC=tasks,
+        WFE_KAFKA_RESULTS_TOPIC=results,
+        WFE_KAFKA_GROUP=group,
+        WFE_LOAD_PLUGINS="wfe_kafka",
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wfcore.cli",
+            "worker",
+            "bench_kafka:make_engine",
+            "--store",
+            f"sqlite://{tmp}/worker.db",
+            "--concurrency",
+            str(concurrency),
+            "-q",
+        ],
+        cwd=HERE,
+        env=env,
+    )
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, metrics_enabled=False
+    )
+    try:
+        _group_ready(bootstrap, group)
+        consumer.assign([TopicPartition(results, p) for p in range(partitions)])
+        consumer.seek_to_beginning()
+        start = time.time()
+        _produce(bootstrap, tasks, messages)
+        seen: set[str] = set()
+        deadline = time.monotonic() + 600
+        while len(seen) < n:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError(f"only {len(seen)} of {n} results arrived")
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    seen.add(json.loads(record.value)["id"])
+        elapsed = time.time() - start
+        worker_rss = _peak_rss_mb(worker.pid)
+    finally:
+        consumer.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        broker.delete_topics(bootstrap, [tasks, results])
+    return n / elapsed, worker_rss
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident memory (Linux), in MB; 0 where unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20000, help="task messages per measurement")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=200, help="the worker's concurrency")
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("WFE_KAFKA_BOOTSTRAP"), help="use this broker"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--raw-consumer", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_consumer:
+        bootstrap, topic, group, count = args.raw_consumer
+        raw_consumer(bootstrap, topic, group, int(count))
+        return
+
+    broker_mod = _broker_module()
+    broker = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        broker = broker_mod.KafkaBroker()
+        broker.start()
+        bootstrap = broker.bootstrap
+    try:
+        # A fresh broker's JVM is still compiling its hot paths: warm it up first.
+        measure_raw(bootstrap, broker_mod, args.n, args.partitions)
+        raw = measure_raw(bootstrap, broker_mod, args.n, args.partitions)
+        e2e, rss = measure_end_to_end(
+            bootstrap, broker_mod, args.n, args.partitions, args.concurrency
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
+    result = {
+        "n": args.n,
+        "raw_msgs_per_s": round(raw),
+        "end_to_end_tasks_per_s": round(e2e),
+        "ratio": round(e2e / raw, 3),
+        "worker_peak_rss_mb": round(rss),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"raw kafka-python produce+consume {raw:>9,.0f} msgs/s\n"
+            f"end to end (1 worker, sqlite)    {e2e:>9,.0f} tasks/s  "
+            f"= {e2e / raw:.0%} of raw  (N={args.n}, worker peak RSS {rss:.0f} MB)"
+        )
+
+
+if __name__ == "__main__":
+    main()

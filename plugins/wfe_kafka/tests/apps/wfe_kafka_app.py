@@ -1,0 +1,34 @@
+"""The worker app of the scale-out tests: one functional phase that does a little work.
+
+``APP_WORK_SECONDS`` is how long each task takes; ``APP_CONCURRENCY`` how many run
+at once in one worker; ``APP_LOG_LEVEL`` (e.g. ``INFO``) shows the Kafka clients'
+group membership in the worker's log. Kafka is wired from the environment
+(``KAFKA_BROKERS``...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from wfcore import ECSWorkflowEngine, Phase, Task
+
+
+async def work(task: Task) -> None:
+    await asyncio.sleep(float(os.environ.get("APP_WORK_SECONDS", "0")))
+    task.output = {"n": task.data["n"], "worker": os.getpid()}
+
+
+def make_engine() -> ECSWorkflowEngine:
+    if os.environ.get("APP_LOG_LEVEL"):
+        logging.basicConfig(
+            level=os.environ["APP_LOG_LEVEL"],
+            format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+        )
+    engine = ECSWorkflowEngine(
+        max_concurrency=int(os.environ.get("APP_CONCURRENCY", "50")), poll_interval=0.05
+    )
+    engine.register_handler("work", work)
+    engine.register_workflow("scale", [Phase("work", assigned_to="functional")])
+    return engine

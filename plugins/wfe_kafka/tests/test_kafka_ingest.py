@@ -1,0 +1,573 @@
+"""Tasks in from a real broker, results and events out, dead letters, delivery guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from wfe_kafka import KafkaMQInterface
+from wfe_kafka_util import (
+    FAST_GROUP,
+    TopicReader,
+    committed,
+    group_state,
+    produce,
+    task_json,
+)
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore.wire import task_from_dict
+
+TopicFactory = Callable[..., str]
+
+
+async def until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
+    """Await a condition inside the event loop, polling with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def interface(bootstrap: str, tasks: str, results: str, **kwargs: Any) -> KafkaMQInterface:
+    kwargs.setdefault("group_id", f"g-{uuid.uuid4().hex[:10]}")
+    kwargs.setdefault("outbox_grace", 0.5)
+    kwargs.setdefault("close_timeout", 5.0)
+    for key, value in FAST_GROUP.items():
+        kwargs.setdefault(key, value)
+    return KafkaMQInterface(bootstrap, tasks_topic=tasks, results_topic=results, **kwargs)
+
+
+async def double(task: Task) -> None:
+    task.output = {"doubled": task.data["n"] * 2}
+
+
+async def boom(task: Task) -> None:
+    raise RuntimeError("the handler gave up")
+
+
+def echo_engine(make: Callable[..., ECSWorkflowEngine], **kwargs: Any) -> ECSWorkflowEngine:
+    engine = make(**kwargs)
+    engine.register_handler("double", double)
+    engine.register_workflow("double", [Phase("double", assigned_to="functional")])
+    engine.register_handler("boom", boom)
+    engine.register_workflow("boom", [Phase("boom", assigned_to="functional")])
+    engine.register_workflow(
+        "approve",
+        [
+            Phase("approve", assigned_to="human", instructions="Approve the refund?", timeout=3600),
+            Phase("double", assigned_to="functional"),
+        ],
+    )
+    return engine
+
+
+async def serve(
+    engine: ECSWorkflowEngine, kafka: KafkaMQInterface, done: Callable[[], Any], what: str
+) -> None:
+    """Consume and run until ``done()``, then stop both the way an app would."""
+    consumer = asyncio.create_task(kafka.consume_tasks(engine))
+    runner = asyncio.create_task(engine.run())
+    try:
+        await until(done, 60, what)
+    finally:
+        engine.stop()
+        await runner
+        kafka.stop_consuming()
+        await consumer
+        await kafka.close()
+
+
+def test_messages_become_tasks_and_results_come_back(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results = kafka_topic(3, "tasks"), kafka_topic(3, "results")
+    sent = produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (b"a", task_json(workflow_name="double", data={"n": 1})),
+            (b"b", task_json(id="order-2", workflow_name="double", data={"n": 2}, format=1)),
+            (None, task_json(id="order-3", workflow_name="double", data={"n": 3})),
+        ],
+    )
+    ids = [f"{tasks}-{sent[0].partition}-{sent[0].offset}", "order-2", "order-3"]
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results)
+    engine.register_task_completed_hook(kafka.publish_result)
+
+    async def scenario() -> list[Task]:
+        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 3, "3 results")
+        return [await engine.get_task(i) for i in ids]  # type: ignore[misc]
+
+    stored = wfe_run(scenario())
+    for task, meta in zip(stored, sent, strict=True):
+        assert task.status is TaskStatus.COMPLETED
+        assert task.context["kafka"] == {
+            "topic": tasks,
+            "partition": meta.partition,
+            "offset": meta.offset,
+        }
+
+    with TopicReader(kafka_bootstrap, results) as reader:
+        records = reader.wait_for(3)
+        assert sorted(r.key.decode() for r in records) == sorted(ids)
+        by_id = {doc["id"]: doc for doc in reader.values()}
+    assert by_id["order-2"]["status"] == "completed"
+    assert by_id["order-2"]["output"] == {"doubled": 4}
+    assert by_id["order-2"]["outputs"] == {"double": {"doubled": 4}}
+    assert by_id["order-3"]["context"]["kafka"]["offset"] == sent[2].offset
+    assert task_from_dict(by_id[ids[0]]).output == {"doubled": 2}
+
+    # The consumer committed everything it handled and left the group.
+    ends = {p: 0 for p in range(3)}
+    for meta in sent:
+        ends[meta.partition] = max(ends[meta.partition], meta.offset + 1)
+    handled = committed(kafka_bootstrap, kafka.group_id, tasks, [p for p, e in ends.items() if e])
+    assert handled == {p: e for p, e in ends.items() if e}
+    assert group_state(kafka_bootstrap, kafka.group_id) == ("Empty", 0)
+
+
+def test_failed_and_cancelled_tasks_are_published_with_their_status(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (None, task_json(id="fails", workflow_name="boom", data=None)),
+            (None, task_json(id="waits", workflow_name="approve", data={"n": 1})),
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results)
+
+    async def scenario() -> None:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+
+            async def waiting() -> bool:
+                task = await engine.get_task("waits")
+                return task is not None and task.status is TaskStatus.WAITING_HUMAN
+
+            deadline = time.monotonic() + 30
+            while not await waiting():
+                assert time.monotonic() < deadline, "the human task never started waiting"
+                await asyncio.sleep(0.02)
+            await engine.cancel("waits")
+            await until(lambda: kafka.stats["results_published"] == 2, 30, "2 results")
+        finally:
+            engine.stop()
+            await runner
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+
+    wfe_run(scenario())
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(2)
+        by_id = {doc["id"]: doc for doc in reader.values()}
+    assert by_id["fails"]["status"] == "failed"
+    assert by_id["fails"]["error"] == "RuntimeError: the handler gave up"
+    assert by_id["waits"]["status"] == "cancelled"
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    bad = [
+        (b"k-json", b"{not json"),
+        (b"k-list", b"[1, 2, 3]"),
+        (b"k-nowf", task_json(data={"n": 1})),
+        (b"k-unknown", task_json(workflow_name="no-such-workflow", data={"n": 1})),
+        (b"k-future", task_json(workflow_name="double", data={"n": 1}, format=99)),
+        (b"k-phase", task_json(workflow_name="double", data={"n": 1}, classification="nope")),
+    ]
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            *bad[:3],
+            (b"ok-1", task_json(id="ok-1", workflow_name="double", data={"n": 5})),
+            *bad[3:],
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+
+    async def scenario() -> None:
+        await serve(
+            engine,
+            kafka,
+            lambda: kafka.stats["consumed"] == 7 and kafka.stats["results_published"] == 1,
+            "7 messages handled and 1 result",
+        )
+
+    wfe_run(scenario())
+    assert kafka.stats["dead_lettered"] == 6
+    with TopicReader(kafka_bootstrap, dlq) as reader:
+        letters = reader.wait_for(6)
+    assert [(r.key, r.value) for r in letters] == bad  # original bytes, in order
+    errors = {r.key: dict(r.headers) for r in letters}
+    assert b"not valid JSON" in errors[b"k-json"]["wfe.error"]
+    assert errors[b"k-list"]["wfe.error"] == b"not a task: expected a JSON object, got list"
+    assert errors[b"k-nowf"]["wfe.error"] == b"not a task: workflow_name is missing"
+    assert errors[b"k-unknown"]["wfe.error.type"] == b"UnknownWorkflowError"
+    assert b"no-such-workflow" in errors[b"k-unknown"]["wfe.error"]
+    assert b"newer" in errors[b"k-future"]["wfe.error"]
+    assert errors[b"k-phase"]["wfe.error.type"] == b"InvalidTaskError"
+    assert errors[b"k-json"]["wfe.source.topic"] == tasks.encode()
+    assert errors[b"k-json"]["wfe.source.offset"] == b"0"
+    with TopicReader(kafka_bootstrap, results) as reader:
+        [result] = [json.loads(r.value) for r in reader.wait_for(1)]
+    assert (result["id"], result["output"]) == ("ok-1", {"doubled": 10})
+
+
+def test_redelivered_messages_do_not_create_second_tasks(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    messages = [(None, task_json(workflow_name="double", data={"n": i})) for i in range(10)]
+    messages += [
+        (None, task_json(id=f"named-{i}", workflow_name="double", data={"n": i})) for i in range(10)
+    ]
+    messages.append((None, task_json(id="named-0", workflow_name="double", data={"n": 99})))
+    produce(kafka_bootstrap, tasks, messages)
+    engine = echo_engine(wfe_engine_factory)
+    first = interface(kafka_bootstrap, tasks, results)
+
+    async def count() -> int:
+        store = await engine.get_store()
+        return sum((await store.count_tasks()).values())
+
+    async def scenario() -> tuple[int, int]:
+        await serve(engine, first, lambda: first.stats["results_published"] == 20, "20 results")
+        before = await count()
+        # A second group reads the whole topic again: every message is redelivered.
+        second = interface(kafka_bootstrap, tasks, results)
+        await serve(engine, second, lambda: second.stats["consumed"] == 21, "21 redeliveries")
+        assert second.stats["submitted"] == 0
+        assert second.stats["results_published"] == 0
+        return before, await count()
+
+    before, after = wfe_run(scenario())
+    assert before == after == 20  # the duplicate "named-0" in the topic was one task too
+    assert first.stats["submitted"] == 20
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(20)
+        time_limit = time.monotonic() + 1.0
+        while time.monotonic() < time_limit:  # nothing more trickles in
+            reader.poll()
+        assert len(reader.records) == 20
+        assert len({r.key for r in reader.records}) == 20
+
+
+def test_offsets_are_committed_only_once_tasks_are_stored(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_store_url: str,
+    wfe_run: Any,
+) -> None:
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results)
+    db_path = wfe_store_url.removeprefix("sqlite://")
+
+    async def scenario() -> None:
+        await kafka.attach(engine)
+        # Another connection holds the database's write lock: nothing can be stored.
+        blocker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN EXCLUSIVE")
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        try:
+            await asyncio.to_thread(
+                produce,
+                kafka_bootstrap,
+                tasks,
+                [
+                    (None, task_json(id=f"t{i}", workflow_name="double", data={"n": i}))
+                    for i in range(5)
+                ],
+            )
+            await until(lambda: kafka.stats["received"] == 5, 30, "the consumer to receive 5")
+            offsets = await asyncio.to_thread(
+                committed, kafka_bootstrap, kafka.group_id, tasks, [0]
+            )
+            assert offsets[0] in (-1, None), f"committed {offsets} before the tasks were stored"
+            assert await engine.get_task("t0") is None
+            blocker.execute("ROLLBACK")
+            await until(lambda: kafka.stats["consumed"] == 5, 60, "5 tasks stored")
+
+            def all_committed() -> bool:
+                return committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 5}
+
+            deadline = time.monotonic() + 30
+            while not await asyncio.to_thread(all_committed):
+                assert time.monotonic() < deadline, "offsets were not committed"
+                await asyncio.sleep(0.05)
+            assert all([await engine.get_task(f"t{i}") for i in range(5)])
+        finally:
+            if blocker.in_transaction:
+                blocker.execute("ROLLBACK")
+            blocker.close()
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+
+    wfe_run(scenario(), timeout=120)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_results_survive_kafka_being_down_and_a_worker_restart(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    results = kafka_topic(2, "results")
+    engine = echo_engine(wfe_engine_factory)
+    unreachable = KafkaMQInterface(
+        f"127.0.0.1:{_closed_port()}",
+        results_topic=results,
+        outbox_grace=0.0,
+        close_timeout=2.0,
+        producer_config={"bootstrap_timeout_ms": 300, "max_block_ms": 300},
+    )
+    engine.register_task_completed_hook(unreachable.publish_result)
+
+    async def while_down() -> int:
+        await unreachable.attach(engine)
+        for i in range(12):
+            await engine.submit_task({"n": i}, "double", task_id=f"d{i}")
+        await engine.submit_task(None, "boom", task_id="d-failed")
+        await engine.run_until_idle()
+        await until(lambda: unreachable.stats["publish_errors"] > 0, 30, "a failed publish")
+        await unreachable.close()
+        store = await engine.get_store()
+        return len(await store.outbox_pending(unreachable.outbox_consumer, 100))
+
+    assert wfe_run(while_down()) == 13  # every finished task waits in the outbox
+
+    # The worker comes back with Kafka reachable: the outbox is sent.
+    restarted = interface(kafka_bootstrap, "unused", results, outbox_grace=0.0)
+
+    async def when_back() -> int:
+        await restarted.attach(engine)
+        await until(lambda: restarted.stats["results_published"] == 13, 30, "13 results")
+        await restarted.close()
+        store = await engine.get_store()
+        return len(await store.outbox_pending(restarted.outbox_consumer, 100))
+
+    assert wfe_run(when_back()) == 0
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(13)
+        docs = {doc["id"]: doc for doc in reader.values()}
+    assert len(docs) == 13
+    assert docs["d-failed"]["status"] == "failed"
+    assert all(docs[f"d{i}"]["output"] == {"doubled": 2 * i} for i in range(12))
+
+
+def test_lifecycle_events_share_the_task_key(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results, events = (
+        kafka_topic(1, "tasks"),
+        kafka_topic(1, "results"),
+        kafka_topic(1, "events"),
+    )
+    [sent] = produce(
+        kafka_bootstrap, tasks, [(b"refund-7", task_json(workflow_name="approve", data={"n": 7}))]
+    )
+    task_id = f"{tasks}-0-{sent.offset}"
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
+
+    async def scenario() -> None:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+            await until(lambda: engine.stats["suspended"] == 1, 30, "the task to wait")
+            await engine.resume(task_id, {"approved": True})
+            await until(lambda: kafka.stats["results_published"] == 1, 30, "the result")
+            await until(lambda: kafka.stats["events_published"] >= 8, 30, "the events")
+        finally:
+            engine.stop()
+            await runner
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+
+    wfe_run(scenario())
+    with TopicReader(kafka_bootstrap, events) as reader:
+        records = reader.wait_for(8)
+        docs = reader.values()
+    assert {r.key for r in records} == {task_id.encode()}
+    names = [d["event"] for d in docs]
+    assert names == [
+        "submitted",
+        "phase_started",
+        "suspended",
+        "resumed",
+        "phase_finished",
+        "phase_started",
+        "phase_finished",
+        "completed",
+    ]
+    source = {"topic": tasks, "partition": 0, "offset": sent.offset}
+    assert all(d["source"] == source and d["task_id"] == task_id for d in docs)
+    suspended = docs[names.index("suspended")]
+    assert suspended["question"] == "Approve the refund?"
+    assert suspended["deadline"] is not None
+    assert suspended["phase"] == "approve"
+    assert docs[-1]["output"] == {"doubled": 14}
+    with TopicReader(kafka_bootstrap, results) as reader:
+        [result] = reader.wait_for(1)
+    assert result.key == task_id.encode()
+    assert json.loads(result.value)["context"]["kafka"] == source
+
+
+def test_publish_task_hands_a_task_to_another_worker(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    tmp_path: Any,
+    wfe_run: Any,
+) -> None:
+    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    front = echo_engine(wfe_engine_factory, store=f"sqlite://{tmp_path}/front.db")
+    worker = echo_engine(wfe_engine_factory, store=f"sqlite://{tmp_path}/worker.db")
+    sender = interface(kafka_bootstrap, tasks, results)
+    kafka = interface(kafka_bootstrap, tasks, results)
+
+    async def scenario() -> str:
+        task = await front.submit_task({"n": 21}, "double", task_id="handed-over")
+        meta = await sender.publish_task(task)
+        assert meta.topic == tasks
+        await sender.close()
+        await serve(worker, kafka, lambda: kafka.stats["results_published"] == 1, "1 result")
+        done = await worker.get_task("handed-over")
+        assert done is not None
+        return done.status.value
+
+    assert wfe_run(scenario()) == "completed"
+    with TopicReader(kafka_bootstrap, tasks) as reader:
+        [message] = reader.wait_for(1)
+    assert message.key == b"handed-over"
+    assert json.loads(message.value)["format"] == 1
+
+
+def test_consumption_pauses_while_the_engine_has_many_pending_tasks(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [(None, task_json(workflow_name="double", data={"n": i})) for i in range(300)],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, max_pending=20, max_poll_records=10)
+
+    async def stored() -> int:
+        store = await engine.get_store()
+        return sum((await store.count_tasks()).values())
+
+    async def scenario() -> int:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        try:
+            # No worker runs yet: the consumer must stop taking messages.
+            await until(
+                lambda: kafka.paused and kafka.stats["consumed"] == kafka.stats["received"],
+                30,
+                "the consumer to pause with what it received stored",
+            )
+            backlog_in_store = await stored()
+            runner = asyncio.create_task(engine.run())
+            await until(lambda: kafka.stats["results_published"] == 300, 60, "300 results")
+            engine.stop()
+            await runner
+        finally:
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+        return backlog_in_store
+
+    backlog_in_store = wfe_run(scenario(), timeout=120)
+    # At most max_pending plus the batches already in hand were taken in.
+    assert 20 <= backlog_in_store <= 20 + 4 * 10
+    assert kafka.stats["submitted"] == 300
+
+
+def test_auto_wiring_from_the_environment(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wfe_kafka.plugin import interface_for
+
+    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    group = f"auto-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("WFE_LOAD_PLUGINS", "wfe_kafka")
+    monkeypatch.setenv("KAFKA_BROKERS", kafka_bootstrap)
+    monkeypatch.setenv("WFE_KAFKA_TASKS_TOPIC", tasks)
+    monkeypatch.setenv("WFE_KAFKA_RESULTS_TOPIC", results)
+    monkeypatch.setenv("WFE_KAFKA_GROUP", group)
+    monkeypatch.setenv("WFE_KAFKA_CLIENT_CONFIG", json.dumps(FAST_GROUP))
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (None, task_json(id=f"auto-{i}", workflow_name="double", data={"n": i}))
+            for i in range(8)
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory, load_plugins=True)
+    seen: list[Any] = []
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(engine.run())
+        await until(lambda: interface_for(engine) is not None, 10, "the plugin to wire Kafka")
+        kafka = interface_for(engine)
+        assert kafka is not None
+        seen.append(kafka)
+        await until(lambda: kafka.stats["results_published"] == 8, 30, "8 results")
+        engine.stop()
+        await runner
+        assert interface_for(engine) is None
+
+    wfe_run(scenario())
+    assert seen[0].engine is None  # closed when the engine stopped
+    # Every partition that holds messages is committed up to its end.
+    ends = {p: end for p, end in enumerate(_ends(kafka_bootstrap, tasks)) if end}
+    assert committed(kafka_bootstrap, group, tasks, list(ends)) == ends
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(8)
+        assert sorted(d["id"] for d in reader.values()) == sorted(f"auto-{i}" for i in range(8))
+
+
+def _ends(bootstrap: str, topic: str) -> list[int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in (0, 1)]
+        ends = consumer.end_offsets(parts)
+        return [ends[p] for p in parts]
+    finally:
+        consumer.close()

@@ -1,0 +1,193 @@
+"""The message formats and the configuration, without a broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from wfe_kafka import BadMessage, parse_task_message, task_message
+from wfe_kafka.messages import dead_letter_headers, event_message, result_message, source_id
+from wfe_kafka.settings import kafka_settings, settings_from
+
+from wfcore import Phase, Task
+from wfcore.wire import FORMAT_VERSION, task_from_dict
+
+
+def test_minimal_message_is_a_task_of_the_current_format() -> None:
+    parsed = parse_task_message(b'{"workflow_name": "review", "data": {"doc": "a.txt"}}')
+    assert parsed == {
+        "workflow_name": "review",
+        "data": {"doc": "a.txt"},
+        "id": None,
+        "classification": None,
+        "assigned_to": None,
+    }
+
+
+def test_optional_fields_and_unknown_ones() -> None:
+    parsed = parse_task_message(
+        json.dumps(
+            {
+                "format": 1,
+                "id": "order-17",
+                "workflow_name": "review",
+                "data": [1, 2],
+                "classification": "check",
+                "assigned_to": "human",
+                "producer": "billing-service",
+            }
+        ).encode()
+    )
+    assert parsed["id"] == "order-17"
+    assert parsed["classification"] == "check"
+    assert parsed["assigned_to"] == "human"
+    assert "producer" not in parsed
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (None, "empty message"),
+        (b"", "empty message"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00", "not"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b'{"data": 1}', "workflow_name is missing"),
+        (b'{"workflow_name": 7}', "workflow_name: must be a non-empty string"),
+        (b'{"workflow_name": "w", "id": 12}', "id: must be a string"),
+        (b'{"workflow_name": "w", "format": 99}', "format 99 is newer"),
+        (b'{"workflow_name": "w", "format": "1"}', "format: must be a positive integer"),
+    ],
+)
+def test_bad_messages_are_named(value: bytes | None, problem: str) -> None:
+    with pytest.raises(BadMessage, match=problem):
+        parse_task_message(value)
+
+
+def test_define_workflow_message_needs_no_workflow_name() -> None:
+    parsed = parse_task_message(
+        b'{"classification": "define_workflow", "data": {"name": "w", "phases": []}}'
+    )
+    assert parsed["workflow_name"] is None
+
+
+def test_task_message_round_trips_through_the_parser() -> None:
+    task = Task(data={"x": 1}, workflow_name="review", assigned_to="human", id="t-1")
+    doc = json.loads(task_message(task))
+    assert doc["format"] == FORMAT_VERSION
+    assert parse_task_message(task_message(task)) == {
+        "workflow_name": "review",
+        "data": {"x": 1},
+        "id": "t-1",
+        "classification": None,
+        "assigned_to": "human",
+    }
+
+
+def test_result_message_is_the_task_in_wire_format() -> None:
+    task = Task(data=1, workflow_name="w", id="t-9", status="completed", output={"ok": True})
+    task.context["kafka"] = {"topic": "in", "partition": 2, "offset": 40}
+    doc = json.loads(result_message(task))
+    assert doc["id"] == "t-9"
+    assert doc["status"] == "completed"
+    assert doc["format"] == FORMAT_VERSION
+    assert task_from_dict(doc).output == {"ok": True}
+    assert doc["context"]["kafka"] == {"topic": "in", "partition": 2, "offset": 40}
+
+
+def test_suspended_event_carries_question_and_source() -> None:
+    task = Task(data=None, workflow_name="w", id="t-2", status="waiting_human")
+    task.waiting_reason = "Approve the refund?"
+    task.context["kafka"] = {"topic": "in", "partition": 0, "offset": 3}
+    doc = json.loads(event_message("suspended", task, Phase("approve")))
+    assert doc["event"] == "suspended"
+    assert doc["task_id"] == "t-2"
+    assert doc["question"] == "Approve the refund?"
+    assert doc["deadline"] is None
+    assert doc["phase"] == "approve"
+    assert doc["source"] == {"topic": "in", "partition": 0, "offset": 3}
+
+
+def test_dead_letter_headers_keep_original_ones_first() -> None:
+    headers = dead_letter_headers(BadMessage("not valid JSON"), "in", 1, 5, [("trace", b"abc")])
+    assert headers[0] == ("trace", b"abc")
+    names = dict(headers)
+    assert names["wfe.error"] == b"not valid JSON"
+    assert names["wfe.error.type"] == b"BadMessage"
+    assert (names["wfe.source.topic"], names["wfe.source.partition"]) == (b"in", b"1")
+    assert names["wfe.source.offset"] == b"5"
+    assert source_id("in", 1, 5) == "in-1-5"
+
+
+def test_settings_from_environment() -> None:
+    assert settings_from({}) is None
+    assert settings_from({"KAFKA_BROKERS": "  "}) is None
+    settings = settings_from(
+        {
+            "KAFKA_BROKERS": "k1:9092,k2:9092",
+            "WFE_KAFKA_TASKS_TOPIC": "orders",
+            "WFE_KAFKA_GROUP": "billing",
+            "WFE_KAFKA_MAX_PENDING": "50",
+            "WFE_KAFKA_CLIENT_CONFIG": '{"security_protocol": "SASL_SSL"}',
+        }
+    )
+    assert settings == {
+        "bootstrap_servers": "k1:9092,k2:9092",
+        "tasks_topic": "orders",
+        "group_id": "billing",
+        "max_pending": 50,
+        "security_protocol": "SASL_SSL",
+    }
+    with pytest.raises(ValueError, match="WFE_KAFKA_MAX_PENDING"):
+        settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_MAX_PENDING": "many"})
+
+
+def test_engine_settings_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BROKERS", "env:9092")
+
+    class Engine:
+        settings = {"KAFKA_BROKERS": "own:9092", "WFE_KAFKA_RESULTS_TOPIC": "done"}
+
+    assert kafka_settings(Engine()) == {"bootstrap_servers": "own:9092", "results_topic": "done"}
+    monkeypatch.delenv("KAFKA_BROKERS")
+    assert kafka_settings(object()) is None
+
+
+def test_client_settings_pass_sasl_through_and_keep_offsets_manual() -> None:
+    from wfe_kafka import KafkaMQInterface
+
+    kafka = KafkaMQInterface(
+        "k1:9092",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_plain_username="u",
+        sasl_plain_password="p",
+        session_timeout_ms=6000,
+        consumer_config={"enable_auto_commit": True},
+    )
+    producer, consumer = kafka.producer_settings(), kafka.consumer_settings()
+    assert producer["acks"] == "all"
+    assert producer["sasl_plain_username"] == consumer["sasl_plain_username"] == "u"
+    assert consumer["session_timeout_ms"] == 6000
+    assert "session_timeout_ms" not in producer
+    assert consumer["enable_auto_commit"] is False
+    assert kafka.dead_letter_topic == "wfe.tasks.dlq"
+
+
+def test_unconfigured_plugin_does_not_import_kafka(tmp_path: object) -> None:
+    code = (
+        "import asyncio, os, sys\n"
+        "os.environ.pop('KAFKA_BROKERS', None)\n"
+        "os.environ['WFE_LOAD_PLUGINS'] = 'wfe_kafka'\n"
+        "from wfcore import ECSWorkflowEngine\n"
+        "engine = ECSWorkflowEngine('memory://')\n"
+        "assert 'wfe_kafka' in dict(engine.plugin_manager.list_name_plugin())\n"
+        "asyncio.run(engine.run_until_idle())\n"
+        "print('kafka' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,1155 @@
+"""KafkaMQInterface: tasks in from a Kafka topic, results and lifecycle events out.
+
+kafka-python is a blocking client, so each client lives on its own thread: the
+producer on a sender thread, the consumer on a polling thread. The event loop
+only hands them work and awaits the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from wfcore import (
+    ECSWorkflowEngine,
+    InvalidTaskError,
+    InvalidWorkflowError,
+    Phase,
+    Store,
+    Task,
+    TaskStatus,
+    UnknownWorkflowError,
+    hookimpl,
+)
+from wfcore.model import utcnow
+
+from .messages import (
+    BadMessage,
+    dead_letter_headers,
+    event_message,
+    parse_task_message,
+    result_message,
+    source_id,
+    task_message,
+)
+
+__all__ = ["KafkaMQInterface"]
+
+logger = logging.getLogger("wfe_kafka")
+
+# Errors that say the message itself is at fault: retrying can never help.
+_BAD_MESSAGE = (BadMessage, InvalidTaskError, UnknownWorkflowError, InvalidWorkflowError)
+
+_MAX_QUEUED_RESULTS = 20_000
+_MAX_QUEUED_EVENTS = 50_000
+_PUBLISH_BATCH = 1000
+_MAX_BATCHES_IN_HAND = 4
+
+# Engine -> the interface attached to it (auto-wiring leaves such engines alone).
+ATTACHED: weakref.WeakKeyDictionary[ECSWorkflowEngine, KafkaMQInterface] = (
+    weakref.WeakKeyDictionary()
+)
+
+Record = tuple[str, "bytes | None", "bytes | None", "list[tuple[str, bytes]] | None"]
+
+
+class _SenderThread:
+    """A daemon thread running callables in order (a ThreadPoolExecutor would be
+    joined at interpreter exit, even while a client hangs on a dead broker)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            fn = self._queue.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except Exception:
+                logger.exception("wfe_kafka sender thread: unexpected error")
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _Producer:
+    """One KafkaProducer, created lazily and used only from its own thread."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._producer: Any = None
+        self._thread = _SenderThread("wfe-kafka-producer")
+        self.closed = False
+
+    def _ensure(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(**self._config)
+        return self._producer
+
+    async def send_many(self, records: Sequence[Record]) -> list[Any]:
+        """Send records and wait until each is acknowledged (acks=all) or has failed.
+
+        Returns one item per record: its RecordMetadata, or the exception.
+        """
+        if not records:
+            return []
+        if self.closed:
+            raise RuntimeError("the Kafka producer is closed")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
+        self._thread.submit(lambda: self._send(records, loop, done))
+        return await done
+
+    def _send(
+        self, records: Sequence[Record], loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]
+    ) -> None:
+        results: list[Any] = [None] * len(records)
+        remaining = [len(records)]
+        lock = threading.Lock()
+
+        def finish(index: int, outcome: Any) -> None:
+            with lock:
+                results[index] = outcome
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                try:
+                    loop.call_soon_threadsafe(_settle, done, results)
+                except RuntimeError:
+                    pass  # the loop is gone; nobody waits any more
+
+        try:
+            producer = self._ensure()
+        except Exception as exc:
+            for i in range(len(records)):
+                finish(i, exc)
+            return
+        for i, (topic, key, value, headers) in enumerate(records):
+            try:
+                future = producer.send(topic, key=key, value=value, headers=headers)
+            except Exception as exc:
+                finish(i, exc)
+                continue
+            future.add_callback(lambda meta, i=i: finish(i, meta))
+            future.add_errback(lambda exc, i=i: finish(i, exc))
+
+    async def close(self, timeout: float) -> None:
+        """Flush and close the producer (waiting at most ``timeout`` seconds)."""
+        if self.closed:
+            return
+        self.closed = True
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def close() -> None:
+            try:
+                if self._producer is not None:
+                    self._producer.close(timeout=timeout)
+            except Exception:
+                logger.exception("closing the Kafka producer failed")
+            finally:
+                try:
+                    loop.call_soon_threadsafe(_settle, done, None)
+                except RuntimeError:
+                    pass
+
+        self._thread.submit(close)
+        self._thread.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout + 5)
+        except asyncio.TimeoutError:
+            logger.warning("the Kafka producer did not close within %.0f s", timeout + 5)
+
+
+class _RecentIds:
+    """The ids of the last results published, to drop a second publish of the same task."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._order: collections.deque[str] = collections.deque()
+        self._ids: set[str] = set()
+        self._size = size
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._ids
+
+    def add(self, task_id: str) -> None:
+        if task_id in self._ids:
+            return
+        self._ids.add(task_id)
+        self._order.append(task_id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+
+
+class _Batches:
+    """Consumed batches in poll order with the offsets they cover; commits only a
+    prefix of handled batches, so an offset never passes an unhandled message."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: collections.deque[tuple[concurrent.futures.Future[Any], dict[Any, int]]] = (
+            collections.deque()
+        )
+        self.failed: BaseException | None = None
+
+    def add(self, future: concurrent.futures.Future[Any], offsets: dict[Any, int]) -> None:
+        with self._lock:
+            self._batches.append((future, offsets))
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def take_handled(self) -> dict[Any, int]:
+        """Remove the handled prefix; return the next offset to commit per partition."""
+        offsets: dict[Any, int] = {}
+        with self._lock:
+            while self._batches and self._batches[0][0].done():
+                future, batch_offsets = self._batches[0]
+                error = future.exception() if not future.cancelled() else None
+                if future.cancelled() or error is not None:
+                    self.failed = error or concurrent.futures.CancelledError()
+                    break
+                self._batches.popleft()
+                for tp, offset in batch_offsets.items():
+                    offsets[tp] = max(offset, offsets.get(tp, 0))
+        return offsets
+
+    def wait_oldest(self, timeout: float) -> None:
+        with self._lock:
+            oldest = self._batches[0][0] if self._batches else None
+        if oldest is not None:
+            concurrent.futures.wait([oldest], timeout=timeout)
+
+    def wait_all(self, timeout: float) -> None:
+        with self._lock:
+            futures = [f for f, _ in self._batches]
+        if futures:
+            concurrent.futures.wait(futures, timeout=timeout)
+
+
+class _Hooks:
+    """The hook implementations an attached interface registers on its engine."""
+
+    def __init__(self, iface: KafkaMQInterface) -> None:
+        self._iface = iface
+
+    @hookimpl
+    def wfe_task_submitted(self, task: Task) -> None:
+        self._iface._outstanding += 1
+        if "kafka" in task.context:
+            self._iface.stats["submitted"] += 1
+        self._iface._event("submitted", task)
+
+    @hookimpl
+    def wfe_task_suspended(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("suspended", task)
+
+    @hookimpl
+    def wfe_task_completed(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("completed", task)
+        self._iface._queue_result(task)
+
+    @hookimpl
+    def wfe_task_failed(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("failed", task)
+        self._iface._queue_result(task)
+
+    @hookimpl
+    def wfe_task_cancelled(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("cancelled", task)
+        self._iface._queue_result(task)
+
+
+class _EventHooks:
+    """The hooks that only emit events: registered only when there is an events topic."""
+
+    def __init__(self, iface: KafkaMQInterface) -> None:
+        self._iface = iface
+
+    @hookimpl
+    def wfe_phase_started(self, task: Task, phase: Phase) -> None:
+        self._iface._event("phase_started", task, phase)
+
+    @hookimpl
+    def wfe_phase_finished(self, task: Task, phase: Phase) -> None:
+        self._iface._event("phase_finished", task, phase)
+
+    @hookimpl
+    def wfe_task_resumed(self, task: Task) -> None:
+        self._iface._event("resumed", task)
+
+
+def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge config layers, keeping only the keys this kafka-python client knows."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if k in defaults})
+    return merged
+
+
+class KafkaMQInterface:
+    """Feed an engine from a Kafka topic and publish its results (and events) to Kafka.
+
+    :param bootstrap_servers: ``host:port`` of one or more brokers (a comma-separated
+        string or a list).
+    :param tasks_topic: where task messages come from (see the README for their
+        JSON format; the minimum is ``{"workflow_name": ..., "data": ...}``).
+    :param results_topic: where every finished task (completed, failed or
+        cancelled) is published, keyed by task id, in wfcore's wire format.
+    :param group_id: the consumer group; workers sharing it split the partitions
+        of ``tasks_topic``.
+    :param dead_letter_topic: where messages that can never become a task go, with
+        their original key, value and headers plus ``wfe.error*`` headers. None
+        means ``<tasks_topic>.dlq``; ``""`` logs and skips them instead.
+    :param events_topic: when set, every lifecycle change of a task (submitted,
+        phase_started, phase_finished, suspended, resumed, completed, failed,
+        cancelled) is published there, keyed by task id.
+    :param max_pending: stop taking messages while the engine has this many
+        pending or running tasks (backpressure; the backlog stays in Kafka).
+    :param max_poll_records: messages handed to the engine per batch.
+    :param outbox_grace: seconds a finished task may sit unpublished in the
+        store's outbox before the background sweep publishes it (the worker that
+        finished it normally does so at once).
+    :param outbox_consumer: the name under which the store records unpublished
+        results (default ``kafka:<results_topic>``).
+    :param producer_config: extra settings for the ``KafkaProducer`` only.
+    :param consumer_config: extra settings for the ``KafkaConsumer`` only.
+    :param close_timeout: how long :meth:`close` waits for in-flight work.
+    :param client_config: any other kafka-python setting, passed to both clients
+        where they accept it: ``security_protocol``, ``sasl_mechanism``,
+        ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_cafile``,
+        ``session_timeout_ms``, ...
+
+    The producer always uses ``acks="all"`` and retries; the consumer commits an
+    offset only after the message's task is durably stored (or dead-lettered).
+
+    Usage::
+
+        import asyncio
+        from wfcore import ECSWorkflowEngine, Phase
+        from wfe_kafka import KafkaMQInterface
+
+        async def echo(task):
+            task.output = task.data
+
+        engine = ECSWorkflowEngine("sqlite:///tmp/worker.db")
+        engine.register_handler("echo", echo)
+        engine.register_workflow("echo", [Phase("echo", assigned_to="functional")])
+        kafka = KafkaMQInterface(bootstrap_servers="127.0.0.1:9092")
+        engine.register_task_completed_hook(kafka.publish_result)
+
+        async def main():
+            consumer = asyncio.create_task(kafka.consume_tasks(engine))
+            try:
+                await engine.run()          # until engine.stop()
+            finally:
+                kafka.stop_consuming()      # commit what was handled, leave the group
+                await consumer
+                await kafka.close()         # publish what is left, close the producer
+
+        asyncio.run(main())
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str] = "localhost:9092",
+        tasks_topic: str = "wfe.tasks",
+        results_topic: str = "wfe.results",
+        group_id: str = "wfe-workers",
+        dead_letter_topic: str | None = None,
+        events_topic: str | None = None,
+        *,
+        max_pending: int = 1000,
+        max_poll_records: int = 500,
+        outbox_grace: float = 5.0,
+        outbox_consumer: str | None = None,
+        producer_config: Mapping[str, Any] | None = None,
+        consumer_config: Mapping[str, Any] | None = None,
+        close_timeout: float = 10.0,
+        **client_config: Any,
+    ) -> None:
+        if max_pending < 1 or max_poll_records < 1:
+            raise ValueError("max_pending and max_poll_records must be at least 1")
+        if isinstance(bootstrap_servers, str):
+            bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+        self.bootstrap_servers = list(bootstrap_servers)
+        self.tasks_topic = tasks_topic
+        self.results_topic = results_topic
+        self.group_id = group_id
+        self.dead_letter_topic = (
+            f"{tasks_topic}.dlq" if dead_letter_topic is None else dead_letter_topic
+        )
+        self.events_topic = events_topic or None
+        self.max_pending = max_pending
+        self.max_poll_records = max_poll_records
+        self.outbox_grace = outbox_grace
+        self.outbox_consumer = outbox_consumer or f"kafka:{results_topic}"
+        self.close_timeout = close_timeout
+        self.sweep_interval = 1.0
+        self._client_config = dict(client_config)
+        self._producer_config = dict(producer_config or {})
+        self._consumer_config = dict(consumer_config or {})
+        #: Counters: received (messages polled), consumed (handled: stored or
+        #: dead-lettered), submitted (new tasks), dead_lettered, results_published,
+        #: events_published, publish_errors.
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "received",
+                "consumed",
+                "submitted",
+                "dead_lettered",
+                "results_published",
+                "events_published",
+                "publish_errors",
+            ),
+            0,
+        )
+        self._producer: _Producer | None = None
+        self._engine: ECSWorkflowEngine | None = None
+        self._hooks: list[Any] = []
+        self._results: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._results_ids: set[str] = set()
+        self._recent = _RecentIds()
+        self._events: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._events_wake: asyncio.Event | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._events_publisher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._backoff = 0.0
+        self._degraded_until = 0.0
+        self._outstanding = 0
+        self._consume_stop = threading.Event()
+        self._consuming: asyncio.Future[None] | None = None
+        self._consumer_task: asyncio.Task[None] | None = None
+        self._assignment: frozenset[tuple[str, int]] = frozenset()
+        self._paused = False
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaMQInterface({','.join(self.bootstrap_servers)!r}, tasks={self.tasks_topic!r}, "
+            f"results={self.results_topic!r}, group={self.group_id!r})"
+        )
+
+    # -- configuration ---------------------------------------------------------------
+
+    def producer_settings(self) -> dict[str, Any]:
+        """The settings the ``KafkaProducer`` is created with."""
+        from kafka import KafkaProducer
+
+        defaults = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": "wfe-kafka-producer",
+            "acks": "all",
+            "linger_ms": 5,
+            "batch_size": 128 * 1024,
+            "metrics_enabled": False,
+        }
+        config = _client_config(
+            KafkaProducer.DEFAULT_CONFIG, defaults, self._client_config, self._producer_config
+        )
+        config["acks"] = "all"  # the outbox only marks what every replica has
+        return config
+
+    def consumer_settings(self) -> dict[str, Any]:
+        """The settings the ``KafkaConsumer`` is created with."""
+        from kafka import KafkaConsumer
+
+        defaults = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": "wfe-kafka-consumer",
+            "group_id": self.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": self.max_poll_records,
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 2_000,
+            "metrics_enabled": False,
+        }
+        config = _client_config(
+            KafkaConsumer.DEFAULT_CONFIG, defaults, self._client_config, self._consumer_config
+        )
+        config["enable_auto_commit"] = False  # offsets follow the store, never a timer
+        return config
+
+    def _get_producer(self) -> _Producer:
+        if self._producer is None or self._producer.closed:
+            self._producer = _Producer(self.producer_settings())
+        return self._producer
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def publish_task(self, task: Task | Mapping[str, Any]) -> Any:
+        """Send a task to the tasks topic (key = task id) and wait until Kafka has it.
+
+        ``task`` is a :class:`~wfcore.Task` (e.g. one returned by ``submit_task``)
+        or a dict with the task message fields. Returns kafka-python's
+        ``RecordMetadata`` (topic, partition, offset).
+        """
+        task_id = task.id if isinstance(task, Task) else task.get("id")
+        key = task_id.encode("utf-8") if isinstance(task_id, str) else None
+        [outcome] = await self._get_producer().send_many(
+            [(self.tasks_topic, key, task_message(task), None)]
+        )
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def publish_result(self, task: Task) -> None:
+        """Publish a finished task to the results topic (key = task id).
+
+        Use it as ``engine.register_task_completed_hook(kafka.publish_result)``.
+        Once the interface is attached to an engine (:meth:`attach`,
+        :meth:`consume_tasks`, :meth:`start`) this only queues the task for the
+        outbox publisher and returns; a task published once is not published
+        again. Unattached, it sends and waits for the acknowledgement.
+        """
+        if self._publisher is not None and not self._publisher.done():
+            self._queue_result(task)
+            return
+        [outcome] = await self._get_producer().send_many(
+            [(self.results_topic, task.id.encode("utf-8"), result_message(task), None)]
+        )
+        if isinstance(outcome, BaseException):
+            self.stats["publish_errors"] += 1
+            raise outcome
+        self.stats["results_published"] += 1
+
+    def _queue_result(self, task: Task) -> None:
+        if task.id in self._results_ids or task.id in self._recent:
+            return
+        if len(self._results) >= _MAX_QUEUED_RESULTS or time.monotonic() < self._degraded_until:
+            return  # the store's outbox has it; the sweep publishes it later
+        self._results.append((task.id, result_message(task)))
+        self._results_ids.add(task.id)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _event(self, event: str, task: Task, phase: Phase | None = None) -> None:
+        if self.events_topic is None or self._events_wake is None:
+            return
+        if len(self._events) >= _MAX_QUEUED_EVENTS:
+            self._events.popleft()
+            self.stats["publish_errors"] += 1
+        self._events.append((task.id.encode("utf-8"), event_message(event, task, phase)))
+        self._events_wake.set()
+
+    def _settled(self) -> None:
+        self._outstanding = max(0, self._outstanding - 1)
+
+    # -- attaching to an engine ------------------------------------------------------
+
+    @property
+    def engine(self) -> ECSWorkflowEngine | None:
+        """The engine this interface is attached to, or None."""
+        return self._engine
+
+    async def attach(self, engine: ECSWorkflowEngine) -> None:
+        """Publish this engine's finished tasks (and events) through the store's outbox.
+
+        Registers the outbox consumer in the engine's store, so that from now on
+        every task reaching COMPLETED, FAILED or CANCELLED is recorded as
+        unpublished in the same transaction, and starts the publisher, which
+        sends them, waits for ``acks=all`` and only then marks them published.
+        Unpublished ones left by a crash or a Kafka outage are swept up. Called
+        by :meth:`consume_tasks` and :meth:`start`; idempotent.
+        """
+        if self._engine is engine:
+            return
+        if self._engine is not None:
+            raise RuntimeError("this KafkaMQInterface is already attached to another engine")
+        store = await engine.get_store()
+        await store.outbox_register(self.outbox_consumer)
+        self._engine = engine
+        ATTACHED[engine] = self
+        self._closing = False
+        self._hooks = [_Hooks(self)]
+        if self.events_topic is not None:
+            self._hooks.append(_EventHooks(self))
+        for i, hooks in enumerate(self._hooks):
+            engine.plugin_manager.register(hooks, name=f"wfe_kafka.interface.{id(self)}.{i}")
+        self._wake = asyncio.Event()
+        self._publisher = asyncio.create_task(self._publish_loop(store))
+        if self.events_topic is not None:
+            self._events_wake = asyncio.Event()
+            self._events_publisher = asyncio.create_task(self._events_loop())
+
+    async def start(self, engine: ECSWorkflowEngine) -> None:
+        """Attach to the engine and consume the tasks topic in the background."""
+        await self.attach(engine)
+        if self._consumer_task is None or self._consumer_task.done():
+            self._consumer_task = asyncio.create_task(self.consume_tasks(engine))
+
+    async def close(self) -> None:
+        """Stop consuming, publish what is queued, detach and close the producer."""
+        self.stop_consuming()
+        if self._consumer_task is not None:
+            try:
+                await self._consumer_task
+            except Exception:
+                logger.exception("the Kafka consumer failed")
+            self._consumer_task = None
+        elif self._consuming is not None:
+            await asyncio.gather(self._consuming, return_exceptions=True)
+        self._closing = True
+        for name in ("_publisher", "_events_publisher"):
+            task = getattr(self, name)
+            if task is None:
+                continue
+            if self._wake is not None:
+                self._wake.set()
+            if self._events_wake is not None:
+                self._events_wake.set()
+            try:
+                await asyncio.wait_for(task, self.close_timeout)
+            except asyncio.TimeoutError:
+                logger.warning("Kafka publishing did not finish within %.0f s", self.close_timeout)
+            except Exception:
+                logger.exception("the Kafka publisher failed")
+            setattr(self, name, None)
+        if self._engine is not None:
+            for hooks in self._hooks:
+                self._engine.plugin_manager.unregister(hooks)
+            if ATTACHED.get(self._engine) is self:
+                del ATTACHED[self._engine]
+        self._engine = None
+        self._hooks = []
+        self._wake = self._events_wake = None
+        self._results.clear()
+        self._results_ids.clear()
+        self._events.clear()
+        if self._producer is not None:
+            await self._producer.close(self.close_timeout)
+        self._consume_stop.clear()
+
+    async def __aenter__(self) -> KafkaMQInterface:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the results publisher -------------------------------------------------------
+
+    async def _publish_loop(self, store: Store) -> None:
+        assert self._wake is not None
+        next_sweep = 0.0
+        while True:
+            now = time.monotonic()
+            if self._results and now >= self._degraded_until:
+                try:
+                    await self._publish_queued(store)
+                except Exception:
+                    logger.exception("publishing results failed")
+                    self._degrade()
+                continue
+            if self._closing:
+                return
+            if now >= next_sweep and now >= self._degraded_until:
+                try:
+                    await self._sweep(store)
+                except _PublishFailed:
+                    pass
+                except Exception:
+                    logger.exception("publishing the results outbox failed")
+                    self._degrade()
+                next_sweep = time.monotonic() + self.sweep_interval
+            wait = max(next_sweep, self._degraded_until) - time.monotonic()
+            self._wake.clear()
+            if self._results and time.monotonic() >= self._degraded_until:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.01, wait))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _publish_queued(self, store: Store) -> None:
+        batch = [self._results.popleft() for _ in range(min(_PUBLISH_BATCH, len(self._results)))]
+        try:
+            await self._publish(store, batch)
+        except _PublishFailed:
+            # Everything still queued stays in the outbox; the sweep sends it
+            # once the broker is back.
+            for task_id, _ in self._results:
+                self._results_ids.discard(task_id)
+            self._results.clear()
+        finally:
+            for task_id, _ in batch:
+                self._results_ids.discard(task_id)
+
+    async def _publish(self, store: Store, batch: list[tuple[str, bytes]]) -> None:
+        """Send results, wait for acks=all, then mark them published in the outbox."""
+        outcomes = await self._get_producer().send_many(
+            [(self.results_topic, task_id.encode("utf-8"), value, None) for task_id, value in batch]
+        )
+        sent = [
+            tid
+            for (tid, _), o in zip(batch, outcomes, strict=True)
+            if not isinstance(o, BaseException)
+        ]
+        if sent:
+            for task_id in sent:
+                self._recent.add(task_id)
+            self.stats["results_published"] += len(sent)
+            try:
+                await store.outbox_ack(self.outbox_consumer, sent)
+            except Exception:
+                # Published but not marked: the sweep will publish these again.
+                logger.exception("marking %d published results in the outbox failed", len(sent))
+        if len(sent) < len(batch):
+            error = next(o for o in outcomes if isinstance(o, BaseException))
+            self.stats["publish_errors"] += len(batch) - len(sent)
+            logger.warning(
+                "could not publish %d result(s) to %r (%s: %s); they stay in the outbox",
+                len(batch) - len(sent),
+                self.results_topic,
+                type(error).__name__,
+                error,
+            )
+            self._degrade()
+            raise _PublishFailed
+        self._backoff = 0.0
+
+    def _degrade(self) -> None:
+        self._backoff = min(30.0, max(0.5, self._backoff * 2))
+        self._degraded_until = time.monotonic() + self._backoff
+
+    async def _sweep(self, store: Store) -> None:
+        """Publish finished tasks the outbox still holds: left by a crash, an
+        outage, or finished by another process."""
+        limit = 200
+        while True:
+            cutoff = utcnow() - timedelta(seconds=self.outbox_grace)
+            pending = await store.outbox_pending(self.outbox_consumer, limit)
+            already = [t.id for t in pending if t.id in self._recent]
+            if already:
+                await store.outbox_ack(self.outbox_consumer, already)
+            todo = [
+                (t.id, result_message(t))
+                for t in pending
+                if t.id not in self._results_ids
+                and t.id not in self._recent
+                and t.updated_at <= cutoff
+            ]
+            if not todo:
+                return
+            for task_id, _ in todo:
+                self._results_ids.add(task_id)
+            try:
+                await self._publish(store, todo)
+            finally:
+                for task_id, _ in todo:
+                    self._results_ids.discard(task_id)
+            if len(pending) < limit:
+                return
+
+    async def _events_loop(self) -> None:
+        assert self._events_wake is not None and self.events_topic is not None
+        while True:
+            if not self._events:
+                if self._closing:
+                    return
+                self._events_wake.clear()
+                await self._events_wake.wait()
+                continue
+            batch = [self._events.popleft() for _ in range(min(_PUBLISH_BATCH, len(self._events)))]
+            try:
+                outcomes = await self._get_producer().send_many(
+                    [(self.events_topic, key, value, None) for key, value in batch]
+                )
+            except Exception as exc:
+                outcomes = [exc] * len(batch)
+            failed = sum(isinstance(o, BaseException) for o in outcomes)
+            self.stats["events_published"] += len(batch) - failed
+            if failed:
+                self.stats["publish_errors"] += failed
+                logger.warning("could not publish %d event(s) to %r", failed, self.events_topic)
+
+    # -- consuming -------------------------------------------------------------------
+
+    @property
+    def assignment(self) -> frozenset[tuple[str, int]]:
+        """The ``(topic, partition)`` pairs this consumer holds now."""
+        return self._assignment
+
+    @property
+    def paused(self) -> bool:
+        """True while consumption is paused because the engine has ``max_pending``
+        pending or running tasks."""
+        return self._paused
+
+    def stop_consuming(self) -> None:
+        """Ask :meth:`consume_tasks` to finish: it lets the batches in hand be stored,
+        commits their offsets, leaves the consumer group and returns."""
+        self._consume_stop.set()
+
+    async def consume_tasks(self, engine: ECSWorkflowEngine) -> None:
+        """Consume the tasks topic until :meth:`stop_consuming`, submitting each
+        message with ``engine.submit_task``.
+
+        Run it in the background: ``asyncio.create_task(kafka.consume_tasks(engine))``.
+        Each message becomes a task whose id is the message's ``"id"`` or, without
+        one, ``<topic>-<partition>-<offset>``; ``task.context["kafka"]`` records
+        topic, partition and offset. An offset is committed only once its task
+        is durably stored (or the message was dead-lettered); a redelivered
+        message finds its task already stored and creates nothing.
+        """
+        await self.attach(engine)
+        if self._consuming is not None and not self._consuming.done():
+            raise RuntimeError("this KafkaMQInterface is already consuming")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._consuming = done
+        thread = threading.Thread(
+            target=self._consume_thread,
+            args=(loop, engine, done),
+            name="wfe-kafka-consumer",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self._consume_stop.set()
+            await asyncio.gather(done, return_exceptions=True)
+            raise
+        finally:
+            if done.done():
+                # Stopped: a later consume_tasks() starts afresh.
+                self._consume_stop.clear()
+
+    def _consume_thread(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        engine: ECSWorkflowEngine,
+        done: asyncio.Future[None],
+    ) -> None:
+        outcome: BaseException | None = None
+        delay = 1.0
+        try:
+            while not self._consume_stop.is_set():
+                try:
+                    self._consume(loop, engine)
+                except _Rejoin as exc:
+                    logger.warning("the Kafka consumer has %s", exc)
+                    continue
+                except Exception:
+                    if self._consume_stop.is_set():
+                        raise
+                    # A fresh consumer rejoins the group and starts again from the
+                    # committed offsets; redelivered messages find their tasks.
+                    logger.exception("the Kafka consumer failed; restarting it in %.0f s", delay)
+                    self._consume_stop.wait(delay)
+                    delay = min(30.0, delay * 2)
+        except BaseException as exc:
+            logger.exception("the Kafka consumer stopped with an error")
+            outcome = exc
+        finally:
+            self._assignment = frozenset()
+            self._paused = False
+
+        def finish() -> None:
+            if done.done():
+                return
+            if outcome is None:
+                done.set_result(None)
+            else:
+                done.set_exception(outcome)
+
+        try:
+            loop.call_soon_threadsafe(finish)
+        except RuntimeError:
+            pass
+
+    def _open_consumer(self) -> Any:
+        from kafka import KafkaConsumer
+
+        delay = 0.5
+        while not self._consume_stop.is_set():
+            try:
+                return KafkaConsumer(**self.consumer_settings())
+            except Exception as exc:
+                logger.warning("cannot connect the Kafka consumer (%s); retrying", exc)
+                self._consume_stop.wait(delay)
+                delay = min(10.0, delay * 2)
+        return None
+
+    def _consume(self, loop: asyncio.AbstractEventLoop, engine: ECSWorkflowEngine) -> None:
+        consumer = self._open_consumer()
+        if consumer is None:
+            return
+        batches = _Batches()
+        try:
+            # Know the topic's partitions before joining: a first assignment made
+            # without them is immediately redone, a needless rebalance.
+            consumer.partitions_for_topic(self.tasks_topic)
+        except Exception as exc:
+            logger.warning("no metadata yet for topic %r: %s", self.tasks_topic, exc)
+        consumer.subscribe(
+            [self.tasks_topic], listener=_rebalance_listener(self, consumer, batches)
+        )
+        session = self.consumer_settings().get("session_timeout_ms", 10_000) / 1000
+        stuck_after = max(30.0, 3 * session)
+        last_stable = time.monotonic()
+        next_resync = 0.0
+        try:
+            while not self._consume_stop.is_set():
+                if _group_state(consumer) == _STABLE:
+                    last_stable = time.monotonic()
+                elif time.monotonic() - last_stable > stuck_after:
+                    # A member that cannot complete a rebalance holds no partitions;
+                    # a fresh consumer joins the group anew.
+                    raise _Rejoin(
+                        f"no stable group membership for {stuck_after:.0f} s; reconnecting"
+                    )
+                self._commit(consumer, batches.take_handled())
+                if batches.failed is not None:
+                    raise RuntimeError("handling a batch of task messages failed") from (
+                        batches.failed
+                    )
+                assigned = consumer.assignment()
+                self._assignment = frozenset((tp.topic, tp.partition) for tp in assigned)
+                full = len(batches) >= _MAX_BATCHES_IN_HAND
+                busy = self._outstanding >= self.max_pending
+                if full or busy:
+                    # Paused partitions fetch nothing, but poll() still runs the
+                    # group protocol: a rebalance never waits for this worker.
+                    if assigned:
+                        consumer.pause(*assigned)
+                    self._paused = busy and bool(assigned)
+                    if full:
+                        batches.wait_oldest(0.1)
+                    if busy and time.monotonic() >= next_resync:
+                        next_resync = time.monotonic() + 1.0
+                        asyncio.run_coroutine_threadsafe(
+                            self._resync(engine), loop
+                        ).add_done_callback(_log_failure)
+                elif consumer.paused():
+                    consumer.resume(*consumer.paused())
+                    self._paused = False
+                records = consumer.poll(
+                    timeout_ms=0 if full else 200, max_records=self.max_poll_records
+                )
+                if not records:
+                    continue
+                batch = [r for rs in records.values() for r in rs]
+                self.stats["received"] += len(batch)
+                offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if rs}
+                future = asyncio.run_coroutine_threadsafe(self._handle_batch(engine, batch), loop)
+                batches.add(future, offsets)
+        finally:
+            batches.wait_all(self.close_timeout)
+            try:
+                self._commit(consumer, batches.take_handled(), sync=True)
+            except Exception:
+                logger.exception("committing offsets on stop failed")
+            try:
+                consumer.close(autocommit=False)
+            except Exception:
+                logger.exception("closing the Kafka consumer failed")
+
+    def _commit(self, consumer: Any, offsets: dict[Any, int], sync: bool = False) -> None:
+        """Commit handled offsets of the partitions this consumer still holds."""
+        if not offsets:
+            return
+        from kafka.structs import OffsetAndMetadata
+
+        held = consumer.assignment()
+        commit = {
+            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items() if tp in held
+        }
+        if not commit:
+            return
+        if sync:
+            consumer.commit(commit)
+        else:
+            consumer.commit_async(commit, callback=_log_commit_error)
+
+    async def _resync(self, engine: ECSWorkflowEngine) -> None:
+        """Recount the engine's pending and running tasks (for backpressure)."""
+        store = await engine.get_store()
+        counts = await store.count_tasks()
+        self._outstanding = counts.get(TaskStatus.PENDING, 0) + counts.get(
+            TaskStatus.IN_PROGRESS, 0
+        )
+
+    async def _handle_batch(self, engine: ECSWorkflowEngine, records: list[Any]) -> None:
+        """Store the batch's tasks (concurrently), then dead-letter its bad messages
+        in their original order."""
+        problems = await asyncio.gather(*(self._submit(engine, r) for r in records))
+        letters = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
+        delay = 0.1
+        while letters:
+            try:
+                await self._dead_letter(letters)
+                break
+            except Exception as exc:
+                delay = await self._backoff("dead-lettering", letters[0][0], exc, delay)
+        self.stats["consumed"] += len(records)
+
+    async def _submit(self, engine: ECSWorkflowEngine, record: Any) -> BaseException | None:
+        """Submit one message's task; return the error if the message is bad."""
+        delay = 0.1
+        while True:
+            try:
+                message = parse_task_message(record.value)
+                await engine.submit_task(
+                    message["data"],
+                    message["workflow_name"],
+                    classification=message["classification"],
+                    assigned_to=message["assigned_to"] or "ai",
+                    task_id=message["id"]
+                    or source_id(record.topic, record.partition, record.offset),
+                    context={
+                        "kafka": {
+                            "topic": record.topic,
+                            "partition": record.partition,
+                            "offset": record.offset,
+                        }
+                    },
+                )
+                return None
+            except _BAD_MESSAGE as exc:
+                return exc
+            except Exception as exc:
+                delay = await self._backoff("storing", record, exc, delay)
+
+    async def _backoff(self, doing: str, record: Any, exc: Exception, delay: float) -> float:
+        """Wait before trying again: a failure here means the store or Kafka is in
+        trouble, not the message, so the message is kept (its offset stays
+        uncommitted). Raises the error instead once consumption is stopping."""
+        if self._consume_stop.is_set():
+            raise exc
+        logger.warning(
+            "%s task message %s/%d@%d failed (%s: %s); retrying",
+            doing,
+            record.topic,
+            record.partition,
+            record.offset,
+            type(exc).__name__,
+            exc,
+        )
+        await asyncio.sleep(delay)
+        return min(5.0, delay * 2)
+
+    async def _dead_letter(self, letters: list[tuple[Any, BaseException]]) -> None:
+        for record, error in letters:
+            logger.warning(
+                "task message %s/%d@%d dead-lettered: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
+        if self.dead_letter_topic:
+            outcomes = await self._get_producer().send_many(
+                [
+                    (
+                        self.dead_letter_topic,
+                        record.key,
+                        record.value,
+                        dead_letter_headers(
+                            error,
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            list(record.headers or []),
+                        ),
+                    )
+                    for record, error in letters
+                ]
+            )
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                raise failed[0]
+        self.stats["dead_lettered"] += len(letters)
+
+
+_STABLE = "<stable>"  # kafka.structs.MemberState.STABLE
+
+
+def _group_state(consumer: Any) -> str:
+    try:
+        return str(consumer.group_metadata().state)
+    except Exception:
+        return _STABLE  # no way to tell: never restart on account of it
+
+
+class _Rejoin(Exception):
+    """The consumer is stuck outside its group; it is replaced by a fresh one."""
+
+
+class _PublishFailed(Exception):
+    """Some results could not be published; they stay in the outbox."""
+
+
+def _log_failure(future: concurrent.futures.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("recounting pending tasks failed: %s", future.exception())
+
+
+def _log_commit_error(offsets: Any, response: Any) -> None:
+    if isinstance(response, BaseException):
+        logger.warning("committing offsets failed (%s); a later commit covers them", response)
+
+
+def _rebalance_listener(iface: KafkaMQInterface, consumer: Any, batches: _Batches) -> Any:
+    """A listener that, before partitions move to another worker, lets the batches
+    in hand be stored and commits them, so the new owner does not see them again."""
+    from kafka import ConsumerRebalanceListener
+    from kafka.structs import OffsetAndMetadata
+
+    session = iface.consumer_settings().get("session_timeout_ms", 10_000)
+    wait = max(0.5, min(5.0, session / 2000))
+
+    class Rebalance(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            if not revoked:
+                return
+            # This runs on kafka-python's IO thread, which also heartbeats: wait
+            # well within the session timeout, and never block on a commit.
+            batches.wait_all(wait)
+            offsets = batches.take_handled()
+            if not offsets:
+                return
+            commit = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+            try:
+                consumer.commit_async(commit, callback=_log_commit_error)
+            except Exception as exc:
+                logger.warning("committing offsets before a rebalance failed: %s", exc)
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            iface._assignment = frozenset((tp.topic, tp.partition) for tp in assigned)
+
+        def on_partitions_lost(self, lost: Any) -> None:
+            # The group moved on without us: a commit would be rejected, and the
+            # new owners redeliver what we did not commit.
+            batches.take_handled()
+
+    return Rebalance()

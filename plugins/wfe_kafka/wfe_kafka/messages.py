@@ -1,0 +1,167 @@
+"""The Kafka message formats: task messages in, results, lifecycle events and dead letters out.
+
+Every JSON document carries ``"format"`` (:data:`wfcore.wire.FORMAT_VERSION`); a
+task message without one is read as the current version. Results are the
+task in wfcore's wire format (:func:`wfcore.wire.task_to_dict`), so any consumer
+can rebuild it with :func:`wfcore.wire.task_from_dict`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from wfcore import DEFINE_WORKFLOW, Phase, Task
+from wfcore.model import utcnow
+from wfcore.wire import FORMAT_VERSION, dumps, task_to_dict
+
+__all__ = [
+    "FORMAT_VERSION",
+    "TASK_FIELDS",
+    "BadMessage",
+    "dead_letter_headers",
+    "event_message",
+    "parse_task_message",
+    "result_message",
+    "source_id",
+    "task_message",
+]
+
+#: The fields a task message may carry; others are ignored.
+TASK_FIELDS = ("format", "id", "workflow_name", "data", "classification", "assigned_to")
+
+_OPTIONAL_STRINGS = ("id", "classification", "assigned_to")
+
+
+class BadMessage(ValueError):
+    """A message that can never become a task: not JSON, not a task, or a newer format."""
+
+
+def _dumps(doc: Any) -> bytes:
+    return dumps(doc).encode("utf-8")
+
+
+def parse_task_message(value: bytes | None) -> dict[str, Any]:
+    """Decode a task message into ``workflow_name``, ``data``, ``id``, ``classification``
+    and ``assigned_to`` (missing optional fields are None).
+
+    The workflow's existence, the id's shape and the task type are checked later
+    by ``engine.submit_task``. Raises :class:`BadMessage` naming the problem.
+    """
+    if not value:
+        raise BadMessage("empty message (no value)")
+    try:
+        doc = json.loads(value)
+    except UnicodeDecodeError as exc:
+        raise BadMessage(f"not UTF-8 text: {exc}") from None
+    except ValueError as exc:
+        raise BadMessage(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadMessage(f"not a task: expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("format", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BadMessage(f"format: must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise BadMessage(
+            f"format {version} is newer than this worker understands ({FORMAT_VERSION})"
+        )
+    for name in _OPTIONAL_STRINGS:
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            raise BadMessage(f"{name}: must be a string, got {type(doc[name]).__name__}")
+    workflow = doc.get("workflow_name")
+    if workflow is None and doc.get("classification") != DEFINE_WORKFLOW:
+        raise BadMessage("not a task: workflow_name is missing")
+    if workflow is not None and (not isinstance(workflow, str) or not workflow):
+        raise BadMessage("workflow_name: must be a non-empty string")
+    return {
+        "workflow_name": workflow,
+        "data": doc.get("data"),
+        "id": doc.get("id"),
+        "classification": doc.get("classification"),
+        "assigned_to": doc.get("assigned_to"),
+    }
+
+
+def source_id(topic: str, partition: int, offset: int) -> str:
+    """The task id of a message that names none: stable across redeliveries."""
+    return f"{topic}-{partition}-{offset}"
+
+
+def task_message(task: Task | Mapping[str, Any]) -> bytes:
+    """A task message for a task (or a dict with the same fields)."""
+    if isinstance(task, Task):
+        doc: dict[str, Any] = {
+            "id": task.id,
+            "workflow_name": task.workflow_name,
+            "data": task.data,
+            "classification": task.classification,
+            "assigned_to": task.assigned_to.value,
+        }
+    else:
+        doc = {k: task[k] for k in TASK_FIELDS if k in task and k != "format"}
+    doc["format"] = FORMAT_VERSION
+    return _dumps(doc)
+
+
+def result_message(task: Task) -> bytes:
+    """The result message of a finished task: the whole task, ``id`` at the top level."""
+    return _dumps(task_to_dict(task))
+
+
+def event_message(event: str, task: Task, phase: Phase | None = None) -> bytes:
+    """A lifecycle event of a task (see the README for the fields of each event)."""
+    doc: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "event": event,
+        "task_id": task.id,
+        "at": utcnow().isoformat(),
+        "status": task.status.value,
+        "workflow_name": task.workflow_name,
+        "classification": task.classification,
+        "source": task.context.get("kafka") if isinstance(task.context, dict) else None,
+    }
+    if phase is not None:
+        doc["phase"] = phase.target_classification
+    elif event in ("suspended", "resumed"):
+        doc["phase"] = task.classification
+    if event == "phase_started":
+        doc["attempt"] = task.attempts
+    elif event == "phase_finished" and phase is not None:
+        doc["output"] = task.outputs.get(phase.target_classification)
+    elif event == "suspended":
+        doc["question"] = task.waiting_reason
+        doc["deadline"] = task.deadline.isoformat() if task.deadline else None
+        doc["assigned_to"] = task.assigned_to.value
+    elif event == "completed":
+        doc["output"] = task.output
+    elif event == "failed":
+        doc["error"] = task.error
+    return _dumps(doc)
+
+
+def dead_letter_headers(
+    error: BaseException | str,
+    topic: str,
+    partition: int,
+    offset: int,
+    original: list[tuple[str, bytes]] | None = None,
+) -> list[tuple[str, bytes]]:
+    """Kafka headers that say why a message was dead-lettered and where it came from.
+
+    The dead letter keeps the original key, value and headers; these come after them.
+    """
+    if isinstance(error, BaseException):
+        kind = "BadMessage" if isinstance(error, BadMessage) else type(error).__name__
+        text = str(error)
+    else:
+        kind, text = "BadMessage", error
+    return [
+        *(original or []),
+        ("wfe.error", text.encode("utf-8")),
+        ("wfe.error.type", kind.encode("utf-8")),
+        ("wfe.source.topic", topic.encode("utf-8")),
+        ("wfe.source.partition", str(partition).encode("ascii")),
+        ("wfe.source.offset", str(offset).encode("ascii")),
+        ("wfe.format", str(FORMAT_VERSION).encode("ascii")),
+    ]
