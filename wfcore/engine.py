@@ -125,6 +125,9 @@ class ECSWorkflowEngine:
         self._unsaved_workflows: set[str] = set()
         self._active: dict[str, asyncio.Task[None]] = {}
         self._lost: set[str] = set()
+        # Tasks still being driven whose lease was already given back (finished or
+        # suspended, hooks still running): not renewed, and not "lost".
+        self._released: set[str] = set()
         self._running = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -642,13 +645,14 @@ class ECSWorkflowEngine:
     def _finished(self, task_id: str) -> None:
         self._active.pop(task_id, None)
         self._lost.discard(task_id)
+        self._released.discard(task_id)
         self._poke()
 
     async def _keep_leases(self, store: Store) -> None:
         interval = max(self.lease_seconds / 3, 0.05)
         while True:
             await asyncio.sleep(interval)
-            ids = list(self._active)
+            ids = [i for i in self._active if i not in self._released]
             if not ids:
                 continue
             try:
@@ -658,7 +662,12 @@ class ECSWorkflowEngine:
                 continue
             for task_id in ids:
                 driver = self._active.get(task_id)
-                if task_id not in held and driver is not None:
+                if (
+                    task_id not in held
+                    and task_id not in self._released
+                    and driver is not None
+                    and not driver.done()
+                ):
                     logger.warning("task %s: lease lost (cancelled or taken over)", task_id)
                     self._lost.add(task_id)
                     driver.cancel()
@@ -991,10 +1000,14 @@ class ECSWorkflowEngine:
         assert self._store is not None
         if task.id in self._lost:
             raise _LeaseLost
+        if not keep_lease:
+            self._released.add(task.id)
         try:
             ok = await self._store.update_task(task, keep_lease=keep_lease)
         except (TypeError, ValueError) as exc:
             return await self._unstorable(task, exc)
+        if ok and keep_lease:
+            self._released.discard(task.id)
         if not ok:
             logger.info(
                 "task %s: changed elsewhere (cancelled or taken over); write dropped", task.id
