@@ -122,6 +122,10 @@ def test_cancel_and_conflicts(api: Api) -> None:
     assert response.get_json()["status"] == "cancelled"
     assert api.post(f"/api/tasks/{task['id']}/cancel").status_code == 409
     assert api.post(f"/api/tasks/{task['id']}/resume", {"output": "x"}).status_code == 409
+    # A cancelled task can be retried: it goes back to its phase and waits again.
+    retried = api.post(f"/api/tasks/{task['id']}/retry")
+    assert retried.status_code == 200 and retried.get_json()["status"] == "pending"
+    api.wait_status(task["id"], "waiting_human")
     assert api.post(f"/api/tasks/{task['id']}/retry").status_code == 409
 
 
