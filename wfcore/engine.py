@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import pluggy
@@ -56,6 +56,7 @@ __all__ = ["ECSWorkflowEngine", "default_store_url"]
 
 logger = logging.getLogger("wfcore")
 
+T = TypeVar("T")
 Handler = Callable[[Task], Awaitable[None]]
 CompletedHook = Callable[[Task], Awaitable[None]]
 
@@ -66,6 +67,10 @@ def default_store_url() -> str:
     if url:
         return url
     return "sqlite://" + str(Path.cwd() / ".wfe" / "wfe.db")
+
+
+# How often resume, cancel and retry re-read a task that changed under them.
+_CHANGE_TRIES = 50
 
 
 class _LeaseLost(Exception):
@@ -320,17 +325,15 @@ class ECSWorkflowEngine:
             raise InvalidTaskError("task_id must be a non-empty string")
         if task_id is not None and ("/" in task_id or task_id in (".", "..")):
             raise InvalidTaskError(f"task_id {task_id!r} may not contain '/' or be '.'/'..'")
-        try:
-            dumps(data)
-        except (TypeError, ValueError) as exc:
-            raise InvalidTaskError(f"task data must be JSON-serializable: {exc}") from None
+        problem = _json_problem(data)
+        if problem is not None:
+            raise InvalidTaskError(f"task data must be JSON-serializable: {problem}")
         if context is not None:
             if not isinstance(context, dict):
                 raise InvalidTaskError("context must be a dict")
-            try:
-                json.dumps(context, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise InvalidTaskError(f"task context must be JSON-serializable: {exc}") from None
+            problem = _json_problem(context)
+            if problem is not None:
+                raise InvalidTaskError(f"task context must be JSON-serializable: {problem}")
         store = await self.get_store()
         if task_id is not None:
             existing = await store.get_task(task_id)
@@ -411,11 +414,12 @@ class ECSWorkflowEngine:
         Raises UnknownTaskError, TaskStateError if it is not waiting, and
         InvalidOutputError if the answer breaks the phase's ``input_schema``.
         """
-        store = await self.get_store()
-        for _ in range(20):
-            task = await store.get_task(task_id)
-            if task is None:
-                raise UnknownTaskError(task_id)
+        problem = _json_problem(output)
+        if problem is not None:
+            raise InvalidOutputError(f"the answer must be JSON-serializable: {problem}", [])
+
+        async def answer(task: Task) -> Phase | None:
+            """Record the answer; return the phase it finished (None: the phase reruns)."""
             if not task.status.is_waiting:
                 raise TaskStateError(
                     f"task {task_id!r} is {task.status.name}, not waiting; only a waiting "
@@ -423,14 +427,8 @@ class ECSWorkflowEngine:
                 )
             spec = await self._workflow(task.workflow_name)
             phase = spec.phase(task.classification) if spec and task.classification else None
-            if phase is None:
+            if spec is None or phase is None:
                 raise TaskStateError(f"task {task_id!r} waits in no known phase")
-            try:
-                json.dumps(output, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise InvalidOutputError(
-                    f"the answer must be JSON-serializable: {exc}", []
-                ) from None
             if phase.input_schema is not None and not task.resume_in_phase:
                 _validate_answer(phase, output)
             task.record("resumed", phase=phase.target_classification)
@@ -440,14 +438,11 @@ class ECSWorkflowEngine:
                 task.reply = output
                 task.status = TaskStatus.PENDING
                 task.run_after = None
-                finished_phase = None
-            else:
-                self._advance(task, spec, phase, output)  # type: ignore[arg-type]
-                finished_phase = phase
-            if await store.update_task(task):
-                break
-        else:
-            raise TaskStateError(f"task {task_id!r} kept changing; try again")
+                return None
+            self._advance(task, spec, phase, output)
+            return phase
+
+        task, finished_phase = await self._change_stored(task_id, answer)
         await self._fire("wfe_task_resumed", task=task)
         if finished_phase is not None:
             await self._after_phase(task, finished_phase)
@@ -460,21 +455,16 @@ class ECSWorkflowEngine:
         A worker running it loses its lease and its later writes are dropped.
         Raises UnknownTaskError, or TaskStateError for a finished task.
         """
-        store = await self.get_store()
-        for _ in range(50):
-            task = await store.get_task(task_id)
-            if task is None:
-                raise UnknownTaskError(task_id)
+
+        async def mark_cancelled(task: Task) -> None:
             if task.status.is_finished:
                 raise TaskStateError(f"task {task_id!r} is already {task.status.name}")
             task.status = TaskStatus.CANCELLED
             task.waiting_reason = None
             task.deadline = None
             task.record("cancelled")
-            if await store.update_task(task):
-                break
-        else:
-            raise TaskStateError(f"task {task_id!r} kept changing; try again")
+
+        task, _ = await self._change_stored(task_id, mark_cancelled)
         running = self._active.get(task_id)
         if running is not None:
             self._lost.add(task_id)
@@ -490,11 +480,8 @@ class ECSWorkflowEngine:
         cleared and a ``retried`` event joins its history; any worker on the store
         picks it up. Raises UnknownTaskError, or TaskStateError for other statuses.
         """
-        store = await self.get_store()
-        for _ in range(20):
-            task = await store.get_task(task_id)
-            if task is None:
-                raise UnknownTaskError(task_id)
+
+        async def requeue(task: Task) -> None:
             if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
                 raise TaskStateError(
                     f"task {task_id!r} is {task.status.name}; only a FAILED or CANCELLED "
@@ -511,12 +498,28 @@ class ECSWorkflowEngine:
             task.error = None
             task.traceback = None
             task.run_after = None
-            if await store.update_task(task):
-                break
-        else:
-            raise TaskStateError(f"task {task_id!r} kept changing; try again")
+
+        task, _ = await self._change_stored(task_id, requeue)
         self._poke()
         return task
+
+    async def _change_stored(
+        self, task_id: str, change: Callable[[Task], Awaitable[T]]
+    ) -> tuple[Task, T]:
+        """Read a task, apply ``change`` and compare-and-set it, re-reading on conflict.
+
+        ``change`` raises to refuse the operation; a worker writing the task at the
+        same moment only makes it run again on the fresh copy.
+        """
+        store = await self.get_store()
+        for _ in range(_CHANGE_TRIES):
+            task = await store.get_task(task_id)
+            if task is None:
+                raise UnknownTaskError(task_id)
+            result = await change(task)
+            if await store.update_task(task):
+                return task, result
+        raise TaskStateError(f"task {task_id!r} kept changing; try again")
 
     # -- artifacts -------------------------------------------------------------------
 
@@ -850,10 +853,8 @@ class ECSWorkflowEngine:
         task.attempts = 0
         task.reply = None
         task.resume_in_phase = False
-        if seconds is None:
-            task.record("phase_finished", phase=name, next=target)
-        else:
-            task.record("phase_finished", phase=name, next=target, seconds=round(seconds, 6))
+        timing = {} if seconds is None else {"seconds": round(seconds, 6)}
+        task.record("phase_finished", phase=name, next=target, **timing)
         if target is None:
             task.status = TaskStatus.COMPLETED
             task.record("completed")
@@ -1019,7 +1020,7 @@ class ECSWorkflowEngine:
         """A handler left a non-JSON value in the task: fail it, keeping what prints."""
         assert self._store is not None
         for name in ("data", "context", "output", "outputs", "reply"):
-            setattr(task, name, json.loads(json.dumps(getattr(task, name), default=repr)))
+            setattr(task, name, _printable(getattr(task, name)))
         task.status = TaskStatus.FAILED
         task.error = (
             f"InvalidTaskError: the task holds a value that is not JSON-serializable: {exc}"
@@ -1058,23 +1059,36 @@ class ECSWorkflowEngine:
                 logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
 
 
-_JSON_SCALARS = (str, int, float, bool, type(None))
+# Always valid JSON, so not worth encoding to check (floats may be NaN: they are).
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as JSON (in the store's own encoding), or None."""
+    if type(value) in _JSON_SCALARS:
+        return None
+    try:
+        dumps(value)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _printable(value: Any) -> Any:
+    """``value`` with everything that is not JSON replaced by its ``repr``."""
+    return json.loads(json.dumps(value, default=repr))
 
 
 def _check_json(task: Task) -> None:
     """Fail the attempt (not the store write) when a phase leaves non-JSON values."""
-    if type(task.output) not in _JSON_SCALARS:
-        try:
-            json.dumps(task.output, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            task.output = None  # else the failed task itself cannot be stored
-            raise InvalidTaskError(f"the phase output must be JSON-serializable: {exc}") from None
-    if task.context:
-        try:
-            json.dumps(task.context, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            task.context = json.loads(json.dumps(task.context, default=repr))
-            raise InvalidTaskError(f"task.context must be JSON-serializable: {exc}") from None
+    problem = _json_problem(task.output)
+    if problem is not None:
+        task.output = None  # else the failed task itself cannot be stored
+        raise InvalidTaskError(f"the phase output must be JSON-serializable: {problem}")
+    problem = _json_problem(task.context) if task.context else None
+    if problem is not None:
+        task.context = _printable(task.context)
+        raise InvalidTaskError(f"task.context must be JSON-serializable: {problem}")
 
 
 def _validate_answer(phase: Phase, output: Any) -> None:

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import StoreError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec
-from ..wire import _unstructure_task, dumps, task_from_dict, workflow_from_dict, workflow_to_dict
+from ..wire import dumps, task_from_dict, task_to_dict, workflow_from_dict, workflow_to_dict
 from .base import Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -71,12 +71,13 @@ CREATE TABLE outbox (
 );
 """
 
-# Columns kept out of the JSON document because the store owns them.
-_COLUMN_FIELDS = ("status", "version")
+# Kept out of the JSON document: status and version are columns the store owns,
+# and the document's format is the schema's.
+_COLUMN_FIELDS = ("status", "version", "format")
 
 
 def _task_doc(task: Task) -> str:
-    doc = _unstructure_task(task)
+    doc = task_to_dict(task, internal=True)
     for name in _COLUMN_FIELDS:
         del doc[name]
     return dumps(doc)
