@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import jsonschema
 import pluggy
 
+from ._eager import start_eagerly
 from .artifacts import resolve_artifact, write_artifact
 from .errors import (
     AdapterError,
@@ -641,7 +642,12 @@ class ECSWorkflowEngine:
         await asyncio.gather(*still, return_exceptions=True)
 
     def _start(self, task: Task) -> None:
-        driver = asyncio.create_task(self._drive(task))
+        # Eagerly: a task whose phases never suspend (the memory store, quick
+        # handlers) is done here without an asyncio task of its own.
+        driver = start_eagerly(self._drive(task))
+        if driver is None:
+            self._finished(task.id)
+            return
         self._active[task.id] = driver
         driver.add_done_callback(lambda _: self._finished(task.id))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import enum
 import random
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "WorkflowSpec",
     "new_task_id",
     "utcnow",
+    "utcnow_iso",
 ]
 
 #: The built-in classification whose task defines a workflow at run time.
@@ -31,6 +33,24 @@ DEFINE_WORKFLOW = "define_workflow"
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(timezone.utc)
+
+
+def utcnow_iso() -> str:
+    """The current UTC time as ISO 8601 text, to the millisecond.
+
+    History entries are stamped with this. A busy engine records hundreds of
+    events per millisecond, so the text is made once per millisecond and reused.
+    """
+    global _stamp_ms, _stamp_text
+    ms = int(time.time() * 1000)
+    if ms != _stamp_ms:
+        moment = datetime.fromtimestamp(ms / 1000, timezone.utc)
+        _stamp_ms, _stamp_text = ms, moment.isoformat(timespec="milliseconds")
+    return _stamp_text
+
+
+_stamp_ms = -1
+_stamp_text = ""
 
 
 def new_task_id() -> str:
@@ -307,11 +327,15 @@ class Task:
     def copy(self) -> Task:
         """A deep copy: changing one never changes the other."""
         clone = _copy_fields(self)
-        clone.data = _json_copy(self.data)
-        clone.context = _json_copy(self.context)
-        clone.output = _json_copy(self.output)
-        clone.outputs = _json_copy(self.outputs)
-        clone.reply = _json_copy(self.reply)
+        # Only containers need copying; checking first saves a call per field.
+        if isinstance(self.data, (dict, list)):
+            clone.data = _json_copy(self.data)
+        clone.context = _json_copy(self.context) if self.context else {}
+        if isinstance(self.output, (dict, list)):
+            clone.output = _json_copy(self.output)
+        clone.outputs = _json_copy(self.outputs) if self.outputs else {}
+        if self.reply is not None:
+            clone.reply = _json_copy(self.reply)
         clone.artifacts = list(self.artifacts)
         clone.history = list(self.history)  # entries are never changed once written
         return clone
@@ -325,8 +349,9 @@ class Task:
 
     def record(self, event: str, **details: Any) -> None:
         """Append a timestamped event to the history."""
-        entry = {"at": utcnow().isoformat(), "event": event}
-        entry.update(details)
+        entry = {"at": utcnow_iso(), "event": event}
+        if details:
+            entry.update(details)
         self.history.append(entry)
 
 
