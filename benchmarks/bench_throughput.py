@@ -1,7 +1,8 @@
 """Throughput and latency of 2-phase workflows with trivial async handlers.
 
-Runs one engine in one process: a producer submits N tasks (in concurrent batches)
-while the engine works; the clock runs from the first submission to the last
+Runs one engine in one process: a producer submits N tasks (``submit_tasks`` in
+batches, or concurrent ``submit_task`` calls with ``--one-by-one``) while the engine
+works; the clock runs from the first submission to the last
 completion. Prints workflows/s, p50/p99 submit-to-complete latency and peak RSS,
 for each store given (default: sqlite normal, sqlite full, memory).
 
@@ -28,7 +29,9 @@ async def _handler(task: Task) -> None:
     task.output = task.data["i"]
 
 
-async def run_once(url: str, n: int, concurrency: int, batch: int) -> dict[str, float]:
+async def run_once(
+    url: str, n: int, concurrency: int, batch: int, one_by_one: bool = False
+) -> dict[str, float]:
     engine = ECSWorkflowEngine(url, max_concurrency=concurrency, load_plugins=False)
     engine.register_handler("first", _handler)
     engine.register_handler("second", _handler)
@@ -51,12 +54,21 @@ async def run_once(url: str, n: int, concurrency: int, batch: int) -> dict[str, 
     start = time.perf_counter()
     cpu_start = time.process_time()
 
-    async def submit(i: int) -> None:
+    async def submit_one(i: int) -> None:
         submitted[i] = time.perf_counter()
         await engine.submit_task({"i": i}, "bench")
 
     for first in range(0, n, batch):
-        await asyncio.gather(*(submit(i) for i in range(first, min(n, first + batch))))
+        numbers = range(first, min(n, first + batch))
+        if one_by_one:
+            await asyncio.gather(*(submit_one(i) for i in numbers))
+        else:
+            now = time.perf_counter()
+            for i in numbers:
+                submitted[i] = now
+            await engine.submit_tasks(
+                [{"data": {"i": i}, "workflow_name": "bench"} for i in numbers]
+            )
     await done.wait()
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
@@ -77,7 +89,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20000, help="workflows per run")
     parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=500, help="submissions in flight")
+    parser.add_argument(
+        "--batch", type=int, default=500, help="tasks per submit_tasks call (or in flight)"
+    )
+    parser.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="submit with concurrent submit_task calls instead of submit_tasks batches",
+    )
     parser.add_argument(
         "--store",
         action="append",
@@ -94,7 +113,9 @@ def main() -> None:
                 "sqlite-full": f"sqlite://{Path(tmp) / 'bench.db'}?durability=full",
                 "memory": "memory://",
             }[name]
-            result = asyncio.run(run_once(url, args.n, args.concurrency, args.batch))
+            result = asyncio.run(
+                run_once(url, args.n, args.concurrency, args.batch, args.one_by_one)
+            )
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         result.update(store=name, n=args.n, peak_rss_mb=rss_mb)
         if args.json:

@@ -17,7 +17,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,6 +69,11 @@ def default_store_url() -> str:
         return url
     return "sqlite://" + str(Path.cwd() / ".wfe" / "wfe.db")
 
+
+# The keys of a submit_tasks request: submit_task's arguments.
+_REQUEST_FIELDS = frozenset(
+    ("data", "workflow_name", "classification", "assigned_to", "task_id", "context")
+)
 
 # How often resume, cancel and retry re-read a task that changed under them.
 _CHANGE_TRIES = 50
@@ -321,7 +326,71 @@ class ECSWorkflowEngine:
         nothing new is queued (idempotent submission). ``context`` seeds
         ``task.context`` (e.g. where the task came from).
         """
-        task_type = TaskType.parse(assigned_to)
+        [task] = await self.submit_tasks(
+            [
+                {
+                    "data": data,
+                    "workflow_name": workflow_name,
+                    "classification": classification,
+                    "assigned_to": assigned_to,
+                    "task_id": task_id,
+                    "context": context,
+                }
+            ]
+        )
+        return task  # type: ignore[return-value]
+
+    async def submit_tasks(
+        self, requests: Iterable[Mapping[str, Any]], *, return_exceptions: bool = False
+    ) -> list[Task | WorkflowError]:
+        """Queue many tasks with one store write; return them, in order, once durable.
+
+        Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
+        ``workflow_name``, and optionally ``classification``, ``assigned_to``,
+        ``task_id``, ``context``). A bad request raises its error before anything
+        is stored; with ``return_exceptions=True`` the error takes its place in the
+        result instead and the good requests are stored.
+        """
+        store = await self.get_store()
+        results: list[Task | WorkflowError] = []
+        new: list[Task] = []
+        for request in requests:
+            try:
+                task, is_new = await self._new_task(store, request)
+            except WorkflowError as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+                continue
+            results.append(task)
+            if is_new:
+                new.append(task)
+        stored = dict(zip(map(id, new), await store.insert_tasks(new), strict=True))
+        for i, task in enumerate(results):
+            if not isinstance(task, Task) or id(task) not in stored:
+                continue
+            results[i], created = stored[id(task)]
+            if created:
+                await self._fire("wfe_task_submitted", task=task)
+        if stored:
+            self._poke()
+        return results
+
+    async def _new_task(self, store: Store, request: Mapping[str, Any]) -> tuple[Task, bool]:
+        """A checked new task for one submit request, or (False) the stored one."""
+        unknown = set(request) - _REQUEST_FIELDS
+        if unknown:
+            raise InvalidTaskError(
+                f"unknown submit field {sorted(unknown)[0]!r} "
+                f"(known: {', '.join(sorted(_REQUEST_FIELDS))})"
+            )
+        data = request.get("data")
+        workflow_name = request.get("workflow_name")
+        classification = request.get("classification")
+        task_id = request.get("task_id")
+        context = request.get("context")
+        assigned_to = request.get("assigned_to")
+        task_type = TaskType.parse("ai" if assigned_to is None else assigned_to)
         if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
             raise InvalidTaskError("task_id must be a non-empty string")
         if task_id is not None and ("/" in task_id or task_id in (".", "..")):
@@ -335,23 +404,14 @@ class ECSWorkflowEngine:
             problem = _json_problem(context)
             if problem is not None:
                 raise InvalidTaskError(f"task context must be JSON-serializable: {problem}")
-        store = await self.get_store()
-        if task_id is not None:
-            existing = await store.get_task(task_id)
-            if existing is not None:
-                return existing
-        if classification == DEFINE_WORKFLOW:
-            if workflow_name is not None and await self._workflow(workflow_name) is None:
-                raise UnknownWorkflowError(workflow_name, list(self._workflows))
-        else:
-            spec = await self._workflow(workflow_name)
-            if spec is None:
-                raise UnknownWorkflowError(workflow_name, list(self._workflows))
-            if classification is not None and spec.phase(classification) is None:
-                raise InvalidTaskError(
-                    f"unknown classification {classification!r} for workflow "
-                    f"{workflow_name!r} (phases: {', '.join(spec.classifications)})"
-                )
+        try:
+            await self._check_route(workflow_name, classification)
+        except WorkflowError:
+            # A task submitted before its workflow went away is still returned.
+            existing = await store.get_task(task_id) if task_id is not None else None
+            if existing is None:
+                raise
+            return existing, False
         kwargs: dict[str, Any] = {} if task_id is None else {"id": task_id}
         task = Task(
             data=data,
@@ -362,11 +422,22 @@ class ECSWorkflowEngine:
             **kwargs,
         )
         task.record("submitted", workflow=workflow_name, classification=classification)
-        stored, created = await store.insert_task(task)
-        if created:
-            await self._fire("wfe_task_submitted", task=stored)
-            self._poke()
-        return stored
+        return task, True
+
+    async def _check_route(self, workflow_name: str | None, classification: str | None) -> None:
+        """Refuse a workflow (or a starting classification) this engine cannot run."""
+        if classification == DEFINE_WORKFLOW:
+            if workflow_name is not None and await self._workflow(workflow_name) is None:
+                raise UnknownWorkflowError(workflow_name, list(self._workflows))
+            return
+        spec = await self._workflow(workflow_name)
+        if spec is None:
+            raise UnknownWorkflowError(workflow_name, list(self._workflows))
+        if classification is not None and spec.phase(classification) is None:
+            raise InvalidTaskError(
+                f"unknown classification {classification!r} for workflow "
+                f"{workflow_name!r} (phases: {', '.join(spec.classifications)})"
+            )
 
     async def get_task(self, task_id: str) -> Task | None:
         """The task with this id, or None."""
@@ -1046,16 +1117,21 @@ class ECSWorkflowEngine:
 
     # -- hooks -----------------------------------------------------------------------
 
-    async def _fire(self, hook_name: str, **kwargs: Any) -> None:
+    def _fire(self, hook_name: str, **kwargs: Any) -> Awaitable[None]:
         """Call every implementation of a lifecycle hook, isolating failures.
 
         Each implementation is called on its own so that one failing plugin is
         logged with its name and neither stops the others nor touches the task.
+        Returns an awaitable; with no implementations, one that costs nothing
+        (lifecycle hooks fire several times per phase).
         """
         impls = getattr(self.plugin_manager.hook, hook_name).get_hookimpls()
         if not impls:
-            return
+            return _NOTHING
         kwargs.setdefault("engine", self)
+        return self._call_impls(impls, hook_name, kwargs)
+
+    async def _call_impls(self, impls: list[Any], hook_name: str, kwargs: dict[str, Any]) -> None:
         for impl in reversed(impls):
             try:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
@@ -1065,13 +1141,29 @@ class ECSWorkflowEngine:
                 logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
 
 
+class _Nothing:
+    """An awaitable that is already done (cheaper than a coroutine)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+_NOTHING = _Nothing()
+
+
 # Always valid JSON, so not worth encoding to check (floats may be NaN: they are).
-_JSON_SCALARS = (str, int, bool, type(None))
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def _json_problem(value: Any) -> str | None:
     """Why ``value`` cannot be stored as JSON (in the store's own encoding), or None."""
-    if type(value) in _JSON_SCALARS:
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return None
+    # A flat dict of such scalars (typical task data) needs no encoding either.
+    if kind is dict and all(type(k) is str and type(v) in _JSON_SCALARS for k, v in value.items()):
         return None
     try:
         dumps(value)

@@ -120,6 +120,9 @@ class TaskType(str, enum.Enum):
         """Accept a task type in any case; ``"ai"`` is an alias of agentic."""
         if isinstance(value, TaskType):
             return value
+        exact = _TASK_TYPES.get(value) if type(value) is str else None
+        if exact is not None:
+            return exact
         text = str(value).strip().lower()
         if text == "ai":
             return cls.AGENTIC
@@ -130,6 +133,9 @@ class TaskType(str, enum.Enum):
             raise InvalidTaskError(
                 f"unknown assigned_to {value!r} (one of: {names}, or ai)"
             ) from None
+
+
+_TASK_TYPES = {"ai": TaskType.AGENTIC, **{t.value: t for t in TaskType}}
 
 
 def _optional_task_type(value: str | TaskType | None) -> TaskType | None:
@@ -355,16 +361,20 @@ class Task:
         self.history.append(entry)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _json_copy(value: Any) -> Any:
     """Copy nested dicts and lists; other values are shared (JSON scalars are immutable).
 
     Several times faster than ``copy.deepcopy`` on task data, which matters
     because the memory store copies tasks on every change.
     """
-    if type(value) is dict:
-        return {k: _json_copy(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_json_copy(v) for v in value]
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _SCALARS else _json_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else _json_copy(v) for v in value]
     if isinstance(value, (dict, list)):
         return copy.deepcopy(value)
     return value

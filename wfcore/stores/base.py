@@ -59,6 +59,15 @@ class Store(abc.ABC):
         Returns ``(task, created)``.
         """
 
+    async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
+        """Store many new tasks, as :meth:`insert_task` does each, in order.
+
+        Returns ``(task, created)`` for each. A second task with an id seen earlier
+        in the same call gets the first one back. This default inserts them one by
+        one; a store that can write them in one transaction should override it.
+        """
+        return [await self.insert_task(task) for task in tasks]
+
     @abc.abstractmethod
     async def get_task(self, task_id: str) -> Task | None:
         """The stored task, or None."""

@@ -79,13 +79,20 @@ class MemoryStore(Store):
         return [self._workflows[n] for n in sorted(self._workflows)]
 
     async def insert_task(self, task: Task) -> tuple[Task, bool]:
+        return self._insert(task, time.time())
+
+    async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
+        now = time.time()
+        return [self._insert(task, now) for task in tasks]
+
+    def _insert(self, task: Task, now: float) -> tuple[Task, bool]:
         row = self._rows.get(task.id)
         if row is not None:
             return _snapshot(row.task), False
         row = _Row(_snapshot(task), next(self._seq), None)
         self._rows[task.id] = row
         self._active += task.status in _ACTIVE
-        self._schedule(row, _ready_at(task, time.time()))
+        self._schedule(row, _ready_at(task, now))
         return task, True
 
     async def get_task(self, task_id: str) -> Task | None:

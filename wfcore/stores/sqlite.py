@@ -90,6 +90,27 @@ def _task_from_row(doc: str, status: str, version: int) -> Task:
     return task_from_dict(fields)
 
 
+_INSERT = (
+    "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, version, "
+    "created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _insert_row(task: Task) -> tuple[Any, ...]:
+    created = task.created_at.timestamp()
+    return (
+        task.id,
+        task.status.value,
+        task.workflow_name,
+        task.classification,
+        _ready_at(task, created),
+        task.version,
+        created,
+        created,
+        _task_doc(task),
+    )
+
+
 def _ready_at(task: Task, now: float) -> float | None:
     """When a task released by its worker next becomes claimable (None: never by itself)."""
     status = task.status
@@ -368,36 +389,31 @@ class SQLiteStore(Store):
     # -- tasks -----------------------------------------------------------------------
 
     async def insert_task(self, task: Task) -> tuple[Task, bool]:
-        doc = _task_doc(task)
-        created = task.created_at.timestamp()
+        [result] = await self.insert_tasks([task])
+        return result
 
-        def write(conn: sqlite3.Connection) -> tuple[str, str, int] | None:
-            cur = conn.execute(
-                "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, "
-                "version, created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                (
-                    task.id,
-                    task.status.value,
-                    task.workflow_name,
-                    task.classification,
-                    _ready_at(task, created),
-                    task.version,
-                    created,
-                    created,
-                    doc,
-                ),
-            )
-            if cur.rowcount == 1:
-                return None
-            return conn.execute(
-                "SELECT doc, status, version FROM tasks WHERE id = ?", (task.id,)
-            ).fetchone()
+    async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
+        rows = [_insert_row(task) for task in tasks]
 
-        existing = await self._write(write)
-        if existing is None:
-            return task, True
-        return _task_from_row(*existing), False
+        def write(conn: sqlite3.Connection) -> list[tuple[str, str, int] | None]:
+            existing = []
+            for row in rows:
+                cur = conn.execute(_INSERT, row)
+                if cur.rowcount == 1:
+                    existing.append(None)
+                else:
+                    existing.append(
+                        conn.execute(
+                            "SELECT doc, status, version FROM tasks WHERE id = ?", (row[0],)
+                        ).fetchone()
+                    )
+            return existing
+
+        found = await self._write(write) if rows else []
+        return [
+            (task, True) if row is None else (_task_from_row(*row), False)
+            for task, row in zip(tasks, found, strict=True)
+        ]
 
     async def get_task(self, task_id: str) -> Task | None:
         row = await self._read(
