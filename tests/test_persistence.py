@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -483,3 +484,45 @@ def test_pending_tasks_stay_in_the_store_not_in_memory(wfe_engine_factory, wfe_r
     assert wfe_run(scenario()) == {TaskStatus.COMPLETED: 600}
     assert len(live) == 12
     assert max(live) <= 30
+
+
+def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_url, wfe_run):
+    """Schema 1 kept the history inside each task's document; schema 2 gives it a
+    column. An old file opens, its tasks keep their history and run on."""
+    engine = wfe_engine_factory()
+    engine.register_handler("a", lambda task: setattr(task, "output", "done"))
+    engine.register_workflow("w", [Phase("a")])
+    task = wfe_run(engine.submit_task({"n": 1}, "w", assigned_to="functional"))
+    wfe_run(engine.aclose())
+
+    # Rewrite the file as schema 1 wrote it.
+    conn = sqlite3.connect(db_path(wfe_store_url))
+    for task_id, doc, history in conn.execute("SELECT id, doc, history FROM tasks").fetchall():
+        fields = json.loads(doc)
+        fields["history"] = json.loads(history)
+        conn.execute("UPDATE tasks SET doc = ? WHERE id = ?", (json.dumps(fields), task_id))
+    conn.execute("ALTER TABLE tasks DROP COLUMN history")
+    conn.execute("UPDATE wfe_meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    async def scenario():
+        before = await engine.get_task(task.id)
+        await engine.run_until_idle()
+        return before, await engine.get_task(task.id)
+
+    before, after = wfe_run(scenario())
+    assert [e["event"] for e in before.history] == ["submitted"]
+    assert after.status is TaskStatus.COMPLETED and after.output == "done"
+    assert [e["event"] for e in after.history] == [
+        "submitted",
+        "phase_started",
+        "phase_finished",
+        "completed",
+    ]
+    conn = sqlite3.connect(db_path(wfe_store_url))
+    try:
+        version = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == "2"
+    finally:
+        conn.close()

@@ -29,13 +29,15 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import StoreError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec
-from ..wire import dumps, task_from_dict, task_to_dict, workflow_from_dict, workflow_to_dict
+from ..wire import workflow_from_dict, workflow_to_dict
+from ._sqlite_rows import ROW_COLUMNS, TaskRows
 from .base import Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-#: The schema version this code writes; a newer database is refused.
-SCHEMA_VERSION = 1
+#: The schema version this code writes; a newer database is refused, an older
+#: one upgraded in place (1 -> 2: history moved to a column of its own).
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
@@ -55,7 +57,8 @@ CREATE TABLE tasks (
     version INTEGER NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    history TEXT
 );
 CREATE INDEX tasks_ready ON tasks (ready_at) WHERE ready_at IS NOT NULL;
 CREATE INDEX tasks_status ON tasks (status);
@@ -71,44 +74,24 @@ CREATE TABLE outbox (
 );
 """
 
-# Kept out of the JSON document: status and version are columns the store owns,
-# and the document's format is the schema's.
-_COLUMN_FIELDS = ("status", "version", "format")
-
-
-def _task_doc(task: Task) -> str:
-    doc = task_to_dict(task, internal=True)
-    for name in _COLUMN_FIELDS:
-        del doc[name]
-    return dumps(doc)
-
-
-def _task_from_row(doc: str, status: str, version: int) -> Task:
-    fields = json.loads(doc)
-    fields["status"] = status
-    fields["version"] = version
-    return task_from_dict(fields)
-
-
 _INSERT = (
     "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, version, "
-    "created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    "created_at, updated_at, doc, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO NOTHING"
 )
 
 
-def _insert_row(task: Task) -> tuple[Any, ...]:
-    created = task.created_at.timestamp()
-    return (
-        task.id,
-        task.status.value,
-        task.workflow_name,
-        task.classification,
-        _ready_at(task, created),
-        task.version,
-        created,
-        created,
-        _task_doc(task),
-    )
+_UPDATE_KEEPING_LEASE = (
+    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
+    "ready_at = lease_expires, version = version + 1, updated_at = ?, doc = ?, history = ? "
+    "WHERE id = ? AND version = ?"
+)
+_UPDATE_RELEASING_LEASE = (
+    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
+    "ready_at = ?, lease_owner = NULL, lease_expires = NULL, "
+    "version = version + 1, updated_at = ?, doc = ?, history = ? "
+    "WHERE id = ? AND version = ?"
+)
 
 
 def _ready_at(task: Task, now: float) -> float | None:
@@ -222,6 +205,7 @@ class SQLiteStore(Store):
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._consumers: tuple[str, ...] = ()
+        self._rows = TaskRows()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -337,6 +321,14 @@ class SQLiteStore(Store):
                     f"{self.path} was written by a newer wfcore (schema {version}, this code "
                     f"knows {SCHEMA_VERSION}); upgrade wfcore to use it"
                 )
+            if version < 2:
+                # Old rows keep their history in the document until next written.
+                conn.execute("ALTER TABLE tasks ADD COLUMN history TEXT")
+            if version < SCHEMA_VERSION:
+                conn.execute(
+                    "UPDATE wfe_meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
+                )
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot use {self.path}: {exc}") from None
@@ -393,7 +385,7 @@ class SQLiteStore(Store):
         return result
 
     async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
-        rows = [_insert_row(task) for task in tasks]
+        rows = [self._insert_row(task) for task in tasks]
 
         def write(conn: sqlite3.Connection) -> list[tuple[str, str, int] | None]:
             existing = []
@@ -404,24 +396,40 @@ class SQLiteStore(Store):
                 else:
                     existing.append(
                         conn.execute(
-                            "SELECT doc, status, version FROM tasks WHERE id = ?", (row[0],)
+                            f"SELECT {ROW_COLUMNS} FROM tasks WHERE id = ?", (row[0],)
                         ).fetchone()
                     )
             return existing
 
         found = await self._write(write) if rows else []
         return [
-            (task, True) if row is None else (_task_from_row(*row), False)
+            (task, True) if row is None else (self._rows.decode(row), False)
             for task, row in zip(tasks, found, strict=True)
         ]
+
+    def _insert_row(self, task: Task) -> tuple[Any, ...]:
+        created = task.created_at.timestamp()
+        doc, history, _ = self._rows.encode(task)
+        return (
+            task.id,
+            task.status.value,
+            task.workflow_name,
+            task.classification,
+            _ready_at(task, created),
+            task.version,
+            created,
+            created,
+            doc,
+            history,
+        )
 
     async def get_task(self, task_id: str) -> Task | None:
         row = await self._read(
             lambda c: c.execute(
-                "SELECT doc, status, version FROM tasks WHERE id = ?", (task_id,)
+                f"SELECT {ROW_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
             ).fetchone()
         )
-        return None if row is None else _task_from_row(*row)
+        return None if row is None else self._rows.decode(row)
 
     async def list_tasks(
         self,
@@ -439,13 +447,13 @@ class SQLiteStore(Store):
         if workflow_name is not None:
             where.append("workflow_name = ?")
             params.append(workflow_name)
-        sql = "SELECT doc, status, version FROM tasks"
+        sql = f"SELECT {ROW_COLUMNS} FROM tasks"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY rowid {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?"
         params += [int(limit), int(offset)]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [_task_from_row(*r) for r in rows]
+        return [self._rows.decode(r) for r in rows]
 
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
         if workflow_name is None:
@@ -471,45 +479,37 @@ class SQLiteStore(Store):
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         now = time.time()
         task.updated_at = _utc(now)
-        doc = _task_doc(task)
-        ready = _ready_at(task, now)
+        doc, history, memo = self._rows.encode(task)
         finished = task.status.is_finished
         consumers = self._consumers
+        if keep_lease:
+            sql = _UPDATE_KEEPING_LEASE
+            params: tuple[Any, ...] = (
+                task.status.value,
+                task.workflow_name,
+                task.classification,
+                now,
+                doc,
+                history,
+                task.id,
+                task.version,
+            )
+        else:
+            sql = _UPDATE_RELEASING_LEASE
+            params = (
+                task.status.value,
+                task.workflow_name,
+                task.classification,
+                _ready_at(task, now),
+                now,
+                doc,
+                history,
+                task.id,
+                task.version,
+            )
 
         def write(conn: sqlite3.Connection) -> bool:
-            if keep_lease:
-                cur = conn.execute(
-                    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
-                    "ready_at = lease_expires, version = version + 1, updated_at = ?, doc = ? "
-                    "WHERE id = ? AND version = ?",
-                    (
-                        task.status.value,
-                        task.workflow_name,
-                        task.classification,
-                        now,
-                        doc,
-                        task.id,
-                        task.version,
-                    ),
-                )
-            else:
-                cur = conn.execute(
-                    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
-                    "ready_at = ?, lease_owner = NULL, lease_expires = NULL, "
-                    "version = version + 1, updated_at = ?, doc = ? "
-                    "WHERE id = ? AND version = ?",
-                    (
-                        task.status.value,
-                        task.workflow_name,
-                        task.classification,
-                        ready,
-                        now,
-                        doc,
-                        task.id,
-                        task.version,
-                    ),
-                )
-            if cur.rowcount != 1:
+            if conn.execute(sql, params).rowcount != 1:
                 return False
             if finished and consumers:
                 conn.executemany(
@@ -521,10 +521,14 @@ class SQLiteStore(Store):
         ok = await self._write(write)
         if ok:
             task.version += 1
+            if keep_lease:
+                self._rows.remember(task, memo)
+            else:
+                self._rows.forget(task.id)
         return ok
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
-        def write(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+        def write(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
             expires = now + lease_seconds
             return conn.execute(
@@ -532,12 +536,12 @@ class SQLiteStore(Store):
                 "ELSE status END, lease_owner = ?, lease_expires = ?, ready_at = ?, "
                 "version = version + 1 "
                 "WHERE rowid IN (SELECT rowid FROM tasks WHERE ready_at <= ? "
-                "ORDER BY ready_at LIMIT ?) RETURNING doc, status, version",
+                f"ORDER BY ready_at LIMIT ?) RETURNING {ROW_COLUMNS}",
                 (owner, expires, expires, now, int(limit)),
             ).fetchall()
 
         rows = await self._write(write)
-        return [_task_from_row(*r) for r in rows]
+        return [self._rows.decode(r, remember=True) for r in rows]
 
     async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
         ids = list(task_ids)
@@ -601,12 +605,13 @@ class SQLiteStore(Store):
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT t.doc, t.status, t.version FROM outbox o JOIN tasks t ON t.id = o.task_id "
+                "SELECT t.doc, t.status, t.version, t.history FROM outbox o "
+                "JOIN tasks t ON t.id = o.task_id "
                 "WHERE o.consumer = ? ORDER BY o.seq LIMIT ?",
                 (consumer, int(limit)),
             ).fetchall()
         )
-        return [_task_from_row(*r) for r in rows]
+        return [self._rows.decode(r) for r in rows]
 
     async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
         ids = list(task_ids)

@@ -1,0 +1,79 @@
+"""How a task is laid out in a row of the SQLite store's ``tasks`` table.
+
+Status and version are columns the store owns. The task's history is a JSON
+array in its own column, and everything else is one JSON document. Encoding is
+most of what a write costs, and history grows with every phase, so
+:class:`TaskRows` remembers the encoded history of the tasks this process is
+driving and encodes only the entries added since: history is append-only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..model import Task
+from ..wire import dumps, task_from_dict, task_to_dict
+
+__all__ = ["ROW_COLUMNS", "TaskRows"]
+
+#: The columns a task is read back from, in the order ``TaskRows.decode`` takes them.
+ROW_COLUMNS = "doc, status, version, history"
+
+# Kept out of the JSON document: columns of their own, or the schema's business.
+_NOT_IN_DOC = ("status", "version", "format", "history")
+
+# Enough for every task a busy worker drives at once; beyond it the memory is
+# dropped and the next write of each task encodes its whole history once.
+_MAX_REMEMBERED = 50_000
+
+
+class TaskRows:
+    """Encodes tasks into row values and decodes rows into tasks."""
+
+    def __init__(self) -> None:
+        # task id -> (stored version, entries encoded, the entries' JSON text
+        # without the enclosing brackets)
+        self._history: dict[str, tuple[int, int, str]] = {}
+
+    def encode(self, task: Task) -> tuple[str, str, tuple[int, str]]:
+        """``(doc, history, memo)``; pass ``memo`` to :meth:`remember` once written."""
+        doc = task_to_dict(task, internal=True)
+        for name in _NOT_IN_DOC:
+            del doc[name]
+        entries = task.history
+        known = self._history.get(task.id)
+        # The memo is valid only for the version it was stored at: a task at that
+        # version has exactly those entries, maybe followed by new ones.
+        if known is not None and known[0] == task.version and known[1] <= len(entries):
+            _, count, text = known
+            if count < len(entries):
+                added = dumps(entries[count:])[1:-1]
+                text = f"{text},{added}" if text else added
+        else:
+            text = dumps(entries)[1:-1]
+        return dumps(doc), f"[{text}]", (len(entries), text)
+
+    def remember(self, task: Task, memo: tuple[int, str]) -> None:
+        """Keep the encoded history of a task stored at ``task.version``."""
+        if len(self._history) >= _MAX_REMEMBERED:
+            self._history.clear()
+        self._history[task.id] = (task.version, *memo)
+
+    def forget(self, task_id: str) -> None:
+        """Drop what is remembered of a task this process no longer drives."""
+        self._history.pop(task_id, None)
+
+    def decode(self, row: tuple[Any, ...], *, remember: bool = False) -> Task:
+        """A task from ``ROW_COLUMNS``; with ``remember``, keep its encoded history."""
+        doc, status, version, history = row
+        fields = json.loads(doc)
+        fields["status"] = status
+        fields["version"] = version
+        # Rows written before history had a column keep it in the document.
+        if history is not None:
+            fields["history"] = json.loads(history)
+        task = task_from_dict(fields)
+        if remember and history is not None:
+            self.remember(task, (len(task.history), history[1:-1]))
+        return task
