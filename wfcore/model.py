@@ -93,6 +93,9 @@ class TaskStatus(str, enum.Enum):
         """Accept a status by value or name, in any case (``completed``, ``COMPLETED``)."""
         if isinstance(value, TaskStatus):
             return value
+        exact = _STATUSES.get(value) if type(value) is str else None
+        if exact is not None:
+            return exact
         text = str(value).strip().lower()
         try:
             return cls(text)
@@ -101,6 +104,7 @@ class TaskStatus(str, enum.Enum):
             raise InvalidTaskError(f"unknown status {value!r} (one of: {names})") from None
 
 
+_STATUSES = {s.value: s for s in TaskStatus}
 _WAITING = frozenset({TaskStatus.WAITING_HUMAN, TaskStatus.WAITING_AGENT, TaskStatus.WAITING_IO})
 _FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 

@@ -8,6 +8,7 @@ the current version.
 from __future__ import annotations
 
 import json
+import json.encoder as json_encoder
 from datetime import datetime
 from typing import Any
 
@@ -83,7 +84,9 @@ def _unstructure_artifact(art: Artifact) -> dict[str, Any]:
 
 
 def _structure_task(doc: dict[str, Any], _: Any = None) -> Task:
-    fields = {k: doc[k] for k in _TASK_FIELDS if k in doc}
+    fields = dict(doc)
+    for name in fields.keys() - _TASK_FIELDS:
+        del fields[name]
     for name in ("created_at", "updated_at", "deadline", "run_after"):
         value = fields.get(name)
         if value is not None:
@@ -112,9 +115,40 @@ _INTERNAL_TASK_FIELDS = ("version",)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_fast_encoder() -> Any:
+    # The C encoder json.dumps builds afresh on every call, built once, without
+    # the circular-reference bookkeeping: stores encode on every state change.
+    if json_encoder.c_make_encoder is None:  # pragma: no cover (no C accelerator)
+        return None
+    encode_string = json_encoder.c_encode_basestring
+    return json_encoder.c_make_encoder(
+        None, _not_json, encode_string, None, ":", ",", False, False, False
+    )
+
+
+_FAST_ENCODER = _make_fast_encoder()
+
+
 def dumps(obj: Any) -> str:
-    """Compact JSON text for plain values; NaN and infinities are refused (not JSON)."""
-    return _ENCODER.encode(obj)
+    """Compact JSON text for plain values; NaN and infinities are refused (not JSON).
+
+    Raises TypeError or ValueError (NaN, a circular reference) for what is not JSON.
+    """
+    if _FAST_ENCODER is None:  # pragma: no cover
+        return _ENCODER.encode(obj)
+    try:
+        return "".join(_FAST_ENCODER(obj, 0))
+    except RecursionError:
+        pass
+    # A cycle, or absurdly deep nesting: the checking encoder says which.
+    try:
+        return _ENCODER.encode(obj)
+    except RecursionError:
+        raise ValueError("value nested too deeply to encode as JSON") from None
 
 
 def task_to_dict(task: Task, *, internal: bool = False) -> dict[str, Any]:
