@@ -526,3 +526,26 @@ def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_
         assert version.fetchone()[0] == "2"
     finally:
         conn.close()
+
+
+def test_the_results_outbox_lists_finished_tasks_until_acknowledged(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_handler("a", lambda task: setattr(task, "output", task.data))
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        store = await engine.get_store()
+        await store.outbox_register("results")
+        done = await engine.submit_task("x", "w", assigned_to="functional")
+        await engine.submit_task("y", "w", assigned_to="human")  # waits: not finished
+        await engine.run_until_idle()
+        pending = await store.outbox_pending("results", 10)
+        await store.outbox_ack("results", [t.id for t in pending])
+        return done, pending, await store.outbox_pending("results", 10)
+
+    done, pending, after_ack = wfe_run(scenario())
+    assert [(t.id, t.status, t.output) for t in pending] == [
+        (done.id, TaskStatus.COMPLETED, "x")
+    ]
+    assert pending[0].history[-1]["event"] == "completed"
+    assert after_ack == []

@@ -10,6 +10,7 @@ driving and encodes only the entries added since: history is append-only.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 from ..model import Task
@@ -18,10 +19,11 @@ from ..wire import dumps, task_from_dict, task_to_dict
 __all__ = ["ROW_COLUMNS", "TaskRows"]
 
 #: The columns a task is read back from, in the order ``TaskRows.decode`` takes them.
-ROW_COLUMNS = "doc, status, version, history"
+ROW_COLUMNS = "doc, status, version, history, created_at, updated_at"
 
-# Kept out of the JSON document: columns of their own, or the schema's business.
-_NOT_IN_DOC = ("status", "version", "format", "history")
+# Kept out of the JSON document: columns of their own (the times are REAL
+# timestamps there, cheaper than ISO text both ways), or the schema's business.
+_NOT_IN_DOC = ("status", "version", "format", "history", "created_at", "updated_at")
 
 # Enough for every task a busy worker drives at once; beyond it the memory is
 # dropped and the next write of each task encodes its whole history once.
@@ -66,7 +68,7 @@ class TaskRows:
 
     def decode(self, row: tuple[Any, ...], *, remember: bool = False) -> Task:
         """A task from ``ROW_COLUMNS``; with ``remember``, keep its encoded history."""
-        doc, status, version, history = row
+        doc, status, version, history, created_at, updated_at = row
         fields = json.loads(doc)
         fields["status"] = status
         fields["version"] = version
@@ -74,6 +76,8 @@ class TaskRows:
         if history is not None:
             fields["history"] = json.loads(history)
         task = task_from_dict(fields)
+        task.created_at = datetime.fromtimestamp(created_at, timezone.utc)
+        task.updated_at = datetime.fromtimestamp(updated_at, timezone.utc)
         if remember and history is not None:
             self.remember(task, (len(task.history), history[1:-1]))
         return task

@@ -605,9 +605,8 @@ class SQLiteStore(Store):
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT t.doc, t.status, t.version, t.history FROM outbox o "
-                "JOIN tasks t ON t.id = o.task_id "
-                "WHERE o.consumer = ? ORDER BY o.seq LIMIT ?",
+                f"SELECT {ROW_COLUMNS} FROM outbox JOIN tasks ON tasks.id = outbox.task_id "
+                "WHERE outbox.consumer = ? ORDER BY outbox.seq LIMIT ?",
                 (consumer, int(limit)),
             ).fetchall()
         )
