@@ -359,10 +359,7 @@ class Task:
 
     def record(self, event: str, **details: Any) -> None:
         """Append a timestamped event to the history."""
-        entry = {"at": utcnow_iso(), "event": event}
-        if details:
-            entry.update(details)
-        self.history.append(entry)
+        self.history.append({"at": utcnow_iso(), "event": event, **details})
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
