@@ -250,3 +250,33 @@ def test_submit_with_an_unusable_context(engine, wfe_run, context):
     with pytest.raises(InvalidTaskError) as caught:
         wfe_run(engine.submit_task({}, "known", context=context))
     assert "context" in str(caught.value)
+
+
+def test_submit_tasks_refuses_a_bad_request_before_storing_any(engine, wfe_run):
+    good = {"data": 1, "workflow_name": "known"}
+    with pytest.raises(UnknownWorkflowError):
+        wfe_run(engine.submit_tasks([good, {"data": 2, "workflow_name": "nope"}]))
+    with pytest.raises(InvalidTaskError) as caught:
+        wfe_run(engine.submit_tasks([good, {"data": 2, "workflow": "known"}]))
+    assert "unknown submit field 'workflow'" in str(caught.value)
+    with pytest.raises(InvalidTaskError) as caught:
+        wfe_run(engine.submit_tasks([good, ["not", "a", "dict"]]))
+    assert "must be a dict" in str(caught.value)
+    assert wfe_run(engine.list_tasks()) == []
+
+
+def test_submit_tasks_can_return_the_errors_in_place(engine, wfe_run):
+    results = wfe_run(
+        engine.submit_tasks(
+            [
+                {"data": 1, "workflow_name": "known"},
+                {"data": math.nan, "workflow_name": "known"},
+                {"data": 3, "workflow_name": "nope"},
+            ],
+            return_exceptions=True,
+        )
+    )
+    assert results[0].data == 1
+    assert isinstance(results[1], InvalidTaskError) and "JSON" in str(results[1])
+    assert isinstance(results[2], UnknownWorkflowError)
+    assert [t.id for t in wfe_run(engine.list_tasks())] == [results[0].id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from datetime import datetime
 
 import pytest
@@ -624,3 +625,74 @@ def test_submit_with_a_context(make_engine, wfe_run):
     task = wfe_run(scenario())
     assert task.output == "email"
     assert task.context == {"source": "email"}
+
+
+def test_submit_tasks_queues_many_at_once_in_order(make_engine, wfe_run):
+    submitted: list[str] = []
+
+    class Watch:
+        @hookimpl
+        def wfe_task_submitted(self, task: Task) -> None:
+            submitted.append(task.id)
+
+    engine = make_engine(plugins=[Watch()])
+    calls: list[str] = []
+    register(engine, ["a", "b"], calls)
+    engine.register_workflow("w", [Phase("a"), Phase("b")])
+
+    async def scenario():
+        earlier = await engine.submit_task("old", "w", task_id="kept")
+        tasks = await engine.submit_tasks(
+            [
+                {"data": 1, "workflow_name": "w"},
+                {"data": 2, "workflow_name": "w", "classification": "b", "task_id": "two"},
+                {"data": 3, "workflow_name": "w", "assigned_to": "human", "context": {"k": 1}},
+                {"data": "new", "workflow_name": "w", "task_id": "kept"},
+                {"data": 5, "workflow_name": "w", "task_id": "two"},
+            ]
+        )
+        await engine.run_until_idle()
+        stored = [await engine.get_task(t.id) for t in tasks]
+        return earlier, tasks, stored
+
+    earlier, tasks, stored = wfe_run(scenario())
+    assert [t.data for t in tasks] == [1, 2, 3, "old", 2]  # existing ids: the stored task
+    assert tasks[1].id == tasks[4].id == "two"
+    assert tasks[2].assigned_to is TaskType.HUMAN and tasks[2].context == {"k": 1}
+    assert [t.status for t in stored] == [
+        TaskStatus.COMPLETED,
+        TaskStatus.COMPLETED,
+        TaskStatus.WAITING_HUMAN,
+        TaskStatus.COMPLETED,
+        TaskStatus.COMPLETED,
+    ]
+    assert stored[1].outputs == {"b": "out-b"}  # started at its classification
+    assert submitted == [earlier.id, tasks[0].id, "two", tasks[2].id]
+    assert sorted(calls) == ["a", "a", "a", "b", "b", "b"]
+
+
+def test_each_task_runs_in_its_own_context(make_engine, wfe_run):
+    """Context variables set by one task's handler never reach another's, whether
+    the handler suspends or not (tasks start without an asyncio task of their own)."""
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("current")
+    engine = make_engine(max_concurrency=10)
+
+    async def handler(task: Task) -> None:
+        seen_at_start = current.get(None)
+        current.set(task.id)
+        if task.data["suspend"]:
+            await asyncio.sleep(0.01)  # others run meanwhile
+        task.output = {"start": seen_at_start, "end": current.get()}
+
+    engine.register_handler("a", handler)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        tasks = await engine.submit_tasks(
+            [{"data": {"suspend": i % 2 == 0}, "workflow_name": "w"} for i in range(10)]
+        )
+        await engine.run_until_idle()
+        return [await engine.get_task(t.id) for t in tasks]
+
+    for task in wfe_run(scenario()):
+        assert task.output == {"start": None, "end": task.id}

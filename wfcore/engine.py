@@ -342,22 +342,23 @@ class ECSWorkflowEngine:
 
     async def submit_tasks(
         self, requests: Iterable[Mapping[str, Any]], *, return_exceptions: bool = False
-    ) -> list[Task | WorkflowError]:
+    ) -> list[Task | InvalidTaskError | UnknownWorkflowError]:
         """Queue many tasks with one store write; return them, in order, once durable.
 
         Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
         ``workflow_name``, and optionally ``classification``, ``assigned_to``,
-        ``task_id``, ``context``). A bad request raises its error before anything
-        is stored; with ``return_exceptions=True`` the error takes its place in the
-        result instead and the good requests are stored.
+        ``task_id``, ``context``). A bad request (InvalidTaskError,
+        UnknownWorkflowError) raises before anything is stored; with
+        ``return_exceptions=True`` its error takes its place in the result instead
+        and the good requests are stored. Store failures always raise.
         """
         store = await self.get_store()
-        results: list[Task | WorkflowError] = []
+        results: list[Task | InvalidTaskError | UnknownWorkflowError] = []
         new: list[Task] = []
         for request in requests:
             try:
                 task, is_new = await self._new_task(store, request)
-            except WorkflowError as exc:
+            except (InvalidTaskError, UnknownWorkflowError) as exc:
                 if not return_exceptions:
                     raise
                 results.append(exc)
@@ -378,7 +379,12 @@ class ECSWorkflowEngine:
 
     async def _new_task(self, store: Store, request: Mapping[str, Any]) -> tuple[Task, bool]:
         """A checked new task for one submit request, or (False) the stored one."""
-        unknown = set(request) - _REQUEST_FIELDS
+        if not isinstance(request, Mapping):
+            raise InvalidTaskError(
+                f"a submit request must be a dict of submit_task's arguments, "
+                f"not {type(request).__name__}"
+            )
+        unknown = request.keys() - _REQUEST_FIELDS
         if unknown:
             raise InvalidTaskError(
                 f"unknown submit field {sorted(unknown)[0]!r} "
@@ -406,7 +412,7 @@ class ECSWorkflowEngine:
                 raise InvalidTaskError(f"task context must be JSON-serializable: {problem}")
         try:
             await self._check_route(workflow_name, classification)
-        except WorkflowError:
+        except (InvalidTaskError, UnknownWorkflowError):
             # A task submitted before its workflow went away is still returned.
             existing = await store.get_task(task_id) if task_id is not None else None
             if existing is None:

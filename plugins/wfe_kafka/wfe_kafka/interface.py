@@ -1000,9 +1000,32 @@ class KafkaMQInterface:
         )
 
     async def _handle_batch(self, engine: ECSWorkflowEngine, records: list[Any]) -> None:
-        """Store the batch's tasks (concurrently), then dead-letter its bad messages
+        """Store the batch's tasks in one write, then dead-letter its bad messages
         in their original order."""
-        problems = await asyncio.gather(*(self._submit(engine, r) for r in records))
+        problems: list[BaseException | None] = [None] * len(records)
+        requests: list[dict[str, Any]] = []
+        positions: list[int] = []
+        for index, record in enumerate(records):
+            try:
+                requests.append(_submit_request(record))
+            except _BAD_MESSAGE as exc:
+                problems[index] = exc
+            else:
+                positions.append(index)
+        delay = 0.1
+        while requests:
+            try:
+                outcomes = await engine.submit_tasks(requests, return_exceptions=True)
+                break
+            except Exception as exc:
+                # The store is in trouble, not the messages: keep them (offsets stay
+                # uncommitted) and try again; ids make the retry idempotent.
+                delay = await self._backoff("storing", records[positions[0]], exc, delay)
+        else:
+            outcomes = []
+        for index, outcome in zip(positions, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                problems[index] = outcome
         letters = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
         delay = 0.1
         while letters:
@@ -1012,33 +1035,6 @@ class KafkaMQInterface:
             except Exception as exc:
                 delay = await self._backoff("dead-lettering", letters[0][0], exc, delay)
         self.stats["consumed"] += len(records)
-
-    async def _submit(self, engine: ECSWorkflowEngine, record: Any) -> BaseException | None:
-        """Submit one message's task; return the error if the message is bad."""
-        delay = 0.1
-        while True:
-            try:
-                message = parse_task_message(record.value)
-                await engine.submit_task(
-                    message["data"],
-                    message["workflow_name"],
-                    classification=message["classification"],
-                    assigned_to=message["assigned_to"] or "ai",
-                    task_id=message["id"]
-                    or source_id(record.topic, record.partition, record.offset),
-                    context={
-                        "kafka": {
-                            "topic": record.topic,
-                            "partition": record.partition,
-                            "offset": record.offset,
-                        }
-                    },
-                )
-                return None
-            except _BAD_MESSAGE as exc:
-                return exc
-            except Exception as exc:
-                delay = await self._backoff("storing", record, exc, delay)
 
     async def _backoff(self, doing: str, record: Any, exc: Exception, delay: float) -> float:
         """Wait before trying again: a failure here means the store or Kafka is in
@@ -1089,6 +1085,21 @@ class KafkaMQInterface:
             if failed:
                 raise failed[0]
         self.stats["dead_lettered"] += len(letters)
+
+
+def _submit_request(record: Any) -> dict[str, Any]:
+    """The ``submit_tasks`` request for one task message (raises BadMessage)."""
+    message = parse_task_message(record.value)
+    return {
+        "data": message["data"],
+        "workflow_name": message["workflow_name"],
+        "classification": message["classification"],
+        "assigned_to": message["assigned_to"] or "ai",
+        "task_id": message["id"] or source_id(record.topic, record.partition, record.offset),
+        "context": {
+            "kafka": {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        },
+    }
 
 
 _STABLE = "<stable>"  # kafka.structs.MemberState.STABLE
