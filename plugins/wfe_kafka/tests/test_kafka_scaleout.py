@@ -160,7 +160,7 @@ def test_three_workers_split_the_topic_and_complete_every_task_once(
     assert len(seen) == TASKS
     assert [n for n, times in seen.items() if times > 1] == []  # none twice
     assert sum(seen.values()) == TASKS
-    assert len(by_worker) == 3, f"not every worker took part: {by_worker}"
+    assert len(by_worker) == 3, f"not every worker took part: {by_worker}\n{workers.logs()}"
 
 
 def test_a_worker_killed_mid_run_loses_no_task(
