@@ -673,13 +673,16 @@ def test_submit_tasks_queues_many_at_once_in_order(make_engine, wfe_run):
 
 def test_each_task_runs_in_its_own_context(make_engine, wfe_run):
     """Context variables set by one task's handler never reach another's, whether
-    the handler suspends or not (tasks start without an asyncio task of their own)."""
+    the handler suspends or not, and each runs as the current asyncio task."""
     current: contextvars.ContextVar[str] = contextvars.ContextVar("current")
+    running: set[asyncio.Task] = set()
     engine = make_engine(max_concurrency=10)
 
     async def handler(task: Task) -> None:
         seen_at_start = current.get(None)
         current.set(task.id)
+        assert asyncio.current_task() not in running, "another task's asyncio task"
+        running.add(asyncio.current_task())
         if task.data["suspend"]:
             await asyncio.sleep(0.01)  # others run meanwhile
         task.output = {"start": seen_at_start, "end": current.get()}

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import jsonschema
 import pluggy
 
-from ._eager import start_eagerly
+from ._eager import start_task
 from .artifacts import resolve_artifact, write_artifact
 from .errors import (
     AdapterError,
@@ -719,10 +719,8 @@ class ECSWorkflowEngine:
         await asyncio.gather(*still, return_exceptions=True)
 
     def _start(self, task: Task) -> None:
-        # Eagerly: a task whose phases never suspend (the memory store, quick
-        # handlers) is done here without an asyncio task of its own.
-        driver = start_eagerly(self._drive(task))
-        if driver is None:
+        driver = start_task(self._drive(task))
+        if driver.done():  # ran to the end in its first step (Python 3.12+)
             self._finished(task.id)
             return
         self._active[task.id] = driver
