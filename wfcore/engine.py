@@ -720,11 +720,10 @@ class ECSWorkflowEngine:
 
     def _start(self, task: Task) -> None:
         driver = start_task(self._drive(task))
-        if driver.done():  # ran to the end in its first step (Python 3.12+)
-            self._finished(task.id)
-            return
-        self._active[task.id] = driver
-        driver.add_done_callback(lambda _: self._finished(task.id))
+        # The driver takes itself out of _active when it ends; on Python 3.12+ it
+        # may have ended already, in its first step.
+        if not driver.done():
+            self._active[task.id] = driver
 
     def _finished(self, task_id: str) -> None:
         self._active.pop(task_id, None)
@@ -792,6 +791,8 @@ class ECSWorkflowEngine:
         except Exception:
             logger.exception("task %s: unexpected engine error", task.id)
             await self._hand_back(task)
+        finally:
+            self._finished(task.id)
 
     async def _hand_back(self, task: Task) -> None:
         """Return an interrupted task to the store as runnable, its attempt uncounted."""
