@@ -810,8 +810,8 @@ class KafkaMQInterface:
         self._consume_stop.set()
 
     async def consume_tasks(self, engine: ECSWorkflowEngine) -> None:
-        """Consume the tasks topic until :meth:`stop_consuming`, submitting each
-        message with ``engine.submit_task``.
+        """Consume the tasks topic until :meth:`stop_consuming`, storing each polled
+        batch of messages with one ``engine.submit_tasks`` call.
 
         Run it in the background: ``asyncio.create_task(kafka.consume_tasks(engine))``.
         Each message becomes a task whose id is the message's ``"id"`` or, without
@@ -915,7 +915,10 @@ class KafkaMQInterface:
             [self.tasks_topic], listener=_rebalance_listener(self, consumer, batches)
         )
         session = self.consumer_settings().get("session_timeout_ms", 10_000) / 1000
-        stuck_after = max(30.0, 3 * session)
+        # Longer than a rebalance waiting out a dead member's session, short
+        # enough that a rebalance kafka-python never completes (seen with 3.0.x:
+        # a leader whose SyncGroup answer never arrives) stalls briefly.
+        stuck_after = max(15.0, 1.5 * session)
         last_stable = time.monotonic()
         next_resync = 0.0
         try:
