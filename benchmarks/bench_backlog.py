@@ -1,9 +1,9 @@
 """A million pending tasks: memory and time from a cold start to the first completion.
 
-Builds (once, cached in --dir) a SQLite store holding N pending tasks of a 2-phase
-workflow, then starts a fresh worker process on it and reports how long the
-process took from its start to the first completed task, and its peak RSS after
-completing --complete tasks. The store is the queue: a worker holds only what it
+Builds (once, cached in --dir, with ``submit_tasks``) a SQLite store holding N
+pending tasks of a 2-phase workflow, then starts a fresh worker process on it and
+reports how long the process took from its start to the first completed task, and
+its peak RSS after completing --complete tasks. The store is the queue: a worker holds only what it
 runs, so memory does not grow with the backlog.
 
     python benchmarks/bench_backlog.py                # N=1,000,000
@@ -17,13 +17,13 @@ import asyncio
 import json
 import os
 import resource
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from wfcore import ECSWorkflowEngine, Phase, Task
+from wfcore.stores.sqlite import SCHEMA_VERSION
 
 WORKFLOW = [Phase("first", assigned_to="functional"), Phase("second", assigned_to="functional")]
 
@@ -41,49 +41,20 @@ def build_engine(url: str) -> ECSWorkflowEngine:
 
 
 def build_store(path: Path, n: int) -> None:
-    """Create the store through the engine, then bulk-load the pending tasks."""
-    from wfcore.stores.sqlite import _ready_at, _task_doc
+    """Create the store and submit the pending tasks, in batches, through the engine."""
 
     async def create() -> None:
         engine = build_engine(f"sqlite://{path}")
-        await engine.get_store()
+        for first in range(0, n, 10_000):
+            await engine.submit_tasks(
+                [
+                    {"data": {"i": i}, "workflow_name": "backlog"}
+                    for i in range(first, min(n, first + 10_000))
+                ]
+            )
         await engine.aclose()
 
     asyncio.run(create())
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN")
-    now = time.time()
-    batch = []
-    for i in range(n):
-        task = Task(data={"i": i}, workflow_name="backlog")
-        task.record("submitted", workflow="backlog")
-        batch.append(
-            (
-                task.id,
-                "pending",
-                "backlog",
-                None,
-                _ready_at(task, now) + i * 1e-6,
-                0,
-                now,
-                now,
-                _task_doc(task),
-            )
-        )
-        if len(batch) == 50_000:
-            _insert(conn, batch)
-            batch = []
-    _insert(conn, batch)
-    conn.execute("COMMIT")
-    conn.close()
-
-
-def _insert(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
-    conn.executemany(
-        "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, version, "
-        "created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
 
 
 def worker(path: str, complete: int, started: float) -> None:
@@ -140,7 +111,7 @@ def main() -> None:
         return
     folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    template = folder / f"backlog-{args.n}.db"
+    template = folder / f"backlog-{args.n}-schema{SCHEMA_VERSION}.db"
     if not template.exists():
         t0 = time.perf_counter()
         build_store(template.with_suffix(".tmp"), args.n)
