@@ -21,6 +21,7 @@ __all__ = [
     "FORMAT_VERSION",
     "converter",
     "dumps",
+    "task_body",
     "task_from_dict",
     "task_to_dict",
     "workflow_from_dict",
@@ -40,7 +41,9 @@ converter.register_structure_hook(TaskType, lambda v, _: TaskType.parse(v))
 converter.register_structure_hook(Any, lambda v, _: v)
 
 
-def _unstructure_task(task: Task) -> dict[str, Any]:
+def task_body(task: Task) -> dict[str, Any]:
+    """The task's fields as JSON-ready values, except its status, version, history
+    and times: what a store keeps in one document beside columns of its own."""
     # Written out rather than generated: tasks are encoded on every state change,
     # and their data, context, outputs and history already hold plain JSON values
     # (the engine checks them), so they pass through without a recursive walk.
@@ -50,7 +53,6 @@ def _unstructure_task(task: Task) -> dict[str, Any]:
         "workflow_name": task.workflow_name,
         "classification": task.classification,
         "assigned_to": task.assigned_to.value,
-        "status": task.status.value,
         "context": task.context,
         "artifacts": [_unstructure_artifact(a) for a in task.artifacts],
         "output": task.output,
@@ -58,17 +60,23 @@ def _unstructure_task(task: Task) -> dict[str, Any]:
         "error": task.error,
         "traceback": task.traceback,
         "attempts": task.attempts,
-        "history": task.history,
-        "created_at": task.created_at.isoformat(),
-        "updated_at": task.updated_at.isoformat(),
         "next_classification": task.next_classification,
         "waiting_reason": task.waiting_reason,
         "deadline": None if task.deadline is None else task.deadline.isoformat(),
         "reply": task.reply,
         "resume_in_phase": task.resume_in_phase,
         "run_after": None if task.run_after is None else task.run_after.isoformat(),
-        "version": task.version,
     }
+
+
+def _unstructure_task(task: Task) -> dict[str, Any]:
+    doc = task_body(task)
+    doc["status"] = task.status.value
+    doc["history"] = task.history
+    doc["created_at"] = task.created_at.isoformat()
+    doc["updated_at"] = task.updated_at.isoformat()
+    doc["version"] = task.version
+    return doc
 
 
 def _unstructure_artifact(art: Artifact) -> dict[str, Any]:

@@ -14,16 +14,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..model import Task
-from ..wire import dumps, task_from_dict, task_to_dict
+from ..wire import dumps, task_body, task_from_dict
 
 __all__ = ["ROW_COLUMNS", "TaskRows"]
 
 #: The columns a task is read back from, in the order ``TaskRows.decode`` takes them.
 ROW_COLUMNS = "doc, status, version, history, created_at, updated_at"
-
-# Kept out of the JSON document: columns of their own (the times are REAL
-# timestamps there, cheaper than ISO text both ways), or the schema's business.
-_NOT_IN_DOC = ("status", "version", "format", "history", "created_at", "updated_at")
 
 # Enough for every task a busy worker drives at once; beyond it the memory is
 # dropped and the next write of each task encodes its whole history once.
@@ -40,9 +36,9 @@ class TaskRows:
 
     def encode(self, task: Task) -> tuple[str, str, tuple[int, str]]:
         """``(doc, history, memo)``; pass ``memo`` to :meth:`remember` once written."""
-        doc = task_to_dict(task, internal=True)
-        for name in _NOT_IN_DOC:
-            del doc[name]
+        # Status, version, history and the times have columns of their own (the
+        # times as REAL timestamps, cheaper than ISO text both ways).
+        doc = task_body(task)
         entries = task.history
         known = self._history.get(task.id)
         # The memo is valid only for the version it was stored at: a task at that
