@@ -905,15 +905,17 @@ class KafkaMQInterface:
         if consumer is None:
             return
         batches = _Batches()
-        try:
-            # Know the topic's partitions before joining: a first assignment made
-            # without them is immediately redone, a needless rebalance.
-            consumer.partitions_for_topic(self.tasks_topic)
-        except Exception as exc:
-            logger.warning("no metadata yet for topic %r: %s", self.tasks_topic, exc)
         consumer.subscribe(
             [self.tasks_topic], listener=_rebalance_listener(self, consumer, batches)
         )
+        try:
+            # Fetch metadata once subscribed, before the first poll joins the group:
+            # kafka-python records the topic's partitions only from a metadata update
+            # that comes after subscribe(), and a first assignment made without them
+            # is redone at the next update, a needless rebalance.
+            consumer.topics()
+        except Exception as exc:
+            logger.warning("no metadata yet for topic %r: %s", self.tasks_topic, exc)
         session = self.consumer_settings().get("session_timeout_ms", 10_000) / 1000
         # Longer than a rebalance waiting out a dead member's session, short
         # enough that a rebalance kafka-python never completes (seen with 3.0.x:
