@@ -246,3 +246,51 @@ def test_help_lists_every_command(wfe) -> None:
     ):
         assert command in out
     assert "MODULE:ATTR" in wfe("worker", "--help").stdout
+
+
+def test_worker_processes_share_the_store_and_stop_together(wfe, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    env = dict(wfe.env, CLI_APP_GATE=str(gate))
+    ids = [
+        wfe(
+            "submit", "review", "--app", APP, "--data", json.dumps({"n": n, "wait": True})
+        ).stdout.strip()
+        for n in (1, 2)
+    ]
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", "worker", APP, "-p", "2", "--concurrency", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def running_pids():
+            files = [Path(f"{gate}.pid.{task_id}") for task_id in ids]
+            return all(f.exists() for f in files) and {f.read_text() for f in files}
+
+        # One task at a time each: both run at once only on two processes.
+        pids = _wait_for(running_pids, what="both tasks to run")
+        assert len(pids) == 2 and str(supervisor.pid) not in pids
+        supervisor.send_signal(signal.SIGTERM)
+        _, stderr = supervisor.communicate(timeout=30)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    assert supervisor.returncode == 0, stderr
+    for task_id in ids:  # both processes handed their phase back on the way out
+        task = json.loads(wfe("show", task_id, "--json").stdout)
+        assert task["status"] == "pending" and task["history"][-1]["event"] == "released"
+
+    gate.write_text("open")
+    wfe("worker", APP, "--processes", "2", "--until-idle", "--quiet", env=env)
+    for task_id in ids:
+        assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "waiting_human"
+
+
+def test_worker_processes_refuse_the_memory_store(wfe) -> None:
+    result = wfe("worker", APP, "--store", "memory://", "--processes", "2", check=False)
+    assert result.returncode == 2
+    assert "--processes needs a store the processes share" in result.stderr

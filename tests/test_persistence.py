@@ -544,8 +544,6 @@ def test_the_results_outbox_lists_finished_tasks_until_acknowledged(make_engine,
         return done, pending, await store.outbox_pending("results", 10)
 
     done, pending, after_ack = wfe_run(scenario())
-    assert [(t.id, t.status, t.output) for t in pending] == [
-        (done.id, TaskStatus.COMPLETED, "x")
-    ]
+    assert [(t.id, t.status, t.output) for t in pending] == [(done.id, TaskStatus.COMPLETED, "x")]
     assert pending[0].history[-1]["event"] == "completed"
     assert after_ack == []

@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -125,6 +126,14 @@ def cli(ctx: click.Context, store: str | None) -> None:
 @click.option("--concurrency", type=click.IntRange(min=1), help="Tasks run at once.")
 @click.option("--until-idle", is_flag=True, help="Exit once no task is runnable or running.")
 @click.option("--quiet", "-q", is_flag=True, help="Don't print progress.")
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on the store (one per core uses the whole machine).",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -133,18 +142,58 @@ def worker(
     concurrency: int | None,
     until_idle: bool,
     quiet: bool,
+    processes: int,
 ) -> None:
     """Run a worker for the engine at APP (MODULE:ATTR, an engine or a factory).
 
     It claims runnable tasks from the store, runs their phases and shows
-    progress on stderr. Start several on one store to share the work. Ctrl-C
-    or SIGTERM stops it: running phases get the engine's shutdown_timeout to
-    finish, then go back to the store for another worker.
+    progress on stderr. Start several on one store to share the work, or
+    let --processes start them. Ctrl-C or SIGTERM stops it: running phases get
+    the engine's shutdown_timeout to finish, then go back to the store for
+    another worker.
     """
     engine = _engine(ctx, store, app)
+    if processes > 1:
+        url = engine.store_url
+        if url.startswith("memory:"):
+            raise click.UsageError(
+                "--processes needs a store the processes share; memory:// lives in one "
+                "process (use a sqlite:// store, or one process)"
+            )
+        args = [app, "--store", url, *(["--concurrency", str(concurrency)] if concurrency else [])]
+        args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
+        sys.exit(_supervise(processes, args))
     if concurrency:
         engine.max_concurrency = concurrency
     _run(_worker(engine, until_idle, quiet))
+
+
+def _supervise(count: int, args: list[str]) -> int:
+    """Run ``count`` ``wfe worker`` processes with ``args`` until all have exited.
+
+    SIGINT and SIGTERM are passed on, so each stops as a lone worker would. A
+    process that dies is not restarted (leave that to a process manager); the
+    others go on. Returns the first non-zero exit status, else 0.
+    """
+    command = [sys.executable, "-m", "wfcore.cli", "worker", *args]
+    children = [subprocess.Popen(command) for _ in range(count)]
+
+    def pass_on(signum: int, _frame: Any) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = [code for code in codes if code != 0]
+    if not failed:
+        return 0
+    # A child killed by a signal reports -N; a shell would say 128 + N.
+    return failed[0] if failed[0] > 0 else 128 - failed[0]
 
 
 async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> None:

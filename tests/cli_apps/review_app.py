@@ -15,6 +15,7 @@ async def double(task):
         import asyncio
 
         Path(gate + ".running").write_text(task.id)
+        Path(f"{gate}.pid.{task.id}").write_text(str(os.getpid()))
         while not Path(gate).exists():
             await asyncio.sleep(0.02)
     task.output = {"n": task.data["n"] * 2}
