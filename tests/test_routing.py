@@ -699,3 +699,24 @@ def test_each_task_runs_in_its_own_context(make_engine, wfe_run):
 
     for task in wfe_run(scenario()):
         assert task.output == {"start": None, "end": task.id}
+
+
+def test_a_producer_submitting_in_a_loop_does_not_starve_the_worker(make_engine, wfe_run):
+    engine = make_engine()
+    completed: list[str] = []
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+    engine.register_task_completed_hook(lambda task: completed.append(task.id))
+
+    async def scenario():
+        worker = asyncio.create_task(engine.run())
+        done_while_submitting = 0
+        for i in range(300):
+            await engine.submit_task(i, "w")
+            done_while_submitting = len(completed)
+        await wait_for(lambda: len(completed) == 300, what="every task")
+        engine.stop()
+        await worker
+        return done_while_submitting
+
+    assert wfe_run(scenario()) > 0

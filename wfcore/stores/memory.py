@@ -79,11 +79,16 @@ class MemoryStore(Store):
         return [self._workflows[n] for n in sorted(self._workflows)]
 
     async def insert_task(self, task: Task) -> tuple[Task, bool]:
-        return self._insert(task, time.time())
+        [result] = await self.insert_tasks([task])
+        return result
 
     async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
         now = time.time()
-        return [self._insert(task, now) for task in tasks]
+        results = [self._insert(task, now) for task in tasks]
+        # Yield as a real store's write would: a producer submitting in a loop
+        # must not starve the workers on the same event loop.
+        await asyncio.sleep(0)
+        return results
 
     def _insert(self, task: Task, now: float) -> tuple[Task, bool]:
         row = self._rows.get(task.id)
