@@ -262,6 +262,9 @@ def test_submit_tasks_refuses_a_bad_request_before_storing_any(engine, wfe_run):
     with pytest.raises(InvalidTaskError) as caught:
         wfe_run(engine.submit_tasks([good, ["not", "a", "dict"]]))
     assert "must be a dict" in str(caught.value)
+    with pytest.raises(InvalidTaskError) as caught:
+        wfe_run(engine.submit_tasks(good))  # one request, not a list of them
+    assert "takes a list of requests" in str(caught.value)
     assert wfe_run(engine.list_tasks()) == []
 
 

@@ -352,6 +352,11 @@ class ECSWorkflowEngine:
         ``return_exceptions=True`` its error takes its place in the result instead
         and the good requests are stored. Store failures always raise.
         """
+        if isinstance(requests, (str, bytes, Mapping)):
+            raise InvalidTaskError(
+                "submit_tasks takes a list of requests (dicts of submit_task's arguments), "
+                f"not one {type(requests).__name__}"
+            )
         store = await self.get_store()
         results: list[Task | InvalidTaskError | UnknownWorkflowError] = []
         new: list[Task] = []
