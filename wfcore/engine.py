@@ -359,7 +359,7 @@ class ECSWorkflowEngine:
             )
         store = await self.get_store()
         results: list[Task | InvalidTaskError | UnknownWorkflowError] = []
-        new: list[Task] = []
+        new: list[tuple[int, Task]] = []  # the tasks to insert, and where they stand
         for request in requests:
             try:
                 task, is_new = await self._new_task(store, request)
@@ -368,17 +368,15 @@ class ECSWorkflowEngine:
                     raise
                 results.append(exc)
                 continue
-            results.append(task)
             if is_new:
-                new.append(task)
-        stored = dict(zip(map(id, new), await store.insert_tasks(new), strict=True))
-        for i, task in enumerate(results):
-            if not isinstance(task, Task) or id(task) not in stored:
-                continue
-            results[i], created = stored[id(task)]
+                new.append((len(results), task))
+            results.append(task)
+        inserted = await store.insert_tasks([task for _, task in new])
+        for (i, _), (task, created) in zip(new, inserted, strict=True):
+            results[i] = task
             if created:
                 await self._fire("wfe_task_submitted", task=task)
-        if stored:
+        if inserted:
             self._poke()
         return results
 

@@ -387,7 +387,7 @@ class SQLiteStore(Store):
     async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
         rows = [self._insert_row(task) for task in tasks]
 
-        def write(conn: sqlite3.Connection) -> list[tuple[str, str, int] | None]:
+        def write(conn: sqlite3.Connection) -> list[tuple[Any, ...] | None]:
             existing = []
             for row in rows:
                 cur = conn.execute(_INSERT, row)
@@ -482,31 +482,12 @@ class SQLiteStore(Store):
         doc, history, memo = self._rows.encode(task)
         finished = task.status.is_finished
         consumers = self._consumers
-        if keep_lease:
-            sql = _UPDATE_KEEPING_LEASE
-            params: tuple[Any, ...] = (
-                task.status.value,
-                task.workflow_name,
-                task.classification,
-                now,
-                doc,
-                history,
-                task.id,
-                task.version,
-            )
+        head = (task.status.value, task.workflow_name, task.classification)
+        tail = (now, doc, history, task.id, task.version)
+        if keep_lease:  # ready again when the lease runs out, as set by claim
+            sql, params = _UPDATE_KEEPING_LEASE, head + tail
         else:
-            sql = _UPDATE_RELEASING_LEASE
-            params = (
-                task.status.value,
-                task.workflow_name,
-                task.classification,
-                _ready_at(task, now),
-                now,
-                doc,
-                history,
-                task.id,
-                task.version,
-            )
+            sql, params = _UPDATE_RELEASING_LEASE, (*head, _ready_at(task, now), *tail)
 
         def write(conn: sqlite3.Connection) -> bool:
             if conn.execute(sql, params).rowcount != 1:
