@@ -23,6 +23,7 @@ from wfe_kafka_util import (
 )
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore.errors import StoreError
 from wfcore.wire import task_from_dict
 
 TopicFactory = Callable[..., str]
@@ -571,3 +572,39 @@ def _ends(bootstrap: str, topic: str) -> list[int]:
         return [ends[p] for p in parts]
     finally:
         consumer.close()
+
+
+def test_a_store_failure_while_storing_a_batch_is_retried_not_dead_lettered(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """The store refusing writes (a full disk, a locked file) is not the messages'
+    fault: the batch is stored once the store recovers, and nothing is dead-lettered."""
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [(None, task_json(workflow_name="double", data={"n": i})) for i in range(5)],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results)
+    refusals: list[int] = []
+
+    async def scenario() -> int:
+        store = await engine.get_store()
+        insert_tasks = store.insert_tasks
+
+        async def refuse_twice(batch: Any) -> Any:
+            if batch and len(refusals) < 2:
+                refusals.append(len(batch))
+                raise StoreError("database is locked")
+            return await insert_tasks(batch)
+
+        store.insert_tasks = refuse_twice  # type: ignore[method-assign]
+        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 5, "5 results")
+        return sum((await store.count_tasks()).values())
+
+    assert wfe_run(scenario()) == 5
+    assert len(refusals) == 2
+    assert kafka.stats["dead_lettered"] == 0
+    assert kafka.stats["submitted"] == 5
+    assert kafka.stats["received"] == 5  # retried in place: no consumer restart, no redelivery

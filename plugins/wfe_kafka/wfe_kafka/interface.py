@@ -15,9 +15,9 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from wfcore import (
     ECSWorkflowEngine,
@@ -45,6 +45,7 @@ from .messages import (
 __all__ = ["KafkaMQInterface"]
 
 logger = logging.getLogger("wfe_kafka")
+T = TypeVar("T")
 
 # Errors that say the message itself is at fault: retrying can never help.
 _BAD_MESSAGE = (BadMessage, InvalidTaskError, UnknownWorkflowError, InvalidWorkflowError)
@@ -1017,47 +1018,48 @@ class KafkaMQInterface:
                 problems[index] = exc
             else:
                 positions.append(index)
-        delay = 0.1
-        while requests:
-            try:
-                outcomes = await engine.submit_tasks(requests, return_exceptions=True)
-                break
-            except Exception as exc:
-                # The store is in trouble, not the messages: keep them (offsets stay
-                # uncommitted) and try again; ids make the retry idempotent.
-                delay = await self._backoff("storing", records[positions[0]], exc, delay)
-        else:
-            outcomes = []
-        for index, outcome in zip(positions, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                problems[index] = outcome
+        if requests:
+            # Ids make a retry idempotent: a batch stored in part is stored once.
+            outcomes = await self._retrying(
+                "storing",
+                records[positions[0]],
+                lambda: engine.submit_tasks(requests, return_exceptions=True),
+            )
+            for index, outcome in zip(positions, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    problems[index] = outcome
         letters = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
-        delay = 0.1
-        while letters:
-            try:
-                await self._dead_letter(letters)
-                break
-            except Exception as exc:
-                delay = await self._backoff("dead-lettering", letters[0][0], exc, delay)
+        if letters:
+            await self._retrying(
+                "dead-lettering", letters[0][0], lambda: self._dead_letter(letters)
+            )
         self.stats["consumed"] += len(records)
 
-    async def _backoff(self, doing: str, record: Any, exc: Exception, delay: float) -> float:
-        """Wait before trying again: a failure here means the store or Kafka is in
-        trouble, not the message, so the message is kept (its offset stays
-        uncommitted). Raises the error instead once consumption is stopping."""
-        if self._consume_stop.is_set():
-            raise exc
-        logger.warning(
-            "%s task message %s/%d@%d failed (%s: %s); retrying",
-            doing,
-            record.topic,
-            record.partition,
-            record.offset,
-            type(exc).__name__,
-            exc,
-        )
-        await asyncio.sleep(delay)
-        return min(5.0, delay * 2)
+    async def _retrying(self, doing: str, record: Any, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``await attempt()`` until it succeeds, backing off in between.
+
+        A failure here means the store or Kafka is in trouble, not the messages, so
+        they are kept (their offsets stay uncommitted). Raises the error instead
+        once consumption is stopping.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if self._consume_stop.is_set():
+                    raise
+                logger.warning(
+                    "%s task message %s/%d@%d failed (%s: %s); retrying",
+                    doing,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
 
     async def _dead_letter(self, letters: list[tuple[Any, BaseException]]) -> None:
         for record, error in letters:
