@@ -45,6 +45,10 @@ def _bench_engine(url: str, concurrency: int) -> ECSWorkflowEngine:
     return engine
 
 
+def _requests(numbers: range) -> list[dict[str, Any]]:
+    return [{"data": {"i": i}, "workflow_name": "bench"} for i in numbers]
+
+
 def _summary(n: int, elapsed: float, cpu: float, latencies: list[float]) -> dict[str, float]:
     latencies.sort()
     return {
@@ -88,9 +92,7 @@ async def run_once(
             now = time.perf_counter()
             for i in numbers:
                 submitted[i] = now
-            await engine.submit_tasks(
-                [{"data": {"i": i}, "workflow_name": "bench"} for i in numbers]
-            )
+            await engine.submit_tasks(_requests(numbers))
     await done.wait()
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
@@ -143,12 +145,7 @@ async def run_processes(
     wall_start = time.time()
     cpu_start = time.process_time()
     for first in range(0, n, batch):
-        await producer.submit_tasks(
-            [
-                {"data": {"i": i}, "workflow_name": "bench"}
-                for i in range(first, min(n, first + batch))
-            ]
-        )
+        await producer.submit_tasks(_requests(range(first, min(n, first + batch))))
     while (await store.count_tasks()).get(TaskStatus.COMPLETED, 0) < n:
         await asyncio.sleep(0.1)
     cpu = time.process_time() - cpu_start

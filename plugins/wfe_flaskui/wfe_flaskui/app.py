@@ -714,29 +714,27 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             return inbox(forms={task_id: form}, status=400)
         return task(task_id, form=form, status=400)
 
-    @bp.route("/tasks/<task_id>/cancel", methods=["POST"])
-    def cancel(task_id: str) -> Any:
+    def change_task(task_id: str, change: Any, done: str, back: str) -> Any:
+        """Apply ``change(engine)`` to a task from a form; flash how it went."""
         try:
-            call(lambda engine: engine.cancel(task_id))
+            call(change)
         except UnknownTaskError as exc:
             return _error(404, str(exc))
         except TaskStateError as exc:
             flash(str(exc), "error")
         else:
-            flash(f"Task {task_id[:8]} cancelled.", "ok")
-        return redirect(_safe_next(request.form.get("next_url"), url_for(".task", task_id=task_id)))
+            flash(f"Task {task_id[:8]} {done}.", "ok")
+        return redirect(back)
+
+    @bp.route("/tasks/<task_id>/cancel", methods=["POST"])
+    def cancel(task_id: str) -> Any:
+        back = _safe_next(request.form.get("next_url"), url_for(".task", task_id=task_id))
+        return change_task(task_id, lambda engine: engine.cancel(task_id), "cancelled", back)
 
     @bp.route("/tasks/<task_id>/retry", methods=["POST"])
     def retry(task_id: str) -> Any:
-        try:
-            call(lambda engine: engine.retry(task_id))
-        except UnknownTaskError as exc:
-            return _error(404, str(exc))
-        except TaskStateError as exc:
-            flash(str(exc), "error")
-        else:
-            flash(f"Task {task_id[:8]} queued again.", "ok")
-        return redirect(url_for(".task", task_id=task_id))
+        back = url_for(".task", task_id=task_id)
+        return change_task(task_id, lambda engine: engine.retry(task_id), "queued again", back)
 
     @bp.route("/tasks/<task_id>/artifacts/<path:name>")
     def artifact(task_id: str, name: str) -> Any:
