@@ -5,18 +5,24 @@ Two measurements in one run, on one broker, with the same N task messages:
 * raw: a plain kafka-python producer sends the N messages (acks=all) to a
   6-partition topic while a plain KafkaConsumer in another process reads them
   back. This is the limit: what Kafka and kafka-python alone manage here.
-* end-to-end: the same N messages go to a tasks topic; one ``wfe worker``
-  process (auto-wired through ``KAFKA_BROKERS``, SQLite store) consumes them,
-  runs a 1-phase workflow and publishes each result; this process reads the
-  results topic until it has N distinct task ids.
+* relay: the same N messages go to a tasks topic; one process with a plain
+  KafkaConsumer (in a group, committing after each batch) and a KafkaProducer
+  (acks=all) answers each with a result message the size of wfcore's; this
+  process reads the results topic until it has N distinct ids. No engine: this
+  is the most any single worker built on kafka-python can do here.
+* end-to-end: the same again, with one ``wfe worker`` process (auto-wired
+  through ``KAFKA_BROKERS``, SQLite store by default) in the relay's place: it
+  consumes, runs a 1-phase workflow and publishes each result.
 
 Both clocks run from the first message sent to the last one (or last result)
 received, with the consumer already in its group. A first raw round, not
-reported, warms up the broker. Prints both rates, their ratio and the worker's
-peak memory.
+reported, warms up the broker. Prints the three rates, their ratios to raw and
+the worker's peak memory.
 
     python benchmarks/bench_kafka.py                  # N=20000, starts a broker
     python benchmarks/bench_kafka.py -n 50000 --bootstrap 127.0.0.1:9092
+    python benchmarks/bench_kafka.py --store memory   # the worker on memory://
+    python benchmarks/bench_kafka.py --processes 2    # two worker processes, one SQLite file
 """
 
 from __future__ import annotations
@@ -139,6 +145,91 @@ def raw_consumer(bootstrap: str, topic: str, group: str, count: int) -> None:
     consumer.close()
 
 
+def relay(bootstrap: str, tasks: str, results: str, group: str) -> None:
+    """Subprocess: answer every task message with a result message, without an engine.
+
+    Reads like the wfe_kafka consumer (a group, offsets committed after the batch's
+    results are acknowledged) and writes like its publisher (acks=all). Runs until
+    killed.
+    """
+    from kafka import KafkaConsumer, KafkaProducer
+
+    consumer = KafkaConsumer(
+        tasks,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metrics_enabled=False,
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=128 * 1024
+    )
+    template = json.loads(_RESULT_TEMPLATE)
+    while True:
+        batches = consumer.poll(timeout_ms=200)
+        for records in batches.values():
+            for record in records:
+                task = json.loads(record.value)
+                result = dict(template, id=task["id"], data=task["data"], output=task["data"])
+                producer.send(
+                    results,
+                    key=record.key,
+                    value=json.dumps(result, separators=(",", ":")).encode(),
+                )
+        if batches:
+            producer.flush()
+            consumer.commit()
+
+
+# A finished 1-phase task as wfe_kafka publishes it (about 900 bytes).
+_RESULT_TEMPLATE = json.dumps(
+    {
+        "id": None,
+        "data": None,
+        "workflow_name": "bench",
+        "classification": "echo",
+        "assigned_to": "agentic",
+        "context": {"kafka": {"topic": "bench-tasks", "partition": 0, "offset": 0}},
+        "artifacts": [],
+        "output": None,
+        "outputs": {"echo": None},
+        "error": None,
+        "traceback": None,
+        "attempts": 0,
+        "next_classification": None,
+        "waiting_reason": None,
+        "deadline": None,
+        "reply": None,
+        "resume_in_phase": False,
+        "run_after": None,
+        "status": "completed",
+        "history": [
+            {"at": "2026-01-01T00:00:00.000+00:00", "event": "submitted", "workflow": "bench"},
+            {
+                "at": "2026-01-01T00:00:00.000+00:00",
+                "event": "phase_started",
+                "phase": "echo",
+                "attempt": 1,
+                "task_type": "functional",
+                "worker": "host/12345/0123abcd",
+            },
+            {
+                "at": "2026-01-01T00:00:00.000+00:00",
+                "event": "phase_finished",
+                "phase": "echo",
+                "next": None,
+                "seconds": 1.8e-05,
+            },
+            {"at": "2026-01-01T00:00:00.000+00:00", "event": "completed"},
+        ],
+        "created_at": "2026-01-01T00:00:00.000000+00:00",
+        "updated_at": "2026-01-01T00:00:00.000000+00:00",
+        "format": 1,
+    }
+)
+
+
 def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
     topic = broker.create_topic(bootstrap, f"bench-raw-{uuid.uuid4().hex[:8]}", partitions)
     group = f"bench-raw-{uuid.uuid4().hex[:8]}"
@@ -164,8 +255,16 @@ def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
 
 
 def measure_end_to_end(
-    bootstrap: str, broker: Any, n: int, partitions: int, concurrency: int
+    bootstrap: str,
+    broker: Any,
+    n: int,
+    partitions: int,
+    concurrency: int,
+    store: str | None,
+    processes: int = 1,
 ) -> tuple[float, float]:
+    """Tasks in, results out: ``wfe worker -p processes`` on ``store`` (``"sqlite"``
+    or ``"memory"``), or the engine-less relay when ``store`` is None."""
     from kafka import KafkaConsumer, TopicPartition
 
     suffix = uuid.uuid4().hex[:8]
@@ -174,31 +273,23 @@ def measure_end_to_end(
     group = f"bench-workers-{suffix}"
     messages = _messages(n)
     _warm_producer(bootstrap, [tasks])
-    tmp = tempfile.mkdtemp(prefix="wfe-bench-kafka-")
-    env = dict(
-        os.environ,
-        KAFKA_BROKERS=bootstrap,
-        WFE_KAFKA_TASKS_TOPIC=tasks,
-        WFE_KAFKA_RESULTS_TOPIC=results,
-        WFE_KAFKA_GROUP=group,
-        WFE_LOAD_PLUGINS="wfe_kafka",
-    )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wfcore.cli",
-            "worker",
-            "bench_kafka:make_engine",
-            "--store",
-            f"sqlite://{tmp}/worker.db",
-            "--concurrency",
-            str(concurrency),
-            "-q",
-        ],
-        cwd=HERE,
-        env=env,
-    )
+    if store is None:
+        command = [str(Path(__file__).resolve()), "--relay", bootstrap, tasks, results, group]
+        env = dict(os.environ)
+    else:
+        tmp = tempfile.mkdtemp(prefix="wfe-bench-kafka-")
+        url = f"sqlite://{tmp}/worker.db" if store == "sqlite" else "memory://"
+        command = ["-m", "wfcore.cli", "worker", "bench_kafka:make_engine", "--store", url]
+        command += ["--concurrency", str(concurrency), "--processes", str(processes), "-q"]
+        env = dict(
+            os.environ,
+            KAFKA_BROKERS=bootstrap,
+            WFE_KAFKA_TASKS_TOPIC=tasks,
+            WFE_KAFKA_RESULTS_TOPIC=results,
+            WFE_KAFKA_GROUP=group,
+            WFE_LOAD_PLUGINS="wfe_kafka",
+        )
+    worker = subprocess.Popen([sys.executable, *command], cwd=HERE, env=env)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, metrics_enabled=False
     )
@@ -227,7 +318,14 @@ def measure_end_to_end(
 
 
 def _peak_rss_mb(pid: int) -> float:
-    """A live process's peak resident memory (Linux), in MB; 0 where unknown."""
+    """The peak resident memory (Linux) of a live process or, when it supervises
+    worker processes, of the largest of them, in MB; 0 where unknown."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    if children:
+        return max(_peak_rss_mb(int(child)) for child in children)
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -246,12 +344,28 @@ def main() -> None:
     parser.add_argument(
         "--bootstrap", default=os.environ.get("WFE_KAFKA_BOOTSTRAP"), help="use this broker"
     )
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "memory"],
+        default="sqlite",
+        help="the worker's store (default sqlite: durable, as the delivery guarantees need)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes in the consumer group, sharing the SQLite file (default 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--raw-consumer", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--relay", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_consumer:
         bootstrap, topic, group, count = args.raw_consumer
         raw_consumer(bootstrap, topic, group, int(count))
+        return
+    if args.relay:
+        relay(*args.relay)
         return
 
     broker_mod = _broker_module()
@@ -265,26 +379,44 @@ def main() -> None:
         # A fresh broker's JVM is still compiling its hot paths: warm it up first.
         measure_raw(bootstrap, broker_mod, args.n, args.partitions)
         raw = measure_raw(bootstrap, broker_mod, args.n, args.partitions)
+        relayed, _ = measure_end_to_end(
+            bootstrap, broker_mod, args.n, args.partitions, args.concurrency, None
+        )
         e2e, rss = measure_end_to_end(
-            bootstrap, broker_mod, args.n, args.partitions, args.concurrency
+            bootstrap,
+            broker_mod,
+            args.n,
+            args.partitions,
+            args.concurrency,
+            args.store,
+            args.processes,
         )
     finally:
         if broker is not None:
             broker.stop()
     result = {
         "n": args.n,
+        "store": args.store,
+        "processes": args.processes,
         "raw_msgs_per_s": round(raw),
+        "relay_tasks_per_s": round(relayed),
         "end_to_end_tasks_per_s": round(e2e),
         "ratio": round(e2e / raw, 3),
+        "relay_ratio": round(relayed / raw, 3),
         "worker_peak_rss_mb": round(rss),
     }
     if args.json:
         print(json.dumps(result))
     else:
+        procs = f"{args.processes} worker{'s' if args.processes > 1 else ''}"
+        worker = f"end to end ({procs}, {args.store})"
         print(
             f"raw kafka-python produce+consume {raw:>9,.0f} msgs/s\n"
-            f"end to end (1 worker, sqlite)    {e2e:>9,.0f} tasks/s  "
-            f"= {e2e / raw:.0%} of raw  (N={args.n}, worker peak RSS {rss:.0f} MB)"
+            f"relay without an engine          {relayed:>9,.0f} tasks/s  "
+            f"= {relayed / raw:.0%} of raw\n"
+            f"{worker:<32} {e2e:>9,.0f} tasks/s  "
+            f"= {e2e / raw:.0%} of raw, {e2e / relayed:.0%} of the relay  "
+            f"(N={args.n}, worker peak RSS {rss:.0f} MB)"
         )
 
 
