@@ -41,27 +41,19 @@ def _broker_module() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def kafka_bootstrap() -> Iterator[str]:
-    """A real broker: ``$WFE_KAFKA_BOOTSTRAP``, else one started for this module."""
+def kafka_bootstrap() -> str:
+    """A real broker: ``$WFE_KAFKA_BOOTSTRAP``, else the one wfe_kafka's tests use
+    (started on first use, stopped when the test process exits)."""
     for package in ("wfe_kafka", "kafka"):
         if importlib.util.find_spec(package) is None:
             _unavailable(f"{package} is not installed")
-    external = os.environ.get("WFE_KAFKA_BOOTSTRAP", "").strip()
-    if external:
-        yield external
-        return
     if not BROKER.is_file():
         _unavailable(f"no broker helper at {BROKER}")
     brokers = _broker_module()
-    broker = brokers.KafkaBroker()
     try:
-        broker.start()
+        return brokers.shared_bootstrap()
     except brokers.BrokerUnavailable as exc:
         _unavailable(str(exc))
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

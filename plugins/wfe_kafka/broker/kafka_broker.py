@@ -22,6 +22,9 @@ Environment:
 ``KAFKA_HEAP_OPTS``
     JVM heap options for the broker, as in Kafka's own scripts.
     Default ``-Xmx512m -Xms256m``.
+``WFE_KAFKA_BOOTSTRAP``
+    ``host:port`` of a running broker for :func:`shared_bootstrap` to return
+    instead of starting one.
 
 Command line::
 
@@ -93,6 +96,7 @@ __all__ = [
     "find_java",
     "find_maven",
     "metadata_broker_count",
+    "shared_bootstrap",
     "stop_detached",
 ]
 
@@ -832,6 +836,28 @@ class KafkaBroker:
 # ---------------------------------------------------------------------------
 # Detached brokers (command line)
 # ---------------------------------------------------------------------------
+
+
+_shared: KafkaBroker | None = None
+
+
+def shared_bootstrap() -> str:
+    """The bootstrap address of the one broker every test in this process uses.
+
+    ``$WFE_KAFKA_BOOTSTRAP`` when set; else a :class:`KafkaBroker` started on the
+    first call and stopped when the process exits. Test suites that load this
+    module under the same name (``wfe_kafka_test_broker``) share it, so one
+    pytest run starts the JVM once. Raises what :meth:`KafkaBroker.start` raises.
+    """
+    global _shared
+    external = os.environ.get("WFE_KAFKA_BOOTSTRAP", "").strip()
+    if external:
+        return external
+    if _shared is None or not _shared.is_running():
+        broker = KafkaBroker()
+        broker.start()
+        _shared = broker
+    return _shared.bootstrap
 
 
 def default_state_file() -> Path:

@@ -3,8 +3,9 @@
 ``kafka_bootstrap`` (session scope) is the ``host:port`` of a broker:
 
 * ``$WFE_KAFKA_BOOTSTRAP`` when set (an externally run broker), else
-* a single-node KRaft broker started by ``broker/kafka_broker.py`` for the whole
-  session and stopped at its end.
+* a single-node KRaft broker started by ``broker/kafka_broker.py`` on first use
+  and stopped when the test process exits; other suites in the same run (the
+  dashboard's Kafka tests) share it.
 
 When no broker can be run here (no Java 17+, no Maven, the jars cannot be
 fetched, or kafka-python is missing) the tests are skipped with the reason,
@@ -61,25 +62,16 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_bootstrap() -> str:
     """Bootstrap address of a real Kafka broker for the whole test session."""
     try:
         import kafka  # noqa: F401
     except ImportError as exc:
         _unavailable(f"kafka-python is not installed ({exc})")
-    external = os.environ.get("WFE_KAFKA_BOOTSTRAP", "").strip()
-    if external:
-        yield external
-        return
-    broker = kafka_broker.KafkaBroker()
     try:
-        broker.start()
+        return kafka_broker.shared_bootstrap()
     except kafka_broker.BrokerUnavailable as exc:
         _unavailable(str(exc))
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
