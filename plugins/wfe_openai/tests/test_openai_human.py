@@ -170,3 +170,86 @@ def test_the_waiting_task_shows_the_question_in_its_json(openai_server, wfe_engi
     assert doc["status"] == "waiting_human"
     assert doc["waiting_reason"] == "Approve the refund of 30 EUR?"
     assert doc["resume_in_phase"] is True
+
+
+def test_retrying_a_cancelled_wait_asks_the_person_again(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(("ask_human", {"question": "Approve the refund of 30 EUR?"}))
+    openai_server.reply("Refunded 30 EUR.")
+    wfe_engine.register_workflow("w", [Phase("decide", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> list[Any]:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        await wfe_engine.cancel(task.id)
+        await wfe_engine.retry(task.id)  # what the dashboard's Retry button does
+        await wfe_engine.run_until_idle()
+        again = await wfe_engine.get_task(task.id)
+        calls_while_waiting = len(openai_server.requests)
+        await wfe_engine.resume(task.id, "Yes, approved.")
+        await wfe_engine.run_until_idle()
+        return [again, calls_while_waiting, await wfe_engine.get_task(task.id)]
+
+    again, calls_while_waiting, done = wfe_run(scenario())
+    # Nobody answered: the task waits for the same question, and the model was not called.
+    assert again.status is TaskStatus.WAITING_HUMAN, again.error
+    assert again.waiting_reason == "Approve the refund of 30 EUR?"
+    assert calls_while_waiting == 1
+    assert [e["event"] for e in again.history if e["event"].startswith("agent_")] == [
+        "agent_asked_human",
+        "agent_asked_human",
+    ]
+    # The person's answer, when it comes, is the only one the model ever gets.
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == "Refunded 30 EUR."
+    assert [m["content"] for m in openai_server.messages() if m["role"] == "tool"] == [
+        "Yes, approved."
+    ]
+    assert [e["answer"] for e in done.history if e["event"] == "agent_resumed"] == [
+        "Yes, approved."
+    ]
+
+
+def test_retrying_a_failed_run_after_the_answer_keeps_the_answer(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.tool_calls(("ask_human", {"question": "Go ahead?"}))
+    openai_server.error(500, "model overloaded")
+    openai_server.reply("Done.")
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_retries=0))
+
+    async def scenario() -> list[Any]:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        await wfe_engine.resume(task.id, "yes")
+        await wfe_engine.run_until_idle()
+        failed = await wfe_engine.get_task(task.id)
+        await wfe_engine.retry(task.id)
+        await wfe_engine.run_until_idle()
+        return [failed, await wfe_engine.get_task(task.id)]
+
+    failed, done = wfe_run(scenario())
+    assert failed.status is TaskStatus.FAILED
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == "Done."
+    assert openai_server.messages(2)[-1] == openai_server.messages(1)[-1]
+    assert openai_server.messages(2)[-1]["content"] == "yes"
+
+
+def test_a_resume_without_an_answer_reaches_the_model(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(("ask_human", {"question": "Anything to add?"}))
+    openai_server.reply("Nothing added.")
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        await wfe_engine.resume(task.id)  # a person chose to go on without an answer
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert openai_server.messages()[-1]["content"] == "(no answer)"

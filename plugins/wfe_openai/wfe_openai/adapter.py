@@ -270,7 +270,6 @@ class OpenAIAgentAdapter:
             # A plain handler(task) does the phase itself, as with the built-in adapter.
             await run_handler(handler, task)
             return
-        client = self._client()
         state = task.context.setdefault(CONTEXT_KEY, {})
         saved = state.get("conversation")
         resumed = bool(
@@ -278,6 +277,13 @@ class OpenAIAgentAdapter:
             and isinstance(saved, dict)
             and saved.get("phase") == phase.target_classification
         )
+        if resumed and task.reply is None and not _answered_since_asked(task):
+            # Run again without an answer (a retry after cancelling the wait, say): no
+            # person answered, so the question stands; the model is not called.
+            assert isinstance(saved, dict)
+            _wait_for_person(task, engine, saved, repeated=True)
+            return
+        client = self._client()
         if resumed:
             assert isinstance(saved, dict)
             messages = copy.deepcopy(saved["messages"])
@@ -365,10 +371,7 @@ class OpenAIAgentAdapter:
                     "pending_call_id": call_id,
                     "question": question,
                 }
-                task.record("agent_asked_human", phase=name, question=question, call_id=call_id)
-                engine.suspend(
-                    task, TaskStatus.WAITING_HUMAN, reason=question, resume_in_phase=True
-                )
+                _wait_for_person(task, engine, state["conversation"])
                 return
         raise AdapterError(
             f"max_steps={request.max_steps} exhausted in phase {name!r}: the model still "
@@ -615,6 +618,36 @@ def _assistant_message(message: Any, calls: list[Any]) -> dict[str, Any]:
             for call in calls
         ],
     }
+
+
+def _wait_for_person(
+    task: Task, engine: ECSWorkflowEngine, conversation: dict[str, Any], repeated: bool = False
+) -> None:
+    """Suspend the task until a person answers the conversation's pending question."""
+    question = conversation["question"]
+    details = {"repeated": True} if repeated else {}
+    task.record(
+        "agent_asked_human",
+        phase=conversation["phase"],
+        question=question,
+        call_id=conversation["pending_call_id"],
+        **details,
+    )
+    engine.suspend(task, TaskStatus.WAITING_HUMAN, reason=question, resume_in_phase=True)
+
+
+def _answered_since_asked(task: Task) -> bool:
+    """True if the task was resumed after its last question, even with no answer.
+
+    ``engine.resume(task_id)`` without an answer is a person's choice (and reaches the
+    model as "(no answer)"); a retry of a cancelled wait is not an answer.
+    """
+    for event in reversed(task.history):
+        if event.get("event") == "resumed":
+            return True
+        if event.get("event") == "agent_asked_human":
+            return False
+    return False
 
 
 def _answer_text(value: Any) -> str:
