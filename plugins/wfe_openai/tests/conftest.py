@@ -81,6 +81,12 @@ class FakeOpenAI:
 
         self.push(respond)
 
+    def raw_tool_calls(self, *calls: dict[str, Any]) -> None:
+        """Queue a reply whose ``tool_calls`` are exactly these dicts (no id added, the
+        arguments not encoded), as some OpenAI-compatible servers send them."""
+        message = {"content": None, "tool_calls": list(calls)}
+        self.push(lambda req: self._completion(req, message, "tool_calls", None, {}))
+
     def error(
         self, status: int, message: str, *, retry_after: str | None = None, as_json: bool = True
     ) -> None:

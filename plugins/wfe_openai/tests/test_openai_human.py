@@ -253,3 +253,39 @@ def test_a_resume_without_an_answer_reaches_the_model(openai_server, wfe_engine,
     done = wfe_run(scenario())
     assert done.status is TaskStatus.COMPLETED, done.error
     assert openai_server.messages()[-1]["content"] == "(no answer)"
+
+
+def test_ask_human_with_arguments_sent_as_an_object(openai_server, wfe_engine, wfe_run):
+    openai_server.raw_tool_calls(
+        {"type": "function", "function": {"name": "ask_human", "arguments": ["Size?"]}},
+    )
+    openai_server.raw_tool_calls(
+        {"type": "function", "function": {"name": "ask_human", "arguments": {"question": "Size?"}}},
+    )
+    openai_server.reply("Ordered size M.")
+    wfe_engine.register_workflow("shop", PHASES)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> list[Any]:
+        task = await wfe_engine.submit_task({}, "shop")
+        await wfe_engine.run_until_idle()
+        waiting = await wfe_engine.get_task(task.id)
+        await wfe_engine.resume(task.id, "M")
+        await wfe_engine.run_until_idle()
+        return [waiting, await wfe_engine.get_task(task.id)]
+
+    waiting, done = wfe_run(scenario())
+    # Arguments that are not an object went back to the model as an error, in the same attempt.
+    assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
+    assert waiting.waiting_reason == "Size?"
+    assert not [e for e in waiting.history if e["event"] == "attempt_failed"]
+    assert openai_server.messages(1)[-1]["content"] == (
+        "error: arguments must be a JSON object, not an array"
+    )
+    assert done.status is TaskStatus.COMPLETED, done.error
+    # The answer is the result of the call that asked, whose generated id was kept.
+    messages = openai_server.messages()
+    asked = messages[-2]["tool_calls"][0]
+    assert asked["function"] == {"name": "ask_human", "arguments": '{"question": "Size?"}'}
+    assert messages[-1] == {"role": "tool", "tool_call_id": asked["id"], "content": "M"}
+    assert asked["id"] and asked["id"] != messages[-4]["tool_calls"][0]["id"]

@@ -283,3 +283,49 @@ def test_enum_and_pydantic_arguments_arrive_as_objects(openai_server, wfe_engine
     assert openai_server.messages(1)[-1]["content"] == (
         "blue parcel to Main St 1, Bergen (express=False)"
     )
+
+
+def test_arguments_sent_as_an_object_and_calls_without_an_id(openai_server, wfe_engine, wfe_run):
+    def divide(a: int, b: int) -> float:
+        """Divide a by b."""
+        return a / b
+
+    # Some OpenAI-compatible servers send the arguments as an object, and no call id.
+    openai_server.raw_tool_calls(
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
+        {"type": "function", "function": {"name": "divide", "arguments": {"a": "one", "b": 2}}},
+        {"id": "c3", "type": "function", "function": {"name": "divide", "arguments": [6, 3]}},
+    )
+    openai_server.raw_tool_calls(
+        {"type": "function", "function": {"name": "divide", "arguments": {"a": 6, "b": 3}}},
+    )
+    openai_server.reply("21 C in Oslo; 6 / 3 = 2.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[get_weather, divide]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    messages = openai_server.messages()
+    first_turn, second_turn = (m for m in messages if m["role"] == "assistant")
+    results = [m for m in messages if m["role"] == "tool"]
+    assert [r["content"] for r in results] == [
+        '{"city": "Oslo", "temp": 21, "unit": "C"}',
+        "error: invalid arguments for divide: a: 'one' is not of type 'integer'",
+        "error: invalid arguments for divide: arguments must be a JSON object, not an array",
+        "2.0",
+    ]
+    # Every call has an id, unique in the conversation, and its result answers it.
+    calls = first_turn["tool_calls"] + second_turn["tool_calls"]
+    ids = [c["id"] for c in calls]
+    assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == 4
+    assert ids[2] == "c3"
+    assert [r["tool_call_id"] for r in results] == ids
+    # The arguments go back to the server as the JSON string the API expects.
+    assert [c["function"]["arguments"] for c in calls] == [
+        '{"city": "Oslo"}',
+        '{"a": "one", "b": 2}',
+        "[6, 3]",
+        '{"a": 6, "b": 3}',
+    ]
+    recorded = [e["arguments"] for e in task.history if e["event"] == "agent_tool_call"]
+    assert recorded == [c["function"]["arguments"] for c in calls]

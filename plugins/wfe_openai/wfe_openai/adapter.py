@@ -337,23 +337,21 @@ class OpenAIAgentAdapter:
         last_calls: list[str] = []
         for step in range(1, request.max_steps + 1):
             message, finish_reason = await self._complete(client, task, request, step)
-            calls = list(getattr(message, "tool_calls", None) or [])
+            calls = _tool_calls(message, position=len(messages))
             if not calls:
                 task.output = await self._output(request, message, finish_reason)
                 state.pop("conversation", None)
                 return
             messages.append(_assistant_message(message, calls))
-            last_calls = [_call_name(c) for c in calls]
+            last_calls = [c.name for c in calls]
             pending: tuple[str, str] | None = None
             for call in calls:
-                tool_name = _call_name(call)
-                arguments = getattr(getattr(call, "function", None), "arguments", None)
-                if tool_name == ASK_HUMAN and tools.get(ASK_HUMAN) is HUMAN_TOOL:
+                if call.name == ASK_HUMAN and tools.get(ASK_HUMAN) is HUMAN_TOOL:
                     if pending is not None:
                         content = "Only one question at a time: ask again after the answer."
                     else:
                         try:
-                            question = HUMAN_TOOL.parse_arguments(arguments)["question"]
+                            question = HUMAN_TOOL.parse_arguments(call.arguments)["question"]
                         except ToolArgumentsError as exc:
                             content = f"error: {exc}"
                         else:
@@ -361,7 +359,7 @@ class OpenAIAgentAdapter:
                             continue
                     messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
                     continue
-                content = await self._call_tool(task, engine, name, tools, call, tool_name)
+                content = await self._call_tool(task, engine, name, tools, call)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
             if pending is not None:
                 call_id, question = pending
@@ -384,27 +382,26 @@ class OpenAIAgentAdapter:
         engine: ECSWorkflowEngine,
         phase_name: str,
         tools: dict[str, Tool],
-        call: Any,
-        tool_name: str,
+        call: _ToolCall,
     ) -> str:
         """Run one tool call and return what the model gets back; errors go to the model."""
-        raw = getattr(getattr(call, "function", None), "arguments", None)
+        tool_name = call.name
         task.record(
             "agent_tool_call",
             phase=phase_name,
             tool=tool_name,
             call_id=call.id,
-            arguments=_short(raw or ""),
+            arguments=_short(_arguments_text(call.arguments)),
         )
         error = True
         tool = tools.get(tool_name)
-        if getattr(call, "type", "function") != "function":
+        if call.type != "function":
             content = f"error: tool calls of type {call.type!r} are not supported"
         elif tool is None or tool is HUMAN_TOOL:
             content = f"error: no tool named {tool_name!r}; available: {', '.join(tools)}"
         else:
             try:
-                arguments = tool.parse_arguments(raw)
+                arguments = tool.parse_arguments(call.arguments)
                 result = await tool.invoke(arguments, task, engine)
             except ToolArgumentsError as exc:
                 content = f"error: invalid arguments for {tool_name}: {exc}"
@@ -601,7 +598,48 @@ def _call_name(call: Any) -> str:
     return str(getattr(function, "name", None) or getattr(call, "name", None) or "?")
 
 
-def _assistant_message(message: Any, calls: list[Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _ToolCall:
+    """One tool call of a reply, with an id whether or not the server sent one."""
+
+    id: str
+    type: str
+    name: str
+    #: As the server sent them: JSON text, or an object from some compatible servers.
+    arguments: Any
+
+
+def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
+    """The reply's tool calls; ``position`` is the reply's index in the conversation."""
+    found = []
+    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
+        call_id = getattr(call, "id", None)
+        if not isinstance(call_id, str) or not call_id:
+            # Some compatible servers send no id, but each tool result must name its
+            # call. Derived from the position, the id is unique in the conversation and
+            # the same in the copy stored while waiting for a person.
+            call_id = f"wfe_call_{position}_{index}"
+        found.append(
+            _ToolCall(
+                id=call_id,
+                type=str(getattr(call, "type", None) or "function"),
+                name=_call_name(call),
+                arguments=getattr(getattr(call, "function", None), "arguments", None),
+            )
+        )
+    return found
+
+
+def _arguments_text(arguments: Any) -> str:
+    """Arguments as the JSON text the API expects, whatever form the server sent."""
+    if arguments is None:
+        return ""
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False, default=str)
+
+
+def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
     """The assistant's tool-calling turn as a message dict to send back."""
     return {
         "role": "assistant",
@@ -610,10 +648,7 @@ def _assistant_message(message: Any, calls: list[Any]) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {
-                    "name": _call_name(call),
-                    "arguments": getattr(getattr(call, "function", None), "arguments", "") or "",
-                },
+                "function": {"name": call.name, "arguments": _arguments_text(call.arguments)},
             }
             for call in calls
         ],

@@ -82,14 +82,25 @@ class Tool:
             function["description"] = self.description
         return {"type": "function", "function": function}
 
-    def parse_arguments(self, text: str | None) -> dict[str, Any]:
-        """Decode and check the JSON arguments the model sent; ToolArgumentsError if unfit."""
-        try:
-            arguments = json.loads(text) if text and text.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ToolArgumentsError(f"arguments are not valid JSON: {exc}") from None
+    def parse_arguments(self, raw: str | Mapping[str, Any] | None) -> dict[str, Any]:
+        """Decode and check the arguments the model sent; ToolArgumentsError if unfit.
+
+        ``raw`` is the JSON text the API sends, or an object already decoded (as some
+        OpenAI-compatible servers send it); either is checked against the schema.
+        """
+        if isinstance(raw, Mapping):
+            arguments: Any = dict(raw)
+        elif raw is None or isinstance(raw, str):
+            try:
+                arguments = json.loads(raw) if raw and raw.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ToolArgumentsError(f"arguments are not valid JSON: {exc}") from None
+        else:
+            arguments = raw
         if not isinstance(arguments, dict):
-            raise ToolArgumentsError("arguments must be a JSON object")
+            raise ToolArgumentsError(
+                f"arguments must be a JSON object, not {_json_kind(arguments)}"
+            )
         problems = sorted(
             self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)
         )
@@ -116,6 +127,21 @@ class Tool:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words ("an array", "a string", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return f"a {type(value).__name__}"
 
 
 @overload
