@@ -248,3 +248,56 @@ def test_a_sync_client_and_unknown_options_are_clear_errors(openai_server, wfe_e
     assert task.error.startswith("AdapterError: invalid chat completion request:")
     assert "temprature" in task.error
     assert openai_server.requests == []
+
+
+def test_credentials_in_the_base_url_never_reach_the_task(
+    openai_server, monkeypatch, caplog, wfe_engine, wfe_run
+):
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv(
+        "OPENAI_BASE_URL",
+        f"http://user:pw-s3cret@127.0.0.1:{port}/v1?api-key=qs-s3cret&api-version=2024-06-01",
+    )
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(max_retries=0),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    # The error still says which server, without what gives access to it.
+    assert task.error.startswith(
+        f"AdapterError: cannot reach the chat completions server (http://***@127.0.0.1:{port}"
+        "/v1/?api-key=***&api-version=2024-06-01):"
+    )
+    assert "s3cret" not in json.dumps(task_to_dict(task))
+    assert "s3cret" not in (task.traceback or "")
+    assert "s3cret" not in caplog.text
+
+
+def test_credentials_in_the_base_url_are_redacted_from_http_errors(
+    openai_server, wfe_engine, wfe_run
+):
+    # A proxy that echoes the password it was given, as some do.
+    openai_server.error(500, "no upstream for svc-user/pw-s3cret")
+    url = openai_server.url.replace("http://", "http://svc-user:pw-s3cret@")
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(base_url=url, max_retries=0),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    masked = openai_server.url.replace("http://", "http://***@")
+    assert task.error == (
+        f"AdapterError: chat completion failed with HTTP 500 after 0 retries ({masked}/): "
+        "no upstream for svc-user/***"
+    )
+    assert "s3cret" not in json.dumps(task_to_dict(task))

@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,15 @@ CONTEXT_KEY = "openai"
 # Request options the adapter sets itself; passing them would break the conversation.
 _RESERVED_OPTIONS = frozenset({"messages", "model", "tools", "stream", "n"})
 _HISTORY_CHARS = 2000
+# Credentials a server URL can carry: "user:password@" before the host, and keys in
+# the query (Azure-style api-key=, key=, SAS signatures). Error messages name the
+# server, so these are masked wherever a URL shows.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]+@")
+_URL_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&](?:api[-_]?key|key|token|access[-_]token|secret|password|sig|signature)=)"
+    r"[^&#\s)]+",
+    re.IGNORECASE,
+)
 _JSON_FORMATS = ("json_object", "json_schema")
 
 
@@ -254,12 +264,17 @@ class OpenAIAgentAdapter:
             getattr(self._given_client, "api_key", None),
             getattr(self._own_client, "api_key", None),
         ]
+        # A password in the server URL, wherever a server might echo it.
+        for client in (self._given_client, self._own_client):
+            found.append(getattr(getattr(client, "base_url", None), "password", None))
         return [s for s in found if isinstance(s, str) and len(s) >= 4]
 
     def _redact(self, text: str) -> str:
+        """``text`` without the API key and without credentials in any URL."""
         for secret in self._secrets():
             text = text.replace(secret, "***")
-        return text
+        text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
+        return _URL_SECRET_PARAM.sub(r"\g<name>***", text)
 
     # -- running a phase -------------------------------------------------------------
 
