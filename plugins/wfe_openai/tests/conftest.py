@@ -50,9 +50,17 @@ class FakeOpenAI:
         with self._lock:
             self._script.append(response)
 
-    def reply(self, text: str | None, *, usage: dict[str, Any] | None = None, **extra: Any) -> None:
-        """Queue a plain assistant reply."""
-        self.push(lambda req: self._completion(req, {"content": text}, "stop", usage, extra))
+    def reply(
+        self,
+        text: str | None,
+        *,
+        usage: dict[str, Any] | None = None,
+        finish_reason: str = "stop",
+        **extra: Any,
+    ) -> None:
+        """Queue a plain assistant reply (``finish_reason="length"``: cut off by max_tokens)."""
+        message = {"content": text}
+        self.push(lambda req: self._completion(req, message, finish_reason, usage, extra))
 
     def json_reply(self, value: Any) -> None:
         """Queue a reply whose text is ``value`` as JSON."""

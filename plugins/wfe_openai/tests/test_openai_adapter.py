@@ -271,3 +271,34 @@ def test_the_request_is_plain_json(openai_server, wfe_engine, wfe_run):
     body = openai_server.requests[0]["body"]
     assert json.loads(json.dumps(body)) == body
     assert {m["role"] for m in body["messages"]} == {"system", "user"}
+
+
+def test_a_reply_cut_off_by_max_tokens_fails_the_attempt(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("This is cut o", finish_reason="length")
+    openai_server.reply("This is complete.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_tokens=5))
+
+    task = _run_one(
+        wfe_engine, wfe_run, {}, [Phase("write", assigned_to="agentic", max_attempts=2)]
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "This is complete."
+    [failure] = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert failure == (
+        "AdapterError: the reply was cut off by the output token limit (finish_reason=length; "
+        "raise max_tokens or max_completion_tokens): it ends 'This is cut o'"
+    )
+
+
+def test_a_cut_off_reply_fails_even_when_it_parses_as_json(openai_server, wfe_engine, wfe_run):
+    openai_server.reply('{"total": 12}', finish_reason="length")  # maybe 12345 in full
+    wfe_engine.register_adapter(
+        TaskType.AGENTIC, OpenAIAgentAdapter(response_format={"type": "json_object"})
+    )
+
+    task = _run_one(wfe_engine, wfe_run, {}, [Phase("sum", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.FAILED
+    assert task.output is None
+    assert task.error.startswith("AdapterError: the reply was cut off by the output token limit")

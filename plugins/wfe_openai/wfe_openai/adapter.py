@@ -555,12 +555,20 @@ class OpenAIAgentAdapter:
         if refusal:
             raise AdapterError(f"the model refused: {refusal}")
         text = getattr(message, "content", None)
+        if finish_reason == "length":
+            # The end is missing, whatever the text looks like (JSON may even parse):
+            # a failed attempt, so the phase's max_attempts or a retry applies.
+            ending = f"it ends {text[-200:]!r}" if isinstance(text, str) and text else "no text"
+            raise AdapterError(
+                "the reply was cut off by the output token limit (finish_reason=length; "
+                f"raise max_tokens or max_completion_tokens): {ending}"
+            )
         if not isinstance(text, str) or not text.strip():
             raise AdapterError(f"the model sent an empty reply (finish_reason={finish_reason})")
         value: Any = text
         fmt = request.response_format or {}
         if fmt.get("type") in _JSON_FORMATS:
-            value = _parse_json_reply(text, fmt, finish_reason)
+            value = _parse_json_reply(text, fmt)
         if request.parse is not None:
             try:
                 value = request.parse(value)
@@ -733,13 +741,12 @@ def _server_error_text(exc: Any) -> str:
     return _short(text.strip() or str(body or getattr(exc, "message", "")), 500)
 
 
-def _parse_json_reply(text: str, fmt: Mapping[str, Any], finish_reason: str | None) -> Any:
+def _parse_json_reply(text: str, fmt: Mapping[str, Any]) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = " (the reply was cut off: finish_reason=length)" if finish_reason == "length" else ""
         raise AdapterError(
-            f"the reply is not valid JSON{hint}: {exc.msg} at line {exc.lineno} column "
+            f"the reply is not valid JSON: {exc.msg} at line {exc.lineno} column "
             f"{exc.colno}; the reply begins {_short(text, 200)!r}"
         ) from None
     spec = fmt.get("json_schema")
