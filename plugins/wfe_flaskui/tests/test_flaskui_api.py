@@ -252,6 +252,71 @@ def test_token_guards_every_request(demo_engine: object) -> None:
         dash.stop()
 
 
+def test_redirects_stay_on_the_site(demo_engine: object) -> None:
+    dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        app = create_app(dash, secret_key="x")
+        client = app.test_client()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert csrf
+        # Browsers drop tabs and newlines and read a backslash as a slash, so each
+        # of these would lead to another site; every one falls back to the task list.
+        evil = [
+            "/\t/evil.com",
+            "/\n/evil.com",
+            "/\r\n/evil.com",
+            "/ /evil.com",
+            "/\x00/evil.com",
+            "/\u2028/evil.com",
+            "/\\evil.com",
+            "//evil.com",
+            "https://evil.com/",
+            "javascript:alert(1)",
+            "evil.com",
+        ]
+        for target in evil:
+            shown = client.get("/login", query_string={"next": target})
+            assert shown.status_code == 200, repr(target)
+            assert "evil" not in shown.text and "javascript" not in shown.text, repr(target)
+            login = client.post(
+                "/login", data={"token": "s3cret-token", "csrf_token": csrf[1], "next": target}
+            )
+            assert login.status_code == 303, repr(target)
+            assert login.headers["Location"] == "/", repr(target)
+        kept = client.post(
+            "/login",
+            data={"token": "s3cret-token", "csrf_token": csrf[1], "next": "/workflows?a=1"},
+        )
+        assert kept.headers["Location"] == "/workflows?a=1"
+
+        api = Api(client)
+        task = api.post("/api/tasks", {"workflow": "question", "data": {}}).get_json()
+        back = client.post(
+            f"/tasks/{task['id']}/cancel",
+            data={"csrf_token": api.csrf, "next_url": "/\t/evil.com"},
+        )
+        assert back.status_code == 302
+        assert back.headers["Location"] == f"/tasks/{task['id']}"
+
+        # A decoded newline in the path must not reach a Location header either.
+        hop = app.test_client().get("/tasks/%0Aevil?token=s3cret-token")
+        assert hop.status_code == 302
+        assert hop.headers["Location"] == "/tasks/%0Aevil"
+    finally:
+        dash.stop()
+
+    open_dash = Dashboard(demo_engine, token="", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        client = create_app(open_dash, secret_key="x").test_client()
+        # Without a token /login sends the browser straight on: the same check applies.
+        for target in ("/%09/evil.com", "/%0a/evil.com", "/%5Cevil.com", "/%20/x"):
+            response = client.get(f"/login?next={target}")
+            assert response.status_code == 302, target
+            assert response.headers["Location"] == "/", target
+    finally:
+        open_dash.stop()
+
+
 def test_artifacts_listed_previewed_downloaded_and_contained(api: Api, wfe_store_url: str) -> None:
     task = api.submit("numbers", {"n": 4})
     api.wait_status(task["id"], "completed")

@@ -7,10 +7,11 @@ import json
 import os
 import secrets
 import threading
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -413,15 +414,28 @@ class _BadInput(ValueError):
 
 
 def _without_token() -> str:
-    """The request's path and query, minus a ``token`` argument."""
+    """The request's path (quoted again) and query, minus a ``token`` argument."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
-    return request.path + (f"?{urlencode(args)}" if args else "")
+    # request.path is decoded: a %0A in it would be a newline in a Location header.
+    return quote(request.path, safe="/") + (f"?{urlencode(args)}" if args else "")
 
 
 def _safe_next(target: str | None, fallback: str) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return fallback
+    """``target`` when it is a path on this site, else ``fallback``.
+
+    Browsers drop tabs and newlines inside a URL and read ``\\`` as ``/``, so
+    ``/<tab>/evil.com`` would take them to ``//evil.com``, another site. Only a
+    plain path is followed: one leading ``/``, no scheme or host, no backslash,
+    whitespace or control character.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return fallback
+    if "\\" in target or any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target
 
 
 # -- the blueprint -----------------------------------------------------------------------
