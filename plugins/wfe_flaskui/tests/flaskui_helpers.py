@@ -1,9 +1,13 @@
-"""Shared helpers of the dashboard tests: polling, an API client and screenshots."""
+"""Shared helpers of the dashboard tests: polling, an API client, a real HTTP server and
+screenshots."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +65,46 @@ def screenshot(page: Any, name: str) -> Path:
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[int]:
+    """Serve ``app`` over real HTTP on a free local port (yielded) until the block ends."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    chunked: bool = False,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with http.client: ``(status, headers, body)``.
+
+    ``chunked`` sends the body with ``Transfer-Encoding: chunked`` (no Content-Length)
+    in 512-byte chunks.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        if chunked and body is not None:
+            parts = iter([body[i : i + 512] for i in range(0, len(body), 512)])
+            connection.request(method, path, parts, headers or {}, encode_chunked=True)
+        else:
+            connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import urlencode
 
 from flask import Flask
 from flaskui_demo_app import make_engine
-from flaskui_helpers import Api, wait_for
+from flaskui_helpers import Api, http_request, serving, wait_for
 from wfe_flaskui import Dashboard, create_app
 
 
@@ -197,6 +199,66 @@ def test_large_bodies_are_refused_with_413(demo_engine: object) -> None:
         page = api.client.post("/submit", data={"csrf_token": api.csrf, "data": "y" * 5000})
         assert page.status_code == 413
         assert api.get("/api/tasks").get_json()["total"] == 0
+    finally:
+        dash.stop()
+
+
+def test_a_multipart_field_may_be_as_large_as_the_body_limit(api: Api) -> None:
+    # Flask alone refuses a multipart field over 500 kB; the dashboard's limit is 1 MiB.
+    data = json.dumps({"n": 1, "blob": "x" * 600_000})
+    response = api.client.post(
+        "/submit",
+        data={"csrf_token": api.csrf, "workflow": "numbers", "data": data},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 303
+    task_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert len(api.task(task_id)["data"]["blob"]) == 600_000
+
+
+def test_chunked_bodies_over_the_limit_are_refused_with_413(demo_engine: object) -> None:
+    dash = Dashboard(demo_engine, run_worker=True, token="", kafka_brokers="", max_body=2000)  # type: ignore[arg-type]
+    try:
+        app = create_app(dash, secret_key="x")
+        api = Api(app.test_client())
+        with serving(app) as port:
+            status, headers, body = http_request(port, "GET", "/api/csrf")
+            csrf = json.loads(body)["csrf_token"]
+            cookie = headers["Set-Cookie"].split(";")[0]
+            as_json = {"Cookie": cookie, "X-CSRF-Token": csrf, "Content-Type": "application/json"}
+            as_form = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+
+            # Sent in chunks there is no Content-Length to refuse it by.
+            big = json.dumps({"workflow": "question", "data": {"blob": "x" * 5000}}).encode()
+            status, _, body = http_request(port, "POST", "/api/tasks", big, as_json, chunked=True)
+            assert status == 413
+            assert "larger than" in json.loads(body)["error"]
+
+            small = json.dumps({"workflow": "question", "data": {"q": "?"}}).encode()
+            status, _, body = http_request(port, "POST", "/api/tasks", small, as_json, chunked=True)
+            assert status == 201
+            task_id = json.loads(body)["id"]
+            api.wait_status(task_id, "waiting_human")
+
+            def answer(text: str) -> bytes:
+                return urlencode(
+                    {"csrf_token": csrf, "answer_format": "text", "answer": text}
+                ).encode()
+
+            path = f"/tasks/{task_id}/answer"
+            status, _, _ = http_request(
+                port, "POST", path, answer("y" * 5000), as_form, chunked=True
+            )
+            assert status == 413
+            assert api.task(task_id)["status"] == "waiting_human"
+
+            # A body of exactly the limit is whole, and taken whole.
+            fits = answer("z" * (2000 - len(answer(""))))
+            assert len(fits) == 2000
+            status, headers, _ = http_request(port, "POST", path, fits, as_form, chunked=True)
+            assert status == 303, headers
+        done = api.wait_status(task_id, "completed")
+        assert done["output"] == "z" * (2000 - len(answer("")))
     finally:
         dash.stop()
 

@@ -438,6 +438,27 @@ def _safe_next(target: str | None, fallback: str) -> str:
     return target
 
 
+def _refuse_large_body(limit: int) -> None:
+    """Abort with 413 when the request body is over ``limit`` bytes, however it is sent.
+
+    A body with a Content-Length is judged by it before anything is read. One
+    without (``Transfer-Encoding: chunked``) is read here, at most ``limit + 1``
+    bytes: Werkzeug's stream, capped at ``max_content_length``, stops at the cap
+    and hands back what it has without complaint, so the views would take the
+    first ``limit`` bytes for the whole body. What was read is cached for
+    ``request.form``, ``get_data`` and ``get_json``.
+    """
+    # A multipart field may then be as large as the whole body, not Flask's 500 kB.
+    request.max_form_memory_size = limit
+    if request.content_length is not None and request.content_length > limit:
+        abort(413)
+    unsized = request.content_length is None and request.method not in ("GET", "HEAD", "OPTIONS")
+    # One byte over the limit tells a body that is too large from one that just fits.
+    request.max_content_length = limit + 1 if unsized else limit
+    if unsized and len(request.get_data(cache=True)) > limit:
+        abort(413)
+
+
 # -- the blueprint -----------------------------------------------------------------------
 
 
@@ -460,9 +481,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
 
     @bp.before_request
     def guard() -> Any:
-        request.max_content_length = dash.max_body
-        if request.content_length is not None and request.content_length > dash.max_body:
-            abort(413)
+        _refuse_large_body(dash.max_body)
         local = (request.endpoint or "").partition(".")[2]
         via_header = False
         if dash.token and local not in ("static", "login"):
