@@ -42,6 +42,7 @@ class FakeOpenAI:
         self._script: list[Scripted] = []
         self._lock = threading.Lock()
         self._ids = 0
+        self._released = threading.Event()
 
     # -- scripting -------------------------------------------------------------------
 
@@ -108,6 +109,15 @@ class FakeOpenAI:
             else message
         )
         self.push((status, headers, body.encode()))
+
+    def hang(self) -> None:
+        """Queue a request that gets no answer until the test ends (a hung server)."""
+
+        def respond(req: dict[str, Any]) -> Response:
+            self._released.wait()
+            return 503, {"Content-Type": "text/plain"}, b"released at the end of the test"
+
+        self.push(respond)
 
     def raw(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         """Queue a response with exactly this body (for malformed replies)."""
@@ -195,12 +205,15 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     fake.requests.append(request)
             else:
                 status, headers, payload = fake._next(request)
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (a timeout test)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -234,6 +247,7 @@ def openai_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     try:
         yield fake
     finally:
+        fake._released.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)

@@ -301,3 +301,38 @@ def test_credentials_in_the_base_url_are_redacted_from_http_errors(
         "no upstream for svc-user/***"
     )
     assert "s3cret" not in json.dumps(task_to_dict(task))
+
+
+def test_the_adapter_timeout_bounds_a_hung_server(openai_server, wfe_engine, wfe_run):
+    openai_server.hang()
+    openai_server.hang()
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(timeout=0.2, max_retries=1),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: chat completion timed out after 1 retries ({openai_server.url}/): "
+        "no reply within 0.2 s per request (the adapter's timeout= option)"
+    )
+    # The request and one retry, each given up after the timeout.
+    assert len(openai_server.requests) == 2
+
+
+def test_the_phase_timeout_bounds_the_whole_attempt(openai_server, wfe_engine, wfe_run):
+    openai_server.hang()
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic", timeout=0.3),
+        OpenAIAgentAdapter(),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "TimeoutError: phase 'p' timed out after 0.3s"
+    assert len(openai_server.requests) == 1

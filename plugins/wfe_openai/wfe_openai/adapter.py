@@ -465,8 +465,13 @@ class OpenAIAgentAdapter:
                 )
             ) from None
         except openai.APITimeoutError:
+            limit = _timeout_text(kwargs.get("timeout", getattr(client, "timeout", None)))
             raise AdapterError(
-                self._redact(f"chat completion timed out ({where}), retries included")
+                self._redact(
+                    f"chat completion timed out after {getattr(client, 'max_retries', '?')} "
+                    f"retries ({where}): no reply within {limit} per request (the adapter's "
+                    "timeout= option)"
+                )
             ) from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
@@ -723,6 +728,15 @@ def _short(text: str, limit: int = _HISTORY_CHARS) -> str:
 def _count(obj: Any, name: str) -> int | None:
     value = getattr(obj, name, None) if obj is not None else None
     return value if isinstance(value, int) else None
+
+
+def _timeout_text(timeout: Any) -> str:
+    """A request timeout (seconds, or an httpx Timeout) as the wait for a reply."""
+    # An httpx Timeout's read limit is what a slow reply runs into.
+    seconds = getattr(timeout, "read", timeout)
+    if isinstance(seconds, (int, float)):
+        return f"{seconds:g} s"
+    return "no set limit" if seconds is None else str(seconds)
 
 
 def _server_error_text(exc: Any) -> str:
