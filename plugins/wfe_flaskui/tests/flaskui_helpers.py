@@ -8,6 +8,7 @@ import http.client
 import threading
 import time
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,39 @@ def http_request(
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+class AnswerFormReader(HTMLParser):
+    """The first answer form of a page, read as a browser sees it.
+
+    ``hidden`` lists its hidden inputs (name, value) in page order; ``inputs`` maps
+    each field (its ``data-field``) to the name its input is posted under.
+    """
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.hidden: list[tuple[str, str]] = []
+        self.inputs: dict[str, str] = {}
+        self._state = "before"  # before, inside, after the form
+        self._field: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "form" and "answer-form" in found.get("class", "").split():
+            if self._state == "before":
+                self._state = "inside"
+            return
+        if self._state != "inside":
+            return
+        if "data-field" in found:
+            self._field = found["data-field"]
+        elif tag in ("input", "select", "textarea") and "name" in found:
+            if found.get("type") == "hidden":
+                self.hidden.append((found["name"], found.get("value", "")))
+            elif self._field is not None:
+                self.inputs.setdefault(self._field, found["name"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form" and self._state == "inside":
+            self._state = "after"

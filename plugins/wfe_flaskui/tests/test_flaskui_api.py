@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 
 from flask import Flask
 from flaskui_demo_app import make_engine
-from flaskui_helpers import Api, http_request, serving, wait_for
+from flaskui_helpers import AnswerFormReader, Api, http_request, serving, wait_for
+from werkzeug.datastructures import MultiDict
 from wfe_flaskui import Dashboard, create_app
 
 
@@ -429,15 +430,15 @@ def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Ap
     api.wait_status(task["id"], "waiting_human")
     client = api.client
     form = client.get(f"/tasks/{task['id']}").get_data(as_text=True)
-    assert '<select id="a-' in form and 'name="decision"' in form
-    assert re.search(r'name="score" type="number"[^>]* step="1" min="1" max="5"', form)
-    assert 'type="checkbox"' in form and 'name="urgent"' in form
-    assert 'name="tags" value="&#34;docs&#34;"' in form
+    assert '<select id="a-' in form and 'name="field.decision"' in form
+    assert re.search(r'name="field\.score" type="number"[^>]* step="1" min="1" max="5"', form)
+    assert 'type="checkbox"' in form and 'name="field.urgent"' in form
+    assert 'name="field.tags" value="&#34;docs&#34;"' in form
     assert form.count('class="req"') == 2
 
     bad = client.post(
         f"/tasks/{task['id']}/answer",
-        data={"csrf_token": api.csrf, "score": "nine", "comment": "hmm"},
+        data={"csrf_token": api.csrf, "field.score": "nine", "field.comment": "hmm"},
     )
     assert bad.status_code == 400
     html = bad.get_data(as_text=True)
@@ -449,7 +450,7 @@ def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Ap
 
     out_of_range = client.post(
         f"/tasks/{task['id']}/answer",
-        data={"csrf_token": api.csrf, "decision": '"ship"', "score": "9"},
+        data={"csrf_token": api.csrf, "field.decision": '"ship"', "field.score": "9"},
     )
     assert out_of_range.status_code == 400
     assert re.search(
@@ -462,10 +463,10 @@ def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Ap
         f"/tasks/{task['id']}/answer",
         data={
             "csrf_token": api.csrf,
-            "decision": '"hold"',
-            "score": "3",
-            "urgent": "true",
-            "tags": ['"docs"', '"ops"'],
+            "field.decision": '"hold"',
+            "field.score": "3",
+            "field.urgent": "true",
+            "field.tags": ['"docs"', '"ops"'],
             "next": "inbox",
         },
     )
@@ -479,6 +480,58 @@ def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Ap
         "tags": ["docs", "ops"],
     }
     assert done["output"] == {"published": False}
+
+
+def test_schema_properties_may_share_names_with_the_forms_own_fields(api: Api) -> None:
+    spec = {
+        "name": "clashing",
+        "phases": [
+            {
+                "target_classification": "fill",
+                "assigned_to": "human",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {
+                        "next": {"type": "string"},
+                        "csrf_token": {"type": "string"},
+                        "answer_format": {"type": "integer"},
+                    },
+                    "required": ["next", "csrf_token"],
+                },
+            }
+        ],
+        "input": {},
+    }
+    defined = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
+    task_id = api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+
+    # Post the form the way a browser does: its hidden fields first, then the answers.
+    page = AnswerFormReader(api.get(f"/tasks/{task_id}").text)
+    assert set(page.inputs) == {"next", "csrf_token", "answer_format"}
+    answers = {"next": "the next step", "csrf_token": "my own token", "answer_format": "7"}
+    posted = page.hidden + [(page.inputs[name], value) for name, value in answers.items()]
+    response = api.client.post(f"/tasks/{task_id}/answer", data=MultiDict(posted))
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/tasks/{task_id}"
+    done = api.wait_status(task_id, "completed")
+    assert done["outputs"]["fill"] == {
+        "next": "the next step",
+        "csrf_token": "my own token",
+        "answer_format": 7,
+    }
+
+    # Errors and the values typed still find their fields.
+    again = api.submit("clashing", {})
+    api.wait_status(again["id"], "waiting_human")
+    page = AnswerFormReader(api.get(f"/tasks/{again['id']}").text)
+    typed = [*page.hidden, (page.inputs["next"], "kept"), (page.inputs["answer_format"], "x")]
+    refused = api.client.post(f"/tasks/{again['id']}/answer", data=MultiDict(typed))
+    assert refused.status_code == 400
+    html = refused.text
+    assert re.search(r'data-field="csrf_token">.*?required', html, re.S)
+    assert re.search(r'data-field="answer_format">.*?must be a number', html, re.S)
+    assert re.search(r'data-field="next">.*?value="kept"', html, re.S)
+    assert api.task(again["id"])["status"] == "waiting_human"
 
 
 def test_free_answer_as_text_or_json(api: Api) -> None:

@@ -96,7 +96,7 @@ def test_answer_a_waiting_task_from_its_page_and_see_the_workflow_finish(
 
     page.goto(f"{live.url}/tasks/{task['id']}")
     form = page.locator("form.answer-form")
-    form.locator("input[name=score]").fill("9")
+    form.locator("input[name='field.score']").fill("9")
     form.locator("button[data-action=answer]").click()
     decision = page.locator(".field[data-field=decision] .error")
     expect(decision).to_have_text("required")
@@ -107,10 +107,10 @@ def test_answer_a_waiting_task_from_its_page_and_see_the_workflow_finish(
     screenshot(page, "task-answer-errors")
 
     form = page.locator("form.answer-form")
-    form.locator("select[name=decision]").select_option(label="ship")
-    form.locator("input[name=score]").fill("4")
+    form.locator("select[name='field.decision']").select_option(label="ship")
+    form.locator("input[name='field.score']").fill("4")
     form.locator("label.check", has_text="docs").locator("input").check()
-    form.locator("textarea[name=comment]").fill("Looks good <b>to me</b>")
+    form.locator("textarea[name='field.comment']").fill("Looks good <b>to me</b>")
     form.locator("button[data-action=answer]").click()
     expect(page.locator(".flash-ok")).to_contain_text("Answer recorded")
     expect(page.locator("#task-status")).to_have_text("completed", timeout=20000)

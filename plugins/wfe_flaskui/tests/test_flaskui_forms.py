@@ -56,15 +56,15 @@ def test_fields_follow_the_schema() -> None:
 def test_a_full_answer_is_typed() -> None:
     posted = MultiDict(
         [
-            ("name", "Ada"),
-            ("age", "36"),
-            ("ratio", "0.5"),
-            ("ok", "true"),
-            ("level", "3"),
-            ("colours", '"red"'),
-            ("colours", '"blue"'),
-            ("lines", "1\n 2 \n\n3"),
-            ("extra", '{"a": [1]}'),
+            ("field.name", "Ada"),
+            ("field.age", "36"),
+            ("field.ratio", "0.5"),
+            ("field.ok", "true"),
+            ("field.level", "3"),
+            ("field.colours", '"red"'),
+            ("field.colours", '"blue"'),
+            ("field.lines", "1\n 2 \n\n3"),
+            ("field.extra", '{"a": [1]}'),
         ]
     )
     answer, form = parse_answer(SCHEMA, posted)
@@ -83,7 +83,13 @@ def test_a_full_answer_is_typed() -> None:
 
 def test_problems_are_reported_beside_their_fields() -> None:
     posted = MultiDict(
-        [("age", "-4"), ("ratio", "lots"), ("level", '"medium"'), ("extra", "{"), ("name", "")]
+        [
+            ("field.age", "-4"),
+            ("field.ratio", "lots"),
+            ("field.level", '"medium"'),
+            ("field.extra", "{"),
+            ("field.name", ""),
+        ]
     )
     answer, form = parse_answer(SCHEMA, posted)
     assert answer is None
@@ -94,18 +100,18 @@ def test_problems_are_reported_beside_their_fields() -> None:
     # Values are kept so the person does not retype them.
     assert {f.name: f.value for f in form.fields}["ratio"] == "lots"
 
-    answer, form = parse_answer(SCHEMA, MultiDict([("age", "-4"), ("lines", "1\nx")]))
+    answer, form = parse_answer(SCHEMA, MultiDict([("field.age", "-4"), ("field.lines", "1\nx")]))
     errors = {f.name: f.error for f in form.fields if f.error}
     assert errors == {"lines": "each line must be a number"}
 
-    answer, form = parse_answer(SCHEMA, MultiDict([("age", "-4")]))
+    answer, form = parse_answer(SCHEMA, MultiDict([("field.age", "-4")]))
     errors = {f.name: f.error for f in form.fields if f.error}
     assert errors == {
         "name": "required",
         "level": "required",
         "age": "-4 is less than the minimum of 0",
     }
-    assert parse_answer(SCHEMA, MultiDict([("age", "2.5")]))[1].fields[1].error == (
+    assert parse_answer(SCHEMA, MultiDict([("field.age", "2.5")]))[1].fields[1].error == (
         "must be a whole number"
     )
 
@@ -114,7 +120,7 @@ def test_a_schema_that_is_not_an_object_is_one_field() -> None:
     schema = {"type": "string", "enum": ["yes", "no"], "title": "Approve?"}
     form = answer_form(schema)
     assert [(f.name, f.widget, f.label) for f in form.fields] == [("answer", "select", "Approve?")]
-    assert parse_answer(schema, MultiDict([("answer", '"no"')]))[0] == "no"
+    assert parse_answer(schema, MultiDict([("field.answer", '"no"')]))[0] == "no"
     answer, form = parse_answer(schema, MultiDict([]))
     assert answer is None and form.fields[0].error
 

@@ -1,7 +1,9 @@
 """HTML forms from JSON Schemas: the fields an answer needs, and the answer read back from a post.
 
 A phase's ``input_schema`` becomes one field per property when it describes an
-object, or a single ``answer`` field otherwise. Widgets by schema:
+object, or a single ``answer`` field otherwise; each field's inputs are named
+``field.<name>`` (:data:`FIELD_PREFIX`), apart from the form's own fields. Widgets
+by schema:
 
 * ``enum`` -> a select (an array whose ``items`` has an ``enum`` -> checkboxes);
 * ``boolean`` -> a checkbox; ``integer``/``number`` -> a number input;
@@ -29,6 +31,10 @@ __all__ = ["AnswerForm", "FormField", "answer_form", "parse_answer", "parse_json
 
 #: The name of the single field used when the schema is not an object.
 ANSWER = "answer"
+#: What every schema field's input name starts with, so that a property may be
+#: called anything, ``csrf_token`` and ``next`` included, without meeting the
+#: form's own hidden fields.
+FIELD_PREFIX = "field."
 _TEXTAREA_OVER = 200
 _INPUT_TYPES = {"email": "email", "date": "date", "uri": "url", "time": "time"}
 
@@ -50,6 +56,11 @@ class FormField:
     max_length: int | None = None
     value: Any = None  # what the widget shows: a string, a bool, or a list of option values
     error: str | None = None
+
+    @property
+    def input_name(self) -> str:
+        """The name of the field's input(s) in the HTML form."""
+        return FIELD_PREFIX + self.name
 
 
 @attrs.define
@@ -200,16 +211,16 @@ def _read_field(field: FormField, schema: Mapping[str, Any], form: Mapping[str, 
     """Set ``field.value`` from the post; return the typed value, or _MISSING."""
     getlist = getattr(form, "getlist", None)
     if field.widget == "checkbox":
-        field.value = form.get(field.name) is not None
+        field.value = form.get(field.input_name) is not None
         return field.value
     if field.widget == "checkboxes":
-        chosen = list(getlist(field.name)) if getlist else []
+        chosen = list(getlist(field.input_name)) if getlist else []
         field.value = chosen
         allowed = dict(field.options)
         if any(c not in allowed for c in chosen):
             raise _Invalid("choose from the listed options")
         return [json.loads(c) for c in chosen]
-    raw = form.get(field.name)
+    raw = form.get(field.input_name)
     text = "" if raw is None else str(raw)
     field.value = text
     if field.widget == "select":
