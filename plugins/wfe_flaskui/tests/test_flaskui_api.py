@@ -534,6 +534,48 @@ def test_schema_properties_may_share_names_with_the_forms_own_fields(api: Api) -
     assert api.task(again["id"])["status"] == "waiting_human"
 
 
+def test_large_integers_typed_in_a_form_are_stored_exactly(api: Api) -> None:
+    spec = {
+        "name": "counting",
+        "phases": [
+            {
+                "target_classification": "count",
+                "assigned_to": "human",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {
+                        "whole": {"type": "integer"},
+                        "amount": {"type": "number"},
+                        "ratio": {"type": "number"},
+                        "ids": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+            }
+        ],
+        "input": {},
+    }
+    defined = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
+    task_id = api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    response = api.client.post(
+        f"/tasks/{task_id}/answer",
+        data={
+            "csrf_token": api.csrf,
+            "field.whole": "12345678901234567890",
+            "field.amount": "-98765432109876543210",
+            "field.ratio": "0.25",
+            "field.ids": "9007199254740993\n1e3",
+        },
+    )
+    assert response.status_code == 303
+    done = api.wait_status(task_id, "completed")
+    assert done["outputs"]["count"] == {
+        "whole": 12345678901234567890,
+        "amount": -98765432109876543210,
+        "ratio": 0.25,
+        "ids": [9007199254740993, 1000],
+    }
+
+
 def test_free_answer_as_text_or_json(api: Api) -> None:
     first = api.submit("question", {"q": 1})
     second = api.submit("question", {"q": 2})

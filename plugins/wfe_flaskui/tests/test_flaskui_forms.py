@@ -116,6 +116,30 @@ def test_problems_are_reported_beside_their_fields() -> None:
     )
 
 
+def test_numbers_keep_their_digits() -> None:
+    def typed(field: str, text: str) -> object:
+        posted = [("field.name", "Ada"), ("field.level", '"low"'), ("field." + field, text)]
+        answer, form = parse_answer(SCHEMA, MultiDict(posted))
+        assert not form.has_errors, [f.error for f in form.fields]
+        return answer[field]
+
+    assert typed("age", "12345678901234567890") == 12345678901234567890
+    assert typed("age", "+7") == 7 and typed("age", "1e3") == 1000
+    assert typed("ratio", "-12345678901234567890") == -12345678901234567890
+    assert typed("ratio", "2.50") == 2.5 and typed("ratio", "1e3") == 1000.0
+    assert typed("lines", "18446744073709551617\n-1") == [18446744073709551617, -1]
+
+    def error(field: str, text: str) -> str | None:
+        _, form = parse_answer(SCHEMA, MultiDict([("field." + field, text)]))
+        return {f.name: f.error for f in form.fields}[field]
+
+    assert error("age", "2.5") == "must be a whole number"
+    assert error("ratio", "inf") == "must be a finite number"
+    assert error("ratio", "1e999") == "must be a finite number"
+    assert error("ratio", "twelve") == "must be a number"
+    assert error("age", "9" * 5000) == "has too many digits"
+
+
 def test_a_schema_that_is_not_an_object_is_one_field() -> None:
     schema = {"type": "string", "enum": ["yes", "no"], "title": "Approve?"}
     form = answer_form(schema)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -192,7 +193,19 @@ def parse_json_text(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
+_INTEGER_LITERAL = re.compile(r"[+-]?[0-9]+")
+
+
 def _parse_number(text: str, integer: bool) -> int | float:
+    """The number typed: an int for digits alone (exact, however large), else a float.
+
+    ``integer`` fields also take a float that is whole (``1e3``, ``2.0``).
+    """
+    if _INTEGER_LITERAL.fullmatch(text):
+        try:
+            return int(text)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise _Invalid("has too many digits") from None
     try:
         value = float(text)
     except ValueError:
@@ -203,8 +216,7 @@ def _parse_number(text: str, integer: bool) -> int | float:
         if not value.is_integer():
             raise _Invalid("must be a whole number")
         return int(value)
-    looks_integral = "." not in text and "e" not in text.lower()
-    return int(value) if value.is_integer() and looks_integral else value
+    return value
 
 
 def _read_field(field: FormField, schema: Mapping[str, Any], form: Mapping[str, Any]) -> Any:
