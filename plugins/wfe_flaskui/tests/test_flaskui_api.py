@@ -85,6 +85,18 @@ def test_bad_input_gets_400_with_a_message(api: Api) -> None:
     assert api.get("/api/tasks?status=sleeping").status_code == 400
 
 
+def test_a_page_with_a_bad_query_argument_is_400(api: Api) -> None:
+    assert api.get("/?page=").status_code == 200  # empty means the default
+    for query in ("page=abc", "page=1.5", "status=failed&page=x"):
+        response = api.get(f"/?{query}")
+        assert response.status_code == 400, query
+        assert "page must be an integer" in response.text
+        assert 'id="error"' in response.text
+    region = api.get("/?page=abc", headers={"X-WFE-Partial": "1"})
+    assert region.status_code == 400
+    assert "page must be an integer" in region.text
+
+
 def test_unknown_task_is_404(api: Api) -> None:
     assert api.get("/api/tasks/nope").status_code == 404
     assert api.post("/api/tasks/nope/resume", {"output": 1}).status_code == 404

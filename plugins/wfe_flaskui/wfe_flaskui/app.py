@@ -540,6 +540,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     def bridge_error(exc: BridgeError) -> Any:
         return _error(503, str(exc))
 
+    @bp.errorhandler(_BadInput)
+    def bad_input(exc: _BadInput) -> Any:
+        # A page's bad query argument (?page=abc) is the client's mistake, not a 500.
+        return _error(400, str(exc), exc.errors)
+
     # -- rendering ---------------------------------------------------------------
 
     def nav_counts() -> dict[str, int]:
