@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -109,6 +110,12 @@ def http_request(
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+def submit_form_hidden(html: str) -> list[tuple[str, str]]:
+    """The hidden inputs of the page's submit form, as a browser would send them."""
+    form = html.split('id="submit-form"', 1)[1].split("</form>", 1)[0]
+    return re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form)
 
 
 class AnswerFormReader(HTMLParser):

@@ -8,7 +8,14 @@ from urllib.parse import urlencode
 
 from flask import Flask
 from flaskui_demo_app import make_engine
-from flaskui_helpers import AnswerFormReader, Api, http_request, serving, wait_for
+from flaskui_helpers import (
+    AnswerFormReader,
+    Api,
+    http_request,
+    serving,
+    submit_form_hidden,
+    wait_for,
+)
 from werkzeug.datastructures import MultiDict
 from wfe_flaskui import Dashboard, create_app
 
@@ -648,6 +655,31 @@ def test_submit_form_validates_and_redirects(api: Api) -> None:
     assert ok.status_code == 303
     task_id = ok.headers["Location"].rsplit("/", 1)[1]
     assert api.wait_status(task_id, "completed")["output"] == "reported 14"
+
+
+def test_sending_the_submit_form_twice_makes_one_task(api: Api) -> None:
+    hidden = submit_form_hidden(api.get("/submit").text)
+    fields = [*hidden, ("workflow", "numbers"), ("data", '{"n": 3}')]
+    first = api.client.post("/submit", data=MultiDict(fields))
+    second = api.client.post("/submit", data=MultiDict(fields))
+    assert first.status_code == second.status_code == 303
+    assert first.headers["Location"] == second.headers["Location"]
+    task_id = first.headers["Location"].rsplit("/", 1)[1]
+    assert "already submitted" in api.get(second.headers["Location"]).text
+    listing = api.get("/api/tasks?workflow=numbers").get_json()
+    assert [t["id"] for t in listing["tasks"]] == [task_id]
+    assert api.wait_status(task_id, "completed")["output"] == "reported 6"
+
+    # A form sent back with an error keeps its id, so fixing it still makes one task.
+    hidden = submit_form_hidden(api.get("/submit").text)
+    broken = [*hidden, ("workflow", "numbers"), ("data", "{n: 4}")]
+    bad = api.client.post("/submit", data=MultiDict(broken))
+    assert bad.status_code == 400
+    assert submit_form_hidden(bad.text) == hidden
+    fixed = [*hidden, ("workflow", "numbers"), ("data", '{"n": 4}')]
+    again = [api.client.post("/submit", data=MultiDict(fixed)) for _ in range(2)]
+    assert again[0].headers["Location"] == again[1].headers["Location"] != first.headers["Location"]
+    assert api.get("/api/tasks?workflow=numbers").get_json()["total"] == 2
 
 
 def test_task_page_shows_error_traceback_and_timeline(api: Api) -> None:

@@ -13,7 +13,8 @@ from typing import Any, NoReturn
 
 import pytest
 from flaskui_demo_app import make_engine
-from flaskui_helpers import REPO, Api, wait_for
+from flaskui_helpers import REPO, Api, submit_form_hidden, wait_for
+from werkzeug.datastructures import MultiDict
 from wfe_flaskui import Dashboard, create_app
 
 from wfcore import Task, TaskStatus
@@ -119,10 +120,14 @@ def test_submitting_publishes_to_kafka_and_the_result_comes_back(
     assert bad.status_code == 400
     assert "unknown workflow 'nope'" in bad.get_json()["error"]
 
-    form = api.client.post(
-        "/submit", data={"csrf_token": api.csrf, "workflow": "numbers", "data": '{"n": 1}'}
-    )
+    fields = [*submit_form_hidden(api.get("/submit").text), ("workflow", "numbers")]
+    fields.append(("data", '{"n": 1}'))
+    form = api.client.post("/submit", data=MultiDict(fields))
     assert form.status_code == 303
+    # Sent twice, the form is published once: the second post shows the same task.
+    repeat = api.client.post("/submit", data=MultiDict(fields))
+    assert repeat.status_code == 303
+    assert repeat.headers["Location"] == form.headers["Location"]
     shown = api.client.get(form.headers["Location"]).get_data(as_text=True)
     assert f"published to Kafka topic {topics['tasks']}" in shown
     form_id = form.headers["Location"].rsplit("/", 1)[1]

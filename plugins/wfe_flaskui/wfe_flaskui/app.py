@@ -8,6 +8,7 @@ import os
 import secrets
 import threading
 import unicodedata
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -418,6 +419,18 @@ def _without_token() -> str:
     args = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
     # request.path is decoded: a %0A in it would be a newline in a Location header.
     return quote(request.path, safe="/") + (f"?{urlencode(args)}" if args else "")
+
+
+def _form_task_id(given: str | None) -> str:
+    """The id the submit form carries for its task, or a new one.
+
+    Each form shown gets a fresh id and sends it back with the task, so sending
+    the same form twice submits one task (``submit_task`` with a known id returns
+    the stored task). Anything but an id this page made is replaced.
+    """
+    if given and len(given) == 32 and all(c in "0123456789abcdef" for c in given):
+        return given
+    return uuid.uuid4().hex
 
 
 def _safe_next(target: str | None, fallback: str) -> str:
@@ -832,8 +845,13 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             "data": request.form.get("data", "{\n  \n}"),
             "classification": request.form.get("classification", ""),
             "assigned_to": request.form.get("assigned_to", ""),
+            "task_id": _form_task_id(request.form.get("task_id")),
         }
         errors: dict[str, str] = {}
+        if request.method == "POST" and already_submitted(values["task_id"]):
+            # The same form sent again (a double click, a resent POST): show its task.
+            flash(f"Task {values['task_id'][:8]} was already submitted; here it is.", "ok")
+            return redirect(url_for(".task", task_id=values["task_id"])), 303
         if request.method == "POST":
             data: Any = None
             if not values["workflow"]:
@@ -852,7 +870,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             if not errors:
                 try:
                     created, published = do_submit(
-                        values["workflow"], data, values["classification"] or None, assigned
+                        values["workflow"],
+                        data,
+                        values["classification"] or None,
+                        assigned,
+                        values["task_id"],
                     )
                 except UnknownWorkflowError as exc:
                     errors["workflow"] = str(exc)
@@ -882,6 +904,12 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         )
         status = (503 if "form" in errors else 400) if errors else 200
         return page, status
+
+    def already_submitted(task_id: str) -> bool:
+        """True when a task with this id is in the store, or this dashboard published it."""
+        if dash.kafka is not None and dash.kafka.published(task_id) is not None:
+            return True
+        return call(lambda engine: engine.get_task(task_id)) is not None
 
     def do_submit(
         workflow: str | None,
