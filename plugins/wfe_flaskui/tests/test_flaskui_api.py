@@ -17,6 +17,7 @@ from flaskui_helpers import (
     wait_for,
 )
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 from wfe_flaskui import Dashboard, create_app
 
 
@@ -102,6 +103,25 @@ def test_a_page_with_a_bad_query_argument_is_400(api: Api) -> None:
     region = api.get("/?page=abc", headers={"X-WFE-Partial": "1"})
     assert region.status_code == 400
     assert "page must be an integer" in region.text
+
+
+def test_every_api_error_is_json(api: Api) -> None:
+    cases = [
+        ("GET", "/api/bogus", 404, "no API endpoint /api/bogus"),
+        ("POST", "/api/tasks/x/y/z", 404, "no API endpoint"),
+        ("GET", "/api/tasks/x/cancel", 405, "GET is not allowed on /api/tasks/x/cancel"),
+        ("DELETE", "/api/tasks", 405, "allowed: GET, HEAD, OPTIONS, POST"),
+        ("PUT", "/api/tasks/x/retry", 405, "allowed: OPTIONS, POST"),
+    ]
+    for method, path, status, message in cases:
+        response = api.client.open(path, method=method, headers={"X-CSRF-Token": api.csrf})
+        assert response.status_code == status, (method, path)
+        assert response.is_json, (method, path, response.text)
+        assert message in response.get_json()["error"], (method, path)
+    assert api.get("/api/tasks/x/cancel").headers["Allow"] == "OPTIONS, POST"
+    # Pages keep their HTML.
+    page = api.get("/no-such-page")
+    assert page.status_code == 404 and not page.is_json
 
 
 def test_unknown_task_is_404(api: Api) -> None:
@@ -707,10 +727,27 @@ def test_blueprint_mounts_under_a_prefix_in_a_host_app(wfe_store_url: str) -> No
     def home() -> str:
         return "host home"
 
+    @host.errorhandler(404)
+    def host_not_found(exc: Exception) -> tuple[str, int]:
+        return "the host's own 404", 404
+
+    @host.errorhandler(HTTPException)
+    def host_http_error(exc: HTTPException) -> tuple[str, int]:
+        return f"the host's own {exc.code}", exc.code or 500
+
     host.register_blueprint(dash.blueprint, url_prefix="/ops/wfe")
     try:
         client = host.test_client()
         assert client.get("/").get_data(as_text=True) == "host home"
+        # The dashboard's API answers its unknown URLs in JSON; the host's keep its page.
+        assert client.get("/ops/wfe/api/bogus").get_json() == {
+            "error": "no API endpoint /ops/wfe/api/bogus"
+        }
+        assert client.get("/elsewhere").get_data(as_text=True) == "the host's own 404"
+        assert client.get("/ops/wfe/nothing").get_data(as_text=True) == "the host's own 404"
+        assert client.post("/").get_data(as_text=True) == "the host's own 405"
+        refused = client.delete("/ops/wfe/api/csrf")
+        assert refused.status_code == 405 and refused.is_json
         page = client.get("/ops/wfe/").get_data(as_text=True)
         assert 'href="/ops/wfe/inbox"' in page
         assert 'href="/ops/wfe/_wfe_static/dashboard.css"' in page

@@ -19,6 +19,7 @@ from flask import (
     Flask,
     Response,
     abort,
+    current_app,
     flash,
     g,
     jsonify,
@@ -28,8 +29,9 @@ from flask import (
     send_file,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
 from markupsafe import Markup
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from wfcore import (
     DEFINE_WORKFLOW,
@@ -472,6 +474,53 @@ def _refuse_large_body(limit: int) -> None:
         abort(413)
 
 
+def _answer_api_routing_errors_in_json(state: BlueprintSetupState) -> None:
+    """Make a URL under the blueprint's ``/api`` that has no route (404), or none for its
+    method (405), answer in JSON like every other API error.
+
+    Flask looks for the handler of a routing error before it knows the blueprint, so
+    only a handler on the app sees these. It keeps to the API's URLs and passes any
+    other to the handler the app had before: one for that error, else one for any
+    HTTPException, else Flask's own page. (A handler the app registers for 404 or 405
+    after the blueprint replaces this one.)
+    """
+    root = (state.url_prefix or "").rstrip("/") + "/api"
+    for exc_class in (NotFound, MethodNotAllowed):
+        previous = state.app.error_handler_spec[None][exc_class.code].get(exc_class)
+        state.app.register_error_handler(exc_class, _api_routing_error(root, previous))
+
+
+def _api_routing_error(root: str, previous: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    def handle(exc: HTTPException) -> Any:
+        if request.path != root and not request.path.startswith(root + "/"):
+            fallback = previous or _generic_handler(exc)
+            return fallback(exc) if fallback is not None else exc
+        allowed = sorted(getattr(exc, "valid_methods", None) or [])
+        if isinstance(exc, MethodNotAllowed):
+            message = (
+                f"{request.method} is not allowed on {request.path} (allowed: {', '.join(allowed)})"
+            )
+        else:
+            message = f"no API endpoint {request.path}"
+        response = jsonify({"error": message})
+        response.status_code = exc.code or 500
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        response.headers["Cache-Control"] = "no-store"
+        return security.add_security_headers(response)
+
+    return handle
+
+
+def _generic_handler(exc: HTTPException) -> Callable[[Any], Any] | None:
+    """The app's handler registered for a class of errors (not a code) that covers ``exc``."""
+    by_class = current_app.error_handler_spec[None][None]
+    for cls in type(exc).__mro__:
+        if cls in by_class:
+            return by_class[cls]
+    return None
+
+
 # -- the blueprint -----------------------------------------------------------------------
 
 
@@ -483,6 +532,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         static_folder="static",
         static_url_path="/_wfe_static",
     )
+    bp.record(_answer_api_routing_errors_in_json)
 
     def call(work: Callable[[ECSWorkflowEngine], Any]) -> Any:
         return dash.call(work)
