@@ -1,4 +1,4 @@
-"""What the dashboard asks of the engine: listings, counts, workflows, and retrying a failed task.
+"""What the dashboard asks of the engine: listings, counts, workflows, artifact previews.
 
 Every function here is a coroutine run on the bridge's loop.
 """
