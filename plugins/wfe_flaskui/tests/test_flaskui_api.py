@@ -93,6 +93,31 @@ def test_bad_input_gets_400_with_a_message(api: Api) -> None:
     assert api.get("/api/tasks?status=sleeping").status_code == 400
 
 
+def test_list_arguments_out_of_range_are_400_and_limit_is_capped(api: Api) -> None:
+    for query, message in [
+        ("limit=0", "limit must be at least 1"),
+        ("limit=-1", "limit must be at least 1"),
+        ("offset=-5", "offset must be at least 0"),
+    ]:
+        response = api.get(f"/api/tasks?{query}")
+        assert response.status_code == 400, query
+        assert response.get_json()["error"] == message
+    capped = api.get("/api/tasks?limit=100000").get_json()
+    assert capped["limit"] == 500
+    page = api.get("/?page=0")
+    assert page.status_code == 400 and "page must be at least 1" in page.text
+
+
+def test_status_names_are_case_insensitive(api: Api) -> None:
+    task = api.submit("question", {})
+    api.wait_status(task["id"], "waiting_human")
+    for status in ("waiting", "WAITING", "Waiting", "WAITING_HUMAN", "waiting_human,Completed"):
+        listing = api.get(f"/api/tasks?status={status}").get_json()
+        assert [t["id"] for t in listing["tasks"]] == [task["id"]], status
+    assert api.get("/api/tasks?status=ALL").get_json()["total"] == 1
+    assert task["id"][:8] in api.get("/?status=Waiting").text
+
+
 def test_a_page_with_a_bad_query_argument_is_400(api: Api) -> None:
     assert api.get("/?page=").status_code == 200  # empty means the default
     for query in ("page=abc", "page=1.5", "status=failed&page=x"):

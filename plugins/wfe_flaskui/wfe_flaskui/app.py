@@ -382,9 +382,9 @@ def _parse_statuses(values: list[str]) -> list[TaskStatus]:
     for value in values:
         for part in value.split(","):
             part = part.strip()
-            if not part or part == "all":
+            if not part or part.lower() == "all":
                 continue
-            if part == "waiting":
+            if part.lower() == "waiting":
                 found.extend(s for s in TaskStatus if s.is_waiting)
             else:
                 found.append(TaskStatus.parse(part))
@@ -392,6 +392,11 @@ def _parse_statuses(values: list[str]) -> list[TaskStatus]:
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    """An integer query argument: ``default`` when absent, 400 below ``low``.
+
+    Above ``high`` it is taken as ``high``: a cap on how much one request returns,
+    which the answer reports, rather than a mistake.
+    """
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -399,7 +404,9 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
         value = int(raw)
     except ValueError:
         raise _BadInput(f"{name} must be an integer") from None
-    return max(low, min(high, value))
+    if value < low:
+        raise _BadInput(f"{name} must be at least {low}")
+    return min(high, value)
 
 
 class _KafkaDown(RuntimeError):
