@@ -333,12 +333,20 @@ def test_token_guards_every_request(demo_engine: object) -> None:
     try:
         app = create_app(dash, secret_key="x")
         client = app.test_client()
-        assert client.get("/api/tasks").status_code == 401
+        missing = client.get("/api/tasks")
+        assert missing.status_code == 401
+        assert missing.get_json()["error"].startswith("an access token is required")
         page = client.get("/inbox")
         assert page.status_code == 302
         assert "/login?next=/inbox" in page.headers["Location"]
         wrong = client.get("/api/tasks", headers={"Authorization": "Bearer wrong"})
         assert wrong.status_code == 401
+        assert wrong.get_json()["error"] == "the access token is not valid"
+        wrong_header = client.post("/api/tasks", json={}, headers={"X-WFE-Token": "wrong"})
+        assert wrong_header.get_json()["error"] == "the access token is not valid"
+        assert client.get("/api/tasks?token=wrong").get_json()["error"] == (
+            "the access token is not valid"
+        )
         bounced = client.get("/?token=wrong&status=failed")
         assert bounced.status_code == 302
         assert bounced.headers["Location"].endswith("/login?next=/?status%3Dfailed")

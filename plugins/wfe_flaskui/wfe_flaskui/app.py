@@ -558,11 +558,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             given, how = security.token_from_request()
             if how == "header":
                 if not security.token_matches(given, dash.token):
-                    return _unauthorized()
+                    return _unauthorized(given)
                 via_header = True
             elif how == "query":
                 if not security.token_matches(given, dash.token):
-                    return _unauthorized()
+                    return _unauthorized(given)
                 security.remember_login(dash.token)
                 return redirect(_without_token())
             elif not security.session_logged_in(dash.token):
@@ -572,8 +572,12 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                 return _error(403, "CSRF token missing or invalid; reload the page and try again")
         return None
 
-    def _unauthorized() -> Any:
+    def _unauthorized(given: str | None = None) -> Any:
+        """401 for the API (and posts), the login page for a browser; ``given`` is a
+        token the request presented that does not match."""
         if is_api() or request.method != "GET":
+            if given:
+                return _error(401, "the access token is not valid")
             return _error(401, "an access token is required (Authorization: Bearer <token>)")
         return redirect(url_for(".login", next=_without_token()))
 
