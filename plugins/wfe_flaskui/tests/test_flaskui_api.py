@@ -648,6 +648,30 @@ def test_large_integers_typed_in_a_form_are_stored_exactly(api: Api) -> None:
     }
 
 
+def test_an_empty_answer_to_a_string_schema_says_an_answer_is_required(api: Api) -> None:
+    spec = {
+        "name": "one_line",
+        "phases": [
+            {
+                "target_classification": "say",
+                "assigned_to": "human",
+                "input_schema": {"type": "string", "title": "Your reply"},
+            }
+        ],
+        "input": {},
+    }
+    defined = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
+    task_id = api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    path = f"/tasks/{task_id}/answer"
+    empty = api.client.post(path, data={"csrf_token": api.csrf, "field.answer": ""})
+    assert empty.status_code == 400
+    assert re.search(r'data-field="answer">.*?an answer is required', empty.text, re.S)
+    assert "None is not" not in empty.text
+    given = api.client.post(path, data={"csrf_token": api.csrf, "field.answer": "hello"})
+    assert given.status_code == 303
+    assert api.wait_status(task_id, "completed")["output"] == "hello"
+
+
 def test_free_answer_as_text_or_json(api: Api) -> None:
     first = api.submit("question", {"q": 1})
     second = api.submit("question", {"q": 2})

@@ -146,7 +146,13 @@ def test_a_schema_that_is_not_an_object_is_one_field() -> None:
     assert [(f.name, f.widget, f.label) for f in form.fields] == [("answer", "select", "Approve?")]
     assert parse_answer(schema, MultiDict([("field.answer", '"no"')]))[0] == "no"
     answer, form = parse_answer(schema, MultiDict([]))
-    assert answer is None and form.fields[0].error
+    assert answer is None and form.fields[0].error == "an answer is required"
+    for kind in ("string", "integer", "array"):
+        _, form = parse_answer({"type": kind}, MultiDict([("field.answer", "")]))
+        assert form.fields[0].error == "an answer is required", kind
+    # A schema that takes null takes an empty box as null.
+    answer, form = parse_answer({"type": ["string", "null"]}, MultiDict([("field.answer", "")]))
+    assert answer is None and not form.has_errors
 
 
 def test_free_answers() -> None:

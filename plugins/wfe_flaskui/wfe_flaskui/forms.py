@@ -281,6 +281,7 @@ def parse_answer(
     single = not _is_object_schema(schema)
     props = {} if single else dict(schema["properties"])
     answer: Any = {}
+    left_empty = False  # the single field, when there is one, was left empty
     for field in result.fields:
         sub = schema if single else props.get(field.name) or {}
         try:
@@ -289,7 +290,8 @@ def parse_answer(
             field.error = str(exc)
             continue
         if single:
-            answer = None if value is _MISSING else value
+            left_empty = value is _MISSING
+            answer = None if left_empty else value
         elif value is not _MISSING:
             answer[field.name] = value
     if result.has_errors:
@@ -311,6 +313,10 @@ def parse_answer(
         else:
             target = by_name.get(str(path[0])) if path else None
         message = _message(error, single or not path)
+        if left_empty:
+            # The schema refused the None an empty box stands for ("None is not of
+            # type 'string'"): say what the person has to do.
+            message = "an answer is required"
         if target is None:
             result.error = result.error or message
         elif target.error is None:
