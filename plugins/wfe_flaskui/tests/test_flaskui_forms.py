@@ -202,11 +202,19 @@ def test_bridge_calls_the_engine_from_threads_and_stops(wfe_store_url: str) -> N
         assert bridge.call(lambda e: e.get_task(task.id)).data == {"x": 1}
         with pytest.raises(BridgeError, match="did not answer"):
             bridge.call(_forever(), timeout=0.05)
+        # A TimeoutError the work raises is its own, not the bridge's wait running out.
+        with pytest.raises(TimeoutError, match="the work's own") as raised:
+            bridge.call(_times_out(), timeout=30)
+        assert not isinstance(raised.value, BridgeError)
     finally:
         bridge.stop()
     with pytest.raises(BridgeError, match="not running"):
         bridge.call(engine.get_task(task.id))
     bridge.stop()
+
+
+async def _times_out() -> None:
+    raise TimeoutError("the work's own timeout")
 
 
 async def _forever() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from types import ModuleType
@@ -90,6 +92,43 @@ def kafka_dashboard(
             brokers.delete_topics(kafka_bootstrap, list(topics.values()))
         except Exception as exc:
             print(f"could not delete topics {topics}: {exc}", file=sys.stderr)
+
+
+def test_kafka_that_cannot_be_reached_is_named_in_the_503(
+    wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wfe_flaskui.kafka
+
+    for package in ("wfe_kafka", "kafka"):
+        if importlib.util.find_spec(package) is None:
+            _unavailable(f"{package} is not installed")
+    # Nothing listens on a port just released.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(wfe_flaskui.kafka, "PUBLISH_TIMEOUT", 1.0)
+    monkeypatch.delenv("WFE_KAFKA_CLIENT_CONFIG", raising=False)
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, token="", kafka_brokers=nowhere)
+    try:
+        api = Api(create_app(dash, secret_key="k").test_client())
+        started = time.monotonic()
+        response = api.post("/api/tasks", {"workflow": "numbers", "data": {"n": 1}})
+        assert response.status_code == 503
+        error = response.get_json()["error"]
+        assert error.startswith(f"could not publish the task to Kafka ({nowhere}): "), error
+        assert "engine" not in error
+        # kafka-python's own waits (30 s to connect) are not the dashboard's.
+        assert time.monotonic() - started < 10
+        form = api.client.post(
+            "/submit", data={"csrf_token": api.csrf, "workflow": "numbers", "data": "{}"}
+        )
+        assert form.status_code == 503
+        assert f"could not publish the task to Kafka ({nowhere})" in form.text
+        assert api.get("/api/tasks").get_json()["total"] == 0
+    finally:
+        dash.stop()
 
 
 def test_submitting_publishes_to_kafka_and_the_result_comes_back(

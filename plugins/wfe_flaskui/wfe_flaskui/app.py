@@ -998,7 +998,9 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                 workflow, data, classification, TaskType.parse(assigned).value, task_id
             )
         except Exception as exc:
-            raise _KafkaDown(f"could not publish the task to Kafka: {exc}") from exc
+            raise _KafkaDown(
+                f"could not publish the task to Kafka ({dash.kafka_brokers}): {exc}"
+            ) from exc
         return None, record
 
     @bp.route("/workflows")

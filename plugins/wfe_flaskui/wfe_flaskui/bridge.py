@@ -113,6 +113,8 @@ class EngineBridge:
         try:
             return future.result(wait)
         except concurrent.futures.TimeoutError:
+            if future.done():
+                raise  # the coroutine's own TimeoutError (the same class since Python 3.11)
             future.cancel()
             raise BridgeError(f"the engine did not answer within {wait:g}s") from None
 

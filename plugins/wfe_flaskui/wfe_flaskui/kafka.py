@@ -8,6 +8,7 @@ talks to the same topics as the workers.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
@@ -23,6 +24,12 @@ __all__ = ["KafkaLink", "start_kafka"]
 logger = logging.getLogger("wfe_flaskui.kafka")
 
 _KEEP = 500
+#: Seconds kafka-python may take to reach the brokers (or a topic's metadata) for the
+#: dashboard, unless the Kafka settings choose their own ``bootstrap_timeout_ms`` /
+#: ``max_block_ms``: its defaults (30 s and 60 s) would hold a person's submission
+#: that long when Kafka is down. A submission gets a little longer in all.
+PUBLISH_TIMEOUT = 10.0
+_WAITS = ("bootstrap_timeout_ms", "max_block_ms")
 
 
 def start_kafka(dashboard: Dashboard, brokers: str) -> KafkaLink | None:
@@ -37,6 +44,11 @@ def start_kafka(dashboard: Dashboard, brokers: str) -> KafkaLink | None:
         return None
     settings = wfe_kafka.kafka_settings() or {}
     settings["bootstrap_servers"] = brokers
+    producer = dict(settings.get("producer_config") or {})
+    for key in _WAITS:
+        if key not in settings and key not in producer:
+            producer[key] = int(PUBLISH_TIMEOUT * 1000)
+    settings["producer_config"] = producer
     link = KafkaLink(dashboard, wfe_kafka.KafkaMQInterface(**settings))
     link.start()
     return link
@@ -91,7 +103,9 @@ class KafkaLink:
         """Send a task message to the tasks topic and wait for Kafka's acknowledgement.
 
         Returns ``{"id", "topic", "partition", "offset", "at", "message"}``; the task
-        exists in a store once a worker consuming the topic takes it.
+        exists in a store once a worker consuming the topic takes it. Raises what
+        kafka-python raises, or TimeoutError when Kafka does not acknowledge the task
+        in time.
         """
         doc = {
             "id": task_id or uuid.uuid4().hex,
@@ -100,7 +114,13 @@ class KafkaLink:
             "classification": classification,
             "assigned_to": assigned_to,
         }
-        meta = self.dashboard.bridge.call(self.interface.publish_task(doc))
+        wait = PUBLISH_TIMEOUT + 2.0
+        try:
+            meta = self.dashboard.bridge.call(
+                asyncio.wait_for(self.interface.publish_task(doc), wait), timeout=wait + 5.0
+            )
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"Kafka did not acknowledge it within {wait:g}s") from None
         record = {
             "id": doc["id"],
             "topic": getattr(meta, "topic", self.tasks_topic),
@@ -190,6 +210,9 @@ class KafkaLink:
 
         settings = self.interface.consumer_settings()
         settings.update(group_id=None, enable_auto_commit=False, client_id="wfe-flaskui-results")
+        if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:
+            # Short tries while Kafka is down, so that stop() is not held up by one.
+            settings.setdefault("bootstrap_timeout_ms", int(PUBLISH_TIMEOUT * 1000))
         consumer = KafkaConsumer(**settings)
         partitions = consumer.partitions_for_topic(self.results_topic)
         if not partitions:
