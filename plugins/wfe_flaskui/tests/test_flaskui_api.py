@@ -672,6 +672,30 @@ def test_an_empty_answer_to_a_string_schema_says_an_answer_is_required(api: Api)
     assert api.wait_status(task_id, "completed")["output"] == "hello"
 
 
+def test_the_inbox_shows_the_oldest_few_and_counts_the_rest(api: Api, dashboard: Dashboard) -> None:
+    dashboard.inbox_size = 3
+    ids = []
+    for i in range(5):
+        ids.append(api.submit("question", {"i": i})["id"])
+        api.wait_status(ids[-1], "waiting_human")
+    for headers in ({}, {"X-WFE-Partial": "1"}):
+        page = api.get("/inbox", headers=headers).text
+        assert (
+            re.findall(r'<article class="card inbox-card[^"]*" id="inbox-([0-9a-f]+)"', page)
+            == (ids[:3])
+        )
+        assert "5 tasks waiting; the oldest 3 are shown here." in page
+        assert '<a href="/?status=waiting_human">All 5 in the task list</a>' in page
+    every = api.get("/inbox?all=1").text
+    assert '<a href="/?status=waiting">All 5 in the task list</a>' in every
+    listed = api.get("/?status=waiting_human").text
+    assert all(task_id[:8] in listed for task_id in ids)
+
+    dashboard.inbox_size = 100
+    page = api.get("/inbox").text
+    assert "5 tasks waiting, oldest first." in page and 'id="inbox-more"' not in page
+
+
 def test_free_answer_as_text_or_json(api: Api) -> None:
     first = api.submit("question", {"q": 1})
     second = api.submit("question", {"q": 2})

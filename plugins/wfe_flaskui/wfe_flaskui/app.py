@@ -86,6 +86,8 @@ class Dashboard:
         ``WFE_UI_TOKEN``, ``""`` turns the check off.
     :param max_body: the largest request body accepted, in bytes (else 413).
     :param page_size: tasks per page in the task list.
+    :param inbox_size: the most tasks the inbox shows (the oldest); the rest are
+        counted and linked to in the task list.
     :param refresh_seconds: how often open pages refresh themselves.
     :param preview_bytes: how much of a text artifact is shown inline.
     :param kafka_brokers: Kafka bootstrap servers; None reads ``KAFKA_BROKERS``.
@@ -111,6 +113,7 @@ class Dashboard:
         token: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         page_size: int = 25,
+        inbox_size: int = 100,
         refresh_seconds: float = 2.0,
         preview_bytes: int = 64 * 1024,
         kafka_brokers: str | None = None,
@@ -121,6 +124,7 @@ class Dashboard:
         self.token = os.environ.get("WFE_UI_TOKEN", "") if token is None else token
         self.max_body = max_body
         self.page_size = page_size
+        self.inbox_size = inbox_size
         self.refresh_seconds = refresh_seconds
         self.preview_bytes = preview_bytes
         self.kafka_brokers = (
@@ -880,9 +884,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         wanted = ops.WAITING if show_all else (TaskStatus.WAITING_HUMAN,)
 
         async def load(engine: ECSWorkflowEngine) -> Any:
-            return await ops.waiting_tasks(engine, wanted), await ops.workflows(engine)
+            # Only the oldest few: every open inbox refetches this every few seconds.
+            shown = await ops.waiting_tasks(engine, wanted, dash.inbox_size)
+            return shown, await ops.workflows(engine)
 
-        waiting, specs = call(load)
+        (waiting, total), specs = call(load)
         cards = []
         for item in waiting:
             context = task_context(item, specs)
@@ -891,6 +897,8 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             cards.append(context)
         context = {
             "cards": cards,
+            "total": total,
+            "full_list": url_for(".tasks", status="waiting" if show_all else "waiting_human"),
             "show_all": show_all,
             "forms_have_errors": any(f.has_errors for f in (forms or {}).values()),
         }

@@ -90,19 +90,15 @@ async def list_page(
 
 
 async def waiting_tasks(
-    engine: ECSWorkflowEngine, statuses: Sequence[TaskStatus] = (TaskStatus.WAITING_HUMAN,)
-) -> list[Task]:
-    """Every task in these waiting statuses, oldest first."""
+    engine: ECSWorkflowEngine,
+    statuses: Sequence[TaskStatus] = (TaskStatus.WAITING_HUMAN,),
+    limit: int = 100,
+) -> tuple[list[Task], int]:
+    """The oldest ``limit`` tasks in these waiting statuses, and how many wait in all."""
     store = await engine.get_store()
-    found: list[Task] = []
-    batch = 500
-    while True:
-        page = await store.list_tasks(
-            status=list(statuses), limit=batch, offset=len(found), oldest_first=True
-        )
-        found.extend(page)
-        if len(page) < batch:
-            return found
+    counts = await store.count_tasks()
+    tasks = await store.list_tasks(status=list(statuses), limit=limit, oldest_first=True)
+    return tasks, sum(counts.get(s, 0) for s in statuses)
 
 
 async def artifact_preview(
