@@ -103,6 +103,46 @@ def test_bad_input_exits_non_zero_with_one_line(wfe) -> None:
         assert "Traceback" not in result.stderr, args
 
 
+def test_an_explicit_store_beats_wfe_store(wfe, tmp_path: Path) -> None:
+    """--store before or after the command name wins over WFE_STORE."""
+    other = f"sqlite://{tmp_path / 'other.db'}"
+    in_env = wfe("submit", "review", "--app", APP, "--id", "in-env").stdout.strip()
+    wfe("--store", other, "submit", "review", "--app", APP, "--id", "in-other")
+    for args in (("--store", other, "tasks", "--json"), ("tasks", "--store", other, "--json")):
+        assert [t["id"] for t in json.loads(wfe(*args).stdout)] == ["in-other"], args
+    assert [t["id"] for t in json.loads(wfe("tasks", "--json").stdout)] == [in_env]
+
+
+def test_commands_on_stored_tasks_need_an_existing_store(wfe, tmp_path: Path) -> None:
+    """A mistyped store path is an error, not an empty store created on the spot."""
+    missing = tmp_path / "typo" / "wfe.db"
+    for args in (("tasks",), ("show", "x"), ("cancel", "x"), ("workflows",)):
+        result = wfe("--store", f"sqlite://{missing}", *args, check=False)
+        assert result.returncode == 1, args
+        assert f"no store at {missing}" in result.stderr, (args, result.stderr)
+    assert not missing.parent.exists()
+
+
+def test_unusable_store_paths_and_broken_apps_get_one_line(wfe, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "raising_app.py").write_text("raise RuntimeError('no config')\n")
+    (tmp_path / "broken_app.py").write_text("def f(:\n")
+    (tmp_path / "factory_app.py").write_text("def make(settings):\n    pass\n")
+    cases = [
+        (("--store", f"sqlite://{tmp_path}", "submit", "review"), "is a folder"),
+        (("--store", f"sqlite://{tmp_path}/a_file/x.db", "submit", "review"), "a_file"),
+        (("worker", "raising_app:engine"), "RuntimeError: no config"),
+        (("worker", "broken_app:engine"), "SyntaxError"),
+        (("worker", "factory_app:make"), "calling factory_app:make() failed: TypeError"),
+        (("submit", "review", "--app", "raising_app:engine"), "Invalid value for --app"),
+    ]
+    for args, message in cases:
+        result = wfe(*args, check=False)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+
+
 def test_resume_of_a_task_that_is_not_waiting(wfe) -> None:
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
     result = wfe("resume", task_id, "--output", "true", check=False)
@@ -127,6 +167,8 @@ def test_idempotent_submit_with_id(wfe) -> None:
     first = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}', "--id", "order-7")
     second = wfe("submit", "review", "--app", APP, "--data", '{"n": 99}', "--id", "order-7")
     assert first.stdout.strip() == second.stdout.strip() == "order-7"
+    assert "note" not in first.stderr
+    assert "already exists and was left as it is" in second.stderr
     shown = json.loads(wfe("show", "order-7", "--json").stdout)
     assert shown["data"] == {"n": 1}
     assert len(json.loads(wfe("tasks", "--json").stdout)) == 1

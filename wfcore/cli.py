@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 
 import click
 
-from .engine import ECSWorkflowEngine
-from .errors import InvalidOutputError, WorkflowError
+from .engine import ECSWorkflowEngine, default_store_url
+from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import Task, TaskStatus
 from .plugins import make_plugin_manager, plugin_infos
+from .stores.sqlite import SQLiteStore
 from .wire import task_to_dict, workflow_to_dict
 
 __all__ = ["cli", "load_app", "main"]
@@ -32,7 +33,9 @@ _STORE_HELP = (
 
 
 def _store_option(fn: F) -> F:
-    return click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)(fn)
+    # Only the group's option reads WFE_STORE: a subcommand's own --store, then the
+    # group's --store, then the environment, in that order.
+    return click.option("--store", "store", help=_STORE_HELP)(fn)
 
 
 class _Context:
@@ -40,14 +43,43 @@ class _Context:
         self.store = store
 
 
-def _engine(ctx: click.Context, store: str | None, app: str | None = None) -> ECSWorkflowEngine:
+def _engine(
+    ctx: click.Context,
+    store: str | None,
+    app: str | None = None,
+    *,
+    app_hint: str = "APP",
+    existing: bool = False,
+) -> ECSWorkflowEngine:
+    """The engine a command works with: the app's (``MODULE:ATTR``), else a bare one.
+
+    ``existing``: the command only reads or changes tasks already stored, so a SQLite
+    store that does not exist is an error (a wrong --store or WFE_STORE), not a new
+    empty database.
+    """
     url = store or ctx.find_object(_Context).store  # type: ignore[union-attr]
+    if existing:
+        _check_store_exists(url or default_store_url())
     if app:
-        engine = load_app(app)
+        engine = load_app(app, param_hint=app_hint)
         if url:
             engine.use_store(url)
         return engine
     return ECSWorkflowEngine(store=url)
+
+
+def _check_store_exists(url: str) -> None:
+    if not url.startswith("sqlite:"):
+        return  # other stores are services (or memory://): opening creates nothing
+    try:
+        path = SQLiteStore.from_url(url).path
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not path.exists():
+        raise click.ClickException(
+            f"no store at {path}: nothing was submitted or run there "
+            "(check --store and WFE_STORE)"
+        )
 
 
 def _run(coro: Any) -> Any:
@@ -74,38 +106,58 @@ def _parse_json(value: str, option: str) -> Any:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
 
 
-def load_app(spec: str) -> ECSWorkflowEngine:
-    """Import ``MODULE:ATTR`` and return the engine it names (or that its factory makes)."""
+def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
+    """Import ``MODULE:ATTR`` and return the engine it names (or that its factory makes).
+
+    Every way this can fail (a bad spec, an app that does not import or raises while
+    importing, a factory that fails) is a :class:`click.BadParameter` naming
+    ``param_hint`` and the cause, in one line.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise click.BadParameter(f"expected MODULE:ATTR, got {spec!r}", param_hint="APP")
+        raise click.BadParameter(f"expected MODULE:ATTR, got {spec!r}", param_hint=param_hint)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(
-            f"cannot import {module_name!r}: {exc}", param_hint="APP"
+            f"cannot import {module_name!r}: {exc}", param_hint=param_hint
+        ) from None
+    except Exception as exc:  # a SyntaxError, or the app's own code raising
+        raise click.BadParameter(
+            f"importing {module_name!r} failed: {_describe(exc)}", param_hint=param_hint
         ) from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise click.BadParameter(
-            f"module {module_name!r} has no attribute {attr!r}", param_hint="APP"
+            f"module {module_name!r} has no attribute {attr!r}", param_hint=param_hint
         ) from None
     if not isinstance(obj, ECSWorkflowEngine) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise click.BadParameter(
+                f"calling {spec}() failed: {_describe(exc)}", param_hint=param_hint
+            ) from None
     if not isinstance(obj, ECSWorkflowEngine):
         raise click.BadParameter(
             f"{spec} is neither an ECSWorkflowEngine nor a factory returning one",
-            param_hint="APP",
+            param_hint=param_hint,
         )
     return obj
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wfcore", prog_name="wfe")
-@_store_option
+@click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)
 @click.pass_context
 def cli(ctx: click.Context, store: str | None) -> None:
     """wfe: run and inspect wfcore workflows.
@@ -283,11 +335,17 @@ def submit(
 ) -> None:
     """Queue a task for WORKFLOW (use define_workflow's workflow name "-" for none)."""
     payload = _parse_json(data, "--data")
-    engine = _engine(ctx, store, app)
+    engine = _engine(ctx, store, app, app_hint="--app")
     name = None if workflow == "-" else workflow
     task = _run(
         _closing(engine, engine.submit_task(payload, name, classification, assigned_to, task_id))
     )
+    if task_id is not None and (task.data != payload or task.workflow_name != name):
+        click.echo(
+            f"note: task {task_id!r} already exists and was left as it is "
+            "(its workflow or data differ from this submission)",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(task_to_dict(task), indent=2))
     else:
@@ -316,7 +374,7 @@ def tasks(
             wanted = TaskStatus.parse(status)
         except WorkflowError as exc:
             raise click.BadParameter(str(exc), param_hint="--status") from None
-    engine = _engine(ctx, store)
+    engine = _engine(ctx, store, existing=True)
 
     async def fetch() -> list[Task]:
         st = await engine.get_store()
@@ -350,7 +408,7 @@ def tasks(
 @click.pass_context
 def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
     """Show one task: status, data, outputs, artifacts and history."""
-    engine = _engine(ctx, store)
+    engine = _engine(ctx, store, existing=True)
     task = _run(_closing(engine, engine.get_task(task_id)))
     if task is None:
         raise click.ClickException(f"unknown task {task_id!r}")
@@ -406,7 +464,7 @@ def resume(
     answer = (
         text if text is not None else (None if output is None else _parse_json(output, "--output"))
     )
-    engine = _engine(ctx, store)
+    engine = _engine(ctx, store, existing=True)
     task = _run(_closing(engine, engine.resume(task_id, answer)))
     if as_json:
         click.echo(json.dumps(task_to_dict(task), indent=2))
@@ -420,7 +478,7 @@ def resume(
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str, store: str | None) -> None:
     """Cancel a pending, running or waiting task."""
-    engine = _engine(ctx, store)
+    engine = _engine(ctx, store, existing=True)
     task = _run(_closing(engine, engine.cancel(task_id)))
     click.echo(f"{task.id} {task.status.value}")
 
@@ -431,7 +489,7 @@ def cancel(ctx: click.Context, task_id: str, store: str | None) -> None:
 @click.pass_context
 def retry(ctx: click.Context, task_id: str, store: str | None) -> None:
     """Run a failed or cancelled task's phase again, with fresh attempts."""
-    engine = _engine(ctx, store)
+    engine = _engine(ctx, store, existing=True)
     task = _run(_closing(engine, engine.retry(task_id)))
     click.echo(f"{task.id} {task.status.value}")
 
@@ -442,7 +500,7 @@ def retry(ctx: click.Context, task_id: str, store: str | None) -> None:
 @click.pass_context
 def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
     """List the workflows in the store (registered by workers or defined at run time)."""
-    engine = _engine(ctx, store)
+    engine = _engine(ctx, store, existing=True)
 
     async def fetch() -> list[Any]:
         st = await engine.get_store()

@@ -270,11 +270,18 @@ class SQLiteStore(Store):
 
     def _prepare(self) -> None:
         """Create the database, or check that an existing one is ours and not newer."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder, not a database file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and self.path.stat().st_size > 0:
+                with open(self.path, "rb") as fh:
+                    header = fh.read(16)
+                if header != b"SQLite format 3\x00":
                     raise StoreError(f"{self.path} is not a SQLite database; refusing to use it")
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}{where}") from None
         try:
             # WAL only for a file we create: switching rewrites the header of a
             # file that may turn out not to be ours (ours already are WAL).
