@@ -285,3 +285,26 @@ def test_defined_workflow_starts_at_its_first_phase_even_with_a_classifier(make_
     done = wfe_run(scenario())
     assert done.status is TaskStatus.COMPLETED, done.error
     assert [c for c, _ in calls] == ["fetch", "summarise"]
+
+
+def test_a_defined_workflow_never_replaces_a_different_one(make_engine, wfe_run):
+    """Defining a name that is taken by another workflow fails that task and leaves
+    the workflow, and the tasks in it, alone; the same spec again is accepted."""
+    engine = make_engine()
+    engine.register_handler("a", lambda task: setattr(task, "output", "a"))
+    engine.register_workflow("taken", [Phase("a", assigned_to="functional")])
+    same = {"name": "taken", "phases": [{"target_classification": "a", "assigned_to": "functional"}]}
+    other = {"name": "taken", "phases": [{"target_classification": "x"}]}
+
+    async def scenario():
+        clash = await engine.submit_task(other, None, classification=DEFINE_WORKFLOW)
+        again = await engine.submit_task(same, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        return await engine.get_task(clash.id), await engine.get_task(again.id)
+
+    clash, again = wfe_run(scenario())
+    assert clash.status is TaskStatus.FAILED
+    assert "a different workflow named 'taken' exists already" in clash.error
+    assert engine.workflows["taken"].classifications == ["a"]
+    assert again.status is TaskStatus.COMPLETED
+    assert again.outputs["a"] == "a"

@@ -358,8 +358,61 @@ def test_a_handler_putting_non_json_into_task_data_fails_the_task(wfe_engine_fac
 
     task = wfe_run(scenario())
     assert task.status is TaskStatus.FAILED
-    assert "JSON" in task.error
+    assert "task.data must be JSON-serializable" in task.error
     assert runs == [1]
+
+
+def test_non_json_data_fails_the_phase_that_put_it_there(make_engine, wfe_run):
+    """The attempt fails in the phase whose handler broke the data, so a retry runs
+    that phase again rather than skipping it."""
+    engine = make_engine()
+    ran: list[str] = []
+
+    async def first(task: Task) -> None:
+        ran.append("first")
+        task.data["handle"] = object()
+        task.output = "first done"
+
+    async def second(task: Task) -> None:
+        ran.append("second")
+
+    engine.register_handler("first", first)
+    engine.register_handler("second", second)
+    engine.register_workflow("w", [Phase("first"), Phase("second")])
+
+    async def scenario():
+        task = await engine.submit_task({"n": 1}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.classification == "first"
+    assert task.outputs == {}
+    assert ran == ["first"]
+    assert [e["event"] for e in task.history][-2:] == ["attempt_failed", "failed"]
+    assert task.history[-1]["phase"] == "first"
+    assert task.data["n"] == 1  # the printable rest of the data is kept
+
+
+def test_a_phase_changing_the_task_id_fails_its_attempt(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def rename(task: Task) -> None:
+        task.id = "something-else"
+
+    engine.register_handler("a", rename)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w", task_id="kept")
+        await asyncio.wait_for(engine.run_until_idle(), 10)
+        return await engine.get_task("kept"), await engine.get_task("something-else")
+
+    task, other = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert "must not change task.id" in task.error
+    assert other is None
 
 
 def test_retry_runs_a_failed_or_cancelled_task_again(make_engine, wfe_run):

@@ -870,6 +870,7 @@ class ECSWorkflowEngine:
         self.stats["phases"] += 1
         await self._fire("wfe_phase_started", task=task, phase=phase)
         started = time.monotonic()
+        task_id = task.id
         try:
             if adapter is None:
                 raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
@@ -883,6 +884,9 @@ class ECSWorkflowEngine:
                     ) from None
             else:
                 await run
+            if task.id != task_id:
+                task.id = task_id  # else the write would go to no task, or another
+                raise InvalidTaskError("a phase must not change task.id")
             _check_json(task)
         except asyncio.CancelledError:
             raise
@@ -1065,6 +1069,17 @@ class ECSWorkflowEngine:
         spec_without_input = WorkflowSpec(
             name=spec.name, phases=spec.phases, description=spec.description
         )
+        # Replacing a workflow would strand the tasks in its phases, and workers
+        # would run whichever definition they loaded last. The same spec again
+        # (a rerun of this task, say) is fine.
+        existing = await self._workflow(spec.name)
+        if existing is not None and existing != spec_without_input:
+            return await self._fail(
+                task,
+                None,
+                f"InvalidWorkflowError: a different workflow named {spec.name!r} exists "
+                "already; define this one under a new name",
+            )
         store = await self.get_store()
         await store.save_workflow(spec_without_input)
         self._workflows[spec.name] = spec_without_input
@@ -1191,10 +1206,12 @@ def _check_json(task: Task) -> None:
     if problem is not None:
         task.output = None  # else the failed task itself cannot be stored
         raise InvalidTaskError(f"the phase output must be JSON-serializable: {problem}")
-    problem = _json_problem(task.context) if task.context else None
-    if problem is not None:
-        task.context = _printable(task.context)
-        raise InvalidTaskError(f"task.context must be JSON-serializable: {problem}")
+    for name in ("context", "data"):
+        value = getattr(task, name)
+        problem = _json_problem(value) if value else None
+        if problem is not None:
+            setattr(task, name, _printable(value))  # what prints is kept, to debug with
+            raise InvalidTaskError(f"task.{name} must be JSON-serializable: {problem}")
 
 
 def _validate_answer(phase: Phase, output: Any) -> None:
