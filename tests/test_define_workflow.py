@@ -293,7 +293,8 @@ def test_a_defined_workflow_never_replaces_a_different_one(make_engine, wfe_run)
     engine = make_engine()
     engine.register_handler("a", lambda task: setattr(task, "output", "a"))
     engine.register_workflow("taken", [Phase("a", assigned_to="functional")])
-    same = {"name": "taken", "phases": [{"target_classification": "a", "assigned_to": "functional"}]}
+    phase = {"target_classification": "a", "assigned_to": "functional"}
+    same = {"name": "taken", "phases": [phase]}
     other = {"name": "taken", "phases": [{"target_classification": "x"}]}
 
     async def scenario():

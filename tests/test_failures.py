@@ -405,7 +405,7 @@ def test_a_phase_changing_the_task_id_fails_its_attempt(make_engine, wfe_run):
     engine.register_workflow("w", [Phase("a")])
 
     async def scenario():
-        task = await engine.submit_task(None, "w", task_id="kept")
+        await engine.submit_task(None, "w", task_id="kept")
         await asyncio.wait_for(engine.run_until_idle(), 10)
         return await engine.get_task("kept"), await engine.get_task("something-else")
 
