@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,9 +13,11 @@ from wfcore import (
     InvalidOutputError,
     Phase,
     Task,
+    TaskStateError,
     TaskStatus,
     WorkflowError,
 )
+from wfcore.model import utcnow
 
 SCHEMA = {
     "type": "object",
@@ -200,6 +203,31 @@ def test_an_answer_before_the_deadline_clears_it(make_engine, wfe_run):
     assert resumed.deadline is None
     assert done.status is TaskStatus.COMPLETED
     assert done.output == "after with 'in time'"
+
+
+def test_an_answer_after_the_deadline_is_refused_even_with_no_worker_running(
+    make_engine, wfe_run
+):
+    """Past the deadline, on_timeout decides; a late answer does not win just because
+    no worker has applied the rule yet."""
+    engine = make_engine()
+    deadline_workflow(engine, {"goto": "escalate"}, timeout=0.2)
+
+    async def scenario():
+        waiting = await submit_and_settle(engine)
+        while utcnow() <= waiting.deadline:  # no worker runs: the deadline just passes
+            await asyncio.sleep(0.02)
+        with pytest.raises(TaskStateError, match="past its deadline") as refused:
+            await engine.resume(waiting.id, "too late")
+        unchanged = await engine.get_task(waiting.id)
+        await engine.run_until_idle()
+        return str(refused.value), unchanged, await engine.get_task(waiting.id)
+
+    message, unchanged, done = wfe_run(scenario())
+    assert '{"goto": "escalate"}' in message
+    assert unchanged.status is TaskStatus.WAITING_HUMAN
+    assert done.status is TaskStatus.COMPLETED
+    assert set(done.outputs) == {"escalate"}
 
 
 def test_deadline_holds_across_a_restart(wfe_engine_factory, wfe_run):

@@ -492,8 +492,8 @@ class ECSWorkflowEngine:
         moves on (or, for a phase suspended with ``resume_in_phase``, the phase runs
         again with ``task.reply``).
 
-        Raises UnknownTaskError, TaskStateError if it is not waiting, and
-        InvalidOutputError if the answer breaks the phase's ``input_schema``.
+        Raises UnknownTaskError, TaskStateError if it is not waiting or is past its
+        deadline, and InvalidOutputError if the answer breaks the phase's ``input_schema``.
         """
         problem = _json_problem(output)
         if problem is not None:
@@ -510,6 +510,13 @@ class ECSWorkflowEngine:
             phase = spec.phase(task.classification) if spec and task.classification else None
             if spec is None or phase is None:
                 raise TaskStateError(f"task {task_id!r} waits in no known phase")
+            # Past the deadline the phase's on_timeout rule decides, whether or not
+            # a worker has got round to applying it yet.
+            if task.deadline is not None and task.deadline <= utcnow():
+                raise TaskStateError(
+                    f"task {task_id!r} is past its deadline ({task.deadline.isoformat()}); "
+                    f"its phase's on_timeout ({_on_timeout_text(phase)}) applies instead"
+                )
             if phase.input_schema is not None and not task.resume_in_phase:
                 _validate_answer(phase, output)
             task.record("resumed", phase=phase.target_classification)
@@ -1228,6 +1235,11 @@ def _validate_answer(phase: Phase, output: Any) -> None:
             f"answer for phase {phase.target_classification!r} does not match its input_schema"
         )
         raise InvalidOutputError(summary + ": " + "; ".join(errors), errors, summary=summary)
+
+
+def _on_timeout_text(phase: Phase) -> str:
+    rule = phase.on_timeout or "fail"
+    return rule if isinstance(rule, str) else json.dumps(rule)
 
 
 def _pid_alive(pid: int) -> bool:
