@@ -74,7 +74,7 @@ def test_submit_with_an_unknown_classification_or_task_type(engine, wfe_run):
     assert wfe_run(nothing_stored()) == []
 
 
-@pytest.mark.parametrize("task_id", ["", "a/b", "..", 12])
+@pytest.mark.parametrize("task_id", ["", "a/b", "..", 12, "line\nbreak", "x" * 201])
 def test_submit_with_an_unusable_task_id(engine, wfe_run, task_id):
     with pytest.raises(InvalidTaskError):
         wfe_run(engine.submit_task({}, "known", task_id=task_id))
@@ -114,7 +114,7 @@ def test_resume_with_an_answer_that_is_not_json(engine, wfe_run):
 
 
 @pytest.mark.parametrize(
-    "name", ["", "   ", "/etc/passwd", "../escape.txt", "a/../../b", "a//b", "./x"]
+    "name", ["", "   ", "/etc/passwd", "../escape.txt", "a/../../b", "a//b", "./x", "n" * 300]
 )
 def test_artifact_names_that_are_refused(engine, wfe_run, name):
     async def scenario():
@@ -128,6 +128,41 @@ def test_artifact_names_that_are_refused(engine, wfe_run, name):
     written, read, task = wfe_run(scenario())
     assert task.artifacts == []
     assert isinstance(written, WorkflowError) and isinstance(read, WorkflowError)
+
+
+def test_an_artifact_name_clashing_with_another_as_file_or_folder(engine, wfe_run):
+    async def scenario():
+        task = await engine.submit_task({}, "known")
+        await engine.add_artifact_text(task, "report", "a file")
+        await engine.add_artifact_text(task, "plots/a.txt", "in a folder")
+        with pytest.raises(ArtifactError) as under_a_file:
+            await engine.add_artifact_text(task, "report/part.txt", "x")
+        with pytest.raises(ArtifactError) as over_a_folder:
+            await engine.add_artifact_text(task, "plots", "x")
+        return under_a_file.value, over_a_folder.value, task, await engine.read_artifact(
+            task, "report"
+        )
+
+    under_a_file, over_a_folder, task, kept = wfe_run(scenario())
+    assert "needs 'report' as a folder, but it is an artifact" in str(under_a_file)
+    assert "'plots' is a folder of other artifacts" in str(over_a_folder)
+    assert [a.name for a in task.artifacts] == ["report", "plots/a.txt"]
+    assert kept == b"a file"
+
+
+def test_artifact_files_follow_the_umask(engine, wfe_run):
+    """Readable by whoever the process's umask lets read its files (not owner-only)."""
+    import os
+    import stat
+
+    async def scenario():
+        task = await engine.submit_task({}, "known")
+        art = await engine.add_artifact_text(task, "shared.txt", "x")
+        return os.stat(art.path).st_mode
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(wfe_run(scenario())) == 0o666 & ~umask
 
 
 def test_reading_an_artifact_that_does_not_exist(engine, wfe_run):

@@ -31,7 +31,28 @@ def check_artifact_name(name: str) -> str:
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise ArtifactError(f"artifact name {name!r} may not have empty, '.' or '..' components")
+    if any(len(part.encode("utf-8")) > _MAX_PART_BYTES for part in parts):
+        raise ArtifactError(
+            f"artifact name {_shorten(name)!r}: each part between slashes may be at most "
+            f"{_MAX_PART_BYTES} bytes"
+        )
     return name
+
+
+# What file systems allow in one path component, less room for the temporary
+# file's prefix next to it.
+_MAX_PART_BYTES = 240
+
+
+def _shorten(text: str, keep: int = 60) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}..."
+
+
+# Artifact files get the permissions of a file the process creates (0666 less the
+# umask), not the owner-only ones of the temporary file they are written to.
+# Read once, at import: setting the umask to read it is not thread-safe later.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def guess_media_type(name: str) -> str:
@@ -56,13 +77,16 @@ def write_artifact(
     never half of one.
     """
     check_artifact_name(name)
-    target = task_artifact_dir(root, task_id) / name
+    base = task_artifact_dir(root, task_id)
+    target = base / name
+    _check_layout(base, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
@@ -76,6 +100,19 @@ def write_artifact(
         phase=phase,
         path=str(target),
     )
+
+
+def _check_layout(base: Path, name: str) -> None:
+    """Refuse a name that needs an existing artifact as a folder, or the reverse."""
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        prefix = "/".join(parts[:i])
+        if (base / prefix).is_file():
+            raise ArtifactError(
+                f"artifact name {name!r} needs {prefix!r} as a folder, but it is an artifact"
+            )
+    if (base / name).is_dir():
+        raise ArtifactError(f"artifact name {name!r} is a folder of other artifacts")
 
 
 def resolve_artifact(root: Path, task_id: str, name: str) -> Path:

@@ -402,8 +402,8 @@ class ECSWorkflowEngine:
         task_type = TaskType.parse("ai" if assigned_to is None else assigned_to)
         if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
             raise InvalidTaskError("task_id must be a non-empty string")
-        if task_id is not None and ("/" in task_id or task_id in (".", "..")):
-            raise InvalidTaskError(f"task_id {task_id!r} may not contain '/' or be '.'/'..'")
+        if task_id is not None:
+            _check_task_id(task_id)
         problem = _json_problem(data)
         if problem is not None:
             raise InvalidTaskError(f"task data must be JSON-serializable: {problem}")
@@ -1235,6 +1235,21 @@ def _validate_answer(phase: Phase, output: Any) -> None:
             f"answer for phase {phase.target_classification!r} does not match its input_schema"
         )
         raise InvalidOutputError(summary + ": " + "; ".join(errors), errors, summary=summary)
+
+
+# Task ids name the task's artifact folder, so they must make a file name.
+_MAX_TASK_ID_BYTES = 200
+
+
+def _check_task_id(task_id: str) -> None:
+    if "/" in task_id or task_id in (".", ".."):
+        raise InvalidTaskError(f"task_id {task_id!r} may not contain '/' or be '.'/'..'")
+    if not task_id.isprintable():
+        raise InvalidTaskError(f"task_id {task_id!r} may not contain control characters")
+    if len(task_id.encode("utf-8")) > _MAX_TASK_ID_BYTES:
+        raise InvalidTaskError(
+            f"task_id {task_id[:40]!r}... is too long (at most {_MAX_TASK_ID_BYTES} bytes)"
+        )
 
 
 def _on_timeout_text(phase: Phase) -> str:
