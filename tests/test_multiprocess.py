@@ -7,11 +7,12 @@ side effect they have goes to files in the test's folder (see mp_app's docstring
 from __future__ import annotations
 
 import collections
+import json
 import signal
 from pathlib import Path
 
 import pytest
-from core_util import stored_status, wait_until
+from core_util import pid_alive, stored_status, wait_until
 
 from wfcore import ECSWorkflowEngine, Phase, TaskStatus
 
@@ -211,3 +212,22 @@ def test_run_until_idle_waits_for_work_in_progress_in_another_process(
     assert done.status is TaskStatus.COMPLETED
     assert done.outputs == {"a": "w1", "b": "w1"}  # all of it ran in the worker
     assert worker.wait(30) == 0
+
+
+def test_sigkill_of_a_worker_kills_the_command_it_was_running(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    """A command phase does not outlive its worker, so the worker that takes the task
+    over never runs it beside an orphaned earlier run."""
+    engine = wfe_engine_factory()
+    engine.register_workflow("hang", [Phase("hang", assigned_to="functional")])
+    wfe_run(engine.submit_task(None, "hang"))
+    worker = start_worker("mp_app:engine", "--forever")
+    pids_file = tmp_path / "command-pids"
+    wait_until(pids_file.exists, 30, "the command to start")
+    pids = json.loads(pids_file.read_text())
+    assert pid_alive(pids["command"]) and pid_alive(pids["child"])
+    worker.send_signal(signal.SIGKILL)
+    assert worker.wait(10) == -signal.SIGKILL
+    wait_until(lambda: not pid_alive(pids["command"]), 10, "the command to die")
+    wait_until(lambda: not pid_alive(pids["child"]), 10, "the command's own child to die")

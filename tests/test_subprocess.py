@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from core_util import events, pid_alive, wait_until
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
@@ -193,14 +194,20 @@ def test_nonzero_exit_fails_with_the_tail_of_stderr(make_engine, wfe_run):
     assert len(task.error) < 3000  # the tail, not the whole stream
 
 
-def test_missing_program_fails_the_attempt(make_engine, wfe_run):
+@pytest.mark.parametrize(
+    ("program", "problem"),
+    [
+        ("/nonexistent/tool", "no such file"),
+        ("no-such-tool-anywhere", "no such file on PATH"),
+        (__file__, "not an executable file"),
+    ],
+)
+def test_a_program_that_cannot_start_fails_the_attempt(make_engine, wfe_run, program, problem):
     engine = make_engine()
-    engine.register_workflow(
-        "w", [Phase("c", assigned_to="functional", command=["/nonexistent/tool", "x"])]
-    )
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=[program, "x"])])
     task = wfe_run(run_one(engine))
     assert task.status is TaskStatus.FAILED
-    assert "/nonexistent/tool" in task.error
+    assert task.error == f"CommandError: cannot start command {program!r}: {problem}"
 
 
 def test_failed_command_is_retried_up_to_max_attempts(make_engine, wfe_run, tmp_path):

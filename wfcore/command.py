@@ -11,7 +11,11 @@ The command (an argv list, never run through a shell) gets:
 Its stdout becomes the phase output (parsed when it is JSON, else the text;
 nothing printed means None), every file it writes under ``out/`` becomes an
 artifact keeping its relative path, and a non-zero exit fails the attempt with
-the tail of stderr. On timeout or cancellation the whole process group is killed.
+the tail of stderr. On timeout or cancellation the whole process group is killed,
+and so it is when the worker process dies (even by SIGKILL): the command runs
+under a small ``/bin/sh`` guard that holds the read end of a pipe whose only write
+end the worker holds, and kills the group when that pipe closes. A worker that
+takes the task over then never runs the command beside an orphaned earlier run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +68,36 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
 
+# The guard: $1 is the pipe's descriptor; a watcher waits for EOF on it (the
+# worker died, or is done) and then kills the whole process group. The command
+# runs in the foreground with the phase's stdin; its arguments are "$@", never
+# parsed by the shell. (It inherits a read end of the pipe, which is harmless:
+# only the worker's write end keeps the pipe open.) The watcher is reaped before
+# the guard exits, so it cannot outlive a command that finished and kill what the
+# command left running.
+_GUARD = (
+    '(read _ < "/dev/fd/$1"; kill -9 0) </dev/null & watcher=$!\n'
+    "shift\n"
+    '"$@"\n'
+    "status=$?\n"
+    "kill $watcher 2>/dev/null; wait $watcher 2>/dev/null\n"
+    "exit $status\n"
+)
+
+
 async def _run(
     argv: list[str], workdir: Path, stdin: bytes, task: Task, phase: Phase
 ) -> tuple[bytes, bytes, int]:
     env = dict(os.environ, WFE_TASK_ID=task.id, WFE_PHASE=phase.target_classification)
+    _check_program(argv[0], env)
+    alive_read, alive_write = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            _GUARD,
+            "wfe-command-guard",
+            str(alive_read),
             *argv,
             cwd=workdir,
             stdin=asyncio.subprocess.PIPE,
@@ -76,9 +105,13 @@ async def _run(
             stderr=asyncio.subprocess.PIPE,
             env=env,
             start_new_session=True,
+            pass_fds=(alive_read,),
         )
     except OSError as exc:
+        os.close(alive_write)
         raise CommandError(f"cannot start command {argv[0]!r}: {exc}", None, "") from None
+    finally:
+        os.close(alive_read)
     try:
         stdout, stderr = await proc.communicate(stdin)
     except BaseException:
@@ -86,7 +119,27 @@ async def _run(
         _kill_group(proc.pid)
         await proc.wait()
         raise
+    finally:
+        os.close(alive_write)
     return stdout, stderr, proc.returncode if proc.returncode is not None else -1
+
+
+def _check_program(program: str, env: Mapping[str, str]) -> None:
+    """Refuse a command that cannot start, as exec would (the guard shell would only
+    exit with status 127)."""
+    if "/" in program:
+        found = program if os.path.isfile(program) and os.access(program, os.X_OK) else None
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+    if found is None:
+        problem = "no such file" if not os.path.exists(program) or "/" not in program else ""
+        raise CommandError(
+            f"cannot start command {program!r}: "
+            + (problem or "not an executable file")
+            + ("" if "/" in program else " on PATH"),
+            None,
+            "",
+        )
 
 
 def _kill_group(pid: int) -> None:

@@ -9,13 +9,15 @@ Files written in ``WFE_TEST_DIR``: ``runs.log`` (one line per phase event:
 ``<event> <task id> <worker>``), ``completions.log`` (``<task id> <worker>`` from
 the completed hook), ``ready-<worker>`` (when the engine starts) and, for the
 ``cancel`` workflow, ``started``, ``noticed-cancel`` and ``finished`` markers.
-A handler told to block waits for the file ``gate``.
+A handler told to block waits for the file ``gate``. The ``hang`` workflow's command
+starts a child of its own, writes both pids to ``command-pids`` and sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 from wfcore import ECSWorkflowEngine, Phase, Task, hookimpl
@@ -91,9 +93,24 @@ async def on_completed(task: Task) -> None:
     append("completions.log", f"{task.id} {WORKER}")
 
 
+# A command that starts a child of its own, records both pids, then hangs.
+HANG = [
+    sys.executable,
+    "-c",
+    "import json, os, subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "path = os.path.join(sys.argv[1], 'command-pids')\n"
+    "with open(path + '.tmp', 'w') as fh:\n"
+    "    json.dump({'command': os.getpid(), 'child': child.pid}, fh)\n"
+    "os.rename(path + '.tmp', path)\n"
+    "time.sleep(600)\n",
+    str(DIR),
+]
+
 engine.register_handler("a", phase_a)
 engine.register_handler("b", phase_b)
 engine.register_handler("stubborn", stubborn)
 engine.register_workflow("mp", [Phase("a"), Phase("b")])
 engine.register_workflow("cancel", [Phase("stubborn")])
+engine.register_workflow("hang", [Phase("hang", assigned_to="functional", command=HANG)])
 engine.register_task_completed_hook(on_completed)
