@@ -201,6 +201,14 @@ def test_suspend_needs_a_waiting_status(engine):
         (lambda: Phase("a", on_timeout="retry"), "on_timeout"),
         (lambda: Phase("a", input_schema={"type": "no-such-type"}), "input_schema"),
         (lambda: Phase("a", assigned_to="robot"), "robot"),
+        (
+            lambda: Phase(
+                "a",
+                input_schema={"type": "object", "required": ["approved"]},
+                on_timeout={"output": "not an object"},
+            ),
+            "on_timeout.output: does not match input_schema: 'not an object' is not of type",
+        ),
     ],
 )
 def test_invalid_workflow_specs(build, field):

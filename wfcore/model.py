@@ -231,12 +231,22 @@ def _check_phase(phase: Phase, where: str) -> None:
 
         if not isinstance(phase.input_schema, dict):
             raise InvalidWorkflowError(f"{where}.input_schema: must be a JSON Schema object")
+        validator_cls = jsonschema.validators.validator_for(phase.input_schema)
         try:
-            jsonschema.validators.validator_for(phase.input_schema).check_schema(phase.input_schema)
+            validator_cls.check_schema(phase.input_schema)
         except jsonschema.SchemaError as exc:
             raise InvalidWorkflowError(
                 f"{where}.input_schema: not a valid JSON Schema: {exc.message}"
             ) from None
+        # The default answer stands in for a person's, so it must be one they could give.
+        if isinstance(on_timeout, dict) and "output" in on_timeout:
+            problem = jsonschema.exceptions.best_match(
+                validator_cls(phase.input_schema).iter_errors(on_timeout["output"])
+            )
+            if problem is not None:
+                raise InvalidWorkflowError(
+                    f"{where}.on_timeout.output: does not match input_schema: {problem.message}"
+                )
 
 
 @attrs.frozen
