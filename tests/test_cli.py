@@ -242,6 +242,13 @@ def test_plugins_command_and_a_plugin_adding_a_command(wfe, tmp_path: Path) -> N
     stores = json.loads(wfe("plugins", "--all", "--hook", "wfe_open_store", "--json").stdout)
     assert sorted(p["name"] for p in stores) == ["wfcore.stores.memory", "wfcore.stores.sqlite"]
     assert "no plugins installed" in wfe("plugins").stdout
+    assert "no plugins implement wfe_classify" in wfe("plugins", "--hook", "wfe_classify").stdout
+    misspelled = wfe("plugins", "--hook", "wfe_clasify", check=False)
+    assert misspelled.returncode == 2
+    assert "no hook named 'wfe_clasify'" in misspelled.stderr
+    assert "wfe_classify" in misspelled.stderr
+    typo = wfe("plugins", env=dict(wfe.env, WFE_LOAD_PLUGINS="wfe-kafak"))
+    assert "WFE_LOAD_PLUGINS names 'wfe-kafak', which is no installed plugin" in typo.stderr
 
     # A plugin installed the way pip lays one out: a module plus dist-info with an
     # entry point in the wfcore group.
@@ -272,6 +279,12 @@ def test_plugins_command_and_a_plugin_adding_a_command(wfe, tmp_path: Path) -> N
     } in listed
     blocked = wfe("hello", "x", env=dict(env, WFE_DISABLED_PLUGINS="hello"), check=False)
     assert blocked.returncode == 2 and "No such command 'hello'" in blocked.stderr
+
+
+def test_show_and_json_keep_non_ascii_text_as_is(wfe) -> None:
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"name": "Zoë → 東京"}').stdout
+    assert '{"name": "Zoë → 東京"}' in wfe("show", task_id.strip()).stdout
+    assert '"name": "Zoë → 東京"' in wfe("tasks", "--json").stdout
 
 
 def test_help_lists_every_command(wfe) -> None:

@@ -77,8 +77,7 @@ def _check_store_exists(url: str) -> None:
         raise click.ClickException(str(exc)) from None
     if not path.exists():
         raise click.ClickException(
-            f"no store at {path}: nothing was submitted or run there "
-            "(check --store and WFE_STORE)"
+            f"no store at {path}: nothing was submitted or run there (check --store and WFE_STORE)"
         )
 
 
@@ -333,7 +332,11 @@ def submit(
     as_json: bool,
     store: str | None,
 ) -> None:
-    """Queue a task for WORKFLOW (use define_workflow's workflow name "-" for none)."""
+    """Queue a task for WORKFLOW and print its id.
+
+    A task that defines its own workflow takes "-" as WORKFLOW, with
+    --classification define_workflow and the spec as --data.
+    """
     payload = _parse_json(data, "--data")
     engine = _engine(ctx, store, app, app_hint="--app")
     name = None if workflow == "-" else workflow
@@ -347,15 +350,26 @@ def submit(
             err=True,
         )
     if as_json:
-        click.echo(json.dumps(task_to_dict(task), indent=2))
+        click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
     else:
         click.echo(task.id)
 
 
 @cli.command()
-@click.option("--status", help="Only tasks with this status (any case).")
+@click.option(
+    "--status",
+    help="Only tasks with this status, in any case: "
+    + ", ".join(s.value for s in TaskStatus)
+    + ".",
+)
 @click.option("--workflow", help="Only tasks of this workflow.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show at most this many (the newest).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tasks.")
 @_store_option
 @click.pass_context
@@ -382,7 +396,7 @@ def tasks(
 
     found = _run(_closing(engine, fetch()))
     if as_json:
-        click.echo(json.dumps([task_to_dict(t) for t in found], indent=2))
+        click.echo(json.dumps([task_to_dict(t) for t in found], indent=2, ensure_ascii=False))
         return
     if not found:
         click.echo("no tasks")
@@ -413,7 +427,7 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     if task is None:
         raise click.ClickException(f"unknown task {task_id!r}")
     if as_json:
-        click.echo(json.dumps(task_to_dict(task), indent=2))
+        click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
         return
     click.echo(f"task      {task.id}")
     click.echo(f"workflow  {task.workflow_name}")
@@ -429,11 +443,11 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"deadline  {task.deadline.isoformat()}")
     if task.error:
         click.echo(f"error     {task.error}")
-    click.echo(f"data      {json.dumps(task.data)}")
+    click.echo(f"data      {json.dumps(task.data, ensure_ascii=False)}")
     if task.context:
-        click.echo(f"context   {json.dumps(task.context)}")
+        click.echo(f"context   {json.dumps(task.context, ensure_ascii=False)}")
     for name, value in task.outputs.items():
-        click.echo(f"output    {name}: {json.dumps(value)}")
+        click.echo(f"output    {name}: {json.dumps(value, ensure_ascii=False)}")
     for art in task.artifacts:
         click.echo(f"artifact  {art.name} ({art.size} bytes, {art.media_type}) {art.path}")
     click.echo("history")
@@ -445,7 +459,7 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
 
 @cli.command()
 @click.argument("task_id")
-@click.option("--output", "output", help="The answer as JSON.")
+@click.option("--output", "output", help="The answer as JSON (neither option: null).")
 @click.option("--text", help="The answer as plain text (instead of --output).")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_store_option
@@ -467,7 +481,7 @@ def resume(
     engine = _engine(ctx, store, existing=True)
     task = _run(_closing(engine, engine.resume(task_id, answer)))
     if as_json:
-        click.echo(json.dumps(task_to_dict(task), indent=2))
+        click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
     else:
         click.echo(f"{task.id} {task.status.value}")
 
@@ -529,14 +543,21 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(show_all: bool, hook: str | None, as_json: bool) -> None:
     """List loaded plugins: package, version and the hooks each implements."""
-    infos = plugin_infos(_plugin_manager(), include_builtins=show_all)
+    pm = _plugin_manager()
+    infos = plugin_infos(pm, include_builtins=show_all)
     if hook:
+        hooks = sorted(name for name in vars(pm.hook) if name.startswith("wfe_"))
+        if hook not in hooks:
+            raise click.BadParameter(
+                f"no hook named {hook!r} (hooks: {', '.join(hooks)})", param_hint="--hook"
+            )
         infos = [i for i in infos if hook in i["hooks"]]
     if as_json:
         click.echo(json.dumps(infos, indent=2))
         return
     if not infos:
-        click.echo("no plugins installed" + ("" if show_all else " (--all shows the built-ins)"))
+        what = f"no plugins implement {hook}" if hook else "no plugins installed"
+        click.echo(what + ("" if show_all else " (--all shows the built-ins)"))
         return
     rows = [
         (i["name"], i["package"] or "-", i["version"] or "-", ", ".join(i["hooks"])) for i in infos

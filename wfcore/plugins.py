@@ -89,7 +89,10 @@ def make_plugin_manager(
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     wanted = _env_list("WFE_LOAD_PLUGINS")
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    if wanted:
+        _warn_unknown(wanted, entry_points)
+    for ep in entry_points:
         dist_name = ep.dist.name if ep.dist is not None else None
         if wanted is not None and dist_name not in wanted and ep.name not in wanted:
             continue
@@ -101,6 +104,19 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             raise PluginError(f"cannot load plugin {ep.name!r} ({ep.value}): {exc}") from exc
         pm.register(plugin, name=ep.name)
         _DIST_OF[ep.name] = (dist_name, ep.dist.version if ep.dist is not None else None)
+
+
+def _warn_unknown(wanted: list[str], entry_points: list[Any]) -> None:
+    """A name in WFE_LOAD_PLUGINS that matches nothing is most likely a typo."""
+    known = {ep.name for ep in entry_points}
+    known |= {ep.dist.name for ep in entry_points if ep.dist is not None}
+    for name in wanted:
+        if name not in known:
+            logger.warning(
+                "WFE_LOAD_PLUGINS names %r, which is no installed plugin (installed: %s)",
+                name,
+                ", ".join(sorted(known)) or "none",
+            )
 
 
 # Entry-point name -> (distribution, version); filled as plugins load.
