@@ -175,6 +175,11 @@ def test_reading_an_artifact_that_does_not_exist(engine, wfe_run):
     assert "nothing.txt" in str(wfe_run(scenario()))
 
 
+def test_reading_an_artifact_of_a_task_that_does_not_exist(engine, wfe_run):
+    with pytest.raises(UnknownTaskError, match="ghost"):
+        wfe_run(engine.read_artifact("ghost", "report.txt"))
+
+
 def test_suspend_needs_a_waiting_status(engine):
     with pytest.raises(TaskStateError):
         engine.suspend(Task(), TaskStatus.COMPLETED)

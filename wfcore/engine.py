@@ -634,17 +634,25 @@ class ECSWorkflowEngine:
         return art
 
     async def read_artifact(self, task: Task | str, name: str) -> bytes:
-        """The bytes of one of the task's artifacts."""
-        store = await self.get_store()
-        task_id = task if isinstance(task, str) else task.id
-        path = resolve_artifact(store.artifacts_dir, task_id, name)
+        """The bytes of one of the task's artifacts.
+
+        Raises ArtifactError for a bad or missing name, UnknownTaskError for a task
+        id that does not exist.
+        """
+        path = await self.artifact_path(task, name)
         return await asyncio.to_thread(path.read_bytes)
 
     async def artifact_path(self, task: Task | str, name: str) -> Path:
         """The local path of one of the task's artifacts (checked to exist)."""
         store = await self.get_store()
         task_id = task if isinstance(task, str) else task.id
-        return resolve_artifact(store.artifacts_dir, task_id, name)
+        try:
+            return resolve_artifact(store.artifacts_dir, task_id, name)
+        except ArtifactError:
+            # Only a miss pays for the lookup that tells "no such task" apart.
+            if isinstance(task, str) and await store.get_task(task_id) is None:
+                raise UnknownTaskError(task_id) from None
+            raise
 
     # -- running ---------------------------------------------------------------------
 
