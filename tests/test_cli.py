@@ -225,6 +225,7 @@ def test_worker_stops_cleanly_on_sigterm_and_hands_work_back(wfe, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
+    assert "stopping: 1 running phase(s) get up to" in stderr
     task = json.loads(wfe("show", task_id, "--json").stdout)
     # The phase could not finish within shutdown_timeout: it went back to the store.
     assert task["status"] == "pending"

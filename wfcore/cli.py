@@ -249,9 +249,19 @@ def _supervise(count: int, args: list[str]) -> int:
 
 async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> None:
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        if not quiet and engine.active_count and engine.running:
+            click.echo(
+                f"stopping: {engine.active_count} running phase(s) get up to "
+                f"{engine.shutdown_timeout:g}s to finish, then go back to the store",
+                err=True,
+            )
+        engine.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, engine.stop)
+            loop.add_signal_handler(sig, stop)
         except (NotImplementedError, RuntimeError):
             pass
     store = await engine.get_store()
