@@ -86,6 +86,7 @@ def test_bad_input_exits_non_zero_with_one_line(wfe) -> None:
     wfe("worker", APP, "--until-idle", "--quiet")  # stores the app's workflows
     cases = [
         (("submit", "nope", "--data", "{}"), "unknown workflow 'nope'"),
+        (("submit", "nope"), "or name the app with --app MODULE:ATTR"),
         (("submit", "review", "--data", "{bad"), "--data"),
         (("submit", "review", "--data", "{}", "--assigned-to", "robot"), "unknown assigned_to"),
         (("submit", "review", "--data", "{}", "--classification", "x"), "unknown classification"),

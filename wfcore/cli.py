@@ -350,9 +350,19 @@ def submit(
     payload = _parse_json(data, "--data")
     engine = _engine(ctx, store, app, app_hint="--app")
     name = None if workflow == "-" else workflow
-    task = _run(
-        _closing(engine, engine.submit_task(payload, name, classification, assigned_to, task_id))
-    )
+    try:
+        task = _run(
+            _closing(
+                engine, engine.submit_task(payload, name, classification, assigned_to, task_id)
+            )
+        )
+    except click.ClickException as exc:
+        if app is None and exc.message.startswith("unknown workflow"):
+            exc.message += (
+                " (workers store their app's workflows when they start; "
+                "or name the app with --app MODULE:ATTR)"
+            )
+        raise
     if task_id is not None and (task.data != payload or task.workflow_name != name):
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
