@@ -291,6 +291,22 @@ def test_a_reply_cut_off_by_max_tokens_fails_the_attempt(openai_server, wfe_engi
     )
 
 
+def test_a_reply_stopped_by_the_content_filter_fails_the_attempt(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.reply("Here is how to", finish_reason="content_filter")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    task = _run_one(wfe_engine, wfe_run, {}, [Phase("write", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.FAILED
+    assert task.output is None
+    assert task.error == (
+        "AdapterError: the reply was stopped by the server's content filter "
+        "(finish_reason=content_filter)"
+    )
+
+
 def test_a_cut_off_reply_fails_even_when_it_parses_as_json(openai_server, wfe_engine, wfe_run):
     openai_server.reply('{"total": 12}', finish_reason="length")  # maybe 12345 in full
     wfe_engine.register_adapter(

@@ -568,6 +568,12 @@ class OpenAIAgentAdapter:
                 "the reply was cut off by the output token limit (finish_reason=length; "
                 f"raise max_tokens or max_completion_tokens): {ending}"
             )
+        if finish_reason == "content_filter":
+            # The server withheld some or all of the reply: what came is not the answer.
+            raise AdapterError(
+                "the reply was stopped by the server's content filter "
+                "(finish_reason=content_filter)"
+            )
         if not isinstance(text, str) or not text.strip():
             raise AdapterError(f"the model sent an empty reply (finish_reason={finish_reason})")
         value: Any = text
