@@ -127,19 +127,15 @@ async def _run(
 def _check_program(program: str, env: Mapping[str, str]) -> None:
     """Refuse a command that cannot start, as exec would (the guard shell would only
     exit with status 127)."""
-    if "/" in program:
-        found = program if os.path.isfile(program) and os.access(program, os.X_OK) else None
+    if "/" not in program:
+        if shutil.which(program, path=env.get("PATH", os.defpath)) is not None:
+            return
+        problem = "no such file on PATH"
+    elif os.path.isfile(program) and os.access(program, os.X_OK):
+        return
     else:
-        found = shutil.which(program, path=env.get("PATH", os.defpath))
-    if found is None:
-        problem = "no such file" if not os.path.exists(program) or "/" not in program else ""
-        raise CommandError(
-            f"cannot start command {program!r}: "
-            + (problem or "not an executable file")
-            + ("" if "/" in program else " on PATH"),
-            None,
-            "",
-        )
+        problem = "not an executable file" if os.path.exists(program) else "no such file"
+    raise CommandError(f"cannot start command {program!r}: {problem}", None, "")
 
 
 def _kill_group(pid: int) -> None:

@@ -666,11 +666,14 @@ def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
 
 def _arguments_text(arguments: Any) -> str:
     """Arguments as the JSON text the API expects, whatever form the server sent."""
-    if arguments is None:
-        return ""
-    if isinstance(arguments, str):
-        return arguments
-    return json.dumps(arguments, ensure_ascii=False, default=str)
+    return "" if arguments is None else _as_text(arguments)
+
+
+def _as_text(value: Any) -> str:
+    """A string as it is; anything else as JSON text."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
@@ -720,11 +723,7 @@ def _answered_since_asked(task: Task) -> bool:
 
 
 def _answer_text(value: Any) -> str:
-    if value is None:
-        return "(no answer)"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return "(no answer)" if value is None else _as_text(value)
 
 
 def _short(text: str, limit: int = _HISTORY_CHARS) -> str:
