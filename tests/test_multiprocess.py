@@ -74,6 +74,16 @@ def test_sigkill_mid_run_then_restart_finishes_every_task_once(
         assert runs_by[("b-end", task_id, "w1")] == 0
         assert runs_by[("b-end", task_id, "w2")] == 1
     assert [t.outputs for t in tasks] == [{"a": "w1", "b": "w2"}] * count
+    # The history says which phase the dead worker left unfinished, and whose it was.
+    for task in tasks:
+        [takeover] = [e for e in task.history if e["event"] == "taken_over"]
+        assert takeover["phase"] == "b"
+        if how == "lease-expiry":
+            assert takeover["previous_worker"] == "another-host/1/w1"
+        else:
+            assert takeover["previous_worker"].split("/")[1] == str(first.pid)
+        events = [e["event"] for e in task.history]
+        assert events.index("taken_over") < events.index("completed")
 
 
 def test_two_workers_split_the_work_each_phase_run_once(

@@ -246,6 +246,31 @@ def test_in_progress_phase_reruns_after_a_lost_worker(wfe_engine_factory, wfe_st
     assert calls == ["a", "b"]
 
 
+def test_a_claim_after_a_lost_lease_records_the_takeover(wfe_engine_factory, store_url, wfe_run):
+    """The phase the lost worker was running left no trace: the heir's claim leaves one."""
+    engine = wfe_engine_factory(store=store_url)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def claim_lose_reclaim():
+        task = await engine.submit_task(None, "w", classification="a")
+        store = await engine.get_store()
+        [first] = await store.claim("host/1/ghost", 10, 0.05)
+        assert not [e for e in first.history if e["event"] == "taken_over"]
+        # The ghost never renews; its lease runs out and the heir's claim gets the task.
+        [again] = await wait_for(lambda: store.claim("host/2/heir", 10, 30), 10, "an expiry")
+        assert again.id == task.id
+        return again
+
+    again = wfe_run(claim_lose_reclaim())
+    assert again.history[-1] == {
+        "at": again.history[-1]["at"],
+        "event": "taken_over",
+        "phase": "a",
+        "previous_worker": "host/1/ghost",
+        "worker": "host/2/heir",
+    }
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 def test_claims_never_exceed_max_concurrency(wfe_engine_factory, wfe_store_url, wfe_run, kind):
     """Pending tasks stay in the store; the engine only holds what it is running."""

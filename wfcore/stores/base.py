@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..model import Task, TaskStatus, WorkflowSpec
 
-__all__ = ["Store"]
+__all__ = ["Store", "record_takeover"]
 
 
 class Store(abc.ABC):
@@ -24,7 +24,9 @@ class Store(abc.ABC):
     the owner renews while it works. A task is runnable when it is PENDING and its
     ``run_after`` has passed, or IN_PROGRESS with an expired lease (its worker
     died), or WAITING_* with a passed ``deadline``. Claimed tasks come back with
-    their stored status unchanged apart from PENDING becoming IN_PROGRESS.
+    their stored status unchanged apart from PENDING becoming IN_PROGRESS; one
+    whose previous lease was still on record (its worker died or lost it) gets a
+    ``taken_over`` event (see :func:`record_takeover`).
     """
 
     #: The URL the store was opened from.
@@ -103,7 +105,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
-        """Lease up to ``limit`` runnable tasks to ``owner``, oldest first."""
+        """Lease up to ``limit`` runnable tasks to ``owner``, oldest first.
+
+        A task still leased to another owner (expired, or freed by
+        ``release_dead_leases``) is recorded with :func:`record_takeover`.
+        """
 
     @abc.abstractmethod
     async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
@@ -134,3 +140,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
         """Mark these tasks as delivered to ``consumer``."""
+
+
+def record_takeover(task: Task, previous_owner: str, owner: str) -> None:
+    """Note in a claimed task's history that its previous worker never finished.
+
+    The phase that worker was running left no trace of its own (an attempt is
+    written when it ends), so this event is what tells the reader of a history
+    that the phase was interrupted, and by whose loss.
+    """
+    task.record(
+        "taken_over", phase=task.classification, previous_worker=previous_owner, worker=owner
+    )

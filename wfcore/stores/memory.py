@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import StoreError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec
-from .base import Store
+from .base import Store, record_takeover
 from .sqlite import _ready_at, _utc
 
 __all__ = ["MemoryStore"]
@@ -173,6 +173,8 @@ class MemoryStore(Store):
                 continue  # a stale heap entry: the row was rescheduled since
             if row.task.status is TaskStatus.PENDING:
                 row.task.status = TaskStatus.IN_PROGRESS
+            if row.lease_owner is not None:
+                record_takeover(row.task, row.lease_owner, owner)
             row.task.version += 1
             row.lease_owner = owner
             row.lease_expires = expires

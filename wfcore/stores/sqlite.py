@@ -31,7 +31,7 @@ from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows
-from .base import Store
+from .base import Store, record_takeover
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -516,20 +516,38 @@ class SQLiteStore(Store):
         return ok
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
-        def write(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def write(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
             now = time.time()
             expires = now + lease_seconds
-            return conn.execute(
+            # RETURNING sees only new values, so the owners being replaced are read
+            # first, from the same rows in the same order (one transaction).
+            previous = {
+                task_id: lease_owner
+                for task_id, lease_owner in conn.execute(
+                    "SELECT id, lease_owner FROM tasks WHERE ready_at <= ? "
+                    "ORDER BY ready_at, rowid LIMIT ?",
+                    (now, int(limit)),
+                )
+                if lease_owner is not None
+            }
+            rows = conn.execute(
                 "UPDATE tasks SET status = CASE WHEN status = 'pending' THEN 'in_progress' "
                 "ELSE status END, lease_owner = ?, lease_expires = ?, ready_at = ?, "
                 "version = version + 1 "
                 "WHERE rowid IN (SELECT rowid FROM tasks WHERE ready_at <= ? "
-                f"ORDER BY ready_at LIMIT ?) RETURNING {ROW_COLUMNS}",
+                f"ORDER BY ready_at, rowid LIMIT ?) RETURNING id, {ROW_COLUMNS}",
                 (owner, expires, expires, now, int(limit)),
             ).fetchall()
+            return rows, previous
 
-        rows = await self._write(write)
-        return [self._rows.decode(r, remember=True) for r in rows]
+        rows, previous = await self._write(write)
+        claimed = []
+        for task_id, *row in rows:
+            task = self._rows.decode(tuple(row), remember=True)
+            if task_id in previous:
+                record_takeover(task, previous[task_id], owner)
+            claimed.append(task)
+        return claimed
 
     async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
         ids = list(task_ids)
