@@ -118,6 +118,41 @@ def test_status_names_are_case_insensitive(api: Api) -> None:
     assert task["id"][:8] in api.get("/?status=Waiting").text
 
 
+def _selected_status(page: str) -> list[str]:
+    """The value of each selected option of the task list's status filter."""
+    select = re.search(r'<select name="status"[^>]*>(.*?)</select>', page, re.S)
+    assert select, "no status filter on the page"
+    return re.findall(r'<option value="([^"]*)" selected>', select[1])
+
+
+def test_the_status_filter_shows_the_status_however_it_is_spelt(api: Api) -> None:
+    task = api.submit("question", {})
+    api.wait_status(task["id"], "waiting_human")
+    for given, shown in [
+        ("Waiting_Human", "waiting_human"),
+        ("WAITING_HUMAN", "waiting_human"),
+        (" waiting_human ", "waiting_human"),
+        ("Waiting", "waiting"),
+        ("waiting_human&status=COMPLETED", "waiting_human,completed"),
+        ("All", ""),
+    ]:
+        page = api.get(f"/?status={given}").text
+        assert _selected_status(page) == [shown], given
+        # The counts have a link per status: the one filtered on is marked.
+        active = re.findall(r'<a class="count[^"]* active" [^>]*data-status="([^"]+)"', page)
+        one = "," not in shown and shown != "waiting"
+        assert active == ([shown or "all"] if one else []), given
+        # Links that keep the filter spell it as the dropdown does.
+        workflow_link = re.search(r'<a class="muted-link" href="([^"]+)"', page)
+        assert workflow_link, given
+        assert workflow_link[1] == "/?workflow=question" + (
+            f"&amp;status={shown}" if shown else ""
+        ), given
+    both = api.get("/?status=waiting_human,completed").text
+    select = re.search(r'<select name="status"[^>]*>(.*?)</select>', both, re.S)
+    assert select and ">Waiting: person, Completed</option>" in select[1]
+
+
 def test_a_page_with_a_bad_query_argument_is_400(api: Api) -> None:
     assert api.get("/?page=").status_code == 200  # empty means the default
     for query in ("page=abc", "page=1.5", "status=failed&page=x"):

@@ -395,6 +395,20 @@ def _parse_statuses(values: list[str]) -> list[TaskStatus]:
     return list(dict.fromkeys(found))
 
 
+def _status_filter(statuses: list[TaskStatus]) -> str:
+    """The status filter as the task list's dropdown and links spell it.
+
+    ``?status=Completed`` and ``?status=COMPLETED`` filter like ``completed``, so
+    they must select the same option and carry the same value into the page's
+    links: one spelling per filter, whatever the URL said.
+    """
+    if not statuses:
+        return ""
+    if set(statuses) == set(ops.WAITING):
+        return "waiting"
+    return ",".join(s.value for s in statuses)
+
+
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
     """An integer query argument: ``default`` when absent, 400 below ``low``.
 
@@ -695,7 +709,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             return found, await ops.workflows(engine)
 
         found, specs = call(load)
-        status_value = request.args.get("status", "")
+        status_value = _status_filter(statuses)
         pages = max(1, -(-found.total // size))
 
         def page_url(number: int) -> str:
@@ -708,6 +722,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             "pages": pages,
             "page_url": page_url,
             "status_value": status_value,
+            "status_label": ", ".join(_STATUS_LABELS[s.value] for s in statuses),
             "workflow": workflow,
             "workflows": list(specs),
             "status_order": _STATUS_ORDER,
