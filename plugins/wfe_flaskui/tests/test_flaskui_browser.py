@@ -219,3 +219,75 @@ def test_login_page_guards_a_dashboard_with_a_token(page: Any, live: Any) -> Non
         server.shutdown()
         thread.join(10)
         dash.stop()
+
+
+def test_answer_form_fields_named_anything_have_their_own_labels(page: Any, live: Any) -> None:
+    expect = _expect()
+    # Property names that are no HTML id as they are, or become the same one when
+    # their odd characters are replaced.
+    properties = {
+        "first name": {"type": "string", "title": "Spaced"},
+        "first_name": {"type": "string", "title": "Underscored"},
+        'say "hi"': {"type": "boolean", "title": "Quoted"},
+        "x<y>&'z'": {"enum": ["a", "b"], "title": "Marked up"},
+        "n\u00e4me \u2603": {"type": "integer", "title": "Unicode"},
+        "": {"type": "string", "title": "Empty"},
+        "two\nlines": {"type": "string", "title": "Newline"},
+    }
+    spec = {
+        "name": "odd names",
+        "phases": [
+            {
+                "target_classification": "fill",
+                "assigned_to": "human",
+                "input_schema": {"type": "object", "properties": properties},
+            }
+        ],
+        "input": {},
+    }
+    defined = live.api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
+    task_id = live.api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    # Two tasks in the inbox whose ids share their first characters.
+    twin = live.api.submit("odd names", {}, id=f"{task_id} twin")
+    live.api.wait_status(twin["id"], "waiting_human")
+
+    label_targets = (
+        "els => els.map(e => document.querySelectorAll('#' + CSS.escape(e.htmlFor)).length)"
+    )
+    for path in (f"/tasks/{task_id}", "/inbox", "/submit"):
+        page.goto(live.url + path)
+        ids = page.eval_on_selector_all("[id]", "els => els.map(e => e.id)")
+        assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+        assert not [i for i in ids if re.search(r"\s", i)], path
+        # Every label names an element that exists, one only.
+        targets = page.eval_on_selector_all("label[for]", label_targets)
+        assert targets and set(targets) == {1}, path
+
+    # The submit form offers the phases of the workflow chosen, whatever its name.
+    page.select_option("#s-workflow", "odd names")
+    phases = page.eval_on_selector(
+        "#s-classification", "e => e.list && [...e.list.options].map(o => o.value)"
+    )
+    assert phases == ["fill"]
+
+    page.goto(f"{live.url}/tasks/{task_id}")
+    form = page.locator("form.answer-form")
+    form.get_by_label("Spaced").fill("with a space")
+    form.get_by_label("Underscored").fill("with an underscore")
+    form.get_by_label("Quoted").check()
+    form.get_by_label("Marked up").select_option(label="b")
+    form.get_by_label("Unicode").fill("7")
+    form.get_by_label("Empty").fill("no name at all")
+    form.get_by_label("Newline").fill("nl")
+    form.locator("button[data-action=answer]").click()
+    expect(page.locator(".flash-ok")).to_contain_text("Answer recorded")
+    done = live.api.wait_status(task_id, "completed")
+    assert done["outputs"]["fill"] == {
+        "first name": "with a space",
+        "first_name": "with an underscore",
+        'say "hi"': True,
+        "x<y>&'z'": "b",
+        "n\u00e4me \u2603": 7,
+        "": "no name at all",
+        "two\nlines": "nl",
+    }

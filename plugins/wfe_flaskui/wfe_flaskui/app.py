@@ -409,6 +409,28 @@ def _status_filter(statuses: list[TaskStatus]) -> str:
     return ",".join(s.value for s in statuses)
 
 
+_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _html_id(text: str) -> str:
+    """``text`` made fit for part of an HTML id (and a CSS ``#selector``).
+
+    Task ids, workflow names and property names may hold spaces, quotes or any
+    other character. Letters, digits and ``-`` are kept, ``_`` is doubled and
+    anything else becomes ``_<hex code point>_``: different texts always give
+    different ids, and a plain one (a uuid hex) stays as it is.
+    """
+    parts = []
+    for ch in text:
+        if ch in _ID_SAFE:
+            parts.append(ch)
+        elif ch == "_":
+            parts.append("__")
+        else:
+            parts.append(f"_{ord(ch):x}_")
+    return "".join(parts)
+
+
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
     """An integer query argument: ``default`` when absent, 400 below ``low``.
 
@@ -687,6 +709,10 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     @bp.app_template_filter("wfe_duration")
     def duration_filter(value: Any) -> str:
         return _duration(value)
+
+    @bp.app_template_filter("wfe_html_id")
+    def html_id_filter(value: Any) -> str:
+        return _html_id(str(value))
 
     @bp.app_template_filter("wfe_size")
     def size_filter(value: int) -> str:

@@ -37,6 +37,7 @@ ANSWER = "answer"
 #: form's own hidden fields.
 FIELD_PREFIX = "field."
 _TEXTAREA_OVER = 200
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _INPUT_TYPES = {"email": "email", "date": "date", "uri": "url", "time": "time"}
 
 
@@ -62,6 +63,16 @@ class FormField:
     def input_name(self) -> str:
         """The name of the field's input(s) in the HTML form."""
         return FIELD_PREFIX + self.name
+
+    def posted_name(self, form: Mapping[str, Any]) -> str:
+        """The name the post carries this field's input under.
+
+        Browsers send every line break in an input's name as CRLF, so a property
+        named ``"a\nb"`` comes back as ``field.a\r\nb``; it still answers ``a\nb``.
+        """
+        if self.input_name in form:
+            return self.input_name
+        return _LINE_BREAK.sub("\r\n", self.input_name)
 
 
 @attrs.define
@@ -222,17 +233,18 @@ def _parse_number(text: str, integer: bool) -> int | float:
 def _read_field(field: FormField, schema: Mapping[str, Any], form: Mapping[str, Any]) -> Any:
     """Set ``field.value`` from the post; return the typed value, or _MISSING."""
     getlist = getattr(form, "getlist", None)
+    name = field.posted_name(form)
     if field.widget == "checkbox":
-        field.value = form.get(field.input_name) is not None
+        field.value = form.get(name) is not None
         return field.value
     if field.widget == "checkboxes":
-        chosen = list(getlist(field.input_name)) if getlist else []
+        chosen = list(getlist(name)) if getlist else []
         field.value = chosen
         allowed = dict(field.options)
         if any(c not in allowed for c in chosen):
             raise _Invalid("choose from the listed options")
         return [json.loads(c) for c in chosen]
-    raw = form.get(field.input_name)
+    raw = form.get(name)
     text = "" if raw is None else str(raw)
     field.value = text
     if field.widget == "select":

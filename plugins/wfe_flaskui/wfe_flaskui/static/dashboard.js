@@ -115,7 +115,9 @@
     var input = document.getElementById("s-classification");
     if (!input) return;
     select.addEventListener("change", function () {
-      input.setAttribute("list", "phases-" + select.value);
+      // The list's id comes from the server: a workflow name may be no id as it is.
+      var chosen = select.options[select.selectedIndex];
+      input.setAttribute("list", (chosen && chosen.getAttribute("data-phases")) || "");
     });
   }
 
