@@ -336,3 +336,42 @@ def test_the_phase_timeout_bounds_the_whole_attempt(openai_server, wfe_engine, w
     assert task.status is TaskStatus.FAILED
     assert task.error == "TimeoutError: phase 'p' timed out after 0.3s"
     assert len(openai_server.requests) == 1
+
+
+def test_max_retries_per_phase(openai_server, wfe_engine, wfe_run):
+    openai_server.error(503, "warming up", retry_after="0.01")
+    openai_server.error(503, "warming up", retry_after="0.01")
+    openai_server.reply("patient")
+    openai_server.error(503, "still warming up", retry_after="0.01")
+    adapter = OpenAIAgentAdapter(max_retries=2, phase_options={"quick": {"max_retries": 0}})
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+    wfe_engine.register_workflow(
+        "w", [Phase("patient", assigned_to="agentic"), Phase("quick", assigned_to="agentic")]
+    )
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+
+    assert task.outputs["patient"] == "patient"
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: chat completion failed with HTTP 503 after 0 retries "
+        f"({openai_server.url}/): still warming up"
+    )
+    assert len(openai_server.requests) == 4
+    # The SDK's own option, not a request field.
+    assert all("max_retries" not in r["body"] for r in openai_server.requests)
+
+
+def test_a_bad_max_retries_is_refused_when_the_adapter_is_built():
+    import pytest
+
+    for bad in (-1, "2", True, 1.5):
+        with pytest.raises(ValueError, match=f"max_retries must be an integer >= 0, not {bad!r}"):
+            OpenAIAgentAdapter(max_retries=bad)
+        with pytest.raises(ValueError, match=r"phase_options\['p'\] max_retries must be"):
+            OpenAIAgentAdapter(phase_options={"p": {"max_retries": bad}})

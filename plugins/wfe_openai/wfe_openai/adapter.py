@@ -92,7 +92,8 @@ class AgentRequest:
     #: makes the reply JSON: the output is the parsed object, and a reply that does not
     #: parse (or fails the schema) fails the attempt. None asks for plain text.
     response_format: dict[str, Any] | None
-    #: Other ``chat.completions.create`` arguments (temperature, max_tokens, ...).
+    #: Other ``chat.completions.create`` arguments (temperature, max_tokens, ...), and
+    #: ``max_retries``, the SDK's retries of this phase's requests.
     options: dict[str, Any]
     #: How many model calls this run may make.
     max_steps: int
@@ -158,6 +159,8 @@ class OpenAIAgentAdapter:
             raise ValueError("model must be a non-empty string")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError("max_steps must be an integer >= 1")
+        if max_retries is not None:
+            _check_max_retries(max_retries, "max_retries")
         _check_options(request_options, "request option")
         for name, options in (phase_options or {}).items():
             _check_options(dict(options), f"phase_options[{name!r}]")
@@ -444,6 +447,16 @@ class OpenAIAgentAdapter:
         import openai
 
         kwargs = dict(request.options)
+        # max_retries belongs to the client, not to create(): a phase's own value
+        # (phase_options or a handler) gets a copy of the client that shares its
+        # connections.
+        max_retries = kwargs.pop("max_retries", None)
+        if max_retries is not None:
+            try:
+                _check_max_retries(max_retries, "max_retries")
+            except ValueError as exc:
+                raise AdapterError(f"invalid chat completion request: {exc}") from None
+            client = client.with_options(max_retries=max_retries)
         kwargs["model"] = request.model
         kwargs["messages"] = request.messages
         if request.tools:
@@ -610,6 +623,13 @@ def _check_options(options: Mapping[str, Any], what: str) -> None:
     steps = options.get("max_steps")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"{what} max_steps must be an integer >= 1")
+    if options.get("max_retries") is not None:
+        _check_max_retries(options["max_retries"], f"{what} max_retries")
+
+
+def _check_max_retries(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be an integer >= 0, not {value!r}")
 
 
 def _shapes_request(handler: Callable[..., Any]) -> bool:
