@@ -329,3 +329,41 @@ def test_arguments_sent_as_an_object_and_calls_without_an_id(openai_server, wfe_
     ]
     recorded = [e["arguments"] for e in task.history if e["event"] == "agent_tool_call"]
     assert recorded == [c["function"]["arguments"] for c in calls]
+
+
+def test_calls_sharing_an_id_in_one_reply_get_ids_of_their_own(openai_server, wfe_engine, wfe_run):
+    # A compatible server that numbers calls per reply, or repeats one id: the API
+    # wants one tool message per id, so each call needs an id of its own.
+    def call(call_id: str, city: str) -> dict[str, Any]:
+        arguments = f'{{"city": "{city}"}}'
+        return {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": arguments},
+        }
+
+    openai_server.raw_tool_calls(
+        call("call_0", "Oslo"), call("call_0", "Bergen"), call("wfe_call_2_1", "Tromsø")
+    )
+    openai_server.raw_tool_calls(call("call_0", "Paris"))
+    openai_server.reply("Oslo, Bergen, Tromsø and Paris: 21 C.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[get_weather]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    messages = openai_server.messages()
+    first_turn, second_turn = (m for m in messages if m["role"] == "assistant")
+    ids = [c["id"] for c in first_turn["tool_calls"]]
+    assert ids[0] == "call_0" and ids[2] == "wfe_call_2_1" and len(set(ids)) == 3
+    # Each result answers its own call, in the order of the calls.
+    results = [m for m in messages if m["role"] == "tool"]
+    assert [r["tool_call_id"] for r in results[:3]] == ids
+    assert [r["content"] for r in results[:3]] == [
+        f'{{"city": "{city}", "temp": 21, "unit": "C"}}' for city in ("Oslo", "Bergen", "Tromsø")
+    ]
+    # A later reply may use an id again: its results follow it.
+    assert second_turn["tool_calls"][0]["id"] == "call_0"
+    assert results[3]["tool_call_id"] == "call_0"
+    recorded = [e["call_id"] for e in task.history if e["event"] == "agent_tool_result"]
+    assert recorded == [*ids, "call_0"]

@@ -664,15 +664,26 @@ class _ToolCall:
 
 
 def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
-    """The reply's tool calls; ``position`` is the reply's index in the conversation."""
+    """The reply's tool calls, each with an id of its own.
+
+    ``position`` is the reply's index in the conversation.
+    """
+    raw = list(getattr(message, "tool_calls", None) or [])
+    given = [getattr(call, "id", None) for call in raw]
+    taken = {i for i in given if isinstance(i, str) and i}
+    used: set[str] = set()
     found = []
-    for index, call in enumerate(getattr(message, "tool_calls", None) or []):
-        call_id = getattr(call, "id", None)
-        if not isinstance(call_id, str) or not call_id:
-            # Some compatible servers send no id, but each tool result must name its
-            # call. Derived from the position, the id is unique in the conversation and
-            # the same in the copy stored while waiting for a person.
+    for index, (call, call_id) in enumerate(zip(raw, given, strict=True)):
+        if not isinstance(call_id, str) or not call_id or call_id in used:
+            # Some compatible servers send no id, or one id for several calls of a
+            # reply, but the API wants one tool result per id. Derived from the
+            # position, the new id is unique in the conversation and the same in
+            # the copy stored while waiting for a person; it avoids every id the
+            # server did send.
             call_id = f"wfe_call_{position}_{index}"
+            while call_id in taken or call_id in used:
+                call_id += "_"
+        used.add(call_id)
         found.append(
             _ToolCall(
                 id=call_id,
