@@ -21,6 +21,8 @@ __all__ = [
     "FORMAT_VERSION",
     "converter",
     "dumps",
+    "json_problem",
+    "printable",
     "task_body",
     "task_from_dict",
     "task_to_dict",
@@ -157,6 +159,30 @@ def dumps(obj: Any) -> str:
         return _ENCODER.encode(obj)
     except RecursionError:
         raise ValueError("value nested too deeply to encode as JSON") from None
+
+
+# Always valid JSON, so not worth encoding to check (floats may be NaN: they are).
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as JSON (by :func:`dumps`), or None."""
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return None
+    # A flat dict of such scalars (typical task data) needs no encoding either.
+    if kind is dict and all(type(k) is str and type(v) in _JSON_SCALARS for k, v in value.items()):
+        return None
+    try:
+        dumps(value)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def printable(value: Any) -> Any:
+    """``value`` with everything that is not JSON replaced by its ``repr``."""
+    return json.loads(json.dumps(value, default=repr))
 
 
 def task_to_dict(task: Task, *, internal: bool = False) -> dict[str, Any]:

@@ -1,0 +1,561 @@
+"""The worker loop: claim runnable tasks under a lease, keep the leases, and drive
+each claimed task through its phases.
+
+``ECSWorkflowEngine.run()`` runs one :class:`Worker`. A claimed task is driven by
+one asyncio task through these steps, each a method below: ``_route`` (classify
+or find the phase), ``_dispatch`` (run the phase on its adapter), :func:`advance`
+(record the output and pick the next phase) and ``_persist`` (a compare-and-set
+write through the store's group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import time
+import traceback
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ._eager import start_task
+from .errors import AdapterError, InvalidTaskError, WorkflowError
+from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus, TaskType, WorkflowSpec, utcnow
+from .stores.base import Store
+from .wire import json_problem, printable, workflow_from_dict
+
+if TYPE_CHECKING:
+    from .engine import ECSWorkflowEngine
+
+__all__ = ["Worker", "advance"]
+
+logger = logging.getLogger("wfcore")
+
+
+class _LeaseLost(Exception):
+    """Raised inside a driven task whose lease was revoked (cancelled or taken over)."""
+
+
+class Worker:
+    """The running side of one engine: what ``run()`` and ``run_until_idle()`` do.
+
+    It reads the engine's settings (``max_concurrency``, ``lease_seconds``,
+    ``poll_interval``, ``retry_delay``, ``shutdown_timeout``) as it goes, so a
+    change to them applies to the next claim or attempt.
+    """
+
+    def __init__(self, engine: ECSWorkflowEngine) -> None:
+        self._engine = engine
+        self._active: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()
+        # Tasks still being driven whose lease was already given back (finished or
+        # suspended, hooks still running): not renewed, and not "lost".
+        self._released: set[str] = set()
+        self._running = False
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while :meth:`serve` runs."""
+        return self._running
+
+    @property
+    def active_count(self) -> int:
+        """How many tasks this worker is driving now."""
+        return len(self._active)
+
+    def stop(self) -> None:
+        """Ask :meth:`serve` to stop; running phases get ``shutdown_timeout`` seconds."""
+        self._stopping = True
+        self.poke()
+
+    def interrupt(self, task_id: str) -> None:
+        """Stop driving a task changed elsewhere (cancelled): its writes are dropped."""
+        driver = self._active.get(task_id)
+        if driver is not None:
+            self._lost.add(task_id)
+            driver.cancel()
+
+    def poke(self) -> None:
+        """Wake the loop: there may be work, or a reason to stop."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def serve(self, until_idle: bool) -> None:
+        """Claim and drive tasks until stopped (or, with ``until_idle``, until idle)."""
+        if self._running:
+            raise WorkflowError("this engine is already running")
+        store = await self._engine.get_store()
+        self._running = True
+        self._stopping = False
+        self._wake = asyncio.Event()
+        await self._engine._fire("wfe_engine_started", engine=self._engine)
+        keeper = asyncio.create_task(self._keep_leases(store))
+        next_reap = 0.0
+        try:
+            while not self._stopping:
+                if time.monotonic() >= next_reap:
+                    await self._reap_dead_owners(store)
+                    next_reap = time.monotonic() + max(1.0, self._engine.poll_interval * 10)
+                free = self._engine.max_concurrency - len(self._active)
+                claimed: list[Task] = []
+                if free > 0:
+                    claimed = await store.claim(
+                        self._engine.worker_id, free, self._engine.lease_seconds
+                    )
+                    for task in claimed:
+                        self._start(task)
+                if claimed and len(claimed) == free:
+                    await asyncio.sleep(0)
+                    continue
+                if until_idle and not self._active and not claimed:
+                    if not await store.has_active_tasks():
+                        break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._engine.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await self._shutdown(store)
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            self._running = False
+            self._wake = None
+            await self._engine._fire("wfe_engine_stopping", engine=self._engine)
+
+    async def _shutdown(self, store: Store) -> None:
+        if not self._active:
+            return
+        pending = list(self._active.values())
+        _, still = await asyncio.wait(pending, timeout=self._engine.shutdown_timeout)
+        for running in still:
+            running.cancel()
+        await asyncio.gather(*still, return_exceptions=True)
+
+    def _start(self, task: Task) -> None:
+        driver = start_task(self._drive(task))
+        # The driver takes itself out of _active when it ends; on Python 3.12+ it
+        # may have ended already, in its first step.
+        if not driver.done():
+            self._active[task.id] = driver
+
+    def _finished(self, task_id: str) -> None:
+        self._active.pop(task_id, None)
+        self._lost.discard(task_id)
+        self._released.discard(task_id)
+        self.poke()
+
+    async def _keep_leases(self, store: Store) -> None:
+        interval = max(self._engine.lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            ids = [i for i in self._active if i not in self._released]
+            if not ids:
+                continue
+            try:
+                held = await store.renew(self._engine.worker_id, ids, self._engine.lease_seconds)
+            except Exception:
+                logger.exception("renewing leases failed")
+                continue
+            for task_id in ids:
+                driver = self._active.get(task_id)
+                if (
+                    task_id not in held
+                    and task_id not in self._released
+                    and driver is not None
+                    and not driver.done()
+                ):
+                    logger.warning("task %s: lease lost (cancelled or taken over)", task_id)
+                    self._lost.add(task_id)
+                    driver.cancel()
+
+    async def _reap_dead_owners(self, store: Store) -> None:
+        """Free at once the leases of dead processes on this host."""
+        host = socket.gethostname()
+        dead = []
+        for owner in await store.lease_owners():
+            owner_host, _, rest = owner.partition("/")
+            pid_text = rest.partition("/")[0]
+            if owner_host != host or not pid_text.isdigit() or owner == self._engine.worker_id:
+                continue
+            if not _pid_alive(int(pid_text)):
+                dead.append(owner)
+        if dead:
+            freed = await store.release_dead_leases(dead)
+            logger.info("took over %d task(s) from dead worker(s) %s", freed, ", ".join(dead))
+
+    # -- driving one task ------------------------------------------------------------
+
+    async def _drive(self, task: Task) -> None:
+        """Run a claimed task's phases while this worker holds its lease."""
+        try:
+            current: Task | None = task
+            if task.status.is_waiting:
+                current = await self._deadline_passed(task)
+            while current is not None and not self._stopping:
+                current = await self._run_phase(current)
+            if current is not None:
+                await self._hand_back(current)
+        except asyncio.CancelledError:
+            if task.id in self._lost:
+                return
+            await self._hand_back(task)
+        except _LeaseLost:
+            return
+        except Exception:
+            logger.exception("task %s: unexpected engine error", task.id)
+            await self._hand_back(task)
+        finally:
+            self._finished(task.id)
+
+    async def _hand_back(self, task: Task) -> None:
+        """Return an interrupted task to the store as runnable, its attempt uncounted."""
+        if task.status is TaskStatus.IN_PROGRESS:
+            task.status = TaskStatus.PENDING
+            task.attempts = max(0, task.attempts - 1)
+            task.record("released", worker=self._engine.worker_id)
+        store = self._engine._store
+        if store is not None:
+            try:
+                await asyncio.shield(store.update_task(task))
+            except Exception:
+                logger.exception("task %s: could not hand back", task.id)
+
+    async def _run_phase(self, task: Task) -> Task | None:
+        """Run the task's current phase once; return it if it should go on here."""
+        spec = await self._engine._workflow(task.workflow_name) if task.workflow_name else None
+        if task.classification == DEFINE_WORKFLOW:
+            return await self._define_workflow(task)
+        if spec is None:
+            return await self._fail(
+                task, None, f"UnknownWorkflowError: unknown workflow {task.workflow_name!r}"
+            )
+        phase = self._route(task, spec)
+        if phase is None:
+            return await self._fail(task, None, task.error or "routing failed")
+        return await self._dispatch(task, spec, phase)
+
+    def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
+        """Find the task's phase, asking the classifiers when it has none."""
+        if task.classification is None:
+            classify = self._engine.plugin_manager.hook.wfe_classify
+            answer = classify(task=task, engine=self._engine) if classify.get_hookimpls() else None
+            if inspect.isawaitable(answer):
+                if inspect.iscoroutine(answer):
+                    answer.close()  # never awaited: close it so Python does not warn
+                task.error = "wfe_classify implementations must not be async"
+                return None
+            if answer is not None and spec.phase(answer) is None:
+                task.error = (
+                    f"InvalidTaskError: classifier answered unknown classification {answer!r} "
+                    f"for workflow {spec.name!r}"
+                )
+                return None
+            task.classification = answer or spec.phases[0].target_classification
+            if answer is not None:
+                task.record("classified", classification=answer)
+        phase = spec.phase(task.classification)
+        if phase is None:
+            task.error = (
+                f"InvalidTaskError: unknown classification {task.classification!r} "
+                f"for workflow {spec.name!r}"
+            )
+        return phase
+
+    async def _dispatch(self, task: Task, spec: WorkflowSpec, phase: Phase) -> Task | None:
+        """Run one attempt of a phase on its adapter and persist what came of it."""
+        task_type = phase.assigned_to or task.assigned_to
+        adapter = self._engine._adapters.get(task_type)
+        task.status = TaskStatus.IN_PROGRESS
+        task.attempts += 1
+        task.output = None
+        task.next_classification = None
+        task.run_after = None
+        task.record(
+            "phase_started",
+            phase=phase.target_classification,
+            attempt=task.attempts,
+            task_type=task_type.value,
+            worker=self._engine.worker_id,
+        )
+        self._engine.stats["phases"] += 1
+        await self._engine._fire("wfe_phase_started", task=task, phase=phase)
+        started = time.monotonic()
+        task_id = task.id
+        try:
+            if adapter is None:
+                raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
+            run = adapter.run(task, phase, self._engine)
+            if phase.timeout is not None and task_type is not TaskType.HUMAN:
+                try:
+                    await asyncio.wait_for(run, phase.timeout)
+                except asyncio.TimeoutError:
+                    raise TimeoutError(
+                        f"phase {phase.target_classification!r} timed out after {phase.timeout:g}s"
+                    ) from None
+            else:
+                await run
+            if task.id != task_id:
+                task.id = task_id  # else the write would go to no task, or another
+                raise InvalidTaskError("a phase must not change task.id")
+            _check_json(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return await self._attempt_failed(task, phase, exc, time.monotonic() - started)
+        if task.id in self._lost:
+            raise _LeaseLost
+        if task.status.is_waiting:
+            return await self._suspended(task, phase, time.monotonic() - started)
+        advance(task, spec, phase, task.output, seconds=time.monotonic() - started)
+        finished = task.status.is_finished
+        if not await self._persist(task, keep_lease=not finished):
+            return None
+        await self._engine._after_phase(task, phase)
+        return None if finished else task
+
+    async def _suspended(self, task: Task, phase: Phase, seconds: float) -> None:
+        if (
+            task.deadline is None
+            and phase.timeout is not None
+            and (phase.assigned_to or task.assigned_to) is TaskType.HUMAN
+        ):
+            task.deadline = utcnow() + timedelta(seconds=phase.timeout)
+        task.attempts = max(0, task.attempts - 1) if task.resume_in_phase else task.attempts
+        task.record(
+            "suspended",
+            phase=phase.target_classification,
+            status=task.status.value,
+            reason=task.waiting_reason,
+            deadline=task.deadline.isoformat() if task.deadline else None,
+            seconds=round(seconds, 6),
+        )
+        if await self._persist(task, keep_lease=False):
+            self._engine.stats["suspended"] += 1
+            await self._engine._fire("wfe_task_suspended", task=task)
+        return None
+
+    async def _attempt_failed(
+        self, task: Task, phase: Phase, exc: BaseException, seconds: float
+    ) -> None:
+        if task.id in self._lost:
+            raise _LeaseLost
+        task.error = f"{type(exc).__name__}: {exc}"
+        task.traceback = "".join(traceback.format_exception(exc)[-6:])[-4000:]
+        task.record(
+            "attempt_failed",
+            phase=phase.target_classification,
+            attempt=task.attempts,
+            error=task.error,
+            seconds=round(seconds, 6),
+        )
+        if task.attempts < phase.max_attempts:
+            delay = self._engine.retry_delay * 2 ** (task.attempts - 1)
+            task.status = TaskStatus.PENDING
+            task.run_after = utcnow() + timedelta(seconds=delay)
+            task.record("retry_scheduled", phase=phase.target_classification, delay=delay)
+            if await self._persist(task, keep_lease=False):
+                self._engine.stats["retried"] += 1
+            return None
+        return await self._fail(task, phase, task.error)
+
+    async def _fail(self, task: Task, phase: Phase | None, error: str) -> None:
+        task.status = TaskStatus.FAILED
+        task.error = error
+        task.record(
+            "failed",
+            phase=phase.target_classification if phase else task.classification,
+            error=error,
+        )
+        if await self._persist(task, keep_lease=False):
+            self._engine.stats["failed"] += 1
+            await self._engine._fire("wfe_task_failed", task=task)
+        return None
+
+    async def _deadline_passed(self, task: Task) -> Task | None:
+        """A waiting task's deadline passed: apply its phase's ``on_timeout``."""
+        spec = await self._engine._workflow(task.workflow_name)
+        phase = spec.phase(task.classification) if spec and task.classification else None
+        if spec is None or phase is None:
+            return await self._fail(task, phase, "deadline passed in an unknown phase")
+        rule = phase.on_timeout or "fail"
+        task.record("deadline_passed", phase=phase.target_classification, on_timeout=rule)
+        task.waiting_reason = None
+        task.deadline = None
+        task.resume_in_phase = False
+        if rule == "fail":
+            return await self._fail(
+                task,
+                phase,
+                f"DeadlineExceeded: no answer for phase {phase.target_classification!r} "
+                "before its deadline",
+            )
+        task.status = TaskStatus.IN_PROGRESS
+        if "output" in rule:
+            advance(task, spec, phase, rule["output"])
+            finished = task.status.is_finished
+            if not await self._persist(task, keep_lease=not finished):
+                return None
+            await self._engine._after_phase(task, phase)
+            return None if finished else task
+        task.classification = rule["goto"]
+        task.attempts = 0
+        task.record("routed", phase=phase.target_classification, to=task.classification)
+        if not await self._persist(task, keep_lease=True):
+            return None
+        return task
+
+    async def _define_workflow(self, task: Task) -> Task | None:
+        """The built-in ``define_workflow`` phase: register the spec, rebind the task."""
+        task.attempts += 1
+        task.status = TaskStatus.IN_PROGRESS
+        try:
+            spec = workflow_from_dict(task.data)
+        except WorkflowError as exc:
+            return await self._fail(task, None, f"InvalidWorkflowError: {exc}")
+        spec_without_input = WorkflowSpec(
+            name=spec.name, phases=spec.phases, description=spec.description
+        )
+        # Replacing a workflow would strand the tasks in its phases, and workers
+        # would run whichever definition they loaded last. The same spec again
+        # (a rerun of this task, say) is fine.
+        existing = await self._engine._workflow(spec.name)
+        if existing is not None and existing != spec_without_input:
+            return await self._fail(
+                task,
+                None,
+                f"InvalidWorkflowError: a different workflow named {spec.name!r} exists "
+                "already; define this one under a new name",
+            )
+        store = await self._engine.get_store()
+        await store.save_workflow(spec_without_input)
+        self._engine._workflows[spec.name] = spec_without_input
+        task.outputs[DEFINE_WORKFLOW] = {"workflow": spec.name}
+        task.output = {"workflow": spec.name}
+        task.workflow_name = spec.name
+        if spec.input is not None:
+            task.data = spec.input
+        # The spec says where to start: its first phase, not the classifiers' pick.
+        task.classification = spec.phases[0].target_classification
+        task.attempts = 0
+        task.record("workflow_defined", workflow=spec.name)
+        if not await self._persist(task, keep_lease=True):
+            return None
+        return task
+
+    async def _persist(self, task: Task, keep_lease: bool) -> bool:
+        """Write the task (compare-and-set); False if the write was dropped."""
+        assert self._engine._store is not None
+        if task.id in self._lost:
+            raise _LeaseLost
+        if not keep_lease:
+            self._released.add(task.id)
+        try:
+            ok = await self._engine._store.update_task(task, keep_lease=keep_lease)
+        except (TypeError, ValueError) as exc:
+            return await self._unstorable(task, exc)
+        if ok and keep_lease:
+            self._released.discard(task.id)
+        if not ok:
+            logger.info(
+                "task %s: changed elsewhere (cancelled or taken over); write dropped", task.id
+            )
+            self._lost.add(task.id)
+        return ok
+
+    async def _unstorable(self, task: Task, exc: Exception) -> bool:
+        """A handler left a non-JSON value in the task: fail it, keeping what prints."""
+        assert self._engine._store is not None
+        for name in ("data", "context", "output", "outputs", "reply"):
+            setattr(task, name, printable(getattr(task, name)))
+        task.status = TaskStatus.FAILED
+        task.error = (
+            f"InvalidTaskError: the task holds a value that is not JSON-serializable: {exc}"
+        )
+        task.record("failed", phase=task.classification, error=task.error)
+        try:
+            ok = await self._engine._store.update_task(task)
+        except (TypeError, ValueError):  # NaN or infinity: printable, yet not JSON
+            logger.exception("task %s cannot be stored", task.id)
+            ok = False
+        if ok:
+            self._engine.stats["failed"] += 1
+            await self._engine._fire("wfe_task_failed", task=task)
+        else:
+            self._lost.add(task.id)
+        return False
+
+
+def advance(
+    task: Task,
+    spec: WorkflowSpec,
+    phase: Phase,
+    output: Any,
+    seconds: float | None = None,
+) -> None:
+    """Record a phase's output and move the task to its next phase or COMPLETED."""
+    name = phase.target_classification
+    task.output = output
+    task.outputs[name] = output
+    task.error = None
+    task.traceback = None
+    nxt = phase.next_classifications
+    if nxt is None:
+        index = spec.phases.index(phase)
+        target = (
+            spec.phases[index + 1].target_classification if index + 1 < len(spec.phases) else None
+        )
+    elif not nxt:
+        target = None
+    elif task.next_classification in nxt:
+        target = task.next_classification
+    else:
+        if task.next_classification is not None:
+            task.record(
+                "route_ignored",
+                phase=name,
+                wanted=task.next_classification,
+                allowed=list(nxt),
+            )
+        target = nxt[0]
+    task.next_classification = None
+    task.attempts = 0
+    task.reply = None
+    task.resume_in_phase = False
+    timing = {} if seconds is None else {"seconds": round(seconds, 6)}
+    task.record("phase_finished", phase=name, next=target, **timing)
+    if target is None:
+        task.status = TaskStatus.COMPLETED
+        task.record("completed")
+    else:
+        task.classification = target
+        running = task.status is TaskStatus.IN_PROGRESS
+        task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
+
+
+def _check_json(task: Task) -> None:
+    """Fail the attempt (not the store write) when a phase leaves non-JSON values."""
+    problem = json_problem(task.output)
+    if problem is not None:
+        task.output = None  # else the failed task itself cannot be stored
+        raise InvalidTaskError(f"the phase output must be JSON-serializable: {problem}")
+    for name in ("context", "data"):
+        value = getattr(task, name)
+        problem = json_problem(value) if value else None
+        if problem is not None:
+            setattr(task, name, printable(value))  # what prints is kept, to debug with
+            raise InvalidTaskError(f"task.{name} must be JSON-serializable: {problem}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
