@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from wfe_openai import AgentRequest, OpenAIAgentAdapter
 
 from wfcore import Phase, TaskStatus, TaskType
@@ -240,6 +241,38 @@ def test_a_failing_parse_is_a_failed_attempt(openai_server, wfe_engine, wfe_run)
     assert "forty-two" in task.error
 
 
+def test_a_request_the_handler_left_unusable_fails_the_attempt_saying_why(
+    openai_server, wfe_engine, wfe_run
+):
+    def shape(task, request):
+        setattr(request, task.data["name"], task.data["value"])
+
+    wfe_engine.register_handler("count", shape)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    wfe_engine.register_workflow("w", [Phase("count", assigned_to="agentic")])
+    cases = [
+        ("max_steps", 0, "request.max_steps must be an integer >= 1, not 0"),
+        ("model", None, "request.model must be a non-empty string, not None"),
+        ("response_format", "json", "request.response_format must be None or a dict with"),
+        ("options", {"stream": True}, "request.options stream cannot be set"),
+    ]
+
+    async def scenario() -> list[Any]:
+        ids = [
+            (await wfe_engine.submit_task({"name": name, "value": value}, "w")).id
+            for name, value, _ in cases
+        ]
+        await wfe_engine.run_until_idle()
+        return [await wfe_engine.get_task(i) for i in ids]
+
+    for task, (_, _, message) in zip(wfe_run(scenario()), cases, strict=True):
+        assert task.status is TaskStatus.FAILED
+        assert task.error.startswith(
+            f"AdapterError: the handler left the request unusable: {message}"
+        )
+    assert openai_server.requests == []
+
+
 def test_a_plain_handler_runs_instead_of_the_model(openai_server, wfe_engine, wfe_run):
     async def by_code(task):
         task.output = "done by code"
@@ -261,6 +294,26 @@ def test_reserved_request_options_are_refused():
             assert next(iter(bad)) in str(exc)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_bad_adapter_options_are_refused_naming_the_option():
+    cases = [
+        ({"phase_options": {"p": "gpt-4o-mini"}}, "phase_options['p'] must be a dict of options"),
+        ({"phase_options": ["p"]}, "phase_options must be a dict"),
+        ({"phase_options": {"p": {"model": ""}}}, "phase_options['p'] model must be a non-empty"),
+        ({"phase_options": {"p": {"model": None}}}, "phase_options['p'] model must be a non-empty"),
+        ({"max_item_chars": -1}, "max_item_chars must be an integer >= 1, not -1"),
+        ({"max_input_chars": "10"}, "max_input_chars must be an integer >= 1, not '10'"),
+        ({"system_prompt": 5}, "system_prompt must be a string or None, not int"),
+        ({"api_key": b"sk-secret"}, "api_key must be a string or None, not bytes"),
+        ({"timeout": "soon"}, "request option timeout must be a number of seconds > 0"),
+        ({"phase_options": {"p": {"timeout": 0}}}, "phase_options['p'] timeout must be a number"),
+    ]
+    for options, message in cases:
+        with pytest.raises((TypeError, ValueError)) as raised:
+            OpenAIAgentAdapter(**options)
+        assert message in str(raised.value), options
+    OpenAIAgentAdapter(timeout=2.5, phase_options={"p": {"timeout": None, "model": "m"}})
 
 
 def test_the_request_is_plain_json(openai_server, wfe_engine, wfe_run):

@@ -157,13 +157,38 @@ class OpenAIAgentAdapter:
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a non-empty string")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        if not _is_count(max_steps, 1):
             raise ValueError("max_steps must be an integer >= 1")
         if max_retries is not None:
             _check_max_retries(max_retries, "max_retries")
+        for name, value in (
+            ("system_prompt", system_prompt),
+            ("api_key", api_key),
+            ("base_url", base_url),
+        ):
+            if value is not None and not isinstance(value, str):
+                # The type only: a key given as bytes must not show in a traceback.
+                raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
+        for name, value in (
+            ("max_item_chars", max_item_chars),
+            ("max_input_chars", max_input_chars),
+        ):
+            if not _is_count(value, 1):
+                raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
         _check_options(request_options, "request option")
+        if phase_options is not None and not isinstance(phase_options, Mapping):
+            raise TypeError(
+                "phase_options must be a dict of classification -> options, such as "
+                f"{{'review': {{'model': 'gpt-4o-mini'}}}}, not {phase_options!r}"
+            )
         for name, options in (phase_options or {}).items():
-            _check_options(dict(options), f"phase_options[{name!r}]")
+            what = f"phase_options[{name!r}]"
+            if not isinstance(options, Mapping):
+                raise TypeError(
+                    f"{what} must be a dict of options such as {{'model': 'gpt-4o-mini'}}, "
+                    f"not {options!r}"
+                )
+            _check_options(options, what)
         if client is not None:
             import openai
 
@@ -320,6 +345,7 @@ class OpenAIAgentAdapter:
                 await result
             if task.status.is_waiting:
                 return
+            _check_request(request)
         await self._converse(client, task, phase, engine, request, state)
 
     def _request(self, phase: Phase, messages: list[dict[str, Any]], resumed: bool) -> AgentRequest:
@@ -621,14 +647,47 @@ def _check_options(options: Mapping[str, Any], what: str) -> None:
     if fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):
         raise TypeError(f"{what} response_format must be a dict such as {{'type': 'json_object'}}")
     steps = options.get("max_steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+    if steps is not None and not _is_count(steps, 1):
         raise ValueError(f"{what} max_steps must be an integer >= 1")
     if options.get("max_retries") is not None:
         _check_max_retries(options["max_retries"], f"{what} max_retries")
+    if "model" in options and not (isinstance(options["model"], str) and options["model"]):
+        raise ValueError(f"{what} model must be a non-empty string, not {options['model']!r}")
+    timeout = options.get("timeout")
+    # A number must be a positive count of seconds; anything else but a string is
+    # left to the SDK (an httpx.Timeout).
+    if isinstance(timeout, (bool, str)) or (isinstance(timeout, (int, float)) and not timeout > 0):
+        raise ValueError(
+            f"{what} timeout must be a number of seconds > 0 (or an httpx.Timeout), not {timeout!r}"
+        )
+
+
+def _check_request(request: AgentRequest) -> None:
+    """Fail the attempt, saying why, when a handler left the request unusable."""
+    fmt = request.response_format
+    problem = None
+    if not isinstance(request.model, str) or not request.model:
+        problem = f"request.model must be a non-empty string, not {request.model!r}"
+    elif not _is_count(request.max_steps, 1):
+        problem = f"request.max_steps must be an integer >= 1, not {request.max_steps!r}"
+    elif fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):
+        problem = f"request.response_format must be None or a dict with a 'type', not {fmt!r}"
+    else:
+        try:
+            _check_options(request.options, "request.options")
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+    if problem is not None:
+        raise AdapterError(f"the handler left the request unusable: {problem}")
+
+
+def _is_count(value: Any, low: int) -> bool:
+    """True for an int (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _check_max_retries(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not _is_count(value, 0):
         raise ValueError(f"{what} must be an integer >= 0, not {value!r}")
 
 
