@@ -82,6 +82,12 @@ def test_bad_input_gets_400_with_a_message(api: Api) -> None:
         (b'{"workflow": "numbers", "data": {}, "assigned_to": "robot"}', "unknown assigned_to"),
         (b'{"workflow": "numbers", "data": NaN}', "not valid JSON"),
         (b'{"workflow": "numbers", "colour": 1}', "unknown field 'colour'"),
+        (b'{"workflow": "numbers", "id": ["a"]}', '"id" must be a non-empty string'),
+        (b'{"workflow": "numbers", "workflow_name": "review"}', '"workflow" and "workflow_name"'),
+        (b'{"workflow": "numbers", "data": "\\ud800"}', "lone surrogate \\ud800"),
+        (b'{"workflow": "numbers", "data": {"\\udfff": 1}}', "lone surrogate \\udfff"),
+        (b'{"workflow": "numbers", "data": ' + b"[" * 600 + b"]" * 600 + b"}", "nested deeper"),
+        (b'{"workflow": "numbers", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper"),
     ]
     for body, message in cases:
         response = api.post(
@@ -91,6 +97,29 @@ def test_bad_input_gets_400_with_a_message(api: Api) -> None:
         assert message in response.get_json()["error"], (body, response.get_json())
     assert api.get("/api/tasks?limit=many").status_code == 400
     assert api.get("/api/tasks?status=sleeping").status_code == 400
+    order = api.get("/api/tasks?order=sideways")
+    assert order.status_code == 400
+    assert order.get_json()["error"] == "order must be newest or oldest, not 'sideways'"
+    assert api.get("/api/tasks").get_json()["total"] == 0  # nothing was stored
+
+    # A refused answer leaves the task waiting.
+    task = api.submit("question", {})
+    api.wait_status(task["id"], "waiting_human")
+    for answer, message in [(b'"\\ud800"', "lone surrogate"), (b"[" * 5000, "nested deeper")]:
+        response = api.post(
+            f"/api/tasks/{task['id']}/resume",
+            data=b'{"output": ' + answer + b"}",
+            json=None,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 400 and message in response.get_json()["error"]
+    assert api.task(task["id"])["status"] == "waiting_human"
+    page = api.client.post(
+        "/submit",
+        data={"csrf_token": api.csrf, "workflow": "numbers", "data": "[" * 5000 + "]" * 5000},
+    )
+    assert page.status_code == 400
+    assert re.search(r'data-field="data">.*?nested deeper than', page.text, re.S)
 
 
 def test_list_arguments_out_of_range_are_400_and_limit_is_capped(api: Api) -> None:

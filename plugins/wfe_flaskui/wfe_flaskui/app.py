@@ -1153,7 +1153,10 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         workflow = request.args.get("workflow") or None
         limit = _int_arg("limit", 50, 1, 500)
         offset = _int_arg("offset", 0, 0, 10**9)
-        oldest = request.args.get("order") == "oldest"
+        order = request.args.get("order") or "newest"
+        if order not in ("newest", "oldest"):
+            raise _BadInput(f"order must be newest or oldest, not {order!r}")
+        oldest = order == "oldest"
         found = call(lambda e: ops.list_page(e, statuses, workflow, limit, offset, oldest))
         return jsonify(
             {
@@ -1176,11 +1179,15 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         )
         if unknown:
             raise _BadInput(f"unknown field {unknown[0]!r}")
+        if "workflow" in doc and "workflow_name" in doc and doc["workflow"] != doc["workflow_name"]:
+            raise _BadInput('"workflow" and "workflow_name" name different workflows; give one')
         workflow = doc.get("workflow", doc.get("workflow_name"))
         defining = doc.get("classification") == DEFINE_WORKFLOW
         if not (isinstance(workflow, str) and workflow) and not (defining and workflow is None):
             raise _BadInput('"workflow" must name a registered workflow')
         task_id = doc.get("id")
+        if task_id is not None and not (isinstance(task_id, str) and task_id):
+            raise _BadInput(f'"id" must be a non-empty string, not {json.dumps(task_id)[:40]}')
         existed = task_id is not None and call(lambda e: e.get_task(task_id)) is not None
         created, published = do_submit(
             workflow,

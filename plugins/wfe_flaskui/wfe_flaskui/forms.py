@@ -195,13 +195,59 @@ class _Invalid(ValueError):
     pass
 
 
+#: The deepest nesting of arrays and objects accepted in JSON input. Python's own
+#: limit (about 1000 levels) would fail later, where the task is written or read.
+MAX_JSON_DEPTH = 200
+
+
 def parse_json_text(text: str) -> Any:
-    """Parse JSON, refusing NaN and Infinity (they are not JSON); ValueError on bad input."""
+    """Parse JSON input; ValueError, with the reason, on anything that cannot be stored.
+
+    Refused: NaN and Infinity (they are not JSON), nesting deeper than
+    :data:`MAX_JSON_DEPTH`, and strings holding half of a UTF-16 surrogate pair
+    (``"\\ud800"`` is valid JSON text but no character, so it cannot be saved).
+    """
 
     def refuse(token: str) -> Any:
         raise ValueError(f"{token} is not valid JSON")
 
-    return json.loads(text, parse_constant=refuse)
+    try:
+        value = json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_storable(value)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_storable(value: Any) -> None:
+    """Walk parsed JSON without recursion; ValueError for deep nesting or a lone surrogate."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            strings = [item]
+        elif isinstance(item, (list, dict)):
+            if depth >= MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+            strings = list(item) if isinstance(item, dict) else []
+        else:
+            continue
+        for text in strings:
+            found = _SURROGATE.search(text)
+            if found:
+                raise ValueError(
+                    f"the string {_short(text)!r} holds a lone surrogate "
+                    f"\\u{ord(found.group()):04x}, half of a UTF-16 pair and no character"
+                )
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _INTEGER_LITERAL = re.compile(r"[+-]?[0-9]+")
