@@ -308,6 +308,29 @@ def test_bad_adapter_options_are_refused_naming_the_option():
         ({"api_key": b"sk-secret"}, "api_key must be a string or None, not bytes"),
         ({"timeout": "soon"}, "request option timeout must be a number of seconds > 0"),
         ({"phase_options": {"p": {"timeout": 0}}}, "phase_options['p'] timeout must be a number"),
+        ({"phase_options": {1: {}}}, "phase_options keys are classifications (strings), not 1"),
+        (
+            {"response_format": {"type": "json_schema"}},
+            "request option response_format json_schema must be a dict with a 'name'",
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 1}}},
+            "request option response_format json_schema schema must be a dict",
+        ),
+        (
+            {
+                "phase_options": {
+                    "p": {
+                        "response_format": {
+                            "type": "json_schema",
+                            "json_schema": {"name": "x", "schema": {"type": "strin"}},
+                        }
+                    }
+                }
+            },
+            "phase_options['p'] response_format json_schema schema is not a valid JSON Schema: "
+            "'strin' is not valid under any of the given schemas",
+        ),
     ]
     for options, message in cases:
         with pytest.raises((TypeError, ValueError)) as raised:

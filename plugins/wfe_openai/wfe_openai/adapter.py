@@ -182,6 +182,8 @@ class OpenAIAgentAdapter:
                 f"{{'review': {{'model': 'gpt-4o-mini'}}}}, not {phase_options!r}"
             )
         for name, options in (phase_options or {}).items():
+            if not isinstance(name, str):
+                raise TypeError(f"phase_options keys are classifications (strings), not {name!r}")
             what = f"phase_options[{name!r}]"
             if not isinstance(options, Mapping):
                 raise TypeError(
@@ -646,6 +648,8 @@ def _check_options(options: Mapping[str, Any], what: str) -> None:
     fmt = options.get("response_format")
     if fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):
         raise TypeError(f"{what} response_format must be a dict such as {{'type': 'json_object'}}")
+    if fmt is not None:
+        _check_json_schema_format(fmt, f"{what} response_format")
     steps = options.get("max_steps")
     if steps is not None and not _is_count(steps, 1):
         raise ValueError(f"{what} max_steps must be an integer >= 1")
@@ -662,6 +666,33 @@ def _check_options(options: Mapping[str, Any], what: str) -> None:
         )
 
 
+def _check_json_schema_format(fmt: Mapping[str, Any], what: str) -> None:
+    """Refuse a ``json_schema`` response format whose schema could not check a reply.
+
+    Checked now, because the schema is first used on the model's reply, after the
+    call has been paid for.
+    """
+    if fmt.get("type") != "json_schema":
+        return
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise TypeError(
+            f"{what} json_schema must be a dict with a 'name' (and a 'schema'), "
+            f"such as {{'name': 'answer', 'schema': {{'type': 'object'}}}}"
+        )
+    schema = spec.get("schema")
+    if schema is None:
+        return
+    if not isinstance(schema, Mapping):
+        raise TypeError(f"{what} json_schema schema must be a dict, not {schema!r}")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(
+            f"{what} json_schema schema is not a valid JSON Schema: {exc.message}"
+        ) from None
+
+
 def _check_request(request: AgentRequest) -> None:
     """Fail the attempt, saying why, when a handler left the request unusable."""
     fmt = request.response_format
@@ -674,6 +705,8 @@ def _check_request(request: AgentRequest) -> None:
         problem = f"request.response_format must be None or a dict with a 'type', not {fmt!r}"
     else:
         try:
+            if fmt is not None:
+                _check_json_schema_format(fmt, "request.response_format")
             _check_options(request.options, "request.options")
         except (TypeError, ValueError) as exc:
             problem = str(exc)
