@@ -233,6 +233,7 @@ def test_answer_form_fields_named_anything_have_their_own_labels(page: Any, live
         "n\u00e4me \u2603": {"type": "integer", "title": "Unicode"},
         "": {"type": "string", "title": "Empty"},
         "two\nlines": {"type": "string", "title": "Newline"},
+        "pick some": {"type": "array", "items": {"enum": ["a", "b"]}, "title": "Several"},
     }
     spec = {
         "name": "odd names",
@@ -262,6 +263,12 @@ def test_answer_form_fields_named_anything_have_their_own_labels(page: Any, live
         # Every label names an element that exists, one only.
         targets = page.eval_on_selector_all("label[for]", label_targets)
         assert targets and set(targets) == {1}, path
+        # Every label points at something a label can name.
+        unlabelable = page.eval_on_selector_all(
+            "label[for]",
+            "els => els.filter(e => !e.control).map(e => e.htmlFor)",
+        )
+        assert unlabelable == [], path
 
     # The submit form offers the phases of the workflow chosen, whatever its name.
     page.select_option("#s-workflow", "odd names")
@@ -279,6 +286,7 @@ def test_answer_form_fields_named_anything_have_their_own_labels(page: Any, live
     form.get_by_label("Unicode").fill("7")
     form.get_by_label("Empty").fill("no name at all")
     form.get_by_label("Newline").fill("nl")
+    form.get_by_role("group", name="Several").get_by_label("b").check()
     form.locator("button[data-action=answer]").click()
     expect(page.locator(".flash-ok")).to_contain_text("Answer recorded")
     done = live.api.wait_status(task_id, "completed")
@@ -290,4 +298,5 @@ def test_answer_form_fields_named_anything_have_their_own_labels(page: Any, live
         "n\u00e4me \u2603": 7,
         "": "no name at all",
         "two\nlines": "nl",
+        "pick some": ["b"],
     }
