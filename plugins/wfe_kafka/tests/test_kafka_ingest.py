@@ -194,6 +194,12 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         (b"k-unknown", task_json(workflow_name="no-such-workflow", data={"n": 1})),
         (b"k-future", task_json(workflow_name="double", data={"n": 1}, format=99)),
         (b"k-phase", task_json(workflow_name="double", data={"n": 1}, classification="nope")),
+        # Each of these once stalled the partition: the consumer restarted or the
+        # batch's write was retried for ever.
+        (b"k-deep", b'{"workflow_name": "double", "data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+        (b"k-surrogate", b'{"workflow_name": "double", "data": {"n": "\\ud800"}}'),
+        (b"k-nan", b'{"workflow_name": "double", "data": {"n": NaN}}'),
+        (b"k-empty-id", task_json(id="", workflow_name="double", data={"n": 1})),
     ]
     produce(
         kafka_bootstrap,
@@ -211,23 +217,27 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         await serve(
             engine,
             kafka,
-            lambda: kafka.stats["consumed"] == 7 and kafka.stats["results_published"] == 1,
-            "7 messages handled and 1 result",
+            lambda: kafka.stats["consumed"] == 11 and kafka.stats["results_published"] == 1,
+            "11 messages handled and 1 result",
         )
 
     wfe_run(scenario())
-    assert kafka.stats["dead_lettered"] == 6
+    assert kafka.stats["dead_lettered"] == 10
     with TopicReader(kafka_bootstrap, dlq) as reader:
-        letters = reader.wait_for(6)
+        letters = reader.wait_for(10)
     assert [(r.key, r.value) for r in letters] == bad  # original bytes, in order
     errors = {r.key: dict(r.headers) for r in letters}
     assert b"not valid JSON" in errors[b"k-json"]["wfe.error"]
-    assert errors[b"k-list"]["wfe.error"] == b"not a task: expected a JSON object, got list"
+    assert errors[b"k-list"]["wfe.error"] == b"not a task: expected a JSON object, got an array"
     assert errors[b"k-nowf"]["wfe.error"] == b"not a task: workflow_name is missing"
     assert errors[b"k-unknown"]["wfe.error.type"] == b"UnknownWorkflowError"
     assert b"no-such-workflow" in errors[b"k-unknown"]["wfe.error"]
     assert b"newer" in errors[b"k-future"]["wfe.error"]
     assert errors[b"k-phase"]["wfe.error.type"] == b"InvalidTaskError"
+    assert errors[b"k-deep"]["wfe.error"] == b"not a task: JSON nested too deeply"
+    assert b"unpaired UTF-16 surrogate" in errors[b"k-surrogate"]["wfe.error"]
+    assert errors[b"k-nan"]["wfe.error"] == b"not valid JSON: NaN is not a JSON number"
+    assert errors[b"k-empty-id"]["wfe.error"].startswith(b"id: must not be empty")
     assert errors[b"k-json"]["wfe.source.topic"] == tasks.encode()
     assert errors[b"k-json"]["wfe.source.offset"] == b"0"
     with TopicReader(kafka_bootstrap, results) as reader:

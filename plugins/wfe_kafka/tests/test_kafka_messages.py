@@ -53,12 +53,25 @@ def test_optional_fields_and_unknown_ones() -> None:
         (b"", "empty message"),
         (b"{not json", "not valid JSON"),
         (b"\xff\xfe\x00", "not"),
-        (b"[1, 2]", "expected a JSON object, got list"),
+        (b"[1, 2]", "expected a JSON object, got an array"),
+        (b"null", "expected a JSON object, got null"),
+        (b'"order-17"', "expected a JSON object, got a string"),
         (b'{"data": 1}', "workflow_name is missing"),
         (b'{"workflow_name": 7}', "workflow_name: must be a non-empty string"),
         (b'{"workflow_name": "w", "id": 12}', "id: must be a string"),
         (b'{"workflow_name": "w", "format": 99}', "format 99 is newer"),
         (b'{"workflow_name": "w", "format": "1"}', "format: must be a positive integer"),
+        (b'{"workflow_name": "w", "id": ""}', "id: must not be empty"),
+        # Python's json module accepts these; JSON does not, and no store can keep them.
+        (b'{"workflow_name": "w", "data": NaN}', "not valid JSON: NaN is not a JSON number"),
+        (b'{"workflow_name": "w", "data": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"workflow_name": "w", "data": 1e400}', "1e400 is too large"),
+        (b'{"workflow_name": "w", "data": "\\ud800"}', "unpaired UTF-16 surrogate"),
+        (b'{"workflow_name": "w", "data": {"\\udc00": 1}}', "unpaired UTF-16 surrogate"),
+        (
+            b'{"workflow_name": "w", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "nested too deeply",
+        ),
     ],
 )
 def test_bad_messages_are_named(value: bytes | None, problem: str) -> None:

@@ -1014,7 +1014,10 @@ class KafkaMQInterface:
         for index, record in enumerate(records):
             try:
                 requests.append(_submit_request(record))
-            except _BAD_MESSAGE as exc:
+            except Exception as exc:
+                # Reading a message depends on its bytes alone: whatever fails here
+                # would fail on every redelivery, so the message is dead-lettered
+                # instead of stalling its partition.
                 problems[index] = exc
             else:
                 positions.append(index)

@@ -9,6 +9,7 @@ can rebuild it with :func:`wfcore.wire.task_from_dict`.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,13 +53,21 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
     if not value:
         raise BadMessage("empty message (no value)")
     try:
-        doc = json.loads(value)
+        doc = json.loads(value, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except BadMessage:
+        raise
     except UnicodeDecodeError as exc:
         raise BadMessage(f"not UTF-8 text: {exc}") from None
     except ValueError as exc:
         raise BadMessage(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadMessage("not a task: JSON nested too deeply") from None
     if not isinstance(doc, dict):
-        raise BadMessage(f"not a task: expected a JSON object, got {type(doc).__name__}")
+        raise BadMessage(f"not a task: expected a JSON object, got {_json_type(doc)}")
+    if b"\\u" in value:
+        # A \uXXXX escape may stand for half of a surrogate pair, which decodes
+        # to a str no store can encode: refused here, it cannot stall a batch.
+        _check_unicode(doc)
     version = doc.get("format", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise BadMessage(f"format: must be a positive integer, got {version!r}")
@@ -68,7 +77,10 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         )
     for name in _OPTIONAL_STRINGS:
         if doc.get(name) is not None and not isinstance(doc[name], str):
-            raise BadMessage(f"{name}: must be a string, got {type(doc[name]).__name__}")
+            raise BadMessage(f"{name}: must be a string, got {_json_type(doc[name])}")
+    if doc.get("id") == "":
+        # Not read as "no id": a producer that meant one would get a task it cannot find.
+        raise BadMessage("id: must not be empty (leave it out to use <topic>-<partition>-<offset>)")
     workflow = doc.get("workflow_name")
     if workflow is None and doc.get("classification") != DEFINE_WORKFLOW:
         raise BadMessage("not a task: workflow_name is missing")
@@ -81,6 +93,43 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "classification": doc.get("classification"),
         "assigned_to": doc.get("assigned_to"),
     }
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadMessage(f"not valid JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise BadMessage(f"not valid JSON: the number {text} is too large")
+    return number
+
+
+def _check_unicode(doc: Any) -> None:
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise BadMessage(
+            f"not a task: {bad.encode('unicode_escape').decode()} is an unpaired UTF-16 "
+            "surrogate, not a character"
+        ) from None
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
 
 
 def source_id(topic: str, partition: int, offset: int) -> str:
