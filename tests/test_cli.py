@@ -347,6 +347,36 @@ def test_worker_processes_share_the_store_and_stop_together(wfe, tmp_path: Path)
         assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "waiting_human"
 
 
+def test_worker_runs_only_the_workflows_it_is_given(wfe) -> None:
+    app = "split_app:engine"
+    ids = {
+        name: [wfe("submit", name, "--app", app).stdout.strip() for _ in range(2)]
+        for name in ("left", "right")
+    }
+
+    def statuses(name: str) -> list[str]:
+        return [json.loads(wfe("show", i, "--json").stdout)["status"] for i in ids[name]]
+
+    # --until-idle: idle once no task of its own workflows is left.
+    worker = wfe("worker", app, "--workflow", "left", "--until-idle")
+    assert "workflows left" in worker.stderr
+    assert statuses("left") == ["completed"] * 2
+    assert statuses("right") == ["pending"] * 2
+
+    typo = wfe("worker", app, "-w", "rigth", "--until-idle", "--quiet")
+    assert "no workflow named 'rigth'" in typo.stderr and "known: left, right" in typo.stderr
+    assert statuses("right") == ["pending"] * 2
+
+    # --processes hands the workflows on to each process.
+    ids["left"].append(wfe("submit", "left", "--app", app).stdout.strip())
+    wfe("worker", app, "-p", "2", "-w", "right", "--until-idle", "--quiet")
+    assert statuses("right") == ["completed"] * 2
+    assert statuses("left") == ["completed", "completed", "pending"]
+    wfe("worker", app, "-w", "right", "-w", "left", "--until-idle", "--quiet")
+    assert statuses("left") == ["completed"] * 3
+    assert "--workflow NAME" in wfe("worker", "--help").stdout
+
+
 def test_worker_processes_refuse_the_memory_store(wfe) -> None:
     result = wfe("worker", APP, "--store", "memory://", "--processes", "2", check=False)
     assert result.returncode == 2

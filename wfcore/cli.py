@@ -176,6 +176,14 @@ def cli(ctx: click.Context, store: str | None) -> None:
 @_store_option
 @click.option("--concurrency", type=click.IntRange(min=1), help="Tasks run at once.")
 @click.option("--until-idle", is_flag=True, help="Exit once no task is runnable or running.")
+@click.option(
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Run only tasks of this workflow (repeatable); other workers on the store run the rest.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Don't print progress.")
 @click.option(
     "--processes",
@@ -192,6 +200,7 @@ def worker(
     store: str | None,
     concurrency: int | None,
     until_idle: bool,
+    workflows: tuple[str, ...],
     quiet: bool,
     processes: int,
 ) -> None:
@@ -213,9 +222,12 @@ def worker(
             )
         args = [app, "--store", url, *(["--concurrency", str(concurrency)] if concurrency else [])]
         args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
+        args += [arg for name in workflows for arg in ("--workflow", name)]
         sys.exit(_supervise(processes, args))
     if concurrency:
         engine.max_concurrency = concurrency
+    if workflows:
+        engine.only_workflows = workflows
     _run(_worker(engine, until_idle, quiet))
 
 
@@ -265,10 +277,23 @@ async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> N
         except (NotImplementedError, RuntimeError):
             pass
     store = await engine.get_store()
+    only = engine.only_workflows
+    if only:
+        # A misspelt name would leave this worker idle for good: say so.
+        known = {spec.name for spec in await store.load_workflows()} | set(engine.workflows)
+        for name in only:
+            if name not in known:
+                hint = f" (known: {', '.join(sorted(known))})" if known else ""
+                click.echo(
+                    f"warning: no workflow named {name!r} is registered or stored yet{hint}; "
+                    "this worker waits for its tasks",
+                    err=True,
+                )
     if not quiet:
+        scope = f"; workflows {', '.join(only)}" if only else ""
         click.echo(
             f"wfe worker {engine.worker_id} on {store.url} "
-            f"(concurrency {engine.max_concurrency}); Ctrl-C to stop",
+            f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop",
             err=True,
         )
     reporter = None if quiet else asyncio.create_task(_report(engine))

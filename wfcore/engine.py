@@ -91,6 +91,9 @@ class ECSWorkflowEngine:
         submitted, and for passed deadlines.
     :param shutdown_timeout: how long ``stop()`` lets running phases finish before
         they are interrupted and handed back to the store.
+    :param only_workflows: run only tasks of these workflows, leaving the others
+        to other workers on the store (None: every task). Tasks that name no
+        workflow yet (``define_workflow`` ones) are then left to the others too.
     """
 
     def __init__(
@@ -104,9 +107,15 @@ class ECSWorkflowEngine:
         retry_delay: float = 1.0,
         poll_interval: float = 0.2,
         shutdown_timeout: float = 10.0,
+        only_workflows: Iterable[str] | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if isinstance(only_workflows, str):
+            raise TypeError("only_workflows takes a list of workflow names, not one string")
+        self.only_workflows = None if only_workflows is None else tuple(only_workflows)
+        if self.only_workflows == ():
+            raise ValueError("only_workflows must name at least one workflow (None: all)")
         self._store_arg = store
         self._store: Store | None = None
         self.max_concurrency = max_concurrency
@@ -642,7 +651,8 @@ class ECSWorkflowEngine:
     async def run_until_idle(self) -> None:
         """Process tasks until none is runnable or running anywhere in the store.
 
-        Waiting tasks don't count; a task waiting out a retry backoff does.
+        Waiting tasks don't count; a task waiting out a retry backoff does. With
+        ``only_workflows``, only tasks of those workflows count.
         """
         await self._worker.serve(until_idle=True)
 

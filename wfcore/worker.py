@@ -94,6 +94,9 @@ class Worker:
         self._wake = asyncio.Event()
         await self._engine._fire("wfe_engine_started", engine=self._engine)
         keeper = asyncio.create_task(self._keep_leases(store))
+        only = self._engine.only_workflows
+        # Stores are asked about some workflows only when this worker runs only some.
+        which: dict[str, Any] = {} if only is None else {"workflows": only}
         next_reap = 0.0
         try:
             while not self._stopping:
@@ -104,7 +107,7 @@ class Worker:
                 claimed: list[Task] = []
                 if free > 0:
                     claimed = await store.claim(
-                        self._engine.worker_id, free, self._engine.lease_seconds
+                        self._engine.worker_id, free, self._engine.lease_seconds, **which
                     )
                     for task in claimed:
                         self._start(task)
@@ -112,7 +115,7 @@ class Worker:
                     await asyncio.sleep(0)
                     continue
                 if until_idle and not self._active and not claimed:
-                    if not await store.has_active_tasks():
+                    if not await store.has_active_tasks(**which):
                         break
                 self._wake.clear()
                 try:

@@ -104,10 +104,18 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        workflows: Sequence[str] | None = None,
+    ) -> list[Task]:
         """Lease up to ``limit`` runnable tasks to ``owner``, oldest first.
 
-        A task still leased to another owner (expired, or freed by
+        With ``workflows``, only tasks of those workflows (a worker that runs only
+        some). A task still leased to another owner (expired, or freed by
         ``release_dead_leases``) is recorded with :func:`record_takeover`.
         """
 
@@ -124,8 +132,11 @@ class Store(abc.ABC):
         """The distinct owners of unexpired leases."""
 
     @abc.abstractmethod
-    async def has_active_tasks(self) -> bool:
-        """True while any task is PENDING or IN_PROGRESS (waiting ones don't count)."""
+    async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
+        """True while any task (of ``workflows``, if given) is PENDING or IN_PROGRESS.
+
+        Waiting tasks don't count.
+        """
 
     # -- results outbox --------------------------------------------------------------
 

@@ -162,15 +162,29 @@ class MemoryStore(Store):
                 pending[task.id] = None
         return True
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        workflows: Sequence[str] | None = None,
+    ) -> list[Task]:
         now = time.time()
         expires = now + lease_seconds
         claimed: list[Task] = []
+        # Ready tasks of other workflows, put back once this claim is done. (A
+        # linear cost in their number: fine for a store that lives in one process.)
+        passed_over = []
         while self._ready and len(claimed) < limit and self._ready[0][0] <= now:
-            ready_at, _, task_id = heapq.heappop(self._ready)
+            entry = heapq.heappop(self._ready)
+            ready_at, _, task_id = entry
             row = self._rows.get(task_id)
             if row is None or row.ready_at != ready_at:
                 continue  # a stale heap entry: the row was rescheduled since
+            if workflows is not None and row.task.workflow_name not in workflows:
+                passed_over.append(entry)
+                continue
             if row.task.status is TaskStatus.PENDING:
                 row.task.status = TaskStatus.IN_PROGRESS
             if row.lease_owner is not None:
@@ -180,6 +194,8 @@ class MemoryStore(Store):
             row.lease_expires = expires
             self._schedule(row, expires)
             claimed.append(_snapshot(row.task))
+        for entry in passed_over:
+            heapq.heappush(self._ready, entry)
         if claimed:
             await asyncio.sleep(0)
         return claimed
@@ -208,8 +224,13 @@ class MemoryStore(Store):
     async def lease_owners(self) -> list[str]:
         return sorted({r.lease_owner for r in self._rows.values() if r.lease_owner})
 
-    async def has_active_tasks(self) -> bool:
-        return self._active > 0
+    async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
+        if workflows is None:
+            return self._active > 0
+        return any(
+            row.task.status in _ACTIVE and row.task.workflow_name in workflows
+            for row in self._rows.values()
+        )
 
     async def outbox_register(self, consumer: str) -> None:
         self._consumers.setdefault(consumer, {})
