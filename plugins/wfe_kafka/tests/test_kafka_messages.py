@@ -155,6 +155,56 @@ def test_settings_from_environment() -> None:
     }
     with pytest.raises(ValueError, match="WFE_KAFKA_MAX_PENDING"):
         settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_MAX_PENDING": "many"})
+    with pytest.raises(ValueError, match="WFE_KAFKA_CLIENT_CONFIG is not valid JSON"):
+        settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_CLIENT_CONFIG": "{security_protocol: SSL"})
+    with pytest.raises(ValueError, match="WFE_KAFKA_CLIENT_CONFIG must be a JSON object"):
+        settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_CLIENT_CONFIG": '["SSL"]'})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"tasks_topic": "orders tasks"}, "tasks_topic='orders tasks' is not a valid Kafka topic"),
+        ({"results_topic": ""}, "results_topic='' is not a valid Kafka topic"),
+        ({"dead_letter_topic": "dlq/1"}, "dead_letter_topic='dlq/1' is not a valid"),
+        ({"events_topic": "e" * 250}, "events_topic=.* is not a valid Kafka topic"),
+        ({"tasks_topic": ".."}, "tasks_topic='..' is not a valid Kafka topic"),
+        ({"bootstrap_servers": "k1:notaport"}, "bootstrap_servers: 'k1:notaport' is not host:port"),
+        ({"bootstrap_servers": "k1:9092,k2:70000"}, "'k2:70000' is not host:port"),
+        ({"bootstrap_servers": " , "}, "bootstrap_servers: no broker given"),
+        ({"group_id": ""}, "group_id must be a non-empty string"),
+        ({"sasl_plain_pasword": "secret"}, "unknown kafka-python setting 'sasl_plain_pasword'"),
+        (
+            {"consumer_config": {"acks": "all"}},
+            "consumer_config: unknown KafkaConsumer setting 'acks'",
+        ),
+        ({"producer_config": {"group_id": "g"}}, "producer_config: unknown KafkaProducer setting"),
+    ],
+)
+def test_misconfiguration_is_refused_when_the_interface_is_made(
+    arguments: dict[str, object], problem: str
+) -> None:
+    """Each of these used to be retried for ever (the consumer restarting with a
+    traceback every few seconds), or silently ignored (a misspelled setting)."""
+    from wfe_kafka import KafkaMQInterface
+
+    with pytest.raises(ValueError, match=problem):
+        KafkaMQInterface(**arguments)  # type: ignore[arg-type]
+
+
+def test_valid_addresses_and_no_dead_letter_topic_are_accepted() -> None:
+    from wfe_kafka import KafkaMQInterface
+
+    kafka = KafkaMQInterface(
+        "kafka1, 10.0.0.2:9093,[::1]:9094,SASL_SSL://k3:9095", dead_letter_topic=""
+    )
+    assert kafka.bootstrap_servers == [
+        "kafka1",
+        "10.0.0.2:9093",
+        "[::1]:9094",
+        "SASL_SSL://k3:9095",
+    ]
+    assert kafka.dead_letter_topic == ""
 
 
 def test_engine_settings_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import logging
 import queue
+import re
 import threading
 import time
 import weakref
@@ -307,6 +308,57 @@ class _EventHooks:
         self._iface._event("resumed", task)
 
 
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def _check_topic(argument: str, topic: object) -> None:
+    """Refuse a name Kafka would refuse as a topic (its own rule: ASCII letters,
+    digits, '.', '_' and '-', at most 249 characters, not '.' or '..')."""
+    if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
+        raise ValueError(
+            f"{argument}={topic!r} is not a valid Kafka topic name (1 to 249 ASCII "
+            "letters, digits, '.', '_' or '-'; not '.' or '..')"
+        )
+
+
+def _check_servers(servers: Sequence[str]) -> None:
+    from kafka.cluster import get_ip_port_afi
+
+    if not servers:
+        raise ValueError("bootstrap_servers: no broker given (expected host:port,...)")
+    for server in servers:
+        try:
+            # kafka-python's own parser, after the protocol prefix it ignores.
+            _host, port, _family = get_ip_port_afi(re.sub("^.*://", "", server))
+        except ValueError:
+            port = -1
+        if not 0 < port < 65536:
+            raise ValueError(f"bootstrap_servers: {server!r} is not host:port")
+
+
+def _check_client_config(
+    client: Mapping[str, Any], producer: Mapping[str, Any], consumer: Mapping[str, Any]
+) -> None:
+    """Refuse settings no kafka-python client knows: a misspelled setting (say,
+    ``sasl_plain_pasword``) would otherwise be dropped without a word."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    known = {**KafkaProducer.DEFAULT_CONFIG, **KafkaConsumer.DEFAULT_CONFIG}
+    for key in client:
+        if key not in known:
+            raise ValueError(
+                f"unknown kafka-python setting {key!r} (not a KafkaProducer or "
+                "KafkaConsumer setting)"
+            )
+    for argument, settings, cls in (
+        ("producer_config", producer, KafkaProducer),
+        ("consumer_config", consumer, KafkaConsumer),
+    ):
+        for key in settings:
+            if key not in cls.DEFAULT_CONFIG:
+                raise ValueError(f"{argument}: unknown {cls.__name__} setting {key!r}")
+
+
 def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
     """Merge config layers, keeping only the keys this kafka-python client knows."""
     merged: dict[str, Any] = {}
@@ -400,6 +452,20 @@ class KafkaMQInterface:
             raise ValueError("max_pending and max_poll_records must be at least 1")
         if isinstance(bootstrap_servers, str):
             bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+        # Checked here, once, with a message naming the setting: kafka-python would
+        # only fail later, on the consumer's thread, and the consumer would retry
+        # a setting that can never work for as long as the worker runs.
+        _check_servers(bootstrap_servers)
+        for argument, topic in (
+            ("tasks_topic", tasks_topic),
+            ("results_topic", results_topic),
+            ("dead_letter_topic", dead_letter_topic or "-"),  # "" or None: no check
+            ("events_topic", events_topic or "-"),
+        ):
+            _check_topic(argument, topic)
+        if not isinstance(group_id, str) or not group_id:
+            raise ValueError(f"group_id must be a non-empty string, got {group_id!r}")
+        _check_client_config(client_config, producer_config or {}, consumer_config or {})
         self.bootstrap_servers = list(bootstrap_servers)
         self.tasks_topic = tasks_topic
         self.results_topic = results_topic

@@ -10,17 +10,20 @@ kafka-python is never imported.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import TYPE_CHECKING
 
 from wfcore import ECSWorkflowEngine, hookimpl
 
-from .settings import kafka_settings
+from .settings import ENV_VARS, kafka_settings
 
 if TYPE_CHECKING:
     from .interface import KafkaMQInterface
 
 __all__ = ["interface_for"]
+
+logger = logging.getLogger("wfe_kafka")
 
 _WIRED: weakref.WeakKeyDictionary[ECSWorkflowEngine, KafkaMQInterface] = weakref.WeakKeyDictionary()
 
@@ -32,7 +35,11 @@ def interface_for(engine: ECSWorkflowEngine) -> KafkaMQInterface | None:
 
 @hookimpl
 async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
-    settings = kafka_settings(engine)
+    try:
+        settings = kafka_settings(engine)
+    except ValueError as exc:
+        _refuse(exc)
+        return
     if settings is None or engine in _WIRED:
         return
     from .interface import ATTACHED, KafkaMQInterface
@@ -40,9 +47,24 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
     if engine in ATTACHED:
         return  # wired by hand (attach, consume_tasks or start) before it ran
 
-    iface = KafkaMQInterface(**settings)
+    try:
+        iface = KafkaMQInterface(**settings)
+    except ValueError as exc:
+        _refuse(exc)
+        return
     _WIRED[engine] = iface
     await iface.start(engine)
+
+
+def _refuse(error: ValueError) -> None:
+    """Say, in one line naming the variable, why Kafka is not wired."""
+    text = str(error)
+    # The interface names its arguments; the person set environment variables.
+    for variable, (argument, _convert) in ENV_VARS.items():
+        if text.startswith((f"{argument}=", f"{argument}:")):
+            text = variable + text[len(argument) :]
+            break
+    logger.error("Kafka is not started, this worker runs without it: %s", text)
 
 
 @hookimpl

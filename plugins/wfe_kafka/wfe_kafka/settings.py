@@ -41,9 +41,12 @@ def settings_from(source: Mapping[str, str]) -> dict[str, Any] | None:
             raise ValueError(f"{name}={value!r}: expected {convert.__name__}") from None
     raw = source.get(CLIENT_CONFIG_VAR)
     if raw:
-        extra = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        if not isinstance(extra, dict):
-            raise ValueError(f"{CLIENT_CONFIG_VAR} must be a JSON object")
+        try:
+            extra = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError as exc:
+            raise ValueError(f"{CLIENT_CONFIG_VAR} is not valid JSON: {exc}") from None
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"{CLIENT_CONFIG_VAR} must be a JSON object, got {raw!r}")
         settings.update(extra)
     return settings
 
