@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
+from wfe_kafka import KafkaMQInterface
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_worker(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -46,3 +63,44 @@ def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: 
     result = run_worker(tmp_path, KAFKA_BROKERS="kafka1:9092,kafka2:90922")
     assert "KAFKA_BROKERS: 'kafka2:90922' is not host:port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_consumer_without_a_broker_says_so_and_stops_promptly(
+    wfe_engine_factory: Any, wfe_run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kafka down: a warning naming the brokers within seconds (not after kafka-python's
+    30 s), stop_consuming() is not held up by a connection attempt, and no attempt
+    leaves kafka-python's network thread behind."""
+    port = closed_port()
+    client_id = f"wfe-test-{uuid.uuid4().hex[:8]}"
+    kafka = KafkaMQInterface(f"127.0.0.1:{port}", consumer_config={"client_id": client_id})
+    engine = wfe_engine_factory()
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+
+    def warned() -> bool:
+        return any(
+            f"cannot reach Kafka at 127.0.0.1:{port}" in r.getMessage() for r in caplog.records
+        )
+
+    async def scenario() -> float:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        deadline = time.monotonic() + 15
+        while not warned():
+            assert time.monotonic() < deadline, "no warning that Kafka cannot be reached"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.7)  # into the next connection attempt
+        started = time.monotonic()
+        kafka.stop_consuming()
+        await consumer
+        await kafka.close()
+        return time.monotonic() - started
+
+    assert wfe_run(scenario()) < 6.0
+
+    def network_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if client_id in t.name]
+
+    deadline = time.monotonic() + 5
+    while network_threads():
+        assert time.monotonic() < deadline, f"left running: {network_threads()}"
+        time.sleep(0.05)

@@ -108,7 +108,7 @@ class _Producer:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(**self._config)
+            self._producer = _new_client(KafkaProducer, self._config)
         return self._producer
 
     async def send_many(self, records: Sequence[Record]) -> list[Any]:
@@ -558,6 +558,9 @@ class KafkaMQInterface:
             "max_poll_records": self.max_poll_records,
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 2_000,
+            # One connection attempt holds up stop_consuming() while Kafka is down
+            # (kafka-python's default is 30 s); failed attempts are retried.
+            "bootstrap_timeout_ms": 5_000,
             "metrics_enabled": False,
         }
         config = _client_config(
@@ -960,9 +963,14 @@ class KafkaMQInterface:
         delay = 0.5
         while not self._consume_stop.is_set():
             try:
-                return KafkaConsumer(**self.consumer_settings())
+                return _new_client(KafkaConsumer, self.consumer_settings())
             except Exception as exc:
-                logger.warning("cannot connect the Kafka consumer (%s); retrying", exc)
+                logger.warning(
+                    "cannot reach Kafka at %s (%s); trying again in %.1f s",
+                    ",".join(self.bootstrap_servers),
+                    _describe(exc),
+                    delay,
+                )
                 self._consume_stop.wait(delay)
                 delay = min(10.0, delay * 2)
         return None
@@ -972,9 +980,13 @@ class KafkaMQInterface:
         if consumer is None:
             return
         batches = _Batches()
-        consumer.subscribe(
-            [self.tasks_topic], listener=_rebalance_listener(self, consumer, batches)
-        )
+        try:
+            consumer.subscribe(
+                [self.tasks_topic], listener=_rebalance_listener(self, consumer, batches)
+            )
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
         try:
             # Fetch metadata once subscribed, before the first poll joins the group:
             # kafka-python records the topic's partitions only from a metadata update
@@ -1176,6 +1188,38 @@ def _submit_request(record: Any) -> dict[str, Any]:
             "kafka": {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         },
     }
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, once (kafka-python's errors already start with their type)."""
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def _new_client(cls: Any, settings: dict[str, Any]) -> Any:
+    """``cls(**settings)``, a KafkaConsumer or KafkaProducer. When it fails (Kafka
+    unreachable), the network client it had started is closed: kafka-python 3.0.x
+    leaves its IO thread and sockets behind, one more at every retry."""
+    base = settings.get("kafka_client") or cls.DEFAULT_CONFIG.get("kafka_client")
+    if base is None:
+        return cls(**settings)
+    made: list[Any] = []
+
+    def kafka_client(**kwargs: Any) -> Any:
+        client = base(**kwargs)
+        made.append(client)
+        return client
+
+    try:
+        return cls(**{**settings, "kafka_client": kafka_client})
+    except BaseException:
+        for client in made:
+            try:
+                client.close()
+            except Exception:
+                logger.debug("closing a Kafka client that failed to start", exc_info=True)
+        raise
 
 
 _STABLE = "<stable>"  # kafka.structs.MemberState.STABLE
