@@ -60,6 +60,48 @@ def test_submit_data_that_is_not_json(engine, wfe_run, data):
     assert "JSON" in str(caught.value)
 
 
+@pytest.mark.parametrize("data", ["a\ud800", {"k": "\udc00"}, {"\ud800": 1}, {"k": ["x\udfff"]}])
+def test_submit_data_with_a_lone_surrogate(engine, wfe_run, data):
+    """Not Unicode text (a bad decode, say): refused, naming it, and nothing stored."""
+    with pytest.raises(InvalidTaskError, match="lone surrogate"):
+        wfe_run(engine.submit_task(data, "known"))
+    assert wfe_run(engine.list_tasks()) == []
+
+
+def test_a_phase_leaving_text_that_is_not_unicode_fails_and_is_stored(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def bad_output(task: Task) -> None:
+        task.output = "caf\udce9"  # bytes decoded with surrogateescape
+
+    async def bad_file(task: Task) -> None:
+        Path("/nonexistent/caf\udce9").read_text()
+
+    engine.register_handler("out", bad_output)
+    engine.register_handler("file", bad_file)
+    engine.register_workflow("out", [Phase("out")])
+    engine.register_workflow("file", [Phase("file")])
+
+    async def scenario():
+        ids = [(await engine.submit_task({}, w)).id for w in ("out", "file")]
+        await engine.run_until_idle()
+        return [await engine.get_task(i) for i in ids]
+
+    out, file = wfe_run(scenario())
+    assert out.status is TaskStatus.FAILED
+    assert "lone surrogate" in out.error and out.output is None
+    # An error message with such text is kept, escaped.
+    assert file.status is TaskStatus.FAILED
+    assert "FileNotFoundError" in file.error and "caf\\udce9" in file.error
+
+
+@pytest.mark.parametrize("call", ["get_task", "cancel", "retry", "resume", "read_artifact"])
+def test_a_task_id_that_is_not_a_string(engine, wfe_run, call):
+    args = (["x"], "a.txt") if call == "read_artifact" else (["x"],)
+    with pytest.raises(TypeError, match="a task id is a string, not list"):
+        wfe_run(getattr(engine, call)(*args))
+
+
 def test_submit_with_an_unknown_classification_or_task_type(engine, wfe_run):
     with pytest.raises(InvalidTaskError) as classification:
         wfe_run(engine.submit_task({}, "known", classification="zzz"))

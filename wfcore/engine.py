@@ -441,6 +441,7 @@ class ECSWorkflowEngine:
 
     async def get_task(self, task_id: str) -> Task | None:
         """The task with this id, or None."""
+        _check_id_type(task_id)
         store = await self.get_store()
         return await store.get_task(task_id)
 
@@ -587,6 +588,7 @@ class ECSWorkflowEngine:
         ``change`` raises to refuse the operation; a worker writing the task at the
         same moment only makes it run again on the fresh copy.
         """
+        _check_id_type(task_id)
         store = await self.get_store()
         for _ in range(_CHANGE_TRIES):
             task = await store.get_task(task_id)
@@ -632,6 +634,8 @@ class ECSWorkflowEngine:
 
     async def artifact_path(self, task: Task | str, name: str) -> Path:
         """The local path of one of the task's artifacts (checked to exist)."""
+        if not isinstance(task, Task):
+            _check_id_type(task)
         store = await self.get_store()
         task_id = task if isinstance(task, str) else task.id
         try:
@@ -755,6 +759,11 @@ def _check_task_id(task_id: str) -> None:
         raise InvalidTaskError(
             f"task_id {task_id[:40]!r}... is too long (at most {_MAX_TASK_ID_BYTES} bytes)"
         )
+
+
+def _check_id_type(task_id: object) -> None:
+    if not isinstance(task_id, str):
+        raise TypeError(f"a task id is a string, not {type(task_id).__name__}")
 
 
 def _on_timeout_text(phase: Phase) -> str:

@@ -148,6 +148,15 @@ def dumps(obj: Any) -> str:
 
     Raises TypeError or ValueError (NaN, a circular reference) for what is not JSON.
     """
+    text = _encode(obj)
+    if not text.isascii():
+        problem = _text_problem(text)
+        if problem is not None:
+            raise ValueError(problem)
+    return text
+
+
+def _encode(obj: Any) -> str:
     if _FAST_ENCODER is None:  # pragma: no cover
         return _ENCODER.encode(obj)
     try:
@@ -161,6 +170,16 @@ def dumps(obj: Any) -> str:
         raise ValueError("value nested too deeply to encode as JSON") from None
 
 
+def _text_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate, e.g. from a bad decode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        around = text[max(0, exc.start - 20) : exc.end + 20]
+        return f"a string holds a lone surrogate {text[exc.start]!r}, not Unicode text: {around!r}"
+    return None
+
+
 # Always valid JSON, so not worth encoding to check (floats may be NaN: they are).
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
@@ -168,10 +187,19 @@ _JSON_SCALARS = frozenset({str, int, bool, type(None)})
 def json_problem(value: Any) -> str | None:
     """Why ``value`` cannot be stored as JSON (by :func:`dumps`), or None."""
     kind = type(value)
+    if kind is str:
+        return None if value.isascii() else _text_problem(value)
     if kind in _JSON_SCALARS:
         return None
-    # A flat dict of such scalars (typical task data) needs no encoding either.
-    if kind is dict and all(type(k) is str and type(v) in _JSON_SCALARS for k, v in value.items()):
+    # A flat dict of such scalars (typical task data) needs no encoding either,
+    # unless a string in it is not ASCII: dumps checks those.
+    if kind is dict and all(
+        type(k) is str
+        and k.isascii()
+        and type(v) in _JSON_SCALARS
+        and (type(v) is not str or v.isascii())
+        for k, v in value.items()
+    ):
         return None
     try:
         dumps(value)
@@ -181,8 +209,10 @@ def json_problem(value: Any) -> str | None:
 
 
 def printable(value: Any) -> Any:
-    """``value`` with everything that is not JSON replaced by its ``repr``."""
-    return json.loads(json.dumps(value, default=repr))
+    """``value`` with everything that is not JSON replaced by its ``repr`` (and what
+    is not Unicode text by ``?``)."""
+    text = json.dumps(value, default=repr, ensure_ascii=False)
+    return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def task_to_dict(task: Task, *, internal: bool = False) -> dict[str, Any]:

@@ -347,8 +347,8 @@ class Worker:
     ) -> None:
         if task.id in self._lost:
             raise _LeaseLost
-        task.error = f"{type(exc).__name__}: {exc}"
-        task.traceback = "".join(traceback.format_exception(exc)[-6:])[-4000:]
+        task.error = _as_text(f"{type(exc).__name__}: {exc}")
+        task.traceback = _as_text("".join(traceback.format_exception(exc)[-6:])[-4000:])
         task.record(
             "attempt_failed",
             phase=phase.target_classification,
@@ -552,6 +552,12 @@ def _check_json(task: Task) -> None:
         if problem is not None:
             setattr(task, name, printable(value))  # what prints is kept, to debug with
             raise InvalidTaskError(f"task.{name} must be JSON-serializable: {problem}")
+
+
+def _as_text(message: str) -> str:
+    """An error message as storable text: a lone surrogate (an undecodable file
+    name in an OSError, say) is shown escaped rather than making the task unstorable."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _pid_alive(pid: int) -> bool:
