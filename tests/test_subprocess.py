@@ -194,6 +194,20 @@ def test_nonzero_exit_fails_with_the_tail_of_stderr(make_engine, wfe_run):
     assert len(task.error) < 3000  # the tail, not the whole stream
 
 
+def test_a_command_killed_by_a_signal_says_which(make_engine, wfe_run):
+    engine = make_engine()
+    suicide = py(
+        """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+        """
+    )
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=suicide)])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert "exited with status 137 (SIGKILL, likely)" in task.error
+
+
 @pytest.mark.parametrize(
     ("program", "problem"),
     [

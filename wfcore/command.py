@@ -54,7 +54,7 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         if returncode != 0:
             tail = stderr.decode("utf-8", "replace")[-_STDERR_TAIL:].strip()
             raise CommandError(
-                f"command {phase.command[0]!r} exited with status {returncode}"
+                f"command {phase.command[0]!r} {_exit_text(returncode)}"
                 + (f": {tail}" if tail else ""),
                 returncode,
                 tail,
@@ -122,6 +122,23 @@ async def _run(
     finally:
         os.close(alive_write)
     return stdout, stderr, proc.returncode if proc.returncode is not None else -1
+
+
+def _exit_text(returncode: int) -> str:
+    """How the command ended. Under the guard shell a signal shows as 128 + N,
+    which a command can also exit with on its own: the signal is named as likely."""
+    if returncode < 0:
+        return f"was killed by {_signal_name(-returncode)}"
+    if 128 < returncode < 128 + signal.NSIG:
+        return f"exited with status {returncode} ({_signal_name(returncode - 128)}, likely)"
+    return f"exited with status {returncode}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _check_program(program: str, env: Mapping[str, str]) -> None:
