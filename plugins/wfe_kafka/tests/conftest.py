@@ -76,7 +76,8 @@ def kafka_bootstrap() -> str:
 
 @pytest.fixture
 def kafka_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
-    """Factory ``make(partitions=1, prefix="t") -> name`` creating a fresh, unique topic.
+    """Factory ``make(partitions=1, prefix="t", configs=None) -> name`` creating a fresh,
+    unique topic (``configs``: topic settings such as ``max.message.bytes``).
 
     Each topic is created with replication factor 1 and waited on until every
     partition has a leader. Topics made through the factory are deleted after
@@ -84,9 +85,9 @@ def kafka_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """
     created: list[str] = []
 
-    def make(partitions: int = 1, prefix: str = "t") -> str:
+    def make(partitions: int = 1, prefix: str = "t", configs: dict[str, str] | None = None) -> str:
         name = f"wfe-{prefix}-{uuid.uuid4().hex[:12]}"
-        kafka_broker.create_topic(kafka_bootstrap, name, partitions)
+        kafka_broker.create_topic(kafka_bootstrap, name, partitions, configs=configs)
         created.append(name)
         return name
 

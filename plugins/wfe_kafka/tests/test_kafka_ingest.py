@@ -618,3 +618,61 @@ def test_a_store_failure_while_storing_a_batch_is_retried_not_dead_lettered(
     assert kafka.stats["dead_lettered"] == 0
     assert kafka.stats["submitted"] == 5
     assert kafka.stats["received"] == 5  # retried in place: no consumer restart, no redelivery
+
+
+def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """A result bigger than its topic takes is published without its bulk (and says
+    so), a dead letter bigger than its topic takes without its value; neither is
+    retried for ever, and the results after them are not held back."""
+    small = {"max.message.bytes": "20000"}
+    tasks = kafka_topic(1, "tasks")
+    results, dlq = kafka_topic(1, "results", small), kafka_topic(1, "dlq", small)
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (
+                b"big",
+                task_json(id="big", workflow_name="double", data={"n": 1, "pad": "x" * 30_000}),
+            ),
+            (b"bad", b"not json " + b"x" * 30_000),
+            *[
+                (None, task_json(id=f"small-{i}", workflow_name="double", data={"n": i}))
+                for i in range(3)
+            ],
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+
+    async def scenario() -> list[Any]:
+        await serve(
+            engine,
+            kafka,
+            lambda: kafka.stats["results_published"] == 4 and kafka.stats["dead_lettered"] == 1,
+            "4 results and 1 dead letter",
+        )
+        store = await engine.get_store()
+        return await store.outbox_pending(kafka.outbox_consumer, 10)
+
+    started = time.monotonic()
+    assert wfe_run(scenario()) == []
+    assert time.monotonic() - started < 20  # no backoff grew on the big one's account
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(4)
+        by_id = {doc["id"]: doc for doc in reader.values()}
+    big = by_id["big"]
+    assert big["status"] == "completed"
+    assert big["result_too_large"] > 20_000
+    assert big["data"] is None and big["output"] is None and big["outputs"] == {}
+    assert big["context"]["kafka"]["topic"] == tasks
+    assert task_from_dict(big).status is TaskStatus.COMPLETED
+    assert by_id["small-2"]["output"] == {"doubled": 4}
+    with TopicReader(kafka_bootstrap, dlq) as reader:
+        [letter] = reader.wait_for(1)
+    headers = dict(letter.headers)
+    assert letter.key == b"bad" and letter.value is None
+    assert int(headers["wfe.value.omitted"]) == 30_009
+    assert b"not valid JSON" in headers["wfe.error"]

@@ -39,6 +39,7 @@ from .messages import (
     event_message,
     parse_task_message,
     result_message,
+    result_without_bulk,
     source_id,
     task_message,
 )
@@ -143,6 +144,16 @@ class _Producer:
                 except RuntimeError:
                     pass  # the loop is gone; nobody waits any more
 
+        if self._producer is not None and _broken(self._producer):
+            # kafka-python 3.0.x turns an idempotent producer's first non-retriable
+            # send error (a record too large for its topic, say) into a fatal state
+            # in which every later send fails: start afresh instead.
+            logger.warning("the Kafka producer failed for good; replacing it")
+            try:
+                self._producer.close(timeout=1)
+            except Exception:
+                logger.debug("closing a failed Kafka producer", exc_info=True)
+            self._producer = None
         try:
             producer = self._ensure()
         except Exception as exc:
@@ -775,9 +786,11 @@ class KafkaMQInterface:
 
     async def _publish(self, store: Store, batch: list[tuple[str, bytes]]) -> None:
         """Send results, wait for acks=all, then mark them published in the outbox."""
-        outcomes = await self._get_producer().send_many(
-            [(self.results_topic, task_id.encode("utf-8"), value, None) for task_id, value in batch]
-        )
+        records: list[Record] = [
+            (self.results_topic, task_id.encode("utf-8"), value, None) for task_id, value in batch
+        ]
+        outcomes = await self._get_producer().send_many(records)
+        outcomes = await self._smaller_if_too_large(outcomes, records, self._result_without_bulk)
         sent = [
             tid
             for (tid, _), o in zip(batch, outcomes, strict=True)
@@ -805,6 +818,40 @@ class KafkaMQInterface:
             self._degrade()
             raise _PublishFailed
         self._backoff = 0.0
+
+    async def _smaller_if_too_large(
+        self,
+        outcomes: list[Any],
+        records: Sequence[Record],
+        smaller: Callable[[Record], Record],
+    ) -> list[Any]:
+        """Send again, alone, each record that failed as too large, and if Kafka
+        refuses it again, its ``smaller`` form: Kafka will never take it, and
+        retrying it would hold up everything behind it for ever.
+
+        Alone, because kafka-python fails the whole producer after such an error,
+        so its batch-mates fail with the same error without being too large.
+        """
+        outcomes = list(outcomes)
+        for i, outcome in enumerate(outcomes):
+            if not _too_large(outcome):
+                continue
+            [outcome] = await self._get_producer().send_many([records[i]])
+            if _too_large(outcome):
+                [outcome] = await self._get_producer().send_many([smaller(records[i])])
+            outcomes[i] = outcome
+        return outcomes
+
+    def _result_without_bulk(self, record: Record) -> Record:
+        topic, key, value, headers = record
+        logger.warning(
+            "the result of task %s (%d bytes) is too large for %r; publishing it "
+            "without data, outputs and history",
+            (key or b"").decode("utf-8", "replace"),
+            len(value or b""),
+            topic,
+        )
+        return topic, key, result_without_bulk(value or b"{}"), headers
 
     def _degrade(self) -> None:
         self._backoff = min(30.0, max(0.5, self._backoff * 2))
@@ -1152,23 +1199,23 @@ class KafkaMQInterface:
                 error,
             )
         if self.dead_letter_topic:
-            outcomes = await self._get_producer().send_many(
-                [
-                    (
-                        self.dead_letter_topic,
-                        record.key,
-                        record.value,
-                        dead_letter_headers(
-                            error,
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            list(record.headers or []),
-                        ),
-                    )
-                    for record, error in letters
-                ]
-            )
+            records = [
+                (
+                    self.dead_letter_topic,
+                    record.key,
+                    record.value,
+                    dead_letter_headers(
+                        error,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        list(record.headers or []),
+                    ),
+                )
+                for record, error in letters
+            ]
+            outcomes = await self._get_producer().send_many(records)
+            outcomes = await self._smaller_if_too_large(outcomes, records, _letter_without_value)
             failed = [o for o in outcomes if isinstance(o, BaseException)]
             if failed:
                 raise failed[0]
@@ -1188,6 +1235,33 @@ def _submit_request(record: Any) -> dict[str, Any]:
             "kafka": {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         },
     }
+
+
+def _letter_without_value(record: Record) -> Record:
+    """A dead letter too large for its topic, without its value (which stays in the
+    tasks topic at the offset its headers name)."""
+    topic, key, value, headers = record
+    logger.warning(
+        "a dead letter of %d bytes is too large for %r; sending it without its value",
+        len(value or b""),
+        topic,
+    )
+    omitted = ("wfe.value.omitted", str(len(value or b"")).encode("ascii"))
+    return topic, key, None, [*(headers or []), omitted]
+
+
+def _too_large(outcome: Any) -> bool:
+    """Whether a send failed because Kafka never takes a record that large."""
+    from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+    return isinstance(outcome, (MessageSizeTooLargeError, RecordListTooLargeError))
+
+
+def _broken(producer: Any) -> bool:
+    """Whether a KafkaProducer is in kafka-python's fatal state (every send fails)."""
+    transactions = getattr(producer, "_transaction_manager", None)
+    has_fatal_error = getattr(transactions, "has_fatal_error", None)
+    return bool(has_fatal_error is not None and has_fatal_error())
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "event_message",
     "parse_task_message",
     "result_message",
+    "result_without_bulk",
     "source_id",
     "task_message",
 ]
@@ -156,6 +157,38 @@ def task_message(task: Task | Mapping[str, Any]) -> bytes:
 def result_message(task: Task) -> bytes:
     """The result message of a finished task: the whole task, ``id`` at the top level."""
     return _dumps(task_to_dict(task))
+
+
+#: Fields of a result message that may be large; a result too large for its topic
+#: is published without them (see :func:`result_without_bulk`).
+_BULK = {
+    "data": None,
+    "output": None,
+    "outputs": {},
+    "history": [],
+    "artifacts": [],
+    "reply": None,
+    "traceback": None,
+}
+
+
+def result_without_bulk(value: bytes) -> bytes:
+    """A result message that Kafka refused as too large, without its bulk: ``data``,
+    ``output``, ``outputs``, ``history``, ``artifacts``, ``reply`` and ``traceback``
+    emptied, ``context`` cut to ``kafka``, ``error`` to 1,000 characters, and
+    ``result_too_large`` set to the size in bytes of the full result. The task in
+    the store keeps everything."""
+    doc = json.loads(value)
+    doc.update(_BULK)
+    context = doc.get("context")
+    doc["context"] = (
+        {"kafka": context["kafka"]} if isinstance(context, dict) and "kafka" in context else {}
+    )
+    for name in ("error", "waiting_reason"):
+        if isinstance(doc.get(name), str):
+            doc[name] = doc[name][:1000]
+    doc["result_too_large"] = len(value)
+    return _dumps(doc)
 
 
 def event_message(event: str, task: Task, phase: Phase | None = None) -> bytes:
