@@ -377,6 +377,30 @@ def test_worker_runs_only_the_workflows_it_is_given(wfe) -> None:
     assert "--workflow NAME" in wfe("worker", "--help").stdout
 
 
+def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
+    app = "split_app:engine"
+    done = [wfe("submit", "left", "--app", app).stdout.strip() for _ in range(3)]
+    wfe("worker", app, "--until-idle", "--quiet")
+    waiting = wfe("submit", "right", "--app", app).stdout.strip()
+
+    assert wfe("purge", "--older-than", "1h").stdout.startswith("deleted 0 ")
+    dry = wfe("purge", "--older-than", "0", "--dry-run").stdout
+    assert dry.startswith("would delete 3 completed/failed/cancelled task(s)")
+    assert wfe("purge", "--older-than", "0", "--status", "failed").stdout.startswith("deleted 0")
+    assert wfe("purge", "--older-than", "0s", "--workflow", "left").stdout.startswith("deleted 3")
+    assert [wfe("show", i, check=False).returncode for i in done] == [1, 1, 1]
+    assert json.loads(wfe("show", waiting, "--json").stdout)["status"] == "pending"
+
+    for args, message in [
+        (["--older-than", "5"], "is not an age"),
+        (["--older-than", "-2d"], "is not an age"),
+        (["--older-than", "1d", "--status", "pending"], "pending tasks are never purged"),
+    ]:
+        bad = wfe("purge", *args, check=False)
+        assert bad.returncode == 2 and message in bad.stderr
+    assert "--older-than AGE" in wfe("purge", "--help").stdout
+
+
 def test_worker_processes_refuse_the_memory_store(wfe) -> None:
     result = wfe("worker", APP, "--store", "memory://", "--processes", "2", check=False)
     assert result.returncode == 2

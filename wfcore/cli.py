@@ -553,6 +553,82 @@ def retry(ctx: click.Context, task_id: str, store: str | None) -> None:
     click.echo(f"{task.id} {task.status.value}")
 
 
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _parse_age(value: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or ``0``) as seconds."""
+    text = value.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _AGE_UNITS else (text, "")
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if amount < 0 or (not unit and amount != 0) or amount != amount:
+        raise click.BadParameter(
+            f"{value!r} is not an age: a number with a unit, s, m, h, d or w (e.g. 30d)",
+            param_hint="--older-than",
+        )
+    return amount * _AGE_UNITS.get(unit, 1)
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Delete tasks that finished more than AGE ago: 30d, 12h, 90m, 45s, 2w.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    help="Only tasks with this finished status: completed, failed or cancelled "
+    "(repeatable; default all three).",
+)
+@click.option("--workflow", help="Only tasks of this workflow.")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@_store_option
+@click.pass_context
+def purge(
+    ctx: click.Context,
+    older_than: str,
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    dry_run: bool,
+    store: str | None,
+) -> None:
+    """Delete finished tasks and their artifact files, to keep a store small.
+
+    Pending, running and waiting tasks are never deleted, nor are finished ones
+    whose result the Kafka plugin (or another outbox consumer) has not published.
+    """
+    seconds = _parse_age(older_than)
+    wanted = []
+    for status in statuses or ("completed", "failed", "cancelled"):
+        try:
+            parsed = TaskStatus.parse(status)
+        except WorkflowError as exc:
+            raise click.BadParameter(str(exc), param_hint="--status") from None
+        if not parsed.is_finished:
+            raise click.BadParameter(
+                f"{parsed.value} tasks are never purged; only completed, failed or cancelled",
+                param_hint="--status",
+            )
+        wanted.append(parsed)
+    engine = _engine(ctx, store, existing=True)
+    count = _run(
+        _closing(
+            engine,
+            engine.purge(seconds, statuses=wanted, workflow_name=workflow, dry_run=dry_run),
+        )
+    )
+    which = "/".join(s.value for s in wanted)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {count} {which} task(s) that finished more than {older_than} ago")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
 @_store_option

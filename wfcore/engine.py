@@ -10,7 +10,9 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -20,7 +22,7 @@ from typing import Any, TypeVar
 import jsonschema
 import pluggy
 
-from .artifacts import resolve_artifact, write_artifact
+from .artifacts import resolve_artifact, task_artifact_dir, write_artifact
 from .errors import (
     ArtifactError,
     InvalidOutputError,
@@ -70,6 +72,10 @@ _REQUEST_FIELDS = frozenset(
 
 # How often resume, cancel and retry re-read a task that changed under them.
 _CHANGE_TRIES = 50
+
+_FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+# Tasks deleted per write transaction by purge().
+_PURGE_BATCH = 1000
 
 
 class ECSWorkflowEngine:
@@ -599,6 +605,50 @@ class ECSWorkflowEngine:
                 return task, result
         raise TaskStateError(f"task {task_id!r} kept changing; try again")
 
+    async def purge(
+        self,
+        older_than: float | timedelta,
+        *,
+        statuses: Iterable[TaskStatus | str] = _FINISHED,
+        workflow_name: str | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete finished tasks last changed more than ``older_than`` ago (seconds,
+        or a timedelta), and their artifact files; return how many.
+
+        ``statuses`` narrows it to some of COMPLETED, FAILED and CANCELLED (all
+        three by default), ``workflow_name`` to one workflow. Tasks whose result a
+        consumer of the outbox (such as the Kafka plugin) has not published yet are
+        kept. With ``dry_run`` nothing is deleted: the count is of what would be.
+        Raises ValueError for a negative age or a status that is not finished.
+        """
+        seconds = (
+            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
+        )
+        if not seconds >= 0:  # also NaN
+            raise ValueError(f"older_than must be 0 or more seconds, not {older_than!r}")
+        wanted = [TaskStatus.parse(s) for s in statuses]
+        unfinished = [s.value for s in wanted if not s.is_finished]
+        if not wanted or unfinished:
+            raise ValueError(
+                "purge deletes only finished tasks (completed, failed, cancelled)"
+                + (f", not {', '.join(unfinished)}" if unfinished else "")
+            )
+        before = time.time() - seconds
+        store = await self.get_store()
+        if dry_run:
+            return await store.count_finished(before, wanted, workflow_name=workflow_name)
+        deleted = 0
+        while True:
+            # Batches keep each write short: workers on the store go on meanwhile.
+            ids = await store.delete_finished(
+                before, wanted, workflow_name=workflow_name, limit=_PURGE_BATCH
+            )
+            await asyncio.to_thread(_remove_artifact_dirs, store.artifacts_dir, ids)
+            deleted += len(ids)
+            if len(ids) < _PURGE_BATCH:
+                return deleted
+
     # -- artifacts -------------------------------------------------------------------
 
     async def add_artifact_text(
@@ -759,6 +809,15 @@ def _check_task_id(task_id: str) -> None:
         raise InvalidTaskError(
             f"task_id {task_id[:40]!r}... is too long (at most {_MAX_TASK_ID_BYTES} bytes)"
         )
+
+
+def _remove_artifact_dirs(root: Path, task_ids: list[str]) -> None:
+    for task_id in task_ids:
+        try:
+            folder = task_artifact_dir(root, task_id)
+        except ArtifactError:
+            continue  # an id that cannot name a folder never had one
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_id_type(task_id: object) -> None:

@@ -6,6 +6,7 @@ import abc
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import StoreError
 from ..model import Task, TaskStatus, WorkflowSpec
 
 __all__ = ["Store", "record_takeover"]
@@ -137,6 +138,35 @@ class Store(abc.ABC):
 
         Waiting tasks don't count.
         """
+
+    # -- clearing out finished tasks ---------------------------------------------------
+
+    async def delete_finished(
+        self,
+        before: float,
+        statuses: Sequence[TaskStatus],
+        *,
+        workflow_name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Delete up to ``limit`` tasks in these finished ``statuses`` last changed
+        before ``before`` (a UNIX time), oldest first; return their ids.
+
+        Tasks that an outbox consumer has not acknowledged yet are kept. Removing
+        their artifact files is the caller's job. A store that cannot delete
+        raises StoreError (this default).
+        """
+        raise StoreError(f"{type(self).__name__} cannot delete tasks")
+
+    async def count_finished(
+        self,
+        before: float,
+        statuses: Sequence[TaskStatus],
+        *,
+        workflow_name: str | None = None,
+    ) -> int:
+        """How many tasks :meth:`delete_finished` would delete, without a limit."""
+        raise StoreError(f"{type(self).__name__} cannot delete tasks")
 
     # -- results outbox --------------------------------------------------------------
 

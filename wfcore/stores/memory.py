@@ -232,6 +232,46 @@ class MemoryStore(Store):
             for row in self._rows.values()
         )
 
+    def _finished_rows(
+        self, before: float, statuses: Sequence[TaskStatus], workflow_name: str | None
+    ) -> list[_Row]:
+        wanted = {TaskStatus.parse(s) for s in statuses}
+        if not wanted or not all(s.is_finished for s in wanted):
+            raise StoreError("only finished tasks (completed, failed, cancelled) are deleted")
+        unpublished = {i for pending in self._consumers.values() for i in pending}
+        rows = [
+            row
+            for row in self._rows.values()
+            if row.task.status in wanted
+            and row.task.updated_at.timestamp() < before
+            and (workflow_name is None or row.task.workflow_name == workflow_name)
+            and row.task.id not in unpublished
+        ]
+        rows.sort(key=lambda row: row.task.updated_at)
+        return rows
+
+    async def delete_finished(
+        self,
+        before: float,
+        statuses: Sequence[TaskStatus],
+        *,
+        workflow_name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        rows = self._finished_rows(before, statuses, workflow_name)[:limit]
+        for row in rows:
+            del self._rows[row.task.id]
+        return [row.task.id for row in rows]
+
+    async def count_finished(
+        self,
+        before: float,
+        statuses: Sequence[TaskStatus],
+        *,
+        workflow_name: str | None = None,
+    ) -> int:
+        return len(self._finished_rows(before, statuses, workflow_name))
+
     async def outbox_register(self, consumer: str) -> None:
         self._consumers.setdefault(consumer, {})
 

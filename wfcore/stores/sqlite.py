@@ -662,6 +662,64 @@ class SQLiteStore(Store):
         row = await self._read(lambda c: c.execute(sql, params).fetchone())
         return row is not None
 
+    # -- clearing out finished tasks ---------------------------------------------------
+
+    def _finished_where(
+        self, before: float, statuses: Sequence[TaskStatus], workflow_name: str | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        wanted = [TaskStatus.parse(s).value for s in statuses]
+        if not wanted or any(s not in _FINISHED for s in wanted):
+            raise StoreError("only finished tasks (completed, failed, cancelled) are deleted")
+        # The first term is written as the tasks_finished index's condition, with
+        # literals, so that SQLite can use that index (for deletes, oldest first).
+        sql = (
+            f"status IN ({', '.join(repr(s) for s in _FINISHED)}) "
+            f"AND status IN ({', '.join('?' * len(wanted))}) AND updated_at < ? "
+            "AND id NOT IN (SELECT task_id FROM outbox)"
+        )
+        params: tuple[Any, ...] = (*wanted, before)
+        if workflow_name is not None:
+            sql += " AND workflow_name = ?"
+            params += (workflow_name,)
+        return sql, params
+
+    async def delete_finished(
+        self,
+        before: float,
+        statuses: Sequence[TaskStatus],
+        *,
+        workflow_name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        where, params = self._finished_where(before, statuses, workflow_name)
+
+        def write(conn: sqlite3.Connection) -> list[str]:
+            _ensure_finished_index(conn)
+            rows = conn.execute(
+                "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY "
+                f"tasks_finished WHERE {where} ORDER BY updated_at LIMIT ?) RETURNING id",
+                (*params, int(limit)),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        deleted = await self._write(write)
+        for task_id in deleted:
+            self._rows.forget(task_id)
+        return deleted
+
+    async def count_finished(
+        self,
+        before: float,
+        statuses: Sequence[TaskStatus],
+        *,
+        workflow_name: str | None = None,
+    ) -> int:
+        where, params = self._finished_where(before, statuses, workflow_name)
+        row = await self._read(
+            lambda c: c.execute(f"SELECT count(*) FROM tasks WHERE {where}", params).fetchone()
+        )
+        return int(row[0])
+
     # -- outbox ----------------------------------------------------------------------
 
     async def outbox_register(self, consumer: str) -> None:
@@ -691,6 +749,15 @@ class SQLiteStore(Store):
                 [(consumer, i) for i in ids],
             )
         )
+
+
+def _ensure_finished_index(conn: sqlite3.Connection) -> None:
+    """Index finished tasks by when they last changed, from the first purge on:
+    stores never purged don't pay for keeping it."""
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (updated_at) "
+        f"WHERE status IN ({', '.join(repr(s) for s in _FINISHED)})"
+    )
 
 
 def _utc(ts: float) -> datetime:

@@ -1,0 +1,128 @@
+"""Deleting finished tasks (``engine.purge``, ``wfe purge``) to keep a store small."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+
+import wfcore.engine
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+
+
+@pytest.fixture
+def engine(make_engine) -> ECSWorkflowEngine:
+    engine = make_engine()
+
+    async def work(task: Task) -> None:
+        if task.data.get("fail"):
+            raise RuntimeError("asked to fail")
+        if task.data.get("artifact"):
+            await engine.add_artifact_text(task, "report.txt", "kept until purged")
+        task.output = "done"
+
+    engine.register_handler("work", work)
+    engine.register_workflow("main", [Phase("work", assigned_to="functional")])
+    engine.register_workflow("other", [Phase("work", assigned_to="functional")])
+    engine.register_workflow("ask", [Phase("ask", assigned_to="human")])
+    return engine
+
+
+async def _one_of_each(engine: ECSWorkflowEngine) -> dict[str, str]:
+    """A task in every status purge must tell apart; returns name -> task id."""
+    ids = {
+        "completed": (await engine.submit_task({"artifact": True}, "main")).id,
+        "failed": (await engine.submit_task({"fail": True}, "main")).id,
+        "other_workflow": (await engine.submit_task({}, "other")).id,
+        "waiting": (await engine.submit_task({}, "ask")).id,
+        "cancelled": (await engine.submit_task({}, "main")).id,
+    }
+    await engine.cancel(ids["cancelled"])
+    await engine.run_until_idle()
+    ids["pending"] = (await engine.submit_task({}, "main")).id
+    return ids
+
+
+async def _left(engine: ECSWorkflowEngine, ids: dict[str, str]) -> set[str]:
+    return {name for name, task_id in ids.items() if await engine.get_task(task_id)}
+
+
+def test_purge_deletes_only_finished_tasks_older_than_asked(engine, wfe_run):
+    async def scenario():
+        ids = await _one_of_each(engine)
+        report = await engine.artifact_path(ids["completed"], "report.txt")
+        # Everything finished a moment ago: an hour's age matches nothing.
+        kept = await engine.purge(timedelta(hours=1))
+        counted = await engine.purge(0, dry_run=True)
+        after_dry_run = await _left(engine, ids)
+        deleted = await engine.purge(0)
+        return ids, report, kept, counted, after_dry_run, deleted, await _left(engine, ids)
+
+    ids, report, kept, counted, after_dry_run, deleted, left = wfe_run(scenario())
+    assert kept == 0
+    assert counted == 4 and after_dry_run == set(ids)
+    assert deleted == 4
+    assert left == {"waiting", "pending"}
+    assert not report.exists() and not report.parent.exists()  # the artifact folder too
+
+
+def test_purge_narrowed_to_statuses_and_a_workflow(engine, wfe_run):
+    async def scenario():
+        ids = await _one_of_each(engine)
+        failed = await engine.purge(0, statuses=["FAILED"])
+        left_after_failed = await _left(engine, ids)
+        other = await engine.purge(0, workflow_name="other")
+        return failed, left_after_failed, other, await _left(engine, ids)
+
+    failed, left_after_failed, other, left = wfe_run(scenario())
+    assert failed == 1 and "failed" not in left_after_failed
+    assert other == 1
+    assert left == {"completed", "cancelled", "waiting", "pending"}
+
+
+def test_purge_keeps_results_an_outbox_consumer_has_not_published(engine, wfe_run):
+    async def scenario():
+        store = await engine.get_store()
+        await store.outbox_register("results")
+        task = await engine.submit_task({}, "main")
+        await engine.run_until_idle()
+        before_ack = await engine.purge(0)
+        await store.outbox_ack("results", [task.id])
+        after_ack = await engine.purge(0)
+        return before_ack, after_ack, await engine.get_task(task.id)
+
+    before_ack, after_ack, task = wfe_run(scenario())
+    assert (before_ack, after_ack, task) == (0, 1, None)
+
+
+def test_purge_deletes_in_batches_until_done(engine, wfe_run, monkeypatch):
+    monkeypatch.setattr(wfcore.engine, "_PURGE_BATCH", 3)
+
+    async def scenario():
+        await engine.submit_tasks([{"data": {"n": n}, "workflow_name": "main"} for n in range(7)])
+        await engine.run_until_idle()
+        deleted = await engine.purge(0)
+        return deleted, await engine.list_tasks()
+
+    deleted, left = wfe_run(scenario())
+    assert deleted == 7 and left == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"older_than": -1}, "0 or more seconds"),
+        ({"older_than": math.nan}, "0 or more seconds"),
+        ({"older_than": 0, "statuses": ["pending"]}, "only finished tasks.*not pending"),
+        ({"older_than": 0, "statuses": []}, "only finished tasks"),
+    ],
+)
+def test_purge_refuses_what_it_must_not_delete(engine, wfe_run, kwargs, message):
+    async def scenario():
+        await engine.submit_task({}, "main")
+        with pytest.raises(ValueError, match=message):
+            await engine.purge(**kwargs)
+        return await engine.list_tasks()
+
+    assert [t.status for t in wfe_run(scenario())] == [TaskStatus.PENDING]
