@@ -401,6 +401,13 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
     assert "--older-than AGE" in wfe("purge", "--help").stdout
 
 
+def test_worker_exits_with_the_message_of_a_plugin_refusing_to_start(wfe) -> None:
+    result = wfe("worker", "refusing_app:engine", "--until-idle", check=False)
+    assert result.returncode == 1
+    assert "Error: plugin 'Misconfigured': WFE_EXAMPLE_URL is not a URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_worker_processes_refuse_the_memory_store(wfe) -> None:
     result = wfe("worker", APP, "--store", "memory://", "--processes", "2", check=False)
     assert result.returncode == 2

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, hookimpl
+from wfcore import ECSWorkflowEngine, Phase, PluginError, Task, TaskStatus, hookimpl
 
 
 class Recorder:
@@ -229,6 +229,35 @@ def test_a_failing_hook_is_logged_by_name_and_does_not_hurt_the_task(make_engine
     assert any("bad_callback" in m for m in messages), messages
     # Each failure message names the plugin (an object plugin by its class).
     assert all("Broken" in m for m in broken if "wfe_" in m)
+
+
+class Refuser:
+    """A plugin that finds itself misconfigured when the engine starts."""
+
+    @hookimpl
+    def wfe_engine_started(self) -> None:
+        raise PluginError("WFE_EXAMPLE_URL is not a URL")
+
+
+def test_a_plugin_can_refuse_the_start(make_engine, wfe_run):
+    recorder = Recorder()
+    # Registered first, so called last: the recorder has started by then.
+    engine = make_engine(plugins=[Refuser(), recorder])
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        with pytest.raises(PluginError, match="WFE_EXAMPLE_URL is not a URL") as refused:
+            await engine.run_until_idle()
+        return refused.value, await engine.get_task(task.id)
+
+    refused, task = wfe_run(scenario())
+    assert str(refused) == "plugin 'Refuser': WFE_EXAMPLE_URL is not a URL"
+    assert task.status is TaskStatus.PENDING  # nothing ran
+    # What the recorder started is stopped again.
+    assert recorder.calls == [("submitted", "pending"), ("engine_started",), ("engine_stopping",)]
+    assert not engine.running
 
 
 def test_hook_implementations_may_take_fewer_arguments(make_engine, wfe_run):

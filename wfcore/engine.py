@@ -747,6 +747,10 @@ class ECSWorkflowEngine:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
                 if inspect.isawaitable(result):
                     await result
+            except PluginError as exc:
+                if hook_name == "wfe_engine_started":  # a plugin refusing the start
+                    raise PluginError(f"plugin {impl.plugin_name!r}: {exc}") from exc
+                logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
             except Exception:
                 logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
 

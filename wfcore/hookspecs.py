@@ -229,11 +229,15 @@ def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
     """An engine starts processing: ``run()`` or ``run_until_idle()`` was entered
     and the store is open.
 
-    A good place to start background work (consumers, schedulers).
+    A good place to start background work (consumers, schedulers). An
+    implementation that finds its plugin unusable (a misconfiguration, say) raises
+    :class:`~wfcore.PluginError` to refuse the start: ``wfe_engine_stopping`` is
+    called, so that what other plugins started stops again, and ``run()`` raises
+    it (``wfe worker`` exits with its message). Any other exception is logged.
 
     :param engine: the engine.
 
-    Every implementation is called; results are ignored; may be async.
+    Implementations are called until one refuses; results are ignored; may be async.
     """
 
 

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
-from .errors import AdapterError, InvalidTaskError, WorkflowError
+from .errors import AdapterError, InvalidTaskError, PluginError, WorkflowError
 from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus, TaskType, WorkflowSpec, utcnow
 from .stores.base import Store
 from .wire import json_problem, printable, workflow_from_dict
@@ -92,7 +92,14 @@ class Worker:
         self._running = True
         self._stopping = False
         self._wake = asyncio.Event()
-        await self._engine._fire("wfe_engine_started", engine=self._engine)
+        try:
+            await self._engine._fire("wfe_engine_started", engine=self._engine)
+        except PluginError:
+            # A plugin refused the start: stop what the others started.
+            self._running = False
+            self._wake = None
+            await self._engine._fire("wfe_engine_stopping", engine=self._engine)
+            raise
         keeper = asyncio.create_task(self._keep_leases(store))
         only = self._engine.only_workflows
         # Stores are asked about some workflows only when this worker runs only some.

@@ -53,14 +53,16 @@ def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: 
     result = run_worker(
         tmp_path, KAFKA_BROKERS="127.0.0.1:9092", WFE_KAFKA_TASKS_TOPIC="orders tasks"
     )
-    assert result.returncode == 0, result.stderr
+    # The worker refuses to start rather than run without Kafka.
+    assert result.returncode == 1, result.stderr
     assert (
-        "Kafka is not started, this worker runs without it: WFE_KAFKA_TASKS_TOPIC='orders tasks'"
-        " is not a valid Kafka topic name" in result.stderr
+        "Error: plugin 'wfe_kafka': Kafka settings cannot be used: "
+        "WFE_KAFKA_TASKS_TOPIC='orders tasks' is not a valid Kafka topic name" in result.stderr
     )
     assert "Traceback" not in result.stderr
 
     result = run_worker(tmp_path, KAFKA_BROKERS="kafka1:9092,kafka2:90922")
+    assert result.returncode == 1
     assert "KAFKA_BROKERS: 'kafka2:90922' is not host:port" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -10,11 +10,10 @@ kafka-python is never imported.
 
 from __future__ import annotations
 
-import logging
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
-from wfcore import ECSWorkflowEngine, hookimpl
+from wfcore import ECSWorkflowEngine, PluginError, hookimpl
 
 from .settings import ENV_VARS, kafka_settings
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
 __all__ = ["interface_for"]
 
-logger = logging.getLogger("wfe_kafka")
 
 _WIRED: weakref.WeakKeyDictionary[ECSWorkflowEngine, KafkaMQInterface] = weakref.WeakKeyDictionary()
 
@@ -39,7 +37,6 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
         settings = kafka_settings(engine)
     except ValueError as exc:
         _refuse(exc)
-        return
     if settings is None or engine in _WIRED:
         return
     from .interface import ATTACHED, KafkaMQInterface
@@ -51,20 +48,20 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
         iface = KafkaMQInterface(**settings)
     except ValueError as exc:
         _refuse(exc)
-        return
     _WIRED[engine] = iface
     await iface.start(engine)
 
 
-def _refuse(error: ValueError) -> None:
-    """Say, in one line naming the variable, why Kafka is not wired."""
+def _refuse(error: ValueError) -> NoReturn:
+    """Refuse the engine's start, in one line naming the variable: a worker meant to
+    serve Kafka must not quietly run without it."""
     text = str(error)
     # The interface names its arguments; the person set environment variables.
     for variable, (argument, _convert) in ENV_VARS.items():
         if text.startswith((f"{argument}=", f"{argument}:")):
             text = variable + text[len(argument) :]
             break
-    logger.error("Kafka is not started, this worker runs without it: %s", text)
+    raise PluginError(f"Kafka settings cannot be used: {text}") from None
 
 
 @hookimpl
