@@ -21,6 +21,7 @@ __all__ = [
     "FORMAT_VERSION",
     "converter",
     "dumps",
+    "json_kind",
     "json_problem",
     "printable",
     "task_body",
@@ -206,6 +207,24 @@ def json_problem(value: Any) -> str | None:
     except (TypeError, ValueError) as exc:
         return str(exc)
     return None
+
+
+def json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words ("an array", "null", ...), for
+    error messages that people writing JSON in any language understand."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
 
 
 def printable(value: Any) -> Any:

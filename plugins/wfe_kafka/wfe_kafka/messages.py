@@ -15,7 +15,7 @@ from typing import Any
 
 from wfcore import DEFINE_WORKFLOW, Phase, Task
 from wfcore.model import utcnow
-from wfcore.wire import FORMAT_VERSION, dumps, task_to_dict
+from wfcore.wire import FORMAT_VERSION, dumps, json_kind, task_to_dict
 
 __all__ = [
     "FORMAT_VERSION",
@@ -64,7 +64,7 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
     except RecursionError:
         raise BadMessage("not a task: JSON nested too deeply") from None
     if not isinstance(doc, dict):
-        raise BadMessage(f"not a task: expected a JSON object, got {_json_type(doc)}")
+        raise BadMessage(f"not a task: expected a JSON object, got {json_kind(doc)}")
     if b"\\u" in value:
         # A \uXXXX escape may stand for half of a surrogate pair, which decodes
         # to a str no store can encode: refused here, it cannot stall a batch.
@@ -78,7 +78,7 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         )
     for name in _OPTIONAL_STRINGS:
         if doc.get(name) is not None and not isinstance(doc[name], str):
-            raise BadMessage(f"{name}: must be a string, got {_json_type(doc[name])}")
+            raise BadMessage(f"{name}: must be a string, got {json_kind(doc[name])}")
     if doc.get("id") == "":
         # Not read as "no id": a producer that meant one would get a task it cannot find.
         raise BadMessage("id: must not be empty (leave it out to use <topic>-<partition>-<offset>)")
@@ -116,21 +116,6 @@ def _check_unicode(doc: Any) -> None:
             f"not a task: {bad.encode('unicode_escape').decode()} is an unpaired UTF-16 "
             "surrogate, not a character"
         ) from None
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def source_id(topic: str, partition: int, offset: int) -> str:

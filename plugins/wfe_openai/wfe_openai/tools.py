@@ -15,6 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin, overload
 import jsonschema
 
 from wfcore import ECSWorkflowEngine, Task
+from wfcore.wire import json_kind
 
 __all__ = ["Tool", "ToolArgumentsError", "as_tool", "tool"]
 
@@ -98,9 +99,7 @@ class Tool:
         else:
             arguments = raw
         if not isinstance(arguments, dict):
-            raise ToolArgumentsError(
-                f"arguments must be a JSON object, not {_json_kind(arguments)}"
-            )
+            raise ToolArgumentsError(f"arguments must be a JSON object, not {json_kind(arguments)}")
         problems = sorted(
             self._validator.iter_errors(arguments), key=lambda e: list(e.absolute_path)
         )
@@ -127,21 +126,6 @@ class Tool:
         if inspect.isawaitable(result):
             result = await result
         return result
-
-
-def _json_kind(value: Any) -> str:
-    """What a decoded JSON value is, in JSON's words ("an array", "a string", ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    return f"a {type(value).__name__}"
 
 
 @overload
