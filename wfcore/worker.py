@@ -1,11 +1,11 @@
-"""The worker loop: claim runnable tasks under a lease, keep the leases, and drive
-each claimed task through its phases.
+"""The worker loop: claims runnable tasks under a lease and drives each through its phases.
 
-``ECSWorkflowEngine.run()`` runs one :class:`Worker`. A claimed task is driven by
-one asyncio task through these steps, each a method below: ``_route`` (classify
-or find the phase), ``_dispatch`` (run the phase on its adapter), :func:`advance`
-(record the output and pick the next phase) and ``_persist`` (a compare-and-set
-write through the store's group commit).
+``ECSWorkflowEngine.run()`` runs one :class:`Worker`, which also renews the leases
+of the tasks it drives and frees those of dead worker processes on its host. A
+claimed task is driven by one asyncio task through these steps, each a method
+below: ``_route`` (classify or find the phase), ``_dispatch`` (run the phase on
+its adapter), :func:`advance` (record the output and pick the next phase) and
+``_persist`` (a compare-and-set write through the store's group commit).
 """
 
 from __future__ import annotations
