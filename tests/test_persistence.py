@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,39 @@ def test_a_restart_keeps_every_part_of_a_task(wfe_engine_factory, wfe_run):
     assert loaded.context == {"seen": [1, 2, {"deep": True}]}
     assert [a.name for a in loaded.artifacts] == ["report.md"]
     assert text == b"# hello"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},  # every field at its default
+        {"output": 0, "reply": False, "error": "", "outputs": {"a": None}, "context": {"n": 0}},
+        {"output": [], "reply": {}, "attempts": 3, "resume_in_phase": True},
+        {
+            "waiting_reason": "why?",
+            "next_classification": "b",
+            "traceback": "Traceback ...",
+            "deadline": datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+            "run_after": datetime(2030, 1, 2, 3, 4, 6, tzinfo=timezone.utc),
+        },
+    ],
+)
+def test_a_stored_task_reads_back_field_for_field(wfe_engine_factory, store_url, wfe_run, fields):
+    """Stores may leave default values out of what they write; falsy ones are not defaults."""
+    engine = wfe_engine_factory(store=store_url)
+    task = Task(data={"x": 1}, workflow_name="w", classification="a", **fields)
+
+    async def round_trip():
+        store = await engine.get_store()
+        await store.insert_task(task)
+        return await store.get_task(task.id)
+
+    loaded = wfe_run(round_trip())
+    stored, original = task_to_dict(loaded, internal=True), task_to_dict(task, internal=True)
+    del stored["updated_at"], original["updated_at"]  # the store's time of writing
+    assert stored == original
+    for name, value in fields.items():
+        assert getattr(loaded, name) == value and type(getattr(loaded, name)) is type(value)
 
 
 def test_completed_tasks_never_run_again_and_waiting_ones_keep_waiting(wfe_engine_factory, wfe_run):

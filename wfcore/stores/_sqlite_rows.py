@@ -38,7 +38,7 @@ class TaskRows:
         """``(doc, history, memo)``; pass ``memo`` to :meth:`remember` once written."""
         # Status, version, history and the times have columns of their own (the
         # times as REAL timestamps, cheaper than ISO text both ways).
-        doc = task_body(task)
+        doc = task_body(task, sparse=True)
         entries = task.history
         known = self._history.get(task.id)
         # The memo is valid only for the version it was stored at: a task at that
