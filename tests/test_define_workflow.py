@@ -125,6 +125,11 @@ def test_defined_workflow_with_a_human_phase_waits_and_resumes(make_engine, wfe_
             "phases[1].next_classifications",
         ),
         ({"name": "x", "phases": [{"target_classification": "a", "colour": 1}]}, "colour"),
+        # The built-in phase's name: a task rebound to it would define it again for ever.
+        (
+            {"name": "x", "phases": [{"target_classification": "define_workflow"}]},
+            "phases[0].target_classification: 'define_workflow' is reserved",
+        ),
         ("not a spec", "object"),
     ],
 )

@@ -215,6 +215,28 @@ def test_a_stored_task_reads_back_field_for_field(wfe_engine_factory, store_url,
         assert getattr(loaded, name) == value and type(getattr(loaded, name)) is type(value)
 
 
+def test_a_stored_workflow_that_is_no_longer_valid_is_skipped(
+    wfe_engine_factory, wfe_store_url, wfe_run, caplog
+):
+    first = wfe_engine_factory()
+    first.register_workflow("good", [Phase("a")])
+    wfe_run(first.get_store())
+    wfe_run(first.aclose())
+    # As an older wfcore, which did not reserve the built-in phase's name, stored it.
+    bad = {"name": "loops", "phases": [{"target_classification": "define_workflow"}]}
+    with sqlite3.connect(db_path(wfe_store_url)) as conn:
+        conn.execute(
+            "INSERT INTO workflows (name, doc, updated_at) VALUES ('loops', ?, 0)",
+            (json.dumps(bad),),
+        )
+
+    second = wfe_engine_factory()
+    wfe_run(second.get_store())
+    assert sorted(second.workflows) == ["good"]
+    assert "stored workflow ignored, it is no longer valid" in caplog.text
+    assert "reserved" in caplog.text
+
+
 def test_completed_tasks_never_run_again_and_waiting_ones_keep_waiting(wfe_engine_factory, wfe_run):
     calls: list[str] = []
 

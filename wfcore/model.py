@@ -188,9 +188,30 @@ class Phase:
         _check_phase(self, "phase")
 
 
+# Workflow and phase names show up in ids, URLs, logs and tables: keep them short text.
+_MAX_NAME_CHARS = 200
+
+
+def _check_name(name: object, where: str) -> None:
+    """A workflow or phase name: non-empty printable text of a sensible length."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidWorkflowError(f"{where}: must be a non-empty string")
+    if len(name) > _MAX_NAME_CHARS:
+        raise InvalidWorkflowError(
+            f"{where}: {name[:40]!r}... is too long (at most {_MAX_NAME_CHARS} characters)"
+        )
+    if not name.isprintable():
+        raise InvalidWorkflowError(
+            f"{where}: {name!r} may not contain control characters or invalid Unicode"
+        )
+    if name == DEFINE_WORKFLOW:
+        raise InvalidWorkflowError(
+            f"{where}: {DEFINE_WORKFLOW!r} is reserved (the built-in phase that defines workflows)"
+        )
+
+
 def _check_phase(phase: Phase, where: str) -> None:
-    if not isinstance(phase.target_classification, str) or not phase.target_classification:
-        raise InvalidWorkflowError(f"{where}.target_classification: must be a non-empty string")
+    _check_name(phase.target_classification, f"{where}.target_classification")
     nxt = phase.next_classifications
     if nxt is not None and (
         not isinstance(nxt, list) or not all(isinstance(n, str) and n for n in nxt)
@@ -263,10 +284,7 @@ class WorkflowSpec:
     description: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise InvalidWorkflowError("name: must be a non-empty string")
-        if self.name == DEFINE_WORKFLOW:
-            raise InvalidWorkflowError(f"name: {DEFINE_WORKFLOW!r} is reserved")
+        _check_name(self.name, "name")
         if not isinstance(self.phases, list) or not self.phases:
             raise InvalidWorkflowError("phases: a workflow needs at least one phase")
         seen: set[str] = set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import StoreError
+from ..errors import StoreError, WorkflowError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec
 from ..wire import workflow_from_dict, workflow_to_dict
@@ -34,6 +35,8 @@ from ._sqlite_rows import ROW_COLUMNS, TaskRows
 from .base import Store, record_takeover
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+logger = logging.getLogger("wfcore")
 
 #: The schema version this code writes; a newer database is refused, an older
 #: one upgraded in place (1 -> 2: history moved to a column of its own).
@@ -383,7 +386,14 @@ class SQLiteStore(Store):
         rows = await self._read(
             lambda c: c.execute("SELECT doc FROM workflows ORDER BY name").fetchall()
         )
-        return [workflow_from_dict(json.loads(r[0])) for r in rows]
+        specs = []
+        for (doc,) in rows:
+            try:
+                specs.append(workflow_from_dict(json.loads(doc)))
+            except WorkflowError as exc:
+                # Stored by an older wfcore that checked less: the rest stay usable.
+                logger.warning("stored workflow ignored, it is no longer valid: %s", exc)
+        return specs
 
     # -- tasks -----------------------------------------------------------------------
 
