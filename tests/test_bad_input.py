@@ -95,6 +95,51 @@ def test_a_phase_leaving_text_that_is_not_unicode_fails_and_is_stored(make_engin
     assert "FileNotFoundError" in file.error and "caf\\udce9" in file.error
 
 
+@pytest.mark.parametrize(
+    ("misstep", "message"),
+    [
+        ("reason_object", "suspend's reason must be text or None: it is not a string"),
+        ("reason_surrogate", "suspend's reason must be text or None: a string holds a lone"),
+        ("waiting_reason_bytes", "task.waiting_reason must be text or None: it is not a string"),
+        ("next_object", "task.next_classification must be text or None: it is not a string"),
+        ("next_surrogate", "task.next_classification must be text or None: a string holds"),
+    ],
+)
+def test_a_phase_leaving_a_question_or_route_that_is_not_text_fails(
+    make_engine, wfe_run, misstep, message
+):
+    """The history quotes both, so a bad one must fail the phase, not the store write."""
+    engine = make_engine()
+
+    async def handler(task: Task) -> None:
+        if misstep == "reason_object":
+            engine.suspend(task, reason=object())  # type: ignore[arg-type]
+        elif misstep == "reason_surrogate":
+            engine.suspend(task, reason="why \ud800")
+        elif misstep == "waiting_reason_bytes":
+            engine.suspend(task, reason="ok")
+            task.waiting_reason = b"\xff"
+        elif misstep == "next_object":
+            task.next_classification = object()
+        else:
+            task.next_classification = "b\udc00"
+
+    engine.register_handler("a", handler)
+    engine.register_workflow(
+        "w", [Phase("a", next_classifications=["b", "c"]), Phase("b"), Phase("c")]
+    )
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert message in task.error
+    assert task.waiting_reason is None and task.next_classification is None
+
+
 @pytest.mark.parametrize("call", ["get_task", "cancel", "retry", "resume", "read_artifact"])
 def test_a_task_id_that_is_not_a_string(engine, wfe_run, call):
     args = (["x"], "a.txt") if call == "read_artifact" else (["x"],)

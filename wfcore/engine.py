@@ -480,6 +480,10 @@ class ECSWorkflowEngine:
         waiting = TaskStatus.parse(status)
         if not waiting.is_waiting:
             raise TaskStateError(f"suspend needs a WAITING_* status, not {waiting.name}")
+        if reason is not None:
+            problem = json_problem(reason) if isinstance(reason, str) else "it is not a string"
+            if problem is not None:
+                raise InvalidTaskError(f"suspend's reason must be text or None: {problem}")
         task.status = waiting
         task.waiting_reason = reason
         task.resume_in_phase = resume_in_phase

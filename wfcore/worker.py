@@ -480,8 +480,11 @@ class Worker:
     async def _unstorable(self, task: Task, exc: Exception) -> bool:
         """A handler left a non-JSON value in the task: fail it, keeping what prints."""
         assert self._engine._store is not None
-        for name in ("data", "context", "output", "outputs", "reply"):
+        for name in ("data", "context", "output", "outputs", "reply", "waiting_reason"):
             setattr(task, name, printable(getattr(task, name)))
+        task.next_classification = None
+        # Events recorded since the phase ended may quote the bad value too.
+        task.history = printable(task.history)
         task.status = TaskStatus.FAILED
         task.error = (
             f"InvalidTaskError: the task holds a value that is not JSON-serializable: {exc}"
@@ -559,6 +562,15 @@ def _check_json(task: Task) -> None:
         if problem is not None:
             setattr(task, name, printable(value))  # what prints is kept, to debug with
             raise InvalidTaskError(f"task.{name} must be JSON-serializable: {problem}")
+    # The history quotes these (the question asked, the route wanted).
+    for name in ("waiting_reason", "next_classification"):
+        value = getattr(task, name)
+        if value is None:
+            continue
+        problem = json_problem(value) if isinstance(value, str) else "it is not a string"
+        if problem is not None:
+            setattr(task, name, None)
+            raise InvalidTaskError(f"task.{name} must be text or None: {problem}")
 
 
 def _as_text(message: str) -> str:
