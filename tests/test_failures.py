@@ -169,6 +169,43 @@ def test_cancel_a_running_task(make_engine, wfe_run):
     assert events(stored)[-1] == "cancelled"
 
 
+def test_cancel_and_retry_from_elsewhere_interrupt_the_running_phase_first(make_engine, wfe_run):
+    """The worker claims the retried task again before its lease renewal noticed the
+    cancel: the stale run must stop, and the new one start only after it."""
+    worker = make_engine()
+    other = make_engine()  # another process, as far as the worker can tell
+    runs: list[tuple[str, int]] = []
+
+    async def phase(task: Task) -> None:
+        n = sum(1 for what, _ in runs if what == "start") + 1
+        runs.append(("start", n))
+        try:
+            if n == 1:
+                await asyncio.sleep(60)  # until interrupted
+            task.output = n
+        except asyncio.CancelledError:
+            runs.append(("interrupted", n))
+            raise
+        runs.append(("end", n))
+
+    worker.register_handler("slow", phase)
+    worker.register_workflow("w", [Phase("slow")])
+
+    async def scenario():
+        other.use_store(await worker.get_store())  # memory:// is shared as an object
+        task = await worker.submit_task(None, "w")
+        async with background(worker):
+            await wait_for(lambda: runs, 10, "the first run")
+            await other.cancel(task.id)
+            await other.retry(task.id)
+            return await wait_for_status(other, task.id, TaskStatus.COMPLETED)
+
+    done = wfe_run(scenario())
+    assert runs == [("start", 1), ("interrupted", 1), ("start", 2), ("end", 2)]
+    assert done.output == 2
+    assert events(done)[-3:] == ["phase_started", "phase_finished", "completed"]
+
+
 def test_cancel_a_running_task_whose_handler_ignores_it_drops_its_late_write(make_engine, wfe_run):
     engine = make_engine()
     started = asyncio.Event()

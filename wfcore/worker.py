@@ -147,14 +147,27 @@ class Worker:
         await asyncio.gather(*still, return_exceptions=True)
 
     def _start(self, task: Task) -> None:
-        driver = start_task(self._drive(task))
+        earlier = self._active.get(task.id)
+        if earlier is not None:
+            # The task came back to this worker while an earlier run of it goes
+            # on: it was changed elsewhere (cancelled and retried, say) before that
+            # run noticed. A run still holding the lease is stale and is stopped;
+            # one whose writes are done (running its hooks) may finish. Either way
+            # the new run starts after it, and one lease, the new, is renewed.
+            if task.id not in self._released:
+                self._lost.add(task.id)
+                earlier.cancel()
+            self._released.discard(task.id)
+        driver = start_task(self._drive(task, after=earlier))
         # The driver takes itself out of _active when it ends; on Python 3.12+ it
         # may have ended already, in its first step.
         if not driver.done():
             self._active[task.id] = driver
 
     def _finished(self, task_id: str) -> None:
-        self._active.pop(task_id, None)
+        # An earlier run ending must not unregister the run that replaced it.
+        if self._active.get(task_id) is asyncio.current_task():
+            del self._active[task_id]
         self._lost.discard(task_id)
         self._released.discard(task_id)
         self.poke()
@@ -200,9 +213,12 @@ class Worker:
 
     # -- driving one task ------------------------------------------------------------
 
-    async def _drive(self, task: Task) -> None:
-        """Run a claimed task's phases while this worker holds its lease."""
+    async def _drive(self, task: Task, after: asyncio.Task[None] | None = None) -> None:
+        """Run a claimed task's phases while this worker holds its lease (once the
+        run ``after``, an earlier one of the same task, has ended)."""
         try:
+            if after is not None:
+                await asyncio.wait([after])
             current: Task | None = task
             if task.status.is_waiting:
                 current = await self._deadline_passed(task)
