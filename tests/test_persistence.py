@@ -628,3 +628,28 @@ def test_the_results_outbox_lists_finished_tasks_until_acknowledged(make_engine,
     assert [(t.id, t.status, t.output) for t in pending] == [(done.id, TaskStatus.COMPLETED, "x")]
     assert pending[0].history[-1]["event"] == "completed"
     assert after_ack == []
+
+
+def test_a_consumer_registered_by_another_process_gets_every_later_result(
+    wfe_engine_factory, wfe_run
+):
+    """The outbox consumers are read when a task finishes, not when the store opens."""
+
+    def build():
+        engine = wfe_engine_factory()
+        engine.register_handler("a", lambda task: setattr(task, "output", task.data))
+        engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+        return engine
+
+    early, late = build(), build()
+
+    async def scenario():
+        await early.get_store()  # opened before the consumer exists
+        await (await late.get_store()).outbox_register("results")
+        ids = [(await e.submit_task(e is early, "w")).id for e in (early, late)]
+        await early.run_until_idle()
+        pending = await (await late.get_store()).outbox_pending("results", 10)
+        return ids, pending
+
+    ids, pending = wfe_run(scenario())
+    assert sorted(t.id for t in pending) == sorted(ids)

@@ -207,7 +207,6 @@ class SQLiteStore(Store):
         self._writer: _Writer | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
-        self._consumers: tuple[str, ...] = ()
         self._rows = TaskRows()
 
     @classmethod
@@ -265,11 +264,6 @@ class SQLiteStore(Store):
         self._writer = _Writer(self._connect)
         self._writer.start()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wfcore-sqlite-reader")
-        self._consumers = tuple(
-            await self._read(
-                lambda c: [r[0] for r in c.execute("SELECT consumer FROM outbox_consumers")]
-            )
-        )
 
     def _prepare(self) -> None:
         """Create the database, or check that an existing one is ours and not newer."""
@@ -498,7 +492,6 @@ class SQLiteStore(Store):
         task.updated_at = _utc(now)
         doc, history, memo = self._rows.encode(task)
         finished = task.status.is_finished
-        consumers = self._consumers
         head = (task.status.value, task.workflow_name, task.classification)
         tail = (now, doc, history, task.id, task.version)
         if keep_lease:  # ready again when the lease runs out, as set by claim
@@ -509,10 +502,13 @@ class SQLiteStore(Store):
         def write(conn: sqlite3.Connection) -> bool:
             if conn.execute(sql, params).rowcount != 1:
                 return False
-            if finished and consumers:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO outbox (consumer, task_id) VALUES (?, ?)",
-                    [(c, task.id) for c in consumers],
+            if finished:
+                # The consumers are read in the same transaction, not remembered:
+                # one may have registered through another process since this opened.
+                conn.execute(
+                    "INSERT OR IGNORE INTO outbox (consumer, task_id) "
+                    "SELECT consumer, ? FROM outbox_consumers",
+                    (task.id,),
                 )
             return True
 
@@ -738,8 +734,6 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO outbox_consumers (consumer) VALUES (?)", (consumer,)
             )
         )
-        if consumer not in self._consumers:
-            self._consumers = (*self._consumers, consumer)
 
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
         rows = await self._read(
