@@ -140,6 +140,29 @@ def test_a_phase_leaving_a_question_or_route_that_is_not_text_fails(
     assert task.waiting_reason is None and task.next_classification is None
 
 
+def test_a_task_id_or_artifact_name_that_is_not_unicode_text(engine, wfe_run):
+    """Such text (an argument in another encoding) names nothing stored: it is said so."""
+    bad = "caf\udce9"
+
+    async def scenario():
+        assert await engine.get_task(bad) is None
+        for call in (engine.cancel, engine.retry, engine.resume):
+            with pytest.raises(UnknownTaskError):
+                await call(bad)
+        with pytest.raises(UnknownTaskError):
+            await engine.read_artifact(bad, "a.txt")
+        task = await engine.submit_task({}, "known")
+        with pytest.raises(ArtifactError, match="is not Unicode text"):
+            await engine.read_artifact(task, bad)
+        with pytest.raises(ArtifactError, match="is not Unicode text"):
+            await engine.add_artifact_text(task, bad, "x")
+        with pytest.raises(InvalidTaskError, match="is not Unicode text"):
+            await engine.submit_task({}, "known", task_id=bad)
+        return await engine.list_tasks()
+
+    assert len(wfe_run(scenario())) == 1
+
+
 @pytest.mark.parametrize("call", ["get_task", "cancel", "retry", "resume", "read_artifact"])
 def test_a_task_id_that_is_not_a_string(engine, wfe_run, call):
     args = (["x"], "a.txt") if call == "read_artifact" else (["x"],)

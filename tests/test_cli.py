@@ -408,6 +408,21 @@ def test_worker_exits_with_the_message_of_a_plugin_refusing_to_start(wfe) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_arguments_in_another_encoding_get_one_line_errors(wfe) -> None:
+    wfe("submit", "review", "--app", APP)
+    latin1 = "caf\udce9"  # what Python makes of the bytes b"caf\xe9" in argv
+    for args, message in [
+        (["show", latin1], "Error: unknown task 'caf\\udce9'"),
+        (["cancel", latin1], "Error: unknown task"),
+        (["resume", latin1, "--text", "hi"], "Error: unknown task"),
+        (["tasks", "--workflow", latin1], "is not UTF-8 text"),
+        (["submit", "review", "--id", latin1], "is not Unicode text"),
+    ]:
+        result = wfe(*args, check=False)
+        assert result.returncode in (1, 2) and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
 def test_worker_processes_refuse_the_memory_store(wfe) -> None:
     result = wfe("worker", APP, "--store", "memory://", "--processes", "2", check=False)
     assert result.returncode == 2

@@ -194,6 +194,33 @@ def test_nonzero_exit_fails_with_the_tail_of_stderr(make_engine, wfe_run):
     assert len(task.error) < 3000  # the tail, not the whole stream
 
 
+@pytest.mark.parametrize("printed", ["NaN", "1e999", '{"a": "\\ud800"}', "[Infinity]"])
+def test_stdout_python_reads_but_json_forbids_is_text(make_engine, wfe_run, printed):
+    engine = make_engine()
+    command = ["printf", "%s", printed]
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=command)])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == printed
+
+
+def test_an_out_file_named_in_another_encoding_fails_the_attempt(make_engine, wfe_run):
+    engine = make_engine()
+    command = py(
+        """
+        import os
+        with open(os.path.join(b"out", b"caf\\xe9.txt"), "wb") as f:
+            f.write(b"latin-1 name")
+        print("done")
+        """
+    )
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=command)])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert "is not Unicode text (a file name in another encoding?)" in task.error
+    assert task.output is None and task.artifacts == []
+
+
 def test_a_command_killed_by_a_signal_says_which(make_engine, wfe_run):
     engine = make_engine()
     suicide = py(

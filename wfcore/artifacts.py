@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import ArtifactError
 from .model import Artifact
+from .wire import is_unicode_text
 
 __all__ = ["check_artifact_name", "guess_media_type", "task_artifact_dir", "write_artifact"]
 
@@ -23,6 +24,10 @@ def check_artifact_name(name: str) -> str:
     """
     if not isinstance(name, str) or not name or not name.strip():
         raise ArtifactError("artifact name must be a non-empty string")
+    if not is_unicode_text(name):
+        raise ArtifactError(
+            f"artifact name {name!r} is not Unicode text (a file name in another encoding?)"
+        )
     if "\\" in name or "\x00" in name:
         raise ArtifactError(f"artifact name {name!r} may not contain backslashes or NUL")
     path = PurePosixPath(name)

@@ -20,7 +20,7 @@ from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import Task, TaskStatus
 from .plugins import make_plugin_manager, plugin_infos
 from .stores.sqlite import SQLiteStore
-from .wire import task_to_dict, workflow_to_dict
+from .wire import is_unicode_text, task_to_dict, workflow_to_dict
 
 __all__ = ["cli", "load_app", "main"]
 
@@ -427,6 +427,8 @@ def tasks(
     store: str | None,
 ) -> None:
     """List tasks, newest first."""
+    if workflow is not None and not is_unicode_text(workflow):
+        raise click.BadParameter(f"{workflow!r} is not UTF-8 text", param_hint="--workflow")
     wanted = None
     if status is not None:
         try:

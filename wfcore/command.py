@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CommandError
 from .model import Phase, Task
+from .wire import json_problem
 
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
@@ -59,11 +60,12 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
                 returncode,
                 tail,
             )
-        task.output = _parse_output(stdout)
+        output = _parse_output(stdout)
         for path in sorted((workdir / "out").rglob("*")):
             if path.is_file():
                 name = path.relative_to(workdir / "out").as_posix()
                 await engine.add_artifact_bytes(task, name, path.read_bytes())
+        task.output = output  # only once every artifact is in: else the attempt failed
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
 
@@ -191,6 +193,13 @@ def _parse_output(stdout: bytes) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
     except ValueError:
         return text
+    # Python reads some text that JSON does not allow (1e999 as infinity, an escaped
+    # lone surrogate): such output is text, like any other that is not JSON.
+    return text if json_problem(value) is not None else value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")

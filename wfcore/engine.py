@@ -45,7 +45,7 @@ from .model import (
 )
 from .plugins import make_plugin_manager
 from .stores.base import Store
-from .wire import json_problem
+from .wire import is_unicode_text, json_problem
 from .worker import Worker, advance
 
 __all__ = ["ECSWorkflowEngine", "default_store_url"]
@@ -447,7 +447,8 @@ class ECSWorkflowEngine:
 
     async def get_task(self, task_id: str) -> Task | None:
         """The task with this id, or None."""
-        _check_id_type(task_id)
+        if not _could_be_stored(task_id):
+            return None
         store = await self.get_store()
         return await store.get_task(task_id)
 
@@ -598,7 +599,8 @@ class ECSWorkflowEngine:
         ``change`` raises to refuse the operation; a worker writing the task at the
         same moment only makes it run again on the fresh copy.
         """
-        _check_id_type(task_id)
+        if not _could_be_stored(task_id):
+            raise UnknownTaskError(task_id)
         store = await self.get_store()
         for _ in range(_CHANGE_TRIES):
             task = await store.get_task(task_id)
@@ -639,6 +641,8 @@ class ECSWorkflowEngine:
                 + (f", not {', '.join(unfinished)}" if unfinished else "")
             )
         before = time.time() - seconds
+        if workflow_name is not None and not is_unicode_text(workflow_name):
+            return 0  # no stored workflow has such a name
         store = await self.get_store()
         if dry_run:
             return await store.count_finished(before, wanted, workflow_name=workflow_name)
@@ -688,8 +692,8 @@ class ECSWorkflowEngine:
 
     async def artifact_path(self, task: Task | str, name: str) -> Path:
         """The local path of one of the task's artifacts (checked to exist)."""
-        if not isinstance(task, Task):
-            _check_id_type(task)
+        if not isinstance(task, Task) and not _could_be_stored(task):
+            raise UnknownTaskError(task)
         store = await self.get_store()
         task_id = task if isinstance(task, str) else task.id
         try:
@@ -809,6 +813,10 @@ _MAX_TASK_ID_BYTES = 200
 
 
 def _check_task_id(task_id: str) -> None:
+    if not is_unicode_text(task_id):
+        raise InvalidTaskError(
+            f"task_id {task_id!r} is not Unicode text (an argument in another encoding?)"
+        )
     if "/" in task_id or task_id in (".", ".."):
         raise InvalidTaskError(f"task_id {task_id!r} may not contain '/' or be '.'/'..'")
     if not task_id.isprintable():
@@ -828,9 +836,11 @@ def _remove_artifact_dirs(root: Path, task_ids: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _check_id_type(task_id: object) -> None:
+def _could_be_stored(task_id: object) -> bool:
+    """Type-check a task id argument; False for text no stored id can be."""
     if not isinstance(task_id, str):
         raise TypeError(f"a task id is a string, not {type(task_id).__name__}")
+    return is_unicode_text(task_id)
 
 
 def _on_timeout_text(phase: Phase) -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "FORMAT_VERSION",
     "converter",
     "dumps",
+    "is_unicode_text",
     "json_kind",
     "json_problem",
     "printable",
@@ -197,6 +198,12 @@ def _encode(obj: Any) -> str:
         return _ENCODER.encode(obj)
     except RecursionError:
         raise ValueError("value nested too deeply to encode as JSON") from None
+
+
+def is_unicode_text(text: str) -> bool:
+    """False for a string holding a lone surrogate (from a bad decode, or from an
+    argument or file name in another encoding): it cannot be written as UTF-8."""
+    return text.isascii() or _text_problem(text) is None
 
 
 def _text_problem(text: str) -> str | None:
