@@ -303,7 +303,8 @@ def test_in_progress_phase_reruns_after_a_lost_worker(wfe_engine_factory, wfe_st
 
 
 def test_a_claim_after_a_lost_lease_records_the_takeover(wfe_engine_factory, store_url, wfe_run):
-    """The phase the lost worker was running left no trace: the heir's claim leaves one."""
+    """The phase a lost worker was running left no trace: the heir's claim leaves one,
+    in the claim's own write, so a second loss before any other write keeps it."""
     engine = wfe_engine_factory(store=store_url)
     engine.register_workflow("w", [Phase("a")])
 
@@ -312,19 +313,33 @@ def test_a_claim_after_a_lost_lease_records_the_takeover(wfe_engine_factory, sto
         store = await engine.get_store()
         [first] = await store.claim("host/1/ghost", 10, 0.05)
         assert not [e for e in first.history if e["event"] == "taken_over"]
-        # The ghost never renews; its lease runs out and the heir's claim gets the task.
-        [again] = await wait_for(lambda: store.claim("host/2/heir", 10, 30), 10, "an expiry")
+        # Neither ghost renews; each lease runs out and the next claim gets the task.
+        await wait_for(lambda: store.claim("host/2/ghost", 10, 0.05), 10, "an expiry")
+        [again] = await wait_for(lambda: store.claim("host/3/heir", 10, 30), 10, "an expiry")
         assert again.id == task.id
-        return again
+        return again, await store.get_task(task.id)
 
-    again = wfe_run(claim_lose_reclaim())
-    assert again.history[-1] == {
-        "at": again.history[-1]["at"],
-        "event": "taken_over",
-        "phase": "a",
-        "previous_worker": "host/1/ghost",
-        "worker": "host/2/heir",
-    }
+    again, stored = wfe_run(claim_lose_reclaim())
+    takeovers = [
+        {key: value for key, value in event.items() if key != "at"}
+        for event in again.history
+        if event["event"] == "taken_over"
+    ]
+    assert takeovers == [
+        {
+            "event": "taken_over",
+            "phase": "a",
+            "previous_worker": "host/1/ghost",
+            "worker": "host/2/ghost",
+        },
+        {
+            "event": "taken_over",
+            "phase": "a",
+            "previous_worker": "host/2/ghost",
+            "worker": "host/3/heir",
+        },
+    ]
+    assert stored.history == again.history  # stored by the claims themselves
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])

@@ -29,10 +29,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import StoreError, WorkflowError
 from ..hookspecs import hookimpl
-from ..model import Task, TaskStatus, WorkflowSpec
+from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows
-from .base import Store, record_takeover
+from .base import Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -95,6 +95,24 @@ _UPDATE_RELEASING_LEASE = (
     "version = version + 1, updated_at = ?, doc = ?, history = ? "
     "WHERE id = ? AND version = ?"
 )
+
+
+# What a claim sets. The right-hand sides see the row as it was, so a lease still
+# on record (its worker died or lost it) adds a taken_over event to the history in
+# the claim's own write: a second loss before the next write keeps the first. (Rows
+# of schema 1, whose history is still in their document, get none.)
+_CLAIM = (
+    "status = CASE WHEN status = 'pending' THEN 'in_progress' ELSE status END, "
+    "history = CASE WHEN lease_owner IS NULL OR history IS NULL THEN history "
+    "ELSE json_insert(history, '$[#]', json_object('at', :at, 'event', 'taken_over', "
+    "'phase', classification, 'previous_worker', lease_owner, 'worker', :owner)) END, "
+    "lease_owner = :owner, lease_expires = :expires, ready_at = :expires, "
+    "version = version + 1"
+)
+
+
+def _claim_params(owner: str, now: float, lease_seconds: float, **more: Any) -> dict[str, Any]:
+    return {"owner": owner, "now": now, "expires": now + lease_seconds, "at": utcnow_iso(), **more}
 
 
 def _ready_at(task: Task, now: float) -> float | None:
@@ -532,32 +550,17 @@ class SQLiteStore(Store):
         if workflows is not None:
             return await self._claim_of(owner, limit, lease_seconds, list(workflows))
 
-        def write(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+        def write(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
-            expires = now + lease_seconds
-            # RETURNING sees only new values, so the owners being replaced are read
-            # first, from the same rows in the same order (one transaction).
-            previous = {
-                task_id: lease_owner
-                for task_id, lease_owner in conn.execute(
-                    "SELECT id, lease_owner FROM tasks WHERE ready_at <= ? "
-                    "ORDER BY ready_at, rowid LIMIT ?",
-                    (now, int(limit)),
-                )
-                if lease_owner is not None
-            }
-            rows = conn.execute(
-                "UPDATE tasks SET status = CASE WHEN status = 'pending' THEN 'in_progress' "
-                "ELSE status END, lease_owner = ?, lease_expires = ?, ready_at = ?, "
-                "version = version + 1 "
-                "WHERE rowid IN (SELECT rowid FROM tasks WHERE ready_at <= ? "
-                f"ORDER BY ready_at, rowid LIMIT ?) RETURNING id, {ROW_COLUMNS}",
-                (owner, expires, expires, now, int(limit)),
+            return conn.execute(
+                f"UPDATE tasks SET {_CLAIM} WHERE rowid IN (SELECT rowid FROM tasks "
+                "WHERE ready_at <= :now ORDER BY ready_at, rowid LIMIT :limit) "
+                f"RETURNING {ROW_COLUMNS}",
+                _claim_params(owner, now, lease_seconds, limit=int(limit)),
             ).fetchall()
-            return rows, previous
 
-        rows, previous = await self._write(write)
-        return self._claimed(rows, previous, owner)
+        rows = await self._write(write)
+        return [self._rows.decode(r, remember=True) for r in rows]
 
     async def _claim_of(
         self, owner: str, limit: int, lease_seconds: float, workflows: list[str]
@@ -570,50 +573,31 @@ class SQLiteStore(Store):
         claim quick whatever the backlog of the workflows not asked for.
         """
 
-        def write(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, str], dict[str, int]]:
+        def write(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             conn.execute(
                 "CREATE INDEX IF NOT EXISTS tasks_ready_workflow "
                 "ON tasks (workflow_name, ready_at) WHERE ready_at IS NOT NULL"
             )
             now = time.time()
-            expires = now + lease_seconds
             candidates = []
             for name in dict.fromkeys(workflows):
                 candidates += conn.execute(
-                    "SELECT ready_at, rowid, id, lease_owner FROM tasks INDEXED BY "
-                    "tasks_ready_workflow WHERE workflow_name = ? AND ready_at <= ? "
-                    "ORDER BY ready_at, rowid LIMIT ?",
+                    "SELECT ready_at, rowid FROM tasks INDEXED BY tasks_ready_workflow "
+                    "WHERE workflow_name = ? AND ready_at <= ? ORDER BY ready_at, rowid LIMIT ?",
                     (name, now, int(limit)),
                 ).fetchall()
-            chosen = sorted(candidates)[: int(limit)]
-            previous = {task_id: prev for _, _, task_id, prev in chosen if prev is not None}
-            rows = []
-            for start in range(0, len(chosen), 500):
-                rowids = [rowid for _, rowid, _, _ in chosen[start : start + 500]]
-                rows += conn.execute(
-                    "UPDATE tasks SET status = CASE WHEN status = 'pending' THEN 'in_progress' "
-                    "ELSE status END, lease_owner = ?, lease_expires = ?, ready_at = ?, "
-                    f"version = version + 1 WHERE rowid IN ({', '.join('?' * len(rowids))}) "
-                    f"RETURNING id, {ROW_COLUMNS}",
-                    (owner, expires, expires, *rowids),
-                ).fetchall()
-            order = {task_id: i for i, (_, _, task_id, _) in enumerate(chosen)}
-            return rows, previous, order
+            chosen = [rowid for _, rowid in sorted(candidates)[: int(limit)]]
+            rows = conn.execute(
+                f"UPDATE tasks SET {_CLAIM} WHERE rowid IN "
+                f"(SELECT value FROM json_each(:rowids)) RETURNING rowid, {ROW_COLUMNS}",
+                _claim_params(owner, now, lease_seconds, rowids=json.dumps(chosen)),
+            ).fetchall()
+            # RETURNING gives no order: oldest first, as the store contract says.
+            where = {rowid: i for i, rowid in enumerate(chosen)}
+            return [row[1:] for row in sorted(rows, key=lambda row: where[row[0]])]
 
-        rows, previous, order = await self._write(write)
-        # RETURNING gives no order: oldest first, as the store contract says.
-        return sorted(self._claimed(rows, previous, owner), key=lambda t: order[t.id])
-
-    def _claimed(
-        self, rows: list[tuple[Any, ...]], previous: dict[str, str], owner: str
-    ) -> list[Task]:
-        claimed = []
-        for task_id, *row in rows:
-            task = self._rows.decode(tuple(row), remember=True)
-            if task_id in previous:
-                record_takeover(task, previous[task_id], owner)
-            claimed.append(task)
-        return claimed
+        rows = await self._write(write)
+        return [self._rows.decode(r, remember=True) for r in rows]
 
     async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
         ids = list(task_ids)
