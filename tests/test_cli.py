@@ -363,6 +363,8 @@ def test_worker_runs_only_the_workflows_it_is_given(wfe) -> None:
     assert statuses("left") == ["completed"] * 2
     assert statuses("right") == ["pending"] * 2
 
+    empty = wfe("worker", app, "-w", "", "--until-idle", check=False)
+    assert empty.returncode == 2 and "a workflow name may not be empty" in empty.stderr
     typo = wfe("worker", app, "-w", "rigth", "--until-idle", "--quiet")
     assert "no workflow named 'rigth'" in typo.stderr and "known: left, right" in typo.stderr
     assert statuses("right") == ["pending"] * 2
@@ -383,7 +385,7 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
     wfe("worker", app, "--until-idle", "--quiet")
     waiting = wfe("submit", "right", "--app", app).stdout.strip()
 
-    assert wfe("purge", "--older-than", "1h").stdout.startswith("deleted 0 ")
+    assert wfe("purge", "--older-than", " 1H ").stdout.endswith("more than 1h ago\n")
     dry = wfe("purge", "--older-than", "0", "--dry-run").stdout
     assert dry.startswith("would delete 3 completed/failed/cancelled task(s)")
     assert wfe("purge", "--older-than", "0", "--status", "failed").stdout.startswith("deleted 0")
@@ -394,6 +396,8 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
     for args, message in [
         (["--older-than", "5"], "is not an age"),
         (["--older-than", "-2d"], "is not an age"),
+        (["--older-than", "infd"], "is not an age"),
+        (["--older-than", "1e400d"], "is not an age"),
         (["--older-than", "1d", "--status", "pending"], "pending tasks are never purged"),
     ]:
         bad = wfe("purge", *args, check=False)

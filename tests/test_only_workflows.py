@@ -85,7 +85,7 @@ def test_a_worker_of_some_workflows_takes_over_their_lost_tasks(make_engine, wfe
 
 @pytest.mark.parametrize(
     ("only", "error"),
-    [("left", TypeError), ([], ValueError)],
+    [("left", TypeError), ([], ValueError), ([""], ValueError), (["a", None], ValueError)],
 )
 def test_only_workflows_must_be_a_list_of_names(only, error):
     with pytest.raises(error, match="only_workflows"):

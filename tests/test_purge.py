@@ -70,7 +70,7 @@ def test_purge_deletes_only_finished_tasks_older_than_asked(engine, wfe_run):
 def test_purge_narrowed_to_statuses_and_a_workflow(engine, wfe_run):
     async def scenario():
         ids = await _one_of_each(engine)
-        failed = await engine.purge(0, statuses=["FAILED"])
+        failed = await engine.purge(0, statuses="FAILED")  # one status, or a list
         left_after_failed = await _left(engine, ids)
         other = await engine.purge(0, workflow_name="other")
         return failed, left_after_failed, other, await _left(engine, ids)

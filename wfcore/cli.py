@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -227,6 +228,8 @@ def worker(
     if concurrency:
         engine.max_concurrency = concurrency
     if workflows:
+        if not all(name.strip() for name in workflows):
+            raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
         engine.only_workflows = workflows
     _run(_worker(engine, until_idle, quiet))
 
@@ -566,7 +569,7 @@ def _parse_age(value: str) -> float:
         amount = float(number)
     except ValueError:
         amount = -1.0
-    if amount < 0 or (not unit and amount != 0) or amount != amount:
+    if not 0 <= amount < math.inf or (not unit and amount != 0):  # also refuses NaN
         raise click.BadParameter(
             f"{value!r} is not an age: a number with a unit, s, m, h, d or w (e.g. 30d)",
             param_hint="--older-than",
@@ -628,7 +631,8 @@ def purge(
     )
     which = "/".join(s.value for s in wanted)
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {count} {which} task(s) that finished more than {older_than} ago")
+    age = older_than.strip().lower()
+    click.echo(f"{verb} {count} {which} task(s) that finished more than {age} ago")
 
 
 @cli.command()

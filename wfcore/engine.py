@@ -120,6 +120,10 @@ class ECSWorkflowEngine:
         if isinstance(only_workflows, str):
             raise TypeError("only_workflows takes a list of workflow names, not one string")
         self.only_workflows = None if only_workflows is None else tuple(only_workflows)
+        if self.only_workflows is not None and not all(
+            isinstance(name, str) and name.strip() for name in self.only_workflows
+        ):
+            raise ValueError("only_workflows must be non-empty workflow names")
         if self.only_workflows == ():
             raise ValueError("only_workflows must name at least one workflow (None: all)")
         self._store_arg = store
@@ -633,6 +637,8 @@ class ECSWorkflowEngine:
         )
         if not seconds >= 0:  # also NaN
             raise ValueError(f"older_than must be 0 or more seconds, not {older_than!r}")
+        if isinstance(statuses, (str, TaskStatus)):
+            statuses = [statuses]
         wanted = [TaskStatus.parse(s) for s in statuses]
         unfinished = [s.value for s in wanted if not s.is_finished]
         if not wanted or unfinished:

@@ -117,7 +117,8 @@ class Store(abc.ABC):
 
         With ``workflows``, only tasks of those workflows (a worker that runs only
         some). A task still leased to another owner (expired, or freed by
-        ``release_dead_leases``) is recorded with :func:`record_takeover`.
+        ``release_dead_leases``) gets the event :func:`record_takeover` adds, stored
+        with the claim.
         """
 
     @abc.abstractmethod
