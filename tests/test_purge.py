@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 
 import pytest
+from core_util import background, wait_for
 
 import wfcore.engine
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
@@ -126,3 +128,34 @@ def test_purge_refuses_what_it_must_not_delete(engine, wfe_run, kwargs, message)
         return await engine.list_tasks()
 
     assert [t.status for t in wfe_run(scenario())] == [TaskStatus.PENDING]
+
+
+def test_a_phase_still_running_on_a_purged_task_leaves_no_files(make_engine, wfe_run):
+    """Cancelled and purged elsewhere while it ran: its late artifact goes with its write."""
+    worker = make_engine()
+    other = make_engine()
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def slow(task: Task) -> None:
+        started.append(task.id)
+        await gate.wait()
+        await worker.add_artifact_text(task, "late.txt", "written after the purge")
+
+    worker.register_handler("slow", slow)
+    worker.register_workflow("w", [Phase("slow")])
+
+    async def scenario():
+        other.use_store(await worker.get_store())
+        task = await worker.submit_task({}, "w")
+        folder = (await worker.get_store()).artifacts_dir / task.id
+        async with background(worker):
+            await wait_for(lambda: started, 10, "the phase to start")
+            await other.cancel(task.id)
+            purged = await other.purge(0)
+            gate.set()
+            await wait_for(lambda: not worker.active_count, 10, "the phase to end")
+        return purged, folder.exists(), await other.get_task(task.id)
+
+    purged, folder_left, task = wfe_run(scenario())
+    assert (purged, folder_left, task) == (1, False, None)

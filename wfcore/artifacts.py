@@ -5,14 +5,23 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from .errors import ArtifactError
 from .model import Artifact
 from .wire import is_unicode_text
 
-__all__ = ["check_artifact_name", "guess_media_type", "task_artifact_dir", "write_artifact"]
+__all__ = [
+    "check_artifact_name",
+    "guess_media_type",
+    "remove_artifact_dirs",
+    "resolve_artifact",
+    "task_artifact_dir",
+    "write_artifact",
+]
 
 
 def check_artifact_name(name: str) -> str:
@@ -118,6 +127,16 @@ def _check_layout(base: Path, name: str) -> None:
             )
     if (base / name).is_dir():
         raise ArtifactError(f"artifact name {name!r} is a folder of other artifacts")
+
+
+def remove_artifact_dirs(root: Path, task_ids: Iterable[str]) -> None:
+    """Delete the artifact folders of these tasks (those that have one)."""
+    for task_id in task_ids:
+        try:
+            folder = task_artifact_dir(root, task_id)
+        except ArtifactError:
+            continue  # an id that cannot name a folder never had one
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def resolve_artifact(root: Path, task_id: str, name: str) -> Path:

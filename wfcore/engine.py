@@ -10,7 +10,6 @@ import inspect
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 import jsonschema
 import pluggy
 
-from .artifacts import resolve_artifact, task_artifact_dir, write_artifact
+from .artifacts import remove_artifact_dirs, resolve_artifact, write_artifact
 from .errors import (
     ArtifactError,
     InvalidOutputError,
@@ -658,7 +657,7 @@ class ECSWorkflowEngine:
             ids = await store.delete_finished(
                 before, wanted, workflow_name=workflow_name, limit=_PURGE_BATCH
             )
-            await asyncio.to_thread(_remove_artifact_dirs, store.artifacts_dir, ids)
+            await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, ids)
             deleted += len(ids)
             if len(ids) < _PURGE_BATCH:
                 return deleted
@@ -831,15 +830,6 @@ def _check_task_id(task_id: str) -> None:
         raise InvalidTaskError(
             f"task_id {task_id[:40]!r}... is too long (at most {_MAX_TASK_ID_BYTES} bytes)"
         )
-
-
-def _remove_artifact_dirs(root: Path, task_ids: list[str]) -> None:
-    for task_id in task_ids:
-        try:
-            folder = task_artifact_dir(root, task_id)
-        except ArtifactError:
-            continue  # an id that cannot name a folder never had one
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _could_be_stored(task_id: object) -> bool:

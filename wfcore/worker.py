@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
+from .artifacts import remove_artifact_dirs
 from .errors import AdapterError, InvalidTaskError, PluginError, WorkflowError
 from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus, TaskType, WorkflowSpec, utcnow
 from .stores.base import Store
@@ -491,6 +492,10 @@ class Worker:
                 "task %s: changed elsewhere (cancelled or taken over); write dropped", task.id
             )
             self._lost.add(task.id)
+            store = self._engine._store
+            if await store.get_task(task.id) is None:
+                # Deleted (purged) while this phase ran: what it wrote goes too.
+                await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, [task.id])
         return ok
 
     async def _unstorable(self, task: Task, exc: Exception) -> bool:
