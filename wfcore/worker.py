@@ -44,7 +44,8 @@ class Worker:
 
     It reads the engine's settings (``max_concurrency``, ``lease_seconds``,
     ``poll_interval``, ``retry_delay``, ``shutdown_timeout``) as it goes, so a
-    change to them applies to the next claim or attempt.
+    change to them applies to the next claim or attempt. Being part of the engine,
+    it also uses the engine's private parts: its open store, registries and hooks.
     """
 
     def __init__(self, engine: ECSWorkflowEngine) -> None:
