@@ -113,7 +113,7 @@ class Store(abc.ABC):
         *,
         workflows: Sequence[str] | None = None,
     ) -> list[Task]:
-        """Lease up to ``limit`` runnable tasks to ``owner``, oldest first.
+        """Lease to ``owner`` up to ``limit`` runnable tasks: those ready longest.
 
         With ``workflows``, only tasks of those workflows (a worker that runs only
         some). A task still leased to another owner (expired, or freed by

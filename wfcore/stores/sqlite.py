@@ -592,7 +592,7 @@ class SQLiteStore(Store):
                 f"(SELECT value FROM json_each(:rowids)) RETURNING rowid, {ROW_COLUMNS}",
                 _claim_params(owner, now, lease_seconds, rowids=json.dumps(chosen)),
             ).fetchall()
-            # RETURNING gives no order: oldest first, as the store contract says.
+            # RETURNING gives no order; the oldest first reads best in a worker's log.
             where = {rowid: i for i, rowid in enumerate(chosen)}
             return [row[1:] for row in sorted(rows, key=lambda row: where[row[0]])]
 
