@@ -193,6 +193,69 @@ def test_graph_draws_every_phase_and_route() -> None:
     assert 'id="u1-arrow"' in svg
 
 
+def _boxes(svg: str) -> dict[str, tuple[float, float, float, float]]:
+    """Each phase's box in a drawn graph: ``(left, top, right, bottom)``."""
+    found = re.findall(
+        r'<g class="wfe-node [^"]*" data-phase="([^"]*)"[^>]*><title>.*?</title>'
+        r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"',
+        svg,
+    )
+    return {
+        n: (float(x), float(y), float(x) + float(w), float(y) + float(h)) for n, x, y, w, h in found
+    }
+
+
+def _route_points(d: str) -> list[tuple[float, float]]:
+    """Points along a drawn route (an ``M x,y C x,y x,y x,y`` cubic Bezier curve)."""
+    numbers = [float(n) for n in re.findall(r"-?[\d.]+", d)]
+    (x0, y0, x1, y1, x2, y2, x3, y3) = numbers
+    points = []
+    for i in range(101):
+        t = i / 100
+        a, b, c, e = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3
+        points.append((a * x0 + b * x1 + c * x2 + e * x3, a * y0 + b * y1 + c * y2 + e * y3))
+    return points
+
+
+@pytest.mark.parametrize(
+    "phases",
+    [
+        # a can skip b and c: its route to d must not hide behind them.
+        [Phase("a", next_classifications=["b", "d"]), Phase("b"), Phase("c"), Phase("d")],
+        # A triage that sends work to any of several teams, or straight to the end.
+        [Phase("triage", next_classifications=["team1", "team2", "team3", "close"])]
+        + [Phase(f"team{i}", next_classifications=["close"]) for i in (1, 2, 3)]
+        + [Phase("close")],
+        [
+            Phase("x", next_classifications=["y", "z"]),
+            Phase("y", on_timeout={"goto": "w"}, timeout=5),
+            Phase("z"),
+            Phase("w", next_classifications=["x", "z"]),
+        ],
+    ],
+)
+def test_graph_routes_never_run_through_another_phase(phases: list[Phase]) -> None:
+    svg = str(workflow_svg(WorkflowSpec(name="g", phases=phases)))
+    boxes = _boxes(svg)
+    assert len(boxes) == len(phases)
+    routes = re.findall(
+        r'<path class="wfe-edge [^"]*" data-from="([^"]*)" data-to="([^"]*)" d="([^"]+)"', svg
+    )
+    drawn = {(src, dst) for src, dst, _ in routes}
+    expected = {(s, d or "") for s, d, _ in phase_edges(WorkflowSpec(name="g", phases=phases))}
+    assert drawn == expected
+    for src, dst, d in routes:
+        for name, (left, top, right, bottom) in boxes.items():
+            if name in (src, dst):
+                continue
+            inside = [
+                (round(x), round(y))
+                for x, y in _route_points(d)
+                if left + 2 < x < right - 2 and top + 2 < y < bottom - 2
+            ]
+            assert not inside, f"the route {src} -> {dst} runs through {name} at {inside[:3]}"
+
+
 def test_bridge_calls_the_engine_from_threads_and_stops(wfe_store_url: str) -> None:
     engine = ECSWorkflowEngine(store=wfe_store_url, load_plugins=False)
     engine.register_workflow("w", [Phase("p", assigned_to="human")])

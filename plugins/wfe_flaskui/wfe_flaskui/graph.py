@@ -1,8 +1,9 @@
 """Workflow graphs as inline SVG drawn on the server: phases as boxes, routes as arrows.
 
 Phases are placed left to right in layers (a phase sits one layer right of the
-furthest phase that leads to it), routes back to an earlier phase curve below the
-boxes, and ``on_timeout`` jumps are dashed. Every piece of text is escaped.
+furthest phase that leads to it), routes to the next column run straight across,
+routes back to an earlier phase or over a column arc above or below the boxes (never
+through one), and ``on_timeout`` jumps are dashed. Every piece of text is escaped.
 """
 
 from __future__ import annotations
@@ -122,12 +123,14 @@ def workflow_svg(
         columns.setdefault(layer[name], []).append(name)
     rows = max(len(c) for c in columns.values())
     top_of = {names[0] for names in columns.values()}
-    # Loops back run above every box when both ends are at the top of their
-    # column (so they leave and enter without crossing another box), else below.
-    loops = [(s, d) for s, d, _ in edges if d is not None and layer[d] <= layer[s]]
-    over = {(s, d) for s, d in loops if s in top_of and d in top_of and s != d}
+    # A route to the next column runs straight across the gap between columns.
+    # Any other (a loop back, or a jump over a column) would cross the boxes
+    # between its ends: it arcs above every box when both ends are at the top of
+    # their column (so it leaves and enters without crossing another box), else below.
+    arcs = [(s, d) for s, d, _ in edges if d is not None and layer[d] != layer[s] + 1]
+    over = {(s, d) for s, d in arcs if s in top_of and d in top_of and s != d}
     above = _LOOP_ROOM if over else 0
-    below = _LOOP_ROOM if len(over) < len(loops) else 0
+    below = _LOOP_ROOM if len(over) < len(arcs) else 0
     height_inner = rows * _H + (rows - 1) * _GAP_Y
     top = _PAD + above
     start_x = _PAD + _END_R
@@ -153,7 +156,7 @@ def workflow_svg(
         f'<circle class="wfe-start" cx="{start_x:.1f}" cy="{fy + _H / 2:.1f}" r="{_END_R}" '
         'fill="#334155"><title>start</title></circle>'
     )
-    parts.append(_curve(start_x + _END_R, fy + _H / 2, fx, fy + _H / 2, marker, "next"))
+    parts.append(_curve(start_x + _END_R, fy + _H / 2, fx, fy + _H / 2, marker, "next", None))
     for index, (src, dst, kind) in enumerate(edges):
         sx, sy = pos[src]
         # A timeout jump runs a little lower than a normal route to the same place.
@@ -162,16 +165,19 @@ def workflow_svg(
             # Each phase that can end the workflow gets its own end mark beside it.
             ex = sx + _W + _END_GAP + _END_R
             ey = sy + _H / 2
-            parts.append(_curve(sx + _W, ey, ex - _END_R - 1, ey, marker, kind))
+            route = (src, "")
+            parts.append(_curve(sx + _W, ey, ex - _END_R - 1, ey, marker, kind, route))
             parts.append(
                 f'<circle class="wfe-end" cx="{ex:.1f}" cy="{ey:.1f}" r="{_END_R}" fill="#fff" '
                 'stroke="#334155" stroke-width="3"><title>completed</title></circle>'
             )
             continue
         dx, dy = pos[dst]
-        if layer[dst] > layer[src]:
+        if layer[dst] == layer[src] + 1:
             parts.append(
-                _curve(sx + _W, sy + _H / 2 + shift, dx, dy + _H / 2 + shift, marker, kind)
+                _curve(
+                    sx + _W, sy + _H / 2 + shift, dx, dy + _H / 2 + shift, marker, kind, (src, dst)
+                )
             )
             continue
         lane = (index % 3) * 9
@@ -180,29 +186,42 @@ def workflow_svg(
         else:
             low = top + height_inner + 16 + lane
             a, b, y = (sx + _W * 0.62, sy + _H), (dx + _W * 0.38, dy + _H + 1), low
+        # Control points placed so that the curve's highest (or lowest) point is y.
+        control = (y - (a[1] + b[1]) / 8) / 0.75
         path = (
-            f"M{a[0]:.1f},{a[1]:.1f} C{a[0]:.1f},{y:.1f} {b[0]:.1f},{y:.1f} {b[0]:.1f},{b[1]:.1f}"
+            f"M{a[0]:.1f},{a[1]:.1f} C{a[0]:.1f},{control:.1f} {b[0]:.1f},{control:.1f} "
+            f"{b[0]:.1f},{b[1]:.1f}"
         )
-        parts.append(_edge_path(path, marker, kind))
+        parts.append(_edge_path(path, marker, kind, (src, dst)))
     for phase in spec.phases:
         parts.append(_node(phase, pos[phase.target_classification], counts, link))
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
-def _curve(x1: float, y1: float, x2: float, y2: float, marker: str, kind: str) -> str:
+def _curve(
+    x1: float,
+    y1: float,
+    x2: float,
+    y2: float,
+    marker: str,
+    kind: str,
+    route: tuple[str, str] | None,
+) -> str:
     bend = max(24.0, (x2 - x1) / 2)
     path = (
         f"M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
     )
-    return _edge_path(path, marker, kind)
+    return _edge_path(path, marker, kind, route)
 
 
-def _edge_path(path: str, marker: str, kind: str) -> str:
+def _edge_path(path: str, marker: str, kind: str, route: tuple[str, str] | None) -> str:
+    """One drawn route; ``route`` is ``(from, to)`` (``to`` empty: the end), None for the start."""
     dash = ' stroke-dasharray="5 4"' if kind == "timeout" else ""
     title = "<title>on timeout</title>" if kind == "timeout" else ""
+    ends = "" if route is None else f' data-from="{escape(route[0])}" data-to="{escape(route[1])}"'
     return (
-        f'<path class="wfe-edge wfe-edge-{kind}" d="{path}" fill="none" stroke="#64748b" '
+        f'<path class="wfe-edge wfe-edge-{kind}"{ends} d="{path}" fill="none" stroke="#64748b" '
         f'stroke-width="1.6"{dash} marker-end="url(#{escape(marker)})">{title}</path>'
     )
 
