@@ -498,3 +498,80 @@ def test_retry_runs_a_failed_or_cancelled_task_again(make_engine, wfe_run):
     assert calls == ["b", "b", "b"]  # two failed attempts, one after the retry; a not rerun
     assert "retried" in events(done)
     assert waiting.status is TaskStatus.WAITING_HUMAN  # asks its question again
+
+
+@pytest.mark.parametrize(
+    ("misdeed", "message"),
+    [
+        ("output_of_outputs", None),  # fine: the output is the task's own copy
+        ("context_cycle", "task.context must be JSON-serializable: Circular reference"),
+        ("status_text", "a phase may not set task.status to 'completed'"),
+        ("deadline_number", "a phase may not set task.deadline"),
+        ("artifact_name", "a phase may not set task.artifacts"),
+        ("outputs_none", "a phase may not set task.outputs"),
+        ("attempts", "a phase may not set task.attempts"),
+    ],
+)
+def test_a_phase_breaking_what_the_engine_keeps_fails_once(make_engine, wfe_run, misdeed, message):
+    """Not stored as is (it could not be), nor run again and again: the attempt fails."""
+    engine = make_engine()
+    runs: list[str] = []
+
+    async def first(task: Task) -> None:
+        task.output = 1
+
+    async def second(task: Task) -> None:
+        runs.append(misdeed)
+        if misdeed == "output_of_outputs":
+            task.output = {"inputs": task.outputs}
+        elif misdeed == "context_cycle":
+            task.context["me"] = task.context
+        elif misdeed == "status_text":
+            task.status = "completed"
+        elif misdeed == "deadline_number":
+            task.deadline = 5
+        elif misdeed == "artifact_name":
+            task.artifacts.append("x.txt")
+        elif misdeed == "outputs_none":
+            task.outputs = None
+        else:
+            task.attempts = 7
+
+    engine.register_handler("first", first)
+    engine.register_handler("second", second)
+    engine.register_workflow("w", [Phase("first"), Phase("second")])
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert runs == [misdeed]
+    if message is None:
+        assert task.status is TaskStatus.COMPLETED, task.error
+        assert task.outputs == {"first": 1, "second": {"inputs": {"first": 1}}}
+    else:
+        assert task.status is TaskStatus.FAILED
+        assert message in task.error
+        assert task.outputs == {"first": 1}
+
+
+def test_a_classifier_that_raises_fails_the_task(make_engine, wfe_run):
+    class Broken:
+        @hookimpl
+        def wfe_classify(self, task: Task) -> str:
+            raise RuntimeError("no model today")
+
+    engine = make_engine(plugins=[Broken()])
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "PluginError: wfe_classify failed: RuntimeError: no model today"

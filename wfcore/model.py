@@ -367,13 +367,13 @@ class Task:
         clone = _copy_fields(self)
         # Only containers need copying; checking first saves a call per field.
         if isinstance(self.data, (dict, list)):
-            clone.data = _json_copy(self.data)
-        clone.context = _json_copy(self.context) if self.context else {}
+            clone.data = copy_json(self.data)
+        clone.context = copy_json(self.context) if self.context else {}
         if isinstance(self.output, (dict, list)):
-            clone.output = _json_copy(self.output)
-        clone.outputs = _json_copy(self.outputs) if self.outputs else {}
+            clone.output = copy_json(self.output)
+        clone.outputs = copy_json(self.outputs) if self.outputs else {}
         if self.reply is not None:
-            clone.reply = _json_copy(self.reply)
+            clone.reply = copy_json(self.reply)
         clone.artifacts = list(self.artifacts)
         clone.history = list(self.history)  # entries are never changed once written
         return clone
@@ -393,7 +393,7 @@ class Task:
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _json_copy(value: Any) -> Any:
+def copy_json(value: Any) -> Any:
     """Copy nested dicts and lists; other values are shared (JSON scalars are immutable).
 
     Several times faster than ``copy.deepcopy`` on task data, which matters
@@ -401,9 +401,9 @@ def _json_copy(value: Any) -> Any:
     """
     kind = type(value)
     if kind is dict:
-        return {k: v if type(v) in _SCALARS else _json_copy(v) for k, v in value.items()}
+        return {k: v if type(v) in _SCALARS else copy_json(v) for k, v in value.items()}
     if kind is list:
-        return [v if type(v) in _SCALARS else _json_copy(v) for v in value]
+        return [v if type(v) in _SCALARS else copy_json(v) for v in value]
     if isinstance(value, (dict, list)):
         return copy.deepcopy(value)
     return value

@@ -265,7 +265,10 @@ def json_kind(value: Any) -> str:
 def printable(value: Any) -> Any:
     """``value`` with everything that is not JSON replaced by its ``repr`` (and what
     is not Unicode text by ``?``)."""
-    text = json.dumps(value, default=repr, ensure_ascii=False)
+    try:
+        text = json.dumps(value, default=repr, ensure_ascii=False)
+    except (ValueError, RecursionError):  # a cycle, or nesting too deep
+        text = json.dumps(repr(value)[:10_000], ensure_ascii=False)
     return json.loads(text.encode("utf-8", "replace").decode("utf-8"))
 
 

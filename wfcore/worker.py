@@ -17,13 +17,23 @@ import os
 import socket
 import time
 import traceback
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
 from .artifacts import remove_artifact_dirs
 from .errors import AdapterError, InvalidTaskError, PluginError, WorkflowError
-from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus, TaskType, WorkflowSpec, utcnow
+from .model import (
+    DEFINE_WORKFLOW,
+    Artifact,
+    Phase,
+    Task,
+    TaskStatus,
+    TaskType,
+    WorkflowSpec,
+    copy_json,
+    utcnow,
+)
 from .stores.base import Store
 from .wire import json_problem, printable, workflow_from_dict
 
@@ -234,11 +244,21 @@ class Worker:
             await self._hand_back(task)
         except _LeaseLost:
             return
-        except Exception:
+        except Exception as exc:
             logger.exception("task %s: unexpected engine error", task.id)
-            await self._hand_back(task)
+            # Handing it back would meet the same error at every claim, for ever.
+            await self._fail_for_good(task, exc)
         finally:
             self._finished(task.id)
+
+    async def _fail_for_good(self, task: Task, exc: Exception) -> None:
+        """Fail a task the engine itself could not go on with; hand it back only if
+        even that cannot be stored (the store is down, say)."""
+        try:
+            await self._fail(task, None, _as_text(f"EngineError: {type(exc).__name__}: {exc}"))
+        except Exception:
+            logger.exception("task %s: could not be failed either", task.id)
+            await self._hand_back(task)
 
     async def _hand_back(self, task: Task) -> None:
         """Return an interrupted task to the store as runnable, its attempt uncounted."""
@@ -271,7 +291,16 @@ class Worker:
         """Find the task's phase, asking the classifiers when it has none."""
         if task.classification is None:
             classify = self._engine.plugin_manager.hook.wfe_classify
-            answer = classify(task=task, engine=self._engine) if classify.get_hookimpls() else None
+            try:
+                answer = (
+                    classify(task=task, engine=self._engine) if classify.get_hookimpls() else None
+                )
+            except Exception as exc:
+                # A classifier that fails would fail the same way on every claim.
+                task.error = _as_text(
+                    f"PluginError: wfe_classify failed: {type(exc).__name__}: {exc}"
+                )
+                return None
             if inspect.isawaitable(answer):
                 if inspect.iscoroutine(answer):
                     answer.close()  # never awaited: close it so Python does not warn
@@ -314,6 +343,7 @@ class Worker:
         await self._engine._fire("wfe_phase_started", task=task, phase=phase)
         started = time.monotonic()
         task_id = task.id
+        owned = (task.attempts, task.outputs, task.artifacts)
         try:
             if adapter is None:
                 raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
@@ -330,6 +360,7 @@ class Worker:
             if task.id != task_id:
                 task.id = task_id  # else the write would go to no task, or another
                 raise InvalidTaskError("a phase must not change task.id")
+            _check_engine_fields(task, *owned)
             _check_json(task)
         except asyncio.CancelledError:
             raise
@@ -534,6 +565,10 @@ def advance(
 ) -> None:
     """Record a phase's output and move the task to its next phase or COMPLETED."""
     name = phase.target_classification
+    if type(output) is dict or type(output) is list:
+        # The task's own copy: an output built from task.outputs, or taken from a
+        # phase's on_timeout rule, must not share containers with them.
+        output = copy_json(output)
     task.output = output
     task.outputs[name] = output
     task.error = None
@@ -570,6 +605,38 @@ def advance(
         task.classification = target
         running = task.status is TaskStatus.IN_PROGRESS
         task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
+
+
+def _check_engine_fields(
+    task: Task, attempts: int, outputs: dict[str, Any], artifacts: list[Artifact]
+) -> None:
+    """Fail the attempt when a phase broke a field only the engine sets, putting it
+    back first: else the task could not be stored, and would run again for ever."""
+    broken = []
+    if task.attempts != attempts:
+        task.attempts = attempts
+        broken.append("task.attempts")
+    if type(task.outputs) is not dict:
+        task.outputs = outputs
+        broken.append("task.outputs (a dict of the phases' outputs)")
+    if type(task.artifacts) is not list or not all(isinstance(a, Artifact) for a in task.artifacts):
+        task.artifacts = [a for a in artifacts if isinstance(a, Artifact)]
+        broken.append("task.artifacts (use engine.add_artifact_text/bytes)")
+    if type(task.context) is not dict:
+        task.context = {}
+        broken.append("task.context (a dict)")
+    status = task.status
+    if not isinstance(status, TaskStatus) or not (
+        status is TaskStatus.IN_PROGRESS or status.is_waiting
+    ):
+        task.status = TaskStatus.IN_PROGRESS
+        broken.append(f"task.status to {status!r} (to wait, call engine.suspend())")
+    deadline = task.deadline
+    if deadline is not None and not (isinstance(deadline, datetime) and deadline.tzinfo):
+        task.deadline = None
+        broken.append("task.deadline (pass deadline= to engine.suspend())")
+    if broken:
+        raise InvalidTaskError("a phase may not set " + "; ".join(broken))
 
 
 def _check_json(task: Task) -> None:
