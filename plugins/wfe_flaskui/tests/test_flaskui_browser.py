@@ -300,3 +300,32 @@ def test_answer_form_fields_named_anything_have_their_own_labels(page: Any, live
         "two\nlines": "nl",
         "pick some": ["b"],
     }
+
+
+def test_long_workflow_and_phase_names_wrap_instead_of_widening_pages(page: Any, live: Any) -> None:
+    expect = _expect()
+    # Names may be 200 characters long, with no space to break them at.
+    workflow, phase = "w" * 199 + "1", "p" * 200
+    spec = {
+        "name": workflow,
+        "phases": [{"target_classification": phase, "assigned_to": "human"}],
+        "input": {},
+    }
+    defined = live.api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
+    task_id = live.api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+
+    for path in ("/", f"/?workflow={workflow}", "/inbox", f"/tasks/{task_id}", "/workflows"):
+        page.goto(live.url + path)
+        expect(page.locator("main")).to_contain_text(workflow)
+        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"{path} scrolls sideways: {widths}"
+        if path.startswith("/?"):
+            # Every column of the task list is in view, none pushed out of its box.
+            table = page.locator("#task-table")
+            box = page.locator(".tablewrap").bounding_box()
+            assert box and table.bounding_box()["width"] <= box["width"] + 1
+            row = page.locator(f"tr[data-task-id='{task_id}']")
+            for cell in row.locator("td").all():
+                cell_box = cell.bounding_box()
+                assert cell_box and cell_box["x"] + cell_box["width"] <= box["x"] + box["width"] + 1
+    screenshot(page, "long-names")
