@@ -100,9 +100,17 @@ def test_problems_are_reported_beside_their_fields() -> None:
     # Values are kept so the person does not retype them.
     assert {f.name: f.value for f in form.fields}["ratio"] == "lots"
 
+    # A field that cannot be read does not hide what the schema says of the others:
+    # every problem is shown at the first try, not one kind per try.
     answer, form = parse_answer(SCHEMA, MultiDict([("field.age", "-4"), ("field.lines", "1\nx")]))
     errors = {f.name: f.error for f in form.fields if f.error}
-    assert errors == {"lines": "each line must be a number"}
+    assert errors == {
+        "lines": "each line must be a number",
+        "age": "-4 is less than the minimum of 0",
+        "name": "required",
+        "level": "required",
+    }
+    assert answer is None
 
     answer, form = parse_answer(SCHEMA, MultiDict([("field.age", "-4")]))
     errors = {f.name: f.error for f in form.fields if f.error}

@@ -352,8 +352,10 @@ def parse_answer(
             answer = None if left_empty else value
         elif value is not _MISSING:
             answer[field.name] = value
-    if result.has_errors:
+    if single and result.has_errors:
         return None, result
+    # Fields that could not be read are left out of the answer, and keep their own
+    # error; the schema still judges the others, so that every problem shows at once.
     by_name = {f.name: f for f in result.fields}
     validator = jsonschema.validators.validator_for(schema)(schema)
     for error in sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path)):
