@@ -329,3 +329,21 @@ def test_long_workflow_and_phase_names_wrap_instead_of_widening_pages(page: Any,
                 cell_box = cell.bounding_box()
                 assert cell_box and cell_box["x"] + cell_box["width"] <= box["x"] + box["width"] + 1
     screenshot(page, "long-names")
+
+
+def test_an_open_task_page_says_so_when_the_task_is_purged(page: Any, live: Any) -> None:
+    expect = _expect()
+    task = live.api.submit("numbers", {"n": 4})
+    live.api.wait_status(task["id"], "completed")
+    page.goto(f"{live.url}/tasks/{task['id']}")
+    expect(page.locator("#task-status")).to_have_text("completed")
+    page.evaluate("window.__sameDocument = true")
+
+    # `wfe purge` on the store, from elsewhere, while the page is open.
+    purged = live.dashboard.call(lambda engine: engine.purge(0, workflow_name="numbers"))
+    assert purged >= 1
+    gone = page.locator("#task-gone")
+    expect(gone).to_contain_text(f"Task {task['id'][:8]} is no longer in the store")
+    expect(page.locator("#task-summary")).to_have_count(0)
+    assert page.evaluate("window.__sameDocument") is True
+    screenshot(page, "task-purged")

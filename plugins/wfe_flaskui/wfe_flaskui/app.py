@@ -72,6 +72,8 @@ _STATUS_ORDER = [
     TaskStatus.CANCELLED,
 ]
 _PARTIAL_HEADER = "X-WFE-Partial"
+#: Marks the region a refreshing task page gets when its task is no longer stored.
+_GONE_HEADER = "X-WFE-Gone"
 
 
 class Dashboard:
@@ -800,7 +802,16 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
 
         loaded = call(load)
         if loaded is None:
-            return kafka_task(task_id) or _error(404, f"no task {task_id!r}")
+            shown = kafka_task(task_id)
+            if shown is not None:
+                return shown
+            if partial():
+                # An open page of a task deleted since (wfe purge) says so in place
+                # of the task it still shows.
+                gone = Response(render("_task_gone.html", task_id=task_id), 404)
+                gone.headers[_GONE_HEADER] = "1"
+                return gone
+            return _error(404, f"no task {task_id!r}")
         found, specs, previews = loaded
         context = task_context(found, specs)
         context["previews"] = previews

@@ -69,7 +69,9 @@
       if (document.hidden || busy()) { schedule(); return; }
       fetch(url, { headers: { "X-WFE-Partial": "1" }, credentials: "same-origin", cache: "no-store" })
         .then(function (response) {
-          if (!response.ok || response.redirected) throw new Error("refresh failed");
+          // A task deleted while its page is open answers 404 with a region saying so.
+          var gone = response.status === 404 && response.headers.get("X-WFE-Gone") === "1";
+          if ((!response.ok && !gone) || response.redirected) throw new Error("refresh failed");
           inboxBadge(response.headers.get("X-WFE-Inbox"));
           return response.text();
         })
