@@ -314,3 +314,29 @@ def test_a_defined_workflow_never_replaces_a_different_one(make_engine, wfe_run)
     assert engine.workflows["taken"].classifications == ["a"]
     assert again.status is TaskStatus.COMPLETED
     assert again.outputs["a"] == "a"
+
+
+def test_two_different_specs_of_one_name_defined_at_once_one_wins(make_engine, wfe_run):
+    engine = make_engine(max_concurrency=10)
+
+    def spec(phase: str) -> dict[str, Any]:
+        return {
+            "name": "race",
+            "phases": [{"target_classification": phase, "assigned_to": "human"}],
+        }
+
+    async def scenario():
+        tasks = await engine.submit_tasks(
+            [
+                {"data": spec(phase), "workflow_name": None, "classification": DEFINE_WORKFLOW}
+                for phase in ("a", "b")
+            ]
+        )
+        await engine.run_until_idle()
+        return [await engine.get_task(t.id) for t in tasks], engine.workflows["race"]
+
+    (first, second), race = wfe_run(scenario())
+    assert first.status is TaskStatus.WAITING_HUMAN  # the first stored wins
+    assert race.classifications == ["a"]
+    assert second.status is TaskStatus.FAILED
+    assert "a different workflow named 'race' exists already" in second.error

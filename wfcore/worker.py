@@ -482,16 +482,18 @@ class Worker:
         # Replacing a workflow would strand the tasks in its phases, and workers
         # would run whichever definition they loaded last. The same spec again
         # (a rerun of this task, say) is fine.
-        existing = await self._engine._workflow(spec.name)
-        if existing is not None and existing != spec_without_input:
+        # A workflow registered by the app is not always stored yet.
+        existing = self._engine._workflows.get(spec.name)
+        if existing is None:
+            store = await self._engine.get_store()
+            existing = await store.add_workflow(spec_without_input)
+        if existing != spec_without_input:
             return await self._fail(
                 task,
                 None,
                 f"InvalidWorkflowError: a different workflow named {spec.name!r} exists "
                 "already; define this one under a new name",
             )
-        store = await self._engine.get_store()
-        await store.save_workflow(spec_without_input)
         self._engine._workflows[spec.name] = spec_without_input
         task.outputs[DEFINE_WORKFLOW] = {"workflow": spec.name}
         task.output = {"workflow": spec.name}

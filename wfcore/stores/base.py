@@ -53,6 +53,20 @@ class Store(abc.ABC):
     async def load_workflows(self) -> list[WorkflowSpec]:
         """Every stored workflow definition."""
 
+    async def add_workflow(self, spec: WorkflowSpec) -> WorkflowSpec:
+        """Store ``spec`` unless a workflow of its name is stored already; return the
+        one stored under the name (``spec``, or the earlier one).
+
+        Workflows defined at run time come through here, so that two defined at
+        once under one name cannot both win. A store that can should do it in one
+        transaction; this default reads, then writes.
+        """
+        for stored in await self.load_workflows():
+            if stored.name == spec.name:
+                return stored
+        await self.save_workflow(spec)
+        return spec
+
     # -- tasks -----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -75,6 +75,9 @@ class MemoryStore(Store):
     async def save_workflow(self, spec: WorkflowSpec) -> None:
         self._workflows[spec.name] = spec
 
+    async def add_workflow(self, spec: WorkflowSpec) -> WorkflowSpec:
+        return self._workflows.setdefault(spec.name, spec)
+
     async def load_workflows(self) -> list[WorkflowSpec]:
         return [self._workflows[n] for n in sorted(self._workflows)]
 

@@ -394,6 +394,22 @@ class SQLiteStore(Store):
 
         await self._write(write)
 
+    async def add_workflow(self, spec: WorkflowSpec) -> WorkflowSpec:
+        doc = json.dumps(workflow_to_dict(spec))
+
+        def write(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO workflows (name, doc, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (spec.name, doc, time.time()),
+            )
+            return conn.execute(
+                "SELECT doc FROM workflows WHERE name = ?", (spec.name,)
+            ).fetchone()[0]
+
+        stored = await self._write(write)
+        return spec if stored == doc else workflow_from_dict(json.loads(stored))
+
     async def load_workflows(self) -> list[WorkflowSpec]:
         rows = await self._read(
             lambda c: c.execute("SELECT doc FROM workflows ORDER BY name").fetchall()
