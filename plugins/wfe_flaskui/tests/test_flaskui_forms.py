@@ -163,6 +163,60 @@ def test_a_schema_that_is_not_an_object_is_one_field() -> None:
     assert answer is None and not form.has_errors
 
 
+def test_refs_and_nullable_unions_get_the_widget_of_what_they_name() -> None:
+    # What pydantic's model_json_schema() writes: enums and nested models behind
+    # local $refs, Optional[X] as anyOf X or null.
+    schema = {
+        "$defs": {
+            "Decision": {"enum": ["ship", "hold"], "title": "Decision", "type": "string"},
+            "Scores": {"type": "array", "items": {"$ref": "#/$defs/Score"}},
+            "Score": {"type": "integer"},
+        },
+        "type": "object",
+        "properties": {
+            "decision": {"$ref": "#/$defs/Decision"},
+            "score": {"anyOf": [{"type": "integer", "maximum": 5}, {"type": "null"}]},
+            "note": {"oneOf": [{"type": "null"}, {"type": "string"}], "title": "A note"},
+            "history": {"$ref": "#/$defs/Scores", "title": "Past scores"},
+            "either": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+            "nowhere": {"$ref": "#/$defs/Missing"},
+        },
+        "required": ["decision"],
+    }
+    form = answer_form(schema)
+    widgets = {f.name: (f.widget, f.label) for f in form.fields}
+    assert widgets == {
+        "decision": ("select", "Decision"),
+        "score": ("number", "Score"),
+        "note": ("text", "A note"),
+        "history": ("lines", "Past scores"),
+        "either": ("json", "Either"),  # a real choice of types: JSON says which
+        "nowhere": ("json", "Nowhere"),
+    }
+    posted = MultiDict(
+        [
+            ("field.decision", '"ship"'),
+            ("field.score", "4"),
+            ("field.note", "fine"),
+            ("field.history", "3\n5"),
+            ("field.either", "7"),
+        ]
+    )
+    answer, form = parse_answer(schema, posted)
+    assert not form.has_errors, [(f.name, f.error) for f in form.fields]
+    assert answer == {
+        "decision": "ship",
+        "score": 4,
+        "note": "fine",
+        "history": [3, 5],
+        "either": 7,
+    }
+    _, form = parse_answer(schema, MultiDict([("field.decision", '"ship"'), ("field.score", "9")]))
+    assert {f.name: f.error for f in form.fields if f.error} == {
+        "score": "9 is greater than the maximum of 5"
+    }
+
+
 def test_free_answers() -> None:
     assert parse_answer(None, MultiDict([("answer", "hi")]))[0] == "hi"
     value, _ = parse_answer(None, MultiDict([("answer", "[1]"), ("answer_format", "json")]))

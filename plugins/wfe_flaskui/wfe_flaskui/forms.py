@@ -175,18 +175,76 @@ def _is_object_schema(schema: Mapping[str, Any]) -> bool:
     return _main_type(schema) == "object" and isinstance(schema.get("properties"), Mapping)
 
 
+#: How many ``$ref``s (or nullable unions) in a row are followed for one field.
+_MAX_REFS = 20
+_NULL = {"type": "null"}
+
+
+def _pointer(root: Any, pointer: str) -> Mapping[str, Any] | None:
+    """The schema a local JSON pointer (``/$defs/Name``) names in ``root``, or None."""
+    found = root
+    for part in pointer.split("/")[1:] if pointer else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(found, Mapping) and part in found:
+            found = found[part]
+        elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
+            found = found[int(part)]
+        else:
+            return None
+    return found if isinstance(found, Mapping) else None
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The schema a field's widget is chosen by, as tools such as pydantic write them.
+
+    A local ``$ref`` (``#/$defs/Name``) is followed, and ``anyOf``/``oneOf`` of one
+    schema and ``{"type": "null"}`` is taken as that schema; the field's own keys
+    (title, description, default) win over those of the schema it names. An
+    array's ``items`` is resolved the same way. The answer is still validated
+    against the schema as written.
+    """
+    for _ in range(_MAX_REFS):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            target = _pointer(root, ref[1:])
+            if target is None:
+                break
+            schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+            continue
+        nullable = None
+        for key in ("anyOf", "oneOf"):
+            options = schema.get(key)
+            others = [o for o in options if o != _NULL] if isinstance(options, list) else []
+            if isinstance(options, list) and len(options) == 2 and len(others) == 1:
+                nullable = key, others[0]
+        if nullable is None or not isinstance(nullable[1], Mapping):
+            break
+        key, chosen = nullable
+        schema = {**chosen, **{k: v for k, v in schema.items() if k != key}}
+    items = schema.get("items")
+    if isinstance(items, Mapping) and "$ref" in items:
+        schema = {**schema, "items": _resolve(items, root)}
+    return schema
+
+
+def _field_schemas(schema: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any], bool]]:
+    """``(name, schema, required)`` of each field: one per property of an object
+    schema, else the single ``answer`` field."""
+    if not _is_object_schema(schema):
+        return [(ANSWER, _resolve(schema, schema), True)]
+    required = set(schema.get("required") or ())
+    return [
+        (name, _resolve(sub if isinstance(sub, Mapping) else {}, schema), name in required)
+        for name, sub in schema["properties"].items()
+    ]
+
+
 def answer_form(schema: Mapping[str, Any] | None) -> AnswerForm:
     """An empty form for a phase with this ``input_schema`` (None: a free answer)."""
     if schema is None:
         return AnswerForm(kind="free")
-    if _is_object_schema(schema):
-        required = set(schema.get("required") or ())
-        fields = [
-            _field_for(name, sub if isinstance(sub, Mapping) else {}, name in required)
-            for name, sub in schema["properties"].items()
-        ]
-    else:
-        fields = [_field_for(ANSWER, schema, True)]
+    fields = [_field_for(name, sub, required) for name, sub, required in _field_schemas(schema)]
+    if not _is_object_schema(schema):
         fields[0].label = str(schema.get("title") or "Answer")
     return AnswerForm(kind="schema", fields=fields)
 
@@ -337,11 +395,9 @@ def parse_answer(
         return _parse_free(form)
     result = answer_form(schema)
     single = not _is_object_schema(schema)
-    props = {} if single else dict(schema["properties"])
     answer: Any = {}
     left_empty = False  # the single field, when there is one, was left empty
-    for field in result.fields:
-        sub = schema if single else props.get(field.name) or {}
+    for field, (_, sub, _) in zip(result.fields, _field_schemas(schema), strict=True):
         try:
             value = _read_field(field, sub, form)
         except _Invalid as exc:
@@ -386,6 +442,13 @@ def parse_answer(
 
 def _message(error: jsonschema.ValidationError, top: bool) -> str:
     path = list(error.absolute_path)
+    if error.validator in ("anyOf", "oneOf"):
+        # "9 is not valid under any of the given schemas" says nothing of why: name
+        # the problem of an option the value has the type of (9 > a maximum of 5,
+        # rather than 9 not being null), when there is one.
+        typed = [e for e in error.context or () if e.validator != "type"]
+        if typed:
+            error = jsonschema.exceptions.best_match(typed) or error
     inner = "/".join(str(p) for p in path[1:]) if not top else ""
     text = "choose one of the listed options" if error.validator == "enum" else error.message
     return f"{inner}: {text}" if inner else text
