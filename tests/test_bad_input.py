@@ -311,6 +311,14 @@ def test_suspend_needs_a_waiting_status(engine):
         ),
         (lambda: Phase(""), "target_classification"),
         (lambda: Phase("define_workflow"), "target_classification: 'define_workflow' is reserved"),
+        (
+            lambda: Phase("a", input_schema={"$ref": "#/definitions/answer"}),
+            "input_schema: $ref '#/definitions/answer' points to nothing",
+        ),
+        (
+            lambda: Phase("a", input_schema={"$ref": "https://example.org/answer.json"}),
+            "points outside the schema",
+        ),
         (lambda: Phase("a\x00b"), "may not contain control characters"),
         (lambda: Phase("\ud800"), "may not contain control characters or invalid Unicode"),
         (lambda: WorkflowSpec(name="x" * 201, phases=[Phase("a")]), "name: 'xxx"),

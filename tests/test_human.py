@@ -79,6 +79,30 @@ def test_answer_is_validated_against_the_input_schema(make_engine, wfe_run):
     assert resumed.output == {"approved": True, "amount": 12.5}
 
 
+
+def test_answer_formats_are_checked(make_engine, wfe_run):
+    schema = {
+        "type": "object",
+        "properties": {"email": {"format": "email"}, "day": {"format": "date"}},
+    }
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human", input_schema=schema)])
+
+    async def scenario():
+        waiting = await submit_and_settle(engine)
+        with pytest.raises(InvalidOutputError) as refused:
+            await engine.resume(waiting.id, {"email": "not an address", "day": "yesterday"})
+        return refused.value, await engine.resume(
+            waiting.id, {"email": "ann@example.org", "day": "2026-11-26"}
+        )
+
+    refused, resumed = wfe_run(scenario())
+    assert refused.errors == [
+        "day: 'yesterday' is not a 'date'",
+        "email: 'not an address' is not a 'email'",
+    ]
+    assert resumed.status is TaskStatus.COMPLETED
+
 def test_resuming_never_reruns_work_done_before_the_suspension(make_engine, wfe_run):
     engine = make_engine()
     calls: list[str] = []

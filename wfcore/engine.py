@@ -800,7 +800,7 @@ _NOTHING = _Nothing()
 def _validate_answer(phase: Phase, output: Any) -> None:
     assert phase.input_schema is not None
     validator_cls = jsonschema.validators.validator_for(phase.input_schema)
-    validator = validator_cls(phase.input_schema)
+    validator = validator_cls(phase.input_schema, format_checker=validator_cls.FORMAT_CHECKER)
     problems = sorted(validator.iter_errors(output), key=lambda e: list(e.absolute_path))
     if problems:
         errors = [

@@ -259,15 +259,48 @@ def _check_phase(phase: Phase, where: str) -> None:
             raise InvalidWorkflowError(
                 f"{where}.input_schema: not a valid JSON Schema: {exc.message}"
             ) from None
+        _check_refs(phase.input_schema, phase.input_schema, f"{where}.input_schema")
         # The default answer stands in for a person's, so it must be one they could give.
         if isinstance(on_timeout, dict) and "output" in on_timeout:
             problem = jsonschema.exceptions.best_match(
-                validator_cls(phase.input_schema).iter_errors(on_timeout["output"])
+                validator_cls(
+                    phase.input_schema, format_checker=validator_cls.FORMAT_CHECKER
+                ).iter_errors(on_timeout["output"])
             )
             if problem is not None:
                 raise InvalidWorkflowError(
                     f"{where}.on_timeout.output: does not match input_schema: {problem.message}"
                 )
+
+
+def _check_refs(node: Any, root: dict[str, Any], where: str) -> None:
+    """Every ``$ref`` must point inside the schema: answers are checked where no
+    other document can be fetched, and a dangling one would refuse every answer."""
+    if isinstance(node, list):
+        for item in node:
+            _check_refs(item, root, where)
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if not ref.startswith("#"):
+            raise InvalidWorkflowError(
+                f"{where}: $ref {ref!r} points outside the schema (only '#...' refs are "
+                "resolved; put the definition under $defs)"
+            )
+        target: Any = root
+        for part in ref[1:].lstrip("/").split("/") if ref != "#" else []:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict) and part in target:
+                target = target[part]
+            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            else:
+                raise InvalidWorkflowError(f"{where}: $ref {ref!r} points to nothing")
+    for key, value in node.items():
+        if key not in ("const", "enum", "default", "examples"):  # data, not schemas
+            _check_refs(value, root, where)
 
 
 @attrs.frozen
