@@ -668,3 +668,31 @@ def test_a_consumer_registered_by_another_process_gets_every_later_result(
 
     ids, pending = wfe_run(scenario())
     assert sorted(t.id for t in pending) == sorted(ids)
+
+
+def test_aclose_while_running_stops_the_run_first(make_engine, store_url, wfe_run):
+    """Closing the store under a running worker would fail its writes: it stops first."""
+    engine = make_engine(shutdown_timeout=5)
+    started = asyncio.Event()
+
+    async def slow(task: Task) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        task.output = "finished"
+
+    engine.register_handler("slow", slow)
+    engine.register_workflow("w", [Phase("slow")])
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        runner = asyncio.create_task(engine.run())
+        await asyncio.wait_for(started.wait(), 10)
+        await engine.aclose()
+        assert runner.done() and runner.exception() is None and not engine.running
+        return await engine.get_task(task.id)  # the store reopens
+
+    task = wfe_run(scenario())
+    if store_url == "memory://":
+        assert task is None  # the closed memory store is gone; a new one opened
+    else:
+        assert task.status is TaskStatus.COMPLETED and task.output == "finished"

@@ -286,7 +286,9 @@ class ECSWorkflowEngine:
             await self._store.save_workflow(self._workflows[name])
 
     async def aclose(self) -> None:
-        """Close the store (it reopens at next use)."""
+        """Close the store (it reopens at next use); a running ``run()`` is stopped
+        first, as :meth:`stop` would, and waited for."""
+        await self._worker.stop_and_wait()
         if self._store is not None and not isinstance(self._store_arg, Store):
             store, self._store = self._store, None
             self._open_lock = None

@@ -68,6 +68,8 @@ class Worker:
         self._running = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        self._serving: asyncio.Task[Any] | None = None
+        self._ended: asyncio.Event | None = None
 
     @property
     def running(self) -> bool:
@@ -91,6 +93,16 @@ class Worker:
             self._lost.add(task_id)
             driver.cancel()
 
+    async def stop_and_wait(self) -> None:
+        """Stop :meth:`serve` and wait until it has returned."""
+        if not self._running:
+            return
+        if asyncio.current_task() is self._serving:
+            raise WorkflowError("the engine cannot wait for its own run to end")
+        self.stop()
+        assert self._ended is not None
+        await self._ended.wait()
+
     def poke(self) -> None:
         """Wake the loop: there may be work, or a reason to stop."""
         if self._wake is not None:
@@ -104,12 +116,16 @@ class Worker:
         self._running = True
         self._stopping = False
         self._wake = asyncio.Event()
+        self._serving = asyncio.current_task()
+        # Made here, not once: an engine may run in one event loop after another.
+        self._ended = ended = asyncio.Event()
         try:
             await self._engine._fire("wfe_engine_started", engine=self._engine)
         except PluginError:
             # A plugin refused the start: stop what the others started.
             self._running = False
             self._wake = None
+            ended.set()
             await self._engine._fire("wfe_engine_stopping", engine=self._engine)
             raise
         keeper = asyncio.create_task(self._keep_leases(store))
@@ -148,6 +164,7 @@ class Worker:
             self._running = False
             self._wake = None
             await self._engine._fire("wfe_engine_stopping", engine=self._engine)
+            ended.set()
 
     async def _shutdown(self, store: Store) -> None:
         if not self._active:
