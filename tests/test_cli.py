@@ -431,3 +431,29 @@ def test_worker_processes_refuse_the_memory_store(wfe) -> None:
     result = wfe("worker", APP, "--store", "memory://", "--processes", "2", check=False)
     assert result.returncode == 2
     assert "--processes needs a store the processes share" in result.stderr
+
+
+def test_a_plugin_failing_to_add_its_commands_leaves_the_others_working(monkeypatch, capsys):
+    """``wfe plugins``, the command to look into it with, must still run."""
+    import wfcore.cli
+    from wfcore import hookimpl
+    from wfcore.plugins import make_plugin_manager
+
+    class Broken:
+        @hookimpl
+        def wfe_register_commands(self, cli) -> None:
+            raise RuntimeError("no such module: extras")
+
+    monkeypatch.setattr(
+        wfcore.cli, "_plugin_manager", lambda: make_plugin_manager(False, [Broken()])
+    )
+    monkeypatch.setattr(sys, "argv", ["wfe", "plugins", "--all"])
+    with pytest.raises(SystemExit) as exited:
+        wfcore.cli.main()
+    out, err = capsys.readouterr()
+    assert exited.value.code == 0
+    assert err == (
+        "Warning: plugin 'Broken' failed in wfe_register_commands: "
+        "RuntimeError: no such module: extras\n"
+    )
+    assert "Broken" in out

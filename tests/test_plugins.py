@@ -112,6 +112,8 @@ def test_installed_plugin_contributes_adapter_handler_and_workflow(plugin_sites)
 def test_wfe_load_plugins_selects_by_distribution_or_entry_point(plugin_sites):
     site = plugin_sites["good"]
     assert "testplugin" in probe(site, WFE_LOAD_PLUGINS="wfe-testplugin")["plugins"]
+    # Spelled as pip compares distribution names.
+    assert "testplugin" in probe(site, WFE_LOAD_PLUGINS="WFE_TestPlugin")["plugins"]
     assert "testplugin" in probe(site, WFE_LOAD_PLUGINS="other, testplugin")["plugins"]
     assert "testplugin" not in probe(site, WFE_LOAD_PLUGINS="some-other-plugin")["plugins"]
 
@@ -154,6 +156,25 @@ def test_misspelled_hook_in_an_in_process_plugin(wfe_engine_factory):
     assert "wfe_phase_finish" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "hook", ["wfe_register_handlers", "wfe_register_workflows", "wfe_open_store"]
+)
+def test_a_plugin_failing_in_a_contribution_hook_is_named(wfe_engine_factory, wfe_run, hook):
+    class Broken:
+        pass
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("config file missing")
+
+    setattr(Broken, hook, hookimpl(fail))
+    with pytest.raises(PluginError) as caught:
+        engine = wfe_engine_factory(plugins=[Broken()])
+        wfe_run(engine.get_store())
+    assert str(caught.value) == (
+        f"plugin 'Broken' failed in {hook}: RuntimeError: config file missing"
+    )
+
+
 def test_a_plugin_store_is_chosen_by_url_scheme(wfe_engine_factory, wfe_store_url, wfe_run):
     opened: list[str] = []
 
@@ -193,7 +214,17 @@ def test_blocking_a_builtin_store(monkeypatch, wfe_run):
 
 def test_trace_plugins_logs_hook_calls(monkeypatch, wfe_engine_factory, wfe_run, caplog):
     monkeypatch.setenv("WFE_TRACE_PLUGINS", "1")
-    engine = wfe_engine_factory(store="memory://")
+
+    class Watcher:
+        @hookimpl
+        def wfe_task_submitted(self) -> None:
+            pass
+
+        @hookimpl
+        def wfe_task_cancelled(self) -> None:
+            pass
+
+    engine = wfe_engine_factory(store="memory://", plugins=[Watcher()])
     engine.register_workflow("w", [Phase("a", assigned_to="human")])
 
     async def scenario():
@@ -205,6 +236,9 @@ def test_trace_plugins_logs_hook_calls(monkeypatch, wfe_engine_factory, wfe_run,
         wfe_run(scenario())
     traced = " ".join(r.getMessage() for r in caplog.records if r.name == "wfcore.plugins")
     assert "wfe_open_store" in traced
+    # Lifecycle hooks too, which the engine calls one implementation at a time.
+    assert "wfe_task_submitted: calling Watcher" in traced
+    assert "wfe_task_cancelled: calling Watcher" in traced
 
 
 def test_async_classifier_is_refused_clearly(wfe_engine_factory, wfe_run):

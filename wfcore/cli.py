@@ -19,7 +19,7 @@ import click
 from .engine import ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import Task, TaskStatus
-from .plugins import make_plugin_manager, plugin_infos
+from .plugins import call_each, make_plugin_manager, plugin_infos
 from .stores.sqlite import SQLiteStore
 from .wire import is_unicode_text, task_to_dict, workflow_to_dict
 
@@ -722,7 +722,11 @@ def main() -> None:
     except WorkflowError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    pm.hook.wfe_register_commands(cli=cli)
+    try:
+        call_each(pm, "wfe_register_commands", cli=cli)
+    except WorkflowError as exc:
+        # The other commands (wfe plugins among them, to look into it) still work.
+        click.echo(f"Warning: {exc}", err=True)
     cli(prog_name="wfe")
 
 

@@ -42,7 +42,7 @@ from .model import (
     WorkflowSpec,
     utcnow,
 )
-from .plugins import make_plugin_manager
+from .plugins import call_each, make_plugin_manager, trace_call
 from .stores.base import Store
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, advance
@@ -160,21 +160,27 @@ class ECSWorkflowEngine:
         # Called in reverse of pluggy's usual LIFO order: trylast built-ins
         # first, so that later-registered (third-party) adapters replace them.
         for impl in hook.wfe_register_adapters.get_hookimpls():
-            impl.function(register_adapter)
+            try:
+                impl.function(register_adapter)
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in wfe_register_adapters: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
 
         def register_handler(classification: str, handler: Handler) -> None:
             if classification in self._handlers:
                 raise PluginError(f"handler for {classification!r} registered twice")
             self._handlers[classification] = handler
 
-        hook.wfe_register_handlers(register=register_handler)
+        call_each(self.plugin_manager, "wfe_register_handlers", register=register_handler)
 
         def register_workflow(name: str, phases: list[Phase]) -> None:
             if name in self._workflows:
                 raise PluginError(f"workflow {name!r} registered twice")
             self.register_workflow(name, phases)
 
-        hook.wfe_register_workflows(register=register_workflow)
+        call_each(self.plugin_manager, "wfe_register_workflows", register=register_workflow)
 
     def register_handler(self, classification: str, handler: Handler) -> None:
         """Run ``handler(task)`` for phases with this classification.
@@ -265,7 +271,10 @@ class ECSWorkflowEngine:
                 store = self._store_arg if isinstance(self._store_arg, Store) else None
                 if store is None:
                     url = self.store_url
-                    store = self.plugin_manager.hook.wfe_open_store(url=url)
+                    found = call_each(
+                        self.plugin_manager, "wfe_open_store", firstresult=True, url=url
+                    )
+                    store = found[0] if found else None
                     if store is None:
                         raise StoreError(
                             f"no storage backend handles {url!r} "
@@ -758,6 +767,7 @@ class ECSWorkflowEngine:
 
     async def _call_impls(self, impls: list[Any], hook_name: str, kwargs: dict[str, Any]) -> None:
         for impl in reversed(impls):
+            trace_call(self.plugin_manager, hook_name, impl)
             try:
                 result = impl.function(*[kwargs[name] for name in impl.argnames])
                 if inspect.isawaitable(result):

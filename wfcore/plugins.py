@@ -9,8 +9,8 @@ Environment variables:
     Comma-separated plugin names (entry-point names or built-in module names) to
     block.
 ``WFE_TRACE_PLUGINS``
-    When set, every hook call is logged at DEBUG level on the ``wfcore.plugins``
-    logger.
+    When set, every hook call (each implementation called) is logged at DEBUG
+    level on the ``wfcore.plugins`` logger.
 """
 
 from __future__ import annotations
@@ -19,19 +19,23 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import re
+import weakref
 from typing import Any
 
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, WorkflowError
 
 __all__ = [
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
     "PluginInfo",
+    "call_each",
     "make_plugin_manager",
     "plugin_infos",
+    "trace_call",
 ]
 
 logger = logging.getLogger("wfcore.plugins")
@@ -75,11 +79,12 @@ def make_plugin_manager(
         if pm.is_registered(plugin):
             continue
         # pluggy names an instance by its id(); its class name is what a log reader needs.
-        name = getattr(plugin, "__name__", None) or type(plugin).__qualname__
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
         pm.register(plugin, name=None if pm.has_plugin(name) else name)
     if os.environ.get("WFE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(logger.debug)
         pm.enable_tracing()
+        _TRACED.add(pm)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -87,14 +92,62 @@ def make_plugin_manager(
     return pm
 
 
+# Managers made with WFE_TRACE_PLUGINS set. Hooks the engine calls one
+# implementation at a time (to isolate failures) bypass pluggy's own tracing.
+_TRACED: weakref.WeakSet[pluggy.PluginManager] = weakref.WeakSet()
+
+
+def trace_call(pm: pluggy.PluginManager, hook_name: str, impl: Any) -> None:
+    """Log a call of one hook implementation, as WFE_TRACE_PLUGINS asks."""
+    if pm in _TRACED:
+        logger.debug("%s: calling %s", hook_name, impl.plugin_name)
+
+
+def call_each(
+    pm: pluggy.PluginManager, hook_name: str, *, firstresult: bool = False, **kwargs: Any
+) -> list[Any]:
+    """Call a hook's implementations one by one, in pluggy's order; return their
+    results that are not None (with ``firstresult``, stop at the first).
+
+    An implementation that raises (other than a WorkflowError, which says what is
+    wrong already) is reported as a PluginError naming its plugin: a traceback
+    from inside pluggy says neither which plugin nor which hook.
+    """
+    results = []
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        trace_call(pm, hook_name, impl)
+        try:
+            result = impl.function(*[kwargs[name] for name in impl.argnames])
+        except WorkflowError:
+            raise  # a deliberate refusal, already saying what is wrong
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if result is not None:
+            results.append(result)
+            if firstresult:
+                break
+    return results
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as pip compares them: qa_plug, QA-Plug and qa.plug match."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
-    wanted = _env_list("WFE_LOAD_PLUGINS")
+    wanted_names = _env_list("WFE_LOAD_PLUGINS")
     entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-    if wanted:
-        _warn_unknown(wanted, entry_points)
+    if wanted_names:
+        _warn_unknown(wanted_names, entry_points)
+    wanted = None if wanted_names is None else {_normalized(n) for n in wanted_names}
     for ep in entry_points:
         dist_name = ep.dist.name if ep.dist is not None else None
-        if wanted is not None and dist_name not in wanted and ep.name not in wanted:
+        if wanted is not None and not {
+            _normalized(ep.name),
+            _normalized(dist_name or ""),
+        } & wanted:
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
@@ -110,8 +163,9 @@ def _warn_unknown(wanted: list[str], entry_points: list[Any]) -> None:
     """A name in WFE_LOAD_PLUGINS that matches nothing is most likely a typo."""
     known = {ep.name for ep in entry_points}
     known |= {ep.dist.name for ep in entry_points if ep.dist is not None}
+    normalized = {_normalized(name) for name in known}
     for name in wanted:
-        if name not in known:
+        if _normalized(name) not in normalized:
             logger.warning(
                 "WFE_LOAD_PLUGINS names %r, which is no installed plugin (installed: %s)",
                 name,
