@@ -427,6 +427,20 @@ def test_arguments_in_another_encoding_get_one_line_errors(wfe) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_resume_with_app_runs_the_apps_completed_callbacks(wfe, tmp_path: Path) -> None:
+    log = tmp_path / "completed.log"
+    env = dict(wfe.env, CLI_APP_LOG=str(log))
+    app = "callback_app:engine"
+    first, second = [wfe("submit", "sign", "--app", app, env=env).stdout.strip() for _ in range(2)]
+    wfe("worker", app, "--until-idle", "--quiet", env=env)
+
+    wfe("resume", first, "--text", "signed", env=env)  # this process knows no callbacks
+    assert not log.exists()
+    wfe("resume", second, "--text", "signed", "--app", app, env=env)
+    assert log.read_text() == f"{second} signed\n"
+    assert "--app MODULE:ATTR" in wfe("cancel", "--help").stdout
+
+
 def test_worker_processes_refuse_the_memory_store(wfe) -> None:
     result = wfe("worker", APP, "--store", "memory://", "--processes", "2", check=False)
     assert result.returncode == 2

@@ -507,11 +507,20 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"  {event['at'][:23]}  {event['event']:<16} {extra}")
 
 
+_hooks_app_option = click.option(
+    "--app",
+    metavar="MODULE:ATTR",
+    help="The app whose completed callbacks and plugins' hooks see the change "
+    "(else only installed plugins' hooks run).",
+)
+
+
 @cli.command()
 @click.argument("task_id")
 @click.option("--output", "output", help="The answer as JSON (neither option: null).")
 @click.option("--text", help="The answer as plain text (instead of --output).")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_hooks_app_option
 @_store_option
 @click.pass_context
 def resume(
@@ -520,15 +529,20 @@ def resume(
     output: str | None,
     text: str | None,
     as_json: bool,
+    app: str | None,
     store: str | None,
 ) -> None:
-    """Answer a waiting task; the answer becomes its phase's output."""
+    """Answer a waiting task; the answer becomes its phase's output.
+
+    When the answer completes the task, its completion hooks run here: give --app
+    for the app's callbacks and plugins to run too.
+    """
     if output is not None and text is not None:
         raise click.UsageError("give --output or --text, not both")
     answer = (
         text if text is not None else (None if output is None else _parse_json(output, "--output"))
     )
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, app, app_hint="--app", existing=True)
     task = _run(_closing(engine, engine.resume(task_id, answer)))
     if as_json:
         click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
@@ -538,11 +552,12 @@ def resume(
 
 @cli.command()
 @click.argument("task_id")
+@_hooks_app_option
 @_store_option
 @click.pass_context
-def cancel(ctx: click.Context, task_id: str, store: str | None) -> None:
-    """Cancel a pending, running or waiting task."""
-    engine = _engine(ctx, store, existing=True)
+def cancel(ctx: click.Context, task_id: str, app: str | None, store: str | None) -> None:
+    """Cancel a pending, running or waiting task (--app: with the app's hooks)."""
+    engine = _engine(ctx, store, app, app_hint="--app", existing=True)
     task = _run(_closing(engine, engine.cancel(task_id)))
     click.echo(f"{task.id} {task.status.value}")
 
