@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -439,6 +440,27 @@ def test_resume_with_app_runs_the_apps_completed_callbacks(wfe, tmp_path: Path) 
     wfe("resume", second, "--text", "signed", "--app", app, env=env)
     assert log.read_text() == f"{second} signed\n"
     assert "--app MODULE:ATTR" in wfe("cancel", "--help").stdout
+
+
+def test_a_read_only_store_gets_a_one_line_error(wfe, tmp_path: Path) -> None:
+    wfe("submit", "review", "--app", APP)
+    (tmp_path / "wfe.db").chmod(0o444)
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # root writes anything unless it gives up that power
+        if shutil.which("setpriv") is None:
+            pytest.skip("as root, making a file read-only needs setpriv")
+        as_user = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
+    result = subprocess.run(
+        [*as_user, sys.executable, "-m", "wfcore.cli", "submit", "review", "--app", APP],
+        cwd=tmp_path,
+        env=wfe.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: cannot write to ")
+    assert "readonly database" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_worker_processes_refuse_the_memory_store(wfe) -> None:

@@ -271,7 +271,12 @@ class SQLiteStore(Store):
     async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._writer is None:
             raise StoreError("the store is not open")
-        return await self._writer.submit(fn, *args)
+        try:
+            return await self._writer.submit(fn, *args)
+        except sqlite3.OperationalError as exc:
+            # A read-only file or folder, a full disk, a lock held too long: the
+            # store, not the task, is the problem.
+            raise StoreError(f"cannot write to {self.path}: {exc}") from exc
 
     # -- open / close ----------------------------------------------------------------
 
