@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
 from .artifacts import remove_artifact_dirs
-from .errors import AdapterError, InvalidTaskError, PluginError, WorkflowError
+from .errors import AdapterError, InvalidTaskError, PluginError, StoreError, WorkflowError
 from .model import (
     DEFINE_WORKFLOW,
     Artifact,
@@ -261,6 +261,11 @@ class Worker:
             await self._hand_back(task)
         except _LeaseLost:
             return
+        except StoreError:
+            # The store, not the task, is the problem (locked too long, full, gone):
+            # the task goes back, for a claim once the store works again.
+            logger.exception("task %s: the store failed", task.id)
+            await self._hand_back(task)
         except Exception as exc:
             logger.exception("task %s: unexpected engine error", task.id)
             # Handing it back would meet the same error at every claim, for ever.
