@@ -6,7 +6,8 @@ Fixtures:
     A ``sqlite:///`` URL of a fresh database in the test's temporary folder.
 ``wfe_engine_factory``
     ``make(plugins=(), store=None, **kwargs)`` builds an engine on that store (or
-    ``store``) with entry-point plugins off and ``plugins`` registered; every
+    ``store``) with entry-point plugins off, ``plugins`` registered and short
+    retry, poll and shutdown delays (0.05 s, 0.05 s, 1 s); every
     engine it made is closed after the test, so a plugin registered for one
     test is gone in the next.
 ``wfe_engine``
@@ -71,6 +72,8 @@ def wfe_engine_factory(wfe_store_url: str) -> Iterator[Callable[..., ECSWorkflow
         kwargs.setdefault("load_plugins", False)
         kwargs.setdefault("retry_delay", 0.05)
         kwargs.setdefault("poll_interval", 0.05)
+        # A test past wfe_run's deadline ends within a second, not the default ten.
+        kwargs.setdefault("shutdown_timeout", 1.0)
         engine = ECSWorkflowEngine(
             store=store if store is not None else wfe_store_url, plugins=plugins, **kwargs
         )
