@@ -6,6 +6,7 @@ import copy
 import enum
 import random
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -273,6 +274,23 @@ def _check_phase(phase: Phase, where: str) -> None:
                 )
 
 
+def resolve_ref(schema: Any, ref: str) -> Any:
+    """What a local ``$ref`` (``#/$defs/Name``, a JSON pointer after ``#``) names in
+    ``schema``; LookupError when it names nothing there."""
+    if not ref.startswith("#"):
+        raise LookupError(f"{ref!r} is not a local reference")
+    target = schema
+    for part in ref[1:].split("/")[1:] if ref[1:] else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, Mapping) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            raise LookupError(f"{ref!r} names nothing in the schema")
+    return target
+
+
 def _check_refs(node: Any, root: dict[str, Any], where: str) -> None:
     """Every ``$ref`` must point inside the schema: answers are checked where no
     other document can be fetched, and a dangling one would refuse every answer."""
@@ -289,15 +307,10 @@ def _check_refs(node: Any, root: dict[str, Any], where: str) -> None:
                 f"{where}: $ref {ref!r} points outside the schema (only '#...' refs are "
                 "resolved; put the definition under $defs)"
             )
-        target: Any = root
-        for part in ref[1:].lstrip("/").split("/") if ref != "#" else []:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(target, dict) and part in target:
-                target = target[part]
-            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-                target = target[int(part)]
-            else:
-                raise InvalidWorkflowError(f"{where}: $ref {ref!r} points to nothing")
+        try:
+            resolve_ref(root, ref)
+        except LookupError:
+            raise InvalidWorkflowError(f"{where}: $ref {ref!r} points to nothing") from None
     for key, value in node.items():
         if key not in ("const", "enum", "default", "examples"):  # data, not schemas
             _check_refs(value, root, where)

@@ -144,10 +144,14 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     wanted = None if wanted_names is None else {_normalized(n) for n in wanted_names}
     for ep in entry_points:
         dist_name = ep.dist.name if ep.dist is not None else None
-        if wanted is not None and not {
-            _normalized(ep.name),
-            _normalized(dist_name or ""),
-        } & wanted:
+        if (
+            wanted is not None
+            and not {
+                _normalized(ep.name),
+                _normalized(dist_name or ""),
+            }
+            & wanted
+        ):
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue

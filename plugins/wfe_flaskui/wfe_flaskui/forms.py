@@ -28,6 +28,8 @@ from typing import Any
 import attrs
 import jsonschema
 
+from wfcore.model import resolve_ref
+
 __all__ = ["AnswerForm", "FormField", "answer_form", "parse_answer", "parse_json_text"]
 
 #: The name of the single field used when the schema is not an object.
@@ -180,17 +182,12 @@ _MAX_REFS = 20
 _NULL = {"type": "null"}
 
 
-def _pointer(root: Any, pointer: str) -> Mapping[str, Any] | None:
-    """The schema a local JSON pointer (``/$defs/Name``) names in ``root``, or None."""
-    found = root
-    for part in pointer.split("/")[1:] if pointer else []:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(found, Mapping) and part in found:
-            found = found[part]
-        elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
-            found = found[int(part)]
-        else:
-            return None
+def _pointer(root: Any, ref: str) -> Mapping[str, Any] | None:
+    """The schema a local ``$ref`` names in ``root``, or None."""
+    try:
+        found = resolve_ref(root, ref)
+    except LookupError:
+        return None
     return found if isinstance(found, Mapping) else None
 
 
@@ -206,7 +203,7 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
     for _ in range(_MAX_REFS):
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#"):
-            target = _pointer(root, ref[1:])
+            target = _pointer(root, ref)
             if target is None:
                 break
             schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
