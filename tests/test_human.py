@@ -324,3 +324,29 @@ def test_resume_by_another_engine_on_the_same_store(wfe_engine_factory, wfe_run)
     done = wfe_run(scenario())
     assert finished == [{"from": "front end"}]
     assert done.outputs["ask"] == {"from": "front end"}
+
+
+def test_a_human_phase_handler_that_takes_the_reply_itself_needs_one_answer(
+    make_engine, wfe_run
+):
+    engine = make_engine()
+
+    async def greet(task: Task) -> None:
+        if not task.resume_in_phase:
+            engine.suspend(task, reason="Your name?", resume_in_phase=True)
+        else:
+            task.output = f"hello {task.reply}"
+
+    engine.register_handler("greet", greet)
+    engine.register_workflow("w", [Phase("greet", assigned_to="human")])
+
+    async def scenario():
+        waiting = await submit_and_settle(engine)
+        await engine.resume(waiting.id, "Ann")
+        await engine.run_until_idle()
+        return waiting, await engine.get_task(waiting.id)
+
+    waiting, done = wfe_run(scenario())
+    assert waiting.waiting_reason == "Your name?"
+    assert done.status is TaskStatus.COMPLETED
+    assert done.output == "hello Ann"

@@ -35,7 +35,9 @@ class HumanAdapter:
         handler = engine.handler_for(phase.target_classification)
         if handler is not None:
             await run_handler(handler, task)
-        if not task.status.is_waiting:
+        # A handler that took a person's reply itself (it suspended with
+        # resume_in_phase) has its answer: the phase does not wait a second time.
+        if not task.status.is_waiting and not task.resume_in_phase:
             engine.suspend(task, TaskStatus.WAITING_HUMAN, reason=phase.instructions)
 
 
