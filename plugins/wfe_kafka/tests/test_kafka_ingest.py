@@ -523,6 +523,46 @@ def test_consumption_pauses_while_the_engine_has_many_pending_tasks(
     assert kafka.stats["submitted"] == 300
 
 
+def test_a_worker_of_some_workflows_counts_only_their_tasks_for_backpressure(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """Pending tasks of workflows it never runs must not keep it from taking messages."""
+    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    engine = echo_engine(wfe_engine_factory, only_workflows=["double"])
+    kafka = interface(kafka_bootstrap, tasks, results, max_pending=3, max_poll_records=2)
+
+    def send(numbers: range) -> None:
+        produce(
+            kafka_bootstrap,
+            tasks,
+            [
+                (f"d{i}".encode(), task_json(id=f"d{i}", workflow_name="double", data={"n": i}))
+                for i in numbers
+            ],
+        )
+
+    async def scenario() -> list[Task | None]:
+        # Other workers' backlog in the shared store: more than max_pending.
+        await engine.submit_tasks([{"data": {}, "workflow_name": "boom"}] * 5)
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+            send(range(12))  # a burst: the consumer gets busy and recounts
+            await until(lambda: kafka.stats["results_published"] == 12, 60, "12 results")
+            send(range(12, 16))  # taken only if the recount left out the others' tasks
+            await until(lambda: kafka.stats["results_published"] == 16, 30, "16 results")
+        finally:
+            engine.stop()
+            await runner
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+        return [await engine.get_task(f"d{i}") for i in range(16)]
+
+    done = wfe_run(scenario(), timeout=120)
+    assert [t.status for t in done] == [TaskStatus.COMPLETED] * 16
+
+
 def test_auto_wiring_from_the_environment(
     kafka_bootstrap: str,
     kafka_topic: TopicFactory,

@@ -343,7 +343,7 @@ def _check_servers(servers: Sequence[str]) -> None:
             _host, port, _family = get_ip_port_afi(re.sub("^.*://", "", server))
         except ValueError:
             port = -1
-        if not 0 < port < 65536:
+        if not 0 < port < 65536 or not _host or any(c.isspace() for c in server):
             raise ValueError(f"bootstrap_servers: {server!r} is not host:port")
 
 
@@ -1123,11 +1123,19 @@ class KafkaMQInterface:
             consumer.commit_async(commit, callback=_log_commit_error)
 
     async def _resync(self, engine: ECSWorkflowEngine) -> None:
-        """Recount the engine's pending and running tasks (for backpressure)."""
+        """Recount the engine's pending and running tasks (for backpressure): those
+        it will run, so only its own workflows' when it runs only some (the others'
+        tasks would keep it from taking messages for ever)."""
         store = await engine.get_store()
-        counts = await store.count_tasks()
-        self._outstanding = counts.get(TaskStatus.PENDING, 0) + counts.get(
-            TaskStatus.IN_PROGRESS, 0
+        only = engine.only_workflows
+        every = (
+            [await store.count_tasks(name) for name in only]
+            if only
+            else [await store.count_tasks()]
+        )
+        self._outstanding = sum(
+            counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.IN_PROGRESS, 0)
+            for counts in every
         )
 
     async def _handle_batch(self, engine: ECSWorkflowEngine, records: list[Any]) -> None:
