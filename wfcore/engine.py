@@ -152,21 +152,16 @@ class ECSWorkflowEngine:
     # -- registration ----------------------------------------------------------------
 
     def _load_contributions(self) -> None:
-        hook = self.plugin_manager.hook
-
         def register_adapter(task_type: Any, adapter: Any) -> None:
             self._adapters[TaskType.parse(task_type)] = adapter
 
-        # Called in reverse of pluggy's usual LIFO order: trylast built-ins
-        # first, so that later-registered (third-party) adapters replace them.
-        for impl in hook.wfe_register_adapters.get_hookimpls():
-            try:
-                impl.function(register_adapter)
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} failed in wfe_register_adapters: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        # Built-ins first, so that later-registered (third-party) adapters replace them.
+        call_each(
+            self.plugin_manager,
+            "wfe_register_adapters",
+            builtins_first=True,
+            register=register_adapter,
+        )
 
         def register_handler(classification: str, handler: Handler) -> None:
             if classification in self._handlers:

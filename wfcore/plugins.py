@@ -104,17 +104,25 @@ def trace_call(pm: pluggy.PluginManager, hook_name: str, impl: Any) -> None:
 
 
 def call_each(
-    pm: pluggy.PluginManager, hook_name: str, *, firstresult: bool = False, **kwargs: Any
+    pm: pluggy.PluginManager,
+    hook_name: str,
+    *,
+    firstresult: bool = False,
+    builtins_first: bool = False,
+    **kwargs: Any,
 ) -> list[Any]:
-    """Call a hook's implementations one by one, in pluggy's order; return their
-    results that are not None (with ``firstresult``, stop at the first).
+    """Call a hook's implementations one by one, in pluggy's order (or, with
+    ``builtins_first``, its reverse: trylast built-ins first, so that later ones
+    win); return their results that are not None (with ``firstresult``, stop at
+    the first).
 
     An implementation that raises (other than a WorkflowError, which says what is
     wrong already) is reported as a PluginError naming its plugin: a traceback
     from inside pluggy says neither which plugin nor which hook.
     """
     results = []
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    for impl in impls if builtins_first else reversed(impls):
         trace_call(pm, hook_name, impl)
         try:
             result = impl.function(*[kwargs[name] for name in impl.argnames])

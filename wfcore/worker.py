@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
 from .artifacts import remove_artifact_dirs
-from .errors import AdapterError, InvalidTaskError, PluginError, StoreError, WorkflowError
+from .errors import AdapterError, InvalidTaskError, StoreError, WorkflowError
 from .model import (
     DEFINE_WORKFLOW,
     Artifact,
@@ -119,21 +119,15 @@ class Worker:
         self._serving = asyncio.current_task()
         # Made here, not once: an engine may run in one event loop after another.
         self._ended = ended = asyncio.Event()
-        try:
-            await self._engine._fire("wfe_engine_started", engine=self._engine)
-        except PluginError:
-            # A plugin refused the start: stop what the others started.
-            self._running = False
-            self._wake = None
-            ended.set()
-            await self._engine._fire("wfe_engine_stopping", engine=self._engine)
-            raise
         keeper = asyncio.create_task(self._keep_leases(store))
         only = self._engine.only_workflows
         # Stores are asked about some workflows only when this worker runs only some.
         which: dict[str, Any] = {} if only is None else {"workflows": only}
         next_reap = 0.0
         try:
+            # A plugin may refuse the start (PluginError): the same way out as a
+            # stop then stops what the others started.
+            await self._engine._fire("wfe_engine_started", engine=self._engine)
             while not self._stopping:
                 if time.monotonic() >= next_reap:
                     await self._reap_dead_owners(store)
