@@ -406,6 +406,42 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
     assert "--older-than AGE" in wfe("purge", "--help").stdout
 
 
+def test_outbox_lists_consumers_and_drops_a_retired_one(wfe, tmp_path) -> None:
+    app = "split_app:engine"
+    wfe("submit", "left", "--app", app)
+    wfe("worker", app, "--until-idle", "--quiet")
+    assert wfe("outbox").stdout.startswith("no outbox consumers")
+    register = (
+        "import asyncio, sys\n"
+        "from wfcore import ECSWorkflowEngine\n"
+        "async def main():\n"
+        "    engine = ECSWorkflowEngine(sys.argv[1], load_plugins=False)\n"
+        "    await (await engine.get_store()).outbox_register('kafka:old-results')\n"
+        "    await engine.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", register, f"sqlite://{tmp_path / 'wfe.db'}"], check=True)
+    wfe("submit", "left", "--app", app)
+    wfe("worker", app, "--until-idle", "--quiet")
+
+    assert wfe("outbox").stdout.split() == ["CONSUMER", "UNPUBLISHED", "kafka:old-results", "1"]
+    assert json.loads(wfe("outbox", "--json").stdout) == {"kafka:old-results": 1}
+    purged = wfe("purge", "--older-than", "0").stdout
+    assert purged.startswith("deleted 1 ")  # the task finished before the registration
+    assert "kept: finished tasks not yet published by outbox consumer(s) kafka:old-results (1)" in (
+        purged
+    )
+    unknown = wfe("outbox", "--drop", "kafka:old", check=False)
+    assert unknown.returncode == 2
+    assert "no outbox consumer named 'kafka:old' (registered: kafka:old-results)" in unknown.stderr
+    dropped = wfe("outbox", "--drop", "kafka:old-results").stdout
+    assert "1 result(s) it had not published will not be published" in dropped
+    assert wfe("purge", "--older-than", "0").stdout == (
+        "deleted 1 completed/failed/cancelled task(s) that finished more than 0 ago\n"
+    )
+    assert wfe("outbox").stdout.startswith("no outbox consumers")
+
+
 def test_worker_exits_with_the_message_of_a_plugin_refusing_to_start(wfe) -> None:
     result = wfe("worker", "refusing_app:engine", "--until-idle", check=False)
     assert result.returncode == 1

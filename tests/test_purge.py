@@ -98,6 +98,34 @@ def test_purge_keeps_results_an_outbox_consumer_has_not_published(engine, wfe_ru
     assert (before_ack, after_ack, task) == (0, 1, None)
 
 
+def test_a_dropped_outbox_consumer_no_longer_keeps_tasks(engine, wfe_run):
+    async def scenario():
+        store = await engine.get_store()
+        await store.outbox_register("live")
+        await store.outbox_register("retired")
+        first = await engine.submit_task({}, "main")
+        await engine.run_until_idle()
+        await store.outbox_ack("live", [first.id])
+        before = await store.outbox_consumers()
+        kept = await engine.purge(0)
+        dropped = await store.outbox_unregister("retired")
+        again = await store.outbox_unregister("retired")
+        second = await engine.submit_task({}, "main")
+        await engine.run_until_idle()
+        after = await store.outbox_consumers()
+        purged = await engine.purge(0)
+        return before, kept, dropped, again, after, purged, await engine.get_task(second.id)
+
+    before, kept, dropped, again, after, purged, second = wfe_run(scenario())
+    assert before == {"live": 0, "retired": 1}
+    assert kept == 0  # "retired" never published it
+    assert (dropped, again) == (1, None)
+    # The retired consumer gets no rows for tasks finishing later; the live one does.
+    assert after == {"live": 1}
+    assert purged == 1  # the first task; the second waits for "live"
+    assert second is not None
+
+
 def test_purge_deletes_in_batches_until_done(engine, wfe_run, monkeypatch):
     monkeypatch.setattr(wfcore.engine, "_PURGE_BATCH", 3)
 

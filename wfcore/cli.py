@@ -638,16 +638,86 @@ def purge(
             )
         wanted.append(parsed)
     engine = _engine(ctx, store, existing=True)
-    count = _run(
-        _closing(
-            engine,
-            engine.purge(seconds, statuses=wanted, workflow_name=workflow, dry_run=dry_run),
+
+    async def purge_and_look() -> tuple[int, dict[str, int]]:
+        count = await engine.purge(
+            seconds, statuses=wanted, workflow_name=workflow, dry_run=dry_run
         )
-    )
+        try:
+            consumers = await (await engine.get_store()).outbox_consumers()
+        except StoreError:
+            consumers = {}  # a store without an outbox listing keeps nothing back
+        return count, consumers
+
+    count, consumers = _run(_closing(engine, purge_and_look()))
     which = "/".join(s.value for s in wanted)
     verb = "would delete" if dry_run else "deleted"
     age = older_than.strip().lower()
     click.echo(f"{verb} {count} {which} task(s) that finished more than {age} ago")
+    waiting = {name: n for name, n in consumers.items() if n}
+    if waiting:
+        # Else a store that does not shrink is a mystery: a consumer long gone
+        # (a renamed results topic, say) keeps every task it never published.
+        listed = ", ".join(f"{name} ({n})" for name, n in waiting.items())
+        click.echo(
+            f"kept: finished tasks not yet published by outbox consumer(s) {listed}; see wfe outbox"
+        )
+
+
+def _outbox_consumers(ctx: click.Context, store: str | None) -> dict[str, int]:
+    engine = _engine(ctx, store, existing=True)
+
+    async def fetch() -> dict[str, int]:
+        return await (await engine.get_store()).outbox_consumers()
+
+    return _run(_closing(engine, fetch()))
+
+
+@cli.command()
+@click.option(
+    "--drop",
+    metavar="CONSUMER",
+    help="Unregister this consumer and forget the results it has not published.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the consumers as JSON.")
+@_store_option
+@click.pass_context
+def outbox(ctx: click.Context, drop: str | None, as_json: bool, store: str | None) -> None:
+    """List the consumers of the results outbox and what each has not published.
+
+    A consumer (the Kafka plugin registers one per results topic) gets a row for
+    every task that finishes, until it acknowledges the task; purge keeps such
+    tasks. A consumer nothing runs any more (a renamed topic, a retired pool)
+    holds on to them for ever: --drop it. Stop the workers that use a consumer
+    before dropping it; a worker registers its consumer again when it starts.
+    """
+    if drop is None:
+        consumers = _outbox_consumers(ctx, store)
+        if as_json:
+            click.echo(json.dumps(consumers, indent=2))
+        elif not consumers:
+            click.echo("no outbox consumers (the Kafka plugin registers one when it starts)")
+        else:
+            _table(("CONSUMER", "UNPUBLISHED"), list(consumers.items()))
+        return
+    engine = _engine(ctx, store, existing=True)
+
+    async def unregister() -> int | None:
+        return await (await engine.get_store()).outbox_unregister(drop)
+
+    forgotten = _run(_closing(engine, unregister()))
+    if forgotten is None:
+        known = ", ".join(_outbox_consumers(ctx, store)) or "none"
+        raise click.BadParameter(
+            f"no outbox consumer named {drop!r} (registered: {known})", param_hint="--drop"
+        )
+    if as_json:
+        click.echo(json.dumps({"dropped": drop, "unpublished": forgotten}))
+    else:
+        click.echo(
+            f"dropped outbox consumer {drop!r}; "
+            f"{forgotten} result(s) it had not published will not be published"
+        )
 
 
 @cli.command()

@@ -197,6 +197,17 @@ class Store(abc.ABC):
     async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
         """Mark these tasks as delivered to ``consumer``."""
 
+    async def outbox_consumers(self) -> dict[str, int]:
+        """Every registered consumer, with how many finished tasks it has not
+        acknowledged yet. A store that cannot tell raises StoreError (this default)."""
+        raise StoreError(f"{type(self).__name__} cannot list outbox consumers")
+
+    async def outbox_unregister(self, consumer: str) -> int | None:
+        """Stop recording finished tasks for ``consumer`` and forget what it has not
+        acknowledged; return how many such tasks there were, or None if ``consumer``
+        was not registered. A store that cannot raises StoreError (this default)."""
+        raise StoreError(f"{type(self).__name__} cannot unregister outbox consumers")
+
 
 def record_takeover(task: Task, previous_owner: str, owner: str) -> None:
     """Note in a claimed task's history that its previous worker never finished.

@@ -288,6 +288,13 @@ class MemoryStore(Store):
         for task_id in task_ids:
             pending.pop(task_id, None)
 
+    async def outbox_consumers(self) -> dict[str, int]:
+        return {name: len(self._consumers[name]) for name in sorted(self._consumers)}
+
+    async def outbox_unregister(self, consumer: str) -> int | None:
+        pending = self._consumers.pop(consumer, None)
+        return None if pending is None else len(pending)
+
 
 @hookimpl(trylast=True)
 def wfe_open_store(url: str) -> Store | None:

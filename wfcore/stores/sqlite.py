@@ -759,6 +759,24 @@ class SQLiteStore(Store):
             )
         )
 
+    async def outbox_consumers(self) -> dict[str, int]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT consumer, (SELECT count(*) FROM outbox WHERE outbox.consumer = "
+                "outbox_consumers.consumer) FROM outbox_consumers ORDER BY consumer"
+            ).fetchall()
+        )
+        return {consumer: int(count) for consumer, count in rows}
+
+    async def outbox_unregister(self, consumer: str) -> int | None:
+        def unregister(c: sqlite3.Connection) -> int | None:
+            gone = c.execute("DELETE FROM outbox_consumers WHERE consumer = ?", (consumer,))
+            if not gone.rowcount:
+                return None
+            return c.execute("DELETE FROM outbox WHERE consumer = ?", (consumer,)).rowcount
+
+        return await self._write(unregister)
+
 
 def _ensure_finished_index(conn: sqlite3.Connection) -> None:
     """Index finished tasks by when they last changed, from the first purge on:
