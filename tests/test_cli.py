@@ -442,6 +442,29 @@ def test_outbox_lists_consumers_and_drops_a_retired_one(wfe, tmp_path) -> None:
     assert wfe("outbox").stdout.startswith("no outbox consumers")
 
 
+def test_worker_allow_command_lets_defined_workflows_run_that_program(wfe) -> None:
+    app = "split_app:engine"
+
+    def define(name: str) -> str:
+        spec = {
+            "name": name,
+            "phases": [{"target_classification": "run", "command": [sys.executable, "-V"]}],
+        }
+        args = ["submit", "-", "--classification", "define_workflow", "--data", json.dumps(spec)]
+        return wfe(*args, "--assigned-to", "functional").stdout.strip()
+
+    refused = define("refused")
+    wfe("worker", app, "--until-idle", "--quiet")
+    error = json.loads(wfe("show", refused, "--json").stdout)["error"]
+    assert "allowed_commands (none)" in error and "--allow-command PROGRAM" in error
+    allowed = define("allowed")
+    wfe("worker", app, "--allow-command", sys.executable, "--until-idle", "--quiet")
+    shown = json.loads(wfe("show", allowed, "--json").stdout)
+    assert shown["status"] == "completed" and shown["output"].startswith("Python 3")
+    empty = wfe("worker", app, "--allow-command", "", "--until-idle", check=False)
+    assert empty.returncode == 2 and "a program name may not be empty" in empty.stderr
+
+
 def test_worker_exits_with_the_message_of_a_plugin_refusing_to_start(wfe) -> None:
     result = wfe("worker", "refusing_app:engine", "--until-idle", check=False)
     assert result.returncode == 1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 from core_util import events
 
 from wfcore import DEFINE_WORKFLOW, ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore.wire import workflow_from_dict
 
 
 def handlers(engine: ECSWorkflowEngine, calls: list[tuple[str, Any]]) -> None:
@@ -340,3 +342,75 @@ def test_two_different_specs_of_one_name_defined_at_once_one_wins(make_engine, w
     assert race.classifications == ["a"]
     assert second.status is TaskStatus.FAILED
     assert "a different workflow named 'race' exists already" in second.error
+
+
+def _command_spec(name: str, *programs: str) -> dict[str, Any]:
+    """A spec whose phases each run one program, printing the phase's name."""
+    return {
+        "name": name,
+        "phases": [
+            {
+                "target_classification": f"step{i}",
+                "assigned_to": "functional",
+                "command": [program, "-c", f"print('step{i}')"],
+            }
+            for i, program in enumerate(programs)
+        ],
+    }
+
+
+def test_a_defined_workflow_runs_no_command_unless_the_engine_allows_it(make_engine, wfe_run):
+    """Whoever can submit a task can define a workflow: its commands would run
+    any program on the worker. By default they may run none."""
+    strict = make_engine()
+    allowing = make_engine(allowed_commands=[sys.executable])
+    trusting = make_engine(allowed_commands=["*"])
+
+    async def define(engine: ECSWorkflowEngine, spec: dict[str, Any]) -> Task:
+        task = await engine.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    async def scenario():
+        refused = await define(strict, _command_spec("by-default", sys.executable))
+        stored = {spec.name for spec in await (await strict.get_store()).load_workflows()}
+        allowed = await define(allowing, _command_spec("allowed", sys.executable))
+        other = await define(allowing, _command_spec("other", sys.executable, "python-evil"))
+        anything = await define(trusting, _command_spec("any", sys.executable))
+        return refused, stored, allowed, other, anything
+
+    refused, stored, allowed, other, anything = wfe_run(scenario())
+    assert refused.status is TaskStatus.FAILED
+    assert refused.error.startswith("InvalidWorkflowError: phases[0].command: workflow ")
+    assert "allowed_commands (none)" in refused.error and sys.executable in refused.error
+    assert "by-default" not in stored  # nothing refused is kept
+    assert allowed.status is TaskStatus.COMPLETED, allowed.error
+    assert allowed.output == "step0"
+    assert other.status is TaskStatus.FAILED
+    assert "phases[1].command" in other.error and "'python-evil'" in other.error
+    assert anything.status is TaskStatus.COMPLETED, anything.error
+
+
+def test_a_stored_workflow_not_in_the_code_runs_no_command_it_is_not_allowed(make_engine, wfe_run):
+    """A workflow found in the store (defined by an engine allowing more, say) is
+    checked where it runs; the app's own workflows run their commands regardless."""
+    engine = make_engine()
+    engine.register_workflow(
+        "own",
+        [Phase("run", assigned_to="functional", command=[sys.executable, "-c", "print(1)"])],
+    )
+
+    async def scenario():
+        store = await engine.get_store()
+        await store.save_workflow(workflow_from_dict(_command_spec("theirs", sys.executable)))
+        theirs = await engine.submit_task({}, "theirs")
+        own = await engine.submit_task({}, "own")
+        await engine.run_until_idle()
+        return await engine.get_task(theirs.id), await engine.get_task(own.id)
+
+    theirs, own = wfe_run(scenario())
+    assert theirs.status is TaskStatus.FAILED
+    assert theirs.error.startswith(
+        "AdapterError: phase 'step0': workflow 'theirs' is not registered in code"
+    )
+    assert own.status is TaskStatus.COMPLETED and own.output == 1

@@ -185,6 +185,14 @@ def cli(ctx: click.Context, store: str | None) -> None:
     metavar="NAME",
     help="Run only tasks of this workflow (repeatable); other workers on the store run the rest.",
 )
+@click.option(
+    "--allow-command",
+    "allowed_commands",
+    multiple=True,
+    metavar="PROGRAM",
+    help="Let workflows defined at run time (not in the app's code) run this program "
+    "in their command phases (repeatable; '*' for any).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Don't print progress.")
 @click.option(
     "--processes",
@@ -202,6 +210,7 @@ def worker(
     concurrency: int | None,
     until_idle: bool,
     workflows: tuple[str, ...],
+    allowed_commands: tuple[str, ...],
     quiet: bool,
     processes: int,
 ) -> None:
@@ -224,9 +233,16 @@ def worker(
         args = [app, "--store", url, *(["--concurrency", str(concurrency)] if concurrency else [])]
         args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
         args += [arg for name in workflows for arg in ("--workflow", name)]
+        args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
         sys.exit(_supervise(processes, args))
     if concurrency:
         engine.max_concurrency = concurrency
+    if allowed_commands:
+        if not all(allowed_commands):
+            raise click.BadParameter(
+                "a program name may not be empty", param_hint="--allow-command"
+            )
+        engine.allowed_commands = engine.allowed_commands | set(allowed_commands)
     if workflows:
         if not all(name.strip() for name in workflows):
             raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")

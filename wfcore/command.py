@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CommandError
+from .errors import AdapterError, CommandError
 from .model import Phase, Task
 from .wire import json_problem
 
@@ -45,6 +45,9 @@ _STDERR_TAIL = 2000
 async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> None:
     """Run ``phase.command`` for ``task``; set its output and collect its artifacts."""
     assert phase.command
+    refused = engine.command_refused(task.workflow_name, phase.command)
+    if refused is not None:
+        raise AdapterError(f"phase {phase.target_classification!r}: {refused}")
     workdir = Path(tempfile.mkdtemp(prefix=f"wfe-{task.id[:12]}-"))
     try:
         await asyncio.to_thread(_mount_artifacts, task, workdir)

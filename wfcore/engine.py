@@ -99,6 +99,11 @@ class ECSWorkflowEngine:
     :param only_workflows: run only tasks of these workflows, leaving the others
         to other workers on the store (None: every task). Tasks that name no
         workflow yet (``define_workflow`` ones) are then left to the others too.
+    :param allowed_commands: programs (a phase command's first item, compared as
+        written) that workflows *not* registered in code may run: those defined at
+        run time, by whoever can submit a task. ``"*"`` allows any program. By
+        default they may run none; commands of workflows registered in code always
+        run.
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class ECSWorkflowEngine:
         poll_interval: float = 0.2,
         shutdown_timeout: float = 10.0,
         only_workflows: Iterable[str] | None = None,
+        allowed_commands: Iterable[str] = (),
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -125,6 +131,11 @@ class ECSWorkflowEngine:
             raise ValueError("only_workflows must be non-empty workflow names")
         if self.only_workflows == ():
             raise ValueError("only_workflows must name at least one workflow (None: all)")
+        if isinstance(allowed_commands, str):
+            raise TypeError("allowed_commands takes a list of programs, not one string")
+        self.allowed_commands = frozenset(allowed_commands)
+        if not all(isinstance(name, str) and name for name in self.allowed_commands):
+            raise ValueError("allowed_commands must be non-empty program names")
         self._store_arg = store
         self._store: Store | None = None
         self.max_concurrency = max_concurrency
@@ -141,6 +152,8 @@ class ECSWorkflowEngine:
         self._adapters: dict[TaskType, Any] = {}
         self._completed_hooks: list[CompletedHook] = []
         self._unsaved_workflows: set[str] = set()
+        # Workflows registered in code, whose commands the app's author wrote.
+        self._code_workflows: set[str] = set()
         self._worker = Worker(self)
         self._open_lock: asyncio.Lock | None = None
         #: Counters a worker shows: completed, failed, suspended, phases, retried.
@@ -208,7 +221,28 @@ class ECSWorkflowEngine:
             spec = WorkflowSpec(name=name, phases=list(phases), description=description)
         self._workflows[name] = spec
         self._unsaved_workflows.add(name)
+        self._code_workflows.add(name)
         return spec
+
+    def command_refused(self, workflow_name: str | None, command: Sequence[str]) -> str | None:
+        """Why a phase of this workflow may not run ``command`` here, or None if it may.
+
+        Commands of workflows registered in code always run. Any other workflow
+        was defined at run time, by whoever could submit a task (through Kafka or
+        the dashboard, say): its commands run only if :attr:`allowed_commands`
+        names the program, or holds ``"*"``.
+        """
+        if workflow_name in self._code_workflows:
+            return None
+        program = command[0] if command else ""
+        if "*" in self.allowed_commands or program in self.allowed_commands:
+            return None
+        allowed = ", ".join(sorted(self.allowed_commands)) or "none"
+        return (
+            f"workflow {workflow_name!r} is not registered in code, and this engine lets "
+            f"workflows defined at run time run only the programs in allowed_commands "
+            f"({allowed}), not {program!r} (wfe worker --allow-command PROGRAM)"
+        )
 
     @property
     def workflows(self) -> dict[str, WorkflowSpec]:

@@ -492,6 +492,13 @@ class Worker:
             spec = workflow_from_dict(task.data)
         except WorkflowError as exc:
             return await self._fail(task, None, f"InvalidWorkflowError: {exc}")
+        if spec.name not in self._engine._code_workflows:
+            for index, phase in enumerate(spec.phases):
+                refused = phase.command and self._engine.command_refused(spec.name, phase.command)
+                if refused:
+                    return await self._fail(
+                        task, None, f"InvalidWorkflowError: phases[{index}].command: {refused}"
+                    )
         spec_without_input = WorkflowSpec(
             name=spec.name, phases=spec.phases, description=spec.description
         )
