@@ -221,6 +221,9 @@ def test_worker_stops_cleanly_on_sigterm_and_hands_work_back(wfe, tmp_path: Path
     )
     try:
         _wait_for(lambda: Path(str(gate) + ".running").exists(), what="the phase to start")
+        status = wfe("status").stdout.splitlines()
+        assert status[1].split()[:3] == ["review", "0", "1"]  # in progress
+        assert status[-1].startswith("busy workers: ") and f"/{proc.pid}/" in status[-1]
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
     finally:
@@ -463,6 +466,32 @@ def test_worker_allow_command_lets_defined_workflows_run_that_program(wfe) -> No
     assert shown["status"] == "completed" and shown["output"].startswith("Python 3")
     empty = wfe("worker", app, "--allow-command", "", "--until-idle", check=False)
     assert empty.returncode == 2 and "a program name may not be empty" in empty.stderr
+
+
+def test_status_counts_tasks_by_workflow_and_status(wfe) -> None:
+    for n in (1, 2, 3):
+        wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": n}))
+    wfe("worker", APP, "--until-idle", "--quiet")  # all three wait for a person
+    waiting = json.loads(wfe("tasks", "--json").stdout)
+    wfe("resume", waiting[0]["id"], "--output", '{"ok": true}')
+    wfe("cancel", waiting[1]["id"])
+    wfe("submit", "review", "--data", '{"n": 4}')
+    spec = {"name": "later", "phases": [{"target_classification": "a"}]}
+    wfe("submit", "-", "--classification", "define_workflow", "--data", json.dumps(spec))
+
+    lines = wfe("status").stdout.splitlines()
+    assert lines[0].split() == [
+        "WORKFLOW", "PENDING", "IN_PROGRESS", "WAITING", "COMPLETED", "FAILED", "CANCELLED"
+    ]  # fmt: skip
+    assert [line.split() for line in lines[1:4]] == [
+        ["review", "1", "0", "1", "1", "0", "1"],
+        ["(other)", "1", "0", "0", "0", "0", "0"],  # the define_workflow task
+        ["(all)", "2", "0", "1", "1", "0", "1"],
+    ]
+    assert lines[4] == "busy workers: none (no task held)"
+    doc = json.loads(wfe("status", "--json").stdout)
+    assert doc["workflows"]["review"]["waiting_human"] == 1
+    assert doc["total"]["pending"] == 2 and doc["busy_workers"] == []
 
 
 def test_worker_exits_with_the_message_of_a_plugin_refusing_to_start(wfe) -> None:

@@ -736,6 +736,70 @@ def outbox(ctx: click.Context, drop: str | None, as_json: bool, store: str | Non
         )
 
 
+_STATUS_COLUMNS = (
+    ("PENDING", (TaskStatus.PENDING,)),
+    ("IN_PROGRESS", (TaskStatus.IN_PROGRESS,)),
+    (
+        "WAITING",
+        (TaskStatus.WAITING_HUMAN, TaskStatus.WAITING_AGENT, TaskStatus.WAITING_IO),
+    ),
+    ("COMPLETED", (TaskStatus.COMPLETED,)),
+    ("FAILED", (TaskStatus.FAILED,)),
+    ("CANCELLED", (TaskStatus.CANCELLED,)),
+)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@_store_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
+    """Count the store's tasks by workflow and status, and name the busy workers.
+
+    WAITING adds up tasks waiting for a person, an agent or I/O (wfe tasks --status
+    waiting_human lists the first kind). "(other)" counts tasks of no stored
+    workflow: define_workflow tasks not run yet, say. A worker is busy while it
+    holds a task.
+    """
+    engine = _engine(ctx, store, existing=True)
+
+    async def fetch() -> tuple[dict[str, dict[TaskStatus, int]], dict[TaskStatus, int], list[str]]:
+        st = await engine.get_store()
+        names = [spec.name for spec in await st.load_workflows()]
+        by_workflow = {name: await st.count_tasks(name) for name in names}
+        return by_workflow, await st.count_tasks(), sorted(await st.lease_owners())
+
+    by_workflow, total, workers = _run(_closing(engine, fetch()))
+    if as_json:
+        doc = {
+            "workflows": {
+                name: {s.value: counts.get(s, 0) for s in TaskStatus}
+                for name, counts in by_workflow.items()
+            },
+            "total": {s.value: total.get(s, 0) for s in TaskStatus},
+            "busy_workers": workers,
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+
+    def row(name: str, counts: dict[TaskStatus, int]) -> tuple[Any, ...]:
+        return (name, *(sum(counts.get(s, 0) for s in group) for _, group in _STATUS_COLUMNS))
+
+    rows = [row(name, counts) for name, counts in by_workflow.items() if counts]
+    # Tasks of no stored workflow: define_workflow ones not yet run, or a
+    # workflow only an app not run here knows.
+    unlisted = {
+        s: n - sum(counts.get(s, 0) for counts in by_workflow.values()) for s, n in total.items()
+    }
+    if any(unlisted.values()):
+        rows.append(row("(other)", unlisted))
+    rows.append(row("(all)", total))
+    _table(("WORKFLOW", *(title for title, _ in _STATUS_COLUMNS)), rows)
+    click.echo(
+        f"busy workers: {', '.join(workers)}" if workers else "busy workers: none (no task held)"
+    )
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
 @_store_option
