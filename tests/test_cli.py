@@ -468,6 +468,29 @@ def test_worker_allow_command_lets_defined_workflows_run_that_program(wfe) -> No
     assert empty.returncode == 2 and "a program name may not be empty" in empty.stderr
 
 
+def test_submit_delay_and_at_start_a_task_later(wfe) -> None:
+    delayed = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}', "--delay", "2h")
+    at = "2031-01-02T03:04:05+01:00"
+    timed = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}', "--at", at, "--json")
+    timed_task = json.loads(timed.stdout)
+    assert timed_task["run_after"] == "2031-01-02T02:04:05+00:00"
+    notes = {line.split()[0]: line for line in wfe("tasks").stdout.splitlines()[1:]}
+    assert (
+        "pending" in notes[delayed.stdout.strip()]
+        and "runs after 20" in notes[delayed.stdout.strip()]
+    )
+    assert notes[timed_task["id"]].endswith("runs after 2031-01-02 02:04:05")
+    assert "starts    2031-01-02T02:04:05+00:00" in wfe("show", timed_task["id"]).stdout
+
+    for args, message in [
+        (["--delay", "2"], "Invalid value for --delay: '2' is not an age"),
+        (["--at", "2031-01-02 03:04"], "is not an ISO 8601 time with a UTC offset"),
+        (["--at", at, "--delay", "1h"], "give --delay or --at, not both"),
+    ]:
+        bad = wfe("submit", "review", "--app", APP, "--data", "{}", *args, check=False)
+        assert bad.returncode == 2 and message in bad.stderr
+
+
 def test_status_counts_tasks_by_workflow_and_status(wfe) -> None:
     for n in (1, 2, 3):
         wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": n}))

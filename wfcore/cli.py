@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import click
@@ -372,6 +373,18 @@ async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
 )
 @click.option("--id", "task_id", help="Task id; submitting an existing id returns that task.")
 @click.option("--app", help="MODULE:ATTR whose workflows to know (else the store's).")
+@click.option(
+    "--delay",
+    metavar="AGE",
+    help="Start the task this long from now: 30s, 10m, 2h, 1d, 1w.",
+)
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="Start the task at this ISO 8601 time with a UTC offset "
+    "(2026-12-01T09:00:00+01:00, or ...Z).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_store_option
 @click.pass_context
@@ -383,23 +396,26 @@ def submit(
     assigned_to: str,
     task_id: str | None,
     app: str | None,
+    delay: str | None,
+    at: str | None,
     as_json: bool,
     store: str | None,
 ) -> None:
     """Queue a task for WORKFLOW and print its id.
 
     A task that defines its own workflow takes "-" as WORKFLOW, with
-    --classification define_workflow and the spec as --data.
+    --classification define_workflow and the spec as --data. With --delay or
+    --at, it waits (pending) until then before its first phase.
     """
     payload = _parse_json(data, "--data")
+    run_after = _start_option(delay, at)
     engine = _engine(ctx, store, app, app_hint="--app")
     name = None if workflow == "-" else workflow
+    submitting = engine.submit_task(
+        payload, name, classification, assigned_to, task_id, run_after=run_after
+    )
     try:
-        task = _run(
-            _closing(
-                engine, engine.submit_task(payload, name, classification, assigned_to, task_id)
-            )
-        )
+        task = _run(_closing(engine, submitting))
     except click.ClickException as exc:
         if app is None and exc.message.startswith("unknown workflow"):
             exc.message += (
@@ -474,7 +490,7 @@ def tasks(
             t.classification or "-",
             t.status.value,
             t.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-            _short(t.error or t.waiting_reason or ""),
+            _short(t.error or t.waiting_reason or _starts(t)),
         )
         for t in found
     ]
@@ -507,6 +523,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"waiting   {task.waiting_reason}")
     if task.deadline:
         click.echo(f"deadline  {task.deadline.isoformat()}")
+    if _starts(task):
+        click.echo(f"starts    {task.run_after.isoformat()}")  # type: ignore[union-attr]
     if task.error:
         click.echo(f"error     {task.error}")
     click.echo(f"data      {json.dumps(task.data, ensure_ascii=False)}")
@@ -592,7 +610,28 @@ def retry(ctx: click.Context, task_id: str, store: str | None) -> None:
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def _parse_age(value: str) -> float:
+def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
+    """``wfe submit``'s --delay (seconds) or --at (an aware datetime)."""
+    if delay is not None and at is not None:
+        raise click.UsageError("give --delay or --at, not both")
+    if delay is not None:
+        return _parse_age(delay, "--delay")
+    if at is None:
+        return None
+    try:
+        when = datetime.fromisoformat(at.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise click.BadParameter(
+            f"{at!r} is not an ISO 8601 time with a UTC offset, "
+            "e.g. 2026-12-01T09:00:00+01:00 or 2026-12-01T08:00:00Z",
+            param_hint="--at",
+        )
+    return when
+
+
+def _parse_age(value: str, option: str = "--older-than") -> float:
     """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or ``0``) as seconds."""
     text = value.strip().lower()
     number, unit = (text[:-1], text[-1]) if text[-1:] in _AGE_UNITS else (text, "")
@@ -603,7 +642,7 @@ def _parse_age(value: str) -> float:
     if not 0 <= amount < math.inf or (not unit and amount != 0):  # also refuses NaN
         raise click.BadParameter(
             f"{value!r} is not an age: a number with a unit, s, m, h, d or w (e.g. 30d)",
-            param_hint="--older-than",
+            param_hint=option,
         )
     return amount * _AGE_UNITS.get(unit, 1)
 
@@ -866,6 +905,15 @@ def _plugin_manager() -> Any:
 
 
 _PM_CACHE: list[Any] = []
+
+
+def _starts(task: Task) -> str:
+    """When a delayed pending task (submitted with run_after, or between attempts) runs."""
+    if task.status is not TaskStatus.PENDING or task.run_after is None:
+        return ""
+    if task.run_after <= datetime.now(timezone.utc):
+        return ""
+    return f"runs after {task.run_after.strftime('%Y-%m-%d %H:%M:%S')}"
 
 
 def _short(text: str, width: int = 48) -> str:

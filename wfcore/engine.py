@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,7 +66,7 @@ def default_store_url() -> str:
 
 # The keys of a submit_tasks request: submit_task's arguments.
 _REQUEST_FIELDS = frozenset(
-    ("data", "workflow_name", "classification", "assigned_to", "task_id", "context")
+    ("data", "workflow_name", "classification", "assigned_to", "task_id", "context", "run_after")
 )
 
 # How often resume, cancel and retry re-read a task that changed under them.
@@ -359,12 +359,15 @@ class ECSWorkflowEngine:
         task_id: str | None = None,
         *,
         context: dict[str, Any] | None = None,
+        run_after: datetime | timedelta | float | None = None,
     ) -> Task:
         """Queue a task and return it once it is durable.
 
         With ``task_id`` given and already stored, the stored task is returned and
         nothing new is queued (idempotent submission). ``context`` seeds
-        ``task.context`` (e.g. where the task came from).
+        ``task.context`` (e.g. where the task came from). ``run_after`` delays the
+        task's first phase: a timezone-aware datetime, or a delay (a timedelta, or
+        seconds); until then it is PENDING and no worker claims it.
         """
         [task] = await self.submit_tasks(
             [
@@ -375,6 +378,7 @@ class ECSWorkflowEngine:
                     "assigned_to": assigned_to,
                     "task_id": task_id,
                     "context": context,
+                    "run_after": run_after,
                 }
             ]
         )
@@ -387,7 +391,7 @@ class ECSWorkflowEngine:
 
         Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
         ``workflow_name``, and optionally ``classification``, ``assigned_to``,
-        ``task_id``, ``context``). A bad request (InvalidTaskError,
+        ``task_id``, ``context``, ``run_after``). A bad request (InvalidTaskError,
         UnknownWorkflowError) raises before anything is stored; with
         ``return_exceptions=True`` its error takes its place in the result instead
         and the good requests are stored. Store failures always raise.
@@ -453,6 +457,7 @@ class ECSWorkflowEngine:
             problem = json_problem(context)
             if problem is not None:
                 raise InvalidTaskError(f"task context must be JSON-serializable: {problem}")
+        run_after = _start_time(request.get("run_after"))
         try:
             await self._check_route(workflow_name, classification)
         except (InvalidTaskError, UnknownWorkflowError):
@@ -468,9 +473,11 @@ class ECSWorkflowEngine:
             classification=classification,
             assigned_to=task_type,
             context=dict(context) if context else {},
+            run_after=run_after,
             **kwargs,
         )
-        task.record("submitted", workflow=workflow_name, classification=classification)
+        details = {} if run_after is None else {"run_after": run_after.isoformat()}
+        task.record("submitted", workflow=workflow_name, classification=classification, **details)
         return task, True
 
     async def _check_route(self, workflow_name: str | None, classification: str | None) -> None:
@@ -856,6 +863,31 @@ def _validate_answer(phase: Phase, output: Any) -> None:
 
 # Task ids name the task's artifact folder, so they must make a file name.
 _MAX_TASK_ID_BYTES = 200
+
+
+def _start_time(value: Any) -> datetime | None:
+    """A submit request's ``run_after`` as a UTC time (None: now)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidTaskError(
+                "run_after must be timezone-aware (datetime.now(timezone.utc) + ...): "
+                "a naive time means a different moment on every machine"
+            )
+        return value.astimezone(timezone.utc)
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidTaskError(
+            "run_after must be a datetime, a timedelta or a number of seconds, "
+            f"not {type(value).__name__}"
+        )
+    if not 0 <= seconds < 100 * 365 * 86400:  # also refuses NaN and infinity
+        raise InvalidTaskError(f"run_after: a delay of {value!r} is not 0 to 100 years")
+    return utcnow() + timedelta(seconds=seconds)
 
 
 def _check_task_id(task_id: str) -> None:
