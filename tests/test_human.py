@@ -79,7 +79,6 @@ def test_answer_is_validated_against_the_input_schema(make_engine, wfe_run):
     assert resumed.output == {"approved": True, "amount": 12.5}
 
 
-
 def test_answer_formats_are_checked(make_engine, wfe_run):
     schema = {
         "type": "object",
@@ -102,6 +101,7 @@ def test_answer_formats_are_checked(make_engine, wfe_run):
         "email: 'not an address' is not a 'email'",
     ]
     assert resumed.status is TaskStatus.COMPLETED
+
 
 def test_resuming_never_reruns_work_done_before_the_suspension(make_engine, wfe_run):
     engine = make_engine()
@@ -229,9 +229,7 @@ def test_an_answer_before_the_deadline_clears_it(make_engine, wfe_run):
     assert done.output == "after with 'in time'"
 
 
-def test_an_answer_after_the_deadline_is_refused_even_with_no_worker_running(
-    make_engine, wfe_run
-):
+def test_an_answer_after_the_deadline_is_refused_even_with_no_worker_running(make_engine, wfe_run):
     """Past the deadline, on_timeout decides; a late answer does not win just because
     no worker has applied the rule yet."""
     engine = make_engine()
@@ -326,9 +324,7 @@ def test_resume_by_another_engine_on_the_same_store(wfe_engine_factory, wfe_run)
     assert done.outputs["ask"] == {"from": "front end"}
 
 
-def test_a_human_phase_handler_that_takes_the_reply_itself_needs_one_answer(
-    make_engine, wfe_run
-):
+def test_a_human_phase_handler_that_takes_the_reply_itself_needs_one_answer(make_engine, wfe_run):
     engine = make_engine()
 
     async def greet(task: Task) -> None:
@@ -350,3 +346,30 @@ def test_a_human_phase_handler_that_takes_the_reply_itself_needs_one_answer(
     assert waiting.waiting_reason == "Your name?"
     assert done.status is TaskStatus.COMPLETED
     assert done.output == "hello Ann"
+
+
+def test_an_answer_naming_its_phase_is_refused_once_the_task_moved_on(make_engine, wfe_run):
+    """Two people see the legal question; one answers; the other's answer must not
+    become the answer to the finance question that follows."""
+    engine = make_engine()
+    engine.register_workflow(
+        "w", [Phase("legal", assigned_to="human"), Phase("finance", assigned_to="human")]
+    )
+
+    async def scenario():
+        task = await submit_and_settle(engine)
+        await engine.resume(task.id, {"approved": True}, phase="legal")
+        with pytest.raises(TaskStateError) as late:
+            await engine.resume(task.id, {"approved": False}, phase="legal")
+        await engine.run_until_idle()
+        waiting = await engine.get_task(task.id)
+        done = await engine.resume(task.id, "ok", phase="finance")
+        return late.value, waiting, done
+
+    late, waiting, done = wfe_run(scenario())
+    assert "is at phase 'finance' now, not 'legal': the answer was for a question" in str(late)
+    assert waiting.status is TaskStatus.WAITING_HUMAN and waiting.outputs == {
+        "legal": {"approved": True}
+    }
+    assert done.status is TaskStatus.COMPLETED
+    assert done.outputs == {"legal": {"approved": True}, "finance": "ok"}

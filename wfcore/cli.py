@@ -553,6 +553,10 @@ _hooks_app_option = click.option(
 @click.argument("task_id")
 @click.option("--output", "output", help="The answer as JSON (neither option: null).")
 @click.option("--text", help="The answer as plain text (instead of --output).")
+@click.option(
+    "--phase",
+    help="The phase this answers; refused if the task has moved on to another.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_hooks_app_option
 @_store_option
@@ -562,14 +566,17 @@ def resume(
     task_id: str,
     output: str | None,
     text: str | None,
+    phase: str | None,
     as_json: bool,
     app: str | None,
     store: str | None,
 ) -> None:
     """Answer a waiting task; the answer becomes its phase's output.
 
-    When the answer completes the task, its completion hooks run here: give --app
-    for the app's callbacks and plugins to run too.
+    Scripts answering a question they read earlier should name its --phase, so
+    that an answer meant for it is never taken for the next one. When the answer
+    completes the task, its completion hooks run here: give --app for the app's
+    callbacks and plugins to run too.
     """
     if output is not None and text is not None:
         raise click.UsageError("give --output or --text, not both")
@@ -577,7 +584,7 @@ def resume(
         text if text is not None else (None if output is None else _parse_json(output, "--output"))
     )
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-    task = _run(_closing(engine, engine.resume(task_id, answer)))
+    task = _run(_closing(engine, engine.resume(task_id, answer, phase=phase)))
     if as_json:
         click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
     else:

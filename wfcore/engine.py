@@ -540,20 +540,32 @@ class ECSWorkflowEngine:
         task.resume_in_phase = resume_in_phase
         task.deadline = None if deadline is None else utcnow() + timedelta(seconds=deadline)
 
-    async def resume(self, task_id: str, output: Any = None) -> Task:
+    async def resume(self, task_id: str, output: Any = None, *, phase: str | None = None) -> Task:
         """Answer a waiting task; the answer becomes the phase's output and the task
         moves on (or, for a phase suspended with ``resume_in_phase``, the phase runs
         again with ``task.reply``).
 
-        Raises UnknownTaskError, TaskStateError if it is not waiting or is past its
-        deadline, and InvalidOutputError if the answer breaks the phase's ``input_schema``.
+        ``phase``: the phase the answer is for (the question the person saw). When
+        given and the task waits in another phase (someone else answered first and
+        it moved on), the answer is refused rather than taken for the new question.
+
+        Raises UnknownTaskError, TaskStateError if it is not waiting (or waits in
+        another ``phase``) or is past its deadline, and InvalidOutputError if the
+        answer breaks the phase's ``input_schema``.
         """
         problem = json_problem(output)
         if problem is not None:
             raise InvalidOutputError(f"the answer must be JSON-serializable: {problem}", [])
+        expected = phase
 
         async def answer(task: Task) -> Phase | None:
             """Record the answer; return the phase it finished (None: the phase reruns)."""
+            if expected is not None and task.classification != expected:
+                where = "waits in" if task.status.is_waiting else "is at"
+                raise TaskStateError(
+                    f"task {task_id!r} {where} phase {task.classification!r} now, not "
+                    f"{expected!r}: the answer was for a question it has moved past"
+                )
             if not task.status.is_waiting:
                 raise TaskStateError(
                     f"task {task_id!r} is {task.status.name}, not waiting; only a waiting "
