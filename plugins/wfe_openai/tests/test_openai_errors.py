@@ -375,3 +375,60 @@ def test_a_bad_max_retries_is_refused_when_the_adapter_is_built():
             OpenAIAgentAdapter(max_retries=bad)
         with pytest.raises(ValueError, match=r"phase_options\['p'\] max_retries must be"):
             OpenAIAgentAdapter(phase_options={"p": {"max_retries": bad}})
+
+
+def test_an_unusable_api_key_is_refused_without_showing_it(
+    openai_server, monkeypatch, caplog, wfe_engine_factory, wfe_run
+):
+    import pytest
+
+    caplog.set_level(logging.DEBUG)
+    newline = (
+        "the API key ({}) holds whitespace or a control character (a trailing newline from a file?)"
+    )
+    cases = [
+        ("sk-SECRETKEY987\n", newline.format("OPENAI_API_KEY")),
+        ("sk-SECRETKEY987 x", newline.format("OPENAI_API_KEY")),
+        ("    ", "the API key (OPENAI_API_KEY) is blank: it holds only whitespace"),
+        ("sk-SECRETKEY987é", "the API key (OPENAI_API_KEY) holds a non-ASCII character"),
+    ]
+    for key, problem in cases:
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        engine = wfe_engine_factory()
+        task = _run_one(engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+
+        assert task.status is TaskStatus.FAILED
+        assert task.error == f"AdapterError: {problem}"
+        assert "SECRETKEY987" not in json.dumps(task_to_dict(task))
+    # Refused before anything was sent (the HTTP library logs the headers it fails on).
+    assert openai_server.requests == []
+    assert "SECRETKEY987" not in caplog.text
+
+    # Given as api_key=, the key is refused when the adapter is built.
+    for key, problem in cases:
+        with pytest.raises(ValueError) as info:
+            OpenAIAgentAdapter(api_key=key)
+        assert str(info.value) == problem.replace("OPENAI_API_KEY", "api_key=")
+
+
+def test_a_key_in_a_given_client_is_redacted_in_its_escaped_form_too(
+    openai_server, monkeypatch, wfe_engine, wfe_run
+):
+    import openai
+
+    # A client given as is is not checked; the HTTP library's error shows its key
+    # escaped ('...\\n'), which the redaction must find as well.
+    client = openai.AsyncOpenAI(api_key="sk-given-SECRET987\n", base_url=openai_server.url)
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(client=client, max_retries=0),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith("AdapterError: cannot reach the chat completions server")
+    assert "***" in task.error
+    assert "SECRET987" not in json.dumps(task_to_dict(task))
+    assert "SECRET987" not in (task.traceback or "")

@@ -169,6 +169,8 @@ class OpenAIAgentAdapter:
             if value is not None and not isinstance(value, str):
                 # The type only: a key given as bytes must not show in a traceback.
                 raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
+        if api_key:
+            _check_api_key(api_key, "api_key=", ValueError)
         for name, value in (
             ("max_item_chars", max_item_chars),
             ("max_input_chars", max_input_chars),
@@ -267,6 +269,8 @@ class OpenAIAgentAdapter:
                 "OPENAI_API_KEY is not set: export it (any non-empty value for a local "
                 "server that ignores keys), or pass api_key= or client= to OpenAIAgentAdapter"
             )
+        if not self._api_key:
+            _check_api_key(key, "OPENAI_API_KEY", AdapterError)
         import openai
 
         kwargs: dict[str, Any] = {"api_key": key}
@@ -301,7 +305,7 @@ class OpenAIAgentAdapter:
 
     def _redact(self, text: str) -> str:
         """``text`` without the API key and without credentials in any URL."""
-        for secret in self._secrets():
+        for secret in sorted(_secret_forms(self._secrets()), key=len, reverse=True):
             text = text.replace(secret, "***")
         text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
         return _URL_SECRET_PARAM.sub(r"\g<name>***", text)
@@ -634,6 +638,44 @@ class OpenAIAgentAdapter:
 
 
 # -- helpers -------------------------------------------------------------------------
+
+
+def _check_api_key(key: str, source: str, error: type[Exception]) -> None:
+    """Refuse a key no HTTP header can carry, saying why but never showing the key.
+
+    Sent as it is, such a key fails in the HTTP library, whose error quotes the
+    header with the key in it.
+    """
+    if not key.strip():
+        problem = "is blank: it holds only whitespace"
+    elif not key.isascii():
+        problem = "holds a non-ASCII character"
+    elif not all("!" <= char <= "~" for char in key):
+        problem = "holds whitespace or a control character (a trailing newline from a file?)"
+    else:
+        return
+    raise error(f"the API key ({source}) {problem}")
+
+
+def _secret_forms(secrets: Iterable[str]) -> set[str]:
+    """Each secret as it may show in an error text: as is, stripped, and escaped.
+
+    Errors often quote a value with repr(), so a key with a newline shows as
+    ``sk-...\\n`` and would slip past a search for the key itself.
+    """
+    forms: set[str] = set()
+    for secret in secrets:
+        forms.update(
+            (
+                secret,
+                secret.strip(),
+                repr(secret)[1:-1],
+                json.dumps(secret)[1:-1],
+                repr(secret.encode("utf-8", "backslashreplace"))[2:-1],
+            )
+        )
+    # Very short forms would mask unrelated text.
+    return {form for form in forms if len(form) >= 4}
 
 
 def _check_options(options: Mapping[str, Any], what: str) -> None:
