@@ -432,3 +432,64 @@ def test_a_key_in_a_given_client_is_redacted_in_its_escaped_form_too(
     assert "***" in task.error
     assert "SECRET987" not in json.dumps(task_to_dict(task))
     assert "SECRET987" not in (task.traceback or "")
+
+
+def test_a_base_url_that_is_not_an_http_url_is_refused_when_the_adapter_is_built():
+    import pytest
+
+    for bad, shown in [
+        ("127.0.0.1:18777/v1", "127.0.0.1:18777/v1"),
+        ("localhost:11434/v1", "localhost:11434/v1"),
+        ("not a url at all", "not a url at all"),
+        ("ftp://127.0.0.1/v1", "ftp://127.0.0.1/v1"),
+        ("http://", "http://"),
+        ("http://127.0.0.1:8000/v1\n", "http://127.0.0.1:8000/v1\n"),
+        ("http://127.0.0.1:port/v1", "http://127.0.0.1:port/v1"),
+        # Credentials are masked, with or without a scheme.
+        ("svc:pw-s3cret@127.0.0.1:8000/v1", "***@127.0.0.1:8000/v1"),
+        ("ftp://svc:pw-s3cret@127.0.0.1/v1", "ftp://***@127.0.0.1/v1"),
+    ]:
+        with pytest.raises(ValueError) as info:
+            OpenAIAgentAdapter(base_url=bad)
+        assert str(info.value) == f"base_url must be an http:// or https:// URL, got {shown!r}"
+
+
+def test_a_bad_openai_base_url_fails_the_attempt_before_anything_is_sent(
+    openai_server, monkeypatch, wfe_engine_factory, wfe_run
+):
+    for bad in ("localhost:18777/v1", f"ftp{openai_server.url[4:]}"):
+        monkeypatch.setenv("OPENAI_BASE_URL", bad)
+        engine = wfe_engine_factory()
+
+        task = _run_one(engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+
+        assert task.status is TaskStatus.FAILED
+        assert task.error == (
+            f"AdapterError: OPENAI_BASE_URL must be an http:// or https:// URL, got {bad!r}"
+        )
+        # One history entry: a configuration error, not a server that was tried.
+        assert [e["event"] for e in task.history].count("attempt_failed") == 1
+    assert openai_server.requests == []
+
+
+def test_an_empty_openai_base_url_means_the_default_server(
+    openai_server, monkeypatch, wfe_engine, wfe_run
+):
+    # As in a .env file with "OPENAI_BASE_URL=". The request goes to a proxy on a
+    # closed port, so nothing leaves the machine; the error names the server meant.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+
+    task = _run_one(
+        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(max_retries=0)
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith(
+        "AdapterError: cannot reach the chat completions server (https://api.openai.com/v1/):"
+    )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jsonschema
 
@@ -49,7 +50,11 @@ _URL_SECRET_PARAM = re.compile(
     r"[^&#\s)]+",
     re.IGNORECASE,
 )
+# Credentials at the start of a URL, with or without a scheme ("user:pw@host").
+_LEADING_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?[^/?#@]*@")
 _JSON_FORMATS = ("json_object", "json_schema")
+#: The server the SDK uses when no other is configured.
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 def _ask_human(question: str) -> str:
@@ -171,6 +176,8 @@ class OpenAIAgentAdapter:
                 raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
         if api_key:
             _check_api_key(api_key, "api_key=", ValueError)
+        if base_url:
+            _check_base_url(base_url, "base_url", ValueError)
         for name, value in (
             ("max_item_chars", max_item_chars),
             ("max_input_chars", max_input_chars),
@@ -276,6 +283,14 @@ class OpenAIAgentAdapter:
         kwargs: dict[str, Any] = {"api_key": key}
         if self._base_url:
             kwargs["base_url"] = self._base_url
+        else:
+            env_url = os.environ.get("OPENAI_BASE_URL")
+            if env_url is not None and not env_url.strip():
+                # "OPENAI_BASE_URL=" in a .env file means no server of one's own; the
+                # SDK would take the empty text as the URL (openai-python#2927).
+                kwargs["base_url"] = _DEFAULT_BASE_URL
+            elif env_url is not None:
+                _check_base_url(env_url, "OPENAI_BASE_URL", AdapterError)
         if self._max_retries is not None:
             kwargs["max_retries"] = self._max_retries
         try:
@@ -655,6 +670,29 @@ def _check_api_key(key: str, source: str, error: type[Exception]) -> None:
     else:
         return
     raise error(f"the API key ({source}) {problem}")
+
+
+def _check_base_url(url: str, source: str, error: type[Exception]) -> None:
+    """Refuse a server URL the SDK cannot send a request to.
+
+    Otherwise each request fails only when sent, is retried as a connection error,
+    and is reported as a server that cannot be reached.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        usable = False
+    else:
+        usable = (
+            parts.scheme.lower() in ("http", "https")
+            and bool(parts.hostname)
+            # urlsplit drops tabs and newlines; httpx refuses them and spaces.
+            and not any(char.isspace() or not char.isprintable() for char in url)
+        )
+    if not usable:
+        shown = _URL_SECRET_PARAM.sub(r"\g<name>***", _LEADING_USERINFO.sub(r"\g<scheme>***@", url))
+        raise error(f"{source} must be an http:// or https:// URL, got {shown!r}")
 
 
 def _secret_forms(secrets: Iterable[str]) -> set[str]:
