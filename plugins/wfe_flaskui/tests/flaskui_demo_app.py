@@ -23,6 +23,12 @@ APPROVAL_SCHEMA = {
     "required": ["decision", "score"],
 }
 
+#: Both phases of the sign_off workflow ask the same question of different people.
+SIGN_OFF_SCHEMA = {
+    "type": "object",
+    "properties": {"approved": {"type": "boolean"}, "note": {"type": "string"}},
+}
+
 _failures: set[str] = set()
 
 
@@ -105,6 +111,23 @@ def make_engine(plugins: Sequence[Any] = ()) -> ECSWorkflowEngine:
     engine.register_workflow(
         "question",
         [Phase("ask", assigned_to="human", instructions="Answer in your own words.")],
+    )
+    engine.register_workflow(
+        "sign_off",
+        [
+            Phase(
+                "legal",
+                assigned_to="human",
+                instructions="Legal: approve?",
+                input_schema=SIGN_OFF_SCHEMA,
+            ),
+            Phase(
+                "finance",
+                assigned_to="human",
+                instructions="Finance: approve?",
+                input_schema=SIGN_OFF_SCHEMA,
+            ),
+        ],
     )
     engine.register_workflow("flaky", [Phase("flaky", assigned_to="functional")])
     engine.register_workflow("gated", [Phase("gate", assigned_to="functional")])

@@ -245,6 +245,80 @@ def test_resume_validates_against_the_schema_then_finishes(api: Api) -> None:
     assert "not waiting" in again.get_json()["error"]
 
 
+def _open_form(api: Api, task_id: str, where: str = "task") -> list[tuple[str, str]]:
+    """The hidden fields of the task's answer form, as a page opened now shows them."""
+    page = api.get(f"/tasks/{task_id}" if where == "task" else "/inbox").text
+    if where == "inbox":
+        page = page.split(f'data-task-id="{task_id}"', 1)[1]
+    return [(k, v) for k, v in AnswerFormReader(page).hidden if k != "next"] + [("next", where)]
+
+
+def test_an_answer_form_left_open_is_not_taken_for_the_next_phase(api: Api) -> None:
+    # Two people open the legal question; one answers, the other sends a form
+    # that still asks it. That answer must not become finance's.
+    task = api.submit("sign_off", {"contract": "c-1"})
+    api.wait_status(task["id"], "waiting_human")
+    alice = _open_form(api, task["id"])
+    bob = _open_form(api, task["id"], "inbox")
+    assert ("phase", "legal") in alice and ("phase", "legal") in bob
+
+    sent = api.client.post(
+        f"/tasks/{task['id']}/answer", data=MultiDict([*alice, ("field.approved", "true")])
+    )
+    assert sent.status_code == 303
+    moved = wait_for(
+        lambda: (
+            (doc := api.task(task["id"]))["classification"] == "finance"
+            and doc["status"] == "waiting_human"
+            and doc
+        ),
+        what="the task to wait for finance",
+    )
+    assert moved["outputs"] == {"legal": {"approved": True}}
+
+    note = "Legal says NO <b>unsigned</b>"
+    for form, where in ((bob, "inbox"), ([*bob[:-1], ("next", "task")], "task")):
+        stale = api.client.post(
+            f"/tasks/{task['id']}/answer", data=MultiDict([*form, ("field.note", note)])
+        )
+        assert stale.status_code == 409, where
+        html = stale.text
+        assert "moved on from phase &#39;legal&#39; to &#39;finance&#39;" in html
+        assert "your answer was not recorded" in html
+        # What was typed is shown back (as text), so it is not lost.
+        refused = html.split('id="answer-refused"', 1)[1].split("</details>", 1)[0]
+        assert "Legal says NO &lt;b&gt;unsigned&lt;/b&gt;" in refused
+        # The form now shown is finance's, and empty.
+        assert ("phase", "finance") in AnswerFormReader(html.split('id="answer-refused"')[1]).hidden
+    after = api.task(task["id"])
+    assert after["status"] == "waiting_human" and after["classification"] == "finance"
+    assert after["outputs"] == {"legal": {"approved": True}}
+
+
+def test_the_api_refuses_an_answer_for_a_phase_the_task_has_left(api: Api) -> None:
+    task = api.submit("sign_off", {"contract": "c-2"})
+    api.wait_status(task["id"], "waiting_human")
+    resume = f"/api/tasks/{task['id']}/resume"
+    assert api.post(resume, {"output": {"approved": True}, "phase": "legal"}).status_code == 200
+    wait_for(
+        lambda: (
+            (doc := api.task(task["id"]))["classification"] == "finance"
+            and doc["status"] == "waiting_human"
+        ),
+        what="the task to wait for finance",
+    )
+    late = api.post(resume, {"output": {"approved": False}, "phase": "legal"})
+    assert late.status_code == 409
+    assert "'finance' now, not 'legal'" in late.get_json()["error"]
+    bad = api.post(resume, {"output": {}, "phase": 7})
+    assert bad.status_code == 400
+    assert bad.get_json()["error"] == '"phase" must be the name of a phase, not 7'
+    assert api.task(task["id"])["outputs"] == {"legal": {"approved": True}}
+    ok = api.post(resume, {"output": {"approved": False}, "phase": "finance"})
+    assert ok.status_code == 200
+    assert api.wait_status(task["id"], "completed")["outputs"]["finance"] == {"approved": False}
+
+
 def test_cancel_and_conflicts(api: Api) -> None:
     task = api.submit("question", {"q": "?"})
     api.wait_status(task["id"], "waiting_human")

@@ -121,6 +121,43 @@ def test_answer_a_waiting_task_from_its_page_and_see_the_workflow_finish(
     screenshot(page, "task-completed")
 
 
+def test_a_form_left_open_while_someone_else_answers_is_refused(
+    browser: Any, page: Any, live: Any
+) -> None:
+    expect = _expect()
+    task = live.api.submit("sign_off", {"contract": "unsigned"})
+    live.api.wait_status(task["id"], "waiting_human")
+    url = f"{live.url}/tasks/{task['id']}"
+    other = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        alice = other.new_page()
+        alice.set_default_timeout(15000)
+        alice.goto(url)
+        page.goto(url)
+        expect(page.locator(".instructions")).to_have_text("Legal: approve?")
+        # Bob starts typing (his page then holds still); Alice answers first.
+        page.fill("input[name='field.note']", "Legal says NO: contract unsigned")
+        alice.check("input[name='field.approved']")
+        alice.click("button[data-action=answer]")
+        expect(alice.locator(".flash-ok")).to_contain_text("Answer recorded")
+        expect(alice.locator(".instructions")).to_have_text("Finance: approve?", timeout=20000)
+    finally:
+        other.close()
+
+    expect(page.locator(".instructions")).to_have_text("Legal: approve?")
+    page.click("button[data-action=answer]")
+    refused = page.locator("#answer-refused")
+    expect(refused).to_contain_text("moved on from phase 'legal' to 'finance'")
+    expect(refused).to_contain_text("your answer was not recorded")
+    expect(refused.locator("dd")).to_contain_text(["no", "Legal says NO: contract unsigned"])
+    expect(page.locator(".instructions")).to_have_text("Finance: approve?")
+    expect(page.locator("input[name='field.note']")).to_have_value("")
+    screenshot(page, "task-answer-refused")
+    doc = live.api.task(task["id"])
+    assert doc["classification"] == "finance" and doc["status"] == "waiting_human"
+    assert doc["outputs"] == {"legal": {"approved": True}}
+
+
 def test_cancel_from_the_inbox(page: Any, live: Any) -> None:
     expect = _expect()
     task = live.api.submit("question", {"q": "cancel me"})

@@ -52,7 +52,7 @@ from wfcore.wire import task_from_dict, task_to_dict, workflow_to_dict
 
 from . import ops, security
 from .bridge import BridgeError, EngineBridge
-from .forms import AnswerForm, answer_form, parse_answer, parse_json_text
+from .forms import AnswerForm, answer_form, parse_answer, parse_json_text, typed_values
 from .graph import TYPE_COLOURS, workflow_svg
 
 __all__ = ["Dashboard", "create_app"]
@@ -786,7 +786,12 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         return answer_form(schema)
 
     @bp.route("/tasks/<task_id>")
-    def task(task_id: str, form: AnswerForm | None = None, status: int = 200) -> Any:
+    def task(
+        task_id: str,
+        form: AnswerForm | None = None,
+        status: int = 200,
+        refused: dict[str, Any] | None = None,
+    ) -> Any:
         async def load(engine: ECSWorkflowEngine) -> Any:
             found = await engine.get_task(task_id)
             if found is None:
@@ -815,6 +820,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         found, specs, previews = loaded
         context = task_context(found, specs)
         context["previews"] = previews
+        context["refused"] = refused
         if found.status.is_waiting:
             context["form"] = form or answer_form_for(found, context["phase"])
         if partial():
@@ -846,6 +852,8 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     @bp.route("/tasks/<task_id>/answer", methods=["POST"])
     def answer(task_id: str) -> Any:
         back = request.form.get("next") or "task"
+        # The phase whose question the form showed: the task may have left it since.
+        asked = request.form.get("phase") or None
 
         async def load(engine: ECSWorkflowEngine) -> Any:
             found = await engine.get_task(task_id)
@@ -854,6 +862,8 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         found, specs = call(load)
         if found is None:
             return _error(404, f"no task {task_id!r}")
+        if asked is not None and found.classification != asked:
+            return answer_refused(found, specs, asked, back)
         if not found.status.is_waiting:
             flash(f"Task {task_id[:8]} is {found.status.value}, no longer waiting.", "error")
             return redirect(url_for(".task", task_id=task_id)), 303
@@ -862,10 +872,14 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         value, form = parse_answer(schema, request.form)
         if not form.has_errors:
             try:
-                resumed = call(lambda engine: engine.resume(task_id, value))
+                resumed = call(lambda engine: engine.resume(task_id, value, phase=asked))
             except InvalidOutputError as exc:
                 form.error = "; ".join(exc.errors) or str(exc)
             except TaskStateError as exc:
+                # Someone else's answer (or a deadline) moved the task on since it was loaded.
+                now = call(lambda engine: engine.get_task(task_id))
+                if asked is not None and now is not None and now.classification != asked:
+                    return answer_refused(now, specs, asked, back)
                 flash(str(exc), "error")
                 return redirect(url_for(".task", task_id=task_id)), 303
             else:
@@ -881,6 +895,24 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         if back == "inbox":
             return inbox(forms={task_id: form}, status=400)
         return task(task_id, form=form, status=400)
+
+    def answer_refused(now: Task, specs: dict[str, WorkflowSpec], asked: str, back: str) -> Any:
+        """409: the answer was for a phase the task has left. The page now shown has
+        the new question's form (if any), and what the person typed is shown back."""
+        spec = specs.get(now.workflow_name or "")
+        old = spec.phase(asked) if spec is not None else None
+        refused = {
+            "message": (
+                f"Task {now.id[:8]} has moved on from phase {asked!r} to "
+                f"{now.classification!r} ({_STATUS_LABELS[now.status.value].lower()}) "
+                "since you opened it; your answer was not recorded."
+            ),
+            "asked": asked,
+            "typed": typed_values(old.input_schema if old is not None else None, request.form),
+        }
+        if back == "inbox":
+            return inbox(refused=refused, status=409)
+        return task(now.id, refused=refused, status=409)
 
     def change_task(task_id: str, change: Any, done: str, back: str) -> Any:
         """Apply ``change(engine)`` to a task from a form; flash how it went."""
@@ -931,7 +963,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         return response
 
     @bp.route("/inbox")
-    def inbox(forms: dict[str, AnswerForm] | None = None, status: int = 200) -> Any:
+    def inbox(
+        forms: dict[str, AnswerForm] | None = None,
+        status: int = 200,
+        refused: dict[str, Any] | None = None,
+    ) -> Any:
         show_all = request.args.get("all") == "1"
         wanted = ops.WAITING if show_all else (TaskStatus.WAITING_HUMAN,)
 
@@ -953,6 +989,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             "full_list": url_for(".tasks", status="waiting" if show_all else "waiting_human"),
             "show_all": show_all,
             "forms_have_errors": any(f.has_errors for f in (forms or {}).values()),
+            "refused": refused,
         }
         if partial():
             return render("_inbox_region.html", **context)
@@ -1242,7 +1279,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         doc = body_json()
         if not isinstance(doc, dict) or "output" not in doc:
             raise _BadInput('the request body must be a JSON object with an "output" field')
-        resumed = call(lambda e: e.resume(task_id, doc["output"]))
+        # The phase the answer is for: refused (409) once the task has moved past it.
+        asked = doc.get("phase")
+        if asked is not None and not (isinstance(asked, str) and asked):
+            raise _BadInput(f'"phase" must be the name of a phase, not {json.dumps(asked)[:40]}')
+        resumed = call(lambda e: e.resume(task_id, doc["output"], phase=asked))
         return jsonify(task_to_dict(resumed))
 
     @bp.route("/api/tasks/<task_id>/cancel", methods=["POST"])

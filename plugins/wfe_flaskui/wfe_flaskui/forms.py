@@ -30,7 +30,14 @@ import jsonschema
 
 from wfcore.model import resolve_ref
 
-__all__ = ["AnswerForm", "FormField", "answer_form", "parse_answer", "parse_json_text"]
+__all__ = [
+    "AnswerForm",
+    "FormField",
+    "answer_form",
+    "parse_answer",
+    "parse_json_text",
+    "typed_values",
+]
 
 #: The name of the single field used when the schema is not an object.
 ANSWER = "answer"
@@ -449,6 +456,38 @@ def _message(error: jsonschema.ValidationError, top: bool) -> str:
     inner = "/".join(str(p) for p in path[1:]) if not top else ""
     text = "choose one of the listed options" if error.validator == "enum" else error.message
     return f"{inner}: {text}" if inner else text
+
+
+def typed_values(
+    schema: Mapping[str, Any] | None, form: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """What a person typed into an answer form for this schema, as ``(label, text)``
+    pairs to show back to them when the answer cannot be taken (its question is gone).
+
+    Fields left empty are left out. A post with no schema field in it was a free answer.
+    """
+    if schema is None or not any(str(k).startswith(FIELD_PREFIX) for k in form):
+        text = str(form.get(ANSWER) or "")
+        return [("Answer", text)] if text.strip() else []
+    shown = []
+    result = answer_form(schema)
+    for field, (_, sub, _) in zip(result.fields, _field_schemas(schema), strict=True):
+        try:
+            _read_field(field, sub, form)
+        except _Invalid:
+            pass  # field.value still holds what was typed
+        labels = dict(field.options)
+        if field.widget == "checkbox":
+            text = "yes" if field.value else "no"
+        elif field.widget == "checkboxes":
+            text = ", ".join(labels.get(v, v) for v in field.value)
+        elif field.widget == "select":
+            text = labels.get(field.value, field.value)
+        else:
+            text = str(field.value)
+        if text.strip():
+            shown.append((field.label, text))
+    return shown
 
 
 def _parse_free(form: Mapping[str, Any]) -> tuple[Any, AnswerForm]:
