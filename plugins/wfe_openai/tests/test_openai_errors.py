@@ -493,3 +493,47 @@ def test_an_empty_openai_base_url_means_the_default_server(
     assert task.error.startswith(
         "AdapterError: cannot reach the chat completions server (https://api.openai.com/v1/):"
     )
+
+
+def test_an_error_object_in_a_200_response_is_reported_in_the_servers_words(
+    openai_server, wfe_engine, wfe_run
+):
+    # Some compatible servers and proxies answer 200 with an error body.
+    error = {"error": {"message": "model overloaded, try later", "code": 503}}
+    openai_server.raw(200, json.dumps(error).encode())
+    openai_server.raw(200, json.dumps({"error": "no such model: m"}).encode())
+    openai_server.reply("fine now")
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic", max_attempts=3),
+        OpenAIAgentAdapter(max_retries=2),
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    where = f"{openai_server.url}/"
+    assert errors == [
+        f"AdapterError: chat completion failed ({where}): the server answered with an "
+        "error: model overloaded, try later (code 503)",
+        f"AdapterError: chat completion failed ({where}): the server answered with an "
+        "error: no such model: m",
+    ]
+    # Not retried by the SDK (it came as a success): each error cost one attempt.
+    assert len(openai_server.requests) == 3
+
+
+def test_a_stream_sent_to_a_plain_request_is_named_as_such(openai_server, wfe_engine, wfe_run):
+    chunk = {"id": "c", "object": "chat.completion.chunk", "choices": []}
+    stream = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+    openai_server.raw(200, stream, content_type="text/event-stream")
+
+    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith(
+        f"AdapterError: malformed response from {openai_server.url}/: the server sent a "
+        "stream (server-sent events) to a request that did not ask for one; it begins 'data: {"
+    )
+    assert "stream" not in openai_server.requests[0]["body"]

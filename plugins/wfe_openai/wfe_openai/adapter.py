@@ -551,12 +551,7 @@ class OpenAIAgentAdapter:
             getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
         )
         if message is None:
-            raise AdapterError(
-                self._redact(
-                    f"malformed response from {where}: no choices[0].message in "
-                    f"{_short(repr(completion), 300)}"
-                )
-            )
+            raise AdapterError(self._redact(_no_message_reason(completion, where)))
         finish_reason = getattr(choices[0], "finish_reason", None)
         self._account(task, request, step, completion, message, finish_reason, seconds)
         return message, finish_reason
@@ -961,6 +956,36 @@ def _server_error_text(exc: Any) -> str:
     except Exception:
         text = ""
     return _short(text.strip() or str(body or getattr(exc, "message", "")), 500)
+
+
+def _no_message_reason(completion: Any, where: str) -> str:
+    """Why a successful response holds no reply, in the server's own words if it has any."""
+    error = getattr(completion, "error", None)  # a field the ChatCompletion type lacks
+    if error:
+        # A 200 with an error body, as some compatible servers and proxies send. The
+        # SDK does not retry it, and neither does the adapter: what it means (an
+        # overload, an unknown model) is the server's own, so the phase's
+        # max_attempts decides.
+        reason = _error_object_text(error)
+        return f"chat completion failed ({where}): the server answered with an error: {reason}"
+    if isinstance(completion, str) and completion.lstrip().startswith(("data:", "event:")):
+        return (
+            f"malformed response from {where}: the server sent a stream (server-sent "
+            "events) to a request that did not ask for one; it begins "
+            f"{_short(completion.lstrip(), 200)!r}"
+        )
+    return (
+        f"malformed response from {where}: no choices[0].message in {_short(repr(completion), 300)}"
+    )
+
+
+def _error_object_text(error: Any) -> str:
+    """An error object's message and code, as OpenAI-style ``{"error": {...}}`` bodies give them."""
+    if not isinstance(error, dict):
+        return _short(str(error), 500)
+    text = _short(str(error.get("message") or json.dumps(error, default=str)), 500)
+    code = error.get("code")
+    return text if code is None or code == "" else f"{text} (code {code})"
 
 
 def _parse_json_reply(text: str, fmt: Mapping[str, Any]) -> Any:
