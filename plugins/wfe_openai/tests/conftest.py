@@ -53,13 +53,14 @@ class FakeOpenAI:
 
     def reply(
         self,
-        text: str | None,
+        text: str | list[dict[str, Any]] | None,
         *,
         usage: dict[str, Any] | None = None,
         finish_reason: str = "stop",
         **extra: Any,
     ) -> None:
-        """Queue a plain assistant reply (``finish_reason="length"``: cut off by max_tokens)."""
+        """Queue a plain assistant reply (``finish_reason="length"``: cut off by max_tokens);
+        ``text`` may be a list of content parts, as some compatible servers send it."""
         message = {"content": text}
         self.push(lambda req: self._completion(req, message, finish_reason, usage, extra))
 
@@ -67,7 +68,9 @@ class FakeOpenAI:
         """Queue a reply whose text is ``value`` as JSON."""
         self.reply(json.dumps(value))
 
-    def tool_calls(self, *calls: tuple[str, Any], content: str | None = None) -> None:
+    def tool_calls(
+        self, *calls: tuple[str, Any], content: str | list[dict[str, Any]] | None = None
+    ) -> None:
         """Queue a reply asking for tool calls: ``(name, arguments)`` pairs; arguments
         given as a string are sent as is (to test invalid JSON)."""
 

@@ -394,3 +394,28 @@ def test_a_cut_off_reply_fails_even_when_it_parses_as_json(openai_server, wfe_en
     assert task.status is TaskStatus.FAILED
     assert task.output is None
     assert task.error.startswith("AdapterError: the reply was cut off by the output token limit")
+
+
+def test_a_reply_sent_as_a_list_of_text_parts_is_joined(openai_server, wfe_engine, wfe_run):
+    # Some compatible servers send the content as parts, as requests may carry it.
+    parts = [{"type": "text", "text": "Paris is "}, {"type": "text", "text": "the capital."}]
+    openai_server.tool_calls(("ask_nobody", {}), content=[{"type": "text", "text": "Let me see."}])
+    openai_server.reply(parts)
+    openai_server.reply([{"type": "text", "text": '{"label": "spam"}'}])
+    wfe_engine.register_adapter(
+        TaskType.AGENTIC,
+        OpenAIAgentAdapter(phase_options={"label": {"response_format": {"type": "json_object"}}}),
+    )
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        {},
+        [Phase("answer", assigned_to="agentic"), Phase("label", assigned_to="agentic")],
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.outputs == {"answer": "Paris is the capital.", "label": {"label": "spam"}}
+    # The tool-calling turn goes back to the server with its text as text.
+    assistant = next(m for m in openai_server.messages(1) if m["role"] == "assistant")
+    assert assistant["content"] == "Let me see."

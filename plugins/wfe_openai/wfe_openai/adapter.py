@@ -614,7 +614,7 @@ class OpenAIAgentAdapter:
         refusal = getattr(message, "refusal", None)
         if refusal:
             raise AdapterError(f"the model refused: {refusal}")
-        text = getattr(message, "content", None)
+        text = _content_text(message)
         if finish_reason == "length":
             # The end is missing, whatever the text looks like (JSON may even parse):
             # a failed attempt, so the phase's max_attempts or a retry applies.
@@ -862,6 +862,21 @@ def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
     return found
 
 
+def _content_text(message: Any) -> Any:
+    """The reply's text. Some compatible servers send it as a list of content parts
+    (``[{"type": "text", "text": "..."}]``), whose text parts make the reply."""
+    content = getattr(message, "content", None)
+    if not isinstance(content, list):
+        return content
+    texts = []
+    for part in content:
+        # Parts arrive as dicts; an SDK that knew the form would give objects.
+        fields = part if isinstance(part, dict) else getattr(part, "__dict__", {})
+        if fields.get("type") == "text" and isinstance(fields.get("text"), str):
+            texts.append(fields["text"])
+    return "".join(texts)
+
+
 def _arguments_text(arguments: Any) -> str:
     """Arguments as the JSON text the API expects, whatever form the server sent."""
     return "" if arguments is None else _as_text(arguments)
@@ -878,7 +893,7 @@ def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
     """The assistant's tool-calling turn as a message dict to send back."""
     return {
         "role": "assistant",
-        "content": getattr(message, "content", None),
+        "content": _content_text(message),
         "tool_calls": [
             {
                 "id": call.id,
