@@ -466,6 +466,45 @@ def test_chunked_bodies_over_the_limit_are_refused_with_413(demo_engine: object)
         dash.stop()
 
 
+def test_without_a_token_only_requests_to_a_loopback_name_are_answered(
+    app: Flask, wfe_store_url: str
+) -> None:
+    # DNS rebinding: a web page whose name now resolves to 127.0.0.1 reaches the
+    # dashboard, but the browser still sends the page's own name as Host.
+    with serving(app) as port:
+        foreign = ["evil.example", f"evil.example:{port}", "localhost.evil.example", "10.1.2.3"]
+        for host in foreign:
+            for path in ("/api/csrf", "/", "/submit"):
+                status, headers, body = http_request(port, "GET", path, headers={"Host": host})
+                assert status == 400, (host, path)
+                assert "Set-Cookie" not in headers and b"csrf" not in body.lower()
+        status, _, body = http_request(port, "GET", "/api/csrf", headers={"Host": "evil.example"})
+        assert json.loads(body)["error"] == (
+            "this dashboard has no access token, so it answers only requests addressed to "
+            "127.0.0.1, localhost or [::1], not 'evil.example'"
+        )
+        status, headers, body = http_request(port, "GET", "/", headers={"Host": "evil.example"})
+        assert headers["Content-Type"].startswith("text/plain")
+        assert body.decode().startswith("this dashboard has no access token")
+        loopback = ["127.0.0.1", f"127.0.0.1:{port}", "localhost", f"LocalHost:{port}", "[::1]"]
+        for host in [*loopback, f"[::1]:{port}", "::1"]:
+            status, _, body = http_request(port, "GET", "/api/csrf", headers={"Host": host})
+            assert status == 200, host
+            assert "csrf_token" in json.loads(body)
+
+    # With a token the dashboard may be reached under any name: the token guards it.
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, token="tok-1", kafka_brokers="")
+    try:
+        with serving(create_app(dash, secret_key="x")) as port:
+            headers = {"Host": "dashboard.example.com", "Authorization": "Bearer tok-1"}
+            status, _, body = http_request(port, "GET", "/api/tasks", headers=headers)
+            assert status == 200 and json.loads(body)["total"] == 0
+    finally:
+        dash.stop()
+
+
 def test_token_guards_every_request(demo_engine: object) -> None:
     dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
     try:

@@ -593,6 +593,10 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
 
     @bp.before_request
     def guard() -> Any:
+        # The header as sent: Werkzeug's request.host is empty for a bare "::1".
+        host = request.headers.get("Host") or request.host
+        if not dash.token and not security.host_is_loopback(host):
+            return wrong_host(host)
         _refuse_large_body(dash.max_body)
         local = (request.endpoint or "").partition(".")[2]
         via_header = False
@@ -613,6 +617,21 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             if not security.csrf_ok():
                 return _error(403, "CSRF token missing or invalid; reload the page and try again")
         return None
+
+    def wrong_host(host: str) -> Any:
+        """400 for a request addressed to a name other than this machine's.
+
+        Without a token only this machine may use the dashboard; a request naming
+        another host comes from a page of that site whose name was made to resolve
+        here (DNS rebinding). The answer is plain: no page, no session, no CSRF token.
+        """
+        message = (
+            "this dashboard has no access token, so it answers only requests addressed "
+            f"to 127.0.0.1, localhost or [::1], not {host[:100]!r}"
+        )
+        if is_api():
+            return jsonify({"error": message}), 400
+        return Response(message, 400, mimetype="text/plain")
 
     def _unauthorized(given: str | None = None) -> Any:
         """401 for the API (and posts), the login page for a browser; ``given`` is a

@@ -14,6 +14,7 @@ __all__ = [
     "CSRF_HEADER",
     "csrf_ok",
     "csrf_token",
+    "host_is_loopback",
     "is_loopback",
     "token_from_request",
     "token_matches",
@@ -41,6 +42,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_is_loopback(host: str) -> bool:
+    """True when a request's ``Host`` names this machine: ``localhost`` or a loopback
+    address (``127.0.0.1``, ``[::1]``, ``::1``), with or without a port.
+
+    A page of another site can reach a loopback-only dashboard through DNS rebinding
+    (its name made to resolve to 127.0.0.1), but its requests still carry that name.
+    """
+    name = host.strip().lower()
+    port = ""
+    if name.startswith("["):
+        name, bracket, rest = name[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:]
+    elif name.count(":") == 1:
+        name, _, port = name.partition(":")
+    if port and not (port.isascii() and port.isdigit()):
+        return False
+    return name != "" and is_loopback(name)
 
 
 def csrf_token() -> str:
