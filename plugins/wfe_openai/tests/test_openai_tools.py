@@ -62,6 +62,7 @@ def test_schema_comes_from_signature_and_docstring():
                     },
                 },
                 "required": ["city"],
+                "additionalProperties": False,
             },
         },
     }
@@ -214,6 +215,7 @@ def test_tools_get_the_task_and_engine(openai_server, wfe_engine, wfe_run):
         "type": "object",
         "properties": {"text": {"type": "string"}},
         "required": ["text"],
+        "additionalProperties": False,
     }
     assert wfe_run(wfe_engine.read_artifact(task, "note.txt")) == b"remember the milk"
     assert openai_server.messages(1)[-1]["content"] == "saved 17 bytes"
@@ -367,3 +369,73 @@ def test_calls_sharing_an_id_in_one_reply_get_ids_of_their_own(openai_server, wf
     assert results[3]["tool_call_id"] == "call_0"
     recorded = [e["call_id"] for e in task.history if e["event"] == "agent_tool_result"]
     assert recorded == [*ids, "call_0"]
+
+
+def test_arguments_the_function_does_not_take_go_back_to_the_model(
+    openai_server, wfe_engine, wfe_run
+):
+    calls: list[dict[str, Any]] = []
+
+    def add(a: int, b: int, task: Task) -> int:
+        """Add two numbers."""
+        calls.append({"a": a, "b": b})
+        return a + b
+
+    def log(message: str, **fields: Any) -> str:
+        """Log a message with any fields."""
+        return f"{message} {sorted(fields)}"
+
+    assert "additionalProperties" not in Tool(log).parameters
+    openai_server.tool_calls(
+        ("add", {"a": 1, "b": 2, "pad": "y"}),
+        ("add", {"a": 1, "b": 2, "task": "t", "pad": "y"}),
+        ("log", {"message": "hi", "level": "info"}),
+        ("add", {"a": 1, "b": 2}),
+    )
+    openai_server.reply("3")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[add, log]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    results = [m["content"] for m in openai_server.messages(1) if m["role"] == "tool"]
+    assert results == [
+        "error: invalid arguments for add: (arguments): unexpected 'pad' (add takes a, b)",
+        # A parameter the adapter fills in is not the model's to give.
+        "error: invalid arguments for add: (arguments): unexpected 'pad', 'task' (add takes a, b)",
+        "hi ['level']",
+        "3",
+    ]
+    assert calls == [{"a": 1, "b": 2}]
+
+
+def test_unexpected_arguments_are_named_with_those_the_tool_takes():
+    from wfe_openai import ToolArgumentsError
+
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    with pytest.raises(ToolArgumentsError) as info:
+        Tool(ping).parse_arguments({"x": 1})
+    assert str(info.value) == "(arguments): unexpected 'x' (ping takes no arguments)"
+
+    address = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "additionalProperties": False,
+    }
+    ship = Tool(
+        lambda **kw: kw,
+        name="ship",
+        parameters={
+            "type": "object",
+            "properties": {"to": address, "empty": {"type": "object", "properties": {}}},
+            "additionalProperties": False,
+        },
+    )
+    with pytest.raises(ToolArgumentsError) as info:
+        ship.parse_arguments({"to": {"city": "Oslo", "zip": "0150"}, "x": 1})
+    assert str(info.value) == (
+        "(arguments): unexpected 'x' (ship takes to, empty); to: unexpected 'zip' (allowed: city)"
+    )

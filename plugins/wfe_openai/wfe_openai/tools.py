@@ -106,11 +106,32 @@ class Tool:
         if problems:
             raise ToolArgumentsError(
                 "; ".join(
-                    f"{'/'.join(str(p) for p in e.absolute_path) or '(arguments)'}: {e.message}"
+                    f"{'/'.join(str(p) for p in e.absolute_path) or '(arguments)'}: "
+                    f"{self._problem_text(e)}"
                     for e in problems
                 )
             )
         return arguments
+
+    def _problem_text(self, error: jsonschema.ValidationError) -> str:
+        """A schema error as the model should read it: extra arguments by name, with
+        the ones the tool takes."""
+        schema = error.schema if isinstance(error.schema, Mapping) else {}
+        if (
+            error.validator != "additionalProperties"
+            or error.validator_value is not False
+            or "patternProperties" in schema
+            or not isinstance(error.instance, dict)
+        ):
+            return error.message
+        allowed = list(schema.get("properties") or {})
+        extra = ", ".join(repr(k) for k in sorted(error.instance) if k not in allowed)
+        if error.absolute_path:  # inside an argument: an object's fields
+            known = f"allowed: {', '.join(allowed)}" if allowed else "no fields allowed"
+        else:
+            known = f"takes {', '.join(allowed)}" if allowed else "takes no arguments"
+            known = f"{self.name} {known}"
+        return f"unexpected {extra} ({known})"
 
     async def invoke(self, arguments: dict[str, Any], task: Task, engine: ECSWorkflowEngine) -> Any:
         """Run the tool: await an async function, run a plain one in a thread."""
@@ -218,10 +239,14 @@ def _schema_from_signature(
     hints = _hints(function)
     properties: dict[str, Any] = {}
     required: list[str] = []
+    takes_any = False
     for name, param in inspect.signature(function).parameters.items():
         if name in injected or name == "self":
             continue
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if param.kind is param.VAR_KEYWORD:
+            takes_any = True
+            continue
+        if param.kind is param.VAR_POSITIONAL:
             continue
         if param.kind is param.POSITIONAL_ONLY:
             raise TypeError(
@@ -239,6 +264,10 @@ def _schema_from_signature(
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
+    if not takes_any:
+        # An argument the function does not take would fail the call with a
+        # TypeError; refused by the schema check, the model is told which it takes.
+        schema["additionalProperties"] = False
     return schema
 
 
