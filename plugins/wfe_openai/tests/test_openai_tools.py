@@ -439,3 +439,44 @@ def test_unexpected_arguments_are_named_with_those_the_tool_takes():
     assert str(info.value) == (
         "(arguments): unexpected 'x' (ship takes to, empty); to: unexpected 'zip' (allowed: city)"
     )
+
+
+def test_a_tool_call_without_a_function_name_goes_back_to_the_model(
+    openai_server, wfe_engine, wfe_run
+):
+    # Some compatible servers send a call without its function object, or its name.
+    openai_server.raw_tool_calls(
+        {"id": "c1", "type": "function"},
+        {"id": "c2", "type": "function", "function": {"arguments": "{}"}},
+    )
+    openai_server.reply("Sorry, done.")
+    openai_server.raw_tool_calls({"id": "c3", "type": "function"})
+    openai_server.raw_tool_calls({"id": "c4", "type": "function"})
+    wfe_engine.register_adapter(
+        TaskType.AGENTIC,
+        OpenAIAgentAdapter(tools=[get_weather], phase_options={"loop": {"max_steps": 2}}),
+    )
+
+    wfe_engine.register_workflow(
+        "w", [Phase("p", assigned_to="agentic"), Phase("loop", assigned_to="agentic")]
+    )
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+
+    results = [m["content"] for m in openai_server.messages(1) if m["role"] == "tool"]
+    expected = (
+        "error: tool call without a function name; call a tool by its name: get_weather, ask_human"
+    )
+    assert results == [expected, expected]
+    assert task.outputs["p"] == "Sorry, done."
+    # A model that keeps doing it runs out of steps, and the error says what it sent.
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: max_steps=2 exhausted in phase 'loop': the model still asked for "
+        "tools (a call without a function name) after 2 calls"
+    )

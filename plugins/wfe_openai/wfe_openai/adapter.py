@@ -408,7 +408,7 @@ class OpenAIAgentAdapter:
                 state.pop("conversation", None)
                 return
             messages.append(_assistant_message(message, calls))
-            last_calls = [c.name for c in calls]
+            last_calls = [c.name or "a call without a function name" for c in calls]
             pending: tuple[str, str] | None = None
             for call in calls:
                 if call.name == ASK_HUMAN and tools.get(ASK_HUMAN) is HUMAN_TOOL:
@@ -462,6 +462,13 @@ class OpenAIAgentAdapter:
         tool = tools.get(tool_name)
         if call.type != "function":
             content = f"error: tool calls of type {call.type!r} are not supported"
+        elif not tool_name:
+            # A compatible server's translation may lose the function object; the
+            # model is told, as for any other bad call, and max_steps bounds a repeat.
+            content = (
+                "error: tool call without a function name; call a tool by its name: "
+                f"{', '.join(tools)}"
+            )
         elif tool is None or tool is HUMAN_TOOL:
             content = f"error: no tool named {tool_name!r}; available: {', '.join(tools)}"
         else:
@@ -815,8 +822,9 @@ def _shapes_request(handler: Callable[..., Any]) -> bool:
 
 
 def _call_name(call: Any) -> str:
+    """The called function's name; empty when the server sent none."""
     function = getattr(call, "function", None)
-    return str(getattr(function, "name", None) or getattr(call, "name", None) or "?")
+    return str(getattr(function, "name", None) or getattr(call, "name", None) or "")
 
 
 @dataclass(frozen=True)
