@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import shutil
 import subprocess
@@ -140,3 +141,34 @@ def test_wfe_worker_with_wfe_agent_openai(
     assert request["body"]["model"] == "gpt-4o-mini"
     assert request["body"]["messages"][0]["content"] == "Answer briefly."
     assert "capital of Norway?" in request["body"]["messages"][1]["content"]
+
+
+def test_an_unknown_wfe_agent_is_warned_about_once(
+    openai_server, monkeypatch, caplog, wfe_engine_factory, wfe_run
+):
+    monkeypatch.setattr(wfe_openai.plugin, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="wfe_openai")
+
+    def start(value: str) -> ECSWorkflowEngine:
+        monkeypatch.setenv("WFE_AGENT", value)
+        engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+        wfe_run(engine.run_until_idle())
+        return engine
+
+    engines = [start("open-ai"), start("open-ai"), start(" "), start("OpenAI ")]
+
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "wfe_openai" and r.levelno >= logging.WARNING
+    ]
+    assert warnings == [
+        "WFE_AGENT='open-ai' is not a value wfe_openai knows (accepted: openai); "
+        "agentic phases keep their adapter"
+    ]
+    assert [type(e.adapter_for(TaskType.AGENTIC)) for e in engines] == [
+        AgenticAdapter,
+        AgenticAdapter,
+        AgenticAdapter,
+        OpenAIAgentAdapter,
+    ]
