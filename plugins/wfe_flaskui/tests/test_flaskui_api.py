@@ -6,6 +6,7 @@ import json
 import re
 from urllib.parse import urlencode
 
+import pytest
 from flask import Flask
 from flaskui_demo_app import make_engine
 from flaskui_helpers import (
@@ -19,6 +20,7 @@ from flaskui_helpers import (
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from wfe_flaskui import Dashboard, create_app
+from wfe_flaskui.server import UnsafeBindError, check_bind
 
 
 def test_submit_runs_to_completion_and_shows_in_lists(api: Api) -> None:
@@ -503,6 +505,31 @@ def test_without_a_token_only_requests_to_a_loopback_name_are_answered(
             assert status == 200 and json.loads(body)["total"] == 0
     finally:
         dash.stop()
+
+
+def test_a_token_of_blanks_is_no_token_and_blanks_around_one_do_not_count(
+    demo_engine: object,
+) -> None:
+    blank = Dashboard(demo_engine, token=" \t", kafka_brokers="")  # type: ignore[arg-type]
+    assert blank.token == ""
+    dash = Dashboard(demo_engine, token=" tok-2\n", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        assert dash.token == "tok-2"
+        client = create_app(dash, secret_key="x").test_client()
+        bearer = {"Authorization": "Bearer tok-2"}
+        assert client.get("/api/tasks", headers=bearer).status_code == 200
+        # A token pasted into the login page with a line break after it still logs in.
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert csrf
+        login = client.post("/login", data={"token": "tok-2\n", "csrf_token": csrf[1]})
+        assert login.status_code == 303
+        assert client.get("/api/tasks").status_code == 200
+    finally:
+        dash.stop()
+    with pytest.raises(UnsafeBindError, match=r"refusing to listen on 0\.0\.0\.0"):
+        check_bind("0.0.0.0", "   ")
+    check_bind("0.0.0.0", "tok-2")
+    check_bind("127.0.0.1", " ")
 
 
 def test_token_guards_every_request(demo_engine: object) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pytest
 from flaskui_helpers import TESTS, wait_for
 from wfe_flaskui import plugin
 
@@ -126,11 +127,13 @@ def test_one_process_dashboard_with_its_own_worker(tmp_path: Path) -> None:
     assert (tmp_path / "wfe.db").exists()
 
 
-def test_refuses_a_public_address_without_a_token() -> None:
+@pytest.mark.parametrize("token", [None, "", " ", "\t \n"])
+def test_refuses_a_public_address_without_a_token(token: str | None) -> None:
+    # A token of spaces is no token: nobody would be asked for anything real.
     result = subprocess.run(
         [sys.executable, "-m", "wfe_flaskui", "--host", "0.0.0.0", "--port", "0"],
         cwd=TESTS,
-        env=_env(),
+        env=_env() if token is None else _env(WFE_UI_TOKEN=token),
         capture_output=True,
         text=True,
         timeout=60,

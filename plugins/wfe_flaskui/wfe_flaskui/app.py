@@ -85,7 +85,7 @@ class Dashboard:
         default ``.wfe/wfe.db``).
     :param run_worker: also run the engine's worker in this process.
     :param token: an access token every request must present; None reads
-        ``WFE_UI_TOKEN``, ``""`` turns the check off.
+        ``WFE_UI_TOKEN``, ``""`` (or only blanks) turns the check off.
     :param max_body: the largest request body accepted, in bytes (else 413).
     :param page_size: tasks per page in the task list.
     :param inbox_size: the most tasks the inbox shows (the oldest); the rest are
@@ -123,7 +123,9 @@ class Dashboard:
     ) -> None:
         self.engine = engine if engine is not None else ECSWorkflowEngine(store=store)
         self.bridge = EngineBridge(self.engine, run_worker=run_worker)
-        self.token = os.environ.get("WFE_UI_TOKEN", "") if token is None else token
+        # Blanks around a token are not part of it (clients strip them from headers),
+        # and a token of blanks alone is none.
+        self.token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
         self.max_body = max_body
         self.page_size = page_size
         self.inbox_size = inbox_size
@@ -1162,7 +1164,8 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         if not dash.token:
             return redirect(target)
         if request.method == "POST":
-            if security.token_matches(request.form.get("token"), dash.token):
+            # A pasted token often brings a blank along; blanks are never part of one.
+            if security.token_matches((request.form.get("token") or "").strip(), dash.token):
                 security.remember_login(dash.token)
                 return redirect(target, 303)
             error = "That token is not right."

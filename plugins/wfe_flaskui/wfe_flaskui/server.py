@@ -23,8 +23,11 @@ class UnsafeBindError(ValueError):
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback address unless an access token is set."""
-    if not is_loopback(host) and not token:
+    """Refuse a non-loopback address unless an access token is set.
+
+    A token of blanks is none: it would let anyone in who sends a blank header.
+    """
+    if not is_loopback(host) and not (token or "").strip():
         raise UnsafeBindError(
             f"refusing to listen on {host}: other machines could reach the dashboard. "
             "Set WFE_UI_TOKEN to an access token (every request must then present it), "
@@ -63,7 +66,7 @@ def serve(
         ``host`` is not a loopback address.
     :param announce: called once with the line saying where the dashboard listens.
     """
-    token = os.environ.get("WFE_UI_TOKEN", "") if token is None else token
+    token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
     check_bind(host, token)
     logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     dashboard = build_dashboard(store, worker, token)
