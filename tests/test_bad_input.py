@@ -60,6 +60,45 @@ def test_submit_data_that_is_not_json(engine, wfe_run, data):
     assert "JSON" in str(caught.value)
 
 
+def _nested(levels: int, inner: object = 1) -> object:
+    """Dicts and lists, alternately, ``levels`` deep."""
+    value = inner
+    for level in range(levels):
+        value = {"k": value} if level % 2 else [value]
+    return value
+
+
+def test_data_nested_too_deeply_is_refused_and_a_phase_leaving_it_fails(make_engine, wfe_run):
+    """Deeper values would exhaust Python's stack wherever they are walked."""
+    engine = make_engine()
+
+    async def deep(task: Task) -> None:
+        task.output = _nested(task.data)
+
+    engine.register_handler("deep", deep)
+    engine.register_workflow("deep", [Phase("deep", assigned_to="functional")])
+
+    async def scenario():
+        with pytest.raises(InvalidTaskError, match="nested deeper than 200 levels"):
+            await engine.submit_task(_nested(201), "deep")
+        with pytest.raises(InvalidTaskError, match="nested deeper than 200 levels"):
+            await engine.submit_task(1, "deep", context={"c": _nested(950)})
+        kept = await engine.submit_task(_nested(200, inner=1), "deep")
+        failing = await engine.submit_task(900, "deep")
+        fine = await engine.submit_task(150, "deep")
+        await engine.run_until_idle()
+        return [await engine.get_task(t.id) for t in (kept, failing, fine)]
+
+    kept, failing, fine = wfe_run(scenario())
+    assert kept.data == _nested(200)
+    assert failing.status is TaskStatus.FAILED
+    assert failing.error == (
+        "InvalidTaskError: the phase output must be JSON-serializable: "
+        "it is nested deeper than 200 levels"
+    )
+    assert fine.status is TaskStatus.COMPLETED and fine.output == _nested(150)
+
+
 @pytest.mark.parametrize("data", ["a\ud800", {"k": "\udc00"}, {"\ud800": 1}, {"k": ["x\udfff"]}])
 def test_submit_data_with_a_lone_surrogate(engine, wfe_run, data):
     """Not Unicode text (a bad decode, say): refused, naming it, and nothing stored."""
@@ -249,8 +288,11 @@ def test_an_artifact_name_clashing_with_another_as_file_or_folder(engine, wfe_ru
             await engine.add_artifact_text(task, "report/part.txt", "x")
         with pytest.raises(ArtifactError) as over_a_folder:
             await engine.add_artifact_text(task, "plots", "x")
-        return under_a_file.value, over_a_folder.value, task, await engine.read_artifact(
-            task, "report"
+        return (
+            under_a_file.value,
+            over_a_folder.value,
+            task,
+            await engine.read_artifact(task, "report"),
         )
 
     under_a_file, over_a_folder, task, kept = wfe_run(scenario())

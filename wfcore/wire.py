@@ -19,6 +19,7 @@ from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_JSON_DEPTH",
     "converter",
     "dumps",
     "is_unicode_text",
@@ -197,7 +198,7 @@ def _encode(obj: Any) -> str:
     try:
         return _ENCODER.encode(obj)
     except RecursionError:
-        raise ValueError("value nested too deeply to encode as JSON") from None
+        raise ValueError(f"it is nested deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 def is_unicode_text(text: str) -> bool:
@@ -241,7 +242,28 @@ def json_problem(value: Any) -> str | None:
         dumps(value)
     except (TypeError, ValueError) as exc:
         return str(exc)
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        return f"it is nested deeper than {MAX_JSON_DEPTH} levels"
     return None
+
+
+MAX_JSON_DEPTH = 200
+"""How deep task data, context and outputs may nest (objects in arrays in ...): more
+is refused. Deeper values would exhaust Python's stack in code that walks them."""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if dicts and lists nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def json_kind(value: Any) -> str:
