@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -985,6 +988,56 @@ def test_sending_the_submit_form_twice_makes_one_task(api: Api) -> None:
     again = [api.client.post("/submit", data=MultiDict(fixed)) for _ in range(2)]
     assert again[0].headers["Location"] == again[1].headers["Location"] != first.headers["Location"]
     assert api.get("/api/tasks?workflow=numbers").get_json()["total"] == 2
+
+
+@contextlib.contextmanager
+def _store_locked(store_url: str) -> Iterator[None]:
+    """Hold the SQLite store's write lock (as a long write elsewhere would) in the block."""
+    lock = sqlite3.connect(store_url.removeprefix("sqlite://"), isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        yield
+        lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+
+
+def test_a_submission_the_store_is_slow_to_take_can_be_sent_again_safely(
+    api: Api, dashboard: Dashboard, wfe_store_url: str
+) -> None:
+    # The engine gives up waiting (503) but the write it queued is done later: the
+    # answer names the id the task will have, and sending that id again is safe.
+    dashboard.bridge.timeout = 1.0
+    request = {"workflow": "question", "data": {"q": "slow"}}
+    with _store_locked(wfe_store_url):
+        response = api.post("/api/tasks", request)
+    assert response.status_code == 503
+    body = response.get_json()
+    task_id = body["id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", task_id)
+    assert body["error"] == (
+        "the engine did not answer within 1s; the task may still be stored, as "
+        f"{task_id}: check GET /api/tasks/{task_id}, or send the request again with "
+        f'"id": "{task_id}" (a known id is never submitted twice)'
+    )
+    wait_for(lambda: api.get(f"/api/tasks/{task_id}").status_code == 200, what="the late write")
+    again = api.post("/api/tasks", {**request, "id": task_id})
+    assert again.status_code == 200 and again.get_json()["id"] == task_id
+
+    # The submit form says the same, and keeps its id for the second try.
+    hidden = submit_form_hidden(api.get("/submit").text)
+    form_id = dict(hidden)["task_id"]
+    fields = MultiDict([*hidden, ("workflow", "question"), ("data", '{"q": "form"}')])
+    with _store_locked(wfe_store_url):
+        page = api.client.post("/submit", data=fields)
+    assert page.status_code == 503
+    assert "the task may still be stored" in page.text and form_id in page.text
+    assert submit_form_hidden(page.text) == hidden
+    wait_for(lambda: api.get(f"/api/tasks/{form_id}").status_code == 200, what="the late write")
+    resent = api.client.post("/submit", data=fields)
+    assert resent.status_code == 303 and resent.headers["Location"].endswith(form_id)
+    dashboard.bridge.timeout = 30.0
+    assert api.get("/api/tasks?workflow=question").get_json()["total"] == 2
 
 
 def test_task_page_shows_error_traceback_and_timeline(api: Api) -> None:

@@ -51,7 +51,7 @@ from wfcore import (
 from wfcore.wire import task_from_dict, task_to_dict, workflow_to_dict
 
 from . import ops, security
-from .bridge import BridgeError, EngineBridge
+from .bridge import BridgeError, BridgeTimeout, EngineBridge
 from .forms import AnswerForm, answer_form, parse_answer, parse_json_text, typed_values
 from .graph import TYPE_COLOURS, workflow_svg
 
@@ -1063,6 +1063,12 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                     errors[field] = message
                 except _KafkaDown as exc:
                     errors["form"] = str(exc)
+                except BridgeTimeout as exc:
+                    errors["form"] = (
+                        f"{exc}; the task may still be stored, as {values['task_id']}. "
+                        "Sending this form again is safe: it carries that id, and a known "
+                        "id is never submitted twice."
+                    )
                 else:
                     if published is not None:
                         flash(
@@ -1255,17 +1261,29 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         defining = doc.get("classification") == DEFINE_WORKFLOW
         if not (isinstance(workflow, str) and workflow) and not (defining and workflow is None):
             raise _BadInput('"workflow" must name a registered workflow')
-        task_id = doc.get("id")
-        if task_id is not None and not (isinstance(task_id, str) and task_id):
-            raise _BadInput(f'"id" must be a non-empty string, not {json.dumps(task_id)[:40]}')
-        existed = task_id is not None and call(lambda e: e.get_task(task_id)) is not None
-        created, published = do_submit(
-            workflow,
-            doc.get("data"),
-            doc.get("classification"),
-            doc.get("assigned_to") or TaskType.AGENTIC.value,
-            task_id,
-        )
+        given = doc.get("id")
+        if given is not None and not (isinstance(given, str) and given):
+            raise _BadInput(f'"id" must be a non-empty string, not {json.dumps(given)[:40]}')
+        existed = given is not None and call(lambda e: e.get_task(given)) is not None
+        # The id is chosen here, not by the engine, so that an answer lost to a
+        # timeout can still name the task its write may yet create.
+        task_id = given if given is not None else uuid.uuid4().hex
+        try:
+            created, published = do_submit(
+                workflow,
+                doc.get("data"),
+                doc.get("classification"),
+                doc.get("assigned_to") or TaskType.AGENTIC.value,
+                task_id,
+            )
+        except BridgeTimeout as exc:
+            where = url_for(".api_task", task_id=task_id)
+            message = (
+                f"{exc}; the task may still be stored, as {task_id}: check GET {where}, "
+                f'or send the request again with "id": "{task_id}" '
+                "(a known id is never submitted twice)"
+            )
+            return jsonify({"error": message, "id": task_id}), 503
         if published is not None:
             body = {"id": published["id"], "status": "published", "kafka": _kafka_view(published)}
             accepted = jsonify(body)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from wfcore import ECSWorkflowEngine
 
-__all__ = ["BridgeError", "EngineBridge"]
+__all__ = ["BridgeError", "BridgeTimeout", "EngineBridge"]
 
 logger = logging.getLogger("wfe_flaskui")
 
@@ -20,6 +20,11 @@ T = TypeVar("T")
 
 class BridgeError(RuntimeError):
     """The engine's loop is not running, or a call to it timed out."""
+
+
+class BridgeTimeout(BridgeError):
+    """A call to the engine timed out. What it started may still finish: a store write
+    already handed to the store's writer thread is done whatever becomes of the call."""
 
 
 class EngineBridge:
@@ -100,7 +105,7 @@ class EngineBridge:
         """Run a coroutine (or ``fn(engine)`` returning one) on the loop; return its result.
 
         Exceptions raised by the coroutine are raised here. On timeout the
-        coroutine is cancelled and BridgeError is raised.
+        coroutine is cancelled and BridgeTimeout is raised.
         """
         loop = self._loop
         if loop is None or self._stopped:
@@ -116,7 +121,7 @@ class EngineBridge:
             if future.done():
                 raise  # the coroutine's own TimeoutError (the same class since Python 3.11)
             future.cancel()
-            raise BridgeError(f"the engine did not answer within {wait:g}s") from None
+            raise BridgeTimeout(f"the engine did not answer within {wait:g}s") from None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         """Run a long-lived coroutine on the loop (cancelled by :meth:`stop`)."""
