@@ -124,6 +124,30 @@ def test_problems_are_reported_beside_their_fields() -> None:
     )
 
 
+def test_formats_are_checked_beside_their_fields_with_the_rest() -> None:
+    # The engine checks formats too; found here they stand beside their fields.
+    schema = {
+        "type": "object",
+        "properties": {
+            "email": {"type": "string", "format": "email"},
+            "when": {"type": "string", "format": "date"},
+            "age": {"type": "integer", "minimum": 0},
+        },
+    }
+    posted = MultiDict(
+        [("field.email", "nobody"), ("field.when", "31/12/2026"), ("field.age", "-1")]
+    )
+    answer, form = parse_answer(schema, posted)
+    assert answer is None
+    assert {f.name: f.error for f in form.fields} == {
+        "email": "must be a valid email",
+        "when": "must be a valid date",
+        "age": "-1 is less than the minimum of 0",
+    }
+    good = MultiDict([("field.email", "a@example.com"), ("field.when", "2026-12-31")])
+    assert parse_answer(schema, good)[0] == {"email": "a@example.com", "when": "2026-12-31"}
+
+
 def test_numbers_keep_their_digits() -> None:
     def typed(field: str, text: str) -> object:
         posted = [("field.name", "Ada"), ("field.level", '"low"'), ("field." + field, text)]

@@ -417,7 +417,10 @@ def parse_answer(
     # Fields that could not be read are left out of the answer, and keep their own
     # error; the schema still judges the others, so that every problem shows at once.
     by_name = {f.name: f for f in result.fields}
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    # Formats (email, date, ...) are checked as the engine checks them when it takes
+    # the answer (wfcore.engine._validate_answer), so that they too show by their field.
+    validator_cls = jsonschema.validators.validator_for(schema)
+    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
     for error in sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path)):
         path = list(error.absolute_path)
         if single:
@@ -454,7 +457,13 @@ def _message(error: jsonschema.ValidationError, top: bool) -> str:
         if typed:
             error = jsonschema.exceptions.best_match(typed) or error
     inner = "/".join(str(p) for p in path[1:]) if not top else ""
-    text = "choose one of the listed options" if error.validator == "enum" else error.message
+    if error.validator == "enum":
+        text = "choose one of the listed options"
+    elif error.validator == "format":
+        # jsonschema says "'x' is not a 'email'"; the field already shows the 'x'.
+        text = f"must be a valid {error.validator_value}"
+    else:
+        text = error.message
     return f"{inner}: {text}" if inner else text
 
 
