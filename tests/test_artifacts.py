@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
@@ -143,3 +144,63 @@ def test_artifacts_survive_a_restart(wfe_engine_factory, wfe_run, tmp_path):
     assert task.artifacts[0].sha256 == hashlib.sha256(b"\x01\x02\x03").hexdigest()
     # The files sit in a folder beside the database.
     assert Path(task.artifacts[0].path).is_relative_to(tmp_path)
+
+
+def _artifact_engine(url: str) -> ECSWorkflowEngine:
+    engine = ECSWorkflowEngine(url, load_plugins=False)
+
+    async def report(task: Task) -> None:
+        await engine.add_artifact_text(task, "report.txt", task.data)
+
+    engine.register_handler("report", report)
+    engine.register_workflow("w", [Phase("report", assigned_to="functional")])
+    return engine
+
+
+async def _report(engine: ECSWorkflowEngine, text: str) -> bytes:
+    task = await engine.submit_task(text, "w", task_id="same-id")
+    await engine.run_until_idle()
+    return await engine.read_artifact(task.id, "report.txt")
+
+
+def test_stores_whose_file_names_share_a_stem_keep_their_artifacts_apart(tmp_path, wfe_run):
+    """jobs.db and jobs.sqlite side by side, the same task id in each."""
+    prod = _artifact_engine(f"sqlite://{tmp_path / 'jobs.db'}")
+    test = _artifact_engine(f"sqlite://{tmp_path / 'jobs.sqlite'}")
+
+    async def scenario():
+        await _report(prod, "PROD report")
+        await _report(test, "TEST report")
+        await test.purge(0)
+        return await prod.read_artifact("same-id", "report.txt")
+
+    try:
+        assert wfe_run(scenario()) == b"PROD report"
+    finally:
+        wfe_run(prod.aclose())
+        wfe_run(test.aclose())
+    assert (tmp_path / "jobs.db-artifacts" / "same-id" / "report.txt").is_file()
+    assert not (tmp_path / "jobs-artifacts").exists()
+
+
+def test_a_store_that_recorded_no_artifacts_folder_keeps_the_one_named_after_its_stem(
+    tmp_path, wfe_run
+):
+    path = tmp_path / "wfe.db"
+    first = _artifact_engine(f"sqlite://{path}")
+    wfe_run(_report(first, "made before"))
+    wfe_run(first.aclose())
+    # What a database made before the folder's name was recorded looks like.
+    (tmp_path / "wfe.db-artifacts").rename(tmp_path / "wfe-artifacts")
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM wfe_meta WHERE key = 'artifacts_dir'")
+    conn.commit()
+    conn.close()
+
+    again = _artifact_engine(f"sqlite://{path}")
+    try:
+        assert wfe_run(again.read_artifact("same-id", "report.txt")) == b"made before"
+        store = wfe_run(again.get_store())
+        assert store.artifacts_dir == tmp_path / "wfe-artifacts"
+    finally:
+        wfe_run(again.aclose())

@@ -457,6 +457,20 @@ def test_a_database_from_a_newer_wfcore_is_refused_unchanged(tmp_path, wfe_run):
     assert "newer" in str(error) and "99" in str(error)
 
 
+def test_a_database_with_an_unreadable_schema_version_is_refused_unchanged(tmp_path, wfe_run):
+    path = tmp_path / "wfe.db"
+    engine = ECSWorkflowEngine(f"sqlite://{path}", load_plugins=False)
+    wfe_run(engine.get_store())
+    wfe_run(engine.aclose())
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE wfe_meta SET value = 'two' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    error = refused(path, wfe_run)
+    assert "unreadable schema version 'two'" in str(error)
+
+
 @pytest.mark.parametrize("context", [["not", "a", "dict"], {"when": object()}])
 def test_submit_with_an_unusable_context(engine, wfe_run, context):
     with pytest.raises(InvalidTaskError) as caught:

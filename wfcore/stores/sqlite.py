@@ -221,7 +221,8 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self.durability = durability
         self.url = f"sqlite://{self.path}" + ("?durability=full" if durability == "full" else "")
-        self.artifacts_dir = self.path.parent / f"{self.path.stem}-artifacts"
+        # Settled when the store opens: the database records its folder's name.
+        self.artifacts_dir = self.path.parent / f"{self.path.name}-artifacts"
         self._writer: _Writer | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -331,7 +332,11 @@ class SQLiteStore(Store):
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.executemany(
                     "INSERT INTO wfe_meta (key, value) VALUES (?, ?)",
-                    [("application", "wfcore"), ("schema_version", str(SCHEMA_VERSION))],
+                    [
+                        ("application", "wfcore"),
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("artifacts_dir", self.artifacts_dir.name),
+                    ],
                 )
                 conn.execute("COMMIT")
                 return
@@ -342,12 +347,29 @@ class SQLiteStore(Store):
                     "refusing to use it"
                 )
             meta = dict(conn.execute("SELECT key, value FROM wfe_meta"))
-            version = int(meta.get("schema_version", "0"))
+            try:
+                version = int(meta.get("schema_version", "0"))
+            except ValueError:
+                raise StoreError(
+                    f"{self.path} has an unreadable schema version "
+                    f"{meta['schema_version']!r}; refusing to use it"
+                ) from None
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} was written by a newer wfcore (schema {version}, this code "
                     f"knows {SCHEMA_VERSION}); upgrade wfcore to use it"
                 )
+            folder = meta.get("artifacts_dir")
+            if folder is None:
+                # Stores made before the folder was recorded named it after the file's
+                # stem (so jobs.db and jobs.sqlite shared one): they keep their folder.
+                folder = f"{self.path.stem}-artifacts"
+                conn.execute(
+                    "INSERT INTO wfe_meta (key, value) VALUES ('artifacts_dir', ?)", (folder,)
+                )
+            if not folder or "/" in folder or folder in (".", ".."):
+                raise StoreError(f"{self.path} names an unusable artifacts folder: {folder!r}")
+            self.artifacts_dir = self.path.parent / folder
             if version < 2:
                 # Old rows keep their history in the document until next written.
                 conn.execute("ALTER TABLE tasks ADD COLUMN history TEXT")
