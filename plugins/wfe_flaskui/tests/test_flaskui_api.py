@@ -1040,6 +1040,30 @@ def test_a_submission_the_store_is_slow_to_take_can_be_sent_again_safely(
     assert api.get("/api/tasks?workflow=question").get_json()["total"] == 2
 
 
+def test_big_data_and_outputs_are_cut_on_pages_with_a_link_to_the_whole(api: Api) -> None:
+    # Every open inbox and task page fetches itself again every few seconds.
+    task = api.submit("question", {"a_first": "<kept>", "blob": "x" * 300_000})
+    api.wait_status(task["id"], "waiting_human")
+    whole = f'<a href="/api/tasks/{task["id"]}">the whole task as JSON</a>'
+    inbox = api.get("/inbox").text
+    assert len(inbox) < 40_000
+    assert "&#34;a_first&#34;: &#34;&lt;kept&gt;&#34;" in inbox
+    assert "cut at 16,384 of 300,0" in inbox and whole in inbox
+
+    resume = api.post(f"/api/tasks/{task['id']}/resume", {"output": ["y" * 200_000]})
+    assert resume.status_code == 200
+    api.wait_status(task["id"], "completed")
+    page = api.get(f"/tasks/{task['id']}").text
+    assert len(page) < 60_000
+    assert page.count(whole) == 2  # the data and the output
+    full = api.task(task["id"])
+    assert len(full["data"]["blob"]) == 300_000 and len(full["output"][0]) == 200_000
+
+    small = api.submit("question", {"q": "short"})
+    api.wait_status(small["id"], "waiting_human")
+    assert "the whole task as JSON" not in api.get(f"/tasks/{small['id']}").text
+
+
 def test_task_page_shows_error_traceback_and_timeline(api: Api) -> None:
     task = api.submit("flaky", {})
     api.wait_status(task["id"], "failed")

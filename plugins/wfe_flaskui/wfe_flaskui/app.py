@@ -234,6 +234,22 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
+#: The most characters of one JSON value (task data, an output) a page shows: open
+#: pages fetch themselves again every few seconds, so a 1 MB task would cost 1 MB each
+#: time. The API's task URL has the whole.
+JSON_SHOWN = 16 * 1024
+
+
+def _json_preview(value: Any, limit: int = JSON_SHOWN) -> dict[str, Any]:
+    """``value`` as pretty JSON, cut to ``limit`` characters (at a line end when one
+    is near): ``{"text", "cut", "total"}``."""
+    text = _pretty(value)
+    if len(text) <= limit:
+        return {"text": text, "cut": False, "total": len(text)}
+    end = text.rfind("\n", limit // 2, limit)
+    return {"text": text[: end if end > 0 else limit], "cut": True, "total": len(text)}
+
+
 def _iso(value: datetime | str | None) -> str:
     if value is None:
         return ""
@@ -715,6 +731,10 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     @bp.app_template_filter("wfe_pretty")
     def pretty_filter(value: Any) -> str:
         return _pretty(value)
+
+    @bp.app_template_filter("wfe_json_preview")
+    def json_preview_filter(value: Any) -> dict[str, Any]:
+        return _json_preview(value)
 
     @bp.app_template_filter("wfe_time")
     def time_filter(value: Any) -> Markup:
