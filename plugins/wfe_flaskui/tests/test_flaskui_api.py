@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -1062,6 +1063,36 @@ def test_big_data_and_outputs_are_cut_on_pages_with_a_link_to_the_whole(api: Api
     small = api.submit("question", {"q": "short"})
     api.wait_status(small["id"], "waiting_human")
     assert "the whole task as JSON" not in api.get(f"/tasks/{small['id']}").text
+
+
+def test_a_task_before_its_first_phase_is_recorded_says_so(
+    api: Api, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    # A task submitted without a phase gets one when a worker takes it, but that is
+    # written only when the phase ends (one write per phase).
+    gate = tmp_path / "gate"
+    running = api.submit("gated", {"gate": str(gate)})
+    doc = api.wait_status(running["id"], "in_progress")
+    assert doc["classification"] is None
+    later = dashboard.call(
+        lambda engine: engine.submit_task({"gate": str(gate)}, "gated", run_after=3600)
+    )
+    summary = re.compile(r"<dt>Phase</dt><dd>(.*?)</dd>", re.S)
+    page = summary.search(api.get(f"/tasks/{running['id']}").text)
+    assert page and "first phase running; which one is recorded when it ends" in page[1]
+    page = summary.search(api.get(f"/tasks/{later.id}").text)
+    assert page and "not started; a worker chooses its first phase" in page[1]
+    listing = api.get("/?workflow=gated").text
+    assert "first phase running" in listing and "not started" in listing
+
+    # The workflow's unfinished tasks add up: in a phase, or not yet in one.
+    card = api.get("/workflows").text.split('data-workflow="gated"', 1)[1].split("</section>")[0]
+    assert "2 unfinished tasks, 2 not yet in a phase" in re.sub(r"<[^>]+>", "", card)
+    assert re.search(r"not yet in a phase.*?</td>\s*<td>2</td>", card, re.S)
+    gate.write_text("open")
+    api.wait_status(running["id"], "completed")
+    card = api.get("/workflows").text.split('data-workflow="gated"', 1)[1].split("</section>")[0]
+    assert "1 unfinished task, 1 not yet in a phase" in re.sub(r"<[^>]+>", "", card)
 
 
 def test_task_page_shows_error_traceback_and_timeline(api: Api) -> None:

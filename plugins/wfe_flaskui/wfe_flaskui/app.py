@@ -1163,6 +1163,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         cards = []
         for index, (spec, by_phase, by_status) in enumerate(rows):
             link_base = url_for(".tasks", workflow=spec.name)
+            unfinished = sum(n for status, n in by_status.items() if not status.is_finished)
+            # Tasks submitted without a phase are in none in the store until their
+            # first phase ends; counted apart, the phases and the total agree. (Two
+            # reads: a task moving between them can make them differ for a moment.)
+            unplaced = max(0, unfinished - sum(by_phase.values()))
             cards.append(
                 {
                     "spec": spec,
@@ -1171,7 +1176,8 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                     ),
                     "by_phase": by_phase,
                     "by_status": by_status,
-                    "active": sum(by_phase.values()),
+                    "active": unfinished,
+                    "unplaced": unplaced,
                 }
             )
         legend = [
