@@ -43,6 +43,10 @@ def test_submit_runs_to_completion_and_shows_in_lists(api: Api) -> None:
     assert listing["total"] == 1
     assert listing["counts"] == {"completed": 1}
 
+    # "data" may be left out: the task's data is then null.
+    bare = api.post("/api/tasks", {"workflow": "question"})
+    assert bare.status_code == 201 and bare.get_json()["data"] is None
+
     page = api.get("/").get_data(as_text=True)
     assert created["id"][:8] in page
     assert 'data-status="completed"' in page
