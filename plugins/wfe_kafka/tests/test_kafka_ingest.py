@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -253,7 +256,8 @@ def test_redelivered_messages_do_not_create_second_tasks(
     messages += [
         (None, task_json(id=f"named-{i}", workflow_name="double", data={"n": i})) for i in range(10)
     ]
-    messages.append((None, task_json(id="named-0", workflow_name="double", data={"n": 99})))
+    # The same task sent twice (a producer's retry): one task.
+    messages.append((None, task_json(id="named-0", workflow_name="double", data={"n": 0})))
     produce(kafka_bootstrap, tasks, messages)
     engine = echo_engine(wfe_engine_factory)
     first = interface(kafka_bootstrap, tasks, results)
@@ -716,3 +720,110 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     assert letter.key == b"bad" and letter.value is None
     assert int(headers["wfe.value.omitted"]) == 30_009
     assert b"not valid JSON" in headers["wfe.error"]
+
+
+def wfe_cli(store_url: str, *args: str) -> None:
+    """Run ``wfe ARGS --store URL`` in a process of its own, without Kafka."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "WFE_KAFKA_"))}
+    subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", *args, "--store", store_url],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_a_task_retried_after_its_failure_was_published_publishes_its_new_result(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_store_url: str,
+    wfe_run: Any,
+) -> None:
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    produce(kafka_bootstrap, tasks, [(None, task_json(id="fl-1", workflow_name="flaky"))])
+    engine = echo_engine(wfe_engine_factory)
+    fixed = False
+
+    async def flaky(task: Task) -> None:
+        if not fixed:
+            raise RuntimeError("not yet")
+        task.output = "fine now"
+
+    engine.register_handler("flaky", flaky)
+    engine.register_workflow("flaky", [Phase("flaky", assigned_to="functional")])
+    kafka = interface(kafka_bootstrap, tasks, results)
+
+    async def scenario() -> int:
+        nonlocal fixed
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+            await until(lambda: kafka.stats["results_published"] == 1, 30, "the failure")
+            fixed = True
+            # Retried by another process, run again by this worker.
+            await asyncio.to_thread(wfe_cli, wfe_store_url, "retry", "fl-1")
+            await until(lambda: kafka.stats["results_published"] == 2, 30, "the new result")
+        finally:
+            engine.stop()
+            await runner
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+        store = await engine.get_store()
+        return len(await store.outbox_pending(kafka.outbox_consumer, 10))
+
+    assert wfe_run(scenario()) == 0
+    with TopicReader(kafka_bootstrap, results) as reader:
+        docs = [json.loads(r.value) for r in reader.wait_for(2)]
+    assert [(d["id"], d["status"]) for d in docs] == [("fl-1", "failed"), ("fl-1", "completed")]
+    assert docs[1]["output"] == "fine now"
+
+
+def test_a_task_finished_by_another_process_gets_its_result_and_final_event(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_store_url: str,
+    wfe_run: Any,
+) -> None:
+    tasks, results, events = (
+        kafka_topic(1, "tasks"),
+        kafka_topic(1, "results"),
+        kafka_topic(1, "events"),
+    )
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [(None, task_json(id="asks", workflow_name="approve", data={"n": 1}))],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
+
+    async def scenario() -> None:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+            await until(lambda: engine.stats["suspended"] == 1, 30, "the task to wait")
+            await asyncio.to_thread(wfe_cli, wfe_store_url, "cancel", "asks")
+            await until(lambda: kafka.stats["results_published"] == 1, 30, "the swept result")
+            await until(lambda: kafka.stats["events_published"] == 4, 30, "4 events")
+        finally:
+            engine.stop()
+            await runner
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+
+    wfe_run(scenario())
+    with TopicReader(kafka_bootstrap, results) as reader:
+        [result] = [json.loads(r.value) for r in reader.wait_for(1)]
+    assert result["status"] == "cancelled"
+    with TopicReader(kafka_bootstrap, events) as reader:
+        records = reader.wait_for(4)
+        docs = reader.values()
+    assert [d["event"] for d in docs] == ["submitted", "phase_started", "suspended", "cancelled"]
+    assert {r.key for r in records} == {b"asks"}
+    assert docs[-1]["status"] == "cancelled"
+    assert docs[-1]["source"] == {"topic": tasks, "partition": 0, "offset": 0}

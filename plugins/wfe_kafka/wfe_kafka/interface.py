@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from wfcore import (
@@ -56,6 +56,13 @@ _MAX_QUEUED_RESULTS = 20_000
 _MAX_QUEUED_EVENTS = 50_000
 _PUBLISH_BATCH = 1000
 _MAX_BATCHES_IN_HAND = 4
+
+# The lifecycle event announcing each finished status.
+_FINAL_EVENTS = {
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+}
 
 # Engine -> the interface attached to it (auto-wiring leaves such engines alone).
 ATTACHED: weakref.WeakKeyDictionary[ECSWorkflowEngine, KafkaMQInterface] = (
@@ -169,52 +176,85 @@ class _Producer:
             future.add_callback(lambda meta, i=i: finish(i, meta))
             future.add_errback(lambda exc, i=i: finish(i, exc))
 
-    async def close(self, timeout: float) -> None:
-        """Flush and close the producer (waiting at most ``timeout`` seconds)."""
+    async def close(self, timeout: float) -> bool:
+        """Flush and close the producer, waiting at most ``timeout`` seconds.
+
+        Returns False when records were still unsent then (Kafka unreachable): they
+        are dropped, and the producer is closed all the same.
+        """
         if self.closed:
-            return
+            return True
         self.closed = True
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[bool] = loop.create_future()
 
         def close() -> None:
+            flushed = True
             try:
                 if self._producer is not None:
-                    self._producer.close(timeout=timeout)
+                    flushed = _close_producer(self._producer, timeout)
             except Exception:
                 logger.exception("closing the Kafka producer failed")
             finally:
                 try:
-                    loop.call_soon_threadsafe(_settle, done, None)
+                    loop.call_soon_threadsafe(_settle, done, flushed)
                 except RuntimeError:
                     pass
 
         self._thread.submit(close)
         self._thread.stop()
         try:
-            await asyncio.wait_for(asyncio.shield(done), timeout + 5)
+            # The thread may still be inside a send that waits for metadata
+            # (max_block_ms): it is a daemon, nobody needs to wait for it.
+            return await asyncio.wait_for(asyncio.shield(done), timeout + 1)
         except asyncio.TimeoutError:
-            logger.warning("the Kafka producer did not close within %.0f s", timeout + 5)
+            return False
 
 
-class _RecentIds:
-    """The ids of the last results published, to drop a second publish of the same task."""
+def _close_producer(producer: Any, timeout: float) -> bool:
+    """Close a KafkaProducer, giving its unsent records at most ``timeout`` seconds.
+
+    kafka-python's ``close`` raises KafkaTimeoutError from its flush when records
+    are left, before it closes anything; its ``__del__`` then tries again, with a
+    traceback. Flushing first and closing with no flush leaves it closed either way.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        producer.flush(timeout=max(0.0, timeout))
+        flushed = True
+    except KafkaTimeoutError:
+        flushed = False
+    # With timeout 0, close() stops the sender at once, failing what is unsent.
+    producer.flush = lambda timeout=None: None
+    producer.close(timeout=0)
+    return flushed
+
+
+#: A finished task as published: its id and the store version it finished with. A
+#: task finishes again after a retry, with a new version, and that result is new.
+ResultKey = tuple[str, int]
+
+
+class _Recent:
+    """The last results (or final events) published, by task id and version, to
+    drop a second publish of the same finish (and only of the same finish)."""
 
     def __init__(self, size: int = 50_000) -> None:
-        self._order: collections.deque[str] = collections.deque()
-        self._ids: set[str] = set()
+        self._order: collections.deque[ResultKey] = collections.deque()
+        self._keys: set[ResultKey] = set()
         self._size = size
 
-    def __contains__(self, task_id: object) -> bool:
-        return task_id in self._ids
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
 
-    def add(self, task_id: str) -> None:
-        if task_id in self._ids:
+    def add(self, key: ResultKey) -> None:
+        if key in self._keys:
             return
-        self._ids.add(task_id)
-        self._order.append(task_id)
+        self._keys.add(key)
+        self._order.append(key)
         if len(self._order) > self._size:
-            self._ids.discard(self._order.popleft())
+            self._keys.discard(self._order.popleft())
 
 
 class _Batches:
@@ -405,7 +445,8 @@ class KafkaMQInterface:
         results (default ``kafka:<results_topic>``).
     :param producer_config: extra settings for the ``KafkaProducer`` only.
     :param consumer_config: extra settings for the ``KafkaConsumer`` only.
-    :param close_timeout: how long :meth:`close` waits for in-flight work.
+    :param close_timeout: how long :meth:`close` waits in all for Kafka to take
+        what is in flight; what it has not taken stays in the outbox.
     :param client_config: any other kafka-python setting, passed to both clients
         where they accept it: ``security_protocol``, ``sasl_mechanism``,
         ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_cafile``,
@@ -456,7 +497,7 @@ class KafkaMQInterface:
         outbox_consumer: str | None = None,
         producer_config: Mapping[str, Any] | None = None,
         consumer_config: Mapping[str, Any] | None = None,
-        close_timeout: float = 10.0,
+        close_timeout: float = 5.0,
         **client_config: Any,
     ) -> None:
         if max_pending < 1 or max_poll_records < 1:
@@ -491,6 +532,10 @@ class KafkaMQInterface:
         self.outbox_consumer = outbox_consumer or f"kafka:{results_topic}"
         self.close_timeout = close_timeout
         self.sweep_interval = 1.0
+        # An outage is reported once results have waited this long for Kafka, and
+        # again at most this often while it lasts.
+        self.outage_warn_after = 10.0
+        self.outage_warn_every = 30.0
         self._client_config = dict(client_config)
         self._producer_config = dict(producer_config or {})
         self._consumer_config = dict(consumer_config or {})
@@ -512,9 +557,12 @@ class KafkaMQInterface:
         self._producer: _Producer | None = None
         self._engine: ECSWorkflowEngine | None = None
         self._hooks: list[Any] = []
-        self._results: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._results_ids: set[str] = set()
-        self._recent = _RecentIds()
+        # Results queued or being sent, and those published lately, by (id, version).
+        self._results: collections.deque[tuple[ResultKey, bytes]] = collections.deque()
+        self._results_ids: set[ResultKey] = set()
+        self._recent = _Recent()
+        # Finishes whose final event (completed, failed, cancelled) this process sent.
+        self._final_events = _Recent()
         self._events: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._events_wake: asyncio.Event | None = None
@@ -523,6 +571,8 @@ class KafkaMQInterface:
         self._closing = False
         self._backoff = 0.0
         self._degraded_until = 0.0
+        self._trouble_since: float | None = None
+        self._outage_warned_at: float | None = None
         self._outstanding = 0
         self._consume_stop = threading.Event()
         self._consuming: asyncio.Future[None] | None = None
@@ -624,22 +674,29 @@ class KafkaMQInterface:
         self.stats["results_published"] += 1
 
     def _queue_result(self, task: Task) -> None:
-        if task.id in self._results_ids or task.id in self._recent:
+        # The same finish is published once; a later finish of the same task (after
+        # a retry) has another version and is a new result.
+        key = (task.id, task.version)
+        if key in self._results_ids or key in self._recent:
             return
         if len(self._results) >= _MAX_QUEUED_RESULTS or time.monotonic() < self._degraded_until:
             return  # the store's outbox has it; the sweep publishes it later
-        self._results.append((task.id, result_message(task)))
-        self._results_ids.add(task.id)
+        self._results.append((key, result_message(task)))
+        self._results_ids.add(key)
         if self._wake is not None:
             self._wake.set()
 
-    def _event(self, event: str, task: Task, phase: Phase | None = None) -> None:
+    def _event(
+        self, event: str, task: Task, phase: Phase | None = None, at: datetime | None = None
+    ) -> None:
         if self.events_topic is None or self._events_wake is None:
             return
+        if event in _FINAL_EVENTS.values():
+            self._final_events.add((task.id, task.version))
         if len(self._events) >= _MAX_QUEUED_EVENTS:
             self._events.popleft()
             self.stats["publish_errors"] += 1
-        self._events.append((task.id.encode("utf-8"), event_message(event, task, phase)))
+        self._events.append((task.id.encode("utf-8"), event_message(event, task, phase, at)))
         self._events_wake.set()
 
     def _settled(self) -> None:
@@ -689,7 +746,12 @@ class KafkaMQInterface:
             self._consumer_task = asyncio.create_task(self.consume_tasks(engine))
 
     async def close(self) -> None:
-        """Stop consuming, publish what is queued, detach and close the producer."""
+        """Stop consuming, publish what is queued, detach and close the producer.
+
+        Waits at most ``close_timeout`` seconds for Kafka in all: what it has not
+        taken by then stays in the outbox for the next start.
+        """
+        deadline = time.monotonic() + self.close_timeout
         self.stop_consuming()
         if self._consumer_task is not None:
             try:
@@ -700,6 +762,7 @@ class KafkaMQInterface:
         elif self._consuming is not None:
             await asyncio.gather(self._consuming, return_exceptions=True)
         self._closing = True
+        timed_out = False
         for name in ("_publisher", "_events_publisher"):
             task = getattr(self, name)
             if task is None:
@@ -709,12 +772,14 @@ class KafkaMQInterface:
             if self._events_wake is not None:
                 self._events_wake.set()
             try:
-                await asyncio.wait_for(task, self.close_timeout)
+                await asyncio.wait_for(task, max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                logger.warning("Kafka publishing did not finish within %.0f s", self.close_timeout)
+                timed_out = True
             except Exception:
                 logger.exception("the Kafka publisher failed")
             setattr(self, name, None)
+        unsent_events = len(self._events)
+        unpublished = await self._unpublished() if self._engine is not None else None
         if self._engine is not None:
             for hooks in self._hooks:
                 self._engine.plugin_manager.unregister(hooks)
@@ -726,8 +791,18 @@ class KafkaMQInterface:
         self._results.clear()
         self._results_ids.clear()
         self._events.clear()
+        flushed = True
         if self._producer is not None:
-            await self._producer.close(self.close_timeout)
+            flushed = await self._producer.close(max(0.0, deadline - time.monotonic()))
+        if timed_out or not flushed or (unpublished and self._trouble_since is not None):
+            # One line, not a traceback: Kafka being away at shutdown loses nothing.
+            logger.warning(
+                "Kafka did not take everything within %.0f s: %s stay in the outbox; "
+                "they are published at the next start%s",
+                self.close_timeout,
+                "unpublished results" if unpublished is None else f"{unpublished} result(s)",
+                f" ({unsent_events} lifecycle event(s) are dropped)" if unsent_events else "",
+            )
         self._consume_stop.clear()
 
     async def __aenter__(self) -> KafkaMQInterface:
@@ -777,47 +852,131 @@ class KafkaMQInterface:
         except _PublishFailed:
             # Everything still queued stays in the outbox; the sweep sends it
             # once the broker is back.
-            for task_id, _ in self._results:
-                self._results_ids.discard(task_id)
+            for key, _ in self._results:
+                self._results_ids.discard(key)
             self._results.clear()
         finally:
-            for task_id, _ in batch:
-                self._results_ids.discard(task_id)
+            for key, _ in batch:
+                self._results_ids.discard(key)
 
-    async def _publish(self, store: Store, batch: list[tuple[str, bytes]]) -> None:
-        """Send results, wait for acks=all, then mark them published in the outbox."""
+    async def _publish(
+        self,
+        store: Store,
+        batch: list[tuple[ResultKey, bytes]],
+        swept: Mapping[ResultKey, Task] | None = None,
+    ) -> None:
+        """Send results, wait for acks=all, then mark them published in the outbox.
+
+        ``swept``: the tasks of a batch the sweep found in the outbox. Their rows
+        are marked only while they still stand for the finish that was sent, and
+        each gets its final lifecycle event unless this process sent it already
+        (the task finished in another process, or before a restart).
+        """
         records: list[Record] = [
-            (self.results_topic, task_id.encode("utf-8"), value, None) for task_id, value in batch
+            (self.results_topic, task_id.encode("utf-8"), value, None)
+            for (task_id, _), value in batch
         ]
-        outcomes = await self._get_producer().send_many(records)
+        started = time.monotonic()
+        outcomes = await self._send_watched(records)
         outcomes = await self._smaller_if_too_large(outcomes, records, self._result_without_bulk)
         sent = [
-            tid
-            for (tid, _), o in zip(batch, outcomes, strict=True)
+            key
+            for (key, _), o in zip(batch, outcomes, strict=True)
             if not isinstance(o, BaseException)
         ]
         if sent:
-            for task_id in sent:
-                self._recent.add(task_id)
+            for key in sent:
+                self._recent.add(key)
             self.stats["results_published"] += len(sent)
             try:
-                await store.outbox_ack(self.outbox_consumer, sent)
+                if swept is not None:
+                    # An outbox row is per task, not per finish: a task retried and
+                    # finished again while its older result was being sent shares the
+                    # row, which must stay for the new result.
+                    now = await store.outbox_pending(self.outbox_consumer, max(len(batch), 200))
+                    sent_keys = set(sent)
+                    ack = [t.id for t in now if (t.id, t.version) in sent_keys]
+                else:
+                    ack = [task_id for task_id, _ in sent]
+                await store.outbox_ack(self.outbox_consumer, ack)
             except Exception:
                 # Published but not marked: the sweep will publish these again.
                 logger.exception("marking %d published results in the outbox failed", len(sent))
+            if swept is not None and self.events_topic is not None:
+                for key in sent:
+                    task = swept[key]
+                    if key not in self._final_events:
+                        self._event(_FINAL_EVENTS[task.status], task, at=task.updated_at)
         if len(sent) < len(batch):
             error = next(o for o in outcomes if isinstance(o, BaseException))
             self.stats["publish_errors"] += len(batch) - len(sent)
-            logger.warning(
-                "could not publish %d result(s) to %r (%s: %s); they stay in the outbox",
-                len(batch) - len(sent),
-                self.results_topic,
-                type(error).__name__,
-                error,
+            if self._trouble_since is None:
+                self._trouble_since = started
+            await self._warn_outage(
+                f"could not publish {len(batch) - len(sent)} result(s) to "
+                f"{self.results_topic!r} ({_describe(error)})"
             )
             self._degrade()
             raise _PublishFailed
         self._backoff = 0.0
+        self._delivered()
+
+    async def _send_watched(self, records: Sequence[Record]) -> list[Any]:
+        """``send_many``, warning while Kafka leaves the results unacknowledged: to a
+        broker that is down, a send waits ``delivery_timeout_ms`` (2 min by default)
+        before it fails, and the worker would say nothing all that time."""
+        sending = asyncio.ensure_future(self._get_producer().send_many(records))
+        started = time.monotonic()
+        try:
+            while True:
+                done, _ = await asyncio.wait({sending}, timeout=1.0)
+                if done:
+                    return sending.result()
+                if time.monotonic() - started >= self.outage_warn_after:
+                    if self._trouble_since is None:
+                        self._trouble_since = started
+                    await self._warn_outage(
+                        f"Kafka at {','.join(self.bootstrap_servers)} has not acknowledged "
+                        f"results for {time.monotonic() - started:.0f} s"
+                    )
+        finally:
+            sending.cancel()  # when the publisher itself is cancelled (close)
+
+    async def _warn_outage(self, what: str) -> None:
+        """Warn, at most every ``outage_warn_every`` seconds, that results are not
+        reaching Kafka, with how many wait in the outbox."""
+        now = time.monotonic()
+        if self._outage_warned_at is not None and now - self._outage_warned_at < (
+            self.outage_warn_every
+        ):
+            return
+        self._outage_warned_at = now
+        waiting = await self._unpublished()
+        logger.warning(
+            "%s; %s wait in the outbox and are published once Kafka takes them",
+            what,
+            "results" if waiting is None else f"{waiting} result(s)",
+        )
+
+    def _delivered(self) -> None:
+        """Results reach Kafka again: say so when their absence was reported."""
+        if self._outage_warned_at is not None and self._trouble_since is not None:
+            logger.warning(
+                "Kafka takes results again: publishing resumed after %.0f s",
+                time.monotonic() - self._trouble_since,
+            )
+        self._trouble_since = None
+        self._outage_warned_at = None
+
+    async def _unpublished(self) -> int | None:
+        """How many finished tasks wait in the outbox (None: the store cannot tell)."""
+        if self._engine is None:
+            return None
+        try:
+            store = await self._engine.get_store()
+            return (await store.outbox_consumers()).get(self.outbox_consumer)
+        except Exception:
+            return None
 
     async def _smaller_if_too_large(
         self,
@@ -864,25 +1023,27 @@ class KafkaMQInterface:
         while True:
             cutoff = utcnow() - timedelta(seconds=self.outbox_grace)
             pending = await store.outbox_pending(self.outbox_consumer, limit)
-            already = [t.id for t in pending if t.id in self._recent]
+            # A row whose task is, as stored, the very finish published lately was
+            # sent; its mark was lost (or raced the publish). Any other is sent.
+            already = [t.id for t in pending if (t.id, t.version) in self._recent]
             if already:
                 await store.outbox_ack(self.outbox_consumer, already)
-            todo = [
-                (t.id, result_message(t))
+            swept = {
+                (t.id, t.version): t
                 for t in pending
-                if t.id not in self._results_ids
-                and t.id not in self._recent
+                if (t.id, t.version) not in self._results_ids
+                and (t.id, t.version) not in self._recent
                 and t.updated_at <= cutoff
-            ]
-            if not todo:
+                and t.status in _FINAL_EVENTS
+            }
+            if not swept:
                 return
-            for task_id, _ in todo:
-                self._results_ids.add(task_id)
+            todo = [(key, result_message(task)) for key, task in swept.items()]
+            self._results_ids.update(swept)
             try:
-                await self._publish(store, todo)
+                await self._publish(store, todo, swept)
             finally:
-                for task_id, _ in todo:
-                    self._results_ids.discard(task_id)
+                self._results_ids.difference_update(swept)
             if len(pending) < limit:
                 return
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from wfcore import DEFINE_WORKFLOW, Phase, Task
@@ -176,13 +177,16 @@ def result_without_bulk(value: bytes) -> bytes:
     return _dumps(doc)
 
 
-def event_message(event: str, task: Task, phase: Phase | None = None) -> bytes:
-    """A lifecycle event of a task (see the README for the fields of each event)."""
+def event_message(
+    event: str, task: Task, phase: Phase | None = None, at: datetime | None = None
+) -> bytes:
+    """A lifecycle event of a task (see the README for the fields of each event);
+    ``at`` defaults to now."""
     doc: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "event": event,
         "task_id": task.id,
-        "at": utcnow().isoformat(),
+        "at": (at or utcnow()).isoformat(),
         "status": task.status.value,
         "workflow_name": task.workflow_name,
         "classification": task.classification,
