@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import TopicAlreadyExistsError
 from wfe_kafka import KafkaMQInterface
 from wfe_kafka_util import (
     FAST_GROUP,
@@ -23,6 +26,7 @@ from wfe_kafka_util import (
     group_state,
     produce,
     task_json,
+    wait_until,
 )
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
@@ -200,6 +204,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         # Each of these once stalled the partition: the consumer restarted or the
         # batch's write was retried for ever.
         (b"k-deep", b'{"workflow_name": "double", "data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+        # Deep enough for the engine to refuse, not for the JSON parser.
+        (b"k-deep-900", b'{"workflow_name": "double", "data": ' + b"[" * 900 + b"]" * 900 + b"}"),
         (b"k-surrogate", b'{"workflow_name": "double", "data": {"n": "\\ud800"}}'),
         (b"k-nan", b'{"workflow_name": "double", "data": {"n": NaN}}'),
         (b"k-empty-id", task_json(id="", workflow_name="double", data={"n": 1})),
@@ -220,14 +226,14 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         await serve(
             engine,
             kafka,
-            lambda: kafka.stats["consumed"] == 11 and kafka.stats["results_published"] == 1,
-            "11 messages handled and 1 result",
+            lambda: kafka.stats["consumed"] == 12 and kafka.stats["results_published"] == 1,
+            "12 messages handled and 1 result",
         )
 
     wfe_run(scenario())
-    assert kafka.stats["dead_lettered"] == 10
+    assert kafka.stats["dead_lettered"] == 11
     with TopicReader(kafka_bootstrap, dlq) as reader:
-        letters = reader.wait_for(10)
+        letters = reader.wait_for(11)
     assert [(r.key, r.value) for r in letters] == bad  # original bytes, in order
     errors = {r.key: dict(r.headers) for r in letters}
     assert b"not valid JSON" in errors[b"k-json"]["wfe.error"]
@@ -237,7 +243,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
     assert b"no-such-workflow" in errors[b"k-unknown"]["wfe.error"]
     assert b"newer" in errors[b"k-future"]["wfe.error"]
     assert errors[b"k-phase"]["wfe.error.type"] == b"InvalidTaskError"
-    assert errors[b"k-deep"]["wfe.error"] == b"not a task: JSON nested too deeply"
+    assert errors[b"k-deep"]["wfe.error"] == b"not a task: it is nested deeper than 200 levels"
+    assert errors[b"k-deep-900"]["wfe.error.type"] == b"InvalidTaskError"
+    assert errors[b"k-deep-900"]["wfe.error"].endswith(b"it is nested deeper than 200 levels")
     assert b"unpaired UTF-16 surrogate" in errors[b"k-surrogate"]["wfe.error"]
     assert errors[b"k-nan"]["wfe.error"] == b"not valid JSON: NaN is not a JSON number"
     assert errors[b"k-empty-id"]["wfe.error"].startswith(b"id: must not be empty")
@@ -827,3 +835,84 @@ def test_a_task_finished_by_another_process_gets_its_result_and_final_event(
     assert {r.key for r in records} == {b"asks"}
     assert docs[-1]["status"] == "cancelled"
     assert docs[-1]["source"] == {"topic": tasks, "partition": 0, "offset": 0}
+
+
+def end_offset(bootstrap: str, topic: str) -> int | None:
+    """The end offset of partition 0 of ``topic`` (None: no such topic yet)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        if not consumer.partitions_for_topic(topic):
+            return None
+        tp = TopicPartition(topic, 0)
+        return consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+
+
+def test_a_message_whose_id_another_task_has_is_dead_lettered_not_swallowed(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from conftest import kafka_broker
+
+    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (b"a", task_json(id="m-ok", workflow_name="double", data={"n": 1})),
+            (b"b", task_json(workflow_name="double", data={"n": 2})),  # id tasks-0-1
+            (b"c", task_json(id="m-ok", workflow_name="boom", data="dup")),
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    first = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    wfe_run(
+        serve(
+            engine,
+            first,
+            lambda: first.stats["consumed"] == 3 and first.stats["results_published"] == 2,
+            "3 messages handled, 2 results",
+        )
+    )
+    assert first.stats["dead_lettered"] == 1
+    # The tasks topic is deleted and made again: its offsets start over, so a
+    # message without an id maps to the id of a task from the old topic.
+    kafka_broker.delete_topics(kafka_bootstrap, [tasks])
+
+    def made_again() -> bool:
+        try:
+            kafka_broker.create_topic(kafka_bootstrap, tasks, 1, timeout=5)
+        except TopicAlreadyExistsError:
+            pass  # the deletion is still going on, or a client's metadata request made it
+        return end_offset(kafka_bootstrap, tasks) == 0
+
+    wait_until(made_again, 30, "the tasks topic to be made again")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (b"d", task_json(workflow_name="double", data={"n": 3})),
+            (b"e", task_json(workflow_name="double", data={"n": 4})),  # id tasks-0-1 again
+        ],
+    )
+    second = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    wfe_run(
+        serve(
+            engine,
+            second,
+            lambda: second.stats["consumed"] == 2 and second.stats["dead_lettered"] == 1,
+            "2 messages handled, 1 dead-lettered",
+        )
+    )
+    with TopicReader(kafka_bootstrap, dlq) as reader:
+        letters = reader.wait_for(2)
+    assert [r.key for r in letters] == [b"c", b"e"]
+    errors = [dict(r.headers)["wfe.error"].decode() for r in letters]
+    assert errors[0].startswith("id 'm-ok' already used by another task (workflow 'double', from ")
+    assert errors[1].startswith(f"id '{tasks}-0-1' already used by another task")
+    assert sum("already used by another task" in r.getMessage() for r in caplog.records) == 2

@@ -70,7 +70,7 @@ def test_optional_fields_and_unknown_ones() -> None:
         (b'{"workflow_name": "w", "data": {"\\udc00": 1}}', "unpaired UTF-16 surrogate"),
         (
             b'{"workflow_name": "w", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-            "nested too deeply",
+            "nested deeper than 200 levels",
         ),
     ],
 )

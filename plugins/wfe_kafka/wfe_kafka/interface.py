@@ -1322,9 +1322,11 @@ class KafkaMQInterface:
                 records[positions[0]],
                 lambda: engine.submit_tasks(requests, return_exceptions=True),
             )
-            for index, outcome in zip(positions, outcomes, strict=True):
+            for index, request, outcome in zip(positions, requests, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     problems[index] = outcome
+                else:
+                    problems[index] = _id_taken(request, outcome)
         letters = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
         if letters:
             await self._retrying(
@@ -1404,6 +1406,33 @@ def _submit_request(record: Any) -> dict[str, Any]:
             "kafka": {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         },
     }
+
+
+class IdInUse(BadMessage):
+    """A message naming the id of a stored task that came from another message."""
+
+
+def _id_taken(request: Mapping[str, Any], stored: Task) -> IdInUse | None:
+    """Why the task stored under the request's id is not this message's, or None.
+
+    Submission is idempotent by id, so a message whose id is taken gets the stored
+    task back. That is right for the same task: the same message delivered again,
+    or sent twice (same workflow and data). Any other message would vanish without
+    a trace: one reusing another task's id, or one without an id at an offset an
+    earlier incarnation of the tasks topic had used.
+    """
+    if request["workflow_name"] in (None, stored.workflow_name) and stored.data == request["data"]:
+        return None  # (a define_workflow message names its workflow in its data)
+    source = stored.context.get("kafka") if isinstance(stored.context, dict) else None
+    where = (
+        f"from {source['topic']}/{source['partition']}@{source['offset']}"
+        if isinstance(source, dict) and {"topic", "partition", "offset"} <= source.keys()
+        else "not from Kafka"
+    )
+    return IdInUse(
+        f"id {stored.id!r} already used by another task (workflow {stored.workflow_name!r}, "
+        f"{where}); send this message with an id of its own"
+    )
 
 
 def _letter_without_value(record: Record) -> Record:

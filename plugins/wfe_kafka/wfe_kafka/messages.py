@@ -16,7 +16,7 @@ from typing import Any
 
 from wfcore import DEFINE_WORKFLOW, Phase, Task
 from wfcore.model import utcnow
-from wfcore.wire import FORMAT_VERSION, dumps, json_kind, task_to_dict
+from wfcore.wire import FORMAT_VERSION, MAX_JSON_DEPTH, dumps, json_kind, task_to_dict
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,7 +63,9 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
     except ValueError as exc:
         raise BadMessage(f"not valid JSON: {exc}") from None
     except RecursionError:
-        raise BadMessage("not a task: JSON nested too deeply") from None
+        # Deeper than Python's stack allows, so also deeper than the engine takes
+        # (wfcore.wire.MAX_JSON_DEPTH): the same words as the engine's refusal.
+        raise BadMessage(f"not a task: it is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(doc, dict):
         raise BadMessage(f"not a task: expected a JSON object, got {json_kind(doc)}")
     if b"\\u" in value:
