@@ -241,3 +241,7 @@ def test_sigkill_of_a_worker_kills_the_command_it_was_running(
     assert worker.wait(10) == -signal.SIGKILL
     wait_until(lambda: not pid_alive(pids["command"]), 10, "the command to die")
     wait_until(lambda: not pid_alive(pids["child"]), 10, "the command's own child to die")
+    # Its work folder stays behind until a worker starts on this host.
+    assert Path(pids["cwd"]).is_dir()
+    wfe_run(ECSWorkflowEngine("memory://", load_plugins=False).run_until_idle())
+    assert not Path(pids["cwd"]).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from core_util import events, pid_alive, wait_until
 
+import wfcore.command
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 
 
@@ -249,6 +251,69 @@ def test_a_program_that_cannot_start_fails_the_attempt(make_engine, wfe_run, pro
     task = wfe_run(run_one(engine))
     assert task.status is TaskStatus.FAILED
     assert task.error == f"CommandError: cannot start command {program!r}: {problem}"
+
+
+def test_a_relative_program_is_looked_up_in_the_work_folder(make_engine, wfe_run, tmp_path):
+    """Where the command runs, not where the worker does: a ./tool.sh beside the
+    worker is not the command's."""
+    tool = Path("tool.sh")
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=["./tool.sh"])])
+    here = Path.cwd()
+    try:
+        os.chdir(tmp_path)
+        tool.write_text("#!/bin/sh\necho ran\n")
+        tool.chmod(0o755)
+        task = wfe_run(run_one(engine))
+    finally:
+        os.chdir(here)
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "CommandError: cannot start command './tool.sh': no such file "
+        "(a relative path is looked up in the phase's work folder)"
+    )
+
+
+def test_a_command_ends_when_it_exits_whatever_it_left_running(make_engine, wfe_run):
+    """A background child holding stdout neither keeps the phase waiting nor
+    outlives it."""
+    engine = make_engine()
+    leaver = ["/bin/sh", "-c", "sleep 300 & echo $!"]
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=leaver)])
+    task = wfe_run(run_one(engine), timeout=30)
+    assert task.status is TaskStatus.COMPLETED, task.error
+    wait_until(lambda: not pid_alive(task.output), 10, "the background sleep to be killed")
+
+
+def test_too_much_stdout_fails_the_attempt(make_engine, wfe_run, monkeypatch):
+    monkeypatch.setattr(wfcore.command, "MAX_STDOUT", 100_000)
+    engine = make_engine()
+    chatty = py("import sys; sys.stdout.write('x' * 300_000)")
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=chatty)])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith("CommandError: the command wrote more than 100,000 bytes")
+    assert "write large results to files under out/" in task.error
+
+
+def test_a_timeout_while_the_command_starts_fails_the_attempt(make_engine, wfe_run):
+    """A timeout landing while the guard process starts used to leave the phase
+    waiting for ever on pipes the guard's watcher held."""
+    engine = make_engine(max_concurrency=20)
+    quick = [sys.executable, "-c", "pass"]
+    engine.register_workflow(
+        "w", [Phase("c", assigned_to="functional", command=quick, timeout=0.001)]
+    )
+
+    async def scenario():
+        tasks = [await engine.submit_task(None, "w") for _ in range(20)]
+        await engine.run_until_idle()
+        return [await engine.get_task(t.id) for t in tasks]
+
+    done = wfe_run(scenario(), timeout=60)
+    assert {t.status for t in done} <= {TaskStatus.FAILED, TaskStatus.COMPLETED}
+    failed = [t for t in done if t.status is TaskStatus.FAILED]
+    assert failed and all("timed out after 0.001s" in t.error for t in failed)
 
 
 def test_failed_command_is_retried_up_to_max_attempts(make_engine, wfe_run, tmp_path):

@@ -11,20 +11,29 @@ The command (an argv list, never run through a shell) gets:
 Its stdout becomes the phase output (parsed when it is JSON, else the text;
 nothing printed means None), every file it writes under ``out/`` becomes an
 artifact keeping its relative path, and a non-zero exit fails the attempt with
-the tail of stderr. On timeout or cancellation the whole process group is killed,
-and so it is when the worker process dies (even by SIGKILL): the command runs
+the tail of stderr. Stdout is limited to :data:`MAX_STDOUT` bytes (more fails the
+attempt: large results belong in ``out/``).
+
+The command runs in a process group of its own, which is killed when the command
+exits (whatever it left running in the background goes too), on timeout or
+cancellation, and when the worker process dies, even by SIGKILL: the command runs
 under a small ``/bin/sh`` guard that holds the read end of a pipe whose only write
 end the worker holds, and kills the group when that pipe closes. A worker that
 takes the task over then never runs the command beside an orphaned earlier run.
+Work folders are named after the worker's host and process, so that a worker
+starting up removes those of dead workers on its host (:func:`remove_stale_workdirs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,9 +46,16 @@ from .wire import json_problem
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
 
-__all__ = ["run_command"]
+__all__ = ["MAX_STDOUT", "remove_stale_workdirs", "run_command"]
+
+logger = logging.getLogger("wfcore")
+
+#: The most a command may write to stdout, in bytes; more fails the attempt.
+MAX_STDOUT = 16 * 1024 * 1024
 
 _STDERR_TAIL = 2000
+# Read from stderr, only the end is kept: what failed is usually said last.
+_STDERR_KEEP = 64 * 1024
 
 
 async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> None:
@@ -48,7 +64,7 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
     refused = engine.command_refused(task.workflow_name, phase.command)
     if refused is not None:
         raise AdapterError(f"phase {phase.target_classification!r}: {refused}")
-    workdir = Path(tempfile.mkdtemp(prefix=f"wfe-{task.id[:12]}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{_workdir_prefix(os.getpid())}{task.id[:12]}-"))
     try:
         await asyncio.to_thread(_mount_artifacts, task, workdir)
         (workdir / "out").mkdir()
@@ -77,11 +93,11 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
 # worker died, or is done) and then kills the whole process group. The command
 # runs in the foreground with the phase's stdin; its arguments are "$@", never
 # parsed by the shell. (It inherits a read end of the pipe, which is harmless:
-# only the worker's write end keeps the pipe open.) The watcher is reaped before
-# the guard exits, so it cannot outlive a command that finished and kill what the
-# command left running.
+# only the worker's write end keeps the pipe open.) The watcher holds none of the
+# command's pipes, so it never keeps the worker reading; it is reaped before the
+# guard exits, which the worker waits for to kill what the command left running.
 _GUARD = (
-    '(read _ < "/dev/fd/$1"; kill -9 0) </dev/null & watcher=$!\n'
+    '(read _ < "/dev/fd/$1"; kill -9 0) </dev/null >/dev/null 2>&1 & watcher=$!\n'
     "shift\n"
     '"$@"\n'
     "status=$?\n"
@@ -90,14 +106,30 @@ _GUARD = (
 )
 
 
+class _GuardProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Also tells when the guard itself has exited: the command's pipes may stay
+    open after that, held by what it left running in the background."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 async def _run(
     argv: list[str], workdir: Path, stdin: bytes, task: Task, phase: Phase
 ) -> tuple[bytes, bytes, int]:
     env = dict(os.environ, WFE_TASK_ID=task.id, WFE_PHASE=phase.target_classification)
-    _check_program(argv[0], env)
+    _check_program(argv[0], env, workdir)
+    loop = asyncio.get_running_loop()
     alive_read, alive_write = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _GuardProtocol(loop),
             "/bin/sh",
             "-c",
             _GUARD,
@@ -112,21 +144,128 @@ async def _run(
             start_new_session=True,
             pass_fds=(alive_read,),
         )
-    except OSError as exc:
+    except BaseException as exc:
+        # Also on a timeout or cancel while the guard starts: the closed pipe makes
+        # its watcher kill whatever did start, or asyncio would wait on it for ever.
         os.close(alive_write)
-        raise CommandError(f"cannot start command {argv[0]!r}: {exc}", None, "") from None
+        if isinstance(exc, OSError):
+            raise CommandError(f"cannot start command {argv[0]!r}: {exc}", None, "") from None
+        raise
     finally:
         os.close(alive_read)
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
     try:
-        stdout, stderr = await proc.communicate(stdin)
+        stdout, stderr = await _communicate(proc, protocol, stdin)
     except BaseException:
-        # Timeout or cancellation: the command and everything it started go.
+        # Timeout, cancellation or too much output: the command and everything
+        # it started go. Its pipes are closed here, as nothing reads them any more
+        # (a full one would be paused, and never seen to close).
         _kill_group(proc.pid)
+        for fd in (0, 1, 2):
+            pipe = transport.get_pipe_transport(fd)
+            if pipe is not None:
+                pipe.close()
         await proc.wait()
         raise
     finally:
         os.close(alive_write)
     return stdout, stderr, proc.returncode if proc.returncode is not None else -1
+
+
+async def _communicate(
+    proc: asyncio.subprocess.Process, protocol: _GuardProtocol, stdin: bytes
+) -> tuple[bytes, bytes]:
+    """Feed stdin and read stdout and stderr until the command has exited; then
+    kill what it left running, whose open pipes would keep the reading waiting."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    feeding = asyncio.ensure_future(_feed(proc.stdin, stdin))
+    reading_out = asyncio.ensure_future(_read_at_most(proc.stdout, MAX_STDOUT))
+    reading_err = asyncio.ensure_future(_read_tail(proc.stderr, _STDERR_KEEP))
+    helpers = (feeding, reading_out, reading_err)
+    try:
+        await asyncio.wait([reading_out, protocol.exited], return_when=asyncio.FIRST_COMPLETED)
+        if reading_out.done():
+            reading_out.result()  # too much output raises here, before the exit
+        await protocol.exited
+        _kill_group(proc.pid)
+        stdout, stderr, _ = await asyncio.gather(reading_out, reading_err, feeding)
+        await proc.wait()
+        return stdout, stderr
+    finally:
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+
+
+async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        await pipe.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the command did not read all of it: its business
+    finally:
+        pipe.close()
+
+
+async def _read_at_most(pipe: asyncio.StreamReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await pipe.read(2**16):
+        size += len(chunk)
+        if size > limit:
+            raise CommandError(
+                f"the command wrote more than {limit:,} bytes to stdout; "
+                "write large results to files under out/ (they become artifacts)",
+                None,
+                "",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_tail(pipe: asyncio.StreamReader, keep: int) -> bytes:
+    tail = b""
+    while chunk := await pipe.read(2**16):
+        tail = (tail + chunk)[-keep:]
+    return tail
+
+
+def _workdir_prefix(pid: int) -> str:
+    """``wfe-<host>-<pid>-``: whose work folders these are, for the sweep after a crash."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return f"wfe-{host}-{pid}-"
+
+
+def remove_stale_workdirs() -> int:
+    """Remove the work folders left by dead worker processes of this host (killed
+    while a command ran); return how many."""
+    mine = _workdir_prefix(0).removesuffix("0-")
+    removed = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(mine):
+            continue
+        pid_text = entry.name[len(mine) :].partition("-")[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    if removed:
+        logger.info("removed %d command work folder(s) of dead workers", removed)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _exit_text(returncode: int) -> str:
@@ -146,17 +285,21 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _check_program(program: str, env: Mapping[str, str]) -> None:
+def _check_program(program: str, env: Mapping[str, str], workdir: Path) -> None:
     """Refuse a command that cannot start, as exec would (the guard shell would only
-    exit with status 127)."""
+    exit with status 127). A relative path is relative to the work folder, where
+    the command runs."""
     if "/" not in program:
         if shutil.which(program, path=env.get("PATH", os.defpath)) is not None:
             return
         problem = "no such file on PATH"
-    elif os.path.isfile(program) and os.access(program, os.X_OK):
-        return
     else:
-        problem = "not an executable file" if os.path.exists(program) else "no such file"
+        path = os.path.join(workdir, program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return
+        problem = "not an executable file" if os.path.exists(path) else "no such file"
+        if not os.path.isabs(program):
+            problem += " (a relative path is looked up in the phase's work folder)"
     raise CommandError(f"cannot start command {program!r}: {problem}", None, "")
 
 

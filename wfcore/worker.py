@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
 from .artifacts import remove_artifact_dirs
+from .command import remove_stale_workdirs
 from .errors import AdapterError, InvalidTaskError, StoreError, WorkflowError
 from .model import (
     DEFINE_WORKFLOW,
@@ -124,6 +125,8 @@ class Worker:
         # Stores are asked about some workflows only when this worker runs only some.
         which: dict[str, Any] = {} if only is None else {"workflows": only}
         next_reap = 0.0
+        # Command work folders of workers that died on this host (SIGKILL, power cut).
+        await asyncio.to_thread(remove_stale_workdirs)
         try:
             # A plugin may refuse the start (PluginError): the same way out as a
             # stop then stops what the others started.
@@ -233,6 +236,7 @@ class Worker:
         if dead:
             freed = await store.release_dead_leases(dead)
             logger.info("took over %d task(s) from dead worker(s) %s", freed, ", ".join(dead))
+            await asyncio.to_thread(remove_stale_workdirs)
 
     # -- driving one task ------------------------------------------------------------
 

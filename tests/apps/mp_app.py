@@ -101,7 +101,7 @@ HANG = [
     "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
     "path = os.path.join(sys.argv[1], 'command-pids')\n"
     "with open(path + '.tmp', 'w') as fh:\n"
-    "    json.dump({'command': os.getpid(), 'child': child.pid}, fh)\n"
+    "    json.dump({'command': os.getpid(), 'child': child.pid, 'cwd': os.getcwd()}, fh)\n"
     "os.rename(path + '.tmp', path)\n"
     "time.sleep(600)\n",
     str(DIR),
