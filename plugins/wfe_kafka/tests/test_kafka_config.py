@@ -67,6 +67,33 @@ def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"WFE_KAFKA_MAX_PENDING": "0"}, "WFE_KAFKA_MAX_PENDING=0: expected a whole number"),
+        ({"WFE_KAFKA_OUTBOX_GRACE": "nan"}, "WFE_KAFKA_OUTBOX_GRACE=nan: expected a finite"),
+        (
+            {"WFE_KAFKA_CLIENT_CONFIG": '{"session_timeout_ms": "abc"}'},
+            "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting session_timeout_ms='abc': "
+            "expected a number >= 0",
+        ),
+        (
+            {"WFE_KAFKA_CLIENT_CONFIG": '{"security_protocol": "SASL_PLAIN"}'},
+            "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting security_protocol='SASL_PLAIN'",
+        ),
+    ],
+)
+def test_a_worker_refuses_bad_values_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], problem: str
+) -> None:
+    """These once started a worker that failed later: the outbox sweep at every
+    turn (nan), the consumer retrying a setting for ever as 'cannot reach Kafka'."""
+    result = run_worker(tmp_path, KAFKA_BROKERS="127.0.0.1:9092", **env)
+    assert result.returncode == 1, result.stderr
+    assert f"Error: plugin 'wfe_kafka': Kafka settings cannot be used: {problem}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_consumer_without_a_broker_says_so_and_stops_promptly(
     wfe_engine_factory: Any, wfe_run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -179,6 +179,37 @@ def test_settings_from_environment() -> None:
             "consumer_config: unknown KafkaConsumer setting 'acks'",
         ),
         ({"producer_config": {"group_id": "g"}}, "producer_config: unknown KafkaProducer setting"),
+        ({"max_pending": 0}, r"^max_pending=0: expected a whole number, at least 1$"),
+        ({"max_poll_records": 2.5}, r"^max_poll_records=2.5: expected a whole number"),
+        ({"outbox_grace": float("nan")}, r"^outbox_grace=nan: expected a finite number"),
+        ({"outbox_grace": float("inf")}, r"^outbox_grace=inf: expected a finite number"),
+        ({"outbox_grace": -1.0}, r"^outbox_grace=-1.0: expected a finite number"),
+        (
+            {"session_timeout_ms": "abc"},
+            r"^kafka-python setting session_timeout_ms='abc': expected a number >= 0$",
+        ),
+        ({"consumer_config": {"check_crcs": "yes"}}, r"check_crcs='yes': expected true or false"),
+        (
+            {"security_protocol": "SASL_PLAIN"},
+            r"security_protocol='SASL_PLAIN': expected one of PLAINTEXT, SSL, SASL_PLAINTEXT",
+        ),
+        (
+            {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN"},
+            r"sasl_mechanism='PLAIN' needs sasl_plain_username",
+        ),
+        (
+            {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-999",
+                "sasl_plain_username": "u",
+                "sasl_plain_password": "p",
+            },
+            r"sasl_mechanism='SCRAM-SHA-999': expected one of .*SCRAM-SHA-512",
+        ),
+        (
+            {"sasl_mechanism": "PLAIN", "sasl_plain_username": "u", "sasl_plain_password": "p"},
+            r"sasl_mechanism='PLAIN' has no effect with security_protocol='PLAINTEXT'",
+        ),
     ],
 )
 def test_misconfiguration_is_refused_when_the_interface_is_made(

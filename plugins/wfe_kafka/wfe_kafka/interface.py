@@ -11,6 +11,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import math
 import queue
 import re
 import threading
@@ -408,6 +409,70 @@ def _check_client_config(
         for key in settings:
             if key not in cls.DEFAULT_CONFIG:
                 raise ValueError(f"{argument}: unknown {cls.__name__} setting {key!r}")
+    # The values too: kafka-python checks some only when a client connects, on
+    # the consumer's thread, where a bad one looked like Kafka being unreachable.
+    for settings, cls in ((client, None), (producer, KafkaProducer), (consumer, KafkaConsumer)):
+        for key, value in settings.items():
+            _check_value(key, value, (cls.DEFAULT_CONFIG if cls else known).get(key))
+    for settings in ({**client, **producer}, {**client, **consumer}):
+        _check_security(settings)
+
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Settings whose kafka-python default's type is not the only one it takes.
+_ANY_TYPE = {"acks", "bootstrap_servers", "api_version"}
+
+
+def _check_value(key: str, value: Any, default: Any) -> None:
+    """Refuse a value whose type cannot be right for the setting: one of the
+    default's type (a number for a number, true/false for a flag, a string)."""
+    if key in _ANY_TYPE or default is None:
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"kafka-python setting {key}={value!r}: expected true or false")
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"kafka-python setting {key}={value!r}: expected a number >= 0")
+    elif isinstance(default, str):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"kafka-python setting {key}={value!r}: expected a string")
+
+
+def _check_security(settings: Mapping[str, Any]) -> None:
+    """Refuse security settings that cannot work together (one client's view)."""
+    from kafka.net.sasl import SASL_MECHANISMS
+
+    protocol = settings.get("security_protocol", "PLAINTEXT")
+    if protocol not in _SECURITY_PROTOCOLS:
+        raise ValueError(
+            f"kafka-python setting security_protocol={protocol!r}: expected one of "
+            + ", ".join(_SECURITY_PROTOCOLS)
+        )
+    mechanism = settings.get("sasl_mechanism")
+    if not protocol.startswith("SASL_"):
+        if mechanism is not None:
+            raise ValueError(
+                f"kafka-python setting sasl_mechanism={mechanism!r} has no effect with "
+                f"security_protocol={protocol!r} (use SASL_PLAINTEXT or SASL_SSL)"
+            )
+        return
+    if mechanism not in SASL_MECHANISMS:
+        raise ValueError(
+            f"kafka-python setting sasl_mechanism={mechanism!r}: expected one of "
+            + ", ".join(sorted(SASL_MECHANISMS))
+            + f" with security_protocol={protocol!r}"
+        )
+    if mechanism == "PLAIN" or mechanism.startswith("SCRAM-"):
+        for companion in ("sasl_plain_username", "sasl_plain_password"):
+            if not settings.get(companion):
+                raise ValueError(
+                    f"kafka-python setting sasl_mechanism={mechanism!r} needs {companion}"
+                )
+    elif mechanism == "OAUTHBEARER" and settings.get("sasl_oauth_token_provider") is None:
+        raise ValueError(
+            "kafka-python setting sasl_mechanism='OAUTHBEARER' needs sasl_oauth_token_provider"
+        )
 
 
 def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -500,8 +565,21 @@ class KafkaMQInterface:
         close_timeout: float = 5.0,
         **client_config: Any,
     ) -> None:
-        if max_pending < 1 or max_poll_records < 1:
-            raise ValueError("max_pending and max_poll_records must be at least 1")
+        for argument, count in (
+            ("max_pending", max_pending),
+            ("max_poll_records", max_poll_records),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{argument}={count!r}: expected a whole number, at least 1")
+        if (
+            isinstance(outbox_grace, bool)
+            or not isinstance(outbox_grace, (int, float))
+            or not math.isfinite(outbox_grace)
+            or outbox_grace < 0
+        ):
+            raise ValueError(
+                f"outbox_grace={outbox_grace!r}: expected a finite number of seconds, at least 0"
+            )
         if isinstance(bootstrap_servers, str):
             bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
         # Checked here, once, with a message naming the setting: kafka-python would
@@ -756,6 +834,8 @@ class KafkaMQInterface:
         if self._consumer_task is not None:
             try:
                 await self._consumer_task
+            except _SettingsRefused:
+                pass  # said when it stopped
             except Exception:
                 logger.exception("the Kafka consumer failed")
             self._consumer_task = None
@@ -1137,6 +1217,10 @@ class KafkaMQInterface:
                 except _Rejoin as exc:
                     logger.warning("the Kafka consumer has %s", exc)
                     continue
+                except _SettingsRefused as exc:
+                    logger.error("%s; the consumer stops", exc)
+                    outcome = exc
+                    break
                 except Exception:
                     if self._consume_stop.is_set():
                         raise
@@ -1167,11 +1251,17 @@ class KafkaMQInterface:
 
     def _open_consumer(self) -> Any:
         from kafka import KafkaConsumer
+        from kafka.errors import KafkaConfigurationError
 
         delay = 0.5
         while not self._consume_stop.is_set():
             try:
                 return _new_client(KafkaConsumer, self.consumer_settings())
+            except (TypeError, ValueError, AssertionError, KafkaConfigurationError) as exc:
+                # kafka-python refusing a setting: retrying cannot help.
+                raise _SettingsRefused(
+                    f"Kafka settings cannot be used: kafka-python refused them ({_describe(exc)})"
+                ) from None
             except Exception as exc:
                 logger.warning(
                     "cannot reach Kafka at %s (%s); trying again in %.1f s",
@@ -1502,6 +1592,10 @@ def _group_state(consumer: Any) -> str:
         return str(consumer.group_metadata().state)
     except Exception:
         return _STABLE  # no way to tell: never restart on account of it
+
+
+class _SettingsRefused(Exception):
+    """kafka-python refused a setting when making a client: no retry can help."""
 
 
 class _Rejoin(Exception):

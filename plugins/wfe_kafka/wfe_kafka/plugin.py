@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from wfcore import ECSWorkflowEngine, PluginError, hookimpl
 
-from .settings import ENV_VARS, kafka_settings
+from .settings import CLIENT_CONFIG_VAR, ENV_VARS, kafka_settings
 
 if TYPE_CHECKING:
     from .interface import KafkaMQInterface
@@ -61,6 +61,9 @@ def _refuse(error: ValueError) -> NoReturn:
         if text.startswith((f"{argument}=", f"{argument}:")):
             text = variable + text[len(argument) :]
             break
+    else:
+        if "kafka-python setting" in text:
+            text = f"{CLIENT_CONFIG_VAR}: {text}"
     raise PluginError(f"Kafka settings cannot be used: {text}") from None
 
 
