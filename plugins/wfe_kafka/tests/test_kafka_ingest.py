@@ -676,11 +676,13 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
     """A result bigger than its topic takes is published without its bulk (and says
-    so), a dead letter bigger than its topic takes without its value; neither is
-    retried for ever, and the results after them are not held back."""
+    so), a dead letter bigger than its topic takes without its value, an event
+    without its output; none is retried for ever, and those after them are not
+    held back."""
     small = {"max.message.bytes": "20000"}
     tasks = kafka_topic(1, "tasks")
     results, dlq = kafka_topic(1, "results", small), kafka_topic(1, "dlq", small)
+    events = kafka_topic(1, "events", small)
     produce(
         kafka_bootstrap,
         tasks,
@@ -690,6 +692,7 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
                 task_json(id="big", workflow_name="double", data={"n": 1, "pad": "x" * 30_000}),
             ),
             (b"bad", b"not json " + b"x" * 30_000),
+            (b"big-out", task_json(id="big-out", workflow_name="pad", data={"size": 30_000})),
             *[
                 (None, task_json(id=f"small-{i}", workflow_name="double", data={"n": i}))
                 for i in range(3)
@@ -697,14 +700,24 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
         ],
     )
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+
+    async def pad(task: Task) -> None:
+        task.output = "y" * task.data["size"]
+
+    engine.register_handler("pad", pad)
+    engine.register_workflow("pad", [Phase("pad", assigned_to="functional")])
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq, events_topic=events)
 
     async def scenario() -> list[Any]:
         await serve(
             engine,
             kafka,
-            lambda: kafka.stats["results_published"] == 4 and kafka.stats["dead_lettered"] == 1,
-            "4 results and 1 dead letter",
+            lambda: (
+                kafka.stats["results_published"] == 5
+                and kafka.stats["dead_lettered"] == 1
+                and kafka.stats["events_published"] == 5 * 4
+            ),
+            "5 results, 1 dead letter and 20 events",
         )
         store = await engine.get_store()
         return await store.outbox_pending(kafka.outbox_consumer, 10)
@@ -713,8 +726,21 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     assert wfe_run(scenario()) == []
     assert time.monotonic() - started < 20  # no backoff grew on the big one's account
     with TopicReader(kafka_bootstrap, results) as reader:
-        reader.wait_for(4)
+        reader.wait_for(5)
         by_id = {doc["id"]: doc for doc in reader.values()}
+    assert by_id["big-out"]["result_too_large"] > 30_000
+    with TopicReader(kafka_bootstrap, events) as reader:
+        reader.wait_for(20)
+        big_out = [doc for doc in reader.values() if doc["task_id"] == "big-out"]
+    assert [d["event"] for d in big_out] == [
+        "submitted",
+        "phase_started",
+        "phase_finished",
+        "completed",
+    ]
+    for doc in big_out[2:]:
+        assert doc["output"] is None and doc["event_too_large"] > 30_000
+        assert doc["status"] == "completed"
     big = by_id["big"]
     assert big["status"] == "completed"
     assert big["result_too_large"] > 20_000

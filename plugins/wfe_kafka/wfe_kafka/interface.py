@@ -38,6 +38,7 @@ from .messages import (
     BadMessage,
     dead_letter_headers,
     event_message,
+    event_without_bulk,
     parse_task_message,
     result_message,
     result_without_bulk,
@@ -1081,6 +1082,19 @@ class KafkaMQInterface:
             outcomes[i] = outcome
         return outcomes
 
+    async def _resend_failed(self, outcomes: list[Any], records: Sequence[Record]) -> list[Any]:
+        """Send once more the records that failed other than as too large."""
+        again = [
+            i for i, o in enumerate(outcomes) if isinstance(o, BaseException) and not _too_large(o)
+        ]
+        if not again:
+            return outcomes
+        outcomes = list(outcomes)
+        retried = await self._get_producer().send_many([records[i] for i in again])
+        for i, outcome in zip(again, retried, strict=True):
+            outcomes[i] = outcome
+        return outcomes
+
     def _result_without_bulk(self, record: Record) -> Record:
         topic, key, value, headers = record
         logger.warning(
@@ -1137,17 +1151,29 @@ class KafkaMQInterface:
                 await self._events_wake.wait()
                 continue
             batch = [self._events.popleft() for _ in range(min(_PUBLISH_BATCH, len(self._events)))]
+            records: list[Record] = [(self.events_topic, key, value, None) for key, value in batch]
             try:
-                outcomes = await self._get_producer().send_many(
-                    [(self.events_topic, key, value, None) for key, value in batch]
-                )
+                started = time.monotonic()
+                outcomes = await self._get_producer().send_many(records)
+                if time.monotonic() - started < 5.0:
+                    # Failed at once, not after delivery_timeout_ms: most likely for a
+                    # record too large (kafka-python then fails the sends of the whole
+                    # producer, results' included): once more, on a fresh producer.
+                    outcomes = await self._resend_failed(outcomes, records)
+                outcomes = await self._smaller_if_too_large(outcomes, records, _event_without_bulk)
             except Exception as exc:
                 outcomes = [exc] * len(batch)
             failed = sum(isinstance(o, BaseException) for o in outcomes)
             self.stats["events_published"] += len(batch) - failed
             if failed:
                 self.stats["publish_errors"] += failed
-                logger.warning("could not publish %d event(s) to %r", failed, self.events_topic)
+                error = next(o for o in outcomes if isinstance(o, BaseException))
+                logger.warning(
+                    "could not publish %d event(s) to %r (%s)",
+                    failed,
+                    self.events_topic,
+                    _describe(error),
+                )
 
     # -- consuming -------------------------------------------------------------------
 
@@ -1523,6 +1549,18 @@ def _id_taken(request: Mapping[str, Any], stored: Task) -> IdInUse | None:
         f"id {stored.id!r} already used by another task (workflow {stored.workflow_name!r}, "
         f"{where}); send this message with an id of its own"
     )
+
+
+def _event_without_bulk(record: Record) -> Record:
+    """An event too large for its topic, without its output (the store keeps it)."""
+    topic, key, value, headers = record
+    logger.warning(
+        "an event of task %s (%d bytes) is too large for %r; publishing it without its output",
+        (key or b"").decode("utf-8", "replace"),
+        len(value or b""),
+        topic,
+    )
+    return topic, key, event_without_bulk(value or b"{}"), headers
 
 
 def _letter_without_value(record: Record) -> Record:

@@ -24,6 +24,7 @@ __all__ = [
     "BadMessage",
     "dead_letter_headers",
     "event_message",
+    "event_without_bulk",
     "parse_task_message",
     "result_message",
     "result_without_bulk",
@@ -210,6 +211,20 @@ def event_message(
         doc["output"] = task.output
     elif event == "failed":
         doc["error"] = task.error
+    return _dumps(doc)
+
+
+def event_without_bulk(value: bytes) -> bytes:
+    """An event message that Kafka refused as too large: ``output`` emptied,
+    ``question`` and ``error`` cut to 1,000 characters, and ``event_too_large`` set
+    to the size in bytes of the full event."""
+    doc = json.loads(value)
+    if "output" in doc:
+        doc["output"] = None
+    for name in ("question", "error"):
+        if isinstance(doc.get(name), str):
+            doc[name] = doc[name][:1000]
+    doc["event_too_large"] = len(value)
     return _dumps(doc)
 
 
