@@ -696,3 +696,49 @@ def test_aclose_while_running_stops_the_run_first(make_engine, store_url, wfe_ru
         assert task is None  # the closed memory store is gone; a new one opened
     else:
         assert task.status is TaskStatus.COMPLETED and task.output == "finished"
+
+
+def test_a_damaged_row_fails_its_task_and_spares_the_others(
+    wfe_engine_factory, wfe_store_url, wfe_run
+):
+    """A row edited by hand or by a broken tool: workers and listings go on; the
+    task is failed, saying why, and its stored text is kept."""
+    engine = wfe_engine_factory(store=wfe_store_url)
+    engine.register_handler("a", lambda task: setattr(task, "output", "ran"))
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+
+    async def submit():
+        return [(await engine.submit_task({"n": n}, "w")).id for n in range(3)]
+
+    ids = wfe_run(submit())
+    wfe_run(engine.aclose())
+    conn = sqlite3.connect(db_path(wfe_store_url))
+    conn.execute("UPDATE tasks SET doc = '{not json' WHERE id = ?", (ids[1],))
+    conn.commit()
+    conn.close()
+
+    engine = wfe_engine_factory(store=wfe_store_url)
+    engine.register_handler("a", lambda task: setattr(task, "output", "ran"))
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+
+    async def scenario():
+        listed = await engine.list_tasks()
+        await engine.run_until_idle()
+        return listed, {i: await engine.get_task(i) for i in ids}
+
+    listed, tasks = wfe_run(scenario())
+    assert len(listed) == 3
+    assert [tasks[i].status for i in ids] == [
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.COMPLETED,
+    ]
+    damaged = tasks[ids[1]]
+    assert damaged.error.startswith("StoreError: the stored task cannot be read (JSONDecodeError")
+    assert damaged.context == {"unreadable_doc": "{not json"}
+    conn = sqlite3.connect(db_path(wfe_store_url))
+    try:
+        row = conn.execute("SELECT doc, ready_at FROM tasks WHERE id = ?", (ids[1],)).fetchone()
+    finally:
+        conn.close()
+    assert row == ("{not json", None)  # kept as it was, and claimed no more

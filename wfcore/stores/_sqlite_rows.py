@@ -10,16 +10,23 @@ driving and encodes only the entries added since: history is append-only.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from ..model import Task
+from ..errors import WorkflowError
+from ..model import Task, TaskStatus
 from ..wire import dumps, task_body, task_from_dict
 
 __all__ = ["ROW_COLUMNS", "TaskRows"]
 
+logger = logging.getLogger("wfcore")
+
 #: The columns a task is read back from, in the order ``TaskRows.decode`` takes them.
-ROW_COLUMNS = "doc, status, version, history, created_at, updated_at"
+ROW_COLUMNS = "doc, status, version, history, created_at, updated_at, id"
+
+# What a damaged row (edited by hand, written by a broken tool) raises on decoding.
+_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, WorkflowError)
 
 # Enough for every task a busy worker drives at once; beyond it the memory is
 # dropped and the next write of each task encodes its whole history once.
@@ -63,8 +70,31 @@ class TaskRows:
         self._history.pop(task_id, None)
 
     def decode(self, row: tuple[Any, ...], *, remember: bool = False) -> Task:
-        """A task from ``ROW_COLUMNS``; with ``remember``, keep its encoded history."""
-        doc, status, version, history, created_at, updated_at = row
+        """A task from ``ROW_COLUMNS``; with ``remember``, keep its encoded history.
+
+        A row that cannot be read comes back as a FAILED stand-in saying why, its
+        stored text in ``context["unreadable_doc"]``: one damaged row must not make
+        every listing fail.
+        """
+        try:
+            return self._decode(row, remember)
+        except _DAMAGE as exc:
+            return _stand_in(row, exc)
+
+    def decode_claimed(self, rows: list[tuple[Any, ...]]) -> tuple[list[Task], list[str]]:
+        """The claimed rows' tasks, and the ids of those that cannot be read."""
+        tasks: list[Task] = []
+        unreadable: list[str] = []
+        for row in rows:
+            try:
+                tasks.append(self._decode(row, True))
+            except _DAMAGE as exc:
+                logger.error("task %r: its stored row cannot be read: %s", row[-1], _why(exc))
+                unreadable.append(row[-1])
+        return tasks, unreadable
+
+    def _decode(self, row: tuple[Any, ...], remember: bool) -> Task:
+        doc, status, version, history, created_at, updated_at, _ = row
         fields = json.loads(doc)
         fields["status"] = status
         fields["version"] = version
@@ -77,3 +107,31 @@ class TaskRows:
         if remember and history is not None:
             self.remember(task, (len(task.history), history[1:-1]))
         return task
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _stand_in(row: tuple[Any, ...], exc: BaseException) -> Task:
+    doc, status, version, _history, created_at, updated_at, task_id = row
+    try:
+        shown = TaskStatus(status)
+    except ValueError:
+        shown = TaskStatus.FAILED
+    task = Task(
+        data=None,
+        workflow_name=None,
+        id=str(task_id),
+        status=shown,
+        error=(
+            f"StoreError: the stored task cannot be read ({_why(exc)}); "
+            "its stored text is in context['unreadable_doc']"
+        ),
+        context={"unreadable_doc": doc if isinstance(doc, str) else repr(doc)},
+        version=int(version) if isinstance(version, int) else 0,
+    )
+    for name, value in (("created_at", created_at), ("updated_at", updated_at)):
+        if isinstance(value, (int, float)):
+            setattr(task, name, datetime.fromtimestamp(value, timezone.utc))
+    return task

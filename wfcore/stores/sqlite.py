@@ -103,7 +103,8 @@ _UPDATE_RELEASING_LEASE = (
 # of schema 1, whose history is still in their document, get none.)
 _CLAIM = (
     "status = CASE WHEN status = 'pending' THEN 'in_progress' ELSE status END, "
-    "history = CASE WHEN lease_owner IS NULL OR history IS NULL THEN history "
+    "history = CASE WHEN lease_owner IS NULL OR history IS NULL OR NOT json_valid(history) "
+    "THEN history "
     "ELSE json_insert(history, '$[#]', json_object('at', :at, 'event', 'taken_over', "
     "'phase', classification, 'previous_worker', lease_owner, 'worker', :owner)) END, "
     "lease_owner = :owner, lease_expires = :expires, ready_at = :expires, "
@@ -602,8 +603,21 @@ class SQLiteStore(Store):
                 _claim_params(owner, now, lease_seconds, limit=int(limit)),
             ).fetchall()
 
-        rows = await self._write(write)
-        return [self._rows.decode(r, remember=True) for r in rows]
+        return await self._claimed(await self._write(write))
+
+    async def _claimed(self, rows: list[tuple[Any, ...]]) -> list[Task]:
+        """Decode claimed rows; fail for good those that cannot be read, which would
+        otherwise come back at every claim (their stored text stays as it is)."""
+        tasks, unreadable = self._rows.decode_claimed(rows)
+        if unreadable:
+            await self._write(
+                lambda c: c.executemany(
+                    "UPDATE tasks SET status = 'failed', ready_at = NULL, lease_owner = NULL, "
+                    "lease_expires = NULL, version = version + 1 WHERE id = ?",
+                    [(task_id,) for task_id in unreadable],
+                )
+            )
+        return tasks
 
     async def _claim_of(
         self, owner: str, limit: int, lease_seconds: float, workflows: list[str]
@@ -639,8 +653,7 @@ class SQLiteStore(Store):
             where = {rowid: i for i, rowid in enumerate(chosen)}
             return [row[1:] for row in sorted(rows, key=lambda row: where[row[0]])]
 
-        rows = await self._write(write)
-        return [self._rows.decode(r, remember=True) for r in rows]
+        return await self._claimed(await self._write(write))
 
     async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
         ids = list(task_ids)
