@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -133,3 +134,76 @@ def test_a_consumer_without_a_broker_says_so_and_stops_promptly(
     while network_threads():
         assert time.monotonic() < deadline, f"left running: {network_threads()}"
         time.sleep(0.05)
+
+
+def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
+    kafka_bootstrap: str,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker of its own, frozen with SIGSTOP (its connections hang as in a
+    network outage): the worker warns with how many results wait, says when
+    publishing resumes, and a close() during an outage takes close_timeout, not
+    three times it, with one line and no traceback."""
+    from conftest import kafka_broker
+
+    from wfcore import Phase, Task
+
+    broker = kafka_broker.KafkaBroker().start()
+    try:
+        kafka_broker.create_topic(broker.bootstrap, "results", 1)
+        engine = wfe_engine_factory()
+
+        async def echo(task: Task) -> None:
+            task.output = task.data
+
+        engine.register_handler("echo", echo)
+        engine.register_workflow("echo", [Phase("echo", assigned_to="functional")])
+        kafka = KafkaMQInterface(broker.bootstrap, results_topic="results", close_timeout=3.0)
+        kafka.outage_warn_after = 1.0
+        kafka.outage_warn_every = 60.0
+        caplog.set_level(logging.WARNING, logger="wfe_kafka")
+
+        def logged(text: str) -> bool:
+            return any(text in r.getMessage() for r in caplog.records)
+
+        async def until(condition: Any, what: str) -> None:
+            deadline = time.monotonic() + 60
+            while not condition():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.05)
+
+        async def scenario() -> float:
+            await kafka.attach(engine)
+            await engine.submit_task(0, "echo", task_id="before")
+            await engine.run_until_idle()
+            await until(lambda: kafka.stats["results_published"] == 1, "the first result")
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                for i in range(3):
+                    await engine.submit_task(i, "echo", task_id=f"during-{i}")
+                await engine.run_until_idle()
+                await until(lambda: logged("3 result(s) wait in the outbox"), "the warning")
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            await until(lambda: logged("publishing resumed"), "the all-clear")
+            await until(lambda: kafka.stats["results_published"] == 4, "4 results")
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                await engine.submit_task(9, "echo", task_id="at-stop")
+                await engine.run_until_idle()
+                started = time.monotonic()
+                await kafka.close()
+                return time.monotonic() - started
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+
+        took = wfe_run(scenario())
+    finally:
+        broker.stop()
+    assert took < 3.0 + 1.5
+    stop_lines = [r for r in caplog.records if "published at the next start" in r.getMessage()]
+    assert len(stop_lines) == 1
+    assert "1 result(s) stay in the outbox" in stop_lines[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
