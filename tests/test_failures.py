@@ -11,6 +11,7 @@ from core_util import background, events, wait_for, wait_for_status
 
 from wfcore import (
     ECSWorkflowEngine,
+    InvalidTaskError,
     Phase,
     Task,
     TaskStateError,
@@ -575,3 +576,33 @@ def test_a_classifier_that_raises_fails_the_task(make_engine, wfe_run):
     task = wfe_run(scenario())
     assert task.status is TaskStatus.FAILED
     assert task.error == "PluginError: wfe_classify failed: RuntimeError: no model today"
+
+
+def test_checkpoint_outside_a_running_phase_or_with_bad_values_is_refused(make_engine, wfe_run):
+    engine = make_engine()
+    seen: dict[str, str] = {}
+
+    async def step(task: Task) -> None:
+        task.context["progress"] = object()
+        try:
+            await engine.checkpoint(task)
+        except InvalidTaskError as exc:
+            seen["bad value"] = str(exc)
+        task.context["progress"] = 1
+        await engine.checkpoint(task)
+        task.output = "done"
+
+    engine.register_handler("step", step)
+    engine.register_workflow("w", [Phase("step", assigned_to="functional")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        with pytest.raises(InvalidTaskError, match="called from inside that phase"):
+            await engine.checkpoint(task)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert seen["bad value"].startswith("cannot checkpoint: task.context: ")
+    assert done.status is TaskStatus.COMPLETED and done.context == {"progress": 1}
+    assert [e["event"] for e in done.history].count("checkpoint") == 1

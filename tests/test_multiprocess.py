@@ -245,3 +245,31 @@ def test_sigkill_of_a_worker_kills_the_command_it_was_running(
     assert Path(pids["cwd"]).is_dir()
     wfe_run(ECSWorkflowEngine("memory://", load_plugins=False).run_until_idle())
     assert not Path(pids["cwd"]).exists()
+
+
+def test_a_checkpointed_phase_goes_on_from_its_checkpoint_after_a_kill(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    engine = wfe_engine_factory()
+    engine.register_workflow("progress", [Phase("progress", assigned_to="functional")])
+    task = wfe_run(engine.submit_task(None, "progress"))
+    first = start_worker("mp_app:engine", "--forever", WFE_TEST_WORKER="w1")
+    wait_until((tmp_path / "stopped-once").exists, 30, "the first run to reach item 2")
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    second = start_worker("mp_app:engine", WFE_TEST_WORKER="w2")
+    assert second.wait(60) == 0
+
+    done = wfe_run(engine.get_task(task.id))
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == [0, 1, 2, 3, 4]
+    # The second run started after the three items the first one checkpointed.
+    assert lines(tmp_path / "runs.log") == [
+        ["progress-start", "0", "w1"],
+        ["progress-start", "3", "w2"],
+    ]
+    kinds = [e["event"] for e in done.history]
+    assert kinds.count("checkpoint") == 5 and "taken_over" in kinds
+    # A rerun after a lost worker is not counted as another attempt.
+    started = [e["attempt"] for e in done.history if e["event"] == "phase_started"]
+    assert started == [1, 1]

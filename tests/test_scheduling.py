@@ -83,8 +83,8 @@ def test_submit_tasks_takes_run_after_per_request(engine, wfe_run):
         (datetime(2030, 1, 1), "run_after must be timezone-aware"),
         ("10m", "a datetime, a timedelta or a number of seconds, not str"),
         (True, "not bool"),
-        (-5, "a delay of -5 is not 0 to 100 years"),
-        (float("nan"), "a delay of nan is not 0 to 100 years"),
+        (-5, "a delay of -5 seconds is not 0 to 100 years"),
+        (float("nan"), "a delay of nan seconds is not 0 to 100 years"),
         (timedelta(days=-1), "is not 0 to 100 years"),
     ],
 )

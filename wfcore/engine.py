@@ -535,10 +535,23 @@ class ECSWorkflowEngine:
             problem = json_problem(reason) if isinstance(reason, str) else "it is not a string"
             if problem is not None:
                 raise InvalidTaskError(f"suspend's reason must be text or None: {problem}")
+        if deadline is not None:
+            deadline = _seconds(deadline, "suspend's deadline")
         task.status = waiting
         task.waiting_reason = reason
         task.resume_in_phase = resume_in_phase
         task.deadline = None if deadline is None else utcnow() + timedelta(seconds=deadline)
+
+    async def checkpoint(self, task: Task) -> None:
+        """Store a running phase's task as it is now; call from inside a handler.
+
+        A long phase keeps its progress this way (in ``task.context``, say): if the
+        worker dies, the phase runs again from what was last checkpointed rather
+        than from its start. The attempt is not counted twice for that. Raises
+        TaskStateError outside a phase this engine's worker is running, and when the
+        task was cancelled or taken over meanwhile (the phase should stop).
+        """
+        await self._worker.checkpoint(task)
 
     async def resume(self, task_id: str, output: Any = None, *, phase: str | None = None) -> Task:
         """Answer a waiting task; the answer becomes the phase's output and the task
@@ -889,17 +902,25 @@ def _start_time(value: Any) -> datetime | None:
             )
         return value.astimezone(timezone.utc)
     if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
+        value = value.total_seconds()
+    elif not isinstance(value, (int, float)) or isinstance(value, bool):
         raise InvalidTaskError(
             "run_after must be a datetime, a timedelta or a number of seconds, "
             f"not {type(value).__name__}"
         )
-    if not 0 <= seconds < 100 * 365 * 86400:  # also refuses NaN and infinity
-        raise InvalidTaskError(f"run_after: a delay of {value!r} is not 0 to 100 years")
-    return utcnow() + timedelta(seconds=seconds)
+    return utcnow() + timedelta(seconds=_seconds(value, "run_after"))
+
+
+_MAX_SECONDS = 100 * 365 * 86400
+
+
+def _seconds(value: Any, what: str) -> float:
+    """A delay in seconds, from 0 to 100 years (datetimes cannot go much further)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidTaskError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity
+        raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
+    return float(value)
 
 
 def _check_task_id(task_id: str) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ._eager import start_task
 from .artifacts import remove_artifact_dirs
 from .command import remove_stale_workdirs
-from .errors import AdapterError, InvalidTaskError, StoreError, WorkflowError
+from .errors import AdapterError, InvalidTaskError, StoreError, TaskStateError, WorkflowError
 from .model import (
     DEFINE_WORKFLOW,
     Artifact,
@@ -237,6 +237,36 @@ class Worker:
             freed = await store.release_dead_leases(dead)
             logger.info("took over %d task(s) from dead worker(s) %s", freed, ", ".join(dead))
             await asyncio.to_thread(remove_stale_workdirs)
+
+    async def checkpoint(self, task: Task) -> None:
+        """Store a running phase's task mid-phase, keeping the lease (see
+        :meth:`ECSWorkflowEngine.checkpoint`)."""
+        driver = self._active.get(task.id)
+        if (
+            driver is None
+            or driver is not asyncio.current_task()
+            or task.status is not TaskStatus.IN_PROGRESS
+        ):
+            raise InvalidTaskError(
+                "checkpoint() is for a task whose phase this engine is running, "
+                "called from inside that phase"
+            )
+        if task.id in self._lost:
+            raise TaskStateError(f"task {task.id!r} was cancelled or taken over")
+        problem = _json_fields_problem(task)
+        if problem is not None:
+            raise InvalidTaskError(f"cannot checkpoint: {problem}")
+        # What a worker taking over should start from: the phase not yet counted as
+        # attempted, as for any run a dead worker left unfinished.
+        saved = task.copy()
+        saved.attempts = max(0, task.attempts - 1)
+        saved.record("checkpoint", phase=task.classification)
+        assert self._engine._store is not None
+        if not await self._engine._store.update_task(saved, keep_lease=True):
+            self._lost.add(task.id)
+            raise TaskStateError(f"task {task.id!r} was cancelled or taken over")
+        task.version = saved.version
+        task.history = saved.history
 
     # -- driving one task ------------------------------------------------------------
 
@@ -689,6 +719,15 @@ def _check_json(task: Task) -> None:
         if problem is not None:
             setattr(task, name, None)
             raise InvalidTaskError(f"task.{name} must be text or None: {problem}")
+
+
+def _json_fields_problem(task: Task) -> str | None:
+    """Why a running phase's task cannot be stored as it is, or None."""
+    for name in ("data", "context", "output"):
+        problem = json_problem(getattr(task, name))
+        if problem is not None:
+            return f"task.{name}: {problem}"
+    return None
 
 
 def _as_text(message: str) -> str:

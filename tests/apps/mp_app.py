@@ -89,6 +89,20 @@ async def stubborn(task: Task) -> None:
     (DIR / "finished").write_text(WORKER)
 
 
+async def progress(task: Task) -> None:
+    """Works through five items, checkpointing after each; the first run stops for
+    good after item 2 (until its worker is killed)."""
+    done = task.context.setdefault("done", [])
+    append("runs.log", f"progress-start {len(done)} {WORKER}")
+    for item in range(len(done), 5):
+        done.append(item)
+        await engine.checkpoint(task)
+        if item == 2 and not (DIR / "stopped-once").exists():
+            (DIR / "stopped-once").write_text(WORKER)
+            await wait_for_file(DIR / "never")
+    task.output = list(done)
+
+
 async def on_completed(task: Task) -> None:
     append("completions.log", f"{task.id} {WORKER}")
 
@@ -110,6 +124,8 @@ HANG = [
 engine.register_handler("a", phase_a)
 engine.register_handler("b", phase_b)
 engine.register_handler("stubborn", stubborn)
+engine.register_handler("progress", progress)
+engine.register_workflow("progress", [Phase("progress", assigned_to="functional")])
 engine.register_workflow("mp", [Phase("a"), Phase("b")])
 engine.register_workflow("cancel", [Phase("stubborn")])
 engine.register_workflow("hang", [Phase("hang", assigned_to="functional", command=HANG)])
