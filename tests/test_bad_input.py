@@ -223,7 +223,7 @@ def test_submit_with_an_unknown_classification_or_task_type(engine, wfe_run):
     assert wfe_run(nothing_stored()) == []
 
 
-@pytest.mark.parametrize("task_id", ["", "a/b", "..", 12, "line\nbreak", "x" * 201])
+@pytest.mark.parametrize("task_id", ["", "a/b", "orders\\2024", "..", 12, "line\nbreak", "x" * 201])
 def test_submit_with_an_unusable_task_id(engine, wfe_run, task_id):
     with pytest.raises(InvalidTaskError):
         wfe_run(engine.submit_task({}, "known", task_id=task_id))
@@ -263,7 +263,19 @@ def test_resume_with_an_answer_that_is_not_json(engine, wfe_run):
 
 
 @pytest.mark.parametrize(
-    "name", ["", "   ", "/etc/passwd", "../escape.txt", "a/../../b", "a//b", "./x", "n" * 300]
+    "name",
+    [
+        "",
+        "   ",
+        "/etc/passwd",
+        "../escape.txt",
+        "a/../../b",
+        "a//b",
+        "./x",
+        "n" * 300,
+        "two\nlines.txt",
+        "a\\b.txt",
+    ],
 )
 def test_artifact_names_that_are_refused(engine, wfe_run, name):
     async def scenario():
@@ -365,6 +377,12 @@ def test_suspend_needs_a_waiting_status(engine):
         (lambda: Phase("\ud800"), "may not contain control characters or invalid Unicode"),
         (lambda: WorkflowSpec(name="x" * 201, phases=[Phase("a")]), "name: 'xxx"),
         (lambda: Phase("a", timeout=0), "timeout"),
+        (lambda: Phase("a", timeout=float("nan")), "timeout"),
+        (lambda: Phase("a", timeout=float("inf")), "timeout"),
+        (lambda: Phase("a", timeout=1e12), "at most 10 years"),
+        (lambda: Phase("a", instructions=5), "instructions: must be text or null"),
+        (lambda: WorkflowSpec(name="w", phases=[Phase("a")], description=3), "description"),
+        (lambda: WorkflowSpec(name="-", phases=[Phase("a")]), "'-' is reserved"),
         (lambda: Phase("a", max_attempts=0), "max_attempts"),
         (lambda: Phase("a", command="ls -l"), "command"),
         (lambda: Phase("a", on_timeout="retry"), "on_timeout"),
@@ -509,3 +527,22 @@ def test_submit_tasks_can_return_the_errors_in_place(engine, wfe_run):
     assert isinstance(results[1], InvalidTaskError) and "JSON" in str(results[1])
     assert isinstance(results[2], UnknownWorkflowError)
     assert [t.id for t in wfe_run(engine.list_tasks())] == [results[0].id]
+
+
+def test_list_tasks_refuses_a_negative_limit_and_takes_a_huge_one(engine, wfe_run):
+    async def scenario():
+        await engine.submit_task({}, "known")
+        with pytest.raises(ValueError, match="limit must be a whole number, 0 or more"):
+            await engine.list_tasks(limit=-1)
+        return await engine.list_tasks(limit=10**20), await engine.list_tasks(limit=0)
+
+    huge, none = wfe_run(scenario())
+    assert len(huge) == 1 and none == []
+
+
+@pytest.mark.parametrize("deadline", [float("inf"), float("nan"), -1, 1e12, "soon"])
+def test_suspend_refuses_a_deadline_that_is_not_a_delay(engine, deadline):
+    task = Task(data=None, workflow_name="known")
+    with pytest.raises(InvalidTaskError, match="suspend's deadline"):
+        engine.suspend(task, deadline=deadline)
+    assert task.status is TaskStatus.PENDING  # unchanged

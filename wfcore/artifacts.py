@@ -37,8 +37,11 @@ def check_artifact_name(name: str) -> str:
         raise ArtifactError(
             f"artifact name {name!r} is not Unicode text (a file name in another encoding?)"
         )
-    if "\\" in name or "\x00" in name:
-        raise ArtifactError(f"artifact name {name!r} may not contain backslashes or NUL")
+    if "\\" in name:
+        raise ArtifactError(f"artifact name {name!r} may not contain backslashes")
+    if not name.isprintable():
+        # A newline or an escape code in a name would garble listings.
+        raise ArtifactError(f"artifact name {name!r} may not contain control characters")
     path = PurePosixPath(name)
     if path.is_absolute() or name.startswith("/"):
         raise ArtifactError(f"artifact name {name!r} must be relative, not absolute")

@@ -176,7 +176,7 @@ def cli(ctx: click.Context, store: str | None) -> None:
 @cli.command()
 @click.argument("app")
 @_store_option
-@click.option("--concurrency", type=click.IntRange(min=1), help="Tasks run at once.")
+@click.option("--concurrency", type=click.IntRange(1, 1_000_000), help="Tasks run at once.")
 @click.option("--until-idle", is_flag=True, help="Exit once no task is runnable or running.")
 @click.option(
     "--workflow",
@@ -198,7 +198,7 @@ def cli(ctx: click.Context, store: str | None) -> None:
 @click.option(
     "--processes",
     "-p",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 1024),
     default=1,
     show_default=True,
     help="Worker processes to run on the store (one per core uses the whole machine).",
@@ -698,7 +698,8 @@ def purge(
                 f"{parsed.value} tasks are never purged; only completed, failed or cancelled",
                 param_hint="--status",
             )
-        wanted.append(parsed)
+        if parsed not in wanted:
+            wanted.append(parsed)
     engine = _engine(ctx, store, existing=True)
 
     async def purge_and_look() -> tuple[int, dict[str, int]]:

@@ -505,7 +505,10 @@ class ECSWorkflowEngine:
     async def list_tasks(
         self, status: TaskStatus | str | None = None, limit: int = 100
     ) -> list[Task]:
-        """The newest tasks, optionally only those with one status."""
+        """The newest ``limit`` tasks (0 or more), optionally only those with one status."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a whole number, 0 or more, not {limit!r}")
+        limit = min(limit, _MAX_LIMIT)  # SQLite's integers end at 2**63
         store = await self.get_store()
         wanted = None if status is None else TaskStatus.parse(status)
         return await store.list_tasks(status=wanted, limit=limit)
@@ -912,6 +915,7 @@ def _start_time(value: Any) -> datetime | None:
 
 
 _MAX_SECONDS = 100 * 365 * 86400
+_MAX_LIMIT = 2**62
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -928,8 +932,11 @@ def _check_task_id(task_id: str) -> None:
         raise InvalidTaskError(
             f"task_id {task_id!r} is not Unicode text (an argument in another encoding?)"
         )
-    if "/" in task_id or task_id in (".", ".."):
-        raise InvalidTaskError(f"task_id {task_id!r} may not contain '/' or be '.'/'..'")
+    if "/" in task_id or "\\" in task_id or task_id in (".", ".."):
+        # It names the task's artifact folder.
+        raise InvalidTaskError(
+            f"task_id {task_id!r} may not contain '/' or '\\', or be '.' or '..'"
+        )
     if not task_id.isprintable():
         raise InvalidTaskError(f"task_id {task_id!r} may not contain control characters")
     if len(task_id.encode("utf-8")) > _MAX_TASK_ID_BYTES:

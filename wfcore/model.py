@@ -211,6 +211,10 @@ def _check_name(name: object, where: str) -> None:
         )
 
 
+# A deadline this far ahead still fits in a datetime, whenever it is set.
+_MAX_TIMEOUT = 10 * 366 * 86400
+
+
 def _check_phase(phase: Phase, where: str) -> None:
     _check_name(phase.target_classification, f"{where}.target_classification")
     nxt = phase.next_classifications
@@ -228,9 +232,15 @@ def _check_phase(phase: Phase, where: str) -> None:
     if phase.timeout is not None and (
         isinstance(phase.timeout, bool)
         or not isinstance(phase.timeout, (int, float))
-        or phase.timeout <= 0
+        or not 0 < phase.timeout <= _MAX_TIMEOUT  # also refuses NaN and infinity
     ):
-        raise InvalidWorkflowError(f"{where}.timeout: must be a positive number of seconds")
+        raise InvalidWorkflowError(
+            f"{where}.timeout: must be a positive number of seconds, at most 10 years"
+        )
+    for field in ("instructions",):
+        value = getattr(phase, field)
+        if value is not None and not isinstance(value, str):
+            raise InvalidWorkflowError(f"{where}.{field}: must be text or null")
     if (
         isinstance(phase.max_attempts, bool)
         or not isinstance(phase.max_attempts, int)
@@ -331,6 +341,11 @@ class WorkflowSpec:
 
     def __attrs_post_init__(self) -> None:
         _check_name(self.name, "name")
+        if self.name == "-":
+            # The command line's word for "no workflow yet" (wfe submit -).
+            raise InvalidWorkflowError("name: '-' is reserved; choose another name")
+        if self.description is not None and not isinstance(self.description, str):
+            raise InvalidWorkflowError("description: must be text or null")
         if not isinstance(self.phases, list) or not self.phases:
             raise InvalidWorkflowError("phases: a workflow needs at least one phase")
         seen: set[str] = set()

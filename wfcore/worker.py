@@ -125,8 +125,9 @@ class Worker:
         # Stores are asked about some workflows only when this worker runs only some.
         which: dict[str, Any] = {} if only is None else {"workflows": only}
         next_reap = 0.0
-        # Command work folders of workers that died on this host (SIGKILL, power cut).
-        await asyncio.to_thread(remove_stale_workdirs)
+        # Command work folders of workers that died on this host (SIGKILL, power
+        # cut), removed beside the work rather than before it.
+        sweeper = asyncio.ensure_future(asyncio.to_thread(remove_stale_workdirs))
         try:
             # A plugin may refuse the start (PluginError): the same way out as a
             # stop then stops what the others started.
@@ -157,7 +158,7 @@ class Worker:
         finally:
             await self._shutdown(store)
             keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            await asyncio.gather(keeper, sweeper, return_exceptions=True)
             self._running = False
             self._wake = None
             await self._engine._fire("wfe_engine_stopping", engine=self._engine)

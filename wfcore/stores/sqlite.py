@@ -524,7 +524,8 @@ class SQLiteStore(Store):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY rowid {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?"
-        params += [int(limit), int(offset)]
+        # SQLite's integers end at 2**63; a negative limit would mean "all".
+        params += [min(max(int(limit), 0), 2**62), min(max(int(offset), 0), 2**62)]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [self._rows.decode(r) for r in rows]
 
