@@ -598,6 +598,7 @@ def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_
         fields["history"] = json.loads(history)
         conn.execute("UPDATE tasks SET doc = ? WHERE id = ?", (json.dumps(fields), task_id))
     conn.execute("ALTER TABLE tasks DROP COLUMN history")
+    conn.execute("ALTER TABLE outbox DROP COLUMN version")
     conn.execute("UPDATE wfe_meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -619,7 +620,7 @@ def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_
     conn = sqlite3.connect(db_path(wfe_store_url))
     try:
         version = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == "2"
+        assert version.fetchone()[0] == "3"
     finally:
         conn.close()
 
@@ -643,6 +644,32 @@ def test_the_results_outbox_lists_finished_tasks_until_acknowledged(make_engine,
     assert [(t.id, t.status, t.output) for t in pending] == [(done.id, TaskStatus.COMPLETED, "x")]
     assert pending[0].history[-1]["event"] == "completed"
     assert after_ack == []
+
+
+def test_acknowledging_an_earlier_finish_keeps_the_row_of_a_later_one(make_engine, wfe_run):
+    """A task retried and finished again while its first result was being sent:
+    the late acknowledgement of the first must not mark the second delivered."""
+    engine = make_engine()
+    engine.register_handler("a", lambda task: setattr(task, "output", task.attempts))
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+
+    async def scenario():
+        store = await engine.get_store()
+        await store.outbox_register("results")
+        task = await engine.submit_task(None, "w")
+        await engine.cancel(task.id)
+        [first] = await store.outbox_pending("results")
+        await engine.retry(task.id)
+        await engine.run_until_idle()
+        await store.outbox_ack("results", [first.id], versions=[first.version])
+        [second] = await store.outbox_pending("results")
+        await store.outbox_ack("results", [second.id], versions=[second.version])
+        return first, second, await store.outbox_pending("results")
+
+    first, second, left = wfe_run(scenario())
+    assert first.status is TaskStatus.CANCELLED
+    assert second.status is TaskStatus.COMPLETED and second.version > first.version
+    assert left == []
 
 
 def test_a_consumer_registered_by_another_process_gets_every_later_result(

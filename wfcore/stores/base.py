@@ -194,8 +194,15 @@ class Store(abc.ABC):
         """Finished tasks recorded for ``consumer`` and not yet acknowledged."""
 
     @abc.abstractmethod
-    async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
-        """Mark these tasks as delivered to ``consumer``."""
+    async def outbox_ack(
+        self, consumer: str, task_ids: Sequence[str], *, versions: Sequence[int] | None = None
+    ) -> None:
+        """Mark these tasks as delivered to ``consumer``.
+
+        ``versions``, one per task id: the stored version each was delivered at
+        (``task.version`` as :meth:`outbox_pending` or a completed hook gave it). A
+        task finished again since (retried) keeps its row for the later finish.
+        """
 
     async def outbox_consumers(self) -> dict[str, int]:
         """Every registered consumer, with how many finished tasks it has not

@@ -51,7 +51,8 @@ class MemoryStore(Store):
         self._ready: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._workflows: dict[str, WorkflowSpec] = {}
-        self._consumers: dict[str, dict[str, None]] = {}
+        # consumer -> {task id: the version of the finish to publish}
+        self._consumers: dict[str, dict[str, int]] = {}
         self._tmp: str | None = None
         # PENDING or IN_PROGRESS rows, kept current so has_active_tasks is O(1).
         self._active = 0
@@ -162,7 +163,7 @@ class MemoryStore(Store):
             self._schedule(row, _ready_at(task, now))
         if task.status.is_finished and not was_finished:
             for pending in self._consumers.values():
-                pending[task.id] = None
+                pending[task.id] = task.version
         return True
 
     async def claim(
@@ -283,10 +284,17 @@ class MemoryStore(Store):
         ids = list(itertools.islice(pending, limit))
         return [_snapshot(self._rows[i].task) for i in ids]
 
-    async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
+    async def outbox_ack(
+        self, consumer: str, task_ids: Sequence[str], *, versions: Sequence[int] | None = None
+    ) -> None:
         pending = self._consumers.get(consumer, {})
-        for task_id in task_ids:
-            pending.pop(task_id, None)
+        if versions is None:
+            for task_id in task_ids:
+                pending.pop(task_id, None)
+            return
+        for task_id, version in zip(task_ids, versions, strict=True):
+            if pending.get(task_id, version + 1) <= version:
+                del pending[task_id]
 
     async def outbox_consumers(self) -> dict[str, int]:
         return {name: len(self._consumers[name]) for name in sorted(self._consumers)}

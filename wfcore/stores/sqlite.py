@@ -39,8 +39,9 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 logger = logging.getLogger("wfcore")
 
 #: The schema version this code writes; a newer database is refused, an older
-#: one upgraded in place (1 -> 2: history moved to a column of its own).
-SCHEMA_VERSION = 2
+#: one upgraded in place (1 -> 2: history moved to a column of its own; 2 -> 3:
+#: outbox rows record the version of the finish they stand for).
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
@@ -73,6 +74,7 @@ CREATE TABLE outbox (
     seq INTEGER PRIMARY KEY,
     consumer TEXT NOT NULL,
     task_id TEXT NOT NULL,
+    version INTEGER,
     UNIQUE (consumer, task_id)
 );
 """
@@ -110,6 +112,10 @@ _CLAIM = (
     "lease_owner = :owner, lease_expires = :expires, ready_at = :expires, "
     "version = version + 1"
 )
+
+
+# ROW_COLUMNS in a join with another table that has some of their names (version).
+_TASK_ROW_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in ROW_COLUMNS.split(","))
 
 
 def _claim_params(owner: str, now: float, lease_seconds: float, **more: Any) -> dict[str, Any]:
@@ -374,6 +380,10 @@ class SQLiteStore(Store):
             if version < 2:
                 # Old rows keep their history in the document until next written.
                 conn.execute("ALTER TABLE tasks ADD COLUMN history TEXT")
+            outbox_columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
+            if "version" not in outbox_columns:
+                # Rows from before (NULL) are acknowledged by any version.
+                conn.execute("ALTER TABLE outbox ADD COLUMN version INTEGER")
             if version < SCHEMA_VERSION:
                 conn.execute(
                     "UPDATE wfe_meta SET value = ? WHERE key = 'schema_version'",
@@ -568,10 +578,13 @@ class SQLiteStore(Store):
             if finished:
                 # The consumers are read in the same transaction, not remembered:
                 # one may have registered through another process since this opened.
+                # A row not yet acknowledged (an earlier finish, before a retry)
+                # now stands for this finish: acknowledging the earlier one keeps it.
                 conn.execute(
-                    "INSERT OR IGNORE INTO outbox (consumer, task_id) "
-                    "SELECT consumer, ? FROM outbox_consumers",
-                    (task.id,),
+                    "INSERT INTO outbox (consumer, task_id, version) "
+                    "SELECT consumer, ?, ? FROM outbox_consumers WHERE true "
+                    "ON CONFLICT (consumer, task_id) DO UPDATE SET version = excluded.version",
+                    (task.id, task.version + 1),
                 )
             return True
 
@@ -779,21 +792,29 @@ class SQLiteStore(Store):
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
         rows = await self._read(
             lambda c: c.execute(
-                f"SELECT {ROW_COLUMNS} FROM outbox JOIN tasks ON tasks.id = outbox.task_id "
+                f"SELECT {_TASK_ROW_COLUMNS} FROM outbox JOIN tasks ON tasks.id = outbox.task_id "
                 "WHERE outbox.consumer = ? ORDER BY outbox.seq LIMIT ?",
                 (consumer, int(limit)),
             ).fetchall()
         )
         return [self._rows.decode(r) for r in rows]
 
-    async def outbox_ack(self, consumer: str, task_ids: Sequence[str]) -> None:
+    async def outbox_ack(
+        self, consumer: str, task_ids: Sequence[str], *, versions: Sequence[int] | None = None
+    ) -> None:
         ids = list(task_ids)
-        await self._write(
-            lambda c: c.executemany(
+        if versions is None:
+            sql, params = (
                 "DELETE FROM outbox WHERE consumer = ? AND task_id = ?",
                 [(consumer, i) for i in ids],
             )
-        )
+        else:
+            sql = (
+                "DELETE FROM outbox WHERE consumer = ? AND task_id = ? "
+                "AND (version IS NULL OR version <= ?)"
+            )
+            params = [(consumer, i, v) for i, v in zip(ids, versions, strict=True)]
+        await self._write(lambda c: c.executemany(sql, params))
 
     async def outbox_consumers(self) -> dict[str, int]:
         rows = await self._read(

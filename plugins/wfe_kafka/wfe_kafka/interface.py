@@ -970,16 +970,13 @@ class KafkaMQInterface:
                 self._recent.add(key)
             self.stats["results_published"] += len(sent)
             try:
-                if swept is not None:
-                    # An outbox row is per task, not per finish: a task retried and
-                    # finished again while its older result was being sent shares the
-                    # row, which must stay for the new result.
-                    now = await store.outbox_pending(self.outbox_consumer, max(len(batch), 200))
-                    sent_keys = set(sent)
-                    ack = [t.id for t in now if (t.id, t.version) in sent_keys]
-                else:
-                    ack = [task_id for task_id, _ in sent]
-                await store.outbox_ack(self.outbox_consumer, ack)
+                # By version: a task retried and finished again while this result
+                # was being sent keeps its outbox row for the new result.
+                await store.outbox_ack(
+                    self.outbox_consumer,
+                    [task_id for task_id, _ in sent],
+                    versions=[version for _, version in sent],
+                )
             except Exception:
                 # Published but not marked: the sweep will publish these again.
                 logger.exception("marking %d published results in the outbox failed", len(sent))
@@ -1119,9 +1116,13 @@ class KafkaMQInterface:
             pending = await store.outbox_pending(self.outbox_consumer, limit)
             # A row whose task is, as stored, the very finish published lately was
             # sent; its mark was lost (or raced the publish). Any other is sent.
-            already = [t.id for t in pending if (t.id, t.version) in self._recent]
+            already = [t for t in pending if (t.id, t.version) in self._recent]
             if already:
-                await store.outbox_ack(self.outbox_consumer, already)
+                await store.outbox_ack(
+                    self.outbox_consumer,
+                    [t.id for t in already],
+                    versions=[t.version for t in already],
+                )
             swept = {
                 (t.id, t.version): t
                 for t in pending
