@@ -942,3 +942,36 @@ def test_a_message_whose_id_another_task_has_is_dead_lettered_not_swallowed(
     assert errors[0].startswith("id 'm-ok' already used by another task (workflow 'double', from ")
     assert errors[1].startswith(f"id '{tasks}-0-1' already used by another task")
     assert sum("already used by another task" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_a_message_with_run_after_starts_its_task_no_sooner(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    start_at = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (None, task_json(id="later", workflow_name="double", data={"n": 1},
+                             run_after=start_at.isoformat())),
+            (None, task_json(id="now", workflow_name="double", data={"n": 2})),
+        ],
+    )  # fmt: skip
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results)
+    engine.register_task_completed_hook(kafka.publish_result)
+
+    async def scenario() -> list[Task]:
+        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 2, "2 results")
+        return [await engine.get_task(i) for i in ("later", "now")]  # type: ignore[misc]
+
+    later, now = wfe_run(scenario())
+    assert later.status is TaskStatus.COMPLETED and now.status is TaskStatus.COMPLETED
+    assert later.history[0]["run_after"] == start_at.isoformat()
+    [started] = [e["at"] for e in later.history if e["event"] == "phase_started"]
+    assert datetime.fromisoformat(started) >= start_at.replace(
+        microsecond=start_at.microsecond // 1000 * 1000
+    )

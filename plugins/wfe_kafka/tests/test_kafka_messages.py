@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import pytest
 from wfe_kafka import BadMessage, parse_task_message, task_message
@@ -23,6 +24,7 @@ def test_minimal_message_is_a_task_of_the_current_format() -> None:
         "id": None,
         "classification": None,
         "assigned_to": None,
+        "run_after": None,
     }
 
 
@@ -36,11 +38,13 @@ def test_optional_fields_and_unknown_ones() -> None:
                 "data": [1, 2],
                 "classification": "check",
                 "assigned_to": "human",
+                "run_after": "2026-12-01T09:00:00+01:00",
                 "producer": "billing-service",
             }
         ).encode()
     )
     assert parsed["id"] == "order-17"
+    assert parsed["run_after"] == datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
     assert parsed["classification"] == "check"
     assert parsed["assigned_to"] == "human"
     assert "producer" not in parsed
@@ -62,6 +66,12 @@ def test_optional_fields_and_unknown_ones() -> None:
         (b'{"workflow_name": "w", "format": 99}', "format 99 is newer"),
         (b'{"workflow_name": "w", "format": "1"}', "format: must be a positive integer"),
         (b'{"workflow_name": "w", "id": ""}', "id: must not be empty"),
+        (b'{"workflow_name": "w", "run_after": 60}', "run_after: must be an ISO 8601 time"),
+        (
+            b'{"workflow_name": "w", "run_after": "2026-12-01T09:00:00"}',
+            "is not an ISO 8601 time with a UTC offset",
+        ),
+        (b'{"workflow_name": "w", "run_after": "tomorrow"}', "'tomorrow' is not an ISO"),
         # Python's json module accepts these; JSON does not, and no store can keep them.
         (b'{"workflow_name": "w", "data": NaN}', "not valid JSON: NaN is not a JSON number"),
         (b'{"workflow_name": "w", "data": -Infinity}', "-Infinity is not a JSON number"),
@@ -87,7 +97,10 @@ def test_define_workflow_message_needs_no_workflow_name() -> None:
 
 
 def test_task_message_round_trips_through_the_parser() -> None:
-    task = Task(data={"x": 1}, workflow_name="review", assigned_to="human", id="t-1")
+    later = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    task = Task(
+        data={"x": 1}, workflow_name="review", assigned_to="human", id="t-1", run_after=later
+    )
     doc = json.loads(task_message(task))
     assert doc["format"] == FORMAT_VERSION
     assert parse_task_message(task_message(task)) == {
@@ -96,7 +109,10 @@ def test_task_message_round_trips_through_the_parser() -> None:
         "id": "t-1",
         "classification": None,
         "assigned_to": "human",
+        "run_after": later,
     }
+    plain = {"workflow_name": "w", "data": 1, "run_after": later}
+    assert parse_task_message(task_message(plain))["run_after"] == later
 
 
 def test_result_message_is_the_task_in_wire_format() -> None:

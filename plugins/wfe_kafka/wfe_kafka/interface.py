@@ -1519,6 +1519,7 @@ def _submit_request(record: Any) -> dict[str, Any]:
         "classification": message["classification"],
         "assigned_to": message["assigned_to"] or "ai",
         "task_id": message["id"] or source_id(record.topic, record.partition, record.offset),
+        "run_after": message["run_after"],
         "context": {
             "kafka": {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         },

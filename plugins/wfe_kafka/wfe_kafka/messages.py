@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from wfcore import DEFINE_WORKFLOW, Phase, Task
+from wfcore import DEFINE_WORKFLOW, Phase, Task, TaskStatus
 from wfcore.model import utcnow
 from wfcore.wire import FORMAT_VERSION, MAX_JSON_DEPTH, dumps, json_kind, task_to_dict
 
@@ -33,7 +33,15 @@ __all__ = [
 ]
 
 #: The fields a task message may carry; others are ignored.
-TASK_FIELDS = ("format", "id", "workflow_name", "data", "classification", "assigned_to")
+TASK_FIELDS = (
+    "format",
+    "id",
+    "workflow_name",
+    "data",
+    "classification",
+    "assigned_to",
+    "run_after",
+)
 
 _OPTIONAL_STRINGS = ("id", "classification", "assigned_to")
 
@@ -47,8 +55,8 @@ def _dumps(doc: Any) -> bytes:
 
 
 def parse_task_message(value: bytes | None) -> dict[str, Any]:
-    """Decode a task message into ``workflow_name``, ``data``, ``id``, ``classification``
-    and ``assigned_to`` (missing optional fields are None).
+    """Decode a task message into ``workflow_name``, ``data``, ``id``, ``classification``,
+    ``assigned_to`` and ``run_after`` (a datetime; missing optional fields are None).
 
     The workflow's existence, the id's shape and the task type are checked later
     by ``engine.submit_task``. Raises :class:`BadMessage` naming the problem.
@@ -97,7 +105,27 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "id": doc.get("id"),
         "classification": doc.get("classification"),
         "assigned_to": doc.get("assigned_to"),
+        "run_after": _start_time(doc.get("run_after")),
     }
+
+
+def _start_time(value: Any) -> datetime | None:
+    """``run_after``: an ISO 8601 time with a UTC offset (a time without one would
+    mean a different moment on every machine)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadMessage(f"run_after: must be an ISO 8601 time string, got {json_kind(value)}")
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise BadMessage(
+            f"run_after: {value[:60]!r} is not an ISO 8601 time with a UTC offset "
+            "(e.g. 2026-12-01T09:00:00Z)"
+        )
+    return when
 
 
 def _refuse_constant(name: str) -> Any:
@@ -137,8 +165,12 @@ def task_message(task: Task | Mapping[str, Any]) -> bytes:
             "classification": task.classification,
             "assigned_to": task.assigned_to.value,
         }
+        if task.run_after is not None and task.status is TaskStatus.PENDING:
+            doc["run_after"] = task.run_after.isoformat()
     else:
         doc = {k: task[k] for k in TASK_FIELDS if k in task and k != "format"}
+        if isinstance(doc.get("run_after"), datetime):
+            doc["run_after"] = doc["run_after"].isoformat()
     doc["format"] = FORMAT_VERSION
     return _dumps(doc)
 
