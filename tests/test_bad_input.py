@@ -68,6 +68,26 @@ def _nested(levels: int, inner: object = 1) -> object:
     return value
 
 
+@pytest.mark.parametrize("value", [2.5, -0.0, 1e300, 7, True, None, "text", [1.5, {"x": 0.5}]])
+def test_every_kind_of_json_value_is_taken_as_data_and_output(make_engine, wfe_run, value):
+    engine = make_engine()
+
+    async def same(task: Task) -> None:
+        task.output = task.data
+
+    engine.register_handler("same", same)
+    engine.register_workflow("same", [Phase("same", assigned_to="functional")])
+
+    async def scenario():
+        task = await engine.submit_task(value, "same")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.data == value and done.output == value
+
+
 def test_data_nested_too_deeply_is_refused_and_a_phase_leaving_it_fails(make_engine, wfe_run):
     """Deeper values would exhaust Python's stack wherever they are walked."""
     engine = make_engine()

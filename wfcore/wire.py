@@ -242,7 +242,7 @@ def json_problem(value: Any) -> str | None:
         dumps(value)
     except (TypeError, ValueError) as exc:
         return str(exc)
-    if _deeper_than(value, MAX_JSON_DEPTH):
+    if isinstance(value, (dict, list, tuple)) and _deeper_than(value, MAX_JSON_DEPTH):
         return f"it is nested deeper than {MAX_JSON_DEPTH} levels"
     return None
 
@@ -257,9 +257,9 @@ def _deeper_than(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if type(item) is dict else item
+        children = item.values() if isinstance(item, dict) else item
         for child in children:
-            if type(child) is dict or type(child) is list:
+            if isinstance(child, (dict, list, tuple)):
                 if depth >= limit:
                     return True
                 stack.append((child, depth + 1))
