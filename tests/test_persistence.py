@@ -725,47 +725,55 @@ def test_aclose_while_running_stops_the_run_first(make_engine, store_url, wfe_ru
         assert task.status is TaskStatus.COMPLETED and task.output == "finished"
 
 
-def test_a_damaged_row_fails_its_task_and_spares_the_others(
+def test_damaged_rows_fail_their_tasks_and_spare_the_others(
     wfe_engine_factory, wfe_store_url, wfe_run
 ):
-    """A row edited by hand or by a broken tool: workers and listings go on; the
-    task is failed, saying why, and its stored text is kept."""
-    engine = wfe_engine_factory(store=wfe_store_url)
-    engine.register_handler("a", lambda task: setattr(task, "output", "ran"))
-    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+    """Rows edited by hand or by a broken tool: workers and listings go on; each
+    such task is failed, saying why, and its stored text is kept."""
 
-    async def submit():
-        return [(await engine.submit_task({"n": n}, "w")).id for n in range(3)]
+    def build() -> ECSWorkflowEngine:
+        engine = wfe_engine_factory(store=wfe_store_url)
+        engine.register_handler("a", lambda task: setattr(task, "output", "ran"))
+        engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+        return engine
 
-    ids = wfe_run(submit())
+    engine = build()
+    names = ["good", "not-json", "too-deep", "bad-status", "bad-time"]
+    for name in names:
+        wfe_run(engine.submit_task({"n": name}, "w", task_id=name))
     wfe_run(engine.aclose())
+    deep = "[" * 100_000 + "]" * 100_000
     conn = sqlite3.connect(db_path(wfe_store_url))
-    conn.execute("UPDATE tasks SET doc = '{not json' WHERE id = ?", (ids[1],))
+    conn.execute("UPDATE tasks SET doc = '{not json' WHERE id = 'not-json'")
+    conn.execute("UPDATE tasks SET doc = ? WHERE id = 'too-deep'", (deep,))
+    conn.execute("UPDATE tasks SET status = 'bogus' WHERE id = 'bad-status'")
+    conn.execute("UPDATE tasks SET created_at = 1e20 WHERE id = 'bad-time'")
     conn.commit()
     conn.close()
 
-    engine = wfe_engine_factory(store=wfe_store_url)
-    engine.register_handler("a", lambda task: setattr(task, "output", "ran"))
-    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+    engine = build()
 
     async def scenario():
         listed = await engine.list_tasks()
         await engine.run_until_idle()
-        return listed, {i: await engine.get_task(i) for i in ids}
+        counts = await (await engine.get_store()).count_tasks()
+        return listed, {name: await engine.get_task(name) for name in names}, counts
 
-    listed, tasks = wfe_run(scenario())
-    assert len(listed) == 3
-    assert [tasks[i].status for i in ids] == [
-        TaskStatus.COMPLETED,
-        TaskStatus.FAILED,
-        TaskStatus.COMPLETED,
-    ]
-    damaged = tasks[ids[1]]
-    assert damaged.error.startswith("StoreError: the stored task cannot be read (JSONDecodeError")
-    assert damaged.context == {"unreadable_doc": "{not json"}
+    listed, tasks, counts = wfe_run(scenario())
+    assert len(listed) == len(names)
+    assert {t.id for t in listed if t.status is TaskStatus.FAILED} == set(names) - {"good"}
+    assert tasks["good"].status is TaskStatus.COMPLETED and tasks["good"].output == "ran"
+    assert counts == {TaskStatus.COMPLETED: 1, TaskStatus.FAILED: 4}
+    for name in names[1:]:
+        assert tasks[name].status is TaskStatus.FAILED, name
+        assert tasks[name].error.startswith("StoreError: the stored task"), name
+    assert tasks["not-json"].context == {"unreadable_doc": "{not json"}
+    assert "RecursionError" in tasks["too-deep"].error
+    # Its document was readable: it keeps its data, and says why it failed.
+    assert tasks["bad-status"].data == {"n": "bad-status"}
     conn = sqlite3.connect(db_path(wfe_store_url))
     try:
-        row = conn.execute("SELECT doc, ready_at FROM tasks WHERE id = ?", (ids[1],)).fetchone()
+        rows = dict(conn.execute("SELECT id, doc FROM tasks WHERE ready_at IS NULL").fetchall())
     finally:
         conn.close()
-    assert row == ("{not json", None)  # kept as it was, and claimed no more
+    assert rows["not-json"] == "{not json" and rows["too-deep"] == deep  # kept as they were

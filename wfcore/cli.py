@@ -355,8 +355,11 @@ async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
         await asyncio.sleep(every)
         now = time.monotonic()
         done = engine.stats["completed"] + engine.stats["failed"]
-        store = await engine.get_store()
-        counts = await store.count_tasks()
+        try:
+            counts = await (await engine.get_store()).count_tasks()
+        except Exception as exc:  # the store is busy or broken: the worker says so
+            click.echo(f"progress: cannot count the store's tasks ({_describe(exc)})", err=True)
+            continue
         click.echo(_progress_line(engine, (done - last) / (now - last_t), counts), err=True)
         last, last_t = done, now
 
@@ -536,9 +539,12 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"artifact  {art.name} ({art.size} bytes, {art.media_type}) {art.path}")
     click.echo("history")
     for event in task.history:
+        if not isinstance(event, dict):  # a damaged store's; shown as it is
+            click.echo(f"  {json.dumps(event, ensure_ascii=False)}")
+            continue
         details = {k: v for k, v in event.items() if k not in ("at", "event")}
         extra = " ".join(f"{k}={v}" for k, v in details.items() if v is not None)
-        click.echo(f"  {event['at'][:23]}  {event['event']:<16} {extra}")
+        click.echo(f"  {str(event.get('at', '?'))[:23]}  {event.get('event', '?')!s:<16} {extra}")
 
 
 _hooks_app_option = click.option(

@@ -14,7 +14,6 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import WorkflowError
 from ..model import Task, TaskStatus
 from ..wire import dumps, task_body, task_from_dict
 
@@ -25,8 +24,9 @@ logger = logging.getLogger("wfcore")
 #: The columns a task is read back from, in the order ``TaskRows.decode`` takes them.
 ROW_COLUMNS = "doc, status, version, history, created_at, updated_at, id"
 
-# What a damaged row (edited by hand, written by a broken tool) raises on decoding.
-_DAMAGE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, WorkflowError)
+# What a damaged row (edited by hand, written by a broken tool) raises on decoding:
+# anything, from bad JSON to nesting too deep for the parser.
+_DAMAGE = Exception
 
 # Enough for every task a busy worker drives at once; beyond it the memory is
 # dropped and the next write of each task encodes its whole history once.
@@ -114,16 +114,12 @@ def _why(exc: BaseException) -> str:
 
 
 def _stand_in(row: tuple[Any, ...], exc: BaseException) -> Task:
-    doc, status, version, _history, created_at, updated_at, task_id = row
-    try:
-        shown = TaskStatus(status)
-    except ValueError:
-        shown = TaskStatus.FAILED
+    doc, _status, version, _history, created_at, updated_at, task_id = row
     task = Task(
         data=None,
         workflow_name=None,
         id=str(task_id),
-        status=shown,
+        status=TaskStatus.FAILED,
         error=(
             f"StoreError: the stored task cannot be read ({_why(exc)}); "
             "its stored text is in context['unreadable_doc']"
@@ -132,6 +128,8 @@ def _stand_in(row: tuple[Any, ...], exc: BaseException) -> Task:
         version=int(version) if isinstance(version, int) else 0,
     )
     for name, value in (("created_at", created_at), ("updated_at", updated_at)):
-        if isinstance(value, (int, float)):
+        try:
             setattr(task, name, datetime.fromtimestamp(value, timezone.utc))
+        except (TypeError, ValueError, OverflowError, OSError):
+            pass  # damaged too: the stand-in keeps the time it was made
     return task

@@ -114,6 +114,9 @@ _CLAIM = (
 )
 
 
+_STATUS_VALUES = frozenset(s.value for s in TaskStatus)
+_UNREADABLE = "StoreError: the stored task could not be read, so it was failed (see the log)"
+
 # ROW_COLUMNS in a join with another table that has some of their names (version).
 _TASK_ROW_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in ROW_COLUMNS.split(","))
 
@@ -546,7 +549,12 @@ class SQLiteStore(Store):
             sql = "SELECT status, count(*) FROM tasks WHERE workflow_name = ? GROUP BY status"
             params = (workflow_name,)
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return {TaskStatus(s): n for s, n in rows}
+        counts: dict[TaskStatus, int] = {}
+        for status, n in rows:
+            # A status that is none (a damaged row) reads as FAILED, as its task does.
+            known = status if status in _STATUS_VALUES else TaskStatus.FAILED.value
+            counts[TaskStatus(known)] = counts.get(TaskStatus(known), 0) + n
+        return counts
 
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
         marks = ", ".join("?" * len(_FINISHED))
@@ -624,11 +632,15 @@ class SQLiteStore(Store):
         otherwise come back at every claim (their stored text stays as it is)."""
         tasks, unreadable = self._rows.decode_claimed(rows)
         if unreadable:
+            # Where the document is still JSON (a bad status, say), it gets the reason
+            # too, or the task would read as failed without one.
             await self._write(
                 lambda c: c.executemany(
                     "UPDATE tasks SET status = 'failed', ready_at = NULL, lease_owner = NULL, "
-                    "lease_expires = NULL, version = version + 1 WHERE id = ?",
-                    [(task_id,) for task_id in unreadable],
+                    "lease_expires = NULL, version = version + 1, doc = CASE "
+                    "WHEN json_valid(doc) AND json_type(doc) = 'object' "
+                    "THEN json_set(doc, '$.error', ?) ELSE doc END WHERE id = ?",
+                    [(_UNREADABLE, task_id) for task_id in unreadable],
                 )
             )
         return tasks
