@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -205,3 +207,58 @@ def test_results_of_tasks_run_elsewhere_are_shown(
     doc = client.get(f"/api/tasks/{elsewhere.id}").get_json()
     assert doc["source"] == "kafka" and doc["status"] == "completed"
     assert elsewhere.id[:8] in client.get("/").get_data(as_text=True)
+
+
+def test_a_task_to_start_later_is_published_with_its_start_time(
+    kafka_dashboard: tuple[Dashboard, Any, dict[str, str]],
+) -> None:
+    dash, app, _topics = kafka_dashboard
+    api = Api(app.test_client())
+    response = api.post("/api/tasks", {"workflow": "numbers", "data": {"n": 1}, "run_after": 3600})
+    assert response.status_code == 202
+    task_id = response.get_json()["id"]
+    sent = dash.kafka.published(task_id)["message"]["run_after"]
+    # The worker consuming the topic stores it to start then, and leaves it waiting.
+    stored = api.wait_status(task_id, "pending", timeout=60)
+    assert stored["run_after"] == sent
+    assert datetime.fromisoformat(sent) - datetime.now(timezone.utc) > timedelta(minutes=59)
+    assert 'id="task-start"' in api.get(f"/tasks/{task_id}").text
+
+    bad = api.post("/api/tasks", {"workflow": "numbers", "run_after": "noon"})
+    assert bad.status_code == 400 and '"run_after" must be' in bad.get_json()["error"]
+
+    fields = [*submit_form_hidden(api.get("/submit").text), ("workflow", "numbers")]
+    fields += [("data", '{"n": 2}'), ("start_later", "2026-12-24T18:00:00+01:00")]
+    form = api.client.post("/submit", data=MultiDict(fields))
+    assert form.status_code == 303
+    shown = api.client.get(form.headers["Location"]).text
+    assert "a worker will start it at 2026-12-24 17:00:00 UTC." in shown
+    form_id = form.headers["Location"].rsplit("/", 1)[1]
+    assert (
+        api.wait_status(form_id, "pending", timeout=60)["run_after"] == "2026-12-24T17:00:00+00:00"
+    )
+
+
+def test_a_published_task_shows_its_start_time_until_a_worker_takes_it(
+    kafka_bootstrap: str, wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    brokers = _broker_module()
+    topic = f"wfe-ui-later-{uuid.uuid4().hex[:10]}"
+    brokers.create_topic(kafka_bootstrap, topic, 1)
+    monkeypatch.setenv("WFE_KAFKA_TASKS_TOPIC", topic)
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    # No worker consumes the topic, so the task stays published.
+    dash = Dashboard(engine, token="", kafka_brokers=kafka_bootstrap)
+    try:
+        api = Api(create_app(dash, secret_key="k").test_client())
+        body = {"workflow": "numbers", "data": {}, "run_after": "2026-12-24T18:00:00+01:00"}
+        response = api.post("/api/tasks", body)
+        assert response.status_code == 202
+        page = api.get(f"/tasks/{response.get_json()['id']}").text
+        assert 'data-status="published"' in page
+        start = re.search(r'<div id="task-start"><dt>Starts</dt><dd>(.*?)</dd>', page)
+        assert start and ">2026-12-24 17:00:00 UTC</time>" in start[1]
+    finally:
+        dash.stop()
+        brokers.delete_topics(kafka_bootstrap, [topic])

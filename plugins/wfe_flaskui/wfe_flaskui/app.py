@@ -54,6 +54,7 @@ from . import ops, security
 from .bridge import BridgeError, BridgeTimeout, EngineBridge
 from .forms import AnswerForm, answer_form, parse_answer, parse_json_text, typed_values
 from .graph import TYPE_COLOURS, workflow_svg
+from .later import StartError, StartNote, api_start, form_start, start_note
 
 __all__ = ["Dashboard", "create_app"]
 
@@ -71,6 +72,10 @@ _STATUS_ORDER = [
     TaskStatus.FAILED,
     TaskStatus.CANCELLED,
 ]
+#: The fields of a POST /api/tasks body.
+_SUBMIT_FIELDS = frozenset(
+    {"workflow", "workflow_name", "data", "classification", "assigned_to", "id", "run_after"}
+)
 _PARTIAL_HEADER = "X-WFE-Partial"
 #: Marks the region a refreshing task page gets when its task is no longer stored.
 _GONE_HEADER = "X-WFE-Gone"
@@ -749,6 +754,10 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         text = getattr(value, "value", value)
         return _STATUS_LABELS.get(str(text), str(text).replace("_", " "))
 
+    @bp.app_template_filter("wfe_start_note")
+    def start_note_filter(task: Task) -> StartNote | None:
+        return start_note(task, datetime.now(timezone.utc))
+
     @bp.app_template_filter("wfe_duration")
     def duration_filter(value: Any) -> str:
         return _duration(value)
@@ -1044,6 +1053,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             "data": request.form.get("data", "{\n  \n}"),
             "classification": request.form.get("classification", ""),
             "assigned_to": request.form.get("assigned_to", ""),
+            "start_later": request.form.get("start_later", ""),
             "task_id": _form_task_id(request.form.get("task_id")),
         }
         errors: dict[str, str] = {}
@@ -1066,6 +1076,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                 TaskType.parse(assigned)
             except InvalidTaskError as exc:
                 errors["assigned_to"] = str(exc)
+            run_after: datetime | None = None
+            try:
+                run_after = form_start(values["start_later"], datetime.now(timezone.utc))
+            except StartError as exc:
+                errors["start_later"] = str(exc)
             if not errors:
                 try:
                     created, published = do_submit(
@@ -1074,6 +1089,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                         values["classification"] or None,
                         assigned,
                         values["task_id"],
+                        run_after,
                     )
                 except UnknownWorkflowError as exc:
                     errors["workflow"] = str(exc)
@@ -1091,14 +1107,24 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                     )
                 else:
                     if published is not None:
+                        pick_up = (
+                            f"a worker will start it at {_short_time(run_after)}"
+                            if run_after is not None
+                            else "a worker will pick it up"
+                        )
                         flash(
                             f"Task {published['id'][:8]} published to Kafka topic "
-                            f"{published['topic']}; a worker will pick it up.",
+                            f"{published['topic']}; {pick_up}.",
                             "ok",
                         )
                         return redirect(url_for(".task", task_id=published["id"])), 303
                     assert created is not None
-                    flash(f"Task {created.id[:8]} submitted to {created.workflow_name}.", "ok")
+                    note = start_note(created, datetime.now(timezone.utc))
+                    when = f"; it {note.label} {_short_time(note.at)}" if note else ""
+                    flash(
+                        f"Task {created.id[:8]} submitted to {created.workflow_name}{when}.",
+                        "ok",
+                    )
                     return redirect(url_for(".task", task_id=created.id)), 303
         page = render(
             "submit.html",
@@ -1122,6 +1148,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         classification: str | None,
         assigned: str,
         task_id: str | None = None,
+        run_after: datetime | None = None,
     ) -> tuple[Task | None, dict[str, Any] | None]:
         """Store the task, or (with Kafka) publish it: ``(task, None)`` or ``(None, record)``."""
         if dash.kafka is None:
@@ -1132,6 +1159,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                     classification=classification,
                     assigned_to=assigned,
                     task_id=task_id,
+                    run_after=run_after,
                 )
             )
             return created, None
@@ -1139,7 +1167,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         ops.check_submission(specs, workflow, data, classification, assigned, task_id)
         try:
             record = dash.kafka.publish(
-                workflow, data, classification, TaskType.parse(assigned).value, task_id
+                workflow, data, classification, TaskType.parse(assigned).value, task_id, run_after
             )
         except Exception as exc:
             raise _KafkaDown(
@@ -1276,9 +1304,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         doc = body_json()
         if not isinstance(doc, dict):
             raise _BadInput("the request body must be a JSON object")
-        unknown = sorted(
-            set(doc) - {"workflow", "workflow_name", "data", "classification", "assigned_to", "id"}
-        )
+        unknown = sorted(set(doc) - _SUBMIT_FIELDS)
         if unknown:
             raise _BadInput(f"unknown field {unknown[0]!r}")
         if "workflow" in doc and "workflow_name" in doc and doc["workflow"] != doc["workflow_name"]:
@@ -1290,6 +1316,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         given = doc.get("id")
         if given is not None and not (isinstance(given, str) and given):
             raise _BadInput(f'"id" must be a non-empty string, not {json.dumps(given)[:40]}')
+        try:
+            # A delay counts from now, when the request came, however long the store takes.
+            run_after = api_start(doc.get("run_after"), datetime.now(timezone.utc))
+        except StartError as exc:
+            raise _BadInput(str(exc)) from None
         existed = given is not None and call(lambda e: e.get_task(given)) is not None
         # The id is chosen here, not by the engine, so that an answer lost to a
         # timeout can still name the task its write may yet create.
@@ -1301,6 +1332,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
                 doc.get("classification"),
                 doc.get("assigned_to") or TaskType.AGENTIC.value,
                 task_id,
+                run_after,
             )
         except BridgeTimeout as exc:
             where = url_for(".api_task", task_id=task_id)

@@ -99,11 +99,13 @@ class KafkaLink:
         classification: str | None = None,
         assigned_to: str | None = None,
         task_id: str | None = None,
+        run_after: datetime | None = None,
     ) -> dict[str, Any]:
         """Send a task message to the tasks topic and wait for Kafka's acknowledgement.
 
         Returns ``{"id", "topic", "partition", "offset", "at", "message"}``; the task
-        exists in a store once a worker consuming the topic takes it. Raises what
+        exists in a store once a worker consuming the topic takes it (and with
+        ``run_after``, an aware datetime, starts no sooner than that). Raises what
         kafka-python raises, or TimeoutError when Kafka does not acknowledge the task
         in time.
         """
@@ -114,6 +116,9 @@ class KafkaLink:
             "classification": classification,
             "assigned_to": assigned_to,
         }
+        if run_after is not None:
+            # The worker that consumes the message stores the task to start then.
+            doc["run_after"] = run_after.isoformat()
         wait = PUBLISH_TIMEOUT + 2.0
         try:
             meta = self.dashboard.bridge.call(
