@@ -606,3 +606,68 @@ def test_checkpoint_outside_a_running_phase_or_with_bad_values_is_refused(make_e
     assert seen["bad value"].startswith("cannot checkpoint: task.context: ")
     assert done.status is TaskStatus.COMPLETED and done.context == {"progress": 1}
     assert [e["event"] for e in done.history].count("checkpoint") == 1
+
+
+def test_checkpoint_works_under_a_phase_timeout_and_from_the_phases_own_tasks(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def step(task: Task) -> None:
+        async def part(n: int) -> None:
+            task.context[f"part{n}"] = True
+            await engine.checkpoint(task)
+
+        await asyncio.gather(part(1), part(2))
+        await engine.checkpoint(task)
+        task.output = sorted(task.context)
+
+    engine.register_handler("step", step)
+    engine.register_workflow("w", [Phase("step", assigned_to="functional", timeout=30)])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == ["part1", "part2"]
+    # One event per attempt, however often it checkpoints.
+    assert [e["event"] for e in done.history].count("checkpoint") == 1
+
+
+def test_a_checkpoint_the_store_cannot_take_hands_the_task_back_uncounted(wfe_run):
+    """The store, not the phase, failed: the attempt is not used up."""
+    from wfcore.errors import StoreError
+    from wfcore.stores.memory import MemoryStore
+
+    class FailingOnce(MemoryStore):
+        failures = 1
+
+        async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+            if keep_lease and self.failures:
+                self.failures -= 1
+                raise StoreError("database is locked")
+            return await super().update_task(task, keep_lease=keep_lease)
+
+    engine = ECSWorkflowEngine(FailingOnce(), load_plugins=False, poll_interval=0.02)
+    runs: list[int] = []
+
+    async def step(task: Task) -> None:
+        runs.append(task.attempts)
+        await engine.checkpoint(task)
+        task.output = "done"
+
+    engine.register_handler("step", step)
+    engine.register_workflow("w", [Phase("step", assigned_to="functional", max_attempts=1)])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        done = await engine.get_task(task.id)
+        await engine.aclose()
+        return done
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert runs == [1, 1]
+    assert "released" in [e["event"] for e in done.history]

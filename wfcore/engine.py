@@ -551,8 +551,11 @@ class ECSWorkflowEngine:
         A long phase keeps its progress this way (in ``task.context``, say): if the
         worker dies, the phase runs again from what was last checkpointed rather
         than from its start. The attempt is not counted twice for that. Raises
-        TaskStateError outside a phase this engine's worker is running, and when the
-        task was cancelled or taken over meanwhile (the phase should stop).
+        InvalidTaskError outside a phase this engine's worker is running (or when the
+        task holds a value that is not JSON), and TaskStateError when the task was
+        cancelled or taken over meanwhile (the phase should stop). When the store
+        cannot take it (locked too long, say), StoreError; let it end the phase, and
+        the task goes back to the queue, its attempt uncounted, rather than failing.
         """
         await self._worker.checkpoint(task)
 

@@ -66,6 +66,11 @@ class Worker:
         # Tasks still being driven whose lease was already given back (finished or
         # suspended, hooks still running): not renewed, and not "lost".
         self._released: set[str] = set()
+        # The Task objects whose phase runs now, for checkpoint(); and the tasks
+        # whose checkpoint met a store failure (handed back, not failed).
+        self._in_phase: dict[str, Task] = {}
+        self._store_failed: set[str] = set()
+        self._checkpointing: dict[str, asyncio.Lock] = {}
         self._running = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -242,12 +247,9 @@ class Worker:
     async def checkpoint(self, task: Task) -> None:
         """Store a running phase's task mid-phase, keeping the lease (see
         :meth:`ECSWorkflowEngine.checkpoint`)."""
-        driver = self._active.get(task.id)
-        if (
-            driver is None
-            or driver is not asyncio.current_task()
-            or task.status is not TaskStatus.IN_PROGRESS
-        ):
+        # The very Task object a phase runs with (from the handler, a task it
+        # started, or under a phase timeout, which runs it in a task of its own).
+        if self._in_phase.get(task.id) is not task or task.status is not TaskStatus.IN_PROGRESS:
             raise InvalidTaskError(
                 "checkpoint() is for a task whose phase this engine is running, "
                 "called from inside that phase"
@@ -257,13 +259,29 @@ class Worker:
         problem = _json_fields_problem(task)
         if problem is not None:
             raise InvalidTaskError(f"cannot checkpoint: {problem}")
+        # One at a time per task: each write must start from the version the last
+        # one stored (a phase may checkpoint from several of its own tasks at once).
+        lock = self._checkpointing.setdefault(task.id, asyncio.Lock())
+        async with lock:
+            await self._write_checkpoint(task)
+
+    async def _write_checkpoint(self, task: Task) -> None:
+        if task.id in self._lost:
+            raise TaskStateError(f"task {task.id!r} was cancelled or taken over")
         # What a worker taking over should start from: the phase not yet counted as
         # attempted, as for any run a dead worker left unfinished.
         saved = task.copy()
         saved.attempts = max(0, task.attempts - 1)
-        saved.record("checkpoint", phase=task.classification)
+        if not _checkpointed_since_start(task):
+            saved.record("checkpoint", phase=task.classification)  # once per attempt
         assert self._engine._store is not None
-        if not await self._engine._store.update_task(saved, keep_lease=True):
+        try:
+            ok = await self._engine._store.update_task(saved, keep_lease=True)
+        except StoreError:
+            # The store, not the phase, failed: the task goes back, uncounted.
+            self._store_failed.add(task.id)
+            raise
+        if not ok:
             self._lost.add(task.id)
             raise TaskStateError(f"task {task.id!r} was cancelled or taken over")
         task.version = saved.version
@@ -395,6 +413,7 @@ class Worker:
         started = time.monotonic()
         task_id = task.id
         owned = (task.attempts, task.outputs, task.artifacts)
+        self._in_phase[task_id] = task
         try:
             if adapter is None:
                 raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
@@ -416,7 +435,13 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if task_id in self._store_failed:
+                raise StoreError(f"a checkpoint could not be stored: {exc}") from exc
             return await self._attempt_failed(task, phase, exc, time.monotonic() - started)
+        finally:
+            self._in_phase.pop(task_id, None)
+            self._store_failed.discard(task_id)
+            self._checkpointing.pop(task_id, None)
         if task.id in self._lost:
             raise _LeaseLost
         if task.status.is_waiting:
@@ -720,6 +745,17 @@ def _check_json(task: Task) -> None:
         if problem is not None:
             setattr(task, name, None)
             raise InvalidTaskError(f"task.{name} must be text or None: {problem}")
+
+
+def _checkpointed_since_start(task: Task) -> bool:
+    """True if the history has a checkpoint since the current attempt started."""
+    for entry in reversed(task.history):
+        event = entry.get("event") if isinstance(entry, dict) else None
+        if event == "checkpoint":
+            return True
+        if event == "phase_started":
+            return False
+    return False
 
 
 def _json_fields_problem(task: Task) -> str | None:
