@@ -491,6 +491,26 @@ def test_submit_delay_and_at_start_a_task_later(wfe) -> None:
         assert bad.returncode == 2 and message in bad.stderr
 
 
+def test_status_marks_a_killed_worker_still_holding_tasks_as_dead(wfe, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    env = dict(wfe.env, CLI_APP_GATE=str(gate))
+    wfe("submit", "review", "--app", APP, "--data", '{"n": 5, "wait": true}')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", "worker", APP, "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: Path(str(gate) + ".running").exists(), what="the phase to start")
+    finally:
+        proc.kill()
+        proc.wait()
+    busy = wfe("status").stdout.splitlines()[-1]
+    assert f"/{proc.pid}/" in busy and "(dead: its tasks go to the next claim)" in busy
+
+
 def test_status_counts_tasks_by_workflow_and_status(wfe) -> None:
     for n in (1, 2, 3):
         wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": n}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -283,6 +284,28 @@ def test_a_command_ends_when_it_exits_whatever_it_left_running(make_engine, wfe_
     task = wfe_run(run_one(engine), timeout=30)
     assert task.status is TaskStatus.COMPLETED, task.error
     wait_until(lambda: not pid_alive(task.output), 10, "the background sleep to be killed")
+
+
+def test_a_child_that_left_the_process_group_does_not_keep_the_phase_waiting(make_engine, wfe_run):
+    """A process that made a session of its own escapes the group kill; holding the
+    command's stdout, it would keep the phase waiting as long as it lives."""
+    engine = make_engine()
+    escaper = py(
+        """
+        import subprocess, sys
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import os, time; os.setsid(); time.sleep(60)"]
+        )
+        print(child.pid)
+        """
+    )
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=escaper)])
+    task = wfe_run(run_one(engine), timeout=30)
+    try:
+        assert task.status is TaskStatus.COMPLETED, task.error
+    finally:
+        if isinstance(task.output, int):
+            os.kill(task.output, signal.SIGKILL)
 
 
 def test_too_much_stdout_fails_the_attempt(make_engine, wfe_run, monkeypatch):

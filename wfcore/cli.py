@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -848,9 +849,25 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
         rows.append(row("(other)", unlisted))
     rows.append(row("(all)", total))
     _table(("WORKFLOW", *(title for title, _ in _STATUS_COLUMNS)), rows)
+    shown = [f"{w} (dead: its tasks go to the next claim)" if _dead_here(w) else w for w in workers]
     click.echo(
-        f"busy workers: {', '.join(workers)}" if workers else "busy workers: none (no task held)"
+        f"busy workers: {', '.join(shown)}" if shown else "busy workers: none (no task held)"
     )
+
+
+def _dead_here(worker_id: str) -> bool:
+    """True for a worker of this host (``host/pid/...``) whose process is gone."""
+    host, _, rest = worker_id.partition("/")
+    pid = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @cli.command()

@@ -155,16 +155,13 @@ async def _run(
         os.close(alive_read)
     proc = asyncio.subprocess.Process(transport, protocol, loop)
     try:
-        stdout, stderr = await _communicate(proc, protocol, stdin)
+        stdout, stderr = await _communicate(proc, transport, protocol, stdin)
     except BaseException:
         # Timeout, cancellation or too much output: the command and everything
         # it started go. Its pipes are closed here, as nothing reads them any more
         # (a full one would be paused, and never seen to close).
         _kill_group(proc.pid)
-        for fd in (0, 1, 2):
-            pipe = transport.get_pipe_transport(fd)
-            if pipe is not None:
-                pipe.close()
+        _close_pipes(transport)
         await proc.wait()
         raise
     finally:
@@ -172,8 +169,16 @@ async def _run(
     return stdout, stderr, proc.returncode if proc.returncode is not None else -1
 
 
+# How long the command's pipes are read after it exited and its process group was
+# killed: only a process that left the group (setsid) can still hold them then.
+_AFTER_EXIT = 1.0
+
+
 async def _communicate(
-    proc: asyncio.subprocess.Process, protocol: _GuardProtocol, stdin: bytes
+    proc: asyncio.subprocess.Process,
+    transport: asyncio.SubprocessTransport,
+    protocol: _GuardProtocol,
+    stdin: bytes,
 ) -> tuple[bytes, bytes]:
     """Feed stdin and read stdout and stderr until the command has exited; then
     kill what it left running, whose open pipes would keep the reading waiting."""
@@ -188,6 +193,9 @@ async def _communicate(
             reading_out.result()  # too much output raises here, before the exit
         await protocol.exited
         _kill_group(proc.pid)
+        _, late = await asyncio.wait([reading_out, reading_err], timeout=_AFTER_EXIT)
+        if late:
+            _close_pipes(transport)  # the readers end with what they have
         stdout, stderr, _ = await asyncio.gather(reading_out, reading_err, feeding)
         await proc.wait()
         return stdout, stderr
@@ -195,6 +203,13 @@ async def _communicate(
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+
+
+def _close_pipes(transport: asyncio.SubprocessTransport) -> None:
+    for fd in (0, 1, 2):
+        pipe = transport.get_pipe_transport(fd)
+        if pipe is not None:
+            pipe.close()
 
 
 async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:

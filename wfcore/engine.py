@@ -906,7 +906,13 @@ def _start_time(value: Any) -> datetime | None:
                 "run_after must be timezone-aware (datetime.now(timezone.utc) + ...): "
                 "a naive time means a different moment on every machine"
             )
-        return value.astimezone(timezone.utc)
+        try:
+            when = value.astimezone(timezone.utc)
+        except OverflowError:
+            when = None
+        if when is None or when > utcnow() + timedelta(seconds=_MAX_SECONDS):
+            raise InvalidTaskError(f"run_after: {value.isoformat()} is more than 100 years away")
+        return when
     if isinstance(value, timedelta):
         value = value.total_seconds()
     elif not isinstance(value, (int, float)) or isinstance(value, bool):
