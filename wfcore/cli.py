@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ._processes import pid_alive
 from .engine import ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import Task, TaskStatus
@@ -861,13 +862,7 @@ def _dead_here(worker_id: str) -> bool:
     pid = rest.partition("/")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid))
 
 
 @cli.command()

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._processes import pid_alive
 from .errors import AdapterError, CommandError
 from .model import Phase, Task
 from .wire import json_problem
@@ -264,23 +265,13 @@ def remove_stale_workdirs() -> int:
         if not entry.name.startswith(mine):
             continue
         pid_text = entry.name[len(mine) :].partition("-")[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed += 1
     if removed:
         logger.info("removed %d command work folder(s) of dead workers", removed)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _exit_text(returncode: int) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import socket
 import time
 import traceback
@@ -21,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
+from ._processes import pid_alive
 from .artifacts import remove_artifact_dirs
 from .command import remove_stale_workdirs
 from .errors import AdapterError, InvalidTaskError, StoreError, TaskStateError, WorkflowError
@@ -237,7 +237,7 @@ class Worker:
             pid_text = rest.partition("/")[0]
             if owner_host != host or not pid_text.isdigit() or owner == self._engine.worker_id:
                 continue
-            if not _pid_alive(int(pid_text)):
+            if not pid_alive(int(pid_text)):
                 dead.append(owner)
         if dead:
             freed = await store.release_dead_leases(dead)
@@ -771,13 +771,3 @@ def _as_text(message: str) -> str:
     """An error message as storable text: a lone surrogate (an undecodable file
     name in an OSError, say) is shown escaped rather than making the task unstorable."""
     return message.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
