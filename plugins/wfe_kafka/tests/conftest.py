@@ -75,6 +75,14 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture
+def broker_tools() -> ModuleType:
+    """``broker/kafka_broker.py``, for a test that starts a broker of its own or
+    deletes and re-creates topics (a fixture: ``conftest`` names another plugin's
+    test folder's module when the whole suite runs)."""
+    return kafka_broker
+
+
+@pytest.fixture
 def kafka_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """Factory ``make(partitions=1, prefix="t", configs=None) -> name`` creating a fresh,
     unique topic (``configs``: topic settings such as ``max.message.bytes``).

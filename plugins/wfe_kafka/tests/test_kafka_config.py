@@ -141,13 +141,13 @@ def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
+    broker_tools: Any,
 ) -> None:
     """A broker of its own, frozen with SIGSTOP (its connections hang as in a
     network outage): the worker warns with how many results wait, says when
     publishing resumes, and a close() during an outage takes close_timeout, not
     three times it, with one line and no traceback."""
-    from conftest import kafka_broker
-
+    kafka_broker = broker_tools
     from wfcore import Phase, Task
 
     broker = kafka_broker.KafkaBroker().start()

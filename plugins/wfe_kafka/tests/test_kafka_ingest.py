@@ -881,9 +881,9 @@ def test_a_message_whose_id_another_task_has_is_dead_lettered_not_swallowed(
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
+    broker_tools: Any,
 ) -> None:
-    from conftest import kafka_broker
-
+    kafka_broker = broker_tools
     tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
     produce(
         kafka_bootstrap,
