@@ -373,3 +373,43 @@ def test_an_answer_naming_its_phase_is_refused_once_the_task_moved_on(make_engin
     }
     assert done.status is TaskStatus.COMPLETED
     assert done.outputs == {"legal": {"approved": True}, "finance": "ok"}
+
+
+def test_an_answer_naming_the_version_it_read_is_refused_once_the_task_changed(
+    make_engine, wfe_run
+):
+    """A loop brings the task back to the same question: only the version read
+    tells an answer to the earlier round from one to the new round."""
+    engine = make_engine()
+
+    async def fix(task: Task) -> None:
+        task.output = "fixed"
+
+    engine.register_handler("fix", fix)
+    engine.register_workflow(
+        "w",
+        [
+            Phase("review", assigned_to="human", next_classifications=["fix", "done"]),
+            Phase("fix", assigned_to="functional", next_classifications=["review"]),
+            Phase("done", assigned_to="functional", next_classifications=[]),
+        ],
+    )
+    engine.register_handler("done", fix)
+
+    async def scenario():
+        first = await submit_and_settle(engine)
+        # Both people read the question at this version; one sends it back for a fix.
+        await engine.resume(first.id, "needs work", phase="review", version=first.version)
+        await engine.run_until_idle()
+        second = await engine.get_task(first.id)
+        with pytest.raises(TaskStateError) as late:
+            await engine.resume(first.id, "approved", phase="review", version=first.version)
+        kept = await engine.get_task(first.id)
+        done = await engine.resume(first.id, "approved", phase="review", version=second.version)
+        return first, second, late.value, kept, done
+
+    first, second, late, kept, done = wfe_run(scenario())
+    assert second.classification == "review" and second.version > first.version
+    assert f"has changed since version {first.version} was read" in str(late)
+    assert kept.status is TaskStatus.WAITING_HUMAN and kept.version == second.version
+    assert done.outputs["review"] == "approved"

@@ -559,7 +559,14 @@ class ECSWorkflowEngine:
         """
         await self._worker.checkpoint(task)
 
-    async def resume(self, task_id: str, output: Any = None, *, phase: str | None = None) -> Task:
+    async def resume(
+        self,
+        task_id: str,
+        output: Any = None,
+        *,
+        phase: str | None = None,
+        version: int | None = None,
+    ) -> Task:
         """Answer a waiting task; the answer becomes the phase's output and the task
         moves on (or, for a phase suspended with ``resume_in_phase``, the phase runs
         again with ``task.reply``).
@@ -567,6 +574,10 @@ class ECSWorkflowEngine:
         ``phase``: the phase the answer is for (the question the person saw). When
         given and the task waits in another phase (someone else answered first and
         it moved on), the answer is refused rather than taken for the new question.
+        ``version``: the task's ``version`` when the question was read. A waiting
+        task is not written until it is answered (or cancelled, or its deadline
+        passes), so a change refuses the answer, also when a workflow that loops
+        has brought the task back to the same phase and question.
 
         Raises UnknownTaskError, TaskStateError if it is not waiting (or waits in
         another ``phase``) or is past its deadline, and InvalidOutputError if the
@@ -584,6 +595,13 @@ class ECSWorkflowEngine:
                 raise TaskStateError(
                     f"task {task_id!r} {where} phase {task.classification!r} now, not "
                     f"{expected!r}: the answer was for a question it has moved past"
+                )
+            if version is not None and task.version != version:
+                raise TaskStateError(
+                    f"task {task_id!r} has changed since version {version} was read "
+                    f"(it is at version {task.version}, {task.status.value} in phase "
+                    f"{task.classification!r}): the answer was for a question it has "
+                    "moved past"
                 )
             if not task.status.is_waiting:
                 raise TaskStateError(

@@ -86,6 +86,7 @@ def make_engine(plugins: Sequence[Any] = ()) -> ECSWorkflowEngine:
     engine.register_handler("publish", publish)
     engine.register_handler("flaky", flaky)
     engine.register_handler("gate", gate)
+    engine.register_handler("revise", lambda task: setattr(task, "output", "revised"))
     engine.register_workflow(
         "numbers",
         [
@@ -127,6 +128,20 @@ def make_engine(plugins: Sequence[Any] = ()) -> ECSWorkflowEngine:
                 instructions="Finance: approve?",
                 input_schema=SIGN_OFF_SCHEMA,
             ),
+        ],
+    )
+    # A question asked again after each revision: review -> revise -> review ...
+    engine.register_workflow(
+        "rounds",
+        [
+            Phase(
+                "review",
+                assigned_to="human",
+                instructions="Review this revision.",
+                input_schema=SIGN_OFF_SCHEMA,
+                next_classifications=["revise"],
+            ),
+            Phase("revise", assigned_to="functional", next_classifications=["review"]),
         ],
     )
     engine.register_workflow("flaky", [Phase("flaky", assigned_to="functional")])

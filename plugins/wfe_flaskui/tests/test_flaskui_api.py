@@ -305,6 +305,47 @@ def test_an_answer_form_left_open_is_not_taken_for_the_next_phase(api: Api) -> N
     assert after["outputs"] == {"legal": {"approved": True}}
 
 
+def test_an_answer_form_left_open_is_not_taken_for_the_next_round_of_its_question(
+    api: Api,
+) -> None:
+    # A workflow that loops asks the same question again: the phase alone cannot
+    # tell the rounds apart, the version the form was read at can.
+    task = api.submit("rounds", {"doc": "d-1"})
+    first = api.wait_status(task["id"], "waiting_human")
+    alice = _open_form(api, task["id"])
+    bob = _open_form(api, task["id"])
+    assert ("version", str(first["version"])) in bob
+
+    sent = api.client.post(
+        f"/tasks/{task['id']}/answer", data=MultiDict([*alice, ("field.approved", "false")])
+    )
+    assert sent.status_code == 303
+    wait_for(
+        lambda: (
+            (doc := api.task(task["id"]))["status"] == "waiting_human"
+            and doc["version"] > first["version"]
+        ),
+        what="the second round of the review",
+    )
+    stale = api.client.post(
+        f"/tasks/{task['id']}/answer", data=MultiDict([*bob, ("field.approved", "true")])
+    )
+    assert stale.status_code == 409
+    assert "is back at phase &#39;review&#39; (waiting: person) with a new round" in (stale.text)
+    again = api.task(task["id"])
+    assert again["status"] == "waiting_human" and again["classification"] == "review"
+    assert [e["event"] for e in again["history"]].count("resumed") == 1  # Alice's only
+    resume = f"/api/tasks/{task['id']}/resume"
+    late = api.post(resume, {"output": {"approved": True}, "version": first["version"]})
+    assert late.status_code == 409
+    assert f"has changed since version {first['version']} was read" in late.get_json()["error"]
+    bad = api.post(resume, {"output": {}, "version": "7"})
+    assert bad.status_code == 400
+    assert bad.get_json()["error"] == '"version" must be a whole number, not "7"'
+    ok = api.post(resume, {"output": {"approved": True}, "version": again["version"]})
+    assert ok.status_code == 200
+
+
 def test_the_api_refuses_an_answer_for_a_phase_the_task_has_left(api: Api) -> None:
     task = api.submit("sign_off", {"contract": "c-2"})
     api.wait_status(task["id"], "waiting_human")

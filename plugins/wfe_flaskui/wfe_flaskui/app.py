@@ -382,6 +382,12 @@ def _effective_type(task: Task, specs: dict[str, WorkflowSpec]) -> str:
     return task.assigned_to.value
 
 
+def _api_task(task: Task) -> dict[str, Any]:
+    """A task in the JSON API: wfcore's wire format, with the ``version`` a client
+    passes back to resume so that an answer to an earlier round is refused."""
+    return task_to_dict(task, internal=True)
+
+
 _STATUS_LABELS = {
     "pending": "Pending",
     "in_progress": "In progress",
@@ -902,8 +908,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     @bp.route("/tasks/<task_id>/answer", methods=["POST"])
     def answer(task_id: str) -> Any:
         back = request.form.get("next") or "task"
-        # The phase whose question the form showed: the task may have left it since.
+        # The phase whose question the form showed, and the task's version then: the
+        # task may have left it since, or come back to it (a loop) with a new question.
         asked = request.form.get("phase") or None
+        read = request.form.get("version", "")
+        version = int(read) if read.isdigit() else None
 
         async def load(engine: ECSWorkflowEngine) -> Any:
             found = await engine.get_task(task_id)
@@ -912,8 +921,10 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         found, specs = call(load)
         if found is None:
             return _error(404, f"no task {task_id!r}")
-        if asked is not None and found.classification != asked:
-            return answer_refused(found, specs, asked, back)
+        if (asked is not None and found.classification != asked) or (
+            version is not None and found.version != version
+        ):
+            return answer_refused(found, specs, asked or found.classification or "", back)
         if not found.status.is_waiting:
             flash(f"Task {task_id[:8]} is {found.status.value}, no longer waiting.", "error")
             return redirect(url_for(".task", task_id=task_id)), 303
@@ -922,14 +933,19 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         value, form = parse_answer(schema, request.form)
         if not form.has_errors:
             try:
-                resumed = call(lambda engine: engine.resume(task_id, value, phase=asked))
+                resumed = call(
+                    lambda engine: engine.resume(task_id, value, phase=asked, version=version)
+                )
             except InvalidOutputError as exc:
                 form.error = "; ".join(exc.errors) or str(exc)
             except TaskStateError as exc:
                 # Someone else's answer (or a deadline) moved the task on since it was loaded.
                 now = call(lambda engine: engine.get_task(task_id))
-                if asked is not None and now is not None and now.classification != asked:
-                    return answer_refused(now, specs, asked, back)
+                if now is not None and (
+                    (asked is not None and now.classification != asked)
+                    or (version is not None and now.version != version)
+                ):
+                    return answer_refused(now, specs, asked or now.classification or "", back)
                 flash(str(exc), "error")
                 return redirect(url_for(".task", task_id=task_id)), 303
             else:
@@ -951,12 +967,18 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         the new question's form (if any), and what the person typed is shown back."""
         spec = specs.get(now.workflow_name or "")
         old = spec.phase(asked) if spec is not None else None
+        if now.classification == asked:
+            moved = (
+                f"has been answered since you opened it and is back at phase {asked!r} "
+                f"({_STATUS_LABELS[now.status.value].lower()}) with a new round of it"
+            )
+        else:
+            moved = (
+                f"has moved on from phase {asked!r} to {now.classification!r} "
+                f"({_STATUS_LABELS[now.status.value].lower()}) since you opened it"
+            )
         refused = {
-            "message": (
-                f"Task {now.id[:8]} has moved on from phase {asked!r} to "
-                f"{now.classification!r} ({_STATUS_LABELS[now.status.value].lower()}) "
-                "since you opened it; your answer was not recorded."
-            ),
+            "message": f"Task {now.id[:8]} {moved}; your answer was not recorded.",
             "asked": asked,
             "typed": typed_values(old.input_schema if old is not None else None, request.form),
         }
@@ -1290,7 +1312,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         found = call(lambda e: ops.list_page(e, statuses, workflow, limit, offset, oldest))
         return jsonify(
             {
-                "tasks": [task_to_dict(t) for t in found.tasks],
+                "tasks": [_api_task(t) for t in found.tasks],
                 "total": found.total,
                 "limit": limit,
                 "offset": offset,
@@ -1349,7 +1371,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             accepted.headers["Location"] = url_for(".api_task", task_id=published["id"])
             return accepted
         assert created is not None
-        response = jsonify(task_to_dict(created))
+        response = jsonify(_api_task(created))
         response.status_code = 200 if existed else 201
         response.headers["Location"] = url_for(".api_task", task_id=created.id)
         return response
@@ -1359,7 +1381,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
     def api_task(task_id: str) -> Any:
         found = call(lambda e: e.get_task(task_id))
         if found is not None:
-            return jsonify(task_to_dict(found))
+            return jsonify(_api_task(found))
         if dash.kafka is not None:
             result = dash.kafka.result(task_id)
             if result is not None:
@@ -1381,18 +1403,22 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         asked = doc.get("phase")
         if asked is not None and not (isinstance(asked, str) and asked):
             raise _BadInput(f'"phase" must be the name of a phase, not {json.dumps(asked)[:40]}')
-        resumed = call(lambda e: e.resume(task_id, doc["output"], phase=asked))
-        return jsonify(task_to_dict(resumed))
+        # The task's version when the question was read: refused (409) once it changed.
+        read = doc.get("version")
+        if read is not None and (isinstance(read, bool) or not isinstance(read, int)):
+            raise _BadInput(f'"version" must be a whole number, not {json.dumps(read)[:40]}')
+        resumed = call(lambda e: e.resume(task_id, doc["output"], phase=asked, version=read))
+        return jsonify(_api_task(resumed))
 
     @bp.route("/api/tasks/<task_id>/cancel", methods=["POST"])
     @api_errors
     def api_cancel(task_id: str) -> Any:
-        return jsonify(task_to_dict(call(lambda e: e.cancel(task_id))))
+        return jsonify(_api_task(call(lambda e: e.cancel(task_id))))
 
     @bp.route("/api/tasks/<task_id>/retry", methods=["POST"])
     @api_errors
     def api_retry(task_id: str) -> Any:
-        return jsonify(task_to_dict(call(lambda e: e.retry(task_id))))
+        return jsonify(_api_task(call(lambda e: e.retry(task_id))))
 
     @bp.route("/api/workflows")
     @api_errors
