@@ -24,7 +24,7 @@ from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import Task, TaskStatus
 from .plugins import call_each, make_plugin_manager, plugin_infos
 from .stores.sqlite import SQLiteStore
-from .wire import is_unicode_text, task_to_dict, workflow_to_dict
+from .wire import is_unicode_text, parse_time, task_to_dict, workflow_to_dict
 
 __all__ = ["cli", "load_app", "main"]
 
@@ -634,16 +634,9 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
     if at is None:
         return None
     try:
-        when = datetime.fromisoformat(at.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise click.BadParameter(
-            f"{at!r} is not an ISO 8601 time with a UTC offset, "
-            "e.g. 2026-12-01T09:00:00+01:00 or 2026-12-01T08:00:00Z",
-            param_hint="--at",
-        )
-    return when
+        return parse_time(at)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
 def _parse_age(value: str, option: str = "--older-than") -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import json.encoder as json_encoder
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import cattrs
@@ -25,6 +25,7 @@ __all__ = [
     "is_unicode_text",
     "json_kind",
     "json_problem",
+    "parse_time",
     "printable",
     "task_body",
     "task_from_dict",
@@ -199,6 +200,23 @@ def _encode(obj: Any) -> str:
         return _ENCODER.encode(obj)
     except RecursionError:
         raise ValueError(f"it is nested deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time with a UTC offset (``2026-12-01T09:00:00+01:00``, or ``Z``
+    for UTC) as an aware datetime in UTC; ValueError, saying what is expected,
+    for anything else. A time without an offset is refused: it would mean a
+    different moment on every machine."""
+    example = "e.g. 2026-12-01T09:00:00+01:00 or 2026-12-01T08:00:00Z"
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        if when.tzinfo is None:
+            raise ValueError("no UTC offset")
+        return when.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"{text[:60]!r} is not an ISO 8601 time with a UTC offset ({example})"
+        ) from None
 
 
 def is_unicode_text(text: str) -> bool:

@@ -16,7 +16,14 @@ from typing import Any
 
 from wfcore import DEFINE_WORKFLOW, Phase, Task, TaskStatus
 from wfcore.model import utcnow
-from wfcore.wire import FORMAT_VERSION, MAX_JSON_DEPTH, dumps, json_kind, task_to_dict
+from wfcore.wire import (
+    FORMAT_VERSION,
+    MAX_JSON_DEPTH,
+    dumps,
+    json_kind,
+    parse_time,
+    task_to_dict,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -117,15 +124,9 @@ def _start_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         raise BadMessage(f"run_after: must be an ISO 8601 time string, got {json_kind(value)}")
     try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise BadMessage(
-            f"run_after: {value[:60]!r} is not an ISO 8601 time with a UTC offset "
-            "(e.g. 2026-12-01T09:00:00Z)"
-        )
-    return when
+        return parse_time(value)
+    except ValueError as exc:
+        raise BadMessage(f"run_after: {exc}") from None
 
 
 def _refuse_constant(name: str) -> Any:
