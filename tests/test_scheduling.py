@@ -97,3 +97,23 @@ def test_a_bad_run_after_is_refused_and_nothing_is_stored(engine, wfe_run, run_a
         return await engine.list_tasks()
 
     assert wfe_run(scenario()) == []
+
+
+def test_count_due_leaves_out_tasks_not_due_yet(engine, wfe_run):
+    """The work at hand, for backpressure: a delayed backlog is none of it."""
+
+    async def scenario():
+        store = await engine.get_store()
+        for _ in range(3):
+            await engine.submit_task({}, "main", run_after=timedelta(hours=1))
+        await engine.submit_task({}, "main")
+        await engine.submit_task({}, "main")
+        claimed = await store.claim("someone", 1, 30)
+        return (
+            len(claimed),
+            await store.count_due(),
+            await store.count_due(workflows=["main"]),
+            await store.count_due(workflows=["other"]),
+        )
+
+    assert wfe_run(scenario()) == (1, 2, 2, 0)  # one running, one due, three later

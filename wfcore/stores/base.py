@@ -154,6 +154,20 @@ class Store(abc.ABC):
         Waiting tasks don't count.
         """
 
+    async def count_due(self, *, workflows: Sequence[str] | None = None) -> int:
+        """How many tasks (of ``workflows``, if given) are running, or pending and due:
+        the work at hand, for backpressure. Tasks delayed (``run_after``) or waiting
+        out a retry's backoff are not due yet.
+
+        This default counts every pending task, due or not.
+        """
+        names: list[str | None] = list(workflows) if workflows is not None else [None]
+        total = 0
+        for name in names:
+            counts = await self.count_tasks(name)
+            total += counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.IN_PROGRESS, 0)
+        return total
+
     # -- clearing out finished tasks ---------------------------------------------------
 
     async def delete_finished(

@@ -146,6 +146,23 @@ class MemoryStore(Store):
                     counts[task.classification] = counts.get(task.classification, 0) + 1
         return counts
 
+    async def count_due(self, *, workflows: Sequence[str] | None = None) -> int:
+        now = time.time()
+        wanted = None if workflows is None else set(workflows)
+        return sum(
+            1
+            for row in self._rows.values()
+            if (wanted is None or row.task.workflow_name in wanted)
+            and (
+                row.task.status is TaskStatus.IN_PROGRESS
+                or (
+                    row.task.status is TaskStatus.PENDING
+                    and row.ready_at is not None
+                    and row.ready_at <= now
+                )
+            )
+        )
+
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         row = self._rows.get(task.id)
         if row is None or row.task.version != task.version:

@@ -556,6 +556,18 @@ class SQLiteStore(Store):
             counts[TaskStatus(known)] = counts.get(TaskStatus(known), 0) + n
         return counts
 
+    async def count_due(self, *, workflows: Sequence[str] | None = None) -> int:
+        where = "(status = 'in_progress' OR (status = 'pending' AND ready_at <= ?))"
+        params: list[Any] = [time.time()]
+        if workflows is not None:
+            names = list(dict.fromkeys(workflows))
+            where += f" AND workflow_name IN ({', '.join('?' * len(names))})"
+            params += names
+        row = await self._read(
+            lambda c: c.execute(f"SELECT count(*) FROM tasks WHERE {where}", params).fetchone()
+        )
+        return int(row[0])
+
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
         marks = ", ".join("?" * len(_FINISHED))
         rows = await self._read(

@@ -975,3 +975,44 @@ def test_a_message_with_run_after_starts_its_task_no_sooner(
     assert datetime.fromisoformat(started) >= start_at.replace(
         microsecond=start_at.microsecond // 1000 * 1000
     )
+
+
+def test_tasks_delayed_for_later_do_not_hold_up_consumption(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """A backlog of tasks due tomorrow is no work at hand: the consumer takes the
+    messages after them, however many there are."""
+    from datetime import datetime, timedelta, timezone
+
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (None, task_json(workflow_name="double", data={"n": i}, run_after=tomorrow))
+            for i in range(50)
+        ]
+        + [
+            (None, task_json(id=f"now-{i}", workflow_name="double", data={"n": i}))
+            for i in range(5)
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, max_pending=20, max_poll_records=10)
+
+    async def scenario() -> list[Task]:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+            await until(lambda: kafka.stats["results_published"] == 5, 60, "the 5 due tasks")
+        finally:
+            engine.stop()
+            await runner
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+        return await engine.list_tasks(status="pending", limit=100)
+
+    later = wfe_run(scenario(), timeout=120)
+    assert len(later) == 50

@@ -313,7 +313,8 @@ class _Hooks:
 
     @hookimpl
     def wfe_task_submitted(self, task: Task) -> None:
-        self._iface._outstanding += 1
+        if task.run_after is None or task.run_after <= utcnow():
+            self._iface._outstanding += 1  # a task delayed is no work at hand yet
         if "kafka" in task.context:
             self._iface.stats["submitted"] += 1
         self._iface._event("submitted", task)
@@ -1401,20 +1402,12 @@ class KafkaMQInterface:
             consumer.commit_async(commit, callback=_log_commit_error)
 
     async def _resync(self, engine: ECSWorkflowEngine) -> None:
-        """Recount the engine's pending and running tasks (for backpressure): those
-        it will run, so only its own workflows' when it runs only some (the others'
-        tasks would keep it from taking messages for ever)."""
+        """Recount the engine's work at hand (for backpressure): running tasks and
+        pending ones that are due, of its own workflows when it runs only some (the
+        others' tasks, or tasks delayed until tomorrow, would keep it from taking
+        messages)."""
         store = await engine.get_store()
-        only = engine.only_workflows
-        every = (
-            [await store.count_tasks(name) for name in only]
-            if only
-            else [await store.count_tasks()]
-        )
-        self._outstanding = sum(
-            counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.IN_PROGRESS, 0)
-            for counts in every
-        )
+        self._outstanding = await store.count_due(workflows=engine.only_workflows)
 
     async def _handle_batch(self, engine: ECSWorkflowEngine, records: list[Any]) -> None:
         """Store the batch's tasks in one write, then dead-letter its bad messages
