@@ -179,7 +179,12 @@ def cli(ctx: click.Context, store: str | None) -> None:
 @click.argument("app")
 @_store_option
 @click.option("--concurrency", type=click.IntRange(1, 1_000_000), help="Tasks run at once.")
-@click.option("--until-idle", is_flag=True, help="Exit once no task is runnable or running.")
+@click.option(
+    "--until-idle",
+    is_flag=True,
+    help="Exit once no task is pending (delayed ones and retries included) or running; "
+    "waiting tasks don't count.",
+)
 @click.option(
     "--workflow",
     "-w",
