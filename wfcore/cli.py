@@ -557,8 +557,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
 _hooks_app_option = click.option(
     "--app",
     metavar="MODULE:ATTR",
-    help="The app whose completed callbacks and plugins' hooks see the change "
-    "(else only installed plugins' hooks run).",
+    help="The app whose callbacks and plugins' hooks (completed, cancelled) see the "
+    "change (else only installed plugins' hooks run).",
 )
 
 

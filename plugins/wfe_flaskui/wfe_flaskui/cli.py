@@ -36,10 +36,11 @@ def ui_command(
 
     It opens the same store as your workers: run it beside `wfe worker`
     processes, or give --worker to run the engine in this process too. Listening
-    on anything but 127.0.0.1 needs WFE_UI_TOKEN, an access token that every
-    request must then present (browsers log in once). WFE_UI_SECRET signs the
-    session cookie (default: random per process). With KAFKA_BROKERS set and
-    wfe_kafka installed, submitted tasks are also published to Kafka.
+    on anything but a loopback address needs WFE_UI_TOKEN, an access token that
+    every request must then present (browsers log in once). WFE_UI_SECRET signs
+    the session cookie (default: random per process). With KAFKA_BROKERS set and
+    wfe_kafka installed, submitted tasks are published to the tasks topic instead
+    of written to the store (the workers consuming it store and run them).
     """
     from wfcore import WorkflowError
 
