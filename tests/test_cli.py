@@ -69,9 +69,18 @@ def test_submit_work_answer_and_show(wfe) -> None:
     assert bad.returncode == 1
     assert "does not match its input_schema" in bad.stderr
     assert "ok: 'yes' is not of type 'boolean'" in bad.stderr
-    assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "waiting_human"
+    read = json.loads(wfe("show", task_id, "--json").stdout)
+    assert read["status"] == "waiting_human"
+    assert f"version   {read['version']}" in wfe("show", task_id).stdout
+    stale = wfe(
+        "resume", task_id, "--output", '{"ok": true}', "--if-version", str(read["version"] - 1),
+        check=False,
+    )  # fmt: skip
+    assert stale.returncode == 1
+    assert f"has changed since version {read['version'] - 1} was read" in stale.stderr
 
-    assert wfe("resume", task_id, "--output", '{"ok": true}').stdout.split() == [
+    answer = ["--output", '{"ok": true}', "--if-version", str(read["version"])]
+    assert wfe("resume", task_id, *answer).stdout.split() == [
         task_id,
         "completed",
     ]

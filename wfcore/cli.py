@@ -519,7 +519,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     if task is None:
         raise click.ClickException(f"unknown task {task_id!r}")
     if as_json:
-        click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
+        # With its version, which wfe resume --if-version takes back.
+        click.echo(json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False))
         return
     click.echo(f"task      {task.id}")
     click.echo(f"workflow  {task.workflow_name}")
@@ -527,6 +528,7 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     click.echo(f"status    {task.status.value}")
     click.echo(f"type      {task.assigned_to.value}")
     click.echo(f"attempts  {task.attempts}")
+    click.echo(f"version   {task.version}")
     click.echo(f"created   {task.created_at.isoformat()}")
     click.echo(f"updated   {task.updated_at.isoformat()}")
     if task.waiting_reason:
@@ -570,6 +572,14 @@ _hooks_app_option = click.option(
     "--phase",
     help="The phase this answers; refused if the task has moved on to another.",
 )
+@click.option(
+    "--if-version",
+    "version",
+    type=int,
+    metavar="N",
+    help="The task's version when its question was read (wfe show); refused if it "
+    "has changed since, as when a loop asks the same question again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_hooks_app_option
 @_store_option
@@ -580,6 +590,7 @@ def resume(
     output: str | None,
     text: str | None,
     phase: str | None,
+    version: int | None,
     as_json: bool,
     app: str | None,
     store: str | None,
@@ -597,7 +608,8 @@ def resume(
         text if text is not None else (None if output is None else _parse_json(output, "--output"))
     )
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-    task = _run(_closing(engine, engine.resume(task_id, answer, phase=phase)))
+    resuming = engine.resume(task_id, answer, phase=phase, version=version)
+    task = _run(_closing(engine, resuming))
     if as_json:
         click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
     else:
