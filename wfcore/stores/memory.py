@@ -298,8 +298,9 @@ class MemoryStore(Store):
 
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
         pending = self._consumers.get(consumer, {})
-        ids = list(itertools.islice(pending, limit))
-        return [_snapshot(self._rows[i].task) for i in ids]
+        # A task retried since it finished waits until it finishes again.
+        finished = (self._rows[i].task for i in pending if self._rows[i].task.status.is_finished)
+        return [_snapshot(task) for task in itertools.islice(finished, limit)]
 
     async def outbox_ack(
         self, consumer: str, task_ids: Sequence[str], *, versions: Sequence[int] | None = None

@@ -816,9 +816,13 @@ class SQLiteStore(Store):
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
         rows = await self._read(
             lambda c: c.execute(
+                # A task retried since it finished is not due for publishing until it
+                # finishes again: its row must not fill the page meanwhile.
                 f"SELECT {_TASK_ROW_COLUMNS} FROM outbox JOIN tasks ON tasks.id = outbox.task_id "
-                "WHERE outbox.consumer = ? ORDER BY outbox.seq LIMIT ?",
-                (consumer, int(limit)),
+                "WHERE outbox.consumer = ? "
+                f"AND tasks.status IN ({', '.join('?' * len(_FINISHED))}) "
+                "ORDER BY outbox.seq LIMIT ?",
+                (consumer, *_FINISHED, int(limit)),
             ).fetchall()
         )
         return [self._rows.decode(r) for r in rows]
