@@ -520,6 +520,15 @@ def test_status_marks_a_killed_worker_still_holding_tasks_as_dead(wfe, tmp_path:
     assert f"/{proc.pid}/" in busy and "(dead: its tasks go to the next claim)" in busy
 
 
+def test_tables_line_up_with_wide_characters(wfe) -> None:
+    for task_id in ("日本語", "abcdefg"):
+        wfe("submit", "review", "--app", APP, "--id", task_id, "--data", '{"n": 1}')
+    rows = {line.split()[0]: line for line in wfe("tasks").stdout.splitlines()[1:]}
+    # Each CJK character takes two columns: both ids are padded to seven.
+    assert rows["日本語"].startswith("日本語   review")
+    assert rows["abcdefg"].startswith("abcdefg  review")
+
+
 def test_status_counts_tasks_by_workflow_and_status(wfe) -> None:
     for n in (1, 2, 3):
         wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": n}))

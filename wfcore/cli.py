@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -958,10 +959,23 @@ def _short(text: str, width: int = 48) -> str:
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    widths = [max(len(str(v)) for v in col) for col in zip(headers, *rows, strict=False)]
+    widths = [max(_width(str(v)) for v in col) for col in zip(headers, *rows, strict=False)]
     for row in (headers, *rows):
-        cells = [str(v).ljust(w) for v, w in zip(row, widths, strict=True)]
+        cells = [str(v) + " " * (w - _width(str(v))) for v, w in zip(row, widths, strict=True)]
         click.echo("  ".join(cells).rstrip())
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide characters (CJK, most emoji) take
+    two, combining marks and joiners none; the rest one."""
+    if text.isascii():
+        return len(text)
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
 
 
 def main() -> None:
