@@ -143,6 +143,30 @@ def test_refuses_a_public_address_without_a_token(token: str | None) -> None:
     assert "WFE_UI_TOKEN" in result.stderr
 
 
+def test_a_store_that_does_not_exist_yet_is_noted(tmp_path: Path) -> None:
+    """A mistyped --store would show an empty dashboard without a word; it is not
+    refused, since a dashboard may start before the first worker."""
+    missing = tmp_path / "typo.db"
+    existing = tmp_path / "wfe.db"
+    existing.touch()
+
+    def start(path: Path) -> str:
+        # A public address without a token is refused right after the note.
+        args = ["--host", "0.0.0.0", "--port", "0", "--store", f"sqlite:///{path}"]
+        result = subprocess.run(
+            [sys.executable, "-m", "wfe_flaskui", *args],
+            cwd=TESTS,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return result.stderr
+
+    assert f"note: no store at {missing} yet" in start(missing)
+    assert "note:" not in start(existing)
+
+
 def test_a_public_address_with_a_token_needs_it_on_every_request(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'wfe.db'}"
     env = _env(WFE_UI_TOKEN="tok-123", WFE_STORE=store)
