@@ -172,6 +172,7 @@ def cli(ctx: click.Context, store: str | None) -> None:
       wfe submit review --data '{"doc": "a.txt"}'
       wfe tasks --status waiting_human
       wfe resume TASK_ID --output '{"approved": true}'
+      wfe status                           # counts by workflow and status
     """
     ctx.obj = _Context(store)
 
