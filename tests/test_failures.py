@@ -671,3 +671,30 @@ def test_a_checkpoint_the_store_cannot_take_hands_the_task_back_uncounted(wfe_ru
     assert done.status is TaskStatus.COMPLETED, done.error
     assert runs == [1, 1]
     assert "released" in [e["event"] for e in done.history]
+
+
+def test_a_phase_that_checkpoints_in_a_loop_still_times_out(make_engine, wfe_run):
+    """A timeout cancelling a checkpoint mid-write must leave the task's version in
+    step with the store, or its failure could not be stored."""
+    engine = make_engine()
+
+    async def busy(task: Task) -> None:
+        n = 0
+        while True:
+            n += 1
+            task.context["n"] = n
+            await engine.checkpoint(task)
+
+    engine.register_handler("busy", busy)
+    engine.register_workflow(
+        "w", [Phase("busy", assigned_to="functional", timeout=0.3, max_attempts=1)]
+    )
+
+    async def scenario():
+        tasks = [await engine.submit_task(None, "w") for _ in range(3)]
+        await engine.run_until_idle()
+        return [await engine.get_task(t.id) for t in tasks]
+
+    for done in wfe_run(scenario(), timeout=30):
+        assert done.status is TaskStatus.FAILED
+        assert "timed out after 0.3s" in done.error

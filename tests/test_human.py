@@ -413,3 +413,16 @@ def test_an_answer_naming_the_version_it_read_is_refused_once_the_task_changed(
     assert f"has changed since version {first.version} was read" in str(late)
     assert kept.status is TaskStatus.WAITING_HUMAN and kept.version == second.version
     assert done.outputs["review"] == "approved"
+
+
+def test_a_version_that_is_not_a_whole_number_is_a_type_error(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+
+    async def scenario():
+        task = await submit_and_settle(engine)
+        with pytest.raises(TypeError, match="version must be a whole number"):
+            await engine.resume(task.id, "yes", version=str(task.version))
+        return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).status is TaskStatus.WAITING_HUMAN

@@ -86,8 +86,9 @@ def test_submit_tasks_takes_run_after_per_request(engine, wfe_run):
         (-5, "a delay of -5 seconds is not 0 to 100 years"),
         (float("nan"), "a delay of nan seconds is not 0 to 100 years"),
         (timedelta(days=-1), "is not 0 to 100 years"),
-        (datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "100 years away"),
+        (datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "after year 9999"),
         (datetime(2400, 1, 1, tzinfo=timezone.utc), "100 years away"),
+        (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), "before year 1 or after"),
     ],
 )
 def test_a_bad_run_after_is_refused_and_nothing_is_stored(engine, wfe_run, run_after, message):

@@ -308,6 +308,31 @@ def test_a_child_that_left_the_process_group_does_not_keep_the_phase_waiting(mak
             os.kill(task.output, signal.SIGKILL)
 
 
+def test_a_child_that_left_the_process_group_holding_stdin_does_not_keep_it_waiting(
+    make_engine, wfe_run
+):
+    """The same with stdin: task data larger than a pipe holds is still being fed
+    when the command exits, to a child that never reads it."""
+    engine = make_engine()
+    escaper = py(
+        """
+        import subprocess, sys
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import os, time; os.setsid(); time.sleep(60)"],
+            stdin=sys.stdin,
+        )
+        print(child.pid)
+        """
+    )
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=escaper)])
+    task = wfe_run(run_one(engine, {"big": "x" * 1_000_000}), timeout=30)
+    try:
+        assert task.status is TaskStatus.COMPLETED, task.error
+    finally:
+        if isinstance(task.output, int):
+            os.kill(task.output, signal.SIGKILL)
+
+
 def test_too_much_stdout_fails_the_attempt(make_engine, wfe_run, monkeypatch):
     monkeypatch.setattr(wfcore.command, "MAX_STDOUT", 100_000)
     engine = make_engine()

@@ -613,7 +613,7 @@ def resume(
     resuming = engine.resume(task_id, answer, phase=phase, version=version)
     task = _run(_closing(engine, resuming))
     if as_json:
-        click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False))
     else:
         click.echo(f"{task.id} {task.status.value}")
 

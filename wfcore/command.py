@@ -194,7 +194,7 @@ async def _communicate(
             reading_out.result()  # too much output raises here, before the exit
         await protocol.exited
         _kill_group(proc.pid)
-        _, late = await asyncio.wait([reading_out, reading_err], timeout=_AFTER_EXIT)
+        _, late = await asyncio.wait([reading_out, reading_err, feeding], timeout=_AFTER_EXIT)
         if late:
             _close_pipes(transport)  # the readers end with what they have
         stdout, stderr, _ = await asyncio.gather(reading_out, reading_err, feeding)

@@ -586,6 +586,8 @@ class ECSWorkflowEngine:
         problem = json_problem(output)
         if problem is not None:
             raise InvalidOutputError(f"the answer must be JSON-serializable: {problem}", [])
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise TypeError(f"version must be a whole number (task.version), not {version!r}")
         expected = phase
 
         async def answer(task: Task) -> Phase | None:
@@ -927,8 +929,11 @@ def _start_time(value: Any) -> datetime | None:
         try:
             when = value.astimezone(timezone.utc)
         except OverflowError:
-            when = None
-        if when is None or when > utcnow() + timedelta(seconds=_MAX_SECONDS):
+            raise InvalidTaskError(
+                f"run_after: {value.isoformat()} is out of range (in UTC it is before year 1 "
+                "or after year 9999)"
+            ) from None
+        if when > utcnow() + timedelta(seconds=_MAX_SECONDS):
             raise InvalidTaskError(f"run_after: {value.isoformat()} is more than 100 years away")
         return when
     if isinstance(value, timedelta):

@@ -210,12 +210,15 @@ def parse_time(text: str) -> datetime:
     example = "e.g. 2026-12-01T09:00:00+01:00 or 2026-12-01T08:00:00Z"
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        if when.tzinfo is None:
-            raise ValueError("no UTC offset")
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValueError(f"{text[:60]!r} is not an ISO 8601 time with a UTC offset ({example})")
+    try:
         return when.astimezone(timezone.utc)
-    except (ValueError, OverflowError):
+    except OverflowError:
         raise ValueError(
-            f"{text[:60]!r} is not an ISO 8601 time with a UTC offset ({example})"
+            f"{text[:60]!r} is out of range (in UTC it is before year 1 or after year 9999)"
         ) from None
 
 

@@ -264,6 +264,9 @@ class Worker:
         lock = self._checkpointing.setdefault(task.id, asyncio.Lock())
         async with lock:
             await self._write_checkpoint(task)
+        # A yield point on every store, the memory one included: a phase that
+        # checkpoints in a loop can still be timed out or cancelled.
+        await asyncio.sleep(0)
 
     async def _write_checkpoint(self, task: Task) -> None:
         if task.id in self._lost:
@@ -275,8 +278,17 @@ class Worker:
         if not _checkpointed_since_start(task):
             saved.record("checkpoint", phase=task.classification)  # once per attempt
         assert self._engine._store is not None
+        # Shielded: a phase timeout cancelling the checkpoint does not stop a write
+        # the store has begun, and the task must know the version it stored.
+        writing = asyncio.ensure_future(self._engine._store.update_task(saved, keep_lease=True))
         try:
-            ok = await self._engine._store.update_task(saved, keep_lease=True)
+            ok = await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            await asyncio.wait([writing])
+            if not writing.cancelled() and writing.exception() is None and writing.result():
+                task.version = saved.version
+                task.history = saved.history
+            raise
         except StoreError:
             # The store, not the phase, failed: the task goes back, uncounted.
             self._store_failed.add(task.id)

@@ -911,8 +911,10 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         # The phase whose question the form showed, and the task's version then: the
         # task may have left it since, or come back to it (a loop) with a new question.
         asked = request.form.get("phase") or None
-        read = request.form.get("version", "")
-        version = int(read) if read.isdigit() else None
+        read = request.form.get("version")
+        if read is not None and not read.isdigit():
+            return _error(400, f"the form's version must be a whole number, not {read[:20]!r}")
+        version = int(read) if read is not None else None
 
         async def load(engine: ECSWorkflowEngine) -> Any:
             found = await engine.get_task(task_id)
