@@ -4,8 +4,9 @@ workers that died)."""
 from __future__ import annotations
 
 import os
+import socket
 
-__all__ = ["pid_alive"]
+__all__ = ["pid_alive", "worker_died_here"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -17,3 +18,13 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def worker_died_here(worker_id: str) -> bool:
+    """True for a worker id (``host/pid/...``, as engines make them) of this host
+    whose process is gone; False for other hosts' workers, which cannot be checked."""
+    host, _, rest = worker_id.partition("/")
+    pid = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return not pid_alive(int(pid))

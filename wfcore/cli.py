@@ -8,7 +8,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ._processes import pid_alive
+from ._processes import worker_died_here
 from .engine import ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import Task, TaskStatus
@@ -862,19 +861,12 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
         rows.append(row("(other)", unlisted))
     rows.append(row("(all)", total))
     _table(("WORKFLOW", *(title for title, _ in _STATUS_COLUMNS)), rows)
-    shown = [f"{w} (dead: its tasks go to the next claim)" if _dead_here(w) else w for w in workers]
+    shown = [
+        f"{w} (dead: its tasks go to the next claim)" if worker_died_here(w) else w for w in workers
+    ]
     click.echo(
         f"busy workers: {', '.join(shown)}" if shown else "busy workers: none (no task held)"
     )
-
-
-def _dead_here(worker_id: str) -> bool:
-    """True for a worker of this host (``host/pid/...``) whose process is gone."""
-    host, _, rest = worker_id.partition("/")
-    pid = rest.partition("/")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    return not pid_alive(int(pid))
 
 
 @cli.command()

@@ -248,14 +248,18 @@ async def _read_tail(pipe: asyncio.StreamReader, keep: int) -> bytes:
 
 def _workdir_prefix(pid: int) -> str:
     """``wfe-<host>-<pid>-``: whose work folders these are, for the sweep after a crash."""
-    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-    return f"wfe-{host}-{pid}-"
+    return f"{_host_prefix()}{pid}-"
+
+
+def _host_prefix() -> str:
+    """``wfe-<host>-``, the host a hash of its name (which may hold any character)."""
+    return f"wfe-{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-"
 
 
 def remove_stale_workdirs() -> int:
     """Remove the work folders left by dead worker processes of this host (killed
     while a command ran); return how many."""
-    mine = _workdir_prefix(0).removesuffix("0-")
+    mine = _host_prefix()
     removed = 0
     try:
         entries = list(os.scandir(tempfile.gettempdir()))

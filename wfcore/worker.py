@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import socket
 import time
 import traceback
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
-from ._processes import pid_alive
+from ._processes import worker_died_here
 from .artifacts import remove_artifact_dirs
 from .command import remove_stale_workdirs
 from .errors import AdapterError, InvalidTaskError, StoreError, TaskStateError, WorkflowError
@@ -230,15 +229,11 @@ class Worker:
 
     async def _reap_dead_owners(self, store: Store) -> None:
         """Free at once the leases of dead processes on this host."""
-        host = socket.gethostname()
-        dead = []
-        for owner in await store.lease_owners():
-            owner_host, _, rest = owner.partition("/")
-            pid_text = rest.partition("/")[0]
-            if owner_host != host or not pid_text.isdigit() or owner == self._engine.worker_id:
-                continue
-            if not pid_alive(int(pid_text)):
-                dead.append(owner)
+        dead = [
+            owner
+            for owner in await store.lease_owners()
+            if owner != self._engine.worker_id and worker_died_here(owner)
+        ]
         if dead:
             freed = await store.release_dead_leases(dead)
             logger.info("took over %d task(s) from dead worker(s) %s", freed, ", ".join(dead))
