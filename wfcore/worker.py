@@ -249,8 +249,6 @@ class Worker:
                 "checkpoint() is for a task whose phase this engine is running, "
                 "called from inside that phase"
             )
-        if task.id in self._lost:
-            raise TaskStateError(f"task {task.id!r} was cancelled or taken over")
         problem = _json_fields_problem(task)
         if problem is not None:
             raise InvalidTaskError(f"cannot checkpoint: {problem}")
@@ -559,13 +557,12 @@ class Worker:
             spec = workflow_from_dict(task.data)
         except WorkflowError as exc:
             return await self._fail(task, None, f"InvalidWorkflowError: {exc}")
-        if spec.name not in self._engine._code_workflows:
-            for index, phase in enumerate(spec.phases):
-                refused = phase.command and self._engine.command_refused(spec.name, phase.command)
-                if refused:
-                    return await self._fail(
-                        task, None, f"InvalidWorkflowError: phases[{index}].command: {refused}"
-                    )
+        for index, phase in enumerate(spec.phases):
+            refused = phase.command and self._engine.command_refused(spec.name, phase.command)
+            if refused:
+                return await self._fail(
+                    task, None, f"InvalidWorkflowError: phases[{index}].command: {refused}"
+                )
         spec_without_input = WorkflowSpec(
             name=spec.name, phases=spec.phases, description=spec.description
         )
