@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from .wire import is_unicode_text, parse_time, task_to_dict, workflow_to_dict
 __all__ = ["cli", "load_app", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 _STORE_HELP = (
     "Store URL, e.g. sqlite:///abs/path/wfe.db or memory:// "
@@ -85,7 +86,7 @@ def _check_store_exists(url: str) -> None:
         )
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
     try:
         return asyncio.run(coro)
     except InvalidOutputError as exc:
@@ -95,7 +96,7 @@ def _run(coro: Any) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-async def _closing(engine: ECSWorkflowEngine, coro: Any) -> Any:
+async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:
     try:
         return await coro
     finally:
@@ -429,10 +430,10 @@ def submit(
         task = _run(_closing(engine, submitting))
     except click.ClickException as exc:
         if app is None and exc.message.startswith("unknown workflow"):
-            exc.message += (
-                " (workers store their app's workflows when they start; "
+            raise click.ClickException(
+                exc.message + " (workers store their app's workflows when they start; "
                 "or name the app with --app MODULE:ATTR)"
-            )
+            ) from None
         raise
     if task_id is not None and (task.data != payload or task.workflow_name != name):
         click.echo(
@@ -536,8 +537,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"waiting   {task.waiting_reason}")
     if task.deadline:
         click.echo(f"deadline  {task.deadline.isoformat()}")
-    if _starts(task):
-        click.echo(f"starts    {task.run_after.isoformat()}")  # type: ignore[union-attr]
+    if task.run_after is not None and _starts(task):
+        click.echo(f"starts    {task.run_after.isoformat()}")
     if task.error:
         click.echo(f"error     {task.error}")
     click.echo(f"data      {json.dumps(task.data, ensure_ascii=False)}")

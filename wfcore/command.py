@@ -189,7 +189,8 @@ async def _communicate(
     reading_err = asyncio.ensure_future(_read_tail(proc.stderr, _STDERR_KEEP))
     helpers = (feeding, reading_out, reading_err)
     try:
-        await asyncio.wait([reading_out, protocol.exited], return_when=asyncio.FIRST_COMPLETED)
+        first: list[asyncio.Future[Any]] = [reading_out, protocol.exited]
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if reading_out.done():
             reading_out.result()  # too much output raises here, before the exit
         await protocol.exited

@@ -143,6 +143,14 @@ class TaskType(str, enum.Enum):
 _TASK_TYPES = {"ai": TaskType.AGENTIC, **{t.value: t for t in TaskType}}
 
 
+def _task_type(value: str | TaskType) -> TaskType:
+    return TaskType.parse(value)
+
+
+def _task_status(value: str | TaskStatus) -> TaskStatus:
+    return TaskStatus.parse(value)
+
+
 def _optional_task_type(value: str | TaskType | None) -> TaskType | None:
     return None if value is None else TaskType.parse(value)
 
@@ -402,9 +410,9 @@ class Task:
     data: Any = None
     workflow_name: str | None = None
     classification: str | None = None
-    assigned_to: TaskType = attrs.field(default=TaskType.AGENTIC, converter=TaskType.parse)
+    assigned_to: TaskType = attrs.field(default=TaskType.AGENTIC, converter=_task_type)
     id: str = attrs.field(factory=new_task_id)
-    status: TaskStatus = attrs.field(default=TaskStatus.PENDING, converter=TaskStatus.parse)
+    status: TaskStatus = attrs.field(default=TaskStatus.PENDING, converter=_task_status)
     context: dict[str, Any] = attrs.field(factory=dict)
     artifacts: list[Artifact] = attrs.field(factory=list)
     output: Any = None
@@ -425,7 +433,7 @@ class Task:
 
     def copy(self) -> Task:
         """A deep copy: changing one never changes the other."""
-        clone = _copy_fields(self)
+        clone: Task = _copy_fields(self)
         # Only containers need copying; checking first saves a call per field.
         if isinstance(self.data, (dict, list)):
             clone.data = copy_json(self.data)

@@ -189,7 +189,7 @@ def _warn_unknown(wanted: list[str], entry_points: list[Any]) -> None:
 _DIST_OF: dict[str, tuple[str | None, str | None]] = {}
 
 
-class PluginInfo(dict):
+class PluginInfo(dict[str, Any]):
     """What ``wfe plugins`` shows about one plugin: name, package, version, hooks."""
 
 

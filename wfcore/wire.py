@@ -48,7 +48,7 @@ converter.register_structure_hook(Any, lambda v, _: v)
 
 
 # Task fields a store's document may leave out when they hold their default.
-_OMITTABLE = (
+_OMITTABLE: tuple[tuple[str, Any], ...] = (
     ("context", {}),
     ("artifacts", []),
     ("output", None),
@@ -164,12 +164,12 @@ def _not_json(value: Any) -> Any:
 def _make_fast_encoder() -> Any:
     # The C encoder json.dumps builds afresh on every call, built once, without
     # the circular-reference bookkeeping: stores encode on every state change.
-    if json_encoder.c_make_encoder is None:  # pragma: no cover (no C accelerator)
+    # The C accelerator's names are not in typeshed's stubs of json.encoder.
+    make_encoder = getattr(json_encoder, "c_make_encoder", None)
+    if make_encoder is None:  # pragma: no cover (no C accelerator)
         return None
-    encode_string = json_encoder.c_encode_basestring
-    return json_encoder.c_make_encoder(
-        None, _not_json, encode_string, None, ":", ",", False, False, False
-    )
+    encode_string = getattr(json_encoder, "c_encode_basestring")  # noqa: B009
+    return make_encoder(None, _not_json, encode_string, None, ":", ",", False, False, False)
 
 
 _FAST_ENCODER = _make_fast_encoder()
@@ -340,7 +340,7 @@ def task_from_dict(doc: dict[str, Any]) -> Task:
 
 def workflow_to_dict(spec: WorkflowSpec) -> dict[str, Any]:
     """The workflow as a JSON-ready dict with a ``format`` field."""
-    doc = converter.unstructure(spec)
+    doc: dict[str, Any] = converter.unstructure(spec)
     doc["format"] = FORMAT_VERSION
     return doc
 

@@ -353,12 +353,14 @@ class Worker:
         if task.classification == DEFINE_WORKFLOW:
             return await self._define_workflow(task)
         if spec is None:
-            return await self._fail(
+            await self._fail(
                 task, None, f"UnknownWorkflowError: unknown workflow {task.workflow_name!r}"
             )
+            return None
         phase = self._route(task, spec)
         if phase is None:
-            return await self._fail(task, None, task.error or "routing failed")
+            await self._fail(task, None, task.error or "routing failed")
+            return None
         return await self._dispatch(task, spec, phase)
 
     def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
@@ -442,7 +444,8 @@ class Worker:
         except Exception as exc:
             if task_id in self._store_failed:
                 raise StoreError(f"a checkpoint could not be stored: {exc}") from exc
-            return await self._attempt_failed(task, phase, exc, time.monotonic() - started)
+            await self._attempt_failed(task, phase, exc, time.monotonic() - started)
+            return None
         finally:
             self._in_phase.pop(task_id, None)
             self._store_failed.discard(task_id)
@@ -450,7 +453,8 @@ class Worker:
         if task.id in self._lost:
             raise _LeaseLost
         if task.status.is_waiting:
-            return await self._suspended(task, phase, time.monotonic() - started)
+            await self._suspended(task, phase, time.monotonic() - started)
+            return None
         advance(task, spec, phase, task.output, seconds=time.monotonic() - started)
         finished = task.status.is_finished
         if not await self._persist(task, keep_lease=not finished):
@@ -501,7 +505,8 @@ class Worker:
             if await self._persist(task, keep_lease=False):
                 self._engine.stats["retried"] += 1
             return None
-        return await self._fail(task, phase, task.error)
+        await self._fail(task, phase, task.error)
+        return None
 
     async def _fail(self, task: Task, phase: Phase | None, error: str) -> None:
         task.status = TaskStatus.FAILED
@@ -521,19 +526,23 @@ class Worker:
         spec = await self._engine._workflow(task.workflow_name)
         phase = spec.phase(task.classification) if spec and task.classification else None
         if spec is None or phase is None:
-            return await self._fail(task, phase, "deadline passed in an unknown phase")
+            await self._fail(task, phase, "deadline passed in an unknown phase")
+            return None
         rule = phase.on_timeout or "fail"
         task.record("deadline_passed", phase=phase.target_classification, on_timeout=rule)
         task.waiting_reason = None
         task.deadline = None
         task.resume_in_phase = False
         if rule == "fail":
-            return await self._fail(
+            await self._fail(
                 task,
                 phase,
                 f"DeadlineExceeded: no answer for phase {phase.target_classification!r} "
                 "before its deadline",
             )
+            return None
+        # Validated with the phase: any rule but "fail" is {"output": ...} or {"goto": name}.
+        assert isinstance(rule, dict)
         task.status = TaskStatus.IN_PROGRESS
         if "output" in rule:
             advance(task, spec, phase, rule["output"])
@@ -556,13 +565,15 @@ class Worker:
         try:
             spec = workflow_from_dict(task.data)
         except WorkflowError as exc:
-            return await self._fail(task, None, f"InvalidWorkflowError: {exc}")
+            await self._fail(task, None, f"InvalidWorkflowError: {exc}")
+            return None
         for index, phase in enumerate(spec.phases):
             refused = phase.command and self._engine.command_refused(spec.name, phase.command)
             if refused:
-                return await self._fail(
+                await self._fail(
                     task, None, f"InvalidWorkflowError: phases[{index}].command: {refused}"
                 )
+                return None
         spec_without_input = WorkflowSpec(
             name=spec.name, phases=spec.phases, description=spec.description
         )
@@ -575,12 +586,13 @@ class Worker:
             store = await self._engine.get_store()
             existing = await store.add_workflow(spec_without_input)
         if existing != spec_without_input:
-            return await self._fail(
+            await self._fail(
                 task,
                 None,
                 f"InvalidWorkflowError: a different workflow named {spec.name!r} exists "
                 "already; define this one under a new name",
             )
+            return None
         self._engine._workflows[spec.name] = spec_without_input
         task.outputs[DEFINE_WORKFLOW] = {"workflow": spec.name}
         task.output = {"workflow": spec.name}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import StoreError, WorkflowError
@@ -47,6 +47,7 @@ APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
 _FINISHED = tuple(s.value for s in TaskStatus if s.is_finished)
 _ACTIVE = (TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value)
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE wfe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -273,17 +274,18 @@ class SQLiteStore(Store):
             self._local.conn = conn
         return conn
 
-    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._reader is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn(), *args))
+        return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn()))
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._writer is None:
             raise StoreError("the store is not open")
         try:
-            return await self._writer.submit(fn, *args)
+            result: _T = await self._writer.submit(fn)
+            return result
         except sqlite3.OperationalError as exc:
             # A read-only file or folder, a full disk, a lock held too long: the
             # store, not the task, is the problem.
@@ -444,9 +446,10 @@ class SQLiteStore(Store):
                 "ON CONFLICT (name) DO NOTHING",
                 (spec.name, doc, time.time()),
             )
-            return conn.execute(
+            stored: str = conn.execute(
                 "SELECT doc FROM workflows WHERE name = ?", (spec.name,)
             ).fetchone()[0]
+            return stored
 
         stored = await self._write(write)
         return spec if stored == doc else workflow_from_dict(json.loads(stored))
@@ -474,7 +477,7 @@ class SQLiteStore(Store):
         rows = [self._insert_row(task) for task in tasks]
 
         def write(conn: sqlite3.Connection) -> list[tuple[Any, ...] | None]:
-            existing = []
+            existing: list[tuple[Any, ...] | None] = []
             for row in rows:
                 cur = conn.execute(_INSERT, row)
                 if cur.rowcount == 1:
@@ -525,7 +528,8 @@ class SQLiteStore(Store):
         offset: int = 0,
         oldest_first: bool = False,
     ) -> list[Task]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if status is not None:
             statuses = [status] if isinstance(status, (str, TaskStatus)) else list(status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
@@ -543,8 +547,9 @@ class SQLiteStore(Store):
         return [self._rows.decode(r) for r in rows]
 
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
+        params: tuple[str, ...] = ()
         if workflow_name is None:
-            sql, params = "SELECT status, count(*) FROM tasks GROUP BY status", ()
+            sql = "SELECT status, count(*) FROM tasks GROUP BY status"
         else:
             sql = "SELECT status, count(*) FROM tasks WHERE workflow_name = ? GROUP BY status"
             params = (workflow_name,)
@@ -587,6 +592,7 @@ class SQLiteStore(Store):
         finished = task.status.is_finished
         head = (task.status.value, task.workflow_name, task.classification)
         tail = (now, doc, history, task.id, task.version)
+        params: tuple[Any, ...]
         if keep_lease:  # ready again when the lease runs out, as set by claim
             sql, params = _UPDATE_KEEPING_LEASE, head + tail
         else:
@@ -734,8 +740,9 @@ class SQLiteStore(Store):
         return [r[0] for r in rows]
 
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
+        params: tuple[str, ...] = _ACTIVE
         if workflows is None:
-            sql, params = "SELECT 1 FROM tasks WHERE status IN (?, ?) LIMIT 1", _ACTIVE
+            sql = "SELECT 1 FROM tasks WHERE status IN (?, ?) LIMIT 1"
         else:
             names = list(workflows)
             sql = (
@@ -831,6 +838,7 @@ class SQLiteStore(Store):
         self, consumer: str, task_ids: Sequence[str], *, versions: Sequence[int] | None = None
     ) -> None:
         ids = list(task_ids)
+        params: list[tuple[str, str]] | list[tuple[str, str, int]]
         if versions is None:
             sql, params = (
                 "DELETE FROM outbox WHERE consumer = ? AND task_id = ?",
