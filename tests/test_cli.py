@@ -313,6 +313,7 @@ def test_help_lists_every_command(wfe) -> None:
         "cancel",
         "workflows",
         "plugins",
+        "wait",
     ):
         assert command in out
     assert "MODULE:ATTR" in wfe("worker", "--help").stdout
@@ -492,7 +493,7 @@ def test_submit_delay_and_at_start_a_task_later(wfe) -> None:
     assert "starts    2031-01-02T02:04:05+00:00" in wfe("show", timed_task["id"]).stdout
 
     for args, message in [
-        (["--delay", "2"], "Invalid value for --delay: '2' is not an age"),
+        (["--delay", "2"], "Invalid value for --delay: '2' is not a duration"),
         (["--at", "2031-01-02 03:04"], "is not an ISO 8601 time with a UTC offset"),
         (["--at", at, "--delay", "1h"], "give --delay or --at, not both"),
     ]:
@@ -642,3 +643,35 @@ def test_a_plugin_failing_to_add_its_commands_leaves_the_others_working(monkeypa
         "RuntimeError: no such module: extras\n"
     )
     assert "Broken" in out
+
+
+def test_wait_prints_the_output_or_the_question_and_exits_by_status(wfe, tmp_path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", "worker", APP, "--quiet"],
+        cwd=tmp_path,
+        env=wfe.env,
+    )
+    try:
+        task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 3}').stdout.strip()
+        asked = wfe("wait", task_id, "--waiting", "--timeout", "60s")
+        assert asked.stdout == "waiting_human in phase 'approve': Approve the doubled number?\n"
+        still = wfe("wait", task_id, "--timeout", "0s", check=False)
+        assert still.returncode == 4
+        assert f"task {task_id!r} is still waiting_human after 0s" in still.stderr
+        wfe("resume", task_id, "--output", '{"ok": true}')
+        done = wfe("wait", task_id, "--timeout", "60s")
+        assert json.loads(done.stdout) == {"ok": True}
+        assert json.loads(wfe("wait", task_id, "--json").stdout)["outputs"]["double"] == {"n": 6}
+
+        other = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+        wfe("cancel", other)
+        cancelled = wfe("wait", other, check=False)
+        assert cancelled.returncode == 3 and cancelled.stdout == ""
+        assert f"task {other!r} cancelled in phase" in cancelled.stderr
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    unknown = wfe("wait", "nope", check=False)
+    assert unknown.returncode == 1 and unknown.stderr == "Error: unknown task 'nope'\n"
+    bad = wfe("wait", task_id, "--timeout", "5", check=False)
+    assert bad.returncode == 2 and "'5' is not a duration" in bad.stderr

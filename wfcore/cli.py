@@ -172,6 +172,7 @@ def cli(ctx: click.Context, store: str | None) -> None:
       wfe submit review --data '{"doc": "a.txt"}'
       wfe tasks --status waiting_human
       wfe resume TASK_ID --output '{"approved": true}'
+      wfe wait TASK_ID --timeout 10m       # until it finishes; prints its output
       wfe status                           # counts by workflow and status
     """
     ctx.obj = _Context(store)
@@ -387,7 +388,7 @@ async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
 @click.option("--app", help="MODULE:ATTR whose workflows to know (else the store's).")
 @click.option(
     "--delay",
-    metavar="AGE",
+    metavar="DURATION",
     help="Start the task this long from now: 30s, 10m, 2h, 1d, 1w.",
 )
 @click.option(
@@ -558,6 +559,71 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"  {str(event.get('at', '?'))[:23]}  {event.get('event', '?')!s:<16} {extra}")
 
 
+#: ``wfe wait``'s exit statuses besides 0 (done), 1 (an error) and 2 (bad usage).
+EXIT_TASK_FAILED = 3
+EXIT_TIMED_OUT = 4
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    help="Give up after this long: 30s, 10m, 2h (default: wait for ever).",
+)
+@click.option(
+    "--waiting",
+    is_flag=True,
+    help="Also return when the task waits (for a person, an agent, IO).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON (as wfe show).")
+@_store_option
+@click.pass_context
+def wait(
+    ctx: click.Context,
+    task_id: str,
+    timeout: str | None,
+    waiting: bool,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """Wait until a task finishes; print its output.
+
+    A worker must be running the store's tasks (this command only watches).
+    Prints the output of a completed task as JSON (with --waiting, the question
+    of a waiting one). Exit status: 0 completed (or waiting, with --waiting);
+    3 failed or cancelled, its error on stderr; 4 still running after --timeout;
+    1 another error, such as an unknown task.
+
+    \b
+      id=$(wfe submit review --data '{"doc": "a.txt"}')
+      wfe wait "$id" --timeout 10m
+    """
+    seconds = None if timeout is None else _parse_age(timeout, "--timeout", "a duration")
+    engine = _engine(ctx, store, existing=True)
+    try:
+        task = _run(
+            _closing(engine, engine.wait_for_task(task_id, timeout=seconds, waiting=waiting))
+        )
+    except TimeoutError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(EXIT_TIMED_OUT)
+    if as_json:
+        click.echo(json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False))
+    elif task.status is TaskStatus.COMPLETED:
+        click.echo(json.dumps(task.output, ensure_ascii=False))
+    elif task.status.is_waiting:
+        question = f": {task.waiting_reason}" if task.waiting_reason else ""
+        click.echo(f"{task.status.value} in phase {task.classification!r}{question}")
+    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        said = f": {task.error}" if task.error else ""
+        click.echo(
+            f"task {task.id!r} {task.status.value} in phase {task.classification!r}{said}",
+            err=True,
+        )
+        ctx.exit(EXIT_TASK_FAILED)
+
+
 _hooks_app_option = click.option(
     "--app",
     metavar="MODULE:ATTR",
@@ -649,7 +715,7 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
     if delay is not None and at is not None:
         raise click.UsageError("give --delay or --at, not both")
     if delay is not None:
-        return _parse_age(delay, "--delay")
+        return _parse_age(delay, "--delay", "a duration")
     if at is None:
         return None
     try:
@@ -658,7 +724,7 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
         raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
-def _parse_age(value: str, option: str = "--older-than") -> float:
+def _parse_age(value: str, option: str = "--older-than", noun: str = "an age") -> float:
     """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or ``0``) as seconds."""
     text = value.strip().lower()
     number, unit = (text[:-1], text[-1]) if text[-1:] in _AGE_UNITS else (text, "")
@@ -668,7 +734,7 @@ def _parse_age(value: str, option: str = "--older-than") -> float:
         amount = -1.0
     if not 0 <= amount < math.inf or (not unit and amount != 0):  # also refuses NaN
         raise click.BadParameter(
-            f"{value!r} is not an age: a number with a unit, s, m, h, d or w (e.g. 30d)",
+            f"{value!r} is not {noun}: a number with a unit, s, m, h, d or w (e.g. 30d)",
             param_hint=option,
         )
     return amount * _AGE_UNITS.get(unit, 1)

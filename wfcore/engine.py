@@ -156,6 +156,8 @@ class ECSWorkflowEngine:
         self._code_workflows: set[str] = set()
         self._worker = Worker(self)
         self._open_lock: asyncio.Lock | None = None
+        # wait_for_task calls, by task id: this engine's writes wake them.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
         #: Counters a worker shows: completed, failed, suspended, phases, retried.
         self.stats: dict[str, int] = dict.fromkeys(
             ("completed", "failed", "suspended", "phases", "retried", "cancelled"), 0
@@ -513,6 +515,72 @@ class ECSWorkflowEngine:
         wanted = None if status is None else TaskStatus.parse(status)
         return await store.list_tasks(status=wanted, limit=limit)
 
+    async def wait_for_task(
+        self,
+        task_id: str,
+        *,
+        timeout: float | timedelta | None = None,
+        waiting: bool = False,
+    ) -> Task:
+        """Wait until a task is finished (COMPLETED, FAILED or CANCELLED) and return it.
+
+        With ``waiting=True`` it also returns when the task waits (for a person, an
+        agent, IO): the moment to answer it. Any process may be running the task.
+        Changes this engine makes (its worker, ``resume``, ``cancel``) end the wait at
+        once; those of other processes are seen when the store is next read: every
+        ``poll_interval`` at first, then less often while the task does not change,
+        down to once a second.
+
+        ``timeout``: seconds (or a timedelta) to wait at most; None waits for ever.
+        Raises UnknownTaskError if there is no such task, or it is deleted (purged)
+        meanwhile, and TimeoutError when ``timeout`` passes first.
+        """
+        seconds = _wait_timeout(timeout)
+        if not _could_be_stored(task_id):
+            raise UnknownTaskError(task_id)
+        store = await self.get_store()
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        woken = asyncio.Event()
+        self._waiters.setdefault(task_id, set()).add(woken)
+        try:
+            interval = self.poll_interval
+            seen = None
+            while True:
+                woken.clear()
+                task = await store.get_task(task_id)
+                if task is None:
+                    raise UnknownTaskError(task_id)
+                if task.status.is_finished or (waiting and task.status.is_waiting):
+                    return task
+                if task.version != seen:
+                    seen, interval = task.version, self.poll_interval
+                else:
+                    interval = min(interval * 2, max(self.poll_interval, _SLOWEST_LOOK))
+                pause = interval
+                if deadline is not None:
+                    pause = min(pause, deadline - loop.time())
+                    if pause <= 0:
+                        raise TimeoutError(
+                            f"task {task_id!r} is still {task.status.value} after "
+                            f"{seconds:g}s (in phase {task.classification!r})"
+                        )
+                try:
+                    await asyncio.wait_for(woken.wait(), pause)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            watching = self._waiters.get(task_id)
+            if watching is not None:
+                watching.discard(woken)
+                if not watching:
+                    del self._waiters[task_id]
+
+    def _task_written(self, task_id: str) -> None:
+        """Wake the :meth:`wait_for_task` calls waiting on a task this engine just stored."""
+        for woken in self._waiters.get(task_id, ()):
+            woken.set()
+
     def suspend(
         self,
         task: Task,
@@ -709,6 +777,7 @@ class ECSWorkflowEngine:
                 raise UnknownTaskError(task_id)
             result = await change(task)
             if await store.update_task(task):
+                self._task_written(task_id)
                 return task, result
         raise TaskStateError(f"task {task_id!r} kept changing; try again")
 
@@ -947,6 +1016,8 @@ def _start_time(value: Any) -> datetime | None:
 
 
 _MAX_SECONDS = 100 * 365 * 86400
+# wait_for_task reads an unchanging task at least this often (seconds).
+_SLOWEST_LOOK = 1.0
 _MAX_LIMIT = 2**62
 
 
@@ -956,6 +1027,21 @@ def _seconds(value: Any, what: str) -> float:
         raise InvalidTaskError(f"{what} must be a number of seconds, not {type(value).__name__}")
     if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity
         raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
+    return float(value)
+
+
+def _wait_timeout(value: Any) -> float | None:
+    """wait_for_task's ``timeout`` in seconds (None: no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or a timedelta, not {type(value).__name__}"
+        )
+    if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity (None waits for ever)
+        raise ValueError(f"timeout must be 0 to 100 years of seconds, not {value!r}")
     return float(value)
 
 

@@ -618,9 +618,11 @@ class Worker:
             ok = await self._engine._store.update_task(task, keep_lease=keep_lease)
         except (TypeError, ValueError) as exc:
             return await self._unstorable(task, exc)
-        if ok and keep_lease:
-            self._released.discard(task.id)
-        if not ok:
+        if ok:
+            self._engine._task_written(task.id)
+            if keep_lease:
+                self._released.discard(task.id)
+        else:
             logger.info(
                 "task %s: changed elsewhere (cancelled or taken over); write dropped", task.id
             )
@@ -650,6 +652,7 @@ class Worker:
             logger.exception("task %s cannot be stored", task.id)
             ok = False
         if ok:
+            self._engine._task_written(task.id)
             self._engine.stats["failed"] += 1
             await self._engine._fire("wfe_task_failed", task=task)
         else:
