@@ -267,11 +267,17 @@ def _short_time(value: datetime | str | None) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
+        text = value
         try:
-            value = datetime.fromisoformat(value)
+            value = datetime.fromisoformat(text)
         except ValueError:
-            return value
+            return text
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _link_to(url: str) -> Callable[[str], str]:
+    """A graph's link for every phase: the same URL."""
+    return lambda _phase: url
 
 
 def _duration(seconds: Any) -> str:
@@ -797,7 +803,11 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         pages = max(1, -(-found.total // size))
 
         def page_url(number: int) -> str:
-            args = {"status": status_value, "workflow": workflow or "", "page": number}
+            args: dict[str, Any] = {
+                "status": status_value,
+                "workflow": workflow or "",
+                "page": number,
+            }
             return url_for(".tasks", **{k: v for k, v in args.items() if v not in ("", None)})
 
         context = {
@@ -1223,9 +1233,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
             cards.append(
                 {
                     "spec": spec,
-                    "svg": workflow_svg(
-                        spec, by_phase, link=lambda _p, u=link_base: u, uid=f"wf{index}"
-                    ),
+                    "svg": workflow_svg(spec, by_phase, link=_link_to(link_base), uid=f"wf{index}"),
                     "by_phase": by_phase,
                     "by_status": by_status,
                     "active": unfinished,

@@ -112,7 +112,7 @@ class EngineBridge:
             if asyncio.iscoroutine(work):
                 work.close()
             raise BridgeError("the dashboard's engine is not running")
-        coro = work if asyncio.iscoroutine(work) else work(self.engine)  # type: ignore[operator]
+        coro = work if asyncio.iscoroutine(work) else work(self.engine)
         future = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), loop)
         wait = self.timeout if timeout is None else timeout
         try:

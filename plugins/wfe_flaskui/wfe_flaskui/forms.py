@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -369,8 +369,8 @@ def _read_field(field: FormField, schema: Mapping[str, Any], form: Mapping[str, 
     if field.widget == "number":
         return _parse_number(text.strip(), _main_type(schema) == "integer")
     if field.widget == "lines":
-        items_schema = schema.get("items") if isinstance(schema.get("items"), Mapping) else {}
-        item_type = _main_type(items_schema)
+        items = schema.get("items")
+        item_type = _main_type(items if isinstance(items, Mapping) else {})
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if item_type in ("integer", "number"):
             try:
@@ -426,7 +426,11 @@ def parse_answer(
         if single:
             target = by_name[ANSWER]
         elif error.validator == "required" and not path:
-            missing = [n for n in error.validator_value if n not in answer]
+            # The "required" keyword's value, which jsonschema went through to find
+            # the missing names (a list, in a schema that passes check_schema).
+            required = error.validator_value
+            assert isinstance(required, Iterable)
+            missing = [n for n in required if n not in answer]
             for name in missing:
                 if name in by_name and by_name[name].error is None:
                     by_name[name].error = "required"

@@ -105,7 +105,8 @@ def form_start(text: str, now: datetime) -> datetime | None:
 
 
 def _json_kind(value: Any) -> str:
-    return {dict: "object", list: "array"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {dict: "object", list: "array"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 @attrs.frozen

@@ -465,6 +465,7 @@ def _check_security(settings: Mapping[str, Any]) -> None:
             + ", ".join(sorted(SASL_MECHANISMS))
             + f" with security_protocol={protocol!r}"
         )
+    assert isinstance(mechanism, str)  # a key of SASL_MECHANISMS: a mechanism's name
     if mechanism == "PLAIN" or mechanism.startswith("SCRAM-"):
         for companion in ("sasl_plain_username", "sasl_plain_password"):
             if not settings.get(companion):
@@ -1658,7 +1659,7 @@ def _rebalance_listener(iface: KafkaMQInterface, consumer: Any, batches: _Batche
     session = iface.consumer_settings().get("session_timeout_ms", 10_000)
     wait = max(0.5, min(5.0, session / 2000))
 
-    class Rebalance(ConsumerRebalanceListener):
+    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
         def on_partitions_revoked(self, revoked: Any) -> None:
             if not revoked:
                 return

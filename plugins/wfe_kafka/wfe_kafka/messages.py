@@ -183,7 +183,7 @@ def result_message(task: Task) -> bytes:
 
 #: Fields of a result message that may be large; a result too large for its topic
 #: is published without them (see :func:`result_without_bulk`).
-_BULK = {
+_BULK: dict[str, Any] = {
     "data": None,
     "output": None,
     "outputs": {},

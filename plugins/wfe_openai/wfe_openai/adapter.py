@@ -178,12 +178,12 @@ class OpenAIAgentAdapter:
             _check_api_key(api_key, "api_key=", ValueError)
         if base_url:
             _check_base_url(base_url, "base_url", ValueError)
-        for name, value in (
+        for name, count in (
             ("max_item_chars", max_item_chars),
             ("max_input_chars", max_input_chars),
         ):
-            if not _is_count(value, 1):
-                raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+            if not _is_count(count, 1):
+                raise ValueError(f"{name} must be an integer >= 1, not {count!r}")
         _check_options(request_options, "request option")
         if phase_options is not None and not isinstance(phase_options, Mapping):
             raise TypeError(
@@ -329,7 +329,8 @@ class OpenAIAgentAdapter:
 
     async def run(self, task: Task, phase: Phase, engine: ECSWorkflowEngine) -> None:
         """Run one attempt of ``phase``: call the model, run its tools, set the output."""
-        handler = engine.handler_for(phase.target_classification)
+        # Typed by the engine as handler(task); this adapter also calls handler(task, request).
+        handler: Callable[..., Any] | None = engine.handler_for(phase.target_classification)
         if handler is not None and not _shapes_request(handler):
             # A plain handler(task) does the phase itself, as with the built-in adapter.
             await run_handler(handler, task)
@@ -554,12 +555,11 @@ class OpenAIAgentAdapter:
             ) from None
         seconds = time.monotonic() - started
         choices = getattr(completion, "choices", None)
-        message = (
-            getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
-        )
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = getattr(choice, "message", None)
         if message is None:
             raise AdapterError(self._redact(_no_message_reason(completion, where)))
-        finish_reason = getattr(choices[0], "finish_reason", None)
+        finish_reason = getattr(choice, "finish_reason", None)
         self._account(task, request, step, completion, message, finish_reason, seconds)
         return message, finish_reason
 
@@ -768,7 +768,8 @@ def _check_json_schema_format(fmt: Mapping[str, Any], what: str) -> None:
     if not isinstance(schema, Mapping):
         raise TypeError(f"{what} json_schema schema must be a dict, not {schema!r}")
     try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
+        # A copy: jsonschema's "object" is a dict, not any Mapping.
+        jsonschema.validators.validator_for(schema).check_schema(dict(schema))
     except jsonschema.SchemaError as exc:
         raise ValueError(
             f"{what} json_schema schema is not a valid JSON Schema: {exc.message}"

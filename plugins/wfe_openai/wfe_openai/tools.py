@@ -10,7 +10,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Union, get_args, get_origin, overload
+from typing import Any, Literal, Union, cast, get_args, get_origin, overload
 
 import jsonschema
 
@@ -51,7 +51,7 @@ class Tool:
         if not callable(function):
             raise TypeError(f"a tool needs a callable, not {function!r}")
         self.function = function
-        self.name = name or getattr(function, "__name__", "")
+        self.name: str = name if name else getattr(function, "__name__", "")
         if not _NAME_RE.match(self.name):
             raise ValueError(
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-' (pass name=...)"
@@ -65,8 +65,9 @@ class Tool:
         else:
             if not isinstance(parameters, Mapping):
                 raise TypeError(f"tool {self.name!r}: parameters must be a JSON Schema object")
-            jsonschema.validators.validator_for(parameters).check_schema(parameters)
+            # The copy is checked: jsonschema's "object" is a dict, not any Mapping.
             self.parameters = dict(parameters)
+            jsonschema.validators.validator_for(self.parameters).check_schema(self.parameters)
         self._validator = jsonschema.validators.validator_for(self.parameters)(self.parameters)
 
     def __repr__(self) -> str:
@@ -228,8 +229,10 @@ def _converters(function: Callable[..., Any]) -> dict[str, Callable[[Any], Any]]
             hint = options[0]
         if isinstance(hint, type) and issubclass(hint, enum.Enum):
             found[name] = hint
-        elif isinstance(hint, type) and callable(getattr(hint, "model_validate", None)):
-            found[name] = hint.model_validate
+        elif isinstance(hint, type) and callable(
+            model_validate := getattr(hint, "model_validate", None)
+        ):
+            found[name] = model_validate
     return found
 
 
@@ -261,7 +264,7 @@ def _schema_from_signature(
         elif _jsonable(param.default) and param.default is not None:
             schema = {**schema, "default": param.default}
         properties[name] = schema
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    schema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     if not takes_any:
@@ -305,7 +308,7 @@ def _type_schema(hint: Any) -> dict[str, Any]:
         return {"enum": [m.value for m in hint]}
     model_schema = getattr(hint, "model_json_schema", None)
     if isinstance(hint, type) and callable(model_schema):
-        return model_schema()  # a pydantic model
+        return cast("dict[str, Any]", model_schema())  # a pydantic model
     origin = get_origin(hint)
     args = get_args(hint)
     if origin is Literal:
