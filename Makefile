@@ -31,10 +31,12 @@ chromium:
 
 test: install-dev chromium
 	$(BIN)/ruff check wfcore plugins tests benchmarks examples
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: install-dev
 	$(BIN)/ruff check wfcore plugins tests benchmarks examples
+	$(BIN)/mypy
 
 bench: install-dev
 	$(BIN)/python benchmarks/bench_throughput.py
