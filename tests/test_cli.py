@@ -675,3 +675,5 @@ def test_wait_prints_the_output_or_the_question_and_exits_by_status(wfe, tmp_pat
     assert unknown.returncode == 1 and unknown.stderr == "Error: unknown task 'nope'\n"
     bad = wfe("wait", task_id, "--timeout", "5", check=False)
     assert bad.returncode == 2 and "'5' is not a duration" in bad.stderr
+    forever = wfe("wait", task_id, "--timeout", "100000w", check=False)
+    assert forever.returncode == 2 and "'100000w' is more than 100 years" in forever.stderr

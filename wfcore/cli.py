@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from ._processes import worker_died_here
-from .engine import ECSWorkflowEngine, default_store_url
+from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import Task, TaskStatus
 from .plugins import call_each, make_plugin_manager, plugin_infos
@@ -600,6 +600,8 @@ def wait(
       wfe wait "$id" --timeout 10m
     """
     seconds = None if timeout is None else _parse_age(timeout, "--timeout", "a duration")
+    if seconds is not None and seconds > _MAX_SECONDS:
+        raise click.BadParameter(f"{timeout!r} is more than 100 years", param_hint="--timeout")
     engine = _engine(ctx, store, existing=True)
     try:
         task = _run(
