@@ -1,0 +1,274 @@
+"""kafka-python's blocking clients, kept off the event loop.
+
+The producer lives on its own sender thread (:class:`_Producer`); the event loop
+hands it records and awaits their acknowledgements. Both clients are made by
+:func:`_new_client` from settings merged by :func:`_client_config`. The send
+helpers here know kafka-python's ways with records too large for their topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+logger = logging.getLogger("wfe_kafka")
+
+#: A record to send: topic, key, value, headers.
+Record = tuple[str, "bytes | None", "bytes | None", "list[tuple[str, bytes]] | None"]
+
+
+class _SenderThread:
+    """A daemon thread running callables in order (a ThreadPoolExecutor would be
+    joined at interpreter exit, even while a client hangs on a dead broker)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            fn = self._queue.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except Exception:
+                logger.exception("wfe_kafka sender thread: unexpected error")
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _Producer:
+    """One KafkaProducer, created lazily and used only from its own thread."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._producer: Any = None
+        self._thread = _SenderThread("wfe-kafka-producer")
+        self.closed = False
+
+    def _ensure(self) -> Any:
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = _new_client(KafkaProducer, self._config)
+        return self._producer
+
+    async def send_many(self, records: Sequence[Record]) -> list[Any]:
+        """Send records and wait until each is acknowledged (acks=all) or has failed.
+
+        Returns one item per record: its RecordMetadata, or the exception.
+        """
+        if not records:
+            return []
+        if self.closed:
+            raise RuntimeError("the Kafka producer is closed")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
+        self._thread.submit(lambda: self._send(records, loop, done))
+        return await done
+
+    def _send(
+        self, records: Sequence[Record], loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]
+    ) -> None:
+        results: list[Any] = [None] * len(records)
+        remaining = [len(records)]
+        lock = threading.Lock()
+
+        def finish(index: int, outcome: Any) -> None:
+            with lock:
+                results[index] = outcome
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                try:
+                    loop.call_soon_threadsafe(_settle, done, results)
+                except RuntimeError:
+                    pass  # the loop is gone; nobody waits any more
+
+        if self._producer is not None and _broken(self._producer):
+            # kafka-python 3.0.x turns an idempotent producer's first non-retriable
+            # send error (a record too large for its topic, say) into a fatal state
+            # in which every later send fails: start afresh instead.
+            logger.warning("the Kafka producer failed for good; replacing it")
+            try:
+                self._producer.close(timeout=1)
+            except Exception:
+                logger.debug("closing a failed Kafka producer", exc_info=True)
+            self._producer = None
+        try:
+            producer = self._ensure()
+        except Exception as exc:
+            for i in range(len(records)):
+                finish(i, exc)
+            return
+        for i, (topic, key, value, headers) in enumerate(records):
+            try:
+                future = producer.send(topic, key=key, value=value, headers=headers)
+            except Exception as exc:
+                finish(i, exc)
+                continue
+            future.add_callback(lambda meta, i=i: finish(i, meta))
+            future.add_errback(lambda exc, i=i: finish(i, exc))
+
+    async def close(self, timeout: float) -> bool:
+        """Flush and close the producer, waiting at most ``timeout`` seconds.
+
+        Returns False when records were still unsent then (Kafka unreachable): they
+        are dropped, and the producer is closed all the same.
+        """
+        if self.closed:
+            return True
+        self.closed = True
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def close() -> None:
+            flushed = True
+            try:
+                if self._producer is not None:
+                    flushed = _close_producer(self._producer, timeout)
+            except Exception:
+                logger.exception("closing the Kafka producer failed")
+            finally:
+                try:
+                    loop.call_soon_threadsafe(_settle, done, flushed)
+                except RuntimeError:
+                    pass
+
+        self._thread.submit(close)
+        self._thread.stop()
+        try:
+            # The thread may still be inside a send that waits for metadata
+            # (max_block_ms): it is a daemon, nobody needs to wait for it.
+            return await asyncio.wait_for(asyncio.shield(done), timeout + 1)
+        except asyncio.TimeoutError:
+            return False
+
+
+def _close_producer(producer: Any, timeout: float) -> bool:
+    """Close a KafkaProducer, giving its unsent records at most ``timeout`` seconds.
+
+    kafka-python's ``close`` raises KafkaTimeoutError from its flush when records
+    are left, before it closes anything; its ``__del__`` then tries again, with a
+    traceback. Flushing first and closing with no flush leaves it closed either way.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        producer.flush(timeout=max(0.0, timeout))
+        flushed = True
+    except KafkaTimeoutError:
+        flushed = False
+    # With timeout 0, close() stops the sender at once, failing what is unsent.
+    producer.flush = lambda timeout=None: None
+    producer.close(timeout=0)
+    return flushed
+
+
+def _broken(producer: Any) -> bool:
+    """Whether a KafkaProducer is in kafka-python's fatal state (every send fails)."""
+    transactions = getattr(producer, "_transaction_manager", None)
+    has_fatal_error = getattr(transactions, "has_fatal_error", None)
+    return bool(has_fatal_error is not None and has_fatal_error())
+
+
+def _new_client(cls: Any, settings: dict[str, Any]) -> Any:
+    """``cls(**settings)``, a KafkaConsumer or KafkaProducer. When it fails (Kafka
+    unreachable), the network client it had started is closed: kafka-python 3.0.x
+    leaves its IO thread and sockets behind, one more at every retry."""
+    base = settings.get("kafka_client") or cls.DEFAULT_CONFIG.get("kafka_client")
+    if base is None:
+        return cls(**settings)
+    made: list[Any] = []
+
+    def kafka_client(**kwargs: Any) -> Any:
+        client = base(**kwargs)
+        made.append(client)
+        return client
+
+    try:
+        return cls(**{**settings, "kafka_client": kafka_client})
+    except BaseException:
+        for client in made:
+            try:
+                client.close()
+            except Exception:
+                logger.debug("closing a Kafka client that failed to start", exc_info=True)
+        raise
+
+
+def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge config layers, keeping only the keys this kafka-python client knows."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if k in defaults})
+    return merged
+
+
+async def _smaller_if_too_large(
+    producer: Callable[[], _Producer],
+    outcomes: list[Any],
+    records: Sequence[Record],
+    smaller: Callable[[Record], Record],
+) -> list[Any]:
+    """Send again, alone, each record that failed as too large, and if Kafka
+    refuses it again, its ``smaller`` form: Kafka will never take it, and
+    retrying it would hold up everything behind it for ever.
+
+    Alone, because kafka-python fails the whole producer after such an error,
+    so its batch-mates fail with the same error without being too large.
+    """
+    outcomes = list(outcomes)
+    for i, outcome in enumerate(outcomes):
+        if not _too_large(outcome):
+            continue
+        [outcome] = await producer().send_many([records[i]])
+        if _too_large(outcome):
+            [outcome] = await producer().send_many([smaller(records[i])])
+        outcomes[i] = outcome
+    return outcomes
+
+
+async def _resend_failed(
+    producer: Callable[[], _Producer], outcomes: list[Any], records: Sequence[Record]
+) -> list[Any]:
+    """Send once more the records that failed other than as too large."""
+    again = [
+        i for i, o in enumerate(outcomes) if isinstance(o, BaseException) and not _too_large(o)
+    ]
+    if not again:
+        return outcomes
+    outcomes = list(outcomes)
+    retried = await producer().send_many([records[i] for i in again])
+    for i, outcome in zip(again, retried, strict=True):
+        outcomes[i] = outcome
+    return outcomes
+
+
+def _too_large(outcome: Any) -> bool:
+    """Whether a send failed because Kafka never takes a record that large."""
+    from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+    return isinstance(outcome, (MessageSizeTooLargeError, RecordListTooLargeError))
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, once (kafka-python's errors already start with their type)."""
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"

@@ -1,0 +1,513 @@
+"""The consumer side of KafkaMQInterface: task messages in from the tasks topic.
+
+kafka-python's consumer lives on its own polling thread, one consumer at a time,
+replaced by a fresh one when it fails or cannot settle in its group. Each polled
+batch is stored on the event loop with one ``submit_tasks`` call; its offsets are
+committed only once it is handled, and before its partitions move to another
+worker in a rebalance. Consumption pauses while the engine has ``max_pending``
+tasks at hand (backpressure). A message that can never become a task goes to the
+dead-letter topic instead of stalling its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from wfcore import (
+    ECSWorkflowEngine,
+    InvalidTaskError,
+    InvalidWorkflowError,
+    Task,
+    UnknownWorkflowError,
+)
+
+from .clients import Record, _describe, _new_client, _Producer, _smaller_if_too_large
+from .messages import BadMessage, dead_letter_headers, parse_task_message, source_id
+
+logger = logging.getLogger("wfe_kafka")
+T = TypeVar("T")
+
+# Errors that say the message itself is at fault: retrying can never help.
+_BAD_MESSAGE = (BadMessage, InvalidTaskError, UnknownWorkflowError, InvalidWorkflowError)
+
+_MAX_BATCHES_IN_HAND = 4
+
+
+class _TaskConsumer:
+    """Consuming the tasks topic for a KafkaMQInterface (part of the interface).
+
+    KafkaMQInterface sets the attributes declared here and calls
+    :meth:`_init_consumer` from its constructor;
+    :meth:`~KafkaMQInterface.consume_tasks` runs :meth:`_consume_thread`.
+    """
+
+    # Set by KafkaMQInterface.
+    bootstrap_servers: list[str]
+    tasks_topic: str
+    dead_letter_topic: str
+    max_pending: int
+    max_poll_records: int
+    close_timeout: float
+    stats: dict[str, int]
+    consumer_settings: Callable[[], dict[str, Any]]
+    _get_producer: Callable[[], _Producer]
+
+    def _init_consumer(self) -> None:
+        # Tasks at hand in the engine, for backpressure: counted by the hooks as
+        # they are submitted and settle, recounted from the store while paused.
+        self._outstanding = 0
+        # Set to stop the polling thread; the future resolves once it has stopped.
+        self._consume_stop = threading.Event()
+        self._consuming: asyncio.Future[None] | None = None
+        self._assignment: frozenset[tuple[str, int]] = frozenset()
+        self._paused = False
+
+    def _settled(self) -> None:
+        self._outstanding = max(0, self._outstanding - 1)
+
+    def _consume_thread(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        engine: ECSWorkflowEngine,
+        done: asyncio.Future[None],
+    ) -> None:
+        outcome: BaseException | None = None
+        delay = 1.0
+        try:
+            while not self._consume_stop.is_set():
+                try:
+                    self._consume(loop, engine)
+                except _Rejoin as exc:
+                    logger.warning("the Kafka consumer has %s", exc)
+                    continue
+                except _SettingsRefused as exc:
+                    logger.error("%s; the consumer stops", exc)
+                    outcome = exc
+                    break
+                except Exception:
+                    if self._consume_stop.is_set():
+                        raise
+                    # A fresh consumer rejoins the group and starts again from the
+                    # committed offsets; redelivered messages find their tasks.
+                    logger.exception("the Kafka consumer failed; restarting it in %.0f s", delay)
+                    self._consume_stop.wait(delay)
+                    delay = min(30.0, delay * 2)
+        except BaseException as exc:
+            logger.exception("the Kafka consumer stopped with an error")
+            outcome = exc
+        finally:
+            self._assignment = frozenset()
+            self._paused = False
+
+        def finish() -> None:
+            if done.done():
+                return
+            if outcome is None:
+                done.set_result(None)
+            else:
+                done.set_exception(outcome)
+
+        try:
+            loop.call_soon_threadsafe(finish)
+        except RuntimeError:
+            pass
+
+    def _open_consumer(self) -> Any:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaConfigurationError
+
+        delay = 0.5
+        while not self._consume_stop.is_set():
+            try:
+                return _new_client(KafkaConsumer, self.consumer_settings())
+            except (TypeError, ValueError, AssertionError, KafkaConfigurationError) as exc:
+                # kafka-python refusing a setting: retrying cannot help.
+                raise _SettingsRefused(
+                    f"Kafka settings cannot be used: kafka-python refused them ({_describe(exc)})"
+                ) from None
+            except Exception as exc:
+                logger.warning(
+                    "cannot reach Kafka at %s (%s); trying again in %.1f s",
+                    ",".join(self.bootstrap_servers),
+                    _describe(exc),
+                    delay,
+                )
+                self._consume_stop.wait(delay)
+                delay = min(10.0, delay * 2)
+        return None
+
+    def _consume(self, loop: asyncio.AbstractEventLoop, engine: ECSWorkflowEngine) -> None:
+        consumer = self._open_consumer()
+        if consumer is None:
+            return
+        batches = _Batches()
+        try:
+            consumer.subscribe(
+                [self.tasks_topic], listener=_rebalance_listener(self, consumer, batches)
+            )
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
+        try:
+            # Fetch metadata once subscribed, before the first poll joins the group:
+            # kafka-python records the topic's partitions only from a metadata update
+            # that comes after subscribe(), and a first assignment made without them
+            # is redone at the next update, a needless rebalance.
+            consumer.topics()
+        except Exception as exc:
+            logger.warning("no metadata yet for topic %r: %s", self.tasks_topic, exc)
+        session = self.consumer_settings().get("session_timeout_ms", 10_000) / 1000
+        # Longer than a rebalance waiting out a dead member's session, short
+        # enough that a rebalance kafka-python never completes (seen with 3.0.x:
+        # a leader whose SyncGroup answer never arrives) stalls briefly.
+        stuck_after = max(15.0, 1.5 * session)
+        last_stable = time.monotonic()
+        next_resync = 0.0
+        try:
+            while not self._consume_stop.is_set():
+                if _group_state(consumer) == _STABLE:
+                    last_stable = time.monotonic()
+                elif time.monotonic() - last_stable > stuck_after:
+                    # A member that cannot complete a rebalance holds no partitions;
+                    # a fresh consumer joins the group anew.
+                    raise _Rejoin(
+                        f"no stable group membership for {stuck_after:.0f} s; reconnecting"
+                    )
+                self._commit(consumer, batches.take_handled())
+                if batches.failed is not None:
+                    raise RuntimeError("handling a batch of task messages failed") from (
+                        batches.failed
+                    )
+                assigned = consumer.assignment()
+                self._assignment = frozenset((tp.topic, tp.partition) for tp in assigned)
+                full = len(batches) >= _MAX_BATCHES_IN_HAND
+                busy = self._outstanding >= self.max_pending
+                if full or busy:
+                    # Paused partitions fetch nothing, but poll() still runs the
+                    # group protocol: a rebalance never waits for this worker.
+                    if assigned:
+                        consumer.pause(*assigned)
+                    self._paused = busy and bool(assigned)
+                    if full:
+                        batches.wait_oldest(0.1)
+                    if busy and time.monotonic() >= next_resync:
+                        next_resync = time.monotonic() + 1.0
+                        asyncio.run_coroutine_threadsafe(
+                            self._resync(engine), loop
+                        ).add_done_callback(_log_failure)
+                elif consumer.paused():
+                    consumer.resume(*consumer.paused())
+                    self._paused = False
+                records = consumer.poll(
+                    timeout_ms=0 if full else 200, max_records=self.max_poll_records
+                )
+                if not records:
+                    continue
+                batch = [r for rs in records.values() for r in rs]
+                self.stats["received"] += len(batch)
+                offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if rs}
+                future = asyncio.run_coroutine_threadsafe(self._handle_batch(engine, batch), loop)
+                batches.add(future, offsets)
+        finally:
+            batches.wait_all(self.close_timeout)
+            try:
+                self._commit(consumer, batches.take_handled(), sync=True)
+            except Exception:
+                logger.exception("committing offsets on stop failed")
+            try:
+                consumer.close(autocommit=False)
+            except Exception:
+                logger.exception("closing the Kafka consumer failed")
+
+    def _commit(self, consumer: Any, offsets: dict[Any, int], sync: bool = False) -> None:
+        """Commit handled offsets of the partitions this consumer still holds."""
+        if not offsets:
+            return
+        from kafka.structs import OffsetAndMetadata
+
+        held = consumer.assignment()
+        commit = {
+            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items() if tp in held
+        }
+        if not commit:
+            return
+        if sync:
+            consumer.commit(commit)
+        else:
+            consumer.commit_async(commit, callback=_log_commit_error)
+
+    async def _resync(self, engine: ECSWorkflowEngine) -> None:
+        """Recount the engine's work at hand (for backpressure): running tasks and
+        pending ones that are due, of its own workflows when it runs only some (the
+        others' tasks, or tasks delayed until tomorrow, would keep it from taking
+        messages)."""
+        store = await engine.get_store()
+        self._outstanding = await store.count_due(workflows=engine.only_workflows)
+
+    async def _handle_batch(self, engine: ECSWorkflowEngine, records: list[Any]) -> None:
+        """Store the batch's tasks in one write, then dead-letter its bad messages
+        in their original order."""
+        problems: list[BaseException | None] = [None] * len(records)
+        requests: list[dict[str, Any]] = []
+        positions: list[int] = []
+        for index, record in enumerate(records):
+            try:
+                requests.append(_submit_request(record))
+            except Exception as exc:
+                # Reading a message depends on its bytes alone: whatever fails here
+                # would fail on every redelivery, so the message is dead-lettered
+                # instead of stalling its partition.
+                problems[index] = exc
+            else:
+                positions.append(index)
+        if requests:
+            # Ids make a retry idempotent: a batch stored in part is stored once.
+            outcomes = await self._retrying(
+                "storing",
+                records[positions[0]],
+                lambda: engine.submit_tasks(requests, return_exceptions=True),
+            )
+            for index, request, outcome in zip(positions, requests, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    problems[index] = outcome
+                else:
+                    problems[index] = _id_taken(request, outcome)
+        letters = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
+        if letters:
+            await self._retrying(
+                "dead-lettering", letters[0][0], lambda: self._dead_letter(letters)
+            )
+        self.stats["consumed"] += len(records)
+
+    async def _retrying(self, doing: str, record: Any, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``await attempt()`` until it succeeds, backing off in between.
+
+        A failure here means the store or Kafka is in trouble, not the messages, so
+        they are kept (their offsets stay uncommitted). Raises the error instead
+        once consumption is stopping.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if self._consume_stop.is_set():
+                    raise
+                logger.warning(
+                    "%s task message %s/%d@%d failed (%s: %s); retrying",
+                    doing,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+
+    async def _dead_letter(self, letters: list[tuple[Any, BaseException]]) -> None:
+        for record, error in letters:
+            logger.warning(
+                "task message %s/%d@%d dead-lettered: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
+        if self.dead_letter_topic:
+            records = [
+                (
+                    self.dead_letter_topic,
+                    record.key,
+                    record.value,
+                    dead_letter_headers(
+                        error,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        list(record.headers or []),
+                    ),
+                )
+                for record, error in letters
+            ]
+            outcomes = await self._get_producer().send_many(records)
+            outcomes = await _smaller_if_too_large(
+                self._get_producer, outcomes, records, _letter_without_value
+            )
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                raise failed[0]
+        self.stats["dead_lettered"] += len(letters)
+
+
+class _Batches:
+    """Consumed batches in poll order with the offsets they cover; commits only a
+    prefix of handled batches, so an offset never passes an unhandled message."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: collections.deque[tuple[concurrent.futures.Future[Any], dict[Any, int]]] = (
+            collections.deque()
+        )
+        self.failed: BaseException | None = None
+
+    def add(self, future: concurrent.futures.Future[Any], offsets: dict[Any, int]) -> None:
+        with self._lock:
+            self._batches.append((future, offsets))
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def take_handled(self) -> dict[Any, int]:
+        """Remove the handled prefix; return the next offset to commit per partition."""
+        offsets: dict[Any, int] = {}
+        with self._lock:
+            while self._batches and self._batches[0][0].done():
+                future, batch_offsets = self._batches[0]
+                error = future.exception() if not future.cancelled() else None
+                if future.cancelled() or error is not None:
+                    self.failed = error or concurrent.futures.CancelledError()
+                    break
+                self._batches.popleft()
+                for tp, offset in batch_offsets.items():
+                    offsets[tp] = max(offset, offsets.get(tp, 0))
+        return offsets
+
+    def wait_oldest(self, timeout: float) -> None:
+        with self._lock:
+            oldest = self._batches[0][0] if self._batches else None
+        if oldest is not None:
+            concurrent.futures.wait([oldest], timeout=timeout)
+
+    def wait_all(self, timeout: float) -> None:
+        with self._lock:
+            futures = [f for f, _ in self._batches]
+        if futures:
+            concurrent.futures.wait(futures, timeout=timeout)
+
+
+def _submit_request(record: Any) -> dict[str, Any]:
+    """The ``submit_tasks`` request for one task message (raises BadMessage)."""
+    message = parse_task_message(record.value)
+    return {
+        "data": message["data"],
+        "workflow_name": message["workflow_name"],
+        "classification": message["classification"],
+        "assigned_to": message["assigned_to"] or "ai",
+        "task_id": message["id"] or source_id(record.topic, record.partition, record.offset),
+        "run_after": message["run_after"],
+        "context": {
+            "kafka": {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        },
+    }
+
+
+class IdInUse(BadMessage):
+    """A message naming the id of a stored task that came from another message."""
+
+
+def _id_taken(request: Mapping[str, Any], stored: Task) -> IdInUse | None:
+    """Why the task stored under the request's id is not this message's, or None.
+
+    Submission is idempotent by id, so a message whose id is taken gets the stored
+    task back. That is right for the same task: the same message delivered again,
+    or sent twice (same workflow and data). Any other message would vanish without
+    a trace: one reusing another task's id, or one without an id at an offset an
+    earlier incarnation of the tasks topic had used.
+    """
+    if request["workflow_name"] in (None, stored.workflow_name) and stored.data == request["data"]:
+        return None  # (a define_workflow message names its workflow in its data)
+    source = stored.context.get("kafka") if isinstance(stored.context, dict) else None
+    where = (
+        f"from {source['topic']}/{source['partition']}@{source['offset']}"
+        if isinstance(source, dict) and {"topic", "partition", "offset"} <= source.keys()
+        else "not from Kafka"
+    )
+    return IdInUse(
+        f"id {stored.id!r} already used by another task (workflow {stored.workflow_name!r}, "
+        f"{where}); send this message with an id of its own"
+    )
+
+
+def _letter_without_value(record: Record) -> Record:
+    """A dead letter too large for its topic, without its value (which stays in the
+    tasks topic at the offset its headers name)."""
+    topic, key, value, headers = record
+    logger.warning(
+        "a dead letter of %d bytes is too large for %r; sending it without its value",
+        len(value or b""),
+        topic,
+    )
+    omitted = ("wfe.value.omitted", str(len(value or b"")).encode("ascii"))
+    return topic, key, None, [*(headers or []), omitted]
+
+
+_STABLE = "<stable>"  # kafka.structs.MemberState.STABLE
+
+
+def _group_state(consumer: Any) -> str:
+    try:
+        return str(consumer.group_metadata().state)
+    except Exception:
+        return _STABLE  # no way to tell: never restart on account of it
+
+
+class _SettingsRefused(Exception):
+    """kafka-python refused a setting when making a client: no retry can help."""
+
+
+class _Rejoin(Exception):
+    """The consumer is stuck outside its group; it is replaced by a fresh one."""
+
+
+def _log_failure(future: concurrent.futures.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("recounting pending tasks failed: %s", future.exception())
+
+
+def _log_commit_error(offsets: Any, response: Any) -> None:
+    if isinstance(response, BaseException):
+        logger.warning("committing offsets failed (%s); a later commit covers them", response)
+
+
+def _rebalance_listener(iface: _TaskConsumer, consumer: Any, batches: _Batches) -> Any:
+    """A listener that, before partitions move to another worker, lets the batches
+    in hand be stored and commits them, so the new owner does not see them again."""
+    from kafka import ConsumerRebalanceListener
+    from kafka.structs import OffsetAndMetadata
+
+    session = iface.consumer_settings().get("session_timeout_ms", 10_000)
+    wait = max(0.5, min(5.0, session / 2000))
+
+    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            if not revoked:
+                return
+            # This runs on kafka-python's IO thread, which also heartbeats: wait
+            # well within the session timeout, and never block on a commit.
+            batches.wait_all(wait)
+            offsets = batches.take_handled()
+            if not offsets:
+                return
+            commit = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+            try:
+                consumer.commit_async(commit, callback=_log_commit_error)
+            except Exception as exc:
+                logger.warning("committing offsets before a rebalance failed: %s", exc)
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            iface._assignment = frozenset((tp.topic, tp.partition) for tp in assigned)
+
+        def on_partitions_lost(self, lost: Any) -> None:
+            # The group moved on without us: a commit would be rejected, and the
+            # new owners redeliver what we did not commit.
+            batches.take_handled()
+
+    return Rebalance()

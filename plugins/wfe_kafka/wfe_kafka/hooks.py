@@ -1,0 +1,69 @@
+"""The engine hooks an attached KafkaMQInterface registers: each task's life as
+seen by the interface (work at hand for backpressure, results and events to publish)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from wfcore import Phase, Task, hookimpl
+from wfcore.model import utcnow
+
+if TYPE_CHECKING:
+    from .interface import KafkaMQInterface
+
+
+class _Hooks:
+    """The hook implementations an attached interface registers on its engine."""
+
+    def __init__(self, iface: KafkaMQInterface) -> None:
+        self._iface = iface
+
+    @hookimpl
+    def wfe_task_submitted(self, task: Task) -> None:
+        if task.run_after is None or task.run_after <= utcnow():
+            self._iface._outstanding += 1  # a task delayed is no work at hand yet
+        if "kafka" in task.context:
+            self._iface.stats["submitted"] += 1
+        self._iface._event("submitted", task)
+
+    @hookimpl
+    def wfe_task_suspended(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("suspended", task)
+
+    @hookimpl
+    def wfe_task_completed(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("completed", task)
+        self._iface._queue_result(task)
+
+    @hookimpl
+    def wfe_task_failed(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("failed", task)
+        self._iface._queue_result(task)
+
+    @hookimpl
+    def wfe_task_cancelled(self, task: Task) -> None:
+        self._iface._settled()
+        self._iface._event("cancelled", task)
+        self._iface._queue_result(task)
+
+
+class _EventHooks:
+    """The hooks that only emit events: registered only when there is an events topic."""
+
+    def __init__(self, iface: KafkaMQInterface) -> None:
+        self._iface = iface
+
+    @hookimpl
+    def wfe_phase_started(self, task: Task, phase: Phase) -> None:
+        self._iface._event("phase_started", task, phase)
+
+    @hookimpl
+    def wfe_phase_finished(self, task: Task, phase: Phase) -> None:
+        self._iface._event("phase_finished", task, phase)
+
+    @hookimpl
+    def wfe_task_resumed(self, task: Task) -> None:
+        self._iface._event("resumed", task)
