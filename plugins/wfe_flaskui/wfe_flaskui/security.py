@@ -1,4 +1,5 @@
-"""The dashboard's request guards: access token, CSRF tokens, body limit and security headers."""
+"""The dashboard's request guards: access token, CSRF tokens, body limit, safe redirects and
+security headers."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import unicodedata
+from urllib.parse import urlsplit
 
-from flask import Response, request, session
+from flask import Response, abort, request, session
 
 __all__ = [
     "CSRF_FIELD",
@@ -135,3 +138,42 @@ def add_security_headers(response: Response) -> Response:
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "same-origin")
     return response
+
+
+def _refuse_large_body(limit: int) -> None:
+    """Abort with 413 when the request body is over ``limit`` bytes, however it is sent.
+
+    A body with a Content-Length is judged by it before anything is read. One
+    without (``Transfer-Encoding: chunked``) is read here, at most ``limit + 1``
+    bytes: Werkzeug's stream, capped at ``max_content_length``, stops at the cap
+    and hands back what it has without complaint, so the views would take the
+    first ``limit`` bytes for the whole body. What was read is cached for
+    ``request.form``, ``get_data`` and ``get_json``.
+    """
+    # A multipart field may then be as large as the whole body, not Flask's 500 kB.
+    request.max_form_memory_size = limit
+    if request.content_length is not None and request.content_length > limit:
+        abort(413)
+    unsized = request.content_length is None and request.method not in ("GET", "HEAD", "OPTIONS")
+    # One byte over the limit tells a body that is too large from one that just fits.
+    request.max_content_length = limit + 1 if unsized else limit
+    if unsized and len(request.get_data(cache=True)) > limit:
+        abort(413)
+
+
+def _safe_next(target: str | None, fallback: str) -> str:
+    """``target`` when it is a path on this site, else ``fallback``.
+
+    Browsers drop tabs and newlines inside a URL and read ``\\`` as ``/``, so
+    ``/<tab>/evil.com`` would take them to ``//evil.com``, another site. Only a
+    plain path is followed: one leading ``/``, no scheme or host, no backslash,
+    whitespace or control character.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return fallback
+    if "\\" in target or any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return fallback
+    return target

@@ -1,0 +1,108 @@
+"""Who may use the dashboard: the guard every request passes (the ``Host`` check without
+a token, the body limit, the access token, CSRF), and the login and logout pages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
+
+from flask import Blueprint, Response, jsonify, redirect, request, url_for
+
+from . import security
+from .errors import _error, is_api
+from .security import _refuse_large_body, _safe_next
+from .views import render, route
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = ["add_access", "guard", "login", "logout", "wrong_host"]
+
+
+def add_access(bp: Blueprint, dash: Dashboard) -> None:
+    """Guard every request to ``bp``, and serve ``/login`` and ``/logout``."""
+    bp.before_request(lambda: guard(dash))
+    route(bp, dash, "/login", login, ["GET", "POST"])
+    route(bp, dash, "/logout", logout, ["POST"])
+
+
+def guard(dash: Dashboard) -> Any:
+    """Run before every request: None lets it through, anything else is the answer."""
+    # The header as sent: Werkzeug's request.host is empty for a bare "::1".
+    host = request.headers.get("Host") or request.host
+    if not dash.token and not security.host_is_loopback(host):
+        return wrong_host(host)
+    _refuse_large_body(dash.max_body)
+    local = (request.endpoint or "").partition(".")[2]
+    via_header = False
+    if dash.token and local not in ("static", "login"):
+        given, how = security.token_from_request()
+        if how == "header":
+            if not security.token_matches(given, dash.token):
+                return _unauthorized(dash, given)
+            via_header = True
+        elif how == "query":
+            if not security.token_matches(given, dash.token):
+                return _unauthorized(dash, given)
+            security.remember_login(dash.token)
+            return redirect(_without_token())
+        elif not security.session_logged_in(dash.token):
+            return _unauthorized(dash)
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not via_header:
+        if not security.csrf_ok():
+            return _error(dash, 403, "CSRF token missing or invalid; reload the page and try again")
+    return None
+
+
+def wrong_host(host: str) -> Any:
+    """400 for a request addressed to a name other than this machine's.
+
+    Without a token only this machine may use the dashboard; a request naming
+    another host comes from a page of that site whose name was made to resolve
+    here (DNS rebinding). The answer is plain: no page, no session, no CSRF token.
+    """
+    message = (
+        "this dashboard has no access token, so it answers only requests addressed "
+        f"to 127.0.0.1, localhost or [::1], not {host[:100]!r}"
+    )
+    if is_api():
+        return jsonify({"error": message}), 400
+    return Response(message, 400, mimetype="text/plain")
+
+
+def _unauthorized(dash: Dashboard, given: str | None = None) -> Any:
+    """401 for the API (and posts), the login page for a browser; ``given`` is a
+    token the request presented that does not match."""
+    if is_api() or request.method != "GET":
+        if given:
+            return _error(dash, 401, "the access token is not valid")
+        return _error(dash, 401, "an access token is required (Authorization: Bearer <token>)")
+    return redirect(url_for(".login", next=_without_token()))
+
+
+def _without_token() -> str:
+    """The request's path (quoted again) and query, minus a ``token`` argument."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+    # request.path is decoded: a %0A in it would be a newline in a Location header.
+    return quote(request.path, safe="/") + (f"?{urlencode(args)}" if args else "")
+
+
+def login(dash: Dashboard) -> Any:
+    target = _safe_next(request.values.get("next"), url_for(".tasks"))
+    error = None
+    if not dash.token:
+        return redirect(target)
+    if request.method == "POST":
+        # A pasted token often brings a blank along; blanks are never part of one.
+        if security.token_matches((request.form.get("token") or "").strip(), dash.token):
+            security.remember_login(dash.token)
+            return redirect(target, 303)
+        error = "That token is not right."
+    page = render(dash, "login.html", next=target, error=error, nav={"inbox": 0}, bare=True)
+    return page, (401 if error else 200)
+
+
+def logout(dash: Dashboard) -> Any:
+    security.forget_login()
+    return redirect(url_for(".login"), 303)

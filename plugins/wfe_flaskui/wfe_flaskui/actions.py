@@ -1,0 +1,151 @@
+"""The forms that change a task, posted from its page or the inbox: answer a waiting
+task, cancel one, retry one.
+
+An answer that cannot be taken shows the page it came from again, with the errors
+beside the fields, or (409) with the new question when the task has moved on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, flash, redirect, request, url_for
+
+from wfcore import (
+    ECSWorkflowEngine,
+    InvalidOutputError,
+    Task,
+    TaskStateError,
+    TaskStatus,
+    UnknownTaskError,
+    WorkflowSpec,
+)
+
+from . import ops
+from .display import _STATUS_LABELS
+from .errors import _error
+from .forms import parse_answer, typed_values
+from .pages import inbox, task
+from .security import _safe_next
+from .views import route
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = ["add_actions", "answer", "answer_refused", "cancel", "change_task", "retry"]
+
+
+def add_actions(bp: Blueprint, dash: Dashboard) -> None:
+    """Take the forms below at ``bp``'s URLs."""
+    route(bp, dash, "/tasks/<task_id>/answer", answer, ["POST"])
+    route(bp, dash, "/tasks/<task_id>/cancel", cancel, ["POST"])
+    route(bp, dash, "/tasks/<task_id>/retry", retry, ["POST"])
+
+
+def answer(dash: Dashboard, task_id: str) -> Any:
+    back = request.form.get("next") or "task"
+    # The phase whose question the form showed, and the task's version then: the
+    # task may have left it since, or come back to it (a loop) with a new question.
+    asked = request.form.get("phase") or None
+    read = request.form.get("version")
+    if read is not None and not read.isdigit():
+        return _error(dash, 400, f"the form's version must be a whole number, not {read[:20]!r}")
+    version = int(read) if read is not None else None
+
+    async def load(engine: ECSWorkflowEngine) -> Any:
+        found = await engine.get_task(task_id)
+        return found, await ops.workflows(engine)
+
+    found, specs = dash.call(load)
+    if found is None:
+        return _error(dash, 404, f"no task {task_id!r}")
+    if (asked is not None and found.classification != asked) or (
+        version is not None and found.version != version
+    ):
+        return answer_refused(dash, found, specs, asked or found.classification or "", back)
+    if not found.status.is_waiting:
+        flash(f"Task {task_id[:8]} is {found.status.value}, no longer waiting.", "error")
+        return redirect(url_for(".task", task_id=task_id)), 303
+    phase = ops.phase_of(found, specs)
+    schema = phase.input_schema if phase is not None and not found.resume_in_phase else None
+    value, form = parse_answer(schema, request.form)
+    if not form.has_errors:
+        try:
+            resumed = dash.call(
+                lambda engine: engine.resume(task_id, value, phase=asked, version=version)
+            )
+        except InvalidOutputError as exc:
+            form.error = "; ".join(exc.errors) or str(exc)
+        except TaskStateError as exc:
+            # Someone else's answer (or a deadline) moved the task on since it was loaded.
+            now = dash.call(lambda engine: engine.get_task(task_id))
+            if now is not None and (
+                (asked is not None and now.classification != asked)
+                or (version is not None and now.version != version)
+            ):
+                return answer_refused(dash, now, specs, asked or now.classification or "", back)
+            flash(str(exc), "error")
+            return redirect(url_for(".task", task_id=task_id)), 303
+        else:
+            where = (
+                f"moved on to {resumed.classification}"
+                if resumed.status is TaskStatus.PENDING and not resumed.resume_in_phase
+                else resumed.status.value
+            )
+            flash(f"Answer recorded for task {task_id[:8]}: {where}.", "ok")
+            if back == "inbox":
+                return redirect(url_for(".inbox")), 303
+            return redirect(url_for(".task", task_id=task_id)), 303
+    if back == "inbox":
+        return inbox(dash, forms={task_id: form}, status=400)
+    return task(dash, task_id, form=form, status=400)
+
+
+def answer_refused(
+    dash: Dashboard, now: Task, specs: dict[str, WorkflowSpec], asked: str, back: str
+) -> Any:
+    """409: the answer was for a phase the task has left. The page now shown has
+    the new question's form (if any), and what the person typed is shown back."""
+    spec = specs.get(now.workflow_name or "")
+    old = spec.phase(asked) if spec is not None else None
+    if now.classification == asked:
+        moved = (
+            f"has been answered since you opened it and is back at phase {asked!r} "
+            f"({_STATUS_LABELS[now.status.value].lower()}) with a new round of it"
+        )
+    else:
+        moved = (
+            f"has moved on from phase {asked!r} to {now.classification!r} "
+            f"({_STATUS_LABELS[now.status.value].lower()}) since you opened it"
+        )
+    refused = {
+        "message": f"Task {now.id[:8]} {moved}; your answer was not recorded.",
+        "asked": asked,
+        "typed": typed_values(old.input_schema if old is not None else None, request.form),
+    }
+    if back == "inbox":
+        return inbox(dash, refused=refused, status=409)
+    return task(dash, now.id, refused=refused, status=409)
+
+
+def cancel(dash: Dashboard, task_id: str) -> Any:
+    back = _safe_next(request.form.get("next_url"), url_for(".task", task_id=task_id))
+    return change_task(dash, task_id, lambda engine: engine.cancel(task_id), "cancelled", back)
+
+
+def retry(dash: Dashboard, task_id: str) -> Any:
+    back = url_for(".task", task_id=task_id)
+    return change_task(dash, task_id, lambda engine: engine.retry(task_id), "queued again", back)
+
+
+def change_task(dash: Dashboard, task_id: str, change: Any, done: str, back: str) -> Any:
+    """Apply ``change(engine)`` to a task from a form; flash how it went."""
+    try:
+        dash.call(change)
+    except UnknownTaskError as exc:
+        return _error(dash, 404, str(exc))
+    except TaskStateError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Task {task_id[:8]} {done}.", "ok")
+    return redirect(back)

@@ -1,0 +1,271 @@
+"""The dashboard's JSON API under ``/api``: list, submit, read, resume, cancel and retry
+tasks, the workflows, the recent Kafka results, and the CSRF token for the calls that
+change something.
+
+Tasks travel in wfcore's wire format; every error is ``{"error": message}``, with the
+status code :func:`api_errors` gives its cause.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, jsonify, request, url_for
+
+from wfcore import (
+    DEFINE_WORKFLOW,
+    ArtifactError,
+    ECSWorkflowEngine,
+    InvalidOutputError,
+    InvalidTaskError,
+    Task,
+    TaskStateError,
+    TaskType,
+    UnknownTaskError,
+    UnknownWorkflowError,
+    WorkflowError,
+)
+from wfcore.wire import task_to_dict, workflow_to_dict
+
+from . import ops, security
+from .bridge import BridgeTimeout
+from .errors import _BadInput, _error
+from .forms import parse_json_text
+from .later import StartError, api_start
+from .query import _int_arg, _parse_statuses
+from .submit import _KafkaDown, do_submit
+from .views import route
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = [
+    "add_api",
+    "api_cancel",
+    "api_csrf",
+    "api_errors",
+    "api_kafka_results",
+    "api_resume",
+    "api_retry",
+    "api_submit",
+    "api_task",
+    "api_tasks",
+    "api_workflows",
+    "body_json",
+]
+
+#: The fields of a POST /api/tasks body.
+_SUBMIT_FIELDS = frozenset(
+    {"workflow", "workflow_name", "data", "classification", "assigned_to", "id", "run_after"}
+)
+
+
+def add_api(bp: Blueprint, dash: Dashboard) -> None:
+    """Serve the API below from ``bp``; its endpoints' names start with ``api_``."""
+    route(bp, dash, "/api/csrf", api_csrf)
+    route(bp, dash, "/api/tasks", api_tasks, ["GET"])
+    route(bp, dash, "/api/tasks", api_submit, ["POST"])
+    route(bp, dash, "/api/tasks/<task_id>", api_task)
+    route(bp, dash, "/api/tasks/<task_id>/resume", api_resume, ["POST"])
+    route(bp, dash, "/api/tasks/<task_id>/cancel", api_cancel, ["POST"])
+    route(bp, dash, "/api/tasks/<task_id>/retry", api_retry, ["POST"])
+    route(bp, dash, "/api/workflows", api_workflows)
+    route(bp, dash, "/api/kafka/results", api_kafka_results)
+
+
+def body_json() -> Any:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise _BadInput("the request body must be a JSON object")
+    try:
+        return parse_json_text(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadInput(f"the request body is not valid JSON: {exc}") from None
+
+
+def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer the errors an API view raises as JSON: 400 bad input, 404 unknown task,
+    409 wrong state, 503 Kafka down."""
+
+    def wrapper(dash: Dashboard, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(dash, *args, **kwargs)
+        except _BadInput as exc:
+            return _error(dash, 400, str(exc), exc.errors)
+        except InvalidOutputError as exc:
+            return _error(dash, 400, getattr(exc, "summary", None) or str(exc), exc.errors)
+        except (InvalidTaskError, UnknownWorkflowError, ArtifactError) as exc:
+            return _error(dash, 400, str(exc))
+        except UnknownTaskError as exc:
+            return _error(dash, 404, str(exc))
+        except TaskStateError as exc:
+            return _error(dash, 409, str(exc))
+        except WorkflowError as exc:
+            return _error(dash, 400, str(exc))
+        except _KafkaDown as exc:
+            return _error(dash, 503, str(exc))
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _api_task(task: Task) -> dict[str, Any]:
+    """A task in the JSON API: wfcore's wire format, with the ``version`` a client
+    passes back to resume so that an answer to an earlier round is refused."""
+    return task_to_dict(task, internal=True)
+
+
+def _kafka_view(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in ("topic", "partition", "offset", "at")}
+
+
+def api_csrf(dash: Dashboard) -> Any:
+    """The session's CSRF token, for the X-CSRF-Token header of later calls."""
+    return jsonify({"csrf_token": security.csrf_token(), "header": security.CSRF_HEADER})
+
+
+@api_errors
+def api_tasks(dash: Dashboard) -> Any:
+    statuses = _parse_statuses(request.args.getlist("status"))
+    workflow = request.args.get("workflow") or None
+    limit = _int_arg("limit", 50, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    order = request.args.get("order") or "newest"
+    if order not in ("newest", "oldest"):
+        raise _BadInput(f"order must be newest or oldest, not {order!r}")
+    oldest = order == "oldest"
+    found = dash.call(lambda e: ops.list_page(e, statuses, workflow, limit, offset, oldest))
+    return jsonify(
+        {
+            "tasks": [_api_task(t) for t in found.tasks],
+            "total": found.total,
+            "limit": limit,
+            "offset": offset,
+            "counts": {s.value: n for s, n in found.counts.items()},
+        }
+    )
+
+
+@api_errors
+def api_submit(dash: Dashboard) -> Any:
+    doc = body_json()
+    if not isinstance(doc, dict):
+        raise _BadInput("the request body must be a JSON object")
+    unknown = sorted(set(doc) - _SUBMIT_FIELDS)
+    if unknown:
+        raise _BadInput(f"unknown field {unknown[0]!r}")
+    if "workflow" in doc and "workflow_name" in doc and doc["workflow"] != doc["workflow_name"]:
+        raise _BadInput('"workflow" and "workflow_name" name different workflows; give one')
+    workflow = doc.get("workflow", doc.get("workflow_name"))
+    defining = doc.get("classification") == DEFINE_WORKFLOW
+    if not (isinstance(workflow, str) and workflow) and not (defining and workflow is None):
+        raise _BadInput('"workflow" must name a registered workflow')
+    given = doc.get("id")
+    if given is not None and not (isinstance(given, str) and given):
+        raise _BadInput(f'"id" must be a non-empty string, not {json.dumps(given)[:40]}')
+    try:
+        # A delay counts from now, when the request came, however long the store takes.
+        run_after = api_start(doc.get("run_after"), datetime.now(timezone.utc))
+    except StartError as exc:
+        raise _BadInput(str(exc)) from None
+    existed = given is not None and dash.call(lambda e: e.get_task(given)) is not None
+    # The id is chosen here, not by the engine, so that an answer lost to a
+    # timeout can still name the task its write may yet create.
+    task_id = given if given is not None else uuid.uuid4().hex
+    try:
+        created, published = do_submit(
+            dash,
+            workflow,
+            doc.get("data"),
+            doc.get("classification"),
+            doc.get("assigned_to") or TaskType.AGENTIC.value,
+            task_id,
+            run_after,
+        )
+    except BridgeTimeout as exc:
+        where = url_for(".api_task", task_id=task_id)
+        message = (
+            f"{exc}; the task may still be stored, as {task_id}: check GET {where}, "
+            f'or send the request again with "id": "{task_id}" '
+            "(a known id is never submitted twice)"
+        )
+        return jsonify({"error": message, "id": task_id}), 503
+    if published is not None:
+        body = {"id": published["id"], "status": "published", "kafka": _kafka_view(published)}
+        accepted = jsonify(body)
+        accepted.status_code = 202
+        accepted.headers["Location"] = url_for(".api_task", task_id=published["id"])
+        return accepted
+    assert created is not None
+    response = jsonify(_api_task(created))
+    response.status_code = 200 if existed else 201
+    response.headers["Location"] = url_for(".api_task", task_id=created.id)
+    return response
+
+
+@api_errors
+def api_task(dash: Dashboard, task_id: str) -> Any:
+    found = dash.call(lambda e: e.get_task(task_id))
+    if found is not None:
+        return jsonify(_api_task(found))
+    if dash.kafka is not None:
+        result = dash.kafka.result(task_id)
+        if result is not None:
+            return jsonify({**result, "source": "kafka"})
+        published = dash.kafka.published(task_id)
+        if published is not None:
+            return jsonify({"id": task_id, "status": "published", "kafka": _kafka_view(published)})
+    raise UnknownTaskError(task_id)
+
+
+@api_errors
+def api_resume(dash: Dashboard, task_id: str) -> Any:
+    doc = body_json()
+    if not isinstance(doc, dict) or "output" not in doc:
+        raise _BadInput('the request body must be a JSON object with an "output" field')
+    # The phase the answer is for: refused (409) once the task has moved past it.
+    asked = doc.get("phase")
+    if asked is not None and not (isinstance(asked, str) and asked):
+        raise _BadInput(f'"phase" must be the name of a phase, not {json.dumps(asked)[:40]}')
+    # The task's version when the question was read: refused (409) once it changed.
+    read = doc.get("version")
+    if read is not None and (isinstance(read, bool) or not isinstance(read, int)):
+        raise _BadInput(f'"version" must be a whole number, not {json.dumps(read)[:40]}')
+    resumed = dash.call(lambda e: e.resume(task_id, doc["output"], phase=asked, version=read))
+    return jsonify(_api_task(resumed))
+
+
+@api_errors
+def api_cancel(dash: Dashboard, task_id: str) -> Any:
+    return jsonify(_api_task(dash.call(lambda e: e.cancel(task_id))))
+
+
+@api_errors
+def api_retry(dash: Dashboard, task_id: str) -> Any:
+    return jsonify(_api_task(dash.call(lambda e: e.retry(task_id))))
+
+
+@api_errors
+def api_workflows(dash: Dashboard) -> Any:
+    async def load(engine: ECSWorkflowEngine) -> list[dict[str, Any]]:
+        store = await engine.get_store()
+        docs = []
+        for spec in (await ops.workflows(engine)).values():
+            doc = workflow_to_dict(spec)
+            doc["tasks_by_phase"] = await store.count_by_phase(spec.name)
+            docs.append(doc)
+        return docs
+
+    return jsonify({"workflows": dash.call(load)})
+
+
+@api_errors
+def api_kafka_results(dash: Dashboard) -> Any:
+    if dash.kafka is None:
+        return _error(dash, 404, "Kafka is not configured (set KAFKA_BROKERS, install wfe_kafka)")
+    return jsonify({"results": dash.kafka.recent()})

@@ -1,0 +1,275 @@
+"""How the pages show things: JSON (cut for pages that refresh themselves), times,
+durations, sizes, status labels, a task's history as a timeline, and HTML ids; and
+the ``wfe_*`` template filters that apply them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Blueprint
+from markupsafe import Markup
+
+from wfcore import Task, WorkflowSpec
+
+from . import ops
+from .later import StartNote, start_note
+
+__all__ = [
+    "JSON_SHOWN",
+    "add_filters",
+    "duration_filter",
+    "html_id_filter",
+    "json_preview_filter",
+    "pretty_filter",
+    "size_filter",
+    "start_note_filter",
+    "status_filter",
+    "time_filter",
+]
+
+
+def add_filters(bp: Blueprint) -> None:
+    """Give the app's templates the ``wfe_*`` filters below."""
+    bp.add_app_template_filter(pretty_filter, "wfe_pretty")
+    bp.add_app_template_filter(json_preview_filter, "wfe_json_preview")
+    bp.add_app_template_filter(time_filter, "wfe_time")
+    bp.add_app_template_filter(status_filter, "wfe_status")
+    bp.add_app_template_filter(start_note_filter, "wfe_start_note")
+    bp.add_app_template_filter(duration_filter, "wfe_duration")
+    bp.add_app_template_filter(html_id_filter, "wfe_html_id")
+    bp.add_app_template_filter(size_filter, "wfe_size")
+
+
+def pretty_filter(value: Any) -> str:
+    return _pretty(value)
+
+
+def json_preview_filter(value: Any) -> dict[str, Any]:
+    return _json_preview(value)
+
+
+def time_filter(value: Any) -> Markup:
+    if value is None:
+        return Markup("")
+    return Markup('<time datetime="{}" class="wfe-time">{}</time>').format(
+        _iso(value), _short_time(value)
+    )
+
+
+def status_filter(value: Any) -> str:
+    text = getattr(value, "value", value)
+    return _STATUS_LABELS.get(str(text), str(text).replace("_", " "))
+
+
+def start_note_filter(task: Task) -> StartNote | None:
+    return start_note(task, datetime.now(timezone.utc))
+
+
+def duration_filter(value: Any) -> str:
+    return _duration(value)
+
+
+def html_id_filter(value: Any) -> str:
+    return _html_id(str(value))
+
+
+def size_filter(value: int) -> str:
+    return _size(value)
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+#: The most characters of one JSON value (task data, an output) a page shows: open
+#: pages fetch themselves again every few seconds, so a 1 MB task would cost 1 MB each
+#: time. The API's task URL has the whole.
+JSON_SHOWN = 16 * 1024
+
+
+def _json_preview(value: Any, limit: int = JSON_SHOWN) -> dict[str, Any]:
+    """``value`` as pretty JSON, cut to ``limit`` characters (at a line end when one
+    is near): ``{"text", "cut", "total"}``."""
+    text = _pretty(value)
+    if len(text) <= limit:
+        return {"text": text, "cut": False, "total": len(text)}
+    end = text.rfind("\n", limit // 2, limit)
+    return {"text": text[: end if end > 0 else limit], "cut": True, "total": len(text)}
+
+
+def _iso(value: datetime | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return value.astimezone(timezone.utc).isoformat()
+
+
+def _short_time(value: datetime | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            return text
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+_STATUS_LABELS = {
+    "pending": "Pending",
+    "in_progress": "In progress",
+    "waiting_human": "Waiting: person",
+    "waiting_agent": "Waiting: agent",
+    "waiting_io": "Waiting: I/O",
+    "completed": "Completed",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+
+_EVENT_LABELS = {
+    "submitted": "Submitted",
+    "classified": "Classified",
+    "phase_started": "Phase started",
+    "phase_finished": "Phase finished",
+    "routed": "Moved on",
+    "suspended": "Waiting",
+    "resumed": "Answered",
+    "attempt_failed": "Attempt failed",
+    "retry_scheduled": "Retry scheduled",
+    "failed": "Failed",
+    "completed": "Completed",
+    "cancelled": "Cancelled",
+    "released": "Handed back",
+    "deadline_passed": "Deadline passed",
+    "workflow_defined": "Workflow defined",
+    "retried": "Retried",
+}
+_WAITING_LABELS = {
+    "waiting_human": "Waiting for a person",
+    "waiting_agent": "Waiting for an agent",
+    "waiting_io": "Waiting for I/O",
+}
+_ANSWERED_BY = {
+    "waiting_human": "answered by a person",
+    "waiting_agent": "answered by an agent",
+    "waiting_io": "answered by I/O",
+}
+_SHOWN_KEYS = {"at", "event", "phase", "worker", "task_type", "seconds", "status", "attempt"}
+
+
+def _timeline(task: Task) -> list[dict[str, Any]]:
+    """History entries shaped for the timeline: label, phase, who, duration, the rest."""
+    items = []
+    waiting_since: datetime | None = None
+    waiting_for = ""
+    first: datetime | None = None
+    for entry in task.history:
+        event = str(entry.get("event", ""))
+        at = entry.get("at")
+        try:
+            when = datetime.fromisoformat(at) if isinstance(at, str) else None
+        except ValueError:
+            when = None
+        first = first or when
+        duration = _duration(entry.get("seconds"))
+        if event == "suspended":
+            waiting_since = when
+            waiting_for = str(entry.get("status") or "")
+        elif event in ("resumed", "deadline_passed", "cancelled") and waiting_since and when:
+            duration = "waited " + _duration((when - waiting_since).total_seconds())
+            waiting_since = None
+        who = [str(entry[k]) for k in ("task_type", "worker") if entry.get(k)]
+        if event == "resumed" and not who:
+            who = [_ANSWERED_BY.get(waiting_for, "answered")]
+        details = {k: v for k, v in entry.items() if k not in _SHOWN_KEYS and v is not None}
+        label = _EVENT_LABELS.get(event, event.replace("_", " ").capitalize())
+        if entry.get("attempt"):
+            label += f" (attempt {entry['attempt']})"
+        if event == "suspended" and entry.get("status"):
+            label = _WAITING_LABELS.get(str(entry["status"]), label)
+        items.append(
+            {
+                "event": event,
+                "label": label,
+                "at": at,
+                "clock": when.astimezone(timezone.utc).strftime("%H:%M:%S.%f")[:-3] if when else "",
+                "offset": "+" + _duration((when - first).total_seconds()) if when and first else "",
+                "phase": entry.get("phase"),
+                "who": " · ".join(who),
+                "duration": duration,
+                "details": details,
+            }
+        )
+    return items
+
+
+def _waiting_since(task: Task) -> str | None:
+    for entry in reversed(task.history):
+        if entry.get("event") == "suspended":
+            at = entry.get("at")
+            return at if isinstance(at, str) else None
+    return None
+
+
+def _overdue(task: Task) -> bool:
+    return task.deadline is not None and task.deadline < datetime.now(timezone.utc)
+
+
+def _effective_type(task: Task, specs: dict[str, WorkflowSpec]) -> str:
+    """Who runs the task's current phase: the phase's type, else the task's own."""
+    phase = ops.phase_of(task, specs)
+    if phase is not None and phase.assigned_to is not None:
+        return phase.assigned_to.value
+    return task.assigned_to.value
+
+
+_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _html_id(text: str) -> str:
+    """``text`` made fit for part of an HTML id (and a CSS ``#selector``).
+
+    Task ids, workflow names and property names may hold spaces, quotes or any
+    other character. Letters, digits and ``-`` are kept, ``_`` is doubled and
+    anything else becomes ``_<hex code point>_``: different texts always give
+    different ids, and a plain one (a uuid hex) stays as it is.
+    """
+    parts = []
+    for ch in text:
+        if ch in _ID_SAFE:
+            parts.append(ch)
+        elif ch == "_":
+            parts.append("__")
+        else:
+            parts.append(f"_{ord(ch):x}_")
+    return "".join(parts)

@@ -1,0 +1,345 @@
+"""The dashboard's pages that show tasks and workflows: the task list, a task's page (and
+its artifacts), the inbox and the workflow graphs.
+
+Each page can also answer with just the region that refreshes itself, when the page's
+script asks for it; the forms that change a task are in :mod:`wfe_flaskui.actions`,
+the submit page in :mod:`wfe_flaskui.submit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, request, send_file, url_for
+
+from wfcore import (
+    ArtifactError,
+    ECSWorkflowEngine,
+    InvalidTaskError,
+    Task,
+    TaskStatus,
+    WorkflowSpec,
+)
+from wfcore.wire import task_from_dict
+
+from . import ops
+from .display import _STATUS_LABELS, _effective_type, _overdue, _timeline, _waiting_since
+from .errors import _error
+from .forms import AnswerForm, answer_form
+from .graph import TYPE_COLOURS, workflow_svg
+from .query import _int_arg, _parse_statuses
+from .views import partial, render, route
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = [
+    "add_pages",
+    "answer_form_for",
+    "artifact",
+    "inbox",
+    "kafka_task",
+    "task",
+    "task_context",
+    "tasks",
+    "workflows",
+]
+
+_STATUS_ORDER = [
+    TaskStatus.PENDING,
+    TaskStatus.IN_PROGRESS,
+    TaskStatus.WAITING_HUMAN,
+    TaskStatus.WAITING_AGENT,
+    TaskStatus.WAITING_IO,
+    TaskStatus.COMPLETED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
+]
+#: Marks the region a refreshing task page gets when its task is no longer stored.
+_GONE_HEADER = "X-WFE-Gone"
+
+
+def add_pages(bp: Blueprint, dash: Dashboard) -> None:
+    """Serve the pages below from ``bp``."""
+    route(bp, dash, "/", tasks)
+    route(bp, dash, "/tasks/<task_id>", task)
+    route(bp, dash, "/tasks/<task_id>/artifacts/<path:name>", artifact)
+    route(bp, dash, "/inbox", inbox)
+    route(bp, dash, "/workflows", workflows)
+
+
+# -- the task list -------------------------------------------------------------------
+
+
+def tasks(dash: Dashboard) -> Any:
+    try:
+        statuses = _parse_statuses(request.args.getlist("status"))
+    except InvalidTaskError as exc:
+        return _error(dash, 400, str(exc))
+    workflow = request.args.get("workflow") or None
+    page = _int_arg("page", 1, 1, 1_000_000)
+    size = dash.page_size
+
+    async def load(engine: ECSWorkflowEngine) -> tuple[ops.TaskPage, dict[str, WorkflowSpec]]:
+        found = await ops.list_page(engine, statuses, workflow, size, (page - 1) * size)
+        return found, await ops.workflows(engine)
+
+    found, specs = dash.call(load)
+    status_value = _status_filter(statuses)
+    pages = max(1, -(-found.total // size))
+
+    def page_url(number: int) -> str:
+        args: dict[str, Any] = {
+            "status": status_value,
+            "workflow": workflow or "",
+            "page": number,
+        }
+        return url_for(".tasks", **{k: v for k, v in args.items() if v not in ("", None)})
+
+    context = {
+        "page": found,
+        "page_number": page,
+        "pages": pages,
+        "page_url": page_url,
+        "status_value": status_value,
+        "status_label": ", ".join(_STATUS_LABELS[s.value] for s in statuses),
+        "workflow": workflow,
+        "workflows": list(specs),
+        "status_order": _STATUS_ORDER,
+        "count_total": sum(found.counts.values()),
+        "specs": specs,
+        "kafka_results": dash.kafka.recent() if dash.kafka is not None else [],
+        "types": {t.id: _effective_type(t, specs) for t in found.tasks},
+    }
+    if partial():
+        return render(dash, "_tasks_region.html", **context)
+    return render(dash, "tasks.html", **context)
+
+
+def _status_filter(statuses: list[TaskStatus]) -> str:
+    """The status filter as the task list's dropdown and links spell it.
+
+    ``?status=Completed`` and ``?status=COMPLETED`` filter like ``completed``, so
+    they must select the same option and carry the same value into the page's
+    links: one spelling per filter, whatever the URL said.
+    """
+    if not statuses:
+        return ""
+    if set(statuses) == set(ops.WAITING):
+        return "waiting"
+    return ",".join(s.value for s in statuses)
+
+
+# -- a task's page -------------------------------------------------------------------
+
+
+def task(
+    dash: Dashboard,
+    task_id: str,
+    form: AnswerForm | None = None,
+    status: int = 200,
+    refused: dict[str, Any] | None = None,
+) -> Any:
+    async def load(engine: ECSWorkflowEngine) -> Any:
+        found = await engine.get_task(task_id)
+        if found is None:
+            return None
+        specs = await ops.workflows(engine)
+        previews = {}
+        for art in found.artifacts:
+            if _is_text(art.media_type, art.name):
+                previews[art.name] = await ops.artifact_preview(
+                    engine, found, art.name, dash.preview_bytes
+                )
+        return found, specs, previews
+
+    loaded = dash.call(load)
+    if loaded is None:
+        shown = kafka_task(dash, task_id)
+        if shown is not None:
+            return shown
+        if partial():
+            # An open page of a task deleted since (wfe purge) says so in place
+            # of the task it still shows.
+            gone = Response(render(dash, "_task_gone.html", task_id=task_id), 404)
+            gone.headers[_GONE_HEADER] = "1"
+            return gone
+        return _error(dash, 404, f"no task {task_id!r}")
+    found, specs, previews = loaded
+    context = task_context(found, specs)
+    context["previews"] = previews
+    context["refused"] = refused
+    if found.status.is_waiting:
+        context["form"] = form or answer_form_for(found, context["phase"])
+    if partial():
+        return render(dash, "_task_region.html", **context)
+    return render(dash, "task.html", **context), status
+
+
+def task_context(task: Task, specs: dict[str, WorkflowSpec]) -> dict[str, Any]:
+    phase = ops.phase_of(task, specs)
+    spec = specs.get(task.workflow_name or "")
+    order = spec.classifications if spec else []
+    outputs = sorted(
+        task.outputs.items(),
+        key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order),
+    )
+    return {
+        "task": task,
+        "phase": phase,
+        "spec": spec,
+        "outputs": outputs,
+        "timeline": _timeline(task),
+        "waiting_since": _waiting_since(task),
+        "overdue": _overdue(task),
+    }
+
+
+def answer_form_for(task: Task, phase: Any) -> AnswerForm:
+    schema = phase.input_schema if phase is not None and not task.resume_in_phase else None
+    return answer_form(schema)
+
+
+def kafka_task(dash: Dashboard, task_id: str) -> Any:
+    """A task this store does not hold but Kafka knows: a result, or a published task."""
+    if dash.kafka is None:
+        return None
+    result = dash.kafka.result(task_id)
+    if result is not None:
+        try:
+            found = task_from_dict(result)
+        except InvalidTaskError:
+            found = None
+        if found is not None:
+            context = task_context(found, dash.call(ops.workflows))
+            context.update(previews={}, remote=True)
+            name = "_task_region.html" if partial() else "task.html"
+            return render(dash, name, **context)
+    published = dash.kafka.published(task_id)
+    if published is not None:
+        context = {"record": published, "topic": published["topic"]}
+        name = "_published_region.html" if partial() else "published.html"
+        return render(dash, name, **context)
+    return None
+
+
+_TEXT_TYPES = ("application/json", "application/xml", "application/yaml", "application/x-yaml")
+_TEXT_SUFFIXES = (".txt", ".md", ".csv", ".json", ".log", ".yaml", ".yml", ".xml", ".tsv", ".py")
+
+
+def _is_text(media_type: str | None, name: str) -> bool:
+    if media_type and (media_type.startswith("text/") or media_type in _TEXT_TYPES):
+        return True
+    return name.lower().endswith(_TEXT_SUFFIXES)
+
+
+def artifact(dash: Dashboard, task_id: str, name: str) -> Any:
+    async def locate(engine: ECSWorkflowEngine) -> Any:
+        found = await engine.get_task(task_id)
+        if found is None or found.artifact(name) is None:
+            return None
+        return found.artifact(name), await engine.artifact_path(found, name)
+
+    try:
+        located = dash.call(locate)
+    except (ArtifactError, InvalidTaskError):
+        located = None
+    if located is None:
+        return _error(dash, 404, f"task {task_id!r} has no artifact {name!r}")
+    art, path = located
+    response = send_file(
+        path,
+        mimetype=art.media_type or "application/octet-stream",
+        as_attachment=True,
+        download_name=name.rsplit("/", 1)[-1],
+        max_age=0,
+    )
+    # Downloaded files never run as a page of this site.
+    response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return response
+
+
+# -- the inbox -----------------------------------------------------------------------
+
+
+def inbox(
+    dash: Dashboard,
+    forms: dict[str, AnswerForm] | None = None,
+    status: int = 200,
+    refused: dict[str, Any] | None = None,
+) -> Any:
+    show_all = request.args.get("all") == "1"
+    wanted = ops.WAITING if show_all else (TaskStatus.WAITING_HUMAN,)
+
+    async def load(engine: ECSWorkflowEngine) -> Any:
+        # Only the oldest few: every open inbox refetches this every few seconds.
+        shown = await ops.waiting_tasks(engine, wanted, dash.inbox_size)
+        return shown, await ops.workflows(engine)
+
+    (waiting, total), specs = dash.call(load)
+    cards = []
+    for item in waiting:
+        context = task_context(item, specs)
+        given = (forms or {}).get(item.id)
+        context["form"] = given or answer_form_for(item, context["phase"])
+        cards.append(context)
+    context = {
+        "cards": cards,
+        "total": total,
+        "full_list": url_for(".tasks", status="waiting" if show_all else "waiting_human"),
+        "show_all": show_all,
+        "forms_have_errors": any(f.has_errors for f in (forms or {}).values()),
+        "refused": refused,
+    }
+    if partial():
+        return render(dash, "_inbox_region.html", **context)
+    return render(dash, "inbox.html", **context), status
+
+
+# -- the workflows -------------------------------------------------------------------
+
+
+def workflows(dash: Dashboard) -> Any:
+    async def load(engine: ECSWorkflowEngine) -> Any:
+        specs = await ops.workflows(engine)
+        store = await engine.get_store()
+        rows = []
+        for spec in specs.values():
+            by_phase = await store.count_by_phase(spec.name)
+            by_status = await store.count_tasks(spec.name)
+            rows.append((spec, by_phase, by_status))
+        return rows
+
+    rows = dash.call(load)
+    cards = []
+    for index, (spec, by_phase, by_status) in enumerate(rows):
+        link_base = url_for(".tasks", workflow=spec.name)
+        unfinished = sum(n for status, n in by_status.items() if not status.is_finished)
+        # Tasks submitted without a phase are in none in the store until their
+        # first phase ends; counted apart, the phases and the total agree. (Two
+        # reads: a task moving between them can make them differ for a moment.)
+        unplaced = max(0, unfinished - sum(by_phase.values()))
+        cards.append(
+            {
+                "spec": spec,
+                "svg": workflow_svg(spec, by_phase, link=_link_to(link_base), uid=f"wf{index}"),
+                "by_phase": by_phase,
+                "by_status": by_status,
+                "active": unfinished,
+                "unplaced": unplaced,
+            }
+        )
+    legend = [
+        (t.value if t is not None else "task's own type", fill, stroke)
+        for t, (fill, stroke) in TYPE_COLOURS.items()
+    ]
+    context = {"cards": cards, "legend": legend, "status_order": _STATUS_ORDER}
+    if partial():
+        return render(dash, "_workflows_region.html", **context)
+    return render(dash, "workflows.html", **context)
+
+
+def _link_to(url: str) -> Callable[[str], str]:
+    """A graph's link for every phase: the same URL."""
+    return lambda _phase: url

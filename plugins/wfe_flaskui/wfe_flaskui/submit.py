@@ -1,0 +1,181 @@
+"""Submitting tasks: the submit page, and the one way both it and the JSON API hand a new
+task over, to the store or (with Kafka) to the tasks topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, flash, redirect, request, url_for
+
+from wfcore import InvalidTaskError, Task, TaskType, UnknownWorkflowError
+
+from . import ops
+from .bridge import BridgeTimeout
+from .display import _short_time
+from .forms import parse_json_text
+from .later import StartError, form_start, start_note
+from .views import render, route
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = ["add_submit", "already_submitted", "do_submit", "submit"]
+
+
+class _KafkaDown(RuntimeError):
+    """Kafka did not take a submitted task."""
+
+
+def add_submit(bp: Blueprint, dash: Dashboard) -> None:
+    """Serve the submit page at ``bp``'s ``/submit``."""
+    route(bp, dash, "/submit", submit, ["GET", "POST"])
+
+
+def submit(dash: Dashboard) -> Any:
+    specs = dash.call(ops.workflows)
+    values = {
+        "workflow": request.values.get("workflow", ""),
+        "data": request.form.get("data", "{\n  \n}"),
+        "classification": request.form.get("classification", ""),
+        "assigned_to": request.form.get("assigned_to", ""),
+        "start_later": request.form.get("start_later", ""),
+        "task_id": _form_task_id(request.form.get("task_id")),
+    }
+    errors: dict[str, str] = {}
+    if request.method == "POST" and already_submitted(dash, values["task_id"]):
+        # The same form sent again (a double click, a resent POST): show its task.
+        flash(f"Task {values['task_id'][:8]} was already submitted; here it is.", "ok")
+        return redirect(url_for(".task", task_id=values["task_id"])), 303
+    if request.method == "POST":
+        data: Any = None
+        if not values["workflow"]:
+            errors["workflow"] = "choose a workflow"
+        elif values["workflow"] not in specs:
+            errors["workflow"] = f"unknown workflow {values['workflow']!r}"
+        try:
+            data = parse_json_text(values["data"])
+        except ValueError as exc:
+            errors["data"] = f"not valid JSON: {exc}"
+        assigned = values["assigned_to"] or TaskType.AGENTIC.value
+        try:
+            TaskType.parse(assigned)
+        except InvalidTaskError as exc:
+            errors["assigned_to"] = str(exc)
+        run_after: datetime | None = None
+        try:
+            run_after = form_start(values["start_later"], datetime.now(timezone.utc))
+        except StartError as exc:
+            errors["start_later"] = str(exc)
+        if not errors:
+            try:
+                created, published = do_submit(
+                    dash,
+                    values["workflow"],
+                    data,
+                    values["classification"] or None,
+                    assigned,
+                    values["task_id"],
+                    run_after,
+                )
+            except UnknownWorkflowError as exc:
+                errors["workflow"] = str(exc)
+            except InvalidTaskError as exc:
+                message = str(exc)
+                field = "classification" if "classification" in message else "data"
+                errors[field] = message
+            except _KafkaDown as exc:
+                errors["form"] = str(exc)
+            except BridgeTimeout as exc:
+                errors["form"] = (
+                    f"{exc}; the task may still be stored, as {values['task_id']}. "
+                    "Sending this form again is safe: it carries that id, and a known "
+                    "id is never submitted twice."
+                )
+            else:
+                if published is not None:
+                    pick_up = (
+                        f"a worker will start it at {_short_time(run_after)}"
+                        if run_after is not None
+                        else "a worker will pick it up"
+                    )
+                    flash(
+                        f"Task {published['id'][:8]} published to Kafka topic "
+                        f"{published['topic']}; {pick_up}.",
+                        "ok",
+                    )
+                    return redirect(url_for(".task", task_id=published["id"])), 303
+                assert created is not None
+                note = start_note(created, datetime.now(timezone.utc))
+                when = f"; it {note.label} {_short_time(note.at)}" if note else ""
+                flash(
+                    f"Task {created.id[:8]} submitted to {created.workflow_name}{when}.",
+                    "ok",
+                )
+                return redirect(url_for(".task", task_id=created.id)), 303
+    page = render(
+        dash,
+        "submit.html",
+        specs=specs,
+        values=values,
+        errors=errors,
+        task_types=[t.value for t in TaskType],
+    )
+    status = (503 if "form" in errors else 400) if errors else 200
+    return page, status
+
+
+def _form_task_id(given: str | None) -> str:
+    """The id the submit form carries for its task, or a new one.
+
+    Each form shown gets a fresh id and sends it back with the task, so sending
+    the same form twice submits one task (``submit_task`` with a known id returns
+    the stored task). Anything but an id this page made is replaced.
+    """
+    if given and len(given) == 32 and all(c in "0123456789abcdef" for c in given):
+        return given
+    return uuid.uuid4().hex
+
+
+def already_submitted(dash: Dashboard, task_id: str) -> bool:
+    """True when a task with this id is in the store, or this dashboard published it."""
+    if dash.kafka is not None and dash.kafka.published(task_id) is not None:
+        return True
+    return dash.call(lambda engine: engine.get_task(task_id)) is not None
+
+
+def do_submit(
+    dash: Dashboard,
+    workflow: str | None,
+    data: Any,
+    classification: str | None,
+    assigned: str,
+    task_id: str | None = None,
+    run_after: datetime | None = None,
+) -> tuple[Task | None, dict[str, Any] | None]:
+    """Store the task, or (with Kafka) publish it: ``(task, None)`` or ``(None, record)``."""
+    if dash.kafka is None:
+        created = dash.call(
+            lambda engine: engine.submit_task(
+                data,
+                workflow,
+                classification=classification,
+                assigned_to=assigned,
+                task_id=task_id,
+                run_after=run_after,
+            )
+        )
+        return created, None
+    specs = dash.call(ops.workflows)
+    ops.check_submission(specs, workflow, data, classification, assigned, task_id)
+    try:
+        record = dash.kafka.publish(
+            workflow, data, classification, TaskType.parse(assigned).value, task_id, run_after
+        )
+    except Exception as exc:
+        raise _KafkaDown(
+            f"could not publish the task to Kafka ({dash.kafka_brokers}): {exc}"
+        ) from exc
+    return None, record

@@ -1,0 +1,86 @@
+"""What every view of the dashboard shares: its route, the page it renders (or just the
+region a refreshing page asks for), and the headers every answer gets.
+
+A view is a plain function whose first argument is the :class:`~wfe_flaskui.app.Dashboard`
+it serves; :func:`route` binds it to that dashboard under a URL of the blueprint.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, g, render_template, request
+
+from wfcore import ECSWorkflowEngine, TaskStatus
+
+from . import security
+
+if TYPE_CHECKING:
+    from .app import Dashboard
+
+__all__ = ["headers", "nav_counts", "partial", "render", "route"]
+
+#: Sent by a page that refreshes one region of itself: the answer is that region only.
+_PARTIAL_HEADER = "X-WFE-Partial"
+
+
+def route(
+    bp: Blueprint,
+    dash: Dashboard,
+    rule: str,
+    view: Callable[..., Any],
+    methods: list[str] | None = None,
+) -> None:
+    """Serve ``view(dash, **url_arguments)`` at ``rule``; the endpoint is the view's name."""
+
+    @functools.wraps(view)
+    def bound(**url_arguments: Any) -> Any:
+        return view(dash, **url_arguments)
+
+    bp.add_url_rule(rule, view.__name__, bound, methods=methods)
+
+
+def partial() -> bool:
+    """True when the page asks for just its refreshing region."""
+    return request.headers.get(_PARTIAL_HEADER) == "1"
+
+
+def render(dash: Dashboard, template: str, **context: Any) -> str:
+    """A template with what the layout needs: navigation counts, CSRF token, settings."""
+    context.setdefault("nav", nav_counts(dash) if dash.bridge.started else {"inbox": 0})
+    g.wfe_inbox = context["nav"]["inbox"]
+    return render_template(
+        f"wfe_flaskui/{template}",
+        csrf_token=security.csrf_token(),
+        refresh_ms=int(dash.refresh_seconds * 1000),
+        store_url=dash.store_url,
+        worker_running=dash.bridge.worker_running,
+        kafka=dash.kafka,
+        token_required=bool(dash.token),
+        **context,
+    )
+
+
+def nav_counts(dash: Dashboard) -> dict[str, int]:
+    async def counts(engine: ECSWorkflowEngine) -> dict[TaskStatus, int]:
+        store = await engine.get_store()
+        return await store.count_tasks()
+
+    try:
+        found = dash.call(counts)
+    except Exception:  # the navigation must not turn an error page into another error
+        return {"inbox": 0}
+    return {"inbox": found.get(TaskStatus.WAITING_HUMAN, 0)}
+
+
+def headers(response: Response) -> Response:
+    """Every answer of the blueprint: no caching (bar static files), the inbox count for a
+    refreshing region, and the security headers."""
+    if not (request.endpoint or "").endswith(".static"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    if partial() and "wfe_inbox" in g:
+        # A page refreshing one region updates the inbox badge from this.
+        response.headers["X-WFE-Inbox"] = str(g.wfe_inbox)
+    return security.add_security_headers(response)
