@@ -358,6 +358,38 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def test_events_queued_while_kafka_is_down_are_capped_and_counted_as_dropped(
+    monkeypatch: pytest.MonkeyPatch, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    import wfe_kafka.results
+
+    monkeypatch.setattr(wfe_kafka.results, "_MAX_QUEUED_EVENTS", 5)
+    engine = echo_engine(wfe_engine_factory)
+    unreachable = KafkaMQInterface(
+        f"127.0.0.1:{_closed_port()}",
+        events_topic="wfe.events",
+        close_timeout=1.0,
+        producer_config={"bootstrap_timeout_ms": 300, "max_block_ms": 300},
+    )
+
+    async def scenario() -> tuple[int, int]:
+        await unreachable.attach(engine)
+        for i in range(12):
+            await engine.submit_task({"n": i}, "double")
+        await engine.run_until_idle()
+        counts = unreachable.stats["events_dropped"], unreachable.stats["publish_errors"]
+        await unreachable.close()
+        return counts
+
+    dropped, failed = wfe_run(scenario(), timeout=60)
+    # 12 tasks make 48 events (submitted, phase started and finished, completed).
+    # At most 5 wait, and at most 5 more are in a send that has not failed yet;
+    # the others were dropped (counted apart) or failed to send.
+    assert dropped > 0
+    assert dropped + failed >= 48 - 5 - 5
+    assert unreachable.stats["events_published"] == 0
+
+
 def test_results_survive_kafka_being_down_and_a_worker_restart(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:

@@ -20,13 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from wfcore import (
-    ECSWorkflowEngine,
-    InvalidTaskError,
-    InvalidWorkflowError,
-    Task,
-    UnknownWorkflowError,
-)
+from wfcore import ECSWorkflowEngine, Task
 
 from .clients import Record, _describe, _new_client, _Producer, _smaller_if_too_large
 from .messages import BadMessage, dead_letter_headers, parse_task_message, source_id
@@ -34,10 +28,10 @@ from .messages import BadMessage, dead_letter_headers, parse_task_message, sourc
 logger = logging.getLogger("wfe_kafka")
 T = TypeVar("T")
 
-# Errors that say the message itself is at fault: retrying can never help.
-_BAD_MESSAGE = (BadMessage, InvalidTaskError, UnknownWorkflowError, InvalidWorkflowError)
-
 _MAX_BATCHES_IN_HAND = 4
+# Seconds a consumer must have run before failing for its restart delay to start
+# again from 1 s (else it doubles, up to 30 s, while the failures go on).
+_HEALTHY_RUN = 60.0
 
 
 class _TaskConsumer:
@@ -82,6 +76,7 @@ class _TaskConsumer:
         delay = 1.0
         try:
             while not self._consume_stop.is_set():
+                started = time.monotonic()
                 try:
                     self._consume(loop, engine)
                 except _Rejoin as exc:
@@ -96,6 +91,8 @@ class _TaskConsumer:
                         raise
                     # A fresh consumer rejoins the group and starts again from the
                     # committed offsets; redelivered messages find their tasks.
+                    if time.monotonic() - started > _HEALTHY_RUN:
+                        delay = 1.0  # it worked a while: a new failure, not the same one
                     logger.exception("the Kafka consumer failed; restarting it in %.0f s", delay)
                     self._consume_stop.wait(delay)
                     delay = min(30.0, delay * 2)

@@ -164,7 +164,8 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         self._consumer_config = dict(consumer_config or {})
         #: Counters: received (messages polled), consumed (handled: stored or
         #: dead-lettered), submitted (new tasks), dead_lettered, results_published,
-        #: events_published, publish_errors.
+        #: events_published, publish_errors (sends that failed), events_dropped
+        #: (the oldest queued events, past 50,000 while Kafka does not take them).
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "received",
@@ -174,6 +175,7 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
                 "results_published",
                 "events_published",
                 "publish_errors",
+                "events_dropped",
             ),
             0,
         )

@@ -104,7 +104,7 @@ class _ResultsPublisher:
             self._final_events.add((task.id, task.version))
         if len(self._events) >= _MAX_QUEUED_EVENTS:
             self._events.popleft()
-            self.stats["publish_errors"] += 1
+            self.stats["events_dropped"] += 1
         self._events.append((task.id.encode("utf-8"), event_message(event, task, phase, at)))
         self._events_wake.set()
 
