@@ -13,7 +13,7 @@ import atexit
 import os
 import secrets
 import threading
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Blueprint, Flask
 
@@ -31,7 +31,6 @@ from .submit import add_submit
 
 __all__ = ["Dashboard", "create_app"]
 
-T = TypeVar("T")
 
 #: Default request body limit (bytes); larger bodies get 413.
 DEFAULT_MAX_BODY = 1024 * 1024
