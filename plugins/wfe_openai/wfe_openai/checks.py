@@ -1,0 +1,211 @@
+"""Checks of the adapter's settings and of request options, made before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import jsonschema
+
+from wfcore import AdapterError
+
+from .redaction import _masked_url
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+    from .request import AgentRequest
+
+# Request options the adapter sets itself; passing them would break the conversation.
+_RESERVED_OPTIONS = frozenset({"messages", "model", "tools", "stream", "n"})
+
+
+def _check_settings(
+    *,
+    model: str,
+    system_prompt: str | None,
+    max_steps: int,
+    client: AsyncOpenAI | None,
+    api_key: str | None,
+    base_url: str | None,
+    max_retries: int | None,
+    phase_options: Mapping[str, Mapping[str, Any]] | None,
+    max_item_chars: int,
+    max_input_chars: int,
+    request_options: Mapping[str, Any],
+) -> None:
+    """Refuse the arguments of an ``OpenAIAgentAdapter``, saying why, when they cannot work."""
+    if not isinstance(model, str) or not model:
+        raise ValueError("model must be a non-empty string")
+    if not _is_count(max_steps, 1):
+        raise ValueError("max_steps must be an integer >= 1")
+    if max_retries is not None:
+        _check_max_retries(max_retries, "max_retries")
+    for name, value in (
+        ("system_prompt", system_prompt),
+        ("api_key", api_key),
+        ("base_url", base_url),
+    ):
+        if value is not None and not isinstance(value, str):
+            # The type only: a key given as bytes must not show in a traceback.
+            raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
+    if api_key:
+        _check_api_key(api_key, "api_key=", ValueError)
+    if base_url:
+        _check_base_url(base_url, "base_url", ValueError)
+    for name, count in (
+        ("max_item_chars", max_item_chars),
+        ("max_input_chars", max_input_chars),
+    ):
+        if not _is_count(count, 1):
+            raise ValueError(f"{name} must be an integer >= 1, not {count!r}")
+    _check_options(request_options, "request option")
+    if phase_options is not None and not isinstance(phase_options, Mapping):
+        raise TypeError(
+            "phase_options must be a dict of classification -> options, such as "
+            f"{{'review': {{'model': 'gpt-4o-mini'}}}}, not {phase_options!r}"
+        )
+    for name, options in (phase_options or {}).items():
+        if not isinstance(name, str):
+            raise TypeError(f"phase_options keys are classifications (strings), not {name!r}")
+        what = f"phase_options[{name!r}]"
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"{what} must be a dict of options such as {{'model': 'gpt-4o-mini'}}, "
+                f"not {options!r}"
+            )
+        _check_options(options, what)
+    if client is not None:
+        import openai
+
+        if isinstance(client, openai.OpenAI):
+            raise TypeError("client must be an async client: openai.AsyncOpenAI, not OpenAI")
+
+
+def _check_api_key(key: str, source: str, error: type[Exception]) -> None:
+    """Refuse a key no HTTP header can carry, saying why but never showing the key.
+
+    Sent as it is, such a key fails in the HTTP library, whose error quotes the
+    header with the key in it.
+    """
+    if not key.strip():
+        problem = "is blank: it holds only whitespace"
+    elif not key.isascii():
+        problem = "holds a non-ASCII character"
+    elif not all("!" <= char <= "~" for char in key):
+        problem = "holds whitespace or a control character (a trailing newline from a file?)"
+    else:
+        return
+    raise error(f"the API key ({source}) {problem}")
+
+
+def _check_base_url(url: str, source: str, error: type[Exception]) -> None:
+    """Refuse a server URL the SDK cannot send a request to.
+
+    Otherwise each request fails only when sent, is retried as a connection error,
+    and is reported as a server that cannot be reached.
+    """
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        usable = False
+    else:
+        usable = (
+            parts.scheme.lower() in ("http", "https")
+            and bool(parts.hostname)
+            # urlsplit drops tabs and newlines; httpx refuses them and spaces.
+            and not any(char.isspace() or not char.isprintable() for char in url)
+        )
+    if not usable:
+        raise error(f"{source} must be an http:// or https:// URL, got {_masked_url(url)!r}")
+
+
+def _check_options(options: Mapping[str, Any], what: str) -> None:
+    bad = sorted(set(options) & _RESERVED_OPTIONS)
+    if "model" in bad and what.startswith("phase_options"):
+        bad.remove("model")
+    if bad:
+        raise TypeError(
+            f"{what} {', '.join(bad)} cannot be set: the adapter builds the messages and "
+            "tools itself (use tools= / add_tool, or a handler to shape the request)"
+        )
+    fmt = options.get("response_format")
+    if fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):
+        raise TypeError(f"{what} response_format must be a dict such as {{'type': 'json_object'}}")
+    if fmt is not None:
+        _check_json_schema_format(fmt, f"{what} response_format")
+    steps = options.get("max_steps")
+    if steps is not None and not _is_count(steps, 1):
+        raise ValueError(f"{what} max_steps must be an integer >= 1")
+    if options.get("max_retries") is not None:
+        _check_max_retries(options["max_retries"], f"{what} max_retries")
+    if "model" in options and not (isinstance(options["model"], str) and options["model"]):
+        raise ValueError(f"{what} model must be a non-empty string, not {options['model']!r}")
+    timeout = options.get("timeout")
+    # A number must be a positive count of seconds; anything else but a string is
+    # left to the SDK (an httpx.Timeout).
+    if isinstance(timeout, (bool, str)) or (isinstance(timeout, (int, float)) and not timeout > 0):
+        raise ValueError(
+            f"{what} timeout must be a number of seconds > 0 (or an httpx.Timeout), not {timeout!r}"
+        )
+
+
+def _check_json_schema_format(fmt: Mapping[str, Any], what: str) -> None:
+    """Refuse a ``json_schema`` response format whose schema could not check a reply.
+
+    Checked now, because the schema is first used on the model's reply, after the
+    call has been paid for.
+    """
+    if fmt.get("type") != "json_schema":
+        return
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise TypeError(
+            f"{what} json_schema must be a dict with a 'name' (and a 'schema'), "
+            f"such as {{'name': 'answer', 'schema': {{'type': 'object'}}}}"
+        )
+    schema = spec.get("schema")
+    if schema is None:
+        return
+    if not isinstance(schema, Mapping):
+        raise TypeError(f"{what} json_schema schema must be a dict, not {schema!r}")
+    try:
+        # A copy: jsonschema's "object" is a dict, not any Mapping.
+        jsonschema.validators.validator_for(schema).check_schema(dict(schema))
+    except jsonschema.SchemaError as exc:
+        raise ValueError(
+            f"{what} json_schema schema is not a valid JSON Schema: {exc.message}"
+        ) from None
+
+
+def _check_request(request: AgentRequest) -> None:
+    """Fail the attempt, saying why, when a handler left the request unusable."""
+    fmt = request.response_format
+    problem = None
+    if not isinstance(request.model, str) or not request.model:
+        problem = f"request.model must be a non-empty string, not {request.model!r}"
+    elif not _is_count(request.max_steps, 1):
+        problem = f"request.max_steps must be an integer >= 1, not {request.max_steps!r}"
+    elif fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):
+        problem = f"request.response_format must be None or a dict with a 'type', not {fmt!r}"
+    else:
+        try:
+            if fmt is not None:
+                _check_json_schema_format(fmt, "request.response_format")
+            _check_options(request.options, "request.options")
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+    if problem is not None:
+        raise AdapterError(f"the handler left the request unusable: {problem}")
+
+
+def _is_count(value: Any, low: int) -> bool:
+    """True for an int (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_max_retries(value: Any, what: str) -> None:
+    if not _is_count(value, 0):
+        raise ValueError(f"{what} must be an integer >= 0, not {value!r}")

@@ -1,0 +1,56 @@
+"""The OpenAI client an adapter builds: from its settings, or OPENAI_API_KEY and OPENAI_BASE_URL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from wfcore import AdapterError
+
+from .checks import _check_api_key, _check_base_url
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+#: The server the SDK uses when no other is configured.
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _build_client(
+    api_key: str | None,
+    base_url: str | None,
+    max_retries: int | None,
+    redact: Callable[[str], str],
+) -> AsyncOpenAI:
+    """A new client; fails the attempt, saying why, when the key or the server is unusable.
+
+    ``redact`` masks credentials in the message of a client that cannot be created.
+    """
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise AdapterError(
+            "OPENAI_API_KEY is not set: export it (any non-empty value for a local "
+            "server that ignores keys), or pass api_key= or client= to OpenAIAgentAdapter"
+        )
+    if not api_key:
+        _check_api_key(key, "OPENAI_API_KEY", AdapterError)
+    import openai
+
+    kwargs: dict[str, Any] = {"api_key": key}
+    if base_url:
+        kwargs["base_url"] = base_url
+    else:
+        env_url = os.environ.get("OPENAI_BASE_URL")
+        if env_url is not None and not env_url.strip():
+            # "OPENAI_BASE_URL=" in a .env file means no server of one's own; the
+            # SDK would take the empty text as the URL (openai-python#2927).
+            kwargs["base_url"] = _DEFAULT_BASE_URL
+        elif env_url is not None:
+            _check_base_url(env_url, "OPENAI_BASE_URL", AdapterError)
+    if max_retries is not None:
+        kwargs["max_retries"] = max_retries
+    try:
+        return openai.AsyncOpenAI(**kwargs)
+    except openai.OpenAIError as exc:
+        raise AdapterError(redact(f"cannot create the OpenAI client: {exc}")) from None

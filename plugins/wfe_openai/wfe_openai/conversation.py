@@ -1,0 +1,269 @@
+"""One run of a phase as a conversation: model calls, the tools they ask for, and their results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from wfcore import AdapterError, Phase, Task
+
+from .checks import _check_max_retries
+from .errors import _failure_reason, _no_message_reason
+from .human import ASK_HUMAN, HUMAN_TOOL, _wait_for_person
+from .messages import Budget
+from .records import _account, _short
+from .reply import _content_text, _output
+from .tools import Tool, ToolArgumentsError
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+    from wfcore import ECSWorkflowEngine
+
+    from .request import AgentRequest
+
+logger = logging.getLogger("wfe_openai")
+
+
+async def _converse(
+    client: AsyncOpenAI,
+    task: Task,
+    phase: Phase,
+    engine: ECSWorkflowEngine,
+    request: AgentRequest,
+    state: dict[str, Any],
+    *,
+    max_item_chars: int,
+    redact: Callable[[str], str],
+) -> None:
+    """Call the model until it replies without tool calls, asks a person, or runs out of steps.
+
+    ``state`` is the task's ``context["openai"]``; ``redact`` masks credentials in the
+    reasons of failed calls.
+    """
+    name = phase.target_classification
+    messages = request.messages
+    tools = {t.name: t for t in request.tools}
+    last_calls: list[str] = []
+    for step in range(1, request.max_steps + 1):
+        message, finish_reason = await _complete(client, task, request, step, redact)
+        calls = _tool_calls(message, position=len(messages))
+        if not calls:
+            task.output = await _output(request, message, finish_reason)
+            state.pop("conversation", None)
+            return
+        messages.append(_assistant_message(message, calls))
+        last_calls = [c.name or "a call without a function name" for c in calls]
+        pending: tuple[str, str] | None = None
+        for call in calls:
+            if call.name == ASK_HUMAN and tools.get(ASK_HUMAN) is HUMAN_TOOL:
+                if pending is not None:
+                    content = "Only one question at a time: ask again after the answer."
+                else:
+                    try:
+                        question = HUMAN_TOOL.parse_arguments(call.arguments)["question"]
+                    except ToolArgumentsError as exc:
+                        content = f"error: {exc}"
+                    else:
+                        pending = (call.id, question)
+                        continue
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+                continue
+            content = await _call_tool(task, engine, name, tools, call, max_item_chars)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        if pending is not None:
+            call_id, question = pending
+            state["conversation"] = {
+                "phase": name,
+                "messages": messages,
+                "pending_call_id": call_id,
+                "question": question,
+            }
+            _wait_for_person(task, engine, state["conversation"])
+            return
+    raise AdapterError(
+        f"max_steps={request.max_steps} exhausted in phase {name!r}: the model still "
+        f"asked for tools ({', '.join(last_calls)}) after {request.max_steps} calls"
+    )
+
+
+async def _complete(
+    client: AsyncOpenAI,
+    task: Task,
+    request: AgentRequest,
+    step: int,
+    redact: Callable[[str], str],
+) -> tuple[Any, str | None]:
+    """One chat completion; returns the reply message and finish reason."""
+    import openai
+
+    kwargs = dict(request.options)
+    # max_retries belongs to the client, not to create(): a phase's own value
+    # (phase_options or a handler) gets a copy of the client that shares its
+    # connections.
+    max_retries = kwargs.pop("max_retries", None)
+    if max_retries is not None:
+        try:
+            _check_max_retries(max_retries, "max_retries")
+        except ValueError as exc:
+            raise AdapterError(f"invalid chat completion request: {exc}") from None
+        client = client.with_options(max_retries=max_retries)
+    kwargs["model"] = request.model
+    kwargs["messages"] = request.messages
+    if request.tools:
+        kwargs["tools"] = [t.spec() for t in request.tools]
+    if request.response_format is not None:
+        kwargs["response_format"] = request.response_format
+    where = str(getattr(client, "base_url", "the OpenAI API"))
+    started = time.monotonic()
+    try:
+        completion = await client.chat.completions.create(**kwargs)
+    except (openai.OpenAIError, TypeError, ValueError) as exc:
+        raise AdapterError(redact(_failure_reason(exc, client, where, kwargs))) from None
+    seconds = time.monotonic() - started
+    choices = getattr(completion, "choices", None)
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = getattr(choice, "message", None)
+    if message is None:
+        raise AdapterError(redact(_no_message_reason(completion, where)))
+    finish_reason = getattr(choice, "finish_reason", None)
+    _account(task, request, step, completion, message, finish_reason, seconds)
+    return message, finish_reason
+
+
+async def _call_tool(
+    task: Task,
+    engine: ECSWorkflowEngine,
+    phase_name: str,
+    tools: dict[str, Tool],
+    call: _ToolCall,
+    max_item_chars: int,
+) -> str:
+    """Run one tool call and return what the model gets back; errors go to the model."""
+    tool_name = call.name
+    task.record(
+        "agent_tool_call",
+        phase=phase_name,
+        tool=tool_name,
+        call_id=call.id,
+        arguments=_short(_arguments_text(call.arguments)),
+    )
+    error = True
+    tool = tools.get(tool_name)
+    if call.type != "function":
+        content = f"error: tool calls of type {call.type!r} are not supported"
+    elif not tool_name:
+        # A compatible server's translation may lose the function object; the
+        # model is told, as for any other bad call, and max_steps bounds a repeat.
+        content = (
+            f"error: tool call without a function name; call a tool by its name: {', '.join(tools)}"
+        )
+    elif tool is None or tool is HUMAN_TOOL:
+        content = f"error: no tool named {tool_name!r}; available: {', '.join(tools)}"
+    else:
+        try:
+            arguments = tool.parse_arguments(call.arguments)
+            result = await tool.invoke(arguments, task, engine)
+        except ToolArgumentsError as exc:
+            content = f"error: invalid arguments for {tool_name}: {exc}"
+        except Exception as exc:
+            logger.info("task %s: tool %s failed: %s", task.id, tool_name, exc)
+            content = f"error: {type(exc).__name__}: {exc}"
+        else:
+            content = _answer_text(result)
+            error = False
+    content = Budget(max_item_chars, max_item_chars).take(content)
+    task.record(
+        "agent_tool_result",
+        phase=phase_name,
+        tool=tool_name,
+        call_id=call.id,
+        error=error,
+        result=_short(content),
+    )
+    return content
+
+
+@dataclass(frozen=True)
+class _ToolCall:
+    """One tool call of a reply, with an id whether or not the server sent one."""
+
+    id: str
+    type: str
+    name: str
+    #: As the server sent them: JSON text, or an object from some compatible servers.
+    arguments: Any
+
+
+def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
+    """The reply's tool calls, each with an id of its own.
+
+    ``position`` is the reply's index in the conversation.
+    """
+    raw = list(getattr(message, "tool_calls", None) or [])
+    given = [getattr(call, "id", None) for call in raw]
+    taken = {i for i in given if isinstance(i, str) and i}
+    used: set[str] = set()
+    found = []
+    for index, (call, call_id) in enumerate(zip(raw, given, strict=True)):
+        if not isinstance(call_id, str) or not call_id or call_id in used:
+            # Some compatible servers send no id, or one id for several calls of a
+            # reply, but the API wants one tool result per id. Derived from the
+            # position, the new id is unique in the conversation and the same in
+            # the copy stored while waiting for a person; it avoids every id the
+            # server did send.
+            call_id = f"wfe_call_{position}_{index}"
+            while call_id in taken or call_id in used:
+                call_id += "_"
+        used.add(call_id)
+        found.append(
+            _ToolCall(
+                id=call_id,
+                type=str(getattr(call, "type", None) or "function"),
+                name=_call_name(call),
+                arguments=getattr(getattr(call, "function", None), "arguments", None),
+            )
+        )
+    return found
+
+
+def _call_name(call: Any) -> str:
+    """The called function's name; empty when the server sent none."""
+    function = getattr(call, "function", None)
+    return str(getattr(function, "name", None) or getattr(call, "name", None) or "")
+
+
+def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
+    """The assistant's tool-calling turn as a message dict to send back."""
+    return {
+        "role": "assistant",
+        "content": _content_text(message),
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": _arguments_text(call.arguments)},
+            }
+            for call in calls
+        ],
+    }
+
+
+def _arguments_text(arguments: Any) -> str:
+    """Arguments as the JSON text the API expects, whatever form the server sent."""
+    return "" if arguments is None else _as_text(arguments)
+
+
+def _answer_text(value: Any) -> str:
+    return "(no answer)" if value is None else _as_text(value)
+
+
+def _as_text(value: Any) -> str:
+    """A string as it is; anything else as JSON text."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)

@@ -1,0 +1,102 @@
+"""Why a chat completion failed: the reason an attempt fails with, naming the server and retries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .records import _short
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+
+def _failure_reason(
+    exc: Exception, client: AsyncOpenAI, where: str, options: Mapping[str, Any]
+) -> str:
+    """The reason for an error of ``chat.completions.create``, before masking credentials.
+
+    ``exc`` is an ``openai.OpenAIError``, or a TypeError or ValueError; ``client`` is
+    the client that made the request, ``where`` its server and ``options`` the
+    arguments of the request.
+    """
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        retried = ""
+        if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+            retried = f" after {getattr(client, 'max_retries', '?')} retries"
+        return (
+            f"chat completion failed with HTTP {exc.status_code}{retried} "
+            f"({where}): {_server_error_text(exc)}"
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        limit = _timeout_text(options.get("timeout", getattr(client, "timeout", None)))
+        return (
+            f"chat completion timed out after {getattr(client, 'max_retries', '?')} "
+            f"retries ({where}): no reply within {limit} per request (the adapter's "
+            "timeout= option)"
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return f"cannot reach the chat completions server ({where}): {cause}"
+    if isinstance(exc, TypeError):
+        # Raised before anything is sent: an option create() does not take.
+        return f"invalid chat completion request: {exc}"
+    return f"malformed response from {where}: {type(exc).__name__}: {exc}"
+
+
+def _server_error_text(exc: Any) -> str:
+    """The server's own words from an error response."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return _short(str(error["message"]), 500)
+        if isinstance(error, str):
+            return _short(error, 500)
+    try:
+        text = exc.response.text
+    except Exception:
+        text = ""
+    return _short(text.strip() or str(body or getattr(exc, "message", "")), 500)
+
+
+def _timeout_text(timeout: Any) -> str:
+    """A request timeout (seconds, or an httpx Timeout) as the wait for a reply."""
+    # An httpx Timeout's read limit is what a slow reply runs into.
+    seconds = getattr(timeout, "read", timeout)
+    if isinstance(seconds, (int, float)):
+        return f"{seconds:g} s"
+    return "no set limit" if seconds is None else str(seconds)
+
+
+def _no_message_reason(completion: Any, where: str) -> str:
+    """Why a successful response holds no reply, in the server's own words if it has any."""
+    error = getattr(completion, "error", None)  # a field the ChatCompletion type lacks
+    if error:
+        # A 200 with an error body, as some compatible servers and proxies send. The
+        # SDK does not retry it, and neither does the adapter: what it means (an
+        # overload, an unknown model) is the server's own, so the phase's
+        # max_attempts decides.
+        reason = _error_object_text(error)
+        return f"chat completion failed ({where}): the server answered with an error: {reason}"
+    if isinstance(completion, str) and completion.lstrip().startswith(("data:", "event:")):
+        return (
+            f"malformed response from {where}: the server sent a stream (server-sent "
+            "events) to a request that did not ask for one; it begins "
+            f"{_short(completion.lstrip(), 200)!r}"
+        )
+    return (
+        f"malformed response from {where}: no choices[0].message in {_short(repr(completion), 300)}"
+    )
+
+
+def _error_object_text(error: Any) -> str:
+    """An error object's message and code, as OpenAI-style ``{"error": {...}}`` bodies give them."""
+    if not isinstance(error, dict):
+        return _short(str(error), 500)
+    text = _short(str(error.get("message") or json.dumps(error, default=str)), 500)
+    code = error.get("code")
+    return text if code is None or code == "" else f"{text} (code {code})"

@@ -1,0 +1,95 @@
+"""The phase output from the model's final reply: its text or JSON, then the handler's parse."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from wfcore import AdapterError
+
+from .records import _short
+
+if TYPE_CHECKING:
+    from .request import AgentRequest
+
+_JSON_FORMATS = ("json_object", "json_schema")
+
+
+async def _output(request: AgentRequest, message: Any, finish_reason: str | None) -> Any:
+    """The phase output from the final reply: text, or the parsed JSON object."""
+    refusal = getattr(message, "refusal", None)
+    if refusal:
+        raise AdapterError(f"the model refused: {refusal}")
+    text = _content_text(message)
+    if finish_reason == "length":
+        # The end is missing, whatever the text looks like (JSON may even parse):
+        # a failed attempt, so the phase's max_attempts or a retry applies.
+        ending = f"it ends {text[-200:]!r}" if isinstance(text, str) and text else "no text"
+        raise AdapterError(
+            "the reply was cut off by the output token limit (finish_reason=length; "
+            f"raise max_tokens or max_completion_tokens): {ending}"
+        )
+    if finish_reason == "content_filter":
+        # The server withheld some or all of the reply: what came is not the answer.
+        raise AdapterError(
+            "the reply was stopped by the server's content filter (finish_reason=content_filter)"
+        )
+    if not isinstance(text, str) or not text.strip():
+        raise AdapterError(f"the model sent an empty reply (finish_reason={finish_reason})")
+    value: Any = text
+    fmt = request.response_format or {}
+    if fmt.get("type") in _JSON_FORMATS:
+        value = _parse_json_reply(text, fmt)
+    if request.parse is not None:
+        try:
+            value = request.parse(value)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            raise AdapterError(
+                f"the reply was rejected by the handler's parse: {type(exc).__name__}: {exc}"
+            ) from None
+    return value
+
+
+def _content_text(message: Any) -> Any:
+    """The reply's text. Some compatible servers send it as a list of content parts
+    (``[{"type": "text", "text": "..."}]``), whose text parts make the reply."""
+    content = getattr(message, "content", None)
+    if not isinstance(content, list):
+        return content
+    texts = []
+    for part in content:
+        # Parts arrive as dicts; an SDK that knew the form would give objects.
+        fields = part if isinstance(part, dict) else getattr(part, "__dict__", {})
+        if fields.get("type") == "text" and isinstance(fields.get("text"), str):
+            texts.append(fields["text"])
+    return "".join(texts)
+
+
+def _parse_json_reply(text: str, fmt: Mapping[str, Any]) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AdapterError(
+            f"the reply is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}; the reply begins {_short(text, 200)!r}"
+        ) from None
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    if isinstance(schema, Mapping):
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        problems = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if problems:
+            raise AdapterError(
+                "the JSON reply does not match the response_format schema: "
+                + "; ".join(
+                    f"{'/'.join(str(p) for p in e.absolute_path) or '(reply)'}: {e.message}"
+                    for e in problems[:5]
+                )
+            )
+    return value
