@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore.errors import TaskStateError, UnknownTaskError
 
 
 def test_handlers_add_text_and_bytes_artifacts_with_metadata(make_engine, wfe_run):
@@ -204,3 +208,67 @@ def test_a_store_that_recorded_no_artifacts_folder_keeps_the_one_named_after_its
         assert store.artifacts_dir == tmp_path / "wfe-artifacts"
     finally:
         wfe_run(again.aclose())
+
+
+def test_an_artifact_added_to_a_waiting_task_is_stored_for_its_next_phase(make_engine, wfe_run):
+    # A person's upload, say: added while the task waits, read by the phase after.
+    engine = make_engine()
+    seen = {}
+
+    async def read(task: Task) -> None:
+        seen["names"] = [a.name for a in task.artifacts]
+        seen["text"] = (await engine.read_artifact(task, "upload.txt")).decode()
+
+    engine.register_handler("read", read)
+    engine.register_workflow(
+        "w", [Phase("ask", assigned_to="human"), Phase("read", assigned_to="functional")]
+    )
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        waiting = await engine.get_task(task.id)
+        art = await engine.add_artifact_text(waiting, "upload.txt", "the signed form")
+        by_id = await engine.add_artifact_text(task.id, "note.txt", "by id")
+        stored = await engine.get_task(task.id)
+        await engine.resume(task.id, {"ok": True})
+        await engine.run_until_idle()
+        return waiting, art, by_id, stored, await engine.get_task(task.id)
+
+    waiting, art, by_id, stored, done = wfe_run(scenario())
+    assert art.phase == "ask" and by_id.name == "note.txt"
+    # Stored at once, with an event; the Task given is brought up to date.
+    assert [a.name for a in stored.artifacts] == ["upload.txt", "note.txt"]
+    assert [e["event"] for e in stored.history][-2:] == ["artifact_added", "artifact_added"]
+    assert [a.name for a in waiting.artifacts] == ["upload.txt"]
+    assert waiting.version == stored.version - 1
+    assert done.status is TaskStatus.COMPLETED
+    assert seen == {"names": ["upload.txt", "note.txt"], "text": "the signed form"}
+
+
+def test_adding_an_artifact_to_a_task_running_elsewhere_is_refused(make_engine, wfe_run):
+    engine = make_engine()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(task: Task) -> None:
+        started.set()
+        await release.wait()
+
+    engine.register_handler("slow", slow)
+    engine.register_workflow("w", [Phase("slow", assigned_to="functional")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        runner = asyncio.create_task(engine.run_until_idle())
+        await asyncio.wait_for(started.wait(), 10)
+        # The same id, but not the phase's own Task object: another caller.
+        with pytest.raises(TaskStateError, match="is running, and its phase stores"):
+            await engine.add_artifact_text(task.id, "late.txt", "x")
+        release.set()
+        await runner
+        with pytest.raises(UnknownTaskError):
+            await engine.add_artifact_text("no-such-task", "a.txt", "x")
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED and task.artifacts == []

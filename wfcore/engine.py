@@ -832,25 +832,52 @@ class ECSWorkflowEngine:
     # -- artifacts -------------------------------------------------------------------
 
     async def add_artifact_text(
-        self, task: Task, name: str, text: str, encoding: str = "utf-8"
+        self, task: Task | str, name: str, text: str, encoding: str = "utf-8"
     ) -> Artifact:
         """Store ``text`` as an artifact of the task (see :meth:`add_artifact_bytes`)."""
         return await self.add_artifact_bytes(task, name, text.encode(encoding))
 
-    async def add_artifact_bytes(self, task: Task, name: str, data: bytes) -> Artifact:
+    async def add_artifact_bytes(self, task: Task | str, name: str, data: bytes) -> Artifact:
         """Store ``data`` as the task's artifact ``name`` (a relative path).
 
-        The file is written atomically beside the store; its metadata joins
-        ``task.artifacts`` (replacing one of the same name) and is stored with the
-        task when the phase ends.
+        The file is written atomically beside the store, and its metadata joins
+        ``task.artifacts`` (replacing one of the same name). Inside a running phase
+        (``task`` being the phase's own Task) it is stored with the task when the
+        phase ends. Otherwise (a task waiting for a person, pending or finished,
+        given as a Task or an id) it is stored at once, with an ``artifact_added``
+        event. Raises UnknownTaskError for an unknown task, and TaskStateError for a
+        task running outside this call's phase (add its artifacts from its phase).
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ArtifactError(f"artifact {name!r}: data must be bytes")
         store = await self.get_store()
+        if isinstance(task, Task) and self._worker.runs_phase_of(task):
+            art = await asyncio.to_thread(
+                write_artifact, store.artifacts_dir, task.id, name, bytes(data), task.classification
+            )
+            task.artifacts = [a for a in task.artifacts if a.name != name] + [art]
+            return art
+        task_id = task.id if isinstance(task, Task) else task
+        stored = await self.get_task(task_id)
+        if stored is None:
+            raise UnknownTaskError(task_id)
+        _check_not_running(stored, name)
         art = await asyncio.to_thread(
-            write_artifact, store.artifacts_dir, task.id, name, bytes(data), task.classification
+            write_artifact, store.artifacts_dir, task_id, name, bytes(data), stored.classification
         )
-        task.artifacts = [a for a in task.artifacts if a.name != name] + [art]
+
+        async def attach(current: Task) -> None:
+            _check_not_running(current, name)
+            current.artifacts = [a for a in current.artifacts if a.name != name] + [art]
+            current.record("artifact_added", name=name, phase=current.classification)
+
+        stored, _ = await self._change_stored(task_id, attach)
+        if isinstance(task, Task):
+            task.artifacts, task.history, task.version = (
+                stored.artifacts,
+                stored.history,
+                stored.version,
+            )
         return art
 
     async def read_artifact(self, task: Task | str, name: str) -> bytes:
@@ -1028,6 +1055,14 @@ def _seconds(value: Any, what: str) -> float:
     if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity
         raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
     return float(value)
+
+
+def _check_not_running(task: Task, name: str) -> None:
+    if task.status is TaskStatus.IN_PROGRESS:
+        raise TaskStateError(
+            f"cannot add artifact {name!r}: task {task.id!r} is running, and its phase "
+            "stores its artifacts when it ends; add them from inside the phase"
+        )
 
 
 def _wait_timeout(value: Any) -> float | None:

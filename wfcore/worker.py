@@ -239,12 +239,16 @@ class Worker:
             logger.info("took over %d task(s) from dead worker(s) %s", freed, ", ".join(dead))
             await asyncio.to_thread(remove_stale_workdirs)
 
+    def runs_phase_of(self, task: Task) -> bool:
+        """True if ``task`` is the very Task object of a phase this worker is running."""
+        return self._in_phase.get(task.id) is task
+
     async def checkpoint(self, task: Task) -> None:
         """Store a running phase's task mid-phase, keeping the lease (see
         :meth:`ECSWorkflowEngine.checkpoint`)."""
         # The very Task object a phase runs with (from the handler, a task it
         # started, or under a phase timeout, which runs it in a task of its own).
-        if self._in_phase.get(task.id) is not task or task.status is not TaskStatus.IN_PROGRESS:
+        if not self.runs_phase_of(task) or task.status is not TaskStatus.IN_PROGRESS:
             raise InvalidTaskError(
                 "checkpoint() is for a task whose phase this engine is running, "
                 "called from inside that phase"
