@@ -112,6 +112,8 @@ def test_data_nested_too_deeply_is_refused_and_a_phase_leaving_it_fails(make_eng
     kept, failing, fine = wfe_run(scenario())
     assert kept.data == _nested(200)
     assert failing.status is TaskStatus.FAILED
+    # Too deep to store even as what prints of it: its repr is kept instead.
+    assert failing.output.startswith("{'k': [{'k': [")
     assert failing.error == (
         "InvalidTaskError: the phase output must be JSON-serializable: "
         "it is nested deeper than 200 levels"
@@ -148,7 +150,8 @@ def test_a_phase_leaving_text_that_is_not_unicode_fails_and_is_stored(make_engin
 
     out, file = wfe_run(scenario())
     assert out.status is TaskStatus.FAILED
-    assert "lone surrogate" in out.error and out.output is None
+    # What prints of the output is kept, to debug with.
+    assert "lone surrogate" in out.error and out.output == "caf?"
     # An error message with such text is kept, escaped.
     assert file.status is TaskStatus.FAILED
     assert "FileNotFoundError" in file.error and "caf\\udce9" in file.error

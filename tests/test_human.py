@@ -363,11 +363,15 @@ def test_an_answer_naming_its_phase_is_refused_once_the_task_moved_on(make_engin
             await engine.resume(task.id, {"approved": False}, phase="legal")
         await engine.run_until_idle()
         waiting = await engine.get_task(task.id)
+        with pytest.raises(TaskStateError) as typo:
+            await engine.resume(task.id, "ok", phase="financ")
         done = await engine.resume(task.id, "ok", phase="finance")
-        return late.value, waiting, done
+        return late.value, typo.value, waiting, done
 
-    late, waiting, done = wfe_run(scenario())
+    late, typo, waiting, done = wfe_run(scenario())
     assert "is at phase 'finance' now, not 'legal': the answer was for a question" in str(late)
+    assert "workflow 'w' of task" in str(typo)
+    assert "has no phase 'financ' (phases: legal, finance)" in str(typo)
     assert waiting.status is TaskStatus.WAITING_HUMAN and waiting.outputs == {
         "legal": {"approved": True}
     }

@@ -661,6 +661,12 @@ class ECSWorkflowEngine:
         async def answer(task: Task) -> Phase | None:
             """Record the answer; return the phase it finished (None: the phase reruns)."""
             if expected is not None and task.classification != expected:
+                spec = await self._workflow(task.workflow_name)
+                if spec is not None and spec.phase(expected) is None:
+                    raise TaskStateError(
+                        f"workflow {spec.name!r} of task {task_id!r} has no phase "
+                        f"{expected!r} (phases: {', '.join(spec.classifications)})"
+                    )
                 where = "waits in" if task.status.is_waiting else "is at"
                 raise TaskStateError(
                     f"task {task_id!r} {where} phase {task.classification!r} now, not "

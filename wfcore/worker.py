@@ -751,13 +751,13 @@ def _check_json(task: Task) -> None:
     """Fail the attempt (not the store write) when a phase leaves non-JSON values."""
     problem = json_problem(task.output)
     if problem is not None:
-        task.output = None  # else the failed task itself cannot be stored
+        task.output = _printed(task.output)  # else the failed task could not be stored
         raise InvalidTaskError(f"the phase output must be JSON-serializable: {problem}")
     for name in ("context", "data"):
         value = getattr(task, name)
         problem = json_problem(value) if value else None
         if problem is not None:
-            setattr(task, name, printable(value))  # what prints is kept, to debug with
+            setattr(task, name, _printed(value))
             raise InvalidTaskError(f"task.{name} must be JSON-serializable: {problem}")
     # The history quotes these (the question asked, the route wanted).
     for name in ("waiting_reason", "next_classification"):
@@ -768,6 +768,13 @@ def _check_json(task: Task) -> None:
         if problem is not None:
             setattr(task, name, None)
             raise InvalidTaskError(f"task.{name} must be text or None: {problem}")
+
+
+def _printed(value: Any) -> Any:
+    """What prints of a value that cannot be stored, to debug with: JSON where it
+    can be, else its repr (a value nested too deep, say)."""
+    kept = printable(value)
+    return kept if json_problem(kept) is None else repr(value)[:10_000]
 
 
 def _checkpointed_since_start(task: Task) -> bool:
