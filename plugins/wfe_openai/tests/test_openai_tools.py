@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import pydantic
 import pytest
-from wfe_openai import OpenAIAgentAdapter, Tool, tool
+from wfe_openai import AgentRequest, OpenAIAgentAdapter, Tool, tool
+from wfe_openai.human import HUMAN_TOOL
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, TaskType
 
@@ -253,6 +254,21 @@ def test_duplicate_and_reserved_tool_names_are_refused():
     assert [t.name for t in OpenAIAgentAdapter(tools=[get_weather], allow_human=False).tools] == [
         "get_weather"
     ]
+
+
+def test_a_request_replaces_its_tools_by_name_but_not_the_built_in_ask_human():
+    request = AgentRequest(
+        model="m", messages=[], tools=[HUMAN_TOOL], response_format=None, options={}, max_steps=3
+    )
+    request.add_tool(get_weather)
+    request.add_tool(get_weather, description="Weather, in Celsius.")
+    assert [(t.name, t.description) for t in request.tools][1:] == [
+        ("get_weather", "Weather, in Celsius.")
+    ]
+    with pytest.raises(ValueError, match="built-in human escalation"):
+        request.add_tool(get_weather, name="ask_human")
+    request.tools = [t for t in request.tools if t is not HUMAN_TOOL]
+    assert request.add_tool(get_weather, name="ask_human").name == "ask_human"
 
 
 class Address(pydantic.BaseModel):

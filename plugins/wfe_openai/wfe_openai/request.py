@@ -9,6 +9,7 @@ from typing import Any
 
 from wfcore import Phase
 
+from .human import ASK_HUMAN, HUMAN_TOOL
 from .tools import Tool
 
 __all__ = ["AgentRequest"]
@@ -48,8 +49,12 @@ class AgentRequest:
     phase: Phase | None = field(default=None, repr=False)
 
     def add_tool(self, function: Callable[..., Any] | Tool, **kwargs: Any) -> Tool:
-        """Offer one more tool for this request (see :class:`~wfe_openai.Tool`)."""
+        """Offer one more tool for this request (see :class:`~wfe_openai.Tool`),
+        replacing one of the same name; not the built-in ``ask_human`` while it is
+        offered (take it out of ``tools`` first to offer your own)."""
         new = function if isinstance(function, Tool) else Tool(function, **kwargs)
+        if new.name == ASK_HUMAN and any(t is HUMAN_TOOL for t in self.tools):
+            raise ValueError(f"the tool name {ASK_HUMAN!r} is the built-in human escalation")
         self.tools = [t for t in self.tools if t.name != new.name] + [new]
         return new
 
