@@ -1204,3 +1204,25 @@ def test_blueprint_mounts_under_a_prefix_in_a_host_app(wfe_store_url: str) -> No
         assert "Content-Security-Policy" not in client.get("/").headers
     finally:
         dash.stop()
+
+
+def test_answering_from_the_inbox_of_every_waiting_task_returns_to_it(api: Api) -> None:
+    task_id = api.submit("question", {"q": 1})["id"]
+    api.wait_status(task_id, "waiting_human")
+    page = api.get("/inbox?all=1").text
+    action = f"/tasks/{task_id}/answer?all=1"
+    assert f'action="{action}"' in page
+    assert f'action="/tasks/{task_id}/answer"' in api.get("/inbox").text
+    bad = api.client.post(
+        action,
+        data={"csrf_token": api.csrf, "next": "inbox", "answer": "{oops", "answer_format": "json"},
+    )
+    assert bad.status_code == 400 and "not valid JSON" in bad.text
+    # The inbox shown again with the error is still the one of every waiting task.
+    assert re.search(r'href="/inbox\?all=1"\s+aria-current="true"', bad.text)
+    good = api.client.post(
+        action,
+        data={"csrf_token": api.csrf, "next": "inbox", "answer": "yes", "answer_format": "text"},
+    )
+    assert good.status_code == 303 and good.headers["Location"].endswith("/inbox?all=1")
+    assert api.wait_status(task_id, "completed")["output"] == "yes"

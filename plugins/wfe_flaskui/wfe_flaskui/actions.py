@@ -94,7 +94,7 @@ def answer(dash: Dashboard, task_id: str) -> Any:
             )
             flash(f"Answer recorded for task {task_id[:8]}: {where}.", "ok")
             if back == "inbox":
-                return redirect(url_for(".inbox")), 303
+                return redirect(url_for(".inbox", all=request.args.get("all"))), 303
             return redirect(url_for(".task", task_id=task_id)), 303
     if back == "inbox":
         return inbox(dash, forms={task_id: form}, status=400)
