@@ -6,8 +6,10 @@ import contextlib
 import json
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -25,6 +27,8 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from wfe_flaskui import Dashboard, create_app
 from wfe_flaskui.server import UnsafeBindError, check_bind
+
+from wfcore import ECSWorkflowEngine
 
 
 def test_submit_runs_to_completion_and_shows_in_lists(api: Api) -> None:
@@ -1226,3 +1230,32 @@ def test_answering_from_the_inbox_of_every_waiting_task_returns_to_it(api: Api) 
     )
     assert good.status_code == 303 and good.headers["Location"].endswith("/inbox?all=1")
     assert api.wait_status(task_id, "completed")["output"] == "yes"
+
+
+def test_reading_a_task_can_wait_until_it_finishes_or_waits(
+    api: Api, dashboard: Dashboard, demo_engine: ECSWorkflowEngine, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    task_id = api.submit("gated", {"gate": str(gate)})["id"]
+    api.wait_status(task_id, "in_progress")
+    # Still running when the wait is up: the task as it is, not an error.
+    assert api.get(f"/api/tasks/{task_id}?wait=0.2").json["status"] == "in_progress"
+
+    answers: list[Any] = []
+    reader = threading.Thread(
+        target=lambda: answers.append(api.get(f"/api/tasks/{task_id}?wait=30"))
+    )
+    reader.start()
+    # Opened only once the request is waiting, so only the wait can see it finish.
+    wait_for(lambda: task_id in demo_engine._waiters, what="the request to start waiting")
+    gate.write_text("open")
+    reader.join(60)
+    [answer] = answers
+    assert answer.status_code == 200 and answer.json["status"] == "completed"
+
+    asked = api.submit("question", {"q": 1})["id"]
+    assert api.get(f"/api/tasks/{asked}?wait=30").json["status"] == "waiting_human"
+    for bad, message in (("soon", "wait must be a number of seconds"), ("-1", "0 or more")):
+        refused = api.get(f"/api/tasks/{asked}?wait={bad}")
+        assert refused.status_code == 400 and message in refused.json["error"]
+    assert api.get("/api/tasks/no-such-task?wait=1").status_code == 404

@@ -208,9 +208,17 @@ def api_submit(dash: Dashboard) -> Any:
     return response
 
 
+#: The longest ``?wait=`` an API request may hold its connection for, in seconds.
+MAX_WAIT = 30.0
+
+
 @api_errors
 def api_task(dash: Dashboard, task_id: str) -> Any:
-    found = dash.call(lambda e: e.get_task(task_id))
+    wait = _wait_arg()
+    if wait:
+        found = dash.call(lambda e: _settled(e, task_id, wait), timeout=wait + dash.bridge.timeout)
+    else:
+        found = dash.call(lambda e: e.get_task(task_id))
     if found is not None:
         return jsonify(_api_task(found))
     if dash.kafka is not None:
@@ -221,6 +229,31 @@ def api_task(dash: Dashboard, task_id: str) -> Any:
         if published is not None:
             return jsonify({"id": task_id, "status": "published", "kafka": _kafka_view(published)})
     raise UnknownTaskError(task_id)
+
+
+def _wait_arg() -> float:
+    """``?wait=SECONDS``: 0 when absent; more than MAX_WAIT is taken as MAX_WAIT."""
+    raw = request.args.get("wait")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _BadInput("wait must be a number of seconds") from None
+    if not value >= 0:  # also refuses NaN
+        raise _BadInput("wait must be a number of seconds, 0 or more")
+    return min(value, MAX_WAIT)
+
+
+async def _settled(engine: ECSWorkflowEngine, task_id: str, wait: float) -> Task | None:
+    """The task once it is finished or waits, else as it is after ``wait`` seconds;
+    None if there is no such task."""
+    try:
+        return await engine.wait_for_task(task_id, timeout=wait, waiting=True)
+    except TimeoutError:
+        return await engine.get_task(task_id)
+    except UnknownTaskError:
+        return None
 
 
 @api_errors
