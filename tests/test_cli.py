@@ -677,3 +677,28 @@ def test_wait_prints_the_output_or_the_question_and_exits_by_status(wfe, tmp_pat
     assert bad.returncode == 2 and "'5' is not a duration" in bad.stderr
     forever = wfe("wait", task_id, "--timeout", "100000w", check=False)
     assert forever.returncode == 2 and "'100000w' is more than 100 years" in forever.stderr
+
+
+def test_submit_without_a_workflow_says_how_to_define_one(wfe, tmp_path: Path) -> None:
+    spec = json.dumps({"name": "later", "phases": [{"target_classification": "a"}]})
+    hint = "wfe submit - --classification define_workflow --data SPEC"
+    forgot = wfe("submit", "-", "--data", spec, check=False)
+    assert forgot.returncode == 2
+    assert (
+        f"Error: WORKFLOW '-' (no workflow) needs --classification define_workflow: {hint}\n"
+        in forgot.stderr
+    )
+    assert "None" not in forgot.stderr
+    assert not (tmp_path / "wfe.db").exists()  # refused before any store was opened
+    other = wfe("submit", "-", "--classification", "a", "--data", spec, check=False)
+    assert other.returncode == 2
+    assert "needs --classification define_workflow, not 'a'" in other.stderr
+
+    named = wfe("submit", "define_workflow", "--data", spec, check=False)
+    assert named.returncode == 1
+    assert named.stderr.startswith("Error: unknown workflow 'define_workflow'")
+    assert named.stderr.endswith(f"; to define a workflow: {hint}\n")
+    assert "--app MODULE:ATTR" not in named.stderr  # an app would not help
+
+    task_id = wfe("submit", "-", "--classification", "define_workflow", "--data", spec).stdout
+    assert json.loads(wfe("show", task_id.strip(), "--json").stdout)["status"] == "pending"

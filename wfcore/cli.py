@@ -21,7 +21,7 @@ import click
 from ._processes import worker_died_here
 from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
-from .model import Task, TaskStatus
+from .model import DEFINE_WORKFLOW, Task, TaskStatus
 from .plugins import call_each, make_plugin_manager, plugin_infos
 from .stores.sqlite import SQLiteStore
 from .wire import is_unicode_text, parse_time, task_to_dict, workflow_to_dict
@@ -374,6 +374,9 @@ async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
         last, last_t = done, now
 
 
+_DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
+
+
 @cli.command()
 @click.argument("workflow")
 @click.option("--data", "data", default="null", show_default=True, help="Task data as JSON.")
@@ -420,6 +423,12 @@ def submit(
     --classification define_workflow and the spec as --data. With --delay or
     --at, it waits (pending) until then before its first phase.
     """
+    if workflow == "-" and classification != DEFINE_WORKFLOW:
+        given = f", not {classification!r}" if classification is not None else ""
+        raise click.UsageError(
+            f"WORKFLOW '-' (no workflow) needs --classification {DEFINE_WORKFLOW}{given}: "
+            f"{_DEFINE_HINT}"
+        )
     payload = _parse_json(data, "--data")
     run_after = _start_option(delay, at)
     engine = _engine(ctx, store, app, app_hint="--app")
@@ -430,7 +439,14 @@ def submit(
     try:
         task = _run(_closing(engine, submitting))
     except click.ClickException as exc:
-        if app is None and exc.message.startswith("unknown workflow"):
+        if not exc.message.startswith("unknown workflow"):
+            raise
+        if workflow == DEFINE_WORKFLOW:
+            # The classification taken for a workflow's name.
+            raise click.ClickException(
+                f"{exc.message}; to define a workflow: {_DEFINE_HINT}"
+            ) from None
+        if app is None:
             raise click.ClickException(
                 exc.message + " (workers store their app's workflows when they start; "
                 "or name the app with --app MODULE:ATTR)"
