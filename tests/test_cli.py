@@ -702,3 +702,55 @@ def test_submit_without_a_workflow_says_how_to_define_one(wfe, tmp_path: Path) -
 
     task_id = wfe("submit", "-", "--classification", "define_workflow", "--data", spec).stdout
     assert json.loads(wfe("show", task_id.strip(), "--json").stdout)["status"] == "pending"
+
+
+def test_until_idle_says_which_delayed_tasks_it_waits_for(wfe, tmp_path: Path) -> None:
+    at = "2099-12-01T09:00:00+01:00"
+    wfe("submit", "review", "--app", APP, "--data", '{"n": 1}', "--at", at)
+    wfe("submit", "review", "--app", APP, "--data", '{"n": 2}')  # due now
+    when = "2099-12-01 08:00:00 UTC"
+
+    def start(log: Path) -> subprocess.Popen[str]:
+        with open(log, "w") as err:
+            return subprocess.Popen(
+                [sys.executable, "-m", "wfcore.cli", "worker", APP, "--until-idle"],
+                cwd=tmp_path,
+                env=wfe.env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+            )
+
+    def stop(proc: subprocess.Popen[str]) -> None:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+    first_log = tmp_path / "first.log"
+    first = start(first_log)
+    try:
+        # Every two seconds; the first after the due task went on to wait for a person.
+        line = _wait_for(
+            lambda: next(
+                (x for x in first_log.read_text().splitlines() if "waiting_human 1" in x), None
+            ),
+            what="a progress line",
+        )
+    finally:
+        stop(first)
+    assert f"| store: pending 1 (1 delayed, next at {when})  waiting_human 1" in line
+    assert "note:" not in first_log.read_text()  # a task was due when it started
+
+    # Only the delayed task is left: a worker starting now says it waits for it.
+    second_log = tmp_path / "second.log"
+    second = start(second_log)
+    try:
+        note = _wait_for(
+            lambda: next((x for x in second_log.read_text().splitlines() if "note" in x), None),
+            what="the note",
+        )
+    finally:
+        stop(second)
+    assert note == (
+        "note: no task is due yet; --until-idle waits for 1 delayed task(s), "
+        f"the next at {when} (Ctrl-C to stop)"
+    )

@@ -23,6 +23,7 @@ from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import DEFINE_WORKFLOW, Task, TaskStatus
 from .plugins import call_each, make_plugin_manager, plugin_infos
+from .stores.base import Store
 from .stores.sqlite import SQLiteStore
 from .wire import is_unicode_text, parse_time, task_to_dict, workflow_to_dict
 
@@ -326,6 +327,8 @@ async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> N
             f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop",
             err=True,
         )
+    if until_idle:
+        await _note_delayed_only(store, only)
     reporter = None if quiet else asyncio.create_task(_report(engine))
     try:
         if until_idle:
@@ -340,9 +343,37 @@ async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> N
         await engine.aclose()
 
 
+async def _note_delayed_only(store: Store, only: tuple[str, ...] | None) -> None:
+    """Say so once when --until-idle starts with nothing due but delayed tasks:
+    it waits for them, however far off they are."""
+    try:
+        if await store.count_due(workflows=only):
+            return
+        count, first = await store.count_delayed(workflows=only)
+    except Exception:  # the progress line says what is wrong with the store
+        return
+    if count:
+        when = f", the next at {_utc_text(first)}" if first is not None else ""
+        click.echo(
+            f"note: no task is due yet; --until-idle waits for {count} delayed "
+            f"task(s){when} (Ctrl-C to stop)",
+            err=True,
+        )
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _progress_line(
-    engine: ECSWorkflowEngine, rate: float | None, store_counts: dict[TaskStatus, int] | None
+    engine: ECSWorkflowEngine,
+    rate: float | None,
+    store_counts: dict[TaskStatus, int] | None,
+    delayed: tuple[int, datetime | None] = (0, None),
 ) -> str:
+    """The worker's progress: its own counts, then the store's by status, the
+    pending ones with how many of them are delayed (``delayed``, as
+    ``Store.count_delayed`` gives it) and when the next is due."""
     s = engine.stats
     line = (
         f"this worker: completed {s['completed']}  failed {s['failed']}  "
@@ -351,11 +382,17 @@ def _progress_line(
     if rate is not None:
         line += f"  {rate:.1f} tasks/s"
     if store_counts:
-        line += " | store: " + "  ".join(
-            f"{status.value} {store_counts[status]}"
-            for status in TaskStatus
-            if status in store_counts
-        )
+        parts = []
+        for status in TaskStatus:
+            if status not in store_counts:
+                continue
+            part = f"{status.value} {store_counts[status]}"
+            if status is TaskStatus.PENDING and delayed[0]:
+                count, first = delayed
+                when = f", next at {_utc_text(first)}" if first is not None else ""
+                part += f" ({count} delayed{when})"
+            parts.append(part)
+        line += " | store: " + "  ".join(parts)
     return line
 
 
@@ -366,11 +403,15 @@ async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
         now = time.monotonic()
         done = engine.stats["completed"] + engine.stats["failed"]
         try:
-            counts = await (await engine.get_store()).count_tasks()
+            store = await engine.get_store()
+            counts = await store.count_tasks()
+            # Only asked while some task is pending: the delayed are among them.
+            delayed = await store.count_delayed() if counts.get(TaskStatus.PENDING) else (0, None)
         except Exception as exc:  # the store is busy or broken: the worker says so
             click.echo(f"progress: cannot count the store's tasks ({_describe(exc)})", err=True)
             continue
-        click.echo(_progress_line(engine, (done - last) / (now - last_t), counts), err=True)
+        rate = (done - last) / (now - last_t)
+        click.echo(_progress_line(engine, rate, counts, delayed), err=True)
         last, last_t = done, now
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import StoreError
@@ -167,6 +168,41 @@ class Store(abc.ABC):
             counts = await self.count_tasks(name)
             total += counts.get(TaskStatus.PENDING, 0) + counts.get(TaskStatus.IN_PROGRESS, 0)
         return total
+
+    async def count_delayed(
+        self, *, workflows: Sequence[str] | None = None
+    ) -> tuple[int, datetime | None]:
+        """How many pending tasks (of ``workflows``, if given) are not due yet, and
+        when the first of them is: ``(count, earliest run_after)``, the time None when
+        the count is 0.
+
+        A pending task is delayed while its ``run_after`` is in the future: it was
+        submitted to start later, or waits out a retry's backoff. Worker progress and
+        ``wfe worker --until-idle`` use this to say what a worker waits for.
+
+        This default reads every pending task, a page at a time; a store should
+        answer from an index instead.
+        """
+        now = datetime.now(timezone.utc)
+        names: list[str | None] = (
+            list(dict.fromkeys(workflows)) if workflows is not None else [None]
+        )
+        count, first = 0, None
+        for name in names:
+            offset, page_size = 0, 1000
+            while True:
+                page = await self.list_tasks(
+                    TaskStatus.PENDING, name, limit=page_size, offset=offset, oldest_first=True
+                )
+                for task in page:
+                    if task.status is TaskStatus.PENDING and task.run_after is not None:
+                        if task.run_after > now:
+                            count += 1
+                            first = task.run_after if first is None else min(first, task.run_after)
+                if len(page) < page_size:
+                    break
+                offset += page_size
+        return count, first
 
     # -- clearing out finished tasks ---------------------------------------------------
 

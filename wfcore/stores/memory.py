@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import StoreError
@@ -162,6 +163,24 @@ class MemoryStore(Store):
                 )
             )
         )
+
+    async def count_delayed(
+        self, *, workflows: Sequence[str] | None = None
+    ) -> tuple[int, datetime | None]:
+        now = time.time()
+        wanted = None if workflows is None else set(workflows)
+        count, first = 0, None
+        for row in self._rows.values():
+            ready_at = row.ready_at
+            if (
+                row.task.status is TaskStatus.PENDING
+                and ready_at is not None
+                and ready_at > now
+                and (wanted is None or row.task.workflow_name in wanted)
+            ):
+                count += 1
+                first = ready_at if first is None else min(first, ready_at)
+        return count, None if first is None else _utc(first)
 
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         row = self._rows.get(task.id)

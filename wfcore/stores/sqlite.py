@@ -238,6 +238,7 @@ class SQLiteStore(Store):
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._rows = TaskRows()
+        self._delayed_index = False  # made (if need be) by the first count_delayed
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -573,6 +574,35 @@ class SQLiteStore(Store):
         )
         return int(row[0])
 
+    async def count_delayed(
+        self, *, workflows: Sequence[str] | None = None
+    ) -> tuple[int, datetime | None]:
+        # Pending tasks' ready_at is their run_after (or when they were last released).
+        if not self._delayed_index:
+            await self._write(_ensure_delayed_index)
+            self._delayed_index = True
+        where = "status = 'pending' AND ready_at > ?"
+        params: list[Any] = [time.time()]
+        if workflows is not None:
+            names = list(dict.fromkeys(workflows))
+            where += f" AND workflow_name IN ({', '.join('?' * len(names))})"
+            params += names
+
+        def read(conn: sqlite3.Connection) -> tuple[int, float | None]:
+            # Two statements in one snapshot: count(*) alone reads only the index,
+            # and min() alone stops at its first entry; asked together, neither.
+            sql = f"FROM tasks INDEXED BY tasks_pending_ready WHERE {where}"
+            conn.execute("BEGIN")
+            try:
+                count = conn.execute(f"SELECT count(*) {sql}", params).fetchone()[0]
+                first = conn.execute(f"SELECT min(ready_at) {sql}", params).fetchone()[0]
+            finally:
+                conn.execute("COMMIT")
+            return int(count), first
+
+        count, first = await self._read(read)
+        return count, None if first is None or not count else _utc(first)
+
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
         marks = ", ".join("?" * len(_FINISHED))
         rows = await self._read(
@@ -877,6 +907,16 @@ def _ensure_finished_index(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (updated_at) "
         f"WHERE status IN ({', '.join(repr(s) for s in _FINISHED)})"
+    )
+
+
+def _ensure_delayed_index(conn: sqlite3.Connection) -> None:
+    """Index pending tasks by when they are due, from the first count_delayed on
+    (worker progress asks it): counting the delayed ones then reads only their
+    index entries, and the next one due is the first entry past now."""
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS tasks_pending_ready ON tasks (ready_at) "
+        "WHERE status = 'pending'"
     )
 
 
