@@ -696,7 +696,7 @@ def test_submit_without_a_workflow_says_how_to_define_one(wfe, tmp_path: Path) -
 
     named = wfe("submit", "define_workflow", "--data", spec, check=False)
     assert named.returncode == 1
-    assert named.stderr.startswith("Error: unknown workflow 'define_workflow'")
+    assert "\nError: unknown workflow 'define_workflow'" in named.stderr  # after the new store
     assert named.stderr.endswith(f"; to define a workflow: {hint}\n")
     assert "--app MODULE:ATTR" not in named.stderr  # an app would not help
 
@@ -754,3 +754,36 @@ def test_until_idle_says_which_delayed_tasks_it_waits_for(wfe, tmp_path: Path) -
         "note: no task is due yet; --until-idle waits for 1 delayed task(s), "
         f"the next at {when} (Ctrl-C to stop)"
     )
+
+
+def test_a_command_creating_a_store_says_so_once(wfe, tmp_path: Path) -> None:
+    """A mistyped --store still makes a store (a first run needs one), but not silently."""
+    typo = tmp_path / "typo" / "wfe.db"
+    first = wfe("worker", APP, "--store", f"sqlite://{typo}", "--until-idle", "--quiet")
+    assert first.stderr == f"wfe: created a new store at {typo}\n"
+    again = wfe("worker", APP, "--store", f"sqlite://{typo}", "--until-idle", "--quiet")
+    assert again.stderr == ""
+
+    submitted = tmp_path / "submitted.db"
+    args = ("submit", "review", "--app", APP, "--store", f"sqlite://{submitted}")
+    assert wfe(*args).stderr == f"wfe: created a new store at {submitted}\n"
+    assert wfe(*args).stderr == ""
+    # A submission that fails still made the store: the note comes before the error.
+    failed = tmp_path / "failed.db"
+    refused = wfe("submit", "nope", "--store", f"sqlite://{failed}", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        f"wfe: created a new store at {failed}\nError: unknown workflow 'nope'"
+    )
+
+    # Several processes: noted once, by the command that starts them.
+    shared = tmp_path / "shared.db"
+    processes = wfe(
+        "worker", APP, "--store", f"sqlite://{shared}", "-p", "2", "--until-idle", "--quiet"
+    )
+    assert processes.stderr == f"wfe: created a new store at {shared}\n"
+    # Nothing is created for memory://, nor for the store the environment names
+    # once the first command has made it.
+    assert wfe("worker", APP, "--store", "memory://", "--until-idle", "--quiet").stderr == ""
+    assert "created a new store" in wfe("submit", "review", "--app", APP).stderr
+    assert wfe("worker", APP, "--until-idle", "--quiet").stderr == ""

@@ -14,6 +14,7 @@ import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -85,6 +86,25 @@ def _check_store_exists(url: str) -> None:
         raise click.ClickException(
             f"no store at {path}: nothing was submitted or run there (check --store and WFE_STORE)"
         )
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL that does not exist yet, which opening the
+    store will create; None for an existing one or another kind of store."""
+    if not url.startswith("sqlite:"):
+        return None
+    try:
+        path = SQLiteStore.from_url(url).path
+    except StoreError:
+        return None  # opening the store says what is wrong with the URL
+    return None if path.exists() else path
+
+
+def _note_created(path: Path | None) -> None:
+    """Say that a command created a store: a mistyped --store or WFE_STORE would
+    otherwise go unnoticed (the first run on a new store needs it made, though)."""
+    if path is not None and path.exists():
+        click.echo(f"wfe: created a new store at {path}", err=True)
 
 
 def _run(coro: Coroutine[Any, Any, _T]) -> _T:
@@ -246,6 +266,11 @@ def worker(
         args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
         args += [arg for name in workflows for arg in ("--workflow", name)]
         args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
+        created = _new_sqlite_file(url)
+        if created is not None:
+            # Made here, so that it is noted once and not by each process.
+            _run(_closing(engine, engine.get_store()))
+            _note_created(created)
         sys.exit(_supervise(processes, args))
     if concurrency:
         engine.max_concurrency = concurrency
@@ -259,7 +284,7 @@ def worker(
         if not all(name.strip() for name in workflows):
             raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
         engine.only_workflows = workflows
-    _run(_worker(engine, until_idle, quiet))
+    _run(_worker(engine, until_idle, quiet, _new_sqlite_file(engine.store_url)))
 
 
 def _supervise(count: int, args: list[str]) -> int:
@@ -290,7 +315,9 @@ def _supervise(count: int, args: list[str]) -> int:
     return failed[0] if failed[0] > 0 else 128 - failed[0]
 
 
-async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> None:
+async def _worker(
+    engine: ECSWorkflowEngine, until_idle: bool, quiet: bool, new_file: Path | None = None
+) -> None:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -308,6 +335,7 @@ async def _worker(engine: ECSWorkflowEngine, until_idle: bool, quiet: bool) -> N
         except (NotImplementedError, RuntimeError):
             pass
     store = await engine.get_store()
+    _note_created(new_file)
     only = engine.only_workflows
     if only:
         # A misspelt name would leave this worker idle for good: say so.
@@ -473,6 +501,7 @@ def submit(
     payload = _parse_json(data, "--data")
     run_after = _start_option(delay, at)
     engine = _engine(ctx, store, app, app_hint="--app")
+    new_file = _new_sqlite_file(engine.store_url)
     name = None if workflow == "-" else workflow
     submitting = engine.submit_task(
         payload, name, classification, assigned_to, task_id, run_after=run_after
@@ -493,6 +522,8 @@ def submit(
                 "or name the app with --app MODULE:ATTR)"
             ) from None
         raise
+    finally:
+        _note_created(new_file)  # before the error, which a new store may explain
     if task_id is not None and (task.data != payload or task.workflow_name != name):
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
