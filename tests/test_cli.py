@@ -787,3 +787,34 @@ def test_a_command_creating_a_store_says_so_once(wfe, tmp_path: Path) -> None:
     assert wfe("worker", APP, "--store", "memory://", "--until-idle", "--quiet").stderr == ""
     assert "created a new store" in wfe("submit", "review", "--app", APP).stderr
     assert wfe("worker", APP, "--until-idle", "--quiet").stderr == ""
+
+
+def test_show_prints_the_traceback_of_a_failed_task(wfe) -> None:
+    app = "failing_app:engine"
+    failed = wfe("submit", "checked", "--app", app, "--data", '{"n": -1}').stdout.strip()
+    passed = wfe("submit", "checked", "--app", app, "--data", '{"n": 1}').stdout.strip()
+    wfe("worker", app, "--until-idle", "--quiet")
+    stored = json.loads(wfe("show", failed, "--json").stdout)["traceback"]
+    lines = wfe("show", failed).stdout.splitlines()
+    error = lines.index("error     ValueError: n must not be negative, got -1")
+    assert lines[error + 1] == "traceback"
+    block = lines[error + 2 : lines.index("history")]
+    block = [line for line in block if line.startswith("  ")]  # up to data, outputs...
+    assert block == ["  " + line for line in stored.rstrip("\n").splitlines()]
+    assert any("in _check" in line for line in block)
+    assert block[-1] == "  ValueError: n must not be negative, got -1"
+    assert "traceback" not in wfe("show", passed).stdout
+
+
+def test_show_prints_the_schema_a_waiting_tasks_answer_must_match(wfe) -> None:
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
+    assert "schema" not in wfe("show", task_id).stdout  # pending: no question yet
+    wfe("worker", APP, "--until-idle", "--quiet")
+    lines = wfe("show", task_id).stdout.splitlines()
+    waiting = lines.index("waiting   Approve the doubled number?")
+    assert lines[waiting + 1] == (
+        'schema    {"type": "object", "required": ["ok"], '
+        '"properties": {"ok": {"type": "boolean"}}}'
+    )
+    wfe("resume", task_id, "--output", '{"ok": true}')
+    assert "schema" not in wfe("show", task_id).stdout

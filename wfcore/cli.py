@@ -604,9 +604,20 @@ def tasks(
 @_store_option
 @click.pass_context
 def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
-    """Show one task: status, data, outputs, artifacts and history."""
+    """Show one task: status, data, outputs, artifacts and history.
+
+    A waiting task shows the input_schema its answer must match; a failed one its
+    error and traceback.
+    """
     engine = _engine(ctx, store, existing=True)
-    task = _run(_closing(engine, engine.get_task(task_id)))
+
+    async def fetch() -> tuple[Task | None, dict[str, Any] | None]:
+        task = await engine.get_task(task_id)
+        if as_json or task is None or not task.status.is_waiting:
+            return task, None
+        return task, await _answer_schema(await engine.get_store(), task)
+
+    task, schema = _run(_closing(engine, fetch()))
     if task is None:
         raise click.ClickException(f"unknown task {task_id!r}")
     if as_json:
@@ -626,10 +637,16 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"waiting   {task.waiting_reason}")
     if task.deadline:
         click.echo(f"deadline  {task.deadline.isoformat()}")
+    if schema is not None:
+        click.echo(f"schema    {json.dumps(schema, ensure_ascii=False)}")
     if task.run_after is not None and _starts(task):
         click.echo(f"starts    {task.run_after.isoformat()}")
     if task.error:
         click.echo(f"error     {task.error}")
+    if task.traceback:
+        click.echo("traceback")
+        for line in task.traceback.rstrip("\n").splitlines():
+            click.echo(f"  {line}")
     click.echo(f"data      {json.dumps(task.data, ensure_ascii=False)}")
     if task.context:
         click.echo(f"context   {json.dumps(task.context, ensure_ascii=False)}")
@@ -645,6 +662,17 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         details = {k: v for k, v in event.items() if k not in ("at", "event")}
         extra = " ".join(f"{k}={v}" for k, v in details.items() if v is not None)
         click.echo(f"  {str(event.get('at', '?'))[:23]}  {event.get('event', '?')!s:<16} {extra}")
+
+
+async def _answer_schema(store: Store, task: Task) -> dict[str, Any] | None:
+    """The input_schema of the phase a task waits in (from its stored workflow), if any."""
+    if task.classification is None:
+        return None
+    for spec in await store.load_workflows():
+        if spec.name == task.workflow_name:
+            phase = spec.phase(task.classification)
+            return None if phase is None else phase.input_schema
+    return None
 
 
 #: ``wfe wait``'s exit statuses besides 0 (done), 1 (an error) and 2 (bad usage).
