@@ -818,3 +818,35 @@ def test_show_prints_the_schema_a_waiting_tasks_answer_must_match(wfe) -> None:
     )
     wfe("resume", task_id, "--output", '{"ok": true}')
     assert "schema" not in wfe("show", task_id).stdout
+
+
+def test_tasks_status_takes_waiting_and_a_list(wfe) -> None:
+    ids = [
+        wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": n})).stdout.strip()
+        for n in (1, 2, 3)
+    ]
+    wfe("worker", APP, "--until-idle", "--quiet")  # all three wait for a person
+    wfe("cancel", ids[0])
+    pending = wfe("submit", "review", "--data", '{"n": 4}').stdout.strip()
+
+    def listed(status: str) -> list[str]:
+        return sorted(
+            t["id"] for t in json.loads(wfe("tasks", "--status", status, "--json").stdout)
+        )
+
+    assert listed("waiting") == listed("WAITING") == sorted(ids[1:])
+    assert listed("pending,cancelled") == sorted([pending, ids[0]])
+    assert listed(" waiting , pending,") == sorted([*ids[1:], pending])
+    assert listed("waiting,waiting_human") == sorted(ids[1:])  # each task once
+    table = wfe("tasks", "--status", "waiting").stdout.splitlines()[1:]
+    assert sorted(row.split()[3] for row in table) == ["waiting_human"] * 2
+
+    unknown = wfe("tasks", "--status", "pending,sleeping", check=False)
+    assert unknown.returncode == 2
+    assert "Invalid value for --status: unknown status 'sleeping' (one of: pending, " in (
+        unknown.stderr
+    )
+    assert "cancelled; or waiting, for the three waiting_* ones" in unknown.stderr
+    empty = wfe("tasks", "--status", ",", check=False)
+    assert empty.returncode == 2 and "no status given" in empty.stderr
+    assert "S[,S...]" in wfe("tasks", "--help").stdout

@@ -536,12 +536,41 @@ def submit(
         click.echo(task.id)
 
 
+_WAITING = (TaskStatus.WAITING_HUMAN, TaskStatus.WAITING_AGENT, TaskStatus.WAITING_IO)
+_STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
+
+
+def _parse_statuses(text: str, option: str = "--status") -> list[TaskStatus]:
+    """``pending``, ``FAILED``, ``waiting`` (the three waiting_* ones), or several
+    of them separated by commas."""
+    wanted: list[TaskStatus] = []
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if not name and len(names) > 1:
+            continue  # "pending," or "pending,,failed"
+        if name.lower() == "waiting":
+            found: tuple[TaskStatus, ...] = _WAITING
+        else:
+            try:
+                found = (TaskStatus.parse(name),)
+            except WorkflowError:
+                raise click.BadParameter(
+                    f"unknown status {name!r} (one of: {_STATUS_NAMES}; or waiting, for "
+                    "the three waiting_* ones; several separated by commas)",
+                    param_hint=option,
+                ) from None
+        wanted += [status for status in found if status not in wanted]
+    if not wanted:
+        raise click.BadParameter("no status given", param_hint=option)
+    return wanted
+
+
 @cli.command()
 @click.option(
     "--status",
-    help="Only tasks with this status, in any case: "
-    + ", ".join(s.value for s in TaskStatus)
-    + ".",
+    metavar="S[,S...]",
+    help=f"Only tasks with this status, in any case: {_STATUS_NAMES}; waiting for "
+    "any of the waiting_* ones; several separated by commas (pending,failed).",
 )
 @click.option("--workflow", help="Only tasks of this workflow.")
 @click.option(
@@ -565,12 +594,7 @@ def tasks(
     """List tasks, newest first."""
     if workflow is not None and not is_unicode_text(workflow):
         raise click.BadParameter(f"{workflow!r} is not UTF-8 text", param_hint="--workflow")
-    wanted = None
-    if status is not None:
-        try:
-            wanted = TaskStatus.parse(status)
-        except WorkflowError as exc:
-            raise click.BadParameter(str(exc), param_hint="--status") from None
+    wanted = None if status is None else _parse_statuses(status)
     engine = _engine(ctx, store, existing=True)
 
     async def fetch() -> list[Task]:
@@ -990,10 +1014,7 @@ def outbox(ctx: click.Context, drop: str | None, as_json: bool, store: str | Non
 _STATUS_COLUMNS = (
     ("PENDING", (TaskStatus.PENDING,)),
     ("IN_PROGRESS", (TaskStatus.IN_PROGRESS,)),
-    (
-        "WAITING",
-        (TaskStatus.WAITING_HUMAN, TaskStatus.WAITING_AGENT, TaskStatus.WAITING_IO),
-    ),
+    ("WAITING", _WAITING),
     ("COMPLETED", (TaskStatus.COMPLETED,)),
     ("FAILED", (TaskStatus.FAILED,)),
     ("CANCELLED", (TaskStatus.CANCELLED,)),
@@ -1008,7 +1029,7 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
     """Count the store's tasks by workflow and status, and name the busy workers.
 
     WAITING adds up tasks waiting for a person, an agent or I/O (wfe tasks --status
-    waiting_human lists the first kind). "(other)" counts tasks of no stored
+    waiting lists them). "(other)" counts tasks of no stored
     workflow: define_workflow tasks not run yet, say. A worker is busy while it
     holds a task.
     """
