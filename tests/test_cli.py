@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -256,7 +257,8 @@ def test_plugins_command_and_a_plugin_adding_a_command(wfe, tmp_path: Path) -> N
     assert "wfcore.adapters" in listed and "wfe_register_adapters" in listed
     stores = json.loads(wfe("plugins", "--all", "--hook", "wfe_open_store", "--json").stdout)
     assert sorted(p["name"] for p in stores) == ["wfcore.stores.memory", "wfcore.stores.sqlite"]
-    assert "no plugins installed" in wfe("plugins").stdout
+    none = wfe("plugins").stdout  # the fixture sets WFE_LOAD_PLUGINS empty
+    assert none.startswith(("no plugins installed", "no plugins loaded: WFE_LOAD_PLUGINS is empty"))
     assert "no plugins implement wfe_classify" in wfe("plugins", "--hook", "wfe_classify").stdout
     misspelled = wfe("plugins", "--hook", "wfe_clasify", check=False)
     assert misspelled.returncode == 2
@@ -294,6 +296,19 @@ def test_plugins_command_and_a_plugin_adding_a_command(wfe, tmp_path: Path) -> N
     } in listed
     blocked = wfe("hello", "x", env=dict(env, WFE_DISABLED_PLUGINS="hello"), check=False)
     assert blocked.returncode == 2 and "No such command 'hello'" in blocked.stderr
+    by_package = wfe("hello", "x", env=dict(env, WFE_DISABLED_PLUGINS="Hello_Cmd"), check=False)
+    assert by_package.returncode == 2 and "No such command 'hello'" in by_package.stderr
+
+    # Installed but not loaded: wfe plugins says why.
+    off = wfe("plugins", env=dict(env, WFE_LOAD_PLUGINS="")).stdout
+    assert off.startswith("no plugins loaded: WFE_LOAD_PLUGINS is empty; installed: ")
+    assert "hello (hello-cmd)" in off and off.endswith(" (--all shows the built-ins)\n")
+    only_hello = dict(env, WFE_LOAD_PLUGINS="hello-cmd", WFE_DISABLED_PLUGINS="hello-cmd")
+    disabled = wfe("plugins", env=only_hello).stdout
+    assert disabled.startswith("no plugins loaded: ")
+    assert "hello (hello-cmd) disabled by WFE_DISABLED_PLUGINS" in disabled
+    hooked = wfe("plugins", "--hook", "wfe_register_commands", env=only_hello).stdout
+    assert hooked.startswith("no plugins implement wfe_register_commands; no plugins loaded: ")
 
 
 def test_show_and_json_keep_non_ascii_text_as_is(wfe) -> None:
@@ -850,3 +865,39 @@ def test_tasks_status_takes_waiting_and_a_list(wfe) -> None:
     empty = wfe("tasks", "--status", ",", check=False)
     assert empty.returncode == 2 and "no status given" in empty.stderr
     assert "S[,S...]" in wfe("tasks", "--help").stdout
+
+
+def test_ui_without_the_dashboard_says_where_it_comes_from(wfe) -> None:
+    try:
+        importlib.metadata.distribution("wfe-flaskui")
+        why = ", installed but not loaded: WFE_LOAD_PLUGINS is empty"
+    except importlib.metadata.PackageNotFoundError:
+        why = "; install it (from a checkout of wfcore: pip install -e plugins/wfe_flaskui)"
+    for args in (("ui",), ("ui", "--port", "8000"), ("ui", "--help")):
+        result = wfe(*args, check=False)  # the fixture sets WFE_LOAD_PLUGINS empty
+        assert result.returncode == 2
+        assert result.stderr.endswith(
+            f"Error: No such command 'ui': the dashboard is the separate wfe_flaskui package{why}\n"
+        ), result.stderr
+    other = wfe("nope", check=False)
+    assert other.returncode == 2 and other.stderr.endswith("Error: No such command 'nope'.\n")
+
+
+def test_ui_says_how_to_install_the_dashboard(monkeypatch, capsys) -> None:
+    """Where wfe_flaskui is not installed at all (this checkout's tests install it)."""
+    import wfcore.cli
+    from wfcore.plugins import make_plugin_manager
+
+    monkeypatch.setattr(wfcore.cli, "installed_plugins", list)
+    # As if no test in this process had run wfe with the dashboard loaded.
+    without_ui = {k: v for k, v in wfcore.cli.cli.commands.items() if k != "ui"}
+    monkeypatch.setattr(wfcore.cli.cli, "commands", without_ui)
+    monkeypatch.setattr(wfcore.cli, "_plugin_manager", lambda: make_plugin_manager(False))
+    monkeypatch.setattr(sys, "argv", ["wfe", "ui"])
+    with pytest.raises(SystemExit) as exited:
+        wfcore.cli.main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "Error: No such command 'ui': the dashboard is the separate wfe_flaskui package; "
+        "install it (from a checkout of wfcore: pip install -e plugins/wfe_flaskui)\n"
+    )

@@ -123,9 +123,17 @@ def test_wfe_load_plugins_selects_by_distribution_or_entry_point(plugin_sites):
     [
         ((), {"WFE_LOAD_PLUGINS": ""}),
         ((), {"WFE_DISABLED_PLUGINS": "testplugin"}),
+        ((), {"WFE_DISABLED_PLUGINS": "wfe-testplugin"}),
+        ((), {"WFE_DISABLED_PLUGINS": "other, WFE_TestPlugin"}),
         (("--no-load",), {}),
     ],
-    ids=["WFE_LOAD_PLUGINS-empty", "WFE_DISABLED_PLUGINS", "load_plugins-False"],
+    ids=[
+        "WFE_LOAD_PLUGINS-empty",
+        "WFE_DISABLED_PLUGINS",
+        "WFE_DISABLED_PLUGINS-distribution",
+        "WFE_DISABLED_PLUGINS-as-pip-compares",
+        "load_plugins-False",
+    ],
 )
 def test_plugin_loading_can_be_turned_off(plugin_sites, args, env):
     report = probe(plugin_sites["good"], *args, **env)
@@ -133,6 +141,78 @@ def test_plugin_loading_can_be_turned_off(plugin_sites, args, env):
     assert "plugin-flow" not in report["workflows"]
     assert report["agentic_adapter"] == "AgenticAdapter"
     assert not report["has_prepare_handler"]
+
+
+def wfe_on(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``wfe ARGS`` with ``site`` on the path (and the plugin switches unset)."""
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WFE_LOAD_PLUGINS", "WFE_DISABLED_PLUGINS", "WFE_TRACE_PLUGINS", "PYTHONPATH")
+    }
+    environ.update(PYTHONPATH=str(site), **env)
+    done = subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_wfe_plugins_says_why_installed_plugins_are_not_loaded(plugin_sites):
+    site = plugin_sites["good"]
+    loaded = json.loads(wfe_on(site, "plugins", "--json").stdout)
+    assert "testplugin" in [p["name"] for p in loaded]
+
+    off = wfe_on(site, "plugins", WFE_LOAD_PLUGINS="").stdout
+    assert off.startswith("no plugins loaded: WFE_LOAD_PLUGINS is empty; installed: ")
+    assert "testplugin (wfe-testplugin)" in off
+    # Loading only this one, and disabling it by its distribution's name.
+    only = {"WFE_LOAD_PLUGINS": "wfe-testplugin", "WFE_DISABLED_PLUGINS": "wfe-testplugin"}
+    disabled = wfe_on(site, "plugins", **only)
+    assert disabled.stdout.startswith("no plugins loaded: ")
+    assert "testplugin (wfe-testplugin) disabled by WFE_DISABLED_PLUGINS" in disabled.stdout
+    assert disabled.stderr == ""  # a name that matches warns of nothing
+
+
+def test_a_disabled_name_that_matches_no_plugin_is_warned_about(plugin_sites, tmp_path):
+    site = plugin_sites["good"]
+    names = "wfe-testplugn, testplugin, wfcore.stores.memory"
+    result = wfe_on(site, "plugins", "--json", "--all", WFE_DISABLED_PLUGINS=names)
+    spec = json.dumps({"name": "w", "phases": [{"target_classification": "a"}]})
+    define = ("submit", "-", "--classification", "define_workflow", "--data", spec)
+    store = f"sqlite://{tmp_path / 'wfe.db'}"
+    submitted = wfe_on(site, "--store", store, *define, WFE_DISABLED_PLUGINS=names)
+    # Once per process, though the command line and its engine each make a manager.
+    assert submitted.stderr.count("WFE_DISABLED_PLUGINS names") == 1, submitted.stderr
+    warnings = [line for line in result.stderr.splitlines() if "WFE_DISABLED_PLUGINS" in line]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith(
+        "WFE_DISABLED_PLUGINS names 'wfe-testplugn', which is no plugin, so it disables "
+        "nothing (installed: "
+    )
+    assert "wfe-testplugin" in warnings[0] and "wfcore.adapters" in warnings[0]
+    listed = [p["name"] for p in json.loads(result.stdout)]
+    assert "testplugin" not in listed and "wfcore.stores.memory" not in listed
+    assert "wfcore.stores.sqlite" in listed
+
+
+def test_a_disabled_plugin_passed_in_is_known_by_its_name(monkeypatch, caplog):
+    monkeypatch.setenv("WFE_DISABLED_PLUGINS", "Passed, NotAPluginAnywhere")
+
+    class Passed:
+        @hookimpl
+        def wfe_task_submitted(self) -> None:
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
+        engine = ECSWorkflowEngine("memory://", load_plugins=False, plugins=[Passed()])
+    assert not any(isinstance(p, Passed) for _, p in engine.plugin_manager.list_name_plugin())
+    warned = [r.getMessage() for r in caplog.records if r.name == "wfcore.plugins"]
+    assert len(warned) == 1 and "'NotAPluginAnywhere'" in warned[0], warned
 
 
 def test_a_misspelled_hook_implementation_fails_loudly(plugin_sites):

@@ -23,7 +23,13 @@ from ._processes import worker_died_here
 from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import DEFINE_WORKFLOW, Task, TaskStatus
-from .plugins import call_each, make_plugin_manager, plugin_infos
+from .plugins import (
+    call_each,
+    installed_plugins,
+    make_plugin_manager,
+    plugin_infos,
+    why_not_loaded,
+)
 from .stores.base import Store
 from .stores.sqlite import SQLiteStore
 from .wire import is_unicode_text, parse_time, task_to_dict, workflow_to_dict
@@ -180,7 +186,35 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The root group: ``wfe ui`` without the dashboard says where it comes from."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] == "ui" and self.get_command(ctx, "ui") is None:
+            if not ctx.resilient_parsing:
+                ctx.fail(_no_ui())
+        return super().resolve_command(ctx, args)
+
+
+def _no_ui() -> str:
+    """Why there is no ``wfe ui``: its package is not installed, or not loaded."""
+    said = "No such command 'ui': the dashboard is the separate wfe_flaskui package"
+    found = [
+        (name, dist)
+        for name, dist in installed_plugins()
+        if dist is not None and dist.replace("_", "-").lower() == "wfe-flaskui"
+    ]
+    if not found:
+        return f"{said}; install it (from a checkout of wfcore: pip install -e plugins/wfe_flaskui)"
+    reason = why_not_loaded(*found[0])
+    if reason is not None:
+        return f"{said}, installed but not loaded: {reason}"
+    return f"{said}, installed but it did not add the command (see the warning above)"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wfcore", prog_name="wfe")
 @click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)
 @click.pass_context
@@ -1123,13 +1157,38 @@ def plugins(show_all: bool, hook: str | None, as_json: bool) -> None:
         click.echo(json.dumps(infos, indent=2))
         return
     if not infos:
-        what = f"no plugins implement {hook}" if hook else "no plugins installed"
+        kept_out = "" if plugin_infos(pm) else _kept_out()
+        if hook:
+            what = f"no plugins implement {hook}" + (f"; {kept_out}" if kept_out else "")
+        else:
+            what = kept_out or "no plugins installed"
         click.echo(what + ("" if show_all else " (--all shows the built-ins)"))
         return
     rows = [
         (i["name"], i["package"] or "-", i["version"] or "-", ", ".join(i["hooks"])) for i in infos
     ]
     _table(("NAME", "PACKAGE", "VERSION", "HOOKS"), rows)
+
+
+def _kept_out() -> str:
+    """Why no installed plugin is loaded, when WFE_LOAD_PLUGINS or
+    WFE_DISABLED_PLUGINS is the cause: "no plugins loaded: ..."; else ""."""
+    kept: dict[str, list[str]] = {}
+    for name, dist in installed_plugins():
+        reason = why_not_loaded(name, dist)
+        if reason is not None:
+            same = dist is None or dist.replace("_", "-").lower() == name.replace("_", "-").lower()
+            kept.setdefault(reason, []).append(name if same else f"{name} ({dist})")
+    parts = []
+    for reason, names in kept.items():
+        listed = ", ".join(names)
+        if reason == "WFE_LOAD_PLUGINS is empty":
+            parts.append(f"WFE_LOAD_PLUGINS is empty; installed: {listed}")
+        elif reason.startswith("WFE_LOAD_PLUGINS"):
+            parts.append(f"WFE_LOAD_PLUGINS names none of the installed {listed}")
+        else:
+            parts.append(f"{listed} {reason}")
+    return "no plugins loaded: " + "; ".join(parts) if parts else ""
 
 
 def _plugin_manager() -> Any:

@@ -6,8 +6,9 @@ Environment variables:
     Comma-separated distribution names whose ``wfcore`` entry points are loaded;
     set but empty loads none. Unset loads every installed plugin.
 ``WFE_DISABLED_PLUGINS``
-    Comma-separated plugin names (entry-point names or built-in module names) to
-    block.
+    Comma-separated plugins to block: distribution or entry-point names (compared
+    as pip compares names, as in ``WFE_LOAD_PLUGINS``), built-in module names, or
+    the names of plugins passed in. A name that matches none is logged as a warning.
 ``WFE_TRACE_PLUGINS``
     When set, every hook call (each implementation called) is logged at DEBUG
     level on the ``wfcore.plugins`` logger.
@@ -21,6 +22,7 @@ import logging
 import os
 import re
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import pluggy
@@ -33,9 +35,11 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PluginInfo",
     "call_each",
+    "installed_plugins",
     "make_plugin_manager",
     "plugin_infos",
     "trace_call",
+    "why_not_loaded",
 ]
 
 logger = logging.getLogger("wfcore.plugins")
@@ -68,19 +72,25 @@ def make_plugin_manager(
     """
     pm = pluggy.PluginManager("wfcore")
     pm.add_hookspecs(hookspecs)
-    for name in _env_list("WFE_DISABLED_PLUGINS") or ():
+    disabled = _env_list("WFE_DISABLED_PLUGINS")
+    for name in disabled or ():
         pm.set_blocked(name)
     for module_name in DEFAULT_PLUGINS:
         if not pm.is_blocked(module_name):
             pm.register(importlib.import_module(module_name), name=module_name)
+    entry_points = _entry_points() if load_entry_points or disabled else []
     if load_entry_points:
-        _load_entry_points(pm)
+        _load_entry_points(pm, entry_points)
     for plugin in plugins:
         if pm.is_registered(plugin):
             continue
-        # pluggy names an instance by its id(); its class name is what a log reader needs.
-        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        name = _plugin_name(plugin)
         pm.register(plugin, name=None if pm.has_plugin(name) else name)
+    if disabled:
+        passed_in = [_plugin_name(plugin) for plugin in plugins]
+        _warn_unknown(
+            "WFE_DISABLED_PLUGINS", disabled, entry_points, [*DEFAULT_PLUGINS, *passed_in]
+        )
     if os.environ.get("WFE_TRACE_PLUGINS"):
         pm.trace.root.setwriter(logger.debug)
         pm.enable_tracing()
@@ -144,22 +154,66 @@ def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> None:
-    wanted_names = _env_list("WFE_LOAD_PLUGINS")
-    entry_points = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-    if wanted_names:
-        _warn_unknown(wanted_names, entry_points)
-    wanted = None if wanted_names is None else {_normalized(n) for n in wanted_names}
+def _plugin_name(plugin: Any) -> str:
+    # pluggy names an instance by its id(); its class name is what a log reader needs.
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _entry_points() -> list[Any]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _dist_name(ep: Any) -> str | None:
+    return ep.dist.name if ep.dist is not None else None
+
+
+def _named_in(names: list[str], ep_name: str, dist_name: str | None) -> bool:
+    """Whether ``names`` (from WFE_LOAD_PLUGINS or WFE_DISABLED_PLUGINS) name this
+    plugin, by entry-point or distribution name, as pip compares names."""
+    wanted = {_normalized(name) for name in names}
+    return bool({_normalized(ep_name), _normalized(dist_name or "")} & wanted)
+
+
+def _kept_out(
+    ep_name: str, dist_name: str | None, wanted: list[str] | None, disabled: list[str] | None
+) -> str | None:
+    if wanted is not None and not wanted:
+        return "WFE_LOAD_PLUGINS is empty"
+    if wanted is not None and not _named_in(wanted, ep_name, dist_name):
+        return "WFE_LOAD_PLUGINS does not name it"
+    if disabled and _named_in(disabled, ep_name, dist_name):
+        return _DISABLED
+    return None
+
+
+_DISABLED = "disabled by WFE_DISABLED_PLUGINS"
+
+
+def why_not_loaded(ep_name: str, dist_name: str | None) -> str | None:
+    """Why WFE_LOAD_PLUGINS or WFE_DISABLED_PLUGINS keep this installed plugin
+    (entry-point and distribution name) from loading, in a few words; None if they
+    let it load."""
+    return _kept_out(
+        ep_name, dist_name, _env_list("WFE_LOAD_PLUGINS"), _env_list("WFE_DISABLED_PLUGINS")
+    )
+
+
+def installed_plugins() -> list[tuple[str, str | None]]:
+    """Every installed plugin, loaded or not: (entry-point name, distribution name)."""
+    return sorted({(ep.name, _dist_name(ep)) for ep in _entry_points()}, key=str)
+
+
+def _load_entry_points(pm: pluggy.PluginManager, entry_points: list[Any]) -> None:
+    wanted = _env_list("WFE_LOAD_PLUGINS")
+    disabled = _env_list("WFE_DISABLED_PLUGINS")
+    if wanted:
+        _warn_unknown("WFE_LOAD_PLUGINS", wanted, entry_points)
     for ep in entry_points:
-        dist_name = ep.dist.name if ep.dist is not None else None
-        if (
-            wanted is not None
-            and not {
-                _normalized(ep.name),
-                _normalized(dist_name or ""),
-            }
-            & wanted
-        ):
+        dist_name = _dist_name(ep)
+        reason = _kept_out(ep.name, dist_name, wanted, disabled)
+        if reason is not None:
+            if reason == _DISABLED:
+                pm.set_blocked(ep.name)  # blocked under its name, whatever named it
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
@@ -171,17 +225,40 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         _DIST_OF[ep.name] = (dist_name, ep.dist.version if ep.dist is not None else None)
 
 
-def _warn_unknown(wanted: list[str], entry_points: list[Any]) -> None:
-    """A name in WFE_LOAD_PLUGINS that matches nothing is most likely a typo."""
-    known = {ep.name for ep in entry_points}
-    known |= {ep.dist.name for ep in entry_points if ep.dist is not None}
-    normalized = {_normalized(name) for name in known}
-    for name in wanted:
-        if _normalized(name) not in normalized:
+# (variable, name) pairs warned about: once per process, not once per engine.
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_unknown(
+    variable: str, names: list[str], entry_points: list[Any], others: Iterable[str] = ()
+) -> None:
+    """A name in WFE_LOAD_PLUGINS or WFE_DISABLED_PLUGINS that matches no plugin is
+    most likely a typo: it loads or disables nothing. Entry-point and distribution
+    names compare as pip compares them; ``others`` (built-ins, plugins passed in),
+    which are blocked by their exact name, exactly."""
+    installed = {ep.name for ep in entry_points}
+    installed |= {ep.dist.name for ep in entry_points if ep.dist is not None}
+    normalized = {_normalized(name) for name in installed}
+    exact = set(others)
+    for name in names:
+        if name in exact or _normalized(name) in normalized or (variable, name) in _WARNED:
+            continue
+        _WARNED.add((variable, name))
+        if exact:
             logger.warning(
-                "WFE_LOAD_PLUGINS names %r, which is no installed plugin (installed: %s)",
+                "%s names %r, which is no plugin, so it disables nothing "
+                "(installed: %s; built in or passed in: %s)",
+                variable,
                 name,
-                ", ".join(sorted(known)) or "none",
+                ", ".join(sorted(installed)) or "none",
+                ", ".join(sorted(exact)),
+            )
+        else:
+            logger.warning(
+                "%s names %r, which is no installed plugin (installed: %s)",
+                variable,
+                name,
+                ", ".join(sorted(installed)) or "none",
             )
 
 
