@@ -25,6 +25,7 @@ from wfcore import (
     TaskStatus,
     hookimpl,
 )
+from wfcore.plugins import SYNC_ONLY_HOOKS, make_plugin_manager
 
 TESTS_DIR = Path(__file__).resolve().parent
 PROBE = TESTS_DIR / "apps" / "plugin_probe.py"
@@ -321,13 +322,71 @@ def test_trace_plugins_logs_hook_calls(monkeypatch, wfe_engine_factory, wfe_run,
     assert "wfe_task_cancelled: calling Watcher" in traced
 
 
-def test_async_classifier_is_refused_clearly(wfe_engine_factory, wfe_run):
+def test_an_async_classifier_is_refused_when_registered(wfe_engine_factory):
     class AsyncClassifier:
         @hookimpl
         async def wfe_classify(self, task: Task) -> str:
             return "a"
 
-    engine = wfe_engine_factory(plugins=[AsyncClassifier()])
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[AsyncClassifier()])
+    assert str(caught.value) == (
+        "plugin 'AsyncClassifier': wfe_classify must be a plain function, not async def "
+        "(its first result that is not None is used as it is, and a coroutine is not None)"
+    )
+
+
+@pytest.mark.parametrize("hook", sorted(SYNC_ONLY_HOOKS))
+def test_async_implementations_of_sync_only_hooks_are_refused(wfe_engine_factory, hook):
+    class Eager:
+        pass
+
+    async def implementation(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    setattr(Eager, hook, hookimpl(implementation))
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[Eager()])
+    assert str(caught.value).startswith(
+        f"plugin 'Eager': {hook} must be a plain function, not async def ("
+    )
+
+
+def test_a_plugin_registered_later_is_checked_too(wfe_engine_factory):
+    """As wfe_kafka registers its hooks once its engine starts."""
+    engine = wfe_engine_factory()
+    pm = engine.plugin_manager
+
+    class LateStore:
+        @hookimpl
+        async def wfe_open_store(self, url: str) -> None:
+            return None
+
+    class LateWatcher:
+        @hookimpl
+        async def wfe_task_submitted(self, task: Task) -> None:  # lifecycle: may be async
+            pass
+
+    late = LateStore()
+    with pytest.raises(PluginError, match="plugin 'late': wfe_open_store must be a plain"):
+        pm.register(late, name="late")
+    assert not pm.is_registered(late) and pm.get_plugin("late") is None
+    assert pm.register(LateWatcher(), name="watcher") == "watcher"
+
+
+def test_a_classifier_returning_an_awaitable_still_fails_the_task(wfe_engine_factory, wfe_run):
+    """A plain function returning a coroutine passes registration; the worker
+    refuses its answer (and closes it, unawaited)."""
+
+    async def later() -> str:
+        return "a"
+
+    class Sneaky:
+        @hookimpl
+        def wfe_classify(self, task: Task) -> Any:
+            return later()
+
+    engine = wfe_engine_factory(plugins=[Sneaky()])
     engine.register_handler("a", lambda task: None)
     engine.register_workflow("w", [Phase("a")])
 
@@ -338,7 +397,26 @@ def test_async_classifier_is_refused_clearly(wfe_engine_factory, wfe_run):
 
     task = wfe_run(scenario())
     assert task.status is TaskStatus.FAILED
-    assert "wfe_classify" in task.error and "async" in task.error
+    assert task.error == "wfe_classify implementations must not be async"
+
+
+def test_sync_only_hooks_are_the_ones_documented_so():
+    import inspect
+
+    import wfcore.hookspecs
+
+    documented = {
+        name
+        for name, spec in inspect.getmembers(wfcore.hookspecs, inspect.isfunction)
+        if name.startswith("wfe_") and "Must not be async" in (spec.__doc__ or "")
+    }
+    firstresult = {
+        name
+        for name, caller in vars(make_plugin_manager(load_entry_points=False).hook).items()
+        if name.startswith("wfe_") and caller.spec and caller.spec.opts.get("firstresult")
+    }
+    assert SYNC_ONLY_HOOKS == documented
+    assert firstresult <= SYNC_ONLY_HOOKS
 
 
 def test_wfe_testing_fixtures_give_each_test_its_own_engine(

@@ -3,8 +3,10 @@
 Implement a hook with ``from wfcore import hookimpl`` and a function named after it.
 An implementation may accept fewer arguments than its specification names; specs
 only ever gain arguments, so plugins written today keep working. Lifecycle hooks
-may be ``async def``: the engine awaits whatever they return. "Pick one" hooks
-(``firstresult``) must be plain functions.
+may be ``async def``: the engine awaits whatever they return. Contribution hooks
+and "pick one" hooks (``firstresult``) must be plain functions: an ``async def``
+implementation of one is refused with a PluginError naming the plugin and the hook
+when the plugin is registered (``wfcore.plugins.SYNC_ONLY_HOOKS`` lists them).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def wfe_register_adapters(register: Callable[[Any, Any], None]) -> None:
     replaces an earlier one, so an installed plugin overrides a built-in adapter
     (the built-ins are registered ``trylast``).
     Adapters registered with :meth:`ECSWorkflowEngine.register_adapter` win over
-    all plugins. Must not be async.
+    all plugins. Must not be async (refused when registered).
     """
 
 
@@ -59,7 +61,8 @@ def wfe_register_handlers(register: Callable[[str, Any], None]) -> None:
         ``async def handler(task) -> None``.
 
     Every implementation is called; registering the same classification twice is
-    a :class:`~wfcore.errors.PluginError`. Must not be async.
+    a :class:`~wfcore.errors.PluginError`. Must not be async (refused when
+    registered).
     """
 
 
@@ -73,7 +76,8 @@ def wfe_register_workflows(register: Callable[[str, Any], None]) -> None:
         :class:`~wfcore.Phase`.
 
     Every implementation is called; registering the same name twice is a
-    :class:`~wfcore.errors.PluginError`. Must not be async.
+    :class:`~wfcore.errors.PluginError`. Must not be async (refused when
+    registered).
     """
 
 
@@ -87,8 +91,8 @@ def wfe_open_store(url: str) -> Store | None:
         ``memory://`` or ``postgresql://...``.
 
     Stops at the first non-None result. The built-in ``sqlite`` and ``memory``
-    stores are registered ``trylast``. Must not be async: return an unopened
-    store; the engine awaits its ``open()``.
+    stores are registered ``trylast``. Must not be async (refused when
+    registered): return an unopened store; the engine awaits its ``open()``.
     """
 
 
@@ -100,7 +104,7 @@ def wfe_register_commands(cli: click.Group) -> None:
 
     :param cli: the root ``click.Group``; use ``@cli.command()``.
 
-    Every implementation is called. Must not be async.
+    Every implementation is called. Must not be async (refused when registered).
     """
 
 
@@ -119,7 +123,9 @@ def wfe_classify(task: Task, engine: ECSWorkflowEngine) -> str | None:
     Stops at the first non-None result: return a classification of the task's
     workflow, or None to pass. With no answer the task starts at the workflow's
     first phase; an answer the workflow does not have fails the task with an
-    error naming it. Must not be async.
+    error naming it. Must not be async: an ``async def`` implementation is refused
+    when its plugin is registered (a coroutine is not None, so it would stop the
+    chain without an answer).
     """
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ from .errors import PluginError, WorkflowError
 __all__ = [
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "SYNC_ONLY_HOOKS",
     "PluginInfo",
     "call_each",
     "installed_plugins",
@@ -55,6 +57,60 @@ DEFAULT_PLUGINS = (
 )
 
 
+#: Hooks whose implementations must be plain functions, as their specifications
+#: say ("Must not be async"): the "pick one" hooks, whose first non-None result
+#: is used as it is (a coroutine is not None), and the contribution hooks, which
+#: are called without being awaited. An ``async def`` implementation of one is
+#: refused when its plugin is registered.
+SYNC_ONLY_HOOKS = frozenset(
+    {
+        "wfe_classify",
+        "wfe_open_store",
+        "wfe_register_adapters",
+        "wfe_register_commands",
+        "wfe_register_handlers",
+        "wfe_register_workflows",
+    }
+)
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, refusing ``async def`` implementations of sync-only hooks
+    wherever a plugin is registered (plugins such as wfe_kafka register more later)."""
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        registered = super().register(plugin, name)
+        if registered is not None:
+            try:
+                _refuse_async(self, plugin)
+            except PluginError:
+                self.unregister(plugin)
+                raise
+        return registered
+
+
+def _refuse_async(pm: pluggy.PluginManager, plugin: Any) -> None:
+    for caller in pm.get_hookcallers(plugin) or ():
+        if caller.name not in SYNC_ONLY_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            function = impl.function
+            if impl.plugin is not plugin or not (
+                inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+            ):
+                continue
+            firstresult = caller.spec is not None and caller.spec.opts.get("firstresult")
+            why = (
+                "its first result that is not None is used as it is, and a coroutine is not None"
+                if firstresult
+                else "it is called without being awaited, so the coroutine would never run"
+            )
+            raise PluginError(
+                f"plugin {impl.plugin_name!r}: {caller.name} must be a plain function, "
+                f"not async def ({why})"
+            )
+
+
 def _env_list(name: str) -> list[str] | None:
     value = os.environ.get(name)
     if value is None:
@@ -68,9 +124,11 @@ def make_plugin_manager(
     """A new plugin manager with the built-ins, installed plugins and ``plugins``.
 
     Each engine gets its own manager, so tests and embedded apps never share
-    state. Raises PluginError when a hook implementation matches no spec.
+    state. Raises PluginError when a hook implementation matches no spec, or is
+    an ``async def`` one of a hook in :data:`SYNC_ONLY_HOOKS` (then or whenever a
+    plugin is registered with the manager later).
     """
-    pm = pluggy.PluginManager("wfcore")
+    pm = _PluginManager("wfcore")
     pm.add_hookspecs(hookspecs)
     disabled = _env_list("WFE_DISABLED_PLUGINS")
     for name in disabled or ():
