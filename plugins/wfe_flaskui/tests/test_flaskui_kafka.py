@@ -262,3 +262,30 @@ def test_a_published_task_shows_its_start_time_until_a_worker_takes_it(
     finally:
         dash.stop()
         brokers.delete_topics(kafka_bootstrap, [topic])
+
+
+def test_a_fault_that_is_not_kafkas_is_not_reported_as_kafka_down(
+    wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for package in ("wfe_kafka", "kafka"):
+        if importlib.util.find_spec(package) is None:
+            _unavailable(f"{package} is not installed")
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, token="", kafka_brokers="127.0.0.1:1")
+
+    async def broken(doc: Any) -> Any:
+        raise TypeError("a bug in the message code")
+
+    try:
+        app = create_app(dash, secret_key="k")
+        app.testing = False  # the error page a user sees, not the exception
+        assert dash.kafka is not None
+        monkeypatch.setattr(dash.kafka.interface, "publish_task", broken)
+        response = Api(app.test_client()).post(
+            "/api/tasks", {"workflow": "numbers", "data": {"n": 1}}
+        )
+        assert response.status_code == 500
+        assert "could not publish" not in response.get_data(as_text=True)
+    finally:
+        dash.stop()

@@ -175,7 +175,17 @@ def do_submit(
             workflow, data, classification, TaskType.parse(assigned).value, task_id, run_after
         )
     except Exception as exc:
+        if not _kafka_trouble(exc):
+            raise  # a fault of the dashboard's own, not Kafka being down
         raise _KafkaDown(
             f"could not publish the task to Kafka ({dash.kafka_brokers}): {exc}"
         ) from exc
     return None, record
+
+
+def _kafka_trouble(exc: BaseException) -> bool:
+    """Kafka unreachable or refusing the message: kafka-python's errors, a timeout
+    waiting for its acknowledgement, a network error."""
+    from kafka.errors import KafkaError  # installed whenever the dashboard has Kafka
+
+    return isinstance(exc, (KafkaError, TimeoutError, OSError))
