@@ -546,7 +546,7 @@ def submit(
         if not exc.message.startswith("unknown workflow"):
             raise
         if workflow == DEFINE_WORKFLOW:
-            # The classification taken for a workflow's name.
+            # define_workflow is the classification that defines one, not a workflow.
             raise click.ClickException(
                 f"{exc.message}; to define a workflow: {_DEFINE_HINT}"
             ) from None
