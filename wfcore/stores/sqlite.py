@@ -563,12 +563,9 @@ class SQLiteStore(Store):
         return counts
 
     async def count_due(self, *, workflows: Sequence[str] | None = None) -> int:
-        where = "(status = 'in_progress' OR (status = 'pending' AND ready_at <= ?))"
-        params: list[Any] = [time.time()]
-        if workflows is not None:
-            names = list(dict.fromkeys(workflows))
-            where += f" AND workflow_name IN ({', '.join('?' * len(names))})"
-            params += names
+        only, names = _of_workflows(workflows)
+        where = f"(status = 'in_progress' OR (status = 'pending' AND ready_at <= ?)){only}"
+        params: list[Any] = [time.time(), *names]
         row = await self._read(
             lambda c: c.execute(f"SELECT count(*) FROM tasks WHERE {where}", params).fetchone()
         )
@@ -581,12 +578,9 @@ class SQLiteStore(Store):
         if not self._delayed_index:
             await self._write(_ensure_delayed_index)
             self._delayed_index = True
-        where = "status = 'pending' AND ready_at > ?"
-        params: list[Any] = [time.time()]
-        if workflows is not None:
-            names = list(dict.fromkeys(workflows))
-            where += f" AND workflow_name IN ({', '.join('?' * len(names))})"
-            params += names
+        only, names = _of_workflows(workflows)
+        where = f"status = 'pending' AND ready_at > ?{only}"
+        params: list[Any] = [time.time(), *names]
 
         def read(conn: sqlite3.Connection) -> tuple[int, float | None]:
             # Two statements in one snapshot: count(*) alone reads only the index,
@@ -908,6 +902,15 @@ def _ensure_finished_index(conn: sqlite3.Connection) -> None:
         "CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (updated_at) "
         f"WHERE status IN ({', '.join(repr(s) for s in _FINISHED)})"
     )
+
+
+def _of_workflows(workflows: Sequence[str] | None) -> tuple[str, list[str]]:
+    """A query's ``AND workflow_name IN (...)`` clause and its parameters ("" and
+    none when ``workflows`` is None: every workflow)."""
+    if workflows is None:
+        return "", []
+    names = list(dict.fromkeys(workflows))
+    return f" AND workflow_name IN ({', '.join('?' * len(names))})", names
 
 
 def _ensure_delayed_index(conn: sqlite3.Connection) -> None:
