@@ -12,11 +12,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# -qq: setuptools explains editable installs at length on every install; errors still show.
 install: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -qq -e .
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(p)) playwright
+	$(BIN)/pip install -qq -e '.[test]' $(foreach p,$(PLUGINS),-e $(p)) playwright
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
