@@ -623,7 +623,8 @@ class Worker:
         except (TypeError, ValueError) as exc:
             return await self._unstorable(task, exc)
         if ok:
-            self._engine._task_written(task.id)
+            if self._engine._waiters:  # wait_for_task calls, if any
+                self._engine._task_written(task.id)
             if keep_lease:
                 self._released.discard(task.id)
         else:
@@ -656,7 +657,8 @@ class Worker:
             logger.exception("task %s cannot be stored", task.id)
             ok = False
         if ok:
-            self._engine._task_written(task.id)
+            if self._engine._waiters:  # wait_for_task calls, if any
+                self._engine._task_written(task.id)
             self._engine.stats["failed"] += 1
             await self._engine._fire("wfe_task_failed", task=task)
         else:
