@@ -901,3 +901,16 @@ def test_ui_says_how_to_install_the_dashboard(monkeypatch, capsys) -> None:
         "Error: No such command 'ui': the dashboard is the separate wfe_flaskui package; "
         "install it (from a checkout of wfcore: pip install -e plugins/wfe_flaskui)\n"
     )
+
+
+def test_worker_prints_what_its_plugins_report_after_its_own_line(wfe) -> None:
+    lines = wfe("worker", "header_app:engine", "--until-idle").stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("wfe worker "))
+    # In the order the plugins were given; one that cannot report is named.
+    assert lines[start + 1 : start + 4] == [
+        "  topics: consuming in.tasks for 100 tasks at once",
+        "  agents: model tiny-1",
+        "  Broken: cannot report (RuntimeError: settings unreadable)",
+    ]
+    quiet = wfe("worker", "header_app:engine", "--until-idle", "--quiet").stderr
+    assert "topics:" not in quiet

@@ -28,6 +28,7 @@ from .plugins import (
     installed_plugins,
     make_plugin_manager,
     plugin_infos,
+    report_header,
     why_not_loaded,
 )
 from .stores.base import Store
@@ -389,6 +390,8 @@ async def _worker(
             f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop",
             err=True,
         )
+        for line in report_header(engine):
+            click.echo(f"  {line}", err=True)
     if until_idle:
         await _note_delayed_only(store, only)
     reporter = None if quiet else asyncio.create_task(_report(engine))

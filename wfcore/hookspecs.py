@@ -108,6 +108,22 @@ def wfe_register_commands(cli: click.Group) -> None:
     """
 
 
+@hookspec
+def wfe_report_header(engine: ECSWorkflowEngine) -> str | list[str] | None:
+    """Say what this plugin does for an engine, in the lines ``wfe worker`` (and the
+    dashboard's ``wfe ui``) print as they start, after their own.
+
+    Called once per command, before the engine runs: report what the plugin will do
+    from its settings (the Kafka topics a worker consumes, the model agents run
+    on), without connecting anywhere; a problem worth a warning may be said here too.
+
+    :param engine: the engine about to run.
+
+    Every implementation is called; return a line, a list of lines or None (nothing
+    to say). Must not be async (refused when registered).
+    """
+
+
 # -- decisions -----------------------------------------------------------------------
 
 

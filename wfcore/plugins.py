@@ -40,6 +40,7 @@ __all__ = [
     "installed_plugins",
     "make_plugin_manager",
     "plugin_infos",
+    "report_header",
     "trace_call",
     "why_not_loaded",
 ]
@@ -70,6 +71,7 @@ SYNC_ONLY_HOOKS = frozenset(
         "wfe_register_commands",
         "wfe_register_handlers",
         "wfe_register_workflows",
+        "wfe_report_header",
     }
 )
 
@@ -169,6 +171,25 @@ def trace_call(pm: pluggy.PluginManager, hook_name: str, impl: Any) -> None:
     """Log a call of one hook implementation, as WFE_TRACE_PLUGINS asks."""
     if pm in _TRACED:
         logger.debug("%s: calling %s", hook_name, impl.plugin_name)
+
+
+def report_header(engine: Any) -> list[str]:
+    """The lines plugins report about ``engine`` (``wfe_report_header``), in the order
+    the plugins were registered (built-ins, installed ones, those passed in); a
+    plugin failing to report is named in a line of its own instead."""
+    lines: list[str] = []
+    pm = engine.plugin_manager
+    for impl in pm.hook.wfe_report_header.get_hookimpls():
+        trace_call(pm, "wfe_report_header", impl)
+        try:
+            said = impl.function(*[{"engine": engine}[name] for name in impl.argnames])
+        except Exception as exc:
+            lines.append(f"{impl.plugin_name}: cannot report ({type(exc).__name__}: {exc})")
+            continue
+        if said is None:
+            continue
+        lines.extend([said] if isinstance(said, str) else [str(line) for line in said])
+    return lines
 
 
 def call_each(
