@@ -826,6 +826,8 @@ def test_show_prints_the_schema_a_waiting_tasks_answer_must_match(wfe) -> None:
     assert "schema" not in wfe("show", task_id).stdout  # pending: no question yet
     wfe("worker", APP, "--until-idle", "--quiet")
     lines = wfe("show", task_id).stdout.splitlines()
+    # Who answers: the phase's type, not the task's own default ("ai").
+    assert "type      human (this phase's; the task's own: agentic)" in lines
     waiting = lines.index("waiting   Approve the doubled number?")
     assert lines[waiting + 1] == (
         'schema    {"type": "object", "required": ["ok"], '

@@ -22,7 +22,7 @@ import click
 from ._processes import worker_died_here
 from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
-from .model import DEFINE_WORKFLOW, Task, TaskStatus
+from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus
 from .plugins import (
     call_each,
     installed_plugins,
@@ -672,13 +672,13 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     """
     engine = _engine(ctx, store, existing=True)
 
-    async def fetch() -> tuple[Task | None, dict[str, Any] | None]:
+    async def fetch() -> tuple[Task | None, Phase | None]:
         task = await engine.get_task(task_id)
-        if as_json or task is None or not task.status.is_waiting:
+        if as_json or task is None:
             return task, None
-        return task, await _answer_schema(await engine.get_store(), task)
+        return task, await _current_phase(await engine.get_store(), task)
 
-    task, schema = _run(_closing(engine, fetch()))
+    task, phase = _run(_closing(engine, fetch()))
     if task is None:
         raise click.ClickException(f"unknown task {task_id!r}")
     if as_json:
@@ -689,7 +689,7 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     click.echo(f"workflow  {task.workflow_name}")
     click.echo(f"phase     {task.classification}")
     click.echo(f"status    {task.status.value}")
-    click.echo(f"type      {task.assigned_to.value}")
+    click.echo(f"type      {_type_text(task, phase)}")
     click.echo(f"attempts  {task.attempts}")
     click.echo(f"version   {task.version}")
     click.echo(f"created   {task.created_at.isoformat()}")
@@ -698,8 +698,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"waiting   {task.waiting_reason}")
     if task.deadline:
         click.echo(f"deadline  {task.deadline.isoformat()}")
-    if schema is not None:
-        click.echo(f"schema    {json.dumps(schema, ensure_ascii=False)}")
+    if task.status.is_waiting and phase is not None and phase.input_schema is not None:
+        click.echo(f"schema    {json.dumps(phase.input_schema, ensure_ascii=False)}")
     if task.run_after is not None and _starts(task):
         click.echo(f"starts    {task.run_after.isoformat()}")
     if task.error:
@@ -725,15 +725,24 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(f"  {str(event.get('at', '?'))[:23]}  {event.get('event', '?')!s:<16} {extra}")
 
 
-async def _answer_schema(store: Store, task: Task) -> dict[str, Any] | None:
-    """The input_schema of the phase a task waits in (from its stored workflow), if any."""
+async def _current_phase(store: Store, task: Task) -> Phase | None:
+    """The phase a task is at, from its stored workflow (None if unknown)."""
     if task.classification is None:
         return None
     for spec in await store.load_workflows():
         if spec.name == task.workflow_name:
-            phase = spec.phase(task.classification)
-            return None if phase is None else phase.input_schema
+            return spec.phase(task.classification)
     return None
+
+
+def _type_text(task: Task, phase: Phase | None) -> str:
+    """Who runs the task's phase: the phase's type, else the task's own."""
+    own = task.assigned_to.value
+    if phase is None:
+        return f"{own} (the task's own)"
+    if phase.assigned_to is None or phase.assigned_to is task.assigned_to:
+        return own
+    return f"{phase.assigned_to.value} (this phase's; the task's own: {own})"
 
 
 #: ``wfe wait``'s exit statuses besides 0 (done), 1 (an error) and 2 (bad usage).
