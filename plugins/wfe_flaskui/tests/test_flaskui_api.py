@@ -355,6 +355,49 @@ def test_an_answer_form_left_open_is_not_taken_for_the_next_round_of_its_questio
     assert ok.status_code == 200
 
 
+def test_an_answer_form_left_open_on_a_task_finished_since_says_it_finished(api: Api) -> None:
+    # One person answers the question; another, whose page was open, sends theirs.
+    answered = api.submit("question", {"q": "done elsewhere?"})
+    api.wait_status(answered["id"], "waiting_human")
+    alice = _open_form(api, answered["id"])
+    bob = _open_form(api, answered["id"], "inbox")
+    sent = api.client.post(
+        f"/tasks/{answered['id']}/answer",
+        data=MultiDict([*alice, ("answer", "yes"), ("answer_format", "text")]),
+    )
+    assert sent.status_code == 303
+    api.wait_status(answered["id"], "completed")
+    for form in (bob, [*bob[:-1], ("next", "task")]):
+        late = api.client.post(
+            f"/tasks/{answered['id']}/answer",
+            data=MultiDict([*form, ("answer", "no <b>way</b>"), ("answer_format", "text")]),
+        )
+        assert late.status_code == 409
+        message = late.text.split('id="answer-refused"', 1)[1].split("</p>", 1)[0]
+        assert (
+            f"Task {answered['id'][:8]} is completed now (answered elsewhere); "
+            "your answer was not recorded."
+        ) in message
+        assert "back at phase" not in late.text and "new round" not in late.text
+        assert "no &lt;b&gt;way&lt;/b&gt;" in late.text  # what was typed, as text
+    assert api.task(answered["id"])["output"] == "yes"
+
+    # A task cancelled while its question was open says so.
+    cancelled = api.submit("question", {"q": "cancelled elsewhere?"})
+    api.wait_status(cancelled["id"], "waiting_human")
+    carol = _open_form(api, cancelled["id"])
+    assert api.post(f"/api/tasks/{cancelled['id']}/cancel").status_code == 200
+    late = api.client.post(
+        f"/tasks/{cancelled['id']}/answer",
+        data=MultiDict([*carol, ("answer", "too late"), ("answer_format", "text")]),
+    )
+    assert late.status_code == 409
+    assert (
+        f"Task {cancelled['id'][:8]} is cancelled now; your answer was not recorded."
+    ) in late.text
+    assert api.task(cancelled["id"])["status"] == "cancelled"
+
+
 def test_the_api_refuses_an_answer_for_a_phase_the_task_has_left(api: Api) -> None:
     task = api.submit("sign_off", {"contract": "c-2"})
     api.wait_status(task["id"], "waiting_human")

@@ -104,11 +104,14 @@ def answer(dash: Dashboard, task_id: str) -> Any:
 def answer_refused(
     dash: Dashboard, now: Task, specs: dict[str, WorkflowSpec], asked: str, back: str
 ) -> Any:
-    """409: the answer was for a phase the task has left. The page now shown has
-    the new question's form (if any), and what the person typed is shown back."""
+    """409: the answer was for a phase the task has left, or for a task that has
+    finished since. The page now shown has the new question's form (if any), and
+    what the person typed is shown back."""
     spec = specs.get(now.workflow_name or "")
     old = spec.phase(asked) if spec is not None else None
-    if now.classification == asked:
+    if now.status.is_finished:
+        moved = _finished_since(now, asked)
+    elif now.classification == asked:
         moved = (
             f"has been answered since you opened it and is back at phase {asked!r} "
             f"({_STATUS_LABELS[now.status.value].lower()}) with a new round of it"
@@ -126,6 +129,29 @@ def answer_refused(
     if back == "inbox":
         return inbox(dash, refused=refused, status=409)
     return task(dash, now.id, refused=refused, status=409)
+
+
+def _finished_since(now: Task, asked: str) -> str:
+    """Why a task whose question was open has finished: it was answered, its deadline
+    passed, it was cancelled, or it failed."""
+    if now.status is TaskStatus.CANCELLED:
+        return "is cancelled now"
+    if now.status is TaskStatus.FAILED:
+        return "has failed since you opened it"
+    # The last word on the question asked: an answer, or its deadline passing.
+    why = next(
+        (
+            event["event"]
+            for event in reversed(now.history)
+            if event.get("phase") == asked and event.get("event") in _ENDINGS
+        ),
+        None,
+    )
+    return f"is completed now ({_ENDINGS[why]})" if why else "is completed now"
+
+
+#: History events that end a question, and how the refusal says so.
+_ENDINGS = {"resumed": "answered elsewhere", "deadline_passed": "its deadline passed"}
 
 
 def cancel(dash: Dashboard, task_id: str) -> Any:
