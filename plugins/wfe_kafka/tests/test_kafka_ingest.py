@@ -198,6 +198,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         (b"k-json", b"{not json"),
         (b"k-list", b"[1, 2, 3]"),
         (b"k-nowf", task_json(data={"n": 1})),
+        # The dashboard's JSON API calls it "workflow"; a task message does not.
+        (b"k-workflow", task_json(workflow="double", data={"n": 1})),
         (b"k-unknown", task_json(workflow_name="no-such-workflow", data={"n": 1})),
         (b"k-future", task_json(workflow_name="double", data={"n": 1}, format=99)),
         (b"k-phase", task_json(workflow_name="double", data={"n": 1}, classification="nope")),
@@ -214,9 +216,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         kafka_bootstrap,
         tasks,
         [
-            *bad[:3],
+            *bad[:4],
             (b"ok-1", task_json(id="ok-1", workflow_name="double", data={"n": 5})),
-            *bad[3:],
+            *bad[4:],
         ],
     )
     engine = echo_engine(wfe_engine_factory)
@@ -226,19 +228,22 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         await serve(
             engine,
             kafka,
-            lambda: kafka.stats["consumed"] == 12 and kafka.stats["results_published"] == 1,
-            "12 messages handled and 1 result",
+            lambda: kafka.stats["consumed"] == 13 and kafka.stats["results_published"] == 1,
+            "13 messages handled and 1 result",
         )
 
     wfe_run(scenario())
-    assert kafka.stats["dead_lettered"] == 11
+    assert kafka.stats["dead_lettered"] == 12
     with TopicReader(kafka_bootstrap, dlq) as reader:
-        letters = reader.wait_for(11)
+        letters = reader.wait_for(12)
     assert [(r.key, r.value) for r in letters] == bad  # original bytes, in order
     errors = {r.key: dict(r.headers) for r in letters}
     assert b"not valid JSON" in errors[b"k-json"]["wfe.error"]
     assert errors[b"k-list"]["wfe.error"] == b"not a task: expected a JSON object, got an array"
     assert errors[b"k-nowf"]["wfe.error"] == b"not a task: workflow_name is missing"
+    assert errors[b"k-workflow"]["wfe.error"] == (
+        b"not a task: workflow_name is missing (did you mean workflow_name?)"
+    )
     assert errors[b"k-unknown"]["wfe.error.type"] == b"UnknownWorkflowError"
     assert b"no-such-workflow" in errors[b"k-unknown"]["wfe.error"]
     assert b"newer" in errors[b"k-future"]["wfe.error"]

@@ -60,7 +60,12 @@ def test_optional_fields_and_unknown_ones() -> None:
         (b"[1, 2]", "expected a JSON object, got an array"),
         (b"null", "expected a JSON object, got null"),
         (b'"order-17"', "expected a JSON object, got a string"),
-        (b'{"data": 1}', "workflow_name is missing"),
+        (b'{"data": 1}', r"^not a task: workflow_name is missing$"),
+        # The dashboard's JSON API calls it "workflow": a hint, but no second name.
+        (
+            b'{"workflow": "review", "data": 1}',
+            r"^not a task: workflow_name is missing \(did you mean workflow_name\?\)$",
+        ),
         (b'{"workflow_name": 7}', "workflow_name: must be a non-empty string"),
         (b'{"workflow_name": "w", "id": 12}', "id: must be a string"),
         (b'{"workflow_name": "w", "format": 99}', "format 99 is newer"),

@@ -103,7 +103,9 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         raise BadMessage("id: must not be empty (leave it out to use <topic>-<partition>-<offset>)")
     workflow = doc.get("workflow_name")
     if workflow is None and doc.get("classification") != DEFINE_WORKFLOW:
-        raise BadMessage("not a task: workflow_name is missing")
+        # The dashboard's JSON API calls the field "workflow"; the message does not.
+        hint = " (did you mean workflow_name?)" if "workflow" in doc else ""
+        raise BadMessage(f"not a task: workflow_name is missing{hint}")
     if workflow is not None and (not isinstance(workflow, str) or not workflow):
         raise BadMessage("workflow_name: must be a non-empty string")
     return {
