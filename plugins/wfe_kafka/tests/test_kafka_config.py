@@ -64,7 +64,9 @@ def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: 
 
     result = run_worker(tmp_path, KAFKA_BROKERS="kafka1:9092,kafka2:90922")
     assert result.returncode == 1
-    assert "KAFKA_BROKERS: 'kafka2:90922' is not host:port" in result.stderr
+    assert (
+        "KAFKA_BROKERS: 'kafka2:90922' is not host:port (the port must be 1-65535)" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -72,7 +74,20 @@ def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: 
     ("env", "problem"),
     [
         ({"WFE_KAFKA_MAX_PENDING": "0"}, "WFE_KAFKA_MAX_PENDING=0: expected a whole number"),
+        # Not a number at all: the same words as a number out of range.
+        (
+            {"WFE_KAFKA_MAX_PENDING": "abc"},
+            "WFE_KAFKA_MAX_PENDING='abc': expected a whole number, at least 1",
+        ),
         ({"WFE_KAFKA_OUTBOX_GRACE": "nan"}, "WFE_KAFKA_OUTBOX_GRACE=nan: expected a finite"),
+        (
+            {"WFE_KAFKA_OUTBOX_GRACE": "5s"},
+            "WFE_KAFKA_OUTBOX_GRACE='5s': expected a finite number of seconds, at least 0",
+        ),
+        (
+            {"KAFKA_BROKERS": "127.0.0.1:0"},
+            "KAFKA_BROKERS: '127.0.0.1:0' is not host:port (the port must be 1-65535)",
+        ),
         (
             {"WFE_KAFKA_CLIENT_CONFIG": '{"session_timeout_ms": "abc"}'},
             "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting session_timeout_ms='abc': "
@@ -89,7 +104,7 @@ def test_a_worker_refuses_bad_values_naming_the_variable(
 ) -> None:
     """These once started a worker that failed later: the outbox sweep at every
     turn (nan), the consumer retrying a setting for ever as 'cannot reach Kafka'."""
-    result = run_worker(tmp_path, KAFKA_BROKERS="127.0.0.1:9092", **env)
+    result = run_worker(tmp_path, **{"KAFKA_BROKERS": "127.0.0.1:9092", **env})
     assert result.returncode == 1, result.stderr
     assert f"Error: plugin 'wfe_kafka': Kafka settings cannot be used: {problem}" in result.stderr
     assert "Traceback" not in result.stderr

@@ -174,8 +174,21 @@ def test_settings_from_environment() -> None:
         "max_pending": 50,
         "security_protocol": "SASL_SSL",
     }
-    with pytest.raises(ValueError, match="WFE_KAFKA_MAX_PENDING"):
+    # Not a number at all reads as one out of range does (=0: expected a whole number, ...).
+    with pytest.raises(
+        ValueError, match=r"^WFE_KAFKA_MAX_PENDING='many': expected a whole number, at least 1$"
+    ):
         settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_MAX_PENDING": "many"})
+    with pytest.raises(
+        ValueError,
+        match=r"^WFE_KAFKA_OUTBOX_GRACE='5s': expected a finite number of seconds, at least 0$",
+    ):
+        settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_OUTBOX_GRACE": "5s"})
+    # Numbers in an engine's settings reach the interface's checks as they are: 2.5
+    # is not quietly taken as 2.
+    assert settings_from(
+        {"KAFKA_BROKERS": "k", "WFE_KAFKA_MAX_PENDING": 2.5, "WFE_KAFKA_OUTBOX_GRACE": 1}  # type: ignore[dict-item]
+    ) == {"bootstrap_servers": "k", "max_pending": 2.5, "outbox_grace": 1}
     with pytest.raises(ValueError, match="WFE_KAFKA_CLIENT_CONFIG is not valid JSON"):
         settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_CLIENT_CONFIG": "{security_protocol: SSL"})
     with pytest.raises(ValueError, match="WFE_KAFKA_CLIENT_CONFIG must be a JSON object"):
@@ -190,8 +203,18 @@ def test_settings_from_environment() -> None:
         ({"dead_letter_topic": "dlq/1"}, "dead_letter_topic='dlq/1' is not a valid"),
         ({"events_topic": "e" * 250}, "events_topic=.* is not a valid Kafka topic"),
         ({"tasks_topic": ".."}, "tasks_topic='..' is not a valid Kafka topic"),
-        ({"bootstrap_servers": "k1:notaport"}, "bootstrap_servers: 'k1:notaport' is not host:port"),
-        ({"bootstrap_servers": "k1:9092,k2:70000"}, "'k2:70000' is not host:port"),
+        (
+            {"bootstrap_servers": "k1:notaport"},
+            r"^bootstrap_servers: 'k1:notaport' is not host:port$",
+        ),
+        (
+            {"bootstrap_servers": "k1:9092,k2:70000"},
+            r"^bootstrap_servers: 'k2:70000' is not host:port \(the port must be 1-65535\)$",
+        ),
+        (
+            {"bootstrap_servers": "127.0.0.1:0"},
+            r"^bootstrap_servers: '127.0.0.1:0' is not host:port \(the port must be 1-65535\)$",
+        ),
         ({"bootstrap_servers": " , "}, "bootstrap_servers: no broker given"),
         ({"group_id": ""}, "group_id must be a non-empty string"),
         ({"sasl_plain_pasword": "secret"}, "unknown kafka-python setting 'sasl_plain_pasword'"),

@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .validation import SECONDS, WHOLE_NUMBER
+
 __all__ = ["ENV_VARS", "kafka_settings", "settings_from"]
 
 #: Setting name -> (KafkaMQInterface argument, converter).
@@ -20,6 +22,10 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "WFE_KAFKA_MAX_PENDING": ("max_pending", int),
     "WFE_KAFKA_OUTBOX_GRACE": ("outbox_grace", float),
 }
+
+# What a number setting must be, in the words the interface refuses a bad value
+# with: text that is not a number at all reads the same as one out of range.
+_EXPECTED = {int: WHOLE_NUMBER, float: SECONDS}
 
 #: A JSON object of extra kafka-python settings (SASL/SSL, timeouts, ...).
 CLIENT_CONFIG_VAR = "WFE_KAFKA_CLIENT_CONFIG"
@@ -35,10 +41,15 @@ def settings_from(source: Mapping[str, str]) -> dict[str, Any] | None:
         value = source.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
+        if convert in _EXPECTED and not isinstance(value, str):
+            # A number in an engine's settings: the interface checks it as it is
+            # (int() would turn 2.5 into 2 and True into 1 without a word).
+            settings[argument] = value
+            continue
         try:
             settings[argument] = convert(value)
         except ValueError:
-            raise ValueError(f"{name}={value!r}: expected {convert.__name__}") from None
+            raise ValueError(f"{name}={value!r}: expected {_EXPECTED[convert]}") from None
     raw = source.get(CLIENT_CONFIG_VAR)
     if raw:
         try:

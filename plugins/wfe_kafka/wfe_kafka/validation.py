@@ -12,6 +12,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+#: What a count (``max_pending``, ``max_poll_records``) and ``outbox_grace`` must be,
+#: in the words of every message refusing one, however it was given.
+WHOLE_NUMBER = "a whole number, at least 1"
+SECONDS = "a finite number of seconds, at least 0"
+
 
 def _check_arguments(
     *,
@@ -35,16 +40,14 @@ def _check_arguments(
         ("max_poll_records", max_poll_records),
     ):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"{argument}={count!r}: expected a whole number, at least 1")
+            raise ValueError(f"{argument}={count!r}: expected {WHOLE_NUMBER}")
     if (
         isinstance(outbox_grace, bool)
         or not isinstance(outbox_grace, (int, float))
         or not math.isfinite(outbox_grace)
         or outbox_grace < 0
     ):
-        raise ValueError(
-            f"outbox_grace={outbox_grace!r}: expected a finite number of seconds, at least 0"
-        )
+        raise ValueError(f"outbox_grace={outbox_grace!r}: expected {SECONDS}")
     if isinstance(bootstrap_servers, str):
         bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
     # Checked here, once, with a message naming the setting: kafka-python would
@@ -85,11 +88,15 @@ def _check_servers(servers: Sequence[str]) -> None:
     for server in servers:
         try:
             # kafka-python's own parser, after the protocol prefix it ignores.
-            _host, port, _family = get_ip_port_afi(re.sub("^.*://", "", server))
-        except ValueError:
-            port = -1
-        if not 0 < port < 65536 or not _host or any(c.isspace() for c in server):
+            host, port, _family = get_ip_port_afi(re.sub("^.*://", "", server))
+        except ValueError:  # no port number where one should be, an unclosed [
+            host, port = "", 0
+        if not host or any(c.isspace() for c in server):
             raise ValueError(f"bootstrap_servers: {server!r} is not host:port")
+        if not 0 < port < 65536:
+            raise ValueError(
+                f"bootstrap_servers: {server!r} is not host:port (the port must be 1-65535)"
+            )
 
 
 def _check_client_config(
