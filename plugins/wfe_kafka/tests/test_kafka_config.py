@@ -28,7 +28,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_worker(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_worker(tmp_path: Path, quiet: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
     """``wfe worker --until-idle`` on an empty store, wired to Kafka by ``env``."""
     return subprocess.run(
         [
@@ -38,7 +38,7 @@ def run_worker(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
             "worker",
             "wfe_kafka_app:make_engine",
             "--until-idle",
-            "-q",
+            *(["-q"] if quiet else []),
             "--store",
             f"sqlite://{tmp_path}/worker.db",
         ],
@@ -104,10 +104,51 @@ def test_a_worker_refuses_bad_values_naming_the_variable(
 ) -> None:
     """These once started a worker that failed later: the outbox sweep at every
     turn (nan), the consumer retrying a setting for ever as 'cannot reach Kafka'."""
-    result = run_worker(tmp_path, **{"KAFKA_BROKERS": "127.0.0.1:9092", **env})
+    result = run_worker(tmp_path, quiet=False, **{"KAFKA_BROKERS": "127.0.0.1:9092", **env})
     assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    # Said under the start-up line first, then refused in the same words.
+    start = next(i for i, line in enumerate(lines) if line.startswith("wfe worker "))
+    assert lines[start + 1].startswith(f"  kafka: settings cannot be used: {problem}")
     assert f"Error: plugin 'wfe_kafka': Kafka settings cannot be used: {problem}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_says_which_topics_it_consumes_and_publishes_to(
+    kafka_bootstrap: str, kafka_topic: Any, tmp_path: Path
+) -> None:
+    """An operator sees what a worker is wired to under its start-up line."""
+    tasks, results, events = (
+        kafka_topic(1, "tasks"),
+        kafka_topic(1, "results"),
+        kafka_topic(1, "ev"),
+    )
+    result = run_worker(
+        tmp_path,
+        quiet=False,
+        KAFKA_BROKERS=kafka_bootstrap,
+        WFE_KAFKA_TASKS_TOPIC=tasks,
+        WFE_KAFKA_RESULTS_TOPIC=results,
+        WFE_KAFKA_EVENTS_TOPIC=events,
+        WFE_KAFKA_GROUP="header-test",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("wfe worker "))
+    assert lines[start + 1] == (
+        f"  kafka: consuming {tasks} (group header-test) at {kafka_bootstrap}; "
+        f"results to {results}; events to {events}; dead letters to {tasks}.dlq"
+    )
+    # -q keeps it quiet, as it does the start-up line.
+    quiet = run_worker(
+        tmp_path,
+        KAFKA_BROKERS=kafka_bootstrap,
+        WFE_KAFKA_TASKS_TOPIC=tasks,
+        WFE_KAFKA_RESULTS_TOPIC=results,
+        WFE_KAFKA_GROUP="header-test",
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "kafka:" not in quiet.stderr
 
 
 def test_a_consumer_without_a_broker_says_so_and_stops_promptly(

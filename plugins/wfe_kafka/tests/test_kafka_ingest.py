@@ -31,6 +31,7 @@ from wfe_kafka_util import (
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 from wfcore.errors import StoreError
+from wfcore.plugins import report_header
 from wfcore.wire import task_from_dict
 
 TopicFactory = Callable[..., str]
@@ -646,6 +647,11 @@ def test_auto_wiring_from_the_environment(
         kafka = interface_for(engine)
         assert kafka is not None
         seen.append(kafka)
+        # What the worker's start-up lines say is what it was wired to.
+        assert report_header(engine) == [
+            f"kafka: consuming {tasks} (group {group}) at {kafka_bootstrap}; "
+            f"results to {results}; dead letters to {tasks}.dlq"
+        ]
         await until(lambda: kafka.stats["results_published"] == 8, 30, "8 results")
         engine.stop()
         await runner

@@ -6,13 +6,16 @@ import json
 import subprocess
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
-from wfe_kafka import BadMessage, parse_task_message, task_message
+import wfe_kafka.plugin
+from wfe_kafka import BadMessage, KafkaMQInterface, parse_task_message, task_message
 from wfe_kafka.messages import dead_letter_headers, event_message, result_message, source_id
-from wfe_kafka.settings import kafka_settings, settings_from
+from wfe_kafka.settings import CLIENT_CONFIG_VAR, ENV_VARS, kafka_settings, settings_from
 
-from wfcore import Phase, Task
+from wfcore import ECSWorkflowEngine, Phase, Task
+from wfcore.plugins import report_header
 from wfcore.wire import FORMAT_VERSION, task_from_dict
 
 
@@ -322,6 +325,8 @@ def test_unconfigured_plugin_does_not_import_kafka(tmp_path: object) -> None:
         "from wfcore import ECSWorkflowEngine\n"
         "engine = ECSWorkflowEngine('memory://')\n"
         "assert 'wfe_kafka' in dict(engine.plugin_manager.list_name_plugin())\n"
+        "from wfcore.plugins import report_header\n"
+        "assert report_header(engine) == [], report_header(engine)\n"
         "asyncio.run(engine.run_until_idle())\n"
         "print('kafka' in sys.modules)\n"
     )
@@ -329,3 +334,115 @@ def test_unconfigured_plugin_does_not_import_kafka(tmp_path: object) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def _header(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, object] | None = None, **env: str
+) -> list[str]:
+    """What ``wfe worker`` prints for the plugin: the engine's settings over ``env``."""
+    for name in [*ENV_VARS, CLIENT_CONFIG_VAR]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    engine = ECSWorkflowEngine("memory://", load_plugins=False, plugins=[wfe_kafka.plugin])
+    if settings is not None:
+        engine.settings = settings  # type: ignore[attr-defined]
+    return report_header(engine)
+
+
+def test_the_report_header_says_what_a_worker_consumes_and_publishes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _header(monkeypatch) == []  # not configured: nothing to say
+    assert _header(
+        monkeypatch,
+        KAFKA_BROKERS="k1:9092,k2:9092",
+        WFE_KAFKA_TASKS_TOPIC="orders.tasks",
+        WFE_KAFKA_RESULTS_TOPIC="orders.results",
+        WFE_KAFKA_GROUP="billing",
+        WFE_KAFKA_EVENTS_TOPIC="orders.events",
+        WFE_KAFKA_DLQ_TOPIC="orders.bad",
+    ) == [
+        "kafka: consuming orders.tasks (group billing) at k1:9092,k2:9092; results to "
+        "orders.results; events to orders.events; dead letters to orders.bad"
+    ]
+    # The defaults; the engine's settings win over the environment, as when it starts.
+    assert _header(monkeypatch, {"KAFKA_BROKERS": "own:9092"}, KAFKA_BROKERS="env:9092") == [
+        "kafka: consuming wfe.tasks (group wfe-workers) at own:9092; results to "
+        "wfe.results; dead letters to wfe.tasks.dlq"
+    ]
+    [line] = _header(
+        monkeypatch,
+        KAFKA_BROKERS="k1:9093",
+        WFE_KAFKA_CLIENT_CONFIG=json.dumps(
+            {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "PLAIN",
+                "sasl_plain_username": "wfe",
+                "sasl_plain_password": "s3cret-pw",
+                "dead_letter_topic": "",
+            }
+        ),
+    )
+    assert line.endswith("results to wfe.results; bad messages only logged (no dead-letter topic)")
+    assert "s3cret-pw" not in line
+
+
+@pytest.mark.parametrize(
+    ("settings", "env", "problem"),
+    [
+        (None, {"KAFKA_BROKERS": "127.0.0.1:0"}, "KAFKA_BROKERS: '127.0.0.1:0' is not host:port"),
+        (
+            None,
+            {"KAFKA_BROKERS": "k1", "WFE_KAFKA_MAX_PENDING": "abc"},
+            "WFE_KAFKA_MAX_PENDING='abc': expected a whole number, at least 1",
+        ),
+        (
+            {"WFE_KAFKA_MAX_PENDING": 2.5},
+            {"KAFKA_BROKERS": "k1"},
+            "WFE_KAFKA_MAX_PENDING=2.5: expected a whole number, at least 1",
+        ),
+        (
+            None,
+            {"KAFKA_BROKERS": "k1", "WFE_KAFKA_CLIENT_CONFIG": "{ssl"},
+            "WFE_KAFKA_CLIENT_CONFIG is not valid JSON",
+        ),
+        (
+            None,
+            {"KAFKA_BROKERS": "k1", "WFE_KAFKA_CLIENT_CONFIG": '{"sasl_plain_pasword": "x"}'},
+            "WFE_KAFKA_CLIENT_CONFIG: unknown kafka-python setting 'sasl_plain_pasword'",
+        ),
+    ],
+)
+def test_the_report_header_says_what_is_wrong_with_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    settings: dict[str, object] | None,
+    env: dict[str, str],
+    problem: str,
+) -> None:
+    """A line, not an exception: the engine's start refuses them in its own words."""
+    [line] = _header(monkeypatch, settings, **env)
+    assert line.startswith(f"kafka: settings cannot be used: {problem}")
+
+
+def test_the_report_header_of_an_engine_wired_in_code(
+    monkeypatch: pytest.MonkeyPatch, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """Auto-wiring leaves an engine with an interface attached by hand alone: so
+    does the header, rather than name topics the worker will not consume."""
+    monkeypatch.setenv("KAFKA_BROKERS", "env:9092")
+    engine = wfe_engine_factory(plugins=[wfe_kafka.plugin])
+    kafka = KafkaMQInterface("127.0.0.1:9092", tasks_topic="mine", close_timeout=1.0)
+
+    async def attached() -> list[str]:
+        await kafka.attach(engine)
+        try:
+            return report_header(engine)
+        finally:
+            await kafka.close()
+
+    assert wfe_run(attached()) == [
+        "kafka: KafkaMQInterface('127.0.0.1:9092', tasks='mine', results='wfe.results', "
+        "group='wfe-workers') attached in code; KAFKA_BROKERS and the WFE_KAFKA_* "
+        "settings are not used"
+    ]
