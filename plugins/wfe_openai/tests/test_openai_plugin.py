@@ -17,6 +17,7 @@ from wfe_openai import OpenAIAgentAdapter
 
 from wfcore import ECSWorkflowEngine, Phase, TaskStatus, TaskType
 from wfcore.adapters import AgenticAdapter
+from wfcore.plugins import report_header
 
 
 def _answer(engine: ECSWorkflowEngine, wfe_run: Any) -> Any:
@@ -86,10 +87,8 @@ def test_wfe_agent_openai_keeps_an_adapter_chosen_in_code(
     assert openai_server.requests == []
 
 
-def test_wfe_worker_with_wfe_agent_openai(
-    openai_server, tmp_path: Path, wfe_store_url: str, wfe_engine_factory, wfe_run
-):
-    """A real ``wfe worker`` process: the app registers no adapter, the env chooses OpenAI."""
+def _write_agent_app(tmp_path: Path) -> None:
+    """An app whose one workflow has an agentic phase, and no adapter of its own."""
     (tmp_path / "agentapp.py").write_text(
         textwrap.dedent(
             """
@@ -102,38 +101,67 @@ def test_wfe_worker_with_wfe_agent_openai(
             """
         )
     )
+
+
+def _submit_question(wfe_engine_factory: Any, wfe_run: Any, question: str) -> str:
+    """Store a task of the app's workflow (as another process would); its id."""
     client = wfe_engine_factory()
     client.register_workflow(
         "qa", [Phase("answer", assigned_to="agentic", instructions="Answer briefly.")]
     )
 
     async def submit() -> str:
-        task = await client.submit_task({"q": "capital of Norway?"}, "qa")
+        task = await client.submit_task({"q": question}, "qa")
         await client.aclose()
         return task.id
 
-    task_id = wfe_run(submit())
-    openai_server.reply("Oslo.")
-    env = dict(
+    return str(wfe_run(submit()))
+
+
+def _run_worker(
+    tmp_path: Path, store_url: str, *options: str, **env: str | None
+) -> subprocess.CompletedProcess[str]:
+    """``wfe worker agentapp:engine --until-idle`` with WFE_AGENT=openai, and ``env``
+    over this environment (a value of None removes the variable)."""
+    merged = dict(
         os.environ,
         WFE_AGENT="openai",
         WFE_OPENAI_MODEL="gpt-4o-mini",
-        WFE_STORE=wfe_store_url,
+        WFE_STORE=store_url,
         WFE_LOAD_PLUGINS="wfe-openai",
         PYTHONPATH=str(tmp_path),
     )
+    merged.update(env)
     wfe = shutil.which("wfe")
     command = [wfe] if wfe else [sys.executable, "-m", "wfcore.cli"]
-    worker = subprocess.run(
-        [*command, "worker", "agentapp:engine", "--until-idle", "--quiet"],
+    return subprocess.run(
+        [*command, "worker", "agentapp:engine", "--until-idle", *options],
         cwd=tmp_path,
-        env=env,
+        env={k: v for k, v in merged.items() if v is not None},
         capture_output=True,
         text=True,
         timeout=60,
     )
 
+
+def _header_lines(stderr: str) -> list[str]:
+    """The lines ``wfe worker`` prints under its start-up line, before its progress."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("wfe worker "))
+    return [line for line in lines[start + 1 :] if line.startswith("  ")]
+
+
+def test_wfe_worker_with_wfe_agent_openai(
+    openai_server, tmp_path: Path, wfe_store_url: str, wfe_engine_factory, wfe_run
+):
+    """A real ``wfe worker`` process: the app registers no adapter, the env chooses OpenAI."""
+    _write_agent_app(tmp_path)
+    task_id = _submit_question(wfe_engine_factory, wfe_run, "capital of Norway?")
+    openai_server.reply("Oslo.")
+    worker = _run_worker(tmp_path, wfe_store_url, "--quiet")
+
     assert worker.returncode == 0, worker.stderr
+    client = wfe_engine_factory()
     done = wfe_run(client.get_task(task_id))
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.output == "Oslo."
@@ -141,6 +169,137 @@ def test_wfe_worker_with_wfe_agent_openai(
     assert request["body"]["model"] == "gpt-4o-mini"
     assert request["body"]["messages"][0]["content"] == "Answer briefly."
     assert "capital of Norway?" in request["body"]["messages"][1]["content"]
+
+
+NO_KEY_WARNING = (
+    "  warning: OPENAI_API_KEY is not set: agentic phases will fail (a local server "
+    "that ignores keys still needs some value, e.g. OPENAI_API_KEY=none)"
+)
+
+
+def test_wfe_worker_says_which_model_agents_run_on_and_warns_without_a_key(
+    openai_server, tmp_path: Path, wfe_store_url: str, wfe_engine_factory, wfe_run
+):
+    """Without a key every agentic task fails: the worker says so as it starts, and
+    the advice it gives works against a local server that ignores keys."""
+    _write_agent_app(tmp_path)
+    failing = _submit_question(wfe_engine_factory, wfe_run, "capital of Norway?")
+
+    worker = _run_worker(tmp_path, wfe_store_url, OPENAI_API_KEY=None)
+
+    assert worker.returncode == 0, worker.stderr
+    assert _header_lines(worker.stderr) == [
+        f"  agentic phases: OpenAI model gpt-4o-mini at {openai_server.url}",
+        NO_KEY_WARNING,
+    ]
+    client = wfe_engine_factory()
+    failed = wfe_run(client.get_task(failing))
+    assert failed.status is TaskStatus.FAILED
+    assert "OPENAI_API_KEY is not set" in failed.error
+    assert openai_server.requests == []
+
+    # Some value, as the warning says, and the server answers.
+    answered = _submit_question(wfe_engine_factory, wfe_run, "capital of Sweden?")
+    openai_server.reply("Stockholm.")
+    worker = _run_worker(tmp_path, wfe_store_url, OPENAI_API_KEY="none")
+
+    assert worker.returncode == 0, worker.stderr
+    assert _header_lines(worker.stderr) == [
+        f"  agentic phases: OpenAI model gpt-4o-mini at {openai_server.url}"
+    ]
+    assert wfe_run(client.get_task(answered)).output == "Stockholm."
+    [request] = openai_server.requests
+    assert request["headers"]["authorization"] == "Bearer none"
+
+
+def test_the_header_follows_wfe_agent_and_never_shows_the_key(
+    openai_server, monkeypatch, fake_key, wfe_engine_factory, wfe_run
+):
+    engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+    assert report_header(engine) == []  # WFE_AGENT unset: nothing to say
+    monkeypatch.setenv("WFE_AGENT", "open-ai")
+    assert report_header(engine) == []  # warned about when the engine starts
+    monkeypatch.setenv("WFE_AGENT", " OpenAI ")
+    line = f"agentic phases: OpenAI model gpt-4o at {openai_server.url}"
+    assert report_header(engine) == [line]
+    # The same once the engine started and the adapter is registered.
+    wfe_run(engine.run_until_idle())
+    assert isinstance(engine.adapter_for(TaskType.AGENTIC), OpenAIAgentAdapter)
+    assert report_header(engine) == [line]
+
+    fresh = wfe_engine_factory(plugins=[wfe_openai.plugin])
+    monkeypatch.setenv("WFE_OPENAI_MODEL", "gpt-4o-mini")
+    for unset in ("", None):  # OPENAI_BASE_URL= in a .env file counts as unset
+        if unset is None:
+            monkeypatch.delenv("OPENAI_BASE_URL")
+        else:
+            monkeypatch.setenv("OPENAI_BASE_URL", unset)
+        assert report_header(fresh) == [
+            "agentic phases: OpenAI model gpt-4o-mini at api.openai.com"
+        ]
+
+    monkeypatch.setenv("OPENAI_API_KEY", "")  # empty is missing, as for the adapter
+    assert report_header(fresh)[1] == NO_KEY_WARNING.strip()
+    monkeypatch.setenv("OPENAI_API_KEY", fake_key + "\n")
+    lines = report_header(fresh)
+    assert lines[1] == (
+        "warning: the API key (OPENAI_API_KEY) holds whitespace or a control character "
+        "(a trailing newline from a file?): agentic phases will fail"
+    )
+    assert not any(fake_key in line or fake_key[-8:] in line for line in lines)
+
+
+def test_the_header_warns_about_a_server_url_the_adapter_refuses(
+    openai_server, monkeypatch, wfe_engine_factory
+):
+    monkeypatch.setenv("WFE_AGENT", "openai")
+    engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+    monkeypatch.setenv("OPENAI_BASE_URL", "localhost:8000/v1")
+    assert report_header(engine) == [
+        "agentic phases: OpenAI model gpt-4o at localhost:8000/v1",
+        "warning: OPENAI_BASE_URL must be an http:// or https:// URL, got "
+        "'localhost:8000/v1': agentic phases will fail",
+    ]
+    # Credentials in the URL are masked, as in the adapter's errors.
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://wfe:hunter22@127.0.0.1:8000/v1?api-key=k3y")
+    assert report_header(engine) == [
+        "agentic phases: OpenAI model gpt-4o at http://***@127.0.0.1:8000/v1?api-key=***"
+    ]
+
+
+def test_the_header_of_an_adapter_chosen_in_code(
+    openai_server, monkeypatch, fake_key, wfe_engine_factory
+):
+    """WFE_AGENT leaves an app's own adapter alone, and so does the header; an
+    OpenAIAgentAdapter the app registers is reported like the one WFE_AGENT makes."""
+    import openai
+
+    class Mine:
+        async def run(self, task, phase, engine):
+            task.output = "mine"
+
+    monkeypatch.setenv("WFE_AGENT", "openai")
+    engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+    engine.register_adapter(TaskType.AGENTIC, Mine())
+    assert report_header(engine) == []
+
+    monkeypatch.delenv("WFE_AGENT")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(model="llama3.2"))
+    assert report_header(engine) == [
+        f"agentic phases: OpenAI model llama3.2 at {openai_server.url}",
+        NO_KEY_WARNING.strip(),
+    ]
+    engine.register_adapter(
+        TaskType.AGENTIC,
+        OpenAIAgentAdapter(model="llama3.2", api_key=fake_key, base_url="http://10.0.0.5:8000/v1"),
+    )
+    assert report_header(engine) == [
+        "agentic phases: OpenAI model llama3.2 at http://10.0.0.5:8000/v1"
+    ]
+    given = openai.AsyncOpenAI(api_key=fake_key, base_url="http://10.0.0.6:8000/v1")
+    engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(model="m", client=given))
+    assert report_header(engine) == ["agentic phases: OpenAI model m at http://10.0.0.6:8000/v1/"]
 
 
 def test_an_unknown_wfe_agent_is_warned_about_once(
