@@ -75,7 +75,8 @@ def _account(
 
 def _count(obj: Any, name: str) -> int | None:
     value = getattr(obj, name, None) if obj is not None else None
-    return value if isinstance(value, int) else None
+    # A server's true or false is no token count.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _short(text: str, limit: int = _HISTORY_CHARS) -> str:
