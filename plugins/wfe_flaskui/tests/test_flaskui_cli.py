@@ -1,4 +1,5 @@
-"""``python -m wfe_flaskui`` and ``wfe ui`` as real subprocesses serving real HTTP."""
+"""``python -m wfe_flaskui`` and ``wfe ui`` as real subprocesses serving real HTTP, and an app
+that mounts the dashboard run to its end."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import urllib.error
 import urllib.request
@@ -165,6 +168,61 @@ def test_a_store_that_does_not_exist_yet_is_noted(tmp_path: Path) -> None:
 
     assert f"note: no store at {missing} yet" in start(missing)
     assert "note:" not in start(existing)
+
+
+def test_an_app_mounting_the_dashboard_closes_its_store_cleanly_at_exit(tmp_path: Path) -> None:
+    """The dashboard stops as the interpreter exits, before Python shuts down the
+    threads that closing the store needs: no traceback, the store closed (SQLite
+    removes its -wal file when the last connection closes)."""
+    script = tmp_path / "host_app.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            from flask import Flask
+            from flaskui_demo_app import make_engine
+            from wfe_flaskui import Dashboard, create_app
+
+            folder = sys.argv[1]
+            # Mounted in the app's own Flask app, as the README shows it ...
+            host = Flask(__name__)
+            host.secret_key = "change me"
+            dashboard = Dashboard(store=f"sqlite:///{folder}/mounted.db", token="")
+            host.register_blueprint(dashboard.blueprint, url_prefix="/workflows")
+            print(host.test_client().get("/workflows/").status_code)
+            # ... and standalone with a worker, a task run to completion.
+            engine = make_engine()
+            engine.use_store(f"sqlite:///{folder}/standalone.db")
+            client = create_app(engine, run_worker=True, token="").test_client()
+            csrf = client.get("/api/csrf").get_json()["csrf_token"]
+            task = client.post(
+                "/api/tasks",
+                json={"workflow": "numbers", "data": {"n": 2}},
+                headers={"X-CSRF-Token": csrf},
+            ).get_json()
+            done = client.get(f"/api/tasks/{task['id']}?wait=20").get_json()
+            print(done["status"])
+            """
+        )
+    )
+    env = _env(PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert result.stdout.split() == ["200", "completed"]
+    for name in ("mounted.db", "standalone.db"):
+        assert (tmp_path / name).exists()
+        assert not (tmp_path / f"{name}-wal").exists(), f"{name} was not closed"
+    with sqlite3.connect(tmp_path / "standalone.db") as db:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
 
 
 def test_a_public_address_with_a_token_needs_it_on_every_request(tmp_path: Path) -> None:

@@ -62,8 +62,8 @@ class Dashboard:
         dashboard = Dashboard(store="sqlite:////srv/wfe/wfe.db")
         app.register_blueprint(dashboard.blueprint, url_prefix="/workflows")
 
-    The engine starts with the first request (or :meth:`start`) and stops at
-    interpreter exit (or :meth:`stop`).
+    The engine starts with the first request (or :meth:`start`) and stops as the
+    interpreter exits (or at :meth:`stop`), closing its store cleanly.
     """
 
     def __init__(
@@ -96,7 +96,8 @@ class Dashboard:
         )
         self.kafka: Any = None
         self._start_lock = threading.Lock()
-        self._atexit = False
+        # Holds this dashboard for the exit hook while it runs (emptied by stop).
+        self._at_exit: list[Dashboard] = []
         self.blueprint = _make_blueprint(self, name)
 
     @property
@@ -110,9 +111,7 @@ class Dashboard:
             if self.bridge.started:
                 return self
             self.bridge.start()
-            if not self._atexit:
-                atexit.register(self.stop)
-                self._atexit = True
+            self._stop_at_exit()
             if self.kafka_brokers:
                 from .kafka import start_kafka
 
@@ -121,13 +120,37 @@ class Dashboard:
 
     def stop(self) -> None:
         """Stop the worker (if any), Kafka and the engine's loop; safe to call twice."""
-        if self._atexit:
-            atexit.unregister(self.stop)
-            self._atexit = False
+        self._at_exit.clear()
         if self.kafka is not None:
             self.kafka.stop()
             self.kafka = None
         self.bridge.stop()
+
+    def _stop_at_exit(self) -> None:
+        """Have the interpreter stop this dashboard as it exits, unless stop() came first.
+
+        The hook runs with threading's exit hooks, as the main thread ends and
+        before concurrent.futures shuts its thread pools down: closing the store
+        hands work to the loop's default executor, which refuses it after that (so
+        an ``atexit`` hook would be too late). Where Python has no such hook, atexit
+        it is.
+        """
+        if self._at_exit:
+            return
+        self._at_exit.append(self)
+        held = self._at_exit
+
+        def stop_at_exit() -> None:
+            for dashboard in list(held):
+                dashboard.stop()
+
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is None:
+                raise RuntimeError("no threading exit hooks")
+            register(stop_at_exit)
+        except RuntimeError:  # none, or the interpreter is already exiting
+            atexit.register(stop_at_exit)
 
     def __enter__(self) -> Dashboard:
         return self.start()
