@@ -4,11 +4,12 @@ that mounts the dashboard run to its end."""
 from __future__ import annotations
 
 import http.cookiejar
+import importlib.util
 import json
 import os
-import queue
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,8 +35,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Start the dashboard; yield the process and its base URL; stop it with SIGTERM."""
+def running(
+    args: list[str], env: dict[str, str], output: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start the dashboard; yield the process and its base URL; stop it with SIGTERM.
+
+    ``output`` collects every line it prints, as it prints them: those up to the
+    one saying where it listens when this yields, all of them once the block ends.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "wfe_flaskui", *args],
         cwd=TESTS,
@@ -44,17 +51,23 @@ def running(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.P
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    seen: list[str] = []
+    seen: list[str] = [] if output is None else output
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
 
     def announced() -> str | None:
-        while not lines.empty():
-            seen.append(lines.get())
-            found = re.search(r"wfe dashboard on (http://\S+?)/ ", seen[-1])
+        for line in list(seen):
+            found = re.search(r"wfe dashboard on (http://\S+?)/ ", line)
             if found:
                 return found[1]
         if proc.poll() is not None:
+            reader.join(10)
             raise AssertionError(f"the dashboard exited early: {''.join(seen)}")
         return None
 
@@ -69,6 +82,7 @@ def running(args: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.P
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        reader.join(10)
 
 
 class Http:
@@ -150,24 +164,184 @@ def test_a_store_that_does_not_exist_yet_is_noted(tmp_path: Path) -> None:
     """A mistyped --store would show an empty dashboard without a word; it is not
     refused, since a dashboard may start before the first worker."""
     missing = tmp_path / "typo.db"
-    existing = tmp_path / "wfe.db"
-    existing.touch()
+    output: list[str] = []
+    with running(["--port", "0", "--store", f"sqlite:///{missing}"], _env(), output):
+        pass
+    assert output[0] == (
+        f"note: no store at {missing} yet; the dashboard made an empty one "
+        "(check --store and WFE_STORE if your workers use another)\n"
+    )
+    output.clear()
+    with running(["--port", "0", "--store", f"sqlite:///{missing}"], _env(), output):
+        pass
+    assert output[0].startswith("wfe dashboard on "), output
 
-    def start(path: Path) -> str:
-        # A public address without a token is refused right after the note.
-        args = ["--host", "0.0.0.0", "--port", "0", "--store", f"sqlite:///{path}"]
-        result = subprocess.run(
-            [sys.executable, "-m", "wfe_flaskui", *args],
-            cwd=TESTS,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
+
+def test_wfe_ui_worker_creating_its_store_says_so_like_wfe_worker(tmp_path: Path) -> None:
+    # Its own worker makes the store: no "no store ... yet" warning, the line
+    # `wfe worker` prints for a store it created.
+    new = tmp_path / "new.db"
+    args = [
+        "--port",
+        "0",
+        "--store",
+        f"sqlite:///{new}",
+        "--worker",
+        "flaskui_demo_app:make_engine",
+    ]
+    output: list[str] = []
+    with running(args, _env(), output):
+        pass
+    assert output[0] == f"wfe: created a new store at {new}\n"
+    assert "no store" not in "".join(output)
+    assert new.exists()
+
+
+def test_wfe_ui_prints_what_plugins_report_after_its_own_lines(tmp_path: Path) -> None:
+    (tmp_path / "reporting_app.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            from flaskui_demo_app import make_engine
+            from wfcore import hookimpl
+
+
+            @hookimpl
+            def wfe_report_header(engine):
+                return ["reporter: first line", "reporter: second line"]
+
+
+            def make():
+                return make_engine(plugins=[sys.modules[__name__]])
+            """
         )
-        return result.stderr
+    )
+    # Nothing listens on a port just released: Kafka is configured, not reachable.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = _env(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        KAFKA_BROKERS=nowhere,
+        WFE_KAFKA_TASKS_TOPIC="ui-tasks",
+        WFE_KAFKA_RESULTS_TOPIC="ui-results",
+    )
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    args = ["--port", "0", "--store", store, "--worker", "reporting_app:make"]
+    output: list[str] = []
+    with running(args, env, output):
+        wait_for(lambda: len(output) >= 5, what="the plugins' lines")
+    start = next(i for i, line in enumerate(output) if line.startswith("wfe dashboard on "))
+    assert output[start + 1 : start + 4] == [
+        "  dashboard: submitted tasks are published to Kafka topic ui-tasks at "
+        f"{nowhere}; results are read from ui-results\n",
+        "  reporter: first line\n",
+        "  reporter: second line\n",
+    ]
+    # Without a worker the engine does not run here: what plugins would do for it
+    # is not said.
+    output.clear()
+    with running(["--port", "0", "--store", store], env, output):
+        pass
+    assert not any("reporter:" in line for line in output), output
 
-    assert f"note: no store at {missing} yet" in start(missing)
-    assert "note:" not in start(existing)
+
+@pytest.mark.parametrize("worker", [False, True], ids=["dashboard", "with --worker"])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"KAFKA_BROKERS": "bad host:1"},
+            "KAFKA_BROKERS: 'bad host:1' is not host:port",
+        ),
+        (
+            {"KAFKA_BROKERS": "127.0.0.1:9092", "WFE_KAFKA_CLIENT_CONFIG": "{bad"},
+            "WFE_KAFKA_CLIENT_CONFIG is not valid JSON: Expecting property name enclosed "
+            "in double quotes: line 1 column 2 (char 1)",
+        ),
+        (
+            {"KAFKA_BROKERS": "127.0.0.1:9092", "WFE_KAFKA_CLIENT_CONFIG": '{"nope": 1}'},
+            "WFE_KAFKA_CLIENT_CONFIG: unknown kafka-python setting 'nope' (not a "
+            "KafkaProducer or KafkaConsumer setting)",
+        ),
+    ],
+    ids=["brokers", "client config JSON", "client config key"],
+)
+def test_kafka_settings_that_cannot_work_stop_wfe_ui_in_one_line(
+    tmp_path: Path, settings: dict[str, str], message: str, worker: bool
+) -> None:
+    if importlib.util.find_spec("wfe_kafka") is None:
+        pytest.skip("wfe_kafka is not installed")
+    # An app whose engine loads the installed plugins, wfe_kafka's auto-wiring with them.
+    (tmp_path / "kafka_app.py").write_text(
+        "from wfcore import ECSWorkflowEngine\n\nengine = ECSWorkflowEngine()\n"
+    )
+    env = {k: v for k, v in _env(**settings).items() if k != "WFE_LOAD_PLUGINS"}
+    store = tmp_path / "wfe.db"
+    args = ["ui", "--port", "0", "--store", f"sqlite:///{store}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", *args, *(["--worker", "kafka_app:engine"] * worker)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"Error: Kafka settings cannot be used: {message}\n"
+    assert not store.exists()  # nothing was started
+
+
+def test_a_worker_that_refuses_to_start_stops_wfe_ui_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "refusing_app.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            from flaskui_demo_app import make_engine
+            from wfcore import PluginError, hookimpl
+
+
+            @hookimpl
+            def wfe_engine_started(engine):
+                raise PluginError("the licence server is down")
+
+
+            def make():
+                return make_engine(plugins=[sys.modules[__name__]])
+            """
+        )
+    )
+    env = _env(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    args = ["--port", "0", "--store", f"sqlite:///{tmp_path / 'wfe.db'}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "wfe_flaskui", *args, "--worker", "refusing_app:make"],
+        cwd=TESTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "Error: the dashboard's worker stopped: plugin 'refusing_app': the licence server is down"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_an_app_that_cannot_be_loaded_is_named_by_the_worker_option() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wfe_flaskui", "--worker", "nomod:engine"],
+        cwd=TESTS,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Error: Invalid value for '--worker': cannot import 'nomod'" in result.stderr
+    assert "APP" not in result.stderr
 
 
 def test_an_app_mounting_the_dashboard_closes_its_store_cleanly_at_exit(tmp_path: Path) -> None:

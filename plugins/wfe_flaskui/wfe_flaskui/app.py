@@ -91,6 +91,7 @@ class Dashboard:
         self.inbox_size = inbox_size
         self.refresh_seconds = refresh_seconds
         self.preview_bytes = preview_bytes
+        self._brokers_from_env = kafka_brokers is None
         self.kafka_brokers = (
             os.environ.get("KAFKA_BROKERS", "") if kafka_brokers is None else kafka_brokers
         )
@@ -106,16 +107,33 @@ class Dashboard:
         return self.engine.store_url
 
     def start(self) -> Dashboard:
-        """Open the store (and start the worker, and Kafka, when configured); idempotent."""
+        """Open the store (and start the worker, and Kafka, when configured); idempotent.
+
+        Kafka settings that cannot work raise :class:`~wfe_flaskui.kafka.KafkaSettingsError`
+        (a WorkflowError naming the setting) before anything starts; a store that
+        cannot be opened raises what opening it raises. Either way nothing is left
+        running.
+        """
         with self._start_lock:
             if self.bridge.started:
                 return self
-            self.bridge.start()
-            self._stop_at_exit()
+            interface = None
             if self.kafka_brokers:
-                from .kafka import start_kafka
+                from .kafka import kafka_interface
 
-                self.kafka = start_kafka(self, self.kafka_brokers)
+                interface = kafka_interface(self.kafka_brokers, self._brokers_from_env)
+            self.bridge.start()
+            try:
+                self._stop_at_exit()
+                if interface is not None:
+                    from .kafka import KafkaLink
+
+                    link = KafkaLink(self, interface)
+                    link.start()
+                    self.kafka = link
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from wfcore import ECSWorkflowEngine
+from wfcore import ECSWorkflowEngine, WorkflowError
 
 __all__ = ["BridgeError", "BridgeTimeout", "EngineBridge"]
 
@@ -53,6 +53,9 @@ class EngineBridge:
         self._background: list[concurrent.futures.Future[Any]] = []
         self._lock = threading.Lock()
         self._stopped = False
+        #: Called (on the loop's thread) with the error the worker loop stopped with;
+        #: None logs it.
+        self.on_worker_error: Callable[[BaseException], None] | None = None
 
     @property
     def started(self) -> bool:
@@ -94,7 +97,7 @@ class EngineBridge:
             raise
         if self.run_worker:
             self._worker = asyncio.run_coroutine_threadsafe(self.engine.run(), loop)
-            self._worker.add_done_callback(_log_worker_end)
+            self._worker.add_done_callback(self._worker_ended)
         return self
 
     def call(
@@ -147,7 +150,7 @@ class EngineBridge:
                 loop.call_soon_threadsafe(self.engine.stop)
                 try:
                     self._worker.result(wait)
-                except Exception:  # already logged by _log_worker_end
+                except Exception:  # already reported by _worker_ended
                     pass
             try:
                 self.call(self.engine.aclose(), timeout=wait)
@@ -155,6 +158,19 @@ class EngineBridge:
                 logger.exception("closing the dashboard's store failed")
         finally:
             self._halt_loop()
+
+    def _worker_ended(self, future: concurrent.futures.Future[None]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            return
+        if self.on_worker_error is not None:
+            self.on_worker_error(exc)
+        elif isinstance(exc, WorkflowError):  # says what is wrong (a plugin refusing the start)
+            logger.error("the dashboard's worker stopped: %s", exc)
+        else:
+            logger.error("the dashboard's worker stopped with an error", exc_info=exc)
 
     def _halt_loop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -178,11 +194,3 @@ class EngineBridge:
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
-
-
-def _log_worker_end(future: concurrent.futures.Future[None]) -> None:
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if exc is not None:
-        logger.error("the dashboard's worker stopped with an error", exc_info=exc)

@@ -48,7 +48,6 @@ def ui_command(
 
     root = ctx.find_root().obj
     store = store or getattr(root, "store", None)
-    _warn_if_new(store)
     try:
         serve(
             host,
@@ -64,26 +63,3 @@ def ui_command(
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
-
-
-def _warn_if_new(store: str | None) -> None:
-    """Say so when the SQLite store does not exist yet: a mistyped --store or
-    WFE_STORE would otherwise show an empty dashboard without a word. (It is not
-    refused: a dashboard started before its first worker is fine.)"""
-    from wfcore.engine import default_store_url
-    from wfcore.errors import StoreError
-    from wfcore.stores.sqlite import SQLiteStore
-
-    url = store or default_store_url()
-    if not url.startswith("sqlite:"):
-        return
-    try:
-        path = SQLiteStore.from_url(url).path
-    except StoreError:
-        return  # opening it says what is wrong
-    if not path.exists():
-        click.echo(
-            f"note: no store at {path} yet; the dashboard starts on an empty one "
-            "(check --store and WFE_STORE if your workers use another)",
-            err=True,
-        )

@@ -16,10 +16,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from wfcore import WorkflowError
+
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["KafkaLink", "start_kafka"]
+__all__ = ["KafkaLink", "KafkaSettingsError", "kafka_interface"]
 
 logger = logging.getLogger("wfe_flaskui.kafka")
 
@@ -32,8 +34,18 @@ PUBLISH_TIMEOUT = 10.0
 _WAITS = ("bootstrap_timeout_ms", "max_block_ms")
 
 
-def start_kafka(dashboard: Dashboard, brokers: str) -> KafkaLink | None:
-    """Connect the dashboard to Kafka, or return None (logged) without wfe_kafka."""
+class KafkaSettingsError(WorkflowError):
+    """The dashboard's Kafka settings cannot work; the message names the setting."""
+
+
+def kafka_interface(brokers: str, from_env: bool = True) -> Any:
+    """The dashboard's ``KafkaMQInterface`` for ``brokers`` (nothing connects yet), or
+    None (logged) without wfe_kafka.
+
+    Raises KafkaSettingsError naming the setting at fault (``KAFKA_BROKERS``, or
+    ``kafka_brokers`` when ``from_env`` is false; ``WFE_KAFKA_*``) when the settings
+    cannot work, as a ``wfe worker`` refuses to start with them.
+    """
     try:
         import wfe_kafka
     except ImportError:
@@ -42,16 +54,36 @@ def start_kafka(dashboard: Dashboard, brokers: str) -> KafkaLink | None:
             "tasks are submitted to the store directly (pip install wfe-kafka)"
         )
         return None
-    settings = wfe_kafka.kafka_settings() or {}
-    settings["bootstrap_servers"] = brokers
-    producer = dict(settings.get("producer_config") or {})
-    for key in _WAITS:
-        if key not in settings and key not in producer:
-            producer[key] = int(PUBLISH_TIMEOUT * 1000)
-    settings["producer_config"] = producer
-    link = KafkaLink(dashboard, wfe_kafka.KafkaMQInterface(**settings))
-    link.start()
-    return link
+    try:
+        settings = wfe_kafka.kafka_settings() or {}
+        settings["bootstrap_servers"] = brokers
+        producer = dict(settings.get("producer_config") or {})
+        for key in _WAITS:
+            if key not in settings and key not in producer:
+                producer[key] = int(PUBLISH_TIMEOUT * 1000)
+        settings["producer_config"] = producer
+        return wfe_kafka.KafkaMQInterface(**settings)
+    except (ValueError, TypeError) as exc:
+        raise KafkaSettingsError(
+            f"Kafka settings cannot be used: {_name_the_setting(exc, from_env)}"
+        ) from None
+
+
+def _name_the_setting(error: Exception, from_env: bool) -> str:
+    """``error`` (which names an interface argument) naming the variable that set it,
+    as wfe_kafka's own refusal does."""
+    from wfe_kafka.settings import CLIENT_CONFIG_VAR, ENV_VARS
+
+    text = str(error)
+    names = {argument: variable for variable, (argument, _convert) in ENV_VARS.items()}
+    if not from_env:
+        names["bootstrap_servers"] = "kafka_brokers"
+    for argument, variable in names.items():
+        if text.startswith((f"{argument}=", f"{argument}:")):
+            return variable + text[len(argument) :]
+    if "kafka-python setting" in text:
+        return f"{CLIENT_CONFIG_VAR}: {text}"
+    return text
 
 
 class KafkaLink:
@@ -67,6 +99,8 @@ class KafkaLink:
         self.interface = interface
         self.tasks_topic: str = interface.tasks_topic
         self.results_topic: str = interface.results_topic
+        #: The bootstrap servers, comma-separated.
+        self.brokers = ",".join(interface.bootstrap_servers)
         self.backlog = backlog
         self._results: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._published: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
@@ -89,6 +123,14 @@ class KafkaLink:
                 self.dashboard.bridge.call(self.interface.close(), timeout=30)
             except Exception:
                 logger.exception("closing the Kafka producer failed")
+
+    @property
+    def summary(self) -> str:
+        """What the dashboard does with Kafka, in a line."""
+        return (
+            f"submitted tasks are published to Kafka topic {self.tasks_topic} at "
+            f"{self.brokers}; results are read from {self.results_topic}"
+        )
 
     # -- submitting --------------------------------------------------------------------
 

@@ -7,15 +7,22 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from werkzeug.serving import make_server
 
-from wfcore import ECSWorkflowEngine
+from wfcore import ECSWorkflowEngine, WorkflowError
+from wfcore.errors import StoreError
+from wfcore.plugins import report_header
+from wfcore.stores.sqlite import SQLiteStore
 
 from .app import Dashboard, create_app
 from .security import is_loopback
 
-__all__ = ["UnsafeBindError", "build_dashboard", "check_bind", "serve"]
+__all__ = ["UnsafeBindError", "WorkerStopped", "build_dashboard", "check_bind", "serve"]
+
+logger = logging.getLogger("wfe_flaskui")
 
 
 class UnsafeBindError(ValueError):
@@ -38,16 +45,23 @@ def check_bind(host: str, token: str | None) -> None:
 def build_dashboard(
     store: str | None = None, worker: str | None = None, token: str | None = None
 ) -> Dashboard:
-    """A Dashboard on ``store``; with ``worker`` (``MODULE:ATTR``) it runs that app's engine."""
+    """A Dashboard on ``store``; with ``worker`` (``MODULE:ATTR``) it runs that app's engine.
+
+    An app that cannot be loaded is a click.BadParameter naming ``--worker``.
+    """
     if worker:
         from wfcore.cli import load_app
 
-        engine = load_app(worker)
+        engine = load_app(worker, param_hint="'--worker'")
         if store:
             engine.use_store(store)
     else:
         engine = ECSWorkflowEngine(store=store)
     return Dashboard(engine, run_worker=bool(worker), token=token)
+
+
+class WorkerStopped(WorkflowError):
+    """The worker ``serve`` ran stopped with an error (a plugin refusing its start, say)."""
 
 
 def serve(
@@ -64,18 +78,45 @@ def serve(
 
     :param token: the access token; None reads ``WFE_UI_TOKEN``. Required when
         ``host`` is not a loopback address.
-    :param announce: called once with the line saying where the dashboard listens.
+    :param announce: called with each line to show as the dashboard starts: a note
+        about a SQLite store that did not exist (or, with ``worker``, that a new
+        one was created, as ``wfe worker`` says), the line saying where it listens,
+        then (indented) what it does with Kafka and, with ``worker``, what plugins
+        report for the engine (``wfe_report_header``).
+
+    Raises WorkerStopped when the worker stops with an error (which stops the
+    dashboard too: it was started to run one), KafkaSettingsError for Kafka
+    settings that cannot work, UnsafeBindError, or OSError when it cannot listen.
     """
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
-    check_bind(host, token)
-    logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     dashboard = build_dashboard(store, worker, token)
+    check_bind(host, token)
+    new_store = _new_sqlite_file(dashboard.store_url)
+    logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
+    failed: list[BaseException] = []
+    serving: list[Any] = []
+    lock = threading.Lock()
+
+    def worker_failed(exc: BaseException) -> None:
+        if not isinstance(exc, WorkflowError):
+            logger.error("the dashboard's worker stopped with an error", exc_info=exc)
+        with lock:
+            failed.append(exc)
+            running = list(serving)
+        for server in running:
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    dashboard.bridge.on_worker_error = worker_failed
     app = create_app(dashboard)
     try:
         server = make_server(host, port, app, threaded=True)
     except BaseException:
         dashboard.stop()
         raise
+    with lock:
+        serving.append(server)
+        if failed:  # before there was a server to stop
+            threading.Thread(target=server.shutdown, daemon=True).start()
     previous = None
     if threading.current_thread() is threading.main_thread():
 
@@ -83,12 +124,24 @@ def serve(
             threading.Thread(target=server.shutdown, daemon=True).start()
 
         previous = signal.signal(signal.SIGTERM, on_term)
+    if new_store is not None:
+        # A mistyped --store or WFE_STORE would otherwise show an empty dashboard
+        # without a word. (It is not refused: a dashboard may start before its
+        # workers.) Its own worker makes the store, as `wfe worker` would.
+        announce(
+            f"wfe: created a new store at {new_store}"
+            if dashboard.bridge.run_worker
+            else f"note: no store at {new_store} yet; the dashboard made an empty one "
+            "(check --store and WFE_STORE if your workers use another)"
+        )
     shown_host = f"[{host}]" if ":" in host else host
     mode = "running a worker" if dashboard.bridge.run_worker else "no worker in this process"
     announce(
         f"wfe dashboard on http://{shown_host}:{server.server_port}/ "
         f"(store {dashboard.store_url}; {mode}{'; token required' if token else ''})"
     )
+    for line in _header(dashboard):
+        announce(f"  {line}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -98,3 +151,30 @@ def serve(
         dashboard.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if failed:
+        raise WorkerStopped(f"the dashboard's worker stopped: {failed[0]}") from failed[0]
+
+
+def _header(dashboard: Dashboard) -> list[str]:
+    """What the dashboard does with Kafka, then, when it runs the engine's worker, what
+    plugins report for that engine (as ``wfe worker`` prints them). Without a worker
+    the engine never runs here, so what plugins would do for it is not said."""
+    lines = []
+    kafka = dashboard.kafka
+    if kafka is not None:
+        lines.append(f"dashboard: {kafka.summary}")
+    if dashboard.bridge.run_worker:
+        lines.extend(report_header(dashboard.engine))
+    return lines
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL that does not exist yet (opening the store
+    creates it); None for an existing one or another kind of store."""
+    if not url.startswith("sqlite:"):
+        return None
+    try:
+        path = SQLiteStore.from_url(url).path
+    except StoreError:
+        return None  # opening the store says what is wrong with the URL
+    return None if path.exists() else path
