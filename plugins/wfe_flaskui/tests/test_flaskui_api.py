@@ -692,6 +692,127 @@ def test_token_guards_every_request(demo_engine: object) -> None:
         dash.stop()
 
 
+def test_errors_before_login_show_nothing_of_the_dashboard(demo_engine: object) -> None:
+    dash = Dashboard(
+        demo_engine,  # type: ignore[arg-type]
+        run_worker=True,
+        token="s3cret-token",
+        kafka_brokers="",
+        max_body=2000,
+    )
+    try:
+        app = create_app(dash, secret_key="x")
+        # A task waits in the inbox, so that there is a count to leak.
+        bearer = {"Authorization": "Bearer s3cret-token"}
+        inside = app.test_client()
+        made = inside.post("/api/tasks", json={"workflow": "question", "data": {}}, headers=bearer)
+        assert made.status_code == 201
+
+        def waiting() -> int:
+            found = inside.get("/api/tasks?status=waiting_human", headers=bearer)
+            return int(found.get_json()["total"])
+
+        wait_for(waiting, what="the task to wait for a person")
+        store_path = demo_engine.store_url.rsplit("/", 1)[0]  # type: ignore[attr-defined]
+
+        def shows_nothing(page: str) -> None:
+            for leak in ('class="mainnav"', 'id="inbox-count"', store_path, "Log out"):
+                assert leak not in page, leak
+
+        # A logged-out POST to /login without the CSRF token or the access token.
+        client = app.test_client()
+        refused = client.post("/login")
+        assert refused.status_code == 403
+        assert "CSRF token missing or invalid" in refused.text
+        shows_nothing(refused.text)
+        assert 'href="/login"' in refused.text
+        # A body over the limit, refused before the token is even looked at.
+        big = client.post("/login", data={"token": "x" * 5000})
+        assert big.status_code == 413
+        shows_nothing(big.text)
+        # Logged in, an error page has the navigation again.
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert csrf
+        login = client.post("/login", data={"token": "s3cret-token", "csrf_token": csrf[1]})
+        assert login.status_code == 303
+        forged = client.post("/tasks/x/cancel", data={"csrf_token": "forged"})
+        assert forged.status_code == 403
+        assert 'class="mainnav"' in forged.text and 'id="inbox-count"' in forged.text
+    finally:
+        dash.stop()
+
+
+def test_a_link_with_the_wrong_token_says_so_on_the_login_page(demo_engine: object) -> None:
+    dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        client = create_app(dash, secret_key="x").test_client()
+        bounced = client.get("/inbox?token=wrong")
+        assert bounced.status_code == 302
+        assert "/login?next=/inbox" in bounced.headers["Location"]
+        login = client.get(bounced.headers["Location"])
+        assert login.status_code == 401
+        error = re.search(r'<div class="error" role="alert">([^<]*)</div>', login.text)
+        assert error and error[1] == "That token is not right."
+        # Said once: the login page opened again is a plain one.
+        again = client.get("/login")
+        assert again.status_code == 200 and "That token is not right" not in again.text
+        # Nor does a link without a token say it.
+        plain = client.get(client.get("/inbox").headers["Location"])
+        assert plain.status_code == 200 and "That token is not right" not in plain.text
+    finally:
+        dash.stop()
+
+
+def test_api_clients_are_told_what_a_change_needs(demo_engine: object) -> None:
+    # Without a token an Authorization header counts for nothing: the API client
+    # is told what it needs instead, and where to get it.
+    open_dash = Dashboard(demo_engine, token="", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        client = create_app(open_dash, secret_key="x").test_client()
+        body = {"workflow": "numbers", "data": {"n": 1}}
+        bearer = client.post("/api/tasks", json=body, headers={"Authorization": "Bearer abc"})
+        assert bearer.status_code == 403
+        assert bearer.get_json()["error"] == (
+            "this dashboard has no access token, so an Authorization or X-WFE-Token header "
+            "counts for nothing; an API call that changes something needs the CSRF token: "
+            "GET /api/csrf (keeping the session cookie it sets) and send its csrf_token in "
+            "the X-CSRF-Token header"
+        )
+        bare = client.post("/api/tasks", json=body)
+        assert bare.get_json()["error"].startswith(
+            "this dashboard has no access token; an API call that changes something needs "
+            "the CSRF token: GET /api/csrf"
+        )
+        # Doing just that works.
+        csrf = client.get("/api/csrf").get_json()["csrf_token"]
+        assert (
+            client.post("/api/tasks", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
+        )
+        # A page's form still says to reload the page.
+        form = client.post("/submit", data={"workflow": "numbers", "data": "{}"})
+        assert form.status_code == 403
+        assert "CSRF token missing or invalid; reload the page and try again" in form.text
+    finally:
+        open_dash.stop()
+
+    dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        client = create_app(dash, secret_key="x").test_client()
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text)
+        assert csrf
+        client.post("/login", data={"token": "s3cret-token", "csrf_token": csrf[1]})
+        session_only = client.post("/api/tasks", json={"workflow": "numbers", "data": {}})
+        assert session_only.status_code == 403
+        assert session_only.get_json()["error"] == (
+            "an API call that changes something needs either the access token "
+            "(Authorization: Bearer <token>) or, in a logged-in session, a CSRF token: "
+            "GET /api/csrf (keeping the session cookie it sets) and send its csrf_token in "
+            "the X-CSRF-Token header"
+        )
+    finally:
+        dash.stop()
+
+
 def test_redirects_stay_on_the_site(demo_engine: object) -> None:
     dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
     try:

@@ -242,8 +242,12 @@ def test_login_page_guards_a_dashboard_with_a_token(page: Any, live: Any) -> Non
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_port}"
+        # A link with the wrong token lands on the login page, which says so.
+        page.goto(base + "/workflows?token=wrong")
+        expect(page.locator("#login-form .error")).to_have_text("That token is not right.")
         page.goto(base + "/workflows")
         expect(page.locator("#login-form")).to_be_visible()
+        expect(page.locator("#login-form .error")).to_have_count(0)
         page.fill("#l-token", "wrong")
         page.click("#login-form button[type=submit]")
         expect(page.locator("#login-form .error")).to_have_text("That token is not right.")

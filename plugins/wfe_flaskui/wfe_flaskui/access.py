@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, jsonify, redirect, request, session, url_for
 
 from . import security
 from .errors import _error, is_api
@@ -17,7 +17,12 @@ from .views import render, route
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["add_access", "guard", "login", "logout", "wrong_host"]
+__all__ = ["WRONG_TOKEN", "add_access", "guard", "login", "logout", "wrong_host"]
+
+#: What the login page says about a token that does not match (typed or in a link).
+WRONG_TOKEN = "That token is not right."
+#: Session key: a ``?token=`` link that did not match sent the browser to log in.
+_WRONG_TOKEN_KEY = "wfe_wrong_token"
 
 
 def add_access(bp: Blueprint, dash: Dashboard) -> None:
@@ -51,8 +56,30 @@ def guard(dash: Dashboard) -> Any:
             return _unauthorized(dash)
     if request.method not in ("GET", "HEAD", "OPTIONS") and not via_header:
         if not security.csrf_ok():
-            return _error(dash, 403, "CSRF token missing or invalid; reload the page and try again")
+            return _error(dash, 403, _csrf_refusal(dash))
     return None
+
+
+def _csrf_refusal(dash: Dashboard) -> str:
+    """Why a request that changes something was refused for want of a CSRF token, in
+    words for whoever sent it: a person's page, or an API client."""
+    if not is_api():
+        return "CSRF token missing or invalid; reload the page and try again"
+    fetch = (
+        f"GET {url_for('.api_csrf')} (keeping the session cookie it sets) and send its "
+        f"csrf_token in the {security.CSRF_HEADER} header"
+    )
+    if dash.token:
+        return (
+            "an API call that changes something needs either the access token "
+            f"(Authorization: Bearer <token>) or, in a logged-in session, a CSRF token: {fetch}"
+        )
+    given = security.token_from_request()[1] == "header"
+    return (
+        "this dashboard has no access token"
+        + (", so an Authorization or X-WFE-Token header counts for nothing" if given else "")
+        + f"; an API call that changes something needs the CSRF token: {fetch}"
+    )
 
 
 def wrong_host(host: str) -> Any:
@@ -73,11 +100,13 @@ def wrong_host(host: str) -> Any:
 
 def _unauthorized(dash: Dashboard, given: str | None = None) -> Any:
     """401 for the API (and posts), the login page for a browser; ``given`` is a
-    token the request presented that does not match."""
+    token the request presented that does not match (the login page then says so)."""
     if is_api() or request.method != "GET":
         if given:
             return _error(dash, 401, "the access token is not valid")
         return _error(dash, 401, "an access token is required (Authorization: Bearer <token>)")
+    if given:
+        session[_WRONG_TOKEN_KEY] = True
     return redirect(url_for(".login", next=_without_token()))
 
 
@@ -93,12 +122,14 @@ def login(dash: Dashboard) -> Any:
     error = None
     if not dash.token:
         return redirect(target)
+    if session.pop(_WRONG_TOKEN_KEY, False):
+        error = WRONG_TOKEN  # a link's ?token= that did not match brought the browser here
     if request.method == "POST":
         # A pasted token often brings a blank along; blanks are never part of one.
         if security.token_matches((request.form.get("token") or "").strip(), dash.token):
             security.remember_login(dash.token)
             return redirect(target, 303)
-        error = "That token is not right."
+        error = WRONG_TOKEN
     page = render(dash, "login.html", next=target, error=error, nav={"inbox": 0}, bare=True)
     return page, (401 if error else 200)
 

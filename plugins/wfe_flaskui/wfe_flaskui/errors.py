@@ -42,14 +42,18 @@ def _error(dash: Dashboard, status: int, message: str, errors: list[str] | None 
         if errors:
             body["errors"] = errors
         return jsonify(body), status
-    # Someone without the token sees no navigation and no store path.
+    # Someone without the token (an error before login, say) sees the bare layout of
+    # the login page: no navigation, inbox count, store path or "Log out".
+    bare = status == 401 or not security.signed_in(dash.token)
+    extra: dict[str, Any] = {"nav": {"inbox": 0}} if bare else {}
     page = render(
         dash,
         "error.html",
         status=status,
         message=message,
         errors=errors or [],
-        bare=status == 401,
+        bare=bare,
+        **extra,
     )
     return page, status
 

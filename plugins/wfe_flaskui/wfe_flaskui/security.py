@@ -19,6 +19,7 @@ __all__ = [
     "csrf_token",
     "host_is_loopback",
     "is_loopback",
+    "signed_in",
     "token_from_request",
     "token_matches",
 ]
@@ -123,6 +124,17 @@ def session_logged_in(token: str) -> bool:
     """True when the session logged in with the current token."""
     saved = session.get(_AUTH_KEY)
     return isinstance(saved, str) and hmac.compare_digest(saved, _digest(token))
+
+
+def signed_in(token: str) -> bool:
+    """True when the request may see the dashboard: there is no access token, or the
+    request presents it in a header, or its session logged in with it."""
+    if not token:
+        return True
+    given, how = token_from_request()
+    if how == "header" and token_matches(given, token):
+        return True
+    return session_logged_in(token)
 
 
 def forget_login() -> None:
