@@ -1313,6 +1313,34 @@ def test_a_task_before_its_first_phase_is_recorded_says_so(
     assert "1 unfinished task, 1 not yet in a phase" in re.sub(r"<[^>]+>", "", card)
 
 
+def test_the_task_page_shows_the_type_that_runs_its_phase(api: Api) -> None:
+    def shown_type(task_id: str) -> tuple[str, str]:
+        page = api.get(f"/tasks/{task_id}").text
+        found = re.search(r"<dt>([^<]+)</dt><dd id=\"task-type\"[^>]*>(.*?)</dd>", page)
+        assert found, page
+        return found[1], re.sub(r"<[^>]+>", "", found[2])
+
+    # An agentic task (the default) waiting in a human phase: the phase is a person's.
+    waiting = api.submit("question", {"q": "?"})
+    api.wait_status(waiting["id"], "waiting_human")
+    assert shown_type(waiting["id"]) == ("Phase type", "human task default agentic")
+    # A phase of the task's own type says it once.
+    human = api.submit("question", {"q": "?"}, assigned_to="human")
+    api.wait_status(human["id"], "waiting_human")
+    assert shown_type(human["id"]) == ("Phase type", "human")
+    # A phase that names no type is run by the task's type.
+    branching = api.submit("branching", {}, classification="reject", assigned_to="functional")
+    assert shown_type(branching["id"]) == ("Phase type", "functional")
+    # Before a worker chooses its first phase, there is only the task's type.
+    pending = api.submit("numbers", {"n": 1}, run_after=3600)
+    assert shown_type(pending["id"]) == ("Task type", "agentic for phases that name none")
+    # The submit form says what the type it asks for is.
+    field = api.get("/submit").text.split('data-field="assigned_to"', 1)[1]
+    assert '<label for="s-assigned">Task type</label>' in field
+    assert '<option value="">(default: agentic)</option>' in field
+    assert "it runs the phases that name no type of their own" in field
+
+
 def test_task_page_shows_error_traceback_and_timeline(api: Api) -> None:
     task = api.submit("flaky", {})
     api.wait_status(task["id"], "failed")
