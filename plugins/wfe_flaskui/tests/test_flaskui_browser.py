@@ -5,12 +5,15 @@ Every page is saved as a screenshot under ``test-output/flaskui/``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import socket
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flaskui_helpers import screenshot, wait_for
 from werkzeug.serving import make_server
 from wfe_flaskui import Dashboard, create_app
@@ -256,6 +259,50 @@ def test_login_page_guards_a_dashboard_with_a_token(page: Any, live: Any) -> Non
         page.click("#login-form button[type=submit]")
         page.wait_for_url(base + "/workflows")
         expect(page.locator("section.workflow").first).to_be_visible()
+    finally:
+        server.shutdown()
+        thread.join(10)
+        dash.stop()
+
+
+def test_the_kafka_chip_warns_while_kafka_cannot_be_reached(
+    page: Any, live: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wfe_flaskui.kafka
+
+    for package in ("wfe_kafka", "kafka"):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
+    expect = _expect()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    # Each try of the results reader to reach Kafka lasts this long before it fails.
+    monkeypatch.setattr(wfe_flaskui.kafka, "PUBLISH_TIMEOUT", 3.0)
+    monkeypatch.delenv("WFE_KAFKA_CLIENT_CONFIG", raising=False)
+    dash = Dashboard(
+        ECSWorkflowEngine(store=live.store, load_plugins=False),
+        token="",
+        kafka_brokers=nowhere,
+        refresh_seconds=0.5,
+    )
+    # Started by the first request: the page is served before the first try fails,
+    # so the chip it shows is turned into a warning by the page's own refresh.
+    app = create_app(dash, secret_key="k", start=False)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        first = page.goto(base + "/")
+        assert '<span class="chip chip-kafka" id="kafka-chip"' in first.text()
+        chip = page.locator("#kafka-chip")
+        expect(chip).to_have_text("kafka unreachable", timeout=20000)
+        expect(chip).to_have_class(re.compile(r"\bchip-warn\b"))
+        expect(chip).to_have_attribute(
+            "title", re.compile(rf"^Kafka cannot be reached at {re.escape(nowhere)} since .+ UTC")
+        )
+        screenshot(page, "kafka-unreachable")
     finally:
         server.shutdown()
         thread.join(10)

@@ -3,7 +3,10 @@ broker, and results from the results topic show up in the dashboard."""
 
 from __future__ import annotations
 
+import html
 import importlib.util
+import json
+import logging
 import os
 import re
 import socket
@@ -133,6 +136,68 @@ def test_kafka_that_cannot_be_reached_is_named_in_the_503(
         dash.stop()
 
 
+def test_kafka_that_cannot_be_reached_shows_in_the_header_and_the_log(
+    wfe_store_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import wfe_flaskui.kafka
+
+    for package in ("wfe_kafka", "kafka"):
+        if importlib.util.find_spec(package) is None:
+            _unavailable(f"{package} is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    # The results reader's tries to reach Kafka last this long.
+    monkeypatch.setattr(wfe_flaskui.kafka, "PUBLISH_TIMEOUT", 1.0)
+    monkeypatch.delenv("WFE_KAFKA_CLIENT_CONFIG", raising=False)
+    caplog.set_level(logging.WARNING, logger="wfe_flaskui.kafka")
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, token="", kafka_brokers=nowhere)
+    try:
+        api = Api(create_app(dash, secret_key="k").test_client())
+        chip = re.compile(
+            r'<span class="chip chip-kafka chip-warn" id="kafka-chip" data-ok-title="[^"]*" '
+            r'title="([^"]*)">kafka unreachable</span>'
+        )
+        found = wait_for(lambda: chip.search(api.get("/").text), 30, "the chip to warn")
+        assert re.fullmatch(
+            rf"Kafka cannot be reached at {nowhere} since "
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(reading results: .+\)",
+            html.unescape(found[1]),
+        ), found[1]
+        logged = [r.getMessage() for r in caplog.records if r.name == "wfe_flaskui.kafka"]
+        assert any(
+            line.startswith(f"cannot reach Kafka at {nowhere} (") and line.endswith("); retrying")
+            for line in logged
+        ), logged
+        # A submission that Kafka did not take joins the reasons.
+        response = api.post("/api/tasks", {"workflow": "numbers", "data": {"n": 1}})
+        assert response.status_code == 503
+        refreshed = api.get("/", headers={"X-WFE-Partial": "1"})
+        trouble = json.loads(refreshed.headers["X-WFE-Kafka"])
+        assert trouble["label"] == "kafka unreachable"
+        assert trouble["title"].startswith(f"Kafka cannot be reached at {nowhere} since ")
+        assert "; publishing: " in trouble["title"]
+    finally:
+        dash.stop()
+
+    # With an access token, someone not logged in learns nothing about Kafka.
+    guarded = Dashboard(make_engine(), token="s3cret", kafka_brokers=nowhere)
+    guarded.engine.use_store(wfe_store_url)
+    try:
+        client = create_app(guarded, secret_key="k").test_client()
+        wait_for(guarded.kafka.trouble, 30, "reading results to fail")
+        for response in (
+            client.get("/login", headers={"X-WFE-Partial": "1"}),
+            client.post("/login", headers={"X-WFE-Partial": "1"}),
+        ):
+            assert "X-WFE-Kafka" not in response.headers
+            assert nowhere not in response.text and "kafka" not in response.text.lower()
+    finally:
+        guarded.stop()
+
+
 def test_submitting_publishes_to_kafka_and_the_result_comes_back(
     kafka_dashboard: tuple[Dashboard, Any, dict[str, str]],
 ) -> None:
@@ -156,6 +221,14 @@ def test_submitting_publishes_to_kafka_and_the_result_comes_back(
     page = api.get("/").get_data(as_text=True)
     assert "Results from Kafka" in page
     assert f'<tr data-task-id="{task_id}">' in page
+    # Kafka answers: the header's chip is the plain one, and says what the link does.
+    chip = re.search(r'<span class="chip chip-kafka"[^>]* title="([^"]*)">kafka</span>', page)
+    assert chip, page
+    assert chip[1] == (
+        f"submitted tasks are published to Kafka topic {topics['tasks']} at "
+        f"{dash.kafka.brokers}; results are read from {topics['results']}"
+    )
+    assert api.get("/", headers={"X-WFE-Partial": "1"}).headers["X-WFE-Kafka"] == "{}"
 
     bad = api.post("/api/tasks", {"workflow": "nope", "data": {}})
     assert bad.status_code == 400

@@ -102,6 +102,10 @@ class KafkaLink:
         #: The bootstrap servers, comma-separated.
         self.brokers = ",".join(interface.bootstrap_servers)
         self.backlog = backlog
+        # What has been failing ("reading results", "publishing"): since when, and
+        # the latest error. Cleared by the next success of the same.
+        self._failing: dict[str, tuple[datetime, str]] = {}
+        self._refused: str | None = None  # kafka-python refused the settings
         self._results: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._published: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -131,6 +135,39 @@ class KafkaLink:
             f"submitted tasks are published to Kafka topic {self.tasks_topic} at "
             f"{self.brokers}; results are read from {self.results_topic}"
         )
+
+    def trouble(self) -> dict[str, str] | None:
+        """None while Kafka answers; else ``{"label", "title"}`` for the header's chip:
+        since when reading results or publishing has been failing, and why."""
+        with self._lock:
+            refused = self._refused
+            failing = dict(self._failing)
+        if refused is not None:
+            return {
+                "label": "kafka settings refused",
+                "title": f"Kafka settings cannot be used: {refused}; results are not read",
+            }
+        if not failing:
+            return None
+        since = min(at for at, _error in failing.values())
+        why = "; ".join(f"{what}: {error}" for what, (_at, error) in failing.items())
+        return {
+            "label": "kafka unreachable",
+            "title": (
+                f"Kafka cannot be reached at {self.brokers} since "
+                f"{since:%Y-%m-%d %H:%M:%S} UTC ({why})"
+            ),
+        }
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            since = self._failing.get(what, (datetime.now(timezone.utc), ""))[0]
+            self._failing[what] = (since, _describe(exc))
+
+    def _worked(self, what: str) -> None:
+        if what in self._failing:
+            with self._lock:
+                self._failing.pop(what, None)
 
     # -- submitting --------------------------------------------------------------------
 
@@ -163,11 +200,17 @@ class KafkaLink:
             doc["run_after"] = run_after.isoformat()
         wait = PUBLISH_TIMEOUT + 2.0
         try:
-            meta = self.dashboard.bridge.call(
-                asyncio.wait_for(self.interface.publish_task(doc), wait), timeout=wait + 5.0
-            )
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"Kafka did not acknowledge it within {wait:g}s") from None
+            try:
+                meta = self.dashboard.bridge.call(
+                    asyncio.wait_for(self.interface.publish_task(doc), wait), timeout=wait + 5.0
+                )
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"Kafka did not acknowledge it within {wait:g}s") from None
+        except Exception as exc:
+            if _unreachable(exc):
+                self._failed("publishing", exc)
+            raise
+        self._worked("publishing")
         record = {
             "id": doc["id"],
             "topic": getattr(meta, "topic", self.tasks_topic),
@@ -240,9 +283,19 @@ class KafkaLink:
                 for records in consumer.poll(timeout_ms=300).values():
                     for record in records:
                         self._remember(record.value)
+                self._worked("reading results")
                 delay = 0.5
+            except _SettingsRefused as exc:
+                # kafka-python refusing a setting: trying again cannot help.
+                with self._lock:
+                    self._refused = str(exc)
+                logger.error("Kafka settings cannot be used: %s; results are not read", exc)
+                return
             except Exception as exc:
-                logger.warning("reading Kafka results failed (%s); retrying", exc)
+                self._failed("reading results", exc)
+                logger.warning(
+                    "cannot reach Kafka at %s (%s); retrying", self.brokers, _describe(exc)
+                )
                 if consumer is not None:
                     _close_quietly(consumer)
                     consumer = None
@@ -254,14 +307,19 @@ class KafkaLink:
 
     def _open(self) -> Any:
         from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaConfigurationError
 
         settings = self.interface.consumer_settings()
         settings.update(group_id=None, enable_auto_commit=False, client_id="wfe-flaskui-results")
         if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:
             # Short tries while Kafka is down, so that stop() is not held up by one.
             settings.setdefault("bootstrap_timeout_ms", int(PUBLISH_TIMEOUT * 1000))
-        consumer = KafkaConsumer(**settings)
+        try:
+            consumer = KafkaConsumer(**settings)
+        except (TypeError, ValueError, AssertionError, KafkaConfigurationError) as exc:
+            raise _SettingsRefused(f"kafka-python refused them ({_describe(exc)})") from None
         partitions = consumer.partitions_for_topic(self.results_topic)
+        self._worked("reading results")  # Kafka answered
         if not partitions:
             # The topic does not exist yet: no worker has published a result.
             _close_quietly(consumer)
@@ -275,6 +333,26 @@ class KafkaLink:
             consumer.seek(tp, max(starts[tp], ends[tp] - self.backlog))
         self.ready.set()
         return consumer
+
+
+class _SettingsRefused(Exception):
+    """kafka-python refused the settings of the results reader."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Kafka not answering (as opposed to refusing one message): a timeout, a network
+    error, or one of kafka-python's errors that retrying may cure."""
+    from kafka.errors import KafkaError
+
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False))
+    return isinstance(exc, (TimeoutError, OSError))
+
+
+def _describe(exc: BaseException) -> str:
+    """An error in a line: its message, else its class's name."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _close_quietly(consumer: Any) -> None:

@@ -8,6 +8,7 @@ it serves; :func:`route` binds it to that dashboard under a URL of the blueprint
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +52,19 @@ def render(dash: Dashboard, template: str, **context: Any) -> str:
     """A template with what the layout needs: navigation counts, CSRF token, settings."""
     context.setdefault("nav", nav_counts(dash) if dash.bridge.started else {"inbox": 0})
     g.wfe_inbox = context["nav"]["inbox"]
+    # The bare layout (login, errors before it) tells nothing about Kafka either.
+    kafka = None if context.get("bare") else dash.kafka
+    trouble = kafka.trouble() if kafka is not None else None
+    if kafka is not None:
+        g.wfe_kafka = trouble or {}
     return render_template(
         f"wfe_flaskui/{template}",
         csrf_token=security.csrf_token(),
         refresh_ms=int(dash.refresh_seconds * 1000),
         store_url=dash.store_url,
         worker_running=dash.bridge.worker_running,
-        kafka=dash.kafka,
+        kafka=kafka,
+        kafka_trouble=trouble,
         token_required=bool(dash.token),
         **context,
     )
@@ -76,11 +83,15 @@ def nav_counts(dash: Dashboard) -> dict[str, int]:
 
 
 def headers(response: Response) -> Response:
-    """Every answer of the blueprint: no caching (bar static files), the inbox count for a
-    refreshing region, and the security headers."""
+    """Every answer of the blueprint: no caching (bar static files), the inbox count and
+    Kafka's state for a refreshing region, and the security headers."""
     if not (request.endpoint or "").endswith(".static"):
         response.headers.setdefault("Cache-Control", "no-store")
     if partial() and "wfe_inbox" in g:
         # A page refreshing one region updates the inbox badge from this.
         response.headers["X-WFE-Inbox"] = str(g.wfe_inbox)
+    if partial() and "wfe_kafka" in g:
+        # ... and the Kafka chip from this: {} while Kafka answers, else its trouble
+        # (JSON with non-ASCII escaped, as a header must be).
+        response.headers["X-WFE-Kafka"] = json.dumps(g.wfe_kafka)
     return security.add_security_headers(response)

@@ -73,6 +73,7 @@
           var gone = response.status === 404 && response.headers.get("X-WFE-Gone") === "1";
           if ((!response.ok && !gone) || response.redirected) throw new Error("refresh failed");
           inboxBadge(response.headers.get("X-WFE-Inbox"));
+          kafkaChip(response.headers.get("X-WFE-Kafka"));
           return response.text();
         })
         .then(function (html) {
@@ -111,6 +112,18 @@
       link.appendChild(pill);
     }
     pill.textContent = count;
+  }
+
+  // The header's Kafka chip: a warning while Kafka cannot be reached, with why.
+  function kafkaChip(value) {
+    var chip = document.getElementById("kafka-chip");
+    if (!chip || value === null) return;
+    var trouble;
+    try { trouble = JSON.parse(value); } catch (e) { return; }
+    var down = !!(trouble && trouble.label);
+    chip.classList.toggle("chip-warn", down);
+    chip.textContent = down ? trouble.label : "kafka";
+    chip.title = down ? trouble.title : (chip.dataset.okTitle || "");
   }
 
   function phaseLists(select) {
