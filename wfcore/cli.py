@@ -32,7 +32,7 @@ from .plugins import (
     why_not_loaded,
 )
 from .stores.base import Store
-from .stores.sqlite import SQLiteStore
+from .stores.sqlite import SQLiteStore, new_store_file
 from .wire import is_unicode_text, parse_time, task_to_dict, workflow_to_dict
 
 __all__ = ["cli", "load_app", "main"]
@@ -93,18 +93,6 @@ def _check_store_exists(url: str) -> None:
         raise click.ClickException(
             f"no store at {path}: nothing was submitted or run there (check --store and WFE_STORE)"
         )
-
-
-def _new_sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite store URL that does not exist yet, which opening the
-    store will create; None for an existing one or another kind of store."""
-    if not url.startswith("sqlite:"):
-        return None
-    try:
-        path = SQLiteStore.from_url(url).path
-    except StoreError:
-        return None  # opening the store says what is wrong with the URL
-    return None if path.exists() else path
 
 
 def _note_created(path: Path | None) -> None:
@@ -301,7 +289,7 @@ def worker(
         args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
         args += [arg for name in workflows for arg in ("--workflow", name)]
         args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
-        created = _new_sqlite_file(url)
+        created = new_store_file(url)
         if created is not None:
             # Made here, so that it is noted once and not by each process.
             _run(_closing(engine, engine.get_store()))
@@ -319,7 +307,7 @@ def worker(
         if not all(name.strip() for name in workflows):
             raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
         engine.only_workflows = workflows
-    _run(_worker(engine, until_idle, quiet, _new_sqlite_file(engine.store_url)))
+    _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url)))
 
 
 def _supervise(count: int, args: list[str]) -> int:
@@ -538,7 +526,7 @@ def submit(
     payload = _parse_json(data, "--data")
     run_after = _start_option(delay, at)
     engine = _engine(ctx, store, app, app_hint="--app")
-    new_file = _new_sqlite_file(engine.store_url)
+    new_file = new_store_file(engine.store_url)
     name = None if workflow == "-" else workflow
     submitting = engine.submit_task(
         payload, name, classification, assigned_to, task_id, run_after=run_after

@@ -7,15 +7,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
 
 from wfcore import ECSWorkflowEngine, WorkflowError
-from wfcore.errors import StoreError
 from wfcore.plugins import report_header
-from wfcore.stores.sqlite import SQLiteStore
+from wfcore.stores.sqlite import new_store_file
 
 from .app import Dashboard, create_app
 from .security import is_loopback
@@ -91,7 +89,7 @@ def serve(
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
     dashboard = build_dashboard(store, worker, token)
     check_bind(host, token)
-    new_store = _new_sqlite_file(dashboard.store_url)
+    new_store = new_store_file(dashboard.store_url)
     logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     failed: list[BaseException] = []
     serving: list[Any] = []
@@ -166,15 +164,3 @@ def _header(dashboard: Dashboard) -> list[str]:
     if dashboard.bridge.run_worker:
         lines.extend(report_header(dashboard.engine))
     return lines
-
-
-def _new_sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite store URL that does not exist yet (opening the store
-    creates it); None for an existing one or another kind of store."""
-    if not url.startswith("sqlite:"):
-        return None
-    try:
-        path = SQLiteStore.from_url(url).path
-    except StoreError:
-        return None  # opening the store says what is wrong with the URL
-    return None if path.exists() else path
