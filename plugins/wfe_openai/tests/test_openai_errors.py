@@ -100,6 +100,39 @@ def test_server_errors_exhaust_retries_then_max_attempts(openai_server, wfe_engi
     assert [e["event"] for e in task.history].count("attempt_failed") == 2
 
 
+def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine, wfe_run):
+    # The SDK gives up at once on a long Retry-After (over one or two minutes,
+    # depending on its version) and obeys the server's x-should-retry header: the
+    # reason must not claim retries.
+    openai_server.error(429, "Rate limit reached", retry_after="600")
+    body = json.dumps({"error": {"message": "Overloaded, try later"}}).encode()
+    openai_server.push((503, {"Content-Type": "application/json", "x-should-retry": "false"}, body))
+
+    task = _run_one(
+        wfe_engine,
+        wfe_run,
+        Phase("p", assigned_to="agentic", max_attempts=2),
+        OpenAIAgentAdapter(max_retries=3),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert len(openai_server.requests) == 2  # one per attempt, none retried
+    first, second = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert first == (
+        "AdapterError: chat completion failed with HTTP 429 and was not retried: the "
+        f"server asked to wait 600 s (Retry-After) ({openai_server.url}/): Rate limit reached"
+    )
+    assert (
+        second
+        == task.error
+        == (
+            "AdapterError: chat completion failed with HTTP 503 and was not retried: the "
+            f"server said not to (x-should-retry: false) ({openai_server.url}/): "
+            "Overloaded, try later"
+        )
+    )
+
+
 def test_client_errors_are_not_retried(openai_server, wfe_engine, wfe_run):
     openai_server.error(400, "Invalid value for 'temperature': must be <= 2.")
 

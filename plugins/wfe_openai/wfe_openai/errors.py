@@ -24,11 +24,8 @@ def _failure_reason(
     import openai
 
     if isinstance(exc, openai.APIStatusError):
-        retried = ""
-        if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-            retried = f" after {getattr(client, 'max_retries', '?')} retries"
         return (
-            f"chat completion failed with HTTP {exc.status_code}{retried} "
+            f"chat completion failed with HTTP {exc.status_code}{_retried_text(exc, client)} "
             f"({where}): {_server_error_text(exc)}"
         )
     if isinstance(exc, openai.APITimeoutError):
@@ -45,6 +42,53 @@ def _failure_reason(
         # Raised before anything is sent: an option create() does not take.
         return f"invalid chat completion request: {exc}"
     return f"malformed response from {where}: {type(exc).__name__}: {exc}"
+
+
+def _retried_text(exc: Any, client: Any) -> str:
+    """How the SDK retried the request that ended in this error response."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    # The SDK's own rule, where it has one: which responses it retries has changed
+    # between its versions (how long a Retry-After it waits for, x-should-retry).
+    should_retry = getattr(client, "_should_retry", None)
+    try:
+        retried = bool(should_retry(response)) if callable(should_retry) else None
+    except Exception:
+        retried = None
+    if retried is None:
+        status = exc.status_code
+        retried = status in (408, 409, 429) or status >= 500
+    if retried:
+        return f" after {getattr(client, 'max_retries', '?')} retries"
+    if headers.get("x-should-retry") == "false":
+        return " and was not retried: the server said not to (x-should-retry: false)"
+    wait = _retry_after_seconds(headers)
+    if wait is not None and wait > 0:
+        return f" and was not retried: the server asked to wait {wait:g} s (Retry-After)"
+    return ""
+
+
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The wait a response asks for, from ``retry-after-ms`` or ``retry-after``
+    (seconds or an HTTP date); None when it asks for none or cannot be read."""
+    import email.utils
+    import time
+
+    try:
+        return float(headers["retry-after-ms"]) / 1000
+    except (KeyError, TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    return float(email.utils.mktime_tz(parsed) - time.time())
 
 
 def _server_error_text(exc: Any) -> str:
