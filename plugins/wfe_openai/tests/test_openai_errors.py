@@ -42,6 +42,25 @@ def test_missing_key_is_a_clear_error_when_the_adapter_runs(
     assert openai_server.requests == []
 
 
+def test_a_handler_that_hands_the_phase_to_a_person_needs_no_key(
+    openai_server, monkeypatch, wfe_engine, wfe_run
+):
+    monkeypatch.delenv("OPENAI_API_KEY")
+
+    async def triage(task, request) -> None:
+        if task.data["q"] == 1:
+            wfe_engine.suspend(task, reason="a person decides first")
+
+    wfe_engine.register_handler("p", triage)
+    adapter = OpenAIAgentAdapter(model="gpt-4o")
+
+    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), adapter)
+
+    assert task.status is TaskStatus.WAITING_HUMAN, task.error
+    assert task.waiting_reason == "a person decides first"
+    assert openai_server.requests == []
+
+
 def test_importing_and_building_the_adapter_needs_no_key():
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     code = (

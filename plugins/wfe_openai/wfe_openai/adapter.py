@@ -200,7 +200,6 @@ class OpenAIAgentAdapter:
             assert isinstance(saved, dict)
             _wait_for_person(task, engine, saved, repeated=True)
             return
-        client = self._client()
         if resumed:
             assert isinstance(saved, dict)
             messages = copy.deepcopy(saved["messages"])
@@ -220,6 +219,8 @@ class OpenAIAgentAdapter:
             if task.status.is_waiting:
                 return
             _check_request(request)
+        # Built only now: a handler that hands the phase to a person needs no key.
+        client = self._client()
         await _converse(
             client,
             task,
