@@ -427,6 +427,8 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
         (["--older-than", "-2d"], "is not an age"),
         (["--older-than", "infd"], "is not an age"),
         (["--older-than", "1e400d"], "is not an age"),
+        # Months or minutes: refused rather than deleting 5 minutes' worth of history.
+        (["--older-than", "5M"], "'5M' is ambiguous: write m for minutes"),
         (["--older-than", "1d", "--status", "pending"], "pending tasks are never purged"),
     ]:
         bad = wfe("purge", *args, check=False)

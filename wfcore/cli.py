@@ -902,7 +902,14 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
 
 def _parse_age(value: str, option: str = "--older-than", noun: str = "an age") -> float:
     """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or ``0``) as seconds."""
-    text = value.strip().lower()
+    text = value.strip()
+    if text.endswith("M"):
+        # Months or minutes? Guessing wrong would make purge delete months of tasks.
+        raise click.BadParameter(
+            f"{value!r} is ambiguous: write m for minutes, or days for months (e.g. 90d)",
+            param_hint=option,
+        )
+    text = text.lower()
     number, unit = (text[:-1], text[-1]) if text[-1:] in _AGE_UNITS else (text, "")
     try:
         amount = float(number)
