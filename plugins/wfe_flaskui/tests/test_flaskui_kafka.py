@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -196,6 +197,48 @@ def test_kafka_that_cannot_be_reached_shows_in_the_header_and_the_log(
             assert nowhere not in response.text and "kafka" not in response.text.lower()
     finally:
         guarded.stop()
+
+
+def test_kafka_going_down_after_the_reader_connected_shows_in_the_header(
+    kafka_bootstrap: str, wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker of its own, frozen with SIGSTOP once the dashboard follows its results
+    topic (its connections hang, as in a network outage), then thawed."""
+    import wfe_flaskui.kafka
+
+    brokers = _broker_module()
+    broker = brokers.KafkaBroker().start()
+    monkeypatch.setattr(wfe_flaskui.kafka, "CHECK_EVERY", 1.0)
+    monkeypatch.setattr(wfe_flaskui.kafka, "PUBLISH_TIMEOUT", 2.0)
+    monkeypatch.delenv("WFE_KAFKA_CLIENT_CONFIG", raising=False)
+    dash = None
+    try:
+        engine = make_engine()
+        engine.use_store(wfe_store_url)
+        dash = Dashboard(engine, token="", kafka_brokers=broker.bootstrap)
+        api = Api(create_app(dash, secret_key="k").test_client())
+        assert dash.kafka is not None
+        brokers.create_topic(broker.bootstrap, dash.kafka.results_topic, 1)
+
+        def trouble() -> dict[str, str]:
+            partial = api.get("/", headers={"X-WFE-Partial": "1"})
+            return json.loads(partial.headers["X-WFE-Kafka"])
+
+        wait_for(dash.kafka.ready.is_set, 30, "the dashboard to follow the results topic")
+        assert trouble() == {}
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            down = wait_for(trouble, 30, "the chip to warn")
+            assert down["label"] == "kafka unreachable"
+            assert down["title"].startswith(f"Kafka cannot be reached at {broker.bootstrap} ")
+            assert "(reading results: " in down["title"]
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        wait_for(lambda: trouble() == {}, 60, "the chip to clear once Kafka answers again")
+    finally:
+        if dash is not None:
+            dash.stop()
+        broker.stop()
 
 
 def test_submitting_publishes_to_kafka_and_the_result_comes_back(

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,10 @@ _KEEP = 500
 #: that long when Kafka is down. A submission gets a little longer in all.
 PUBLISH_TIMEOUT = 10.0
 _WAITS = ("bootstrap_timeout_ms", "max_block_ms")
+#: Seconds without a result after which the results reader asks Kafka for the
+#: topic's end offsets: kafka-python's poll() returns nothing, without an error, when
+#: the brokers it was reading from stop answering.
+CHECK_EVERY = 5.0
 
 
 class KafkaSettingsError(WorkflowError):
@@ -274,15 +279,26 @@ class KafkaLink:
     def _read_results(self) -> None:
         consumer = None
         delay = 0.5
+        heard = time.monotonic()  # when Kafka last answered the reader
         while not self._stop.is_set():
             try:
                 if consumer is None:
                     consumer = self._open()
                     if consumer is None:
                         continue
-                for records in consumer.poll(timeout_ms=300).values():
+                    heard = time.monotonic()
+                batches = consumer.poll(timeout_ms=300)
+                for records in batches.values():
                     for record in records:
                         self._remember(record.value)
+                if not batches and time.monotonic() - heard >= CHECK_EVERY:
+                    # Raises KafkaTimeoutError when the brokers do not answer.
+                    consumer.end_offsets(
+                        list(consumer.assignment()), timeout_ms=int(PUBLISH_TIMEOUT * 1000)
+                    )
+                    heard = time.monotonic()
+                elif batches:
+                    heard = time.monotonic()
                 self._worked("reading results")
                 delay = 0.5
             except _SettingsRefused as exc:
