@@ -16,6 +16,9 @@ Fixtures:
     ``wfe_run(coro, timeout=60)`` runs a coroutine to completion in a new event
     loop, failing the test if it takes longer than ``timeout`` seconds.
 
+And :class:`StoreContract`, the tests every store must pass, for a storage
+plugin's own test suite to inherit.
+
 A test drives the engine inside one coroutine::
 
     def test_my_adapter(wfe_engine_factory, wfe_run):
@@ -41,7 +44,11 @@ import pytest
 
 from .engine import ECSWorkflowEngine
 
-__all__ = ["run_sync"]
+# Before the import: a failing contract test then shows the values it compared.
+pytest.register_assert_rewrite("wfcore.store_contract")
+from .store_contract import StoreContract  # noqa: E402
+
+__all__ = ["StoreContract", "run_sync"]
 
 T = TypeVar("T")
 

@@ -20,15 +20,26 @@ class Store(abc.ABC):
     loop that uses it. Every method that changes a task is a compare-and-set on
     ``task.version``: it succeeds only if the stored version is the one the caller
     read, then increments both. This is how a cancelled or taken-over task's late
-    writes are dropped.
+    writes are dropped. A task is stored at the version it is inserted with.
 
-    Leases: ``claim`` hands runnable tasks to one owner until ``lease_expires``;
-    the owner renews while it works. A task is runnable when it is PENDING and its
+    Tasks go in and come out as copies: a Task object the caller keeps changing
+    (a running handler's) never changes what is stored, nor does changing one
+    read back. Where several processes share a store (``wfe submit`` beside a
+    running ``wfe worker``), each must see the others' writes, and the
+    compare-and-set must hold across them.
+
+    Leases: ``claim`` hands runnable tasks to one owner until its lease expires;
+    the owner renews while it works. Leases (owner, expiry) are the store's own
+    record, not fields of the Task. A task is runnable when it is PENDING and its
     ``run_after`` has passed, or IN_PROGRESS with an expired lease (its worker
-    died), or WAITING_* with a passed ``deadline``. Claimed tasks come back with
-    their stored status unchanged apart from PENDING becoming IN_PROGRESS; one
-    whose previous lease was still on record (its worker died or lost it) gets a
-    ``taken_over`` event (see :func:`record_takeover`).
+    died), or WAITING_* with a passed ``deadline``. Claiming bumps the version (a
+    write by anyone who read the task before is refused) and returns the tasks
+    with their stored status unchanged apart from PENDING becoming IN_PROGRESS;
+    one whose previous lease was still on record (its worker died or lost it)
+    gets a ``taken_over`` event (see :func:`record_takeover`).
+
+    :class:`wfcore.testing.StoreContract` checks all of this: a store plugin's
+    test suite inherits it.
     """
 
     #: The URL the store was opened from.
@@ -38,7 +49,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def open(self) -> None:
-        """Open (creating if needed) the store; refuse one that is not ours or newer."""
+        """Open (creating if needed) the store; refuse one that is not ours or newer.
+
+        Raise :class:`~wfcore.StoreError` with a message naming the URL and the
+        problem: the ``wfe`` commands print it as their one-line error.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -107,15 +122,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
-        """How many unfinished tasks of a workflow sit in each classification."""
+        """How many unfinished tasks of a workflow sit in each classification
+        (tasks not classified yet are left out)."""
 
     @abc.abstractmethod
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         """Write the task if its stored version is ``task.version``; bump the version.
 
-        The lease is released unless ``keep_lease``. When the task newly reaches a
-        finished status, an outbox row is added for each registered consumer in
-        the same transaction. Returns False (writing nothing) on a version
+        Set ``task.updated_at`` to now (the engine does not): ``wfe tasks`` shows it
+        and purging goes by it. The lease is released unless ``keep_lease``. When
+        the task newly reaches a finished status, an outbox row is added for each
+        registered consumer in the same transaction. Returns False (writing nothing) on a version
         mismatch or an unknown task.
         """
 
