@@ -1,0 +1,155 @@
+"""Prometheus metrics: what a scrape reads from the store and the engine, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from wfcore import Phase, Task, TaskStatus
+from wfcore.metrics import CONTENT_TYPE, MetricsServer, render_metrics
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample, parsed by Prometheus's own client: {(name, labels): value}."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _get(url: str, method: str = "GET") -> tuple[int, str, str]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def _engine(factory: Any) -> Any:
+    engine = factory()
+
+    async def double(task: Task) -> None:
+        if task.data == "boom":
+            raise ValueError("boom")
+        task.output = task.data * 2
+
+    engine.register_handler("double", double)
+    engine.register_workflow(
+        'sums "quoted"',
+        [Phase("double", assigned_to="functional"), Phase("check", assigned_to="human")],
+    )
+    return engine
+
+
+def test_a_scrape_counts_the_queue_and_the_engine(wfe_engine_factory, wfe_run) -> None:
+    engine = _engine(wfe_engine_factory)
+    flow = 'sums "quoted"'
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+
+    async def scenario() -> str:
+        store = await engine.get_store()
+        await store.outbox_register("kafka:results")
+        for n in (1, 2, 3):
+            await engine.submit_task(n, flow)
+        await engine.submit_task("boom", flow)
+        await engine.run_until_idle()
+        await engine.submit_task(5, flow, run_after=later)
+        return await render_metrics(engine)
+
+    samples = _samples(wfe_run(scenario()))
+
+    def tasks(status: str) -> float:
+        return samples[("wfcore_tasks", (("status", status), ("workflow", 'sums "quoted"')))]
+
+    assert tasks("waiting_human") == 3
+    assert tasks("failed") == 1
+    assert tasks("pending") == 1  # the delayed one
+    assert tasks("completed") == 0
+    phase = ("wfcore_tasks_in_phase", (("phase", "check"), ("workflow", 'sums "quoted"')))
+    assert samples[phase] == 3
+    assert samples[("wfcore_tasks_delayed", ())] == 1
+    due = samples[("wfcore_tasks_next_due_timestamp_seconds", ())]
+    assert abs(due - later.timestamp()) < 1
+    assert samples[("wfcore_outbox_unpublished", (("consumer", "kafka:results"),))] == 1
+    # Two phases started for each of three tasks (the second waits for a person), one for boom.
+    assert samples[("wfcore_engine_phases_total", ())] == 7
+    assert samples[("wfcore_engine_tasks_failed_total", ())] == 1
+    assert samples[("wfcore_engine_tasks_suspended_total", ())] == 3
+    assert samples[("wfcore_engine_running", ())] == 0
+    assert samples[("wfcore_workers", ())] == 0
+
+
+def test_the_server_answers_metrics_and_health_over_http(wfe_engine_factory, wfe_run) -> None:
+    engine = _engine(wfe_engine_factory)
+
+    async def scenario() -> dict[str, Any]:
+        server = MetricsServer(engine, "127.0.0.1", 0)
+        await server.start()
+        seen: dict[str, Any] = {"url": server.url}
+        try:
+            health = server.url.replace("metrics", "healthz")
+            seen["stopped"] = await asyncio.to_thread(_get, health)
+            await engine.submit_task(1, 'sums "quoted"')
+            running = asyncio.create_task(engine.run())
+            await engine.wait_for_task(
+                (await engine.list_tasks(limit=1))[0].id, waiting=True, timeout=30
+            )
+            seen["healthy"] = await asyncio.to_thread(_get, health)
+            seen["metrics"] = await asyncio.to_thread(_get, server.url)
+            seen["head"] = await asyncio.to_thread(_get, server.url, "HEAD")
+            seen["post"] = await asyncio.to_thread(_get, server.url, "POST")
+            seen["other"] = await asyncio.to_thread(_get, server.url.replace("metrics", "x"))
+            engine.stop()
+            await running
+        finally:
+            await server.close()
+        return seen
+
+    seen = wfe_run(scenario())
+    assert seen["url"].startswith("http://127.0.0.1:") and seen["url"].endswith("/metrics")
+    assert seen["stopped"][0] == 503
+    assert seen["stopped"][2] == "the engine is not processing tasks\n"
+    assert seen["healthy"] == (200, "text/plain; charset=utf-8", "ok\n")
+    status, media, body = seen["metrics"]
+    assert (status, media) == (200, CONTENT_TYPE)
+    samples = _samples(body)
+    assert samples[("wfcore_engine_running", ())] == 1
+    assert samples[("wfcore_workers", ())] == 0  # the waiting task holds no lease
+    assert seen["head"] == (200, CONTENT_TYPE, "")
+    assert seen["post"][0] == 405
+    assert seen["other"][0] == 404 and "try /metrics or /healthz" in seen["other"][2]
+
+
+def test_a_garbled_request_gets_400_and_the_server_goes_on(wfe_engine_factory, wfe_run) -> None:
+    engine = _engine(wfe_engine_factory)
+
+    def raw(port: int, data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(data)
+            chunks = []
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    async def scenario() -> tuple[bytes, tuple[int, str, str]]:
+        server = MetricsServer(engine)
+        await server.start()
+        try:
+            garbled = await asyncio.to_thread(raw, server.port, b"\x00\xff nonsense\r\n\r\n")
+            after = await asyncio.to_thread(_get, server.url)
+        finally:
+            await server.close()
+        return garbled, after
+
+    garbled, after = wfe_run(scenario())
+    assert garbled.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert after[0] == 200
+    assert TaskStatus.PENDING.value in after[2]

@@ -1,0 +1,221 @@
+"""Metrics in the Prometheus text format: the store's queue and this engine's counters,
+rendered for a scrape and served over HTTP by ``wfe worker --metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .errors import StoreError
+from .model import TaskStatus
+
+if TYPE_CHECKING:
+    from .engine import ECSWorkflowEngine
+
+__all__ = ["CONTENT_TYPE", "MetricsServer", "render_metrics"]
+
+logger = logging.getLogger("wfcore.metrics")
+
+#: The media type of what :func:`render_metrics` returns.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_ENGINE_COUNTERS = (
+    ("phases", "wfcore_engine_phases_total", "Phase attempts this engine started."),
+    ("completed", "wfcore_engine_tasks_completed_total", "Tasks this engine completed."),
+    ("failed", "wfcore_engine_tasks_failed_total", "Tasks this engine failed for good."),
+    ("suspended", "wfcore_engine_tasks_suspended_total", "Phases this engine left waiting."),
+    ("retried", "wfcore_engine_retries_total", "Failed attempts this engine scheduled again."),
+    ("cancelled", "wfcore_engine_tasks_cancelled_total", "Tasks cancelled through this engine."),
+)
+
+
+async def render_metrics(engine: ECSWorkflowEngine) -> str:
+    """The metrics of ``engine`` and its store, in the Prometheus text format.
+
+    From the store, whoever runs the tasks: tasks by workflow and status,
+    unfinished ones by phase, delayed ones and when the next is due, results not
+    yet published by each outbox consumer, and how many workers hold leases.
+    From this engine (this process): its counters since it started and the tasks
+    it is running. Reading the store costs a few counting queries per workflow.
+    """
+    started = time.monotonic()
+    store = await engine.get_store()
+    out = _Lines()
+
+    names = sorted({spec.name for spec in await store.load_workflows()} | set(engine.workflows))
+    out.family("wfcore_tasks", "gauge", "Tasks in the store, by workflow and status.")
+    total = await store.count_tasks()
+    seen: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
+    for name in names:
+        counts = await store.count_tasks(name)
+        for status in TaskStatus:
+            seen[status] += counts.get(status, 0)
+            out.sample("wfcore_tasks", counts.get(status, 0), workflow=name, status=status.value)
+    # Tasks bound to no registered workflow: defining one, or of one not known here.
+    for status in TaskStatus:
+        rest = total.get(status, 0) - seen[status]
+        if rest > 0:
+            out.sample("wfcore_tasks", rest, workflow="", status=status.value)
+
+    out.family("wfcore_tasks_in_phase", "gauge", "Unfinished tasks, by workflow and phase.")
+    for name in names:
+        for phase, count in sorted((await store.count_by_phase(name)).items()):
+            out.sample("wfcore_tasks_in_phase", count, workflow=name, phase=phase)
+
+    delayed, first = await store.count_delayed()
+    out.family("wfcore_tasks_delayed", "gauge", "Pending tasks not due yet.")
+    out.sample("wfcore_tasks_delayed", delayed)
+    if first is not None:
+        out.family(
+            "wfcore_tasks_next_due_timestamp_seconds",
+            "gauge",
+            "When the first delayed task is due (UNIX time).",
+        )
+        out.sample("wfcore_tasks_next_due_timestamp_seconds", first.timestamp())
+
+    try:
+        consumers = await store.outbox_consumers()
+    except StoreError:  # a store that cannot tell
+        consumers = None
+    if consumers is not None:
+        out.family(
+            "wfcore_outbox_unpublished",
+            "gauge",
+            "Finished tasks an outbox consumer (a results topic) has not published yet.",
+        )
+        for consumer, count in consumers.items():
+            out.sample("wfcore_outbox_unpublished", count, consumer=consumer)
+
+    out.family("wfcore_workers", "gauge", "Worker processes holding task leases.")
+    out.sample("wfcore_workers", len(await store.lease_owners()))
+
+    # No worker label: a worker's id changes at every start, and the scrape's own
+    # instance label already tells the processes apart.
+    for key, metric, text in _ENGINE_COUNTERS:
+        out.family(metric, "counter", text)
+        out.sample(metric, engine.stats.get(key, 0))
+    out.family("wfcore_engine_running_tasks", "gauge", "Tasks this engine is driving now.")
+    out.sample("wfcore_engine_running_tasks", engine.active_count)
+    out.family("wfcore_engine_running", "gauge", "1 while this engine processes tasks.")
+    out.sample("wfcore_engine_running", int(engine.running))
+
+    out.family("wfcore_scrape_duration_seconds", "gauge", "Seconds these metrics took to read.")
+    out.sample("wfcore_scrape_duration_seconds", round(time.monotonic() - started, 6))
+    return out.text()
+
+
+class _Lines:
+    """Metric families and samples, as the Prometheus text format writes them."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def family(self, name: str, kind: str, text: str) -> None:
+        self._lines.append(f"# HELP {name} {text}")
+        self._lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        self._lines.append(f"{name}{_labels(labels.items())} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in pairs)
+    return f"{{{inner}}}" if inner else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class MetricsServer:
+    """A small HTTP server for Prometheus beside an engine, on its event loop.
+
+    ``GET /metrics`` answers :func:`render_metrics`; ``GET /healthz`` answers 200
+    ``ok`` while the engine processes tasks and its store answers, else 503 with
+    the reason. Anything else gets 404 (405 for a method other than GET/HEAD).
+    """
+
+    def __init__(self, engine: ECSWorkflowEngine, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.engine = engine
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen; ``port`` 0 picks a free port, which :attr:`port` then holds."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        """Where the metrics are: ``http://HOST:PORT/metrics``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 10)
+            # The headers are read and dropped: nothing here depends on them.
+            while (await asyncio.wait_for(reader.readline(), 10)).strip():
+                pass
+            status, body, media = await self._answer(request.decode("latin-1").split())
+            head = request.startswith(b"HEAD ")
+            payload = body.encode("utf-8")
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {media}\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode("latin-1")
+                + (b"" if head else payload)
+            )
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, parts: list[str]) -> tuple[str, str, str]:
+        text = "text/plain; charset=utf-8"
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return "400 Bad Request", "bad request\n", text
+        method, target = parts[0], parts[1].split("?", 1)[0]
+        if target not in ("/metrics", "/healthz"):
+            return "404 Not Found", "not found: try /metrics or /healthz\n", text
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", "only GET\n", text
+        if target == "/healthz":
+            return await self._health()
+        try:
+            return "200 OK", await render_metrics(self.engine), CONTENT_TYPE
+        except Exception as exc:
+            logger.exception("reading the metrics failed")
+            return "500 Internal Server Error", f"cannot read the metrics: {exc}\n", text
+
+    async def _health(self) -> tuple[str, str, str]:
+        text = "text/plain; charset=utf-8"
+        if not self.engine.running:
+            return "503 Service Unavailable", "the engine is not processing tasks\n", text
+        try:
+            store = await self.engine.get_store()
+            await asyncio.wait_for(store.has_active_tasks(), 5)
+        except Exception as exc:
+            return "503 Service Unavailable", f"the store does not answer: {exc}\n", text
+        return "200 OK", "ok\n", text
