@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -95,7 +96,8 @@ def test_retries_with_exponential_backoff_then_succeeds(make_engine, wfe_run):
         assert (start - fail).total_seconds() >= delay * 0.9
 
 
-def test_gives_up_after_max_attempts(make_engine, wfe_run):
+def test_gives_up_after_max_attempts(make_engine, wfe_run, caplog):
+    caplog.set_level(logging.INFO, logger="wfcore")
     watch = Failed()
     engine = make_engine(plugins=[watch])
     calls: list[int] = []
@@ -112,6 +114,20 @@ def test_gives_up_after_max_attempts(make_engine, wfe_run):
     assert task.error == "RuntimeError: attempt 3 failed"
     assert events(task).count("attempt_failed") == 3
     assert watch.failed == [task.id]  # once, at the end
+    # The log says what happened to the task, a line each time.
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "wfcore"] == [
+        (
+            "INFO",
+            f"task {task.id}: phase 'p' attempt 1 of 3 failed, retrying in 0.05s: "
+            "RuntimeError: attempt 1 failed",
+        ),
+        (
+            "INFO",
+            f"task {task.id}: phase 'p' attempt 2 of 3 failed, retrying in 0.1s: "
+            "RuntimeError: attempt 2 failed",
+        ),
+        ("WARNING", f"task {task.id}: failed in phase 'p': RuntimeError: attempt 3 failed"),
+    ]
 
 
 def test_a_failure_later_in_the_workflow_keeps_earlier_outputs(make_engine, wfe_run):
@@ -698,3 +714,49 @@ def test_a_phase_that_checkpoints_in_a_loop_still_times_out(make_engine, wfe_run
     for done in wfe_run(scenario(), timeout=30):
         assert done.status is TaskStatus.FAILED
         assert "timed out after 0.3s" in done.error
+
+
+def test_a_store_that_cannot_write_is_logged_in_one_line_and_the_task_goes_on(wfe_run, caplog):
+    """A full disk fails every running task's write alike: a line each, no tracebacks;
+    the task runs again once the store takes writes."""
+    from wfcore.errors import StoreError
+    from wfcore.stores.memory import MemoryStore
+
+    class FullForAWhile(MemoryStore):
+        refusals = 2  # the phase's result, then the hand-back
+
+        async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+            if self.refusals:
+                self.refusals -= 1
+                raise StoreError("cannot write to /data/wfe.db: database or disk is full")
+            return await super().update_task(task, keep_lease=keep_lease)
+
+    engine = ECSWorkflowEngine(
+        FullForAWhile(), load_plugins=False, poll_interval=0.02, lease_seconds=0.3
+    )
+    runs: list[int] = []
+
+    async def step(task: Task) -> None:
+        runs.append(task.attempts)
+        task.output = "done"
+
+    engine.register_handler("step", step)
+    engine.register_workflow("w", [Phase("step", assigned_to="functional")])
+    caplog.set_level(logging.INFO, logger="wfcore")
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED
+    assert runs == [1, 1]  # run again after its lease ran out, the attempt not counted
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        f"task {done.id}: the store failed (cannot write to /data/wfe.db: database or disk "
+        "is full); handing it back",
+        f"task {done.id}: could not hand back either (cannot write to /data/wfe.db: "
+        "database or disk is full)",
+    ]
+    assert not any(r.exc_info for r in errors)

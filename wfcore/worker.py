@@ -317,10 +317,11 @@ class Worker:
             await self._hand_back(task)
         except _LeaseLost:
             return
-        except StoreError:
+        except StoreError as exc:
             # The store, not the task, is the problem (locked too long, full, gone):
-            # the task goes back, for a claim once the store works again.
-            logger.exception("task %s: the store failed", task.id)
+            # the task goes back, for a claim once the store works again. One line:
+            # a full disk fails every running task alike.
+            logger.error("task %s: the store failed (%s); handing it back", task.id, exc)
             await self._hand_back(task)
         except Exception as exc:
             logger.exception("task %s: unexpected engine error", task.id)
@@ -348,6 +349,9 @@ class Worker:
         if store is not None:
             try:
                 await asyncio.shield(store.update_task(task))
+            except StoreError as exc:
+                # Its lease runs out instead, and another claim takes it.
+                logger.error("task %s: could not hand back either (%s)", task.id, exc)
             except Exception:
                 logger.exception("task %s: could not hand back", task.id)
 
@@ -503,6 +507,15 @@ class Worker:
         )
         if task.attempts < phase.max_attempts:
             delay = self._engine.retry_delay * 2 ** (task.attempts - 1)
+            logger.info(
+                "task %s: phase %r attempt %d of %d failed, retrying in %gs: %s",
+                task.id,
+                phase.target_classification,
+                task.attempts,
+                phase.max_attempts,
+                delay,
+                _first_line(task.error),
+            )
             task.status = TaskStatus.PENDING
             task.run_after = utcnow() + timedelta(seconds=delay)
             task.record("retry_scheduled", phase=phase.target_classification, delay=delay)
@@ -513,6 +526,12 @@ class Worker:
         return None
 
     async def _fail(self, task: Task, phase: Phase | None, error: str) -> None:
+        logger.warning(
+            "task %s: failed in phase %s: %s",
+            task.id,
+            repr(phase.target_classification) if phase else repr(task.classification),
+            _first_line(error),
+        )
         task.status = TaskStatus.FAILED
         task.error = error
         task.record(
@@ -803,3 +822,9 @@ def _as_text(message: str) -> str:
     """An error message as storable text: a lone surrogate (an undecodable file
     name in an OSError, say) is shown escaped rather than making the task unstorable."""
     return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _first_line(text: str | None) -> str:
+    """An error's first line, for a log line about it (the task keeps the whole)."""
+    line = (text or "").strip().split("\n", 1)[0]
+    return line if len(line) <= 300 else line[:299] + "…"
