@@ -569,3 +569,53 @@ def test_suspend_refuses_a_deadline_that_is_not_a_delay(engine, deadline):
     with pytest.raises(InvalidTaskError, match="suspend's deadline"):
         engine.suspend(task, deadline=deadline)
     assert task.status is TaskStatus.PENDING  # unchanged
+
+
+def _make_unwritable(folder: Path) -> None:
+    """Make ``folder`` unwritable even for root (immutable), else by its mode."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return
+    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"running as root and cannot make a folder immutable: {done.stderr.strip()}")
+
+
+def _make_writable(folder: Path) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)
+
+
+def test_a_store_in_a_folder_this_user_cannot_write_names_the_folder(tmp_path, wfe_run):
+    """SQLite's own words ("attempt to write a readonly database") name neither the
+    file nor why: a reader of a store in a read-only folder is told which."""
+    folder = tmp_path / "store"
+    path = folder / "wfe.db"
+    engine = ECSWorkflowEngine(f"sqlite://{path}", load_plugins=False)
+    wfe_run(engine.get_store())
+    wfe_run(engine.aclose())
+    assert not list(folder.glob("wfe.db-*"))  # closing checkpointed the WAL away
+    before = path.read_bytes()
+    _make_unwritable(folder)
+    try:
+        reader = ECSWorkflowEngine(f"sqlite://{path}", load_plugins=False)
+        with pytest.raises(StoreError) as caught:
+            wfe_run(reader.list_tasks())
+    finally:
+        _make_writable(folder)
+    message = str(caught.value)
+    assert message.startswith(f"cannot use {path}: ") or message.startswith(
+        f"cannot open {path}: "
+    ), message
+    assert message.endswith(
+        f"; this user cannot write to the folder {folder}, where SQLite keeps wfe.db-wal "
+        "and wfe.db-shm even to read"
+    ), message
+    assert path.read_bytes() == before

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -332,7 +333,7 @@ class SQLiteStore(Store):
                         raise
                     time.sleep(0.01)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from None
+            raise StoreError(f"cannot open {self.path}: {exc}{self._unwritable()}") from None
         try:
             conn.execute("BEGIN IMMEDIATE")
             tables = {
@@ -397,11 +398,23 @@ class SQLiteStore(Store):
                 )
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot use {self.path}: {exc}") from None
+            raise StoreError(f"cannot use {self.path}: {exc}{self._unwritable()}") from None
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
+
+    def _unwritable(self) -> str:
+        """Why SQLite may not write here, when this user cannot: said beside its own
+        words, which name neither the file nor the folder at fault."""
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return f"; this user cannot write to {self.path}, which even reading needs"
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            return (
+                f"; this user cannot write to the folder {self.path.parent}, where SQLite "
+                f"keeps {self.path.name}-wal and {self.path.name}-shm even to read"
+            )
+        return ""
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
