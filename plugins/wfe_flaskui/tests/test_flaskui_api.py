@@ -633,6 +633,40 @@ def test_a_token_of_blanks_is_no_token_and_blanks_around_one_do_not_count(
     check_bind("127.0.0.1", " ")
 
 
+def test_metrics_for_prometheus(api: Api, dashboard: Dashboard) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    done = api.submit("numbers", {"n": 1})["id"]
+    api.wait_status(done, "completed")
+    api.submit("question", {"q": "?"})
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.get_data(as_text=True))
+        for s in family.samples
+    }
+    assert samples[("wfcore_tasks", (("status", "completed"), ("workflow", "numbers")))] == 1
+    # The dashboard runs the worker here: its counters are the dashboard's engine's.
+    assert samples[("wfcore_engine_tasks_completed_total", ())] >= 1
+    assert samples[("wfcore_engine_running", ())] == 1
+
+
+def test_metrics_need_the_token_like_the_api(demo_engine: object) -> None:
+    dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
+    try:
+        client = create_app(dash, secret_key="x").test_client()
+        refused = client.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.get_json()["error"].startswith("an access token is required")
+        scraped = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+        assert scraped.status_code == 200
+        assert "# TYPE wfcore_tasks gauge" in scraped.get_data(as_text=True)
+    finally:
+        dash.stop()
+
+
 def test_token_guards_every_request(demo_engine: object) -> None:
     dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
     try:

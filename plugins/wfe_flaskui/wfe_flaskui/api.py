@@ -1,6 +1,6 @@
 """The dashboard's JSON API under ``/api``: list, submit, read, resume, cancel and retry
 tasks, the workflows, the recent Kafka results, and the CSRF token for the calls that
-change something.
+change something; and ``/metrics`` for Prometheus.
 
 Tasks travel in wfcore's wire format; every error is ``{"error": message}``, with the
 status code :func:`api_errors` gives its cause.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from wfcore import (
     DEFINE_WORKFLOW,
@@ -29,6 +29,7 @@ from wfcore import (
     UnknownWorkflowError,
     WorkflowError,
 )
+from wfcore.metrics import CONTENT_TYPE, render_metrics
 from wfcore.wire import task_to_dict, workflow_to_dict
 
 from . import ops, security
@@ -49,6 +50,7 @@ __all__ = [
     "api_csrf",
     "api_errors",
     "api_kafka_results",
+    "api_metrics",
     "api_resume",
     "api_retry",
     "api_submit",
@@ -75,6 +77,8 @@ def add_api(bp: Blueprint, dash: Dashboard) -> None:
     route(bp, dash, "/api/tasks/<task_id>/retry", api_retry, ["POST"])
     route(bp, dash, "/api/workflows", api_workflows)
     route(bp, dash, "/api/kafka/results", api_kafka_results)
+    # Where Prometheus looks by default; named api_ for the API's JSON errors and 401s.
+    route(bp, dash, "/metrics", api_metrics)
 
 
 def body_json() -> Any:
@@ -302,3 +306,9 @@ def api_kafka_results(dash: Dashboard) -> Any:
     if dash.kafka is None:
         return _error(dash, 404, "Kafka is not configured (set KAFKA_BROKERS, install wfe_kafka)")
     return jsonify({"results": dash.kafka.recent()})
+
+
+@api_errors
+def api_metrics(dash: Dashboard) -> Any:
+    """The store's queue (and the dashboard's worker, when it runs one) for Prometheus."""
+    return Response(dash.call(render_metrics), content_type=CONTENT_TYPE)
