@@ -741,7 +741,7 @@ def test_damaged_rows_fail_their_tasks_and_spare_the_others(
         return engine
 
     engine = build()
-    names = ["good", "not-json", "too-deep", "bad-status", "bad-time"]
+    names = ["good", "not-json", "too-deep", "bad-status", "bad-time", "bad-history"]
     for name in names:
         wfe_run(engine.submit_task({"n": name}, "w", task_id=name))
     wfe_run(engine.aclose())
@@ -751,6 +751,7 @@ def test_damaged_rows_fail_their_tasks_and_spare_the_others(
     conn.execute("UPDATE tasks SET doc = ? WHERE id = 'too-deep'", (deep,))
     conn.execute("UPDATE tasks SET status = 'bogus' WHERE id = 'bad-status'")
     conn.execute("UPDATE tasks SET created_at = 1e20 WHERE id = 'bad-time'")
+    conn.execute("UPDATE tasks SET history = '[{broken' WHERE id = 'bad-history'")
     conn.commit()
     conn.close()
 
@@ -766,11 +767,17 @@ def test_damaged_rows_fail_their_tasks_and_spare_the_others(
     assert len(listed) == len(names)
     assert {t.id for t in listed if t.status is TaskStatus.FAILED} == set(names) - {"good"}
     assert tasks["good"].status is TaskStatus.COMPLETED and tasks["good"].output == "ran"
-    assert counts == {TaskStatus.COMPLETED: 1, TaskStatus.FAILED: 4}
+    assert counts == {TaskStatus.COMPLETED: 1, TaskStatus.FAILED: 5}
     for name in names[1:]:
         assert tasks[name].status is TaskStatus.FAILED, name
         assert tasks[name].error.startswith("StoreError: the stored task"), name
     assert tasks["not-json"].context == {"unreadable_doc": "{not json"}
+    # A readable document with a damaged history: both texts are shown.
+    assert tasks["bad-history"].context["unreadable_history"] == "[{broken"
+    assert '"bad-history"' in tasks["bad-history"].context["unreadable_doc"]
+    assert tasks["bad-history"].error.endswith(
+        "its stored text is in context['unreadable_doc'] and context['unreadable_history']"
+    )
     assert "RecursionError" in tasks["too-deep"].error
     # Its document was readable: it keeps its data, and says why it failed.
     assert tasks["bad-status"].data == {"n": "bad-status"}

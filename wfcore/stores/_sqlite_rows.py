@@ -16,6 +16,7 @@ from typing import Any
 
 from ..model import Task, TaskStatus
 from ..wire import dumps, task_body, task_from_dict
+from .base import UNREADABLE_ERROR
 
 __all__ = ["ROW_COLUMNS", "TaskRows"]
 
@@ -114,17 +115,20 @@ def _why(exc: BaseException) -> str:
 
 
 def _stand_in(row: tuple[Any, ...], exc: BaseException) -> Task:
-    doc, _status, version, _history, created_at, updated_at, task_id = row
+    doc, _status, version, history, created_at, updated_at, task_id = row
+    context = {"unreadable_doc": doc if isinstance(doc, str) else repr(doc)}
+    where = "context['unreadable_doc']"
+    if isinstance(history, str) and not _is_json(history):
+        # The document may be fine and the history what is damaged: show that too.
+        context["unreadable_history"] = history
+        where = "context['unreadable_doc'] and context['unreadable_history']"
     task = Task(
         data=None,
         workflow_name=None,
         id=str(task_id),
         status=TaskStatus.FAILED,
-        error=(
-            f"StoreError: the stored task cannot be read ({_why(exc)}); "
-            "its stored text is in context['unreadable_doc']"
-        ),
-        context={"unreadable_doc": doc if isinstance(doc, str) else repr(doc)},
+        error=f"{UNREADABLE_ERROR} ({_why(exc)}); its stored text is in {where}",
+        context=context,
         version=int(version) if isinstance(version, int) else 0,
     )
     for name, value in (("created_at", created_at), ("updated_at", updated_at)):
@@ -133,3 +137,11 @@ def _stand_in(row: tuple[Any, ...], exc: BaseException) -> Task:
         except (TypeError, ValueError, OverflowError, OSError):
             pass  # damaged too: the stand-in keeps the time it was made
     return task
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True

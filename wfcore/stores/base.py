@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import StoreError
 from ..model import Task, TaskStatus, WorkflowSpec
 
-__all__ = ["Store", "record_takeover"]
+__all__ = ["UNREADABLE_ERROR", "Store", "record_takeover", "unreadable"]
 
 
 class Store(abc.ABC):
@@ -293,3 +293,14 @@ def record_takeover(task: Task, previous_owner: str, owner: str) -> None:
     task.record(
         "taken_over", phase=task.classification, previous_worker=previous_owner, worker=owner
     )
+
+
+#: How the error of a task that a store could not read begins.
+UNREADABLE_ERROR = "StoreError: the stored task cannot be read"
+
+
+def unreadable(task: Task) -> bool:
+    """True for the stand-in a store returns for a row it cannot read (edited by hand,
+    say): a FAILED task whose error says why, written back by nobody, since that would
+    overwrite what is left of the row."""
+    return task.status is TaskStatus.FAILED and (task.error or "").startswith(UNREADABLE_ERROR)
