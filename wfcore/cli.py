@@ -79,7 +79,10 @@ def _engine(
         if url:
             engine.use_store(url)
         return engine
-    return ECSWorkflowEngine(store=url)
+    try:
+        return ECSWorkflowEngine(store=url)
+    except WorkflowError as exc:  # an installed plugin's contribution failed
+        raise click.ClickException(str(exc)) from None
 
 
 def _check_store_exists(url: str) -> None:

@@ -1,0 +1,40 @@
+"""wfe with a broken or clashing installed plugin: one-line errors, the built-ins kept."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from test_cli import APP, wfe  # noqa: F401  (wfe: the fixture)
+
+
+def _installed(wfe, tmp_path: Path, name: str, source: str) -> dict[str, str]:  # noqa: F811
+    """The environment of a wfe with ``source`` installed as plugin ``name``, laid out
+    as pip lays one out: a module plus dist-info with an entry point in wfcore's group."""
+    site = tmp_path / "site"
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[wfcore]\n{name} = {name}\n")
+    (site / f"{name}.py").write_text(source)
+    env = dict(wfe.env, PYTHONPATH=f"{site}{os.pathsep}{wfe.env['PYTHONPATH']}")
+    env.pop("WFE_LOAD_PLUGINS")
+    return env
+
+
+def test_a_plugin_failing_to_contribute_is_one_line_on_store_commands(wfe, tmp_path) -> None:  # noqa: F811
+    wfe("submit", "review", "--app", APP)  # the store, made without the plugin
+    env = _installed(
+        wfe,
+        tmp_path,
+        "broken",
+        "from wfcore import hookimpl\n\n"
+        "@hookimpl\ndef wfe_register_handlers(register):\n"
+        "    raise RuntimeError('register boom')\n",
+    )
+    for args in (("status",), ("tasks",), ("show", "x"), ("workflows",), ("submit", "review")):
+        result = wfe(*args, env=env, check=False)
+        assert result.returncode == 1, args
+        assert result.stderr == (
+            "Error: plugin 'broken' failed in wfe_register_handlers: RuntimeError: register boom\n"
+        ), args
