@@ -38,3 +38,42 @@ def test_a_plugin_failing_to_contribute_is_one_line_on_store_commands(wfe, tmp_p
         assert result.stderr == (
             "Error: plugin 'broken' failed in wfe_register_handlers: RuntimeError: register boom\n"
         ), args
+
+
+def test_a_plugin_that_does_not_import_says_how_to_skip_it(wfe, tmp_path) -> None:  # noqa: F811
+    wfe("submit", "review", "--app", APP)
+    env = _installed(wfe, tmp_path, "broken", "import does_not_exist_xyz\n")
+    said = (
+        "cannot load plugin 'broken' (broken): No module named 'does_not_exist_xyz' "
+        "(set WFE_DISABLED_PLUGINS=broken to skip it)\n"
+    )
+    status = wfe("status", env=env, check=False)
+    assert status.returncode == 1 and status.stderr == f"Error: {said}"
+    more = wfe("status", env=dict(env, WFE_DISABLED_PLUGINS="other"), check=False)
+    assert "(set WFE_DISABLED_PLUGINS=other,broken to skip it)" in more.stderr
+    # Help and the version answer all the same.
+    helped = wfe("--help", env=env)
+    assert helped.stderr == f"Warning: {said}" and "Usage: wfe" in helped.stdout
+    assert "version" in wfe("--version", env=env).stdout
+    skipped = wfe("status", env=dict(env, WFE_DISABLED_PLUGINS="broken"))
+    assert skipped.stdout.startswith("WORKFLOW")
+
+
+def test_a_plugin_command_never_replaces_a_built_in_one(wfe, tmp_path) -> None:  # noqa: F811
+    wfe("submit", "review", "--app", APP)
+    env = _installed(
+        wfe,
+        tmp_path,
+        "clash",
+        "import click\nfrom wfcore import hookimpl\n\n"
+        "@hookimpl\ndef wfe_register_commands(cli):\n"
+        "    @cli.command('status')\n    def status():\n        click.echo(\"plugin's status\")\n"
+        "    @cli.command('clash-hello')\n    def hello():\n        click.echo('hello')\n",
+    )
+    result = wfe("status", env=env)
+    assert result.stdout.startswith("WORKFLOW")
+    assert result.stderr == (
+        "Warning: plugin 'clash' adds a command 'status', which wfe has already; "
+        "it is left out and the built-in kept\n"
+    )
+    assert wfe("clash-hello", env=env).stdout == "hello\n"  # its other commands are added

@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
@@ -24,11 +25,11 @@ from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
 from .errors import InvalidOutputError, StoreError, WorkflowError
 from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus
 from .plugins import (
-    call_each,
     installed_plugins,
     make_plugin_manager,
     plugin_infos,
     report_header,
+    trace_call,
     why_not_loaded,
 )
 from .stores.base import Store
@@ -179,7 +180,29 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Group(click.Group):
-    """The root group: ``wfe ui`` without the dashboard says where it comes from."""
+    """The root group: ``wfe ui`` without the dashboard says where it comes from, and
+    a plugin's command never replaces another command."""
+
+    #: The plugin whose ``wfe_register_commands`` runs now (set by main()).
+    adding_for: str | None = None
+    #: The commands plugins added: the plugin that added each.
+    added_by: ClassVar[dict[str, str]] = {}
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        plugin = self.adding_for
+        if plugin is not None and name is not None:
+            owner = self.added_by.get(name)
+            if name in self.commands and owner != plugin:
+                kept = "the built-in" if owner is None else f"plugin {owner!r}'s"
+                click.echo(
+                    f"Warning: plugin {plugin!r} adds a command {name!r}, which wfe has "
+                    f"already; it is left out and {kept} kept",
+                    err=True,
+                )
+                return
+            self.added_by[name] = plugin
+        super().add_command(cmd, name)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -1251,14 +1274,53 @@ def main() -> None:
     try:
         pm = _plugin_manager()
     except WorkflowError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        message = f"{exc}{_skip_hint(str(exc))}"
+        if sys.argv[1:] in ([], ["--help"], ["-h"], ["--version"]):
+            # These need no plugin: they answer, after saying what is wrong.
+            click.echo(f"Warning: {message}", err=True)
+            cli(prog_name="wfe")  # exits
+            return
+        click.echo(f"Error: {message}", err=True)
         sys.exit(1)
-    try:
-        call_each(pm, "wfe_register_commands", cli=cli)
-    except WorkflowError as exc:
-        # The other commands (wfe plugins among them, to look into it) still work.
-        click.echo(f"Warning: {exc}", err=True)
+    _add_plugin_commands(pm)
     cli(prog_name="wfe")
+
+
+def _skip_hint(message: str) -> str:
+    """How to run wfe without the installed plugin ``message`` names, if it names one."""
+    found = re.search(r"plugin '([^']+)'", message)
+    if found is None:
+        return ""
+    name = found.group(1)
+    installed = {ep_name for ep_name, _ in installed_plugins()}
+    if name not in installed and name.rpartition(":")[2] not in installed:
+        return ""
+    already = os.environ.get("WFE_DISABLED_PLUGINS", "").strip().strip(",")
+    value = f"{already},{name}" if already else name
+    return f" (set WFE_DISABLED_PLUGINS={value} to skip it)"
+
+
+def _add_plugin_commands(pm: Any) -> None:
+    """Let each installed plugin add its commands (``wfe_register_commands``).
+
+    One plugin at a time, so that a command taking a name wfe has can name the
+    plugin (see :meth:`_Group.add_command`), and one failing plugin leaves the
+    others' commands and the built-ins working (wfe plugins among them, to look
+    into it).
+    """
+    for impl in reversed(pm.hook.wfe_register_commands.get_hookimpls()):
+        trace_call(pm, "wfe_register_commands", impl)
+        cli.adding_for = impl.plugin_name
+        try:
+            impl.function(*[{"cli": cli}[name] for name in impl.argnames])
+        except Exception as exc:
+            said = str(exc) if isinstance(exc, WorkflowError) else f"{type(exc).__name__}: {exc}"
+            click.echo(
+                f"Warning: plugin {impl.plugin_name!r} failed in wfe_register_commands: {said}",
+                err=True,
+            )
+        finally:
+            cli.adding_for = None
 
 
 if __name__ == "__main__":
