@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -588,16 +588,24 @@ def submit(
 
 
 _WAITING = (TaskStatus.WAITING_HUMAN, TaskStatus.WAITING_AGENT, TaskStatus.WAITING_IO)
+_FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 _STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
 
 
-def _parse_statuses(text: str, option: str = "--status") -> list[TaskStatus]:
-    """``pending``, ``FAILED``, ``waiting`` (the three waiting_* ones), or several
-    of them separated by commas."""
+def _parse_statuses(
+    values: tuple[str, ...], option: str = "--status", allowed: tuple[TaskStatus, ...] = ()
+) -> list[TaskStatus]:
+    """``pending``, ``FAILED``, ``waiting`` (the three waiting_* ones), given as a
+    repeated option, separated by commas, or both. ``allowed``: the only statuses
+    the command takes (else any)."""
     wanted: list[TaskStatus] = []
-    names = [name.strip() for name in text.split(",")]
+    names = [name.strip() for value in values for name in value.split(",")]
+    if allowed:
+        choices = f"one of: {', '.join(s.value for s in allowed)}"
+    else:
+        choices = f"one of: {_STATUS_NAMES}; or waiting, for the three waiting_* ones"
     for name in names:
-        if not name and len(names) > 1:
+        if not name:
             continue  # "pending," or "pending,,failed"
         if name.lower() == "waiting":
             found: tuple[TaskStatus, ...] = _WAITING
@@ -606,22 +614,37 @@ def _parse_statuses(text: str, option: str = "--status") -> list[TaskStatus]:
                 found = (TaskStatus.parse(name),)
             except WorkflowError:
                 raise click.BadParameter(
-                    f"unknown status {name!r} (one of: {_STATUS_NAMES}; or waiting, for "
-                    "the three waiting_* ones; several separated by commas)",
+                    f"unknown status {name!r} ({choices}; several separated by commas)",
                     param_hint=option,
                 ) from None
+        refused = [status for status in found if allowed and status not in allowed]
+        if refused:
+            what = "waiting" if len(found) > 1 else refused[0].value
+            raise click.BadParameter(
+                f"{what} tasks are never purged; only {_or(s.value for s in allowed)}",
+                param_hint=option,
+            )
         wanted += [status for status in found if status not in wanted]
     if not wanted:
         raise click.BadParameter("no status given", param_hint=option)
     return wanted
 
 
+def _or(names: Iterable[str]) -> str:
+    """``a, b or c``."""
+    items = list(names)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
 @cli.command()
 @click.option(
     "--status",
+    "statuses",
+    multiple=True,
     metavar="S[,S...]",
     help=f"Only tasks with this status, in any case: {_STATUS_NAMES}; waiting for "
-    "any of the waiting_* ones; several separated by commas (pending,failed).",
+    "any of the waiting_* ones; several separated by commas (pending,failed) "
+    "or the option repeated.",
 )
 @click.option("--workflow", help="Only tasks of this workflow.")
 @click.option(
@@ -636,7 +659,7 @@ def _parse_statuses(text: str, option: str = "--status") -> list[TaskStatus]:
 @click.pass_context
 def tasks(
     ctx: click.Context,
-    status: str | None,
+    statuses: tuple[str, ...],
     workflow: str | None,
     limit: int,
     as_json: bool,
@@ -645,7 +668,7 @@ def tasks(
     """List tasks, newest first."""
     if workflow is not None and not is_unicode_text(workflow):
         raise click.BadParameter(f"{workflow!r} is not UTF-8 text", param_hint="--workflow")
-    wanted = None if status is None else _parse_statuses(status)
+    wanted = _parse_statuses(statuses) if statuses else None
     engine = _engine(ctx, store, existing=True)
 
     async def fetch() -> list[Task]:
@@ -961,8 +984,9 @@ def _parse_age(value: str, option: str = "--older-than", noun: str = "an age") -
     "--status",
     "statuses",
     multiple=True,
+    metavar="S[,S...]",
     help="Only tasks with this finished status: completed, failed or cancelled "
-    "(repeatable; default all three).",
+    "(several separated by commas or the option repeated; default all three).",
 )
 @click.option("--workflow", help="Only tasks of this workflow.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
@@ -982,19 +1006,7 @@ def purge(
     whose result the Kafka plugin (or another outbox consumer) has not published.
     """
     seconds = _parse_age(older_than)
-    wanted = []
-    for status in statuses or ("completed", "failed", "cancelled"):
-        try:
-            parsed = TaskStatus.parse(status)
-        except WorkflowError as exc:
-            raise click.BadParameter(str(exc), param_hint="--status") from None
-        if not parsed.is_finished:
-            raise click.BadParameter(
-                f"{parsed.value} tasks are never purged; only completed, failed or cancelled",
-                param_hint="--status",
-            )
-        if parsed not in wanted:
-            wanted.append(parsed)
+    wanted = _parse_statuses(statuses or ("completed,failed,cancelled",), allowed=_FINISHED)
     engine = _engine(ctx, store, existing=True)
 
     async def purge_and_look() -> tuple[int, dict[str, int]]:

@@ -1,0 +1,47 @@
+"""wfe's options taking several values, and the stores and input commands refuse."""
+
+from __future__ import annotations
+
+import json
+
+from test_cli import APP, wfe  # noqa: F401  (wfe: the fixture)
+
+
+def _ids(result) -> list[str]:
+    return sorted(t["id"] for t in json.loads(result.stdout))
+
+
+def test_status_options_take_repeats_and_commas_alike(wfe) -> None:  # noqa: F811
+    app = "split_app:engine"
+    done = wfe("submit", "left", "--app", app).stdout.strip()
+    wfe("worker", app, "--until-idle", "--quiet")
+    cancelled = wfe("submit", "left", "--app", app).stdout.strip()
+    wfe("cancel", cancelled)
+    pending = wfe("submit", "right", "--app", app).stdout.strip()
+
+    both = sorted([done, cancelled])
+    assert _ids(wfe("tasks", "--status", "completed", "--status", "cancelled", "--json")) == both
+    assert _ids(wfe("tasks", "--status", "completed,cancelled", "--json")) == both
+    three = ("--status", "completed", "--status", "cancelled,pending", "--json")
+    assert _ids(wfe("tasks", *three)) == sorted([*both, pending])
+
+    dry = ["purge", "--older-than", "0", "--dry-run"]
+    assert wfe(*dry, "--status", "completed,cancelled").stdout.startswith(
+        "would delete 2 completed/cancelled task(s)"
+    )
+    assert wfe(*dry, "--status", "completed", "--status", "failed").stdout.startswith(
+        "would delete 1 completed/failed task(s)"
+    )
+    unknown = wfe(*dry, "--status", "completed,sleeping", check=False)
+    assert unknown.returncode == 2
+    assert (
+        "unknown status 'sleeping' (one of: completed, failed, cancelled; several separated "
+        "by commas)" in unknown.stderr
+    )
+    for name in ("pending", "waiting"):
+        running = wfe(*dry, "--status", f"failed,{name}", check=False)
+        assert running.returncode == 2
+        assert (
+            f"{name} tasks are never purged; only completed, failed or cancelled" in running.stderr
+        )
+    assert "S[,S...]" in wfe("purge", "--help").stdout
