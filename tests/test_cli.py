@@ -783,15 +783,20 @@ def test_a_command_creating_a_store_says_so_once(wfe, tmp_path: Path) -> None:
 
     submitted = tmp_path / "submitted.db"
     args = ("submit", "review", "--app", APP, "--store", f"sqlite://{submitted}")
+    args += ("--data", '{"n": 1}')
     assert wfe(*args).stderr == f"wfe: created a new store at {submitted}\n"
     assert wfe(*args).stderr == ""
-    # A submission that fails still made the store: the note comes before the error.
-    failed = tmp_path / "failed.db"
+    # A submission that fails leaves no store behind, and says there was none.
+    failed = tmp_path / "mistyped" / "deeper" / "failed.db"
     refused = wfe("submit", "nope", "--store", f"sqlite://{failed}", check=False)
-    assert refused.returncode == 1
+    assert refused.returncode != 0
     assert refused.stderr.startswith(
-        f"wfe: created a new store at {failed}\nError: unknown workflow 'nope'"
+        f"wfe: there is no store at {failed}; none was left there (check --store and "
+        "WFE_STORE)\nError: unknown workflow 'nope'"
     )
+    assert not (tmp_path / "mistyped").exists()
+    missing = wfe("tasks", "--store", f"sqlite://{failed}", check=False)
+    assert missing.returncode == 1 and f"no store at {failed}" in missing.stderr
 
     # Several processes: noted once, by the command that starts them.
     shared = tmp_path / "shared.db"
@@ -802,7 +807,8 @@ def test_a_command_creating_a_store_says_so_once(wfe, tmp_path: Path) -> None:
     # Nothing is created for memory://, nor for the store the environment names
     # once the first command has made it.
     assert wfe("worker", APP, "--store", "memory://", "--until-idle", "--quiet").stderr == ""
-    assert "created a new store" in wfe("submit", "review", "--app", APP).stderr
+    made = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}')
+    assert "created a new store" in made.stderr
     assert wfe("worker", APP, "--until-idle", "--quiet").stderr == ""
 
 

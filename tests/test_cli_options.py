@@ -45,3 +45,29 @@ def test_status_options_take_repeats_and_commas_alike(wfe) -> None:  # noqa: F81
             f"{name} tasks are never purged; only completed, failed or cancelled" in running.stderr
         )
     assert "S[,S...]" in wfe("purge", "--help").stdout
+
+
+def test_only_the_worker_takes_the_memory_store(wfe, tmp_path) -> None:  # noqa: F811
+    refused = (
+        "Error: memory:// lives in this one command's process and ends with it: use a store "
+        "the commands share (sqlite:///path; --store or WFE_STORE)\n"
+    )
+    env = dict(wfe.env, WFE_STORE="memory://")
+    for args in (
+        ("submit", "review", "--app", APP),
+        ("tasks",),
+        ("status",),
+        ("show", "x"),
+        ("cancel", "x"),
+        ("purge", "--older-than", "1d"),
+        ("tasks", "--store", "memory://"),
+    ):
+        result = wfe(*args, env=env, check=False)
+        assert (result.returncode, result.stderr) == (2, refused), args
+    (tmp_path / "memory_app.py").write_text(
+        "from review_app import engine\nengine.use_store('memory://')\n"
+    )
+    no_store = {k: v for k, v in wfe.env.items() if k != "WFE_STORE"}
+    app_store = wfe("submit", "review", "--app", "memory_app:engine", env=no_store, check=False)
+    assert (app_store.returncode, app_store.stderr) == (2, refused)
+    assert wfe("worker", APP, "--until-idle", "--quiet", env=env).stderr == ""

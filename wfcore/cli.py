@@ -65,25 +65,46 @@ def _engine(
     *,
     app_hint: str = "APP",
     existing: bool = False,
+    in_process: bool = False,
 ) -> ECSWorkflowEngine:
     """The engine a command works with: the app's (``MODULE:ATTR``), else a bare one.
 
     ``existing``: the command only reads or changes tasks already stored, so a SQLite
     store that does not exist is an error (a wrong --store or WFE_STORE), not a new
-    empty database.
+    empty database. ``in_process``: the command itself runs the tasks (wfe worker),
+    so memory:// is of use; to every other command it is a store that ends with it.
     """
     url = store or ctx.find_object(_Context).store  # type: ignore[union-attr]
+    if not in_process and (url or "").startswith("memory:"):
+        raise _memory_refused()
     if existing:
         _check_store_exists(url or default_store_url())
     if app:
         engine = load_app(app, param_hint=app_hint)
         if url:
             engine.use_store(url)
-        return engine
-    try:
-        return ECSWorkflowEngine(store=url)
-    except WorkflowError as exc:  # an installed plugin's contribution failed
-        raise click.ClickException(str(exc)) from None
+    else:
+        try:
+            engine = ECSWorkflowEngine(store=url)
+        except WorkflowError as exc:  # an installed plugin's contribution failed
+            raise click.ClickException(str(exc)) from None
+    if not in_process and engine.store_url.startswith("memory:"):
+        raise _memory_refused()  # the app's own store
+    return engine
+
+
+class _InputError(click.ClickException):
+    """Input the command cannot take, found after click parsed it: exit status 2, as
+    for click's usage errors, in one line."""
+
+    exit_code = 2
+
+
+def _memory_refused() -> click.ClickException:
+    return _InputError(
+        "memory:// lives in this one command's process and ends with it: "
+        "use a store the commands share (sqlite:///path; --store or WFE_STORE)"
+    )
 
 
 def _check_store_exists(url: str) -> None:
@@ -97,6 +118,30 @@ def _check_store_exists(url: str) -> None:
         raise click.ClickException(
             f"no store at {path}: nothing was submitted or run there (check --store and WFE_STORE)"
         )
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, deepest first."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_store_file(path: Path, folders: list[Path]) -> None:
+    """Remove a SQLite store this command created, with its side files and the
+    folders made for it (``folders``, deepest first)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        except OSError:
+            return  # never made: its folder is a file, say
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # something else is in it now
 
 
 def _note_created(path: Path | None) -> None:
@@ -303,7 +348,7 @@ def worker(
     the engine's shutdown_timeout to finish, then go back to the store for
     another worker.
     """
-    engine = _engine(ctx, store, app)
+    engine = _engine(ctx, store, app, in_process=True)
     if processes > 1:
         url = engine.store_url
         if url.startswith("memory:"):
@@ -553,6 +598,7 @@ def submit(
     run_after = _start_option(delay, at)
     engine = _engine(ctx, store, app, app_hint="--app")
     new_file = new_store_file(engine.store_url)
+    new_folders = _missing_folders(new_file.parent) if new_file is not None else []
     name = None if workflow == "-" else workflow
     submitting = engine.submit_task(
         payload, name, classification, assigned_to, task_id, run_after=run_after
@@ -560,21 +606,27 @@ def submit(
     try:
         task = _run(_closing(engine, submitting))
     except click.ClickException as exc:
-        if not exc.message.startswith("unknown workflow"):
-            raise
-        if workflow == DEFINE_WORKFLOW:
-            # define_workflow is the classification that defines one, not a workflow.
-            raise click.ClickException(
-                f"{exc.message}; to define a workflow: {_DEFINE_HINT}"
-            ) from None
-        if app is None:
-            raise click.ClickException(
-                exc.message + " (workers store their app's workflows when they start; "
-                "or name the app with --app MODULE:ATTR)"
-            ) from None
-        raise
-    finally:
-        _note_created(new_file)  # before the error, which a new store may explain
+        if new_file is not None:
+            # Nothing was stored: a store left behind would make a mistyped path
+            # look right to every later command.
+            _remove_store_file(new_file, new_folders)
+            click.echo(
+                f"wfe: there is no store at {new_file}; none was left there "
+                "(check --store and WFE_STORE)",
+                err=True,
+            )
+        message = exc.message
+        if message.startswith("unknown workflow"):
+            if workflow == DEFINE_WORKFLOW:
+                # define_workflow is the classification that defines one, not a workflow.
+                message += f"; to define a workflow: {_DEFINE_HINT}"
+            elif app is None:
+                message += (
+                    " (workers store their app's workflows when they start; "
+                    "or name the app with --app MODULE:ATTR)"
+                )
+        raise type(exc)(message) from None
+    _note_created(new_file)
     if task_id is not None and (task.data != payload or task.workflow_name != name):
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
