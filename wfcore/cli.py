@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import math
 import os
 import re
@@ -16,7 +17,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TextIO, TypeVar
 
 import click
 
@@ -51,6 +52,43 @@ def _store_option(fn: F) -> F:
     # Only the group's option reads WFE_STORE: a subcommand's own --store, then the
     # group's --store, then the environment, in that order.
     return click.option("--store", "store", help=_STORE_HELP)(fn)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines to whatever ``sys.stderr`` is when they are written."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
+#: The handler the wfe command logs with, once main() has set it up.
+_LOG_HANDLER: list[logging.Handler] = []
+
+
+def _setup_logging(level: int) -> None:
+    """Log to stderr, with the time (UTC), level and logger, at ``level``; the
+    wfcore.plugins logger at DEBUG with WFE_TRACE_PLUGINS. Only the wfe command
+    does this: an app that imports wfcore configures logging its own way."""
+    root = logging.getLogger()
+    if not _LOG_HANDLER:
+        handler = _StderrHandler()
+        formatter = logging.Formatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+        _LOG_HANDLER.append(handler)
+    root.setLevel(level)
+    if os.environ.get("WFE_TRACE_PLUGINS"):
+        logging.getLogger("wfcore.plugins").setLevel(logging.DEBUG)
 
 
 class _Context:
@@ -277,8 +315,15 @@ def _no_ui() -> str:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="wfcore", prog_name="wfe")
 @click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)
+@click.option(
+    "--log-level",
+    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+    envvar="WFE_LOG_LEVEL",
+    help="Log lines on stderr from this level up [env WFE_LOG_LEVEL; default: INFO for "
+    "wfe worker, else WARNING].",
+)
 @click.pass_context
-def cli(ctx: click.Context, store: str | None) -> None:
+def cli(ctx: click.Context, store: str | None, log_level: str | None) -> None:
     """wfe: run and inspect wfcore workflows.
 
     \b
@@ -291,6 +336,9 @@ def cli(ctx: click.Context, store: str | None) -> None:
       wfe status                           # counts by workflow and status
     """
     ctx.obj = _Context(store)
+    if _LOG_HANDLER:  # run as the wfe command (main()), not called by an app
+        default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+        _setup_logging(getattr(logging, (log_level or default).upper()))
 
 
 @cli.command()
@@ -365,7 +413,8 @@ def worker(
             # Made here, so that it is noted once and not by each process.
             _run(_closing(engine, engine.get_store()))
             _note_created(created)
-        sys.exit(_supervise(processes, args))
+        log_level = ctx.find_root().params.get("log_level")
+        sys.exit(_supervise(processes, args, log_level))
     if concurrency:
         engine.max_concurrency = concurrency
     if allowed_commands:
@@ -381,14 +430,15 @@ def worker(
     _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url)))
 
 
-def _supervise(count: int, args: list[str]) -> int:
+def _supervise(count: int, args: list[str], log_level: str | None = None) -> int:
     """Run ``count`` ``wfe worker`` processes with ``args`` until all have exited.
 
     SIGINT and SIGTERM are passed on, so each stops as a lone worker would. A
     process that dies is not restarted (leave that to a process manager); the
     others go on. Returns the first non-zero exit status, else 0.
     """
-    command = [sys.executable, "-m", "wfcore.cli", "worker", *args]
+    level = ["--log-level", log_level] if log_level else []
+    command = [sys.executable, "-m", "wfcore.cli", *level, "worker", *args]
     children = [subprocess.Popen(command) for _ in range(count)]
 
     def pass_on(signum: int, _frame: Any) -> None:
@@ -1335,6 +1385,9 @@ def _width(text: str) -> int:
 
 def main() -> None:
     """Entry point of the ``wfe`` console script."""
+    # Before the plugins load, for what they log; the command sets its own level.
+    level = os.environ.get("WFE_LOG_LEVEL", "").upper()
+    _setup_logging(getattr(logging, level) if level in _LOG_LEVELS else logging.WARNING)
     try:
         pm = _plugin_manager()
     except WorkflowError as exc:

@@ -2,7 +2,7 @@
 
 from wfcore import ECSWorkflowEngine, Phase
 
-engine = ECSWorkflowEngine(poll_interval=0.05)
+engine = ECSWorkflowEngine(poll_interval=0.05, retry_delay=0.05)
 
 
 def _check(n):
@@ -17,3 +17,5 @@ async def check(task):
 
 engine.register_handler("check", check)
 engine.register_workflow("checked", [Phase("check", assigned_to="functional")])
+# Two attempts: the first failing one is retried.
+engine.register_workflow("retried", [Phase("check", assigned_to="functional", max_attempts=2)])
