@@ -712,7 +712,7 @@ def test_submit_without_a_workflow_says_how_to_define_one(wfe, tmp_path: Path) -
     assert "needs --classification define_workflow, not 'a'" in other.stderr
 
     named = wfe("submit", "define_workflow", "--data", spec, check=False)
-    assert named.returncode == 1
+    assert named.returncode == 2
     assert "\nError: unknown workflow 'define_workflow'" in named.stderr  # after the new store
     assert named.stderr.endswith(f"; to define a workflow: {hint}\n")
     assert "--app MODULE:ATTR" not in named.stderr  # an app would not help

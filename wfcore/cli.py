@@ -23,7 +23,13 @@ import click
 
 from ._processes import worker_died_here
 from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
-from .errors import InvalidOutputError, StoreError, WorkflowError
+from .errors import (
+    InvalidOutputError,
+    InvalidTaskError,
+    StoreError,
+    UnknownWorkflowError,
+    WorkflowError,
+)
 from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus
 from .plugins import (
     installed_plugins,
@@ -53,6 +59,24 @@ def _store_option(fn: F) -> F:
     # group's --store, then the environment, in that order.
     return click.option("--store", "store", help=_STORE_HELP)(fn)
 
+
+#: Exit statuses besides 0 (success), 1 (the operation failed) and 2 (bad command
+#: line): ``wfe wait``'s, and an interrupted command's.
+EXIT_TASK_FAILED = 3
+EXIT_TIMED_OUT = 4
+EXIT_INTERRUPTED = 130
+
+_EXIT_STATUSES = """\b
+Exit status:
+  0    success
+  1    the operation failed: an unknown task, a task in the wrong state,
+       a refused answer, a store error
+  2    bad command line: a usage error, or a name, value or store the
+       command cannot take
+  3    wfe wait: the task failed or was cancelled
+  4    wfe wait: still going after --timeout
+  130  interrupted (Ctrl-C)
+"""
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -189,9 +213,13 @@ def _note_created(path: Path | None) -> None:
         click.echo(f"wfe: created a new store at {path}", err=True)
 
 
-def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+def _run(coro: Coroutine[Any, Any, _T], invalid_input: tuple[type[WorkflowError], ...] = ()) -> _T:
+    """Run a command's coroutine; a WorkflowError is the one-line Error (exit 1, or
+    2 for one of ``invalid_input``: the command line named something that is not)."""
     try:
         return asyncio.run(coro)
+    except invalid_input as exc:
+        raise _InputError(str(exc)) from None
     except InvalidOutputError as exc:
         lines = "\n".join(f"  - {e}" for e in exc.errors)
         raise click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc)) from None
@@ -287,6 +315,15 @@ class _Group(click.Group):
             self.added_by[name] = plugin
         super().add_command(cmd, name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Ctrl-C: 130, as a shell reports a process SIGINT ended, not click's
+            # "Aborted!" and 1, which a script cannot tell from a failure.
+            click.echo("wfe: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
@@ -312,7 +349,9 @@ def _no_ui() -> str:
     return f"{said}, installed but it did not add the command (see the warning above)"
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EXIT_STATUSES
+)
 @click.version_option(package_name="wfcore", prog_name="wfe")
 @click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)
 @click.option(
@@ -344,7 +383,19 @@ def cli(ctx: click.Context, store: str | None, log_level: str | None) -> None:
 @cli.command()
 @click.argument("app")
 @_store_option
-@click.option("--concurrency", type=click.IntRange(1, 1_000_000), help="Tasks run at once.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1_000_000),
+    metavar="N",
+    help="Tasks run at once [default: the app's max_concurrency, 100 unless it sets one].",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(0, 86400),
+    metavar="SECONDS",
+    help="On Ctrl-C or SIGTERM, how long running phases get to finish before they go "
+    "back to the store [default: the app's shutdown_timeout, 10 unless it sets one].",
+)
 @click.option(
     "--until-idle",
     is_flag=True,
@@ -376,17 +427,20 @@ def cli(ctx: click.Context, store: str | None, log_level: str | None) -> None:
     show_default=True,
     help="Worker processes to run on the store (one per core uses the whole machine).",
 )
+@click.option("--supervisor-pid", type=int, hidden=True)  # set by --processes for its children
 @click.pass_context
 def worker(
     ctx: click.Context,
     app: str,
     store: str | None,
     concurrency: int | None,
+    shutdown_timeout: float | None,
     until_idle: bool,
     workflows: tuple[str, ...],
     allowed_commands: tuple[str, ...],
     quiet: bool,
     processes: int,
+    supervisor_pid: int | None,
 ) -> None:
     """Run a worker for the engine at APP (MODULE:ATTR, an engine or a factory).
 
@@ -394,8 +448,10 @@ def worker(
     progress on stderr. Start several on one store to share the work, or
     let --processes start them. Ctrl-C or SIGTERM stops it: running phases get
     the engine's shutdown_timeout to finish, then go back to the store for
-    another worker.
+    another worker; a second Ctrl-C or SIGTERM hands them back at once.
     """
+    if supervisor_pid is not None:
+        _stop_with_supervisor(supervisor_pid)
     engine = _engine(ctx, store, app, in_process=True)
     if processes > 1:
         url = engine.store_url
@@ -405,6 +461,8 @@ def worker(
                 "process (use a sqlite:// store, or one process)"
             )
         args = [app, "--store", url, *(["--concurrency", str(concurrency)] if concurrency else [])]
+        if shutdown_timeout is not None:
+            args += ["--shutdown-timeout", repr(shutdown_timeout)]
         args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
         args += [arg for name in workflows for arg in ("--workflow", name)]
         args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
@@ -417,6 +475,8 @@ def worker(
         sys.exit(_supervise(processes, args, log_level))
     if concurrency:
         engine.max_concurrency = concurrency
+    if shutdown_timeout is not None:
+        engine.shutdown_timeout = shutdown_timeout
     if allowed_commands:
         if not all(allowed_commands):
             raise click.BadParameter(
@@ -434,21 +494,35 @@ def _supervise(count: int, args: list[str], log_level: str | None = None) -> int
     """Run ``count`` ``wfe worker`` processes with ``args`` until all have exited.
 
     SIGINT and SIGTERM are passed on, so each stops as a lone worker would. A
-    process that dies is not restarted (leave that to a process manager); the
-    others go on. Returns the first non-zero exit status, else 0.
+    process that dies is not restarted (leave that to a process manager), but is
+    named; the others go on. Returns the first non-zero exit status, else 0.
     """
     level = ["--log-level", log_level] if log_level else []
     command = [sys.executable, "-m", "wfcore.cli", *level, "worker", *args]
-    children = [subprocess.Popen(command) for _ in range(count)]
+    command += ["--supervisor-pid", str(os.getpid())]
+    # In sessions of their own: a Ctrl-C in the terminal reaches them once, passed
+    # on from here (twice would stop them at once). PR_SET_PDEATHSIG ends them if
+    # this process dies without passing a signal on.
+    started = (subprocess.Popen(command, start_new_session=True) for _ in range(count))
+    children = {child.pid: child for child in started}
 
     def pass_on(signum: int, _frame: Any) -> None:
-        for child in children:
+        for child in children.values():
             if child.poll() is None:
                 child.send_signal(signum)
 
     previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    codes: list[int] = []
     try:
-        codes = [child.wait() for child in children]
+        while len(codes) < count:
+            pid, code = _wait_any(list(children.values()))
+            codes.append(code)
+            if code != 0:
+                running = count - len(codes)
+                click.echo(
+                    f"wfe: worker process {pid} {_ended_how(code)}; {running} still running",
+                    err=True,
+                )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -459,16 +533,67 @@ def _supervise(count: int, args: list[str], log_level: str | None = None) -> int
     return failed[0] if failed[0] > 0 else 128 - failed[0]
 
 
+def _wait_any(children: list[subprocess.Popen[bytes]]) -> tuple[int, int]:
+    """Wait for the first of ``children`` still running to exit: (pid, returncode)."""
+    running = {child.pid: child for child in children if child.returncode is None}
+    if not hasattr(os, "waitpid") or sys.platform == "win32":
+        child = next(iter(running.values()))
+        return child.pid, child.wait()
+    while True:
+        pid, status = os.waitpid(-1, 0)  # retried after a signal handler (PEP 475)
+        if pid in running:
+            child = running[pid]
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return pid, child.returncode
+
+
+def _ended_how(code: int) -> str:
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+def _stop_with_supervisor(supervisor_pid: int) -> None:
+    """Have Linux send this worker SIGTERM when its supervisor (wfe worker
+    --processes) dies, killed or not: a process manager that signals only the
+    supervisor would otherwise leave it running. Elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:
+        os.kill(os.getpid(), signal.SIGTERM)  # it died before prctl took effect
+
+
 async def _worker(
     engine: ECSWorkflowEngine, until_idle: bool, quiet: bool, new_file: Path | None = None
 ) -> None:
     loop = asyncio.get_running_loop()
 
+    stops = 0
+
     def stop() -> None:
+        nonlocal stops
+        stops += 1
+        if stops > 1 and engine.running:
+            # Asked again: the phases go back to the store now, as a cancelled shutdown.
+            handed = _hand_back_now(engine)
+            click.echo(f"stopping now: {handed} running phase(s) go back to the store", err=True)
+            return
         if not quiet and engine.active_count and engine.running:
             click.echo(
                 f"stopping: {engine.active_count} running phase(s) get up to "
-                f"{engine.shutdown_timeout:g}s to finish, then go back to the store",
+                f"{engine.shutdown_timeout:g}s to finish, then go back to the store "
+                "(Ctrl-C again: at once)",
                 err=True,
             )
         engine.stop()
@@ -515,6 +640,16 @@ async def _worker(
             await asyncio.gather(reporter, return_exceptions=True)
             click.echo(_progress_line(engine, None, None), err=True)
         await engine.aclose()
+
+
+def _hand_back_now(engine: ECSWorkflowEngine) -> int:
+    """Cancel the phases ``engine`` runs: each goes back to the store, as when its
+    shutdown_timeout ends. Returns how many."""
+    # The engine has no public way to cut the grace period short (yet).
+    drivers = list(engine._worker._active.values())
+    for driver in drivers:
+        driver.cancel()
+    return len(drivers)
 
 
 async def _note_delayed_only(store: Store, only: tuple[str, ...] | None) -> None:
@@ -654,7 +789,9 @@ def submit(
         payload, name, classification, assigned_to, task_id, run_after=run_after
     )
     try:
-        task = _run(_closing(engine, submitting))
+        # Input no click option could check: the workflow, classification or type
+        # names, data or id the engine refuses.
+        task = _run(_closing(engine, submitting), (UnknownWorkflowError, InvalidTaskError))
     except click.ClickException as exc:
         if new_file is not None:
             # Nothing was stored: a store left behind would make a mistyped path
@@ -882,11 +1019,6 @@ def _type_text(task: Task, phase: Phase | None) -> str:
     if phase.assigned_to is None or phase.assigned_to is task.assigned_to:
         return own
     return f"{phase.assigned_to.value} (this phase's; the task's own: {own})"
-
-
-#: ``wfe wait``'s exit statuses besides 0 (done), 1 (an error) and 2 (bad usage).
-EXIT_TASK_FAILED = 3
-EXIT_TIMED_OUT = 4
 
 
 @cli.command()
@@ -1385,6 +1517,14 @@ def _width(text: str) -> int:
 
 def main() -> None:
     """Entry point of the ``wfe`` console script."""
+    try:
+        _main()
+    except KeyboardInterrupt:  # before a command runs (loading plugins, say)
+        click.echo("wfe: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _main() -> None:
     # Before the plugins load, for what they log; the command sets its own level.
     level = os.environ.get("WFE_LOG_LEVEL", "").upper()
     _setup_logging(getattr(logging, level) if level in _LOG_LEVELS else logging.WARNING)
