@@ -234,6 +234,17 @@ async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:
         await engine.aclose()
 
 
+def _task_json(task: Task) -> str:
+    """A task as every command prints it with --json: with its version, which
+    wfe resume --if-version takes back."""
+    return json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False)
+
+
+def _tasks_json(tasks: list[Task]) -> str:
+    docs = [task_to_dict(task, internal=True) for task in tasks]
+    return json.dumps(docs, indent=2, ensure_ascii=False)
+
+
 def _parse_json(value: str, option: str) -> Any:
     try:
         return json.loads(value)
@@ -821,7 +832,7 @@ def submit(
             err=True,
         )
     if as_json:
-        click.echo(json.dumps(task_to_dict(task), indent=2, ensure_ascii=False))
+        click.echo(_task_json(task))
     else:
         click.echo(task.id)
 
@@ -916,7 +927,7 @@ def tasks(
 
     found = _run(_closing(engine, fetch()))
     if as_json:
-        click.echo(json.dumps([task_to_dict(t) for t in found], indent=2, ensure_ascii=False))
+        click.echo(_tasks_json(found))
         return
     if not found:
         click.echo("no tasks")
@@ -959,7 +970,7 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         raise click.ClickException(f"unknown task {task_id!r}")
     if as_json:
         # With its version, which wfe resume --if-version takes back.
-        click.echo(json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False))
+        click.echo(_task_json(task))
         return
     click.echo(f"task      {task.id}")
     click.echo(f"workflow  {task.workflow_name}")
@@ -1068,7 +1079,7 @@ def wait(
         click.echo(f"Error: {exc}", err=True)
         ctx.exit(EXIT_TIMED_OUT)
     if as_json:
-        click.echo(json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False))
+        click.echo(_task_json(task))
     elif task.status is TaskStatus.COMPLETED:
         click.echo(json.dumps(task.output, ensure_ascii=False))
     elif task.status.is_waiting:
@@ -1138,32 +1149,42 @@ def resume(
     resuming = engine.resume(task_id, answer, phase=phase, version=version)
     task = _run(_closing(engine, resuming))
     if as_json:
-        click.echo(json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False))
+        click.echo(_task_json(task))
     else:
         click.echo(f"{task.id} {task.status.value}")
 
 
 @cli.command()
 @click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_hooks_app_option
 @_store_option
 @click.pass_context
-def cancel(ctx: click.Context, task_id: str, app: str | None, store: str | None) -> None:
-    """Cancel a pending, running or waiting task (--app: with the app's hooks)."""
+def cancel(
+    ctx: click.Context, task_id: str, as_json: bool, app: str | None, store: str | None
+) -> None:
+    """Cancel a pending, running or waiting task (--app: with the app's hooks).
+
+    Prints the task's id and its new status, cancelled.
+    """
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
     task = _run(_closing(engine, engine.cancel(task_id)))
-    click.echo(f"{task.id} {task.status.value}")
+    click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
 
 
 @cli.command()
 @click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_store_option
 @click.pass_context
-def retry(ctx: click.Context, task_id: str, store: str | None) -> None:
-    """Run a failed or cancelled task's phase again, with fresh attempts."""
+def retry(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
+    """Run a failed or cancelled task's phase again, with fresh attempts.
+
+    Prints the task's id and its new status, pending.
+    """
     engine = _engine(ctx, store, existing=True)
     task = _run(_closing(engine, engine.retry(task_id)))
-    click.echo(f"{task.id} {task.status.value}")
+    click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
 
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -1363,6 +1384,7 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
             },
             "total": {s.value: total.get(s, 0) for s in TaskStatus},
             "busy_workers": workers,
+            "workers": [{"id": w, "dead": worker_died_here(w)} for w in workers],
         }
         click.echo(json.dumps(doc, indent=2))
         return
