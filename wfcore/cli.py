@@ -30,6 +30,7 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
+from .metrics import MetricsServer, render_metrics
 from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus
 from .plugins import (
     installed_plugins,
@@ -438,6 +439,14 @@ def cli(ctx: click.Context, store: str | None, log_level: str | None) -> None:
     show_default=True,
     help="Worker processes to run on the store (one per core uses the whole machine).",
 )
+@click.option(
+    "--metrics",
+    "metrics_at",
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics, and /healthz (HOST "
+    "defaults to 127.0.0.1). With --processes N, the processes take PORT, PORT+1, ... "
+    "PORT+N-1.",
+)
 @click.option("--supervisor-pid", type=int, hidden=True)  # set by --processes for its children
 @click.pass_context
 def worker(
@@ -451,6 +460,7 @@ def worker(
     allowed_commands: tuple[str, ...],
     quiet: bool,
     processes: int,
+    metrics_at: str | None,
     supervisor_pid: int | None,
 ) -> None:
     """Run a worker for the engine at APP (MODULE:ATTR, an engine or a factory).
@@ -463,6 +473,12 @@ def worker(
     """
     if supervisor_pid is not None:
         _stop_with_supervisor(supervisor_pid)
+    metrics_host, metrics_port = (None, 0) if metrics_at is None else _host_port(metrics_at)
+    if metrics_port and metrics_port + processes - 1 > 65535:
+        raise click.BadParameter(
+            f"ports {metrics_port} to {metrics_port + processes - 1} do not all exist",
+            param_hint="--metrics",
+        )
     engine = _engine(ctx, store, app, in_process=True)
     if processes > 1:
         url = engine.store_url
@@ -477,13 +493,14 @@ def worker(
         args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
         args += [arg for name in workflows for arg in ("--workflow", name)]
         args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
+        ports = None if metrics_host is None else (metrics_host, metrics_port)
         created = new_store_file(url)
         if created is not None:
             # Made here, so that it is noted once and not by each process.
             _run(_closing(engine, engine.get_store()))
             _note_created(created)
         log_level = ctx.find_root().params.get("log_level")
-        sys.exit(_supervise(processes, args, log_level))
+        sys.exit(_supervise(processes, args, log_level, ports))
     if concurrency:
         engine.max_concurrency = concurrency
     if shutdown_timeout is not None:
@@ -498,10 +515,16 @@ def worker(
         if not all(name.strip() for name in workflows):
             raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
         engine.only_workflows = workflows
-    _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url)))
+    server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
+    _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url), server))
 
 
-def _supervise(count: int, args: list[str], log_level: str | None = None) -> int:
+def _supervise(
+    count: int,
+    args: list[str],
+    log_level: str | None = None,
+    ports: tuple[str, int] | None = None,
+) -> int:
     """Run ``count`` ``wfe worker`` processes with ``args`` until all have exited.
 
     SIGINT and SIGTERM are passed on, so each stops as a lone worker would. A
@@ -511,10 +534,20 @@ def _supervise(count: int, args: list[str], log_level: str | None = None) -> int
     level = ["--log-level", log_level] if log_level else []
     command = [sys.executable, "-m", "wfcore.cli", *level, "worker", *args]
     command += ["--supervisor-pid", str(os.getpid())]
+
     # In sessions of their own: a Ctrl-C in the terminal reaches them once, passed
     # on from here (twice would stop them at once). PR_SET_PDEATHSIG ends them if
     # this process dies without passing a signal on.
-    started = (subprocess.Popen(command, start_new_session=True) for _ in range(count))
+    def metrics_of(i: int) -> list[str]:
+        if ports is None:
+            return []
+        host, port = ports
+        host = f"[{host}]" if ":" in host else host
+        return ["--metrics", f"{host}:{port + i if port else 0}"]  # 0: each picks a port
+
+    started = (
+        subprocess.Popen([*command, *metrics_of(i)], start_new_session=True) for i in range(count)
+    )
     children = {child.pid: child for child in started}
 
     def pass_on(signum: int, _frame: Any) -> None:
@@ -585,8 +618,27 @@ def _stop_with_supervisor(supervisor_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)  # it died before prctl took effect
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` (an IPv6 host in brackets) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535 or not host:
+        raise click.BadParameter(
+            f"{text!r} is not [HOST:]PORT (e.g. 9100 or 0.0.0.0:9100)", param_hint="--metrics"
+        )
+    return host, number
+
+
 async def _worker(
-    engine: ECSWorkflowEngine, until_idle: bool, quiet: bool, new_file: Path | None = None
+    engine: ECSWorkflowEngine,
+    until_idle: bool,
+    quiet: bool,
+    new_file: Path | None = None,
+    server: MetricsServer | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
 
@@ -616,6 +668,29 @@ async def _worker(
             pass
     store = await engine.get_store()
     _note_created(new_file)
+    if server is not None:
+        try:
+            await server.start()
+        except OSError as exc:
+            await engine.aclose()
+            where = f"{server.host}:{server.port}"
+            raise click.ClickException(
+                f"cannot serve metrics on {where}: {exc.strerror or exc}"
+            ) from None
+    try:
+        await _work(engine, store, until_idle, quiet, server)
+    finally:
+        if server is not None:
+            await server.close()
+
+
+async def _work(
+    engine: ECSWorkflowEngine,
+    store: Store,
+    until_idle: bool,
+    quiet: bool,
+    server: MetricsServer | None,
+) -> None:
     only = engine.only_workflows
     if only:
         # A misspelt name would leave this worker idle for good: say so.
@@ -635,6 +710,8 @@ async def _worker(
             f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop",
             err=True,
         )
+        if server is not None:
+            click.echo(f"  metrics at {server.url}", err=True)
         for line in report_header(engine):
             click.echo(f"  {line}", err=True)
     if until_idle:
@@ -1408,6 +1485,19 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
     click.echo(
         f"busy workers: {', '.join(shown)}" if shown else "busy workers: none (no task held)"
     )
+
+
+@cli.command()
+@_store_option
+@click.pass_context
+def metrics(ctx: click.Context, store: str | None) -> None:
+    """Print the store's metrics once, in the Prometheus text format.
+
+    For cron and node_exporter's textfile collector; wfe worker --metrics
+    serves the same, with that worker's counters, over HTTP.
+    """
+    engine = _engine(ctx, store, existing=True)
+    click.echo(_run(_closing(engine, render_metrics(engine))), nl=False)
 
 
 @cli.command()
