@@ -191,10 +191,11 @@ def test_a_disabled_name_that_matches_no_plugin_is_warned_about(plugin_sites, tm
     assert submitted.stderr.count("WFE_DISABLED_PLUGINS names") == 1, submitted.stderr
     warnings = [line for line in result.stderr.splitlines() if "WFE_DISABLED_PLUGINS" in line]
     assert len(warnings) == 1, result.stderr
-    assert warnings[0].startswith(
-        "WFE_DISABLED_PLUGINS names 'wfe-testplugn', which is no plugin, so it disables "
-        "nothing (installed: "
-    )
+    # After the time the wfe command starts its log lines with.
+    assert (
+        " WARNING wfcore.plugins: WFE_DISABLED_PLUGINS names 'wfe-testplugn', which is no "
+        "plugin, so it disables nothing (installed: "
+    ) in warnings[0]
     assert "wfe-testplugin" in warnings[0] and "wfcore.adapters" in warnings[0]
     listed = [p["name"] for p in json.loads(result.stdout)]
     assert "testplugin" not in listed and "wfcore.stores.memory" not in listed
