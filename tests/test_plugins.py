@@ -220,8 +220,9 @@ def test_a_disabled_plugin_passed_in_is_known_by_its_name(monkeypatch, caplog):
 def test_a_misspelled_hook_implementation_fails_loudly(plugin_sites):
     report = probe(plugin_sites["bad"])
     assert report["error"] == "PluginError"
-    assert "wfe_task_complete" in report["message"]
-    assert "badplugin" in report["message"]
+    assert report["message"] == (
+        "plugin 'badplugin': unknown hook 'wfe_task_complete' (did you mean 'wfe_task_completed'?)"
+    )
     # Blocking the broken plugin lets the engine start.
     unblocked = probe(plugin_sites["bad"], WFE_DISABLED_PLUGINS="badplugin")
     assert "error" not in unblocked and "badplugin" not in unblocked["plugins"]

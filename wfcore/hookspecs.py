@@ -6,7 +6,11 @@ only ever gain arguments, so plugins written today keep working. Lifecycle hooks
 may be ``async def``: the engine awaits whatever they return. Contribution hooks
 and "pick one" hooks (``firstresult``) must be plain functions: an ``async def``
 implementation of one is refused with a PluginError naming the plugin and the hook
-when the plugin is registered (``wfcore.plugins.SYNC_ONLY_HOOKS`` lists them).
+when the plugin is registered (``wfcore.plugins.SYNC_ONLY_HOOKS`` lists them), as
+is an implementation whose name matches no hook or that takes an argument its
+hook does not pass, also for a plugin registered with ``engine.plugin_manager``
+later. The contribution hooks are called once, for the plugins registered by
+then: a plugin registered later is not asked for them, and a warning says so.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ hookimpl = pluggy.HookimplMarker("wfcore")
 def wfe_register_adapters(register: Callable[[Any, Any], None]) -> None:
     """Contribute adapters, the objects that run a phase for one task type.
 
-    Called once per engine, when it loads its plugins.
+    Called once per engine, as it is built, for the plugins it is built with.
 
     :param register: call ``register(task_type, adapter)`` for each adapter;
         ``task_type`` is a :class:`~wfcore.TaskType` or its name. An adapter has an
@@ -55,7 +59,7 @@ def wfe_register_adapters(register: Callable[[Any, Any], None]) -> None:
 def wfe_register_handlers(register: Callable[[str, Any], None]) -> None:
     """Contribute handlers for classifications.
 
-    Called once per engine, when it loads its plugins.
+    Called once per engine, as it is built, for the plugins it is built with.
 
     :param register: call ``register(classification, handler)``; a handler is
         ``async def handler(task) -> None``.
@@ -70,7 +74,7 @@ def wfe_register_handlers(register: Callable[[str, Any], None]) -> None:
 def wfe_register_workflows(register: Callable[[str, Any], None]) -> None:
     """Contribute workflows.
 
-    Called once per engine, when it loads its plugins.
+    Called once per engine, as it is built, for the plugins it is built with.
 
     :param register: call ``register(name, phases)`` with a list of
         :class:`~wfcore.Phase`.
@@ -85,7 +89,8 @@ def wfe_register_workflows(register: Callable[[str, Any], None]) -> None:
 def wfe_open_store(url: str) -> Store | None:
     """Return a store for ``url``, or None if this plugin does not handle its scheme.
 
-    Called when an engine first needs its store (lazily, at first use).
+    Called when an engine first needs its store (lazily, at first use), for the
+    plugins registered by then.
 
     :param url: the store URL, e.g. ``sqlite:///abs/path/wfe.db``,
         ``memory://`` or ``postgresql://...``.
@@ -100,7 +105,7 @@ def wfe_open_store(url: str) -> Store | None:
 def wfe_register_commands(cli: click.Group) -> None:
     """Add commands to the ``wfe`` command line.
 
-    Called when the ``wfe`` CLI starts.
+    Called when the ``wfe`` CLI starts, for installed plugins.
 
     :param cli: the root ``click.Group``; use ``@cli.command()``.
 

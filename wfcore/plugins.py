@@ -16,6 +16,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -23,7 +24,7 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pluggy
@@ -32,6 +33,7 @@ from . import hookspecs
 from .errors import PluginError, WorkflowError
 
 __all__ = [
+    "CONTRIBUTION_HOOKS",
     "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
     "SYNC_ONLY_HOOKS",
@@ -76,19 +78,127 @@ SYNC_ONLY_HOOKS = frozenset(
 )
 
 
+#: Contribution hooks, and when each is called: once, for the plugins registered by
+#: then. A plugin registered later (``engine.plugin_manager.register``) is not
+#: asked for them, and is warned about.
+CONTRIBUTION_HOOKS = {
+    "wfe_register_adapters": "only as the engine is built",
+    "wfe_register_handlers": "only as the engine is built",
+    "wfe_register_workflows": "only as the engine is built",
+    "wfe_open_store": "only as the engine opens its store",
+    "wfe_register_commands": "only for installed plugins, as the wfe command line starts",
+}
+
+
 class _PluginManager(pluggy.PluginManager):
-    """pluggy's manager, refusing ``async def`` implementations of sync-only hooks
-    wherever a plugin is registered (plugins such as wfe_kafka register more later)."""
+    """pluggy's manager, checking every plugin wherever it is registered (plugins
+    such as wfe_kafka register more once the engine runs): a hook implementation
+    that matches no spec, takes an argument its hook does not pass, or is
+    ``async def`` where the hook must be a plain function is a PluginError naming
+    the plugin and the hook, and the plugin is not registered."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        #: Contribution hooks already called (see :data:`CONTRIBUTION_HOOKS`): a
+        #: plugin registered afterwards is not asked for them.
+        self.called_hooks: set[str] = set()
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
-        registered = super().register(plugin, name)
-        if registered is not None:
-            try:
-                _refuse_async(self, plugin)
-            except PluginError:
+        if name is None and plugin is not None:
+            name = _free_name(self, plugin)
+        try:
+            registered = super().register(plugin, name)
+        except pluggy.PluginValidationError as exc:
+            # pluggy before 1.7 leaves a plugin that fails validation half registered.
+            if self.is_registered(plugin):
                 self.unregister(plugin)
-                raise
+            raise PluginError(_invalid_message(self, plugin, name, exc)) from None
+        if registered is None:
+            return None  # blocked
+        try:
+            _refuse_unknown(self, plugin)
+            _refuse_async(self, plugin)
+        except PluginError:
+            self.unregister(plugin)
+            raise
+        _warn_too_late(self, plugin, registered)
         return registered
+
+    def check_pending(self) -> None:
+        """pluggy's check that every hook implementation has a spec, saying so as
+        :meth:`register` does (register already refuses them: this finds only
+        implementations registered before their spec was added)."""
+        for caller in _hook_callers(self):
+            if caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if not impl.optionalhook:
+                    raise PluginError(_unknown_hook(self, impl.plugin_name, caller.name))
+
+
+def _hook_callers(pm: pluggy.PluginManager) -> list[pluggy.HookCaller]:
+    return [c for c in vars(pm.hook).values() if isinstance(c, pluggy.HookCaller)]
+
+
+def _free_name(pm: pluggy.PluginManager, plugin: Any) -> str:
+    """A name for a plugin registered without one: its module's or class's name
+    (pluggy would use its id()), numbered when another plugin has it already. A
+    blocked name is kept, so that the plugin stays blocked."""
+    name = _plugin_name(plugin)
+    number = 1
+    while pm.get_plugin(name if number == 1 else f"{name}-{number}") is not None:
+        number += 1
+    return name if number == 1 else f"{name}-{number}"
+
+
+def _unknown_hook(pm: pluggy.PluginManager, plugin_name: str, hook_name: str) -> str:
+    known = [caller.name for caller in _hook_callers(pm) if caller.has_spec()]
+    close = difflib.get_close_matches(hook_name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"plugin {plugin_name!r}: unknown hook {hook_name!r}{hint}"
+
+
+def _refuse_unknown(pm: pluggy.PluginManager, plugin: Any) -> None:
+    for caller in pm.get_hookcallers(plugin) or ():
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not impl.optionalhook:
+                raise PluginError(_unknown_hook(pm, impl.plugin_name, caller.name))
+
+
+def _invalid_message(
+    pm: pluggy.PluginManager, plugin: Any, name: str | None, exc: pluggy.PluginValidationError
+) -> str:
+    """pluggy's refusal in one line, naming the plugin by its name; for the usual
+    one, an argument the hook does not pass, in words of our own."""
+    plugin_name = name or _plugin_name(plugin)
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        if opts is None:
+            continue
+        caller = getattr(pm.hook, opts.get("specname") or attr, None)
+        if caller is None or caller.spec is None:
+            continue
+        try:
+            parameters = inspect.signature(getattr(plugin, attr)).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        known = set(caller.spec.argnames) | set(caller.spec.kwargnames)
+        unknown = [
+            p.name
+            for p in parameters
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.default is p.empty
+            and p.name not in known
+            and p.name != "self"
+        ]
+        if unknown:
+            return (
+                f"plugin {plugin_name!r}: {caller.name} takes {', '.join(map(repr, unknown))}, "
+                f"which the hook does not pass (it passes: {', '.join(caller.spec.argnames)})"
+            )
+    return f"plugin {plugin_name!r}: " + " ".join(str(exc).split())
 
 
 def _refuse_async(pm: pluggy.PluginManager, plugin: Any) -> None:
@@ -113,6 +223,23 @@ def _refuse_async(pm: pluggy.PluginManager, plugin: Any) -> None:
             )
 
 
+def _warn_too_late(pm: _PluginManager, plugin: Any, name: str) -> None:
+    for caller in pm.get_hookcallers(plugin) or ():
+        if caller.name in pm.called_hooks:
+            advice = (
+                ""
+                if caller.name == "wfe_register_commands"
+                else "; pass the plugin to ECSWorkflowEngine(plugins=[...]) instead"
+            )
+            logger.warning(
+                "plugin %r was registered too late: its %s is not called (%s%s)",
+                name,
+                caller.name,
+                CONTRIBUTION_HOOKS[caller.name],
+                advice,
+            )
+
+
 def _env_list(name: str) -> list[str] | None:
     value = os.environ.get(name)
     if value is None:
@@ -126,9 +253,12 @@ def make_plugin_manager(
     """A new plugin manager with the built-ins, installed plugins and ``plugins``.
 
     Each engine gets its own manager, so tests and embedded apps never share
-    state. Raises PluginError when a hook implementation matches no spec, or is
-    an ``async def`` one of a hook in :data:`SYNC_ONLY_HOOKS` (then or whenever a
-    plugin is registered with the manager later).
+    state. Raises PluginError when a hook implementation matches no spec, takes
+    an argument its hook does not pass, or is an ``async def`` one of a hook in
+    :data:`SYNC_ONLY_HOOKS`; so does registering such a plugin with the manager
+    later, and a plugin registered too late for a contribution hook it implements
+    (:data:`CONTRIBUTION_HOOKS`) is warned about. A plugin registered without a
+    name is named after its module or class.
     """
     pm = _PluginManager("wfcore")
     pm.add_hookspecs(hookspecs)
@@ -142,10 +272,8 @@ def make_plugin_manager(
     if load_entry_points:
         _load_entry_points(pm, entry_points)
     for plugin in plugins:
-        if pm.is_registered(plugin):
-            continue
-        name = _plugin_name(plugin)
-        pm.register(plugin, name=None if pm.has_plugin(name) else name)
+        if not pm.is_registered(plugin):
+            pm.register(plugin)
     if disabled:
         passed_in = [_plugin_name(plugin) for plugin in plugins]
         _warn_unknown(
@@ -155,10 +283,10 @@ def make_plugin_manager(
         pm.trace.root.setwriter(logger.debug)
         pm.enable_tracing()
         _TRACED.add(pm)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(str(exc)) from None
+    pm.check_pending()
+    # The wfe command line asks its manager's plugins for commands as soon as it
+    # has built it; an engine never asks.
+    pm.called_hooks.add("wfe_register_commands")
     return pm
 
 
@@ -210,6 +338,18 @@ def call_each(
     from inside pluggy says neither which plugin nor which hook.
     """
     results = []
+    for _, result in _each(pm, hook_name, builtins_first, kwargs):
+        results.append(result)
+        if firstresult:
+            break
+    return results
+
+
+def _each(
+    pm: pluggy.PluginManager, hook_name: str, builtins_first: bool, kwargs: dict[str, Any]
+) -> Iterator[tuple[str, Any]]:
+    if isinstance(pm, _PluginManager) and hook_name in CONTRIBUTION_HOOKS:
+        pm.called_hooks.add(hook_name)
     impls = getattr(pm.hook, hook_name).get_hookimpls()
     for impl in impls if builtins_first else reversed(impls):
         trace_call(pm, hook_name, impl)
@@ -222,10 +362,7 @@ def call_each(
                 f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
             ) from exc
         if result is not None:
-            results.append(result)
-            if firstresult:
-                break
-    return results
+            yield impl.plugin_name, result
 
 
 def _normalized(name: str) -> str:

@@ -1,0 +1,173 @@
+"""A plugin author's mistakes, each refused when the plugin is registered (or its store
+is opened) with one line naming the plugin and the hook: a misspelled hook or
+argument, a plugin registered too late, contributions register() refuses, a store
+hook returning something else than a store, an adapter that cannot run; and
+WFE_TRACE_PLUGINS tracing the classifier like every other hook."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pluggy
+import pytest
+
+from wfcore import (
+    MemoryStore,
+    PluginError,
+    Task,
+    WorkflowError,
+    hookimpl,
+)
+
+
+class WrongArg:
+    @hookimpl
+    def wfe_classify(self, tsk: Task, engine: Any) -> None:
+        return None
+
+
+class Misspelled:
+    @hookimpl
+    def wfe_task_complete(self, task: Task) -> None:
+        pass
+
+
+class Watcher:
+    @hookimpl
+    def wfe_task_submitted(self, task: Task) -> None:
+        pass
+
+
+class LateHandlers:
+    @hookimpl
+    def wfe_register_handlers(self, register: Any) -> None:
+        register("late", lambda task: None)
+
+
+# -- registering a plugin -------------------------------------------------------------
+
+
+def test_an_argument_the_hook_does_not_pass_is_a_plugin_error(wfe_engine_factory):
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[WrongArg()])
+    assert str(caught.value) == (
+        "plugin 'WrongArg': wfe_classify takes 'tsk', which the hook does not pass "
+        "(it passes: task, engine)"
+    )
+    assert isinstance(caught.value, WorkflowError)
+
+
+def test_an_argument_the_hook_does_not_pass_is_refused_later_too(wfe_engine_factory):
+    pm = wfe_engine_factory().plugin_manager
+    late = WrongArg()
+    with pytest.raises(PluginError, match=r"^plugin 'late': wfe_classify takes 'tsk'"):
+        pm.register(late, name="late")
+    assert not pm.is_registered(late) and pm.get_plugin("late") is None
+
+
+def test_a_misspelled_hook_gets_a_suggestion(wfe_engine_factory):
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[Misspelled()])
+    assert str(caught.value) == (
+        "plugin 'Misspelled': unknown hook 'wfe_task_complete' (did you mean 'wfe_task_completed'?)"
+    )
+
+
+def test_a_misspelled_hook_is_refused_in_a_plugin_registered_later(wfe_engine_factory):
+    pm = wfe_engine_factory().plugin_manager
+    late = Misspelled()
+    with pytest.raises(PluginError) as caught:
+        pm.register(late)
+    assert str(caught.value) == (
+        "plugin 'Misspelled': unknown hook 'wfe_task_complete' (did you mean 'wfe_task_completed'?)"
+    )
+    assert not pm.is_registered(late)
+    assert not pm.hook.wfe_task_complete.get_hookimpls()
+
+
+def test_check_pending_says_it_in_the_same_words(wfe_engine_factory):
+    """For a plugin registered past wfcore's checks (pluggy's own register)."""
+    pm = wfe_engine_factory().plugin_manager
+    pluggy.PluginManager.register(pm, Misspelled(), name="sneaked-in")
+    with pytest.raises(PluginError) as caught:
+        pm.check_pending()
+    assert str(caught.value) == (
+        "plugin 'sneaked-in': unknown hook 'wfe_task_complete' (did you mean 'wfe_task_completed'?)"
+    )
+
+
+def test_a_hook_nothing_resembles_gets_no_suggestion(wfe_engine_factory):
+    class Unrelated:
+        @hookimpl
+        def make_coffee(self) -> None:
+            pass
+
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[Unrelated()])
+    assert str(caught.value) == "plugin 'Unrelated': unknown hook 'make_coffee'"
+
+
+def test_a_plugin_registered_without_a_name_is_named_by_its_class(wfe_engine_factory):
+    pm = wfe_engine_factory().plugin_manager
+    first, second = Watcher(), Watcher()
+    assert pm.register(first) == "Watcher"
+    assert pm.register(second) == "Watcher-2"
+    assert pm.get_plugin("Watcher") is first and pm.get_plugin("Watcher-2") is second
+
+    class AsyncClassify:
+        @hookimpl
+        async def wfe_classify(self, task: Task) -> None:
+            return None
+
+    with pytest.raises(PluginError, match=r"^plugin 'AsyncClassify': wfe_classify must be"):
+        pm.register(AsyncClassify())
+
+
+def test_passed_in_plugins_of_one_class_are_numbered(wfe_engine_factory):
+    engine = wfe_engine_factory(plugins=[Watcher(), Watcher()])
+    names = [name for name, _ in engine.plugin_manager.list_name_plugin()]
+    assert "Watcher" in names and "Watcher-2" in names
+
+
+def test_a_plugin_registered_too_late_for_its_contributions_is_warned_about(
+    wfe_engine_factory, caplog
+):
+    engine = wfe_engine_factory()
+    with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
+        assert engine.plugin_manager.register(LateHandlers()) == "LateHandlers"
+    assert [r.getMessage() for r in caplog.records] == [
+        "plugin 'LateHandlers' was registered too late: its wfe_register_handlers is not "
+        "called (only as the engine is built; pass the plugin to "
+        "ECSWorkflowEngine(plugins=[...]) instead)"
+    ]
+    assert engine.handler_for("late") is None
+
+
+def test_a_store_plugin_registered_before_the_store_opens_is_not_too_late(
+    wfe_engine_factory, wfe_run, caplog
+):
+    class JarStore:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            return MemoryStore(url) if url.startswith("jar://") else None
+
+    engine = wfe_engine_factory(store="jar://cookies")
+    with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
+        engine.plugin_manager.register(JarStore())
+        store = wfe_run(engine.get_store())
+        engine.plugin_manager.register(JarStore())  # now it is
+    assert isinstance(store, MemoryStore)
+    assert [r.getMessage() for r in caplog.records] == [
+        "plugin 'JarStore-2' was registered too late: its wfe_open_store is not called "
+        "(only as the engine opens its store; pass the plugin to "
+        "ECSWorkflowEngine(plugins=[...]) instead)"
+    ]
+
+
+def test_lifecycle_hooks_of_a_late_plugin_are_not_warned_about(wfe_engine_factory, caplog):
+    """As wfe_kafka registers its hooks once its engine starts."""
+    engine = wfe_engine_factory()
+    with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
+        engine.plugin_manager.register(Watcher(), name="watcher")
+    assert caplog.records == []
