@@ -14,8 +14,10 @@ import pytest
 
 from wfcore import (
     MemoryStore,
+    Phase,
     PluginError,
     Task,
+    TaskStatus,
     WorkflowError,
     hookimpl,
 )
@@ -171,3 +173,41 @@ def test_lifecycle_hooks_of_a_late_plugin_are_not_warned_about(wfe_engine_factor
     with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
         engine.plugin_manager.register(Watcher(), name="watcher")
     assert caplog.records == []
+
+
+# -- WFE_TRACE_PLUGINS ----------------------------------------------------------------
+
+
+def test_the_classifier_is_traced_in_one_line_without_the_task(
+    monkeypatch, wfe_engine_factory, wfe_run, caplog
+):
+    monkeypatch.setenv("WFE_TRACE_PLUGINS", "1")
+
+    class Classifier:
+        @hookimpl
+        def wfe_classify(self, task: Task) -> str:
+            return "b"
+
+    class Passer:
+        @hookimpl
+        def wfe_classify(self, task: Task) -> None:
+            return None
+
+    # Passer is registered last, so asked first; Classifier answers.
+    engine = wfe_engine_factory(store="memory://", plugins=[Classifier(), Passer()])
+    engine.register_handler("a", lambda task: None)
+    engine.register_handler("b", lambda task: None)
+    engine.register_workflow("w", [Phase("a"), Phase("b")])
+
+    async def scenario() -> Task | None:
+        task = await engine.submit_task({"card": "4111-secret"}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    with caplog.at_level(logging.DEBUG, logger="wfcore.plugins"):
+        task = wfe_run(scenario())
+    assert task is not None and task.status is TaskStatus.COMPLETED
+    traced = [r.getMessage() for r in caplog.records if r.name == "wfcore.plugins"]
+    classify = [line for line in traced if "wfe_classify" in line]
+    assert classify == ["wfe_classify: calling Passer", "wfe_classify: calling Classifier"]
+    assert not any("4111-secret" in line for line in traced), traced

@@ -24,8 +24,8 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import pluggy
 
@@ -134,6 +134,35 @@ class _PluginManager(pluggy.PluginManager):
             for impl in caller.get_hookimpls():
                 if not impl.optionalhook:
                     raise PluginError(_unknown_hook(self, impl.plugin_name, caller.name))
+
+    def _hookexec(
+        self,
+        hook_name: str,
+        methods: Sequence[pluggy.HookImpl],
+        kwargs: Mapping[str, object],
+        firstresult: bool,
+    ) -> object | list[object]:
+        # Hooks called through pm.hook (wfe_classify) are traced as call_each traces,
+        # one line per implementation called: pluggy's own tracer logs every
+        # argument, a task's data and history among them.
+        if self in _TRACED:
+            methods = [cast(pluggy.HookImpl, _TracedImpl(hook_name, impl)) for impl in methods]
+        return super()._hookexec(hook_name, methods, kwargs, firstresult)
+
+
+class _TracedImpl:
+    """A hook implementation that logs its call (WFE_TRACE_PLUGINS), else the same."""
+
+    def __init__(self, hook_name: str, impl: pluggy.HookImpl) -> None:
+        self._hook_name = hook_name
+        self._impl = impl
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._impl, name)
+
+    def function(self, *args: Any, **kwargs: Any) -> Any:
+        logger.debug("%s: calling %s", self._hook_name, self._impl.plugin_name)
+        return self._impl.function(*args, **kwargs)
 
 
 def _hook_callers(pm: pluggy.PluginManager) -> list[pluggy.HookCaller]:
@@ -280,8 +309,6 @@ def make_plugin_manager(
             "WFE_DISABLED_PLUGINS", disabled, entry_points, [*DEFAULT_PLUGINS, *passed_in]
         )
     if os.environ.get("WFE_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(logger.debug)
-        pm.enable_tracing()
         _TRACED.add(pm)
     pm.check_pending()
     # The wfe command line asks its manager's plugins for commands as soon as it
@@ -290,8 +317,9 @@ def make_plugin_manager(
     return pm
 
 
-# Managers made with WFE_TRACE_PLUGINS set. Hooks the engine calls one
-# implementation at a time (to isolate failures) bypass pluggy's own tracing.
+# Managers made with WFE_TRACE_PLUGINS set: every implementation called is logged,
+# by trace_call where wfcore calls them one at a time (to isolate failures), by
+# _PluginManager._hookexec where pluggy calls them.
 _TRACED: weakref.WeakSet[pluggy.PluginManager] = weakref.WeakSet()
 
 
