@@ -8,10 +8,16 @@ Environment variables:
 ``WFE_DISABLED_PLUGINS``
     Comma-separated plugins to block: distribution or entry-point names (compared
     as pip compares names, as in ``WFE_LOAD_PLUGINS``), built-in module names, or
-    the names of plugins passed in. A name that matches none is logged as a warning.
+    the names of plugins passed in. A distribution's name blocks its own entry
+    points only; an entry-point name blocks that name in every distribution. A
+    name that matches none is logged as a warning.
 ``WFE_TRACE_PLUGINS``
     When set, every hook call (each implementation called) is logged at DEBUG
     level on the ``wfcore.plugins`` logger.
+
+An installed plugin is registered under its entry-point name; when an earlier
+distribution on ``sys.path`` has an entry point of that name too, under
+``<distribution>:<entry-point name>``, so that both load.
 """
 
 from __future__ import annotations
@@ -415,7 +421,10 @@ def _named_in(names: list[str], ep_name: str, dist_name: str | None) -> bool:
     """Whether ``names`` (from WFE_LOAD_PLUGINS or WFE_DISABLED_PLUGINS) name this
     plugin, by entry-point or distribution name, as pip compares names."""
     wanted = {_normalized(name) for name in names}
-    return bool({_normalized(ep_name), _normalized(dist_name or "")} & wanted)
+    known = {_normalized(ep_name), _normalized(dist_name or "")}
+    if dist_name:
+        known.add(_normalized(f"{dist_name}:{ep_name}"))  # as wfe plugins may show it
+    return bool(known & wanted)
 
 
 def _kept_out(
@@ -447,26 +456,48 @@ def installed_plugins() -> list[tuple[str, str | None]]:
     return sorted({(ep.name, _dist_name(ep)) for ep in _entry_points()}, key=str)
 
 
+def _registration_names(entry_points: list[Any]) -> list[str]:
+    """The name each entry point's plugin is registered under: its entry-point
+    name, or ``<distribution>:<name>`` when an earlier distribution (on
+    ``sys.path``) has an entry point of that name too. Decided from every installed
+    entry point, whichever are loaded, so that a plugin's name does not change
+    with WFE_LOAD_PLUGINS or WFE_DISABLED_PLUGINS."""
+    first_dist: dict[str, str | None] = {}
+    names = []
+    for ep in entry_points:
+        dist_name = _dist_name(ep)
+        if first_dist.setdefault(ep.name, dist_name) == dist_name:
+            names.append(ep.name)
+        else:
+            names.append(f"{dist_name or ep.value}:{ep.name}")
+    return names
+
+
 def _load_entry_points(pm: pluggy.PluginManager, entry_points: list[Any]) -> None:
+    """Register the plugins of ``entry_points`` that WFE_LOAD_PLUGINS and
+    WFE_DISABLED_PLUGINS let load, and block the disabled ones; those registered
+    already are left as they are, so that loading twice registers nothing twice."""
     wanted = _env_list("WFE_LOAD_PLUGINS")
     disabled = _env_list("WFE_DISABLED_PLUGINS")
     if wanted:
         _warn_unknown("WFE_LOAD_PLUGINS", wanted, entry_points)
-    for ep in entry_points:
+    for ep, name in zip(entry_points, _registration_names(entry_points), strict=True):
         dist_name = _dist_name(ep)
         reason = _kept_out(ep.name, dist_name, wanted, disabled)
         if reason is not None:
             if reason == _DISABLED:
-                pm.set_blocked(ep.name)  # blocked under its name, whatever named it
+                # Blocked under the name it would have, so that registering it
+                # later by that name does not bring it back.
+                pm.set_blocked(name)
             continue
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+        if pm.get_plugin(name) is not None or pm.is_blocked(name):
             continue
         try:
             plugin = ep.load()
         except Exception as exc:
-            raise PluginError(f"cannot load plugin {ep.name!r} ({ep.value}): {exc}") from exc
-        pm.register(plugin, name=ep.name)
-        _DIST_OF[ep.name] = (dist_name, ep.dist.version if ep.dist is not None else None)
+            raise PluginError(f"cannot load plugin {name!r} ({ep.value}): {exc}") from exc
+        pm.register(plugin, name=name)
+        _DIST_OF[name] = (dist_name, ep.dist.version if ep.dist is not None else None)
 
 
 # (variable, name) pairs warned about: once per process, not once per engine.
@@ -482,7 +513,8 @@ def _warn_unknown(
     which are blocked by their exact name, exactly."""
     installed = {ep.name for ep in entry_points}
     installed |= {ep.dist.name for ep in entry_points if ep.dist is not None}
-    normalized = {_normalized(name) for name in installed}
+    qualified = {f"{ep.dist.name}:{ep.name}" for ep in entry_points if ep.dist is not None}
+    normalized = {_normalized(name) for name in installed | qualified}
     exact = set(others)
     for name in names:
         if name in exact or _normalized(name) in normalized or (variable, name) in _WARNED:
