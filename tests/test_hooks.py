@@ -330,4 +330,9 @@ def test_duplicate_contributions_are_refused(make_engine, kind):
 
     with pytest.raises(PluginError) as caught:
         make_engine(plugins=[plugin("first"), plugin("second")])
-    assert "same" in str(caught.value)
+    # The plugin registered last is called first.
+    what = "handler for 'same'" if kind == "handlers" else "workflow 'same'"
+    assert str(caught.value) == (
+        f"plugin 'first' failed in wfe_register_{kind}: {what} registered twice "
+        "(by plugin 'second' and plugin 'first')"
+    )

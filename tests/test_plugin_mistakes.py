@@ -21,6 +21,7 @@ from wfcore import (
     WorkflowError,
     hookimpl,
 )
+from wfcore.adapters import FunctionalAdapter
 
 
 class WrongArg:
@@ -173,6 +174,162 @@ def test_lifecycle_hooks_of_a_late_plugin_are_not_warned_about(wfe_engine_factor
     with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
         engine.plugin_manager.register(Watcher(), name="watcher")
     assert caplog.records == []
+
+
+# -- what contribution hooks register -------------------------------------------------
+
+
+def contributing(name: str, hook: str, *registrations: tuple[Any, Any]) -> Any:
+    """A plugin object of class ``name`` whose ``hook`` registers ``registrations``."""
+
+    def implementation(self: Any, register: Any) -> None:
+        for key, value in registrations:
+            register(key, value)
+
+    return type(name, (), {hook: hookimpl(implementation)})()
+
+
+@pytest.mark.parametrize(
+    ("hook", "registration", "message"),
+    [
+        (
+            "wfe_register_adapters",
+            ("robot", FunctionalAdapter()),
+            "an adapter for unknown task type 'robot' (one of: human, agentic, functional, or ai)",
+        ),
+        (
+            "wfe_register_adapters",
+            ("functional", object()),
+            "the functional adapter (object) has no run method: an adapter needs "
+            "async def run(self, task, phase, engine)",
+        ),
+        (
+            "wfe_register_adapters",
+            ("agentic", FunctionalAdapter),
+            "the agentic adapter is the class FunctionalAdapter, not an instance of it",
+        ),
+        (
+            "wfe_register_workflows",
+            ("bw", "not a list"),
+            "workflow 'bw': phases must be a list of Phase, not str",
+        ),
+        (
+            "wfe_register_workflows",
+            ("bw", [Phase("a"), {"target_classification": "b"}]),
+            "workflow 'bw': phases[1]: must be a Phase, not dict",
+        ),
+        (
+            "wfe_register_workflows",
+            ("bw", []),
+            "workflow 'bw': phases: a workflow needs at least one phase",
+        ),
+        (
+            "wfe_register_handlers",
+            ("a", "not a function"),
+            "handler for 'a' is not callable",
+        ),
+        (
+            "wfe_register_handlers",
+            ("", lambda task: None),
+            "classification must be a non-empty string",
+        ),
+    ],
+    ids=[
+        "unknown-task-type",
+        "adapter-without-run",
+        "adapter-class",
+        "phases-a-string",
+        "phase-a-dict",
+        "no-phases",
+        "handler-not-callable",
+        "empty-classification",
+    ],
+)
+def test_what_register_refuses_names_the_plugin_and_the_hook(
+    wfe_engine_factory, hook, registration, message
+):
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[contributing("Sloppy", hook, registration)])
+    assert str(caught.value) == f"plugin 'Sloppy' failed in {hook}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("hook", "registration", "what"),
+    [
+        ("wfe_register_workflows", ("my_io", [Phase("a")]), "workflow 'my_io'"),
+        ("wfe_register_handlers", ("shout", lambda task: None), "handler for 'shout'"),
+    ],
+)
+def test_a_duplicate_between_plugins_names_both(wfe_engine_factory, hook, registration, what):
+    first = contributing("First", hook, registration)
+    second = contributing("Second", hook, registration)
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[first, second])
+    # pluggy calls the plugin registered last first.
+    assert str(caught.value) == (
+        f"plugin 'First' failed in {hook}: {what} registered twice "
+        "(by plugin 'Second' and plugin 'First')"
+    )
+
+
+def test_a_duplicate_within_one_plugin_names_it_once(wfe_engine_factory):
+    twice = contributing(
+        "Twice", "wfe_register_workflows", ("w", [Phase("a")]), ("w", [Phase("b")])
+    )
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[twice])
+    assert str(caught.value) == (
+        "plugin 'Twice' failed in wfe_register_workflows: "
+        "workflow 'w' registered twice by plugin 'Twice'"
+    )
+
+
+def test_a_workflow_error_raised_by_a_contribution_hook_names_the_plugin(wfe_engine_factory):
+    class Unconfigured:
+        @hookimpl
+        def wfe_register_workflows(self, register: Any) -> None:
+            raise PluginError("WFE_EXAMPLE_FLOWS is not set")
+
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[Unconfigured()])
+    assert str(caught.value) == (
+        "plugin 'Unconfigured' failed in wfe_register_workflows: WFE_EXAMPLE_FLOWS is not set"
+    )
+
+
+def test_the_app_may_still_replace_a_plugins_workflow(wfe_engine_factory):
+    engine = wfe_engine_factory(
+        plugins=[contributing("P", "wfe_register_workflows", ("w", [Phase("a")]))]
+    )
+    engine.register_workflow("w", [Phase("b")])
+    assert engine.workflows["w"].classifications == ["b"]
+
+
+def test_register_workflow_refuses_phases_that_are_no_list(wfe_engine_factory):
+    engine = wfe_engine_factory()
+    with pytest.raises(WorkflowError) as caught:
+        engine.register_workflow("w", "ab")  # type: ignore[arg-type]
+    assert str(caught.value) == "phases must be a list of Phase, not str"
+    assert "w" not in engine.workflows
+
+
+# -- adapters -------------------------------------------------------------------------
+
+
+def test_register_adapter_refuses_an_adapter_without_run(wfe_engine_factory):
+    engine = wfe_engine_factory()
+    with pytest.raises(TypeError) as caught:
+        engine.register_adapter("functional", object())
+    assert str(caught.value) == (
+        "the functional adapter (object) has no run method: an adapter needs "
+        "async def run(self, task, phase, engine)"
+    )
+    with pytest.raises(TypeError) as caught:
+        engine.register_adapter("human", FunctionalAdapter)
+    assert str(caught.value) == (
+        "the human adapter is the class FunctionalAdapter, not an instance of it"
+    )
+    assert type(engine.adapter_for("functional")) is FunctionalAdapter  # unchanged
 
 
 # -- WFE_TRACE_PLUGINS ----------------------------------------------------------------

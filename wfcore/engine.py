@@ -26,6 +26,7 @@ from .errors import (
     ArtifactError,
     InvalidOutputError,
     InvalidTaskError,
+    InvalidWorkflowError,
     PluginError,
     StoreError,
     TaskStateError,
@@ -42,7 +43,7 @@ from .model import (
     WorkflowSpec,
     utcnow,
 )
-from .plugins import call_each, make_plugin_manager, trace_call
+from .plugins import call_each, contribute, make_plugin_manager, trace_call
 from .stores.base import Store
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, advance
@@ -167,30 +168,38 @@ class ECSWorkflowEngine:
     # -- registration ----------------------------------------------------------------
 
     def _load_contributions(self) -> None:
-        def register_adapter(task_type: Any, adapter: Any) -> None:
-            self._adapters[TaskType.parse(task_type)] = adapter
+        def register_adapter(plugin: str, task_type: Any, adapter: Any) -> None:
+            self.register_adapter(task_type, adapter)
 
         # Built-ins first, so that later-registered (third-party) adapters replace them.
-        call_each(
-            self.plugin_manager,
-            "wfe_register_adapters",
-            builtins_first=True,
-            register=register_adapter,
+        contribute(
+            self.plugin_manager, "wfe_register_adapters", register_adapter, builtins_first=True
         )
 
-        def register_handler(classification: str, handler: Handler) -> None:
-            if classification in self._handlers:
-                raise PluginError(f"handler for {classification!r} registered twice")
-            self._handlers[classification] = handler
+        handlers_by: dict[str, str] = {}
 
-        call_each(self.plugin_manager, "wfe_register_handlers", register=register_handler)
+        def register_handler(plugin: str, classification: str, handler: Handler) -> None:
+            _check_handler(classification, handler)
+            if classification in handlers_by:
+                what = f"handler for {classification!r}"
+                raise PluginError(_twice(what, handlers_by[classification], plugin))
+            handlers_by[classification] = plugin
+            self.register_handler(classification, handler)
 
-        def register_workflow(name: str, phases: list[Phase]) -> None:
-            if name in self._workflows:
-                raise PluginError(f"workflow {name!r} registered twice")
-            self.register_workflow(name, phases)
+        contribute(self.plugin_manager, "wfe_register_handlers", register_handler)
 
-        call_each(self.plugin_manager, "wfe_register_workflows", register=register_workflow)
+        workflows_by: dict[str, str] = {}
+
+        def register_workflow(plugin: str, name: str, phases: list[Phase]) -> None:
+            if isinstance(name, str) and name in workflows_by:
+                raise PluginError(_twice(f"workflow {name!r}", workflows_by[name], plugin))
+            try:
+                self.register_workflow(name, phases)
+            except InvalidWorkflowError as exc:
+                raise InvalidWorkflowError(f"workflow {name!r}: {exc}") from exc
+            workflows_by[name] = plugin
+
+        contribute(self.plugin_manager, "wfe_register_workflows", register_workflow)
 
     def register_handler(self, classification: str, handler: Handler) -> None:
         """Run ``handler(task)`` for phases with this classification.
@@ -199,10 +208,7 @@ class ECSWorkflowEngine:
         and may call :meth:`suspend`, the artifact methods, or set
         ``task.next_classification``.
         """
-        if not isinstance(classification, str) or not classification:
-            raise InvalidTaskError("classification must be a non-empty string")
-        if not callable(handler):
-            raise TypeError(f"handler for {classification!r} is not callable")
+        _check_handler(classification, handler)
         self._handlers[classification] = handler
 
     def handler_for(self, classification: str | None) -> Handler | None:
@@ -215,6 +221,13 @@ class ECSWorkflowEngine:
         self, name: str, phases: Sequence[Phase] | WorkflowSpec, description: str | None = None
     ) -> WorkflowSpec:
         """Register (or replace) a workflow; it is persisted when the store opens."""
+        if isinstance(phases, (str, bytes, Mapping)) or not isinstance(
+            phases, (WorkflowSpec, Iterable)
+        ):
+            # list() would take a string for its letters, a dict for its keys.
+            raise InvalidWorkflowError(
+                f"phases must be a list of Phase, not {type(phases).__name__}"
+            )
         if isinstance(phases, WorkflowSpec):
             spec = WorkflowSpec(
                 name=name, phases=list(phases.phases), description=phases.description
@@ -256,9 +269,24 @@ class ECSWorkflowEngine:
 
         An adapter has ``async def run(self, task, phase, engine) -> None``.
         """
+        try:
+            kind = TaskType.parse(task_type)
+        except InvalidTaskError:
+            names = ", ".join(t.value for t in TaskType)
+            raise InvalidTaskError(
+                f"an adapter for unknown task type {task_type!r} (one of: {names}, or ai)"
+            ) from None
+        # Checked now: an adapter that cannot run would fail every task of its type.
+        if isinstance(adapter, type):
+            raise TypeError(
+                f"the {kind} adapter is the class {adapter.__name__}, not an instance of it"
+            )
         if not callable(getattr(adapter, "run", None)):
-            raise TypeError("an adapter needs an async run(task, phase, engine) method")
-        self._adapters[TaskType.parse(task_type)] = adapter
+            raise TypeError(
+                f"the {kind} adapter ({type(adapter).__name__}) has no run method: an "
+                "adapter needs async def run(self, task, phase, engine)"
+            )
+        self._adapters[kind] = adapter
 
     def adapter_for(self, task_type: TaskType | str) -> Any:
         """The adapter that runs phases of this task type."""
@@ -1114,6 +1142,19 @@ def _could_be_stored(task_id: object) -> bool:
 def _on_timeout_text(phase: Phase) -> str:
     rule = phase.on_timeout or "fail"
     return rule if isinstance(rule, str) else json.dumps(rule)
+
+
+def _check_handler(classification: str, handler: Handler) -> None:
+    if not isinstance(classification, str) or not classification:
+        raise InvalidTaskError("classification must be a non-empty string")
+    if not callable(handler):
+        raise TypeError(f"handler for {classification!r} is not callable")
+
+
+def _twice(what: str, first: str, second: str) -> str:
+    if first == second:
+        return f"{what} registered twice by plugin {first!r}"
+    return f"{what} registered twice (by plugin {first!r} and plugin {second!r})"
 
 
 def _name_of(obj: Any) -> str:

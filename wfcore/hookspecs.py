@@ -51,7 +51,10 @@ def wfe_register_adapters(register: Callable[[Any, Any], None]) -> None:
     replaces an earlier one, so an installed plugin overrides a built-in adapter
     (the built-ins are registered ``trylast``).
     Adapters registered with :meth:`ECSWorkflowEngine.register_adapter` win over
-    all plugins. Must not be async (refused when registered).
+    all plugins. An unknown task type, or an adapter without a ``run`` method (or
+    a class instead of an instance), is refused with a
+    :class:`~wfcore.errors.PluginError` naming the plugin and the hook.
+    Must not be async (refused when registered).
     """
 
 
@@ -65,8 +68,10 @@ def wfe_register_handlers(register: Callable[[str, Any], None]) -> None:
         ``async def handler(task) -> None``.
 
     Every implementation is called; registering the same classification twice is
-    a :class:`~wfcore.errors.PluginError`. Must not be async (refused when
-    registered).
+    a :class:`~wfcore.errors.PluginError` naming both plugins, and so is a handler
+    ``register`` refuses (one that is not callable, say), naming the plugin and
+    the hook. :meth:`ECSWorkflowEngine.register_handler` replaces a plugin's
+    handler. Must not be async (refused when registered).
     """
 
 
@@ -80,8 +85,10 @@ def wfe_register_workflows(register: Callable[[str, Any], None]) -> None:
         :class:`~wfcore.Phase`.
 
     Every implementation is called; registering the same name twice is a
-    :class:`~wfcore.errors.PluginError`. Must not be async (refused when
-    registered).
+    :class:`~wfcore.errors.PluginError` naming both plugins, and so is a workflow
+    ``register`` refuses (phases that are not a list of Phase, say), naming the
+    plugin, the hook and the workflow. :meth:`ECSWorkflowEngine.register_workflow`
+    replaces a plugin's workflow. Must not be async (refused when registered).
     """
 
 

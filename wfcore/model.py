@@ -359,7 +359,9 @@ class WorkflowSpec:
         seen: set[str] = set()
         for i, phase in enumerate(self.phases):
             if not isinstance(phase, Phase):
-                raise InvalidWorkflowError(f"phases[{i}]: must be a Phase")
+                raise InvalidWorkflowError(
+                    f"phases[{i}]: must be a Phase, not {type(phase).__name__}"
+                )
             if phase.target_classification in seen:
                 raise InvalidWorkflowError(
                     f"phases[{i}].target_classification: duplicate {phase.target_classification!r}"

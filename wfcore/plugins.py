@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import pluggy
@@ -45,6 +45,7 @@ __all__ = [
     "SYNC_ONLY_HOOKS",
     "PluginInfo",
     "call_each",
+    "contribute",
     "installed_plugins",
     "make_plugin_manager",
     "plugin_infos",
@@ -397,6 +398,54 @@ def _each(
             ) from exc
         if result is not None:
             yield impl.plugin_name, result
+
+
+def contribute(
+    pm: pluggy.PluginManager,
+    hook_name: str,
+    register: Callable[[str, Any, Any], None],
+    *,
+    builtins_first: bool = False,
+) -> None:
+    """Call each implementation of a ``wfe_register_*`` hook with a
+    ``register(key, value)`` of its own, which calls ``register(plugin_name, key,
+    value)``, so that a duplicate can name both plugins.
+
+    Whatever goes wrong, ``register`` refusing what it is given or the
+    implementation raising, is a PluginError naming the plugin and the hook: with
+    several plugins installed, nothing else points to the one at fault.
+    """
+    if isinstance(pm, _PluginManager):
+        pm.called_hooks.add(hook_name)
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    for impl in impls if builtins_first else reversed(impls):
+        refused: list[Exception] = []
+        register_one = _register_for(impl.plugin_name, register, refused)
+        trace_call(pm, hook_name, impl)
+        try:
+            impl.function(*[{"register": register_one}[name] for name in impl.argnames])
+        except Exception as exc:
+            # register's refusals and WorkflowErrors say what is wrong already.
+            said = exc in refused or isinstance(exc, WorkflowError)
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+                + (str(exc) if said else f"{type(exc).__name__}: {exc}")
+            ) from exc
+
+
+def _register_for(
+    plugin_name: str, register: Callable[[str, Any, Any], None], refused: list[Exception]
+) -> Callable[[Any, Any], None]:
+    """One plugin's ``register(key, value)``, noting what ``register`` refuses."""
+
+    def register_one(key: Any, value: Any) -> None:
+        try:
+            register(plugin_name, key, value)
+        except (WorkflowError, TypeError, ValueError) as exc:
+            refused.append(exc)
+            raise
+
+    return register_one
 
 
 def _normalized(name: str) -> str:
