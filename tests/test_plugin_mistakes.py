@@ -16,6 +16,7 @@ from wfcore import (
     MemoryStore,
     Phase,
     PluginError,
+    StoreError,
     Task,
     TaskStatus,
     WorkflowError,
@@ -330,6 +331,67 @@ def test_register_adapter_refuses_an_adapter_without_run(wfe_engine_factory):
         "the human adapter is the class FunctionalAdapter, not an instance of it"
     )
     assert type(engine.adapter_for("functional")) is FunctionalAdapter  # unchanged
+
+
+# -- the store a plugin opens ---------------------------------------------------------
+
+
+class BrokenOpen(MemoryStore):
+    async def open(self) -> None:
+        raise IsADirectoryError(21, "Is a directory", "/srv/jar")
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (MemoryStore, "must return a Store instance, not the class MemoryStore"),
+        ("memory://", "must return a Store, not str"),
+        ((MemoryStore("jar://x"),), "must return a Store, not tuple"),
+    ],
+    ids=["class", "str", "tuple"],
+)
+def test_a_store_hook_returning_no_store_is_refused(wfe_engine_factory, wfe_run, returned, message):
+    class JarStore:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            return returned
+
+    engine = wfe_engine_factory(plugins=[JarStore()], store="jar://cookies")
+    with pytest.raises(PluginError) as caught:
+        wfe_run(engine.get_store())
+    assert str(caught.value) == f"plugin 'JarStore': wfe_open_store {message}"
+
+
+def test_a_plugin_store_failing_to_open_is_a_store_error(wfe_engine_factory, wfe_run):
+    class JarStore:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            return BrokenOpen(url)
+
+    engine = wfe_engine_factory(plugins=[JarStore()], store="jar://cookies")
+    with pytest.raises(StoreError) as caught:
+        wfe_run(engine.get_store())
+    assert str(caught.value) == (
+        "cannot open the store 'jar://cookies': IsADirectoryError: "
+        "[Errno 21] Is a directory: '/srv/jar'"
+    )
+    assert isinstance(caught.value.__cause__, IsADirectoryError)
+
+
+def test_a_store_error_from_open_is_kept_as_it_is(wfe_engine_factory, wfe_run):
+    class Refusing(MemoryStore):
+        async def open(self) -> None:
+            raise StoreError("jar://cookies: the jar is empty")
+
+    class JarStore:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            return Refusing(url)
+
+    engine = wfe_engine_factory(plugins=[JarStore()], store="jar://cookies")
+    with pytest.raises(StoreError) as caught:
+        wfe_run(engine.get_store())
+    assert str(caught.value) == "jar://cookies: the jar is empty"
 
 
 # -- WFE_TRACE_PLUGINS ----------------------------------------------------------------

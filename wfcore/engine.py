@@ -32,6 +32,7 @@ from .errors import (
     TaskStateError,
     UnknownTaskError,
     UnknownWorkflowError,
+    WorkflowError,
 )
 from .model import (
     DEFINE_WORKFLOW,
@@ -43,7 +44,7 @@ from .model import (
     WorkflowSpec,
     utcnow,
 )
-from .plugins import call_each, contribute, make_plugin_manager, trace_call
+from .plugins import call_first, contribute, make_plugin_manager, trace_call
 from .stores.base import Store
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, advance
@@ -329,23 +330,41 @@ class ECSWorkflowEngine:
             if self._store is None:
                 store = self._store_arg if isinstance(self._store_arg, Store) else None
                 if store is None:
-                    url = self.store_url
-                    found = call_each(
-                        self.plugin_manager, "wfe_open_store", firstresult=True, url=url
-                    )
-                    store = found[0] if found else None
-                    if store is None:
-                        raise StoreError(
-                            f"no storage backend handles {url!r} "
-                            "(built-in: sqlite:///path, memory://)"
-                        )
-                await store.open()
+                    store = self._store_for(self.store_url)
+                try:
+                    await store.open()
+                except WorkflowError:
+                    raise  # a deliberate refusal (StoreError), already saying what is wrong
+                except Exception as exc:
+                    # A store's own words, in the one line the wfe commands print.
+                    raise StoreError(
+                        f"cannot open the store {self.store_url!r}: {type(exc).__name__}: {exc}"
+                    ) from exc
                 for spec in await store.load_workflows():
                     self._workflows.setdefault(spec.name, spec)
                 self._store = store
         if self._unsaved_workflows:
             await self._save_workflows()
         return self._store
+
+    def _store_for(self, url: str) -> Store:
+        """The store the first plugin (``wfe_open_store``) that handles ``url`` gives."""
+        found = call_first(self.plugin_manager, "wfe_open_store", url=url)
+        if found is None:
+            raise StoreError(
+                f"no storage backend handles {url!r} (built-in: sqlite:///path, memory://)"
+            )
+        plugin, store = found
+        if isinstance(store, type):
+            raise PluginError(
+                f"plugin {plugin!r}: wfe_open_store must return a Store instance, "
+                f"not the class {store.__name__}"
+            )
+        if not isinstance(store, Store):
+            raise PluginError(
+                f"plugin {plugin!r}: wfe_open_store must return a Store, not {type(store).__name__}"
+            )
+        return store
 
     async def _save_workflows(self) -> None:
         assert self._store is not None

@@ -104,7 +104,11 @@ def wfe_open_store(url: str) -> Store | None:
 
     Stops at the first non-None result. The built-in ``sqlite`` and ``memory``
     stores are registered ``trylast``. Must not be async (refused when
-    registered): return an unopened store; the engine awaits its ``open()``.
+    registered): return an unopened :class:`~wfcore.stores.base.Store` instance
+    (anything else, its class say, is a :class:`~wfcore.errors.PluginError`
+    naming the plugin); the engine awaits its ``open()``, where an exception
+    other than a :class:`~wfcore.errors.WorkflowError` becomes a
+    :class:`~wfcore.errors.StoreError` naming the URL.
     """
 
 

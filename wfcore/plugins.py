@@ -45,6 +45,7 @@ __all__ = [
     "SYNC_ONLY_HOOKS",
     "PluginInfo",
     "call_each",
+    "call_first",
     "contribute",
     "installed_plugins",
     "make_plugin_manager",
@@ -378,6 +379,12 @@ def call_each(
         if firstresult:
             break
     return results
+
+
+def call_first(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> tuple[str, Any] | None:
+    """Like ``call_each(firstresult=True)``, but also name the plugin that answered:
+    ``(plugin name, result)``, or None when none did."""
+    return next(_each(pm, hook_name, False, kwargs), None)
 
 
 def _each(
