@@ -684,7 +684,7 @@ def test_wait_prints_the_output_or_the_question_and_exits_by_status(wfe, tmp_pat
         wfe("cancel", other)
         cancelled = wfe("wait", other, check=False)
         assert cancelled.returncode == 3 and cancelled.stdout == ""
-        assert f"task {other!r} cancelled in phase" in cancelled.stderr
+        assert cancelled.stderr.startswith(f"task {other!r} cancelled")
     finally:
         worker.terminate()
         worker.wait(timeout=30)

@@ -246,6 +246,21 @@ def _tasks_json(tasks: list[Task]) -> str:
     return json.dumps(docs, indent=2, ensure_ascii=False)
 
 
+def _read_data(value: str) -> str:
+    """``--data``'s text: as given, from stdin (``-``) or from a file (``@FILE``)."""
+    if value == "-":
+        return sys.stdin.read()
+    if not value.startswith("@"):
+        return value
+    try:
+        return Path(value[1:]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(
+            f"cannot read {value[1:]!r}: {reason}", param_hint="--data"
+        ) from None
+
+
 def _parse_json(value: str, option: str) -> Any:
     try:
         return json.loads(value)
@@ -817,7 +832,14 @@ _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
 
 @cli.command()
 @click.argument("workflow")
-@click.option("--data", "data", default="null", show_default=True, help="Task data as JSON.")
+@click.option(
+    "--data",
+    "data",
+    default="null",
+    show_default=True,
+    metavar="JSON",
+    help="Task data as JSON; - reads it from stdin, @FILE from a file.",
+)
 @click.option("--classification", help="Start at this phase instead of classifying.")
 @click.option(
     "--assigned-to",
@@ -826,7 +848,9 @@ _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
     help="Task type: human, agentic (ai) or functional.",
 )
 @click.option("--id", "task_id", help="Task id; submitting an existing id returns that task.")
-@click.option("--app", help="MODULE:ATTR whose workflows to know (else the store's).")
+@click.option(
+    "--app", metavar="MODULE:ATTR", help="The app whose workflows to know (else the store's)."
+)
 @click.option(
     "--delay",
     metavar="DURATION",
@@ -867,7 +891,7 @@ def submit(
             f"WORKFLOW '-' (no workflow) needs --classification {DEFINE_WORKFLOW}{given}: "
             f"{_DEFINE_HINT}"
         )
-    payload = _parse_json(data, "--data")
+    payload = _parse_json(_read_data(data), "--data")
     run_after = _start_option(delay, at)
     engine = _engine(ctx, store, app, app_hint="--app")
     new_file = new_store_file(engine.store_url)
@@ -973,13 +997,21 @@ def _or(names: Iterable[str]) -> str:
     "any of the waiting_* ones; several separated by commas (pending,failed) "
     "or the option repeated.",
 )
-@click.option("--workflow", help="Only tasks of this workflow.")
+@click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=50,
     show_default=True,
+    metavar="N",
     help="Show at most this many (the newest).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Skip this many of the newest first.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tasks.")
 @_store_option
@@ -989,6 +1021,7 @@ def tasks(
     statuses: tuple[str, ...],
     workflow: str | None,
     limit: int,
+    offset: int,
     as_json: bool,
     store: str | None,
 ) -> None:
@@ -998,16 +1031,22 @@ def tasks(
     wanted = _parse_statuses(statuses) if statuses else None
     engine = _engine(ctx, store, existing=True)
 
-    async def fetch() -> list[Task]:
+    async def fetch() -> tuple[list[Task], int]:
         st = await engine.get_store()
-        return await st.list_tasks(status=wanted, workflow_name=workflow, limit=limit)
+        found = await st.list_tasks(
+            status=wanted, workflow_name=workflow, limit=limit, offset=offset
+        )
+        if as_json or (offset == 0 and len(found) < limit):
+            return found, len(found)  # all of them, or nobody reads the total
+        counts = await st.count_tasks(workflow)
+        return found, sum(n for status, n in counts.items() if wanted is None or status in wanted)
 
-    found = _run(_closing(engine, fetch()))
+    found, total = _run(_closing(engine, fetch()))
     if as_json:
         click.echo(_tasks_json(found))
         return
     if not found:
-        click.echo("no tasks")
+        click.echo(f"no tasks (--offset {offset} of {total})" if offset and total else "no tasks")
         return
     rows = [
         (
@@ -1021,6 +1060,10 @@ def tasks(
         for t in found
     ]
     _table(("ID", "WORKFLOW", "PHASE", "STATUS", "UPDATED (UTC)", "NOTE"), rows)
+    last = offset + len(found)
+    if last < total:
+        which = str(last) if offset == 0 else f"{offset + 1} to {last}"
+        click.echo(f"({which} of {total} shown; --limit N or --offset N for more)")
 
 
 @cli.command()
@@ -1050,8 +1093,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo(_task_json(task))
         return
     click.echo(f"task      {task.id}")
-    click.echo(f"workflow  {task.workflow_name}")
-    click.echo(f"phase     {task.classification}")
+    click.echo(f"workflow  {task.workflow_name or '-'}")
+    click.echo(f"phase     {task.classification or '-'}")
     click.echo(f"status    {task.status.value}")
     click.echo(f"type      {_type_text(task, phase)}")
     click.echo(f"attempts  {task.attempts}")
@@ -1061,7 +1104,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     if task.waiting_reason:
         click.echo(f"waiting   {task.waiting_reason}")
     if task.deadline:
-        click.echo(f"deadline  {task.deadline.isoformat()}")
+        passed = task.status.is_waiting and task.deadline <= datetime.now(timezone.utc)
+        click.echo(f"deadline  {task.deadline.isoformat()}{' (deadline passed)' if passed else ''}")
     if task.status.is_waiting and phase is not None and phase.input_schema is not None:
         click.echo(f"schema    {json.dumps(phase.input_schema, ensure_ascii=False)}")
     if task.run_after is not None and _starts(task):
@@ -1085,8 +1129,13 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
             click.echo(f"  {json.dumps(event, ensure_ascii=False)}")
             continue
         details = {k: v for k, v in event.items() if k not in ("at", "event")}
-        extra = " ".join(f"{k}={v}" for k, v in details.items() if v is not None)
+        extra = " ".join(f"{k}={_detail(v)}" for k, v in details.items() if v is not None)
         click.echo(f"  {str(event.get('at', '?'))[:23]}  {event.get('event', '?')!s:<16} {extra}")
+
+
+def _detail(value: Any) -> str:
+    """A history event's value as a person reads it: JSON but for plain text."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 async def _current_phase(store: Store, task: Task) -> Phase | None:
@@ -1161,14 +1210,19 @@ def wait(
         click.echo(json.dumps(task.output, ensure_ascii=False))
     elif task.status.is_waiting:
         question = f": {task.waiting_reason}" if task.waiting_reason else ""
-        click.echo(f"{task.status.value} in phase {task.classification!r}{question}")
+        click.echo(f"{task.status.value}{_in_phase(task)}{question}")
     if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         said = f": {task.error}" if task.error else ""
         click.echo(
-            f"task {task.id!r} {task.status.value} in phase {task.classification!r}{said}",
+            f"task {task.id!r} {task.status.value}{_in_phase(task)}{said}",
             err=True,
         )
         ctx.exit(EXIT_TASK_FAILED)
+
+
+def _in_phase(task: Task) -> str:
+    """`` in phase 'x'``; nothing before the task has a phase."""
+    return f" in phase {task.classification!r}" if task.classification else ""
 
 
 _hooks_app_option = click.option(
@@ -1320,7 +1374,7 @@ def _parse_age(value: str, option: str = "--older-than", noun: str = "an age") -
     help="Only tasks with this finished status: completed, failed or cancelled "
     "(several separated by commas or the option repeated; default all three).",
 )
-@click.option("--workflow", help="Only tasks of this workflow.")
+@click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @_store_option
 @click.pass_context

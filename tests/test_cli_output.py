@@ -1,0 +1,70 @@
+"""What wfe prints for people: no Python None or repr, paging, data from files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_cli import APP, _wait_for, wfe  # noqa: F401  (wfe: the fixture)
+
+
+def test_show_prints_no_python_values(wfe) -> None:  # noqa: F811
+    task_id = wfe("submit", "quick", "--app", "deadline_app:engine").stdout.strip()
+    assert "phase     -" in wfe("show", task_id).stdout.splitlines()  # not classified yet
+    wfe("worker", "deadline_app:engine", "--until-idle", "--quiet")  # it waits for a person
+    _wait_for(
+        lambda: "(deadline passed)" in wfe("show", task_id).stdout, what="the deadline to pass"
+    )
+    wfe("worker", "deadline_app:engine", "--until-idle", "--quiet")
+    shown = wfe("show", task_id).stdout
+    assert 'deadline_passed  phase=ask on_timeout={"output": {"x": 0}}' in shown, shown
+    assert "None" not in shown and "{'" not in shown
+
+    spec = json.dumps({"name": "later", "phases": [{"target_classification": "a"}]})
+    defining = wfe("submit", "-", "--classification", "define_workflow", "--data", spec).stdout
+    lines = wfe("show", defining.strip()).stdout.splitlines()
+    assert "workflow  -" in lines and "None" not in "\n".join(lines)
+
+    pending = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+    wfe("cancel", pending)
+    cancelled = wfe("wait", pending, check=False)
+    assert cancelled.returncode == 3 and cancelled.stderr == f"task {pending!r} cancelled\n"
+
+
+def test_tasks_says_when_more_match_than_it_shows(wfe) -> None:  # noqa: F811
+    ids = [
+        wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip() for _ in range(3)
+    ]
+    lines = wfe("tasks", "--limit", "2").stdout.splitlines()
+    assert len(lines) == 4 and lines[-1] == "(2 of 3 shown; --limit N or --offset N for more)"
+    assert [row.split()[0] for row in lines[1:3]] == ids[:0:-1]  # newest first
+    middle = wfe("tasks", "--limit", "1", "--offset", "1").stdout.splitlines()
+    assert middle[1].split()[0] == ids[1]
+    assert middle[-1] == "(2 to 2 of 3 shown; --limit N or --offset N for more)"
+    rest = wfe("tasks", "--offset", "2").stdout.splitlines()
+    assert len(rest) == 2 and rest[1].split()[0] == ids[0]  # the last: no note
+    assert len(wfe("tasks").stdout.splitlines()) == 4
+    assert (
+        json.loads(wfe("tasks", "--limit", "1", "--offset", "2", "--json").stdout)[0]["id"]
+        == ids[0]
+    )
+    assert wfe("tasks", "-w", "review", "--status", "completed").stdout == "no tasks\n"
+    assert wfe("tasks", "--offset", "5").stdout == "no tasks (--offset 5 of 3)\n"
+
+
+def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:  # noqa: F811
+    from_stdin = wfe("submit", "review", "--app", APP, "--data", "-", input='{"n": 7}').stdout
+    (tmp_path / "data.json").write_text('{"n": 8}')
+    from_file = wfe("submit", "review", "--app", APP, "--data", "@data.json").stdout
+    for task_id, n in ((from_stdin, 7), (from_file, 8)):
+        assert json.loads(wfe("show", task_id.strip(), "--json").stdout)["data"] == {"n": n}
+    missing = wfe("submit", "review", "--data", "@nope.json", check=False)
+    assert missing.returncode == 2
+    assert "Invalid value for --data: cannot read 'nope.json': No such file or directory" in (
+        missing.stderr
+    )
+    helped = wfe("submit", "--help").stdout
+    assert "--app MODULE:ATTR" in helped and "@FILE" in helped
+    assert "-w, --workflow NAME" in wfe("tasks", "--help").stdout
+    assert "-w, --workflow NAME" in wfe("purge", "--help").stdout
+    assert "100 unless it sets one" in wfe("worker", "--help").stdout
