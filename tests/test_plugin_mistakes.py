@@ -70,6 +70,18 @@ def test_an_argument_the_hook_does_not_pass_is_refused_later_too(wfe_engine_fact
     assert not pm.is_registered(late) and pm.get_plugin("late") is None
 
 
+def test_other_refusals_of_pluggy_are_one_line_too(wfe_engine_factory):
+    class NotAWrapper:
+        @hookimpl(wrapper=True)
+        def wfe_task_submitted(self, task: Task) -> None:
+            pass
+
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[NotAWrapper()])
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith("Plugin 'NotAWrapper' for hook 'wfe_task_submitted' ")
+
+
 def test_a_misspelled_hook_gets_a_suggestion(wfe_engine_factory):
     with pytest.raises(PluginError) as caught:
         wfe_engine_factory(plugins=[Misspelled()])

@@ -235,7 +235,8 @@ def _invalid_message(
                 f"plugin {plugin_name!r}: {caller.name} takes {', '.join(map(repr, unknown))}, "
                 f"which the hook does not pass (it passes: {', '.join(caller.spec.argnames)})"
             )
-    return f"plugin {plugin_name!r}: " + " ".join(str(exc).split())
+    # pluggy's own words name the plugin (by the name it is registered under) and the hook.
+    return " ".join(str(exc).split())
 
 
 def _refuse_async(pm: pluggy.PluginManager, plugin: Any) -> None:
