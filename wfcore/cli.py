@@ -731,7 +731,8 @@ async def _work(
             click.echo(f"  {line}", err=True)
     if until_idle:
         await _note_delayed_only(store, only)
-    reporter = None if quiet else asyncio.create_task(_report(engine))
+    progress = _Progress(terminal=sys.stderr.isatty())
+    reporter = None if quiet else asyncio.create_task(_report(engine, progress))
     try:
         if until_idle:
             await engine.run_until_idle()
@@ -741,7 +742,7 @@ async def _work(
         if reporter is not None:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
-            click.echo(_progress_line(engine, None, None), err=True)
+            click.echo(progress.show(_progress_line(engine, None, None), always=True), err=True)
         await engine.aclose()
 
 
@@ -808,7 +809,29 @@ def _progress_line(
     return line
 
 
-async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
+class _Progress:
+    """Where the worker's progress lines go. To a terminal: every line, as it
+    comes. Elsewhere (a log file, journald): a line only when it says something
+    new, or once a minute when nothing changed, each after the UTC time."""
+
+    def __init__(self, terminal: bool, quiet_for: float = 60.0) -> None:
+        self.terminal = terminal
+        self.quiet_for = quiet_for
+        self._last: str | None = None
+        self._last_at = 0.0
+
+    def show(self, line: str, now: float | None = None, always: bool = False) -> str | None:
+        """The text to print for ``line`` at monotonic time ``now``, or None to skip it."""
+        if self.terminal:
+            return line
+        now = time.monotonic() if now is None else now
+        if not always and line == self._last and now - self._last_at < self.quiet_for:
+            return None
+        self._last, self._last_at = line, now
+        return f"{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} {line}"
+
+
+async def _report(engine: ECSWorkflowEngine, progress: _Progress, every: float = 2.0) -> None:
     last, last_t = 0, time.monotonic()
     while True:
         await asyncio.sleep(every)
@@ -820,10 +843,14 @@ async def _report(engine: ECSWorkflowEngine, every: float = 2.0) -> None:
             # Only asked while some task is pending: the delayed are among them.
             delayed = await store.count_delayed() if counts.get(TaskStatus.PENDING) else (0, None)
         except Exception as exc:  # the store is busy or broken: the worker says so
-            click.echo(f"progress: cannot count the store's tasks ({_describe(exc)})", err=True)
+            said = progress.show(f"progress: cannot count the store's tasks ({_describe(exc)})")
+            if said is not None:
+                click.echo(said, err=True)
             continue
         rate = (done - last) / (now - last_t)
-        click.echo(_progress_line(engine, rate, counts, delayed), err=True)
+        said = progress.show(_progress_line(engine, rate, counts, delayed), now)
+        if said is not None:
+            click.echo(said, err=True)
         last, last_t = done, now
 
 
