@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from test_cli import APP, _wait_for, wfe  # noqa: F401  (wfe: the fixture)
@@ -68,3 +70,25 @@ def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:  #
     assert "-w, --workflow NAME" in wfe("tasks", "--help").stdout
     assert "-w, --workflow NAME" in wfe("purge", "--help").stdout
     assert "100 unless it sets one" in wfe("worker", "--help").stdout
+
+
+def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:  # noqa: F811
+    gate = tmp_path / "gate"
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1, "wait": true}').stdout
+    task_id = task_id.strip()
+    first = "type      functional (the first phase's; the task's own: agentic)"
+    pending = wfe("show", task_id).stdout.splitlines()
+    assert "phase     -" in pending and first in pending
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", "worker", APP, "--quiet"],
+        cwd=tmp_path,
+        env=dict(wfe.env, CLI_APP_GATE=str(gate)),
+    )
+    try:
+        _wait_for(lambda: Path(f"{gate}.running").exists(), what="the first phase to run")
+        running = wfe("show", task_id).stdout.splitlines()
+        assert "phase     - (being classified)" in running and first in running
+        assert "status    in_progress" in running
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1121,7 +1121,7 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         return
     click.echo(f"task      {task.id}")
     click.echo(f"workflow  {task.workflow_name or '-'}")
-    click.echo(f"phase     {task.classification or '-'}")
+    click.echo(f"phase     {_phase_text(task)}")
     click.echo(f"status    {task.status.value}")
     click.echo(f"type      {_type_text(task, phase)}")
     click.echo(f"attempts  {task.attempts}")
@@ -1166,13 +1166,22 @@ def _detail(value: Any) -> str:
 
 
 async def _current_phase(store: Store, task: Task) -> Phase | None:
-    """The phase a task is at, from its stored workflow (None if unknown)."""
-    if task.classification is None:
-        return None
+    """The phase a task is at, from its stored workflow (None if unknown); for a
+    task not classified yet, the workflow's first, where it starts unless a
+    classifier picks another."""
     for spec in await store.load_workflows():
         if spec.name == task.workflow_name:
+            if task.classification is None:
+                return spec.phases[0] if spec.phases else None
             return spec.phase(task.classification)
     return None
+
+
+def _phase_text(task: Task) -> str:
+    if task.classification is not None:
+        return task.classification
+    # The store learns the first phase when it ends: until then it is being chosen.
+    return "- (being classified)" if task.status is TaskStatus.IN_PROGRESS else "-"
 
 
 def _type_text(task: Task, phase: Phase | None) -> str:
@@ -1182,7 +1191,8 @@ def _type_text(task: Task, phase: Phase | None) -> str:
         return f"{own} (the task's own)"
     if phase.assigned_to is None or phase.assigned_to is task.assigned_to:
         return own
-    return f"{phase.assigned_to.value} (this phase's; the task's own: {own})"
+    whose = "this phase's" if task.classification is not None else "the first phase's"
+    return f"{phase.assigned_to.value} ({whose}; the task's own: {own})"
 
 
 @cli.command()
