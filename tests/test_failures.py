@@ -591,7 +591,9 @@ def test_a_classifier_that_raises_fails_the_task(make_engine, wfe_run):
 
     task = wfe_run(scenario())
     assert task.status is TaskStatus.FAILED
-    assert task.error == "PluginError: wfe_classify failed: RuntimeError: no model today"
+    assert task.error == (
+        "PluginError: plugin 'Broken' failed in wfe_classify: RuntimeError: no model today"
+    )
 
 
 def test_checkpoint_outside_a_running_phase_or_with_bad_values_is_refused(make_engine, wfe_run):

@@ -399,7 +399,7 @@ def test_a_classifier_returning_an_awaitable_still_fails_the_task(wfe_engine_fac
 
     task = wfe_run(scenario())
     assert task.status is TaskStatus.FAILED
-    assert task.error == "wfe_classify implementations must not be async"
+    assert task.error == "PluginError: plugin 'Sneaky': wfe_classify must not be async"
 
 
 def test_sync_only_hooks_are_the_ones_documented_so():

@@ -250,6 +250,8 @@ def test_classifier_hook_routes_unclassified_tasks(make_engine, wfe_run):
     routed_calls, routed, passed, preclassified = wfe_run(scenario())
     assert routed_calls == ["c"]
     assert routed.status is TaskStatus.COMPLETED and set(routed.outputs) == {"c"}
+    [classified] = [e for e in routed.history if e["event"] == "classified"]
+    assert (classified["classification"], classified["plugin"]) == ("c", "Classifier")
     # No answer: the workflow's first phase.
     assert passed.status is TaskStatus.COMPLETED and set(passed.outputs) == {"a", "b", "c"}
     # A pre-classified task never asks the classifier.
@@ -271,7 +273,10 @@ def test_classifier_answering_unknown_classification_fails_the_task(make_engine,
     task = wfe_run(scenario())
     assert calls == []
     assert task.status is TaskStatus.FAILED
-    assert "mystery" in task.error
+    assert task.error == (
+        "InvalidTaskError: plugin 'Classifier' classified the task as 'mystery', "
+        "a classification workflow 'w' does not have"
+    )
 
 
 class TypeRecorder:

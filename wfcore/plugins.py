@@ -30,8 +30,8 @@ import logging
 import os
 import re
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pluggy
 
@@ -142,35 +142,6 @@ class _PluginManager(pluggy.PluginManager):
             for impl in caller.get_hookimpls():
                 if not impl.optionalhook:
                     raise PluginError(_unknown_hook(self, impl.plugin_name, caller.name))
-
-    def _hookexec(
-        self,
-        hook_name: str,
-        methods: Sequence[pluggy.HookImpl],
-        kwargs: Mapping[str, object],
-        firstresult: bool,
-    ) -> object | list[object]:
-        # Hooks called through pm.hook (wfe_classify) are traced as call_each traces,
-        # one line per implementation called: pluggy's own tracer logs every
-        # argument, a task's data and history among them.
-        if self in _TRACED:
-            methods = [cast(pluggy.HookImpl, _TracedImpl(hook_name, impl)) for impl in methods]
-        return super()._hookexec(hook_name, methods, kwargs, firstresult)
-
-
-class _TracedImpl:
-    """A hook implementation that logs its call (WFE_TRACE_PLUGINS), else the same."""
-
-    def __init__(self, hook_name: str, impl: pluggy.HookImpl) -> None:
-        self._hook_name = hook_name
-        self._impl = impl
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._impl, name)
-
-    def function(self, *args: Any, **kwargs: Any) -> Any:
-        logger.debug("%s: calling %s", self._hook_name, self._impl.plugin_name)
-        return self._impl.function(*args, **kwargs)
 
 
 def _hook_callers(pm: pluggy.PluginManager) -> list[pluggy.HookCaller]:
@@ -326,9 +297,8 @@ def make_plugin_manager(
     return pm
 
 
-# Managers made with WFE_TRACE_PLUGINS set: every implementation called is logged,
-# by trace_call where wfcore calls them one at a time (to isolate failures), by
-# _PluginManager._hookexec where pluggy calls them.
+# Managers made with WFE_TRACE_PLUGINS set: every implementation called is logged by
+# trace_call (wfcore calls them one at a time, to isolate failures).
 _TRACED: weakref.WeakSet[pluggy.PluginManager] = weakref.WeakSet()
 
 

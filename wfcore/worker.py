@@ -34,6 +34,7 @@ from .model import (
     copy_json,
     utcnow,
 )
+from .plugins import call_first
 from .stores.base import Store
 from .wire import json_problem, printable, workflow_from_dict
 
@@ -374,31 +375,32 @@ class Worker:
     def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
         """Find the task's phase, asking the classifiers when it has none."""
         if task.classification is None:
-            classify = self._engine.plugin_manager.hook.wfe_classify
+            pm = self._engine.plugin_manager
             try:
-                answer = (
-                    classify(task=task, engine=self._engine) if classify.get_hookimpls() else None
+                answered = (
+                    call_first(pm, "wfe_classify", task=task, engine=self._engine)
+                    if pm.hook.wfe_classify.get_hookimpls()
+                    else None
                 )
-            except Exception as exc:
+            except WorkflowError as exc:  # a PluginError naming the plugin, or its own
                 # A classifier that fails would fail the same way on every claim.
-                task.error = _as_text(
-                    f"PluginError: wfe_classify failed: {type(exc).__name__}: {exc}"
-                )
+                task.error = _as_text(f"{type(exc).__name__}: {exc}")
                 return None
+            plugin, answer = answered if answered is not None else (None, None)
             if inspect.isawaitable(answer):
                 if inspect.iscoroutine(answer):
                     answer.close()  # never awaited: close it so Python does not warn
-                task.error = "wfe_classify implementations must not be async"
+                task.error = f"PluginError: plugin {plugin!r}: wfe_classify must not be async"
                 return None
             if answer is not None and spec.phase(answer) is None:
                 task.error = (
-                    f"InvalidTaskError: classifier answered unknown classification {answer!r} "
-                    f"for workflow {spec.name!r}"
+                    f"InvalidTaskError: plugin {plugin!r} classified the task as {answer!r}, "
+                    f"a classification workflow {spec.name!r} does not have"
                 )
                 return None
             task.classification = answer or spec.phases[0].target_classification
             if answer is not None:
-                task.record("classified", classification=answer)
+                task.record("classified", classification=answer, plugin=plugin)
         phase = spec.phase(task.classification)
         if phase is None:
             task.error = (
