@@ -340,6 +340,35 @@ def test_stop_hands_running_phases_back_to_the_store(wfe_engine_factory, wfe_run
     assert done.output == "second run"
 
 
+def test_stop_now_hands_running_phases_back_without_the_grace_time(wfe_engine_factory, wfe_run):
+    engine = wfe_engine_factory(shutdown_timeout=600)
+    started = asyncio.Event()
+
+    async def forever(task: Task) -> None:
+        started.set()
+        await asyncio.sleep(600)
+
+    engine.register_handler("p", forever)
+    engine.register_workflow("w", [Phase("p")])
+
+    async def interrupted():
+        running = asyncio.create_task(engine.run())
+        task = await engine.submit_task(None, "w")
+        await asyncio.wait_for(started.wait(), 10)
+        engine.stop()  # the phase would get 600 s...
+        await asyncio.sleep(0)
+        engine.stop(now=True)  # ...but goes back at once
+        await running
+        return await engine.get_task(task.id)
+
+    # Well within the 600 s grace time, or wfe_run fails the test.
+    stopped = wfe_run(interrupted(), timeout=30)
+    assert stopped.status is TaskStatus.PENDING
+    assert stopped.attempts == 0
+    assert events(stopped)[-1] == "released"
+    wfe_run(engine.aclose())
+
+
 def test_engine_keeps_running_other_tasks_when_one_fails(make_engine, wfe_run):
     engine = make_engine()
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from core_util import db_path, stored_status, wait_for
 
-from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, hookimpl
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStateError, TaskStatus, hookimpl
 from wfcore.wire import task_to_dict
 
 
@@ -787,3 +787,14 @@ def test_damaged_rows_fail_their_tasks_and_spare_the_others(
     finally:
         conn.close()
     assert rows["not-json"] == "{not json" and rows["too-deep"] == deep  # kept as they were
+
+    # A stand-in is never written back: that would replace what is left of the row.
+    for name in ("not-json", "bad-history"):
+        with pytest.raises(TaskStateError, match="its stored row cannot be read"):
+            wfe_run(engine.retry(name))
+    conn = sqlite3.connect(db_path(wfe_store_url))
+    try:
+        kept = dict(conn.execute("SELECT id, history FROM tasks").fetchall())
+    finally:
+        conn.close()
+    assert kept["bad-history"] == "[{broken"

@@ -664,7 +664,8 @@ async def _worker(
         stops += 1
         if stops > 1 and engine.running:
             # Asked again: the phases go back to the store now, as a cancelled shutdown.
-            handed = _hand_back_now(engine)
+            handed = engine.active_count
+            engine.stop(now=True)
             click.echo(f"stopping now: {handed} running phase(s) go back to the store", err=True)
             return
         if not quiet and engine.active_count and engine.running:
@@ -744,16 +745,6 @@ async def _work(
             await asyncio.gather(reporter, return_exceptions=True)
             click.echo(progress.show(_progress_line(engine, None, None), always=True), err=True)
         await engine.aclose()
-
-
-def _hand_back_now(engine: ECSWorkflowEngine) -> int:
-    """Cancel the phases ``engine`` runs: each goes back to the store, as when its
-    shutdown_timeout ends. Returns how many."""
-    # The engine has no public way to cut the grace period short (yet).
-    drivers = list(engine._worker._active.values())
-    for driver in drivers:
-        driver.cancel()
-    return len(drivers)
 
 
 async def _note_delayed_only(store: Store, only: tuple[str, ...] | None) -> None:

@@ -45,7 +45,7 @@ from .model import (
     utcnow,
 )
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
-from .stores.base import Store
+from .stores.base import Store, unreadable
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, advance
 
@@ -608,9 +608,14 @@ class ECSWorkflowEngine:
                 if deadline is not None:
                     pause = min(pause, deadline - loop.time())
                     if pause <= 0:
+                        where = (
+                            f" (in phase {task.classification!r})"
+                            if task.classification is not None
+                            else ""
+                        )
                         raise TimeoutError(
                             f"task {task_id!r} is still {task.status.value} after "
-                            f"{seconds:g}s (in phase {task.classification!r})"
+                            f"{seconds:g}s{where}"
                         )
                 try:
                     await asyncio.wait_for(woken.wait(), pause)
@@ -828,6 +833,12 @@ class ECSWorkflowEngine:
             task = await store.get_task(task_id)
             if task is None:
                 raise UnknownTaskError(task_id)
+            if unreadable(task):
+                # Writing the stand-in back would replace what is left of the row.
+                raise TaskStateError(
+                    f"task {task_id!r} cannot be changed: its stored row cannot be read "
+                    f"({task.error}); repair the row in the store first"
+                )
             result = await change(task)
             if await store.update_task(task):
                 self._task_written(task_id)
@@ -970,10 +981,11 @@ class ECSWorkflowEngine:
         """
         await self._worker.serve(until_idle=True)
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
         """Ask a running ``run()`` to stop: running phases get ``shutdown_timeout``
-        seconds to finish, then are handed back to the store."""
-        self._worker.stop()
+        seconds to finish, then are handed back to the store. With ``now`` (a second
+        Ctrl-C, say), they are handed back at once, even during that grace time."""
+        self._worker.stop(now=now)
 
     @property
     def running(self) -> bool:

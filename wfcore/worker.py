@@ -87,10 +87,14 @@ class Worker:
         """How many tasks this worker is driving now."""
         return len(self._active)
 
-    def stop(self) -> None:
-        """Ask :meth:`serve` to stop; running phases get ``shutdown_timeout`` seconds."""
+    def stop(self, now: bool = False) -> None:
+        """Ask :meth:`serve` to stop; running phases get ``shutdown_timeout`` seconds,
+        or with ``now`` none: they are handed back to the store at once."""
         self._stopping = True
         self.poke()
+        if now:
+            for driver in list(self._active.values()):
+                driver.cancel()
 
     def interrupt(self, task_id: str) -> None:
         """Stop driving a task changed elsewhere (cancelled): its writes are dropped."""
