@@ -9,10 +9,11 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wfcore import Phase, Task, TaskStatus
-from wfcore.metrics import CONTENT_TYPE, MetricsServer, render_metrics
+from wfcore import Phase, Task, TaskStatus, hookimpl
+from wfcore.metrics import CONTENT_TYPE, Metric, MetricsServer, render_metrics
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -153,3 +154,67 @@ def test_a_garbled_request_gets_400_and_the_server_goes_on(wfe_engine_factory, w
     assert garbled.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert after[0] == 200
     assert TaskStatus.PENDING.value in after[2]
+
+
+class _Queue:
+    """A plugin with figures of its own."""
+
+    @hookimpl
+    def wfe_metrics(self, engine):
+        return [
+            Metric("myplugin_sent_total", "counter", "Messages sent.", 12),
+            Metric("myplugin_queue", "gauge", "Queued, by queue.", [({"queue": 'a"b'}, 3)]),
+        ]
+
+
+class _Broken:
+    @hookimpl
+    def wfe_metrics(self):
+        raise RuntimeError("no figures today")
+
+
+class _Sloppy:
+    @hookimpl
+    def wfe_metrics(self):
+        return ["myplugin_sent_total 3", Metric("x", "gauge", "x", 1)]
+
+
+class _Copycat:
+    @hookimpl
+    def wfe_metrics(self):
+        return [
+            Metric("wfcore_tasks", "gauge", "Not wfcore's.", 1),
+            Metric("myplugin_sent_total", "counter", "Again.", 1),
+        ]
+
+
+def test_plugins_add_their_own_metrics_and_a_failing_one_is_left_out(
+    wfe_engine_factory, wfe_run, caplog
+) -> None:
+    engine = wfe_engine_factory(plugins=[_Queue(), _Broken(), _Sloppy(), _Copycat()])
+    text = wfe_run(render_metrics(engine))
+    samples = _samples(text)
+    assert samples[("myplugin_sent_total", ())] == 12
+    assert samples[("myplugin_queue", (("queue", 'a"b'),))] == 3
+    assert ("x", ()) not in samples  # its plugin returned something else beside it
+    assert "Not wfcore's" not in text and "Again." not in text
+    warnings = sorted(r.getMessage() for r in caplog.records if r.name == "wfcore.metrics")
+    assert warnings == [
+        "plugin '_Broken': wfe_metrics failed: RuntimeError: no figures today",
+        "plugin '_Copycat': metric myplugin_sent_total is reported already; left out",
+        "plugin '_Copycat': metric wfcore_tasks is reported already; left out",
+        "plugin '_Sloppy': wfe_metrics failed: TypeError: returned str, not a Metric",
+    ]
+
+
+def test_a_metric_that_prometheus_could_not_read_is_refused_when_made() -> None:
+    for args, message in [
+        (("my metric", "gauge", "x", 1), "not a Prometheus metric name: 'my metric'"),
+        (("m", "histogram", "x", 1), "metric m: kind must be 'counter' or 'gauge'"),
+        (("m", "gauge", "x", [({"le-1": "a"}, 1)]), "metric m: bad label le-1='a'"),
+        (("m", "gauge", "x", [({"a": 1}, 1)]), "metric m: bad label a=1"),
+        (("m", "gauge", "x", [({}, "3")]), "metric m: a value must be a number, not '3'"),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            Metric(*args)
+        assert str(refused.value) == message

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import click
 
     from .engine import ECSWorkflowEngine
+    from .metrics import Metric
     from .model import Phase, Task
     from .stores.base import Store
 
@@ -137,6 +138,24 @@ def wfe_report_header(engine: ECSWorkflowEngine) -> str | list[str] | None:
 
     Every implementation is called; return a line, a list of lines or None (nothing
     to say). Must not be async (refused when registered).
+    """
+
+
+@hookspec
+def wfe_metrics(engine: ECSWorkflowEngine) -> list[Metric] | None:
+    """Add this plugin's figures to the engine's Prometheus metrics.
+
+    Called at every scrape of ``/metrics`` (``wfe worker --metrics``, the
+    dashboard, ``wfe metrics``), on the engine's event loop, after wfcore has read
+    its own: report counters and gauges the plugin keeps in memory (messages
+    consumed, requests made), without I/O that could make the scrape slow.
+
+    :param engine: the engine whose metrics are read.
+
+    Every implementation is called; return a list of
+    :class:`wfcore.metrics.Metric` or None. A plugin that raises or returns
+    something else is logged and left out; the scrape goes on. Name metrics after
+    the plugin (``wfe_kafka_...``). Must not be async (refused when registered).
     """
 
 

@@ -6,22 +6,69 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from .errors import StoreError
 from .model import TaskStatus
+from .plugins import trace_call
 
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
 
-__all__ = ["CONTENT_TYPE", "MetricsServer", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "Metric", "MetricsServer", "render_metrics"]
 
 logger = logging.getLogger("wfcore.metrics")
 
 #: The media type of what :func:`render_metrics` returns.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+
+
+_Labels = tuple[tuple[str, str], ...]
+
+
+def _samples(
+    value: float | Iterable[tuple[Mapping[str, str], float]],
+) -> tuple[tuple[_Labels, float], ...]:
+    # A lone number is one sample without labels.
+    if isinstance(value, (int, float)):
+        return (((), value),)
+    return tuple((tuple(sorted(dict(labels).items())), number) for labels, number in value)
+
+
+@attrs.frozen
+class Metric:
+    """A metric family a plugin reports through ``wfe_metrics``.
+
+    ``samples`` is one number, or ``(labels, value)`` pairs:
+    ``Metric("wfe_kafka_consumed_total", "counter", "Messages consumed.", 12)`` or
+    ``Metric("wfe_x_queue", "gauge", "Queued.", [({"queue": "a"}, 3)])``.
+    """
+
+    name: str
+    kind: str
+    help: str
+    samples: tuple[tuple[_Labels, float], ...] = attrs.field(converter=_samples)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"not a Prometheus metric name: {self.name!r}")
+        if self.kind not in ("counter", "gauge"):
+            raise ValueError(f"metric {self.name}: kind must be 'counter' or 'gauge'")
+        for labels, value in self.samples:
+            for key, text in labels:
+                if not _LABEL.match(key) or key.startswith("__") or not isinstance(text, str):
+                    raise ValueError(f"metric {self.name}: bad label {key}={text!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"metric {self.name}: a value must be a number, not {value!r}")
+
 
 _ENGINE_COUNTERS = (
     ("phases", "wfcore_engine_phases_total", "Phase attempts this engine started."),
@@ -103,9 +150,46 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
     out.family("wfcore_engine_running", "gauge", "1 while this engine processes tasks.")
     out.sample("wfcore_engine_running", int(engine.running))
 
+    for reported in _plugin_metrics(engine):
+        out.family(reported.name, reported.kind, reported.help)
+        for labels, value in reported.samples:
+            out.sample(reported.name, value, **dict(labels))
+
     out.family("wfcore_scrape_duration_seconds", "gauge", "Seconds these metrics took to read.")
     out.sample("wfcore_scrape_duration_seconds", round(time.monotonic() - started, 6))
     return out.text()
+
+
+def _plugin_metrics(engine: ECSWorkflowEngine) -> list[Metric]:
+    """What the plugins report (``wfe_metrics``); one that fails is logged and left
+    out, and so is a name wfcore or an earlier plugin reports already."""
+    pm = engine.plugin_manager
+    found: list[Metric] = []
+    taken = {metric for _, metric, _ in _ENGINE_COUNTERS}
+    for impl in pm.hook.wfe_metrics.get_hookimpls():  # in the order registered
+        trace_call(pm, "wfe_metrics", impl)
+        try:
+            reported: Any = impl.function(*[{"engine": engine}[n] for n in impl.argnames])
+            metrics = list(reported or [])
+            bad = [m for m in metrics if not isinstance(m, Metric)]
+            if bad:
+                raise TypeError(f"returned {type(bad[0]).__name__}, not a Metric")
+        except Exception as exc:
+            logger.warning(
+                "plugin %r: wfe_metrics failed: %s: %s", impl.plugin_name, type(exc).__name__, exc
+            )
+            continue
+        for metric in metrics:
+            if metric.name.startswith("wfcore_") or metric.name in taken:
+                logger.warning(
+                    "plugin %r: metric %s is reported already; left out",
+                    impl.plugin_name,
+                    metric.name,
+                )
+                continue
+            taken.add(metric.name)
+            found.append(metric)
+    return found
 
 
 class _Lines:

@@ -76,6 +76,7 @@ DEFAULT_PLUGINS = (
 SYNC_ONLY_HOOKS = frozenset(
     {
         "wfe_classify",
+        "wfe_metrics",
         "wfe_open_store",
         "wfe_register_adapters",
         "wfe_register_commands",

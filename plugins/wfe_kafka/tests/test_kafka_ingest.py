@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -31,6 +31,7 @@ from wfe_kafka_util import (
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 from wfcore.errors import StoreError
+from wfcore.metrics import render_metrics
 from wfcore.plugins import report_header
 from wfcore.wire import task_from_dict
 
@@ -80,13 +81,19 @@ def echo_engine(make: Callable[..., ECSWorkflowEngine], **kwargs: Any) -> ECSWor
 
 
 async def serve(
-    engine: ECSWorkflowEngine, kafka: KafkaMQInterface, done: Callable[[], Any], what: str
-) -> None:
-    """Consume and run until ``done()``, then stop both the way an app would."""
+    engine: ECSWorkflowEngine,
+    kafka: KafkaMQInterface,
+    done: Callable[[], Any],
+    what: str,
+    then: Callable[[], Awaitable[Any]] | None = None,
+) -> Any:
+    """Consume and run until ``done()``, await ``then()`` (returning what it returns),
+    then stop both the way an app would."""
     consumer = asyncio.create_task(kafka.consume_tasks(engine))
     runner = asyncio.create_task(engine.run())
     try:
         await until(done, 60, what)
+        return None if then is None else await then()
     finally:
         engine.stop()
         await runner
@@ -225,16 +232,27 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
     engine = echo_engine(wfe_engine_factory)
     kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
 
-    async def scenario() -> None:
-        await serve(
+    async def scenario() -> str:
+        return await serve(
             engine,
             kafka,
             lambda: kafka.stats["consumed"] == 13 and kafka.stats["results_published"] == 1,
             "13 messages handled and 1 result",
+            then=lambda: render_metrics(engine),
         )
 
-    wfe_run(scenario())
+    metrics = wfe_run(scenario())
     assert kafka.stats["dead_lettered"] == 12
+    # The plugin's counters are among the engine's Prometheus metrics (wfe_metrics).
+    for line in [
+        "wfe_kafka_consumed_total 13",
+        "wfe_kafka_dead_lettered_total 12",
+        "wfe_kafka_submitted_total 1",
+        "wfe_kafka_results_published_total 1",
+        "wfe_kafka_paused 0",
+        "wfe_kafka_partitions_assigned 1",
+    ]:
+        assert f"\n{line}\n" in metrics, line
     with TopicReader(kafka_bootstrap, dlq) as reader:
         letters = reader.wait_for(12)
     assert [(r.key, r.value) for r in letters] == bad  # original bytes, in order

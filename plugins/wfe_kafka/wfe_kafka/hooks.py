@@ -1,15 +1,30 @@
 """The engine hooks an attached KafkaMQInterface registers: each task's life as
-seen by the interface (work at hand for backpressure, results and events to publish)."""
+seen by the interface (work at hand for backpressure, results and events to publish),
+and its counters among the engine's metrics."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from wfcore import Phase, Task, hookimpl
+from wfcore.metrics import Metric
 from wfcore.model import utcnow
 
 if TYPE_CHECKING:
     from .interface import KafkaMQInterface
+
+
+#: wfe_metrics: each counter of ``KafkaMQInterface.stats``, and what it counts.
+_COUNTERS = {
+    "received": "Messages polled from the tasks topic.",
+    "consumed": "Task messages handled: stored as tasks or dead-lettered.",
+    "submitted": "New tasks stored from messages (redeliveries are not new).",
+    "dead_lettered": "Messages sent to the dead-letter topic.",
+    "results_published": "Finished tasks published to the results topic.",
+    "events_published": "Lifecycle events published to the events topic.",
+    "publish_errors": "Sends to Kafka that failed (and are retried from the outbox).",
+    "events_dropped": "Events dropped while Kafka did not take them.",
+}
 
 
 class _Hooks:
@@ -17,6 +32,32 @@ class _Hooks:
 
     def __init__(self, iface: KafkaMQInterface) -> None:
         self._iface = iface
+
+    @hookimpl
+    def wfe_metrics(self) -> list[Metric]:
+        """The interface's counters, among the engine's Prometheus metrics."""
+        iface = self._iface
+        metrics = [
+            Metric(f"wfe_kafka_{key}_total", "counter", text, iface.stats.get(key, 0))
+            for key, text in _COUNTERS.items()
+        ]
+        metrics.append(
+            Metric(
+                "wfe_kafka_paused",
+                "gauge",
+                "1 while consuming waits for the engine's backlog (backpressure).",
+                int(iface.paused),
+            )
+        )
+        metrics.append(
+            Metric(
+                "wfe_kafka_partitions_assigned",
+                "gauge",
+                "Partitions of the tasks topic this worker consumes.",
+                len(iface.assignment),
+            )
+        )
+        return metrics
 
     @hookimpl
     def wfe_task_submitted(self, task: Task) -> None:
