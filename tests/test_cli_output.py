@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,16 @@ def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:  #
         running = wfe("show", task_id).stdout.splitlines()
         assert "phase     - (being classified)" in running and first in running
         assert "status    in_progress" in running
+        # Which worker holds it, and until when: what an operator asks of a stuck task.
+        [holder] = [line for line in running if line.startswith("worker    ")]
+        assert re.fullmatch(
+            rf"worker    \S+/{proc.pid}/\w+ \(lease until \d{{4}}-\d\d-\d\d "
+            r"\d\d:\d\d:\d\d UTC, renewed while it runs\)",
+            holder,
+        ), holder
     finally:
         proc.kill()
         proc.wait()
+    # Killed: the lease is a dead process's, which the next claim takes over.
+    dead = [line for line in wfe("show", task_id).stdout.splitlines() if "worker " in line]
+    assert dead == [holder.split(" (")[0] + " (dead: the next claim takes the task over)"], dead

@@ -1084,6 +1084,17 @@ def tasks(
         click.echo(f"({which} of {total} shown; --limit N or --offset N for more)")
 
 
+def _lease_text(owner: str, expires: datetime) -> str:
+    """Who holds a task and until when, for ``wfe show``: what an operator asks of
+    a task that seems stuck."""
+    until = expires.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if worker_died_here(owner):
+        return f"{owner} (dead: the next claim takes the task over)"
+    if expires <= datetime.now(timezone.utc):
+        return f"{owner} (its lease ran out at {until}: the next claim takes the task over)"
+    return f"{owner} (lease until {until}, renewed while it runs)"
+
+
 @cli.command()
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
@@ -1097,13 +1108,14 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     """
     engine = _engine(ctx, store, existing=True)
 
-    async def fetch() -> tuple[Task | None, Phase | None]:
+    async def fetch() -> tuple[Task | None, Phase | None, tuple[str, datetime] | None]:
         task = await engine.get_task(task_id)
         if as_json or task is None:
-            return task, None
-        return task, await _current_phase(await engine.get_store(), task)
+            return task, None, None
+        store = await engine.get_store()
+        return task, await _current_phase(store, task), await store.lease_of(task.id)
 
-    task, phase = _run(_closing(engine, fetch()))
+    task, phase, lease = _run(_closing(engine, fetch()))
     if task is None:
         raise click.ClickException(f"unknown task {task_id!r}")
     if as_json:
@@ -1114,6 +1126,8 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     click.echo(f"workflow  {task.workflow_name or '-'}")
     click.echo(f"phase     {_phase_text(task)}")
     click.echo(f"status    {task.status.value}")
+    if lease is not None:
+        click.echo(f"worker    {_lease_text(*lease)}")
     click.echo(f"type      {_type_text(task, phase)}")
     click.echo(f"attempts  {task.attempts}")
     click.echo(f"version   {task.version}")

@@ -16,6 +16,7 @@ import pytest
 
 from .engine import ECSWorkflowEngine
 from .model import Phase, Task, TaskStatus, WorkflowSpec
+from .stores.base import Store
 
 __all__ = ["StoreContract"]
 
@@ -198,6 +199,12 @@ class StoreContract:
         assert [t.id for t in second] == ["task-2"]
         assert await store.claim("worker-c", 5, 30) == []
         assert sorted(await store.lease_owners()) == ["worker-a", "worker-b"]
+        if type(store).lease_of is not Store.lease_of:  # the store can tell (optional)
+            now = datetime.now(timezone.utc)
+            owner, expires = await store.lease_of("task-2")
+            assert owner == "worker-b"
+            assert now + timedelta(seconds=20) < expires < now + timedelta(seconds=40)
+            assert await store.lease_of("no-such-task") is None
 
     @_with_store
     async def test_tasks_to_start_later_wait_for_their_time(self, store: Any) -> None:
@@ -222,6 +229,7 @@ class StoreContract:
         task.status = TaskStatus.PENDING
         assert await store.update_task(task)
         assert await store.renew("w", ["task-1"], 30) == set()
+        assert await store.lease_of("task-1") is None
         [again] = await store.claim("other", 1, 30)
         assert again.context == {"step": 1}
         assert not [e for e in again.history if e["event"] == "taken_over"]

@@ -165,6 +165,11 @@ class Store(abc.ABC):
     async def lease_owners(self) -> list[str]:
         """The distinct owners of unexpired leases."""
 
+    async def lease_of(self, task_id: str) -> tuple[str, datetime] | None:
+        """Who holds the task's lease and until when, or None when nobody does (or
+        the store cannot tell: this default). ``wfe show`` prints it."""
+        return None
+
     @abc.abstractmethod
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         """True while any task (of ``workflows``, if given) is PENDING or IN_PROGRESS.

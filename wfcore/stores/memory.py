@@ -264,6 +264,12 @@ class MemoryStore(Store):
     async def lease_owners(self) -> list[str]:
         return sorted({r.lease_owner for r in self._rows.values() if r.lease_owner})
 
+    async def lease_of(self, task_id: str) -> tuple[str, datetime] | None:
+        row = self._rows.get(task_id)
+        if row is None or row.lease_owner is None or row.lease_expires is None:
+            return None
+        return row.lease_owner, _utc(row.lease_expires)
+
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         if workflows is None:
             return self._active > 0

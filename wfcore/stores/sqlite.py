@@ -776,6 +776,16 @@ class SQLiteStore(Store):
         )
         return [r[0] for r in rows]
 
+    async def lease_of(self, task_id: str) -> tuple[str, datetime] | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT lease_owner, lease_expires FROM tasks WHERE id = ? "
+                "AND lease_owner IS NOT NULL AND lease_expires IS NOT NULL",
+                (task_id,),
+            ).fetchone()
+        )
+        return None if row is None else (row[0], _utc(row[1]))
+
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         params: tuple[str, ...] = _ACTIVE
         if workflows is None:
