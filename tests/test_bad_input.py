@@ -619,3 +619,41 @@ def test_a_store_in_a_folder_this_user_cannot_write_names_the_folder(tmp_path, w
         "and wfe.db-shm even to read"
     ), message
     assert path.read_bytes() == before
+
+
+def test_engine_settings_that_cannot_work_are_refused_when_it_is_built():
+    for kwargs, error, message in [
+        ({"poll_interval": 0}, ValueError, "poll_interval must be more than 0 seconds"),
+        ({"lease_seconds": -1}, ValueError, "lease_seconds must be more than 0 seconds"),
+        ({"retry_delay": float("nan")}, ValueError, "retry_delay must be 0 or more seconds"),
+        ({"shutdown_timeout": "10"}, TypeError, "shutdown_timeout must be a number of seconds"),
+        ({"store": 5}, TypeError, "store must be a URL (e.g. 'sqlite:///path/wfe.db'"),
+        ({"max_concurrency": 2.5}, TypeError, "max_concurrency must be a whole number"),
+    ]:
+        with pytest.raises(error) as refused:
+            ECSWorkflowEngine(load_plugins=False, **kwargs)
+        assert str(refused.value).startswith(message), str(refused.value)
+
+
+def test_a_stop_while_the_store_opens_is_not_lost(tmp_path, wfe_run):
+    """A SIGTERM often comes while a worker starts: run() must still end."""
+    import asyncio
+
+    from wfcore.stores.memory import MemoryStore
+
+    class SlowToOpen(MemoryStore):
+        async def open(self) -> None:
+            await asyncio.sleep(0.2)
+            await super().open()
+
+    engine = ECSWorkflowEngine(SlowToOpen(), load_plugins=False, poll_interval=0.05)
+
+    async def scenario() -> bool:
+        running = asyncio.create_task(engine.run())
+        await asyncio.sleep(0)  # run() has begun and waits for the store
+        assert engine.running
+        engine.stop()
+        await running
+        return engine.running
+
+    assert wfe_run(scenario(), timeout=10) is False

@@ -15,7 +15,7 @@ import pytest
 from core_util import events, pid_alive, wait_until
 
 import wfcore.command
-from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore import ECSWorkflowEngine, InvalidWorkflowError, Phase, Task, TaskStatus, TaskType
 
 
 def py(code: str, *args: str) -> list[str]:
@@ -448,3 +448,27 @@ def test_cancel_kills_a_running_command_and_its_children(make_engine, wfe_run, t
     recorded = json.loads(pids.read_text())
     wait_until(lambda: not pid_alive(recorded["child"]), 10, "the child to die")
     wait_until(lambda: not pid_alive(recorded["grandchild"]), 10, "the grandchild to die")
+
+
+def test_a_phase_with_a_command_is_functional_whatever_the_task_type(make_engine, wfe_run):
+    """Tasks are agentic by default: a command phase still runs its command, rather
+    than failing for want of an agent handler."""
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("run", command=[sys.executable, "-c", "print(42)"])])
+    assert engine.workflows["w"].phases[0].assigned_to is TaskType.FUNCTIONAL
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")  # assigned_to="ai"
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == 42
+    for other in ("human", "agentic"):
+        with pytest.raises(InvalidWorkflowError) as refused:
+            Phase("run", assigned_to=other, command=["true"])
+        assert str(refused.value) == (
+            f"phase.command: only functional phases run commands, and this one is assigned "
+            f"to {other!r} (leave assigned_to out, or make it 'functional')"
+        )

@@ -694,7 +694,7 @@ async def _worker(
                 f"cannot serve metrics on {where}: {exc.strerror or exc}"
             ) from None
     try:
-        await _work(engine, store, until_idle, quiet, server)
+        await _work(engine, store, until_idle, quiet, server, lambda: stops > 0)
     finally:
         if server is not None:
             await server.close()
@@ -706,6 +706,7 @@ async def _work(
     until_idle: bool,
     quiet: bool,
     server: MetricsServer | None,
+    stopped: Callable[[], bool],
 ) -> None:
     only = engine.only_workflows
     if only:
@@ -735,7 +736,10 @@ async def _work(
     progress = _Progress(terminal=sys.stderr.isatty())
     reporter = None if quiet else asyncio.create_task(_report(engine, progress))
     try:
-        if until_idle:
+        # A Ctrl-C or SIGTERM while the store opened came before any run to stop.
+        if stopped():
+            pass
+        elif until_idle:
             await engine.run_until_idle()
         else:
             await engine.run()

@@ -122,8 +122,27 @@ class ECSWorkflowEngine:
         only_workflows: Iterable[str] | None = None,
         allowed_commands: Iterable[str] = (),
     ) -> None:
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise TypeError(f"max_concurrency must be a whole number, not {max_concurrency!r}")
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if store is not None and not isinstance(store, (str, Store)):
+            raise TypeError(
+                f"store must be a URL (e.g. 'sqlite:///path/wfe.db', 'memory://') or a "
+                f"Store, not {type(store).__name__}"
+            )
+        # Zero would make an idle worker spin, a lease of zero be taken over at once.
+        for name, value, least in (
+            ("lease_seconds", lease_seconds, "more than 0"),
+            ("poll_interval", poll_interval, "more than 0"),
+            ("retry_delay", retry_delay, "0 or more"),
+            ("shutdown_timeout", shutdown_timeout, "0 or more"),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+            positive = value > 0 if least == "more than 0" else value >= 0
+            if not positive or value != value or value == float("inf"):
+                raise ValueError(f"{name} must be {least} seconds (and finite), not {value!r}")
         if isinstance(only_workflows, str):
             raise TypeError("only_workflows takes a list of workflow names, not one string")
         self.only_workflows = None if only_workflows is None else tuple(only_workflows)

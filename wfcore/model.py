@@ -177,8 +177,9 @@ class Phase:
     completes the task, one name goes there, and with several the handler picks by
     setting ``task.next_classification`` (else the first). ``assigned_to`` overrides
     the task's type for this phase. ``command`` (an argv list) makes a functional
-    phase run a subprocess. ``instructions`` and ``input_schema`` tell a person (or an
-    agent) what to do and type the answer. ``timeout`` is a deadline for human phases,
+    phase run a subprocess (a phase with a command is functional; another
+    ``assigned_to`` is refused). ``instructions`` and ``input_schema`` tell a person
+    (or an agent) what to do and type the answer. ``timeout`` is a deadline for human phases,
     resolved by ``on_timeout`` (``"fail"``, ``{"output": ...}`` or ``{"goto": name}``),
     and a per-attempt time limit for the others. ``max_attempts`` bounds retries.
     """
@@ -194,6 +195,10 @@ class Phase:
     max_attempts: int = 1
 
     def __attrs_post_init__(self) -> None:
+        if self.command is not None and self.assigned_to is None:
+            # Only functional phases run commands: a task's own type (agentic by
+            # default) would leave the command unrun and fail for want of a handler.
+            object.__setattr__(self, "assigned_to", TaskType.FUNCTIONAL)
         _check_phase(self, "phase")
 
 
@@ -237,6 +242,12 @@ def _check_phase(phase: Phase, where: str) -> None:
         not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd)
     ):
         raise InvalidWorkflowError(f"{where}.command: must be a non-empty list of strings (argv)")
+    if cmd is not None and phase.assigned_to is not TaskType.FUNCTIONAL:
+        raise InvalidWorkflowError(
+            f"{where}.command: only functional phases run commands, and this one is "
+            f"assigned to {phase.assigned_to.value if phase.assigned_to else None!r} "
+            "(leave assigned_to out, or make it 'functional')"
+        )
     if phase.timeout is not None and (
         isinstance(phase.timeout, bool)
         or not isinstance(phase.timeout, (int, float))

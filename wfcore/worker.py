@@ -122,13 +122,19 @@ class Worker:
         """Claim and drive tasks until stopped (or, with ``until_idle``, until idle)."""
         if self._running:
             raise WorkflowError("this engine is already running")
-        store = await self._engine.get_store()
+        # Running from here on: a stop() while the store opens must not be lost.
         self._running = True
         self._stopping = False
-        self._wake = asyncio.Event()
-        self._serving = asyncio.current_task()
         # Made here, not once: an engine may run in one event loop after another.
         self._ended = ended = asyncio.Event()
+        try:
+            store = await self._engine.get_store()
+        except BaseException:
+            self._running = False
+            ended.set()
+            raise
+        self._wake = asyncio.Event()
+        self._serving = asyncio.current_task()
         keeper = asyncio.create_task(self._keep_leases(store))
         only = self._engine.only_workflows
         # Stores are asked about some workflows only when this worker runs only some.
