@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,9 @@ def test_suspend_needs_a_waiting_status(engine):
         engine.suspend(Task(), TaskStatus.COMPLETED)
     with pytest.raises(InvalidTaskError):
         engine.suspend(Task(), "sleeping")
+    # Outside a phase the change would reach no store: said, not silently dropped.
+    with pytest.raises(InvalidTaskError, match=r"suspend\(\) is for a task whose phase"):
+        engine.suspend(Task(), TaskStatus.WAITING_IO, deadline=timedelta(hours=1))
 
 
 @pytest.mark.parametrize(

@@ -658,17 +658,19 @@ class ECSWorkflowEngine:
         status: TaskStatus | str = TaskStatus.WAITING_HUMAN,
         reason: str | None = None,
         *,
-        deadline: float | None = None,
+        deadline: float | timedelta | None = None,
         resume_in_phase: bool = False,
     ) -> None:
         """Make the running phase wait; call from inside a handler or adapter.
 
         When the handler returns, the task is stored with this WAITING_* status
         until :meth:`resume`. ``reason`` says what it waits for (shown to people).
-        ``deadline`` (seconds from now) defaults to the phase's ``timeout`` for
-        human phases. With ``resume_in_phase`` the same phase runs again on resume
-        with ``task.reply`` set to the answer (an agent continuing its
-        conversation); otherwise the answer becomes the phase's output.
+        ``deadline`` (seconds from now, or a timedelta) defaults to the phase's
+        ``timeout`` for human phases. Outside a phase this engine runs it raises
+        InvalidTaskError: the change would reach no store. With ``resume_in_phase``
+        the same phase runs again on resume with ``task.reply`` set to the answer
+        (an agent continuing its conversation); otherwise the answer becomes the
+        phase's output.
         """
         waiting = TaskStatus.parse(status)
         if not waiting.is_waiting:
@@ -677,8 +679,15 @@ class ECSWorkflowEngine:
             problem = json_problem(reason) if isinstance(reason, str) else "it is not a string"
             if problem is not None:
                 raise InvalidTaskError(f"suspend's reason must be text or None: {problem}")
+        if isinstance(deadline, timedelta):
+            deadline = deadline.total_seconds()
         if deadline is not None:
             deadline = _seconds(deadline, "suspend's deadline")
+        if not self._worker.runs_phase_of(task):
+            raise InvalidTaskError(
+                "suspend() is for a task whose phase this engine is running, called from "
+                "inside that phase (to make a stored task wait, a phase must suspend it)"
+            )
         task.status = waiting
         task.waiting_reason = reason
         task.resume_in_phase = resume_in_phase
