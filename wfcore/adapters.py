@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import AdapterError
 from .hookspecs import hookimpl
@@ -17,7 +17,17 @@ from .model import Phase, Task, TaskStatus, TaskType
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
 
-__all__ = ["AgenticAdapter", "FunctionalAdapter", "HumanAdapter", "run_handler"]
+__all__ = ["Adapter", "AgenticAdapter", "FunctionalAdapter", "HumanAdapter", "run_handler"]
+
+
+class Adapter(Protocol):
+    """What runs a phase of one task type: any object with this ``run``.
+
+    It sets ``task.output``, may add artifacts, and may suspend the task
+    (``engine.suspend``); an exception fails the attempt.
+    """
+
+    async def run(self, task: Task, phase: Phase, engine: ECSWorkflowEngine, /) -> None: ...
 
 
 async def run_handler(handler: Callable[[Task], Any], task: Task) -> None:

@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import jsonschema
 import pluggy
 
+from .adapters import Adapter
 from .artifacts import remove_artifact_dirs, resolve_artifact, write_artifact
 from .errors import (
     ArtifactError,
@@ -54,7 +55,8 @@ __all__ = ["ECSWorkflowEngine", "default_store_url"]
 logger = logging.getLogger("wfcore")
 
 T = TypeVar("T")
-Handler = Callable[[Task], Awaitable[None]]
+#: A phase's handler: ``async def handler(task)``, or a plain function.
+Handler = Callable[[Task], Awaitable[None] | None]
 CompletedHook = Callable[[Task], Awaitable[None]]
 
 
@@ -284,10 +286,11 @@ class ECSWorkflowEngine:
         """The workflows this engine knows, by name."""
         return dict(self._workflows)
 
-    def register_adapter(self, task_type: TaskType | str, adapter: Any) -> None:
+    def register_adapter(self, task_type: TaskType | str, adapter: Adapter) -> None:
         """Run phases of this task type with ``adapter``.
 
-        An adapter has ``async def run(self, task, phase, engine) -> None``.
+        An adapter has ``async def run(self, task, phase, engine) -> None``
+        (:class:`wfcore.adapters.Adapter`).
         """
         try:
             kind = TaskType.parse(task_type)
@@ -450,11 +453,21 @@ class ECSWorkflowEngine:
                 }
             ]
         )
-        return task  # type: ignore[return-value]
+        return task
+
+    @overload
+    async def submit_tasks(
+        self, requests: Iterable[Mapping[str, Any]], *, return_exceptions: Literal[False] = ...
+    ) -> list[Task]: ...
+
+    @overload
+    async def submit_tasks(
+        self, requests: Iterable[Mapping[str, Any]], *, return_exceptions: bool
+    ) -> list[Task | InvalidTaskError | UnknownWorkflowError]: ...
 
     async def submit_tasks(
         self, requests: Iterable[Mapping[str, Any]], *, return_exceptions: bool = False
-    ) -> list[Task | InvalidTaskError | UnknownWorkflowError]:
+    ) -> list[Task] | list[Task | InvalidTaskError | UnknownWorkflowError]:
         """Queue many tasks with one store write; return them, in order, once durable.
 
         Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
