@@ -33,11 +33,12 @@ from .errors import (
 from .metrics import MetricsServer, render_metrics
 from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus
 from .plugins import (
+    call_impl,
+    hook_impls,
     installed_plugins,
     make_plugin_manager,
     plugin_infos,
     report_header,
-    trace_call,
     why_not_loaded,
 )
 from .stores.base import Store
@@ -138,8 +139,6 @@ def _engine(
     so memory:// is of use; to every other command it is a store that ends with it.
     """
     url = store or ctx.find_object(_Context).store  # type: ignore[union-attr]
-    if not in_process and (url or "").startswith("memory:"):
-        raise _memory_refused()
     if existing:
         _check_store_exists(url or default_store_url())
     if app:
@@ -152,7 +151,7 @@ def _engine(
         except WorkflowError as exc:  # an installed plugin's contribution failed
             raise click.ClickException(str(exc)) from None
     if not in_process and engine.store_url.startswith("memory:"):
-        raise _memory_refused()  # the app's own store
+        raise _memory_refused()  # from --store, WFE_STORE or the app's own
     return engine
 
 
@@ -747,7 +746,7 @@ async def _work(
         if reporter is not None:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
-            click.echo(progress.show(_progress_line(engine, None, None), always=True), err=True)
+            progress.echo(_progress_line(engine, None, None), always=True)
         await engine.aclose()
 
 
@@ -825,6 +824,12 @@ class _Progress:
         self._last, self._last_at = line, now
         return f"{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} {line}"
 
+    def echo(self, line: str, now: float | None = None, always: bool = False) -> None:
+        """Print ``line`` on stderr, if :meth:`show` says to."""
+        said = self.show(line, now, always)
+        if said is not None:
+            click.echo(said, err=True)
+
 
 async def _report(engine: ECSWorkflowEngine, progress: _Progress, every: float = 2.0) -> None:
     last, last_t = 0, time.monotonic()
@@ -838,14 +843,10 @@ async def _report(engine: ECSWorkflowEngine, progress: _Progress, every: float =
             # Only asked while some task is pending: the delayed are among them.
             delayed = await store.count_delayed() if counts.get(TaskStatus.PENDING) else (0, None)
         except Exception as exc:  # the store is busy or broken: the worker says so
-            said = progress.show(f"progress: cannot count the store's tasks ({_describe(exc)})")
-            if said is not None:
-                click.echo(said, err=True)
+            progress.echo(f"progress: cannot count the store's tasks ({_describe(exc)})")
             continue
         rate = (done - last) / (now - last_t)
-        said = progress.show(_progress_line(engine, rate, counts, delayed), now)
-        if said is not None:
-            click.echo(said, err=True)
+        progress.echo(_progress_line(engine, rate, counts, delayed), now)
         last, last_t = done, now
 
 
@@ -1777,11 +1778,10 @@ def _add_plugin_commands(pm: Any) -> None:
     others' commands and the built-ins working (wfe plugins among them, to look
     into it).
     """
-    for impl in reversed(pm.hook.wfe_register_commands.get_hookimpls()):
-        trace_call(pm, "wfe_register_commands", impl)
+    for impl in hook_impls(pm, "wfe_register_commands"):
         cli.adding_for = impl.plugin_name
         try:
-            impl.function(*[{"cli": cli}[name] for name in impl.argnames])
+            call_impl(impl, cli=cli)
         except Exception as exc:
             said = str(exc) if isinstance(exc, WorkflowError) else f"{type(exc).__name__}: {exc}"
             click.echo(

@@ -9,13 +9,13 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .errors import StoreError
 from .model import TaskStatus
-from .plugins import trace_call
+from .plugins import call_impl, hook_impls
 
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
@@ -163,14 +163,11 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
 def _plugin_metrics(engine: ECSWorkflowEngine) -> list[Metric]:
     """What the plugins report (``wfe_metrics``); one that fails is logged and left
     out, and so is a name wfcore or an earlier plugin reports already."""
-    pm = engine.plugin_manager
     found: list[Metric] = []
-    taken = {metric for _, metric, _ in _ENGINE_COUNTERS}
-    for impl in pm.hook.wfe_metrics.get_hookimpls():  # in the order registered
-        trace_call(pm, "wfe_metrics", impl)
+    taken: set[str] = set()
+    for impl in hook_impls(engine.plugin_manager, "wfe_metrics", registration_order=True):
         try:
-            reported: Any = impl.function(*[{"engine": engine}[n] for n in impl.argnames])
-            metrics = list(reported or [])
+            metrics = list(call_impl(impl, engine=engine) or [])
             bad = [m for m in metrics if not isinstance(m, Metric)]
             if bad:
                 raise TypeError(f"returned {type(bad[0]).__name__}, not a Metric")

@@ -46,7 +46,9 @@ __all__ = [
     "PluginInfo",
     "call_each",
     "call_first",
+    "call_impl",
     "contribute",
+    "hook_impls",
     "installed_plugins",
     "make_plugin_manager",
     "plugin_infos",
@@ -125,7 +127,7 @@ class _PluginManager(pluggy.PluginManager):
         if registered is None:
             return None  # blocked
         try:
-            _refuse_unknown(self, plugin)
+            _refuse_unknown(self, self.get_hookcallers(plugin) or (), plugin)
             _refuse_async(self, plugin)
         except PluginError:
             self.unregister(plugin)
@@ -137,12 +139,7 @@ class _PluginManager(pluggy.PluginManager):
         """pluggy's check that every hook implementation has a spec, saying so as
         :meth:`register` does (register already refuses them: this finds only
         implementations registered before their spec was added)."""
-        for caller in _hook_callers(self):
-            if caller.has_spec():
-                continue
-            for impl in caller.get_hookimpls():
-                if not impl.optionalhook:
-                    raise PluginError(_unknown_hook(self, impl.plugin_name, caller.name))
+        _refuse_unknown(self, _hook_callers(self))
 
 
 def _hook_callers(pm: pluggy.PluginManager) -> list[pluggy.HookCaller]:
@@ -167,12 +164,16 @@ def _unknown_hook(pm: pluggy.PluginManager, plugin_name: str, hook_name: str) ->
     return f"plugin {plugin_name!r}: unknown hook {hook_name!r}{hint}"
 
 
-def _refuse_unknown(pm: pluggy.PluginManager, plugin: Any) -> None:
-    for caller in pm.get_hookcallers(plugin) or ():
+def _refuse_unknown(
+    pm: pluggy.PluginManager, callers: Iterable[pluggy.HookCaller], plugin: Any = None
+) -> None:
+    """A PluginError for the first implementation (of ``plugin``, if given) among
+    ``callers`` whose hook has no spec."""
+    for caller in callers:
         if caller.has_spec():
             continue
         for impl in caller.get_hookimpls():
-            if impl.plugin is plugin and not impl.optionalhook:
+            if (plugin is None or impl.plugin is plugin) and not impl.optionalhook:
                 raise PluginError(_unknown_hook(pm, impl.plugin_name, caller.name))
 
 
@@ -309,16 +310,35 @@ def trace_call(pm: pluggy.PluginManager, hook_name: str, impl: Any) -> None:
         logger.debug("%s: calling %s", hook_name, impl.plugin_name)
 
 
+def hook_impls(
+    pm: pluggy.PluginManager, hook_name: str, *, registration_order: bool = False
+) -> Iterator[pluggy.HookImpl]:
+    """A hook's implementations, for wfcore to call one at a time (to isolate
+    failures): in pluggy's order (the last registered first) or, with
+    ``registration_order``, as registered (trylast built-ins first). Each is
+    traced as it is handed out (WFE_TRACE_PLUGINS), and a contribution hook is
+    noted as called (:data:`CONTRIBUTION_HOOKS`)."""
+    if isinstance(pm, _PluginManager) and hook_name in CONTRIBUTION_HOOKS:
+        pm.called_hooks.add(hook_name)
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    for impl in impls if registration_order else reversed(impls):
+        trace_call(pm, hook_name, impl)
+        yield impl
+
+
+def call_impl(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+    """Call one hook implementation with those of ``kwargs`` it takes."""
+    return impl.function(*[kwargs[name] for name in impl.argnames])
+
+
 def report_header(engine: Any) -> list[str]:
     """The lines plugins report about ``engine`` (``wfe_report_header``), in the order
     the plugins were registered (built-ins, installed ones, those passed in); a
     plugin failing to report is named in a line of its own instead."""
     lines: list[str] = []
-    pm = engine.plugin_manager
-    for impl in pm.hook.wfe_report_header.get_hookimpls():
-        trace_call(pm, "wfe_report_header", impl)
+    for impl in hook_impls(engine.plugin_manager, "wfe_report_header", registration_order=True):
         try:
-            said = impl.function(*[{"engine": engine}[name] for name in impl.argnames])
+            said = call_impl(impl, engine=engine)
         except Exception as exc:
             lines.append(f"{impl.plugin_name}: cannot report ({type(exc).__name__}: {exc})")
             continue
@@ -362,13 +382,9 @@ def call_first(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> tuple
 def _each(
     pm: pluggy.PluginManager, hook_name: str, builtins_first: bool, kwargs: dict[str, Any]
 ) -> Iterator[tuple[str, Any]]:
-    if isinstance(pm, _PluginManager) and hook_name in CONTRIBUTION_HOOKS:
-        pm.called_hooks.add(hook_name)
-    impls = getattr(pm.hook, hook_name).get_hookimpls()
-    for impl in impls if builtins_first else reversed(impls):
-        trace_call(pm, hook_name, impl)
+    for impl in hook_impls(pm, hook_name, registration_order=builtins_first):
         try:
-            result = impl.function(*[kwargs[name] for name in impl.argnames])
+            result = call_impl(impl, **kwargs)
         except WorkflowError:
             raise  # a deliberate refusal, already saying what is wrong
         except Exception as exc:
@@ -394,15 +410,10 @@ def contribute(
     implementation raising, is a PluginError naming the plugin and the hook: with
     several plugins installed, nothing else points to the one at fault.
     """
-    if isinstance(pm, _PluginManager):
-        pm.called_hooks.add(hook_name)
-    impls = getattr(pm.hook, hook_name).get_hookimpls()
-    for impl in impls if builtins_first else reversed(impls):
+    for impl in hook_impls(pm, hook_name, registration_order=builtins_first):
         refused: list[Exception] = []
-        register_one = _register_for(impl.plugin_name, register, refused)
-        trace_call(pm, hook_name, impl)
         try:
-            impl.function(*[{"register": register_one}[name] for name in impl.argnames])
+            call_impl(impl, register=_register_for(impl.plugin_name, register, refused))
         except Exception as exc:
             # register's refusals and WorkflowErrors say what is wrong already.
             said = exc in refused or isinstance(exc, WorkflowError)
