@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -134,16 +135,16 @@ class ECSWorkflowEngine:
                 f"Store, not {type(store).__name__}"
             )
         # Zero would make an idle worker spin, a lease of zero be taken over at once.
-        for name, value, least in (
-            ("lease_seconds", lease_seconds, "more than 0"),
-            ("poll_interval", poll_interval, "more than 0"),
-            ("retry_delay", retry_delay, "0 or more"),
-            ("shutdown_timeout", shutdown_timeout, "0 or more"),
+        for name, value, zero_ok in (
+            ("lease_seconds", lease_seconds, False),
+            ("poll_interval", poll_interval, False),
+            ("retry_delay", retry_delay, True),
+            ("shutdown_timeout", shutdown_timeout, True),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-            positive = value > 0 if least == "more than 0" else value >= 0
-            if not positive or value != value or value == float("inf"):
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+                least = "0 or more" if zero_ok else "more than 0"
                 raise ValueError(f"{name} must be {least} seconds (and finite), not {value!r}")
         if isinstance(only_workflows, str):
             raise TypeError("only_workflows takes a list of workflow names, not one string")
