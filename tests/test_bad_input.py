@@ -54,7 +54,21 @@ def test_submit_to_an_unknown_workflow(engine, wfe_run):
     assert isinstance(caught.value, WorkflowError)
 
 
-@pytest.mark.parametrize("data", [{1, 2}, object(), {"when": math.nan}, {"f": lambda: 1}, b"raw"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {1, 2},
+        object(),
+        {"when": math.nan},
+        {"f": lambda: 1},
+        b"raw",
+        # Bad values a level or two down, in otherwise small plain data.
+        {"a": {"b": [1, 2, math.inf]}},
+        [{"ok": 1}, {"ok": {3, 4}}],
+        {"a": {(1, 2): "tuple key"}},
+        {"a": [{"b": object()}]},
+    ],
+)
 def test_submit_data_that_is_not_json(engine, wfe_run, data):
     with pytest.raises(InvalidTaskError) as caught:
         wfe_run(engine.submit_task(data, "known"))
