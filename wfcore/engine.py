@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, overload
 import jsonschema
 import pluggy
 
+from ._wakeup import wake
 from .adapters import Adapter
 from .artifacts import remove_artifact_dirs, resolve_artifact, write_artifact
 from .errors import (
@@ -181,7 +182,8 @@ class ECSWorkflowEngine:
         self._worker = Worker(self)
         self._open_lock: asyncio.Lock | None = None
         # wait_for_task calls, by task id: this engine's writes wake them.
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        # wait_for_task calls by task id: their events, and the loops they wait in.
+        self._waiters: dict[str, set[tuple[asyncio.Event, asyncio.AbstractEventLoop]]] = {}
         #: Counters a worker shows: completed, failed, suspended, phases, retried.
         self.stats: dict[str, int] = dict.fromkeys(
             ("completed", "failed", "suspended", "phases", "retried", "cancelled"), 0
@@ -622,7 +624,8 @@ class ECSWorkflowEngine:
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         woken = asyncio.Event()
-        self._waiters.setdefault(task_id, set()).add(woken)
+        waiter = (woken, loop)
+        self._waiters.setdefault(task_id, set()).add(waiter)
         try:
             interval = self.poll_interval
             seen = None
@@ -657,14 +660,15 @@ class ECSWorkflowEngine:
         finally:
             watching = self._waiters.get(task_id)
             if watching is not None:
-                watching.discard(woken)
+                watching.discard(waiter)
                 if not watching:
                     del self._waiters[task_id]
 
     def _task_written(self, task_id: str) -> None:
         """Wake the :meth:`wait_for_task` calls waiting on a task this engine just stored."""
-        for woken in self._waiters.get(task_id, ()):
-            woken.set()
+        # A copy: a wait in another thread may end (and leave the set) meanwhile.
+        for woken, loop in tuple(self._waiters.get(task_id, ())):
+            wake(woken, loop)
 
     def suspend(
         self,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
 from ._processes import worker_died_here
+from ._wakeup import call_in, running_loop, wake
 from .artifacts import remove_artifact_dirs
 from .command import remove_stale_workdirs
 from .errors import AdapterError, InvalidTaskError, StoreError, TaskStateError, WorkflowError
@@ -74,6 +75,7 @@ class Worker:
         self._running = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one serve() runs in
         self._serving: asyncio.Task[Any] | None = None
         self._ended: asyncio.Event | None = None
 
@@ -89,7 +91,12 @@ class Worker:
 
     def stop(self, now: bool = False) -> None:
         """Ask :meth:`serve` to stop; running phases get ``shutdown_timeout`` seconds,
-        or with ``now`` none: they are handed back to the store at once."""
+        or with ``now`` none: they are handed back to the store at once. Callable
+        from any thread or event loop."""
+        loop = self._loop
+        if loop is not None and loop is not running_loop():
+            call_in(loop, self.stop, now)
+            return
         self._stopping = True
         self.poke()
         if now:
@@ -98,6 +105,10 @@ class Worker:
 
     def interrupt(self, task_id: str) -> None:
         """Stop driving a task changed elsewhere (cancelled): its writes are dropped."""
+        loop = self._loop
+        if loop is not None and loop is not running_loop():
+            call_in(loop, self.interrupt, task_id)
+            return
         driver = self._active.get(task_id)
         if driver is not None:
             self._lost.add(task_id)
@@ -110,27 +121,43 @@ class Worker:
         if asyncio.current_task() is self._serving:
             raise WorkflowError("the engine cannot wait for its own run to end")
         self.stop()
-        assert self._ended is not None
-        await self._ended.wait()
+        ended, loop = self._ended, self._loop
+        assert ended is not None
+        if loop is None or loop is running_loop():
+            await ended.wait()
+            return
+        # Serving in another thread's loop: wait there, for the event's sake.
+        waiting = ended.wait()
+        try:
+            future = asyncio.run_coroutine_threadsafe(waiting, loop)
+        except RuntimeError:  # that loop is closed: nothing serves there any more
+            waiting.close()
+            return
+        await asyncio.wrap_future(future)
 
     def poke(self) -> None:
-        """Wake the loop: there may be work, or a reason to stop."""
-        if self._wake is not None:
-            self._wake.set()
+        """Wake the loop: there may be work, or a reason to stop. Callable from any
+        thread or event loop (a web app's, say, submitting to this worker)."""
+        if self._wake is not None and self._loop is not None:
+            wake(self._wake, self._loop)
 
     async def serve(self, until_idle: bool) -> None:
         """Claim and drive tasks until stopped (or, with ``until_idle``, until idle)."""
         if self._running:
             raise WorkflowError("this engine is already running")
         # Running from here on: a stop() while the store opens must not be lost.
-        self._running = True
+        # The loop first: a stop() from another thread that sees this worker
+        # running is then sent to the loop, not overwritten by the line after.
+        self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._running = True
         # Made here, not once: an engine may run in one event loop after another.
         self._ended = ended = asyncio.Event()
         try:
             store = await self._engine.get_store()
         except BaseException:
             self._running = False
+            self._loop = None
             ended.set()
             raise
         self._wake = asyncio.Event()
@@ -148,6 +175,9 @@ class Worker:
             # stop then stops what the others started.
             await self._engine._fire("wfe_engine_started", engine=self._engine)
             while not self._stopping:
+                # Cleared before looking, not after: a poke (a submission, a stop)
+                # that comes while the store is asked must not be lost.
+                self._wake.clear()
                 if time.monotonic() >= next_reap:
                     await self._reap_dead_owners(store)
                     next_reap = time.monotonic() + max(1.0, self._engine.poll_interval * 10)
@@ -165,7 +195,6 @@ class Worker:
                 if until_idle and not self._active and not claimed:
                     if not await store.has_active_tasks(**which):
                         break
-                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._engine.poll_interval)
                 except asyncio.TimeoutError:
@@ -176,6 +205,7 @@ class Worker:
             await asyncio.gather(keeper, sweeper, return_exceptions=True)
             self._running = False
             self._wake = None
+            self._loop = None
             await self._engine._fire("wfe_engine_stopping", engine=self._engine)
             ended.set()
 
