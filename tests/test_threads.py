@@ -3,7 +3,8 @@ callers (a web app's threads, say) submitting, waiting, cancelling and stopping
 from theirs.
 
 The engine polls every 60 s here and renews leases every 100 s, so only a wake-up
-that crosses loops can make these tests pass within their deadlines.
+that crosses loops can make these tests pass within their deadlines. On SQLite:
+the memory store is for one thread.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ class _WorkerThread:
                 return
             deadline.wait(0.01)
         raise AssertionError("engine.run() did not start")
+
+
+@pytest.fixture
+def make_engine(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+) -> Callable[..., ECSWorkflowEngine]:
+    return wfe_engine_factory  # the temporary SQLite store
 
 
 @pytest.fixture
