@@ -88,7 +88,7 @@ def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:  #
     try:
         _wait_for(lambda: Path(f"{gate}.running").exists(), what="the first phase to run")
         running = wfe("show", task_id).stdout.splitlines()
-        assert "phase     - (being classified)" in running and first in running
+        assert "phase     - (the first; named when it ends)" in running and first in running
         assert "status    in_progress" in running
         # Which worker holds it, and until when: what an operator asks of a stuck task.
         [holder] = [line for line in running if line.startswith("worker    ")]
@@ -103,3 +103,48 @@ def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:  #
     # Killed: the lease is a dead process's, which the next claim takes over.
     dead = [line for line in wfe("show", task_id).stdout.splitlines() if "worker " in line]
     assert dead == [holder.split(" (")[0] + " (dead: the next claim takes the task over)"], dead
+
+
+def test_a_store_overriding_the_apps_own_is_named(wfe, tmp_path: Path) -> None:  # noqa: F811
+    own = f"sqlite://{tmp_path / 'own.db'}"
+    (tmp_path / "own_store_app.py").write_text(
+        "from wfcore import ECSWorkflowEngine, Phase\n"
+        f"engine = ECSWorkflowEngine(store={own!r}, load_plugins=False)\n"
+        "engine.register_workflow('w', [Phase('a', assigned_to='human')])\n"
+    )
+    overridden = wfe("submit", "w", "--app", "own_store_app:engine")  # WFE_STORE is set
+    assert (
+        f"wfe: using the store {wfe.env['WFE_STORE']} (from --store or WFE_STORE), "
+        f"not the app's own {own}"
+    ) in overridden.stderr.splitlines()
+    env = {k: v for k, v in wfe.env.items() if k != "WFE_STORE"}
+    kept = wfe("submit", "w", "--app", "own_store_app:engine", env=env)
+    assert "not the app's own" not in kept.stderr
+    assert (tmp_path / "own.db").exists()
+    masked = wfe(
+        "submit", "w", "--app", "own_store_app:engine",
+        "--store", "postgresql://bob:hunter2@db/wf", check=False,
+    )
+    note = masked.stderr.splitlines()[0]
+    assert "postgresql://***@db/wf" in note and "hunter2" not in note
+
+
+def test_http_clients_request_lines_show_only_at_debug(wfe, tmp_path: Path) -> None:  # noqa: F811
+    (tmp_path / "chatty_app.py").write_text(
+        "import logging\n"
+        "from wfcore import ECSWorkflowEngine, Phase\n"
+        "engine = ECSWorkflowEngine(load_plugins=False)\n"
+        "async def call(task):\n"
+        "    for name in ('httpx', 'httpcore'):\n"
+        "        logging.getLogger(name).info('HTTP Request: POST http://bob:pw@h/v1 200')\n"
+        "    logging.getLogger('chatty_app').info('own line')\n"
+        "engine.register_handler('a', call)\n"
+        "engine.register_workflow('w', [Phase('a', assigned_to='functional')])\n"
+    )
+    for _ in range(2):
+        wfe("submit", "w", "--app", "chatty_app:engine")
+    quiet = wfe("worker", "chatty_app:engine", "--until-idle").stderr
+    assert "own line" in quiet and "HTTP Request" not in quiet
+    wfe("submit", "w", "--app", "chatty_app:engine")
+    debug = wfe("--log-level", "debug", "worker", "chatty_app:engine", "--until-idle").stderr
+    assert debug.count("HTTP Request: POST") == 2  # the one task: httpx's and httpcore's

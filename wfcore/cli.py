@@ -98,6 +98,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _LOG_HANDLER: list[logging.Handler] = []
 
 
+_CHATTY_HTTP_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+
+
 def _setup_logging(level: int) -> None:
     """Log to stderr, with the time (UTC), level and logger, at ``level``; the
     wfcore.plugins logger at DEBUG with WFE_TRACE_PLUGINS. Only the wfe command
@@ -113,6 +116,11 @@ def _setup_logging(level: int) -> None:
         root.addHandler(handler)
         _LOG_HANDLER.append(handler)
     root.setLevel(level)
+    # HTTP clients log every request at INFO, with its full URL: a line per model
+    # call on a busy worker, and a password in a URL with it. Shown at DEBUG only.
+    http_level = level if level <= logging.DEBUG else max(level, logging.WARNING)
+    for name in _CHATTY_HTTP_LOGGERS:
+        logging.getLogger(name).setLevel(http_level)
     if os.environ.get("WFE_TRACE_PLUGINS"):
         logging.getLogger("wfcore.plugins").setLevel(logging.DEBUG)
 
@@ -144,6 +152,7 @@ def _engine(
     if app:
         engine = load_app(app, param_hint=app_hint)
         if url:
+            _note_store_replaced(engine, url)
             engine.use_store(url)
     else:
         try:
@@ -153,6 +162,23 @@ def _engine(
     if not in_process and engine.store_url.startswith("memory:"):
         raise _memory_refused()  # from --store, WFE_STORE or the app's own
     return engine
+
+
+def _note_store_replaced(engine: ECSWorkflowEngine, url: str) -> None:
+    """Say so when --store or WFE_STORE overrides the store an app names in code: a
+    WFE_STORE left in the shell would otherwise quietly serve another store."""
+    own = engine._store_arg
+    if isinstance(own, str) and own != url:
+        click.echo(
+            f"wfe: using the store {_shown_url(url)} (from --store or WFE_STORE), "
+            f"not the app's own {_shown_url(own)}",
+            err=True,
+        )
+
+
+def _shown_url(url: str) -> str:
+    """A store URL to print: a password in it (a database server's) masked."""
+    return re.sub(r"//[^/@]*@", "//***@", url, count=1)
 
 
 class _InputError(click.ClickException):
@@ -1190,8 +1216,8 @@ async def _current_phase(store: Store, task: Task) -> Phase | None:
 def _phase_text(task: Task) -> str:
     if task.classification is not None:
         return task.classification
-    # The store learns the first phase when it ends: until then it is being chosen.
-    return "- (being classified)" if task.status is TaskStatus.IN_PROGRESS else "-"
+    # The store learns the first phase's name when it ends (or waits).
+    return "- (the first; named when it ends)" if task.status is TaskStatus.IN_PROGRESS else "-"
 
 
 def _type_text(task: Task, phase: Phase | None) -> str:
