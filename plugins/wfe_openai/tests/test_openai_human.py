@@ -289,3 +289,44 @@ def test_ask_human_with_arguments_sent_as_an_object(openai_server, wfe_engine, w
     assert asked["function"] == {"name": "ask_human", "arguments": '{"question": "Size?"}'}
     assert messages[-1] == {"role": "tool", "tool_call_id": asked["id"], "content": "M"}
     assert asked["id"] and asked["id"] != messages[-4]["tool_calls"][0]["id"]
+
+
+def test_retrying_a_cancelled_wait_for_a_second_question_asks_it_again(
+    openai_server, wfe_engine, wfe_run
+):
+    """The answer to the first question must never be taken for the answer to the
+    second: nobody approved the payment."""
+    openai_server.tool_calls(("ask_human", {"question": "Q1: Which account?"}))
+    openai_server.tool_calls(("ask_human", {"question": "Q2: Approve paying 10,000 EUR?"}))
+    openai_server.reply("paid")
+    wfe_engine.register_workflow("w", [Phase("pay", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> list[Any]:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        await wfe_engine.resume(task.id, "account 7")
+        await wfe_engine.run_until_idle()
+        second = await wfe_engine.get_task(task.id)
+        await wfe_engine.cancel(task.id)
+        await wfe_engine.retry(task.id)
+        await wfe_engine.run_until_idle()
+        again = await wfe_engine.get_task(task.id)
+        calls_while_waiting = len(openai_server.requests)
+        await wfe_engine.resume(task.id, "Yes, approved.")
+        await wfe_engine.run_until_idle()
+        return [second, again, calls_while_waiting, await wfe_engine.get_task(task.id)]
+
+    second, again, calls_while_waiting, done = wfe_run(scenario())
+    assert second.waiting_reason == "Q2: Approve paying 10,000 EUR?"
+    assert again.status is TaskStatus.WAITING_HUMAN, again.error
+    assert again.waiting_reason == "Q2: Approve paying 10,000 EUR?"
+    assert again.output is None
+    assert calls_while_waiting == 2
+    assert done.status is TaskStatus.COMPLETED, done.error
+    tool_results = [m["content"] for m in openai_server.messages() if m["role"] == "tool"]
+    assert tool_results == ["account 7", "Yes, approved."]
+    assert [e["answer"] for e in done.history if e["event"] == "agent_resumed"] == [
+        "account 7",
+        "Yes, approved.",
+    ]

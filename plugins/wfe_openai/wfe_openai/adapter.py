@@ -194,9 +194,11 @@ class OpenAIAgentAdapter:
             and isinstance(saved, dict)
             and saved.get("phase") == phase.target_classification
         )
-        if resumed and task.reply is None and not _answered_since_asked(task):
+        if resumed and not _answered_since_asked(task):
             # Run again without an answer (a retry after cancelling the wait, say): no
-            # person answered, so the question stands; the model is not called.
+            # person answered, so the question stands; the model is not called. Decided
+            # from the history alone: task.reply may still hold the answer to an
+            # earlier question of the same phase, which must never answer this one.
             assert isinstance(saved, dict)
             _wait_for_person(task, engine, saved, repeated=True)
             return
