@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
+import re
 from typing import Any, Literal
 
 import pydantic
 import pytest
-from wfe_openai import AgentRequest, OpenAIAgentAdapter, Tool, tool
+from wfe_openai import AgentRequest, OpenAIAgentAdapter, Tool, ToolArgumentsError, tool
 from wfe_openai.human import HUMAN_TOOL
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, TaskType
@@ -301,6 +303,145 @@ def test_enum_and_pydantic_arguments_arrive_as_objects(openai_server, wfe_engine
     assert openai_server.messages(1)[-1]["content"] == (
         "blue parcel to Main St 1, Bergen (express=False)"
     )
+
+
+class Item(pydantic.BaseModel):
+    sku: str
+    qty: int = 1
+
+    @pydantic.field_validator("sku")
+    @classmethod
+    def _known(cls, sku: str) -> str:
+        if sku == "NONE":
+            raise ValueError("no such product")
+        return sku
+
+
+class Customer(pydantic.BaseModel):
+    name: str
+    address: Address  # a nested model: its schema refers to "#/$defs/Address"
+    colours: list[Colour] = []
+
+
+def _items(items: list[Item]) -> str:
+    return ", ".join(f"{type(i).__name__} {i.sku} x{i.qty}" for i in items)
+
+
+def order(items: list[Item]) -> str:
+    """Order several items."""
+    return _items(items)
+
+
+def paint(colours: list[Colour], fallback: Colour | None = None) -> str:
+    """Paint in these colours."""
+    names = [f"{type(c).__name__}.{c.name}" for c in colours]
+    return ", ".join(names) + f"; fallback {fallback!r}"
+
+
+def stock(by_shop: dict[str, Item]) -> str:
+    """Stock per shop."""
+    return "; ".join(f"{shop}: {_items([item])}" for shop, item in sorted(by_shop.items()))
+
+
+def maybe(items: list[Item] | None = None, code: Item | str = "none") -> str:
+    """Items if any, and a code or an item."""
+    listed = "no list" if items is None else _items(items)
+    return f"{listed}; code {type(code).__name__}"
+
+
+def register(
+    customer: Customer, point: tuple[int, int] = (0, 0), tags: frozenset[str] = frozenset()
+) -> str:
+    """Register a customer."""
+    c = customer
+    assert isinstance(c.address, Address)
+    return (
+        f"{c.name} of {c.address.city}, {[x.value for x in c.colours]}, "
+        f"{type(point).__name__}{point}, {sorted(tags)} {type(tags).__name__}"
+    )
+
+
+# Another model named Address, as another module of an app may have.
+OtherAddress = pydantic.create_model("Address", line=(str, ...))
+
+
+class Other(pydantic.BaseModel):
+    address: OtherAddress  # type: ignore[valid-type]
+
+
+def test_nested_model_definitions_are_at_the_root_of_the_schema():
+    params = Tool(register).parameters
+    assert set(params["$defs"]) == {"Address", "Colour"}
+    assert "$defs" not in params["properties"]["customer"]
+    assert params["properties"]["customer"]["properties"]["address"] == {"$ref": "#/$defs/Address"}
+    # Every reference resolves: a valid call passes the check, a wrong one is refused.
+    good = {"customer": {"name": "Ann", "address": {"street": "s", "city": "Oslo"}}}
+    assert Tool(register).parse_arguments(good) == good
+    with pytest.raises(ToolArgumentsError, match="customer/address: 'city' is a required"):
+        Tool(register).parse_arguments({"customer": {"name": "Ann", "address": {"street": "s"}}})
+    order_params = Tool(maybe).parameters
+    assert order_params["properties"]["items"] == {
+        "type": ["array", "null"],
+        "items": Item.model_json_schema(),
+    }
+
+    def clash(customer: Customer, other: Other) -> None:
+        """Two models named Address."""
+
+    with pytest.raises(TypeError, match="two different types are named 'Address'"):
+        Tool(clash)
+
+
+def test_lists_dicts_and_nested_models_of_models_and_enums_arrive_as_objects(
+    openai_server, wfe_engine, wfe_run
+):
+    """Each tool gets the objects its type hints name, however deep, through the
+    real HTTP stack; the schemas sent to the server resolve."""
+    address = {"street": "Main St 1", "city": "Oslo"}
+    openai_server.tool_calls(
+        ("order", {"items": [{"sku": "A", "qty": 2}, {"sku": "B"}]}),
+        ("paint", {"colours": ["red", "blue"], "fallback": "blue"}),
+        ("paint", {"colours": []}),
+        ("stock", {"by_shop": {"oslo": {"sku": "A"}, "bergen": {"sku": "B", "qty": 5}}}),
+        ("maybe", {"items": [{"sku": "C"}], "code": {"sku": "D"}}),
+        ("maybe", {"items": None, "code": "X-1"}),
+        (
+            "register",
+            {
+                "customer": {"name": "Ann", "address": address, "colours": ["blue"]},
+                "point": [3, 4],
+                "tags": ["vip", "new"],
+            },
+        ),
+        ("order", {"items": [{"sku": "NONE"}]}),
+    )
+    openai_server.reply("Done.")
+    adapter = OpenAIAgentAdapter(tools=[order, paint, stock, maybe, register])
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    results = [m["content"] for m in openai_server.messages(1) if m["role"] == "tool"]
+    assert results[:7] == [
+        "Item A x2, Item B x1",
+        "Colour.RED, Colour.BLUE; fallback <Colour.BLUE: 'blue'>",
+        "; fallback None",
+        "bergen: Item B x5; oslo: Item A x1",
+        "Item C x1; code Item",
+        "no list; code str",
+        "Ann of Oslo, ['blue'], tuple(3, 4), ['new', 'vip'] frozenset",
+    ]
+    # A model's own check refuses a value the schema allows: the model is told why.
+    assert results[7].startswith("error: invalid arguments for order: items: ")
+    assert "no such product" in results[7]
+    for spec in openai_server.requests[0]["body"]["tools"]:
+        params = spec["function"]["parameters"]
+        # What the server received is a schema whose references all resolve.
+        text = json.dumps(params)
+        for name in re.findall(r'"#/\$defs/(\w+)"', text):
+            assert name in params.get("$defs", {}), (spec["function"]["name"], name)
+        assert '"$defs"' not in json.dumps(params["properties"])
 
 
 def test_arguments_sent_as_an_object_and_calls_without_an_id(openai_server, wfe_engine, wfe_run):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import inspect
 import json
 import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Union, cast, get_args, get_origin, overload
+from typing import Any, Literal, Union, get_args, get_origin, overload
 
 import jsonschema
 
@@ -138,8 +139,11 @@ class Tool:
         """Run the tool: await an async function, run a plain one in a thread."""
         kwargs = dict(arguments)
         for param, convert in self._converters.items():
-            if param in kwargs and kwargs[param] is not None:
-                kwargs[param] = convert(kwargs[param])
+            if kwargs.get(param) is not None:
+                try:
+                    kwargs[param] = convert(kwargs[param])
+                except (TypeError, ValueError) as exc:  # pydantic's ValidationError too
+                    raise ToolArgumentsError(f"{param}: {exc}") from None
         for param, kind in self._injected.items():
             kwargs[param] = task if kind is Task else engine
         if inspect.iscoroutinefunction(self.function):
@@ -221,19 +225,99 @@ def _injected_parameters(function: Callable[..., Any]) -> dict[str, type]:
 
 
 def _converters(function: Callable[..., Any]) -> dict[str, Callable[[Any], Any]]:
-    """Parameters whose JSON value must become an object: enum members, pydantic models."""
-    found: dict[str, Callable[[Any], Any]] = {}
-    for name, hint in _hints(function).items():
-        options = [a for a in get_args(hint) if a is not type(None)]
-        if get_origin(hint) in (Union, types.UnionType) and len(options) == 1:
-            hint = options[0]
-        if isinstance(hint, type) and issubclass(hint, enum.Enum):
-            found[name] = hint
-        elif isinstance(hint, type) and callable(
-            model_validate := getattr(hint, "model_validate", None)
-        ):
-            found[name] = model_validate
-    return found
+    """Parameters whose JSON value must become other objects: enum members, pydantic
+    models, tuples and sets, also inside lists, dicts and ``X | None``."""
+    return {
+        name: functools.partial(_convert, hint)
+        for name, hint in _hints(function).items()
+        if name != "return" and _needs_conversion(hint)
+    }
+
+
+def _is_model(hint: Any) -> bool:
+    """True for a pydantic (v2) model class."""
+    return isinstance(hint, type) and callable(getattr(hint, "model_validate", None))
+
+
+def _needs_conversion(hint: Any) -> bool:
+    """True if a JSON value for ``hint`` is not already what the function expects."""
+    if isinstance(hint, type) and (issubclass(hint, enum.Enum) or _is_model(hint)):
+        return True
+    if isinstance(hint, type) and issubclass(hint, (tuple, set, frozenset)):
+        return True
+    if typing.is_typeddict(hint):
+        return any(_needs_conversion(h) for h in _typeddict_hints(hint).values())
+    origin = get_origin(hint)
+    if origin is Literal or origin is None:
+        return False
+    return origin in (tuple, set, frozenset) or any(_needs_conversion(a) for a in get_args(hint))
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """``value`` (checked against the schema of ``hint``) as the object ``hint`` asks for.
+
+    Raises TypeError or ValueError (pydantic's ValidationError is one) when it cannot.
+    """
+    if value is None:
+        return None
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _convert(options[0], value)
+        for option in options:
+            # The first option the value fits, as the schema's anyOf lists them.
+            try:
+                return _convert(option, value)
+            except (TypeError, ValueError):
+                continue
+        return value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value)
+    if _is_model(hint):
+        return hint.model_validate(value)
+    if typing.is_typeddict(hint):
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, not {json_kind(value)}")
+        fields = _typeddict_hints(hint)
+        return {k: _convert(fields[k], v) if k in fields else v for k, v in value.items()}
+    container = origin if origin is not None else hint
+    if isinstance(container, type) and issubclass(container, (list, tuple, set, frozenset)):
+        if not isinstance(value, list):
+            raise TypeError(f"expected an array, not {json_kind(value)}")
+        if container is tuple and args and args[-1] is not Ellipsis:
+            return tuple(_convert(a, v) for a, v in zip(args, value, strict=False))
+        items = [_convert(args[0], v) for v in value] if args else list(value)
+        return items if container is list else container(items)
+    if origin is not None and _is_sequence(origin):
+        if not isinstance(value, list):
+            raise TypeError(f"expected an array, not {json_kind(value)}")
+        return [_convert(args[0], v) for v in value] if args else value
+    if origin is not None and (origin is dict or _is_mapping(origin)):
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, not {json_kind(value)}")
+        return {k: _convert(args[1], v) for k, v in value.items()} if len(args) == 2 else value
+    plain = _PLAIN_TYPES.get(hint)
+    if plain is not None and not isinstance(value, plain):
+        # Lets a union try its next option (str | Colour given "red", say).
+        raise TypeError(f"expected {hint.__name__}, not {json_kind(value)}")
+    return value
+
+
+#: The JSON values a plain type hint takes (JSON has no separate int and bool).
+_PLAIN_TYPES: dict[Any, type | tuple[type, ...]] = {
+    str: str,
+    int: int,
+    float: (int, float),
+    bool: bool,
+    dict: dict,
+    list: list,
+}
+
+
+def _typeddict_hints(hint: Any) -> dict[str, Any]:
+    return typing.get_type_hints(hint)
 
 
 def _schema_from_signature(
@@ -243,6 +327,9 @@ def _schema_from_signature(
     properties: dict[str, Any] = {}
     required: list[str] = []
     takes_any = False
+    # The definitions pydantic models refer to ("$ref": "#/$defs/Address"), which
+    # resolve only from the root of the parameters' schema.
+    defs: dict[str, Any] = {}
     for name, param in inspect.signature(function).parameters.items():
         if name in injected or name == "self":
             continue
@@ -256,7 +343,7 @@ def _schema_from_signature(
                 f"tool {function.__name__!r}: positional-only parameter {name!r} cannot "
                 "receive a JSON argument"
             )
-        schema = _type_schema(hints.get(name, param.annotation))
+        schema = _type_schema(hints.get(name, param.annotation), defs, function)
         if name in param_docs:
             schema = {**schema, "description": param_docs[name]}
         if param.default is param.empty:
@@ -267,6 +354,8 @@ def _schema_from_signature(
     schema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
+    if defs:
+        schema["$defs"] = defs
     if not takes_any:
         # An argument the function does not take would fail the call with a
         # TypeError; refused by the schema check, the model is told which it takes.
@@ -296,8 +385,11 @@ _SIMPLE: dict[Any, dict[str, Any]] = {
 }
 
 
-def _type_schema(hint: Any) -> dict[str, Any]:
-    """A JSON Schema for a type hint; unannotated parameters are strings."""
+def _type_schema(hint: Any, defs: dict[str, Any], function: Callable[..., Any]) -> dict[str, Any]:
+    """A JSON Schema for a type hint; unannotated parameters are strings.
+
+    The definitions of models go into ``defs``, for the root of the tool's schema.
+    """
     if hint is inspect.Parameter.empty:
         return {"type": "string"}
     if isinstance(hint, str):
@@ -308,13 +400,13 @@ def _type_schema(hint: Any) -> dict[str, Any]:
         return {"enum": [m.value for m in hint]}
     model_schema = getattr(hint, "model_json_schema", None)
     if isinstance(hint, type) and callable(model_schema):
-        return cast("dict[str, Any]", model_schema())  # a pydantic model
+        return _lift_defs(dict(model_schema()), defs, function)  # a pydantic model
     origin = get_origin(hint)
     args = get_args(hint)
     if origin is Literal:
         return {"enum": list(args)}
     if origin in (Union, types.UnionType):
-        options = [_type_schema(a) for a in args if a is not type(None)]
+        options = [_type_schema(a, defs, function) for a in args if a is not type(None)]
         nullable = len(options) < len(args)
         if len(options) == 1 and not nullable:
             return options[0]
@@ -326,23 +418,37 @@ def _type_schema(hint: Any) -> dict[str, Any]:
     if origin in (list, tuple, set, frozenset) or (origin is not None and _is_sequence(origin)):
         schema: dict[str, Any] = {"type": "array"}
         if origin is tuple and args and args[-1] is not Ellipsis:
-            schema["prefixItems"] = [_type_schema(a) for a in args]
+            schema["prefixItems"] = [_type_schema(a, defs, function) for a in args]
         elif args:
-            schema["items"] = _type_schema(args[0])
+            schema["items"] = _type_schema(args[0], defs, function)
         return schema
     if origin is dict or (origin is not None and _is_mapping(origin)):
         schema = {"type": "object"}
         if len(args) == 2 and args[1] is not Any:
-            schema["additionalProperties"] = _type_schema(args[1])
+            schema["additionalProperties"] = _type_schema(args[1], defs, function)
         return schema
     if typing.is_typeddict(hint):
         hints = typing.get_type_hints(hint)
         return {
             "type": "object",
-            "properties": {k: _type_schema(v) for k, v in hints.items()},
+            "properties": {k: _type_schema(v, defs, function) for k, v in hints.items()},
             "required": sorted(getattr(hint, "__required_keys__", hints)),
         }
     return {}
+
+
+def _lift_defs(
+    schema: dict[str, Any], defs: dict[str, Any], function: Callable[..., Any]
+) -> dict[str, Any]:
+    """``schema`` without its ``$defs``, which join ``defs``."""
+    for name, definition in schema.pop("$defs", {}).items():
+        if name in defs and defs[name] != definition:
+            raise TypeError(
+                f"tool {getattr(function, '__name__', function)!r}: two different types "
+                f"are named {name!r} in its parameters; rename one, or pass parameters="
+            )
+        defs[name] = definition
+    return schema
 
 
 def _is_sequence(origin: Any) -> bool:
