@@ -129,7 +129,7 @@ def test_a_store_overriding_the_apps_own_is_named(wfe, tmp_path: Path) -> None: 
     assert "postgresql://***@db/wf" in note and "hunter2" not in note
 
 
-def test_http_clients_request_lines_show_only_at_debug(wfe, tmp_path: Path) -> None:  # noqa: F811
+def test_client_libraries_info_lines_show_only_at_debug(wfe, tmp_path: Path) -> None:  # noqa: F811
     (tmp_path / "chatty_app.py").write_text(
         "import logging\n"
         "from wfcore import ECSWorkflowEngine, Phase\n"
@@ -137,6 +137,8 @@ def test_http_clients_request_lines_show_only_at_debug(wfe, tmp_path: Path) -> N
         "async def call(task):\n"
         "    for name in ('httpx', 'httpcore'):\n"
         "        logging.getLogger(name).info('HTTP Request: POST http://bob:pw@h/v1 200')\n"
+        "    logging.getLogger('kafka.net.connection').info('Connection to broker')\n"
+        "    logging.getLogger('kafka.cluster').error('Topic t not found')\n"
         "    logging.getLogger('chatty_app').info('own line')\n"
         "engine.register_handler('a', call)\n"
         "engine.register_workflow('w', [Phase('a', assigned_to='functional')])\n"
@@ -144,7 +146,9 @@ def test_http_clients_request_lines_show_only_at_debug(wfe, tmp_path: Path) -> N
     for _ in range(2):
         wfe("submit", "w", "--app", "chatty_app:engine")
     quiet = wfe("worker", "chatty_app:engine", "--until-idle").stderr
-    assert "own line" in quiet and "HTTP Request" not in quiet
+    assert "own line" in quiet and "Topic t not found" in quiet  # errors still show
+    assert "HTTP Request" not in quiet and "Connection to broker" not in quiet
     wfe("submit", "w", "--app", "chatty_app:engine")
     debug = wfe("--log-level", "debug", "worker", "chatty_app:engine", "--until-idle").stderr
     assert debug.count("HTTP Request: POST") == 2  # the one task: httpx's and httpcore's
+    assert "Connection to broker" in debug

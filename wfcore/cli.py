@@ -98,7 +98,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _LOG_HANDLER: list[logging.Handler] = []
 
 
-_CHATTY_HTTP_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+# Client libraries that log at INFO what only debugging needs: HTTP clients a line
+# per request with its full URL (a password in it too), kafka-python every
+# connection, join and retry (hundreds of lines a minute while a broker is away).
+_CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "kafka")
 
 
 def _setup_logging(level: int) -> None:
@@ -116,11 +119,9 @@ def _setup_logging(level: int) -> None:
         root.addHandler(handler)
         _LOG_HANDLER.append(handler)
     root.setLevel(level)
-    # HTTP clients log every request at INFO, with its full URL: a line per model
-    # call on a busy worker, and a password in a URL with it. Shown at DEBUG only.
-    http_level = level if level <= logging.DEBUG else max(level, logging.WARNING)
-    for name in _CHATTY_HTTP_LOGGERS:
-        logging.getLogger(name).setLevel(http_level)
+    chatty_level = level if level <= logging.DEBUG else max(level, logging.WARNING)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty_level)
     if os.environ.get("WFE_TRACE_PLUGINS"):
         logging.getLogger("wfcore.plugins").setLevel(logging.DEBUG)
 
