@@ -22,9 +22,10 @@ from wfcore import (
 )
 
 from . import ops
+from .bridge import BridgeError, BridgeTimeout
 from .display import _STATUS_LABELS
 from .errors import _error
-from .forms import parse_answer, typed_values
+from .forms import parse_answer, sent_answer, typed_values
 from .pages import inbox, task
 from .security import _safe_next
 from .views import route
@@ -32,7 +33,15 @@ from .views import route
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["add_actions", "answer", "answer_refused", "cancel", "change_task", "retry"]
+__all__ = [
+    "add_actions",
+    "answer",
+    "answer_queued",
+    "answer_refused",
+    "cancel",
+    "change_task",
+    "retry",
+]
 
 
 def add_actions(bp: Blueprint, dash: Dashboard) -> None:
@@ -76,6 +85,8 @@ def answer(dash: Dashboard, task_id: str) -> Any:
             )
         except InvalidOutputError as exc:
             form.error = "; ".join(exc.errors) or str(exc)
+        except BridgeTimeout as exc:
+            return answer_queued(dash, found, schema, back, exc)
         except TaskStateError as exc:
             # Someone else's answer (or a deadline) moved the task on since it was loaded.
             now = dash.call(lambda engine: engine.get_task(task_id))
@@ -101,16 +112,48 @@ def answer(dash: Dashboard, task_id: str) -> Any:
     return task(dash, task_id, form=form, status=400)
 
 
+def answer_queued(dash: Dashboard, found: Task, schema: Any, back: str, exc: BridgeTimeout) -> Any:
+    """503: the store did not take the answer in time (another process holding its
+    write lock, say). The write was handed to the store and may still be done, so
+    the page says so, shows what was typed, and asks to check before answering again
+    (an answer sent again for the same round is refused if the first one was taken)."""
+    message = (
+        f"The store was too busy to take your answer for task {found.id[:8]} "
+        f"({exc}). It was queued and may still be applied: check the task "
+        "(its page updates itself) before answering again."
+    )
+    typed = typed_values(schema, request.form)
+    queued = {
+        "message": message,
+        "asked": found.classification or "",
+        "typed": typed,
+        "kind": "queued",
+    }
+    try:
+        if back == "inbox":
+            return inbox(dash, refused=queued, status=503)
+        return task(dash, found.id, refused=queued, status=503)
+    except BridgeError:  # the store does not answer reads either: a plain page
+        return _error(dash, 503, message, [f"{label}: {text}" for label, text in typed])
+
+
 def answer_refused(
     dash: Dashboard, now: Task, specs: dict[str, WorkflowSpec], asked: str, back: str
 ) -> Any:
     """409: the answer was for a phase the task has left, or for a task that has
     finished since. The page now shown has the new question's form (if any), and
-    what the person typed is shown back."""
+    what the person typed is shown back.
+
+    When the answer recorded for that phase is the very one this form carries (an
+    earlier send of it, queued while the store was busy, was taken after all), the
+    page says so instead of claiming it was not recorded.
+    """
     spec = specs.get(now.workflow_name or "")
     old = spec.phase(asked) if spec is not None else None
+    schema = old.input_schema if old is not None else None
+    ours = _recorded_is_ours(now, asked, schema)
     if now.status.is_finished:
-        moved = _finished_since(now, asked)
+        moved = _finished_since(now, asked, ours)
     elif now.classification == asked:
         moved = (
             f"has been answered since you opened it and is back at phase {asked!r} "
@@ -121,19 +164,40 @@ def answer_refused(
             f"has moved on from phase {asked!r} to {now.classification!r} "
             f"({_STATUS_LABELS[now.status.value].lower()}) since you opened it"
         )
+    outcome = (
+        f"the answer recorded for {asked!r} is the same as yours (an earlier send of it, "
+        "perhaps, taken after the store was busy), so nothing is lost; this one was "
+        "not recorded again"
+        if ours
+        else "your answer was not recorded"
+    )
     refused = {
-        "message": f"Task {now.id[:8]} {moved}; your answer was not recorded.",
+        "message": f"Task {now.id[:8]} {moved}; {outcome}.",
         "asked": asked,
-        "typed": typed_values(old.input_schema if old is not None else None, request.form),
+        "typed": typed_values(schema, request.form),
+        "kind": "recorded" if ours else "refused",
     }
     if back == "inbox":
         return inbox(dash, refused=refused, status=409)
     return task(dash, now.id, refused=refused, status=409)
 
 
-def _finished_since(now: Task, asked: str) -> str:
+def _recorded_is_ours(now: Task, asked: str, schema: Any) -> bool:
+    """True when the answer the task holds for phase ``asked`` (its output, or the
+    reply of a phase that reruns with it) equals the one this request carries."""
+    sent = sent_answer(schema, request.form)
+    if sent is None:
+        return False
+    value = sent[0]
+    return (asked in now.outputs and now.outputs[asked] == value) or (
+        now.reply is not None and now.reply == value
+    )
+
+
+def _finished_since(now: Task, asked: str, ours: bool = False) -> str:
     """Why a task whose question was open has finished: it was answered, its deadline
-    passed, it was cancelled, or it failed."""
+    passed, it was cancelled, or it failed. ``ours``: the answer it holds is the one
+    this request carries, so it was not necessarily answered elsewhere."""
     if now.status is TaskStatus.CANCELLED:
         return "is cancelled now"
     if now.status is TaskStatus.FAILED:
@@ -147,6 +211,8 @@ def _finished_since(now: Task, asked: str) -> str:
         ),
         None,
     )
+    if why == "resumed" and ours:
+        return "is completed now (answered)"
     return f"is completed now ({_ENDINGS[why]})" if why else "is completed now"
 
 
@@ -172,6 +238,14 @@ def change_task(dash: Dashboard, task_id: str, change: Any, done: str, back: str
         return _error(dash, 404, str(exc))
     except TaskStateError as exc:
         flash(str(exc), "error")
+    except BridgeTimeout as exc:
+        # The change was handed to the store, which may still make it.
+        what = "cancel" if done == "cancelled" else "retry"
+        flash(
+            f"The store was too busy to take the {what} of task {task_id[:8]} ({exc}). "
+            "It was queued and may still be applied: check the task before trying again.",
+            "warn",
+        )
     else:
         flash(f"Task {task_id[:8]} {done}.", "ok")
     return redirect(back)

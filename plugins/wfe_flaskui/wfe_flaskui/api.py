@@ -273,18 +273,47 @@ def api_resume(dash: Dashboard, task_id: str) -> Any:
     read = doc.get("version")
     if read is not None and (isinstance(read, bool) or not isinstance(read, int)):
         raise _BadInput(f'"version" must be a whole number, not {json.dumps(read)[:40]}')
-    resumed = dash.call(lambda e: e.resume(task_id, doc["output"], phase=asked, version=read))
+    try:
+        resumed = dash.call(lambda e: e.resume(task_id, doc["output"], phase=asked, version=read))
+    except BridgeTimeout as exc:
+        again = (
+            'sending it again with the same "version" is safe: an answer to a round '
+            "already answered is refused with 409"
+            if read is not None
+            else 'send "version" (from the task\'s JSON) with an answer you may send twice'
+        )
+        return _queued(task_id, "answer", exc, again)
     return jsonify(_api_task(resumed))
 
 
 @api_errors
 def api_cancel(dash: Dashboard, task_id: str) -> Any:
-    return jsonify(_api_task(dash.call(lambda e: e.cancel(task_id))))
+    try:
+        cancelled = dash.call(lambda e: e.cancel(task_id))
+    except BridgeTimeout as exc:
+        return _queued(task_id, "cancel", exc, "once applied, a cancel sent again gets 409")
+    return jsonify(_api_task(cancelled))
 
 
 @api_errors
 def api_retry(dash: Dashboard, task_id: str) -> Any:
-    return jsonify(_api_task(dash.call(lambda e: e.retry(task_id))))
+    try:
+        retried = dash.call(lambda e: e.retry(task_id))
+    except BridgeTimeout as exc:
+        return _queued(task_id, "retry", exc, "once applied, a retry sent again gets 409")
+    return jsonify(_api_task(retried))
+
+
+def _queued(task_id: str, what: str, exc: BridgeTimeout, again: str) -> Any:
+    """503 for a change the store did not take in time (another process holding its
+    write lock, say): it was handed to the store and may still be made, as a
+    submission's write may (see :func:`api_submit`)."""
+    where = url_for(".api_task", task_id=task_id)
+    message = (
+        f"{exc}; the {what} was queued and may still be applied: check GET {where} "
+        f"before sending it again ({again})"
+    )
+    return jsonify({"error": message, "id": task_id}), 503
 
 
 @api_errors

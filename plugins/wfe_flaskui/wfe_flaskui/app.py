@@ -56,6 +56,8 @@ class Dashboard:
         With brokers and ``wfe_kafka`` installed, submitted tasks are also
         published to Kafka and results from the results topic are shown.
     :param name: the blueprint's name (endpoints are ``<name>.tasks`` etc.).
+    :param timeout: how long a request waits for the engine (a store write held up
+        by another process's lock, say) before it answers 503, in seconds.
 
     Mount it in any Flask app::
 
@@ -80,9 +82,12 @@ class Dashboard:
         preview_bytes: int = 64 * 1024,
         kafka_brokers: str | None = None,
         name: str = "wfe",
+        timeout: float = 30.0,
     ) -> None:
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.engine = engine if engine is not None else ECSWorkflowEngine(store=store)
-        self.bridge = EngineBridge(self.engine, run_worker=run_worker)
+        self.bridge = EngineBridge(self.engine, run_worker=run_worker, timeout=float(timeout))
         # Blanks around a token are not part of it (clients strip them from headers),
         # and a token of blanks alone is none.
         self.token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()

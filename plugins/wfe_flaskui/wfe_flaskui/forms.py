@@ -36,6 +36,7 @@ __all__ = [
     "answer_form",
     "parse_answer",
     "parse_json_text",
+    "sent_answer",
     "typed_values",
 ]
 
@@ -501,6 +502,16 @@ def typed_values(
         if text.strip():
             shown.append((field.label, text))
     return shown
+
+
+def sent_answer(schema: Mapping[str, Any] | None, form: Mapping[str, Any]) -> tuple[Any] | None:
+    """The answer a post carries, read as the form for this schema reads it: ``(value,)``,
+    or None when it cannot be read (an invalid one). A post with no schema field in it
+    was a free answer."""
+    if schema is None or not any(str(k).startswith(FIELD_PREFIX) for k in form):
+        schema = None
+    value, result = parse_answer(schema, form)
+    return None if result.has_errors else (value,)
 
 
 def _parse_free(form: Mapping[str, Any]) -> tuple[Any, AnswerForm]:
