@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import enum
 import json
 import re
+import sys
 from typing import Any, Literal
 
 import pydantic
@@ -196,6 +198,42 @@ def test_tool_errors_go_back_to_the_model(openai_server, wfe_engine, wfe_run):
     assert results[3] == "error: no tool named 'no_such_tool'; available: divide, ask_human"
     errors = [e["error"] for e in task.history if e["event"] == "agent_tool_result"]
     assert errors == [True, True, True, True]
+
+
+def count_lines(argv: str) -> str:
+    """Count lines, with a command line such as "--n 3"."""
+    parser = argparse.ArgumentParser(prog="count_lines")
+    parser.add_argument("--n", type=int, required=True)
+    return f"{parser.parse_args(argv.split()).n} lines"
+
+
+async def stop(code: int) -> str:
+    """Stop with an exit status."""
+    sys.exit(code)
+
+
+def test_a_tool_that_exits_is_an_error_for_the_model_not_the_end_of_the_worker(
+    openai_server, wfe_engine, wfe_run, capsys
+):
+    openai_server.tool_calls(
+        ("count_lines", {"argv": "--n bad"}),
+        ("stop", {"code": 3}),
+        ("count_lines", {"argv": "--n 3"}),
+    )
+    openai_server.reply("3 lines.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[count_lines, stop]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "3 lines."
+    results = [m["content"] for m in openai_server.messages(1) if m["role"] == "tool"]
+    assert results == [
+        "error: SystemExit: 2 (the tool called sys.exit(), as argparse does on bad arguments)",
+        "error: SystemExit: 3 (the tool called sys.exit(), as argparse does on bad arguments)",
+        "3 lines",
+    ]
+    assert "invalid int value: 'bad'" in capsys.readouterr().err  # argparse's own words
 
 
 def test_tools_get_the_task_and_engine(openai_server, wfe_engine, wfe_run):

@@ -170,9 +170,13 @@ async def _call_tool(
             result = await tool.invoke(arguments, task, engine)
         except ToolArgumentsError as exc:
             content = f"error: invalid arguments for {tool_name}: {exc}"
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: argparse and click exit on bad input, which is what a
+            # model sends; it must not end the worker, and the model can correct it.
             logger.info("task %s: tool %s failed: %s", task.id, tool_name, exc)
             content = f"error: {type(exc).__name__}: {exc}"
+            if isinstance(exc, SystemExit):
+                content += " (the tool called sys.exit(), as argparse does on bad arguments)"
         else:
             content = _answer_text(result)
             error = False
