@@ -152,3 +152,17 @@ def test_client_libraries_info_lines_show_only_at_debug(wfe, tmp_path: Path) -> 
     debug = wfe("--log-level", "debug", "worker", "chatty_app:engine", "--until-idle").stderr
     assert debug.count("HTTP Request: POST") == 2  # the one task: httpx's and httpcore's
     assert "Connection to broker" in debug
+
+
+def test_tasks_of_an_unknown_workflow_and_a_start_in_the_past(wfe) -> None:  # noqa: F811
+    wfe("submit", "review", "--app", APP, "--data", '{"n": 1}')
+    typo = wfe("tasks", "-w", "reveiw", check=False)
+    assert typo.returncode == 2
+    assert typo.stderr.splitlines()[-1].startswith("Error: unknown workflow 'reveiw' (known: ")
+    assert "review" in typo.stderr
+    assert wfe("tasks", "-w", "review", "--status", "failed").stdout == "no tasks\n"
+    past = wfe(
+        "submit", "review", "--app", APP, "--data", '{"n": 2}', "--at", "2020-01-01T00:00:00Z"
+    )
+    assert "wfe: --at 2020-01-01T00:00:00Z is in the past: the task starts now" in past.stderr
+    assert "runs after" not in wfe("tasks").stdout

@@ -1086,6 +1086,12 @@ def tasks(
         found = await st.list_tasks(
             status=wanted, workflow_name=workflow, limit=limit, offset=offset
         )
+        if not found and workflow is not None:
+            known = sorted(spec.name for spec in await st.load_workflows())
+            if workflow not in known:  # a typo, not a workflow without tasks
+                raise _InputError(
+                    f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})"
+                )
         if as_json or (offset == 0 and len(found) < limit):
             return found, len(found)  # all of them, or nobody reads the total
         counts = await st.count_tasks(workflow)
@@ -1404,9 +1410,12 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
     if at is None:
         return None
     try:
-        return parse_time(at)
+        when = parse_time(at)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
+    if when <= datetime.now(timezone.utc):
+        click.echo(f"wfe: --at {at} is in the past: the task starts now", err=True)
+    return when
 
 
 def _parse_age(value: str, option: str = "--older-than", noun: str = "an age") -> float:
