@@ -202,7 +202,7 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body,
             }
-            if self.path.rstrip("/") != "/v1/chat/completions":
+            if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":
                 status, headers, payload = 404, {"Content-Type": "text/plain"}, b"not found"
                 with fake._lock:
                     fake.requests.append(request)

@@ -296,6 +296,34 @@ def test_reserved_request_options_are_refused():
             raise AssertionError(f"{bad} was accepted")
 
 
+def test_reserved_options_and_tools_that_are_no_list_are_refused_saying_why():
+    with pytest.raises(TypeError) as info:
+        OpenAIAgentAdapter(stream=True)
+    assert str(info.value) == (
+        "request option stream cannot be set: streaming is not supported: the adapter "
+        "needs each reply whole, to run its tool calls and check its output"
+    )
+    with pytest.raises(TypeError) as info:
+        OpenAIAgentAdapter(phase_options={"p": {"messages": [], "n": 2}})
+    assert str(info.value) == (
+        "phase_options['p'] messages cannot be set: the adapter builds the messages itself "
+        "(a handler can change request.messages); phase_options['p'] n cannot be set: the "
+        "adapter continues one reply per call"
+    )
+
+    def lookup(order_id: str) -> str:
+        return order_id
+
+    for not_a_list, example in [(lookup, "lookup"), (len, "len"), ("lookup", "f")]:
+        with pytest.raises(TypeError) as info:
+            OpenAIAgentAdapter(tools=not_a_list)
+        assert str(info.value) == (
+            "tools must be a list of functions or Tool objects, such as "
+            f"tools=[{example}], not {not_a_list!r}"
+        )
+    assert [t.name for t in OpenAIAgentAdapter(tools=(lookup,)).tools] == ["lookup"]
+
+
 def test_bad_adapter_options_are_refused_naming_the_option():
     cases = [
         ({"phase_options": {"p": "gpt-4o-mini"}}, "phase_options['p'] must be a dict of options"),

@@ -309,26 +309,35 @@ def test_credentials_in_the_base_url_never_reach_the_task(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.setenv(
-        "OPENAI_BASE_URL",
-        f"http://user:pw-s3cret@127.0.0.1:{port}/v1?api-key=qs-s3cret&api-version=2024-06-01",
-    )
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_retries=0))
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(max_retries=0),
-    )
+    async def run(url: str) -> Any:
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
 
-    assert task.status is TaskStatus.FAILED
+    server = f"127.0.0.1:{port}/v1"
+    unreachable = wfe_run(run(f"http://user:pw-s3cret@{server}"))
+    # A query string is refused (the SDK would put the API path after it), masked.
+    with_query = wfe_run(run(f"http://user:pw-s3cret@{server}?api-key=qs-s3cret&api-version=1"))
+
+    assert unreachable.status is TaskStatus.FAILED
     # The error still says which server, without what gives access to it.
-    assert task.error.startswith(
-        f"AdapterError: cannot reach the chat completions server (http://***@127.0.0.1:{port}"
-        "/v1/?api-key=***&api-version=2024-06-01):"
+    assert unreachable.error.startswith(
+        f"AdapterError: cannot reach the chat completions server (http://***@{server}/):"
     )
-    assert "s3cret" not in json.dumps(task_to_dict(task))
-    assert "s3cret" not in (task.traceback or "")
+    assert with_query.status is TaskStatus.FAILED
+    assert with_query.error == (
+        "AdapterError: OPENAI_BASE_URL must not have a query string "
+        f"('http://***@{server}?api-key=***&api-version=1'): the SDK adds the API path "
+        "after it. Pass query parameters with client=AsyncOpenAI(base_url=..., "
+        "default_query={...})"
+    )
+    for task in (unreachable, with_query):
+        assert "s3cret" not in json.dumps(task_to_dict(task))
+        assert "s3cret" not in (task.traceback or "")
     assert "s3cret" not in caplog.text
 
 
@@ -495,7 +504,7 @@ def test_a_base_url_that_is_not_an_http_url_is_refused_when_the_adapter_is_built
         ("not a url at all", "not a url at all"),
         ("ftp://127.0.0.1/v1", "ftp://127.0.0.1/v1"),
         ("http://", "http://"),
-        ("http://127.0.0.1:8000/v1\n", "http://127.0.0.1:8000/v1\n"),
+        ("http://127.0.0.1:8000/v1 x", "http://127.0.0.1:8000/v1 x"),
         ("http://127.0.0.1:port/v1", "http://127.0.0.1:port/v1"),
         # Credentials are masked, with or without a scheme.
         ("svc:pw-s3cret@127.0.0.1:8000/v1", "***@127.0.0.1:8000/v1"),
@@ -504,6 +513,115 @@ def test_a_base_url_that_is_not_an_http_url_is_refused_when_the_adapter_is_built
         with pytest.raises(ValueError) as info:
             OpenAIAgentAdapter(base_url=bad)
         assert str(info.value) == f"base_url must be an http:// or https:// URL, got {shown!r}"
+
+
+def test_base_urls_with_whitespace_around_or_a_query_string_are_refused_saying_so(
+    openai_server, monkeypatch, wfe_engine_factory, wfe_run
+):
+    import pytest
+
+    with pytest.raises(ValueError) as info:
+        OpenAIAgentAdapter(base_url="http://127.0.0.1:8000/v1\n")
+    assert str(info.value) == (
+        "base_url has whitespace at its start or end ('http://127.0.0.1:8000/v1\\n'); "
+        "remove it (a trailing newline or space from a file?)"
+    )
+    with pytest.raises(ValueError) as info:
+        OpenAIAgentAdapter(base_url="https://res.example.com/v1?api-version=2024-06-01")
+    assert str(info.value) == (
+        "base_url must not have a query string ('https://res.example.com/v1?api-version="
+        "2024-06-01'): the SDK adds the API path after it. Pass query parameters with "
+        "client=AsyncOpenAI(base_url=..., default_query={...})"
+    )
+    # The same, from the environment, fails the attempt before anything is sent.
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url + " ")
+    task = _run_one(
+        wfe_engine_factory(), wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter()
+    )
+    assert task.error == (
+        f"AdapterError: OPENAI_BASE_URL has whitespace at its start or end "
+        f"({openai_server.url + ' '!r}); remove it (a trailing newline or space from a file?)"
+    )
+    assert openai_server.requests == []
+
+
+def test_query_parameters_reach_the_server_through_a_client_with_default_query(
+    openai_server, wfe_engine, wfe_run
+):
+    """What the query-string refusal advises works."""
+    import openai
+
+    openai_server.reply("hi")
+    client = openai.AsyncOpenAI(
+        base_url=openai_server.url, api_key="k", default_query={"api-version": "2024-06-01"}
+    )
+    task = _run_one(
+        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(client=client)
+    )
+    assert task.output == "hi", task.error
+    assert openai_server.requests[0]["path"] == "/v1/chat/completions?api-version=2024-06-01"
+
+
+def test_a_404_from_a_server_url_without_v1_says_it_may_need_it(
+    openai_server, wfe_engine_factory, wfe_run
+):
+    root = openai_server.url.removesuffix("/v1")
+    task = _run_one(
+        wfe_engine_factory(),
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(base_url=root, max_retries=0),
+    )
+    assert task.error == (
+        f"AdapterError: chat completion failed with HTTP 404 ({root}): not found (the server "
+        "URL does not end in /v1: OpenAI-compatible servers usually serve the API under it, "
+        "e.g. http://localhost:8000/v1)"
+    )
+    # A 404 from a URL that has /v1 (an unknown model, say) is the server's own word.
+    openai_server.error(404, "The model 'gpt-5x' does not exist")
+    task = _run_one(
+        wfe_engine_factory(),
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(max_retries=0),
+    )
+    assert task.error.endswith(
+        f"HTTP 404 ({openai_server.url}/): The model 'gpt-5x' does not exist"
+    )
+
+
+def test_openai_api_base_without_openai_base_url_is_warned_about_once(
+    openai_server, monkeypatch, caplog, wfe_engine, wfe_run
+):
+    import wfe_openai.client
+
+    monkeypatch.setattr(wfe_openai.client, "_warned", set())
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    # The requests go to api.openai.com, here through a proxy on a closed port.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    caplog.set_level(logging.WARNING, logger="wfe_openai")
+    adapter = OpenAIAgentAdapter(max_retries=0)
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
+
+    async def two_tasks_on_two_clients() -> None:
+        for _ in range(2):
+            await wfe_engine.submit_task({}, "w")
+            await wfe_engine.run_until_idle()
+            await adapter.aclose()  # the next task builds a new client
+
+    wfe_run(two_tasks_on_two_clients())
+    warnings = [r.getMessage() for r in caplog.records if r.name == "wfe_openai"]
+    assert warnings == [
+        "OPENAI_API_BASE='http://127.0.0.1:9/v1' is ignored: the openai SDK reads "
+        "OPENAI_BASE_URL, so agentic phases go to api.openai.com (set OPENAI_BASE_URL instead)"
+    ]
 
 
 def test_a_bad_openai_base_url_fails_the_attempt_before_anything_is_sent(

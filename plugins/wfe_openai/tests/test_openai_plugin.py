@@ -261,9 +261,30 @@ def test_the_header_warns_about_a_server_url_the_adapter_refuses(
         "'localhost:8000/v1': agentic phases will fail",
     ]
     # Credentials in the URL are masked, as in the adapter's errors.
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://wfe:hunter22@127.0.0.1:8000/v1?api-key=k3y")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://wfe:hunter22@127.0.0.1:8000/v1")
     assert report_header(engine) == [
-        "agentic phases: OpenAI model gpt-4o at http://***@127.0.0.1:8000/v1?api-key=***"
+        "agentic phases: OpenAI model gpt-4o at http://***@127.0.0.1:8000/v1"
+    ]
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1?api-key=k3y")
+    assert report_header(engine) == [
+        "agentic phases: OpenAI model gpt-4o at http://127.0.0.1:8000/v1?api-key=***",
+        "warning: OPENAI_BASE_URL must not have a query string "
+        "('http://127.0.0.1:8000/v1?api-key=***'): the SDK adds the API path after it. "
+        "Pass query parameters with client=AsyncOpenAI(base_url=..., default_query={...}): "
+        "agentic phases will fail",
+    ]
+    # The old SDK's name for it is read by nobody: said, as a server address is at stake.
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:8000/v1")
+    assert report_header(engine) == [
+        "agentic phases: OpenAI model gpt-4o at api.openai.com",
+        "warning: OPENAI_API_BASE='http://127.0.0.1:8000/v1' is ignored: the openai SDK "
+        "reads OPENAI_BASE_URL, so agentic phases go to api.openai.com (set OPENAI_BASE_URL "
+        "instead)",
+    ]
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    assert report_header(engine) == [
+        "agentic phases: OpenAI model gpt-4o at http://127.0.0.1:8000/v1"
     ]
 
 
@@ -330,4 +351,100 @@ def test_an_unknown_wfe_agent_is_warned_about_once(
         AgenticAdapter,
         AgenticAdapter,
         OpenAIAgentAdapter,
+    ]
+
+
+def test_wfe_openai_timeout_and_max_retries_for_workers(
+    openai_server, monkeypatch, wfe_engine_factory, wfe_run
+):
+    monkeypatch.setenv("WFE_AGENT", "openai")
+    monkeypatch.setenv("WFE_OPENAI_TIMEOUT", "1.5")
+    monkeypatch.setenv("WFE_OPENAI_MAX_RETRIES", "0")
+    openai_server.hang()
+    engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+    assert report_header(engine) == [
+        f"agentic phases: OpenAI model gpt-4o at {openai_server.url} "
+        "(timeout 1.5 s per request, max_retries 0)"
+    ]
+
+    task = _answer(engine, wfe_run)
+
+    adapter = engine.adapter_for(TaskType.AGENTIC)
+    assert (adapter.request_options["timeout"], adapter._max_retries) == (1.5, 0)
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: chat completion timed out after 0 retries ({openai_server.url}/): "
+        "no reply within 1.5 s per request (the adapter's timeout= option)"
+    )
+    assert len(openai_server.requests) == 1
+
+
+def test_bad_wfe_openai_timeout_or_max_retries_refuse_the_start(
+    openai_server, tmp_path: Path, wfe_store_url: str, monkeypatch, wfe_engine_factory
+):
+    monkeypatch.setenv("WFE_AGENT", "openai")
+    cases = [
+        (
+            "WFE_OPENAI_TIMEOUT",
+            "2m",
+            "WFE_OPENAI_TIMEOUT must be a number of seconds > 0 "
+            "(the wait for each reply), such as 120, not '2m'",
+        ),
+        (
+            "WFE_OPENAI_TIMEOUT",
+            "0",
+            "WFE_OPENAI_TIMEOUT must be a number of seconds > 0 "
+            "(the wait for each reply), such as 120, not '0'",
+        ),
+        (
+            "WFE_OPENAI_TIMEOUT",
+            "nan",
+            "WFE_OPENAI_TIMEOUT must be a number of seconds > 0 "
+            "(the wait for each reply), such as 120, not 'nan'",
+        ),
+        (
+            "WFE_OPENAI_MAX_RETRIES",
+            "-1",
+            "WFE_OPENAI_MAX_RETRIES must be a whole number >= 0 "
+            "(the retries of a failed request), such as 2, not '-1'",
+        ),
+        (
+            "WFE_OPENAI_MAX_RETRIES",
+            "two",
+            "WFE_OPENAI_MAX_RETRIES must be a whole number >= 0 "
+            "(the retries of a failed request), such as 2, not 'two'",
+        ),
+    ]
+    for name, value, message in cases:
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+            assert report_header(engine)[1] == f"warning: {message}: the worker will not start"
+    # A real worker process exits with the message, before it runs anything.
+    _write_agent_app(tmp_path)
+    worker = _run_worker(tmp_path, wfe_store_url, WFE_OPENAI_TIMEOUT="2m")
+    assert worker.returncode != 0
+    assert cases[0][2] in worker.stderr
+    assert openai_server.requests == []
+
+
+def test_phase_options_naming_no_phase_are_warned_about_once(
+    openai_server, monkeypatch, caplog, wfe_engine_factory, wfe_run
+):
+    caplog.set_level(logging.WARNING, logger="wfe_openai")
+    openai_server.reply("4")
+    engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+    adapter = OpenAIAgentAdapter(
+        phase_options={"answer": {"temperature": 0}, "typo_phase": {"model": "x"}}
+    )
+    engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    task = _answer(engine, wfe_run)
+    wfe_run(engine.run_until_idle())  # a second start says nothing new
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    warnings = [r.getMessage() for r in caplog.records if r.name == "wfe_openai"]
+    assert warnings == [
+        "phase_options['typo_phase'] names no phase of this engine's workflows "
+        "(phases: answer); its options apply to no phase"
     ]

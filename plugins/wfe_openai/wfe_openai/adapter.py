@@ -94,6 +94,15 @@ class OpenAIAgentAdapter:
         self.max_item_chars = max_item_chars
         self.max_input_chars = max_input_chars
         self.request_options = dict(request_options)
+        if tools is not None and (
+            callable(tools) or isinstance(tools, (str, bytes, Mapping)) or not _iterable(tools)
+        ):
+            # One function passed as tools= would otherwise fail as "not iterable".
+            example = getattr(tools, "name", None) or getattr(tools, "__name__", None) or "f"
+            raise TypeError(
+                f"tools must be a list of functions or Tool objects, such as "
+                f"tools=[{example}], not {tools!r}"
+            )
         self.tools: list[Tool] = []
         for item in tools or ():
             self.add_tool(item)
@@ -105,6 +114,8 @@ class OpenAIAgentAdapter:
         self._given_client = client
         self._own_client: AsyncOpenAI | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
+        # phase_options keys already warned about as naming no phase (plugin.py).
+        self._warned_phase_options: set[str] = set()
 
     def __repr__(self) -> str:
         return f"OpenAIAgentAdapter(model={self.model!r}, tools={[t.name for t in self.tools]})"
@@ -251,3 +262,11 @@ class OpenAIAgentAdapter:
             resumed=resumed,
             phase=phase,
         )
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True

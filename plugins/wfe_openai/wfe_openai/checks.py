@@ -17,8 +17,17 @@ if TYPE_CHECKING:
 
     from .request import AgentRequest
 
-# Request options the adapter sets itself; passing them would break the conversation.
-_RESERVED_OPTIONS = frozenset({"messages", "model", "tools", "stream", "n"})
+# Request options the adapter sets itself, or cannot work with, and why.
+_RESERVED_OPTIONS = {
+    "messages": "the adapter builds the messages itself (a handler can change request.messages)",
+    "model": "the adapter sends its model= (a handler can set request.model)",
+    "tools": "the adapter sends its tools (use tools= / add_tool, or request.tools in a handler)",
+    "stream": (
+        "streaming is not supported: the adapter needs each reply whole, to run its "
+        "tool calls and check its output"
+    ),
+    "n": "the adapter continues one reply per call",
+}
 
 
 def _check_settings(
@@ -104,8 +113,15 @@ def _check_base_url(url: str, source: str, error: type[Exception]) -> None:
     """Refuse a server URL the SDK cannot send a request to.
 
     Otherwise each request fails only when sent, is retried as a connection error,
-    and is reported as a server that cannot be reached.
+    and is reported as a server that cannot be reached (or, for a query string, as
+    a 404 from a path the SDK mangled).
     """
+    shown = _masked_url(url)
+    if url != url.strip():
+        raise error(
+            f"{source} has whitespace at its start or end ({shown!r}); remove it "
+            "(a trailing newline or space from a file?)"
+        )
     try:
         parts = urlsplit(url)
         _ = parts.port  # a port that is not a number raises ValueError
@@ -119,17 +135,24 @@ def _check_base_url(url: str, source: str, error: type[Exception]) -> None:
             and not any(char.isspace() or not char.isprintable() for char in url)
         )
     if not usable:
-        raise error(f"{source} must be an http:// or https:// URL, got {_masked_url(url)!r}")
+        raise error(f"{source} must be an http:// or https:// URL, got {shown!r}")
+    if "?" in url:
+        # The SDK appends the API path to the URL as text, after the query:
+        # ".../v1?api-key=...chat/completions", a 404 that says nothing of why.
+        raise error(
+            f"{source} must not have a query string ({shown!r}): the SDK adds the API "
+            "path after it. Pass query parameters with client=AsyncOpenAI(base_url=..., "
+            "default_query={...})"
+        )
 
 
 def _check_options(options: Mapping[str, Any], what: str) -> None:
-    bad = sorted(set(options) & _RESERVED_OPTIONS)
+    bad = sorted(set(options) & set(_RESERVED_OPTIONS))
     if "model" in bad and what.startswith("phase_options"):
         bad.remove("model")
     if bad:
         raise TypeError(
-            f"{what} {', '.join(bad)} cannot be set: the adapter builds the messages and "
-            "tools itself (use tools= / add_tool, or a handler to shape the request)"
+            "; ".join(f"{what} {name} cannot be set: {_RESERVED_OPTIONS[name]}" for name in bad)
         )
     fmt = options.get("response_format")
     if fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -9,12 +10,35 @@ from typing import TYPE_CHECKING, Any
 from wfcore import AdapterError
 
 from .checks import _check_api_key, _check_base_url
+from .redaction import _masked_url
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
+logger = logging.getLogger("wfe_openai")
+
 #: The server the SDK uses when no other is configured.
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# Warnings about OPENAI_API_BASE already logged: every client built would repeat them.
+_warned: set[str] = set()
+
+
+def _api_base_ignored() -> str | None:
+    """What to say when ``OPENAI_API_BASE`` is set and ``OPENAI_BASE_URL`` is not; or None.
+
+    The pre-1.0 SDK and LangChain read ``OPENAI_API_BASE``; the SDK now reads only
+    ``OPENAI_BASE_URL``, so the requests (and the task data in them) would go to
+    api.openai.com without a word.
+    """
+    legacy = (os.environ.get("OPENAI_API_BASE") or "").strip()
+    if not legacy or (os.environ.get("OPENAI_BASE_URL") or "").strip():
+        return None
+    return (
+        f"OPENAI_API_BASE={_masked_url(legacy)!r} is ignored: the openai SDK reads "
+        "OPENAI_BASE_URL, so agentic phases go to api.openai.com (set OPENAI_BASE_URL "
+        "instead)"
+    )
 
 
 def _build_client(
@@ -41,6 +65,10 @@ def _build_client(
     if base_url:
         kwargs["base_url"] = base_url
     else:
+        ignored = _api_base_ignored()
+        if ignored is not None and ignored not in _warned:
+            _warned.add(ignored)
+            logger.warning("%s", ignored)
         env_url = os.environ.get("OPENAI_BASE_URL")
         if env_url is not None and not env_url.strip():
             # "OPENAI_BASE_URL=" in a .env file means no server of one's own; the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .records import _short
 
@@ -26,7 +27,7 @@ def _failure_reason(
     if isinstance(exc, openai.APIStatusError):
         return (
             f"chat completion failed with HTTP {exc.status_code}{_retried_text(exc, client)} "
-            f"({where}): {_server_error_text(exc)}"
+            f"({where}): {_server_error_text(exc)}{_not_found_hint(exc, client)}"
         )
     if isinstance(exc, openai.APITimeoutError):
         limit = _timeout_text(options.get("timeout", getattr(client, "timeout", None)))
@@ -42,6 +43,21 @@ def _failure_reason(
         # Raised before anything is sent: an option create() does not take.
         return f"invalid chat completion request: {exc}"
     return f"malformed response from {where}: {type(exc).__name__}: {exc}"
+
+
+def _not_found_hint(exc: Any, client: Any) -> str:
+    """For a 404 from a server whose URL does not end in /v1, the likely cause."""
+    import openai
+
+    if exc.status_code != 404 or isinstance(client, openai.AsyncAzureOpenAI):
+        return ""  # Azure's URLs name a deployment, and end otherwise
+    path = urlsplit(str(getattr(client, "base_url", ""))).path.rstrip("/")
+    if path.endswith("/v1"):
+        return ""
+    return (
+        " (the server URL does not end in /v1: OpenAI-compatible servers usually serve "
+        "the API under it, e.g. http://localhost:8000/v1)"
+    )
 
 
 def _retried_text(exc: Any, client: Any) -> str:
