@@ -44,8 +44,9 @@ def demo_engine(wfe_store_url: str) -> ECSWorkflowEngine:
 
 @pytest.fixture
 def dashboard(demo_engine: ECSWorkflowEngine) -> Iterator[Dashboard]:
-    """A dashboard that also runs the demo engine's worker (the one-process set-up)."""
-    dash = Dashboard(demo_engine, run_worker=True, token="", kafka_brokers="")
+    """A dashboard that also runs the demo engine's worker (the one-process set-up),
+    taking define_workflow tasks."""
+    dash = Dashboard(demo_engine, run_worker=True, token="", kafka_brokers="", allow_define=True)
     yield dash
     dash.stop()
 
@@ -148,6 +149,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         token="",
         kafka_brokers="",
         refresh_seconds=0.5,
+        allow_define=True,
     )
     app = create_app(dash, secret_key="live-secret")
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -402,13 +402,66 @@ def test_an_app_mounting_the_dashboard_closes_its_store_cleanly_at_exit(tmp_path
 def test_a_public_address_with_a_token_needs_it_on_every_request(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'wfe.db'}"
     env = _env(WFE_UI_TOKEN="tok-123", WFE_STORE=store)
-    with running(["--host", "0.0.0.0", "--port", "0"], env) as (_, url):
+    output: list[str] = []
+    with running(["--host", "0.0.0.0", "--port", "0"], env, output) as (_, url):
         port = url.rsplit(":", 1)[1]
         local = f"http://127.0.0.1:{port}"
         assert Http(local).request("GET", "/api/tasks")[0] == 401
         assert Http(local, {"Authorization": "Bearer nope"}).request("GET", "/api/tasks")[0] == 401
         status, body = Http(local, {"Authorization": "Bearer tok-123"}).request("GET", "/api/tasks")
         assert status == 200 and body["total"] == 0
+    printed = "".join(output)
+    # A token that short is guessed soon enough; and beyond this machine, TLS.
+    assert "the access token (WFE_UI_TOKEN) is only 7 characters long; use 16 or more" in printed
+    assert "note: the session cookie is not marked Secure; set WFE_UI_HTTPS=1" in printed
+    output.clear()
+    env = _env(WFE_UI_TOKEN="a-token-of-24-characters", WFE_STORE=store, WFE_UI_HTTPS="1")
+    with running(["--host", "0.0.0.0", "--port", "0"], env, output):
+        pass
+    assert "WFE_UI_TOKEN" not in "".join(output) and "Secure" not in "".join(output)
+
+
+def test_a_memory_store_without_a_worker_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wfe_flaskui", "--port", "0", "--store", "memory://"],
+        cwd=TESTS,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Error: memory:// lives in this one process: no worker could reach it" in result.stderr
+    assert "--worker MODULE:ATTR" in result.stderr
+
+
+def test_wfe_ui_says_when_it_starts_stopping(tmp_path: Path) -> None:
+    """As `wfe worker` does: a worker with a phase running may take a while."""
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    args = ["--port", "0", "--store", store, "--worker", "flaskui_demo_app:make_engine"]
+    output: list[str] = []
+    with running(args, _env(), output) as (proc, url):
+        client = Http(url)
+        csrf = client.request("GET", "/api/csrf")[1]["csrf_token"]
+        gate = {"gate": str(tmp_path / "never-opened")}
+        status, task = client.request(
+            "POST", "/api/tasks", {"workflow": "gated", "data": gate}, **{"X-CSRF-Token": csrf}
+        )
+        assert status == 201, task
+        wait_for(
+            lambda: client.request("GET", f"/api/tasks/{task['id']}")[1]["status"] == "in_progress",
+            what="the gated phase to run",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert (
+        "stopping the dashboard: 1 running phase(s) get up to 2s to finish, "
+        "then go back to the store\n"
+    ) in output
+    output.clear()
+    with running(["--port", "0", "--store", store], _env(), output):
+        pass
+    assert output[-1] == "stopping the dashboard\n"
 
 
 def test_wfe_ui_is_a_command_of_the_wfe_cli() -> None:

@@ -4,10 +4,11 @@ a token, the body limit, the access token, CSRF), and the login and logout pages
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, jsonify, redirect, request, session, url_for
+from flask import Blueprint, Response, current_app, jsonify, redirect, request, session, url_for
 
 from . import security
 from .errors import _error, is_api
@@ -17,12 +18,29 @@ from .views import render, route
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["WRONG_TOKEN", "add_access", "guard", "login", "logout", "wrong_host"]
+__all__ = [
+    "NO_SECRET_KEY",
+    "WRONG_TOKEN",
+    "add_access",
+    "guard",
+    "login",
+    "logout",
+    "no_secret_key",
+    "wrong_host",
+]
 
 #: What the login page says about a token that does not match (typed or in a link).
 WRONG_TOKEN = "That token is not right."
 #: Session key: a ``?token=`` link that did not match sent the browser to log in.
 _WRONG_TOKEN_KEY = "wfe_wrong_token"
+#: Why every request fails in an app without a secret key.
+NO_SECRET_KEY = (
+    "the Flask app serving this dashboard has no secret key, and the dashboard keeps "
+    "its CSRF token (and a login) in the session, which needs one: set app.secret_key "
+    "(or app.config['SECRET_KEY']) to a long random value"
+)
+
+logger = logging.getLogger("wfe_flaskui")
 
 
 def add_access(bp: Blueprint, dash: Dashboard) -> None:
@@ -34,6 +52,8 @@ def add_access(bp: Blueprint, dash: Dashboard) -> None:
 
 def guard(dash: Dashboard) -> Any:
     """Run before every request: None lets it through, anything else is the answer."""
+    if not current_app.secret_key:
+        return no_secret_key()
     # The header as sent: Werkzeug's request.host is empty for a bare "::1".
     host = request.headers.get("Host") or request.host
     if not dash.token and not security.host_is_loopback(host):
@@ -43,6 +63,10 @@ def guard(dash: Dashboard) -> Any:
     via_header = False
     if dash.token and local not in ("static", "login"):
         given, how = security.token_from_request()
+        if how:
+            shut_out = _shut_out(dash)
+            if shut_out is not None:
+                return shut_out
         if how == "header":
             if not security.token_matches(given, dash.token):
                 return _unauthorized(dash, given)
@@ -50,8 +74,14 @@ def guard(dash: Dashboard) -> Any:
         elif how == "query":
             if not security.token_matches(given, dash.token):
                 return _unauthorized(dash, given)
-            security.remember_login(dash.token)
-            return redirect(_without_token())
+            if is_api():
+                # An API client is answered, not sent to the URL without the token with
+                # a session cookie it may not keep; the token in the URL counts as a
+                # header would.
+                via_header = True
+            else:
+                security.remember_login(dash.token)
+                return redirect(_without_token())
         elif not security.session_logged_in(dash.token):
             return _unauthorized(dash)
     if request.method not in ("GET", "HEAD", "OPTIONS") and not via_header:
@@ -98,9 +128,45 @@ def wrong_host(host: str) -> Any:
     return Response(message, 400, mimetype="text/plain")
 
 
+def no_secret_key() -> Any:
+    """500 saying what is missing, for every request of an app without a secret key
+    (the error page would need the session too)."""
+    if not current_app.extensions.get("wfe_flaskui_no_secret_logged"):
+        current_app.extensions["wfe_flaskui_no_secret_logged"] = True
+        logger.error("%s", NO_SECRET_KEY)
+    if is_api():
+        return jsonify({"error": NO_SECRET_KEY}), 500
+    return Response(NO_SECRET_KEY, 500, mimetype="text/plain")
+
+
+def _client() -> str:
+    return request.remote_addr or ""
+
+
+def _shut_out(dash: Dashboard) -> Any:
+    """429 while the client's address is shut out for wrong tokens, else None."""
+    wait = dash.backoff.wait(_client())
+    if not wait:
+        return None
+    answer = _error(dash, 429, _too_many(wait))
+    response = current_app.make_response(answer)
+    response.headers["Retry-After"] = security.TokenBackoff.retry_after(wait)
+    return response
+
+
+def _too_many(wait: float) -> str:
+    return (
+        "too many wrong access tokens from this address; try again in "
+        f"{security.TokenBackoff.retry_after(wait)} s"
+    )
+
+
 def _unauthorized(dash: Dashboard, given: str | None = None) -> Any:
     """401 for the API (and posts), the login page for a browser; ``given`` is a
-    token the request presented that does not match (the login page then says so)."""
+    token the request presented that does not match (the login page then says so,
+    and the client's address counts one more wrong token)."""
+    if given:
+        dash.backoff.failed(_client())
     if is_api() or request.method != "GET":
         if given:
             return _error(dash, 401, "the access token is not valid")
@@ -120,18 +186,30 @@ def _without_token() -> str:
 def login(dash: Dashboard) -> Any:
     target = _safe_next(request.values.get("next"), url_for(".tasks"))
     error = None
+    status = 200
     if not dash.token:
         return redirect(target)
     if session.pop(_WRONG_TOKEN_KEY, False):
-        error = WRONG_TOKEN  # a link's ?token= that did not match brought the browser here
+        # A link's ?token= that did not match brought the browser here.
+        error, status = WRONG_TOKEN, 401
+    wait = 0.0
     if request.method == "POST":
+        wait = dash.backoff.wait(_client())
         # A pasted token often brings a blank along; blanks are never part of one.
-        if security.token_matches((request.form.get("token") or "").strip(), dash.token):
+        given = (request.form.get("token") or "").strip()
+        if wait:
+            error, status = _too_many(wait).capitalize() + ".", 429
+        elif security.token_matches(given, dash.token):
             security.remember_login(dash.token)
             return redirect(target, 303)
-        error = WRONG_TOKEN
+        else:
+            dash.backoff.failed(_client())
+            error, status = WRONG_TOKEN, 401
     page = render(dash, "login.html", next=target, error=error, nav={"inbox": 0}, bare=True)
-    return page, (401 if error else 200)
+    response = current_app.make_response((page, status))
+    if wait:
+        response.headers["Retry-After"] = security.TokenBackoff.retry_after(wait)
+    return response
 
 
 def logout(dash: Dashboard) -> Any:

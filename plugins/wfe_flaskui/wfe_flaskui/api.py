@@ -38,7 +38,7 @@ from .errors import _BadInput, _error
 from .forms import parse_json_text
 from .later import StartError, api_start
 from .query import _int_arg, _parse_statuses
-from .submit import _KafkaDown, do_submit
+from .submit import DEFINE_REFUSED, _KafkaDown, do_submit
 from .views import route
 
 if TYPE_CHECKING:
@@ -167,6 +167,8 @@ def api_submit(dash: Dashboard) -> Any:
         raise _BadInput('"workflow" and "workflow_name" name different workflows; give one')
     workflow = doc.get("workflow", doc.get("workflow_name"))
     defining = doc.get("classification") == DEFINE_WORKFLOW
+    if defining and not dash.allow_define:
+        return _error(dash, 403, DEFINE_REFUSED)
     if not (isinstance(workflow, str) and workflow) and not (defining and workflow is None):
         raise _BadInput('"workflow" must name a registered workflow')
     given = doc.get("id")

@@ -10,14 +10,16 @@ forms that change a task (:mod:`~wfe_flaskui.actions`), the submit page
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import secrets
 import threading
 from typing import Any
 
 from flask import Blueprint, Flask
+from flask.blueprints import BlueprintSetupState
 
-from wfcore import ECSWorkflowEngine
+from wfcore import ECSWorkflowEngine, WorkflowError
 
 from . import views
 from .access import add_access
@@ -27,9 +29,12 @@ from .bridge import EngineBridge
 from .display import add_filters
 from .errors import add_error_handlers
 from .pages import add_pages
+from .security import SHORT_TOKEN, TokenBackoff
 from .submit import add_submit
 
-__all__ = ["Dashboard", "create_app"]
+__all__ = ["Dashboard", "create_app", "short_token_warning"]
+
+logger = logging.getLogger("wfe_flaskui")
 
 
 #: Default request body limit (bytes); larger bodies get 413.
@@ -58,14 +63,19 @@ class Dashboard:
     :param name: the blueprint's name (endpoints are ``<name>.tasks`` etc.).
     :param timeout: how long a request waits for the engine (a store write held up
         by another process's lock, say) before it answers 503, in seconds.
+    :param allow_define: take ``define_workflow`` tasks (from the submit form and the
+        API); None reads ``WFE_UI_ALLOW_DEFINE`` (``1``/``0``, default no). A workflow
+        defined at run time stays in the store, and in every menu, for good.
 
     Mount it in any Flask app::
 
         dashboard = Dashboard(store="sqlite:////srv/wfe/wfe.db")
         app.register_blueprint(dashboard.blueprint, url_prefix="/workflows")
 
-    The engine starts with the first request (or :meth:`start`) and stops as the
-    interpreter exits (or at :meth:`stop`), closing its store cleanly.
+    The engine starts with the first request (or :meth:`start`); with
+    ``run_worker`` it starts as the blueprint is registered, so that the worker runs
+    whether or not anyone opens the dashboard. It stops as the interpreter exits (or
+    at :meth:`stop`), closing its store cleanly.
     """
 
     def __init__(
@@ -83,6 +93,7 @@ class Dashboard:
         kafka_brokers: str | None = None,
         name: str = "wfe",
         timeout: float = 30.0,
+        allow_define: bool | None = None,
     ) -> None:
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -91,6 +102,14 @@ class Dashboard:
         # Blanks around a token are not part of it (clients strip them from headers),
         # and a token of blanks alone is none.
         self.token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
+        warning = short_token_warning(self.token)
+        if warning:
+            logger.warning("%s", warning)
+        #: Wrong access tokens per client address, which shut it out for a while.
+        self.backoff = TokenBackoff()
+        self.allow_define = (
+            _flag_from_env("WFE_UI_ALLOW_DEFINE") if allow_define is None else allow_define
+        )
         self.max_body = max_body
         self.page_size = page_size
         self.inbox_size = inbox_size
@@ -188,6 +207,27 @@ class Dashboard:
         return self.bridge.call(work, timeout)
 
 
+def short_token_warning(token: str) -> str | None:
+    """What to say about an access token too short to resist guessing (None: nothing)."""
+    if not token or len(token) >= SHORT_TOKEN:
+        return None
+    return (
+        f"the access token (WFE_UI_TOKEN) is only {len(token)} characters long; use "
+        f"{SHORT_TOKEN} or more random ones, such as: "
+        "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+    )
+
+
+def _flag_from_env(name: str) -> bool:
+    """A yes/no setting from the environment: unset or empty is no."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise WorkflowError(f"{name} must be 1 or 0 (true or false), not {value!r}")
+
+
 def create_app(
     dashboard: Dashboard | ECSWorkflowEngine | str | None = None,
     *,
@@ -196,6 +236,7 @@ def create_app(
     secret_key: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     start: bool = True,
+    https: bool | None = None,
 ) -> Flask:
     """A Flask app serving the dashboard at ``/``.
 
@@ -206,6 +247,9 @@ def create_app(
     :param secret_key: signs the session cookie; None reads ``WFE_UI_SECRET``, else a
         random key for this process.
     :param start: open the store now, so that a bad store URL fails here.
+    :param https: browsers reach the dashboard over https (a TLS proxy in front), so
+        the session cookie is marked ``Secure`` and never sent over plain http;
+        None reads ``WFE_UI_HTTPS`` (``1``/``0``).
 
     ``app.extensions["wfe_flaskui"]`` is the Dashboard; call its ``stop()`` when done.
     """
@@ -216,6 +260,7 @@ def create_app(
             dashboard = Dashboard(
                 store=dashboard, run_worker=run_worker, token=token, max_body=max_body
             )
+    secure = _flag_from_env("WFE_UI_HTTPS") if https is None else https
     app = Flask("wfe_flaskui", static_folder=None)
     app.config.update(
         SECRET_KEY=secret_key or os.environ.get("WFE_UI_SECRET") or secrets.token_hex(32),
@@ -223,12 +268,23 @@ def create_app(
         SESSION_COOKIE_NAME="wfe_session",
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=secure,
     )
-    app.register_blueprint(dashboard.blueprint)
+    # Started below (or, with start=False, at the first request), not as it registers.
+    app.register_blueprint(dashboard.blueprint, wfe_start=False)
     app.extensions["wfe_flaskui"] = dashboard
     if start:
         dashboard.start()
     return app
+
+
+def _start_on_register(dash: Dashboard, state: BlueprintSetupState) -> None:
+    """Start a dashboard that runs its engine's worker as its blueprint is registered
+    (``register_blueprint(..., wfe_start=False)`` leaves it to the caller): the worker
+    has tasks to run, delayed tasks to start and deadlines to keep whether or not
+    anyone opens the dashboard. Without a worker the store opens at the first request."""
+    if dash.bridge.run_worker and state.options.get("wfe_start", True):
+        dash.start()
 
 
 def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
@@ -240,6 +296,7 @@ def _make_blueprint(dash: Dashboard, name: str) -> Blueprint:
         static_folder="static",
         static_url_path="/_wfe_static",
     )
+    bp.record_once(lambda state: _start_on_register(dash, state))
     add_error_handlers(bp, dash)
     add_access(bp, dash)
     bp.after_request(views.headers)

@@ -23,6 +23,11 @@ __all__ = ["ui_command"]
     help="Also run this app's engine (an engine or a factory) here: a one-process set-up.",
 )
 @click.option("--access-log", is_flag=True, help="Log every request.")
+@click.option(
+    "--allow-define",
+    is_flag=True,
+    help="Take define_workflow tasks from the submit form and the API [env WFE_UI_ALLOW_DEFINE].",
+)
 @click.pass_context
 def ui_command(
     ctx: click.Context,
@@ -31,6 +36,7 @@ def ui_command(
     store: str | None,
     worker: str | None,
     access_log: bool,
+    allow_define: bool,
 ) -> None:
     """Serve the web dashboard (tasks, inbox, submit, workflows).
 
@@ -44,7 +50,7 @@ def ui_command(
     """
     from wfcore import WorkflowError
 
-    from .server import UnsafeBindError, serve
+    from .server import UnsafeBindError, UnusableStoreError, serve
 
     root = ctx.find_root().obj
     store = store or getattr(root, "store", None)
@@ -55,9 +61,10 @@ def ui_command(
             store=store,
             worker=worker,
             access_log=access_log,
+            allow_define=True if allow_define else None,
             announce=lambda line: click.echo(line, err=True),
         )
-    except UnsafeBindError as exc:
+    except (UnsafeBindError, UnusableStoreError) as exc:
         raise click.UsageError(str(exc)) from None
     except WorkflowError as exc:
         raise click.ClickException(str(exc)) from None

@@ -6,15 +6,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import secrets
+import threading
+import time
 import unicodedata
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from flask import Response, abort, request, session
+from flask import Response, abort, current_app, request, session
 
 __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
+    "SHORT_TOKEN",
+    "TokenBackoff",
     "csrf_ok",
     "csrf_token",
     "host_is_loopback",
@@ -30,6 +36,8 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 _CSRF_KEY = "wfe_csrf"
 _AUTH_KEY = "wfe_auth"
+#: An access token shorter than this is warned about when the dashboard starts.
+SHORT_TOKEN = 16
 
 #: Served with every dashboard page: nothing loads from anywhere but the app.
 CONTENT_SECURITY_POLICY = (
@@ -114,16 +122,83 @@ def token_from_request() -> tuple[str | None, str]:
     return None, ""
 
 
+def _login_mark(token: str) -> str:
+    """What a logged-in session holds: an HMAC of the token keyed with the app's secret.
+
+    Flask's session cookie is signed, not encrypted, so whoever holds a copy can read
+    it. A bare hash of the token would let them try guesses offline; this one cannot
+    be checked without the secret key as well. A changed token (or secret) logs
+    every session out.
+    """
+    key = current_app.secret_key
+    raw = key if isinstance(key, bytes) else str(key).encode()
+    return hmac.new(raw, b"wfe-ui-login\0" + token.encode(), hashlib.sha256).hexdigest()
+
+
 def remember_login(token: str) -> None:
-    """Mark the session as logged in (a digest, so a changed token logs everyone out)."""
-    session[_AUTH_KEY] = _digest(token)
+    """Mark the session as logged in with ``token`` (see :func:`_login_mark`)."""
+    session[_AUTH_KEY] = _login_mark(token)
     session.permanent = False
 
 
 def session_logged_in(token: str) -> bool:
     """True when the session logged in with the current token."""
     saved = session.get(_AUTH_KEY)
-    return isinstance(saved, str) and hmac.compare_digest(saved, _digest(token))
+    return isinstance(saved, str) and hmac.compare_digest(saved, _login_mark(token))
+
+
+class TokenBackoff:
+    """Slow down guessing of the access token, per client address.
+
+    The first :attr:`free` wrong tokens from an address cost nothing (a person
+    mistyping); each one after that shuts the address out for a while, doubling
+    from :attr:`first` seconds up to :attr:`longest`, and while it is shut out every
+    token it presents is refused (429) unchecked. An address with no wrong token for
+    :attr:`forget` seconds starts afresh. A right token does not clear the count:
+    behind a reverse proxy every client has the proxy's address, and the others'
+    requests would otherwise keep clearing a guesser's count. (So there, one
+    client's guessing shuts all of them out, for at most :attr:`longest` seconds
+    at a time.)
+    """
+
+    free = 5
+    first = 5.0
+    longest = 60.0
+    forget = 15 * 60.0
+    #: The most addresses remembered; the oldest are forgotten beyond it.
+    most = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        # address -> (wrong tokens counted, time of the last, shut out until)
+        self._seen: dict[str, tuple[int, float, float]] = {}
+
+    def wait(self, address: str) -> float:
+        """Seconds ``address`` is still shut out for (0: it may try a token)."""
+        with self._lock:
+            found = self._seen.get(address)
+            left = 0.0 if found is None else found[2] - self.clock()
+        return max(0.0, left)
+
+    def failed(self, address: str) -> None:
+        """Count a wrong token from ``address``."""
+        now = self.clock()
+        with self._lock:
+            count, last, _ = self._seen.pop(address, (0, now, now))
+            if now - last > self.forget:
+                count = 0
+            count += 1
+            over = count - self.free
+            until = now + min(self.longest, self.first * 2 ** (over - 1)) if over > 0 else now
+            self._seen[address] = (count, now, until)  # re-inserted: the newest last
+            while len(self._seen) > self.most:
+                del self._seen[next(iter(self._seen))]
+
+    @staticmethod
+    def retry_after(seconds: float) -> str:
+        """A ``Retry-After`` header's value: whole seconds, rounded up."""
+        return str(max(1, math.ceil(seconds)))
 
 
 def signed_in(token: str) -> bool:

@@ -18,13 +18,24 @@ from wfcore.stores.sqlite import new_store_file
 from .app import Dashboard, create_app
 from .security import is_loopback
 
-__all__ = ["UnsafeBindError", "WorkerStopped", "build_dashboard", "check_bind", "serve"]
+__all__ = [
+    "UnsafeBindError",
+    "UnusableStoreError",
+    "WorkerStopped",
+    "build_dashboard",
+    "check_bind",
+    "serve",
+]
 
 logger = logging.getLogger("wfe_flaskui")
 
 
 class UnsafeBindError(ValueError):
     """Listening beyond this machine was asked for without an access token."""
+
+
+class UnusableStoreError(ValueError):
+    """A store the dashboard could show nothing of: memory:// without --worker."""
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -41,7 +52,10 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def build_dashboard(
-    store: str | None = None, worker: str | None = None, token: str | None = None
+    store: str | None = None,
+    worker: str | None = None,
+    token: str | None = None,
+    allow_define: bool | None = None,
 ) -> Dashboard:
     """A Dashboard on ``store``; with ``worker`` (``MODULE:ATTR``) it runs that app's engine.
 
@@ -55,7 +69,7 @@ def build_dashboard(
             engine.use_store(store)
     else:
         engine = ECSWorkflowEngine(store=store)
-    return Dashboard(engine, run_worker=bool(worker), token=token)
+    return Dashboard(engine, run_worker=bool(worker), token=token, allow_define=allow_define)
 
 
 class WorkerStopped(WorkflowError):
@@ -70,12 +84,14 @@ def serve(
     token: str | None = None,
     *,
     access_log: bool = False,
+    allow_define: bool | None = None,
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM, then stop its worker cleanly.
 
     :param token: the access token; None reads ``WFE_UI_TOKEN``. Required when
         ``host`` is not a loopback address.
+    :param allow_define: take define_workflow tasks (None: ``WFE_UI_ALLOW_DEFINE``).
     :param announce: called with each line to show as the dashboard starts: a note
         about a SQLite store that did not exist (or, with ``worker``, that a new
         one was created, as ``wfe worker`` says), the line saying where it listens,
@@ -87,8 +103,15 @@ def serve(
     settings that cannot work, UnsafeBindError, or OSError when it cannot listen.
     """
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
-    dashboard = build_dashboard(store, worker, token)
     check_bind(host, token)
+    dashboard = build_dashboard(store, worker, token, allow_define)
+    if not worker and dashboard.store_url.startswith("memory:"):
+        raise UnusableStoreError(
+            "memory:// lives in this one process: no worker could reach it, so the "
+            "dashboard would show an empty store for good. Give --worker MODULE:ATTR to "
+            "run the engine here too, or use a store the workers share (sqlite:///path; "
+            "--store or WFE_STORE)"
+        )
     new_store = new_store_file(dashboard.store_url)
     logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     failed: list[BaseException] = []
@@ -105,7 +128,11 @@ def serve(
             threading.Thread(target=server.shutdown, daemon=True).start()
 
     dashboard.bridge.on_worker_error = worker_failed
-    app = create_app(dashboard)
+    try:
+        app = create_app(dashboard)
+    except BaseException:
+        dashboard.stop()
+        raise
     try:
         server = make_server(host, port, app, threaded=True)
     except BaseException:
@@ -140,17 +167,36 @@ def serve(
     )
     for line in _header(dashboard):
         announce(f"  {line}")
+    if not is_loopback(host) and not app.config["SESSION_COOKIE_SECURE"]:
+        announce(
+            "  note: the session cookie is not marked Secure; set WFE_UI_HTTPS=1 when "
+            "browsers reach the dashboard over https (through a TLS proxy), as they should"
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        announce(_stopping(dashboard))
         dashboard.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if failed:
         raise WorkerStopped(f"the dashboard's worker stopped: {failed[0]}") from failed[0]
+
+
+def _stopping(dashboard: Dashboard) -> str:
+    """The line ``wfe ui`` prints as it starts to stop, as ``wfe worker`` does: what
+    becomes of the phases its worker is running."""
+    engine = dashboard.engine
+    running = engine.active_count if dashboard.bridge.worker_running else 0
+    if not running:
+        return "stopping the dashboard"
+    return (
+        f"stopping the dashboard: {running} running phase(s) get up to "
+        f"{engine.shutdown_timeout:g}s to finish, then go back to the store"
+    )
 
 
 def _header(dashboard: Dashboard) -> list[str]:

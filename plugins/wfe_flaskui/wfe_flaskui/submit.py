@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, flash, redirect, request, url_for
 
-from wfcore import InvalidTaskError, Task, TaskType, UnknownWorkflowError
+from wfcore import DEFINE_WORKFLOW, InvalidTaskError, Task, TaskType, UnknownWorkflowError
 
 from . import ops
 from .bridge import BridgeTimeout
@@ -22,7 +22,15 @@ from .views import render, route
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["add_submit", "already_submitted", "do_submit", "submit"]
+__all__ = ["DEFINE_REFUSED", "add_submit", "already_submitted", "do_submit", "submit"]
+
+#: Why a define_workflow task is refused by a dashboard not set to take them.
+DEFINE_REFUSED = (
+    "this dashboard does not take define_workflow tasks: a workflow defined at run "
+    "time stays in the store, and in every menu, for good, and nothing here removes it. "
+    "Submit it with `wfe submit` or from code, or start the dashboard with "
+    "--allow-define (WFE_UI_ALLOW_DEFINE=1, Dashboard(allow_define=True))"
+)
 
 
 class _KafkaDown(RuntimeError):
@@ -51,6 +59,8 @@ def submit(dash: Dashboard) -> Any:
         return redirect(url_for(".task", task_id=values["task_id"])), 303
     if request.method == "POST":
         data: Any = None
+        if values["classification"].strip() == DEFINE_WORKFLOW and not dash.allow_define:
+            errors["classification"] = DEFINE_REFUSED
         if not values["workflow"]:
             errors["workflow"] = "choose a workflow"
         elif values["workflow"] not in specs:
@@ -124,6 +134,8 @@ def submit(dash: Dashboard) -> Any:
         task_types=[t.value for t in TaskType],
     )
     status = (503 if "form" in errors else 400) if errors else 200
+    if errors.get("classification") == DEFINE_REFUSED:
+        status = 403
     return page, status
 
 
