@@ -188,6 +188,62 @@ def test_invalid_json_reply_fails_the_attempt_with_the_reason(openai_server, wfe
     assert "label: 7 is not of type 'string'" in failures[1]
 
 
+SCORE = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10}},
+    "required": ["score"],
+}
+
+
+def test_an_agentic_phase_input_schema_types_its_output(openai_server, wfe_engine, wfe_run):
+    """As a person's answer to a human phase, the agent's output must match the
+    phase's input_schema: the model is asked for JSON of that schema."""
+    openai_server.reply("I think it's about a 7")
+    openai_server.json_reply({"score": 70})
+    openai_server.json_reply({"score": 7})
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    phase = Phase("rate it", assigned_to="agentic", input_schema=SCORE, max_attempts=3)
+
+    task = _run_one(wfe_engine, wfe_run, "a fine film", [phase])
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == {"score": 7}
+    assert openai_server.requests[0]["body"]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "rate_it", "schema": SCORE},
+    }
+    failures = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert failures[0].startswith("AdapterError: the reply is not valid JSON")
+    assert failures[1] == (
+        "AdapterError: the JSON reply does not match the response_format schema: "
+        "score: 70 is greater than the maximum of 10"
+    )
+
+
+def test_an_input_schema_checks_the_output_whatever_the_response_format(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.reply("seven")
+    openai_server.reply("7")
+
+    def shape(task, request):
+        request.response_format = None  # plain text, turned into the output by parse
+        request.parse = lambda text: {"score": text}
+
+    wfe_engine.register_handler("rate", shape)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    phase = Phase("rate", assigned_to="agentic", input_schema=SCORE, max_attempts=2)
+
+    task = _run_one(wfe_engine, wfe_run, "a fine film", [phase])
+
+    assert task.status is TaskStatus.FAILED
+    assert "response_format" not in openai_server.requests[0]["body"]
+    assert task.error == (
+        "AdapterError: the output does not match the phase's input_schema: "
+        "score: '7' is not of type 'integer'"
+    )
+
+
 def test_invalid_json_on_the_last_attempt_fails_the_task(openai_server, wfe_engine, wfe_run):
     openai_server.reply("not json")
     wfe_engine.register_adapter(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from wfe_openai import OpenAIAgentAdapter
 
-from wfcore import Phase, TaskStatus, TaskType
+from wfcore import Phase, TaskStateError, TaskStatus, TaskType
 from wfcore.wire import task_to_dict
 
 
@@ -330,3 +331,48 @@ def test_retrying_a_cancelled_wait_for_a_second_question_asks_it_again(
         "account 7",
         "Yes, approved.",
     ]
+
+
+def test_an_unanswered_question_meets_the_phase_timeout_and_on_timeout_applies(
+    openai_server, wfe_engine, wfe_run
+):
+    """The phase's timeout is the deadline of the wait for a person, as for a human
+    phase; then on_timeout decides, and no late answer is taken."""
+    openai_server.tool_calls(("ask_human", {"question": "Approve the refund of 30 EUR?"}))
+    phase = Phase("decide", assigned_to="agentic", timeout=1, on_timeout={"output": "not approved"})
+    wfe_engine.register_workflow("w", [phase, Phase("after", assigned_to="functional")])
+    wfe_engine.register_handler("after", lambda task: None)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> list[Any]:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        waiting = await wfe_engine.get_task(task.id)
+        running = asyncio.ensure_future(wfe_engine.run())
+        try:
+            done = await wfe_engine.wait_for_task(task.id, timeout=30)
+        finally:
+            wfe_engine.stop()
+            await running
+        try:
+            await wfe_engine.resume(task.id, "Yes")
+        except TaskStateError as exc:
+            late = str(exc)
+        return [waiting, done, late]
+
+    waiting, done, late = wfe_run(scenario())
+    assert waiting.status is TaskStatus.WAITING_HUMAN
+    assert waiting.deadline is not None
+    [suspended] = [e for e in waiting.history if e["event"] == "suspended"]
+    assert suspended["deadline"] == waiting.deadline.isoformat()
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.outputs["decide"] == "not approved"
+    assert [e["event"] for e in done.history if e["event"] == "deadline_passed"] == [
+        "deadline_passed"
+    ]
+    assert (
+        "conversation" not in done.context["openai"]
+        or done.context["openai"]["conversation"]["question"] == "Approve the refund of 30 EUR?"
+    )
+    assert "is COMPLETED, not waiting" in late
+    assert len(openai_server.requests) == 1  # the model was not asked again

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import inspect
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from wfcore import ECSWorkflowEngine
 
 __all__ = ["ASK_HUMAN", "AgentRequest", "OpenAIAgentAdapter"]
+
+# What the API allows in a json_schema response format's name.
+_SCHEMA_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class OpenAIAgentAdapter:
@@ -211,7 +215,7 @@ class OpenAIAgentAdapter:
             # from the history alone: task.reply may still hold the answer to an
             # earlier question of the same phase, which must never answer this one.
             assert isinstance(saved, dict)
-            _wait_for_person(task, engine, saved, repeated=True)
+            _wait_for_person(task, engine, saved, phase.timeout, repeated=True)
             return
         if resumed:
             assert isinstance(saved, dict)
@@ -222,6 +226,9 @@ class OpenAIAgentAdapter:
             )
             task.record("agent_resumed", phase=phase.target_classification, answer=_short(answer))
         else:
+            # A question left behind (its deadline passed, and on_timeout decided) is
+            # no part of a new run.
+            state.pop("conversation", None)
             budget = Budget(self.max_item_chars, self.max_input_chars)
             messages = await opening_messages(task, phase, engine, self.system_prompt, budget)
         request = self._request(phase, messages, resumed)
@@ -251,6 +258,16 @@ class OpenAIAgentAdapter:
         model = options.pop("model", self.model)
         max_steps = options.pop("max_steps", self.max_steps)
         response_format = options.pop("response_format", None)
+        if response_format is None and phase.input_schema is not None:
+            # The phase types its output (as a person's answer to a human phase is
+            # typed): ask for JSON of that schema; _output checks the reply against it.
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": _SCHEMA_NAME.sub("_", phase.target_classification)[:64],
+                    "schema": phase.input_schema,
+                },
+            }
         tools = list(self.tools) + ([HUMAN_TOOL] if self.allow_human else [])
         return AgentRequest(
             model=model,

@@ -83,7 +83,7 @@ async def _converse(
                 "pending_call_id": call_id,
                 "question": question,
             }
-            _wait_for_person(task, engine, state["conversation"])
+            _wait_for_person(task, engine, state["conversation"], phase.timeout)
             return
     raise AdapterError(
         f"max_steps={request.max_steps} exhausted in phase {name!r}: the model still "

@@ -38,9 +38,17 @@ HUMAN_TOOL = Tool(
 
 
 def _wait_for_person(
-    task: Task, engine: ECSWorkflowEngine, conversation: dict[str, Any], repeated: bool = False
+    task: Task,
+    engine: ECSWorkflowEngine,
+    conversation: dict[str, Any],
+    deadline: float | None,
+    repeated: bool = False,
 ) -> None:
-    """Suspend the task until a person answers the conversation's pending question."""
+    """Suspend the task until a person answers the conversation's pending question.
+
+    ``deadline``: seconds to wait at most (the phase's ``timeout``); then wfcore
+    applies the phase's ``on_timeout``, as for a human phase.
+    """
     question = conversation["question"]
     details = {"repeated": True} if repeated else {}
     task.record(
@@ -50,7 +58,9 @@ def _wait_for_person(
         call_id=conversation["pending_call_id"],
         **details,
     )
-    engine.suspend(task, TaskStatus.WAITING_HUMAN, reason=question, resume_in_phase=True)
+    engine.suspend(
+        task, TaskStatus.WAITING_HUMAN, reason=question, deadline=deadline, resume_in_phase=True
+    )
 
 
 def _answered_since_asked(task: Task) -> bool:

@@ -53,7 +53,21 @@ async def _output(request: AgentRequest, message: Any, finish_reason: str | None
             raise AdapterError(
                 f"the reply was rejected by the handler's parse: {type(exc).__name__}: {exc}"
             ) from None
+    schema = request.phase.input_schema if request.phase is not None else None
+    if schema is not None:
+        problems = _schema_problems(schema, value, "(output)")
+        if problems:
+            raise AdapterError(f"the output does not match the phase's input_schema: {problems}")
     return value
+
+
+def _schema_problems(schema: Mapping[str, Any], value: Any, root: str) -> str:
+    """What in ``value`` breaks ``schema`` (the first five problems), or ''."""
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    problems = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    return "; ".join(
+        f"{'/'.join(str(p) for p in e.absolute_path) or root}: {e.message}" for e in problems[:5]
+    )
 
 
 def _content_text(message: Any) -> Any:
@@ -82,14 +96,9 @@ def _parse_json_reply(text: str, fmt: Mapping[str, Any]) -> Any:
     spec = fmt.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, Mapping) else None
     if isinstance(schema, Mapping):
-        validator = jsonschema.validators.validator_for(schema)(schema)
-        problems = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        problems = _schema_problems(schema, value, "(reply)")
         if problems:
             raise AdapterError(
-                "the JSON reply does not match the response_format schema: "
-                + "; ".join(
-                    f"{'/'.join(str(p) for p in e.absolute_path) or '(reply)'}: {e.message}"
-                    for e in problems[:5]
-                )
+                f"the JSON reply does not match the response_format schema: {problems}"
             )
     return value
