@@ -102,3 +102,51 @@ def test_functional_then_agent_then_human(openai_server, wfe_engine, wfe_run):
     events = [e["event"] for e in done.history]
     assert events.index("agent_tool_call") < events.index("suspended") < events.index("completed")
     assert json.dumps(done.context)  # the context stays plain JSON
+
+
+def test_an_agent_sent_back_by_a_review_sees_its_previous_output(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.reply("A long first draft, far too long for anyone to read.")
+    openai_server.reply("Short draft.")
+    rounds: list[str] = []
+
+    def review(task: Task) -> None:
+        rounds.append(task.outputs["draft"])
+        if len(rounds) == 1:
+            task.output = {"feedback": "shorter please"}
+            task.next_classification = "draft"
+        else:
+            task.output = {"feedback": "good"}
+            task.next_classification = "publish"
+
+    wfe_engine.register_handler("review", review)
+    wfe_engine.register_handler("publish", lambda task: None)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    wfe_engine.register_workflow(
+        "write",
+        [
+            Phase("draft", assigned_to="agentic", instructions="Write the text."),
+            Phase("review", assigned_to="functional", next_classifications=["draft", "publish"]),
+            Phase("publish", assigned_to="functional"),
+        ],
+    )
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({"topic": "wfcore"}, "write")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert rounds == ["A long first draft, far too long for anyone to read.", "Short draft."]
+    first, second = (r["body"]["messages"][1]["content"] for r in openai_server.requests)
+    assert "previous output" not in first
+    assert "## Outputs of earlier phases\n### review\n" in second
+    assert '"feedback": "shorter please"' in second
+    assert (
+        "## Your previous output for this phase\nPhase 'draft' ran before in this task; "
+        "this is what it produced then.\n```\nA long first draft, far too long for anyone "
+        "to read.\n```"
+    ) in second

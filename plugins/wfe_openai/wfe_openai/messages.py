@@ -72,12 +72,21 @@ async def opening_messages(
         f"Workflow {task.workflow_name!r}, phase {phase.target_classification!r}, task {task.id}."
     ]
     sections.append("## Task data\n" + _fenced(budget.take(_as_text(task.data))))
-    earlier = {k: v for k, v in task.outputs.items() if k != phase.target_classification}
+    own = phase.target_classification
+    earlier = {k: v for k, v in task.outputs.items() if k != own}
     if earlier:
         parts = ["## Outputs of earlier phases"]
         for name, output in earlier.items():
             parts.append(f"### {name}\n" + _fenced(budget.take(_as_text(output))))
         sections.append("\n".join(parts))
+    if own in task.outputs:
+        # The phase ran before in this task (a review sent the work back, say): what
+        # the request is about, "make it shorter", refers to this.
+        sections.append(
+            f"## Your previous output for this phase\nPhase {own!r} ran before in this "
+            "task; this is what it produced then.\n"
+            + _fenced(budget.take(_as_text(task.outputs[own])))
+        )
     if task.artifacts:
         parts = ["## Files (artifacts)"]
         for art in task.artifacts:
