@@ -241,6 +241,76 @@ def test_refs_and_nullable_unions_get_the_widget_of_what_they_name() -> None:
     }
 
 
+def test_checkboxes_are_marked_required_only_when_unticked_would_be_refused() -> None:
+    """An unticked box answers false (none ticked: []), which "required" accepts: the
+    asterisk is kept for a box that must be ticked, and the others say what unticked
+    means."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "agree": {"type": "boolean"},
+            "sworn": {"type": "boolean", "const": True},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}},
+            "some": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1},
+            "maybe": {"type": "boolean"},
+        },
+        "required": ["agree", "sworn", "tags", "some"],
+    }
+    fields = {f.name: f for f in answer_form(schema).fields}
+    assert not fields["agree"].required and fields["agree"].hint == "Unticked means no."
+    assert not fields["tags"].required and fields["tags"].hint == "None ticked means none."
+    assert fields["sworn"].required and fields["sworn"].hint is None
+    assert fields["some"].required and fields["some"].hint is None
+    assert not fields["maybe"].required and fields["maybe"].hint is None
+
+    value, form = parse_answer(schema, MultiDict())
+    by_name = {f.name: f for f in form.fields}
+    assert value is None
+    assert by_name["agree"].error is None and by_name["tags"].error is None
+    assert by_name["sworn"].error and by_name["some"].error
+    ticked = MultiDict([("field.sworn", "true"), ("field.some", '"b"')])
+    assert parse_answer(schema, ticked)[0] == {
+        "agree": False,
+        "sworn": True,
+        "tags": [],
+        "some": ["b"],
+        "maybe": False,
+    }
+
+
+def test_a_json_field_that_takes_a_string_takes_plain_text() -> None:
+    schema = {
+        "type": "object",
+        "$defs": {"Name": {"type": "string"}},
+        "properties": {
+            "any": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+            "ref": {"anyOf": [{"$ref": "#/$defs/Name"}, {"type": "object"}]},
+            "loose": {},
+            "obj": {"oneOf": [{"type": "object"}, {"type": "integer"}]},
+        },
+    }
+    fields = {f.name: f for f in answer_form(schema).fields}
+    assert {n: (f.widget, f.text_ok) for n, f in fields.items()} == {
+        "any": ("json", True),
+        "ref": ("json", True),
+        "loose": ("json", True),
+        "obj": ("json", False),
+    }
+    posted = MultiDict(
+        [("field.any", "hello"), ("field.ref", "Ada Lovelace"), ("field.loose", "just words")]
+    )
+    assert parse_answer(schema, posted)[0] == {
+        "any": "hello",
+        "ref": "Ada Lovelace",
+        "loose": "just words",
+    }
+    # JSON is still read as JSON; a field that takes no string still wants JSON.
+    value, form = parse_answer(schema, MultiDict([("field.any", "42"), ("field.obj", "hello")]))
+    assert value is None
+    assert {f.name: f.error for f in form.fields}["obj"].startswith("not valid JSON")
+    assert parse_answer(schema, MultiDict([("field.any", "42")]))[0] == {"any": 42}
+
+
 def test_free_answers() -> None:
     assert parse_answer(None, MultiDict([("answer", "hi")]))[0] == "hi"
     value, _ = parse_answer(None, MultiDict([("answer", "[1]"), ("answer_format", "json")]))

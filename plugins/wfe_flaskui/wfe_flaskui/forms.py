@@ -11,7 +11,12 @@ by schema:
   input type), or a textarea when ``maxLength`` is over 200 or
   ``format`` is ``textarea``;
 * an array of strings or numbers -> a textarea, one item a line;
-* anything else (nested objects, mixed arrays) -> a JSON textarea.
+* anything else (nested objects, mixed arrays) -> a JSON textarea, which takes
+  text that is not JSON as a string when the schema accepts one.
+
+A checkbox always answers (unticked is false, no box ticked is an empty list), so
+one is marked required only when the schema asks for more (``const: true``,
+``minItems``); otherwise a required one says what unticked means.
 
 Parsing converts each value to its type, then validates the whole answer with
 the schema; every problem is reported against the field it belongs to.
@@ -68,6 +73,10 @@ class FormField:
     max_length: int | None = None
     value: Any = None  # what the widget shows: a string, a bool, or a list of option values
     error: str | None = None
+    #: What the form adds to the schema's description: how the widget is read.
+    hint: str | None = None
+    #: A JSON field whose schema accepts a string: text that is not JSON is one.
+    text_ok: bool = False
 
     @property
     def input_name(self) -> str:
@@ -123,7 +132,28 @@ def _option_label(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _field_for(name: str, schema: Mapping[str, Any], required: bool) -> FormField:
+def _accepts_string(schema: Any, root: Mapping[str, Any], depth: int = 0) -> bool:
+    """True when a string may be valid under ``schema``: its type says so, one of its
+    ``anyOf``/``oneOf`` options does, or it says nothing about the type at all."""
+    if not isinstance(schema, Mapping) or depth > _MAX_REFS:
+        return False
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        return _accepts_string(_pointer(root, ref), root, depth + 1)
+    kind = schema.get("type")
+    if kind is not None:
+        return kind == "string" or (isinstance(kind, list) and "string" in kind)
+    options = [o for key in ("anyOf", "oneOf") for o in schema.get(key) or ()]
+    if options:
+        return any(_accepts_string(o, root, depth + 1) for o in options)
+    if "const" in schema or "enum" in schema:
+        return any(isinstance(v, str) for v in schema.get("enum", [schema.get("const")]))
+    return not any(k in schema for k in ("properties", "items", "allOf", "not", "$ref"))
+
+
+def _field_for(
+    name: str, schema: Mapping[str, Any], required: bool, root: Mapping[str, Any] | None = None
+) -> FormField:
     label = str(schema.get("title") or name.replace("_", " ").strip().capitalize() or name)
     field = FormField(
         name=name,
@@ -138,6 +168,11 @@ def _field_for(name: str, schema: Mapping[str, Any], required: bool) -> FormFiel
         field.options = [(_option_value(v), _option_label(v)) for v in schema["enum"]]
     elif kind == "boolean":
         field.widget = "checkbox"
+        # Unticked answers false, which "required" alone accepts: the asterisk would
+        # promise a check the answer does not get.
+        field.required = required and schema.get("const") is True
+        if required and not field.required:
+            field.hint = "Unticked means no."
     elif kind in ("integer", "number"):
         field.widget = "number"
         field.input_type = "number"
@@ -159,8 +194,15 @@ def _field_for(name: str, schema: Mapping[str, Any], required: bool) -> FormFiel
         if isinstance(items.get("enum"), list):
             field.widget = "checkboxes"
             field.options = [(_option_value(v), _option_label(v)) for v in items["enum"]]
+            # No box ticked answers [], which "required" alone accepts.
+            least = schema.get("minItems")
+            field.required = required and isinstance(least, int) and least > 0
+            if required and not field.required:
+                field.hint = "None ticked means none."
         elif _main_type(items) in ("string", "integer", "number"):
             field.widget = "lines"
+    if field.widget == "json":
+        field.text_ok = _accepts_string(schema, root if root is not None else schema)
     field.value = _initial_value(field, schema.get("default"))
     return field
 
@@ -248,7 +290,9 @@ def answer_form(schema: Mapping[str, Any] | None) -> AnswerForm:
     """An empty form for a phase with this ``input_schema`` (None: a free answer)."""
     if schema is None:
         return AnswerForm(kind="free")
-    fields = [_field_for(name, sub, required) for name, sub, required in _field_schemas(schema)]
+    fields = [
+        _field_for(name, sub, required, schema) for name, sub, required in _field_schemas(schema)
+    ]
     if not _is_object_schema(schema):
         fields[0].label = str(schema.get("title") or "Answer")
     return AnswerForm(kind="schema", fields=fields)
@@ -382,6 +426,8 @@ def _read_field(field: FormField, schema: Mapping[str, Any], form: Mapping[str, 
     try:
         return parse_json_text(text)
     except ValueError as exc:
+        if field.text_ok:
+            return text  # plain words for a field that takes a string: that string
         raise _Invalid(f"not valid JSON: {exc}") from None
 
 
