@@ -9,6 +9,7 @@ the submit page in :mod:`wfe_flaskui.submit`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request, send_file, url_for
@@ -23,7 +24,7 @@ from wfcore import (
 )
 from wfcore.wire import task_from_dict
 
-from . import ops
+from . import ops, workers
 from .display import _STATUS_LABELS, _effective_type, _overdue, _timeline, _waiting_since
 from .errors import _error
 from .forms import AnswerForm, answer_form
@@ -81,11 +82,15 @@ def tasks(dash: Dashboard) -> Any:
     page = _int_arg("page", 1, 1, 1_000_000)
     size = dash.page_size
 
-    async def load(engine: ECSWorkflowEngine) -> tuple[ops.TaskPage, dict[str, WorkflowSpec]]:
+    async def load(engine: ECSWorkflowEngine) -> Any:
         found = await ops.list_page(engine, statuses, workflow, size, (page - 1) * size)
-        return found, await ops.workflows(engine)
+        # Who runs what: the running tasks' holders on this page (a few lookups by
+        # id) and the busy workers (an indexed query), for a page that refreshes.
+        running = await workers.holders(engine, found.tasks)
+        return found, await ops.workflows(engine), running, await workers.busy_workers(engine)
 
-    found, specs = dash.call(load)
+    found, specs, running, busy = dash.call(load)
+    now = datetime.now(timezone.utc)
     status_value = _status_filter(statuses)
     pages = max(1, -(-found.total // size))
 
@@ -111,6 +116,10 @@ def tasks(dash: Dashboard) -> Any:
         "specs": specs,
         "kafka_results": dash.kafka.recent() if dash.kafka is not None else [],
         "types": {t.id: _effective_type(t, specs) for t in found.tasks},
+        "holders": running,
+        "busy_workers": busy,
+        "now": now,
+        "unclaimed": {t.id: workers.unclaimed(t, now) for t in found.tasks},
     }
     if partial():
         return render(dash, "_tasks_region.html", **context)
@@ -152,7 +161,7 @@ def task(
                 previews[art.name] = await ops.artifact_preview(
                     engine, found, art.name, dash.preview_bytes
                 )
-        return found, specs, previews
+        return found, specs, previews, await workers.holder_of(engine, found)
 
     loaded = dash.call(load)
     if loaded is None:
@@ -166,9 +175,10 @@ def task(
             gone.headers[_GONE_HEADER] = "1"
             return gone
         return _error(dash, 404, f"no task {task_id!r}")
-    found, specs, previews = loaded
+    found, specs, previews, holder = loaded
     context = task_context(found, specs)
     context["previews"] = previews
+    context["holder"] = holder
     context["refused"] = refused
     if found.status.is_waiting:
         context["form"] = form or answer_form_for(found, context["phase"])
@@ -185,6 +195,7 @@ def task_context(task: Task, specs: dict[str, WorkflowSpec]) -> dict[str, Any]:
         task.outputs.items(),
         key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order),
     )
+    now = datetime.now(timezone.utc)
     return {
         "task": task,
         "phase": phase,
@@ -193,6 +204,8 @@ def task_context(task: Task, specs: dict[str, WorkflowSpec]) -> dict[str, Any]:
         "timeline": _timeline(task),
         "waiting_since": _waiting_since(task),
         "overdue": _overdue(task),
+        "now": now,
+        "unclaimed": workers.unclaimed(task, now),
     }
 
 
