@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from flaskui_demo_app import make_engine
 from flaskui_helpers import Api, submit_form_hidden, wait_for
 from wfe_flaskui import Dashboard, create_app
 
-from wfcore import ECSWorkflowEngine, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, TaskStatus
 
 TOKEN = "a-long-enough-access-token"
 
@@ -255,5 +256,41 @@ def test_a_mounted_dashboard_running_a_worker_starts_it_when_registered(store: s
             20,
             "the mounted dashboard's worker to run the task",
         )
+    finally:
+        dash.stop()
+
+
+def test_addresses_in_instructions_are_links_and_nothing_else_is_markup(store: str) -> None:
+    engine = ECSWorkflowEngine(store=store, load_plugins=False)
+    engine.register_workflow(
+        "read_first",
+        [
+            Phase(
+                "read",
+                assigned_to="human",
+                instructions=(
+                    "Read https://example.org/spec?a=1&b=2 first "
+                    "(or http://wiki.example/Foo_(bar)). "
+                    'Not links: javascript:alert(1), <b>bold</b>, https://x.example/"onclick=alert(1)'
+                ),
+            )
+        ],
+    )
+    dash = Dashboard(engine, run_worker=True, token="", kafka_brokers="")
+    api = Api(create_app(dash, secret_key="s").test_client())
+    try:
+        task = api.submit("read_first", {})
+        api.wait_status(task["id"], "waiting_human")
+        for url in (f"/tasks/{task['id']}", "/inbox"):
+            page = api.get(url).get_data(as_text=True)
+            links = re.findall(r'<a href="([^"]*)" rel="noopener noreferrer nofollow"', page)
+            assert links == [
+                "https://example.org/spec?a=1&amp;b=2",
+                "http://wiki.example/Foo_(bar)",
+                "https://x.example/",
+            ]
+            assert "&lt;b&gt;bold&lt;/b&gt;" in page
+            assert "javascript:alert(1)," in page and 'href="javascript' not in page
+            assert "&#34;onclick=alert(1)" in page
     finally:
         dash.stop()

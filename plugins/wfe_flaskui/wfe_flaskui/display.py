@@ -6,11 +6,12 @@ the ``wfe_*`` template filters that apply them.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from wfcore import Task, WorkflowSpec
 
@@ -23,6 +24,7 @@ __all__ = [
     "duration_filter",
     "html_id_filter",
     "json_preview_filter",
+    "links_filter",
     "pretty_filter",
     "size_filter",
     "start_note_filter",
@@ -41,6 +43,51 @@ def add_filters(bp: Blueprint) -> None:
     bp.add_app_template_filter(duration_filter, "wfe_duration")
     bp.add_app_template_filter(html_id_filter, "wfe_html_id")
     bp.add_app_template_filter(size_filter, "wfe_size")
+    bp.add_app_template_filter(links_filter, "wfe_links")
+
+
+#: A web address in text: http or https only (no javascript:, data: or other schemes),
+#: up to a blank, a quote or an angle bracket.
+_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+#: What ends a sentence rather than an address: "see https://x.org/a." links x.org/a.
+_TRAILING = ".,;:!?'\""
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+
+
+def links_filter(value: Any) -> Markup:
+    """Text (instructions, an agent's question) with its http(s) addresses as links.
+
+    Everything is escaped: only the links are markup, and their address is the
+    escaped text itself, so nothing typed can add attributes or other schemes.
+    """
+    text = "" if value is None else str(value)
+    parts: list[Markup] = []
+    last = 0
+    for found in _URL.finditer(text):
+        url = _trim_url(found.group())
+        if len(url) <= len("https://"):
+            continue
+        parts.append(escape(text[last : found.start()]))
+        parts.append(
+            Markup(
+                '<a href="{0}" rel="noopener noreferrer nofollow" target="_blank">{0}</a>'
+            ).format(url)
+        )
+        last = found.start() + len(url)
+    parts.append(escape(text[last:]))
+    return Markup("").join(parts)
+
+
+def _trim_url(url: str) -> str:
+    """``url`` without the punctuation that ends the sentence around it; a closing
+    bracket stays when the address opened one (``.../Foo_(bar)``)."""
+    while url:
+        end = url[-1]
+        if end in _TRAILING or (end in _CLOSERS and url.count(_CLOSERS[end]) < url.count(end)):
+            url = url[:-1]
+        else:
+            break
+    return url
 
 
 def pretty_filter(value: Any) -> str:
