@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -101,6 +104,79 @@ def test_answer_formats_are_checked(make_engine, wfe_run):
         "email: 'not an address' is not a 'email'",
     ]
     assert resumed.status is TaskStatus.COMPLETED
+
+
+def test_date_time_answers_are_checked(make_engine, wfe_run):
+    schema = {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}}}
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human", input_schema=schema)])
+
+    async def scenario():
+        waiting = await submit_and_settle(engine)
+        refused = []
+        for when in ("next tuesday", "2026-12-01T09:00:00", "2026-02-30T09:00:00Z"):
+            with pytest.raises(InvalidOutputError) as caught:
+                await engine.resume(waiting.id, {"when": when})
+            refused.append(caught.value.errors)
+        return refused, await engine.resume(waiting.id, {"when": "2026-12-01T09:00:00Z"})
+
+    refused, resumed = wfe_run(scenario())
+    assert refused == [
+        ["when: 'next tuesday' is not a 'date-time'"],
+        ["when: '2026-12-01T09:00:00' is not a 'date-time'"],  # no offset
+        ["when: '2026-02-30T09:00:00Z' is not a 'date-time'"],
+    ]
+    assert resumed.status is TaskStatus.COMPLETED
+    assert resumed.output == {"when": "2026-12-01T09:00:00Z"}
+
+
+_FORMAT_CHECK = """
+import json, sys
+if sys.argv[1] == "bare":  # as if jsonschema's optional format packages were missing
+    for name in ("rfc3339_validator", "jsonpointer", "idna", "fqdn", "rfc3987",
+                 "rfc3986_validator", "uri_template", "isoduration", "webcolors"):
+        sys.modules[name] = None
+from wfcore import Phase, WorkflowError
+from wfcore.model import answer_validator
+properties = {name: {"format": name} for name in (
+    "date-time", "date", "email", "ipv4", "uuid", "time", "json-pointer", "hostname", "uri")}
+validator = answer_validator({"type": "object", "properties": properties})
+answer = dict.fromkeys(properties, "next tuesday")
+refused = sorted(error.path[0] for error in validator.iter_errors(answer))
+try:
+    Phase("p", assigned_to="human", input_schema={"format": "date-time"},
+          on_timeout={"output": "next tuesday"})
+    default = "accepted"
+except WorkflowError as exc:
+    default = str(exc)
+print(json.dumps([refused, default]))
+"""
+
+
+def test_which_answer_formats_are_checked_does_not_depend_on_installed_packages():
+    """jsonschema's own checker gains formats with optional packages (date-time with
+    rfc3339-validator): the engine checks a fixed set wherever it runs."""
+    results = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _FORMAT_CHECK, setting],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+        )
+        for setting in ("bare", "installed")
+    ]
+    assert (
+        results[0]
+        == results[1]
+        == [
+            ["date", "date-time", "email", "ipv4", "uuid"],
+            "phase.on_timeout.output: does not match input_schema: "
+            "'next tuesday' is not a 'date-time'",
+        ]
+    )
 
 
 def test_resuming_never_reruns_work_done_before_the_suspension(make_engine, wfe_run):

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
-import jsonschema
 import pluggy
 
 from ._wakeup import wake
@@ -45,6 +44,7 @@ from .model import (
     TaskStatus,
     TaskType,
     WorkflowSpec,
+    answer_validator,
     utcnow,
 )
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
@@ -1105,8 +1105,7 @@ _NOTHING = _Nothing()
 
 def _validate_answer(phase: Phase, output: Any) -> None:
     assert phase.input_schema is not None
-    validator_cls = jsonschema.validators.validator_for(phase.input_schema)
-    validator = validator_cls(phase.input_schema, format_checker=validator_cls.FORMAT_CHECKER)
+    validator = answer_validator(phase.input_schema)
     problems = sorted(validator.iter_errors(output), key=lambda e: list(e.absolute_path))
     if problems:
         errors = [

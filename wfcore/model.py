@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import enum
 import random
+import re
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ import attrs
 from .errors import InvalidTaskError, InvalidWorkflowError
 
 __all__ = [
+    "ANSWER_FORMATS",
     "DEFINE_WORKFLOW",
     "Artifact",
     "Phase",
@@ -22,6 +24,8 @@ __all__ = [
     "TaskStatus",
     "TaskType",
     "WorkflowSpec",
+    "answer_validator",
+    "is_date_time",
     "new_task_id",
     "utcnow",
     "utcnow_iso",
@@ -293,14 +297,74 @@ def _check_phase(phase: Phase, where: str) -> None:
         # The default answer stands in for a person's, so it must be one they could give.
         if isinstance(on_timeout, dict) and "output" in on_timeout:
             problem = jsonschema.exceptions.best_match(
-                validator_cls(
-                    phase.input_schema, format_checker=validator_cls.FORMAT_CHECKER
-                ).iter_errors(on_timeout["output"])
+                answer_validator(phase.input_schema).iter_errors(on_timeout["output"])
             )
             if problem is not None:
                 raise InvalidWorkflowError(
                     f"{where}.on_timeout.output: does not match input_schema: {problem.message}"
                 )
+
+
+# The formats an answer's ``format`` keywords are checked for: those jsonschema
+# checks with no optional package installed, and date-time, checked here. Fixed,
+# so that whether an answer passes never depends on what else is installed
+# (jsonschema's own checker gains formats with packages such as rfc3339-validator).
+ANSWER_FORMATS = (
+    "date",
+    "date-time",
+    "email",
+    "idn-email",
+    "ip-address",
+    "ipv4",
+    "ipv6",
+    "regex",
+    "uuid",
+)
+_PACKAGE_FREE_FORMATS = frozenset(ANSWER_FORMATS) - {"date-time"}
+_format_checkers: dict[type, Any] = {}
+
+# RFC 3339 section 5.6: a full date, "T", a time with seconds, and an offset.
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?"
+    r"(?:[Zz]|[+-](\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
+def is_date_time(value: object) -> bool:
+    """True if ``value`` is an RFC 3339 date-time (``2026-12-01T09:00:00Z``, with an
+    offset; a leap second is not taken); values that are not text pass, as for
+    every JSON Schema format."""
+    if not isinstance(value, str):
+        return True
+    match = _DATE_TIME.fullmatch(value)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second, off_hours, off_minutes = match.groups()
+    try:
+        datetime(int(year), int(month), int(day), int(hour), int(minute), int(second))
+    except ValueError:  # 2026-02-30, 25:00:00 and the like
+        return False
+    return off_hours is None or (int(off_hours) <= 23 and int(off_minutes) <= 59)
+
+
+def answer_validator(schema: dict[str, Any]) -> Any:
+    """A jsonschema validator for answers to ``schema`` (a phase's ``input_schema``)
+    that checks the :data:`ANSWER_FORMATS`, and only those, whatever is installed."""
+    import jsonschema
+
+    validator_cls = jsonschema.validators.validator_for(schema)
+    checker = _format_checkers.get(validator_cls)
+    if checker is None:
+        # The draft's own checks for the package-free formats (draft 4 has no
+        # "date", say), then the engine's date-time.
+        own = validator_cls.FORMAT_CHECKER.checkers
+        checker = jsonschema.FormatChecker(formats=())
+        for name in _PACKAGE_FREE_FORMATS & own.keys():
+            checker.checkers[name] = own[name]
+        checker.checks("date-time")(is_date_time)
+        _format_checkers[validator_cls] = checker
+    return validator_cls(schema, format_checker=checker)
 
 
 def resolve_ref(schema: Any, ref: str) -> Any:
