@@ -295,6 +295,38 @@ def test_blocking_a_builtin_store(monkeypatch, wfe_run):
     assert "memory://" in str(caught.value)
 
 
+def test_a_url_no_store_handles_names_what_the_registered_stores_take(
+    monkeypatch, wfe_store_url, wfe_run
+):
+    """Not the built-ins a WFE_DISABLED_PLUGINS took away, as if they were there."""
+
+    class JarStore:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            return MemoryStore(url) if url.startswith("jar://") else None
+
+    def refusal(url: str, plugins: tuple[Any, ...] = ()) -> str:
+        engine = ECSWorkflowEngine(url, load_plugins=False, plugins=plugins)
+        with pytest.raises(StoreError) as caught:
+            wfe_run(engine.get_store())
+        return str(caught.value)
+
+    assert refusal("postgres://db") == (
+        "no storage backend handles 'postgres://db' (built-in: sqlite:///path, memory://)"
+    )
+    monkeypatch.setenv("WFE_DISABLED_PLUGINS", "wfcore.stores.sqlite")
+    assert refusal(wfe_store_url, (JarStore(),)) == (
+        f"no storage backend handles {wfe_store_url!r} (built-in: memory://; disabled by "
+        "WFE_DISABLED_PLUGINS: sqlite:///path (wfcore.stores.sqlite); store plugins: JarStore)"
+    )
+    monkeypatch.setenv("WFE_DISABLED_PLUGINS", "wfcore.stores.sqlite,wfcore.stores.memory")
+    assert refusal("memory://") == (
+        "no storage backend handles 'memory://' (built-in: none; disabled by "
+        "WFE_DISABLED_PLUGINS: sqlite:///path (wfcore.stores.sqlite), "
+        "memory:// (wfcore.stores.memory))"
+    )
+
+
 def test_trace_plugins_logs_hook_calls(monkeypatch, wfe_engine_factory, wfe_run, caplog):
     monkeypatch.setenv("WFE_TRACE_PLUGINS", "1")
 

@@ -75,6 +75,9 @@ _REQUEST_FIELDS = frozenset(
     ("data", "workflow_name", "classification", "assigned_to", "task_id", "context", "run_after")
 )
 
+# The built-in store plugins and the URLs they take, for errors about a URL.
+_BUILTIN_STORES = {"wfcore.stores.sqlite": "sqlite:///path", "wfcore.stores.memory": "memory://"}
+
 # How often resume, cancel and retry re-read a task that changed under them.
 _CHANGE_TRIES = 50
 
@@ -390,6 +393,27 @@ class ECSWorkflowEngine:
                 f"plugin {plugin!r}: wfe_open_store must return a Store, not {type(store).__name__}"
             )
         return store
+
+    def _store_schemes(self) -> str:
+        """What the registered store plugins handle, for an error about a URL none does."""
+        pm = self.plugin_manager
+        builtin = [url for name, url in _BUILTIN_STORES.items() if pm.get_plugin(name)]
+        parts = [f"built-in: {', '.join(builtin) or 'none'}"]
+        disabled = [
+            f"{url} ({name})" for name, url in _BUILTIN_STORES.items() if pm.is_blocked(name)
+        ]
+        if disabled:
+            parts.append(f"disabled by WFE_DISABLED_PLUGINS: {', '.join(disabled)}")
+        # Other plugins' schemes cannot be listed (the hook takes a URL and
+        # answers or not): name the plugins instead.
+        others = [
+            impl.plugin_name
+            for impl in pm.hook.wfe_open_store.get_hookimpls()
+            if impl.plugin_name not in _BUILTIN_STORES
+        ]
+        if others:
+            parts.append(f"store plugins: {', '.join(others)}")
+        return "; ".join(parts)
 
     async def _save_workflows(self) -> None:
         assert self._store is not None
