@@ -424,6 +424,49 @@ def test_a_human_phase_handler_that_takes_the_reply_itself_needs_one_answer(make
     assert done.output == "hello Ann"
 
 
+def test_a_second_question_is_never_answered_by_the_first_answer(make_engine, wfe_run):
+    """A handler asking in turn with resume_in_phase: after a cancel and retry while the
+    second question waits, the rerun must ask it again, not take the first answer."""
+    engine = make_engine()
+    asked: list[str] = []
+
+    def interview(task: Task) -> None:
+        answers = task.context.setdefault("answers", [])
+        if task.reply is not None:
+            answers.append(task.reply)
+        if len(answers) < 2:
+            question = ["Which account?", "Approve paying 10,000 EUR?"][len(answers)]
+            asked.append(question)
+            engine.suspend(task, reason=question, resume_in_phase=True)
+            return
+        task.output = {"account": answers[0], "approved": answers[1]}
+
+    engine.register_handler("interview", interview)
+    engine.register_workflow("w", [Phase("interview", assigned_to="human")])
+
+    async def scenario():
+        first = await submit_and_settle(engine)
+        await engine.resume(first.id, "account 7", phase="interview")
+        await engine.run_until_idle()
+        second = await engine.get_task(first.id)
+        await engine.cancel(first.id)
+        await engine.retry(first.id)
+        await engine.run_until_idle()
+        again = await engine.get_task(first.id)
+        await engine.resume(first.id, "yes", phase="interview")
+        await engine.run_until_idle()
+        return second, again, await engine.get_task(first.id)
+
+    second, again, done = wfe_run(scenario())
+    assert second.waiting_reason == "Approve paying 10,000 EUR?"
+    assert second.reply is None  # the first answer went with the first question
+    assert again.status is TaskStatus.WAITING_HUMAN
+    assert again.waiting_reason == "Approve paying 10,000 EUR?"
+    assert asked == ["Which account?", "Approve paying 10,000 EUR?", "Approve paying 10,000 EUR?"]
+    assert done.status is TaskStatus.COMPLETED
+    assert done.output == {"account": "account 7", "approved": "yes"}
+
+
 def test_an_answer_naming_its_phase_is_refused_once_the_task_moved_on(make_engine, wfe_run):
     """Two people see the legal question; one answers; the other's answer must not
     become the answer to the finance question that follows."""

@@ -712,7 +712,8 @@ class ECSWorkflowEngine:
         InvalidTaskError: the change would reach no store. With ``resume_in_phase``
         the same phase runs again on resume with ``task.reply`` set to the answer
         (an agent continuing its conversation); otherwise the answer becomes the
-        phase's output.
+        phase's output. Suspending clears ``task.reply``: it only ever holds the
+        answer to the question the task waits on now.
         """
         waiting = TaskStatus.parse(status)
         if not waiting.is_waiting:
@@ -733,6 +734,9 @@ class ECSWorkflowEngine:
         task.status = waiting
         task.waiting_reason = reason
         task.resume_in_phase = resume_in_phase
+        # A new question: the answer to an earlier one (a resume_in_phase reply)
+        # must never be taken for its answer, after a cancel and retry say.
+        task.reply = None
         task.deadline = None if deadline is None else utcnow() + timedelta(seconds=deadline)
 
     async def checkpoint(self, task: Task) -> None:

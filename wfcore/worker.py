@@ -598,6 +598,7 @@ class Worker:
         task.waiting_reason = None
         task.deadline = None
         task.resume_in_phase = False
+        task.reply = None  # no answer came: an earlier one must not stand for it
         if rule == "fail":
             await self._fail(
                 task,
