@@ -196,6 +196,65 @@ def test_several_next_classifications_default_to_the_first(make_engine, wfe_run)
     assert "route_ignored" in events(bogus)
 
 
+@pytest.mark.parametrize(
+    ("nxt", "ran", "allowed"),
+    [(None, ["pick", "b", "c"], ["b"]), ([], ["pick"], []), (["b"], ["pick", "b", "c"], ["b"])],
+    ids=["list_order", "none", "one"],
+)
+def test_a_route_the_phase_does_not_offer_is_recorded_as_ignored(
+    make_engine, wfe_run, nxt, ran, allowed
+):
+    """Whatever the phase's next_classifications, a route not taken is not dropped silently."""
+    engine = make_engine()
+    calls: list[str] = []
+
+    async def pick(task: Task) -> None:
+        calls.append("pick")
+        task.next_classification = "c"  # wants to skip "b"
+
+    engine.register_handler("pick", pick)
+    register(engine, ["b", "c"], calls)
+    engine.register_workflow(
+        "w",
+        [Phase("pick", next_classifications=nxt), Phase("b"), Phase("c")],
+    )
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED
+    assert calls == ran
+    [ignored] = [e for e in task.history if e["event"] == "route_ignored"]
+    assert {k: ignored[k] for k in ("phase", "wanted", "allowed")} == {
+        "phase": "pick",
+        "wanted": "c",
+        "allowed": allowed,
+    }
+
+
+def test_a_route_the_phase_takes_anyway_is_not_recorded_as_ignored(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def pick(task: Task) -> None:
+        task.next_classification = "b"  # where list order goes anyway
+
+    engine.register_handler("pick", pick)
+    register(engine, ["b"], [])
+    engine.register_workflow("w", [Phase("pick"), Phase("b")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED
+    assert "route_ignored" not in events(task)
+
+
 def test_preclassified_task_starts_at_its_phase(make_engine, wfe_run):
     engine = make_engine()
     calls: list[str] = []

@@ -745,25 +745,22 @@ def advance(
     task.outputs[name] = output
     task.error = None
     task.traceback = None
+    wanted = task.next_classification
     nxt = phase.next_classifications
     if nxt is None:
         index = spec.phases.index(phase)
         target = (
             spec.phases[index + 1].target_classification if index + 1 < len(spec.phases) else None
         )
-    elif not nxt:
-        target = None
-    elif task.next_classification in nxt:
-        target = task.next_classification
+    elif wanted is not None and wanted in nxt:
+        target = wanted
     else:
-        if task.next_classification is not None:
-            task.record(
-                "route_ignored",
-                phase=name,
-                wanted=task.next_classification,
-                allowed=list(nxt),
-            )
-        target = nxt[0]
+        target = nxt[0] if nxt else None
+    if wanted is not None and wanted != target:
+        # A route the phase does not offer (it goes on in list order, has no
+        # next phase, or does not list it) is not taken: say so, not silently.
+        allowed = list(nxt) if nxt is not None else [] if target is None else [target]
+        task.record("route_ignored", phase=name, wanted=wanted, allowed=allowed)
     task.next_classification = None
     task.attempts = 0
     task.reply = None
