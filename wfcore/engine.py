@@ -379,9 +379,7 @@ class ECSWorkflowEngine:
         """The store the first plugin (``wfe_open_store``) that handles ``url`` gives."""
         found = call_first(self.plugin_manager, "wfe_open_store", url=url)
         if found is None:
-            raise StoreError(
-                f"no storage backend handles {url!r} (built-in: sqlite:///path, memory://)"
-            )
+            raise StoreError(f"no storage backend handles {url!r} ({self._store_schemes()})")
         plugin, store = found
         if isinstance(store, type):
             raise PluginError(
