@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, request, 
 from . import security
 from .errors import _error, is_api
 from .security import _refuse_large_body, _safe_next
-from .views import render, route
+from .views import partial, render, route
 
 if TYPE_CHECKING:
     from .app import Dashboard
@@ -167,6 +167,11 @@ def _unauthorized(dash: Dashboard, given: str | None = None) -> Any:
     and the client's address counts one more wrong token)."""
     if given:
         dash.backoff.failed(_client())
+    if partial():
+        # A live page refreshing itself: it tells the person to log in again.
+        refused = Response("", 401)
+        refused.headers["X-WFE-Login"] = url_for(".login")
+        return refused
     if is_api() or request.method != "GET":
         if given:
             return _error(dash, 401, "the access token is not valid")

@@ -37,8 +37,10 @@
 
   function enhance(root) {
     updateTimes(root);
-    var confirms = root.querySelectorAll("form[data-confirm]");
+    // Once each: a refreshed region keeps the forms someone is editing.
+    var confirms = root.querySelectorAll("form[data-confirm]:not([data-confirm-bound])");
     for (var i = 0; i < confirms.length; i++) {
+      confirms[i].setAttribute("data-confirm-bound", "");
       confirms[i].addEventListener("submit", function (event) {
         if (!window.confirm(this.dataset.confirm)) event.preventDefault();
       });
@@ -47,42 +49,39 @@
 
   // A region reloads its own HTML (the server sends just the region when asked
   // with X-WFE-Partial) so the page updates without losing scroll or filters.
-  // It holds still while someone is typing in it.
+  // What a person is editing keeps its place (and what they typed) while the rest
+  // of the region updates; a notice says when the page stops updating, and why.
   function liveRegion(region) {
     var url = region.dataset.refresh;
     var every = parseInt(region.dataset.refreshMs, 10) || 2000;
     var last = null;
-    var editing = false;
-    region.addEventListener("input", function () { editing = true; });
-    region.addEventListener("change", function (event) {
-      if (event.target.matches("input, textarea, select")) editing = true;
-    });
-
-    function busy() {
-      var active = document.activeElement;
-      return editing || (active && region.contains(active) && active.matches("input, textarea, select"));
-    }
 
     function schedule() { window.setTimeout(tick, every); }
 
     function tick() {
-      if (document.hidden || busy()) { schedule(); return; }
+      if (document.hidden || holdAll(region)) { schedule(); return; }
       fetch(url, { headers: { "X-WFE-Partial": "1" }, credentials: "same-origin", cache: "no-store" })
         .then(function (response) {
+          var login = loginUrl(response);
+          if (login) throw new Refusal("session", login);
           // A task deleted while its page is open answers 404 with a region saying so.
           var gone = response.status === 404 && response.headers.get("X-WFE-Gone") === "1";
-          if ((!response.ok && !gone) || response.redirected) throw new Error("refresh failed");
+          if (!response.ok && !gone) {
+            throw new Refusal("down", "the dashboard answered " + response.status + " " + response.statusText);
+          }
+          if (response.redirected) throw new Refusal("down", "the dashboard sent this page elsewhere");
           inboxBadge(response.headers.get("X-WFE-Inbox"));
           kafkaChip(response.headers.get("X-WFE-Kafka"));
           return response.text();
         })
         .then(function (html) {
-          if (html === last || busy()) return;
+          liveNotice(null);
+          if (html === last) return;
           last = html;
           var open = [];
           var details = region.querySelectorAll("details[id]");
           for (var i = 0; i < details.length; i++) open.push([details[i].id, details[i].open]);
-          region.innerHTML = html;
+          refill(region, html);
           open.forEach(function (pair) {
             var el = document.getElementById(pair[0]);
             if (el) el.open = pair[1];
@@ -90,10 +89,162 @@
           enhance(region);
           region.dispatchEvent(new CustomEvent("wfe:refreshed", { bubbles: true }));
         })
-        .catch(function () { /* keep the page as it is; try again later */ })
+        .catch(function (error) {
+          // Keep the page as it is, say so, and try again later.
+          if (error instanceof Refusal) liveNotice(error.kind, error.detail);
+          else liveNotice("down", "the dashboard cannot be reached");
+        })
         .then(schedule);
     }
     schedule();
+  }
+
+  function Refusal(kind, detail) {
+    this.kind = kind;
+    this.detail = detail;
+  }
+
+  // Where to log in, when a refresh was refused for want of a login: the dashboard
+  // answers 401 with X-WFE-Login (a proxy may have sent the request to the login page).
+  function loginUrl(response) {
+    var header = response.headers.get("X-WFE-Login");
+    if (response.status === 401 && header) return header;
+    var landed = new URL(response.url).pathname;
+    if (response.redirected && /\/login$/.test(landed)) return landed;
+    return null;
+  }
+
+  // -- what a person is editing ----------------------------------------------------
+  // An edit scope (an inbox card, a task's answer section) is being edited while a
+  // field of it has the focus or differs from what the page gave it. Typed and then
+  // cleared again, it is not.
+
+  function changed(field) {
+    if (field.type === "hidden" || field.type === "submit" || field.type === "button") return false;
+    if (field.type === "checkbox" || field.type === "radio") return field.checked !== field.defaultChecked;
+    if (field.tagName === "SELECT") {
+      for (var i = 0; i < field.options.length; i++) {
+        var option = field.options[i];
+        var shown = option.defaultSelected || (!field.multiple && i === 0 && !hasDefault(field));
+        if (option.selected !== shown) return true;
+      }
+      return false;
+    }
+    return "defaultValue" in field && field.value !== field.defaultValue;
+  }
+
+  function hasDefault(select) {
+    for (var i = 0; i < select.options.length; i++) if (select.options[i].defaultSelected) return true;
+    return false;
+  }
+
+  function isField(el) {
+    return !!el && el.matches && el.matches("input, textarea, select");
+  }
+
+  function editing(scope) {
+    if (isField(document.activeElement) && scope.contains(document.activeElement)) return true;
+    var fields = scope.querySelectorAll("input, textarea, select");
+    for (var i = 0; i < fields.length; i++) if (changed(fields[i])) return true;
+    return false;
+  }
+
+  // A field being edited outside any edit scope holds the whole region still.
+  function holdAll(region) {
+    var active = document.activeElement;
+    return isField(active) && region.contains(active) && !active.closest("[data-edit-scope]");
+  }
+
+  // Put the region's new HTML in place, keeping the scopes being edited where they
+  // are: they are never taken out of the page, which would lose the focus.
+  function refill(region, html) {
+    var kept = [];
+    for (var i = 0; i < region.children.length; i++) {
+      var child = region.children[i];
+      if (child.matches("[data-edit-scope]") && editing(child)) kept.push(child);
+    }
+    if (!kept.length) { region.innerHTML = html; return; }
+    var fresh = document.createElement("template");
+    fresh.innerHTML = html;
+    var incoming = fresh.content;
+    kept.forEach(function (scope) {
+      var marker = document.createElement("wfe-kept");
+      var twin = scope.id ? incoming.getElementById(scope.id) : null;
+      if (twin && twin.parentNode === incoming) {
+        incoming.replaceChild(marker, twin);
+        scope.classList.remove("edit-orphan");
+      } else {
+        // Its task no longer waits here (answered elsewhere, say): it stays, marked,
+        // about where it was.
+        orphan(scope);
+        var at = Array.prototype.indexOf.call(region.children, scope);
+        incoming.insertBefore(marker, incoming.children[at] || null);
+      }
+      marker.scope = scope;
+    });
+    var nodes = Array.prototype.slice.call(region.childNodes);
+    nodes.forEach(function (node) { if (kept.indexOf(node) < 0) region.removeChild(node); });
+    var next = 0;
+    Array.prototype.slice.call(incoming.childNodes).forEach(function (node) {
+      if (node.scope) {
+        if (node.scope === kept[next]) next++;
+        return;
+      }
+      region.insertBefore(node, kept[next] || null);
+    });
+  }
+
+  function orphan(scope) {
+    if (scope.classList.contains("edit-orphan")) return;
+    scope.classList.add("edit-orphan");
+    var note = document.createElement("p");
+    note.className = "orphan-note";
+    note.textContent = "This task no longer waits for this answer here; sending it will say what became of it.";
+    scope.insertBefore(note, scope.firstChild);
+  }
+
+  // -- the notice when the page stops updating -------------------------------------
+
+  var lastUpdated = new Date();
+
+  function clock(date) {
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return two(date.getHours()) + ":" + two(date.getMinutes()) + ":" + two(date.getSeconds());
+  }
+
+  function liveNotice(kind, detail) {
+    var notice = document.getElementById("wfe-live-notice");
+    if (!kind) {
+      lastUpdated = new Date();
+      if (notice) notice.remove();
+      document.body.classList.remove("wfe-stale");
+      return;
+    }
+    if (!notice) {
+      notice = document.createElement("div");
+      notice.id = "wfe-live-notice";
+      notice.className = "live-notice";
+      notice.setAttribute("role", "alert");
+      var main = document.querySelector("main") || document.body;
+      main.insertBefore(notice, main.firstChild);
+    }
+    document.body.classList.add("wfe-stale");
+    notice.dataset.kind = kind;
+    notice.textContent = "";
+    if (kind === "session") {
+      notice.appendChild(document.createTextNode(
+        "Your session has ended (the dashboard restarted, or you logged out), so this page " +
+        "stopped updating at " + clock(lastUpdated) + ". "));
+      var link = document.createElement("a");
+      link.href = detail + (detail.indexOf("?") < 0 ? "?" : "&") + "next=" +
+        encodeURIComponent(window.location.pathname + window.location.search);
+      link.textContent = "Log in again";
+      notice.appendChild(link);
+      notice.appendChild(document.createTextNode("."));
+    } else {
+      notice.textContent = "Connection lost: " + detail + ". This page was last updated at " +
+        clock(lastUpdated) + "; trying again.";
+    }
   }
 
   function inboxBadge(count) {
