@@ -148,6 +148,28 @@ def test_formats_are_checked_beside_their_fields_with_the_rest() -> None:
     assert parse_answer(schema, good)[0] == {"email": "a@example.com", "when": "2026-12-31"}
 
 
+def test_formats_are_the_ones_the_engine_checks() -> None:
+    """The form refuses what the engine would refuse, and only that: a format the
+    engine does not check (``time``, here) is not checked beside the field either."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "at": {"type": "string", "format": "date-time"},
+            "clock": {"type": "string", "format": "time"},
+        },
+    }
+    posted = MultiDict([("field.id", "nope"), ("field.at", "tomorrow"), ("field.clock", "25:99")])
+    value, form = parse_answer(schema, posted)
+    assert value is None
+    assert {f.name: f.error for f in form.fields} == {
+        "id": "must be a valid uuid",
+        "at": "must be a valid date-time",
+        "clock": None,
+    }
+    assert parse_answer(schema, MultiDict([("field.clock", "25:99")]))[0] == {"clock": "25:99"}
+
+
 def test_numbers_keep_their_digits() -> None:
     def typed(field: str, text: str) -> object:
         posted = [("field.name", "Ada"), ("field.level", '"low"'), ("field." + field, text)]

@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 import jsonschema
 
-from wfcore.model import resolve_ref
+from wfcore.model import answer_validator, resolve_ref
 
 __all__ = [
     "AnswerForm",
@@ -465,9 +465,8 @@ def parse_answer(
     # error; the schema still judges the others, so that every problem shows at once.
     by_name = {f.name: f for f in result.fields}
     # Formats (email, date, ...) are checked as the engine checks them when it takes
-    # the answer (wfcore.engine._validate_answer), so that they too show by their field.
-    validator_cls = jsonschema.validators.validator_for(schema)
-    validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
+    # the answer (with the same validator), so that they too show by their field.
+    validator = answer_validator(dict(schema))
     for error in sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path)):
         path = list(error.absolute_path)
         if single:
