@@ -281,7 +281,7 @@ def test_ask_human_with_arguments_sent_as_an_object(openai_server, wfe_engine, w
     assert waiting.waiting_reason == "Size?"
     assert not [e for e in waiting.history if e["event"] == "attempt_failed"]
     assert openai_server.messages(1)[-1]["content"] == (
-        "error: arguments must be a JSON object, not an array"
+        "error: invalid arguments for ask_human: arguments must be a JSON object, not an array"
     )
     assert done.status is TaskStatus.COMPLETED, done.error
     # The answer is the result of the call that asked, whose generated id was kept.
@@ -376,3 +376,66 @@ def test_an_unanswered_question_meets_the_phase_timeout_and_on_timeout_applies(
     )
     assert "is COMPLETED, not waiting" in late
     assert len(openai_server.requests) == 1  # the model was not asked again
+
+
+def test_refused_questions_are_recorded_with_the_reason(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(
+        ("ask_human", {"question": "Which size?"}),
+        ("ask_human", {"question": "Which colour?"}),
+        ("ask_human", {"q": "Gift wrap?"}),
+    )
+    wfe_engine.register_workflow("shop", PHASES)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "shop")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    waiting = wfe_run(scenario())
+
+    assert waiting.waiting_reason == "Which size?"
+    call_ids = [
+        c["id"] for c in waiting.context["openai"]["conversation"]["messages"][-3]["tool_calls"]
+    ]
+    second, third = call_ids[1:]
+    calls = [e for e in waiting.history if e["event"] == "agent_tool_call"]
+    assert [(c["tool"], c["call_id"], c["arguments"]) for c in calls] == [
+        ("ask_human", second, '{"question": "Which colour?"}'),
+        ("ask_human", third, '{"q": "Gift wrap?"}'),
+    ]
+    results = [e for e in waiting.history if e["event"] == "agent_tool_result"]
+    assert [(r["call_id"], r["error"], r["result"]) for r in results] == [
+        (second, True, "error: only one question at a time: ask again after the answer"),
+        (
+            third,
+            True,
+            "error: invalid arguments for ask_human: (arguments): 'question' is a required "
+            "property",
+        ),
+    ]
+    # What the model is told is what the history says.
+    tool_messages = waiting.context["openai"]["conversation"]["messages"][-2:]
+    assert [m["content"] for m in tool_messages] == [r["result"] for r in results]
+
+
+def test_each_call_names_its_attempt(openai_server, wfe_engine, wfe_run):
+    openai_server.reply("a reply cut o", finish_reason="length")
+    openai_server.reply("fine")
+    wfe_engine.register_workflow("w", PHASES)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+
+    assert done.status is TaskStatus.COMPLETED, done.error
+    # Both attempts' calls, each step 1, told apart by their attempt; both counted.
+    assert [(c["attempt"], c["step"]) for c in done.context["openai"]["calls"]] == [
+        (1, 1),
+        (2, 1),
+    ]
+    assert done.context["openai"]["usage"]["calls"] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from wfcore import ECSWorkflowEngine
 
 __all__ = ["ASK_HUMAN", "AgentRequest", "OpenAIAgentAdapter"]
+
+logger = logging.getLogger("wfe_openai")
 
 # What the API allows in a json_schema response format's name.
 _SCHEMA_NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -203,13 +206,23 @@ class OpenAIAgentAdapter:
             await run_handler(handler, task)
             return
         state = task.context.setdefault(CONTEXT_KEY, {})
+        name = phase.target_classification
         saved = state.get("conversation")
         resumed = bool(
-            task.resume_in_phase
-            and isinstance(saved, dict)
-            and saved.get("phase") == phase.target_classification
+            task.resume_in_phase and isinstance(saved, dict) and saved.get("phase") == name
         )
-        if resumed and not _answered_since_asked(task):
+        progress = state.pop("progress", None)
+        first_step = 1
+        if _interrupted_run(task, name, progress):
+            # The worker of an earlier run of this attempt died (or was stopped) after
+            # a round of tool results it checkpointed: go on from there, without
+            # running those tools again.
+            assert isinstance(progress, dict)
+            messages = copy.deepcopy(progress["messages"])
+            first_step = progress["steps"] + 1
+            resumed = False
+            task.record("agent_continued", phase=name, steps=progress["steps"])
+        elif resumed and not _answered_since_asked(task):
             # Run again without an answer (a retry after cancelling the wait, say): no
             # person answered, so the question stands; the model is not called. Decided
             # from the history alone: task.reply may still hold the answer to an
@@ -217,14 +230,14 @@ class OpenAIAgentAdapter:
             assert isinstance(saved, dict)
             _wait_for_person(task, engine, saved, phase.timeout, repeated=True)
             return
-        if resumed:
+        elif resumed:
             assert isinstance(saved, dict)
             messages = copy.deepcopy(saved["messages"])
             answer = _answer_text(task.reply)
             messages.append(
                 {"role": "tool", "tool_call_id": saved["pending_call_id"], "content": answer}
             )
-            task.record("agent_resumed", phase=phase.target_classification, answer=_short(answer))
+            task.record("agent_resumed", phase=name, answer=_short(answer))
         else:
             # A question left behind (its deadline passed, and on_timeout decided) is
             # no part of a new run.
@@ -232,6 +245,7 @@ class OpenAIAgentAdapter:
             budget = Budget(self.max_item_chars, self.max_input_chars)
             messages = await opening_messages(task, phase, engine, self.system_prompt, budget)
         request = self._request(phase, messages, resumed)
+        request.continued = first_step > 1
         if handler is not None:
             result = handler(task, request)
             if inspect.isawaitable(result):
@@ -241,16 +255,25 @@ class OpenAIAgentAdapter:
             _check_request(request)
         # Built only now: a handler that hands the phase to a person needs no key.
         client = self._client()
-        await _converse(
-            client,
-            task,
-            phase,
-            engine,
-            request,
-            state,
-            max_item_chars=self.max_item_chars,
-            redact=self._redact,
-        )
+        calls_before = len(state.get("calls", ()))
+        try:
+            await _converse(
+                client,
+                task,
+                phase,
+                engine,
+                request,
+                state,
+                first_step=first_step,
+                max_item_chars=self.max_item_chars,
+                redact=self._redact,
+            )
+        except Exception:
+            # A failed attempt starts again from its opening messages (or the answer).
+            state.pop("progress", None)
+            if len(state.get("calls", ())) > calls_before:
+                await _keep_the_record(task, engine)
+            raise
 
     def _request(self, phase: Phase, messages: list[dict[str, Any]], resumed: bool) -> AgentRequest:
         options = dict(self.request_options)
@@ -287,3 +310,45 @@ def _iterable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+# History events after which a checkpointed conversation is not continued: the
+# attempt that stored it ended (failed, was cancelled or retried, the phase
+# finished or waited). A run interrupted by a dead or stopping worker leaves only
+# "released", "taken_over" and "phase_started" (and the events of its last round).
+_ATTEMPT_ENDED = frozenset(
+    {
+        "attempt_failed",
+        "failed",
+        "cancelled",
+        "retried",
+        "phase_finished",
+        "suspended",
+        "resumed",
+        "deadline_passed",
+        "routed",
+    }
+)
+
+
+def _interrupted_run(task: Task, phase: str, progress: Any) -> bool:
+    """True if ``progress`` is the checkpointed conversation of a run of this phase
+    that was interrupted in this attempt, rather than one that ended."""
+    if not isinstance(progress, dict) or progress.get("phase") != phase:
+        return False
+    since = task.history[progress.get("events", len(task.history)) :]
+    return not any(event.get("event") in _ATTEMPT_ENDED for event in since)
+
+
+async def _keep_the_record(task: Task, engine: ECSWorkflowEngine) -> None:
+    """Store the calls and usage of an attempt that is failing.
+
+    wfcore may store a failed attempt's task as it was at its last checkpoint; the
+    calls made since (paid for) belong in ``usage`` all the same. The failure is
+    what the phase reports: a checkpoint that cannot be stored (the task cancelled
+    meanwhile, a store that fails) is left to the engine, which sees it too.
+    """
+    try:
+        await engine.checkpoint(task)
+    except Exception as exc:
+        logger.debug("task %s: the calls of the failed attempt were not stored: %s", task.id, exc)

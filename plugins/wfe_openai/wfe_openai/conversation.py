@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -37,46 +38,44 @@ async def _converse(
     request: AgentRequest,
     state: dict[str, Any],
     *,
+    first_step: int = 1,
     max_item_chars: int,
     redact: Callable[[str], str],
 ) -> None:
     """Call the model until it replies without tool calls, asks a person, or runs out of steps.
 
-    ``state`` is the task's ``context["openai"]``; ``redact`` masks credentials in the
+    ``state`` is the task's ``context["openai"]``; ``first_step`` is above 1 when the
+    run continues a checkpointed conversation; ``redact`` masks credentials in the
     reasons of failed calls.
     """
     name = phase.target_classification
     messages = request.messages
     tools = {t.name: t for t in request.tools}
     last_calls: list[str] = []
-    for step in range(1, request.max_steps + 1):
+    for step in range(first_step, request.max_steps + 1):
         message, finish_reason = await _complete(client, task, request, step, redact)
         calls = _tool_calls(message, position=len(messages))
         if not calls:
             task.output = await _output(request, message, finish_reason)
             state.pop("conversation", None)
+            state.pop("progress", None)
             return
         messages.append(_assistant_message(message, calls))
         last_calls = [c.name or "a call without a function name" for c in calls]
         pending: tuple[str, str] | None = None
         for call in calls:
             if call.name == ASK_HUMAN and tools.get(ASK_HUMAN) is HUMAN_TOOL:
-                if pending is not None:
-                    content = "Only one question at a time: ask again after the answer."
-                else:
-                    try:
-                        question = HUMAN_TOOL.parse_arguments(call.arguments)["question"]
-                    except ToolArgumentsError as exc:
-                        content = f"error: {exc}"
-                    else:
-                        pending = (call.id, question)
-                        continue
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
-                continue
-            content = await _call_tool(task, engine, name, tools, call, max_item_chars)
+                question, refusal = _question(call, pending is not None)
+                if question is not None:
+                    pending = (call.id, question)
+                    continue
+                content = _refuse_question(task, name, call, refusal)
+            else:
+                content = await _call_tool(task, engine, name, tools, call, max_item_chars)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
         if pending is not None:
             call_id, question = pending
+            state.pop("progress", None)  # the stored conversation is the waiting one
             state["conversation"] = {
                 "phase": name,
                 "messages": messages,
@@ -85,10 +84,52 @@ async def _converse(
             }
             _wait_for_person(task, engine, state["conversation"], phase.timeout)
             return
+        if step < request.max_steps:
+            # The tools of this round ran (and may have done things that must not
+            # happen twice): a worker that dies from here on leaves a task that goes
+            # on from this point, with their calls, results and the usage recorded.
+            state["progress"] = {
+                "phase": name,
+                "messages": copy.deepcopy(messages),
+                "steps": step,
+                "events": len(task.history),
+            }
+            await engine.checkpoint(task)
     raise AdapterError(
         f"max_steps={request.max_steps} exhausted in phase {name!r}: the model still "
         f"asked for tools ({', '.join(last_calls)}) after {request.max_steps} calls"
     )
+
+
+def _question(call: _ToolCall, one_pending: bool) -> tuple[str | None, str]:
+    """The question of an ask_human call, or None and why the call is refused."""
+    try:
+        question = HUMAN_TOOL.parse_arguments(call.arguments)["question"]
+    except ToolArgumentsError as exc:
+        return None, f"error: invalid arguments for {ASK_HUMAN}: {exc}"
+    if one_pending:
+        return None, "error: only one question at a time: ask again after the answer"
+    return question, ""
+
+
+def _refuse_question(task: Task, phase_name: str, call: _ToolCall, content: str) -> str:
+    """Record a refused ask_human call, as any tool call is; its result for the model."""
+    task.record(
+        "agent_tool_call",
+        phase=phase_name,
+        tool=ASK_HUMAN,
+        call_id=call.id,
+        arguments=_short(_arguments_text(call.arguments)),
+    )
+    task.record(
+        "agent_tool_result",
+        phase=phase_name,
+        tool=ASK_HUMAN,
+        call_id=call.id,
+        error=True,
+        result=_short(content),
+    )
+    return content
 
 
 async def _complete(

@@ -35,6 +35,7 @@ def _account(
     completion_details = getattr(usage, "completion_tokens_details", None)
     entry = {
         "phase": request.phase.target_classification if request.phase else None,
+        "attempt": task.attempts,
         "step": step,
         "model": request.model,
         "response_model": getattr(completion, "model", None),

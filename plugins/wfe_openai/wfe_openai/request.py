@@ -42,6 +42,10 @@ class AgentRequest:
     max_steps: int
     #: True when this run continues a conversation after a person's answer.
     resumed: bool = False
+    #: True when this run continues a conversation that a run interrupted by its
+    #: worker's end (a crash, a stop) checkpointed after a round of tool results:
+    #: ``messages`` end with those results, and those tools do not run again.
+    continued: bool = False
     #: Turns the reply (the text, or the parsed JSON object) into the phase output;
     #: may be async; raising fails the attempt with the error as the reason.
     parse: Callable[[Any], Any] | None = None
