@@ -6,6 +6,7 @@ They are an ordinary plugin: registered through ``wfe_register_adapters`` with
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,10 +32,31 @@ class Adapter(Protocol):
 
 
 async def run_handler(handler: Callable[[Task], Any], task: Task) -> None:
-    """Call a handler and await its result if it is awaitable (sync handlers work too)."""
-    result = handler(task)
+    """Run a phase's handler: await an ``async def`` one; call a plain one in a
+    worker thread (``asyncio.to_thread``), so that it neither blocks the other
+    tasks nor outlasts the phase's ``timeout``, and await what it returns if that
+    is awaitable."""
+    if _is_async(handler):
+        await handler(task)
+        return
+    # A plain function may block (a sleep, a blocking client): not on the event
+    # loop. Its context (contextvars) goes with it, and engine.suspend() works
+    # from the thread. A timeout ends the attempt, not the thread: it runs on
+    # until the function returns, and what it does to the task then is dropped.
+    result = await asyncio.to_thread(handler, task)
     if inspect.isawaitable(result):
         await result
+
+
+def _is_async(handler: Callable[[Task], Any]) -> bool:
+    # A plain or bound async def answers from its code flags, several times faster
+    # than inspect.iscoroutinefunction (this runs for every phase); a partial, or a
+    # callable object, asks inspect. One that returns an awaitable all the same
+    # (an async __call__) is awaited after its thread returns it.
+    code = getattr(handler, "__code__", None)
+    if code is not None:
+        return bool(code.co_flags & inspect.CO_COROUTINE)
+    return inspect.iscoroutinefunction(handler)
 
 
 class HumanAdapter:

@@ -234,7 +234,9 @@ class ECSWorkflowEngine:
 
         A handler is ``async def handler(task) -> None``; it sets ``task.output``
         and may call :meth:`suspend`, the artifact methods, or set
-        ``task.next_classification``.
+        ``task.next_classification``. A plain function works too: it runs in a
+        worker thread (``asyncio.to_thread``), so it may block without holding up
+        other tasks, but must not use the event loop.
         """
         _check_handler(classification, handler)
         self._handlers[classification] = handler
