@@ -13,17 +13,27 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import time
 import traceback
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
 from ._processes import worker_died_here
 from ._wakeup import call_in, running_loop, wake
-from .artifacts import remove_artifact_dirs
+from .artifacts import check_artifact_name, remove_artifact_dirs, task_artifact_dir
 from .command import remove_stale_workdirs
-from .errors import AdapterError, InvalidTaskError, StoreError, TaskStateError, WorkflowError
+from .errors import (
+    AdapterError,
+    ArtifactError,
+    InvalidTaskError,
+    StoreError,
+    TaskStateError,
+    WorkflowError,
+)
 from .model import (
     DEFINE_WORKFLOW,
     Artifact,
@@ -36,7 +46,7 @@ from .model import (
     utcnow,
 )
 from .plugins import call_first
-from .stores.base import Store
+from .stores.base import Store, unreadable
 from .wire import json_problem, printable, workflow_from_dict
 
 if TYPE_CHECKING:
@@ -381,20 +391,68 @@ class Worker:
             await self._hand_back(task)
 
     async def _hand_back(self, task: Task) -> None:
-        """Return an interrupted task to the store as runnable, its attempt uncounted."""
-        if task.status is TaskStatus.IN_PROGRESS:
-            task.status = TaskStatus.PENDING
-            task.attempts = max(0, task.attempts - 1)
-            task.record("released", worker=self._engine.worker_id)
+        """Return an interrupted task to the store as runnable, its attempt uncounted,
+        as it was stored when the attempt started or last checkpointed."""
+        if self._engine._store is not None:
+            # Shielded: a second cancellation (stop(now=True) during the grace
+            # time) must not stop it between reading the task and writing it.
+            await asyncio.shield(self._give_back(task))
+
+    async def _give_back(self, task: Task) -> None:
         store = self._engine._store
-        if store is not None:
-            try:
-                await asyncio.shield(store.update_task(task))
-            except StoreError as exc:
-                # Its lease runs out instead, and another claim takes it.
-                logger.error("task %s: could not hand back either (%s)", task.id, exc)
-            except Exception:
-                logger.exception("task %s: could not hand back", task.id)
+        assert store is not None
+        try:
+            back = await self._rolled_back(task.id, task)
+            if back is not task:
+                # The stored row holds the attempt count from before this attempt.
+                if back.status is TaskStatus.IN_PROGRESS:
+                    back.status = TaskStatus.PENDING
+                    back.record("released", worker=self._engine.worker_id)
+            elif task.status is TaskStatus.IN_PROGRESS:
+                task.status = TaskStatus.PENDING
+                task.attempts = max(0, task.attempts - 1)
+                task.record("released", worker=self._engine.worker_id)
+            await store.update_task(back)
+        except StoreError as exc:
+            # Its lease runs out instead, and another claim takes it.
+            logger.error("task %s: could not hand back either (%s)", task.id, exc)
+        except Exception:
+            logger.exception("task %s: could not hand back", task.id)
+
+    async def _rolled_back(self, task_id: str, task: Task) -> Task:
+        """The task to store after an attempt that failed or is handed back.
+
+        It is the task as stored when the attempt began or last checkpointed (its
+        data, context, artifacts, outputs and reply), with the attempt's history
+        and its classification (the classifiers may have chosen it as it began):
+        every rerun then starts where one after a crash (kill -9) would. It is a
+        new Task, out of reach of a plain handler whose thread runs on after its
+        timeout: what that thread does to ``task`` is never stored.
+
+        When the stored row is not the one this run holds (it was cancelled, taken
+        over or purged: the write will be dropped; or it cannot be read), it is
+        ``task`` itself, its id put back.
+        """
+        assert self._engine._store is not None
+        store = self._engine._store
+        stored = await store.get_task(task_id)
+        if stored is None or stored.version != task.version or unreadable(stored):
+            task.id = task_id
+            return task
+        history = task.history
+        stored.history = list(history) if type(history) is list else stored.history
+        # Chosen by the classifiers when the attempt began, not by the attempt.
+        stored.classification = task.classification
+        # The files of artifacts the attempt added go too: the stored task does
+        # not name them, and a rerun must be able to add them again (a file
+        # "a" left behind would refuse an artifact "a/b"). One it replaced keeps
+        # its new bytes (the stored sha256 tells), as after a crash.
+        kept = {art.name for art in stored.artifacts}
+        added = task.artifacts if type(task.artifacts) is list else []
+        names = [art.name for art in added if isinstance(art, Artifact) and art.name not in kept]
+        if names:
+            await asyncio.to_thread(_remove_artifact_files, store.artifacts_dir, task_id, names)
+        return stored
 
     async def _run_phase(self, task: Task) -> Task | None:
         """Run the task's current phase once; return it if it should go on here."""
@@ -471,11 +529,14 @@ class Worker:
         task_id = task.id
         owned = (task.attempts, task.outputs, task.artifacts)
         self._in_phase[task_id] = task
+        failure: BaseException | None = None
         try:
             if adapter is None:
                 raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
             run = adapter.run(task, phase, self._engine)
             if phase.timeout is not None and task_type is not TaskType.HUMAN:
+                if _WAIT_FOR_MAKES_A_TASK:
+                    run = _exit_as_exception(run)
                 try:
                     await asyncio.wait_for(run, phase.timeout)
                 except asyncio.TimeoutError:
@@ -491,15 +552,22 @@ class Worker:
             _check_json(task)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        # SystemExit too: argparse and click exit on bad input, and one phase's bad
+        # input must fail its attempt, not end the worker and every other task.
+        except (Exception, SystemExit) as exc:
             if task_id in self._store_failed:
                 raise StoreError(f"a checkpoint could not be stored: {exc}") from exc
-            await self._attempt_failed(task, phase, exc, time.monotonic() - started)
-            return None
+            failure = exc.exited if isinstance(exc, _PhaseExited) else exc
         finally:
             self._in_phase.pop(task_id, None)
             self._store_failed.discard(task_id)
             self._checkpointing.pop(task_id, None)
+        if failure is not None:
+            # After the phase's end (above): nothing can checkpoint it any more.
+            await self._attempt_failed(
+                task_id, task, owned[0], phase, failure, time.monotonic() - started
+            )
+            return None
         if task.id in self._lost:
             raise _LeaseLost
         if task.status.is_waiting:
@@ -534,11 +602,28 @@ class Worker:
         return None
 
     async def _attempt_failed(
-        self, task: Task, phase: Phase, exc: BaseException, seconds: float
+        self,
+        task_id: str,
+        task: Task,
+        attempt: int,
+        phase: Phase,
+        exc: BaseException,
+        seconds: float,
     ) -> None:
-        if task.id in self._lost:
+        if task_id in self._lost:
             raise _LeaseLost
-        task.error = _as_text(f"{type(exc).__name__}: {exc}")
+        # What the attempt did to data, context and artifacts is not kept: the
+        # next attempt starts where one after a crash would. Its output is kept,
+        # to debug with (a value that is not JSON, shown as it prints).
+        output = task.output
+        task = await self._rolled_back(task_id, task)
+        task.output = output
+        task.attempts = attempt
+        task.classification = phase.target_classification
+        if isinstance(exc, SystemExit):
+            task.error = _as_text(f"SystemExit: {exc.code} (the phase called sys.exit)")
+        else:
+            task.error = _as_text(f"{type(exc).__name__}: {exc}")
         task.traceback = _as_text("".join(traceback.format_exception(exc)[-6:])[-4000:])
         task.record(
             "attempt_failed",
@@ -818,7 +903,7 @@ def _check_json(task: Task) -> None:
         value = getattr(task, name)
         problem = json_problem(value) if value else None
         if problem is not None:
-            setattr(task, name, _printed(value))
+            # The failed attempt's data and context are not stored (see _rolled_back).
             raise InvalidTaskError(f"task.{name} must be JSON-serializable: {problem}")
     # The history quotes these (the question asked, the route wanted).
     for name in ("waiting_reason", "next_classification"):
@@ -868,3 +953,50 @@ def _first_line(text: str | None) -> str:
     """An error's first line, for a log line about it (the task keeps the whole)."""
     line = (text or "").strip().split("\n", 1)[0]
     return line if len(line) <= 300 else line[:299] + "…"
+
+
+# On Python before 3.12, asyncio.wait_for runs the awaitable in a task of its own,
+# and a SystemExit raised in a task ends the event loop, so it has to be carried
+# out of that task as an ordinary exception.
+_WAIT_FOR_MAKES_A_TASK = sys.version_info < (3, 12)
+
+
+class _PhaseExited(Exception):
+    """A SystemExit raised by a phase, carried out of ``wait_for``'s task."""
+
+    def __init__(self, exited: SystemExit) -> None:
+        super().__init__(exited)
+        self.exited = exited
+
+
+async def _exit_as_exception(run: Awaitable[None]) -> None:
+    try:
+        await run
+    except SystemExit as exc:
+        raise _PhaseExited(exc) from exc
+
+
+def _remove_artifact_files(root: Path, task_id: str, names: list[str]) -> None:
+    """Delete these artifact files of a task, and the folders they leave empty."""
+    try:
+        base = task_artifact_dir(root, task_id)
+    except ArtifactError:
+        return  # an id that cannot name a folder has no files
+    for name in names:
+        try:
+            check_artifact_name(name)
+        except ArtifactError:
+            continue
+        path = base / name
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            logger.warning("task %s: could not remove artifact file %s", task_id, path)
+            continue
+        parent = path.parent
+        while parent != base.parent:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
