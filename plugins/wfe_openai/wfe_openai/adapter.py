@@ -211,9 +211,12 @@ class OpenAIAgentAdapter:
         resumed = bool(
             task.resume_in_phase and isinstance(saved, dict) and saved.get("phase") == name
         )
-        progress = state.pop("progress", None)
+        progress = state.get("progress")
+        interrupted = _interrupted_run(task, name, progress)
+        if not interrupted:
+            state.pop("progress", None)  # left by an attempt that ended, if any
         first_step = 1
-        if _interrupted_run(task, name, progress):
+        if interrupted:
             # The worker of an earlier run of this attempt died (or was stopped) after
             # a round of tool results it checkpointed: go on from there, without
             # running those tools again.
