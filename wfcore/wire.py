@@ -45,7 +45,9 @@ converter.register_unstructure_hook(TaskStatus, lambda s: s.value)
 converter.register_structure_hook(TaskStatus, lambda v, _: TaskStatus.parse(v))
 converter.register_unstructure_hook(TaskType, lambda t: t.value)
 converter.register_structure_hook(TaskType, lambda v, _: TaskType.parse(v))
-converter.register_structure_hook(Any, lambda v, _: v)
+# By predicate: Any is not a class, and functools.singledispatch (which cattrs
+# registers classes with) refuses it on Python 3.10.
+converter.register_structure_hook_func(lambda t: t is Any, lambda v, _: v)
 
 
 # Task fields a store's document may leave out when they hold their default.
