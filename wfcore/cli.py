@@ -1344,7 +1344,8 @@ def resume(
     app: str | None,
     store: str | None,
 ) -> None:
-    """Answer a waiting task; the answer becomes its phase's output.
+    """Answer a waiting task; the answer becomes its phase's output, or, for a
+    phase that asked and goes on itself (an agent's question), its reply.
 
     Scripts answering a question they read earlier should name its --phase, so
     that an answer meant for it is never taken for the next one. When the answer
