@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
-from wfcore.errors import TaskStateError, UnknownTaskError
+from wfcore.errors import ArtifactError, TaskStateError, UnknownTaskError
 
 
 def test_handlers_add_text_and_bytes_artifacts_with_metadata(make_engine, wfe_run):
@@ -272,3 +272,32 @@ def test_adding_an_artifact_to_a_task_running_elsewhere_is_refused(make_engine, 
 
     task = wfe_run(scenario())
     assert task.status is TaskStatus.COMPLETED and task.artifacts == []
+
+
+def test_a_file_the_task_does_not_list_is_not_one_of_its_artifacts(make_engine, wfe_run):
+    """A killed attempt can leave a file in the task's folder that its stored task
+    never listed: reading it as an artifact is refused, by task and by id."""
+    engine = make_engine()
+
+    async def write(task: Task) -> None:
+        await engine.add_artifact_text(task, "kept.txt", "listed")
+
+    engine.register_handler("write", write)
+    engine.register_workflow("w", [Phase("write", assigned_to="functional")])
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        done = await engine.get_task(task.id)
+        orphan = Path(done.artifacts[0].path).parent / "orphan.txt"
+        orphan.write_text("left by a killed attempt")
+        refused = []
+        for which in (done, task.id):
+            with pytest.raises(ArtifactError) as caught:
+                await engine.read_artifact(which, "orphan.txt")
+            refused.append(str(caught.value))
+        return refused, await engine.read_artifact(task.id, "kept.txt")
+
+    refused, kept = wfe_run(scenario())
+    assert all("has no artifact 'orphan.txt'" in message for message in refused)
+    assert kept == b"listed"

@@ -1028,18 +1028,20 @@ class ECSWorkflowEngine:
         return await asyncio.to_thread(path.read_bytes)
 
     async def artifact_path(self, task: Task | str, name: str) -> Path:
-        """The local path of one of the task's artifacts (checked to exist)."""
+        """The local path of one of the task's artifacts (checked to exist, and to be
+        one the task lists: a file a killed attempt left behind is not)."""
         if not isinstance(task, Task) and not _could_be_stored(task):
             raise UnknownTaskError(task)
         store = await self.get_store()
-        task_id = task if isinstance(task, str) else task.id
-        try:
-            return resolve_artifact(store.artifacts_dir, task_id, name)
-        except ArtifactError:
-            # Only a miss pays for the lookup that tells "no such task" apart.
-            if isinstance(task, str) and await store.get_task(task_id) is None:
-                raise UnknownTaskError(task_id) from None
-            raise
+        if isinstance(task, str):
+            found = await store.get_task(task)
+            if found is None:
+                raise UnknownTaskError(task)
+            task = found
+        path = resolve_artifact(store.artifacts_dir, task.id, name)
+        if not any(artifact.name == name for artifact in task.artifacts):
+            raise ArtifactError(f"task {task.id!r} has no artifact {name!r}")
+        return path
 
     # -- running ---------------------------------------------------------------------
 
