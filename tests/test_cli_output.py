@@ -166,3 +166,19 @@ def test_tasks_of_an_unknown_workflow_and_a_start_in_the_past(wfe) -> None:  # n
     )
     assert "wfe: --at 2020-01-01T00:00:00Z is in the past: the task starts now" in past.stderr
     assert "runs after" not in wfe("tasks").stdout
+
+
+def test_resume_cancel_and_retry_say_who_did_it(wfe) -> None:  # noqa: F811
+    import getpass
+
+    first = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+    second = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
+    wfe("worker", APP, "--until-idle", "--quiet")
+    wfe("resume", first, "--output", '{"ok": true}', "--by", "alice")
+    assert "by=alice" in wfe("show", first).stdout
+    bad = wfe("cancel", second, "--by", " ", check=False)
+    assert bad.returncode == 2 and "--by" in bad.stderr and "by must be a name" in bad.stderr
+    wfe("cancel", second, env=dict(wfe.env, WFE_USER="bob"))
+    wfe("retry", second, env={k: v for k, v in wfe.env.items() if k != "WFE_USER"})
+    history = wfe("show", second).stdout
+    assert "by=bob" in history and f"by={getpass.getuser()}" in history

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import importlib
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any, ClassVar, TextIO, TypeVar
 import click
 
 from ._processes import worker_died_here
-from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
+from .engine import _MAX_SECONDS, ECSWorkflowEngine, _actor, default_store_url
 from .errors import (
     InvalidOutputError,
     InvalidTaskError,
@@ -1313,6 +1314,33 @@ _hooks_app_option = click.option(
 )
 
 
+def _by_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--by",
+        metavar="NAME",
+        envvar="WFE_USER",
+        help="Who does this, recorded in the task's history [default: $WFE_USER, else "
+        "your login name].",
+    )(f)
+
+
+def _who(by: str | None) -> str | None:
+    """--by (checked as the engine checks it), else the login name, if there is a
+    usable one (some containers have none)."""
+    if by is not None:
+        try:
+            _actor(by)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--by") from None
+        return by
+    try:
+        login = getpass.getuser()
+        _actor(login)
+    except (KeyError, OSError, ValueError):
+        return None
+    return login
+
+
 @cli.command()
 @click.argument("task_id")
 @click.option("--output", "output", help="The answer as JSON (neither option: null).")
@@ -1330,6 +1358,7 @@ _hooks_app_option = click.option(
     "has changed since, as when a loop asks the same question again.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_by_option
 @_hooks_app_option
 @_store_option
 @click.pass_context
@@ -1341,6 +1370,7 @@ def resume(
     phase: str | None,
     version: int | None,
     as_json: bool,
+    by: str | None,
     app: str | None,
     store: str | None,
 ) -> None:
@@ -1358,7 +1388,7 @@ def resume(
         text if text is not None else (None if output is None else _parse_json(output, "--output"))
     )
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-    resuming = engine.resume(task_id, answer, phase=phase, version=version)
+    resuming = engine.resume(task_id, answer, phase=phase, version=version, by=_who(by))
     task = _run(_closing(engine, resuming))
     if as_json:
         click.echo(_task_json(task))
@@ -1369,33 +1399,42 @@ def resume(
 @cli.command()
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_by_option
 @_hooks_app_option
 @_store_option
 @click.pass_context
 def cancel(
-    ctx: click.Context, task_id: str, as_json: bool, app: str | None, store: str | None
+    ctx: click.Context,
+    task_id: str,
+    as_json: bool,
+    by: str | None,
+    app: str | None,
+    store: str | None,
 ) -> None:
     """Cancel a pending, running or waiting task (--app: with the app's hooks).
 
     Prints the task's id and its new status, cancelled.
     """
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-    task = _run(_closing(engine, engine.cancel(task_id)))
+    task = _run(_closing(engine, engine.cancel(task_id, by=_who(by))))
     click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
 
 
 @cli.command()
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_by_option
 @_store_option
 @click.pass_context
-def retry(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
+def retry(
+    ctx: click.Context, task_id: str, as_json: bool, by: str | None, store: str | None
+) -> None:
     """Run a failed or cancelled task's phase again, with fresh attempts.
 
     Prints the task's id and its new status, pending.
     """
     engine = _engine(ctx, store, existing=True)
-    task = _run(_closing(engine, engine.retry(task_id)))
+    task = _run(_closing(engine, engine.retry(task_id, by=_who(by))))
     click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
 
 

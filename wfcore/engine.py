@@ -760,6 +760,7 @@ class ECSWorkflowEngine:
         *,
         phase: str | None = None,
         version: int | None = None,
+        by: str | None = None,
     ) -> Task:
         """Answer a waiting task; the answer becomes the phase's output and the task
         moves on (or, for a phase suspended with ``resume_in_phase``, the phase runs
@@ -772,6 +773,7 @@ class ECSWorkflowEngine:
         task is not written until it is answered (or cancelled, or its deadline
         passes), so a change refuses the answer, also when a workflow that loops
         has brought the task back to the same phase and question.
+        ``by``: who answered (a user name, say), recorded in the ``resumed`` event.
 
         Raises UnknownTaskError, TaskStateError if it is not waiting (or waits in
         another ``phase``) or is past its deadline, and InvalidOutputError if the
@@ -782,6 +784,7 @@ class ECSWorkflowEngine:
             raise InvalidOutputError(f"the answer must be JSON-serializable: {problem}", [])
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise TypeError(f"version must be a whole number (task.version), not {version!r}")
+        who = _actor(by)
         expected = phase
 
         async def answer(task: Task) -> Phase | None:
@@ -823,7 +826,7 @@ class ECSWorkflowEngine:
                 )
             if phase.input_schema is not None and not task.resume_in_phase:
                 _validate_answer(phase, output)
-            task.record("resumed", phase=phase.target_classification)
+            task.record("resumed", phase=phase.target_classification, **who)
             task.waiting_reason = None
             task.deadline = None
             if task.resume_in_phase:
@@ -841,12 +844,14 @@ class ECSWorkflowEngine:
         self._worker.poke()
         return task
 
-    async def cancel(self, task_id: str) -> Task:
+    async def cancel(self, task_id: str, *, by: str | None = None) -> Task:
         """Cancel a pending, running or waiting task, wherever it runs.
 
         A worker running it loses its lease and its later writes are dropped.
+        ``by``: who cancelled it, recorded in the ``cancelled`` event.
         Raises UnknownTaskError, or TaskStateError for a finished task.
         """
+        who = _actor(by)
 
         async def mark_cancelled(task: Task) -> None:
             if task.status.is_finished:
@@ -854,7 +859,7 @@ class ECSWorkflowEngine:
             task.status = TaskStatus.CANCELLED
             task.waiting_reason = None
             task.deadline = None
-            task.record("cancelled")
+            task.record("cancelled", **who)
 
         task, _ = await self._change_stored(task_id, mark_cancelled)
         self._worker.interrupt(task_id)
@@ -862,13 +867,15 @@ class ECSWorkflowEngine:
         await self._fire("wfe_task_cancelled", task=task)
         return task
 
-    async def retry(self, task_id: str) -> Task:
+    async def retry(self, task_id: str, *, by: str | None = None) -> Task:
         """Run a FAILED (or CANCELLED) task's phase again, with fresh attempts.
 
         The task becomes PENDING at the phase where it stopped, its error is
-        cleared and a ``retried`` event joins its history; any worker on the store
-        picks it up. Raises UnknownTaskError, or TaskStateError for other statuses.
+        cleared and a ``retried`` event joins its history (with ``by``, who asked,
+        when given); any worker on the store picks it up. Raises UnknownTaskError,
+        or TaskStateError for other statuses.
         """
+        who = _actor(by)
 
         async def requeue(task: Task) -> None:
             if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -881,6 +888,7 @@ class ECSWorkflowEngine:
                 phase=task.classification,
                 previous=task.status.value,
                 previous_error=task.error,
+                **who,
             )
             task.status = TaskStatus.PENDING
             task.attempts = 0
@@ -1218,6 +1226,23 @@ def _wait_timeout(value: Any) -> float | None:
     if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity (None waits for ever)
         raise ValueError(f"timeout must be 0 to 100 years of seconds, not {value!r}")
     return float(value)
+
+
+_MAX_ACTOR_CHARS = 200
+
+
+def _actor(by: str | None) -> dict[str, str]:
+    """The ``by`` field of a resumed, cancelled or retried event: who did it."""
+    if by is None:
+        return {}
+    if not isinstance(by, str):
+        raise TypeError(f"by must be a name (a string), not {type(by).__name__}")
+    name = by.strip()
+    if not name or len(name) > _MAX_ACTOR_CHARS or not name.isprintable():
+        raise ValueError(
+            f"by must be a name of 1 to {_MAX_ACTOR_CHARS} printable characters, not {by[:60]!r}"
+        )
+    return {"by": name}
 
 
 def _check_task_id(task_id: str) -> None:
