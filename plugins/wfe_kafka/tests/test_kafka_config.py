@@ -28,7 +28,13 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_worker(tmp_path: Path, quiet: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    tmp_path: Path,
+    quiet: bool = True,
+    store: str | None = None,
+    until_idle: bool = True,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
     """``wfe worker --until-idle`` on an empty store, wired to Kafka by ``env``."""
     return subprocess.run(
         [
@@ -37,17 +43,27 @@ def run_worker(tmp_path: Path, quiet: bool = True, **env: str) -> subprocess.Com
             "wfcore.cli",
             "worker",
             "wfe_kafka_app:make_engine",
-            "--until-idle",
+            *(["--until-idle"] if until_idle else []),
             *(["-q"] if quiet else []),
             "--store",
-            f"sqlite://{tmp_path}/worker.db",
+            store or f"sqlite://{tmp_path}/worker.db",
         ],
         cwd=APPS_DIR,
-        env=dict(os.environ, WFE_LOAD_PLUGINS="wfe_kafka", **env),
+        env=worker_env(**env),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def worker_env(**env: str) -> dict[str, str]:
+    """The test's environment without Kafka settings of its own, plus ``env``."""
+    mine = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAFKA_", "WFE_KAFKA_")) or k == "WFE_KAFKA_BOOTSTRAP"
+    }
+    return {**mine, "WFE_LOAD_PLUGINS": "wfe_kafka", **env}
 
 
 def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: Path) -> None:
@@ -96,6 +112,36 @@ def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: 
         (
             {"WFE_KAFKA_CLIENT_CONFIG": '{"security_protocol": "SASL_PLAIN"}'},
             "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting security_protocol='SASL_PLAIN'",
+        ),
+        # A misspelt variable used to be ignored: the worker consumed the default topic.
+        (
+            {"WFE_KAFKA_TASK_TOPIC": "orders.tasks"},
+            "WFE_KAFKA_TASK_TOPIC is not a wfe_kafka setting (did you mean WFE_KAFKA_TASKS_TOPIC?)",
+        ),
+        # It used to win over WFE_KAFKA_TASKS_TOPIC without a word.
+        (
+            {"WFE_KAFKA_CLIENT_CONFIG": '{"tasks_topic": "sneaky"}'},
+            "WFE_KAFKA_CLIENT_CONFIG: 'tasks_topic' is set with WFE_KAFKA_TASKS_TOPIC, not here",
+        ),
+        # A feedback loop: every event came back as a new task, which sent more events.
+        (
+            {"WFE_KAFKA_TASKS_TOPIC": "orders", "WFE_KAFKA_EVENTS_TOPIC": "orders"},
+            "WFE_KAFKA_EVENTS_TOPIC='orders' is the tasks topic too "
+            "(WFE_KAFKA_TASKS_TOPIC='orders')",
+        ),
+        # kafka-python refused it on the consumer's thread, and the worker ran on without Kafka.
+        (
+            {"WFE_KAFKA_CLIENT_CONFIG": '{"session_timeout_ms": 1000}'},
+            "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting session_timeout_ms=1000 must be "
+            "more than heartbeat_interval_ms=2000 (wfe_kafka's default)",
+        ),
+        (
+            {
+                "WFE_KAFKA_CLIENT_CONFIG": '{"security_protocol": "SSL", '
+                '"ssl_cafile": "/nonexistent.pem"}'
+            },
+            "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting ssl_cafile='/nonexistent.pem': "
+            "no such file",
         ),
     ],
 )
@@ -263,3 +309,199 @@ def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
     assert len(stop_lines) == 1
     assert "1 result(s) stay in the outbox" in stop_lines[0].getMessage()
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_a_worker_on_a_memory_store_does_not_consume_unless_allowed(
+    kafka_bootstrap: str, kafka_topic: Any, tmp_path: Path
+) -> None:
+    """Offsets are committed once tasks are stored: in memory://, the tasks a
+    worker holds when it stops (even with SIGTERM) would be lost for good."""
+    tasks = kafka_topic(1, "tasks")
+    env = {"KAFKA_BROKERS": kafka_bootstrap, "WFE_KAFKA_TASKS_TOPIC": tasks}
+    refused = run_worker(tmp_path, quiet=False, store="memory://", **env)
+    assert refused.returncode == 1, refused.stderr
+    assert (
+        "Error: plugin 'wfe_kafka': Kafka settings cannot be used: the store memory:// does "
+        "not outlive this process" in refused.stderr
+    )
+    assert "or WFE_KAFKA_ALLOW_VOLATILE_STORE=True to accept that" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    allowed = run_worker(
+        tmp_path, quiet=False, store="memory://", WFE_KAFKA_ALLOW_VOLATILE_STORE="1", **env
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert f"consuming {tasks} into the store memory://, which does not outlive" in (allowed.stderr)
+
+
+def test_a_worker_whose_consumer_stops_for_good_stops_too(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A setting kafka-python refuses only when it makes the consumer (here an
+    isolation_level it does not know) used to leave the worker running, and healthy,
+    on its store's tasks alone."""
+    started = time.monotonic()
+    result = run_worker(
+        tmp_path,
+        until_idle=False,
+        KAFKA_BROKERS=kafka_bootstrap,
+        WFE_KAFKA_CLIENT_CONFIG='{"isolation_level": "bogus"}',
+    )
+    assert time.monotonic() - started < 30
+    assert "the Kafka consumer stopped for good (Kafka settings cannot be used: kafka-python" in (
+        result.stderr
+    )
+    assert "; stopping the worker" in result.stderr
+
+
+def test_a_worker_with_kafka_bootstrap_servers_instead_of_kafka_brokers_says_so(
+    tmp_path: Path,
+) -> None:
+    result = run_worker(tmp_path, quiet=False, KAFKA_BOOTSTRAP_SERVERS="k1:9092")
+    assert result.returncode == 0, result.stderr
+    assert "  kafka: off: KAFKA_BOOTSTRAP_SERVERS is set, but wfe_kafka reads KAFKA_BROKERS" in (
+        result.stderr
+    )
+    assert (
+        "KAFKA_BOOTSTRAP_SERVERS is set but KAFKA_BROKERS is not: wfe_kafka reads only "
+        "KAFKA_BROKERS, so this worker does not consume from Kafka" in result.stderr
+    )
+
+
+def test_a_consumer_that_cannot_connect_says_why(
+    kafka_bootstrap: str, wfe_engine_factory: Any, wfe_run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SSL against a plaintext listener: kafka-python's own error only says it could
+    not bootstrap; the warning gives the handshake's failure."""
+    kafka = KafkaMQInterface(kafka_bootstrap, security_protocol="SSL", close_timeout=1.0)
+    engine = wfe_engine_factory()
+    caplog.set_level(logging.WARNING)
+    # As an app that keeps kafka-python's own warnings out of its log.
+    quiet = logging.getLogger("kafka")
+    quiet.setLevel(logging.ERROR)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "cannot reach Kafka" in r.getMessage()]
+
+    async def scenario() -> None:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        deadline = time.monotonic() + 20
+        while not warnings():
+            assert time.monotonic() < deadline, "no warning that Kafka cannot be reached"
+            await asyncio.sleep(0.05)
+        kafka.stop_consuming()
+        await consumer
+        await kafka.close()
+
+    try:
+        wfe_run(scenario())
+    finally:
+        quiet.setLevel(logging.NOTSET)
+    first = warnings()[0]
+    assert first.startswith(f"cannot reach Kafka at {kafka_bootstrap} (KafkaConnectionError: ")
+    assert "SSL" in first and "Unable to bootstrap" not in first
+    # The app's choice stands: kafka-python's warnings stayed out of its log.
+    assert not [
+        r for r in caplog.records if r.name.startswith("kafka") and r.levelno < logging.ERROR
+    ]
+    assert logging.getLogger("kafka.net.manager").level == logging.NOTSET
+
+
+def test_topics_kafka_does_not_have_are_named_with_their_setting(
+    kafka_bootstrap: str,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+    broker_tools: Any,
+) -> None:
+    """A broker of its own that does not create topics on first use (as in most
+    deployments): kafka-python only repeats that a topic is not in its metadata,
+    and results waited as if Kafka were slow."""
+    from wfcore import Phase, Task
+
+    kafka_broker = broker_tools
+    broker = kafka_broker.KafkaBroker(properties={"auto.create.topics.enable": "false"}).start()
+    try:
+        kafka_broker.create_topic(broker.bootstrap, "tasks", 1)
+        engine = wfe_engine_factory()
+
+        async def echo(task: Task) -> None:
+            task.output = task.data
+
+        engine.register_handler("echo", echo)
+        engine.register_workflow("echo", [Phase("echo", assigned_to="functional")])
+        kafka = KafkaMQInterface(
+            broker.bootstrap,
+            tasks_topic="tasks",
+            results_topic="no.results",
+            dead_letter_topic="no.dlq",
+            events_topic="no.events",
+            close_timeout=1.0,
+            max_block_ms=1000,
+        )
+        kafka.outage_warn_after = 0.5
+        kafka.outage_warn_every = 0.0
+        caplog.set_level(logging.INFO, logger="wfe_kafka")
+
+        def said(text: str, level: int = logging.INFO) -> bool:
+            return any(text in r.getMessage() and r.levelno >= level for r in caplog.records)
+
+        async def until(condition: Any, what: str) -> None:
+            deadline = time.monotonic() + 60
+            while not condition():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.05)
+
+        async def publishing() -> None:
+            consumer = asyncio.create_task(kafka.consume_tasks(engine))
+            try:
+                await engine.submit_task({"n": 1}, "echo", task_id="t-1")
+                await engine.run_until_idle()
+                # The publisher's warning names the topic, not a broker that is slow.
+                await until(
+                    lambda: said(
+                        "; Kafka has no topic 'no.results' (results_topic, "
+                        "WFE_KAFKA_RESULTS_TOPIC); 1 result(s) wait in the outbox",
+                        logging.WARNING,
+                    ),
+                    "the results warning naming the topic",
+                )
+            finally:
+                kafka.stop_consuming()
+                await consumer
+                await kafka.close()
+
+        wfe_run(publishing())
+        # One line per topic, naming its setting.
+        assert said(
+            "Kafka has no topic 'no.results' (results_topic, WFE_KAFKA_RESULTS_TOPIC) yet: "
+            "results wait in the outbox until it exists"
+        )
+        assert said("Kafka has no topic 'no.dlq' (dead_letter_topic, WFE_KAFKA_DLQ_TOPIC) yet")
+        assert said("Kafka has no topic 'no.events' (events_topic, WFE_KAFKA_EVENTS_TOPIC) yet")
+        assert not said("Kafka has no topic 'tasks'")
+
+        # A tasks topic that is not there is a warning: the worker gets nothing.
+        caplog.clear()
+        lonely = KafkaMQInterface(
+            broker.bootstrap, tasks_topic="no.tasks", results_topic="tasks", close_timeout=1.0
+        )
+
+        async def consuming() -> None:
+            consumer = asyncio.create_task(lonely.consume_tasks(engine))
+            try:
+                await until(lambda: said("Kafka has no topic 'no.tasks'"), "the line")
+            finally:
+                lonely.stop_consuming()
+                await consumer
+                await lonely.close()
+
+        wfe_run(consuming())
+    finally:
+        broker.stop()
+    [line] = [r for r in caplog.records if "topic 'no.tasks'" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage() == (
+        "Kafka has no topic 'no.tasks' (tasks_topic, WFE_KAFKA_TASKS_TOPIC): this worker gets "
+        "no task messages until it exists; create it"
+    )

@@ -19,6 +19,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 from wfe_kafka import KafkaMQInterface
+from wfe_kafka.messages import message_digest
 from wfe_kafka_util import (
     FAST_GROUP,
     TopicReader,
@@ -125,12 +126,16 @@ def test_messages_become_tasks_and_results_come_back(
         return [await engine.get_task(i) for i in ids]  # type: ignore[misc]
 
     stored = wfe_run(scenario())
-    for task, meta in zip(stored, sent, strict=True):
+    for n, (task, meta) in enumerate(zip(stored, sent, strict=True), 1):
         assert task.status is TaskStatus.COMPLETED
         assert task.context["kafka"] == {
             "topic": tasks,
             "partition": meta.partition,
             "offset": meta.offset,
+            # What the message asked for, to know it again if it is sent again.
+            "digest": message_digest(
+                {"workflow_name": "double", "data": {"n": n}, "classification": None}
+            ),
         }
 
     with TopicReader(kafka_bootstrap, results) as reader:
@@ -516,7 +521,9 @@ def test_lifecycle_events_share_the_task_key(
     with TopicReader(kafka_bootstrap, results) as reader:
         [result] = reader.wait_for(1)
     assert result.key == task_id.encode()
-    assert json.loads(result.value)["context"]["kafka"] == source
+    # The task's context as stored: the source, and the digest of what was asked.
+    stored = json.loads(result.value)["context"]["kafka"]
+    assert stored == {**source, "digest": stored["digest"]} and len(stored["digest"]) == 64
 
 
 def test_publish_task_hands_a_task_to_another_worker(
@@ -1077,3 +1084,184 @@ def test_tasks_delayed_for_later_do_not_hold_up_consumption(
 
     later = wfe_run(scenario(), timeout=120)
     assert len(later) == 50
+
+
+async def mark_seen(task: Task) -> None:
+    # A handler changing its task's data: what is stored is no longer what was sent.
+    task.data["seen"] = True
+    task.output = "marked"
+
+
+def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_data(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replay, and the same messages sent again, are absorbed, not dead-lettered
+    as clashing with themselves: a handler that changes ``task.data``, and a
+    ``define_workflow`` task (rebound to the workflow it defines, its data replaced
+    by the spec's input), leave the stored task unlike the message."""
+    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    spec = {"name": "greet2", "phases": [{"target_classification": "mark"}], "input": {"who": 1}}
+    messages = [
+        (b"m", task_json(id="mut-1", workflow_name="mark", data={"n": 1})),
+        (b"d", task_json(id="def-1", classification="define_workflow", data=spec)),
+    ]
+    produce(kafka_bootstrap, tasks, messages)
+    engine = echo_engine(wfe_engine_factory)
+    engine.register_handler("mark", mark_seen)
+    engine.register_workflow("mark", [Phase("mark", assigned_to="functional")])
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    first = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+
+    async def changed() -> tuple[Any, Any]:
+        mut, defined = await engine.get_task("mut-1"), await engine.get_task("def-1")
+        assert mut is not None and defined is not None
+        return mut, defined
+
+    async def first_run() -> tuple[Any, Any]:
+        await serve(engine, first, lambda: first.stats["results_published"] == 2, "2 results")
+        return await changed()
+
+    mut, defined = wfe_run(first_run())
+    # The stored tasks are no longer what their messages said.
+    assert mut.data == {"n": 1, "seen": True}
+    assert defined.workflow_name == "greet2" and defined.data == {"who": 1, "seen": True}
+
+    # A replay from the start (a new group), and the same two messages sent again.
+    produce(kafka_bootstrap, tasks, messages)
+    replay = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    wfe_run(serve(engine, replay, lambda: replay.stats["consumed"] == 4, "4 messages handled"))
+    assert replay.stats["dead_lettered"] == 0
+    assert replay.stats["submitted"] == 0
+    assert not [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert end_offset(kafka_bootstrap, dlq) == 0
+
+    # A message that really is another task under a taken id is still refused.
+    produce(kafka_bootstrap, tasks, [(b"x", task_json(id="mut-1", workflow_name="mark", data=2))])
+    late = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    wfe_run(serve(engine, late, lambda: late.stats["dead_lettered"] == 1, "1 dead letter"))
+    with TopicReader(kafka_bootstrap, dlq) as reader:
+        [letter] = reader.wait_for(1)
+    headers = dict(letter.headers)
+    assert headers["wfe.error.type"] == b"IdInUse"
+    assert headers["wfe.source.offset"] == b"4"
+    assert (
+        headers["wfe.error"]
+        .decode()
+        .startswith(f"id 'mut-1' already used by another task (workflow 'mark', from {tasks}/0@0)")
+    )
+
+
+def test_max_pending_holds_however_many_messages_wait(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """A poll takes no more than the room left under max_pending: a backlog stays
+    in Kafka, where other workers can take it, not in this worker's store."""
+    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [(None, task_json(workflow_name="double", data={"n": i})) for i in range(200)],
+    )
+    concurrency = 2
+    engine = echo_engine(wfe_engine_factory, max_concurrency=concurrency)
+    kafka = interface(kafka_bootstrap, tasks, results, max_pending=5)  # max_poll_records 500
+    most: list[int] = [0]
+
+    async def unfinished() -> int:
+        store = await engine.get_store()
+        counts = await store.count_tasks()
+        return sum(n for status, n in counts.items() if not status.is_finished)
+
+    async def watch() -> None:
+        while True:
+            most[0] = max(most[0], await unfinished())
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> int:
+        watcher = asyncio.create_task(watch())
+        try:
+            await serve(engine, kafka, lambda: kafka.stats["results_published"] == 200, "200")
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        store = await engine.get_store()
+        return (await store.count_tasks()).get(TaskStatus.COMPLETED, 0)
+
+    completed = wfe_run(scenario(), timeout=120)
+    assert completed == 200
+    assert 1 <= most[0] <= 5 + concurrency, f"the store held {most[0]} unfinished tasks"
+
+
+def test_stop_consuming_with_nothing_consuming_does_not_stop_the_next_consume(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    produce(
+        kafka_bootstrap, tasks, [(None, task_json(id="s-1", workflow_name="double", data={"n": 1}))]
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka.stop_consuming()  # e.g. a cleanup before a retry: there is nothing to stop
+    wfe_run(serve(engine, kafka, lambda: kafka.stats["results_published"] == 1, "1 result"))
+    assert kafka.stats["submitted"] == 1
+
+
+def test_a_memory_store_is_refused_unless_allowed_and_its_losses_are_said(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A message's offset is committed once its task is stored: in memory://, the
+    task is gone when the process ends, and Kafka never delivers it again."""
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    engine = echo_engine(wfe_engine_factory, store="memory://")
+    refused = interface(kafka_bootstrap, tasks, results)
+
+    async def refuse() -> None:
+        with pytest.raises(RuntimeError, match=r"^the store memory:// does not outlive"):
+            await refused.consume_tasks(engine)
+        assert refused.engine is None  # nothing attached, nothing consumed
+        await refused.close()
+
+    wfe_run(refuse())
+
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [(None, task_json(workflow_name="approve", data={"n": i})) for i in range(3)],
+    )
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    allowed = interface(kafka_bootstrap, tasks, results, allow_volatile_store=True)
+
+    async def waiting() -> int:
+        store = await engine.get_store()
+        return (await store.count_tasks()).get(TaskStatus.WAITING_HUMAN, 0)
+
+    async def consume() -> None:
+        consumer = asyncio.create_task(allowed.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+            deadline = time.monotonic() + 30
+            while await waiting() < 3:
+                assert time.monotonic() < deadline, "the 3 tasks never started waiting"
+                await asyncio.sleep(0.02)
+        finally:
+            engine.stop()
+            await runner
+            allowed.stop_consuming()
+            await consumer
+            await allowed.close()
+
+    wfe_run(consume())
+    said = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"consuming {tasks} into the store memory://, which does not outlive")
+        for m in said
+    )
+    assert any(m.startswith("3 unfinished task(s) are lost with the store memory://") for m in said)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 import wfe_kafka.plugin
 from wfe_kafka import BadMessage, KafkaMQInterface, parse_task_message, task_message
-from wfe_kafka.messages import dead_letter_headers, event_message, result_message, source_id
+from wfe_kafka.messages import (
+    IdInUse,
+    dead_letter_headers,
+    event_message,
+    result_message,
+    source_id,
+)
 from wfe_kafka.settings import CLIENT_CONFIG_VAR, ENV_VARS, kafka_settings, settings_from
 
-from wfcore import ECSWorkflowEngine, Phase, Task
+from wfcore import Artifact, ECSWorkflowEngine, Phase, Task
 from wfcore.plugins import report_header
 from wfcore.wire import FORMAT_VERSION, task_from_dict
 
@@ -134,6 +142,26 @@ def test_result_message_is_the_task_in_wire_format() -> None:
     assert doc["context"]["kafka"] == {"topic": "in", "partition": 2, "offset": 40}
 
 
+def test_result_messages_do_not_carry_the_worker_hosts_artifact_paths() -> None:
+    """A file name on the worker's host is of no use to another service, and tells
+    it about the host's layout; the rest of each artifact's record stays."""
+    task = Task(data=1, workflow_name="w", id="t-9", status="completed")
+    task.artifacts.append(
+        Artifact(
+            name="stats.json",
+            size=2,
+            sha256="ab" * 32,
+            media_type="application/json",
+            phase="count",
+            path="/var/lib/wfe/worker.db-artifacts/t-9/stats.json",
+        )
+    )
+    [artifact] = json.loads(result_message(task))["artifacts"]
+    assert "path" not in artifact
+    assert artifact["name"] == "stats.json" and artifact["sha256"] == "ab" * 32
+    assert task_from_dict(json.loads(result_message(task))).artifacts[0].size == 2
+
+
 def test_suspended_event_carries_question_and_source() -> None:
     task = Task(data=None, workflow_name="w", id="t-2", status="waiting_human")
     task.waiting_reason = "Approve the refund?"
@@ -156,6 +184,20 @@ def test_dead_letter_headers_keep_original_ones_first() -> None:
     assert (names["wfe.source.topic"], names["wfe.source.partition"]) == (b"in", b"1")
     assert names["wfe.source.offset"] == b"5"
     assert source_id("in", 1, 5) == "in-1-5"
+
+
+def test_a_dead_letter_for_a_taken_id_says_so_in_its_type_header() -> None:
+    """A replay tool tells "id taken" (IdInUse) from a broken message (BadMessage)
+    and from what submit_tasks refused (its error's type) by the header alone."""
+    kinds = {
+        error: dict(dead_letter_headers(error, "in", 0, 1))["wfe.error.type"]
+        for error in (IdInUse("id 'a' already used"), BadMessage("not valid JSON"))
+    }
+    assert sorted(kinds.values()) == [b"BadMessage", b"IdInUse"]
+    from wfcore.errors import UnknownWorkflowError
+
+    unknown = dead_letter_headers(UnknownWorkflowError("nope"), "in", 0, 1)
+    assert dict(unknown)["wfe.error.type"] == b"UnknownWorkflowError"
 
 
 def test_settings_from_environment() -> None:
@@ -196,6 +238,86 @@ def test_settings_from_environment() -> None:
         settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_CLIENT_CONFIG": "{security_protocol: SSL"})
     with pytest.raises(ValueError, match="WFE_KAFKA_CLIENT_CONFIG must be a JSON object"):
         settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_CLIENT_CONFIG": '["SSL"]'})
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        (
+            "WFE_KAFKA_TASK_TOPIC",
+            r"^WFE_KAFKA_TASK_TOPIC is not a wfe_kafka setting "
+            r"\(did you mean WFE_KAFKA_TASKS_TOPIC\?\)$",
+        ),
+        ("WFE_KAFKA_RESULT_TOPIC", r"\(did you mean WFE_KAFKA_RESULTS_TOPIC\?\)$"),
+        ("WFE_KAFKA_DLQ", r"\(did you mean WFE_KAFKA_DLQ_TOPIC\?\)$"),
+        ("WFE_KAFKA_CLIENT_CONFIGS", r"\(did you mean WFE_KAFKA_CLIENT_CONFIG\?\)$"),
+        ("WFE_KAFKA_ZZZ", r"^WFE_KAFKA_ZZZ is not a wfe_kafka setting$"),
+    ],
+)
+def test_a_misspelt_variable_is_refused_with_the_name_it_resembles(name: str, problem: str) -> None:
+    """Ignored, WFE_KAFKA_TASK_TOPIC left the worker consuming the default topic."""
+    with pytest.raises(ValueError, match=problem):
+        settings_from({"KAFKA_BROKERS": "k", name: "orders.tasks"})
+
+
+def test_variables_of_the_test_broker_are_not_worker_settings_and_are_left_alone() -> None:
+    env = {"KAFKA_BROKERS": "k", "WFE_KAFKA_BOOTSTRAP": "k:1", "WFE_KAFKA_CACHE": "/tmp/c"}
+    assert settings_from(env) == {"bootstrap_servers": "k"}
+
+
+@pytest.mark.parametrize(
+    ("config", "variable"),
+    [
+        ({"tasks_topic": "sneaky"}, "WFE_KAFKA_TASKS_TOPIC"),
+        ({"max_pending": 0}, "WFE_KAFKA_MAX_PENDING"),
+        ({"group_id": "g"}, "WFE_KAFKA_GROUP"),
+        ({"bootstrap_servers": "k2:9092"}, "KAFKA_BROKERS"),
+        ({"dead_letter_topic": ""}, "WFE_KAFKA_DLQ_TOPIC"),
+    ],
+)
+def test_an_argument_with_a_variable_of_its_own_is_refused_in_the_client_config(
+    config: dict[str, object], variable: str
+) -> None:
+    """It used to win over its variable, and a refusal then named the variable,
+    which nobody had set (WFE_KAFKA_MAX_PENDING=0)."""
+    [key] = config
+    with pytest.raises(
+        ValueError, match=rf"^WFE_KAFKA_CLIENT_CONFIG: '{key}' is set with {variable}, not here$"
+    ):
+        settings_from({"KAFKA_BROKERS": "k", CLIENT_CONFIG_VAR: json.dumps(config)})
+    # kafka-python settings, and the interface's own without a variable, still go there.
+    allowed = {"max_poll_records": 50, "session_timeout_ms": 6000}
+    assert settings_from({"KAFKA_BROKERS": "k", CLIENT_CONFIG_VAR: json.dumps(allowed)}) == {
+        "bootstrap_servers": "k",
+        **allowed,
+    }
+
+
+def test_the_dead_letter_topic_is_turned_off_with_none_not_with_an_empty_value() -> None:
+    assert settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_DLQ_TOPIC": "none"}) == {
+        "bootstrap_servers": "k",
+        "dead_letter_topic": "",
+    }
+    assert KafkaMQInterface(dead_letter_topic="").dead_letter_topic == ""
+    # Empty is unset, as for every variable: a template leaving it empty keeps the default.
+    assert settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_DLQ_TOPIC": ""}) == {
+        "bootstrap_servers": "k"
+    }
+
+
+def test_allowing_a_volatile_store_is_a_flag() -> None:
+    for text, value in (("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False)):
+        assert settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_ALLOW_VOLATILE_STORE": text}) == {
+            "bootstrap_servers": "k",
+            "allow_volatile_store": value,
+        }
+    with pytest.raises(
+        ValueError,
+        match=r"^WFE_KAFKA_ALLOW_VOLATILE_STORE='sure': expected true or false \(1 or 0\)$",
+    ):
+        settings_from({"KAFKA_BROKERS": "k", "WFE_KAFKA_ALLOW_VOLATILE_STORE": "sure"})
+    with pytest.raises(ValueError, match=r"^allow_volatile_store='yes': expected true or false"):
+        KafkaMQInterface(allow_volatile_store="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -256,6 +378,47 @@ def test_settings_from_environment() -> None:
         (
             {"sasl_mechanism": "PLAIN", "sasl_plain_username": "u", "sasl_plain_password": "p"},
             r"sasl_mechanism='PLAIN' has no effect with security_protocol='PLAINTEXT'",
+        ),
+        # Each would feed the worker its own output as task messages, without end.
+        (
+            {"tasks_topic": "orders", "events_topic": "orders"},
+            r"^events_topic='orders' is the tasks topic too \(tasks_topic='orders'\): the "
+            r"workers would consume their own lifecycle events as task messages",
+        ),
+        (
+            {"tasks_topic": "orders", "dead_letter_topic": "orders"},
+            r"^dead_letter_topic='orders' is the tasks topic too \(tasks_topic='orders'\)",
+        ),
+        ({"results_topic": "wfe.tasks"}, r"^results_topic='wfe.tasks' is the tasks topic too"),
+        # kafka-python refuses these only when it makes the consumer, on its thread.
+        (
+            {"session_timeout_ms": 1000},
+            r"^kafka-python setting session_timeout_ms=1000 must be more than "
+            r"heartbeat_interval_ms=2000 \(wfe_kafka's default\): set heartbeat_interval_ms",
+        ),
+        (
+            {"consumer_config": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 3000}},
+            r"^kafka-python setting session_timeout_ms=3000 must be more than "
+            r"heartbeat_interval_ms=3000: ",
+        ),
+        (
+            {"request_timeout_ms": 400},
+            r"^kafka-python settings fetch_max_wait_ms=500 \(kafka-python's default\) < "
+            r"request_timeout_ms=400 < connections_max_idle_ms=540000 \(kafka-python's "
+            r"default\) do not hold",
+        ),
+        # Files kafka-python reads only when it connects, failing again and again.
+        (
+            {"security_protocol": "SSL", "ssl_cafile": "/nonexistent/ca.pem"},
+            r"^kafka-python setting ssl_cafile='/nonexistent/ca.pem': no such file$",
+        ),
+        (
+            {"security_protocol": "SSL", "ssl_certfile": tempfile.gettempdir()},
+            r"^kafka-python setting ssl_certfile='.*': not a file$",
+        ),
+        (
+            {"producer_config": {"ssl_keyfile": "/nonexistent/key.pem"}},
+            r"ssl_keyfile='/nonexistent/key.pem': no such file",
         ),
     ],
 )
@@ -337,14 +500,18 @@ def test_unconfigured_plugin_does_not_import_kafka(tmp_path: object) -> None:
 
 
 def _header(
-    monkeypatch: pytest.MonkeyPatch, settings: dict[str, object] | None = None, **env: str
+    monkeypatch: pytest.MonkeyPatch,
+    settings: dict[str, object] | None = None,
+    store: str = f"sqlite://{tempfile.gettempdir()}/wfe-kafka-header-never-opened.db",
+    **env: str,
 ) -> list[str]:
-    """What ``wfe worker`` prints for the plugin: the engine's settings over ``env``."""
-    for name in [*ENV_VARS, CLIENT_CONFIG_VAR]:
+    """What ``wfe worker`` prints for the plugin: the engine's settings over ``env``
+    (the store is named, not opened)."""
+    for name in [*ENV_VARS, CLIENT_CONFIG_VAR, "KAFKA_BROKER", "KAFKA_BOOTSTRAP_SERVERS"]:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    engine = ECSWorkflowEngine("memory://", load_plugins=False, plugins=[wfe_kafka.plugin])
+    engine = ECSWorkflowEngine(store, load_plugins=False, plugins=[wfe_kafka.plugin])
     if settings is not None:
         engine.settings = settings  # type: ignore[attr-defined]
     return report_header(engine)
@@ -380,12 +547,46 @@ def test_the_report_header_says_what_a_worker_consumes_and_publishes(
                 "sasl_mechanism": "PLAIN",
                 "sasl_plain_username": "wfe",
                 "sasl_plain_password": "s3cret-pw",
-                "dead_letter_topic": "",
             }
         ),
+        WFE_KAFKA_DLQ_TOPIC="none",
     )
     assert line.endswith("results to wfe.results; bad messages only logged (no dead-letter topic)")
     assert "s3cret-pw" not in line
+
+
+def test_the_report_header_says_kafka_is_off_for_a_misnamed_brokers_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KAFKA_BOOTSTRAP_SERVERS (other tools' name) used to leave the worker without
+    Kafka and without a word."""
+    assert _header(monkeypatch, KAFKA_BOOTSTRAP_SERVERS="k1:9092") == [
+        "kafka: off: KAFKA_BOOTSTRAP_SERVERS is set, but wfe_kafka reads KAFKA_BROKERS"
+    ]
+    assert _header(monkeypatch, KAFKA_BROKER="k1:9092") == [
+        "kafka: off: KAFKA_BROKER is set, but wfe_kafka reads KAFKA_BROKERS"
+    ]
+    assert _header(monkeypatch, KAFKA_BROKER="k1:9092", KAFKA_BROKERS="k1:9092") == [
+        "kafka: consuming wfe.tasks (group wfe-workers) at k1:9092; results to wfe.results; "
+        "dead letters to wfe.tasks.dlq"
+    ]
+
+
+def test_the_report_header_refuses_a_memory_store_unless_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [line] = _header(monkeypatch, store="memory://", KAFKA_BROKERS="k1:9092")
+    assert line.startswith(
+        "kafka: settings cannot be used: the store memory:// does not outlive this process, "
+        "and a message's offset is committed once its task is stored"
+    )
+    assert line.endswith("or WFE_KAFKA_ALLOW_VOLATILE_STORE=True to accept that (tests, demos)")
+    assert _header(
+        monkeypatch, store="memory://", KAFKA_BROKERS="k1:9092", WFE_KAFKA_ALLOW_VOLATILE_STORE="1"
+    ) == [
+        "kafka: consuming wfe.tasks (group wfe-workers) at k1:9092; results to wfe.results; "
+        "dead letters to wfe.tasks.dlq"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -411,6 +612,24 @@ def test_the_report_header_says_what_a_worker_consumes_and_publishes(
             None,
             {"KAFKA_BROKERS": "k1", "WFE_KAFKA_CLIENT_CONFIG": '{"sasl_plain_pasword": "x"}'},
             "WFE_KAFKA_CLIENT_CONFIG: unknown kafka-python setting 'sasl_plain_pasword'",
+        ),
+        # Both settings named by their variables.
+        (
+            None,
+            {"KAFKA_BROKERS": "k1", "WFE_KAFKA_EVENTS_TOPIC": "wfe.tasks"},
+            "WFE_KAFKA_EVENTS_TOPIC='wfe.tasks' is the tasks topic too "
+            "(WFE_KAFKA_TASKS_TOPIC='wfe.tasks')",
+        ),
+        (
+            None,
+            {"KAFKA_BROKERS": "k1", "WFE_KAFKA_CLIENT_CONFIG": '{"session_timeout_ms": 1000}'},
+            "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting session_timeout_ms=1000 must be more "
+            "than heartbeat_interval_ms=2000 (wfe_kafka's default)",
+        ),
+        (
+            None,
+            {"KAFKA_BROKERS": "k1", "WFE_KAFKA_TASK_TOPIC": "orders"},
+            "WFE_KAFKA_TASK_TOPIC is not a wfe_kafka setting (did you mean WFE_KAFKA_TASKS_TOPIC?)",
         ),
     ],
 )
@@ -446,3 +665,40 @@ def test_the_report_header_of_an_engine_wired_in_code(
         "group='wfe-workers') attached in code; KAFKA_BROKERS and the WFE_KAFKA_* "
         "settings are not used"
     ]
+
+
+@pytest.mark.parametrize(
+    ("task", "error", "problem"),
+    [
+        (
+            {"workflow": "review", "data": 1},
+            ValueError,
+            r"^'workflow' is not a task message field \(did you mean workflow_name\?\); "
+            r"the fields are format, id, workflow_name",
+        ),
+        ({"data": 1}, ValueError, r"^not a task message a worker can take: not a task: "),
+        (
+            {"workflow_name": "w", "id": 17},
+            ValueError,
+            r"^not a task message a worker can take: id: must be a string, got a number$",
+        ),
+        (
+            {"workflow_name": "w", "run_after": "tomorrow"},
+            ValueError,
+            r"^not a task message a worker can take: run_after: 'tomorrow' is not an ISO",
+        ),
+        (
+            "text",
+            TypeError,
+            r"^publish_task takes a Task or a mapping of task message fields, not str$",
+        ),
+    ],
+)
+def test_publish_task_refuses_what_a_worker_would_dead_letter(
+    task: Any, error: type[Exception], problem: str
+) -> None:
+    """Nothing is sent (there is no broker here): the producer is never made."""
+    kafka = KafkaMQInterface("127.0.0.1:1", close_timeout=0.5)
+    with pytest.raises(error, match=problem):
+        asyncio.run(kafka.publish_task(task))
+    assert kafka._producer is None

@@ -31,13 +31,19 @@ def test_the_python_example_prints_the_result(kafka_bootstrap: str, tmp_path: Pa
     assert result.stdout == "greeting-1 completed HI\n"
 
 
-def test_the_sasl_example_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sasl_example_is_accepted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every setting it names reaches kafka-python (an unknown one would be refused)."""
     code = next(b for b in re.findall(r"```python\n(.*?)```", SECTION, re.S) if "SASL_SSL" in b)
     from wfe_kafka import KafkaMQInterface
+
+    # The CA file it names must exist (a missing one is refused): one of ours instead.
+    ca = tmp_path / "kafka-ca.pem"
+    ca.write_text("not checked until a connection is made\n")
+    assert "/etc/ssl/kafka-ca.pem" in code
+    code = code.replace("/etc/ssl/kafka-ca.pem", str(ca))
 
     env = {"os": os, "KafkaMQInterface": KafkaMQInterface}
     monkeypatch.setenv("KAFKA_PASSWORD", "secret")
     kafka = eval(code, env)  # the block is one expression
     assert kafka.consumer_settings()["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert kafka.producer_settings()["ssl_cafile"] == "/etc/ssl/kafka-ca.pem"
+    assert kafka.producer_settings()["ssl_cafile"] == str(ca)

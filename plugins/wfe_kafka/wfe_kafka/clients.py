@@ -9,10 +9,11 @@ helpers here know kafka-python's ways with records too large for their topic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 logger = logging.getLogger("wfe_kafka")
@@ -210,6 +211,61 @@ def _new_client(cls: Any, settings: dict[str, Any]) -> Any:
             except Exception:
                 logger.debug("closing a Kafka client that failed to start", exc_info=True)
         raise
+
+
+class _BootstrapErrors(logging.Filter):
+    """Keeps the errors of kafka-python's failed bootstrap connections, from its log
+    (it keeps them nowhere else): its own error then only says "Unable to bootstrap".
+
+    Records below ``shown`` (the level the logger had: say, an app that keeps
+    kafka-python's warnings out of its log) are kept here and not emitted.
+    """
+
+    def __init__(self, shown: int) -> None:
+        super().__init__()
+        self.shown = shown
+        self.seen: list[BaseException] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # kafka.net.manager: 'Bootstrap connection to %s failed: %s (backoff %.2f secs)'
+        if str(record.msg).startswith("Bootstrap connection to") and isinstance(record.args, tuple):
+            for arg in record.args:
+                if isinstance(arg, BaseException):
+                    self.seen.append(arg)
+                    del self.seen[:-1]
+        return record.levelno >= self.shown
+
+
+# Consumers of several interfaces may bootstrap at once, each on its thread: the
+# first to watch lowers the logger's level, the last one sets it back.
+_watch_lock = threading.Lock()
+# One entry per watcher: the logger's own and effective levels before the first.
+_watching: list[tuple[int, int]] = []
+
+
+@contextlib.contextmanager
+def _last_bootstrap_error() -> Iterator[list[BaseException]]:
+    """While in the block, collect the connection errors kafka-python logs as it
+    bootstraps (a refused connection, a failed SASL handshake, an SSL error); the
+    list yielded holds the last one once the block is left."""
+    manager = logging.getLogger("kafka.net.manager")
+    with _watch_lock:
+        _watching.append(
+            _watching[0] if _watching else (manager.level, manager.getEffectiveLevel())
+        )
+        level, shown = _watching[0]
+        watch = _BootstrapErrors(shown)
+        manager.addFilter(watch)
+        if shown > logging.WARNING:
+            manager.setLevel(logging.WARNING)  # made, seen here, and dropped
+    try:
+        yield watch.seen
+    finally:
+        with _watch_lock:
+            manager.removeFilter(watch)
+            _watching.pop()
+            if not _watching:
+                manager.setLevel(level)
 
 
 def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,13 +22,31 @@ from typing import Any, TypeVar
 
 from wfcore import ECSWorkflowEngine, Task
 
-from .clients import Record, _describe, _new_client, _Producer, _smaller_if_too_large
-from .messages import BadMessage, dead_letter_headers, parse_task_message, source_id
+from .clients import (
+    Record,
+    _describe,
+    _last_bootstrap_error,
+    _new_client,
+    _Producer,
+    _smaller_if_too_large,
+)
+from .messages import (
+    IdInUse,
+    dead_letter_headers,
+    message_digest,
+    parse_task_message,
+    source_id,
+)
 
 logger = logging.getLogger("wfe_kafka")
 T = TypeVar("T")
 
 _MAX_BATCHES_IN_HAND = 4
+# Seconds after connecting before the first look for the configured topics (a
+# tasks topic the brokers create on first use exists by then), and between looks
+# while one of them is missing.
+_TOPICS_FIRST_CHECK = 5.0
+_TOPICS_RECHECK = 30.0
 # Seconds a consumer must have run before failing for its restart delay to start
 # again from 1 s (else it doubles, up to 30 s, while the failures go on).
 _HEALTHY_RUN = 60.0
@@ -45,7 +63,9 @@ class _TaskConsumer:
     # Set by KafkaMQInterface.
     bootstrap_servers: list[str]
     tasks_topic: str
+    results_topic: str
     dead_letter_topic: str
+    events_topic: str | None
     max_pending: int
     max_poll_records: int
     close_timeout: float
@@ -62,6 +82,11 @@ class _TaskConsumer:
         self._consuming: asyncio.Future[None] | None = None
         self._assignment: frozenset[tuple[str, int]] = frozenset()
         self._paused = False
+        # The configured topics Kafka did not list at the last look (see
+        # _check_topics); the publishers name them when sends to them fail.
+        self._missing_topics: frozenset[str] = frozenset()
+        # consume_tasks() calls under way (from their first line, before they attach).
+        self._consume_calls = 0
 
     def _settled(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
@@ -123,17 +148,21 @@ class _TaskConsumer:
         delay = 0.5
         while not self._consume_stop.is_set():
             try:
-                return _new_client(KafkaConsumer, self.consumer_settings())
+                with _last_bootstrap_error() as seen:
+                    return _new_client(KafkaConsumer, self.consumer_settings())
             except (TypeError, ValueError, AssertionError, KafkaConfigurationError) as exc:
                 # kafka-python refusing a setting: retrying cannot help.
                 raise _SettingsRefused(
                     f"Kafka settings cannot be used: kafka-python refused them ({_describe(exc)})"
                 ) from None
             except Exception as exc:
+                # "Unable to bootstrap" says nothing of why: the last connection
+                # error does (refused, a failed SASL handshake, an SSL error).
+                why = _describe(seen[-1]) if seen else _describe(exc)
                 logger.warning(
                     "cannot reach Kafka at %s (%s); trying again in %.1f s",
                     ",".join(self.bootstrap_servers),
-                    _describe(exc),
+                    why,
                     delay,
                 )
                 self._consume_stop.wait(delay)
@@ -160,6 +189,7 @@ class _TaskConsumer:
             consumer.topics()
         except Exception as exc:
             logger.warning("no metadata yet for topic %r: %s", self.tasks_topic, exc)
+        next_topics_check: float | None = time.monotonic() + _TOPICS_FIRST_CHECK
         session = self.consumer_settings().get("session_timeout_ms", 10_000) / 1000
         # Longer than a rebalance waiting out a dead member's session, short
         # enough that a rebalance kafka-python never completes (seen with 3.0.x:
@@ -177,6 +207,14 @@ class _TaskConsumer:
                     raise _Rejoin(
                         f"no stable group membership for {stuck_after:.0f} s; reconnecting"
                     )
+                if next_topics_check is not None and time.monotonic() >= next_topics_check:
+                    next_topics_check = time.monotonic() + _TOPICS_RECHECK
+                    try:
+                        self._check_topics(consumer.topics())
+                    except Exception as exc:
+                        logger.debug("listing the topics failed: %s", exc)
+                    if not self._missing_topics:
+                        next_topics_check = None
                 self._commit(consumer, batches.take_handled())
                 if batches.failed is not None:
                     raise RuntimeError("handling a batch of task messages failed") from (
@@ -185,7 +223,10 @@ class _TaskConsumer:
                 assigned = consumer.assignment()
                 self._assignment = frozenset((tp.topic, tp.partition) for tp in assigned)
                 full = len(batches) >= _MAX_BATCHES_IN_HAND
-                busy = self._outstanding >= self.max_pending
+                # Messages polled but not stored yet count as work at hand: else
+                # a poll of max_poll_records (500) would pass max_pending by far.
+                room = self.max_pending - self._outstanding - batches.in_hand()
+                busy = room <= 0
                 if full or busy:
                     # Paused partitions fetch nothing, but poll() still runs the
                     # group protocol: a rebalance never waits for this worker.
@@ -203,7 +244,8 @@ class _TaskConsumer:
                     consumer.resume(*consumer.paused())
                     self._paused = False
                 records = consumer.poll(
-                    timeout_ms=0 if full else 200, max_records=self.max_poll_records
+                    timeout_ms=0 if full else 200,
+                    max_records=max(1, min(self.max_poll_records, room)),
                 )
                 if not records:
                     continue
@@ -211,7 +253,7 @@ class _TaskConsumer:
                 self.stats["received"] += len(batch)
                 offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if rs}
                 future = asyncio.run_coroutine_threadsafe(self._handle_batch(engine, batch), loop)
-                batches.add(future, offsets)
+                batches.add(future, offsets, len(batch))
         finally:
             batches.wait_all(self.close_timeout)
             try:
@@ -222,6 +264,84 @@ class _TaskConsumer:
                 consumer.close(autocommit=False)
             except Exception:
                 logger.exception("closing the Kafka consumer failed")
+
+    def _topic_settings(self) -> list[tuple[str, str, str]]:
+        """(topic, its setting, what waits while it is missing) for each topic used."""
+        topics = [
+            (
+                self.tasks_topic,
+                "tasks_topic, WFE_KAFKA_TASKS_TOPIC",
+                "this worker gets no task messages",
+            ),
+            (
+                self.results_topic,
+                "results_topic, WFE_KAFKA_RESULTS_TOPIC",
+                "results wait in the outbox",
+            ),
+        ]
+        if self.dead_letter_topic:
+            topics.append(
+                (
+                    self.dead_letter_topic,
+                    "dead_letter_topic, WFE_KAFKA_DLQ_TOPIC",
+                    "a bad message holds up its partition",
+                )
+            )
+        if self.events_topic:
+            topics.append(
+                (
+                    self.events_topic,
+                    "events_topic, WFE_KAFKA_EVENTS_TOPIC",
+                    "lifecycle events are not published",
+                )
+            )
+        return topics
+
+    def _check_topics(self, existing: set[str]) -> None:
+        """Say, once per topic, that a configured topic does not exist: kafka-python
+        only repeats "not found in cluster metadata", and sends wait for it, which
+        looks like Kafka being slow or down.
+
+        A missing tasks topic is a warning (brokers that create topics on first use
+        would have made it as the consumer subscribed); a topic this worker only
+        writes to is made at its first send by such brokers, so it is only noted,
+        and named again in the warnings of sends that fail for want of it.
+        """
+        missing = set()
+        for topic, setting, waiting in self._topic_settings():
+            if topic in existing:
+                if topic in self._missing_topics:
+                    logger.info("topic %r (%s) exists now", topic, setting)
+                continue
+            missing.add(topic)
+            if topic in self._missing_topics:
+                continue
+            if topic == self.tasks_topic:
+                logger.warning(
+                    "Kafka has no topic %r (%s): %s until it exists; create it",
+                    topic,
+                    setting,
+                    waiting,
+                )
+            else:
+                logger.info(
+                    "Kafka has no topic %r (%s) yet: %s until it exists; brokers that "
+                    "create topics on first use (auto.create.topics.enable) make it then, "
+                    "others need it created",
+                    topic,
+                    setting,
+                    waiting,
+                )
+        self._missing_topics = frozenset(missing)
+
+    def _missing(self, topic: str | None) -> str:
+        """``; Kafka has no topic '...' (its setting)`` when ``topic`` was missing at
+        the last look (see :meth:`_check_topics`), else ``""``."""
+        if topic and topic in self._missing_topics:
+            for name, setting, _waiting in self._topic_settings():
+                if name == topic:
+                    return f"; Kafka has no topic {topic!r} ({setting})"
+        return ""
 
     def _commit(self, consumer: Any, offsets: dict[Any, int], sync: bool = False) -> None:
         """Commit handled offsets of the partitions this consumer still holds."""
@@ -275,7 +395,7 @@ class _TaskConsumer:
                 if isinstance(outcome, BaseException):
                     problems[index] = outcome
                 else:
-                    problems[index] = _id_taken(request, outcome)
+                    problems[index] = _id_taken(request, outcome, records[index])
         letters = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
         if letters:
             await self._retrying(
@@ -298,13 +418,14 @@ class _TaskConsumer:
                 if self._consume_stop.is_set():
                     raise
                 logger.warning(
-                    "%s task message %s/%d@%d failed (%s: %s); retrying",
+                    "%s task message %s/%d@%d failed (%s: %s)%s; retrying",
                     doing,
                     record.topic,
                     record.partition,
                     record.offset,
                     type(exc).__name__,
                     exc,
+                    self._missing(self.dead_letter_topic) if doing == "dead-lettering" else "",
                 )
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
@@ -350,24 +471,32 @@ class _Batches:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._batches: collections.deque[tuple[concurrent.futures.Future[Any], dict[Any, int]]] = (
-            collections.deque()
-        )
+        # (handling, next offset per partition, how many messages)
+        self._batches: collections.deque[
+            tuple[concurrent.futures.Future[Any], dict[Any, int], int]
+        ] = collections.deque()
         self.failed: BaseException | None = None
 
-    def add(self, future: concurrent.futures.Future[Any], offsets: dict[Any, int]) -> None:
+    def add(
+        self, future: concurrent.futures.Future[Any], offsets: dict[Any, int], size: int
+    ) -> None:
         with self._lock:
-            self._batches.append((future, offsets))
+            self._batches.append((future, offsets, size))
 
     def __len__(self) -> int:
         return len(self._batches)
+
+    def in_hand(self) -> int:
+        """Messages of batches not handled yet (their tasks are not all stored)."""
+        with self._lock:
+            return sum(size for future, _, size in self._batches if not future.done())
 
     def take_handled(self) -> dict[Any, int]:
         """Remove the handled prefix; return the next offset to commit per partition."""
         offsets: dict[Any, int] = {}
         with self._lock:
             while self._batches and self._batches[0][0].done():
-                future, batch_offsets = self._batches[0]
+                future, batch_offsets, _ = self._batches[0]
                 error = future.exception() if not future.cancelled() else None
                 if future.cancelled() or error is not None:
                     self.failed = error or concurrent.futures.CancelledError()
@@ -385,7 +514,7 @@ class _Batches:
 
     def wait_all(self, timeout: float) -> None:
         with self._lock:
-            futures = [f for f, _ in self._batches]
+            futures = [f for f, _, _ in self._batches]
         if futures:
             concurrent.futures.wait(futures, timeout=timeout)
 
@@ -401,36 +530,64 @@ def _submit_request(record: Any) -> dict[str, Any]:
         "task_id": message["id"] or source_id(record.topic, record.partition, record.offset),
         "run_after": message["run_after"],
         "context": {
-            "kafka": {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+            "kafka": {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "digest": message_digest(message),
+            }
         },
     }
 
 
-class IdInUse(BadMessage):
-    """A message naming the id of a stored task that came from another message."""
-
-
-def _id_taken(request: Mapping[str, Any], stored: Task) -> IdInUse | None:
+def _id_taken(request: Mapping[str, Any], stored: Task, record: Any) -> IdInUse | None:
     """Why the task stored under the request's id is not this message's, or None.
 
     Submission is idempotent by id, so a message whose id is taken gets the stored
     task back. That is right for the same task: the same message delivered again,
-    or sent twice (same workflow and data). Any other message would vanish without
-    a trace: one reusing another task's id, or one without an id at an offset an
-    earlier incarnation of the tasks topic had used.
+    or sent twice. Any other message would vanish without a trace: one reusing
+    another task's id, or one without an id at an offset an earlier incarnation
+    of the tasks topic had used.
+
+    What was submitted is compared, not the task as it is now (a handler may
+    change ``task.data``; a ``define_workflow`` task is rebound to the workflow it
+    defines, with the spec's input as its data): the digest of the message the
+    task was stored from (:func:`~wfe_kafka.messages.message_digest`).
     """
-    if request["workflow_name"] in (None, stored.workflow_name) and stored.data == request["data"]:
-        return None  # (a define_workflow message names its workflow in its data)
     source = stored.context.get("kafka") if isinstance(stored.context, dict) else None
+    same_workflow = request["workflow_name"] in (None, stored.workflow_name)
+    if isinstance(source, dict) and isinstance(source.get("digest"), str):
+        # The digest alone decides: the same record always gives the same one, and
+        # a message of a tasks topic made anew, at an offset the old topic had
+        # used, gives another.
+        if source["digest"] == request["context"]["kafka"]["digest"]:
+            return None
+    elif same_workflow and (
+        _coordinates(source) == (record.topic, record.partition, record.offset)
+        or stored.data == request["data"]
+    ):
+        # Stored before digests were kept: this very record is the task's own
+        # message (its data may have changed since), else the same workflow and
+        # data make the same task. (A define_workflow message names its workflow
+        # in its data.)
+        return None
+    coordinates = _coordinates(source)
     where = (
-        f"from {source['topic']}/{source['partition']}@{source['offset']}"
-        if isinstance(source, dict) and {"topic", "partition", "offset"} <= source.keys()
+        f"from {coordinates[0]}/{coordinates[1]}@{coordinates[2]}"
+        if coordinates is not None
         else "not from Kafka"
     )
     return IdInUse(
         f"id {stored.id!r} already used by another task (workflow {stored.workflow_name!r}, "
         f"{where}); send this message with an id of its own"
     )
+
+
+def _coordinates(source: Any) -> tuple[Any, Any, Any] | None:
+    """The (topic, partition, offset) a stored task's ``context["kafka"]`` names."""
+    if isinstance(source, dict) and {"topic", "partition", "offset"} <= source.keys():
+        return source["topic"], source["partition"], source["offset"]
+    return None
 
 
 def _letter_without_value(record: Record) -> Record:

@@ -17,6 +17,7 @@ kafka-python settings).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import threading
 import time
@@ -24,17 +25,18 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wfcore import ECSWorkflowEngine, Task
+from wfcore import ECSWorkflowEngine, Store, Task
+from wfcore.stores import MemoryStore
 
 from .clients import Record as Record
 from .clients import _client_config, _Producer
-from .consumer import IdInUse as IdInUse
 from .consumer import _SettingsRefused, _TaskConsumer
 from .hooks import _EventHooks, _Hooks
-from .messages import result_message, task_message
+from .messages import TASK_FIELDS, BadMessage, parse_task_message, result_message, task_message
+from .messages import IdInUse as IdInUse
 from .results import ResultKey as ResultKey
 from .results import _ResultsPublisher
-from .validation import _check_arguments
+from .validation import _check_arguments, _check_consumer
 
 __all__ = ["KafkaMQInterface"]
 
@@ -65,10 +67,14 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         cancelled) is published there, keyed by task id.
     :param max_pending: stop taking messages while the engine has this many
         pending or running tasks (backpressure; the backlog stays in Kafka).
-    :param max_poll_records: messages handed to the engine per batch.
+    :param max_poll_records: messages handed to the engine per batch (at most; fewer
+        when only fewer fit under ``max_pending``).
     :param outbox_grace: seconds a finished task may sit unpublished in the
         store's outbox before the background sweep publishes it (the worker that
         finished it normally does so at once).
+    :param allow_volatile_store: consume into an engine whose store does not outlive
+        the process (``memory://``). Refused by default: an offset is committed once
+        its task is stored, and such a store loses the task when the process ends.
     :param outbox_consumer: the name under which the store records unpublished
         results (default ``kafka:<results_topic>``).
     :param producer_config: extra settings for the ``KafkaProducer`` only.
@@ -122,6 +128,7 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         max_pending: int = 1000,
         max_poll_records: int = 500,
         outbox_grace: float = 5.0,
+        allow_volatile_store: bool = False,
         outbox_consumer: str | None = None,
         producer_config: Mapping[str, Any] | None = None,
         consumer_config: Mapping[str, Any] | None = None,
@@ -138,6 +145,7 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             max_pending=max_pending,
             max_poll_records=max_poll_records,
             outbox_grace=outbox_grace,
+            allow_volatile_store=allow_volatile_store,
             producer_config=producer_config,
             consumer_config=consumer_config,
             client_config=client_config,
@@ -152,6 +160,7 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         self.max_pending = max_pending
         self.max_poll_records = max_poll_records
         self.outbox_grace = outbox_grace
+        self.allow_volatile_store = allow_volatile_store
         self.outbox_consumer = outbox_consumer or f"kafka:{results_topic}"
         self.close_timeout = close_timeout
         self.sweep_interval = 1.0
@@ -185,6 +194,13 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         self._consumer_task: asyncio.Task[None] | None = None
         self._init_results()
         self._init_consumer()
+        # The store consumed into, when it does not outlive the process (allowed).
+        self._volatile: Store | None = None
+        _check_consumer(
+            self.consumer_settings(),
+            {**self._client_config, **self._consumer_config},
+            self._consumer_defaults(),
+        )
 
     def __repr__(self) -> str:
         return (
@@ -216,7 +232,18 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         """The settings the ``KafkaConsumer`` is created with."""
         from kafka import KafkaConsumer
 
-        defaults = {
+        config = _client_config(
+            KafkaConsumer.DEFAULT_CONFIG,
+            self._consumer_defaults(),
+            self._client_config,
+            self._consumer_config,
+        )
+        config["enable_auto_commit"] = False  # offsets follow the store, never a timer
+        return config
+
+    def _consumer_defaults(self) -> dict[str, Any]:
+        """wfe_kafka's own defaults for the consumer (over kafka-python's)."""
+        return {
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": "wfe-kafka-consumer",
             "group_id": self.group_id,
@@ -230,11 +257,6 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             "bootstrap_timeout_ms": 5_000,
             "metrics_enabled": False,
         }
-        config = _client_config(
-            KafkaConsumer.DEFAULT_CONFIG, defaults, self._client_config, self._consumer_config
-        )
-        config["enable_auto_commit"] = False  # offsets follow the store, never a timer
-        return config
 
     def _get_producer(self) -> _Producer:
         if self._producer is None or self._producer.closed:
@@ -249,12 +271,31 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         ``task`` is a :class:`~wfcore.Task` (e.g. one returned by ``submit_task``)
         or a dict with the task message fields. Returns kafka-python's
         ``RecordMetadata`` (topic, partition, offset).
+
+        The message is read back as a worker reads it before it is sent: one a
+        worker would dead-letter (no ``workflow_name``, an id that is not a string,
+        a ``run_after`` that is not an ISO 8601 time with an offset...) raises
+        ValueError naming the problem, as does a field task messages do not have
+        (it would be dropped); a ``task`` that is neither a Task nor a mapping
+        raises TypeError. Whether the workflow exists is for the worker to say.
         """
-        task_id = task.id if isinstance(task, Task) else task.get("id")
+        if isinstance(task, Task):
+            task_id: Any = task.id
+        elif isinstance(task, Mapping):
+            _check_fields(task)
+            task_id = task.get("id")
+        else:
+            raise TypeError(
+                "publish_task takes a Task or a mapping of task message fields, "
+                f"not {type(task).__name__}"
+            )
+        value = task_message(task)
+        try:
+            parse_task_message(value)
+        except BadMessage as exc:
+            raise ValueError(f"not a task message a worker can take: {exc}") from None
         key = task_id.encode("utf-8") if isinstance(task_id, str) else None
-        [outcome] = await self._get_producer().send_many(
-            [(self.tasks_topic, key, task_message(task), None)]
-        )
+        [outcome] = await self._get_producer().send_many([(self.tasks_topic, key, value, None)])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -359,6 +400,7 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             setattr(self, name, None)
         unsent_events = len(self._events)
         unpublished = await self._unpublished() if self._engine is not None else None
+        await self._warn_volatile_loss()
         if self._engine is not None:
             for hooks in self._hooks:
                 self._engine.plugin_manager.unregister(hooks)
@@ -384,6 +426,24 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             )
         self._consume_stop.clear()
 
+    async def _warn_volatile_loss(self) -> None:
+        """Say how many tasks go with a store that does not outlive the process."""
+        store, self._volatile = self._volatile, None
+        if store is None:
+            return
+        try:
+            counts = await store.count_tasks()
+        except Exception:
+            return
+        unfinished = sum(n for status, n in counts.items() if not status.is_finished)
+        if unfinished:
+            logger.warning(
+                "%d unfinished task(s) are lost with the store %s, which does not outlive "
+                "this process; the offsets of their messages were committed",
+                unfinished,
+                store.url,
+            )
+
     async def __aenter__(self) -> KafkaMQInterface:
         return self
 
@@ -405,8 +465,14 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
 
     def stop_consuming(self) -> None:
         """Ask :meth:`consume_tasks` to finish: it lets the batches in hand be stored,
-        commits their offsets, leaves the consumer group and returns."""
-        self._consume_stop.set()
+        commits their offsets, leaves the consumer group and returns.
+
+        It stops the consume_tasks() under way (or the one :meth:`start` began);
+        with none, it does nothing, and a later consume_tasks() consumes.
+        """
+        starting = self._consumer_task is not None and not self._consumer_task.done()
+        if self._consume_calls or starting:
+            self._consume_stop.set()
 
     async def consume_tasks(self, engine: ECSWorkflowEngine) -> None:
         """Consume the tasks topic until :meth:`stop_consuming`, storing each polled
@@ -418,10 +484,43 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         topic, partition and offset. An offset is committed only once its task
         is durably stored (or the message was dead-lettered); a redelivered
         message finds its task already stored and creates nothing.
+
+        Refused (RuntimeError) for an engine whose store does not outlive the
+        process (``memory://``) unless the interface was made with
+        ``allow_volatile_store=True``: the offsets of tasks lost with it are committed.
         """
+        self._consume_calls += 1
+        try:
+            await self._consume_tasks(engine)
+        finally:
+            self._consume_calls -= 1
+
+    async def _consume_tasks(self, engine: ECSWorkflowEngine) -> None:
+        store = await engine.get_store()
+        if not store_is_durable(store):
+            if not self.allow_volatile_store:
+                # Logged too: run in the background, as it is, the error would only
+                # show when its task is awaited, while nothing is consumed.
+                logger.error(
+                    "not consuming %s: %s", self.tasks_topic, volatile_store_problem(store.url)
+                )
+                raise RuntimeError(volatile_store_problem(store.url))
+            if self._volatile is None:
+                logger.warning(
+                    "consuming %s into the store %s, which does not outlive this process: "
+                    "tasks it holds when the process ends are lost, and their messages "
+                    "are not delivered again (allow_volatile_store)",
+                    self.tasks_topic,
+                    store.url,
+                )
+            self._volatile = store
         await self.attach(engine)
         if self._consuming is not None and not self._consuming.done():
             raise RuntimeError("this KafkaMQInterface is already consuming")
+        if self._consume_stop.is_set():
+            # stop_consuming() came while this call started: nothing to consume.
+            self._consume_stop.clear()
+            return
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._consuming = done
@@ -442,3 +541,35 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             if done.done():
                 # Stopped: a later consume_tasks() starts afresh.
                 self._consume_stop.clear()
+
+
+def store_is_durable(store: Store) -> bool:
+    """Whether a store's tasks outlive the process: its ``durable`` attribute when it
+    has one, else anything but the built-in memory store."""
+    durable = getattr(store, "durable", None)
+    if isinstance(durable, bool):
+        return durable
+    return not isinstance(store, MemoryStore)
+
+
+def volatile_store_problem(url: str) -> str:
+    """Why consuming into the store at ``url`` (which does not outlive the process)
+    is refused, and what to do."""
+    return (
+        f"the store {url} does not outlive this process, and a message's offset is "
+        "committed once its task is stored: tasks it holds when the process ends would "
+        "be lost for good; use a store that persists (sqlite:///path/worker.db), or "
+        "allow_volatile_store=True to accept that (tests, demos)"
+    )
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    """Refuse a field task messages do not have: task_message() would drop it."""
+    for name in fields:
+        if name not in TASK_FIELDS:
+            close = difflib.get_close_matches(str(name), TASK_FIELDS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(
+                f"{name!r} is not a task message field{hint}; the fields are "
+                + ", ".join(TASK_FIELDS)
+            )

@@ -8,6 +8,7 @@ can rebuild it with :func:`wfcore.wire.task_from_dict`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -29,9 +30,11 @@ __all__ = [
     "FORMAT_VERSION",
     "TASK_FIELDS",
     "BadMessage",
+    "IdInUse",
     "dead_letter_headers",
     "event_message",
     "event_without_bulk",
+    "message_digest",
     "parse_task_message",
     "result_message",
     "result_without_bulk",
@@ -55,6 +58,10 @@ _OPTIONAL_STRINGS = ("id", "classification", "assigned_to")
 
 class BadMessage(ValueError):
     """A message that can never become a task: not JSON, not a task, or a newer format."""
+
+
+class IdInUse(BadMessage):
+    """A message naming the id of a stored task that came from another message."""
 
 
 def _dumps(doc: Any) -> bytes:
@@ -153,6 +160,24 @@ def _check_unicode(doc: Any) -> None:
         ) from None
 
 
+def message_digest(message: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of what a parsed task message asks for: its workflow_name,
+    data and classification.
+
+    Kept in ``task.context["kafka"]["digest"]`` when the task is stored, so that the
+    same message sent again is recognised after the task changed its own data (a
+    handler's ``task.data[...] = ...``, a ``define_workflow`` task rebound to the
+    workflow it defined).
+    """
+    canonical = json.dumps(
+        [message.get("workflow_name"), message.get("data"), message.get("classification")],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def source_id(topic: str, partition: int, offset: int) -> str:
     """The task id of a message that names none: stable across redeliveries."""
     return f"{topic}-{partition}-{offset}"
@@ -179,8 +204,17 @@ def task_message(task: Task | Mapping[str, Any]) -> bytes:
 
 
 def result_message(task: Task) -> bytes:
-    """The result message of a finished task: the whole task, ``id`` at the top level."""
-    return _dumps(task_to_dict(task))
+    """The result message of a finished task: the whole task, ``id`` at the top level.
+
+    Artifacts go without their ``path``: a file name on the worker's host, of no
+    use to another service (which reads them from the store) and telling it
+    about the host's layout.
+    """
+    doc = task_to_dict(task)
+    for artifact in doc.get("artifacts") or []:
+        if isinstance(artifact, dict):
+            artifact.pop("path", None)
+    return _dumps(doc)
 
 
 #: Fields of a result message that may be large; a result too large for its topic
@@ -228,7 +262,7 @@ def event_message(
         "status": task.status.value,
         "workflow_name": task.workflow_name,
         "classification": task.classification,
-        "source": task.context.get("kafka") if isinstance(task.context, dict) else None,
+        "source": _source(task),
     }
     if phase is not None:
         doc["phase"] = phase.target_classification
@@ -247,6 +281,15 @@ def event_message(
     elif event == "failed":
         doc["error"] = task.error
     return _dumps(doc)
+
+
+def _source(task: Task) -> dict[str, Any] | None:
+    """Where a task's message came from: topic, partition and offset (the digest kept
+    beside them is for recognising the message, not for the task's followers)."""
+    source = task.context.get("kafka") if isinstance(task.context, dict) else None
+    if not isinstance(source, dict):
+        return source
+    return {k: v for k, v in source.items() if k != "digest"}
 
 
 def event_without_bulk(value: bytes) -> bytes:
@@ -275,7 +318,14 @@ def dead_letter_headers(
     The dead letter keeps the original key, value and headers; these come after them.
     """
     if isinstance(error, BaseException):
-        kind = "BadMessage" if isinstance(error, BadMessage) else type(error).__name__
+        # IdInUse is named as such: a replay tool can tell "id taken" from a broken
+        # message without parsing the text; other BadMessage subclasses are details.
+        if isinstance(error, IdInUse):
+            kind = "IdInUse"
+        elif isinstance(error, BadMessage):
+            kind = "BadMessage"
+        else:
+            kind = type(error).__name__
         text = str(error)
     else:
         kind, text = "BadMessage", error

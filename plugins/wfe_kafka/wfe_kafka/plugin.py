@@ -12,17 +12,22 @@ kafka-python is never imported.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 import weakref
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from wfcore import ECSWorkflowEngine, PluginError, hookimpl
 
-from .settings import CLIENT_CONFIG_VAR, ENV_VARS, kafka_settings
+from .settings import CLIENT_CONFIG_VAR, ENV_VARS, _merged, kafka_settings, misnamed_brokers
 
 if TYPE_CHECKING:
     from .interface import KafkaMQInterface
 
 __all__ = ["interface_for"]
+
+logger = logging.getLogger("wfe_kafka")
 
 
 _WIRED: weakref.WeakKeyDictionary[ECSWorkflowEngine, KafkaMQInterface] = weakref.WeakKeyDictionary()
@@ -39,9 +44,18 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
         settings = kafka_settings(engine)
     except ValueError as exc:
         _refuse(exc)
-    if settings is None or engine in _WIRED:
+    if settings is None:
+        misnamed = misnamed_brokers(_merged(engine))
+        if misnamed is not None:
+            logger.warning(
+                "%s is set but KAFKA_BROKERS is not: wfe_kafka reads only KAFKA_BROKERS, "
+                "so this worker does not consume from Kafka",
+                misnamed,
+            )
         return
-    from .interface import ATTACHED
+    if engine in _WIRED:
+        return
+    from .interface import ATTACHED, store_is_durable, volatile_store_problem
 
     if engine in ATTACHED:
         return  # wired by hand (attach, consume_tasks or start) before it ran
@@ -50,8 +64,29 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
         iface = _interface(settings)
     except ValueError as exc:
         _refuse(exc)
+    store = await engine.get_store()
+    if not store_is_durable(store) and not iface.allow_volatile_store:
+        _refuse(ValueError(volatile_store_problem(store.url)))
     _WIRED[engine] = iface
     await iface.start(engine)
+    consumer = iface._consumer_task
+    if consumer is not None:
+        consumer.add_done_callback(lambda task: _consumer_ended(engine, iface, task))
+
+
+def _consumer_ended(
+    engine: ECSWorkflowEngine, iface: KafkaMQInterface, task: asyncio.Task[None]
+) -> None:
+    """Stop the engine when its auto-wired consumer stops for good while it runs:
+    kafka-python refused a setting (or the consumer thread died). A worker meant to
+    serve Kafka must not go on looking healthy with its store's tasks alone."""
+    if _WIRED.get(engine) is not iface or not engine.running or task.cancelled():
+        return
+    error = task.exception()
+    if error is None:
+        return  # stopped on purpose (close)
+    logger.error("the Kafka consumer stopped for good (%s); stopping the worker", error)
+    engine.stop()
 
 
 @hookimpl
@@ -61,8 +96,11 @@ def wfe_report_header(engine: ECSWorkflowEngine) -> str | None:
     try:
         settings = kafka_settings(engine)
         if settings is None:
-            return None
-        from .interface import ATTACHED
+            misnamed = misnamed_brokers(_merged(engine))
+            if misnamed is None:
+                return None
+            return f"kafka: off: {misnamed} is set, but wfe_kafka reads KAFKA_BROKERS"
+        from .interface import ATTACHED, volatile_store_problem
 
         wired = _WIRED.get(engine)
         if wired is None and engine in ATTACHED:
@@ -71,12 +109,16 @@ def wfe_report_header(engine: ECSWorkflowEngine) -> str | None:
                 "WFE_KAFKA_* settings are not used"
             )
         iface = wired or _interface(settings)
+        # The store is not open yet: its URL tells the built-in memory store.
+        if wired is None and engine.store_url.startswith("memory:"):
+            if not iface.allow_volatile_store:
+                raise ValueError(volatile_store_problem(engine.store_url))
     except ValueError as exc:
         return f"kafka: settings cannot be used: {_problem(exc)}"
     events = f"events to {iface.events_topic}; " if iface.events_topic else ""
     if iface.dead_letter_topic:
         dead_letters = f"dead letters to {iface.dead_letter_topic}"
-    else:  # dead_letter_topic "" (in WFE_KAFKA_CLIENT_CONFIG)
+    else:  # dead_letter_topic "" (WFE_KAFKA_DLQ_TOPIC=none)
         dead_letters = "bad messages only logged (no dead-letter topic)"
     return (
         f"kafka: consuming {iface.tasks_topic} (group {iface.group_id}) at "
@@ -95,16 +137,25 @@ def _interface(settings: dict[str, Any]) -> KafkaMQInterface:
 
 def _problem(error: ValueError) -> str:
     """What is wrong with the settings, in one line naming the variable."""
+    return _problem_text(error)
+
+
+# An interface argument named in a message: not part of a longer word or variable.
+_ARGUMENT = re.compile(
+    r"(?<![A-Za-z0-9_])(" + "|".join(a for a, _c in ENV_VARS.values()) + r")(?![A-Za-z0-9_])"
+)
+_VARIABLES = {argument: variable for variable, (argument, _convert) in ENV_VARS.items()}
+
+
+def _problem_text(error: BaseException) -> str:
     text = str(error)
+    if text.startswith(CLIENT_CONFIG_VAR) or text.startswith("WFE_KAFKA_"):
+        return text  # names the variable already
     # The interface names its arguments; the person set environment variables.
-    for variable, (argument, _convert) in ENV_VARS.items():
-        if text.startswith((f"{argument}=", f"{argument}:")):
-            text = variable + text[len(argument) :]
-            break
-    else:
-        if "kafka-python setting" in text:
-            text = f"{CLIENT_CONFIG_VAR}: {text}"
-    return text
+    named = _ARGUMENT.sub(lambda m: _VARIABLES[m.group(1)], text)
+    if named == text and "kafka-python setting" in text:
+        named = f"{CLIENT_CONFIG_VAR}: {text}"
+    return named
 
 
 def _refuse(error: ValueError) -> NoReturn:

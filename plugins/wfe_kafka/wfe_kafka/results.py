@@ -63,6 +63,7 @@ class _ResultsPublisher:
     stats: dict[str, int]
     _engine: ECSWorkflowEngine | None
     _get_producer: Callable[[], _Producer]
+    _missing: Callable[[str | None], str]
 
     def _init_results(self) -> None:
         # Results queued or being sent, and those published lately, by (id, version).
@@ -208,7 +209,7 @@ class _ResultsPublisher:
                 self._trouble_since = started
             await self._warn_outage(
                 f"could not publish {len(batch) - len(sent)} result(s) to "
-                f"{self.results_topic!r} ({_describe(error)})"
+                f"{self.results_topic!r} ({_describe(error)}){self._missing(self.results_topic)}"
             )
             self._degrade()
             raise _PublishFailed
@@ -229,9 +230,12 @@ class _ResultsPublisher:
                 if time.monotonic() - started >= self.outage_warn_after:
                     if self._trouble_since is None:
                         self._trouble_since = started
+                    missing = self._missing(self.results_topic)
                     await self._warn_outage(
-                        f"Kafka at {','.join(self.bootstrap_servers)} has not acknowledged "
-                        f"results for {time.monotonic() - started:.0f} s"
+                        f"results to {self.results_topic!r} are not acknowledged{missing}"
+                        if missing
+                        else f"Kafka at {','.join(self.bootstrap_servers)} has not "
+                        f"acknowledged results for {time.monotonic() - started:.0f} s"
                     )
         finally:
             sending.cancel()  # when the publisher itself is cancelled (close)
@@ -352,10 +356,11 @@ class _ResultsPublisher:
                 self.stats["publish_errors"] += failed
                 error = next(o for o in outcomes if isinstance(o, BaseException))
                 logger.warning(
-                    "could not publish %d event(s) to %r (%s)",
+                    "could not publish %d event(s) to %r (%s)%s",
                     failed,
                     self.events_topic,
                     _describe(error),
+                    self._missing(self.events_topic),
                 )
 
 

@@ -8,6 +8,7 @@ thread, where a setting that can never work looks like Kafka being unreachable.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 #: in the words of every message refusing one, however it was given.
 WHOLE_NUMBER = "a whole number, at least 1"
 SECONDS = "a finite number of seconds, at least 0"
+FLAG = "true or false (1 or 0)"
 
 
 def _check_arguments(
@@ -29,6 +31,7 @@ def _check_arguments(
     max_pending: int,
     max_poll_records: int,
     outbox_grace: float,
+    allow_volatile_store: bool,
     producer_config: Mapping[str, Any] | None,
     consumer_config: Mapping[str, Any] | None,
     client_config: Mapping[str, Any],
@@ -48,6 +51,8 @@ def _check_arguments(
         or outbox_grace < 0
     ):
         raise ValueError(f"outbox_grace={outbox_grace!r}: expected {SECONDS}")
+    if not isinstance(allow_volatile_store, bool):
+        raise ValueError(f"allow_volatile_store={allow_volatile_store!r}: expected {FLAG}")
     if isinstance(bootstrap_servers, str):
         bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
     # Checked here, once, with a message naming the setting: kafka-python would
@@ -61,6 +66,20 @@ def _check_arguments(
         ("events_topic", events_topic or "-"),
     ):
         _check_topic(argument, topic)
+    others: tuple[tuple[str, str | None, str], ...] = (
+        ("results_topic", results_topic, "results"),
+        ("events_topic", events_topic, "lifecycle events"),
+        ("dead_letter_topic", dead_letter_topic, "dead letters"),
+    )
+    for argument, other, what in others:
+        if other == tasks_topic:
+            # Each would come back as a task message: events and results (they
+            # have a workflow_name) as new tasks that send more, dead letters as
+            # bad messages dead-lettered again, for ever.
+            raise ValueError(
+                f"{argument}={other!r} is the tasks topic too (tasks_topic={tasks_topic!r}): "
+                f"the workers would consume their own {what} as task messages, without end"
+            )
     if not isinstance(group_id, str) or not group_id:
         raise ValueError(f"group_id must be a non-empty string, got {group_id!r}")
     _check_client_config(client_config, producer_config or {}, consumer_config or {})
@@ -127,6 +146,75 @@ def _check_client_config(
             _check_value(key, value, (cls.DEFAULT_CONFIG if cls else known).get(key))
     for settings in ({**client, **producer}, {**client, **consumer}):
         _check_security(settings)
+        _check_files(settings)
+
+
+# Settings naming a file kafka-python reads when it connects (on its IO thread,
+# where a missing one only shows as "No such file or directory", again and again).
+_FILE_SETTINGS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_crlfile")
+
+
+def _check_files(settings: Mapping[str, Any]) -> None:
+    for key in _FILE_SETTINGS:
+        path = settings.get(key)
+        if path is None:
+            continue
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ValueError(f"kafka-python setting {key}={path!r}: expected a file name")
+        if not os.path.exists(path):
+            raise ValueError(f"kafka-python setting {key}={str(path)!r}: no such file")
+        if not os.path.isfile(path):
+            raise ValueError(f"kafka-python setting {key}={str(path)!r}: not a file")
+        if not os.access(path, os.R_OK):
+            raise ValueError(
+                f"kafka-python setting {key}={str(path)!r}: cannot be read by this user"
+            )
+
+
+def _check_consumer(
+    settings: Mapping[str, Any], given: Mapping[str, Any], own_defaults: Mapping[str, Any]
+) -> None:
+    """Refuse a consumer's timeouts that kafka-python refuses only when it makes the
+    consumer, on its thread, where the consumer then stops for good.
+
+    ``settings``: what the consumer is made with; ``given``: the settings passed to
+    the interface; ``own_defaults``: wfe_kafka's defaults (to say where a value
+    nobody gave comes from).
+    """
+    from kafka import KafkaConsumer
+
+    settings = {**KafkaConsumer.DEFAULT_CONFIG, **settings}
+
+    def named(key: str) -> str:
+        if key in given:
+            whose = ""
+        elif key in own_defaults:
+            whose = " (wfe_kafka's default)"
+        else:
+            whose = " (kafka-python's default)"
+        return f"{key}={settings[key]!r}{whose}"
+
+    session, heartbeat = settings["session_timeout_ms"], settings["heartbeat_interval_ms"]
+    if _number(session) and _number(heartbeat) and not heartbeat < session:
+        raise ValueError(
+            f"kafka-python setting {named('session_timeout_ms')} must be more than "
+            f"{named('heartbeat_interval_ms')}: set heartbeat_interval_ms too, to about a "
+            "third of the session timeout"
+        )
+    waits = [settings[k] for k in _WAITS_IN_ORDER]
+    if all(_number(w) for w in waits) and not waits[0] < waits[1] < waits[2]:
+        raise ValueError(
+            "kafka-python settings "
+            + " < ".join(named(k) for k in _WAITS_IN_ORDER)
+            + " do not hold: each must be less than the next"
+        )
+
+
+_WAITS_IN_ORDER = ("fetch_max_wait_ms", "request_timeout_ms", "connections_max_idle_ms")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
