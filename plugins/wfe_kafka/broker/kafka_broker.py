@@ -33,6 +33,9 @@ Command line::
     python kafka_broker.py start --foreground   # run until Ctrl-C / SIGTERM
     python kafka_broker.py stop             # stop the detached broker
 
+A detached broker is recorded in a state file, by default one per checkout
+(:func:`default_state_file`); ``--state FILE`` names another.
+
 kafka-python and Kafka 4.x:
 
 * kafka-python 3.0.12 produces, fetches, joins consumer groups and commits
@@ -67,6 +70,7 @@ import argparse
 import atexit
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -861,8 +865,16 @@ def shared_bootstrap() -> str:
 
 
 def default_state_file() -> Path:
-    """Return where ``start`` records a detached broker: ``<cache base>/broker.json``."""
-    return cache_root() / "broker.json"
+    """Return where ``start`` records a detached broker without ``--state``:
+    ``<cache base>/brokers/<checkout>-<hash>.json``, one file per checkout (the
+    folder this script is in), so that ``start`` in one clone does not answer with,
+    nor ``stop`` end, the broker another clone started."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(str(here).encode("utf-8")).hexdigest()[:12]
+    # The checkout's folder name (plugins/wfe_kafka/broker is three levels down),
+    # to tell the files apart by eye.
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", here.parents[2].name if len(here.parents) > 2 else "")
+    return cache_root() / "brokers" / f"{name or 'broker'}-{digest}.json"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -919,13 +931,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="download the broker jars and print their folder")
     start = sub.add_parser("start", help="start a broker and print its bootstrap address")
-    start.add_argument("--state", type=Path, default=None, help="state file of the broker")
+    state_help = "state file of the broker (default: one per checkout, in <cache>/brokers)"
+    start.add_argument("--state", type=Path, default=None, help=state_help)
     start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for it")
     start.add_argument(
         "--foreground", action="store_true", help="keep running until Ctrl-C or SIGTERM"
     )
     stop = sub.add_parser("stop", help="stop the broker started by 'start'")
-    stop.add_argument("--state", type=Path, default=None, help="state file of the broker")
+    stop.add_argument("--state", type=Path, default=None, help=state_help)
     args = parser.parse_args(argv)
 
     try:
@@ -936,6 +949,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             state_file = args.state or default_state_file()
             if not stop_detached(state_file):
                 print(f"no broker recorded in {state_file}", file=sys.stderr)
+                legacy = cache_root() / "broker.json"
+                if args.state is None and legacy.is_file():
+                    # Where the default was before it was made per checkout.
+                    print(
+                        f"(a broker started by an earlier version is recorded in {legacy}: "
+                        f"stop it with --state {legacy})",
+                        file=sys.stderr,
+                    )
             return 0
 
         if args.foreground:

@@ -8,10 +8,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -213,3 +219,42 @@ def test_consumer_group_splits_partitions(kafka_bootstrap: str, kafka_topic: Top
     for assigned, records in per_member:
         assert records, "a group member received nothing"
         assert {p for p, _, _ in records} == set(assigned)
+
+
+def test_each_checkout_records_its_detached_broker_apart(tmp_path: Path) -> None:
+    """``start`` and ``stop`` without ``--state`` in one clone neither answer with
+    nor stop the broker another clone started (the state file was one per user)."""
+    script = Path(__file__).resolve().parent.parent / "broker" / "kafka_broker.py"
+    copies = []
+    for clone in ("a", "b"):
+        folder = tmp_path / clone / "plugins" / "wfe_kafka" / "broker"
+        folder.mkdir(parents=True)
+        shutil.copy(script, folder / "kafka_broker.py")
+        copies.append(folder / "kafka_broker.py")
+    env = dict(os.environ, WFE_KAFKA_CACHE=str(tmp_path / "cache"))
+
+    def stop(copy: Path) -> str:
+        done = subprocess.run(
+            [sys.executable, str(copy), "stop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stderr.strip()
+
+    said_a, said_b = stop(copies[0]), stop(copies[1])
+    assert said_a.startswith("no broker recorded in ") and said_b.startswith("no broker recorded")
+    state_a = Path(said_a.removeprefix("no broker recorded in "))
+    state_b = Path(said_b.removeprefix("no broker recorded in "))
+    assert state_a != state_b
+    assert state_a.parent == state_b.parent == tmp_path / "cache" / "brokers"
+    assert state_a.name.startswith("a-") and state_b.name.startswith("b-")
+    # A broker recorded by clone a stays recorded when clone b stops "its" broker.
+    state_a.parent.mkdir(parents=True)
+    state_a.write_text(
+        json.dumps({"pid": 2**22 + 1, "workdir": str(tmp_path / "w"), "bootstrap": "x:1"})
+    )
+    stop(copies[1])
+    assert state_a.is_file()
