@@ -1,5 +1,6 @@
 """Who may use the dashboard: the guard every request passes (the ``Host`` check without
-a token, the body limit, the access token, CSRF), and the login and logout pages.
+a token, the body limit, the access token, who the person is, CSRF), and the login and
+logout pages.
 """
 
 from __future__ import annotations
@@ -8,7 +9,17 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 
 from . import security
 from .errors import _error, is_api
@@ -84,10 +95,58 @@ def guard(dash: Dashboard) -> Any:
                 return redirect(_without_token())
         elif not security.session_logged_in(dash.token):
             return _unauthorized(dash)
+    if local != "static":
+        unknown = _identify(dash)
+        if unknown is not None:
+            return unknown
     if request.method not in ("GET", "HEAD", "OPTIONS") and not via_header:
         if not security.csrf_ok():
             return _error(dash, 403, _csrf_refusal(dash))
     return None
+
+
+def _identify(dash: Dashboard) -> Any:
+    """Find out who sends the request, for ``views.acting_user()`` (None: not known,
+    or the dashboard is not told); the 401 answer when it cannot be found out.
+
+    With ``user_header`` the authenticating proxy in front of the dashboard says it,
+    and a request without that header reached the dashboard some other way: it is
+    refused rather than served as nobody's.
+    """
+    g.wfe_user = None
+    if dash.user_header:
+        raw = request.headers.get(dash.user_header, "")
+        if not raw.strip():
+            return _error(
+                dash,
+                401,
+                f"this dashboard expects the authenticating proxy in front of it to say "
+                f"who you are in the {dash.user_header} header, and this request has "
+                "none: it did not come through the proxy (open the dashboard at the "
+                "proxy's address)",
+            )
+        source = f"the {dash.user_header} header"
+        try:
+            g.wfe_user = security.user_name(_header_text(raw), source)
+        except ValueError as exc:
+            return _error(dash, 401, str(exc))
+    elif dash.user is not None:
+        name = dash.user()
+        if name is not None:
+            try:
+                g.wfe_user = security.user_name(name, "what the dashboard's user function returned")
+            except ValueError as exc:
+                return _error(dash, 401, str(exc))
+    return None
+
+
+def _header_text(raw: str) -> str:
+    """A header's value as the proxy wrote it: WSGI hands header values over decoded
+    as Latin-1, and a proxy sends a name with accents in UTF-8."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
 
 
 def _csrf_refusal(dash: Dashboard) -> str:

@@ -28,7 +28,7 @@ from .errors import _error
 from .forms import parse_answer, sent_answer, typed_values
 from .pages import inbox, task
 from .security import _safe_next
-from .views import route
+from .views import acting_user, route
 
 if TYPE_CHECKING:
     from .app import Dashboard
@@ -79,9 +79,10 @@ def answer(dash: Dashboard, task_id: str) -> Any:
     schema = phase.input_schema if phase is not None and not found.resume_in_phase else None
     value, form = parse_answer(schema, request.form)
     if not form.has_errors:
+        by = acting_user()
         try:
             resumed = dash.call(
-                lambda engine: engine.resume(task_id, value, phase=asked, version=version)
+                lambda engine: engine.resume(task_id, value, phase=asked, version=version, by=by)
             )
         except InvalidOutputError as exc:
             form.error = "; ".join(exc.errors) or str(exc)
@@ -152,17 +153,22 @@ def answer_refused(
     old = spec.phase(asked) if spec is not None else None
     schema = old.input_schema if old is not None else None
     ours = _recorded_is_ours(now, asked, schema)
+    # Who answered the question first, when the dashboard (or wfe resume) knew.
+    last = _last_word(now, asked)
+    who = last.get("by") if last is not None and last["event"] == "resumed" else None
+    by = f" by {who}" if who and not ours else ""
     if now.status.is_finished:
         moved = _finished_since(now, asked, ours)
     elif now.classification == asked:
         moved = (
-            f"has been answered since you opened it and is back at phase {asked!r} "
+            f"has been answered{by} since you opened it and is back at phase {asked!r} "
             f"({_STATUS_LABELS[now.status.value].lower()}) with a new round of it"
         )
     else:
         moved = (
             f"has moved on from phase {asked!r} to {now.classification!r} "
             f"({_STATUS_LABELS[now.status.value].lower()}) since you opened it"
+            + (f", answered{by}" if by else "")
         )
     outcome = (
         f"the answer recorded for {asked!r} is the same as yours (an earlier send of it, "
@@ -202,18 +208,26 @@ def _finished_since(now: Task, asked: str, ours: bool = False) -> str:
         return "is cancelled now"
     if now.status is TaskStatus.FAILED:
         return "has failed since you opened it"
-    # The last word on the question asked: an answer, or its deadline passing.
-    why = next(
+    last = _last_word(now, asked)
+    why = last["event"] if last is not None else None
+    if why == "resumed" and ours:
+        return "is completed now (answered)"
+    if why == "resumed" and last is not None and last.get("by"):
+        return f"is completed now (answered by {last['by']})"
+    return f"is completed now ({_ENDINGS[why]})" if why else "is completed now"
+
+
+def _last_word(now: Task, asked: str) -> dict[str, Any] | None:
+    """The last word on the question of phase ``asked``: its answer (a ``resumed``
+    event, with ``by`` when who answered is known) or its deadline passing."""
+    return next(
         (
-            event["event"]
+            event
             for event in reversed(now.history)
             if event.get("phase") == asked and event.get("event") in _ENDINGS
         ),
         None,
     )
-    if why == "resumed" and ours:
-        return "is completed now (answered)"
-    return f"is completed now ({_ENDINGS[why]})" if why else "is completed now"
 
 
 #: History events that end a question, and how the refusal says so.
@@ -222,12 +236,18 @@ _ENDINGS = {"resumed": "answered elsewhere", "deadline_passed": "its deadline pa
 
 def cancel(dash: Dashboard, task_id: str) -> Any:
     back = _safe_next(request.form.get("next_url"), url_for(".task", task_id=task_id))
-    return change_task(dash, task_id, lambda engine: engine.cancel(task_id), "cancelled", back)
+    by = acting_user()
+    return change_task(
+        dash, task_id, lambda engine: engine.cancel(task_id, by=by), "cancelled", back
+    )
 
 
 def retry(dash: Dashboard, task_id: str) -> Any:
     back = url_for(".task", task_id=task_id)
-    return change_task(dash, task_id, lambda engine: engine.retry(task_id), "queued again", back)
+    by = acting_user()
+    return change_task(
+        dash, task_id, lambda engine: engine.retry(task_id, by=by), "queued again", back
+    )
 
 
 def change_task(dash: Dashboard, task_id: str, change: Any, done: str, back: str) -> Any:

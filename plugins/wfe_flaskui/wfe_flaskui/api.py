@@ -39,7 +39,7 @@ from .forms import parse_json_text
 from .later import StartError, api_start
 from .query import _int_arg, _parse_statuses
 from .submit import DEFINE_REFUSED, _KafkaDown, do_submit
-from .views import route
+from .views import acting_user, route
 
 if TYPE_CHECKING:
     from .app import Dashboard
@@ -275,8 +275,11 @@ def api_resume(dash: Dashboard, task_id: str) -> Any:
     read = doc.get("version")
     if read is not None and (isinstance(read, bool) or not isinstance(read, int)):
         raise _BadInput(f'"version" must be a whole number, not {json.dumps(read)[:40]}')
+    by = acting_user()
     try:
-        resumed = dash.call(lambda e: e.resume(task_id, doc["output"], phase=asked, version=read))
+        resumed = dash.call(
+            lambda e: e.resume(task_id, doc["output"], phase=asked, version=read, by=by)
+        )
     except BridgeTimeout as exc:
         again = (
             'sending it again with the same "version" is safe: an answer to a round '
@@ -290,8 +293,10 @@ def api_resume(dash: Dashboard, task_id: str) -> Any:
 
 @api_errors
 def api_cancel(dash: Dashboard, task_id: str) -> Any:
+    # Read here, in the request: the call runs on the engine's loop, in another thread.
+    by = acting_user()
     try:
-        cancelled = dash.call(lambda e: e.cancel(task_id))
+        cancelled = dash.call(lambda e: e.cancel(task_id, by=by))
     except BridgeTimeout as exc:
         return _queued(task_id, "cancel", exc, "once applied, a cancel sent again gets 409")
     return jsonify(_api_task(cancelled))
@@ -299,8 +304,9 @@ def api_cancel(dash: Dashboard, task_id: str) -> Any:
 
 @api_errors
 def api_retry(dash: Dashboard, task_id: str) -> Any:
+    by = acting_user()
     try:
-        retried = dash.call(lambda e: e.retry(task_id))
+        retried = dash.call(lambda e: e.retry(task_id, by=by))
     except BridgeTimeout as exc:
         return _queued(task_id, "retry", exc, "once applied, a retry sent again gets 409")
     return jsonify(_api_task(retried))

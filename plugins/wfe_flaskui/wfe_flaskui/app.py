@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask
@@ -29,7 +30,7 @@ from .bridge import EngineBridge
 from .display import add_filters
 from .errors import add_error_handlers
 from .pages import add_pages
-from .security import SHORT_TOKEN, TokenBackoff
+from .security import SHORT_TOKEN, TokenBackoff, header_name
 from .submit import add_submit
 
 __all__ = ["Dashboard", "create_app", "short_token_warning"]
@@ -66,6 +67,14 @@ class Dashboard:
     :param allow_define: take ``define_workflow`` tasks (from the submit form and the
         API); None reads ``WFE_UI_ALLOW_DEFINE`` (``1``/``0``, default no). A workflow
         defined at run time stays in the store, and in every menu, for good.
+    :param user: who the person behind a request is, for an app that mounts the
+        dashboard behind its own login: a function of no arguments, called in each
+        request, returning their name (``lambda: flask_login.current_user.name``) or
+        None. Answers, cancels and retries record it in the task's history (``by``).
+    :param user_header: the request header holding that name, set by an
+        authenticating proxy in front of the dashboard (``X-Forwarded-User``); a
+        request without it is refused (401), having bypassed the proxy. None reads
+        ``WFE_UI_USER_HEADER``, ``""`` turns it off. Not with ``user``.
 
     Mount it in any Flask app::
 
@@ -94,9 +103,21 @@ class Dashboard:
         name: str = "wfe",
         timeout: float = 30.0,
         allow_define: bool | None = None,
+        user: Callable[[], str | None] | None = None,
+        user_header: str | None = None,
     ) -> None:
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.user = user
+        self.user_header = _user_header(user_header)
+        if user is not None and not callable(user):
+            raise TypeError(f"user must be a function of no arguments, not {user!r:.60}")
+        if user is not None and self.user_header:
+            where = "user_header" if user_header else "WFE_UI_USER_HEADER"
+            raise ValueError(
+                f"give the dashboard user= or {where}, not both: each says who the person "
+                "behind a request is"
+            )
         self.engine = engine if engine is not None else ECSWorkflowEngine(store=store)
         self.bridge = EngineBridge(self.engine, run_worker=run_worker, timeout=float(timeout))
         # Blanks around a token are not part of it (clients strip them from headers),
@@ -216,6 +237,21 @@ def short_token_warning(token: str) -> str | None:
         f"{SHORT_TOKEN} or more random ones, such as: "
         "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
     )
+
+
+def _user_header(given: str | None) -> str:
+    """The header naming who sends a request ("" for none): ``given``, else
+    ``WFE_UI_USER_HEADER``; blanks alone are none."""
+    if given is not None:
+        blank = isinstance(given, str) and not given.strip()
+        return "" if blank else header_name(given, "user_header")
+    value = os.environ.get("WFE_UI_USER_HEADER", "")
+    if not value.strip():
+        return ""
+    try:
+        return header_name(value, "WFE_UI_USER_HEADER")
+    except ValueError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def _flag_from_env(name: str) -> bool:

@@ -28,6 +28,14 @@ __all__ = ["ui_command"]
     is_flag=True,
     help="Take define_workflow tasks from the submit form and the API [env WFE_UI_ALLOW_DEFINE].",
 )
+@click.option(
+    "--user-header",
+    metavar="HEADER",
+    callback=lambda ctx, param, value: _header_option(value),
+    help="Take who each person is from this request header, set by an authenticating "
+    "proxy in front of the dashboard (X-Forwarded-User); requests without it are "
+    "refused [env WFE_UI_USER_HEADER].",
+)
 @click.pass_context
 def ui_command(
     ctx: click.Context,
@@ -37,6 +45,7 @@ def ui_command(
     worker: str | None,
     access_log: bool,
     allow_define: bool,
+    user_header: str | None,
 ) -> None:
     """Serve the web dashboard (tasks, inbox, submit, workflows).
 
@@ -44,7 +53,8 @@ def ui_command(
     processes, or give --worker to run the engine in this process too. Listening
     on anything but a loopback address needs WFE_UI_TOKEN, an access token that
     every request must then present (browsers log in once). WFE_UI_SECRET signs
-    the session cookie (default: random per process). With KAFKA_BROKERS set and
+    the session cookie (default: random per process). With --user-header, answers,
+    cancels and retries record who made them. With KAFKA_BROKERS set and
     wfe_kafka installed, submitted tasks are published to the tasks topic instead
     of written to the store (the workers consuming it store and run them).
     """
@@ -62,6 +72,7 @@ def ui_command(
             worker=worker,
             access_log=access_log,
             allow_define=True if allow_define else None,
+            user_header=user_header,
             announce=lambda line: click.echo(line, err=True),
         )
     except (UnsafeBindError, UnusableStoreError) as exc:
@@ -70,3 +81,15 @@ def ui_command(
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def _header_option(value: str | None) -> str | None:
+    """``--user-header`` checked as the dashboard checks it (None: WFE_UI_USER_HEADER)."""
+    if value is None or not value.strip():
+        return value
+    from .security import header_name
+
+    try:
+        return header_name(value, "the header")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None

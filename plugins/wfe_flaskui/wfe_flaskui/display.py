@@ -231,11 +231,22 @@ _ANSWERED_BY = {
     "waiting_agent": "answered by an agent",
     "waiting_io": "answered by I/O",
 }
-_SHOWN_KEYS = {"at", "event", "phase", "worker", "task_type", "seconds", "status", "attempt"}
+_SHOWN_KEYS = {
+    "at",
+    "event",
+    "phase",
+    "worker",
+    "task_type",
+    "seconds",
+    "status",
+    "attempt",
+    "by",
+}
 
 
 def _timeline(task: Task) -> list[dict[str, Any]]:
-    """History entries shaped for the timeline: label, phase, who, duration, the rest."""
+    """History entries shaped for the timeline: label, phase, who (and ``by``, the
+    person who answered, cancelled or retried, when recorded), duration, the rest."""
     items = []
     waiting_since: datetime | None = None
     waiting_for = ""
@@ -256,7 +267,10 @@ def _timeline(task: Task) -> list[dict[str, Any]]:
             duration = "waited " + _duration((when - waiting_since).total_seconds())
             waiting_since = None
         who = [str(entry[k]) for k in ("task_type", "worker") if entry.get(k)]
-        if event == "resumed" and not who:
+        by = entry.get("by")
+        if by:
+            who.append(f"by {by}")
+        elif event == "resumed" and not who:
             who = [_ANSWERED_BY.get(waiting_for, "answered")]
         details = {k: v for k, v in entry.items() if k not in _SHOWN_KEYS and v is not None}
         label = _EVENT_LABELS.get(event, event.replace("_", " ").capitalize())
@@ -273,6 +287,7 @@ def _timeline(task: Task) -> list[dict[str, Any]]:
                 "offset": "+" + _duration((when - first).total_seconds()) if when and first else "",
                 "phase": entry.get("phase"),
                 "who": " · ".join(who),
+                "by": str(by) if by else None,
                 "duration": duration,
                 "details": details,
             }

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import ipaddress
 import math
+import re
 import secrets
 import threading
 import time
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit
 
 from flask import Response, abort, current_app, request, session
 
+from wfcore.engine import _MAX_ACTOR_CHARS, _actor
+
 __all__ = [
     "CSRF_FIELD",
     "CSRF_HEADER",
@@ -23,11 +26,13 @@ __all__ = [
     "TokenBackoff",
     "csrf_ok",
     "csrf_token",
+    "header_name",
     "host_is_loopback",
     "is_loopback",
     "signed_in",
     "token_from_request",
     "token_matches",
+    "user_name",
 ]
 
 #: The hidden form field that carries the CSRF token.
@@ -75,6 +80,43 @@ def host_is_loopback(host: str) -> bool:
     if port and not (port.isascii() and port.isdigit()):
         return False
     return name != "" and is_loopback(name)
+
+
+#: An HTTP header's name: a token of RFC 9110 (letters, digits and ``!#$%&'*+-.^_`|~``).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def header_name(value: str, source: str) -> str:
+    """``value`` (blanks stripped) when it can name an HTTP header, else ValueError
+    naming ``source``, the setting it came from."""
+    name = value.strip() if isinstance(value, str) else value
+    if not (isinstance(name, str) and _HEADER_NAME.fullmatch(name)):
+        raise ValueError(
+            f"{source} must name an HTTP header, such as X-Forwarded-User, not {value!r}"
+        )
+    return name
+
+
+def user_name(value: object, source: str) -> str:
+    """``value`` as the name the engine records as who acted (``by=``), blanks
+    stripped; ValueError naming ``source``, where it came from, when it is none.
+
+    The check is the engine's own, so that a name taken here is never refused when
+    the answer, cancel or retry reaches the engine.
+    """
+    if not isinstance(value, str):
+        shown = f"{value!r:.60}"
+    else:
+        try:
+            return _actor(value)["by"]
+        except ValueError:
+            shown = (
+                repr(value) if len(value) <= 60 else f"{value[:60]!r}... ({len(value)} characters)"
+            )
+    raise ValueError(
+        f"{source} is {shown}, not a name the dashboard can record as who acted "
+        f"(1 to {_MAX_ACTOR_CHARS} printable characters)"
+    )
 
 
 def csrf_token() -> str:

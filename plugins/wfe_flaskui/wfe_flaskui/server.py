@@ -56,6 +56,7 @@ def build_dashboard(
     worker: str | None = None,
     token: str | None = None,
     allow_define: bool | None = None,
+    user_header: str | None = None,
 ) -> Dashboard:
     """A Dashboard on ``store``; with ``worker`` (``MODULE:ATTR``) it runs that app's engine.
 
@@ -69,7 +70,13 @@ def build_dashboard(
             engine.use_store(store)
     else:
         engine = ECSWorkflowEngine(store=store)
-    return Dashboard(engine, run_worker=bool(worker), token=token, allow_define=allow_define)
+    return Dashboard(
+        engine,
+        run_worker=bool(worker),
+        token=token,
+        allow_define=allow_define,
+        user_header=user_header,
+    )
 
 
 class WorkerStopped(WorkflowError):
@@ -85,6 +92,7 @@ def serve(
     *,
     access_log: bool = False,
     allow_define: bool | None = None,
+    user_header: str | None = None,
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM, then stop its worker cleanly.
@@ -92,6 +100,8 @@ def serve(
     :param token: the access token; None reads ``WFE_UI_TOKEN``. Required when
         ``host`` is not a loopback address.
     :param allow_define: take define_workflow tasks (None: ``WFE_UI_ALLOW_DEFINE``).
+    :param user_header: the header an authenticating proxy names each person in
+        (None: ``WFE_UI_USER_HEADER``; see :class:`~wfe_flaskui.app.Dashboard`).
     :param announce: called with each line to show as the dashboard starts: a note
         about a SQLite store that did not exist (or, with ``worker``, that a new
         one was created, as ``wfe worker`` says), the line saying where it listens,
@@ -104,7 +114,7 @@ def serve(
     """
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
     check_bind(host, token)
-    dashboard = build_dashboard(store, worker, token, allow_define)
+    dashboard = build_dashboard(store, worker, token, allow_define, user_header)
     if not worker and dashboard.store_url.startswith("memory:"):
         raise UnusableStoreError(
             "memory:// lives in this one process: no worker could reach it, so the "
@@ -161,9 +171,13 @@ def serve(
         )
     shown_host = f"[{host}]" if ":" in host else host
     mode = "running a worker" if dashboard.bridge.run_worker else "no worker in this process"
+    if token:
+        mode += "; token required"
+    if dashboard.user_header:
+        mode += f"; who you are from the {dashboard.user_header} header"
     announce(
         f"wfe dashboard on http://{shown_host}:{server.server_port}/ "
-        f"(store {dashboard.store_url}; {mode}{'; token required' if token else ''})"
+        f"(store {dashboard.store_url}; {mode})"
     )
     for line in _header(dashboard):
         announce(f"  {line}")

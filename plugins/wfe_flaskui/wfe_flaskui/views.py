@@ -21,7 +21,7 @@ from . import security
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["headers", "nav_counts", "partial", "render", "route"]
+__all__ = ["acting_user", "headers", "nav_counts", "partial", "render", "route"]
 
 #: Sent by a page that refreshes one region of itself: the answer is that region only.
 _PARTIAL_HEADER = "X-WFE-Partial"
@@ -48,6 +48,13 @@ def partial() -> bool:
     return request.headers.get(_PARTIAL_HEADER) == "1"
 
 
+def acting_user() -> str | None:
+    """Who sends the request, as the access guard found out (None: not known). Answers,
+    cancels and retries pass it to the engine as ``by``."""
+    name = g.get("wfe_user")
+    return name if isinstance(name, str) else None
+
+
 def render(dash: Dashboard, template: str, **context: Any) -> str:
     """A template with what the layout needs: navigation counts, CSRF token, settings."""
     context.setdefault("nav", nav_counts(dash) if dash.bridge.started else {"inbox": 0})
@@ -66,6 +73,7 @@ def render(dash: Dashboard, template: str, **context: Any) -> str:
         kafka=kafka,
         kafka_trouble=trouble,
         token_required=bool(dash.token),
+        user_name=acting_user(),
         **context,
     )
 
