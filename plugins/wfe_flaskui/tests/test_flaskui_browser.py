@@ -441,3 +441,47 @@ def test_an_open_task_page_says_so_when_the_task_is_purged(page: Any, live: Any)
     expect(page.locator("#task-summary")).to_have_count(0)
     assert page.evaluate("window.__sameDocument") is True
     screenshot(page, "task-purged")
+
+
+def test_behind_a_proxy_naming_the_user_the_history_says_who_answered(
+    browser: Any, page: Any, live: Any
+) -> None:
+    expect = _expect()
+    dash = Dashboard(
+        ECSWorkflowEngine(store=live.store, load_plugins=False),
+        token="",
+        kafka_brokers="",
+        user_header="X-Forwarded-User",
+    )
+    server = make_server("127.0.0.1", 0, create_app(dash, secret_key="k"), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # The authenticating proxy's part: every request carries the header.
+    context = browser.new_context(extra_http_headers={"X-Forwarded-User": "Alice Example"})
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        task = live.api.submit("question", {"q": "refund order 17?"})
+        live.api.wait_status(task["id"], "waiting_human")
+        # Straight to the dashboard, round the proxy: refused, saying why.
+        refused = page.goto(f"{base}/tasks/{task['id']}")
+        assert refused.status == 401
+        expect(page.locator("main")).to_contain_text("it did not come through the proxy")
+
+        tab = context.new_page()
+        tab.set_default_timeout(15000)
+        tab.goto(f"{base}/tasks/{task['id']}")
+        expect(tab.locator("#wfe-user")).to_have_text("Alice Example")
+        tab.locator("form.answer-form textarea[name=answer]").fill("yes, refund it")
+        tab.locator("form.answer-form button[data-action=answer]").click()
+        expect(tab.locator(".flash-ok")).to_contain_text("Answer recorded")
+        expect(tab.locator("#task-status")).to_have_text("completed", timeout=20000)
+        answered = tab.locator("#history li.ev-resumed .ev-who")
+        expect(answered).to_have_text("by Alice Example")
+        screenshot(tab, "task-answered-by")
+        resumed = [e for e in live.api.task(task["id"])["history"] if e["event"] == "resumed"]
+        assert [e.get("by") for e in resumed] == ["Alice Example"]
+    finally:
+        context.close()
+        server.shutdown()
+        thread.join(10)
+        dash.stop()
