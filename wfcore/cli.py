@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TextIO, TypeVar
 import click
 
 from ._processes import worker_died_here
-from .engine import _MAX_SECONDS, ECSWorkflowEngine, _actor, default_store_url
+from .engine import _MAX_SECONDS, ECSWorkflowEngine, default_store_url
 from .errors import (
     InvalidOutputError,
     InvalidTaskError,
@@ -32,7 +32,7 @@ from .errors import (
     WorkflowError,
 )
 from .metrics import MetricsServer, render_metrics
-from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus
+from .model import DEFINE_WORKFLOW, Phase, Task, TaskStatus, actor_name
 from .plugins import (
     call_impl,
     hook_impls,
@@ -1329,13 +1329,13 @@ def _who(by: str | None) -> str | None:
     usable one (some containers have none)."""
     if by is not None:
         try:
-            _actor(by)
+            actor_name(by)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--by") from None
         return by
     try:
         login = getpass.getuser()
-        _actor(login)
+        actor_name(login)
     except (KeyError, OSError, ValueError):
         return None
     return login

@@ -44,6 +44,7 @@ from .model import (
     TaskStatus,
     TaskType,
     WorkflowSpec,
+    actor_name,
     answer_validator,
     utcnow,
 )
@@ -784,7 +785,7 @@ class ECSWorkflowEngine:
             raise InvalidOutputError(f"the answer must be JSON-serializable: {problem}", [])
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise TypeError(f"version must be a whole number (task.version), not {version!r}")
-        who = _actor(by)
+        who = {} if by is None else {"by": actor_name(by)}
         expected = phase
 
         async def answer(task: Task) -> Phase | None:
@@ -851,7 +852,7 @@ class ECSWorkflowEngine:
         ``by``: who cancelled it, recorded in the ``cancelled`` event.
         Raises UnknownTaskError, or TaskStateError for a finished task.
         """
-        who = _actor(by)
+        who = {} if by is None else {"by": actor_name(by)}
 
         async def mark_cancelled(task: Task) -> None:
             if task.status.is_finished:
@@ -875,7 +876,7 @@ class ECSWorkflowEngine:
         when given); any worker on the store picks it up. Raises UnknownTaskError,
         or TaskStateError for other statuses.
         """
-        who = _actor(by)
+        who = {} if by is None else {"by": actor_name(by)}
 
         async def requeue(task: Task) -> None:
             if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -1226,23 +1227,6 @@ def _wait_timeout(value: Any) -> float | None:
     if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity (None waits for ever)
         raise ValueError(f"timeout must be 0 to 100 years of seconds, not {value!r}")
     return float(value)
-
-
-_MAX_ACTOR_CHARS = 200
-
-
-def _actor(by: str | None) -> dict[str, str]:
-    """The ``by`` field of a resumed, cancelled or retried event: who did it."""
-    if by is None:
-        return {}
-    if not isinstance(by, str):
-        raise TypeError(f"by must be a name (a string), not {type(by).__name__}")
-    name = by.strip()
-    if not name or len(name) > _MAX_ACTOR_CHARS or not name.isprintable():
-        raise ValueError(
-            f"by must be a name of 1 to {_MAX_ACTOR_CHARS} printable characters, not {by[:60]!r}"
-        )
-    return {"by": name}
 
 
 def _check_task_id(task_id: str) -> None:

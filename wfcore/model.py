@@ -18,12 +18,14 @@ from .errors import InvalidTaskError, InvalidWorkflowError
 __all__ = [
     "ANSWER_FORMATS",
     "DEFINE_WORKFLOW",
+    "MAX_ACTOR_CHARS",
     "Artifact",
     "Phase",
     "Task",
     "TaskStatus",
     "TaskType",
     "WorkflowSpec",
+    "actor_name",
     "answer_validator",
     "is_date_time",
     "new_task_id",
@@ -566,3 +568,21 @@ def _make_copier() -> Any:
 
 
 _copy_fields = _make_copier()
+
+
+MAX_ACTOR_CHARS = 200
+"""The longest name ``resume``, ``cancel`` and ``retry`` record as who acted."""
+
+
+def actor_name(by: str) -> str:
+    """``by`` as the name a ``resumed``, ``cancelled`` or ``retried`` event records as
+    who acted, blanks around it dropped: TypeError for what is not a string,
+    ValueError for an empty, unprintable or overlong one."""
+    if not isinstance(by, str):
+        raise TypeError(f"by must be a name (a string), not {type(by).__name__}")
+    name = by.strip()
+    if not name or len(name) > MAX_ACTOR_CHARS or not name.isprintable():
+        raise ValueError(
+            f"by must be a name of 1 to {MAX_ACTOR_CHARS} printable characters, not {by[:60]!r}"
+        )
+    return name

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import Response, abort, current_app, request, session
 
-from wfcore.engine import _MAX_ACTOR_CHARS, _actor
+from wfcore.model import MAX_ACTOR_CHARS, actor_name
 
 __all__ = [
     "CSRF_FIELD",
@@ -108,14 +108,14 @@ def user_name(value: object, source: str) -> str:
         shown = f"{value!r:.60}"
     else:
         try:
-            return _actor(value)["by"]
+            return actor_name(value)
         except ValueError:
             shown = (
                 repr(value) if len(value) <= 60 else f"{value[:60]!r}... ({len(value)} characters)"
             )
     raise ValueError(
         f"{source} is {shown}, not a name the dashboard can record as who acted "
-        f"(1 to {_MAX_ACTOR_CHARS} printable characters)"
+        f"(1 to {MAX_ACTOR_CHARS} printable characters)"
     )
 
 
