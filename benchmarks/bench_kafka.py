@@ -288,6 +288,8 @@ def measure_end_to_end(
             WFE_KAFKA_RESULTS_TOPIC=results,
             WFE_KAFKA_GROUP=group,
             WFE_LOAD_PLUGINS="wfe_kafka",
+            # memory:// loses what it holds when the worker stops: fine for a benchmark.
+            WFE_KAFKA_ALLOW_VOLATILE_STORE="1",
         )
     worker = subprocess.Popen([sys.executable, *command], cwd=HERE, env=env)
     consumer = KafkaConsumer(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, PluginError, Task, TaskStatus, hookimpl
 
 SLOW_POLL = 60.0
 
@@ -152,3 +152,33 @@ def test_aclose_from_another_loop_waits_for_run_to_end(make_engine, threaded, wf
     worker.thread.join(20)
     assert not worker.thread.is_alive()
     assert worker.error is None
+
+
+def test_stop_with_an_error_makes_run_raise_it_once_stopped(make_engine, wfe_run):
+    """How a plugin whose part of the work ended for good (a Kafka consumer, say)
+    stops a worker so that it does not look healthy: run() raises its error."""
+    engine = _engine(make_engine)
+    stopped_hooks: list[bool] = []
+
+    class Watcher:
+        @hookimpl
+        def wfe_engine_stopping(self, engine):
+            stopped_hooks.append(True)
+
+    engine.plugin_manager.register(Watcher())
+
+    async def scenario() -> Task:
+        task = await engine.submit_task({"n": 4}, "calc")
+        running = asyncio.create_task(engine.run())
+        done = await engine.wait_for_task(task.id, timeout=20)
+        engine.stop(error=PluginError("plugin 'x': its consumer stopped for good"))
+        engine.stop(error=PluginError("a later reason"))  # the first one wins
+        with pytest.raises(PluginError, match="its consumer stopped for good"):
+            await running
+        assert not engine.running
+        running_again = asyncio.create_task(engine.run_until_idle())
+        await running_again  # the error was for that run only
+        return done
+
+    assert wfe_run(scenario(), timeout=60).output == 8
+    assert stopped_hooks == [True, True]

@@ -1066,11 +1066,16 @@ class ECSWorkflowEngine:
         """
         await self._worker.serve(until_idle=True)
 
-    def stop(self, *, now: bool = False) -> None:
+    def stop(self, *, now: bool = False, error: BaseException | None = None) -> None:
         """Ask a running ``run()`` to stop: running phases get ``shutdown_timeout``
         seconds to finish, then are handed back to the store. With ``now`` (a second
-        Ctrl-C, say), they are handed back at once, even during that grace time."""
-        self._worker.stop(now=now)
+        Ctrl-C, say), they are handed back at once, even during that grace time.
+
+        ``error``: why the engine cannot go on (a plugin whose part of the work
+        stopped for good); once stopped, ``run()`` raises it instead of returning,
+        so ``wfe worker`` says so and exits 1. The first error given wins.
+        """
+        self._worker.stop(now=now, error=error)
 
     @property
     def running(self) -> bool:

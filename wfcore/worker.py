@@ -86,6 +86,7 @@ class Worker:
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the one serve() runs in
+        self._failure: BaseException | None = None  # why stop() was asked to fail serve()
         self._serving: asyncio.Task[Any] | None = None
         self._ended: asyncio.Event | None = None
 
@@ -99,14 +100,16 @@ class Worker:
         """How many tasks this worker is driving now."""
         return len(self._active)
 
-    def stop(self, now: bool = False) -> None:
+    def stop(self, now: bool = False, error: BaseException | None = None) -> None:
         """Ask :meth:`serve` to stop; running phases get ``shutdown_timeout`` seconds,
-        or with ``now`` none: they are handed back to the store at once. Callable
-        from any thread or event loop."""
+        or with ``now`` none: they are handed back to the store at once. With
+        ``error``, serve raises it once stopped. Callable from any thread or loop."""
         loop = self._loop
         if loop is not None and loop is not running_loop():
-            call_in(loop, self.stop, now)
+            call_in(loop, self.stop, now, error)
             return
+        if error is not None and self._running and self._failure is None:
+            self._failure = error
         self._stopping = True
         self.poke()
         if now:
@@ -160,6 +163,7 @@ class Worker:
         # running is then sent to the loop, not overwritten by the line after.
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._failure = None
         self._running = True
         # Made here, not once: an engine may run in one event loop after another.
         self._ended = ended = asyncio.Event()
@@ -218,6 +222,9 @@ class Worker:
             self._loop = None
             await self._engine._fire("wfe_engine_stopping", engine=self._engine)
             ended.set()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     async def _shutdown(self, store: Store) -> None:
         if not self._active:

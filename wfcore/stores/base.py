@@ -6,6 +6,7 @@ import abc
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import StoreError
 from ..model import Task, TaskStatus, WorkflowSpec
@@ -44,6 +45,10 @@ class Store(abc.ABC):
 
     #: The URL the store was opened from.
     url: str
+    #: Whether tasks outlive closing the store (and the process): False for
+    #: ``memory://``. Whoever acknowledges work upstream once its task is stored
+    #: (wfe_kafka commits a message's offset) needs a durable store.
+    durable: ClassVar[bool] = True
     #: The folder under which artifact files live (one sub-folder per task).
     artifacts_dir: Path
 

@@ -46,6 +46,8 @@ class _Row:
 class MemoryStore(Store):
     """Tasks in a dict, runnable ones in a heap ordered by when they become ready."""
 
+    durable = False  # gone with the process
+
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._rows: dict[str, _Row] = {}

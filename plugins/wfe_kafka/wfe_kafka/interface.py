@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wfcore import ECSWorkflowEngine, Store, Task
-from wfcore.stores import MemoryStore
 
 from .clients import Record as Record
 from .clients import _client_config, _Producer
@@ -497,7 +496,7 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
 
     async def _consume_tasks(self, engine: ECSWorkflowEngine) -> None:
         store = await engine.get_store()
-        if not store_is_durable(store):
+        if not store.durable:
             if not self.allow_volatile_store:
                 # Logged too: run in the background, as it is, the error would only
                 # show when its task is awaited, while nothing is consumed.
@@ -541,15 +540,6 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             if done.done():
                 # Stopped: a later consume_tasks() starts afresh.
                 self._consume_stop.clear()
-
-
-def store_is_durable(store: Store) -> bool:
-    """Whether a store's tasks outlive the process: its ``durable`` attribute when it
-    has one, else anything but the built-in memory store."""
-    durable = getattr(store, "durable", None)
-    if isinstance(durable, bool):
-        return durable
-    return not isinstance(store, MemoryStore)
 
 
 def volatile_store_problem(url: str) -> str:

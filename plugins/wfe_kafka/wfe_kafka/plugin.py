@@ -55,7 +55,7 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
         return
     if engine in _WIRED:
         return
-    from .interface import ATTACHED, store_is_durable, volatile_store_problem
+    from .interface import ATTACHED, volatile_store_problem
 
     if engine in ATTACHED:
         return  # wired by hand (attach, consume_tasks or start) before it ran
@@ -65,7 +65,7 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
     except ValueError as exc:
         _refuse(exc)
     store = await engine.get_store()
-    if not store_is_durable(store) and not iface.allow_volatile_store:
+    if not store.durable and not iface.allow_volatile_store:
         _refuse(ValueError(volatile_store_problem(store.url)))
     _WIRED[engine] = iface
     await iface.start(engine)
@@ -86,7 +86,8 @@ def _consumer_ended(
     if error is None:
         return  # stopped on purpose (close)
     logger.error("the Kafka consumer stopped for good (%s); stopping the worker", error)
-    engine.stop()
+    stopped = PluginError(f"plugin 'wfe_kafka': the Kafka consumer stopped for good ({error})")
+    engine.stop(error=stopped)
 
 
 @hookimpl
