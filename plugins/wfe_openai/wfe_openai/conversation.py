@@ -114,22 +114,32 @@ def _question(call: _ToolCall, one_pending: bool) -> tuple[str | None, str]:
 
 def _refuse_question(task: Task, phase_name: str, call: _ToolCall, content: str) -> str:
     """Record a refused ask_human call, as any tool call is; its result for the model."""
+    _record_call(task, phase_name, ASK_HUMAN, call)
+    _record_result(task, phase_name, ASK_HUMAN, call, True, content)
+    return content
+
+
+def _record_call(task: Task, phase_name: str, tool: str | None, call: _ToolCall) -> None:
     task.record(
         "agent_tool_call",
         phase=phase_name,
-        tool=ASK_HUMAN,
+        tool=tool,
         call_id=call.id,
         arguments=_short(_arguments_text(call.arguments)),
     )
+
+
+def _record_result(
+    task: Task, phase_name: str, tool: str | None, call: _ToolCall, error: bool, content: str
+) -> None:
     task.record(
         "agent_tool_result",
         phase=phase_name,
-        tool=ASK_HUMAN,
+        tool=tool,
         call_id=call.id,
-        error=True,
+        error=error,
         result=_short(content),
     )
-    return content
 
 
 async def _complete(
@@ -186,13 +196,7 @@ async def _call_tool(
 ) -> str:
     """Run one tool call and return what the model gets back; errors go to the model."""
     tool_name = call.name
-    task.record(
-        "agent_tool_call",
-        phase=phase_name,
-        tool=tool_name,
-        call_id=call.id,
-        arguments=_short(_arguments_text(call.arguments)),
-    )
+    _record_call(task, phase_name, tool_name, call)
     error = True
     tool = tools.get(tool_name)
     if call.type != "function":
@@ -222,14 +226,7 @@ async def _call_tool(
             content = _answer_text(result)
             error = False
     content = Budget(max_item_chars, max_item_chars).take(content)
-    task.record(
-        "agent_tool_result",
-        phase=phase_name,
-        tool=tool_name,
-        call_id=call.id,
-        error=error,
-        result=_short(content),
-    )
+    _record_result(task, phase_name, tool_name, call, error, content)
     return content
 
 
