@@ -261,7 +261,9 @@ def test_submit_with_an_unknown_classification_or_task_type(engine, wfe_run):
     assert wfe_run(nothing_stored()) == []
 
 
-@pytest.mark.parametrize("task_id", ["", "a/b", "orders\\2024", "..", 12, "line\nbreak", "x" * 201])
+@pytest.mark.parametrize(
+    "task_id", ["", "a/b", "orders\\2024", "..", 12, "line\nbreak", "x" * 201, " x", "order-17 "]
+)
 def test_submit_with_an_unusable_task_id(engine, wfe_run, task_id):
     with pytest.raises(InvalidTaskError):
         wfe_run(engine.submit_task({}, "known", task_id=task_id))

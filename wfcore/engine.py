@@ -1246,6 +1246,9 @@ def _check_task_id(task_id: str) -> None:
         )
     if not task_id.isprintable():
         raise InvalidTaskError(f"task_id {task_id!r} may not contain control characters")
+    if task_id != task_id.strip():
+        # Ids are compared exactly: ' order-17' would be another task than 'order-17'.
+        raise InvalidTaskError(f"task_id {task_id!r} may not start or end with blanks")
     if len(task_id.encode("utf-8")) > _MAX_TASK_ID_BYTES:
         raise InvalidTaskError(
             f"task_id {task_id[:40]!r}... is too long (at most {_MAX_TASK_ID_BYTES} bytes)"
