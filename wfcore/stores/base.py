@@ -168,7 +168,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def lease_owners(self) -> list[str]:
-        """The distinct owners of unexpired leases."""
+        """The distinct owners of the leases tasks hold, expired or not: a dead
+        worker's lease is still held until a claim takes its task over."""
 
     async def lease_of(self, task_id: str) -> tuple[str, datetime] | None:
         """Who holds the task's lease and until when, or None when nobody does (or
