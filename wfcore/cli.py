@@ -1314,14 +1314,13 @@ _hooks_app_option = click.option(
 )
 
 
-def _by_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--by",
-        metavar="NAME",
-        envvar="WFE_USER",
-        help="Who does this, recorded in the task's history [default: $WFE_USER, else "
-        "your login name].",
-    )(f)
+_by_option = click.option(
+    "--by",
+    metavar="NAME",
+    envvar="WFE_USER",
+    help="Who does this, recorded in the task's history [default: $WFE_USER, else "
+    "your login name].",
+)
 
 
 def _who(by: str | None) -> str | None:

@@ -185,8 +185,8 @@ class ECSWorkflowEngine:
         self._code_workflows: set[str] = set()
         self._worker = Worker(self)
         self._open_lock: asyncio.Lock | None = None
-        # wait_for_task calls, by task id: this engine's writes wake them.
-        # wait_for_task calls by task id: their events, and the loops they wait in.
+        # wait_for_task calls by task id, each an event and the loop it waits in:
+        # this engine's writes wake them.
         self._waiters: dict[str, set[tuple[asyncio.Event, asyncio.AbstractEventLoop]]] = {}
         #: Counters a worker shows: completed, failed, suspended, phases, retried.
         self.stats: dict[str, int] = dict.fromkeys(
@@ -785,7 +785,7 @@ class ECSWorkflowEngine:
             raise InvalidOutputError(f"the answer must be JSON-serializable: {problem}", [])
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise TypeError(f"version must be a whole number (task.version), not {version!r}")
-        who = {} if by is None else {"by": actor_name(by)}
+        who = _by_field(by)
         expected = phase
 
         async def answer(task: Task) -> Phase | None:
@@ -852,7 +852,7 @@ class ECSWorkflowEngine:
         ``by``: who cancelled it, recorded in the ``cancelled`` event.
         Raises UnknownTaskError, or TaskStateError for a finished task.
         """
-        who = {} if by is None else {"by": actor_name(by)}
+        who = _by_field(by)
 
         async def mark_cancelled(task: Task) -> None:
             if task.status.is_finished:
@@ -876,7 +876,7 @@ class ECSWorkflowEngine:
         when given); any worker on the store picks it up. Raises UnknownTaskError,
         or TaskStateError for other statuses.
         """
-        who = {} if by is None else {"by": actor_name(by)}
+        who = _by_field(by)
 
         async def requeue(task: Task) -> None:
             if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -1145,6 +1145,11 @@ class _Nothing:
 
 
 _NOTHING = _Nothing()
+
+
+def _by_field(by: str | None) -> dict[str, str]:
+    """The ``by`` field of a resumed, cancelled or retried event: who acted, if given."""
+    return {} if by is None else {"by": actor_name(by)}
 
 
 def _validate_answer(phase: Phase, output: Any) -> None:
