@@ -649,6 +649,8 @@ def test_engine_settings_that_cannot_work_are_refused_when_it_is_built():
         ({"shutdown_timeout": "10"}, TypeError, "shutdown_timeout must be a number of seconds"),
         ({"store": 5}, TypeError, "store must be a URL (e.g. 'sqlite:///path/wfe.db'"),
         ({"max_concurrency": 2.5}, TypeError, "max_concurrency must be a whole number"),
+        ({"max_takeovers": 0}, ValueError, "max_takeovers must be at least 1 (None: no limit)"),
+        ({"max_takeovers": "3"}, TypeError, "max_takeovers must be a whole number or None"),
     ]:
         with pytest.raises(error) as refused:
             ECSWorkflowEngine(load_plugins=False, **kwargs)

@@ -273,3 +273,70 @@ def test_a_checkpointed_phase_goes_on_from_its_checkpoint_after_a_kill(
     # A rerun after a lost worker is not counted as another attempt.
     started = [e["attempt"] for e in done.history if e["event"] == "phase_started"]
     assert started == [1, 1]
+
+
+@pytest.mark.parametrize("checkpoint", [False, True], ids=["plain", "checkpointed"])
+def test_a_phase_that_kills_its_worker_fails_after_three_lost_workers(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path, checkpoint
+):
+    """A poison task (its phase segfaults, or the OOM killer ends its worker) must
+    not take down every worker that claims it, for ever; checkpoints don't hide it."""
+    engine = wfe_engine_factory()
+    engine.register_workflow("poison", [Phase("poison")])
+    # Pre-classified: a task's first phase is stored only once an attempt of it ends.
+    task = wfe_run(
+        engine.submit_task({"checkpoint": checkpoint}, "poison", classification="poison")
+    )
+    # As a supervisor (systemd, Kubernetes) would: start a worker again as each dies.
+    exits = []
+    for n in range(5):
+        exits.append(start_worker("mp_app:engine", WFE_TEST_WORKER=f"w{n}").wait(60))
+        if exits[-1] == 0:
+            break
+    assert exits == [-signal.SIGKILL] * 3 + [0]
+    assert [r[0] for r in lines(tmp_path / "runs.log")] == ["poison"] * 3
+
+    failed = wfe_run(engine.get_task(task.id))
+    assert failed.status is TaskStatus.FAILED
+    assert failed.error.startswith(
+        "WorkerLostError: phase 'poison' lost its worker 3 times in a row"
+    )
+    assert [e["event"] for e in failed.history].count("taken_over") == 3
+
+    unclassified = wfe_run(engine.submit_task({}, "poison"))
+    for n in range(4):
+        start_worker("mp_app:engine", WFE_TEST_WORKER=f"u{n}").wait(60)
+    failed = wfe_run(engine.get_task(unclassified.id))
+    assert failed.error.startswith("WorkerLostError: its first phase lost its worker 3 times")
+
+    # A retry starts the count again: the phase runs once more.
+    wfe_run(engine.retry(task.id))
+    assert start_worker("mp_app:engine", WFE_TEST_WORKER="w9").wait(60) == -signal.SIGKILL
+    assert len(lines(tmp_path / "runs.log")) == 7
+
+
+def test_max_takeovers_none_runs_a_phase_again_whatever_happened_before(
+    wfe_engine_factory, wfe_run
+):
+    engine = wfe_engine_factory(max_takeovers=None)
+    engine.register_workflow("w", [Phase("p")])
+
+    async def handler(task):
+        task.output = "ran"
+
+    engine.register_handler("p", handler)
+
+    async def go():
+        task = await engine.submit_task(None, "w")
+        store = await engine.get_store()
+        # Three workers lost in a row, as stored by the claims that took it over.
+        [claimed] = await store.claim("dead", 1, 30)
+        for n in range(3):
+            claimed.record("taken_over", phase="p", previous_worker=f"d{n}", worker="x")
+        claimed.status = TaskStatus.PENDING
+        await store.update_task(claimed)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    done = wfe_run(go())
+    assert done.status is TaskStatus.COMPLETED and done.output == "ran"

@@ -114,6 +114,12 @@ class ECSWorkflowEngine:
         run time, by whoever can submit a task. ``"*"`` allows any program. By
         default they may run none; commands of workflows registered in code always
         run.
+    :param max_takeovers: how many times in a row a phase may lose its worker (killed,
+        out of memory, paused past its lease) before its task fails with
+        ``WorkerLostError`` instead of running it again: a phase that kills its worker
+        would otherwise take down every worker that claims it, for ever. A failed
+        attempt, a hand-back (``stop()``, SIGTERM), an answer or a retry starts the
+        count again. None: no limit.
     """
 
     def __init__(
@@ -129,6 +135,7 @@ class ECSWorkflowEngine:
         shutdown_timeout: float = 10.0,
         only_workflows: Iterable[str] | None = None,
         allowed_commands: Iterable[str] = (),
+        max_takeovers: int | None = 3,
     ) -> None:
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
             raise TypeError(f"max_concurrency must be a whole number, not {max_concurrency!r}")
@@ -165,6 +172,15 @@ class ECSWorkflowEngine:
         self.allowed_commands = frozenset(allowed_commands)
         if not all(isinstance(name, str) and name for name in self.allowed_commands):
             raise ValueError("allowed_commands must be non-empty program names")
+        if max_takeovers is not None and (
+            isinstance(max_takeovers, bool) or not isinstance(max_takeovers, int)
+        ):
+            raise TypeError(f"max_takeovers must be a whole number or None, not {max_takeovers!r}")
+        if max_takeovers is not None and max_takeovers < 1:
+            raise ValueError(
+                f"max_takeovers must be at least 1 (None: no limit), not {max_takeovers}"
+            )
+        self.max_takeovers = max_takeovers
         self._store_arg = store
         self._store: Store | None = None
         self.max_concurrency = max_concurrency

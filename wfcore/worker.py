@@ -365,6 +365,9 @@ class Worker:
             current: Task | None = task
             if task.status.is_waiting:
                 current = await self._deadline_passed(task)
+            elif self._lost_too_often(task):
+                await self._fail(task, None, _workers_lost_error(task))
+                current = None
             while current is not None and not self._stopping:
                 current = await self._run_phase(current)
             if current is not None:
@@ -387,6 +390,10 @@ class Worker:
             await self._fail_for_good(task, exc)
         finally:
             self._finished(task.id)
+
+    def _lost_too_often(self, task: Task) -> bool:
+        limit = self._engine.max_takeovers
+        return limit is not None and _workers_lost(task) >= limit
 
     async def _fail_for_good(self, task: Task, exc: Exception) -> None:
         """Fail a task the engine itself could not go on with; hand it back only if
@@ -866,6 +873,31 @@ def advance(
         task.classification = target
         running = task.status is TaskStatus.IN_PROGRESS
         task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
+
+
+def _workers_lost(task: Task) -> int:
+    """How many times in a row the task's current phase lost its worker: its
+    ``taken_over`` events since anything else happened to it. A rerun's start and
+    checkpoints are stored only with a checkpoint, so they don't break the row: a
+    phase that checkpoints and then kills its worker must not loop for ever."""
+    lost = 0
+    for event in reversed(task.history):
+        name = event.get("event")
+        if name == "taken_over" and event.get("phase") == task.classification:
+            lost += 1
+        elif name not in ("phase_started", "checkpoint"):
+            break
+    return lost
+
+
+def _workers_lost_error(task: Task) -> str:
+    # None: it died in the first phase, whose name is stored when an attempt ends.
+    phase = "its first phase" if task.classification is None else f"phase {task.classification!r}"
+    return (
+        f"WorkerLostError: {phase} lost its worker {_workers_lost(task)} times in a row "
+        "(killed, out of memory, or paused past its lease), so it is not run again: it "
+        "may be what ends its worker. Retry the task once the cause is fixed"
+    )
 
 
 def _check_engine_fields(

@@ -8,7 +8,8 @@ the side-effect files go), ``WFE_TEST_WORKER`` (this worker's name),
 Files written in ``WFE_TEST_DIR``: ``runs.log`` (one line per phase event:
 ``<event> <task id> <worker>``), ``completions.log`` (``<task id> <worker>`` from
 the completed hook), ``ready-<worker>`` (when the engine starts) and, for the
-``cancel`` workflow, ``started``, ``noticed-cancel`` and ``finished`` markers.
+``cancel`` workflow, ``started``, ``noticed-cancel`` and ``finished`` markers. The
+``poison`` workflow's phase kills its own worker with SIGKILL.
 A handler told to block waits for the file ``gate``. The ``hang`` workflow's command
 starts a child of its own, writes both pids to ``command-pids`` and sleeps.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -103,6 +105,16 @@ async def progress(task: Task) -> None:
     task.output = list(done)
 
 
+async def poison(task: Task) -> None:
+    """Kills its own worker, as a segfault or the OOM killer would; with
+    ``checkpoint`` in its data it stores a checkpoint first."""
+    append("runs.log", f"poison {task.id} {WORKER}")
+    if (task.data or {}).get("checkpoint"):
+        task.context["runs"] = task.context.get("runs", 0) + 1
+        await engine.checkpoint(task)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 async def on_completed(task: Task) -> None:
     append("completions.log", f"{task.id} {WORKER}")
 
@@ -125,6 +137,8 @@ engine.register_handler("a", phase_a)
 engine.register_handler("b", phase_b)
 engine.register_handler("stubborn", stubborn)
 engine.register_handler("progress", progress)
+engine.register_handler("poison", poison)
+engine.register_workflow("poison", [Phase("poison")])
 engine.register_workflow("progress", [Phase("progress", assigned_to="functional")])
 engine.register_workflow("mp", [Phase("a"), Phase("b")])
 engine.register_workflow("cancel", [Phase("stubborn")])
