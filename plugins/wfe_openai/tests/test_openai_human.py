@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from typing import Any
 
+import pytest
 from wfe_openai import OpenAIAgentAdapter
 
 from wfcore import Phase, TaskStateError, TaskStatus, TaskType
@@ -439,3 +441,175 @@ def test_each_call_names_its_attempt(openai_server, wfe_engine, wfe_run):
         (2, 1),
     ]
     assert done.context["openai"]["usage"]["calls"] == 2
+
+
+def _seconds_after(event: dict[str, Any], deadline: Any) -> float:
+    """Seconds from a history event to a task's deadline."""
+    return (deadline - datetime.fromisoformat(event["at"])).total_seconds()
+
+
+def test_answer_timeout_is_the_deadline_of_the_wait_not_the_phase_timeout(
+    openai_server, wfe_engine, wfe_run
+):
+    """Two minutes of model time, a day for the person to answer."""
+    openai_server.tool_calls(("ask_human", {"question": "Approve the refund of 30 EUR?"}))
+    phase = Phase("decide", assigned_to="agentic", timeout=120, on_timeout={"output": "no"})
+    wfe_engine.register_workflow("w", [phase])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(answer_timeout=86400))
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    waiting = wfe_run(scenario())
+    assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
+    [suspended] = [e for e in waiting.history if e["event"] == "suspended"]
+    assert suspended["deadline"] == waiting.deadline.isoformat()
+    # The deadline is set as the task is suspended: a day after the event (whose
+    # time is to the millisecond), not the phase's two minutes.
+    assert abs(_seconds_after(suspended, waiting.deadline) - 86400) < 60
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        # None in phase_options takes the phase back to its timeout.
+        {"answer_timeout": 600, "phase_options": {"decide": {"answer_timeout": None}}},
+    ],
+    ids=["default", "phase_options-None"],
+)
+def test_without_answer_timeout_the_phase_timeout_stays_the_deadline(
+    openai_server, wfe_engine, wfe_run, settings
+):
+    openai_server.tool_calls(("ask_human", {"question": "Approve?"}))
+    wfe_engine.register_workflow("w", [Phase("decide", assigned_to="agentic", timeout=3600)])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(**settings))
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    waiting = wfe_run(scenario())
+    assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
+    [suspended] = [e for e in waiting.history if e["event"] == "suspended"]
+    assert abs(_seconds_after(suspended, waiting.deadline) - 3600) < 60
+
+
+def test_an_unanswered_question_meets_answer_timeout_and_on_timeout_applies(
+    openai_server, wfe_engine, wfe_run
+):
+    """The phase's hour-long timeout does not delay the on_timeout of a 1 s answer_timeout."""
+    openai_server.tool_calls(("ask_human", {"question": "Approve the refund of 30 EUR?"}))
+    phase = Phase(
+        "decide", assigned_to="agentic", timeout=3600, on_timeout={"output": "not approved"}
+    )
+    wfe_engine.register_workflow("w", [phase, Phase("after", assigned_to="functional")])
+    wfe_engine.register_handler("after", lambda task: None)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(answer_timeout=1))
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        running = asyncio.ensure_future(wfe_engine.run())
+        try:
+            return await wfe_engine.wait_for_task(task.id, timeout=30)
+        finally:
+            wfe_engine.stop()
+            await running
+
+    done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.outputs["decide"] == "not approved"
+    assert [e["on_timeout"] for e in done.history if e["event"] == "deadline_passed"] == [
+        {"output": "not approved"}
+    ]
+    assert len(openai_server.requests) == 1
+
+
+def test_phase_options_answer_timeout_wins_over_the_adapters_and_is_not_sent(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.tool_calls(("ask_human", {"question": "Which account?"}))
+    openai_server.reply("account 7 it is")
+    openai_server.tool_calls(("ask_human", {"question": "Approve paying 10,000 EUR?"}))
+    wfe_engine.register_workflow(
+        "w",
+        [Phase("prepare", assigned_to="agentic"), Phase("decide", assigned_to="agentic")],
+    )
+    adapter = OpenAIAgentAdapter(
+        answer_timeout=600, temperature=0, phase_options={"decide": {"answer_timeout": 86400}}
+    )
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    async def scenario() -> list[Any]:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        first = await wfe_engine.get_task(task.id)
+        await wfe_engine.resume(task.id, "account 7")
+        await wfe_engine.run_until_idle()
+        return [first, await wfe_engine.get_task(task.id)]
+
+    # prepare asks (the adapter's 600 s); its answer completes it; decide asks (a day).
+    first, second = wfe_run(scenario())
+    assert (first.status, first.classification) == (TaskStatus.WAITING_HUMAN, "prepare")
+    assert (second.status, second.classification) == (TaskStatus.WAITING_HUMAN, "decide")
+    first_wait = [e for e in first.history if e["event"] == "suspended"][-1]
+    second_wait = [e for e in second.history if e["event"] == "suspended"][-1]
+    assert abs(_seconds_after(first_wait, first.deadline) - 600) < 60
+    assert abs(_seconds_after(second_wait, second.deadline) - 86400) < 60
+    # Neither value reached the server; the other options did.
+    bodies = [r["body"] for r in openai_server.requests]
+    assert len(bodies) == 3
+    assert all("answer_timeout" not in body for body in bodies)
+    assert all(body["temperature"] == 0 for body in bodies)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "problem"),
+    [
+        (True, TypeError, "must be a number of seconds (or None: the phase's timeout), not True"),
+        (
+            "86400",
+            TypeError,
+            "must be a number of seconds (or None: the phase's timeout), not '86400'",
+        ),
+        (0, ValueError, "must be a number of seconds > 0 and at most 10 years"),
+        (-5, ValueError, "not -5"),
+        (float("inf"), ValueError, "not inf"),
+        (float("nan"), ValueError, "not nan"),
+        (11 * 366 * 86400, ValueError, "at most 10 years"),
+    ],
+)
+def test_a_bad_answer_timeout_is_refused_naming_it(value, error, problem):
+    with pytest.raises(error) as adapter_wide:
+        OpenAIAgentAdapter(answer_timeout=value)
+    assert str(adapter_wide.value).startswith("answer_timeout must be")
+    assert problem in str(adapter_wide.value)
+    with pytest.raises(error) as for_a_phase:
+        OpenAIAgentAdapter(phase_options={"decide": {"answer_timeout": value}})
+    assert str(for_a_phase.value).startswith("phase_options['decide'] answer_timeout must be")
+    assert problem in str(for_a_phase.value)
+
+
+def test_a_handler_cannot_send_answer_timeout_to_the_api(openai_server, wfe_engine, wfe_run):
+    """request.options go to the API: answer_timeout there is refused, not sent."""
+    wfe_engine.register_workflow("w", [Phase("decide", assigned_to="agentic", max_attempts=1)])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    def shape(task, request):
+        request.options["answer_timeout"] = 86400
+
+    wfe_engine.register_handler("decide", shape)
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    failed = wfe_run(scenario())
+    assert failed.status is TaskStatus.FAILED
+    assert "request.options answer_timeout cannot be set" in failed.error
+    assert openai_server.requests == []

@@ -54,8 +54,12 @@ class OpenAIAgentAdapter:
     :param max_retries: retries of rate-limited (429), timed-out and 5xx requests, done
         by the SDK with backoff honouring ``Retry-After`` (the SDK's default is 2).
     :param allow_human: offer the built-in ``ask_human`` tool.
+    :param answer_timeout: seconds a person has to answer each ``ask_human``
+        question; then the phase's ``on_timeout`` applies. None: the phase's
+        ``timeout`` (which also bounds each attempt of the phase).
     :param phase_options: per classification, options overriding the adapter's:
-        ``model``, ``max_steps``, ``response_format`` or any request option.
+        ``model``, ``max_steps``, ``max_retries``, ``answer_timeout``,
+        ``response_format`` or any request option.
     :param max_item_chars: the most characters of one item (the task data, one
         earlier output, one text artifact, one tool result) put into the conversation.
     :param max_input_chars: the most characters of task input in the opening message.
@@ -75,6 +79,7 @@ class OpenAIAgentAdapter:
         base_url: str | None = None,
         max_retries: int | None = None,
         allow_human: bool = True,
+        answer_timeout: float | None = None,
         phase_options: Mapping[str, Mapping[str, Any]] | None = None,
         max_item_chars: int = 20_000,
         max_input_chars: int = 100_000,
@@ -88,6 +93,7 @@ class OpenAIAgentAdapter:
             api_key=api_key,
             base_url=base_url,
             max_retries=max_retries,
+            answer_timeout=answer_timeout,
             phase_options=phase_options,
             max_item_chars=max_item_chars,
             max_input_chars=max_input_chars,
@@ -97,6 +103,7 @@ class OpenAIAgentAdapter:
         self.system_prompt = system_prompt
         self.max_steps = max_steps
         self.allow_human = allow_human
+        self.answer_timeout = answer_timeout
         self.phase_options = {k: dict(v) for k, v in (phase_options or {}).items()}
         self.max_item_chars = max_item_chars
         self.max_input_chars = max_input_chars
@@ -231,7 +238,7 @@ class OpenAIAgentAdapter:
             # from the history alone: task.reply may still hold the answer to an
             # earlier question of the same phase, which must never answer this one.
             assert isinstance(saved, dict)
-            _wait_for_person(task, engine, saved, phase.timeout, repeated=True)
+            _wait_for_person(task, engine, saved, self._answer_timeout(phase), repeated=True)
             return
         elif resumed:
             assert isinstance(saved, dict)
@@ -268,6 +275,7 @@ class OpenAIAgentAdapter:
                 request,
                 state,
                 first_step=first_step,
+                answer_timeout=self._answer_timeout(phase),
                 max_item_chars=self.max_item_chars,
                 redact=self._redact,
             )
@@ -283,6 +291,7 @@ class OpenAIAgentAdapter:
         options.update(self.phase_options.get(phase.target_classification, {}))
         model = options.pop("model", self.model)
         max_steps = options.pop("max_steps", self.max_steps)
+        options.pop("answer_timeout", None)  # the adapter's, not the API's (_answer_timeout)
         response_format = options.pop("response_format", None)
         if response_format is None and phase.input_schema is not None:
             # The phase types its output (as a person's answer to a human phase is
@@ -305,6 +314,13 @@ class OpenAIAgentAdapter:
             resumed=resumed,
             phase=phase,
         )
+
+    def _answer_timeout(self, phase: Phase) -> float | None:
+        """Seconds a person has to answer a question of ``phase``: its phase_options'
+        ``answer_timeout``, else the adapter's, else (None) the phase's ``timeout``."""
+        options = self.phase_options.get(phase.target_classification, {})
+        seconds = options.get("answer_timeout", self.answer_timeout)
+        return phase.timeout if seconds is None else seconds
 
 
 def _iterable(value: Any) -> bool:

@@ -29,6 +29,11 @@ _RESERVED_OPTIONS = {
     "n": "the adapter continues one reply per call",
 }
 
+# The longest wait for a person's answer: the bound wfcore puts on a phase's timeout
+# (a deadline this far ahead still fits in a datetime). A longer one would be refused
+# by engine.suspend only after the model call that asked was paid for.
+_MAX_ANSWER_TIMEOUT = 10 * 366 * 86400
+
 
 def _check_settings(
     *,
@@ -39,6 +44,7 @@ def _check_settings(
     api_key: str | None,
     base_url: str | None,
     max_retries: int | None,
+    answer_timeout: float | None,
     phase_options: Mapping[str, Mapping[str, Any]] | None,
     max_item_chars: int,
     max_input_chars: int,
@@ -51,6 +57,8 @@ def _check_settings(
         raise ValueError("max_steps must be an integer >= 1")
     if max_retries is not None:
         _check_max_retries(max_retries, "max_retries")
+    if answer_timeout is not None:
+        _check_answer_timeout(answer_timeout, "answer_timeout")
     for name, value in (
         ("system_prompt", system_prompt),
         ("api_key", api_key),
@@ -164,6 +172,8 @@ def _check_options(options: Mapping[str, Any], what: str) -> None:
         raise ValueError(f"{what} max_steps must be an integer >= 1")
     if options.get("max_retries") is not None:
         _check_max_retries(options["max_retries"], f"{what} max_retries")
+    if options.get("answer_timeout") is not None:
+        _check_answer_timeout(options["answer_timeout"], f"{what} answer_timeout")
     if "model" in options and not (isinstance(options["model"], str) and options["model"]):
         raise ValueError(f"{what} model must be a non-empty string, not {options['model']!r}")
     timeout = options.get("timeout")
@@ -213,6 +223,14 @@ def _check_request(request: AgentRequest) -> None:
         problem = f"request.max_steps must be an integer >= 1, not {request.max_steps!r}"
     elif fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):
         problem = f"request.response_format must be None or a dict with a 'type', not {fmt!r}"
+    elif "answer_timeout" in request.options:
+        # request.options go to the API, which does not know it; and the wait it
+        # sets must be the same whether or not the handler runs (it does not when a
+        # retried wait asks the same question again).
+        problem = (
+            "request.options answer_timeout cannot be set: it is the adapter's "
+            "answer_timeout= or a phase_options entry"
+        )
     else:
         try:
             if fmt is not None:
@@ -232,3 +250,16 @@ def _is_count(value: Any, low: int) -> bool:
 def _check_max_retries(value: Any, what: str) -> None:
     if not _is_count(value, 0):
         raise ValueError(f"{what} must be an integer >= 0, not {value!r}")
+
+
+def _check_answer_timeout(value: Any, what: str) -> None:
+    """Refuse a wait for a person's answer that is not a positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{what} must be a number of seconds (or None: the phase's timeout), not {value!r}"
+        )
+    if not 0 < value <= _MAX_ANSWER_TIMEOUT:  # also refuses NaN and infinity
+        raise ValueError(
+            f"{what} must be a number of seconds > 0 and at most 10 years (as a phase's "
+            f"timeout), not {value!r}"
+        )

@@ -39,14 +39,16 @@ async def _converse(
     state: dict[str, Any],
     *,
     first_step: int = 1,
+    answer_timeout: float | None,
     max_item_chars: int,
     redact: Callable[[str], str],
 ) -> None:
     """Call the model until it replies without tool calls, asks a person, or runs out of steps.
 
     ``state`` is the task's ``context["openai"]``; ``first_step`` is above 1 when the
-    run continues a checkpointed conversation; ``redact`` masks credentials in the
-    reasons of failed calls.
+    run continues a checkpointed conversation; ``answer_timeout`` is the deadline of a
+    question to a person, in seconds (None: none); ``redact`` masks credentials in
+    the reasons of failed calls.
     """
     name = phase.target_classification
     messages = request.messages
@@ -82,7 +84,7 @@ async def _converse(
                 "pending_call_id": call_id,
                 "question": question,
             }
-            _wait_for_person(task, engine, state["conversation"], phase.timeout)
+            _wait_for_person(task, engine, state["conversation"], answer_timeout)
             return
         if step < request.max_steps:
             # The tools of this round ran (and may have done things that must not

@@ -46,8 +46,9 @@ def _wait_for_person(
 ) -> None:
     """Suspend the task until a person answers the conversation's pending question.
 
-    ``deadline``: seconds to wait at most (the phase's ``timeout``); then wfcore
-    applies the phase's ``on_timeout``, as for a human phase.
+    ``deadline``: seconds to wait at most (the adapter's ``answer_timeout``, else the
+    phase's ``timeout``; None: no deadline); then wfcore applies the phase's
+    ``on_timeout``, as for a human phase.
     """
     question = conversation["question"]
     details = {"repeated": True} if repeated else {}
