@@ -898,7 +898,7 @@ def test_ui_says_how_to_install_the_dashboard(monkeypatch, capsys) -> None:
     import wfcore.cli
     from wfcore.plugins import make_plugin_manager
 
-    monkeypatch.setattr(wfcore.cli, "installed_plugins", list)
+    monkeypatch.setattr(wfcore.cli._base, "installed_plugins", list)
     # As if no test in this process had run wfe with the dashboard loaded.
     without_ui = {k: v for k, v in wfcore.cli.cli.commands.items() if k != "ui"}
     monkeypatch.setattr(wfcore.cli.cli, "commands", without_ui)

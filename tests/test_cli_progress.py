@@ -6,7 +6,7 @@ import re
 
 from test_cli import wfe  # noqa: F401  (the fixture)
 
-from wfcore.cli import _Progress
+from wfcore.cli.worker import _Progress
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
 

@@ -1,0 +1,157 @@
+"""The ``wfe`` command line: run workers, submit, inspect, answer and cancel tasks.
+
+The root group and what the commands share are in :mod:`._base`; each further
+module adds its commands to the group as it is imported."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+import click
+
+from ..errors import WorkflowError
+from ..plugins import (
+    call_impl,
+    hook_impls,
+    installed_plugins,
+    make_plugin_manager,
+    plugin_infos,
+    why_not_loaded,
+)
+from . import inspection, tasks, worker  # noqa: F401  (each adds its commands to cli)
+from ._base import _LOG_LEVELS, EXIT_INTERRUPTED, _setup_logging, _table, cli, load_app
+
+__all__ = ["cli", "load_app", "main"]
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
+@click.option("--hook", help="Only plugins implementing this hook.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(show_all: bool, hook: str | None, as_json: bool) -> None:
+    """List loaded plugins: package, version and the hooks each implements."""
+    pm = _plugin_manager()
+    infos = plugin_infos(pm, include_builtins=show_all)
+    if hook:
+        hooks = sorted(name for name in vars(pm.hook) if name.startswith("wfe_"))
+        if hook not in hooks:
+            raise click.BadParameter(
+                f"no hook named {hook!r} (hooks: {', '.join(hooks)})", param_hint="--hook"
+            )
+        infos = [i for i in infos if hook in i["hooks"]]
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    if not infos:
+        kept_out = "" if plugin_infos(pm) else _kept_out()
+        if hook:
+            what = f"no plugins implement {hook}" + (f"; {kept_out}" if kept_out else "")
+        else:
+            what = kept_out or "no plugins installed"
+        click.echo(what + ("" if show_all else " (--all shows the built-ins)"))
+        return
+    rows = [
+        (i["name"], i["package"] or "-", i["version"] or "-", ", ".join(i["hooks"])) for i in infos
+    ]
+    _table(("NAME", "PACKAGE", "VERSION", "HOOKS"), rows)
+
+
+def _kept_out() -> str:
+    """Why no installed plugin is loaded, when WFE_LOAD_PLUGINS or
+    WFE_DISABLED_PLUGINS is the cause: "no plugins loaded: ..."; else ""."""
+    kept: dict[str, list[str]] = {}
+    for name, dist in installed_plugins():
+        reason = why_not_loaded(name, dist)
+        if reason is not None:
+            same = dist is None or dist.replace("_", "-").lower() == name.replace("_", "-").lower()
+            kept.setdefault(reason, []).append(name if same else f"{name} ({dist})")
+    parts = []
+    for reason, names in kept.items():
+        listed = ", ".join(names)
+        if reason == "WFE_LOAD_PLUGINS is empty":
+            parts.append(f"WFE_LOAD_PLUGINS is empty; installed: {listed}")
+        elif reason.startswith("WFE_LOAD_PLUGINS"):
+            parts.append(f"WFE_LOAD_PLUGINS names none of the installed {listed}")
+        else:
+            parts.append(f"{listed} {reason}")
+    return "no plugins loaded: " + "; ".join(parts) if parts else ""
+
+
+def _plugin_manager() -> Any:
+    if _PM_CACHE:
+        return _PM_CACHE[0]
+    pm = make_plugin_manager()
+    _PM_CACHE.append(pm)
+    return pm
+
+
+_PM_CACHE: list[Any] = []
+
+
+def main() -> None:
+    """Entry point of the ``wfe`` console script."""
+    try:
+        _main()
+    except KeyboardInterrupt:  # before a command runs (loading plugins, say)
+        click.echo("wfe: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _main() -> None:
+    # Before the plugins load, for what they log; the command sets its own level.
+    level = os.environ.get("WFE_LOG_LEVEL", "").upper()
+    _setup_logging(getattr(logging, level) if level in _LOG_LEVELS else logging.WARNING)
+    try:
+        pm = _plugin_manager()
+    except WorkflowError as exc:
+        message = f"{exc}{_skip_hint(str(exc))}"
+        if sys.argv[1:] in ([], ["--help"], ["-h"], ["--version"]):
+            # These need no plugin: they answer, after saying what is wrong.
+            click.echo(f"Warning: {message}", err=True)
+            cli(prog_name="wfe")  # exits
+            return
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(1)
+    _add_plugin_commands(pm)
+    cli(prog_name="wfe")
+
+
+def _skip_hint(message: str) -> str:
+    """How to run wfe without the installed plugin ``message`` names, if it names one."""
+    found = re.search(r"plugin '([^']+)'", message)
+    if found is None:
+        return ""
+    name = found.group(1)
+    installed = {ep_name for ep_name, _ in installed_plugins()}
+    if name not in installed and name.rpartition(":")[2] not in installed:
+        return ""
+    already = os.environ.get("WFE_DISABLED_PLUGINS", "").strip().strip(",")
+    value = f"{already},{name}" if already else name
+    return f" (set WFE_DISABLED_PLUGINS={value} to skip it)"
+
+
+def _add_plugin_commands(pm: Any) -> None:
+    """Let each installed plugin add its commands (``wfe_register_commands``).
+
+    One plugin at a time, so that a command taking a name wfe has can name the
+    plugin (see :meth:`wfcore.cli._base._Group.add_command`), and one failing plugin leaves the
+    others' commands and the built-ins working (wfe plugins among them, to look
+    into it).
+    """
+    for impl in hook_impls(pm, "wfe_register_commands"):
+        cli.adding_for = impl.plugin_name
+        try:
+            call_impl(impl, cli=cli)
+        except Exception as exc:
+            said = str(exc) if isinstance(exc, WorkflowError) else f"{type(exc).__name__}: {exc}"
+            click.echo(
+                f"Warning: plugin {impl.plugin_name!r} failed in wfe_register_commands: {said}",
+                err=True,
+            )
+        finally:
+            cli.adding_for = None

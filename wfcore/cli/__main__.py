@@ -1,0 +1,5 @@
+"""``python -m wfcore.cli``: the ``wfe`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,546 @@
+"""What every ``wfe`` command shares: the root group and its options, the
+engine and store a command works on, parsing values and printing tables."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar, TextIO, TypeVar
+
+import click
+
+from ..engine import ECSWorkflowEngine, default_store_url
+from ..errors import (
+    InvalidOutputError,
+    StoreError,
+    WorkflowError,
+)
+from ..model import Task, TaskStatus
+from ..plugins import (
+    installed_plugins,
+    why_not_loaded,
+)
+from ..stores.sqlite import SQLiteStore
+from ..wire import parse_time, task_to_dict
+
+F = TypeVar("F", bound=Callable[..., Any])
+_T = TypeVar("_T")
+
+_STORE_HELP = (
+    "Store URL, e.g. sqlite:///abs/path/wfe.db or memory:// "
+    "[env WFE_STORE; default: sqlite:///<cwd>/.wfe/wfe.db]"
+)
+
+
+def _store_option(fn: F) -> F:
+    # Only the group's option reads WFE_STORE: a subcommand's own --store, then the
+    # group's --store, then the environment, in that order.
+    return click.option("--store", "store", help=_STORE_HELP)(fn)
+
+
+#: Exit statuses besides 0 (success), 1 (the operation failed) and 2 (bad command
+#: line): ``wfe wait``'s, and an interrupted command's.
+EXIT_TASK_FAILED = 3
+EXIT_TIMED_OUT = 4
+EXIT_INTERRUPTED = 130
+
+_EXIT_STATUSES = """\b
+Exit status:
+  0    success
+  1    the operation failed: an unknown task, a task in the wrong state,
+       a refused answer, a store error
+  2    bad command line: a usage error, or a name, value or store the
+       command cannot take
+  3    wfe wait: the task failed or was cancelled
+  4    wfe wait: still going after --timeout
+  130  interrupted (Ctrl-C)
+"""
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines to whatever ``sys.stderr`` is when they are written."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
+#: The handler the wfe command logs with, once main() has set it up.
+_LOG_HANDLER: list[logging.Handler] = []
+
+
+# Client libraries that log at INFO what only debugging needs: HTTP clients a line
+# per request with its full URL (a password in it too), kafka-python every
+# connection, join and retry (hundreds of lines a minute while a broker is away).
+_CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "kafka")
+
+
+def _setup_logging(level: int) -> None:
+    """Log to stderr, with the time (UTC), level and logger, at ``level``; the
+    wfcore.plugins logger at DEBUG with WFE_TRACE_PLUGINS. Only the wfe command
+    does this: an app that imports wfcore configures logging its own way."""
+    root = logging.getLogger()
+    if not _LOG_HANDLER:
+        handler = _StderrHandler()
+        formatter = logging.Formatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+        _LOG_HANDLER.append(handler)
+    root.setLevel(level)
+    chatty_level = level if level <= logging.DEBUG else max(level, logging.WARNING)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty_level)
+    if os.environ.get("WFE_TRACE_PLUGINS"):
+        logging.getLogger("wfcore.plugins").setLevel(logging.DEBUG)
+
+
+class _Context:
+    def __init__(self, store: str | None) -> None:
+        self.store = store
+
+
+def _engine(
+    ctx: click.Context,
+    store: str | None,
+    app: str | None = None,
+    *,
+    app_hint: str = "APP",
+    existing: bool = False,
+    in_process: bool = False,
+) -> ECSWorkflowEngine:
+    """The engine a command works with: the app's (``MODULE:ATTR``), else a bare one.
+
+    ``existing``: the command only reads or changes tasks already stored, so a SQLite
+    store that does not exist is an error (a wrong --store or WFE_STORE), not a new
+    empty database. ``in_process``: the command itself runs the tasks (wfe worker),
+    so memory:// is of use; to every other command it is a store that ends with it.
+    """
+    url = store or ctx.find_object(_Context).store  # type: ignore[union-attr]
+    if existing:
+        _check_store_exists(url or default_store_url())
+    if app:
+        engine = load_app(app, param_hint=app_hint)
+        if url:
+            _note_store_replaced(engine, url)
+            engine.use_store(url)
+    else:
+        try:
+            engine = ECSWorkflowEngine(store=url)
+        except WorkflowError as exc:  # an installed plugin's contribution failed
+            raise click.ClickException(str(exc)) from None
+    if not in_process and engine.store_url.startswith("memory:"):
+        raise _memory_refused()  # from --store, WFE_STORE or the app's own
+    return engine
+
+
+def _note_store_replaced(engine: ECSWorkflowEngine, url: str) -> None:
+    """Say so when --store or WFE_STORE overrides the store an app names in code: a
+    WFE_STORE left in the shell would otherwise quietly serve another store."""
+    own = engine._store_arg
+    if isinstance(own, str) and own != url:
+        click.echo(
+            f"wfe: using the store {_shown_url(url)} (from --store or WFE_STORE), "
+            f"not the app's own {_shown_url(own)}",
+            err=True,
+        )
+
+
+def _shown_url(url: str) -> str:
+    """A store URL to print: a password in it (a database server's) masked."""
+    return re.sub(r"//[^/@]*@", "//***@", url, count=1)
+
+
+class _InputError(click.ClickException):
+    """Input the command cannot take, found after click parsed it: exit status 2, as
+    for click's usage errors, in one line."""
+
+    exit_code = 2
+
+
+def _memory_refused() -> click.ClickException:
+    return _InputError(
+        "memory:// lives in this one command's process and ends with it: "
+        "use a store the commands share (sqlite:///path; --store or WFE_STORE)"
+    )
+
+
+def _check_store_exists(url: str) -> None:
+    if not url.startswith("sqlite:"):
+        return  # other stores are services (or memory://): opening creates nothing
+    try:
+        path = SQLiteStore.from_url(url).path
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not path.exists():
+        raise click.ClickException(
+            f"no store at {path}: nothing was submitted or run there (check --store and WFE_STORE)"
+        )
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, deepest first."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_store_file(path: Path, folders: list[Path]) -> None:
+    """Remove a SQLite store this command created, with its side files and the
+    folders made for it (``folders``, deepest first)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        except OSError:
+            return  # never made: its folder is a file, say
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # something else is in it now
+
+
+def _note_created(path: Path | None) -> None:
+    """Say that a command created a store: a mistyped --store or WFE_STORE would
+    otherwise go unnoticed (the first run on a new store needs it made, though)."""
+    if path is not None and path.exists():
+        click.echo(f"wfe: created a new store at {path}", err=True)
+
+
+def _run(coro: Coroutine[Any, Any, _T], invalid_input: tuple[type[WorkflowError], ...] = ()) -> _T:
+    """Run a command's coroutine; a WorkflowError is the one-line Error (exit 1, or
+    2 for one of ``invalid_input``: the command line named something that is not)."""
+    try:
+        return asyncio.run(coro)
+    except invalid_input as exc:
+        raise _InputError(str(exc)) from None
+    except InvalidOutputError as exc:
+        lines = "\n".join(f"  - {e}" for e in exc.errors)
+        raise click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc)) from None
+    except WorkflowError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:
+    try:
+        return await coro
+    finally:
+        await engine.aclose()
+
+
+def _task_json(task: Task) -> str:
+    """A task as every command prints it with --json: with its version, which
+    wfe resume --if-version takes back."""
+    return json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False)
+
+
+def _tasks_json(tasks: list[Task]) -> str:
+    docs = [task_to_dict(task, internal=True) for task in tasks]
+    return json.dumps(docs, indent=2, ensure_ascii=False)
+
+
+def _read_data(value: str) -> str:
+    """``--data``'s text: as given, from stdin (``-``) or from a file (``@FILE``)."""
+    if value == "-":
+        return sys.stdin.read()
+    if not value.startswith("@"):
+        return value
+    try:
+        return Path(value[1:]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(
+            f"cannot read {value[1:]!r}: {reason}", param_hint="--data"
+        ) from None
+
+
+def _parse_json(value: str, option: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+
+
+def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
+    """Import ``MODULE:ATTR`` and return the engine it names (or that its factory makes).
+
+    Every way this can fail (a bad spec, an app that does not import or raises while
+    importing, a factory that fails) is a :class:`click.BadParameter` naming
+    ``param_hint`` and the cause, in one line.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"expected MODULE:ATTR, got {spec!r}", param_hint=param_hint)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint=param_hint
+        ) from None
+    except Exception as exc:  # a SyntaxError, or the app's own code raising
+        raise click.BadParameter(
+            f"importing {module_name!r} failed: {_describe(exc)}", param_hint=param_hint
+        ) from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise click.BadParameter(
+            f"module {module_name!r} has no attribute {attr!r}", param_hint=param_hint
+        ) from None
+    if not isinstance(obj, ECSWorkflowEngine) and callable(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise click.BadParameter(
+                f"calling {spec}() failed: {_describe(exc)}", param_hint=param_hint
+            ) from None
+    if not isinstance(obj, ECSWorkflowEngine):
+        raise click.BadParameter(
+            f"{spec} is neither an ECSWorkflowEngine nor a factory returning one",
+            param_hint=param_hint,
+        )
+    return obj
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Group(click.Group):
+    """The root group: ``wfe ui`` without the dashboard says where it comes from, and
+    a plugin's command never replaces another command."""
+
+    #: The plugin whose ``wfe_register_commands`` runs now (set by main()).
+    adding_for: str | None = None
+    #: The commands plugins added: the plugin that added each.
+    added_by: ClassVar[dict[str, str]] = {}
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        plugin = self.adding_for
+        if plugin is not None and name is not None:
+            owner = self.added_by.get(name)
+            if name in self.commands and owner != plugin:
+                kept = "the built-in" if owner is None else f"plugin {owner!r}'s"
+                click.echo(
+                    f"Warning: plugin {plugin!r} adds a command {name!r}, which wfe has "
+                    f"already; it is left out and {kept} kept",
+                    err=True,
+                )
+                return
+            self.added_by[name] = plugin
+        super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Ctrl-C: 130, as a shell reports a process SIGINT ended, not click's
+            # "Aborted!" and 1, which a script cannot tell from a failure.
+            click.echo("wfe: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] == "ui" and self.get_command(ctx, "ui") is None:
+            if not ctx.resilient_parsing:
+                ctx.fail(_no_ui())
+        return super().resolve_command(ctx, args)
+
+
+def _no_ui() -> str:
+    """Why there is no ``wfe ui``: its package is not installed, or not loaded."""
+    said = "No such command 'ui': the dashboard is the separate wfe_flaskui package"
+    found = [
+        (name, dist)
+        for name, dist in installed_plugins()
+        if dist is not None and dist.replace("_", "-").lower() == "wfe-flaskui"
+    ]
+    if not found:
+        return f"{said}; install it (from a checkout of wfcore: pip install -e plugins/wfe_flaskui)"
+    reason = why_not_loaded(*found[0])
+    if reason is not None:
+        return f"{said}, installed but not loaded: {reason}"
+    return f"{said}, installed but it did not add the command (see the warning above)"
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EXIT_STATUSES
+)
+@click.version_option(package_name="wfcore", prog_name="wfe")
+@click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)
+@click.option(
+    "--log-level",
+    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+    envvar="WFE_LOG_LEVEL",
+    help="Log lines on stderr from this level up [env WFE_LOG_LEVEL; default: INFO for "
+    "wfe worker, else WARNING].",
+)
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, log_level: str | None) -> None:
+    """wfe: run and inspect wfcore workflows.
+
+    \b
+    Typical use:
+      wfe worker myapp:engine              # process tasks (Ctrl-C stops cleanly)
+      wfe submit review --data '{"doc": "a.txt"}'
+      wfe tasks --status waiting_human
+      wfe resume TASK_ID --output '{"approved": true}'
+      wfe wait TASK_ID --timeout 10m       # until it finishes; prints its output
+      wfe status                           # counts by workflow and status
+    """
+    ctx.obj = _Context(store)
+    if _LOG_HANDLER:  # run as the wfe command (main()), not called by an app
+        default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+        _setup_logging(getattr(logging, (log_level or default).upper()))
+
+
+_WAITING = (TaskStatus.WAITING_HUMAN, TaskStatus.WAITING_AGENT, TaskStatus.WAITING_IO)
+_FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+_STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
+
+
+def _parse_statuses(
+    values: tuple[str, ...], option: str = "--status", allowed: tuple[TaskStatus, ...] = ()
+) -> list[TaskStatus]:
+    """``pending``, ``FAILED``, ``waiting`` (the three waiting_* ones), given as a
+    repeated option, separated by commas, or both. ``allowed``: the only statuses
+    the command takes (else any)."""
+    wanted: list[TaskStatus] = []
+    names = [name.strip() for value in values for name in value.split(",")]
+    if allowed:
+        choices = f"one of: {', '.join(s.value for s in allowed)}"
+    else:
+        choices = f"one of: {_STATUS_NAMES}; or waiting, for the three waiting_* ones"
+    for name in names:
+        if not name:
+            continue  # "pending," or "pending,,failed"
+        if name.lower() == "waiting":
+            found: tuple[TaskStatus, ...] = _WAITING
+        else:
+            try:
+                found = (TaskStatus.parse(name),)
+            except WorkflowError:
+                raise click.BadParameter(
+                    f"unknown status {name!r} ({choices}; several separated by commas)",
+                    param_hint=option,
+                ) from None
+        refused = [status for status in found if allowed and status not in allowed]
+        if refused:
+            what = "waiting" if len(found) > 1 else refused[0].value
+            raise click.BadParameter(
+                f"{what} tasks are never purged; only {_or(s.value for s in allowed)}",
+                param_hint=option,
+            )
+        wanted += [status for status in found if status not in wanted]
+    if not wanted:
+        raise click.BadParameter("no status given", param_hint=option)
+    return wanted
+
+
+def _or(names: Iterable[str]) -> str:
+    """``a, b or c``."""
+    items = list(names)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
+    """``wfe submit``'s --delay (seconds) or --at (an aware datetime)."""
+    if delay is not None and at is not None:
+        raise click.UsageError("give --delay or --at, not both")
+    if delay is not None:
+        return _parse_age(delay, "--delay", "a duration")
+    if at is None:
+        return None
+    try:
+        when = parse_time(at)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
+    if when <= datetime.now(timezone.utc):
+        click.echo(f"wfe: --at {at} is in the past: the task starts now", err=True)
+    return when
+
+
+def _parse_age(value: str, option: str = "--older-than", noun: str = "an age") -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or ``0``) as seconds."""
+    text = value.strip()
+    if text.endswith("M"):
+        # Months or minutes? Guessing wrong would make purge delete months of tasks.
+        raise click.BadParameter(
+            f"{value!r} is ambiguous: write m for minutes, or days for months (e.g. 90d)",
+            param_hint=option,
+        )
+    text = text.lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _AGE_UNITS else (text, "")
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if not 0 <= amount < math.inf or (not unit and amount != 0):  # also refuses NaN
+        raise click.BadParameter(
+            f"{value!r} is not {noun}: a number with a unit, s, m, h, d or w (e.g. 30d)",
+            param_hint=option,
+        )
+    return amount * _AGE_UNITS.get(unit, 1)
+
+
+def _starts(task: Task) -> str:
+    """When a delayed pending task (submitted with run_after, or between attempts) runs."""
+    if task.status is not TaskStatus.PENDING or task.run_after is None:
+        return ""
+    if task.run_after <= datetime.now(timezone.utc):
+        return ""
+    return f"runs after {task.run_after.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+def _short(text: str, width: int = 48) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(_width(str(v)) for v in col) for col in zip(headers, *rows, strict=False)]
+    for row in (headers, *rows):
+        cells = [str(v) + " " * (w - _width(str(v))) for v, w in zip(row, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: wide characters (CJK, most emoji) take
+    two, combining marks and joiners none; the rest one."""
+    if text.isascii():
+        return len(text)
+    width = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width

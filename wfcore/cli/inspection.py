@@ -1,0 +1,396 @@
+"""The ``wfe`` commands that read the store: tasks, show, status, workflows,
+metrics and outbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+from .._processes import worker_died_here
+from ..metrics import render_metrics
+from ..model import Phase, Task, TaskStatus
+from ..stores.base import Store
+from ..wire import is_unicode_text, workflow_to_dict
+from ._base import (
+    _STATUS_NAMES,
+    _WAITING,
+    _closing,
+    _engine,
+    _InputError,
+    _parse_statuses,
+    _run,
+    _short,
+    _starts,
+    _store_option,
+    _table,
+    _task_json,
+    _tasks_json,
+    cli,
+)
+
+
+@cli.command()
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="S[,S...]",
+    help=f"Only tasks with this status, in any case: {_STATUS_NAMES}; waiting for "
+    "any of the waiting_* ones; several separated by commas (pending,failed) "
+    "or the option repeated.",
+)
+@click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Show at most this many (the newest).",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Skip this many of the newest first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tasks.")
+@_store_option
+@click.pass_context
+def tasks(
+    ctx: click.Context,
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    limit: int,
+    offset: int,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """List tasks, newest first."""
+    if workflow is not None and not is_unicode_text(workflow):
+        raise click.BadParameter(f"{workflow!r} is not UTF-8 text", param_hint="--workflow")
+    wanted = _parse_statuses(statuses) if statuses else None
+    engine = _engine(ctx, store, existing=True)
+
+    async def fetch() -> tuple[list[Task], int]:
+        st = await engine.get_store()
+        found = await st.list_tasks(
+            status=wanted, workflow_name=workflow, limit=limit, offset=offset
+        )
+        if not found and workflow is not None:
+            known = sorted(spec.name for spec in await st.load_workflows())
+            if workflow not in known:  # a typo, not a workflow without tasks
+                raise _InputError(
+                    f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})"
+                )
+        if as_json or (offset == 0 and len(found) < limit):
+            return found, len(found)  # all of them, or nobody reads the total
+        counts = await st.count_tasks(workflow)
+        return found, sum(n for status, n in counts.items() if wanted is None or status in wanted)
+
+    found, total = _run(_closing(engine, fetch()))
+    if as_json:
+        click.echo(_tasks_json(found))
+        return
+    if not found:
+        click.echo(f"no tasks (--offset {offset} of {total})" if offset and total else "no tasks")
+        return
+    rows = [
+        (
+            t.id,
+            t.workflow_name or "-",
+            t.classification or "-",
+            t.status.value,
+            t.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _short(t.error or t.waiting_reason or _starts(t)),
+        )
+        for t in found
+    ]
+    _table(("ID", "WORKFLOW", "PHASE", "STATUS", "UPDATED (UTC)", "NOTE"), rows)
+    last = offset + len(found)
+    if last < total:
+        which = str(last) if offset == 0 else f"{offset + 1} to {last}"
+        click.echo(f"({which} of {total} shown; --limit N or --offset N for more)")
+
+
+def _lease_text(owner: str, expires: datetime) -> str:
+    """Who holds a task and until when, for ``wfe show``: what an operator asks of
+    a task that seems stuck."""
+    until = expires.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if worker_died_here(owner):
+        return f"{owner} (dead: the next claim takes the task over)"
+    if expires <= datetime.now(timezone.utc):
+        return f"{owner} (its lease ran out at {until}: the next claim takes the task over)"
+    return f"{owner} (lease until {until}, renewed while it runs)"
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_store_option
+@click.pass_context
+def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
+    """Show one task: status, data, outputs, artifacts and history.
+
+    A waiting task shows the input_schema its answer must match; a failed one its
+    error and traceback.
+    """
+    engine = _engine(ctx, store, existing=True)
+
+    async def fetch() -> tuple[Task | None, Phase | None, tuple[str, datetime] | None]:
+        task = await engine.get_task(task_id)
+        if as_json or task is None:
+            return task, None, None
+        store = await engine.get_store()
+        return task, await _current_phase(store, task), await store.lease_of(task.id)
+
+    task, phase, lease = _run(_closing(engine, fetch()))
+    if task is None:
+        raise click.ClickException(f"unknown task {task_id!r}")
+    if as_json:
+        # With its version, which wfe resume --if-version takes back.
+        click.echo(_task_json(task))
+        return
+    click.echo(f"task      {task.id}")
+    click.echo(f"workflow  {task.workflow_name or '-'}")
+    click.echo(f"phase     {_phase_text(task)}")
+    click.echo(f"status    {task.status.value}")
+    if lease is not None:
+        click.echo(f"worker    {_lease_text(*lease)}")
+    click.echo(f"type      {_type_text(task, phase)}")
+    click.echo(f"attempts  {task.attempts}")
+    click.echo(f"version   {task.version}")
+    click.echo(f"created   {task.created_at.isoformat()}")
+    click.echo(f"updated   {task.updated_at.isoformat()}")
+    if task.waiting_reason:
+        click.echo(f"waiting   {task.waiting_reason}")
+    if task.deadline:
+        passed = task.status.is_waiting and task.deadline <= datetime.now(timezone.utc)
+        click.echo(f"deadline  {task.deadline.isoformat()}{' (deadline passed)' if passed else ''}")
+    if task.status.is_waiting and phase is not None and phase.input_schema is not None:
+        click.echo(f"schema    {json.dumps(phase.input_schema, ensure_ascii=False)}")
+    if task.run_after is not None and _starts(task):
+        click.echo(f"starts    {task.run_after.isoformat()}")
+    if task.error:
+        click.echo(f"error     {task.error}")
+    if task.traceback:
+        click.echo("traceback")
+        for line in task.traceback.rstrip("\n").splitlines():
+            click.echo(f"  {line}")
+    click.echo(f"data      {json.dumps(task.data, ensure_ascii=False)}")
+    if task.context:
+        click.echo(f"context   {json.dumps(task.context, ensure_ascii=False)}")
+    for name, value in task.outputs.items():
+        click.echo(f"output    {name}: {json.dumps(value, ensure_ascii=False)}")
+    for art in task.artifacts:
+        click.echo(f"artifact  {art.name} ({art.size} bytes, {art.media_type}) {art.path}")
+    click.echo("history")
+    for event in task.history:
+        if not isinstance(event, dict):  # a damaged store's; shown as it is
+            click.echo(f"  {json.dumps(event, ensure_ascii=False)}")
+            continue
+        details = {k: v for k, v in event.items() if k not in ("at", "event")}
+        extra = " ".join(f"{k}={_detail(v)}" for k, v in details.items() if v is not None)
+        click.echo(f"  {str(event.get('at', '?'))[:23]}  {event.get('event', '?')!s:<16} {extra}")
+
+
+def _detail(value: Any) -> str:
+    """A history event's value as a person reads it: JSON but for plain text."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+async def _current_phase(store: Store, task: Task) -> Phase | None:
+    """The phase a task is at, from its stored workflow (None if unknown); for a
+    task not classified yet, the workflow's first, where it starts unless a
+    classifier picks another."""
+    for spec in await store.load_workflows():
+        if spec.name == task.workflow_name:
+            if task.classification is None:
+                return spec.phases[0] if spec.phases else None
+            return spec.phase(task.classification)
+    return None
+
+
+def _phase_text(task: Task) -> str:
+    if task.classification is not None:
+        return task.classification
+    # The store learns the first phase's name when it ends (or waits).
+    return "- (the first; named when it ends)" if task.status is TaskStatus.IN_PROGRESS else "-"
+
+
+def _type_text(task: Task, phase: Phase | None) -> str:
+    """Who runs the task's phase: the phase's type, else the task's own."""
+    own = task.assigned_to.value
+    if phase is None:
+        return f"{own} (the task's own)"
+    if phase.assigned_to is None or phase.assigned_to is task.assigned_to:
+        return own
+    whose = "this phase's" if task.classification is not None else "the first phase's"
+    return f"{phase.assigned_to.value} ({whose}; the task's own: {own})"
+
+
+def _outbox_consumers(ctx: click.Context, store: str | None) -> dict[str, int]:
+    engine = _engine(ctx, store, existing=True)
+
+    async def fetch() -> dict[str, int]:
+        return await (await engine.get_store()).outbox_consumers()
+
+    return _run(_closing(engine, fetch()))
+
+
+@cli.command()
+@click.option(
+    "--drop",
+    metavar="CONSUMER",
+    help="Unregister this consumer and forget the results it has not published.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the consumers as JSON.")
+@_store_option
+@click.pass_context
+def outbox(ctx: click.Context, drop: str | None, as_json: bool, store: str | None) -> None:
+    """List the consumers of the results outbox and what each has not published.
+
+    A consumer (the Kafka plugin registers one per results topic) gets a row for
+    every task that finishes, until it acknowledges the task; purge keeps such
+    tasks. A consumer nothing runs any more (a renamed topic, a retired pool)
+    holds on to them for ever: --drop it. Stop the workers that use a consumer
+    before dropping it; a worker registers its consumer again when it starts.
+    """
+    if drop is None:
+        consumers = _outbox_consumers(ctx, store)
+        if as_json:
+            click.echo(json.dumps(consumers, indent=2))
+        elif not consumers:
+            click.echo("no outbox consumers (the Kafka plugin registers one when it starts)")
+        else:
+            _table(("CONSUMER", "UNPUBLISHED"), list(consumers.items()))
+        return
+    engine = _engine(ctx, store, existing=True)
+
+    async def unregister() -> int | None:
+        return await (await engine.get_store()).outbox_unregister(drop)
+
+    forgotten = _run(_closing(engine, unregister()))
+    if forgotten is None:
+        known = ", ".join(_outbox_consumers(ctx, store)) or "none"
+        raise click.BadParameter(
+            f"no outbox consumer named {drop!r} (registered: {known})", param_hint="--drop"
+        )
+    if as_json:
+        click.echo(json.dumps({"dropped": drop, "unpublished": forgotten}))
+    else:
+        click.echo(
+            f"dropped outbox consumer {drop!r}; "
+            f"{forgotten} result(s) it had not published will not be published"
+        )
+
+
+_STATUS_COLUMNS = (
+    ("PENDING", (TaskStatus.PENDING,)),
+    ("IN_PROGRESS", (TaskStatus.IN_PROGRESS,)),
+    ("WAITING", _WAITING),
+    ("COMPLETED", (TaskStatus.COMPLETED,)),
+    ("FAILED", (TaskStatus.FAILED,)),
+    ("CANCELLED", (TaskStatus.CANCELLED,)),
+)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@_store_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
+    """Count the store's tasks by workflow and status, and name the busy workers.
+
+    WAITING adds up tasks waiting for a person, an agent or I/O (wfe tasks --status
+    waiting lists them). "(other)" counts tasks of no stored
+    workflow: define_workflow tasks not run yet, say. A worker is busy while it
+    holds a task.
+    """
+    engine = _engine(ctx, store, existing=True)
+
+    async def fetch() -> tuple[dict[str, dict[TaskStatus, int]], dict[TaskStatus, int], list[str]]:
+        st = await engine.get_store()
+        names = [spec.name for spec in await st.load_workflows()]
+        by_workflow = {name: await st.count_tasks(name) for name in names}
+        return by_workflow, await st.count_tasks(), sorted(await st.lease_owners())
+
+    by_workflow, total, workers = _run(_closing(engine, fetch()))
+    if as_json:
+        doc = {
+            "workflows": {
+                name: {s.value: counts.get(s, 0) for s in TaskStatus}
+                for name, counts in by_workflow.items()
+            },
+            "total": {s.value: total.get(s, 0) for s in TaskStatus},
+            "busy_workers": workers,
+            "workers": [{"id": w, "dead": worker_died_here(w)} for w in workers],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+
+    def row(name: str, counts: dict[TaskStatus, int]) -> tuple[Any, ...]:
+        return (name, *(sum(counts.get(s, 0) for s in group) for _, group in _STATUS_COLUMNS))
+
+    rows = [row(name, counts) for name, counts in by_workflow.items() if counts]
+    # Tasks of no stored workflow: define_workflow ones not yet run, or a
+    # workflow only an app not run here knows.
+    unlisted = {
+        s: n - sum(counts.get(s, 0) for counts in by_workflow.values()) for s, n in total.items()
+    }
+    if any(unlisted.values()):
+        rows.append(row("(other)", unlisted))
+    rows.append(row("(all)", total))
+    _table(("WORKFLOW", *(title for title, _ in _STATUS_COLUMNS)), rows)
+    shown = [
+        f"{w} (dead: its tasks go to the next claim)" if worker_died_here(w) else w for w in workers
+    ]
+    click.echo(
+        f"busy workers: {', '.join(shown)}" if shown else "busy workers: none (no task held)"
+    )
+
+
+@cli.command()
+@_store_option
+@click.pass_context
+def metrics(ctx: click.Context, store: str | None) -> None:
+    """Print the store's metrics once, in the Prometheus text format.
+
+    For cron and node_exporter's textfile collector; wfe worker --metrics
+    serves the same, with that worker's counters, over HTTP.
+    """
+    engine = _engine(ctx, store, existing=True)
+    click.echo(_run(_closing(engine, render_metrics(engine))), nl=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
+@_store_option
+@click.pass_context
+def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
+    """List the workflows in the store (registered by workers or defined at run time)."""
+    engine = _engine(ctx, store, existing=True)
+
+    async def fetch() -> list[Any]:
+        st = await engine.get_store()
+        return await st.load_workflows()
+
+    found = _run(_closing(engine, fetch()))
+    if as_json:
+        click.echo(json.dumps([workflow_to_dict(w) for w in found], indent=2))
+        return
+    if not found:
+        click.echo("no workflows (a worker stores its app's workflows when it starts)")
+        return
+    rows = []
+    for spec in found:
+        phases = " -> ".join(
+            f"{p.target_classification}[{p.assigned_to.value if p.assigned_to else 'task'}]"
+            for p in spec.phases
+        )
+        rows.append((spec.name, phases))
+    _table(("WORKFLOW", "PHASES [type]"), rows)

@@ -1,0 +1,407 @@
+"""The ``wfe`` commands that change tasks: submit, wait, resume, cancel, retry
+and purge."""
+
+from __future__ import annotations
+
+import getpass
+import json
+
+import click
+
+from ..engine import _MAX_SECONDS
+from ..errors import (
+    InvalidTaskError,
+    StoreError,
+    UnknownWorkflowError,
+)
+from ..model import DEFINE_WORKFLOW, Task, TaskStatus, actor_name
+from ..stores.sqlite import new_store_file
+from ._base import (
+    _FINISHED,
+    EXIT_TASK_FAILED,
+    EXIT_TIMED_OUT,
+    _closing,
+    _engine,
+    _missing_folders,
+    _note_created,
+    _parse_age,
+    _parse_json,
+    _parse_statuses,
+    _read_data,
+    _remove_store_file,
+    _run,
+    _start_option,
+    _store_option,
+    _task_json,
+    cli,
+)
+
+_DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option(
+    "--data",
+    "data",
+    default="null",
+    show_default=True,
+    metavar="JSON",
+    help="Task data as JSON; - reads it from stdin, @FILE from a file.",
+)
+@click.option("--classification", help="Start at this phase instead of classifying.")
+@click.option(
+    "--assigned-to",
+    default="ai",
+    show_default=True,
+    help="Task type: human, agentic (ai) or functional.",
+)
+@click.option("--id", "task_id", help="Task id; submitting an existing id returns that task.")
+@click.option(
+    "--app", metavar="MODULE:ATTR", help="The app whose workflows to know (else the store's)."
+)
+@click.option(
+    "--delay",
+    metavar="DURATION",
+    help="Start the task this long from now: 30s, 10m, 2h, 1d, 1w.",
+)
+@click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="Start the task at this ISO 8601 time with a UTC offset "
+    "(2026-12-01T09:00:00+01:00, or ...Z).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_store_option
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    workflow: str,
+    data: str,
+    classification: str | None,
+    assigned_to: str,
+    task_id: str | None,
+    app: str | None,
+    delay: str | None,
+    at: str | None,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """Queue a task for WORKFLOW and print its id.
+
+    A task that defines its own workflow takes "-" as WORKFLOW, with
+    --classification define_workflow and the spec as --data. With --delay or
+    --at, it waits (pending) until then before its first phase.
+    """
+    if workflow == "-" and classification != DEFINE_WORKFLOW:
+        given = f", not {classification!r}" if classification is not None else ""
+        raise click.UsageError(
+            f"WORKFLOW '-' (no workflow) needs --classification {DEFINE_WORKFLOW}{given}: "
+            f"{_DEFINE_HINT}"
+        )
+    payload = _parse_json(_read_data(data), "--data")
+    run_after = _start_option(delay, at)
+    engine = _engine(ctx, store, app, app_hint="--app")
+    new_file = new_store_file(engine.store_url)
+    new_folders = _missing_folders(new_file.parent) if new_file is not None else []
+    name = None if workflow == "-" else workflow
+    submitting = engine.submit_task(
+        payload, name, classification, assigned_to, task_id, run_after=run_after
+    )
+    try:
+        # Input no click option could check: the workflow, classification or type
+        # names, data or id the engine refuses.
+        task = _run(_closing(engine, submitting), (UnknownWorkflowError, InvalidTaskError))
+    except click.ClickException as exc:
+        if new_file is not None:
+            # Nothing was stored: a store left behind would make a mistyped path
+            # look right to every later command.
+            _remove_store_file(new_file, new_folders)
+            click.echo(
+                f"wfe: there is no store at {new_file}; none was left there "
+                "(check --store and WFE_STORE)",
+                err=True,
+            )
+        message = exc.message
+        if message.startswith("unknown workflow"):
+            if workflow == DEFINE_WORKFLOW:
+                # define_workflow is the classification that defines one, not a workflow.
+                message += f"; to define a workflow: {_DEFINE_HINT}"
+            elif app is None:
+                message += (
+                    " (workers store their app's workflows when they start; "
+                    "or name the app with --app MODULE:ATTR)"
+                )
+        raise type(exc)(message) from None
+    _note_created(new_file)
+    if task_id is not None and (task.data != payload or task.workflow_name != name):
+        click.echo(
+            f"note: task {task_id!r} already exists and was left as it is "
+            "(its workflow or data differ from this submission)",
+            err=True,
+        )
+    if as_json:
+        click.echo(_task_json(task))
+    else:
+        click.echo(task.id)
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option(
+    "--timeout",
+    metavar="DURATION",
+    help="Give up after this long: 30s, 10m, 2h (default: wait for ever).",
+)
+@click.option(
+    "--waiting",
+    is_flag=True,
+    help="Also return when the task waits (for a person, an agent, IO).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON (as wfe show).")
+@_store_option
+@click.pass_context
+def wait(
+    ctx: click.Context,
+    task_id: str,
+    timeout: str | None,
+    waiting: bool,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """Wait until a task finishes; print its output.
+
+    A worker must be running the store's tasks (this command only watches).
+    Prints the output of a completed task as JSON (with --waiting, the question
+    of a waiting one). Exit status: 0 completed (or waiting, with --waiting);
+    3 failed or cancelled, its error on stderr; 4 still running after --timeout;
+    1 another error, such as an unknown task.
+
+    \b
+      id=$(wfe submit review --data '{"doc": "a.txt"}')
+      wfe wait "$id" --timeout 10m
+    """
+    seconds = None if timeout is None else _parse_age(timeout, "--timeout", "a duration")
+    if seconds is not None and seconds > _MAX_SECONDS:
+        raise click.BadParameter(f"{timeout!r} is more than 100 years", param_hint="--timeout")
+    engine = _engine(ctx, store, existing=True)
+    try:
+        task = _run(
+            _closing(engine, engine.wait_for_task(task_id, timeout=seconds, waiting=waiting))
+        )
+    except TimeoutError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(EXIT_TIMED_OUT)
+    if as_json:
+        click.echo(_task_json(task))
+    elif task.status is TaskStatus.COMPLETED:
+        click.echo(json.dumps(task.output, ensure_ascii=False))
+    elif task.status.is_waiting:
+        question = f": {task.waiting_reason}" if task.waiting_reason else ""
+        click.echo(f"{task.status.value}{_in_phase(task)}{question}")
+    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        said = f": {task.error}" if task.error else ""
+        click.echo(
+            f"task {task.id!r} {task.status.value}{_in_phase(task)}{said}",
+            err=True,
+        )
+        ctx.exit(EXIT_TASK_FAILED)
+
+
+def _in_phase(task: Task) -> str:
+    """`` in phase 'x'``; nothing before the task has a phase."""
+    return f" in phase {task.classification!r}" if task.classification else ""
+
+
+_hooks_app_option = click.option(
+    "--app",
+    metavar="MODULE:ATTR",
+    help="The app whose callbacks and plugins' hooks (completed, cancelled) see the "
+    "change (else only installed plugins' hooks run).",
+)
+
+
+_by_option = click.option(
+    "--by",
+    metavar="NAME",
+    envvar="WFE_USER",
+    help="Who does this, recorded in the task's history [default: $WFE_USER, else "
+    "your login name].",
+)
+
+
+def _who(by: str | None) -> str | None:
+    """--by (checked as the engine checks it), else the login name, if there is a
+    usable one (some containers have none)."""
+    if by is not None:
+        try:
+            actor_name(by)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--by") from None
+        return by
+    try:
+        login = getpass.getuser()
+        actor_name(login)
+    except (KeyError, OSError, ValueError):
+        return None
+    return login
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--output", "output", help="The answer as JSON (neither option: null).")
+@click.option("--text", help="The answer as plain text (instead of --output).")
+@click.option(
+    "--phase",
+    help="The phase this answers; refused if the task has moved on to another.",
+)
+@click.option(
+    "--if-version",
+    "version",
+    type=int,
+    metavar="N",
+    help="The task's version when its question was read (wfe show); refused if it "
+    "has changed since, as when a loop asks the same question again.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_by_option
+@_hooks_app_option
+@_store_option
+@click.pass_context
+def resume(
+    ctx: click.Context,
+    task_id: str,
+    output: str | None,
+    text: str | None,
+    phase: str | None,
+    version: int | None,
+    as_json: bool,
+    by: str | None,
+    app: str | None,
+    store: str | None,
+) -> None:
+    """Answer a waiting task; the answer becomes its phase's output, or, for a
+    phase that asked and goes on itself (an agent's question), its reply.
+
+    Scripts answering a question they read earlier should name its --phase, so
+    that an answer meant for it is never taken for the next one. When the answer
+    completes the task, its completion hooks run here: give --app for the app's
+    callbacks and plugins to run too.
+    """
+    if output is not None and text is not None:
+        raise click.UsageError("give --output or --text, not both")
+    answer = (
+        text if text is not None else (None if output is None else _parse_json(output, "--output"))
+    )
+    engine = _engine(ctx, store, app, app_hint="--app", existing=True)
+    resuming = engine.resume(task_id, answer, phase=phase, version=version, by=_who(by))
+    task = _run(_closing(engine, resuming))
+    if as_json:
+        click.echo(_task_json(task))
+    else:
+        click.echo(f"{task.id} {task.status.value}")
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_by_option
+@_hooks_app_option
+@_store_option
+@click.pass_context
+def cancel(
+    ctx: click.Context,
+    task_id: str,
+    as_json: bool,
+    by: str | None,
+    app: str | None,
+    store: str | None,
+) -> None:
+    """Cancel a pending, running or waiting task (--app: with the app's hooks).
+
+    Prints the task's id and its new status, cancelled.
+    """
+    engine = _engine(ctx, store, app, app_hint="--app", existing=True)
+    task = _run(_closing(engine, engine.cancel(task_id, by=_who(by))))
+    click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
+
+
+@cli.command()
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_by_option
+@_store_option
+@click.pass_context
+def retry(
+    ctx: click.Context, task_id: str, as_json: bool, by: str | None, store: str | None
+) -> None:
+    """Run a failed or cancelled task's phase again, with fresh attempts.
+
+    Prints the task's id and its new status, pending.
+    """
+    engine = _engine(ctx, store, existing=True)
+    task = _run(_closing(engine, engine.retry(task_id, by=_who(by))))
+    click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Delete tasks that finished more than AGE ago: 30d, 12h, 90m, 45s, 2w.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="S[,S...]",
+    help="Only tasks with this finished status: completed, failed or cancelled "
+    "(several separated by commas or the option repeated; default all three).",
+)
+@click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@_store_option
+@click.pass_context
+def purge(
+    ctx: click.Context,
+    older_than: str,
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    dry_run: bool,
+    store: str | None,
+) -> None:
+    """Delete finished tasks and their artifact files, to keep a store small.
+
+    Pending, running and waiting tasks are never deleted, nor are finished ones
+    whose result the Kafka plugin (or another outbox consumer) has not published.
+    """
+    seconds = _parse_age(older_than)
+    wanted = _parse_statuses(statuses or ("completed,failed,cancelled",), allowed=_FINISHED)
+    engine = _engine(ctx, store, existing=True)
+
+    async def purge_and_look() -> tuple[int, dict[str, int]]:
+        count = await engine.purge(
+            seconds, statuses=wanted, workflow_name=workflow, dry_run=dry_run
+        )
+        try:
+            consumers = await (await engine.get_store()).outbox_consumers()
+        except StoreError:
+            consumers = {}  # a store without an outbox listing keeps nothing back
+        return count, consumers
+
+    count, consumers = _run(_closing(engine, purge_and_look()))
+    which = "/".join(s.value for s in wanted)
+    verb = "would delete" if dry_run else "deleted"
+    age = older_than.strip().lower()
+    click.echo(f"{verb} {count} {which} task(s) that finished more than {age} ago")
+    waiting = {name: n for name, n in consumers.items() if n}
+    if waiting:
+        # Else a store that does not shrink is a mystery: a consumer long gone
+        # (a renamed results topic, say) keeps every task it never published.
+        listed = ", ".join(f"{name} ({n})" for name, n in waiting.items())
+        click.echo(
+            f"kept: finished tasks not yet published by outbox consumer(s) {listed}; see wfe outbox"
+        )

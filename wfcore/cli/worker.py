@@ -1,0 +1,479 @@
+"""``wfe worker``: run an app's engine, in one process or several, with progress
+lines and a metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..engine import ECSWorkflowEngine
+from ..metrics import MetricsServer
+from ..model import TaskStatus
+from ..plugins import (
+    report_header,
+)
+from ..stores.base import Store
+from ..stores.sqlite import new_store_file
+from ._base import (
+    _closing,
+    _describe,
+    _engine,
+    _note_created,
+    _run,
+    _store_option,
+    cli,
+)
+
+
+@cli.command()
+@click.argument("app")
+@_store_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1_000_000),
+    metavar="N",
+    help="Tasks run at once [default: the app's max_concurrency, 100 unless it sets one].",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(0, 86400),
+    metavar="SECONDS",
+    help="On Ctrl-C or SIGTERM, how long running phases get to finish before they go "
+    "back to the store [default: the app's shutdown_timeout, 10 unless it sets one].",
+)
+@click.option(
+    "--until-idle",
+    is_flag=True,
+    help="Exit once no task is pending (delayed ones and retries included) or running; "
+    "waiting tasks don't count.",
+)
+@click.option(
+    "--workflow",
+    "-w",
+    "workflows",
+    multiple=True,
+    metavar="NAME",
+    help="Run only tasks of this workflow (repeatable); other workers on the store run the rest.",
+)
+@click.option(
+    "--allow-command",
+    "allowed_commands",
+    multiple=True,
+    metavar="PROGRAM",
+    help="Let workflows defined at run time (not in the app's code) run this program "
+    "in their command phases (repeatable; '*' for any).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Don't print progress.")
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Worker processes to run on the store (one per core uses the whole machine).",
+)
+@click.option(
+    "--metrics",
+    "metrics_at",
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics, and /healthz (HOST "
+    "defaults to 127.0.0.1). With --processes N, the processes take PORT, PORT+1, ... "
+    "PORT+N-1.",
+)
+@click.option("--supervisor-pid", type=int, hidden=True)  # set by --processes for its children
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app: str,
+    store: str | None,
+    concurrency: int | None,
+    shutdown_timeout: float | None,
+    until_idle: bool,
+    workflows: tuple[str, ...],
+    allowed_commands: tuple[str, ...],
+    quiet: bool,
+    processes: int,
+    metrics_at: str | None,
+    supervisor_pid: int | None,
+) -> None:
+    """Run a worker for the engine at APP (MODULE:ATTR, an engine or a factory).
+
+    It claims runnable tasks from the store, runs their phases and shows
+    progress on stderr. Start several on one store to share the work, or
+    let --processes start them. Ctrl-C or SIGTERM stops it: running phases get
+    the engine's shutdown_timeout to finish, then go back to the store for
+    another worker; a second Ctrl-C or SIGTERM hands them back at once.
+    """
+    if supervisor_pid is not None:
+        _stop_with_supervisor(supervisor_pid)
+    metrics_host, metrics_port = (None, 0) if metrics_at is None else _host_port(metrics_at)
+    if metrics_port and metrics_port + processes - 1 > 65535:
+        raise click.BadParameter(
+            f"ports {metrics_port} to {metrics_port + processes - 1} do not all exist",
+            param_hint="--metrics",
+        )
+    engine = _engine(ctx, store, app, in_process=True)
+    if processes > 1:
+        url = engine.store_url
+        if url.startswith("memory:"):
+            raise click.UsageError(
+                "--processes needs a store the processes share; memory:// lives in one "
+                "process (use a sqlite:// store, or one process)"
+            )
+        args = [app, "--store", url, *(["--concurrency", str(concurrency)] if concurrency else [])]
+        if shutdown_timeout is not None:
+            args += ["--shutdown-timeout", repr(shutdown_timeout)]
+        args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
+        args += [arg for name in workflows for arg in ("--workflow", name)]
+        args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
+        ports = None if metrics_host is None else (metrics_host, metrics_port)
+        created = new_store_file(url)
+        if created is not None:
+            # Made here, so that it is noted once and not by each process.
+            _run(_closing(engine, engine.get_store()))
+            _note_created(created)
+        log_level = ctx.find_root().params.get("log_level")
+        sys.exit(_supervise(processes, args, log_level, ports))
+    if concurrency:
+        engine.max_concurrency = concurrency
+    if shutdown_timeout is not None:
+        engine.shutdown_timeout = shutdown_timeout
+    if allowed_commands:
+        if not all(allowed_commands):
+            raise click.BadParameter(
+                "a program name may not be empty", param_hint="--allow-command"
+            )
+        engine.allowed_commands = engine.allowed_commands | set(allowed_commands)
+    if workflows:
+        if not all(name.strip() for name in workflows):
+            raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
+        engine.only_workflows = workflows
+    server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
+    _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url), server))
+
+
+def _supervise(
+    count: int,
+    args: list[str],
+    log_level: str | None = None,
+    ports: tuple[str, int] | None = None,
+) -> int:
+    """Run ``count`` ``wfe worker`` processes with ``args`` until all have exited.
+
+    SIGINT and SIGTERM are passed on, so each stops as a lone worker would. A
+    process that dies is not restarted (leave that to a process manager), but is
+    named; the others go on. Returns the first non-zero exit status, else 0.
+    """
+    level = ["--log-level", log_level] if log_level else []
+    command = [sys.executable, "-m", "wfcore.cli", *level, "worker", *args]
+    command += ["--supervisor-pid", str(os.getpid())]
+
+    # In sessions of their own: a Ctrl-C in the terminal reaches them once, passed
+    # on from here (twice would stop them at once). PR_SET_PDEATHSIG ends them if
+    # this process dies without passing a signal on.
+    def metrics_of(i: int) -> list[str]:
+        if ports is None:
+            return []
+        host, port = ports
+        host = f"[{host}]" if ":" in host else host
+        return ["--metrics", f"{host}:{port + i if port else 0}"]  # 0: each picks a port
+
+    started = (
+        subprocess.Popen([*command, *metrics_of(i)], start_new_session=True) for i in range(count)
+    )
+    children = {child.pid: child for child in started}
+
+    def pass_on(signum: int, _frame: Any) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    codes: list[int] = []
+    try:
+        while len(codes) < count:
+            pid, code = _wait_any(list(children.values()))
+            codes.append(code)
+            if code != 0:
+                running = count - len(codes)
+                click.echo(
+                    f"wfe: worker process {pid} {_ended_how(code)}; {running} still running",
+                    err=True,
+                )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = [code for code in codes if code != 0]
+    if not failed:
+        return 0
+    # A child killed by a signal reports -N; a shell would say 128 + N.
+    return failed[0] if failed[0] > 0 else 128 - failed[0]
+
+
+def _wait_any(children: list[subprocess.Popen[bytes]]) -> tuple[int, int]:
+    """Wait for the first of ``children`` still running to exit: (pid, returncode)."""
+    running = {child.pid: child for child in children if child.returncode is None}
+    if not hasattr(os, "waitpid") or sys.platform == "win32":
+        child = next(iter(running.values()))
+        return child.pid, child.wait()
+    while True:
+        pid, status = os.waitpid(-1, 0)  # retried after a signal handler (PEP 475)
+        if pid in running:
+            child = running[pid]
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return pid, child.returncode
+
+
+def _ended_how(code: int) -> str:
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
+
+
+def _stop_with_supervisor(supervisor_pid: int) -> None:
+    """Have Linux send this worker SIGTERM when its supervisor (wfe worker
+    --processes) dies, killed or not: a process manager that signals only the
+    supervisor would otherwise leave it running. Elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor_pid:
+        os.kill(os.getpid(), signal.SIGTERM)  # it died before prctl took effect
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT`` (an IPv6 host in brackets) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535 or not host:
+        raise click.BadParameter(
+            f"{text!r} is not [HOST:]PORT (e.g. 9100 or 0.0.0.0:9100)", param_hint="--metrics"
+        )
+    return host, number
+
+
+async def _worker(
+    engine: ECSWorkflowEngine,
+    until_idle: bool,
+    quiet: bool,
+    new_file: Path | None = None,
+    server: MetricsServer | None = None,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    stops = 0
+
+    def stop() -> None:
+        nonlocal stops
+        stops += 1
+        if stops > 1 and engine.running:
+            # Asked again: the phases go back to the store now, as a cancelled shutdown.
+            handed = engine.active_count
+            engine.stop(now=True)
+            click.echo(f"stopping now: {handed} running phase(s) go back to the store", err=True)
+            return
+        if not quiet and engine.active_count and engine.running:
+            click.echo(
+                f"stopping: {engine.active_count} running phase(s) get up to "
+                f"{engine.shutdown_timeout:g}s to finish, then go back to the store "
+                "(Ctrl-C again: at once)",
+                err=True,
+            )
+        engine.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop)
+        except (NotImplementedError, RuntimeError):
+            pass
+    store = await engine.get_store()
+    _note_created(new_file)
+    if server is not None:
+        try:
+            await server.start()
+        except OSError as exc:
+            await engine.aclose()
+            where = f"{server.host}:{server.port}"
+            raise click.ClickException(
+                f"cannot serve metrics on {where}: {exc.strerror or exc}"
+            ) from None
+    try:
+        await _work(engine, store, until_idle, quiet, server, lambda: stops > 0)
+    finally:
+        if server is not None:
+            await server.close()
+
+
+async def _work(
+    engine: ECSWorkflowEngine,
+    store: Store,
+    until_idle: bool,
+    quiet: bool,
+    server: MetricsServer | None,
+    stopped: Callable[[], bool],
+) -> None:
+    only = engine.only_workflows
+    if only:
+        # A misspelt name would leave this worker idle for good: say so.
+        known = {spec.name for spec in await store.load_workflows()} | set(engine.workflows)
+        for name in only:
+            if name not in known:
+                hint = f" (known: {', '.join(sorted(known))})" if known else ""
+                click.echo(
+                    f"warning: no workflow named {name!r} is registered or stored yet{hint}; "
+                    "this worker waits for its tasks",
+                    err=True,
+                )
+    if not quiet:
+        scope = f"; workflows {', '.join(only)}" if only else ""
+        click.echo(
+            f"wfe worker {engine.worker_id} on {store.url} "
+            f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop",
+            err=True,
+        )
+        if server is not None:
+            click.echo(f"  metrics at {server.url}", err=True)
+        for line in report_header(engine):
+            click.echo(f"  {line}", err=True)
+    if until_idle:
+        await _note_delayed_only(store, only)
+    progress = _Progress(terminal=sys.stderr.isatty())
+    reporter = None if quiet else asyncio.create_task(_report(engine, progress))
+    try:
+        # A Ctrl-C or SIGTERM while the store opened came before any run to stop.
+        if stopped():
+            pass
+        elif until_idle:
+            await engine.run_until_idle()
+        else:
+            await engine.run()
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+            progress.echo(_progress_line(engine, None, None), always=True)
+        await engine.aclose()
+
+
+async def _note_delayed_only(store: Store, only: tuple[str, ...] | None) -> None:
+    """Say so once when --until-idle starts with nothing due but delayed tasks:
+    it waits for them, however far off they are."""
+    try:
+        if await store.count_due(workflows=only):
+            return
+        count, first = await store.count_delayed(workflows=only)
+    except Exception:  # the progress line says what is wrong with the store
+        return
+    if count:
+        when = f", the next at {_utc_text(first)}" if first is not None else ""
+        click.echo(
+            f"note: no task is due yet; --until-idle waits for {count} delayed "
+            f"task(s){when} (Ctrl-C to stop)",
+            err=True,
+        )
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _progress_line(
+    engine: ECSWorkflowEngine,
+    rate: float | None,
+    store_counts: dict[TaskStatus, int] | None,
+    delayed: tuple[int, datetime | None] = (0, None),
+) -> str:
+    """The worker's progress: its own counts, then the store's by status, the
+    pending ones with how many of them are delayed (``delayed``, as
+    ``Store.count_delayed`` gives it) and when the next is due."""
+    s = engine.stats
+    line = (
+        f"this worker: completed {s['completed']}  failed {s['failed']}  "
+        f"suspended {s['suspended']}  retried {s['retried']}  running {engine.active_count}"
+    )
+    if rate is not None:
+        line += f"  {rate:.1f} tasks/s"
+    if store_counts:
+        parts = []
+        for status in TaskStatus:
+            if status not in store_counts:
+                continue
+            part = f"{status.value} {store_counts[status]}"
+            if status is TaskStatus.PENDING and delayed[0]:
+                count, first = delayed
+                when = f", next at {_utc_text(first)}" if first is not None else ""
+                part += f" ({count} delayed{when})"
+            parts.append(part)
+        line += " | store: " + "  ".join(parts)
+    return line
+
+
+class _Progress:
+    """Where the worker's progress lines go. To a terminal: every line, as it
+    comes. Elsewhere (a log file, journald): a line only when it says something
+    new, or once a minute when nothing changed, each after the UTC time."""
+
+    def __init__(self, terminal: bool, quiet_for: float = 60.0) -> None:
+        self.terminal = terminal
+        self.quiet_for = quiet_for
+        self._last: str | None = None
+        self._last_at = 0.0
+
+    def show(self, line: str, now: float | None = None, always: bool = False) -> str | None:
+        """The text to print for ``line`` at monotonic time ``now``, or None to skip it."""
+        if self.terminal:
+            return line
+        now = time.monotonic() if now is None else now
+        if not always and line == self._last and now - self._last_at < self.quiet_for:
+            return None
+        self._last, self._last_at = line, now
+        return f"{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} {line}"
+
+    def echo(self, line: str, now: float | None = None, always: bool = False) -> None:
+        """Print ``line`` on stderr, if :meth:`show` says to."""
+        said = self.show(line, now, always)
+        if said is not None:
+            click.echo(said, err=True)
+
+
+async def _report(engine: ECSWorkflowEngine, progress: _Progress, every: float = 2.0) -> None:
+    last, last_t = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        done = engine.stats["completed"] + engine.stats["failed"]
+        try:
+            store = await engine.get_store()
+            counts = await store.count_tasks()
+            # Only asked while some task is pending: the delayed are among them.
+            delayed = await store.count_delayed() if counts.get(TaskStatus.PENDING) else (0, None)
+        except Exception as exc:  # the store is busy or broken: the worker says so
+            progress.echo(f"progress: cannot count the store's tasks ({_describe(exc)})")
+            continue
+        rate = (done - last) / (now - last_t)
+        progress.echo(_progress_line(engine, rate, counts, delayed), now)
+        last, last_t = done, now
