@@ -440,6 +440,13 @@ def _phase_from_dict(doc: Any, where: str) -> Phase:
         raise InvalidWorkflowError(message) from None
 
 
+# Phases and workflows are structured by the functions above, so that the
+# converter (in an app's own attrs model, say) checks them as workflow_from_dict
+# does, and reads on_timeout's "fail" | {...} union, which cattrs cannot on its own.
+converter.register_structure_hook(Phase, lambda doc, _: _phase_from_dict(doc, "phase"))
+converter.register_structure_hook(WorkflowSpec, lambda doc, _: workflow_from_dict(doc))
+
+
 def _check_format(doc: dict[str, Any], error: type[Exception]) -> None:
     version = doc.get("format", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
