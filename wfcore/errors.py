@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AdapterError",
     "ArtifactError",
@@ -19,7 +21,12 @@ __all__ = [
 
 
 class WorkflowError(Exception):
-    """Base class of every error wfcore raises on purpose."""
+    """Base class of every error wfcore raises on purpose.
+
+    Every one pickles to an equal message and attributes (multiprocessing, a
+    process pool, a task queue carry it across processes): a subclass whose
+    ``__init__`` takes other arguments than its message defines ``__reduce__``.
+    """
 
 
 class InvalidTaskError(WorkflowError, ValueError):
@@ -32,8 +39,14 @@ class UnknownWorkflowError(WorkflowError, LookupError):
 
     def __init__(self, name: str | None, known: list[str] | None = None) -> None:
         self.name = name
+        #: The workflow names known where it was looked up, if given.
+        self.known = known
         hint = f" (known: {', '.join(sorted(known))})" if known else ""
         super().__init__(f"unknown workflow {name!r}{hint}")
+
+    # Unpickling calls cls(*args), and args holds the message, not these arguments.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.name, self.known), self.__dict__
 
 
 class InvalidWorkflowError(WorkflowError, ValueError):
@@ -47,6 +60,9 @@ class UnknownTaskError(WorkflowError, LookupError):
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         super().__init__(f"unknown task {task_id!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.task_id,), self.__dict__
 
 
 class TaskStateError(WorkflowError):
@@ -66,6 +82,9 @@ class InvalidOutputError(WorkflowError, ValueError):
         self.summary = summary or message
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.errors, self.summary), self.__dict__
+
 
 class ArtifactError(WorkflowError, ValueError):
     """An artifact name is empty, absolute or leaves its folder, or an artifact
@@ -83,6 +102,9 @@ class CommandError(AdapterError):
         self.returncode = returncode
         self.stderr = stderr
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.returncode, self.stderr), self.__dict__
 
 
 class StoreError(WorkflowError):
