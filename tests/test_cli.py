@@ -115,6 +115,36 @@ def test_bad_input_exits_non_zero_with_one_line(wfe) -> None:
         assert "Traceback" not in result.stderr, args
 
 
+def test_an_app_that_fails_to_import_is_named_with_its_line(wfe, tmp_path: Path) -> None:
+    """In a long app, the line to fix; the whole traceback at --log-level debug."""
+    (tmp_path / "typo_app.py").write_text(
+        "from wfcore import ECSWorkflowEngine, Phase\n"
+        "engine = ECSWorkflowEngine()\n"
+        "\n"
+        "engine.register_workflow('w', [Phase('a'), Phase('a')])\n"
+    )
+    (tmp_path / "dep_app.py").write_text("import json\nimport no_such_dependency\n")
+    for app, said in [
+        (
+            "typo_app",
+            "importing 'typo_app' failed: InvalidWorkflowError: "
+            "phases[1].target_classification: duplicate 'a' (at {path}, line 4)",
+        ),
+        (
+            "dep_app",
+            "cannot import 'dep_app': No module named 'no_such_dependency' (at {path}, line 2)",
+        ),
+    ]:
+        result = wfe("worker", f"{app}:engine", check=False)
+        path = tmp_path / f"{app}.py"
+        assert result.returncode == 2
+        assert result.stderr.endswith(said.format(path=path) + "\n"), result.stderr
+        assert "Traceback" not in result.stderr
+    debug = wfe("--log-level", "debug", "worker", "typo_app:engine", check=False)
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert f'File "{tmp_path / "typo_app.py"}", line 4' in debug.stderr
+
+
 def test_an_explicit_store_beats_wfe_store(wfe, tmp_path: Path) -> None:
     """--store before or after the command name wins over WFE_STORE."""
     other = f"sqlite://{tmp_path / 'other.db'}"

@@ -46,6 +46,7 @@ from .model import (
     utcnow,
 )
 from .plugins import call_first
+from .preflight import workflow_problems
 from .stores.base import Store, unreadable
 from .wire import json_problem, printable, workflow_from_dict
 
@@ -89,6 +90,8 @@ class Worker:
         self._failure: BaseException | None = None  # why stop() was asked to fail serve()
         self._serving: asyncio.Task[Any] | None = None
         self._ended: asyncio.Event | None = None
+        # Whether the workflows were checked against the handlers (preflight), once.
+        self._checked = False
 
     @property
     def running(self) -> bool:
@@ -188,6 +191,10 @@ class Worker:
             # A plugin may refuse the start (PluginError): the same way out as a
             # stop then stops what the others started.
             await self._engine._fire("wfe_engine_started", engine=self._engine)
+            if not self._checked:
+                self._checked = True
+                for problem in workflow_problems(self._engine):
+                    logger.warning("%s", problem)
             while not self._stopping:
                 # Cleared before looking, not after: a poke (a submission, a stop)
                 # that comes while the store is asked must not be lost.

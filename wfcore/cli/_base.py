@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import traceback
 import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timezone
@@ -296,12 +297,15 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        _log_traceback(exc)
         raise click.BadParameter(
-            f"cannot import {module_name!r}: {exc}", param_hint=param_hint
+            f"cannot import {module_name!r}: {exc}{_where(exc)}", param_hint=param_hint
         ) from None
     except Exception as exc:  # a SyntaxError, or the app's own code raising
+        _log_traceback(exc)
         raise click.BadParameter(
-            f"importing {module_name!r} failed: {_describe(exc)}", param_hint=param_hint
+            f"importing {module_name!r} failed: {_describe(exc)}{_where(exc)}",
+            param_hint=param_hint,
         ) from None
     try:
         obj = getattr(module, attr)
@@ -313,8 +317,9 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
         try:
             obj = obj()
         except Exception as exc:
+            _log_traceback(exc)
             raise click.BadParameter(
-                f"calling {spec}() failed: {_describe(exc)}", param_hint=param_hint
+                f"calling {spec}() failed: {_describe(exc)}{_where(exc)}", param_hint=param_hint
             ) from None
     if not isinstance(obj, ECSWorkflowEngine):
         raise click.BadParameter(
@@ -322,6 +327,28 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
             param_hint=param_hint,
         )
     return obj
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at app.py, line 12)``: the app's line the error came from, the innermost
+    frame outside wfcore and the import machinery; "" when there is none (a
+    SyntaxError says where itself)."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    skipped = (str(Path(__file__).resolve().parent.parent), str(Path(importlib.__file__).parent))
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        name = frame.filename
+        # "<frozen importlib._bootstrap>", "<attrs generated methods ...>": no file
+        if name.startswith("<") or str(Path(name).resolve()).startswith(skipped):
+            continue
+        where = f" (at {name}, line {frame.lineno})"
+    return where
+
+
+def _log_traceback(exc: BaseException) -> None:
+    # The whole story at --log-level debug; the error line names the app's line.
+    logging.getLogger("wfcore").debug("loading the app failed", exc_info=exc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,89 @@
+"""A worker names, as it starts, the phases nothing can run and the on_timeouts that
+never apply: before a task reaches them, after paid or human work."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from wfcore import ECSWorkflowEngine, Phase, hookimpl
+from wfcore.preflight import workflow_problems
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_worker_names_unrunnable_phases_and_dead_on_timeouts_once(
+    wfe_engine_factory, wfe_run, caplog
+):
+    engine = wfe_engine_factory()
+
+    async def report(task):
+        task.output = "done"
+
+    engine.register_handler("report", report)
+    engine.register_workflow(
+        "invoices",
+        [
+            Phase("extract", assigned_to="functional", command=["true"]),
+            Phase("approve", assigned_to="human", on_timeout={"goto": "reprot"}),
+            Phase("reprot", assigned_to="functional"),
+            Phase("think", assigned_to="agentic"),
+            Phase("anyone"),
+        ],
+    )
+    caplog.set_level(logging.WARNING, logger="wfcore")
+    wfe_run(engine.run_until_idle())
+    wfe_run(engine.run_until_idle())  # said once per engine, not at every start
+    assert _warnings(caplog) == [
+        "workflow 'invoices', phase 'approve': on_timeout never applies: the phase has no "
+        "timeout, so its wait has no deadline (give it timeout=SECONDS)",
+        "workflow 'invoices', phase 'reprot': no handler and no command: every task "
+        "reaching it fails (a handler is registered for 'report': a typo?)",
+        "workflow 'invoices', phase 'think': no handler, and no agent adapter (such as "
+        "wfe_openai's) is registered: every task reaching it fails",
+        "workflow 'invoices', phase 'anyone': no handler, no command and no assigned_to: "
+        "tasks submitted as agentic (the default) fail in it",
+    ]
+
+
+def test_phases_something_can_run_are_not_named(wfe_engine_factory):
+    class Agent:
+        async def run(self, task, phase, engine) -> None:
+            task.output = "thought"
+
+    class AgentPlugin:
+        @hookimpl
+        def wfe_register_adapters(self, register) -> None:
+            register("agentic", Agent())
+
+    engine = wfe_engine_factory(plugins=[AgentPlugin()])
+
+    async def notify(task) -> None:
+        pass
+
+    engine.register_handler("approve", notify)  # may suspend with its own deadline
+    engine.register_workflow(
+        "ok",
+        [
+            Phase("extract", assigned_to="functional", command=["true"]),
+            Phase("ask", assigned_to="human", timeout=60, on_timeout="fail"),
+            Phase("approve", assigned_to="human", on_timeout="fail"),
+            Phase("think", assigned_to="agentic"),
+            Phase("anyone"),
+        ],
+    )
+    assert workflow_problems(engine) == []
+
+
+def test_the_demo_app_starts_without_a_warning(tmp_path, monkeypatch):
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    monkeypatch.setenv("WFE_STORE", f"sqlite://{tmp_path}/demo.db")
+    sys.modules.pop("demo_app", None)
+    import demo_app
+
+    engine = next(v for v in vars(demo_app).values() if isinstance(v, ECSWorkflowEngine))
+    assert workflow_problems(engine) == []

@@ -1,0 +1,83 @@
+"""Checks of an engine's workflows against its handlers and adapters, as a worker starts.
+
+A phase nothing can run (a handler name with a typo, a forgotten registration) fails
+every task that reaches it, often after earlier phases did paid or human work; an
+``on_timeout`` on a wait without a deadline never applies. Both are visible before
+the first task runs, so the worker says so as it starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from .adapters import AgenticAdapter, FunctionalAdapter
+from .model import Phase, TaskType, WorkflowSpec
+
+if TYPE_CHECKING:
+    from .engine import ECSWorkflowEngine
+
+__all__ = ["workflow_problems"]
+
+
+def workflow_problems(engine: ECSWorkflowEngine) -> list[str]:
+    """What would fail or never apply in the workflows registered in code (or by
+    plugins) of ``engine``, one sentence each.
+
+    Workflows defined at run time are left out: their tasks say what went wrong,
+    and their handlers may come with a later deployment.
+    """
+    problems: list[str] = []
+    for name in sorted(engine._code_workflows):
+        spec = engine._workflows.get(name)
+        if spec is not None:
+            problems.extend(_spec_problems(engine, spec))
+    return problems
+
+
+def _spec_problems(engine: ECSWorkflowEngine, spec: WorkflowSpec) -> list[str]:
+    problems = []
+    for phase in spec.phases:
+        where = f"workflow {spec.name!r}, phase {phase.target_classification!r}"
+        unrunnable = _unrunnable(engine, phase)
+        if unrunnable:
+            problems.append(f"{where}: {unrunnable}{_near(engine, phase)}")
+        if (
+            phase.on_timeout is not None
+            and phase.timeout is None
+            and phase.assigned_to is TaskType.HUMAN
+            and phase.target_classification not in engine._handlers
+        ):
+            problems.append(
+                f"{where}: on_timeout never applies: the phase has no timeout, so its "
+                "wait has no deadline (give it timeout=SECONDS)"
+            )
+    return problems
+
+
+def _unrunnable(engine: ECSWorkflowEngine, phase: Phase) -> str:
+    """Why the built-in adapter of the phase's type cannot run it, or ""."""
+    if phase.target_classification in engine._handlers or phase.command is not None:
+        return ""
+    # None: the task's type decides, agentic unless it was submitted otherwise.
+    kind = phase.assigned_to
+    adapter = engine._adapters.get(kind or TaskType.AGENTIC)
+    # Only the built-ins are known to need a handler; a plugin's adapter may not.
+    if kind is TaskType.FUNCTIONAL and type(adapter) is FunctionalAdapter:
+        return "no handler and no command: every task reaching it fails"
+    if kind is TaskType.AGENTIC and type(adapter) is AgenticAdapter:
+        return (
+            "no handler, and no agent adapter (such as wfe_openai's) is registered: "
+            "every task reaching it fails"
+        )
+    if kind is None and type(adapter) is AgenticAdapter:
+        return (
+            "no handler, no command and no assigned_to: tasks submitted as agentic "
+            "(the default) fail in it"
+        )
+    return ""
+
+
+def _near(engine: ECSWorkflowEngine, phase: Phase) -> str:
+    close = difflib.get_close_matches(phase.target_classification, engine._handlers, n=1)
+    return f" (a handler is registered for {close[0]!r}: a typo?)" if close else ""
