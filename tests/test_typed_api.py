@@ -4,6 +4,7 @@ model class, registered workflows that stay as validated, precise types."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,12 +14,15 @@ import pytest
 
 from wfcore import (
     Artifact,
+    ECSWorkflowEngine,
     InvalidWorkflowError,
     Phase,
     Task,
     TaskStatus,
     WorkflowSpec,
+    hookimpl,
 )
+from wfcore.testing import run_sync
 from wfcore.wire import converter, task_to_dict, workflow_from_dict, workflow_to_dict
 
 # -- the wire converter ----------------------------------------------------------------
@@ -119,3 +123,82 @@ def test_the_converter_validates_as_workflow_from_dict_does() -> None:
         converter.structure({"spec": doc, "extra": []}, _Request)
     [error] = caught.value.exceptions
     assert isinstance(error, InvalidWorkflowError)
+
+
+# -- a registered workflow stays as it was checked ---------------------------------------
+
+
+async def _echo(task: Task) -> None:
+    task.output = task.classification
+
+
+def test_changing_the_phases_after_registering_changes_nothing(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine], wfe_store_url: str
+) -> None:
+    engine = wfe_engine_factory()
+    engine.register_handler("a", _echo)
+    engine.register_handler("b", _echo)
+    first = Phase("a", assigned_to="functional", next_classifications=["b"])
+    last = Phase("b", command=["true"])
+    phases = [first, last]
+    spec = engine.register_workflow("w", phases)
+    as_registered = WorkflowSpec(
+        "w",
+        [
+            Phase("a", assigned_to="functional", next_classifications=["b"]),
+            Phase("b", command=["true"]),
+        ],
+    )
+    assert spec == as_registered
+    # Later, elsewhere in the app, the caller's lists change, unchecked:
+    assert first.next_classifications is not None and last.command is not None
+    first.next_classifications[0] = "typo"
+    last.command[:] = ["rm", "-rf", "/nowhere"]
+    phases.append(Phase("a"))
+    spec.phases.append(Phase("a"))
+    assert engine.workflows["w"] == as_registered
+
+    async def scenario() -> tuple[Task, list[WorkflowSpec]]:
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        done = await engine.wait_for_task(task.id)
+        # What another process reads from the store.
+        other = wfe_engine_factory(store=wfe_store_url)
+        stored = await (await other.get_store()).load_workflows()
+        return done, stored
+
+    done, stored = run_sync(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.outputs == {"a": "a", "b": None}
+    assert stored == [as_registered]
+
+
+def test_a_phase_changed_before_registering_is_checked_again(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+) -> None:
+    engine = wfe_engine_factory()
+    build = Phase("build", command=["make"])
+    assert build.command is not None
+    build.command.clear()
+    with pytest.raises(InvalidWorkflowError, match=r"^phases\[1\]\.command: must be a non-empty"):
+        engine.register_workflow("w", [Phase("a"), build])
+    assert "w" not in engine.workflows
+
+
+def test_a_plugins_workflow_is_copied_too(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+) -> None:
+    phases = [Phase("a", next_classifications=["b"]), Phase("b")]
+
+    class Plugin:
+        @hookimpl
+        def wfe_register_workflows(self, register: Callable[[str, Any], None]) -> None:
+            register("w", phases)
+
+    engine = wfe_engine_factory(plugins=[Plugin()])
+    assert phases[0].next_classifications is not None
+    phases[0].next_classifications.append("c")
+    phases.pop()
+    assert engine.workflows["w"] == WorkflowSpec(
+        "w", [Phase("a", next_classifications=["b"]), Phase("b")]
+    )

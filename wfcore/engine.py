@@ -267,7 +267,12 @@ class ECSWorkflowEngine:
     def register_workflow(
         self, name: str, phases: Sequence[Phase] | WorkflowSpec, description: str | None = None
     ) -> WorkflowSpec:
-        """Register (or replace) a workflow; it is persisted when the store opens."""
+        """Register (or replace) a workflow; it is persisted when the store opens.
+
+        The engine keeps a copy of the phases (:meth:`WorkflowSpec.copy`): changing
+        the phases, their lists or the returned spec later does not change the
+        registered workflow.
+        """
         if isinstance(phases, (str, bytes, Mapping)) or not isinstance(
             phases, (WorkflowSpec, Iterable)
         ):
@@ -281,7 +286,7 @@ class ECSWorkflowEngine:
             )
         else:
             spec = WorkflowSpec(name=name, phases=list(phases), description=description)
-        self._workflows[name] = spec
+        self._workflows[name] = spec.copy()
         self._unsaved_workflows.add(name)
         self._code_workflows.add(name)
         return spec

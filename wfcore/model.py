@@ -457,6 +457,26 @@ class WorkflowSpec:
                         f"{phase.on_timeout['goto']!r}"
                     )
 
+    def copy(self) -> WorkflowSpec:
+        """A deep copy, its phases checked again: changing one never changes the other.
+
+        Phases and workflows are frozen, but the lists and dicts they hold are not:
+        the engine registers a copy, so that a caller changing them later cannot
+        change a registered workflow without its being checked.
+        """
+        phases = []
+        for i, phase in enumerate(self.phases):
+            phase = copy.deepcopy(phase)
+            # Checked as it is now: the caller may have changed it since it was made.
+            _check_phase(phase, f"phases[{i}]")
+            phases.append(phase)
+        return WorkflowSpec(
+            name=self.name,
+            phases=phases,
+            input=copy.deepcopy(self.input),
+            description=self.description,
+        )
+
     def phase(self, classification: str) -> Phase | None:
         """The phase with this classification, or None."""
         for phase in self.phases:
