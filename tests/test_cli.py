@@ -226,11 +226,41 @@ def test_cancel_retry_and_workflows(wfe) -> None:
     assert wfe("retry", task_id).stdout.split() == [task_id, "pending"]
     wfe("worker", APP, "--until-idle", "--quiet")
     assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "waiting_human"
-    listed = wfe("workflows").stdout
-    assert "review" in listed and "double[functional] -> approve[human]" in listed
+    assert wfe("workflows").stdout.splitlines() == [
+        "WORKFLOW  PHASE    TYPE        THEN",
+        "review    double   functional  approve",
+        "          approve  human       done",
+    ]
     as_json = json.loads(wfe("workflows", "--json").stdout)
     assert [w["name"] for w in as_json] == ["review"]
     assert as_json[0]["phases"][1]["input_schema"]["required"] == ["ok"]
+
+
+def test_workflows_shows_where_each_phase_goes(wfe, tmp_path: Path) -> None:
+    """Routes as the worker takes them, not list order: branches, ends, timeouts."""
+    (tmp_path / "routes_app.py").write_text(
+        "from wfcore import ECSWorkflowEngine, Phase\n"
+        "engine = ECSWorkflowEngine()\n"
+        "engine.register_workflow('invoices', [\n"
+        "    Phase('eu', assigned_to='functional', command=['true'],\n"
+        "          next_classifications=['check']),\n"
+        "    Phase('intl', assigned_to='functional', command=['true']),\n"
+        "    Phase('check', next_classifications=['pay', 'escalate'],\n"
+        "          assigned_to='human', timeout=60, on_timeout={'goto': 'escalate'}),\n"
+        "    Phase('pay', assigned_to='functional', command=['true'], next_classifications=[]),\n"
+        "    Phase('escalate', assigned_to='human', timeout=60, on_timeout={'output': 0}),\n"
+        "])\n"
+    )
+    wfe("worker", "routes_app:engine", "--until-idle", "--quiet")
+    assert wfe("workflows").stdout.splitlines() == [
+        "WORKFLOW  PHASE     TYPE        THEN",
+        "invoices  eu        functional  check",
+        "          intl      functional  check",
+        "          check     human       pay or escalate (the phase picks; else the first); "
+        "on timeout: escalate",
+        "          pay       functional  done",
+        "          escalate  human       done; on timeout: a set output",
+    ]
 
 
 def test_worker_store_option_applies_to_an_app_built_at_import(wfe, tmp_path: Path) -> None:

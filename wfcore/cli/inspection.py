@@ -11,7 +11,7 @@ import click
 
 from .._processes import worker_died_here
 from ..metrics import render_metrics
-from ..model import Phase, Task, TaskStatus
+from ..model import Phase, Task, TaskStatus, WorkflowSpec
 from ..stores.base import Store
 from ..wire import is_unicode_text, workflow_to_dict
 from ._base import (
@@ -388,9 +388,31 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
         return
     rows = []
     for spec in found:
-        phases = " -> ".join(
-            f"{p.target_classification}[{p.assigned_to.value if p.assigned_to else 'task'}]"
-            for p in spec.phases
-        )
-        rows.append((spec.name, phases))
-    _table(("WORKFLOW", "PHASES [type]"), rows)
+        for i, phase in enumerate(spec.phases):
+            kind = phase.assigned_to.value if phase.assigned_to else "(the task's)"
+            rows.append(
+                ("" if i else spec.name, phase.target_classification, kind, _then(spec, i))
+            )
+    _table(("WORKFLOW", "PHASE", "TYPE", "THEN"), rows)
+
+
+def _then(spec: WorkflowSpec, index: int) -> str:
+    """Where the phase at ``index`` goes: its routes, as the worker takes them, and
+    what its on_timeout does when its wait's deadline passes."""
+    phase = spec.phases[index]
+    routes = phase.next_classifications
+    if routes is None:
+        last = index + 1 == len(spec.phases)
+        then = "done" if last else spec.phases[index + 1].target_classification
+    elif not routes:
+        then = "done"
+    elif len(routes) == 1:
+        then = routes[0]
+    else:
+        then = " or ".join(routes) + " (the phase picks; else the first)"
+    rule = phase.on_timeout
+    if isinstance(rule, dict) and "goto" in rule:
+        then += f"; on timeout: {rule['goto']}"
+    elif isinstance(rule, dict):
+        then += "; on timeout: a set output"
+    return then
