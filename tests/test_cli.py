@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -426,6 +427,8 @@ def test_worker_processes_share_the_store_and_stop_together(wfe, tmp_path: Path)
         if supervisor.poll() is None:
             supervisor.kill()
     assert supervisor.returncode == 0, stderr
+    for pid in pids:  # each says which worker its progress lines are of
+        assert re.search(rf"^\S+ \[worker {pid}\] this worker: ", stderr, re.M), stderr
     for task_id in ids:  # both processes handed their phase back on the way out
         task = json.loads(wfe("show", task_id, "--json").stdout)
         assert task["status"] == "pending" and task["history"][-1]["event"] == "released"

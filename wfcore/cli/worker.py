@@ -159,7 +159,9 @@ def worker(
             raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
         engine.only_workflows = workflows
     server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
-    _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url), server))
+    # Each of --processes' workers says which it is: their lines share one stderr.
+    label = f"[worker {os.getpid()}] " if supervisor_pid is not None else ""
+    _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url), server, label))
 
 
 def _supervise(
@@ -282,6 +284,7 @@ async def _worker(
     quiet: bool,
     new_file: Path | None = None,
     server: MetricsServer | None = None,
+    label: str = "",
 ) -> None:
     loop = asyncio.get_running_loop()
 
@@ -322,7 +325,7 @@ async def _worker(
                 f"cannot serve metrics on {where}: {exc.strerror or exc}"
             ) from None
     try:
-        await _work(engine, store, until_idle, quiet, server, lambda: stops > 0)
+        await _work(engine, store, until_idle, quiet, server, lambda: stops > 0, label)
     finally:
         if server is not None:
             await server.close()
@@ -335,6 +338,7 @@ async def _work(
     quiet: bool,
     server: MetricsServer | None,
     stopped: Callable[[], bool],
+    label: str = "",
 ) -> None:
     only = engine.only_workflows
     if only:
@@ -361,7 +365,7 @@ async def _work(
             click.echo(f"  {line}", err=True)
     if until_idle:
         await _note_delayed_only(store, only)
-    progress = _Progress(terminal=sys.stderr.isatty())
+    progress = _Progress(terminal=sys.stderr.isatty(), label=label)
     reporter = None if quiet else asyncio.create_task(_report(engine, progress))
     try:
         # A Ctrl-C or SIGTERM while the store opened came before any run to stop.
@@ -437,14 +441,16 @@ class _Progress:
     comes. Elsewhere (a log file, journald): a line only when it says something
     new, or once a minute when nothing changed, each after the UTC time."""
 
-    def __init__(self, terminal: bool, quiet_for: float = 60.0) -> None:
+    def __init__(self, terminal: bool, quiet_for: float = 60.0, label: str = "") -> None:
         self.terminal = terminal
+        self.label = label
         self.quiet_for = quiet_for
         self._last: str | None = None
         self._last_at = 0.0
 
     def show(self, line: str, now: float | None = None, always: bool = False) -> str | None:
         """The text to print for ``line`` at monotonic time ``now``, or None to skip it."""
+        line = self.label + line
         if self.terminal:
             return line
         now = time.monotonic() if now is None else now
