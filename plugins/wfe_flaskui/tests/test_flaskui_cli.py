@@ -194,6 +194,10 @@ def test_wfe_ui_worker_creating_its_store_says_so_like_wfe_worker(tmp_path: Path
         pass
     assert output[0] == f"wfe: created a new store at {new}\n"
     assert "no store" not in "".join(output)
+    # The app whose callbacks run here is named, as with --app.
+    assert output[1].endswith(
+        f"(store sqlite:///{new}; running the worker of flaskui_demo_app:make_engine)\n"
+    )
     assert new.exists()
 
 
@@ -464,6 +468,165 @@ def test_wfe_ui_says_when_it_starts_stopping(tmp_path: Path) -> None:
     assert output[-1] == "stopping the dashboard\n"
 
 
+#: An app as the README has it: a completion callback posting a webhook (here: a line
+#: in a file, with the process it ran in) and a plugin with a cancelled hook.
+CALLBACK_APP = """
+import os
+import sys
+
+from wfcore import ECSWorkflowEngine, Phase, hookimpl
+
+
+def _log(line):
+    with open(os.environ["CALLBACK_LOG"], "a") as log:
+        log.write(f"{line} pid={os.getpid()}\\n")
+
+
+async def post_webhook(task):
+    _log(f"completed {task.id}")
+
+
+@hookimpl
+def wfe_task_cancelled(task):
+    _log(f"cancelled {task.id}")
+
+
+def make():
+    engine = ECSWorkflowEngine(
+        load_plugins=False, plugins=[sys.modules[__name__]], poll_interval=0.05
+    )
+    engine.register_workflow("signoff", [Phase("approve", assigned_to="human")])
+    engine.register_task_completed_hook(post_webhook)
+    return engine
+"""
+
+
+def _wfe(tmp_path: Path, env: dict[str, str], *args: str) -> str:
+    """Run a `wfe` command of the app's in its folder; what it prints."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _two_waiting_tasks(tmp_path: Path, client: Http, env: dict[str, str]) -> tuple[str, str]:
+    """Submit two signoff tasks as the app would and let a real `wfe worker` of the
+    app bring them to their question; their ids."""
+    ids = [
+        json.loads(
+            _wfe(tmp_path, env, "submit", "signoff", "--app", "callback_app:make", "--json")
+        )["id"]
+        for _ in range(2)
+    ]
+    _wfe(tmp_path, env, "worker", "callback_app:make", "--until-idle", "--quiet")
+    for task_id in ids:
+        assert client.request("GET", f"/api/tasks/{task_id}")[1]["status"] == "waiting_human"
+    return ids[0], ids[1]
+
+
+def _answer_one_cancel_the_other(client: Http, answered: str, cancelled: str) -> None:
+    csrf = client.request("GET", "/api/csrf")[1]["csrf_token"]
+    status, doc = client.request(
+        "POST",
+        f"/api/tasks/{answered}/resume",
+        {"output": {"approved": True}},
+        **{"X-CSRF-Token": csrf},
+    )
+    assert (status, doc["status"]) == (200, "completed"), doc
+    status, doc = client.request(
+        "POST", f"/api/tasks/{cancelled}/cancel", {}, **{"X-CSRF-Token": csrf}
+    )
+    assert (status, doc["status"]) == (200, "cancelled"), doc
+
+
+def test_wfe_ui_app_runs_the_apps_callbacks_for_what_is_done_in_the_dashboard(
+    tmp_path: Path,
+) -> None:
+    """Beside `wfe worker` processes, a task finished by an answer or a cancel given in
+    the dashboard finishes in the dashboard's process: with --app, the app's completion
+    callback and its plugin's cancelled hook run there, once."""
+    (tmp_path / "callback_app.py").write_text(CALLBACK_APP)
+    log = tmp_path / "callbacks.log"
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    env = _env(
+        CALLBACK_LOG=str(log),
+        WFE_STORE=store,
+        PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    )
+    output: list[str] = []
+    with running(["--port", "0", "--app", "callback_app:make"], env, output) as (proc, url):
+        client = Http(url)
+        answered, cancelled = _two_waiting_tasks(tmp_path, client, env)
+        _answer_one_cancel_the_other(client, answered, cancelled)
+        dashboard_pid = proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert log.read_text().splitlines() == [
+        f"completed {answered} pid={dashboard_pid}",
+        f"cancelled {cancelled} pid={dashboard_pid}",
+    ]
+    start = next(line for line in output if line.startswith("wfe dashboard on "))
+    assert start.endswith(
+        f"(store {store}; no worker in this process; the callbacks and hooks of "
+        "callback_app:make run here)\n"
+    )
+
+
+def test_without_app_the_dashboard_runs_no_apps_callbacks(tmp_path: Path) -> None:
+    """What --app is for: a dashboard without it has an engine of its own, with none of
+    the app's callbacks, and no worker runs them later (the task is finished)."""
+    (tmp_path / "callback_app.py").write_text(CALLBACK_APP)
+    log = tmp_path / "callbacks.log"
+    env = _env(
+        CALLBACK_LOG=str(log),
+        WFE_STORE=f"sqlite:///{tmp_path / 'wfe.db'}",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    )
+    with running(["--port", "0"], env) as (_, url):
+        client = Http(url)
+        answered, cancelled = _two_waiting_tasks(tmp_path, client, env)
+        _answer_one_cancel_the_other(client, answered, cancelled)
+    _wfe(tmp_path, env, "worker", "callback_app:make", "--until-idle", "--quiet")
+    assert not log.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--app", "flaskui_demo_app:make_engine", "--worker", "flaskui_demo_app:make_engine"],
+            "Error: give --worker or --app, not both: --worker loads the app already",
+        ),
+        (
+            ["--app", "flaskui_demo_app:make_engine", "--store", "memory://"],
+            "Error: memory:// lives in this one process: no worker could reach it, so the "
+            "dashboard would show an empty store for good. Give --worker MODULE:ATTR "
+            "instead of --app to run the engine here too",
+        ),
+        (["--app", "nomod:engine"], "Error: Invalid value for '--app': cannot import 'nomod'"),
+    ],
+    ids=["with --worker", "memory://", "cannot be loaded"],
+)
+def test_wfe_ui_app_refusals(tmp_path: Path, args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wfe_flaskui", "--port", "0", *args],
+        cwd=TESTS,
+        env=_env(WFE_STORE=f"sqlite:///{tmp_path / 'wfe.db'}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert not (tmp_path / "wfe.db").exists()  # nothing was started
+
+
 def test_wfe_ui_is_a_command_of_the_wfe_cli() -> None:
     group = click.Group("wfe")
     plugin.wfe_register_commands(cli=group)
@@ -478,6 +641,8 @@ def test_wfe_ui_is_a_command_of_the_wfe_cli() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    for option in ("--host", "--port", "--store", "--worker"):
+    for option in ("--host", "--port", "--store", "--worker", "--app"):
         assert option in result.stdout
     assert "127.0.0.1" in result.stdout and "5000" in result.stdout
+    # Why you want --app, where you look for it.
+    assert "completion callbacks" in " ".join(result.stdout.split())

@@ -22,6 +22,15 @@ __all__ = ["ui_command"]
     metavar="MODULE:ATTR",
     help="Also run this app's engine (an engine or a factory) here: a one-process set-up.",
 )
+@click.option(
+    "--app",
+    metavar="MODULE:ATTR",
+    help="Use this app's engine without running its worker, beside `wfe worker` "
+    "processes: tasks finished by answers or cancels given in the dashboard then run "
+    "the app's completion callbacks and its plugins' hooks (completed, cancelled); "
+    "without it (or --worker) they do not run at all, a webhook they post is lost. "
+    "Not with --worker, which loads the app already.",
+)
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option(
     "--allow-define",
@@ -43,6 +52,7 @@ def ui_command(
     port: int,
     store: str | None,
     worker: str | None,
+    app: str | None,
     access_log: bool,
     allow_define: bool,
     user_header: str | None,
@@ -50,7 +60,8 @@ def ui_command(
     """Serve the web dashboard (tasks, inbox, submit, workflows).
 
     It opens the same store as your workers: run it beside `wfe worker`
-    processes, or give --worker to run the engine in this process too. Listening
+    processes (with --app, so that what is changed here runs the app's callbacks),
+    or give --worker to run the engine in this process too. Listening
     on anything but a loopback address needs WFE_UI_TOKEN, an access token that
     every request must then present (browsers log in once). WFE_UI_SECRET signs
     the session cookie (default: random per process). With --user-header, answers,
@@ -60,7 +71,7 @@ def ui_command(
     """
     from wfcore import WorkflowError
 
-    from .server import UnsafeBindError, UnusableStoreError, serve
+    from .server import BothAppsError, UnsafeBindError, UnusableStoreError, serve
 
     root = ctx.find_root().obj
     store = store or getattr(root, "store", None)
@@ -70,12 +81,13 @@ def ui_command(
             port,
             store=store,
             worker=worker,
+            app=app,
             access_log=access_log,
             allow_define=True if allow_define else None,
             user_header=user_header,
             announce=lambda line: click.echo(line, err=True),
         )
-    except (UnsafeBindError, UnusableStoreError) as exc:
+    except (UnsafeBindError, UnusableStoreError, BothAppsError) as exc:
         raise click.UsageError(str(exc)) from None
     except WorkflowError as exc:
         raise click.ClickException(str(exc)) from None

@@ -19,6 +19,7 @@ from .app import Dashboard, create_app
 from .security import is_loopback
 
 __all__ = [
+    "BothAppsError",
     "UnsafeBindError",
     "UnusableStoreError",
     "WorkerStopped",
@@ -36,6 +37,10 @@ class UnsafeBindError(ValueError):
 
 class UnusableStoreError(ValueError):
     """A store the dashboard could show nothing of: memory:// without --worker."""
+
+
+class BothAppsError(ValueError):
+    """``worker`` and ``app`` were both given: ``worker`` loads the app already."""
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -57,15 +62,31 @@ def build_dashboard(
     token: str | None = None,
     allow_define: bool | None = None,
     user_header: str | None = None,
+    *,
+    app: str | None = None,
 ) -> Dashboard:
     """A Dashboard on ``store``; with ``worker`` (``MODULE:ATTR``) it runs that app's engine.
 
-    An app that cannot be loaded is a click.BadParameter naming ``--worker``.
+    With ``app`` (``MODULE:ATTR``) it uses that app's engine without running its
+    worker: callbacks and hooks run in the process that makes a change, so the
+    answers, cancels and retries given in the dashboard then run the app's
+    (completion callbacks, its plugins' completed and cancelled hooks), as
+    ``wfe resume --app`` does. Not both: ``worker`` loads the app already.
+
+    An app that cannot be loaded is a click.BadParameter naming ``--worker`` (or
+    ``--app``); ``worker`` and ``app`` together are a BothAppsError.
     """
-    if worker:
+    if worker and app:
+        raise BothAppsError(
+            "give --worker or --app, not both: --worker loads the app already (its "
+            "callbacks and hooks run here too); --app is for a dashboard beside `wfe "
+            "worker` processes, running none itself"
+        )
+    spec = worker or app
+    if spec:
         from wfcore.cli import load_app
 
-        engine = load_app(worker, param_hint="'--worker'")
+        engine = load_app(spec, param_hint="'--worker'" if worker else "'--app'")
         if store:
             engine.use_store(store)
     else:
@@ -90,6 +111,7 @@ def serve(
     worker: str | None = None,
     token: str | None = None,
     *,
+    app: str | None = None,
     access_log: bool = False,
     allow_define: bool | None = None,
     user_header: str | None = None,
@@ -97,6 +119,12 @@ def serve(
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM, then stop its worker cleanly.
 
+    :param worker: ``MODULE:ATTR`` of an app whose engine the dashboard uses and
+        whose worker it runs (the one-process set-up).
+    :param app: ``MODULE:ATTR`` of an app whose engine the dashboard uses without
+        running its worker, beside ``wfe worker`` processes: the answers, cancels
+        and retries given in the dashboard then run the app's completion callbacks
+        and its plugins' hooks (see :func:`build_dashboard`). Not with ``worker``.
     :param token: the access token; None reads ``WFE_UI_TOKEN``. Required when
         ``host`` is not a loopback address.
     :param allow_define: take define_workflow tasks (None: ``WFE_UI_ALLOW_DEFINE``).
@@ -106,20 +134,23 @@ def serve(
         about a SQLite store that did not exist (or, with ``worker``, that a new
         one was created, as ``wfe worker`` says), the line saying where it listens,
         then (indented) what it does with Kafka and, with ``worker``, what plugins
-        report for the engine (``wfe_report_header``).
+        report for the engine (``wfe_report_header``). The line saying where it
+        listens names the app (``worker`` or ``app``) whose callbacks run here.
 
     Raises WorkerStopped when the worker stops with an error (which stops the
     dashboard too: it was started to run one), KafkaSettingsError for Kafka
-    settings that cannot work, UnsafeBindError, or OSError when it cannot listen.
+    settings that cannot work, UnsafeBindError, UnusableStoreError (memory://
+    without ``worker``), BothAppsError, or OSError when it cannot listen.
     """
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
     check_bind(host, token)
-    dashboard = build_dashboard(store, worker, token, allow_define, user_header)
+    dashboard = build_dashboard(store, worker, token, allow_define, user_header, app=app)
     if not worker and dashboard.store_url.startswith("memory:"):
+        instead = "instead of --app " if app else ""
         raise UnusableStoreError(
             "memory:// lives in this one process: no worker could reach it, so the "
-            "dashboard would show an empty store for good. Give --worker MODULE:ATTR to "
-            "run the engine here too, or use a store the workers share (sqlite:///path; "
+            f"dashboard would show an empty store for good. Give --worker MODULE:ATTR {instead}"
+            "to run the engine here too, or use a store the workers share (sqlite:///path; "
             "--store or WFE_STORE)"
         )
     new_store = new_store_file(dashboard.store_url)
@@ -139,12 +170,12 @@ def serve(
 
     dashboard.bridge.on_worker_error = worker_failed
     try:
-        app = create_app(dashboard)
+        flask_app = create_app(dashboard)
     except BaseException:
         dashboard.stop()
         raise
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = make_server(host, port, flask_app, threaded=True)
     except BaseException:
         dashboard.stop()
         raise
@@ -170,7 +201,13 @@ def serve(
             "(check --store and WFE_STORE if your workers use another)"
         )
     shown_host = f"[{host}]" if ":" in host else host
-    mode = "running a worker" if dashboard.bridge.run_worker else "no worker in this process"
+    if worker:
+        mode = f"running the worker of {worker}"
+    elif app:
+        # Said, since without --app a change made here runs no app's callbacks.
+        mode = f"no worker in this process; the callbacks and hooks of {app} run here"
+    else:
+        mode = "no worker in this process"
     if token:
         mode += "; token required"
     if dashboard.user_header:
@@ -181,7 +218,7 @@ def serve(
     )
     for line in _header(dashboard):
         announce(f"  {line}")
-    if not is_loopback(host) and not app.config["SESSION_COOKIE_SECURE"]:
+    if not is_loopback(host) and not flask_app.config["SESSION_COOKIE_SECURE"]:
         announce(
             "  note: the session cookie is not marked Secure; set WFE_UI_HTTPS=1 when "
             "browsers reach the dashboard over https (through a TLS proxy), as they should"
