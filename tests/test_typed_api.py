@@ -4,8 +4,10 @@ model class, registered workflows that stay as validated, precise types."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,6 +24,7 @@ from wfcore import (
     WorkflowSpec,
     hookimpl,
 )
+from wfcore.hookspecs import RegisterWorkflow
 from wfcore.testing import run_sync
 from wfcore.wire import converter, task_to_dict, workflow_from_dict, workflow_to_dict
 
@@ -192,7 +195,7 @@ def test_a_plugins_workflow_is_copied_too(
 
     class Plugin:
         @hookimpl
-        def wfe_register_workflows(self, register: Callable[[str, Any], None]) -> None:
+        def wfe_register_workflows(self, register: RegisterWorkflow) -> None:
             register("w", phases)
 
     engine = wfe_engine_factory(plugins=[Plugin()])
@@ -202,3 +205,83 @@ def test_a_plugins_workflow_is_copied_too(
     assert engine.workflows["w"] == WorkflowSpec(
         "w", [Phase("a", next_classifications=["b"]), Phase("b")]
     )
+
+
+# -- types an app and a plugin type-check against ---------------------------------------
+
+_TYPED_USER = """
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskType, hookimpl
+from wfcore.hookspecs import RegisterAdapter, RegisterHandler, RegisterWorkflow
+from wfcore.model import answer_validator
+from wfcore.testing import WfeRun
+
+
+class Echo:
+    async def run(self, task: Task, phase: Phase, engine: ECSWorkflowEngine, /) -> None:
+        task.output = task.data
+
+
+async def handle(task: Task) -> None:
+    task.output = 1
+
+
+class Plugin:
+    @hookimpl
+    def wfe_register_adapters(self, register: RegisterAdapter) -> None:
+        register(TaskType.AGENTIC, Echo())
+        register("functional", Echo())
+        register("human", object())  # E: not an adapter
+
+    @hookimpl
+    def wfe_register_handlers(self, register: RegisterHandler) -> None:
+        register("p", handle)
+        register("q", lambda task: None)
+        register("r", "handle")  # E: not a handler
+
+    @hookimpl
+    def wfe_register_workflows(self, register: RegisterWorkflow) -> None:
+        register("w", [Phase("p"), Phase("q")])
+        register("v", ["p"])  # E: not phases
+
+
+def check(engine: ECSWorkflowEngine, wfe_run: WfeRun) -> None:
+    reveal_type(engine.adapter_for("agentic"))
+    reveal_type(answer_validator({"type": "object"}))
+    reveal_type(engine.only_workflows)
+    reveal_type(engine.allowed_commands)
+    reveal_type(engine.worker_id)
+    reveal_type(engine.max_takeovers)
+
+    async def scenario() -> Task:
+        return await engine.wait_for_task("t")
+
+    reveal_type(wfe_run(scenario()))
+    reveal_type(wfe_run(scenario(), timeout=5))
+    answer_validator({}).validatee({})  # E: a typo
+    wfe_run(scenario()).statuss  # E: a typo
+"""
+
+
+def test_an_app_and_a_plugin_type_check_against_precise_types(tmp_path: Path) -> None:
+    mypy_api = pytest.importorskip("mypy.api", reason="mypy is in the test extra")
+    (tmp_path / "user.py").write_text(_TYPED_USER)
+    out, err, _ = mypy_api.run(
+        ["--strict", "--cache-dir", str(tmp_path / "cache"), str(tmp_path / "user.py")]
+    )
+    assert not err, err
+    # mypy versions differ in writing builtins.str or str.
+    revealed = re.findall(r'Revealed type is "(.*)"', out.replace("builtins.", ""))
+    assert revealed == [
+        "wfcore.adapters.Adapter | None",
+        "jsonschema.protocols.Validator",
+        "tuple[str, ...] | None",
+        "frozenset[str]",
+        "str",
+        "int | None",
+        "wfcore.model.Task",
+        "wfcore.model.Task",
+    ], out
+    # Each line marked "# E:" is an error, and no other line.
+    wanted = {n for n, line in enumerate(_TYPED_USER.splitlines(), 1) if "# E:" in line}
+    found = {int(n) for n in re.findall(r"^\S*user\.py:(\d+): error:", out, re.M)}
+    assert found == wanted, out

@@ -160,7 +160,9 @@ class ECSWorkflowEngine:
                 raise ValueError(f"{name} must be {least} seconds (and finite), not {value!r}")
         if isinstance(only_workflows, str):
             raise TypeError("only_workflows takes a list of workflow names, not one string")
-        self.only_workflows = None if only_workflows is None else tuple(only_workflows)
+        self.only_workflows: tuple[str, ...] | None = (
+            None if only_workflows is None else tuple(only_workflows)
+        )
         if self.only_workflows is not None and not all(
             isinstance(name, str) and name.strip() for name in self.only_workflows
         ):
@@ -169,7 +171,7 @@ class ECSWorkflowEngine:
             raise ValueError("only_workflows must name at least one workflow (None: all)")
         if isinstance(allowed_commands, str):
             raise TypeError("allowed_commands takes a list of programs, not one string")
-        self.allowed_commands = frozenset(allowed_commands)
+        self.allowed_commands: frozenset[str] = frozenset(allowed_commands)
         if not all(isinstance(name, str) and name for name in self.allowed_commands):
             raise ValueError("allowed_commands must be non-empty program names")
         if max_takeovers is not None and (
@@ -180,21 +182,22 @@ class ECSWorkflowEngine:
             raise ValueError(
                 f"max_takeovers must be at least 1 (None: no limit), not {max_takeovers}"
             )
-        self.max_takeovers = max_takeovers
-        self._store_arg = store
+        self.max_takeovers: int | None = max_takeovers
+        self._store_arg: str | Store | None = store
         self._store: Store | None = None
-        self.max_concurrency = max_concurrency
-        self.lease_seconds = lease_seconds
-        self.retry_delay = retry_delay
-        self.poll_interval = poll_interval
-        self.shutdown_timeout = shutdown_timeout
-        self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.max_concurrency: int = max_concurrency
+        self.lease_seconds: float = lease_seconds
+        self.retry_delay: float = retry_delay
+        self.poll_interval: float = poll_interval
+        self.shutdown_timeout: float = shutdown_timeout
+        #: Names this engine in leases and history: host/pid/random.
+        self.worker_id: str = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.plugin_manager: pluggy.PluginManager = make_plugin_manager(
             load_entry_points=load_plugins, plugins=tuple(plugins)
         )
         self._handlers: dict[str, Handler] = {}
         self._workflows: dict[str, WorkflowSpec] = {}
-        self._adapters: dict[TaskType, Any] = {}
+        self._adapters: dict[TaskType, Adapter] = {}
         self._completed_hooks: list[CompletedHook] = []
         self._unsaved_workflows: set[str] = set()
         # Workflows registered in code, whose commands the app's author wrote.
@@ -341,8 +344,9 @@ class ECSWorkflowEngine:
             )
         self._adapters[kind] = adapter
 
-    def adapter_for(self, task_type: TaskType | str) -> Any:
-        """The adapter that runs phases of this task type."""
+    def adapter_for(self, task_type: TaskType | str) -> Adapter | None:
+        """The adapter that runs phases of this task type (None if there is none:
+        the built-ins are blocked, say)."""
         return self._adapters.get(TaskType.parse(task_type))
 
     def register_task_completed_hook(self, callback: CompletedHook) -> None:

@@ -15,36 +15,49 @@ then: a plugin registered later is not asked for them, and a warning says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     import click
 
-    from .engine import ECSWorkflowEngine
+    from .adapters import Adapter
+    from .engine import ECSWorkflowEngine, Handler
     from .metrics import Metric
-    from .model import Phase, Task
+    from .model import Phase, Task, TaskType
     from .stores.base import Store
 
-__all__ = ["hookimpl", "hookspec"]
+__all__ = ["RegisterAdapter", "RegisterHandler", "RegisterWorkflow", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("wfcore")
 hookimpl = pluggy.HookimplMarker("wfcore")
+
+# The ``register`` callbacks of the contribution hooks, for a plugin to annotate its
+# implementations with. Quoted: the classes they name import this module.
+
+#: ``register(task_type, adapter)`` of :func:`wfe_register_adapters`.
+RegisterAdapter = Callable[["TaskType | str", "Adapter"], None]
+#: ``register(classification, handler)`` of :func:`wfe_register_handlers`; a handler
+#: is ``async def handler(task) -> None`` (or a plain function).
+RegisterHandler = Callable[[str, "Handler"], None]
+#: ``register(name, phases)`` of :func:`wfe_register_workflows`.
+RegisterWorkflow = Callable[[str, Sequence["Phase"]], None]
 
 
 # -- contributions -------------------------------------------------------------------
 
 
 @hookspec
-def wfe_register_adapters(register: Callable[[Any, Any], None]) -> None:
+def wfe_register_adapters(register: RegisterAdapter) -> None:
     """Contribute adapters, the objects that run a phase for one task type.
 
     Called once per engine, as it is built, for the plugins it is built with.
 
-    :param register: call ``register(task_type, adapter)`` for each adapter;
-        ``task_type`` is a :class:`~wfcore.TaskType` or its name. An adapter has an
+    :param register: call ``register(task_type, adapter)`` for each adapter
+        (annotate it :data:`RegisterAdapter`); ``task_type`` is a
+        :class:`~wfcore.TaskType` or its name. An adapter has an
         ``async def run(self, task, phase, engine)`` method.
 
     Every implementation is called, in registration order (``trylast`` ones
@@ -60,13 +73,13 @@ def wfe_register_adapters(register: Callable[[Any, Any], None]) -> None:
 
 
 @hookspec
-def wfe_register_handlers(register: Callable[[str, Any], None]) -> None:
+def wfe_register_handlers(register: RegisterHandler) -> None:
     """Contribute handlers for classifications.
 
     Called once per engine, as it is built, for the plugins it is built with.
 
-    :param register: call ``register(classification, handler)``; a handler is
-        ``async def handler(task) -> None``.
+    :param register: call ``register(classification, handler)`` (annotate it
+        :data:`RegisterHandler`); a handler is ``async def handler(task) -> None``.
 
     Every implementation is called; registering the same classification twice is
     a :class:`~wfcore.errors.PluginError` naming both plugins, and so is a handler
@@ -77,13 +90,13 @@ def wfe_register_handlers(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
-def wfe_register_workflows(register: Callable[[str, Any], None]) -> None:
+def wfe_register_workflows(register: RegisterWorkflow) -> None:
     """Contribute workflows.
 
     Called once per engine, as it is built, for the plugins it is built with.
 
     :param register: call ``register(name, phases)`` with a list of
-        :class:`~wfcore.Phase`.
+        :class:`~wfcore.Phase` (annotate it :data:`RegisterWorkflow`).
 
     Every implementation is called; registering the same name twice is a
     :class:`~wfcore.errors.PluginError` naming both plugins, and so is a workflow

@@ -9,11 +9,15 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .errors import InvalidTaskError, InvalidWorkflowError
+
+if TYPE_CHECKING:
+    # jsonschema is imported where it is used: most processes never check an answer.
+    from jsonschema.protocols import Validator
 
 __all__ = [
     "ANSWER_FORMATS",
@@ -350,7 +354,7 @@ def is_date_time(value: object) -> bool:
     return off_hours is None or (int(off_hours) <= 23 and int(off_minutes) <= 59)
 
 
-def answer_validator(schema: dict[str, Any]) -> Any:
+def answer_validator(schema: dict[str, Any]) -> Validator:
     """A jsonschema validator for answers to ``schema`` (a phase's ``input_schema``)
     that checks the :data:`ANSWER_FORMATS`, and only those, whatever is installed."""
     import jsonschema

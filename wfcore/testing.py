@@ -14,7 +14,8 @@ Fixtures:
     One engine from the factory, on the temporary SQLite store.
 ``wfe_run``
     ``wfe_run(coro, timeout=60)`` runs a coroutine to completion in a new event
-    loop, failing the test if it takes longer than ``timeout`` seconds.
+    loop, failing the test if it takes longer than ``timeout`` seconds, and returns
+    its result (annotate the argument ``wfe_run: WfeRun`` to keep its type).
 
 And :class:`StoreContract`, the tests every store must pass, for a storage
 plugin's own test suite to inherit.
@@ -38,7 +39,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -48,9 +49,16 @@ from .engine import ECSWorkflowEngine
 pytest.register_assert_rewrite("wfcore.store_contract")
 from .store_contract import StoreContract  # noqa: E402
 
-__all__ = ["StoreContract", "run_sync"]
+__all__ = ["StoreContract", "WfeRun", "run_sync"]
 
 T = TypeVar("T")
+
+
+class WfeRun(Protocol):
+    """The type of the ``wfe_run`` fixture, to annotate a test's argument with:
+    ``wfe_run(coro)`` returns what the coroutine returns."""
+
+    def __call__(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T: ...
 
 
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
@@ -103,6 +111,6 @@ def wfe_engine(wfe_engine_factory: Callable[..., ECSWorkflowEngine]) -> ECSWorkf
 
 
 @pytest.fixture
-def wfe_run() -> Callable[..., Any]:
+def wfe_run() -> WfeRun:
     """Run a coroutine to completion: ``wfe_run(coro, timeout=60)``."""
     return run_sync
