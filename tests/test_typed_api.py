@@ -3,7 +3,9 @@ model class, registered workflows that stay as validated, precise types."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -285,3 +287,126 @@ def test_an_app_and_a_plugin_type_check_against_precise_types(tmp_path: Path) ->
     wanted = {n for n, line in enumerate(_TYPED_USER.splitlines(), 1) if "# E:" in line}
     found = {int(n) for n in re.findall(r"^\S*user\.py:(\d+): error:", out, re.M)}
     assert found == wanted, out
+
+
+# -- what the hook reference promises about lifecycle hooks ------------------------------
+
+
+class _Calls:
+    """Plugins of one test append their names here as they are called."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def plugin(self, name: str, *, fail: bool = False, **marks: bool) -> object:
+        calls = self.names
+
+        class Plugin:
+            @hookimpl(**marks)
+            async def wfe_task_submitted(self, task: Task) -> None:
+                await asyncio.sleep(0)  # not done at once: only awaiting finishes it
+                calls.append(name)
+                if fail:
+                    raise RuntimeError(f"{name} is broken")
+
+        Plugin.__name__ = name
+        return Plugin()
+
+
+def test_lifecycle_hooks_run_tryfirst_then_last_registered_first_and_survive_a_failure(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = _Calls()
+    plugins = [
+        calls.plugin("A"),
+        calls.plugin("B", fail=True),
+        calls.plugin("First", tryfirst=True),
+        calls.plugin("Last", trylast=True),
+        calls.plugin("C"),
+    ]
+    engine = wfe_engine_factory(plugins=plugins)
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+    with caplog.at_level(logging.ERROR, logger="wfcore"):
+        task = run_sync(engine.submit_task({}, "w"))
+        # submit_task returned after every implementation, async ones included, returned.
+        assert calls.names == ["First", "C", "B", "A", "Last"]
+    assert task.status is TaskStatus.PENDING
+    [failure] = [r for r in caplog.records if r.exc_info]
+    assert failure.getMessage() == "plugin 'B' failed in wfe_task_submitted"
+    assert failure.levelno == logging.ERROR
+    assert str(failure.exc_info[1]) == "B is broken"  # type: ignore[index]
+
+
+def test_an_async_phase_started_hook_delays_the_phase_and_holds_its_slot(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+) -> None:
+    events: list[str] = []
+
+    async def scenario() -> list[Task]:
+        entered = asyncio.Event()
+        gate = asyncio.Event()
+
+        class Slow:
+            @hookimpl
+            async def wfe_phase_started(self, task: Task) -> None:
+                entered.set()
+                await gate.wait()
+                events.append(f"hook {task.data}")
+
+        def handle(task: Task) -> None:
+            events.append(f"handler {task.data}")
+
+        engine = wfe_engine_factory(plugins=[Slow()], max_concurrency=1)
+        engine.register_handler("p", handle)
+        engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+        first = await engine.submit_task(1, "w")
+        second = await engine.submit_task(2, "w")
+        running = asyncio.create_task(engine.run_until_idle())
+        await asyncio.wait_for(entered.wait(), 30)
+        # The hook waits: the phase has not run, and the task holds the only slot.
+        assert events == []
+        assert engine.active_count == 1
+        waiting = await engine.get_task(second.id)
+        assert waiting is not None and waiting.status is TaskStatus.PENDING
+        gate.set()
+        await running
+        return [await engine.wait_for_task(t.id) for t in (first, second)]
+
+    done = run_sync(scenario())
+    assert [t.status for t in done] == [TaskStatus.COMPLETED] * 2
+    assert events == ["hook 1", "handler 1", "hook 2", "handler 2"]
+
+
+def test_resume_returns_after_the_async_hooks_it_fires(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+) -> None:
+    heard: list[str] = []
+
+    class Listener:
+        @hookimpl
+        async def wfe_task_resumed(self, task: Task) -> None:
+            await asyncio.sleep(0)
+            heard.append("resumed")
+
+        @hookimpl
+        async def wfe_phase_finished(self, task: Task, phase: Phase) -> None:
+            await asyncio.sleep(0)
+            heard.append(f"finished {phase.target_classification}")
+
+        @hookimpl
+        async def wfe_task_completed(self, task: Task) -> None:
+            await asyncio.sleep(0)
+            heard.append("completed")
+
+    engine = wfe_engine_factory(plugins=[Listener()])
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+
+    async def scenario() -> list[str]:
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        await engine.wait_for_task(task.id, waiting=True)
+        await engine.resume(task.id, "yes")
+        return list(heard)
+
+    assert run_sync(scenario()) == ["resumed", "finished ask", "completed"]

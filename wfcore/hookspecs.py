@@ -11,6 +11,25 @@ is an implementation whose name matches no hook or that takes an argument its
 hook does not pass, also for a plugin registered with ``engine.plugin_manager``
 later. The contribution hooks are called once, for the plugins registered by
 then: a plugin registered later is not asked for them, and a warning says so.
+
+Lifecycle hooks (``wfe_task_*``, ``wfe_phase_*``, ``wfe_engine_*``):
+
+- Order: their implementations are called one at a time, in pluggy's order:
+  ``tryfirst`` ones first, then the last registered first, then ``trylast`` ones.
+  Plugins passed in ``ECSWorkflowEngine(plugins=[a, b])`` are registered after
+  the installed ones, in that order: ``b`` is called before ``a``, and both
+  before the installed plugins.
+- Waiting: an ``async def`` implementation is awaited before the next one is
+  called and before the engine goes on. A slow ``wfe_phase_started`` delays its
+  phase, and a slow implementation of any hook a worker fires holds the task's
+  ``max_concurrency`` slot meanwhile; ``submit_task``, ``resume`` and ``cancel``
+  return only once the hooks they fire have returned. Hand slow work (a network
+  call, say) to a task or queue of the plugin's own.
+- Failures: an implementation that raises is logged with its plugin's name and
+  the traceback (logger ``wfcore``, ERROR) and the others are still called;
+  the task and the call that fired the hook go on as if it had not. The one
+  exception: a :class:`~wfcore.PluginError` from ``wfe_engine_started`` refuses
+  the start (see there).
 """
 
 from __future__ import annotations
@@ -205,7 +224,10 @@ def wfe_task_submitted(task: Task, engine: ECSWorkflowEngine) -> None:
     :param task: the new task, PENDING.
     :param engine: the engine that accepted it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and ``submit_task`` returns only once every
+    implementation has returned.
     """
 
 
@@ -217,7 +239,11 @@ def wfe_phase_started(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
     :param phase: the phase about to run.
     :param engine: the engine running it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and the phase runs only once every
+    implementation has returned (the wait is not part of the phase's ``timeout``,
+    but holds the task's ``max_concurrency`` slot).
     """
 
 
@@ -232,7 +258,11 @@ def wfe_phase_finished(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> N
     :param phase: the phase that finished.
     :param engine: the engine running it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and the task goes on (or ``resume``
+    returns, when an answer finished the phase) only once every implementation
+    has returned.
     """
 
 
@@ -243,7 +273,10 @@ def wfe_task_suspended(task: Task, engine: ECSWorkflowEngine) -> None:
     :param task: the task, with ``waiting_reason`` and ``deadline`` set.
     :param engine: the engine that suspended it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and the task's ``max_concurrency`` slot
+    is held until every implementation has returned.
     """
 
 
@@ -254,7 +287,10 @@ def wfe_task_resumed(task: Task, engine: ECSWorkflowEngine) -> None:
     :param task: the task after the answer was recorded.
     :param engine: the engine that resumed it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and ``resume`` returns only once every
+    implementation has returned.
     """
 
 
@@ -268,7 +304,11 @@ def wfe_task_completed(task: Task, engine: ECSWorkflowEngine) -> None:
     :param task: the completed task.
     :param engine: the engine that completed it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and the task holds its ``max_concurrency``
+    slot (or ``resume``, when an answer completed it, does not return) until every
+    implementation has returned.
     """
 
 
@@ -279,7 +319,10 @@ def wfe_task_failed(task: Task, engine: ECSWorkflowEngine) -> None:
     :param task: the task, FAILED, with ``error`` set.
     :param engine: the engine that failed it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and the task's ``max_concurrency`` slot is
+    held until every implementation has returned.
     """
 
 
@@ -290,7 +333,10 @@ def wfe_task_cancelled(task: Task, engine: ECSWorkflowEngine) -> None:
     :param task: the task, CANCELLED.
     :param engine: the engine that cancelled it.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and ``cancel`` returns only once every
+    implementation has returned.
     """
 
 
@@ -307,7 +353,10 @@ def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
 
     :param engine: the engine.
 
-    Implementations are called until one refuses; results are ignored; may be async.
+    Implementations are called in the order above (``tryfirst``, then the last
+    registered first) until one refuses; another exception is logged and the
+    others still run; results are ignored; may be async, and the engine claims
+    tasks only once every implementation has returned.
     """
 
 
@@ -319,5 +368,8 @@ def wfe_engine_stopping(engine: ECSWorkflowEngine) -> None:
 
     :param engine: the engine.
 
-    Every implementation is called; results are ignored; may be async.
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and ``run()`` returns only once every
+    implementation has returned.
     """
