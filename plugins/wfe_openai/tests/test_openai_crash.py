@@ -85,7 +85,7 @@ def test_a_killed_worker_leaves_a_conversation_the_next_one_continues(
     openai_server.push(hang)
     openai_server.reply("Charged 30 in all.")
 
-    first = _worker(tmp_path, wfe_store_url, openai_server.url)
+    first = _worker(tmp_path, wfe_store_url, openai_server.base_url)
     try:
         # Two rounds of tools ran and were checkpointed before the third call left.
         assert third_call.wait(60), first.stderr.read() if first.poll() is not None else ""
@@ -98,7 +98,7 @@ def test_a_killed_worker_leaves_a_conversation_the_next_one_continues(
             first.wait(10)
     assert wfe_run(client.get_task(task_id)).status is TaskStatus.IN_PROGRESS
 
-    second = _worker(tmp_path, wfe_store_url, openai_server.url, "--until-idle")
+    second = _worker(tmp_path, wfe_store_url, openai_server.base_url, "--until-idle")
     _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
 

@@ -112,7 +112,7 @@ def test_server_errors_exhaust_retries_then_max_attempts(openai_server, wfe_engi
     assert task.status is TaskStatus.FAILED
     assert task.error == (
         f"AdapterError: chat completion failed with HTTP 500 after 2 retries "
-        f"({openai_server.url}/): The server had an error processing your request"
+        f"({openai_server.base_url}/): The server had an error processing your request"
     )
     # Two attempts of the phase, each one request and two SDK retries.
     assert len(openai_server.requests) == 6
@@ -139,14 +139,14 @@ def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine, wfe_ru
     first, second = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
     assert first == (
         "AdapterError: chat completion failed with HTTP 429 and was not retried: the "
-        f"server asked to wait 600 s (Retry-After) ({openai_server.url}/): Rate limit reached"
+        f"server asked to wait 600 s (Retry-After) ({openai_server.base_url}/): Rate limit reached"
     )
     assert (
         second
         == task.error
         == (
             "AdapterError: chat completion failed with HTTP 503 and was not retried: the "
-            f"server said not to (x-should-retry: false) ({openai_server.url}/): "
+            f"server said not to (x-should-retry: false) ({openai_server.base_url}/): "
             "Overloaded, try later"
         )
     )
@@ -161,7 +161,7 @@ def test_client_errors_are_not_retried(openai_server, wfe_engine, wfe_run):
 
     assert task.status is TaskStatus.FAILED
     assert task.error.endswith(
-        f"HTTP 400 ({openai_server.url}/): Invalid value for 'temperature': must be <= 2."
+        f"HTTP 400 ({openai_server.base_url}/): Invalid value for 'temperature': must be <= 2."
     )
     assert len(openai_server.requests) == 1
 
@@ -175,7 +175,7 @@ def test_plain_text_error_bodies_are_reported(openai_server, wfe_engine, wfe_run
 
     assert task.status is TaskStatus.FAILED
     assert task.error.endswith(
-        f"HTTP 502 after 0 retries ({openai_server.url}/): Bad Gateway from the proxy"
+        f"HTTP 502 after 0 retries ({openai_server.base_url}/): Bad Gateway from the proxy"
     )
 
 
@@ -195,7 +195,7 @@ def test_malformed_bodies_fail_attempts_with_the_reason(openai_server, wfe_engin
     assert task.status is TaskStatus.COMPLETED, task.error
     errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
     assert len(errors) == 3
-    assert errors[0].startswith(f"AdapterError: malformed response from {openai_server.url}/:")
+    assert errors[0].startswith(f"AdapterError: malformed response from {openai_server.base_url}/:")
     assert "JSONDecodeError" in errors[0]
     assert "no choices[0].message" in errors[1]
     assert "no choices[0].message in [1, 2, 3]" in errors[2]
@@ -266,7 +266,7 @@ def test_a_given_client_is_used_as_is(openai_server, monkeypatch, wfe_engine, wf
     openai_server.error(503, "warming up", retry_after="0.01")
     openai_server.reply("via my client")
     client = openai.AsyncOpenAI(
-        api_key="sk-my-own", base_url=openai_server.url, default_headers={"X-Team": "blue"}
+        api_key="sk-my-own", base_url=openai_server.base_url, default_headers={"X-Team": "blue"}
     )
 
     task = _run_one(
@@ -346,7 +346,7 @@ def test_credentials_in_the_base_url_are_redacted_from_http_errors(
 ):
     # A proxy that echoes the password it was given, as some do.
     openai_server.error(500, "no upstream for svc-user/pw-s3cret")
-    url = openai_server.url.replace("http://", "http://svc-user:pw-s3cret@")
+    url = openai_server.base_url.replace("http://", "http://svc-user:pw-s3cret@")
 
     task = _run_one(
         wfe_engine,
@@ -356,7 +356,7 @@ def test_credentials_in_the_base_url_are_redacted_from_http_errors(
     )
 
     assert task.status is TaskStatus.FAILED
-    masked = openai_server.url.replace("http://", "http://***@")
+    masked = openai_server.base_url.replace("http://", "http://***@")
     assert task.error == (
         f"AdapterError: chat completion failed with HTTP 500 after 0 retries ({masked}/): "
         "no upstream for svc-user/***"
@@ -377,7 +377,7 @@ def test_the_adapter_timeout_bounds_a_hung_server(openai_server, wfe_engine, wfe
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
-        f"AdapterError: chat completion timed out after 1 retries ({openai_server.url}/): "
+        f"AdapterError: chat completion timed out after 1 retries ({openai_server.base_url}/): "
         "no reply within 0.2 s per request (the adapter's timeout= option)"
     )
     # The request and one retry, each given up after the timeout.
@@ -423,7 +423,7 @@ def test_max_retries_per_phase(openai_server, wfe_engine, wfe_run):
     assert task.status is TaskStatus.FAILED
     assert task.error == (
         f"AdapterError: chat completion failed with HTTP 503 after 0 retries "
-        f"({openai_server.url}/): still warming up"
+        f"({openai_server.base_url}/): still warming up"
     )
     assert len(openai_server.requests) == 4
     # The SDK's own option, not a request field.
@@ -481,7 +481,7 @@ def test_a_key_in_a_given_client_is_redacted_in_its_escaped_form_too(
 
     # A client given as is is not checked; the HTTP library's error shows its key
     # escaped ('...\\n'), which the redaction must find as well.
-    client = openai.AsyncOpenAI(api_key="sk-given-SECRET987\n", base_url=openai_server.url)
+    client = openai.AsyncOpenAI(api_key="sk-given-SECRET987\n", base_url=openai_server.base_url)
 
     task = _run_one(
         wfe_engine,
@@ -536,13 +536,13 @@ def test_base_urls_with_whitespace_around_or_a_query_string_are_refused_saying_s
         "client=AsyncOpenAI(base_url=..., default_query={...})"
     )
     # The same, from the environment, fails the attempt before anything is sent.
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url + " ")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url + " ")
     task = _run_one(
         wfe_engine_factory(), wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter()
     )
     assert task.error == (
         f"AdapterError: OPENAI_BASE_URL has whitespace at its start or end "
-        f"({openai_server.url + ' '!r}); remove it (a trailing newline or space from a file?)"
+        f"({openai_server.base_url + ' '!r}); remove it (a trailing newline or space from a file?)"
     )
     assert openai_server.requests == []
 
@@ -555,7 +555,7 @@ def test_query_parameters_reach_the_server_through_a_client_with_default_query(
 
     openai_server.reply("hi")
     client = openai.AsyncOpenAI(
-        base_url=openai_server.url, api_key="k", default_query={"api-version": "2024-06-01"}
+        base_url=openai_server.base_url, api_key="k", default_query={"api-version": "2024-06-01"}
     )
     task = _run_one(
         wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(client=client)
@@ -567,7 +567,7 @@ def test_query_parameters_reach_the_server_through_a_client_with_default_query(
 def test_a_404_from_a_server_url_without_v1_says_it_may_need_it(
     openai_server, wfe_engine_factory, wfe_run
 ):
-    root = openai_server.url.removesuffix("/v1")
+    root = openai_server.base_url.removesuffix("/v1")
     task = _run_one(
         wfe_engine_factory(),
         wfe_run,
@@ -588,7 +588,7 @@ def test_a_404_from_a_server_url_without_v1_says_it_may_need_it(
         OpenAIAgentAdapter(max_retries=0),
     )
     assert task.error.endswith(
-        f"HTTP 404 ({openai_server.url}/): The model 'gpt-5x' does not exist"
+        f"HTTP 404 ({openai_server.base_url}/): The model 'gpt-5x' does not exist"
     )
 
 
@@ -629,7 +629,7 @@ def test_openai_api_base_without_openai_base_url_is_warned_about_once(
 def test_a_bad_openai_base_url_fails_the_attempt_before_anything_is_sent(
     openai_server, monkeypatch, wfe_engine_factory, wfe_run
 ):
-    for bad in ("localhost:18777/v1", f"ftp{openai_server.url[4:]}"):
+    for bad in ("localhost:18777/v1", f"ftp{openai_server.base_url[4:]}"):
         monkeypatch.setenv("OPENAI_BASE_URL", bad)
         engine = wfe_engine_factory()
 
@@ -685,7 +685,7 @@ def test_an_error_object_in_a_200_response_is_reported_in_the_servers_words(
 
     assert task.status is TaskStatus.COMPLETED, task.error
     errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
-    where = f"{openai_server.url}/"
+    where = f"{openai_server.base_url}/"
     assert errors == [
         f"AdapterError: chat completion failed ({where}): the server answered with an "
         "error: model overloaded, try later (code 503)",
@@ -705,7 +705,7 @@ def test_a_stream_sent_to_a_plain_request_is_named_as_such(openai_server, wfe_en
 
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith(
-        f"AdapterError: malformed response from {openai_server.url}/: the server sent a "
+        f"AdapterError: malformed response from {openai_server.base_url}/: the server sent a "
         "stream (server-sent events) to a request that did not ask for one; it begins 'data: {"
     )
     assert "stream" not in openai_server.requests[0]["body"]

@@ -189,7 +189,7 @@ def test_wfe_worker_says_which_model_agents_run_on_and_warns_without_a_key(
 
     assert worker.returncode == 0, worker.stderr
     assert _header_lines(worker.stderr) == [
-        f"  agentic phases: OpenAI model gpt-4o-mini at {openai_server.url}",
+        f"  agentic phases: OpenAI model gpt-4o-mini at {openai_server.base_url}",
         NO_KEY_WARNING,
     ]
     client = wfe_engine_factory()
@@ -205,7 +205,7 @@ def test_wfe_worker_says_which_model_agents_run_on_and_warns_without_a_key(
 
     assert worker.returncode == 0, worker.stderr
     assert _header_lines(worker.stderr) == [
-        f"  agentic phases: OpenAI model gpt-4o-mini at {openai_server.url}"
+        f"  agentic phases: OpenAI model gpt-4o-mini at {openai_server.base_url}"
     ]
     assert wfe_run(client.get_task(answered)).output == "Stockholm."
     [request] = openai_server.requests
@@ -220,7 +220,7 @@ def test_the_header_follows_wfe_agent_and_never_shows_the_key(
     monkeypatch.setenv("WFE_AGENT", "open-ai")
     assert report_header(engine) == []  # warned about when the engine starts
     monkeypatch.setenv("WFE_AGENT", " OpenAI ")
-    line = f"agentic phases: OpenAI model gpt-4o at {openai_server.url}"
+    line = f"agentic phases: OpenAI model gpt-4o at {openai_server.base_url}"
     assert report_header(engine) == [line]
     # The same once the engine started and the adapter is registered.
     wfe_run(engine.run_until_idle())
@@ -308,7 +308,7 @@ def test_the_header_of_an_adapter_chosen_in_code(
     monkeypatch.delenv("OPENAI_API_KEY")
     engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(model="llama3.2"))
     assert report_header(engine) == [
-        f"agentic phases: OpenAI model llama3.2 at {openai_server.url}",
+        f"agentic phases: OpenAI model llama3.2 at {openai_server.base_url}",
         NO_KEY_WARNING.strip(),
     ]
     engine.register_adapter(
@@ -363,7 +363,7 @@ def test_wfe_openai_timeout_and_max_retries_for_workers(
     openai_server.hang()
     engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
     assert report_header(engine) == [
-        f"agentic phases: OpenAI model gpt-4o at {openai_server.url} "
+        f"agentic phases: OpenAI model gpt-4o at {openai_server.base_url} "
         "(timeout 1.5 s per request, max_retries 0)"
     ]
 
@@ -373,7 +373,7 @@ def test_wfe_openai_timeout_and_max_retries_for_workers(
     assert (adapter.request_options["timeout"], adapter._max_retries) == (1.5, 0)
     assert task.status is TaskStatus.FAILED
     assert task.error == (
-        f"AdapterError: chat completion timed out after 0 retries ({openai_server.url}/): "
+        f"AdapterError: chat completion timed out after 0 retries ({openai_server.base_url}/): "
         "no reply within 1.5 s per request (the adapter's timeout= option)"
     )
     assert len(openai_server.requests) == 1
