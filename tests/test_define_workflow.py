@@ -414,3 +414,71 @@ def test_a_stored_workflow_not_in_the_code_runs_no_command_it_is_not_allowed(mak
         "AdapterError: phase 'step0': workflow 'theirs' is not registered in code"
     )
     assert own.status is TaskStatus.COMPLETED and own.output == 1
+
+
+CATASTROPHIC = "^(a+)+$"  # each "a" before the "!" doubles the time: 40 take days
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": CATASTROPHIC},
+        {"type": "object", "properties": {"name": {"type": "string", "pattern": CATASTROPHIC}}},
+        {"type": "object", "patternProperties": {CATASTROPHIC: {}}},
+        {"anyOf": [{"type": "null"}, {"items": {"pattern": CATASTROPHIC}}]},
+        {"$defs": {"n": {"pattern": CATASTROPHIC}}, "$ref": "#/$defs/n"},
+    ],
+    ids=["top", "property", "patternProperties", "nested", "defs"],
+)
+def test_a_run_time_workflow_may_not_use_regular_expressions(make_engine, wfe_run, schema):
+    """A task must not be able to stall its worker: Python's re backtracks with the GIL
+    held, so a pattern and an input that never finish matching would freeze every task,
+    lease renewal and signal handler of the worker (and of each that took it over)."""
+    engine = make_engine()
+    spec = {
+        "name": "redos",
+        "phases": [
+            {"target_classification": "free", "assigned_to": "human"},
+            {
+                "target_classification": "ask",
+                "assigned_to": "human",
+                "timeout": 60,
+                # Checked against the schema when the spec is read (24: a second,
+                # so that without the check this test fails rather than hangs).
+                "on_timeout": {"output": "a" * 24 + "!"},
+                "input_schema": schema,
+            },
+        ],
+    }
+
+    async def scenario():
+        task = await engine.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario(), timeout=30)
+    assert task.status is TaskStatus.FAILED
+    keyword = "patternProperties" if "patternProperties" in str(schema) else "pattern"
+    assert task.error.startswith(
+        f"InvalidWorkflowError: phases[1].input_schema: {keyword!r} is not allowed in a "
+        "workflow defined at run time"
+    ), task.error
+    assert "redos" not in engine.workflows
+
+
+def test_a_property_named_pattern_is_no_regular_expression(make_engine, wfe_run):
+    engine = make_engine()
+    schema = {"type": "object", "properties": {"pattern": {"type": "string"}}}
+    spec = {
+        "name": "ok",
+        "phases": [
+            {"target_classification": "ask", "assigned_to": "human", "input_schema": schema}
+        ],
+    }
+
+    async def scenario():
+        task = await engine.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).status is TaskStatus.WAITING_HUMAN

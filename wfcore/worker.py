@@ -734,6 +734,18 @@ class Worker:
         """The built-in ``define_workflow`` phase: register the spec, rebind the task."""
         task.attempts += 1
         task.status = TaskStatus.IN_PROGRESS
+        regex = _regex_keyword(task.data)
+        if regex is not None:
+            where, keyword = regex
+            await self._fail(
+                task,
+                None,
+                f"InvalidWorkflowError: {where}: {keyword!r} is not allowed in a workflow "
+                "defined at run time: a regular expression from a task could hold a "
+                "worker's CPU for good (catastrophic backtracking, which nothing can "
+                "interrupt); register the workflow in code to use one",
+            )
+            return None
         try:
             spec = workflow_from_dict(task.data)
         except WorkflowError as exc:
@@ -880,6 +892,62 @@ def advance(
         task.classification = target
         running = task.status is TaskStatus.IN_PROGRESS
         task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
+
+
+# The keywords of JSON Schema whose values are subschemas: one, a list, or a map of them.
+_SUBSCHEMA = (
+    "additionalProperties",
+    "items",
+    "additionalItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+)
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def _regex_keyword(spec: Any) -> tuple[str, str] | None:
+    """Where a define_workflow spec's schemas use a regular expression (``pattern``,
+    ``patternProperties``): (``phases[0].input_schema``, keyword), or None.
+
+    Python's ``re`` backtracks, holding the GIL: a task could define a pattern and
+    an input that never finish matching, stalling the worker's every task, its lease
+    renewals and its signal handlers. Only keyword positions count: a property
+    named "pattern" is fine.
+    """
+    phases = spec.get("phases") if isinstance(spec, dict) else None
+    for index, phase in enumerate(phases if isinstance(phases, list) else []):
+        schema = phase.get("input_schema") if isinstance(phase, dict) else None
+        keyword = _regex_in(schema)
+        if keyword is not None:
+            return f"phases[{index}].input_schema", keyword
+    return None
+
+
+def _regex_in(schema: Any) -> str | None:
+    if not isinstance(schema, dict):
+        return None
+    for keyword in ("pattern", "patternProperties"):
+        if keyword in schema:
+            return keyword
+    found: list[Any] = [schema.get(k) for k in _SUBSCHEMA]
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            found.extend(schema[key])
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            found.extend(schema[key].values())
+    for sub in found:
+        keyword = _regex_in(sub)
+        if keyword is not None:
+            return keyword
+    return None
 
 
 def _workers_lost(task: Task) -> int:
