@@ -100,6 +100,8 @@ def test_bad_input_exits_non_zero_with_one_line(wfe) -> None:
         (("submit", "nope", "--data", "{}"), "unknown workflow 'nope'"),
         (("submit", "nope"), "or name the app with --app MODULE:ATTR"),
         (("submit", "review", "--data", "{bad"), "--data"),
+        (("submit", "review", "--data", "[" * 5000 + "]" * 5000), "nested deeper than 200"),
+        (("resume", "x", "--output", "[" * 5000 + "]" * 5000), "nested deeper than 200"),
         (("submit", "review", "--data", "{}", "--assigned-to", "robot"), "unknown assigned_to"),
         (("submit", "review", "--data", "{}", "--classification", "x"), "unknown classification"),
         (("show", "missing"), "unknown task 'missing'"),

@@ -33,7 +33,7 @@ from ..plugins import (
     why_not_loaded,
 )
 from ..stores.sqlite import SQLiteStore
-from ..wire import parse_time, task_to_dict
+from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -280,6 +280,11 @@ def _parse_json(value: str, option: str) -> Any:
         return json.loads(value)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+    except RecursionError:
+        # Deeper than Python's stack: deeper than any task may be, too.
+        raise click.BadParameter(
+            f"it is nested deeper than {MAX_JSON_DEPTH} levels", param_hint=option
+        ) from None
 
 
 def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
