@@ -23,10 +23,11 @@ from wfcore import (
     Phase,
     Task,
     TaskStatus,
+    TaskType,
     WorkflowSpec,
     hookimpl,
 )
-from wfcore.hookspecs import RegisterWorkflow
+from wfcore.hookspecs import RegisterAdapter, RegisterWorkflow
 from wfcore.testing import run_sync
 from wfcore.wire import converter, task_to_dict, workflow_from_dict, workflow_to_dict
 
@@ -410,3 +411,59 @@ def test_resume_returns_after_the_async_hooks_it_fires(
         return list(heard)
 
     assert run_sync(scenario()) == ["resumed", "finished ask", "completed"]
+
+
+# -- two plugins, one task type ----------------------------------------------------------
+
+
+class _NamedAdapter:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def run(self, task: Task, phase: Phase, engine: ECSWorkflowEngine, /) -> None:
+        task.output = self.name
+
+
+class RobotAgents:
+    @hookimpl
+    def wfe_register_adapters(self, register: RegisterAdapter) -> None:
+        register("agentic", _NamedAdapter("robot"))
+
+
+class EchoAgents:
+    @hookimpl
+    def wfe_register_adapters(self, register: RegisterAdapter) -> None:
+        register(TaskType.AGENTIC, _NamedAdapter("echo"))
+        register("human", _NamedAdapter("echo"))
+
+
+@pytest.mark.parametrize("first,second", [(RobotAgents, EchoAgents), (EchoAgents, RobotAgents)])
+def test_two_plugins_registering_an_adapter_for_one_type_are_warned_about(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+    caplog: pytest.LogCaptureFixture,
+    first: type,
+    second: type,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="wfcore"):
+        engine = wfe_engine_factory(plugins=[first(), second()])
+    winner = "robot" if second is RobotAgents else "echo"
+    adapter = engine.adapter_for("agentic")
+    assert isinstance(adapter, _NamedAdapter) and adapter.name == winner
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # One warning, for the type both register (human has one plugin adapter only).
+    assert [r.getMessage() for r in warnings] == [
+        f"plugins {first.__name__!r} and {second.__name__!r} both register an adapter for "
+        f"agentic phases; {second.__name__!r}'s (_NamedAdapter) is used, as it registered "
+        "last: to choose, disable the other with WFE_DISABLED_PLUGINS, or call "
+        "engine.register_adapter() in code"
+    ]
+
+
+def test_one_plugin_replacing_a_built_in_adapter_is_not_warned_about(
+    wfe_engine_factory: Callable[..., ECSWorkflowEngine],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="wfcore"):
+        engine = wfe_engine_factory(plugins=[EchoAgents()])
+    assert isinstance(engine.adapter_for("human"), _NamedAdapter)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

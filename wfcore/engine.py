@@ -216,8 +216,31 @@ class ECSWorkflowEngine:
     # -- registration ----------------------------------------------------------------
 
     def _load_contributions(self) -> None:
+        from .plugins import DEFAULT_PLUGINS
+
+        # Task type -> the plugin (not a built-in) whose adapter runs it.
+        adapters_by: dict[TaskType, str] = {}
+
         def register_adapter(plugin: str, task_type: Any, adapter: Any) -> None:
             self.register_adapter(task_type, adapter)
+            if plugin in DEFAULT_PLUGINS:
+                return
+            kind = TaskType.parse(task_type)
+            earlier = adapters_by.get(kind)
+            adapters_by[kind] = plugin
+            if earlier is not None and earlier != plugin:
+                # Allowed (the last registration wins), but which plugin that is
+                # depends on the order they were installed or passed in: say so.
+                logger.warning(
+                    "plugins %r and %r both register an adapter for %s phases; %r's "
+                    "(%s) is used, as it registered last: to choose, disable the other "
+                    "with WFE_DISABLED_PLUGINS, or call engine.register_adapter() in code",
+                    earlier,
+                    plugin,
+                    kind.value,
+                    plugin,
+                    type(adapter).__name__,
+                )
 
         # Built-ins first, so that later-registered (third-party) adapters replace them.
         contribute(

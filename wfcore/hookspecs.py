@@ -82,7 +82,9 @@ def wfe_register_adapters(register: RegisterAdapter) -> None:
     Every implementation is called, in registration order (``trylast`` ones
     first, ``tryfirst`` ones last); a later registration for the same task type
     replaces an earlier one, so an installed plugin overrides a built-in adapter
-    (the built-ins are registered ``trylast``).
+    (the built-ins are registered ``trylast``). When two plugins other than the
+    built-ins register an adapter for one task type, a warning names both and the
+    one used.
     Adapters registered with :meth:`ECSWorkflowEngine.register_adapter` win over
     all plugins. An unknown task type, or an adapter without a ``run`` method (or
     a class instead of an instance), is refused with a
