@@ -99,3 +99,71 @@ def test_the_contract_catches_stores_that_break_it(tmp_path: Path) -> None:
     # With the compared values, as pytest shows them in a test module.
     assert "AssertionError: updated_at is not stamped" in done.stdout
     assert "assert {'x': 'changed after read'} == {}" in done.stdout
+
+
+_MISLABELLED_STORES = """
+import pytest
+from wfcore import hookimpl
+from wfcore.stores.memory import MemoryStore
+from wfcore.testing import StoreContract
+
+
+class Forgetful(MemoryStore):
+    pass  # inherits durable = False
+
+
+class Boastful(MemoryStore):
+    durable = True  # but its tasks go with the process
+
+
+class plugin:
+    @staticmethod
+    @hookimpl
+    def wfe_open_store(url):
+        stores = {"forgetful://": Forgetful, "boastful://": Boastful}
+        return stores[url]() if url in stores else None
+
+
+class TestForgetful(StoreContract):
+    plugins = [plugin]  # durable = True, the contract's default
+
+    @pytest.fixture
+    def store_url(self):
+        return "forgetful://"
+
+
+class TestBoastful(StoreContract):
+    plugins = [plugin]
+    durable = False
+
+    @pytest.fixture
+    def store_url(self):
+        return "boastful://"
+
+
+class TestHonest(TestBoastful):
+    @pytest.fixture
+    def store_url(self):
+        return "forgetful://"
+"""
+
+
+def test_the_contract_catches_a_store_whose_durable_disagrees(tmp_path: Path) -> None:
+    (tmp_path / "test_mislabelled.py").write_text(_MISLABELLED_STORES)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "durable"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = re.findall(r"^FAILED test_mislabelled.py::(\w+)::", done.stdout, re.M)
+    assert sorted(failed) == ["TestBoastful", "TestForgetful"], done.stdout
+    assert "1 passed" in done.stdout  # TestHonest
+    assert (
+        "Forgetful.durable is False, but TestForgetful.durable is True: set both to True "
+        "if the store's tasks outlive closing and reopening it, or both to False if they "
+        "do not (a subclass of MemoryStore inherits durable = False)"
+    ) in done.stdout
+    assert "Boastful.durable is True, but TestBoastful.durable is False" in done.stdout

@@ -83,7 +83,8 @@ class StoreContract:
                 return f"jsonfile://{tmp_path}/tasks.json"
 
     Set ``durable = False`` for a store whose tasks do not outlive closing it
-    (like ``memory://``). Each test opens the store through an engine, as a
+    (like ``memory://``), on this class and on the store class alike (a test
+    checks that they agree). Each test opens the store through an engine, as a
     worker does, so the plugin's ``wfe_open_store`` is tested too.
     """
 
@@ -101,6 +102,23 @@ class StoreContract:
     def make_engine(self, store_url: str) -> ECSWorkflowEngine:
         """The engine each test opens the store through."""
         return ECSWorkflowEngine(store=store_url, plugins=list(self.plugins), load_plugins=False)
+
+    # -- what the store says of itself ------------------------------------------------
+
+    @_with_store
+    async def test_durable_is_what_the_store_class_says(self, store: Any) -> None:
+        """The store class's ``durable`` is the contract's: set in two places, they
+        can disagree, and wfe_kafka trusts the store's (it commits offsets only for
+        a durable store) while the contract tests what this class claims."""
+        said, claimed = bool(type(store).durable), bool(self.durable)
+        if said != claimed:
+            pytest.fail(
+                f"{type(store).__name__}.durable is {said}, but {type(self).__name__}.durable "
+                f"is {claimed}: set both to True if the store's tasks outlive closing and "
+                "reopening it, or both to False if they do not (a subclass of MemoryStore "
+                "inherits durable = False)",
+                pytrace=False,
+            )
 
     # -- tasks in and out ----------------------------------------------------------
 
