@@ -21,6 +21,7 @@ from wfcore import (
     PluginError,
     StoreError,
     TaskStateError,
+    TaskStatus,
     UnknownTaskError,
     UnknownWorkflowError,
     WorkflowError,
@@ -35,6 +36,7 @@ SAMPLES = [
     InvalidWorkflowError("phases[1].target_classification: duplicate 'a'"),
     UnknownTaskError("t-1"),
     TaskStateError("task 't-1' is already CANCELLED"),
+    TaskStateError("task 't-1' is already CANCELLED", task_id="t-1", status=TaskStatus.CANCELLED),
     InvalidOutputError("answer does not match: ok: not a boolean", ["ok: not a boolean"]),
     InvalidOutputError("the answer is bad: x", ["x"], summary="the answer is bad"),
     ArtifactError("artifact name '../x' leaves its folder"),
@@ -88,3 +90,14 @@ def test_a_command_error_raised_in_a_process_pool_reaches_the_caller() -> None:
         assert pool.submit(answer).result(timeout=60) == 42
     assert str(caught.value) == "command 'sh' exited with status 2"
     assert (caught.value.returncode, caught.value.stderr) == (2, "boom\n")
+
+
+def test_a_task_state_error_says_which_task_and_status_when_known() -> None:
+    exc = TaskStateError(
+        "task 't-1' is already CANCELLED", task_id="t-1", status=TaskStatus.CANCELLED
+    )
+    assert exc.task_id == "t-1"
+    assert exc.status is TaskStatus.CANCELLED
+    assert str(exc) == "task 't-1' is already CANCELLED"
+    unknown = TaskStateError("suspend needs a WAITING_* status, not PENDING")
+    assert (unknown.task_id, unknown.status) == (None, None)

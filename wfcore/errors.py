@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model import TaskStatus
 
 __all__ = [
     "AdapterError",
@@ -67,7 +70,18 @@ class UnknownTaskError(WorkflowError, LookupError):
 
 class TaskStateError(WorkflowError):
     """The task is not in a state that allows the operation, e.g. resuming a task
-    that is not waiting, or cancelling one that has finished."""
+    that is not waiting, or cancelling one that has finished.
+
+    ``task_id`` and ``status`` (the status the task was found in) are set where
+    they are known, else None.
+    """
+
+    def __init__(
+        self, message: str, *, task_id: str | None = None, status: TaskStatus | None = None
+    ) -> None:
+        self.task_id = task_id
+        self.status = status
+        super().__init__(message)
 
 
 class InvalidOutputError(WorkflowError, ValueError):
