@@ -549,3 +549,42 @@ def test_a_version_that_is_not_a_whole_number_is_a_type_error(make_engine, wfe_r
         return await engine.get_task(task.id)
 
     assert wfe_run(scenario()).status is TaskStatus.WAITING_HUMAN
+
+
+def test_an_answer_for_a_phase_a_deployment_dropped_says_what_to_do(
+    wfe_engine_factory, wfe_run, caplog
+):
+    old = wfe_engine_factory()
+    old.register_workflow(
+        "review", [Phase("legal", assigned_to="human"), Phase("done", assigned_to="human")]
+    )
+
+    async def wait_in_legal():
+        task = await old.submit_task({}, "review")
+        await old.run_until_idle()
+        return task.id
+
+    task_id = wfe_run(wait_in_legal())
+    new = wfe_engine_factory()  # the next deployment, on the same store
+    new.register_workflow("review", [Phase("done", assigned_to="human")])
+
+    async def answer():
+        with caplog.at_level("WARNING", logger="wfcore"):
+            await new.get_store()  # stores the new definition, saying what it strands
+        with pytest.raises(TaskStateError) as refused:
+            await new.resume(task_id, {"ok": True})
+        cancelled = await new.cancel(task_id)
+        return str(refused.value), cancelled.status
+
+    said, status = wfe_run(answer())
+    assert said == (
+        f"task {task_id!r} waits in phase 'legal', which workflow 'review' no longer has: "
+        "no answer can go on from there. Put the phase back (a deployment that dropped it "
+        "strands its waiting tasks), or cancel the task"
+    )
+    assert status is TaskStatus.CANCELLED
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "workflow 'review': this app's definition has no phase 'legal', where unfinished "
+        "tasks are (1 in 'legal'); they cannot go on: put the phases back, or cancel them "
+        "(wfe tasks -w review)"
+    ]

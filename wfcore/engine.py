@@ -467,8 +467,33 @@ class ECSWorkflowEngine:
     async def _save_workflows(self) -> None:
         assert self._store is not None
         names, self._unsaved_workflows = self._unsaved_workflows, set()
+        stored = {spec.name: spec for spec in await self._store.load_workflows()}
         for name in sorted(names):
-            await self._store.save_workflow(self._workflows[name])
+            spec = self._workflows[name]
+            if name in stored:
+                await self._warn_of_stranded(stored[name], spec)
+            await self._store.save_workflow(spec)
+
+    async def _warn_of_stranded(self, old: WorkflowSpec, new: WorkflowSpec) -> None:
+        """A new definition (a deployment) that drops phases of the stored one strands
+        the tasks in them: no answer or worker can take them on. Say so as it replaces it."""
+        assert self._store is not None
+        gone = [name for name in old.classifications if new.phase(name) is None]
+        if not gone:
+            return
+        counts = await self._store.count_by_phase(new.name)
+        stranded = {name: counts[name] for name in gone if counts.get(name)}
+        if stranded:
+            listed = ", ".join(f"{n} in {name!r}" for name, n in stranded.items())
+            logger.warning(
+                "workflow %r: this app's definition has no phase %s, where unfinished "
+                "tasks are (%s); they cannot go on: put the phases back, or cancel "
+                "them (wfe tasks -w %s)",
+                new.name,
+                " or ".join(repr(name) for name in stranded),
+                listed,
+                new.name,
+            )
 
     async def aclose(self) -> None:
         """Close the store (it reopens at next use); a running ``run()`` is stopped
@@ -865,7 +890,17 @@ class ECSWorkflowEngine:
             spec = await self._workflow(task.workflow_name)
             phase = spec.phase(task.classification) if spec and task.classification else None
             if spec is None or phase is None:
-                raise TaskStateError(f"task {task_id!r} waits in no known phase")
+                where = (
+                    f"workflow {task.workflow_name!r}, which no app registered or store holds"
+                    if spec is None
+                    else f"phase {task.classification!r}, which workflow "
+                    f"{task.workflow_name!r} no longer has"
+                )
+                raise TaskStateError(
+                    f"task {task_id!r} waits in {where}: no answer can go on from there. "
+                    "Put the phase back (a deployment that dropped it strands its waiting "
+                    "tasks), or cancel the task"
+                )
             # Past the deadline the phase's on_timeout rule decides, whether or not
             # a worker has got round to applying it yet.
             if task.deadline is not None and task.deadline <= utcnow():
