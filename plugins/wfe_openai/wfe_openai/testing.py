@@ -5,7 +5,9 @@ free port, a thread), so your tests run the real openai SDK and the real adapter
 with no network and no key. You queue the replies the "model" gives, in order, and
 afterwards check the requests it received::
 
-    from wfcore import ECSWorkflowEngine, Phase, TaskType
+    import asyncio
+
+    from wfcore import ECSWorkflowEngine, Phase, Task, TaskType
     from wfe_openai import OpenAIAgentAdapter
     from wfe_openai.testing import FakeOpenAI
 
@@ -15,22 +17,28 @@ afterwards check the requests it received::
         return a + b
 
 
-    async def test_the_agent_adds() -> None:
-        with FakeOpenAI() as fake:
-            [call_id] = fake.tool_calls(("add", {"a": 2, "b": 3}))  # first reply
-            fake.reply("2 + 3 = 5")  # second reply, after the tool result
+    async def run_sum(base_url: str) -> Task:
+        engine = ECSWorkflowEngine("memory://", load_plugins=False)
+        adapter = OpenAIAgentAdapter(tools=[add], base_url=base_url, api_key="test")
+        engine.register_adapter(TaskType.AGENTIC, adapter)
+        engine.register_workflow("sum", [Phase("sum", assigned_to="agentic")])
+        task = await engine.submit_task({"numbers": [2, 3]}, "sum")
+        await engine.run_until_idle()
+        task = await engine.wait_for_task(task.id)
+        await adapter.aclose()
+        await engine.aclose()
+        return task
 
-            engine = ECSWorkflowEngine("memory://", load_plugins=False)
-            adapter = OpenAIAgentAdapter(tools=[add], base_url=fake.base_url, api_key="test")
-            engine.register_adapter(TaskType.AGENTIC, adapter)
-            engine.register_workflow("sum", [Phase("sum", assigned_to="agentic")])
-            task = await engine.submit_task({"numbers": [2, 3]}, "sum")
-            await engine.run_until_idle()
-            task = await engine.wait_for_task(task.id)
-            await adapter.aclose()
-            await engine.aclose()
+
+    def test_the_agent_adds() -> None:
+        with FakeOpenAI() as fake:
+            [call_id] = fake.tool_calls(("add", {"a": 2, "b": 3}))  # the first reply
+            fake.reply("2 + 3 = 5")  # the second, after the tool's result
+            task = asyncio.run(run_sum(fake.base_url))
 
         assert task.output == "2 + 3 = 5"
+        assert len(fake.requests) == 2
+        assert fake.requests[0]["body"]["tools"][0]["function"]["name"] == "add"
         assert fake.messages()[-1] == {"role": "tool", "tool_call_id": call_id, "content": "5"}
 
 With pytest, the ``fake_openai`` fixture (installed with this package, see
