@@ -246,14 +246,20 @@ def test_the_module_docstring_example_runs():
     namespace["test_the_agent_adds"]()
 
 
+PLUGIN_README = Path(__file__).resolve().parents[1] / "README.md"
+
+
 def test_an_app_test_gets_the_fixture_from_the_installed_plugin(tmp_path: Path):
-    """The fixture's docstring example, as an app's test file in a project of its own:
-    no conftest, nothing but the installed package (its pytest11 entry point)."""
+    """The fixture's examples (its docstring's, the plugin README's) as an app's test
+    files in a project of its own: no conftest, only the installed package (pytest11)."""
     (tmp_path / "test_app.py").write_text(_docstring_example(wfe_openai.pytest_plugin))
+    readme = re.search(r"```python\n(.*?)```", PLUGIN_README.read_text(), re.S)
+    assert readme, "no example in the plugin's README"
+    (tmp_path / "test_readme.py").write_text(readme.group(1))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "OPENAI_"))}
 
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_app.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -262,4 +268,4 @@ def test_an_app_test_gets_the_fixture_from_the_installed_plugin(tmp_path: Path):
     )
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed" in done.stdout
+    assert "2 passed" in done.stdout
