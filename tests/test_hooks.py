@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -154,6 +155,39 @@ def test_completed_callbacks_run_once_per_task_with_the_task(make_engine, wfe_ru
 
     ids = wfe_run(scenario())
     assert sorted(seen) == sorted((i, "completed", n + 1) for n, i in enumerate(ids))
+
+
+def test_a_blocking_plain_callback_does_not_stop_the_other_tasks(make_engine, wfe_run):
+    """A webhook posted with a blocking client (requests, urllib) in a plain function:
+    the worker goes on with its other tasks meanwhile."""
+    engine = make_engine(max_concurrency=2)
+    second_ran = threading.Event()
+    waited: list[bool] = []
+
+    def post_webhook(task: Task) -> None:  # blocks its thread until the other task ran
+        if task.data == "first":
+            waited.append(second_ran.wait(20))
+
+    async def work(task: Task) -> None:
+        if task.data == "second":
+            second_ran.set()
+        task.output = task.data
+
+    engine.register_task_completed_hook(post_webhook)
+    engine.register_handler("a", work)
+    engine.register_workflow("w", [Phase("a")])
+
+    async def run():
+        await engine.submit_task("first", "w")
+        worker = asyncio.create_task(engine.run_until_idle())
+        # Queued once the first has completed, so that only a free loop runs it.
+        while not engine.stats["completed"]:
+            await asyncio.sleep(0.01)
+        await engine.submit_task("second", "w")
+        await worker
+
+    wfe_run(run())
+    assert waited == [True]
 
 
 def test_completed_callback_after_resume_of_the_last_phase(make_engine, wfe_run):

@@ -373,7 +373,12 @@ class ECSWorkflowEngine:
         return self._adapters.get(TaskType.parse(task_type))
 
     def register_task_completed_hook(self, callback: CompletedHook) -> None:
-        """Call ``await callback(task)`` after each task completes (and is durable)."""
+        """Call ``callback(task)`` after each task completes (and is durable).
+
+        A coroutine function is awaited on the event loop; a plain function runs in a
+        thread. Either way the task holds its place among the ``max_concurrency``
+        running ones until the callback returns: bound slow calls with a timeout.
+        """
         if not callable(callback):
             raise TypeError("the completed hook must be callable")
         self._completed_hooks.append(callback)
@@ -1209,7 +1214,12 @@ class ECSWorkflowEngine:
             await self._fire("wfe_task_completed", task=task)
             for callback in self._completed_hooks:
                 try:
-                    result = callback(task)
+                    if inspect.iscoroutinefunction(callback):
+                        await callback(task)
+                        continue
+                    # A plain function may block (a webhook posted with requests): in a
+                    # thread, as plain handlers run, it holds its task's slot, not the loop.
+                    result = await asyncio.to_thread(callback, task)
                     if inspect.isawaitable(result):
                         await result
                 except Exception:

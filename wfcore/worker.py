@@ -944,9 +944,9 @@ def _regex_in(schema: Any) -> str | None:
         if isinstance(schema.get(key), dict):
             found.extend(schema[key].values())
     for sub in found:
-        keyword = _regex_in(sub)
-        if keyword is not None:
-            return keyword
+        inner = _regex_in(sub)
+        if inner is not None:
+            return inner
     return None
 
 
