@@ -197,7 +197,17 @@ def test_nonzero_exit_fails_with_the_tail_of_stderr(make_engine, wfe_run):
     assert len(task.error) < 3000  # the tail, not the whole stream
 
 
-@pytest.mark.parametrize("printed", ["NaN", "1e999", '{"a": "\\ud800"}', "[Infinity]"])
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "NaN",
+        "1e999",
+        '{"a": "\\ud800"}',
+        "[Infinity]",
+        # Deeper than Python's recursion limit: json.loads raises RecursionError.
+        pytest.param("[" * 5000 + "]" * 5000, id="nested-5000-deep"),
+    ],
+)
 def test_stdout_python_reads_but_json_forbids_is_text(make_engine, wfe_run, printed):
     engine = make_engine()
     command = ["printf", "%s", printed]

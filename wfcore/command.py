@@ -351,7 +351,9 @@ def _parse_output(stdout: bytes) -> Any:
         return None
     try:
         value = json.loads(text, parse_constant=_not_json)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Nested deeper than Python's recursion limit: text too (a deep value that
+        # parses is refused by json_problem below).
         return text
     # Python reads some text that JSON does not allow (1e999 as infinity, an escaped
     # lone surrogate): such output is text, like any other that is not JSON.
