@@ -8,6 +8,10 @@ The command (an argv list, never run through a shell) gets:
   ``data``, ``context``, ``outputs``, ``attempts`` and ``artifacts`` (names);
 * the environment variables ``WFE_TASK_ID`` and ``WFE_PHASE``.
 
+A workflow registered in code gives its commands the worker's whole environment;
+one defined at run time (whose commands and arguments come from a submitter) only
+PATH, HOME, LANG, LC_*, TZ and TMPDIR besides those two.
+
 Its stdout becomes the phase output (parsed when it is JSON, else the text;
 nothing printed means None), every file it writes under ``out/`` becomes an
 artifact keeping its relative path, and a non-zero exit fails the attempt with
@@ -69,9 +73,8 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
     try:
         await asyncio.to_thread(_mount_artifacts, task, workdir)
         (workdir / "out").mkdir()
-        stdout, stderr, returncode = await _run(
-            phase.command, workdir, _stdin_for(task), task, phase
-        )
+        env = _command_env(task, phase, full=task.workflow_name in engine._code_workflows)
+        stdout, stderr, returncode = await _run(phase.command, workdir, _stdin_for(task), env)
         if returncode != 0:
             tail = stderr.decode("utf-8", "replace")[-_STDERR_TAIL:].strip()
             raise CommandError(
@@ -121,10 +124,33 @@ class _GuardProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
+# What a command of a workflow defined at run time gets from the worker's
+# environment: enough to find programs, and for them to behave as usual.
+_MINIMAL_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR")
+
+
+def _command_env(task: Task, phase: Phase, *, full: bool) -> dict[str, str]:
+    """The command's environment. A workflow registered in code gets the worker's
+    whole environment: its author chose its commands. One defined at run time was
+    written by whoever could submit a task, who also chooses the arguments of an
+    allowed program (``jq -n env``): it gets none of the worker's secrets (API keys,
+    tokens, the store's URL), only the variables of :data:`_MINIMAL_ENV` and LC_*."""
+    if full:
+        env = dict(os.environ)
+    else:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key in _MINIMAL_ENV or key.startswith("LC_")
+        }
+    env["WFE_TASK_ID"] = task.id
+    env["WFE_PHASE"] = phase.target_classification
+    return env
+
+
 async def _run(
-    argv: list[str], workdir: Path, stdin: bytes, task: Task, phase: Phase
+    argv: list[str], workdir: Path, stdin: bytes, env: dict[str, str]
 ) -> tuple[bytes, bytes, int]:
-    env = dict(os.environ, WFE_TASK_ID=task.id, WFE_PHASE=phase.target_classification)
     _check_program(argv[0], env, workdir)
     loop = asyncio.get_running_loop()
     alive_read, alive_write = os.pipe()
