@@ -7,15 +7,18 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from .errors import ArtifactError
 from .model import Artifact
 from .wire import is_unicode_text
 
 __all__ = [
+    "COPY_CHUNK",
     "check_artifact_name",
+    "copy_artifact",
     "guess_media_type",
     "remove_artifact_dirs",
     "resolve_artifact",
@@ -93,15 +96,59 @@ def write_artifact(
     and are renamed into place, so a reader sees the old file or the new one,
     never half of one.
     """
+    return _write_chunks(root, task_id, name, (data,), phase)
+
+
+def copy_artifact(
+    root: Path,
+    task_id: str,
+    name: str,
+    source: BinaryIO,
+    phase: str | None = None,
+    limit: int | None = None,
+) -> Artifact:
+    """Copy the open file ``source`` as the task's artifact ``name``, as
+    :func:`write_artifact` writes bytes (atomically, flushed to disk).
+
+    The file is streamed in chunks of :data:`COPY_CHUNK` bytes and hashed as it
+    goes, so a large file never sits in memory. At most ``limit`` bytes are copied
+    when it is given: a file something still appends to ends there.
+    """
+    return _write_chunks(root, task_id, name, _read_chunks(source, limit), phase)
+
+
+#: How much of a file :func:`copy_artifact` holds in memory at a time.
+COPY_CHUNK = 1024 * 1024
+
+
+def _read_chunks(source: BinaryIO, limit: int | None) -> Iterator[bytes]:
+    remaining = limit
+    while remaining is None or remaining > 0:
+        chunk = source.read(COPY_CHUNK if remaining is None else min(COPY_CHUNK, remaining))
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def _write_chunks(
+    root: Path, task_id: str, name: str, chunks: Iterable[bytes], phase: str | None
+) -> Artifact:
     check_artifact_name(name)
     base = task_artifact_dir(root, task_id)
     target = base / name
     _check_layout(base, name)
     target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
             fh.flush()
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
@@ -111,8 +158,8 @@ def write_artifact(
         raise
     return Artifact(
         name=name,
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        size=size,
+        sha256=digest.hexdigest(),
         media_type=guess_media_type(name),
         phase=phase,
         path=str(target),

@@ -13,8 +13,10 @@ one defined at run time (whose commands and arguments come from a submitter) onl
 PATH, HOME, LANG, LC_*, TZ and TMPDIR besides those two.
 
 Its stdout becomes the phase output (parsed when it is JSON, else the text;
-nothing printed means None), every file it writes under ``out/`` becomes an
-artifact keeping its relative path, and a non-zero exit fails the attempt with
+nothing printed means None), every regular file it writes under ``out/`` becomes
+an artifact keeping its relative path (copied in a thread, in chunks; symbolic
+links and other special files are skipped, named in an ``artifacts_skipped``
+history event and a warning), and a non-zero exit fails the attempt with
 the tail of stderr. Stdout is limited to :data:`MAX_STDOUT` bytes (more fails the
 attempt: large results belong in ``out/``).
 
@@ -31,6 +33,7 @@ starting up removes those of dead workers on its host (:func:`remove_stale_workd
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -38,14 +41,16 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._processes import pid_alive
+from .artifacts import copy_artifact
 from .errors import AdapterError, CommandError
-from .model import Phase, Task
+from .model import Artifact, Phase, Task
 from .wire import json_problem
 
 if TYPE_CHECKING:
@@ -84,10 +89,17 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
                 tail,
             )
         output = _parse_output(stdout)
-        for path in sorted((workdir / "out").rglob("*")):
-            if path.is_file():
-                name = path.relative_to(workdir / "out").as_posix()
-                await engine.add_artifact_bytes(task, name, path.read_bytes())
+        store = await engine.get_store()
+        # In a thread: a large file takes a while to copy, and the loop has other work.
+        collected, skipped = await asyncio.to_thread(
+            _collect_out, workdir / "out", store.artifacts_dir, task.id, task.classification
+        )
+        # As engine.add_artifact_bytes does inside a running phase: the artifacts are
+        # stored with the task when the phase ends.
+        names = {art.name for art in collected}
+        task.artifacts = [a for a in task.artifacts if a.name not in names] + collected
+        if skipped:
+            _report_skipped(task, phase, skipped)
         task.output = output  # only once every artifact is in: else the attempt failed
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -355,6 +367,140 @@ def _mount_artifacts(task: Task, workdir: Path) -> None:
             target = folder / art.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(art.path, target)
+
+
+def _collect_out(
+    out: Path, root: Path, task_id: str, phase: str | None
+) -> tuple[list[Artifact], dict[str, str]]:
+    """Copy the regular files under ``out`` as the task's artifacts (named by their
+    path below it, in name order); return them, and what was skipped (its path in
+    the work folder, and what it is).
+
+    Only regular files are taken, and no symbolic link is followed: the worker
+    reads what it collects, so a link (made by tar unpacking a user's archive, say)
+    to /proc/self/environ or /etc/passwd would hand the worker's environment or
+    files to whoever made it. Links, pipes, sockets and devices are skipped. Each
+    folder and file is opened with O_NOFOLLOW relative to its folder's descriptor,
+    so a link swapped in after the check is not followed either, and with
+    O_NONBLOCK, so a pipe swapped in cannot block the open.
+    """
+    skipped: dict[str, str] = {}
+    collected: list[Artifact] = []
+    try:
+        folder_fd = _open_entry(str(out), None, directory=True)
+    except FileNotFoundError:
+        return collected, skipped  # the command removed it: nothing to collect
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        skipped["out"] = _file_kind(os.lstat(out).st_mode)
+        return collected, skipped
+    try:
+        _collect_folder(folder_fd, "", root, task_id, phase, collected, skipped)
+    except RecursionError:
+        raise CommandError("the folders under out/ nest too deeply to collect", None, "") from None
+    finally:
+        os.close(folder_fd)
+    collected.sort(key=lambda art: art.name)
+    return collected, skipped
+
+
+def _open_entry(name: str, folder_fd: int | None, *, directory: bool) -> int:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    return os.open(name, flags | os.O_DIRECTORY if directory else flags, dir_fd=folder_fd)
+
+
+def _collect_folder(
+    folder_fd: int,
+    prefix: str,
+    root: Path,
+    task_id: str,
+    phase: str | None,
+    collected: list[Artifact],
+    skipped: dict[str, str],
+) -> None:
+    with os.scandir(folder_fd) as entries:
+        names = sorted(entry.name for entry in entries)
+    for entry in names:
+        name = f"{prefix}{entry}"
+        try:
+            info = os.stat(entry, dir_fd=folder_fd, follow_symlinks=False)
+            if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+                skipped[f"out/{name}"] = _file_kind(info.st_mode)
+                continue
+            fd = _open_entry(entry, folder_fd, directory=stat.S_ISDIR(info.st_mode))
+        except FileNotFoundError:
+            continue  # gone since the folder was listed
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            # Replaced since the stat, by a link (ELOOP) or a file in a folder's place.
+            skipped[f"out/{name}"] = (
+                "symbolic link" if exc.errno == errno.ELOOP else "changed while collected"
+            )
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            try:
+                _collect_folder(fd, f"{name}/", root, task_id, phase, collected, skipped)
+            finally:
+                os.close(fd)
+            continue
+        with open(fd, "rb") as source:
+            info = os.fstat(source.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                skipped[f"out/{name}"] = _file_kind(info.st_mode)
+                continue
+            # A hard link is copied like any file: unlike a symbolic link it names a
+            # file of the same file system that the command could read itself, and
+            # the copy does not change when that file does. At most the size the
+            # file had when opened is copied: what a process left behind (setsid)
+            # still writes to it cannot make the copy endless.
+            collected.append(copy_artifact(root, task_id, name, source, phase, limit=info.st_size))
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "special file"
+
+
+# How many skipped files the history event and the log line name (the count is whole).
+_SKIPPED_SHOWN = 20
+
+
+def _report_skipped(task: Task, phase: Phase, skipped: dict[str, str]) -> None:
+    """Say what under out/ did not become an artifact: in the task's history, where
+    whoever misses a file looks, and in the worker's log."""
+    shown = dict(sorted(skipped.items())[:_SKIPPED_SHOWN])
+    # A name in another encoding cannot be stored as JSON: shown with escapes.
+    shown = {_printable(path): kind for path, kind in shown.items()}
+    task.record(
+        "artifacts_skipped",
+        phase=phase.target_classification,
+        files=shown,
+        count=len(skipped),
+    )
+    listed = ", ".join(f"{path!r} ({kind})" for path, kind in shown.items())
+    more = f" and {len(skipped) - len(shown)} more" if len(skipped) > len(shown) else ""
+    logger.warning(
+        "task %s phase %r: not collected as artifacts, being no regular files: %s%s",
+        task.id,
+        phase.target_classification,
+        listed,
+        more,
+    )
+
+
+def _printable(path: str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _stdin_for(task: Task) -> bytes:
