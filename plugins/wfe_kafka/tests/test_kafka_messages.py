@@ -68,6 +68,35 @@ def test_optional_fields_and_unknown_ones() -> None:
         (b"", "empty message"),
         (b"{not json", "not valid JSON"),
         (b"\xff\xfe\x00", "not"),
+        # Messages are UTF-8; Python's json would read all of these.
+        (
+            '{"workflow_name": "w"}'.encode("utf-16"),
+            r"^not UTF-8 text: it starts with a UTF-16 byte order mark \(ff fe\); send UTF-8$",
+        ),
+        ('{"workflow_name": "w"}'.encode("utf-16-le"), "^not UTF-8 text: it looks like UTF-16-LE"),
+        ('{"workflow_name": "w"}'.encode("utf-16-be"), "^not UTF-8 text: it looks like UTF-16-BE"),
+        ('{"workflow_name": "w"}'.encode("utf-32-be"), "^not UTF-8 text: it looks like UTF-32-BE"),
+        ('{"workflow_name": "w"}'.encode("utf-32-le"), "^not UTF-8 text: it looks like UTF-32-LE"),
+        ('{"workflow_name": "w"}'.encode("utf-32"), "^not UTF-8 text: .* UTF-32 byte order mark"),
+        (
+            '{"workflow_name": "w"}'.encode("utf-8-sig"),
+            r"^not UTF-8 text: it starts with a UTF-8 byte order mark \(ef bb bf\); send it",
+        ),
+        # A \u escape of half a surrogate pair in UTF-16: named for its encoding.
+        ('{"workflow_name": "w", "data": "\\ud800"}'.encode("utf-16-le"), "UTF-16-LE"),
+        # Surrogates written as UTF-8 bytes (CESU-8), alone or in pairs.
+        (
+            b'{"workflow_name": "w", "data": "\xed\xa0\x80"}',
+            "^not UTF-8 text: the bytes ed a0 80 at position 32 are a UTF-16 surrogate",
+        ),
+        (
+            b'{"workflow_name": "w", "data": "\xed\xa0\xbd\xed\xb8\x80"}',
+            "^not UTF-8 text: the bytes ed a0 bd at position 32 are a UTF-16 surrogate",
+        ),
+        (
+            '{"workflow_name": "w", "data": "é"}'.encode("latin-1"),
+            r"^not UTF-8 text: byte 0xe9 at position 32 \(invalid continuation byte\)$",
+        ),
         (b"[1, 2]", "expected a JSON object, got an array"),
         (b"null", "expected a JSON object, got null"),
         (b'"order-17"', "expected a JSON object, got a string"),
@@ -103,6 +132,11 @@ def test_optional_fields_and_unknown_ones() -> None:
 def test_bad_messages_are_named(value: bytes | None, problem: str) -> None:
     with pytest.raises(BadMessage, match=problem):
         parse_task_message(value)
+
+
+def test_utf8_beyond_ascii_is_read_as_it_is() -> None:
+    value = '{"workflow_name": "w", "data": ["é", "日本", "😀", "\\ud83d\\ude00"]}'.encode()
+    assert parse_task_message(value)["data"] == ["é", "日本", "😀", "😀"]
 
 
 def test_define_workflow_message_needs_no_workflow_name() -> None:

@@ -8,6 +8,7 @@ can rebuild it with :func:`wfcore.wire.task_from_dict`.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import math
@@ -77,12 +78,11 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
     """
     if not value:
         raise BadMessage("empty message (no value)")
+    text = _utf8_text(value)
     try:
-        doc = json.loads(value, parse_constant=_refuse_constant, parse_float=_finite_float)
+        doc = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except BadMessage:
         raise
-    except UnicodeDecodeError as exc:
-        raise BadMessage(f"not UTF-8 text: {exc}") from None
     except ValueError as exc:
         raise BadMessage(f"not valid JSON: {exc}") from None
     except RecursionError:
@@ -123,6 +123,58 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "assigned_to": doc.get("assigned_to"),
         "run_after": _start_time(doc.get("run_after")),
     }
+
+
+#: Byte order marks, longest first (UTF-32-LE's begins with UTF-16-LE's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF8, "UTF-8"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _utf8_text(value: bytes) -> str:
+    """A task message's value as text, strictly UTF-8 (raises BadMessage).
+
+    Python's json would also read UTF-16 and UTF-32 (by their byte order mark or
+    the zero bytes of their ASCII characters), skip a UTF-8 byte order mark, and
+    take a surrogate written as three UTF-8 bytes: other readers of the topic may
+    not, and no store can keep a surrogate.
+    """
+    for bom, encoding in _BOMS:
+        if value.startswith(bom):
+            fix = "send it without one" if encoding == "UTF-8" else "send UTF-8"
+            raise BadMessage(
+                f"not UTF-8 text: it starts with a {encoding} byte order mark "
+                f"({bom.hex(' ')}); {fix}"
+            )
+    # JSON starts with an ASCII character, which UTF-16 and UTF-32 write with zero
+    # bytes (the pattern json.detect_encoding looks for).
+    head = value[:4]
+    if len(head) == 4 and (head[0] == 0 or head[1] == 0):
+        if head[0] == 0:
+            encoding = "UTF-16-BE" if head[1] else "UTF-32-BE"
+        else:
+            encoding = "UTF-16-LE" if head[2] or head[3] else "UTF-32-LE"
+        raise BadMessage(
+            f"not UTF-8 text: it looks like {encoding} (zero bytes beside its ASCII "
+            "characters); send UTF-8"
+        )
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = value[exc.start : exc.start + 3]
+        if len(bad) == 3 and bad[0] == 0xED and 0xA0 <= bad[1] <= 0xBF:
+            raise BadMessage(
+                f"not UTF-8 text: the bytes {bad.hex(' ')} at position {exc.start} are a "
+                "UTF-16 surrogate, not a character (CESU-8 or Java's modified UTF-8); "
+                "UTF-8 writes a character beyond U+FFFF as one 4-byte sequence"
+            ) from None
+        raise BadMessage(
+            f"not UTF-8 text: byte 0x{value[exc.start]:02x} at position {exc.start} ({exc.reason})"
+        ) from None
 
 
 def _start_time(value: Any) -> datetime | None:
