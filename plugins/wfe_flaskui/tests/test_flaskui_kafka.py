@@ -405,3 +405,60 @@ def test_a_fault_that_is_not_kafkas_is_not_reported_as_kafka_down(
         assert "could not publish" not in response.get_data(as_text=True)
     finally:
         dash.stop()
+
+
+def test_a_result_message_nested_too_deep_is_skipped_like_other_garbage(
+    kafka_bootstrap: str,
+    wfe_store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Anyone who may write to the results topic: a message deeper than Python's stack
+    (json.loads raises RecursionError), or one it parses but no page could render, is
+    skipped; the results after it still show, and Kafka is not reported unreachable."""
+    from kafka import KafkaProducer
+
+    brokers = _broker_module()
+    topic = f"wfe-ui-results-{uuid.uuid4().hex[:10]}"
+    brokers.create_topic(kafka_bootstrap, topic, 1)
+    # The topic's name comes with the brokers' from the environment, as for `wfe ui`.
+    monkeypatch.setenv("KAFKA_BROKERS", kafka_bootstrap)
+    monkeypatch.setenv("WFE_KAFKA_RESULTS_TOPIC", topic)
+    caplog.set_level(logging.WARNING, logger="wfe_flaskui.kafka")
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, token="")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        api = Api(create_app(dash, secret_key="k").test_client())
+        assert dash.kafka is not None
+        wait_for(dash.kafka.ready.is_set, 30, "the dashboard to follow the results topic")
+        deepest = "[" * 100_000 + "]" * 100_000
+        deep = "[" * 950 + "]" * 950
+        good = {"id": "after-the-deep-ones", "status": "completed", "output": {"fine": True}}
+        for value in (
+            f'{{"id": "too-deep", "status": "completed", "output": {deepest}}}',
+            f'{{"id": "deep", "status": "completed", "output": {deep}}}',
+            json.dumps(good),
+        ):
+            producer.send(topic, value=value.encode()).get(timeout=30)
+
+        def shown() -> list[str]:
+            response = api.get("/api/kafka/results")
+            assert response.status_code == 200, response.text
+            return [result["id"] for result in response.get_json()["results"]]
+
+        assert wait_for(shown, 30, "the result sent after the deep ones") == [good["id"]]
+        page = api.get("/")
+        assert page.status_code == 200
+        assert "after-the-deep-ones" in page.text
+        assert "kafka unreachable" not in page.text
+        assert json.loads(api.get("/", headers={"X-WFE-Partial": "1"}).headers["X-WFE-Kafka"]) == {}
+        assert api.get("/api/tasks/deep").status_code == 404
+        logged = [r.getMessage() for r in caplog.records if r.name == "wfe_flaskui.kafka"]
+        assert logged.count("skipping a result message nested deeper than 210 levels") == 2, logged
+        assert not [line for line in logged if "cannot reach Kafka" in line], logged
+    finally:
+        producer.close()
+        dash.stop()
+        brokers.delete_topics(kafka_bootstrap, [topic])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from wfcore import WorkflowError
+from wfcore.wire import MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
     from .app import Dashboard
@@ -37,6 +39,12 @@ _WAITS = ("bootstrap_timeout_ms", "max_block_ms")
 #: topic's end offsets: kafka-python's poll() returns nothing, without an error, when
 #: the brokers it was reading from stop answering.
 CHECK_EVERY = 5.0
+#: The deepest a result message may nest. A task's data, context and outputs nest up to
+#: wfcore's MAX_JSON_DEPTH, which the message wraps in a few levels of its own
+#: (``outputs`` / phase / output, ``history`` / event / answer). A deeper one did not
+#: come from a worker, and showing it would exhaust the stack of the request that
+#: renders it (Python's JSON encoder recurses), so it is skipped.
+RESULT_DEPTH = MAX_JSON_DEPTH + 10
 
 
 class KafkaSettingsError(WorkflowError):
@@ -251,12 +259,17 @@ class KafkaLink:
         return [{k: v for k, v in entry.items() if k != "doc"} for entry in reversed(entries)]
 
     def _remember(self, value: bytes | None) -> None:
-        import json
-
         try:
             doc = json.loads(value or b"")
         except ValueError:
             logger.warning("skipping a result message that is not JSON")
+            return
+        except RecursionError:
+            # Deeper than Python's stack: garbage like the above, not Kafka failing.
+            logger.warning("skipping a result message nested deeper than %d levels", RESULT_DEPTH)
+            return
+        if isinstance(doc, dict) and _deeper_than(doc, RESULT_DEPTH):
+            logger.warning("skipping a result message nested deeper than %d levels", RESULT_DEPTH)
             return
         if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
             logger.warning("skipping a result message without a task id")
@@ -276,6 +289,19 @@ class KafkaLink:
             while len(self._results) > _KEEP:
                 self._results.popitem(last=False)
 
+    def _read_one(self, record: Any) -> None:
+        # One message that cannot be read is skipped: an error escaping from here
+        # would be taken for Kafka failing, and the same message read again for ever.
+        try:
+            self._remember(record.value)
+        except Exception:
+            logger.exception(
+                "skipping result message %s-%s at offset %s",
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+
     def _read_results(self) -> None:
         consumer = None
         delay = 0.5
@@ -290,7 +316,7 @@ class KafkaLink:
                 batches = consumer.poll(timeout_ms=300)
                 for records in batches.values():
                     for record in records:
-                        self._remember(record.value)
+                        self._read_one(record)
                 if not batches and time.monotonic() - heard >= CHECK_EVERY:
                     # Raises KafkaTimeoutError when the brokers do not answer.
                     consumer.end_offsets(
@@ -349,6 +375,19 @@ class KafkaLink:
             consumer.seek(tp, max(starts[tp], ends[tp] - self.backlog))
         self.ready.set()
         return consumer
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True if dicts and lists nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 class _SettingsRefused(Exception):
