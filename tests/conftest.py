@@ -78,3 +78,31 @@ def start_worker(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Callabl
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def wfe(tmp_path: Path):
+    """Run `wfe ...` with the test's store and the CLI apps importable."""
+    env = dict(
+        os.environ,
+        WFE_STORE=f"sqlite://{tmp_path / 'wfe.db'}",
+        PYTHONPATH=str(TESTS_DIR / "cli_apps"),
+        WFE_LOAD_PLUGINS="",
+    )
+
+    def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "wfcore.cli", *args],
+            cwd=tmp_path,
+            env=kwargs.pop("env", env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **kwargs,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"wfe {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result
+
+    run.env = env  # type: ignore[attr-defined]
+    return run

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli import APP, _wait_for, wfe  # noqa: F401  (wfe: the fixture)
+from test_cli import APP, _wait_for
 
 
-def _start(wfe, tmp_path: Path, name: str, *args: str, **env: str):  # noqa: F811
+def _start(wfe, tmp_path: Path, name: str, *args: str, **env: str):
     """``wfe ARGS`` in the background, its stderr in a file (returned) to watch."""
     log = tmp_path / f"{name}.err"
     with open(log, "w") as err:
@@ -41,14 +41,14 @@ def _gone(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] == "Z"
 
 
-def test_help_lists_the_exit_statuses(wfe) -> None:  # noqa: F811
+def test_help_lists_the_exit_statuses(wfe) -> None:
     out = wfe("--help").stdout
     assert "Exit status:" in out
     for line in ("0    success", "2    bad command line", "130  interrupted (Ctrl-C)"):
         assert line in out
 
 
-def test_submit_of_names_the_store_does_not_know_is_bad_input(wfe) -> None:  # noqa: F811
+def test_submit_of_names_the_store_does_not_know_is_bad_input(wfe) -> None:
     wfe("submit", "review", "--app", APP, "--data", '{"n": 1}')
     for args, said in [
         (("nope",), "Error: unknown workflow 'nope'"),
@@ -65,7 +65,7 @@ def test_submit_of_names_the_store_does_not_know_is_bad_input(wfe) -> None:  # n
     )
 
 
-def test_ctrl_c_on_wait_exits_130(wfe, tmp_path) -> None:  # noqa: F811
+def test_ctrl_c_on_wait_exits_130(wfe, tmp_path) -> None:
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
     # The event loop logs its start at DEBUG: from then on the wait is under way.
     proc, log = _start(wfe, tmp_path, "wait", "wait", task_id, WFE_LOG_LEVEL="DEBUG")
@@ -81,7 +81,7 @@ def test_ctrl_c_on_wait_exits_130(wfe, tmp_path) -> None:  # noqa: F811
     assert err.endswith("wfe: interrupted\n") and "Aborted" not in err and "Traceback" not in err
 
 
-def _gated(wfe, tmp_path: Path, count: int) -> tuple[Path, list[str]]:  # noqa: F811
+def _gated(wfe, tmp_path: Path, count: int) -> tuple[Path, list[str]]:
     gate = tmp_path / "gate"
     ids = [
         wfe(
@@ -99,7 +99,7 @@ def _running_pids(gate: Path, ids: list[str]) -> set[int] | None:
     return {int(f.read_text()) for f in files}
 
 
-def test_a_second_sigterm_hands_running_phases_back_at_once(wfe, tmp_path) -> None:  # noqa: F811
+def test_a_second_sigterm_hands_running_phases_back_at_once(wfe, tmp_path) -> None:
     gate, (task_id,) = _gated(wfe, tmp_path, 1)
     proc, log = _start(
         wfe, tmp_path, "worker", "worker", APP, "--shutdown-timeout", "600", CLI_APP_GATE=str(gate)
@@ -120,7 +120,7 @@ def test_a_second_sigterm_hands_running_phases_back_at_once(wfe, tmp_path) -> No
     assert "--shutdown-timeout SECONDS" in wfe("worker", "--help").stdout
 
 
-def test_the_supervisor_names_a_worker_process_that_was_killed(wfe, tmp_path) -> None:  # noqa: F811
+def test_the_supervisor_names_a_worker_process_that_was_killed(wfe, tmp_path) -> None:
     gate, ids = _gated(wfe, tmp_path, 2)
     args = ("worker", APP, "-p", "2", "--concurrency", "1")
     proc, log = _start(wfe, tmp_path, "supervisor", *args, CLI_APP_GATE=str(gate))
@@ -138,7 +138,7 @@ def test_the_supervisor_names_a_worker_process_that_was_killed(wfe, tmp_path) ->
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_worker_processes_stop_when_their_supervisor_is_killed(wfe, tmp_path) -> None:  # noqa: F811
+def test_worker_processes_stop_when_their_supervisor_is_killed(wfe, tmp_path) -> None:
     gate, ids = _gated(wfe, tmp_path, 2)
     args = ("worker", APP, "-p", "2", "--concurrency", "1")
     proc, _ = _start(wfe, tmp_path, "supervisor", *args, CLI_APP_GATE=str(gate))

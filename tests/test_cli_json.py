@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 
-from test_cli import APP, _wait_for, wfe  # noqa: F401  (wfe: the fixture)
+from test_cli import APP, _wait_for
 
 
-def test_every_task_printed_as_json_has_its_version(wfe) -> None:  # noqa: F811
+def test_every_task_printed_as_json_has_its_version(wfe) -> None:
     submitted = json.loads(
         wfe("submit", "review", "--app", APP, "--data", '{"n": 1}', "--json").stdout
     )
@@ -28,7 +28,7 @@ def test_every_task_printed_as_json_has_its_version(wfe) -> None:  # noqa: F811
     assert wfe("cancel", task_id).stdout == f"{task_id} cancelled\n"
 
 
-def test_status_json_marks_dead_workers(wfe, tmp_path) -> None:  # noqa: F811
+def test_status_json_marks_dead_workers(wfe, tmp_path) -> None:
     gate = tmp_path / "gate"
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1, "wait": true}').stdout
     proc = subprocess.Popen(

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 
-from test_cli import wfe  # noqa: F401  (the fixture)
-
 APP = "failing_app:engine"
 # 2026-11-26T09:29:25.903Z INFO wfcore: ...
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
-def test_the_worker_logs_from_info_with_time_level_and_logger(wfe) -> None:  # noqa: F811
+def test_the_worker_logs_from_info_with_time_level_and_logger(wfe) -> None:
     task_id = wfe("submit", "retried", "--app", APP, "--data", '{"n": -1}').stdout.strip()
     lines = wfe("worker", APP, "--until-idle", "--quiet").stderr.splitlines()
     retried = rf"{STAMP} INFO wfcore: task {task_id}: phase 'check' attempt 1 of 2 failed"
@@ -27,7 +25,7 @@ def test_the_worker_logs_from_info_with_time_level_and_logger(wfe) -> None:  # n
     assert wfe("worker", APP, "--until-idle", "--quiet", env=env).stderr == ""
 
 
-def test_other_commands_log_from_warning_and_trace_plugins_when_asked(wfe) -> None:  # noqa: F811
+def test_other_commands_log_from_warning_and_trace_plugins_when_asked(wfe) -> None:
     wfe("submit", "retried", "--app", APP, "--data", '{"n": 1}')
     assert wfe("tasks").stderr == ""
     debug = wfe("tasks", env=dict(wfe.env, WFE_LOG_LEVEL="debug")).stderr

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli import _wait_for, wfe  # noqa: F401  (wfe: the fixture)
+from test_cli import _wait_for
 
 APP = "split_app:engine"
 
@@ -42,7 +42,7 @@ def _completed(url: str) -> float | None:
     return _samples(_get(url)[1]).get(key)
 
 
-def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:  # noqa: F811
+def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:
     for _ in range(2):
         wfe("submit", "left", "--app", APP)
     port = _free_port()
@@ -77,7 +77,7 @@ def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:  # noqa: 
     assert bad.returncode == 2 and "'localhost:http' is not [HOST:]PORT" in bad.stderr
 
 
-def test_metrics_command_prints_the_stores_metrics_once(wfe) -> None:  # noqa: F811
+def test_metrics_command_prints_the_stores_metrics_once(wfe) -> None:
     wfe("submit", "left", "--app", APP)
     wfe("worker", APP, "--until-idle", "--quiet")
     wfe("submit", "right", "--app", APP)
@@ -99,7 +99,7 @@ def _two_free_ports() -> int:
         return port
 
 
-def test_worker_processes_serve_metrics_on_ports_one_after_another(wfe, tmp_path) -> None:  # noqa: F811
+def test_worker_processes_serve_metrics_on_ports_one_after_another(wfe, tmp_path) -> None:
     port = _two_free_ports()
     log = tmp_path / "workers.err"
     args = ["worker", APP, "-p", "2", "--metrics", str(port)]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from test_cli import APP, wfe  # noqa: F401  (wfe: the fixture)
+from test_cli import APP
 
 
 def _ids(result) -> list[str]:
     return sorted(t["id"] for t in json.loads(result.stdout))
 
 
-def test_status_options_take_repeats_and_commas_alike(wfe) -> None:  # noqa: F811
+def test_status_options_take_repeats_and_commas_alike(wfe) -> None:
     app = "split_app:engine"
     done = wfe("submit", "left", "--app", app).stdout.strip()
     wfe("worker", app, "--until-idle", "--quiet")
@@ -47,7 +47,7 @@ def test_status_options_take_repeats_and_commas_alike(wfe) -> None:  # noqa: F81
     assert "S[,S...]" in wfe("purge", "--help").stdout
 
 
-def test_only_the_worker_takes_the_memory_store(wfe, tmp_path) -> None:  # noqa: F811
+def test_only_the_worker_takes_the_memory_store(wfe, tmp_path) -> None:
     refused = (
         "Error: memory:// lives in this one command's process and ends with it: use a store "
         "the commands share (sqlite:///path; --store or WFE_STORE)\n"

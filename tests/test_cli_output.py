@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_cli import APP, _wait_for, wfe  # noqa: F401  (wfe: the fixture)
+from test_cli import APP, _wait_for
 
 
-def test_show_prints_no_python_values(wfe) -> None:  # noqa: F811
+def test_show_prints_no_python_values(wfe) -> None:
     task_id = wfe("submit", "quick", "--app", "deadline_app:engine").stdout.strip()
     assert "phase     -" in wfe("show", task_id).stdout.splitlines()  # not classified yet
     wfe("worker", "deadline_app:engine", "--until-idle", "--quiet")  # it waits for a person
@@ -34,7 +34,7 @@ def test_show_prints_no_python_values(wfe) -> None:  # noqa: F811
     assert cancelled.returncode == 3 and cancelled.stderr == f"task {pending!r} cancelled\n"
 
 
-def test_tasks_says_when_more_match_than_it_shows(wfe) -> None:  # noqa: F811
+def test_tasks_says_when_more_match_than_it_shows(wfe) -> None:
     ids = [
         wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip() for _ in range(3)
     ]
@@ -55,7 +55,7 @@ def test_tasks_says_when_more_match_than_it_shows(wfe) -> None:  # noqa: F811
     assert wfe("tasks", "--offset", "5").stdout == "no tasks (--offset 5 of 3)\n"
 
 
-def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:  # noqa: F811
+def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:
     from_stdin = wfe("submit", "review", "--app", APP, "--data", "-", input='{"n": 7}').stdout
     (tmp_path / "data.json").write_text('{"n": 8}')
     from_file = wfe("submit", "review", "--app", APP, "--data", "@data.json").stdout
@@ -73,7 +73,7 @@ def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:  #
     assert "100 unless it sets one" in wfe("worker", "--help").stdout
 
 
-def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:  # noqa: F811
+def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1, "wait": true}').stdout
     task_id = task_id.strip()
@@ -105,7 +105,7 @@ def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:  #
     assert dead == [holder.split(" (")[0] + " (dead: the next claim takes the task over)"], dead
 
 
-def test_a_store_overriding_the_apps_own_is_named(wfe, tmp_path: Path) -> None:  # noqa: F811
+def test_a_store_overriding_the_apps_own_is_named(wfe, tmp_path: Path) -> None:
     own = f"sqlite://{tmp_path / 'own.db'}"
     (tmp_path / "own_store_app.py").write_text(
         "from wfcore import ECSWorkflowEngine, Phase\n"
@@ -129,7 +129,7 @@ def test_a_store_overriding_the_apps_own_is_named(wfe, tmp_path: Path) -> None: 
     assert "postgresql://***@db/wf" in note and "hunter2" not in note
 
 
-def test_client_libraries_info_lines_show_only_at_debug(wfe, tmp_path: Path) -> None:  # noqa: F811
+def test_client_libraries_info_lines_show_only_at_debug(wfe, tmp_path: Path) -> None:
     (tmp_path / "chatty_app.py").write_text(
         "import logging\n"
         "from wfcore import ECSWorkflowEngine, Phase\n"
@@ -154,7 +154,7 @@ def test_client_libraries_info_lines_show_only_at_debug(wfe, tmp_path: Path) -> 
     assert "Connection to broker" in debug
 
 
-def test_tasks_of_an_unknown_workflow_and_a_start_in_the_past(wfe) -> None:  # noqa: F811
+def test_tasks_of_an_unknown_workflow_and_a_start_in_the_past(wfe) -> None:
     wfe("submit", "review", "--app", APP, "--data", '{"n": 1}')
     typo = wfe("tasks", "-w", "reveiw", check=False)
     assert typo.returncode == 2
@@ -168,7 +168,7 @@ def test_tasks_of_an_unknown_workflow_and_a_start_in_the_past(wfe) -> None:  # n
     assert "runs after" not in wfe("tasks").stdout
 
 
-def test_resume_cancel_and_retry_say_who_did_it(wfe) -> None:  # noqa: F811
+def test_resume_cancel_and_retry_say_who_did_it(wfe) -> None:
     import getpass
 
     first = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from test_cli import APP, wfe  # noqa: F401  (wfe: the fixture)
+from test_cli import APP
 
 
-def _installed(wfe, tmp_path: Path, name: str, source: str) -> dict[str, str]:  # noqa: F811
+def _installed(wfe, tmp_path: Path, name: str, source: str) -> dict[str, str]:
     """The environment of a wfe with ``source`` installed as plugin ``name``, laid out
     as pip lays one out: a module plus dist-info with an entry point in wfcore's group."""
     site = tmp_path / "site"
@@ -22,7 +22,7 @@ def _installed(wfe, tmp_path: Path, name: str, source: str) -> dict[str, str]:  
     return env
 
 
-def test_a_plugin_failing_to_contribute_is_one_line_on_store_commands(wfe, tmp_path) -> None:  # noqa: F811
+def test_a_plugin_failing_to_contribute_is_one_line_on_store_commands(wfe, tmp_path) -> None:
     wfe("submit", "review", "--app", APP)  # the store, made without the plugin
     env = _installed(
         wfe,
@@ -40,7 +40,7 @@ def test_a_plugin_failing_to_contribute_is_one_line_on_store_commands(wfe, tmp_p
         ), args
 
 
-def test_a_plugin_that_does_not_import_says_how_to_skip_it(wfe, tmp_path) -> None:  # noqa: F811
+def test_a_plugin_that_does_not_import_says_how_to_skip_it(wfe, tmp_path) -> None:
     wfe("submit", "review", "--app", APP)
     env = _installed(wfe, tmp_path, "broken", "import does_not_exist_xyz\n")
     said = (
@@ -59,7 +59,7 @@ def test_a_plugin_that_does_not_import_says_how_to_skip_it(wfe, tmp_path) -> Non
     assert skipped.stdout.startswith("WORKFLOW")
 
 
-def test_a_plugin_command_never_replaces_a_built_in_one(wfe, tmp_path) -> None:  # noqa: F811
+def test_a_plugin_command_never_replaces_a_built_in_one(wfe, tmp_path) -> None:
     wfe("submit", "review", "--app", APP)
     env = _installed(
         wfe,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-from test_cli import wfe  # noqa: F401  (the fixture)
-
 from wfcore.cli.worker import _Progress
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
@@ -27,7 +25,7 @@ def test_progress_in_a_terminal_is_every_line_as_it_is() -> None:
     assert [progress.show("a", now=t) for t in (0.0, 2.0, 4.0)] == ["a", "a", "a"]
 
 
-def test_a_worker_logging_to_a_file_stamps_its_progress(wfe) -> None:  # noqa: F811
+def test_a_worker_logging_to_a_file_stamps_its_progress(wfe) -> None:
     lines = wfe("worker", "split_app:engine", "--until-idle").stderr.splitlines()
     assert re.fullmatch(STAMP + r"this worker: completed 0 .*", lines[-1]), lines
     assert lines[1].startswith("wfe worker ")  # the start-up lines are as they were
