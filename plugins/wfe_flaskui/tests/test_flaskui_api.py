@@ -629,8 +629,11 @@ def test_a_token_of_blanks_is_no_token_and_blanks_around_one_do_not_count(
         dash.stop()
     with pytest.raises(UnsafeBindError, match=r"refusing to listen on 0\.0\.0\.0"):
         check_bind("0.0.0.0", "   ")
-    check_bind("0.0.0.0", "tok-2")
+    with pytest.raises(UnsafeBindError, match=r"token \(WFE_UI_TOKEN\) only 5 characters long"):
+        check_bind("0.0.0.0", "tok-2")
+    check_bind("0.0.0.0", " tok-2-of-sixteen\n")
     check_bind("127.0.0.1", " ")
+    check_bind("127.0.0.1", "tok-2")
 
 
 def test_metrics_for_prometheus(api: Api, dashboard: Dashboard) -> None:

@@ -405,24 +405,62 @@ def test_an_app_mounting_the_dashboard_closes_its_store_cleanly_at_exit(tmp_path
 
 def test_a_public_address_with_a_token_needs_it_on_every_request(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'wfe.db'}"
-    env = _env(WFE_UI_TOKEN="tok-123", WFE_STORE=store)
+    token = "tok-123-of-sixteen"
+    env = _env(WFE_UI_TOKEN=token, WFE_STORE=store)
     output: list[str] = []
     with running(["--host", "0.0.0.0", "--port", "0"], env, output) as (_, url):
         port = url.rsplit(":", 1)[1]
         local = f"http://127.0.0.1:{port}"
         assert Http(local).request("GET", "/api/tasks")[0] == 401
         assert Http(local, {"Authorization": "Bearer nope"}).request("GET", "/api/tasks")[0] == 401
-        status, body = Http(local, {"Authorization": "Bearer tok-123"}).request("GET", "/api/tasks")
+        status, body = Http(local, {"Authorization": f"Bearer {token}"}).request(
+            "GET", "/api/tasks"
+        )
         assert status == 200 and body["total"] == 0
     printed = "".join(output)
-    # A token that short is guessed soon enough; and beyond this machine, TLS.
-    assert "the access token (WFE_UI_TOKEN) is only 7 characters long; use 16 or more" in printed
+    # Beyond this machine, TLS.
     assert "note: the session cookie is not marked Secure; set WFE_UI_HTTPS=1" in printed
+    assert "characters long" not in printed
     output.clear()
     env = _env(WFE_UI_TOKEN="a-token-of-24-characters", WFE_STORE=store, WFE_UI_HTTPS="1")
     with running(["--host", "0.0.0.0", "--port", "0"], env, output):
         pass
     assert "WFE_UI_TOKEN" not in "".join(output) and "Secure" not in "".join(output)
+
+
+def test_wfe_ui_refuses_a_short_token_beyond_this_machine(tmp_path: Path) -> None:
+    """The backoff after wrong tokens counts per address: a few addresses guess a
+    token of a few characters soon enough. On 127.0.0.1 only a warning."""
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    # `wfe ui` itself: the command wfcore's CLI gets from the installed plugin.
+    env = {
+        k: v for k, v in _env(WFE_UI_TOKEN=" fifteen-chars!!\n").items() if k != "WFE_LOAD_PLUGINS"
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", "ui", "--host", "0.0.0.0", "--port", "0"],
+        cwd=tmp_path,
+        env={**env, "WFE_STORE": store},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert " ".join(result.stderr.split()).endswith(
+        "Error: refusing to listen on 0.0.0.0 with an access token (WFE_UI_TOKEN) only 15 "
+        "characters long: other machines could guess it. Use 16 or more random characters, "
+        "such as: python -c 'import secrets; print(secrets.token_urlsafe(24))', or listen "
+        "on 127.0.0.1."
+    ), result.stderr
+    assert "fifteen-chars" not in result.stderr
+    assert not (tmp_path / "wfe.db").exists()  # nothing was started
+
+    output: list[str] = []
+    loopback = _env(WFE_UI_TOKEN="tok-123")
+    with running(["--port", "0", "--store", store], loopback, output) as (_, url):
+        status, body = Http(url, {"Authorization": "Bearer tok-123"}).request("GET", "/api/tasks")
+        assert status == 200 and body["total"] == 0
+    printed = "".join(output)
+    assert "the access token (WFE_UI_TOKEN) is only 7 characters long; use 16 or more" in printed
 
 
 def test_a_memory_store_without_a_worker_is_refused() -> None:

@@ -62,8 +62,9 @@ def ui_command(
     It opens the same store as your workers: run it beside `wfe worker`
     processes (with --app, so that what is changed here runs the app's callbacks),
     or give --worker to run the engine in this process too. Listening
-    on anything but a loopback address needs WFE_UI_TOKEN, an access token that
-    every request must then present (browsers log in once). WFE_UI_SECRET signs
+    on anything but a loopback address needs WFE_UI_TOKEN, an access token of 16
+    characters or more that every request must then present (browsers log in
+    once). WFE_UI_SECRET signs
     the session cookie (default: random per process). With --user-header, answers,
     cancels and retries record who made them. With KAFKA_BROKERS set and
     wfe_kafka installed, submitted tasks are published to the tasks topic instead

@@ -41,7 +41,8 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 _CSRF_KEY = "wfe_csrf"
 _AUTH_KEY = "wfe_auth"
-#: An access token shorter than this is warned about when the dashboard starts.
+#: An access token shorter than this is warned about when the dashboard starts, and
+#: refused by ``wfe ui`` listening beyond this machine.
 SHORT_TOKEN = 16
 
 #: Served with every dashboard page: nothing loads from anywhere but the app.

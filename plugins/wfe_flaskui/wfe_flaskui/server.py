@@ -16,7 +16,7 @@ from wfcore.plugins import report_header
 from wfcore.stores.sqlite import new_store_file
 
 from .app import Dashboard, create_app
-from .security import is_loopback
+from .security import SHORT_TOKEN, is_loopback
 
 __all__ = [
     "BothAppsError",
@@ -44,14 +44,29 @@ class BothAppsError(ValueError):
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback address unless an access token is set.
+    """Refuse a non-loopback address unless an access token of at least
+    :data:`~wfe_flaskui.security.SHORT_TOKEN` characters is set.
 
-    A token of blanks is none: it would let anyone in who sends a blank header.
+    A token of blanks is none: it would let anyone in who sends a blank header. A
+    short one is refused too: the backoff after wrong tokens counts per address, so
+    an attacker with a few addresses guesses a token of a few characters soon enough.
+    On a loopback address any token will do (it is only warned about).
     """
-    if not is_loopback(host) and not (token or "").strip():
+    if is_loopback(host):
+        return
+    token = (token or "").strip()
+    if not token:
         raise UnsafeBindError(
             f"refusing to listen on {host}: other machines could reach the dashboard. "
             "Set WFE_UI_TOKEN to an access token (every request must then present it), "
+            "or listen on 127.0.0.1."
+        )
+    if len(token) < SHORT_TOKEN:
+        raise UnsafeBindError(
+            f"refusing to listen on {host} with an access token (WFE_UI_TOKEN) only "
+            f"{len(token)} characters long: other machines could guess it. Use "
+            f"{SHORT_TOKEN} or more random characters, such as: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(24))', "
             "or listen on 127.0.0.1."
         )
 
@@ -125,8 +140,8 @@ def serve(
         running its worker, beside ``wfe worker`` processes: the answers, cancels
         and retries given in the dashboard then run the app's completion callbacks
         and its plugins' hooks (see :func:`build_dashboard`). Not with ``worker``.
-    :param token: the access token; None reads ``WFE_UI_TOKEN``. Required when
-        ``host`` is not a loopback address.
+    :param token: the access token; None reads ``WFE_UI_TOKEN``. Required, of
+        16 characters or more, when ``host`` is not a loopback address.
     :param allow_define: take define_workflow tasks (None: ``WFE_UI_ALLOW_DEFINE``).
     :param user_header: the header an authenticating proxy names each person in
         (None: ``WFE_UI_USER_HEADER``; see :class:`~wfe_flaskui.app.Dashboard`).
