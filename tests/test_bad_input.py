@@ -679,3 +679,19 @@ def test_a_stop_while_the_store_opens_is_not_lost(tmp_path, wfe_run):
         return engine.running
 
     assert wfe_run(scenario(), timeout=10) is False
+
+
+def test_an_unknown_workflow_among_thousands_names_the_close_ones_not_all(make_engine, wfe_run):
+    """Stores of run-time workflows hold thousands: the message (in logs, dead-letter
+    headers) names a few, the closest first."""
+    engine = make_engine()
+    for n in range(2000):
+        engine.register_workflow(f"w{n:04}", [Phase("a", assigned_to="human")])
+    engine.register_workflow("invoices", [Phase("a", assigned_to="human")])
+    with pytest.raises(UnknownWorkflowError) as refused:
+        wfe_run(engine.submit_task({}, "invoces"))
+    assert str(refused.value) == (
+        "unknown workflow 'invoces' (known: invoices, w0000, w0001, w0002, w0003, w0004, "
+        "w0005, w0006, w0007, w0008 and 1991 more; wfe workflows lists them)"
+    )
+    assert len(refused.value.known) == 2001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,12 +45,27 @@ class UnknownWorkflowError(WorkflowError, LookupError):
         self.name = name
         #: The workflow names known where it was looked up, if given.
         self.known = known
-        hint = f" (known: {', '.join(sorted(known))})" if known else ""
-        super().__init__(f"unknown workflow {name!r}{hint}")
+        super().__init__(f"unknown workflow {name!r}{_known_hint(name, known)}")
 
     # Unpickling calls cls(*args), and args holds the message, not these arguments.
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.name, self.known), self.__dict__
+
+
+# The most workflow names an UnknownWorkflowError lists: stores may hold thousands
+# (defined at run time), and the message goes into logs and dead letters' headers.
+_MAX_LISTED = 10
+
+
+def _known_hint(name: str | None, known: list[str] | None) -> str:
+    if not known:
+        return ""
+    if len(known) <= _MAX_LISTED:
+        return f" (known: {', '.join(sorted(known))})"
+    close = difflib.get_close_matches(name or "", known, n=3) if name else []
+    rest = [n for n in sorted(known) if n not in close][: _MAX_LISTED - len(close)]
+    more = len(known) - len(close) - len(rest)
+    return f" (known: {', '.join(close + rest)} and {more} more; wfe workflows lists them)"
 
 
 class InvalidWorkflowError(WorkflowError, ValueError):
