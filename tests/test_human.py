@@ -588,3 +588,24 @@ def test_an_answer_for_a_phase_a_deployment_dropped_says_what_to_do(
         "tasks are (1 in 'legal'); they cannot go on: put the phases back, or cancel them "
         "(wfe tasks -w review)"
     ]
+
+
+def test_a_refused_resume_or_cancel_says_which_task_and_its_status(make_engine, wfe_run):
+    """A web app tells "someone else answered" from "already finished" by the status."""
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        await engine.resume(task.id, "yes")
+        await engine.run_until_idle()
+        refused = []
+        for attempt in (engine.resume(task.id, "again"), engine.cancel(task.id)):
+            with pytest.raises(TaskStateError) as caught:
+                await attempt
+            refused.append((caught.value.task_id, caught.value.status))
+        return task.id, refused
+
+    task_id, refused = wfe_run(scenario())
+    assert refused == [(task_id, TaskStatus.COMPLETED)] * 2

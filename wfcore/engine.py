@@ -873,24 +873,32 @@ class ECSWorkflowEngine:
                 if spec is not None and spec.phase(expected) is None:
                     raise TaskStateError(
                         f"workflow {spec.name!r} of task {task_id!r} has no phase "
-                        f"{expected!r} (phases: {', '.join(spec.classifications)})"
+                        f"{expected!r} (phases: {', '.join(spec.classifications)})",
+                        task_id=task_id,
+                        status=task.status,
                     )
                 where = "waits in" if task.status.is_waiting else "is at"
                 raise TaskStateError(
                     f"task {task_id!r} {where} phase {task.classification!r} now, not "
-                    f"{expected!r}: the answer was for a question it has moved past"
+                    f"{expected!r}: the answer was for a question it has moved past",
+                    task_id=task_id,
+                    status=task.status,
                 )
             if version is not None and task.version != version:
                 raise TaskStateError(
                     f"task {task_id!r} has changed since version {version} was read "
                     f"(it is at version {task.version}, {task.status.value} in phase "
                     f"{task.classification!r}): the answer was for a question it has "
-                    "moved past"
+                    "moved past",
+                    task_id=task_id,
+                    status=task.status,
                 )
             if not task.status.is_waiting:
                 raise TaskStateError(
                     f"task {task_id!r} is {task.status.name}, not waiting; only a waiting "
-                    "task can be resumed"
+                    "task can be resumed",
+                    task_id=task_id,
+                    status=task.status,
                 )
             spec = await self._workflow(task.workflow_name)
             phase = spec.phase(task.classification) if spec and task.classification else None
@@ -904,14 +912,18 @@ class ECSWorkflowEngine:
                 raise TaskStateError(
                     f"task {task_id!r} waits in {where}: no answer can go on from there. "
                     "Put the phase back (a deployment that dropped it strands its waiting "
-                    "tasks), or cancel the task"
+                    "tasks), or cancel the task",
+                    task_id=task_id,
+                    status=task.status,
                 )
             # Past the deadline the phase's on_timeout rule decides, whether or not
             # a worker has got round to applying it yet.
             if task.deadline is not None and task.deadline <= utcnow():
                 raise TaskStateError(
                     f"task {task_id!r} is past its deadline ({task.deadline.isoformat()}); "
-                    f"its phase's on_timeout ({_on_timeout_text(phase)}) applies instead"
+                    f"its phase's on_timeout ({_on_timeout_text(phase)}) applies instead",
+                    task_id=task_id,
+                    status=task.status,
                 )
             if phase.input_schema is not None and not task.resume_in_phase:
                 _validate_answer(phase, output)
@@ -944,7 +956,11 @@ class ECSWorkflowEngine:
 
         async def mark_cancelled(task: Task) -> None:
             if task.status.is_finished:
-                raise TaskStateError(f"task {task_id!r} is already {task.status.name}")
+                raise TaskStateError(
+                    f"task {task_id!r} is already {task.status.name}",
+                    task_id=task_id,
+                    status=task.status,
+                )
             task.status = TaskStatus.CANCELLED
             task.waiting_reason = None
             task.deadline = None
@@ -970,7 +986,9 @@ class ECSWorkflowEngine:
             if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
                 raise TaskStateError(
                     f"task {task_id!r} is {task.status.name}; only a FAILED or CANCELLED "
-                    "task can be retried"
+                    "task can be retried",
+                    task_id=task_id,
+                    status=task.status,
                 )
             task.record(
                 "retried",
@@ -1008,13 +1026,15 @@ class ECSWorkflowEngine:
                 # Writing the stand-in back would replace what is left of the row.
                 raise TaskStateError(
                     f"task {task_id!r} cannot be changed: its stored row cannot be read "
-                    f"({task.error}); repair the row in the store first"
+                    f"({task.error}); repair the row in the store first",
+                    task_id=task_id,
+                    status=task.status,
                 )
             result = await change(task)
             if await store.update_task(task):
                 self._task_written(task_id)
                 return task, result
-        raise TaskStateError(f"task {task_id!r} kept changing; try again")
+        raise TaskStateError(f"task {task_id!r} kept changing; try again", task_id=task_id)
 
     async def purge(
         self,
@@ -1313,7 +1333,9 @@ def _check_not_running(task: Task, name: str) -> None:
     if task.status is TaskStatus.IN_PROGRESS:
         raise TaskStateError(
             f"cannot add artifact {name!r}: task {task.id!r} is running, and its phase "
-            "stores its artifacts when it ends; add them from inside the phase"
+            "stores its artifacts when it ends; add them from inside the phase",
+            task_id=task.id,
+            status=task.status,
         )
 
 

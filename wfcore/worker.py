@@ -332,7 +332,7 @@ class Worker:
 
     async def _write_checkpoint(self, task: Task) -> None:
         if task.id in self._lost:
-            raise TaskStateError(f"task {task.id!r} was cancelled or taken over")
+            raise TaskStateError(f"task {task.id!r} was cancelled or taken over", task_id=task.id)
         # What a worker taking over should start from: the phase not yet counted as
         # attempted, as for any run a dead worker left unfinished.
         saved = task.copy()
@@ -357,7 +357,7 @@ class Worker:
             raise
         if not ok:
             self._lost.add(task.id)
-            raise TaskStateError(f"task {task.id!r} was cancelled or taken over")
+            raise TaskStateError(f"task {task.id!r} was cancelled or taken over", task_id=task.id)
         task.version = saved.version
         task.history = saved.history
 
