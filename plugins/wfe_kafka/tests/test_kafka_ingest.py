@@ -224,6 +224,13 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         (b"k-surrogate", b'{"workflow_name": "double", "data": {"n": "\\ud800"}}'),
         (b"k-nan", b'{"workflow_name": "double", "data": {"n": NaN}}'),
         (b"k-empty-id", task_json(id="", workflow_name="double", data={"n": 1})),
+        # Messages are UTF-8: Python's json would read these as the same task.
+        (b"k-utf16", '{"workflow_name": "double", "data": {"n": 1}}'.encode("utf-16")),
+        (b"k-utf16be", '{"workflow_name": "double", "data": {"n": 1}}'.encode("utf-16-be")),
+        (b"k-utf32", '{"workflow_name": "double", "data": {"n": 1}}'.encode("utf-32")),
+        (b"k-utf8-bom", '{"workflow_name": "double", "data": {"n": 1}}'.encode("utf-8-sig")),
+        # A surrogate written as UTF-8 bytes (CESU-8), not as a \u escape.
+        (b"k-cesu", b'{"workflow_name": "double", "data": {"n": "\xed\xa0\x80"}}'),
     ]
     produce(
         kafka_bootstrap,
@@ -241,17 +248,17 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         return await serve(
             engine,
             kafka,
-            lambda: kafka.stats["consumed"] == 13 and kafka.stats["results_published"] == 1,
-            "13 messages handled and 1 result",
+            lambda: kafka.stats["consumed"] == 18 and kafka.stats["results_published"] == 1,
+            "18 messages handled and 1 result",
             then=lambda: render_metrics(engine),
         )
 
     metrics = wfe_run(scenario())
-    assert kafka.stats["dead_lettered"] == 12
+    assert kafka.stats["dead_lettered"] == 17
     # The plugin's counters are among the engine's Prometheus metrics (wfe_metrics).
     for line in [
-        "wfe_kafka_consumed_total 13",
-        "wfe_kafka_dead_lettered_total 12",
+        "wfe_kafka_consumed_total 18",
+        "wfe_kafka_dead_lettered_total 17",
         "wfe_kafka_submitted_total 1",
         "wfe_kafka_results_published_total 1",
         "wfe_kafka_paused 0",
@@ -259,7 +266,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
     ]:
         assert f"\n{line}\n" in metrics, line
     with TopicReader(kafka_bootstrap, dlq) as reader:
-        letters = reader.wait_for(12)
+        letters = reader.wait_for(17)
     assert [(r.key, r.value) for r in letters] == bad  # original bytes, in order
     errors = {r.key: dict(r.headers) for r in letters}
     assert b"not valid JSON" in errors[b"k-json"]["wfe.error"]
@@ -278,6 +285,15 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
     assert b"unpaired UTF-16 surrogate" in errors[b"k-surrogate"]["wfe.error"]
     assert errors[b"k-nan"]["wfe.error"] == b"not valid JSON: NaN is not a JSON number"
     assert errors[b"k-empty-id"]["wfe.error"].startswith(b"id: must not be empty")
+    for key, said in [
+        (b"k-utf16", b"not UTF-8 text: it starts with a UTF-16 byte order mark"),
+        (b"k-utf16be", b"not UTF-8 text: it looks like UTF-16-BE"),
+        (b"k-utf32", b"not UTF-8 text: it starts with a UTF-32 byte order mark"),
+        (b"k-utf8-bom", b"not UTF-8 text: it starts with a UTF-8 byte order mark"),
+        (b"k-cesu", b"not UTF-8 text: the bytes ed a0 80 at position 43 are a UTF-16 surrogate"),
+    ]:
+        assert errors[key]["wfe.error.type"] == b"BadMessage", key
+        assert errors[key]["wfe.error"].startswith(said), errors[key]["wfe.error"]
     assert errors[b"k-json"]["wfe.source.topic"] == tasks.encode()
     assert errors[b"k-json"]["wfe.source.offset"] == b"0"
     with TopicReader(kafka_bootstrap, results) as reader:
@@ -819,9 +835,105 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     with TopicReader(kafka_bootstrap, dlq) as reader:
         [letter] = reader.wait_for(1)
     headers = dict(letter.headers)
-    assert letter.key == b"bad" and letter.value is None
+    assert letter.key == b"bad" and letter.value == b""
     assert int(headers["wfe.value.omitted"]) == 30_009
     assert b"not valid JSON" in headers["wfe.error"]
+
+
+def test_a_bad_message_as_large_as_its_topic_takes_does_not_stall_its_partition(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """Keyless bad messages of 1 MB, the most the tasks topic (and the dead-letter
+    topic) takes, whose dead letters are a few headers too large: one is
+    dead-lettered with an empty value, the other, whose bulk is in its headers,
+    without its headers. The task behind them runs and the group's committed offset
+    passes all three. (Kafka-python refused a keyless letter without its value, and
+    Kafka one whose headers stayed 1 MB; each was retried for ever, and the
+    partition's offsets were never committed again.)"""
+    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    # Nearly the most a topic (max.message.bytes 1,048,588) and kafka-python's
+    # producer (max_request_size 1,048,576) take; a dead letter's headers pass it.
+    size = 1_048_450
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (None, b"x" * size),
+            (None, b"not json", [("trace", b"t-1"), ("pad", b"y" * size)]),
+            (None, task_json(id="good", workflow_name="double", data={"n": 4})),
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    wfe_run(
+        serve(
+            engine,
+            kafka,
+            lambda: kafka.stats["consumed"] == 3 and kafka.stats["results_published"] == 1,
+            "3 messages handled and 1 result",
+        )
+    )
+    assert kafka.stats["dead_lettered"] == 2
+    assert committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 3}
+    with TopicReader(kafka_bootstrap, results) as reader:
+        [result] = reader.wait_for(1)
+    assert json.loads(result.value)["output"] == {"doubled": 8}
+    with TopicReader(kafka_bootstrap, dlq) as reader:
+        big_value, big_headers = reader.wait_for(2)
+    # Where it came from and why, so the value can be read at its offset.
+    headers = dict(big_value.headers)
+    assert (big_value.key, big_value.value) == (None, b"")
+    assert int(headers["wfe.value.omitted"]) == size
+    assert "wfe.headers.omitted" not in headers
+    assert headers["wfe.error.type"] == b"BadMessage"
+    assert headers["wfe.error"].startswith(b"not valid JSON")
+    assert (headers["wfe.source.topic"], headers["wfe.source.offset"]) == (tasks.encode(), b"0")
+    # The value is kept when the headers are the bulk; they alone are left out.
+    headers = dict(big_headers.headers)
+    assert (big_headers.key, big_headers.value) == (None, b"not json")
+    assert int(headers["wfe.headers.omitted"]) == len("trace") + 3 + len("pad") + size
+    assert "pad" not in headers and "trace" not in headers and "wfe.value.omitted" not in headers
+    assert headers["wfe.error"].startswith(b"not valid JSON")
+    assert (headers["wfe.source.topic"], headers["wfe.source.offset"]) == (tasks.encode(), b"1")
+
+
+def test_a_bad_message_whose_dead_letter_kafka_refuses_in_every_form_is_logged_and_passed(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dead-letter topic that takes no letter, however small (here: one of 64
+    bytes at most): the bad message is logged as an ERROR naming where it is, and
+    the consumer goes on, its offset committed, instead of retrying for ever."""
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    dlq = kafka_topic(1, "dlq", {"max.message.bytes": "64"})
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (b"bad", b"not json"),
+            (None, task_json(id="good", workflow_name="double", data={"n": 4})),
+        ],
+    )
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    wfe_run(
+        serve(
+            engine,
+            kafka,
+            lambda: kafka.stats["consumed"] == 2 and kafka.stats["results_published"] == 1,
+            "2 messages handled and 1 result",
+        )
+    )
+    assert committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 2}
+    assert end_offset(kafka_bootstrap, dlq) == 0
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    said = error.getMessage()
+    assert f"task message {tasks}/0@0 cannot be dead-lettered to {dlq!r}" in said, said
+    assert "MessageSizeTooLargeError" in said, said
 
 
 def wfe_cli(store_url: str, *args: str) -> None:

@@ -32,15 +32,22 @@ def task_json(**fields: Any) -> bytes:
 def produce(
     bootstrap: str,
     topic: str,
-    messages: Iterable[tuple[bytes | None, bytes | None]],
+    messages: Iterable[tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, Any]],
     partition: int | None = None,
 ) -> list[Any]:
-    """Send ``(key, value)`` messages with acks=all; return their RecordMetadata."""
+    """Send ``(key, value)`` or ``(key, value, headers)`` messages with acks=all;
+    return their RecordMetadata."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     try:
         futures = [
-            producer.send(topic, key=key, value=value, partition=partition)
-            for key, value in messages
+            producer.send(
+                topic,
+                key=key,
+                value=value,
+                headers=headers[0] if headers else None,
+                partition=partition,
+            )
+            for key, value, *headers in messages
         ]
         producer.flush(timeout=30)
         return [f.get(timeout=30) for f in futures]

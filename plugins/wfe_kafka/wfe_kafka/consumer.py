@@ -28,7 +28,7 @@ from .clients import (
     _last_bootstrap_error,
     _new_client,
     _Producer,
-    _smaller_if_too_large,
+    _too_large,
 )
 from .messages import (
     IdInUse,
@@ -72,6 +72,7 @@ class _TaskConsumer:
     stats: dict[str, int]
     consumer_settings: Callable[[], dict[str, Any]]
     _get_producer: Callable[[], _Producer]
+    _get_dead_letter_producer: Callable[[], _Producer]
 
     def _init_consumer(self) -> None:
         # Tasks at hand in the engine, for backpressure: counted by the hooks as
@@ -87,6 +88,8 @@ class _TaskConsumer:
         self._missing_topics: frozenset[str] = frozenset()
         # consume_tasks() calls under way (from their first line, before they attach).
         self._consume_calls = 0
+        # Held while a batch's dead letters are sent (see _dead_letter).
+        self._dead_letters_lock = asyncio.Lock()
 
     def _settled(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
@@ -440,29 +443,65 @@ class _TaskConsumer:
                 error,
             )
         if self.dead_letter_topic:
-            records = [
-                (
-                    self.dead_letter_topic,
-                    record.key,
-                    record.value,
-                    dead_letter_headers(
-                        error,
+            # One batch's letters at a time: a letter Kafka refuses as too large
+            # fails every record in flight on the producer, and another batch's
+            # letters would be taken for too large as well.
+            async with self._dead_letters_lock:
+                await self._send_letters(letters)
+        self.stats["dead_lettered"] += len(letters)
+
+    async def _send_letters(self, letters: list[tuple[Any, BaseException]]) -> None:
+        """Send the dead letters of a batch; raise the first error of Kafka's.
+
+        A letter refused for what it is (see :func:`_letter_refused`) would be
+        refused on every retry, holding up its partition for ever: it is sent in
+        a smaller form (:func:`_letter_forms`), and when Kafka takes none, logged
+        as an ERROR and passed over.
+        """
+        producer = self._get_dead_letter_producer
+        forms = [_letter_forms(self.dead_letter_topic, r, e) for r, e in letters]
+        outcomes = await producer().send_many([f[0][1] for f in forms])
+        for i, outcome in enumerate(outcomes):
+            if not _letter_refused(outcome):
+                continue
+            record = letters[i][0]
+            # A letter too large fails its batch-mates on the producer with the
+            # same error: each is first sent again as it is, alone.
+            first = 0 if _too_large(outcome) else 1
+            for left_out, letter in forms[i][first:]:
+                if left_out:
+                    logger.warning(
+                        "the dead letter of task message %s/%d@%d was refused (%s); "
+                        "sending it to %r without %s",
                         record.topic,
                         record.partition,
                         record.offset,
-                        list(record.headers or []),
-                    ),
+                        _describe(outcome),
+                        self.dead_letter_topic,
+                        left_out,
+                    )
+                [outcome] = await producer().send_many([letter])
+                if not _letter_refused(outcome):
+                    break
+            else:
+                # Kafka takes no letter from this topic (its max.message.bytes is
+                # smaller than a letter's few headers, say). The message itself stays
+                # in the tasks topic, at the offset named here.
+                logger.error(
+                    "task message %s/%d@%d cannot be dead-lettered to %r in any form (%s): "
+                    "it is passed over and its offset committed; it stays in its topic at "
+                    "that offset while the topic's retention keeps it",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    self.dead_letter_topic,
+                    _describe(outcome),
                 )
-                for record, error in letters
-            ]
-            outcomes = await self._get_producer().send_many(records)
-            outcomes = await _smaller_if_too_large(
-                self._get_producer, outcomes, records, _letter_without_value
-            )
-            failed = [o for o in outcomes if isinstance(o, BaseException)]
-            if failed:
-                raise failed[0]
-        self.stats["dead_lettered"] += len(letters)
+                outcome = None
+            outcomes[i] = outcome
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            raise failed[0]
 
 
 class _Batches:
@@ -590,17 +629,66 @@ def _coordinates(source: Any) -> tuple[Any, Any, Any] | None:
     return None
 
 
-def _letter_without_value(record: Record) -> Record:
-    """A dead letter too large for its topic, without its value (which stays in the
-    tasks topic at the offset its headers name)."""
-    topic, key, value, headers = record
-    logger.warning(
-        "a dead letter of %d bytes is too large for %r; sending it without its value",
-        len(value or b""),
-        topic,
+#: The characters of ``wfe.error`` a dead letter keeps once cut to its least.
+_ERROR_LIMIT = 1000
+
+
+def _letter_forms(topic: str, record: Any, error: BaseException) -> list[tuple[str, Record]]:
+    """The forms in which a message's dead letter is sent, each when the one before
+    was refused for what it is: (what it leaves out, the letter).
+
+    First the message's key, value and headers with the ``wfe.*`` headers after
+    them. Then without the larger of its value and its headers, the value sent as
+    ``b""`` (a null one is a tombstone to a compacted topic, and kafka-python sends
+    no record without a key nor a value); then without both, ``wfe.error`` cut to
+    1,000 characters; last without its key too. What is left out is named in
+    ``wfe.value.omitted``, ``wfe.headers.omitted`` and ``wfe.key.omitted`` (its
+    size in bytes); the ``wfe.source.*`` headers say where to read it.
+    """
+    key, value, headers = record.key, record.value, list(record.headers or [])
+    where = dead_letter_headers(error, record.topic, record.partition, record.offset)
+    # Never both null: the message's own value, empty when it had none.
+    forms: list[tuple[str, Record]] = [
+        ("", (topic, key, value if key is not None or value is not None else b"", headers + where))
+    ]
+    value_size, headers_size = len(value or b""), _headers_size(headers)
+    no_value = [("wfe.value.omitted", str(value_size).encode("ascii"))] if value_size else []
+    no_headers = [("wfe.headers.omitted", str(headers_size).encode("ascii"))] if headers else []
+    if value_size >= headers_size and value_size:
+        forms.append(("its value", (topic, key, b"", headers + where + no_value)))
+    elif headers:
+        forms.append(("its headers", (topic, key, value, where + no_headers)))
+    short = dead_letter_headers(
+        error, record.topic, record.partition, record.offset, error_limit=_ERROR_LIMIT
     )
-    omitted = ("wfe.value.omitted", str(len(value or b"")).encode("ascii"))
-    return topic, key, None, [*(headers or []), omitted]
+    forms.append(("its value and headers", (topic, key, b"", short + no_value + no_headers)))
+    if key:
+        no_key = [("wfe.key.omitted", str(len(key)).encode("ascii"))]
+        forms.append(
+            (
+                "its key, value and headers",
+                (topic, None, b"", short + no_value + no_headers + no_key),
+            )
+        )
+    return forms
+
+
+def _headers_size(headers: list[tuple[str, Any]]) -> int:
+    """The bytes of Kafka headers' names and values."""
+    return sum(
+        len(name.encode("utf-8", "surrogateescape")) + len(value or b"") for name, value in headers
+    )
+
+
+def _letter_refused(outcome: Any) -> bool:
+    """Whether a dead letter's send failed for what the letter is, so that sending
+    it again as it is would fail again: kafka-python refusing it (ValueError,
+    TypeError: a header that is not bytes, say) or Kafka (too large for the topic
+    or the producer's max_request_size, or a record the topic does not take, such
+    as one without a key to a compacted topic)."""
+    from kafka.errors import InvalidRecordError
+
+    return isinstance(outcome, (ValueError, TypeError, InvalidRecordError)) or _too_large(outcome)
 
 
 _STABLE = "<stable>"  # kafka.structs.MemberState.STABLE

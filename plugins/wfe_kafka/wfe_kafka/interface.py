@@ -188,6 +188,11 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             0,
         )
         self._producer: _Producer | None = None
+        # Dead letters have a producer of their own: kafka-python fails every record
+        # in flight on a producer when Kafka refuses one as too large, and a letter
+        # too large must not send a result without its bulk, nor a result too large
+        # a dead letter without its value. Made at the first dead letter.
+        self._dead_letter_producer: _Producer | None = None
         self._engine: ECSWorkflowEngine | None = None
         self._hooks: list[Any] = []
         self._consumer_task: asyncio.Task[None] | None = None
@@ -261,6 +266,11 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         if self._producer is None or self._producer.closed:
             self._producer = _Producer(self.producer_settings())
         return self._producer
+
+    def _get_dead_letter_producer(self) -> _Producer:
+        if self._dead_letter_producer is None or self._dead_letter_producer.closed:
+            self._dead_letter_producer = _Producer(self.producer_settings())
+        return self._dead_letter_producer
 
     # -- publishing ------------------------------------------------------------------
 
@@ -412,8 +422,10 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         self._results_ids.clear()
         self._events.clear()
         flushed = True
-        if self._producer is not None:
-            flushed = await self._producer.close(max(0.0, deadline - time.monotonic()))
+        for producer in (self._producer, self._dead_letter_producer):
+            if producer is not None:
+                left = max(0.0, deadline - time.monotonic())
+                flushed = await producer.close(left) and flushed
         if timed_out or not flushed or (unpublished and self._trouble_since is not None):
             # One line, not a traceback: Kafka being away at shutdown loses nothing.
             logger.warning(
@@ -523,6 +535,8 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._consuming = done
+        # A lock belongs to the loop it first waited in: one for this loop.
+        self._dead_letters_lock = asyncio.Lock()
         thread = threading.Thread(
             target=self._consume_thread,
             args=(loop, engine, done),

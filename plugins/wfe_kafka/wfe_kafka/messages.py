@@ -364,10 +364,14 @@ def dead_letter_headers(
     partition: int,
     offset: int,
     original: list[tuple[str, bytes]] | None = None,
+    *,
+    error_limit: int | None = None,
 ) -> list[tuple[str, bytes]]:
     """Kafka headers that say why a message was dead-lettered and where it came from.
 
     The dead letter keeps the original key, value and headers; these come after them.
+    ``error_limit`` cuts ``wfe.error`` to that many characters (an error may quote
+    a message's bulk, such as a 1 MB workflow name).
     """
     if isinstance(error, BaseException):
         # IdInUse is named as such: a replay tool can tell "id taken" from a broken
@@ -381,9 +385,12 @@ def dead_letter_headers(
         text = str(error)
     else:
         kind, text = "BadMessage", error
+    if error_limit is not None:
+        text = text[:error_limit]
     return [
         *(original or []),
-        ("wfe.error", text.encode("utf-8")),
+        # backslashreplace: an error quoting a lone surrogate must not fail the letter.
+        ("wfe.error", text.encode("utf-8", "backslashreplace")),
         ("wfe.error.type", kind.encode("utf-8")),
         ("wfe.source.topic", topic.encode("utf-8")),
         ("wfe.source.partition", str(partition).encode("ascii")),
