@@ -36,15 +36,20 @@ def _env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def running(
-    args: list[str], env: dict[str, str], output: list[str] | None = None
+    args: list[str],
+    env: dict[str, str],
+    output: list[str] | None = None,
+    command: tuple[str, ...] = ("wfe_flaskui",),
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start the dashboard; yield the process and its base URL; stop it with SIGTERM.
 
     ``output`` collects every line it prints, as it prints them: those up to the
     one saying where it listens when this yields, all of them once the block ends.
+    ``command`` is the module to run and its arguments before ``args``:
+    ``("wfcore.cli", "ui")`` is `wfe ui`.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wfe_flaskui", *args],
+        [sys.executable, "-m", *command, *args],
         cwd=TESTS,
         env=env,
         stdout=subprocess.PIPE,
@@ -461,6 +466,43 @@ def test_wfe_ui_refuses_a_short_token_beyond_this_machine(tmp_path: Path) -> Non
         assert status == 200 and body["total"] == 0
     printed = "".join(output)
     assert "the access token (WFE_UI_TOKEN) is only 7 characters long; use 16 or more" in printed
+
+
+def test_the_access_log_does_not_hold_the_access_token(tmp_path: Path) -> None:
+    """Browsers are given ?token= links to log in, and API clients may use one; the
+    log lines of `wfe ui --access-log` show token=*** instead."""
+    token = "correct-horse-battery-staple-2"
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    # `wfe ui` itself: the command wfcore's CLI gets from the installed plugin.
+    env = {k: v for k, v in _env(WFE_UI_TOKEN=token).items() if k != "WFE_LOAD_PLUGINS"}
+    args = ["--port", "0", "--store", store, "--access-log"]
+    output: list[str] = []
+    with running(args, env, output, command=("wfcore.cli", "ui")) as (_, url):
+        browser = Http(url)
+        status, page = browser.request("GET", f"/?token={token}")  # the redirect followed
+        assert status == 200 and "<h1>Tasks</h1>" in page
+        api = Http(url)
+        assert api.request("GET", f"/api/tasks?limit=5&token={token}")[0] == 200
+        # As the dashboard reads the query: a name written %74oken is token too.
+        assert api.request("GET", f"/api/tasks?%74oken={token}&limit=5")[0] == 200
+        assert api.request("GET", "/api/tasks?token=almost-" + token[7:])[0] == 401
+        # A request line the server cannot read is logged as it came.
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(f"GET /?token={token} HTTP/1.1 extra\r\n\r\n".encode())
+            answer = b""
+            while chunk := raw.recv(4096):
+                answer += chunk
+            assert b"Error code: 400" in answer
+    # Werkzeug colours some lines (ANSI escapes): the text is what counts.
+    logged = re.sub(r"\x1b\[[0-9;]*m", "", "".join(output))
+    assert token not in logged and token[7:] not in logged, logged
+    assert '"GET /?token=*** HTTP/1.1" 302' in logged, logged
+    assert '"GET / HTTP/1.1" 200' in logged, logged
+    assert '"GET /api/tasks?limit=5&token=*** HTTP/1.1" 200' in logged, logged
+    assert '"GET /api/tasks?token=***&limit=5 HTTP/1.1" 200' in logged, logged
+    assert '"GET /api/tasks?token=*** HTTP/1.1" 401' in logged, logged
+    assert '"GET /?token=*** HTTP/1.1 extra" 400' in logged, logged
 
 
 def test_a_memory_store_without_a_worker_is_refused() -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from wfcore import ECSWorkflowEngine, WorkflowError
 from wfcore.plugins import report_header
@@ -190,7 +192,9 @@ def serve(
         dashboard.stop()
         raise
     try:
-        server = make_server(host, port, flask_app, threaded=True)
+        server = make_server(
+            host, port, flask_app, threaded=True, request_handler=_RedactingRequestHandler
+        )
     except BaseException:
         dashboard.stop()
         raise
@@ -250,6 +254,52 @@ def serve(
             signal.signal(signal.SIGTERM, previous)
     if failed:
         raise WorkerStopped(f"the dashboard's worker stopped: {failed[0]}") from failed[0]
+
+
+def _redact_token(target: str) -> str:
+    """A request target (path and query, as sent) with the value of each ``token``
+    query argument replaced by ``***``.
+
+    The query is split as the dashboard reads it (on ``&``, names percent-decoded,
+    so ``?%74oken=`` is caught too), not searched as text: a value may hold
+    anything once decoded.
+    """
+    path, mark, query = target.partition("?")
+    if not mark:
+        return target
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, equals, _value = part.partition("=")
+        if equals and unquote_plus(name) == "token":
+            parts[i] = f"{name}=***"
+    return f"{path}?{'&'.join(parts)}"
+
+
+#: ``token=`` followed by its value, in a log line's text: the net for lines that
+#: quote the request line as it came (one the server could not read, say).
+_TOKEN_TEXT = re.compile(r"([?&]token=)[^&\s]*", re.IGNORECASE)
+
+
+class _RedactingRequestHandler(WSGIRequestHandler):
+    """Werkzeug's request handler, whose log lines (``--access-log``) never hold an
+    access token: a link with ``?token=`` (as browsers are given to log in, and API
+    clients may use) is logged with ``token=***``. Logs are kept, shipped and read by
+    more people than the token is meant for."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        target = getattr(self, "path", None)  # absent when the request line was bad
+        if target is None:
+            super().log_request(code, size)
+            return
+        self.path = _redact_token(target)
+        try:
+            super().log_request(code, size)
+        finally:
+            self.path = target
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        line = message % args if args else message
+        super().log(type, "%s", _TOKEN_TEXT.sub(r"\1***", line))
 
 
 def _stopping(dashboard: Dashboard) -> str:
