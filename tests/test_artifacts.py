@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
-from wfcore.errors import ArtifactError, TaskStateError, UnknownTaskError
+from wfcore.errors import ArtifactError, InvalidTaskError, TaskStateError, UnknownTaskError
 
 
 def test_handlers_add_text_and_bytes_artifacts_with_metadata(make_engine, wfe_run):
@@ -301,3 +301,107 @@ def test_a_file_the_task_does_not_list_is_not_one_of_its_artifacts(make_engine, 
     refused, kept = wfe_run(scenario())
     assert all("has no artifact 'orphan.txt'" in message for message in refused)
     assert kept == b"listed"
+
+
+def test_a_task_submitted_with_files_starts_with_them(make_engine, wfe_run, tmp_path):
+    """An invoice arriving as a file: the first phase (a real command) reads it, with
+    no race against a worker that claims the task at once."""
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-1.7 invoice 42")
+    engine = make_engine()
+    engine.register_workflow(
+        "intake",
+        [
+            Phase(
+                "extract",
+                assigned_to="functional",
+                command=["cat", "artifacts/invoice.pdf", "artifacts/notes/from.txt"],
+            )
+        ],
+    )
+
+    async def scenario():
+        worker = asyncio.create_task(engine.run())  # claims as soon as the task is stored
+        try:
+            task = await engine.submit_task(
+                {"from": "ACME"},
+                "intake",
+                artifacts={"invoice.pdf": scan, "notes/from.txt": b" from ACME"},
+            )
+            return task, await engine.wait_for_task(task.id, timeout=30)
+        finally:
+            engine.stop()
+            await worker
+
+    submitted, done = wfe_run(scenario())
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == "%PDF-1.7 invoice 42 from ACME"
+    [invoice, notes] = submitted.artifacts
+    assert (invoice.name, invoice.size, invoice.phase) == ("invoice.pdf", 19, None)
+    assert invoice.sha256 == hashlib.sha256(scan.read_bytes()).hexdigest()
+    assert invoice.media_type == "application/pdf"
+    assert notes.name == "notes/from.txt"
+    assert done.history[0]["artifacts"] == ["invoice.pdf", "notes/from.txt"]
+
+
+@pytest.mark.parametrize(
+    "files, said",
+    [
+        ({"a.txt": "text"}, "artifact 'a.txt': a str is ambiguous"),
+        ({"../a.txt": b"x"}, "artifact name '../a.txt' may not have"),
+        ({"a": b"1", "a/b": b"2"}, "artifact name 'a/b' needs 'a' as a folder"),
+        ({"a.txt": 42}, "artifact 'a.txt': give bytes or a pathlib.Path, not int"),
+        (["a.txt"], "artifacts must be a dict of artifact names"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_submitted_files_that_cannot_be_stored_are_refused_and_nothing_is(
+    make_engine, wfe_run, tmp_path, files, said
+):
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+    if files == "missing":
+        files = {"a.txt": tmp_path / "nope.pdf"}
+
+    async def scenario():
+        with pytest.raises(InvalidTaskError) as refused:
+            await engine.submit_task({}, "w", task_id="t1", artifacts=files)
+        store = await engine.get_store()
+        return str(refused.value), await engine.list_tasks(), store.artifacts_dir
+
+    message, stored, folder = wfe_run(scenario())
+    assert message.startswith("artifacts: ") and said in message, message
+    assert stored == [] and not (folder / "t1").exists()
+
+
+def test_resubmitting_a_task_id_keeps_the_files_it_was_stored_with(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+
+    async def scenario():
+        first = await engine.submit_task({}, "w", task_id="t1", artifacts={"a.txt": b"first"})
+        again = await engine.submit_task({}, "w", task_id="t1", artifacts={"a.txt": b"again"})
+        return first, again, await engine.read_artifact("t1", "a.txt")
+
+    first, again, data = wfe_run(scenario())
+    assert data == b"first"
+    assert again.artifacts == first.artifacts
+
+
+def test_submit_tasks_with_files_puts_a_bad_requests_error_in_its_place(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+
+    async def scenario():
+        results = await engine.submit_tasks(
+            [
+                {"data": 1, "workflow_name": "w", "artifacts": {"a": b"1"}},
+                {"data": 2, "workflow_name": "w", "artifacts": {"b": "not bytes"}},
+            ],
+            return_exceptions=True,
+        )
+        return results, await engine.read_artifact(results[0].id, "a")
+
+    (good, bad), data = wfe_run(scenario())
+    assert isinstance(good, Task) and data == b"1"
+    assert isinstance(bad, InvalidTaskError)

@@ -120,6 +120,33 @@ def test_an_app_that_fails_to_import_is_named_with_its_line(wfe, tmp_path: Path)
     assert f'File "{tmp_path / "typo_app.py"}", line 4' in debug.stderr
 
 
+def test_submit_with_files_the_first_phase_reads(wfe, tmp_path: Path) -> None:
+    (tmp_path / "files_app.py").write_text(
+        "from wfcore import ECSWorkflowEngine, Phase\n"
+        "engine = ECSWorkflowEngine()\n"
+        "engine.register_workflow('intake', [Phase('read', assigned_to='functional',\n"
+        "    command=['cat', 'artifacts/scan.txt', 'artifacts/pages/1.txt'])])\n"
+    )
+    (tmp_path / "scan.txt").write_text("scanned ")
+    (tmp_path / "p=1.txt").write_text("page one")
+    app = ("--app", "files_app:engine")
+    task_id = wfe(
+        "submit", "intake", *app, "--artifact", "scan.txt", "--artifact", "pages/1.txt=p=1.txt"
+    ).stdout.strip()
+    wfe("worker", "files_app:engine", "--until-idle", "--quiet")
+    task = json.loads(wfe("show", task_id, "--json").stdout)
+    assert task["output"] == "scanned page one"
+    assert [a["name"] for a in task["artifacts"]] == ["scan.txt", "pages/1.txt"]
+
+    missing = wfe("submit", "intake", *app, "--artifact", "nope.pdf", check=False)
+    assert missing.returncode == 2
+    assert "artifacts: artifact 'nope.pdf': 'nope.pdf' does not exist" in missing.stderr
+    twice = wfe(
+        "submit", "intake", *app, "--artifact", "a=scan.txt", "--artifact", "a=p=1.txt", check=False
+    )
+    assert twice.returncode == 2 and "two files named 'a'" in twice.stderr
+
+
 def test_an_explicit_store_beats_wfe_store(wfe, tmp_path: Path) -> None:
     """--store before or after the command name wins over WFE_STORE."""
     other = f"sqlite://{tmp_path / 'other.db'}"

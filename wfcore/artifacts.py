@@ -7,9 +7,9 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import ArtifactError
 from .model import Artifact
@@ -17,13 +17,16 @@ from .wire import is_unicode_text
 
 __all__ = [
     "COPY_CHUNK",
+    "SubmittedFile",
     "check_artifact_name",
+    "check_submitted_files",
     "copy_artifact",
     "guess_media_type",
     "remove_artifact_dirs",
     "resolve_artifact",
     "task_artifact_dir",
     "write_artifact",
+    "write_submitted_files",
 ]
 
 
@@ -164,6 +167,67 @@ def _write_chunks(
         phase=phase,
         path=str(target),
     )
+
+
+#: What ``submit_task(artifacts=...)`` takes for each file: its bytes, or a local file.
+SubmittedFile = bytes | bytearray | memoryview | os.PathLike[str]
+
+
+def check_submitted_files(files: Any) -> dict[str, SubmittedFile]:
+    """``submit_task``'s ``artifacts``, checked: a mapping of artifact names to bytes or
+    paths of readable regular files, no name needing another as a folder. Raises
+    ArtifactError naming the first problem."""
+    if not isinstance(files, Mapping):
+        raise ArtifactError(
+            f"artifacts must be a dict of artifact names to bytes or paths, "
+            f"not {type(files).__name__}"
+        )
+    checked: dict[str, SubmittedFile] = {}
+    for name, value in files.items():
+        if not isinstance(name, str):
+            raise ArtifactError(f"artifact names must be text, not {name!r}")
+        check_artifact_name(name)
+        if isinstance(value, str):
+            raise ArtifactError(
+                f"artifact {name!r}: a str is ambiguous: give the file's bytes, or a "
+                "pathlib.Path to read it from"
+            )
+        if isinstance(value, os.PathLike):
+            path = Path(value)
+            if not path.is_file():
+                why = "is not a regular file" if path.exists() else "does not exist"
+                raise ArtifactError(f"artifact {name!r}: {str(path)!r} {why}")
+            if not os.access(path, os.R_OK):
+                raise ArtifactError(f"artifact {name!r}: {str(path)!r} cannot be read")
+        elif not isinstance(value, (bytes, bytearray, memoryview)):
+            raise ArtifactError(
+                f"artifact {name!r}: give bytes or a pathlib.Path, not {type(value).__name__}"
+            )
+        checked[name] = value
+    for name in checked:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in checked:
+                raise ArtifactError(
+                    f"artifact name {name!r} needs {'/'.join(parts[:i])!r} as a folder, "
+                    "but it is an artifact"
+                )
+    return checked
+
+
+def write_submitted_files(
+    root: Path, task_id: str, files: Mapping[str, SubmittedFile]
+) -> list[Artifact]:
+    """Store a new task's files (checked by :func:`check_submitted_files`) before the
+    task itself, so that no phase can start without them; files are streamed."""
+    written = []
+    for name, value in files.items():
+        if isinstance(value, os.PathLike):
+            with open(value, "rb") as source:
+                written.append(copy_artifact(root, task_id, name, source))
+        else:
+            written.append(write_artifact(root, task_id, name, bytes(value)))
+    return written
 
 
 def _check_layout(base: Path, name: str) -> None:

@@ -23,7 +23,14 @@ import pluggy
 
 from ._wakeup import wake
 from .adapters import Adapter
-from .artifacts import remove_artifact_dirs, resolve_artifact, write_artifact
+from .artifacts import (
+    SubmittedFile,
+    check_submitted_files,
+    remove_artifact_dirs,
+    resolve_artifact,
+    write_artifact,
+    write_submitted_files,
+)
 from .errors import (
     ArtifactError,
     InvalidOutputError,
@@ -73,7 +80,16 @@ def default_store_url() -> str:
 
 # The keys of a submit_tasks request: submit_task's arguments.
 _REQUEST_FIELDS = frozenset(
-    ("data", "workflow_name", "classification", "assigned_to", "task_id", "context", "run_after")
+    (
+        "data",
+        "workflow_name",
+        "classification",
+        "assigned_to",
+        "task_id",
+        "context",
+        "run_after",
+        "artifacts",
+    )
 )
 
 # The built-in store plugins and the URLs they take, for errors about a URL.
@@ -537,6 +553,7 @@ class ECSWorkflowEngine:
         *,
         context: dict[str, Any] | None = None,
         run_after: datetime | timedelta | float | None = None,
+        artifacts: Mapping[str, SubmittedFile] | None = None,
     ) -> Task:
         """Queue a task and return it once it is durable.
 
@@ -544,7 +561,10 @@ class ECSWorkflowEngine:
         nothing new is queued (idempotent submission). ``context`` seeds
         ``task.context`` (e.g. where the task came from). ``run_after`` delays the
         task's first phase: a timezone-aware datetime, or a delay (a timedelta, or
-        seconds); until then it is PENDING and no worker claims it.
+        seconds); until then it is PENDING and no worker claims it. ``artifacts``
+        gives the task files to start with, by artifact name: bytes, or a
+        :class:`~pathlib.Path` to copy; they are stored before the task, so its first
+        phase finds them.
         """
         [task] = await self.submit_tasks(
             [
@@ -556,6 +576,7 @@ class ECSWorkflowEngine:
                     "task_id": task_id,
                     "context": context,
                     "run_after": run_after,
+                    "artifacts": artifacts,
                 }
             ]
         )
@@ -578,7 +599,7 @@ class ECSWorkflowEngine:
 
         Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
         ``workflow_name``, and optionally ``classification``, ``assigned_to``,
-        ``task_id``, ``context``, ``run_after``). A bad request (InvalidTaskError,
+        ``task_id``, ``context``, ``run_after``, ``artifacts``). A bad request (InvalidTaskError,
         UnknownWorkflowError) raises before anything is stored; with
         ``return_exceptions=True`` its error takes its place in the result instead
         and the good requests are stored. Store failures always raise.
@@ -591,9 +612,10 @@ class ECSWorkflowEngine:
         store = await self.get_store()
         results: list[Task | InvalidTaskError | UnknownWorkflowError] = []
         new: list[tuple[int, Task]] = []  # the tasks to insert, and where they stand
+        files: dict[str, dict[str, SubmittedFile]] = {}  # by task id
         for request in requests:
             try:
-                task, is_new = await self._new_task(store, request)
+                task, is_new, task_files = await self._new_task(store, request)
             except (InvalidTaskError, UnknownWorkflowError) as exc:
                 if not return_exceptions:
                     raise
@@ -601,8 +623,15 @@ class ECSWorkflowEngine:
                 continue
             if is_new:
                 new.append((len(results), task))
+                if task_files:
+                    files[task.id] = task_files
             results.append(task)
-        inserted = await store.insert_tasks([task for _, task in new])
+        written = await self._write_submitted(store, [task for _, task in new], files)
+        try:
+            inserted = await store.insert_tasks([task for _, task in new])
+        except BaseException:
+            await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, written)
+            raise
         for (i, _), (task, created) in zip(new, inserted, strict=True):
             results[i] = task
             if created:
@@ -611,8 +640,11 @@ class ECSWorkflowEngine:
             self._worker.poke()
         return results
 
-    async def _new_task(self, store: Store, request: Mapping[str, Any]) -> tuple[Task, bool]:
-        """A checked new task for one submit request, or (False) the stored one."""
+    async def _new_task(
+        self, store: Store, request: Mapping[str, Any]
+    ) -> tuple[Task, bool, dict[str, SubmittedFile]]:
+        """A checked new task for one submit request and its files, or (False) the
+        stored one."""
         if not isinstance(request, Mapping):
             raise InvalidTaskError(
                 f"a submit request must be a dict of submit_task's arguments, "
@@ -645,6 +677,12 @@ class ECSWorkflowEngine:
             if problem is not None:
                 raise InvalidTaskError(f"task context must be JSON-serializable: {problem}")
         run_after = _start_time(request.get("run_after"))
+        files: dict[str, SubmittedFile] = {}
+        if request.get("artifacts") is not None:
+            try:
+                files = await asyncio.to_thread(check_submitted_files, request["artifacts"])
+            except ArtifactError as exc:
+                raise InvalidTaskError(f"artifacts: {exc}") from None
         try:
             await self._check_route(workflow_name, classification)
         except (InvalidTaskError, UnknownWorkflowError):
@@ -652,7 +690,7 @@ class ECSWorkflowEngine:
             existing = await store.get_task(task_id) if task_id is not None else None
             if existing is None:
                 raise
-            return existing, False
+            return existing, False, {}
         kwargs: dict[str, Any] = {} if task_id is None else {"id": task_id}
         task = Task(
             data=data,
@@ -663,9 +701,38 @@ class ECSWorkflowEngine:
             run_after=run_after,
             **kwargs,
         )
-        details = {} if run_after is None else {"run_after": run_after.isoformat()}
+        details: dict[str, Any] = {} if run_after is None else {"run_after": run_after.isoformat()}
+        if files:
+            details["artifacts"] = list(files)
         task.record("submitted", workflow=workflow_name, classification=classification, **details)
-        return task, True
+        return task, True, files
+
+    async def _write_submitted(
+        self, store: Store, tasks: list[Task], files: dict[str, dict[str, SubmittedFile]]
+    ) -> list[str]:
+        """Store submitted tasks' files before the tasks, so that no phase starts
+        without them; return the ids of the tasks whose files were written.
+
+        A task id the store holds already is skipped: its submission returns the
+        stored task, whose files must not be replaced.
+        """
+        written: list[str] = []
+        try:
+            for task in tasks:
+                if task.id not in files or await store.get_task(task.id) is not None:
+                    continue
+                written.append(task.id)
+                task.artifacts = await asyncio.to_thread(
+                    write_submitted_files, store.artifacts_dir, task.id, files[task.id]
+                )
+        except BaseException as exc:
+            await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, written)
+            if isinstance(exc, ArtifactError):
+                raise InvalidTaskError(f"artifacts: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot store the task's artifacts: {exc}") from exc
+            raise
+        return written
 
     async def _check_route(self, workflow_name: str | None, classification: str | None) -> None:
         """Refuse a workflow (or a starting classification) this engine cannot run."""

@@ -390,9 +390,7 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
     for spec in found:
         for i, phase in enumerate(spec.phases):
             kind = phase.assigned_to.value if phase.assigned_to else "(the task's)"
-            rows.append(
-                ("" if i else spec.name, phase.target_classification, kind, _then(spec, i))
-            )
+            rows.append(("" if i else spec.name, phase.target_classification, kind, _then(spec, i)))
     _table(("WORKFLOW", "PHASE", "TYPE", "THEN"), rows)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import getpass
 import json
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -72,6 +74,14 @@ _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
     help="Start the task at this ISO 8601 time with a UTC offset "
     "(2026-12-01T09:00:00+01:00, or ...Z).",
 )
+@click.option(
+    "--artifact",
+    "artifacts",
+    multiple=True,
+    metavar="[NAME=]FILE",
+    help="A file the task starts with, as the artifact NAME (default: the file's "
+    "name); repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_store_option
 @click.pass_context
@@ -85,6 +95,7 @@ def submit(
     app: str | None,
     delay: str | None,
     at: str | None,
+    artifacts: tuple[str, ...],
     as_json: bool,
     store: str | None,
 ) -> None:
@@ -102,12 +113,13 @@ def submit(
         )
     payload = _parse_json(_read_data(data), "--data")
     run_after = _start_option(delay, at)
+    files = _artifact_files(artifacts)
     engine = _engine(ctx, store, app, app_hint="--app")
     new_file = new_store_file(engine.store_url)
     new_folders = _missing_folders(new_file.parent) if new_file is not None else []
     name = None if workflow == "-" else workflow
     submitting = engine.submit_task(
-        payload, name, classification, assigned_to, task_id, run_after=run_after
+        payload, name, classification, assigned_to, task_id, run_after=run_after, artifacts=files
     )
     try:
         # Input no click option could check: the workflow, classification or type
@@ -145,6 +157,19 @@ def submit(
         click.echo(_task_json(task))
     else:
         click.echo(task.id)
+
+
+def _artifact_files(values: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--artifact [NAME=]FILE`` values as submit_task's ``artifacts``."""
+    files: dict[str, Any] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = Path(value).name, value
+        if name in files:
+            raise click.BadParameter(f"two files named {name!r}", param_hint="--artifact")
+        files[name] = Path(path)
+    return files or None
 
 
 @cli.command()
