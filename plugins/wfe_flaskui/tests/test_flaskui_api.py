@@ -931,7 +931,19 @@ def test_artifacts_listed_previewed_downloaded_and_contained(api: Api, wfe_store
     assert "sandbox" in download.headers["Content-Security-Policy"]
     assert api.get(f"/tasks/{task['id']}/artifacts/blob.bin").data == bytes(range(256))
 
+    # The API lists them as result messages do: without the file's path on this host.
     db_name = wfe_store_url.rsplit("/", 1)[1]
+    folder = wfe_store_url.removeprefix("sqlite:///").rsplit("/", 1)[0]
+    for path in (f"/api/tasks/{task['id']}", f"/api/tasks/{task['id']}?wait=1", "/api/tasks"):
+        response = api.get(path)
+        assert response.status_code == 200
+        doc = response.get_json()
+        shown = doc["tasks"][0] if "tasks" in doc else doc
+        assert shown["id"] == task["id"]
+        assert folder not in response.text, path
+        assert [sorted(artifact) for artifact in shown["artifacts"]] == [
+            ["created_at", "media_type", "name", "phase", "sha256", "size"]
+        ] * 2
     attempts = [
         f"/tasks/{task['id']}/artifacts/..%2F..%2F{db_name}",
         f"/tasks/{task['id']}/artifacts/%2E%2E/%2E%2E/{db_name}",

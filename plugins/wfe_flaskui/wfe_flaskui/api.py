@@ -120,8 +120,16 @@ def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _api_task(task: Task) -> dict[str, Any]:
     """A task in the JSON API: wfcore's wire format, with the ``version`` a client
-    passes back to resume so that an answer to an earlier round is refused."""
-    return task_to_dict(task, internal=True)
+    passes back to resume so that an answer to an earlier round is refused.
+
+    Artifacts go without their ``path``, as in Kafka's result messages: a file
+    name on the dashboard's host, of no use to a client (which downloads them from
+    ``/tasks/<id>/artifacts/<name>``) and telling it about the host's layout.
+    """
+    doc = task_to_dict(task, internal=True)
+    for artifact in doc["artifacts"]:
+        artifact.pop("path", None)
+    return doc
 
 
 def _kafka_view(record: dict[str, Any]) -> dict[str, Any]:
