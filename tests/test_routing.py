@@ -18,6 +18,8 @@ from wfcore import (
     WorkflowSpec,
     hookimpl,
 )
+from wfcore.errors import InvalidTaskError, InvalidWorkflowError
+from wfcore.wire import workflow_from_dict, workflow_to_dict
 
 
 def recorder(calls: list[str], output: object = "same") -> object:
@@ -784,3 +786,45 @@ def test_a_producer_submitting_in_a_loop_does_not_starve_the_worker(make_engine,
         return done_while_submitting
 
     assert wfe_run(scenario()) > 0
+
+
+def test_start_phases_keep_submitters_from_skipping_a_person(wfe_engine_factory, wfe_run):
+    """Whoever can submit (Kafka, the dashboard) must not start a refund at 'pay'."""
+    engine = wfe_engine_factory()
+    engine.register_workflow(
+        "refund",
+        [Phase("approve", assigned_to="human"), Phase("pay", assigned_to="human")],
+        start_phases=["approve"],
+    )
+
+    async def scenario():
+        with pytest.raises(InvalidTaskError) as refused:
+            await engine.submit_task({"amount": 10**6}, "refund", classification="pay")
+        allowed = await engine.submit_task({}, "refund", classification="approve")
+        first = await engine.submit_task({}, "refund")  # no classification: the first phase
+        await engine.run_until_idle()
+        # Another process reads the rule from the store.
+        other = wfe_engine_factory()
+        with pytest.raises(InvalidTaskError):
+            await other.submit_task({}, "refund", classification="pay")
+        return str(refused.value), allowed, first, await engine.list_tasks()
+
+    said, allowed, first, stored = wfe_run(scenario())
+    assert said == (
+        "workflow 'refund' lets a submitted task start only at 'approve' (start_phases), "
+        "not at 'pay'; submit it without a classification to start at its first phase"
+    )
+    assert {t.id for t in stored} == {allowed.id, first.id}
+    assert all(t.classification == "approve" for t in stored)
+
+
+def test_start_phases_must_name_phases_of_the_workflow(make_engine):
+    engine = make_engine()
+    with pytest.raises(InvalidWorkflowError, match="start_phases: unknown classification 'pya'"):
+        engine.register_workflow("w", [Phase("approve"), Phase("pay")], start_phases=["pya"])
+    with pytest.raises(InvalidWorkflowError, match="not one string"):
+        engine.register_workflow("w", [Phase("approve")], start_phases="approve")
+    spec = workflow_from_dict(
+        {"name": "w", "phases": [{"target_classification": "a"}], "start_phases": []}
+    )
+    assert spec.start_phases == [] and workflow_to_dict(spec)["start_phases"] == []

@@ -307,9 +307,18 @@ class ECSWorkflowEngine:
         return self._handlers.get(classification)
 
     def register_workflow(
-        self, name: str, phases: Sequence[Phase] | WorkflowSpec, description: str | None = None
+        self,
+        name: str,
+        phases: Sequence[Phase] | WorkflowSpec,
+        description: str | None = None,
+        *,
+        start_phases: Sequence[str] | None = None,
     ) -> WorkflowSpec:
         """Register (or replace) a workflow; it is persisted when the store opens.
+
+        ``start_phases``: the phases a submitted task may name to start at (None:
+        any). Whoever can submit tasks (through Kafka, the dashboard) could otherwise
+        start one past a person's approval.
 
         The engine keeps a copy of the phases (:meth:`WorkflowSpec.copy`): changing
         the phases, their lists or the returned spec later does not change the
@@ -322,12 +331,20 @@ class ECSWorkflowEngine:
             raise InvalidWorkflowError(
                 f"phases must be a list of Phase, not {type(phases).__name__}"
             )
+        if isinstance(start_phases, str):
+            raise InvalidWorkflowError("start_phases takes a list of phase names, not one string")
+        starts = None if start_phases is None else list(start_phases)
         if isinstance(phases, WorkflowSpec):
             spec = WorkflowSpec(
-                name=name, phases=list(phases.phases), description=phases.description
+                name=name,
+                phases=list(phases.phases),
+                description=phases.description,
+                start_phases=phases.start_phases if starts is None else starts,
             )
         else:
-            spec = WorkflowSpec(name=name, phases=list(phases), description=description)
+            spec = WorkflowSpec(
+                name=name, phases=list(phases), description=description, start_phases=starts
+            )
         self._workflows[name] = spec.copy()
         self._unsaved_workflows.add(name)
         self._code_workflows.add(name)
@@ -747,6 +764,14 @@ class ECSWorkflowEngine:
             raise InvalidTaskError(
                 f"unknown classification {classification!r} for workflow "
                 f"{workflow_name!r} (phases: {', '.join(spec.classifications)})"
+            )
+        starts = spec.start_phases
+        if classification is not None and starts is not None and classification not in starts:
+            allowed = f"only at {', '.join(map(repr, starts))}" if starts else "at no phase"
+            raise InvalidTaskError(
+                f"workflow {workflow_name!r} lets a submitted task start {allowed} "
+                f"(start_phases), not at {classification!r}; submit it without a "
+                "classification to start at its first phase"
             )
 
     async def get_task(self, task_id: str) -> Task | None:

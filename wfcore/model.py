@@ -420,13 +420,17 @@ class WorkflowSpec:
     """A named, ordered list of phases.
 
     ``input`` is only used by a ``define_workflow`` task: when given, it becomes the
-    task's data once the task is rebound to the new workflow.
+    task's data once the task is rebound to the new workflow. ``start_phases`` names
+    the phases a submitted task may start at (its ``classification``): None lets it
+    name any, ``[]`` none. Tasks submitted without one start at the first phase, or
+    where a classifier sends them, whatever it says.
     """
 
     name: str
     phases: list[Phase]
     input: Any = None
     description: str | None = None
+    start_phases: list[str] | None = None
 
     def __attrs_post_init__(self) -> None:
         _check_name(self.name, "name")
@@ -460,6 +464,12 @@ class WorkflowSpec:
                         f"phases[{i}].on_timeout.goto: unknown classification "
                         f"{phase.on_timeout['goto']!r}"
                     )
+        if self.start_phases is not None:
+            if not isinstance(self.start_phases, list):
+                raise InvalidWorkflowError("start_phases: must be a list of phase names or null")
+            for name in self.start_phases:
+                if name not in seen:
+                    raise InvalidWorkflowError(f"start_phases: unknown classification {name!r}")
 
     def copy(self) -> WorkflowSpec:
         """A deep copy, its phases checked again: changing one never changes the other.
@@ -479,6 +489,7 @@ class WorkflowSpec:
             phases=phases,
             input=copy.deepcopy(self.input),
             description=self.description,
+            start_phases=None if self.start_phases is None else list(self.start_phases),
         )
 
     def phase(self, classification: str) -> Phase | None:

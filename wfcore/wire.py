@@ -380,7 +380,9 @@ def workflow_from_dict(doc: Any) -> WorkflowSpec:
     if not isinstance(doc, dict):
         raise InvalidWorkflowError("a workflow spec must be a JSON object")
     _check_format(doc, InvalidWorkflowError)
-    unknown = sorted(set(doc) - {"name", "phases", "input", "description", "format"})
+    unknown = sorted(
+        set(doc) - {"name", "phases", "input", "description", "start_phases", "format"}
+    )
     if unknown:
         raise InvalidWorkflowError(f"{unknown[0]}: unknown field")
     if "name" not in doc:
@@ -395,6 +397,7 @@ def workflow_from_dict(doc: Any) -> WorkflowSpec:
         phases=phases,
         input=doc.get("input"),
         description=doc.get("description"),
+        start_phases=doc.get("start_phases"),
     )
 
 
