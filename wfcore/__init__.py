@@ -1,6 +1,6 @@
 """wfcore: an embeddable asyncio workflow engine built as a plugin framework."""
 
-from .engine import ECSWorkflowEngine
+from .engine import ECSWorkflowEngine, current_engine
 from .errors import (
     AdapterError,
     ArtifactError,
@@ -43,5 +43,6 @@ __all__ = [
     "UnknownWorkflowError",
     "WorkflowError",
     "WorkflowSpec",
+    "current_engine",
     "hookimpl",
 ]

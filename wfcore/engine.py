@@ -58,7 +58,7 @@ from .model import (
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
 from .stores.base import Store, unreadable
 from .wire import is_unicode_text, json_problem
-from .worker import Worker, advance
+from .worker import Worker, advance, other_engine_hint, running_engine
 
 __all__ = ["ECSWorkflowEngine", "default_store_url"]
 
@@ -1206,6 +1206,11 @@ class ECSWorkflowEngine:
             return art
         task_id = task.id if isinstance(task, Task) else task
         stored = await self.get_task(task_id)
+        if stored is None and isinstance(task, Task) and other_engine_hint(self, task):
+            raise InvalidTaskError(
+                f"cannot add artifact {name!r} to task {task_id!r} here"
+                + other_engine_hint(self, task)
+            )
         if stored is None:
             raise UnknownTaskError(task_id)
         _check_not_running(stored, name)
@@ -1338,6 +1343,20 @@ class ECSWorkflowEngine:
                     logger.exception(
                         "task %s: completed hook %r failed", task.id, _name_of(callback)
                     )
+
+
+def current_engine() -> ECSWorkflowEngine:
+    """The engine running the phase this code is part of: for a handler written as
+    ``handler(task)`` that needs its engine (artifacts, ``checkpoint``, ``suspend``)
+    without reaching for a module-level one, which a test's engine would not be.
+
+    Works in the phase's handler or adapter, in asyncio tasks it starts and in the
+    thread a plain handler runs in; raises WorkflowError anywhere else.
+    """
+    engine = running_engine()
+    if engine is None:
+        raise WorkflowError("current_engine() is for code a phase runs; no phase runs here")
+    return engine
 
 
 class _Nothing:

@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -316,7 +317,7 @@ class Worker:
         if not self.runs_phase_of(task) or task.status is not TaskStatus.IN_PROGRESS:
             raise InvalidTaskError(
                 "checkpoint() is for a task whose phase this engine is running, "
-                "called from inside that phase"
+                "called from inside that phase" + other_engine_hint(self._engine, task)
             )
         problem = _json_fields_problem(task)
         if problem is not None:
@@ -366,6 +367,8 @@ class Worker:
     async def _drive(self, task: Task, after: asyncio.Task[None] | None = None) -> None:
         """Run a claimed task's phases while this worker holds its lease (once the
         run ``after``, an earlier one of the same task, has ended)."""
+        # This asyncio task's own context: its phases (and their threads) see it.
+        _running_engine.set(self._engine)
         try:
             if after is not None:
                 await asyncio.wait([after])
@@ -948,6 +951,30 @@ def _regex_in(schema: Any) -> str | None:
         if inner is not None:
             return inner
     return None
+
+
+#: The engine whose worker runs the current phase (see wfcore.current_engine).
+_running_engine: ContextVar[ECSWorkflowEngine | None] = ContextVar(
+    "wfcore_running_engine", default=None
+)
+
+
+def running_engine() -> ECSWorkflowEngine | None:
+    """The engine whose worker runs the phase this code is part of, or None."""
+    return _running_engine.get()
+
+
+def other_engine_hint(engine: ECSWorkflowEngine, task: Task) -> str:
+    """``: its phase runs in another engine ...`` when a handler called ``engine``
+    about a task another engine of this process runs (a handler reaching for a
+    module-level engine while a test's engine runs it); else ""."""
+    running = _running_engine.get()
+    if running is None or running is engine or not running._worker.runs_phase_of(task):
+        return ""
+    return (
+        f"; its phase runs in another engine (store {running.store_url}): call that "
+        "one, e.g. wfcore.current_engine(), not a module-level engine"
+    )
 
 
 def _workers_lost(task: Task) -> int:
