@@ -13,12 +13,13 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
-from wfe_kafka import KafkaMQInterface
+from wfe_kafka import BadMessage, KafkaMQInterface
 from wfe_kafka.messages import message_digest
 from wfe_kafka_util import (
     FAST_GROUP,
@@ -934,6 +935,35 @@ def test_a_bad_message_whose_dead_letter_kafka_refuses_in_every_form_is_logged_a
     said = error.getMessage()
     assert f"task message {tasks}/0@0 cannot be dead-lettered to {dlq!r}" in said, said
     assert "MessageSizeTooLargeError" in said, said
+
+
+def test_a_dead_letter_kafka_python_refuses_goes_without_what_it_refuses(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_run: Any
+) -> None:
+    """A message with neither key nor value, and a header without a value (Java
+    producers send such records; kafka-python sends neither): its letter goes with
+    an empty value and without its headers instead of failing for ever."""
+    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    # As kafka-python's consumer gives such a record.
+    record = SimpleNamespace(
+        topic=tasks, partition=0, offset=7, key=None, value=None, headers=[("trace", None)]
+    )
+
+    async def scenario() -> None:
+        try:
+            await kafka._dead_letter([(record, BadMessage("empty message (no value)"))])
+        finally:
+            await kafka.close()
+
+    wfe_run(scenario())
+    with TopicReader(kafka_bootstrap, dlq) as reader:
+        [letter] = reader.wait_for(1)
+    headers = dict(letter.headers)
+    assert (letter.key, letter.value) == (None, b"")
+    assert "trace" not in headers and headers["wfe.headers.omitted"] == b"5"
+    assert headers["wfe.error"] == b"empty message (no value)"
+    assert headers["wfe.source.offset"] == b"7"
 
 
 def wfe_cli(store_url: str, *args: str) -> None:

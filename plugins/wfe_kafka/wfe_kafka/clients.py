@@ -62,6 +62,12 @@ class _Producer:
         self._thread = _SenderThread("wfe-kafka-producer")
         self.closed = False
 
+    @property
+    def made(self) -> bool:
+        """Whether its KafkaProducer exists: after a send, False means making it
+        failed (Kafka unreachable, a setting refused), which is no record's fault."""
+        return self._producer is not None
+
     def _ensure(self) -> Any:
         if self._producer is None:
             from kafka import KafkaProducer

@@ -459,10 +459,16 @@ class _TaskConsumer:
         as an ERROR and passed over.
         """
         producer = self._get_dead_letter_producer
+
+        def refused(outcome: Any) -> bool:
+            # A ValueError from making the producer (a setting kafka-python
+            # refuses) is no letter's fault: retried like Kafka being away.
+            return _letter_refused(outcome) and producer().made
+
         forms = [_letter_forms(self.dead_letter_topic, r, e) for r, e in letters]
         outcomes = await producer().send_many([f[0][1] for f in forms])
         for i, outcome in enumerate(outcomes):
-            if not _letter_refused(outcome):
+            if not refused(outcome):
                 continue
             record = letters[i][0]
             # A letter too large fails its batch-mates on the producer with the
@@ -481,7 +487,7 @@ class _TaskConsumer:
                         left_out,
                     )
                 [outcome] = await producer().send_many([letter])
-                if not _letter_refused(outcome):
+                if not refused(outcome):
                     break
             else:
                 # Kafka takes no letter from this topic (its max.message.bytes is
@@ -647,17 +653,17 @@ def _letter_forms(topic: str, record: Any, error: BaseException) -> list[tuple[s
     """
     key, value, headers = record.key, record.value, list(record.headers or [])
     where = dead_letter_headers(error, record.topic, record.partition, record.offset)
-    # Never both null: the message's own value, empty when it had none.
-    forms: list[tuple[str, Record]] = [
-        ("", (topic, key, value if key is not None or value is not None else b"", headers + where))
-    ]
+    # kafka-python sends no record without a key nor a value: an empty value says
+    # the same as none.
+    sendable = b"" if key is None and value is None else value
+    forms: list[tuple[str, Record]] = [("", (topic, key, sendable, headers + where))]
     value_size, headers_size = len(value or b""), _headers_size(headers)
     no_value = [("wfe.value.omitted", str(value_size).encode("ascii"))] if value_size else []
     no_headers = [("wfe.headers.omitted", str(headers_size).encode("ascii"))] if headers else []
     if value_size >= headers_size and value_size:
         forms.append(("its value", (topic, key, b"", headers + where + no_value)))
     elif headers:
-        forms.append(("its headers", (topic, key, value, where + no_headers)))
+        forms.append(("its headers", (topic, key, sendable, where + no_headers)))
     short = dead_letter_headers(
         error, record.topic, record.partition, record.offset, error_limit=_ERROR_LIMIT
     )
