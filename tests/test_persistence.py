@@ -620,7 +620,7 @@ def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_
     conn = sqlite3.connect(db_path(wfe_store_url))
     try:
         version = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == "3"
+        assert version.fetchone()[0] == "4"
     finally:
         conn.close()
 

@@ -1,0 +1,232 @@
+"""The SQLite store's reads stay cheap on a big store: what EXPLAIN QUERY PLAN says of
+the statements the store itself runs, on a real file.
+
+Without ANALYZE statistics (the store never gathers any) SQLite's planner picks
+the same plan for a small table as for a large one, so a few tasks show what a
+store of millions does: which index a read uses, and whether it sorts (``USE TEMP
+B-TREE``) everything that matches to keep a page of it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from wfcore import Phase, Task, TaskStatus, WorkflowSpec
+from wfcore.stores.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
+
+
+class _Traced(SQLiteStore):
+    """A SQLite store that records the statements its connections run, with their
+    parameters written in (what sqlite3's trace callback gives)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.statements: list[str] = []
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = super()._connect()
+        conn.set_trace_callback(self.statements.append)
+        return conn
+
+
+async def _statement(store: _Traced, call: Callable[[], Awaitable[Any]], marker: str) -> str:
+    """The one statement containing ``marker`` that ``call()`` ran."""
+    store.statements.clear()
+    await call()
+    [found] = [s for s in store.statements if marker in s]
+    return found
+
+
+def _plan(path: Path, sql: str) -> list[tuple[int, int, str]]:
+    """EXPLAIN QUERY PLAN of ``sql``: (node id, parent id, detail) for each line."""
+    conn = sqlite3.connect(path)
+    try:
+        return [(row[0], row[1], row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    finally:
+        conn.close()
+
+
+def _details(plan: list[tuple[int, int, str]]) -> str:
+    return " / ".join(detail for _, _, detail in plan)
+
+
+def _task(n: int, workflow: str = "a", **fields: Any) -> Task:
+    return Task(data={"n": n}, id=f"task-{n}", workflow_name=workflow, classification="p", **fields)
+
+
+async def _finish(store: SQLiteStore, count: int) -> list[str]:
+    """Claim ``count`` tasks and complete them one by one; their ids, in that order."""
+    done = []
+    for task in await store.claim("w", count, 30):
+        task.status = TaskStatus.COMPLETED
+        assert await store.update_task(task)
+        done.append(task.id)
+    return done
+
+
+def test_an_outbox_poll_reads_its_consumers_rows_in_order(tmp_path, wfe_run) -> None:
+    """outbox_pending walks the consumer's rows oldest first and stops at the limit:
+    a Kafka backlog of millions costs a poll what the page costs."""
+    path = tmp_path / "wfe.db"
+    store = _Traced(path)
+
+    async def scenario() -> tuple[list[str], list[str], str]:
+        await store.open()
+        try:
+            await store.outbox_register("results")
+            await store.outbox_register("other")
+            await store.insert_tasks([_task(n) for n in range(6)])
+            finished = await _finish(store, 6)
+            page: list[Task] = []
+
+            async def poll() -> None:
+                page.extend(await store.outbox_pending("results", 4))
+
+            sql = await _statement(store, poll, "FROM outbox JOIN tasks")
+            return finished, [t.id for t in page], sql
+        finally:
+            await store.close()
+
+    finished, page, sql = wfe_run(scenario())
+    assert page == finished[:4]
+    plan = _details(_plan(path, sql))
+    assert "USING INDEX outbox_consumer_seq (consumer=?)" in plan, plan
+    assert "USE TEMP B-TREE" not in plan, plan
+
+
+def test_a_workflows_newest_tasks_are_read_without_sorting_the_workflow(tmp_path, wfe_run):
+    """list_tasks(workflow_name=...) (wfe tasks -w, the dashboard's filter) reads the
+    workflow's newest tasks from an index, in order, instead of sorting all of them."""
+    path = tmp_path / "wfe.db"
+    store = _Traced(path)
+
+    async def scenario() -> tuple[list[str], str]:
+        await store.open()
+        try:
+            await store.insert_tasks([_task(n, "a" if n % 2 else "b") for n in range(8)])
+            await _finish(store, 3)  # statuses differ within the workflow
+            page: list[Task] = []
+
+            async def read() -> None:
+                page.extend(await store.list_tasks(workflow_name="a", limit=3))
+
+            sql = await _statement(store, read, "workflow_name = 'a'")
+            return [t.id for t in page], sql
+        finally:
+            await store.close()
+
+    page, sql = wfe_run(scenario())
+    assert page == ["task-7", "task-5", "task-3"]
+    plan = _details(_plan(path, sql))
+    assert "INDEX tasks_workflow_rowid (workflow_name=?)" in plan, plan
+    assert "USE TEMP B-TREE" not in plan, plan
+
+
+# The tables and indexes as schema 3 (wfcore before the indexes above) made them.
+_SCHEMA_3 = """
+CREATE TABLE wfe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    workflow_name TEXT,
+    classification TEXT,
+    ready_at REAL,
+    lease_owner TEXT,
+    lease_expires REAL,
+    version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    doc TEXT NOT NULL,
+    history TEXT
+);
+CREATE INDEX tasks_ready ON tasks (ready_at) WHERE ready_at IS NOT NULL;
+CREATE INDEX tasks_status ON tasks (status);
+CREATE INDEX tasks_workflow ON tasks (workflow_name, status);
+CREATE INDEX tasks_owner ON tasks (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE workflows (name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE outbox_consumers (consumer TEXT PRIMARY KEY);
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY,
+    consumer TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    version INTEGER,
+    UNIQUE (consumer, task_id)
+);
+"""
+
+
+def _indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        )
+        return {name for (name,) in rows}
+    finally:
+        conn.close()
+
+
+def test_a_schema_3_store_is_upgraded_in_place(tmp_path, wfe_run) -> None:
+    """A store file laid out by schema 3 opens: it gets the indexes, keeps its tasks,
+    workflows and outbox rows, and its reads use the indexes at once."""
+    scratch, old = tmp_path / "scratch.db", tmp_path / "old.db"
+    flow = WorkflowSpec("a", [Phase("p")])
+
+    async def fill() -> list[str]:
+        store = SQLiteStore(scratch)
+        await store.open()
+        try:
+            await store.save_workflow(flow)
+            await store.outbox_register("results")
+            await store.insert_tasks([_task(n) for n in range(4)])
+            return await _finish(store, 2)
+        finally:
+            await store.close()
+
+    finished = wfe_run(fill())
+    # The rows, copied into a file made with schema 3's statements.
+    conn = sqlite3.connect(old, isolation_level=None)
+    conn.executescript(_SCHEMA_3)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executemany(
+        "INSERT INTO wfe_meta (key, value) VALUES (?, ?)",
+        [("application", "wfcore"), ("schema_version", "3"), ("artifacts_dir", "old.db-artifacts")],
+    )
+    conn.execute("ATTACH ? AS scratch", (str(scratch),))
+    for table in ("tasks", "workflows", "outbox_consumers", "outbox"):
+        conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
+    conn.execute("DETACH scratch")
+    conn.close()
+    new = {"outbox_consumer_seq", "tasks_workflow_rowid", "tasks_workflow_phase"}
+    assert not new & _indexes(old)
+
+    store = _Traced(old)
+
+    async def reopen() -> tuple[Any, ...]:
+        await store.open()
+        try:
+            pending = [t.id for t in await store.outbox_pending("results")]
+            listed = [t.id for t in await store.list_tasks(workflow_name="a")]
+            sql = await _statement(
+                store, lambda: store.outbox_pending("results"), "FROM outbox JOIN tasks"
+            )
+            return pending, listed, await store.load_workflows(), sql
+        finally:
+            await store.close()
+
+    pending, listed, workflows, sql = wfe_run(reopen())
+    assert pending == finished
+    assert listed == ["task-3", "task-2", "task-1", "task-0"]
+    assert workflows == [flow]
+    assert new <= _indexes(old)
+    assert "outbox_consumer_seq" in _details(_plan(old, sql))
+    conn = sqlite3.connect(old)
+    try:
+        [(version,)] = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
+    finally:
+        conn.close()
+    assert version == str(SCHEMA_VERSION) == "4"
