@@ -125,6 +125,44 @@ def test_a_workflows_newest_tasks_are_read_without_sorting_the_workflow(tmp_path
     assert "USE TEMP B-TREE" not in plan, plan
 
 
+def test_tasks_by_phase_are_counted_from_an_index_alone(tmp_path, wfe_run) -> None:
+    """count_by_phase (metrics, the dashboard's workflow pages) reads the workflow's
+    unfinished tasks' index entries, not its rows nor its finished tasks, also once
+    ANALYZE has gathered statistics (with them, an index on the workflow alone made
+    SQLite read every row of the workflow)."""
+    path = tmp_path / "wfe.db"
+    store = _Traced(path)
+
+    async def scenario() -> tuple[dict[str, int], str]:
+        await store.open()
+        try:
+            await store.insert_tasks([_task(n, "a" if n < 6 else "b") for n in range(9)])
+            await _finish(store, 2)
+            [waiting] = await store.claim("w", 1, 30)
+            waiting.status, waiting.classification = TaskStatus.WAITING_HUMAN, "q"
+            assert await store.update_task(waiting)
+            counts: dict[str, int] = {}
+
+            async def count() -> None:
+                counts.update(await store.count_by_phase("a"))
+
+            return counts, await _statement(store, count, "GROUP BY classification")
+        finally:
+            await store.close()
+
+    counts, sql = wfe_run(scenario())
+    assert counts == {"p": 3, "q": 1}
+    for analyzed in (False, True):
+        if analyzed:
+            with sqlite3.connect(path) as conn:
+                conn.execute("ANALYZE")
+        plan = _details(_plan(path, sql))
+        assert "USING COVERING INDEX tasks_workflow_phase (workflow_name=? AND status=?" in plan, (
+            analyzed,
+            plan,
+        )
+
+
 # The tables and indexes as schema 3 (wfcore before the indexes above) made them.
 _SCHEMA_3 = """
 CREATE TABLE wfe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

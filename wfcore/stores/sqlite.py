@@ -48,6 +48,7 @@ SCHEMA_VERSION = 4
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
 _FINISHED = tuple(s.value for s in TaskStatus if s.is_finished)
+_UNFINISHED = tuple(s.value for s in TaskStatus if not s.is_finished)
 _ACTIVE = (TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value)
 _T = TypeVar("_T")
 
@@ -632,13 +633,16 @@ class SQLiteStore(Store):
         return count, None if first is None or not count else _utc(first)
 
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
-        marks = ", ".join("?" * len(_FINISHED))
+        # The statuses wanted, not those left out: each is a range of the
+        # tasks_workflow_phase index, read alone. (NOT IN would read every entry of
+        # the workflow, finished or not, or with statistics gathered, every row.)
+        marks = ", ".join("?" * len(_UNFINISHED))
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT classification, count(*) FROM tasks WHERE workflow_name = ? "
-                f"AND status NOT IN ({marks}) AND classification IS NOT NULL "
+                f"AND status IN ({marks}) AND classification IS NOT NULL "
                 "GROUP BY classification",
-                (workflow_name, *_FINISHED),
+                (workflow_name, *_UNFINISHED),
             ).fetchall()
         )
         return dict(rows)
