@@ -10,6 +10,7 @@ B-TREE``) everything that matches to keep a page of it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,37 @@ def test_tasks_by_phase_are_counted_from_an_index_alone(tmp_path, wfe_run) -> No
             analyzed,
             plan,
         )
+
+
+def test_a_purge_dry_run_reads_only_the_tasks_old_enough(tmp_path, wfe_run) -> None:
+    """count_finished (purge --dry-run) reads the index of finished tasks by time that
+    the purge itself uses, made by the dry run if no purge has made it yet: a cron job
+    counting what a month's age would delete reads no newer task."""
+    path = tmp_path / "wfe.db"
+    store = _Traced(path)
+    finished = [TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED]
+
+    async def scenario() -> tuple[int, int, str, str]:
+        await store.open()
+        try:
+            await store.insert_tasks([_task(n, "a" if n % 2 else "b") for n in range(6)])
+            await _finish(store, 4)
+            counted: list[int] = []
+
+            async def dry_run(**kwargs: Any) -> None:
+                counted.append(await store.count_finished(time.time() + 60, finished, **kwargs))
+
+            every = await _statement(store, dry_run, "SELECT count(*)")
+            one = await _statement(store, lambda: dry_run(workflow_name="a"), "SELECT count(*)")
+            return counted[0], counted[1], every, one
+        finally:
+            await store.close()
+
+    every, of_a, every_sql, of_a_sql = wfe_run(scenario())
+    assert (every, of_a) == (4, 2)
+    for sql in (every_sql, of_a_sql):
+        plan = _details(_plan(path, sql))
+        assert "USING INDEX tasks_finished (updated_at<?)" in plan, plan
 
 
 # The tables and indexes as schema 3 (wfcore before the indexes above) made them.

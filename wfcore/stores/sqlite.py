@@ -257,6 +257,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._rows = TaskRows()
         self._delayed_index = False  # made (if need be) by the first count_delayed
+        self._finished_index = False  # made (if need be) by the first count_finished
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -878,8 +879,15 @@ class SQLiteStore(Store):
         workflow_name: str | None = None,
     ) -> int:
         where, params = self._finished_where(before, statuses, workflow_name)
+        # The index delete_finished reads, made here too if no purge has made it: a
+        # dry run then reads the tasks old enough, not every finished one.
+        if not self._finished_index:
+            await self._write(_ensure_finished_index)
+            self._finished_index = True
         row = await self._read(
-            lambda c: c.execute(f"SELECT count(*) FROM tasks WHERE {where}", params).fetchone()
+            lambda c: c.execute(
+                f"SELECT count(*) FROM tasks INDEXED BY tasks_finished WHERE {where}", params
+            ).fetchone()
         )
         return int(row[0])
 
