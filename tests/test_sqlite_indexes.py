@@ -126,6 +126,46 @@ def test_a_workflows_newest_tasks_are_read_without_sorting_the_workflow(tmp_path
     assert "USE TEMP B-TREE" not in plan, plan
 
 
+def test_a_list_sorts_rowids_not_tasks(tmp_path, wfe_run) -> None:
+    """list_tasks picks the page's rowids, then reads those rows: a filter whose
+    matches must be sorted (several statuses) sorts integers read from an index, not
+    the matching tasks' documents (a few of 1 MB made a 50-row page take seconds)."""
+    path = tmp_path / "wfe.db"
+    store = _Traced(path)
+    big = "x" * 100_000
+
+    async def scenario() -> tuple[list[str], list[str], str]:
+        await store.open()
+        try:
+            await store.insert_tasks([Task(data=big, id=f"big-{n}") for n in range(3)])
+            await store.insert_tasks([_task(n) for n in range(6)])
+            await _finish(store, 5)  # the three big ones and task-0, task-1
+            page: list[Task] = []
+
+            async def read() -> None:
+                statuses = [TaskStatus.PENDING, TaskStatus.COMPLETED]
+                page.extend(await store.list_tasks(statuses, limit=3, offset=1))
+
+            sql = await _statement(store, read, "status IN ('pending', 'completed')")
+            oldest = await store.list_tasks(TaskStatus.COMPLETED, limit=2, oldest_first=True)
+            return [t.id for t in page], [t.id for t in oldest], sql
+        finally:
+            await store.close()
+
+    page, oldest, sql = wfe_run(scenario())
+    assert page == ["task-4", "task-3", "task-2"]
+    assert oldest == ["big-0", "big-1"]
+    plan = _plan(path, sql)
+    details = _details(plan)
+    assert "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)" in details, details
+    sorts = [(node, parent) for node, parent, detail in plan if "USE TEMP B-TREE" in detail]
+    assert sorts, details  # two statuses: their rowids are merged by a sort...
+    for node, parent in sorts:
+        beside = [d for n, p, d in plan if p == parent and n != node]
+        # ...of the index entries alone, in the subquery that picks the page.
+        assert parent != 0 and any("COVERING INDEX tasks_status" in d for d in beside), details
+
+
 def test_tasks_by_phase_are_counted_from_an_index_alone(tmp_path, wfe_run) -> None:
     """count_by_phase (metrics, the dashboard's workflow pages) reads the workflow's
     unfinished tasks' index entries, not its rows nor its finished tasks, also once

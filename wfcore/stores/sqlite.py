@@ -574,10 +574,15 @@ class SQLiteStore(Store):
         if workflow_name is not None:
             where.append("workflow_name = ?")
             params.append(workflow_name)
-        sql = f"SELECT {ROW_COLUMNS} FROM tasks"
+        # The page's rowids first, then its rows: where the rowids must be sorted
+        # (several statuses), the sort holds integers read from an index, not every
+        # matching task's document.
+        order = "ASC" if oldest_first else "DESC"
+        page = "SELECT rowid FROM tasks"
         if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY rowid {'ASC' if oldest_first else 'DESC'} LIMIT ? OFFSET ?"
+            page += " WHERE " + " AND ".join(where)
+        page += f" ORDER BY rowid {order} LIMIT ? OFFSET ?"
+        sql = f"SELECT {ROW_COLUMNS} FROM tasks WHERE rowid IN ({page}) ORDER BY rowid {order}"
         # SQLite's integers end at 2**63; a negative limit would mean "all".
         params += [min(max(int(limit), 0), 2**62), min(max(int(offset), 0), 2**62)]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
