@@ -477,6 +477,26 @@ def test_get_task_and_list_tasks(make_engine, wfe_run):
     assert len(two) == 2
 
 
+def test_list_tasks_of_one_workflow_a_page_at_a_time(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_workflow("a", [Phase("p", assigned_to="human")])
+    engine.register_workflow("b", [Phase("p", assigned_to="human")])
+
+    async def scenario():
+        ids = [(await engine.submit_task(n, "a" if n % 2 else "b")).id for n in range(7)]
+        pages = [
+            await engine.list_tasks(workflow_name="a", limit=2, offset=offset)
+            for offset in (0, 2, 4)
+        ]
+        return ids, pages
+
+    ids, pages = wfe_run(scenario())
+    newest_first = [ids[5], ids[3], ids[1]]
+    assert [[t.id for t in page] for page in pages] == [newest_first[:2], newest_first[2:], []]
+    with pytest.raises(ValueError, match="offset must be a whole number"):
+        wfe_run(engine.list_tasks(offset=-1))
+
+
 def test_idempotent_submission_with_task_id(make_engine, wfe_run):
     submitted: list[str] = []
 

@@ -782,15 +782,27 @@ class ECSWorkflowEngine:
         return await store.get_task(task_id)
 
     async def list_tasks(
-        self, status: TaskStatus | str | None = None, limit: int = 100
+        self,
+        status: TaskStatus | str | None = None,
+        limit: int = 100,
+        *,
+        workflow_name: str | None = None,
+        offset: int = 0,
     ) -> list[Task]:
-        """The newest ``limit`` tasks (0 or more), optionally only those with one status."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"limit must be a whole number, 0 or more, not {limit!r}")
-        limit = min(limit, _MAX_LIMIT)  # SQLite's integers end at 2**63
+        """The newest ``limit`` tasks (0 or more), optionally only those with one status
+        or of one workflow; ``offset`` skips the newest ones first (to page)."""
+        for name, value in (("limit", limit), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number, 0 or more, not {value!r}")
+        if workflow_name is not None and not isinstance(workflow_name, str):
+            raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
+        # SQLite's integers end at 2**63.
+        limit, offset = min(limit, _MAX_LIMIT), min(offset, _MAX_LIMIT)
         store = await self.get_store()
         wanted = None if status is None else TaskStatus.parse(status)
-        return await store.list_tasks(status=wanted, limit=limit)
+        return await store.list_tasks(
+            status=wanted, workflow_name=workflow_name, limit=limit, offset=offset
+        )
 
     async def wait_for_task(
         self,
