@@ -66,6 +66,17 @@ def test_submit_work_answer_and_show(wfe) -> None:
     assert table[1].split()[:4] == [task_id, "review", "approve", "completed"]
 
 
+def test_show_cuts_a_huge_value_and_json_shows_it_whole(wfe) -> None:
+    big = {"blob": "x" * 5000}
+    task_id = wfe("submit", "review", "--app", APP, "--data", json.dumps(big)).stdout.strip()
+    [data_line] = [
+        line for line in wfe("show", task_id).stdout.splitlines() if line.startswith("data")
+    ]
+    assert data_line.endswith("… (5,012 characters; --json shows all)")
+    assert len(data_line) < 2100
+    assert json.loads(wfe("show", task_id, "--json").stdout)["data"] == big
+
+
 def test_bad_input_exits_non_zero_with_one_line(wfe) -> None:
     wfe("worker", APP, "--until-idle", "--quiet")  # stores the app's workflows
     cases = [

@@ -181,11 +181,11 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
         click.echo("traceback")
         for line in task.traceback.rstrip("\n").splitlines():
             click.echo(f"  {line}")
-    click.echo(f"data      {json.dumps(task.data, ensure_ascii=False)}")
+    click.echo(f"data      {_shown(task.data)}")
     if task.context:
-        click.echo(f"context   {json.dumps(task.context, ensure_ascii=False)}")
+        click.echo(f"context   {_shown(task.context)}")
     for name, value in task.outputs.items():
-        click.echo(f"output    {name}: {json.dumps(value, ensure_ascii=False)}")
+        click.echo(f"output    {name}: {_shown(value)}")
     for art in task.artifacts:
         click.echo(f"artifact  {art.name} ({art.size} bytes, {art.media_type}) {art.path}")
     click.echo("history")
@@ -200,7 +200,22 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
 
 def _detail(value: Any) -> str:
     """A history event's value as a person reads it: JSON but for plain text."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return _cut(value) if isinstance(value, str) else _shown(value)
+
+
+# The most characters of one value `wfe show` prints; --json prints everything.
+_SHOWN_CHARS = 2000
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON, cut where a terminal stops being readable."""
+    return _cut(json.dumps(value, ensure_ascii=False))
+
+
+def _cut(text: str) -> str:
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    return f"{text[:_SHOWN_CHARS]}… ({len(text):,} characters; --json shows all)"
 
 
 async def _current_phase(store: Store, task: Task) -> Phase | None:
