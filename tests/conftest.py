@@ -93,7 +93,7 @@ def wfe(tmp_path: Path):
     def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "wfcore.cli", *args],
-            cwd=tmp_path,
+            cwd=kwargs.pop("cwd", tmp_path),
             env=kwargs.pop("env", env),
             capture_output=True,
             text=True,

@@ -66,6 +66,34 @@ def test_submit_work_answer_and_show(wfe) -> None:
     assert table[1].split()[:4] == [task_id, "review", "approve", "completed"]
 
 
+def test_commands_use_the_store_an_app_names_in_code(wfe, tmp_path: Path) -> None:
+    """An app with store= in code: every command given --app works on that store, from
+    any folder (not on a .wfe/wfe.db that does not exist there)."""
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    (tmp_path / "srv_app.py").write_text(
+        "from wfcore import ECSWorkflowEngine, Phase\n"
+        f"engine = ECSWorkflowEngine(store='sqlite://{srv}/wfe.db')\n"
+        "engine.register_workflow('w', [Phase('x', assigned_to='human')])\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in wfe.env.items() if k != "WFE_STORE"}
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+
+    def run(*args: str) -> str:
+        return wfe(*args, "--app", "srv_app:engine", env=env, cwd=elsewhere).stdout
+
+    task_id = run("submit", "w").strip()
+    assert [t["id"] for t in json.loads(run("tasks", "--json"))] == [task_id]
+    assert json.loads(run("show", task_id, "--json"))["status"] == "pending"
+    assert json.loads(run("status", "--json"))["workflows"]["w"]["pending"] == 1
+    assert run("cancel", task_id).split() == [task_id, "cancelled"]
+    assert run("retry", task_id).split() == [task_id, "pending"]
+    assert "w" in run("workflows")
+    assert not (elsewhere / ".wfe").exists()
+
+
 def test_show_cuts_a_huge_value_and_json_shows_it_whole(wfe) -> None:
     big = {"blob": "x" * 5000}
     task_id = wfe("submit", "review", "--app", APP, "--data", json.dumps(big)).stdout.strip()

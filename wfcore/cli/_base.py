@@ -44,6 +44,25 @@ _STORE_HELP = (
 )
 
 
+def _app_option(fn: F) -> F:
+    """``--app MODULE:ATTR`` for commands that only read or change stored tasks: the
+    store the app's engine names in code (``store=``), as wfe worker would use.
+    Kept in the context for :func:`_engine`, as ``--store`` is."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.ensure_object(_Context).app = value
+
+    return click.option(
+        "--app",
+        metavar="MODULE:ATTR",
+        expose_value=False,
+        callback=remember,
+        help="Use the store of this app's engine (its store= in code), unless --store or "
+        "WFE_STORE names one.",
+    )(fn)
+
+
 def _store_option(fn: F) -> F:
     # Only the group's option reads WFE_STORE: a subcommand's own --store, then the
     # group's --store, then the environment, in that order.
@@ -115,8 +134,9 @@ def _setup_logging(level: int) -> None:
 
 
 class _Context:
-    def __init__(self, store: str | None) -> None:
+    def __init__(self, store: str | None = None) -> None:
         self.store = store
+        self.app: str | None = None  # a command's --app, where it only names the store
 
 
 def _engine(
@@ -135,15 +155,19 @@ def _engine(
     empty database. ``in_process``: the command itself runs the tasks (wfe worker),
     so memory:// is of use; to every other command it is a store that ends with it.
     """
-    url = store or ctx.find_object(_Context).store  # type: ignore[union-attr]
-    if existing:
-        _check_store_exists(url or default_store_url())
+    shared = ctx.ensure_object(_Context)
+    url = store or shared.store
+    app = app or shared.app
     if app:
         engine = load_app(app, param_hint=app_hint)
         if url:
             _note_store_replaced(engine, url)
             engine.use_store(url)
+        if existing:  # the app's own store, unless --store or WFE_STORE names one
+            _check_store_exists(engine.store_url)
     else:
+        if existing:
+            _check_store_exists(url or default_store_url())
         try:
             engine = ECSWorkflowEngine(store=url)
         except WorkflowError as exc:  # an installed plugin's contribution failed

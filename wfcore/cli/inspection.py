@@ -17,6 +17,7 @@ from ..wire import is_unicode_text, workflow_to_dict
 from ._base import (
     _STATUS_NAMES,
     _WAITING,
+    _app_option,
     _closing,
     _engine,
     _InputError,
@@ -59,6 +60,7 @@ from ._base import (
     help="Skip this many of the newest first.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of tasks.")
+@_app_option
 @_store_option
 @click.pass_context
 def tasks(
@@ -131,6 +133,7 @@ def _lease_text(owner: str, expires: datetime) -> str:
 @cli.command()
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_app_option
 @_store_option
 @click.pass_context
 def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
@@ -264,6 +267,7 @@ def _outbox_consumers(ctx: click.Context, store: str | None) -> dict[str, int]:
     help="Unregister this consumer and forget the results it has not published.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the consumers as JSON.")
+@_app_option
 @_store_option
 @click.pass_context
 def outbox(ctx: click.Context, drop: str | None, as_json: bool, store: str | None) -> None:
@@ -316,6 +320,7 @@ _STATUS_COLUMNS = (
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@_app_option
 @_store_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
@@ -370,6 +375,7 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
 
 
 @cli.command()
+@_app_option
 @_store_option
 @click.pass_context
 def metrics(ctx: click.Context, store: str | None) -> None:
@@ -384,6 +390,7 @@ def metrics(ctx: click.Context, store: str | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
+@_app_option
 @_store_option
 @click.pass_context
 def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:

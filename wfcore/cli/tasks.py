@@ -22,6 +22,7 @@ from ._base import (
     _FINISHED,
     EXIT_TASK_FAILED,
     EXIT_TIMED_OUT,
+    _app_option,
     _closing,
     _engine,
     _missing_folders,
@@ -185,6 +186,7 @@ def _artifact_files(values: tuple[str, ...]) -> dict[str, Any] | None:
     help="Also return when the task waits (for a person, an agent, IO).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON (as wfe show).")
+@_app_option
 @_store_option
 @click.pass_context
 def wait(
@@ -356,6 +358,7 @@ def cancel(
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_by_option
+@_app_option
 @_store_option
 @click.pass_context
 def retry(
@@ -388,6 +391,7 @@ def retry(
 )
 @click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@_app_option
 @_store_option
 @click.pass_context
 def purge(
