@@ -7,10 +7,12 @@ import math
 from datetime import timedelta
 
 import pytest
-from core_util import background, wait_for
+from core_util import background, db_path, wait_for
 
 import wfcore.engine
+import wfcore.stores.sqlite
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore.stores import MemoryStore
 
 
 @pytest.fixture
@@ -187,3 +189,100 @@ def test_a_phase_still_running_on_a_purged_task_leaves_no_files(make_engine, wfe
 
     purged, folder_left, task = wfe_run(scenario())
     assert (purged, folder_left, task) == (1, False, None)
+
+
+def _sqlite_engine(factory) -> ECSWorkflowEngine:
+    engine = factory()
+    engine.register_handler("work", lambda task: None)
+    engine.register_workflow("main", [Phase("work", assigned_to="functional")])
+    engine.register_workflow("ask", [Phase("ask", assigned_to="human")])
+    return engine
+
+
+def _on_disk(store_url: str) -> int:
+    """Bytes of the SQLite file and its WAL."""
+    path = db_path(store_url)
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def test_the_wal_a_burst_grew_is_cut_back_while_the_store_stays_open(
+    wfe_engine_factory, wfe_store_url, wfe_run, monkeypatch
+):
+    """journal_size_limit: the -wal file that a big write grew (a purge, a burst of
+    submissions) shrinks back once writing goes on, though the store's connections
+    (a worker's, a dashboard's) stay open; it used to keep its largest size."""
+    limit = 256 * 1024
+    monkeypatch.setattr(wfcore.stores.sqlite, "_WAL_SIZE_LIMIT", limit)
+    engine = _sqlite_engine(wfe_engine_factory)
+    wal = db_path(wfe_store_url).with_name("wfe.db-wal")
+
+    async def scenario() -> tuple[int, int]:
+        # One write of 3 MB.
+        await engine.submit_tasks([{"data": "x" * 20_000, "workflow_name": "main"}] * 150)
+        grown = wal.stat().st_size
+        await engine.run_until_idle()
+        purged = await engine.purge(0)
+
+        async def cut_back() -> bool:
+            await engine.submit_task({}, "ask")
+            return wal.stat().st_size <= limit
+
+        await wait_for(cut_back, 10, "the WAL to shrink back")
+        return grown, purged
+
+    grown, purged = wfe_run(scenario())
+    assert grown > 3_000_000 and purged == 150
+
+
+def test_compact_gives_back_the_space_a_purge_freed(wfe_engine_factory, wfe_store_url, wfe_run):
+    """A purge leaves the file as large as before (SQLite keeps the free pages);
+    compact() (VACUUM) gives them back and returns the sizes before and after. The
+    tasks left read back as they were, in their order, and another engine on the
+    store (a worker's) writes meanwhile and after."""
+    engine = _sqlite_engine(wfe_engine_factory)
+    other = _sqlite_engine(wfe_engine_factory)
+
+    async def scenario():
+        await engine.submit_tasks([{"data": "x" * 20_000, "workflow_name": "main"}] * 300)
+        waiting = [(await engine.submit_task({"n": n}, "ask")).id for n in range(5)]
+        await engine.run_until_idle()
+        assert await engine.purge(0) == 300
+        purged_size = _on_disk(wfe_store_url)
+        listed = [t.id for t in await engine.list_tasks()]
+        await other.get_store()  # open beside it, as a worker would be
+        sizes, during = await asyncio.gather(
+            (await engine.get_store()).compact(),
+            other.submit_tasks([{"data": {"n": n}, "workflow_name": "ask"} for n in range(20)]),
+        )
+        after = await other.submit_task({"n": "after"}, "ask")
+        await other.resume(waiting[0], output="yes")
+        await engine.run_until_idle()
+        return (
+            purged_size,
+            sizes,
+            _on_disk(wfe_store_url),
+            listed,
+            [t.id for t in await engine.list_tasks(limit=100)],
+            [t.id for t in during],
+            after.id,
+            waiting,
+            [await engine.get_task(task_id) for task_id in waiting],
+        )
+
+    purged_size, sizes, on_disk, listed, relisted, during, after, waiting, tasks = wfe_run(
+        scenario()
+    )
+    before, compacted = sizes
+    assert purged_size > 6_000_000  # the 6 MB the purged tasks took
+    assert before >= purged_size and compacted < 500_000
+    assert on_disk < 1_000_000  # and so it stays, with the writes since
+    assert listed == waiting[::-1]
+    assert relisted == [after, *during[::-1], *listed]  # newest first, the order kept
+    assert [t.data for t in tasks] == [{"n": n} for n in range(5)]
+    assert [t.status for t in tasks] == [TaskStatus.COMPLETED] + [TaskStatus.WAITING_HUMAN] * 4
+
+
+def test_a_store_with_nothing_to_compact_says_none(wfe_run):
+    store = MemoryStore()
+    assert wfe_run(store.compact()) is None

@@ -261,6 +261,15 @@ class Store(abc.ABC):
         """How many tasks :meth:`delete_finished` would delete, without a limit."""
         raise StoreError(f"{type(self).__name__} cannot delete tasks")
 
+    async def compact(self) -> tuple[int, int] | None:
+        """Give the space that deleted tasks leave back to the file system (optional).
+
+        ``wfe purge --compact`` calls it after deleting. Returns ``(bytes before,
+        bytes after)``, or None for a store that has nothing to give back or cannot
+        tell (this default does nothing and returns None).
+        """
+        return None
+
     # -- results outbox --------------------------------------------------------------
 
     @abc.abstractmethod

@@ -47,6 +47,10 @@ SCHEMA_VERSION = 4
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
+# What a WAL grown past it (by a purge, a burst of work) is cut back to when it next
+# starts over; without a limit it keeps its largest size while any connection is open.
+# Above what ordinary batches need, so that they never pay for truncating it.
+_WAL_SIZE_LIMIT = 16 * 1024 * 1024
 _FINISHED = tuple(s.value for s in TaskStatus if s.is_finished)
 _UNFINISHED = tuple(s.value for s in TaskStatus if not s.is_finished)
 _ACTIVE = (TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value)
@@ -285,6 +289,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         return conn
 
     def _read_conn(self) -> sqlite3.Connection:
@@ -453,6 +458,48 @@ class SQLiteStore(Store):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    async def compact(self) -> tuple[int, int]:
+        """Give the space of deleted tasks back to the file system: ``VACUUM``.
+
+        SQLite keeps the pages that deleted rows free for later rows, so a purge
+        leaves the file as large as before. VACUUM rewrites the database without
+        them (rowids, and so the order of tasks, are kept: the tasks table has an
+        index, and VACUUM copies the rows of such tables as they are), then the
+        WAL is checkpointed and cut to nothing. Workers may go on meanwhile: they
+        read as usual, but their writes wait for the write lock VACUUM holds for its
+        whole run (a write waiting longer than the 30 s busy timeout fails). It
+        rewrites every page still in use, and needs free disk space of about twice
+        that (a temporary copy, then the WAL).
+
+        Returns ``(bytes before, bytes after)``: the database file and its WAL.
+        """
+        if self._writer is None:
+            raise StoreError("the store is not open")
+
+        def vacuum() -> tuple[int, int]:
+            before = self._size_on_disk()
+            # A connection of its own: VACUUM cannot run inside the writer's
+            # transactions, and it waits for the write lock as other processes do.
+            conn = self._connect()
+            try:
+                conn.execute("VACUUM")
+                # The rewritten pages went through the WAL: copy them back now and
+                # empty it (this waits for readers of older snapshots to finish).
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+            return before, self._size_on_disk()
+
+        try:
+            return await asyncio.to_thread(vacuum)
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot compact {self.path}: {exc}") from exc
+
+    def _size_on_disk(self) -> int:
+        """Bytes of the database file and its WAL."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
 
     @property
     def commits(self) -> int:
