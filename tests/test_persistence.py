@@ -231,10 +231,14 @@ def test_a_stored_workflow_that_is_no_longer_valid_is_skipped(
         )
 
     second = wfe_engine_factory()
-    wfe_run(second.get_store())
+    store = wfe_run(second.get_store())
     assert sorted(second.workflows) == ["good"]
     assert "stored workflow ignored, it is no longer valid" in caplog.text
     assert "reserved" in caplog.text
+    caplog.clear()
+    assert wfe_run(store.load_workflow("loops")) is None  # read by name, the same
+    assert "stored workflow ignored, it is no longer valid" in caplog.text
+    assert wfe_run(store.load_workflow("good")) == second.workflows["good"]
 
 
 def test_completed_tasks_never_run_again_and_waiting_ones_keep_waiting(wfe_engine_factory, wfe_run):

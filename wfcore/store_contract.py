@@ -363,6 +363,19 @@ class StoreContract:
         stored = {spec.name: spec for spec in await store.load_workflows()}
         assert stored == {"flow": replaced, "another": WorkflowSpec("another", [Phase("x")])}
 
+    @_with_store
+    async def test_one_workflow_is_read_by_its_name(self, store: Any) -> None:
+        """load_workflow gives the workflow stored under a name, as last saved, and
+        None for a name never stored."""
+        first = WorkflowSpec("flow", [Phase("a")])
+        await store.save_workflow(first)
+        await store.save_workflow(WorkflowSpec("another", [Phase("x")]))
+        assert await store.load_workflow("flow") == first
+        replaced = WorkflowSpec("flow", [Phase("b", assigned_to="human")])
+        await store.save_workflow(replaced)
+        assert await store.load_workflow("flow") == replaced
+        assert await store.load_workflow("no-such-flow") is None
+
     # -- the results outbox ------------------------------------------------------------
 
     @_with_store

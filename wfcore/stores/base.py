@@ -74,6 +74,18 @@ class Store(abc.ABC):
     async def load_workflows(self) -> list[WorkflowSpec]:
         """Every stored workflow definition."""
 
+    async def load_workflow(self, name: str) -> WorkflowSpec | None:
+        """The workflow stored under ``name``, or None.
+
+        The engine asks for a workflow it meets in a task and does not know (one
+        another process defined): a store should look the one up. This default
+        reads every stored workflow (:meth:`load_workflows`).
+        """
+        for spec in await self.load_workflows():
+            if spec.name == name:
+                return spec
+        return None
+
     async def add_workflow(self, spec: WorkflowSpec) -> WorkflowSpec:
         """Store ``spec`` unless a workflow of its name is stored already; return the
         one stored under the name (``spec``, or the earlier one).

@@ -85,6 +85,9 @@ class MemoryStore(Store):
     async def load_workflows(self) -> list[WorkflowSpec]:
         return [self._workflows[n] for n in sorted(self._workflows)]
 
+    async def load_workflow(self, name: str) -> WorkflowSpec | None:
+        return self._workflows.get(name)
+
     async def insert_task(self, task: Task) -> tuple[Task, bool]:
         [result] = await self.insert_tasks([task])
         return result

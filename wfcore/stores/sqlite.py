@@ -542,14 +542,13 @@ class SQLiteStore(Store):
         rows = await self._read(
             lambda c: c.execute("SELECT doc FROM workflows ORDER BY name").fetchall()
         )
-        specs = []
-        for (doc,) in rows:
-            try:
-                specs.append(workflow_from_dict(json.loads(doc)))
-            except WorkflowError as exc:
-                # Stored by an older wfcore that checked less: the rest stay usable.
-                logger.warning("stored workflow ignored, it is no longer valid: %s", exc)
-        return specs
+        return [spec for (doc,) in rows if (spec := _stored_workflow(doc)) is not None]
+
+    async def load_workflow(self, name: str) -> WorkflowSpec | None:
+        row = await self._read(
+            lambda c: c.execute("SELECT doc FROM workflows WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else _stored_workflow(row[0])
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -1001,6 +1000,16 @@ class SQLiteStore(Store):
             return c.execute("DELETE FROM outbox WHERE consumer = ?", (consumer,)).rowcount
 
         return await self._write(unregister)
+
+
+def _stored_workflow(doc: str) -> WorkflowSpec | None:
+    """A stored workflow's definition, or None (and a warning) for one no longer valid."""
+    try:
+        return workflow_from_dict(json.loads(doc))
+    except WorkflowError as exc:
+        # Stored by an older wfcore that checked less: the rest stay usable.
+        logger.warning("stored workflow ignored, it is no longer valid: %s", exc)
+        return None
 
 
 def _ensure_finished_index(conn: sqlite3.Connection) -> None:
