@@ -10,10 +10,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from core_util import db_path
 from prometheus_client.parser import text_string_to_metric_families
 
 from wfcore import Phase, Task, TaskStatus, hookimpl
 from wfcore.metrics import CONTENT_TYPE, Metric, MetricsServer, render_metrics
+from wfcore.stores.sqlite import SQLiteStore
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -86,6 +88,56 @@ def test_a_scrape_counts_the_queue_and_the_engine(wfe_engine_factory, wfe_run) -
     assert samples[("wfcore_engine_tasks_suspended_total", ())] == 3
     assert samples[("wfcore_engine_running", ())] == 0
     assert samples[("wfcore_workers", ())] == 0
+
+
+class _Traced(SQLiteStore):
+    """A SQLite store that records the statements its connections run."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(db_path(url))
+        self.statements: list[str] = []
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        conn.set_trace_callback(self.statements.append)
+        return conn
+
+
+def test_a_scrape_counts_every_workflow_at_once(wfe_engine_factory, wfe_store_url, wfe_run):
+    """Tasks by workflow and status, and by phase, are counted with one query each:
+    a store of thousands of workflows (defined at run time) costs a scrape as many
+    queries as one of three. Tasks of a workflow not known count under workflow=""."""
+    store = _Traced(wfe_store_url)
+    engine = _engine(lambda: wfe_engine_factory(store=store))
+    flow = 'sums "quoted"'
+
+    async def scrape() -> tuple[dict[Any, float], int]:
+        store.statements.clear()
+        text = await render_metrics(engine)
+        return _samples(text), sum("FROM tasks" in sql for sql in store.statements)
+
+    async def scenario() -> tuple[Any, ...]:
+        try:
+            for n in (1, 2, 3):
+                await engine.submit_task(n, flow)
+            await engine.run_until_idle()
+            await (await engine.get_store()).insert_task(Task(data=0, workflow_name="gone"))
+            few, few_queries = await scrape()
+            for n in range(40):
+                engine.register_workflow(f"more-{n}", [Phase("double", assigned_to="functional")])
+            many, many_queries = await scrape()
+            return few, few_queries, many, many_queries
+        finally:
+            await engine.aclose()
+            await store.close()
+
+    few, few_queries, many, many_queries = wfe_run(scenario())
+    assert many_queries == few_queries
+    for samples in (few, many):
+        assert samples[("wfcore_tasks", (("status", "waiting_human"), ("workflow", flow)))] == 3
+        assert samples[("wfcore_tasks", (("status", "pending"), ("workflow", "")))] == 1
+        assert samples[("wfcore_tasks_in_phase", (("phase", "check"), ("workflow", flow)))] == 3
+    assert many[("wfcore_tasks", (("status", "pending"), ("workflow", "more-39")))] == 0
 
 
 def test_the_server_answers_metrics_and_health_over_http(wfe_engine_factory, wfe_run) -> None:

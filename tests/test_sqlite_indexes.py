@@ -204,6 +204,45 @@ def test_tasks_by_phase_are_counted_from_an_index_alone(tmp_path, wfe_run) -> No
         )
 
 
+def test_every_workflow_is_counted_in_one_pass_of_an_index(tmp_path, wfe_run) -> None:
+    """count_all_by_workflow and count_all_by_phase (metrics) read index entries only,
+    the first without sorting, the second only those of unfinished tasks."""
+    path = tmp_path / "wfe.db"
+    store = _Traced(path)
+
+    async def scenario() -> tuple[Any, ...]:
+        await store.open()
+        try:
+            for name in ("a", "b"):
+                await store.save_workflow(WorkflowSpec(name, [Phase("p")]))
+            await store.insert_tasks([_task(n, "a" if n < 4 else "b") for n in range(6)])
+            await store.insert_task(Task(data={}, id="unbound"))
+            await _finish(store, 1)
+            found: list[Any] = []
+
+            async def by_workflow() -> None:
+                found.append(await store.count_all_by_workflow())
+
+            async def by_phase() -> None:
+                found.append(await store.count_all_by_phase())
+
+            statuses = await _statement(store, by_workflow, "GROUP BY workflow_name, status")
+            phases = await _statement(store, by_phase, "GROUP BY workflow_name, classification")
+            return *found, statuses, phases
+        finally:
+            await store.close()
+
+    statuses, phases, statuses_sql, phases_sql = wfe_run(scenario())
+    pending, completed = TaskStatus.PENDING, TaskStatus.COMPLETED
+    assert statuses == {"a": {pending: 3, completed: 1}, "b": {pending: 2}, None: {pending: 1}}
+    assert phases == {"a": {"p": 3}, "b": {"p": 2}}
+    plan = _details(_plan(path, statuses_sql))
+    assert "SCAN tasks USING COVERING INDEX tasks_workflow" in plan, plan
+    assert "USE TEMP B-TREE" not in plan, plan
+    plan = _details(_plan(path, phases_sql))
+    assert "COVERING INDEX tasks_workflow_phase (workflow_name=? AND status=?" in plan, plan
+
+
 def test_a_purge_dry_run_reads_only_the_tasks_old_enough(tmp_path, wfe_run) -> None:
     """count_finished (purge --dry-run) reads the index of finished tasks by time that
     the purge itself uses, made by the dry run if no purge has made it yet: a cron job

@@ -87,7 +87,8 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
     unfinished ones by phase, delayed ones and when the next is due, results not
     yet published by each outbox consumer, and how many workers hold leases.
     From this engine (this process): its counters since it started and the tasks
-    it is running. Reading the store costs a few counting queries per workflow.
+    it is running. Reading the store costs a few counting queries, however many
+    workflows there are (``Store.count_all_by_workflow`` and ``count_all_by_phase``).
     """
     started = time.monotonic()
     store = await engine.get_store()
@@ -95,22 +96,24 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
 
     names = sorted({spec.name for spec in await store.load_workflows()} | set(engine.workflows))
     out.family("wfcore_tasks", "gauge", "Tasks in the store, by workflow and status.")
-    total = await store.count_tasks()
-    seen: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
+    by_workflow = await store.count_all_by_workflow()
     for name in names:
-        counts = await store.count_tasks(name)
+        counts = by_workflow.pop(name, {})
         for status in TaskStatus:
-            seen[status] += counts.get(status, 0)
             out.sample("wfcore_tasks", counts.get(status, 0), workflow=name, status=status.value)
     # Tasks bound to no registered workflow: defining one, or of one not known here.
-    for status in TaskStatus:
-        rest = total.get(status, 0) - seen[status]
-        if rest > 0:
-            out.sample("wfcore_tasks", rest, workflow="", status=status.value)
+    rest: dict[TaskStatus, int] = dict.fromkeys(TaskStatus, 0)
+    for counts in by_workflow.values():
+        for status, count in counts.items():
+            rest[status] += count
+    for status, count in rest.items():
+        if count > 0:
+            out.sample("wfcore_tasks", count, workflow="", status=status.value)
 
     out.family("wfcore_tasks_in_phase", "gauge", "Unfinished tasks, by workflow and phase.")
+    by_phase = await store.count_all_by_phase()
     for name in names:
-        for phase, count in sorted((await store.count_by_phase(name)).items()):
+        for phase, count in sorted(by_phase.get(name, {}).items()):
             out.sample("wfcore_tasks_in_phase", count, workflow=name, phase=phase)
 
     delayed, first = await store.count_delayed()

@@ -329,6 +329,8 @@ class StoreContract:
     @_with_store
     async def test_lists_and_counts(self, store: Any) -> None:
         """list_tasks filters, orders by creation and pages; the counts agree."""
+        for name in ("a", "b"):
+            await store.save_workflow(WorkflowSpec(name, [Phase("p"), Phase("q")]))
         for n in range(5):
             await store.insert_task(_task(n, workflow_name="a" if n < 3 else "b"))
         [task] = await store.claim("w", 1, 30)
@@ -348,6 +350,11 @@ class StoreContract:
         assert await store.count_tasks() == {TaskStatus.PENDING: 4, TaskStatus.COMPLETED: 1}
         assert await store.count_tasks("b") == {TaskStatus.PENDING: 2}
         assert await store.count_by_phase("a") == {"p": 2}  # finished tasks are left out
+        assert await store.count_all_by_workflow() == {
+            "a": {TaskStatus.PENDING: 2, TaskStatus.COMPLETED: 1},
+            "b": {TaskStatus.PENDING: 2},
+        }
+        assert await store.count_all_by_phase() == {"a": {"p": 2}, "b": {"p": 2}}
 
     # -- workflows -------------------------------------------------------------------
 

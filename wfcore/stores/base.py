@@ -142,6 +142,42 @@ class Store(abc.ABC):
         """How many unfinished tasks of a workflow sit in each classification
         (tasks not classified yet are left out)."""
 
+    async def count_all_by_workflow(self) -> dict[str | None, dict[TaskStatus, int]]:
+        """:meth:`count_tasks` of every workflow at once: ``{workflow name: {status:
+        count}}``, statuses with none omitted, the tasks of no workflow under None.
+
+        Metrics read it at every scrape: a store should count in one pass. This
+        default asks :meth:`count_tasks` once per stored workflow, and puts the tasks
+        of workflows not stored under None as well.
+        """
+        counts: dict[str | None, dict[TaskStatus, int]] = {}
+        for spec in await self.load_workflows():
+            found = await self.count_tasks(spec.name)
+            if found:
+                counts[spec.name] = found
+        rest = {
+            status: n - sum(found.get(status, 0) for found in counts.values())
+            for status, n in (await self.count_tasks()).items()
+        }
+        rest = {status: n for status, n in rest.items() if n > 0}
+        if rest:
+            counts[None] = rest
+        return counts
+
+    async def count_all_by_phase(self) -> dict[str, dict[str, int]]:
+        """:meth:`count_by_phase` of every stored workflow at once: ``{workflow name:
+        {phase: count}}``, workflows without such tasks omitted.
+
+        Metrics read it at every scrape: a store should count in one pass. This
+        default asks :meth:`count_by_phase` once per stored workflow.
+        """
+        counts: dict[str, dict[str, int]] = {}
+        for spec in await self.load_workflows():
+            found = await self.count_by_phase(spec.name)
+            if found:
+                counts[spec.name] = found
+        return counts
+
     @abc.abstractmethod
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         """Write the task if its stored version is ``task.version``; bump the version.
