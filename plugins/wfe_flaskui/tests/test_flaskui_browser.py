@@ -124,6 +124,30 @@ def test_answer_a_waiting_task_from_its_page_and_see_the_workflow_finish(
     screenshot(page, "task-completed")
 
 
+def test_a_file_chosen_in_the_answer_form_is_stored_with_the_task(page: Any, live: Any) -> None:
+    expect = _expect()
+    task = live.api.submit("question", {"q": "Send the signed contract."})
+    live.api.wait_status(task["id"], "waiting_human")
+    page.goto(f"{live.url}/tasks/{task['id']}")
+    form = page.locator("form.answer-form")
+    expect(form.locator(".field-upload")).to_contain_text(
+        "Up to 1.0 MiB, the rest of the form included."
+    )
+    form.locator("textarea[name=answer]").fill("Signed: see the file.")
+    form.locator("input[name=file]").set_input_files(
+        {"name": "contract.txt", "mimeType": "text/plain", "buffer": b"Signed by both parties."}
+    )
+    screenshot(page, "task-answer-with-file")
+    form.locator("button[data-action=answer]").click()
+    expect(page.locator(".flash-ok")).to_contain_text("The file contract.txt was stored with it.")
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=20000)
+    row = page.locator("#artifacts tr[data-artifact='contract.txt']")
+    expect(row).to_contain_text("text/plain")
+    expect(row).to_contain_text("ask")
+    expect(page.locator("#artifacts")).to_contain_text("Signed by both parties.")
+    expect(page.locator("#outputs")).to_contain_text("Signed: see the file.")
+
+
 def test_a_form_left_open_while_someone_else_answers_is_refused(
     browser: Any, page: Any, live: Any
 ) -> None:

@@ -3,6 +3,7 @@ that mounts the dashboard run to its end."""
 
 from __future__ import annotations
 
+import hashlib
 import http.cookiejar
 import importlib.util
 import json
@@ -17,6 +18,7 @@ import textwrap
 import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +119,57 @@ class Http:
             return status, json.loads(raw)
         except ValueError:
             return status, raw.decode("utf-8", "replace")
+
+    def multipart(
+        self,
+        path: str,
+        fields: dict[str, str],
+        files: dict[str, tuple[str, bytes]],
+        **headers: str,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """POST multipart/form-data as a browser sends a form with a file input: the
+        status, the body (JSON when it is) and the headers, redirects not followed."""
+        boundary = uuid.uuid4().hex
+        body = b""
+        for name, value in fields.items():
+            body += (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            ).encode()
+        for name, (filename, data) in files.items():
+            body += (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            body += data + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        req = urllib.request.Request(
+            self.base + path,
+            data=body,
+            method="POST",
+            headers={
+                **self.headers,
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                **headers,
+            },
+        )
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        cookies = [
+            h for h in self.opener.handlers if isinstance(h, urllib.request.HTTPCookieProcessor)
+        ]
+        opener = urllib.request.build_opener(NoRedirect, *cookies)
+        try:
+            with opener.open(req, timeout=10) as response:
+                raw, status, got = response.read(), response.status, dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            raw, status, got = exc.read(), exc.code, dict(exc.headers)
+        try:
+            return status, json.loads(raw), got
+        except ValueError:
+            return status, raw.decode("utf-8", "replace"), got
 
 
 def test_one_process_dashboard_with_its_own_worker(tmp_path: Path) -> None:
@@ -503,6 +556,126 @@ def test_the_access_log_does_not_hold_the_access_token(tmp_path: Path) -> None:
     assert '"GET /api/tasks?token=***&limit=5 HTTP/1.1" 200' in logged, logged
     assert '"GET /api/tasks?token=*** HTTP/1.1" 401' in logged, logged
     assert '"GET /?token=*** HTTP/1.1 extra" 400' in logged, logged
+
+
+def test_a_file_is_uploaded_to_a_waiting_task_by_the_api_and_by_its_answer_form(
+    tmp_path: Path,
+) -> None:
+    """POST /api/tasks/<id>/artifacts, and the file input of a waiting task's answer
+    form, through `wfe ui` serving real HTTP with its own worker."""
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    args = ["--port", "0", "--store", store, "--worker", "flaskui_demo_app:make_engine"]
+    with running(args, _env()) as (_, url):
+        client = Http(url)
+        csrf = client.request("GET", "/api/csrf")[1]["csrf_token"]
+        with_csrf = {"X-CSRF-Token": csrf}
+
+        def submit(workflow: str, data: Any) -> dict[str, Any]:
+            body = {"workflow": workflow, "data": data}
+            status, task = client.request("POST", "/api/tasks", body, **with_csrf)
+            assert status == 201, task
+            return task
+
+        def now(task_id: str, status: str) -> dict[str, Any]:
+            def check() -> Any:
+                doc = client.request("GET", f"/api/tasks/{task_id}")[1]
+                return doc if doc["status"] == status else None
+
+            return wait_for(check, 30, f"task {task_id} to be {status}")
+
+        task = submit("question", {"q": "Is the contract signed?"})
+        waiting = now(task["id"], "waiting_human")
+        upload = f"/api/tasks/{task['id']}/artifacts"
+
+        # The API: 201 and the task; the file under its own name, or the one given.
+        signed = b"%PDF-1.4 signed"
+        status, doc, headers = client.multipart(
+            upload, {}, {"file": ("signed.pdf", signed)}, **with_csrf
+        )
+        assert status == 201, doc
+        assert headers["Location"] == f"/tasks/{task['id']}/artifacts/signed.pdf"
+        assert doc["id"] == task["id"] and doc["status"] == "waiting_human"
+        assert doc["version"] == waiting["version"] + 1
+        [artifact] = doc["artifacts"]
+        assert artifact == {
+            "name": "signed.pdf",
+            "size": len(signed),
+            "sha256": hashlib.sha256(signed).hexdigest(),
+            "media_type": "application/pdf",
+            "phase": "ask",
+            "created_at": artifact["created_at"],
+        }
+        assert doc["history"][-1]["event"] == "artifact_added"
+        assert client.request("GET", headers["Location"]) == (200, signed.decode())
+        status, doc, _ = client.multipart(
+            upload, {"name": "notes/today.txt"}, {"file": ("whatever.bin", b"note")}, **with_csrf
+        )
+        assert status == 201, doc
+        assert [a["name"] for a in doc["artifacts"]] == ["signed.pdf", "notes/today.txt"]
+
+        # What it refuses, with the codes of the other routes.
+        a_file = {"file": ("x.txt", b"x")}
+        refusals: list[tuple[str, dict[str, str], Any, dict[str, str], int, str]] = [
+            (upload, {}, a_file, {}, 403, "needs the CSRF token"),
+            (upload, {"file": "text"}, {}, with_csrf, 400, '"file" field holds text, not a file'),
+            (upload, {"note": "x"}, {}, with_csrf, 400, 'in a field named "file"'),
+            (upload, {"name": "../up.txt"}, a_file, with_csrf, 400, "'..' components"),
+            ("/api/tasks/no-such-task/artifacts", {}, a_file, with_csrf, 404, "unknown task"),
+            (upload, {}, {"file": ("big.bin", b"x" * 2**20)}, with_csrf, 413, "than 1.0 MiB"),
+        ]
+        for path, fields, files, extra, code, words in refusals:
+            status, doc, _ = client.multipart(path, fields, files, **extra)
+            assert status == code and words in doc["error"], (code, words, doc)
+        gate = tmp_path / "gate"
+        busy = submit("gated", {"gate": str(gate)})
+        now(busy["id"], "in_progress")
+        status, doc, _ = client.multipart(
+            f"/api/tasks/{busy['id']}/artifacts", {}, a_file, **with_csrf
+        )
+        assert status == 409 and "is running" in doc["error"], doc
+        gate.write_text("open")
+        assert now(busy["id"], "completed")["artifacts"] == []
+
+        # The answer form of its page: a file input, and how big a file may be.
+        status, page = client.request("GET", f"/tasks/{task['id']}")
+        assert status == 200
+        assert 'enctype="multipart/form-data"' in page and 'name="file" type="file"' in page
+        assert "Up to 1.0 MiB, the rest of the form included." in page
+        version = now(task["id"], "waiting_human")["version"]
+        answer = f"/tasks/{task['id']}/answer"
+        form = {
+            "csrf_token": csrf,
+            "phase": "ask",
+            "version": str(version),
+            "answer_format": "json",
+        }
+        reply = {"file": ("reply.txt", b"my reply")}
+        # An answer that cannot be taken stores no file either.
+        status, page, _ = client.multipart(answer, {**form, "answer": "{not json"}, reply)
+        assert status == 400
+        assert "reply.txt was not stored, as the answer was not taken: choose it again." in page
+        status, page, headers = client.multipart(answer, {**form, "answer": '"yes"'}, reply)
+        assert status == 303, page
+        assert headers["Location"] == f"/tasks/{task['id']}"
+        done = now(task["id"], "completed")
+        assert done["output"] == "yes"
+        assert [(a["name"], a["phase"], a["size"]) for a in done["artifacts"]] == [
+            ("signed.pdf", "ask", len(signed)),
+            ("notes/today.txt", "ask", 4),
+            ("reply.txt", "ask", 8),
+        ]
+        # Stored before the answer, so the phases after it find the file.
+        events = [(e["event"], e.get("name")) for e in done["history"]]
+        assert events.index(("artifact_added", "reply.txt")) < events.index(("resumed", None))
+        status, page = client.request("GET", f"/tasks/{task['id']}")
+        assert "Answer recorded for task " in page
+        assert "The file reply.txt was stored with it." in page
+        # The form sent again with another answer: refused, and its file with it.
+        again = {"file": ("again.txt", b"again")}
+        status, page, _ = client.multipart(answer, {**form, "answer": '"no"'}, again)
+        assert status == 409
+        assert "your answer was not recorded. The file again.txt was not stored either." in page
+        assert now(task["id"], "completed")["artifacts"] == done["artifacts"]
 
 
 def test_a_memory_store_without_a_worker_is_refused() -> None:

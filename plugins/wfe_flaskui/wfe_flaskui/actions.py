@@ -1,5 +1,5 @@
 """The forms that change a task, posted from its page or the inbox: answer a waiting
-task, cancel one, retry one.
+task (from its page, with a file to store with it), cancel one, retry one.
 
 An answer that cannot be taken shows the page it came from again, with the errors
 beside the fields, or (409) with the new question when the task has moved on.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, flash, redirect, request, url_for
 
 from wfcore import (
+    ArtifactError,
     ECSWorkflowEngine,
     InvalidOutputError,
     Task,
@@ -68,25 +69,57 @@ def answer(dash: Dashboard, task_id: str) -> Any:
     found, specs = dash.call(load)
     if found is None:
         return _error(dash, 404, f"no task {task_id!r}")
+    upload = _uploaded_file()
+    # Said wherever the answer is refused: the file it came with was not stored either.
+    unstored = f" The file {upload[0]} was not stored either." if upload is not None else ""
     if (asked is not None and found.classification != asked) or (
         version is not None and found.version != version
     ):
-        return answer_refused(dash, found, specs, asked or found.classification or "", back)
+        where = asked or found.classification or ""
+        return answer_refused(dash, found, specs, where, back, unstored)
     if not found.status.is_waiting:
-        flash(f"Task {task_id[:8]} is {found.status.value}, no longer waiting.", "error")
+        flash(f"Task {task_id[:8]} is {found.status.value}, no longer waiting.{unstored}", "error")
         return redirect(url_for(".task", task_id=task_id)), 303
     phase = ops.phase_of(found, specs)
     schema = phase.input_schema if phase is not None and not found.resume_in_phase else None
     value, form = parse_answer(schema, request.form)
+    if upload is not None and form.has_errors:
+        # Not stored: the answer it came with was not taken. No page can keep a file.
+        form.file_error = (
+            f"{upload[0]} was not stored, as the answer was not taken: choose it again."
+        )
+    stored = ""  # what the success message says about the file
     if not form.has_errors:
         by = acting_user()
         try:
+            if upload is not None:
+                # Before the answer: the phase that runs next may want the file.
+                name, data = upload
+                dash.call(lambda engine: engine.add_artifact_bytes(task_id, name, data))
+                stored = f" The file {name} was stored with it."
+                unstored = f" The file {name} was stored with the task all the same."
+                upload = None
+                if version is not None:
+                    # Storing it was one change of the task, which the store counts
+                    # (a version one up); any other change since still refuses the answer.
+                    version += 1
             resumed = dash.call(
                 lambda engine: engine.resume(task_id, value, phase=asked, version=version, by=by)
             )
+        except ArtifactError as exc:
+            form.file_error = f"{exc}; nothing was stored, and the answer was not sent."
         except InvalidOutputError as exc:
             form.error = "; ".join(exc.errors) or str(exc)
         except BridgeTimeout as exc:
+            if upload is not None:
+                return _error(
+                    dash,
+                    503,
+                    f"The store was too busy to take the file {upload[0]} for task "
+                    f"{task_id[:8]} ({exc}). It was queued and may still be stored; the "
+                    "answer was not sent: check the task (its page updates itself) before "
+                    "answering again.",
+                )
             return answer_queued(dash, found, schema, back, exc)
         except TaskStateError as exc:
             # Someone else's answer (or a deadline) moved the task on since it was loaded.
@@ -95,8 +128,9 @@ def answer(dash: Dashboard, task_id: str) -> Any:
                 (asked is not None and now.classification != asked)
                 or (version is not None and now.version != version)
             ):
-                return answer_refused(dash, now, specs, asked or now.classification or "", back)
-            flash(str(exc), "error")
+                where = asked or now.classification or ""
+                return answer_refused(dash, now, specs, where, back, unstored)
+            flash(f"{str(exc).rstrip('.')}.{unstored}" if unstored else str(exc), "error")
             return redirect(url_for(".task", task_id=task_id)), 303
         else:
             where = (
@@ -104,13 +138,23 @@ def answer(dash: Dashboard, task_id: str) -> Any:
                 if resumed.status is TaskStatus.PENDING and not resumed.resume_in_phase
                 else resumed.status.value
             )
-            flash(f"Answer recorded for task {task_id[:8]}: {where}.", "ok")
+            flash(f"Answer recorded for task {task_id[:8]}: {where}.{stored}", "ok")
             if back == "inbox":
                 return redirect(url_for(".inbox", all=request.args.get("all"))), 303
             return redirect(url_for(".task", task_id=task_id)), 303
     if back == "inbox":
         return inbox(dash, forms={task_id: form}, status=400)
     return task(dash, task_id, form=form, status=400)
+
+
+def _uploaded_file() -> tuple[str, bytes] | None:
+    """The file sent with an answer (a task page's answer form has a file input), as
+    ``(name, bytes)``; None when no file was chosen. The whole request is limited to
+    the dashboard's ``max_body``."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return None  # the browser sends an empty part when no file was chosen
+    return upload.filename, upload.read()
 
 
 def answer_queued(dash: Dashboard, found: Task, schema: Any, back: str, exc: BridgeTimeout) -> Any:
@@ -139,11 +183,17 @@ def answer_queued(dash: Dashboard, found: Task, schema: Any, back: str, exc: Bri
 
 
 def answer_refused(
-    dash: Dashboard, now: Task, specs: dict[str, WorkflowSpec], asked: str, back: str
+    dash: Dashboard,
+    now: Task,
+    specs: dict[str, WorkflowSpec],
+    asked: str,
+    back: str,
+    note: str = "",
 ) -> Any:
     """409: the answer was for a phase the task has left, or for a task that has
     finished since. The page now shown has the new question's form (if any), and
-    what the person typed is shown back.
+    what the person typed is shown back; ``note`` ends the message (what became of
+    a file sent with the answer).
 
     When the answer recorded for that phase is the very one this form carries (an
     earlier send of it, queued while the store was busy, was taken after all), the
@@ -178,7 +228,7 @@ def answer_refused(
         else "your answer was not recorded"
     )
     refused = {
-        "message": f"Task {now.id[:8]} {moved}; {outcome}.",
+        "message": f"Task {now.id[:8]} {moved}; {outcome}.{note}",
         "asked": asked,
         "typed": typed_values(schema, request.form),
         "kind": "recorded" if ours else "refused",

@@ -1,6 +1,6 @@
 """The dashboard's JSON API under ``/api``: list, submit, read, resume, cancel and retry
-tasks, the workflows, the recent Kafka results, and the CSRF token for the calls that
-change something; and ``/metrics`` for Prometheus.
+tasks, upload a file to one, the workflows, the recent Kafka results, and the CSRF token
+for the calls that change something; and ``/metrics`` for Prometheus.
 
 Tasks travel in wfcore's wire format; every error is ``{"error": message}``, with the
 status code :func:`api_errors` gives its cause.
@@ -18,6 +18,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from wfcore import (
     DEFINE_WORKFLOW,
+    Artifact,
     ArtifactError,
     ECSWorkflowEngine,
     InvalidOutputError,
@@ -56,6 +57,7 @@ __all__ = [
     "api_submit",
     "api_task",
     "api_tasks",
+    "api_upload",
     "api_workflows",
     "body_json",
 ]
@@ -75,6 +77,7 @@ def add_api(bp: Blueprint, dash: Dashboard) -> None:
     route(bp, dash, "/api/tasks/<task_id>/resume", api_resume, ["POST"])
     route(bp, dash, "/api/tasks/<task_id>/cancel", api_cancel, ["POST"])
     route(bp, dash, "/api/tasks/<task_id>/retry", api_retry, ["POST"])
+    route(bp, dash, "/api/tasks/<task_id>/artifacts", api_upload, ["POST"])
     route(bp, dash, "/api/workflows", api_workflows)
     route(bp, dash, "/api/kafka/results", api_kafka_results)
     # Where Prometheus looks by default; named api_ for the API's JSON errors and 401s.
@@ -318,6 +321,46 @@ def api_retry(dash: Dashboard, task_id: str) -> Any:
     except BridgeTimeout as exc:
         return _queued(task_id, "retry", exc, "once applied, a retry sent again gets 409")
     return jsonify(_api_task(retried))
+
+
+@api_errors
+def api_upload(dash: Dashboard, task_id: str) -> Any:
+    """Store a file sent as multipart/form-data (field ``file``, optional ``name``) as an
+    artifact of the task: 201 and the task (its new ``version`` included), with the
+    file's download URL in ``Location``. The engine refuses a running task (409: its
+    phase stores its own artifacts) and a bad name (400)."""
+    upload = request.files.get("file")
+    if upload is None:
+        if "file" in request.form:
+            raise _BadInput(
+                'the "file" field holds text, not a file: send it as a file part, with '
+                "a file name (curl -F file=@PATH)"
+            )
+        raise _BadInput(
+            'send the file as multipart/form-data, in a field named "file" (curl -F '
+            f"file=@PATH); this request has none (it is {request.mimetype or 'without a type'})"
+        )
+    name = request.form.get("name") or upload.filename or ""
+    if not name:
+        raise _BadInput('the file has no name: give one in a "name" field')
+    data = upload.read()
+
+    async def store(engine: ECSWorkflowEngine) -> tuple[Artifact, Task | None]:
+        artifact = await engine.add_artifact_bytes(task_id, name, data)
+        return artifact, await engine.get_task(task_id)
+
+    try:
+        artifact, task = dash.call(store)
+    except BridgeTimeout as exc:
+        return _queued(
+            task_id, "upload", exc, "sending it again is safe: a file of the same name replaces it"
+        )
+    if task is None:  # deleted (wfe purge) just after
+        raise UnknownTaskError(task_id)
+    response = jsonify(_api_task(task))
+    response.status_code = 201
+    response.headers["Location"] = url_for(".artifact", task_id=task_id, name=artifact.name)
+    return response
 
 
 def _queued(task_id: str, what: str, exc: BridgeTimeout, again: str) -> Any:

@@ -88,10 +88,16 @@ class FormField:
 
         Browsers send every line break in an input's name as CRLF, so a property
         named ``"a\nb"`` comes back as ``field.a\r\nb``; it still answers ``a\nb``.
+        A multipart form (a task page's answer form, which takes a file) escapes that
+        CRLF as ``%0D%0A`` (and ``"`` as ``%22``, which Werkzeug decodes), as the HTML
+        standard says.
         """
         if self.input_name in form:
             return self.input_name
-        return _LINE_BREAK.sub("\r\n", self.input_name)
+        sent = _LINE_BREAK.sub("\r\n", self.input_name)
+        if sent in form:
+            return sent
+        return _LINE_BREAK.sub("%0D%0A", self.input_name)
 
 
 @attrs.define
@@ -107,11 +113,13 @@ class AnswerForm:
     free_text: str = ""
     free_format: str = "text"
     error: str | None = None
+    #: Why the file sent with the answer was not stored (or must be chosen again).
+    file_error: str | None = None
 
     @property
     def has_errors(self) -> bool:
         """True when the form or any field carries an error."""
-        return bool(self.error) or any(f.error for f in self.fields)
+        return bool(self.error or self.file_error) or any(f.error for f in self.fields)
 
 
 def _main_type(schema: Mapping[str, Any]) -> str | None:

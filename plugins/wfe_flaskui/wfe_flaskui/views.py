@@ -74,6 +74,7 @@ def render(dash: Dashboard, template: str, **context: Any) -> str:
         kafka_trouble=trouble,
         token_required=bool(dash.token),
         user_name=acting_user(),
+        max_body=dash.max_body,
         **context,
     )
 
