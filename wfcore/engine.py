@@ -1191,12 +1191,20 @@ class ECSWorkflowEngine:
     # -- artifacts -------------------------------------------------------------------
 
     async def add_artifact_text(
-        self, task: Task | str, name: str, text: str, encoding: str = "utf-8"
+        self,
+        task: Task | str,
+        name: str,
+        text: str,
+        encoding: str = "utf-8",
+        *,
+        by: str | None = None,
     ) -> Artifact:
         """Store ``text`` as an artifact of the task (see :meth:`add_artifact_bytes`)."""
-        return await self.add_artifact_bytes(task, name, text.encode(encoding))
+        return await self.add_artifact_bytes(task, name, text.encode(encoding), by=by)
 
-    async def add_artifact_bytes(self, task: Task | str, name: str, data: bytes) -> Artifact:
+    async def add_artifact_bytes(
+        self, task: Task | str, name: str, data: bytes, *, by: str | None = None
+    ) -> Artifact:
         """Store ``data`` as the task's artifact ``name`` (a relative path).
 
         The file is written atomically beside the store, and its metadata joins
@@ -1204,11 +1212,13 @@ class ECSWorkflowEngine:
         (``task`` being the phase's own Task) it is stored with the task when the
         phase ends. Otherwise (a task waiting for a person, pending or finished,
         given as a Task or an id) it is stored at once, with an ``artifact_added``
-        event. Raises UnknownTaskError for an unknown task, and TaskStateError for a
-        task running outside this call's phase (add its artifacts from its phase).
+        event naming ``by``, who added it, when given. Raises UnknownTaskError for an
+        unknown task, and TaskStateError for a task running outside this call's phase
+        (add its artifacts from its phase).
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ArtifactError(f"artifact {name!r}: data must be bytes")
+        who = _by_field(by)
         store = await self.get_store()
         if isinstance(task, Task) and self._worker.runs_phase_of(task):
             art = await asyncio.to_thread(
@@ -1233,7 +1243,7 @@ class ECSWorkflowEngine:
         async def attach(current: Task) -> None:
             _check_not_running(current, name)
             current.artifacts = [a for a in current.artifacts if a.name != name] + [art]
-            current.record("artifact_added", name=name, phase=current.classification)
+            current.record("artifact_added", name=name, phase=current.classification, **who)
 
         stored, _ = await self._change_stored(task_id, attach)
         if isinstance(task, Task):

@@ -5,6 +5,7 @@ authenticating proxy's header (``user_header``) or by the app that mounts the da
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 import subprocess
@@ -91,6 +92,23 @@ def test_the_api_records_the_proxys_user_on_resume_cancel_and_retry(proxied: Any
     assert _by(retried.get_json(), "cancelled") == ["bob"]
     assert _by(retried.get_json(), "retried") == ["carol"]
     assert _by(api.task(answered["id"]), "resumed") == ["alice"]
+
+
+def test_the_api_records_the_proxys_user_on_an_upload(proxied: Any) -> None:
+    client = proxied.test_client()
+    _as(client, "dora")
+    api = Api(client)
+    task = api.submit("question", {"q": "signed contract?"})
+    api.wait_status(task["id"], "waiting_human")
+    token = client.get("/api/csrf").get_json()["csrf_token"]
+    sent = client.post(
+        f"/api/tasks/{task['id']}/artifacts",
+        data={"file": (io.BytesIO(b"%PDF signed"), "signed.pdf")},
+        headers={"X-CSRF-Token": token},
+        content_type="multipart/form-data",
+    )
+    assert sent.status_code == 201, sent.text
+    assert _by(sent.get_json(), "artifact_added") == ["dora"]
 
 
 @pytest.mark.parametrize("sent", [None, "", "   "], ids=["absent", "empty", "blank"])

@@ -95,7 +95,7 @@ def answer(dash: Dashboard, task_id: str) -> Any:
             if upload is not None:
                 # Before the answer: the phase that runs next may want the file.
                 name, data = upload
-                dash.call(lambda engine: engine.add_artifact_bytes(task_id, name, data))
+                dash.call(lambda engine: engine.add_artifact_bytes(task_id, name, data, by=by))
                 stored = f" The file {name} was stored with it."
                 unstored = f" The file {name} was stored with the task all the same."
                 upload = None

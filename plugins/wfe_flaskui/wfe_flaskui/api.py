@@ -344,9 +344,10 @@ def api_upload(dash: Dashboard, task_id: str) -> Any:
     if not name:
         raise _BadInput('the file has no name: give one in a "name" field')
     data = upload.read()
+    by = acting_user()
 
     async def store(engine: ECSWorkflowEngine) -> tuple[Artifact, Task | None]:
-        artifact = await engine.add_artifact_bytes(task_id, name, data)
+        artifact = await engine.add_artifact_bytes(task_id, name, data, by=by)
         return artifact, await engine.get_task(task_id)
 
     try:
