@@ -78,7 +78,7 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
     try:
         await asyncio.to_thread(_mount_artifacts, task, workdir)
         (workdir / "out").mkdir()
-        env = _command_env(task, phase, full=task.workflow_name in engine._code_workflows)
+        env = _command_env(task, phase, full=engine.registered_in_code(task.workflow_name))
         stdout, stderr, returncode = await _run(phase.command, workdir, _stdin_for(task), env)
         if returncode != 0:
             tail = stderr.decode("utf-8", "replace")[-_STDERR_TAIL:].strip()

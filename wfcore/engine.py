@@ -350,6 +350,12 @@ class ECSWorkflowEngine:
         self._code_workflows.add(name)
         return spec
 
+    def registered_in_code(self, workflow_name: str | None) -> bool:
+        """True for a workflow this engine's app (or a plugin) registered, False for one
+        defined at run time (``define_workflow``) or unknown: whoever could submit a
+        task may have written those."""
+        return workflow_name in self._code_workflows
+
     def command_refused(self, workflow_name: str | None, command: Sequence[str]) -> str | None:
         """Why a phase of this workflow may not run ``command`` here, or None if it may.
 
@@ -358,7 +364,7 @@ class ECSWorkflowEngine:
         the dashboard, say): its commands run only if :attr:`allowed_commands`
         names the program, or holds ``"*"``.
         """
-        if workflow_name in self._code_workflows:
+        if self.registered_in_code(workflow_name):
             return None
         program = command[0] if command else ""
         if "*" in self.allowed_commands or program in self.allowed_commands:
