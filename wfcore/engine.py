@@ -511,11 +511,11 @@ class ECSWorkflowEngine:
     async def _save_workflows(self) -> None:
         assert self._store is not None
         names, self._unsaved_workflows = self._unsaved_workflows, set()
-        stored = {spec.name: spec for spec in await self._store.load_workflows()}
         for name in sorted(names):
             spec = self._workflows[name]
-            if name in stored:
-                await self._warn_of_stranded(stored[name], spec)
+            stored = await self._store.load_workflow(name)
+            if stored is not None:
+                await self._warn_of_stranded(stored, spec)
             await self._store.save_workflow(spec)
 
     async def _warn_of_stranded(self, old: WorkflowSpec, new: WorkflowSpec) -> None:
@@ -556,13 +556,14 @@ class ECSWorkflowEngine:
         await self.aclose()
 
     async def _workflow(self, name: str | None) -> WorkflowSpec | None:
+        if name is None:
+            return None
         if name in self._workflows:
             return self._workflows[name]
-        # Another process may have defined it at run time.
+        # Another process may have defined it at run time: read that one, not all.
         store = await self.get_store()
-        for spec in await store.load_workflows():
-            self._workflows.setdefault(spec.name, spec)
-        return self._workflows.get(name)  # type: ignore[arg-type]
+        spec = await store.load_workflow(name)
+        return None if spec is None else self._workflows.setdefault(name, spec)
 
     # -- tasks -----------------------------------------------------------------------
 

@@ -225,12 +225,12 @@ async def _current_phase(store: Store, task: Task) -> Phase | None:
     """The phase a task is at, from its stored workflow (None if unknown); for a
     task not classified yet, the workflow's first, where it starts unless a
     classifier picks another."""
-    for spec in await store.load_workflows():
-        if spec.name == task.workflow_name:
-            if task.classification is None:
-                return spec.phases[0] if spec.phases else None
-            return spec.phase(task.classification)
-    return None
+    spec = await store.load_workflow(task.workflow_name) if task.workflow_name else None
+    if spec is None:
+        return None
+    if task.classification is None:
+        return spec.phases[0] if spec.phases else None
+    return spec.phase(task.classification)
 
 
 def _phase_text(task: Task) -> str:
