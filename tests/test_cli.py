@@ -539,6 +539,25 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
     assert "--older-than AGE" in wfe("purge", "--help").stdout
 
 
+def test_purge_compact_gives_the_space_back(wfe, tmp_path) -> None:
+    app = "split_app:engine"
+    (tmp_path / "big.json").write_text(json.dumps({"blob": "x" * 200_000}))
+    for _ in range(10):
+        wfe("submit", "left", "--app", app, "--data", "@big.json")
+    wfe("worker", app, "--until-idle", "--quiet")
+    db = tmp_path / "wfe.db"
+    before = db.stat().st_size
+    plain = wfe("purge", "--older-than", "0").stdout
+    assert plain.startswith("deleted 10 ") and "compacted" not in plain
+    assert db.stat().st_size >= before  # SQLite keeps the freed pages
+    compacted = wfe("purge", "--older-than", "0", "--compact").stdout.splitlines()
+    assert compacted[0].startswith("deleted 0 ")
+    assert compacted[1].startswith("compacted the store: ")
+    assert db.stat().st_size < before / 4
+    both = wfe("purge", "--older-than", "0", "--compact", "--dry-run", check=False)
+    assert both.returncode == 2 and "--compact deletes nothing" in both.stderr
+
+
 def test_outbox_lists_consumers_and_drops_a_retired_one(wfe, tmp_path) -> None:
     app = "split_app:engine"
     wfe("submit", "left", "--app", app)

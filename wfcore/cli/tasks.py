@@ -391,6 +391,12 @@ def retry(
 )
 @click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option(
+    "--compact",
+    is_flag=True,
+    help="Then give the freed space back to the file system (SQLite: VACUUM; other "
+    "processes' writes wait meanwhile).",
+)
 @_app_option
 @_store_option
 @click.pass_context
@@ -400,28 +406,33 @@ def purge(
     statuses: tuple[str, ...],
     workflow: str | None,
     dry_run: bool,
+    compact: bool,
     store: str | None,
 ) -> None:
-    """Delete finished tasks and their artifact files, to keep a store small.
+    """Delete finished tasks and their artifact files, to keep a store's work recent.
 
     Pending, running and waiting tasks are never deleted, nor are finished ones
     whose result the Kafka plugin (or another outbox consumer) has not published.
+    The store's file keeps its size (new tasks reuse the space) unless --compact.
     """
+    if compact and dry_run:
+        raise click.UsageError("--compact deletes nothing to compact with --dry-run")
     seconds = _parse_age(older_than)
     wanted = _parse_statuses(statuses or ("completed,failed,cancelled",), allowed=_FINISHED)
     engine = _engine(ctx, store, existing=True)
 
-    async def purge_and_look() -> tuple[int, dict[str, int]]:
+    async def purge_and_look() -> tuple[int, dict[str, int], tuple[int, int] | None]:
         count = await engine.purge(
             seconds, statuses=wanted, workflow_name=workflow, dry_run=dry_run
         )
+        opened = await engine.get_store()
         try:
-            consumers = await (await engine.get_store()).outbox_consumers()
+            consumers = await opened.outbox_consumers()
         except StoreError:
             consumers = {}  # a store without an outbox listing keeps nothing back
-        return count, consumers
+        return count, consumers, (await opened.compact() if compact else None)
 
-    count, consumers = _run(_closing(engine, purge_and_look()))
+    count, consumers, sizes = _run(_closing(engine, purge_and_look()))
     which = "/".join(s.value for s in wanted)
     verb = "would delete" if dry_run else "deleted"
     age = older_than.strip().lower()
@@ -434,3 +445,12 @@ def purge(
         click.echo(
             f"kept: finished tasks not yet published by outbox consumer(s) {listed}; see wfe outbox"
         )
+    if compact:
+        if sizes is None:
+            click.echo("this store has nothing to compact")
+        else:
+            click.echo(f"compacted the store: {_size(sizes[0])} -> {_size(sizes[1])}")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count:,} bytes"
