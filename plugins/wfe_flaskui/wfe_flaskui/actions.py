@@ -64,7 +64,7 @@ def answer(dash: Dashboard, task_id: str) -> Any:
 
     async def load(engine: ECSWorkflowEngine) -> Any:
         found = await engine.get_task(task_id)
-        return found, await ops.workflows(engine)
+        return found, await ops.workflows_of(engine, [found] if found else [])
 
     found, specs = dash.call(load)
     if found is None:

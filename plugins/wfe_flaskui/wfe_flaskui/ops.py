@@ -62,6 +62,22 @@ async def workflows(engine: ECSWorkflowEngine) -> dict[str, WorkflowSpec]:
     return dict(sorted(specs.items()))
 
 
+async def workflows_of(
+    engine: ECSWorkflowEngine, tasks: Sequence[Task]
+) -> dict[str, WorkflowSpec]:
+    """The workflows these tasks name, read one by one: a page of tasks needs a few,
+    and a store may hold thousands (defined at run time). Stored definitions win, as
+    in :func:`workflows`."""
+    store = await engine.get_store()
+    known = engine.workflows
+    specs: dict[str, WorkflowSpec] = {}
+    for name in {task.workflow_name for task in tasks if task.workflow_name}:
+        spec = await store.load_workflow(name) or known.get(name)
+        if spec is not None:
+            specs[name] = spec
+    return specs
+
+
 def phase_of(task: Task, specs: dict[str, WorkflowSpec]) -> Phase | None:
     """The phase the task is in (or waits in), if its workflow knows it."""
     spec = specs.get(task.workflow_name or "")

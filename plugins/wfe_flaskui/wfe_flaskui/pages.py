@@ -87,7 +87,8 @@ def tasks(dash: Dashboard) -> Any:
         # Who runs what: the running tasks' holders on this page (a few lookups by
         # id) and the busy workers (an indexed query), for a page that refreshes.
         running = await workers.holders(engine, found.tasks)
-        return found, await ops.workflows(engine), running, await workers.busy_workers(engine)
+        specs = await ops.workflows_of(engine, found.tasks)
+        return found, specs, running, await workers.busy_workers(engine)
 
     found, specs, running, busy = dash.call(load)
     now = datetime.now(timezone.utc)
@@ -154,7 +155,7 @@ def task(
         found = await engine.get_task(task_id)
         if found is None:
             return None
-        specs = await ops.workflows(engine)
+        specs = await ops.workflows_of(engine, [found])
         previews = {}
         for art in found.artifacts:
             if _is_text(art.media_type, art.name):
@@ -225,7 +226,8 @@ def kafka_task(dash: Dashboard, task_id: str) -> Any:
         except InvalidTaskError:
             found = None
         if found is not None:
-            context = task_context(found, dash.call(ops.workflows))
+            shown = found
+            context = task_context(found, dash.call(lambda e: ops.workflows_of(e, [shown])))
             context.update(previews={}, remote=True)
             name = "_task_region.html" if partial() else "task.html"
             return render(dash, name, **context)
@@ -288,7 +290,7 @@ def inbox(
     async def load(engine: ECSWorkflowEngine) -> Any:
         # Only the oldest few: every open inbox refetches this every few seconds.
         shown = await ops.waiting_tasks(engine, wanted, dash.inbox_size)
-        return shown, await ops.workflows(engine)
+        return shown, await ops.workflows_of(engine, shown[0])
 
     (waiting, total), specs = dash.call(load)
     cards = []
