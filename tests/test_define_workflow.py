@@ -427,8 +427,11 @@ CATASTROPHIC = "^(a+)+$"  # each "a" before the "!" doubles the time: 40 take da
         {"type": "object", "patternProperties": {CATASTROPHIC: {}}},
         {"anyOf": [{"type": "null"}, {"items": {"pattern": CATASTROPHIC}}]},
         {"$defs": {"n": {"pattern": CATASTROPHIC}}, "$ref": "#/$defs/n"},
+        # A $ref makes a subschema of any key; draft 7 has "dependencies".
+        {"properties": {"x": {"$ref": "#/x-evil"}}, "x-evil": {"pattern": CATASTROPHIC}},
+        {"dependencies": {"x": {"properties": {"x": {"pattern": CATASTROPHIC}}}}},
     ],
-    ids=["top", "property", "patternProperties", "nested", "defs"],
+    ids=["top", "property", "patternProperties", "nested", "defs", "ref-anywhere", "draft-07"],
 )
 def test_a_run_time_workflow_may_not_use_regular_expressions(make_engine, wfe_run, schema):
     """A task must not be able to stall its worker: Python's re backtracks with the GIL

@@ -897,32 +897,14 @@ def advance(
         task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
 
 
-# The keywords of JSON Schema whose values are subschemas: one, a list, or a map of them.
-_SUBSCHEMA = (
-    "additionalProperties",
-    "items",
-    "additionalItems",
-    "contains",
-    "not",
-    "if",
-    "then",
-    "else",
-    "propertyNames",
-    "unevaluatedProperties",
-    "unevaluatedItems",
-)
-_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
-_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-
-
 def _regex_keyword(spec: Any) -> tuple[str, str] | None:
     """Where a define_workflow spec's schemas use a regular expression (``pattern``,
     ``patternProperties``): (``phases[0].input_schema``, keyword), or None.
 
     Python's ``re`` backtracks, holding the GIL: a task could define a pattern and
     an input that never finish matching, stalling the worker's every task, its lease
-    renewals and its signal handlers. Only keyword positions count: a property
-    named "pattern" is fine.
+    renewals and its signal handlers. Every part of a schema counts, not only the
+    keyword positions a validator visits: a ``$ref`` can make a subschema of any key.
     """
     phases = spec.get("phases") if isinstance(spec, dict) else None
     for index, phase in enumerate(phases if isinstance(phases, list) else []):
@@ -933,24 +915,19 @@ def _regex_keyword(spec: Any) -> tuple[str, str] | None:
     return None
 
 
-def _regex_in(schema: Any) -> str | None:
-    if not isinstance(schema, dict):
+def _regex_in(value: Any) -> str | None:
+    # A "pattern" key holding a schema (a property named "pattern") is no regex.
+    if isinstance(value, dict):
+        if isinstance(value.get("pattern"), str):
+            return "pattern"
+        if isinstance(value.get("patternProperties"), dict) and value["patternProperties"]:
+            return "patternProperties"
+        found = (_regex_in(item) for item in value.values())
+    elif isinstance(value, list):
+        found = (_regex_in(item) for item in value)
+    else:
         return None
-    for keyword in ("pattern", "patternProperties"):
-        if keyword in schema:
-            return keyword
-    found: list[Any] = [schema.get(k) for k in _SUBSCHEMA]
-    for key in _SUBSCHEMA_LISTS:
-        if isinstance(schema.get(key), list):
-            found.extend(schema[key])
-    for key in _SUBSCHEMA_MAPS:
-        if isinstance(schema.get(key), dict):
-            found.extend(schema[key].values())
-    for sub in found:
-        inner = _regex_in(sub)
-        if inner is not None:
-            return inner
-    return None
+    return next((keyword for keyword in found if keyword is not None), None)
 
 
 #: The engine whose worker runs the current phase (see wfcore.current_engine).
