@@ -315,6 +315,49 @@ def test_a_phase_that_kills_its_worker_fails_after_three_lost_workers(
     assert len(lines(tmp_path / "runs.log")) == 7
 
 
+def test_tasks_running_beside_a_phase_that_kills_its_worker_are_not_failed_with_it(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    """One more lost worker from failing, a task runs alone: the last worker it kills
+    is its own loss only, not also that of the tasks that happened to run beside it."""
+    engine = wfe_engine_factory()
+    engine.register_workflow("poison", [Phase("poison")])
+    engine.register_workflow("mp", [Phase("a"), Phase("b")])
+
+    async def submit():
+        poison = await engine.submit_task({}, "poison", classification="poison")
+        others = [(await engine.submit_task({"block": True}, "mp")).id for _ in range(2)]
+        return poison.id, others
+
+    poison_id, others = wfe_run(submit())
+
+    def status(task_id: str) -> TaskStatus:
+        return wfe_run(engine.get_task(task_id)).status
+
+    exits = []
+    for n in range(6):
+        worker = start_worker("mp_app:engine", WFE_TEST_WORKER=f"w{n}")
+        wait_until(
+            lambda w=worker: w.poll() is not None or status(poison_id) is TaskStatus.FAILED,
+            60,
+            "the worker to die or the poison task to fail",
+        )
+        if worker.poll() is None:  # the poison task failed: let the others finish
+            (tmp_path / "gate").touch()
+        exits.append(worker.wait(60))
+        if exits[-1] == 0:
+            break
+    assert exits == [-signal.SIGKILL] * 3 + [0]
+
+    failed = wfe_run(engine.get_task(poison_id))
+    assert failed.error.startswith("WorkerLostError: phase 'poison' lost its worker 3 times")
+    for task_id in others:
+        done = wfe_run(engine.get_task(task_id))
+        assert done.status is TaskStatus.COMPLETED, done.error
+        # Lost with the first two workers, then run alone: never failed for it.
+        assert [e["event"] for e in done.history].count("taken_over") == 2
+
+
 def test_max_takeovers_none_runs_a_phase_again_whatever_happened_before(
     wfe_engine_factory, wfe_run
 ):

@@ -93,6 +93,8 @@ class Worker:
         self._ended: asyncio.Event | None = None
         # Whether the workflows were checked against the handlers (preflight), once.
         self._checked = False
+        # The task running alone (or waiting to), one more lost worker from failing.
+        self._alone: str | None = None
 
     @property
     def running(self) -> bool:
@@ -204,6 +206,8 @@ class Worker:
                     await self._reap_dead_owners(store)
                     next_reap = time.monotonic() + max(1.0, self._engine.poll_interval * 10)
                 free = self._engine.max_concurrency - len(self._active)
+                if self._alone is not None:
+                    free = 0  # a task that may kill its worker runs alone
                 claimed: list[Task] = []
                 if free > 0:
                     claimed = await store.claim(
@@ -378,6 +382,8 @@ class Worker:
             elif self._lost_too_often(task):
                 await self._fail(task, None, _workers_lost_error(task))
                 current = None
+            elif self._on_last_chance(task) and not await self._run_alone(task):
+                current = None
             while current is not None and not self._stopping:
                 current = await self._run_phase(current)
             if current is not None:
@@ -399,7 +405,31 @@ class Worker:
             # Handing it back would meet the same error at every claim, for ever.
             await self._fail_for_good(task, exc)
         finally:
+            if self._alone == task.id:
+                self._alone = None
             self._finished(task.id)
+
+    def _on_last_chance(self, task: Task) -> bool:
+        """True for a task one more lost worker would fail (max_takeovers): it runs
+        alone, so that a worker it kills is lost to it only, and the tasks merely
+        running beside a phase that kills its worker are not failed with it."""
+        limit = self._engine.max_takeovers
+        return limit is not None and _workers_lost(task) >= max(1, limit - 1)
+
+    async def _run_alone(self, task: Task) -> bool:
+        """Wait until the task is the only one this worker runs, claiming no other
+        until it ends; True then. One such task at a time: another is put back in the
+        store as it was (False), for this worker once that one ended, or another:
+        held here meanwhile, it would lose this worker too if that one killed it.
+        A stop ends the wait (the task is handed back)."""
+        if self._alone is not None:
+            task.status = TaskStatus.PENDING
+            await self._persist(task, keep_lease=False)
+            return False
+        self._alone = task.id
+        while not self._stopping and set(self._active) - {task.id}:
+            await asyncio.sleep(_ALONE_POLL)
+        return True
 
     def _lost_too_often(self, task: Task) -> bool:
         limit = self._engine.max_takeovers
@@ -952,6 +982,10 @@ def other_engine_hint(engine: ECSWorkflowEngine, task: Task) -> str:
         f"; its phase runs in another engine (store {running.store_url}): call that "
         "one, e.g. wfcore.current_engine(), not a module-level engine"
     )
+
+
+# How often a task waiting to run alone looks whether the others have finished.
+_ALONE_POLL = 0.05
 
 
 def _workers_lost(task: Task) -> int:
