@@ -405,3 +405,58 @@ def test_submit_tasks_with_files_puts_a_bad_requests_error_in_its_place(make_eng
     (good, bad), data = wfe_run(scenario())
     assert isinstance(good, Task) and data == b"1"
     assert isinstance(bad, InvalidTaskError)
+
+
+_SUBMIT_WITH_FILE = """
+import asyncio, json, pathlib, sys
+from wfcore import ECSWorkflowEngine, Phase
+
+async def main(store, source, task_id):
+    engine = ECSWorkflowEngine(store=store, load_plugins=False)
+    engine.register_workflow("files", [Phase("first", assigned_to="human")])
+    task = await engine.submit_task(
+        {}, "files", task_id=task_id, artifacts={"f.bin": pathlib.Path(source)}
+    )
+    print(json.dumps(task.artifacts[0].sha256))
+    await engine.aclose()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_two_processes_submitting_one_id_with_files_agree_on_one(wfe_store_url, tmp_path):
+    """Idempotent submission with files, at the same moment from two processes: one
+    submission's files are stored, the same the task lists, for both."""
+    import subprocess
+    import sys
+
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(b"b" * 20_000_000)
+    small.write_bytes(b"small")
+    script = tmp_path / "submit.py"
+    script.write_text(_SUBMIT_WITH_FILE)
+    for round_ in range(4):  # a race: the more rounds, the surer a failure shows
+        task_id = f"same-{round_}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), wfe_store_url, str(source), task_id],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for source in (big, small)
+        ]
+        said = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0]
+        artifact, data = asyncio.run(_stored_file(wfe_store_url, task_id))
+        assert said == [artifact.sha256] * 2  # both were given the stored task
+        assert hashlib.sha256(data).hexdigest() == artifact.sha256  # the file is that one
+        assert data in (big.read_bytes(), small.read_bytes())
+
+
+async def _stored_file(store_url: str, task_id: str):
+    engine = ECSWorkflowEngine(store=store_url, load_plugins=False)
+    try:
+        task = await engine.get_task(task_id)
+        return task.artifacts[0], await engine.read_artifact(task, "f.bin")
+    finally:
+        await engine.aclose()

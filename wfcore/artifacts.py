@@ -24,6 +24,7 @@ __all__ = [
     "guess_media_type",
     "remove_artifact_dirs",
     "resolve_artifact",
+    "take_task_folder",
     "task_artifact_dir",
     "write_artifact",
     "write_submitted_files",
@@ -215,11 +216,25 @@ def check_submitted_files(files: Any) -> dict[str, SubmittedFile]:
     return checked
 
 
+def take_task_folder(root: Path, task_id: str) -> bool:
+    """Make a new task's artifact folder, and with it the right to write its submitted
+    files: False when it exists, as another submission of the same task id made it
+    (one whose task is stored, or being stored now)."""
+    folder = task_artifact_dir(root, task_id)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
 def write_submitted_files(
     root: Path, task_id: str, files: Mapping[str, SubmittedFile]
 ) -> list[Artifact]:
     """Store a new task's files (checked by :func:`check_submitted_files`) before the
-    task itself, so that no phase can start without them; files are streamed."""
+    task itself, so that no phase can start without them; files are streamed. The
+    caller has made the folder (:func:`take_task_folder`)."""
     written = []
     for name, value in files.items():
         if isinstance(value, os.PathLike):

@@ -28,6 +28,8 @@ from .artifacts import (
     check_submitted_files,
     remove_artifact_dirs,
     resolve_artifact,
+    take_task_folder,
+    task_artifact_dir,
     write_artifact,
     write_submitted_files,
 )
@@ -738,16 +740,28 @@ class ECSWorkflowEngine:
         without them; return the ids of the tasks whose files were written.
 
         A task id the store holds already is skipped: its submission returns the
-        stored task, whose files must not be replaced.
+        stored task, whose files must not be replaced. Nor may those of a submission
+        of the same id going on elsewhere: the first to make the task's folder writes
+        its files, and the others wait for its task, or else give up.
         """
         written: list[str] = []
+        root = store.artifacts_dir
         try:
             for task in tasks:
                 if task.id not in files or await store.get_task(task.id) is not None:
                     continue
+                if not await asyncio.to_thread(take_task_folder, root, task.id):
+                    if await self._stored_soon(store, task.id):
+                        continue  # the insert returns the stored task
+                    raise StoreError(
+                        f"task {task.id!r}: its artifact folder exists but no such task "
+                        "is stored: another submission of this id failed while storing "
+                        f"its files, or goes on still; try again, or remove "
+                        f"{task_artifact_dir(root, task.id)}"
+                    )
                 written.append(task.id)
                 task.artifacts = await asyncio.to_thread(
-                    write_submitted_files, store.artifacts_dir, task.id, files[task.id]
+                    write_submitted_files, root, task.id, files[task.id]
                 )
         except BaseException as exc:
             await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, written)
@@ -757,6 +771,15 @@ class ECSWorkflowEngine:
                 raise StoreError(f"cannot store the task's artifacts: {exc}") from exc
             raise
         return written
+
+    async def _stored_soon(self, store: Store, task_id: str) -> bool:
+        """Whether a task another submission is storing (its files first) is stored
+        within a few seconds."""
+        for _ in range(50):
+            if await store.get_task(task_id) is not None:
+                return True
+            await asyncio.sleep(0.1)
+        return False
 
     async def _check_route(self, workflow_name: str | None, classification: str | None) -> None:
         """Refuse a workflow (or a starting classification) this engine cannot run."""
