@@ -89,6 +89,8 @@ def test_commands_use_the_store_an_app_names_in_code(wfe, tmp_path: Path) -> Non
     assert json.loads(run("show", task_id, "--json"))["status"] == "pending"
     assert json.loads(run("status", "--json"))["workflows"]["w"]["pending"] == 1
     assert run("cancel", task_id).split() == [task_id, "cancelled"]
+    typo = wfe("tasks", "--app", "no_such_app:engine", env=env, cwd=elsewhere, check=False)
+    assert "Invalid value for --app: cannot import 'no_such_app'" in typo.stderr
     assert run("retry", task_id).split() == [task_id, "pending"]
     assert "w" in run("workflows")
     assert not (elsewhere / ".wfe").exists()
@@ -168,6 +170,7 @@ def test_submit_with_files_the_first_phase_reads(wfe, tmp_path: Path) -> None:
     )
     (tmp_path / "scan.txt").write_text("scanned ")
     (tmp_path / "p=1.txt").write_text("page one")
+    (tmp_path / "k=v.txt").write_text("a file named k=v.txt")
     app = ("--app", "files_app:engine")
     task_id = wfe(
         "submit", "intake", *app, "--artifact", "scan.txt", "--artifact", "pages/1.txt=p=1.txt"
@@ -177,9 +180,14 @@ def test_submit_with_files_the_first_phase_reads(wfe, tmp_path: Path) -> None:
     assert task["output"] == "scanned page one"
     assert [a["name"] for a in task["artifacts"]] == ["scan.txt", "pages/1.txt"]
 
+    named = wfe("submit", "intake", *app, "--artifact", "k=v.txt", "--json").stdout
+    assert [a["name"] for a in json.loads(named)["artifacts"]] == ["k=v.txt"]
     missing = wfe("submit", "intake", *app, "--artifact", "nope.pdf", check=False)
     assert missing.returncode == 2
     assert "artifacts: artifact 'nope.pdf': 'nope.pdf' does not exist" in missing.stderr
+    again = wfe("submit", "intake", *app, "--id", task_id, "--artifact", "scan.txt")
+    assert again.stdout.strip() == task_id
+    assert "already exists; its files were left as they were" in again.stderr
     twice = wfe(
         "submit", "intake", *app, "--artifact", "a=scan.txt", "--artifact", "a=p=1.txt", check=False
     )
@@ -290,17 +298,17 @@ def test_workflows_shows_where_each_phase_goes(wfe, tmp_path: Path) -> None:
         "          assigned_to='human', timeout=60, on_timeout={'goto': 'escalate'}),\n"
         "    Phase('pay', assigned_to='functional', command=['true'], next_classifications=[]),\n"
         "    Phase('escalate', assigned_to='human', timeout=60, on_timeout={'output': 0}),\n"
-        "])\n"
+        "], start_phases=['eu', 'intl'])\n"
     )
     wfe("worker", "routes_app:engine", "--until-idle", "--quiet")
     assert wfe("workflows").stdout.splitlines() == [
-        "WORKFLOW  PHASE     TYPE        THEN",
-        "invoices  eu        functional  check",
-        "          intl      functional  check",
-        "          check     human       pay or escalate (the phase picks; else the first); "
+        "WORKFLOW  PHASE         TYPE        THEN",
+        "invoices  eu (start)    functional  check",
+        "          intl (start)  functional  check",
+        "          check         human       pay or escalate (the phase picks; else the first); "
         "on timeout: escalate",
-        "          pay       functional  done",
-        "          escalate  human       done; on timeout: a set output",
+        "          pay           functional  done",
+        "          escalate      human       done; on timeout: a set output",
     ]
 
 

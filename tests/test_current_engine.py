@@ -69,3 +69,25 @@ def test_a_handler_calling_a_module_level_engine_is_told_which_runs_it(
         f"its phase runs in another engine (store {test_engine.store_url}): call that one, "
         "e.g. wfcore.current_engine(), not a module-level engine"
     ), failed.error
+
+
+def test_suspend_on_another_engine_says_which_runs_the_phase(wfe_engine_factory, wfe_run, tmp_path):
+    app_engine = ECSWorkflowEngine(f"sqlite:///{tmp_path}/app.db", load_plugins=False)
+    test_engine = wfe_engine_factory()
+
+    async def ask(task: Task) -> None:
+        app_engine.suspend(task, TaskStatus.WAITING_HUMAN, reason="ok?")
+
+    test_engine.register_handler("ask", ask)
+    test_engine.register_workflow("w", [Phase("ask", assigned_to="functional")])
+
+    async def scenario():
+        task = await test_engine.submit_task({}, "w")
+        await test_engine.run_until_idle()
+        return await test_engine.wait_for_task(task.id)
+
+    failed = wfe_run(scenario())
+    assert failed.error.startswith(
+        "InvalidTaskError: suspend() is for a task whose phase this engine is running, called "
+        "from inside that phase; its phase runs in another engine"
+    ), failed.error

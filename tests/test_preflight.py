@@ -87,3 +87,11 @@ def test_the_demo_app_starts_without_a_warning(tmp_path, monkeypatch):
 
     engine = next(v for v in vars(demo_app).values() if isinstance(v, ECSWorkflowEngine))
     assert workflow_problems(engine) == []
+
+
+def test_a_worker_of_some_workflows_checks_only_those(wfe_engine_factory):
+    """Another pool, whose app has the handler, runs the others."""
+    engine = wfe_engine_factory(only_workflows=["invoices"])
+    engine.register_workflow("invoices", [Phase("a", assigned_to="human")])
+    engine.register_workflow("gpu", [Phase("render", assigned_to="functional")])
+    assert workflow_problems(engine) == []

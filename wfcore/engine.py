@@ -940,9 +940,11 @@ class ECSWorkflowEngine:
         if deadline is not None:
             deadline = _seconds(deadline, "suspend's deadline")
         if not self._worker.runs_phase_of(task):
+            hint = other_engine_hint(self, task)
             raise InvalidTaskError(
                 "suspend() is for a task whose phase this engine is running, called from "
-                "inside that phase (to make a stored task wait, a phase must suspend it)"
+                "inside that phase"
+                + (hint or " (to make a stored task wait, a phase must suspend it)")
             )
         task.status = waiting
         task.waiting_reason = reason

@@ -28,7 +28,10 @@ def workflow_problems(engine: ECSWorkflowEngine) -> list[str]:
     and their handlers may come with a later deployment.
     """
     problems: list[str] = []
+    only = engine.only_workflows
     for name in sorted(engine._code_workflows):
+        if only is not None and name not in only:
+            continue  # another pool's: its app may have what this one lacks
         spec = engine._workflows.get(name)
         if spec is not None:
             problems.extend(_spec_problems(engine, spec))

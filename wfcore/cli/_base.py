@@ -157,7 +157,8 @@ def _engine(
     """
     shared = ctx.ensure_object(_Context)
     url = store or shared.store
-    app = app or shared.app
+    if app is None and shared.app is not None:
+        app, app_hint = shared.app, "--app"
     if app:
         engine = load_app(app, param_hint=app_hint)
         if url:

@@ -170,16 +170,16 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     click.echo(f"created   {task.created_at.isoformat()}")
     click.echo(f"updated   {task.updated_at.isoformat()}")
     if task.waiting_reason:
-        click.echo(f"waiting   {task.waiting_reason}")
+        click.echo(f"waiting   {_cut(task.waiting_reason)}")
     if task.deadline:
         passed = task.status.is_waiting and task.deadline <= datetime.now(timezone.utc)
         click.echo(f"deadline  {task.deadline.isoformat()}{' (deadline passed)' if passed else ''}")
     if task.status.is_waiting and phase is not None and phase.input_schema is not None:
-        click.echo(f"schema    {json.dumps(phase.input_schema, ensure_ascii=False)}")
+        click.echo(f"schema    {_shown(phase.input_schema)}")
     if task.run_after is not None and _starts(task):
         click.echo(f"starts    {task.run_after.isoformat()}")
     if task.error:
-        click.echo(f"error     {task.error}")
+        click.echo(f"error     {_cut(task.error)}")
     if task.traceback:
         click.echo("traceback")
         for line in task.traceback.rstrip("\n").splitlines():
@@ -412,7 +412,10 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
     for spec in found:
         for i, phase in enumerate(spec.phases):
             kind = phase.assigned_to.value if phase.assigned_to else "(the task's)"
-            rows.append(("" if i else spec.name, phase.target_classification, kind, _then(spec, i)))
+            name = phase.target_classification
+            if spec.start_phases is not None and name in spec.start_phases:
+                name += " (start)"  # one of the only phases a submitted task may name
+            rows.append(("" if i else spec.name, name, kind, _then(spec, i)))
     _table(("WORKFLOW", "PHASE", "TYPE", "THEN"), rows)
 
 

@@ -154,10 +154,23 @@ def submit(
             "(its workflow or data differ from this submission)",
             err=True,
         )
+    elif files and not _submitted_these(task, files):
+        click.echo(
+            f"note: task {task_id!r} already exists; its files were left as they were "
+            "and the --artifact files were not stored",
+            err=True,
+        )
     if as_json:
         click.echo(_task_json(task))
     else:
         click.echo(task.id)
+
+
+def _submitted_these(task: Task, files: dict[str, Any]) -> bool:
+    """Whether the task was stored by this submission, files and all (not an
+    existing task of the same id)."""
+    events = task.history[:1]
+    return bool(events) and events[0].get("artifacts") == list(files) and task.version == 0
 
 
 def _artifact_files(values: tuple[str, ...]) -> dict[str, Any] | None:
@@ -165,7 +178,7 @@ def _artifact_files(values: tuple[str, ...]) -> dict[str, Any] | None:
     files: dict[str, Any] = {}
     for value in values:
         name, sep, path = value.partition("=")
-        if not sep:
+        if not sep or Path(value).is_file():  # a file named k=v.txt is a file
             name, path = Path(value).name, value
         if name in files:
             raise click.BadParameter(f"two files named {name!r}", param_hint="--artifact")
