@@ -899,3 +899,30 @@ def test_wfe_ui_is_a_command_of_the_wfe_cli() -> None:
     assert "127.0.0.1" in result.stdout and "5000" in result.stdout
     # Why you want --app, where you look for it.
     assert "completion callbacks" in " ".join(result.stdout.split())
+
+
+def test_wfe_ui_max_body_takes_larger_uploads(tmp_path: Path) -> None:
+    """A 2 MB scan is over the 1 MiB default; --max-body (or WFE_UI_MAX_BODY) raises it."""
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    scan = b"%PDF" + b"x" * 2_000_000
+    for extra, expected in (([], 413), (["--max-body", "3MiB"], 201)):
+        args = ["--port", "0", "--store", store, "--worker", "flaskui_demo_app:make_engine"]
+        with running([*args, *extra], _env()) as (_, url):
+            client = Http(url)
+            csrf = {"X-CSRF-Token": client.request("GET", "/api/csrf")[1]["csrf_token"]}
+            body = {"workflow": "question", "data": {"q": "scan attached?"}}
+            status, task = client.request("POST", "/api/tasks", body, **csrf)
+            assert status == 201, task
+            status, doc, _ = client.multipart(
+                f"/api/tasks/{task['id']}/artifacts", {}, {"file": ("scan.pdf", scan)}, **csrf
+            )
+            assert status == expected, doc
+    bad = subprocess.run(
+        [sys.executable, "-m", "wfe_flaskui", "--max-body", "lots"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "'lots' is not a size: give bytes, or a number with KiB, MiB or GiB" in bad.stderr

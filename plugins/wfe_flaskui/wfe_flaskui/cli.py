@@ -33,6 +33,16 @@ __all__ = ["ui_command"]
 )
 @click.option("--access-log", is_flag=True, help="Log every request.")
 @click.option(
+    "--max-body",
+    metavar="SIZE",
+    envvar="WFE_UI_MAX_BODY",
+    default="1MiB",
+    show_default=True,
+    callback=lambda ctx, param, value: _size_option(value),
+    help="The largest request taken, a file uploaded with an answer or to the API "
+    "included: bytes, or with a unit (KiB, MiB, GiB) [env WFE_UI_MAX_BODY].",
+)
+@click.option(
     "--allow-define",
     is_flag=True,
     help="Take define_workflow tasks from the submit form and the API [env WFE_UI_ALLOW_DEFINE].",
@@ -54,6 +64,7 @@ def ui_command(
     worker: str | None,
     app: str | None,
     access_log: bool,
+    max_body: int,
     allow_define: bool,
     user_header: str | None,
 ) -> None:
@@ -86,6 +97,7 @@ def ui_command(
             access_log=access_log,
             allow_define=True if allow_define else None,
             user_header=user_header,
+            max_body=max_body,
             announce=lambda line: click.echo(line, err=True),
         )
     except (UnsafeBindError, UnusableStoreError, BothAppsError) as exc:
@@ -94,6 +106,37 @@ def ui_command(
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
+
+
+def _size_option(value: str) -> int:
+    """``--max-body``: ``1048576``, ``20MiB``, ``512 KB`` (binary units: 1 KB = 1024)."""
+    text = value.strip().lower()
+    number = text.rstrip("kmgib ")
+    unit = text[len(number) :].strip()
+    try:
+        size = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise click.BadParameter(
+            f"{value!r} is not a size: give bytes, or a number with KiB, MiB or GiB"
+        ) from None
+    if not 1024 <= size <= 16 * 1024**3:
+        raise click.BadParameter(f"{value!r} is not between 1 KiB and 16 GiB")
+    return int(size)
 
 
 def _header_option(value: str | None) -> str | None:

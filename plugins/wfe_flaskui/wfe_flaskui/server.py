@@ -17,7 +17,7 @@ from wfcore import ECSWorkflowEngine, WorkflowError
 from wfcore.plugins import report_header
 from wfcore.stores.sqlite import new_store_file
 
-from .app import Dashboard, create_app
+from .app import DEFAULT_MAX_BODY, Dashboard, create_app
 from .security import SHORT_TOKEN, is_loopback
 
 __all__ = [
@@ -81,6 +81,7 @@ def build_dashboard(
     user_header: str | None = None,
     *,
     app: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> Dashboard:
     """A Dashboard on ``store``; with ``worker`` (``MODULE:ATTR``) it runs that app's engine.
 
@@ -114,6 +115,7 @@ def build_dashboard(
         token=token,
         allow_define=allow_define,
         user_header=user_header,
+        max_body=max_body,
     )
 
 
@@ -132,6 +134,7 @@ def serve(
     access_log: bool = False,
     allow_define: bool | None = None,
     user_header: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve the dashboard until Ctrl-C or SIGTERM, then stop its worker cleanly.
@@ -147,6 +150,8 @@ def serve(
     :param allow_define: take define_workflow tasks (None: ``WFE_UI_ALLOW_DEFINE``).
     :param user_header: the header an authenticating proxy names each person in
         (None: ``WFE_UI_USER_HEADER``; see :class:`~wfe_flaskui.app.Dashboard`).
+    :param max_body: the largest request body taken, in bytes (an answer with its
+        file, an upload): larger ones get 413.
     :param announce: called with each line to show as the dashboard starts: a note
         about a SQLite store that did not exist (or, with ``worker``, that a new
         one was created, as ``wfe worker`` says), the line saying where it listens,
@@ -161,7 +166,9 @@ def serve(
     """
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
     check_bind(host, token)
-    dashboard = build_dashboard(store, worker, token, allow_define, user_header, app=app)
+    dashboard = build_dashboard(
+        store, worker, token, allow_define, user_header, app=app, max_body=max_body
+    )
     if not worker and dashboard.store_url.startswith("memory:"):
         instead = "instead of --app " if app else ""
         raise UnusableStoreError(
