@@ -372,6 +372,7 @@ def test_a_schema_3_store_is_upgraded_in_place(tmp_path, wfe_run) -> None:
     assert listed == ["task-3", "task-2", "task-1", "task-0"]
     assert workflows == [flow]
     assert new <= _indexes(old)
+    assert "tasks_workflow" not in _indexes(old)  # a prefix of tasks_workflow_phase
     assert "outbox_consumer_seq" in _details(_plan(old, sql))
     conn = sqlite3.connect(old)
     try:
