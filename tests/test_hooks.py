@@ -135,6 +135,48 @@ def test_failed_and_cancelled_hooks(make_engine, wfe_run):
     assert recorder.calls[-1] == ("cancelled", "cancelled")
 
 
+def test_attempt_failed_is_called_for_each_failed_attempt(make_engine, wfe_run):
+    """A metrics plugin counts retries: PENDING when the phase runs again, FAILED
+    after the last attempt, before wfe_task_failed."""
+    seen: list[tuple[str, str, int, str]] = []
+
+    class Watch:
+        @hookimpl
+        def wfe_attempt_failed(self, task: Task, phase: Phase) -> None:
+            seen.append((task.data, task.status.value, task.attempts, phase.target_classification))
+
+        @hookimpl
+        def wfe_task_failed(self, task: Task) -> None:
+            seen.append((task.data, "task_failed", task.attempts, task.classification or ""))
+
+    engine = make_engine(plugins=[Watch()])
+    tries: dict[str, int] = {}
+
+    async def flaky(task: Task) -> None:
+        tries[task.data] = tries.get(task.data, 0) + 1
+        if task.data == "never" or tries[task.data] < 3:
+            raise ConnectionError("try again")
+        task.output = "ok"
+
+    engine.register_handler("a", flaky)
+    engine.register_workflow("w", [Phase("a", max_attempts=3)])
+
+    async def scenario():
+        for data in ("third time lucky", "never"):
+            await engine.submit_task(data, "w")
+            await engine.run_until_idle()
+
+    wfe_run(scenario())
+    assert seen == [
+        ("third time lucky", "pending", 1, "a"),
+        ("third time lucky", "pending", 2, "a"),
+        ("never", "pending", 1, "a"),
+        ("never", "pending", 2, "a"),
+        ("never", "failed", 3, "a"),
+        ("never", "task_failed", 3, "a"),
+    ]
+
+
 def test_completed_callbacks_run_once_per_task_with_the_task(make_engine, wfe_run):
     engine = make_engine()
     seen: list[tuple[str, str, Any]] = []

@@ -269,6 +269,27 @@ def wfe_phase_finished(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> N
 
 
 @hookspec
+def wfe_attempt_failed(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> None:
+    """An attempt of a phase failed (an exception, a timeout, a command's non-zero
+    exit) and what came of it is durable. Called for every failed attempt: the task
+    is PENDING when the phase will run again (at ``run_after``, after the
+    ``retry_delay`` backoff), FAILED after its last attempt (``wfe_task_failed``
+    follows). Not for a phase whose worker was lost (the rerun is not an attempt).
+
+    :param task: the task, with ``error``, ``traceback`` and ``attempts`` (the
+        attempts made so far of this phase) set.
+    :param phase: the phase whose attempt failed (``phase.max_attempts`` of them
+        are made).
+    :param engine: the engine whose worker ran it.
+
+    Every implementation is called, in the order above (``tryfirst``, then the
+    last registered first); one that raises is logged and the others still run;
+    results are ignored; may be async, and the task's ``max_concurrency`` slot is
+    held until every implementation has returned.
+    """
+
+
+@hookspec
 def wfe_task_suspended(task: Task, engine: ECSWorkflowEngine) -> None:
     """A task now waits for a person, an agent or I/O (a WAITING_* status).
 

@@ -702,11 +702,14 @@ class Worker:
             task.record("retry_scheduled", phase=phase.target_classification, delay=delay)
             if await self._persist(task, keep_lease=False):
                 self._engine.stats["retried"] += 1
+                await self._engine._fire("wfe_attempt_failed", task=task, phase=phase)
             return None
-        await self._fail(task, phase, task.error)
+        await self._fail(task, phase, task.error, attempt_failed=True)
         return None
 
-    async def _fail(self, task: Task, phase: Phase | None, error: str) -> None:
+    async def _fail(
+        self, task: Task, phase: Phase | None, error: str, attempt_failed: bool = False
+    ) -> None:
         logger.warning(
             "task %s: failed in phase %s: %s",
             task.id,
@@ -722,6 +725,8 @@ class Worker:
         )
         if await self._persist(task, keep_lease=False):
             self._engine.stats["failed"] += 1
+            if attempt_failed:
+                await self._engine._fire("wfe_attempt_failed", task=task, phase=phase)
             await self._engine._fire("wfe_task_failed", task=task)
         return None
 
