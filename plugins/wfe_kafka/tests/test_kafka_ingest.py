@@ -543,6 +543,46 @@ def test_lifecycle_events_share_the_task_key(
     assert stored == {**source, "digest": stored["digest"]} and len(stored["digest"]) == 64
 
 
+def test_a_failed_attempt_is_an_event_before_the_retry(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    tasks, results, events = (
+        kafka_topic(1, "tasks"),
+        kafka_topic(1, "results"),
+        kafka_topic(1, "events"),
+    )
+    engine = wfe_engine_factory(retry_delay=0.01)
+    tries: list[int] = []
+
+    async def flaky(task: Any) -> None:
+        tries.append(1)
+        if len(tries) == 1:
+            raise ConnectionError("the service was down")
+        task.output = "fetched"
+
+    engine.register_handler("fetch", flaky)
+    engine.register_workflow("fetch", [Phase("fetch", assigned_to="functional", max_attempts=2)])
+    [sent] = produce(kafka_bootstrap, tasks, [(b"f-1", task_json(workflow_name="fetch"))])
+    kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
+    wfe_run(serve(engine, kafka, lambda: kafka.stats["events_published"] >= 6, "the events"))
+    with TopicReader(kafka_bootstrap, events) as reader:
+        reader.wait_for(6)
+        docs = reader.values()
+    assert [d["event"] for d in docs] == [
+        "submitted",
+        "phase_started",
+        "attempt_failed",
+        "phase_started",
+        "phase_finished",
+        "completed",
+    ]
+    failed = docs[2]
+    assert (failed["phase"], failed["attempt"], failed["status"]) == ("fetch", 1, "pending")
+    assert failed["error"] == "ConnectionError: the service was down"
+    assert failed["retry_at"] is not None
+    assert failed["task_id"] == f"{tasks}-0-{sent.offset}"
+
+
 def test_publish_task_hands_a_task_to_another_worker(
     kafka_bootstrap: str,
     kafka_topic: TopicFactory,

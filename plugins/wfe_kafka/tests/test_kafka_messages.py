@@ -22,7 +22,7 @@ from wfe_kafka.messages import (
 )
 from wfe_kafka.settings import CLIENT_CONFIG_VAR, ENV_VARS, kafka_settings, settings_from
 
-from wfcore import Artifact, ECSWorkflowEngine, Phase, Task
+from wfcore import Artifact, ECSWorkflowEngine, Phase, Task, TaskStatus
 from wfcore.plugins import report_header
 from wfcore.wire import FORMAT_VERSION, task_from_dict
 
@@ -207,6 +207,18 @@ def test_suspended_event_carries_question_and_source() -> None:
     assert doc["deadline"] is None
     assert doc["phase"] == "approve"
     assert doc["source"] == {"topic": "in", "partition": 0, "offset": 3}
+
+
+def test_attempt_failed_event_says_when_the_phase_runs_again() -> None:
+    task = Task(data=None, workflow_name="w", id="t-3", status="pending", attempts=1)
+    task.error = "ConnectionError: try again"
+    task.run_after = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    doc = json.loads(event_message("attempt_failed", task, Phase("fetch", max_attempts=3)))
+    assert (doc["event"], doc["phase"], doc["attempt"]) == ("attempt_failed", "fetch", 1)
+    assert doc["error"] == "ConnectionError: try again"
+    assert doc["retry_at"] == "2030-01-01T00:00:00+00:00"
+    task.status, task.attempts = TaskStatus.FAILED, 3
+    assert json.loads(event_message("attempt_failed", task, Phase("fetch")))["retry_at"] is None
 
 
 def test_dead_letter_headers_keep_original_ones_first() -> None:

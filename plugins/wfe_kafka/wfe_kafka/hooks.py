@@ -106,5 +106,9 @@ class _EventHooks:
         self._iface._event("phase_finished", task, phase)
 
     @hookimpl
+    def wfe_attempt_failed(self, task: Task, phase: Phase) -> None:
+        self._iface._event("attempt_failed", task, phase)
+
+    @hookimpl
     def wfe_task_resumed(self, task: Task) -> None:
         self._iface._event("resumed", task)

@@ -322,6 +322,12 @@ def event_message(
         doc["phase"] = task.classification
     if event == "phase_started":
         doc["attempt"] = task.attempts
+    elif event == "attempt_failed":
+        doc["attempt"] = task.attempts
+        doc["error"] = task.error
+        # When the phase runs again; null after its last attempt (failed follows).
+        retry = task.run_after if task.status is TaskStatus.PENDING else None
+        doc["retry_at"] = retry.isoformat() if retry else None
     elif event == "phase_finished" and phase is not None:
         doc["output"] = task.outputs.get(phase.target_classification)
     elif event == "suspended":
