@@ -1500,3 +1500,29 @@ def test_reading_a_task_can_wait_until_it_finishes_or_waits(
         refused = api.get(f"/api/tasks/{asked}?wait={bad}")
         assert refused.status_code == 400 and message in refused.json["error"]
     assert api.get("/api/tasks/no-such-task?wait=1").status_code == 404
+
+
+def test_the_workflows_page_shows_twenty_workflows_a_page(wfe_store_url: str) -> None:
+    """A store of run-time workflows holds thousands: each page draws twenty graphs,
+    with their counts (two queries), and links to the next."""
+    from wfe_flaskui import Dashboard, create_app
+
+    from wfcore import ECSWorkflowEngine, Phase
+
+    engine = ECSWorkflowEngine(store=wfe_store_url, load_plugins=False)
+    for n in range(45):
+        engine.register_workflow(f"wf-{n:02}", [Phase("ask", assigned_to="human")])
+    dash = Dashboard(engine, token="", kafka_brokers="")
+    try:
+        client = create_app(dash, secret_key="test-secret").test_client()
+        first = client.get("/workflows").text
+        last = client.get("/workflows?page=3").text
+        beyond = client.get("/workflows?page=9").text
+    finally:
+        dash.stop()
+    assert first.count('class="card workflow"') == 20
+    assert 'data-workflow="wf-00"' in first and 'data-workflow="wf-20"' not in first
+    assert "page 1 of 3" in first and 'href="/workflows?page=2" rel="next"' in first
+    assert last.count('class="card workflow"') == 5 and 'data-workflow="wf-44"' in last
+    assert 'href="/workflows?page=2" rel="prev"' in last and 'rel="next"' not in last
+    assert "No workflows on this page." in beyond

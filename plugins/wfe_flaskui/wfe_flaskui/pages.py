@@ -315,18 +315,26 @@ def inbox(
 # -- the workflows -------------------------------------------------------------------
 
 
-def workflows(dash: Dashboard) -> Any:
-    async def load(engine: ECSWorkflowEngine) -> Any:
-        specs = await ops.workflows(engine)
-        store = await engine.get_store()
-        rows = []
-        for spec in specs.values():
-            by_phase = await store.count_by_phase(spec.name)
-            by_status = await store.count_tasks(spec.name)
-            rows.append((spec, by_phase, by_status))
-        return rows
+# Workflows (each a graph) per page of /workflows: a store may hold thousands.
+_WORKFLOWS_PER_PAGE = 20
 
-    rows = dash.call(load)
+
+def workflows(dash: Dashboard) -> Any:
+    page = _int_arg("page", 1, 1, 1_000_000)
+
+    async def load(engine: ECSWorkflowEngine) -> Any:
+        specs = list((await ops.workflows(engine)).values())
+        store = await engine.get_store()
+        # Two counting queries for the page, however many workflows are stored.
+        by_phase = await store.count_all_by_phase()
+        by_status = await store.count_all_by_workflow()
+        start = (page - 1) * _WORKFLOWS_PER_PAGE
+        shown = specs[start : start + _WORKFLOWS_PER_PAGE]
+        rows = [(s, by_phase.get(s.name, {}), by_status.get(s.name, {})) for s in shown]
+        return rows, len(specs)
+
+    rows, total = dash.call(load)
+    pages = max(1, -(-total // _WORKFLOWS_PER_PAGE))
     cards = []
     for index, (spec, by_phase, by_status) in enumerate(rows):
         link_base = url_for(".tasks", workflow=spec.name)
@@ -349,7 +357,14 @@ def workflows(dash: Dashboard) -> Any:
         (t.value if t is not None else "task's own type", fill, stroke)
         for t, (fill, stroke) in TYPE_COLOURS.items()
     ]
-    context = {"cards": cards, "legend": legend, "status_order": _STATUS_ORDER}
+    context = {
+        "cards": cards,
+        "legend": legend,
+        "status_order": _STATUS_ORDER,
+        "page_number": page,
+        "pages": pages,
+        "total": total,
+    }
     if partial():
         return render(dash, "_workflows_region.html", **context)
     return render(dash, "workflows.html", **context)
