@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, overload
 import pluggy
 
 from ._wakeup import wake
-from .adapters import Adapter
+from .adapters import Adapter, run_handler
 from .artifacts import (
     SubmittedFile,
     check_submitted_files,
@@ -1260,12 +1260,12 @@ class ECSWorkflowEngine:
             return art
         task_id = task.id if isinstance(task, Task) else task
         stored = await self.get_task(task_id)
-        if stored is None and isinstance(task, Task) and other_engine_hint(self, task):
-            raise InvalidTaskError(
-                f"cannot add artifact {name!r} to task {task_id!r} here"
-                + other_engine_hint(self, task)
-            )
         if stored is None:
+            hint = other_engine_hint(self, task) if isinstance(task, Task) else ""
+            if hint:
+                raise InvalidTaskError(
+                    f"cannot add artifact {name!r} to task {task_id!r} here{hint}"
+                )
             raise UnknownTaskError(task_id)
         _check_not_running(stored, name)
         art = await asyncio.to_thread(
@@ -1385,14 +1385,9 @@ class ECSWorkflowEngine:
             await self._fire("wfe_task_completed", task=task)
             for callback in self._completed_hooks:
                 try:
-                    if inspect.iscoroutinefunction(callback):
-                        await callback(task)
-                        continue
-                    # A plain function may block (a webhook posted with requests): in a
-                    # thread, as plain handlers run, it holds its task's slot, not the loop.
-                    result = await asyncio.to_thread(callback, task)
-                    if inspect.isawaitable(result):
-                        await result
+                    # As a phase's handler runs: a plain function (a webhook posted
+                    # with requests) in a thread, holding its task's slot, not the loop.
+                    await run_handler(callback, task)
                 except Exception:
                     logger.exception(
                         "task %s: completed hook %r failed", task.id, _name_of(callback)

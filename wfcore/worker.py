@@ -379,11 +379,8 @@ class Worker:
             current: Task | None = task
             if task.status.is_waiting:
                 current = await self._deadline_passed(task)
-            elif self._lost_too_often(task):
-                await self._fail(task, None, _workers_lost_error(task))
-                current = None
-            elif self._on_last_chance(task) and not await self._run_alone(task):
-                current = None
+            elif self._engine.max_takeovers is not None and _workers_lost(task):
+                current = await self._after_lost_workers(task, self._engine.max_takeovers)
             while current is not None and not self._stopping:
                 current = await self._run_phase(current)
             if current is not None:
@@ -409,12 +406,18 @@ class Worker:
                 self._alone = None
             self._finished(task.id)
 
-    def _on_last_chance(self, task: Task) -> bool:
-        """True for a task one more lost worker would fail (max_takeovers): it runs
-        alone, so that a worker it kills is lost to it only, and the tasks merely
-        running beside a phase that kills its worker are not failed with it."""
-        limit = self._engine.max_takeovers
-        return limit is not None and _workers_lost(task) >= max(1, limit - 1)
+    async def _after_lost_workers(self, task: Task, limit: int) -> Task | None:
+        """A task whose phase lost its worker: failed once that happened ``limit``
+        (max_takeovers) times in a row; one short of it, run alone, so that a worker
+        it kills is lost to it only, and the tasks merely running beside a phase that
+        kills its worker are not failed with it. The task to go on with, or None."""
+        lost = _workers_lost(task)
+        if lost >= limit:
+            await self._fail(task, None, _workers_lost_error(task, lost))
+            return None
+        if lost >= limit - 1 and not await self._run_alone(task):
+            return None
+        return task
 
     async def _run_alone(self, task: Task) -> bool:
         """Wait until the task is the only one this worker runs, claiming no other
@@ -430,10 +433,6 @@ class Worker:
         while not self._stopping and set(self._active) - {task.id}:
             await asyncio.sleep(_ALONE_POLL)
         return True
-
-    def _lost_too_often(self, task: Task) -> bool:
-        limit = self._engine.max_takeovers
-        return limit is not None and _workers_lost(task) >= limit
 
     async def _fail_for_good(self, task: Task, exc: Exception) -> None:
         """Fail a task the engine itself could not go on with; hand it back only if
@@ -1008,11 +1007,11 @@ def _workers_lost(task: Task) -> int:
     return lost
 
 
-def _workers_lost_error(task: Task) -> str:
+def _workers_lost_error(task: Task, lost: int) -> str:
     # None: it died in the first phase, whose name is stored when an attempt ends.
     phase = "its first phase" if task.classification is None else f"phase {task.classification!r}"
     return (
-        f"WorkerLostError: {phase} lost its worker {_workers_lost(task)} times in a row "
+        f"WorkerLostError: {phase} lost its worker {lost} times in a row "
         "(killed, out of memory, or paused past its lease), so it is not run again: it "
         "may be what ends its worker. Retry the task once the cause is fixed"
     )
