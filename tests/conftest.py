@@ -83,11 +83,16 @@ def start_worker(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Callabl
 @pytest.fixture
 def wfe(tmp_path: Path):
     """Run `wfe ...` with the test's store and the CLI apps importable."""
+    # A temporary folder of its own: a starting worker sweeps the command work folders
+    # of dead workers from it, and logs that, so another test's must not be there.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
     env = dict(
         os.environ,
         WFE_STORE=f"sqlite://{tmp_path / 'wfe.db'}",
         PYTHONPATH=str(TESTS_DIR / "cli_apps"),
         WFE_LOAD_PLUGINS="",
+        TMPDIR=str(private_tmp),
     )
 
     def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
