@@ -57,6 +57,58 @@ def test_agentic_phase_without_handler_fails_with_a_clear_error(make_engine, wfe
     assert "agent adapter" in task.error and "OpenAI" in task.error
 
 
+def test_a_request_shaping_handler_without_an_agent_adapter_fails_saying_so(make_engine, wfe_run):
+    """handler(task, request) shapes an agent adapter's request: the built-in adapter
+    cannot call it, and says what to do rather than failing with a bare TypeError."""
+    engine = make_engine()
+    ran: list[str] = []
+
+    async def analyze(task: Task, request: Any) -> None:
+        ran.append(task.id)
+
+    engine.register_handler("analyze", analyze)
+    engine.register_workflow("w", [Phase("analyze", assigned_to="agentic")])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: the handler of agentic phase 'analyze' takes (task, request): it "
+        "shapes the request of an agent adapter, and none is registered. Start the worker "
+        "with WFE_AGENT=openai, or register one with engine.register_adapter('agentic', "
+        "wfe_openai.OpenAIAgentAdapter(...))"
+    )
+    assert ran == []
+
+
+def test_agentic_handlers_callable_with_the_task_alone_run(make_engine, wfe_run):
+    """A second parameter with a default, *args, a bound method or a callable object
+    taking the task: all plain handlers of the built-in adapter."""
+    engine = make_engine()
+
+    def defaulted(task: Task, request: Any = None) -> None:
+        task.output = "defaulted"
+
+    def star(task: Task, *rest: Any) -> None:
+        task.output = "star"
+
+    class Agent:
+        def method(self, task: Task) -> None:
+            task.output = "method"
+
+        def __call__(self, task: Task) -> None:
+            task.output = "object"
+
+    handlers = {"a": defaulted, "b": star, "c": Agent().method, "d": Agent()}
+    for name, handler in handlers.items():
+        engine.register_handler(name, handler)
+    engine.register_workflow(
+        "w",
+        [Phase(name, assigned_to="agentic") for name in handlers],
+    )
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.outputs == {"a": "defaulted", "b": "star", "c": "method", "d": "object"}
+
+
 def test_functional_phase_without_handler_or_command_fails(make_engine, wfe_run):
     engine = make_engine()
     engine.register_workflow("w", [Phase("compute", assigned_to="functional")])

@@ -78,6 +78,58 @@ def test_phases_something_can_run_are_not_named(wfe_engine_factory):
     assert workflow_problems(engine) == []
 
 
+def test_a_request_shaping_handler_without_an_agent_adapter_is_named(wfe_engine_factory):
+    """handler(task, request) needs an agent adapter (WFE_AGENT=openai forgotten, say);
+    handlers callable with the task alone are not named."""
+    engine = wfe_engine_factory()
+
+    async def shape(task, request) -> None:
+        pass
+
+    class Shaper:
+        def __call__(self, task, request) -> None:
+            pass
+
+    async def plain(task) -> None:
+        pass
+
+    async def defaulted(task, request=None) -> None:
+        pass
+
+    for name in ("analyze", "anyone"):
+        engine.register_handler(name, shape)
+    engine.register_handler("object", Shaper())
+    engine.register_handler("plain", plain)
+    engine.register_handler("defaulted", defaulted)
+    engine.register_workflow(
+        "w",
+        [
+            Phase("analyze", assigned_to="agentic"),
+            Phase("anyone"),
+            Phase("object", assigned_to="agentic"),
+            Phase("plain", assigned_to="agentic"),
+            Phase("defaulted", assigned_to="agentic"),
+        ],
+    )
+    fix = (
+        "its handler takes (task, request), the request of an agent adapter, and none is "
+        "registered (start the worker with WFE_AGENT=openai, or register one with "
+        "engine.register_adapter)"
+    )
+    assert workflow_problems(engine) == [
+        f"workflow 'w', phase 'analyze': {fix}: every task reaching it fails",
+        f"workflow 'w', phase 'anyone': {fix}: tasks submitted as agentic (the default) fail in it",
+        f"workflow 'w', phase 'object': {fix}: every task reaching it fails",
+    ]
+
+    class Agent:
+        async def run(self, task, phase, engine) -> None:
+            task.output = "thought"
+
+    engine.register_adapter("agentic", Agent())
+    assert workflow_problems(engine) == []
+
+
 def test_the_demo_app_starts_without_a_warning(tmp_path, monkeypatch):
     examples = Path(__file__).resolve().parent.parent / "examples"
     monkeypatch.syspath_prepend(str(examples))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -59,6 +60,31 @@ def _is_async(handler: Callable[[Task], Any]) -> bool:
     return inspect.iscoroutinefunction(handler)
 
 
+def _takes_request(handler: Callable[..., Any]) -> bool:
+    """True for a handler that needs two positional arguments, ``handler(task,
+    request)``: one that shapes the request of an agent adapter (wfe_openai's), which
+    cannot be called with the task alone. One parameter, a second one with a
+    default, or ``*args`` can be: False."""
+    if isinstance(handler, types.FunctionType):
+        # The code object answers without inspect.signature (this runs for every
+        # agentic phase a built-in adapter runs).
+        code = handler.__code__
+        if code.co_flags & inspect.CO_VARARGS:
+            return False
+        return code.co_argcount - len(handler.__defaults__ or ()) >= 2
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = 0
+    for p in parameters:
+        if p.kind is p.VAR_POSITIONAL:
+            return False
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty:
+            required += 1
+    return required >= 2
+
+
 class HumanAdapter:
     """Hand the phase to a person: run the handler if one is registered (to notify
     someone, say), then wait as WAITING_HUMAN until ``engine.resume``."""
@@ -84,6 +110,14 @@ class AgenticAdapter:
                 f"no handler for agentic phase {phase.target_classification!r}: register "
                 "one with engine.register_handler(), or an agent adapter such as "
                 "wfe_openai.OpenAIAgentAdapter with engine.register_adapter('agentic', ...)"
+            )
+        if _takes_request(handler):
+            # Called with the task alone, it would fail with a bare TypeError.
+            raise AdapterError(
+                f"the handler of agentic phase {phase.target_classification!r} takes "
+                "(task, request): it shapes the request of an agent adapter, and none is "
+                "registered. Start the worker with WFE_AGENT=openai, or register one with "
+                "engine.register_adapter('agentic', wfe_openai.OpenAIAgentAdapter(...))"
             )
         await run_handler(handler, task)
 

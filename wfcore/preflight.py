@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING
 
-from .adapters import AgenticAdapter, FunctionalAdapter
+from .adapters import AgenticAdapter, FunctionalAdapter, _takes_request
 from .model import Phase, TaskType, WorkflowSpec
 
 if TYPE_CHECKING:
@@ -60,11 +60,29 @@ def _spec_problems(engine: ECSWorkflowEngine, spec: WorkflowSpec) -> list[str]:
 
 def _unrunnable(engine: ECSWorkflowEngine, phase: Phase) -> str:
     """Why the built-in adapter of the phase's type cannot run it, or ""."""
-    if phase.target_classification in engine._handlers or phase.command is not None:
-        return ""
     # None: the task's type decides, agentic unless it was submitted otherwise.
     kind = phase.assigned_to
     adapter = engine._adapters.get(kind or TaskType.AGENTIC)
+    handler = engine._handlers.get(phase.target_classification)
+    if (
+        handler is not None
+        and phase.command is None
+        and kind in (TaskType.AGENTIC, None)
+        and type(adapter) is AgenticAdapter
+        and _takes_request(handler)
+    ):
+        fails = (
+            "every task reaching it fails"
+            if kind is TaskType.AGENTIC
+            else "tasks submitted as agentic (the default) fail in it"
+        )
+        return (
+            "its handler takes (task, request), the request of an agent adapter, and "
+            "none is registered (start the worker with WFE_AGENT=openai, or register "
+            f"one with engine.register_adapter): {fails}"
+        )
+    if handler is not None or phase.command is not None:
+        return ""
     # Only the built-ins are known to need a handler; a plugin's adapter may not.
     if kind is TaskType.FUNCTIONAL and type(adapter) is FunctionalAdapter:
         return "no handler and no command: every task reaching it fails"
@@ -82,5 +100,7 @@ def _unrunnable(engine: ECSWorkflowEngine, phase: Phase) -> str:
 
 
 def _near(engine: ECSWorkflowEngine, phase: Phase) -> str:
+    if phase.target_classification in engine._handlers:
+        return ""  # the phase has its handler: a close name is no typo of it
     close = difflib.get_close_matches(phase.target_classification, engine._handlers, n=1)
     return f" (a handler is registered for {close[0]!r}: a typo?)" if close else ""
