@@ -214,10 +214,34 @@ def test_an_agentic_phase_input_schema_types_its_output(openai_server, wfe_engin
     }
     failures = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
     assert failures[0].startswith("AdapterError: the reply is not valid JSON")
+    # Named as the input_schema's, which the app set, not the response_format's.
     assert failures[1] == (
-        "AdapterError: the JSON reply does not match the response_format schema: "
+        "AdapterError: the output does not match the phase's input_schema: "
         "score: 70 is greater than the maximum of 10"
     )
+
+
+def test_a_reply_breaking_the_input_schema_before_a_handlers_parse_is_named_so(
+    openai_server, wfe_engine, wfe_run
+):
+    openai_server.json_reply({"score": "7"})
+    parsed: list[Any] = []
+
+    def shape(task, request):
+        request.parse = parsed.append
+
+    wfe_engine.register_handler("rate", shape)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    phase = Phase("rate", assigned_to="agentic", input_schema=SCORE)
+
+    task = _run_one(wfe_engine, wfe_run, "a fine film", [phase])
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: the JSON reply (before the handler's parse) does not match the "
+        "phase's input_schema: score: '7' is not of type 'integer'"
+    )
+    assert parsed == []
 
 
 def test_an_input_schema_checks_the_output_whatever_the_response_format(

@@ -1,11 +1,13 @@
-"""A worker killed mid-conversation: the next one goes on from the last round of tool results.
+"""A run interrupted mid-conversation: by a killed worker, the next one goes on from the
+last round of tool results; by its phase's timeout or a cancel, it keeps the calls paid for.
 
 Real ``wfe worker`` processes on one SQLite file, the first killed with SIGKILL while
-it waits for the model, against the scripted OpenAI-compatible server.
+it waits for the model or runs a tool, against the scripted OpenAI-compatible server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from wfcore import Phase, Task, TaskStatus, TaskType
 APP = textwrap.dedent(
     """
     import os
+    import threading
 
     from wfcore import ECSWorkflowEngine, Phase, Task, TaskType
     from wfe_openai import OpenAIAgentAdapter
@@ -35,14 +39,25 @@ APP = textwrap.dedent(
         return f"charged {amount}"
 
 
+    def ship(order: str) -> str:
+        \"\"\"Ship the order; in a worker given SHIPPING, say so and never end.\"\"\"
+        if os.environ.get("SHIPPING"):
+            with open(os.environ["SHIPPING"], "w") as fh:
+                fh.write(order)
+            threading.Event().wait()
+        return f"shipped {order}"
+
+
     engine = ECSWorkflowEngine()
-    engine.register_adapter("agentic", OpenAIAgentAdapter(model="m", tools=[charge]))
+    engine.register_adapter("agentic", OpenAIAgentAdapter(model="m", tools=[charge, ship]))
     engine.register_workflow("pay", [Phase("pay", assigned_to="agentic")])
     """
 )
 
 
-def _worker(tmp_path: Path, store_url: str, url: str, *options: str) -> subprocess.Popen[str]:
+def _worker(
+    tmp_path: Path, store_url: str, url: str, *options: str, **variables: str
+) -> subprocess.Popen[str]:
     wfe = shutil.which("wfe")
     command = [wfe] if wfe else [sys.executable, "-m", "wfcore.cli"]
     env = dict(
@@ -52,6 +67,7 @@ def _worker(tmp_path: Path, store_url: str, url: str, *options: str) -> subproce
         PYTHONPATH=str(tmp_path),
         OPENAI_BASE_URL=url,
         CHARGES=str(tmp_path / "charges.log"),
+        **variables,
     )
     env.pop("WFE_AGENT", None)
     return subprocess.Popen(
@@ -129,6 +145,120 @@ def test_a_killed_worker_leaves_a_conversation_the_next_one_continues(
     assert [(c["attempt"], c["step"]) for c in calls] == [(1, 1), (1, 2), (1, 3)]
     assert done.context["openai"]["usage"]["calls"] == 3
     assert "progress" not in done.context["openai"]
+
+
+def test_a_worker_killed_while_a_tool_runs_leaves_its_call_in_usage(
+    openai_server, tmp_path: Path, wfe_store_url: str, wfe_engine_factory, wfe_run
+):
+    """The call that asked for the tool was paid for: it stays in usage, and the
+    calls of the next worker are numbered on after it."""
+    (tmp_path / "crashapp.py").write_text(APP)
+    client = wfe_engine_factory()
+    client.register_workflow("pay", [Phase("pay", assigned_to="agentic")])
+    task_id = wfe_run(client.submit_task({"order": "A-1"}, "pay")).id
+
+    openai_server.tool_calls(("charge", {"amount": 10}))
+    openai_server.tool_calls(("ship", {"order": "A-1"}))
+    openai_server.tool_calls(("ship", {"order": "A-1"}))
+    openai_server.reply("Charged and shipped.")
+
+    shipping = tmp_path / "shipping"
+    first = _worker(tmp_path, wfe_store_url, openai_server.base_url, SHIPPING=str(shipping))
+    try:
+        deadline = time.monotonic() + 60
+        while not shipping.exists():
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            assert time.monotonic() < deadline, "the first worker never ran the tool"
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+
+    second = _worker(tmp_path, wfe_store_url, openai_server.base_url, "--until-idle")
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+
+    done = wfe_run(client.get_task(task_id))
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert len(openai_server.requests) == 4
+    # Went on from the round of the charge, which did not run again.
+    assert openai_server.messages(2) == openai_server.messages(1)
+    assert (tmp_path / "charges.log").read_text().splitlines() == [f"{task_id} 10"]
+    calls = done.context["openai"]["calls"]
+    assert [(c["attempt"], c["step"]) for c in calls] == [(1, 1), (1, 2), (1, 3), (1, 4)]
+    assert done.context["openai"]["usage"]["calls"] == 4
+
+
+def test_a_cancel_while_a_tool_runs_keeps_the_call_in_usage(openai_server, wfe_engine, wfe_run):
+    openai_server.tool_calls(("wait", {}))
+
+    async def scenario() -> Any:
+        started = asyncio.Event()
+
+        async def wait() -> str:
+            """Wait for something that never comes."""
+            started.set()
+            await asyncio.Event().wait()
+            return "never"
+
+        wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[wait]))
+        wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
+        task = await wfe_engine.submit_task({}, "w")
+        runner = asyncio.create_task(wfe_engine.run())
+        await asyncio.wait_for(started.wait(), 30)
+        await wfe_engine.cancel(task.id)
+        wfe_engine.stop()
+        await asyncio.wait_for(runner, 30)
+        return await wfe_engine.get_task(task.id)
+
+    cancelled = wfe_run(scenario())
+
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert len(openai_server.requests) == 1
+    assert [c["step"] for c in cancelled.context["openai"]["calls"]] == [1]
+    assert cancelled.context["openai"]["usage"]["calls"] == 1
+
+
+def test_a_call_of_an_attempt_ended_by_the_phase_timeout_stays_in_usage(
+    openai_server, wfe_engine, wfe_run
+):
+    """The attempt times out after its last call, while the handler's parse of the
+    reply runs: that call was paid for all the same."""
+    import openai  # noqa: F401 - imported now: on a busy machine importing it takes a second
+
+    openai_server.reply("slow")
+    openai_server.reply("fast")
+
+    async def parse(text: str) -> str:
+        if text == "slow":
+            await asyncio.Event().wait()  # until the phase's timeout cancels it
+        return text
+
+    def shape(task, request):
+        request.parse = parse
+
+    wfe_engine.register_handler("p", shape)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    phase = Phase("p", assigned_to="agentic", max_attempts=2, timeout=1)
+    wfe_engine.register_workflow("w", [phase])
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.output == "fast"
+    failed = [e["error"] for e in done.history if e["event"] == "attempt_failed"]
+    assert failed == ["TimeoutError: phase 'p' timed out after 1s"]
+    calls = done.context["openai"]["calls"]
+    assert [(c["attempt"], c["step"]) for c in calls] == [(1, 1), (2, 1)]
+    assert done.context["openai"]["usage"]["calls"] == 2
 
 
 def test_a_failed_attempt_starts_again_from_the_opening_messages(

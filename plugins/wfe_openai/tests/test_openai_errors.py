@@ -221,21 +221,30 @@ def test_an_unreachable_server_is_a_clear_error(openai_server, monkeypatch, wfe_
 
 
 def test_the_key_never_appears_in_the_task_the_logs_or_errors(
-    openai_server, fake_key, caplog, wfe_engine_factory, wfe_run
+    openai_server, fake_key, caplog, wfe_engine_factory, wfe_store_url, wfe_run
 ):
     caplog.set_level(logging.DEBUG)
     # A server that echoes the key in its error, as some proxies do.
     openai_server.error(401, f"Incorrect API key provided: {fake_key}")
-    openai_server.tool_calls(("echo", {"text": "hi"}), ("ask_human", {"question": "OK?"}))
+    openai_server.tool_calls(
+        ("echo", {"text": "hi"}),
+        ("embed", {"text": "hi"}),
+        ("ask_human", {"question": "OK?"}),
+    )
     openai_server.reply("done")
 
     def echo(text: str) -> str:
         """Echo."""
         return text
 
+    def embed(text: str) -> list[float]:
+        """Embed a text with another service, with the same key."""
+        key = os.environ["OPENAI_API_KEY"]
+        raise RuntimeError(f"401 from embeddings: Incorrect API key provided: {key}")
+
     engine = wfe_engine_factory()
     engine.register_workflow("w", [Phase("p", assigned_to="agentic", max_attempts=2)])
-    engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[echo]))
+    engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[echo, embed]))
 
     async def scenario() -> Any:
         task = await engine.submit_task({"q": 1}, "w")
@@ -256,6 +265,41 @@ def test_the_key_never_appears_in_the_task_the_logs_or_errors(
     assert caplog.records, "expected some log output at DEBUG level"
     assert fake_key not in caplog.text
     assert all(fake_key not in str(r.__dict__) for r in caplog.records)
+    # The tool's error reached the model, the log and the store, the key masked.
+    [failed] = [e["result"] for e in task.history if e.get("tool") == "embed" and "result" in e]
+    assert failed == "error: RuntimeError: 401 from embeddings: Incorrect API key provided: ***"
+    assert failed in [m["content"] for m in openai_server.messages()]
+    assert all(fake_key not in json.dumps(r["body"]) for r in openai_server.requests)
+    assert (
+        "tool embed failed: RuntimeError: 401 from embeddings: Incorrect API key "
+        "provided: ***" in caplog.text
+    )
+    stored = wfe_store_url.removeprefix("sqlite://")
+    for path in (stored, stored + "-wal"):
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                assert fake_key.encode() not in fh.read()
+
+
+def test_the_key_in_the_error_of_a_handlers_parse_is_masked(
+    openai_server, fake_key, wfe_engine, wfe_run
+):
+    openai_server.reply("7")
+
+    def parse(text: str) -> int:
+        raise ValueError(f"the scoring service refused the key {fake_key}")
+
+    def shape(task, request):
+        request.parse = parse
+
+    wfe_engine.register_handler("p", shape)
+    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: the reply was rejected by the handler's parse: ValueError: the "
+        "scoring service refused the key ***"
+    )
 
 
 def test_a_given_client_is_used_as_is(openai_server, monkeypatch, wfe_engine, wfe_run):
@@ -382,6 +426,34 @@ def test_the_adapter_timeout_bounds_a_hung_server(openai_server, wfe_engine, wfe
     )
     # The request and one retry, each given up after the timeout.
     assert len(openai_server.requests) == 2
+
+
+def test_a_timeout_error_names_where_the_timeout_is_set(openai_server, wfe_engine, wfe_run):
+    """phase_options or a handler, rather than the adapter's timeout= the app never set."""
+    openai_server.hang()
+    openai_server.hang()
+
+    def shape(task, request):
+        request.options["timeout"] = 0.1
+
+    wfe_engine.register_handler("b", shape)
+    wfe_engine.register_workflow(
+        "w", [Phase("a", assigned_to="agentic"), Phase("b", assigned_to="agentic")]
+    )
+    adapter = OpenAIAgentAdapter(max_retries=0, phase_options={"a": {"timeout": 0.1}})
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+
+    async def scenario() -> list[Any]:
+        first = await wfe_engine.submit_task({}, "w")
+        second = await wfe_engine.submit_task({}, "w", classification="b")
+        await wfe_engine.run_until_idle()
+        return [await wfe_engine.get_task(t.id) for t in (first, second)]
+
+    errors = [t.error.rsplit("(", 1)[-1] for t in wfe_run(scenario())]
+    assert errors == [
+        "phase_options['a']['timeout'])",
+        "request.options['timeout'], set by the phase's handler)",
+    ]
 
 
 def test_the_phase_timeout_bounds_the_whole_attempt(openai_server, wfe_engine, wfe_run):

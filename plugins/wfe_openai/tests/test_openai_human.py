@@ -443,6 +443,66 @@ def test_each_call_names_its_attempt(openai_server, wfe_engine, wfe_run):
     assert done.context["openai"]["usage"]["calls"] == 2
 
 
+def test_steps_count_on_after_an_answer_and_from_1_in_a_new_attempt(
+    openai_server, wfe_engine, wfe_run
+):
+    """(phase, attempt, step) names one call: the run after a person's answer is the
+    same attempt, and numbers its calls on; the attempt after a failure starts at 1."""
+    openai_server.tool_calls(("lookup_stock", {"item": "cap"}))
+    openai_server.ask_human("Which size?")
+    openai_server.reply("a reply cut o", finish_reason="length")
+    openai_server.reply("Ordered.")
+    wfe_engine.register_workflow("w", PHASES)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[lookup_stock]))
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        await wfe_engine.resume(task.id, "M")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+
+    assert done.status is TaskStatus.COMPLETED, done.error
+    calls = [(c["phase"], c["attempt"], c["step"]) for c in done.context["openai"]["calls"]]
+    assert calls == [("order", 1, 1), ("order", 1, 2), ("order", 1, 3), ("order", 2, 1)]
+    assert done.context["openai"]["usage"]["calls"] == 4
+
+
+def test_a_long_answer_is_cut_for_the_model_and_kept_whole(openai_server, wfe_engine, wfe_run):
+    """As a tool result is: a pasted document must not fill the model's context."""
+    openai_server.ask_human("Paste the contract.")
+    openai_server.reply("Summarised.")
+    seen: list[Any] = []
+
+    def shape(task, request):
+        if request.resumed:
+            seen.append(task.reply)
+
+    wfe_engine.register_handler("p", shape)
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_item_chars=50))
+    answer = "clause " * 30
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        await wfe_engine.resume(task.id, answer)
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.get_task(task.id)
+
+    done = wfe_run(scenario())
+
+    assert done.status is TaskStatus.COMPLETED, done.error
+    cut = answer[:50] + "\n[cut: showing the first 50 characters of 210 characters]"
+    assert openai_server.messages()[-1]["content"] == cut
+    # The answer itself is kept whole.
+    assert seen == [answer]
+    [resumed] = [e for e in done.history if e["event"] == "agent_resumed"]
+    assert resumed["answer"] == answer
+
+
 def _seconds_after(event: dict[str, Any], deadline: Any) -> float:
     """Seconds from a history event to a task's deadline."""
     return (deadline - datetime.fromisoformat(event["at"])).total_seconds()

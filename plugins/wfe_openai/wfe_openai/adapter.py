@@ -61,7 +61,8 @@ class OpenAIAgentAdapter:
         ``model``, ``max_steps``, ``max_retries``, ``answer_timeout``,
         ``response_format`` or any request option.
     :param max_item_chars: the most characters of one item (the task data, one
-        earlier output, one text artifact, one tool result) put into the conversation.
+        earlier output, one text artifact, one tool result, one person's answer) put
+        into the conversation.
     :param max_input_chars: the most characters of task input in the opening message.
     :param request_options: passed to ``chat.completions.create`` (``temperature``,
         ``max_tokens``, ``response_format``, ``timeout``, ``extra_headers``, ...).
@@ -130,6 +131,9 @@ class OpenAIAgentAdapter:
         self._own_loop: asyncio.AbstractEventLoop | None = None
         # phase_options keys already warned about as naming no phase (plugin.py).
         self._warned_phase_options: set[str] = set()
+        # What a timed-out request's error names as the adapter's timeout: the
+        # plugin's adapter has it from WFE_OPENAI_TIMEOUT.
+        self._timeout_setting = "the adapter's timeout= option"
 
     def __repr__(self) -> str:
         return f"OpenAIAgentAdapter(model={self.model!r}, tools={[t.name for t in self.tools]})"
@@ -219,6 +223,9 @@ class OpenAIAgentAdapter:
             task.resume_in_phase and isinstance(saved, dict) and saved.get("phase") == name
         )
         progress = state.get("progress")
+        # Read before this run's calls: on from the attempt's calls before a
+        # person's answer or a worker's end, so that each call has its own step.
+        first_number = _next_step(task, name)
         interrupted = _interrupted_run(task, name, progress)
         if not interrupted:
             state.pop("progress", None)  # left by an attempt that ended, if any
@@ -244,8 +251,11 @@ class OpenAIAgentAdapter:
             assert isinstance(saved, dict)
             messages = copy.deepcopy(saved["messages"])
             answer = _answer_text(task.reply)
+            # Cut as a tool result is: a pasted document must not fill the model's
+            # context. task.reply keeps the whole answer.
+            content = Budget(self.max_item_chars, self.max_item_chars).take(answer)
             messages.append(
-                {"role": "tool", "tool_call_id": saved["pending_call_id"], "content": answer}
+                {"role": "tool", "tool_call_id": saved["pending_call_id"], "content": content}
             )
             task.record("agent_resumed", phase=name, answer=_short(answer))
         else:
@@ -265,26 +275,20 @@ class OpenAIAgentAdapter:
             _check_request(request)
         # Built only now: a handler that hands the phase to a person needs no key.
         client = self._client()
-        calls_before = len(state.get("calls", ()))
-        try:
-            await _converse(
-                client,
-                task,
-                phase,
-                engine,
-                request,
-                state,
-                first_step=first_step,
-                answer_timeout=self._answer_timeout(phase),
-                max_item_chars=self.max_item_chars,
-                redact=self._redact,
-            )
-        except Exception:
-            # A failed attempt starts again from its opening messages (or the answer).
-            state.pop("progress", None)
-            if len(state.get("calls", ())) > calls_before:
-                await _keep_the_record(task, engine)
-            raise
+        await _converse(
+            client,
+            task,
+            phase,
+            engine,
+            request,
+            state,
+            first_step=first_step,
+            first_number=first_number,
+            answer_timeout=self._answer_timeout(phase),
+            max_item_chars=self.max_item_chars,
+            redact=self._redact,
+            timeout_origin=self._timeout_origin(phase, request.options),
+        )
 
     def _request(self, phase: Phase, messages: list[dict[str, Any]], resumed: bool) -> AgentRequest:
         options = dict(self.request_options)
@@ -314,6 +318,20 @@ class OpenAIAgentAdapter:
             resumed=resumed,
             phase=phase,
         )
+
+    def _timeout_origin(self, phase: Phase, options: Mapping[str, Any]) -> str:
+        """Where the request timeout of a phase comes from, for a timed-out request's
+        error: the phase's phase_options, the adapter (or WFE_OPENAI_TIMEOUT), or the
+        phase's handler; the adapter's setting when none is given (the SDK's default
+        applies, which that setting changes)."""
+        name = phase.target_classification
+        given = options.get("timeout")
+        per_phase = self.phase_options.get(name, {})
+        if "timeout" in per_phase and given == per_phase["timeout"]:
+            return f"phase_options[{name!r}]['timeout']"
+        if given == self.request_options.get("timeout"):
+            return self._timeout_setting
+        return "request.options['timeout'], set by the phase's handler"
 
     def _answer_timeout(self, phase: Phase) -> float | None:
         """Seconds a person has to answer a question of ``phase``: its phase_options'
@@ -359,15 +377,26 @@ def _interrupted_run(task: Task, phase: str, progress: Any) -> bool:
     return not any(event.get("event") in _ATTEMPT_ENDED for event in since)
 
 
-async def _keep_the_record(task: Task, engine: ECSWorkflowEngine) -> None:
-    """Store the calls and usage of an attempt that is failing.
+# History events after which a model call is of a new attempt, not numbered on from
+# the calls before it: those that end a conversation, except a person's answer.
+_NEW_ATTEMPT = _ATTEMPT_ENDED - {"suspended", "resumed"}
 
-    wfcore may store a failed attempt's task as it was at its last checkpoint; the
-    calls made since (paid for) belong in ``usage`` all the same. The failure is
-    what the phase reports: a checkpoint that cannot be stored (the task cancelled
-    meanwhile, a store that fails) is left to the engine, which sees it too.
-    """
-    try:
-        await engine.checkpoint(task)
-    except Exception as exc:
-        logger.debug("task %s: the calls of the failed attempt were not stored: %s", task.id, exc)
+
+def _next_step(task: Task, phase: str) -> int:
+    """The step of the next model call of ``phase``: on from the last call when that
+    was made in this attempt (before a person's answer, or by a worker that died or
+    stopped), else 1."""
+    last = task.context.get(CONTEXT_KEY, {}).get("last_call")
+    if not isinstance(last, dict):
+        return 1
+    step, events = last.get("step"), last.get("events")
+    if (
+        last.get("phase") != phase
+        or last.get("attempt") != task.attempts
+        or not isinstance(step, int)
+        or not isinstance(events, int)
+    ):
+        return 1
+    if any(event.get("event") in _NEW_ATTEMPT for event in task.history[events:]):
+        return 1
+    return step + 1

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,41 +40,113 @@ async def _converse(
     state: dict[str, Any],
     *,
     first_step: int = 1,
+    first_number: int = 1,
     answer_timeout: float | None,
     max_item_chars: int,
     redact: Callable[[str], str],
+    timeout_origin: str,
 ) -> None:
     """Call the model until it replies without tool calls, asks a person, or runs out of steps.
 
     ``state`` is the task's ``context["openai"]``; ``first_step`` is above 1 when the
-    run continues a checkpointed conversation; ``answer_timeout`` is the deadline of a
-    question to a person, in seconds (None: none); ``redact`` masks credentials in
-    the reasons of failed calls.
+    run continues a checkpointed conversation (it counts towards ``max_steps``);
+    ``first_number`` is the ``step`` recorded for the run's first call (on from the
+    calls of the attempt before a person's answer or a worker's end);
+    ``answer_timeout`` is the deadline of a question to a person, in seconds (None:
+    none); ``redact`` masks credentials in the reasons of failed calls and tools;
+    ``timeout_origin`` names where the request timeout is set, for a timed-out call.
+
+    The calls are paid for whatever ends the attempt: when it fails, is timed out or
+    cancelled, the calls made since the last checkpoint are checkpointed before the
+    exception goes on (see :func:`_keep_the_record`).
     """
+    stored = len(state.get("calls", ()))  # the calls the stored task holds
+
+    async def checkpoint() -> None:
+        nonlocal stored
+        await engine.checkpoint(task)
+        stored = len(state.get("calls", ()))
+
+    try:
+        await _rounds(
+            client,
+            task,
+            phase,
+            engine,
+            request,
+            state,
+            checkpoint,
+            first_step=first_step,
+            first_number=first_number,
+            answer_timeout=answer_timeout,
+            max_item_chars=max_item_chars,
+            redact=redact,
+            timeout_origin=timeout_origin,
+        )
+    except Exception:
+        # A failed attempt starts again from its opening messages (or the answer).
+        state.pop("progress", None)
+        if len(state.get("calls", ())) > stored:
+            await _keep_the_record(task, engine)
+        raise
+    except asyncio.CancelledError:
+        # The phase's timeout, a cancel or a stopping worker. The progress stays: a
+        # stopped worker's task goes on from it (a timed-out one is not, as its
+        # history tells). A cancelled task's record cannot be written any more (the
+        # cancel owns it): _rounds stores each call before its tools run.
+        if len(state.get("calls", ())) > stored:
+            await _keep_the_record(task, engine)
+        raise
+
+
+async def _rounds(
+    client: AsyncOpenAI,
+    task: Task,
+    phase: Phase,
+    engine: ECSWorkflowEngine,
+    request: AgentRequest,
+    state: dict[str, Any],
+    checkpoint: Callable[[], Awaitable[None]],
+    *,
+    first_step: int,
+    first_number: int,
+    answer_timeout: float | None,
+    max_item_chars: int,
+    redact: Callable[[str], str],
+    timeout_origin: str,
+) -> None:
+    """The model calls and tool rounds of :func:`_converse`."""
     name = phase.target_classification
     messages = request.messages
     tools = {t.name: t for t in request.tools}
     last_calls: list[str] = []
     for step in range(first_step, request.max_steps + 1):
-        message, finish_reason = await _complete(client, task, request, step, redact)
+        number = first_number + step - first_step
+        message, finish_reason = await _complete(
+            client, task, request, number, redact, timeout_origin
+        )
         calls = _tool_calls(message, position=len(messages))
         if not calls:
-            task.output = await _output(request, message, finish_reason)
+            task.output = await _output(request, message, finish_reason, redact)
             state.pop("conversation", None)
             state.pop("progress", None)
             return
         messages.append(_assistant_message(message, calls))
         last_calls = [c.name or "a call without a function name" for c in calls]
+        if any(not _is_question(call, tools) for call in calls):
+            # The call is paid for: stored before its tools run, which may outlast
+            # the phase's timeout or meet a cancel, so that usage keeps it.
+            await checkpoint()
         pending: tuple[str, str] | None = None
         for call in calls:
-            if call.name == ASK_HUMAN and tools.get(ASK_HUMAN) is HUMAN_TOOL:
+            if _is_question(call, tools):
                 question, refusal = _question(call, pending is not None)
                 if question is not None:
                     pending = (call.id, question)
                     continue
                 content = _refuse_question(task, name, call, refusal)
             else:
-                content = await _call_tool(task, engine, name, tools, call, max_item_chars)
+                content = await _call_tool(task, engine, name, tools, call, max_item_chars, redact)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
         if pending is not None:
             call_id, question = pending
@@ -96,11 +169,31 @@ async def _converse(
                 "steps": step,
                 "events": len(task.history),
             }
-            await engine.checkpoint(task)
+            await checkpoint()
     raise AdapterError(
         f"max_steps={request.max_steps} exhausted in phase {name!r}: the model still "
         f"asked for tools ({', '.join(last_calls)}) after {request.max_steps} calls"
     )
+
+
+async def _keep_the_record(task: Task, engine: ECSWorkflowEngine) -> None:
+    """Store the calls and usage of an attempt that is ending.
+
+    wfcore may store a failed or timed-out attempt's task as it was at its last
+    checkpoint; the calls made since (paid for) belong in ``usage`` all the same.
+    The failure is what the phase reports: a checkpoint that cannot be stored (the
+    task cancelled meanwhile, a store that fails) is left to the engine, which
+    sees it too.
+    """
+    try:
+        await engine.checkpoint(task)
+    except Exception as exc:
+        logger.debug("task %s: the calls of the ending attempt were not stored: %s", task.id, exc)
+
+
+def _is_question(call: _ToolCall, tools: dict[str, Tool]) -> bool:
+    """True for a call of the built-in ask_human (while it is offered)."""
+    return call.name == ASK_HUMAN and tools.get(ASK_HUMAN) is HUMAN_TOOL
 
 
 def _question(call: _ToolCall, one_pending: bool) -> tuple[str | None, str]:
@@ -150,6 +243,7 @@ async def _complete(
     request: AgentRequest,
     step: int,
     redact: Callable[[str], str],
+    timeout_origin: str,
 ) -> tuple[Any, str | None]:
     """One chat completion; returns the reply message and finish reason."""
     import openai
@@ -176,7 +270,8 @@ async def _complete(
     try:
         completion = await client.chat.completions.create(**kwargs)
     except (openai.OpenAIError, TypeError, ValueError) as exc:
-        raise AdapterError(redact(_failure_reason(exc, client, where, kwargs))) from None
+        reason = _failure_reason(exc, client, where, kwargs, timeout_origin)
+        raise AdapterError(redact(reason)) from None
     seconds = time.monotonic() - started
     choices = getattr(completion, "choices", None)
     choice = choices[0] if isinstance(choices, list) and choices else None
@@ -195,8 +290,13 @@ async def _call_tool(
     tools: dict[str, Tool],
     call: _ToolCall,
     max_item_chars: int,
+    redact: Callable[[str], str],
 ) -> str:
-    """Run one tool call and return what the model gets back; errors go to the model."""
+    """Run one tool call and return what the model gets back; errors go to the model.
+
+    An error's text is ``redact``-ed: a tool calling another service with the same
+    key may fail with a message that echoes it. A result is the tool's own, passed
+    on as it is."""
     tool_name = call.name
     _record_call(task, phase_name, tool_name, call)
     error = True
@@ -220,13 +320,16 @@ async def _call_tool(
         except (Exception, SystemExit) as exc:
             # SystemExit too: argparse and click exit on bad input, which is what a
             # model sends; it must not end the worker, and the model can correct it.
-            logger.info("task %s: tool %s failed: %s", task.id, tool_name, exc)
-            content = f"error: {type(exc).__name__}: {exc}"
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            logger.info("task %s: tool %s failed: %s", task.id, tool_name, reason)
+            content = f"error: {reason}"
             if isinstance(exc, SystemExit):
                 content += " (the tool called sys.exit(), as argparse does on bad arguments)"
         else:
             content = _answer_text(result)
             error = False
+    if error:
+        content = redact(content)
     content = Budget(max_item_chars, max_item_chars).take(content)
     _record_result(task, phase_name, tool_name, call, error, content)
     return content

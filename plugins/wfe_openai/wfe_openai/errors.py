@@ -14,13 +14,18 @@ if TYPE_CHECKING:
 
 
 def _failure_reason(
-    exc: Exception, client: AsyncOpenAI, where: str, options: Mapping[str, Any]
+    exc: Exception,
+    client: AsyncOpenAI,
+    where: str,
+    options: Mapping[str, Any],
+    timeout_origin: str,
 ) -> str:
     """The reason for an error of ``chat.completions.create``, before masking credentials.
 
     ``exc`` is an ``openai.OpenAIError``, or a TypeError or ValueError; ``client`` is
     the client that made the request, ``where`` its server and ``options`` the
-    arguments of the request.
+    arguments of the request; ``timeout_origin`` names where the request's timeout
+    is set (``WFE_OPENAI_TIMEOUT``, say), for a request that timed out.
     """
     import openai
 
@@ -33,8 +38,7 @@ def _failure_reason(
         limit = _timeout_text(options.get("timeout", getattr(client, "timeout", None)))
         return (
             f"chat completion timed out after {getattr(client, 'max_retries', '?')} "
-            f"retries ({where}): no reply within {limit} per request (the adapter's "
-            "timeout= option)"
+            f"retries ({where}): no reply within {limit} per request ({timeout_origin})"
         )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc

@@ -71,7 +71,10 @@ def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
     from .adapter import OpenAIAgentAdapter
 
     model = _model()
-    engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(model=model, **settings))
+    adapter = OpenAIAgentAdapter(model=model, **settings)
+    # The operator sets its timeout: a timed-out request's error names the variable.
+    adapter._timeout_setting = "WFE_OPENAI_TIMEOUT"
+    engine.register_adapter(TaskType.AGENTIC, adapter)
     logger.info("agentic phases run on OpenAI model %s (WFE_AGENT=openai)", model)
 
 

@@ -51,6 +51,14 @@ def _account(
     }
     state = task.context.setdefault(CONTEXT_KEY, {})
     state.setdefault("calls", []).append(entry)
+    # Where the call happened, for numbering the next call of the same attempt:
+    # kept apart from ``calls``, which an app may trim.
+    state["last_call"] = {
+        "phase": entry["phase"],
+        "attempt": entry["attempt"],
+        "step": step,
+        "events": len(task.history),
+    }
     totals = state.setdefault("usage", {})
     by_model = totals.setdefault(request.model, {})
     for bucket in (totals, by_model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -19,8 +19,17 @@ if TYPE_CHECKING:
 _JSON_FORMATS = ("json_object", "json_schema")
 
 
-async def _output(request: AgentRequest, message: Any, finish_reason: str | None) -> Any:
-    """The phase output from the final reply: text, or the parsed JSON object."""
+async def _output(
+    request: AgentRequest,
+    message: Any,
+    finish_reason: str | None,
+    redact: Callable[[str], str],
+) -> Any:
+    """The phase output from the final reply: text, or the parsed JSON object.
+
+    ``redact`` masks credentials in the error of a handler's ``parse``, which is the
+    app's own text (from a library it calls, say).
+    """
     refusal = getattr(message, "refusal", None)
     if refusal:
         raise AdapterError(f"the model refused: {refusal}")
@@ -42,8 +51,9 @@ async def _output(request: AgentRequest, message: Any, finish_reason: str | None
         raise AdapterError(f"the model sent an empty reply (finish_reason={finish_reason})")
     value: Any = text
     fmt = request.response_format or {}
+    schema = request.phase.input_schema if request.phase is not None else None
     if fmt.get("type") in _JSON_FORMATS:
-        value = _parse_json_reply(text, fmt)
+        value = _parse_json_reply(text, fmt, schema, parsed=request.parse is not None)
     if request.parse is not None:
         try:
             value = request.parse(value)
@@ -51,9 +61,10 @@ async def _output(request: AgentRequest, message: Any, finish_reason: str | None
                 value = await value
         except Exception as exc:
             raise AdapterError(
-                f"the reply was rejected by the handler's parse: {type(exc).__name__}: {exc}"
+                redact(
+                    f"the reply was rejected by the handler's parse: {type(exc).__name__}: {exc}"
+                )
             ) from None
-    schema = request.phase.input_schema if request.phase is not None else None
     if schema is not None:
         problems = _schema_problems(schema, value, "(output)")
         if problems:
@@ -85,7 +96,16 @@ def _content_text(message: Any) -> Any:
     return "".join(texts)
 
 
-def _parse_json_reply(text: str, fmt: Mapping[str, Any]) -> Any:
+def _parse_json_reply(
+    text: str, fmt: Mapping[str, Any], input_schema: Mapping[str, Any] | None, parsed: bool
+) -> Any:
+    """The JSON reply, checked against the response format's schema.
+
+    When that schema is the phase's ``input_schema`` (the response format the
+    adapter asks for by default), a mismatch is named as the input_schema's: it
+    is what the app set. ``parsed``: a handler's parse makes the output of the
+    reply.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -95,10 +115,16 @@ def _parse_json_reply(text: str, fmt: Mapping[str, Any]) -> Any:
         ) from None
     spec = fmt.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, Mapping) else None
-    if isinstance(schema, Mapping):
-        problems = _schema_problems(schema, value, "(reply)")
-        if problems:
-            raise AdapterError(
-                f"the JSON reply does not match the response_format schema: {problems}"
-            )
+    if not isinstance(schema, Mapping):
+        return value
+    if input_schema is None or schema != input_schema:
+        what, root = "the JSON reply does not match the response_format schema", "(reply)"
+    elif parsed:
+        what = "the JSON reply (before the handler's parse) does not match the phase's input_schema"
+        root = "(reply)"
+    else:
+        what, root = "the output does not match the phase's input_schema", "(output)"
+    problems = _schema_problems(schema, value, root)
+    if problems:
+        raise AdapterError(f"{what}: {problems}")
     return value
