@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from wfcore.model import Task, TaskStatus
+from wfcore.stores.base import UNREADABLE_ERROR, unreadable, unreadable_stand_in
 from wfcore.testing import StoreContract
 
 
@@ -26,6 +28,8 @@ class TestSQLiteStoreFullDurability(StoreContract):
 
 class TestMemoryStore(StoreContract):
     durable = False
+    shared = False
+    threadsafe = False
 
     @pytest.fixture
     def store_url(self) -> str:
@@ -65,6 +69,8 @@ class plugin:
 class TestForgetsUpdatedAt(StoreContract):
     plugins = [plugin]
     durable = False
+    shared = False
+    threadsafe = False
 
     @pytest.fixture
     def store_url(self):
@@ -95,6 +101,8 @@ def test_the_contract_catches_stores_that_break_it(tmp_path: Path) -> None:
         "TestSharesItsTasks::test_claim_leases_runnable_tasks_oldest_first",
         "TestSharesItsTasks::test_the_stored_task_is_a_copy",
         "TestSharesItsTasks::test_update_is_a_compare_and_set_on_version",
+        # Both writes are to the one object it shares: both "succeed".
+        "TestSharesItsTasks::test_writes_at_one_version_at_once_let_one_win",
     ], done.stdout
     # With the compared values, as pytest shows them in a test module.
     assert "AssertionError: updated_at is not stamped" in done.stdout
@@ -167,3 +175,13 @@ def test_the_contract_catches_a_store_whose_durable_disagrees(tmp_path: Path) ->
         "do not (a subclass of MemoryStore inherits durable = False)"
     ) in done.stdout
     assert "Boastful.durable is True, but TestBoastful.durable is False" in done.stdout
+
+
+def test_the_stand_in_for_an_unreadable_row_reads_as_one() -> None:
+    stand_in = unreadable_stand_in("task-1", "ValueError: bad JSON", '{"id": "task-1", ', version=4)
+    assert unreadable(stand_in)
+    assert (stand_in.id, stand_in.status, stand_in.version) == ("task-1", TaskStatus.FAILED, 4)
+    assert stand_in.error is not None and stand_in.error.startswith(UNREADABLE_ERROR)
+    assert "ValueError: bad JSON" in stand_in.error
+    assert stand_in.context == {"unreadable_doc": '{"id": "task-1", '}
+    assert not unreadable(Task(status=TaskStatus.FAILED, error="ValueError: bad input"))

@@ -7,15 +7,20 @@ whether the engine can rely on it; the built-in SQLite and memory stores pass th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from .engine import ECSWorkflowEngine
-from .model import Phase, Task, TaskStatus, WorkflowSpec
+from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
 from .stores.base import Store
 
 __all__ = ["StoreContract"]
@@ -62,6 +67,126 @@ async def _eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: f
         await asyncio.sleep(0.02)
 
 
+def _with_two_stores(
+    scenario: Callable[[Any, Any, Any], Awaitable[None]],
+) -> Callable[[Any, str], None]:
+    """A test method running ``scenario(self, first, second)`` on two stores opened on
+    one URL at once (two engines in one event loop), as two processes would open it;
+    skipped for a store that is not shared."""
+
+    def test(self: StoreContract, store_url: str) -> None:
+        self._skip_unless_shared()
+
+        async def run() -> None:
+            first = self.make_engine(store_url)
+            second = self.make_engine(store_url)
+            try:
+                # Both open before anything is written: what the second one sees
+                # must come from the store, not from what it read when it opened.
+                opened = (await first.get_store(), await second.get_store())
+                await scenario(self, *opened)
+            finally:
+                try:
+                    await first.aclose()
+                finally:
+                    await second.aclose()
+
+        asyncio.run(asyncio.wait_for(run(), self.timeout))
+
+    test.__name__ = scenario.__name__
+    test.__qualname__ = scenario.__qualname__
+    test.__doc__ = scenario.__doc__
+    return test
+
+
+_Ready = Callable[[], Awaitable[None]]
+
+
+async def _meet(barrier: threading.Barrier, timeout: float) -> None:
+    """Wait, without blocking the event loop, until every party reaches ``barrier``."""
+    await asyncio.to_thread(barrier.wait, timeout)
+
+
+def _start_in_threads(
+    count: int,
+    timeout: float,
+    work: Callable[[int, _Ready], Awaitable[Any]],
+    barrier: threading.Barrier | None = None,
+) -> list[concurrent.futures.Future[Any]]:
+    """Start ``work(n, ready)`` for each n below ``count``, each in a thread and event
+    loop of its own; return the futures of their results.
+
+    ``await ready()`` waits until every party of ``barrier`` (by default, these
+    ``count``) has called it: each does its slow preparation first, so that what
+    comes after runs truly at the same time. The threads are daemons: one stuck in
+    a store call does not keep a failed test waiting for it.
+    """
+    gate = barrier or threading.Barrier(count)
+    ready = functools.partial(_meet, gate, timeout)
+    futures: list[concurrent.futures.Future[Any]] = [
+        concurrent.futures.Future() for _ in range(count)
+    ]
+
+    def run(n: int) -> None:
+        try:
+            futures[n].set_result(asyncio.run(asyncio.wait_for(work(n, ready), timeout)))
+        except BaseException as exc:  # the caller raises it
+            futures[n].set_exception(exc)
+            gate.abort()  # after: the others' broken barrier is not the first error
+
+    for n in range(count):
+        threading.Thread(target=run, args=(n,), name=f"store-contract-{n}", daemon=True).start()
+    return futures
+
+
+def _results(futures: Sequence[concurrent.futures.Future[Any]]) -> list[Any]:
+    """The futures' results; the first error as soon as one fails."""
+    done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+    errors = [error for future in done if (error := future.exception()) is not None]
+    # A broken barrier is what the first real error caused in the others.
+    errors.sort(key=lambda error: isinstance(error, threading.BrokenBarrierError))
+    if errors:
+        raise errors[0]
+    return [future.result() for future in futures]
+
+
+def _field_default(field: attrs.Attribute[Any]) -> Any:
+    """The value a Task field has when not given."""
+    default: Any = field.default
+    return default.factory() if hasattr(default, "factory") else default
+
+
+def _check_all_set(task: Task, *, besides: Sequence[str] = ()) -> None:
+    """Fail if the contract itself left a Task field at its default: a field added
+    to Task must be added to the round-trip tests too."""
+    unset = [
+        f.name
+        for f in attrs.fields(Task)
+        if f.name not in besides and getattr(task, f.name) == _field_default(f)
+    ]
+    assert not unset, (
+        f"the store contract leaves Task fields {unset} at their defaults: a wfcore bug "
+        "(the round-trip tests must set every field), not the store's"
+    )
+
+
+def _differences(got: Task, written: Task, *, besides: Sequence[str] = ()) -> list[str]:
+    """The fields in which a task read back differs from the one written, each as
+    ``name: read back ..., written ...``."""
+    return [
+        f"{f.name}: read back {getattr(got, f.name)!r}, written {getattr(written, f.name)!r}"
+        for f in attrs.fields(Task)
+        if f.name not in besides and getattr(got, f.name) != getattr(written, f.name)
+    ]
+
+
+_KEEP_EVERY_FIELD = (
+    "A store keeps every Task field: wfcore.wire.task_to_dict(task, internal=True) holds "
+    "them all as JSON (without internal=True it leaves out the version), and "
+    "wfcore.wire.task_from_dict reads them back."
+)
+
+
 class StoreContract:
     """Tests every store must pass, to inherit in a test class of your own.
 
@@ -84,14 +209,25 @@ class StoreContract:
 
     Set ``durable = False`` for a store whose tasks do not outlive closing it
     (like ``memory://``), on this class and on the store class alike (a test
-    checks that they agree). Each test opens the store through an engine, as a
-    worker does, so the plugin's ``wfe_open_store`` is tested too.
+    checks that they agree). Set ``shared = False`` for a store that two openers
+    of one URL do not share, and ``threadsafe = False`` for one meant for a single
+    thread (``memory://`` is both): the tests that need those are skipped. Each
+    test opens the store through an engine, as a worker does, so the plugin's
+    ``wfe_open_store`` is tested too.
     """
 
     #: Plugins registered on each test's engine (the store's own, at least).
     plugins: Sequence[Any] = ()
     #: Tasks, workflows and outbox rows survive closing and reopening the store.
     durable: bool = True
+    #: Stores opened on one URL at once (by several processes: ``wfe submit``
+    #: beside a running ``wfe worker``) share their tasks. False for a store each
+    #: opener has to itself (``memory://``): the tests of two openers are skipped.
+    shared: bool = True
+    #: One opened store takes calls from several event loops in several threads at
+    #: once (an engine serving a web app's request threads). False for a store meant
+    #: for one thread (``memory://``): that test is skipped.
+    threadsafe: bool = True
     #: Seconds a single test may take.
     timeout: float = 60.0
 
@@ -102,6 +238,39 @@ class StoreContract:
     def make_engine(self, store_url: str) -> ECSWorkflowEngine:
         """The engine each test opens the store through."""
         return ECSWorkflowEngine(store=store_url, plugins=list(self.plugins), load_plugins=False)
+
+    def _skip_unless_shared(self) -> None:
+        if not self.shared:
+            pytest.skip("two openers of one URL do not share the store (shared = False)")
+
+    def _on_store(self, store_url: str, scenario: Callable[[Any], Awaitable[Any]]) -> Any:
+        """``scenario(store)``'s result, on a store opened for it in an event loop of
+        its own (and closed after)."""
+
+        async def run() -> Any:
+            engine = self.make_engine(store_url)
+            try:
+                return await scenario(await engine.get_store())
+            finally:
+                await engine.aclose()
+
+        return asyncio.run(asyncio.wait_for(run(), self.timeout))
+
+    def _two_openers(
+        self, store_url: str, work: Callable[[Any, int, _Ready], Awaitable[Any]]
+    ) -> list[Any]:
+        """``work(store, n, ready)`` for n = 0 and 1 at once, each on a store of its
+        own opened on ``store_url``, in a thread and event loop of its own (as two
+        processes would run)."""
+
+        async def run(n: int, ready: _Ready) -> Any:
+            engine = self.make_engine(store_url)
+            try:
+                return await work(await engine.get_store(), n, ready)
+            finally:
+                await engine.aclose()
+
+        return _results(_start_in_threads(2, self.timeout, run))
 
     # -- what the store says of itself ------------------------------------------------
 
@@ -119,6 +288,23 @@ class StoreContract:
                 "inherits durable = False)",
                 pytrace=False,
             )
+
+    @_with_store
+    async def test_the_artifacts_folder_is_an_absolute_path(self, store: Any) -> None:
+        """artifacts_dir is set once the store is open, to an absolute path: the engine
+        keeps each task's artifact files under it, and every process (a worker, ``wfe
+        show``, started in other folders) must find them there."""
+        folder = getattr(store, "artifacts_dir", None)
+        assert isinstance(folder, Path), (
+            f"{type(store).__name__}.artifacts_dir is {folder!r}, not a pathlib.Path: set "
+            "it, in __init__ or by the end of open(), to the folder under which the engine "
+            "keeps each task's artifact files"
+        )
+        assert folder.is_absolute(), (
+            f"{type(store).__name__}.artifacts_dir is {str(folder)!r}, a relative path: a "
+            "process started in another folder would look for the files elsewhere; make "
+            "it absolute (Path(...).absolute()), derived from the URL"
+        )
 
     # -- tasks in and out ----------------------------------------------------------
 
@@ -146,6 +332,114 @@ class StoreContract:
         assert [e["event"] for e in got.history] == ["submitted"]
         assert got.created_at == task.created_at
         assert await store.get_task("no-such-task") is None
+
+    @_with_store
+    async def test_every_field_of_an_inserted_task_reads_back(self, store: Any) -> None:
+        """insert_task keeps every Task field, each set here to a value unlike its
+        default: attempts, error, artifacts, reply and the rest read back as written,
+        and the task is stored at the version it was inserted with."""
+        now = datetime.now(timezone.utc)
+        task = Task(
+            id="task-1",
+            data={"n": 1, "nested": [1, "two", {"three": 3.5}], "text": "\u00fcn\u00efcode \u2713"},
+            workflow_name="w",
+            classification="review",
+            assigned_to=TaskType.HUMAN,
+            status=TaskStatus.WAITING_HUMAN,
+            context={"k": [1, {"x": None}]},
+            artifacts=[
+                Artifact(
+                    name="report.txt",
+                    size=5,
+                    sha256="5d41402abc4b2a76b9719d911017c592" * 2,
+                    media_type="text/plain",
+                    phase="draft",
+                    path="/var/lib/wfe/artifacts/task-1/report.txt",
+                    created_at=now - timedelta(minutes=5),
+                )
+            ],
+            output={"draft": "v1"},
+            outputs={"draft": {"draft": "v1"}},
+            error="ValueError: the first try failed",
+            traceback="Traceback (most recent call last):\nValueError: the first try failed",
+            attempts=2,
+            created_at=now - timedelta(days=1),
+            updated_at=now - timedelta(hours=1),
+            next_classification="publish",
+            waiting_reason="approve the draft",
+            deadline=now + timedelta(days=2),
+            reply={"approved": False, "note": "shorter"},
+            resume_in_phase=True,
+            run_after=now + timedelta(hours=3),
+            version=7,
+        )
+        task.record("submitted", by="someone")
+        task.record("classified", phase="review")
+        _check_all_set(task)
+        written = task.copy()
+        assert (await store.insert_task(task))[1]
+        got = await store.get_task("task-1")
+        assert got is not None
+        # updated_at is the store's to set.
+        wrong = _differences(got, written, besides=["updated_at"])
+        assert not wrong, (
+            "get_task after insert_task gave back a task that differs in "
+            + "; ".join(wrong)
+            + ". "
+            + _KEEP_EVERY_FIELD
+        )
+
+    @_with_store
+    async def test_every_field_of_an_updated_task_reads_back(self, store: Any) -> None:
+        """update_task keeps every Task field a write may change, each set here to a
+        value unlike its default and unlike the inserted one: a worker's write stores
+        attempts, error, artifacts, reply and the rest, as written."""
+        await store.insert_task(_task(1))
+        inserted = await store.get_task("task-1")
+        [task] = await store.claim("w", 1, 30)
+        now = datetime.now(timezone.utc)
+        task.data = {"n": 2, "list": [None, True, 1.5]}
+        task.classification = "publish"
+        task.assigned_to = TaskType.FUNCTIONAL
+        task.status = TaskStatus.WAITING_IO
+        task.context = {"step": 3, "seen": ["a", "b"]}
+        task.artifacts = [
+            Artifact(
+                name="out/data.json",
+                size=17,
+                sha256="ab" * 32,
+                media_type="application/json",
+                phase="p",
+                path="/var/lib/wfe/artifacts/task-1/out/data.json",
+                created_at=now - timedelta(seconds=30),
+            )
+        ]
+        task.output = ["result", 2]
+        task.outputs = {"p": ["result", 2]}
+        task.error = "TimeoutError: the service did not answer"
+        task.traceback = "Traceback (most recent call last):\nTimeoutError"
+        task.attempts = 3
+        task.record("attempt_failed", phase="p", attempt=3)
+        task.next_classification = "archive"
+        task.waiting_reason = "the upload to finish"
+        task.deadline = now + timedelta(hours=5)
+        task.reply = {"uploaded": True}
+        task.resume_in_phase = True
+        task.run_after = now + timedelta(hours=1)
+        _check_all_set(task)
+        written = task.copy()
+        assert await store.update_task(task)
+        got = await store.get_task("task-1")
+        assert got is not None
+        wrong = _differences(got, written, besides=["updated_at", "version"])
+        assert not wrong, (
+            "get_task after update_task gave back a task that differs in "
+            + "; ".join(wrong)
+            + ". "
+            + _KEEP_EVERY_FIELD
+        )
+        assert got.version == written.version + 1
+        assert got.created_at == inserted.created_at
 
     @_with_store
     async def test_inserting_an_existing_id_returns_the_stored_task(self, store: Any) -> None:
@@ -236,6 +530,121 @@ class StoreContract:
         assert abs((first - later).total_seconds()) < 1
 
     @_with_store
+    async def test_claim_takes_the_task_ready_longest_whatever_its_id(self, store: Any) -> None:
+        """claim takes the tasks that have been runnable longest: a waiting task since
+        its deadline, a pending one since its run_after, or without one since it was
+        inserted or last written back pending (a released task queues behind those
+        already waiting); never by id, which need not sort by age."""
+        now = datetime.now(timezone.utc)
+        await store.insert_task(_task(9))
+        [waiting] = await store.claim("w", 1, 30)
+        waiting.status = TaskStatus.WAITING_HUMAN
+        waiting.deadline = now - timedelta(hours=2)
+        assert await store.update_task(waiting)
+        await store.insert_task(_task(10, run_after=now - timedelta(hours=1)))
+        await store.insert_task(Task(id="b", workflow_name="w", classification="p"))
+        await store.insert_task(Task(id="a", workflow_name="w", classification="p"))
+        # One at a time: the order within one claim's list is not part of the rule.
+        claimed = [(await store.claim("w", 1, 30))[0] for _ in range(3)]
+        released = claimed[-1]  # b, given back: now behind a
+        released.status = TaskStatus.PENDING
+        assert await store.update_task(released)
+        claimed += [(await store.claim("w", 1, 30))[0] for _ in range(2)]
+        order = [t.id for t in claimed]
+        assert order == ["task-9", "task-10", "b", "a", "b"], (
+            f"claim took the tasks in the order {order}, not by how long each has been "
+            "runnable: task-9 since its deadline 2 h ago, task-10 since its run_after 1 h "
+            "ago, then b and a as they were inserted, then b again, written back pending "
+            "after a was inserted. Order claims by that time (ties in insertion order), "
+            "not by id or created_at"
+        )
+
+    @_with_store
+    async def test_a_run_after_written_by_update_delays_the_task(self, store: Any) -> None:
+        """A task written back PENDING with run_after in the future (a retry's backoff)
+        is not claimed until then, and counts as delayed; one whose run_after is moved
+        into the past is claimed at once."""
+        await store.insert_task(_task(1))
+        [task] = await store.claim("w", 1, 30)
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        task.status, task.run_after = TaskStatus.PENDING, later
+        assert await store.update_task(task)
+        claimed = await store.claim("w", 5, 30)
+        assert claimed == [], (
+            "a task written back PENDING by update_task with run_after an hour from now "
+            "was claimed at once: claim must go by the run_after of the task's last "
+            "write, not only of its insert (a retry's backoff is set by update_task)"
+        )
+        count, first = await store.count_delayed()
+        assert count == 1, "count_delayed does not count a task delayed by update_task"
+        assert first is not None and abs((first - later).total_seconds()) < 1
+        assert await store.has_active_tasks(), (
+            "has_active_tasks() is False while a PENDING task waits for its run_after: a "
+            "delayed task is still active, or run_until_idle returns before running it"
+        )
+        task.run_after = datetime.now(timezone.utc) - timedelta(seconds=1)
+        assert await store.update_task(task)
+        assert [t.id for t in await store.claim("w", 5, 30)] == ["task-1"], (
+            "a task whose run_after update_task moved into the past is not claimed"
+        )
+
+    @_with_store
+    async def test_a_delayed_task_is_still_active(self, store: Any) -> None:
+        """has_active_tasks counts a PENDING task whose run_after is in the future:
+        run_until_idle and ``wfe worker --until-idle`` wait for it."""
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        await store.insert_task(_task(1, run_after=later))
+        assert await store.has_active_tasks(), (
+            "has_active_tasks() is False while a PENDING task waits for its run_after: "
+            "a delayed task is still active, or run_until_idle returns before running it"
+        )
+        assert await store.has_active_tasks(workflows=["w"])
+        assert not await store.has_active_tasks(workflows=["other"])
+
+    @_with_store
+    async def test_an_owner_renews_its_expired_lease_nobody_took(self, store: Any) -> None:
+        """renew extends a lease the owner still holds even after it expired, as long
+        as nobody has claimed the task since; the renewed task is nobody else's."""
+        await store.insert_task(_task(1))
+        assert len(await store.claim("slow-worker", 1, 0)) == 1  # expired at once
+        assert await store.renew("slow-worker", ["task-1"], 30) == {"task-1"}, (
+            "renew refused a lease that had expired although nobody had taken the task "
+            "over: the owner still holds it until another claim takes the task (or a "
+            "write releases it), and refusing makes a slow worker give up its phase"
+        )
+        assert await store.claim("other", 1, 30) == [], "a renewed lease was claimed"
+
+    @_with_store
+    async def test_writes_at_one_version_at_once_let_one_win(self, store: Any) -> None:
+        """update_task calls made at once (asyncio.gather) over one read version: for
+        each task exactly one succeeds, as a worker finishing a phase and a cancel do;
+        the version check and the write are one atomic step."""
+        ids = [f"task-{n}" for n in range(10)]
+        await store.insert_tasks([_task(n) for n in range(10)])
+        claimed = {t.id: t.version for t in await store.claim("w", 10, 30)}
+        writes = []
+        for task_id in ids:
+            finish, cancel = await store.get_task(task_id), await store.get_task(task_id)
+            finish.status, finish.output = TaskStatus.COMPLETED, "done"
+            cancel.status = TaskStatus.CANCELLED
+            writes += [finish, cancel]
+        results = await asyncio.gather(*(store.update_task(t) for t in writes))
+        both = [i for n, i in enumerate(ids) if results[2 * n] and results[2 * n + 1]]
+        assert not both, (
+            f"update_task returned True for both of two writes at one version of {both}: "
+            "one was lost (a cancel, or a result) while both callers believe they won. "
+            "Compare the version and write in one atomic step (one transaction, or under "
+            "one lock held across both), never check, then await, then write"
+        )
+        assert all(results[2 * n] or results[2 * n + 1] for n in range(len(ids))), (
+            "neither of two writes at one version succeeded"
+        )
+        for n, task_id in enumerate(ids):
+            stored = await store.get_task(task_id)
+            winner = TaskStatus.COMPLETED if results[2 * n] else TaskStatus.CANCELLED
+            assert (stored.status, stored.version) == (winner, claimed[task_id] + 1)
+
+    @_with_store
     async def test_a_finished_write_releases_the_lease(self, store: Any) -> None:
         """update_task frees the lease unless keep_lease; a released pending task is
         claimable again at once."""
@@ -267,6 +676,14 @@ class StoreContract:
         [event] = [e for e in taken.history if e["event"] == "taken_over"]
         assert event["previous_worker"] == "dead-worker"
         assert event["worker"] == "next-worker"
+        stored = await store.get_task("task-1")
+        assert [e for e in stored.history if e["event"] == "taken_over"] == [event], (
+            "claim added the taken_over event to the task it returned but did not store "
+            "it: the event must be written with the claim itself, since a worker killed "
+            "before its first write never stores it, and the engine fails a task whose "
+            "workers keep dying by counting the stored events (max_takeovers)"
+        )
+        assert stored.version == taken.version, "claim returned another version than it stored"
         # The old owner can neither renew nor write any more.
         assert await store.renew("dead-worker", ["task-1"], 30) == set()
         task.output = "late"
@@ -285,6 +702,11 @@ class StoreContract:
             [e["previous_worker"] for e in t.history if e["event"] == "taken_over"] == ["dead"]
             for t in taken
         )
+        for task in taken:
+            stored = await store.get_task(task.id)
+            assert [e["worker"] for e in stored.history if e["event"] == "taken_over"] == [
+                "alive"
+            ], "the taken_over event the claim returned is not stored with the claim"
         assert await store.lease_owners() == ["alive"]
 
     @_with_store
@@ -309,6 +731,18 @@ class StoreContract:
         [due] = await store.claim("w", 5, 30)
         assert due.id == "task-3"
         assert due.status is TaskStatus.WAITING_HUMAN
+        before = claimed["task-3"]
+        assert due.version > before.version, (
+            "claiming a waiting task did not bump its version: every claim does, so that "
+            "a write by whoever read the task before (a person's answer) cannot cross "
+            "the claimer's (its timeout)"
+        )
+        assert await store.update_task(before) is False
+        assert await store.claim("other", 5, 30) == [], (
+            "a waiting task claimed after its deadline was claimed again at once: it is "
+            "leased to its claimer like any claimed task, until the lease expires or a "
+            "write (the engine's timeout) releases it"
+        )
 
     @_with_store
     async def test_workers_of_some_workflows_see_only_those(self, store: Any) -> None:
@@ -355,6 +789,21 @@ class StoreContract:
             "b": {TaskStatus.PENDING: 2},
         }
         assert await store.count_all_by_phase() == {"a": {"p": 2}, "b": {"p": 2}}
+
+    @_with_store
+    async def test_lists_go_by_insertion_whatever_the_ids(self, store: Any) -> None:
+        """list_tasks orders by creation (insertion), never by id: ids need not sort by
+        age (task-9 before task-10, or random ones)."""
+        ids = ["task-9", "task-10", "b", "a"]
+        for task_id in ids:
+            await store.insert_task(Task(id=task_id, workflow_name="w", classification="p"))
+        oldest_first = [t.id for t in await store.list_tasks(oldest_first=True)]
+        assert oldest_first == ids, (
+            f"list_tasks(oldest_first=True) gave {oldest_first} for tasks inserted as {ids}: "
+            "order by when tasks were inserted, not by id"
+        )
+        assert [t.id for t in await store.list_tasks()] == ids[::-1]
+        assert [t.id for t in await store.list_tasks(limit=2, offset=1)] == ["b", "task-10"]
 
     # -- workflows -------------------------------------------------------------------
 
@@ -415,6 +864,309 @@ class StoreContract:
         # An acknowledgement of the earlier finish does not cover the later one.
         await store.outbox_ack("results", ["task-1"], versions=[task.version - 3])
         assert [t.id for t in await store.outbox_pending("results")] == ["task-1"]
+
+    @_with_store
+    async def test_the_outbox_gives_tasks_finished_now_in_finish_order(self, store: Any) -> None:
+        """outbox_pending lists, in the order they finished, the tasks whose status is
+        finished now: one retried since waits, without filling a page, until it finishes
+        again, then comes back once, as stored then."""
+        await store.outbox_register("results")
+        await store.insert_tasks([Task(id=i, workflow_name="w") for i in ("t9", "t10", "b")])
+        running = {t.id: t for t in await store.claim("w", 3, 30)}
+        for task_id, status in [
+            ("b", TaskStatus.COMPLETED),
+            ("t9", TaskStatus.FAILED),
+            ("t10", TaskStatus.CANCELLED),
+        ]:
+            running[task_id].status = status
+            assert await store.update_task(running[task_id])
+        order = [t.id for t in await store.outbox_pending("results")]
+        assert order == ["b", "t9", "t10"], (
+            f"outbox_pending gave {order} for tasks that finished as b, t9, t10: give them "
+            "in the order they finished"
+        )
+        assert [t.id for t in await store.outbox_pending("results", limit=2)] == ["b", "t9"]
+        for task_id in ("b", "t9"):  # retried before their results went out
+            retried = await store.get_task(task_id)
+            retried.status = TaskStatus.PENDING
+            assert await store.update_task(retried)
+        page = [(t.id, t.status.value) for t in await store.outbox_pending("results", limit=1)]
+        assert page == [("t10", "cancelled")], (
+            f"outbox_pending(limit=1) gave {page}: leave out the tasks that are not "
+            "finished now (retried since they finished), or they fill the page and a "
+            "consumer that publishes only finished tasks never reaches t10"
+        )
+        again = {t.id: t for t in await store.claim("w", 2, 30)}["b"]
+        again.status = TaskStatus.COMPLETED
+        assert await store.update_task(again)
+        pending = await store.outbox_pending("results")
+        assert sorted(t.id for t in pending) == ["b", "t10"], (
+            f"after b, retried, finished again, outbox_pending gave {[t.id for t in pending]}: "
+            "a task finished twice before it was acknowledged comes back once, for its "
+            "latest finish"
+        )
+        [b] = [t for t in pending if t.id == "b"]
+        assert (b.status, b.version) == (TaskStatus.COMPLETED, again.version)
+
+    @_with_store
+    async def test_a_finish_is_recorded_once(self, store: Any) -> None:
+        """Only a write that makes a task finished adds it to the outbox: writing a task
+        that was finished already (an artifact added to a completed task) adds nothing,
+        and an acknowledgement of its finish covers such later writes."""
+        await store.outbox_register("results")
+        await store.insert_tasks([_task(1), _task(2)])
+        running = {t.id: t for t in await store.claim("w", 2, 30)}
+        for task in running.values():
+            task.status, task.output = TaskStatus.COMPLETED, "done"
+            assert await store.update_task(task)
+        published = {t.id: t.version for t in await store.outbox_pending("results")}
+        assert sorted(published) == ["task-1", "task-2"]
+        await store.outbox_ack("results", ["task-1"], versions=[published["task-1"]])
+        for task in running.values():  # an artifact added to each, still COMPLETED
+            task.artifacts = [
+                Artifact(name="note.txt", size=1, sha256="0" * 64, media_type="text/plain")
+            ]
+            assert await store.update_task(task)
+        pending = [t.id for t in await store.outbox_pending("results")]
+        assert pending == ["task-2"], (
+            f"outbox_pending gave {pending} after a write of two tasks that were COMPLETED "
+            "already (task-1's finish acknowledged, task-2's not): add outbox rows only "
+            "when a task newly reaches a finished status, or its result is published twice"
+        )
+        await store.outbox_ack("results", ["task-2"], versions=[published["task-2"]])
+        assert await store.outbox_pending("results") == [], (
+            "acknowledging task-2 at the version outbox_pending gave did not remove it: a "
+            "write after its finish that did not finish it again must not change which "
+            "finish its outbox row stands for"
+        )
+
+    @_with_store
+    async def test_purging_keeps_results_not_yet_published(self, store: Any) -> None:
+        """delete_finished and count_finished leave out the tasks an outbox consumer has
+        not acknowledged yet, and those of other statuses or changed later."""
+        can_delete = type(store).delete_finished is not Store.delete_finished
+        can_count = type(store).count_finished is not Store.count_finished
+        if not (can_delete or can_count):
+            pytest.skip("the store keeps Store's delete_finished and count_finished (no purge)")
+        await store.insert_task(_task(0))
+        [early] = await store.claim("w", 1, 30)
+        early.status = TaskStatus.COMPLETED  # before any consumer registered
+        assert await store.update_task(early)
+        await store.outbox_register("results")
+        await store.insert_tasks([_task(1), _task(2), _task(3)])
+        running = {t.id: t for t in await store.claim("w", 3, 30)}
+        for task_id, status in [
+            ("task-1", TaskStatus.COMPLETED),
+            ("task-2", TaskStatus.COMPLETED),
+            ("task-3", TaskStatus.FAILED),
+        ]:
+            running[task_id].status = status
+            assert await store.update_task(running[task_id])
+        await store.outbox_ack("results", ["task-1"], versions=[running["task-1"].version])
+        later, long_ago = time.time() + 60, time.time() - 3600
+        completed = [TaskStatus.COMPLETED]
+        keep = (
+            "a purge keeps each task whose result an outbox consumer has not acknowledged "
+            "(task-2: its result would never be published), and those of other statuses "
+            "(task-3) or changed after `before`"
+        )
+        if can_count:
+            assert await store.count_finished(long_ago, completed) == 0, keep
+            count = await store.count_finished(later, completed)
+            assert count == 2, f"count_finished gave {count}, not 2 (task-0, task-1): {keep}"
+        if can_delete:
+            assert await store.delete_finished(long_ago, completed) == [], keep
+            deleted = sorted(await store.delete_finished(later, completed))
+            assert deleted == ["task-0", "task-1"], f"delete_finished deleted {deleted}: {keep}"
+            assert await store.get_task("task-1") is None, (
+                "get_task still finds a task delete_finished deleted"
+            )
+            assert (await store.get_task("task-2")) is not None
+            assert (await store.get_task("task-3")) is not None
+            await store.outbox_ack("results", ["task-2"], versions=[running["task-2"].version])
+            assert await store.delete_finished(later, completed) == ["task-2"]
+
+    # -- several openers, threads and event loops ----------------------------------------
+
+    @_with_two_stores
+    async def test_a_second_opener_sees_the_first_ones_writes(
+        self, first: Any, second: Any
+    ) -> None:
+        """Two stores open on one URL at once (``wfe submit`` beside a running ``wfe
+        worker``) see each other's inserts, claims, writes, workflows and consumers as
+        soon as they are made: reads go to the shared store, not to a copy of it."""
+        assert first.artifacts_dir == second.artifacts_dir, (
+            f"two stores opened on one URL keep artifacts in different folders "
+            f"({first.artifacts_dir}, {second.artifacts_dir}): derive it from the URL"
+        )
+        await first.save_workflow(WorkflowSpec("flow", [Phase("a")]))
+        await first.outbox_register("results")
+        await first.insert_task(_task(1, workflow_name="flow"))
+        seen = await second.get_task("task-1")
+        assert seen is not None, (
+            "a task inserted through one store was not found by get_task on a second "
+            "store opened on the same URL before the insert: every read must see what "
+            "other openers (other processes) wrote by then; a store that reads from a copy "
+            "taken at open() never sees the tasks `wfe submit` stores. (For a store two "
+            "openers never share, like memory://, set shared = False on the test class.)"
+        )
+        listed = [t.id for t in await second.list_tasks()]
+        assert listed == ["task-1"], f"the second store lists {listed}, not the first one's task"
+        assert await second.load_workflow("flow") == WorkflowSpec("flow", [Phase("a")]), (
+            "the second store does not load a workflow the first one saved"
+        )
+        before_claim = await first.get_task("task-1")
+        claimed = await second.claim("w", 5, 30)
+        assert [t.id for t in claimed] == ["task-1"], (
+            "the second store cannot claim a task the first one inserted"
+        )
+        [task] = claimed
+        on_first = await first.get_task("task-1")
+        assert (on_first.status, on_first.version) == (TaskStatus.IN_PROGRESS, task.version), (
+            "the first store does not see the second one's claim"
+        )
+        before_claim.output = "late"
+        assert await first.update_task(before_claim) is False, (
+            "a write through the first store at the version it read before the second "
+            "store's claim succeeded: the compare-and-set must hold across openers"
+        )
+        task.status, task.output = TaskStatus.COMPLETED, "done"
+        assert await second.update_task(task)
+        done = await first.get_task("task-1")
+        assert (done.status, done.output) == (TaskStatus.COMPLETED, "done"), (
+            "the first store does not see the second one's write"
+        )
+        assert [t.id for t in await first.outbox_pending("results")] == ["task-1"], (
+            "a task finished through the second store has no outbox row for the consumer "
+            "registered through the first: a finishing write records it for every "
+            "consumer registered by then, by any opener"
+        )
+
+    def test_two_openers_claiming_at_once_never_share_a_task(self, store_url: str) -> None:
+        """Two stores opened on one URL (two processes; here two threads, each with an
+        event loop and a store of its own) claiming at once never both get one task:
+        picking and leasing tasks is one atomic step for everyone sharing the store."""
+        self._skip_unless_shared()
+        ids = [f"task-{n}" for n in range(60)]
+        self._on_store(store_url, lambda store: store.insert_tasks([_task(n) for n in range(60)]))
+
+        async def claim_all(store: Any, n: int, ready: _Ready) -> list[str]:
+            await ready()
+            got: list[str] = []
+            while batch := await store.claim(f"worker-{n}", 2, 30):
+                got += [t.id for t in batch]
+            return got
+
+        first, second = self._two_openers(store_url, claim_all)
+        twice = sorted(set(first) & set(second), key=ids.index)
+        assert not twice, (
+            f"{len(twice)} tasks were claimed by both stores at once ({', '.join(twice[:5])}"
+            f"{', ...' if len(twice) > 5 else ''}): claim must choose and lease its tasks in "
+            "one atomic step that holds across processes (a transaction, or a lock shared "
+            "by every opener of the URL, such as flock on a file; a lock of one store "
+            "object does not reach another)"
+        )
+        assert sorted(first + second, key=ids.index) == ids, (
+            "claims at once returned a task twice to one store, or left tasks unclaimed"
+        )
+
+    def test_two_openers_writing_at_one_version_let_one_win(self, store_url: str) -> None:
+        """Two stores opened on one URL (two processes; here two threads) write the
+        same tasks at once, each at the version it read: for each task exactly one
+        write succeeds, the compare-and-set holding across processes."""
+        self._skip_unless_shared()
+        ids = [f"task-{n}" for n in range(20)]
+
+        async def prepare(store: Any) -> dict[str, int]:
+            await store.insert_tasks([_task(n) for n in range(20)])
+            return {t.id: t.version for t in await store.claim("worker", 20, 30)}
+
+        claimed = self._on_store(store_url, prepare)
+
+        async def write_all(store: Any, n: int, ready: _Ready) -> list[bool]:
+            tasks = [await store.get_task(task_id) for task_id in ids]
+            for task in tasks:
+                task.status = TaskStatus.COMPLETED if n == 0 else TaskStatus.CANCELLED
+            await ready()
+            return list(await asyncio.gather(*(store.update_task(t) for t in tasks)))
+
+        finished, cancelled = self._two_openers(store_url, write_all)
+        both = [i for i, a, b in zip(ids, finished, cancelled, strict=True) if a and b]
+        assert not both, (
+            f"update_task returned True on both stores for {len(both)} tasks written at one "
+            f"version ({', '.join(both[:5])}): one write was lost while both callers believe "
+            "they won. Compare the version and write in one atomic step that holds across "
+            "processes (one transaction, or a lock shared by every opener held across both)"
+        )
+
+        async def check(store: Any) -> None:
+            for task_id, won in zip(ids, finished, strict=True):
+                stored = await store.get_task(task_id)
+                winner = TaskStatus.COMPLETED if won else TaskStatus.CANCELLED
+                assert (stored.status, stored.version) == (winner, claimed[task_id] + 1), (
+                    f"{task_id}: neither write at its version succeeded, or the stored task "
+                    "is not the one the successful write wrote"
+                )
+
+        self._on_store(store_url, check)
+
+    @_with_store
+    async def test_one_store_serves_several_event_loops_at_once(self, store: Any) -> None:
+        """One opened store takes calls from several event loops in several threads at
+        once (an engine serving a web app's request threads beside its worker's loop),
+        and its claims stay atomic across them."""
+        if not self.threadsafe:
+            pytest.skip("the store is meant for one thread (threadsafe = False)")
+        ids = [f"task-{n}" for n in range(30)]
+        await store.insert_tasks([_task(n) for n in range(30)])
+
+        async def work(n: int, ready: _Ready) -> list[str]:
+            await ready()
+            assert (await store.insert_task(_task(100 + n)))[1]
+            got: list[str] = []
+            while batch := await store.claim(f"loop-{n}", 2, 30):
+                for task in batch:
+                    task.status = TaskStatus.COMPLETED
+                    assert await store.update_task(task)
+                got += [t.id for t in batch]
+            return got
+
+        # The loop that opened the store works too, beside two loops of two threads.
+        barrier = threading.Barrier(3)
+
+        async def in_this_loop() -> list[str]:
+            try:
+                return await work(2, functools.partial(_meet, barrier, self.timeout))
+            except BaseException:
+                barrier.abort()
+                raise
+
+        others = _start_in_threads(2, self.timeout, work, barrier)
+        try:
+            here, first, second = await asyncio.gather(
+                in_this_loop(), *(asyncio.wrap_future(f) for f in others)
+            )
+        except (AssertionError, threading.BrokenBarrierError):
+            raise
+        except Exception as exc:
+            pytest.fail(
+                "a store call failed while three event loops in three threads used the "
+                f"store at once: {type(exc).__name__}: {exc}. The engine calls its one store "
+                "from several loops and threads at once: keep no asyncio object (a lock, a "
+                "queue, the loop) made in open() for later calls, guard shared state with "
+                "threading locks, and give each caller its result in its own loop. (For a "
+                "store meant for one thread, like memory://, set threadsafe = False on the "
+                "test class.)",
+                pytrace=False,
+            )
+        claims = first + second + here
+        twice = sorted({i for i in claims if claims.count(i) > 1})
+        assert not twice, (
+            f"tasks claimed twice by claims from several event loops at once: {twice[:5]}"
+        )
+        expected = ids + [f"task-{n}" for n in (100, 101, 102)]
+        assert sorted(claims) == sorted(expected), "some tasks were never claimed"
+        assert await store.count_tasks() == {TaskStatus.COMPLETED: len(expected)}
 
     # -- across a restart --------------------------------------------------------------
 

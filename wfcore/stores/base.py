@@ -11,33 +11,65 @@ from typing import ClassVar
 from ..errors import StoreError
 from ..model import Task, TaskStatus, WorkflowSpec
 
-__all__ = ["UNREADABLE_ERROR", "Store", "record_takeover", "unreadable"]
+__all__ = ["UNREADABLE_ERROR", "Store", "record_takeover", "unreadable", "unreadable_stand_in"]
 
 
 class Store(abc.ABC):
     """Where tasks, workflows and the results outbox live.
 
-    A store is opened once per engine (``await store.open()``) inside the event
-    loop that uses it. Every method that changes a task is a compare-and-set on
+    **Event loops and threads.** The ``wfe_open_store`` hook returns the store
+    unopened; the engine awaits ``open()`` once, then calls the store from any
+    event loop in any thread, at the same time: its worker's loop, and the loops of
+    a web app's request threads that submit or resume tasks. So a store keeps no
+    asyncio object made in ``open()`` (a lock, a queue, the loop) for later calls:
+    it guards its state with ``threading`` locks and does blocking work in threads
+    (``asyncio.to_thread``), or in a thread of its own that hands each caller its
+    result in the caller's loop (``loop.call_soon_threadsafe``), as the SQLite store
+    does. Only a store meant for one thread (``memory://``) may do without.
+
+    **Several processes.** Several processes open one URL at once (``wfe submit``
+    beside a running ``wfe worker``, workers side by side). Each read sees what any
+    of them wrote by then: reads go to the shared storage, never to a copy taken
+    at ``open()``. And every compare-and-set and every claim is atomic across them:
+    one transaction, or a lock that every opener shares (``flock`` on a file),
+    never a lock of one store object alone.
+
+    **Versions.** Every method that changes a task is a compare-and-set on
     ``task.version``: it succeeds only if the stored version is the one the caller
-    read, then increments both. This is how a cancelled or taken-over task's late
-    writes are dropped. A task is stored at the version it is inserted with.
+    read, then increments both. Comparing and writing are one atomic step (never
+    check, ``await``, then write): of two writes at one version, exactly one
+    succeeds. This is how a cancelled or taken-over task's late writes are
+    dropped. A task is stored at the version it is inserted with.
 
-    Tasks go in and come out as copies: a Task object the caller keeps changing
-    (a running handler's) never changes what is stored, nor does changing one
-    read back. Where several processes share a store (``wfe submit`` beside a
-    running ``wfe worker``), each must see the others' writes, and the
-    compare-and-set must hold across them.
+    **Tasks.** Tasks go in and come out as copies: a Task object the caller keeps
+    changing (a running handler's) never changes what is stored, nor does changing
+    one read back. Every field is kept as written, ``attempts``, ``error``,
+    ``artifacts`` and ``reply`` included. A store that keeps a task as one JSON
+    document writes ``wfcore.wire.task_to_dict(task, internal=True)`` and reads it
+    with ``wfcore.wire.task_from_dict``; without ``internal=True`` the version is
+    left out, as it is from the wire format. (``wire.task_body`` gives the fields
+    other than status, version, history and times, for a store that keeps those
+    in columns of their own, as SQLite does.) Workflows: ``wire.workflow_to_dict``
+    and ``workflow_from_dict``.
 
-    Leases: ``claim`` hands runnable tasks to one owner until its lease expires;
-    the owner renews while it works. Leases (owner, expiry) are the store's own
-    record, not fields of the Task. A task is runnable when it is PENDING and its
-    ``run_after`` has passed, or IN_PROGRESS with an expired lease (its worker
-    died), or WAITING_* with a passed ``deadline``. Claiming bumps the version (a
-    write by anyone who read the task before is refused) and returns the tasks
-    with their stored status unchanged apart from PENDING becoming IN_PROGRESS;
-    one whose previous lease was still on record (its worker died or lost it)
-    gets a ``taken_over`` event (see :func:`record_takeover`).
+    **Leases.** ``claim`` hands runnable tasks to one owner until its lease
+    expires; the owner renews while it works. Leases (owner, expiry) are the
+    store's own record, not fields of the Task. A task is runnable when it is
+    PENDING and its ``run_after`` has passed (or it has none), or IN_PROGRESS with
+    an expired lease (its worker died) or none, or WAITING_* with a passed
+    ``deadline``. Claiming bumps the version (a write by anyone who read the task
+    before is refused) and returns the tasks with their stored status unchanged
+    apart from PENDING becoming IN_PROGRESS; one whose previous lease was still on
+    record (its worker died or lost it) gets a ``taken_over`` event (see
+    :func:`record_takeover`), stored with the claim.
+
+    **A row that cannot be read** (edited by hand, written by a broken tool) must
+    not make every listing fail: ``get_task``, ``list_tasks`` and
+    ``outbox_pending`` return the stand-in :func:`unreadable_stand_in` builds for
+    it. ``claim`` never hands it out (it skips the row, or marks it failed for good
+    in place, keeping its stored text), and ``update_task`` returns False for a row
+    whose version it cannot read. The engine, which tells a stand-in by
+    :func:`unreadable`, never writes one back.
 
     :class:`wfcore.testing.StoreContract` checks all of this: a store plugin's
     test suite inherits it.
@@ -49,15 +81,22 @@ class Store(abc.ABC):
     #: ``memory://``. Whoever acknowledges work upstream once its task is stored
     #: (wfe_kafka commits a message's offset) needs a durable store.
     durable: ClassVar[bool] = True
-    #: The folder under which artifact files live (one sub-folder per task).
+    #: The folder under which the engine keeps artifact files, one sub-folder per
+    #: task. Set it in ``__init__`` or by the end of ``open()`` (the engine reads
+    #: it only once the store is open), to an absolute path that every process
+    #: opening the URL finds alike: derived from the URL, or recorded in the store.
+    #: The engine makes the folder and its sub-folders as it writes files (a store
+    #: may make it when it opens), and removes a purged task's sub-folder.
     artifacts_dir: Path
 
     @abc.abstractmethod
     async def open(self) -> None:
         """Open (creating if needed) the store; refuse one that is not ours or newer.
 
-        Raise :class:`~wfcore.StoreError` with a message naming the URL and the
-        problem: the ``wfe`` commands print it as their one-line error.
+        Called once, before any other method; :attr:`artifacts_dir` is set by the
+        time it returns. Raise :class:`~wfcore.StoreError` with a message naming
+        the URL and the problem: the ``wfe`` commands print it as their one-line
+        error.
         """
 
     @abc.abstractmethod
@@ -104,7 +143,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def insert_task(self, task: Task) -> tuple[Task, bool]:
-        """Store a new task; if its id exists, return the stored one instead.
+        """Store a new task, at its version and with every field as given; if its
+        id exists, return the stored one instead.
 
         Returns ``(task, created)``.
         """
@@ -120,7 +160,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_task(self, task_id: str) -> Task | None:
-        """The stored task, or None."""
+        """The task as stored now, or None.
+
+        Read from the shared storage, so that it shows what other processes wrote
+        (see the class docstring); a row that cannot be read comes back as a
+        stand-in (:func:`unreadable_stand_in`).
+        """
 
     @abc.abstractmethod
     async def list_tasks(
@@ -131,7 +176,8 @@ class Store(abc.ABC):
         offset: int = 0,
         oldest_first: bool = False,
     ) -> list[Task]:
-        """Tasks, newest first (by creation) unless ``oldest_first``."""
+        """Tasks, newest first (by insertion) unless ``oldest_first``; never in the
+        order of their ids, which need not sort by age."""
 
     @abc.abstractmethod
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
@@ -182,11 +228,20 @@ class Store(abc.ABC):
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         """Write the task if its stored version is ``task.version``; bump the version.
 
-        Set ``task.updated_at`` to now (the engine does not): ``wfe tasks`` shows it
-        and purging goes by it. The lease is released unless ``keep_lease``. When
-        the task newly reaches a finished status, an outbox row is added for each
-        registered consumer in the same transaction. Returns False (writing nothing) on a version
-        mismatch or an unknown task.
+        Every field but ``created_at`` (which the engine never changes, and a store
+        may keep as inserted) is written as given. Comparing the version and
+        writing are one atomic step, across processes. Set ``task.updated_at`` to
+        now (the engine does not): ``wfe tasks`` shows it and purging goes by it.
+        The lease is released unless ``keep_lease``. A PENDING task's ``run_after``
+        (a retry's backoff) delays it from this write on, as it does at insert.
+
+        When the write makes the task finished (its stored status was not), an
+        outbox row is added for each consumer registered by then, by any process,
+        in the same transaction. A write of a task finished already (an artifact
+        added to a completed task) adds none, and leaves a row not yet acknowledged
+        standing for the finish it recorded: else the result is published twice.
+
+        Returns False (writing nothing) on a version mismatch or an unknown task.
         """
 
     @abc.abstractmethod
@@ -198,17 +253,45 @@ class Store(abc.ABC):
         *,
         workflows: Sequence[str] | None = None,
     ) -> list[Task]:
-        """Lease to ``owner`` up to ``limit`` runnable tasks: those ready longest.
+        """Lease to ``owner`` up to ``limit`` runnable tasks, those ready longest,
+        and return them.
+
+        When a task became ready, by its status:
+
+        - PENDING: at its ``run_after`` if it has one (given at insert, or by
+          :meth:`update_task`: a retry's backoff); else when it was inserted (its
+          ``created_at``) or last written back by :meth:`update_task`, so a task
+          given back queues behind those already waiting;
+        - IN_PROGRESS: when its lease expired or ``release_dead_leases`` freed it
+          (or when a write left it without a lease);
+        - WAITING_*: at its ``deadline`` (with none, it never becomes ready).
+
+        Tasks ready at the same moment go in insertion order; never by id, which
+        need not sort by age. The order of the returned list is free.
+
+        Choosing and leasing are one atomic step across processes: two claims at
+        once never both get a task. Every claimed task, a WAITING one too, is
+        leased to ``owner`` for ``lease_seconds`` (nobody else claims it until the
+        lease expires or a write releases it) and its version is bumped. A task
+        still leased to another owner (expired, or freed by ``release_dead_leases``)
+        gets the event :func:`record_takeover` adds, stored in the same write as
+        the claim: a worker killed before its first write never stores one, and the
+        engine fails a task whose workers keep dying by counting the stored events.
+        A claim need not change ``updated_at`` (the built-in stores leave it as the
+        last write set it).
 
         With ``workflows``, only tasks of those workflows (a worker that runs only
-        some). A task still leased to another owner (expired, or freed by
-        ``release_dead_leases``) gets the event :func:`record_takeover` adds, stored
-        with the claim.
+        some).
         """
 
     @abc.abstractmethod
     async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
-        """Extend the owner's leases; return the ids it still holds."""
+        """Extend the owner's leases; return the ids it still holds.
+
+        An owner holds its lease until another claim takes the task over or a
+        write releases it, also after the lease has expired: renewing then still
+        succeeds, and a slow worker keeps a phase nobody took from it.
+        """
 
     @abc.abstractmethod
     async def release_dead_leases(self, owners: Sequence[str]) -> int:
@@ -228,7 +311,8 @@ class Store(abc.ABC):
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         """True while any task (of ``workflows``, if given) is PENDING or IN_PROGRESS.
 
-        Waiting tasks don't count.
+        A PENDING task whose ``run_after`` is still to come counts: ``run_until_idle``
+        and ``wfe worker --until-idle`` wait for it. Waiting tasks don't count.
         """
 
     async def count_due(self, *, workflows: Sequence[str] | None = None) -> int:
@@ -306,7 +390,8 @@ class Store(abc.ABC):
         *,
         workflow_name: str | None = None,
     ) -> int:
-        """How many tasks :meth:`delete_finished` would delete, without a limit."""
+        """How many tasks :meth:`delete_finished` would delete, without a limit
+        (those an outbox consumer has not acknowledged are left out here too)."""
         raise StoreError(f"{type(self).__name__} cannot delete tasks")
 
     async def compact(self) -> tuple[int, int] | None:
@@ -322,11 +407,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def outbox_register(self, consumer: str) -> None:
-        """From now on, record every task that finishes for ``consumer``."""
+        """From now on, record every task that finishes for ``consumer``, through any
+        process (registering again changes nothing)."""
 
     @abc.abstractmethod
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
-        """Finished tasks recorded for ``consumer`` and not yet acknowledged."""
+        """The tasks recorded for ``consumer``, not yet acknowledged, whose status is
+        finished now: at most ``limit``, in the order they finished.
+
+        A task retried since it finished waits, left out, until it finishes again:
+        such tasks must not fill a page, or a consumer that publishes a page and
+        acknowledges it never reaches the finished tasks behind them. A task that
+        finishes again before its row is acknowledged keeps one row, which now
+        stands for the later finish: it comes back once, as stored now
+        (:meth:`outbox_ack` at the earlier version keeps it), at the place of either
+        finish in the order, as suits the store.
+        """
 
     @abc.abstractmethod
     async def outbox_ack(
@@ -372,3 +468,21 @@ def unreadable(task: Task) -> bool:
     say): a FAILED task whose error says why, written back by nobody, since that would
     overwrite what is left of the row."""
     return task.status is TaskStatus.FAILED and (task.error or "").startswith(UNREADABLE_ERROR)
+
+
+def unreadable_stand_in(task_id: str, reason: str, stored_text: str, *, version: int = 0) -> Task:
+    """The task a store returns for a row it cannot read, instead of failing.
+
+    A FAILED task whose error begins with :data:`UNREADABLE_ERROR` and gives
+    ``reason`` (say ``"ValueError: Expecting value: line 1 column 1"``), with the
+    row's stored text in ``context["unreadable_doc"]`` for whoever repairs it.
+    ``version``: the row's, where the store can still read it. :func:`unreadable`
+    tells it apart; see :class:`Store` for what a store and the engine do with it.
+    """
+    return Task(
+        id=task_id,
+        status=TaskStatus.FAILED,
+        error=f"{UNREADABLE_ERROR} ({reason}); its stored text is in context['unreadable_doc']",
+        context={"unreadable_doc": stored_text},
+        version=version,
+    )

@@ -743,9 +743,15 @@ class SQLiteStore(Store):
             sql, params = _UPDATE_RELEASING_LEASE, (*head, _ready_at(task, now), *tail)
 
         def write(conn: sqlite3.Connection) -> bool:
+            # Only the write that makes a task finished records it for the outbox:
+            # one of a task finished already (an artifact added to it) would publish
+            # its result again.
+            was = None
+            if finished:
+                was = conn.execute("SELECT status FROM tasks WHERE id = ?", (task.id,)).fetchone()
             if conn.execute(sql, params).rowcount != 1:
                 return False
-            if finished:
+            if was is not None and was[0] not in _FINISHED:
                 # The consumers are read in the same transaction, not remembered:
                 # one may have registered through another process since this opened.
                 # A row not yet acknowledged (an earlier finish, before a retry)
