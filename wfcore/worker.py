@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import signal
 import sys
 import time
 import traceback
@@ -30,6 +31,7 @@ from .command import remove_stale_workdirs
 from .errors import (
     AdapterError,
     ArtifactError,
+    CommandError,
     InvalidTaskError,
     StoreError,
     TaskStateError,
@@ -87,6 +89,8 @@ class Worker:
         self._running = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        # Set by stop(), unlike _wake never cleared: what a phase may wait for.
+        self._stop_asked: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the one serve() runs in
         self._failure: BaseException | None = None  # why stop() was asked to fail serve()
         self._serving: asyncio.Task[Any] | None = None
@@ -117,6 +121,8 @@ class Worker:
         if error is not None and self._running and self._failure is None:
             self._failure = error
         self._stopping = True
+        if self._stop_asked is not None:
+            self._stop_asked.set()
         self.poke()
         if now:
             for driver in list(self._active.values()):
@@ -181,6 +187,9 @@ class Worker:
             ended.set()
             raise
         self._wake = asyncio.Event()
+        self._stop_asked = asyncio.Event()
+        if self._stopping:  # a stop() while the store opened
+            self._stop_asked.set()
         self._serving = asyncio.current_task()
         keeper = asyncio.create_task(self._keep_leases(store))
         only = self._engine.only_workflows
@@ -231,6 +240,7 @@ class Worker:
             await asyncio.gather(keeper, sweeper, return_exceptions=True)
             self._running = False
             self._wake = None
+            self._stop_asked = None
             self._loop = None
             await self._engine._fire("wfe_engine_stopping", engine=self._engine)
             ended.set()
@@ -616,6 +626,19 @@ class Worker:
             self._store_failed.discard(task_id)
             self._checkpointing.pop(task_id, None)
         if failure is not None:
+            if await self._stopped_with_worker(failure):
+                if task_id in self._lost:
+                    raise _LeaseLost
+                task.id = task_id
+                logger.info(
+                    "task %s: phase %r: its command was stopped by %s as this worker "
+                    "stops; handing the task back",
+                    task_id,
+                    phase.target_classification,
+                    _signal_name(_killed_by(failure) or 0),
+                )
+                await self._hand_back(task)
+                return None
             # After the phase's end (above): nothing can checkpoint it any more.
             await self._attempt_failed(
                 task_id, task, owned[0], phase, failure, time.monotonic() - started
@@ -632,6 +655,24 @@ class Worker:
             return None
         await self._engine._after_phase(task, phase)
         return None if finished else task
+
+    async def _stopped_with_worker(self, failure: BaseException) -> bool:
+        """True when a phase's command died of a signal because this worker is being
+        stopped: a service manager's stop (systemd's default KillMode=control-group)
+        sends SIGTERM to the worker and to every process it started at once. Such
+        an attempt is not the phase's failure: the task is handed back, uncounted,
+        as a stop hands back any running phase."""
+        signum = _killed_by(failure)
+        if signum is None:
+            return False
+        if not self._stopping and signum in _STOP_SIGNALS and self._stop_asked is not None:
+            # The command may have seen the signal before this worker's handler ran
+            # (the manager signals one process after the other): wait for it a little.
+            try:
+                await asyncio.wait_for(self._stop_asked.wait(), _STOP_SIGNAL_GRACE)
+            except asyncio.TimeoutError:
+                pass
+        return self._stopping
 
     async def _suspended(self, task: Task, phase: Phase, seconds: float) -> None:
         if (
@@ -990,6 +1031,32 @@ def other_engine_hint(engine: ECSWorkflowEngine, task: Task) -> str:
 
 # How often a task waiting to run alone looks whether the others have finished.
 _ALONE_POLL = 0.05
+
+# The signals a service manager stops a worker with, and how long a command killed
+# by one waits for the worker's own to arrive before it counts as a failed attempt.
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+_STOP_SIGNAL_GRACE = 1.0
+
+
+def _killed_by(exc: BaseException) -> int | None:
+    """The signal a phase's command died of, or None. Under the command's guard
+    shell a signal shows as a negative status (the shell was killed too) or as
+    128 + N (the shell reports its command's death)."""
+    if not isinstance(exc, CommandError) or exc.returncode is None:
+        return None
+    code = exc.returncode
+    if code < 0:
+        return -code
+    if 128 < code < 128 + signal.NSIG:
+        return code - 128
+    return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _workers_lost(task: Task) -> int:
