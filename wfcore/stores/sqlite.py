@@ -2,7 +2,10 @@
 
 URL: ``sqlite:///abs/path/wfe.db``; ``?durability=full`` makes every commit
 survive power loss (``synchronous=FULL``); the default (``normal``) survives a
-killed process. Artifacts live in ``<stem>-artifacts/`` beside the database file.
+killed process. Artifacts live beside the database file, in the folder it records
+(``<file name>-artifacts/``; older stores ``<stem>-artifacts/``), which a marker file
+in it names the database of: a copy of the file placed beside it uses a folder of
+its own.
 
 All writes go to one writer thread. It takes every write queued since its last
 commit and applies them in one transaction, then wakes the waiting coroutines:
@@ -14,6 +17,7 @@ so only the failing one sees an error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +25,7 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -369,15 +374,18 @@ class SQLiteStore(Store):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                store_id = uuid.uuid4().hex
                 conn.executemany(
                     "INSERT INTO wfe_meta (key, value) VALUES (?, ?)",
                     [
                         ("application", "wfcore"),
                         ("schema_version", str(SCHEMA_VERSION)),
                         ("artifacts_dir", self.artifacts_dir.name),
+                        ("store_id", store_id),
                     ],
                 )
                 conn.execute("COMMIT")
+                self._settle_artifacts_dir(self.artifacts_dir.name, store_id)
                 return
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             if "wfe_meta" not in tables or app_id != APPLICATION_ID:
@@ -408,7 +416,13 @@ class SQLiteStore(Store):
                 )
             if not folder or "/" in folder or folder in (".", ".."):
                 raise StoreError(f"{self.path} names an unusable artifacts folder: {folder!r}")
-            self.artifacts_dir = self.path.parent / folder
+            store_id = meta.get("store_id")
+            if not store_id:
+                # Copies share it; stores made before it get theirs at their next open.
+                store_id = uuid.uuid4().hex
+                conn.execute(
+                    "INSERT INTO wfe_meta (key, value) VALUES ('store_id', ?)", (store_id,)
+                )
             if version < 2:
                 # Old rows keep their history in the document until next written.
                 conn.execute("ALTER TABLE tasks ADD COLUMN history TEXT")
@@ -433,6 +447,36 @@ class SQLiteStore(Store):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
+        self._settle_artifacts_dir(folder, store_id)
+
+    def _settle_artifacts_dir(self, folder: str, store_id: str) -> None:
+        """Use the artifacts folder the database records, unless it belongs to
+        another database beside this one: this file is then a copy of it (a backup
+        placed beside the live store, which shares its records and so its folder's
+        name). A copy that used that folder would delete the live store's files
+        when purged, or overwrite them. It gets a folder of its own instead,
+        ``<its file name>-artifacts``, and says so.
+
+        The folder's owner is named by a marker file in it (:data:`_MARKER`: the
+        database's file name and the store id it records, which copies share),
+        written by the owner when it opens. See :func:`_other_owner`."""
+        recorded = self.path.parent / folder
+        owner, mark = _other_owner(recorded, self.path, store_id)
+        if owner is None:
+            self.artifacts_dir = recorded
+            if mark:
+                _mark_folder(recorded, self.path.name, store_id)
+            return
+        self.artifacts_dir = self.path.parent / f"{self.path.name}-artifacts"
+        logger.warning(
+            "%s is a copy of %s beside it: the artifacts folder %s is that store's, so "
+            "this one keeps its artifact files in %s and never deletes or overwrites "
+            "the other's (copy the folder there to read this copy's artifacts)",
+            self.path,
+            owner.name,
+            recorded,
+            self.artifacts_dir,
+        )
 
     def _unwritable(self) -> str:
         """Why SQLite may not write here, when this user cannot: said beside its own
@@ -1036,6 +1080,96 @@ class SQLiteStore(Store):
             return c.execute("DELETE FROM outbox WHERE consumer = ?", (consumer,)).rowcount
 
         return await self._write(unregister)
+
+
+#: The file in an artifacts folder naming the database it belongs to.
+_MARKER = ".wfcore-store"
+
+
+def _other_owner(folder: Path, db: Path, store_id: str) -> tuple[Path | None, bool]:
+    """Which other database beside ``db`` owns the artifacts ``folder`` ``db``
+    records, if one does; and whether ``db``, owning it, should mark it as its own.
+
+    - A folder marked with ``db``'s file name is its own (also when the file was
+      replaced by a restored backup: the name is what the folder goes with).
+    - A folder marked with another file's name is that file's while that file is
+      there: ``db`` is a copy of it (the same store id), or a store made before
+      markers that recorded that folder. Stores made before each named its own
+      folder, whose names share a stem (``jobs.db`` and ``jobs.sqlite``, both
+      ``jobs-artifacts``), keep sharing it as they did.
+    - A folder marked with a file's name that is gone is ``db``'s: the store was
+      renamed, or restored under another name.
+    - An unmarked folder (made before markers, or not made yet) is ``db``'s unless
+      its name is ``<another file>-artifacts`` and that file is beside it: the
+      folder name the database records, copied with it.
+    """
+    marker = _read_marker(folder)
+    if marker is None:
+        named_after = folder.name.removesuffix("-artifacts")
+        other = _named_database(db.parent, named_after) if named_after != folder.name else None
+        if other is not None and not _same_file(other, db):
+            return other, False
+        return None, True
+    name, marked_id = marker
+    if name == db.name:
+        return None, False
+    other = _named_database(db.parent, name)
+    if other is None or _same_file(other, db):
+        return None, True
+    if marked_id != store_id and folder.name == f"{db.stem}-artifacts" and other.stem == db.stem:
+        return None, False  # the older layout's sharing: left as it was
+    return other, False
+
+
+def _named_database(folder: Path, name: str) -> Path | None:
+    """``folder/name`` if it is a SQLite file, else None."""
+    if not name or "/" in name or name in (".", ".."):
+        return None
+    path = folder / name
+    try:
+        with open(path, "rb") as fh:
+            return path if fh.read(16) == b"SQLite format 3\x00" else None
+    except OSError:
+        return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _read_marker(folder: Path) -> tuple[str, str] | None:
+    """(database file name, store id) from the folder's marker; None without one."""
+    try:
+        doc = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    name, store_id = doc.get("database"), doc.get("store_id")
+    if not isinstance(name, str) or not isinstance(store_id, str):
+        return None
+    return name, store_id
+
+
+def _mark_folder(folder: Path, name: str, store_id: str) -> None:
+    """Mark an existing artifacts folder as the database ``name``'s (atomically).
+    A folder not made yet is marked at a later open: a store whose tasks have no
+    files gets no folder."""
+    if not folder.is_dir() or _read_marker(folder) == (name, store_id):
+        return
+    text = json.dumps({"database": name, "store_id": store_id}) + "\n"
+    temporary = folder / f"{_MARKER}.{os.getpid()}.tmp"
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, folder / _MARKER)
+    except OSError as exc:
+        # Unmarked, it is still used as before: only copies beside are told apart less.
+        logger.debug("cannot mark the artifacts folder %s: %s", folder, exc)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
 
 
 def _add_count(counts: dict[TaskStatus, int], status: str, n: int) -> None:
