@@ -416,7 +416,7 @@ class SQLiteStore(Store):
                 )
             if not folder or "/" in folder or folder in (".", ".."):
                 raise StoreError(f"{self.path} names an unusable artifacts folder: {folder!r}")
-            store_id = meta.get("store_id")
+            store_id = meta.get("store_id") or ""
             if not store_id:
                 # Copies share it; stores made before it get theirs at their next open.
                 store_id = uuid.uuid4().hex
