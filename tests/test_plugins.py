@@ -327,6 +327,19 @@ def test_a_url_no_store_handles_names_what_the_registered_stores_take(
     )
 
 
+def test_a_memory_store_exists_while_open(wfe_run):
+    store = MemoryStore()
+
+    async def scenario() -> list[bool]:
+        said = [await store.exists()]
+        await store.open()
+        said.append(await store.exists())
+        await store.close()
+        return [*said, await store.exists()]
+
+    assert wfe_run(scenario()) == [False, True, False]
+
+
 def test_trace_plugins_logs_hook_calls(monkeypatch, wfe_engine_factory, wfe_run, caplog):
     monkeypatch.setenv("WFE_TRACE_PLUGINS", "1")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, TextIO, TypeVar
 
 import click
 
-from ..engine import ECSWorkflowEngine, default_store_url
+from ..engine import ECSWorkflowEngine
 from ..errors import (
     InvalidOutputError,
     StoreError,
@@ -32,6 +33,7 @@ from ..plugins import (
     installed_plugins,
     why_not_loaded,
 )
+from ..stores.base import Store
 from ..stores.sqlite import SQLiteStore
 from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
 
@@ -164,17 +166,15 @@ def _engine(
         if url:
             _note_store_replaced(engine, url)
             engine.use_store(url)
-        if existing:  # the app's own store, unless --store or WFE_STORE names one
-            _check_store_exists(engine.store_url)
     else:
-        if existing:
-            _check_store_exists(url or default_store_url())
         try:
             engine = ECSWorkflowEngine(store=url)
         except WorkflowError as exc:  # an installed plugin's contribution failed
             raise click.ClickException(str(exc)) from None
     if not in_process and engine.store_url.startswith("memory:"):
         raise _memory_refused()  # from --store, WFE_STORE or the app's own
+    if existing:  # the app's own, or the one --store or WFE_STORE names
+        _check_store_exists(engine)
     return engine
 
 
@@ -209,17 +209,65 @@ def _memory_refused() -> click.ClickException:
     )
 
 
-def _check_store_exists(url: str) -> None:
-    if not url.startswith("sqlite:"):
-        return  # other stores are services (or memory://): opening creates nothing
-    try:
-        path = SQLiteStore.from_url(url).path
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not path.exists():
+def _check_store_exists(engine: ECSWorkflowEngine) -> None:
+    """Refuse the engine's store if it does not exist yet: opening it would create
+    it empty, and a mistyped --store or WFE_STORE would look like an empty store.
+    A store that cannot tell (:meth:`Store.exists` says None) is let through."""
+    if engine._store is not None:
+        return  # the app opened it already
+    store = _unopened_store(engine)
+    if _run(_store_exists(store)) is False:
         raise click.ClickException(
-            f"no store at {path}: nothing was submitted or run there (check --store and WFE_STORE)"
+            f"no store at {_store_place(store)}: nothing was submitted or run there "
+            "(check --store and WFE_STORE)"
         )
+
+
+def _unopened_store(engine: ECSWorkflowEngine) -> Store:
+    """The store ``engine`` is to open, unopened: the Store object its app gave it,
+    or one from the plugin that serves its URL (the engine asks the plugin again
+    when it opens its store; the hook builds a store without touching it)."""
+    if isinstance(engine._store_arg, Store):
+        return engine._store_arg
+    try:
+        return engine._store_for(engine.store_url)
+    except WorkflowError as exc:  # a URL no plugin serves, or that its plugin refuses
+        raise click.ClickException(str(exc)) from None
+
+
+async def _store_exists(store: Store) -> bool | None:
+    """:meth:`Store.exists`, for wfcore's own SQLite store too (its file). A
+    store's ``exists`` may be a plain method too; an answer other than True or
+    False (from an ``exists`` that means something else) is "cannot tell"."""
+    try:
+        said: Any = store.exists()
+        if inspect.isawaitable(said):
+            said = await said
+    except WorkflowError:
+        raise  # a StoreError, naming the store and the problem
+    except Exception as exc:
+        raise StoreError(
+            f"cannot tell whether the store {_shown_url(store.url)} exists: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if said is None and isinstance(store, SQLiteStore):
+        said = store.path.exists()
+    return said if isinstance(said, bool) else None
+
+
+def _store_to_make(engine: ECSWorkflowEngine) -> Store | None:
+    """The store ``engine`` is to open, if it does not exist yet (opening it makes
+    it); None when it exists, is open, or cannot tell."""
+    if engine._store is not None:
+        return None
+    store = _unopened_store(engine)
+    return store if _run(_store_exists(store)) is False else None
+
+
+def _store_place(store: Store) -> str:
+    """Where a store is, as the messages about a missing or new one name it: a
+    SQLite store's file, another's URL."""
+    return str(store.path) if isinstance(store, SQLiteStore) else _shown_url(store.url)
 
 
 def _missing_folders(folder: Path) -> list[Path]:

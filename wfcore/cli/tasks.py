@@ -10,14 +10,14 @@ from typing import Any
 
 import click
 
-from ..engine import _MAX_SECONDS
+from ..engine import _MAX_SECONDS, ECSWorkflowEngine
 from ..errors import (
     InvalidTaskError,
     StoreError,
     UnknownWorkflowError,
 )
 from ..model import DEFINE_WORKFLOW, Task, TaskStatus, actor_name
-from ..stores.sqlite import new_store_file
+from ..stores.sqlite import SQLiteStore
 from ._base import (
     _FINISHED,
     EXIT_TASK_FAILED,
@@ -34,8 +34,12 @@ from ._base import (
     _remove_store_file,
     _run,
     _start_option,
+    _store_exists,
     _store_option,
+    _store_place,
+    _store_to_make,
     _task_json,
+    _unopened_store,
     cli,
 )
 
@@ -116,7 +120,11 @@ def submit(
     run_after = _start_option(delay, at)
     files = _artifact_files(artifacts)
     engine = _engine(ctx, store, app, app_hint="--app")
-    new_file = new_store_file(engine.store_url)
+    # A store this submission makes: a mistyped --store or WFE_STORE, or a first run.
+    new_store = _store_to_make(engine)
+    # wfcore's SQLite store is a file (and folders) this command can remove again;
+    # a plugin's store, even one serving sqlite:// URLs, is the plugin's to remove.
+    new_file = new_store.path if isinstance(new_store, SQLiteStore) else None
     new_folders = _missing_folders(new_file.parent) if new_file is not None else []
     name = None if workflow == "-" else workflow
     submitting = engine.submit_task(
@@ -136,6 +144,8 @@ def submit(
                 "(check --store and WFE_STORE)",
                 err=True,
             )
+        elif new_store is not None:
+            _note_not_made(engine)
         message = exc.message
         if message.startswith("unknown workflow"):
             if workflow == DEFINE_WORKFLOW:
@@ -147,7 +157,10 @@ def submit(
                     "or name the app with --app MODULE:ATTR)"
                 )
         raise type(exc)(message) from None
-    _note_created(new_file)
+    if new_file is not None:
+        _note_created(new_file)
+    elif new_store is not None:
+        click.echo(f"wfe: created a new store at {_store_place(new_store)}", err=True)
     if task_id is not None and (task.data != payload or task.workflow_name != name):
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
@@ -164,6 +177,28 @@ def submit(
         click.echo(_task_json(task))
     else:
         click.echo(task.id)
+
+
+def _note_not_made(engine: ECSWorkflowEngine) -> None:
+    """After a failed submission to a plugin's store that did not exist: say so, and
+    whether opening it made one all the same (it cannot be removed from here)."""
+    try:
+        store = _unopened_store(engine)
+        now = _run(_store_exists(store))
+    except click.ClickException:
+        return  # the submission's own error says what is wrong
+    place = _store_place(store)
+    if now is True:
+        click.echo(
+            f"wfe: there was no store at {place}; this command made one, with no task in it "
+            "(check --store and WFE_STORE)",
+            err=True,
+        )
+    elif now is False:
+        click.echo(
+            f"wfe: there is no store at {place}; none was left there (check --store and WFE_STORE)",
+            err=True,
+        )
 
 
 def _submitted_these(task: Task, files: dict[str, Any]) -> bool:

@@ -93,15 +93,35 @@ class Store(abc.ABC):
     async def open(self) -> None:
         """Open (creating if needed) the store; refuse one that is not ours or newer.
 
-        Called once, before any other method; :attr:`artifacts_dir` is set by the
-        time it returns. Raise :class:`~wfcore.StoreError` with a message naming
-        the URL and the problem: the ``wfe`` commands print it as their one-line
-        error.
+        Called once, before any other method but :meth:`exists`;
+        :attr:`artifacts_dir` is set by the time it returns. Raise
+        :class:`~wfcore.StoreError` with a message naming the URL and the problem:
+        the ``wfe`` commands print it as their one-line error.
         """
 
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush pending writes and close."""
+
+    async def exists(self) -> bool | None:
+        """Whether the store at :attr:`url` exists already: True or False, or None
+        when the store cannot tell (this default).
+
+        The ``wfe`` commands that only read or change stored tasks (``wfe tasks``,
+        ``show``, ``status``, ``workflows``, ...) ask it of the unopened store the
+        ``wfe_open_store`` hook returned, and refuse a store that does not exist
+        (``no store at URL``) rather than open it: opening would create it empty,
+        and a mistyped URL would look like an empty store. ``wfe submit`` asks it
+        to say when it made a new store. With None they open the store as ever.
+
+        "Exists" means what :meth:`open` would otherwise create: the database
+        file, the schema on a database server. Asked before :meth:`open` (which
+        may follow on the same object) or instead of it, so it creates nothing
+        and leaves nothing open: close a connection it made. A store that cannot
+        reach its storage raises :class:`~wfcore.StoreError` naming the URL and
+        the problem, as :meth:`open` would.
+        """
+        return None
 
     # -- workflows -------------------------------------------------------------------
 

@@ -66,6 +66,10 @@ class MemoryStore(Store):
             self._tmp = tempfile.mkdtemp(prefix="wfcore-memory-")
             self.artifacts_dir = Path(self._tmp) / "artifacts"
 
+    async def exists(self) -> bool:
+        # Each MemoryStore is a store of its own: it exists from its open() on.
+        return self._tmp is not None
+
     async def close(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)

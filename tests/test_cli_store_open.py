@@ -1,0 +1,194 @@
+"""wfe commands on a third-party store plugin's URLs: a store that does not exist is
+refused by the commands that only read or change stored tasks (when the store can
+tell, ``Store.exists()``).
+
+The plugin is installed as pip lays one out (a module and a dist-info folder with
+an entry point in wfcore's group), and run by the real ``wfe`` in subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from test_cli import APP
+
+# A store in a folder of its own (its tasks in a SQLite file inside), the way a
+# third party would write one against the Store base class:
+#   dirstore:///abs/folder   says whether it exists (Store.exists)
+#   olddir:///abs/folder     written before exists() was there: cannot tell
+#   brokendir:///abs/folder  whose exists() cannot reach its storage
+#   plaindir:///abs/folder   whose exists() is a plain method
+DIRSTORE = """
+from pathlib import Path
+
+from wfcore import hookimpl
+from wfcore.stores.base import Store
+from wfcore.stores.sqlite import SQLiteStore
+
+
+class OldDirStore(Store):
+    def __init__(self, url, folder):
+        self.url = url
+        self.folder = Path(folder)
+        self.artifacts_dir = self.folder / "artifacts"
+        self._tasks = SQLiteStore(self.folder / "tasks.db")
+
+    async def open(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        await self._tasks.open()
+
+
+def _forwarded(name):
+    async def method(self, *args, **kwargs):
+        return await getattr(self._tasks, name)(*args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name in sorted(Store.__abstractmethods__ - {"open"}):
+    setattr(OldDirStore, _name, _forwarded(_name))
+OldDirStore.__abstractmethods__ = frozenset()
+
+
+class DirStore(OldDirStore):
+    async def exists(self):
+        return self.folder.is_dir()
+
+
+class BrokenDirStore(OldDirStore):
+    async def exists(self):
+        raise OSError("the file server does not answer")
+
+
+class PlainDirStore(OldDirStore):
+    def exists(self):
+        return self.folder.is_dir()
+
+
+STORES = {
+    "dirstore": DirStore,
+    "olddir": OldDirStore,
+    "brokendir": BrokenDirStore,
+    "plaindir": PlainDirStore,
+}
+
+
+@hookimpl
+def wfe_open_store(url):
+    scheme, _, folder = url.partition("://")
+    return STORES[scheme](url, folder) if scheme in STORES else None
+"""
+
+
+def _site(tmp_path: Path, modules: dict[str, str]) -> Path:
+    """A folder with each module installed as a plugin of its own name."""
+    site = tmp_path / "site"
+    for name, source in modules.items():
+        info = site / f"{name}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[wfcore]\n{name} = {name}\n")
+        (site / f"{name}.py").write_text(source)
+    return site
+
+
+@pytest.fixture
+def plugin_env(wfe, tmp_path: Path) -> dict[str, str]:
+    """wfe's environment with the dirstore plugin installed and loaded."""
+    site = _site(tmp_path, {"dirstore": DIRSTORE})
+    return dict(
+        wfe.env,
+        PYTHONPATH=f"{site}{os.pathsep}{wfe.env['PYTHONPATH']}",
+        WFE_LOAD_PLUGINS="dirstore",
+    )
+
+
+# Every command that only reads or changes stored tasks.
+READ_ONLY = [
+    ("tasks",),
+    ("show", "x"),
+    ("status",),
+    ("workflows",),
+    ("wait", "x", "--timeout", "1s"),
+    ("cancel", "x"),
+    ("outbox",),
+    ("metrics",),
+    ("purge", "--older-than", "1d"),
+]
+
+
+def test_commands_on_stored_tasks_refuse_a_plugin_store_that_does_not_exist(
+    wfe, tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    typo = tmp_path / "typo"
+    url = f"dirstore://{typo}"
+    for args in READ_ONLY:
+        result = wfe(*args, env=dict(plugin_env, WFE_STORE=url), check=False)
+        assert (result.returncode, result.stderr) == (
+            1,
+            f"Error: no store at {url}: nothing was submitted or run there "
+            "(check --store and WFE_STORE)\n",
+        ), args
+        assert not typo.exists(), args  # not created empty
+    # --app names an app whose engine uses wfcore's default store: --store wins.
+    result = wfe("tasks", "--app", APP, "--store", url, env=plugin_env, check=False)
+    assert result.returncode == 1 and f"no store at {url}:" in result.stderr
+
+    # A first submission makes the store, and says so; then the commands use it.
+    made = wfe("submit", "review", "--app", APP, "--store", url, env=plugin_env)
+    assert made.stderr == f"wfe: created a new store at {url}\n"
+    task_id = made.stdout.strip()
+    again = wfe("submit", "review", "--app", APP, "--store", url, env=plugin_env)
+    assert again.stderr == ""
+    listed = json.loads(wfe("tasks", "--json", "--store", url, env=plugin_env).stdout)
+    assert task_id in [task["id"] for task in listed]
+    assert wfe("show", task_id, "--store", url, env=plugin_env).returncode == 0
+
+
+def test_a_store_plugin_that_cannot_tell_is_opened_as_before(
+    wfe, tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    """A plugin written before Store.exists() keeps working: it cannot say, so the
+    command opens its store, which creates it."""
+    folder = tmp_path / "old"
+    url = f"olddir://{folder}"
+    listed = wfe("tasks", "--json", "--store", url, env=plugin_env)
+    assert (listed.stdout, listed.stderr) == ("[]\n", "")
+    assert folder.is_dir()
+    task_id = wfe("submit", "review", "--app", APP, "--store", url, env=plugin_env).stdout.strip()
+    assert json.loads(wfe("show", task_id, "--json", "--store", url, env=plugin_env).stdout)
+
+
+def test_a_store_whose_exists_fails_is_one_line_naming_it(
+    wfe, tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    url = f"brokendir://{tmp_path / 'far'}"
+    result = wfe("status", "--store", url, env=plugin_env, check=False)
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"Error: cannot tell whether the store {url} exists: "
+        "OSError: the file server does not answer\n",
+    )
+    # An exists() that is a plain method answers all the same.
+    url = f"plaindir://{tmp_path / 'typo'}"
+    result = wfe("status", "--store", url, env=plugin_env, check=False)
+    assert result.returncode == 1 and f"no store at {url}:" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_failed_submission_says_it_made_a_plugin_store(
+    wfe, tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    """wfe submit cannot remove a plugin's store as it removes a SQLite file: it says
+    that there was none, and that one was made."""
+    url = f"dirstore://{tmp_path / 'typo'}"
+    refused = wfe("submit", "nope", "--store", url, env=plugin_env, check=False)
+    assert refused.returncode == 2  # a workflow the store does not have
+    assert refused.stderr.startswith(
+        f"wfe: there was no store at {url}; this command made one, with no task in it "
+        "(check --store and WFE_STORE)\nError: unknown workflow 'nope'"
+    ), refused.stderr
