@@ -1,6 +1,7 @@
 """wfe commands on a third-party store plugin's URLs: a store that does not exist is
 refused by the commands that only read or change stored tasks (when the store can
-tell, ``Store.exists()``).
+tell, ``Store.exists()``), and a plugin that serves ``sqlite://`` URLs is warned
+about and not taken for wfcore's SQLite store.
 
 The plugin is installed as pip lays one out (a module and a dist-info folder with
 an entry point in wfcore's group), and run by the real ``wfe`` in subprocesses.
@@ -21,6 +22,8 @@ from test_cli import APP
 #   olddir:///abs/folder     written before exists() was there: cannot tell
 #   brokendir:///abs/folder  whose exists() cannot reach its storage
 #   plaindir:///abs/folder   whose exists() is a plain method
+# A second plugin module, sqlite_in_folders, serves sqlite:///abs/file.db with a
+# folder store at file.db.d, taking the scheme over from wfcore's SQLite store.
 DIRSTORE = """
 from pathlib import Path
 
@@ -81,6 +84,18 @@ STORES = {
 def wfe_open_store(url):
     scheme, _, folder = url.partition("://")
     return STORES[scheme](url, folder) if scheme in STORES else None
+"""
+
+SQLITE_IN_FOLDERS = """
+from dirstore import DirStore
+from wfcore import hookimpl
+
+
+@hookimpl
+def wfe_open_store(url):
+    if url.startswith("sqlite://"):
+        return DirStore(url, url[len("sqlite://"):] + ".d")
+    return None
 """
 
 
@@ -192,3 +207,57 @@ def test_a_failed_submission_says_it_made_a_plugin_store(
         f"wfe: there was no store at {url}; this command made one, with no task in it "
         "(check --store and WFE_STORE)\nError: unknown workflow 'nope'"
     ), refused.stderr
+
+
+def test_a_plugin_serving_sqlite_urls_is_warned_about_and_not_taken_for_sqlite(
+    wfe, tmp_path: Path
+) -> None:
+    site = _site(tmp_path, {"dirstore": DIRSTORE, "sqlite_in_folders": SQLITE_IN_FOLDERS})
+    env = dict(
+        wfe.env,
+        PYTHONPATH=f"{site}{os.pathsep}{wfe.env['PYTHONPATH']}",
+        WFE_LOAD_PLUGINS="dirstore,sqlite_in_folders",
+    )
+    path = tmp_path / "jobs.db"
+    url = f"sqlite://{path}"
+    warning = (
+        "WARNING wfcore.plugins: plugins 'sqlite_in_folders' and 'wfcore.stores.sqlite' both "
+        "open sqlite:// stores; 'sqlite_in_folders' wins (wfcore asks the plugin "
+        "registered last first, and the built-in stores after all others); "
+        "WFE_DISABLED_PLUGINS=wfcore.stores.sqlite keeps that and ends this warning"
+    )
+
+    missing = wfe("tasks", "--store", url, env=env, check=False)
+    assert missing.returncode == 1
+    lines = missing.stderr.splitlines()
+    # Once, though the command asks for the store twice (to check, then to open).
+    assert [line.split(" ", 1)[1] for line in lines[:-1]] == [warning]
+    assert lines[-1] == (
+        f"Error: no store at {url}: nothing was submitted or run there "
+        "(check --store and WFE_STORE)"
+    )
+
+    # The store made is the plugin's folder, not a SQLite file at the path; wfe
+    # submit says so, by the URL.
+    made = wfe("submit", "review", "--app", APP, "--store", url, env=env)
+    assert made.stderr.splitlines()[-1] == f"wfe: created a new store at {url}"
+    assert (tmp_path / "jobs.db.d").is_dir() and not path.exists()
+    failed_url = f"sqlite://{tmp_path / 'other.db'}"
+    refused = wfe("submit", "nope", "--store", failed_url, env=env, check=False)
+    assert f"wfe: there was no store at {failed_url}; this command made one" in refused.stderr
+    assert (tmp_path / "other.db.d").is_dir()
+
+    # Disabling the built-in keeps the plugin's store and ends the warning.
+    one_store = dict(env, WFE_DISABLED_PLUGINS="wfcore.stores.sqlite")
+    quiet = wfe("tasks", "--json", "--store", url, env=one_store)
+    assert quiet.stderr == "" and len(json.loads(quiet.stdout)) == 1
+
+    shown = json.loads(wfe("plugins", "--all", "--json", env=env).stdout)
+    schemes = {info["name"]: info.get("store_schemes") for info in shown}
+    assert schemes == {
+        "dirstore": [],  # its own schemes: not known without asking it about a URL
+        "sqlite_in_folders": ["sqlite://"],
+        "wfcore.adapters": None,  # no store
+        "wfcore.stores.memory": ["memory://"],
+        "wfcore.stores.sqlite": ["sqlite://"],
+    }

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import wfcore.plugins
 from wfcore import (
     ECSWorkflowEngine,
     MemoryStore,
@@ -25,7 +26,7 @@ from wfcore import (
     TaskStatus,
     hookimpl,
 )
-from wfcore.plugins import SYNC_ONLY_HOOKS, make_plugin_manager
+from wfcore.plugins import SYNC_ONLY_HOOKS, make_plugin_manager, plugin_infos
 
 TESTS_DIR = Path(__file__).resolve().parent
 PROBE = TESTS_DIR / "apps" / "plugin_probe.py"
@@ -325,6 +326,62 @@ def test_a_url_no_store_handles_names_what_the_registered_stores_take(
         "WFE_DISABLED_PLUGINS: sqlite:///path (wfcore.stores.sqlite), "
         "memory:// (wfcore.stores.memory))"
     )
+
+
+def test_two_plugins_serving_one_scheme_are_warned_about_once(
+    monkeypatch, wfe_engine_factory, wfe_run, caplog
+):
+    """The one registered last wins; one that raises for the URL does not serve it."""
+    monkeypatch.setattr(wfcore.plugins, "_WARNED_STORES", set())
+    made: list[tuple[str, MemoryStore]] = []
+
+    class FirstJar:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            if not url.startswith("jar://"):
+                return None
+            made.append(("FirstJar", MemoryStore(url)))
+            return made[-1][1]
+
+    class SecondJar:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            if not url.startswith("jar://"):
+                return None
+            made.append(("SecondJar", MemoryStore(url)))
+            return made[-1][1]
+
+    class Picky:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            if url.startswith("jar://"):
+                raise StoreError(f"{url!r} names no jar this plugin knows")
+            return None
+
+    plugins = [Picky(), FirstJar(), SecondJar()]
+    with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
+        engine = wfe_engine_factory(plugins=plugins, store="jar://cookies")
+        store = wfe_run(engine.get_store())
+        other = wfe_engine_factory(plugins=plugins, store="jar://biscuits")
+        wfe_run(other.get_store())
+    # Once warned of, the other plugin is not asked again.
+    assert [label for label, _ in made] == ["SecondJar", "FirstJar", "SecondJar"]
+    assert store is made[0][1]  # the other answer is left unopened, unused
+    assert [r.getMessage() for r in caplog.records if r.name == "wfcore.plugins"] == [
+        "plugins 'SecondJar' and 'FirstJar' both open jar:// stores; 'SecondJar' wins "
+        "(wfcore asks the plugin registered last first, and the built-in stores after all "
+        "others); WFE_DISABLED_PLUGINS=FirstJar keeps that and ends this warning"
+    ]
+
+    infos = plugin_infos(engine.plugin_manager, include_builtins=True, store_urls=["jar://x"])
+    assert {info["name"]: info.get("store_schemes") for info in infos} == {
+        "FirstJar": ["jar://"],
+        "Picky": [],
+        "SecondJar": ["jar://"],
+        "wfcore.adapters": None,
+        "wfcore.stores.memory": ["memory://"],
+        "wfcore.stores.sqlite": ["sqlite://"],
+    }
 
 
 def test_a_memory_store_exists_while_open(wfe_run):

@@ -375,8 +375,61 @@ def call_each(
 
 def call_first(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> tuple[str, Any] | None:
     """Like ``call_each(firstresult=True)``, but also name the plugin that answered:
-    ``(plugin name, result)``, or None when none did."""
-    return next(_each(pm, hook_name, False, kwargs), None)
+    ``(plugin name, result)``, or None when none did.
+
+    For ``wfe_open_store``, the plugins after the one that answered are asked too,
+    only to warn (once per process) of another that serves the URL as well: a
+    plugin that takes over a scheme, ``sqlite://`` say, would otherwise do so
+    unseen. What they answer is left unopened and unused.
+    """
+    found = next(_each(pm, hook_name, False, kwargs), None)
+    if found is not None and hook_name == "wfe_open_store":
+        _warn_of_other_stores(pm, found[0], kwargs["url"])
+    return found
+
+
+# (scheme, plugin used, plugin passed over) pairs warned about: once per process.
+_WARNED_STORES: set[tuple[str, str, str]] = set()
+
+
+def _warn_of_other_stores(pm: pluggy.PluginManager, used: str, url: str) -> None:
+    """Warn of each plugin after ``used`` (in the order wfcore asks them) that would
+    open ``url`` as well."""
+    scheme = _scheme(url)
+    impls = list(hook_impls(pm, "wfe_open_store"))
+    names = [impl.plugin_name for impl in impls]
+    for impl in impls[names.index(used) + 1 :]:
+        key = (scheme, used, impl.plugin_name)
+        if key in _WARNED_STORES or not _answers(impl, url):
+            continue
+        _WARNED_STORES.add(key)
+        logger.warning(
+            "plugins %r and %r both open %s stores; %r wins (wfcore asks the plugin "
+            "registered last first, and the built-in stores after all others); "
+            "WFE_DISABLED_PLUGINS=%s keeps that and ends this warning",
+            used,
+            impl.plugin_name,
+            scheme,
+            used,
+            impl.plugin_name,
+        )
+
+
+def _scheme(url: str) -> str:
+    """``sqlite://`` for ``sqlite:///a/b.db``: how the messages name a URL's kind."""
+    return url.partition(":")[0] + "://"
+
+
+def _answers(impl: pluggy.HookImpl, url: str) -> bool:
+    """Whether a ``wfe_open_store`` implementation gives a store for ``url``; one
+    that raises gives none (a URL it cannot take, though of its scheme)."""
+    try:
+        return call_impl(impl, url=url) is not None
+    except Exception as exc:
+        logger.debug(
+            "%s: wfe_open_store(%r) raised %s: %s", impl.plugin_name, url, type(exc).__name__, exc
+        )
+        return False
 
 
 def _each(
@@ -582,11 +635,31 @@ _DIST_OF: dict[str, tuple[str | None, str | None]] = {}
 
 
 class PluginInfo(dict[str, Any]):
-    """What ``wfe plugins`` shows about one plugin: name, package, version, hooks."""
+    """What ``wfe plugins`` shows about one plugin: name, package, version, hooks;
+    for a store plugin (``wfe_open_store``), the URL schemes it is known to serve
+    (``store_schemes``)."""
 
 
-def plugin_infos(pm: pluggy.PluginManager, include_builtins: bool = False) -> list[PluginInfo]:
-    """Describe the registered plugins, sorted by name."""
+#: A URL of each built-in store's scheme, to ask store plugins whether they serve it.
+_BUILTIN_SCHEME_URLS = ("sqlite:///wfe-scheme-probe/wfe.db", "memory://")
+
+
+def plugin_infos(
+    pm: pluggy.PluginManager, include_builtins: bool = False, store_urls: Iterable[str] = ()
+) -> list[PluginInfo]:
+    """Describe the registered plugins, sorted by name.
+
+    ``store_schemes``: the schemes (``sqlite://``) a plugin's ``wfe_open_store``
+    opens a store for, of those it can be asked about: the built-in stores'
+    schemes and those of ``store_urls`` (the store a command would use, say). A
+    plugin's own schemes cannot be listed otherwise: the hook is given a URL and
+    answers it or not. Asking builds a store and leaves it unopened.
+    """
+    probes = list(dict.fromkeys([*_BUILTIN_SCHEME_URLS, *store_urls]))
+    schemes: dict[str, list[str]] = {}
+    for impl in pm.hook.wfe_open_store.get_hookimpls():
+        served = [_scheme(url) for url in probes if _answers(impl, url)]
+        schemes[impl.plugin_name] = list(dict.fromkeys(served))
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
@@ -598,7 +671,8 @@ def plugin_infos(pm: pluggy.PluginManager, include_builtins: bool = False) -> li
         if builtin:
             dist, version = "wfcore", importlib.metadata.version("wfcore")
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or ())
-        infos.append(
-            PluginInfo(name=name, package=dist, version=version, builtin=builtin, hooks=hooks)
-        )
+        info = PluginInfo(name=name, package=dist, version=version, builtin=builtin, hooks=hooks)
+        if name in schemes:
+            info["store_schemes"] = schemes[name]
+        infos.append(info)
     return sorted(infos, key=lambda info: info["name"])
