@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from test_cli import _wait_for
+import pytest
+from test_cli import APP, _wait_for
 
 from wfcore import Phase, TaskStatus
+from wfcore.metrics import MetricsServer
 
 # An app whose command phase runs until the test lets it finish: it writes its
 # process group to ``<gate>.pgid`` and waits for the gate file, or prints its
@@ -117,3 +124,116 @@ def test_a_command_killed_by_sigterm_while_its_worker_runs_on_fails_its_attempt(
     done = wfe_run(scenario())
     assert done.status is TaskStatus.FAILED
     assert "exited with status 143 (SIGTERM, likely)" in done.error
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_worker_whose_store_file_is_deleted_or_replaced_stops_and_saves_it(
+    wfe, tmp_path, how
+) -> None:
+    """Its writes would go to a file nobody sees: it says so, saves what it saw of
+    the old file beside the path, and exits 1 for its service manager to start it
+    again on the file at the path now."""
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
+    port = _free_port()
+    log = tmp_path / "worker.err"
+    with open(log, "w") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "wfcore.cli", "worker", APP, "--metrics", str(port)],
+            cwd=tmp_path,
+            env=wfe.env,
+            stderr=err,
+        )
+    store = tmp_path / "wfe.db"
+    try:
+        health = f"http://127.0.0.1:{port}/healthz"
+        _wait_for(lambda: "metrics at" in log.read_text(), what="the worker to start")
+        _wait_for(lambda: wfe("show", task_id).stdout.find("waiting_human") >= 0, what="it")
+        assert _get(health) == (200, "ok\n")
+        if how == "deleted":
+            for suffix in ("", "-wal", "-shm"):
+                store.with_name(store.name + suffix).unlink(missing_ok=True)
+        else:
+            other = tmp_path / "other.db"
+            _make_store(other)
+            os.replace(other, store)
+        worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    said = log.read_text()
+    assert worker.returncode == 1, said
+    what = "deleted" if how == "deleted" else "replaced by another file"
+    assert f"ERROR wfcore: the store file {store} was {what} while this process had it open" in said
+    last = said.strip().splitlines()[-1]
+    assert last.startswith(f"Error: the store file {store} was {what}"), said
+    assert "Traceback" not in said
+    [saved] = tmp_path.glob("wfe.db.saved-*")
+    assert f"what this process saw of it is saved in {saved}" in last
+    conn = sqlite3.connect(saved)
+    try:
+        assert conn.execute("SELECT id, status FROM tasks").fetchall() == [
+            (task_id, "waiting_human")
+        ]
+    finally:
+        conn.close()
+
+
+def _make_store(path: Path) -> None:
+    from wfcore.stores.sqlite import SQLiteStore
+
+    async def make() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        await store.close()
+
+    asyncio.run(make())
+
+
+def test_healthz_says_when_the_store_file_was_deleted(wfe_engine_factory, wfe_run) -> None:
+    engine = wfe_engine_factory(poll_interval=0.02)
+    engine.register_workflow("w", [Phase("a", assigned_to="human")])
+
+    async def scenario() -> tuple[tuple[int, str], tuple[int, str]]:
+        server = MetricsServer(engine, "127.0.0.1", 0)
+        await server.start()
+        health = server.url.replace("metrics", "healthz")
+        running = asyncio.create_task(engine.run())
+        try:
+            task = await engine.submit_task(None, "w")
+            await engine.wait_for_task(task.id, waiting=True, timeout=30)
+            before = await asyncio.to_thread(_get, health)
+            store = await engine.get_store()
+            store.path.unlink()
+
+            async def unhealthy() -> tuple[int, str]:
+                while True:
+                    answer = await asyncio.to_thread(_get, health)
+                    if answer[0] != 200:
+                        return answer
+                    await asyncio.sleep(0.05)
+
+            after = await asyncio.wait_for(unhealthy(), 30)
+        finally:
+            engine.stop()
+            await asyncio.gather(running, return_exceptions=True)
+            await server.close()
+        return before, after
+
+    before, after = wfe_run(scenario())
+    assert before == (200, "ok\n")
+    assert after[0] == 503
+    assert "was deleted while this process had it open" in after[1], after

@@ -229,7 +229,8 @@ class MetricsServer:
 
     ``GET /metrics`` answers :func:`render_metrics`; ``GET /healthz`` answers 200
     ``ok`` while the engine processes tasks and its store answers, else 503 with
-    the reason. Anything else gets 404 (405 for a method other than GET/HEAD).
+    the reason (the store failing the worker's claims, its file deleted). Anything
+    else gets 404 (405 for a method other than GET/HEAD).
     """
 
     def __init__(self, engine: ECSWorkflowEngine, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -295,8 +296,14 @@ class MetricsServer:
 
     async def _health(self) -> tuple[str, str, str]:
         text = "text/plain; charset=utf-8"
+        # What the engine's own worker met at its last look at the store (its file
+        # deleted, the disk full): a worker that reads fine may not write.
+        problem = self.engine._worker.store_problem
         if not self.engine.running:
-            return "503 Service Unavailable", "the engine is not processing tasks\n", text
+            why = f": {problem}" if problem else ""
+            return "503 Service Unavailable", f"the engine is not processing tasks{why}\n", text
+        if problem:
+            return "503 Service Unavailable", f"{problem}\n", text
         try:
             store = await self.engine.get_store()
             await asyncio.wait_for(store.has_active_tasks(), 5)

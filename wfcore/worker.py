@@ -99,6 +99,8 @@ class Worker:
         self._checked = False
         # The task running alone (or waiting to), one more lost worker from failing.
         self._alone: str | None = None
+        #: Why the store fails this worker now, or why it made it stop; else None.
+        self.store_problem: str | None = None
 
     @property
     def running(self) -> bool:
@@ -176,6 +178,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._failure = None
+        self.store_problem = None
         self._running = True
         # Made here, not once: an engine may run in one event loop after another.
         self._ended = ended = asyncio.Event()
@@ -211,25 +214,35 @@ class Worker:
                 # Cleared before looking, not after: a poke (a submission, a stop)
                 # that comes while the store is asked must not be lost.
                 self._wake.clear()
-                if time.monotonic() >= next_reap:
-                    await self._reap_dead_owners(store)
-                    next_reap = time.monotonic() + max(1.0, self._engine.poll_interval * 10)
-                free = self._engine.max_concurrency - len(self._active)
-                if self._alone is not None:
-                    free = 0  # a task that may kill its worker runs alone
-                claimed: list[Task] = []
-                if free > 0:
-                    claimed = await store.claim(
-                        self._engine.worker_id, free, self._engine.lease_seconds, **which
+                try:
+                    if time.monotonic() >= next_reap:
+                        await self._reap_dead_owners(store)
+                        next_reap = time.monotonic() + max(1.0, self._engine.poll_interval * 10)
+                    free = self._engine.max_concurrency - len(self._active)
+                    if self._alone is not None:
+                        free = 0  # a task that may kill its worker runs alone
+                    claimed: list[Task] = []
+                    if free > 0:
+                        claimed = await store.claim(
+                            self._engine.worker_id, free, self._engine.lease_seconds, **which
+                        )
+                        for task in claimed:
+                            self._start(task)
+                    idle = (
+                        until_idle
+                        and not self._active
+                        and not claimed
+                        and not await store.has_active_tasks(**which)
                     )
-                    for task in claimed:
-                        self._start(task)
+                except StoreError as exc:
+                    # Said by /healthz, also once this worker has stopped for it.
+                    self.store_problem = f"the store failed: {exc}"
+                    raise
+                if idle:
+                    break
                 if claimed and len(claimed) == free:
                     await asyncio.sleep(0)
                     continue
-                if until_idle and not self._active and not claimed:
-                    if not await store.has_active_tasks(**which):
-                        break
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._engine.poll_interval)
                 except asyncio.TimeoutError:

@@ -40,7 +40,7 @@ from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows
 from .base import Store
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "new_store_file"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError", "new_store_file"]
 
 logger = logging.getLogger("wfcore")
 
@@ -269,6 +269,11 @@ class SQLiteStore(Store):
         self._rows = TaskRows()
         self._delayed_index = False  # made (if need be) by the first count_delayed
         self._finished_index = False  # made (if need be) by the first count_finished
+        # The file opened (st_dev, st_ino), looked at again now and then: a file
+        # deleted or replaced under the open store must not go unnoticed.
+        self._file_id: tuple[int, int] | None = None
+        self._file_checked = 0.0
+        self._file_lost: str | None = None  # why the store cannot be used any more
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -309,12 +314,14 @@ class SQLiteStore(Store):
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._reader is None:
             raise StoreError("the store is not open")
+        await self._check_file()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn()))
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._writer is None:
             raise StoreError("the store is not open")
+        await self._check_file()
         try:
             result: _T = await self._writer.submit(fn)
             return result
@@ -329,9 +336,82 @@ class SQLiteStore(Store):
         if self._writer is not None:
             return
         await asyncio.to_thread(self._prepare)
+        self._file_id = _file_id(self.path)
+        self._file_checked = time.monotonic()
+        self._file_lost = None
         self._writer = _Writer(self._connect)
         self._writer.start()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wfcore-sqlite-reader")
+
+    async def _check_file(self) -> None:
+        """Raise :class:`StoreFileLostError` once the file at the store's path is no
+        longer the one this store opened (looked at once a second at most).
+
+        A file deleted (``rm wfe.db``) or replaced (``mv other.db wfe.db``) under
+        an open store stays open in this process: its reads would show tasks nobody
+        else sees, and its writes would vanish with it. From then on every read and
+        write is refused; what this process saw of the old file is first saved
+        beside the path (``wfe.db.saved-<UTC time>``), the one copy of it left.
+        """
+        if self._file_lost is not None:
+            raise StoreFileLostError(self._file_lost)
+        now = time.monotonic()
+        if self._file_id is None or now - self._file_checked < _FILE_CHECK_EVERY:
+            return
+        self._file_checked = now
+        try:
+            current = _file_id(self.path)
+        except FileNotFoundError:
+            what = "deleted"
+        except OSError:
+            return  # it cannot be looked at now (a file server away): SQLite will say
+        else:
+            if current == self._file_id:
+                return
+            what = "replaced by another file"
+        self._file_lost = f"the store file {self.path} was {what} while this process had it open"
+        saved = await self._save_lost_file()
+        self._file_lost += (
+            f"; what this process saw of it is saved in {saved}"
+            if isinstance(saved, Path)
+            else f"; what this process saw of it could not be saved ({saved})"
+        )
+        logger.error(
+            "%s: this process uses the store no more, as its writes would be lost with "
+            "that file; start it again to open the store at %s",
+            self._file_lost,
+            self.path,
+        )
+        raise StoreFileLostError(self._file_lost)
+
+    async def _save_lost_file(self) -> Path | str:
+        """Copy the database as this process still sees it (through the reader's
+        open connection, which the lost file's pages and WAL are still reached by)
+        to a new file beside the path; return it, or why that failed."""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.path.with_name(f"{self.path.name}.saved-{stamp}")
+        number = 1
+        while target.exists():
+            number += 1
+            target = self.path.with_name(f"{self.path.name}.saved-{stamp}-{number}")
+
+        def save() -> None:
+            source = getattr(self._local, "conn", None)
+            if source is None:
+                # A new connection would open (or create) whatever is at the path now.
+                raise StoreError("nothing of it was read yet")
+            copy = sqlite3.connect(target)
+            try:
+                source.backup(copy)
+            finally:
+                copy.close()
+
+        assert self._reader is not None
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._reader, save)
+        except (sqlite3.Error, OSError, StoreError) as exc:
+            return str(exc)
+        return target
 
     def _prepare(self) -> None:
         """Create the database, or check that an existing one is ours and not newer."""
@@ -1080,6 +1160,23 @@ class SQLiteStore(Store):
             return c.execute("DELETE FROM outbox WHERE consumer = ?", (consumer,)).rowcount
 
         return await self._write(unregister)
+
+
+class StoreFileLostError(StoreError):
+    """The store's file was deleted or replaced while this process had it open: this
+    process cannot use the store again (a new one, started again, opens the path
+    anew). ``lasting`` tells a worker that retrying will not help."""
+
+    lasting = True
+
+
+# How often (seconds, at most) reads and writes look whether the file is still there.
+_FILE_CHECK_EVERY = 1.0
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
 
 
 #: The file in an artifacts folder naming the database it belongs to.
