@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -237,3 +239,61 @@ def test_healthz_says_when_the_store_file_was_deleted(wfe_engine_factory, wfe_ru
     assert before == (200, "ok\n")
     assert after[0] == 503
     assert "was deleted while this process had it open" in after[1], after
+
+
+_CLAIM_AND_EXIT = """\
+import asyncio, os, socket, sys
+from wfcore.stores.sqlite import SQLiteStore
+
+async def main():
+    store = SQLiteStore(sys.argv[1])
+    await store.open()
+    owner = f"{socket.gethostname()}/{os.getpid()}/gone"
+    print(owner, len(await store.claim(owner, 10, 3600)))
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+def test_tasks_of_a_dead_worker_are_taken_over_and_logged_once(
+    wfe_engine_factory, wfe_store_url, wfe_run, caplog
+) -> None:
+    """Freed leases keep their dead owner's name until a claim takes the tasks:
+    a worker that cannot claim them (running other workflows) logged the same
+    takeover at every look, every two seconds."""
+    engine = wfe_engine_factory(poll_interval=0.02)
+    engine.register_handler("a", lambda task: setattr(task, "output", "done"))
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+    ids = [wfe_run(engine.submit_task(n, "w")).id for n in range(2)]
+    path = wfe_store_url.removeprefix("sqlite://")
+    # A process that claims both tasks and is gone, as a worker killed mid-phase.
+    dead = subprocess.run(
+        [sys.executable, "-c", _CLAIM_AND_EXIT, path], capture_output=True, text=True, check=True
+    )
+    owner, count = dead.stdout.split()
+    assert count == "2"
+    caplog.set_level(logging.INFO, logger="wfcore")
+
+    async def scenario() -> list[str]:
+        store = await engine.get_store()
+        for _ in range(3):  # three looks, as the worker takes every second or two
+            await engine._worker._reap_dead_owners(store)
+        await engine.run_until_idle()
+        return [(await engine.get_task(task_id)).status for task_id in ids]
+
+    assert wfe_run(scenario()) == [TaskStatus.COMPLETED] * 2
+    said = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    assert said == [f"took over 2 task(s) from dead worker(s) {owner}"]
+
+
+def test_each_log_line_of_worker_processes_names_its_process(wfe) -> None:
+    """With --processes N the processes share one stderr: their log lines, not only
+    their progress lines, say which process each is from."""
+    for _ in range(4):
+        wfe("submit", "retried", "--app", "failing_app:engine", "--data", '{"n": -1}')
+    done = wfe("worker", "failing_app:engine", "-p", "2", "--concurrency", "1", "--until-idle")
+    logged = re.findall(r"^\S+Z (?:DEBUG|INFO|WARNING|ERROR) \S+: (.*)$", done.stderr, re.M)
+    assert len(logged) >= 8, done.stderr  # a retry and a failure for each task
+    pids = {int(m) for m in re.findall(r"\[worker (\d+)\] ", done.stderr)}
+    assert pids and all(re.match(r"\[worker \d+\] ", line) for line in logged), done.stderr

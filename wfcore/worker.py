@@ -99,6 +99,8 @@ class Worker:
         self._checked = False
         # The task running alone (or waiting to), one more lost worker from failing.
         self._alone: str | None = None
+        # Dead workers whose leases this one has freed (see _reap_dead_owners).
+        self._reaped: set[str] = set()
         #: Why the store fails this worker now, or why it made it stop; else None.
         self.store_problem: str | None = None
 
@@ -321,14 +323,26 @@ class Worker:
                     driver.cancel()
 
     async def _reap_dead_owners(self, store: Store) -> None:
-        """Free at once the leases of dead processes on this host."""
+        """Free at once the leases of dead processes on this host, once each.
+
+        A freed lease keeps its owner's name until a claim takes the task (the
+        claim records whom it took it from), so a dead owner is listed again at
+        every look while its tasks wait: for a worker of other workflows, or one
+        with no free slot. Its leases need freeing, and saying so, only once.
+        """
+        owners = await store.lease_owners()
+        # Forgotten once gone from the store: the set stays as small as the list.
+        self._reaped &= set(owners)
         dead = [
             owner
-            for owner in await store.lease_owners()
-            if owner != self._engine.worker_id and worker_died_here(owner)
+            for owner in owners
+            if owner != self._engine.worker_id
+            and owner not in self._reaped
+            and worker_died_here(owner)
         ]
         if dead:
             freed = await store.release_dead_leases(dead)
+            self._reaped.update(dead)
             logger.info("took over %d task(s) from dead worker(s) %s", freed, ", ".join(dead))
             await asyncio.to_thread(remove_stale_workdirs)
 

@@ -4,6 +4,7 @@ lines and a metrics endpoint."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -116,6 +117,7 @@ def worker(
     """
     if supervisor_pid is not None:
         _stop_with_supervisor(supervisor_pid)
+        _label_log_lines(f"[worker {os.getpid()}] ")
     metrics_host, metrics_port = (None, 0) if metrics_at is None else _host_port(metrics_at)
     if metrics_port and metrics_port + processes - 1 > 65535:
         raise click.BadParameter(
@@ -261,6 +263,28 @@ def _stop_with_supervisor(supervisor_pid: int) -> None:
         return
     if os.getppid() != supervisor_pid:
         os.kill(os.getpid(), signal.SIGTERM)  # it died before prctl took effect
+
+
+class _WorkerLabel(logging.Filter):
+    """Starts the message of every log line with ``label``: the lines of the
+    processes of ``--processes`` share one stderr (and one journal)."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "wfe_worker_label", False):  # once, whatever the handlers
+            record.msg = f"{self.label}{record.msg}"
+            record.wfe_worker_label = True
+        return True
+
+
+def _label_log_lines(label: str) -> None:
+    """Label this process's log lines as its progress lines are."""
+    worker_label = _WorkerLabel(label)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(worker_label)
 
 
 def _host_port(text: str) -> tuple[str, int]:
