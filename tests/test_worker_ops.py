@@ -297,3 +297,118 @@ def test_each_log_line_of_worker_processes_names_its_process(wfe) -> None:
     assert len(logged) >= 8, done.stderr  # a retry and a failure for each task
     pids = {int(m) for m in re.findall(r"\[worker (\d+)\] ", done.stderr)}
     assert pids and all(re.match(r"\[worker \d+\] ", line) for line in logged), done.stderr
+
+
+_GATED_APP = """\
+import asyncio
+from pathlib import Path
+
+from wfcore import ECSWorkflowEngine, Phase
+
+HERE = Path(__file__).resolve().parent
+engine = ECSWorkflowEngine(poll_interval=0.05, lease_seconds=1)
+
+
+async def gated(task):
+    (HERE / "running").write_text(task.id)
+    while not (HERE / "gate").exists():
+        await asyncio.sleep(0.02)
+    task.output = "x" * 100_000  # more than the WAL has room for already
+
+
+engine.register_handler("gated", gated)
+engine.register_workflow("w", [Phase("gated", assigned_to="functional")])
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MB file system of its own (a tmpfs), to fill up: mounting needs root."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system to fill: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with open(filler, "wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_makes_the_worker_wait_and_go_on_once_there_is_room(
+    wfe, tmp_path, small_disk
+) -> None:
+    """It says which store cannot be written and why, in lines, no traceback;
+    /healthz says so; it keeps trying, backing off, and finishes the task once
+    space is freed: nothing stored is lost."""
+    (tmp_path / "gated_app.py").write_text(_GATED_APP)
+    store = small_disk / "wfe.db"
+    env = dict(
+        wfe.env,
+        WFE_STORE=f"sqlite://{store}",
+        PYTHONPATH=f"{tmp_path}{os.pathsep}{wfe.env['PYTHONPATH']}",
+    )
+    task_id = wfe("submit", "w", "--app", "gated_app:engine", env=env).stdout.strip()
+    port = _free_port()
+    health = f"http://127.0.0.1:{port}/healthz"
+    log = tmp_path / "worker.err"
+    with open(log, "w") as err:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wfcore.cli",
+                "worker",
+                "gated_app:engine",
+                "--metrics",
+                f"{port}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stderr=err,
+        )
+    try:
+        _wait_for(lambda: (tmp_path / "running").exists(), what="the phase to start")
+        filler = _fill(small_disk)
+        (tmp_path / "gate").write_text("open")
+        full = f"cannot write to {store}: the disk holding it is full"
+        _wait_for(lambda: "This worker tries again in" in log.read_text(), what="a retry")
+        status, body = _get(health)
+        assert status == 503 and full in body, body
+        assert worker.poll() is None, log.read_text()
+
+        filler.unlink()
+        done = _wait_for(
+            lambda: '"completed"' in wfe("show", task_id, "--json", env=env).stdout,
+            timeout=120,
+            what="the task to complete",
+        )
+        assert done
+        _wait_for(lambda: _get(health) == (200, "ok\n"), what="healthz to be ok again")
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    said = log.read_text()
+    assert worker.returncode == 0, said
+    assert f"ERROR wfcore: the store failed: {full} (database or disk is full); free " in said
+    assert "the store works again" in said and "Traceback" not in said, said
+    task = _show(wfe, task_id, env)
+    assert task["output"] == "x" * 100_000

@@ -99,6 +99,8 @@ class Worker:
         self._checked = False
         # The task running alone (or waiting to), one more lost worker from failing.
         self._alone: str | None = None
+        # Looks at the store in a row that failed (see _pause_for_store).
+        self._store_failures = 0
         # Dead workers whose leases this one has freed (see _reap_dead_owners).
         self._reaped: set[str] = set()
         #: Why the store fails this worker now, or why it made it stop; else None.
@@ -181,6 +183,7 @@ class Worker:
         self._stopping = False
         self._failure = None
         self.store_problem = None
+        self._store_failures = 0
         self._running = True
         # Made here, not once: an engine may run in one event loop after another.
         self._ended = ended = asyncio.Event()
@@ -239,7 +242,17 @@ class Worker:
                 except StoreError as exc:
                     # Said by /healthz, also once this worker has stopped for it.
                     self.store_problem = f"the store failed: {exc}"
-                    raise
+                    if getattr(exc, "lasting", False):
+                        raise  # the store cannot be used again by this process
+                    await self._pause_for_store(exc)
+                    continue
+                if self._store_failures:
+                    logger.info(
+                        "the store works again (after %d failed tries); this worker goes on",
+                        self._store_failures,
+                    )
+                    self._store_failures = 0
+                    self.store_problem = None
                 if idle:
                     break
                 if claimed and len(claimed) == free:
@@ -262,6 +275,25 @@ class Worker:
         failure, self._failure = self._failure, None
         if failure is not None:
             raise failure
+
+    async def _pause_for_store(self, exc: StoreError) -> None:
+        """Wait before asking a failing store again (a full disk, a lock held too
+        long, a file server away): a second, doubling up to a minute, a log line
+        each time. Nothing stored is lost meanwhile: a failed write changes nothing,
+        and the tasks whose results could not be stored run again once it works."""
+        self._store_failures += 1
+        pause = min(_STORE_RETRY_MAX, _STORE_RETRY_FIRST * 2 ** (self._store_failures - 1))
+        logger.error(
+            "the store failed: %s. This worker tries again in %gs%s",
+            exc,
+            pause,
+            "" if self._store_failures == 1 else f" (failed {self._store_failures} times)",
+        )
+        if self._stop_asked is not None:
+            try:
+                await asyncio.wait_for(self._stop_asked.wait(), pause)
+            except asyncio.TimeoutError:
+                pass
 
     async def _shutdown(self, store: Store) -> None:
         if not self._active:
@@ -300,6 +332,7 @@ class Worker:
 
     async def _keep_leases(self, store: Store) -> None:
         interval = max(self._engine.lease_seconds / 3, 0.05)
+        renew_failed = False
         while True:
             await asyncio.sleep(interval)
             ids = [i for i in self._active if i not in self._released]
@@ -307,9 +340,17 @@ class Worker:
                 continue
             try:
                 held = await store.renew(self._engine.worker_id, ids, self._engine.lease_seconds)
+            except StoreError as exc:
+                # One line when it starts failing (the claims say the rest), not a
+                # traceback at every renewal.
+                if not renew_failed:
+                    logger.error("renewing leases failed: %s", exc)
+                renew_failed = True
+                continue
             except Exception:
                 logger.exception("renewing leases failed")
                 continue
+            renew_failed = False
             for task_id in ids:
                 driver = self._active.get(task_id)
                 if (
@@ -1058,6 +1099,11 @@ def other_engine_hint(engine: ECSWorkflowEngine, task: Task) -> str:
 
 # How often a task waiting to run alone looks whether the others have finished.
 _ALONE_POLL = 0.05
+
+# How long a worker waits before asking a failing store again: the first pause,
+# doubled at each failure in a row up to the longest.
+_STORE_RETRY_FIRST = 1.0
+_STORE_RETRY_MAX = 60.0
 
 # The signals a service manager stops a worker with, and how long a command killed
 # by one waits for the worker's own to arrive before it counts as a failed attempt.

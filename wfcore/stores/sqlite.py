@@ -313,14 +313,14 @@ class SQLiteStore(Store):
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._reader is None:
-            raise StoreError("the store is not open")
+            raise StoreNotOpenError("the store is not open")
         await self._check_file()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn()))
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._writer is None:
-            raise StoreError("the store is not open")
+            raise StoreNotOpenError("the store is not open")
         await self._check_file()
         try:
             result: _T = await self._writer.submit(fn)
@@ -328,6 +328,11 @@ class SQLiteStore(Store):
         except sqlite3.OperationalError as exc:
             # A read-only file or folder, a full disk, a lock held too long: the
             # store, not the task, is the problem.
+            if _disk_full(exc):
+                raise StoreError(
+                    f"cannot write to {self.path}: the disk holding it is full ({exc}); "
+                    "free space there"
+                ) from exc
             raise StoreError(f"cannot write to {self.path}: {exc}") from exc
 
     # -- open / close ----------------------------------------------------------------
@@ -601,7 +606,7 @@ class SQLiteStore(Store):
         Returns ``(bytes before, bytes after)``: the database file and its WAL.
         """
         if self._writer is None:
-            raise StoreError("the store is not open")
+            raise StoreNotOpenError("the store is not open")
 
         def vacuum() -> tuple[int, int]:
             before = self._size_on_disk()
@@ -1170,8 +1175,24 @@ class StoreFileLostError(StoreError):
     lasting = True
 
 
+class StoreNotOpenError(StoreError):
+    """The store was used before it was opened or after it was closed."""
+
+    lasting = True
+
+
 # How often (seconds, at most) reads and writes look whether the file is still there.
 _FILE_CHECK_EVERY = 1.0
+
+
+# SQLite's result code SQLITE_FULL ("database or disk is full").
+_SQLITE_FULL = 13
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    # sqlite_errorcode is there from Python 3.11 on; before, SQLite's words tell.
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == _SQLITE_FULL if code is not None else "database or disk is full" in str(exc)
 
 
 def _file_id(path: Path) -> tuple[int, int]:
