@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_cli import APP, _wait_for
 
-from wfcore import Phase, TaskStatus
+from wfcore import Phase, Task, TaskStatus
 from wfcore.metrics import MetricsServer
 
 # An app whose command phase runs until the test lets it finish: it writes its
@@ -412,3 +412,69 @@ def test_a_full_disk_makes_the_worker_wait_and_go_on_once_there_is_room(
     assert "the store works again" in said and "Traceback" not in said, said
     task = _show(wfe, task_id, env)
     assert task["output"] == "x" * 100_000
+
+
+def test_a_deadline_in_a_phase_a_redefined_workflow_dropped_names_that_phase(
+    wfe_engine_factory, wfe_run
+) -> None:
+    first = wfe_engine_factory(poll_interval=0.02)
+    first.register_workflow("w", [Phase("review", assigned_to="human", timeout=0.2)])
+
+    async def wait_there() -> str:
+        task = await first.submit_task(None, "w")
+        await first.run_until_idle()
+        assert (await first.get_task(task.id)).status is TaskStatus.WAITING_HUMAN
+        await first.aclose()
+        return task.id
+
+    task_id = wfe_run(wait_there())
+    # The app's next release renamed the phase.
+    second = wfe_engine_factory(poll_interval=0.02)
+    second.register_workflow("w", [Phase("approve", assigned_to="human"), Phase("send")])
+
+    async def after_the_deadline() -> Task:
+        running = asyncio.create_task(second.run())
+        try:
+            return await second.wait_for_task(task_id, timeout=30)
+        finally:
+            second.stop()
+            await running
+
+    done = wfe_run(after_the_deadline())
+    assert done.status is TaskStatus.FAILED
+    assert done.error == (
+        "DeadlineExceeded: the deadline passed while the task waited in phase 'review', "
+        "which workflow 'w' no longer has (redefined since; its phases: 'approve', 'send'), "
+        "so its on_timeout rule is not known"
+    )
+
+
+def test_each_finished_task_gets_a_debug_line_with_its_workflow_and_time(
+    wfe_engine_factory, wfe_run, caplog
+) -> None:
+    """At DEBUG: a busy worker finishes thousands a second, and its INFO log is read."""
+    engine = wfe_engine_factory(poll_interval=0.02)
+
+    def work(task: Task) -> None:
+        if task.data == "bad":
+            raise ValueError("bad input")
+        task.output = task.data
+
+    engine.register_handler("work", work)
+    engine.register_workflow("w", [Phase("work", assigned_to="functional")])
+
+    async def scenario() -> list[str]:
+        ids = [(await engine.submit_task(data, "w")).id for data in ("good", "bad")]
+        await engine.run_until_idle()
+        return ids
+
+    caplog.set_level(logging.DEBUG, logger="wfcore")
+    good, bad = wfe_run(scenario())
+    lines = [r for r in caplog.records if r.getMessage().endswith("after it was submitted")]
+    assert [r.levelno for r in lines] == [logging.DEBUG] * 2
+    said = sorted(r.getMessage() for r in lines)
+    expected = sorted(
+        [rf"task {good} \(workflow 'w'\): completed, ", rf"task {bad} \(workflow 'w'\): failed, "]
+    )
+    for line, pattern in zip(said, expected, strict=True):
+        assert re.match(pattern + r"\d+\.\d{3}s after it was submitted$", line), said

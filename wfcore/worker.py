@@ -721,6 +721,8 @@ class Worker:
         finished = task.status.is_finished
         if not await self._persist(task, keep_lease=not finished):
             return None
+        if finished:
+            _log_finished(task)
         await self._engine._after_phase(task, phase)
         return None if finished else task
 
@@ -832,6 +834,7 @@ class Worker:
             error=error,
         )
         if await self._persist(task, keep_lease=False):
+            _log_finished(task)
             self._engine.stats["failed"] += 1
             if attempt_failed:
                 await self._engine._fire("wfe_attempt_failed", task=task, phase=phase)
@@ -843,7 +846,17 @@ class Worker:
         spec = await self._engine._workflow(task.workflow_name)
         phase = spec.phase(task.classification) if spec and task.classification else None
         if spec is None or phase is None:
-            await self._fail(task, phase, "deadline passed in an unknown phase")
+            # Its on_timeout rule is the phase's, which is not there to apply.
+            waited = f"the deadline passed while the task waited in phase {task.classification!r}"
+            if spec is None:
+                why = f"of workflow {task.workflow_name!r}, which this worker does not know"
+            else:
+                names = ", ".join(repr(p.target_classification) for p in spec.phases)
+                why = (
+                    f"which workflow {spec.name!r} no longer has (redefined since; its "
+                    f"phases: {names}), so its on_timeout rule is not known"
+                )
+            await self._fail(task, None, f"DeadlineExceeded: {waited}, {why}")
             return None
         rule = phase.on_timeout or "fail"
         task.record("deadline_passed", phase=phase.target_classification, on_timeout=rule)
@@ -867,6 +880,8 @@ class Worker:
             finished = task.status.is_finished
             if not await self._persist(task, keep_lease=not finished):
                 return None
+            if finished:
+                _log_finished(task)
             await self._engine._after_phase(task, phase)
             return None if finished else task
         task.classification = rule["goto"]
@@ -985,6 +1000,7 @@ class Worker:
         if ok:
             if self._engine._waiters:  # wait_for_task calls, if any
                 self._engine._task_written(task.id)
+            _log_finished(task)
             self._engine.stats["failed"] += 1
             await self._engine._fire("wfe_task_failed", task=task)
         else:
@@ -1243,6 +1259,22 @@ def _as_text(message: str) -> str:
     """An error message as storable text: a lone surrogate (an undecodable file
     name in an OSError, say) is shown escaped rather than making the task unstorable."""
     return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _log_finished(task: Task) -> None:
+    """A line for each task this worker completed or failed, with its workflow and
+    how long after its submission: at DEBUG, as a busy worker finishes thousands a
+    second (the progress lines count them; a failure has its WARNING line too)."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    seconds = (utcnow() - task.created_at).total_seconds()
+    logger.debug(
+        "task %s (workflow %r): %s, %.3fs after it was submitted",
+        task.id,
+        task.workflow_name,
+        task.status.value,
+        seconds,
+    )
 
 
 def _first_line(text: str | None) -> str:
