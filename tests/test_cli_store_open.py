@@ -261,3 +261,24 @@ def test_a_plugin_serving_sqlite_urls_is_warned_about_and_not_taken_for_sqlite(
         "wfcore.stores.memory": ["memory://"],
         "wfcore.stores.sqlite": ["sqlite://"],
     }
+
+
+def test_wfe_plugins_shows_the_schemes_each_store_plugin_opens(
+    wfe, tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    """The table gets a STORES column; the store in use (--store) is asked about
+    too, so a plugin's own scheme shows for it."""
+    url = f"dirstore://{tmp_path / 'jobs'}"
+    table = wfe("--store", url, "plugins", "--all", env=plugin_env).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PACKAGE", "VERSION", "HOOKS", "STORES"]
+    stores = {line.split()[0]: line.split()[-1] for line in table[1:]}
+    assert stores == {
+        "dirstore": "dirstore://",
+        "wfcore.adapters": "-",
+        "wfcore.stores.memory": "memory://",
+        "wfcore.stores.sqlite": "sqlite://",
+    }
+    assert not (tmp_path / "jobs").exists()  # asked, never opened
+    # Without --all, no plugin listed opens a built-in scheme: no STORES column.
+    plain = wfe("plugins", env=plugin_env).stdout.splitlines()
+    assert plain[0].split() == ["NAME", "PACKAGE", "VERSION", "HOOKS"]

@@ -137,8 +137,13 @@ def wfe_open_store(url: str) -> Store | None:
     :param url: the store URL, e.g. ``sqlite:///abs/path/wfe.db``,
         ``memory://`` or ``postgresql://...``.
 
-    Stops at the first non-None result. The built-in ``sqlite`` and ``memory``
-    stores are registered ``trylast``. Must not be async (refused when
+    Stops at the first non-None result: the plugin registered last is asked
+    first, the built-in ``sqlite`` and ``memory`` stores (registered ``trylast``)
+    after all others. The plugins after the one that answered are asked too, only
+    to warn (once per process, naming both, the scheme and the one that wins) of
+    another that serves the URL as well; what they return is left unopened. A
+    store may say whether it exists already (:meth:`Store.exists`): the ``wfe``
+    commands on stored tasks ask before they open it. Must not be async (refused when
     registered): return an unopened :class:`~wfcore.stores.base.Store` instance
     (anything else, its class say, is a :class:`~wfcore.errors.PluginError`
     naming the plugin); the engine awaits its ``open()``, where an exception

@@ -24,7 +24,7 @@ from ..plugins import (
     why_not_loaded,
 )
 from . import inspection, tasks, worker  # noqa: F401  (each adds its commands to cli)
-from ._base import _LOG_LEVELS, EXIT_INTERRUPTED, _setup_logging, _table, cli, load_app
+from ._base import _LOG_LEVELS, EXIT_INTERRUPTED, _Context, _setup_logging, _table, cli, load_app
 
 __all__ = ["cli", "load_app", "main"]
 
@@ -33,10 +33,16 @@ __all__ = ["cli", "load_app", "main"]
 @click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
 @click.option("--hook", help="Only plugins implementing this hook.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plugins(show_all: bool, hook: str | None, as_json: bool) -> None:
-    """List loaded plugins: package, version and the hooks each implements."""
+@click.pass_context
+def plugins(ctx: click.Context, show_all: bool, hook: str | None, as_json: bool) -> None:
+    """List loaded plugins: package, version, the hooks each implements and the
+    store URL schemes each opens (of sqlite://, memory:// and the --store in use)."""
     pm = _plugin_manager()
-    infos = plugin_infos(pm, include_builtins=show_all)
+    # The group's --store (or WFE_STORE) is asked about too, so that a plugin's own
+    # scheme shows for the store in use.
+    store = ctx.find_object(_Context)
+    store_urls = [store.store] if store and store.store else []
+    infos = plugin_infos(pm, include_builtins=show_all, store_urls=store_urls)
     if hook:
         hooks = sorted(name for name in vars(pm.hook) if name.startswith("wfe_"))
         if hook not in hooks:
@@ -55,10 +61,18 @@ def plugins(show_all: bool, hook: str | None, as_json: bool) -> None:
             what = kept_out or "no plugins installed"
         click.echo(what + ("" if show_all else " (--all shows the built-ins)"))
         return
-    rows = [
+    headers: tuple[str, ...] = ("NAME", "PACKAGE", "VERSION", "HOOKS")
+    rows: list[tuple[str, ...]] = [
         (i["name"], i["package"] or "-", i["version"] or "-", ", ".join(i["hooks"])) for i in infos
     ]
-    _table(("NAME", "PACKAGE", "VERSION", "HOOKS"), rows)
+    # A STORES column only when a listed plugin opens stores: most listings have none.
+    if any(i.get("store_schemes") for i in infos):
+        headers += ("STORES",)
+        rows = [
+            (*row, ", ".join(i.get("store_schemes", [])) or "-")
+            for row, i in zip(rows, infos, strict=True)
+        ]
+    _table(headers, rows)
 
 
 def _kept_out() -> str:
