@@ -11,6 +11,7 @@ from pathlib import Path
 _CARELESS_STORES = '''
 import asyncio
 import json
+import sqlite3
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -206,12 +207,21 @@ class CachesReads(SQLiteStore):
         return claimed
 
 
+class ExistsOpens(SQLiteStore):
+    """Answers exists() by connecting, which makes the database file."""
+
+    async def exists(self):
+        existed = self.path.exists()
+        sqlite3.connect(self.path).close()
+        return existed
+
+
 MEMORY = {cls.__name__.lower(): cls for cls in (
     TakeoverNotStored, DropsFields, RunAfterAtInsertOnly, ActiveIgnoresDelayed,
     PurgeIgnoresOutbox, OutboxOnEveryWrite, OutboxKeepsRetried, OrdersById,
     ChecksThenWrites, RelativeArtifacts,
 )}
-SQLITE = {cls.__name__.lower(): cls for cls in (UnlockedClaims, CachesReads)}
+SQLITE = {cls.__name__.lower(): cls for cls in (UnlockedClaims, CachesReads, ExistsOpens)}
 
 
 class plugin:
@@ -300,6 +310,10 @@ _CAUGHT = {
     "CachesReads": (
         ["test_a_second_opener_sees_the_first_ones_writes"],
         "a task inserted through one store was not found by get_task on a second store",
+    ),
+    "ExistsOpens": (
+        ["test_exists_is_false_before_the_first_open_and_true_after"],
+        "exists() said True for a fresh store (second time asked)",
     ),
 }
 

@@ -1205,6 +1205,46 @@ class StoreContract:
         asyncio.run(asyncio.wait_for(write(), self.timeout))
         asyncio.run(asyncio.wait_for(read(), self.timeout))
 
+    def test_exists_is_false_before_the_first_open_and_true_after(self, store_url: str) -> None:
+        """``Store.exists()`` (None, "cannot tell", is always allowed) is never True
+        for a fresh URL, and asking creates nothing; once a store was opened and
+        written there, it is never False (for a durable store, asked by a store
+        object of its own): ``wfe tasks`` would refuse the store as a mistyped URL."""
+
+        async def ask() -> bool | None:
+            engine = self.make_engine(store_url)
+            said = await engine._store_for(store_url).exists()
+            assert said in (True, False, None), (
+                f"exists() returned {said!r}: return True, False, or None (cannot tell)"
+            )
+            return said
+
+        async def write() -> None:
+            engine = self.make_engine(store_url)
+            try:
+                await (await engine.get_store()).insert_task(_task(1))
+            finally:
+                await engine.aclose()
+
+        def run(step: Callable[[], Awaitable[Any]]) -> Any:
+            return asyncio.run(asyncio.wait_for(step(), self.timeout))
+
+        for asked in ("first", "second"):
+            if run(ask) is True:
+                pytest.fail(
+                    f"exists() said True for a fresh store ({asked} time asked), before "
+                    "anything opened it: it must say whether open() would find the store "
+                    "there, and create nothing itself",
+                    pytrace=False,
+                )
+        run(write)
+        if self.durable and run(ask) is False:
+            pytest.fail(
+                "exists() said False for a store opened and written before: wfe tasks, "
+                "show and status would refuse it as a mistyped URL",
+                pytrace=False,
+            )
+
     # -- the engine on it --------------------------------------------------------------
 
     def test_an_engine_runs_workflows_on_it(self, store_url: str) -> None:
