@@ -153,3 +153,35 @@ def test_worker_processes_stop_when_their_supervisor_is_killed(wfe, tmp_path) ->
     for task_id in ids:  # they stopped as on SIGTERM: their phases went back
         task = json.loads(wfe("show", task_id, "--json").stdout)
         assert task["status"] == "pending" and task["history"][-1]["event"] == "released"
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)], ids=["ctrl-c", "sigterm"]
+)
+def test_a_worker_stopped_by_ctrl_c_exits_130_and_by_sigterm_0(wfe, tmp_path, sig, status) -> None:
+    """130 as the exit statuses in wfe --help say for Ctrl-C; SIGTERM is how a
+    service manager stops a worker, a clean exit."""
+    proc, log = _start(wfe, tmp_path, "worker", "worker", APP)
+    try:
+        _said(log, "Ctrl-C to stop", "the worker to start")
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_worker_processes_interrupted_by_ctrl_c_exit_130_without_a_line_each(wfe, tmp_path) -> None:
+    proc, log = _start(wfe, tmp_path, "supervisor", "worker", APP, "-p", "2")
+    try:
+        _wait_for(lambda: log.read_text().count("Ctrl-C to stop") == 2, what="both workers")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = log.read_text()
+    assert proc.returncode == 130, said
+    assert "wfe: worker process" not in said and "Traceback" not in said, said

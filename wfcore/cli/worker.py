@@ -26,6 +26,7 @@ from ..plugins import (
 from ..stores.base import Store
 from ..stores.sqlite import new_store_file
 from ._base import (
+    EXIT_INTERRUPTED,
     _closing,
     _describe,
     _engine,
@@ -113,7 +114,8 @@ def worker(
     progress on stderr. Start several on one store to share the work, or
     let --processes start them. Ctrl-C or SIGTERM stops it: running phases get
     the engine's shutdown_timeout to finish, then go back to the store for
-    another worker; a second Ctrl-C or SIGTERM hands them back at once.
+    another worker; a second Ctrl-C or SIGTERM hands them back at once. It then
+    exits 130 after a Ctrl-C (SIGINT), 0 after SIGTERM.
     """
     if supervisor_pid is not None:
         _stop_with_supervisor(supervisor_pid)
@@ -163,7 +165,13 @@ def worker(
     server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
     # Each of --processes' workers says which it is: their lines share one stderr.
     label = f"[worker {os.getpid()}] " if supervisor_pid is not None else ""
-    _run(_worker(engine, until_idle, quiet, new_store_file(engine.store_url), server, label))
+    stopped_by = _run(
+        _worker(engine, until_idle, quiet, new_store_file(engine.store_url), server, label)
+    )
+    if stopped_by == signal.SIGINT:
+        # Interrupted, as every wfe command is by Ctrl-C (the exit statuses of wfe
+        # --help); SIGTERM, a service manager's way to stop it, is a clean exit (0).
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _supervise(
@@ -197,7 +205,10 @@ def _supervise(
     )
     children = {child.pid: child for child in started}
 
+    passed: set[int] = set()
+
     def pass_on(signum: int, _frame: Any) -> None:
+        passed.add(signum)
         for child in children.values():
             if child.poll() is None:
                 child.send_signal(signum)
@@ -208,7 +219,8 @@ def _supervise(
         while len(codes) < count:
             pid, code = _wait_any(list(children.values()))
             codes.append(code)
-            if code != 0:
+            # A worker interrupted by the Ctrl-C passed on to it exits 130, as asked.
+            if code != 0 and not (code == EXIT_INTERRUPTED and signal.SIGINT in passed):
                 running = count - len(codes)
                 click.echo(
                     f"wfe: worker process {pid} {_ended_how(code)}; {running} still running",
@@ -309,14 +321,19 @@ async def _worker(
     new_file: Path | None = None,
     server: MetricsServer | None = None,
     label: str = "",
-) -> None:
+) -> int | None:
+    """Run the worker until it is stopped or idle; return the signal that stopped
+    it first (SIGINT or SIGTERM), or None."""
     loop = asyncio.get_running_loop()
 
     stops = 0
+    first: int | None = None
 
-    def stop() -> None:
-        nonlocal stops
+    def stop(signum: int) -> None:
+        nonlocal stops, first
         stops += 1
+        if first is None:
+            first = signum
         if stops > 1 and engine.running:
             # Asked again: the phases go back to the store now, as a cancelled shutdown.
             handed = engine.active_count
@@ -334,7 +351,7 @@ async def _worker(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop)
+            loop.add_signal_handler(sig, stop, sig)
         except (NotImplementedError, RuntimeError):
             pass
     store = await engine.get_store()
@@ -353,6 +370,7 @@ async def _worker(
     finally:
         if server is not None:
             await server.close()
+    return first
 
 
 async def _work(
