@@ -802,3 +802,20 @@ def test_damaged_rows_fail_their_tasks_and_spare_the_others(
     finally:
         conn.close()
     assert kept["bad-history"] == "[{broken"
+
+
+def test_opening_a_store_of_an_older_schema_says_it_was_upgraded(wfe) -> None:
+    """Any command upgrades it, a read-only one too (wfe status): it says so, once,
+    naming the file, as workers of an older wfcore refuse it from then on."""
+    wfe("submit", "review", "--app", "review_app:engine")
+    path = Path(wfe.env["WFE_STORE"].removeprefix("sqlite://"))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE wfe_meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    first = wfe("status").stderr
+    assert (
+        f"WARNING wfcore: upgraded the store {path} from schema 3 to 4: a wfcore that "
+        "knows schema 3 at most (an older release) refuses to open it from now on"
+    ) in first
+    assert wfe("status").stderr == ""

@@ -526,6 +526,17 @@ class SQLiteStore(Store):
                     (str(SCHEMA_VERSION),),
                 )
             conn.execute("COMMIT")
+            if version < SCHEMA_VERSION:
+                # Whoever opens it (wfe status too) upgrades it, once: said, as the
+                # older wfcore of other workers on the store refuses it from now on.
+                logger.warning(
+                    "upgraded the store %s from schema %d to %d: a wfcore that knows "
+                    "schema %d at most (an older release) refuses to open it from now on",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                    SCHEMA_VERSION - 1,
+                )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot use {self.path}: {exc}{self._unwritable()}") from None
         finally:
