@@ -316,7 +316,12 @@ class SQLiteStore(Store):
             raise StoreNotOpenError("the store is not open")
         await self._check_file()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn()))
+        try:
+            return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn()))
+        except sqlite3.OperationalError as exc:
+            # A lock held too long, a temporary file on a full disk, a file server
+            # away: the store's trouble, which a worker waits out.
+            raise self._failed("read", exc) from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._writer is None:
@@ -328,12 +333,14 @@ class SQLiteStore(Store):
         except sqlite3.OperationalError as exc:
             # A read-only file or folder, a full disk, a lock held too long: the
             # store, not the task, is the problem.
-            if _disk_full(exc):
-                raise StoreError(
-                    f"cannot write to {self.path}: the disk holding it is full ({exc}); "
-                    "free space there"
-                ) from exc
-            raise StoreError(f"cannot write to {self.path}: {exc}") from exc
+            raise self._failed("write to", exc) from exc
+
+    def _failed(self, doing: str, exc: sqlite3.Error) -> StoreError:
+        if doing != "read" and _disk_full(exc):
+            return StoreError(
+                f"cannot {doing} {self.path}: the disk holding it is full ({exc}); free space there"
+            )
+        return StoreError(f"cannot {doing} {self.path}: {exc}")
 
     # -- open / close ----------------------------------------------------------------
 
