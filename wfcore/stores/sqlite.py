@@ -185,7 +185,7 @@ class _Writer(threading.Thread):
         self.join()
 
     def run(self) -> None:
-        conn = self._connect()
+        conn: sqlite3.Connection | None = None
         try:
             while True:
                 item = self._queue.get()
@@ -202,11 +202,30 @@ class _Writer(threading.Thread):
                         stop = True
                         break
                     batch.append(more)
+                if conn is None:
+                    # Opened for the first batch, and again after it could not be
+                    # (its folder away, say): the batch fails with why, rather than
+                    # the thread, which every later write would wait for.
+                    try:
+                        conn = self._connect()
+                    except sqlite3.Error as exc:
+                        self._settle_all(batch, exc)
+                        if stop:
+                            return
+                        continue
                 self._apply(conn, batch)
                 if stop:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _settle_all(self, batch: list[Any], exc: BaseException) -> None:
+        for _, _, loop, future in batch:
+            try:
+                loop.call_soon_threadsafe(_settle, [(future, False, exc)])
+            except RuntimeError:
+                pass  # the loop closed; nobody waits for this result
 
     def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         try:
@@ -298,10 +317,14 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(
             self.path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _read_conn(self) -> sqlite3.Connection:
@@ -348,7 +371,10 @@ class SQLiteStore(Store):
         if self._writer is not None:
             return
         await asyncio.to_thread(self._prepare)
-        self._file_id = _file_id(self.path)
+        try:
+            self._file_id = _file_id(self.path)
+        except OSError as exc:  # gone again already
+            raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}") from None
         self._file_checked = time.monotonic()
         self._file_lost = None
         self._writer = _Writer(self._connect)
