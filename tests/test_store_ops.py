@@ -232,3 +232,24 @@ def test_a_store_whose_file_cannot_be_opened_for_writing_refuses_writes(tmp_path
 
     error = wfe_run(scenario())
     assert str(path) in str(error)
+
+
+def test_a_store_file_deleted_before_its_first_write_is_not_made_anew(tmp_path, wfe_run) -> None:
+    from wfcore.errors import StoreError
+    from wfcore.stores.sqlite import SQLiteStore
+
+    path = tmp_path / "odd name #1 %.db"
+
+    async def scenario() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            await store.count_tasks()  # a name URIs would mangle opens
+            path.unlink()
+            with pytest.raises(StoreError):
+                await asyncio.wait_for(store.outbox_register("results"), 30)
+        finally:
+            await store.close()
+
+    wfe_run(scenario())
+    assert not path.exists()

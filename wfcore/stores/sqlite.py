@@ -314,8 +314,14 @@ class SQLiteStore(Store):
     # -- connections -----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        # mode=rw: never create the file (open() has made it): one deleted meanwhile
+        # is an error, not a new empty store.
         conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            f"{self.path.as_uri()}?mode=rw",
+            timeout=30.0,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=True,
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
