@@ -542,6 +542,8 @@ class KafkaBroker:
         self._log_level = log_level
         self._detach = detach
         self._proc: subprocess.Popen[bytes] | None = None
+        # The java and jars it was started with (for up() after down()).
+        self._java_libs: tuple[str, Path] | None = None
         self._log_handle: IO[bytes] | None = None
         self._workdir: Path | None = None
         self._port: int | None = None
@@ -623,9 +625,34 @@ class KafkaBroker:
                 self._cleanup()
                 raise
             break
+        self._java_libs = (java, libs)
         if not self._detach:
             atexit.register(self.stop)
         return self
+
+    def down(self) -> None:
+        """Stop the JVM (SIGTERM, then SIGKILL after *stop_timeout*) but keep its
+        folder and ports: :meth:`up` starts it again, with its topics, at the same
+        address (a broker that goes away and comes back)."""
+        proc = self._proc
+        if proc is None or self._workdir is None:
+            raise RuntimeError("the broker is not started")
+        self._end_jvm()
+
+    def up(self) -> None:
+        """Start again, at the same address and with the same data, a broker that
+        :meth:`down` stopped; wait until it serves metadata again."""
+        if self._java_libs is None or self._workdir is None:
+            raise RuntimeError("the broker was never started")
+        if self.is_running():
+            raise RuntimeError("the broker is running")
+        java, libs = self._java_libs
+        self._run_jvm(java, libs)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self._end_jvm()
+            raise
 
     def stop(self) -> None:
         """Stop the JVM (SIGTERM, then SIGKILL after *stop_timeout*) and delete its folder.
@@ -776,9 +803,14 @@ class KafkaBroker:
             raise BrokerStartError(
                 f"formatting the Kafka storage failed (exit {rc})\n" + self.log_tail()
             )
-        self._log_handle = open(workdir / "broker.log", "wb")
+        self._run_jvm(java, libs)
+
+    def _run_jvm(self, java: str, libs: Path) -> None:
+        """Launch the broker's JVM on the formatted folder (its log appended to)."""
+        workdir = self.workdir
+        self._log_handle = open(workdir / "broker.log", "ab")
         self._proc = subprocess.Popen(
-            self._java_cmd(java, libs, "kafka.Kafka", str(props_path)),
+            self._java_cmd(java, libs, "kafka.Kafka", str(workdir / "server.properties")),
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -809,7 +841,7 @@ class KafkaBroker:
             time.sleep(interval)
             interval = min(interval * 1.5, 1.0)
 
-    def _cleanup(self) -> None:
+    def _end_jvm(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -821,6 +853,9 @@ class KafkaBroker:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+
+    def _cleanup(self) -> None:
+        self._end_jvm()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
