@@ -13,6 +13,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -261,7 +262,8 @@ def _last_bootstrap_error() -> Iterator[list[BaseException]]:
         )
         level, shown = _watching[0]
         watch = _BootstrapErrors(shown)
-        manager.addFilter(watch)
+        # First: the _ConnectionErrors filter may leave the record out of the log.
+        manager.filters.insert(0, watch)
         if shown > logging.WARNING:
             manager.setLevel(logging.WARNING)  # made, seen here, and dropped
     try:
@@ -272,6 +274,146 @@ def _last_bootstrap_error() -> Iterator[list[BaseException]]:
             _watching.pop()
             if not _watching:
                 manager.setLevel(level)
+
+
+#: kafka-python's loggers that report connections failing. Each gets the filter of
+#: its own (a logger's filters do not see the records of the loggers below it).
+_CONNECTION_LOGGERS = (
+    "kafka.net.manager",
+    "kafka.net.connection",
+    "kafka.net.transport",
+    "kafka.net.inet",
+    "kafka.cluster",
+    "kafka.coordinator",
+    "kafka.coordinator.heartbeat",
+    "kafka.consumer.fetcher",
+    "kafka.producer.kafka",
+    "kafka.producer.sender",
+)
+
+#: kafka-python's messages (their format strings) that report a connection failing
+#: without the error among their arguments.
+_CONNECTION_MESSAGES = frozenset(
+    {
+        "%s: socket disconnected",
+        "%s: Request timed out after %d ms. Closing connection.",
+        "No node available for metadata refresh - backoff/retry",
+        "Bootstrap %s not ready; waiting %.2f secs",
+        "Marking the coordinator dead (node %s) for group %s: %s.",
+        "Heartbeat session expired, marking coordinator dead",
+    }
+)
+
+#: Seconds between two of kafka-python's connection errors let into the log while
+#: no outage is reported by wfe_kafka (while one is, none are).
+_CONNECTION_ERRORS_EVERY = 300.0
+
+
+class _ConnectionErrors(logging.Filter):
+    """Keeps kafka-python's connection errors from flooding the log while a
+    consumer runs, and the last of them for wfe_kafka's own line.
+
+    kafka-python logs every failed connection, reconnection and request, several
+    lines a second while a broker is away. While wfe_kafka reports an outage itself
+    (``cannot reach Kafka at ...``, see :meth:`outage_began`), none of them are
+    logged; otherwise one every ``_CONNECTION_ERRORS_EVERY`` seconds (a broker of
+    several that cannot be reached still shows). Its other records (authentication
+    and authorization failures, fatal group errors) pass as they are, and with
+    kafka-python's loggers at DEBUG (``wfe worker --log-level debug``) everything does.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kinds = _connection_error_types()
+        self._lock = threading.Lock()
+        self._outages = 0
+        self._shown_at: float | None = None
+        #: The last connection error kafka-python logged (None: none yet).
+        self.last: BaseException | None = None
+        #: Connection errors left out of the log.
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        errors = [arg for arg in args if isinstance(arg, self._kinds)]
+        if not errors and not (isinstance(record.msg, str) and record.msg in _CONNECTION_MESSAGES):
+            return True
+        if errors:
+            self.last = errors[-1]
+        if logging.getLogger(record.name).getEffectiveLevel() <= logging.DEBUG:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            if self._outages or (
+                self._shown_at is not None and now - self._shown_at < _CONNECTION_ERRORS_EVERY
+            ):
+                self.left_out += 1
+                return False
+            self._shown_at = now
+        return True
+
+    def outage_began(self) -> None:
+        """wfe_kafka reports an outage: leave kafka-python's connection errors out."""
+        with self._lock:
+            self._outages += 1
+
+    def outage_ended(self) -> None:
+        with self._lock:
+            self._outages = max(0, self._outages - 1)
+
+
+def _connection_error_types() -> tuple[type[BaseException], ...]:
+    """The errors of a connection to Kafka failing (refused, lost, timed out, no
+    broker to ask), as opposed to Kafka refusing something."""
+    from kafka.errors import (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        NodeNotReadyError,
+        RequestTimedOutError,
+    )
+
+    return (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        NodeNotReadyError,
+        RequestTimedOutError,
+        OSError,
+    )
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    """Whether an error is one of :func:`_connection_error_types`."""
+    return isinstance(error, _connection_error_types())
+
+
+_connection_lock = threading.Lock()
+# The filter on _CONNECTION_LOGGERS while consumers run, and how many do.
+_connection_errors: list[_ConnectionErrors] = []
+_connection_users = 0
+
+
+@contextlib.contextmanager
+def _quiet_connection_errors() -> Iterator[_ConnectionErrors]:
+    """While in the block, kafka-python's connection errors go through one
+    :class:`_ConnectionErrors` filter (shared by the consumers of the process: the
+    first to enter installs it, the last to leave removes it)."""
+    global _connection_users
+    with _connection_lock:
+        if not _connection_errors:
+            _connection_errors.append(_ConnectionErrors())
+            for name in _CONNECTION_LOGGERS:
+                logging.getLogger(name).addFilter(_connection_errors[0])
+        _connection_users += 1
+        watch = _connection_errors[0]
+    try:
+        yield watch
+    finally:
+        with _connection_lock:
+            _connection_users -= 1
+            if not _connection_users:
+                for name in _CONNECTION_LOGGERS:
+                    logging.getLogger(name).removeFilter(watch)
+                _connection_errors.clear()
 
 
 def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:

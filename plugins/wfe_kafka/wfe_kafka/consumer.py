@@ -24,10 +24,13 @@ from wfcore import ECSWorkflowEngine, Task
 
 from .clients import (
     Record,
+    _ConnectionErrors,
     _describe,
+    _is_connection_error,
     _last_bootstrap_error,
     _new_client,
     _Producer,
+    _quiet_connection_errors,
     _too_large,
 )
 from .messages import (
@@ -47,6 +50,18 @@ _MAX_BATCHES_IN_HAND = 4
 # while one of them is missing.
 _TOPICS_FIRST_CHECK = 5.0
 _TOPICS_RECHECK = 30.0
+# Seconds a look at the topics waits for Kafka's answer (see _list_topics).
+_TOPICS_WAIT = 5.0
+# Seconds each step of a consumer's stop (commit, leaving the group) may take even
+# when waiting for the batches in hand used up close_timeout.
+_STEP_AT_LEAST = 0.5
+# Seconds past close_timeout that a stopping consumer thread is waited for before
+# consume_tasks() returns without it (see _TaskConsumer._bound_stop).
+_STOP_GRACE = 5.0
+# Seconds a running consumer may have no live connection to any broker before it
+# says Kafka cannot be reached (a connection dropped and made again at once, as
+# when a partition leader moves, is no outage).
+_OFFLINE_AFTER = 3.0
 # Seconds a consumer must have run before failing for its restart delay to start
 # again from 1 s (else it doubles, up to 30 s, while the failures go on).
 _HEALTHY_RUN = 60.0
@@ -94,42 +109,69 @@ class _TaskConsumer:
     def _settled(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
 
+    def _bound_stop(self) -> None:
+        """Give the polling thread of the consume_tasks() call under way
+        ``close_timeout`` seconds and a grace to stop; past that, the call returns
+        without it.
+
+        Each step of a stop is bounded (see :meth:`_close_consumer` and
+        :func:`_list_topics`), but a wait inside kafka-python may still outlast
+        them (making a consumer waits up to ``bootstrap_timeout_ms``), and a worker
+        must end on SIGTERM whatever Kafka's state. A thread left behind is a daemon:
+        it ends when its wait does, or with the process; the messages whose offsets
+        it had not committed are delivered again and find their tasks stored.
+        """
+        done = self._consuming
+        if done is None or done.done():
+            return
+        loop = done.get_loop()
+        wait = self.close_timeout + _STOP_GRACE
+
+        def arm() -> None:
+            loop.call_later(wait, self._left_behind, done, wait)
+
+        try:
+            loop.call_soon_threadsafe(arm)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits for the thread
+
+    def _left_behind(self, done: asyncio.Future[None], wait: float) -> None:
+        if done.done():
+            return
+        logger.warning(
+            "the Kafka consumer did not stop within %.0f s (is Kafka reachable?); going on "
+            "without it: messages whose offsets it had not committed are delivered again "
+            "and find their tasks stored",
+            wait,
+        )
+        done.set_result(None)
+
     def _consume_thread(
         self,
         loop: asyncio.AbstractEventLoop,
         engine: ECSWorkflowEngine,
         done: asyncio.Future[None],
+        stop: threading.Event,
     ) -> None:
+        """The polling thread of one consume_tasks() call, until ``stop`` is set.
+
+        ``stop`` is this call's own: a thread left behind by a stop that took too
+        long (see :meth:`_bound_stop`) still sees it set once it wakes, whatever
+        later calls do.
+        """
         outcome: BaseException | None = None
-        delay = 1.0
-        try:
-            while not self._consume_stop.is_set():
-                started = time.monotonic()
-                try:
-                    self._consume(loop, engine)
-                except _Rejoin as exc:
-                    logger.warning("the Kafka consumer has %s", exc)
-                    continue
-                except _SettingsRefused as exc:
-                    logger.error("%s; the consumer stops", exc)
-                    outcome = exc
-                    break
-                except Exception:
-                    if self._consume_stop.is_set():
-                        raise
-                    # A fresh consumer rejoins the group and starts again from the
-                    # committed offsets; redelivered messages find their tasks.
-                    if time.monotonic() - started > _HEALTHY_RUN:
-                        delay = 1.0  # it worked a while: a new failure, not the same one
-                    logger.exception("the Kafka consumer failed; restarting it in %.0f s", delay)
-                    self._consume_stop.wait(delay)
-                    delay = min(30.0, delay * 2)
-        except BaseException as exc:
-            logger.exception("the Kafka consumer stopped with an error")
-            outcome = exc
-        finally:
-            self._assignment = frozenset()
-            self._paused = False
+        with _quiet_connection_errors() as errors:
+            reach = _Reachability(",".join(self.bootstrap_servers), errors)
+            try:
+                outcome = self._consume_until_stopped(loop, engine, stop, reach)
+            except BaseException as exc:
+                logger.exception("the Kafka consumer stopped with an error")
+                outcome = exc
+            finally:
+                reach.close()
+                if self._consuming is done:  # not a later call's state
+                    self._assignment = frozenset()
+                    self._paused = False
 
         def finish() -> None:
             if done.done():
@@ -144,36 +186,82 @@ class _TaskConsumer:
         except RuntimeError:
             pass
 
-    def _open_consumer(self) -> Any:
+    def _consume_until_stopped(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        engine: ECSWorkflowEngine,
+        stop: threading.Event,
+        reach: _Reachability,
+    ) -> BaseException | None:
+        """Consume with one consumer after another until ``stop``; the error that
+        stopped consuming for good (a setting kafka-python refuses), if any."""
+        delay = 1.0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self._consume(loop, engine, stop, reach)
+            except _Rejoin as exc:
+                # Expected while Kafka is away, which is said already.
+                logger.log(
+                    logging.DEBUG if reach.reported else logging.WARNING,
+                    "the Kafka consumer has %s",
+                    exc,
+                )
+                continue
+            except _SettingsRefused as exc:
+                logger.error("%s; the consumer stops", exc)
+                return exc
+            except Exception as exc:
+                if stop.is_set():
+                    raise
+                # A fresh consumer rejoins the group and starts again from the
+                # committed offsets; redelivered messages find their tasks.
+                if time.monotonic() - started > _HEALTHY_RUN:
+                    delay = 1.0  # it worked a while: a new failure, not the same one
+                if _is_connection_error(exc):
+                    # Kafka went away under the consumer (its group coordinator
+                    # cannot be found, say): said once, without a traceback.
+                    reach.lost(exc)
+                else:
+                    logger.exception("the Kafka consumer failed; restarting it in %.0f s", delay)
+                stop.wait(delay)
+                delay = min(30.0, delay * 2)
+        return None
+
+    def _open_consumer(self, stop: threading.Event, reach: _Reachability) -> Any:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaConfigurationError
 
         delay = 0.5
-        while not self._consume_stop.is_set():
+        while not stop.is_set():
             try:
                 with _last_bootstrap_error() as seen:
-                    return _new_client(KafkaConsumer, self.consumer_settings())
+                    consumer = _new_client(KafkaConsumer, self.consumer_settings())
+                reach.back()
+                return consumer
             except (TypeError, ValueError, AssertionError, KafkaConfigurationError) as exc:
                 # kafka-python refusing a setting: retrying cannot help.
                 raise _SettingsRefused(
                     f"Kafka settings cannot be used: kafka-python refused them ({_describe(exc)})"
                 ) from None
             except Exception as exc:
+                if stop.is_set():
+                    break  # a stop came during the attempt: nothing to say
                 # "Unable to bootstrap" says nothing of why: the last connection
                 # error does (refused, a failed SASL handshake, an SSL error).
-                why = _describe(seen[-1]) if seen else _describe(exc)
-                logger.warning(
-                    "cannot reach Kafka at %s (%s); trying again in %.1f s",
-                    ",".join(self.bootstrap_servers),
-                    why,
-                    delay,
-                )
-                self._consume_stop.wait(delay)
+                reach.lost(seen[-1] if seen else exc, retry_in=delay)
+                stop.wait(delay)
                 delay = min(10.0, delay * 2)
         return None
 
-    def _consume(self, loop: asyncio.AbstractEventLoop, engine: ECSWorkflowEngine) -> None:
-        consumer = self._open_consumer()
+    def _consume(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        engine: ECSWorkflowEngine,
+        stop: threading.Event,
+        reach: _Reachability,
+    ) -> None:
+        consumer = self._open_consumer(stop, reach)
         if consumer is None:
             return
         batches = _Batches()
@@ -189,9 +277,10 @@ class _TaskConsumer:
             # kafka-python records the topic's partitions only from a metadata update
             # that comes after subscribe(), and a first assignment made without them
             # is redone at the next update, a needless rebalance.
-            consumer.topics()
+            _list_topics(consumer, stop)
         except Exception as exc:
-            logger.warning("no metadata yet for topic %r: %s", self.tasks_topic, exc)
+            if not stop.is_set():
+                logger.warning("no metadata yet for topic %r: %s", self.tasks_topic, exc)
         next_topics_check: float | None = time.monotonic() + _TOPICS_FIRST_CHECK
         session = self.consumer_settings().get("session_timeout_ms", 10_000) / 1000
         # Longer than a rebalance waiting out a dead member's session, short
@@ -201,7 +290,8 @@ class _TaskConsumer:
         last_stable = time.monotonic()
         next_resync = 0.0
         try:
-            while not self._consume_stop.is_set():
+            while not stop.is_set():
+                reach.check(consumer)
                 if _group_state(consumer) == _STABLE:
                     last_stable = time.monotonic()
                 elif time.monotonic() - last_stable > stuck_after:
@@ -210,10 +300,14 @@ class _TaskConsumer:
                     raise _Rejoin(
                         f"no stable group membership for {stuck_after:.0f} s; reconnecting"
                     )
-                if next_topics_check is not None and time.monotonic() >= next_topics_check:
+                if (
+                    next_topics_check is not None
+                    and time.monotonic() >= next_topics_check
+                    and reach.reported is None  # no answer to wait for while Kafka is away
+                ):
                     next_topics_check = time.monotonic() + _TOPICS_RECHECK
                     try:
-                        self._check_topics(consumer.topics())
+                        self._check_topics(_list_topics(consumer, stop))
                     except Exception as exc:
                         logger.debug("listing the topics failed: %s", exc)
                     if not self._missing_topics:
@@ -255,18 +349,42 @@ class _TaskConsumer:
                 batch = [r for rs in records.values() for r in rs]
                 self.stats["received"] += len(batch)
                 offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if rs}
-                future = asyncio.run_coroutine_threadsafe(self._handle_batch(engine, batch), loop)
+                future = asyncio.run_coroutine_threadsafe(
+                    self._handle_batch(engine, batch, stop), loop
+                )
                 batches.add(future, offsets, len(batch))
         finally:
-            batches.wait_all(self.close_timeout)
-            try:
-                self._commit(consumer, batches.take_handled(), sync=True)
-            except Exception:
-                logger.exception("committing offsets on stop failed")
-            try:
-                consumer.close(autocommit=False)
-            except Exception:
-                logger.exception("closing the Kafka consumer failed")
+            self._close_consumer(consumer, batches)
+
+    def _close_consumer(self, consumer: Any, batches: _Batches) -> None:
+        """Let the batches in hand be stored, commit them and leave the group, in
+        about ``close_timeout`` seconds whatever Kafka's state: kafka-python's own
+        waits are 30 s (request_timeout_ms) for each step. What is not committed
+        is delivered again, and finds its tasks stored."""
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + self.close_timeout
+
+        def left_ms() -> int:
+            # Each step gets a moment even when waiting for the batches took it all.
+            return int(max(_STEP_AT_LEAST, deadline - time.monotonic()) * 1000)
+
+        batches.wait_all(self.close_timeout)
+        try:
+            self._commit(consumer, batches.take_handled(), sync=True, timeout_ms=left_ms())
+        except KafkaError as exc:
+            # One line, not a traceback: Kafka away as a consumer closes loses nothing.
+            logger.warning(
+                "committing offsets as the Kafka consumer closes failed (%s); their "
+                "messages are delivered again and find their tasks stored",
+                _describe(exc),
+            )
+        except Exception:
+            logger.exception("committing offsets on stop failed")
+        try:
+            consumer.close(autocommit=False, timeout_ms=left_ms())
+        except Exception:
+            logger.exception("closing the Kafka consumer failed")
 
     def _topic_settings(self) -> list[tuple[str, str, str]]:
         """(topic, its setting, what waits while it is missing) for each topic used."""
@@ -346,8 +464,15 @@ class _TaskConsumer:
                     return f"; Kafka has no topic {topic!r} ({setting})"
         return ""
 
-    def _commit(self, consumer: Any, offsets: dict[Any, int], sync: bool = False) -> None:
-        """Commit handled offsets of the partitions this consumer still holds."""
+    def _commit(
+        self,
+        consumer: Any,
+        offsets: dict[Any, int],
+        sync: bool = False,
+        timeout_ms: int | None = None,
+    ) -> None:
+        """Commit handled offsets of the partitions this consumer still holds
+        (``sync``: waiting for Kafka's answer at most ``timeout_ms``)."""
         if not offsets:
             return
         from kafka.structs import OffsetAndMetadata
@@ -359,7 +484,7 @@ class _TaskConsumer:
         if not commit:
             return
         if sync:
-            consumer.commit(commit)
+            consumer.commit(commit, timeout_ms=timeout_ms)
         else:
             consumer.commit_async(commit, callback=_log_commit_error)
 
@@ -371,7 +496,9 @@ class _TaskConsumer:
         store = await engine.get_store()
         self._outstanding = await store.count_due(workflows=engine.only_workflows)
 
-    async def _handle_batch(self, engine: ECSWorkflowEngine, records: list[Any]) -> None:
+    async def _handle_batch(
+        self, engine: ECSWorkflowEngine, records: list[Any], stop: threading.Event
+    ) -> None:
         """Store the batch's tasks in one write, then dead-letter its bad messages
         in their original order."""
         problems: list[BaseException | None] = [None] * len(records)
@@ -393,6 +520,7 @@ class _TaskConsumer:
                 "storing",
                 records[positions[0]],
                 lambda: engine.submit_tasks(requests, return_exceptions=True),
+                stop,
             )
             for index, request, outcome in zip(positions, requests, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
@@ -402,11 +530,17 @@ class _TaskConsumer:
         letters = [(r, p) for r, p in zip(records, problems, strict=True) if p is not None]
         if letters:
             await self._retrying(
-                "dead-lettering", letters[0][0], lambda: self._dead_letter(letters)
+                "dead-lettering", letters[0][0], lambda: self._dead_letter(letters), stop
             )
         self.stats["consumed"] += len(records)
 
-    async def _retrying(self, doing: str, record: Any, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(
+        self,
+        doing: str,
+        record: Any,
+        attempt: Callable[[], Awaitable[T]],
+        stop: threading.Event,
+    ) -> T:
         """``await attempt()`` until it succeeds, backing off in between.
 
         A failure here means the store or Kafka is in trouble, not the messages, so
@@ -418,7 +552,7 @@ class _TaskConsumer:
             try:
                 return await attempt()
             except Exception as exc:
-                if self._consume_stop.is_set():
+                if stop.is_set():
                     raise
                 logger.warning(
                     "%s task message %s/%d@%d failed (%s: %s)%s; retrying",
@@ -700,11 +834,138 @@ def _letter_refused(outcome: Any) -> bool:
 _STABLE = "<stable>"  # kafka.structs.MemberState.STABLE
 
 
+def _list_topics(consumer: Any, stop: threading.Event, timeout: float = _TOPICS_WAIT) -> set[str]:
+    """The topics Kafka has, as ``consumer.topics()`` lists them, waiting at most
+    ``timeout`` seconds for Kafka's answer and no longer once ``stop`` is set.
+
+    kafka-python's ``topics()`` waits for the answer without a deadline, and while
+    no broker can be reached its request is never sent, so it never fails either:
+    a consumer thread in it would never stop (a worker would not end on SIGTERM).
+    This asks for the same metadata update (every topic, not only the subscribed
+    ones) and waits for it in short steps. Raises KafkaTimeoutError when the
+    answer does not come in time.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    cluster, net, manager = consumer._cluster, consumer._net, consumer._manager
+    deadline = time.monotonic() + timeout
+
+    def wait(update: Any) -> None:
+        while not update.is_done:
+            left = deadline - time.monotonic()
+            if stop.is_set() or left <= 0:
+                raise KafkaTimeoutError(f"Kafka did not list its topics within {timeout:.0f} s")
+            try:
+                net.run(manager.wait_for, update, int(min(left, 0.25) * 1000) + 1)
+            except KafkaTimeoutError:
+                if update.is_done:
+                    raise  # the update's own failure, not the wait's
+        if update.exception is not None:
+            raise update.exception
+
+    if cluster.metadata_refresh_in_progress:
+        # That refresh may be of the subscribed topics only: the next one lists all.
+        wait(cluster.request_update())
+    every_topic = cluster.need_all_topic_metadata
+    cluster.need_all_topic_metadata = True
+    try:
+        wait(cluster.request_update())
+    finally:
+        cluster.need_all_topic_metadata = every_topic
+    return set(cluster.topics())
+
+
 def _group_state(consumer: Any) -> str:
     try:
         return str(consumer.group_metadata().state)
     except Exception:
         return _STABLE  # no way to tell: never restart on account of it
+
+
+class _Reachability:
+    """Says once that the consumer cannot reach Kafka (again only if the reason
+    changes), and once that it can again; kafka-python's own connection errors
+    are left out of the log meanwhile (see
+    :class:`~wfe_kafka.clients._ConnectionErrors`)."""
+
+    def __init__(self, servers: str, errors: _ConnectionErrors) -> None:
+        self.servers = servers
+        self.errors = errors
+        # Since when the running consumer has had no live connection (None: it has one).
+        self.offline_since: float | None = None
+        # When the outage said to be under way began (None: none is), and its reason.
+        self.reported: float | None = None
+        self._reason: str | None = None
+
+    def check(self, consumer: Any) -> None:
+        """Look at a running consumer's connections; say what changed."""
+        connected = _connected(consumer)
+        if connected is None:
+            return
+        if connected:
+            self.offline_since = None
+            self.back()
+        elif self.offline_since is None:
+            self.offline_since = time.monotonic()
+        elif self.reported is None and time.monotonic() - self.offline_since >= _OFFLINE_AFTER:
+            self.lost(self.errors.last)
+
+    def lost(self, error: BaseException | None, retry_in: float | None = None) -> None:
+        """Kafka cannot be reached (``retry_in``: making a consumer failed, and is
+        tried again in so many seconds; else a running consumer lost it)."""
+        why = _describe(error) if error is not None else "no broker answers"
+        level = (
+            logging.DEBUG if self.reported is not None and why == self._reason else logging.WARNING
+        )
+        if self.reported is None:
+            self.reported = self.offline_since or time.monotonic()
+            self.errors.outage_began()
+        self._reason = why
+        if retry_in is not None:
+            logger.log(
+                level,
+                "cannot reach Kafka at %s (%s); trying again in %.1f s",
+                self.servers,
+                why,
+                retry_in,
+            )
+        else:
+            logger.log(
+                level,
+                "cannot reach Kafka at %s (%s): the connection is lost; no task messages "
+                "until it is back (kafka-python's connection errors are left out of the "
+                "log meanwhile)",
+                self.servers,
+                why,
+            )
+
+    def back(self) -> None:
+        """Kafka answers again: say so if its absence was said."""
+        if self.reported is None:
+            return
+        logger.warning(
+            "Kafka at %s can be reached again, after %.0f s",
+            self.servers,
+            time.monotonic() - self.reported,
+        )
+        self.close()
+
+    def close(self) -> None:
+        """No more is said about this outage (it ended, or the consumer stopped)."""
+        self.offline_since = None
+        if self.reported is not None:
+            self.reported = None
+            self._reason = None
+            self.errors.outage_ended()
+
+
+def _connected(consumer: Any) -> bool | None:
+    """Whether a consumer has a live connection to a broker (to its group's
+    coordinator, which it heartbeats, at least); None when that cannot be told."""
+    try:
+        return bool(consumer._manager.least_used_connections())
+    except Exception:
+        return None  # kafka-python changed, or its IO thread changed the list meanwhile
 
 
 class _SettingsRefused(Exception):

@@ -435,7 +435,9 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
                 "unpublished results" if unpublished is None else f"{unpublished} result(s)",
                 f" ({unsent_events} lifecycle event(s) are dropped)" if unsent_events else "",
             )
-        self._consume_stop.clear()
+        # A new event, not the old one cleared: a polling thread left behind (see
+        # _bound_stop) must still see its own set when it wakes.
+        self._consume_stop = threading.Event()
 
     async def _warn_volatile_loss(self) -> None:
         """Say how many tasks go with a store that does not outlive the process."""
@@ -478,12 +480,19 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         """Ask :meth:`consume_tasks` to finish: it lets the batches in hand be stored,
         commits their offsets, leaves the consumer group and returns.
 
+        Whatever Kafka's state, it returns within about ``close_timeout`` seconds
+        (each step waits for Kafka that long at most), and ``close_timeout`` + 5 s at
+        the very most: a consumer thread still waiting inside kafka-python then is
+        left behind, with a warning, and the messages whose offsets it had not
+        committed are delivered again (they find their tasks stored).
+
         It stops the consume_tasks() under way (or the one :meth:`start` began);
         with none, it does nothing, and a later consume_tasks() consumes.
         """
         starting = self._consumer_task is not None and not self._consumer_task.done()
         if self._consume_calls or starting:
             self._consume_stop.set()
+            self._bound_stop()
 
     async def consume_tasks(self, engine: ECSWorkflowEngine) -> None:
         """Consume the tasks topic until :meth:`stop_consuming`, storing each polled
@@ -530,16 +539,17 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             raise RuntimeError("this KafkaMQInterface is already consuming")
         if self._consume_stop.is_set():
             # stop_consuming() came while this call started: nothing to consume.
-            self._consume_stop.clear()
+            self._consume_stop = threading.Event()
             return
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._consuming = done
         # A lock belongs to the loop it first waited in: one for this loop.
         self._dead_letters_lock = asyncio.Lock()
+        stop = self._consume_stop
         thread = threading.Thread(
             target=self._consume_thread,
-            args=(loop, engine, done),
+            args=(loop, engine, done, stop),
             name="wfe-kafka-consumer",
             daemon=True,
         )
@@ -547,13 +557,15 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:
-            self._consume_stop.set()
+            stop.set()
+            self._bound_stop()
             await asyncio.gather(done, return_exceptions=True)
             raise
         finally:
-            if done.done():
-                # Stopped: a later consume_tasks() starts afresh.
-                self._consume_stop.clear()
+            if done.done() and self._consume_stop is stop:
+                # Stopped: a later consume_tasks() starts afresh, with an event of
+                # its own (a thread left behind keeps seeing its own set).
+                self._consume_stop = threading.Event()
 
 
 def volatile_store_problem(url: str) -> str:

@@ -2,8 +2,9 @@
 
 ``APP_WORK_SECONDS`` is how long each task takes; ``APP_CONCURRENCY`` how many run
 at once in one worker; ``APP_LOG_LEVEL`` (e.g. ``INFO``) shows the Kafka clients'
-group membership in the worker's log. Kafka is wired from the environment
-(``KAFKA_BROKERS``...).
+group membership in the worker's log; ``APP_TOPICS_RECHECK`` (seconds) is how often
+the consumer looks at Kafka's topics while one is missing (30 s otherwise, first
+after 5 s). Kafka is wired from the environment (``KAFKA_BROKERS``...).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def make_engine() -> ECSWorkflowEngine:
             level=os.environ["APP_LOG_LEVEL"],
             format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
         )
+    if os.environ.get("APP_TOPICS_RECHECK"):
+        import wfe_kafka.consumer
+
+        every = float(os.environ["APP_TOPICS_RECHECK"])
+        wfe_kafka.consumer._TOPICS_FIRST_CHECK = wfe_kafka.consumer._TOPICS_RECHECK = every
     engine = ECSWorkflowEngine(
         max_concurrency=int(os.environ.get("APP_CONCURRENCY", "50")), poll_interval=0.05
     )

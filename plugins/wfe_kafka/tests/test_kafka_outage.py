@@ -1,0 +1,319 @@
+"""A broker that goes away under a running ``wfe worker``, and comes back.
+
+A broker of this module's own (``KafkaBroker.down()`` stops its JVM and ``up()``
+starts it again at the same address, with its topics), so that the other tests
+keep theirs; real worker processes wired to it by the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka.errors import KafkaConnectionError
+from wfe_kafka import KafkaMQInterface
+from wfe_kafka.clients import _ConnectionErrors
+from wfe_kafka_util import TopicReader, produce, wait_until
+
+from wfcore import ECSWorkflowEngine, TaskStatus
+
+APPS_DIR = Path(__file__).resolve().parent / "apps"
+
+
+@pytest.fixture(scope="module")
+def broker(broker_tools: Any, kafka_bootstrap: str) -> Iterator[Any]:
+    """A broker for this module alone (``kafka_bootstrap``: skipped, or failed in CI,
+    where no broker can run)."""
+    own = broker_tools.KafkaBroker().start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture
+def up_broker(broker: Any) -> Any:
+    """The module's broker, running."""
+    if not broker.is_running():
+        broker.up()
+    return broker
+
+
+@pytest.fixture(scope="module")
+def broker_tools() -> Any:
+    """``broker/kafka_broker.py`` as conftest loaded it (module scope, for the
+    module's broker)."""
+    return sys.modules["wfe_kafka_test_broker"]
+
+
+class Worker:
+    """``wfe worker`` on a SQLite store of its own, wired to Kafka by ``env``,
+    logging to a file."""
+
+    def __init__(self, tmp: Path, bootstrap: str, tasks: str, results: str, **env: str) -> None:
+        self.store = f"sqlite://{tmp}/worker.db"
+        self.log = tmp / "worker.log"
+        mine = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "WFE_KAFKA_"))}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "wfcore.cli",
+                    "worker",
+                    "wfe_kafka_app:make_engine",
+                    "--store",
+                    self.store,
+                    "--shutdown-timeout",
+                    "1",
+                    "-q",
+                ],
+                cwd=APPS_DIR,
+                env={
+                    **mine,
+                    "WFE_LOAD_PLUGINS": "wfe_kafka",
+                    "KAFKA_BROKERS": bootstrap,
+                    "WFE_KAFKA_TASKS_TOPIC": tasks,
+                    "WFE_KAFKA_RESULTS_TOPIC": results,
+                    "WFE_KAFKA_GROUP": f"outage-{uuid.uuid4().hex[:8]}",
+                    **env,
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines()
+
+    def said(self, text: str) -> list[str]:
+        return [line for line in self.lines() if text in line]
+
+    def wait_said(self, text: str, what: str, timeout: float = 60) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the worker exited with {self.proc.returncode}:\n{self}")
+            return bool(self.said(text))
+
+        try:
+            wait_until(seen, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the worker's log:\n{self}") from None
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM; its exit code, or an AssertionError when it has not exited
+        within ``timeout`` seconds (then it is killed)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"the worker did not exit within {timeout:.0f} s of SIGTERM:\n{self}"
+            ) from None
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines()[-40:])
+
+
+def kafka_python_lines(worker: Worker) -> list[str]:
+    """The log lines of kafka-python's own loggers (``... LEVEL kafka.x: ...``)."""
+    return [
+        line for line in worker.lines() if re.search(r" (DEBUG|INFO|WARNING|ERROR) kafka\.", line)
+    ]
+
+
+def task_status(store_url: str, task_id: str) -> TaskStatus | None:
+    async def read() -> TaskStatus | None:
+        engine = ECSWorkflowEngine(store_url, load_plugins=False)
+        try:
+            task = await engine.get_task(task_id)
+            return None if task is None else task.status
+        finally:
+            await engine.aclose()
+
+    return asyncio.run(read())
+
+
+def test_sigterm_ends_a_worker_while_kafka_is_down_and_a_topic_is_missing(
+    up_broker: Any, tmp_path: Path
+) -> None:
+    """kafka-python's topics() waits without end while no broker can be reached:
+    the consumer thread, looking for the missing dead-letter topic, never stopped,
+    and neither did the worker. Its task goes back to the store as usual."""
+    broker = up_broker
+    tasks, results = f"o-tasks-{uuid.uuid4().hex[:8]}", f"o-results-{uuid.uuid4().hex[:8]}"
+    for topic in (tasks, results):
+        broker.create_topic(topic)
+    # <tasks>.dlq is never made: the consumer looks for it, here at every turn.
+    worker = Worker(
+        tmp_path,
+        broker.bootstrap,
+        tasks,
+        results,
+        APP_WORK_SECONDS="3600",
+        APP_TOPICS_RECHECK="0.1",
+    )
+    try:
+        produce(
+            broker.bootstrap,
+            tasks,
+            [
+                (
+                    b"long",
+                    json.dumps({"id": "long", "workflow_name": "scale", "data": {"n": 1}}).encode(),
+                )
+            ],
+        )
+        wait_until(
+            lambda: task_status(worker.store, "long") is TaskStatus.IN_PROGRESS,
+            60,
+            "the task running in the worker",
+        )
+        broker.down()
+        worker.wait_said(f"cannot reach Kafka at {broker.bootstrap} (", "the outage in the log")
+        code = worker.stop(timeout=30)
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+    assert code == 0, str(worker)
+    assert "Traceback" not in worker.log.read_text(), str(worker)
+    # The consumer stopped by itself: it was not left behind (see the next test).
+    assert not worker.said("did not stop within"), str(worker)
+    # Handed back for another worker, as at any stop.
+    assert task_status(worker.store, "long") is TaskStatus.PENDING
+
+
+def test_a_stop_does_not_wait_for_a_consumer_stuck_in_kafka_python(
+    wfe_engine_factory: Any, wfe_run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Making a consumer waits bootstrap_timeout_ms (here 12 s) for a broker that
+    is not there, and stopping waited for it: consume_tasks() returns
+    close_timeout + 5 s after the stop at most, without the thread, and says so."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    kafka = KafkaMQInterface(
+        f"127.0.0.1:{port}", consumer_config={"bootstrap_timeout_ms": 12_000}, close_timeout=0.5
+    )
+    engine = wfe_engine_factory()
+    # Its connection attempts; wfe_kafka's warnings pass at the root's level.
+    caplog.set_level(logging.INFO, logger="kafka.net.manager")
+
+    def said(text: str) -> bool:
+        return any(text in r.getMessage() for r in caplog.records)
+
+    async def scenario() -> None:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        deadline = time.monotonic() + 30
+        while not said("Attempting bootstrap"):
+            assert time.monotonic() < deadline, "the consumer never tried to connect"
+            await asyncio.sleep(0.05)
+        kafka.stop_consuming()
+        try:
+            await asyncio.wait_for(asyncio.shield(consumer), 9)
+        except asyncio.TimeoutError:
+            raise AssertionError("consume_tasks() waited for the connection attempt") from None
+        await kafka.close()
+
+    wfe_run(scenario())
+    assert said(
+        "the Kafka consumer did not stop within 6 s (is Kafka reachable?); going on without it"
+    )
+    # The thread left behind ends with its attempt, saying nothing more.
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name == "wfe-kafka-consumer"],
+        30,
+        "the consumer thread to end",
+    )
+    assert not said("trying again"), [r.getMessage() for r in caplog.records]
+
+
+def test_a_worker_says_once_that_kafka_is_gone_and_once_that_it_is_back(
+    up_broker: Any, tmp_path: Path
+) -> None:
+    """kafka-python logs every failed connection and retry, several lines a second
+    while a broker is away, and the worker itself said nothing."""
+    broker = up_broker
+    tasks, results = f"o-tasks-{uuid.uuid4().hex[:8]}", f"o-results-{uuid.uuid4().hex[:8]}"
+    for topic in (tasks, results, f"{tasks}.dlq"):
+        broker.create_topic(topic)
+    worker = Worker(tmp_path, broker.bootstrap, tasks, results)
+
+    def task(n: int) -> tuple[bytes, bytes]:
+        return f"t-{n}".encode(), json.dumps(
+            {"id": f"t-{n}", "workflow_name": "scale", "data": {"n": n}}
+        ).encode()
+
+    try:
+        with TopicReader(broker.bootstrap, results) as reader:
+            produce(broker.bootstrap, tasks, [task(1)])
+            reader.wait_for(1)
+        before = len(kafka_python_lines(worker))
+        broker.down()
+        worker.wait_said(f"cannot reach Kafka at {broker.bootstrap} (", "the outage in the log")
+        broker.up()
+        worker.wait_said(f"Kafka at {broker.bootstrap} can be reached again", "the all-clear")
+        with TopicReader(broker.bootstrap, results) as reader:
+            produce(broker.bootstrap, tasks, [task(2)])
+            reader.wait_for(2)
+        code = worker.stop(timeout=60)
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+    assert code == 0, str(worker)
+    [lost] = worker.said("cannot reach Kafka at")
+    assert lost.endswith(
+        "): the connection is lost; no task messages until it is back (kafka-python's "
+        "connection errors are left out of the log meanwhile)"
+    ), lost
+    assert len(worker.said("can be reached again")) == 1, str(worker)
+    # At most one of kafka-python's connection errors for the whole outage.
+    assert len(kafka_python_lines(worker)) - before <= 1, str(worker)
+
+
+def test_kafka_python_connection_errors_are_kept_few_but_other_errors_shown() -> None:
+    """The filter of kafka-python's loggers, record by record."""
+    errors = _ConnectionErrors()
+    refused = KafkaConnectionError("111 ECONNREFUSED")
+
+    def record(
+        msg: str, *args: Any, level: int = logging.ERROR, name: str = "kafka.net.manager"
+    ) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+    # Outside an outage wfe_kafka reports, one connection error passes, then none for a while.
+    assert errors.filter(record("Connection failed: %s", refused))
+    assert not errors.filter(record("Connection failed: %s", refused))
+    assert not errors.filter(
+        record(
+            "No node available for metadata refresh - backoff/retry",
+            level=logging.WARNING,
+            name="kafka.cluster",
+        )
+    )
+    assert errors.last is refused
+    # Other errors are shown, outage or not.
+    errors.outage_began()
+    assert errors.filter(record("%s: SaslHandshake failed: %s", "conn", "UnsupportedSaslMechanism"))
+    assert errors.filter(
+        record("Topic %s is not authorized for this client", "t", name="kafka.cluster")
+    )
+    assert not errors.filter(record("%s: socket disconnected", "conn", name="kafka.net.transport"))
+    assert errors.left_out == 3
