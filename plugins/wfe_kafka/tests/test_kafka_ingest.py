@@ -534,6 +534,8 @@ def test_lifecycle_events_share_the_task_key(
     assert suspended["question"] == "Approve the refund?"
     assert suspended["deadline"] is not None
     assert suspended["phase"] == "approve"
+    # The task is agentic ("ai", the default); the phase it waits in is a person's.
+    assert suspended["assigned_to"] == "human"
     assert docs[-1]["output"] == {"doubled": 14}
     with TopicReader(kafka_bootstrap, results) as reader:
         [result] = reader.wait_for(1)

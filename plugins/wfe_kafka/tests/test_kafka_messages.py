@@ -209,6 +209,19 @@ def test_suspended_event_carries_question_and_source() -> None:
     assert doc["source"] == {"topic": "in", "partition": 0, "offset": 3}
 
 
+def test_suspended_event_names_the_type_of_the_phase_it_waits_in() -> None:
+    """Who the task waits for: the phase's assigned_to, else the task's."""
+    task = Task(data=None, workflow_name="w", id="t-4", status="waiting_human")
+    assert task.assigned_to.value == "agentic"
+
+    def waits_for(phase: Phase | None) -> str:
+        return json.loads(event_message("suspended", task, phase))["assigned_to"]
+
+    assert waits_for(Phase("approve", assigned_to="human")) == "human"
+    assert waits_for(Phase("approve")) == "agentic"
+    assert waits_for(None) == "agentic"
+
+
 def test_attempt_failed_event_says_when_the_phase_runs_again() -> None:
     task = Task(data=None, workflow_name="w", id="t-3", status="pending", attempts=1)
     task.error = "ConnectionError: try again"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from wfcore import Phase, Task, hookimpl
+from wfcore import ECSWorkflowEngine, Phase, Task, hookimpl
 from wfcore.metrics import Metric
 from wfcore.model import utcnow
 
@@ -68,9 +68,12 @@ class _Hooks:
         self._iface._event("submitted", task)
 
     @hookimpl
-    def wfe_task_suspended(self, task: Task) -> None:
+    def wfe_task_suspended(self, task: Task, engine: ECSWorkflowEngine) -> None:
         self._iface._settled()
-        self._iface._event("suspended", task)
+        # The phase it waits in: its assigned_to, not the task's, says who answers.
+        spec = engine.workflows.get(task.workflow_name or "")
+        phase = spec.phase(task.classification) if spec and task.classification else None
+        self._iface._event("suspended", task, phase)
 
     @hookimpl
     def wfe_task_completed(self, task: Task) -> None:

@@ -305,7 +305,11 @@ def event_message(
     event: str, task: Task, phase: Phase | None = None, at: datetime | None = None
 ) -> bytes:
     """A lifecycle event of a task (see the README for the fields of each event);
-    ``at`` defaults to now."""
+    ``at`` defaults to now.
+
+    ``phase`` is the phase the event is of; for ``suspended``, the phase the task
+    waits in, whose ``assigned_to`` (else the task's) the event reports.
+    """
     doc: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "event": event,
@@ -333,7 +337,10 @@ def event_message(
     elif event == "suspended":
         doc["question"] = task.waiting_reason
         doc["deadline"] = task.deadline.isoformat() if task.deadline else None
-        doc["assigned_to"] = task.assigned_to.value
+        # Who the task waits for: the phase's type, else the task's (as the engine
+        # chose the adapter that suspended it).
+        waits_for = (phase.assigned_to if phase is not None else None) or task.assigned_to
+        doc["assigned_to"] = waits_for.value
     elif event == "completed":
         doc["output"] = task.output
     elif event == "failed":
