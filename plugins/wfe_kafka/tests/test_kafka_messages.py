@@ -14,6 +14,7 @@ import pytest
 import wfe_kafka.plugin
 from wfe_kafka import BadMessage, KafkaMQInterface, parse_task_message, task_message
 from wfe_kafka.messages import (
+    TASK_FIELDS,
     IdInUse,
     dead_letter_headers,
     event_message,
@@ -59,6 +60,20 @@ def test_optional_fields_and_unknown_ones() -> None:
     assert parsed["classification"] == "check"
     assert parsed["assigned_to"] == "human"
     assert "producer" not in parsed
+
+
+def test_a_null_field_is_read_as_absent_whichever_it_is() -> None:
+    """Producers such as Jackson write null for a field they have no value for:
+    ``"format": null`` was dead-lettered while the other nulls were taken."""
+    absent = parse_task_message(b'{"workflow_name": "review"}')
+    nulls = {name: None for name in TASK_FIELDS if name != "workflow_name"}
+    assert parse_task_message(json.dumps({"workflow_name": "review", **nulls}).encode()) == absent
+    # A required field that is null is missing, as it would be absent (no hint
+    # from a null "workflow" either).
+    with pytest.raises(BadMessage, match=r"^not a task: workflow_name is missing$"):
+        parse_task_message(b'{"workflow_name": null, "workflow": null, "data": 1}')
+    # What publish_task sends for such a dict reads the same.
+    assert parse_task_message(task_message({"workflow_name": "review", **nulls})) == absent
 
 
 @pytest.mark.parametrize(

@@ -73,8 +73,10 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
     """Decode a task message into ``workflow_name``, ``data``, ``id``, ``classification``,
     ``assigned_to`` and ``run_after`` (a datetime; missing optional fields are None).
 
-    The workflow's existence, the id's shape and the task type are checked later
-    by ``engine.submit_task``. Raises :class:`BadMessage` naming the problem.
+    A field that is null is read as absent, whichever it is (producers such as
+    Jackson write nulls for the fields they have no value for). The workflow's
+    existence, the id's shape and the task type are checked later by
+    ``engine.submit_task``. Raises :class:`BadMessage` naming the problem.
     """
     if not value:
         raise BadMessage("empty message (no value)")
@@ -95,6 +97,8 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         # A \uXXXX escape may stand for half of a surrogate pair, which decodes
         # to a str no store can encode: refused here, it cannot stall a batch.
         _check_unicode(doc)
+    # Null is absent, for every field alike.
+    doc = {name: field for name, field in doc.items() if field is not None}
     version = doc.get("format", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise BadMessage(f"format: must be a positive integer, got {version!r}")
