@@ -979,33 +979,51 @@ def test_a_bad_message_whose_dead_letter_kafka_refuses_in_every_form_is_logged_a
     assert "MessageSizeTooLargeError" in said, said
 
 
-def test_a_dead_letter_kafka_python_refuses_goes_without_what_it_refuses(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_run: Any
+def test_a_dead_letter_keeps_headers_without_a_value_and_a_record_without_key_or_value(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A message with neither key nor value, and a header without a value (Java
-    producers send such records; kafka-python sends neither): its letter goes with
-    an empty value and without its headers instead of failing for ever."""
+    """Headers without a value, and a message with neither key nor value (Java
+    producers send such records; kafka-python sends neither): each letter used to
+    be refused, then sent without the message's headers. Now the headers go with an
+    empty value for a null one, named in wfe.headers.null, and the key and value
+    as they were (an empty value for a record with neither)."""
     tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
     kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
-    # As kafka-python's consumer gives such a record.
-    record = SimpleNamespace(
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    # As kafka-python's consumer gives such records.
+    bare = SimpleNamespace(
         topic=tasks, partition=0, offset=7, key=None, value=None, headers=[("trace", None)]
+    )
+    mixed = SimpleNamespace(
+        topic=tasks,
+        partition=0,
+        offset=8,
+        key=b"order-1",
+        value=b"{not json",
+        headers=[("trace", b"abc"), ("empty", None), ("trace", None)],
     )
 
     async def scenario() -> None:
         try:
-            await kafka._dead_letter([(record, BadMessage("empty message (no value)"))])
+            await kafka._dead_letter(
+                [(bare, BadMessage("no value (null)")), (mixed, BadMessage("not valid JSON"))]
+            )
         finally:
             await kafka.close()
 
     wfe_run(scenario())
     with TopicReader(kafka_bootstrap, dlq) as reader:
-        [letter] = reader.wait_for(1)
-    headers = dict(letter.headers)
-    assert (letter.key, letter.value) == (None, b"")
-    assert "trace" not in headers and headers["wfe.headers.omitted"] == b"5"
-    assert headers["wfe.error"] == b"empty message (no value)"
+        first, second = reader.wait_for(2)
+    assert (first.key, first.value) == (None, b"")
+    assert first.headers[0] == ("trace", b"")
+    headers = dict(first.headers)
+    assert headers["wfe.headers.null"] == b"0" and "wfe.headers.omitted" not in headers
+    assert headers["wfe.error"] == b"no value (null)"
     assert headers["wfe.source.offset"] == b"7"
+    assert (second.key, second.value) == (b"order-1", b"{not json")
+    assert second.headers[:3] == [("trace", b"abc"), ("empty", b""), ("trace", b"")]
+    assert dict(second.headers)["wfe.headers.null"] == b"1,2"
+    assert not [r for r in caplog.records if "was refused" in r.getMessage()]
 
 
 def wfe_cli(store_url: str, *args: str) -> None:

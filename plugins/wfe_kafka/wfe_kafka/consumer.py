@@ -778,29 +778,35 @@ def _letter_forms(topic: str, record: Any, error: BaseException) -> list[tuple[s
     was refused for what it is: (what it leaves out, the letter).
 
     First the message's key, value and headers with the ``wfe.*`` headers after
-    them. Then without the larger of its value and its headers, the value sent as
-    ``b""`` (a null one is a tombstone to a compacted topic, and kafka-python sends
-    no record without a key nor a value); then without both, ``wfe.error`` cut to
-    1,000 characters; last without its key too. What is left out is named in
-    ``wfe.value.omitted``, ``wfe.headers.omitted`` and ``wfe.key.omitted`` (its
-    size in bytes); the ``wfe.source.*`` headers say where to read it.
+    them; a header whose value is null goes with an empty one (kafka-python sends
+    no null header value), and ``wfe.headers.null`` lists the positions (from 0,
+    comma-separated) of such headers among the original ones. Then without the
+    larger of its value and its headers, the value sent as ``b""`` (a null one is
+    a tombstone to a compacted topic, and kafka-python sends no record without a
+    key nor a value); then without both, ``wfe.error`` cut to 1,000 characters;
+    last without its key too. What is left out is named in ``wfe.value.omitted``,
+    ``wfe.headers.omitted`` and ``wfe.key.omitted`` (its size in bytes); the
+    ``wfe.source.*`` headers say where to read it.
     """
-    key, value, headers = record.key, record.value, list(record.headers or [])
+    key, value, original = record.key, record.value, list(record.headers or [])
     where = dead_letter_headers(error, record.topic, record.partition, record.offset)
     # kafka-python sends no record without a key nor a value: an empty value says
     # the same as none.
     sendable = b"" if key is None and value is None else value
-    forms: list[tuple[str, Record]] = [("", (topic, key, sendable, headers + where))]
+    headers = [(name, b"" if field is None else field) for name, field in original]
+    nulls = [str(i) for i, (_name, field) in enumerate(original) if field is None]
+    null = [("wfe.headers.null", ",".join(nulls).encode("ascii"))] if nulls else []
+    forms: list[tuple[str, Record]] = [("", (topic, key, sendable, headers + where + null))]
+    short = dead_letter_headers(
+        error, record.topic, record.partition, record.offset, error_limit=_ERROR_LIMIT
+    )
     value_size, headers_size = len(value or b""), _headers_size(headers)
     no_value = [("wfe.value.omitted", str(value_size).encode("ascii"))] if value_size else []
     no_headers = [("wfe.headers.omitted", str(headers_size).encode("ascii"))] if headers else []
     if value_size >= headers_size and value_size:
-        forms.append(("its value", (topic, key, b"", headers + where + no_value)))
+        forms.append(("its value", (topic, key, b"", headers + where + null + no_value)))
     elif headers:
         forms.append(("its headers", (topic, key, sendable, where + no_headers)))
-    short = dead_letter_headers(
-        error, record.topic, record.partition, record.offset, error_limit=_ERROR_LIMIT
-    )
     forms.append(("its value and headers", (topic, key, b"", short + no_value + no_headers)))
     if key:
         no_key = [("wfe.key.omitted", str(len(key)).encode("ascii"))]
