@@ -302,6 +302,71 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
     assert (result["id"], result["output"]) == ("ok-1", {"doubled": 10})
 
 
+def test_a_tombstone_is_dead_lettered_as_one_and_unknown_fields_are_named_once(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tombstone's letter said "empty message"; a misspelt field (classifcation)
+    was ignored without a word, and the task started at its first phase."""
+    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (b"order-1", None),
+            (
+                b"typo-1",
+                task_json(
+                    id="typo-1",
+                    workflow_name="double",
+                    data={"n": 1},
+                    classifcation="double",
+                    producer="billing",
+                ),
+            ),
+            (
+                b"typo-2",
+                task_json(id="typo-2", workflow_name="double", data={"n": 2}, classifcation=1),
+            ),
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    caplog.set_level(logging.INFO, logger="wfe_kafka")
+    wfe_run(
+        serve(
+            engine,
+            kafka,
+            lambda: kafka.stats["consumed"] == 3 and kafka.stats["results_published"] == 2,
+            "3 messages handled and 2 results",
+        )
+    )
+    with TopicReader(kafka_bootstrap, dlq) as reader:
+        [letter] = reader.wait_for(1)
+    assert (letter.key, letter.value) == (b"order-1", None)  # as it came
+    headers = dict(letter.headers)
+    assert headers["wfe.error"] == b"a tombstone (a key with a null value), not a task message"
+    assert headers["wfe.error.type"] == b"BadMessage"
+    # Unknown fields are ignored (the tasks ran), each name said once: a warning
+    # for one like a task message field, information for another.
+    ignored = [r for r in caplog.records if "is not a task message field" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in ignored] == [
+        (
+            logging.WARNING,
+            f"task message {tasks}/0@1: 'classifcation' is not a task message field (did you "
+            "mean classification?) and is ignored (said once for each field name)",
+        ),
+        (
+            logging.INFO,
+            f"task message {tasks}/0@1: 'producer' is not a task message field and is ignored "
+            "(said once for each field name)",
+        ),
+    ]
+
+
 def test_redelivered_messages_do_not_create_second_tasks(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:

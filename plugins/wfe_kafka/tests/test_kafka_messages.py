@@ -37,6 +37,7 @@ def test_minimal_message_is_a_task_of_the_current_format() -> None:
         "classification": None,
         "assigned_to": None,
         "run_after": None,
+        "ignored": [],
     }
 
 
@@ -59,7 +60,8 @@ def test_optional_fields_and_unknown_ones() -> None:
     assert parsed["run_after"] == datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
     assert parsed["classification"] == "check"
     assert parsed["assigned_to"] == "human"
-    assert "producer" not in parsed
+    # Read by no one, but named: a worker says once that it ignores it.
+    assert "producer" not in parsed and parsed["ignored"] == ["producer"]
 
 
 def test_a_null_field_is_read_as_absent_whichever_it_is() -> None:
@@ -79,8 +81,8 @@ def test_a_null_field_is_read_as_absent_whichever_it_is() -> None:
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        (None, "empty message"),
-        (b"", "empty message"),
+        (None, r"^no value \(null\): not a task message$"),
+        (b"", r"^empty value \(0 bytes\): not a task message$"),
         (b"{not json", "not valid JSON"),
         (b"\xff\xfe\x00", "not"),
         # Messages are UTF-8; Python's json would read all of these.

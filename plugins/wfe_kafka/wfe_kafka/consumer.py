@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import difflib
 import logging
 import threading
 import time
@@ -34,6 +35,8 @@ from .clients import (
     _too_large,
 )
 from .messages import (
+    TASK_FIELDS,
+    BadMessage,
     IdInUse,
     dead_letter_headers,
     message_digest,
@@ -62,6 +65,8 @@ _STOP_GRACE = 5.0
 # says Kafka cannot be reached (a connection dropped and made again at once, as
 # when a partition leader moves, is no outage).
 _OFFLINE_AFTER = 3.0
+# Field names of task messages that a worker says it ignores, once each, at most.
+_IGNORED_NAMES_SAID = 1000
 # Seconds a consumer must have run before failing for its restart delay to start
 # again from 1 s (else it doubles, up to 30 s, while the failures go on).
 _HEALTHY_RUN = 60.0
@@ -105,6 +110,8 @@ class _TaskConsumer:
         self._consume_calls = 0
         # Held while a batch's dead letters are sent (see _dead_letter).
         self._dead_letters_lock = asyncio.Lock()
+        # Names of fields task messages do not have that were said to be ignored.
+        self._ignored_said: set[str] = set()
 
     def _settled(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
@@ -506,7 +513,8 @@ class _TaskConsumer:
         positions: list[int] = []
         for index, record in enumerate(records):
             try:
-                requests.append(_submit_request(record))
+                message = _read_message(record)
+                requests.append(_submit_request(record, message))
             except Exception as exc:
                 # Reading a message depends on its bytes alone: whatever fails here
                 # would fail on every redelivery, so the message is dead-lettered
@@ -514,6 +522,7 @@ class _TaskConsumer:
                 problems[index] = exc
             else:
                 positions.append(index)
+                self._say_ignored(record, message["ignored"])
         if requests:
             # Ids make a retry idempotent: a batch stored in part is stored once.
             outcomes = await self._retrying(
@@ -533,6 +542,27 @@ class _TaskConsumer:
                 "dead-lettering", letters[0][0], lambda: self._dead_letter(letters), stop
             )
         self.stats["consumed"] += len(records)
+
+    def _say_ignored(self, record: Any, names: list[str]) -> None:
+        """Say, once for each name, that a message has a field task messages do not
+        have, which is ignored: as a warning when it resembles one they have (a
+        misspelt ``classifcation`` would start the task at its first phase), else
+        as information (producers may add fields of their own)."""
+        for name in names:
+            if name in self._ignored_said or len(self._ignored_said) >= _IGNORED_NAMES_SAID:
+                continue
+            self._ignored_said.add(name)
+            close = difflib.get_close_matches(name, TASK_FIELDS, n=1)
+            logger.log(
+                logging.WARNING if close else logging.INFO,
+                "task message %s/%d@%d: %s is not a task message field%s and is ignored "
+                "(said once for each field name)",
+                record.topic,
+                record.partition,
+                record.offset,
+                repr(name)[:100],
+                f" (did you mean {close[0]}?)" if close else "",
+            )
 
     async def _retrying(
         self,
@@ -698,9 +728,16 @@ class _Batches:
             concurrent.futures.wait(futures, timeout=timeout)
 
 
-def _submit_request(record: Any) -> dict[str, Any]:
-    """The ``submit_tasks`` request for one task message (raises BadMessage)."""
-    message = parse_task_message(record.value)
+def _read_message(record: Any) -> dict[str, Any]:
+    """A record's task message, parsed (raises BadMessage)."""
+    if record.value is None and record.key is not None:
+        # Kafka's mark that its key is deleted (in a compacted topic): no task.
+        raise BadMessage("a tombstone (a key with a null value), not a task message")
+    return parse_task_message(record.value)
+
+
+def _submit_request(record: Any, message: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``submit_tasks`` request for one parsed task message."""
     return {
         "data": message["data"],
         "workflow_name": message["workflow_name"],

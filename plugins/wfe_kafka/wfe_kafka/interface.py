@@ -285,8 +285,11 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         worker would dead-letter (no ``workflow_name``, an id that is not a string,
         a ``run_after`` that is not an ISO 8601 time with an offset...) raises
         ValueError naming the problem, as does a field task messages do not have
-        (it would be dropped); a ``task`` that is neither a Task nor a mapping
-        raises TypeError. Whether the workflow exists is for the worker to say.
+        (a misspelt ``classifcation``, say: it would be dropped here, and a worker
+        ignores such a field in another producer's message, only naming it in its
+        log); a ``task`` that is neither a Task nor a mapping raises TypeError.
+        A field that is None is sent as null, which a worker reads as absent.
+        Whether the workflow exists is for the worker to say.
         """
         if isinstance(task, Task):
             task_id: Any = task.id
@@ -580,7 +583,8 @@ def volatile_store_problem(url: str) -> str:
 
 
 def _check_fields(fields: Mapping[str, Any]) -> None:
-    """Refuse a field task messages do not have: task_message() would drop it."""
+    """Refuse a field task messages do not have: task_message() would drop it, and
+    the worker would not read it (a misspelling would go unnoticed)."""
     for name in fields:
         if name not in TASK_FIELDS:
             close = difflib.get_close_matches(str(name), TASK_FIELDS, n=1)

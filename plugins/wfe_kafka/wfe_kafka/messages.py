@@ -43,7 +43,10 @@ __all__ = [
     "task_message",
 ]
 
-#: The fields a task message may carry; others are ignored.
+#: The fields a task message may carry. A worker ignores others (so that producers
+#: may add their own, and a field a later format adds does not stop an older
+#: worker), naming each once in its log; publish_task() refuses them, as it would
+#: drop them.
 TASK_FIELDS = (
     "format",
     "id",
@@ -71,15 +74,18 @@ def _dumps(doc: Any) -> bytes:
 
 def parse_task_message(value: bytes | None) -> dict[str, Any]:
     """Decode a task message into ``workflow_name``, ``data``, ``id``, ``classification``,
-    ``assigned_to`` and ``run_after`` (a datetime; missing optional fields are None).
+    ``assigned_to`` and ``run_after`` (a datetime; missing optional fields are None),
+    and ``ignored``: the names of its other fields, which are not read.
 
     A field that is null is read as absent, whichever it is (producers such as
     Jackson write nulls for the fields they have no value for). The workflow's
     existence, the id's shape and the task type are checked later by
     ``engine.submit_task``. Raises :class:`BadMessage` naming the problem.
     """
+    if value is None:
+        raise BadMessage("no value (null): not a task message")
     if not value:
-        raise BadMessage("empty message (no value)")
+        raise BadMessage("empty value (0 bytes): not a task message")
     text = _utf8_text(value)
     try:
         doc = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
@@ -126,6 +132,7 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "classification": doc.get("classification"),
         "assigned_to": doc.get("assigned_to"),
         "run_after": _start_time(doc.get("run_after")),
+        "ignored": [name for name in doc if name not in TASK_FIELDS],
     }
 
 
