@@ -177,6 +177,7 @@ def test_task_message_round_trips_through_the_parser() -> None:
         "classification": None,
         "assigned_to": "human",
         "run_after": later,
+        "ignored": [],
     }
     plain = {"workflow_name": "w", "data": 1, "run_after": later}
     assert parse_task_message(task_message(plain))["run_after"] == later
