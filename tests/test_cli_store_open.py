@@ -282,3 +282,18 @@ def test_wfe_plugins_shows_the_schemes_each_store_plugin_opens(
     # Without --all, no plugin listed opens a built-in scheme: no STORES column.
     plain = wfe("plugins", env=plugin_env).stdout.splitlines()
     assert plain[0].split() == ["NAME", "PACKAGE", "VERSION", "HOOKS"]
+
+
+def test_a_worker_says_when_it_made_a_plugin_store(
+    wfe, tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    """wfe worker, with one process or several, says once that it made a plugin's
+    store, as it does for a SQLite file; a store that cannot tell says nothing."""
+    for processes in ("1", "2"):
+        url = f"dirstore://{tmp_path / f'jobs-{processes}'}"
+        args = ("worker", APP, "--store", url, "-p", processes, "--until-idle", "--quiet")
+        assert wfe(*args, env=plugin_env).stderr == f"wfe: created a new store at {url}\n"
+        assert wfe(*args, env=plugin_env).stderr == ""
+    old = f"olddir://{tmp_path / 'old'}"
+    made = wfe("worker", APP, "--store", old, "--until-idle", "--quiet", env=plugin_env)
+    assert made.stderr == "" and (tmp_path / "old").is_dir()

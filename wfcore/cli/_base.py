@@ -236,9 +236,9 @@ def _unopened_store(engine: ECSWorkflowEngine) -> Store:
 
 
 async def _store_exists(store: Store) -> bool | None:
-    """:meth:`Store.exists`, for wfcore's own SQLite store too (its file). A
-    store's ``exists`` may be a plain method too; an answer other than True or
-    False (from an ``exists`` that means something else) is "cannot tell"."""
+    """:meth:`Store.exists`. A store's ``exists`` may be a plain method too; an
+    answer other than True or False (from an ``exists`` that means something else)
+    is "cannot tell"."""
     try:
         said: Any = store.exists()
         if inspect.isawaitable(said):
@@ -250,8 +250,6 @@ async def _store_exists(store: Store) -> bool | None:
             f"cannot tell whether the store {_shown_url(store.url)} exists: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    if said is None and isinstance(store, SQLiteStore):
-        said = store.path.exists()
     return said if isinstance(said, bool) else None
 
 
@@ -262,6 +260,13 @@ def _store_to_make(engine: ECSWorkflowEngine) -> Store | None:
         return None
     store = _unopened_store(engine)
     return store if _run(_store_exists(store)) is False else None
+
+
+def _new_store_place(engine: ECSWorkflowEngine) -> str | None:
+    """Where the store ``engine`` is to open will be made, if opening makes it: None
+    when it exists, cannot tell, or forgets everything anyway (``memory://``)."""
+    store = _store_to_make(engine)
+    return None if store is None or not store.durable else _store_place(store)
 
 
 def _store_place(store: Store) -> str:
@@ -294,11 +299,12 @@ def _remove_store_file(path: Path, folders: list[Path]) -> None:
             return  # something else is in it now
 
 
-def _note_created(path: Path | None) -> None:
-    """Say that a command created a store: a mistyped --store or WFE_STORE would
-    otherwise go unnoticed (the first run on a new store needs it made, though)."""
-    if path is not None and path.exists():
-        click.echo(f"wfe: created a new store at {path}", err=True)
+def _note_created(place: Path | str | None) -> None:
+    """Say that a command created a store (at ``place``, once it opened it): a
+    mistyped --store or WFE_STORE would otherwise go unnoticed (the first run on a
+    new store needs it made, though)."""
+    if place is not None and (not isinstance(place, Path) or place.exists()):
+        click.echo(f"wfe: created a new store at {place}", err=True)
 
 
 def _run(coro: Coroutine[Any, Any, _T], invalid_input: tuple[type[WorkflowError], ...] = ()) -> _T:

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click
@@ -24,12 +23,12 @@ from ..plugins import (
     report_header,
 )
 from ..stores.base import Store
-from ..stores.sqlite import new_store_file
 from ._base import (
     EXIT_INTERRUPTED,
     _closing,
     _describe,
     _engine,
+    _new_store_place,
     _note_created,
     _run,
     _store_option,
@@ -141,7 +140,7 @@ def worker(
         args += [arg for name in workflows for arg in ("--workflow", name)]
         args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
         ports = None if metrics_host is None else (metrics_host, metrics_port)
-        created = new_store_file(url)
+        created = _new_store_place(engine)
         if created is not None:
             # Made here, so that it is noted once and not by each process.
             _run(_closing(engine, engine.get_store()))
@@ -166,7 +165,7 @@ def worker(
     # Each of --processes' workers says which it is: their lines share one stderr.
     label = f"[worker {os.getpid()}] " if supervisor_pid is not None else ""
     stopped_by = _run(
-        _worker(engine, until_idle, quiet, new_store_file(engine.store_url), server, label)
+        _worker(engine, until_idle, quiet, _new_store_place(engine), server, label)
     )
     if stopped_by == signal.SIGINT:
         # Interrupted, as every wfe command is by Ctrl-C (the exit statuses of wfe
@@ -318,7 +317,7 @@ async def _worker(
     engine: ECSWorkflowEngine,
     until_idle: bool,
     quiet: bool,
-    new_file: Path | None = None,
+    new_store: str | None = None,
     server: MetricsServer | None = None,
     label: str = "",
 ) -> int | None:
@@ -355,7 +354,7 @@ async def _worker(
         except (NotImplementedError, RuntimeError):
             pass
     store = await engine.get_store()
-    _note_created(new_file)
+    _note_created(new_store)
     if server is not None:
         try:
             await server.start()

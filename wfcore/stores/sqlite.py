@@ -373,6 +373,10 @@ class SQLiteStore(Store):
 
     # -- open / close ----------------------------------------------------------------
 
+    async def exists(self) -> bool:
+        """Whether the database file is there (opening the store would make it)."""
+        return self.path.exists()
+
     async def open(self) -> None:
         if self._writer is not None:
             return
