@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from test_cli import APP, _wait_for
 
-from wfcore import Phase, Task, TaskStatus
+from wfcore import Phase, StoreError, Task, TaskStatus
 from wfcore.metrics import MetricsServer
+from wfcore.stores.memory import MemoryStore
 
 # An app whose command phase runs until the test lets it finish: it writes its
 # process group to ``<gate>.pgid`` and waits for the gate file, or prints its
@@ -478,3 +479,40 @@ def test_each_finished_task_gets_a_debug_line_with_its_workflow_and_time(
     )
     for line, pattern in zip(said, expected, strict=True):
         assert re.match(pattern + r"\d+\.\d{3}s after it was submitted$", line), said
+
+
+class _FailingClaims(MemoryStore):
+    """A plugin's store whose first claim fails with ``error``."""
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__()
+        self.error: StoreError | None = error
+
+    async def claim(self, owner, limit, lease_seconds, *, workflows=None):
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+        return await super().claim(owner, limit, lease_seconds, workflows=workflows)
+
+
+class _Unreachable(StoreError):
+    lasting = True
+
+
+def test_a_store_error_is_waited_out_unless_it_is_lasting(wfe_engine_factory, wfe_run) -> None:
+    """A store plugin's StoreError (its server restarting) is tried again; one whose
+    class says ``lasting`` stops the worker, which cannot use the store again."""
+
+    async def run_one(store: MemoryStore) -> Task:
+        engine = wfe_engine_factory(store=store)
+        engine.register_handler("work", lambda task: None)
+        engine.register_workflow("w", [Phase("work", assigned_to="functional")])
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    passing = _FailingClaims(StoreError("the database server is restarting"))
+    assert wfe_run(run_one(passing)).status is TaskStatus.COMPLETED
+    assert passing.error is None  # it did fail once
+    with pytest.raises(_Unreachable, match="gone for good"):
+        wfe_run(run_one(_FailingClaims(_Unreachable("gone for good"))))

@@ -139,7 +139,16 @@ class CommandError(AdapterError):
 
 class StoreError(WorkflowError):
     """The store cannot be opened or used: an unknown URL scheme, a file that is not
-    a wfcore database, or a database written by a newer version of wfcore."""
+    a wfcore database, or a database written by a newer version of wfcore.
+
+    A worker meeting one as it claims tasks logs it and tries again, after 1 s
+    doubling up to a minute (a full disk, a database server restarting), unless
+    the error is ``lasting``: then the worker stops, as trying again cannot help.
+    """
+
+    #: This process cannot use the store again (its file was deleted under it,
+    #: say): a store raises a subclass that sets it True.
+    lasting: bool = False
 
 
 class PluginError(WorkflowError):

@@ -242,7 +242,7 @@ class Worker:
                 except StoreError as exc:
                     # Said by /healthz, also once this worker has stopped for it.
                     self.store_problem = f"the store failed: {exc}"
-                    if getattr(exc, "lasting", False):
+                    if exc.lasting:
                         raise  # the store cannot be used again by this process
                     await self._pause_for_store(exc)
                     continue

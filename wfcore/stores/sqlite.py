@@ -1224,7 +1224,7 @@ class SQLiteStore(Store):
 class StoreFileLostError(StoreError):
     """The store's file was deleted or replaced while this process had it open: this
     process cannot use the store again (a new one, started again, opens the path
-    anew). ``lasting`` tells a worker that retrying will not help."""
+    anew): ``lasting``, so a worker stops rather than try again."""
 
     lasting = True
 
