@@ -336,6 +336,8 @@ class _ConnectionErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
         errors = [arg for arg in args if isinstance(arg, self._kinds)]
+        if record.exc_info and isinstance(record.exc_info[1], self._kinds):
+            errors.append(record.exc_info[1])  # log.exception("... closing socket")
         if not errors and not (isinstance(record.msg, str) and record.msg in _CONNECTION_MESSAGES):
             return True
         if errors:
