@@ -926,19 +926,17 @@ def _group_state(consumer: Any) -> str:
 
 
 class _Reachability:
-    """Says once that the consumer cannot reach Kafka (again only if the reason
-    changes), and once that it can again; kafka-python's own connection errors
-    are left out of the log meanwhile (see
-    :class:`~wfe_kafka.clients._ConnectionErrors`)."""
+    """Says once that the consumer cannot reach Kafka, and once that it can again
+    (the attempts in between at DEBUG); kafka-python's own connection errors are
+    left out of the log meanwhile (see :class:`~wfe_kafka.clients._ConnectionErrors`)."""
 
     def __init__(self, servers: str, errors: _ConnectionErrors) -> None:
         self.servers = servers
         self.errors = errors
         # Since when the running consumer has had no live connection (None: it has one).
         self.offline_since: float | None = None
-        # When the outage said to be under way began (None: none is), and its reason.
+        # When the outage said to be under way began (None: none is).
         self.reported: float | None = None
-        self._reason: str | None = None
 
     def check(self, consumer: Any) -> None:
         """Look at a running consumer's connections; say what changed."""
@@ -957,13 +955,10 @@ class _Reachability:
         """Kafka cannot be reached (``retry_in``: making a consumer failed, and is
         tried again in so many seconds; else a running consumer lost it)."""
         why = _describe(error) if error is not None else "no broker answers"
-        level = (
-            logging.DEBUG if self.reported is not None and why == self._reason else logging.WARNING
-        )
+        level = logging.WARNING if self.reported is None else logging.DEBUG
         if self.reported is None:
             self.reported = self.offline_since or time.monotonic()
             self.errors.outage_began()
-        self._reason = why
         if retry_in is not None:
             logger.log(
                 level,
@@ -998,7 +993,6 @@ class _Reachability:
         self.offline_since = None
         if self.reported is not None:
             self.reported = None
-            self._reason = None
             self.errors.outage_ended()
 
 
