@@ -213,10 +213,8 @@ def _check_store_exists(engine: ECSWorkflowEngine) -> None:
     """Refuse the engine's store if it does not exist yet: opening it would create
     it empty, and a mistyped --store or WFE_STORE would look like an empty store.
     A store that cannot tell (:meth:`Store.exists` says None) is let through."""
-    if engine._store is not None:
-        return  # the app opened it already
-    store = _unopened_store(engine)
-    if _run(_store_exists(store)) is False:
+    store = _store_to_make(engine)
+    if store is not None:
         raise click.ClickException(
             f"no store at {_store_place(store)}: nothing was submitted or run there "
             "(check --store and WFE_STORE)"

@@ -157,10 +157,8 @@ def submit(
                     "or name the app with --app MODULE:ATTR)"
                 )
         raise type(exc)(message) from None
-    if new_file is not None:
-        _note_created(new_file)
-    elif new_store is not None:
-        click.echo(f"wfe: created a new store at {_store_place(new_store)}", err=True)
+    if new_store is not None:
+        _note_created(new_file if new_file is not None else _store_place(new_store))
     if task_id is not None and (task.data != payload or task.workflow_name != name):
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
