@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -460,3 +463,38 @@ async def _stored_file(store_url: str, task_id: str):
         return task.artifacts[0], await engine.read_artifact(task, "f.bin")
     finally:
         await engine.aclose()
+
+
+def test_a_memory_store_nobody_closes_leaves_no_folder_behind(tmp_path):
+    # The README's example: asyncio.run(main()) with a memory:// engine, never closed.
+    script = """
+import asyncio
+from wfcore import ECSWorkflowEngine, Phase, Task
+
+async def main():
+    engine = ECSWorkflowEngine(store="memory://")
+
+    async def write(task: Task) -> None:
+        await engine.add_artifact_text(task, "note.txt", "kept until exit")
+
+    engine.register_handler("write", write)
+    engine.register_workflow("w", [Phase("write")])
+    task = await engine.submit_task(None, "w")
+    await engine.run_until_idle()
+    task = await engine.get_task(task.id)
+    print(open(task.artifacts[0].path).read())
+
+asyncio.run(main())
+"""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "TMPDIR": str(temp)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "kept until exit\n"
+    assert list(temp.iterdir()) == []

@@ -1,7 +1,8 @@
 """The in-memory store (``memory://``): the full store contract, kept in one process.
 
 Nothing survives the process; artifacts go to a temporary folder removed on
-close. It is the fastest store, for tests, demos and throw-away pipelines.
+close, or when the store is garbage-collected or the process exits if nobody
+closed it. It is the fastest store, for tests, demos and throw-away pipelines.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import itertools
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +59,7 @@ class MemoryStore(Store):
         # consumer -> {task id: the version of the finish to publish}
         self._consumers: dict[str, dict[str, int]] = {}
         self._tmp: str | None = None
+        self._remove_tmp: weakref.finalize | None = None
         # PENDING or IN_PROGRESS rows, kept current so has_active_tasks is O(1).
         self._active = 0
         self.artifacts_dir = Path(tempfile.gettempdir()) / "wfcore-memory-unopened"
@@ -65,15 +68,18 @@ class MemoryStore(Store):
         if self._tmp is None:
             self._tmp = tempfile.mkdtemp(prefix="wfcore-memory-")
             self.artifacts_dir = Path(self._tmp) / "artifacts"
+            # A script that never closes its engine (asyncio.run(main()) and done)
+            # must not leave a folder in the temporary directory at every run.
+            self._remove_tmp = weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
 
     async def exists(self) -> bool:
         # Each MemoryStore is a store of its own: it exists from its open() on.
         return self._tmp is not None
 
     async def close(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        if self._remove_tmp is not None:
+            self._remove_tmp()
+            self._remove_tmp = self._tmp = None
 
     def _schedule(self, row: _Row, ready_at: float | None) -> None:
         row.ready_at = ready_at
