@@ -342,11 +342,12 @@ def small_disk(tmp_path: Path):
 
 def _fill(folder: Path) -> Path:
     filler = folder / "filler"
-    with open(filler, "wb") as out:
+    # Unbuffered: a buffered file keeps what the full disk refused and fails again,
+    # with ENOSPC, when it is closed.
+    with open(filler, "wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
         except OSError:
             pass
     return filler
