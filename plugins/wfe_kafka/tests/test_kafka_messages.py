@@ -181,6 +181,20 @@ def test_task_message_round_trips_through_the_parser() -> None:
     }
     plain = {"workflow_name": "w", "data": 1, "run_after": later}
     assert parse_task_message(task_message(plain))["run_after"] == later
+    # The format this version writes may be named, or left null.
+    for version in (FORMAT_VERSION, None):
+        assert task_message({**plain, "format": version}) == task_message(plain)
+
+
+def test_a_newer_format_is_refused_to_send_in_a_worker_s_words() -> None:
+    """task_message() wrote format 1 whatever a dict said: a producer asking for
+    format 2 got a message in a format it did not ask for."""
+    newer = {"workflow_name": "w", "format": FORMAT_VERSION + 1}
+    with pytest.raises(BadMessage) as dead_letter:
+        parse_task_message(json.dumps(newer).encode())
+    with pytest.raises(ValueError, match=r"^format: ") as refused:
+        task_message(newer)
+    assert f"would dead-letter it: {dead_letter.value})" in str(refused.value)
 
 
 def test_result_message_is_the_task_in_wire_format() -> None:
@@ -769,6 +783,23 @@ def test_the_report_header_of_an_engine_wired_in_code(
             TypeError,
             r"^publish_task takes a Task or a mapping of task message fields, not str$",
         ),
+        # Another format was sent as format 1, as if the producer had not asked.
+        (
+            {"workflow_name": "w", "format": 2},
+            ValueError,
+            r"^format: this version of wfe_kafka writes format 1, not 2 \(a worker of this "
+            r"version would dead-letter it: format 2 is newer than this worker understands "
+            r"\(1\)\); leave format out to send format 1$",
+        ),
+        (
+            {"workflow_name": "w", "format": "1"},
+            ValueError,
+            r"^format: this version of wfe_kafka writes format 1, not '1' \(a worker of this "
+            r"version would dead-letter it: format: must be a positive integer, got '1'\); ",
+        ),
+        ({"workflow_name": "w", "format": 1.0}, ValueError, r"^format: .*, not 1\.0 \("),
+        ({"workflow_name": "w", "format": True}, ValueError, r"^format: .*, not True \("),
+        ({"workflow_name": "w", "format": 0}, ValueError, r"^format: .*, not 0 \("),
     ],
 )
 def test_publish_task_refuses_what_a_worker_would_dead_letter(

@@ -287,7 +287,10 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         ValueError naming the problem, as does a field task messages do not have
         (a misspelt ``classifcation``, say: it would be dropped here, and a worker
         ignores such a field in another producer's message, only naming it in its
-        log); a ``task`` that is neither a Task nor a mapping raises TypeError.
+        log), and a ``format`` other than the one this version writes
+        (:data:`wfcore.wire.FORMAT_VERSION`): the message would say a format it is
+        not written in. A ``task`` that is neither a Task nor a mapping raises
+        TypeError.
         A field that is None is sent as null, which a worker reads as absent.
         Whether the workflow exists is for the worker to say.
         """

@@ -105,13 +105,7 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         _check_unicode(doc)
     # Null is absent, for every field alike.
     doc = {name: field for name, field in doc.items() if field is not None}
-    version = doc.get("format", FORMAT_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise BadMessage(f"format: must be a positive integer, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise BadMessage(
-            f"format {version} is newer than this worker understands ({FORMAT_VERSION})"
-        )
+    _read_format(doc.get("format", FORMAT_VERSION))
     for name in _OPTIONAL_STRINGS:
         if doc.get(name) is not None and not isinstance(doc[name], str):
             raise BadMessage(f"{name}: must be a string, got {json_kind(doc[name])}")
@@ -134,6 +128,40 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "run_after": _start_time(doc.get("run_after")),
         "ignored": [name for name in doc if name not in TASK_FIELDS],
     }
+
+
+def _read_format(version: Any) -> int:
+    """A task message's ``format``, if a worker of this version can read it (raises
+    BadMessage naming the problem)."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BadMessage(f"format: must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise BadMessage(
+            f"format {version} is newer than this worker understands ({FORMAT_VERSION})"
+        )
+    return version
+
+
+def _check_format_to_send(version: Any) -> None:
+    """Refuse a ``format`` other than the one this version writes (None is absent).
+
+    A message says the format it is written in, and task_message() writes only
+    :data:`FORMAT_VERSION`: sending a dict that asks for another as that one would
+    rewrite what its producer said.
+    """
+    if version is None or (type(version) is int and version == FORMAT_VERSION):
+        return
+    try:
+        _read_format(version)
+    except BadMessage as exc:
+        # The consumer's own words, so that both sides name the problem alike.
+        worker = f" (a worker of this version would dead-letter it: {exc})"
+    else:
+        worker = ""
+    raise ValueError(
+        f"format: this version of wfe_kafka writes format {FORMAT_VERSION}, not "
+        f"{version!r}{worker}; leave format out to send format {FORMAT_VERSION}"
+    )
 
 
 #: Byte order marks, longest first (UTF-32-LE's begins with UTF-16-LE's).
@@ -247,7 +275,11 @@ def source_id(topic: str, partition: int, offset: int) -> str:
 
 
 def task_message(task: Task | Mapping[str, Any]) -> bytes:
-    """A task message for a task (or a dict with the same fields)."""
+    """A task message for a task (or a dict with the same fields).
+
+    The message is written in :data:`FORMAT_VERSION`; a dict whose ``format`` is
+    another (a newer version, a string) raises ValueError naming it.
+    """
     if isinstance(task, Task):
         doc: dict[str, Any] = {
             "id": task.id,
@@ -259,6 +291,7 @@ def task_message(task: Task | Mapping[str, Any]) -> bytes:
         if task.run_after is not None and task.status is TaskStatus.PENDING:
             doc["run_after"] = task.run_after.isoformat()
     else:
+        _check_format_to_send(task.get("format"))
         doc = {k: task[k] for k in TASK_FIELDS if k in task and k != "format"}
         if isinstance(doc.get("run_after"), datetime):
             doc["run_after"] = doc["run_after"].isoformat()
