@@ -1,4 +1,5 @@
-"""Helpers for the core engine's tests: polling with a deadline, a background engine."""
+"""Helpers for the core engine's tests: polling with a deadline, a background engine,
+a SQLite store that loses its folder."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wfcore import ECSWorkflowEngine, Task, TaskStatus
+import pytest
+
+from wfcore import ECSWorkflowEngine, StoreError, Task, TaskStatus
+from wfcore.stores.sqlite import SQLiteStore
 
 __all__ = [
     "ECSWorkflowEngine",
@@ -19,6 +23,7 @@ __all__ = [
     "db_path",
     "events",
     "pid_alive",
+    "store_error_with_its_folder_gone",
     "stored_status",
     "wait_for",
     "wait_for_status",
@@ -114,3 +119,23 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def store_error_with_its_folder_gone(
+    folder: Path, operation: Callable[[SQLiteStore], Awaitable[Any]]
+) -> StoreError:
+    """Open a SQLite store at ``folder/wfe.db``, move the folder away, and return the
+    StoreError that ``operation`` on the store raises then (it must raise one).
+
+    The store's connections open with its first read and its first write, so the
+    operation is the first to find the file gone.
+    """
+    store = SQLiteStore(folder / "wfe.db")
+    await store.open()
+    try:
+        folder.rename(folder.with_name(f"{folder.name}-elsewhere"))
+        with pytest.raises(StoreError) as caught:
+            await operation(store)
+        return caught.value
+    finally:
+        await store.close()

@@ -10,8 +10,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from core_util import store_error_with_its_folder_gone
 
 from wfcore import ECSWorkflowEngine, Phase, Task
+from wfcore.stores.sqlite import SQLiteStore
 
 
 def _engine(path: Path) -> ECSWorkflowEngine:
@@ -187,56 +189,27 @@ def test_two_old_stores_sharing_a_folder_named_after_their_stem_keep_sharing_it(
 def test_a_read_that_sqlite_cannot_do_is_a_store_error_naming_the_file(tmp_path, wfe_run) -> None:
     """A worker waits out a StoreError (a lock held too long, a file server away);
     sqlite3's own error ended it with a traceback."""
-    from wfcore.errors import StoreError
-    from wfcore.stores.sqlite import SQLiteStore
-
     folder = tmp_path / "store"
-    path = folder / "wfe.db"
-
-    async def scenario() -> StoreError:
-        store = SQLiteStore(path)
-        await store.open()
-        try:
-            # The folder goes away before the first read opens its connection.
-            folder.rename(tmp_path / "elsewhere")
-            with pytest.raises(StoreError) as caught:
-                await store.count_tasks()
-            return caught.value
-        finally:
-            await store.close()
-
-    error = wfe_run(scenario())
-    assert str(path) in str(error)
+    # The folder goes away before the first read opens its connection.
+    error = wfe_run(store_error_with_its_folder_gone(folder, lambda store: store.count_tasks()))
+    assert str(folder / "wfe.db") in str(error)
 
 
 def test_a_store_whose_file_cannot_be_opened_for_writing_refuses_writes(tmp_path, wfe_run) -> None:
     """The writer thread's connection failing to open failed the thread, and every
     write then waited for ever."""
-    from wfcore.errors import StoreError
-    from wfcore.stores.sqlite import SQLiteStore
-
     folder = tmp_path / "store"
-    path = folder / "wfe.db"
 
-    async def scenario() -> StoreError:
-        store = SQLiteStore(path)
-        await store.open()
-        try:
-            # The folder goes away before the first write opens its connection.
-            folder.rename(tmp_path / "elsewhere")
-            with pytest.raises(StoreError) as caught:
-                await asyncio.wait_for(store.outbox_register("results"), 30)
-            return caught.value
-        finally:
-            await store.close()
+    async def write(store: SQLiteStore) -> None:
+        await asyncio.wait_for(store.outbox_register("results"), 30)
 
-    error = wfe_run(scenario())
-    assert str(path) in str(error)
+    # The folder goes away before the first write opens its connection.
+    error = wfe_run(store_error_with_its_folder_gone(folder, write))
+    assert str(folder / "wfe.db") in str(error)
 
 
 def test_a_store_file_deleted_before_its_first_write_is_not_made_anew(tmp_path, wfe_run) -> None:
     from wfcore.errors import StoreError
-    from wfcore.stores.sqlite import SQLiteStore
 
     path = tmp_path / "odd name #1 %.db"
 
