@@ -18,6 +18,8 @@ APPS_DIR = TESTS_DIR / "apps"
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from core_util import end_process  # noqa: E402
+
 from wfcore import ECSWorkflowEngine  # noqa: E402
 
 
@@ -75,9 +77,7 @@ def start_worker(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Callabl
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        end_process(proc)
 
 
 @pytest.fixture

@@ -1,14 +1,19 @@
 """Helpers for the core engine's tests: polling with a deadline, a background engine,
-a SQLite store that loses its folder."""
+``wfe`` processes and the HTTP they serve, a SQLite store that loses its folder."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,14 +25,20 @@ from wfcore.stores.sqlite import SQLiteStore
 __all__ = [
     "ECSWorkflowEngine",
     "background",
+    "background_wfe",
     "db_path",
+    "end_process",
     "events",
+    "free_port",
+    "http_get",
     "pid_alive",
+    "run_task",
     "store_error_with_its_folder_gone",
     "stored_status",
     "wait_for",
     "wait_for_status",
     "wait_until",
+    "with_pythonpath",
 ]
 
 T = TypeVar("T")
@@ -85,6 +96,15 @@ async def background(engine: ECSWorkflowEngine) -> AsyncIterator[asyncio.Task[No
         await asyncio.wait_for(runner, 15)
 
 
+async def run_task(engine: ECSWorkflowEngine, data: Any, workflow: str) -> Task:
+    """Submit a task, run the engine until it is idle, and return the task as stored."""
+    task = await engine.submit_task(data, workflow)
+    await engine.run_until_idle()
+    stored = await engine.get_task(task.id)
+    assert stored is not None
+    return stored
+
+
 def events(task: Task) -> list[str]:
     """The event names of a task's history, in order."""
     return [entry["event"] for entry in task.history]
@@ -119,6 +139,54 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def end_process(proc: subprocess.Popen[Any]) -> None:
+    """Kill ``proc`` if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+@contextlib.contextmanager
+def background_wfe(
+    *args: str, cwd: Path, env: Mapping[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``wfe ARGS`` in a process of its own while the block runs, its stderr in ``log``.
+
+    The block stops the process as its test means to (a signal, then ``wait``); one
+    still running when the block ends, by a failed assertion, say, is killed.
+    """
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wfcore.cli", *args], cwd=cwd, env=env, stderr=err
+        )
+    try:
+        yield proc
+    finally:
+        end_process(proc)
+
+
+def with_pythonpath(env: Mapping[str, str], folder: Path, **more: str) -> dict[str, str]:
+    """``env`` with ``folder`` first on PYTHONPATH (for the apps or plugins a test
+    writes there) and ``more`` set."""
+    return dict(env, PYTHONPATH=f"{folder}{os.pathsep}{env['PYTHONPATH']}", **more)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """The status and body of a GET, error statuses (503) included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 async def store_error_with_its_folder_gone(

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from core_util import background_wfe, free_port, http_get
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import _wait_for
 
 APP = "split_app:engine"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -29,39 +20,25 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def _completed(url: str) -> float | None:
     key = ("wfcore_tasks", (("status", "completed"), ("workflow", "left")))
-    return _samples(_get(url)[1]).get(key)
+    return _samples(http_get(url)[1]).get(key)
 
 
 def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:
     for _ in range(2):
         wfe("submit", "left", "--app", APP)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "worker.err"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wfcore.cli", "worker", APP, "--metrics", str(port)],
-            cwd=tmp_path,
-            env=wfe.env,
-            stderr=err,
-        )
-    try:
+    args = ["worker", APP, "--metrics", str(port)]
+    with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as proc:
         url = f"http://127.0.0.1:{port}/metrics"
         _wait_for(lambda: f"  metrics at {url}\n" in log.read_text(), what="the start-up lines")
         assert _wait_for(lambda: _completed(url) == 2, what="both tasks in the metrics")
-        samples = _samples(_get(url)[1])
+        samples = _samples(http_get(url)[1])
         assert samples[("wfcore_engine_tasks_completed_total", ())] == 2
         assert samples[("wfcore_engine_running", ())] == 1
-        assert _get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
+        assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")
 
         # The port is taken now: another worker says so in one line.
         taken = wfe("worker", APP, "--metrics", f"127.0.0.1:{port}", check=False)
@@ -70,9 +47,6 @@ def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:
         assert taken.stderr.count("\n") == 1 and "Traceback" not in taken.stderr
         proc.terminate()
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     bad = wfe("worker", APP, "--metrics", "localhost:http", check=False)
     assert bad.returncode == 2 and "'localhost:http' is not [HOST:]PORT" in bad.stderr
 
@@ -90,7 +64,7 @@ def test_metrics_command_prints_the_stores_metrics_once(wfe) -> None:
 def _two_free_ports() -> int:
     """A port that is free, with the next one free too."""
     while True:
-        port = _free_port()
+        port = free_port()
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port + 1))
@@ -103,21 +77,14 @@ def test_worker_processes_serve_metrics_on_ports_one_after_another(wfe, tmp_path
     port = _two_free_ports()
     log = tmp_path / "workers.err"
     args = ["worker", APP, "-p", "2", "--metrics", str(port)]
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wfcore.cli", *args], cwd=tmp_path, env=wfe.env, stderr=err
-        )
-    try:
+    with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as proc:
         urls = [f"http://127.0.0.1:{p}/metrics" for p in (port, port + 1)]
         _wait_for(
             lambda: all(f"metrics at {url}" in log.read_text() for url in urls),
             what="both processes' start-up lines",
         )
         for url in urls:
-            assert ("wfcore_engine_running", ()) in _samples(_get(url)[1])
+            assert ("wfcore_engine_running", ()) in _samples(http_get(url)[1])
         proc.terminate()
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert "PORT+1" in wfe("worker", "--help").stdout

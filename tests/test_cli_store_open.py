@@ -10,10 +10,10 @@ an entry point in wfcore's group), and run by the real ``wfe`` in subprocesses.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from core_util import with_pythonpath
 from test_cli import APP
 
 # A store in a folder of its own (its tasks in a SQLite file inside), the way a
@@ -115,11 +115,7 @@ def _site(tmp_path: Path, modules: dict[str, str]) -> Path:
 def plugin_env(wfe, tmp_path: Path) -> dict[str, str]:
     """wfe's environment with the dirstore plugin installed and loaded."""
     site = _site(tmp_path, {"dirstore": DIRSTORE})
-    return dict(
-        wfe.env,
-        PYTHONPATH=f"{site}{os.pathsep}{wfe.env['PYTHONPATH']}",
-        WFE_LOAD_PLUGINS="dirstore",
-    )
+    return with_pythonpath(wfe.env, site, WFE_LOAD_PLUGINS="dirstore")
 
 
 # Every command that only reads or changes stored tasks.
@@ -213,11 +209,7 @@ def test_a_plugin_serving_sqlite_urls_is_warned_about_and_not_taken_for_sqlite(
     wfe, tmp_path: Path
 ) -> None:
     site = _site(tmp_path, {"dirstore": DIRSTORE, "sqlite_in_folders": SQLITE_IN_FOLDERS})
-    env = dict(
-        wfe.env,
-        PYTHONPATH=f"{site}{os.pathsep}{wfe.env['PYTHONPATH']}",
-        WFE_LOAD_PLUGINS="dirstore,sqlite_in_folders",
-    )
+    env = with_pythonpath(wfe.env, site, WFE_LOAD_PLUGINS="dirstore,sqlite_in_folders")
     path = tmp_path / "jobs.db"
     url = f"sqlite://{path}"
     warning = (

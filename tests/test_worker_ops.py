@@ -8,15 +8,13 @@ import logging
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from core_util import background_wfe, free_port, http_get, run_task, with_pythonpath
 from test_cli import APP, _wait_for
 
 from wfcore import Phase, StoreError, Task, TaskStatus
@@ -61,7 +59,7 @@ print('{"done": true}')
 def _command_app(wfe, tmp_path: Path) -> dict[str, str]:
     (tmp_path / "command_app.py").write_text(_COMMAND_APP)
     (tmp_path / "slow_command.py").write_text(_COMMAND)
-    return dict(wfe.env, PYTHONPATH=f"{tmp_path}{os.pathsep}{wfe.env['PYTHONPATH']}")
+    return with_pythonpath(wfe.env, tmp_path)
 
 
 def _show(wfe, task_id: str, env: dict[str, str]) -> dict:
@@ -76,23 +74,13 @@ def test_a_service_stop_that_kills_the_command_too_hands_the_task_back(wfe, tmp_
     task_id = wfe("submit", "slow", "--app", "command_app:engine", env=env).stdout.strip()
     log = tmp_path / "worker.err"
     args = ["worker", "command_app:engine", "--shutdown-timeout", "600"]
-    with open(log, "w") as err:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "wfcore.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            stderr=err,
-        )
-    try:
+    with background_wfe(*args, cwd=tmp_path, env=env, log=log) as worker:
         pgid_file = tmp_path / "gate.pgid"
         pgid = int(_wait_for(lambda: pgid_file.exists() and pgid_file.read_text(), what="it"))
         # As systemd does: the main process first, then the rest of the control group.
         worker.send_signal(signal.SIGTERM)
         os.killpg(pgid, signal.SIGTERM)
         worker.wait(timeout=60)  # long before the 600 s the phase was given
-    finally:
-        if worker.poll() is None:
-            worker.kill()
     said = log.read_text()
     assert worker.returncode == 0, said
     assert "its command was stopped by SIGTERM as this worker stops" in said, said
@@ -118,29 +106,9 @@ def test_a_command_killed_by_sigterm_while_its_worker_runs_on_fails_its_attempt(
     engine = wfe_engine_factory(poll_interval=0.02)
     command = ["/bin/sh", "-c", "kill -TERM $$"]
     engine.register_workflow("w", [Phase("run", assigned_to="functional", command=command)])
-
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    done = wfe_run(run_task(engine, None, "w"))
     assert done.status is TaskStatus.FAILED
     assert "exited with status 143 (SIGTERM, likely)" in done.error
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
@@ -151,21 +119,15 @@ def test_a_worker_whose_store_file_is_deleted_or_replaced_stops_and_saves_it(
     the old file beside the path, and exits 1 for its service manager to start it
     again on the file at the path now."""
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "worker.err"
-    with open(log, "w") as err:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "wfcore.cli", "worker", APP, "--metrics", str(port)],
-            cwd=tmp_path,
-            env=wfe.env,
-            stderr=err,
-        )
     store = tmp_path / "wfe.db"
-    try:
+    args = ["worker", APP, "--metrics", str(port)]
+    with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
         health = f"http://127.0.0.1:{port}/healthz"
         _wait_for(lambda: "metrics at" in log.read_text(), what="the worker to start")
         _wait_for(lambda: wfe("show", task_id).stdout.find("waiting_human") >= 0, what="it")
-        assert _get(health) == (200, "ok\n")
+        assert http_get(health) == (200, "ok\n")
         if how == "deleted":
             for suffix in ("", "-wal", "-shm"):
                 store.with_name(store.name + suffix).unlink(missing_ok=True)
@@ -174,9 +136,6 @@ def test_a_worker_whose_store_file_is_deleted_or_replaced_stops_and_saves_it(
             _make_store(other)
             os.replace(other, store)
         worker.wait(timeout=60)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
     said = log.read_text()
     assert worker.returncode == 1, said
     what = "deleted" if how == "deleted" else "replaced by another file"
@@ -218,13 +177,13 @@ def test_healthz_says_when_the_store_file_was_deleted(wfe_engine_factory, wfe_ru
         try:
             task = await engine.submit_task(None, "w")
             await engine.wait_for_task(task.id, waiting=True, timeout=30)
-            before = await asyncio.to_thread(_get, health)
+            before = await asyncio.to_thread(http_get, health)
             store = await engine.get_store()
             store.path.unlink()
 
             async def unhealthy() -> tuple[int, str]:
                 while True:
-                    answer = await asyncio.to_thread(_get, health)
+                    answer = await asyncio.to_thread(http_get, health)
                     if answer[0] != 200:
                         return answer
                     await asyncio.sleep(0.05)
@@ -361,37 +320,19 @@ def test_a_full_disk_makes_the_worker_wait_and_go_on_once_there_is_room(
     space is freed: nothing stored is lost."""
     (tmp_path / "gated_app.py").write_text(_GATED_APP)
     store = small_disk / "wfe.db"
-    env = dict(
-        wfe.env,
-        WFE_STORE=f"sqlite://{store}",
-        PYTHONPATH=f"{tmp_path}{os.pathsep}{wfe.env['PYTHONPATH']}",
-    )
+    env = with_pythonpath(wfe.env, tmp_path, WFE_STORE=f"sqlite://{store}")
     task_id = wfe("submit", "w", "--app", "gated_app:engine", env=env).stdout.strip()
-    port = _free_port()
+    port = free_port()
     health = f"http://127.0.0.1:{port}/healthz"
     log = tmp_path / "worker.err"
-    with open(log, "w") as err:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wfcore.cli",
-                "worker",
-                "gated_app:engine",
-                "--metrics",
-                f"{port}",
-            ],
-            cwd=tmp_path,
-            env=env,
-            stderr=err,
-        )
-    try:
+    args = ["worker", "gated_app:engine", "--metrics", str(port)]
+    with background_wfe(*args, cwd=tmp_path, env=env, log=log) as worker:
         _wait_for(lambda: (tmp_path / "running").exists(), what="the phase to start")
         filler = _fill(small_disk)
         (tmp_path / "gate").write_text("open")
         full = f"cannot write to {store}: the disk holding it is full"
         _wait_for(lambda: "This worker tries again in" in log.read_text(), what="a retry")
-        status, body = _get(health)
+        status, body = http_get(health)
         assert status == 503 and full in body, body
         assert worker.poll() is None, log.read_text()
 
@@ -402,12 +343,9 @@ def test_a_full_disk_makes_the_worker_wait_and_go_on_once_there_is_room(
             what="the task to complete",
         )
         assert done
-        _wait_for(lambda: _get(health) == (200, "ok\n"), what="healthz to be ok again")
+        _wait_for(lambda: http_get(health) == (200, "ok\n"), what="healthz to be ok again")
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
     said = log.read_text()
     assert worker.returncode == 0, said
     assert f"ERROR wfcore: the store failed: {full} (database or disk is full); free " in said
@@ -508,9 +446,7 @@ def test_a_store_error_is_waited_out_unless_it_is_lasting(wfe_engine_factory, wf
         engine = wfe_engine_factory(store=store)
         engine.register_handler("work", lambda task: None)
         engine.register_workflow("w", [Phase("work", assigned_to="functional")])
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
+        return await run_task(engine, None, "w")
 
     passing = _FailingClaims(StoreError("the database server is restarting"))
     assert wfe_run(run_one(passing)).status is TaskStatus.COMPLETED
