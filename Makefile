@@ -42,6 +42,7 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_backlog.py
+	$(BIN)/python benchmarks/bench_long_history.py
 
 clean:
 	rm -rf $(VENV) .wfe test-output

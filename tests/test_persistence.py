@@ -624,7 +624,7 @@ def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_
     conn = sqlite3.connect(db_path(wfe_store_url))
     try:
         version = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == "4"
+        assert version.fetchone()[0] == "5"
     finally:
         conn.close()
 
@@ -815,7 +815,7 @@ def test_opening_a_store_of_an_older_schema_says_it_was_upgraded(wfe) -> None:
     conn.close()
     first = wfe("status").stderr
     assert (
-        f"WARNING wfcore: upgraded the store {path} from schema 3 to 4: a wfcore that "
-        "knows schema 3 at most (an older release) refuses to open it from now on"
+        f"WARNING wfcore: upgraded the store {path} from schema 3 to 5: a wfcore that "
+        "knows schema 4 at most (an older release) refuses to open it from now on"
     ) in first
     assert wfe("status").stderr == ""

@@ -379,4 +379,4 @@ def test_a_schema_3_store_is_upgraded_in_place(tmp_path, wfe_run) -> None:
         [(version,)] = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
     finally:
         conn.close()
-    assert version == str(SCHEMA_VERSION) == "4"
+    assert version == str(SCHEMA_VERSION) == "5"

@@ -442,6 +442,72 @@ class StoreContract:
         assert got.created_at == inserted.created_at
 
     @_with_store
+    async def test_a_long_history_reads_back_whole_and_in_order(self, store: Any) -> None:
+        """A task that loops through hundreds of phases keeps every history entry, in
+        order, whichever way it is written (by the worker holding it, from a task
+        read with get_task, after a release and a new claim) and read (get_task,
+        list_tasks, claim, outbox_pending); a task purged and submitted again under
+        its id starts with a history of its own."""
+        await store.outbox_register("results")
+        await store.insert_task(_task(1))
+        [task] = await store.claim("w", 1, 30)
+        note = "x" * 80  # a history of a few hundred kilobytes in all
+        for n in range(400):
+            if n % 50 == 25:  # written from a fresh read, as resume and cancel do
+                task = await store.get_task("task-1")
+            if n == 200:  # released, then claimed again
+                task.status = TaskStatus.PENDING
+                assert await store.update_task(task)
+                [task] = await store.claim("w", 1, 30)
+            for step in range(5):
+                task.record("step", n=n, step=step, note=note)
+            assert await store.update_task(task, keep_lease=True)
+        expected = [e for e in task.history]
+        steps = [(e["n"], e["step"]) for e in expected if e["event"] == "step"]
+        assert steps == [(n, step) for n in range(400) for step in range(5)]
+
+        def wrong(got: Task, read_by: str) -> str:
+            return (
+                f"{read_by} gave back a history of {len(got.history)} entries where "
+                f"{len(expected)} were written"
+                + ("" if len(got.history) != len(expected) else ", in another order or changed")
+            )
+
+        got = await store.get_task("task-1")
+        assert got.history == expected, wrong(got, "get_task")
+        [listed] = await store.list_tasks(limit=10)
+        assert listed.history == expected, wrong(listed, "list_tasks")
+        task.status = TaskStatus.COMPLETED
+        assert await store.update_task(task)
+        [published] = await store.outbox_pending("results")
+        assert published.history == expected, wrong(published, "outbox_pending")
+
+        # A write that replaces the history with a shorter one stores that one.
+        await store.insert_task(_task(2))
+        [other] = await store.claim("w", 1, 30)
+        other.history = [dict(e) for e in expected]
+        assert await store.update_task(other)
+        replaced = await store.get_task("task-2")
+        replaced.history = replaced.history[:3]
+        assert await store.update_task(replaced)
+        got = await store.get_task("task-2")
+        assert got.history == expected[:3], wrong(got, "get_task after a shorter history")
+
+        if type(store).delete_finished is not Store.delete_finished:
+            await store.outbox_ack("results", ["task-1"])
+            assert await store.delete_finished(time.time() + 60, [TaskStatus.COMPLETED]) == [
+                "task-1"
+            ]
+            fresh = _task(1)
+            fresh.record("submitted")
+            await store.insert_task(fresh)
+            again = await store.get_task("task-1")
+            assert again.history == fresh.history, (
+                "a task submitted under the id of a purged one has the purged task's "
+                "history: delete_finished must delete all of a task"
+            )
+
+    @_with_store
     async def test_inserting_an_existing_id_returns_the_stored_task(self, store: Any) -> None:
         """Submission is idempotent by id: a second insert changes nothing."""
         await store.insert_task(_task(1))

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -59,7 +59,7 @@ class MemoryStore(Store):
         # consumer -> {task id: the version of the finish to publish}
         self._consumers: dict[str, dict[str, int]] = {}
         self._tmp: str | None = None
-        self._remove_tmp: weakref.finalize | None = None
+        self._remove_tmp: Callable[[], object] | None = None
         # PENDING or IN_PROGRESS rows, kept current so has_active_tasks is O(1).
         self._active = 0
         self.artifacts_dir = Path(tempfile.gettempdir()) / "wfcore-memory-unopened"

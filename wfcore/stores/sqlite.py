@@ -37,7 +37,7 @@ from ..errors import StoreError, WorkflowError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
-from ._sqlite_rows import ROW_COLUMNS, TaskRows
+from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
 from .base import Store
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError", "new_store_file"]
@@ -47,8 +47,8 @@ logger = logging.getLogger("wfcore")
 #: The schema version this code writes; a newer database is refused, an older
 #: one upgraded in place (1 -> 2: history moved to a column of its own; 2 -> 3:
 #: outbox rows record the version of the finish they stand for; 3 -> 4: the
-#: indexes in ``_SCHEMA_4_INDEXES``).
-SCHEMA_VERSION = 4
+#: indexes in ``_SCHEMA_4_INDEXES``; 4 -> 5: the ``history_parts`` table).
+SCHEMA_VERSION = 5
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
@@ -109,6 +109,13 @@ _SCHEMA_4_INDEXES = (
     "DROP INDEX IF EXISTS tasks_workflow",
 )
 
+# Added by schema 5: the earlier entries of long histories (see _sqlite_rows), each
+# part a JSON array of `count` entries, numbered from 1 in order.
+_SCHEMA_5_HISTORY_PARTS = (
+    "CREATE TABLE IF NOT EXISTS history_parts (task_id TEXT NOT NULL, part INTEGER NOT NULL, "
+    "count INTEGER NOT NULL, entries TEXT NOT NULL, PRIMARY KEY (task_id, part)) WITHOUT ROWID"
+)
+
 _INSERT = (
     "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, version, "
     "created_at, updated_at, doc, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -148,7 +155,7 @@ _STATUS_VALUES = frozenset(s.value for s in TaskStatus)
 _UNREADABLE = "StoreError: the stored task could not be read, so it was failed (see the log)"
 
 # ROW_COLUMNS in a join with another table that has some of their names (version).
-_TASK_ROW_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in ROW_COLUMNS.split(","))
+_TASK_ROW_COLUMNS = row_columns("tasks")
 
 
 def _claim_params(owner: str, now: float, lease_seconds: float, **more: Any) -> dict[str, Any]:
@@ -498,7 +505,11 @@ class SQLiteStore(Store):
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
             if not tables:
-                for statement in [*_SCHEMA.split(";"), *_SCHEMA_4_INDEXES]:
+                for statement in [
+                    *_SCHEMA.split(";"),
+                    *_SCHEMA_4_INDEXES,
+                    _SCHEMA_5_HISTORY_PARTS,
+                ]:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -563,6 +574,8 @@ class SQLiteStore(Store):
                 # write lock meanwhile: other processes' writes wait (busy_timeout).
                 for statement in _SCHEMA_4_INDEXES:
                     conn.execute(statement)
+            if version < 5:
+                conn.execute(_SCHEMA_5_HISTORY_PARTS)
             if version < SCHEMA_VERSION:
                 conn.execute(
                     "UPDATE wfe_meta SET value = ? WHERE key = 'schema_version'",
@@ -766,7 +779,7 @@ class SQLiteStore(Store):
 
     def _insert_row(self, task: Task) -> tuple[Any, ...]:
         created = task.created_at.timestamp()
-        doc, history, _ = self._rows.encode(task)
+        doc, history = self._rows.encode_new(task)
         return (
             task.id,
             task.status.value,
@@ -915,15 +928,13 @@ class SQLiteStore(Store):
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         now = time.time()
         task.updated_at = _utc(now)
-        doc, history, memo = self._rows.encode(task)
+        doc, history = self._rows.encode(task)
         finished = task.status.is_finished
-        head = (task.status.value, task.workflow_name, task.classification)
-        tail = (now, doc, history, task.id, task.version)
-        params: tuple[Any, ...]
+        head: tuple[Any, ...] = (task.status.value, task.workflow_name, task.classification)
         if keep_lease:  # ready again when the lease runs out, as set by claim
-            sql, params = _UPDATE_KEEPING_LEASE, head + tail
+            sql = _UPDATE_KEEPING_LEASE
         else:
-            sql, params = _UPDATE_RELEASING_LEASE, (*head, _ready_at(task, now), *tail)
+            sql, head = _UPDATE_RELEASING_LEASE, (*head, _ready_at(task, now))
 
         def write(conn: sqlite3.Connection) -> bool:
             # Only the write that makes a task finished records it for the outbox:
@@ -932,8 +943,10 @@ class SQLiteStore(Store):
             was = None
             if finished:
                 was = conn.execute("SELECT status FROM tasks WHERE id = ?", (task.id,)).fetchone()
+            params = (*head, now, doc, history.column(conn), task.id, task.version)
             if conn.execute(sql, params).rowcount != 1:
                 return False
+            history.finish(conn)
             if was is not None and was[0] not in _FINISHED:
                 # The consumers are read in the same transaction, not remembered:
                 # one may have registered through another process since this opened.
@@ -951,7 +964,7 @@ class SQLiteStore(Store):
         if ok:
             task.version += 1
             if keep_lease:
-                self._rows.remember(task, memo)
+                self._rows.remember(task, history.memo)
             else:
                 self._rows.forget(task.id)
         return ok
@@ -1134,6 +1147,7 @@ class SQLiteStore(Store):
                 f"tasks_finished WHERE {where} ORDER BY updated_at LIMIT ?) RETURNING id",
                 (*params, int(limit)),
             ).fetchall()
+            conn.executemany("DELETE FROM history_parts WHERE task_id = ?", rows)
             return [r[0] for r in rows]
 
         deleted = await self._write(write)
