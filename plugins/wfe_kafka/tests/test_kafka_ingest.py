@@ -1532,3 +1532,46 @@ def test_a_memory_store_is_refused_unless_allowed_and_its_losses_are_said(
         for m in said
     )
     assert any(m.startswith("3 unfinished task(s) are lost with the store memory://") for m in said)
+
+
+def test_stopping_a_consumer_logs_no_error_from_kafka_python(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Closing a consumer cancels its requests in flight, and kafka-python logged a
+    metadata refresh cancelled so as ``Metadata refresh: failed Cancelled`` at
+    ERROR, at most stops soon after the partitions were assigned."""
+    tasks, results = kafka_topic(2, "tasks"), kafka_topic(1, "results")
+    engine = echo_engine(wfe_engine_factory)
+    caplog.set_level(logging.INFO, logger="kafka")
+    # At DEBUG the cancelled refresh shows, so the test knows the stop met one.
+    caplog.set_level(logging.DEBUG, logger="kafka.cluster")
+
+    def cancelled_refreshes() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "Metadata refresh: failed Cancelled"]
+
+    async def start_and_stop() -> None:
+        # The refresh waits behind a fetch for records, here up to 5 s (not 0.5 s):
+        # a stop on a busy machine still meets it in flight.
+        kafka = interface(
+            kafka_bootstrap, tasks, results, consumer_config={"fetch_max_wait_ms": 5000}
+        )
+        await kafka.start(engine)
+        await until(lambda: kafka.assignment, 30, "the partitions assigned")
+        await kafka.close()
+
+    # Not at every stop (the first consumer on a new broker may miss it): a few
+    # stops until one met it.
+    for _ in range(5):
+        wfe_run(start_and_stop())
+        if cancelled_refreshes():
+            break
+    assert cancelled_refreshes(), "no stop met a metadata refresh in flight"
+    assert {r.levelno for r in cancelled_refreshes()} == {logging.DEBUG}
+    errors = [
+        r for r in caplog.records if r.name.startswith("kafka") and r.levelno >= logging.ERROR
+    ]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -418,6 +418,60 @@ def _quiet_connection_errors() -> Iterator[_ConnectionErrors]:
                 _connection_errors.clear()
 
 
+#: kafka-python's message (kafka.cluster) for a metadata refresh that failed.
+_REFRESH_FAILED = "Metadata refresh: failed %s"
+
+
+class _ClosingConsumer(logging.Filter):
+    """Keeps kafka-python's report of a close we asked for out of the log.
+
+    Closing a KafkaConsumer closes its connections, failing the requests still in
+    flight on them with ``kafka.errors.Cancelled``. Its fetcher says so at INFO,
+    but a metadata refresh logs ``Metadata refresh: failed Cancelled`` at ERROR;
+    one is often in flight, queued behind a fetch that waits for records (a broker
+    answers a connection's requests in order). Only that record, from the threads
+    of the consumer being closed, while it closes: it is logged at DEBUG when
+    kafka-python's logger is at DEBUG, and left out otherwise. Any other failure of
+    a refresh (a timeout, a lost connection) is an error like any other.
+    """
+
+    def __init__(self, threads: frozenset[int]) -> None:
+        super().__init__()
+        self._threads = threads
+        from kafka.errors import Cancelled
+
+        self._cancelled = Cancelled
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _REFRESH_FAILED or record.thread not in self._threads:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not any(isinstance(arg, self._cancelled) for arg in args):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).getEffectiveLevel() <= logging.DEBUG
+
+
+@contextlib.contextmanager
+def _closing_consumer(consumer: Any) -> Iterator[None]:
+    """Around ``consumer.close()``: kafka-python's error for the requests the close
+    cancels is left out of the log (see :class:`_ClosingConsumer`)."""
+    threads = {threading.get_ident()}
+    # Its IO thread, where the refresh runs (kafka-python 3.0.x's KafkaNetClient);
+    # not found, the filter only covers this thread and hides nothing of another.
+    network = getattr(getattr(consumer, "_client", None), "_net", None)
+    io_thread = getattr(network, "_io_thread", None)
+    if isinstance(io_thread, threading.Thread) and io_thread.ident is not None:
+        threads.add(io_thread.ident)
+    cluster = logging.getLogger("kafka.cluster")
+    closing = _ClosingConsumer(frozenset(threads))
+    cluster.addFilter(closing)
+    try:
+        yield
+    finally:
+        cluster.removeFilter(closing)
+
+
 def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
     """Merge config layers, keeping only the keys this kafka-python client knows."""
     merged: dict[str, Any] = {}

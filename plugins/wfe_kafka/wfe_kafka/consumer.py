@@ -25,6 +25,7 @@ from wfcore import ECSWorkflowEngine, Task
 
 from .clients import (
     Record,
+    _closing_consumer,
     _ConnectionErrors,
     _describe,
     _is_connection_error,
@@ -277,7 +278,8 @@ class _TaskConsumer:
                 [self.tasks_topic], listener=_rebalance_listener(self, consumer, batches)
             )
         except BaseException:
-            consumer.close(autocommit=False)
+            with _closing_consumer(consumer):
+                consumer.close(autocommit=False)
             raise
         try:
             # Fetch metadata once subscribed, before the first poll joins the group:
@@ -389,7 +391,8 @@ class _TaskConsumer:
         except Exception:
             logger.exception("committing offsets on stop failed")
         try:
-            consumer.close(autocommit=False, timeout_ms=left_ms())
+            with _closing_consumer(consumer):
+                consumer.close(autocommit=False, timeout_ms=left_ms())
         except Exception:
             logger.exception("closing the Kafka consumer failed")
 
