@@ -266,3 +266,39 @@ def test_the_long_history_benchmark_runs_and_reports_each_store():
         ("memory", 2000, 4004),
     ]
     assert all(r["last_vs_first"] > 0 for r in results)
+
+
+def test_wfe_show_prints_the_end_of_a_long_history_and_all_of_it_when_asked(wfe, wfe_run):
+    engine = _loop_engine(wfe.env["WFE_STORE"])
+
+    async def loop() -> Task:
+        task = await engine.submit_task({"rounds": 200}, "loop")
+        await engine.run_until_idle()
+        await engine.aclose()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(loop())
+    total = len(task.history)
+    assert total > 400
+
+    def event_lines(*args: str) -> list[str]:
+        shown = wfe("show", task.id, *args).stdout.splitlines()
+        return shown[shown.index("history") + 1 :]
+
+    lines = event_lines()
+    assert lines[0] == f"  ... {total - 100:,} earlier events (--history all shows them)"
+    assert len(lines) == 101
+    assert "suspended" in lines[-1]
+    assert [line.split()[1] for line in lines[1:]] == [e["event"] for e in task.history[-100:]]
+    assert len(event_lines("--history", "all")) == total
+    assert (
+        event_lines("--history", "3")[0]
+        == f"  ... {total - 3:,} earlier events (--history all shows them)"
+    )
+    assert event_lines("--history", "0") == [
+        f"  ... {total:,} earlier events (--history all shows them)"
+    ]
+    for bad in ("-1", "lots"):
+        refused = wfe("show", task.id, "--history", bad, check=False)
+        assert refused.returncode == 2
+        assert f"{bad!r} is neither a number of events (0 or more) nor 'all'" in refused.stderr

@@ -130,17 +130,47 @@ def _lease_text(owner: str, expires: datetime) -> str:
     return f"{owner} (lease until {until}, renewed while it runs)"
 
 
+# How many history events `wfe show` prints unless told: all of a task of a few
+# dozen phases, the end of one that loops through thousands.
+_HISTORY_SHOWN = 100
+
+
+def _history_count(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """--history's value: a count of events, or None for all of them."""
+    if value == "all":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise click.BadParameter(f"{value!r} is neither a number of events (0 or more) nor 'all'")
+    return count
+
+
 @cli.command()
 @click.argument("task_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@click.option(
+    "--history",
+    "history_count",
+    default=str(_HISTORY_SHOWN),
+    show_default=True,
+    metavar="N|all",
+    callback=_history_count,
+    help="Show the task's last N history events, or all of them (--json prints all).",
+)
 @_app_option
 @_store_option
 @click.pass_context
-def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> None:
+def show(
+    ctx: click.Context, task_id: str, as_json: bool, history_count: int | None, store: str | None
+) -> None:
     """Show one task: status, data, outputs, artifacts and history.
 
     A waiting task shows the input_schema its answer must match; a failed one its
-    error and traceback.
+    error and traceback. A long history shows its last events, after a line saying
+    how many earlier ones --history all would show.
     """
     engine = _engine(ctx, store, existing=True)
 
@@ -192,7 +222,12 @@ def show(ctx: click.Context, task_id: str, as_json: bool, store: str | None) -> 
     for art in task.artifacts:
         click.echo(f"artifact  {art.name} ({art.size} bytes, {art.media_type}) {art.path}")
     click.echo("history")
-    for event in task.history:
+    events = task.history
+    if history_count is not None and len(events) > history_count:
+        earlier = len(events) - history_count
+        click.echo(f"  ... {earlier:,} earlier events (--history all shows them)")
+        events = events[earlier:]
+    for event in events:
         if not isinstance(event, dict):  # a damaged store's; shown as it is
             click.echo(f"  {json.dumps(event, ensure_ascii=False)}")
             continue
