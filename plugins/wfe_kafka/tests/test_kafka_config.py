@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,8 +16,7 @@ from typing import Any
 
 import pytest
 from wfe_kafka import KafkaMQInterface
-
-APPS_DIR = Path(__file__).resolve().parent / "apps"
+from wfe_kafka_util import APPS_DIR, worker_command, worker_env
 
 
 def closed_port() -> int:
@@ -37,33 +35,17 @@ def run_worker(
 ) -> subprocess.CompletedProcess[str]:
     """``wfe worker --until-idle`` on an empty store, wired to Kafka by ``env``."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wfcore.cli",
-            "worker",
-            "wfe_kafka_app:make_engine",
+        worker_command(
+            store or f"sqlite://{tmp_path}/worker.db",
             *(["--until-idle"] if until_idle else []),
             *(["-q"] if quiet else []),
-            "--store",
-            store or f"sqlite://{tmp_path}/worker.db",
-        ],
+        ),
         cwd=APPS_DIR,
         env=worker_env(**env),
         capture_output=True,
         text=True,
         timeout=60,
     )
-
-
-def worker_env(**env: str) -> dict[str, str]:
-    """The test's environment without Kafka settings of its own, plus ``env``."""
-    mine = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("KAFKA_", "WFE_KAFKA_")) or k == "WFE_KAFKA_BOOTSTRAP"
-    }
-    return {**mine, "WFE_LOAD_PLUGINS": "wfe_kafka", **env}
 
 
 def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import signal
 import socket
@@ -27,11 +26,9 @@ import pytest
 from kafka.errors import KafkaConnectionError
 from wfe_kafka import KafkaMQInterface
 from wfe_kafka.clients import _ConnectionErrors
-from wfe_kafka_util import TopicReader, produce, wait_until
+from wfe_kafka_util import TopicReader, produce, start_worker, wait_until, worker_env
 
 from wfcore import ECSWorkflowEngine, TaskStatus
-
-APPS_DIR = Path(__file__).resolve().parent / "apps"
 
 
 @pytest.fixture(scope="module")
@@ -67,34 +64,16 @@ class Worker:
     def __init__(self, tmp: Path, bootstrap: str, tasks: str, results: str, **env: str) -> None:
         self.store = f"sqlite://{tmp}/worker.db"
         self.log = tmp / "worker.log"
-        mine = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "WFE_KAFKA_"))}
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "wfcore.cli",
-                    "worker",
-                    "wfe_kafka_app:make_engine",
-                    "--store",
-                    self.store,
-                    "--shutdown-timeout",
-                    "1",
-                    "-q",
-                ],
-                cwd=APPS_DIR,
-                env={
-                    **mine,
-                    "WFE_LOAD_PLUGINS": "wfe_kafka",
-                    "KAFKA_BROKERS": bootstrap,
-                    "WFE_KAFKA_TASKS_TOPIC": tasks,
-                    "WFE_KAFKA_RESULTS_TOPIC": results,
-                    "WFE_KAFKA_GROUP": f"outage-{uuid.uuid4().hex[:8]}",
-                    **env,
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        env = {
+            "KAFKA_BROKERS": bootstrap,
+            "WFE_KAFKA_TASKS_TOPIC": tasks,
+            "WFE_KAFKA_RESULTS_TOPIC": results,
+            "WFE_KAFKA_GROUP": f"outage-{uuid.uuid4().hex[:8]}",
+            **env,
+        }
+        self.proc = start_worker(
+            self.store, self.log, worker_env(**env), "--shutdown-timeout", "1", "-q"
+        )
 
     def lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines()
@@ -129,6 +108,15 @@ class Worker:
     def __str__(self) -> str:
         return "\n".join(self.lines()[-40:])
 
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # A test that failed before its stop leaves no process behind.
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
 
 def kafka_python_lines(worker: Worker) -> list[str]:
     """The log lines of kafka-python's own loggers (``... LEVEL kafka.x: ...``)."""
@@ -160,15 +148,14 @@ def test_sigterm_ends_a_worker_while_kafka_is_down_and_a_topic_is_missing(
     for topic in (tasks, results):
         broker.create_topic(topic)
     # <tasks>.dlq is never made: the consumer looks for it, here at every turn.
-    worker = Worker(
+    with Worker(
         tmp_path,
         broker.bootstrap,
         tasks,
         results,
         APP_WORK_SECONDS="3600",
         APP_TOPICS_RECHECK="0.1",
-    )
-    try:
+    ) as worker:
         produce(
             broker.bootstrap,
             tasks,
@@ -187,10 +174,6 @@ def test_sigterm_ends_a_worker_while_kafka_is_down_and_a_topic_is_missing(
         broker.down()
         worker.wait_said(f"cannot reach Kafka at {broker.bootstrap} (", "the outage in the log")
         code = worker.stop(timeout=30)
-    finally:
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-            worker.proc.wait()
     assert code == 0, str(worker)
     assert "Traceback" not in worker.log.read_text(), str(worker)
     # The consumer stopped by itself: it was not left behind (see the next test).
@@ -253,14 +236,13 @@ def test_a_worker_says_once_that_kafka_is_gone_and_once_that_it_is_back(
     tasks, results = f"o-tasks-{uuid.uuid4().hex[:8]}", f"o-results-{uuid.uuid4().hex[:8]}"
     for topic in (tasks, results, f"{tasks}.dlq"):
         broker.create_topic(topic)
-    worker = Worker(tmp_path, broker.bootstrap, tasks, results)
 
     def task(n: int) -> tuple[bytes, bytes]:
         return f"t-{n}".encode(), json.dumps(
             {"id": f"t-{n}", "workflow_name": "scale", "data": {"n": n}}
         ).encode()
 
-    try:
+    with Worker(tmp_path, broker.bootstrap, tasks, results) as worker:
         with TopicReader(broker.bootstrap, results) as reader:
             produce(broker.bootstrap, tasks, [task(1)])
             reader.wait_for(1)
@@ -273,10 +255,6 @@ def test_a_worker_says_once_that_kafka_is_gone_and_once_that_it_is_back(
             produce(broker.bootstrap, tasks, [task(2)])
             reader.wait_for(2)
         code = worker.stop(timeout=60)
-    finally:
-        if worker.proc.poll() is None:
-            worker.proc.kill()
-            worker.proc.wait()
     assert code == 0, str(worker)
     [lost] = worker.said("cannot reach Kafka at")
     assert lost.endswith(

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wfe_kafka_util import FAST_GROUP, TopicReader, group_state, produce, wait_until
+from wfe_kafka_util import (
+    FAST_GROUP,
+    TopicReader,
+    group_state,
+    produce,
+    start_worker,
+    wait_until,
+    worker_env,
+)
 
-APPS_DIR = Path(__file__).resolve().parent / "apps"
 TASKS = 3000
 PARTITIONS = 6
 
@@ -31,8 +36,7 @@ class Workers:
     def __init__(self, bootstrap: str, tasks: str, results: str, tmp: Path, **env: str) -> None:
         self.group = f"scale-{uuid.uuid4().hex[:8]}"
         self.tmp = tmp
-        self.env = dict(
-            os.environ,
+        self.env = worker_env(
             KAFKA_BROKERS=bootstrap,
             WFE_KAFKA_TASKS_TOPIC=tasks,
             WFE_KAFKA_RESULTS_TOPIC=results,
@@ -40,30 +44,13 @@ class Workers:
             WFE_KAFKA_CLIENT_CONFIG=json.dumps(FAST_GROUP),
             WFE_KAFKA_OUTBOX_GRACE="1",
             WFE_KAFKA_MAX_PENDING="150",
-            WFE_LOAD_PLUGINS="wfe_kafka",
             **env,
         )
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, store_url: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wfcore.cli",
-                "worker",
-                "wfe_kafka_app:make_engine",
-                "--store",
-                store_url,
-                "-q",
-            ],
-            cwd=APPS_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        log = self.tmp / f"worker-{len(self.procs)}.log"
+        proc = start_worker(store_url, log, self.env, "-q")
         self.procs.append(proc)
         return proc
 

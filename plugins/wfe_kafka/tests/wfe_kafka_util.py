@@ -1,16 +1,66 @@
-"""Helpers for the wfe_kafka tests: produce, read topics, offsets, polling with a deadline."""
+"""Helpers for the wfe_kafka tests: produce, read topics, offsets, polling with a
+deadline, and ``wfe worker`` processes on the test app."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 # Short session timeouts: a killed worker's partitions move within seconds.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+
+#: The folder of the test app whose engine the worker processes serve
+#: (``apps/wfe_kafka_app.py``, ``wfe_kafka_app:make_engine``).
+APPS_DIR = Path(__file__).resolve().parent / "apps"
+
+
+def worker_env(**env: str) -> dict[str, str]:
+    """The test's environment without Kafka settings of its own (it keeps
+    WFE_KAFKA_BOOTSTRAP, the test run's broker), with wfe_kafka loaded, plus ``env``."""
+    mine = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAFKA_", "WFE_KAFKA_")) or k == "WFE_KAFKA_BOOTSTRAP"
+    }
+    return {**mine, "WFE_LOAD_PLUGINS": "wfe_kafka", **env}
+
+
+def worker_command(store: str, *options: str) -> list[str]:
+    """``wfe worker`` serving the test app's engine on ``store``, with ``options``
+    (run it in APPS_DIR, where the app is imported from)."""
+    return [
+        sys.executable,
+        "-m",
+        "wfcore.cli",
+        "worker",
+        "wfe_kafka_app:make_engine",
+        "--store",
+        store,
+        *options,
+    ]
+
+
+def start_worker(
+    store: str, log: Path, env: Mapping[str, str], *options: str
+) -> subprocess.Popen[bytes]:
+    """Start :func:`worker_command` with ``env`` as its whole environment (see
+    :func:`worker_env`), its output and errors going to the file ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            worker_command(store, *options),
+            cwd=APPS_DIR,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
