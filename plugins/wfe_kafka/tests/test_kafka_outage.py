@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaConnectionError
+from kafka.errors import Cancelled, KafkaConnectionError, RequestTimedOutError
 from wfe_kafka import KafkaMQInterface
-from wfe_kafka.clients import _ConnectionErrors
+from wfe_kafka.clients import _ClosingConsumer, _ConnectionErrors
 from wfe_kafka_util import TopicReader, produce, start_worker, wait_until, worker_env
 
 from wfcore import ECSWorkflowEngine, TaskStatus
@@ -306,3 +306,39 @@ def test_kafka_python_connection_errors_are_kept_few_but_other_errors_shown() ->
     )
     assert not errors.filter(reset)
     assert errors.left_out == 4
+
+
+def test_only_the_refresh_a_consumer_s_close_cancels_is_kept_from_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The filter around a consumer's close, record by record: kafka-python's
+    error for the metadata refresh the close cancelled, and nothing else."""
+    closing = _ClosingConsumer(frozenset({threading.get_ident()}))
+
+    def refresh_failed(error: BaseException, thread: int | None = None) -> logging.LogRecord:
+        record = logging.LogRecord(
+            "kafka.cluster",
+            logging.ERROR,
+            __file__,
+            1,
+            "Metadata refresh: failed %s",
+            (error,),
+            None,
+        )
+        if thread is not None:
+            record.thread = thread
+        return record
+
+    caplog.set_level(logging.INFO, logger="kafka.cluster")
+    cancelled = refresh_failed(Cancelled())
+    assert not closing.filter(cancelled)
+    # A refresh that failed otherwise, or the cancelled one of another client's
+    # thread, is an error as before.
+    timed_out = refresh_failed(RequestTimedOutError())
+    assert closing.filter(timed_out) and timed_out.levelno == logging.ERROR
+    elsewhere = refresh_failed(Cancelled(), thread=threading.get_ident() + 1)
+    assert closing.filter(elsewhere) and elsewhere.levelno == logging.ERROR
+    # With kafka-python's logger at DEBUG it shows, at DEBUG.
+    caplog.set_level(logging.DEBUG, logger="kafka.cluster")
+    cancelled = refresh_failed(Cancelled())
+    assert closing.filter(cancelled) and cancelled.levelname == "DEBUG"
