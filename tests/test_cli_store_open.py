@@ -289,3 +289,47 @@ def test_a_worker_says_when_it_made_a_plugin_store(
     old = f"olddir://{tmp_path / 'old'}"
     made = wfe("worker", APP, "--store", old, "--until-idle", "--quiet", env=plugin_env)
     assert made.stderr == "" and (tmp_path / "old").is_dir()
+
+
+def test_store_to_create_names_the_store_opening_would_make_and_makes_nothing(
+    tmp_path: Path, wfe_run
+) -> None:
+    from wfcore import ECSWorkflowEngine, StoreError
+    from wfcore.stores.base import Store
+    from wfcore.stores.sqlite import SQLiteStore
+
+    path = tmp_path / "new" / "jobs.db"
+    engine = ECSWorkflowEngine(store=f"sqlite://{path}", load_plugins=False)
+    store = wfe_run(engine.store_to_create())
+    assert isinstance(store, SQLiteStore) and store.location == str(path)
+    assert not path.parent.exists()  # asking made nothing
+    wfe_run(engine.get_store())
+    assert wfe_run(engine.store_to_create()) is None  # open: it exists
+    wfe_run(engine.aclose())
+    assert wfe_run(ECSWorkflowEngine(store=f"sqlite://{path}").store_to_create()) is None
+    assert wfe_run(ECSWorkflowEngine(store="memory://").store_to_create()) is None
+
+    class Remote(Store):
+        """A store whose exists() answers as given; nothing else is called."""
+
+        def __init__(self, url: str, answer: object) -> None:
+            self.url, self.answer = url, answer
+
+        async def exists(self):  # type: ignore[override]
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    Remote.__abstractmethods__ = frozenset()
+    url = "pg://bob:hunter2@db/wf"
+    made = wfe_run(ECSWorkflowEngine(store=Remote(url, False)).store_to_create())
+    assert made is not None and made.location == "pg://***@db/wf"
+    for cannot_tell in (None, "yes"):
+        assert wfe_run(ECSWorkflowEngine(store=Remote(url, cannot_tell)).store_to_create()) is None
+    with pytest.raises(StoreError) as failed:
+        wfe_run(ECSWorkflowEngine(store=Remote(url, OSError("no route"))).store_to_create())
+    assert str(failed.value) == (
+        "cannot tell whether the store pg://***@db/wf exists: OSError: no route"
+    )
+    with pytest.raises(StoreError, match="no storage backend handles 'pg://"):
+        wfe_run(ECSWorkflowEngine(store=url, load_plugins=False).store_to_create())

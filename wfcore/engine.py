@@ -58,7 +58,7 @@ from .model import (
     utcnow,
 )
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
-from .stores.base import Store, unreadable
+from .stores.base import Store, shown_url, unreadable
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, advance, other_engine_hint, running_engine
 
@@ -471,6 +471,52 @@ class ECSWorkflowEngine:
         if self._unsaved_workflows:
             await self._save_workflows()
         return self._store
+
+    async def store_to_create(self) -> Store | None:
+        """The store that opening this engine's store would create, unopened: one
+        whose :meth:`~wfcore.stores.base.Store.exists` says it is not there yet.
+        None when it exists, is open already, cannot tell (``exists()`` says None)
+        or forgets everything anyway (not ``durable``: ``memory://``). Creates
+        nothing.
+
+        A program that only reads a store can refuse a mistyped URL with it rather
+        than make an empty store there; one that writes can say where it made one
+        (``store.location``), as the ``wfe`` commands and ``wfe ui`` do. Raises
+        StoreError for a URL no plugin serves, or when the store cannot tell
+        whether it exists because its storage cannot be reached.
+        """
+        if self._store is not None:
+            return None
+        store = self._unopened_store()
+        if not store.durable or await self._store_exists(store) is not False:
+            return None
+        return store
+
+    def _unopened_store(self) -> Store:
+        """The store this engine is to open: the Store object it was given, or one
+        from the plugin that serves its URL (asked again when the store opens; the
+        hook builds a store without touching it)."""
+        if isinstance(self._store_arg, Store):
+            return self._store_arg
+        return self._store_for(self.store_url)
+
+    @staticmethod
+    async def _store_exists(store: Store) -> bool | None:
+        """:meth:`Store.exists`, which a store may define as a plain method too; an
+        answer other than True or False is "cannot tell", and an error other than
+        a StoreError becomes one naming the store."""
+        try:
+            said: Any = store.exists()
+            if inspect.isawaitable(said):
+                said = await said
+        except WorkflowError:
+            raise  # a StoreError, naming the store and the problem
+        except Exception as exc:
+            raise StoreError(
+                f"cannot tell whether the store {shown_url(store.url)} exists: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return said if isinstance(said, bool) else None
 
     def _store_for(self, url: str) -> Store:
         """The store the first plugin (``wfe_open_store``) that handles ``url`` gives."""

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 import traceback
@@ -25,7 +23,6 @@ import click
 from ..engine import ECSWorkflowEngine
 from ..errors import (
     InvalidOutputError,
-    StoreError,
     WorkflowError,
 )
 from ..model import Task, TaskStatus
@@ -33,8 +30,7 @@ from ..plugins import (
     installed_plugins,
     why_not_loaded,
 )
-from ..stores.base import Store
-from ..stores.sqlite import SQLiteStore
+from ..stores.base import Store, shown_url
 from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,15 +180,10 @@ def _note_store_replaced(engine: ECSWorkflowEngine, url: str) -> None:
     own = engine._store_arg
     if isinstance(own, str) and own != url:
         click.echo(
-            f"wfe: using the store {_shown_url(url)} (from --store or WFE_STORE), "
-            f"not the app's own {_shown_url(own)}",
+            f"wfe: using the store {shown_url(url)} (from --store or WFE_STORE), "
+            f"not the app's own {shown_url(own)}",
             err=True,
         )
-
-
-def _shown_url(url: str) -> str:
-    """A store URL to print: a password in it (a database server's) masked."""
-    return re.sub(r"//[^/@]*@", "//***@", url, count=1)
 
 
 class _InputError(click.ClickException):
@@ -216,61 +207,21 @@ def _check_store_exists(engine: ECSWorkflowEngine) -> None:
     store = _store_to_make(engine)
     if store is not None:
         raise click.ClickException(
-            f"no store at {_store_place(store)}: nothing was submitted or run there "
+            f"no store at {store.location}: nothing was submitted or run there "
             "(check --store and WFE_STORE)"
         )
 
 
-def _unopened_store(engine: ECSWorkflowEngine) -> Store:
-    """The store ``engine`` is to open, unopened: the Store object its app gave it,
-    or one from the plugin that serves its URL (the engine asks the plugin again
-    when it opens its store; the hook builds a store without touching it)."""
-    if isinstance(engine._store_arg, Store):
-        return engine._store_arg
-    try:
-        return engine._store_for(engine.store_url)
-    except WorkflowError as exc:  # a URL no plugin serves, or that its plugin refuses
-        raise click.ClickException(str(exc)) from None
-
-
-async def _store_exists(store: Store) -> bool | None:
-    """:meth:`Store.exists`. A store's ``exists`` may be a plain method too; an
-    answer other than True or False (from an ``exists`` that means something else)
-    is "cannot tell"."""
-    try:
-        said: Any = store.exists()
-        if inspect.isawaitable(said):
-            said = await said
-    except WorkflowError:
-        raise  # a StoreError, naming the store and the problem
-    except Exception as exc:
-        raise StoreError(
-            f"cannot tell whether the store {_shown_url(store.url)} exists: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    return said if isinstance(said, bool) else None
-
-
 def _store_to_make(engine: ECSWorkflowEngine) -> Store | None:
-    """The store ``engine`` is to open, if it does not exist yet (opening it makes
-    it); None when it exists, is open, or cannot tell."""
-    if engine._store is not None:
-        return None
-    store = _unopened_store(engine)
-    return store if _run(_store_exists(store)) is False else None
+    """The store ``engine`` is to open, if opening it makes it (see
+    :meth:`ECSWorkflowEngine.store_to_create`)."""
+    return _run(engine.store_to_create())
 
 
 def _new_store_place(engine: ECSWorkflowEngine) -> str | None:
-    """Where the store ``engine`` is to open will be made, if opening makes it: None
-    when it exists, cannot tell, or forgets everything anyway (``memory://``)."""
+    """Where the store ``engine`` is to open will be made, if opening makes it."""
     store = _store_to_make(engine)
-    return None if store is None or not store.durable else _store_place(store)
-
-
-def _store_place(store: Store) -> str:
-    """Where a store is, as the messages about a missing or new one name it: a
-    SQLite store's file, another's URL."""
-    return str(store.path) if isinstance(store, SQLiteStore) else _shown_url(store.url)
+    return None if store is None else store.location
 
 
 def _missing_folders(folder: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from ..errors import (
     InvalidTaskError,
     StoreError,
     UnknownWorkflowError,
+    WorkflowError,
 )
 from ..model import DEFINE_WORKFLOW, Task, TaskStatus, actor_name
 from ..stores.sqlite import SQLiteStore
@@ -34,12 +35,9 @@ from ._base import (
     _remove_store_file,
     _run,
     _start_option,
-    _store_exists,
     _store_option,
-    _store_place,
     _store_to_make,
     _task_json,
-    _unopened_store,
     cli,
 )
 
@@ -158,7 +156,7 @@ def submit(
                 )
         raise type(exc)(message) from None
     if new_store is not None:
-        _note_created(new_file if new_file is not None else _store_place(new_store))
+        _note_created(new_file if new_file is not None else new_store.location)
     if task_id is not None and (task.data != payload or task.workflow_name != name):
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
@@ -181,11 +179,11 @@ def _note_not_made(engine: ECSWorkflowEngine) -> None:
     """After a failed submission to a plugin's store that did not exist: say so, and
     whether opening it made one all the same (it cannot be removed from here)."""
     try:
-        store = _unopened_store(engine)
-        now = _run(_store_exists(store))
-    except click.ClickException:
+        store = engine._unopened_store()
+        now = _run(engine._store_exists(store))
+    except (click.ClickException, WorkflowError):
         return  # the submission's own error says what is wrong
-    place = _store_place(store)
+    place = store.location
     if now is True:
         click.echo(
             f"wfe: there was no store at {place}; this command made one, with no task in it "

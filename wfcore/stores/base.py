@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +12,14 @@ from typing import ClassVar
 from ..errors import StoreError
 from ..model import Task, TaskStatus, WorkflowSpec
 
-__all__ = ["UNREADABLE_ERROR", "Store", "record_takeover", "unreadable", "unreadable_stand_in"]
+__all__ = [
+    "UNREADABLE_ERROR",
+    "Store",
+    "record_takeover",
+    "shown_url",
+    "unreadable",
+    "unreadable_stand_in",
+]
 
 
 class Store(abc.ABC):
@@ -103,6 +111,13 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Flush pending writes and close."""
 
+    @property
+    def location(self) -> str:
+        """Where the store is, as messages name it (``no store at ...``, ``created
+        a new store at ...``): its URL with any password masked, unless a store says
+        better (wfcore's SQLite store names its file)."""
+        return shown_url(self.url)
+
     async def exists(self) -> bool | None:
         """Whether the store at :attr:`url` exists already: True or False, or None
         when the store cannot tell (this default).
@@ -111,8 +126,10 @@ class Store(abc.ABC):
         ``show``, ``status``, ``workflows``, ...) ask it of the unopened store the
         ``wfe_open_store`` hook returned, and refuse a store that does not exist
         (``no store at URL``) rather than open it: opening would create it empty,
-        and a mistyped URL would look like an empty store. ``wfe submit`` asks it
-        to say when it made a new store. With None they open the store as ever.
+        and a mistyped URL would look like an empty store. ``wfe submit``, ``wfe
+        worker`` and ``wfe ui`` ask it to say when they made a new store
+        (:meth:`ECSWorkflowEngine.store_to_create`). With None they open the store
+        as ever.
 
         "Exists" means what :meth:`open` would otherwise create: the database
         file, the schema on a database server. Asked before :meth:`open` (which
@@ -506,3 +523,8 @@ def unreadable_stand_in(task_id: str, reason: str, stored_text: str, *, version:
         context={"unreadable_doc": stored_text},
         version=version,
     )
+
+
+def shown_url(url: str) -> str:
+    """A store URL to print, a password in it (a database server's) masked."""
+    return re.sub(r"//[^/@]*@", "//***@", url, count=1)

@@ -380,6 +380,11 @@ class SQLiteStore(Store):
 
     # -- open / close ----------------------------------------------------------------
 
+    @property
+    def location(self) -> str:
+        """The database file."""
+        return str(self.path)
+
     async def exists(self) -> bool:
         """Whether the database file is there (opening the store would make it)."""
         return self.path.exists()

@@ -3,8 +3,6 @@ screenshots."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import http.client
 import re
@@ -18,23 +16,6 @@ from typing import Any
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parents[2]
 SHOTS = REPO / "test-output" / "flaskui"
-
-
-def made_store(path: Path) -> str:
-    """The URL of an empty SQLite store made at ``path``, as a first worker makes it:
-    `wfe ui` without --worker refuses a store that does not exist."""
-    from wfcore import ECSWorkflowEngine
-
-    url = f"sqlite:///{path}"
-
-    async def make() -> None:
-        async with ECSWorkflowEngine(store=url, load_plugins=False):
-            pass
-
-    # In a thread of its own: Playwright's sync API may hold an event loop in this one.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, make()).result()
-    return url
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 import pytest
-from flaskui_helpers import TESTS, made_store, wait_for
+from flaskui_helpers import TESTS, wait_for
 from wfe_flaskui import plugin
 
 
@@ -218,6 +218,23 @@ def test_refuses_a_public_address_without_a_token(token: str | None) -> None:
     assert "WFE_UI_TOKEN" in result.stderr
 
 
+def test_a_store_that_does_not_exist_yet_is_noted(tmp_path: Path) -> None:
+    """A mistyped --store would show an empty dashboard without a word; it is not
+    refused, since a dashboard may start before the first worker."""
+    missing = tmp_path / "typo.db"
+    output: list[str] = []
+    with running(["--port", "0", "--store", f"sqlite:///{missing}"], _env(), output):
+        pass
+    assert output[0] == (
+        f"note: no store at {missing} yet; the dashboard made an empty one "
+        "(check --store and WFE_STORE if your workers use another)\n"
+    )
+    output.clear()
+    with running(["--port", "0", "--store", f"sqlite:///{missing}"], _env(), output):
+        pass
+    assert output[0].startswith("wfe dashboard on "), output
+
+
 def test_wfe_ui_worker_creating_its_store_says_so_like_wfe_worker(tmp_path: Path) -> None:
     # Its own worker makes the store: no "no store ... yet" warning, the line
     # `wfe worker` prints for a store it created.
@@ -324,8 +341,6 @@ def test_kafka_settings_that_cannot_work_stop_wfe_ui_in_one_line(
     )
     env = {k: v for k, v in _env(**settings).items() if k != "WFE_LOAD_PLUGINS"}
     store = tmp_path / "wfe.db"
-    if not worker:
-        made_store(store)  # without --worker, a store that does not exist is refused first
     args = ["ui", "--port", "0", "--store", f"sqlite:///{store}"]
     result = subprocess.run(
         [sys.executable, "-m", "wfcore.cli", *args, *(["--worker", "kafka_app:engine"] * worker)],
@@ -337,8 +352,7 @@ def test_kafka_settings_that_cannot_work_stop_wfe_ui_in_one_line(
     )
     assert result.returncode == 1
     assert result.stderr == f"Error: Kafka settings cannot be used: {message}\n"
-    if worker:
-        assert not store.exists()  # nothing was started
+    assert not store.exists()  # nothing was started
 
 
 def test_a_worker_that_refuses_to_start_stops_wfe_ui_in_one_line(tmp_path: Path) -> None:
@@ -448,7 +462,7 @@ def test_an_app_mounting_the_dashboard_closes_its_store_cleanly_at_exit(tmp_path
 
 
 def test_a_public_address_with_a_token_needs_it_on_every_request(tmp_path: Path) -> None:
-    store = made_store(tmp_path / "wfe.db")
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
     token = "tok-123-of-sixteen"
     env = _env(WFE_UI_TOKEN=token, WFE_STORE=store)
     output: list[str] = []
@@ -500,7 +514,6 @@ def test_wfe_ui_refuses_a_short_token_beyond_this_machine(tmp_path: Path) -> Non
 
     output: list[str] = []
     loopback = _env(WFE_UI_TOKEN="tok-123")
-    made_store(tmp_path / "wfe.db")
     with running(["--port", "0", "--store", store], loopback, output) as (_, url):
         status, body = Http(url, {"Authorization": "Bearer tok-123"}).request("GET", "/api/tasks")
         assert status == 200 and body["total"] == 0
@@ -512,7 +525,7 @@ def test_the_access_log_does_not_hold_the_access_token(tmp_path: Path) -> None:
     """Browsers are given ?token= links to log in, and API clients may use one; the
     log lines of `wfe ui --access-log` show token=*** instead."""
     token = "correct-horse-battery-staple-2"
-    store = made_store(tmp_path / "wfe.db")
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
     # `wfe ui` itself: the command wfcore's CLI gets from the installed plugin.
     env = {k: v for k, v in _env(WFE_UI_TOKEN=token).items() if k != "WFE_LOAD_PLUGINS"}
     args = ["--port", "0", "--store", store, "--access-log"]
@@ -793,7 +806,7 @@ def test_wfe_ui_app_runs_the_apps_callbacks_for_what_is_done_in_the_dashboard(
     callback and its plugin's cancelled hook run there, once."""
     (tmp_path / "callback_app.py").write_text(CALLBACK_APP)
     log = tmp_path / "callbacks.log"
-    store = made_store(tmp_path / "wfe.db")
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
     env = _env(
         CALLBACK_LOG=str(log),
         WFE_STORE=store,
@@ -825,7 +838,7 @@ def test_without_app_the_dashboard_runs_no_apps_callbacks(tmp_path: Path) -> Non
     log = tmp_path / "callbacks.log"
     env = _env(
         CALLBACK_LOG=str(log),
-        WFE_STORE=made_store(tmp_path / "wfe.db"),
+        WFE_STORE=f"sqlite:///{tmp_path / 'wfe.db'}",
         PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
     )
     with running(["--port", "0"], env) as (_, url):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, request, session
-from flaskui_helpers import TESTS, AnswerFormReader, Api, http_request, made_store, serving
+from flaskui_helpers import TESTS, AnswerFormReader, Api, http_request, serving
 from test_flaskui_cli import Http, _env, running
 from werkzeug.datastructures import MultiDict
 from wfe_flaskui import Dashboard, create_app
@@ -347,7 +347,7 @@ def test_bad_settings_are_refused_naming_them(
 
 
 def test_wfe_ui_user_header(tmp_path: Path) -> None:
-    store = made_store(tmp_path / "wfe.db")
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
     bad = subprocess.run(
         [sys.executable, "-m", "wfe_flaskui", "--port", "0", "--user-header", "X User"],
         cwd=TESTS,

@@ -72,8 +72,7 @@ def ui_command(
 
     It opens the same store as your workers: run it beside `wfe worker`
     processes (with --app, so that what is changed here runs the app's callbacks),
-    or give --worker to run the engine in this process too. Without --worker, a
-    store that does not exist yet is refused (the workers make it). Listening
+    or give --worker to run the engine in this process too. Listening
     on anything but a loopback address needs WFE_UI_TOKEN, an access token of 16
     characters or more that every request must then present (browsers log in
     once). WFE_UI_SECRET signs

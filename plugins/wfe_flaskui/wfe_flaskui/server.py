@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import re
@@ -15,16 +14,14 @@ from urllib.parse import unquote_plus
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from wfcore import ECSWorkflowEngine, StoreError, WorkflowError
-from wfcore.plugins import call_first, report_header
-from wfcore.stores import SQLiteStore, Store
+from wfcore import ECSWorkflowEngine, WorkflowError
+from wfcore.plugins import report_header
 
 from .app import DEFAULT_MAX_BODY, Dashboard, create_app
 from .security import SHORT_TOKEN, is_loopback
 
 __all__ = [
     "BothAppsError",
-    "NoStoreError",
     "UnsafeBindError",
     "UnusableStoreError",
     "WorkerStopped",
@@ -42,12 +39,6 @@ class UnsafeBindError(ValueError):
 
 class UnusableStoreError(ValueError):
     """A store the dashboard could show nothing of: memory:// without --worker."""
-
-
-class NoStoreError(WorkflowError):
-    """A dashboard without a worker was pointed at a store that does not exist:
-    opening it would make it empty, and a mistyped --store or WFE_STORE would look
-    like an empty store (the ``wfe`` commands on stored tasks refuse it alike)."""
 
 
 class BothAppsError(ValueError):
@@ -161,10 +152,10 @@ def serve(
         (None: ``WFE_UI_USER_HEADER``; see :class:`~wfe_flaskui.app.Dashboard`).
     :param max_body: the largest request body taken, in bytes (an answer with its
         file, an upload): larger ones get 413.
-    :param announce: called with each line to show as the dashboard starts: with
-        ``worker``, that a new store was created (as ``wfe worker`` says, for any
-        store whose :meth:`~wfcore.stores.base.Store.exists` said it was not there),
-        the line saying where it listens,
+    :param announce: called with each line to show as the dashboard starts: a note
+        about a store that did not exist (any store whose
+        :meth:`~wfcore.stores.base.Store.exists` said so; with ``worker``, that a new
+        one was created, as ``wfe worker`` says), the line saying where it listens,
         then (indented) what it does with Kafka and, with ``worker``, what plugins
         report for the engine (``wfe_report_header``). The line saying where it
         listens names the app (``worker`` or ``app``) whose callbacks run here.
@@ -172,8 +163,8 @@ def serve(
     Raises WorkerStopped when the worker stops with an error (which stops the
     dashboard too: it was started to run one), KafkaSettingsError for Kafka
     settings that cannot work, UnsafeBindError, UnusableStoreError (memory://
-    without ``worker``), NoStoreError (without ``worker``, a store that does not
-    exist: the workers make it), BothAppsError, or OSError when it cannot listen.
+    without ``worker``), BothAppsError, StoreError when the store cannot tell whether
+    it exists (its storage cannot be reached), or OSError when it cannot listen.
     """
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
     check_bind(host, token)
@@ -188,9 +179,9 @@ def serve(
             "to run the engine here too, or use a store the workers share (sqlite:///path; "
             "--store or WFE_STORE)"
         )
-    # Asked before the store is opened, since opening makes it: a dashboard without
-    # a worker refuses a store that is not there, and one with a worker says it made it.
-    new_store = _new_store_place(dashboard)
+    # Asked before the store is opened, since opening makes it (of any kind: the
+    # plugin serving the URL answers, through Store.exists()).
+    new_store = asyncio.run(dashboard.engine.store_to_create())
     logging.getLogger("werkzeug").setLevel(logging.INFO if access_log else logging.WARNING)
     failed: list[BaseException] = []
     serving: list[Any] = []
@@ -230,9 +221,15 @@ def serve(
 
         previous = signal.signal(signal.SIGTERM, on_term)
     if new_store is not None:
-        # Its own worker made the store, and says so as `wfe worker` does: a
-        # mistyped --store or WFE_STORE would otherwise go unnoticed.
-        announce(f"wfe: created a new store at {new_store}")
+        # A mistyped --store or WFE_STORE would otherwise show an empty dashboard
+        # without a word. (It is not refused: a dashboard may start before its
+        # workers.) Its own worker makes the store, as `wfe worker` would.
+        announce(
+            f"wfe: created a new store at {new_store.location}"
+            if dashboard.bridge.run_worker
+            else f"note: no store at {new_store.location} yet; the dashboard made an empty "
+            "one (check --store and WFE_STORE if your workers use another)"
+        )
     shown_host = f"[{host}]" if ":" in host else host
     if worker:
         mode = f"running the worker of {worker}"
@@ -268,75 +265,6 @@ def serve(
             signal.signal(signal.SIGTERM, previous)
     if failed:
         raise WorkerStopped(f"the dashboard's worker stopped: {failed[0]}") from failed[0]
-
-
-def _new_store_place(dashboard: Dashboard) -> str | None:
-    """Where the dashboard's worker will make its store as it opens it (a SQLite
-    store's file, another's URL); None when the store exists, cannot tell
-    (:meth:`Store.exists` says None) or forgets everything anyway (``memory://``).
-
-    Without a worker, a store that does not exist is a :class:`NoStoreError`: the
-    dashboard shows what its workers store, and they make the store.
-    """
-    store = _store_to_open(dashboard.engine)
-    if store is None or asyncio.run(_store_exists(store)) is not False:
-        return None
-    place = _store_place(store)
-    if not dashboard.bridge.run_worker:
-        raise NoStoreError(
-            f"no store at {place}: nothing was submitted or run there (check --store and "
-            "WFE_STORE). Without --worker the dashboard shows the store its workers use, "
-            "and makes none: start a worker on it first (wfe worker MODULE:ATTR), or give "
-            "--worker MODULE:ATTR to run one here"
-        )
-    return place if store.durable else None
-
-
-def _store_to_open(engine: ECSWorkflowEngine) -> Store | None:
-    """The store ``engine`` will open, unopened: the Store its app gave it, or the
-    one the store plugin serving its URL gives (the last registered that answers:
-    one serving ``sqlite://`` may not be wfcore's SQLite store). None when no
-    plugin serves the URL or a plugin answers with no Store: opening the store
-    then says what is wrong, naming the schemes there are."""
-    # wfcore keeps a Store given to the engine in this attribute and has no public
-    # way to read it; asking the plugins for its URL instead could answer for
-    # another store than the one the engine opens.
-    given = getattr(engine, "_store_arg", None)
-    if isinstance(given, Store):
-        return given
-    found = call_first(engine.plugin_manager, "wfe_open_store", url=engine.store_url)
-    if found is None or not isinstance(found[1], Store):
-        return None
-    return found[1]
-
-
-async def _store_exists(store: Store) -> bool | None:
-    """:meth:`Store.exists`, which a store may define as a plain method too; an
-    answer other than True or False is "cannot tell". An error other than a
-    StoreError is one naming the store."""
-    try:
-        said: Any = store.exists()
-        if inspect.isawaitable(said):
-            said = await said
-    except WorkflowError:
-        raise  # a StoreError, naming the store and the problem
-    except Exception as exc:
-        raise StoreError(
-            f"cannot tell whether the store {_shown_url(store.url)} exists: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    return said if isinstance(said, bool) else None
-
-
-def _store_place(store: Store) -> str:
-    """Where a store is, as the lines about a new or missing one name it (as the
-    ``wfe`` commands do): a SQLite store's file, another's URL."""
-    return str(store.path) if isinstance(store, SQLiteStore) else _shown_url(store.url)
-
-
-def _shown_url(url: str) -> str:
-    """A store URL to print, a password in it (a database server's) masked."""
-    return re.sub(r"//[^/@]*@", "//***@", url, count=1)
 
 
 def _redact_token(target: str) -> str:
