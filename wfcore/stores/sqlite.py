@@ -40,7 +40,7 @@ from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
 from .base import Store
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError", "new_store_file"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError"]
 
 logger = logging.getLogger("wfcore")
 
@@ -1416,16 +1416,3 @@ def wfe_open_store(url: str) -> Store | None:
     if url.startswith("sqlite:"):
         return SQLiteStore.from_url(url)
     return None
-
-
-def new_store_file(url: str) -> Path | None:
-    """The file of a SQLite store URL that does not exist yet, which opening the
-    store will create; None for an existing one or another kind of store (the
-    ``wfe`` commands that create a store say so)."""
-    if not url.startswith("sqlite:"):
-        return None
-    try:
-        path = SQLiteStore.from_url(url).path
-    except StoreError:
-        return None  # opening the store says what is wrong with the URL
-    return None if path.exists() else path
