@@ -19,6 +19,7 @@ from . import ops
 from .later import StartNote, start_note
 
 __all__ = [
+    "HISTORY_SHOWN",
     "JSON_SHOWN",
     "add_filters",
     "duration_filter",
@@ -244,15 +245,31 @@ _SHOWN_KEYS = {
 }
 
 
-def _timeline(task: Task) -> list[dict[str, Any]]:
+#: The most history events a task's page shows (its newest), unless asked for all
+#: (``?history=all``): the page fetches itself again every few seconds, and a task
+#: that loops through a phase 20,000 times has 40,000 events.
+HISTORY_SHOWN = 200
+
+
+def _timeline(task: Task, last: int | None = None) -> list[dict[str, Any]]:
     """History entries shaped for the timeline: label, phase, who (and ``by``, the
-    person who answered, cancelled or retried, when recorded), duration, the rest."""
+    person who answered, cancelled or retried, when recorded), duration, the rest.
+
+    ``last``: only the newest ``last`` entries become items (None: all). Their offsets
+    still count from the history's first event, and a wait that began before them
+    still shows how long it lasted: the earlier entries are read for that, but not
+    shaped, which is where the time goes.
+    """
+    history = task.history
+    start = 0 if last is None else max(0, len(history) - last)
     items = []
     waiting_since: datetime | None = None
     waiting_for = ""
     first: datetime | None = None
-    for entry in task.history:
+    for index, entry in enumerate(history):
         event = str(entry.get("event", ""))
+        if index < start and first is not None and event not in _WAIT_EVENTS:
+            continue  # before the cut, only the first time and the waits matter
         at = entry.get("at")
         try:
             when = datetime.fromisoformat(at) if isinstance(at, str) else None
@@ -263,9 +280,11 @@ def _timeline(task: Task) -> list[dict[str, Any]]:
         if event == "suspended":
             waiting_since = when
             waiting_for = str(entry.get("status") or "")
-        elif event in ("resumed", "deadline_passed", "cancelled") and waiting_since and when:
+        elif event in _WAIT_ENDS and waiting_since and when:
             duration = "waited " + _duration((when - waiting_since).total_seconds())
             waiting_since = None
+        if index < start:
+            continue
         who = [str(entry[k]) for k in ("task_type", "worker") if entry.get(k)]
         by = entry.get("by")
         if by:
@@ -284,7 +303,10 @@ def _timeline(task: Task) -> list[dict[str, Any]]:
                 "label": label,
                 "at": at,
                 "clock": when.astimezone(timezone.utc).strftime("%H:%M:%S.%f")[:-3] if when else "",
-                "offset": "+" + _duration((when - first).total_seconds()) if when and first else "",
+                # The first event is where offsets start: it has none of its own.
+                "offset": "+" + _duration((when - first).total_seconds())
+                if when and first and index > 0
+                else "",
                 "phase": entry.get("phase"),
                 "who": " · ".join(who),
                 "by": str(by) if by else None,
@@ -293,6 +315,11 @@ def _timeline(task: Task) -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+#: Events that end a wait (``suspended`` begins one): the timeline says how long it was.
+_WAIT_ENDS = ("resumed", "deadline_passed", "cancelled")
+_WAIT_EVENTS = ("suspended", *_WAIT_ENDS)
 
 
 def _waiting_since(task: Task) -> str | None:

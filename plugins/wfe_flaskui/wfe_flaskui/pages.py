@@ -25,8 +25,15 @@ from wfcore import (
 from wfcore.wire import task_from_dict
 
 from . import ops, workers
-from .display import _STATUS_LABELS, _effective_type, _overdue, _timeline, _waiting_since
-from .errors import _error
+from .display import (
+    _STATUS_LABELS,
+    HISTORY_SHOWN,
+    _effective_type,
+    _overdue,
+    _timeline,
+    _waiting_since,
+)
+from .errors import _BadInput, _error
 from .forms import AnswerForm, answer_form
 from .graph import TYPE_COLOURS, workflow_svg
 from .query import _int_arg, _parse_statuses
@@ -151,6 +158,8 @@ def task(
     status: int = 200,
     refused: dict[str, Any] | None = None,
 ) -> Any:
+    history = _history_arg()
+
     async def load(engine: ECSWorkflowEngine) -> Any:
         found = await engine.get_task(task_id)
         if found is None:
@@ -177,7 +186,7 @@ def task(
             return gone
         return _error(dash, 404, f"no task {task_id!r}")
     found, specs, previews, holder = loaded
-    context = task_context(found, specs)
+    context = task_context(found, specs, history)
     context["previews"] = previews
     context["holder"] = holder
     context["refused"] = refused
@@ -188,7 +197,25 @@ def task(
     return render(dash, "task.html", **context), status
 
 
-def task_context(task: Task, specs: dict[str, WorkflowSpec]) -> dict[str, Any]:
+def _history_arg() -> int | None:
+    """How many of a task's newest history events its page shows: ``?history=all``
+    shows every one (None), no argument the last :data:`HISTORY_SHOWN`."""
+    value = request.args.get("history", "")
+    if value == "all":
+        return None
+    if value:
+        raise _BadInput(
+            f"history must be 'all' (every event) or left out (the last {HISTORY_SHOWN}), "
+            f"not {value[:40]!r}"
+        )
+    return HISTORY_SHOWN
+
+
+def task_context(
+    task: Task, specs: dict[str, WorkflowSpec], history: int | None = HISTORY_SHOWN
+) -> dict[str, Any]:
+    """What the task region shows of ``task``. ``history``: how many of its newest
+    events the timeline shows (None: all of them; 0: no timeline, as inbox cards)."""
     phase = ops.phase_of(task, specs)
     spec = specs.get(task.workflow_name or "")
     order = spec.classifications if spec else []
@@ -197,12 +224,17 @@ def task_context(task: Task, specs: dict[str, WorkflowSpec]) -> dict[str, Any]:
         key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order),
     )
     now = datetime.now(timezone.utc)
+    timeline = _timeline(task, last=history) if history != 0 else []
     return {
         "task": task,
         "phase": phase,
         "spec": spec,
         "outputs": outputs,
-        "timeline": _timeline(task),
+        "timeline": timeline,
+        # The events left out of the timeline, before those it shows.
+        "history_earlier": len(task.history) - len(timeline) if history != 0 else 0,
+        "history_all": history is None,
+        "history_shown": HISTORY_SHOWN,
         "waiting_since": _waiting_since(task),
         "overdue": _overdue(task),
         "now": now,
@@ -227,7 +259,8 @@ def kafka_task(dash: Dashboard, task_id: str) -> Any:
             found = None
         if found is not None:
             shown = found
-            context = task_context(found, dash.call(lambda e: ops.workflows_of(e, [shown])))
+            specs = dash.call(lambda e: ops.workflows_of(e, [shown]))
+            context = task_context(found, specs, _history_arg())
             context.update(previews={}, remote=True)
             name = "_task_region.html" if partial() else "task.html"
             return render(dash, name, **context)

@@ -1,0 +1,171 @@
+"""A task's page with a long history: the timeline shows the newest events, says how
+many earlier ones there are and links to all of them; the choice survives the page's
+own refreshes. Histories are made by a real loop workflow on a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from wfe_flaskui import Dashboard, create_app
+from wfe_flaskui.display import HISTORY_SHOWN, _timeline
+
+from wfcore import ECSWorkflowEngine, Phase, Task
+
+#: One timeline item, whole: its offset, time, label, duration and details included.
+_ITEM = re.compile(r'<li class="ev ev-.*?</li>', re.DOTALL)
+_REFRESH = re.compile(r'data-refresh="([^"]*)"')
+
+
+async def _loop_task(url: str, rounds: int) -> str:
+    """A task that loops through one phase ``rounds`` times: 2 * rounds + 4 events."""
+    engine = ECSWorkflowEngine(store=url, load_plugins=False)
+
+    async def step(task: Task) -> None:
+        n = task.context.get("n", 0) + 1
+        task.context["n"] = n
+        task.next_classification = "step" if n < rounds else "done"
+
+    async def done(task: Task) -> None:
+        task.output = task.context["n"]
+
+    engine.register_handler("step", step)
+    engine.register_handler("done", done)
+    engine.register_workflow(
+        "loop", [Phase("step", next_classifications=["step", "done"]), Phase("done")]
+    )
+    try:
+        task = await engine.submit_task({}, "loop")
+        await engine.run_until_idle()
+        finished = await engine.get_task(task.id)
+        assert finished is not None and finished.output == rounds, finished
+        assert len(finished.history) == 2 * rounds + 4, len(finished.history)
+        return task.id
+    finally:
+        await engine.aclose()
+
+
+@pytest.fixture
+def client(wfe_store_url: str) -> Iterator[Any]:
+    """A dashboard (no worker of its own) on the test's SQLite store."""
+    dash = Dashboard(store=wfe_store_url, run_worker=False, token="", kafka_brokers="")
+    yield create_app(dash, secret_key="test-secret").test_client()
+    dash.stop()
+
+
+def _items(html: str) -> list[str]:
+    return _ITEM.findall(html)
+
+
+def _earlier_line(html: str) -> str | None:
+    found = re.search(r'<p class="history-cut" id="history-earlier".*?</p>', html, re.DOTALL)
+    return found.group() if found else None
+
+
+def test_a_long_history_shows_its_last_events_and_links_to_all(
+    client: Any, wfe_store_url: str
+) -> None:
+    task_id = asyncio.run(_loop_task(wfe_store_url, 120))  # 244 events
+    page = client.get(f"/tasks/{task_id}").text
+    shown = _items(page)
+    assert len(shown) == HISTORY_SHOWN == 200
+    line = _earlier_line(page)
+    assert line is not None, "no line saying how many earlier events there are"
+    assert 'data-earlier="44"' in line and "… 44 earlier events" in line
+    link = re.search(r'href="([^"]*)"', line)
+    assert link is not None and link.group(1) == f"/tasks/{task_id}?history=all#history"
+    assert "show all 244" in line
+
+    # The link (without its #fragment, which a browser keeps to itself) shows every event.
+    everything = client.get(link.group(1).split("#")[0])
+    assert everything.status_code == 200
+    every = _items(everything.text)
+    assert len(every) == 244
+    assert _earlier_line(everything.text) is None
+    assert 'id="history-all"' in everything.text and "show the last 200" in everything.text
+    # The events shown are the newest, each exactly as the whole timeline shows it: an
+    # offset still counts from the first event (the first shown has one), not from
+    # the first shown.
+    assert shown == every[-200:]
+    assert '<div class="ev-offset">' in shown[0]
+    assert '<div class="ev-offset">' not in every[0]
+    assert "Completed" in shown[-1]
+
+
+def test_only_a_history_of_more_than_200_events_is_cut(client: Any, wfe_store_url: str) -> None:
+    short = asyncio.run(_loop_task(wfe_store_url, 3))  # 10 events
+    page = client.get(f"/tasks/{short}").text
+    assert len(_items(page)) == 10
+    assert _earlier_line(page) is None and 'class="history-cut"' not in page
+    at_most = asyncio.run(_loop_task(wfe_store_url, 98))  # 200 events: all shown
+    page = client.get(f"/tasks/{at_most}").text
+    assert len(_items(page)) == 200
+    assert _earlier_line(page) is None and 'class="history-cut"' not in page
+    # ?history=all of a history that is not cut has nothing to go back to either.
+    page = client.get(f"/tasks/{at_most}?history=all").text
+    assert len(_items(page)) == 200 and 'class="history-cut"' not in page
+    above = asyncio.run(_loop_task(wfe_store_url, 99))  # 202 events
+    page = client.get(f"/tasks/{above}").text
+    assert len(_items(page)) == 200
+    line = _earlier_line(page)
+    assert line is not None and 'data-earlier="2"' in line and "… 2 earlier events" in line
+
+
+def test_the_live_refresh_keeps_showing_all_events(client: Any, wfe_store_url: str) -> None:
+    task_id = asyncio.run(_loop_task(wfe_store_url, 120))
+    partial = {"X-WFE-Partial": "1"}
+    # The page refreshes its region from the URL in data-refresh, with X-WFE-Partial.
+    refresh = _REFRESH.search(client.get(f"/tasks/{task_id}?history=all").text)
+    assert refresh is not None and refresh.group(1) == f"/tasks/{task_id}?history=all"
+    region = client.get(refresh.group(1), headers=partial).text
+    assert "<html" not in region and len(_items(region)) == 244
+    assert 'id="history-all"' in region
+    # Without ?history=all the refresh shows the newest 200 again.
+    refresh = _REFRESH.search(client.get(f"/tasks/{task_id}").text)
+    assert refresh is not None and refresh.group(1) == f"/tasks/{task_id}"
+    region = client.get(refresh.group(1), headers=partial).text
+    assert len(_items(region)) == 200 and _earlier_line(region) is not None
+
+
+def test_a_history_argument_other_than_all_is_refused(client: Any, wfe_store_url: str) -> None:
+    task_id = asyncio.run(_loop_task(wfe_store_url, 3))
+    answer = client.get(f"/tasks/{task_id}?history=50")
+    assert answer.status_code == 400
+    assert "history must be &#39;all&#39; (every event) or left out (the last 200)" in answer.text
+    # The API's task keeps its whole history, whatever the page shows.
+    whole = client.get(f"/api/tasks/{task_id}").get_json()
+    assert len(whole["history"]) == 10
+
+
+def _at(start: datetime, seconds: float) -> str:
+    return (start + timedelta(seconds=seconds)).isoformat()
+
+
+def test_waits_and_offsets_across_the_cut_count_from_the_whole_history() -> None:
+    """A wait that began before the events shown still says how long it lasted."""
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    history: list[dict[str, Any]] = [
+        {"at": "not a time", "event": "submitted"},  # offsets start at the first time read
+        {"at": _at(start, 1), "event": "phase_started", "phase": "ask"},
+        {"at": _at(start, 2), "event": "suspended", "phase": "ask", "status": "waiting_human"},
+    ]
+    history += [{"at": _at(start, 3 + i), "event": "note", "n": i} for i in range(300)]
+    history += [
+        {"at": _at(start, 400), "event": "resumed", "phase": "ask"},
+        {"at": _at(start, 401), "event": "completed"},
+    ]
+    task = Task(data={}, history=history)
+    whole = _timeline(task)
+    last = _timeline(task, last=50)
+    assert last == whole[-50:]
+    resumed = last[-2]
+    assert resumed["duration"] == "waited 6 min 38 s"
+    assert resumed["who"] == "answered by a person"
+    # The first shown is at 255 s; offsets count from the first time read (1 s).
+    assert last[0]["offset"] == whole[-50]["offset"] == "+4 min 14 s"
+    assert whole[0]["offset"] == "" and whole[1]["offset"] == "+0 ms"
+    assert _timeline(task, last=1000) == whole
