@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from wfe_flaskui import Dashboard, create_app
-from wfe_flaskui.display import HISTORY_SHOWN, _timeline
+from wfe_flaskui.display import HISTORY_SHOWN, _timeline, _waiting_since
+from wfe_flaskui.pages import task_context
 
-from wfcore import ECSWorkflowEngine, Phase, Task
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 
 #: One timeline item, whole: its offset, time, label, duration and details included.
 _ITEM = re.compile(r'<li class="ev ev-.*?</li>', re.DOTALL)
@@ -169,3 +170,36 @@ def test_waits_and_offsets_across_the_cut_count_from_the_whole_history() -> None
     assert last[0]["offset"] == whole[-50]["offset"] == "+4 min 14 s"
     assert whole[0]["offset"] == "" and whole[1]["offset"] == "+0 ms"
     assert _timeline(task, last=1000) == whole
+
+
+class _CountedReads(list):  # type: ignore[type-arg]
+    """A history that counts the entries read from it, forwards or backwards."""
+
+    reads = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for entry in super().__iter__():
+            self.reads += 1
+            yield entry
+
+    def __reversed__(self) -> Iterator[Any]:
+        for entry in super().__reversed__():
+            self.reads += 1
+            yield entry
+
+
+def test_inbox_cards_and_a_finished_task_read_only_the_end_of_a_long_history() -> None:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    entries = [{"at": _at(start, i), "event": "note"} for i in range(10_000)]
+    waiting = _CountedReads(
+        [*entries, {"at": _at(start, 10_001), "event": "suspended", "status": "waiting_human"}]
+    )
+    task = Task(data={}, status=TaskStatus.WAITING_HUMAN, history=waiting)
+    # An inbox card: when the wait began, and no timeline.
+    card = task_context(task, {}, history=0)
+    assert card["waiting_since"] == _at(start, 10_001) and card["timeline"] == []
+    assert waiting.reads <= 1
+    # A finished task was not waiting since anything: its history is not read for that.
+    finished = _CountedReads(entries)
+    task = Task(data={}, status=TaskStatus.COMPLETED, history=finished)
+    assert _waiting_since(task) is None and finished.reads == 0

@@ -323,6 +323,10 @@ _WAIT_EVENTS = ("suspended", *_WAIT_ENDS)
 
 
 def _waiting_since(task: Task) -> str | None:
+    """When a waiting task's wait began (its last ``suspended`` event); None for a task
+    that is not waiting, without reading its history, which may be long."""
+    if not task.status.is_waiting:
+        return None
     for entry in reversed(task.history):
         if entry.get("event") == "suspended":
             at = entry.get("at")

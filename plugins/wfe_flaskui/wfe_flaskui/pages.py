@@ -328,7 +328,8 @@ def inbox(
     (waiting, total), specs = dash.call(load)
     cards = []
     for item in waiting:
-        context = task_context(item, specs)
+        # A card has no timeline: the task's page shows it.
+        context = task_context(item, specs, history=0)
         given = (forms or {}).get(item.id)
         context["form"] = given or answer_form_for(item, context["phase"])
         cards.append(context)
