@@ -13,6 +13,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from wfcore import ECSWorkflowEngine, Phase, Task
+
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parents[2]
 SHOTS = REPO / "test-output" / "flaskui"
@@ -152,3 +154,32 @@ class AnswerFormReader(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "form" and self._state == "inside":
             self._state = "after"
+
+
+async def loop_task(url: str, rounds: int) -> str:
+    """Run a task that loops through one phase ``rounds`` times, on the store at ``url``,
+    to the end: its id. Its history has 2 * rounds + 4 events."""
+    engine = ECSWorkflowEngine(store=url, load_plugins=False)
+
+    async def step(task: Task) -> None:
+        n = task.context.get("n", 0) + 1
+        task.context["n"] = n
+        task.next_classification = "step" if n < rounds else "done"
+
+    async def done(task: Task) -> None:
+        task.output = task.context["n"]
+
+    engine.register_handler("step", step)
+    engine.register_handler("done", done)
+    engine.register_workflow(
+        "loop", [Phase("step", next_classifications=["step", "done"]), Phase("done")]
+    )
+    try:
+        task = await engine.submit_task({}, "loop")
+        await engine.run_until_idle()
+        finished = await engine.get_task(task.id)
+        assert finished is not None and finished.output == rounds, finished
+        assert len(finished.history) == 2 * rounds + 4, len(finished.history)
+        return task.id
+    finally:
+        await engine.aclose()

@@ -5,16 +5,18 @@ Every page is saved as a screenshot under ``test-output/flaskui/``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import re
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flaskui_helpers import screenshot, wait_for
+from flaskui_helpers import loop_task, screenshot, serving, wait_for
 from werkzeug.serving import make_server
 from wfe_flaskui import Dashboard, create_app
 
@@ -508,4 +510,37 @@ def test_behind_a_proxy_naming_the_user_the_history_says_who_answered(
         context.close()
         server.shutdown()
         thread.join(10)
+        dash.stop()
+
+
+def test_a_long_history_shown_whole_stays_whole_as_the_page_refreshes(
+    page: Any, live: Any, tmp_path: Path
+) -> None:
+    expect = _expect()
+    store = f"sqlite:///{tmp_path / 'long.db'}"
+    # asyncio.run cannot run in this thread while Playwright's loop is open.
+    with ThreadPoolExecutor(1) as builder:
+        task_id = builder.submit(asyncio.run, loop_task(store, 110)).result(60)
+    dash = Dashboard(store=store, run_worker=False, token="", kafka_brokers="", refresh_seconds=0.3)
+    try:
+        with serving(create_app(dash, secret_key="k")) as port:
+            page.goto(f"http://127.0.0.1:{port}/tasks/{task_id}")
+            events = page.locator("#history li.ev")
+            expect(events).to_have_count(200)
+            expect(page.locator("#history-earlier")).to_have_text(
+                "… 24 earlier events (show all 224)"
+            )
+            page.click("#history-earlier a")
+            expect(events).to_have_count(224)
+            # The region refreshes itself from its own URL: it keeps every event.
+            page.evaluate(
+                """() => new Promise((done, fail) => {
+                    document.addEventListener("wfe:refreshed", () => done(true), { once: true });
+                    window.setTimeout(() => fail(new Error("no refresh in 15 s")), 15000);
+                })"""
+            )
+            assert events.count() == 224
+            expect(page.locator("#history-all")).to_contain_text("show the last 200")
+            screenshot(page, "task-long-history")
+    finally:
         dash.stop()

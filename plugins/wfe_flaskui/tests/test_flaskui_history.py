@@ -11,43 +11,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from flaskui_helpers import loop_task
 from wfe_flaskui import Dashboard, create_app
 from wfe_flaskui.display import HISTORY_SHOWN, _timeline, _waiting_since
 from wfe_flaskui.pages import task_context
 
-from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore import Task, TaskStatus
 
 #: One timeline item, whole: its offset, time, label, duration and details included.
 _ITEM = re.compile(r'<li class="ev ev-.*?</li>', re.DOTALL)
 _REFRESH = re.compile(r'data-refresh="([^"]*)"')
-
-
-async def _loop_task(url: str, rounds: int) -> str:
-    """A task that loops through one phase ``rounds`` times: 2 * rounds + 4 events."""
-    engine = ECSWorkflowEngine(store=url, load_plugins=False)
-
-    async def step(task: Task) -> None:
-        n = task.context.get("n", 0) + 1
-        task.context["n"] = n
-        task.next_classification = "step" if n < rounds else "done"
-
-    async def done(task: Task) -> None:
-        task.output = task.context["n"]
-
-    engine.register_handler("step", step)
-    engine.register_handler("done", done)
-    engine.register_workflow(
-        "loop", [Phase("step", next_classifications=["step", "done"]), Phase("done")]
-    )
-    try:
-        task = await engine.submit_task({}, "loop")
-        await engine.run_until_idle()
-        finished = await engine.get_task(task.id)
-        assert finished is not None and finished.output == rounds, finished
-        assert len(finished.history) == 2 * rounds + 4, len(finished.history)
-        return task.id
-    finally:
-        await engine.aclose()
 
 
 @pytest.fixture
@@ -70,7 +43,7 @@ def _earlier_line(html: str) -> str | None:
 def test_a_long_history_shows_its_last_events_and_links_to_all(
     client: Any, wfe_store_url: str
 ) -> None:
-    task_id = asyncio.run(_loop_task(wfe_store_url, 120))  # 244 events
+    task_id = asyncio.run(loop_task(wfe_store_url, 120))  # 244 events
     page = client.get(f"/tasks/{task_id}").text
     shown = _items(page)
     assert len(shown) == HISTORY_SHOWN == 200
@@ -98,18 +71,18 @@ def test_a_long_history_shows_its_last_events_and_links_to_all(
 
 
 def test_only_a_history_of_more_than_200_events_is_cut(client: Any, wfe_store_url: str) -> None:
-    short = asyncio.run(_loop_task(wfe_store_url, 3))  # 10 events
+    short = asyncio.run(loop_task(wfe_store_url, 3))  # 10 events
     page = client.get(f"/tasks/{short}").text
     assert len(_items(page)) == 10
     assert _earlier_line(page) is None and 'class="history-cut"' not in page
-    at_most = asyncio.run(_loop_task(wfe_store_url, 98))  # 200 events: all shown
+    at_most = asyncio.run(loop_task(wfe_store_url, 98))  # 200 events: all shown
     page = client.get(f"/tasks/{at_most}").text
     assert len(_items(page)) == 200
     assert _earlier_line(page) is None and 'class="history-cut"' not in page
     # ?history=all of a history that is not cut has nothing to go back to either.
     page = client.get(f"/tasks/{at_most}?history=all").text
     assert len(_items(page)) == 200 and 'class="history-cut"' not in page
-    above = asyncio.run(_loop_task(wfe_store_url, 99))  # 202 events
+    above = asyncio.run(loop_task(wfe_store_url, 99))  # 202 events
     page = client.get(f"/tasks/{above}").text
     assert len(_items(page)) == 200
     line = _earlier_line(page)
@@ -117,7 +90,7 @@ def test_only_a_history_of_more_than_200_events_is_cut(client: Any, wfe_store_ur
 
 
 def test_the_live_refresh_keeps_showing_all_events(client: Any, wfe_store_url: str) -> None:
-    task_id = asyncio.run(_loop_task(wfe_store_url, 120))
+    task_id = asyncio.run(loop_task(wfe_store_url, 120))
     partial = {"X-WFE-Partial": "1"}
     # The page refreshes its region from the URL in data-refresh, with X-WFE-Partial.
     refresh = _REFRESH.search(client.get(f"/tasks/{task_id}?history=all").text)
@@ -133,7 +106,7 @@ def test_the_live_refresh_keeps_showing_all_events(client: Any, wfe_store_url: s
 
 
 def test_a_history_argument_other_than_all_is_refused(client: Any, wfe_store_url: str) -> None:
-    task_id = asyncio.run(_loop_task(wfe_store_url, 3))
+    task_id = asyncio.run(loop_task(wfe_store_url, 3))
     answer = client.get(f"/tasks/{task_id}?history=50")
     assert answer.status_code == 400
     assert "history must be &#39;all&#39; (every event) or left out (the last 200)" in answer.text
