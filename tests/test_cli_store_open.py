@@ -16,87 +16,10 @@ import pytest
 from core_util import with_pythonpath
 from test_cli import APP
 
-# A store in a folder of its own (its tasks in a SQLite file inside), the way a
-# third party would write one against the Store base class:
-#   dirstore:///abs/folder   says whether it exists (Store.exists)
-#   olddir:///abs/folder     written before exists() was there: cannot tell
-#   brokendir:///abs/folder  whose exists() cannot reach its storage
-#   plaindir:///abs/folder   whose exists() is a plain method
-# A second plugin module, sqlite_in_folders, serves sqlite:///abs/file.db with a
-# folder store at file.db.d, taking the scheme over from wfcore's SQLite store.
-DIRSTORE = """
-from pathlib import Path
-
-from wfcore import hookimpl
-from wfcore.stores.base import Store
-from wfcore.stores.sqlite import SQLiteStore
-
-
-class OldDirStore(Store):
-    def __init__(self, url, folder):
-        self.url = url
-        self.folder = Path(folder)
-        self.artifacts_dir = self.folder / "artifacts"
-        self._tasks = SQLiteStore(self.folder / "tasks.db")
-
-    async def open(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        await self._tasks.open()
-
-
-def _forwarded(name):
-    async def method(self, *args, **kwargs):
-        return await getattr(self._tasks, name)(*args, **kwargs)
-
-    method.__name__ = name
-    return method
-
-
-for _name in sorted(Store.__abstractmethods__ - {"open"}):
-    setattr(OldDirStore, _name, _forwarded(_name))
-OldDirStore.__abstractmethods__ = frozenset()
-
-
-class DirStore(OldDirStore):
-    async def exists(self):
-        return self.folder.is_dir()
-
-
-class BrokenDirStore(OldDirStore):
-    async def exists(self):
-        raise OSError("the file server does not answer")
-
-
-class PlainDirStore(OldDirStore):
-    def exists(self):
-        return self.folder.is_dir()
-
-
-STORES = {
-    "dirstore": DirStore,
-    "olddir": OldDirStore,
-    "brokendir": BrokenDirStore,
-    "plaindir": PlainDirStore,
-}
-
-
-@hookimpl
-def wfe_open_store(url):
-    scheme, _, folder = url.partition("://")
-    return STORES[scheme](url, folder) if scheme in STORES else None
-"""
-
-SQLITE_IN_FOLDERS = """
-from dirstore import DirStore
-from wfcore import hookimpl
-
-
-@hookimpl
-def wfe_open_store(url):
-    if url.startswith("sqlite://"):
-        return DirStore(url, url[len("sqlite://"):] + ".d")
-    return None
-"""
+# Store plugins, as a third party would write them (see their docstrings).
+STORE_PLUGINS = Path(__file__).parent / "store_plugins"
+DIRSTORE = (STORE_PLUGINS / "dirstore.py").read_text()
+SQLITE_IN_FOLDERS = (STORE_PLUGINS / "sqlite_in_folders.py").read_text()
 
 
 def _site(tmp_path: Path, modules: dict[str, str]) -> Path:

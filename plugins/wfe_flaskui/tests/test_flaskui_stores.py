@@ -15,79 +15,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from flaskui_helpers import TESTS, wait_for
+from flaskui_helpers import REPO, TESTS, wait_for
 from test_flaskui_cli import Http, _env, running
 
-# A store in a folder of its own (its tasks in a SQLite file inside), as a third
-# party would write one against the Store base class:
-#   dirstore:///abs/folder   says whether it exists (Store.exists)
-#   olddir:///abs/folder     written before exists() was there: cannot tell
-#   brokendir:///abs/folder  whose exists() cannot reach its storage
-DIRSTORE = """
-from pathlib import Path
-
-from wfcore import hookimpl
-from wfcore.stores.base import Store
-from wfcore.stores.sqlite import SQLiteStore
-
-
-class OldDirStore(Store):
-    def __init__(self, url, folder):
-        self.url = url
-        self.folder = Path(folder)
-        self.artifacts_dir = self.folder / "artifacts"
-        self._tasks = SQLiteStore(self.folder / "tasks.db")
-
-    async def open(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        await self._tasks.open()
-
-
-def _forwarded(name):
-    async def method(self, *args, **kwargs):
-        return await getattr(self._tasks, name)(*args, **kwargs)
-
-    method.__name__ = name
-    return method
-
-
-for _name in sorted(Store.__abstractmethods__ - {"open"}):
-    setattr(OldDirStore, _name, _forwarded(_name))
-OldDirStore.__abstractmethods__ = frozenset()
-
-
-class DirStore(OldDirStore):
-    async def exists(self):
-        return self.folder.is_dir()
-
-
-class BrokenDirStore(OldDirStore):
-    async def exists(self):
-        raise OSError("the file server does not answer")
-
-
-STORES = {"dirstore": DirStore, "olddir": OldDirStore, "brokendir": BrokenDirStore}
-
-
-@hookimpl
-def wfe_open_store(url):
-    scheme, _, folder = url.partition("://")
-    return STORES[scheme](url, folder) if scheme in STORES else None
-"""
-
-# Serves sqlite:///abs/file.db with a folder store at file.db.d, taking the scheme
-# over from wfcore's SQLite store (the plugin registered last wins).
-SQLITE_IN_FOLDERS = """
-from dirstore import DirStore
-from wfcore import hookimpl
-
-
-@hookimpl
-def wfe_open_store(url):
-    if url.startswith("sqlite://"):
-        return DirStore(url, url[len("sqlite://"):] + ".d")
-    return None
-"""
+# Store plugins, as a third party would write them (see their docstrings): the
+# ones the core's CLI tests install.
+STORE_PLUGINS = REPO / "tests" / "store_plugins"
+DIRSTORE = (STORE_PLUGINS / "dirstore.py").read_text()
+SQLITE_IN_FOLDERS = (STORE_PLUGINS / "sqlite_in_folders.py").read_text()
 
 # An app whose engine loads the installed plugins, as an app's engine does by default.
 APP = """
