@@ -864,6 +864,65 @@ def test_a_store_failure_while_storing_a_batch_is_retried_not_dead_lettered(
     assert kafka.stats["received"] == 5  # retried in place: no consumer restart, no redelivery
 
 
+def test_a_result_too_large_for_its_history_keeps_its_output_and_last_events(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """A task that looped through many phases is mostly history: its result goes
+    with the last 100 events and its output; one too large even so goes without
+    its bulk."""
+    tasks = kafka_topic(1, "tasks")
+    results = kafka_topic(1, "results", {"max.message.bytes": "20000"})
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (b"loop", task_json(id="loop", workflow_name="loop", data={"rounds": 150})),
+            (
+                b"loop-big",
+                task_json(id="loop-big", workflow_name="loop", data={"rounds": 150, "pad": 30_000}),
+            ),
+        ],
+    )
+    engine = wfe_engine_factory()
+
+    async def step(task: Task) -> None:
+        n = task.context.get("n", 0) + 1
+        task.context["n"] = n
+        task.next_classification = "step" if n < task.data["rounds"] else "end"
+
+    async def end(task: Task) -> None:
+        task.output = {"rounds": task.context["n"], "pad": "y" * task.data.get("pad", 0)}
+
+    engine.register_handler("step", step)
+    engine.register_handler("end", end)
+    engine.register_workflow(
+        "loop", [Phase("step", next_classifications=["step", "end"]), Phase("end")]
+    )
+    kafka = interface(kafka_bootstrap, tasks, results)
+
+    async def scenario() -> dict[str, Task]:
+        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 2, "2 results")
+        return {i: await engine.get_task(i) for i in ("loop", "loop-big")}
+
+    stored = wfe_run(scenario())
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(2)
+        by_id = {doc["id"]: doc for doc in reader.values()}
+    loop = by_id["loop"]
+    assert loop["output"] == {"rounds": 150, "pad": ""}
+    assert loop["outputs"]["end"] == loop["output"]
+    assert "result_too_large" not in loop
+    history = stored["loop"].history
+    assert len(history) > 300
+    assert loop["history_left_out"] == len(history) - 100
+    assert loop["history"] == history[-100:]
+    assert loop["history"][-1]["event"] == "completed"
+    big = by_id["loop-big"]
+    assert big["result_too_large"] > 30_000
+    assert big["output"] is None and big["history"] == []
+    assert "history_left_out" not in big
+
+
 def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:

@@ -484,11 +484,13 @@ async def _smaller_if_too_large(
     producer: Callable[[], _Producer],
     outcomes: list[Any],
     records: Sequence[Record],
-    smaller: Callable[[Record], Record],
+    *smaller: Callable[[Record], Record | None],
 ) -> list[Any]:
     """Send again, alone, each record that failed as too large, and if Kafka
-    refuses it again, its ``smaller`` form: Kafka will never take it, and
-    retrying it would hold up everything behind it for ever.
+    refuses it again, its ``smaller`` forms, in turn, until one is taken: Kafka
+    will never take the record, and retrying it would hold up everything behind it
+    for ever. Each form is made from the record as it was; one that gives None
+    cannot make that record smaller, and the next is tried.
 
     Alone, because kafka-python fails the whole producer after such an error,
     so its batch-mates fail with the same error without being too large.
@@ -498,8 +500,12 @@ async def _smaller_if_too_large(
         if not _too_large(outcome):
             continue
         [outcome] = await producer().send_many([records[i]])
-        if _too_large(outcome):
-            [outcome] = await producer().send_many([smaller(records[i])])
+        for make in smaller:
+            if not _too_large(outcome):
+                break
+            form = make(records[i])
+            if form is not None:
+                [outcome] = await producer().send_many([form])
         outcomes[i] = outcome
     return outcomes
 

@@ -29,6 +29,7 @@ from wfcore.wire import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "RESULT_HISTORY_KEPT",
     "TASK_FIELDS",
     "BadMessage",
     "IdInUse",
@@ -38,6 +39,7 @@ __all__ = [
     "message_digest",
     "parse_task_message",
     "result_message",
+    "result_with_recent_history",
     "result_without_bulk",
     "source_id",
     "task_message",
@@ -313,8 +315,29 @@ def result_message(task: Task) -> bytes:
     return _dumps(doc)
 
 
-#: Fields of a result message that may be large; a result too large for its topic
-#: is published without them (see :func:`result_without_bulk`).
+#: How many of its last history events a result too large for its topic keeps
+#: (see :func:`result_with_recent_history`), as ``wfe show`` prints them.
+RESULT_HISTORY_KEPT = 100
+
+
+def result_with_recent_history(value: bytes) -> bytes | None:
+    """A result message that Kafka refused as too large, with only the last
+    :data:`RESULT_HISTORY_KEPT` events of its history and ``history_left_out`` set
+    to how many earlier ones it goes without; None when its history is no longer
+    than that. A task that looped through many phases is mostly history: this
+    keeps its output. The task in the store keeps everything."""
+    doc = json.loads(value)
+    history = doc.get("history")
+    if not isinstance(history, list) or len(history) <= RESULT_HISTORY_KEPT:
+        return None
+    doc["history"] = history[-RESULT_HISTORY_KEPT:]
+    doc["history_left_out"] = len(history) - RESULT_HISTORY_KEPT
+    return _dumps(doc)
+
+
+#: Fields of a result message that may be large; a result too large for its topic,
+#: even with a short history, is published without them (see
+#: :func:`result_without_bulk`).
 _BULK: dict[str, Any] = {
     "data": None,
     "output": None,

@@ -23,7 +23,14 @@ from wfcore import ECSWorkflowEngine, Phase, Store, Task, TaskStatus
 from wfcore.model import utcnow
 
 from .clients import Record, _describe, _Producer, _resend_failed, _smaller_if_too_large
-from .messages import event_message, event_without_bulk, result_message, result_without_bulk
+from .messages import (
+    RESULT_HISTORY_KEPT,
+    event_message,
+    event_without_bulk,
+    result_message,
+    result_with_recent_history,
+    result_without_bulk,
+)
 
 logger = logging.getLogger("wfe_kafka")
 
@@ -175,7 +182,11 @@ class _ResultsPublisher:
         started = time.monotonic()
         outcomes = await self._send_watched(records)
         outcomes = await _smaller_if_too_large(
-            self._get_producer, outcomes, records, self._result_without_bulk
+            self._get_producer,
+            outcomes,
+            records,
+            self._result_with_recent_history,
+            self._result_without_bulk,
         )
         sent = [
             key
@@ -275,6 +286,21 @@ class _ResultsPublisher:
             return (await store.outbox_consumers()).get(self.outbox_consumer)
         except Exception:
             return None
+
+    def _result_with_recent_history(self, record: Record) -> Record | None:
+        topic, key, value, headers = record
+        smaller = result_with_recent_history(value or b"{}")
+        if smaller is None:
+            return None
+        logger.warning(
+            "the result of task %s (%d bytes) is too large for %r; publishing it "
+            "with the last %d events of its history",
+            (key or b"").decode("utf-8", "replace"),
+            len(value or b""),
+            topic,
+            RESULT_HISTORY_KEPT,
+        )
+        return topic, key, smaller, headers
 
     def _result_without_bulk(self, record: Record) -> Record:
         topic, key, value, headers = record
