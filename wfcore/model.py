@@ -547,19 +547,7 @@ class Task:
 
     def copy(self) -> Task:
         """A deep copy: changing one never changes the other."""
-        clone: Task = _copy_fields(self)
-        # Only containers need copying; checking first saves a call per field.
-        if isinstance(self.data, (dict, list)):
-            clone.data = copy_json(self.data)
-        clone.context = copy_json(self.context) if self.context else {}
-        if isinstance(self.output, (dict, list)):
-            clone.output = copy_json(self.output)
-        clone.outputs = copy_json(self.outputs) if self.outputs else {}
-        if self.reply is not None:
-            clone.reply = copy_json(self.reply)
-        clone.artifacts = list(self.artifacts)
-        clone.history = list(self.history)  # entries are never changed once written
-        return clone
+        return copy_with_history(self, list(self.history))  # entries never change once written
 
     def artifact(self, name: str) -> Artifact | None:
         """The artifact with this name, or None."""
@@ -571,6 +559,25 @@ class Task:
     def record(self, event: str, **details: Any) -> None:
         """Append a timestamped event to the history."""
         self.history.append({"at": utcnow_iso(), "event": event, **details})
+
+
+def copy_with_history(task: Task, history: list[dict[str, Any]]) -> Task:
+    """A deep copy of ``task`` but for its history, which is ``history``: the
+    memory store keeps one history list per task and adds to it, rather than copy
+    thousands of events at every write of a long-looping task."""
+    clone: Task = _copy_fields(task)
+    # Only containers need copying; checking first saves a call per field.
+    if isinstance(task.data, (dict, list)):
+        clone.data = copy_json(task.data)
+    clone.context = copy_json(task.context) if task.context else {}
+    if isinstance(task.output, (dict, list)):
+        clone.output = copy_json(task.output)
+    clone.outputs = copy_json(task.outputs) if task.outputs else {}
+    if task.reply is not None:
+        clone.reply = copy_json(task.reply)
+    clone.artifacts = list(task.artifacts)
+    clone.history = history
+    return clone
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

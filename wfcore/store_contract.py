@@ -527,11 +527,22 @@ class StoreContract:
         task = _task(1)
         await store.insert_task(task)
         task.data["n"] = "changed after insert"
+        task.record("after_insert")
         got = await store.get_task("task-1")
         got.context["x"] = "changed after read"
+        got.record("after_read")
         again = await store.get_task("task-1")
         assert again.data == {"n": 1}
         assert again.context == {}
+        assert again.history == []
+        again.record("written")
+        assert await store.update_task(again)
+        again.record("after_update")  # by a handler still holding the task, say
+        stored = await store.get_task("task-1")
+        assert [e["event"] for e in stored.history] == ["written"], (
+            "history entries added to a task after it was written, or to a task read "
+            "back, reached the store"
+        )
 
     @_with_store
     async def test_update_is_a_compare_and_set_on_version(self, store: Any) -> None:

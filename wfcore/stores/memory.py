@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..hookspecs import hookimpl
-from ..model import Task, TaskStatus, WorkflowSpec
+from ..model import Task, TaskStatus, WorkflowSpec, copy_with_history
 from .base import Store, record_takeover
 from .sqlite import _ready_at, _utc
 
@@ -31,6 +31,19 @@ _ACTIVE = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
 
 def _snapshot(task: Task) -> Task:
     """A copy that later changes to ``task`` (by a running handler) don't reach."""
+    return task.copy()
+
+
+def _written(task: Task, stored: Task) -> Task:
+    """The copy of ``task`` to store over ``stored``, the task at the version it
+    was read at. When ``task`` only added to that history (the stored entries are
+    its first ones, the same objects), the stored list takes the new entries: no
+    other copy shares it, and copying a history of thousands of events at every
+    write would make a long-looping task slower at each phase."""
+    kept, history = stored.history, task.history
+    if kept and len(history) >= len(kept) and history[len(kept) - 1] is kept[-1]:
+        kept.extend(history[len(kept) :])
+        return copy_with_history(task, kept)
     return task.copy()
 
 
@@ -206,7 +219,7 @@ class MemoryStore(Store):
         task.version += 1
         now = time.time()
         task.updated_at = _utc(now)
-        row.task = _snapshot(task)
+        row.task = _written(task, row.task)
         if keep_lease:
             self._schedule(row, row.lease_expires)
         else:
