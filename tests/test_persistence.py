@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from core_util import db_path, stored_status, wait_for
 
-from wfcore import ECSWorkflowEngine, Phase, Task, TaskStateError, TaskStatus, hookimpl
+from wfcore import ECSWorkflowEngine, Phase, StoreError, Task, TaskStateError, TaskStatus, hookimpl
+from wfcore.stores.sqlite import SQLiteStore
 from wfcore.wire import task_to_dict
 
 
@@ -805,8 +806,9 @@ def test_damaged_rows_fail_their_tasks_and_spare_the_others(
 
 
 def test_opening_a_store_of_an_older_schema_says_it_was_upgraded(wfe) -> None:
-    """Any command upgrades it, a read-only one too (wfe status): it says so, once,
-    naming the file, as workers of an older wfcore refuse it from then on."""
+    """Any command upgrades a store older than the schema just before, a read-only
+    one too (wfe status): it says so, once, naming the file, as workers of an older
+    wfcore refuse it from then on."""
     wfe("submit", "review", "--app", "review_app:engine")
     path = Path(wfe.env["WFE_STORE"].removeprefix("sqlite://"))
     conn = sqlite3.connect(path)
@@ -819,3 +821,93 @@ def test_opening_a_store_of_an_older_schema_says_it_was_upgraded(wfe) -> None:
         "knows schema 4 at most (an older release) refuses to open it from now on"
     ) in first
     assert wfe("status").stderr == ""
+
+
+def test_commands_that_only_read_leave_a_store_of_the_release_before_as_it_is(wfe) -> None:
+    """The workers of the release before may still use the store: wfe status, tasks,
+    show, workflows and wait read it as it is (schema 4, no history_parts); a
+    command that writes tasks upgrades it, and says so."""
+    task_id = wfe("submit", "review", "--app", "review_app:engine", "--data", '{"n": 2}').stdout
+    task_id = task_id.strip()
+    path = Path(wfe.env["WFE_STORE"].removeprefix("sqlite://"))
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE history_parts")
+    conn.execute("UPDATE wfe_meta SET value = '4' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    def schema() -> tuple[str, bool]:
+        conn = sqlite3.connect(path)
+        try:
+            [(version,)] = conn.execute(
+                "SELECT value FROM wfe_meta WHERE key = 'schema_version'"
+            ).fetchall()
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+        return version, "history_parts" in tables
+
+    for args in (
+        ("status",),
+        ("tasks",),
+        ("show", task_id),
+        ("workflows",),
+        ("wait", task_id, "--timeout", "0.1s"),
+        ("outbox",),
+        ("metrics",),
+    ):
+        done = wfe(*args, check=False)
+        assert "upgraded" not in done.stderr, args
+        assert schema() == ("4", False), args
+    shown = json.loads(wfe("show", task_id, "--json").stdout)
+    assert shown["data"] == {"n": 2}
+    assert [e["event"] for e in shown["history"]] == ["submitted"]
+
+    cancelled = wfe("cancel", task_id)
+    assert f"upgraded the store {path} from schema 4 to 5" in cancelled.stderr
+    assert schema() == ("5", True)
+    assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "cancelled"
+
+
+def test_a_store_read_as_it_is_refuses_to_write_tasks_and_says_why(wfe_store_url, wfe_run):
+    engine = ECSWorkflowEngine(store=wfe_store_url, load_plugins=False)
+    engine.register_workflow("w", [Phase("p")])
+    task = wfe_run(engine.submit_task({"n": 1}, "w"))
+    wfe_run(engine.aclose())
+    path = db_path(wfe_store_url)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE history_parts")
+    conn.execute("UPDATE wfe_meta SET value = '4' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    async def scenario() -> tuple[Task | None, list[str]]:
+        store = SQLiteStore(path)
+        store.upgrade = False
+        await store.open()
+        try:
+            got = await store.get_task(task.id)
+            refused = []
+            for write in (
+                lambda: store.update_task(got),
+                lambda: store.claim("w", 1, 30),
+                lambda: store.insert_task(Task(data=None, workflow_name="w")),
+            ):
+                with pytest.raises(StoreError) as exc:
+                    await write()
+                refused.append(str(exc.value))
+            return got, refused
+        finally:
+            await store.close()
+
+    got, refused = wfe_run(scenario())
+    assert got is not None and got.data == {"n": 1}
+    assert (
+        refused
+        == [
+            f"the store {path} is at schema 4, opened to be read as it is (the workers of "
+            "the release before may use it): a command that writes tasks (wfe worker, wfe "
+            "submit) upgrades it"
+        ]
+        * 3
+    )

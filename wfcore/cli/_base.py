@@ -31,6 +31,7 @@ from ..plugins import (
     why_not_loaded,
 )
 from ..stores.base import Store, shown_url
+from ..stores.sqlite import SQLiteStore
 from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,6 +145,7 @@ def _engine(
     *,
     app_hint: str = "APP",
     existing: bool = False,
+    reading: bool = False,
     in_process: bool = False,
 ) -> ECSWorkflowEngine:
     """The engine a command works with: the app's (``MODULE:ATTR``), else a bare one.
@@ -152,6 +154,8 @@ def _engine(
     store that does not exist is an error (a wrong --store or WFE_STORE), not a new
     empty database. ``in_process``: the command itself runs the tasks (wfe worker),
     so memory:// is of use; to every other command it is a store that ends with it.
+    ``reading``: the command only reads, so a SQLite store of the release before is
+    read as it is, not upgraded: that release's workers may still be using it.
     """
     shared = ctx.ensure_object(_Context)
     url = store or shared.store
@@ -169,9 +173,23 @@ def _engine(
             raise click.ClickException(str(exc)) from None
     if not in_process and engine.store_url.startswith("memory:"):
         raise _memory_refused()  # from --store, WFE_STORE or the app's own
+    if reading:
+        _read_as_is(engine)
     if existing:  # the app's own, or the one --store or WFE_STORE names
         _check_store_exists(engine)
     return engine
+
+
+def _read_as_is(engine: ECSWorkflowEngine) -> None:
+    """Have the engine's SQLite store read a store of the schema before as it is
+    (``SQLiteStore.upgrade``)."""
+    try:
+        store = engine._unopened_store()
+    except WorkflowError:
+        return  # opening the store says what is wrong
+    if isinstance(store, SQLiteStore):
+        store.upgrade = False
+        engine.use_store(store)
 
 
 def _note_store_replaced(engine: ECSWorkflowEngine, url: str) -> None:

@@ -76,7 +76,7 @@ def tasks(
     if workflow is not None and not is_unicode_text(workflow):
         raise click.BadParameter(f"{workflow!r} is not UTF-8 text", param_hint="--workflow")
     wanted = _parse_statuses(statuses) if statuses else None
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> tuple[list[Task], int]:
         st = await engine.get_store()
@@ -172,7 +172,7 @@ def show(
     error and traceback. A long history shows its last events, after a line saying
     how many earlier ones --history all would show.
     """
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> tuple[Task | None, Phase | None, tuple[str, datetime] | None]:
         task = await engine.get_task(task_id)
@@ -287,7 +287,7 @@ def _type_text(task: Task, phase: Phase | None) -> str:
 
 
 def _outbox_consumers(ctx: click.Context, store: str | None) -> dict[str, int]:
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> dict[str, int]:
         return await (await engine.get_store()).outbox_consumers()
@@ -366,7 +366,7 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
     workflow: define_workflow tasks not run yet, say. A worker is busy while it
     holds a task.
     """
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> tuple[dict[str, dict[TaskStatus, int]], dict[TaskStatus, int], list[str]]:
         st = await engine.get_store()
@@ -419,7 +419,7 @@ def metrics(ctx: click.Context, store: str | None) -> None:
     For cron and node_exporter's textfile collector; wfe worker --metrics
     serves the same, with that worker's counters, over HTTP.
     """
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, existing=True, reading=True)
     click.echo(_run(_closing(engine, render_metrics(engine))), nl=False)
 
 
@@ -430,7 +430,7 @@ def metrics(ctx: click.Context, store: str | None) -> None:
 @click.pass_context
 def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
     """List the workflows in the store (registered by workers or defined at run time)."""
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> list[Any]:
         st = await engine.get_store()

@@ -256,7 +256,7 @@ def wait(
     seconds = None if timeout is None else _parse_age(timeout, "--timeout", "a duration")
     if seconds is not None and seconds > _MAX_SECONDS:
         raise click.BadParameter(f"{timeout!r} is more than 100 years", param_hint="--timeout")
-    engine = _engine(ctx, store, existing=True)
+    engine = _engine(ctx, store, existing=True, reading=True)
     try:
         task = _run(
             _closing(engine, engine.wait_for_task(task_id, timeout=seconds, waiting=waiting))

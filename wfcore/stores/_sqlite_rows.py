@@ -36,15 +36,18 @@ logger = logging.getLogger("wfcore")
 PART_SIZE = 16_384
 
 
-def row_columns(table: str = "") -> str:
+def row_columns(table: str = "", *, with_parts: bool = True) -> str:
     """The columns a task is read back from, in the order ``TaskRows.decode`` takes
-    them; ``table`` qualifies them for a join with a table of the same names."""
+    them; ``table`` qualifies them for a join with a table of the same names.
+    ``with_parts=False`` for a store of schema 4, which has no ``history_parts``."""
     t = f"{table}." if table else ""
     # The entries of the task's parts joined into one text, in order (that of the
     # primary key, which a lookup by task id walks), or NULL when it has none.
     earlier = (
         "(SELECT group_concat(substr(entries, 2, length(entries) - 2), ',') "
         f"FROM history_parts WHERE task_id = {table or 'tasks'}.id)"
+        if with_parts
+        else "NULL"
     )
     return (
         f"{t}doc, {t}status, {t}version, {t}history, {earlier}, {t}created_at, {t}updated_at, {t}id"

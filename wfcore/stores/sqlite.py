@@ -293,6 +293,15 @@ class SQLiteStore(Store):
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._rows = TaskRows()
+        #: False: a store one schema behind (written by the previous release) is
+        #: read as it is, not upgraded, so that the workers of that release go on
+        #: using it; writing tasks to it then raises StoreError. For programs that
+        #: only read a store, as the wfe commands that list and show tasks do.
+        self.upgrade = True
+        # The columns a task is read from; without history_parts on a store read
+        # as it is (see upgrade).
+        self._columns, self._joined_columns = ROW_COLUMNS, _TASK_ROW_COLUMNS
+        self._read_as_is: int | None = None  # the schema of a store read as it is
         self._delayed_index = False  # made (if need be) by the first count_delayed
         self._finished_index = False  # made (if need be) by the first count_finished
         # The file opened (st_dev, st_ino), looked at again now and then: a file
@@ -567,6 +576,12 @@ class SQLiteStore(Store):
                 conn.execute(
                     "INSERT INTO wfe_meta (key, value) VALUES ('store_id', ?)", (store_id,)
                 )
+            if version == SCHEMA_VERSION - 1 and not self.upgrade:
+                # The previous release's workers may still use it: leave it as it is.
+                self._read_as_is = version
+                self._columns = row_columns(with_parts=False)
+                self._joined_columns = row_columns("tasks", with_parts=False)
+                version = SCHEMA_VERSION
             if version < 2:
                 # Old rows keep their history in the document until next written.
                 conn.execute("ALTER TABLE tasks ADD COLUMN history TEXT")
@@ -605,6 +620,15 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
             conn.close()
         self._settle_artifacts_dir(folder, store_id)
+
+    def _check_upgraded(self) -> None:
+        """Refuse to write tasks to a store read as it is (see ``upgrade``)."""
+        if self._read_as_is is not None:
+            raise StoreError(
+                f"the store {self.path} is at schema {self._read_as_is}, opened to be read "
+                "as it is (the workers of the release before may use it): a command that "
+                "writes tasks (wfe worker, wfe submit) upgrades it"
+            )
 
     def _settle_artifacts_dir(self, folder: str, store_id: str) -> None:
         """Use the artifacts folder the database records, unless it belongs to
@@ -760,6 +784,7 @@ class SQLiteStore(Store):
         return result
 
     async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
+        self._check_upgraded()
         rows = [self._insert_row(task) for task in tasks]
 
         def write(conn: sqlite3.Connection) -> list[tuple[Any, ...] | None]:
@@ -771,7 +796,7 @@ class SQLiteStore(Store):
                 else:
                     existing.append(
                         conn.execute(
-                            f"SELECT {ROW_COLUMNS} FROM tasks WHERE id = ?", (row[0],)
+                            f"SELECT {self._columns} FROM tasks WHERE id = ?", (row[0],)
                         ).fetchone()
                     )
             return existing
@@ -801,7 +826,7 @@ class SQLiteStore(Store):
     async def get_task(self, task_id: str) -> Task | None:
         row = await self._read(
             lambda c: c.execute(
-                f"SELECT {ROW_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+                f"SELECT {self._columns} FROM tasks WHERE id = ?", (task_id,)
             ).fetchone()
         )
         return None if row is None else self._rows.decode(row)
@@ -831,7 +856,7 @@ class SQLiteStore(Store):
         if where:
             page += " WHERE " + " AND ".join(where)
         page += f" ORDER BY rowid {order} LIMIT ? OFFSET ?"
-        sql = f"SELECT {ROW_COLUMNS} FROM tasks WHERE rowid IN ({page}) ORDER BY rowid {order}"
+        sql = f"SELECT {self._columns} FROM tasks WHERE rowid IN ({page}) ORDER BY rowid {order}"
         # SQLite's integers end at 2**63; a negative limit would mean "all".
         params += [min(max(int(limit), 0), 2**62), min(max(int(offset), 0), 2**62)]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
@@ -931,6 +956,7 @@ class SQLiteStore(Store):
         return counts
 
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+        self._check_upgraded()
         now = time.time()
         task.updated_at = _utc(now)
         doc, history = self._rows.encode(task)
@@ -982,6 +1008,7 @@ class SQLiteStore(Store):
         *,
         workflows: Sequence[str] | None = None,
     ) -> list[Task]:
+        self._check_upgraded()
         if workflows is not None:
             return await self._claim_of(owner, limit, lease_seconds, list(workflows))
 
@@ -1143,6 +1170,7 @@ class SQLiteStore(Store):
         workflow_name: str | None = None,
         limit: int = 1000,
     ) -> list[str]:
+        self._check_upgraded()
         where, params = self._finished_where(before, statuses, workflow_name)
 
         def write(conn: sqlite3.Connection) -> list[str]:
@@ -1194,7 +1222,8 @@ class SQLiteStore(Store):
             lambda c: c.execute(
                 # A task retried since it finished is not due for publishing until it
                 # finishes again: its row must not fill the page meanwhile.
-                f"SELECT {_TASK_ROW_COLUMNS} FROM outbox JOIN tasks ON tasks.id = outbox.task_id "
+                f"SELECT {self._joined_columns} FROM outbox "
+                "JOIN tasks ON tasks.id = outbox.task_id "
                 "WHERE outbox.consumer = ? "
                 f"AND tasks.status IN ({', '.join('?' * len(_FINISHED))}) "
                 "ORDER BY outbox.seq LIMIT ?",
