@@ -462,7 +462,7 @@ class StoreContract:
             for step in range(5):
                 task.record("step", n=n, step=step, note=note)
             assert await store.update_task(task, keep_lease=True)
-        expected = [e for e in task.history]
+        expected = list(task.history)
         steps = [(e["n"], e["step"]) for e in expected if e["event"] == "step"]
         assert steps == [(n, step) for n in range(400) for step in range(5)]
 
