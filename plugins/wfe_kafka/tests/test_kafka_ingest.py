@@ -922,6 +922,20 @@ def test_a_result_too_large_for_its_history_keeps_its_output_and_last_events(
     assert big["output"] is None and big["history"] == []
     assert "history_left_out" not in big
 
+    # publish_result as a completed hook, the interface attached to no engine: alike.
+    hooked = interface(kafka_bootstrap, tasks, results)
+
+    async def publish() -> None:
+        try:
+            await hooked.publish_result(stored["loop"])
+        finally:
+            await hooked.close()
+
+    wfe_run(publish())
+    with TopicReader(kafka_bootstrap, results) as reader:
+        [*_, again] = reader.wait_for(3)
+    assert json.loads(again.value) == loop
+
 
 def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any

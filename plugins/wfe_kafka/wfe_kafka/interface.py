@@ -28,7 +28,7 @@ from typing import Any
 from wfcore import ECSWorkflowEngine, Store, Task
 
 from .clients import Record as Record
-from .clients import _client_config, _Producer
+from .clients import _client_config, _Producer, _smaller_if_too_large
 from .consumer import _SettingsRefused, _TaskConsumer
 from .hooks import _EventHooks, _Hooks
 from .messages import TASK_FIELDS, BadMessage, parse_task_message, result_message, task_message
@@ -322,13 +322,20 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         Once the interface is attached to an engine (:meth:`attach`,
         :meth:`consume_tasks`, :meth:`start`) this only queues the task for the
         outbox publisher and returns; a task published once is not published
-        again. Unattached, it sends and waits for the acknowledgement.
+        again. Unattached, it sends and waits for the acknowledgement; a result too
+        large for the topic goes as the outbox publisher sends it (with the end of
+        its history, else without its bulk).
         """
         if self._publisher is not None and not self._publisher.done():
             self._queue_result(task)
             return
-        [outcome] = await self._get_producer().send_many(
-            [(self.results_topic, task.id.encode("utf-8"), result_message(task), None)]
+        records = [(self.results_topic, task.id.encode("utf-8"), result_message(task), None)]
+        [outcome] = await _smaller_if_too_large(
+            self._get_producer,
+            await self._get_producer().send_many(records),
+            records,
+            self._result_with_recent_history,
+            self._result_without_bulk,
         )
         if isinstance(outcome, BaseException):
             self.stats["publish_errors"] += 1
