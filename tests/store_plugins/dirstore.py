@@ -65,5 +65,8 @@ STORES = {
 
 @hookimpl
 def wfe_open_store(url):
-    scheme, _, folder = url.partition("://")
+    scheme, _, rest = url.partition("://")
+    # A user and password before the folder, as a database server's URL has them,
+    # are taken and ignored.
+    folder = rest.rpartition("@")[2]
     return STORES[scheme](url, folder) if scheme in STORES else None

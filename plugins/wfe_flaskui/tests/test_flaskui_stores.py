@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,20 @@ def test_without_a_worker_a_plugin_store_that_does_not_exist_is_noted(
         assert status == 200 and body["total"] == 0
     assert output[0].startswith("wfe dashboard on "), output
     assert folder.is_dir()
+
+
+def test_a_password_in_the_store_url_is_shown_masked(
+    tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    """The start-up lines and every page name the store: never with its password."""
+    folder = tmp_path / "jobs"
+    url = f"dirstore://bob:hunter2@{folder}"
+    args = ["--port", "0", "--store", url, "--worker", "store_app:make"]
+    output: list[str] = []
+    with running(args, plugin_env, output) as (_, base):
+        page = urllib.request.urlopen(base).read().decode()
+    masked = f"dirstore://***@{folder}"
+    assert output[0] == f"wfe: created a new store at {masked}\n", output
+    assert f"(store {masked}; " in output[1], output
+    assert masked in page
+    assert "hunter2" not in "".join(output) + page

@@ -16,6 +16,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from wfcore import ECSWorkflowEngine, WorkflowError
 from wfcore.plugins import report_header
+from wfcore.stores.base import shown_url
 
 from .app import DEFAULT_MAX_BODY, Dashboard, create_app
 from .security import SHORT_TOKEN, is_loopback
@@ -244,7 +245,7 @@ def serve(
         mode += f"; who you are from the {dashboard.user_header} header"
     announce(
         f"wfe dashboard on http://{shown_host}:{server.server_port}/ "
-        f"(store {dashboard.store_url}; {mode})"
+        f"(store {shown_url(dashboard.store_url)}; {mode})"
     )
     for line in _header(dashboard):
         announce(f"  {line}")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, g, render_template, request
 
 from wfcore import ECSWorkflowEngine, TaskStatus
+from wfcore.stores.base import shown_url
 
 from . import security
 
@@ -68,7 +69,8 @@ def render(dash: Dashboard, template: str, **context: Any) -> str:
         f"wfe_flaskui/{template}",
         csrf_token=security.csrf_token(),
         refresh_ms=int(dash.refresh_seconds * 1000),
-        store_url=dash.store_url,
+        # Every page shows it: a password in a database server's URL must not.
+        store_url=shown_url(dash.store_url),
         worker_running=dash.bridge.worker_running,
         kafka=kafka,
         kafka_trouble=trouble,
