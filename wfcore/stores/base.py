@@ -272,6 +272,11 @@ class Store(abc.ABC):
         The lease is released unless ``keep_lease``. A PENDING task's ``run_after``
         (a retry's backoff) delays it from this write on, as it does at insert.
 
+        The engine only adds to a task's history: the history written extends the
+        one stored at ``task.version``, so a store may write just the entries added
+        since (wfcore's stores do; a task can loop through thousands of phases). A
+        shorter history, which no engine writes, is stored as given all the same.
+
         When the write makes the task finished (its stored status was not), an
         outbox row is added for each consumer registered by then, by any process,
         in the same transaction. A write of a task finished already (an artifact
