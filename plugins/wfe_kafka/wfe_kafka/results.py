@@ -292,25 +292,12 @@ class _ResultsPublisher:
         smaller = result_with_recent_history(value or b"{}")
         if smaller is None:
             return None
-        logger.warning(
-            "the result of task %s (%d bytes) is too large for %r; publishing it "
-            "with the last %d events of its history",
-            (key or b"").decode("utf-8", "replace"),
-            len(value or b""),
-            topic,
-            RESULT_HISTORY_KEPT,
-        )
+        _too_large_result(record, f"with the last {RESULT_HISTORY_KEPT} events of its history")
         return topic, key, smaller, headers
 
     def _result_without_bulk(self, record: Record) -> Record:
         topic, key, value, headers = record
-        logger.warning(
-            "the result of task %s (%d bytes) is too large for %r; publishing it "
-            "without data, outputs and history",
-            (key or b"").decode("utf-8", "replace"),
-            len(value or b""),
-            topic,
-        )
+        _too_large_result(record, "without data, outputs and history")
         return topic, key, result_without_bulk(value or b"{}"), headers
 
     def _degrade(self) -> None:
@@ -409,6 +396,18 @@ class _Recent:
         self._order.append(key)
         if len(self._order) > self._size:
             self._keys.discard(self._order.popleft())
+
+
+def _too_large_result(record: Record, how: str) -> None:
+    """Say that a result goes smaller than it is (``how``) as Kafka refused it."""
+    topic, key, value, _ = record
+    logger.warning(
+        "the result of task %s (%d bytes) is too large for %r; publishing it %s",
+        (key or b"").decode("utf-8", "replace"),
+        len(value or b""),
+        topic,
+        how,
+    )
 
 
 def _event_without_bulk(record: Record) -> Record:
