@@ -103,6 +103,7 @@ def main() -> None:
         default=os.path.join(os.getcwd(), ".bench"),
         help="where the store is built and cached",
     )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -116,7 +117,7 @@ def main() -> None:
         t0 = time.perf_counter()
         build_store(template.with_suffix(".tmp"), args.n)
         template.with_suffix(".tmp").rename(template)
-        print(f"built {args.n:,} pending tasks in {time.perf_counter() - t0:.1f}s")
+        print(f"built {args.n:,} pending tasks in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     run_db = folder / "backlog-run.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(run_db) + suffix).unlink(missing_ok=True)
@@ -138,6 +139,9 @@ def main() -> None:
         text=True,
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
+    if args.json:
+        print(json.dumps({"n": args.n, **result}))
+        return
     print(
         f"{args.n:,} pending: first completion {result['first_completion_s']:.2f}s after the "
         f"worker process started; peak RSS {result['peak_rss_mb']:.0f} MB after completing "

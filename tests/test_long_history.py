@@ -12,10 +12,7 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 from core_util import background_wfe, db_path, wait_until, with_pythonpath
 
@@ -249,23 +246,6 @@ def test_a_damaged_part_fails_only_its_task_and_keeps_the_text(wfe_store_url, wf
     assert damaged.context["unreadable_history"].startswith('{"at": broke,{"at":')
     assert fine.status is TaskStatus.WAITING_HUMAN
     assert sorted(t.id for t in listed) == sorted([long.id, short.id])
-
-
-def test_the_long_history_benchmark_runs_and_reports_each_store():
-    bench = Path(__file__).parent.parent / "benchmarks" / "bench_long_history.py"
-    done = subprocess.run(
-        [sys.executable, str(bench), "--rounds", "2000", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [(r["store"], r["rounds"], r["events"]) for r in results] == [
-        ("sqlite", 2000, 4004),
-        ("memory", 2000, 4004),
-    ]
-    assert all(r["last_vs_first"] > 0 for r in results)
 
 
 def test_wfe_show_prints_the_end_of_a_long_history_and_all_of_it_when_asked(wfe, wfe_run):
