@@ -64,8 +64,10 @@ _DAMAGE = Exception
 # dropped and the next write of each task encodes its whole history once.
 _MAX_REMEMBERED = 50_000
 
-# A task id's stored history, as remembered: (stored version, entries in all,
-# entries in its parts, the column's entries as JSON text without the brackets).
+# A task's stored history: (entries in all, entries in its parts, the column's
+# entries as JSON text without the brackets); remembered with the version it was
+# stored at.
+_Written = tuple[int, int, str]
 _Memo = tuple[int, int, int, str]
 
 
@@ -74,22 +76,22 @@ class HistoryWrite:
     transaction: :meth:`column` before the task's row is updated, :meth:`finish`
     once it is (the update may find the row changed, and then writes nothing)."""
 
-    def __init__(self, task_id: str, entries: list[dict[str, Any]], known: _Memo | None) -> None:
+    def __init__(self, task_id: str, entries: list[dict[str, Any]], known: _Written | None) -> None:
         self._task_id = task_id
         self._entries = entries
         self._known = known
         self._drop_parts = False
         # The new part's entries (JSON text) and how many there are.
         self._part: tuple[str, int] | None = None
-        #: What to remember once written (its version left to the store).
-        self.memo: _Memo = (0, 0, 0, "")
+        #: What to remember once written.
+        self.memo: _Written = (0, 0, "")
 
     def column(self, conn: sqlite3.Connection) -> str:
         """The ``history`` column's new text; may read the task's parts."""
         count = len(self._entries)
         self._drop_parts = False
         if self._known is not None:
-            _, known_count, in_parts, text = self._known
+            known_count, in_parts, text = self._known
             if known_count < count:
                 added = dumps(self._entries[known_count:])[1:-1]
                 text = f"{text},{added}" if text else added
@@ -107,7 +109,7 @@ class HistoryWrite:
         if len(text) > PART_SIZE:
             self._part = (f"[{text}]", count - in_parts)
             in_parts, text = count, ""
-        self.memo = (0, count, in_parts, text)
+        self.memo = (count, in_parts, text)
         return f"[{text}]"
 
     def finish(self, conn: sqlite3.Connection) -> None:
@@ -132,11 +134,12 @@ class TaskRows:
     def encode(self, task: Task) -> tuple[str, HistoryWrite]:
         """The document of a stored task, and what to write of its history; once
         written, pass the latter's ``memo`` to :meth:`remember`."""
-        known = self._history.get(task.id)
+        memo = self._history.get(task.id)
         # The memo is valid only for the version it was stored at: a task at that
         # version has exactly those entries, maybe followed by new ones.
-        if known is not None and (known[0] != task.version or known[1] > len(task.history)):
-            known = None
+        known = None
+        if memo is not None and memo[0] == task.version and memo[1] <= len(task.history):
+            known = memo[1:]
         return self._doc(task), HistoryWrite(task.id, task.history, known)
 
     def encode_new(self, task: Task) -> tuple[str, str]:
@@ -149,11 +152,11 @@ class TaskRows:
         # times as REAL timestamps, cheaper than ISO text both ways).
         return dumps(task_body(task, sparse=True))
 
-    def remember(self, task: Task, memo: _Memo) -> None:
+    def remember(self, task: Task, written: _Written) -> None:
         """Keep the encoded history of a task stored at ``task.version``."""
         if len(self._history) >= _MAX_REMEMBERED:
             self._history.clear()
-        self._history[task.id] = (task.version, *memo[1:])
+        self._history[task.id] = (task.version, *written)
 
     def forget(self, task_id: str) -> None:
         """Drop what is remembered of a task this process no longer drives."""
@@ -196,7 +199,7 @@ class TaskRows:
         task.created_at = datetime.fromtimestamp(created_at, timezone.utc)
         task.updated_at = datetime.fromtimestamp(updated_at, timezone.utc)
         if remember and history is not None:
-            self.remember(task, (0, len(task.history), len(in_parts), history[1:-1]))
+            self.remember(task, (len(task.history), len(in_parts), history[1:-1]))
         return task
 
 
