@@ -292,12 +292,14 @@ class _ResultsPublisher:
         smaller = result_with_recent_history(value or b"{}")
         if smaller is None:
             return None
-        _too_large_result(record, f"with the last {RESULT_HISTORY_KEPT} events of its history")
+        _say_too_large(
+            record, "the result", f"with the last {RESULT_HISTORY_KEPT} events of its history"
+        )
         return topic, key, smaller, headers
 
     def _result_without_bulk(self, record: Record) -> Record:
         topic, key, value, headers = record
-        _too_large_result(record, "without data, outputs and history")
+        _say_too_large(record, "the result", "without data, outputs and history")
         return topic, key, result_without_bulk(value or b"{}"), headers
 
     def _degrade(self) -> None:
@@ -398,11 +400,13 @@ class _Recent:
             self._keys.discard(self._order.popleft())
 
 
-def _too_large_result(record: Record, how: str) -> None:
-    """Say that a result goes smaller than it is (``how``) as Kafka refused it."""
+def _say_too_large(record: Record, what: str, how: str) -> None:
+    """Say that a record (``what``: "the result", "an event") goes smaller than it
+    is (``how``), as Kafka refused it."""
     topic, key, value, _ = record
     logger.warning(
-        "the result of task %s (%d bytes) is too large for %r; publishing it %s",
+        "%s of task %s (%d bytes) is too large for %r; publishing it %s",
+        what,
         (key or b"").decode("utf-8", "replace"),
         len(value or b""),
         topic,
@@ -413,12 +417,7 @@ def _too_large_result(record: Record, how: str) -> None:
 def _event_without_bulk(record: Record) -> Record:
     """An event too large for its topic, without its output (the store keeps it)."""
     topic, key, value, headers = record
-    logger.warning(
-        "an event of task %s (%d bytes) is too large for %r; publishing it without its output",
-        (key or b"").decode("utf-8", "replace"),
-        len(value or b""),
-        topic,
-    )
+    _say_too_large(record, "an event", "without its output")
     return topic, key, event_without_bulk(value or b"{}"), headers
 
 
