@@ -67,7 +67,8 @@ def test_submit_of_names_the_store_does_not_know_is_bad_input(wfe) -> None:
 
 def test_ctrl_c_on_wait_exits_130(wfe, tmp_path) -> None:
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
-    # The event loop logs its start at DEBUG: from then on the wait is under way.
+    # The first event loop logs its start at DEBUG (the store's check, then the wait):
+    # from then on the command is under way.
     proc, log = _start(wfe, tmp_path, "wait", "wait", task_id, WFE_LOG_LEVEL="DEBUG")
     try:
         _said(log, "Using selector", "the wait to start")

@@ -286,6 +286,11 @@ def _run(coro: Coroutine[Any, Any, _T], invalid_input: tuple[type[WorkflowError]
         raise click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc)) from None
     except WorkflowError as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        # Ctrl-C as asyncio.run sets up its loop leaves the coroutine never started:
+        # closed, Python does not warn at exit that it was never awaited ("wfe:
+        # interrupted" is all a person sees). A coroutine that ran is closed already.
+        coro.close()
 
 
 async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:
