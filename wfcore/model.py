@@ -192,6 +192,10 @@ class Phase:
     (or an agent) what to do and type the answer. ``timeout`` is a deadline for human phases,
     resolved by ``on_timeout`` (``"fail"``, ``{"output": ...}`` or ``{"goto": name}``),
     and a per-attempt time limit for the others. ``max_attempts`` bounds retries.
+    ``max_concurrency`` lets at most that many tasks run the phase at once in each
+    worker process (a command that takes a core, an agent behind a rate limit); the
+    others wait for a slot, holding their place in the worker, and the wait counts
+    toward neither ``timeout`` nor the phase's time.
     """
 
     target_classification: str
@@ -203,6 +207,7 @@ class Phase:
     timeout: float | None = None
     on_timeout: str | dict[str, Any] | None = None
     max_attempts: int = 1
+    max_concurrency: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.command is not None and self.assigned_to is None:
@@ -276,6 +281,14 @@ def _check_phase(phase: Phase, where: str) -> None:
         or phase.max_attempts < 1
     ):
         raise InvalidWorkflowError(f"{where}.max_attempts: must be an integer >= 1")
+    limit = phase.max_concurrency
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidWorkflowError(f"{where}.max_concurrency: must be an integer >= 1 or null")
+    if limit is not None and phase.assigned_to is TaskType.HUMAN:
+        raise InvalidWorkflowError(
+            f"{where}.max_concurrency: a human phase waits for a person instead of "
+            "running, so there is nothing to limit"
+        )
     on_timeout = phase.on_timeout
     if on_timeout is not None and on_timeout != "fail":
         ok = isinstance(on_timeout, dict) and (

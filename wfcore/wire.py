@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from .errors import InvalidTaskError, InvalidWorkflowError
 from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
@@ -48,6 +49,12 @@ converter.register_structure_hook(TaskType, lambda v, _: TaskType.parse(v))
 # By predicate: Any is not a class, and functools.singledispatch (which cattrs
 # registers classes with) refuses it on Python 3.10.
 converter.register_structure_hook_func(lambda t: t is Any, lambda v, _: v)
+# A phase without a limit is written without the field, as releases before it wrote
+# every phase: their workers can still read this release's workflows.
+converter.register_unstructure_hook(
+    Phase,
+    make_dict_unstructure_fn(Phase, converter, max_concurrency=override(omit_if_default=True)),
+)
 
 
 # Task fields a store's document may leave out when they hold their default.
@@ -412,6 +419,7 @@ _PHASE_FIELDS = frozenset(
         "timeout",
         "on_timeout",
         "max_attempts",
+        "max_concurrency",
     }
 )
 _TASK_FIELDS = frozenset(a.name for a in Task.__attrs_attrs__)

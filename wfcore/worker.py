@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
 from ._processes import worker_died_here
+from ._slots import PhaseSlots, Slot, SlotsClosed
 from ._wakeup import call_in, running_loop, wake
 from .artifacts import check_artifact_name, remove_artifact_dirs, task_artifact_dir
 from .command import remove_stale_workdirs
@@ -84,6 +85,7 @@ class Worker:
         # The Task objects whose phase runs now, for checkpoint(); and the tasks
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
+        self._slots = PhaseSlots()
         self._store_failed: set[str] = set()
         self._checkpointing: dict[str, asyncio.Lock] = {}
         self._running = False
@@ -127,6 +129,7 @@ class Worker:
         if error is not None and self._running and self._failure is None:
             self._failure = error
         self._stopping = True
+        self._slots.close()
         if self._stop_asked is not None:
             self._stop_asked.set()
         self.poke()
@@ -181,6 +184,7 @@ class Worker:
         # running is then sent to the loop, not overwritten by the line after.
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._slots.open()
         self._failure = None
         self.store_problem = None
         self._store_failures = 0
@@ -599,7 +603,18 @@ class Worker:
         if phase is None:
             await self._fail(task, None, task.error or "routing failed")
             return None
-        return await self._dispatch(task, spec, phase)
+        if phase.max_concurrency is None:
+            return await self._dispatch(task, spec, phase, None)
+        try:
+            slot = await self._slots.take(
+                spec.name, phase.target_classification, phase.max_concurrency
+            )
+        except SlotsClosed:
+            return task  # not started: the stop hands it back as it is stored
+        try:
+            return await self._dispatch(task, spec, phase, slot)
+        finally:
+            slot.release()
 
     def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
         """Find the task's phase, asking the classifiers when it has none."""
@@ -638,8 +653,11 @@ class Worker:
             )
         return phase
 
-    async def _dispatch(self, task: Task, spec: WorkflowSpec, phase: Phase) -> Task | None:
-        """Run one attempt of a phase on its adapter and persist what came of it."""
+    async def _dispatch(
+        self, task: Task, spec: WorkflowSpec, phase: Phase, slot: Slot | None
+    ) -> Task | None:
+        """Run one attempt of a phase on its adapter and persist what came of it;
+        the phase's ``slot``, if it has one, is released once the attempt has run."""
         task_type = phase.assigned_to or task.assigned_to
         adapter = self._engine._adapters.get(task_type)
         task.status = TaskStatus.IN_PROGRESS
@@ -653,6 +671,7 @@ class Worker:
             attempt=task.attempts,
             task_type=task_type.value,
             worker=self._engine.worker_id,
+            **({"queued": round(slot.waited, 6)} if slot is not None and slot.waited else {}),
         )
         self._engine.stats["phases"] += 1
         await self._engine._fire("wfe_phase_started", task=task, phase=phase)
@@ -693,6 +712,8 @@ class Worker:
             self._in_phase.pop(task_id, None)
             self._store_failed.discard(task_id)
             self._checkpointing.pop(task_id, None)
+            if slot is not None:
+                slot.release()
         if failure is not None:
             if await self._stopped_with_worker(failure):
                 if task_id in self._lost:
