@@ -268,6 +268,50 @@ def test_an_input_schema_checks_the_output_whatever_the_response_format(
     )
 
 
+def test_a_long_reply_breaking_the_schema_is_quoted_short_in_the_error(
+    openai_server, wfe_engine, wfe_run
+):
+    """The error names the problem; the reply is the model's, as long as it likes."""
+    essay = "Let me explain the score at length. " * 10_000
+    openai_server.json_reply(essay)
+    openai_server.json_reply({"score": 7, "notes": essay})
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    schema = {**SCORE, "additionalProperties": False}
+    phase = Phase("rate", assigned_to="agentic", input_schema=schema, max_attempts=2)
+
+    task = _run_one(wfe_engine, wfe_run, "a fine film", [phase])
+
+    assert task.status is TaskStatus.FAILED
+    first, second = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    quoted = repr(essay)
+    assert first == (
+        "AdapterError: the output does not match the phase's input_schema: (output): "
+        f"{quoted[:100]}... [{len(quoted) - 100} more] is not of type 'object'"
+    )
+    # A value quoted inside a message is cut the same way; the other problems stay.
+    assert second.startswith(
+        "AdapterError: the output does not match the phase's input_schema: (output): "
+        "Additional properties are not allowed ('notes' was unexpected)"
+    )
+    assert task.error == second
+    assert len(second) < 1000
+
+
+def test_a_long_refusal_is_cut_in_the_error(openai_server, wfe_engine, wfe_run):
+    refusal = "I cannot help with that. " * 10_000
+    message = {"role": "assistant", "content": None, "refusal": refusal}
+    reply = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    openai_server.raw(200, json.dumps(reply).encode())
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    task = _run_one(wfe_engine, wfe_run, {}, [Phase("p", assigned_to="agentic")])
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: the model refused: {refusal[:500]}... [{len(refusal) - 500} more]"
+    )
+
+
 def test_invalid_json_on_the_last_attempt_fails_the_task(openai_server, wfe_engine, wfe_run):
     openai_server.reply("not json")
     wfe_engine.register_adapter(

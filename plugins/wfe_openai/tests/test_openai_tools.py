@@ -636,6 +636,39 @@ def test_unexpected_arguments_are_named_with_those_the_tool_takes():
     )
 
 
+def test_a_long_argument_breaking_the_schema_is_quoted_short_for_the_model(
+    openai_server, wfe_engine, wfe_run
+):
+    """Each problem is named, and the model is not sent its own long text back."""
+    headline = Tool(
+        lambda **kw: "saved",
+        name="headline",
+        parameters={
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "maxLength": 80},
+                "rank": {"type": "integer"},
+            },
+        },
+    )
+    title = "An extremely long headline " * 2_000
+    openai_server.tool_calls(("headline", {"title": title, "rank": "first"}))
+    openai_server.reply("gave up")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[headline]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    quoted = repr(title)
+    expected = (
+        "error: invalid arguments for headline: rank: 'first' is not of type 'integer'; "
+        f"title: {quoted[:100]}... [{len(quoted) - 100} more] is too long"
+    )
+    assert openai_server.messages()[-1]["content"] == expected
+    [result] = [e for e in task.history if e["event"] == "agent_tool_result"]
+    assert result["result"] == expected
+
+
 def test_a_tool_call_without_a_function_name_goes_back_to_the_model(
     openai_server, wfe_engine, wfe_run
 ):

@@ -90,3 +90,21 @@ def _count(obj: Any, name: str) -> int | None:
 
 def _short(text: str, limit: int = _HISTORY_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more]"
+
+
+# How much of the value a schema error quotes is shown.
+_QUOTED_CHARS = 100
+
+
+def _schema_error_text(error: Any) -> str:
+    """A jsonschema error's message, with the value it quotes cut short.
+
+    jsonschema quotes the whole value (``'...' is not of type 'object'``): a long
+    reply or tool argument would fill the attempt's error, the task's history and
+    the model's context, and crowd out the other problems.
+    """
+    message = str(error.message)
+    quoted = repr(error.instance)
+    if len(quoted) > _QUOTED_CHARS and quoted in message:
+        message = message.replace(quoted, _short(quoted, _QUOTED_CHARS))
+    return _short(message, 500)

@@ -11,7 +11,7 @@ import jsonschema
 
 from wfcore import AdapterError
 
-from .records import _short
+from .records import _schema_error_text, _short
 
 if TYPE_CHECKING:
     from .request import AgentRequest
@@ -32,7 +32,8 @@ async def _output(
     """
     refusal = getattr(message, "refusal", None)
     if refusal:
-        raise AdapterError(f"the model refused: {refusal}")
+        # The model's own text, which can be as long as any reply.
+        raise AdapterError(f"the model refused: {_short(str(refusal), 500)}")
     text = _content_text(message)
     if finish_reason == "length":
         # The end is missing, whatever the text looks like (JSON may even parse):
@@ -77,7 +78,8 @@ def _schema_problems(schema: Mapping[str, Any], value: Any, root: str) -> str:
     validator = jsonschema.validators.validator_for(schema)(schema)
     problems = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     return "; ".join(
-        f"{'/'.join(str(p) for p in e.absolute_path) or root}: {e.message}" for e in problems[:5]
+        f"{'/'.join(str(p) for p in e.absolute_path) or root}: {_schema_error_text(e)}"
+        for e in problems[:5]
     )
 
 

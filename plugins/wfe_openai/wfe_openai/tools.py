@@ -18,6 +18,8 @@ import jsonschema
 from wfcore import ECSWorkflowEngine, Task
 from wfcore.wire import json_kind
 
+from .records import _schema_error_text
+
 __all__ = ["Tool", "ToolArgumentsError", "as_tool", "tool"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -125,7 +127,7 @@ class Tool:
             or "patternProperties" in schema
             or not isinstance(error.instance, dict)
         ):
-            return error.message
+            return _schema_error_text(error)
         allowed = list(schema.get("properties") or {})
         extra = ", ".join(repr(k) for k in sorted(error.instance) if k not in allowed)
         if error.absolute_path:  # inside an argument: an object's fields
