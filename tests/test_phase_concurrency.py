@@ -13,6 +13,7 @@ import pytest
 from core_util import background, events, wait_for
 
 from wfcore import DEFINE_WORKFLOW, InvalidWorkflowError, Phase, Task, TaskStatus, WorkflowSpec
+from wfcore.metrics import render_metrics
 from wfcore.wire import workflow_from_dict, workflow_to_dict
 
 
@@ -250,3 +251,31 @@ def test_a_workflow_defined_at_run_time_can_limit_a_phase(make_engine, wfe_run):
     assert len(tasks) == 7 and all(t.status is TaskStatus.COMPLETED for t in tasks)
     assert limited.calls == 7  # the defining task ran the phase too
     assert limited.peak == 1
+
+
+def test_metrics_count_the_tasks_waiting_for_a_slot(make_engine, wfe_run):
+    engine = make_engine(max_concurrency=10)
+    gate = asyncio.Event()
+    entered: list[str] = []
+
+    async def slow(task: Task) -> None:
+        entered.append(task.id)
+        await gate.wait()
+
+    engine.register_handler("call", slow)
+    engine.register_workflow("w", [Phase("call", max_concurrency=1)])
+
+    async def scenario() -> tuple[str, str]:
+        await engine.submit_tasks([{"data": i, "workflow_name": "w"} for i in range(3)])
+        async with background(engine):
+            await wait_for(lambda: entered, what="the first task's phase to start")
+            await wait_for(lambda: engine.active_count == 3, what="the others to be claimed")
+            during = await render_metrics(engine)
+            gate.set()
+            await wait_for(lambda: len(entered) == 3, what="every phase to start")
+        return during, await render_metrics(engine)
+
+    during, after = wfe_run(scenario())
+    waiting = 'wfcore_engine_tasks_waiting_for_slot{workflow="w",phase="call"}'
+    assert f"{waiting} 2\n" in during
+    assert f"{waiting} 0\n" in after

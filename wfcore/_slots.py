@@ -58,9 +58,10 @@ class PhaseSlots:
                 if not future.done():
                     future.set_exception(SlotsClosed())
 
-    def waiting(self) -> int:
-        """How many tasks wait for a slot."""
-        return sum(len(queue) for queue in self._waiting.values())
+    def waiting(self) -> dict[tuple[str, str], int]:
+        """How many tasks wait for a slot, by (workflow, phase) of every phase that
+        has been limited in this worker (0 when none waits now)."""
+        return {key: len(queue) for key, queue in self._waiting.items()}
 
     async def take(self, workflow: str, phase: str, limit: int) -> Slot:
         """A slot of the phase, once fewer than ``limit`` tasks hold one."""

@@ -150,6 +150,13 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
         out.sample(metric, engine.stats.get(key, 0))
     out.family("wfcore_engine_running_tasks", "gauge", "Tasks this engine is driving now.")
     out.sample("wfcore_engine_running_tasks", engine.active_count)
+    out.family(
+        "wfcore_engine_tasks_waiting_for_slot",
+        "gauge",
+        "Tasks this engine holds that wait for a slot of a phase with max_concurrency.",
+    )
+    for (workflow, phase), count in sorted(engine._worker.waiting_for_slots().items()):
+        out.sample("wfcore_engine_tasks_waiting_for_slot", count, workflow=workflow, phase=phase)
     out.family("wfcore_engine_running", "gauge", "1 while this engine processes tasks.")
     out.sample("wfcore_engine_running", int(engine.running))
 

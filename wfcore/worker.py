@@ -137,6 +137,10 @@ class Worker:
             for driver in list(self._active.values()):
                 driver.cancel()
 
+    def waiting_for_slots(self) -> dict[tuple[str, str], int]:
+        """Tasks waiting for a slot of a limited phase, by (workflow, phase)."""
+        return self._slots.waiting()
+
     def interrupt(self, task_id: str) -> None:
         """Stop driving a task changed elsewhere (cancelled): its writes are dropped."""
         loop = self._loop
