@@ -886,11 +886,29 @@ class StoreContract:
 
     @_with_store
     async def test_workflows_are_stored_and_the_first_of_a_name_wins(self, store: Any) -> None:
-        """save_workflow replaces; add_workflow keeps the one stored first."""
+        """save_workflow replaces; add_workflow keeps the one stored first. Every
+        field of the workflow and its phases comes back as saved."""
         first = WorkflowSpec("flow", [Phase("a"), Phase("b", assigned_to="human")])
         await store.save_workflow(first)
         assert await store.add_workflow(WorkflowSpec("flow", [Phase("other")])) == first
-        replaced = WorkflowSpec("flow", [Phase("c")])
+        replaced = WorkflowSpec(
+            "flow",
+            [
+                Phase(
+                    "c",
+                    next_classifications=["d", "e"],
+                    assigned_to="human",
+                    instructions="Check it",
+                    input_schema={"type": "object", "required": ["ok"]},
+                    timeout=30,
+                    on_timeout={"goto": "e"},
+                ),
+                Phase("d", command=["echo", "hi"], max_attempts=3, max_concurrency=2),
+                Phase("e", assigned_to="agentic", timeout=5.5, on_timeout="fail"),
+            ],
+            description="A flow with every phase field set",
+            start_phases=["c", "d"],
+        )
         await store.save_workflow(replaced)
         await store.save_workflow(WorkflowSpec("another", [Phase("x")]))
         stored = {spec.name: spec for spec in await store.load_workflows()}
