@@ -215,6 +215,37 @@ def test_a_hung_request_is_answered_when_the_server_stops():
     assert answers == [(503, b"released as the server stopped")]
 
 
+def test_a_server_stopped_mid_conversation_answers_no_more_requests(
+    fake_openai, wfe_engine, wfe_run
+):
+    """The SDK keeps its connection open between calls: a stopped server must not
+    answer on it, or a test of a server going away would see a reply instead."""
+
+    def lookup_order(order_id: str) -> str:
+        """Look up an order (and take the server down)."""
+        fake_openai.stop()
+        return "delivered"
+
+    fake_openai.tool_calls(("lookup_order", {"order_id": "A-1001"}))
+    fake_openai.reply("never sent")
+    url = fake_openai.base_url
+    adapter = OpenAIAgentAdapter(tools=[lookup_order], base_url=url, max_retries=0)
+    wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
+    wfe_engine.register_workflow("refunds", REFUNDS)
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({"order_id": "A-1001"}, "refunds")
+        await wfe_engine.run_until_idle()
+        return await wfe_engine.wait_for_task(task.id)
+
+    done = wfe_run(scenario())
+
+    assert done.status is TaskStatus.FAILED
+    assert done.error.startswith(f"AdapterError: cannot reach the chat completions server ({url}/)")
+    assert len(fake_openai.requests) == 1
+    assert fake_openai.pending == 1
+
+
 @pytest.mark.parametrize(
     ("script", "error", "message"),
     [

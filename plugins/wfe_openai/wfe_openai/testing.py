@@ -54,6 +54,7 @@ never asked for are counted in :attr:`FakeOpenAI.pending`.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -108,6 +109,10 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._ids = 0
         self._released = threading.Event()
+        # The client connections open now, and those of them serving a request: an
+        # SDK keeps its connection open between calls, which stop() must close.
+        self._connections: set[socket.socket] = set()
+        self._busy: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -134,9 +139,22 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
-        """Stop serving; requests held by :meth:`hang` are answered first. Idempotent."""
-        self._stopped = True
+        """Stop serving; requests held by :meth:`hang` are answered first. Idempotent.
+
+        From then on the server answers nothing, also on connections a client keeps
+        open: the client finds the server gone, as when a real one goes away.
+        """
+        with self._lock:
+            self._stopped = True
+            idle = self._connections - self._busy
         self._released.set()
+        for connection in idle:
+            # Waiting for a next request that must not be served: the client sees
+            # the connection closed. A busy one closes after its answer.
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed meanwhile
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
@@ -382,7 +400,32 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         # Keep-alive, as the SDK's httpx client expects of a real server.
         protocol_version = "HTTP/1.1"
 
+        def setup(self) -> None:
+            super().setup()
+            with fake._lock:
+                fake._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with fake._lock:
+                fake._connections.discard(self.connection)
+            super().finish()
+
         def do_POST(self) -> None:
+            with fake._lock:
+                if fake._stopped:
+                    # Arrived as the server stopped: closed unanswered.
+                    self.close_connection = True
+                    return
+                fake._busy.add(self.connection)
+            try:
+                self._answer()
+            finally:
+                with fake._lock:
+                    fake._busy.discard(self.connection)
+                    if fake._stopped:
+                        self.close_connection = True
+
+        def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             try:
