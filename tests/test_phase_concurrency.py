@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from core_util import background, events, wait_for
 
-from wfcore import DEFINE_WORKFLOW, InvalidWorkflowError, Phase, Task, TaskStatus, WorkflowSpec
+from wfcore import (
+    DEFINE_WORKFLOW,
+    ECSWorkflowEngine,
+    InvalidWorkflowError,
+    Phase,
+    Task,
+    TaskStatus,
+    WorkflowSpec,
+)
 from wfcore.metrics import render_metrics
 from wfcore.wire import workflow_from_dict, workflow_to_dict
 
@@ -35,6 +43,34 @@ class Overlap:
         finally:
             self.running -= 1
         task.output = task.data
+
+
+class OneSlot:
+    """An engine whose workflow "w" has one phase with one slot; each task's phase
+    waits at a gate until the test opens it. ``entered`` lists the tasks whose phase
+    started, in order."""
+
+    def __init__(self, engine: ECSWorkflowEngine) -> None:
+        self.engine = engine
+        self.gate = asyncio.Event()
+        self.entered: list[str] = []
+        engine.register_handler("call", self._call)
+        engine.register_workflow("w", [Phase("call", max_concurrency=1)])
+
+    async def _call(self, task: Task) -> None:
+        self.entered.append(task.id)
+        await self.gate.wait()
+        task.output = "done"
+
+    async def one_running_two_waiting(self) -> list[Task]:
+        """Submit three tasks; return once one runs its phase and two wait for the
+        slot (the engine runs in the background meanwhile)."""
+        submitted = await self.engine.submit_tasks(
+            [{"data": i, "workflow_name": "w"} for i in range(3)]
+        )
+        await wait_for(lambda: self.entered, what="the first task's phase to start")
+        await wait_for(lambda: self.engine.active_count == 3, what="the others to be claimed")
+        return submitted
 
 
 def _phase_started(task: Task, phase: str) -> dict[str, Any]:
@@ -123,24 +159,14 @@ def test_the_wait_for_a_slot_is_not_part_of_the_phase_timeout_or_time(make_engin
 
 def test_a_stop_hands_back_the_tasks_waiting_for_a_slot_unstarted(make_engine, wfe_run):
     engine = make_engine(max_concurrency=10, shutdown_timeout=30)
-    gate = asyncio.Event()
-    entered: list[str] = []
-
-    async def slow(task: Task) -> None:
-        entered.append(task.id)
-        await gate.wait()
-        task.output = "done"
-
-    engine.register_handler("call", slow)
-    engine.register_workflow("w", [Phase("call", max_concurrency=1)])
+    slot = OneSlot(engine)
+    entered = slot.entered
 
     async def scenario() -> list[Task]:
-        submitted = await engine.submit_tasks([{"data": i, "workflow_name": "w"} for i in range(3)])
         async with background(engine) as runner:
-            await wait_for(lambda: entered, what="the first task's phase to start")
-            await wait_for(lambda: engine.active_count == 3, what="the others to be claimed")
+            submitted = await slot.one_running_two_waiting()
             engine.stop()  # graceful: the running phase may finish, the others must not start
-            gate.set()
+            slot.gate.set()
             await asyncio.wait_for(runner, 15)
         return [await engine.get_task(t.id) for t in submitted]
 
@@ -158,25 +184,15 @@ def test_a_stop_hands_back_the_tasks_waiting_for_a_slot_unstarted(make_engine, w
 
 def test_cancelling_a_task_that_waits_for_a_slot(make_engine, wfe_run):
     engine = make_engine(max_concurrency=10)
-    gate = asyncio.Event()
-    entered: list[str] = []
-
-    async def slow(task: Task) -> None:
-        entered.append(task.id)
-        await gate.wait()
-        task.output = "done"
-
-    engine.register_handler("call", slow)
-    engine.register_workflow("w", [Phase("call", max_concurrency=1)])
+    slot = OneSlot(engine)
+    entered = slot.entered
 
     async def scenario() -> list[Task]:
-        submitted = await engine.submit_tasks([{"data": i, "workflow_name": "w"} for i in range(3)])
         async with background(engine):
-            await wait_for(lambda: entered, what="the first task's phase to start")
-            await wait_for(lambda: engine.active_count == 3, what="the others to be claimed")
+            submitted = await slot.one_running_two_waiting()
             waiting = [t for t in submitted if t.id not in entered]
             await engine.cancel(waiting[0].id)
-            gate.set()
+            slot.gate.set()
             await wait_for(lambda: len(entered) == 2, what="the last task's phase to start")
             await engine.wait_for_task(waiting[1].id, timeout=10)
         ids = [entered[0], *(t.id for t in waiting)]
@@ -255,24 +271,14 @@ def test_a_workflow_defined_at_run_time_can_limit_a_phase(make_engine, wfe_run):
 
 def test_metrics_count_the_tasks_waiting_for_a_slot(make_engine, wfe_run):
     engine = make_engine(max_concurrency=10)
-    gate = asyncio.Event()
-    entered: list[str] = []
-
-    async def slow(task: Task) -> None:
-        entered.append(task.id)
-        await gate.wait()
-
-    engine.register_handler("call", slow)
-    engine.register_workflow("w", [Phase("call", max_concurrency=1)])
+    slot = OneSlot(engine)
 
     async def scenario() -> tuple[str, str]:
-        await engine.submit_tasks([{"data": i, "workflow_name": "w"} for i in range(3)])
         async with background(engine):
-            await wait_for(lambda: entered, what="the first task's phase to start")
-            await wait_for(lambda: engine.active_count == 3, what="the others to be claimed")
+            await slot.one_running_two_waiting()
             during = await render_metrics(engine)
-            gate.set()
-            await wait_for(lambda: len(entered) == 3, what="every phase to start")
+            slot.gate.set()
+            await wait_for(lambda: len(slot.entered) == 3, what="every phase to start")
         return during, await render_metrics(engine)
 
     during, after = wfe_run(scenario())
