@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from wfe_openai import OpenAIAgentAdapter
 
-from wfcore import Phase, TaskStateError, TaskStatus, TaskType
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStateError, TaskStatus, TaskType
 from wfcore.wire import task_to_dict
 
 
@@ -20,6 +20,29 @@ def lookup_stock(item: str) -> dict[str, Any]:
 
 
 PHASES = [Phase("order", assigned_to="agentic", instructions="Place the order.", max_attempts=2)]
+
+
+def _submit_and_answer(
+    engine: ECSWorkflowEngine, wfe_run: Any, workflow: str, *answers: Any
+) -> Any:
+    """Submit a task (no data) to ``workflow`` and run the engine until idle; then,
+    for each answer, resume the task with it and run until idle again.
+
+    Returns the stored task after each run: the first as it waits (or ended), the
+    last as the last answer left it. An answer of None resumes without one.
+    """
+
+    async def scenario() -> list[Task]:
+        task = await engine.submit_task({}, workflow)
+        await engine.run_until_idle()
+        states = [await engine.get_task(task.id)]
+        for answer in answers:
+            await engine.resume(task.id, answer)
+            await engine.run_until_idle()
+            states.append(await engine.get_task(task.id))
+        return states
+
+    return wfe_run(scenario())
 
 
 def test_ask_human_suspends_and_resume_continues_after_a_restart(
@@ -95,19 +118,9 @@ def test_a_second_question_and_a_structured_answer(openai_server, wfe_engine, wf
     wfe_engine.register_workflow("plan", [Phase("plan", assigned_to="agentic")])
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
 
-    async def scenario() -> list[Any]:
-        task = await wfe_engine.submit_task({}, "plan")
-        await wfe_engine.run_until_idle()
-        states = [await wfe_engine.get_task(task.id)]
-        await wfe_engine.resume(task.id, {"amount": 100, "currency": "EUR"})
-        await wfe_engine.run_until_idle()
-        states.append(await wfe_engine.get_task(task.id))
-        await wfe_engine.resume(task.id, "Friday")
-        await wfe_engine.run_until_idle()
-        states.append(await wfe_engine.get_task(task.id))
-        return states
-
-    first, second, done = wfe_run(scenario())
+    first, second, done = _submit_and_answer(
+        wfe_engine, wfe_run, "plan", {"amount": 100, "currency": "EUR"}, "Friday"
+    )
     assert (first.status, first.waiting_reason) == (TaskStatus.WAITING_HUMAN, "Budget?")
     assert (second.status, second.waiting_reason) == (TaskStatus.WAITING_HUMAN, "Deadline?")
     assert done.status is TaskStatus.COMPLETED, done.error
@@ -126,14 +139,7 @@ def test_a_failed_attempt_after_the_answer_retries_from_the_same_point(
     wfe_engine.register_workflow("w", PHASES)
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_retries=0))
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        await wfe_engine.resume(task.id, "yes")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    _, done = _submit_and_answer(wfe_engine, wfe_run, "w", "yes")
     assert done.status is TaskStatus.COMPLETED, done.error
     failed = [e["error"] for e in done.history if e["event"] == "attempt_failed"]
     assert len(failed) == 1 and "HTTP 500" in failed[0]
@@ -148,12 +154,7 @@ def test_without_escalation_ask_human_is_not_offered(openai_server, wfe_engine, 
     wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(allow_human=False))
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    [done] = _submit_and_answer(wfe_engine, wfe_run, "w")
     assert done.status is TaskStatus.COMPLETED
     assert "tools" not in openai_server.requests[0]["body"]
 
@@ -246,14 +247,8 @@ def test_a_resume_without_an_answer_reaches_the_model(openai_server, wfe_engine,
     wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        await wfe_engine.resume(task.id)  # a person chose to go on without an answer
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    # A person chose to go on without an answer.
+    _, done = _submit_and_answer(wfe_engine, wfe_run, "w", None)
     assert done.status is TaskStatus.COMPLETED, done.error
     assert openai_server.messages()[-1]["content"] == "(no answer)"
 
@@ -269,15 +264,7 @@ def test_ask_human_with_arguments_sent_as_an_object(openai_server, wfe_engine, w
     wfe_engine.register_workflow("shop", PHASES)
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
 
-    async def scenario() -> list[Any]:
-        task = await wfe_engine.submit_task({}, "shop")
-        await wfe_engine.run_until_idle()
-        waiting = await wfe_engine.get_task(task.id)
-        await wfe_engine.resume(task.id, "M")
-        await wfe_engine.run_until_idle()
-        return [waiting, await wfe_engine.get_task(task.id)]
-
-    waiting, done = wfe_run(scenario())
+    waiting, done = _submit_and_answer(wfe_engine, wfe_run, "shop", "M")
     # Arguments that are not an object went back to the model as an error, in the same attempt.
     assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
     assert waiting.waiting_reason == "Size?"
@@ -389,12 +376,7 @@ def test_refused_questions_are_recorded_with_the_reason(openai_server, wfe_engin
     wfe_engine.register_workflow("shop", PHASES)
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "shop")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    waiting = wfe_run(scenario())
+    [waiting] = _submit_and_answer(wfe_engine, wfe_run, "shop")
 
     assert waiting.waiting_reason == "Which size?"
     call_ids = [
@@ -427,12 +409,7 @@ def test_each_call_names_its_attempt(openai_server, wfe_engine, wfe_run):
     wfe_engine.register_workflow("w", PHASES)
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    [done] = _submit_and_answer(wfe_engine, wfe_run, "w")
 
     assert done.status is TaskStatus.COMPLETED, done.error
     # Both attempts' calls, each step 1, told apart by their attempt; both counted.
@@ -455,14 +432,7 @@ def test_steps_count_on_after_an_answer_and_from_1_in_a_new_attempt(
     wfe_engine.register_workflow("w", PHASES)
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[lookup_stock]))
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        await wfe_engine.resume(task.id, "M")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    _, done = _submit_and_answer(wfe_engine, wfe_run, "w", "M")
 
     assert done.status is TaskStatus.COMPLETED, done.error
     calls = [(c["phase"], c["attempt"], c["step"]) for c in done.context["openai"]["calls"]]
@@ -485,14 +455,7 @@ def test_a_long_answer_is_cut_for_the_model_and_kept_whole(openai_server, wfe_en
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_item_chars=50))
     answer = "clause " * 30
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        await wfe_engine.resume(task.id, answer)
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    _, done = _submit_and_answer(wfe_engine, wfe_run, "w", answer)
 
     assert done.status is TaskStatus.COMPLETED, done.error
     cut = answer[:50] + "\n[cut: showing the first 50 characters of 210 characters]"
@@ -517,12 +480,7 @@ def test_answer_timeout_is_the_deadline_of_the_wait_not_the_phase_timeout(
     wfe_engine.register_workflow("w", [phase])
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(answer_timeout=86400))
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    waiting = wfe_run(scenario())
+    [waiting] = _submit_and_answer(wfe_engine, wfe_run, "w")
     assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
     [suspended] = [e for e in waiting.history if e["event"] == "suspended"]
     assert suspended["deadline"] == waiting.deadline.isoformat()
@@ -547,12 +505,7 @@ def test_without_answer_timeout_the_phase_timeout_stays_the_deadline(
     wfe_engine.register_workflow("w", [Phase("decide", assigned_to="agentic", timeout=3600)])
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(**settings))
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    waiting = wfe_run(scenario())
+    [waiting] = _submit_and_answer(wfe_engine, wfe_run, "w")
     assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
     [suspended] = [e for e in waiting.history if e["event"] == "suspended"]
     assert abs(_seconds_after(suspended, waiting.deadline) - 3600) < 60
@@ -604,16 +557,8 @@ def test_phase_options_answer_timeout_wins_over_the_adapters_and_is_not_sent(
     )
     wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
 
-    async def scenario() -> list[Any]:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        first = await wfe_engine.get_task(task.id)
-        await wfe_engine.resume(task.id, "account 7")
-        await wfe_engine.run_until_idle()
-        return [first, await wfe_engine.get_task(task.id)]
-
     # prepare asks (the adapter's 600 s); its answer completes it; decide asks (a day).
-    first, second = wfe_run(scenario())
+    first, second = _submit_and_answer(wfe_engine, wfe_run, "w", "account 7")
     assert (first.status, first.classification) == (TaskStatus.WAITING_HUMAN, "prepare")
     assert (second.status, second.classification) == (TaskStatus.WAITING_HUMAN, "decide")
     first_wait = [e for e in first.history if e["event"] == "suspended"][-1]
@@ -664,12 +609,7 @@ def test_a_handler_cannot_send_answer_timeout_to_the_api(openai_server, wfe_engi
 
     wfe_engine.register_handler("decide", shape)
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    failed = wfe_run(scenario())
+    [failed] = _submit_and_answer(wfe_engine, wfe_run, "w")
     assert failed.status is TaskStatus.FAILED
     assert "request.options answer_timeout cannot be set" in failed.error
     assert openai_server.requests == []
