@@ -21,7 +21,7 @@ import wfe_openai.testing
 from wfe_openai import OpenAIAgentAdapter
 from wfe_openai.testing import FAKE_API_KEY, FakeOpenAI
 
-from wfcore import Phase, TaskStatus, TaskType
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus, TaskType
 
 
 def lookup_order(order_id: str) -> dict[str, Any]:
@@ -42,6 +42,18 @@ REFUNDS = [
 ]
 
 
+def _decide_refund(engine: ECSWorkflowEngine, wfe_run: Any) -> Task:
+    """Run a refund request for order A-1001 through ``REFUNDS`` until it ends."""
+    engine.register_workflow("refunds", REFUNDS)
+
+    async def scenario() -> Task:
+        task = await engine.submit_task({"order_id": "A-1001"}, "refunds")
+        await engine.run_until_idle()
+        return await engine.wait_for_task(task.id)
+
+    return wfe_run(scenario())
+
+
 def test_the_model_calls_a_user_tool_then_replies(fake_openai, wfe_engine, wfe_run):
     [call_id] = fake_openai.tool_calls(("lookup_order", {"order_id": "A-1001"}))
     fake_openai.reply("No refund: delivered 40 days ago.")
@@ -49,14 +61,7 @@ def test_the_model_calls_a_user_tool_then_replies(fake_openai, wfe_engine, wfe_r
         model="gpt-4o-mini", tools=[lookup_order], base_url=fake_openai.base_url, api_key="test"
     )
     wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
-    wfe_engine.register_workflow("refunds", REFUNDS)
-
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({"order_id": "A-1001"}, "refunds")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.wait_for_task(task.id)
-
-    done = wfe_run(scenario())
+    done = _decide_refund(wfe_engine, wfe_run)
 
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.output == "No refund: delivered 40 days ago."
@@ -133,14 +138,7 @@ def test_the_fixture_points_the_environment_at_the_server(fake_openai, wfe_engin
     wfe_engine.register_adapter(
         TaskType.AGENTIC, OpenAIAgentAdapter(response_format={"type": "json_object"})
     )
-    wfe_engine.register_workflow("refunds", REFUNDS)
-
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({"order_id": "A-1001"}, "refunds")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.wait_for_task(task.id)
-
-    done = wfe_run(scenario())
+    done = _decide_refund(wfe_engine, wfe_run)
 
     assert done.output == {"refund": False}, done.error
     assert fake_openai.requests[0]["headers"]["authorization"] == f"Bearer {FAKE_API_KEY}"
@@ -149,14 +147,7 @@ def test_the_fixture_points_the_environment_at_the_server(fake_openai, wfe_engin
 def test_a_request_with_no_reply_queued_fails_the_task_saying_so(fake_openai, wfe_engine, wfe_run):
     fake_openai.tool_calls(("lookup_order", {"order_id": "A-1001"}))  # and no reply after it
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[lookup_order]))
-    wfe_engine.register_workflow("refunds", REFUNDS)
-
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({"order_id": "A-1001"}, "refunds")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.wait_for_task(task.id)
-
-    done = wfe_run(scenario())
+    done = _decide_refund(wfe_engine, wfe_run)
 
     assert done.status is TaskStatus.FAILED
     assert "HTTP 418" in done.error
@@ -231,14 +222,7 @@ def test_a_server_stopped_mid_conversation_answers_no_more_requests(
     url = fake_openai.base_url
     adapter = OpenAIAgentAdapter(tools=[lookup_order], base_url=url, max_retries=0)
     wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
-    wfe_engine.register_workflow("refunds", REFUNDS)
-
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({"order_id": "A-1001"}, "refunds")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.wait_for_task(task.id)
-
-    done = wfe_run(scenario())
+    done = _decide_refund(wfe_engine, wfe_run)
 
     assert done.status is TaskStatus.FAILED
     assert done.error.startswith(f"AdapterError: cannot reach the chat completions server ({url}/)")
