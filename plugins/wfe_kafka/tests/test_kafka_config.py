@@ -125,6 +125,21 @@ def test_a_worker_names_the_variable_of_a_kafka_setting_it_cannot_use(tmp_path: 
             "WFE_KAFKA_CLIENT_CONFIG: kafka-python setting ssl_cafile='/nonexistent.pem': "
             "no such file",
         ),
+        # Interface arguments set here are named with the variable too.
+        (
+            {"WFE_KAFKA_CLIENT_CONFIG": '{"max_poll_records": 0}'},
+            "WFE_KAFKA_CLIENT_CONFIG: max_poll_records=0: expected a whole number, at least 1",
+        ),
+        # The worker ran, and failed with a traceback when it stopped.
+        (
+            {"WFE_KAFKA_CLIENT_CONFIG": '{"close_timeout": "abc"}'},
+            "WFE_KAFKA_CLIENT_CONFIG: close_timeout='abc': expected a finite number of seconds",
+        ),
+        # A TypeError: the worker logged a traceback and ran on without Kafka.
+        (
+            {"WFE_KAFKA_CLIENT_CONFIG": '{"producer_config": 5}'},
+            "WFE_KAFKA_CLIENT_CONFIG: producer_config=5: expected a mapping of kafka-python",
+        ),
     ],
 )
 def test_a_worker_refuses_bad_values_naming_the_variable(

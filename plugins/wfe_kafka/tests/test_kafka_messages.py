@@ -444,6 +444,26 @@ def test_allowing_a_volatile_store_is_a_flag() -> None:
         ({"outbox_grace": float("nan")}, r"^outbox_grace=nan: expected a finite number"),
         ({"outbox_grace": float("inf")}, r"^outbox_grace=inf: expected a finite number"),
         ({"outbox_grace": -1.0}, r"^outbox_grace=-1.0: expected a finite number"),
+        # Used only at the stop, which it failed with a TypeError.
+        ({"close_timeout": "5"}, r"^close_timeout='5': expected a finite number of seconds"),
+        ({"close_timeout": -1}, r"^close_timeout=-1: expected a finite number of seconds"),
+        ({"outbox_consumer": 7}, r"^outbox_consumer=7: expected a string$"),
+        # A TypeError, and for a list, "unknown KafkaConsumer setting ('a', 1)".
+        ({"producer_config": 5}, r"^producer_config=5: expected a mapping of kafka-python"),
+        (
+            {"consumer_config": [("a", 1)]},
+            r"^consumer_config=\[\('a', 1\)\]: expected a mapping of kafka-python settings$",
+        ),
+        # They won over the interface's own, which its start-up line still named.
+        (
+            {"consumer_config": {"group_id": "other"}},
+            r"^consumer_config: 'group_id' is set with the interface's own argument "
+            r"\(group_id=\.\.\., WFE_KAFKA_GROUP\), not here$",
+        ),
+        (
+            {"producer_config": {"bootstrap_servers": "elsewhere:9092"}},
+            r"^producer_config: 'bootstrap_servers' is set with the interface's own argument",
+        ),
         (
             {"session_timeout_ms": "abc"},
             r"^kafka-python setting session_timeout_ms='abc': expected a number >= 0$",

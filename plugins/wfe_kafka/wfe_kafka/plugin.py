@@ -148,10 +148,22 @@ _ARGUMENT = re.compile(
 _VARIABLES = {argument: variable for variable, (argument, _convert) in ENV_VARS.items()}
 
 
+# Interface arguments without a variable of their own: set in WFE_KAFKA_CLIENT_CONFIG.
+_CLIENT_CONFIG_ARGUMENTS = (
+    "max_poll_records",
+    "close_timeout",
+    "outbox_consumer",
+    "producer_config",
+    "consumer_config",
+)
+
+
 def _problem_text(error: BaseException) -> str:
     text = str(error)
     if text.startswith(CLIENT_CONFIG_VAR) or text.startswith("WFE_KAFKA_"):
         return text  # names the variable already
+    if text.startswith(_CLIENT_CONFIG_ARGUMENTS):
+        return f"{CLIENT_CONFIG_VAR}: {text}"
     # The interface names its arguments; the person set environment variables.
     named = _ARGUMENT.sub(lambda m: _VARIABLES[m.group(1)], text)
     if named == text and "kafka-python setting" in text:

@@ -31,7 +31,9 @@ def _check_arguments(
     max_pending: int,
     max_poll_records: int,
     outbox_grace: float,
+    close_timeout: float,
     allow_volatile_store: bool,
+    outbox_consumer: str | None,
     producer_config: Mapping[str, Any] | None,
     consumer_config: Mapping[str, Any] | None,
     client_config: Mapping[str, Any],
@@ -44,15 +46,28 @@ def _check_arguments(
     ):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"{argument}={count!r}: expected {WHOLE_NUMBER}")
-    if (
-        isinstance(outbox_grace, bool)
-        or not isinstance(outbox_grace, (int, float))
-        or not math.isfinite(outbox_grace)
-        or outbox_grace < 0
-    ):
-        raise ValueError(f"outbox_grace={outbox_grace!r}: expected {SECONDS}")
+    # close_timeout is only used when the interface stops: a bad one would fail
+    # the stop, long after the worker started.
+    for argument, seconds in (("outbox_grace", outbox_grace), ("close_timeout", close_timeout)):
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ValueError(f"{argument}={seconds!r}: expected {SECONDS}")
     if not isinstance(allow_volatile_store, bool):
         raise ValueError(f"allow_volatile_store={allow_volatile_store!r}: expected {FLAG}")
+    if outbox_consumer is not None and not isinstance(outbox_consumer, str):
+        raise ValueError(f"outbox_consumer={outbox_consumer!r}: expected a string")
+    for argument, settings in (
+        ("producer_config", producer_config),
+        ("consumer_config", consumer_config),
+    ):
+        if settings is not None and not isinstance(settings, Mapping):
+            raise ValueError(
+                f"{argument}={settings!r}: expected a mapping of kafka-python settings"
+            )
     if isinstance(bootstrap_servers, str):
         bootstrap_servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
     # Checked here, once, with a message naming the setting: kafka-python would
@@ -84,6 +99,12 @@ def _check_arguments(
         raise ValueError(f"group_id must be a non-empty string, got {group_id!r}")
     _check_client_config(client_config, producer_config or {}, consumer_config or {})
     return list(bootstrap_servers)
+
+
+# Settings of one client that the interface has an argument for: set in
+# producer_config or consumer_config, they would win over that argument where the
+# interface (its start-up line, its checks) still uses the argument's value.
+_OWN_ARGUMENTS = {"bootstrap_servers": "KAFKA_BROKERS", "group_id": "WFE_KAFKA_GROUP"}
 
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -139,6 +160,11 @@ def _check_client_config(
         for key in settings:
             if key not in cls.DEFAULT_CONFIG:
                 raise ValueError(f"{argument}: unknown {cls.__name__} setting {key!r}")
+            if key in _OWN_ARGUMENTS:
+                raise ValueError(
+                    f"{argument}: {key!r} is set with the interface's own argument "
+                    f"({key}=..., {_OWN_ARGUMENTS[key]}), not here"
+                )
     # The values too: kafka-python checks some only when a client connects, on
     # the consumer's thread, where a bad one looked like Kafka being unreachable.
     for settings, cls in ((client, None), (producer, KafkaProducer), (consumer, KafkaConsumer)):
