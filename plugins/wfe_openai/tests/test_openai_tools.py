@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import datetime
 import enum
 import json
 import re
@@ -405,6 +407,62 @@ OtherAddress = pydantic.create_model("Address", line=(str, ...))
 
 class Other(pydantic.BaseModel):
     address: OtherAddress  # type: ignore[valid-type]
+
+
+@dataclasses.dataclass
+class Shipment:
+    order: str
+    items: list[Item]
+    colour: Colour
+    sent: datetime.date
+    tags: set[str]
+
+
+def track(order: str) -> Shipment:
+    """Where an order is."""
+    return Shipment(
+        order, [Item(sku="AB-1", qty=2)], Colour.BLUE, datetime.date(2024, 5, 6), {"b", "a"}
+    )
+
+
+def test_results_that_are_models_dataclasses_enums_or_sets_reach_the_model_as_json(
+    openai_server, wfe_engine, wfe_run
+):
+    """As arguments arrive as the objects the type hints name, results of such
+    objects go back as the JSON of their fields and values, not as Python's repr."""
+
+    def find(sku: str) -> Item:
+        """Find an item."""
+        return Item(sku=sku, qty=3)
+
+    def colours() -> frozenset[Colour]:
+        """The colours in stock."""
+        return frozenset({Colour.RED, Colour.BLUE})
+
+    openai_server.tool_calls(
+        ("track", {"order": "A-1"}), ("find", {"sku": "CD-2"}), ("colours", {})
+    )
+    openai_server.reply("Shipped.")
+    tools = [track, find, colours]
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=tools))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    results = [json.loads(m["content"]) for m in openai_server.messages() if m["role"] == "tool"]
+    assert results == [
+        {
+            "order": "A-1",
+            "items": [{"sku": "AB-1", "qty": 2}],
+            "colour": "blue",
+            "sent": "2024-05-06",
+            "tags": ["a", "b"],
+        },
+        {"sku": "CD-2", "qty": 3},
+        ["blue", "red"],
+    ]
+    recorded = [e["result"] for e in task.history if e["event"] == "agent_tool_result"]
+    assert [json.loads(r) for r in recorded] == results
 
 
 def test_nested_model_definitions_are_at_the_root_of_the_schema():

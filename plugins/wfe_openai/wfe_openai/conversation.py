@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import datetime
+import enum
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wfcore import AdapterError, Phase, Task
@@ -335,7 +337,7 @@ async def _call_tool(
     return content
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _ToolCall:
     """One tool call of a reply, with an id whether or not the server sent one."""
 
@@ -413,4 +415,39 @@ def _as_text(value: Any) -> str:
     """A string as it is; anything else as JSON text."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_json_form)
+    except ValueError:  # a circular reference: a result is passed on all the same
+        return str(value)
+
+
+def _json_form(value: Any) -> Any:
+    """What the JSON of a tool's result holds for a value json cannot write.
+
+    Tools receive pydantic models, enum members, sets and the like, and return
+    them too: the model reads their fields and values, as their arguments came,
+    rather than Python's repr (``sku='A' colour=<Colour.RED: 'red'>``). Anything
+    else is its ``str()``.
+    """
+    if isinstance(value, type):
+        return str(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # a pydantic model
+        try:
+            return dump(mode="json")
+        except Exception:  # some other object's model_dump, or a value pydantic refuses
+            return str(value)
+    if dataclasses.is_dataclass(value):
+        # The fields one level down: json.dumps comes back here for their values.
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        # Sorted: the same text for the same set, in every run.
+        try:
+            return sorted(value)
+        except TypeError:  # enum members, say: by their JSON
+            return sorted(value, key=_as_text)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
