@@ -1,6 +1,8 @@
 """`wfe ui` on a store that does not exist yet, of any kind: with --worker it says it
 made the store, as `wfe worker` does; without one it notes that it made it empty
-(a dashboard may start before its workers, but a mistyped --store must show).
+(a dashboard may start before its workers, but a mistyped --store must show). And a
+store that fails under a running dashboard (a full disk, its file deleted): 503 with
+the store's own words, the forms keeping what was typed.
 
 The store plugins are installed as pip lays one out (a module and a dist-info folder
 with an entry point in wfcore's group) and loaded by the real dashboard processes.
@@ -8,6 +10,8 @@ with an entry point in wfcore's group) and loaded by the real dashboard processe
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -16,8 +20,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from flaskui_helpers import REPO, TESTS, wait_for
+from flaskui_demo_app import make_engine
+from flaskui_helpers import REPO, TESTS, Api, wait_for
+from markupsafe import escape
 from test_flaskui_cli import Http, _env, running
+from wfe_flaskui import Dashboard, create_app
+
+from wfcore import TaskStatus
 
 # Store plugins, as a third party would write them (see their docstrings): the
 # ones the core's CLI tests install.
@@ -89,14 +98,7 @@ def test_a_worker_says_it_made_a_plugin_store(tmp_path: Path, plugin_env: dict[s
     output: list[str] = []
     with running(args, plugin_env, output) as (_, base):
         client = Http(base)
-        _, csrf = client.request("GET", "/api/csrf")
-        status, task = client.request(
-            "POST",
-            "/api/tasks",
-            {"workflow": "numbers", "data": {"n": 4}},
-            **{"X-CSRF-Token": csrf["csrf_token"]},
-        )
-        assert status == 201
+        task = client.submit("numbers", {"n": 4})
         wait_for(
             lambda: client.request("GET", f"/api/tasks/{task['id']}")[1]["status"] == "completed",
             what="the task to complete",
@@ -195,3 +197,127 @@ def test_a_password_in_the_store_url_is_shown_masked(
     assert f"(store {masked}; " in output[1], output
     assert masked in page
     assert "hunter2" not in "".join(output) + page
+
+
+# -- a store that fails under a running dashboard -------------------------------------
+
+# `python -m wfe_flaskui`, allowed to write files of FILE_LIMIT bytes at most: a
+# write to the store past that fails in SQLite as on a disk that has filled up, while
+# reading it works. (Python ignores SIGXFSZ, so the write fails instead of the process.)
+LIMITED = """
+import os
+import resource
+import runpy
+
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ["FILE_LIMIT"]), hard))
+runpy.run_module("wfe_flaskui", run_name="__main__", alter_sys=True)
+"""
+
+
+async def _waiting_question(store: str) -> str:
+    """A task of the demo app's `question` workflow, waiting for its answer, on ``store``."""
+    engine = make_engine()
+    engine.use_store(store)
+    try:
+        task = await engine.submit_task({"q": "Ship it?"}, "question")
+        await engine.run_until_idle()
+        waiting = await engine.get_task(task.id)
+        assert waiting is not None and waiting.status is TaskStatus.WAITING_HUMAN, waiting
+        return task.id
+    finally:
+        await engine.aclose()
+
+
+def test_a_write_the_store_fails_is_503_and_the_forms_keep_what_was_typed(tmp_path: Path) -> None:
+    """A store that takes no more writes (a full disk): the API answers 503 with the
+    store's own words, not 400 as if the request were at fault, and the submit and
+    answer forms come back (503) with those words and what was typed in them."""
+    db = tmp_path / "wfe.db"
+    store = f"sqlite:///{db}"
+    task_id = asyncio.run(_waiting_question(store))
+    (tmp_path / "limited.py").write_text(LIMITED)
+    env = _env(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(TESTS)]),
+        PYTHONDONTWRITEBYTECODE="1",
+        FILE_LIMIT=str(256 * 1024),
+    )
+    big = "x" * 400_000  # larger than any file the dashboard may write; under max_body
+    args = ["--port", "0", "--store", store, "--app", "flaskui_demo_app:make_engine"]
+    output: list[str] = []
+    with running(args, env, output, command=("limited",)) as (_, url):
+        client = Http(url)
+        csrf = client.csrf()
+        status, body = client.request(
+            "POST", "/api/tasks", {"workflow": "question", "data": {"q": big}}, **csrf
+        )
+        assert status == 503, body
+        assert body["error"].startswith(f"cannot write to {db}: "), body
+        status, body = client.request("GET", f"/api/tasks/{task_id}")
+        assert (status, body["status"]) == (200, "waiting_human")  # reading still works
+
+        typed = json.dumps({"q": big})
+        status, page, _ = client.multipart(
+            "/submit",
+            {"csrf_token": csrf["X-CSRF-Token"], "workflow": "question", "data": typed},
+            {},
+        )
+        assert status == 503
+        assert f"The store did not take the task: cannot write to {db}: " in page
+        assert "Nothing was submitted; send this form again once the store works." in page
+        assert escape(typed) in page  # in the data field, to send again
+
+        answer = {"csrf_token": csrf["X-CSRF-Token"], "phase": "ask", "answer": f"yes {big}"}
+        status, page, _ = client.multipart(f"/tasks/{task_id}/answer", answer, {})
+        assert status == 503
+        assert f"The store did not take your answer: cannot write to {db}: " in page
+        assert "It was not recorded; send it again once the store works." in page
+        assert f">yes {big}</textarea>" in page
+        status, body = client.request("GET", f"/api/tasks/{task_id}")
+        assert (status, body["status"]) == (200, "waiting_human")
+    # The log says what failed, a line each, without a traceback.
+    failed = [line.partition(": cannot write to ")[0] for line in output if "store failed" in line]
+    assert failed == [
+        "the store failed POST /api/tasks",
+        "the store failed POST /submit",
+        f"the store failed POST /tasks/{task_id}/answer",
+    ], output
+    assert "Traceback" not in "".join(output)
+
+
+def test_a_store_deleted_under_the_dashboard_is_named_on_every_page_with_503(
+    tmp_path: Path,
+) -> None:
+    """Its file deleted (`rm wfe.db`), the store refuses every read and write: each page
+    and API call says so with 503, rather than a 500 page that names nothing or an
+    API 400."""
+    db = tmp_path / "wfe.db"
+    engine = make_engine()
+    engine.use_store(f"sqlite:///{db}")
+    dash = Dashboard(engine, token="", kafka_brokers="")  # its worker does not run
+    try:
+        api = Api(create_app(dash, secret_key="x").test_client())
+        task = api.submit("numbers", {"n": 1})  # pending: no worker runs here
+        for path in tmp_path.glob("wfe.db*"):
+            path.unlink()
+        refused = wait_for(
+            lambda: (answer := api.get("/api/tasks")).status_code != 200 and answer,
+            what="the store to notice its file is gone",
+        )
+        lost = f"the store file {db} was deleted while this process had it open"
+        assert refused.status_code == 503
+        assert refused.get_json()["error"].startswith(lost)
+        submitted = api.post("/api/tasks", {"workflow": "numbers", "data": {}})
+        assert submitted.status_code == 503 and submitted.get_json()["error"].startswith(lost)
+        for path in ("/", "/inbox", "/workflows", "/submit", f"/tasks/{task['id']}"):
+            page = api.get(path)
+            assert page.status_code == 503, path
+            assert lost in page.text, path
+        # The cancel button: nothing changed, and the page it returns to says why.
+        cancel = api.client.post(f"/tasks/{task['id']}/cancel", data={"csrf_token": api.csrf})
+        assert cancel.status_code == 302
+        page = api.get(cancel.headers["Location"])
+        assert page.status_code == 503
+        assert f"The store did not take the cancel of task {task['id'][:8]}: {lost}" in page.text
+    finally:
+        dash.stop()

@@ -15,6 +15,7 @@ from wfcore import (
     ArtifactError,
     ECSWorkflowEngine,
     InvalidOutputError,
+    StoreError,
     Task,
     TaskStateError,
     TaskStatus,
@@ -25,7 +26,7 @@ from wfcore import (
 from . import ops
 from .bridge import BridgeError, BridgeTimeout
 from .display import _STATUS_LABELS
-from .errors import _error
+from .errors import _error, store_failed
 from .forms import parse_answer, sent_answer, typed_values
 from .pages import inbox, task
 from .security import _safe_next
@@ -89,6 +90,7 @@ def answer(dash: Dashboard, task_id: str) -> Any:
             f"{upload[0]} was not stored, as the answer was not taken: choose it again."
         )
     stored = ""  # what the success message says about the file
+    status = 400  # of the page shown again, with the form's errors
     if not form.has_errors:
         by = acting_user()
         try:
@@ -108,6 +110,14 @@ def answer(dash: Dashboard, task_id: str) -> Any:
             )
         except ArtifactError as exc:
             form.file_error = f"{exc}; nothing was stored, and the answer was not sent."
+        except StoreError as exc:
+            # The store failed the write (a full disk, its file deleted): the answer
+            # was not recorded, and the form comes back with what was typed in it.
+            form.error = (
+                f"The store did not take your answer: {store_failed(exc)}. It was not "
+                f"recorded; send it again once the store works.{unstored}"
+            )
+            status = 503
         except InvalidOutputError as exc:
             form.error = "; ".join(exc.errors) or str(exc)
         except BridgeTimeout as exc:
@@ -142,9 +152,16 @@ def answer(dash: Dashboard, task_id: str) -> Any:
             if back == "inbox":
                 return redirect(url_for(".inbox", all=request.args.get("all"))), 303
             return redirect(url_for(".task", task_id=task_id)), 303
-    if back == "inbox":
-        return inbox(dash, forms={task_id: form}, status=400)
-    return task(dash, task_id, form=form, status=400)
+    try:
+        if back == "inbox":
+            return inbox(dash, forms={task_id: form}, status=status)
+        return task(dash, task_id, form=form, status=status)
+    except StoreError:
+        if status != 503:
+            raise
+        # The store does not answer reads either: a plain page with what was typed.
+        typed = typed_values(schema, request.form)
+        return _error(dash, 503, form.error or "", [f"{label}: {text}" for label, text in typed])
 
 
 def _uploaded_file() -> tuple[str, bytes] | None:
@@ -315,6 +332,14 @@ def change_task(dash: Dashboard, task_id: str, change: Any, done: str, back: str
             f"The store was too busy to take the {what} of task {task_id[:8]} ({exc}). "
             "It was queued and may still be applied: check the task before trying again.",
             "warn",
+        )
+    except StoreError as exc:
+        # The write failed (a full disk, say): nothing changed.
+        what = "cancel" if done == "cancelled" else "retry"
+        flash(
+            f"The store did not take the {what} of task {task_id[:8]}: "
+            f"{store_failed(exc)}. Nothing changed; try again once the store works.",
+            "error",
         )
     else:
         flash(f"Task {task_id[:8]} {done}.", "ok")

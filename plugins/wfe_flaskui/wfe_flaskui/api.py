@@ -23,6 +23,7 @@ from wfcore import (
     ECSWorkflowEngine,
     InvalidOutputError,
     InvalidTaskError,
+    StoreError,
     Task,
     TaskStateError,
     TaskType,
@@ -35,7 +36,7 @@ from wfcore.wire import task_to_dict, workflow_to_dict
 
 from . import ops, security
 from .bridge import BridgeTimeout
-from .errors import _BadInput, _error
+from .errors import _BadInput, _error, store_failed
 from .forms import parse_json_text
 from .later import StartError, api_start
 from .query import _int_arg, _parse_statuses
@@ -96,7 +97,8 @@ def body_json() -> Any:
 
 def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Answer the errors an API view raises as JSON: 400 bad input, 404 unknown task,
-    409 wrong state, 503 Kafka down."""
+    409 wrong state, 503 Kafka down or a store that fails (its file deleted, a full
+    disk): the request was fine, and may work again once the store does."""
 
     def wrapper(dash: Dashboard, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -111,6 +113,8 @@ def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return _error(dash, 404, str(exc))
         except TaskStateError as exc:
             return _error(dash, 409, str(exc))
+        except StoreError as exc:
+            return _error(dash, 503, store_failed(exc))
         except WorkflowError as exc:
             return _error(dash, 400, str(exc))
         except _KafkaDown as exc:

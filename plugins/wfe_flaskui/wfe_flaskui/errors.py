@@ -7,12 +7,15 @@ The blueprint's handlers cover errors raised by its views; an API URL with no ro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from wfcore import StoreError
 
 from . import security
 from .bridge import BridgeError
@@ -22,7 +25,9 @@ from .views import render
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["add_error_handlers", "is_api"]
+__all__ = ["add_error_handlers", "is_api", "store_failed"]
+
+logger = logging.getLogger("wfe_flaskui")
 
 
 class _BadInput(ValueError):
@@ -76,10 +81,23 @@ def add_error_handlers(bp: Blueprint, dash: Dashboard) -> None:
     def bridge_error(exc: BridgeError) -> Any:
         return _error(dash, 503, str(exc))
 
+    @bp.errorhandler(StoreError)
+    def store_error(exc: StoreError) -> Any:
+        return _error(dash, 503, store_failed(exc))
+
     @bp.errorhandler(_BadInput)
     def bad_input(exc: _BadInput) -> Any:
         # A page's bad query argument (?page=abc) is the client's mistake, not a 500.
         return _error(dash, 400, str(exc), exc.errors)
+
+
+def store_failed(exc: StoreError) -> str:
+    """Log that the store failed a request (a full disk, its file deleted, a database
+    server away) and return what the person is told: its own words, which name the
+    store and the trouble. The request was not at fault, so it is answered with 503
+    (the same request may work once the store does), never as bad input or a crash."""
+    logger.warning("the store failed %s %s: %s", request.method, request.path, exc)
+    return str(exc)
 
 
 def _answer_api_routing_errors_in_json(state: BlueprintSetupState) -> None:

@@ -10,11 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, flash, redirect, request, url_for
 
-from wfcore import DEFINE_WORKFLOW, InvalidTaskError, Task, TaskType, UnknownWorkflowError
+from wfcore import (
+    DEFINE_WORKFLOW,
+    InvalidTaskError,
+    StoreError,
+    Task,
+    TaskType,
+    UnknownWorkflowError,
+)
 
 from . import ops
 from .bridge import BridgeTimeout
 from .display import _short_time
+from .errors import store_failed
 from .forms import parse_json_text
 from .later import StartError, form_start, start_note
 from .views import render, route
@@ -103,6 +111,13 @@ def submit(dash: Dashboard) -> Any:
                     f"{exc}; the task may still be stored, as {values['task_id']}. "
                     "Sending this form again is safe: it carries that id, and a known "
                     "id is never submitted twice."
+                )
+            except StoreError as exc:
+                # The write failed (a full disk, say), so nothing was stored; the
+                # page keeps what was typed for when the store works again.
+                errors["form"] = (
+                    f"The store did not take the task: {store_failed(exc)}. Nothing was "
+                    "submitted; send this form again once the store works."
                 )
             else:
                 if published is not None:
