@@ -100,6 +100,23 @@ class Http:
         self.headers = headers or {}
         jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        self._csrf: str | None = None
+
+    def csrf(self) -> dict[str, str]:
+        """The header a change needs: this session's CSRF token (GET /api/csrf, once)."""
+        if self._csrf is None:
+            status, body = self.request("GET", "/api/csrf")
+            assert status == 200, body
+            self._csrf = body["csrf_token"]
+        return {"X-CSRF-Token": self._csrf}
+
+    def submit(self, workflow: str, data: Any) -> dict[str, Any]:
+        """POST /api/tasks as a client on this machine does (with the CSRF token): the
+        new task, which must be taken (201)."""
+        body = {"workflow": workflow, "data": data}
+        status, task = self.request("POST", "/api/tasks", body, **self.csrf())
+        assert status == 201, task
+        return task
 
     def request(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -180,14 +197,7 @@ def test_one_process_dashboard_with_its_own_worker(tmp_path: Path) -> None:
         client = Http(url)
         status, page = client.request("GET", "/")
         assert status == 200 and "<h1>Tasks</h1>" in page
-        _, token = client.request("GET", "/api/csrf")
-        status, task = client.request(
-            "POST",
-            "/api/tasks",
-            {"workflow": "numbers", "data": {"n": 8}},
-            **{"X-CSRF-Token": token["csrf_token"]},
-        )
-        assert status == 201
+        task = client.submit("numbers", {"n": 8})
         done = wait_for(
             lambda: (
                 (doc := client.request("GET", f"/api/tasks/{task['id']}")[1])["status"]
@@ -567,14 +577,7 @@ def test_a_file_is_uploaded_to_a_waiting_task_by_the_api_and_by_its_answer_form(
     args = ["--port", "0", "--store", store, "--worker", "flaskui_demo_app:make_engine"]
     with running(args, _env()) as (_, url):
         client = Http(url)
-        csrf = client.request("GET", "/api/csrf")[1]["csrf_token"]
-        with_csrf = {"X-CSRF-Token": csrf}
-
-        def submit(workflow: str, data: Any) -> dict[str, Any]:
-            body = {"workflow": workflow, "data": data}
-            status, task = client.request("POST", "/api/tasks", body, **with_csrf)
-            assert status == 201, task
-            return task
+        with_csrf = client.csrf()
 
         def now(task_id: str, status: str) -> dict[str, Any]:
             def check() -> Any:
@@ -583,7 +586,7 @@ def test_a_file_is_uploaded_to_a_waiting_task_by_the_api_and_by_its_answer_form(
 
             return wait_for(check, 30, f"task {task_id} to be {status}")
 
-        task = submit("question", {"q": "Is the contract signed?"})
+        task = client.submit("question", {"q": "Is the contract signed?"})
         waiting = now(task["id"], "waiting_human")
         upload = f"/api/tasks/{task['id']}/artifacts"
 
@@ -627,7 +630,7 @@ def test_a_file_is_uploaded_to_a_waiting_task_by_the_api_and_by_its_answer_form(
             status, doc, _ = client.multipart(path, fields, files, **extra)
             assert status == code and words in doc["error"], (code, words, doc)
         gate = tmp_path / "gate"
-        busy = submit("gated", {"gate": str(gate)})
+        busy = client.submit("gated", {"gate": str(gate)})
         now(busy["id"], "in_progress")
         status, doc, _ = client.multipart(
             f"/api/tasks/{busy['id']}/artifacts", {}, a_file, **with_csrf
@@ -644,7 +647,7 @@ def test_a_file_is_uploaded_to_a_waiting_task_by_the_api_and_by_its_answer_form(
         version = now(task["id"], "waiting_human")["version"]
         answer = f"/tasks/{task['id']}/answer"
         form = {
-            "csrf_token": csrf,
+            "csrf_token": with_csrf["X-CSRF-Token"],
             "phase": "ask",
             "version": str(version),
             "answer_format": "json",
@@ -699,12 +702,7 @@ def test_wfe_ui_says_when_it_starts_stopping(tmp_path: Path) -> None:
     output: list[str] = []
     with running(args, _env(), output) as (proc, url):
         client = Http(url)
-        csrf = client.request("GET", "/api/csrf")[1]["csrf_token"]
-        gate = {"gate": str(tmp_path / "never-opened")}
-        status, task = client.request(
-            "POST", "/api/tasks", {"workflow": "gated", "data": gate}, **{"X-CSRF-Token": csrf}
-        )
-        assert status == 201, task
+        task = client.submit("gated", {"gate": str(tmp_path / "never-opened")})
         wait_for(
             lambda: client.request("GET", f"/api/tasks/{task['id']}")[1]["status"] == "in_progress",
             what="the gated phase to run",
@@ -784,17 +782,11 @@ def _two_waiting_tasks(tmp_path: Path, client: Http, env: dict[str, str]) -> tup
 
 
 def _answer_one_cancel_the_other(client: Http, answered: str, cancelled: str) -> None:
-    csrf = client.request("GET", "/api/csrf")[1]["csrf_token"]
     status, doc = client.request(
-        "POST",
-        f"/api/tasks/{answered}/resume",
-        {"output": {"approved": True}},
-        **{"X-CSRF-Token": csrf},
+        "POST", f"/api/tasks/{answered}/resume", {"output": {"approved": True}}, **client.csrf()
     )
     assert (status, doc["status"]) == (200, "completed"), doc
-    status, doc = client.request(
-        "POST", f"/api/tasks/{cancelled}/cancel", {}, **{"X-CSRF-Token": csrf}
-    )
+    status, doc = client.request("POST", f"/api/tasks/{cancelled}/cancel", {}, **client.csrf())
     assert (status, doc["status"]) == (200, "cancelled"), doc
 
 
@@ -909,12 +901,12 @@ def test_wfe_ui_max_body_takes_larger_uploads(tmp_path: Path) -> None:
         args = ["--port", "0", "--store", store, "--worker", "flaskui_demo_app:make_engine"]
         with running([*args, *extra], _env()) as (_, url):
             client = Http(url)
-            csrf = {"X-CSRF-Token": client.request("GET", "/api/csrf")[1]["csrf_token"]}
-            body = {"workflow": "question", "data": {"q": "scan attached?"}}
-            status, task = client.request("POST", "/api/tasks", body, **csrf)
-            assert status == 201, task
+            task = client.submit("question", {"q": "scan attached?"})
             status, doc, _ = client.multipart(
-                f"/api/tasks/{task['id']}/artifacts", {}, {"file": ("scan.pdf", scan)}, **csrf
+                f"/api/tasks/{task['id']}/artifacts",
+                {},
+                {"file": ("scan.pdf", scan)},
+                **client.csrf(),
             )
             assert status == expected, doc
     bad = subprocess.run(
