@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -82,26 +83,42 @@ def echo_engine(make: Callable[..., ECSWorkflowEngine], **kwargs: Any) -> ECSWor
     return engine
 
 
-async def serve(
-    engine: ECSWorkflowEngine,
-    kafka: KafkaMQInterface,
-    done: Callable[[], Any],
-    what: str,
-    then: Callable[[], Awaitable[Any]] | None = None,
-) -> Any:
-    """Consume and run until ``done()``, await ``then()`` (returning what it returns),
-    then stop both the way an app would."""
+@contextlib.asynccontextmanager
+async def running(engine: ECSWorkflowEngine, kafka: KafkaMQInterface) -> AsyncIterator[None]:
+    """Consume and run while the block runs, then stop both the way an app would."""
     consumer = asyncio.create_task(kafka.consume_tasks(engine))
     runner = asyncio.create_task(engine.run())
     try:
-        await until(done, 60, what)
-        return None if then is None else await then()
+        yield
     finally:
         engine.stop()
         await runner
         kafka.stop_consuming()
         await consumer
         await kafka.close()
+
+
+async def serve(
+    engine: ECSWorkflowEngine,
+    kafka: KafkaMQInterface,
+    done: Callable[[], Any] | None = None,
+    what: str = "",
+    then: Callable[[], Awaitable[Any]] | None = None,
+    **stats: int,
+) -> Any:
+    """Consume and run until ``done()`` and each of ``kafka.stats`` named in ``stats``
+    has that value (``results_published=2``), await ``then()`` (returning what it
+    returns), then stop both the way an app would."""
+    counts = ", ".join(f"{name} {count}" for name, count in stats.items())
+
+    def finished() -> bool:
+        if any(kafka.stats[name] != count for name, count in stats.items()):
+            return False
+        return done is None or bool(done())
+
+    async with running(engine, kafka):
+        await until(finished, 60, " and ".join(w for w in (what, counts) if w))
+        return None if then is None else await then()
 
 
 def test_messages_become_tasks_and_results_come_back(
@@ -123,7 +140,7 @@ def test_messages_become_tasks_and_results_come_back(
     engine.register_task_completed_hook(kafka.publish_result)
 
     async def scenario() -> list[Task]:
-        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 3, "3 results")
+        await serve(engine, kafka, results_published=3)
         return [await engine.get_task(i) for i in ids]  # type: ignore[misc]
 
     stored = wfe_run(scenario())
@@ -174,9 +191,7 @@ def test_failed_and_cancelled_tasks_are_published_with_their_status(
     kafka = interface(kafka_bootstrap, tasks, results)
 
     async def scenario() -> None:
-        consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, kafka):
 
             async def waiting() -> bool:
                 task = await engine.get_task("waits")
@@ -188,12 +203,6 @@ def test_failed_and_cancelled_tasks_are_published_with_their_status(
                 await asyncio.sleep(0.02)
             await engine.cancel("waits")
             await until(lambda: kafka.stats["results_published"] == 2, 30, "2 results")
-        finally:
-            engine.stop()
-            await runner
-            kafka.stop_consuming()
-            await consumer
-            await kafka.close()
 
     wfe_run(scenario())
     with TopicReader(kafka_bootstrap, results) as reader:
@@ -249,8 +258,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         return await serve(
             engine,
             kafka,
-            lambda: kafka.stats["consumed"] == 18 and kafka.stats["results_published"] == 1,
-            "18 messages handled and 1 result",
+            consumed=18,
+            results_published=1,
             then=lambda: render_metrics(engine),
         )
 
@@ -336,14 +345,7 @@ def test_a_tombstone_is_dead_lettered_as_one_and_unknown_fields_are_named_once(
     engine = echo_engine(wfe_engine_factory)
     kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
     caplog.set_level(logging.INFO, logger="wfe_kafka")
-    wfe_run(
-        serve(
-            engine,
-            kafka,
-            lambda: kafka.stats["consumed"] == 3 and kafka.stats["results_published"] == 2,
-            "3 messages handled and 2 results",
-        )
-    )
+    wfe_run(serve(engine, kafka, consumed=3, results_published=2))
     with TopicReader(kafka_bootstrap, dlq) as reader:
         [letter] = reader.wait_for(1)
     assert (letter.key, letter.value) == (b"order-1", None)  # as it came
@@ -386,11 +388,11 @@ def test_redelivered_messages_do_not_create_second_tasks(
         return sum((await store.count_tasks()).values())
 
     async def scenario() -> tuple[int, int]:
-        await serve(engine, first, lambda: first.stats["results_published"] == 20, "20 results")
+        await serve(engine, first, results_published=20)
         before = await count()
         # A second group reads the whole topic again: every message is redelivered.
         second = interface(kafka_bootstrap, tasks, results)
-        await serve(engine, second, lambda: second.stats["consumed"] == 21, "21 redeliveries")
+        await serve(engine, second, consumed=21)
         assert second.stats["submitted"] == 0
         assert second.stats["results_published"] == 0
         return before, await count()
@@ -563,19 +565,11 @@ def test_lifecycle_events_share_the_task_key(
     kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
 
     async def scenario() -> None:
-        consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, kafka):
             await until(lambda: engine.stats["suspended"] == 1, 30, "the task to wait")
             await engine.resume(task_id, {"approved": True})
             await until(lambda: kafka.stats["results_published"] == 1, 30, "the result")
             await until(lambda: kafka.stats["events_published"] >= 8, 30, "the events")
-        finally:
-            engine.stop()
-            await runner
-            kafka.stop_consuming()
-            await consumer
-            await kafka.close()
 
     wfe_run(scenario())
     with TopicReader(kafka_bootstrap, events) as reader:
@@ -668,7 +662,7 @@ def test_publish_task_hands_a_task_to_another_worker(
         meta = await sender.publish_task(task)
         assert meta.topic == tasks
         await sender.close()
-        await serve(worker, kafka, lambda: kafka.stats["results_published"] == 1, "1 result")
+        await serve(worker, kafka, results_published=1)
         done = await worker.get_task("handed-over")
         assert done is not None
         return done.status.value
@@ -743,19 +737,11 @@ def test_a_worker_of_some_workflows_counts_only_their_tasks_for_backpressure(
     async def scenario() -> list[Task | None]:
         # Other workers' backlog in the shared store: more than max_pending.
         await engine.submit_tasks([{"data": {}, "workflow_name": "boom"}] * 5)
-        consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, kafka):
             send(range(12))  # a burst: the consumer gets busy and recounts
             await until(lambda: kafka.stats["results_published"] == 12, 60, "12 results")
             send(range(12, 16))  # taken only if the recount left out the others' tasks
             await until(lambda: kafka.stats["results_published"] == 16, 30, "16 results")
-        finally:
-            engine.stop()
-            await runner
-            kafka.stop_consuming()
-            await consumer
-            await kafka.close()
         return [await engine.get_task(f"d{i}") for i in range(16)]
 
     done = wfe_run(scenario(), timeout=120)
@@ -854,7 +840,7 @@ def test_a_store_failure_while_storing_a_batch_is_retried_not_dead_lettered(
             return await insert_tasks(batch)
 
         store.insert_tasks = refuse_twice  # type: ignore[method-assign]
-        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 5, "5 results")
+        await serve(engine, kafka, results_published=5)
         return sum((await store.count_tasks()).values())
 
     assert wfe_run(scenario()) == 5
@@ -901,7 +887,7 @@ def test_a_result_too_large_for_its_history_keeps_its_output_and_last_events(
     kafka = interface(kafka_bootstrap, tasks, results)
 
     async def scenario() -> dict[str, Task]:
-        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 2, "2 results")
+        await serve(engine, kafka, results_published=2)
         return {i: await engine.get_task(i) for i in ("loop", "loop-big")}
 
     stored = wfe_run(scenario())
@@ -974,16 +960,7 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq, events_topic=events)
 
     async def scenario() -> list[Any]:
-        await serve(
-            engine,
-            kafka,
-            lambda: (
-                kafka.stats["results_published"] == 5
-                and kafka.stats["dead_lettered"] == 1
-                and kafka.stats["events_published"] == 5 * 4
-            ),
-            "5 results, 1 dead letter and 20 events",
-        )
+        await serve(engine, kafka, results_published=5, dead_lettered=1, events_published=5 * 4)
         store = await engine.get_store()
         return await store.outbox_pending(kafka.outbox_consumer, 10)
 
@@ -1046,14 +1023,7 @@ def test_a_bad_message_as_large_as_its_topic_takes_does_not_stall_its_partition(
     )
     engine = echo_engine(wfe_engine_factory)
     kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
-    wfe_run(
-        serve(
-            engine,
-            kafka,
-            lambda: kafka.stats["consumed"] == 3 and kafka.stats["results_published"] == 1,
-            "3 messages handled and 1 result",
-        )
-    )
+    wfe_run(serve(engine, kafka, consumed=3, results_published=1))
     assert kafka.stats["dead_lettered"] == 2
     assert committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 3}
     with TopicReader(kafka_bootstrap, results) as reader:
@@ -1101,14 +1071,7 @@ def test_a_bad_message_whose_dead_letter_kafka_refuses_in_every_form_is_logged_a
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
     engine = echo_engine(wfe_engine_factory)
     kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
-    wfe_run(
-        serve(
-            engine,
-            kafka,
-            lambda: kafka.stats["consumed"] == 2 and kafka.stats["results_published"] == 1,
-            "2 messages handled and 1 result",
-        )
-    )
+    wfe_run(serve(engine, kafka, consumed=2, results_published=1))
     assert committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 2}
     assert end_offset(kafka_bootstrap, dlq) == 0
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -1199,20 +1162,12 @@ def test_a_task_retried_after_its_failure_was_published_publishes_its_new_result
 
     async def scenario() -> int:
         nonlocal fixed
-        consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, kafka):
             await until(lambda: kafka.stats["results_published"] == 1, 30, "the failure")
             fixed = True
             # Retried by another process, run again by this worker.
             await asyncio.to_thread(wfe_cli, wfe_store_url, "retry", "fl-1")
             await until(lambda: kafka.stats["results_published"] == 2, 30, "the new result")
-        finally:
-            engine.stop()
-            await runner
-            kafka.stop_consuming()
-            await consumer
-            await kafka.close()
         store = await engine.get_store()
         return len(await store.outbox_pending(kafka.outbox_consumer, 10))
 
@@ -1244,19 +1199,11 @@ def test_a_task_finished_by_another_process_gets_its_result_and_final_event(
     kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
 
     async def scenario() -> None:
-        consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, kafka):
             await until(lambda: engine.stats["suspended"] == 1, 30, "the task to wait")
             await asyncio.to_thread(wfe_cli, wfe_store_url, "cancel", "asks")
             await until(lambda: kafka.stats["results_published"] == 1, 30, "the swept result")
             await until(lambda: kafka.stats["events_published"] == 4, 30, "4 events")
-        finally:
-            engine.stop()
-            await runner
-            kafka.stop_consuming()
-            await consumer
-            await kafka.close()
 
     wfe_run(scenario())
     with TopicReader(kafka_bootstrap, results) as reader:
@@ -1305,14 +1252,7 @@ def test_a_message_whose_id_another_task_has_is_dead_lettered_not_swallowed(
     engine = echo_engine(wfe_engine_factory)
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
     first = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
-    wfe_run(
-        serve(
-            engine,
-            first,
-            lambda: first.stats["consumed"] == 3 and first.stats["results_published"] == 2,
-            "3 messages handled, 2 results",
-        )
-    )
+    wfe_run(serve(engine, first, consumed=3, results_published=2))
     assert first.stats["dead_lettered"] == 1
     # The tasks topic is deleted and made again: its offsets start over, so a
     # message without an id maps to the id of a task from the old topic.
@@ -1335,14 +1275,7 @@ def test_a_message_whose_id_another_task_has_is_dead_lettered_not_swallowed(
         ],
     )
     second = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
-    wfe_run(
-        serve(
-            engine,
-            second,
-            lambda: second.stats["consumed"] == 2 and second.stats["dead_lettered"] == 1,
-            "2 messages handled, 1 dead-lettered",
-        )
-    )
+    wfe_run(serve(engine, second, consumed=2, dead_lettered=1))
     with TopicReader(kafka_bootstrap, dlq) as reader:
         letters = reader.wait_for(2)
     assert [r.key for r in letters] == [b"c", b"e"]
@@ -1373,7 +1306,7 @@ def test_a_message_with_run_after_starts_its_task_no_sooner(
     engine.register_task_completed_hook(kafka.publish_result)
 
     async def scenario() -> list[Task]:
-        await serve(engine, kafka, lambda: kafka.stats["results_published"] == 2, "2 results")
+        await serve(engine, kafka, results_published=2)
         return [await engine.get_task(i) for i in ("later", "now")]  # type: ignore[misc]
 
     later, now = wfe_run(scenario())
@@ -1410,16 +1343,8 @@ def test_tasks_delayed_for_later_do_not_hold_up_consumption(
     kafka = interface(kafka_bootstrap, tasks, results, max_pending=20, max_poll_records=10)
 
     async def scenario() -> list[Task]:
-        consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, kafka):
             await until(lambda: kafka.stats["results_published"] == 5, 60, "the 5 due tasks")
-        finally:
-            engine.stop()
-            await runner
-            kafka.stop_consuming()
-            await consumer
-            await kafka.close()
         return await engine.list_tasks(status="pending", limit=100)
 
     later = wfe_run(scenario(), timeout=120)
@@ -1462,7 +1387,7 @@ def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_da
         return mut, defined
 
     async def first_run() -> tuple[Any, Any]:
-        await serve(engine, first, lambda: first.stats["results_published"] == 2, "2 results")
+        await serve(engine, first, results_published=2)
         return await changed()
 
     mut, defined = wfe_run(first_run())
@@ -1473,7 +1398,7 @@ def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_da
     # A replay from the start (a new group), and the same two messages sent again.
     produce(kafka_bootstrap, tasks, messages)
     replay = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
-    wfe_run(serve(engine, replay, lambda: replay.stats["consumed"] == 4, "4 messages handled"))
+    wfe_run(serve(engine, replay, consumed=4))
     assert replay.stats["dead_lettered"] == 0
     assert replay.stats["submitted"] == 0
     assert not [r for r in caplog.records if "dead-lettered" in r.getMessage()]
@@ -1482,7 +1407,7 @@ def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_da
     # A message that really is another task under a taken id is still refused.
     produce(kafka_bootstrap, tasks, [(b"x", task_json(id="mut-1", workflow_name="mark", data=2))])
     late = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
-    wfe_run(serve(engine, late, lambda: late.stats["dead_lettered"] == 1, "1 dead letter"))
+    wfe_run(serve(engine, late, dead_lettered=1))
     with TopicReader(kafka_bootstrap, dlq) as reader:
         [letter] = reader.wait_for(1)
     headers = dict(letter.headers)
@@ -1524,7 +1449,7 @@ def test_max_pending_holds_however_many_messages_wait(
     async def scenario() -> int:
         watcher = asyncio.create_task(watch())
         try:
-            await serve(engine, kafka, lambda: kafka.stats["results_published"] == 200, "200")
+            await serve(engine, kafka, results_published=200)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -1546,7 +1471,7 @@ def test_stop_consuming_with_nothing_consuming_does_not_stop_the_next_consume(
     engine = echo_engine(wfe_engine_factory)
     kafka = interface(kafka_bootstrap, tasks, results)
     kafka.stop_consuming()  # e.g. a cleanup before a retry: there is nothing to stop
-    wfe_run(serve(engine, kafka, lambda: kafka.stats["results_published"] == 1, "1 result"))
+    wfe_run(serve(engine, kafka, results_published=1))
     assert kafka.stats["submitted"] == 1
 
 
@@ -1584,19 +1509,11 @@ def test_a_memory_store_is_refused_unless_allowed_and_its_losses_are_said(
         return (await store.count_tasks()).get(TaskStatus.WAITING_HUMAN, 0)
 
     async def consume() -> None:
-        consumer = asyncio.create_task(allowed.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, allowed):
             deadline = time.monotonic() + 30
             while await waiting() < 3:
                 assert time.monotonic() < deadline, "the 3 tasks never started waiting"
                 await asyncio.sleep(0.02)
-        finally:
-            engine.stop()
-            await runner
-            allowed.stop_consuming()
-            await consumer
-            await allowed.close()
 
     wfe_run(consume())
     said = [r.getMessage() for r in caplog.records]
