@@ -321,3 +321,25 @@ def test_a_store_deleted_under_the_dashboard_is_named_on_every_page_with_503(
         assert f"The store did not take the cancel of task {task['id'][:8]}: {lost}" in page.text
     finally:
         dash.stop()
+
+
+def test_a_store_that_cannot_be_opened_yet_is_tried_again_at_each_request(tmp_path: Path) -> None:
+    """A dashboard started by its first request (mounted in an app, or
+    ``create_app(..., start=False)``) whose store cannot be opened then (its folder is
+    not there yet: a file stands in its place) says why at each request, and opens
+    it at the first request after it can: it does not give up for good."""
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")
+    db = blocker / "wfe.db"
+    dash = Dashboard(store=f"sqlite:///{db}", token="", kafka_brokers="")
+    try:
+        client = create_app(dash, secret_key="x", start=False).test_client()
+        for path in ("/", "/api/tasks", "/", "/api/tasks"):
+            answer = client.get(path)
+            assert answer.status_code == 503, path
+            assert f"cannot use {db}: " in answer.text, (path, answer.text)
+        blocker.unlink()
+        assert client.get("/api/tasks").get_json()["total"] == 0
+        assert client.get("/").status_code == 200
+    finally:
+        dash.stop()

@@ -71,7 +71,8 @@ class EngineBridge:
         """Start the loop thread, open the store and (if asked) the worker; idempotent.
 
         Raises whatever opening the store raises (an unknown scheme, a database
-        that is not ours), after shutting the loop down again.
+        that is not ours), after shutting the loop down again; a later call tries
+        again.
         """
         with self._lock:
             if self._loop is not None:
@@ -94,6 +95,10 @@ class EngineBridge:
             self.call(self.engine.get_store())
         except BaseException:
             self._halt_loop()
+            # Not stopped for good: the next start tries again, and says again why
+            # the store cannot be opened, until it can (its folder mounted, say).
+            with self._lock:
+                self._loop, self._thread, self._stopped = None, None, False
             raise
         if self.run_worker:
             self._worker = asyncio.run_coroutine_threadsafe(self.engine.run(), loop)
