@@ -379,6 +379,12 @@ def test_a_request_the_handler_left_unusable_fails_the_attempt_saying_why(
         ("model", None, "request.model must be a non-empty string, not None"),
         ("response_format", "json", "request.response_format must be None or a dict with"),
         ("options", {"stream": True}, "request.options stream cannot be set"),
+        ("options", None, "request.options must be a dict of request options, not None"),
+        ("messages", "hello", "request.messages must be a list of message dicts, not 'hello'"),
+        ("messages", [], "request.messages must be a list of message dicts, not []"),
+        ("tools", None, "request.tools must be a list of functions or Tool objects, not None"),
+        ("tools", ["add"], "request.tools: a tool needs a callable, not 'add'"),
+        ("parse", "json", "request.parse must be a function of the reply (or None), not 'json'"),
     ]
 
     async def scenario() -> list[Any]:
@@ -395,6 +401,53 @@ def test_a_request_the_handler_left_unusable_fails_the_attempt_saying_why(
             f"AdapterError: the handler left the request unusable: {message}"
         )
     assert openai_server.requests == []
+
+
+def test_a_function_a_handler_puts_in_request_tools_is_offered_as_a_tool(
+    openai_server, wfe_engine, wfe_run
+):
+    """As tools= takes functions, so does request.tools; two tools of one name are
+    refused, since only one of them could ever be called."""
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    def ask_human(question: str) -> str:
+        """Not the built-in one."""
+        return "no"
+
+    openai_server.tool_calls(("add", {"a": 2, "b": 3}))
+    openai_server.reply("5")
+
+    def shape(task, request):
+        request.tools.append(ask_human if task.data.get("clash") else add)
+
+    wfe_engine.register_handler("sum", shape)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    wfe_engine.register_workflow("w", [Phase("sum", assigned_to="agentic")])
+
+    async def scenario() -> list[Any]:
+        added = await wfe_engine.submit_task({}, "w")
+        await wfe_engine.run_until_idle()
+        clash = await wfe_engine.submit_task({"clash": True}, "w")
+        await wfe_engine.run_until_idle()
+        return [await wfe_engine.get_task(added.id), await wfe_engine.get_task(clash.id)]
+
+    added, clash = wfe_run(scenario())
+
+    assert added.status is TaskStatus.COMPLETED, added.error
+    assert added.output == "5"
+    offered = openai_server.requests[0]["body"]["tools"]
+    assert [t["function"]["name"] for t in offered] == ["ask_human", "add"]
+    assert offered[1]["function"]["description"] == "Add two numbers."
+    assert openai_server.messages()[-1]["content"] == "5"
+    assert clash.status is TaskStatus.FAILED
+    assert clash.error == (
+        "AdapterError: the handler left the request unusable: request.tools has more "
+        "than one tool named 'ask_human'"
+    )
+    assert len(openai_server.requests) == 2
 
 
 def test_a_plain_handler_runs_instead_of_the_model(openai_server, wfe_engine, wfe_run):

@@ -10,6 +10,7 @@ import jsonschema
 
 from wfcore import AdapterError
 
+from .records import _short
 from .redaction import _masked_url
 
 if TYPE_CHECKING:
@@ -223,6 +224,17 @@ def _check_request(request: AgentRequest) -> None:
         problem = f"request.max_steps must be an integer >= 1, not {request.max_steps!r}"
     elif fmt is not None and (not isinstance(fmt, Mapping) or "type" not in fmt):
         problem = f"request.response_format must be None or a dict with a 'type', not {fmt!r}"
+    elif not isinstance(request.options, dict):
+        problem = f"request.options must be a dict of request options, not {request.options!r}"
+    elif (
+        not isinstance(request.messages, list)
+        or not request.messages
+        or not all(isinstance(m, Mapping) for m in request.messages)
+    ):
+        shown = _short(repr(request.messages), 200)
+        problem = f"request.messages must be a list of message dicts, not {shown}"
+    elif request.parse is not None and not callable(request.parse):
+        problem = f"request.parse must be a function of the reply (or None), not {request.parse!r}"
     elif "answer_timeout" in request.options:
         # request.options go to the API, which does not know it; and the wait it
         # sets must be the same whether or not the handler runs (it does not when a
@@ -238,8 +250,32 @@ def _check_request(request: AgentRequest) -> None:
             _check_options(request.options, "request.options")
         except (TypeError, ValueError) as exc:
             problem = str(exc)
+        else:
+            problem = _tools_problem(request)
     if problem is not None:
         raise AdapterError(f"the handler left the request unusable: {problem}")
+
+
+def _tools_problem(request: AgentRequest) -> str | None:
+    """What is wrong with ``request.tools``, or None; functions in it are made Tools.
+
+    A handler may append a function, as ``tools=`` takes one; two tools of one name
+    are refused, since the model could call only one of them.
+    """
+    from .tools import as_tool
+
+    if not isinstance(request.tools, list):
+        return f"request.tools must be a list of functions or Tool objects, not {request.tools!r}"
+    try:
+        tools = [as_tool(item) for item in request.tools]
+    except (TypeError, ValueError) as exc:
+        return f"request.tools: {exc}"
+    names = [t.name for t in tools]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f"request.tools has more than one tool named {', '.join(map(repr, repeated))}"
+    request.tools = tools
+    return None
 
 
 def _is_count(value: Any, low: int) -> bool:

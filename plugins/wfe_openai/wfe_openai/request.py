@@ -29,7 +29,8 @@ class AgentRequest:
     model: str
     #: The conversation so far: chat-completions message dicts.
     messages: list[dict[str, Any]]
-    #: The tools the model may call (``ask_human`` included unless disabled).
+    #: The tools the model may call (``ask_human`` included unless disabled); a
+    #: function put in the list is made a :class:`Tool`, as ``tools=`` does.
     tools: list[Tool]
     #: ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {...}}``
     #: makes the reply JSON: the output is the parsed object, and a reply that does not
