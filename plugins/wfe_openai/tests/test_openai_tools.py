@@ -465,6 +465,28 @@ def test_results_that_are_models_dataclasses_enums_or_sets_reach_the_model_as_js
     assert [json.loads(r) for r in recorded] == results
 
 
+def test_a_tool_that_returns_nothing_tells_the_model_it_ran(openai_server, wfe_engine, wfe_run):
+    """Not "(no answer)", a person's silence: the model must not take a tool that
+    sent a mail for one that did not, and send it again."""
+    sent: list[str] = []
+
+    def send_mail(to: str) -> None:
+        """Send the mail."""
+        sent.append(to)
+
+    openai_server.tool_calls(("send_mail", {"to": "ann@example.com"}))
+    openai_server.reply("Sent.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[send_mail]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert sent == ["ann@example.com"]
+    assert openai_server.messages()[-1]["content"] == "(done: the tool returned nothing)"
+    [result] = [e for e in task.history if e["event"] == "agent_tool_result"]
+    assert (result["error"], result["result"]) == (False, "(done: the tool returned nothing)")
+
+
 def test_nested_model_definitions_are_at_the_root_of_the_schema():
     params = Tool(register).parameters
     assert set(params["$defs"]) == {"Address", "Colour"}

@@ -328,7 +328,9 @@ async def _call_tool(
             if isinstance(exc, SystemExit):
                 content += " (the tool called sys.exit(), as argparse does on bad arguments)"
         else:
-            content = _answer_text(result)
+            # None is what a function without a return gives: it ran. "(no answer)"
+            # would let the model think it did not, and call it again.
+            content = "(done: the tool returned nothing)" if result is None else _as_text(result)
             error = False
     if error:
         content = redact(content)
