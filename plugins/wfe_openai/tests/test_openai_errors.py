@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from wfe_openai import OpenAIAgentAdapter
 
 from wfcore import Phase, TaskStatus, TaskType
@@ -166,6 +167,44 @@ def test_client_errors_are_not_retried(openai_server, wfe_engine, wfe_run):
     assert len(openai_server.requests) == 1
 
 
+@pytest.mark.parametrize(
+    ("given", "origin"),
+    [
+        ("environment", "OPENAI_API_KEY"),
+        ("api_key", "the adapter's api_key="),
+        ("client", "the client= given to the adapter"),
+    ],
+)
+def test_a_refused_key_names_the_setting_it_came_from(
+    openai_server, fake_key, wfe_engine_factory, wfe_run, given, origin
+):
+    """A local server's 401 says no more than "Unauthorized": the error names what to
+    fix, and never shows the key."""
+    import openai
+
+    openai_server.error(401, "Unauthorized")
+    settings: dict[str, Any] = {"max_retries": 0}
+    if given == "api_key":
+        settings["api_key"] = "sk-the-adapters-own"
+    elif given == "client":
+        settings["client"] = openai.AsyncOpenAI(
+            api_key="sk-the-clients", base_url=openai_server.base_url
+        )
+
+    task = _run_one(
+        wfe_engine_factory(),
+        wfe_run,
+        Phase("p", assigned_to="agentic"),
+        OpenAIAgentAdapter(**settings),
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: chat completion failed with HTTP 401 ({openai_server.base_url}/): "
+        f"Unauthorized (the key comes from {origin}: check that it is this server's key)"
+    )
+
+
 def test_plain_text_error_bodies_are_reported(openai_server, wfe_engine, wfe_run):
     openai_server.error(502, "Bad Gateway from the proxy", as_json=False, retry_after="0.01")
 
@@ -256,7 +295,10 @@ def test_the_key_never_appears_in_the_task_the_logs_or_errors(
     task = wfe_run(scenario())
     assert task.status is TaskStatus.COMPLETED, task.error
     [failure] = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
-    assert failure.endswith("Incorrect API key provided: ***")
+    assert failure.endswith(
+        "Incorrect API key provided: *** (the key comes from OPENAI_API_KEY: check that it "
+        "is this server's key)"
+    )
     # The key did reach the server, and nowhere else.
     assert openai_server.requests[0]["headers"]["authorization"] == f"Bearer {fake_key}"
     assert fake_key not in json.dumps(task_to_dict(task))

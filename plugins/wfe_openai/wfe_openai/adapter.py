@@ -288,6 +288,7 @@ class OpenAIAgentAdapter:
             max_item_chars=self.max_item_chars,
             redact=self._redact,
             timeout_origin=self._timeout_origin(phase, request.options),
+            key_origin=self._key_origin(),
         )
 
     def _request(self, phase: Phase, messages: list[dict[str, Any]], resumed: bool) -> AgentRequest:
@@ -332,6 +333,14 @@ class OpenAIAgentAdapter:
         if given == self.request_options.get("timeout"):
             return self._timeout_setting
         return "request.options['timeout'], set by the phase's handler"
+
+    def _key_origin(self) -> str:
+        """Where the key the adapter sends comes from, for an error that refuses it."""
+        if self._given_client is not None:
+            return "the client= given to the adapter"
+        if self._api_key:
+            return "the adapter's api_key="
+        return "OPENAI_API_KEY"
 
     def _answer_timeout(self, phase: Phase) -> float | None:
         """Seconds a person has to answer a question of ``phase``: its phase_options'

@@ -47,6 +47,7 @@ async def _converse(
     max_item_chars: int,
     redact: Callable[[str], str],
     timeout_origin: str,
+    key_origin: str,
 ) -> None:
     """Call the model until it replies without tool calls, asks a person, or runs out of steps.
 
@@ -56,7 +57,8 @@ async def _converse(
     calls of the attempt before a person's answer or a worker's end);
     ``answer_timeout`` is the deadline of a question to a person, in seconds (None:
     none); ``redact`` masks credentials in the reasons of failed calls and tools;
-    ``timeout_origin`` names where the request timeout is set, for a timed-out call.
+    ``timeout_origin`` names where the request timeout is set, for a timed-out call,
+    and ``key_origin`` where the key comes from, for a call refused as unauthorized.
 
     The calls are paid for whatever ends the attempt: when it fails, is timed out or
     cancelled, the calls made since the last checkpoint are checkpointed before the
@@ -84,6 +86,7 @@ async def _converse(
             max_item_chars=max_item_chars,
             redact=redact,
             timeout_origin=timeout_origin,
+            key_origin=key_origin,
         )
     except Exception:
         # A failed attempt starts again from its opening messages (or the answer).
@@ -116,6 +119,7 @@ async def _rounds(
     max_item_chars: int,
     redact: Callable[[str], str],
     timeout_origin: str,
+    key_origin: str,
 ) -> None:
     """The model calls and tool rounds of :func:`_converse`."""
     name = phase.target_classification
@@ -125,7 +129,7 @@ async def _rounds(
     for step in range(first_step, request.max_steps + 1):
         number = first_number + step - first_step
         message, finish_reason = await _complete(
-            client, task, request, number, redact, timeout_origin
+            client, task, request, number, redact, timeout_origin, key_origin
         )
         calls = _tool_calls(message, position=len(messages))
         if not calls:
@@ -246,6 +250,7 @@ async def _complete(
     step: int,
     redact: Callable[[str], str],
     timeout_origin: str,
+    key_origin: str,
 ) -> tuple[Any, str | None]:
     """One chat completion; returns the reply message and finish reason."""
     import openai
@@ -272,7 +277,7 @@ async def _complete(
     try:
         completion = await client.chat.completions.create(**kwargs)
     except (openai.OpenAIError, TypeError, ValueError) as exc:
-        reason = _failure_reason(exc, client, where, kwargs, timeout_origin)
+        reason = _failure_reason(exc, client, where, kwargs, timeout_origin, key_origin)
         raise AdapterError(redact(reason)) from None
     seconds = time.monotonic() - started
     choices = getattr(completion, "choices", None)

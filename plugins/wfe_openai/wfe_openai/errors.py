@@ -19,13 +19,16 @@ def _failure_reason(
     where: str,
     options: Mapping[str, Any],
     timeout_origin: str,
+    key_origin: str,
 ) -> str:
     """The reason for an error of ``chat.completions.create``, before masking credentials.
 
     ``exc`` is an ``openai.OpenAIError``, or a TypeError or ValueError; ``client`` is
     the client that made the request, ``where`` its server and ``options`` the
     arguments of the request; ``timeout_origin`` names where the request's timeout
-    is set (``WFE_OPENAI_TIMEOUT``, say), for a request that timed out.
+    is set (``WFE_OPENAI_TIMEOUT``, say), for a request that timed out;
+    ``key_origin`` where the key sent comes from, for a request the server refused
+    as unauthorized.
     """
     import openai
 
@@ -33,6 +36,7 @@ def _failure_reason(
         return (
             f"chat completion failed with HTTP {exc.status_code}{_retried_text(exc, client)} "
             f"({where}): {_server_error_text(exc)}{_not_found_hint(exc, client)}"
+            f"{_unauthorized_hint(exc, key_origin)}"
         )
     if isinstance(exc, openai.APITimeoutError):
         limit = _timeout_text(options.get("timeout", getattr(client, "timeout", None)))
@@ -62,6 +66,13 @@ def _not_found_hint(exc: Any, client: Any) -> str:
         " (the server URL does not end in /v1: OpenAI-compatible servers usually serve "
         "the API under it, e.g. http://localhost:8000/v1)"
     )
+
+
+def _unauthorized_hint(exc: Any, key_origin: str) -> str:
+    """For a 401, which setting holds the key the server refused (never the key)."""
+    if exc.status_code != 401:
+        return ""
+    return f" (the key comes from {key_origin}: check that it is this server's key)"
 
 
 def _retried_text(exc: Any, client: Any) -> str:
