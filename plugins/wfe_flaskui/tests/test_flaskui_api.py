@@ -959,6 +959,29 @@ def test_artifacts_listed_previewed_downloaded_and_contained(api: Api, wfe_store
         assert b"root:" not in response.data
 
 
+def test_an_artifact_whose_file_is_gone_says_so_where_it_is_downloaded(
+    api: Api, dashboard: Dashboard
+) -> None:
+    """Its task still lists it (the page shows it, with a download link), so the
+    download says its file is missing rather than that the task has no such artifact."""
+    task_id = api.submit("numbers", {"n": 4})["id"]
+    api.wait_status(task_id, "completed")
+    path = dashboard.call(lambda engine: engine.artifact_path(task_id, "report.txt"))
+    path.unlink()
+    link = f"/tasks/{task_id}/artifacts/report.txt"
+    assert f'href="{link}"' in api.get(f"/tasks/{task_id}").text
+    download = api.get(link)
+    assert download.status_code == 404
+    assert (
+        f"task &#39;{task_id}&#39; lists the artifact &#39;report.txt&#39;, but its file is "
+        "not in the store&#39;s artifact folder: it was deleted or moved after the task "
+        "stored it"
+    ) in download.text
+    unknown = api.get(f"/tasks/{task_id}/artifacts/other.txt")
+    assert unknown.status_code == 404
+    assert f"task &#39;{task_id}&#39; has no artifact &#39;other.txt&#39;" in unknown.text
+
+
 def test_script_in_task_data_is_escaped(api: Api) -> None:
     evil = "<script>alert('xss')</script><img src=x onerror=alert(1)>"
     task = api.submit("question", {"html": evil}, assigned_to="human")

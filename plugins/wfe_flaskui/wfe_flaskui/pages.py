@@ -287,7 +287,10 @@ def artifact(dash: Dashboard, task_id: str, name: str) -> Any:
         found = await engine.get_task(task_id)
         if found is None or found.artifact(name) is None:
             return None
-        return found.artifact(name), await engine.artifact_path(found, name)
+        try:
+            return found.artifact(name), await engine.artifact_path(found, name)
+        except ArtifactError:
+            return found.artifact(name), None  # listed, but its file is not there
 
     try:
         located = dash.call(locate)
@@ -296,6 +299,14 @@ def artifact(dash: Dashboard, task_id: str, name: str) -> Any:
     if located is None:
         return _error(dash, 404, f"task {task_id!r} has no artifact {name!r}")
     art, path = located
+    if path is None:
+        # Its page lists it, so "no artifact" would contradict what the person sees.
+        return _error(
+            dash,
+            404,
+            f"task {task_id!r} lists the artifact {name!r}, but its file is not in the "
+            "store's artifact folder: it was deleted or moved after the task stored it",
+        )
     response = send_file(
         path,
         mimetype=art.media_type or "application/octet-stream",
