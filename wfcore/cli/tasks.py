@@ -209,12 +209,29 @@ def _artifact_files(values: tuple[str, ...]) -> dict[str, Any] | None:
     files: dict[str, Any] = {}
     for value in values:
         name, sep, path = value.partition("=")
-        if not sep or Path(value).is_file():  # a file named k=v.txt is a file
+        if not sep or _is_file(value):  # a file named k=v.txt is a file
             name, path = Path(value).name, value
         if name in files:
             raise click.BadParameter(f"two files named {name!r}", param_hint="--artifact")
+        try:
+            Path(path).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # submit_task names the file that does not exist
+        except OSError as exc:  # a name too long to look up, a folder it may not read
+            raise click.BadParameter(
+                f"cannot read {path!r}: {exc.strerror or exc}", param_hint="--artifact"
+            ) from None
         files[name] = Path(path)
     return files or None
+
+
+def _is_file(value: str) -> bool:
+    """Whether ``value`` names an existing file; a name the file system cannot look
+    up (too long, say), for which Path.is_file raises, does not."""
+    try:
+        return Path(value).is_file()
+    except OSError:
+        return False
 
 
 @cli.command()

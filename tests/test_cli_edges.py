@@ -1,0 +1,26 @@
+"""wfe at the edges of its input: values the file system or the engine cannot
+take, and text from tasks that a terminal would act on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_cli import APP
+
+
+def test_artifact_names_too_long_to_look_up_get_one_line(wfe, tmp_path: Path) -> None:
+    (tmp_path / "scan.txt").write_text("scanned")
+    long = "x" * 300  # longer than a file name may be (255 bytes on Linux)
+    too_long = "File name too long"
+    cases = [
+        # Too long to be a file, so NAME=FILE: the engine refuses the name.
+        (f"{long}=scan.txt", "each part between slashes may be at most 240 bytes"),
+        (f"scan.txt={tmp_path / long}", f"--artifact: cannot read '{tmp_path / long}': {too_long}"),
+        (str(tmp_path / long), f"--artifact: cannot read '{tmp_path / long}': {too_long}"),
+    ]
+    for value, said in cases:
+        result = wfe("submit", "review", "--app", APP, "--artifact", value, check=False)
+        assert result.returncode == 2, (value, result.stderr)
+        assert said in result.stderr and "Traceback" not in result.stderr, (value, result.stderr)
+    assert not (tmp_path / "wfe.db").exists()  # nothing was submitted
