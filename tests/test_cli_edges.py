@@ -3,7 +3,6 @@ take, and text from tasks that a terminal would act on."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from test_cli import APP
