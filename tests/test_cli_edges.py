@@ -23,3 +23,14 @@ def test_artifact_names_too_long_to_look_up_get_one_line(wfe, tmp_path: Path) ->
         assert result.returncode == 2, (value, result.stderr)
         assert said in result.stderr and "Traceback" not in result.stderr, (value, result.stderr)
     assert not (tmp_path / "wfe.db").exists()  # nothing was submitted
+
+
+def test_worker_refuses_a_shutdown_timeout_that_is_not_a_number(wfe, tmp_path: Path) -> None:
+    for value in ("nan", "NaN"):
+        result = wfe("worker", APP, "--shutdown-timeout", value, "--until-idle", check=False)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.endswith(
+            "Error: Invalid value for --shutdown-timeout: nan is not a number of seconds "
+            "(0 to 86400)\n"
+        )
+    assert not (tmp_path / "wfe.db").exists()  # refused before the worker made its store

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -116,6 +117,12 @@ def worker(
     another worker; a second Ctrl-C or SIGTERM hands them back at once. It then
     exits 130 after a Ctrl-C (SIGINT), 0 after SIGTERM.
     """
+    if shutdown_timeout is not None and math.isnan(shutdown_timeout):
+        # FloatRange lets NaN through (no comparison with it is false); the engine
+        # would wait for its running phases for no definite time.
+        raise click.BadParameter(
+            "nan is not a number of seconds (0 to 86400)", param_hint="--shutdown-timeout"
+        )
     if supervisor_pid is not None:
         _stop_with_supervisor(supervisor_pid)
         _label_log_lines(f"[worker {os.getpid()}] ")
