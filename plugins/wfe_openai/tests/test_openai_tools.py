@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import decimal
 import enum
 import json
+import pathlib
 import re
 import sys
+import uuid
 from typing import Any, Literal
 
 import pydantic
@@ -485,6 +488,64 @@ def test_a_tool_that_returns_nothing_tells_the_model_it_ran(openai_server, wfe_e
     assert openai_server.messages()[-1]["content"] == "(done: the tool returned nothing)"
     [result] = [e for e in task.history if e["event"] == "agent_tool_result"]
     assert (result["error"], result["result"]) == (False, "(done: the tool returned nothing)")
+
+
+def book(
+    day: datetime.date,
+    at: datetime.time,
+    until: datetime.datetime | None = None,
+    price: decimal.Decimal = decimal.Decimal("0"),
+    ref: uuid.UUID | None = None,
+    folder: pathlib.Path | None = None,
+) -> str:
+    """Book a room."""
+    kinds = [type(v).__name__ for v in (day, at, until, price, ref, folder)]
+    return f"{day.strftime('%A')} at {at.hour}; {', '.join(kinds)}"
+
+
+def test_dates_times_decimals_uuids_and_paths_arrive_as_those_objects(
+    openai_server, wfe_engine, wfe_run
+):
+    """The model is told their form (an ISO 8601 date, say); a value of another form
+    goes back to the model as an error, never to the function as a string."""
+    assert Tool(book).parameters["properties"] == {
+        "day": {"type": "string", "format": "date"},
+        "at": {"type": "string", "format": "time"},
+        "until": {"type": ["string", "null"], "format": "date-time"},
+        "price": {"type": ["number", "string"]},
+        "ref": {"type": ["string", "null"], "format": "uuid"},
+        "folder": {"type": ["string", "null"]},
+    }
+    openai_server.tool_calls(
+        ("book", {"day": "next Monday", "at": "10:00"}),
+        ("book", {"day": "2024-05-06", "at": "10:00", "price": "12.50x"}),
+        ("book", {"day": 20240506, "at": "10:00"}),
+        (
+            "book",
+            {
+                "day": "2024-05-06",
+                "at": "10:00",
+                "until": "2024-05-07T09:00:00Z",
+                "price": 12.5,
+                "ref": "12345678-1234-5678-1234-567812345678",
+                "folder": "/srv/rooms",
+            },
+        ),
+    )
+    openai_server.reply("Booked.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[book]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    results = [m["content"] for m in openai_server.messages() if m["role"] == "tool"]
+    assert results == [
+        "error: invalid arguments for book: day: 'next Monday' is not an ISO 8601 date "
+        "(YYYY-MM-DD)",
+        "error: invalid arguments for book: price: '12.50x' is not a decimal number",
+        "error: invalid arguments for book: day: 20240506 is not of type 'string'",
+        "Monday at 10; date, time, datetime, Decimal, UUID, PosixPath",
+    ]
 
 
 def test_nested_model_definitions_are_at_the_root_of_the_schema():

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import decimal
 import enum
 import functools
 import inspect
 import json
+import pathlib
 import re
 import types
 import typing
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, overload
 
@@ -243,6 +247,8 @@ def _is_model(hint: Any) -> bool:
 
 def _needs_conversion(hint: Any) -> bool:
     """True if a JSON value for ``hint`` is not already what the function expects."""
+    if _text_parser(hint) is not None:
+        return True
     if isinstance(hint, type) and (issubclass(hint, enum.Enum) or _is_model(hint)):
         return True
     if isinstance(hint, type) and issubclass(hint, (tuple, set, frozenset)):
@@ -300,6 +306,9 @@ def _convert(hint: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise TypeError(f"expected an object, not {json_kind(value)}")
         return {k: _convert(args[1], v) for k, v in value.items()} if len(args) == 2 else value
+    parse = _text_parser(hint)
+    if parse is not None:
+        return parse(value)
     plain = _PLAIN_TYPES.get(hint)
     if plain is not None and not isinstance(value, plain):
         # Lets a union try its next option (str | Colour given "red", say).
@@ -316,6 +325,39 @@ _PLAIN_TYPES: dict[Any, type | tuple[type, ...]] = {
     dict: dict,
     list: list,
 }
+
+
+def _from_text(parse: Callable[[str], Any], form: str) -> Callable[[Any], Any]:
+    """A parser of the JSON text for a type, whose error names the form it needs."""
+
+    def parse_text(value: Any) -> Any:
+        try:
+            return parse(str(value))
+        except (ValueError, ArithmeticError):  # Decimal's InvalidOperation is the latter
+            raise ValueError(f"{value!r} is not {form}") from None
+
+    return parse_text
+
+
+#: Types whose values arrive as JSON text (or, for Decimal, a number too), made
+#: into objects of the type before the tool is called.
+_TEXT_TYPES: dict[Any, Callable[[Any], Any]] = {
+    datetime.datetime: _from_text(datetime.datetime.fromisoformat, "an ISO 8601 date and time"),
+    datetime.date: _from_text(datetime.date.fromisoformat, "an ISO 8601 date (YYYY-MM-DD)"),
+    datetime.time: _from_text(datetime.time.fromisoformat, "an ISO 8601 time (HH:MM[:SS])"),
+    uuid.UUID: _from_text(uuid.UUID, "a UUID"),
+    decimal.Decimal: _from_text(decimal.Decimal, "a decimal number"),
+}
+
+
+def _text_parser(hint: Any) -> Callable[[Any], Any] | None:
+    """How a JSON value becomes a ``hint`` given as text (a date, a path, ...); None
+    for other hints."""
+    if hint in _TEXT_TYPES:
+        return _TEXT_TYPES[hint]
+    if isinstance(hint, type) and issubclass(hint, pathlib.PurePath):
+        return hint
+    return None
 
 
 def _typeddict_hints(hint: Any) -> dict[str, Any]:
@@ -384,6 +426,12 @@ _SIMPLE: dict[Any, dict[str, Any]] = {
     set: {"type": "array"},
     type(None): {"type": "null"},
     Any: {},
+    # The form tells the model what the function's type takes (_TEXT_TYPES).
+    datetime.datetime: {"type": "string", "format": "date-time"},
+    datetime.date: {"type": "string", "format": "date"},
+    datetime.time: {"type": "string", "format": "time"},
+    uuid.UUID: {"type": "string", "format": "uuid"},
+    decimal.Decimal: {"type": ["number", "string"]},
 }
 
 
@@ -400,6 +448,8 @@ def _type_schema(hint: Any, defs: dict[str, Any], function: Callable[..., Any]) 
         return dict(_SIMPLE[hint])
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return {"enum": [m.value for m in hint]}
+    if isinstance(hint, type) and issubclass(hint, pathlib.PurePath):
+        return {"type": "string"}
     model_schema = getattr(hint, "model_json_schema", None)
     if isinstance(hint, type) and callable(model_schema):
         return _lift_defs(dict(model_schema()), defs, function)  # a pydantic model
