@@ -34,3 +34,22 @@ def test_worker_refuses_a_shutdown_timeout_that_is_not_a_number(wfe, tmp_path: P
             "(0 to 86400)\n"
         )
     assert not (tmp_path / "wfe.db").exists()  # refused before the worker made its store
+
+
+def test_purge_names_an_unknown_workflow_as_tasks_does(wfe) -> None:
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+    wfe("cancel", task_id)
+    purge = ("purge", "--older-than", "0", "--workflow")
+    for args in (
+        ("tasks", "--workflow", "reveiw"),
+        (*purge, "reveiw", "--dry-run"),
+        (*purge, "reveiw"),
+    ):
+        result = wfe(*args, check=False)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stderr == "Error: unknown workflow 'reveiw' (known: review)\n", args
+    assert wfe(*purge, "review", "--dry-run").stdout.startswith("would delete 1 ")
+    # The typos purged nothing.
+    assert wfe("show", task_id).stdout.startswith(f"task      {task_id}\n")
+    assert wfe(*purge, "review").stdout.startswith("deleted 1 ")
+    assert wfe(*purge, "review").stdout.startswith("deleted 0 ")  # known, nothing left

@@ -26,6 +26,7 @@ from ._base import (
     _app_option,
     _closing,
     _engine,
+    _InputError,
     _missing_folders,
     _note_created,
     _parse_age,
@@ -487,6 +488,13 @@ def purge(
             seconds, statuses=wanted, workflow_name=workflow, dry_run=dry_run
         )
         opened = await engine.get_store()
+        if not count and workflow is not None:
+            # As wfe tasks: a typo would otherwise read as a workflow with nothing to purge.
+            known = sorted(spec.name for spec in await opened.load_workflows())
+            if workflow not in known and not any((await opened.count_tasks(workflow)).values()):
+                raise _InputError(
+                    f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})"
+                )
         try:
             consumers = await opened.outbox_consumers()
         except StoreError:
