@@ -403,6 +403,28 @@ def test_refused_questions_are_recorded_with_the_reason(openai_server, wfe_engin
     assert [m["content"] for m in tool_messages] == [r["result"] for r in results]
 
 
+def test_a_blank_question_goes_back_to_the_model(openai_server, wfe_engine, wfe_run):
+    """A person shown no question cannot answer it: the model is told to ask one."""
+    openai_server.tool_calls(("ask_human", {"question": " \n "}))
+    openai_server.ask_human("Which size, S or M?")
+    wfe_engine.register_workflow("shop", PHASES)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+
+    [waiting] = _submit_and_answer(wfe_engine, wfe_run, "shop")
+
+    assert waiting.status is TaskStatus.WAITING_HUMAN, waiting.error
+    assert waiting.waiting_reason == "Which size, S or M?"
+    refusal = (
+        "error: invalid arguments for ask_human: question: it is blank; ask a question "
+        "a person can answer on its own"
+    )
+    assert openai_server.messages(1)[-1]["content"] == refusal
+    results = [e for e in waiting.history if e["event"] == "agent_tool_result"]
+    assert [(r["tool"], r["error"], r["result"]) for r in results] == [("ask_human", True, refusal)]
+    asked = [e["question"] for e in waiting.history if e["event"] == "agent_asked_human"]
+    assert asked == ["Which size, S or M?"]
+
+
 def test_each_call_names_its_attempt(openai_server, wfe_engine, wfe_run):
     openai_server.reply("a reply cut o", finish_reason="length")
     openai_server.reply("fine")

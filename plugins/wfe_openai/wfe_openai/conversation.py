@@ -208,6 +208,12 @@ def _question(call: _ToolCall, one_pending: bool) -> tuple[str | None, str]:
         question = HUMAN_TOOL.parse_arguments(call.arguments)["question"]
     except ToolArgumentsError as exc:
         return None, f"error: invalid arguments for {ASK_HUMAN}: {exc}"
+    if not question.strip():
+        # The task would wait for a person shown nothing to answer.
+        return None, (
+            f"error: invalid arguments for {ASK_HUMAN}: question: it is blank; ask a "
+            "question a person can answer on its own"
+        )
     if one_pending:
         return None, "error: only one question at a time: ask again after the answer"
     return question, ""
