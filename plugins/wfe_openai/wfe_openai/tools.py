@@ -339,10 +339,17 @@ def _from_text(parse: Callable[[str], Any], form: str) -> Callable[[Any], Any]:
     return parse_text
 
 
+def _iso_datetime(text: str) -> datetime.datetime:
+    # Python before 3.11 does not read the "Z" (UTC) that models often send.
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return datetime.datetime.fromisoformat(text)
+
+
 #: Types whose values arrive as JSON text (or, for Decimal, a number too), made
 #: into objects of the type before the tool is called.
 _TEXT_TYPES: dict[Any, Callable[[Any], Any]] = {
-    datetime.datetime: _from_text(datetime.datetime.fromisoformat, "an ISO 8601 date and time"),
+    datetime.datetime: _from_text(_iso_datetime, "an ISO 8601 date and time"),
     datetime.date: _from_text(datetime.date.fromisoformat, "an ISO 8601 date (YYYY-MM-DD)"),
     datetime.time: _from_text(datetime.time.fromisoformat, "an ISO 8601 time (HH:MM[:SS])"),
     uuid.UUID: _from_text(uuid.UUID, "a UUID"),
