@@ -3,6 +3,7 @@ take, and text from tasks that a terminal would act on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from test_cli import APP
@@ -53,3 +54,45 @@ def test_purge_names_an_unknown_workflow_as_tasks_does(wfe) -> None:
     assert wfe("show", task_id).stdout.startswith(f"task      {task_id}\n")
     assert wfe(*purge, "review").stdout.startswith("deleted 1 ")
     assert wfe(*purge, "review").stdout.startswith("deleted 0 ")  # known, nothing left
+
+
+_RAISING_APP = '''\
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine()
+
+
+async def fetch(task):
+    # As a remote service's reply might: a terminal title, a carriage return, a
+    # delete and a C1 control sequence introducer.
+    raise RuntimeError("bad reply \\x1b]0;owned\\x07 here\\rOVERWRITTEN\\x7f\\x9b2J")
+
+
+engine.register_handler("fetch", fetch)
+engine.register_workflow("remote", [Phase("fetch", assigned_to="functional")])
+'''
+
+
+def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None:
+    """An error or question is shown with its control characters escaped: a
+    terminal would act on them (set its title, go back over the line)."""
+    (tmp_path / "remote_app.py").write_text(_RAISING_APP)
+    task_id = wfe("submit", "remote", "--app", "remote_app:engine").stdout.strip()
+    wfe("worker", "remote_app:engine", "--until-idle", "--quiet")
+    escaped = r"bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J"
+    shown = {
+        "tasks": wfe("tasks").stdout,
+        "show": wfe("show", task_id).stdout,
+        "wait": wfe("wait", task_id, check=False).stderr,
+    }
+    for command, text in shown.items():
+        controls = [c for c in text if c not in "\n" and (c < " " or "\x7f" <= c <= "\x9f")]
+        assert controls == [], (command, text)
+    assert f"RuntimeError: {escaped}"[:40] in shown["tasks"]  # cut to the NOTE column
+    assert f"error     RuntimeError: {escaped}\n" in shown["show"]
+    assert f"  RuntimeError: {escaped}\n" in shown["show"]  # the traceback's last line
+    assert f"failed           phase=fetch error=RuntimeError: {escaped}\n" in shown["show"]
+    assert shown["wait"] == f"task {task_id!r} failed in phase 'fetch': RuntimeError: {escaped}\n"
+    # --json keeps the text as it is, for programs.
+    error = json.loads(wfe("show", task_id, "--json").stdout)["error"]
+    assert error == "RuntimeError: bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J"

@@ -604,12 +604,26 @@ def _starts(task: Task) -> str:
     return f"runs after {task.run_after.strftime('%Y-%m-%d %H:%M:%S')}"
 
 
+# Control characters (C0, DEL, C1) as Python writes them in a string literal.
+_ESCAPED = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPED_BUT_LINES = {code: text for code, text in _ESCAPED.items() if chr(code) not in "\n\t"}
+
+
+def _printable(text: str, lines: bool = False) -> str:
+    """``text`` with its control characters written out (``\\x1b``, ``\\r``), for
+    printing to a terminal: a task's error, question or output may come from
+    another program or service, and a terminal would act on them (move back over
+    the line, set its title, change colours). ``lines``: keep newlines and tabs."""
+    return text.translate(_ESCAPED_BUT_LINES if lines else _ESCAPED)
+
+
 def _short(text: str, width: int = 48) -> str:
-    text = " ".join(text.split())
+    text = _printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    rows = [tuple(_printable(str(v)) for v in row) for row in rows]
     widths = [max(_width(str(v)) for v in col) for col in zip(headers, *rows, strict=False)]
     for row in (headers, *rows):
         cells = [str(v) + " " * (w - _width(str(v))) for v, w in zip(row, widths, strict=True)]

@@ -22,6 +22,7 @@ from ._base import (
     _engine,
     _InputError,
     _parse_statuses,
+    _printable,
     _run,
     _short,
     _starts,
@@ -213,14 +214,15 @@ def show(
     if task.traceback:
         click.echo("traceback")
         for line in task.traceback.rstrip("\n").splitlines():
-            click.echo(f"  {line}")
+            click.echo(f"  {_printable(line)}")
     click.echo(f"data      {_shown(task.data)}")
     if task.context:
         click.echo(f"context   {_shown(task.context)}")
     for name, value in task.outputs.items():
         click.echo(f"output    {name}: {_shown(value)}")
     for art in task.artifacts:
-        click.echo(f"artifact  {art.name} ({art.size} bytes, {art.media_type}) {art.path}")
+        shown = f"{art.name} ({art.size} bytes, {art.media_type}) {art.path}"
+        click.echo(f"artifact  {_printable(shown)}")
     click.echo("history")
     events = task.history
     if history_count is not None and len(events) > history_count:
@@ -229,11 +231,15 @@ def show(
         events = events[earlier:]
     for event in events:
         if not isinstance(event, dict):  # a damaged store's; shown as it is
-            click.echo(f"  {json.dumps(event, ensure_ascii=False)}")
+            click.echo(f"  {_shown(event)}")
             continue
         details = {k: v for k, v in event.items() if k not in ("at", "event")}
         extra = " ".join(f"{k}={_detail(v)}" for k, v in details.items() if v is not None)
-        click.echo(f"  {str(event.get('at', '?'))[:23]}  {event.get('event', '?')!s:<16} {extra}")
+        at, name = (
+            _printable(str(event.get("at", "?"))[:23]),
+            _printable(str(event.get("event", "?"))),
+        )
+        click.echo(f"  {at}  {name:<16} {extra}")
 
 
 def _detail(value: Any) -> str:
@@ -251,9 +257,12 @@ def _shown(value: Any) -> str:
 
 
 def _cut(text: str) -> str:
+    """``text`` (its control characters written out, newlines kept) up to
+    _SHOWN_CHARS characters, then how long it is."""
     if len(text) <= _SHOWN_CHARS:
-        return text
-    return f"{text[:_SHOWN_CHARS]}… ({len(text):,} characters; --json shows all)"
+        return _printable(text, lines=True)
+    cut = _printable(text[:_SHOWN_CHARS], lines=True)
+    return f"{cut}… ({len(text):,} characters; --json shows all)"
 
 
 async def _current_phase(store: Store, task: Task) -> Phase | None:

@@ -32,6 +32,7 @@ from ._base import (
     _parse_age,
     _parse_json,
     _parse_statuses,
+    _printable,
     _read_data,
     _remove_store_file,
     _run,
@@ -287,10 +288,10 @@ def wait(
     elif task.status is TaskStatus.COMPLETED:
         click.echo(json.dumps(task.output, ensure_ascii=False))
     elif task.status.is_waiting:
-        question = f": {task.waiting_reason}" if task.waiting_reason else ""
+        question = f": {_printable(task.waiting_reason, lines=True)}" if task.waiting_reason else ""
         click.echo(f"{task.status.value}{_in_phase(task)}{question}")
     if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-        said = f": {task.error}" if task.error else ""
+        said = f": {_printable(task.error, lines=True)}" if task.error else ""
         click.echo(
             f"task {task.id!r} {task.status.value}{_in_phase(task)}{said}",
             err=True,
