@@ -78,12 +78,13 @@ def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None
     terminal would act on them (set its title, go back over the line)."""
     (tmp_path / "remote_app.py").write_text(_RAISING_APP)
     task_id = wfe("submit", "remote", "--app", "remote_app:engine").stdout.strip()
-    wfe("worker", "remote_app:engine", "--until-idle", "--quiet")
+    worker = wfe("worker", "remote_app:engine", "--until-idle", "--quiet")
     escaped = r"bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J"
     shown = {
         "tasks": wfe("tasks").stdout,
         "show": wfe("show", task_id).stdout,
         "wait": wfe("wait", task_id, check=False).stderr,
+        "worker": worker.stderr,  # its log line of the failed attempt
     }
     for command, text in shown.items():
         controls = [c for c in text if c not in "\n" and (c < " " or "\x7f" <= c <= "\x9f")]
@@ -92,6 +93,7 @@ def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None
     assert f"error     RuntimeError: {escaped}\n" in shown["show"]
     assert f"  RuntimeError: {escaped}\n" in shown["show"]  # the traceback's last line
     assert f"failed           phase=fetch error=RuntimeError: {escaped}\n" in shown["show"]
+    assert f"failed in phase 'fetch': RuntimeError: {escaped}\n" in shown["worker"]
     assert shown["wait"] == f"task {task_id!r} failed in phase 'fetch': RuntimeError: {escaped}\n"
     # --json keeps the text as it is, for programs.
     error = json.loads(wfe("show", task_id, "--json").stdout)["error"]

@@ -100,6 +100,15 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return sys.stderr
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with their control characters written out but for newlines and
+    tabs: a failed attempt's line carries the task's error, and a worker's stderr is
+    often a terminal (see :func:`_printable`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _printable(super().format(record), lines=True)
+
+
 #: The handler the wfe command logs with, once main() has set it up.
 _LOG_HANDLER: list[logging.Handler] = []
 
@@ -117,7 +126,7 @@ def _setup_logging(level: int) -> None:
     root = logging.getLogger()
     if not _LOG_HANDLER:
         handler = _StderrHandler()
-        formatter = logging.Formatter(
+        formatter = _PrintableFormatter(
             "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
         )
         formatter.converter = time.gmtime
