@@ -52,6 +52,13 @@ class Api:
         assert response.status_code == 201, response.get_data(as_text=True)
         return response.get_json()
 
+    def define(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a ``define_workflow`` task for ``spec`` (a dashboard that takes them):
+        the new task, which must be taken (201)."""
+        response = self.post("/api/tasks", {"classification": "define_workflow", "data": spec})
+        assert response.status_code == 201, response.get_data(as_text=True)
+        return response.get_json()
+
     def task(self, task_id: str) -> dict[str, Any]:
         return self.get(f"/api/tasks/{task_id}").get_json()
 

@@ -459,9 +459,7 @@ def test_workflows_include_those_defined_at_run_time(api: Api) -> None:
         "phases": [{"target_classification": "confirm", "assigned_to": "human"}],
         "input": {"x": 1},
     }
-    response = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
-    assert response.status_code == 201
-    task = api.wait_status(response.get_json()["id"], "waiting_human")
+    task = api.wait_status(api.define(spec)["id"], "waiting_human")
     assert task["workflow_name"] == "made_live"
     doc = next(
         w for w in api.get("/api/workflows").get_json()["workflows"] if w["name"] == "made_live"
@@ -1072,8 +1070,7 @@ def test_schema_properties_may_share_names_with_the_forms_own_fields(api: Api) -
         ],
         "input": {},
     }
-    defined = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
-    task_id = api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    task_id = api.wait_status(api.define(spec)["id"], "waiting_human")["id"]
 
     # Post the form the way a browser does: its hidden fields first, then the answers.
     page = AnswerFormReader(api.get(f"/tasks/{task_id}").text)
@@ -1124,8 +1121,7 @@ def test_large_integers_typed_in_a_form_are_stored_exactly(api: Api) -> None:
         ],
         "input": {},
     }
-    defined = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
-    task_id = api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    task_id = api.wait_status(api.define(spec)["id"], "waiting_human")["id"]
     response = api.client.post(
         f"/tasks/{task_id}/answer",
         data={
@@ -1158,8 +1154,7 @@ def test_an_empty_answer_to_a_string_schema_says_an_answer_is_required(api: Api)
         ],
         "input": {},
     }
-    defined = api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
-    task_id = api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    task_id = api.wait_status(api.define(spec)["id"], "waiting_human")["id"]
     path = f"/tasks/{task_id}/answer"
     empty = api.client.post(path, data={"csrf_token": api.csrf, "field.answer": ""})
     assert empty.status_code == 400

@@ -360,8 +360,7 @@ def test_answer_form_fields_named_anything_have_their_own_labels(page: Any, live
         ],
         "input": {},
     }
-    defined = live.api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
-    task_id = live.api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    task_id = live.api.wait_status(live.api.define(spec)["id"], "waiting_human")["id"]
     # Two tasks in the inbox whose ids share their first characters.
     twin = live.api.submit("odd names", {}, id=f"{task_id} twin")
     live.api.wait_status(twin["id"], "waiting_human")
@@ -425,8 +424,7 @@ def test_long_workflow_and_phase_names_wrap_instead_of_widening_pages(page: Any,
         "phases": [{"target_classification": phase, "assigned_to": "human"}],
         "input": {},
     }
-    defined = live.api.post("/api/tasks", {"classification": "define_workflow", "data": spec})
-    task_id = live.api.wait_status(defined.get_json()["id"], "waiting_human")["id"]
+    task_id = live.api.wait_status(live.api.define(spec)["id"], "waiting_human")["id"]
 
     for path in ("/", f"/?workflow={workflow}", "/inbox", f"/tasks/{task_id}", "/workflows"):
         page.goto(live.url + path)

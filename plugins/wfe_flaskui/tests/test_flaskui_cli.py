@@ -36,6 +36,21 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def refused_start(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m wfe_flaskui ARGS` (in ``env``, else :func:`_env`), expected to stop
+    before it serves: its exit status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "wfe_flaskui", *args],
+        cwd=TESTS,
+        env=_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @contextmanager
 def running(
     args: list[str],
@@ -215,14 +230,8 @@ def test_one_process_dashboard_with_its_own_worker(tmp_path: Path) -> None:
 @pytest.mark.parametrize("token", [None, "", " ", "\t \n"])
 def test_refuses_a_public_address_without_a_token(token: str | None) -> None:
     # A token of spaces is no token: nobody would be asked for anything real.
-    result = subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", "--host", "0.0.0.0", "--port", "0"],
-        cwd=TESTS,
-        env=_env() if token is None else _env(WFE_UI_TOKEN=token),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    args = ["--host", "0.0.0.0", "--port", "0"]
+    result = refused_start(args, None if token is None else _env(WFE_UI_TOKEN=token))
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0" in result.stderr
     assert "WFE_UI_TOKEN" in result.stderr
@@ -387,14 +396,7 @@ def test_a_worker_that_refuses_to_start_stops_wfe_ui_in_one_line(tmp_path: Path)
     )
     env = _env(PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     args = ["--port", "0", "--store", f"sqlite:///{tmp_path / 'wfe.db'}"]
-    result = subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", *args, "--worker", "refusing_app:make"],
-        cwd=TESTS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = refused_start([*args, "--worker", "refusing_app:make"], env)
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1] == (
         "Error: the dashboard's worker stopped: plugin 'refusing_app': the licence server is down"
@@ -403,14 +405,7 @@ def test_a_worker_that_refuses_to_start_stops_wfe_ui_in_one_line(tmp_path: Path)
 
 
 def test_an_app_that_cannot_be_loaded_is_named_by_the_worker_option() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", "--worker", "nomod:engine"],
-        cwd=TESTS,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = refused_start(["--worker", "nomod:engine"])
     assert result.returncode == 2
     assert "Error: Invalid value for '--worker': cannot import 'nomod'" in result.stderr
     assert "APP" not in result.stderr
@@ -682,14 +677,7 @@ def test_a_file_is_uploaded_to_a_waiting_task_by_the_api_and_by_its_answer_form(
 
 
 def test_a_memory_store_without_a_worker_is_refused() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", "--port", "0", "--store", "memory://"],
-        cwd=TESTS,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = refused_start(["--port", "0", "--store", "memory://"])
     assert result.returncode == 2
     assert "Error: memory:// lives in this one process: no worker could reach it" in result.stderr
     assert "--worker MODULE:ATTR" in result.stderr
@@ -859,13 +847,8 @@ def test_without_app_the_dashboard_runs_no_apps_callbacks(tmp_path: Path) -> Non
     ids=["with --worker", "memory://", "cannot be loaded"],
 )
 def test_wfe_ui_app_refusals(tmp_path: Path, args: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", "--port", "0", *args],
-        cwd=TESTS,
-        env=_env(WFE_STORE=f"sqlite:///{tmp_path / 'wfe.db'}"),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = refused_start(
+        ["--port", "0", *args], _env(WFE_STORE=f"sqlite:///{tmp_path / 'wfe.db'}")
     )
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split())
@@ -909,12 +892,6 @@ def test_wfe_ui_max_body_takes_larger_uploads(tmp_path: Path) -> None:
                 **client.csrf(),
             )
             assert status == expected, doc
-    bad = subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", "--max-body", "lots"],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = refused_start(["--max-body", "lots"])
     assert bad.returncode == 2
     assert "'lots' is not a size: give bytes, or a number with KiB, MiB or GiB" in bad.stderr

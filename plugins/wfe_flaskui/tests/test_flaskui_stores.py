@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import urllib.request
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 from flaskui_demo_app import make_engine
 from flaskui_helpers import REPO, TESTS, Api, wait_for
 from markupsafe import escape
-from test_flaskui_cli import Http, _env, running
+from test_flaskui_cli import Http, _env, refused_start, running
 from wfe_flaskui import Dashboard, create_app
 
 from wfcore import TaskStatus
@@ -78,18 +76,6 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
             (info / "entry_points.txt").write_text(f"[wfcore]\n{name} = {name}\n")
     path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     return dict(_env(PYTHONPATH=path), WFE_LOAD_PLUGINS="dirstore")
-
-
-def _ui(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m wfe_flaskui ARGS`, expected to stop before it serves."""
-    return subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", "--port", "0", *args],
-        cwd=TESTS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_a_worker_says_it_made_a_plugin_store(tmp_path: Path, plugin_env: dict[str, str]) -> None:
@@ -166,8 +152,8 @@ def test_without_a_worker_a_plugin_store_that_does_not_exist_is_noted(
         typo.rename(tmp_path / f"seen{len(extra)}")
     # A store whose exists() fails: one line naming it, before anything is served.
     far = f"brokendir://{tmp_path / 'far'}"
-    refused = _ui(["--store", far], plugin_env)
-    assert (refused.returncode, refused.stderr) == (
+    refusal = refused_start(["--port", "0", "--store", far], plugin_env)
+    assert (refusal.returncode, refusal.stderr) == (
         1,
         f"Error: cannot tell whether the store {far} exists: "
         "OSError: the file server does not answer\n",

@@ -8,16 +8,14 @@ import html
 import io
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask, request, session
-from flaskui_helpers import TESTS, AnswerFormReader, Api, http_request, serving
-from test_flaskui_cli import Http, _env, running
+from flaskui_helpers import AnswerFormReader, Api, http_request, serving
+from test_flaskui_cli import Http, _env, refused_start, running
 from werkzeug.datastructures import MultiDict
 from wfe_flaskui import Dashboard, create_app
 
@@ -348,14 +346,7 @@ def test_bad_settings_are_refused_naming_them(
 
 def test_wfe_ui_user_header(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'wfe.db'}"
-    bad = subprocess.run(
-        [sys.executable, "-m", "wfe_flaskui", "--port", "0", "--user-header", "X User"],
-        cwd=TESTS,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = refused_start(["--port", "0", "--user-header", "X User"])
     assert bad.returncode == 2
     assert "Invalid value for '--user-header'" in bad.stderr
     assert "must name an HTTP header, such as X-Forwarded-User, not 'X User'" in bad.stderr
