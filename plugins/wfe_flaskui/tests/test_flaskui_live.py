@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flaskui_helpers import TESTS, screenshot, wait_for
@@ -99,6 +100,43 @@ def test_a_page_whose_dashboard_went_away_says_since_when(page: Any, live: Any) 
             )
         )
         screenshot(page, "live-connection-lost")
+
+
+def test_a_page_whose_store_fails_says_what_the_dashboard_answered(
+    browser: Any, tmp_path: Path
+) -> None:
+    """The dashboard still answers, so the notice does not claim the connection is
+    lost: it gives the status and why (the store's own words)."""
+    expect = _expect()
+    db = tmp_path / "wfe.db"
+    dash = Dashboard(
+        ECSWorkflowEngine(store=f"sqlite:///{db}", load_plugins=False),
+        token="",
+        kafka_brokers="",
+        refresh_seconds=0.5,
+    )
+    with served(dash) as base:
+        context = browser.new_context()
+        try:
+            tab = context.new_page()
+            tab.set_default_timeout(15000)
+            tab.goto(base + "/")
+            notice = tab.locator("#wfe-live-notice")
+            expect(notice).to_have_count(0)
+            for path in tmp_path.glob("wfe.db*"):
+                path.unlink()
+            expect(notice).to_be_visible(timeout=20000)
+            expect(notice).to_have_attribute("data-kind", "error")
+            expect(notice).to_have_text(
+                re.compile(
+                    r"The dashboard answered 503 [A-Z ]+: the store file "
+                    rf"{re.escape(str(db))} was deleted while this process had it open; .+"
+                    rf"\. This page was last updated at {CLOCK}; trying again\."
+                )
+            )
+            screenshot(tab, "live-store-failed")
+        finally:
+            context.close()
 
 
 def test_a_page_whose_session_ended_asks_to_log_in_again(browser: Any, live: Any) -> None:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -42,6 +42,8 @@ def is_api() -> bool:
 
 
 def _error(dash: Dashboard, status: int, message: str, errors: list[str] | None = None) -> Any:
+    # A page refreshing itself shows this in its notice (see views.headers).
+    g.wfe_error = message
     if is_api():
         body: dict[str, Any] = {"error": message}
         if errors:

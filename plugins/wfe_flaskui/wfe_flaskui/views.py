@@ -26,6 +26,10 @@ __all__ = ["acting_user", "headers", "nav_counts", "partial", "render", "route"]
 
 #: Sent by a page that refreshes one region of itself: the answer is that region only.
 _PARTIAL_HEADER = "X-WFE-Partial"
+#: Why such a refresh failed: the error message, as a JSON string.
+_ERROR_HEADER = "X-WFE-Error"
+#: The most of that message the header carries (a header is no place for a page).
+_ERROR_SHOWN = 1000
 
 
 def route(
@@ -105,4 +109,7 @@ def headers(response: Response) -> Response:
         # ... and the Kafka chip from this: {} while Kafka answers, else its trouble
         # (JSON with non-ASCII escaped, as a header must be).
         response.headers["X-WFE-Kafka"] = json.dumps(g.wfe_kafka)
+    if partial() and response.status_code >= 400 and "wfe_error" in g:
+        # ... and, when the refresh failed, its notice says why (the store's words).
+        response.headers[_ERROR_HEADER] = json.dumps(str(g.wfe_error)[:_ERROR_SHOWN])
     return security.add_security_headers(response)

@@ -67,7 +67,8 @@
           // A task deleted while its page is open answers 404 with a region saying so.
           var gone = response.status === 404 && response.headers.get("X-WFE-Gone") === "1";
           if (!response.ok && !gone) {
-            throw new Refusal("down", "the dashboard answered " + response.status + " " + response.statusText);
+            throw new Refusal("error", response.status + " " + response.statusText +
+              errorText(response.headers.get("X-WFE-Error")));
           }
           if (response.redirected) throw new Refusal("down", "the dashboard sent this page elsewhere");
           inboxBadge(response.headers.get("X-WFE-Inbox"));
@@ -97,6 +98,12 @@
         .then(schedule);
     }
     schedule();
+  }
+
+  // Why the dashboard refused a refresh (X-WFE-Error, a JSON string), as ": why".
+  function errorText(header) {
+    if (!header) return "";
+    try { return ": " + JSON.parse(header); } catch (e) { return ""; }
   }
 
   function Refusal(kind, detail) {
@@ -241,6 +248,10 @@
       link.textContent = "Log in again";
       notice.appendChild(link);
       notice.appendChild(document.createTextNode("."));
+    } else if (kind === "error") {
+      // It answered, so the connection is fine: say what it answered.
+      notice.textContent = "The dashboard answered " + detail.replace(/\.$/, "") +
+        ". This page was last updated at " + clock(lastUpdated) + "; trying again.";
     } else {
       notice.textContent = "Connection lost: " + detail + ". This page was last updated at " +
         clock(lastUpdated) + "; trying again.";
