@@ -758,6 +758,36 @@ def test_a_bad_openai_base_url_fails_the_attempt_before_anything_is_sent(
     assert openai_server.requests == []
 
 
+def test_a_base_url_of_the_endpoint_is_refused_naming_the_root(
+    openai_server, monkeypatch, wfe_engine_factory, wfe_run
+):
+    """The URL of the endpoint (pasted from a curl example) is refused before anything
+    is sent: the SDK adds /chat/completions itself, and the server would answer 404."""
+    import pytest
+
+    with pytest.raises(ValueError) as info:
+        OpenAIAgentAdapter(base_url="http://svc:pw@localhost:11434/v1/chat/completions/")
+    assert str(info.value) == (
+        "base_url must be the API's root URL, not its chat completions endpoint "
+        "('http://***@localhost:11434/v1/chat/completions/'): the SDK adds "
+        "/chat/completions itself; use 'http://***@localhost:11434/v1'"
+    )
+    endpoint = openai_server.base_url + "/chat/completions"
+    monkeypatch.setenv("OPENAI_BASE_URL", endpoint)
+
+    task = _run_one(
+        wfe_engine_factory(), wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter()
+    )
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: OPENAI_BASE_URL must be the API's root URL, not its chat completions "
+        f"endpoint ({endpoint!r}): the SDK adds /chat/completions itself; use "
+        f"{openai_server.base_url!r}"
+    )
+    assert openai_server.requests == []
+
+
 def test_an_empty_openai_base_url_means_the_default_server(
     openai_server, monkeypatch, wfe_engine, wfe_run
 ):

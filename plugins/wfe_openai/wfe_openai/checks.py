@@ -145,6 +145,14 @@ def _check_base_url(url: str, source: str, error: type[Exception]) -> None:
         )
     if not usable:
         raise error(f"{source} must be an http:// or https:// URL, got {shown!r}")
+    root, endpoint, rest = url.rpartition("/chat/completions")
+    if endpoint and not rest.strip("/"):
+        # A URL pasted from a curl example: the SDK would post to
+        # ".../chat/completions/chat/completions", a 404 that says nothing of why.
+        raise error(
+            f"{source} must be the API's root URL, not its chat completions endpoint "
+            f"({shown!r}): the SDK adds /chat/completions itself; use {_masked_url(root)!r}"
+        )
     if "?" in url:
         # The SDK appends the API path to the URL as text, after the query:
         # ".../v1?api-key=...chat/completions", a 404 that says nothing of why.
