@@ -333,6 +333,34 @@ def test_a_json_field_that_takes_a_string_takes_plain_text() -> None:
     assert parse_answer(schema, MultiDict([("field.any", "42")]))[0] == {"any": 42}
 
 
+def test_a_list_of_types_is_one_widget_only_when_it_names_one() -> None:
+    """A nullable type is that type's widget; a choice of types is a JSON field, which
+    takes plain text when a string is one of them: a number input would refuse the
+    string that ``["integer", "string"]`` allows, and a text input could give no number."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "maybe": {"type": ["integer", "null"]},
+            "either": {"type": ["integer", "string"]},
+            "flag": {"type": ["boolean", "string", "null"]},
+            "amount": {"type": ["integer", "number"]},
+            "shape": {"type": ["object", "array"]},
+        },
+    }
+    fields = {f.name: f for f in answer_form(schema).fields}
+    assert {n: (f.widget, f.text_ok) for n, f in fields.items()} == {
+        "maybe": ("number", False),
+        "either": ("json", True),
+        "flag": ("json", True),
+        "amount": ("number", False),
+        "shape": ("json", False),
+    }
+    assert fields["amount"].step == "any"
+    posted = MultiDict([("field.either", "hello"), ("field.flag", "true"), ("field.amount", "2.5")])
+    assert parse_answer(schema, posted)[0] == {"either": "hello", "flag": True, "amount": 2.5}
+    assert parse_answer(schema, MultiDict([("field.either", "7")]))[0] == {"either": 7}
+
+
 def test_free_answers() -> None:
     assert parse_answer(None, MultiDict([("answer", "hi")]))[0] == "hi"
     value, _ = parse_answer(None, MultiDict([("answer", "[1]"), ("answer_format", "json")]))

@@ -123,10 +123,16 @@ class AnswerForm:
 
 
 def _main_type(schema: Mapping[str, Any]) -> str | None:
+    """The one type a widget is chosen by: ``type`` itself, or the one non-null type
+    of a list (a nullable field). None when the list gives a choice of types (a
+    number input could not take the string ``["integer", "string"]`` also allows),
+    except integer or number, which is a number."""
     kind = schema.get("type")
     if isinstance(kind, list):
-        kinds = [k for k in kind if k != "null"]
-        return kinds[0] if kinds else None
+        kinds = {k for k in kind if k != "null"}
+        if kinds == {"integer", "number"}:
+            return "number"
+        return kinds.pop() if len(kinds) == 1 else None
     if kind is None and "enum" in schema:
         return "enum"
     return kind if isinstance(kind, str) else None
