@@ -4,6 +4,8 @@ take, and text from tasks that a terminal would act on."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from test_cli import APP
@@ -56,7 +58,7 @@ def test_purge_names_an_unknown_workflow_as_tasks_does(wfe) -> None:
     assert wfe(*purge, "review").stdout.startswith("deleted 0 ")  # known, nothing left
 
 
-_RAISING_APP = '''\
+_RAISING_APP = """\
 from wfcore import ECSWorkflowEngine, Phase
 
 engine = ECSWorkflowEngine()
@@ -70,7 +72,7 @@ async def fetch(task):
 
 engine.register_handler("fetch", fetch)
 engine.register_workflow("remote", [Phase("fetch", assigned_to="functional")])
-'''
+"""
 
 
 def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None:
@@ -98,3 +100,62 @@ def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None
     # --json keeps the text as it is, for programs.
     error = json.loads(wfe("show", task_id, "--json").stdout)["error"]
     assert error == "RuntimeError: bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J"
+
+
+def _wfe_bytes(
+    wfe, *args: str, stdin: bytes = b"", **env: str
+) -> subprocess.CompletedProcess[bytes]:
+    """``wfe args`` with bytes in and out, and ``env`` added to the test's."""
+    return subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=dict(wfe.env, **env),
+        cwd=Path(wfe.env["WFE_STORE"].removeprefix("sqlite://")).parent,
+        timeout=60,
+    )
+
+
+def test_a_terminal_that_is_not_utf8_gets_the_text_escaped(wfe) -> None:
+    """Where stdin and stdout are latin-1 (a locale of that encoding): data on stdin
+    is read as UTF-8, as JSON is; what latin-1 cannot show is written as escapes."""
+    latin1 = {"PYTHONIOENCODING": "latin-1"}
+    data = {"text": "日本 ü 😀"}
+    submitted = _wfe_bytes(
+        wfe,
+        "submit",
+        "review",
+        "--app",
+        APP,
+        "--data",
+        "-",
+        stdin=json.dumps(data, ensure_ascii=False).encode(),
+        **latin1,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = submitted.stdout.decode().strip()
+    assert json.loads(wfe("show", task_id, "--json").stdout)["data"] == data  # no mojibake
+
+    shown = _wfe_bytes(wfe, "show", task_id, **latin1)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        '\ndata      {"text": "\\u65e5\\u672c \xfc \\U0001f600"}\n'.encode("latin-1")
+        in shown.stdout
+    )
+    for args in (("show", task_id, "--json"), ("tasks", "--json")):
+        printed = _wfe_bytes(wfe, *args, **latin1)
+        assert printed.returncode == 0, (args, printed.stderr)
+        assert printed.stdout.isascii(), args  # \\u escapes: JSON in any ASCII encoding
+        found = json.loads(printed.stdout)
+        assert (found if args[0] == "show" else found[0])["data"] == data, args
+
+    bom = _wfe_bytes(
+        wfe, "submit", "review", "--app", APP, "--data", "-", stdin=b'\xef\xbb\xbf{"n": 1}'
+    )
+    assert bom.returncode == 0, bom.stderr  # as Windows editors save UTF-8
+    latin1_bytes = _wfe_bytes(wfe, "submit", "review", "--data", "-", stdin=b'{"n": "\xfc"}')
+    assert latin1_bytes.returncode == 2
+    assert latin1_bytes.stderr.decode().endswith(
+        "Error: Invalid value for --data: stdin is not UTF-8 text ('utf-8' codec can't decode "
+        "byte 0xfc in position 7: invalid start byte)\n"
+    )

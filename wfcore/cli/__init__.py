@@ -24,7 +24,16 @@ from ..plugins import (
     why_not_loaded,
 )
 from . import inspection, tasks, worker  # noqa: F401  (each adds its commands to cli)
-from ._base import _LOG_LEVELS, EXIT_INTERRUPTED, _Context, _setup_logging, _table, cli, load_app
+from ._base import (
+    _LOG_LEVELS,
+    EXIT_INTERRUPTED,
+    _Context,
+    _setup_logging,
+    _table,
+    _unencodable_escaped,
+    cli,
+    load_app,
+)
 
 __all__ = ["cli", "load_app", "main"]
 
@@ -117,6 +126,7 @@ def main() -> None:
 
 
 def _main() -> None:
+    _unencodable_escaped()
     # Before the plugins load, for what they log; the command sets its own level.
     level = os.environ.get("WFE_LOG_LEVEL", "").upper()
     _setup_logging(getattr(logging, level) if level in _LOG_LEVELS else logging.WARNING)

@@ -312,22 +312,49 @@ async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:
 def _task_json(task: Task) -> str:
     """A task as every command prints it with --json: with its version, which
     wfe resume --if-version takes back."""
-    return json.dumps(task_to_dict(task, internal=True), indent=2, ensure_ascii=False)
+    return _json_out(task_to_dict(task, internal=True), indent=2)
 
 
 def _tasks_json(tasks: list[Task]) -> str:
     docs = [task_to_dict(task, internal=True) for task in tasks]
-    return json.dumps(docs, indent=2, ensure_ascii=False)
+    return _json_out(docs, indent=2)
+
+
+def _json_out(value: Any, indent: int | None = None) -> str:
+    """``value`` as JSON for stdout: its text as it is where stdout takes any
+    (UTF-8), else written as \\uXXXX escapes, which every JSON reader decodes, rather
+    than an error in a terminal or file of another encoding (latin-1, cp1252)."""
+    return json.dumps(value, indent=indent, ensure_ascii=not _utf8(sys.stdout))
+
+
+def _utf8(stream: TextIO) -> bool:
+    encoding = getattr(stream, "encoding", None) or ""
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+
+
+def _unencodable_escaped() -> None:
+    """Have stdout and stderr write what their encoding cannot (日本 in latin-1, say)
+    as backslash escapes instead of failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and not _utf8(stream) and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _read_data(value: str) -> str:
-    """``--data``'s text: as given, from stdin (``-``) or from a file (``@FILE``)."""
+    """``--data``'s text: as given, from stdin (``-``) or from a file (``@FILE``).
+    Stdin and files are read as UTF-8, as JSON is exchanged, whatever the locale
+    (a latin-1 one would turn 日本 into mojibake), after a byte order mark if any."""
     if value == "-":
-        return sys.stdin.read()
+        try:
+            return sys.stdin.buffer.read().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise click.BadParameter(
+                f"stdin is not UTF-8 text ({exc})", param_hint="--data"
+            ) from None
     if not value.startswith("@"):
         return value
     try:
-        return Path(value[1:]).read_text(encoding="utf-8")
+        return Path(value[1:]).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise click.BadParameter(

@@ -4,7 +4,6 @@ and purge."""
 from __future__ import annotations
 
 import getpass
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from ._base import (
     _closing,
     _engine,
     _InputError,
+    _json_out,
     _missing_folders,
     _note_created,
     _parse_age,
@@ -286,7 +286,7 @@ def wait(
     if as_json:
         click.echo(_task_json(task))
     elif task.status is TaskStatus.COMPLETED:
-        click.echo(json.dumps(task.output, ensure_ascii=False))
+        click.echo(_json_out(task.output))
     elif task.status.is_waiting:
         question = f": {_printable(task.waiting_reason, lines=True)}" if task.waiting_reason else ""
         click.echo(f"{task.status.value}{_in_phase(task)}{question}")
