@@ -407,6 +407,17 @@ def test_a_consumer_that_cannot_connect_says_why(
     assert logging.getLogger("kafka.net.manager").level == logging.NOTSET
 
 
+def not_found(records: list[logging.LogRecord]) -> list[str]:
+    """The topics of kafka-python's ``Topic ... not found in cluster metadata`` lines."""
+    return [
+        str(r.args[0])
+        for r in records
+        if r.name == "kafka.cluster"
+        and r.msg == "Topic %s not found in cluster metadata"
+        and isinstance(r.args, tuple)
+    ]
+
+
 def test_topics_kafka_does_not_have_are_named_with_their_setting(
     kafka_bootstrap: str,
     wfe_engine_factory: Any,
@@ -416,7 +427,8 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
 ) -> None:
     """A broker of its own that does not create topics on first use (as in most
     deployments): kafka-python only repeats that a topic is not in its metadata,
-    and results waited as if Kafka were slow."""
+    and results waited as if Kafka were slow. It repeated it as an ERROR at every
+    metadata update, ten lines a second for each missing topic: it says it once."""
     from wfcore import Phase, Task
 
     kafka_broker = broker_tools
@@ -480,6 +492,8 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
         assert said("Kafka has no topic 'no.dlq' (dead_letter_topic, WFE_KAFKA_DLQ_TOPIC) yet")
         assert said("Kafka has no topic 'no.events' (events_topic, WFE_KAFKA_EVENTS_TOPIC) yet")
         assert not said("Kafka has no topic 'tasks'")
+        # The producer waited for 'no.results' for seconds, asking again and again.
+        assert not_found(caplog.records).count("no.results") == 1, not_found(caplog.records)
 
         # A tasks topic that is not there is a warning: the worker gets nothing.
         caplog.clear()
@@ -501,6 +515,7 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
         broker.stop()
     [line] = [r for r in caplog.records if "topic 'no.tasks'" in r.getMessage()]
     assert line.levelno == logging.WARNING
+    assert not_found(caplog.records).count("no.tasks") <= 1, not_found(caplog.records)
     assert line.getMessage() == (
         "Kafka has no topic 'no.tasks' (tasks_topic, WFE_KAFKA_TASKS_TOPIC): this worker gets "
         "no task messages until it exists; create it"

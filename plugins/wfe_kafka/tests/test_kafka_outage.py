@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from kafka.errors import Cancelled, KafkaConnectionError, RequestTimedOutError
 from wfe_kafka import KafkaMQInterface
-from wfe_kafka.clients import _ClosingConsumer, _ConnectionErrors
+from wfe_kafka.clients import _ClosingConsumer, _ConnectionErrors, _MissingTopicErrors
 from wfe_kafka_util import TopicReader, produce, start_worker, wait_until, worker_env
 
 from wfcore import ECSWorkflowEngine, TaskStatus
@@ -306,6 +306,23 @@ def test_kafka_python_connection_errors_are_kept_few_but_other_errors_shown() ->
     )
     assert not errors.filter(reset)
     assert errors.left_out == 4
+
+
+def test_kafka_python_s_missing_topic_errors_are_said_once_per_topic() -> None:
+    """The filter of kafka.cluster, record by record: kafka-python logs the same
+    error ten times a second while it waits for a topic."""
+    topics = _MissingTopicErrors()
+
+    def record(msg: str, *args: Any) -> logging.LogRecord:
+        return logging.LogRecord("kafka.cluster", logging.ERROR, __file__, 1, msg, args, None)
+
+    missing = "Topic %s not found in cluster metadata"
+    assert topics.filter(record(missing, "orders.results"))
+    assert not topics.filter(record(missing, "orders.results"))
+    assert topics.filter(record(missing, "orders.tasks.dlq"))  # each topic once
+    assert not topics.filter(record(missing, "orders.tasks.dlq"))
+    assert topics.filter(record("Topic %s is not authorized for this client", "orders.results"))
+    assert topics.left_out == 2
 
 
 def test_only_the_refresh_a_consumer_s_close_cancels_is_kept_from_the_log(

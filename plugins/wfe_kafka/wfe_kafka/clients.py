@@ -388,23 +388,68 @@ def _is_connection_error(error: BaseException) -> bool:
     return isinstance(error, _connection_error_types())
 
 
+#: kafka-python's message (kafka.cluster) for a topic Kafka does not have.
+_TOPIC_NOT_FOUND = "Topic %s not found in cluster metadata"
+
+
+class _MissingTopicErrors(logging.Filter):
+    """Keeps kafka-python's ``Topic ... not found in cluster metadata`` to one line
+    per topic every ``_CONNECTION_ERRORS_EVERY`` seconds.
+
+    kafka-python logs it as an ERROR at every metadata update while a client waits
+    for a topic that does not exist, ten times a second for each (a producer
+    sending results to a topic not made yet, on brokers that do not create topics
+    on first use). The consumer says itself which configured topics are missing,
+    naming their settings (see :meth:`~wfe_kafka.consumer._TaskConsumer._check_topics`).
+    With kafka-python's loggers at DEBUG every one passes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        # Topic -> when its last line was let through.
+        self._shown: dict[str, float] = {}
+        #: Lines left out of the log.
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _TOPIC_NOT_FOUND or not isinstance(record.args, tuple):
+            return True
+        if logging.getLogger(record.name).getEffectiveLevel() <= logging.DEBUG:
+            return True
+        topic = str(record.args[0]) if record.args else ""
+        now = time.monotonic()
+        with self._lock:
+            shown = self._shown.get(topic)
+            if shown is not None and now - shown < _CONNECTION_ERRORS_EVERY:
+                self.left_out += 1
+                return False
+            self._shown[topic] = now
+        return True
+
+
 _connection_lock = threading.Lock()
 # The filter on _CONNECTION_LOGGERS while consumers run, and how many do.
 _connection_errors: list[_ConnectionErrors] = []
 _connection_users = 0
+# The filter on kafka.cluster meanwhile: one for the process, so that a topic said
+# to be missing while consuming is not said again as the interface closes.
+_missing_topic_errors = _MissingTopicErrors()
 
 
 @contextlib.contextmanager
 def _quiet_connection_errors() -> Iterator[_ConnectionErrors]:
     """While in the block, kafka-python's connection errors go through one
-    :class:`_ConnectionErrors` filter (shared by the consumers of the process: the
-    first to enter installs it, the last to leave removes it)."""
+    :class:`_ConnectionErrors` filter, and its missing-topic errors through the
+    :class:`_MissingTopicErrors` one (shared by the consumers of the process: the
+    first to enter installs them, the last to leave removes them)."""
     global _connection_users
     with _connection_lock:
         if not _connection_errors:
             _connection_errors.append(_ConnectionErrors())
             for name in _CONNECTION_LOGGERS:
                 logging.getLogger(name).addFilter(_connection_errors[0])
+            logging.getLogger("kafka.cluster").addFilter(_missing_topic_errors)
         _connection_users += 1
         watch = _connection_errors[0]
     try:
@@ -415,6 +460,7 @@ def _quiet_connection_errors() -> Iterator[_ConnectionErrors]:
             if not _connection_users:
                 for name in _CONNECTION_LOGGERS:
                     logging.getLogger(name).removeFilter(watch)
+                logging.getLogger("kafka.cluster").removeFilter(_missing_topic_errors)
                 _connection_errors.clear()
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from wfcore import ECSWorkflowEngine, Store, Task
 
 from .clients import Record as Record
-from .clients import _client_config, _Producer, _smaller_if_too_large
+from .clients import _client_config, _Producer, _quiet_connection_errors, _smaller_if_too_large
 from .consumer import _SettingsRefused, _TaskConsumer
 from .hooks import _EventHooks, _Hooks
 from .messages import TASK_FIELDS, BadMessage, parse_task_message, result_message, task_message
@@ -393,6 +393,13 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         Waits at most ``close_timeout`` seconds for Kafka in all: what it has not
         taken by then stays in the outbox for the next start.
         """
+        # The last sends may wait for a topic that does not exist or a broker that
+        # is away, and kafka-python logs each retry: as few of those lines as while
+        # the consumer runs.
+        with _quiet_connection_errors():
+            await self._close()
+
+    async def _close(self) -> None:
         deadline = time.monotonic() + self.close_timeout
         self.stop_consuming()
         if self._consumer_task is not None:
