@@ -1,6 +1,7 @@
 """A task's page with a long history: the timeline shows the newest events, says how
 many earlier ones there are and links to all of them; the choice survives the page's
-own refreshes. Histories are made by a real loop workflow on a real SQLite store."""
+own refreshes. Histories are made by a real loop workflow on a real SQLite store.
+Likewise a task with many text artifacts shows the newest few inline."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import pytest
 from flaskui_helpers import loop_task
 from wfe_flaskui import Dashboard, create_app
 from wfe_flaskui.display import HISTORY_SHOWN, _timeline, _waiting_since
-from wfe_flaskui.pages import task_context
+from wfe_flaskui.pages import PREVIEWS_SHOWN, task_context
 
-from wfcore import Task, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 
 #: One timeline item, whole: its offset, time, label, duration and details included.
 _ITEM = re.compile(r'<li class="ev ev-.*?</li>', re.DOTALL)
@@ -176,3 +177,50 @@ def test_inbox_cards_and_a_finished_task_read_only_the_end_of_a_long_history() -
     finished = _CountedReads(entries)
     task = Task(data={}, status=TaskStatus.COMPLETED, history=finished)
     assert _waiting_since(task) is None and finished.reads == 0
+
+
+async def _task_with_logs(url: str, first: int, count: int, task_id: str | None = None) -> str:
+    """A waiting task on the store at ``url`` given text artifacts ``log-<first>.txt``
+    on (100 KB each, more than a page shows of one) and one binary file: its id."""
+    engine = ECSWorkflowEngine(store=url, load_plugins=False)
+    engine.register_workflow("logs", [Phase("read", assigned_to="human")])
+    try:
+        if task_id is None:
+            task_id = (await engine.submit_task({}, "logs")).id
+            await engine.run_until_idle()
+            await engine.add_artifact_bytes(task_id, "blob.bin", bytes(range(256)))
+        for i in range(first, first + count):
+            await engine.add_artifact_bytes(task_id, f"log-{i:02}.txt", (b"x" * 99 + b"\n") * 1000)
+        return task_id
+    finally:
+        await engine.aclose()
+
+
+def _previewed(html: str) -> list[str]:
+    return re.findall(r'<details id="art-\d+" open><summary>([^<(]+?)[ <(]', html)
+
+
+def test_a_page_shows_the_newest_text_artifacts_inline_and_lists_every_one(
+    client: Any, wfe_store_url: str
+) -> None:
+    """Each text artifact shown inline is up to 64 KiB of a page that fetches itself
+    every few seconds: a task with hundreds (a log for each round of a loop) would
+    make it megabytes. The newest few are shown; every one stays listed."""
+    task_id = asyncio.run(_task_with_logs(wfe_store_url, 0, PREVIEWS_SHOWN))
+    page = client.get(f"/tasks/{task_id}").text
+    assert _previewed(page) == [f"log-{i:02}.txt" for i in range(8)]
+    assert 'id="previews-left-out"' not in page
+
+    asyncio.run(_task_with_logs(wfe_store_url, 8, 22, task_id))
+    page = client.get(f"/tasks/{task_id}").text
+    assert _previewed(page) == [f"log-{i:02}.txt" for i in range(22, 30)]
+    assert (
+        '<p class="muted" id="previews-left-out">The newest 8 text artifacts are shown below '
+        "their rows; download the other 22 to read them.</p>"
+    ) in page
+    assert page.count("<tr data-artifact=") == 31  # every one, with its download link
+    assert page.count(">Download</a>") == 31
+    assert len(page) < 9 * 64 * 1024  # 30 previews would be 1.9 MB
+    # The page's own refreshes (just its region) are the same.
+    region = client.get(f"/tasks/{task_id}", headers={"X-WFE-Partial": "1"}).text
+    assert _previewed(region) == _previewed(page)

@@ -165,13 +165,11 @@ def task(
         if found is None:
             return None
         specs = await ops.workflows_of(engine, [found])
+        texts = [art.name for art in found.artifacts if _is_text(art.media_type, art.name)]
         previews = {}
-        for art in found.artifacts:
-            if _is_text(art.media_type, art.name):
-                previews[art.name] = await ops.artifact_preview(
-                    engine, found, art.name, dash.preview_bytes
-                )
-        return found, specs, previews, await workers.holder_of(engine, found)
+        for name in texts[-PREVIEWS_SHOWN:]:
+            previews[name] = await ops.artifact_preview(engine, found, name, dash.preview_bytes)
+        return found, specs, previews, len(texts), await workers.holder_of(engine, found)
 
     loaded = dash.call(load)
     if loaded is None:
@@ -185,9 +183,10 @@ def task(
             gone.headers[_GONE_HEADER] = "1"
             return gone
         return _error(dash, 404, f"no task {task_id!r}")
-    found, specs, previews, holder = loaded
+    found, specs, previews, texts, holder = loaded
     context = task_context(found, specs, history)
     context["previews"] = previews
+    context["previews_left_out"] = texts - len(previews)
     context["holder"] = holder
     context["refused"] = refused
     if found.status.is_waiting:
@@ -274,6 +273,12 @@ def kafka_task(dash: Dashboard, task_id: str) -> Any:
 
 _TEXT_TYPES = ("application/json", "application/xml", "application/yaml", "application/x-yaml")
 _TEXT_SUFFIXES = (".txt", ".md", ".csv", ".json", ".log", ".yaml", ".yml", ".xml", ".tsv", ".py")
+
+
+#: The most text artifacts a task's page shows inline (its newest), each up to the
+#: dashboard's ``preview_bytes``: the page fetches itself again every few seconds,
+#: and a task may hold hundreds of them (a log for each round of a loop).
+PREVIEWS_SHOWN = 8
 
 
 def _is_text(media_type: str | None, name: str) -> bool:
