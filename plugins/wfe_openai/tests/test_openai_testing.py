@@ -230,6 +230,30 @@ def test_a_server_stopped_mid_conversation_answers_no_more_requests(
     assert fake_openai.pending == 1
 
 
+def test_the_adapters_connections_close_as_each_event_loop_ends(fake_openai, wfe_engine, wfe_run):
+    """Each wfe_run is an asyncio.run of its own: the client the adapter built for
+    it is closed as it ends, without adapter.aclose(), so no connection (and no
+    ResourceWarning) is left behind."""
+    fake_openai.reply("first")
+    fake_openai.reply("second")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter())
+    wfe_engine.register_workflow("refunds", REFUNDS)
+
+    async def one() -> Task:
+        task = await wfe_engine.submit_task({"order_id": "A-1001"}, "refunds")
+        await wfe_engine.run_until_idle()
+        assert fake_openai.open_connections == 1  # kept open between calls
+        return await wfe_engine.wait_for_task(task.id)
+
+    for expected in ("first", "second"):
+        assert wfe_run(one()).output == expected
+        deadline = time.monotonic() + 30
+        while fake_openai.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake_openai.open_connections == 0
+    assert len(fake_openai.requests) == 2
+
+
 @pytest.mark.parametrize(
     ("script", "error", "message"),
     [

@@ -8,7 +8,8 @@ import inspect
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from wfcore import Phase, Task
@@ -129,6 +130,10 @@ class OpenAIAgentAdapter:
         self._given_client = client
         self._own_client: AsyncOpenAI | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
+        # Per event loop, the client built for it and what closes it as the loop ends.
+        self._closers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncOpenAI, AsyncIterator[None]]
+        ] = weakref.WeakKeyDictionary()
         # phase_options keys already warned about as naming no phase (plugin.py).
         self._warned_phase_options: set[str] = set()
         # What a timed-out request's error names as the adapter's timeout: the
@@ -183,6 +188,24 @@ class OpenAIAgentAdapter:
         client = _build_client(self._api_key, self._base_url, self._max_retries, self._redact)
         self._own_client, self._own_loop = client, loop
         return client
+
+    async def _close_with_its_loop(self, client: AsyncOpenAI) -> None:
+        """Have a client this adapter built closed as its event loop ends.
+
+        ``asyncio.run`` (a ``wfe worker``, a script, each ``wfe_run`` of a test) closes
+        the async generators still open as it ends: this one then closes the client,
+        in its own loop, so its connections do not outlive the loop without
+        ``aclose()``. A loop ended otherwise leaves that to ``aclose()``, as before.
+        """
+        if client is not self._own_client:
+            return  # a given client is the app's to close
+        loop = asyncio.get_running_loop()
+        started = self._closers.get(loop)
+        if started is not None and started[0] is client:
+            return
+        closer = _close_at_loop_end(client)
+        await closer.__anext__()
+        self._closers[loop] = (client, closer)
 
     async def aclose(self) -> None:
         """Close the HTTP connections of the client this adapter built (not a given one)."""
@@ -275,6 +298,7 @@ class OpenAIAgentAdapter:
             _check_request(request)
         # Built only now: a handler that hands the phase to a person needs no key.
         client = self._client()
+        await self._close_with_its_loop(client)
         await _converse(
             client,
             task,
@@ -348,6 +372,15 @@ class OpenAIAgentAdapter:
         options = self.phase_options.get(phase.target_classification, {})
         seconds = options.get("answer_timeout", self.answer_timeout)
         return phase.timeout if seconds is None else seconds
+
+
+async def _close_at_loop_end(client: AsyncOpenAI) -> AsyncIterator[None]:
+    """Wait, then close ``client``: its loop closes the generator as it ends."""
+    try:
+        yield
+    finally:
+        if not client.is_closed():
+            await client.close()
 
 
 def _iterable(value: Any) -> bool:

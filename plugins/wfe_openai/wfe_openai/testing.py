@@ -326,6 +326,13 @@ class FakeOpenAI:
         with self._lock:
             return len(self._script)
 
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open now (an SDK keeps one open between
+        calls until its client is closed)."""
+        with self._lock:
+            return len(self._connections)
+
     def messages(self, index: int = -1) -> list[dict[str, Any]]:
         """The ``messages`` of one received request (the last by default)."""
         if not self.requests:
