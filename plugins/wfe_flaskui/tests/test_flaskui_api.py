@@ -83,7 +83,15 @@ def test_list_is_newest_first_filtered_and_paged(api: Api, dashboard: Dashboard)
     counts = re.search(r'data-status="waiting_human"><span>[^<]*</span><b>(\d+)', page2)
     assert counts and counts[1] == "5"
     beyond = api.get("/?workflow=question&page=9").get_data(as_text=True)
-    assert "No tasks on this page." in beyond
+    assert (
+        'No tasks on this page. <a href="/?workflow=question&amp;page=3">The last page (3)</a>.'
+        in beyond
+    )
+    none = api.get("/?workflow=question&status=failed&page=2").get_data(as_text=True)
+    assert (
+        'No tasks on this page. <a href="/?status=failed&amp;workflow=question&amp;page=1">'
+        "The first page</a>."
+    ) in none
 
 
 def test_bad_input_gets_400_with_a_message(api: Api) -> None:
