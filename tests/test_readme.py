@@ -130,3 +130,19 @@ def test_the_define_workflow_example_ends_waiting_in_review(tmp_path: Path) -> N
     assert out == (
         "translate {'text': 'Bonjour'} {'text': \"Hello (from 'Bonjour')\"} waiting_human review\n"
     )
+
+
+def test_the_schedule_example_submits_and_runs_its_slot(tmp_path: Path) -> None:
+    snippet = _snippet_after("## Schedules")
+    # Its slot moved to a minute ago, so that the example has one due now.
+    start = "start=datetime(2026, 1, 1, 2, 0, tzinfo=timezone.utc),"
+    assert start in snippet
+    snippet = snippet.replace(start, "start=datetime.now(timezone.utc) - timedelta(minutes=1),")
+    checks = (
+        "[t] = await engine.list_tasks()\n"
+        "slot = datetime.fromisoformat(t.context['slot'])\n"
+        "print(t.id == 'nightly@' + slot.strftime('%Y-%m-%dT%H:%M:%SZ'), t.status.value)\n"
+        "print(t.output == 'sales report up to ' + t.context['slot'])\n"
+    )
+    out = _run_snippet(tmp_path, snippet, checks)
+    assert out.splitlines() == ["True completed", "True"]

@@ -17,6 +17,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .model import DEFINE_WORKFLOW, Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
+from .schedules import Schedule
 from .stores import MemoryStore, SQLiteStore, Store
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Phase",
     "PluginError",
     "SQLiteStore",
+    "Schedule",
     "Store",
     "StoreError",
     "Task",

@@ -58,6 +58,7 @@ from .model import (
     utcnow,
 )
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
+from .schedules import EPOCH, Schedule
 from .stores.base import Store, shown_url, unreadable
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, advance, other_engine_hint, running_engine
@@ -217,6 +218,7 @@ class ECSWorkflowEngine:
         self._workflows: dict[str, WorkflowSpec] = {}
         self._adapters: dict[TaskType, Adapter] = {}
         self._completed_hooks: list[CompletedHook] = []
+        self._schedules: dict[str, Schedule] = {}
         self._unsaved_workflows: set[str] = set()
         # Workflows registered in code, whose commands the app's author wrote.
         self._code_workflows: set[str] = set()
@@ -412,6 +414,49 @@ class ECSWorkflowEngine:
         """The adapter that runs phases of this task type (None if there is none:
         the built-ins are blocked, say)."""
         return self._adapters.get(TaskType.parse(task_type))
+
+    def register_schedule(
+        self,
+        name: str,
+        workflow_name: str,
+        *,
+        every: float | timedelta,
+        start: datetime | None = None,
+        data: Any = None,
+        classification: str | None = None,
+        assigned_to: TaskType | str = "ai",
+        grace: float | timedelta | None = None,
+    ) -> Schedule:
+        """Submit a task to ``workflow_name`` every ``every`` (seconds or a timedelta,
+        whole seconds), at ``start + k * every``: ``start`` is timezone-aware, by
+        default 1970-01-01 UTC (an hourly schedule runs on the hour; a daily one at
+        midnight UTC). The task's id is ``<name>@<slot time in UTC>``, so however many
+        workers run the schedule, each slot is submitted once; its context has
+        ``schedule`` and ``slot`` (the time, ISO 8601). A slot that came while no
+        worker ran is submitted by the first to start within ``grace`` of it
+        (default: ``every``, at most an hour), else skipped. A worker submits slots
+        while it runs (``run()``, ``run_until_idle()``).
+        """
+        schedule = Schedule(
+            name,
+            workflow_name,
+            every=every,
+            start=start if start is not None else EPOCH,
+            data=data,
+            classification=classification,
+            assigned_to=assigned_to,
+            grace=grace,
+        )
+        if name in self._schedules:
+            raise InvalidWorkflowError(f"schedule {name!r} is registered already")
+        self._schedules[name] = schedule
+        self._worker.schedules_changed()
+        return schedule
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The registered schedules, by name (a copy)."""
+        return dict(self._schedules)
 
     def register_task_completed_hook(self, callback: CompletedHook) -> None:
         """Call ``callback(task)`` after each task completes (and is durable).

@@ -1,4 +1,5 @@
-"""Checks of an engine's workflows against its handlers and adapters, as a worker starts.
+"""Checks of an engine's workflows and schedules against its handlers and adapters,
+as a worker starts.
 
 A phase nothing can run (a handler name with a typo, a forgotten registration) fails
 every task that reaches it, often after earlier phases did paid or human work; an
@@ -35,6 +36,18 @@ def workflow_problems(engine: ECSWorkflowEngine) -> list[str]:
         spec = engine._workflows.get(name)
         if spec is not None:
             problems.extend(_spec_problems(engine, spec))
+    for schedule in engine._schedules.values():
+        spec = engine._workflows.get(schedule.workflow_name)
+        if spec is None:
+            problems.append(
+                f"schedule {schedule.name!r}: workflow {schedule.workflow_name!r} is not "
+                "known here: its tasks cannot be submitted until it is registered or defined"
+            )
+        elif schedule.classification is not None and spec.phase(schedule.classification) is None:
+            problems.append(
+                f"schedule {schedule.name!r}: workflow {spec.name!r} has no phase "
+                f"{schedule.classification!r}: its tasks cannot be submitted"
+            )
     return problems
 
 

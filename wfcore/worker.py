@@ -86,6 +86,9 @@ class Worker:
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
         self._slots = PhaseSlots()
+        # Schedules: the slot each last submitted, and when (time.time()) to look again.
+        self._scheduled: dict[str, datetime] = {}
+        self._next_schedule_look = 0.0
         self._store_failed: set[str] = set()
         self._checkpointing: dict[str, asyncio.Lock] = {}
         self._running = False
@@ -136,6 +139,11 @@ class Worker:
         if now:
             for driver in list(self._active.values()):
                 driver.cancel()
+
+    def schedules_changed(self) -> None:
+        """Look at the schedules at the next turn of the loop (one was added)."""
+        self._next_schedule_look = 0.0
+        self.poke()
 
     def waiting_for_slots(self) -> dict[tuple[str, str], int]:
         """Tasks waiting for a slot of a limited phase, by (workflow, phase)."""
@@ -228,6 +236,8 @@ class Worker:
                 # that comes while the store is asked must not be lost.
                 self._wake.clear()
                 try:
+                    if self._engine._schedules and time.time() >= self._next_schedule_look:
+                        await self._submit_scheduled()
                     if time.monotonic() >= next_reap:
                         await self._reap_dead_owners(store)
                         next_reap = time.monotonic() + max(1.0, self._engine.poll_interval * 10)
@@ -283,6 +293,36 @@ class Worker:
         failure, self._failure = self._failure, None
         if failure is not None:
             raise failure
+
+    async def _submit_scheduled(self) -> None:
+        """Submit the task of each schedule's slot that is due, once per slot here;
+        the slot's id makes a second submission, by any worker, change nothing."""
+        now = utcnow()
+        schedules = list(self._engine._schedules.values())
+        for schedule in schedules:
+            slot = schedule.due(now)
+            if slot is None or self._scheduled.get(schedule.name) == slot:
+                continue
+            task_id = schedule.task_id(slot)
+            try:
+                await self._engine.submit_task(
+                    schedule.data,
+                    schedule.workflow_name,
+                    schedule.classification,
+                    schedule.assigned_to,
+                    task_id,
+                    context={"schedule": schedule.name, "slot": slot.isoformat()},
+                )
+            except StoreError:
+                raise  # the loop waits for the store, then this slot is tried again
+            except WorkflowError as exc:  # an unknown workflow, say: once per slot
+                logger.error(
+                    "schedule %r: could not submit task %s: %s", schedule.name, task_id, exc
+                )
+            else:
+                logger.debug("schedule %r: task %s submitted", schedule.name, task_id)
+            self._scheduled[schedule.name] = slot
+        self._next_schedule_look = min(s.next_slot(now) for s in schedules).timestamp()
 
     async def _pause_for_store(self, exc: StoreError) -> None:
         """Wait before asking a failing store again (a full disk, a lock held too

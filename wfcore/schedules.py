@@ -1,0 +1,127 @@
+"""Schedules: a task submitted to a workflow at fixed times, by whichever worker runs.
+
+A schedule's times (its slots) are ``start + k * every`` for whole ``k``. Every
+worker that has the schedule submits the task of each slot that comes while it runs,
+under an id made of the schedule's name and the slot's time. Submitting an id the
+store has already stored changes nothing, so several workers, restarts and
+takeovers never make a slot run twice, and a slot that came while no worker ran is
+still submitted by the first worker to start within ``grace`` of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+
+from .errors import InvalidTaskError, InvalidWorkflowError
+from .model import TaskType
+
+__all__ = ["EPOCH", "Schedule"]
+
+#: Where a schedule's slots are counted from unless it says otherwise.
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Ids and history show slot times to the second: a shorter period would give two
+# slots one id.
+_MIN_EVERY = 1.0
+_MAX_EVERY = 366 * 86400.0
+
+
+def _as_seconds(value: Any) -> Any:
+    """A timedelta as seconds; anything else as given, for the checks to judge."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def _task_type(value: TaskType | str) -> TaskType:
+    return TaskType.parse(value)
+
+
+def _seconds(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidWorkflowError(f"{what}: must be seconds or a timedelta, not {value!r}")
+    return float(value)
+
+
+@attrs.frozen
+class Schedule:
+    """Submit a task to ``workflow_name`` every ``every`` seconds, at the slots
+    ``start + k * every`` (``start``: a timezone-aware datetime, by default
+    1970-01-01 UTC, so an hourly schedule runs on the hour). ``data``,
+    ``classification`` and ``assigned_to`` are the task's, as in ``submit_task``.
+    A slot is submitted by a worker running when it comes, or by the first to start
+    within ``grace`` seconds after it (by default the smaller of ``every`` and an
+    hour); later, it is skipped."""
+
+    name: str
+    workflow_name: str
+    every: float = attrs.field(converter=_as_seconds)
+    start: datetime = EPOCH
+    data: Any = None
+    classification: str | None = None
+    assigned_to: TaskType = attrs.field(default=TaskType.AGENTIC, converter=_task_type)
+    grace: float | None = attrs.field(default=None, converter=_as_seconds)
+
+    def __attrs_post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise InvalidWorkflowError(
+                f"schedule name {name!r}: must be non-empty text, without blanks at its ends"
+            )
+        if len(name) > 100 or not name.isprintable() or "/" in name or "\\" in name:
+            raise InvalidWorkflowError(
+                f"schedule name {name!r}: at most 100 printable characters, no '/' or '\\' "
+                "(it is part of each task's id)"
+            )
+        if not isinstance(self.workflow_name, str) or not self.workflow_name:
+            raise InvalidWorkflowError(f"schedule {name!r}: workflow_name must be a name")
+        every = _seconds(self.every, f"schedule {name!r}: every")
+        if not _MIN_EVERY <= every <= _MAX_EVERY or every != int(every):
+            raise InvalidWorkflowError(
+                f"schedule {name!r}: every must be whole seconds, from 1 second to 366 days, "
+                f"not {every:g}"
+            )
+        object.__setattr__(self, "every", every)
+        if not isinstance(self.start, datetime) or self.start.tzinfo is None:
+            raise InvalidWorkflowError(
+                f"schedule {name!r}: start must be a timezone-aware datetime, "
+                f"e.g. datetime(2026, 1, 1, 2, 0, tzinfo=timezone.utc), not {self.start!r}"
+            )
+        grace = (
+            min(every, 3600.0)
+            if self.grace is None
+            else _seconds(self.grace, f"schedule {name!r}: grace")
+        )
+        if grace <= 0:
+            raise InvalidWorkflowError(f"schedule {name!r}: grace must be more than 0 seconds")
+        object.__setattr__(self, "grace", grace)
+        try:
+            json.dumps(self.data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskError(
+                f"schedule {name!r}: data must be JSON-serializable: {exc}"
+            ) from None
+
+    def latest_slot(self, now: datetime) -> datetime:
+        """The last slot at or before ``now`` (the start itself may be later)."""
+        steps = math.floor((now - self.start).total_seconds() / self.every)
+        return self.start + timedelta(seconds=steps * self.every)
+
+    def next_slot(self, now: datetime) -> datetime:
+        """The first slot after ``now`` (the start, while it is still to come)."""
+        return max(self.start, self.latest_slot(now) + timedelta(seconds=self.every))
+
+    def due(self, now: datetime) -> datetime | None:
+        """The slot to submit at ``now``: the latest one, if it is not before the start
+        and came no more than ``grace`` ago; else None."""
+        slot = self.latest_slot(now)
+        assert self.grace is not None
+        if slot < self.start or (now - slot).total_seconds() > self.grace:
+            return None
+        return slot
+
+    def task_id(self, slot: datetime) -> str:
+        """The id of the slot's task: ``<name>@<slot in UTC>``, to the second."""
+        return f"{self.name}@{slot.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
