@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import threading
+from typing import Any
 
 import pytest
+from flaskui_helpers import Api, wait_for
 from werkzeug.datastructures import MultiDict
-from wfe_flaskui import EngineBridge, workflow_svg
+from wfe_flaskui import Dashboard, EngineBridge, create_app, workflow_svg
 from wfe_flaskui.bridge import BridgeError
 from wfe_flaskui.forms import answer_form, parse_answer
 from wfe_flaskui.graph import phase_edges
@@ -490,6 +495,45 @@ async def _forever() -> None:
     import asyncio
 
     await asyncio.Event().wait()
+
+
+async def _awaited_on_the_loop() -> list[str]:
+    """What the calls running on the dashboard's loop (the requests waiting for its
+    engine) await now, by name."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    return [getattr(t.get_coro().cr_await, "__qualname__", "") for t in tasks]
+
+
+def test_a_long_poll_waiting_when_the_dashboard_stops_is_answered_503(
+    wfe_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping cancels what waits on the engine's loop: the request says the
+    dashboard stopped (503), rather than failing with a 500 and a traceback."""
+    engine = ECSWorkflowEngine(store=wfe_store_url, load_plugins=False)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+    dash = Dashboard(engine, token="", kafka_brokers="")  # no worker: the task stays pending
+    try:
+        api = Api(create_app(dash, secret_key="x").test_client())
+        task = api.submit("w", {})
+        answers: list[Any] = []
+        poll = threading.Thread(
+            target=lambda: answers.append(api.get(f"/api/tasks/{task['id']}?wait=30"))
+        )
+        poll.start()
+        wait_for(
+            lambda: "_settled" in dash.call(_awaited_on_the_loop()),
+            what="the long poll to wait for the task",
+        )
+    finally:
+        dash.stop()
+    poll.join(10)
+    [answer] = answers
+    assert answer.status_code == 503
+    assert answer.get_json() == {
+        "error": "the dashboard stopped while this request waited for its engine"
+    }
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_bridge_reports_a_bad_store() -> None:

@@ -130,6 +130,12 @@ class EngineBridge:
                 raise  # the coroutine's own TimeoutError (the same class since Python 3.11)
             future.cancel()
             raise BridgeTimeout(f"the engine did not answer within {wait:g}s") from None
+        except concurrent.futures.CancelledError:
+            # stop() cancels what still runs on the loop (a request long-polling a
+            # task, say): the request gets a 503 saying so, not a 500.
+            raise BridgeError(
+                "the dashboard stopped while this request waited for its engine"
+            ) from None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         """Run a long-lived coroutine on the loop (cancelled by :meth:`stop`)."""
