@@ -4,11 +4,14 @@ take, and text from tasks that a terminal would act on."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from test_cli import APP
+import pytest
+from test_cli import APP, _wait_for
 
 
 def test_artifact_names_too_long_to_look_up_get_one_line(wfe, tmp_path: Path) -> None:
@@ -159,3 +162,57 @@ def test_a_terminal_that_is_not_utf8_gets_the_text_escaped(wfe) -> None:
         "Error: Invalid value for --data: stdin is not UTF-8 text ('utf-8' codec can't decode "
         "byte 0xfc in position 7: invalid start byte)\n"
     )
+
+
+_WAITING_APP = """\
+import asyncio
+from pathlib import Path
+
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine(poll_interval=0.05)
+
+
+async def hold(task):
+    Path("running").write_text(task.id)
+    await asyncio.sleep(3600)  # until the worker stops
+
+
+engine.register_handler("hold", hold)
+engine.register_workflow("held", [Phase("hold", assigned_to="functional")])
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_a_worker_whose_stderr_is_gone_still_stops_when_told(
+    wfe, tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    """``wfe worker ... 2>&1 | head``, or a terminal closed under it: its next line
+    to stderr fails (EPIPE), and neither that nor Python's flush at exit may keep
+    it from stopping and exiting as usual."""
+    (tmp_path / "held_app.py").write_text(_WAITING_APP)
+    task_id = wfe("submit", "held", "--app", "held_app:engine").stdout.strip()
+    env = dict(wfe.env)
+    env.pop("PYTHONUNBUFFERED", None)  # as a service or shell runs it: stderr buffered
+    read_end, write_end = os.pipe()
+    command = ["worker", "held_app:engine", "--shutdown-timeout", "0.1"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", *command],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=write_end,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 4096).startswith(b"wfe worker ")
+        _wait_for(lambda: (tmp_path / "running").exists(), what="the phase to start")
+        os.close(read_end)  # whoever read its stderr is gone
+        worker.send_signal(sig)  # the worker says "stopping: ..." to a closed pipe
+        assert worker.wait(timeout=30) == status
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "pending"

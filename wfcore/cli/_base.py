@@ -99,6 +99,20 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self) -> TextIO:
         return sys.stderr
 
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            _stderr_gone()  # a pipe or terminal closed: logging on would fail again
+            return
+        super().handleError(record)
+
+
+def _stderr_gone() -> None:
+    """Send what goes to stderr nowhere from now on: it was a pipe or terminal that
+    is gone (``wfe worker 2>&1 | head``, a closed ssh session). The worker goes on,
+    stops when told and exits as usual, rather than failing on every line and then
+    with status 120 as Python cannot flush the old stream at exit."""
+    sys.stderr = open(os.devnull, "w", encoding="utf-8")  # open until the process ends
+
 
 class _PrintableFormatter(logging.Formatter):
     """Log lines with their control characters written out but for newlines and

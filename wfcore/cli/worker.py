@@ -32,6 +32,7 @@ from ._base import (
     _new_store_place,
     _note_created,
     _run,
+    _stderr_gone,
     _store_option,
     cli,
 )
@@ -171,9 +172,7 @@ def worker(
     server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
     # Each of --processes' workers says which it is: their lines share one stderr.
     label = f"[worker {os.getpid()}] " if supervisor_pid is not None else ""
-    stopped_by = _run(
-        _worker(engine, until_idle, quiet, _new_store_place(engine), server, label)
-    )
+    stopped_by = _run(_worker(engine, until_idle, quiet, _new_store_place(engine), server, label))
     if stopped_by == signal.SIGINT:
         # Interrupted, as every wfe command is by Ctrl-C (the exit statuses of wfe
         # --help); SIGTERM, a service manager's way to stop it, is a clean exit (0).
@@ -228,10 +227,7 @@ def _supervise(
             # A worker interrupted by the Ctrl-C passed on to it exits 130, as asked.
             if code != 0 and not (code == EXIT_INTERRUPTED and signal.SIGINT in passed):
                 running = count - len(codes)
-                click.echo(
-                    f"wfe: worker process {pid} {_ended_how(code)}; {running} still running",
-                    err=True,
-                )
+                _say(f"wfe: worker process {pid} {_ended_how(code)}; {running} still running")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -344,14 +340,13 @@ async def _worker(
             # Asked again: the phases go back to the store now, as a cancelled shutdown.
             handed = engine.active_count
             engine.stop(now=True)
-            click.echo(f"stopping now: {handed} running phase(s) go back to the store", err=True)
+            _say(f"stopping now: {handed} running phase(s) go back to the store")
             return
         if not quiet and engine.active_count and engine.running:
-            click.echo(
+            _say(
                 f"stopping: {engine.active_count} running phase(s) get up to "
                 f"{engine.shutdown_timeout:g}s to finish, then go back to the store "
-                "(Ctrl-C again: at once)",
-                err=True,
+                "(Ctrl-C again: at once)"
             )
         engine.stop()
 
@@ -395,22 +390,20 @@ async def _work(
         for name in only:
             if name not in known:
                 hint = f" (known: {', '.join(sorted(known))})" if known else ""
-                click.echo(
+                _say(
                     f"warning: no workflow named {name!r} is registered or stored yet{hint}; "
-                    "this worker waits for its tasks",
-                    err=True,
+                    "this worker waits for its tasks"
                 )
     if not quiet:
         scope = f"; workflows {', '.join(only)}" if only else ""
-        click.echo(
+        _say(
             f"wfe worker {engine.worker_id} on {store.url} "
-            f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop",
-            err=True,
+            f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop"
         )
         if server is not None:
-            click.echo(f"  metrics at {server.url}", err=True)
+            _say(f"  metrics at {server.url}")
         for line in report_header(engine):
-            click.echo(f"  {line}", err=True)
+            _say(f"  {line}")
     if until_idle:
         await _note_delayed_only(store, only)
     progress = _Progress(terminal=sys.stderr.isatty(), label=label)
@@ -442,10 +435,9 @@ async def _note_delayed_only(store: Store, only: tuple[str, ...] | None) -> None
         return
     if count:
         when = f", the next at {_utc_text(first)}" if first is not None else ""
-        click.echo(
+        _say(
             f"note: no task is due yet; --until-idle waits for {count} delayed "
-            f"task(s){when} (Ctrl-C to stop)",
-            err=True,
+            f"task(s){when} (Ctrl-C to stop)"
         )
 
 
@@ -511,7 +503,16 @@ class _Progress:
         """Print ``line`` on stderr, if :meth:`show` says to."""
         said = self.show(line, now, always)
         if said is not None:
-            click.echo(said, err=True)
+            _say(said)
+
+
+def _say(line: str) -> None:
+    """Print ``line`` on stderr, if stderr is still there (see :func:`_stderr_gone`):
+    a failing write here would keep a signal handler from stopping the worker."""
+    try:
+        click.echo(line, err=True)
+    except OSError:  # EPIPE, EIO
+        _stderr_gone()
 
 
 async def _report(engine: ECSWorkflowEngine, progress: _Progress, every: float = 2.0) -> None:
