@@ -477,6 +477,8 @@ def test_worker_processes_share_the_store_and_stop_together(wfe, tmp_path: Path)
     assert supervisor.returncode == 0, stderr
     for pid in pids:  # each says which worker its progress lines are of
         assert re.search(rf"^\S+ \[worker {pid}\] this worker: ", stderr, re.M), stderr
+        # and which is stopping: they all get the signal at once
+        assert f"\n[worker {pid}] stopping: 1 running phase(s) get up to 0.5s" in stderr, stderr
     for task_id in ids:  # both processes handed their phase back on the way out
         task = json.loads(wfe("show", task_id, "--json").stdout)
         assert task["status"] == "pending" and task["history"][-1]["event"] == "released"

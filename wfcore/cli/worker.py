@@ -340,11 +340,11 @@ async def _worker(
             # Asked again: the phases go back to the store now, as a cancelled shutdown.
             handed = engine.active_count
             engine.stop(now=True)
-            _say(f"stopping now: {handed} running phase(s) go back to the store")
+            _say(f"{label}stopping now: {handed} running phase(s) go back to the store")
             return
         if not quiet and engine.active_count and engine.running:
             _say(
-                f"stopping: {engine.active_count} running phase(s) get up to "
+                f"{label}stopping: {engine.active_count} running phase(s) get up to "
                 f"{engine.shutdown_timeout:g}s to finish, then go back to the store "
                 "(Ctrl-C again: at once)"
             )
@@ -391,8 +391,8 @@ async def _work(
             if name not in known:
                 hint = f" (known: {', '.join(sorted(known))})" if known else ""
                 _say(
-                    f"warning: no workflow named {name!r} is registered or stored yet{hint}; "
-                    "this worker waits for its tasks"
+                    f"{label}warning: no workflow named {name!r} is registered or stored "
+                    f"yet{hint}; this worker waits for its tasks"
                 )
     if not quiet:
         scope = f"; workflows {', '.join(only)}" if only else ""
