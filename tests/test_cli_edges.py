@@ -216,3 +216,21 @@ def test_a_worker_whose_stderr_is_gone_still_stops_when_told(
             worker.kill()
             worker.wait()
     assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "pending"
+
+
+def test_an_empty_store_option_is_refused(wfe, tmp_path: Path) -> None:
+    """``--store "$STORE"`` with the variable unset names no store: the default one
+    in the current folder must not quietly serve (or be made) instead."""
+    said = (
+        "Error: --store is empty (an unset variable?): give a store URL, or leave --store "
+        "out for WFE_STORE or the default\n"
+    )
+    for args in (
+        ("--store", "", "submit", "review", "--app", APP),
+        ("submit", "review", "--app", APP, "--store", ""),
+        ("--store", "", "tasks"),
+        ("worker", APP, "--store", "", "--until-idle"),
+    ):
+        result = wfe(*args, check=False)
+        assert (result.returncode, result.stderr) == (2, said), args
+    assert not (tmp_path / ".wfe").exists() and not (tmp_path / "wfe.db").exists()

@@ -181,6 +181,13 @@ def _engine(
     read as it is, not upgraded: that release's workers may still be using it.
     """
     shared = ctx.ensure_object(_Context)
+    if "" in (store, shared.store):
+        # --store "$STORE" with the variable unset: the default store in the current
+        # folder would serve instead (or be made), a store nobody meant.
+        raise _InputError(
+            "--store is empty (an unset variable?): give a store URL, or leave --store "
+            "out for WFE_STORE or the default"
+        )
     url = store or shared.store
     if app is None and shared.app is not None:
         app, app_hint = shared.app, "--app"
