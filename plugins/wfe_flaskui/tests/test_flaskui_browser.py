@@ -150,6 +150,50 @@ def test_a_file_chosen_in_the_answer_form_is_stored_with_the_task(page: Any, liv
     expect(page.locator("#outputs")).to_contain_text("Signed: see the file.")
 
 
+def test_a_form_larger_than_the_dashboard_takes_is_not_sent_and_keeps_what_was_typed(
+    page: Any, live: Any
+) -> None:
+    """The dashboard refuses a body over max_body (1 MiB) with a 413 page, which cannot
+    keep what was typed: the page says so before sending, beside the form."""
+    expect = _expect()
+    task = live.api.submit("question", {"q": "Send the scan."})
+    waiting = live.api.wait_status(task["id"], "waiting_human")
+    url = f"{live.url}/tasks/{task['id']}"
+    page.goto(url)
+    form = page.locator("form.answer-form")
+    form.locator("textarea[name=answer]").fill("Here it is, all of it.")
+    big = {"name": "scan.tiff", "mimeType": "image/tiff", "buffer": b"x" * (2 * 2**20)}
+    form.locator("input[name=file]").set_input_files(big)
+    form.locator("button[data-action=answer]").click()
+    refusal = form.locator(".field-upload [data-size-error]")
+    expect(refusal).to_have_text(
+        "scan.tiff is 2.0 MiB, more than the 1.0 MiB this dashboard takes with the rest "
+        "of the form, so it was not sent. Choose a smaller file."
+    )
+    screenshot(page, "task-answer-too-large")
+    assert page.url == url
+    expect(form.locator("textarea[name=answer]")).to_have_value("Here it is, all of it.")
+    assert live.api.task(task["id"])["version"] == waiting["version"]
+    # A smaller file goes, and the note with it.
+    small = {"name": "scan.txt", "mimeType": "text/plain", "buffer": b"a smaller scan"}
+    form.locator("input[name=file]").set_input_files(small)
+    form.locator("button[data-action=answer]").click()
+    expect(page.locator(".flash-ok")).to_contain_text("The file scan.txt was stored with it.")
+    expect(page.locator("[data-size-error]")).to_have_count(0)
+
+    # The submit form (no file): its data.
+    page.goto(f"{live.url}/submit")
+    page.select_option("#s-workflow", "question")
+    page.fill("#s-data", json.dumps({"q": "x" * (2**20)}))
+    page.click("button[data-action=submit]")
+    refusal = page.locator("#submit-form > [data-size-error]")
+    expect(refusal).to_contain_text(
+        "more than the 1.0 MiB this dashboard takes, so it was not sent. Send less."
+    )
+    assert page.url == f"{live.url}/submit"
+    assert len(page.locator("#s-data").input_value()) > 2**20
+
+
 def test_a_form_left_open_while_someone_else_answers_is_refused(
     browser: Any, page: Any, live: Any
 ) -> None:

@@ -45,6 +45,68 @@
         if (!window.confirm(this.dataset.confirm)) event.preventDefault();
       });
     }
+    var posts = root.querySelectorAll("form[method=post]:not([data-size-bound])");
+    for (var j = 0; j < posts.length; j++) {
+      posts[j].setAttribute("data-size-bound", "");
+      posts[j].addEventListener("submit", checkSize);
+    }
+  }
+
+  // -- a form larger than the dashboard takes ----------------------------------------
+  // The dashboard refuses a request over its max_body with 413, on a page that cannot
+  // keep what was typed. A form that large is not sent: it says so where it is, with
+  // everything typed still in it.
+
+  function checkSize(event) {
+    var meta = document.querySelector("meta[name=wfe-max-body]");
+    var limit = meta ? parseInt(meta.content, 10) : 0;
+    if (!limit || event.defaultPrevented) return;
+    var form = event.target;
+    var size = formSize(form);
+    var old = form.querySelector("[data-size-error]");
+    if (old) old.remove();
+    if (size.total <= limit) return;
+    event.preventDefault();
+    var note = document.createElement("div");
+    note.className = "error form-error";
+    note.setAttribute("role", "alert");
+    note.setAttribute("data-size-error", "");
+    var where = size.file ? form.querySelector("input[type=file]") : null;
+    note.textContent = (size.file ? size.file.name + " is " + human(size.file.size) : "This form holds " + human(size.total)) +
+      ", more than the " + human(limit) + " this dashboard takes" + (size.file ? " with the rest of the form" : "") +
+      ", so it was not sent. " + (size.file ? "Choose a smaller file." : "Send less.");
+    if (where) where.parentNode.appendChild(note);
+    else form.insertBefore(note, form.firstChild);
+    note.scrollIntoView({ block: "nearest" });
+  }
+
+  // The size of the body the browser would send for the form: exact for a plain form,
+  // at least its values and files for one with a file input.
+  function formSize(form) {
+    var data = new FormData(form);
+    if ((form.getAttribute("enctype") || "").indexOf("multipart") < 0) {
+      return { total: new URLSearchParams(data).toString().length, file: null };
+    }
+    var total = 0;
+    var largest = null;
+    data.forEach(function (value) {
+      if (typeof value === "string") {
+        total += new Blob([value]).size;
+        return;
+      }
+      total += value.size;
+      if (value.size && (!largest || value.size > largest.size)) largest = value;
+    });
+    return { total: total, file: largest };
+  }
+
+  function human(bytes) {
+    var units = ["B", "KiB", "MiB", "GiB"];
+    var size = bytes;
+    for (var i = 0; i < units.length; i++) {
+      if (size < 1024 || i === units.length - 1) return i ? size.toFixed(1) + " " + units[i] : size + " B";
+      size /= 1024;
+    }
   }
 
   // A region reloads its own HTML (the server sends just the region when asked
