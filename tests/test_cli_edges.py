@@ -234,3 +234,21 @@ def test_an_empty_store_option_is_refused(wfe, tmp_path: Path) -> None:
         result = wfe(*args, check=False)
         assert (result.returncode, result.stderr) == (2, said), args
     assert not (tmp_path / ".wfe").exists() and not (tmp_path / "wfe.db").exists()
+
+
+def test_help_names_each_value_as_the_readme_does(wfe) -> None:
+    """Option values are named for what they are (URL, N, JSON), not TEXT or
+    INTEGER RANGE."""
+    expected = {
+        (): ["--store URL "],
+        ("worker",): ["--store URL ", "-p, --processes N "],
+        ("submit",): ["--classification PHASE ", "--assigned-to TYPE ", "--id ID "],
+        ("resume",): ["--output JSON ", "--phase NAME "],
+        ("plugins",): ["--hook NAME "],
+    }
+    for command, options in expected.items():
+        helped = wfe(*command, "--help").stdout
+        for option in options:
+            assert f"  {option}" in helped, (command, option, helped)
+        assert " TEXT " not in helped.replace("--text TEXT ", ""), (command, helped)
+        assert "INTEGER RANGE" not in helped, (command, helped)

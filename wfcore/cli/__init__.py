@@ -40,7 +40,7 @@ __all__ = ["cli", "load_app", "main"]
 
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Include the built-in plugins.")
-@click.option("--hook", help="Only plugins implementing this hook.")
+@click.option("--hook", metavar="NAME", help="Only plugins implementing this hook.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def plugins(ctx: click.Context, show_all: bool, hook: str | None, as_json: bool) -> None:

@@ -65,7 +65,7 @@ def _app_option(fn: F) -> F:
 def _store_option(fn: F) -> F:
     # Only the group's option reads WFE_STORE: a subcommand's own --store, then the
     # group's --store, then the environment, in that order.
-    return click.option("--store", "store", help=_STORE_HELP)(fn)
+    return click.option("--store", "store", metavar="URL", help=_STORE_HELP)(fn)
 
 
 #: Exit statuses besides 0 (success), 1 (the operation failed) and 2 (bad command
@@ -533,7 +533,7 @@ def _no_ui() -> str:
     cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EXIT_STATUSES
 )
 @click.version_option(package_name="wfcore", prog_name="wfe")
-@click.option("--store", "store", envvar="WFE_STORE", help=_STORE_HELP)
+@click.option("--store", "store", metavar="URL", envvar="WFE_STORE", help=_STORE_HELP)
 @click.option(
     "--log-level",
     type=click.Choice(_LOG_LEVELS, case_sensitive=False),

@@ -56,14 +56,19 @@ _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
     metavar="JSON",
     help="Task data as JSON; - reads it from stdin, @FILE from a file.",
 )
-@click.option("--classification", help="Start at this phase instead of classifying.")
+@click.option(
+    "--classification", metavar="PHASE", help="Start at this phase instead of classifying."
+)
 @click.option(
     "--assigned-to",
+    metavar="TYPE",
     default="ai",
     show_default=True,
     help="Task type: human, agentic (ai) or functional.",
 )
-@click.option("--id", "task_id", help="Task id; submitting an existing id returns that task.")
+@click.option(
+    "--id", "task_id", metavar="ID", help="Task id; submitting an existing id returns that task."
+)
 @click.option(
     "--app", metavar="MODULE:ATTR", help="The app whose workflows to know (else the store's)."
 )
@@ -340,10 +345,13 @@ def _who(by: str | None) -> str | None:
 
 @cli.command()
 @click.argument("task_id")
-@click.option("--output", "output", help="The answer as JSON (neither option: null).")
+@click.option(
+    "--output", "output", metavar="JSON", help="The answer as JSON (neither option: null)."
+)
 @click.option("--text", help="The answer as plain text (instead of --output).")
 @click.option(
     "--phase",
+    metavar="NAME",
     help="The phase this answers; refused if the task has moved on to another.",
 )
 @click.option(

@@ -80,6 +80,7 @@ from ._base import (
 @click.option(
     "--processes",
     "-p",
+    metavar="N",
     type=click.IntRange(1, 1024),
     default=1,
     show_default=True,
