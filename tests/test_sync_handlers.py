@@ -7,6 +7,7 @@ import contextvars
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from core_util import background, wait_for, wait_for_status
+from core_util import (
+    background,
+    background_wfe,
+    wait_for,
+    wait_for_status,
+    wait_until,
+    with_pythonpath,
+)
 
 from wfcore import Phase, Task, TaskStatus
 
@@ -285,3 +293,74 @@ def test_keyboard_interrupt_from_a_phase_still_ends_the_process(tmp_path):
     assert result.returncode != 0
     assert "KeyboardInterrupt" in result.stderr
     assert "the engine went on" not in result.stdout
+
+
+BLOCKED_FOR_GOOD = """
+import os, threading
+from pathlib import Path
+from wfcore import ECSWorkflowEngine, Phase
+
+def stuck(task):
+    Path(os.environ["WFE_TEST_DIR"], "started").touch()
+    threading.Event().wait()  # a call that never returns
+
+engine = ECSWorkflowEngine(shutdown_timeout=0.5)
+engine.register_handler("stuck", stuck)
+engine.register_workflow("w", [Phase("stuck", assigned_to="functional", timeout=TIMEOUT)])
+"""
+
+
+def test_a_stopped_worker_exits_though_a_plain_handler_never_returns(tmp_path, worker_env):
+    (tmp_path / "stuck_app.py").write_text(BLOCKED_FOR_GOOD.replace("TIMEOUT", "None"))
+    env = with_pythonpath(worker_env, tmp_path)
+    wfe = [sys.executable, "-m", "wfcore.cli"]
+    submitted = subprocess.run(
+        [*wfe, "submit", "w", "--app", "stuck_app:engine", "--assigned-to", "functional"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    task_id = submitted.stdout.strip()
+    with background_wfe(
+        "worker", "stuck_app:engine", cwd=tmp_path, env=env, log=tmp_path / "worker.log"
+    ) as worker:
+        wait_until(lambda: (tmp_path / "started").exists(), what="the handler to start")
+        worker.send_signal(signal.SIGTERM)
+        # Its thread still blocks: the worker hands the task back and exits all the same.
+        assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()
+    shown = subprocess.run(
+        [*wfe, "show", task_id, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    task = json.loads(shown.stdout)
+    assert task["status"] == "pending"
+    assert task["history"][-1]["event"] == "released"
+
+
+def test_a_program_ends_though_a_plain_handler_outlived_its_timeout(tmp_path):
+    app = BLOCKED_FOR_GOOD.replace("TIMEOUT", "0.2").replace(
+        "ECSWorkflowEngine(shutdown_timeout=0.5)", "ECSWorkflowEngine('memory://')"
+    )
+    script = app + textwrap.dedent(
+        """
+        import asyncio
+
+        async def main():
+            task = await engine.submit_task({}, "w", assigned_to="functional")
+            await engine.run_until_idle()
+            print((await engine.get_task(task.id)).error)
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=dict(os.environ, WFE_TEST_DIR=str(tmp_path), WFE_LOAD_PLUGINS=""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("TimeoutError: phase 'stuck' timed out after 0.2s")

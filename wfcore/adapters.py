@@ -6,12 +6,12 @@ They are an ordinary plugin: registered through ``wfe_register_adapters`` with
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._threads import run_blocking
 from .errors import AdapterError
 from .hookspecs import hookimpl
 from .model import Phase, Task, TaskStatus, TaskType
@@ -19,7 +19,14 @@ from .model import Phase, Task, TaskStatus, TaskType
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
 
-__all__ = ["Adapter", "AgenticAdapter", "FunctionalAdapter", "HumanAdapter", "run_handler"]
+__all__ = [
+    "Adapter",
+    "AgenticAdapter",
+    "FunctionalAdapter",
+    "HumanAdapter",
+    "run_blocking",
+    "run_handler",
+]
 
 
 class Adapter(Protocol):
@@ -34,17 +41,18 @@ class Adapter(Protocol):
 
 async def run_handler(handler: Callable[[Task], Any], task: Task) -> None:
     """Run a phase's handler: await an ``async def`` one; call a plain one in a
-    worker thread (``asyncio.to_thread``), so that it neither blocks the other
-    tasks nor outlasts the phase's ``timeout``, and await what it returns if that
-    is awaitable."""
+    thread (:func:`run_blocking`), so that it neither blocks the other tasks nor
+    outlasts the phase's ``timeout``, and await what it returns if that is
+    awaitable."""
     if _is_async(handler):
         await handler(task)
         return
     # A plain function may block (a sleep, a blocking client): not on the event
     # loop. Its context (contextvars) goes with it, and engine.suspend() works
     # from the thread. A timeout ends the attempt, not the thread: it runs on
-    # until the function returns, and what it does to the task then is dropped.
-    result = await asyncio.to_thread(handler, task)
+    # until the function returns, and what it does to the task then is dropped;
+    # a daemon thread, it does not keep a stopped worker's process from exiting.
+    result = await run_blocking(handler, task)
     if inspect.isawaitable(result):
         await result
 

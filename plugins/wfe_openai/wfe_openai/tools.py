@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import decimal
 import enum
@@ -20,6 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin, overload
 import jsonschema
 
 from wfcore import ECSWorkflowEngine, Task
+from wfcore.adapters import run_blocking
 from wfcore.wire import json_kind
 
 from .records import _schema_error_text
@@ -154,7 +154,9 @@ class Tool:
             kwargs[param] = task if kind is Task else engine
         if inspect.iscoroutinefunction(self.function):
             return await self.function(**kwargs)
-        result = await asyncio.to_thread(self.function, **kwargs)
+        # A daemon thread of wfcore's: a tool blocked for good does not keep a
+        # stopped worker's process from exiting.
+        result = await run_blocking(self.function, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
