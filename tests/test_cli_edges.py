@@ -252,3 +252,20 @@ def test_help_names_each_value_as_the_readme_does(wfe) -> None:
             assert f"  {option}" in helped, (command, option, helped)
         assert " TEXT " not in helped.replace("--text TEXT ", ""), (command, helped)
         assert "INTEGER RANGE" not in helped, (command, helped)
+
+
+def test_an_app_named_by_its_file_gets_the_module_name_to_use(wfe, tmp_path: Path) -> None:
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "billing.py").write_text("engine = None\n")
+    hint = "(MODULE is a module's dotted name, not a file: apps.billing:engine)\n"
+    for spec in ("apps/billing.py:engine", "./apps/billing.py:engine", "apps.billing.py:engine"):
+        result = wfe("worker", spec, check=False)
+        assert result.returncode == 2, spec
+        assert result.stderr.startswith("Usage: wfe worker") and result.stderr.endswith(hint), (
+            spec,
+            result.stderr,
+        )
+    tasks = wfe("tasks", "--app", "apps/billing.py:engine", check=False)
+    assert tasks.returncode == 2 and tasks.stderr.endswith(hint), tasks.stderr
+    unknown = wfe("worker", "nosuch:engine", check=False)  # a module name: no hint
+    assert unknown.stderr.endswith("cannot import 'nosuch': No module named 'nosuch'\n")

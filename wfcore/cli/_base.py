@@ -412,12 +412,14 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
     except ImportError as exc:
         _log_traceback(exc)
         raise click.BadParameter(
-            f"cannot import {module_name!r}: {exc}{_where(exc)}", param_hint=param_hint
+            f"cannot import {module_name!r}: {exc}{_where(exc)}{_module_hint(module_name, attr)}",
+            param_hint=param_hint,
         ) from None
     except Exception as exc:  # a SyntaxError, or the app's own code raising
         _log_traceback(exc)
         raise click.BadParameter(
-            f"importing {module_name!r} failed: {_describe(exc)}{_where(exc)}",
+            f"importing {module_name!r} failed: {_describe(exc)}{_where(exc)}"
+            f"{_module_hint(module_name, attr)}",
             param_hint=param_hint,
         ) from None
     try:
@@ -440,6 +442,15 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
             param_hint=param_hint,
         )
     return obj
+
+
+def _module_hint(module_name: str, attr: str) -> str:
+    """`` (MODULE is a module's dotted name, not a file: pkg.app:engine)`` for a
+    file path given as the module, as in ``app.py:engine``; else ""."""
+    if not module_name.endswith(".py") and "/" not in module_name and os.sep not in module_name:
+        return ""
+    dotted = module_name.removesuffix(".py").replace(os.sep, ".").replace("/", ".").strip(".")
+    return f" (MODULE is a module's dotted name, not a file: {dotted}:{attr})"
 
 
 def _where(exc: BaseException) -> str:
