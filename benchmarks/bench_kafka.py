@@ -1,6 +1,6 @@
 """End-to-end Kafka throughput: tasks in through a topic, results out through another.
 
-Two measurements in one run, on one broker, with the same N task messages:
+Three measurements in one run, on one broker, with the same N task messages:
 
 * raw: a plain kafka-python producer sends the N messages (acks=all) to a
   6-partition topic while a plain KafkaConsumer in another process reads them
@@ -14,7 +14,7 @@ Two measurements in one run, on one broker, with the same N task messages:
   through ``KAFKA_BROKERS``, SQLite store by default) in the relay's place: it
   consumes, runs a 1-phase workflow and publishes each result.
 
-Both clocks run from the first message sent to the last one (or last result)
+Each clock runs from the first message sent to the last one (or last result)
 received, with the consumer already in its group. A first raw round, not
 reported, warms up the broker. Prints the three rates, their ratios to raw and
 the worker's peak memory.
@@ -338,11 +338,40 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _at_least_one(text: str) -> int:
+    """A count given on the command line: 0 or less would wait for ever (no message
+    ever arrives) or fail deep inside Kafka's admin client."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number, at least 1, got {text!r}")
+    return value
+
+
+def _check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
+    """Exit with one line when no broker answers at ``bootstrap``, instead of a
+    traceback from the first client the benchmark makes."""
+    from kafka import KafkaAdminClient
+
+    try:
+        KafkaAdminClient(
+            bootstrap_servers=bootstrap, bootstrap_timeout_ms=int(timeout * 1000)
+        ).close()
+    except Exception as exc:
+        sys.exit(f"bench_kafka.py: cannot reach Kafka at {bootstrap} ({exc})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=20000, help="task messages per measurement")
-    parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--concurrency", type=int, default=200, help="the worker's concurrency")
+    parser.add_argument(
+        "-n", type=_at_least_one, default=20000, help="task messages per measurement"
+    )
+    parser.add_argument("--partitions", type=_at_least_one, default=6)
+    parser.add_argument(
+        "--concurrency", type=_at_least_one, default=200, help="the worker's concurrency"
+    )
     parser.add_argument(
         "--bootstrap", default=os.environ.get("WFE_KAFKA_BOOTSTRAP"), help="use this broker"
     )
@@ -354,7 +383,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--processes",
-        type=int,
+        type=_at_least_one,
         default=1,
         help="worker processes in the consumer group, sharing the SQLite file (default 1)",
     )
@@ -373,7 +402,9 @@ def main() -> None:
     broker_mod = _broker_module()
     broker = None
     bootstrap = args.bootstrap
-    if not bootstrap:
+    if bootstrap:
+        _check_reachable(bootstrap)
+    else:
         broker = broker_mod.KafkaBroker()
         broker.start()
         bootstrap = broker.bootstrap

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,31 @@ def test_the_kafka_benchmark_reports_raw_relay_and_end_to_end(kafka_bootstrap: s
     ratio = result["end_to_end_tasks_per_s"] / result["raw_msgs_per_s"]
     assert abs(result["ratio"] - ratio) < 0.01
     assert result["worker_peak_rss_mb"] > 0
+
+
+def test_the_kafka_benchmark_refuses_counts_below_one_and_a_broker_it_cannot_reach() -> None:
+    """-n 0 waited a minute for a consumer group that never formed, then failed with
+    a traceback; an unreachable --bootstrap failed with kafka-python's traceback."""
+    for option in (["-n", "0"], ["--processes", "0"], ["--partitions", "-1"]):
+        done = subprocess.run(
+            [sys.executable, str(BENCH), *option], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            f"bench_kafka.py: error: argument {option[0]}: expected a whole number, "
+            f"at least 1, got {option[1]!r}"
+        )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--bootstrap", closed],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"bench_kafka.py: cannot reach Kafka at {closed} "
+        f"(KafkaTimeoutError: Unable to bootstrap from {closed})"
+    ]
