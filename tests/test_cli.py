@@ -807,6 +807,11 @@ def test_wait_prints_the_output_or_the_question_and_exits_by_status(wfe, tmp_pat
         still = wfe("wait", task_id, "--timeout", "0s", check=False)
         assert still.returncode == 4
         assert f"task {task_id!r} is still waiting_human after 0s" in still.stderr
+        # Else a wait on a task waiting for a person would look like a hang.
+        assert still.stderr.startswith(
+            f"note: task {task_id!r} is waiting_human in phase 'approve'; this waits until it "
+            "is answered (wfe resume) and finishes (--waiting returns now)\n"
+        )
         wfe("resume", task_id, "--output", '{"ok": true}')
         done = wfe("wait", task_id, "--timeout", "60s")
         assert json.loads(done.stdout) == {"ok": True}

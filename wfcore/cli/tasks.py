@@ -281,10 +281,14 @@ def wait(
     if seconds is not None and seconds > _MAX_SECONDS:
         raise click.BadParameter(f"{timeout!r} is more than 100 years", param_hint="--timeout")
     engine = _engine(ctx, store, existing=True, reading=True)
+
+    async def wait_for_it() -> Task:
+        if not waiting:
+            await _note_waiting(engine, task_id)
+        return await engine.wait_for_task(task_id, timeout=seconds, waiting=waiting)
+
     try:
-        task = _run(
-            _closing(engine, engine.wait_for_task(task_id, timeout=seconds, waiting=waiting))
-        )
+        task = _run(_closing(engine, wait_for_it()))
     except TimeoutError as exc:
         click.echo(f"Error: {exc}", err=True)
         ctx.exit(EXIT_TIMED_OUT)
@@ -302,6 +306,21 @@ def wait(
             err=True,
         )
         ctx.exit(EXIT_TASK_FAILED)
+
+
+async def _note_waiting(engine: ECSWorkflowEngine, task_id: str) -> None:
+    """Say so when the task waits for an answer as wfe wait starts: it waits on,
+    silent, until someone answers (a person, for a day, say), which looks like a hang."""
+    try:
+        task = await engine.get_task(task_id)
+    except WorkflowError:
+        return  # the wait itself says what is wrong
+    if task is not None and task.status.is_waiting:
+        click.echo(
+            f"note: task {task.id!r} is {task.status.value}{_in_phase(task)}; this waits "
+            "until it is answered (wfe resume) and finishes (--waiting returns now)",
+            err=True,
+        )
 
 
 def _in_phase(task: Task) -> str:
