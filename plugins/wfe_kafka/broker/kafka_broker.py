@@ -72,6 +72,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -958,6 +959,17 @@ def stop_detached(state_file: Path, *, timeout: float = 30.0) -> bool:
     return True
 
 
+def _seconds(text: str) -> float:
+    """``--timeout``: 0 or less started a broker only to give up on it at once."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point: ``fetch``, ``start`` or ``stop``."""
     parser = argparse.ArgumentParser(description="Run a local Apache Kafka broker for tests.")
@@ -968,7 +980,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = sub.add_parser("start", help="start a broker and print its bootstrap address")
     state_help = "state file of the broker (default: one per checkout, in <cache>/brokers)"
     start.add_argument("--state", type=Path, default=None, help=state_help)
-    start.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for it")
+    start.add_argument("--timeout", type=_seconds, default=90.0, help="seconds to wait for it")
     start.add_argument(
         "--foreground", action="store_true", help="keep running until Ctrl-C or SIGTERM"
     )

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 TopicFactory = Callable[..., str]
@@ -258,3 +259,23 @@ def test_each_checkout_records_its_detached_broker_apart(tmp_path: Path) -> None
     )
     stop(copies[1])
     assert state_a.is_file()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "soon"])
+def test_start_refuses_a_timeout_that_is_not_above_zero(tmp_path: Path, timeout: str) -> None:
+    """``start --timeout 0`` started a broker's JVM only to give up on it at once,
+    printing a page of its log."""
+    script = Path(__file__).resolve().parent.parent / "broker" / "kafka_broker.py"
+    state = tmp_path / "broker.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "start", "--state", str(state), "--timeout", timeout],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"kafka_broker.py start: error: argument --timeout: expected a number of seconds "
+        f"above 0, got {timeout!r}"
+    )
+    assert not state.exists()
