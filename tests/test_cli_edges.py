@@ -269,3 +269,50 @@ def test_an_app_named_by_its_file_gets_the_module_name_to_use(wfe, tmp_path: Pat
     assert tasks.returncode == 2 and tasks.stderr.endswith(hint), tasks.stderr
     unknown = wfe("worker", "nosuch:engine", check=False)  # a module name: no hint
     assert unknown.stderr.endswith("cannot import 'nosuch': No module named 'nosuch'\n")
+
+
+def _start_held_worker(wfe, tmp_path: Path, ignore_hangup: bool = False) -> subprocess.Popen:
+    """A worker of the held app, once its phase runs; SIGHUP ignored as nohup has it."""
+
+    def signals() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hangup else signal.SIG_DFL)
+
+    (tmp_path / "held_app.py").write_text(_WAITING_APP)
+    wfe("submit", "held", "--app", "held_app:engine")
+    command = ["worker", "held_app:engine", "--quiet", "--shutdown-timeout", "0.1"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", *command],
+        cwd=tmp_path,
+        env=wfe.env,
+        preexec_fn=signals,
+    )
+    _wait_for(lambda: (tmp_path / "running").exists(), what="the phase to start")
+    return worker
+
+
+def test_a_worker_whose_terminal_closes_hands_its_work_back(wfe, tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed) stops a worker as SIGTERM does, so its running
+    phases go back to the store; it exits 129, as a shell says a hangup ended it."""
+    worker = _start_held_worker(wfe, tmp_path)
+    try:
+        worker.send_signal(signal.SIGHUP)
+        assert worker.wait(timeout=30) == 129
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    [task] = json.loads(wfe("tasks", "--json").stdout)
+    assert task["status"] == "pending" and task["history"][-1]["event"] == "released"
+
+
+def test_a_worker_started_with_nohup_goes_on_after_a_hangup(wfe, tmp_path: Path) -> None:
+    worker = _start_held_worker(wfe, tmp_path, ignore_hangup=True)
+    try:
+        worker.send_signal(signal.SIGHUP)  # ignored: were it not, it would be the first
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0  # stopped by SIGTERM, not SIGHUP (129)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

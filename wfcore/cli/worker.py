@@ -117,7 +117,8 @@ def worker(
     let --processes start them. Ctrl-C or SIGTERM stops it: running phases get
     the engine's shutdown_timeout to finish, then go back to the store for
     another worker; a second Ctrl-C or SIGTERM hands them back at once. It then
-    exits 130 after a Ctrl-C (SIGINT), 0 after SIGTERM.
+    exits 130 after a Ctrl-C (SIGINT), 0 after SIGTERM. Its terminal closing
+    (SIGHUP) stops it so too, with status 129, unless it runs under nohup.
     """
     if shutdown_timeout is not None and math.isnan(shutdown_timeout):
         # FloatRange lets NaN through (no comparison with it is false); the engine
@@ -178,6 +179,20 @@ def worker(
         # Interrupted, as every wfe command is by Ctrl-C (the exit statuses of wfe
         # --help); SIGTERM, a service manager's way to stop it, is a clean exit (0).
         sys.exit(EXIT_INTERRUPTED)
+    if stopped_by is not None and stopped_by != signal.SIGTERM:
+        sys.exit(128 + stopped_by)  # SIGHUP: 129, as a shell reports a process it ended
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """The signals that stop a worker cleanly: SIGINT and SIGTERM, and SIGHUP (its
+    terminal closed) unless the worker was started ignoring it, as ``nohup`` does:
+    else closing the terminal would end it at once, its running phases held until
+    another worker takes them over."""
+    signals = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is signal.SIG_DFL:
+        signals.append(hangup)
+    return signals
 
 
 def _supervise(
@@ -351,7 +366,7 @@ async def _worker(
             )
         engine.stop()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _stop_signals():
         try:
             loop.add_signal_handler(sig, stop, sig)
         except (NotImplementedError, RuntimeError):
