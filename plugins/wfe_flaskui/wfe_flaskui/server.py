@@ -291,12 +291,17 @@ def _redact_token(target: str) -> str:
 #: quote the request line as it came (one the server could not read, say).
 _TOKEN_TEXT = re.compile(r"([?&]token=)[^&\s]*", re.IGNORECASE)
 
+#: The ANSI colour codes Werkzeug puts around some access log lines (redirects,
+#: errors). wfe's log lines write control characters out (``\x1b[32m``), so they
+#: would reach the terminal as text; the dashboard's lines go without them.
+_ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
 
 class _RedactingRequestHandler(WSGIRequestHandler):
     """Werkzeug's request handler, whose log lines (``--access-log``) never hold an
     access token: a link with ``?token=`` (as browsers are given to log in, and API
     clients may use) is logged with ``token=***``. Logs are kept, shipped and read by
-    more people than the token is meant for."""
+    more people than the token is meant for. Nor colour codes (see ``_ANSI_STYLE``)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         target = getattr(self, "path", None)  # absent when the request line was bad
@@ -310,7 +315,7 @@ class _RedactingRequestHandler(WSGIRequestHandler):
             self.path = target
 
     def log(self, type: str, message: str, *args: Any) -> None:
-        line = message % args if args else message
+        line = _ANSI_STYLE.sub("", message % args if args else message)
         super().log(type, "%s", _TOKEN_TEXT.sub(r"\1***", line))
 
 
