@@ -87,6 +87,7 @@ def test_the_api_takes_run_after_as_a_time_or_seconds(api: Api) -> None:
     ("run_after", "problem"),
     [
         ("tomorrow", "'tomorrow' is not an ISO 8601 time"),
+        ("2026-02-30T09:00:00Z", "'2026-02-30T09:00:00Z' is not a real time: day is out of range"),
         ("2026-12-01T09:00:00", "'2026-12-01T09:00:00' has no UTC offset"),
         ("2026-12-01", "'2026-12-01' has no UTC offset"),
         ("9999-12-31T23:00:00-05:00", "is out of range"),
@@ -316,6 +317,15 @@ def test_the_submit_form_starts_a_task_later(api: Api) -> None:
             "'2026-12-01T09:00' has no UTC offset; add one (Z for UTC, or e.g. +01:00)",
         ),
         ("5000000d", "a delay of '5000000d' is not 0 to 100 years"),
+        (
+            "2026-12-01T25:00:00Z",
+            "'2026-12-01T25:00:00Z' is not a real time: hour must be in 0..23",
+        ),
+        (
+            "2026-12-01T09:00:00+25:00",
+            "'2026-12-01T09:00:00+25:00' is not a real time: a UTC offset must be less than "
+            "24 hours",
+        ),
         ("3000-01-01T00:00:00Z", "'3000-01-01T00:00:00Z' is more than 100 years from now"),
     ],
 )

@@ -39,10 +39,17 @@ def parse_time(text: str, now: datetime, expected: str | None = None) -> datetim
     """
     try:
         when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise StartError(
-            expected or f"{text[:60]!r} is not an ISO 8601 time (e.g. {_ISO_EXAMPLE})"
-        ) from None
+    except ValueError as exc:
+        reason = str(exc)
+        if reason.startswith("Invalid isoformat string"):
+            raise StartError(
+                expected or f"{text[:60]!r} is not an ISO 8601 time (e.g. {_ISO_EXAMPLE})"
+            ) from None
+        # Written as one, but a part of it is out of range (February 30, hour 25):
+        # saying it is no ISO 8601 time would send the person looking elsewhere.
+        if "offset" in reason:
+            reason = "a UTC offset must be less than 24 hours"
+        raise StartError(f"{text[:60]!r} is not a real time: {reason}") from None
     if when.tzinfo is None:
         raise StartError(
             f"{text[:60]!r} has no UTC offset; add one (Z for UTC, or e.g. +01:00), "
