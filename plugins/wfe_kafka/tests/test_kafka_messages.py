@@ -798,6 +798,22 @@ def test_the_report_header_of_an_engine_wired_in_code(
             ValueError,
             r"^not a task message a worker can take: run_after: 'tomorrow' is not an ISO",
         ),
+        # These were sent, and every worker dead-lettered them (InvalidTaskError).
+        (
+            {"workflow_name": "w", "id": "orders/17"},
+            ValueError,
+            r"^not a task message a worker can take: task_id 'orders/17' may not contain '/'",
+        ),
+        (
+            {"workflow_name": "w", "id": "order-17 "},
+            ValueError,
+            r"^not a task message a worker can take: task_id 'order-17 ' may not start or end",
+        ),
+        (
+            {"workflow_name": "w", "assigned_to": "robot"},
+            ValueError,
+            r"^not a task message a worker can take: unknown assigned_to 'robot' \(one of: ",
+        ),
         (
             "text",
             TypeError,

@@ -25,7 +25,8 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wfcore import ECSWorkflowEngine, Store, Task
+from wfcore import ECSWorkflowEngine, InvalidTaskError, Store, Task, TaskType
+from wfcore.engine import _check_task_id
 
 from .clients import Record as Record
 from .clients import _client_config, _Producer, _quiet_connection_errors, _smaller_if_too_large
@@ -284,8 +285,9 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         ``RecordMetadata`` (topic, partition, offset).
 
         The message is read back as a worker reads it before it is sent: one a
-        worker would dead-letter (no ``workflow_name``, an id that is not a string,
-        a ``run_after`` that is not an ISO 8601 time with an offset...) raises
+        worker would dead-letter (no ``workflow_name``, an id that is not a string
+        or that ``submit_tasks`` refuses, an unknown ``assigned_to``, a ``run_after``
+        that is not an ISO 8601 time with an offset...) raises
         ValueError naming the problem, as does a field task messages do not have
         (a misspelt ``classifcation``, say: it would be dropped here, and a worker
         ignores such a field in another producer's message, only naming it in its
@@ -308,8 +310,8 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             )
         value = task_message(task)
         try:
-            parse_task_message(value)
-        except BadMessage as exc:
+            _check_submittable(parse_task_message(value))
+        except (BadMessage, InvalidTaskError) as exc:
             raise ValueError(f"not a task message a worker can take: {exc}") from None
         key = task_id.encode("utf-8") if isinstance(task_id, str) else None
         [outcome] = await self._get_producer().send_many([(self.tasks_topic, key, value, None)])
@@ -599,6 +601,16 @@ def volatile_store_problem(url: str) -> str:
         "be lost for good; use a store that persists (sqlite:///path/worker.db), or "
         "allow_volatile_store=True to accept that (tests, demos)"
     )
+
+
+def _check_submittable(message: Mapping[str, Any]) -> None:
+    """Raise the InvalidTaskError a worker's ``submit_tasks`` would raise for a parsed
+    task message whatever its workflows: for the id's shape (a '/', control
+    characters, too long...) and an unknown ``assigned_to``."""
+    if message["id"] is not None:
+        _check_task_id(message["id"])
+    if message["assigned_to"] is not None:
+        TaskType.parse(message["assigned_to"])
 
 
 def _check_fields(fields: Mapping[str, Any]) -> None:
