@@ -117,7 +117,7 @@ class Http:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         self._csrf: str | None = None
 
-    def csrf(self) -> dict[str, str]:
+    def csrf_header(self) -> dict[str, str]:
         """The header a change needs: this session's CSRF token (GET /api/csrf, once)."""
         if self._csrf is None:
             status, body = self.request("GET", "/api/csrf")
@@ -129,7 +129,7 @@ class Http:
         """POST /api/tasks as a client on this machine does (with the CSRF token): the
         new task, which must be taken (201)."""
         body = {"workflow": workflow, "data": data}
-        status, task = self.request("POST", "/api/tasks", body, **self.csrf())
+        status, task = self.request("POST", "/api/tasks", body, **self.csrf_header())
         assert status == 201, task
         return task
 
@@ -574,7 +574,7 @@ def test_a_file_is_uploaded_to_a_waiting_task_by_the_api_and_by_its_answer_form(
     args = ["--port", "0", "--store", store, "--worker", "flaskui_demo_app:make_engine"]
     with running(args, _env()) as (_, url):
         client = Http(url)
-        with_csrf = client.csrf()
+        with_csrf = client.csrf_header()
 
         def now(task_id: str, status: str) -> dict[str, Any]:
             def check() -> Any:
@@ -772,11 +772,11 @@ def _two_waiting_tasks(tmp_path: Path, client: Http, env: dict[str, str]) -> tup
 
 
 def _answer_one_cancel_the_other(client: Http, answered: str, cancelled: str) -> None:
-    status, doc = client.request(
-        "POST", f"/api/tasks/{answered}/resume", {"output": {"approved": True}}, **client.csrf()
-    )
+    csrf = client.csrf_header()
+    answer = {"output": {"approved": True}}
+    status, doc = client.request("POST", f"/api/tasks/{answered}/resume", answer, **csrf)
     assert (status, doc["status"]) == (200, "completed"), doc
-    status, doc = client.request("POST", f"/api/tasks/{cancelled}/cancel", {}, **client.csrf())
+    status, doc = client.request("POST", f"/api/tasks/{cancelled}/cancel", {}, **csrf)
     assert (status, doc["status"]) == (200, "cancelled"), doc
 
 
@@ -891,7 +891,7 @@ def test_wfe_ui_max_body_takes_larger_uploads(tmp_path: Path) -> None:
                 f"/api/tasks/{task['id']}/artifacts",
                 {},
                 {"file": ("scan.pdf", scan)},
-                **client.csrf(),
+                **client.csrf_header(),
             )
             assert status == expected, doc
     bad = refused_start(["--max-body", "lots"])

@@ -233,7 +233,7 @@ def test_a_write_the_store_fails_is_503_and_the_forms_keep_what_was_typed(tmp_pa
     output: list[str] = []
     with running(args, env, output, command=("limited",)) as (_, url):
         client = Http(url)
-        csrf = client.csrf()
+        csrf = client.csrf_header()
         status, body = client.request(
             "POST", "/api/tasks", {"workflow": "question", "data": {"q": big}}, **csrf
         )
