@@ -237,6 +237,28 @@ def test_refuses_a_public_address_without_a_token(token: str | None) -> None:
     assert "WFE_UI_TOKEN" in result.stderr
 
 
+def _ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1 (a container may have no IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_an_ipv6_address_may_be_given_as_urls_write_it(tmp_path: Path) -> None:
+    """`--host [::1]`, as in http://[::1]:5000/, listens on ::1 (a socket takes no
+    brackets: it was 'Name or service not known', and nothing else)."""
+    if not _ipv6_loopback():
+        pytest.skip("this machine cannot listen on the IPv6 loopback address ::1")
+    args = ["--host", "[::1]", "--port", "0", "--store", f"sqlite:///{tmp_path / 'wfe.db'}"]
+    with running(args, _env()) as (_, url):
+        assert url.startswith("http://[::1]:"), url
+        status, body = Http(url).request("GET", "/api/tasks")
+        assert (status, body["total"]) == (200, 0)
+
+
 def test_a_store_that_does_not_exist_yet_is_noted(tmp_path: Path) -> None:
     """A mistyped --store would show an empty dashboard without a word; it is not
     refused, since a dashboard may start before the first worker."""

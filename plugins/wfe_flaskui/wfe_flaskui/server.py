@@ -168,6 +168,8 @@ def serve(
     it exists (its storage cannot be reached), or OSError when it cannot listen.
     """
     token = (os.environ.get("WFE_UI_TOKEN", "") if token is None else token).strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 address as URLs write it ([::1]); sockets take ::1
     check_bind(host, token)
     dashboard = build_dashboard(
         store, worker, token, allow_define, user_header, app=app, max_body=max_body
