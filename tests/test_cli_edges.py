@@ -316,3 +316,46 @@ def test_a_worker_started_with_nohup_goes_on_after_a_hangup(wfe, tmp_path: Path)
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+_SLOW_IMPORT_APP = """\
+import os
+import sys
+import time
+from pathlib import Path
+
+from wfcore import ECSWorkflowEngine
+
+engine = ECSWorkflowEngine()
+if "--supervisor-pid" in sys.argv:  # one of wfe worker --processes' workers
+    # Still importing, its signal handlers not set yet, when the test signals.
+    Path(f"importing.{os.getpid()}").write_text("")
+    deadline = time.monotonic() + 60
+    while not Path("gate").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+
+
+def test_processes_stopped_while_their_app_imports_exit_cleanly(wfe, tmp_path: Path) -> None:
+    """SIGTERM passed on to the processes of --processes before they handle it
+    ends them by the signal: that is the stop asked for, not a failure to name,
+    and the supervisor exits 0 as a lone worker stopped by SIGTERM does."""
+    (tmp_path / "slow_app.py").write_text(_SLOW_IMPORT_APP)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "wfcore.cli", "worker", "slow_app:engine", "-p", "2"],
+        cwd=tmp_path,
+        env=wfe.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: len(list(tmp_path.glob("importing.*"))) == 2, what="both to be importing")
+        supervisor.send_signal(signal.SIGTERM)
+        _, stderr = supervisor.communicate(timeout=30)
+    finally:
+        (tmp_path / "gate").write_text("")
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+    assert supervisor.returncode == 0, stderr
+    assert "worker process" not in stderr, stderr

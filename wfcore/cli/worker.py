@@ -239,6 +239,10 @@ def _supervise(
     try:
         while len(codes) < count:
             pid, code = _wait_any(list(children.values()))
+            if code < 0 and -code in passed:
+                # Ended by the signal passed on to it before it could handle it (still
+                # importing the app, say): as it would have ended had it handled it.
+                code = 0 if -code == signal.SIGTERM else 128 - code
             codes.append(code)
             # A worker interrupted by the Ctrl-C passed on to it exits 130, as asked.
             if code != 0 and not (code == EXIT_INTERRUPTED and signal.SIGINT in passed):
