@@ -359,3 +359,12 @@ def test_processes_stopped_while_their_app_imports_exit_cleanly(wfe, tmp_path: P
             supervisor.wait()
     assert supervisor.returncode == 0, stderr
     assert "worker process" not in stderr, stderr
+
+
+def test_wait_on_a_delayed_task_says_until_when(wfe) -> None:
+    task_id = wfe("submit", "review", "--app", APP, "--at", "2099-01-01T08:00:00Z").stdout.strip()
+    result = wfe("wait", task_id, "--timeout", "0s", check=False)
+    assert result.returncode == 4
+    assert result.stderr.startswith(
+        f"note: task {task_id!r} runs after 2099-01-01 08:00:00 UTC; this waits until then\n"
+    )

@@ -37,6 +37,7 @@ from ._base import (
     _remove_store_file,
     _run,
     _start_option,
+    _starts,
     _store_option,
     _store_to_make,
     _task_json,
@@ -309,8 +310,9 @@ def wait(
 
 
 async def _note_waiting(engine: ECSWorkflowEngine, task_id: str) -> None:
-    """Say so when the task waits for an answer as wfe wait starts: it waits on,
-    silent, until someone answers (a person, for a day, say), which looks like a hang."""
+    """Say so when the task waits for an answer, or for its delay, as wfe wait
+    starts: it waits on, silent, until someone answers (a person, for a day, say)
+    or the time comes, which looks like a hang."""
     try:
         task = await engine.get_task(task_id)
     except WorkflowError:
@@ -321,6 +323,8 @@ async def _note_waiting(engine: ECSWorkflowEngine, task_id: str) -> None:
             "until it is answered (wfe resume) and finishes (--waiting returns now)",
             err=True,
         )
+    elif task is not None and _starts(task):
+        click.echo(f"note: task {task.id!r} {_starts(task)} UTC; this waits until then", err=True)
 
 
 def _in_phase(task: Task) -> str:
