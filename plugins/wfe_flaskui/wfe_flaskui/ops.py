@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_submission",
     "list_page",
     "phase_of",
+    "schedules_by_workflow",
     "waiting_tasks",
     "workflows",
 ]
@@ -62,9 +64,25 @@ async def workflows(engine: ECSWorkflowEngine) -> dict[str, WorkflowSpec]:
     return dict(sorted(specs.items()))
 
 
-async def workflows_of(
-    engine: ECSWorkflowEngine, tasks: Sequence[Task]
-) -> dict[str, WorkflowSpec]:
+def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str, Any]]]:
+    """The engine's schedules, by the workflow each submits to: name, period and
+    grace (seconds), start and next slot (ISO 8601, UTC)."""
+    now = datetime.now(timezone.utc)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
+        found.setdefault(schedule.workflow_name, []).append(
+            {
+                "name": schedule.name,
+                "every": schedule.every,
+                "start": schedule.start.astimezone(timezone.utc).isoformat(),
+                "next": schedule.next_slot(now).astimezone(timezone.utc).isoformat(),
+                "grace": schedule.grace,
+            }
+        )
+    return found
+
+
+async def workflows_of(engine: ECSWorkflowEngine, tasks: Sequence[Task]) -> dict[str, WorkflowSpec]:
     """The workflows these tasks name, read one by one: a page of tasks needs a few,
     and a store may hold thousands (defined at run time). Stored definitions win, as
     in :func:`workflows`."""

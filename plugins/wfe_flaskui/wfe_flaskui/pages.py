@@ -381,9 +381,9 @@ def workflows(dash: Dashboard) -> Any:
         start = (page - 1) * _WORKFLOWS_PER_PAGE
         shown = specs[start : start + _WORKFLOWS_PER_PAGE]
         rows = [(s, by_phase.get(s.name, {}), by_status.get(s.name, {})) for s in shown]
-        return rows, len(specs)
+        return rows, len(specs), ops.schedules_by_workflow(engine)
 
-    rows, total = dash.call(load)
+    rows, total, schedules = dash.call(load)
     pages = max(1, -(-total // _WORKFLOWS_PER_PAGE))
     cards = []
     for index, (spec, by_phase, by_status) in enumerate(rows):
@@ -401,6 +401,7 @@ def workflows(dash: Dashboard) -> Any:
                 "by_status": by_status,
                 "active": unfinished,
                 "unplaced": unplaced,
+                "schedules": schedules.get(spec.name, []),
             }
         )
     legend = [
