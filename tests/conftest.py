@@ -102,7 +102,7 @@ def wfe(tmp_path: Path):
             env=kwargs.pop("env", env),
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=kwargs.pop("timeout", 60),
             **kwargs,
         )
         if check and result.returncode != 0:

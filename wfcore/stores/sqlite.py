@@ -514,7 +514,13 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}{self._unwritable()}") from None
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            # The write lock only when the file needs changing: another process's
+            # long write (a purge, a backlog's submission) holds it, and a command
+            # that only reads must not wait for that.
+            conn.execute("BEGIN")
+            writing = self._needs_writing(conn)
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
@@ -620,6 +626,28 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
             conn.close()
         self._settle_artifacts_dir(folder, store_id)
+
+    def _needs_writing(self, conn: sqlite3.Connection) -> bool:
+        """Whether :meth:`_prepare` will change the database: make it, record what
+        an older one lacks, or upgrade it. A file that is not a wfcore database, or
+        is newer, is refused without writing."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return True
+        if "wfe_meta" not in tables:
+            return False
+        meta = dict(conn.execute("SELECT key, value FROM wfe_meta"))
+        try:
+            version = int(meta.get("schema_version", "0"))
+        except ValueError:
+            return False
+        read_as_is = version == SCHEMA_VERSION - 1 and not self.upgrade
+        if version < SCHEMA_VERSION and not read_as_is:
+            return True
+        if "artifacts_dir" not in meta or not meta.get("store_id"):
+            return True
+        outbox_columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
+        return "version" not in outbox_columns
 
     def _check_upgraded(self) -> None:
         """Refuse to write tasks to a store read as it is (see ``upgrade``)."""
