@@ -83,6 +83,7 @@ Exit status:
        command cannot take
   3    wfe wait: the task failed or was cancelled
   4    wfe wait: still going after --timeout
+  129  wfe worker: stopped by its terminal closing (SIGHUP)
   130  interrupted (Ctrl-C)
 """
 
