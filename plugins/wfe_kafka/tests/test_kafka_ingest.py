@@ -1565,3 +1565,72 @@ def test_stopping_a_consumer_logs_no_error_from_kafka_python(
         r for r in caplog.records if r.name.startswith("kafka") and r.levelno >= logging.ERROR
     ]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+_STALE_MEMBER = """
+import sys
+from kafka import KafkaConsumer
+consumer = KafkaConsumer(
+    sys.argv[2], bootstrap_servers=sys.argv[1], group_id=sys.argv[3],
+    session_timeout_ms=45000, heartbeat_interval_ms=3000,
+)
+while not consumer.assignment():
+    consumer.poll(timeout_ms=200)
+print("assigned", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_a_consumer_stopped_while_its_group_waits_for_a_dead_member_stops_quietly(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker restarted after a crash joins a group that waits for its dead
+    member's session to end; stopped meanwhile, its LeaveGroup queued behind its
+    pending JoinGroup at the coordinator, and kafka-python logged after
+    close_timeout: ``LeaveGroup request failed: KafkaTimeoutError``."""
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    group = f"g-{uuid.uuid4().hex[:10]}"
+    dead = subprocess.Popen(
+        [sys.executable, "-c", _STALE_MEMBER, kafka_bootstrap, tasks, group],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert dead.stdout is not None and dead.stdout.readline() == "assigned\n"
+    finally:
+        dead.kill()  # gone without leaving the group
+        dead.wait()
+    engine = echo_engine(wfe_engine_factory)
+    caplog.set_level(logging.INFO, logger="kafka")
+    kafka = interface(kafka_bootstrap, tasks, results, group_id=group)
+
+    async def scenario() -> None:
+        await kafka.start(engine)
+        # Our JoinGroup waits at the coordinator for the dead member to rejoin.
+        await until(
+            lambda: group_state(kafka_bootstrap, group)[0] == "PreparingRebalance",
+            30,
+            "the group to wait for its dead member",
+        )
+        await kafka.close()
+
+    wfe_run(scenario())
+    errors = [
+        r for r in caplog.records if r.name.startswith("kafka") and r.levelno >= logging.ERROR
+    ]
+    assert errors == [], [r.getMessage() for r in errors]
+    # Said once, in words that say what it means.
+    [left] = [r for r in caplog.records if "without leaving its group" in r.getMessage()]
+    assert (left.name, left.levelno) == ("wfe_kafka", logging.WARNING)
+    said = left.getMessage()
+    assert said.startswith(
+        "the Kafka consumer closed without leaving its group (KafkaTimeoutError: Timed out "
+    ), said
+    assert said.endswith(
+        " ms): the group gives its partitions to other workers once its session times out"
+    ), said

@@ -466,6 +466,8 @@ def _quiet_connection_errors() -> Iterator[_ConnectionErrors]:
 
 #: kafka-python's message (kafka.cluster) for a metadata refresh that failed.
 _REFRESH_FAILED = "Metadata refresh: failed %s"
+#: kafka-python's message (kafka.coordinator) for a LeaveGroup that failed or timed out.
+_LEAVE_FAILED = "LeaveGroup request failed: %s"
 
 
 class _ClosingConsumer(logging.Filter):
@@ -479,6 +481,12 @@ class _ClosingConsumer(logging.Filter):
     of the consumer being closed, while it closes: it is logged at DEBUG when
     kafka-python's logger is at DEBUG, and left out otherwise. Any other failure of
     a refresh (a timeout, a lost connection) is an error like any other.
+
+    Its ERROR ``LeaveGroup request failed`` is said as a warning of wfe_kafka's, in
+    words that say what it means: the coordinator answers a connection's requests
+    in order, so a consumer whose JoinGroup still waits (for a member that died
+    without leaving, until its session ends) cannot leave before close_timeout, and
+    its partitions move once its own session ends.
     """
 
     def __init__(self, threads: frozenset[int]) -> None:
@@ -489,7 +497,18 @@ class _ClosingConsumer(logging.Filter):
         self._cancelled = Cancelled
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != _REFRESH_FAILED or record.thread not in self._threads:
+        if record.thread not in self._threads:
+            return True
+        if record.msg == _LEAVE_FAILED and isinstance(record.args, tuple) and record.args:
+            logger.warning(
+                "the Kafka consumer closed without leaving its group (%s): the group "
+                "gives its partitions to other workers once its session times out",
+                _describe(record.args[0])
+                if isinstance(record.args[0], BaseException)
+                else record.args[0],
+            )
+            return False
+        if record.msg != _REFRESH_FAILED:
             return True
         args = record.args if isinstance(record.args, tuple) else ()
         if not any(isinstance(arg, self._cancelled) for arg in args):
@@ -501,7 +520,8 @@ class _ClosingConsumer(logging.Filter):
 @contextlib.contextmanager
 def _closing_consumer(consumer: Any) -> Iterator[None]:
     """Around ``consumer.close()``: kafka-python's error for the requests the close
-    cancels is left out of the log (see :class:`_ClosingConsumer`)."""
+    cancels is left out of the log, and its error for a LeaveGroup that failed is
+    said in wfe_kafka's words (see :class:`_ClosingConsumer`)."""
     threads = {threading.get_ident()}
     # Its IO thread, where the refresh runs (kafka-python 3.0.x's KafkaNetClient);
     # not found, the filter only covers this thread and hides nothing of another.
@@ -509,13 +529,15 @@ def _closing_consumer(consumer: Any) -> Iterator[None]:
     io_thread = getattr(network, "_io_thread", None)
     if isinstance(io_thread, threading.Thread) and io_thread.ident is not None:
         threads.add(io_thread.ident)
-    cluster = logging.getLogger("kafka.cluster")
     closing = _ClosingConsumer(frozenset(threads))
-    cluster.addFilter(closing)
+    loggers = [logging.getLogger(name) for name in ("kafka.cluster", "kafka.coordinator")]
+    for each in loggers:
+        each.addFilter(closing)
     try:
         yield
     finally:
-        cluster.removeFilter(closing)
+        for each in loggers:
+            each.removeFilter(closing)
 
 
 def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> dict[str, Any]:
