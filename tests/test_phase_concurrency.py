@@ -4,13 +4,24 @@ wait for a slot, and a stop hands the waiting ones back unstarted."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import sqlite3
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from core_util import background, events, wait_for
+from core_util import (
+    background,
+    background_wfe,
+    db_path,
+    events,
+    wait_for,
+    wait_until,
+    with_pythonpath,
+)
 
 from wfcore import (
     DEFINE_WORKFLOW,
@@ -285,3 +296,66 @@ def test_metrics_count_the_tasks_waiting_for_a_slot(make_engine, wfe_run):
     waiting = 'wfcore_engine_tasks_waiting_for_slot{workflow="w",phase="call"}'
     assert f"{waiting} 2\n" in during
     assert f"{waiting} 0\n" in after
+
+
+def stored_status_counts(store_url: str) -> dict[str, int]:
+    """The tasks in a SQLite store by status, read through a connection of its own."""
+    with sqlite3.connect(f"file:{db_path(store_url)}?mode=ro", uri=True) as conn:
+        return dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status"))
+
+
+GATED_APP = """
+import os, time
+from datetime import datetime, timezone
+from pathlib import Path
+from wfcore import ECSWorkflowEngine, Phase
+
+folder = Path(os.environ["WFE_TEST_DIR"])
+
+def convert(task):
+    (folder / f"started-{task.id}").touch()
+    while not (folder / "gate").exists():
+        time.sleep(0.02)
+
+engine = ECSWorkflowEngine()
+engine.register_handler("convert", convert)
+engine.register_workflow("w", [Phase("convert", assigned_to="functional", max_concurrency=1)])
+engine.register_schedule(
+    "hourly", "w", every=3600, start=datetime(2100, 1, 1, tzinfo=timezone.utc)
+)
+"""
+
+
+def test_wfe_worker_names_its_schedules_and_the_tasks_waiting_for_a_slot_as_it_stops(
+    tmp_path: Path, worker_env: dict[str, str], wfe_store_url: str
+):
+    (tmp_path / "gated_app.py").write_text(GATED_APP)
+    env = with_pythonpath(worker_env, tmp_path)
+    submit = [sys.executable, "-m", "wfcore.cli", "submit", "w", "--app", "gated_app:engine"]
+    for i in range(3):
+        subprocess.run(
+            [*submit, "--assigned-to", "functional", "--data", str(i)],
+            env=env,
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    log = tmp_path / "worker.log"
+    with background_wfe("worker", "gated_app:engine", cwd=tmp_path, env=env, log=log) as worker:
+        wait_until(lambda: list(tmp_path.glob("started-*")), what="a phase to start")
+        wait_until(
+            lambda: stored_status_counts(wfe_store_url).get("in_progress") == 3,
+            what="the worker to hold all three",
+        )
+        worker.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping:" in log.read_text(), what="the stopping line")
+        (tmp_path / "gate").touch()
+        assert worker.wait(timeout=30) == 0
+    said = log.read_text()
+    assert "  schedule hourly: a w task every hour, next at 2100-01-01 00:00:00 UTC\n" in said
+    assert (
+        "stopping: 1 running phase(s) get up to 10s to finish, then go back to the store; "
+        "2 waiting for a phase's slot go back now (Ctrl-C again: at once)"
+    ) in said
+    assert len(list(tmp_path.glob("started-*"))) == 1  # the waiting ones never started

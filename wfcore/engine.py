@@ -1437,6 +1437,11 @@ class ECSWorkflowEngine:
         """How many tasks this engine is driving now."""
         return self._worker.active_count
 
+    @property
+    def waiting_for_slots(self) -> int:
+        """How many of those wait for a slot of a phase with ``max_concurrency``."""
+        return sum(self._worker.waiting_for_slots().values())
+
     # -- hooks -----------------------------------------------------------------------
 
     def _fire(self, hook_name: str, **kwargs: Any) -> Awaitable[None]:

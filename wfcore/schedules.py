@@ -104,6 +104,15 @@ class Schedule:
                 f"schedule {name!r}: data must be JSON-serializable: {exc}"
             ) from None
 
+    @property
+    def period(self) -> str:
+        """``every`` in words, in the largest unit that divides it: "day", "6 hours"."""
+        for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+            if self.every % size == 0:
+                count = int(self.every // size)
+                return unit if count == 1 else f"{count} {unit}s"
+        return f"{self.every:g} seconds"  # not reached: every is whole seconds
+
     def latest_slot(self, now: datetime) -> datetime:
         """The last slot at or before ``now`` (the start itself may be later)."""
         steps = math.floor((now - self.start).total_seconds() / self.every)

@@ -363,11 +363,19 @@ async def _worker(
             _say(f"{label}stopping now: {handed} running phase(s) go back to the store")
             return
         if not quiet and engine.active_count and engine.running:
-            _say(
-                f"{label}stopping: {engine.active_count} running phase(s) get up to "
-                f"{engine.shutdown_timeout:g}s to finish, then go back to the store "
-                "(Ctrl-C again: at once)"
+            waiting = engine.waiting_for_slots
+            running = engine.active_count - waiting
+            said = (
+                [
+                    f"{running} running phase(s) get up to {engine.shutdown_timeout:g}s to "
+                    "finish, then go back to the store"
+                ]
+                if running
+                else []
             )
+            if waiting:
+                said.append(f"{waiting} waiting for a phase's slot go back now")
+            _say(f"{label}stopping: {'; '.join(said)} (Ctrl-C again: at once)")
         engine.stop()
 
     for sig in _stop_signals():
@@ -422,6 +430,13 @@ async def _work(
         )
         if server is not None:
             _say(f"  metrics at {server.url}")
+        now = datetime.now(timezone.utc)
+        for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
+            upcoming = schedule.next_slot(now).astimezone(timezone.utc)
+            _say(
+                f"  schedule {schedule.name}: a {schedule.workflow_name} task every "
+                f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC"
+            )
         for line in report_header(engine):
             _say(f"  {line}")
     if until_idle:

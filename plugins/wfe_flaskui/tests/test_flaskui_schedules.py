@@ -44,6 +44,7 @@ def test_the_api_gives_each_workflow_its_schedules_and_limits(api: Api) -> None:
     assert later == {
         "name": "later",
         "every": 21600.0,
+        "period": "6 hours",
         "start": "2100-01-01T00:00:00+00:00",
         "next": "2100-01-01T00:00:00+00:00",  # its start, still to come
         "grace": 3600.0,

@@ -42,7 +42,6 @@ def add_filters(bp: Blueprint) -> None:
     bp.add_app_template_filter(status_filter, "wfe_status")
     bp.add_app_template_filter(start_note_filter, "wfe_start_note")
     bp.add_app_template_filter(duration_filter, "wfe_duration")
-    bp.add_app_template_filter(period_filter, "wfe_period")
     bp.add_app_template_filter(html_id_filter, "wfe_html_id")
     bp.add_app_template_filter(size_filter, "wfe_size")
     bp.add_app_template_filter(links_filter, "wfe_links")
@@ -119,15 +118,6 @@ def start_note_filter(task: Task) -> StartNote | None:
 
 def duration_filter(value: Any) -> str:
     return _duration(value)
-
-
-def period_filter(seconds: float) -> str:
-    """A schedule's period in the largest unit that divides it: "day", "6 hours"."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        if seconds % size == 0:
-            count = int(seconds // size)
-            return unit if count == 1 else f"{count} {unit}s"
-    return f"{seconds:g} seconds"
 
 
 def html_id_filter(value: Any) -> str:

@@ -65,8 +65,9 @@ async def workflows(engine: ECSWorkflowEngine) -> dict[str, WorkflowSpec]:
 
 
 def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str, Any]]]:
-    """The engine's schedules, by the workflow each submits to: name, period and
-    grace (seconds), start and next slot (ISO 8601, UTC)."""
+    """The engine's schedules, by the workflow each submits to: name, period
+    (``every``, in seconds, and ``period``, in words) and grace (seconds), start and
+    next slot (ISO 8601, UTC)."""
     now = datetime.now(timezone.utc)
     found: dict[str, list[dict[str, Any]]] = {}
     for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
@@ -74,6 +75,7 @@ def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str,
             {
                 "name": schedule.name,
                 "every": schedule.every,
+                "period": schedule.period,
                 "start": schedule.start.astimezone(timezone.utc).isoformat(),
                 "next": schedule.next_slot(now).astimezone(timezone.utc).isoformat(),
                 "grace": schedule.grace,
