@@ -356,6 +356,8 @@ def test_a_task_submitted_with_files_starts_with_them(make_engine, wfe_run, tmp_
         ({"a.txt": 42}, "artifact 'a.txt': give bytes or a pathlib.Path, not int"),
         (["a.txt"], "artifacts must be a dict of artifact names"),
         ("missing", "does not exist"),
+        ("folder", "is not a regular file"),
+        ("name too long", "cannot be looked at: File name too long"),
     ],
 )
 def test_submitted_files_that_cannot_be_stored_are_refused_and_nothing_is(
@@ -365,6 +367,10 @@ def test_submitted_files_that_cannot_be_stored_are_refused_and_nothing_is(
     engine.register_workflow("w", [Phase("p", assigned_to="human")])
     if files == "missing":
         files = {"a.txt": tmp_path / "nope.pdf"}
+    elif files == "folder":
+        files = {"a.txt": tmp_path}
+    elif files == "name too long":
+        files = {"a.txt": tmp_path / ("x" * 300)}
 
     async def scenario():
         with pytest.raises(InvalidTaskError) as refused:

@@ -6,6 +6,7 @@ import hashlib
 import mimetypes
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
@@ -195,9 +196,17 @@ def check_submitted_files(files: Any) -> dict[str, SubmittedFile]:
             )
         if isinstance(value, os.PathLike):
             path = Path(value)
-            if not path.is_file():
-                why = "is not a regular file" if path.exists() else "does not exist"
-                raise ArtifactError(f"artifact {name!r}: {str(path)!r} {why}")
+            try:
+                mode = path.stat().st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                raise ArtifactError(f"artifact {name!r}: {str(path)!r} does not exist") from None
+            except OSError as exc:  # a name too long, a folder it may not look in
+                raise ArtifactError(
+                    f"artifact {name!r}: {str(path)!r} cannot be looked at: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            if not stat.S_ISREG(mode):
+                raise ArtifactError(f"artifact {name!r}: {str(path)!r} is not a regular file")
             if not os.access(path, os.R_OK):
                 raise ArtifactError(f"artifact {name!r}: {str(path)!r} cannot be read")
         elif not isinstance(value, (bytes, bytearray, memoryview)):
