@@ -943,3 +943,29 @@ def test_commands_that_only_read_do_not_wait_for_another_process_s_write(wfe) ->
         assert '"status": "pending"' in wfe("show", task_id.strip(), "--json", timeout=20).stdout
     finally:
         holder.communicate("", timeout=20)
+
+
+def test_a_write_that_waited_too_long_for_the_lock_says_why(
+    wfe_engine_factory, wfe_store_url, wfe_run
+):
+    """SQLite's 'database is locked' names no cause: the error says what holds it."""
+    engine = wfe_engine_factory()
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+
+    async def scenario() -> str:
+        store = await engine.get_store()
+        # A short wait for the lock, so that the test need not hold it for 30 s.
+        await store._write(lambda conn: conn.execute("PRAGMA busy_timeout=100"))
+        holder = sqlite3.connect(db_path(wfe_store_url), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError) as failed:
+                await engine.submit_task({}, "w")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return str(failed.value)
+
+    said = wfe_run(scenario())
+    assert said.startswith(f"cannot write to {db_path(wfe_store_url)}: database is locked")
+    assert "another process has held its write lock for over 30 s" in said

@@ -385,7 +385,7 @@ class SQLiteStore(Store):
             return StoreError(
                 f"cannot {doing} {self.path}: the disk holding it is full ({exc}); free space there"
             )
-        return StoreError(f"cannot {doing} {self.path}: {exc}")
+        return StoreError(f"cannot {doing} {self.path}: {exc}{_why_locked(exc)}")
 
     # -- open / close ----------------------------------------------------------------
 
@@ -620,7 +620,9 @@ class SQLiteStore(Store):
                     SCHEMA_VERSION - 1,
                 )
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot use {self.path}: {exc}{self._unwritable()}") from None
+            raise StoreError(
+                f"cannot use {self.path}: {exc}{_why_locked(exc)}{self._unwritable()}"
+            ) from None
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -1317,6 +1319,17 @@ _FILE_CHECK_EVERY = 1.0
 
 # SQLite's result code SQLITE_FULL ("database or disk is full").
 _SQLITE_FULL = 13
+
+
+def _why_locked(exc: sqlite3.Error) -> str:
+    """Why SQLite said "database is locked", which names no cause."""
+    if "locked" not in str(exc):
+        return ""
+    return (
+        " (another process has held its write lock for over 30 s: a long purge, "
+        "compaction or upgrade, or a program stuck in a transaction; it can be used "
+        "again once that ends)"
+    )
 
 
 def _disk_full(exc: sqlite3.Error) -> bool:
