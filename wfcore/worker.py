@@ -715,8 +715,9 @@ class Worker:
             attempt=task.attempts,
             task_type=task_type.value,
             worker=self._engine.worker_id,
-            **({"queued": round(slot.waited, 6)} if slot is not None and slot.waited else {}),
         )
+        if slot is not None and slot.waited:
+            task.history[-1]["queued"] = round(slot.waited, 6)
         self._engine.stats["phases"] += 1
         await self._engine._fire("wfe_phase_started", task=task, phase=phase)
         started = time.monotonic()
