@@ -6,6 +6,8 @@ import itertools
 import logging
 import signal
 import sqlite3
+import subprocess
+import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -221,3 +223,42 @@ def test_a_schedule_name_is_registered_once(make_engine):
     with pytest.raises(InvalidWorkflowError, match="schedule 's' is registered already"):
         engine.register_schedule("s", "w", every=120)
     assert engine.schedules == {"s": first}
+
+
+def test_wfe_workflows_shows_phase_limits_and_the_app_s_schedules(tmp_path: Path, worker_env):
+    (tmp_path / "limited_app.py").write_text(
+        textwrap.dedent(
+            """
+            from datetime import datetime, timezone
+            from wfcore import ECSWorkflowEngine, Phase
+
+            engine = ECSWorkflowEngine()
+            engine.register_workflow(
+                "render",
+                [Phase("frames", command=["true"], max_concurrency=2), Phase("publish")],
+            )
+            engine.register_schedule(
+                "nightly", "render", every=86400, start=datetime(2100, 1, 1, 2, tzinfo=timezone.utc)
+            )
+            """
+        )
+    )
+    env = with_pythonpath(worker_env, tmp_path)
+
+    def wfe(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "wfcore.cli", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    wfe("worker", "limited_app:engine", "--until-idle", "--quiet")  # stores the workflow
+    shown = wfe("workflows", "--app", "limited_app:engine")
+    lines = shown.splitlines()
+    assert lines[1].split() == ["render", "frames", "functional,", "2", "at", "once", "publish"]
+    assert lines[-1] == "schedule nightly: a render task every day, next at 2100-01-01 02:00:00 UTC"

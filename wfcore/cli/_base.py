@@ -686,6 +686,21 @@ def _printable(text: str, lines: bool = False) -> str:
     return text.translate(_ESCAPED_BUT_LINES if lines else _ESCAPED)
 
 
+def _schedule_lines(engine: ECSWorkflowEngine) -> list[str]:
+    """A line for each of the engine's schedules: its workflow, period and next slot."""
+    now = datetime.now(timezone.utc)
+    lines = []
+    for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
+        upcoming = schedule.next_slot(now).astimezone(timezone.utc)
+        lines.append(
+            _printable(
+                f"schedule {schedule.name}: a {schedule.workflow_name} task every "
+                f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC"
+            )
+        )
+    return lines
+
+
 def _short(text: str, width: int = 48) -> str:
     text = _printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"

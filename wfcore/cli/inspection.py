@@ -24,6 +24,7 @@ from ._base import (
     _parse_statuses,
     _printable,
     _run,
+    _schedule_lines,
     _short,
     _starts,
     _store_option,
@@ -456,11 +457,15 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
     for spec in found:
         for i, phase in enumerate(spec.phases):
             kind = phase.assigned_to.value if phase.assigned_to else "(the task's)"
+            if phase.max_concurrency is not None:
+                kind += f", {phase.max_concurrency} at once"
             name = phase.target_classification
             if spec.start_phases is not None and name in spec.start_phases:
                 name += " (start)"  # one of the only phases a submitted task may name
             rows.append(("" if i else spec.name, name, kind, _then(spec, i)))
     _table(("WORKFLOW", "PHASE", "TYPE", "THEN"), rows)
+    for line in _schedule_lines(engine):
+        click.echo(line)
 
 
 def _then(spec: WorkflowSpec, index: int) -> str:

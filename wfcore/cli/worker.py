@@ -32,6 +32,7 @@ from ._base import (
     _new_store_place,
     _note_created,
     _run,
+    _schedule_lines,
     _stderr_gone,
     _store_option,
     cli,
@@ -430,14 +431,7 @@ async def _work(
         )
         if server is not None:
             _say(f"  metrics at {server.url}")
-        now = datetime.now(timezone.utc)
-        for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
-            upcoming = schedule.next_slot(now).astimezone(timezone.utc)
-            _say(
-                f"  schedule {schedule.name}: a {schedule.workflow_name} task every "
-                f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC"
-            )
-        for line in report_header(engine):
+        for line in [*_schedule_lines(engine), *report_header(engine)]:
             _say(f"  {line}")
     if until_idle:
         await _note_delayed_only(store, only)
