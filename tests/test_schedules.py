@@ -6,8 +6,6 @@ import itertools
 import logging
 import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -225,7 +223,7 @@ def test_a_schedule_name_is_registered_once(make_engine):
     assert engine.schedules == {"s": first}
 
 
-def test_wfe_workflows_shows_phase_limits_and_the_app_s_schedules(tmp_path: Path, worker_env):
+def test_wfe_workflows_shows_phase_limits_and_the_app_s_schedules(tmp_path: Path, wfe):
     (tmp_path / "limited_app.py").write_text(
         textwrap.dedent(
             """
@@ -243,22 +241,9 @@ def test_wfe_workflows_shows_phase_limits_and_the_app_s_schedules(tmp_path: Path
             """
         )
     )
-    env = with_pythonpath(worker_env, tmp_path)
-
-    def wfe(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "wfcore.cli", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    wfe("worker", "limited_app:engine", "--until-idle", "--quiet")  # stores the workflow
-    shown = wfe("workflows", "--app", "limited_app:engine")
-    lines = shown.splitlines()
+    env = with_pythonpath(wfe.env, tmp_path)
+    # The worker stores the workflow; wfe workflows reads it, and the app's schedules.
+    wfe("worker", "limited_app:engine", "--until-idle", "--quiet", env=env)
+    lines = wfe("workflows", "--app", "limited_app:engine", env=env).stdout.splitlines()
     assert lines[1].split() == ["render", "frames", "functional,", "2", "at", "once", "publish"]
     assert lines[-1] == "schedule nightly: a render task every day, next at 2100-01-01 02:00:00 UTC"
