@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,48 @@ def test_a_store_error_is_waited_out_unless_it_is_lasting(wfe_engine_factory, wf
     assert passing.error is None  # it did fail once
     with pytest.raises(_Unreachable, match="gone for good"):
         wfe_run(run_one(_FailingClaims(_Unreachable("gone for good"))))
+
+
+def test_a_stop_that_comes_before_the_run_starts_is_not_lost(make_engine, wfe_run):
+    """A run handed to a task (or another thread's loop) has not started when stop()
+    is called right after: the stop used to be forgotten as the run began, and the
+    run went on for good."""
+    engine = make_engine()
+
+    async def same_loop() -> None:
+        run = asyncio.create_task(engine.run())
+        engine.stop()
+        await asyncio.wait_for(run, 10)
+
+    wfe_run(same_loop())
+    assert not engine.running
+
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+        run = asyncio.run_coroutine_threadsafe(engine.run(), other)
+        engine.stop()  # from this thread, as a web app's request thread would
+        run.result(timeout=10)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(10)
+        other.close()
+
+
+def test_a_stop_from_before_a_run_was_asked_for_does_not_stop_it(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def done(task) -> None:
+        task.output = "done"
+
+    engine.register_handler("p", done)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+    engine.stop()  # nothing runs yet: nothing to stop
+
+    async def scenario():
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    assert wfe_run(scenario()).status is TaskStatus.COMPLETED

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -1404,17 +1404,23 @@ class ECSWorkflowEngine:
 
     # -- running ---------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Process tasks until :meth:`stop` is called."""
-        await self._worker.serve(until_idle=False)
+    def run(self) -> Coroutine[Any, Any, None]:
+        """Process tasks until :meth:`stop` is called: await it, or run it as a task.
 
-    async def run_until_idle(self) -> None:
+        A stop() that comes after this call, before the run has started (a run
+        handed to another thread's event loop, a task not scheduled yet), stops it
+        as soon as it starts; one from before the call does not.
+        """
+        return self._worker.serve(until_idle=False, stops_seen=self._worker.stops_asked)
+
+    def run_until_idle(self) -> Coroutine[Any, Any, None]:
         """Process tasks until none is runnable or running anywhere in the store.
 
         Waiting tasks don't count; a task waiting out a retry backoff does. With
-        ``only_workflows``, only tasks of those workflows count.
+        ``only_workflows``, only tasks of those workflows count. A stop() after this
+        call ends it early, as for :meth:`run`.
         """
-        await self._worker.serve(until_idle=True)
+        return self._worker.serve(until_idle=True, stops_seen=self._worker.stops_asked)
 
     def stop(self, *, now: bool = False, error: BaseException | None = None) -> None:
         """Ask a running ``run()`` to stop: running phases get ``shutdown_timeout``

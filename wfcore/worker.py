@@ -86,6 +86,9 @@ class Worker:
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
         self._slots = PhaseSlots()
+        #: How many times stop() was called: a run compares it with the count when it
+        #: was asked for, so that a stop() coming before the run starts is not lost.
+        self.stops_asked = 0
         # Schedules: the slot each last submitted, and when (time.time()) to look again.
         self._scheduled: dict[str, datetime] = {}
         self._next_schedule_look = 0.0
@@ -129,6 +132,7 @@ class Worker:
         if loop is not None and loop is not running_loop():
             call_in(loop, self.stop, now, error)
             return
+        self.stops_asked += 1
         if error is not None and self._running and self._failure is None:
             self._failure = error
         self._stopping = True
@@ -187,15 +191,18 @@ class Worker:
         if self._wake is not None and self._loop is not None:
             wake(self._wake, self._loop)
 
-    async def serve(self, until_idle: bool) -> None:
-        """Claim and drive tasks until stopped (or, with ``until_idle``, until idle)."""
+    async def serve(self, until_idle: bool, stops_seen: int | None = None) -> None:
+        """Claim and drive tasks until stopped (or, with ``until_idle``, until idle).
+
+        ``stops_seen``: :attr:`stops_asked` when the run was asked for; a stop()
+        since then (before this coroutine started) stops it at once."""
         if self._running:
             raise WorkflowError("this engine is already running")
         # Running from here on: a stop() while the store opens must not be lost.
         # The loop first: a stop() from another thread that sees this worker
         # running is then sent to the loop, not overwritten by the line after.
         self._loop = asyncio.get_running_loop()
-        self._stopping = False
+        self._stopping = stops_seen is not None and stops_seen != self.stops_asked
         self._slots.open()
         self._failure = None
         self.store_problem = None
