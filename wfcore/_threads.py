@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._wakeup import call_in
+
 __all__ = ["run_blocking"]
 
 T = TypeVar("T")
@@ -80,10 +82,7 @@ def _settle(
         else:
             future.set_exception(exc)
 
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop has closed: nobody waits for this any more
-        pass
+    call_in(loop, settle)  # nothing, when the loop has closed: nobody waits any more
 
 
 _threads = _DaemonThreads(min(32, (os.cpu_count() or 1) + 4))
