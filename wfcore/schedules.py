@@ -107,11 +107,12 @@ class Schedule:
     @property
     def period(self) -> str:
         """``every`` in words, in the largest unit that divides it: "day", "6 hours"."""
-        for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-            if self.every % size == 0:
-                count = int(self.every // size)
-                return unit if count == 1 else f"{count} {unit}s"
-        return f"{self.every:g} seconds"  # not reached: every is whole seconds
+        count, unit = int(self.every), "second"
+        for name, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+            if count % size == 0:
+                count, unit = count // size, name
+                break
+        return unit if count == 1 else f"{count} {unit}s"
 
     def latest_slot(self, now: datetime) -> datetime:
         """The last slot at or before ``now`` (the start itself may be later)."""
