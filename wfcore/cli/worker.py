@@ -366,14 +366,12 @@ async def _worker(
         if not quiet and engine.active_count and engine.running:
             waiting = engine.waiting_for_slots
             running = engine.active_count - waiting
-            said = (
-                [
+            said = []
+            if running:
+                said.append(
                     f"{running} running phase(s) get up to {engine.shutdown_timeout:g}s to "
                     "finish, then go back to the store"
-                ]
-                if running
-                else []
-            )
+                )
             if waiting:
                 said.append(f"{waiting} waiting for a phase's slot go back now")
             _say(f"{label}stopping: {'; '.join(said)} (Ctrl-C again: at once)")
