@@ -1323,7 +1323,7 @@ _SQLITE_FULL = 13
 
 def _why_locked(exc: sqlite3.Error) -> str:
     """Why SQLite said "database is locked", which names no cause."""
-    if "locked" not in str(exc):
+    if "database is locked" not in str(exc):
         return ""
     return (
         " (another process has held its write lock for over 30 s: a long purge, "
