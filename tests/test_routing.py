@@ -7,7 +7,7 @@ import contextvars
 from datetime import datetime
 
 import pytest
-from core_util import background, events, wait_for, wait_for_status
+from core_util import background, events, run_task, wait_for, wait_for_status
 
 from wfcore import (
     ECSWorkflowEngine,
@@ -66,12 +66,7 @@ def test_empty_next_classifications_completes_the_task(make_engine, wfe_run):
     register(engine, ["a", "b"], calls)
     engine.register_workflow("w", [Phase("a", next_classifications=[]), Phase("b")])
 
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert calls == ["a"]
     assert task.status is TaskStatus.COMPLETED
     assert set(task.outputs) == {"a"}
@@ -83,12 +78,7 @@ def test_one_next_classification_jumps_there(make_engine, wfe_run):
     register(engine, ["a", "b", "c"], calls)
     engine.register_workflow("w", [Phase("a", next_classifications=["c"]), Phase("b"), Phase("c")])
 
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert calls == ["a", "c"]
     assert task.status is TaskStatus.COMPLETED
 
@@ -118,12 +108,7 @@ def test_a_loop_back_to_an_earlier_phase_runs_it_again(make_engine, wfe_run):
         ],
     )
 
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert calls == ["draft", "review", "draft", "review", "publish"]
     assert task.status is TaskStatus.COMPLETED
     assert task.context == {"drafts": 2}
@@ -150,12 +135,7 @@ def test_several_next_classifications_handler_chooses(make_engine, wfe_run):
         ],
     )
 
-    async def scenario():
-        slow = await engine.submit_task({"route": "slow"}, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(slow.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, {"route": "slow"}, "w"))
     assert calls == ["triage", "slow"]
     assert set(task.outputs) == {"triage", "slow"}
     assert task.status is TaskStatus.COMPLETED
@@ -221,12 +201,7 @@ def test_a_route_the_phase_does_not_offer_is_recorded_as_ignored(
         [Phase("pick", next_classifications=nxt), Phase("b"), Phase("c")],
     )
 
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert task.status is TaskStatus.COMPLETED
     assert calls == ran
     [ignored] = [e for e in task.history if e["event"] == "route_ignored"]
@@ -247,12 +222,7 @@ def test_a_route_the_phase_takes_anyway_is_not_recorded_as_ignored(make_engine, 
     register(engine, ["b"], [])
     engine.register_workflow("w", [Phase("pick"), Phase("b")])
 
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert task.status is TaskStatus.COMPLETED
     assert "route_ignored" not in events(task)
 
@@ -271,6 +241,17 @@ def test_preclassified_task_starts_at_its_phase(make_engine, wfe_run):
     task = wfe_run(scenario())
     assert calls == ["b", "c"]
     assert set(task.outputs) == {"b", "c"}
+
+
+class SubmissionWatch:
+    """A wfe_task_submitted plugin that records the id of each task submitted."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+
+    @hookimpl
+    def wfe_task_submitted(self, task: Task) -> None:
+        self.submitted.append(task.id)
 
 
 class Classifier:
@@ -326,12 +307,7 @@ def test_classifier_answering_unknown_classification_fails_the_task(make_engine,
     register(engine, ["a"], calls)
     engine.register_workflow("w", [Phase("a")])
 
-    async def scenario():
-        task = await engine.submit_task({"go": "mystery"}, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, {"go": "mystery"}, "w"))
     assert calls == []
     assert task.status is TaskStatus.FAILED
     assert task.error == (
@@ -393,12 +369,7 @@ def test_output_is_none_after_a_phase_that_set_none(make_engine, wfe_run):
     engine.register_handler("second", second)
     engine.register_workflow("w", [Phase("first"), Phase("second")])
 
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert task.status is TaskStatus.COMPLETED
     assert task.output is None
     assert task.outputs == {"first": {"big": "result"}, "second": None}
@@ -498,14 +469,8 @@ def test_list_tasks_of_one_workflow_a_page_at_a_time(make_engine, wfe_run):
 
 
 def test_idempotent_submission_with_task_id(make_engine, wfe_run):
-    submitted: list[str] = []
-
-    class Watch:
-        @hookimpl
-        def wfe_task_submitted(self, task: Task) -> None:
-            submitted.append(task.id)
-
-    engine = make_engine(plugins=[Watch()])
+    watch = SubmissionWatch()
+    engine = make_engine(plugins=[watch])
     calls: list[str] = []
     register(engine, ["a"], calls)
     engine.register_workflow("w", [Phase("a")])
@@ -524,7 +489,7 @@ def test_idempotent_submission_with_task_id(make_engine, wfe_run):
     assert after.status is TaskStatus.COMPLETED  # the stored task, not a new one
     assert [t.id for t in tasks] == ["order-42"]
     assert calls == ["a"]
-    assert submitted == ["order-42"]
+    assert watch.submitted == ["order-42"]
 
 
 def test_run_until_idle_returns_while_tasks_wait(make_engine, wfe_run):
@@ -532,12 +497,7 @@ def test_run_until_idle_returns_while_tasks_wait(make_engine, wfe_run):
     engine.register_workflow("w", [Phase("ask", assigned_to="human"), Phase("after")])
     engine.register_handler("after", recorder([]))
 
-    async def scenario():
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    assert wfe_run(scenario()).status is TaskStatus.WAITING_HUMAN
+    assert wfe_run(run_task(engine, None, "w")).status is TaskStatus.WAITING_HUMAN
 
 
 def test_run_processes_tasks_submitted_while_running_until_stop(make_engine, wfe_run):
@@ -714,14 +674,8 @@ def test_submit_with_a_context(make_engine, wfe_run):
 
 
 def test_submit_tasks_queues_many_at_once_in_order(make_engine, wfe_run):
-    submitted: list[str] = []
-
-    class Watch:
-        @hookimpl
-        def wfe_task_submitted(self, task: Task) -> None:
-            submitted.append(task.id)
-
-    engine = make_engine(plugins=[Watch()])
+    watch = SubmissionWatch()
+    engine = make_engine(plugins=[watch])
     calls: list[str] = []
     register(engine, ["a", "b"], calls)
     engine.register_workflow("w", [Phase("a"), Phase("b")])
@@ -753,7 +707,7 @@ def test_submit_tasks_queues_many_at_once_in_order(make_engine, wfe_run):
         TaskStatus.COMPLETED,
     ]
     assert stored[1].outputs == {"b": "out-b"}  # started at its classification
-    assert submitted == [earlier.id, tasks[0].id, "two", tasks[2].id]
+    assert watch.submitted == [earlier.id, tasks[0].id, "two", tasks[2].id]
     assert sorted(calls) == ["a", "a", "a", "b", "b", "b"]
 
 
