@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from core_util import run_task
 
 import wfcore
 from wfcore import (
@@ -93,12 +94,7 @@ def test_every_kind_of_json_value_is_taken_as_data_and_output(make_engine, wfe_r
     engine.register_handler("same", same)
     engine.register_workflow("same", [Phase("same", assigned_to="functional")])
 
-    async def scenario():
-        task = await engine.submit_task(value, "same")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    done = wfe_run(run_task(engine, value, "same"))
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.data == value and done.output == value
 
@@ -206,12 +202,7 @@ def test_a_phase_leaving_a_question_or_route_that_is_not_text_fails(
         "w", [Phase("a", next_classifications=["b", "c"]), Phase("b"), Phase("c")]
     )
 
-    async def scenario():
-        task = await engine.submit_task({}, "w")
-        await engine.run_until_idle()
-        return await engine.get_task(task.id)
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, {}, "w"))
     assert task.status is TaskStatus.FAILED
     assert message in task.error
     assert task.waiting_reason is None and task.next_classification is None
@@ -504,30 +495,28 @@ def test_another_programs_database_is_refused_unchanged(tmp_path, wfe_run):
     assert "not a wfcore database" in str(error)
 
 
-def test_a_database_from_a_newer_wfcore_is_refused_unchanged(tmp_path, wfe_run):
-    path = tmp_path / "wfe.db"
+def database_with_schema_version(path: Path, version: str, wfe_run) -> Path:
+    """Make a wfcore database at ``path`` whose stored schema version reads ``version``
+    (checkpointed, so the main file holds it): ``path``."""
     engine = ECSWorkflowEngine(f"sqlite://{path}", load_plugins=False)
     wfe_run(engine.get_store())
     wfe_run(engine.aclose())
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE wfe_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.execute("UPDATE wfe_meta SET value = ? WHERE key = 'schema_version'", (version,))
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+    return path
+
+
+def test_a_database_from_a_newer_wfcore_is_refused_unchanged(tmp_path, wfe_run):
+    path = database_with_schema_version(tmp_path / "wfe.db", "99", wfe_run)
     error = refused(path, wfe_run)
     assert "newer" in str(error) and "99" in str(error)
 
 
 def test_a_database_with_an_unreadable_schema_version_is_refused_unchanged(tmp_path, wfe_run):
-    path = tmp_path / "wfe.db"
-    engine = ECSWorkflowEngine(f"sqlite://{path}", load_plugins=False)
-    wfe_run(engine.get_store())
-    wfe_run(engine.aclose())
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE wfe_meta SET value = 'two' WHERE key = 'schema_version'")
-    conn.commit()
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    path = database_with_schema_version(tmp_path / "wfe.db", "two", wfe_run)
     error = refused(path, wfe_run)
     assert "unreadable schema version 'two'" in str(error)
 
