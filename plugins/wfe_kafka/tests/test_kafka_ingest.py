@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -57,6 +58,53 @@ def interface(bootstrap: str, tasks: str, results: str, **kwargs: Any) -> KafkaM
     for key, value in FAST_GROUP.items():
         kwargs.setdefault(key, value)
     return KafkaMQInterface(bootstrap, tasks_topic=tasks, results_topic=results, **kwargs)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """One test's own topics on the test broker: tasks in, results out, and the
+    dead-letter and events topics of the tests that ask for them ("" otherwise)."""
+
+    bootstrap: str
+    tasks: str
+    results: str
+    dlq: str = ""
+    events: str = ""
+
+    def send(self, messages: list[Any]) -> list[Any]:
+        """Produce ``(key, value)`` or ``(key, value, headers)`` messages to the tasks
+        topic; their RecordMetadata."""
+        return produce(self.bootstrap, self.tasks, messages)
+
+    def interface(self, **kwargs: Any) -> KafkaMQInterface:
+        """An interface consuming the tasks topic and publishing results to the
+        results topic, in a group of its own (see :func:`interface`)."""
+        return interface(self.bootstrap, self.tasks, self.results, **kwargs)
+
+    def reader(self, topic: str) -> TopicReader:
+        """A :class:`TopicReader` of ``topic`` from its beginning."""
+        return TopicReader(self.bootstrap, topic)
+
+
+MakeTopics = Callable[..., Topics]
+
+
+@pytest.fixture
+def kafka_topics(kafka_bootstrap: str, kafka_topic: TopicFactory) -> MakeTopics:
+    """``kafka_topics(partitions=1, dlq=False, events=False)``: fresh tasks and results
+    topics of ``partitions`` partitions, and a dead-letter or events topic of one
+    partition when asked for; all deleted after the test."""
+
+    def make(partitions: int = 1, *, dlq: bool = False, events: bool = False) -> Topics:
+        return Topics(
+            kafka_bootstrap,
+            tasks=kafka_topic(partitions, "tasks"),
+            results=kafka_topic(partitions, "results"),
+            dlq=kafka_topic(1, "dlq") if dlq else "",
+            events=kafka_topic(1, "events") if events else "",
+        )
+
+    return make
 
 
 async def double(task: Task) -> None:
@@ -122,21 +170,19 @@ async def serve(
 
 
 def test_messages_become_tasks_and_results_come_back(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results = kafka_topic(3, "tasks"), kafka_topic(3, "results")
-    sent = produce(
-        kafka_bootstrap,
-        tasks,
+    topics = kafka_topics(3)
+    sent = topics.send(
         [
             (b"a", task_json(workflow_name="double", data={"n": 1})),
             (b"b", task_json(id="order-2", workflow_name="double", data={"n": 2}, format=1)),
             (None, task_json(id="order-3", workflow_name="double", data={"n": 3})),
-        ],
+        ]
     )
-    ids = [f"{tasks}-{sent[0].partition}-{sent[0].offset}", "order-2", "order-3"]
+    ids = [f"{topics.tasks}-{sent[0].partition}-{sent[0].offset}", "order-2", "order-3"]
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka = topics.interface()
     engine.register_task_completed_hook(kafka.publish_result)
 
     async def scenario() -> list[Task]:
@@ -147,7 +193,7 @@ def test_messages_become_tasks_and_results_come_back(
     for n, (task, meta) in enumerate(zip(stored, sent, strict=True), 1):
         assert task.status is TaskStatus.COMPLETED
         assert task.context["kafka"] == {
-            "topic": tasks,
+            "topic": topics.tasks,
             "partition": meta.partition,
             "offset": meta.offset,
             # What the message asked for, to know it again if it is sent again.
@@ -156,7 +202,7 @@ def test_messages_become_tasks_and_results_come_back(
             ),
         }
 
-    with TopicReader(kafka_bootstrap, results) as reader:
+    with topics.reader(topics.results) as reader:
         records = reader.wait_for(3)
         assert sorted(r.key.decode() for r in records) == sorted(ids)
         by_id = {doc["id"]: doc for doc in reader.values()}
@@ -170,25 +216,25 @@ def test_messages_become_tasks_and_results_come_back(
     ends = {p: 0 for p in range(3)}
     for meta in sent:
         ends[meta.partition] = max(ends[meta.partition], meta.offset + 1)
-    handled = committed(kafka_bootstrap, kafka.group_id, tasks, [p for p, e in ends.items() if e])
+    handled = committed(
+        topics.bootstrap, kafka.group_id, topics.tasks, [p for p, e in ends.items() if e]
+    )
     assert handled == {p: e for p, e in ends.items() if e}
-    assert group_state(kafka_bootstrap, kafka.group_id) == ("Empty", 0)
+    assert group_state(topics.bootstrap, kafka.group_id) == ("Empty", 0)
 
 
 def test_failed_and_cancelled_tasks_are_published_with_their_status(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
-    produce(
-        kafka_bootstrap,
-        tasks,
+    topics = kafka_topics()
+    topics.send(
         [
             (None, task_json(id="fails", workflow_name="boom", data=None)),
             (None, task_json(id="waits", workflow_name="approve", data={"n": 1})),
-        ],
+        ]
     )
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka = topics.interface()
 
     async def scenario() -> None:
         async with running(engine, kafka):
@@ -205,7 +251,7 @@ def test_failed_and_cancelled_tasks_are_published_with_their_status(
             await until(lambda: kafka.stats["results_published"] == 2, 30, "2 results")
 
     wfe_run(scenario())
-    with TopicReader(kafka_bootstrap, results) as reader:
+    with topics.reader(topics.results) as reader:
         reader.wait_for(2)
         by_id = {doc["id"]: doc for doc in reader.values()}
     assert by_id["fails"]["status"] == "failed"
@@ -214,9 +260,9 @@ def test_failed_and_cancelled_tasks_are_published_with_their_status(
 
 
 def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    topics = kafka_topics(dlq=True)
     bad = [
         (b"k-json", b"{not json"),
         (b"k-list", b"[1, 2, 3]"),
@@ -242,17 +288,15 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         # A surrogate written as UTF-8 bytes (CESU-8), not as a \u escape.
         (b"k-cesu", b'{"workflow_name": "double", "data": {"n": "\xed\xa0\x80"}}'),
     ]
-    produce(
-        kafka_bootstrap,
-        tasks,
+    topics.send(
         [
             *bad[:4],
             (b"ok-1", task_json(id="ok-1", workflow_name="double", data={"n": 5})),
             *bad[4:],
-        ],
+        ]
     )
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    kafka = topics.interface(dead_letter_topic=topics.dlq)
 
     async def scenario() -> str:
         return await serve(
@@ -275,7 +319,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
         "wfe_kafka_partitions_assigned 1",
     ]:
         assert f"\n{line}\n" in metrics, line
-    with TopicReader(kafka_bootstrap, dlq) as reader:
+    with topics.reader(topics.dlq) as reader:
         letters = reader.wait_for(17)
     assert [(r.key, r.value) for r in letters] == bad  # original bytes, in order
     errors = {r.key: dict(r.headers) for r in letters}
@@ -304,26 +348,23 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_goes_on(
     ]:
         assert errors[key]["wfe.error.type"] == b"BadMessage", key
         assert errors[key]["wfe.error"].startswith(said), errors[key]["wfe.error"]
-    assert errors[b"k-json"]["wfe.source.topic"] == tasks.encode()
+    assert errors[b"k-json"]["wfe.source.topic"] == topics.tasks.encode()
     assert errors[b"k-json"]["wfe.source.offset"] == b"0"
-    with TopicReader(kafka_bootstrap, results) as reader:
+    with topics.reader(topics.results) as reader:
         [result] = [json.loads(r.value) for r in reader.wait_for(1)]
     assert (result["id"], result["output"]) == ("ok-1", {"doubled": 10})
 
 
 def test_a_tombstone_is_dead_lettered_as_one_and_unknown_fields_are_named_once(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A tombstone's letter said "empty message"; a misspelt field (classifcation)
     was ignored without a word, and the task started at its first phase."""
-    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
-    produce(
-        kafka_bootstrap,
-        tasks,
+    topics = kafka_topics(dlq=True)
+    topics.send(
         [
             (b"order-1", None),
             (
@@ -340,13 +381,13 @@ def test_a_tombstone_is_dead_lettered_as_one_and_unknown_fields_are_named_once(
                 b"typo-2",
                 task_json(id="typo-2", workflow_name="double", data={"n": 2}, classifcation=1),
             ),
-        ],
+        ]
     )
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    kafka = topics.interface(dead_letter_topic=topics.dlq)
     caplog.set_level(logging.INFO, logger="wfe_kafka")
     wfe_run(serve(engine, kafka, consumed=3, results_published=2))
-    with TopicReader(kafka_bootstrap, dlq) as reader:
+    with topics.reader(topics.dlq) as reader:
         [letter] = reader.wait_for(1)
     assert (letter.key, letter.value) == (b"order-1", None)  # as it came
     headers = dict(letter.headers)
@@ -358,30 +399,30 @@ def test_a_tombstone_is_dead_lettered_as_one_and_unknown_fields_are_named_once(
     assert [(r.levelno, r.getMessage()) for r in ignored] == [
         (
             logging.WARNING,
-            f"task message {tasks}/0@1: 'classifcation' is not a task message field (did you "
-            "mean classification?) and is ignored (said once for each field name)",
+            f"task message {topics.tasks}/0@1: 'classifcation' is not a task message field "
+            "(did you mean classification?) and is ignored (said once for each field name)",
         ),
         (
             logging.INFO,
-            f"task message {tasks}/0@1: 'producer' is not a task message field and is ignored "
-            "(said once for each field name)",
+            f"task message {topics.tasks}/0@1: 'producer' is not a task message field and is "
+            "ignored (said once for each field name)",
         ),
     ]
 
 
 def test_redelivered_messages_do_not_create_second_tasks(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    topics = kafka_topics(2)
     messages = [(None, task_json(workflow_name="double", data={"n": i})) for i in range(10)]
     messages += [
         (None, task_json(id=f"named-{i}", workflow_name="double", data={"n": i})) for i in range(10)
     ]
     # The same task sent twice (a producer's retry): one task.
     messages.append((None, task_json(id="named-0", workflow_name="double", data={"n": 0})))
-    produce(kafka_bootstrap, tasks, messages)
+    topics.send(messages)
     engine = echo_engine(wfe_engine_factory)
-    first = interface(kafka_bootstrap, tasks, results)
+    first = topics.interface()
 
     async def count() -> int:
         store = await engine.get_store()
@@ -391,7 +432,7 @@ def test_redelivered_messages_do_not_create_second_tasks(
         await serve(engine, first, results_published=20)
         before = await count()
         # A second group reads the whole topic again: every message is redelivered.
-        second = interface(kafka_bootstrap, tasks, results)
+        second = topics.interface()
         await serve(engine, second, consumed=21)
         assert second.stats["submitted"] == 0
         assert second.stats["results_published"] == 0
@@ -400,7 +441,7 @@ def test_redelivered_messages_do_not_create_second_tasks(
     before, after = wfe_run(scenario())
     assert before == after == 20  # the duplicate "named-0" in the topic was one task too
     assert first.stats["submitted"] == 20
-    with TopicReader(kafka_bootstrap, results) as reader:
+    with topics.reader(topics.results) as reader:
         reader.wait_for(20)
         time_limit = time.monotonic() + 1.0
         while time.monotonic() < time_limit:  # nothing more trickles in
@@ -410,15 +451,14 @@ def test_redelivered_messages_do_not_create_second_tasks(
 
 
 def test_offsets_are_committed_only_once_tasks_are_stored(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_store_url: str,
     wfe_run: Any,
 ) -> None:
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    topics = kafka_topics()
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka = topics.interface()
     db_path = wfe_store_url.removeprefix("sqlite://")
 
     async def scenario() -> None:
@@ -429,9 +469,7 @@ def test_offsets_are_committed_only_once_tasks_are_stored(
         consumer = asyncio.create_task(kafka.consume_tasks(engine))
         try:
             await asyncio.to_thread(
-                produce,
-                kafka_bootstrap,
-                tasks,
+                topics.send,
                 [
                     (None, task_json(id=f"t{i}", workflow_name="double", data={"n": i}))
                     for i in range(5)
@@ -439,7 +477,7 @@ def test_offsets_are_committed_only_once_tasks_are_stored(
             )
             await until(lambda: kafka.stats["received"] == 5, 30, "the consumer to receive 5")
             offsets = await asyncio.to_thread(
-                committed, kafka_bootstrap, kafka.group_id, tasks, [0]
+                committed, topics.bootstrap, kafka.group_id, topics.tasks, [0]
             )
             assert offsets[0] in (-1, None), f"committed {offsets} before the tasks were stored"
             assert await engine.get_task("t0") is None
@@ -447,7 +485,7 @@ def test_offsets_are_committed_only_once_tasks_are_stored(
             await until(lambda: kafka.stats["consumed"] == 5, 60, "5 tasks stored")
 
             def all_committed() -> bool:
-                return committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 5}
+                return committed(topics.bootstrap, kafka.group_id, topics.tasks, [0]) == {0: 5}
 
             deadline = time.monotonic() + 30
             while not await asyncio.to_thread(all_committed):
@@ -550,19 +588,13 @@ def test_results_survive_kafka_being_down_and_a_worker_restart(
 
 
 def test_lifecycle_events_share_the_task_key(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results, events = (
-        kafka_topic(1, "tasks"),
-        kafka_topic(1, "results"),
-        kafka_topic(1, "events"),
-    )
-    [sent] = produce(
-        kafka_bootstrap, tasks, [(b"refund-7", task_json(workflow_name="approve", data={"n": 7}))]
-    )
-    task_id = f"{tasks}-0-{sent.offset}"
+    topics = kafka_topics(events=True)
+    [sent] = topics.send([(b"refund-7", task_json(workflow_name="approve", data={"n": 7}))])
+    task_id = f"{topics.tasks}-0-{sent.offset}"
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
+    kafka = topics.interface(events_topic=topics.events)
 
     async def scenario() -> None:
         async with running(engine, kafka):
@@ -572,7 +604,7 @@ def test_lifecycle_events_share_the_task_key(
             await until(lambda: kafka.stats["events_published"] >= 8, 30, "the events")
 
     wfe_run(scenario())
-    with TopicReader(kafka_bootstrap, events) as reader:
+    with topics.reader(topics.events) as reader:
         records = reader.wait_for(8)
         docs = reader.values()
     assert {r.key for r in records} == {task_id.encode()}
@@ -587,7 +619,7 @@ def test_lifecycle_events_share_the_task_key(
         "phase_finished",
         "completed",
     ]
-    source = {"topic": tasks, "partition": 0, "offset": sent.offset}
+    source = {"topic": topics.tasks, "partition": 0, "offset": sent.offset}
     assert all(d["source"] == source and d["task_id"] == task_id for d in docs)
     suspended = docs[names.index("suspended")]
     assert suspended["question"] == "Approve the refund?"
@@ -596,7 +628,7 @@ def test_lifecycle_events_share_the_task_key(
     # The task is agentic ("ai", the default); the phase it waits in is a person's.
     assert suspended["assigned_to"] == "human"
     assert docs[-1]["output"] == {"doubled": 14}
-    with TopicReader(kafka_bootstrap, results) as reader:
+    with topics.reader(topics.results) as reader:
         [result] = reader.wait_for(1)
     assert result.key == task_id.encode()
     # The task's context as stored: the source, and the digest of what was asked.
@@ -605,13 +637,9 @@ def test_lifecycle_events_share_the_task_key(
 
 
 def test_a_failed_attempt_is_an_event_before_the_retry(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results, events = (
-        kafka_topic(1, "tasks"),
-        kafka_topic(1, "results"),
-        kafka_topic(1, "events"),
-    )
+    topics = kafka_topics(events=True)
     engine = wfe_engine_factory(retry_delay=0.01)
     tries: list[int] = []
 
@@ -623,10 +651,10 @@ def test_a_failed_attempt_is_an_event_before_the_retry(
 
     engine.register_handler("fetch", flaky)
     engine.register_workflow("fetch", [Phase("fetch", assigned_to="functional", max_attempts=2)])
-    [sent] = produce(kafka_bootstrap, tasks, [(b"f-1", task_json(workflow_name="fetch"))])
-    kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
+    [sent] = topics.send([(b"f-1", task_json(workflow_name="fetch"))])
+    kafka = topics.interface(events_topic=topics.events)
     wfe_run(serve(engine, kafka, lambda: kafka.stats["events_published"] >= 6, "the events"))
-    with TopicReader(kafka_bootstrap, events) as reader:
+    with topics.reader(topics.events) as reader:
         reader.wait_for(6)
         docs = reader.values()
     assert [d["event"] for d in docs] == [
@@ -641,26 +669,25 @@ def test_a_failed_attempt_is_an_event_before_the_retry(
     assert (failed["phase"], failed["attempt"], failed["status"]) == ("fetch", 1, "pending")
     assert failed["error"] == "ConnectionError: the service was down"
     assert failed["retry_at"] is not None
-    assert failed["task_id"] == f"{tasks}-0-{sent.offset}"
+    assert failed["task_id"] == f"{topics.tasks}-0-{sent.offset}"
 
 
 def test_publish_task_hands_a_task_to_another_worker(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     tmp_path: Any,
     wfe_run: Any,
 ) -> None:
-    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    topics = kafka_topics(2)
     front = echo_engine(wfe_engine_factory, store=f"sqlite://{tmp_path}/front.db")
     worker = echo_engine(wfe_engine_factory, store=f"sqlite://{tmp_path}/worker.db")
-    sender = interface(kafka_bootstrap, tasks, results)
-    kafka = interface(kafka_bootstrap, tasks, results)
+    sender = topics.interface()
+    kafka = topics.interface()
 
     async def scenario() -> str:
         task = await front.submit_task({"n": 21}, "double", task_id="handed-over")
         meta = await sender.publish_task(task)
-        assert meta.topic == tasks
+        assert meta.topic == topics.tasks
         await sender.close()
         await serve(worker, kafka, results_published=1)
         done = await worker.get_task("handed-over")
@@ -668,23 +695,19 @@ def test_publish_task_hands_a_task_to_another_worker(
         return done.status.value
 
     assert wfe_run(scenario()) == "completed"
-    with TopicReader(kafka_bootstrap, tasks) as reader:
+    with topics.reader(topics.tasks) as reader:
         [message] = reader.wait_for(1)
     assert message.key == b"handed-over"
     assert json.loads(message.value)["format"] == 1
 
 
 def test_consumption_pauses_while_the_engine_has_many_pending_tasks(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
-    produce(
-        kafka_bootstrap,
-        tasks,
-        [(None, task_json(workflow_name="double", data={"n": i})) for i in range(300)],
-    )
+    topics = kafka_topics(2)
+    topics.send([(None, task_json(workflow_name="double", data={"n": i})) for i in range(300)])
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, max_pending=20, max_poll_records=10)
+    kafka = topics.interface(max_pending=20, max_poll_records=10)
 
     async def stored() -> int:
         store = await engine.get_store()
@@ -717,21 +740,19 @@ def test_consumption_pauses_while_the_engine_has_many_pending_tasks(
 
 
 def test_a_worker_of_some_workflows_counts_only_their_tasks_for_backpressure(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
     """Pending tasks of workflows it never runs must not keep it from taking messages."""
-    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    topics = kafka_topics(2)
     engine = echo_engine(wfe_engine_factory, only_workflows=["double"])
-    kafka = interface(kafka_bootstrap, tasks, results, max_pending=3, max_poll_records=2)
+    kafka = topics.interface(max_pending=3, max_poll_records=2)
 
     def send(numbers: range) -> None:
-        produce(
-            kafka_bootstrap,
-            tasks,
+        topics.send(
             [
                 (f"d{i}".encode(), task_json(id=f"d{i}", workflow_name="double", data={"n": i}))
                 for i in numbers
-            ],
+            ]
         )
 
     async def scenario() -> list[Task | None]:
@@ -749,29 +770,23 @@ def test_a_worker_of_some_workflows_counts_only_their_tasks_for_backpressure(
 
 
 def test_auto_wiring_from_the_environment(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_run: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from wfe_kafka.plugin import interface_for
 
-    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
+    topics = kafka_topics(2)
     group = f"auto-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("WFE_LOAD_PLUGINS", "wfe_kafka")
-    monkeypatch.setenv("KAFKA_BROKERS", kafka_bootstrap)
-    monkeypatch.setenv("WFE_KAFKA_TASKS_TOPIC", tasks)
-    monkeypatch.setenv("WFE_KAFKA_RESULTS_TOPIC", results)
+    monkeypatch.setenv("KAFKA_BROKERS", topics.bootstrap)
+    monkeypatch.setenv("WFE_KAFKA_TASKS_TOPIC", topics.tasks)
+    monkeypatch.setenv("WFE_KAFKA_RESULTS_TOPIC", topics.results)
     monkeypatch.setenv("WFE_KAFKA_GROUP", group)
     monkeypatch.setenv("WFE_KAFKA_CLIENT_CONFIG", json.dumps(FAST_GROUP))
-    produce(
-        kafka_bootstrap,
-        tasks,
-        [
-            (None, task_json(id=f"auto-{i}", workflow_name="double", data={"n": i}))
-            for i in range(8)
-        ],
+    topics.send(
+        [(None, task_json(id=f"auto-{i}", workflow_name="double", data={"n": i})) for i in range(8)]
     )
     engine = echo_engine(wfe_engine_factory, load_plugins=True)
     seen: list[Any] = []
@@ -784,8 +799,8 @@ def test_auto_wiring_from_the_environment(
         seen.append(kafka)
         # What the worker's start-up lines say is what it was wired to.
         assert report_header(engine) == [
-            f"kafka: consuming {tasks} (group {group}) at {kafka_bootstrap}; "
-            f"results to {results}; dead letters to {tasks}.dlq"
+            f"kafka: consuming {topics.tasks} (group {group}) at {topics.bootstrap}; "
+            f"results to {topics.results}; dead letters to {topics.tasks}.dlq"
         ]
         await until(lambda: kafka.stats["results_published"] == 8, 30, "8 results")
         engine.stop()
@@ -795,9 +810,9 @@ def test_auto_wiring_from_the_environment(
     wfe_run(scenario())
     assert seen[0].engine is None  # closed when the engine stopped
     # Every partition that holds messages is committed up to its end.
-    ends = {p: end for p, end in enumerate(_ends(kafka_bootstrap, tasks)) if end}
-    assert committed(kafka_bootstrap, group, tasks, list(ends)) == ends
-    with TopicReader(kafka_bootstrap, results) as reader:
+    ends = {p: end for p, end in enumerate(_ends(topics.bootstrap, topics.tasks)) if end}
+    assert committed(topics.bootstrap, group, topics.tasks, list(ends)) == ends
+    with topics.reader(topics.results) as reader:
         reader.wait_for(8)
         assert sorted(d["id"] for d in reader.values()) == sorted(f"auto-{i}" for i in range(8))
 
@@ -815,18 +830,14 @@ def _ends(bootstrap: str, topic: str) -> list[int]:
 
 
 def test_a_store_failure_while_storing_a_batch_is_retried_not_dead_lettered(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
     """The store refusing writes (a full disk, a locked file) is not the messages'
     fault: the batch is stored once the store recovers, and nothing is dead-lettered."""
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
-    produce(
-        kafka_bootstrap,
-        tasks,
-        [(None, task_json(workflow_name="double", data={"n": i})) for i in range(5)],
-    )
+    topics = kafka_topics()
+    topics.send([(None, task_json(workflow_name="double", data={"n": i})) for i in range(5)])
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka = topics.interface()
     refusals: list[int] = []
 
     async def scenario() -> int:
@@ -999,7 +1010,7 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
 
 
 def test_a_bad_message_as_large_as_its_topic_takes_does_not_stall_its_partition(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
     """Keyless bad messages of 1 MB, the most the tasks topic (and the dead-letter
     topic) takes, whose dead letters are a few headers too large: one is
@@ -1008,44 +1019,43 @@ def test_a_bad_message_as_large_as_its_topic_takes_does_not_stall_its_partition(
     passes all three. (Kafka-python refused a keyless letter without its value, and
     Kafka one whose headers stayed 1 MB; each was retried for ever, and the
     partition's offsets were never committed again.)"""
-    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    topics = kafka_topics(dlq=True)
     # Nearly the most a topic (max.message.bytes 1,048,588) and kafka-python's
     # producer (max_request_size 1,048,576) take; a dead letter's headers pass it.
     size = 1_048_450
-    produce(
-        kafka_bootstrap,
-        tasks,
+    topics.send(
         [
             (None, b"x" * size),
             (None, b"not json", [("trace", b"t-1"), ("pad", b"y" * size)]),
             (None, task_json(id="good", workflow_name="double", data={"n": 4})),
-        ],
+        ]
     )
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    kafka = topics.interface(dead_letter_topic=topics.dlq)
     wfe_run(serve(engine, kafka, consumed=3, results_published=1))
     assert kafka.stats["dead_lettered"] == 2
-    assert committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 3}
-    with TopicReader(kafka_bootstrap, results) as reader:
+    assert committed(topics.bootstrap, kafka.group_id, topics.tasks, [0]) == {0: 3}
+    with topics.reader(topics.results) as reader:
         [result] = reader.wait_for(1)
     assert json.loads(result.value)["output"] == {"doubled": 8}
-    with TopicReader(kafka_bootstrap, dlq) as reader:
+    with topics.reader(topics.dlq) as reader:
         big_value, big_headers = reader.wait_for(2)
     # Where it came from and why, so the value can be read at its offset.
+    source = topics.tasks.encode()
     headers = dict(big_value.headers)
     assert (big_value.key, big_value.value) == (None, b"")
     assert int(headers["wfe.value.omitted"]) == size
     assert "wfe.headers.omitted" not in headers
     assert headers["wfe.error.type"] == b"BadMessage"
     assert headers["wfe.error"].startswith(b"not valid JSON")
-    assert (headers["wfe.source.topic"], headers["wfe.source.offset"]) == (tasks.encode(), b"0")
+    assert (headers["wfe.source.topic"], headers["wfe.source.offset"]) == (source, b"0")
     # The value is kept when the headers are the bulk; they alone are left out.
     headers = dict(big_headers.headers)
     assert (big_headers.key, big_headers.value) == (None, b"not json")
     assert int(headers["wfe.headers.omitted"]) == len("trace") + 3 + len("pad") + size
     assert "pad" not in headers and "trace" not in headers and "wfe.value.omitted" not in headers
     assert headers["wfe.error"].startswith(b"not valid JSON")
-    assert (headers["wfe.source.topic"], headers["wfe.source.offset"]) == (tasks.encode(), b"1")
+    assert (headers["wfe.source.topic"], headers["wfe.source.offset"]) == (source, b"1")
 
 
 def test_a_bad_message_whose_dead_letter_kafka_refuses_in_every_form_is_logged_and_passed(
@@ -1081,22 +1091,22 @@ def test_a_bad_message_whose_dead_letter_kafka_refuses_in_every_form_is_logged_a
 
 
 def test_a_dead_letter_keeps_headers_without_a_value_and_a_record_without_key_or_value(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_run: Any, caplog: pytest.LogCaptureFixture
+    kafka_topics: MakeTopics, wfe_run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Headers without a value, and a message with neither key nor value (Java
     producers send such records; kafka-python sends neither): each letter used to
     be refused, then sent without the message's headers. Now the headers go with an
     empty value for a null one, named in wfe.headers.null, and the key and value
     as they were (an empty value for a record with neither)."""
-    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
-    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    topics = kafka_topics(dlq=True)
+    kafka = topics.interface(dead_letter_topic=topics.dlq)
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
     # As kafka-python's consumer gives such records.
     bare = SimpleNamespace(
-        topic=tasks, partition=0, offset=7, key=None, value=None, headers=[("trace", None)]
+        topic=topics.tasks, partition=0, offset=7, key=None, value=None, headers=[("trace", None)]
     )
     mixed = SimpleNamespace(
-        topic=tasks,
+        topic=topics.tasks,
         partition=0,
         offset=8,
         key=b"order-1",
@@ -1113,7 +1123,7 @@ def test_a_dead_letter_keeps_headers_without_a_value_and_a_record_without_key_or
             await kafka.close()
 
     wfe_run(scenario())
-    with TopicReader(kafka_bootstrap, dlq) as reader:
+    with topics.reader(topics.dlq) as reader:
         first, second = reader.wait_for(2)
     assert (first.key, first.value) == (None, b"")
     assert first.headers[0] == ("trace", b"")
@@ -1140,14 +1150,13 @@ def wfe_cli(store_url: str, *args: str) -> None:
 
 
 def test_a_task_retried_after_its_failure_was_published_publishes_its_new_result(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_store_url: str,
     wfe_run: Any,
 ) -> None:
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
-    produce(kafka_bootstrap, tasks, [(None, task_json(id="fl-1", workflow_name="flaky"))])
+    topics = kafka_topics()
+    topics.send([(None, task_json(id="fl-1", workflow_name="flaky"))])
     engine = echo_engine(wfe_engine_factory)
     fixed = False
 
@@ -1158,7 +1167,7 @@ def test_a_task_retried_after_its_failure_was_published_publishes_its_new_result
 
     engine.register_handler("flaky", flaky)
     engine.register_workflow("flaky", [Phase("flaky", assigned_to="functional")])
-    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka = topics.interface()
 
     async def scenario() -> int:
         nonlocal fixed
@@ -1172,31 +1181,22 @@ def test_a_task_retried_after_its_failure_was_published_publishes_its_new_result
         return len(await store.outbox_pending(kafka.outbox_consumer, 10))
 
     assert wfe_run(scenario()) == 0
-    with TopicReader(kafka_bootstrap, results) as reader:
+    with topics.reader(topics.results) as reader:
         docs = [json.loads(r.value) for r in reader.wait_for(2)]
     assert [(d["id"], d["status"]) for d in docs] == [("fl-1", "failed"), ("fl-1", "completed")]
     assert docs[1]["output"] == "fine now"
 
 
 def test_a_task_finished_by_another_process_gets_its_result_and_final_event(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_store_url: str,
     wfe_run: Any,
 ) -> None:
-    tasks, results, events = (
-        kafka_topic(1, "tasks"),
-        kafka_topic(1, "results"),
-        kafka_topic(1, "events"),
-    )
-    produce(
-        kafka_bootstrap,
-        tasks,
-        [(None, task_json(id="asks", workflow_name="approve", data={"n": 1}))],
-    )
+    topics = kafka_topics(events=True)
+    topics.send([(None, task_json(id="asks", workflow_name="approve", data={"n": 1}))])
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
+    kafka = topics.interface(events_topic=topics.events)
 
     async def scenario() -> None:
         async with running(engine, kafka):
@@ -1206,16 +1206,16 @@ def test_a_task_finished_by_another_process_gets_its_result_and_final_event(
             await until(lambda: kafka.stats["events_published"] == 4, 30, "4 events")
 
     wfe_run(scenario())
-    with TopicReader(kafka_bootstrap, results) as reader:
+    with topics.reader(topics.results) as reader:
         [result] = [json.loads(r.value) for r in reader.wait_for(1)]
     assert result["status"] == "cancelled"
-    with TopicReader(kafka_bootstrap, events) as reader:
+    with topics.reader(topics.events) as reader:
         records = reader.wait_for(4)
         docs = reader.values()
     assert [d["event"] for d in docs] == ["submitted", "phase_started", "suspended", "cancelled"]
     assert {r.key for r in records} == {b"asks"}
     assert docs[-1]["status"] == "cancelled"
-    assert docs[-1]["source"] == {"topic": tasks, "partition": 0, "offset": 0}
+    assert docs[-1]["source"] == {"topic": topics.tasks, "partition": 0, "offset": 0}
 
 
 def end_offset(bootstrap: str, topic: str) -> int | None:
@@ -1231,78 +1231,69 @@ def end_offset(bootstrap: str, topic: str) -> int | None:
 
 
 def test_a_message_whose_id_another_task_has_is_dead_lettered_not_swallowed(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
     broker_tools: Any,
 ) -> None:
     kafka_broker = broker_tools
-    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
-    produce(
-        kafka_bootstrap,
-        tasks,
+    topics = kafka_topics(dlq=True)
+    topics.send(
         [
             (b"a", task_json(id="m-ok", workflow_name="double", data={"n": 1})),
             (b"b", task_json(workflow_name="double", data={"n": 2})),  # id tasks-0-1
             (b"c", task_json(id="m-ok", workflow_name="boom", data="dup")),
-        ],
+        ]
     )
     engine = echo_engine(wfe_engine_factory)
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
-    first = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    first = topics.interface(dead_letter_topic=topics.dlq)
     wfe_run(serve(engine, first, consumed=3, results_published=2))
     assert first.stats["dead_lettered"] == 1
     # The tasks topic is deleted and made again: its offsets start over, so a
     # message without an id maps to the id of a task from the old topic.
-    kafka_broker.delete_topics(kafka_bootstrap, [tasks])
+    kafka_broker.delete_topics(topics.bootstrap, [topics.tasks])
 
     def made_again() -> bool:
         try:
-            kafka_broker.create_topic(kafka_bootstrap, tasks, 1, timeout=5)
+            kafka_broker.create_topic(topics.bootstrap, topics.tasks, 1, timeout=5)
         except TopicAlreadyExistsError:
             pass  # the deletion is still going on, or a client's metadata request made it
-        return end_offset(kafka_bootstrap, tasks) == 0
+        return end_offset(topics.bootstrap, topics.tasks) == 0
 
     wait_until(made_again, 30, "the tasks topic to be made again")
-    produce(
-        kafka_bootstrap,
-        tasks,
+    topics.send(
         [
             (b"d", task_json(workflow_name="double", data={"n": 3})),
             (b"e", task_json(workflow_name="double", data={"n": 4})),  # id tasks-0-1 again
-        ],
+        ]
     )
-    second = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    second = topics.interface(dead_letter_topic=topics.dlq)
     wfe_run(serve(engine, second, consumed=2, dead_lettered=1))
-    with TopicReader(kafka_bootstrap, dlq) as reader:
+    with topics.reader(topics.dlq) as reader:
         letters = reader.wait_for(2)
     assert [r.key for r in letters] == [b"c", b"e"]
     errors = [dict(r.headers)["wfe.error"].decode() for r in letters]
     assert errors[0].startswith("id 'm-ok' already used by another task (workflow 'double', from ")
-    assert errors[1].startswith(f"id '{tasks}-0-1' already used by another task")
+    assert errors[1].startswith(f"id '{topics.tasks}-0-1' already used by another task")
     assert sum("already used by another task" in r.getMessage() for r in caplog.records) == 2
 
 
 def test_a_message_with_run_after_starts_its_task_no_sooner(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
     from datetime import datetime, timedelta, timezone
 
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    topics = kafka_topics()
     start_at = datetime.now(timezone.utc) + timedelta(seconds=0.5)
-    produce(
-        kafka_bootstrap,
-        tasks,
-        [
-            (None, task_json(id="later", workflow_name="double", data={"n": 1},
-                             run_after=start_at.isoformat())),
-            (None, task_json(id="now", workflow_name="double", data={"n": 2})),
-        ],
-    )  # fmt: skip
+    topics.send([
+        (None, task_json(id="later", workflow_name="double", data={"n": 1},
+                         run_after=start_at.isoformat())),
+        (None, task_json(id="now", workflow_name="double", data={"n": 2})),
+    ])  # fmt: skip
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka = topics.interface()
     engine.register_task_completed_hook(kafka.publish_result)
 
     async def scenario() -> list[Task]:
@@ -1319,17 +1310,15 @@ def test_a_message_with_run_after_starts_its_task_no_sooner(
 
 
 def test_tasks_delayed_for_later_do_not_hold_up_consumption(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
     """A backlog of tasks due tomorrow is no work at hand: the consumer takes the
     messages after them, however many there are."""
     from datetime import datetime, timedelta, timezone
 
     tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
-    produce(
-        kafka_bootstrap,
-        tasks,
+    topics = kafka_topics()
+    topics.send(
         [
             (None, task_json(workflow_name="double", data={"n": i}, run_after=tomorrow))
             for i in range(50)
@@ -1337,10 +1326,10 @@ def test_tasks_delayed_for_later_do_not_hold_up_consumption(
         + [
             (None, task_json(id=f"now-{i}", workflow_name="double", data={"n": i}))
             for i in range(5)
-        ],
+        ]
     )
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results, max_pending=20, max_poll_records=10)
+    kafka = topics.interface(max_pending=20, max_poll_records=10)
 
     async def scenario() -> list[Task]:
         async with running(engine, kafka):
@@ -1358,8 +1347,7 @@ async def mark_seen(task: Task) -> None:
 
 
 def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_data(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
@@ -1368,18 +1356,18 @@ def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_da
     as clashing with themselves: a handler that changes ``task.data``, and a
     ``define_workflow`` task (rebound to the workflow it defines, its data replaced
     by the spec's input), leave the stored task unlike the message."""
-    tasks, results, dlq = kafka_topic(1, "tasks"), kafka_topic(1, "results"), kafka_topic(1, "dlq")
+    topics = kafka_topics(dlq=True)
     spec = {"name": "greet2", "phases": [{"target_classification": "mark"}], "input": {"who": 1}}
     messages = [
         (b"m", task_json(id="mut-1", workflow_name="mark", data={"n": 1})),
         (b"d", task_json(id="def-1", classification="define_workflow", data=spec)),
     ]
-    produce(kafka_bootstrap, tasks, messages)
+    topics.send(messages)
     engine = echo_engine(wfe_engine_factory)
     engine.register_handler("mark", mark_seen)
     engine.register_workflow("mark", [Phase("mark", assigned_to="functional")])
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
-    first = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    first = topics.interface(dead_letter_topic=topics.dlq)
 
     async def changed() -> tuple[Any, Any]:
         mut, defined = await engine.get_task("mut-1"), await engine.get_task("def-1")
@@ -1396,19 +1384,19 @@ def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_da
     assert defined.workflow_name == "greet2" and defined.data == {"who": 1, "seen": True}
 
     # A replay from the start (a new group), and the same two messages sent again.
-    produce(kafka_bootstrap, tasks, messages)
-    replay = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    topics.send(messages)
+    replay = topics.interface(dead_letter_topic=topics.dlq)
     wfe_run(serve(engine, replay, consumed=4))
     assert replay.stats["dead_lettered"] == 0
     assert replay.stats["submitted"] == 0
     assert not [r for r in caplog.records if "dead-lettered" in r.getMessage()]
-    assert end_offset(kafka_bootstrap, dlq) == 0
+    assert end_offset(topics.bootstrap, topics.dlq) == 0
 
     # A message that really is another task under a taken id is still refused.
-    produce(kafka_bootstrap, tasks, [(b"x", task_json(id="mut-1", workflow_name="mark", data=2))])
-    late = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq)
+    topics.send([(b"x", task_json(id="mut-1", workflow_name="mark", data=2))])
+    late = topics.interface(dead_letter_topic=topics.dlq)
     wfe_run(serve(engine, late, dead_lettered=1))
-    with TopicReader(kafka_bootstrap, dlq) as reader:
+    with topics.reader(topics.dlq) as reader:
         [letter] = reader.wait_for(1)
     headers = dict(letter.headers)
     assert headers["wfe.error.type"] == b"IdInUse"
@@ -1416,24 +1404,22 @@ def test_a_message_delivered_again_is_its_own_task_after_the_task_changed_its_da
     assert (
         headers["wfe.error"]
         .decode()
-        .startswith(f"id 'mut-1' already used by another task (workflow 'mark', from {tasks}/0@0)")
+        .startswith(
+            f"id 'mut-1' already used by another task (workflow 'mark', from {topics.tasks}/0@0)"
+        )
     )
 
 
 def test_max_pending_holds_however_many_messages_wait(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
     """A poll takes no more than the room left under max_pending: a backlog stays
     in Kafka, where other workers can take it, not in this worker's store."""
-    tasks, results = kafka_topic(2, "tasks"), kafka_topic(2, "results")
-    produce(
-        kafka_bootstrap,
-        tasks,
-        [(None, task_json(workflow_name="double", data={"n": i})) for i in range(200)],
-    )
+    topics = kafka_topics(2)
+    topics.send([(None, task_json(workflow_name="double", data={"n": i})) for i in range(200)])
     concurrency = 2
     engine = echo_engine(wfe_engine_factory, max_concurrency=concurrency)
-    kafka = interface(kafka_bootstrap, tasks, results, max_pending=5)  # max_poll_records 500
+    kafka = topics.interface(max_pending=5)  # max_poll_records 500
     most: list[int] = [0]
 
     async def unfinished() -> int:
@@ -1462,31 +1448,28 @@ def test_max_pending_holds_however_many_messages_wait(
 
 
 def test_stop_consuming_with_nothing_consuming_does_not_stop_the_next_consume(
-    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
-    produce(
-        kafka_bootstrap, tasks, [(None, task_json(id="s-1", workflow_name="double", data={"n": 1}))]
-    )
+    topics = kafka_topics()
+    topics.send([(None, task_json(id="s-1", workflow_name="double", data={"n": 1}))])
     engine = echo_engine(wfe_engine_factory)
-    kafka = interface(kafka_bootstrap, tasks, results)
+    kafka = topics.interface()
     kafka.stop_consuming()  # e.g. a cleanup before a retry: there is nothing to stop
     wfe_run(serve(engine, kafka, results_published=1))
     assert kafka.stats["submitted"] == 1
 
 
 def test_a_memory_store_is_refused_unless_allowed_and_its_losses_are_said(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A message's offset is committed once its task is stored: in memory://, the
     task is gone when the process ends, and Kafka never delivers it again."""
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    topics = kafka_topics()
     engine = echo_engine(wfe_engine_factory, store="memory://")
-    refused = interface(kafka_bootstrap, tasks, results)
+    refused = topics.interface()
 
     async def refuse() -> None:
         with pytest.raises(RuntimeError, match=r"^the store memory:// does not outlive"):
@@ -1496,13 +1479,9 @@ def test_a_memory_store_is_refused_unless_allowed_and_its_losses_are_said(
 
     wfe_run(refuse())
 
-    produce(
-        kafka_bootstrap,
-        tasks,
-        [(None, task_json(workflow_name="approve", data={"n": i})) for i in range(3)],
-    )
+    topics.send([(None, task_json(workflow_name="approve", data={"n": i})) for i in range(3)])
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
-    allowed = interface(kafka_bootstrap, tasks, results, allow_volatile_store=True)
+    allowed = topics.interface(allow_volatile_store=True)
 
     async def waiting() -> int:
         store = await engine.get_store()
@@ -1518,7 +1497,7 @@ def test_a_memory_store_is_refused_unless_allowed_and_its_losses_are_said(
     wfe_run(consume())
     said = [r.getMessage() for r in caplog.records]
     assert any(
-        m.startswith(f"consuming {tasks} into the store memory://, which does not outlive")
+        m.startswith(f"consuming {topics.tasks} into the store memory://, which does not outlive")
         for m in said
     )
     assert any(m.startswith("3 unfinished task(s) are lost with the store memory://") for m in said)
@@ -1582,8 +1561,7 @@ sys.stdin.read()  # until killed
 
 
 def test_a_consumer_stopped_while_its_group_waits_for_a_dead_member_stops_quietly(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    kafka_topics: MakeTopics,
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
@@ -1592,10 +1570,10 @@ def test_a_consumer_stopped_while_its_group_waits_for_a_dead_member_stops_quietl
     member's session to end; stopped meanwhile, its LeaveGroup queued behind its
     pending JoinGroup at the coordinator, and kafka-python logged after
     close_timeout: ``LeaveGroup request failed: KafkaTimeoutError``."""
-    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    topics = kafka_topics()
     group = f"g-{uuid.uuid4().hex[:10]}"
     dead = subprocess.Popen(
-        [sys.executable, "-c", _STALE_MEMBER, kafka_bootstrap, tasks, group],
+        [sys.executable, "-c", _STALE_MEMBER, topics.bootstrap, topics.tasks, group],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -1607,13 +1585,13 @@ def test_a_consumer_stopped_while_its_group_waits_for_a_dead_member_stops_quietl
         dead.wait()
     engine = echo_engine(wfe_engine_factory)
     caplog.set_level(logging.INFO, logger="kafka")
-    kafka = interface(kafka_bootstrap, tasks, results, group_id=group)
+    kafka = topics.interface(group_id=group)
 
     async def scenario() -> None:
         await kafka.start(engine)
         # Our JoinGroup waits at the coordinator for the dead member to rejoin.
         await until(
-            lambda: group_state(kafka_bootstrap, group)[0] == "PreparingRebalance",
+            lambda: group_state(topics.bootstrap, group)[0] == "PreparingRebalance",
             30,
             "the group to wait for its dead member",
         )
