@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,6 +117,8 @@ _SCHEMA_5_HISTORY_PARTS = (
     "count INTEGER NOT NULL, entries TEXT NOT NULL, PRIMARY KEY (task_id, part)) WITHOUT ROWID"
 )
 
+_ADD_META = "INSERT INTO wfe_meta (key, value) VALUES (?, ?)"
+
 _INSERT = (
     "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, version, "
     "created_at, updated_at, doc, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -170,6 +173,20 @@ def _ready_at(task: Task, now: float) -> float | None:
     if status.is_waiting:
         return task.deadline.timestamp() if task.deadline is not None else None
     return None
+
+
+@dataclass
+class _Opening:
+    """What opening a database finds in it, and must write to it (see
+    :meth:`SQLiteStore._opening`)."""
+
+    folder: str  # the artifacts folder's name, as recorded (or about to be)
+    store_id: str
+    #: The statements to run, with their parameters, in one transaction under the
+    #: write lock; none: the file is opened as it is, without taking the lock.
+    steps: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    upgraded_from: int | None = None  # the schema the steps upgrade from
+    read_as_is: int | None = None  # the schema of a store read as it is (``upgrade``)
 
 
 class _Writer(threading.Thread):
@@ -514,111 +531,20 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.path}: {exc}{self._unwritable()}") from None
         try:
-            # The write lock only when the file needs changing: another process's
-            # long write (a purge, a backlog's submission) holds it, and a command
-            # that only reads must not wait for that.
+            # Read what the file needs first, without the write lock: another
+            # process's long write (a purge, a backlog's submission) holds it, and a
+            # command opening an up-to-date store must not wait for that. A file
+            # refused (not ours, newer) is refused here, unchanged.
             conn.execute("BEGIN")
-            writing = self._needs_writing(conn)
-            conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE" if writing else "BEGIN")
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            if not tables:
-                for statement in [
-                    *_SCHEMA.split(";"),
-                    *_SCHEMA_4_INDEXES,
-                    _SCHEMA_5_HISTORY_PARTS,
-                ]:
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                store_id = uuid.uuid4().hex
-                conn.executemany(
-                    "INSERT INTO wfe_meta (key, value) VALUES (?, ?)",
-                    [
-                        ("application", "wfcore"),
-                        ("schema_version", str(SCHEMA_VERSION)),
-                        ("artifacts_dir", self.artifacts_dir.name),
-                        ("store_id", store_id),
-                    ],
-                )
+            opening = self._opening(conn)
+            if opening.steps:
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                # Read again under the lock: another process may have done some meanwhile.
+                opening = self._opening(conn)
+                for sql, params in opening.steps:
+                    conn.execute(sql, params)
                 conn.execute("COMMIT")
-                self._settle_artifacts_dir(self.artifacts_dir.name, store_id)
-                return
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            if "wfe_meta" not in tables or app_id != APPLICATION_ID:
-                raise StoreError(
-                    f"{self.path} is not a wfcore database (it has other tables); "
-                    "refusing to use it"
-                )
-            meta = dict(conn.execute("SELECT key, value FROM wfe_meta"))
-            try:
-                version = int(meta.get("schema_version", "0"))
-            except ValueError:
-                raise StoreError(
-                    f"{self.path} has an unreadable schema version "
-                    f"{meta['schema_version']!r}; refusing to use it"
-                ) from None
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} was written by a newer wfcore (schema {version}, this code "
-                    f"knows {SCHEMA_VERSION}); upgrade wfcore to use it"
-                )
-            folder = meta.get("artifacts_dir")
-            if folder is None:
-                # Stores made before the folder was recorded named it after the file's
-                # stem (so jobs.db and jobs.sqlite shared one): they keep their folder.
-                folder = f"{self.path.stem}-artifacts"
-                conn.execute(
-                    "INSERT INTO wfe_meta (key, value) VALUES ('artifacts_dir', ?)", (folder,)
-                )
-            if not folder or "/" in folder or folder in (".", ".."):
-                raise StoreError(f"{self.path} names an unusable artifacts folder: {folder!r}")
-            store_id = meta.get("store_id") or ""
-            if not store_id:
-                # Copies share it; stores made before it get theirs at their next open.
-                store_id = uuid.uuid4().hex
-                conn.execute(
-                    "INSERT INTO wfe_meta (key, value) VALUES ('store_id', ?)", (store_id,)
-                )
-            if version == SCHEMA_VERSION - 1 and not self.upgrade:
-                # The previous release's workers may still use it: leave it as it is.
-                self._read_as_is = version
-                self._columns = row_columns(with_parts=False)
-                self._joined_columns = row_columns("tasks", with_parts=False)
-                version = SCHEMA_VERSION
-            if version < 2:
-                # Old rows keep their history in the document until next written.
-                conn.execute("ALTER TABLE tasks ADD COLUMN history TEXT")
-            outbox_columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
-            if "version" not in outbox_columns:
-                # Rows from before (NULL) are acknowledged by any version.
-                conn.execute("ALTER TABLE outbox ADD COLUMN version INTEGER")
-            if version < 4:
-                # Reads every task once (seconds on a store of millions), holding the
-                # write lock meanwhile: other processes' writes wait (busy_timeout).
-                for statement in _SCHEMA_4_INDEXES:
-                    conn.execute(statement)
-            if version < 5:
-                conn.execute(_SCHEMA_5_HISTORY_PARTS)
-            if version < SCHEMA_VERSION:
-                conn.execute(
-                    "UPDATE wfe_meta SET value = ? WHERE key = 'schema_version'",
-                    (str(SCHEMA_VERSION),),
-                )
-            conn.execute("COMMIT")
-            if version < SCHEMA_VERSION:
-                # Whoever opens it (wfe status too) upgrades it, once: said, as the
-                # older wfcore of other workers on the store refuses it from now on.
-                logger.warning(
-                    "upgraded the store %s from schema %d to %d: a wfcore that knows "
-                    "schema %d at most (an older release) refuses to open it from now on",
-                    self.path,
-                    version,
-                    SCHEMA_VERSION,
-                    SCHEMA_VERSION - 1,
-                )
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"cannot use {self.path}: {exc}{_why_locked(exc)}{self._unwritable()}"
@@ -627,29 +553,115 @@ class SQLiteStore(Store):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
-        self._settle_artifacts_dir(folder, store_id)
+        if opening.read_as_is is not None:
+            # The previous release's workers may still use it: it is read as it is.
+            self._read_as_is = opening.read_as_is
+            self._columns = row_columns(with_parts=False)
+            self._joined_columns = row_columns("tasks", with_parts=False)
+        if opening.upgraded_from is not None:
+            # Whoever opens it (wfe status too) upgrades it, once: said, as the
+            # older wfcore of other workers on the store refuses it from now on.
+            logger.warning(
+                "upgraded the store %s from schema %d to %d: a wfcore that knows "
+                "schema %d at most (an older release) refuses to open it from now on",
+                self.path,
+                opening.upgraded_from,
+                SCHEMA_VERSION,
+                SCHEMA_VERSION - 1,
+            )
+        self._settle_artifacts_dir(opening.folder, opening.store_id)
 
-    def _needs_writing(self, conn: sqlite3.Connection) -> bool:
-        """Whether :meth:`_prepare` will change the database: make it, record what
-        an older one lacks, or upgrade it. A file that is not a wfcore database, or
-        is newer, is refused without writing."""
+    def _opening(self, conn: sqlite3.Connection) -> _Opening:
+        """What opening the database in ``conn`` (in a transaction) must write:
+        make it, record what an older one lacks, upgrade it. The one place that
+        decides it: no steps, and the store opens without taking the write lock.
+
+        Raises StoreError for a file that is not a wfcore database, or is newer,
+        before anything is written to it.
+        """
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
-            return True
-        if "wfe_meta" not in tables:
-            return False
+            folder, store_id = self.artifacts_dir.name, uuid.uuid4().hex
+            return _Opening(
+                folder,
+                store_id,
+                steps=[
+                    *((s, ()) for s in _SCHEMA.split(";") if s.strip()),
+                    *((s, ()) for s in _SCHEMA_4_INDEXES),
+                    (_SCHEMA_5_HISTORY_PARTS, ()),
+                    (f"PRAGMA application_id={APPLICATION_ID}", ()),
+                    *(
+                        (_ADD_META, item)
+                        for item in [
+                            ("application", "wfcore"),
+                            ("schema_version", str(SCHEMA_VERSION)),
+                            ("artifacts_dir", folder),
+                            ("store_id", store_id),
+                        ]
+                    ),
+                ],
+            )
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if "wfe_meta" not in tables or app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path} is not a wfcore database (it has other tables); refusing to use it"
+            )
         meta = dict(conn.execute("SELECT key, value FROM wfe_meta"))
         try:
             version = int(meta.get("schema_version", "0"))
         except ValueError:
-            return False
-        read_as_is = version == SCHEMA_VERSION - 1 and not self.upgrade
-        if version < SCHEMA_VERSION and not read_as_is:
-            return True
-        if "artifacts_dir" not in meta or not meta.get("store_id"):
-            return True
+            raise StoreError(
+                f"{self.path} has an unreadable schema version "
+                f"{meta['schema_version']!r}; refusing to use it"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer wfcore (schema {version}, this code "
+                f"knows {SCHEMA_VERSION}); upgrade wfcore to use it"
+            )
+        steps: list[tuple[str, tuple[str, ...]]] = []
+        recorded = meta.get("artifacts_dir")
+        if recorded is None:
+            # Stores made before the folder was recorded named it after the file's
+            # stem (so jobs.db and jobs.sqlite shared one): they keep their folder.
+            folder = f"{self.path.stem}-artifacts"
+            steps.append((_ADD_META, ("artifacts_dir", folder)))
+        else:
+            folder = recorded
+        if not folder or "/" in folder or folder in (".", ".."):
+            raise StoreError(f"{self.path} names an unusable artifacts folder: {folder!r}")
+        store_id = meta.get("store_id") or ""
+        if not store_id:
+            # Copies share it; stores made before it get theirs at their next open.
+            store_id = uuid.uuid4().hex
+            steps.append((_ADD_META, ("store_id", store_id)))
+        opening = _Opening(folder, store_id, steps)
+        if version == SCHEMA_VERSION - 1 and not self.upgrade:
+            # The previous release's workers may still use it: leave it as it is.
+            opening.read_as_is = version
+            version = SCHEMA_VERSION
+        if version < 2:
+            # Old rows keep their history in the document until next written.
+            steps.append(("ALTER TABLE tasks ADD COLUMN history TEXT", ()))
         outbox_columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
-        return "version" not in outbox_columns
+        if "version" not in outbox_columns:
+            # Rows from before (NULL) are acknowledged by any version.
+            steps.append(("ALTER TABLE outbox ADD COLUMN version INTEGER", ()))
+        if version < 4:
+            # Reads every task once (seconds on a store of millions), holding the
+            # write lock meanwhile: other processes' writes wait (busy_timeout).
+            steps.extend((statement, ()) for statement in _SCHEMA_4_INDEXES)
+        if version < 5:
+            steps.append((_SCHEMA_5_HISTORY_PARTS, ()))
+        if version < SCHEMA_VERSION:
+            steps.append(
+                (
+                    "UPDATE wfe_meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
+                )
+            )
+            opening.upgraded_from = version
+        return opening
 
     def _check_upgraded(self) -> None:
         """Refuse to write tasks to a store read as it is (see ``upgrade``)."""
