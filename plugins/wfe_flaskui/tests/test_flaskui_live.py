@@ -15,8 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flaskui_helpers import TESTS, screenshot, wait_for
-from werkzeug.serving import make_server
+from flaskui_helpers import TESTS, screenshot, serving, wait_for
 from wfe_flaskui import Dashboard, create_app
 
 from wfcore import ECSWorkflowEngine
@@ -69,16 +68,26 @@ def dashboard_process(store: str) -> Iterator[tuple[subprocess.Popen[str], str]]
 
 
 @contextmanager
-def served(dash: Dashboard) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, create_app(dash, secret_key="live-k"), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def dashboard_tab(browser: Any, store: str, token: str) -> Iterator[tuple[str, Any]]:
+    """A dashboard on ``store`` whose live pages refresh every half second, served over
+    real HTTP, and the first tab of a new browser context (15 s timeouts): the base URL
+    and the tab (``tab.context`` opens more tabs in the same browser session)."""
+    dash = Dashboard(
+        ECSWorkflowEngine(store=store, load_plugins=False),
+        token=token,
+        kafka_brokers="",
+        refresh_seconds=0.5,
+    )
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        with serving(create_app(dash, secret_key="live-k")) as port:
+            context = browser.new_context()
+            try:
+                tab = context.new_page()
+                tab.set_default_timeout(15000)
+                yield f"http://127.0.0.1:{port}", tab
+            finally:
+                context.close()
     finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
         dash.stop()
 
 
@@ -109,69 +118,46 @@ def test_a_page_whose_store_fails_says_what_the_dashboard_answered(
     lost: it gives the status and why (the store's own words)."""
     expect = _expect()
     db = tmp_path / "wfe.db"
-    dash = Dashboard(
-        ECSWorkflowEngine(store=f"sqlite:///{db}", load_plugins=False),
-        token="",
-        kafka_brokers="",
-        refresh_seconds=0.5,
-    )
-    with served(dash) as base:
-        context = browser.new_context()
-        try:
-            tab = context.new_page()
-            tab.set_default_timeout(15000)
-            tab.goto(base + "/")
-            notice = tab.locator("#wfe-live-notice")
-            expect(notice).to_have_count(0)
-            for path in tmp_path.glob("wfe.db*"):
-                path.unlink()
-            expect(notice).to_be_visible(timeout=20000)
-            expect(notice).to_have_attribute("data-kind", "error")
-            expect(notice).to_have_text(
-                re.compile(
-                    r"The dashboard answered 503 [A-Z ]+: the store file "
-                    rf"{re.escape(str(db))} was deleted while this process had it open; .+"
-                    rf"\. This page was last updated at {CLOCK}; trying again\."
-                )
+    with dashboard_tab(browser, f"sqlite:///{db}", token="") as (base, tab):
+        tab.goto(base + "/")
+        notice = tab.locator("#wfe-live-notice")
+        expect(notice).to_have_count(0)
+        for path in tmp_path.glob("wfe.db*"):
+            path.unlink()
+        expect(notice).to_be_visible(timeout=20000)
+        expect(notice).to_have_attribute("data-kind", "error")
+        expect(notice).to_have_text(
+            re.compile(
+                r"The dashboard answered 503 [A-Z ]+: the store file "
+                rf"{re.escape(str(db))} was deleted while this process had it open; .+"
+                rf"\. This page was last updated at {CLOCK}; trying again\."
             )
-            screenshot(tab, "live-store-failed")
-        finally:
-            context.close()
+        )
+        screenshot(tab, "live-store-failed")
 
 
 def test_a_page_whose_session_ended_asks_to_log_in_again(browser: Any, live: Any) -> None:
     expect = _expect()
-    dash = Dashboard(
-        ECSWorkflowEngine(store=live.store, load_plugins=False),
-        token="a-token-long-enough-for-this",
-        kafka_brokers="",
-        refresh_seconds=0.5,
-    )
-    with served(dash) as base:
-        context = browser.new_context()
-        try:
-            tab = context.new_page()
-            tab.set_default_timeout(15000)
-            tab.goto(base + "/?token=a-token-long-enough-for-this")
-            tab.wait_for_url(base + "/")
-            other = context.new_page()  # the same browser, another tab: log out there
-            other.goto(base + "/workflows")
-            other.click("form[action='/logout'] button")
-            other.wait_for_url(re.compile(r"/login$"))
+    token = "a-token-long-enough-for-this"
+    with dashboard_tab(browser, live.store, token) as (base, tab):
+        tab.goto(base + f"/?token={token}")
+        tab.wait_for_url(base + "/")
+        other = tab.context.new_page()  # the same browser, another tab: log out there
+        other.goto(base + "/workflows")
+        other.click("form[action='/logout'] button")
+        other.wait_for_url(re.compile(r"/login$"))
 
-            notice = tab.locator("#wfe-live-notice")
-            expect(notice).to_be_visible(timeout=20000)
-            expect(notice).to_have_attribute("data-kind", "session")
-            expect(notice).to_contain_text("Your session has ended")
-            screenshot(tab, "live-session-ended")
-            tab.click("#wfe-live-notice a")
-            tab.wait_for_url(re.compile(r"/login\?next=%2F$"))
-            tab.fill("#l-token", "a-token-long-enough-for-this")
-            tab.click("#login-form button[type=submit]")
-            tab.wait_for_url(base + "/")
-            expect(tab.locator("#wfe-live-notice")).to_have_count(0)
-        finally:
-            context.close()
+        notice = tab.locator("#wfe-live-notice")
+        expect(notice).to_be_visible(timeout=20000)
+        expect(notice).to_have_attribute("data-kind", "session")
+        expect(notice).to_contain_text("Your session has ended")
+        screenshot(tab, "live-session-ended")
+        tab.click("#wfe-live-notice a")
+        tab.wait_for_url(re.compile(r"/login\?next=%2F$"))
+        tab.fill("#l-token", token)
+        tab.click("#login-form button[type=submit]")
+        tab.wait_for_url(base + "/")
+        expect(tab.locator("#wfe-live-notice")).to_have_count(0)
 
 
 def test_typing_in_one_inbox_card_holds_only_that_card(page: Any, live: Any) -> None:
