@@ -21,6 +21,7 @@ import pytest
 from wfcore import (
     Artifact,
     ECSWorkflowEngine,
+    InvalidTaskError,
     InvalidWorkflowError,
     Phase,
     Task,
@@ -31,7 +32,14 @@ from wfcore import (
 )
 from wfcore.hookspecs import RegisterAdapter, RegisterWorkflow
 from wfcore.testing import run_sync
-from wfcore.wire import converter, task_to_dict, workflow_from_dict, workflow_to_dict
+from wfcore.wire import (
+    MAX_TASK_ID_BYTES,
+    check_task_id,
+    converter,
+    task_to_dict,
+    workflow_from_dict,
+    workflow_to_dict,
+)
 
 # -- the wire converter ----------------------------------------------------------------
 
@@ -131,6 +139,33 @@ def test_the_converter_validates_as_workflow_from_dict_does() -> None:
         converter.structure({"spec": doc, "extra": []}, _Request)
     [error] = caught.value.exceptions
     assert isinstance(error, InvalidWorkflowError)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "problem"),
+    [
+        ("", "must be a non-empty string"),
+        (17, "must be a non-empty string"),
+        ("orders/17", "may not contain '/'"),
+        ("..", "or be '.' or '..'"),
+        ("a\tb", "control characters"),
+        (" order-17", "may not start or end with blanks"),
+        ("\udcff", "is not Unicode text"),
+        ("é" * MAX_TASK_ID_BYTES, f"too long (at most {MAX_TASK_ID_BYTES} bytes)"),
+    ],
+)
+def test_check_task_id_names_what_no_task_id_can_be(task_id: Any, problem: str) -> None:
+    with pytest.raises(InvalidTaskError, match=re.escape(problem)):
+        check_task_id(task_id)
+
+
+def test_check_task_id_accepts_what_submit_task_accepts() -> None:
+    for task_id in ("order-17", "Bestellung 17", "é" * (MAX_TASK_ID_BYTES // 2), "a.b"):
+        check_task_id(task_id)
+        engine = ECSWorkflowEngine("memory://", load_plugins=False)
+        engine.register_workflow("w", [Phase("p")])
+        assert run_sync(engine.submit_task({}, "w", task_id=task_id)).id == task_id
+        run_sync(engine.aclose())
 
 
 # -- a registered workflow stays as it was checked ---------------------------------------

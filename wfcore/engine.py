@@ -60,7 +60,7 @@ from .model import (
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
 from .schedules import EPOCH, Schedule
 from .stores.base import Store, shown_url, unreadable
-from .wire import is_unicode_text, json_problem
+from .wire import check_task_id, is_unicode_text, json_problem
 from .worker import Worker, advance, other_engine_hint, running_engine
 
 __all__ = ["ECSWorkflowEngine", "default_store_url"]
@@ -780,10 +780,8 @@ class ECSWorkflowEngine:
         context = request.get("context")
         assigned_to = request.get("assigned_to")
         task_type = TaskType.parse("ai" if assigned_to is None else assigned_to)
-        if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
-            raise InvalidTaskError("task_id must be a non-empty string")
         if task_id is not None:
-            _check_task_id(task_id)
+            check_task_id(task_id)
         problem = json_problem(data)
         if problem is not None:
             raise InvalidTaskError(f"task data must be JSON-serializable: {problem}")
@@ -1542,10 +1540,6 @@ def _validate_answer(phase: Phase, output: Any) -> None:
         raise InvalidOutputError(summary + ": " + "; ".join(errors), errors, summary=summary)
 
 
-# Task ids name the task's artifact folder, so they must make a file name.
-_MAX_TASK_ID_BYTES = 200
-
-
 def _start_time(value: Any) -> datetime | None:
     """A submit request's ``run_after`` as a UTC time (None: now)."""
     if value is None:
@@ -1614,27 +1608,6 @@ def _wait_timeout(value: Any) -> float | None:
     if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity (None waits for ever)
         raise ValueError(f"timeout must be 0 to 100 years of seconds, not {value!r}")
     return float(value)
-
-
-def _check_task_id(task_id: str) -> None:
-    if not is_unicode_text(task_id):
-        raise InvalidTaskError(
-            f"task_id {task_id!r} is not Unicode text (an argument in another encoding?)"
-        )
-    if "/" in task_id or "\\" in task_id or task_id in (".", ".."):
-        # It names the task's artifact folder.
-        raise InvalidTaskError(
-            f"task_id {task_id!r} may not contain '/' or '\\', or be '.' or '..'"
-        )
-    if not task_id.isprintable():
-        raise InvalidTaskError(f"task_id {task_id!r} may not contain control characters")
-    if task_id != task_id.strip():
-        # Ids are compared exactly: ' order-17' would be another task than 'order-17'.
-        raise InvalidTaskError(f"task_id {task_id!r} may not start or end with blanks")
-    if len(task_id.encode("utf-8")) > _MAX_TASK_ID_BYTES:
-        raise InvalidTaskError(
-            f"task_id {task_id[:40]!r}... is too long (at most {_MAX_TASK_ID_BYTES} bytes)"
-        )
 
 
 def _could_be_stored(task_id: object) -> bool:

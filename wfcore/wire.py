@@ -22,6 +22,8 @@ from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
 __all__ = [
     "FORMAT_VERSION",
     "MAX_JSON_DEPTH",
+    "MAX_TASK_ID_BYTES",
+    "check_task_id",
     "converter",
     "dumps",
     "is_unicode_text",
@@ -236,6 +238,40 @@ def is_unicode_text(text: str) -> bool:
     """False for a string holding a lone surrogate (from a bad decode, or from an
     argument or file name in another encoding): it cannot be written as UTF-8."""
     return text.isascii() or _text_problem(text) is None
+
+
+MAX_TASK_ID_BYTES = 200
+"""The longest task id, in UTF-8 bytes: an id names its task's artifact folder."""
+
+
+def check_task_id(task_id: object) -> None:
+    """Raise InvalidTaskError, naming the problem, for what cannot be a task id.
+
+    An id is a non-empty string of printable Unicode text, at most
+    :data:`MAX_TASK_ID_BYTES` bytes, without blanks around it, without ``/`` or
+    ``\\``, and not ``.`` or ``..`` (it names the task's artifact folder). This is
+    the check ``submit_task`` makes; a plugin that takes tasks from elsewhere (a
+    topic, a queue) can make it before accepting a message.
+    """
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise InvalidTaskError("task_id must be a non-empty string")
+    if not is_unicode_text(task_id):
+        raise InvalidTaskError(
+            f"task_id {task_id!r} is not Unicode text (an argument in another encoding?)"
+        )
+    if "/" in task_id or "\\" in task_id or task_id in (".", ".."):
+        raise InvalidTaskError(
+            f"task_id {task_id!r} may not contain '/' or '\\', or be '.' or '..'"
+        )
+    if not task_id.isprintable():
+        raise InvalidTaskError(f"task_id {task_id!r} may not contain control characters")
+    if task_id != task_id.strip():
+        # Ids are compared exactly: ' order-17' would be another task than 'order-17'.
+        raise InvalidTaskError(f"task_id {task_id!r} may not start or end with blanks")
+    if len(task_id.encode("utf-8")) > MAX_TASK_ID_BYTES:
+        raise InvalidTaskError(
+            f"task_id {task_id[:40]!r}... is too long (at most {MAX_TASK_ID_BYTES} bytes)"
+        )
 
 
 def _text_problem(text: str) -> str | None:

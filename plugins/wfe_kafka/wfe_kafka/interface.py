@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wfcore import ECSWorkflowEngine, InvalidTaskError, Store, Task, TaskType
-from wfcore.engine import _check_task_id
+from wfcore.wire import check_task_id
 
 from .clients import Record as Record
 from .clients import _client_config, _Producer, _quiet_connection_errors, _smaller_if_too_large
@@ -608,7 +608,7 @@ def _check_submittable(message: Mapping[str, Any]) -> None:
     task message whatever its workflows: for the id's shape (a '/', control
     characters, too long...) and an unknown ``assigned_to``."""
     if message["id"] is not None:
-        _check_task_id(message["id"])
+        check_task_id(message["id"])
     if message["assigned_to"] is not None:
         TaskType.parse(message["assigned_to"])
 
