@@ -220,11 +220,11 @@ def test_cancelling_a_task_that_waits_for_a_slot(make_engine, wfe_run):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (0, "max_concurrency: must be an integer >= 1 or null"),
-        (-3, "max_concurrency: must be an integer >= 1 or null"),
-        (True, "max_concurrency: must be an integer >= 1 or null"),
-        ("2", "max_concurrency: must be an integer >= 1 or null"),
-        (1.5, "max_concurrency: must be an integer >= 1 or null"),
+        (0, "max_concurrency: must be an integer >= 1 or null, not 0"),
+        (-3, "max_concurrency: must be an integer >= 1 or null, not -3"),
+        (True, "max_concurrency: must be an integer >= 1 or null, not True"),
+        ("2", "max_concurrency: must be an integer >= 1 or null, not '2'"),
+        (1.5, "max_concurrency: must be an integer >= 1 or null, not 1.5"),
     ],
 )
 def test_a_bad_limit_is_refused_naming_the_field(value: Any, message: str):

@@ -269,21 +269,26 @@ def _check_phase(phase: Phase, where: str) -> None:
         or not 0 < phase.timeout <= _MAX_TIMEOUT  # also refuses NaN and infinity
     ):
         raise InvalidWorkflowError(
-            f"{where}.timeout: must be a positive number of seconds, at most 10 years"
+            f"{where}.timeout: must be a positive number of seconds, at most 10 years, "
+            f"not {phase.timeout!r}"
         )
     for field in ("instructions",):
         value = getattr(phase, field)
         if value is not None and not isinstance(value, str):
-            raise InvalidWorkflowError(f"{where}.{field}: must be text or null")
+            raise InvalidWorkflowError(f"{where}.{field}: must be text or null, not {value!r}")
     if (
         isinstance(phase.max_attempts, bool)
         or not isinstance(phase.max_attempts, int)
         or phase.max_attempts < 1
     ):
-        raise InvalidWorkflowError(f"{where}.max_attempts: must be an integer >= 1")
+        raise InvalidWorkflowError(
+            f"{where}.max_attempts: must be an integer >= 1, not {phase.max_attempts!r}"
+        )
     limit = phase.max_concurrency
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise InvalidWorkflowError(f"{where}.max_concurrency: must be an integer >= 1 or null")
+        raise InvalidWorkflowError(
+            f"{where}.max_concurrency: must be an integer >= 1 or null, not {limit!r}"
+        )
     if limit is not None and phase.assigned_to is TaskType.HUMAN:
         raise InvalidWorkflowError(
             f"{where}.max_concurrency: a human phase waits for a person instead of "

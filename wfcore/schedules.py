@@ -95,7 +95,9 @@ class Schedule:
             else _seconds(self.grace, f"schedule {name!r}: grace")
         )
         if grace <= 0:
-            raise InvalidWorkflowError(f"schedule {name!r}: grace must be more than 0 seconds")
+            raise InvalidWorkflowError(
+                f"schedule {name!r}: grace must be more than 0 seconds, not {grace:g}"
+            )
         object.__setattr__(self, "grace", grace)
         try:
             json.dumps(self.data, allow_nan=False)
