@@ -202,8 +202,7 @@ def check_submitted_files(files: Any) -> dict[str, SubmittedFile]:
                 raise ArtifactError(f"artifact {name!r}: {str(path)!r} does not exist") from None
             except OSError as exc:  # a name too long, a folder it may not look in
                 raise ArtifactError(
-                    f"artifact {name!r}: {str(path)!r} cannot be looked at: "
-                    f"{exc.strerror or exc}"
+                    f"artifact {name!r}: {str(path)!r} cannot be looked at: {exc.strerror or exc}"
                 ) from None
             if not stat.S_ISREG(mode):
                 raise ArtifactError(f"artifact {name!r}: {str(path)!r} is not a regular file")
