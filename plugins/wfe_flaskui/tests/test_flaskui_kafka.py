@@ -37,6 +37,13 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(f"Kafka unavailable: {reason}")
 
 
+def _require_kafka_packages() -> None:
+    """Skip (fail in CI) unless wfe_kafka and kafka-python are installed."""
+    for package in ("wfe_kafka", "kafka"):
+        if importlib.util.find_spec(package) is None:
+            _unavailable(f"{package} is not installed")
+
+
 def _broker_module() -> ModuleType:
     # The broker helper of wfe_kafka's tests, loaded by path (it is not a package).
     name = "wfe_kafka_test_broker"
@@ -53,9 +60,7 @@ def _broker_module() -> ModuleType:
 def kafka_bootstrap() -> str:
     """A real broker: ``$WFE_KAFKA_BOOTSTRAP``, else the one wfe_kafka's tests use
     (started on first use, stopped when the test process exits)."""
-    for package in ("wfe_kafka", "kafka"):
-        if importlib.util.find_spec(package) is None:
-            _unavailable(f"{package} is not installed")
+    _require_kafka_packages()
     if not BROKER.is_file():
         _unavailable(f"no broker helper at {BROKER}")
     brokers = _broker_module()
@@ -100,20 +105,26 @@ def kafka_dashboard(
             print(f"could not delete topics {topics}: {exc}", file=sys.stderr)
 
 
-def test_kafka_that_cannot_be_reached_is_named_in_the_503(
-    wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def kafka_nowhere(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The address of a Kafka that cannot be reached (nothing listens on a port just
+    released), with the dashboard's tries to reach Kafka cut to 1 s each and no
+    client settings from the environment."""
     import wfe_flaskui.kafka
 
-    for package in ("wfe_kafka", "kafka"):
-        if importlib.util.find_spec(package) is None:
-            _unavailable(f"{package} is not installed")
-    # Nothing listens on a port just released.
+    _require_kafka_packages()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setattr(wfe_flaskui.kafka, "PUBLISH_TIMEOUT", 1.0)
     monkeypatch.delenv("WFE_KAFKA_CLIENT_CONFIG", raising=False)
+    return nowhere
+
+
+def test_kafka_that_cannot_be_reached_is_named_in_the_503(
+    wfe_store_url: str, kafka_nowhere: str
+) -> None:
+    nowhere = kafka_nowhere
     engine = make_engine()
     engine.use_store(wfe_store_url)
     dash = Dashboard(engine, token="", kafka_brokers=nowhere)
@@ -138,19 +149,9 @@ def test_kafka_that_cannot_be_reached_is_named_in_the_503(
 
 
 def test_kafka_that_cannot_be_reached_shows_in_the_header_and_the_log(
-    wfe_store_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    wfe_store_url: str, kafka_nowhere: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import wfe_flaskui.kafka
-
-    for package in ("wfe_kafka", "kafka"):
-        if importlib.util.find_spec(package) is None:
-            _unavailable(f"{package} is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
-    # The results reader's tries to reach Kafka last this long.
-    monkeypatch.setattr(wfe_flaskui.kafka, "PUBLISH_TIMEOUT", 1.0)
-    monkeypatch.delenv("WFE_KAFKA_CLIENT_CONFIG", raising=False)
+    nowhere = kafka_nowhere
     caplog.set_level(logging.WARNING, logger="wfe_flaskui.kafka")
     engine = make_engine()
     engine.use_store(wfe_store_url)
@@ -383,9 +384,7 @@ def test_a_published_task_shows_its_start_time_until_a_worker_takes_it(
 def test_a_fault_that_is_not_kafkas_is_not_reported_as_kafka_down(
     wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for package in ("wfe_kafka", "kafka"):
-        if importlib.util.find_spec(package) is None:
-            _unavailable(f"{package} is not installed")
+    _require_kafka_packages()
     engine = make_engine()
     engine.use_store(wfe_store_url)
     dash = Dashboard(engine, token="", kafka_brokers="127.0.0.1:1")
