@@ -662,77 +662,77 @@ def test_metrics_for_prometheus(api: Api, dashboard: Dashboard) -> None:
     assert samples[("wfcore_engine_running", ())] == 1
 
 
-def test_metrics_need_the_token_like_the_api(demo_engine: object) -> None:
+@pytest.fixture
+def guarded_app(demo_engine: object) -> Iterator[Any]:
+    """The app of a dashboard (the demo engine, no worker) that asks for the access
+    token ``s3cret-token``."""
     dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
     try:
-        client = create_app(dash, secret_key="x").test_client()
-        refused = client.get("/metrics")
-        assert refused.status_code == 401
-        assert refused.get_json()["error"].startswith("an access token is required")
-        scraped = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
-        assert scraped.status_code == 200
-        assert "# TYPE wfcore_tasks gauge" in scraped.get_data(as_text=True)
+        yield create_app(dash, secret_key="x")
     finally:
         dash.stop()
 
 
-def test_token_guards_every_request(demo_engine: object) -> None:
-    dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
-    try:
-        app = create_app(dash, secret_key="x")
-        client = app.test_client()
-        missing = client.get("/api/tasks")
-        assert missing.status_code == 401
-        assert missing.get_json()["error"].startswith("an access token is required")
-        page = client.get("/inbox")
-        assert page.status_code == 302
-        assert "/login?next=/inbox" in page.headers["Location"]
-        wrong = client.get("/api/tasks", headers={"Authorization": "Bearer wrong"})
-        assert wrong.status_code == 401
-        assert wrong.get_json()["error"] == "the access token is not valid"
-        wrong_header = client.post("/api/tasks", json={}, headers={"X-WFE-Token": "wrong"})
-        assert wrong_header.get_json()["error"] == "the access token is not valid"
-        assert client.get("/api/tasks?token=wrong").get_json()["error"] == (
-            "the access token is not valid"
-        )
-        bounced = client.get("/?token=wrong&status=failed")
-        assert bounced.status_code == 302
-        assert bounced.headers["Location"].endswith("/login?next=/?status%3Dfailed")
+def test_metrics_need_the_token_like_the_api(guarded_app: Any) -> None:
+    client = guarded_app.test_client()
+    refused = client.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.get_json()["error"].startswith("an access token is required")
+    scraped = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert scraped.status_code == 200
+    assert "# TYPE wfcore_tasks gauge" in scraped.get_data(as_text=True)
 
-        bearer = {"Authorization": "Bearer s3cret-token"}
-        assert client.get("/api/tasks", headers=bearer).status_code == 200
-        # A header token cannot be sent by another site, so it needs no CSRF token.
-        made = client.post(
-            "/api/tasks", json={"workflow": "numbers", "data": {"n": 2}}, headers=bearer
-        )
-        assert made.status_code == 201
 
-        browser = app.test_client()
-        login = browser.get("/login?next=/workflows")
-        store_path = demo_engine.store_url.rsplit("/", 1)[0]  # type: ignore[attr-defined]
-        assert store_path not in login.get_data(as_text=True)
-        assert 'class="mainnav"' not in login.get_data(as_text=True)
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.get_data(as_text=True))
-        assert csrf
-        refused = browser.post(
-            "/login", data={"token": "nope", "csrf_token": csrf[1], "next": "/workflows"}
-        )
-        assert refused.status_code == 401
-        accepted = browser.post(
-            "/login", data={"token": "s3cret-token", "csrf_token": csrf[1], "next": "/workflows"}
-        )
-        assert accepted.status_code == 303
-        assert accepted.headers["Location"].endswith("/workflows")
-        assert browser.get("/workflows").status_code == 200
+def test_token_guards_every_request(guarded_app: Any, demo_engine: object) -> None:
+    client = guarded_app.test_client()
+    missing = client.get("/api/tasks")
+    assert missing.status_code == 401
+    assert missing.get_json()["error"].startswith("an access token is required")
+    page = client.get("/inbox")
+    assert page.status_code == 302
+    assert "/login?next=/inbox" in page.headers["Location"]
+    wrong = client.get("/api/tasks", headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401
+    assert wrong.get_json()["error"] == "the access token is not valid"
+    wrong_header = client.post("/api/tasks", json={}, headers={"X-WFE-Token": "wrong"})
+    assert wrong_header.get_json()["error"] == "the access token is not valid"
+    assert client.get("/api/tasks?token=wrong").get_json()["error"] == (
+        "the access token is not valid"
+    )
+    bounced = client.get("/?token=wrong&status=failed")
+    assert bounced.status_code == 302
+    assert bounced.headers["Location"].endswith("/login?next=/?status%3Dfailed")
 
-        linked = app.test_client()
-        hop = linked.get("/inbox?token=s3cret-token&all=1")
-        assert hop.status_code == 302
-        assert hop.headers["Location"].endswith("/inbox?all=1")
-        assert linked.get("/inbox?all=1").status_code == 200
-        assert linked.get("/_wfe_static/dashboard.css").status_code == 200
-    finally:
-        dash.stop()
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    assert client.get("/api/tasks", headers=bearer).status_code == 200
+    # A header token cannot be sent by another site, so it needs no CSRF token.
+    made = client.post("/api/tasks", json={"workflow": "numbers", "data": {"n": 2}}, headers=bearer)
+    assert made.status_code == 201
+
+    browser = guarded_app.test_client()
+    login = browser.get("/login?next=/workflows")
+    store_path = demo_engine.store_url.rsplit("/", 1)[0]  # type: ignore[attr-defined]
+    assert store_path not in login.get_data(as_text=True)
+    assert 'class="mainnav"' not in login.get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.get_data(as_text=True))
+    assert csrf
+    refused = browser.post(
+        "/login", data={"token": "nope", "csrf_token": csrf[1], "next": "/workflows"}
+    )
+    assert refused.status_code == 401
+    accepted = browser.post(
+        "/login", data={"token": "s3cret-token", "csrf_token": csrf[1], "next": "/workflows"}
+    )
+    assert accepted.status_code == 303
+    assert accepted.headers["Location"].endswith("/workflows")
+    assert browser.get("/workflows").status_code == 200
+
+    linked = guarded_app.test_client()
+    hop = linked.get("/inbox?token=s3cret-token&all=1")
+    assert hop.status_code == 302
+    assert hop.headers["Location"].endswith("/inbox?all=1")
+    assert linked.get("/inbox?all=1").status_code == 200
+    assert linked.get("/_wfe_static/dashboard.css").status_code == 200
 
 
 def test_errors_before_login_show_nothing_of_the_dashboard(demo_engine: object) -> None:
@@ -785,25 +785,21 @@ def test_errors_before_login_show_nothing_of_the_dashboard(demo_engine: object) 
         dash.stop()
 
 
-def test_a_link_with_the_wrong_token_says_so_on_the_login_page(demo_engine: object) -> None:
-    dash = Dashboard(demo_engine, token="s3cret-token", kafka_brokers="")  # type: ignore[arg-type]
-    try:
-        client = create_app(dash, secret_key="x").test_client()
-        bounced = client.get("/inbox?token=wrong")
-        assert bounced.status_code == 302
-        assert "/login?next=/inbox" in bounced.headers["Location"]
-        login = client.get(bounced.headers["Location"])
-        assert login.status_code == 401
-        error = re.search(r'<div class="error" role="alert">([^<]*)</div>', login.text)
-        assert error and error[1] == "That token is not right."
-        # Said once: the login page opened again is a plain one.
-        again = client.get("/login")
-        assert again.status_code == 200 and "That token is not right" not in again.text
-        # Nor does a link without a token say it.
-        plain = client.get(client.get("/inbox").headers["Location"])
-        assert plain.status_code == 200 and "That token is not right" not in plain.text
-    finally:
-        dash.stop()
+def test_a_link_with_the_wrong_token_says_so_on_the_login_page(guarded_app: Any) -> None:
+    client = guarded_app.test_client()
+    bounced = client.get("/inbox?token=wrong")
+    assert bounced.status_code == 302
+    assert "/login?next=/inbox" in bounced.headers["Location"]
+    login = client.get(bounced.headers["Location"])
+    assert login.status_code == 401
+    error = re.search(r'<div class="error" role="alert">([^<]*)</div>', login.text)
+    assert error and error[1] == "That token is not right."
+    # Said once: the login page opened again is a plain one.
+    again = client.get("/login")
+    assert again.status_code == 200 and "That token is not right" not in again.text
+    # Nor does a link without a token say it.
+    plain = client.get(client.get("/inbox").headers["Location"])
+    assert plain.status_code == 200 and "That token is not right" not in plain.text
 
 
 def test_api_clients_are_told_what_a_change_needs(demo_engine: object) -> None:
@@ -1058,27 +1054,34 @@ def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Ap
     assert done["output"] == {"published": False}
 
 
-def test_schema_properties_may_share_names_with_the_forms_own_fields(api: Api) -> None:
+def waiting_for_an_answer(api: Api, name: str, phase: str, input_schema: Any) -> str:
+    """Define workflow ``name``, one human phase ``phase`` whose answer must match
+    ``input_schema``, with a task of it: that task's id once it waits for its answer."""
     spec = {
-        "name": "clashing",
+        "name": name,
         "phases": [
-            {
-                "target_classification": "fill",
-                "assigned_to": "human",
-                "input_schema": {
-                    "type": "object",
-                    "properties": {
-                        "next": {"type": "string"},
-                        "csrf_token": {"type": "string"},
-                        "answer_format": {"type": "integer"},
-                    },
-                    "required": ["next", "csrf_token"],
-                },
-            }
+            {"target_classification": phase, "assigned_to": "human", "input_schema": input_schema}
         ],
         "input": {},
     }
-    task_id = api.wait_status(api.define(spec)["id"], "waiting_human")["id"]
+    return api.wait_status(api.define(spec)["id"], "waiting_human")["id"]
+
+
+def test_schema_properties_may_share_names_with_the_forms_own_fields(api: Api) -> None:
+    task_id = waiting_for_an_answer(
+        api,
+        "clashing",
+        "fill",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "next": {"type": "string"},
+                "csrf_token": {"type": "string"},
+                "answer_format": {"type": "integer"},
+            },
+            "required": ["next", "csrf_token"],
+        },
+    )
 
     # Post the form the way a browser does: its hidden fields first, then the answers.
     page = AnswerFormReader(api.get(f"/tasks/{task_id}").text)
@@ -1110,26 +1113,20 @@ def test_schema_properties_may_share_names_with_the_forms_own_fields(api: Api) -
 
 
 def test_large_integers_typed_in_a_form_are_stored_exactly(api: Api) -> None:
-    spec = {
-        "name": "counting",
-        "phases": [
-            {
-                "target_classification": "count",
-                "assigned_to": "human",
-                "input_schema": {
-                    "type": "object",
-                    "properties": {
-                        "whole": {"type": "integer"},
-                        "amount": {"type": "number"},
-                        "ratio": {"type": "number"},
-                        "ids": {"type": "array", "items": {"type": "integer"}},
-                    },
-                },
-            }
-        ],
-        "input": {},
-    }
-    task_id = api.wait_status(api.define(spec)["id"], "waiting_human")["id"]
+    task_id = waiting_for_an_answer(
+        api,
+        "counting",
+        "count",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "whole": {"type": "integer"},
+                "amount": {"type": "number"},
+                "ratio": {"type": "number"},
+                "ids": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
+    )
     response = api.client.post(
         f"/tasks/{task_id}/answer",
         data={
@@ -1151,18 +1148,9 @@ def test_large_integers_typed_in_a_form_are_stored_exactly(api: Api) -> None:
 
 
 def test_an_empty_answer_to_a_string_schema_says_an_answer_is_required(api: Api) -> None:
-    spec = {
-        "name": "one_line",
-        "phases": [
-            {
-                "target_classification": "say",
-                "assigned_to": "human",
-                "input_schema": {"type": "string", "title": "Your reply"},
-            }
-        ],
-        "input": {},
-    }
-    task_id = api.wait_status(api.define(spec)["id"], "waiting_human")["id"]
+    task_id = waiting_for_an_answer(
+        api, "one_line", "say", {"type": "string", "title": "Your reply"}
+    )
     path = f"/tasks/{task_id}/answer"
     empty = api.client.post(path, data={"csrf_token": api.csrf, "field.answer": ""})
     assert empty.status_code == 400
