@@ -17,8 +17,10 @@ from wfcore import Phase, TaskStatus, TaskType
 from wfcore.wire import task_to_dict
 
 
-def _run_one(engine: Any, wfe_run: Any, phase: Phase, adapter: OpenAIAgentAdapter) -> Any:
-    engine.register_workflow("w", [phase])
+def _run_one(engine: Any, wfe_run: Any, adapter: OpenAIAgentAdapter, **phase: Any) -> Any:
+    """Run one task of workflow "w", one agentic phase "p" (with the Phase options
+    ``phase``) on ``adapter``, until the engine is idle: the task as stored."""
+    engine.register_workflow("w", [Phase("p", assigned_to="agentic", **phase)])
     engine.register_adapter(TaskType.AGENTIC, adapter)
 
     async def scenario() -> Any:
@@ -29,13 +31,28 @@ def _run_one(engine: Any, wfe_run: Any, phase: Phase, adapter: OpenAIAgentAdapte
     return wfe_run(scenario())
 
 
+def _closed_port() -> int:
+    """A local port nothing listens on (one just released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _https_through_a_closed_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send every HTTPS request to a proxy on a closed port, so that nothing leaves
+    the machine and each request fails at once."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{_closed_port()}")
+
+
 def test_missing_key_is_a_clear_error_when_the_adapter_runs(
     openai_server, monkeypatch, wfe_engine, wfe_run
 ):
     monkeypatch.delenv("OPENAI_API_KEY")
     adapter = OpenAIAgentAdapter(model="gpt-4o")  # building it needs no key
 
-    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), adapter)
+    task = _run_one(wfe_engine, wfe_run, adapter)
 
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith("AdapterError: OPENAI_API_KEY is not set")
@@ -55,7 +72,7 @@ def test_a_handler_that_hands_the_phase_to_a_person_needs_no_key(
     wfe_engine.register_handler("p", triage)
     adapter = OpenAIAgentAdapter(model="gpt-4o")
 
-    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), adapter)
+    task = _run_one(wfe_engine, wfe_run, adapter)
 
     assert task.status is TaskStatus.WAITING_HUMAN, task.error
     assert task.waiting_reason == "a person decides first"
@@ -81,7 +98,7 @@ def test_rate_limit_is_retried_honouring_retry_after(openai_server, wfe_engine, 
     openai_server.error(429, "Rate limit reached for requests", retry_after="0.05")
     openai_server.reply("finally")
 
-    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter())
 
     assert task.status is TaskStatus.COMPLETED, task.error
     assert task.output == "finally"
@@ -103,12 +120,7 @@ def test_server_errors_exhaust_retries_then_max_attempts(openai_server, wfe_engi
             500, "The server had an error processing your request", retry_after="0.01"
         )
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic", max_attempts=2),
-        OpenAIAgentAdapter(max_retries=2),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=2), max_attempts=2)
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
@@ -128,12 +140,7 @@ def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine, wfe_ru
     body = json.dumps({"error": {"message": "Overloaded, try later"}}).encode()
     openai_server.push((503, {"Content-Type": "application/json", "x-should-retry": "false"}, body))
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic", max_attempts=2),
-        OpenAIAgentAdapter(max_retries=3),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=3), max_attempts=2)
 
     assert task.status is TaskStatus.FAILED
     assert len(openai_server.requests) == 2  # one per attempt, none retried
@@ -156,9 +163,7 @@ def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine, wfe_ru
 def test_client_errors_are_not_retried(openai_server, wfe_engine, wfe_run):
     openai_server.error(400, "Invalid value for 'temperature': must be <= 2.")
 
-    task = _run_one(
-        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(temperature=9)
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(temperature=9))
 
     assert task.status is TaskStatus.FAILED
     assert task.error.endswith(
@@ -191,12 +196,7 @@ def test_a_refused_key_names_the_setting_it_came_from(
             api_key="sk-the-clients", base_url=openai_server.base_url
         )
 
-    task = _run_one(
-        wfe_engine_factory(),
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(**settings),
-    )
+    task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(**settings))
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
@@ -208,9 +208,7 @@ def test_a_refused_key_names_the_setting_it_came_from(
 def test_plain_text_error_bodies_are_reported(openai_server, wfe_engine, wfe_run):
     openai_server.error(502, "Bad Gateway from the proxy", as_json=False, retry_after="0.01")
 
-    task = _run_one(
-        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(max_retries=0)
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=0))
 
     assert task.status is TaskStatus.FAILED
     assert task.error.endswith(
@@ -224,12 +222,7 @@ def test_malformed_bodies_fail_attempts_with_the_reason(openai_server, wfe_engin
     openai_server.raw(200, b"[1, 2, 3]")
     openai_server.reply("good at last")
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic", max_attempts=4),
-        OpenAIAgentAdapter(),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(), max_attempts=4)
 
     assert task.status is TaskStatus.COMPLETED, task.error
     errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
@@ -241,17 +234,10 @@ def test_malformed_bodies_fail_attempts_with_the_reason(openai_server, wfe_engin
 
 
 def test_an_unreachable_server_is_a_clear_error(openai_server, monkeypatch, wfe_engine, wfe_run):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _closed_port()
     url = f"http://127.0.0.1:{port}/v1"
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(base_url=url, max_retries=0),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(base_url=url, max_retries=0))
 
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith(
@@ -335,7 +321,7 @@ def test_the_key_in_the_error_of_a_handlers_parse_is_masked(
         request.parse = parse
 
     wfe_engine.register_handler("p", shape)
-    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter())
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
@@ -355,12 +341,7 @@ def test_a_given_client_is_used_as_is(openai_server, monkeypatch, wfe_engine, wf
         api_key="sk-my-own", base_url=openai_server.base_url, default_headers={"X-Team": "blue"}
     )
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(client=client, max_retries=1),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(client=client, max_retries=1))
 
     assert task.status is TaskStatus.COMPLETED, task.error
     assert task.output == "via my client"
@@ -376,12 +357,7 @@ def test_a_sync_client_and_unknown_options_are_clear_errors(openai_server, wfe_e
     with pytest.raises(TypeError, match="async client"):
         OpenAIAgentAdapter(client=openai.OpenAI(api_key="k"))
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(temprature=0.2),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(temprature=0.2))
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith("AdapterError: invalid chat completion request:")
     assert "temprature" in task.error
@@ -392,9 +368,7 @@ def test_credentials_in_the_base_url_never_reach_the_task(
     openai_server, monkeypatch, caplog, wfe_engine, wfe_run
 ):
     caplog.set_level(logging.DEBUG)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _closed_port()
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_retries=0))
     wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic")])
 
@@ -434,12 +408,7 @@ def test_credentials_in_the_base_url_are_redacted_from_http_errors(
     openai_server.error(500, "no upstream for svc-user/pw-s3cret")
     url = openai_server.base_url.replace("http://", "http://svc-user:pw-s3cret@")
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(base_url=url, max_retries=0),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(base_url=url, max_retries=0))
 
     assert task.status is TaskStatus.FAILED
     masked = openai_server.base_url.replace("http://", "http://***@")
@@ -454,12 +423,7 @@ def test_the_adapter_timeout_bounds_a_hung_server(openai_server, wfe_engine, wfe
     openai_server.hang()
     openai_server.hang()
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(timeout=0.2, max_retries=1),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(timeout=0.2, max_retries=1))
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
@@ -503,12 +467,7 @@ def test_the_phase_timeout_bounds_the_whole_attempt(openai_server, wfe_engine, w
 
     openai_server.hang()
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic", timeout=1),
-        OpenAIAgentAdapter(),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(), timeout=1)
 
     assert task.status is TaskStatus.FAILED
     assert task.error == "TimeoutError: phase 'p' timed out after 1s"
@@ -572,7 +531,7 @@ def test_an_unusable_api_key_is_refused_without_showing_it(
     for key, problem in cases:
         monkeypatch.setenv("OPENAI_API_KEY", key)
         engine = wfe_engine_factory()
-        task = _run_one(engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+        task = _run_one(engine, wfe_run, OpenAIAgentAdapter())
 
         assert task.status is TaskStatus.FAILED
         assert task.error == f"AdapterError: {problem}"
@@ -597,12 +556,7 @@ def test_a_key_in_a_given_client_is_redacted_in_its_escaped_form_too(
     # escaped ('...\\n'), which the redaction must find as well.
     client = openai.AsyncOpenAI(api_key="sk-given-SECRET987\n", base_url=openai_server.base_url)
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(client=client, max_retries=0),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(client=client, max_retries=0))
 
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith("AdapterError: cannot reach the chat completions server")
@@ -651,9 +605,7 @@ def test_base_urls_with_whitespace_around_or_a_query_string_are_refused_saying_s
     )
     # The same, from the environment, fails the attempt before anything is sent.
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url + " ")
-    task = _run_one(
-        wfe_engine_factory(), wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter()
-    )
+    task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter())
     assert task.error == (
         f"AdapterError: OPENAI_BASE_URL has whitespace at its start or end "
         f"({openai_server.base_url + ' '!r}); remove it (a trailing newline or space from a file?)"
@@ -671,9 +623,7 @@ def test_query_parameters_reach_the_server_through_a_client_with_default_query(
     client = openai.AsyncOpenAI(
         base_url=openai_server.base_url, api_key="k", default_query={"api-version": "2024-06-01"}
     )
-    task = _run_one(
-        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(client=client)
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(client=client))
     assert task.output == "hi", task.error
     assert openai_server.requests[0]["path"] == "/v1/chat/completions?api-version=2024-06-01"
 
@@ -682,12 +632,7 @@ def test_a_404_from_a_server_url_without_v1_says_it_may_need_it(
     openai_server, wfe_engine_factory, wfe_run
 ):
     root = openai_server.base_url.removesuffix("/v1")
-    task = _run_one(
-        wfe_engine_factory(),
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(base_url=root, max_retries=0),
-    )
+    task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(base_url=root, max_retries=0))
     assert task.error == (
         f"AdapterError: chat completion failed with HTTP 404 ({root}): not found (the server "
         "URL does not end in /v1: OpenAI-compatible servers usually serve the API under it, "
@@ -695,12 +640,7 @@ def test_a_404_from_a_server_url_without_v1_says_it_may_need_it(
     )
     # A 404 from a URL that has /v1 (an unknown model, say) is the server's own word.
     openai_server.error(404, "The model 'gpt-5x' does not exist")
-    task = _run_one(
-        wfe_engine_factory(),
-        wfe_run,
-        Phase("p", assigned_to="agentic"),
-        OpenAIAgentAdapter(max_retries=0),
-    )
+    task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(max_retries=0))
     assert task.error.endswith(
         f"HTTP 404 ({openai_server.base_url}/): The model 'gpt-5x' does not exist"
     )
@@ -715,12 +655,7 @@ def test_openai_api_base_without_openai_base_url_is_warned_about_once(
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     monkeypatch.delenv("OPENAI_BASE_URL")
     # The requests go to api.openai.com, here through a proxy on a closed port.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    _https_through_a_closed_proxy(monkeypatch)
     caplog.set_level(logging.WARNING, logger="wfe_openai")
     adapter = OpenAIAgentAdapter(max_retries=0)
     wfe_engine.register_adapter(TaskType.AGENTIC, adapter)
@@ -747,7 +682,7 @@ def test_a_bad_openai_base_url_fails_the_attempt_before_anything_is_sent(
         monkeypatch.setenv("OPENAI_BASE_URL", bad)
         engine = wfe_engine_factory()
 
-        task = _run_one(engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+        task = _run_one(engine, wfe_run, OpenAIAgentAdapter())
 
         assert task.status is TaskStatus.FAILED
         assert task.error == (
@@ -775,9 +710,7 @@ def test_a_base_url_of_the_endpoint_is_refused_naming_the_root(
     endpoint = openai_server.base_url + "/chat/completions"
     monkeypatch.setenv("OPENAI_BASE_URL", endpoint)
 
-    task = _run_one(
-        wfe_engine_factory(), wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter()
-    )
+    task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter())
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
@@ -793,17 +726,10 @@ def test_an_empty_openai_base_url_means_the_default_server(
 ):
     # As in a .env file with "OPENAI_BASE_URL=". The request goes to a proxy on a
     # closed port, so nothing leaves the machine; the error names the server meant.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    _https_through_a_closed_proxy(monkeypatch)
     monkeypatch.setenv("OPENAI_BASE_URL", "")
 
-    task = _run_one(
-        wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter(max_retries=0)
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=0))
 
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith(
@@ -820,12 +746,7 @@ def test_an_error_object_in_a_200_response_is_reported_in_the_servers_words(
     openai_server.raw(200, json.dumps({"error": "no such model: m"}).encode())
     openai_server.reply("fine now")
 
-    task = _run_one(
-        wfe_engine,
-        wfe_run,
-        Phase("p", assigned_to="agentic", max_attempts=3),
-        OpenAIAgentAdapter(max_retries=2),
-    )
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=2), max_attempts=3)
 
     assert task.status is TaskStatus.COMPLETED, task.error
     errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
@@ -845,7 +766,7 @@ def test_a_stream_sent_to_a_plain_request_is_named_as_such(openai_server, wfe_en
     stream = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
     openai_server.raw(200, stream, content_type="text/event-stream")
 
-    task = _run_one(wfe_engine, wfe_run, Phase("p", assigned_to="agentic"), OpenAIAgentAdapter())
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter())
 
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith(
