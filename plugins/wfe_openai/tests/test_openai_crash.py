@@ -80,6 +80,14 @@ def _worker(
     )
 
 
+async def run_to_idle(engine: Any, workflow: str) -> Task:
+    """Submit a task of ``workflow`` (data ``{}``), run the engine until it is idle,
+    and return the task as stored."""
+    task = await engine.submit_task({}, workflow)
+    await engine.run_until_idle()
+    return await engine.get_task(task.id)
+
+
 def test_a_killed_worker_leaves_a_conversation_the_next_one_continues(
     openai_server, tmp_path: Path, wfe_store_url: str, wfe_engine_factory, wfe_run
 ):
@@ -245,12 +253,7 @@ def test_a_call_of_an_attempt_ended_by_the_phase_timeout_stays_in_usage(
     phase = Phase("p", assigned_to="agentic", max_attempts=2, timeout=1)
     wfe_engine.register_workflow("w", [phase])
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "w")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    done = wfe_run(run_to_idle(wfe_engine, "w"))
 
     assert done.status is TaskStatus.COMPLETED, done.error
     assert done.output == "fast"
@@ -280,12 +283,7 @@ def test_a_failed_attempt_starts_again_from_the_opening_messages(
     wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[charge]))
     wfe_engine.register_workflow("pay", [Phase("pay", assigned_to="agentic", max_attempts=2)])
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "pay")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    done = wfe_run(run_to_idle(wfe_engine, "pay"))
 
     assert done.status is TaskStatus.COMPLETED, done.error
     assert openai_server.messages(2) == openai_server.messages(0)
@@ -320,12 +318,7 @@ def test_an_attempt_that_timed_out_starts_again_from_the_opening_messages(
     phase = Phase("pay", assigned_to="agentic", max_attempts=2, timeout=3)
     wfe_engine.register_workflow("pay", [phase])
 
-    async def scenario() -> Any:
-        task = await wfe_engine.submit_task({}, "pay")
-        await wfe_engine.run_until_idle()
-        return await wfe_engine.get_task(task.id)
-
-    done = wfe_run(scenario())
+    done = wfe_run(run_to_idle(wfe_engine, "pay"))
 
     assert done.status is TaskStatus.COMPLETED, done.error
     [failed] = [e["error"] for e in done.history if e["event"] == "attempt_failed"]
