@@ -11,12 +11,36 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from wfe_kafka import KafkaMQInterface
 from wfe_kafka_util import APPS_DIR, worker_command, worker_env
+
+from wfcore import ECSWorkflowEngine, Phase, Task
+
+
+async def _echo(task: Task) -> None:
+    task.output = task.data
+
+
+def echo_engine(make: Callable[..., ECSWorkflowEngine]) -> ECSWorkflowEngine:
+    """An engine from ``make`` with the workflow "echo": one functional phase whose
+    output is the task's data."""
+    engine = make()
+    engine.register_handler("echo", _echo)
+    engine.register_workflow("echo", [Phase("echo", assigned_to="functional")])
+    return engine
+
+
+async def until(condition: Callable[[], Any], what: str) -> None:
+    """Await ``condition()`` inside the event loop, polling, for 60 s at most."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
 
 
 def closed_port() -> int:
@@ -247,18 +271,10 @@ def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
     publishing resumes, and a close() during an outage takes close_timeout, not
     three times it, with one line and no traceback."""
     kafka_broker = broker_tools
-    from wfcore import Phase, Task
-
     broker = kafka_broker.KafkaBroker().start()
     try:
         kafka_broker.create_topic(broker.bootstrap, "results", 1)
-        engine = wfe_engine_factory()
-
-        async def echo(task: Task) -> None:
-            task.output = task.data
-
-        engine.register_handler("echo", echo)
-        engine.register_workflow("echo", [Phase("echo", assigned_to="functional")])
+        engine = echo_engine(wfe_engine_factory)
         kafka = KafkaMQInterface(broker.bootstrap, results_topic="results", close_timeout=3.0)
         kafka.outage_warn_after = 1.0
         kafka.outage_warn_every = 60.0
@@ -266,12 +282,6 @@ def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
 
         def logged(text: str) -> bool:
             return any(text in r.getMessage() for r in caplog.records)
-
-        async def until(condition: Any, what: str) -> None:
-            deadline = time.monotonic() + 60
-            while not condition():
-                assert time.monotonic() < deadline, f"timed out waiting for {what}"
-                await asyncio.sleep(0.05)
 
         async def scenario() -> float:
             await kafka.attach(engine)
@@ -429,19 +439,11 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
     deployments): kafka-python only repeats that a topic is not in its metadata,
     and results waited as if Kafka were slow. It repeated it as an ERROR at every
     metadata update, ten lines a second for each missing topic: it says it once."""
-    from wfcore import Phase, Task
-
     kafka_broker = broker_tools
     broker = kafka_broker.KafkaBroker(properties={"auto.create.topics.enable": "false"}).start()
     try:
         kafka_broker.create_topic(broker.bootstrap, "tasks", 1)
-        engine = wfe_engine_factory()
-
-        async def echo(task: Task) -> None:
-            task.output = task.data
-
-        engine.register_handler("echo", echo)
-        engine.register_workflow("echo", [Phase("echo", assigned_to="functional")])
+        engine = echo_engine(wfe_engine_factory)
         kafka = KafkaMQInterface(
             broker.bootstrap,
             tasks_topic="tasks",
@@ -457,12 +459,6 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
 
         def said(text: str, level: int = logging.INFO) -> bool:
             return any(text in r.getMessage() and r.levelno >= level for r in caplog.records)
-
-        async def until(condition: Any, what: str) -> None:
-            deadline = time.monotonic() + 60
-            while not condition():
-                assert time.monotonic() < deadline, f"timed out waiting for {what}"
-                await asyncio.sleep(0.05)
 
         async def publishing() -> None:
             consumer = asyncio.create_task(kafka.consume_tasks(engine))
