@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
 from flaskui_demo_app import make_engine  # noqa: E402
-from flaskui_helpers import Api, wait_for  # noqa: E402
+from flaskui_helpers import Api, serving, start_demo_worker, stop_process, wait_for  # noqa: E402
 from wfe_flaskui import Dashboard, create_app  # noqa: E402
 
 from wfcore import ECSWorkflowEngine  # noqa: E402
@@ -122,28 +119,10 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The dashboard (its own engine, no worker) on a free port, and one worker process."""
-    from werkzeug.serving import make_server
-
     folder = tmp_path_factory.mktemp("live")
     store = f"sqlite:///{folder / 'wfe.db'}"
     log = (folder / "worker.log").open("wb")
-    env = dict(os.environ, WFE_LOAD_PLUGINS="", PYTHONUNBUFFERED="1")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wfcore.cli",
-            "worker",
-            "flaskui_demo_app:make_engine",
-            "--store",
-            store,
-            "-q",
-        ],
-        cwd=TESTS,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_demo_worker(store, log)
     dash = Dashboard(
         ECSWorkflowEngine(store=store, load_plugins=False),
         token="",
@@ -152,30 +131,22 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         allow_define=True,
     )
     app = create_app(dash, secret_key="live-secret")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    live = Live(f"http://127.0.0.1:{server.server_port}", app, dash, store)
     try:
-        # The worker saves its workflows to the store when it starts.
-        def registered() -> bool:
-            if worker.poll() is not None:
-                log.flush()
-                output = (folder / "worker.log").read_text()
-                raise AssertionError(f"the worker exited: {output}")
-            return len(live.api.get("/api/workflows").get_json()["workflows"]) >= 6
+        with serving(app) as port:
+            live = Live(f"http://127.0.0.1:{port}", app, dash, store)
 
-        wait_for(registered, 30, "the worker to register its workflows")
-        yield live
+            # The worker saves its workflows to the store when it starts.
+            def registered() -> bool:
+                if worker.poll() is not None:
+                    log.flush()
+                    output = (folder / "worker.log").read_text()
+                    raise AssertionError(f"the worker exited: {output}")
+                return len(live.api.get("/api/workflows").get_json()["workflows"]) >= 6
+
+            wait_for(registered, 30, "the worker to register its workflows")
+            yield live
     finally:
-        server.shutdown()
-        thread.join(10)
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker, 15)
         log.close()
         dash.stop()
 

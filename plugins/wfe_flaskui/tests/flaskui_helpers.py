@@ -1,17 +1,21 @@
-"""Shared helpers of the dashboard tests: polling, an API client, a real HTTP server and
-screenshots."""
+"""Shared helpers of the dashboard tests: polling, an API client, a real HTTP server, a
+real ``wfe worker`` process and screenshots."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from wfcore import ECSWorkflowEngine, Phase, Task
 
@@ -92,6 +96,38 @@ def serving(app: Any) -> Iterator[int]:
         server.shutdown()
         thread.join(10)
         server.server_close()
+
+
+def start_demo_worker(store: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``wfe worker flaskui_demo_app:make_engine --store STORE -q`` as a real process,
+    without entry-point plugins, its output going to the open file ``log``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wfcore.cli",
+            "worker",
+            "flaskui_demo_app:make_engine",
+            "--store",
+            store,
+            "-q",
+        ],
+        cwd=TESTS,
+        env=dict(os.environ, WFE_LOAD_PLUGINS="", PYTHONUNBUFFERED="1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop ``proc`` as a service manager would: SIGTERM, then SIGKILL if it has not
+    ended within ``timeout`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def http_request(

@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 import pytest
-from flaskui_helpers import TESTS, wait_for
+from flaskui_helpers import TESTS, stop_process, wait_for
 from wfe_flaskui import plugin
 
 
@@ -98,12 +98,7 @@ def running(
         yield proc, url
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 20)
         reader.join(10)
 
 

@@ -5,18 +5,15 @@ no worker takes."""
 from __future__ import annotations
 
 import html
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flaskui_demo_app import make_engine
-from flaskui_helpers import TESTS, Api, wait_for
+from flaskui_helpers import Api, start_demo_worker, wait_for
 from wfe_flaskui import Dashboard, create_app, workers
 
 from wfcore import ECSWorkflowEngine
@@ -43,22 +40,7 @@ def test_a_running_task_names_its_worker_and_says_when_that_worker_died(
 ) -> None:
     api, store = beside
     log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wfcore.cli",
-            "worker",
-            "flaskui_demo_app:make_engine",
-            "--store",
-            store,
-            "-q",
-        ],
-        cwd=TESTS,
-        env=dict(os.environ, WFE_LOAD_PLUGINS="", PYTHONUNBUFFERED="1"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_demo_worker(store, log)
     try:
         wait_for(
             lambda: api.get("/api/workflows").get_json()["workflows"],
