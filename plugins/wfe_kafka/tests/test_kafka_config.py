@@ -35,9 +35,9 @@ def echo_engine(make: Callable[..., ECSWorkflowEngine]) -> ECSWorkflowEngine:
     return engine
 
 
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Await ``condition()`` inside the event loop, polling, for 60 s at most."""
-    deadline = time.monotonic() + 60
+async def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
+    """Await ``condition()`` inside the event loop, polling, for ``timeout`` s at most."""
+    deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
@@ -237,10 +237,7 @@ def test_a_consumer_without_a_broker_says_so_and_stops_promptly(
 
     async def scenario() -> float:
         consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        deadline = time.monotonic() + 15
-        while not warned():
-            assert time.monotonic() < deadline, "no warning that Kafka cannot be reached"
-            await asyncio.sleep(0.05)
+        await until(warned, "a warning that Kafka cannot be reached", timeout=15)
         await asyncio.sleep(0.7)  # into the next connection attempt
         started = time.monotonic()
         kafka.stop_consuming()
@@ -395,10 +392,7 @@ def test_a_consumer_that_cannot_connect_says_why(
 
     async def scenario() -> None:
         consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        deadline = time.monotonic() + 20
-        while not warnings():
-            assert time.monotonic() < deadline, "no warning that Kafka cannot be reached"
-            await asyncio.sleep(0.05)
+        await until(warnings, "a warning that Kafka cannot be reached", timeout=20)
         kafka.stop_consuming()
         await consumer
         await kafka.close()
