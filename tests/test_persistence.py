@@ -15,6 +15,7 @@ import pytest
 from core_util import db_path, stored_status, wait_for
 
 from wfcore import ECSWorkflowEngine, Phase, StoreError, Task, TaskStateError, TaskStatus, hookimpl
+from wfcore.stores.base import StoreBusyError
 from wfcore.stores.sqlite import SQLiteStore
 from wfcore.wire import task_to_dict
 
@@ -948,14 +949,14 @@ def test_commands_that_only_read_do_not_wait_for_another_process_s_write(wfe) ->
 def test_a_write_that_waited_too_long_for_the_lock_says_why(
     wfe_engine_factory, wfe_store_url, wfe_run
 ):
-    """SQLite's 'database is locked' names no cause: the error says what holds it."""
-    engine = wfe_engine_factory()
+    """SQLite's 'database is locked' names no cause: the error says what holds it,
+    and that it is the kind of error that ends once the lock is let go."""
+    # A short wait for the lock (?timeout=), so that the test need not hold it for 30 s.
+    engine = wfe_engine_factory(store=f"{wfe_store_url}?timeout=0.1")
     engine.register_workflow("w", [Phase("p", assigned_to="human")])
 
-    async def scenario() -> str:
-        store = await engine.get_store()
-        # A short wait for the lock, so that the test need not hold it for 30 s.
-        await store._write(lambda conn: conn.execute("PRAGMA busy_timeout=100"))
+    async def scenario() -> StoreError:
+        await engine.get_store()
         holder = sqlite3.connect(db_path(wfe_store_url), isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
@@ -964,8 +965,109 @@ def test_a_write_that_waited_too_long_for_the_lock_says_why(
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        return str(failed.value)
+        return failed.value
 
-    said = wfe_run(scenario())
+    error = wfe_run(scenario())
+    said = str(error)
     assert said.startswith(f"cannot write to {db_path(wfe_store_url)}: database is locked")
-    assert "another process has held its write lock for over 30 s" in said
+    assert "another process has held its write lock for over 0.1 s" in said
+    assert isinstance(error, StoreBusyError)
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("timeout=soon", "sqlite URL parameter timeout must be a number of seconds, not 'soon'"),
+        ("timeout=-1", "timeout must be 0 to 86400 seconds, not -1.0"),
+        ("timeout=nan", "timeout must be 0 to 86400 seconds, not nan"),
+        ("wait=5", "unknown sqlite URL parameter 'wait' (known: durability, timeout)"),
+    ],
+)
+def test_a_bad_sqlite_timeout_is_refused_naming_it(tmp_path, query, error) -> None:
+    with pytest.raises(StoreError) as refused:
+        SQLiteStore.from_url(f"sqlite://{tmp_path / 'wfe.db'}?{query}")
+    assert str(refused.value) == error
+
+
+def test_the_sqlite_timeout_is_kept_in_the_store_s_url(tmp_path) -> None:
+    path = tmp_path / "wfe.db"
+    store = SQLiteStore.from_url(f"sqlite://{path}?timeout=2.5&durability=full")
+    assert store.timeout == 2.5
+    assert store.url == f"sqlite://{path}?durability=full&timeout=2.5"
+    assert SQLiteStore.from_url(store.url).url == store.url
+    assert SQLiteStore.from_url(f"sqlite://{path}?timeout=30").url == f"sqlite://{path}"
+
+
+def _out_of_date(path: Path, how: str) -> None:
+    """Make the store at ``path`` as an older wfcore left it, in one way."""
+    conn = sqlite3.connect(path)
+    try:
+        if how == "schema 3":
+            conn.execute("UPDATE wfe_meta SET value = '3' WHERE key = 'schema_version'")
+        elif how == "schema 4":
+            conn.execute("DROP TABLE history_parts")
+            conn.execute("UPDATE wfe_meta SET value = '4' WHERE key = 'schema_version'")
+        elif how == "no store id":
+            conn.execute("DELETE FROM wfe_meta WHERE key = 'store_id'")
+        elif how == "no artifacts folder recorded":
+            conn.execute("DELETE FROM wfe_meta WHERE key = 'artifacts_dir'")
+        elif how == "outbox without versions":
+            conn.execute("ALTER TABLE outbox DROP COLUMN version")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _file_state(path: Path) -> tuple[Any, ...]:
+    conn = sqlite3.connect(path)
+    try:
+        return (
+            sorted(conn.execute("SELECT key, value FROM wfe_meta")),
+            sorted(conn.execute("SELECT type, name FROM sqlite_master")),
+            [r[1] for r in conn.execute("PRAGMA table_info(outbox)")],
+        )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "schema 3",
+        "schema 4",
+        "no store id",
+        "no artifacts folder recorded",
+        "outbox without versions",
+    ],
+)
+def test_a_store_that_needs_changing_opens_under_the_write_lock_once(
+    tmp_path, wfe_run, how
+) -> None:
+    """What opening must write to an older store, it writes under the write lock:
+    while another process holds it, the open waits (here 0.1 s) and says so,
+    leaving the file as it was; once done, the store opens without the lock, as an
+    up-to-date one does (see the test above with a real lock holder)."""
+    path = tmp_path / "wfe.db"
+    url = f"sqlite://{path}?timeout=0.1"
+
+    async def open_close() -> None:
+        store = SQLiteStore.from_url(url)
+        await store.open()
+        await store.close()
+
+    wfe_run(open_close())
+    _out_of_date(path, how)
+    before = _file_state(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusyError, match="database is locked"):
+            wfe_run(open_close())
+        assert _file_state(path) == before
+        holder.execute("ROLLBACK")
+        wfe_run(open_close())
+        assert _file_state(path) != before
+        holder.execute("BEGIN IMMEDIATE")
+        wfe_run(open_close())  # up to date now: no write lock needed
+    finally:
+        holder.close()

@@ -15,11 +15,19 @@ from ..model import Task, TaskStatus, WorkflowSpec
 __all__ = [
     "UNREADABLE_ERROR",
     "Store",
+    "StoreBusyError",
     "record_takeover",
     "shown_url",
     "unreadable",
     "unreadable_stand_in",
 ]
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store (SQLite's write lock, taken by a long purge or
+    a big submission) for longer than this one waits: the same call can succeed
+    once that ends. ``wfe worker`` starting on such a store waits for it rather than
+    exit; a store plugin raises it for its own "locked" errors."""
 
 
 class Store(abc.ABC):

@@ -2,7 +2,9 @@
 
 URL: ``sqlite:///abs/path/wfe.db``; ``?durability=full`` makes every commit
 survive power loss (``synchronous=FULL``); the default (``normal``) survives a
-killed process. Artifacts live beside the database file, in the folder it records
+killed process. ``?timeout=SECONDS`` (default 30): how long a write, or an open
+that must change the file, waits for another process's write lock before it
+fails with "database is locked". Artifacts live beside the database file, in the folder it records
 (``<file name>-artifacts/``; older stores ``<stem>-artifacts/``), which a marker file
 in it names the database of: a copy of the file placed beside it uses a folder of
 its own.
@@ -39,7 +41,7 @@ from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
-from .base import Store
+from .base import Store, StoreBusyError
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError"]
 
@@ -53,6 +55,8 @@ SCHEMA_VERSION = 5
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
+# Seconds a write waits for another process's write lock (the URL's ?timeout=).
+_BUSY_TIMEOUT = 30.0
 # What a WAL grown past it (by a purge, a burst of work) is cut back to when it next
 # starts over; without a limit it keeps its largest size while any connection is open.
 # Above what ordinary batches need, so that they never pay for truncating it.
@@ -192,9 +196,16 @@ class _Opening:
 class _Writer(threading.Thread):
     """The thread that owns the write connection and commits writes in batches."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        timeout: float,
+        closing: threading.Event,
+    ) -> None:
         super().__init__(name="wfcore-sqlite-writer", daemon=True)
         self._connect = connect
+        self._timeout = timeout
+        self._closing = closing
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.commits = 0
 
@@ -273,7 +284,7 @@ class _Writer(threading.Thread):
                 pass  # the loop closed; nobody waits for these results
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
-        conn.execute("BEGIN IMMEDIATE")
+        _begin_immediate(conn, self._timeout, self._closing)
         try:
             results = [(True, fn(conn, *args)) for fn, args, _, _ in batch]
             conn.execute("COMMIT")
@@ -298,12 +309,21 @@ def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 class SQLiteStore(Store):
     """Tasks and workflows in one SQLite file, shared safely by several processes."""
 
-    def __init__(self, path: str | Path, durability: str = "normal") -> None:
+    def __init__(
+        self, path: str | Path, durability: str = "normal", timeout: float = _BUSY_TIMEOUT
+    ) -> None:
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
+        if not 0 <= timeout <= 86400:  # NaN too
+            raise StoreError(f"timeout must be 0 to 86400 seconds, not {timeout!r}")
         self.path = Path(path)
         self.durability = durability
-        self.url = f"sqlite://{self.path}" + ("?durability=full" if durability == "full" else "")
+        #: Seconds a write waits for another process's write lock before it fails.
+        self.timeout = float(timeout)
+        params = ["durability=full"] if durability == "full" else []
+        if self.timeout != _BUSY_TIMEOUT:
+            params.append(f"timeout={self.timeout:g}")
+        self.url = f"sqlite://{self.path}" + (f"?{'&'.join(params)}" if params else "")
         # Settled when the store opens: the database records its folder's name.
         self.artifacts_dir = self.path.parent / f"{self.path.name}-artifacts"
         self._writer: _Writer | None = None
@@ -326,10 +346,12 @@ class SQLiteStore(Store):
         self._file_id: tuple[int, int] | None = None
         self._file_checked = 0.0
         self._file_lost: str | None = None  # why the store cannot be used any more
+        # Set by close(), or an open given up on: waits for the write lock end.
+        self._closing = threading.Event()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        """Build a store from ``sqlite:///abs/path.db[?durability=full]``."""
+        """Build a store from ``sqlite:///abs/path.db[?durability=full][&timeout=SECONDS]``."""
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
             raise StoreError(f"not a sqlite URL: {url!r}")
@@ -338,11 +360,22 @@ class SQLiteStore(Store):
         if parts.netloc or not path or not path.startswith("/") or path == "/":
             raise StoreError(f"sqlite URL must be sqlite:///absolute/path/to/file.db, got {url!r}")
         params = parse_qs(parts.query)
-        unknown = sorted(set(params) - {"durability"})
+        unknown = sorted(set(params) - {"durability", "timeout"})
         if unknown:
-            raise StoreError(f"unknown sqlite URL parameter {unknown[0]!r} (known: durability)")
+            raise StoreError(
+                f"unknown sqlite URL parameter {unknown[0]!r} (known: durability, timeout)"
+            )
         durability = params.get("durability", ["normal"])[-1].lower()
-        return cls(path, durability=durability)
+        timeout = _BUSY_TIMEOUT
+        if "timeout" in params:
+            given = params["timeout"][-1]
+            try:
+                timeout = float(given)
+            except ValueError:
+                raise StoreError(
+                    f"sqlite URL parameter timeout must be a number of seconds, not {given!r}"
+                ) from None
+        return cls(path, durability=durability, timeout=timeout)
 
     # -- connections -----------------------------------------------------------------
 
@@ -351,7 +384,7 @@ class SQLiteStore(Store):
         # is an error, not a new empty store.
         conn = sqlite3.connect(
             f"{self.path.as_uri()}?mode=rw",
-            timeout=30.0,
+            timeout=self.timeout,
             isolation_level=None,
             check_same_thread=False,
             uri=True,
@@ -359,7 +392,7 @@ class SQLiteStore(Store):
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={round(self.timeout * 1000)}")
             conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
         except BaseException:
             conn.close()
@@ -402,7 +435,9 @@ class SQLiteStore(Store):
             return StoreError(
                 f"cannot {doing} {self.path}: the disk holding it is full ({exc}); free space there"
             )
-        return StoreError(f"cannot {doing} {self.path}: {exc}{_why_locked(exc)}")
+        return _store_error(exc)(
+            f"cannot {doing} {self.path}: {exc}{_why_locked(exc, self.timeout)}"
+        )
 
     # -- open / close ----------------------------------------------------------------
 
@@ -418,14 +453,22 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if self._writer is not None:
             return
-        await asyncio.to_thread(self._prepare)
+        self._closing.clear()
+        try:
+            await asyncio.to_thread(self._prepare)
+        except asyncio.CancelledError:
+            # Whoever opened it stopped waiting (a worker told to stop while another
+            # process holds the write lock): the open's thread stops waiting too,
+            # rather than keep this process from exiting until the timeout.
+            self._closing.set()
+            raise
         try:
             self._file_id = _file_id(self.path)
         except OSError as exc:  # gone again already
             raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}") from None
         self._file_checked = time.monotonic()
         self._file_lost = None
-        self._writer = _Writer(self._connect)
+        self._writer = _Writer(self._connect, self.timeout, self._closing)
         self._writer.start()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wfcore-sqlite-reader")
 
@@ -517,7 +560,7 @@ class SQLiteStore(Store):
             # WAL only for a file we create: switching rewrites the header of a
             # file that may turn out not to be ours (ours already are WAL).
             fresh = not self.path.exists() or self.path.stat().st_size == 0
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             # Processes creating the file at once: the switch does not wait on a
             # busy lock, so it is retried.
             for attempt in range(500 if fresh else 0):
@@ -529,7 +572,7 @@ class SQLiteStore(Store):
                         raise
                     time.sleep(0.01)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}{self._unwritable()}") from None
+            raise _store_error(exc)(f"cannot open {self.path}: {exc}{self._unwritable()}") from None
         try:
             # Read what the file needs first, without the write lock: another
             # process's long write (a purge, a backlog's submission) holds it, and a
@@ -539,15 +582,15 @@ class SQLiteStore(Store):
             opening = self._opening(conn)
             if opening.steps:
                 conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
+                _begin_immediate(conn, self.timeout, self._closing)
                 # Read again under the lock: another process may have done some meanwhile.
                 opening = self._opening(conn)
                 for sql, params in opening.steps:
                     conn.execute(sql, params)
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"cannot use {self.path}: {exc}{_why_locked(exc)}{self._unwritable()}"
+            raise _store_error(exc)(
+                f"cannot use {self.path}: {exc}{_why_locked(exc, self.timeout)}{self._unwritable()}"
             ) from None
         finally:
             if conn.in_transaction:
@@ -714,6 +757,9 @@ class SQLiteStore(Store):
         return ""
 
     async def close(self) -> None:
+        # A write waiting for another process's lock gives up: closing does not wait
+        # for that process (up to the timeout), only for writes already under way.
+        self._closing.set()
         writer, self._writer = self._writer, None
         reader, self._reader = self._reader, None
         if writer is not None:
@@ -737,7 +783,7 @@ class SQLiteStore(Store):
         index, and VACUUM copies the rows of such tables as they are), then the
         WAL is checkpointed and cut to nothing. Workers may go on meanwhile: they
         read as usual, but their writes wait for the write lock VACUUM holds for its
-        whole run (a write waiting longer than the 30 s busy timeout fails). It
+        whole run (a write waiting longer than the URL's timeout, 30 s, fails). It
         rewrites every page still in use, and needs free disk space of about twice
         that (a temporary copy, then the WAL).
 
@@ -1333,12 +1379,53 @@ _FILE_CHECK_EVERY = 1.0
 _SQLITE_FULL = 13
 
 
-def _why_locked(exc: sqlite3.Error) -> str:
+def _locked(exc: sqlite3.Error) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock on the file
+    (SQLITE_BUSY), not one of its own "locked" errors within one connection (a
+    table locked by an unfinished statement), which another process does not cause."""
+    return "database is locked" in str(exc)
+
+
+# How often a wait for another process's write lock looks whether the store closed.
+_LOCK_WAIT_SLICE = 0.1
+
+
+def _begin_immediate(conn: sqlite3.Connection, timeout: float, closing: threading.Event) -> None:
+    """``BEGIN IMMEDIATE``: take the write lock, waiting up to ``timeout`` seconds
+    for another process to let it go, as the busy timeout would, but in slices, so
+    that ``closing`` set (the store closed, its open given up) ends the wait within
+    one: SQLite's own wait cannot be interrupted. Once closing, it does not wait."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = 0.0 if closing.is_set() else deadline - time.monotonic()
+            wait = max(0.0, min(left, _LOCK_WAIT_SLICE))
+            conn.execute(f"PRAGMA busy_timeout={round(wait * 1000)}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or time.monotonic() >= deadline:
+                    raise
+                if closing.is_set():
+                    raise StoreError(
+                        "the store was closed while waiting for another process's write lock"
+                    ) from None
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={round(timeout * 1000)}")
+
+
+def _store_error(exc: sqlite3.Error) -> type[StoreError]:
+    """The StoreError to raise for ``exc``: StoreBusyError for a lock held too long."""
+    return StoreBusyError if _locked(exc) else StoreError
+
+
+def _why_locked(exc: sqlite3.Error, timeout: float = _BUSY_TIMEOUT) -> str:
     """Why SQLite said "database is locked", which names no cause."""
-    if "database is locked" not in str(exc):
+    if not _locked(exc):
         return ""
     return (
-        " (another process has held its write lock for over 30 s: a long purge, "
+        f" (another process has held its write lock for over {timeout:g} s: a long purge, "
         "compaction or upgrade, or a program stuck in a transaction; it can be used "
         "again once that ends)"
     )
