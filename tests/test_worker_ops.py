@@ -499,3 +499,131 @@ def test_a_stop_from_before_a_run_was_asked_for_does_not_stop_it(make_engine, wf
         return await engine.get_task(task.id)
 
     assert wfe_run(scenario()).status is TaskStatus.COMPLETED
+
+
+class _LockHolder:
+    """Another process holding the store's write lock (as a long purge or a big
+    submission does) until :meth:`release`."""
+
+    def __init__(self, path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys\n"
+                f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+                "conn.execute('BEGIN IMMEDIATE')\n"
+                "print('locked', flush=True)\n"
+                "sys.stdin.read()\n",  # held until release() closes stdin
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "locked\n"
+
+    def release(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.communicate("", timeout=20)
+
+
+def test_a_worker_waits_for_a_store_another_process_holds_locked(wfe, tmp_path) -> None:
+    """Started while another process holds the write lock longer than the store's
+    timeout, the worker says it waits, tries again, and works once the lock is let
+    go (a service manager would restart one that exited, in a loop). The workflows
+    it failed to save are saved then."""
+    task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
+    store = tmp_path / "wfe.db"
+    conn = sqlite3.connect(store)
+    conn.execute("DELETE FROM workflows")  # the worker saves its app's again
+    conn.commit()
+    conn.close()
+    log = tmp_path / "worker.err"
+    url = f"sqlite://{store}?timeout=0.2"  # each try waits 0.2 s for the lock, not 30
+    holder = _LockHolder(store)
+    try:
+        args = ["worker", APP, "--store", url, "--until-idle"]
+        with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
+            _wait_for(lambda: "waiting for the store" in log.read_text(), what="it to wait")
+            assert worker.poll() is None
+            holder.release()
+            worker.wait(timeout=60)
+    finally:
+        holder.release()
+    said = log.read_text()
+    assert worker.returncode == 0, said
+    assert said.count("waiting for the store") == 1, said
+    assert (
+        f"waiting for the store, which another process holds: cannot write to {store}: "
+        "database is locked (another process has held its write lock for over 0.2 s"
+    ) in said
+    assert "trying again after 1 s, doubling up to 30 s (Ctrl-C to stop)" in said
+    assert "the store is free again" in said
+    assert "Traceback" not in said and "Error:" not in said
+    shown = json.loads(wfe("show", task_id, "--json").stdout)
+    assert shown["status"] == "waiting_human" and shown["outputs"] == {"double": {"n": 4}}
+    assert "review" in wfe("workflows").stdout
+
+
+@pytest.mark.parametrize("when", ["between tries", "in a try", "in a try to upgrade it"])
+def test_a_worker_waiting_for_a_locked_store_stops_at_once_when_told(wfe, tmp_path, when) -> None:
+    """SIGTERM while it waits, between tries (0.2 s each) or in the middle of one
+    (which would wait 30 s for the lock: to save its workflows, or to upgrade an
+    older store): it exits 0 at once, as it does when stopped anywhere else, the
+    lock still held."""
+    wfe("submit", "review", "--app", APP, "--data", '{"n": 2}')
+    store = tmp_path / "wfe.db"
+    log = tmp_path / "worker.err"
+    timeout = "0.2" if when == "between tries" else "30"
+    if when == "in a try to upgrade it":
+        conn = sqlite3.connect(store)
+        conn.execute("UPDATE wfe_meta SET value = '3' WHERE key = 'schema_version'")
+        conn.commit()
+        conn.close()
+    holder = _LockHolder(store)
+    try:
+        args = ["worker", APP, "--store", f"sqlite://{store}?timeout={timeout}"]
+        with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
+            if timeout == "30":
+                # In its first try, waiting for the lock: it has the store's file open.
+                fds = Path(f"/proc/{worker.pid}/fd")
+                if not fds.is_dir():
+                    pytest.skip("needs /proc to see the worker open the store")
+
+                def opened() -> bool:
+                    try:
+                        return any(os.path.realpath(fd) == str(store) for fd in fds.iterdir())
+                    except OSError:
+                        return False
+
+                _wait_for(opened, what="the worker to open the store")
+            else:
+                _wait_for(lambda: "waiting for the store" in log.read_text(), what="it to wait")
+            worker.send_signal(signal.SIGTERM)
+            # Well within the 30 s its try would wait for the lock.
+            worker.wait(timeout=15)
+        assert holder.proc.poll() is None  # the lock was held all along
+    finally:
+        holder.release()
+    said = log.read_text()
+    assert worker.returncode == 0, said
+    assert "Traceback" not in said and "Error:" not in said
+    assert ("waiting for the store" in said) == (timeout == "0.2")
+
+
+def test_a_worker_on_a_store_it_cannot_use_fails_at_once(wfe, tmp_path) -> None:
+    """Only a lock is waited for: a store of a newer wfcore, say, ends the worker
+    with its one-line error, however long its timeout."""
+    wfe("submit", "review", "--app", APP, "--data", '{"n": 2}')
+    store = tmp_path / "wfe.db"
+    conn = sqlite3.connect(store)
+    conn.execute("UPDATE wfe_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    worker = wfe("worker", APP, "--store", f"sqlite://{store}?timeout=30", check=False)
+    assert worker.returncode == 1
+    assert worker.stderr.strip().splitlines()[-1] == (
+        f"Error: {store} was written by a newer wfcore (schema 99, this code knows 5); "
+        "upgrade wfcore to use it"
+    )
+    assert "waiting for the store" not in worker.stderr

@@ -23,7 +23,7 @@ from ..model import TaskStatus
 from ..plugins import (
     report_header,
 )
-from ..stores.base import Store
+from ..stores.base import Store, StoreBusyError
 from ._base import (
     EXIT_INTERRUPTED,
     _closing,
@@ -351,10 +351,12 @@ async def _worker(
 
     stops = 0
     first: int | None = None
+    asked_to_stop = asyncio.Event()
 
     def stop(signum: int) -> None:
         nonlocal stops, first
         stops += 1
+        asked_to_stop.set()
         if first is None:
             first = signum
         if stops > 1 and engine.running:
@@ -382,7 +384,10 @@ async def _worker(
             loop.add_signal_handler(sig, stop, sig)
         except (NotImplementedError, RuntimeError):
             pass
-    store = await engine.get_store()
+    store = await _open_store(engine, asked_to_stop, label)
+    if store is None:
+        await engine.aclose()
+        return first
     _note_created(new_store)
     if server is not None:
         try:
@@ -399,6 +404,62 @@ async def _worker(
         if server is not None:
             await server.close()
     return first
+
+
+# Seconds between tries to open a store another process holds locked: doubling
+# from the first to the last, each try itself waiting up to the store's timeout.
+_STORE_RETRY_FIRST = 1.0
+_STORE_RETRY_MOST = 30.0
+
+
+async def _open_store(
+    engine: ECSWorkflowEngine, asked_to_stop: asyncio.Event, label: str = ""
+) -> Store | None:
+    """The engine's store, opened; tried again for as long as another process holds
+    it locked (a long purge or submission), rather than exit and be restarted in a
+    loop by a service manager. None: told to stop before it could be opened. Any
+    other error (not a wfcore store, a newer one, no access) ends the worker at once."""
+    delay = _STORE_RETRY_FIRST
+    waiting_since: float | None = None
+    while True:
+        # The engine forgets which workflows it has still to save once a save fails:
+        # they are saved at the next try, which a failed one must not leave out.
+        unsaved = set(engine._unsaved_workflows)
+        opening = asyncio.ensure_future(engine.get_store())
+        stopping = asyncio.ensure_future(asked_to_stop.wait())
+        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():
+            # Told to stop while a try waits for the lock: it is given up.
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            return None
+        try:
+            store = opening.result()
+        except StoreBusyError as exc:
+            # Opened again from the start next time (the store closed, the workflows
+            # saved again), as a worker started then would.
+            await engine.aclose()
+            engine._unsaved_workflows |= unsaved
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                _say(
+                    f"{label}waiting for the store, which another process holds: {exc}; "
+                    f"trying again after {_STORE_RETRY_FIRST:g} s, doubling up to "
+                    f"{_STORE_RETRY_MOST:g} s (Ctrl-C to stop)"
+                )
+        else:
+            if waiting_since is not None:
+                waited = time.monotonic() - waiting_since
+                _say(f"{label}the store is free again (waited {waited:.0f} s)")
+            return store
+        if asked_to_stop.is_set():
+            return None
+        try:
+            await asyncio.wait_for(asked_to_stop.wait(), delay)
+            return None
+        except asyncio.TimeoutError:
+            delay = min(delay * 2, _STORE_RETRY_MOST)
 
 
 async def _work(
