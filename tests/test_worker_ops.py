@@ -554,7 +554,7 @@ def test_a_worker_waits_for_a_store_another_process_holds_locked(wfe, tmp_path) 
     assert worker.returncode == 0, said
     assert said.count("waiting for the store") == 1, said
     assert (
-        f"waiting for the store, which another process holds: cannot write to {store}: "
+        f"waiting for the store: cannot write to {store}: "
         "database is locked (another process has held its write lock for over 0.2 s"
     ) in said
     assert "trying again after 1 s, doubling up to 30 s (Ctrl-C to stop)" in said

@@ -444,7 +444,7 @@ async def _open_store(
             if waiting_since is None:
                 waiting_since = time.monotonic()
                 _say(
-                    f"{label}waiting for the store, which another process holds: {exc}; "
+                    f"{label}waiting for the store: {exc}; "
                     f"trying again after {_STORE_RETRY_FIRST:g} s, doubling up to "
                     f"{_STORE_RETRY_MOST:g} s (Ctrl-C to stop)"
                 )
