@@ -916,34 +916,46 @@ def test_a_store_read_as_it_is_refuses_to_write_tasks_and_says_why(wfe_store_url
     )
 
 
+class WriteLockHolder:
+    """Another process holding the store's write lock (as a long purge or a big
+    submission does) until :meth:`release`."""
+
+    def __init__(self, path: Path) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys\n"
+                f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+                "conn.execute('BEGIN IMMEDIATE')\n"
+                "print('locked', flush=True)\n"
+                "sys.stdin.read()\n",  # held until release() closes stdin
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "locked\n"
+
+    def release(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.communicate("", timeout=20)
+
+
 def test_commands_that_only_read_do_not_wait_for_another_process_s_write(wfe) -> None:
     """A long write of another process (a purge, a big submission) holds the store's
     write lock; wfe status, tasks and show read on meanwhile, as WAL lets them,
     instead of waiting for it (30 s, then 'database is locked')."""
     task_id = wfe("submit", "review", "--app", "review_app:engine", "--data", '{"n": 2}').stdout
     path = Path(wfe.env["WFE_STORE"].removeprefix("sqlite://"))
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys\n"
-            f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-            "conn.execute('BEGIN IMMEDIATE')\n"
-            "print('locked', flush=True)\n"
-            "sys.stdin.read()\n",  # held until the test closes stdin
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = WriteLockHolder(path)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         # timeout: these would wait 30 s for the lock, then fail.
         assert "review" in wfe("status", timeout=20).stdout
         assert task_id.strip() in wfe("tasks", timeout=20).stdout
         assert '"status": "pending"' in wfe("show", task_id.strip(), "--json", timeout=20).stdout
     finally:
-        holder.communicate("", timeout=20)
+        holder.release()
 
 
 def test_a_write_that_waited_too_long_for_the_lock_says_why(

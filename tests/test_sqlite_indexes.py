@@ -274,7 +274,9 @@ def test_a_purge_dry_run_reads_only_the_tasks_old_enough(tmp_path, wfe_run) -> N
         assert "USING INDEX tasks_finished (updated_at<?)" in plan, plan
 
 
-# The tables and indexes as schema 3 (wfcore before the indexes above) made them.
+# The tables and indexes as schema 3 (wfcore before the indexes above) made them:
+# written out, not built from the store's _SCHEMA, so that they stay what schema 3
+# made when a later schema changes that.
 _SCHEMA_3 = """
 CREATE TABLE wfe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tasks (

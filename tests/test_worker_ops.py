@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from core_util import background_wfe, free_port, http_get, run_task, with_pythonpath
 from test_cli import APP, _wait_for
+from test_persistence import WriteLockHolder
 
 from wfcore import Phase, StoreError, Task, TaskStatus
 from wfcore.metrics import MetricsServer
@@ -501,32 +502,6 @@ def test_a_stop_from_before_a_run_was_asked_for_does_not_stop_it(make_engine, wf
     assert wfe_run(scenario()).status is TaskStatus.COMPLETED
 
 
-class _LockHolder:
-    """Another process holding the store's write lock (as a long purge or a big
-    submission does) until :meth:`release`."""
-
-    def __init__(self, path: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sqlite3, sys\n"
-                f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
-                "conn.execute('BEGIN IMMEDIATE')\n"
-                "print('locked', flush=True)\n"
-                "sys.stdin.read()\n",  # held until release() closes stdin
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == "locked\n"
-
-    def release(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.communicate("", timeout=20)
-
-
 def test_a_worker_waits_for_a_store_another_process_holds_locked(wfe, tmp_path) -> None:
     """Started while another process holds the write lock longer than the store's
     timeout, the worker says it waits, tries again, and works once the lock is let
@@ -540,7 +515,7 @@ def test_a_worker_waits_for_a_store_another_process_holds_locked(wfe, tmp_path) 
     conn.close()
     log = tmp_path / "worker.err"
     url = f"sqlite://{store}?timeout=0.2"  # each try waits 0.2 s for the lock, not 30
-    holder = _LockHolder(store)
+    holder = WriteLockHolder(store)
     try:
         args = ["worker", APP, "--store", url, "--until-idle"]
         with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
@@ -580,7 +555,7 @@ def test_a_worker_waiting_for_a_locked_store_stops_at_once_when_told(wfe, tmp_pa
         conn.execute("UPDATE wfe_meta SET value = '3' WHERE key = 'schema_version'")
         conn.commit()
         conn.close()
-    holder = _LockHolder(store)
+    holder = WriteLockHolder(store)
     try:
         args = ["worker", APP, "--store", f"sqlite://{store}?timeout={timeout}"]
         with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
