@@ -4,10 +4,11 @@ URL: ``sqlite:///abs/path/wfe.db``; ``?durability=full`` makes every commit
 survive power loss (``synchronous=FULL``); the default (``normal``) survives a
 killed process. ``?timeout=SECONDS`` (default 30): how long a write, or an open
 that must change the file, waits for another process's write lock before it
-fails with "database is locked". Artifacts live beside the database file, in the folder it records
-(``<file name>-artifacts/``; older stores ``<stem>-artifacts/``), which a marker file
-in it names the database of: a copy of the file placed beside it uses a folder of
-its own.
+fails with "database is locked" (:class:`~wfcore.stores.base.StoreBusyError`).
+
+Artifacts live beside the database file, in the folder it records (``<file
+name>-artifacts/``; older stores ``<stem>-artifacts/``), which a marker file in it
+names the database of: a copy of the file placed beside it uses a folder of its own.
 
 All writes go to one writer thread. It takes every write queued since its last
 commit and applies them in one transaction, then wakes the waiting coroutines:
