@@ -420,7 +420,8 @@ async def _open_store(
     loop by a service manager. None: told to stop before it could be opened. Any
     other error (not a wfcore store, a newer one, no access) ends the worker at once."""
     delay = _STORE_RETRY_FIRST
-    waiting_since: float | None = None
+    started = time.monotonic()
+    waiting = False
     while True:
         # The engine forgets which workflows it has still to save once a save fails:
         # they are saved at the next try, which a failed one must not leave out.
@@ -441,16 +442,16 @@ async def _open_store(
             # saved again), as a worker started then would.
             await engine.aclose()
             engine._unsaved_workflows |= unsaved
-            if waiting_since is None:
-                waiting_since = time.monotonic()
+            if not waiting:
+                waiting = True
                 _say(
                     f"{label}waiting for the store: {exc}; "
                     f"trying again after {_STORE_RETRY_FIRST:g} s, doubling up to "
                     f"{_STORE_RETRY_MOST:g} s (Ctrl-C to stop)"
                 )
         else:
-            if waiting_since is not None:
-                waited = time.monotonic() - waiting_since
+            if waiting:
+                waited = time.monotonic() - started
                 _say(f"{label}the store is free again (waited {waited:.0f} s)")
             return store
         if asked_to_stop.is_set():
