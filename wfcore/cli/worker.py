@@ -120,6 +120,8 @@ def worker(
     another worker; a second Ctrl-C or SIGTERM hands them back at once. It then
     exits 130 after a Ctrl-C (SIGINT), 0 after SIGTERM. Its terminal closing
     (SIGHUP) stops it so too, with status 129, unless it runs under nohup.
+    Started while another process holds the store's write lock (a long purge or
+    compaction), it says so and waits for it.
     """
     if shutdown_timeout is not None and math.isnan(shutdown_timeout):
         # FloatRange lets NaN through (no comparison with it is false); the engine
