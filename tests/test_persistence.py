@@ -989,9 +989,10 @@ def test_a_write_that_waited_too_long_for_the_lock_says_why(
 @pytest.mark.parametrize(
     ("query", "error"),
     [
-        ("timeout=soon", "sqlite URL parameter timeout must be a number of seconds, not 'soon'"),
-        ("timeout=-1", "timeout must be 0 to 86400 seconds, not -1.0"),
-        ("timeout=nan", "timeout must be 0 to 86400 seconds, not nan"),
+        ("timeout=soon", "sqlite URL parameter timeout must be 0 to 86400 seconds, not 'soon'"),
+        ("timeout=-1", "sqlite URL parameter timeout must be 0 to 86400 seconds, not '-1'"),
+        ("timeout=nan", "sqlite URL parameter timeout must be 0 to 86400 seconds, not 'nan'"),
+        ("timeout=", "sqlite URL parameter timeout must be 0 to 86400 seconds, not ''"),
         ("wait=5", "unknown sqlite URL parameter 'wait' (known: durability, timeout)"),
     ],
 )

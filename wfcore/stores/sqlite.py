@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -360,7 +361,7 @@ class SQLiteStore(Store):
         path = "/" + parts.path.lstrip("/") if parts.path.startswith("/") else parts.path
         if parts.netloc or not path or not path.startswith("/") or path == "/":
             raise StoreError(f"sqlite URL must be sqlite:///absolute/path/to/file.db, got {url!r}")
-        params = parse_qs(parts.query)
+        params = parse_qs(parts.query, keep_blank_values=True)  # "timeout=" is refused too
         unknown = sorted(set(params) - {"durability", "timeout"})
         if unknown:
             raise StoreError(
@@ -373,9 +374,11 @@ class SQLiteStore(Store):
             try:
                 timeout = float(given)
             except ValueError:
+                timeout = math.nan
+            if not 0 <= timeout <= 86400:  # NaN too
                 raise StoreError(
-                    f"sqlite URL parameter timeout must be a number of seconds, not {given!r}"
-                ) from None
+                    f"sqlite URL parameter timeout must be 0 to 86400 seconds, not {given!r}"
+                )
         return cls(path, durability=durability, timeout=timeout)
 
     # -- connections -----------------------------------------------------------------
