@@ -744,9 +744,18 @@ def test_each_task_runs_in_its_own_context(make_engine, wfe_run):
 def test_a_producer_submitting_in_a_loop_does_not_starve_the_worker(make_engine, wfe_run):
     engine = make_engine()
     completed: list[str] = []
-    engine.register_handler("a", lambda task: None)
+
+    # Async, so that only the event loop's turns decide what runs when: a plain
+    # handler or hook would run in a thread, whose turn a busy machine can delay.
+    async def handle(task: Task) -> None:
+        task.output = task.data
+
+    async def count(task: Task) -> None:
+        completed.append(task.id)
+
+    engine.register_handler("a", handle)
     engine.register_workflow("w", [Phase("a", assigned_to="functional")])
-    engine.register_task_completed_hook(lambda task: completed.append(task.id))
+    engine.register_task_completed_hook(count)
 
     async def scenario():
         worker = asyncio.create_task(engine.run())
