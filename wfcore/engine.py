@@ -603,13 +603,21 @@ class ECSWorkflowEngine:
 
     async def _save_workflows(self) -> None:
         assert self._store is not None
-        names, self._unsaved_workflows = self._unsaved_workflows, set()
-        for name in sorted(names):
-            spec = self._workflows[name]
-            stored = await self._store.load_workflow(name)
-            if stored is not None:
-                await self._warn_of_stranded(stored, spec)
-            await self._store.save_workflow(spec)
+        pending = sorted(self._unsaved_workflows)
+        self._unsaved_workflows = set()
+        try:
+            while pending:
+                spec = self._workflows[pending[0]]
+                stored = await self._store.load_workflow(spec.name)
+                if stored is not None:
+                    await self._warn_of_stranded(stored, spec)
+                await self._store.save_workflow(spec)
+                pending.pop(0)
+        except BaseException:
+            # A save that failed (the store locked, say) is tried again at the
+            # next get_store, with those not reached yet.
+            self._unsaved_workflows.update(pending)
+            raise
 
     async def _warn_of_stranded(self, old: WorkflowSpec, new: WorkflowSpec) -> None:
         """A new definition (a deployment) that drops phases of the stored one strands

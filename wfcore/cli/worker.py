@@ -425,9 +425,6 @@ async def _open_store(
     started = time.monotonic()
     waiting = False
     while True:
-        # The engine forgets which workflows it has still to save once a save fails:
-        # they are saved at the next try, which a failed one must not leave out.
-        unsaved = set(engine._unsaved_workflows)
         opening = asyncio.ensure_future(engine.get_store())
         stopping = asyncio.ensure_future(asked_to_stop.wait())
         await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -443,7 +440,6 @@ async def _open_store(
             # Opened again from the start next time (the store closed, the workflows
             # saved again), as a worker started then would.
             await engine.aclose()
-            engine._unsaved_workflows |= unsaved
             if not waiting:
                 waiting = True
                 _say(
