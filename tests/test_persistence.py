@@ -590,6 +590,19 @@ def test_pending_tasks_stay_in_the_store_not_in_memory(wfe_engine_factory, wfe_r
     assert max(live) <= 30
 
 
+def _drop_priority(conn: sqlite3.Connection) -> None:
+    """Lay a store's tasks out as before schema 6: no priority, claims by ready time."""
+    conn.execute("DROP INDEX tasks_ready_priority")
+    conn.execute("ALTER TABLE tasks DROP COLUMN priority")
+    conn.execute("CREATE INDEX tasks_ready ON tasks (ready_at) WHERE ready_at IS NOT NULL")
+
+
+def _as_schema_5(conn: sqlite3.Connection) -> None:
+    """Make a store what the release before (schema 5) left."""
+    _drop_priority(conn)
+    conn.execute("UPDATE wfe_meta SET value = '5' WHERE key = 'schema_version'")
+
+
 def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_url, wfe_run):
     """Schema 1 kept the history inside each task's document; schema 2 gives it a
     column. An old file opens, its tasks keep their history and run on."""
@@ -607,6 +620,7 @@ def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_
         conn.execute("UPDATE tasks SET doc = ? WHERE id = ?", (json.dumps(fields), task_id))
     conn.execute("ALTER TABLE tasks DROP COLUMN history")
     conn.execute("ALTER TABLE outbox DROP COLUMN version")
+    _drop_priority(conn)
     conn.execute("UPDATE wfe_meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -628,7 +642,7 @@ def test_a_schema_1_database_is_upgraded_in_place(wfe_engine_factory, wfe_store_
     conn = sqlite3.connect(db_path(wfe_store_url))
     try:
         version = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == "5"
+        assert version.fetchone()[0] == "6"
     finally:
         conn.close()
 
@@ -820,22 +834,21 @@ def test_opening_a_store_of_an_older_schema_says_it_was_upgraded(wfe) -> None:
     conn.close()
     first = wfe("status").stderr
     assert (
-        f"WARNING wfcore: upgraded the store {path} from schema 3 to 5: a wfcore that "
-        "knows schema 4 at most (an older release) refuses to open it from now on"
+        f"WARNING wfcore: upgraded the store {path} from schema 3 to 6: a wfcore that "
+        "knows schema 5 at most (an older release) refuses to open it from now on"
     ) in first
     assert wfe("status").stderr == ""
 
 
 def test_commands_that_only_read_leave_a_store_of_the_release_before_as_it_is(wfe) -> None:
     """The workers of the release before may still use the store: wfe status, tasks,
-    show, workflows and wait read it as it is (schema 4, no history_parts); a
+    show, workflows and wait read it as it is (schema 5, no priority column); a
     command that writes tasks upgrades it, and says so."""
     task_id = wfe("submit", "review", "--app", "review_app:engine", "--data", '{"n": 2}').stdout
     task_id = task_id.strip()
     path = Path(wfe.env["WFE_STORE"].removeprefix("sqlite://"))
     conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE history_parts")
-    conn.execute("UPDATE wfe_meta SET value = '4' WHERE key = 'schema_version'")
+    _as_schema_5(conn)
     conn.commit()
     conn.close()
 
@@ -845,10 +858,10 @@ def test_commands_that_only_read_leave_a_store_of_the_release_before_as_it_is(wf
             [(version,)] = conn.execute(
                 "SELECT value FROM wfe_meta WHERE key = 'schema_version'"
             ).fetchall()
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
         finally:
             conn.close()
-        return version, "history_parts" in tables
+        return version, "priority" in columns
 
     for args in (
         ("status",),
@@ -861,14 +874,14 @@ def test_commands_that_only_read_leave_a_store_of_the_release_before_as_it_is(wf
     ):
         done = wfe(*args, check=False)
         assert "upgraded" not in done.stderr, args
-        assert schema() == ("4", False), args
+        assert schema() == ("5", False), args
     shown = json.loads(wfe("show", task_id, "--json").stdout)
     assert shown["data"] == {"n": 2}
     assert [e["event"] for e in shown["history"]] == ["submitted"]
 
     cancelled = wfe("cancel", task_id)
-    assert f"upgraded the store {path} from schema 4 to 5" in cancelled.stderr
-    assert schema() == ("5", True)
+    assert f"upgraded the store {path} from schema 5 to 6" in cancelled.stderr
+    assert schema() == ("6", True)
     assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "cancelled"
 
 
@@ -879,8 +892,7 @@ def test_a_store_read_as_it_is_refuses_to_write_tasks_and_says_why(wfe_store_url
     wfe_run(engine.aclose())
     path = db_path(wfe_store_url)
     conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE history_parts")
-    conn.execute("UPDATE wfe_meta SET value = '4' WHERE key = 'schema_version'")
+    _as_schema_5(conn)
     conn.commit()
     conn.close()
 
@@ -908,7 +920,7 @@ def test_a_store_read_as_it_is_refuses_to_write_tasks_and_says_why(wfe_store_url
     assert (
         refused
         == [
-            f"the store {path} is at schema 4, opened to be read as it is (the workers of "
+            f"the store {path} is at schema 5, opened to be read as it is (the workers of "
             "the release before may use it): a command that writes tasks (wfe worker, wfe "
             "submit) upgrades it"
         ]
@@ -1018,8 +1030,11 @@ def _out_of_date(path: Path, how: str) -> None:
         if how == "schema 3":
             conn.execute("UPDATE wfe_meta SET value = '3' WHERE key = 'schema_version'")
         elif how == "schema 4":
+            _drop_priority(conn)
             conn.execute("DROP TABLE history_parts")
             conn.execute("UPDATE wfe_meta SET value = '4' WHERE key = 'schema_version'")
+        elif how == "schema 5":
+            _as_schema_5(conn)
         elif how == "no store id":
             conn.execute("DELETE FROM wfe_meta WHERE key = 'store_id'")
         elif how == "no artifacts folder recorded":
@@ -1048,6 +1063,7 @@ def _file_state(path: Path) -> tuple[Any, ...]:
     [
         "schema 3",
         "schema 4",
+        "schema 5",
         "no store id",
         "no artifacts folder recorded",
         "outbox without versions",

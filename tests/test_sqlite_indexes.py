@@ -348,7 +348,10 @@ def test_a_schema_3_store_is_upgraded_in_place(tmp_path, wfe_run) -> None:
         [("application", "wfcore"), ("schema_version", "3"), ("artifacts_dir", "old.db-artifacts")],
     )
     conn.execute("ATTACH ? AS scratch", (str(scratch),))
-    for table in ("tasks", "workflows", "outbox_consumers", "outbox"):
+    # Schema 3's tasks have no priority (schema 6): every other column, in order.
+    columns = ", ".join(r[1] for r in conn.execute("PRAGMA main.table_info(tasks)"))
+    conn.execute(f"INSERT INTO main.tasks SELECT {columns} FROM scratch.tasks")
+    for table in ("workflows", "outbox_consumers", "outbox"):
         conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
     conn.execute("DETACH scratch")
     conn.close()
@@ -375,10 +378,12 @@ def test_a_schema_3_store_is_upgraded_in_place(tmp_path, wfe_run) -> None:
     assert workflows == [flow]
     assert new <= _indexes(old)
     assert "tasks_workflow" not in _indexes(old)  # a prefix of tasks_workflow_phase
+    # Claims go by priority, then ready time (schema 6): not by ready time alone.
+    assert "tasks_ready_priority" in _indexes(old) and "tasks_ready" not in _indexes(old)
     assert "outbox_consumer_seq" in _details(_plan(old, sql))
     conn = sqlite3.connect(old)
     try:
         [(version,)] = conn.execute("SELECT value FROM wfe_meta WHERE key = 'schema_version'")
     finally:
         conn.close()
-    assert version == str(SCHEMA_VERSION) == "5"
+    assert version == str(SCHEMA_VERSION) == "6"

@@ -598,7 +598,7 @@ def test_a_worker_on_a_store_it_cannot_use_fails_at_once(wfe, tmp_path) -> None:
     worker = wfe("worker", APP, "--store", f"sqlite://{store}?timeout=30", check=False)
     assert worker.returncode == 1
     assert worker.stderr.strip().splitlines()[-1] == (
-        f"Error: {store} was written by a newer wfcore (schema 99, this code knows 5); "
+        f"Error: {store} was written by a newer wfcore (schema 99, this code knows 6); "
         "upgrade wfcore to use it"
     )
     assert "waiting for the store" not in worker.stderr

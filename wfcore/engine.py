@@ -55,6 +55,7 @@ from .model import (
     WorkflowSpec,
     actor_name,
     answer_validator,
+    priority_problem,
     utcnow,
 )
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
@@ -92,6 +93,7 @@ _REQUEST_FIELDS = frozenset(
         "context",
         "run_after",
         "artifacts",
+        "priority",
     )
 )
 
@@ -679,6 +681,7 @@ class ECSWorkflowEngine:
         context: dict[str, Any] | None = None,
         run_after: datetime | timedelta | float | None = None,
         artifacts: Mapping[str, SubmittedFile] | None = None,
+        priority: int = 0,
     ) -> Task:
         """Queue a task and return it once it is durable.
 
@@ -689,7 +692,9 @@ class ECSWorkflowEngine:
         seconds); until then it is PENDING and no worker claims it. ``artifacts``
         gives the task files to start with, by artifact name: bytes, or a
         :class:`~pathlib.Path` to copy; they are stored before the task, so its first
-        phase finds them.
+        phase finds them. ``priority`` (an integer from -1000 to 1000, 0 by default)
+        puts it ahead of the ready tasks of lower priority: workers claim the highest
+        first, and the tasks of one priority in the order they became ready.
         """
         [task] = await self.submit_tasks(
             [
@@ -702,6 +707,7 @@ class ECSWorkflowEngine:
                     "context": context,
                     "run_after": run_after,
                     "artifacts": artifacts,
+                    "priority": priority,
                 }
             ]
         )
@@ -724,10 +730,10 @@ class ECSWorkflowEngine:
 
         Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
         ``workflow_name``, and optionally ``classification``, ``assigned_to``,
-        ``task_id``, ``context``, ``run_after``, ``artifacts``). A bad request (InvalidTaskError,
-        UnknownWorkflowError) raises before anything is stored; with
-        ``return_exceptions=True`` its error takes its place in the result instead
-        and the good requests are stored. Store failures always raise.
+        ``task_id``, ``context``, ``run_after``, ``artifacts``, ``priority``). A bad
+        request (InvalidTaskError, UnknownWorkflowError) raises before anything is
+        stored; with ``return_exceptions=True`` its error takes its place in the result
+        instead and the good requests are stored. Store failures always raise.
         """
         if isinstance(requests, (str, bytes, Mapping)):
             raise InvalidTaskError(
@@ -800,6 +806,11 @@ class ECSWorkflowEngine:
             if problem is not None:
                 raise InvalidTaskError(f"task context must be JSON-serializable: {problem}")
         run_after = _start_time(request.get("run_after"))
+        priority = request.get("priority")
+        priority = 0 if priority is None else priority
+        problem = priority_problem(priority)
+        if problem is not None:
+            raise InvalidTaskError(f"priority {problem}")
         files: dict[str, SubmittedFile] = {}
         if request.get("artifacts") is not None:
             try:
@@ -822,9 +833,12 @@ class ECSWorkflowEngine:
             assigned_to=task_type,
             context=dict(context) if context else {},
             run_after=run_after,
+            priority=priority,
             **kwargs,
         )
         details: dict[str, Any] = {} if run_after is None else {"run_after": run_after.isoformat()}
+        if priority:
+            details["priority"] = priority
         if files:
             details["artifacts"] = list(files)
         task.record("submitted", workflow=workflow_name, classification=classification, **details)

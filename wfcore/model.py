@@ -23,6 +23,8 @@ __all__ = [
     "ANSWER_FORMATS",
     "DEFINE_WORKFLOW",
     "MAX_ACTOR_CHARS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "Artifact",
     "Phase",
     "Task",
@@ -33,6 +35,7 @@ __all__ = [
     "answer_validator",
     "is_date_time",
     "new_task_id",
+    "priority_problem",
     "utcnow",
     "utcnow_iso",
 ]
@@ -536,7 +539,11 @@ class Task:
     ``event``). A handler may set ``next_classification`` to choose among several
     next phases. ``waiting_reason``, ``deadline`` and ``reply`` describe a suspended
     task: what it waits for, until when, and the answer given to a phase that
-    resumes where it left off. ``version`` is the store's concurrency token.
+    resumes where it left off. ``priority`` orders the tasks ready to run: a
+    worker claims those of the highest first (from ``MIN_PRIORITY`` to
+    ``MAX_PRIORITY``; 0 by default), each priority in the order its tasks became
+    ready; a phase may change it for the phases after it. ``version`` is the
+    store's concurrency token.
     """
 
     data: Any = None
@@ -561,6 +568,7 @@ class Task:
     reply: Any = None
     resume_in_phase: bool = False
     run_after: datetime | None = None
+    priority: int = 0
     version: int = 0
 
     def copy(self) -> Task:
@@ -628,6 +636,21 @@ def _make_copier() -> Any:
 
 
 _copy_fields = _make_copier()
+
+
+MIN_PRIORITY = -1000
+"""The lowest priority a task can have."""
+MAX_PRIORITY = 1000
+"""The highest priority a task can have."""
+
+
+def priority_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a task's priority, or None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, not {value!r}"
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        return f"must be from {MIN_PRIORITY} to {MAX_PRIORITY}, not {value}"
+    return None
 
 
 MAX_ACTOR_CHARS = 200

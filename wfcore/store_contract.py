@@ -371,6 +371,7 @@ class StoreContract:
             reply={"approved": False, "note": "shorter"},
             resume_in_phase=True,
             run_after=now + timedelta(hours=3),
+            priority=-7,
             version=7,
         )
         task.record("submitted", by="someone")
@@ -426,6 +427,7 @@ class StoreContract:
         task.reply = {"uploaded": True}
         task.resume_in_phase = True
         task.run_after = now + timedelta(hours=1)
+        task.priority = 250
         _check_all_set(task)
         written = task.copy()
         assert await store.update_task(task)
@@ -635,6 +637,44 @@ class StoreContract:
             "after a was inserted. Order claims by that time (ties in insertion order), "
             "not by id or created_at"
         )
+
+    @_with_store
+    async def test_claim_takes_the_highest_priority_first(self, store: Any) -> None:
+        """Of the ready tasks, claim takes those of the highest priority first, and
+        those of one priority by how long each has been ready. A task of a higher
+        priority that is not ready yet (delayed, or leased) waits its turn; a priority
+        written by update_task counts from that write on, whichever workflows the
+        claim is for."""
+        now = datetime.now(timezone.utc)
+        await store.insert_task(_task(1))
+        await store.insert_task(_task(2, priority=5))
+        await store.insert_task(_task(3, priority=-3))
+        await store.insert_task(_task(4, priority=5))
+        await store.insert_task(_task(5, priority=9, run_after=now + timedelta(hours=1)))
+        await store.insert_task(_task(6, priority=1000, workflow_name="other"))
+        await store.insert_task(_task(7))
+        order = [t.id for t in await store.claim("w", 3, 30, workflows=["w"])]
+        order += [(await store.claim("w", 1, 30, workflows=["w"]))[0].id for _ in range(2)]
+        # The order within one claim's list is not part of the rule.
+        assert sorted(order[:3]) == ["task-1", "task-2", "task-4"], (
+            f"claim took {order[:3]} first, not the two tasks of priority 5 and the "
+            "oldest of priority 0"
+        )
+        assert order[3:] == ["task-7", "task-3"], (
+            f"after the priority 5 tasks and task-1, claim took {order[3:]}: expected "
+            "task-7 (priority 0, ready after task-1) then task-3 (priority -3); the "
+            "delayed priority 9 task-5 must not be taken before its run_after"
+        )
+        [task] = [t for t in await store.claim("w", 10, 30) if t.id == "task-6"]
+        # Given back with a new priority: it goes ahead of those of the old one.
+        task.status, task.priority = TaskStatus.PENDING, -1000
+        assert await store.update_task(task)
+        await store.insert_task(_task(8, priority=-999, workflow_name="other"))
+        assert [t.id for t in await store.claim("w", 1, 30)] == ["task-8"], (
+            "a task written back with priority -1000 was claimed before one inserted "
+            "later with -999: claim must order by the priority of the task's last write"
+        )
+        assert (await store.get_task("task-6")).priority == -1000
 
     @_with_store
     async def test_a_run_after_written_by_update_delays_the_task(self, store: Any) -> None:

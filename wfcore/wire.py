@@ -73,6 +73,7 @@ _OMITTABLE: tuple[tuple[str, Any], ...] = (
     ("reply", None),
     ("resume_in_phase", False),
     ("run_after", None),
+    ("priority", 0),
 )
 
 
@@ -105,6 +106,7 @@ def task_body(task: Task, *, sparse: bool = False) -> dict[str, Any]:
         "reply": task.reply,
         "resume_in_phase": task.resume_in_phase,
         "run_after": None if task.run_after is None else task.run_after.isoformat(),
+        "priority": task.priority,
     }
     if sparse:
         for name, default in _OMITTABLE:

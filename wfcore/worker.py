@@ -47,6 +47,7 @@ from .model import (
     TaskType,
     WorkflowSpec,
     copy_json,
+    priority_problem,
     utcnow,
 )
 from .plugins import call_first
@@ -730,6 +731,7 @@ class Worker:
         started = time.monotonic()
         task_id = task.id
         owned = (task.attempts, task.outputs, task.artifacts)
+        priority = task.priority
         self._in_phase[task_id] = task
         failure: BaseException | None = None
         try:
@@ -752,6 +754,7 @@ class Worker:
                 raise InvalidTaskError("a phase must not change task.id")
             _check_engine_fields(task, *owned)
             _check_json(task)
+            _check_priority(task, priority)
         except asyncio.CancelledError:
             raise
         # SystemExit too: argparse and click exit on bad input, and one phase's bad
@@ -1299,6 +1302,15 @@ def _check_json(task: Task) -> None:
         if problem is not None:
             setattr(task, name, None)
             raise InvalidTaskError(f"task.{name} must be text or None: {problem}")
+
+
+def _check_priority(task: Task, before: int) -> None:
+    """Fail the attempt when a phase leaves a priority no store can order by,
+    putting back the one it started with."""
+    problem = priority_problem(task.priority)
+    if problem is not None:
+        task.priority = before
+        raise InvalidTaskError(f"task.priority {problem}")
 
 
 def _printed(value: Any) -> Any:

@@ -303,8 +303,8 @@ class Store(abc.ABC):
         *,
         workflows: Sequence[str] | None = None,
     ) -> list[Task]:
-        """Lease to ``owner`` up to ``limit`` runnable tasks, those ready longest,
-        and return them.
+        """Lease to ``owner`` up to ``limit`` runnable tasks and return them: those
+        of the highest ``priority`` first, and of one priority those ready longest.
 
         When a task became ready, by its status:
 
@@ -316,8 +316,10 @@ class Store(abc.ABC):
           (or when a write left it without a lease);
         - WAITING_*: at its ``deadline`` (with none, it never becomes ready).
 
-        Tasks ready at the same moment go in insertion order; never by id, which
-        need not sort by age. The order of the returned list is free.
+        Tasks of one priority ready at the same moment go in insertion order; never
+        by id, which need not sort by age. A task's priority is the one last
+        written (insert, :meth:`update_task`). The order of the returned list is
+        free.
 
         Choosing and leasing are one atomic step across processes: two claims at
         once never both get a task. Every claimed task, a WAITING one too, is

@@ -59,14 +59,19 @@ class _Row:
 
 
 class MemoryStore(Store):
-    """Tasks in a dict, runnable ones in a heap ordered by when they become ready."""
+    """Tasks in a dict; runnable ones in a heap ordered by when they become ready,
+    and those ready in one ordered by priority, then by when they became ready."""
 
     durable = False  # gone with the process
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self._rows: dict[str, _Row] = {}
-        self._ready: list[tuple[float, int, str]] = []
+        # Scheduled rows by priority, each priority's in a heap by when they become
+        # ready: (ready_at, seq, id). An entry a later change made stale (the row
+        # rescheduled, or given another priority) stays until popped, and is
+        # skipped then. Few priorities are in use at once: a claim looks at each.
+        self._ready: dict[int, list[tuple[float, int, str]]] = {}
         self._seq = itertools.count()
         self._workflows: dict[str, WorkflowSpec] = {}
         # consumer -> {task id: the version of the finish to publish}
@@ -97,7 +102,10 @@ class MemoryStore(Store):
     def _schedule(self, row: _Row, ready_at: float | None) -> None:
         row.ready_at = ready_at
         if ready_at is not None:
-            heapq.heappush(self._ready, (ready_at, row.seq, row.task.id))
+            heap = self._ready.get(row.task.priority)
+            if heap is None:
+                heap = self._ready[row.task.priority] = []
+            heapq.heappush(heap, (ready_at, row.seq, row.task.id))
 
     async def save_workflow(self, spec: WorkflowSpec) -> None:
         self._workflows[spec.name] = spec
@@ -241,15 +249,38 @@ class MemoryStore(Store):
         now = time.time()
         expires = now + lease_seconds
         claimed: list[Task] = []
+        for priority in sorted(self._ready, reverse=True):
+            heap = self._ready[priority]
+            self._claim_from(heap, priority, now, owner, expires, limit, workflows, claimed)
+            if not heap:
+                del self._ready[priority]
+            if len(claimed) >= limit:
+                break
+        if claimed:
+            await asyncio.sleep(0)
+        return claimed
+
+    def _claim_from(
+        self,
+        heap: list[tuple[float, int, str]],
+        priority: int,
+        now: float,
+        owner: str,
+        expires: float,
+        limit: int,
+        workflows: Sequence[str] | None,
+        claimed: list[Task],
+    ) -> None:
+        """Claim into ``claimed``, up to ``limit``, the ready tasks of one priority."""
         # Ready tasks of other workflows, put back once this claim is done. (A
         # linear cost in their number: fine for a store that lives in one process.)
         passed_over = []
-        while self._ready and len(claimed) < limit and self._ready[0][0] <= now:
-            entry = heapq.heappop(self._ready)
+        while heap and len(claimed) < limit and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
             ready_at, _, task_id = entry
             row = self._rows.get(task_id)
-            if row is None or row.ready_at != ready_at:
-                continue  # a stale heap entry: the row was rescheduled since
+            if row is None or row.ready_at != ready_at or row.task.priority != priority:
+                continue  # a stale entry: the row was rescheduled since
             if workflows is not None and row.task.workflow_name not in workflows:
                 passed_over.append(entry)
                 continue
@@ -263,10 +294,7 @@ class MemoryStore(Store):
             self._schedule(row, expires)
             claimed.append(_snapshot(row.task))
         for entry in passed_over:
-            heapq.heappush(self._ready, entry)
-        if claimed:
-            await asyncio.sleep(0)
-        return claimed
+            heapq.heappush(heap, entry)
 
     async def renew(self, owner: str, task_ids: Sequence[str], lease_seconds: float) -> set[str]:
         expires = time.time() + lease_seconds

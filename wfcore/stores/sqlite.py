@@ -52,8 +52,9 @@ logger = logging.getLogger("wfcore")
 #: The schema version this code writes; a newer database is refused, an older
 #: one upgraded in place (1 -> 2: history moved to a column of its own; 2 -> 3:
 #: outbox rows record the version of the finish they stand for; 3 -> 4: the
-#: indexes in ``_SCHEMA_4_INDEXES``; 4 -> 5: the ``history_parts`` table).
-SCHEMA_VERSION = 5
+#: indexes in ``_SCHEMA_4_INDEXES``; 4 -> 5: the ``history_parts`` table; 5 -> 6:
+#: the ``priority`` column, claims ordered by it).
+SCHEMA_VERSION = 6
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
@@ -82,9 +83,9 @@ CREATE TABLE tasks (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     doc TEXT NOT NULL,
-    history TEXT
+    history TEXT,
+    priority INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX tasks_ready ON tasks (ready_at) WHERE ready_at IS NOT NULL;
 CREATE INDEX tasks_status ON tasks (status);
 CREATE INDEX tasks_owner ON tasks (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE TABLE workflows (name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL);
@@ -123,22 +124,32 @@ _SCHEMA_5_HISTORY_PARTS = (
     "count INTEGER NOT NULL, entries TEXT NOT NULL, PRIMARY KEY (task_id, part)) WITHOUT ROWID"
 )
 
+# Schema 6: claims take the highest priority first, so the ready tasks are indexed
+# by priority, then by when they became ready; the index by ready time alone, and
+# the one per workflow, were for claims in ready order only.
+_SCHEMA_6_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS tasks_ready_priority "
+    "ON tasks (priority, ready_at) WHERE ready_at IS NOT NULL",
+    "DROP INDEX IF EXISTS tasks_ready",
+    "DROP INDEX IF EXISTS tasks_ready_workflow",
+)
+
 _ADD_META = "INSERT INTO wfe_meta (key, value) VALUES (?, ?)"
 
 _INSERT = (
-    "INSERT INTO tasks (id, status, workflow_name, classification, ready_at, version, "
-    "created_at, updated_at, doc, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "INSERT INTO tasks (id, status, workflow_name, classification, priority, ready_at, "
+    "version, created_at, updated_at, doc, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO NOTHING"
 )
 
 
 _UPDATE_KEEPING_LEASE = (
-    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
+    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, priority = ?, "
     "ready_at = lease_expires, version = version + 1, updated_at = ?, doc = ?, history = ? "
     "WHERE id = ? AND version = ?"
 )
 _UPDATE_RELEASING_LEASE = (
-    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, "
+    "UPDATE tasks SET status = ?, workflow_name = ?, classification = ?, priority = ?, "
     "ready_at = ?, lease_owner = NULL, lease_expires = NULL, "
     "version = version + 1, updated_at = ?, doc = ?, history = ? "
     "WHERE id = ? AND version = ?"
@@ -165,6 +176,53 @@ _UNREADABLE = "StoreError: the stored task could not be read, so it was failed (
 
 # ROW_COLUMNS in a join with another table that has some of their names (version).
 _TASK_ROW_COLUMNS = row_columns("tasks")
+
+
+def _ready_rows(
+    conn: sqlite3.Connection, now: float, limit: int, workflow: str | None = None
+) -> list[tuple[int, float, int]]:
+    """Up to ``limit`` ready tasks (of ``workflow``, if given) as (priority, ready
+    time, rowid): the highest priority first, and in each the oldest ready first.
+
+    One index range per priority in use, from the highest down, found by seeking
+    the index rather than reading it: a claim reads only the rows it takes, whatever
+    the number of tasks of a higher priority that are not ready yet (delayed, or
+    running under a lease).
+    """
+    head: tuple[str, ...] = ()
+    if workflow is None:
+        index, where = "tasks_ready_priority", ""
+    else:
+        index, where, head = "tasks_ready_workflow_priority", "workflow_name = ? AND ", (workflow,)
+    source = f"FROM tasks INDEXED BY {index} WHERE {where}ready_at IS NOT NULL"
+    found: list[tuple[int, float, int]] = []
+    priority = conn.execute(f"SELECT max(priority) {source}", head).fetchone()[0]
+    while priority is not None and len(found) < limit:
+        found += conn.execute(
+            f"SELECT priority, ready_at, rowid {source} AND priority = ? AND ready_at <= ? "
+            "ORDER BY ready_at, rowid LIMIT ?",
+            (*head, priority, now, limit - len(found)),
+        ).fetchall()
+        priority = conn.execute(
+            f"SELECT max(priority) {source} AND priority < ?", (*head, priority)
+        ).fetchone()[0]
+    return found
+
+
+def _claim_rows(
+    conn: sqlite3.Connection, rowids: list[int], owner: str, now: float, lease_seconds: float
+) -> list[tuple[Any, ...]]:
+    """Lease the tasks at ``rowids`` to ``owner``; their rows, in that order."""
+    if not rowids:
+        return []
+    rows = conn.execute(
+        f"UPDATE tasks SET {_CLAIM} WHERE rowid IN "
+        f"(SELECT value FROM json_each(:rowids)) RETURNING rowid, {ROW_COLUMNS}",
+        _claim_params(owner, now, lease_seconds, rowids=json.dumps(rowids)),
+    ).fetchall()
+    # RETURNING gives no order: the claim's order is the order they run in.
+    where = {rowid: i for i, rowid in enumerate(rowids)}
+    return [row[1:] for row in sorted(rows, key=lambda row: where[row[0]])]
 
 
 def _claim_params(owner: str, now: float, lease_seconds: float, **more: Any) -> dict[str, Any]:
@@ -636,6 +694,7 @@ class SQLiteStore(Store):
                     *((s, ()) for s in _SCHEMA.split(";") if s.strip()),
                     *((s, ()) for s in _SCHEMA_4_INDEXES),
                     (_SCHEMA_5_HISTORY_PARTS, ()),
+                    *((s, ()) for s in _SCHEMA_6_INDEXES),
                     (f"PRAGMA application_id={APPLICATION_ID}", ()),
                     *(
                         (_ADD_META, item)
@@ -700,6 +759,14 @@ class SQLiteStore(Store):
             steps.extend((statement, ()) for statement in _SCHEMA_4_INDEXES)
         if version < 5:
             steps.append((_SCHEMA_5_HISTORY_PARTS, ()))
+        if version < 6:
+            task_columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
+            if "priority" not in task_columns:
+                steps.append(
+                    ("ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0", ())
+                )
+            # Reads every ready task once, as schema 4's indexes did.
+            steps.extend((statement, ()) for statement in _SCHEMA_6_INDEXES)
         if version < SCHEMA_VERSION:
             steps.append(
                 (
@@ -907,6 +974,7 @@ class SQLiteStore(Store):
             task.status.value,
             task.workflow_name,
             task.classification,
+            task.priority,
             _ready_at(task, created),
             task.version,
             created,
@@ -1053,7 +1121,12 @@ class SQLiteStore(Store):
         task.updated_at = _utc(now)
         doc, history = self._rows.encode(task)
         finished = task.status.is_finished
-        head: tuple[Any, ...] = (task.status.value, task.workflow_name, task.classification)
+        head: tuple[Any, ...] = (
+            task.status.value,
+            task.workflow_name,
+            task.classification,
+            task.priority,
+        )
         if keep_lease:  # ready again when the lease runs out, as set by claim
             sql = _UPDATE_KEEPING_LEASE
         else:
@@ -1106,12 +1179,8 @@ class SQLiteStore(Store):
 
         def write(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = time.time()
-            return conn.execute(
-                f"UPDATE tasks SET {_CLAIM} WHERE rowid IN (SELECT rowid FROM tasks "
-                "WHERE ready_at <= :now ORDER BY ready_at, rowid LIMIT :limit) "
-                f"RETURNING {ROW_COLUMNS}",
-                _claim_params(owner, now, lease_seconds, limit=int(limit)),
-            ).fetchall()
+            chosen = _ready_rows(conn, now, int(limit))
+            return _claim_rows(conn, [rowid for *_, rowid in chosen], owner, now, lease_seconds)
 
         return await self._claimed(await self._write(write))
 
@@ -1138,7 +1207,7 @@ class SQLiteStore(Store):
     ) -> list[Task]:
         """``claim`` restricted to some workflows.
 
-        Each workflow's oldest ready tasks come from an index on (workflow, ready
+        Each workflow's ready tasks come from an index on (workflow, priority, ready
         time), made when the first such claim is made: stores whose workers all run
         every workflow don't pay for keeping it. Merging per-workflow lists keeps a
         claim quick whatever the backlog of the workflows not asked for.
@@ -1146,26 +1215,17 @@ class SQLiteStore(Store):
 
         def write(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             conn.execute(
-                "CREATE INDEX IF NOT EXISTS tasks_ready_workflow "
-                "ON tasks (workflow_name, ready_at) WHERE ready_at IS NOT NULL"
+                "CREATE INDEX IF NOT EXISTS tasks_ready_workflow_priority "
+                "ON tasks (workflow_name, priority, ready_at) WHERE ready_at IS NOT NULL"
             )
             now = time.time()
             candidates = []
             for name in dict.fromkeys(workflows):
-                candidates += conn.execute(
-                    "SELECT ready_at, rowid FROM tasks INDEXED BY tasks_ready_workflow "
-                    "WHERE workflow_name = ? AND ready_at <= ? ORDER BY ready_at, rowid LIMIT ?",
-                    (name, now, int(limit)),
-                ).fetchall()
-            chosen = [rowid for _, rowid in sorted(candidates)[: int(limit)]]
-            rows = conn.execute(
-                f"UPDATE tasks SET {_CLAIM} WHERE rowid IN "
-                f"(SELECT value FROM json_each(:rowids)) RETURNING rowid, {ROW_COLUMNS}",
-                _claim_params(owner, now, lease_seconds, rowids=json.dumps(chosen)),
-            ).fetchall()
-            # RETURNING gives no order; the oldest first reads best in a worker's log.
-            where = {rowid: i for i, rowid in enumerate(chosen)}
-            return [row[1:] for row in sorted(rows, key=lambda row: where[row[0]])]
+                candidates += _ready_rows(conn, now, int(limit), workflow=name)
+            # Highest priority first; within one, the oldest ready first.
+            candidates.sort(key=lambda row: (-row[0], row[1], row[2]))
+            chosen = [rowid for *_, rowid in candidates[: int(limit)]]
+            return _claim_rows(conn, chosen, owner, now, lease_seconds)
 
         return await self._claimed(await self._write(write))
 

@@ -1,0 +1,155 @@
+"""Task priority: workers take the ready tasks of the highest priority first."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from core_util import wait_for
+
+from wfcore import InvalidTaskError, Phase, Task, TaskStatus
+
+
+def _recording_engine(make_engine: Any, ran: list[str]) -> Any:
+    """An engine that runs one task at a time and records the order they ran in."""
+    engine = make_engine(max_concurrency=1)
+
+    async def work(task: Task) -> None:
+        ran.append(task.data)
+        task.output = task.data
+
+    engine.register_handler("work", work)
+    engine.register_workflow("jobs", [Phase("work", assigned_to="functional")])
+    return engine
+
+
+def test_a_worker_runs_the_highest_priority_first(make_engine, wfe_run) -> None:
+    """Queued before the worker starts (a backlog), tasks run by priority, and those
+    of one priority in the order they were submitted; a delayed task of the highest
+    priority waits for its time."""
+    ran: list[str] = []
+    engine = _recording_engine(make_engine, ran)
+
+    async def scenario() -> list[Task]:
+        await engine.submit_task("low-1", "jobs", priority=-5)
+        await engine.submit_task("normal-1", "jobs")
+        await engine.submit_task("urgent-1", "jobs", priority=100)
+        await engine.submit_task("later", "jobs", priority=1000, run_after=timedelta(hours=1))
+        await engine.submit_tasks(
+            [
+                {"data": "normal-2", "workflow_name": "jobs", "priority": 0},
+                {"data": "urgent-2", "workflow_name": "jobs", "priority": 100},
+                {"data": "low-2", "workflow_name": "jobs", "priority": -5},
+            ]
+        )
+        worker = asyncio.create_task(engine.run())
+        await wait_for(lambda: len(ran) == 6, what="the six ready tasks to run")
+        engine.stop()
+        await worker
+        return await engine.list_tasks()
+
+    tasks = wfe_run(scenario())
+    assert ran == ["urgent-1", "urgent-2", "normal-1", "normal-2", "low-1", "low-2"]
+    pending = [t for t in tasks if t.status is TaskStatus.PENDING]
+    assert [(t.data, t.priority) for t in pending] == [("later", 1000)]
+
+
+def test_a_task_keeps_its_priority_through_its_life(make_engine, wfe_run) -> None:
+    """The priority is stored with the task, said in its submitted event, kept by a
+    retry; a task submitted again under its id keeps the first one's."""
+    engine = make_engine()
+
+    async def fail(task: Task) -> None:
+        raise RuntimeError("not yet")
+
+    engine.register_handler("flaky", fail)
+    engine.register_workflow("w", [Phase("flaky", assigned_to="functional")])
+
+    async def scenario() -> tuple[Task, Task, Task]:
+        first = await engine.submit_task({}, "w", task_id="t-1", priority=7)
+        again = await engine.submit_task({}, "w", task_id="t-1", priority=-7)
+        await engine.run_until_idle()
+        await engine.retry("t-1")
+        return first, again, await engine.get_task("t-1")
+
+    first, again, retried = wfe_run(scenario())
+    assert first.priority == again.priority == 7
+    assert first.history[0]["event"] == "submitted" and first.history[0]["priority"] == 7
+    assert retried.status is TaskStatus.PENDING and retried.priority == 7
+
+
+def test_a_priority_of_0_is_not_recorded(make_engine, wfe_run) -> None:
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+    task = wfe_run(engine.submit_task({}, "w"))
+    assert task.priority == 0 and "priority" not in task.history[0]
+
+
+def test_a_phase_may_change_the_priority(make_engine, wfe_run) -> None:
+    """A triage phase raising a task's priority: stored with the phase's result, it
+    orders the task's next wait for a worker (here, after a person's answer)."""
+    engine = make_engine()
+
+    async def triage(task: Task) -> None:
+        task.priority = 50 if task.data["severity"] == "critical" else -50
+
+    engine.register_handler("triage", triage)
+    engine.register_workflow(
+        "tickets", [Phase("triage", assigned_to="functional"), Phase("answer", assigned_to="human")]
+    )
+
+    async def scenario() -> list[Task]:
+        for severity in ("minor", "critical"):
+            await engine.submit_task({"severity": severity}, "tickets")
+        await engine.run_until_idle()
+        return await engine.list_tasks()
+
+    tasks = wfe_run(scenario())
+    assert sorted((t.data["severity"], t.priority, t.status) for t in tasks) == [
+        ("critical", 50, TaskStatus.WAITING_HUMAN),
+        ("minor", -50, TaskStatus.WAITING_HUMAN),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("high", "must be an integer from -1000 to 1000, not 'high'"),
+        (True, "must be an integer from -1000 to 1000, not True"),
+        (2.5, "must be an integer from -1000 to 1000, not 2.5"),
+        (1001, "must be from -1000 to 1000, not 1001"),
+        (-(10**9), "must be from -1000 to 1000, not -1000000000"),
+    ],
+)
+def test_a_bad_priority_is_refused_naming_it(make_engine, wfe_run, value, problem) -> None:
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+    with pytest.raises(InvalidTaskError) as refused:
+        wfe_run(engine.submit_task({}, "w", priority=value))
+    assert str(refused.value) == f"priority {problem}"
+    with pytest.raises(InvalidTaskError, match=r"^priority must"):
+        wfe_run(engine.submit_tasks([{"data": {}, "workflow_name": "w", "priority": value}]))
+    assert wfe_run(engine.list_tasks()) == []
+
+
+def test_a_phase_that_sets_a_bad_priority_fails_its_attempt(make_engine, wfe_run) -> None:
+    """The attempt fails, saying why, and the stored task keeps its priority."""
+    engine = make_engine()
+
+    async def bad(task: Task) -> None:
+        task.priority = 10**6
+
+    engine.register_handler("bad", bad)
+    engine.register_workflow("w", [Phase("bad", assigned_to="functional")])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task({}, "w", priority=3)
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "InvalidTaskError: task.priority must be from -1000 to 1000, not 1000000"
+    assert task.priority == 3
