@@ -64,7 +64,7 @@ def test_a_running_worker_submits_and_runs_the_task_of_each_slot(make_engine, wf
 
     engine.register_handler("report", report)
     engine.register_workflow("w", [Phase("report")])
-    engine.register_schedule("tick", "w", every=1, data={"scope": "all"})
+    engine.register_schedule("tick", "w", every=1, data={"scope": "all"}, priority=20)
 
     async def scenario() -> list[Task]:
         async with background(engine):
@@ -77,7 +77,7 @@ def test_a_running_worker_submits_and_runs_the_task_of_each_slot(make_engine, wf
     assert _one_second_apart(slots)
     for task, slot in zip(tasks, slots, strict=True):
         assert task.id.startswith("tick@")
-        assert task.data == {"scope": "all"}
+        assert task.data == {"scope": "all"} and task.priority == 20
         assert task.context == {"schedule": "tick", "slot": slot.isoformat()}
         assert task.output == {"for": slot.isoformat(), "scope": "all"}
         # Submitted at its slot, not before it.
@@ -199,6 +199,8 @@ def test_a_schedule_of_an_unknown_workflow_is_said_at_start_and_at_each_slot(
         ({"grace": timedelta(seconds=-90)}, InvalidWorkflowError, "more than 0 seconds, not -90$"),
         ({"data": {"s": {1}}}, InvalidTaskError, "data must be JSON-serializable"),
         ({"assigned_to": "robot"}, InvalidTaskError, "unknown assigned_to 'robot'"),
+        ({"priority": 5000}, InvalidTaskError, "priority must be from -1000 to 1000, not 5000$"),
+        ({"priority": "high"}, InvalidTaskError, "priority must be an integer from -1000"),
     ],
 )
 def test_a_bad_schedule_is_refused_naming_the_problem(

@@ -428,6 +428,7 @@ class ECSWorkflowEngine:
         classification: str | None = None,
         assigned_to: TaskType | str = "ai",
         grace: float | timedelta | None = None,
+        priority: int = 0,
     ) -> Schedule:
         """Submit a task to ``workflow_name`` every ``every`` (seconds or a timedelta,
         whole seconds), at ``start + k * every``: ``start`` is timezone-aware, by
@@ -437,7 +438,8 @@ class ECSWorkflowEngine:
         ``schedule`` and ``slot`` (the time, ISO 8601). A slot that came while no
         worker ran is submitted by the first to start within ``grace`` of it
         (default: ``every``, at most an hour), else skipped. A worker submits slots
-        while it runs (``run()``, ``run_until_idle()``).
+        while it runs (``run()``, ``run_until_idle()``). ``data``, ``classification``,
+        ``assigned_to`` and ``priority`` are the task's, as in :meth:`submit_task`.
         """
         schedule = Schedule(
             name,
@@ -448,6 +450,7 @@ class ECSWorkflowEngine:
             classification=classification,
             assigned_to=assigned_to,
             grace=grace,
+            priority=priority,
         )
         if name in self._schedules:
             raise InvalidWorkflowError(f"schedule {name!r} is registered already")

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from .errors import InvalidTaskError, InvalidWorkflowError
-from .model import TaskType
+from .model import TaskType, priority_problem
 
 __all__ = ["EPOCH", "Schedule"]
 
@@ -50,7 +50,8 @@ class Schedule:
     """Submit a task to ``workflow_name`` every ``every`` seconds, at the slots
     ``start + k * every`` (``start``: a timezone-aware datetime, by default
     1970-01-01 UTC, so an hourly schedule runs on the hour). ``data``,
-    ``classification`` and ``assigned_to`` are the task's, as in ``submit_task``.
+    ``classification``, ``assigned_to`` and ``priority`` are the task's, as in
+    ``submit_task``.
     A slot is submitted by a worker running when it comes, or by the first to start
     within ``grace`` seconds after it (by default the smaller of ``every`` and an
     hour); later, it is skipped."""
@@ -63,6 +64,7 @@ class Schedule:
     classification: str | None = None
     assigned_to: TaskType = attrs.field(default=TaskType.AGENTIC, converter=_task_type)
     grace: float | None = attrs.field(default=None, converter=_as_seconds)
+    priority: int = 0
 
     def __attrs_post_init__(self) -> None:
         name = self.name
@@ -99,6 +101,9 @@ class Schedule:
                 f"schedule {name!r}: grace must be more than 0 seconds, not {grace:g}"
             )
         object.__setattr__(self, "grace", grace)
+        problem = priority_problem(self.priority)
+        if problem is not None:
+            raise InvalidTaskError(f"schedule {name!r}: priority {problem}")
         try:
             json.dumps(self.data, allow_nan=False)
         except (TypeError, ValueError) as exc:

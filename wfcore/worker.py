@@ -320,6 +320,7 @@ class Worker:
                     schedule.assigned_to,
                     task_id,
                     context={"schedule": schedule.name, "slot": slot.isoformat()},
+                    priority=schedule.priority,
                 )
             except StoreError:
                 raise  # the loop waits for the store, then this slot is tried again
