@@ -147,6 +147,45 @@ def test_commands_of_a_limited_phase_never_overlap(wfe_engine_factory, wfe_run, 
     assert all(lines[i][1] == lines[i + 1][1] for i in range(0, 10, 2))
 
 
+def test_a_slot_goes_to_the_waiting_task_of_the_highest_priority(make_engine, wfe_run):
+    """Tasks waiting for a phase's slot get it by priority, then in the order they came:
+    here the low-priority task reaches the limited phase first, the urgent one after."""
+    engine = make_engine()
+    gate = asyncio.Event()
+    prepared = {name: asyncio.Event() for name in ("holder", "low", "urgent", "normal")}
+    entered: list[str] = []
+
+    async def prep(task: Task) -> None:
+        await prepared[task.data].wait()
+
+    async def call(task: Task) -> None:
+        entered.append(task.data)
+        await gate.wait()
+
+    engine.register_handler("prep", prep)
+    engine.register_handler("call", call)
+    engine.register_workflow("w", [Phase("prep"), Phase("call", max_concurrency=1)])
+
+    async def scenario() -> None:
+        async with background(engine):
+            for name, priority in (("holder", 0), ("low", -5), ("urgent", 5), ("normal", 0)):
+                await engine.submit_task(name, "w", priority=priority)
+            await wait_for(lambda: engine.active_count == 4, what="all four to be claimed")
+            prepared["holder"].set()
+            await wait_for(lambda: entered == ["holder"], what="the holder in the phase")
+            # The others reach the slot one by one, in this order.
+            for waiting, name in enumerate(("low", "normal", "urgent"), start=1):
+                prepared[name].set()
+                await wait_for(
+                    lambda n=waiting: engine.waiting_for_slots == n, what=f"{name} at the slot"
+                )
+            gate.set()
+            await wait_for(lambda: len(entered) == 4, what="every task's phase")
+
+    wfe_run(scenario())
+    assert entered == ["holder", "urgent", "normal", "low"]
+
+
 def test_the_wait_for_a_slot_is_not_part_of_the_phase_timeout_or_time(make_engine, wfe_run):
     engine = make_engine(max_concurrency=10)
     limited = Overlap(work=0.15)

@@ -2,7 +2,8 @@
 
 A phase with ``max_concurrency`` (a subprocess that takes a core, an agent behind a
 rate limit) runs for at most that many of the worker's tasks at a time; the others
-wait for a slot, first come first served, holding their claim and lease meanwhile.
+wait for a slot, the highest priority first and of one priority first come first
+served, holding their claim and lease meanwhile.
 A stop ends every wait at once: a task still waiting has not started its phase, so
 it goes back to the store as it was.
 """
@@ -10,7 +11,8 @@ it goes back to the store as it was.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import heapq
+import itertools
 
 __all__ = ["PhaseSlots", "Slot", "SlotsClosed"]
 
@@ -42,7 +44,9 @@ class PhaseSlots:
 
     def __init__(self) -> None:
         self._running: dict[tuple[str, str], int] = {}
-        self._waiting: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
+        # Waiting tasks by (-priority, arrival, future): a heap per phase.
+        self._waiting: dict[tuple[str, str], list[tuple[int, int, asyncio.Future[None]]]] = {}
+        self._arrivals = itertools.count()
         self._closed = False
 
     def open(self) -> None:
@@ -54,7 +58,7 @@ class PhaseSlots:
         self._closed = True
         for queue in self._waiting.values():
             while queue:
-                future = queue.popleft()
+                _, _, future = heapq.heappop(queue)
                 if not future.done():
                     future.set_exception(SlotsClosed())
 
@@ -63,26 +67,29 @@ class PhaseSlots:
         has been limited in this worker (0 when none waits now)."""
         return {key: len(queue) for key, queue in self._waiting.items()}
 
-    async def take(self, workflow: str, phase: str, limit: int) -> Slot:
-        """A slot of the phase, once fewer than ``limit`` tasks hold one."""
+    async def take(self, workflow: str, phase: str, limit: int, priority: int = 0) -> Slot:
+        """A slot of the phase, once fewer than ``limit`` tasks hold one and no task
+        of a higher ``priority``, or of the same one that came earlier, waits."""
         if self._closed:
             raise SlotsClosed()
         key = (workflow, phase)
-        queue = self._waiting.setdefault(key, deque())
+        queue = self._waiting.setdefault(key, [])
         if self._running.get(key, 0) < limit and not queue:
             self._running[key] = self._running.get(key, 0) + 1
             return Slot(self, key, limit, 0.0)
         loop = asyncio.get_running_loop()
         started = loop.time()
         future: asyncio.Future[None] = loop.create_future()
-        queue.append(future)
+        entry = (-priority, next(self._arrivals), future)
+        heapq.heappush(queue, entry)
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._give(key, limit)  # handed over as this task was cancelled: pass it on
-            elif future in queue:
-                queue.remove(future)
+            elif entry in queue:
+                queue.remove(entry)
+                heapq.heapify(queue)
             raise
         return Slot(self, key, limit, loop.time() - started)
 
@@ -92,7 +99,7 @@ class PhaseSlots:
         self._running[key] -= 1
         queue = self._waiting.get(key)
         while queue and self._running[key] < limit:
-            future = queue.popleft()
+            _, _, future = heapq.heappop(queue)
             if not future.done():
                 self._running[key] += 1
                 future.set_result(None)

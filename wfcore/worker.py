@@ -660,7 +660,7 @@ class Worker:
             return await self._dispatch(task, spec, phase, None)
         try:
             slot = await self._slots.take(
-                spec.name, phase.target_classification, phase.max_concurrency
+                spec.name, phase.target_classification, phase.max_concurrency, task.priority
             )
         except SlotsClosed:
             return task  # not started: the stop hands it back as it is stored
