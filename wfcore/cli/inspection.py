@@ -103,6 +103,9 @@ def tasks(
     if not found:
         click.echo(f"no tasks (--offset {offset} of {total})" if offset and total else "no tasks")
         return
+    # PRIORITY only where a listed task has one other than 0, and just before NOTE:
+    # the columns scripts read by position (ID to UPDATED) stay where they were.
+    prioritized = any(t.priority for t in found)
     rows = [
         (
             t.id,
@@ -110,11 +113,13 @@ def tasks(
             t.classification or "-",
             t.status.value,
             t.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            *((t.priority,) if prioritized else ()),
             _short(t.error or t.waiting_reason or _starts(t)),
         )
         for t in found
     ]
-    _table(("ID", "WORKFLOW", "PHASE", "STATUS", "UPDATED (UTC)", "NOTE"), rows)
+    headers = ("ID", "WORKFLOW", "PHASE", "STATUS", "UPDATED (UTC)")
+    _table((*headers, *(("PRIORITY",) if prioritized else ()), "NOTE"), rows)
     last = offset + len(found)
     if last < total:
         which = str(last) if offset == 0 else f"{offset + 1} to {last}"
@@ -197,6 +202,7 @@ def show(
     if lease is not None:
         click.echo(f"worker    {_lease_text(*lease)}")
     click.echo(f"type      {_type_text(task, phase)}")
+    click.echo(f"priority  {task.priority}")
     click.echo(f"attempts  {task.attempts}")
     click.echo(f"version   {task.version}")
     click.echo(f"created   {task.created_at.isoformat()}")

@@ -4,6 +4,7 @@ and purge."""
 from __future__ import annotations
 
 import getpass
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ from ..errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
-from ..model import DEFINE_WORKFLOW, Task, TaskStatus, actor_name
+from ..model import (
+    DEFINE_WORKFLOW,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    Task,
+    TaskStatus,
+    actor_name,
+    priority_problem,
+)
 from ..stores.sqlite import SQLiteStore
 from ._base import (
     _FINISHED,
@@ -45,6 +54,22 @@ from ._base import (
 )
 
 _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
+
+
+def _priority(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """--priority's value, checked as submit_task checks it (and in its words), before
+    a store is opened or made."""
+    number = None
+    # Digits only: int() would also take 1_000 and other scripts' digits.
+    if re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        try:
+            number = int(value)
+        except ValueError:  # more digits than Python converts
+            pass
+    problem = priority_problem(value if number is None else number)
+    if problem is not None or number is None:
+        raise click.BadParameter(str(problem), param_hint="--priority")
+    return number
 
 
 @cli.command()
@@ -93,6 +118,15 @@ _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
     help="A file the task starts with, as the artifact NAME (default: the file's "
     "name); repeatable.",
 )
+@click.option(
+    "--priority",
+    default="0",
+    show_default=True,
+    metavar="N",
+    callback=_priority,
+    help=f"An integer from {MIN_PRIORITY} to {MAX_PRIORITY}: workers take the ready "
+    "tasks of the highest priority first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_store_option
 @click.pass_context
@@ -107,6 +141,7 @@ def submit(
     delay: str | None,
     at: str | None,
     artifacts: tuple[str, ...],
+    priority: int,
     as_json: bool,
     store: str | None,
 ) -> None:
@@ -134,7 +169,14 @@ def submit(
     new_folders = _missing_folders(new_file.parent) if new_file is not None else []
     name = None if workflow == "-" else workflow
     submitting = engine.submit_task(
-        payload, name, classification, assigned_to, task_id, run_after=run_after, artifacts=files
+        payload,
+        name,
+        classification,
+        assigned_to,
+        task_id,
+        run_after=run_after,
+        artifacts=files,
+        priority=priority,
     )
     try:
         # Input no click option could check: the workflow, classification or type
@@ -165,10 +207,20 @@ def submit(
         raise type(exc)(message) from None
     if new_store is not None:
         _note_created(new_file if new_file is not None else new_store.location)
-    if task_id is not None and (task.data != payload or task.workflow_name != name):
+    differ = [
+        what
+        for what, same in (
+            ("workflow", task.workflow_name == name),
+            ("data", task.data == payload),
+            ("priority", _submitted_priority(task) == priority),
+        )
+        if not same
+    ]
+    if task_id is not None and differ:
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
-            "(its workflow or data differ from this submission)",
+            f"(its {_listed(differ)} {'differs' if len(differ) == 1 else 'differ'} "
+            "from this submission)",
             err=True,
         )
     elif files and not _submitted_these(task, files):
@@ -203,6 +255,21 @@ def _note_not_made(engine: ECSWorkflowEngine) -> None:
             f"wfe: there is no store at {place}; none was left there (check --store and WFE_STORE)",
             err=True,
         )
+
+
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _submitted_priority(task: Task) -> int:
+    """The priority a task was submitted with (its submitted event records one other
+    than 0); a phase may have changed the task's own since."""
+    events = task.history[:1]
+    if events and isinstance(events[0], dict) and events[0].get("event") == "submitted":
+        recorded = events[0].get("priority", 0)
+        return recorded if isinstance(recorded, int) else task.priority
+    return task.priority
 
 
 def _submitted_these(task: Task, files: dict[str, Any]) -> bool:

@@ -1,0 +1,128 @@
+"""Task priority on the wfe command line: submit --priority, and show, tasks and
+retry keeping and showing it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_cli import APP
+
+# An app whose one phase notes each task's data in a file, in the order they run.
+_ORDER_APP = """\
+from pathlib import Path
+
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine(poll_interval=0.05)
+
+
+async def note(task):
+    with open(Path(__file__).with_name("ran.txt"), "a") as ran:
+        ran.write(f"{task.data}\\n")
+
+
+engine.register_handler("note", note)
+engine.register_workflow("jobs", [Phase("note", assigned_to="functional")])
+"""
+
+
+def test_submit_priority_is_stored_shown_and_listed(wfe) -> None:
+    plain = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
+    # Without priorities the table is as it always was.
+    assert wfe("tasks").stdout.splitlines()[0].split() == [
+        "ID",
+        "WORKFLOW",
+        "PHASE",
+        "STATUS",
+        "UPDATED",
+        "(UTC)",
+        "NOTE",
+    ]
+    submitted = wfe("submit", "review", "--data", '{"n": 2}', "--priority", "100", "--json")
+    urgent = json.loads(submitted.stdout)
+    assert urgent["priority"] == 100
+    assert urgent["history"][0]["priority"] == 100
+    low = wfe("submit", "review", "--data", '{"n": 3}', "--delay", "1h", "--priority", "-7")
+    low_id = low.stdout.strip()
+
+    assert "\npriority  100\n" in wfe("show", urgent["id"]).stdout
+    assert "\npriority  0\n" in wfe("show", plain).stdout
+    assert wfe("show", low_id).stdout.rstrip().endswith(" priority=-7")  # its submitted event
+    listed = {t["id"]: t["priority"] for t in json.loads(wfe("tasks", "--json").stdout)}
+    assert listed == {plain: 0, urgent["id"]: 100, low_id: -7}
+
+    # A PRIORITY column once a task has one, after the columns scripts read by
+    # position; NOTE stays last.
+    header, *rows = wfe("tasks").stdout.splitlines()
+    assert header.split() == [
+        "ID",
+        "WORKFLOW",
+        "PHASE",
+        "STATUS",
+        "UPDATED",
+        "(UTC)",
+        "PRIORITY",
+        "NOTE",
+    ]
+    by_id = {row.split()[0]: row for row in rows}
+    assert by_id[urgent["id"]].split()[3:] == ["pending", *by_id[urgent["id"]].split()[4:6], "100"]
+    assert by_id[plain].split()[6] == "0"
+    assert by_id[low_id].split()[6] == "-7" and "runs after 20" in by_id[low_id]
+
+
+def test_a_worker_takes_the_priorities_submitted_from_the_command_line(wfe, tmp_path: Path) -> None:
+    """Submitted before a worker starts, one at a time, tasks run highest priority
+    first, and each priority in the order of submission."""
+    (tmp_path / "order_app.py").write_text(_ORDER_APP)
+    app = "order_app:engine"
+    for n, priority in ((1, "-5"), (2, "0"), (3, "10"), (4, "10"), (5, "-5"), (6, None)):
+        given = () if priority is None else ("--priority", priority)
+        wfe("submit", "jobs", "--app", app, "--data", str(n), *given)
+    wfe("worker", app, "--concurrency", "1", "--until-idle", "--quiet")
+    assert (tmp_path / "ran.txt").read_text().split() == ["3", "4", "2", "6", "1", "5"]
+
+
+def test_retry_keeps_the_priority(wfe) -> None:
+    app = "failing_app:engine"
+    task_id = wfe(
+        "submit", "checked", "--app", app, "--data", '{"n": -1}', "--priority", "50"
+    ).stdout.strip()
+    wfe("worker", app, "--until-idle", "--quiet")
+    assert "\npriority  50\n" in wfe("show", task_id).stdout
+    retried = json.loads(wfe("retry", task_id, "--json").stdout)
+    assert (retried["status"], retried["priority"]) == ("pending", 50)
+
+
+def test_submit_refuses_a_bad_priority_before_making_a_store(wfe, tmp_path: Path) -> None:
+    for value, message in (
+        ("5000", "must be from -1000 to 1000, not 5000"),
+        ("-1001", "must be from -1000 to 1000, not -1001"),
+        ("high", "must be an integer from -1000 to 1000, not 'high'"),
+        ("1.5", "must be an integer from -1000 to 1000, not '1.5'"),
+        ("1_000", "must be an integer from -1000 to 1000, not '1_000'"),
+        ("", "must be an integer from -1000 to 1000, not ''"),
+    ):
+        bad = wfe("submit", "review", "--app", APP, "--priority", value, check=False)
+        assert bad.returncode == 2, bad.stderr
+        assert f"Error: Invalid value for --priority: {message}\n" in bad.stderr
+        assert bad.stdout == ""
+    assert not (tmp_path / "wfe.db").exists()
+    assert "--priority N" in (helped := wfe("submit", "--help").stdout)
+    assert "-1000 to 1000" in helped and "[default: 0]" in helped
+
+
+def test_submitting_an_existing_id_says_when_the_priority_differs(wfe) -> None:
+    args = ("submit", "review", "--app", APP, "--id", "t-1", "--data", '{"n": 1}')
+    wfe(*args, "--priority", "5")
+    same = wfe(*args, "--priority", "5")
+    assert same.stdout == "t-1\n" and same.stderr == ""
+    other = wfe(*args)
+    assert other.stdout == "t-1\n"
+    assert (
+        "note: task 't-1' already exists and was left as it is (its priority differs from "
+        "this submission)" in other.stderr
+    )
+    assert "\npriority  5\n" in wfe("show", "t-1").stdout
+    both = wfe(*args[:-1], '{"n": 2}')
+    assert "(its data and priority differ from this submission)" in both.stderr
