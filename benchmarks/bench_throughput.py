@@ -9,6 +9,11 @@ for each store given (default: sqlite normal, sqlite full, memory).
     python benchmarks/bench_throughput.py                 # all three, N=20000
     python benchmarks/bench_throughput.py -n 50000 --store memory
     python benchmarks/bench_throughput.py --store sqlite --workers 2   # 2 worker processes
+    python benchmarks/bench_throughput.py --urgent-every 100   # 1% at priority 10
+
+With ``--urgent-every K`` every K-th task is submitted at priority 10 (the rest at 0),
+and their latencies are reported apart: how long an urgent task takes to get through
+a worker busy with a burst of others.
 """
 
 from __future__ import annotations
@@ -45,32 +50,66 @@ def _bench_engine(url: str, concurrency: int) -> ECSWorkflowEngine:
     return engine
 
 
-def _requests(numbers: range) -> list[dict[str, Any]]:
-    return [{"data": {"i": i}, "workflow_name": "bench"} for i in numbers]
+URGENT = 10  # the priority of the tasks --urgent-every picks
 
 
-def _summary(n: int, elapsed: float, cpu: float, latencies: list[float]) -> dict[str, float]:
-    latencies.sort()
-    return {
+def _priority(i: int, urgent_every: int) -> int:
+    return URGENT if urgent_every and i % urgent_every == urgent_every - 1 else 0
+
+
+def _requests(numbers: range, urgent_every: int = 0) -> list[dict[str, Any]]:
+    requests: list[dict[str, Any]] = [{"data": {"i": i}, "workflow_name": "bench"} for i in numbers]
+    if urgent_every:
+        for request in requests:
+            request["priority"] = _priority(request["data"]["i"], urgent_every)
+    return requests
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99, in milliseconds."""
+    latencies = sorted(latencies)
+    return (
+        statistics.median(latencies) * 1000,
+        latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+    )
+
+
+def _summary(
+    n: int, elapsed: float, cpu: float, latencies: list[float], urgent: list[float]
+) -> dict[str, float]:
+    p50, p99 = _percentiles(latencies)
+    summary = {
         "workflows_per_s": n / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "p50_ms": p50,
+        "p99_ms": p99,
         "seconds": elapsed,
         "cpu_us_per_workflow": cpu / n * 1e6,
     }
+    if urgent:
+        summary["urgent_p50_ms"], summary["urgent_p99_ms"] = _percentiles(urgent)
+    return summary
 
 
 async def run_once(
-    url: str, n: int, concurrency: int, batch: int, one_by_one: bool = False
+    url: str,
+    n: int,
+    concurrency: int,
+    batch: int,
+    one_by_one: bool = False,
+    urgent_every: int = 0,
 ) -> dict[str, float]:
     """One engine in this process, with the producer beside it on the same loop."""
     engine = _bench_engine(url, concurrency)
     submitted = [0.0] * n
     latencies: list[float] = []
+    urgent: list[float] = []
     done = asyncio.Event()
 
     async def completed(task: Task) -> None:
-        latencies.append(time.perf_counter() - submitted[task.data["i"]])
+        latency = time.perf_counter() - submitted[task.data["i"]]
+        latencies.append(latency)
+        if task.priority:
+            urgent.append(latency)
         if len(latencies) == n:
             done.set()
 
@@ -82,7 +121,7 @@ async def run_once(
 
     async def submit_one(i: int) -> None:
         submitted[i] = time.perf_counter()
-        await engine.submit_task({"i": i}, "bench")
+        await engine.submit_task({"i": i}, "bench", priority=_priority(i, urgent_every))
 
     for first in range(0, n, batch):
         numbers = range(first, min(n, first + batch))
@@ -92,14 +131,14 @@ async def run_once(
             now = time.perf_counter()
             for i in numbers:
                 submitted[i] = now
-            await engine.submit_tasks(_requests(numbers))
+            await engine.submit_tasks(_requests(numbers, urgent_every))
     await done.wait()
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     engine.stop()
     await worker
     await engine.aclose()
-    return _summary(n, elapsed, cpu, latencies)
+    return _summary(n, elapsed, cpu, latencies, urgent)
 
 
 async def _serve_until(url: str, concurrency: int, stop: Any, report: Any) -> None:
@@ -122,7 +161,7 @@ def _worker_process(url: str, concurrency: int, stop: Any, report: Any) -> None:
 
 
 async def run_processes(
-    url: str, n: int, concurrency: int, batch: int, workers: int
+    url: str, n: int, concurrency: int, batch: int, workers: int, urgent_every: int = 0
 ) -> dict[str, float]:
     """N worker processes on one SQLite file; this process only submits and watches.
 
@@ -145,7 +184,7 @@ async def run_processes(
     wall_start = time.time()
     cpu_start = time.process_time()
     for first in range(0, n, batch):
-        await producer.submit_tasks(_requests(range(first, min(n, first + batch))))
+        await producer.submit_tasks(_requests(range(first, min(n, first + batch)), urgent_every))
     while (await store.count_tasks()).get(TaskStatus.COMPLETED, 0) < n:
         await asyncio.sleep(0.1)
     cpu = time.process_time() - cpu_start
@@ -157,12 +196,13 @@ async def run_processes(
     # Read straight from the file: loading N tasks would swell this process.
     conn = sqlite3.connect(url.removeprefix("sqlite://").partition("?")[0])
     try:
-        rows = conn.execute("SELECT created_at, updated_at FROM tasks").fetchall()
+        rows = conn.execute("SELECT created_at, updated_at, priority FROM tasks").fetchall()
     finally:
         conn.close()
-    elapsed = max(updated for _, updated in rows) - wall_start
-    latencies = [updated - created for created, updated in rows]
-    return _summary(n, elapsed, cpu, latencies)
+    elapsed = max(updated for _, updated, _ in rows) - wall_start
+    latencies = [updated - created for created, updated, _ in rows]
+    urgent = [updated - created for created, updated, priority in rows if priority]
+    return _summary(n, elapsed, cpu, latencies, urgent)
 
 
 def main() -> None:
@@ -198,8 +238,17 @@ def main() -> None:
         help="gc.freeze() after start-up and gc.set_threshold(N): the tuning a "
         "throughput-bound worker process can apply (default: Python's own GC settings)",
     )
+    parser.add_argument(
+        "--urgent-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help=f"submit every K-th task at priority {URGENT} and report their latency apart",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
     args = parser.parse_args()
+    if args.urgent_every < 0:
+        parser.error(f"--urgent-every must be 0 (no urgent tasks) or more, not {args.urgent_every}")
     if args.gc_threshold:
         gc.freeze()
         gc.set_threshold(args.gc_threshold)
@@ -215,9 +264,18 @@ def main() -> None:
                     "memory": "memory://",
                 }[name]
                 if workers > 1:
-                    run = run_processes(url, args.n, args.concurrency, args.batch, workers)
+                    run = run_processes(
+                        url, args.n, args.concurrency, args.batch, workers, args.urgent_every
+                    )
                 else:
-                    run = run_once(url, args.n, args.concurrency, args.batch, args.one_by_one)
+                    run = run_once(
+                        url,
+                        args.n,
+                        args.concurrency,
+                        args.batch,
+                        args.one_by_one,
+                        args.urgent_every,
+                    )
                 runs.append(asyncio.run(run))
         runs.sort(key=lambda r: r["workflows_per_s"])
         result = dict(runs[len(runs) // 2])
@@ -241,10 +299,17 @@ def main() -> None:
                 else ""
             )
             tuned = f" gc {args.gc_threshold}" if args.gc_threshold else ""
+            urgent = (
+                f"  urgent (1 in {args.urgent_every}): p50 {result['urgent_p50_ms']:.1f} ms  "
+                f"p99 {result['urgent_p99_ms']:.1f} ms"
+                if "urgent_p50_ms" in result
+                else ""
+            )
             print(
                 f"{name:<12} {workers} proc{tuned}  {result['workflows_per_s']:>7,.0f} workflows/s"
                 f"{spread}  p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
                 f"peak RSS {rss_mb:.0f} MB  CPU {result['cpu_us_per_workflow']:.0f} us/workflow"
+                f"{urgent}"
             )
         sys.stdout.flush()
 

@@ -36,6 +36,17 @@ def test_the_throughput_benchmark_reports_each_store() -> None:
         assert r["p50_ms"] <= r["p99_ms"]
 
 
+def test_the_throughput_benchmark_reports_urgent_tasks_apart() -> None:
+    """With --urgent-every, the tasks it submits at a higher priority get their own
+    latencies (how long an urgent task waits behind a burst of others)."""
+    [result] = _bench(
+        "bench_throughput.py", "-n", "400", "--store", "memory", "--urgent-every", "20"
+    )
+    assert result["urgent_p50_ms"] <= result["urgent_p99_ms"]
+    plain = _bench("bench_throughput.py", "-n", "100", "--store", "memory")[0]
+    assert "urgent_p50_ms" not in plain
+
+
 def test_the_backlog_benchmark_reports_a_cold_start(tmp_path: Path) -> None:
     [result] = _bench("bench_backlog.py", "-n", "2000", "--complete", "100", "--dir", str(tmp_path))
     assert result["n"] == 2000
