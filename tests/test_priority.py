@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from core_util import wait_for
 
-from wfcore import InvalidTaskError, Phase, Task, TaskStatus
+from wfcore import InvalidTaskError, Phase, Task, TaskStateError, TaskStatus, WorkflowError
 
 
 def _recording_engine(make_engine: Any, ran: list[str]) -> Any:
@@ -153,3 +153,90 @@ def test_a_phase_that_sets_a_bad_priority_fails_its_attempt(make_engine, wfe_run
     assert task.status is TaskStatus.FAILED
     assert task.error == "InvalidTaskError: task.priority must be from -1000 to 1000, not 1000000"
     assert task.priority == 3
+
+
+def test_set_priority_moves_a_queued_task_ahead(make_engine, wfe_run) -> None:
+    ran: list[str] = []
+    engine = _recording_engine(make_engine, ran)
+
+    async def scenario() -> tuple[Task, Task]:
+        tasks = await engine.submit_tasks(
+            [{"data": f"job-{i}", "workflow_name": "jobs"} for i in range(4)]
+        )
+        bumped = await engine.set_priority(tasks[3].id, 50, by="alice")
+        same = await engine.set_priority(tasks[3].id, 50)
+        await engine.run_until_idle()
+        return bumped, same
+
+    bumped, same = wfe_run(scenario())
+    assert ran == ["job-3", "job-0", "job-1", "job-2"]
+    assert bumped.priority == 50
+    assert bumped.history[-1] == {
+        "at": bumped.history[-1]["at"],
+        "event": "priority_changed",
+        "previous": 0,
+        "priority": 50,
+        "by": "alice",
+    }
+    # The same priority again: nothing written, no second event.
+    assert same.version == bumped.version
+    assert [e["event"] for e in same.history].count("priority_changed") == 1
+
+
+def test_set_priority_of_a_waiting_task_keeps_it_waiting(make_engine, wfe_run) -> None:
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("approve", assigned_to="human", timeout=3600)])
+
+    async def scenario() -> tuple[Task, Task]:
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        before = await engine.get_task(task.id)
+        return before, await engine.set_priority(task.id, -20)
+
+    before, after = wfe_run(scenario())
+    assert after.status is TaskStatus.WAITING_HUMAN and after.priority == -20
+    assert after.deadline == before.deadline
+
+
+def test_set_priority_refuses_what_it_cannot_change(make_engine, wfe_run) -> None:
+    """A running task (its phase may set the priority itself), a finished one, an
+    unknown one and a bad priority are refused, each saying why."""
+    engine = make_engine()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(task: Task) -> None:
+        started.set()
+        await release.wait()
+
+    engine.register_handler("slow", slow)
+    engine.register_workflow("w", [Phase("slow", assigned_to="functional")])
+
+    async def scenario() -> list[str]:
+        task = await engine.submit_task({}, "w")
+        refusals = []
+        worker = asyncio.create_task(engine.run_until_idle())
+        await started.wait()
+        for call in (
+            lambda: engine.set_priority(task.id, 5),
+            lambda: engine.set_priority("no-such-task", 5),
+            lambda: engine.set_priority(task.id, 5000),
+        ):
+            with pytest.raises(WorkflowError) as refused:
+                await call()
+            refusals.append(f"{type(refused.value).__name__}: {refused.value}")
+        release.set()
+        await worker
+        with pytest.raises(TaskStateError) as finished:
+            await engine.set_priority(task.id, 5)
+        refusals.append(str(finished.value))
+        stored = await engine.get_task(task.id)
+        assert stored.priority == 0 and stored.status is TaskStatus.COMPLETED
+        return [r.replace(task.id, "ID") for r in refusals]
+
+    assert wfe_run(scenario()) == [
+        "TaskStateError: task 'ID' is IN_PROGRESS; only a PENDING or waiting task's "
+        "priority can be changed (its phase may set task.priority)",
+        "UnknownTaskError: unknown task 'no-such-task'",
+        "InvalidTaskError: priority must be from -1000 to 1000, not 5000",
+        "task 'ID' is COMPLETED; only a PENDING or waiting task's priority can be changed",
+    ]

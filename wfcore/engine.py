@@ -1257,6 +1257,43 @@ class ECSWorkflowEngine:
         self._worker.poke()
         return task
 
+    async def set_priority(self, task_id: str, priority: int, *, by: str | None = None) -> Task:
+        """Change the priority of a task that waits: PENDING (queued, delayed, or
+        waiting out a retry's backoff) or waiting for an answer.
+
+        A queued task then lines up among those of its new priority as one that
+        became ready now; a delayed or waiting one keeps its time. A
+        ``priority_changed`` event records the previous priority and the new one
+        (and ``by``, who asked); the same priority again changes nothing. Raises
+        InvalidTaskError for a bad priority, UnknownTaskError, or TaskStateError for
+        a running task (its phase may set ``task.priority``) or a finished one.
+        """
+        problem = priority_problem(priority)
+        if problem is not None:
+            raise InvalidTaskError(f"priority {problem}")
+        who = _by_field(by)
+
+        async def change(task: Task) -> None:
+            if task.status is TaskStatus.IN_PROGRESS or task.status.is_finished:
+                running = task.status is TaskStatus.IN_PROGRESS
+                raise TaskStateError(
+                    f"task {task_id!r} is {task.status.name}; only a PENDING or waiting "
+                    "task's priority can be changed"
+                    + (" (its phase may set task.priority)" if running else ""),
+                    task_id=task_id,
+                    status=task.status,
+                )
+            task.record("priority_changed", previous=task.priority, priority=priority, **who)
+            task.priority = priority
+
+        current = await self.get_task(task_id)
+        if current is not None and current.priority == priority and not unreadable(current):
+            await change(current.copy())  # refused as a change would be; else nothing to do
+            return current
+        task, _ = await self._change_stored(task_id, change)
+        self._worker.poke()
+        return task
+
     async def _change_stored(
         self, task_id: str, change: Callable[[Task], Awaitable[T]]
     ) -> tuple[Task, T]:
