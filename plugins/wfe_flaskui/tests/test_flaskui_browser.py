@@ -37,12 +37,25 @@ def test_submit_from_the_form_and_watch_it_complete(page: Any, live: Any, tmp_pa
     page.goto(live.url + "/submit")
     page.select_option("#s-workflow", "gated")
     page.fill("#s-data", json.dumps({"gate": str(gate), "note": "from the form"}))
+    # What a number input cannot read it would send as empty (priority 0): the form
+    # is not sent, and says so beside the field, keeping what was typed.
+    page.locator("#s-priority").press_sequentially("1e")
+    page.click("button[data-action=submit]")
+    error = page.locator('[data-field="priority"] [data-number-error]')
+    expect(error).to_have_text(
+        "This is not a number, so the form was not sent: type a number, or empty the field."
+    )
+    assert page.url == live.url + "/submit"
+    assert page.evaluate("document.activeElement.id") == "s-priority"
+    page.fill("#s-priority", "7")
+    expect(error).to_have_count(0)  # a note beside a good number would mislead
     screenshot(page, "submit")
     page.click("button[data-action=submit]")
     page.wait_for_url(TASK_URL)
     task_id = page.url.rsplit("/", 1)[1]
     expect(page.locator(".flash-ok")).to_contain_text(f"Task {task_id[:8]} submitted")
     expect(page.locator("#task-status")).to_have_text("in_progress")
+    expect(page.locator("#task-priority")).to_have_text("7 (higher goes first)")
 
     # The page updates itself: the same document sees the task complete.
     page.evaluate("window.__sameDocument = true")

@@ -461,3 +461,54 @@ def test_a_result_message_nested_too_deep_is_skipped_like_other_garbage(
         producer.close()
         dash.stop()
         brokers.delete_topics(kafka_bootstrap, [topic])
+
+
+def test_a_priority_goes_to_kafka_only_in_a_message_that_carries_one(
+    wfe_store_url: str, kafka_nowhere: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A priority other than 0 is refused (400, beside the form's field) while wfe_kafka's
+    task messages have no field for it, rather than dropped: a worker would run the
+    task at 0. Once they have one, the message carries it."""
+    import wfe_kafka.messages
+
+    engine = make_engine()
+    engine.use_store(wfe_store_url)
+    dash = Dashboard(engine, token="", kafka_brokers=kafka_nowhere)
+    try:
+        api = Api(create_app(dash, secret_key="k").test_client())
+        if "priority" not in wfe_kafka.messages.TASK_FIELDS:
+            refused = api.post("/api/tasks", {"workflow": "numbers", "data": {}, "priority": 5})
+            assert refused.status_code == 400
+            assert refused.get_json()["error"].startswith(
+                "priority 5 cannot go with this task: tasks are published to Kafka, and the "
+                "installed wfe_kafka's task messages have no priority field"
+            )
+            fields = [*submit_form_hidden(api.get("/submit").text), ("workflow", "numbers")]
+            form = api.client.post(
+                "/submit", data=MultiDict([*fields, ("data", "{}"), ("priority", "5")])
+            )
+            assert form.status_code == 400
+            field = form.text.split('data-field="priority">', 1)[1].split("</div>\n  </div>")[0]
+            assert "priority 5 cannot go with this task" in html.unescape(field)
+            assert 'value="5"' in field
+            monkeypatch.setattr(
+                wfe_kafka.messages, "TASK_FIELDS", (*wfe_kafka.messages.TASK_FIELDS, "priority")
+            )
+
+        sent: list[dict[str, Any]] = []
+
+        async def publish_task(doc: dict[str, Any]) -> Any:
+            sent.append(dict(doc))
+            return None
+
+        assert dash.kafka is not None
+        monkeypatch.setattr(dash.kafka.interface, "publish_task", publish_task)
+        for priority in (5, 0):
+            body = {"workflow": "numbers", "data": {}, "priority": priority}
+            assert api.post("/api/tasks", body).status_code == 202
+        assert sent[0]["priority"] == 5
+        assert "priority" not in sent[1]  # a message every wfe_kafka takes
+        page = api.get(f"/tasks/{sent[0]['id']}").text
+        assert '<dd id="task-priority" data-priority="5">5</dd>' in page
+    finally:
+        dash.stop()

@@ -40,7 +40,7 @@ from .errors import _BadInput, _error, store_failed
 from .forms import parse_json_text
 from .later import StartError, api_start
 from .query import _int_arg, _parse_statuses
-from .submit import DEFINE_REFUSED, _KafkaDown, do_submit
+from .submit import DEFINE_REFUSED, PriorityError, _KafkaDown, api_priority, do_submit
 from .views import acting_user, route
 
 if TYPE_CHECKING:
@@ -65,7 +65,16 @@ __all__ = [
 
 #: The fields of a POST /api/tasks body.
 _SUBMIT_FIELDS = frozenset(
-    {"workflow", "workflow_name", "data", "classification", "assigned_to", "id", "run_after"}
+    {
+        "workflow",
+        "workflow_name",
+        "data",
+        "classification",
+        "assigned_to",
+        "id",
+        "run_after",
+        "priority",
+    }
 )
 
 
@@ -194,6 +203,10 @@ def api_submit(dash: Dashboard) -> Any:
         run_after = api_start(doc.get("run_after"), datetime.now(timezone.utc))
     except StartError as exc:
         raise _BadInput(str(exc)) from None
+    try:
+        priority = api_priority(doc.get("priority"))
+    except PriorityError as exc:
+        raise _BadInput(str(exc)) from None
     existed = given is not None and dash.call(lambda e: e.get_task(given)) is not None
     # The id is chosen here, not by the engine, so that an answer lost to a
     # timeout can still name the task its write may yet create.
@@ -207,6 +220,7 @@ def api_submit(dash: Dashboard) -> Any:
             doc.get("assigned_to") or TaskType.AGENTIC.value,
             task_id,
             run_after,
+            priority,
         )
     except BridgeTimeout as exc:
         where = url_for(".api_task", task_id=task_id)

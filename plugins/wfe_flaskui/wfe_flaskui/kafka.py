@@ -192,12 +192,14 @@ class KafkaLink:
         assigned_to: str | None = None,
         task_id: str | None = None,
         run_after: datetime | None = None,
+        priority: int = 0,
     ) -> dict[str, Any]:
         """Send a task message to the tasks topic and wait for Kafka's acknowledgement.
 
         Returns ``{"id", "topic", "partition", "offset", "at", "message"}``; the task
         exists in a store once a worker consuming the topic takes it (and with
-        ``run_after``, an aware datetime, starts no sooner than that). Raises what
+        ``run_after``, an aware datetime, starts no sooner than that; a ``priority``
+        other than 0 goes in the message's ``priority`` field). Raises what
         kafka-python raises, or TimeoutError when Kafka does not acknowledge the task
         in time.
         """
@@ -211,6 +213,10 @@ class KafkaLink:
         if run_after is not None:
             # The worker that consumes the message stores the task to start then.
             doc["run_after"] = run_after.isoformat()
+        if priority:
+            # Only when given: a task message without the field is one every
+            # version of wfe_kafka takes.
+            doc["priority"] = priority
         wait = PUBLISH_TIMEOUT + 2.0
         try:
             try:

@@ -4,6 +4,8 @@ task over, to the store or (with Kafka) to the tasks topic.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from wfcore import (
     TaskType,
     UnknownWorkflowError,
 )
+from wfcore.model import MAX_PRIORITY, MIN_PRIORITY, priority_problem
 
 from . import ops
 from .bridge import BridgeTimeout
@@ -30,7 +33,16 @@ from .views import render, route
 if TYPE_CHECKING:
     from .app import Dashboard
 
-__all__ = ["DEFINE_REFUSED", "add_submit", "already_submitted", "do_submit", "submit"]
+__all__ = [
+    "DEFINE_REFUSED",
+    "PriorityError",
+    "add_submit",
+    "already_submitted",
+    "api_priority",
+    "do_submit",
+    "form_priority",
+    "submit",
+]
 
 #: Why a define_workflow task is refused by a dashboard not set to take them.
 DEFINE_REFUSED = (
@@ -43,6 +55,45 @@ DEFINE_REFUSED = (
 
 class _KafkaDown(RuntimeError):
     """Kafka did not take a submitted task."""
+
+
+class PriorityError(ValueError):
+    """A priority that cannot be read; the message says what is expected."""
+
+
+#: What the submit form's Priority takes: a whole number, written plainly (no 1e3,
+#: 1_000 or digits of other scripts, which Python's int() would also read).
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_RANGE = f"from {MIN_PRIORITY} to {MAX_PRIORITY}"
+
+
+def form_priority(text: str) -> int:
+    """The submit form's "Priority": empty is 0, else a whole number from
+    MIN_PRIORITY to MAX_PRIORITY."""
+    text = text.strip()
+    if not text:
+        return 0
+    if not _WHOLE.fullmatch(text):
+        raise PriorityError(
+            f"{text[:40]!r} is not a whole number; a priority is one {_RANGE} "
+            "(higher runs first; empty means 0)"
+        )
+    value = int(text)
+    if priority_problem(value) is not None:
+        raise PriorityError(f"{value} is out of range; a priority is {_RANGE}")
+    return value
+
+
+def api_priority(value: Any) -> int:
+    """The API's ``"priority"``: null or absent is 0, else an integer from
+    MIN_PRIORITY to MAX_PRIORITY. Raises PriorityError naming the field."""
+    if value is None:
+        return 0
+    if priority_problem(value) is None:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise PriorityError(f'"priority" must be {_RANGE}, not {value}')
+    raise PriorityError(f'"priority" must be an integer {_RANGE}, not {json.dumps(value)[:40]}')
 
 
 def add_submit(bp: Blueprint, dash: Dashboard) -> None:
@@ -58,6 +109,7 @@ def submit(dash: Dashboard) -> Any:
         "classification": request.form.get("classification", ""),
         "assigned_to": request.form.get("assigned_to", ""),
         "start_later": request.form.get("start_later", ""),
+        "priority": request.form.get("priority", ""),
         "task_id": _form_task_id(request.form.get("task_id")),
     }
     errors: dict[str, str] = {}
@@ -87,6 +139,11 @@ def submit(dash: Dashboard) -> Any:
             run_after = form_start(values["start_later"], datetime.now(timezone.utc))
         except StartError as exc:
             errors["start_later"] = str(exc)
+        priority = 0
+        try:
+            priority = form_priority(values["priority"])
+        except PriorityError as exc:
+            errors["priority"] = str(exc)
         if not errors:
             try:
                 created, published = do_submit(
@@ -97,12 +154,18 @@ def submit(dash: Dashboard) -> Any:
                     assigned,
                     values["task_id"],
                     run_after,
+                    priority,
                 )
             except UnknownWorkflowError as exc:
                 errors["workflow"] = str(exc)
             except InvalidTaskError as exc:
                 message = str(exc)
-                field = "classification" if "classification" in message else "data"
+                if message.startswith("priority"):
+                    field = "priority"
+                elif "classification" in message:
+                    field = "classification"
+                else:
+                    field = "data"
                 errors[field] = message
             except _KafkaDown as exc:
                 errors["form"] = str(exc)
@@ -147,6 +210,8 @@ def submit(dash: Dashboard) -> Any:
         values=values,
         errors=errors,
         task_types=[t.value for t in TaskType],
+        min_priority=MIN_PRIORITY,
+        max_priority=MAX_PRIORITY,
     )
     status = (503 if "form" in errors else 400) if errors else 200
     if errors.get("classification") == DEFINE_REFUSED:
@@ -181,8 +246,13 @@ def do_submit(
     assigned: str,
     task_id: str | None = None,
     run_after: datetime | None = None,
+    priority: int = 0,
 ) -> tuple[Task | None, dict[str, Any] | None]:
-    """Store the task, or (with Kafka) publish it: ``(task, None)`` or ``(None, record)``."""
+    """Store the task, or (with Kafka) publish it: ``(task, None)`` or ``(None, record)``.
+
+    With Kafka, a priority other than 0 is refused (InvalidTaskError) unless
+    wfe_kafka's task messages carry one: a worker would run the task at 0.
+    """
     if dash.kafka is None:
         created = dash.call(
             lambda engine: engine.submit_task(
@@ -192,14 +262,27 @@ def do_submit(
                 assigned_to=assigned,
                 task_id=task_id,
                 run_after=run_after,
+                priority=priority,
             )
         )
         return created, None
     specs = dash.call(ops.workflows)
     ops.check_submission(specs, workflow, data, classification, assigned, task_id)
+    if priority and not _kafka_carries_priority():
+        raise InvalidTaskError(
+            f"priority {priority} cannot go with this task: tasks are published to Kafka, "
+            "and the installed wfe_kafka's task messages have no priority field, so a "
+            "worker would run it at 0. Leave the priority empty (0)"
+        )
     try:
         record = dash.kafka.publish(
-            workflow, data, classification, TaskType.parse(assigned).value, task_id, run_after
+            workflow,
+            data,
+            classification,
+            TaskType.parse(assigned).value,
+            task_id,
+            run_after,
+            priority,
         )
     except Exception as exc:
         if not _kafka_trouble(exc):
@@ -208,6 +291,13 @@ def do_submit(
             f"could not publish the task to Kafka ({dash.kafka_brokers}): {exc}"
         ) from exc
     return None, record
+
+
+def _kafka_carries_priority() -> bool:
+    """Whether the installed wfe_kafka's task messages have a ``priority`` field."""
+    from wfe_kafka.messages import TASK_FIELDS  # installed whenever the dashboard has Kafka
+
+    return "priority" in TASK_FIELDS
 
 
 def _kafka_trouble(exc: BaseException) -> bool:

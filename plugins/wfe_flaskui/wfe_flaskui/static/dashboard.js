@@ -48,8 +48,43 @@
     var posts = root.querySelectorAll("form[method=post]:not([data-size-bound])");
     for (var j = 0; j < posts.length; j++) {
       posts[j].setAttribute("data-size-bound", "");
+      posts[j].addEventListener("submit", checkNumbers);
       posts[j].addEventListener("submit", checkSize);
     }
+  }
+
+  // -- a number the browser cannot read ----------------------------------------------
+  // A number input holding what is no number ("1e", "--5") has the value "", and the
+  // form would send it as empty: the field's default (a priority of 0, no score)
+  // instead of what was typed. Such a form is not sent: it says so beside the field,
+  // with everything typed still in it.
+
+  function checkNumbers(event) {
+    var form = event.target;
+    var old = form.querySelectorAll("[data-number-error]");
+    for (var i = 0; i < old.length; i++) old[i].remove();
+    var first = null;
+    var numbers = form.querySelectorAll("input[type=number]");
+    for (var j = 0; j < numbers.length; j++) {
+      var input = numbers[j];
+      if (!input.validity || !input.validity.badInput) continue;
+      first = first || input;
+      var note = document.createElement("div");
+      note.className = "error";
+      note.setAttribute("role", "alert");
+      note.setAttribute("data-number-error", "");
+      note.textContent = "This is not a number, so the form was not sent: type a number, or empty the field.";
+      input.parentNode.appendChild(note);
+      // Gone as soon as the field changes: it would otherwise stand beside a good number.
+      input.addEventListener("input", dropNote(note), { once: true });
+    }
+    if (!first) return;
+    event.preventDefault();
+    first.focus();
+  }
+
+  function dropNote(note) {
+    return function () { note.remove(); };
   }
 
   // -- a form larger than the dashboard takes ----------------------------------------
