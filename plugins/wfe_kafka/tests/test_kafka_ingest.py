@@ -701,6 +701,65 @@ def test_publish_task_hands_a_task_to_another_worker(
     assert json.loads(message.value)["format"] == 1
 
 
+def test_a_message_s_priority_is_the_stored_task_s_and_a_bad_one_is_dead_lettered(
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """A task message's priority (missing or null: 0) becomes the task's, through
+    publish_task too; one submit_task would refuse is dead-lettered naming it."""
+    topics = kafka_topics(dlq=True)
+    bad = [
+        (b"p-text", task_json(workflow_name="double", data={"n": 1}, priority="high")),
+        (b"p-float", task_json(workflow_name="double", data={"n": 1}, priority=5.0)),
+        (b"p-bool", task_json(workflow_name="double", data={"n": 1}, priority=True)),
+        (b"p-big", task_json(workflow_name="double", data={"n": 1}, priority=5000)),
+    ]
+    topics.send(
+        [
+            (None, task_json(id="low", workflow_name="double", data={"n": 1}, priority=-3)),
+            *bad[:2],
+            (None, task_json(id="null", workflow_name="double", data={"n": 2}, priority=None)),
+            *bad[2:],
+        ]
+    )
+    engine = echo_engine(wfe_engine_factory)
+    sender = topics.interface()
+    kafka = topics.interface(dead_letter_topic=topics.dlq)
+    engine.register_task_completed_hook(kafka.publish_result)
+
+    async def scenario() -> dict[str, int]:
+        await sender.publish_task(
+            Task(data={"n": 3}, workflow_name="double", id="high", priority=100)
+        )
+        await sender.publish_task(
+            {"id": "dict", "workflow_name": "double", "data": {"n": 4}, "priority": 7}
+        )
+        await sender.close()
+        await serve(engine, kafka, consumed=8, results_published=4)
+        return {t.id: t.priority for t in await engine.list_tasks()}
+
+    assert wfe_run(scenario()) == {"low": -3, "null": 0, "high": 100, "dict": 7}
+    assert kafka.stats["dead_lettered"] == 4
+    with topics.reader(topics.dlq) as reader:
+        letters = reader.wait_for(4)
+    assert [(r.key, r.value) for r in letters] == bad
+    errors = {r.key: dict(r.headers)["wfe.error"].decode() for r in letters}
+    integer = "priority: must be an integer from -1000 to 1000, got "
+    assert errors == {
+        b"p-text": integer + 'a string ("high")',
+        b"p-float": integer + "a number (5.0)",
+        b"p-bool": integer + "a boolean (true)",
+        b"p-big": "priority: must be from -1000 to 1000, got 5000",
+    }
+    assert {dict(r.headers)["wfe.error.type"] for r in letters} == {b"BadMessage"}
+    with topics.reader(topics.results) as reader:
+        reader.wait_for(4)
+        results = {doc["id"]: doc["priority"] for doc in reader.values()}
+    assert results == {"low": -3, "null": 0, "high": 100, "dict": 7}
+    with topics.reader(topics.tasks) as reader:
+        sent = [json.loads(r.value) for r in reader.wait_for(8)[-2:]]
+    assert [doc.get("priority") for doc in sent] == [100, 7]
+
+
 def test_consumption_pauses_while_the_engine_has_many_pending_tasks(
     kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:

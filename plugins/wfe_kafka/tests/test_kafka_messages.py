@@ -37,6 +37,7 @@ def test_minimal_message_is_a_task_of_the_current_format() -> None:
         "classification": None,
         "assigned_to": None,
         "run_after": None,
+        "priority": 0,
         "ignored": [],
     }
 
@@ -134,6 +135,30 @@ def test_a_null_field_is_read_as_absent_whichever_it_is() -> None:
             "is not an ISO 8601 time with a UTC offset",
         ),
         (b'{"workflow_name": "w", "run_after": "tomorrow"}', "'tomorrow' is not an ISO"),
+        (
+            b'{"workflow_name": "w", "priority": "10"}',
+            r'^priority: must be an integer from -1000 to 1000, got a string \("10"\)$',
+        ),
+        (
+            b'{"workflow_name": "w", "priority": 10.0}',
+            r"^priority: must be an integer from -1000 to 1000, got a number \(10.0\)$",
+        ),
+        (
+            b'{"workflow_name": "w", "priority": true}',
+            r"^priority: must be an integer from -1000 to 1000, got a boolean \(true\)$",
+        ),
+        (
+            b'{"workflow_name": "w", "priority": {"level": 1}}',
+            r'^priority: must be an integer .*, got an object \(\{"level": 1\}\)$',
+        ),
+        (
+            b'{"workflow_name": "w", "priority": 1001}',
+            r"^priority: must be from -1000 to 1000, got 1001$",
+        ),
+        (
+            b'{"workflow_name": "w", "priority": -5000}',
+            r"^priority: must be from -1000 to 1000, got -5000$",
+        ),
         # Python's json module accepts these; JSON does not, and no store can keep them.
         (b'{"workflow_name": "w", "data": NaN}', "not valid JSON: NaN is not a JSON number"),
         (b'{"workflow_name": "w", "data": -Infinity}', "-Infinity is not a JSON number"),
@@ -163,6 +188,24 @@ def test_define_workflow_message_needs_no_workflow_name() -> None:
     assert parsed["workflow_name"] is None
 
 
+def test_priority_is_read_from_the_message_and_defaults_to_0() -> None:
+    for value, expected in ((b"1000", 1000), (b"-1000", -1000), (b"7", 7), (b"null", 0)):
+        doc = b'{"workflow_name": "w", "priority": ' + value + b"}"
+        parsed = parse_task_message(doc)
+        assert parsed["priority"] == expected and parsed["ignored"] == []
+    assert parse_task_message(b'{"workflow_name": "w"}')["priority"] == 0
+
+
+def test_task_message_writes_a_priority_other_than_0() -> None:
+    urgent = Task(data=1, workflow_name="w", id="t-1", priority=100)
+    assert json.loads(task_message(urgent))["priority"] == 100
+    assert parse_task_message(task_message(urgent))["priority"] == 100
+    # The default is left out, as a message of a release before priorities.
+    assert "priority" not in json.loads(task_message(Task(data=1, workflow_name="w")))
+    plain = {"workflow_name": "w", "priority": -10}
+    assert parse_task_message(task_message(plain))["priority"] == -10
+
+
 def test_task_message_round_trips_through_the_parser() -> None:
     later = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     task = Task(
@@ -177,6 +220,7 @@ def test_task_message_round_trips_through_the_parser() -> None:
         "classification": None,
         "assigned_to": "human",
         "run_after": later,
+        "priority": 0,
         "ignored": [],
     }
     plain = {"workflow_name": "w", "data": 1, "run_after": later}
@@ -813,6 +857,22 @@ def test_the_report_header_of_an_engine_wired_in_code(
             {"workflow_name": "w", "assigned_to": "robot"},
             ValueError,
             r"^not a task message a worker can take: unknown assigned_to 'robot' \(one of: ",
+        ),
+        (
+            {"workflow_name": "w", "priority": 5000},
+            ValueError,
+            r"^not a task message a worker can take: priority: must be from -1000 to 1000, "
+            r"got 5000$",
+        ),
+        (
+            {"workflow_name": "w", "priority": "high"},
+            ValueError,
+            r"^not a task message a worker can take: priority: must be an integer ",
+        ),
+        (
+            {"workflow_name": "w", "prority": 5},
+            ValueError,
+            r"^'prority' is not a task message field \(did you mean priority\?\)",
         ),
         (
             "text",

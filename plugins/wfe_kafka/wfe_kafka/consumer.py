@@ -748,6 +748,7 @@ def _submit_request(record: Any, message: Mapping[str, Any]) -> dict[str, Any]:
         "assigned_to": message["assigned_to"] or "ai",
         "task_id": message["id"] or source_id(record.topic, record.partition, record.offset),
         "run_after": message["run_after"],
+        "priority": message["priority"],
         "context": {
             "kafka": {
                 "topic": record.topic,

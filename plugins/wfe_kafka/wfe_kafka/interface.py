@@ -287,7 +287,8 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         The message is read back as a worker reads it before it is sent: one a
         worker would dead-letter (no ``workflow_name``, an id that is not a string
         or that ``submit_tasks`` refuses, an unknown ``assigned_to``, a ``run_after``
-        that is not an ISO 8601 time with an offset...) raises
+        that is not an ISO 8601 time with an offset, a ``priority`` that is not an
+        integer from -1000 to 1000...) raises
         ValueError naming the problem, as does a field task messages do not have
         (a misspelt ``classifcation``, say: it would be dropped here, and a worker
         ignores such a field in another producer's message, only naming it in its

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from wfcore import DEFINE_WORKFLOW, Phase, Task, TaskStatus
-from wfcore.model import utcnow
+from wfcore.model import MAX_PRIORITY, MIN_PRIORITY, utcnow
 from wfcore.wire import (
     FORMAT_VERSION,
     MAX_JSON_DEPTH,
@@ -57,6 +57,7 @@ TASK_FIELDS = (
     "classification",
     "assigned_to",
     "run_after",
+    "priority",
 )
 
 _OPTIONAL_STRINGS = ("id", "classification", "assigned_to")
@@ -77,7 +78,8 @@ def _dumps(doc: Any) -> bytes:
 def parse_task_message(value: bytes | None) -> dict[str, Any]:
     """Decode a task message into ``workflow_name``, ``data``, ``id``, ``classification``,
     ``assigned_to`` and ``run_after`` (a datetime; missing optional fields are None),
-    and ``ignored``: the names of its other fields, which are not read.
+    ``priority`` (an int, 0 when missing), and ``ignored``: the names of its other
+    fields, which are not read.
 
     A field that is null is read as absent, whichever it is (producers such as
     Jackson write nulls for the fields they have no value for). The workflow's
@@ -128,6 +130,7 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "classification": doc.get("classification"),
         "assigned_to": doc.get("assigned_to"),
         "run_after": _start_time(doc.get("run_after")),
+        "priority": _priority(doc.get("priority", 0)),
         "ignored": [name for name in doc if name not in TASK_FIELDS],
     }
 
@@ -231,6 +234,21 @@ def _start_time(value: Any) -> datetime | None:
         raise BadMessage(f"run_after: {exc}") from None
 
 
+def _priority(value: Any) -> int:
+    """``priority``: an integer from MIN_PRIORITY to MAX_PRIORITY, as submit_task
+    takes it (not a boolean, nor a number with a fraction point, such as 5.0)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = json.dumps(value, ensure_ascii=False)
+        shown = shown if len(shown) <= 40 else f"{shown[:40]}..."
+        raise BadMessage(
+            f"priority: must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, "
+            f"got {json_kind(value)} ({shown})"
+        )
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise BadMessage(f"priority: must be from {MIN_PRIORITY} to {MAX_PRIORITY}, got {value}")
+    return value
+
+
 def _refuse_constant(name: str) -> Any:
     raise BadMessage(f"not valid JSON: {name} is not a JSON number")
 
@@ -292,6 +310,10 @@ def task_message(task: Task | Mapping[str, Any]) -> bytes:
         }
         if task.run_after is not None and task.status is TaskStatus.PENDING:
             doc["run_after"] = task.run_after.isoformat()
+        if task.priority:
+            # Only when it is not the default: a message without the field is one
+            # every version of wfe_kafka takes without a word in its log.
+            doc["priority"] = task.priority
     else:
         _check_format_to_send(task.get("format"))
         doc = {k: task[k] for k in TASK_FIELDS if k in task and k != "format"}
