@@ -126,3 +126,34 @@ def test_submitting_an_existing_id_says_when_the_priority_differs(wfe) -> None:
     assert "\npriority  5\n" in wfe("show", "t-1").stdout
     both = wfe(*args[:-1], '{"n": 2}')
     assert "(its data and priority differ from this submission)" in both.stderr
+
+
+def test_wfe_priority_moves_a_queued_task_and_records_who(wfe, tmp_path: Path) -> None:
+    (tmp_path / "order_app.py").write_text(_ORDER_APP)
+    app = "order_app:engine"
+    first, second, third = (
+        wfe("submit", "jobs", "--app", app, "--data", str(n)).stdout.strip() for n in (1, 2, 3)
+    )
+    assert wfe("priority", third, "10").stdout == f"{third} priority 10\n"
+    # A negative N is a priority, not an option.
+    lowered = wfe("priority", first, "-10", "--by", "alice", "--json")
+    assert json.loads(lowered.stdout)["priority"] == -10
+    shown = wfe("show", first).stdout
+    assert "\npriority  -10\n" in shown
+    assert "priority_changed previous=0 priority=-10 by=alice" in shown
+    wfe("worker", app, "--concurrency", "1", "--until-idle", "--quiet")
+    assert (tmp_path / "ran.txt").read_text().split() == ["3", "2", "1"]
+
+    finished = wfe("priority", second, "5", check=False)
+    assert finished.returncode == 1
+    assert f"Error: task {second!r} is COMPLETED; only a PENDING or waiting task's" in (
+        finished.stderr
+    )
+    unknown = wfe("priority", "no-such-task", "5", check=False)
+    assert unknown.returncode == 1 and "Error: unknown task 'no-such-task'" in unknown.stderr
+    for value, message in (
+        ("1001", "must be from -1000 to 1000, not 1001"),
+        ("urgent", "must be an integer from -1000 to 1000, not 'urgent'"),
+    ):
+        bad = wfe("priority", first, value, check=False)
+        assert bad.returncode == 2 and f"Error: Invalid value for N: {message}\n" in bad.stderr

@@ -1,5 +1,5 @@
-"""The ``wfe`` commands that change tasks: submit, wait, resume, cancel, retry
-and purge."""
+"""The ``wfe`` commands that change tasks: submit, wait, resume, cancel, retry,
+priority and purge."""
 
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
 
 
 def _priority(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    """--priority's value, checked as submit_task checks it (and in its words), before
-    a store is opened or made."""
+    """A priority (``--priority``, ``wfe priority``'s N), checked as submit_task checks
+    it (and in its words), before a store is opened or made."""
+    hint = "--priority" if isinstance(param, click.Option) else param.human_readable_name
     number = None
     # Digits only: int() would also take 1_000 and other scripts' digits.
     if re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
@@ -68,7 +69,7 @@ def _priority(ctx: click.Context, param: click.Parameter, value: str) -> int:
             pass
     problem = priority_problem(value if number is None else number)
     if problem is not None or number is None:
-        raise click.BadParameter(str(problem), param_hint="--priority")
+        raise click.BadParameter(str(problem), param_hint=hint)
     return number
 
 
@@ -532,6 +533,39 @@ def retry(
     engine = _engine(ctx, store, existing=True)
     task = _run(_closing(engine, engine.retry(task_id, by=_who(by))))
     click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("task_id")
+@click.argument("priority", metavar="N", callback=_priority)
+@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@_by_option
+@_app_option
+@_store_option
+@click.pass_context
+def priority(
+    ctx: click.Context,
+    task_id: str,
+    priority: int,
+    as_json: bool,
+    by: str | None,
+    store: str | None,
+) -> None:
+    """Change the priority of a task that waits (pending, delayed or waiting for
+    an answer) to N, from -1000 to 1000 (higher runs first).
+
+    A queued task then lines up among the tasks of priority N as one that became
+    ready now; a delayed or waiting one keeps its time. Its history records the
+    change. A running or finished task is refused. Prints the task's id and its
+    new priority.
+
+    \b
+      wfe priority 4711 100
+      wfe priority 4711 -10
+    """
+    engine = _engine(ctx, store, existing=True)
+    task = _run(_closing(engine, engine.set_priority(task_id, priority, by=_who(by))))
+    click.echo(_task_json(task) if as_json else f"{task.id} priority {task.priority}")
 
 
 @cli.command()
