@@ -157,3 +157,21 @@ def test_wfe_priority_moves_a_queued_task_and_records_who(wfe, tmp_path: Path) -
     ):
         bad = wfe("priority", first, value, check=False)
         assert bad.returncode == 2 and f"Error: Invalid value for N: {message}\n" in bad.stderr
+
+
+def test_wfe_workflows_names_a_schedule_s_priority(wfe, tmp_path: Path) -> None:
+    (tmp_path / "scheduled_app.py").write_text(
+        "from datetime import datetime, timezone\n"
+        "from wfcore import ECSWorkflowEngine, Phase\n"
+        "engine = ECSWorkflowEngine()\n"
+        "engine.register_workflow('render', [Phase('frames', assigned_to='functional')])\n"
+        "start = datetime(2100, 1, 1, 2, tzinfo=timezone.utc)\n"
+        "engine.register_schedule('nightly', 'render', every=86400, start=start, priority=-10)\n"
+        "engine.register_schedule('hourly', 'render', every=3600, start=start)\n"
+    )
+    wfe("submit", "render", "--app", "scheduled_app:engine")  # stores the workflow
+    lines = wfe("workflows", "--app", "scheduled_app:engine").stdout.splitlines()
+    assert lines[-2:] == [
+        "schedule hourly: a render task every hour, next at 2100-01-01 02:00:00 UTC",
+        "schedule nightly: a render task (priority -10) every day, next at 2100-01-01 02:00:00 UTC",
+    ]

@@ -687,14 +687,16 @@ def _printable(text: str, lines: bool = False) -> str:
 
 
 def _schedule_lines(engine: ECSWorkflowEngine) -> list[str]:
-    """A line for each of the engine's schedules: its workflow, period and next slot."""
+    """A line for each of the engine's schedules: its workflow, the priority of its
+    tasks (when not 0), its period and next slot."""
     now = datetime.now(timezone.utc)
     lines = []
     for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
         upcoming = schedule.next_slot(now).astimezone(timezone.utc)
+        priority = f" (priority {schedule.priority})" if schedule.priority else ""
         lines.append(
             _printable(
-                f"schedule {schedule.name}: a {schedule.workflow_name} task every "
+                f"schedule {schedule.name}: a {schedule.workflow_name} task{priority} every "
                 f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC"
             )
         )
