@@ -113,6 +113,17 @@ def test_answer_a_waiting_task_from_its_page_and_see_the_workflow_finish(
     screenshot(page, "inbox")
 
     page.goto(f"{live.url}/tasks/{task['id']}")
+    # A priority typed but not yet set stays while the page refreshes around it, even
+    # when someone else changes the priority meanwhile; then it is set.
+    page.fill("#t-priority", "30")
+    page.locator("h1").click()  # the field no longer has the focus
+    assert live.api.post(f"/api/tasks/{task['id']}/priority", {"priority": 5}).status_code == 200
+    expect(page.locator("#history")).to_contain_text("Priority changed")
+    expect(page.locator("#t-priority")).to_have_value("30")
+    page.click("button[data-action=priority]")
+    expect(page.locator(".flash-ok")).to_contain_text(f"Task {task['id'][:8]} priority set to 30.")
+    expect(page.locator("#t-priority")).to_have_value("30")
+
     form = page.locator("form.answer-form")
     form.locator("input[name='field.score']").fill("9")
     form.locator("button[data-action=answer]").click()

@@ -138,39 +138,129 @@ def test_a_bad_priority_is_shown_beside_the_field(api: Api, typed: str, problem:
 # -- the pages ------------------------------------------------------------------------------
 
 
-def test_the_pages_show_a_priority_other_than_0(api: Api, dashboard: Dashboard) -> None:
-    def submit(question: str, priority: int) -> dict[str, Any]:
-        task = dashboard.call(
-            lambda e: e.submit_task({"q": question}, "question", priority=priority)
-        )
-        return {"id": task.id}
+def _submit(dashboard: Dashboard, workflow: str, data: Any, priority: int) -> str:
+    """A task submitted by the engine itself: its id."""
+    task = dashboard.call(lambda e: e.submit_task(data, workflow, priority=priority))
+    return str(task.id)
 
-    urgent = submit("urgent", 100)
-    low = submit("later", -5)
-    plain = submit("plain", 0)
-    for task in (urgent, low, plain):
-        api.wait_status(task["id"], "waiting_human")
+
+def test_the_pages_show_a_priority_other_than_0(api: Api, dashboard: Dashboard) -> None:
+    urgent = _submit(dashboard, "question", {"q": "urgent"}, 100)
+    low = _submit(dashboard, "question", {"q": "later"}, -5)
+    plain = _submit(dashboard, "question", {"q": "plain"}, 0)
+    done = _submit(dashboard, "numbers", {"n": 1}, 100)
+    done_plain = _submit(dashboard, "numbers", {"n": 2}, 0)
+    for task_id in (urgent, low, plain):
+        api.wait_status(task_id, "waiting_human")
+    for task_id in (done, done_plain):
+        api.wait_status(task_id, "completed")
 
     listed = api.get("/").text
-    assert _text(_first_cell(listed, urgent["id"])) == f"{urgent['id'][:8]} prio +100"
+    assert _text(_first_cell(listed, urgent)) == f"{urgent[:8]} prio +100"
     assert 'title="priority 100: workers take it before the ready tasks of lower priority"' in (
-        _first_cell(listed, urgent["id"])
+        _first_cell(listed, urgent)
     )
-    assert _text(_first_cell(listed, low["id"])) == f"{low['id'][:8]} prio -5"
+    assert _text(_first_cell(listed, low)) == f"{low[:8]} prio -5"
     # The common case says nothing: no badge, no column.
-    assert _text(_first_cell(listed, plain["id"])) == plain["id"][:8]
+    assert _text(_first_cell(listed, plain)) == plain[:8]
     assert "Priority" not in listed
 
-    shown = api.get(f"/tasks/{urgent['id']}").text
+    # A finished task's page says its priority in the summary; one of 0 does not.
+    shown = api.get(f"/tasks/{done}").text
     summary = re.search(r'<dd id="task-priority" data-priority="100">(.*?)</dd>', shown, re.S)
     assert summary and _text(summary[1]) == "100 (higher goes first)"
-    assert "<dt>Priority</dt>" in api.get(f"/tasks/{low['id']}").text
-    assert "<dt>Priority</dt>" not in api.get(f"/tasks/{plain['id']}").text
-    # The history says it too, in the submitted event.
-    assert "<i>priority</i> 100" in shown
+    assert "<i>priority</i> 100" in shown  # and so does the submitted event
+    assert "Priority" not in api.get(f"/tasks/{done_plain}").text
+    assert 'id="priority-form"' not in shown  # too late to change it
+    # A waiting task's page has its priority in a form that changes it, 0 included.
+    for task_id, priority in ((urgent, 100), (low, -5), (plain, 0)):
+        page = api.get(f"/tasks/{task_id}").text
+        assert 'id="task-priority"' not in page
+        assert re.search(
+            r'<input id="t-priority" name="priority" type="number" min="-1000" max="1000" '
+            rf'step="1" value="{priority}"',
+            page,
+        )
 
     inbox = api.get("/inbox").text
-    card = inbox.split(f'data-task-id="{urgent["id"]}"', 1)[1].split("</header>", 1)[0]
+    card = inbox.split(f'data-task-id="{urgent}"', 1)[1].split("</header>", 1)[0]
     assert 'data-priority="100"' in card
-    card = inbox.split(f'data-task-id="{plain["id"]}"', 1)[1].split("</header>", 1)[0]
+    card = inbox.split(f'data-task-id="{plain}"', 1)[1].split("</header>", 1)[0]
     assert "data-priority" not in card
+
+
+# -- changing it ----------------------------------------------------------------------------
+
+
+def test_the_api_changes_the_priority_of_a_waiting_task(api: Api, dashboard: Dashboard) -> None:
+    waiting = _submit(dashboard, "question", {"q": 1}, 0)
+    done = _submit(dashboard, "numbers", {"n": 1}, 0)
+    api.wait_status(waiting, "waiting_human")
+    api.wait_status(done, "completed")
+
+    changed = api.post(f"/api/tasks/{waiting}/priority", {"priority": 250})
+    assert changed.status_code == 200
+    assert changed.get_json()["priority"] == 250 == api.task(waiting)["priority"]
+    event = changed.get_json()["history"][-1]
+    assert (event["event"], event["previous"], event["priority"]) == ("priority_changed", 0, 250)
+    assert (
+        api.post(f"/api/tasks/{waiting}/priority", {"priority": None}).get_json()["priority"] == 0
+    )
+
+    refusals = [
+        (waiting, {"priority": 1001}, 400, '"priority" must be from -1000 to 1000, not 1001'),
+        (
+            waiting,
+            {"priority": "9"},
+            400,
+            '"priority" must be an integer from -1000 to 1000, not "9"',
+        ),
+        (waiting, {}, 400, 'the request body must be a JSON object with a "priority" field'),
+        (waiting, {"priority": 1, "by": "x"}, 400, "unknown field 'by'"),
+        (
+            done,
+            {"priority": 1},
+            409,
+            f"task {done!r} is COMPLETED; only a PENDING or waiting task's priority can be changed",
+        ),
+        ("no-such-task", {"priority": 1}, 404, "unknown task 'no-such-task'"),
+    ]
+    for task_id, body, status, error in refusals:
+        response = api.post(f"/api/tasks/{task_id}/priority", body)
+        assert (response.status_code, response.get_json()) == (status, {"error": error}), body
+    assert api.task(waiting)["priority"] == 0
+
+
+def test_the_task_page_changes_the_priority(api: Api, dashboard: Dashboard) -> None:
+    waiting = _submit(dashboard, "question", {"q": 1}, 0)
+    api.wait_status(waiting, "waiting_human")
+
+    def send(typed: str) -> Any:
+        form = {"csrf_token": api.csrf, "priority": typed}
+        return api.client.post(f"/tasks/{waiting}/priority", data=form)
+
+    changed = send("40")
+    assert changed.status_code == 302
+    assert changed.headers["Location"].endswith(f"/tasks/{waiting}")
+    page = api.get(f"/tasks/{waiting}").text
+    assert f"Task {waiting[:8]} priority set to 40." in page
+    assert 'step="1" value="40"' in page
+    assert api.task(waiting)["priority"] == 40
+    assert "Priority changed" in page  # its event, in the timeline
+
+    refused = send("4000")
+    assert refused.status_code == 400
+    form = refused.text.split('id="priority-form"', 1)[1].split("</form>", 1)[0]
+    error = re.search(r'<div class="error" role="alert">(.*?)</div>', form, re.S)
+    assert error and _text(error[1]) == "4000 is out of range; a priority is from -1000 to 1000"
+    assert 'step="1" value="4000"' in form  # what was typed is kept
+    # The page stays as it is, error and all, rather than refreshing it away.
+    assert "data-refresh=" not in refused.text
+    assert api.task(waiting)["priority"] == 40
+
+    dashboard.call(lambda e: e.cancel(waiting))
+    late = send("1")
+    assert late.status_code == 302
+    page = api.get(f"/tasks/{waiting}").text
+    assert "is CANCELLED; only a PENDING or waiting task&#39;s priority can be changed" in page
+    assert 'id="priority-form"' not in page

@@ -1,5 +1,6 @@
 """The forms that change a task, posted from its page or the inbox: answer a waiting
-task (from its page, with a file to store with it), cancel one, retry one.
+task (from its page, with a file to store with it), cancel one, retry one, change the
+priority of one that waits.
 
 An answer that cannot be taken shows the page it came from again, with the errors
 beside the fields, or (409) with the new question when the task has moved on.
@@ -30,6 +31,7 @@ from .errors import _error, store_failed
 from .forms import parse_answer, sent_answer, typed_values
 from .pages import inbox, task
 from .security import _safe_next
+from .submit import PriorityError, form_priority
 from .views import acting_user, route
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ __all__ = [
     "cancel",
     "change_task",
     "retry",
+    "set_priority",
 ]
 
 
@@ -51,6 +54,7 @@ def add_actions(bp: Blueprint, dash: Dashboard) -> None:
     route(bp, dash, "/tasks/<task_id>/answer", answer, ["POST"])
     route(bp, dash, "/tasks/<task_id>/cancel", cancel, ["POST"])
     route(bp, dash, "/tasks/<task_id>/retry", retry, ["POST"])
+    route(bp, dash, "/tasks/<task_id>/priority", set_priority, ["POST"])
 
 
 def answer(dash: Dashboard, task_id: str) -> Any:
@@ -317,8 +321,32 @@ def retry(dash: Dashboard, task_id: str) -> Any:
     )
 
 
-def change_task(dash: Dashboard, task_id: str, change: Any, done: str, back: str) -> Any:
-    """Apply ``change(engine)`` to a task from a form; flash how it went."""
+def set_priority(dash: Dashboard, task_id: str) -> Any:
+    """The task page's Priority form: a whole number from -1000 to 1000 (empty is 0)
+    for a PENDING or waiting task. A bad one shows the page again with the error
+    beside the field and what was typed in it."""
+    typed = request.form.get("priority", "")
+    try:
+        priority = form_priority(typed)
+    except PriorityError as exc:
+        return task(dash, task_id, status=400, priority_form={"value": typed, "error": str(exc)})
+    by = acting_user()
+    return change_task(
+        dash,
+        task_id,
+        lambda engine: engine.set_priority(task_id, priority, by=by),
+        f"priority set to {priority}",
+        url_for(".task", task_id=task_id),
+        what="priority change",
+    )
+
+
+def change_task(
+    dash: Dashboard, task_id: str, change: Any, done: str, back: str, what: str | None = None
+) -> Any:
+    """Apply ``change(engine)`` to a task from a form; flash how it went. ``what`` names
+    the change in the store's refusals (by default the cancel, or the retry)."""
+    what = what or ("cancel" if done == "cancelled" else "retry")
     try:
         dash.call(change)
     except UnknownTaskError as exc:
@@ -327,7 +355,6 @@ def change_task(dash: Dashboard, task_id: str, change: Any, done: str, back: str
         flash(str(exc), "error")
     except BridgeTimeout as exc:
         # The change was handed to the store, which may still make it.
-        what = "cancel" if done == "cancelled" else "retry"
         flash(
             f"The store was too busy to take the {what} of task {task_id[:8]} ({exc}). "
             "It was queued and may still be applied: check the task before trying again.",
@@ -335,7 +362,6 @@ def change_task(dash: Dashboard, task_id: str, change: Any, done: str, back: str
         )
     except StoreError as exc:
         # The write failed (a full disk, say): nothing changed.
-        what = "cancel" if done == "cancelled" else "retry"
         flash(
             f"The store did not take the {what} of task {task_id[:8]}: "
             f"{store_failed(exc)}. Nothing changed; try again once the store works.",

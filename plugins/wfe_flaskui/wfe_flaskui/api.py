@@ -1,6 +1,7 @@
 """The dashboard's JSON API under ``/api``: list, submit, read, resume, cancel and retry
-tasks, upload a file to one, the workflows, the recent Kafka results, and the CSRF token
-for the calls that change something; and ``/metrics`` for Prometheus.
+tasks, change the priority of one that waits, upload a file to one, the workflows, the
+recent Kafka results, and the CSRF token for the calls that change something; and
+``/metrics`` for Prometheus.
 
 Tasks travel in wfcore's wire format; every error is ``{"error": message}``, with the
 status code :func:`api_errors` gives its cause.
@@ -55,6 +56,7 @@ __all__ = [
     "api_metrics",
     "api_resume",
     "api_retry",
+    "api_set_priority",
     "api_submit",
     "api_task",
     "api_tasks",
@@ -87,6 +89,7 @@ def add_api(bp: Blueprint, dash: Dashboard) -> None:
     route(bp, dash, "/api/tasks/<task_id>/resume", api_resume, ["POST"])
     route(bp, dash, "/api/tasks/<task_id>/cancel", api_cancel, ["POST"])
     route(bp, dash, "/api/tasks/<task_id>/retry", api_retry, ["POST"])
+    route(bp, dash, "/api/tasks/<task_id>/priority", api_set_priority, ["POST"])
     route(bp, dash, "/api/tasks/<task_id>/artifacts", api_upload, ["POST"])
     route(bp, dash, "/api/workflows", api_workflows)
     route(bp, dash, "/api/kafka/results", api_kafka_results)
@@ -339,6 +342,30 @@ def api_retry(dash: Dashboard, task_id: str) -> Any:
     except BridgeTimeout as exc:
         return _queued(task_id, "retry", exc, "once applied, a retry sent again gets 409")
     return jsonify(_api_task(retried))
+
+
+@api_errors
+def api_set_priority(dash: Dashboard, task_id: str) -> Any:
+    """``{"priority": n}``: the task's new priority (null is 0), for a PENDING or
+    waiting task; 409 for a running or finished one."""
+    doc = body_json()
+    if not isinstance(doc, dict) or "priority" not in doc:
+        raise _BadInput('the request body must be a JSON object with a "priority" field')
+    unknown = sorted(set(doc) - {"priority"})
+    if unknown:
+        raise _BadInput(f"unknown field {unknown[0]!r}")
+    try:
+        priority = api_priority(doc["priority"])
+    except PriorityError as exc:
+        raise _BadInput(str(exc)) from None
+    by = acting_user()
+    try:
+        changed = dash.call(lambda e: e.set_priority(task_id, priority, by=by))
+    except BridgeTimeout as exc:
+        return _queued(
+            task_id, "priority change", exc, "sending it again is safe: it sets the same priority"
+        )
+    return jsonify(_api_task(changed))
 
 
 @api_errors

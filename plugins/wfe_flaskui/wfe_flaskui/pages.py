@@ -22,6 +22,7 @@ from wfcore import (
     TaskStatus,
     WorkflowSpec,
 )
+from wfcore.model import MAX_PRIORITY, MIN_PRIORITY
 from wfcore.wire import task_from_dict
 
 from . import ops, workers
@@ -157,6 +158,7 @@ def task(
     form: AnswerForm | None = None,
     status: int = 200,
     refused: dict[str, Any] | None = None,
+    priority_form: dict[str, str] | None = None,
 ) -> Any:
     history = _history_arg()
 
@@ -189,6 +191,8 @@ def task(
     context["previews_left_out"] = texts - len(previews)
     context["holder"] = holder
     context["refused"] = refused
+    # A priority typed in the page's Priority form that was refused, and why.
+    context["priority_form"] = priority_form
     if found.status.is_waiting:
         context["form"] = form or answer_form_for(found, context["phase"])
     if partial():
@@ -238,6 +242,10 @@ def task_context(
         "overdue": _overdue(task),
         "now": now,
         "unclaimed": workers.unclaimed(task, now),
+        # A task whose priority can be changed: one that waits, queued or for an answer.
+        "reprioritize": task.status is TaskStatus.PENDING or task.status.is_waiting,
+        "min_priority": MIN_PRIORITY,
+        "max_priority": MAX_PRIORITY,
     }
 
 
