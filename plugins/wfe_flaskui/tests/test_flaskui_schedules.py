@@ -29,7 +29,11 @@ def api(wfe_store_url: str) -> Iterator[Api]:
         start=datetime(2026, 1, 1, 2, tzinfo=timezone.utc),
     )
     engine.register_schedule(
-        "later", "reports", every=6 * 3600, start=datetime(2100, 1, 1, tzinfo=timezone.utc)
+        "later",
+        "reports",
+        every=6 * 3600,
+        start=datetime(2100, 1, 1, tzinfo=timezone.utc),
+        priority=-10,
     )
     dash = Dashboard(engine, run_worker=False, token="", kafka_brokers="")
     yield Api(create_app(dash, secret_key="test-secret").test_client())
@@ -48,8 +52,10 @@ def test_the_api_gives_each_workflow_its_schedules_and_limits(api: Api) -> None:
         "start": "2100-01-01T00:00:00+00:00",
         "next": "2100-01-01T00:00:00+00:00",  # its start, still to come
         "grace": 3600.0,
+        "priority": -10,
     }
     assert nightly["every"] == 86400.0
+    assert nightly["priority"] == 0
     upcoming = datetime.fromisoformat(nightly["next"])
     now = datetime.now(timezone.utc)
     assert (upcoming.hour, upcoming.minute) == (2, 0)
@@ -59,6 +65,10 @@ def test_the_api_gives_each_workflow_its_schedules_and_limits(api: Api) -> None:
 def test_the_workflows_page_shows_them(api: Api) -> None:
     page: Any = api.get("/workflows").get_data(as_text=True)
     assert 'data-schedule="nightly">Scheduled as <code>nightly</code>: every day from' in page
-    assert 'data-schedule="later">Scheduled as <code>later</code>: every 6 hours from' in page
+    # A priority other than 0 is said, as wfe workflows says it.
+    assert (
+        'data-schedule="later">Scheduled as <code>later</code> (priority -10): every 6 hours from'
+        in page
+    )
     assert 'data-max-concurrency="2"' in page
     assert "≤ 2 at once" in page

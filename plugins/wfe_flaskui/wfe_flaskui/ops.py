@@ -67,7 +67,7 @@ async def workflows(engine: ECSWorkflowEngine) -> dict[str, WorkflowSpec]:
 def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str, Any]]]:
     """The engine's schedules, by the workflow each submits to: name, period
     (``every``, in seconds, and ``period``, in words) and grace (seconds), start and
-    next slot (ISO 8601, UTC)."""
+    next slot (ISO 8601, UTC), and the priority of the tasks it submits."""
     now = datetime.now(timezone.utc)
     found: dict[str, list[dict[str, Any]]] = {}
     for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
@@ -79,6 +79,7 @@ def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str,
                 "start": schedule.start.astimezone(timezone.utc).isoformat(),
                 "next": schedule.next_slot(now).astimezone(timezone.utc).isoformat(),
                 "grace": schedule.grace,
+                "priority": schedule.priority,
             }
         )
     return found
