@@ -331,13 +331,16 @@ def test_a_task_to_start_later_is_published_with_its_start_time(
 ) -> None:
     dash, app, _topics = kafka_dashboard
     api = Api(app.test_client())
-    response = api.post("/api/tasks", {"workflow": "numbers", "data": {"n": 1}, "run_after": 3600})
+    body = {"workflow": "numbers", "data": {"n": 1}, "run_after": 3600, "priority": 7}
+    response = api.post("/api/tasks", body)
     assert response.status_code == 202
     task_id = response.get_json()["id"]
     sent = dash.kafka.published(task_id)["message"]["run_after"]
-    # The worker consuming the topic stores it to start then, and leaves it waiting.
+    # The worker consuming the topic stores it to start then, and leaves it waiting;
+    # its priority goes with it.
     stored = api.wait_status(task_id, "pending", timeout=60)
     assert stored["run_after"] == sent
+    assert stored["priority"] == 7
     assert datetime.fromisoformat(sent) - datetime.now(timezone.utc) > timedelta(minutes=59)
     assert 'id="task-start"' in api.get(f"/tasks/{task_id}").text
 
@@ -346,14 +349,14 @@ def test_a_task_to_start_later_is_published_with_its_start_time(
 
     fields = [*submit_form_hidden(api.get("/submit").text), ("workflow", "numbers")]
     fields += [("data", '{"n": 2}'), ("start_later", "2026-12-24T18:00:00+01:00")]
+    fields.append(("priority", "-3"))
     form = api.client.post("/submit", data=MultiDict(fields))
     assert form.status_code == 303
     shown = api.client.get(form.headers["Location"]).text
     assert "a worker will start it at 2026-12-24 17:00:00 UTC." in shown
     form_id = form.headers["Location"].rsplit("/", 1)[1]
-    assert (
-        api.wait_status(form_id, "pending", timeout=60)["run_after"] == "2026-12-24T17:00:00+00:00"
-    )
+    stored = api.wait_status(form_id, "pending", timeout=60)
+    assert (stored["run_after"], stored["priority"]) == ("2026-12-24T17:00:00+00:00", -3)
 
 
 def test_a_published_task_shows_its_start_time_until_a_worker_takes_it(
@@ -369,11 +372,17 @@ def test_a_published_task_shows_its_start_time_until_a_worker_takes_it(
     dash = Dashboard(engine, token="", kafka_brokers=kafka_bootstrap)
     try:
         api = Api(create_app(dash, secret_key="k").test_client())
-        body = {"workflow": "numbers", "data": {}, "run_after": "2026-12-24T18:00:00+01:00"}
+        body = {
+            "workflow": "numbers",
+            "data": {},
+            "run_after": "2026-12-24T18:00:00+01:00",
+            "priority": 9,
+        }
         response = api.post("/api/tasks", body)
         assert response.status_code == 202
         page = api.get(f"/tasks/{response.get_json()['id']}").text
         assert 'data-status="published"' in page
+        assert '<dt>Priority</dt><dd id="task-priority" data-priority="9">9</dd>' in page
         start = re.search(r'<div id="task-start"><dt>Starts</dt><dd>(.*?)</dd>', page)
         assert start and ">2026-12-24 17:00:00 UTC</time>" in start[1]
     finally:
@@ -463,52 +472,35 @@ def test_a_result_message_nested_too_deep_is_skipped_like_other_garbage(
         brokers.delete_topics(kafka_bootstrap, [topic])
 
 
-def test_a_priority_goes_to_kafka_only_in_a_message_that_carries_one(
+def test_a_priority_is_refused_by_a_wfe_kafka_whose_messages_carry_none(
     wfe_store_url: str, kafka_nowhere: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A priority other than 0 is refused (400, beside the form's field) while wfe_kafka's
-    task messages have no field for it, rather than dropped: a worker would run the
-    task at 0. Once they have one, the message carries it."""
+    """A priority other than 0 is refused (400, beside the form's field) when the
+    installed wfe_kafka's task messages have no field for it (before its release that
+    added one), rather than dropped: a worker would run the task at 0."""
     import wfe_kafka.messages
 
+    older = tuple(name for name in wfe_kafka.messages.TASK_FIELDS if name != "priority")
+    monkeypatch.setattr(wfe_kafka.messages, "TASK_FIELDS", older)
     engine = make_engine()
     engine.use_store(wfe_store_url)
     dash = Dashboard(engine, token="", kafka_brokers=kafka_nowhere)
     try:
         api = Api(create_app(dash, secret_key="k").test_client())
-        if "priority" not in wfe_kafka.messages.TASK_FIELDS:
-            refused = api.post("/api/tasks", {"workflow": "numbers", "data": {}, "priority": 5})
-            assert refused.status_code == 400
-            assert refused.get_json()["error"].startswith(
-                "priority 5 cannot go with this task: tasks are published to Kafka, and the "
-                "installed wfe_kafka's task messages have no priority field"
-            )
-            fields = [*submit_form_hidden(api.get("/submit").text), ("workflow", "numbers")]
-            form = api.client.post(
-                "/submit", data=MultiDict([*fields, ("data", "{}"), ("priority", "5")])
-            )
-            assert form.status_code == 400
-            field = form.text.split('data-field="priority">', 1)[1].split("</div>\n  </div>")[0]
-            assert "priority 5 cannot go with this task" in html.unescape(field)
-            assert 'value="5"' in field
-            monkeypatch.setattr(
-                wfe_kafka.messages, "TASK_FIELDS", (*wfe_kafka.messages.TASK_FIELDS, "priority")
-            )
-
-        sent: list[dict[str, Any]] = []
-
-        async def publish_task(doc: dict[str, Any]) -> Any:
-            sent.append(dict(doc))
-            return None
-
-        assert dash.kafka is not None
-        monkeypatch.setattr(dash.kafka.interface, "publish_task", publish_task)
-        for priority in (5, 0):
-            body = {"workflow": "numbers", "data": {}, "priority": priority}
-            assert api.post("/api/tasks", body).status_code == 202
-        assert sent[0]["priority"] == 5
-        assert "priority" not in sent[1]  # a message every wfe_kafka takes
-        page = api.get(f"/tasks/{sent[0]['id']}").text
-        assert '<dd id="task-priority" data-priority="5">5</dd>' in page
+        refused = api.post("/api/tasks", {"workflow": "numbers", "data": {}, "priority": 5})
+        assert refused.status_code == 400
+        assert refused.get_json()["error"] == (
+            "priority 5 cannot go with this task: tasks are published to Kafka, and the "
+            "installed wfe_kafka's task messages have no priority field, so a worker would "
+            "run it at 0. Leave the priority empty (0)"
+        )
+        fields = [*submit_form_hidden(api.get("/submit").text), ("workflow", "numbers")]
+        form = api.client.post(
+            "/submit", data=MultiDict([*fields, ("data", "{}"), ("priority", "5")])
+        )
+        assert form.status_code == 400
+        field = form.text.split('data-field="priority">', 1)[1].split("</div>\n  </div>")[0]
+        assert "priority 5 cannot go with this task" in html.unescape(field)
+        assert 'value="5"' in field
     finally:
         dash.stop()
