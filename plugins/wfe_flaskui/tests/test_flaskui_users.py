@@ -109,6 +109,21 @@ def test_the_api_records_the_proxys_user_on_an_upload(proxied: Any) -> None:
     assert _by(sent.get_json(), "artifact_added") == ["dora"]
 
 
+def test_a_priority_change_records_the_proxys_user(proxied: Any) -> None:
+    client = proxied.test_client()
+    _as(client, "erin")
+    api = Api(client)
+    task = api.submit("question", {"q": "urgent?"})
+    api.wait_status(task["id"], "waiting_human")
+    changed = api.post(f"/api/tasks/{task['id']}/priority", {"priority": 100})
+    assert changed.status_code == 200, changed.text
+    _as(client, "frank")
+    form = {"csrf_token": api.csrf, "priority": "-5"}
+    assert client.post(f"/tasks/{task['id']}/priority", data=form).status_code == 302
+    assert _by(api.task(task["id"]), "priority_changed") == ["erin", "frank"]
+    assert _timeline_by(api.get(f"/tasks/{task['id']}").text) == ["erin", "frank"]
+
+
 @pytest.mark.parametrize("sent", [None, "", "   "], ids=["absent", "empty", "blank"])
 def test_a_request_without_the_proxys_header_is_refused(proxied: Any, sent: str | None) -> None:
     client = proxied.test_client()
