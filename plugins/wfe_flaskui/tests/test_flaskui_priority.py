@@ -110,8 +110,12 @@ def test_the_submit_form_takes_an_optional_priority(api: Api) -> None:
     [
         ("5000", "5000 is out of range; a priority is from -1000 to 1000"),
         ("-1001", "-1001 is out of range; a priority is from -1000 to 1000"),
-        ("2.5", "'2.5' is not a whole number; a priority is one from -1000 to 1000"),
-        ("1e3", "'1e3' is not a whole number"),
+        (
+            "2.5",
+            "'2.5' is not a whole number in digits (such as 10 or -5); a priority is one from "
+            "-1000 to 1000 (higher runs first; empty means 0)",
+        ),
+        ("1e3", "'1e3' is not a whole number in digits"),  # 1000, as a browser may send it
         ("high", "'high' is not a whole number"),
         ("1_000", "'1_000' is not a whole number"),
         ("\uff15", "'\uff15' is not a whole number"),  # a fullwidth 5, which int() reads

@@ -75,8 +75,8 @@ def form_priority(text: str) -> int:
         return 0
     if not _WHOLE.fullmatch(text):
         raise PriorityError(
-            f"{text[:40]!r} is not a whole number; a priority is one {_RANGE} "
-            "(higher runs first; empty means 0)"
+            f"{text[:40]!r} is not a whole number in digits (such as 10 or -5); a priority "
+            f"is one {_RANGE} (higher runs first; empty means 0)"
         )
     value = int(text)
     if priority_problem(value) is not None:
