@@ -1,5 +1,6 @@
 """Task priority in the dashboard: submitted through the API and the submit form, carried
-by every task JSON, and shown on the pages when it is not the default 0."""
+by every task JSON, shown on the pages when it is not the default 0, and changed while
+the task waits (its page's Priority form, POST /api/tasks/<id>/priority)."""
 
 from __future__ import annotations
 
