@@ -473,7 +473,7 @@ def test_a_result_message_nested_too_deep_is_skipped_like_other_garbage(
 
 
 def test_a_priority_is_refused_by_a_wfe_kafka_whose_messages_carry_none(
-    wfe_store_url: str, kafka_nowhere: str, monkeypatch: pytest.MonkeyPatch
+    wfe_store_url: str, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A priority other than 0 is refused (400, beside the form's field) when the
     installed wfe_kafka's task messages have no field for it (before its release that
@@ -484,7 +484,7 @@ def test_a_priority_is_refused_by_a_wfe_kafka_whose_messages_carry_none(
     monkeypatch.setattr(wfe_kafka.messages, "TASK_FIELDS", older)
     engine = make_engine()
     engine.use_store(wfe_store_url)
-    dash = Dashboard(engine, token="", kafka_brokers=kafka_nowhere)
+    dash = Dashboard(engine, token="", kafka_brokers=kafka_bootstrap)
     try:
         api = Api(create_app(dash, secret_key="k").test_client())
         refused = api.post("/api/tasks", {"workflow": "numbers", "data": {}, "priority": 5})
@@ -502,5 +502,6 @@ def test_a_priority_is_refused_by_a_wfe_kafka_whose_messages_carry_none(
         field = form.text.split('data-field="priority">', 1)[1].split("</div>\n  </div>")[0]
         assert "priority 5 cannot go with this task" in html.unescape(field)
         assert 'value="5"' in field
+        assert api.get("/api/tasks").get_json()["total"] == 0
     finally:
         dash.stop()
