@@ -359,3 +359,20 @@ def test_only_the_refresh_a_consumer_s_close_cancels_is_kept_from_the_log(
     caplog.set_level(logging.DEBUG, logger="kafka.cluster")
     cancelled = refresh_failed(Cancelled())
     assert closing.filter(cancelled) and cancelled.levelname == "DEBUG"
+
+
+def test_the_refresh_loop_stopped_by_a_consumer_s_close_is_kept_from_the_log() -> None:
+    """kafka-python's refresh loop, waiting for its next refresh as the close stops
+    its network selector, logs "NetworkSelector closed!" at ERROR: left out too,
+    while the loop's other errors stay errors."""
+    closing = _ClosingConsumer(frozenset({threading.get_ident()}))
+
+    def loop_failed(error: BaseException) -> logging.LogRecord:
+        message = "Metadata refresh loop error: %s"
+        return logging.LogRecord(
+            "kafka.cluster", logging.ERROR, __file__, 1, message, (error,), None
+        )
+
+    assert not closing.filter(loop_failed(RuntimeError("NetworkSelector closed!")))
+    other = loop_failed(RuntimeError("something else broke"))
+    assert closing.filter(other) and other.levelno == logging.ERROR

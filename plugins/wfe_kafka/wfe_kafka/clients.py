@@ -466,6 +466,10 @@ def _quiet_connection_errors() -> Iterator[_ConnectionErrors]:
 
 #: kafka-python's message (kafka.cluster) for a metadata refresh that failed.
 _REFRESH_FAILED = "Metadata refresh: failed %s"
+#: kafka-python's message (kafka.cluster) for its refresh loop failing as it waits;
+#: a close stops its network selector under it: "NetworkSelector closed!".
+_REFRESH_LOOP_FAILED = "Metadata refresh loop error: %s"
+_SELECTOR_CLOSED = "NetworkSelector closed"
 #: kafka-python's message (kafka.coordinator) for a LeaveGroup that failed or timed out.
 _LEAVE_FAILED = "LeaveGroup request failed: %s"
 
@@ -479,8 +483,11 @@ class _ClosingConsumer(logging.Filter):
     one is often in flight, queued behind a fetch that waits for records (a broker
     answers a connection's requests in order). Only that record, from the threads
     of the consumer being closed, while it closes: it is logged at DEBUG when
-    kafka-python's logger is at DEBUG, and left out otherwise. Any other failure of
-    a refresh (a timeout, a lost connection) is an error like any other.
+    kafka-python's logger is at DEBUG, and left out otherwise. So is its refresh
+    loop's ``Metadata refresh loop error: NetworkSelector closed!``, when the close
+    stops the loop's network selector while the loop waits for its next refresh.
+    Any other failure of a refresh (a timeout, a lost connection) is an error like
+    any other.
 
     Its ERROR ``LeaveGroup request failed`` is said as a warning of wfe_kafka's, in
     words that say what it means: the coordinator answers a connection's requests
@@ -508,10 +515,14 @@ class _ClosingConsumer(logging.Filter):
                 else record.args[0],
             )
             return False
-        if record.msg != _REFRESH_FAILED:
-            return True
         args = record.args if isinstance(record.args, tuple) else ()
-        if not any(isinstance(arg, self._cancelled) for arg in args):
+        if record.msg == _REFRESH_FAILED:
+            closed = any(isinstance(arg, self._cancelled) for arg in args)
+        elif record.msg == _REFRESH_LOOP_FAILED:
+            closed = any(_SELECTOR_CLOSED in str(arg) for arg in args)
+        else:
+            closed = False
+        if not closed:
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger(record.name).getEffectiveLevel() <= logging.DEBUG
