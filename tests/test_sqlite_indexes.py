@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,51 @@ def test_a_workflows_newest_tasks_are_read_without_sorting_the_workflow(tmp_path
     plan = _details(_plan(path, sql))
     assert "INDEX tasks_workflow_rowid (workflow_name=?)" in plan, plan
     assert "USE TEMP B-TREE" not in plan, plan
+
+
+def test_a_claim_seeks_each_priority_instead_of_reading_the_backlog(tmp_path, wfe_run):
+    """A claim finds the priorities in use by seeking the index, then reads one range
+    of ready tasks per priority: tasks of a higher priority that are not ready yet
+    (delayed, or running) are never read, however many; nor, for a worker of some
+    workflows, the tasks of the others."""
+    path = tmp_path / "wfe.db"
+    store = _Traced(path)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        await store.open()
+        try:
+            await store.insert_tasks(
+                [_task(n, priority=9, run_after=later) for n in range(5)]
+                + [_task(n, priority=n % 2) for n in range(5, 9)]
+                + [_task(9, "b", priority=5)]
+            )
+            store.statements.clear()
+            claimed = [t.id for t in await store.claim("w", 3, 30, workflows=["a"])]
+            of_some = [s for s in store.statements if "FROM tasks INDEXED BY" in s]
+            store.statements.clear()
+            claimed += [t.id for t in await store.claim("w", 10, 30)]
+            of_all = [s for s in store.statements if "FROM tasks INDEXED BY" in s]
+            return claimed, of_some, of_all
+        finally:
+            await store.close()
+
+    claimed, of_some, of_all = wfe_run(scenario())
+    # Of workflow a: priority 1 (tasks 5 and 7), then the oldest of 0 (task 6); then
+    # the rest (task 9 of workflow b, task 8), the delayed ones left.
+    assert sorted(claimed[:3]) == ["task-5", "task-6", "task-7"]
+    assert claimed[3:] == ["task-9", "task-8"]
+    for statements, index in (
+        (of_some, "tasks_ready_workflow_priority"),
+        (of_all, "tasks_ready_priority"),
+    ):
+        assert statements, "the claim read no index"
+        for sql in statements:
+            plan = _details(_plan(path, sql))
+            assert f"SEARCH tasks USING COVERING INDEX {index}" in plan, (sql, plan)
+            assert "USE TEMP B-TREE" not in plan, (sql, plan)
+            if "max(priority)" not in sql:
+                assert "priority=?" in plan, (sql, plan)  # one priority's range
 
 
 def test_a_list_sorts_rowids_not_tasks(tmp_path, wfe_run) -> None:
