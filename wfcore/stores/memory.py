@@ -59,8 +59,8 @@ class _Row:
 
 
 class MemoryStore(Store):
-    """Tasks in a dict; runnable ones in a heap ordered by when they become ready,
-    and those ready in one ordered by priority, then by when they became ready."""
+    """Tasks in a dict; runnable ones in a heap per priority, ordered by when they
+    become ready."""
 
     durable = False  # gone with the process
 
