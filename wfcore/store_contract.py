@@ -922,6 +922,21 @@ class StoreContract:
         assert [t.id for t in await store.list_tasks()] == ids[::-1]
         assert [t.id for t in await store.list_tasks(limit=2, offset=1)] == ["b", "task-10"]
 
+    @_with_store
+    async def test_lists_can_put_the_highest_priority_first(self, store: Any) -> None:
+        """list_tasks(priority_first=True) orders by priority, highest first, and the
+        tasks of one priority by insertion, as oldest_first says; then it pages."""
+        for n, priority in enumerate([0, 5, 0, -2, 5]):
+            await store.insert_task(_task(n, priority=priority))
+        listed = [t.id for t in await store.list_tasks(priority_first=True, oldest_first=True)]
+        assert listed == ["task-1", "task-4", "task-0", "task-2", "task-3"], (
+            f"list_tasks(priority_first=True, oldest_first=True) gave {listed}: the highest "
+            "priority first, each priority's tasks in the order they were inserted"
+        )
+        newest = [t.id for t in await store.list_tasks(priority_first=True, limit=3, offset=1)]
+        assert newest == ["task-1", "task-2", "task-0"]
+        assert [t.id for t in await store.list_tasks()] == [f"task-{n}" for n in (4, 3, 2, 1, 0)]
+
     # -- workflows -------------------------------------------------------------------
 
     @_with_store

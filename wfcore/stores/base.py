@@ -220,9 +220,12 @@ class Store(abc.ABC):
         limit: int = 100,
         offset: int = 0,
         oldest_first: bool = False,
+        priority_first: bool = False,
     ) -> list[Task]:
         """Tasks, newest first (by insertion) unless ``oldest_first``; never in the
-        order of their ids, which need not sort by age."""
+        order of their ids, which need not sort by age. With ``priority_first``, the
+        highest priority first, and those of one priority in that order (a queue of
+        people's work, urgent first)."""
 
     @abc.abstractmethod
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:

@@ -152,6 +152,7 @@ class MemoryStore(Store):
         limit: int = 100,
         offset: int = 0,
         oldest_first: bool = False,
+        priority_first: bool = False,
     ) -> list[Task]:
         wanted = None
         if status is not None:
@@ -165,6 +166,8 @@ class MemoryStore(Store):
             if workflow_name is not None and row.task.workflow_name != workflow_name:
                 continue
             found.append(row.task)
+        if priority_first:
+            found.sort(key=lambda task: -task.priority)  # stable: insertion order kept
         return [_snapshot(t) for t in found[offset : offset + limit]]
 
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:

@@ -998,6 +998,7 @@ class SQLiteStore(Store):
         limit: int = 100,
         offset: int = 0,
         oldest_first: bool = False,
+        priority_first: bool = False,
     ) -> list[Task]:
         where: list[str] = []
         params: list[str | int] = []
@@ -1011,12 +1012,14 @@ class SQLiteStore(Store):
         # The page's rowids first, then its rows: where the rowids must be sorted
         # (several statuses), the sort holds integers read from an index, not every
         # matching task's document.
-        order = "ASC" if oldest_first else "DESC"
+        order = "rowid " + ("ASC" if oldest_first else "DESC")
+        if priority_first:
+            order = "priority DESC, " + order
         page = "SELECT rowid FROM tasks"
         if where:
             page += " WHERE " + " AND ".join(where)
-        page += f" ORDER BY rowid {order} LIMIT ? OFFSET ?"
-        sql = f"SELECT {self._columns} FROM tasks WHERE rowid IN ({page}) ORDER BY rowid {order}"
+        page += f" ORDER BY {order} LIMIT ? OFFSET ?"
+        sql = f"SELECT {self._columns} FROM tasks WHERE rowid IN ({page}) ORDER BY {order}"
         # SQLite's integers end at 2**63; a negative limit would mean "all".
         params += [min(max(int(limit), 0), 2**62), min(max(int(offset), 0), 2**62)]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())

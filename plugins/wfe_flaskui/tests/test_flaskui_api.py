@@ -1173,7 +1173,7 @@ def test_the_inbox_shows_the_oldest_few_and_counts_the_rest(api: Api, dashboard:
             re.findall(r'<article class="card inbox-card[^"]*" id="inbox-([0-9a-f]+)"', page)
             == (ids[:3])
         )
-        assert "5 tasks waiting; the oldest 3 are shown here." in page
+        assert "5 tasks waiting; the first 3 (oldest first) are shown here." in page
         assert '<a href="/?status=waiting_human">All 5 in the task list</a>' in page
     every = api.get("/inbox?all=1").text
     assert '<a href="/?status=waiting">All 5 in the task list</a>' in every
@@ -1183,6 +1183,22 @@ def test_the_inbox_shows_the_oldest_few_and_counts_the_rest(api: Api, dashboard:
     dashboard.inbox_size = 100
     page = api.get("/inbox").text
     assert "5 tasks waiting, oldest first." in page and 'id="inbox-more"' not in page
+
+
+def test_the_inbox_shows_the_highest_priority_first(api: Api, dashboard: Dashboard) -> None:
+    """An urgent question asked last is among the few the inbox shows, first."""
+    dashboard.inbox_size = 3
+    ids = []
+    for i, priority in enumerate([0, 0, 0, -5, 50]):
+        ids.append(api.submit("question", {"i": i}, priority=priority)["id"])
+        api.wait_status(ids[-1], "waiting_human")
+    page = api.get("/inbox").text
+    shown = re.findall(r'<article class="card inbox-card[^"]*" id="inbox-([0-9a-f]+)"', page)
+    assert shown == [ids[4], ids[0], ids[1]]
+    assert (
+        "5 tasks waiting; the first 3 (the highest priority first, then the oldest) "
+        "are shown here." in page
+    )
 
 
 def test_free_answer_as_text_or_json(api: Api) -> None:

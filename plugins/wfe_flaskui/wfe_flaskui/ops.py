@@ -131,10 +131,13 @@ async def waiting_tasks(
     statuses: Sequence[TaskStatus] = (TaskStatus.WAITING_HUMAN,),
     limit: int = 100,
 ) -> tuple[list[Task], int]:
-    """The oldest ``limit`` tasks in these waiting statuses, and how many wait in all."""
+    """The first ``limit`` tasks in these waiting statuses, the highest priority
+    first and then the oldest, and how many wait in all."""
     store = await engine.get_store()
     counts = await store.count_tasks()
-    tasks = await store.list_tasks(status=list(statuses), limit=limit, oldest_first=True)
+    tasks = await store.list_tasks(
+        status=list(statuses), limit=limit, oldest_first=True, priority_first=True
+    )
     return tasks, sum(counts.get(s, 0) for s in statuses)
 
 
