@@ -55,7 +55,7 @@ from .model import (
     WorkflowSpec,
     actor_name,
     answer_validator,
-    priority_problem,
+    check_priority,
     utcnow,
 )
 from .plugins import call_first, contribute, make_plugin_manager, trace_call
@@ -811,9 +811,7 @@ class ECSWorkflowEngine:
         run_after = _start_time(request.get("run_after"))
         priority = request.get("priority")
         priority = 0 if priority is None else priority
-        problem = priority_problem(priority)
-        if problem is not None:
-            raise InvalidTaskError(f"priority {problem}")
+        check_priority(priority)
         files: dict[str, SubmittedFile] = {}
         if request.get("artifacts") is not None:
             try:
@@ -1268,9 +1266,7 @@ class ECSWorkflowEngine:
         InvalidTaskError for a bad priority, UnknownTaskError, or TaskStateError for
         a running task (its phase may set ``task.priority``) or a finished one.
         """
-        problem = priority_problem(priority)
-        if problem is not None:
-            raise InvalidTaskError(f"priority {problem}")
+        check_priority(priority)
         who = _by_field(by)
 
         async def change(task: Task) -> None:

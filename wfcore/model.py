@@ -33,6 +33,7 @@ __all__ = [
     "WorkflowSpec",
     "actor_name",
     "answer_validator",
+    "check_priority",
     "is_date_time",
     "new_task_id",
     "priority_problem",
@@ -651,6 +652,14 @@ def priority_problem(value: object) -> str | None:
     if not MIN_PRIORITY <= value <= MAX_PRIORITY:
         return f"must be from {MIN_PRIORITY} to {MAX_PRIORITY}, not {value}"
     return None
+
+
+def check_priority(value: object, what: str = "priority") -> None:
+    """Raise InvalidTaskError, ``what`` and then why, for what cannot be a task's
+    priority (see :func:`priority_problem`)."""
+    problem = priority_problem(value)
+    if problem is not None:
+        raise InvalidTaskError(f"{what} {problem}")
 
 
 MAX_ACTOR_CHARS = 200

@@ -10,7 +10,6 @@ still submitted by the first worker to start within ``grace`` of it.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,7 +17,8 @@ from typing import Any
 import attrs
 
 from .errors import InvalidTaskError, InvalidWorkflowError
-from .model import TaskType, priority_problem
+from .model import TaskType, _task_type, check_priority
+from .wire import json_problem
 
 __all__ = ["EPOCH", "Schedule"]
 
@@ -33,10 +33,6 @@ _MAX_EVERY = 366 * 86400.0
 def _as_seconds(value: Any) -> Any:
     """A timedelta as seconds; anything else as given, for the checks to judge."""
     return value.total_seconds() if isinstance(value, timedelta) else value
-
-
-def _task_type(value: TaskType | str) -> TaskType:
-    return TaskType.parse(value)
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -101,15 +97,11 @@ class Schedule:
                 f"schedule {name!r}: grace must be more than 0 seconds, not {grace:g}"
             )
         object.__setattr__(self, "grace", grace)
-        problem = priority_problem(self.priority)
+        check_priority(self.priority, f"schedule {name!r}: priority")
+        # The check submit_task makes, here at once rather than at every slot.
+        problem = json_problem(self.data)
         if problem is not None:
-            raise InvalidTaskError(f"schedule {name!r}: priority {problem}")
-        try:
-            json.dumps(self.data, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidTaskError(
-                f"schedule {name!r}: data must be JSON-serializable: {exc}"
-            ) from None
+            raise InvalidTaskError(f"schedule {name!r}: data must be JSON-serializable: {problem}")
 
     @property
     def period(self) -> str:
