@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from wfcore import DEFINE_WORKFLOW, Phase, Task, TaskStatus
-from wfcore.model import MAX_PRIORITY, MIN_PRIORITY, utcnow
+from wfcore.model import MAX_PRIORITY, MIN_PRIORITY, priority_problem, utcnow
 from wfcore.wire import (
     FORMAT_VERSION,
     MAX_JSON_DEPTH,
@@ -237,16 +237,16 @@ def _start_time(value: Any) -> datetime | None:
 def _priority(value: Any) -> int:
     """``priority``: an integer from MIN_PRIORITY to MAX_PRIORITY, as submit_task
     takes it (not a boolean, nor a number with a fraction point, such as 5.0)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        shown = json.dumps(value, ensure_ascii=False)
-        shown = shown if len(shown) <= 40 else f"{shown[:40]}..."
-        raise BadMessage(
-            f"priority: must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, "
-            f"got {json_kind(value)} ({shown})"
-        )
-    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+    if priority_problem(value) is None:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
         raise BadMessage(f"priority: must be from {MIN_PRIORITY} to {MAX_PRIORITY}, got {value}")
-    return value
+    shown = json.dumps(value, ensure_ascii=False)
+    shown = shown if len(shown) <= 40 else f"{shown[:40]}..."
+    raise BadMessage(
+        f"priority: must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, "
+        f"got {json_kind(value)} ({shown})"
+    )
 
 
 def _refuse_constant(name: str) -> Any:
