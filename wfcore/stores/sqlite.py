@@ -58,8 +58,10 @@ SCHEMA_VERSION = 6
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
 _MAX_BATCH = 5000
-# Seconds a write waits for another process's write lock (the URL's ?timeout=).
+# Seconds a write waits for another process's write lock (the URL's ?timeout=),
+# by default and at most.
 _BUSY_TIMEOUT = 30.0
+_MAX_BUSY_TIMEOUT = 86400.0
 # What a WAL grown past it (by a purge, a burst of work) is cut back to when it next
 # starts over; without a limit it keeps its largest size while any connection is open.
 # Above what ordinary batches need, so that they never pay for truncating it.
@@ -197,12 +199,14 @@ def _ready_rows(
     source = f"FROM tasks INDEXED BY {index} WHERE {where}ready_at IS NOT NULL"
     found: list[tuple[int, float, int]] = []
     priority = conn.execute(f"SELECT max(priority) {source}", head).fetchone()[0]
-    while priority is not None and len(found) < limit:
+    while priority is not None:
         found += conn.execute(
             f"SELECT priority, ready_at, rowid {source} AND priority = ? AND ready_at <= ? "
             "ORDER BY ready_at, rowid LIMIT ?",
             (*head, priority, now, limit - len(found)),
         ).fetchall()
+        if len(found) >= limit:
+            break  # no seek for a next priority the claim has no room for
         priority = conn.execute(
             f"SELECT max(priority) {source} AND priority < ?", (*head, priority)
         ).fetchone()[0]
@@ -374,8 +378,8 @@ class SQLiteStore(Store):
     ) -> None:
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
-        if not 0 <= timeout <= 86400:  # NaN too
-            raise StoreError(f"timeout must be 0 to 86400 seconds, not {timeout!r}")
+        if not 0 <= timeout <= _MAX_BUSY_TIMEOUT:  # NaN too
+            raise StoreError(f"timeout must be 0 to {_MAX_BUSY_TIMEOUT:g} seconds, not {timeout!r}")
         self.path = Path(path)
         self.durability = durability
         #: Seconds a write waits for another process's write lock before it fails.
@@ -433,9 +437,10 @@ class SQLiteStore(Store):
                 timeout = float(given)
             except ValueError:
                 timeout = math.nan
-            if not 0 <= timeout <= 86400:  # NaN too
+            if not 0 <= timeout <= _MAX_BUSY_TIMEOUT:  # NaN too
                 raise StoreError(
-                    f"sqlite URL parameter timeout must be 0 to 86400 seconds, not {given!r}"
+                    f"sqlite URL parameter timeout must be 0 to {_MAX_BUSY_TIMEOUT:g} "
+                    f"seconds, not {given!r}"
                 )
         return cls(path, durability=durability, timeout=timeout)
 
