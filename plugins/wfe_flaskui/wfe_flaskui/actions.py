@@ -309,7 +309,7 @@ def cancel(dash: Dashboard, task_id: str) -> Any:
     back = _safe_next(request.form.get("next_url"), url_for(".task", task_id=task_id))
     by = acting_user()
     return change_task(
-        dash, task_id, lambda engine: engine.cancel(task_id, by=by), "cancelled", back
+        dash, task_id, lambda engine: engine.cancel(task_id, by=by), "cancel", "cancelled", back
     )
 
 
@@ -317,7 +317,7 @@ def retry(dash: Dashboard, task_id: str) -> Any:
     back = url_for(".task", task_id=task_id)
     by = acting_user()
     return change_task(
-        dash, task_id, lambda engine: engine.retry(task_id, by=by), "queued again", back
+        dash, task_id, lambda engine: engine.retry(task_id, by=by), "retry", "queued again", back
     )
 
 
@@ -335,18 +335,15 @@ def set_priority(dash: Dashboard, task_id: str) -> Any:
         dash,
         task_id,
         lambda engine: engine.set_priority(task_id, priority, by=by),
+        "priority change",
         f"priority set to {priority}",
         url_for(".task", task_id=task_id),
-        what="priority change",
     )
 
 
-def change_task(
-    dash: Dashboard, task_id: str, change: Any, done: str, back: str, what: str | None = None
-) -> Any:
-    """Apply ``change(engine)`` to a task from a form; flash how it went. ``what`` names
-    the change in the store's refusals (by default the cancel, or the retry)."""
-    what = what or ("cancel" if done == "cancelled" else "retry")
+def change_task(dash: Dashboard, task_id: str, change: Any, what: str, done: str, back: str) -> Any:
+    """Apply ``change(engine)`` to a task from a form; flash how it went. ``what``
+    names the change where the store did not take it, ``done`` where it did."""
     try:
         dash.call(change)
     except UnknownTaskError as exc:
