@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from wfcore import ECSWorkflowEngine, StoreError, Task, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, StoreError, Task, TaskStatus
 from wfcore.stores.sqlite import SQLiteStore
 
 __all__ = [
     "ECSWorkflowEngine",
+    "HeldPhase",
     "background",
     "background_wfe",
     "db_path",
@@ -103,6 +104,21 @@ async def run_task(engine: ECSWorkflowEngine, data: Any, workflow: str) -> Task:
     stored = await engine.get_task(task.id)
     assert stored is not None
     return stored
+
+
+class HeldPhase:
+    """Workflow "w" of ``engine``: one functional phase whose handler sets
+    ``started`` and then waits until the test sets ``release``, so that the test
+    acts on a task while its phase runs."""
+
+    def __init__(self, engine: ECSWorkflowEngine) -> None:
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+        engine.register_handler("slow", self._slow)
+        engine.register_workflow("w", [Phase("slow", assigned_to="functional")])
+
+    async def _slow(self, task: Task) -> None:
+        self.started.set()
+        await self.release.wait()
 
 
 def events(task: Task) -> list[str]:

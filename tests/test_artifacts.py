@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from core_util import HeldPhase
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 from wfcore.errors import ArtifactError, InvalidTaskError, TaskStateError, UnknownTaskError
@@ -251,23 +252,16 @@ def test_an_artifact_added_to_a_waiting_task_is_stored_for_its_next_phase(make_e
 
 def test_adding_an_artifact_to_a_task_running_elsewhere_is_refused(make_engine, wfe_run):
     engine = make_engine()
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(task: Task) -> None:
-        started.set()
-        await release.wait()
-
-    engine.register_handler("slow", slow)
-    engine.register_workflow("w", [Phase("slow", assigned_to="functional")])
+    held = HeldPhase(engine)
 
     async def scenario():
         task = await engine.submit_task(None, "w")
         runner = asyncio.create_task(engine.run_until_idle())
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(held.started.wait(), 10)
         # The same id, but not the phase's own Task object: another caller.
         with pytest.raises(TaskStateError, match="is running, and its phase stores"):
             await engine.add_artifact_text(task.id, "late.txt", "x")
-        release.set()
+        held.release.set()
         await runner
         with pytest.raises(UnknownTaskError):
             await engine.add_artifact_text("no-such-task", "a.txt", "x")

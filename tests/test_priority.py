@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from core_util import wait_for
+from core_util import HeldPhase, wait_for
 
 from wfcore import InvalidTaskError, Phase, Task, TaskStateError, TaskStatus, WorkflowError
 
@@ -202,20 +202,13 @@ def test_set_priority_refuses_what_it_cannot_change(make_engine, wfe_run) -> Non
     """A running task (its phase may set the priority itself), a finished one, an
     unknown one and a bad priority are refused, each saying why."""
     engine = make_engine()
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(task: Task) -> None:
-        started.set()
-        await release.wait()
-
-    engine.register_handler("slow", slow)
-    engine.register_workflow("w", [Phase("slow", assigned_to="functional")])
+    held = HeldPhase(engine)
 
     async def scenario() -> list[str]:
         task = await engine.submit_task({}, "w")
         refusals = []
         worker = asyncio.create_task(engine.run_until_idle())
-        await started.wait()
+        await held.started.wait()
         for call in (
             lambda: engine.set_priority(task.id, 5),
             lambda: engine.set_priority("no-such-task", 5),
@@ -224,7 +217,7 @@ def test_set_priority_refuses_what_it_cannot_change(make_engine, wfe_run) -> Non
             with pytest.raises(WorkflowError) as refused:
                 await call()
             refusals.append(f"{type(refused.value).__name__}: {refused.value}")
-        release.set()
+        held.release.set()
         await worker
         with pytest.raises(TaskStateError) as finished:
             await engine.set_priority(task.id, 5)
