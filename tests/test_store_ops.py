@@ -226,3 +226,31 @@ def test_a_store_file_deleted_before_its_first_write_is_not_made_anew(tmp_path, 
 
     wfe_run(scenario())
     assert not path.exists()
+
+
+def test_a_store_made_from_a_relative_path_opens_it_from_the_working_folder(
+    tmp_path, wfe_run, monkeypatch
+) -> None:
+    """Its threads open the file by URI, which a relative path cannot be: every write
+    waited for ever on a writer thread that had died."""
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario() -> Task | None:
+        store = SQLiteStore("jobs.db")
+        await store.open()
+        try:
+            await asyncio.wait_for(store.insert_task(Task(id="t1", data=1)), 30)
+            return await store.get_task("t1")
+        finally:
+            await store.close()
+
+    assert wfe_run(scenario()).data == 1
+    assert (tmp_path / "jobs.db").is_file()
+
+
+def test_a_url_given_as_a_stores_path_is_refused_naming_from_url(tmp_path) -> None:
+    from wfcore.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"takes a file's path, not a URL.*from_url"):
+        SQLiteStore(f"sqlite://{tmp_path / 'x.db'}")
+    assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,10 @@ wait for a slot, the highest priority first and of one priority first come first
 served, holding their claim and lease meanwhile.
 A stop ends every wait at once: a task still waiting has not started its phase, so
 it goes back to the store as it was.
+
+These are one worker's slots. On a store that shares them across processes
+(``Store.shares_phase_slots``), a task holding one of these asks the store for one
+of its slots too (``Worker._take_shared_slot``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class SlotsClosed(Exception):
 class Slot:
     """A slot held; :meth:`release` gives it to the next waiting task (once)."""
 
-    __slots__ = ("_key", "_limit", "_slots", "waited")
+    __slots__ = ("_key", "_limit", "_slots", "shared", "waited")
 
     def __init__(self, slots: PhaseSlots, key: tuple[str, str], limit: int, waited: float):
         self._slots: PhaseSlots | None = slots
@@ -32,6 +36,9 @@ class Slot:
         self._limit = limit
         #: Seconds the task waited for it.
         self.waited = waited
+        #: Whether the task holds a slot of the store's too (one every worker on
+        #: the store shares), to release with this one.
+        self.shared = False
 
     def release(self) -> None:
         slots, self._slots = self._slots, None

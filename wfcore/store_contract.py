@@ -827,6 +827,61 @@ class StoreContract:
         assert await store.lease_owners() == ["alive"]
 
     @_with_store
+    async def test_phase_slots_go_up_to_the_limit_and_in_order(self, store: Any) -> None:
+        """take_phase_slot gives at most ``limit`` slots of a phase; a freed one goes
+        to the waiting task of the highest priority, then to the one that asked first."""
+        if not store.shares_phase_slots:
+            pytest.skip("the store keeps no phase slots (shares_phase_slots = False)")
+        for n in range(4):
+            await store.insert_task(_task(n))
+        await store.claim("w1", 4, 30)
+        one, two, low, high = (f"task-{n}" for n in range(4))
+
+        async def take(task_id: str, priority: int = 0, phase: str = "p") -> bool:
+            return bool(await store.take_phase_slot(task_id, "w1", "w", phase, 1, priority))
+
+        assert await take(one)
+        assert await take(one), "asking again for a slot held must keep it"
+        assert not await take(two), "a second slot was given with limit=1"
+        assert not await take(low, -5)
+        assert not await take(high, 5)
+        assert await take(low, -5, phase="other"), "another phase must have slots of its own"
+        await store.release_phase_slot(low)
+        await store.release_phase_slot(one)
+        assert not await take(low, -5), "a lower priority overtook the tasks in line"
+        assert not await take(two), "a task overtook a higher priority in line"
+        assert await take(high, 5), "the freed slot did not go to the highest priority"
+        await store.release_phase_slot(high)
+        assert not await take(low, -5)
+        assert await take(two), "the freed slot did not go to the next in line"
+        await store.release_phase_slot(two)
+        assert await take(low, -5)
+        await store.release_phase_slot("never-asked")  # changes nothing
+
+    @_with_two_stores
+    async def test_a_phase_slot_whose_lease_is_gone_is_free(self, first: Any, second: Any) -> None:
+        """A slot, or a place in line, counts only while its task's lease is held by
+        the owner that asked: a dead worker's frees without a release."""
+        if not first.shares_phase_slots:
+            pytest.skip("the store keeps no phase slots (shares_phase_slots = False)")
+        for n in range(3):
+            await first.insert_task(_task(n))
+        await first.claim("dead-worker", 2, 3600)
+        assert await first.take_phase_slot("task-0", "dead-worker", "w", "p", 1, 0)
+        assert not await first.take_phase_slot("task-1", "dead-worker", "w", "p", 1, 0)
+        [mine] = await second.claim("live-worker", 1, 30)
+        assert not await second.take_phase_slot(mine.id, "live-worker", "w", "p", 1, 0)
+        await second.release_dead_leases(["dead-worker"])
+        assert await second.take_phase_slot(mine.id, "live-worker", "w", "p", 1, 0), (
+            "a slot held by a task whose lease is gone (its worker died) still counted"
+        )
+        taken = await second.claim("live-worker", 2, 30)
+        assert sorted(t.id for t in taken) == ["task-0", "task-1"]
+        assert not await second.take_phase_slot("task-0", "live-worker", "w", "p", 1, 0), (
+            "a task taken over kept the slot its dead worker held"
+        )
+
+    @_with_store
     async def test_waiting_tasks_are_claimed_only_after_their_deadline(self, store: Any) -> None:
         """WAITING_* tasks are not runnable, until their deadline passes; they come
         back still waiting, for the engine to time them out."""

@@ -87,6 +87,8 @@ class Worker:
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
         self._slots = PhaseSlots()
+        # Tasks holding one of this worker's slots that wait for one of the store's.
+        self._waiting_shared: dict[tuple[str, str], int] = {}
         #: How many times stop() was called: a run compares it with the count when it
         #: was asked for, so that a stop() coming before the run starts is not lost.
         self.stops_asked = 0
@@ -151,8 +153,12 @@ class Worker:
         self.poke()
 
     def waiting_for_slots(self) -> dict[tuple[str, str], int]:
-        """Tasks waiting for a slot of a limited phase, by (workflow, phase)."""
-        return self._slots.waiting()
+        """Tasks waiting for a slot of a limited phase, by (workflow, phase): for one
+        of this worker's, or of the store's (see :meth:`_take_shared_slot`)."""
+        waiting = self._slots.waiting()
+        for key, count in self._waiting_shared.items():
+            waiting[key] = waiting.get(key, 0) + count
+        return waiting
 
     def interrupt(self, task_id: str) -> None:
         """Stop driving a task changed elsewhere (cancelled): its writes are dropped."""
@@ -665,9 +671,43 @@ class Worker:
         except SlotsClosed:
             return task  # not started: the stop hands it back as it is stored
         try:
+            store = self._engine._store
+            if store is not None and store.shares_phase_slots:
+                if not await self._take_shared_slot(store, task, spec, phase, slot):
+                    return task  # the worker stops: as above
             return await self._dispatch(task, spec, phase, slot)
         finally:
             slot.release()
+
+    async def _take_shared_slot(
+        self, store: Store, task: Task, spec: WorkflowSpec, phase: Phase, slot: Slot
+    ) -> bool:
+        """Hold, besides this worker's slot, one of the store's, which every worker
+        on the store shares; False if the worker stops first. Another process's
+        release wakes nobody here, so the store is asked again after a pause (from
+        50 ms up to the engine's ``poll_interval``); one of this worker's own
+        releases hands its local slot to the next task here, which asks at once."""
+        assert phase.max_concurrency is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pause = _SHARED_SLOT_FIRST_PAUSE
+        key = (spec.name, phase.target_classification)
+        while not await store.take_phase_slot(
+            task.id, self._engine.worker_id, *key, phase.max_concurrency, task.priority
+        ):
+            if self._stopping or self._stop_asked is None:
+                return False
+            self._waiting_shared[key] = self._waiting_shared.get(key, 0) + 1
+            try:
+                await asyncio.wait_for(self._stop_asked.wait(), pause)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._waiting_shared[key] -= 1
+            pause = min(pause * 2, max(self._engine.poll_interval, _SHARED_SLOT_FIRST_PAUSE))
+        slot.shared = True
+        slot.waited += loop.time() - started
+        return True
 
     def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
         """Find the task's phase, asking the classifiers when it has none."""
@@ -768,7 +808,13 @@ class Worker:
             self._in_phase.pop(task_id, None)
             self._store_failed.discard(task_id)
             self._checkpointing.pop(task_id, None)
-            if slot is not None:
+            if slot is not None and not slot.shared:
+                slot.release()
+        if slot is not None and slot.shared:
+            # The store's slot first: the next task here asks for it at once.
+            try:
+                await self._engine._store.release_phase_slot(task_id)  # type: ignore[union-attr]
+            finally:
                 slot.release()
         if failure is not None:
             if await self._stopped_with_worker(failure):
@@ -1192,6 +1238,9 @@ def other_engine_hint(engine: ECSWorkflowEngine, task: Task) -> str:
 
 # How often a task waiting to run alone looks whether the others have finished.
 _ALONE_POLL = 0.05
+# The first pause before asking the store again for a shared phase slot (doubling
+# up to the engine's poll_interval).
+_SHARED_SLOT_FIRST_PAUSE = 0.05
 
 # How long a worker waits before asking a failing store again: the first pause,
 # doubled at each failure in a row up to the longest.

@@ -362,6 +362,39 @@ class Store(abc.ABC):
         the store cannot tell: this default). ``wfe show`` prints it."""
         return None
 
+    # -- phase slots --------------------------------------------------------------
+
+    #: Whether the store keeps the slots of phases with ``max_concurrency`` for every
+    #: process that opens it (:meth:`take_phase_slot`, :meth:`release_phase_slot`):
+    #: then a phase's limit holds across all the workers on the store. False (this
+    #: default): each worker process counts its own, and the limit holds per process.
+    shares_phase_slots: ClassVar[bool] = False
+
+    async def take_phase_slot(
+        self, task_id: str, owner: str, workflow: str, phase: str, limit: int, priority: int
+    ) -> bool:
+        """Give the task a slot of ``phase`` of ``workflow``, which at most ``limit``
+        tasks may hold at once, across processes; True if it has one now.
+
+        Called by a worker holding the task's lease (``owner``) before the phase
+        runs, and again (with a pause) while it returns False. A task that asked and
+        still waits lines up: a slot goes to the waiting task of the highest
+        ``priority``, and of one priority to the one that first asked. A slot or a
+        place in line counts only while its task's lease is held by the owner that
+        asked and has not expired: a worker that dies, or a task cancelled or handed
+        back, frees it without a release. Asking again for a task that holds a slot
+        (the same phase again) keeps it. Atomic across processes, like a claim.
+
+        Called only when :attr:`shares_phase_slots` is True; this default raises
+        StoreError.
+        """
+        raise StoreError(f"{type(self).__name__} does not keep phase slots")
+
+    async def release_phase_slot(self, task_id: str) -> None:
+        """Free the task's slot, or its place in line (its phase attempt ended).
+        Releasing a task that holds none changes nothing."""
+        raise StoreError(f"{type(self).__name__} does not keep phase slots")
+
     @abc.abstractmethod
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         """True while any task (of ``workflows``, if given) is PENDING or IN_PROGRESS.

@@ -136,6 +136,24 @@ _SCHEMA_6_INDEXES = (
     "DROP INDEX IF EXISTS tasks_ready_workflow",
 )
 
+# The slots of phases with max_concurrency, and the tasks in line for one: a row
+# per task that holds a slot (running = 1) or waits (0). Made at first use, so a
+# store of any schema gains it without an upgrade, and a wfcore that does not know
+# it reads and writes the store as before. A row counts while its task's lease is
+# the one that asked and has not expired; others are deleted as they are met.
+_PHASE_SLOTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS phase_slots (task_id TEXT PRIMARY KEY, "
+    "workflow TEXT NOT NULL, phase TEXT NOT NULL, owner TEXT NOT NULL, "
+    "priority INTEGER NOT NULL, since REAL NOT NULL, running INTEGER NOT NULL)"
+)
+# A phase's rows: task id, priority, since, running, whether it counts.
+_PHASE_SLOT_HOLDERS = (
+    "SELECT s.task_id, s.priority, s.since, s.running, "
+    "coalesce(t.lease_owner = s.owner AND t.lease_expires > ?, 0) "
+    "FROM phase_slots s LEFT JOIN tasks t ON t.id = s.task_id "
+    "WHERE s.workflow = ? AND s.phase = ?"
+)
+
 _ADD_META = "INSERT INTO wfe_meta (key, value) VALUES (?, ?)"
 
 _INSERT = (
@@ -307,7 +325,7 @@ class _Writer(threading.Thread):
                     # the thread, which every later write would wait for.
                     try:
                         conn = self._connect()
-                    except sqlite3.Error as exc:
+                    except Exception as exc:
                         self._settle_all(batch, exc)
                         if stop:
                             return
@@ -380,7 +398,14 @@ class SQLiteStore(Store):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
         if not 0 <= timeout <= _MAX_BUSY_TIMEOUT:  # NaN too
             raise StoreError(f"timeout must be 0 to {_MAX_BUSY_TIMEOUT:g} seconds, not {timeout!r}")
-        self.path = Path(path)
+        if "://" in str(path):
+            raise StoreError(
+                f"SQLiteStore takes a file's path, not a URL ({str(path)!r}): "
+                "use SQLiteStore.from_url(url), or the engine's store=URL"
+            )
+        # Absolute from here on: the threads' connections open it by file: URI,
+        # and a later chdir of the process must not move the store.
+        self.path = Path(path).absolute()
         self.durability = durability
         #: Seconds a write waits for another process's write lock before it fails.
         self.timeout = float(timeout)
@@ -1286,6 +1311,47 @@ class SQLiteStore(Store):
             ).fetchone()
         )
         return None if row is None else (row[0], _utc(row[1]))
+
+    # -- phase slots, shared by every process on the file ----------------------------
+
+    shares_phase_slots = True
+
+    async def take_phase_slot(
+        self, task_id: str, owner: str, workflow: str, phase: str, limit: int, priority: int
+    ) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            conn.execute(_PHASE_SLOTS_TABLE)
+            rows = conn.execute(_PHASE_SLOT_HOLDERS, (now, workflow, phase)).fetchall()
+            stale = [(row[0],) for row in rows if not row[4] and row[0] != task_id]
+            if stale:
+                conn.executemany("DELETE FROM phase_slots WHERE task_id = ?", stale)
+            # Asking again keeps the task's place in line (or its slot), unless the
+            # place was another lease's: a run that took the task over starts anew.
+            mine = next((row for row in rows if row[0] == task_id and row[4]), None)
+            since = now if mine is None else mine[2]
+            others = [row for row in rows if row[4] and row[0] != task_id]
+            running = sum(1 for row in others if row[3])
+            ahead = sum(
+                1 for row in others if not row[3] and (-row[1], row[2]) < (-priority, since)
+            )
+            granted = (mine is not None and bool(mine[3])) or running + ahead < limit
+            conn.execute(
+                "INSERT OR REPLACE INTO phase_slots "
+                "(task_id, workflow, phase, owner, priority, since, running) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (task_id, workflow, phase, owner, priority, since, int(granted)),
+            )
+            return granted
+
+        return await self._write(write)
+
+    async def release_phase_slot(self, task_id: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_PHASE_SLOTS_TABLE)
+            conn.execute("DELETE FROM phase_slots WHERE task_id = ?", (task_id,))
+
+        await self._write(write)
 
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         params: tuple[str, ...] = _ACTIVE

@@ -1,0 +1,193 @@
+"""Phase.max_concurrency across processes: on SQLite, the slots of a limited phase
+are kept in the store, so the limit holds for all the workers on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from core_util import wait_for, with_pythonpath
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore.stores.memory import MemoryStore
+from wfcore.stores.sqlite import SQLiteStore
+
+
+class Overlap:
+    """Counts how many handlers run at once, across every engine it is given to."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.by_engine: dict[str, int] = {}
+        self.gate = asyncio.Event()
+
+    def handler(self, name: str) -> Callable[[Task], Awaitable[None]]:
+        async def call(task: Task) -> None:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.by_engine[name] = self.by_engine.get(name, 0) + 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.running -= 1
+            task.output = name
+
+        return call
+
+
+def _two_engines(
+    wfe_engine_factory, overlap: Overlap, limit: int, holds: int = 3
+) -> list[ECSWorkflowEngine]:
+    """Two engines on one SQLite file, as two worker processes would be; each holds
+    up to ``holds`` tasks, so that neither takes all a test submits."""
+    engines = []
+    for name in ("a", "b"):
+        engine = wfe_engine_factory(max_concurrency=holds)
+        engine.register_handler("call", overlap.handler(name))
+        engine.register_workflow("w", [Phase("call", max_concurrency=limit)])
+        engines.append(engine)
+    return engines
+
+
+def test_the_limit_holds_across_workers_on_one_store(wfe_engine_factory, wfe_run):
+    overlap = Overlap()
+    a, b = _two_engines(wfe_engine_factory, overlap, limit=1)
+
+    async def scenario() -> list[Task]:
+        await a.submit_tasks([{"data": i, "workflow_name": "w"} for i in range(5)])
+        runs = [asyncio.create_task(e.run_until_idle()) for e in (a, b)]
+        # Each worker claims tasks; one phase runs, every other task waits.
+        await wait_for(lambda: overlap.running == 1, what="a phase to start")
+        await wait_for(
+            lambda: a.active_count + b.active_count == 5, what="both workers to hold tasks"
+        )
+        await wait_for(
+            lambda: a.waiting_for_slots + b.waiting_for_slots == 4,
+            what="three tasks to wait for the slot",
+        )
+        assert a.active_count and b.active_count  # both workers hold some
+        assert overlap.running == 1
+        overlap.gate.set()
+        await asyncio.gather(*runs)
+        return await a.list_tasks(limit=10)
+
+    tasks = wfe_run(scenario())
+    assert [t.status for t in tasks] == [TaskStatus.COMPLETED] * 5
+    assert overlap.peak == 1
+    assert set(overlap.by_engine) == {"a", "b"}  # both ran some, one at a time
+    queued = [e.get("queued") for t in tasks for e in t.history if e["event"] == "phase_started"]
+    assert sum(1 for q in queued if q) >= 1, queued
+
+
+def test_a_limit_of_two_lets_two_run_at_once_across_workers(wfe_engine_factory, wfe_run):
+    overlap = Overlap()
+    a, b = _two_engines(wfe_engine_factory, overlap, limit=2)
+
+    async def scenario() -> None:
+        await a.submit_tasks([{"data": i, "workflow_name": "w"} for i in range(6)])
+        runs = [asyncio.create_task(e.run_until_idle()) for e in (a, b)]
+        await wait_for(lambda: overlap.running == 2, what="two phases to run")
+        await wait_for(lambda: a.waiting_for_slots + b.waiting_for_slots == 4, what="four to wait")
+        overlap.gate.set()
+        await asyncio.gather(*runs)
+
+    wfe_run(scenario())
+    assert overlap.peak == 2
+
+
+def test_a_stop_hands_back_a_task_waiting_for_the_stores_slot(wfe_engine_factory, wfe_run):
+    overlap = Overlap()
+    a, b = _two_engines(wfe_engine_factory, overlap, limit=1, holds=1)
+
+    async def scenario() -> Task:
+        [first] = await a.submit_tasks([{"data": 0, "workflow_name": "w"}])
+        running_a = asyncio.create_task(a.run())
+        await wait_for(lambda: overlap.running == 1, what="a's phase to start")
+        [second] = await a.submit_tasks([{"data": 1, "workflow_name": "w"}])
+        running_b = asyncio.create_task(b.run())
+        await wait_for(lambda: b.waiting_for_slots == 1, what="b's task to wait")
+        b.stop()
+        await running_b
+        back = await b.get_task(second.id)
+        overlap.gate.set()
+        a.stop()
+        await running_a
+        assert (await a.get_task(first.id)).status is TaskStatus.COMPLETED
+        return back
+
+    back = wfe_run(scenario())
+    assert back.status is TaskStatus.PENDING
+    assert back.attempts == 0
+    assert overlap.by_engine == {"a": 1}  # b never started it
+
+
+def test_only_stores_that_share_slots_are_asked():
+    """The slots' order and leases are tested by the store contract
+    (test_store_contract.py), on every store that shares them."""
+    assert SQLiteStore.shares_phase_slots
+    assert not MemoryStore.shares_phase_slots  # one process: the worker's own slots
+
+
+APP = """
+import os, sys
+from wfcore import ECSWorkflowEngine, Phase
+
+SCRIPT = '''
+import os, sys, time
+def note(word):
+    with open(sys.argv[1], "a") as f:
+        f.write(f"{word} {os.environ['WORKER_PID']}\\\\n")
+note("start")
+time.sleep(0.2)  # the command's work, long enough for the other worker to start one
+note("end")
+'''
+
+os.environ["WORKER_PID"] = str(os.getpid())  # the commands it runs say whose they are
+engine = ECSWorkflowEngine()
+engine.register_workflow(
+    "w",
+    [
+        Phase(
+            "convert",
+            assigned_to="functional",
+            command=[sys.executable, "-c", SCRIPT, os.environ["RUNS_LOG"]],
+            max_concurrency=1,
+        )
+    ],
+)
+"""
+
+
+def test_commands_never_overlap_across_worker_processes(tmp_path: Path, worker_env: dict[str, str]):
+    (tmp_path / "limited_app.py").write_text(textwrap.dedent(APP))
+    log = tmp_path / "runs.log"
+    env = with_pythonpath(worker_env, tmp_path, RUNS_LOG=str(log))
+    wfe = [sys.executable, "-m", "wfcore.cli"]
+    for i in range(6):
+        subprocess.run(
+            [*wfe, "submit", "w", "--app", "limited_app:engine", "--data", str(i)],
+            env=env,
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    # Each worker holds one task at a time, so that both get some.
+    worker = [*wfe, "worker", "limited_app:engine", "--until-idle", "--concurrency", "1"]
+    procs = [
+        subprocess.Popen(worker, env=env, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert len(lines) == 12
+    # One command at a time: each start followed by its own end.
+    assert [word for word, _ in lines] == ["start", "end"] * 6
+    assert all(lines[i][1] == lines[i + 1][1] for i in range(0, 12, 2))
+    assert {pid for _, pid in lines} == {str(p.pid) for p in procs}
