@@ -4,13 +4,16 @@ are kept in the store, so the limit holds for all the workers on one file."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from core_util import wait_for, with_pythonpath
+from core_util import db_path, wait_for, wait_until, with_pythonpath
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 from wfcore.stores.memory import MemoryStore
@@ -191,3 +194,104 @@ def test_commands_never_overlap_across_worker_processes(tmp_path: Path, worker_e
     assert [word for word, _ in lines] == ["start", "end"] * 6
     assert all(lines[i][1] == lines[i + 1][1] for i in range(0, 12, 2))
     assert {pid for _, pid in lines} == {str(p.pid) for p in procs}
+
+
+GATED_APP = """
+import os, sys
+from wfcore import ECSWorkflowEngine, Phase
+
+SCRIPT = '''
+import os, sys, time
+log, gate = sys.argv[1], sys.argv[2]
+def note(word):
+    with open(log, "a") as f:
+        f.write(f"{word} {os.environ['WORKER_PID']}\\\\n")
+note("start")
+while not os.path.exists(gate):  # the command's work goes on until the test ends it
+    time.sleep(0.02)
+note("end")
+'''
+
+os.environ["WORKER_PID"] = str(os.getpid())
+engine = ECSWorkflowEngine(max_concurrency=1)
+engine.register_workflow(
+    "w",
+    [
+        Phase(
+            "convert",
+            assigned_to="functional",
+            command=[sys.executable, "-c", SCRIPT, os.environ["RUNS_LOG"], os.environ["GATE"]],
+            max_concurrency=1,
+        )
+    ],
+)
+"""
+
+
+def _slot_rows(store_url: str) -> list[tuple[str, int]]:
+    conn = sqlite3.connect(db_path(store_url), timeout=30)
+    try:
+        return conn.execute("SELECT owner, running FROM phase_slots").fetchall()
+    except sqlite3.OperationalError:
+        return []  # no limited phase has asked yet
+    finally:
+        conn.close()
+
+
+def test_a_worker_killed_mid_phase_frees_its_slot_for_the_others(
+    tmp_path: Path, worker_env: dict[str, str], wfe_store_url: str
+):
+    (tmp_path / "gated_app.py").write_text(textwrap.dedent(GATED_APP))
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    env = with_pythonpath(worker_env, tmp_path, RUNS_LOG=str(log), GATE=str(gate))
+    wfe = [sys.executable, "-m", "wfcore.cli"]
+    for i in range(2):
+        subprocess.run(
+            [*wfe, "submit", "w", "--app", "gated_app:engine", "--data", str(i)],
+            env=env,
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    first = subprocess.Popen([*wfe, "worker", "gated_app:engine"], env=env, cwd=tmp_path)
+    second = None
+    try:
+        wait_until(lambda: log.exists() and log.read_text(), what="the first command to start")
+        second = subprocess.Popen(
+            [*wfe, "worker", "gated_app:engine", "--until-idle"],
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(
+            lambda: sorted(running for _, running in _slot_rows(wfe_store_url)) == [0, 1],
+            what="the second worker's task to wait for the slot",
+        )
+        assert log.read_text() == f"start {first.pid}\n"
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+        # Its lease goes (its process is gone), and its slot with it.
+        wait_until(lambda: log.read_text().count("start") == 2, what="the second worker's command")
+        gate.touch()
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err.decode()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = log.read_text().splitlines()
+    # The killed command, then the second worker's two runs (its own task and the
+    # one it took over), one at a time.
+    assert lines == [
+        f"start {first.pid}",
+        f"start {second.pid}",
+        f"end {second.pid}",
+        f"start {second.pid}",
+        f"end {second.pid}",
+    ]
+    status = subprocess.run(
+        [*wfe, "tasks", "--json"], env=env, cwd=tmp_path, capture_output=True, timeout=60
+    )
+    assert [t["status"] for t in json.loads(status.stdout)] == ["completed"] * 2
