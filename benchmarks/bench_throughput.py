@@ -10,10 +10,13 @@ for each store given (default: sqlite normal, sqlite full, memory).
     python benchmarks/bench_throughput.py -n 50000 --store memory
     python benchmarks/bench_throughput.py --store sqlite --workers 2   # 2 worker processes
     python benchmarks/bench_throughput.py --urgent-every 100   # 1% at priority 10
+    python benchmarks/bench_throughput.py --store sqlite --workers 2 --limit 50
 
 With ``--urgent-every K`` every K-th task is submitted at priority 10 (the rest at 0),
 and their latencies are reported apart: how long an urgent task takes to get through
-a worker busy with a burst of others.
+a worker busy with a burst of others. ``--limit N`` gives the second phase
+``max_concurrency=N``: on SQLite its slots are kept in the store, shared by the
+worker processes, which costs two more writes per phase run.
 """
 
 from __future__ import annotations
@@ -39,13 +42,16 @@ async def _handler(task: Task) -> None:
     task.output = task.data["i"]
 
 
-def _bench_engine(url: str, concurrency: int) -> ECSWorkflowEngine:
+def _bench_engine(url: str, concurrency: int, limit: int | None = None) -> ECSWorkflowEngine:
     engine = ECSWorkflowEngine(url, max_concurrency=concurrency, load_plugins=False)
     engine.register_handler("first", _handler)
     engine.register_handler("second", _handler)
     engine.register_workflow(
         "bench",
-        [Phase("first", assigned_to="functional"), Phase("second", assigned_to="functional")],
+        [
+            Phase("first", assigned_to="functional"),
+            Phase("second", assigned_to="functional", max_concurrency=limit),
+        ],
     )
     return engine
 
@@ -97,9 +103,10 @@ async def run_once(
     batch: int,
     one_by_one: bool = False,
     urgent_every: int = 0,
+    limit: int | None = None,
 ) -> dict[str, float]:
     """One engine in this process, with the producer beside it on the same loop."""
-    engine = _bench_engine(url, concurrency)
+    engine = _bench_engine(url, concurrency, limit)
     submitted = [0.0] * n
     latencies: list[float] = []
     urgent: list[float] = []
@@ -141,10 +148,12 @@ async def run_once(
     return _summary(n, elapsed, cpu, latencies, urgent)
 
 
-async def _serve_until(url: str, concurrency: int, stop: Any, report: Any) -> None:
+async def _serve_until(
+    url: str, concurrency: int, limit: int | None, stop: Any, report: Any
+) -> None:
     """One worker process of ``--workers``: run an engine until ``stop`` is set,
     then report the CPU time it spent serving."""
-    engine = _bench_engine(url, concurrency)
+    engine = _bench_engine(url, concurrency, limit)
     await engine.get_store()
     cpu_start = time.process_time()
     worker = asyncio.create_task(engine.run())
@@ -156,12 +165,18 @@ async def _serve_until(url: str, concurrency: int, stop: Any, report: Any) -> No
     await engine.aclose()
 
 
-def _worker_process(url: str, concurrency: int, stop: Any, report: Any) -> None:
-    asyncio.run(_serve_until(url, concurrency, stop, report))
+def _worker_process(url: str, concurrency: int, limit: int | None, stop: Any, report: Any) -> None:
+    asyncio.run(_serve_until(url, concurrency, limit, stop, report))
 
 
 async def run_processes(
-    url: str, n: int, concurrency: int, batch: int, workers: int, urgent_every: int = 0
+    url: str,
+    n: int,
+    concurrency: int,
+    batch: int,
+    workers: int,
+    urgent_every: int = 0,
+    limit: int | None = None,
 ) -> dict[str, float]:
     """N worker processes on one SQLite file; this process only submits and watches.
 
@@ -174,7 +189,7 @@ async def run_processes(
     producer = _bench_engine(url, concurrency)
     store = await producer.get_store()
     procs = [
-        ctx.Process(target=_worker_process, args=(url, concurrency, stop, report))
+        ctx.Process(target=_worker_process, args=(url, concurrency, limit, stop, report))
         for _ in range(workers)
     ]
     for proc in procs:
@@ -245,10 +260,18 @@ def main() -> None:
         metavar="K",
         help=f"submit every K-th task at priority {URGENT} and report their latency apart",
     )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="give the second phase max_concurrency=N (shared by the worker processes on SQLite)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
     args = parser.parse_args()
     if args.urgent_every < 0:
         parser.error(f"--urgent-every must be 0 (no urgent tasks) or more, not {args.urgent_every}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be 1 or more, not {args.limit}")
     if args.gc_threshold:
         gc.freeze()
         gc.set_threshold(args.gc_threshold)
@@ -265,7 +288,13 @@ def main() -> None:
                 }[name]
                 if workers > 1:
                     run = run_processes(
-                        url, args.n, args.concurrency, args.batch, workers, args.urgent_every
+                        url,
+                        args.n,
+                        args.concurrency,
+                        args.batch,
+                        workers,
+                        args.urgent_every,
+                        args.limit,
                     )
                 else:
                     run = run_once(
@@ -275,6 +304,7 @@ def main() -> None:
                         args.batch,
                         args.one_by_one,
                         args.urgent_every,
+                        args.limit,
                     )
                 runs.append(asyncio.run(run))
         runs.sort(key=lambda r: r["workflows_per_s"])
@@ -285,6 +315,7 @@ def main() -> None:
             n=args.n,
             workers=workers,
             gc_threshold=args.gc_threshold,
+            limit=args.limit,
             peak_rss_mb=rss_mb,
             slowest_per_s=runs[0]["workflows_per_s"],
             fastest_per_s=runs[-1]["workflows_per_s"],
@@ -299,6 +330,7 @@ def main() -> None:
                 else ""
             )
             tuned = f" gc {args.gc_threshold}" if args.gc_threshold else ""
+            tuned += f" limit {args.limit}" if args.limit else ""
             urgent = (
                 f"  urgent (1 in {args.urgent_every}): p50 {result['urgent_p50_ms']:.1f} ms  "
                 f"p99 {result['urgent_p99_ms']:.1f} ms"

@@ -47,6 +47,12 @@ def test_the_throughput_benchmark_reports_urgent_tasks_apart() -> None:
     assert "urgent_p50_ms" not in plain
 
 
+def test_the_throughput_benchmark_can_limit_the_second_phase() -> None:
+    [result] = _bench("bench_throughput.py", "-n", "200", "--store", "sqlite", "--limit", "5")
+    assert result["limit"] == 5
+    assert result["workflows_per_s"] > 0
+
+
 def test_the_backlog_benchmark_reports_a_cold_start(tmp_path: Path) -> None:
     [result] = _bench("bench_backlog.py", "-n", "2000", "--complete", "100", "--dir", str(tmp_path))
     assert result["n"] == 2000

@@ -129,6 +129,37 @@ def test_a_stop_hands_back_a_task_waiting_for_the_stores_slot(wfe_engine_factory
     assert overlap.by_engine == {"a": 1}  # b never started it
 
 
+def test_of_one_priority_the_tasks_that_waited_a_while_go_first_in_order(tmp_path, wfe_run):
+    """SQLite lines up the tasks that have waited longer than phase_slot_line_after;
+    before that, a task that asks as a slot is freed may take it."""
+
+    async def scenario() -> list[bool]:
+        store = SQLiteStore(tmp_path / "slots.db")
+        await store.open()
+        try:
+            for n in range(3):
+                await store.insert_task(Task(id=f"t{n}", data=n, workflow_name="w"))
+            await store.claim("w1", 3, 30.0)
+
+            async def take(task_id: str) -> bool:
+                return await store.take_phase_slot(task_id, "w1", "w", "p", 1, 0)
+
+            seen = [await take("t0"), await take("t1")]  # t0 runs, t1 waits
+            await store.release_phase_slot("t0")
+            # t1 has not waited long: t2, asking first, takes the freed slot.
+            store.phase_slot_line_after = 3600.0
+            seen.append(await take("t2"))
+            await store.release_phase_slot("t2")
+            # Once t1 has waited long enough, t2 asking again comes after it.
+            store.phase_slot_line_after = 0.0
+            seen += [await take("t2"), await take("t1"), await take("t2")]
+            return seen
+        finally:
+            await store.close()
+
+    assert wfe_run(scenario()) == [True, False, True, False, True, False]
+
+
 def test_only_stores_that_share_slots_are_asked():
     """The slots' order and leases are tested by the store contract
     (test_store_contract.py), on every store that shares them."""

@@ -828,8 +828,8 @@ class StoreContract:
 
     @_with_store
     async def test_phase_slots_go_up_to_the_limit_and_in_order(self, store: Any) -> None:
-        """take_phase_slot gives at most ``limit`` slots of a phase; a freed one goes
-        to the waiting task of the highest priority, then to the one that asked first."""
+        """take_phase_slot gives at most ``limit`` slots of a phase, and never one
+        to a task while a task of a higher priority waits for one."""
         if not store.shares_phase_slots:
             pytest.skip("the store keeps no phase slots (shares_phase_slots = False)")
         for n in range(4):
@@ -853,7 +853,7 @@ class StoreContract:
         assert await take(high, 5), "the freed slot did not go to the highest priority"
         await store.release_phase_slot(high)
         assert not await take(low, -5)
-        assert await take(two), "the freed slot did not go to the next in line"
+        assert await take(two), "the freed slot did not go to the waiting task"
         await store.release_phase_slot(two)
         assert await take(low, -5)
         await store.release_phase_slot("never-asked")  # changes nothing

@@ -87,8 +87,10 @@ class Worker:
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
         self._slots = PhaseSlots()
-        # Tasks holding one of this worker's slots that wait for one of the store's.
+        # Tasks holding one of this worker's slots that wait for one of the store's,
+        # and what wakes them when this worker frees one of the store's slots (or stops).
         self._waiting_shared: dict[tuple[str, str], int] = {}
+        self._shared_freed: dict[tuple[str, str], asyncio.Event] = {}
         #: How many times stop() was called: a run compares it with the count when it
         #: was asked for, so that a stop() coming before the run starts is not lost.
         self.stops_asked = 0
@@ -142,6 +144,8 @@ class Worker:
         self._slots.close()
         if self._stop_asked is not None:
             self._stop_asked.set()
+        for freed in self._shared_freed.values():
+            freed.set()
         self.poke()
         if now:
             for driver in list(self._active.values()):
@@ -683,10 +687,10 @@ class Worker:
         self, store: Store, task: Task, spec: WorkflowSpec, phase: Phase, slot: Slot
     ) -> bool:
         """Hold, besides this worker's slot, one of the store's, which every worker
-        on the store shares; False if the worker stops first. Another process's
-        release wakes nobody here, so the store is asked again after a pause (from
-        50 ms up to the engine's ``poll_interval``); one of this worker's own
-        releases hands its local slot to the next task here, which asks at once."""
+        on the store shares; False if the worker stops first. A release by this
+        worker wakes its tasks that wait, which ask again at once; another
+        process's release wakes nobody here, so they also ask again after a pause
+        (from 50 ms up to the engine's ``poll_interval``)."""
         assert phase.max_concurrency is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -697,9 +701,12 @@ class Worker:
         ):
             if self._stopping or self._stop_asked is None:
                 return False
+            freed = self._shared_freed.get(key)
+            if freed is None:
+                freed = self._shared_freed[key] = asyncio.Event()
             self._waiting_shared[key] = self._waiting_shared.get(key, 0) + 1
             try:
-                await asyncio.wait_for(self._stop_asked.wait(), pause)
+                await asyncio.wait_for(freed.wait(), pause)
             except asyncio.TimeoutError:
                 pass
             finally:
@@ -816,6 +823,9 @@ class Worker:
                 await self._engine._store.release_phase_slot(task_id)  # type: ignore[union-attr]
             finally:
                 slot.release()
+                freed = self._shared_freed.pop((spec.name, phase.target_classification), None)
+                if freed is not None:
+                    freed.set()
         if failure is not None:
             if await self._stopped_with_worker(failure):
                 if task_id in self._lost:

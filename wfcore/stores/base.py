@@ -378,8 +378,9 @@ class Store(abc.ABC):
 
         Called by a worker holding the task's lease (``owner``) before the phase
         runs, and again (with a pause) while it returns False. A task that asked and
-        still waits lines up: a slot goes to the waiting task of the highest
-        ``priority``, and of one priority to the one that first asked. A slot or a
+        still waits lines up: a slot never goes to a task while one of a higher
+        ``priority`` waits; of one priority, the order is the store's (SQLite serves
+        those that have waited a while in the order they asked). A slot or a
         place in line counts only while its task's lease is held by the owner that
         asked and has not expired: a worker that dies, or a task cancelled or handed
         back, frees it without a release. Asking again for a task that holds a slot

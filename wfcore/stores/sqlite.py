@@ -1315,6 +1315,11 @@ class SQLiteStore(Store):
     # -- phase slots, shared by every process on the file ----------------------------
 
     shares_phase_slots = True
+    #: Seconds after which a task waiting for a phase slot lines up: of one
+    #: priority, those that have waited longer go first, in the order they asked;
+    #: the others take a freed slot as they ask (a worker's tasks ask again at once
+    #: when it frees one, another process's only after a pause).
+    phase_slot_line_after = 1.0
 
     async def take_phase_slot(
         self, task_id: str, owner: str, workflow: str, phase: str, limit: int, priority: int
@@ -1332,8 +1337,14 @@ class SQLiteStore(Store):
             since = now if mine is None else mine[2]
             others = [row for row in rows if row[4] and row[0] != task_id]
             running = sum(1 for row in others if row[3])
+            # Of one priority, only a task that has waited a while goes first: one
+            # that has just asked must not leave a freed slot unused until another
+            # process asks again, while one that keeps losing is served in turn.
+            lined_up = min(since, now - self.phase_slot_line_after)
             ahead = sum(
-                1 for row in others if not row[3] and (-row[1], row[2]) < (-priority, since)
+                1
+                for row in others
+                if not row[3] and (row[1] > priority or (row[1] == priority and row[2] < lined_up))
             )
             granted = (mine is not None and bool(mine[3])) or running + ahead < limit
             conn.execute(
