@@ -430,6 +430,22 @@ def test_the_api_refuses_an_answer_for_a_phase_the_task_has_left(api: Api) -> No
     assert api.wait_status(task["id"], "completed")["outputs"]["finance"] == {"approved": False}
 
 
+def test_an_answer_with_a_misspelt_field_is_refused_and_the_task_still_waits(api: Api) -> None:
+    # "verison" instead of "version": taken as no version at all, the answer could
+    # land on a later round of the question than the one it was read for.
+    task = api.submit("sign_off", {"contract": "c-3"})
+    waiting = api.wait_status(task["id"], "waiting_human")
+    resume = f"/api/tasks/{task['id']}/resume"
+    bad = api.post(resume, {"output": {"approved": True}, "verison": waiting["version"]})
+    assert bad.status_code == 400
+    assert bad.get_json()["error"] == (
+        "unknown field 'verison' (an answer takes: output, phase, version)"
+    )
+    after = api.task(task["id"])
+    assert after["status"] == "waiting_human" and after["classification"] == "legal"
+    assert after["outputs"] == {} and after["version"] == waiting["version"]
+
+
 def test_cancel_and_conflicts(api: Api) -> None:
     task = api.submit("question", {"q": "?"})
     api.wait_status(task["id"], "waiting_human")

@@ -80,6 +80,10 @@ _SUBMIT_FIELDS = frozenset(
 )
 
 
+#: The fields of a POST /api/tasks/<id>/resume body.
+_RESUME_FIELDS = frozenset({"output", "phase", "version"})
+
+
 def add_api(bp: Blueprint, dash: Dashboard) -> None:
     """Serve the API below from ``bp``; its endpoints' names start with ``api_``."""
     route(bp, dash, "/api/csrf", api_csrf)
@@ -299,6 +303,11 @@ def api_resume(dash: Dashboard, task_id: str) -> Any:
     doc = body_json()
     if not isinstance(doc, dict) or "output" not in doc:
         raise _BadInput('the request body must be a JSON object with an "output" field')
+    # A misspelt "phase" or "version" would otherwise drop the check it asks for, and
+    # an answer meant for one round could be taken for the next.
+    unknown = sorted(set(doc) - _RESUME_FIELDS)
+    if unknown:
+        raise _BadInput(f"unknown field {unknown[0]!r} (an answer takes: output, phase, version)")
     # The phase the answer is for: refused (409) once the task has moved past it.
     asked = doc.get("phase")
     if asked is not None and not (isinstance(asked, str) and asked):
