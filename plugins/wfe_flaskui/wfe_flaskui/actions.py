@@ -63,7 +63,8 @@ def answer(dash: Dashboard, task_id: str) -> Any:
     # task may have left it since, or come back to it (a loop) with a new question.
     asked = request.form.get("phase") or None
     read = request.form.get("version")
-    if read is not None and not read.isdigit():
+    # isascii too: str.isdigit() takes digits such as '²' that int() refuses.
+    if read is not None and not (read.isascii() and read.isdigit()):
         return _error(dash, 400, f"the form's version must be a whole number, not {read[:20]!r}")
     version = int(read) if read is not None else None
 
