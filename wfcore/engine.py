@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -225,7 +226,12 @@ class ECSWorkflowEngine:
         # Workflows registered in code, whose commands the app's author wrote.
         self._code_workflows: set[str] = set()
         self._worker = Worker(self)
-        self._open_lock: asyncio.Lock | None = None
+        # Opening the store: callers from several event loops (a web app's request
+        # threads) may ask at once. One opens it; the others wait, each in its own
+        # loop (an asyncio.Lock belongs to one loop, and would fail or hang in
+        # another), then look again. None while nobody is opening it.
+        self._open_guard = threading.Lock()
+        self._open_waiters: set[tuple[asyncio.Event, asyncio.AbstractEventLoop]] | None = None
         # wait_for_task calls by task id, each an event and the loop it waits in:
         # this engine's writes wake them.
         self._waiters: dict[str, set[tuple[asyncio.Event, asyncio.AbstractEventLoop]]] = {}
@@ -495,32 +501,56 @@ class ECSWorkflowEngine:
 
     async def get_store(self) -> Store:
         """The opened store, opening it (and saving registered workflows) on first use."""
-        if self._store is not None:
-            if self._unsaved_workflows:
-                await self._save_workflows()
-            return self._store
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
-        async with self._open_lock:
-            if self._store is None:
-                store = self._store_arg if isinstance(self._store_arg, Store) else None
-                if store is None:
-                    store = self._store_for(self.store_url)
+        while self._store is None:
+            woken = asyncio.Event()
+            waiter = (woken, asyncio.get_running_loop())
+            with self._open_guard:
+                if self._store is not None:
+                    break
+                opener = self._open_waiters is None
+                if opener:
+                    self._open_waiters = set()
+                else:
+                    assert self._open_waiters is not None
+                    self._open_waiters.add(waiter)
+            if not opener:
                 try:
-                    await store.open()
-                except WorkflowError:
-                    raise  # a deliberate refusal (StoreError), already saying what is wrong
-                except Exception as exc:
-                    # A store's own words, in the one line the wfe commands print.
-                    raise StoreError(
-                        f"cannot open the store {self.store_url!r}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                for spec in await store.load_workflows():
-                    self._workflows.setdefault(spec.name, spec)
-                self._store = store
+                    await woken.wait()
+                finally:
+                    with self._open_guard:
+                        if self._open_waiters is not None:
+                            self._open_waiters.discard(waiter)
+                # Opened, or the opener failed (or was cancelled): a caller whose
+                # open failed gets its own error, so the next waiter tries again.
+                continue
+            try:
+                await self._open_store()
+            finally:
+                with self._open_guard:
+                    waiting, self._open_waiters = self._open_waiters or set(), None
+                for event, loop in waiting:
+                    wake(event, loop)
         if self._unsaved_workflows:
             await self._save_workflows()
         return self._store
+
+    async def _open_store(self) -> None:
+        """Open the store and read its workflows; only one caller at a time."""
+        store = self._store_arg if isinstance(self._store_arg, Store) else None
+        if store is None:
+            store = self._store_for(self.store_url)
+        try:
+            await store.open()
+        except WorkflowError:
+            raise  # a deliberate refusal (StoreError), already saying what is wrong
+        except Exception as exc:
+            # A store's own words, in the one line the wfe commands print.
+            raise StoreError(
+                f"cannot open the store {self.store_url!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        for spec in await store.load_workflows():
+            self._workflows.setdefault(spec.name, spec)
+        self._store = store
 
     async def store_to_create(self) -> Store | None:
         """The store that opening this engine's store would create, unopened: one
@@ -651,7 +681,6 @@ class ECSWorkflowEngine:
         await self._worker.stop_and_wait()
         if self._store is not None and not isinstance(self._store_arg, Store):
             store, self._store = self._store, None
-            self._open_lock = None
             await store.close()
 
     async def __aenter__(self) -> ECSWorkflowEngine:

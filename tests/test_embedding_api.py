@@ -1,0 +1,85 @@
+"""The engine embedded in an app: its public API called the way an app calls it,
+from several threads and event loops, and called wrongly."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wfcore import ECSWorkflowEngine, Phase, StoreError, TaskStatus
+from wfcore.testing import run_sync
+
+
+def _in_threads(calls: list[Callable[[], Coroutine[Any, Any, Any]]]) -> list[Any]:
+    """Run each coroutine in a thread of its own, each with its own event loop, all
+    starting at the same moment (as a web app's request threads do); return what
+    each returned or raised."""
+    start = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        async def at_once() -> Any:
+            start.wait()
+            return await calls[i]()
+
+        try:
+            results[i] = run_sync(at_once(), timeout=20)
+        except BaseException as exc:  # kept for the test to look at
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_first_calls_from_several_event_loops_at_once_all_open_the_one_store(make_engine):
+    """A fresh engine whose first calls come from several threads' event loops at
+    once (a web app started under load) opens its store once, and every call works."""
+    engine: ECSWorkflowEngine = make_engine()
+    engine.register_handler("p", lambda task: None)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    def submit(i: int) -> Callable[[], Coroutine[Any, Any, Any]]:
+        return lambda: engine.submit_task({"n": i}, "w", task_id=f"t{i}")
+
+    results = _in_threads([submit(i) for i in range(4)])
+    assert [getattr(r, "id", r) for r in results] == ["t0", "t1", "t2", "t3"]
+
+    async def stored() -> list[str]:
+        return sorted(t.id for t in await engine.list_tasks())
+
+    # The same store (one open) holds all four.
+    assert run_sync(stored()) == ["t0", "t1", "t2", "t3"]
+
+
+def test_a_store_that_cannot_open_fails_each_caller_from_any_loop(tmp_path: Path):
+    """When the store cannot be opened, each of the callers waiting at once gets the
+    store's error, and none is left waiting."""
+    folder = tmp_path / "not-a-file.db"
+    folder.mkdir()
+    engine = ECSWorkflowEngine(store=f"sqlite://{folder}", load_plugins=False)
+    results = _in_threads([lambda: engine.get_task("x") for _ in range(4)])
+    for result in results:
+        assert isinstance(result, StoreError), result
+        assert "is a folder" in str(result)
+
+
+def test_the_engine_works_on_after_a_failed_open(tmp_path: Path):
+    """An open that failed is tried again at the next call."""
+    path = tmp_path / "later.db"
+    path.mkdir()  # a folder where the file should be
+    engine = ECSWorkflowEngine(store=f"sqlite://{path}", load_plugins=False)
+    with pytest.raises(StoreError, match="is a folder"):
+        run_sync(engine.get_task("x"))
+    path.rmdir()
+    engine.register_workflow("w", [Phase("p", assigned_to="human")])
+    task = run_sync(engine.submit_task(1, "w"))
+    assert task.status is TaskStatus.PENDING
+    run_sync(engine.aclose())
