@@ -83,3 +83,36 @@ def test_the_engine_works_on_after_a_failed_open(tmp_path: Path):
     task = run_sync(engine.submit_task(1, "w"))
     assert task.status is TaskStatus.PENDING
     run_sync(engine.aclose())
+
+
+def test_one_id_twice_in_a_batch_with_files_stores_the_first_with_its_files(make_engine):
+    """Two requests of one task id in one submit_tasks call: as for any id already
+    submitted, the second gets the first one's task back; the files stored are the
+    first one's, never the second's (nor a mix)."""
+    engine: ECSWorkflowEngine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+
+    async def scenario() -> None:
+        both = await engine.submit_tasks(
+            [
+                {"data": 1, "workflow_name": "w", "task_id": "a", "artifacts": {"f": b"one"}},
+                {"data": 2, "workflow_name": "w", "task_id": "a", "artifacts": {"f": b"two"}},
+                {"data": 3, "workflow_name": "w", "task_id": "b"},
+                {"data": 4, "workflow_name": "w", "task_id": "b", "artifacts": {"g": b"four"}},
+            ]
+        )
+        assert [(t.id, t.data, [a.name for a in t.artifacts]) for t in both] == [
+            ("a", 1, ["f"]),
+            ("a", 1, ["f"]),
+            ("b", 3, []),
+            ("b", 3, []),
+        ]
+        assert await engine.read_artifact("a", "f") == b"one"
+        stored_b = await engine.get_task("b")
+        assert stored_b is not None and stored_b.artifacts == []
+        store = await engine.get_store()
+        # No file of the second request was left behind either.
+        assert sorted(p.name for p in store.artifacts_dir.iterdir()) == ["a"]
+        assert [p.name for p in (store.artifacts_dir / "a").iterdir()] == ["f"]
+
+    run_sync(scenario())

@@ -762,7 +762,9 @@ class ECSWorkflowEngine:
 
         Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
         ``workflow_name``, and optionally ``classification``, ``assigned_to``,
-        ``task_id``, ``context``, ``run_after``, ``artifacts``, ``priority``). A bad
+        ``task_id``, ``context``, ``run_after``, ``artifacts``, ``priority``). A
+        ``task_id`` already stored, or given earlier in the same call, returns that
+        first task (with its files; the later request's are not stored). A bad
         request (InvalidTaskError, UnknownWorkflowError) raises before anything is
         stored; with ``return_exceptions=True`` its error takes its place in the result
         instead and the good requests are stored. Store failures always raise.
@@ -776,6 +778,7 @@ class ECSWorkflowEngine:
         results: list[Task | InvalidTaskError | UnknownWorkflowError] = []
         new: list[tuple[int, Task]] = []  # the tasks to insert, and where they stand
         files: dict[str, dict[str, SubmittedFile]] = {}  # by task id
+        batch_ids: set[str] = set()
         for request in requests:
             try:
                 task, is_new, task_files = await self._new_task(store, request)
@@ -785,9 +788,13 @@ class ECSWorkflowEngine:
                 results.append(exc)
                 continue
             if is_new:
-                new.append((len(results), task))
-                if task_files:
+                # A second request of an id in this batch gets the first one's task
+                # back from the insert, as a resubmission does: its files are not
+                # stored, nor may they replace the first one's.
+                if task_files and task.id not in batch_ids:
                     files[task.id] = task_files
+                batch_ids.add(task.id)
+                new.append((len(results), task))
             results.append(task)
         written = await self._write_submitted(store, [task for _, task in new], files)
         try:
@@ -887,9 +894,13 @@ class ECSWorkflowEngine:
         """
         written: list[str] = []
         root = store.artifacts_dir
+        seen: set[str] = set()
         try:
             for task in tasks:
-                if task.id not in files or await store.get_task(task.id) is not None:
+                if task.id not in files or task.id in seen:
+                    continue  # no files, or a second request of an id in this batch
+                seen.add(task.id)
+                if await store.get_task(task.id) is not None:
                     continue
                 if not await asyncio.to_thread(take_task_folder, root, task.id):
                     if await self._stored_soon(store, task.id):
