@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from wfcore import ECSWorkflowEngine, Phase, StoreError, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, StoreError, TaskStatus, hookimpl
 from wfcore.testing import run_sync
 
 
@@ -116,3 +116,43 @@ def test_one_id_twice_in_a_batch_with_files_stores_the_first_with_its_files(make
         assert [p.name for p in (store.artifacts_dir / "a").iterdir()] == ["f"]
 
     run_sync(scenario())
+
+
+class _Shout:
+    @hookimpl
+    def wfe_register_handlers(self, register: Callable[..., None]) -> None:
+        register("shout", lambda task: None)
+
+
+class _Static:
+    @staticmethod
+    @hookimpl
+    def wfe_register_handlers(register: Callable[..., None]) -> None:
+        register("static", lambda task: None)
+
+
+@pytest.mark.parametrize(
+    ("plugins", "message"),
+    [
+        (["wfe_kafka"], "not str 'wfe_kafka': pass the plugin object or module itself"),
+        ("wfe_kafka", "plugins takes a list of plugin objects or modules, not str"),
+        (None, "plugins takes a list of plugin objects or modules, not NoneType"),
+        ([None], "plugins takes plugin objects or modules, not NoneType None"),
+        (
+            [_Shout],
+            "plugin _Shout is a class whose hook wfe_register_handlers takes self: "
+            "pass an instance, plugins=[_Shout()]",
+        ),
+    ],
+)
+def test_plugins_that_would_register_nothing_are_refused(plugins: Any, message: str):
+    """A plugin's name, or its class, passed where the plugin object belongs would
+    otherwise register no hook (or fail at its first call) with no word of why."""
+    with pytest.raises(TypeError) as caught:
+        ECSWorkflowEngine(store="memory://", load_plugins=False, plugins=plugins)
+    assert message in str(caught.value)
+
+
+def test_a_class_whose_hooks_need_no_instance_is_a_plugin():
+    engine = ECSWorkflowEngine(store="memory://", load_plugins=False, plugins=[_Static])
+    assert engine.handler_for("static") is not None

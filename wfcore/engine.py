@@ -180,6 +180,7 @@ class ECSWorkflowEngine:
             if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
                 least = "0 or more" if zero_ok else "more than 0"
                 raise ValueError(f"{name} must be {least} seconds (and finite), not {value!r}")
+        _check_plugins(plugins)
         if isinstance(only_workflows, str):
             raise TypeError("only_workflows takes a list of workflow names, not one string")
         self.only_workflows: tuple[str, ...] | None = (
@@ -1725,6 +1726,41 @@ def _check_handler(classification: str, handler: Handler) -> None:
         raise InvalidTaskError("classification must be a non-empty string")
     if not callable(handler):
         raise TypeError(f"handler for {classification!r} is not callable")
+
+
+def _check_plugins(plugins: Any) -> None:
+    """Refuse a ``plugins`` argument that would register nothing, silently: a name
+    where the plugin object belongs, or a class whose hooks need an instance."""
+    if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Iterable):
+        raise TypeError(
+            "plugins takes a list of plugin objects or modules, "
+            f"not {type(plugins).__name__} {plugins!r}"
+        )
+    for plugin in plugins:
+        if plugin is None or isinstance(plugin, (str, bytes, int, float)):
+            hint = (
+                f": pass the plugin object or module itself (import {plugin}), not its name"
+                if isinstance(plugin, str)
+                else ""
+            )
+            raise TypeError(
+                f"plugins takes plugin objects or modules, not {type(plugin).__name__} "
+                f"{plugin!r}{hint}"
+            )
+        if isinstance(plugin, type):
+            # pluggy would register the class and call its hooks without ``self``:
+            # the first call would fail with a missing argument.
+            needs_self = [
+                name
+                for name in dir(plugin)
+                if getattr(getattr(plugin, name, None), "wfcore_impl", None) is not None
+                and inspect.isfunction(inspect.getattr_static(plugin, name))
+            ]
+            if needs_self:
+                raise TypeError(
+                    f"plugin {plugin.__name__} is a class whose hook {needs_self[0]} takes "
+                    f"self: pass an instance, plugins=[{plugin.__name__}()]"
+                )
 
 
 def _twice(what: str, first: str, second: str) -> str:
