@@ -156,3 +156,34 @@ def test_plugins_that_would_register_nothing_are_refused(plugins: Any, message: 
 def test_a_class_whose_hooks_need_no_instance_is_a_plugin():
     engine = ECSWorkflowEngine(store="memory://", load_plugins=False, plugins=[_Static])
     assert engine.handler_for("static") is not None
+
+
+@pytest.mark.parametrize("store", ["", "  "])
+def test_an_empty_store_url_is_refused_not_taken_for_the_default(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``store=os.environ.get("APP_STORE", "")`` with the variable unset must not make
+    a store in whatever folder the program runs in."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WFE_STORE", raising=False)
+    with pytest.raises(ValueError, match="store is an empty URL"):
+        ECSWorkflowEngine(store=store, load_plugins=False)
+    engine = ECSWorkflowEngine(store="memory://", load_plugins=False)
+    with pytest.raises(ValueError, match="store is an empty URL"):
+        engine.use_store(store)
+    assert engine.store_url == "memory://"
+    assert not (tmp_path / ".wfe").exists()
+
+
+def test_use_store_refuses_what_the_constructor_refuses(tmp_path: Path):
+    """A Path given to use_store() is refused as the constructor refuses it, saying
+    which URL to give, instead of failing later inside the store plugin."""
+    engine = ECSWorkflowEngine(store="memory://", load_plugins=False)
+    path = tmp_path / "jobs.db"
+    for given in (path, 5, None):
+        with pytest.raises(TypeError, match="store must be a URL"):
+            engine.use_store(given)  # type: ignore[arg-type]
+    with pytest.raises(TypeError) as caught:
+        ECSWorkflowEngine(store=path, load_plugins=False)  # type: ignore[arg-type]
+    assert f"(for a SQLite file: 'sqlite://{path}')" in str(caught.value)
+    assert engine.store_url == "memory://"

@@ -163,11 +163,8 @@ class ECSWorkflowEngine:
             raise TypeError(f"max_concurrency must be a whole number, not {max_concurrency!r}")
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
-        if store is not None and not isinstance(store, (str, Store)):
-            raise TypeError(
-                f"store must be a URL (e.g. 'sqlite:///path/wfe.db', 'memory://') or a "
-                f"Store, not {type(store).__name__}"
-            )
+        if store is not None:
+            _check_store_arg(store)
         # Zero would make an idle worker spin, a lease of zero be taken over at once.
         for name, value, zero_ok in (
             ("lease_seconds", lease_seconds, False),
@@ -496,6 +493,7 @@ class ECSWorkflowEngine:
         This is how ``wfe worker --store`` applies to an app that builds its engine
         at import time.
         """
+        _check_store_arg(store)
         if self._store is not None:
             raise StoreError("the engine's store is already open; call use_store() before use")
         self._store_arg = store
@@ -1726,6 +1724,25 @@ def _check_handler(classification: str, handler: Handler) -> None:
         raise InvalidTaskError("classification must be a non-empty string")
     if not callable(handler):
         raise TypeError(f"handler for {classification!r} is not callable")
+
+
+def _check_store_arg(store: object) -> None:
+    """Refuse a store argument that is neither a URL nor a Store, or an empty URL,
+    which would otherwise mean the default store in the current folder: a store
+    nobody meant, made wherever the program happens to run."""
+    if not isinstance(store, (str, Store)):
+        hint = ""
+        if isinstance(store, os.PathLike):
+            hint = f" (for a SQLite file: 'sqlite://{Path(store).absolute()}')"
+        raise TypeError(
+            f"store must be a URL (e.g. 'sqlite:///path/wfe.db', 'memory://') or a "
+            f"Store, not {type(store).__name__}{hint}"
+        )
+    if isinstance(store, str) and not store.strip():
+        raise ValueError(
+            f"store is an empty URL ({store!r}: an unset variable?): give a store URL "
+            "(None, when the engine is built, means WFE_STORE or the default)"
+        )
 
 
 def _check_plugins(plugins: Any) -> None:
