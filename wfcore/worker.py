@@ -583,7 +583,7 @@ class Worker:
         """Fail a task the engine itself could not go on with; hand it back only if
         even that cannot be stored (the store is down, say)."""
         try:
-            await self._fail(task, None, _as_text(f"EngineError: {type(exc).__name__}: {exc}"))
+            await self._fail(task, None, _as_text(f"EngineError: {_exception_text(exc)}"))
         except Exception:
             logger.exception("task %s: could not be failed either", task.id)
             await self._hand_back(task)
@@ -728,7 +728,7 @@ class Worker:
                 )
             except WorkflowError as exc:  # a PluginError naming the plugin, or its own
                 # A classifier that fails would fail the same way on every claim.
-                task.error = _as_text(f"{type(exc).__name__}: {exc}")
+                task.error = _as_text(_exception_text(exc))
                 return None
             plugin, answer = answered if answered is not None else (None, None)
             if inspect.isawaitable(answer):
@@ -803,13 +803,24 @@ class Worker:
             _check_engine_fields(task, *owned)
             _check_json(task)
             _check_priority(task, priority)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if _cancelled_from_outside():
+                raise
+            # The phase raised it itself (a library's own timeout or cancelled
+            # future): its failure. Taken for a cancel, it would hand the task
+            # back uncounted, to run again at once, for ever.
+            failure = exc
+        except KeyboardInterrupt:
             raise
-        # SystemExit too: argparse and click exit on bad input, and one phase's bad
-        # input must fail its attempt, not end the worker and every other task.
-        except (Exception, SystemExit) as exc:
+        # Any other BaseException too: SystemExit (argparse and click exit on bad
+        # input), GeneratorExit, an app's own. One phase's failure must fail its
+        # attempt, not end the worker, nor leave its task running until its lease
+        # runs out (then counted as a lost worker).
+        except BaseException as exc:
             if task_id in self._store_failed:
-                raise StoreError(f"a checkpoint could not be stored: {exc}") from exc
+                raise StoreError(
+                    f"a checkpoint could not be stored: {_exception_text(exc)}"
+                ) from exc
             failure = exc.exited if isinstance(exc, _PhaseExited) else exc
         finally:
             self._in_phase.pop(task_id, None)
@@ -918,9 +929,10 @@ class Worker:
         task.attempts = attempt
         task.classification = phase.target_classification
         if isinstance(exc, SystemExit):
-            task.error = _as_text(f"SystemExit: {exc.code} (the phase called sys.exit)")
+            code = _text_of(exc.code)
+            task.error = _as_text(f"SystemExit: {code} (the phase called sys.exit)")
         else:
-            task.error = _as_text(f"{type(exc).__name__}: {exc}")
+            task.error = _as_text(_exception_text(exc))
         task.traceback = _as_text("".join(traceback.format_exception(exc)[-6:])[-4000:])
         task.record(
             "attempt_failed",
@@ -1398,6 +1410,32 @@ def _json_fields_problem(task: Task) -> str | None:
         if problem is not None:
             return f"task.{name}: {problem}"
     return None
+
+
+def _cancelled_from_outside() -> bool:
+    """True when the running asyncio task was cancelled (a cancel, a stop, a lost
+    lease), not merely handed a CancelledError that a phase raised itself. Python
+    3.10 cannot tell the two apart: every CancelledError counts as a cancel there."""
+    current = asyncio.current_task()
+    cancelling = getattr(current, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
+def _exception_text(exc: BaseException) -> str:
+    """``Type: message`` for an error message, even for an exception whose
+    ``str()`` raises or returns no string: the phase's failure, not the engine's."""
+    text = _text_of(exc)
+    if not text and isinstance(exc, asyncio.CancelledError):
+        text = "raised by the phase itself (nothing cancelled it)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _text_of(value: object) -> str:
+    try:
+        text = str(value)
+    except Exception:
+        return "<str() failed>"
+    return text
 
 
 def _as_text(message: str) -> str:

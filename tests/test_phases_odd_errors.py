@@ -1,0 +1,148 @@
+"""Phases that fail in unusual ways: a CancelledError or another BaseException raised
+by the phase itself, and exceptions that cannot say what they are. Each fails its
+attempt like any exception (retried as max_attempts says), with an error naming it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+
+
+class AppAbort(BaseException):
+    """An app's own BaseException subclass, as some libraries define."""
+
+
+class StrRaises(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message today")
+
+
+class StrNotText(Exception):
+    def __str__(self) -> str:
+        return 42  # type: ignore[return-value]
+
+
+def _raiser(exc: BaseException, sync: bool) -> Callable[[Task], Any]:
+    if sync:
+
+        def handler(task: Task) -> None:
+            raise exc
+
+        return handler
+
+    async def async_handler(task: Task) -> None:
+        raise exc
+
+    return async_handler
+
+
+async def _settle(engine: ECSWorkflowEngine) -> Task:
+    task = await engine.submit_task({}, "w")
+    # The deadline stands for "never": before the fix a handler's own CancelledError
+    # handed the task back for ever, so run_until_idle never returned.
+    await asyncio.wait_for(engine.run_until_idle(), 30)
+    stored = await engine.get_task(task.id)
+    assert stored is not None
+    return stored
+
+
+# Python 3.10 cannot tell a CancelledError a phase raises from a cancel.
+needs_cancelling = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Task.cancelling() is new in Python 3.11"
+)
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["no-timeout", "timeout"])
+@pytest.mark.parametrize(
+    ("exc", "sync", "error"),
+    [
+        pytest.param(
+            asyncio.CancelledError(),
+            False,
+            "CancelledError: raised by the phase itself (nothing cancelled it)",
+            marks=needs_cancelling,
+            id="cancelled-async",
+        ),
+        pytest.param(
+            asyncio.CancelledError(),
+            True,
+            "CancelledError: raised by the phase itself (nothing cancelled it)",
+            marks=needs_cancelling,
+            id="cancelled-sync",
+        ),
+        pytest.param(AppAbort("disk quota"), False, "AppAbort: disk quota", id="base-async"),
+        pytest.param(AppAbort("disk quota"), True, "AppAbort: disk quota", id="base-sync"),
+        pytest.param(GeneratorExit(), False, "GeneratorExit: ", id="generator-exit"),
+        pytest.param(StrRaises(), False, "StrRaises: <str() failed>", id="str-raises"),
+        pytest.param(StrNotText(), True, "StrNotText: <str() failed>", id="str-not-text"),
+    ],
+)
+def test_a_phase_raising_it_fails_its_attempts(
+    wfe_engine_factory, wfe_run, exc, sync, error, timeout
+):
+    engine = wfe_engine_factory(retry_delay=0.01)
+    engine.register_handler("p", _raiser(exc, sync))
+    engine.register_workflow(
+        "w", [Phase("p", assigned_to="functional", max_attempts=2, timeout=timeout)]
+    )
+    task = wfe_run(_settle(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error == error
+    events = [event["event"] for event in task.history]
+    # Two attempts, each counted; no lost worker, no hand-back.
+    assert events == [
+        "submitted",
+        "phase_started",
+        "attempt_failed",
+        "retry_scheduled",
+        "phase_started",
+        "attempt_failed",
+        "failed",
+    ]
+    assert type(exc).__name__ in (task.traceback or "")
+
+
+def test_a_system_exit_code_that_cannot_print_is_named(wfe_engine_factory, wfe_run):
+    class Code:
+        def __str__(self) -> str:
+            raise ValueError("unprintable")
+
+    engine = wfe_engine_factory()
+    engine.register_handler("p", _raiser(SystemExit(Code()), False))
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+    task = wfe_run(_settle(engine))
+    assert task.error == "SystemExit: <str() failed> (the phase called sys.exit)"
+
+
+def test_cancelling_a_running_phase_still_cancels_it(wfe_engine_factory, wfe_run):
+    """The other side: a real cancel is not taken for the phase's own CancelledError."""
+    engine = wfe_engine_factory()
+    started = asyncio.Event()
+
+    async def slow(task: Task) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    engine.register_handler("p", slow)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional", max_attempts=3)])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task({}, "w")
+        runner = asyncio.ensure_future(engine.run())
+        await asyncio.wait_for(started.wait(), 30)
+        await engine.cancel(task.id)
+        engine.stop()
+        await asyncio.wait_for(runner, 30)
+        stored = await engine.get_task(task.id)
+        assert stored is not None
+        return stored
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.CANCELLED
+    assert "attempt_failed" not in [event["event"] for event in task.history]
