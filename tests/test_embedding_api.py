@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from wfcore import ECSWorkflowEngine, Phase, StoreError, TaskStatus, hookimpl
+from wfcore import (
+    ECSWorkflowEngine,
+    Phase,
+    StoreError,
+    Task,
+    TaskStatus,
+    WorkflowError,
+    hookimpl,
+)
 from wfcore.testing import run_sync
 
 
@@ -187,3 +195,51 @@ def test_use_store_refuses_what_the_constructor_refuses(tmp_path: Path):
         ECSWorkflowEngine(store=path, load_plugins=False)  # type: ignore[arg-type]
     assert f"(for a SQLite file: 'sqlite://{path}')" in str(caught.value)
     assert engine.store_url == "memory://"
+
+
+def test_artifact_mistakes_inside_a_phase_name_the_mistake(make_engine):
+    """Text that is not a str or cannot be encoded is an ArtifactError saying so, and
+    a phase adding an artifact to its task by id is told to pass its Task object;
+    the phase's proper artifacts are stored as ever."""
+    engine: ECSWorkflowEngine = make_engine()
+    refused: list[str] = []
+
+    async def handler(task: Task) -> None:
+        attempts: list[Callable[[], Coroutine[Any, Any, Any]]] = [
+            lambda: engine.add_artifact_text(task, "a.txt", b"bytes"),  # type: ignore[arg-type]
+            lambda: engine.add_artifact_text(task, "a.txt", "é", encoding="ascii"),
+            lambda: engine.add_artifact_text(task, "a.txt", "x", encoding="no-such-codec"),
+            lambda: engine.add_artifact_text(task.id, "a.txt", "by id"),
+        ]
+        for attempt in attempts:
+            try:
+                await attempt()
+            except WorkflowError as exc:
+                refused.append(f"{type(exc).__name__}: {exc}")
+        await engine.add_artifact_text(task, "a.txt", "kept")
+
+    engine.register_handler("p", handler)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task(1, "w")
+        await engine.run_until_idle()
+        return await engine.wait_for_task(task.id)
+
+    task = run_sync(scenario())
+    assert task.status is TaskStatus.COMPLETED
+    assert run_sync(engine.read_artifact(task, "a.txt")) == b"kept"
+    assert refused[0] == (
+        "ArtifactError: artifact 'a.txt': text must be a str, not bytes "
+        "(add_artifact_bytes takes bytes)"
+    )
+    assert refused[1].startswith(
+        "ArtifactError: artifact 'a.txt': cannot encode its text: 'ascii' codec can't encode"
+    )
+    assert refused[2] == (
+        "ArtifactError: artifact 'a.txt': cannot encode its text: unknown encoding: no-such-codec"
+    )
+    assert refused[3].startswith("TaskStateError: cannot add artifact 'a.txt'")
+    assert refused[3].endswith(
+        "pass the phase's own Task object (the handler's task), not its id or a copy"
+    )

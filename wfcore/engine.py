@@ -1417,8 +1417,19 @@ class ECSWorkflowEngine:
         *,
         by: str | None = None,
     ) -> Artifact:
-        """Store ``text`` as an artifact of the task (see :meth:`add_artifact_bytes`)."""
-        return await self.add_artifact_bytes(task, name, text.encode(encoding), by=by)
+        """Store ``text`` as an artifact of the task (see :meth:`add_artifact_bytes`),
+        encoded with ``encoding``. Raises ArtifactError for text that is not a str or
+        that the encoding cannot encode, or an unknown encoding."""
+        if not isinstance(text, str):
+            raise ArtifactError(
+                f"artifact {name!r}: text must be a str, not {type(text).__name__}"
+                + (" (add_artifact_bytes takes bytes)" if isinstance(text, bytes) else "")
+            )
+        try:
+            data = text.encode(encoding)
+        except (LookupError, UnicodeError) as exc:
+            raise ArtifactError(f"artifact {name!r}: cannot encode its text: {exc}") from None
+        return await self.add_artifact_bytes(task, name, data, by=by)
 
     async def add_artifact_bytes(
         self, task: Task | str, name: str, data: bytes, *, by: str | None = None
@@ -1453,13 +1464,16 @@ class ECSWorkflowEngine:
                     f"cannot add artifact {name!r} to task {task_id!r} here{hint}"
                 )
             raise UnknownTaskError(task_id)
-        _check_not_running(stored, name)
+        # Its id, or a copy of its Task, from a phase this engine runs here: the
+        # phase's own Task object is what stores artifacts with the phase.
+        ours = self._worker._in_phase.get(task_id) is not None
+        _check_not_running(stored, name, ours)
         art = await asyncio.to_thread(
             write_artifact, store.artifacts_dir, task_id, name, bytes(data), stored.classification
         )
 
         async def attach(current: Task) -> None:
-            _check_not_running(current, name)
+            _check_not_running(current, name, ours)
             current.artifacts = [a for a in current.artifacts if a.name != name] + [art]
             current.record("artifact_added", name=name, phase=current.classification, **who)
 
@@ -1682,11 +1696,16 @@ def _seconds(value: Any, what: str) -> float:
     return float(value)
 
 
-def _check_not_running(task: Task, name: str) -> None:
+def _check_not_running(task: Task, name: str, in_this_engine: bool = False) -> None:
     if task.status is TaskStatus.IN_PROGRESS:
+        how = (
+            "pass the phase's own Task object (the handler's task), not its id or a copy"
+            if in_this_engine
+            else "add them from inside the phase"
+        )
         raise TaskStateError(
             f"cannot add artifact {name!r}: task {task.id!r} is running, and its phase "
-            "stores its artifacts when it ends; add them from inside the phase",
+            f"stores its artifacts when it ends; {how}",
             task_id=task.id,
             status=task.status,
         )
