@@ -196,10 +196,11 @@ class Phase:
     (or an agent) what to do and type the answer. ``timeout`` is a deadline for human phases,
     resolved by ``on_timeout`` (``"fail"``, ``{"output": ...}`` or ``{"goto": name}``),
     and a per-attempt time limit for the others. ``max_attempts`` bounds retries.
-    ``max_concurrency`` lets at most that many tasks run the phase at once in each
-    worker process (a command that takes a core, an agent behind a rate limit); the
-    others wait for a slot, holding their place in the worker, and the wait counts
-    toward neither ``timeout`` nor the phase's time.
+    ``max_concurrency`` lets at most that many tasks run the phase at once (a command
+    that takes a core, an agent behind a rate limit): across every worker process on
+    a store that shares phase slots (``Store.shares_phase_slots``: SQLite), else in
+    each worker process; the others wait for a slot, holding their place in the
+    worker, and the wait counts toward neither ``timeout`` nor the phase's time.
     """
 
     target_classification: str
