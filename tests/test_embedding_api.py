@@ -243,3 +243,33 @@ def test_artifact_mistakes_inside_a_phase_name_the_mistake(make_engine):
     assert refused[3].endswith(
         "pass the phase's own Task object (the handler's task), not its id or a copy"
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"older_than": "30d"}, "older_than must be a number of seconds or a timedelta, not str"),
+        ({"older_than": "10"}, "older_than must be a number of seconds or a timedelta, not str"),
+        ({"older_than": None}, "older_than must be a number of seconds or a timedelta"),
+        ({"older_than": True}, "older_than must be a number of seconds or a timedelta"),
+        ({"older_than": 0, "workflow_name": 5}, "workflow_name must be a name or None, not 5"),
+    ],
+)
+def test_purge_refuses_arguments_of_the_wrong_kind_and_deletes_nothing(
+    make_engine, kwargs: dict[str, Any], message: str
+):
+    """``purge("30d")`` (the command line's spelling) is a TypeError naming the
+    argument, not a float() error; nor is "10" or True taken for a number of seconds."""
+    engine: ECSWorkflowEngine = make_engine()
+    engine.register_handler("p", lambda task: None)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    async def scenario() -> None:
+        task = await engine.submit_task(1, "w")
+        await engine.run_until_idle()
+        with pytest.raises(TypeError) as caught:
+            await engine.purge(**kwargs)
+        assert message in str(caught.value)
+        assert await engine.get_task(task.id) is not None
+
+    run_sync(scenario())

@@ -1375,9 +1375,17 @@ class ECSWorkflowEngine:
         kept. With ``dry_run`` nothing is deleted: the count is of what would be.
         Raises ValueError for a negative age or a status that is not finished.
         """
-        seconds = (
-            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
-        )
+        if isinstance(older_than, timedelta):
+            seconds = older_than.total_seconds()
+        elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+            seconds = float(older_than)
+        else:
+            raise TypeError(
+                "older_than must be a number of seconds or a timedelta, "
+                f"not {type(older_than).__name__} {older_than!r}"
+            )
+        if workflow_name is not None and not isinstance(workflow_name, str):
+            raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
         if not seconds >= 0:  # also NaN
             raise ValueError(f"older_than must be 0 or more seconds, not {older_than!r}")
         if isinstance(statuses, (str, TaskStatus)):
