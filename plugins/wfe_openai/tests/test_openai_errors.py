@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -432,6 +433,64 @@ def test_the_adapter_timeout_bounds_a_hung_server(openai_server, wfe_engine, wfe
     )
     # The request and one retry, each given up after the timeout.
     assert len(openai_server.requests) == 2
+
+
+class _TricklingServer:
+    """A server that answers every request with a 200 whose body never ends: a blank
+    every 50 ms, as some proxies keep a slow reply's connection open, until stopped."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        stop = self.stopped = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    while not stop.wait(0.05):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_adapter_timeout_bounds_a_reply_that_trickles_in(wfe_engine, wfe_run):
+    # Bytes that keep coming reset the HTTP library's read timeout: without a bound
+    # on the whole reply, only the phase's timeout (10 s here) would end the call.
+    server = _TricklingServer()
+    try:
+        adapter = OpenAIAgentAdapter(
+            base_url=server.base_url, api_key="k", timeout=0.5, max_retries=0
+        )
+        task = _run_one(wfe_engine, wfe_run, adapter, timeout=10, max_attempts=1)
+    finally:
+        server.close()
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: chat completion timed out after 0 retries ({server.base_url}/): "
+        "no reply within 0.5 s per request (the adapter's timeout= option)"
+    )
 
 
 def test_a_timeout_error_names_where_the_timeout_is_set(openai_server, wfe_engine, wfe_run):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -78,7 +80,54 @@ def _build_client(
             _check_base_url(env_url, "OPENAI_BASE_URL", AdapterError)
     if max_retries is not None:
         kwargs["max_retries"] = max_retries
+    kwargs["http_client"] = _whole_reply_client_class()()
     try:
         return openai.AsyncOpenAI(**kwargs)
     except openai.OpenAIError as exc:
         raise AdapterError(redact(f"cannot create the OpenAI client: {exc}")) from None
+
+
+_whole_reply_class: type[Any] | None = None
+
+
+def _whole_reply_client_class() -> type[Any]:
+    """The SDK's own HTTP client class, with a request's timeout bounding its whole reply.
+
+    The HTTP library's read timeout bounds each wait for more bytes, not the reply: a
+    server that sends its body a little at a time (some proxies send blanks to keep a
+    slow, non-streamed reply's connection open) would hold a call far past the
+    ``timeout`` an operator set as "seconds to wait for each reply". Here the whole
+    exchange, from sending the request to the last byte of the reply, gets the read
+    timeout, and running out of it is the library's own read timeout, which the SDK
+    retries and reports as for a server that sends nothing.
+    """
+    global _whole_reply_class
+    if _whole_reply_class is not None:
+        return _whole_reply_class
+    import openai
+
+    base: type[Any] = openai.DefaultAsyncHttpxClient
+    # httpx or httpx2, whichever this SDK is built on: its ReadTimeout is what the SDK
+    # takes for a request that timed out.
+    library = next(c for c in base.__mro__ if not c.__module__.startswith("openai"))
+    read_timeout = importlib.import_module(library.__module__.split(".")[0]).ReadTimeout
+
+    class WholeReplyClient(base):  # type: ignore[misc]
+        async def send(self, request: Any, **kwargs: Any) -> Any:
+            limit = _reply_limit(request)
+            if limit is None or kwargs.get("stream"):
+                return await super().send(request, **kwargs)
+            try:
+                return await asyncio.wait_for(super().send(request, **kwargs), limit)
+            except asyncio.TimeoutError:
+                raise read_timeout(f"no whole reply within {limit:g} s", request=request) from None
+
+    _whole_reply_class = WholeReplyClient
+    return WholeReplyClient
+
+
+def _reply_limit(request: Any) -> float | None:
+    """The seconds a request's whole exchange may take: its read timeout (the
+    ``timeout`` of the client or the request); None when it has none."""
+    read = (request.extensions.get("timeout") or {}).get("read")
+    return float(read) if isinstance(read, (int, float)) else None
