@@ -221,17 +221,21 @@ def test_malformed_bodies_fail_attempts_with_the_reason(openai_server, wfe_engin
     openai_server.raw(200, b"<html>this is not json</html>")
     openai_server.raw(200, json.dumps({"id": "x", "object": "chat.completion"}).encode())
     openai_server.raw(200, b"[1, 2, 3]")
+    openai_server.raw(200, b"[" * 100_000 + b"]" * 100_000)  # too deep for the decoder
     openai_server.reply("good at last")
 
-    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(), max_attempts=4)
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(), max_attempts=5)
 
     assert task.status is TaskStatus.COMPLETED, task.error
     errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert errors[0].startswith(f"AdapterError: malformed response from {openai_server.base_url}/:")
     assert "JSONDecodeError" in errors[0]
     assert "no choices[0].message" in errors[1]
     assert "no choices[0].message in [1, 2, 3]" in errors[2]
+    assert errors[3].startswith(
+        f"AdapterError: malformed response from {openai_server.base_url}/: RecursionError:"
+    )
 
 
 def test_an_unreachable_server_is_a_clear_error(openai_server, monkeypatch, wfe_engine, wfe_run):

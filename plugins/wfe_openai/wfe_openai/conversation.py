@@ -282,7 +282,8 @@ async def _complete(
     started = time.monotonic()
     try:
         completion = await client.chat.completions.create(**kwargs)
-    except (openai.OpenAIError, TypeError, ValueError) as exc:
+    except (openai.OpenAIError, TypeError, ValueError, RecursionError) as exc:
+        # RecursionError: a body nested too deeply for the JSON decoder, a malformed reply.
         reason = _failure_reason(exc, client, where, kwargs, timeout_origin, key_origin)
         raise AdapterError(redact(reason)) from None
     seconds = time.monotonic() - started
