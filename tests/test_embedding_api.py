@@ -3,12 +3,14 @@ from several threads and event loops, and called wrongly."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
+from core_util import wait_for
 
 from wfcore import (
     ECSWorkflowEngine,
@@ -271,5 +273,22 @@ def test_purge_refuses_arguments_of_the_wrong_kind_and_deletes_nothing(
             await engine.purge(**kwargs)
         assert message in str(caught.value)
         assert await engine.get_task(task.id) is not None
+
+    run_sync(scenario())
+
+
+def test_stop_with_an_error_that_is_not_an_exception_is_refused_at_the_call(make_engine):
+    """``stop(error="why")`` would make ``run()`` fail with Python's own "exceptions
+    must derive from BaseException", and win over a real error given after it."""
+    engine: ECSWorkflowEngine = make_engine()
+
+    async def scenario() -> None:
+        run = asyncio.ensure_future(engine.run())
+        await wait_for(lambda: engine.running, what="the engine to run")
+        with pytest.raises(TypeError, match=r"stop\(error=...\) takes an exception, not str"):
+            engine.stop(error="the broker is gone")  # type: ignore[arg-type]
+        engine.stop(error=ConnectionError("the broker is gone"))
+        with pytest.raises(ConnectionError, match="the broker is gone"):
+            await run
 
     run_sync(scenario())

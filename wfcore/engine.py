@@ -1547,7 +1547,14 @@ class ECSWorkflowEngine:
         ``error``: why the engine cannot go on (a plugin whose part of the work
         stopped for good); once stopped, ``run()`` raises it instead of returning,
         so ``wfe worker`` says so and exits 1. The first error given wins.
+        Raises TypeError for an ``error`` that is not an exception (checked here:
+        ``run()`` could not raise it, and it would win over a later real one).
         """
+        if error is not None and not (
+            isinstance(error, BaseException)
+            or (isinstance(error, type) and issubclass(error, BaseException))
+        ):
+            raise TypeError(f"stop(error=...) takes an exception, not {type(error).__name__}")
         self._worker.stop(now=now, error=error)
 
     @property
