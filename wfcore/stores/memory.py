@@ -168,7 +168,9 @@ class MemoryStore(Store):
             found.append(row.task)
         if priority_first:
             found.sort(key=lambda task: -task.priority)  # stable: insertion order kept
-        return [_snapshot(t) for t in found[offset : offset + limit]]
+        # A negative limit or offset would slice from the end: none, or from the start.
+        start = max(offset, 0)
+        return [_snapshot(t) for t in found[start : start + max(limit, 0)]]
 
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
         counts: dict[TaskStatus, int] = {}
@@ -363,7 +365,7 @@ class MemoryStore(Store):
         workflow_name: str | None = None,
         limit: int = 1000,
     ) -> list[str]:
-        rows = self._finished_rows(before, statuses, workflow_name)[:limit]
+        rows = self._finished_rows(before, statuses, workflow_name)[: max(limit, 0)]
         for row in rows:
             del self._rows[row.task.id]
         return [row.task.id for row in rows]
@@ -384,7 +386,7 @@ class MemoryStore(Store):
         pending = self._consumers.get(consumer, {})
         # A task retried since it finished waits until it finishes again.
         finished = (self._rows[i].task for i in pending if self._rows[i].task.status.is_finished)
-        return [_snapshot(task) for task in itertools.islice(finished, limit)]
+        return [_snapshot(task) for task in itertools.islice(finished, max(limit, 0))]
 
     async def outbox_ack(
         self, consumer: str, task_ids: Sequence[str], *, versions: Sequence[int] | None = None

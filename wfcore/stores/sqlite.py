@@ -1207,6 +1207,11 @@ class SQLiteStore(Store):
         workflows: Sequence[str] | None = None,
     ) -> list[Task]:
         self._check_upgraded()
+        # Up to ``limit``: SQLite would read a negative LIMIT as no limit at all, and
+        # lease every ready task to this owner.
+        limit = max(int(limit), 0)
+        if limit == 0:
+            return []
         if workflows is not None:
             return await self._claim_of(owner, limit, lease_seconds, list(workflows))
 
@@ -1415,7 +1420,7 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY "
                 f"tasks_finished WHERE {where} ORDER BY updated_at LIMIT ?) RETURNING id",
-                (*params, int(limit)),
+                (*params, max(int(limit), 0)),  # a negative LIMIT would be none at all
             ).fetchall()
             conn.executemany("DELETE FROM history_parts WHERE task_id = ?", rows)
             return [r[0] for r in rows]
@@ -1464,7 +1469,7 @@ class SQLiteStore(Store):
                 "WHERE outbox.consumer = ? "
                 f"AND tasks.status IN ({', '.join('?' * len(_FINISHED))}) "
                 "ORDER BY outbox.seq LIMIT ?",
-                (consumer, *_FINISHED, int(limit)),
+                (consumer, *_FINISHED, max(int(limit), 0)),  # a negative LIMIT: no limit
             ).fetchall()
         )
         return [self._rows.decode(r) for r in rows]
