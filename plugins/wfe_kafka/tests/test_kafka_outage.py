@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -264,6 +265,56 @@ def test_a_worker_says_once_that_kafka_is_gone_and_once_that_it_is_back(
     assert len(worker.said("can be reached again")) == 1, str(worker)
     # At most one of kafka-python's connection errors for the whole outage.
     assert len(kafka_python_lines(worker)) - before <= 1, str(worker)
+
+
+def test_a_worker_stopped_while_kafka_hangs_exits_without_kafka_python_s_traceback(
+    up_broker: Any, tmp_path: Path
+) -> None:
+    """A broker that hangs (frozen: its connections stay open, unanswered) as a task
+    finishes: the result's send waits on the producer's thread for the metadata of
+    the results topic, which no send had needed before, so the stop cannot close the
+    producer there. kafka-python's own exit handler then closed it: it waited a
+    second more and printed a KafkaTimeoutError traceback after the worker's last
+    line. The result stays in the outbox, as the worker says."""
+    broker = up_broker
+    tag = uuid.uuid4().hex[:8]
+    tasks, results, events = f"o-tasks-{tag}", f"o-results-{tag}", f"o-events-{tag}"
+    for topic in (tasks, results, events, f"{tasks}.dlq"):
+        broker.create_topic(topic)
+    release = tmp_path / "release"
+    message = json.dumps({"id": "held", "workflow_name": "scale", "data": {"n": 1}}).encode()
+    with Worker(
+        tmp_path,
+        broker.bootstrap,
+        tasks,
+        results,
+        WFE_KAFKA_EVENTS_TOPIC=events,
+        WFE_KAFKA_CLIENT_CONFIG=json.dumps({"close_timeout": 1}),
+        APP_RELEASE_FILE=str(release),
+    ) as worker:
+        with TopicReader(broker.bootstrap, events) as reader:
+            produce(broker.bootstrap, tasks, [(b"held", message)])
+            # The producer is made and knows the events topic, not the results topic.
+            wait_until(
+                lambda: any(json.loads(r.value)["event"] == "phase_started" for r in reader.poll()),
+                60,
+                "the task's phase_started event",
+            )
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            release.touch()
+            wait_until(
+                lambda: task_status(worker.store, "held") is TaskStatus.COMPLETED,
+                60,
+                "the task completed in the store",
+            )
+            code = worker.stop(timeout=60)
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+    assert code == 0, str(worker)
+    text = worker.log.read_text()
+    assert "Traceback" not in text, str(worker)
+    assert worker.said("1 result(s) stay in the outbox"), str(worker)
 
 
 def test_kafka_python_connection_errors_are_kept_few_but_other_errors_shown() -> None:

@@ -165,7 +165,23 @@ class _Producer:
             # (max_block_ms): it is a daemon, nobody needs to wait for it.
             return await asyncio.wait_for(asyncio.shield(done), timeout + 1)
         except asyncio.TimeoutError:
+            self._leave_behind()
             return False
+
+    def _leave_behind(self) -> None:
+        """Give up on a producer whose thread did not get to close it (stuck in a
+        send waiting for a topic's metadata while Kafka hangs).
+
+        kafka-python registers an exit handler for each producer that closes it
+        with a 1 s flush: at the exit of a worker stopped during such an outage it
+        waited that second more for records Kafka was not taking, then printed a
+        KafkaTimeoutError traceback. What those records carry is not lost: results
+        stay in the outbox, and unsent lifecycle events are dropped at any close.
+        """
+        producer = self._producer
+        unregister = getattr(producer, "_unregister_cleanup", None)
+        if callable(unregister):
+            unregister()
 
 
 def _close_producer(producer: Any, timeout: float) -> bool:

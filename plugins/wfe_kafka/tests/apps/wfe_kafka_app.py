@@ -1,6 +1,8 @@
 """The worker app of the scale-out tests: one functional phase that does a little work.
 
-``APP_WORK_SECONDS`` is how long each task takes; ``APP_CONCURRENCY`` how many run
+``APP_WORK_SECONDS`` is how long each task takes; ``APP_RELEASE_FILE`` names a file
+each task waits for before finishing (a test creates it when the task may end);
+``APP_CONCURRENCY`` how many run
 at once in one worker; ``APP_LOG_LEVEL`` (e.g. ``INFO``) shows the Kafka clients'
 group membership in the worker's log; ``APP_TOPICS_RECHECK`` (seconds) is how often
 the consumer looks at Kafka's topics while one is missing (30 s otherwise, first
@@ -18,6 +20,9 @@ from wfcore import ECSWorkflowEngine, Phase, Task
 
 async def work(task: Task) -> None:
     await asyncio.sleep(float(os.environ.get("APP_WORK_SECONDS", "0")))
+    release = os.environ.get("APP_RELEASE_FILE")
+    while release and not os.path.exists(release):
+        await asyncio.sleep(0.05)
     task.output = {"n": task.data["n"], "worker": os.getpid()}
 
 
