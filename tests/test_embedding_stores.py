@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from wfcore import MemoryStore, SQLiteStore, Store, Task, TaskStatus
+from wfcore import ECSWorkflowEngine, MemoryStore, SQLiteStore, Store, StoreError, Task, TaskStatus
 from wfcore.testing import run_sync
 
 
@@ -51,3 +52,48 @@ def test_a_negative_limit_takes_nothing(store: Store):
             await store.close()
 
     run_sync(scenario())
+
+
+def test_a_sqlite_path_with_options_in_it_is_refused(tmp_path: Path):
+    """``SQLiteStore("/srv/wfe.db?durability=full")`` made a file of that name,
+    whose ``url`` (which workers and ``wfe`` commands take) names ``/srv/wfe.db``:
+    another store. No file is made."""
+    with pytest.raises(StoreError, match="has a '\\?', which a sqlite:// URL reads as"):
+        SQLiteStore(tmp_path / "jobs.db?durability=full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sqlite_url_with_a_hash_is_refused_not_cut_short(tmp_path: Path):
+    """``sqlite:///srv/C#/wfe.db`` opened the file ``/srv/C``; so did the url of a
+    store opened by a path with a '#' in it."""
+    url = f"sqlite://{tmp_path}/C#/wfe.db"
+    with pytest.raises(StoreError, match="has a '#', which would end the file's path there"):
+        SQLiteStore.from_url(url)
+    engine = ECSWorkflowEngine(store=url, load_plugins=False)
+    with pytest.raises(StoreError, match="has a '#'"):
+        run_sync(engine.get_task("x"))
+    assert list(tmp_path.iterdir()) == []
+    by_path = SQLiteStore(tmp_path / "odd #1.db")
+    with pytest.raises(StoreError, match="opens only as SQLiteStore\\(path\\)"):
+        SQLiteStore.from_url(by_path.url)
+
+
+def test_a_sqlite_path_with_blanks_or_percent_signs_round_trips(tmp_path: Path):
+    for name in ("a b.db", "a%20b.db"):
+        store = SQLiteStore(tmp_path / name)
+        assert SQLiteStore.from_url(store.url).path == store.path
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"path": ""}, StoreError, "SQLiteStore needs a database file's path"),
+        ({"path": "x.db", "timeout": "5"}, TypeError, "timeout must be a number of seconds"),
+        ({"path": "x.db", "timeout": None}, TypeError, "timeout must be a number of seconds"),
+    ],
+)
+def test_sqlite_store_arguments_of_the_wrong_kind(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+):
+    with pytest.raises(error, match=message):
+        SQLiteStore(**kwargs)

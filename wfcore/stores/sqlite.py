@@ -396,12 +396,25 @@ class SQLiteStore(Store):
     ) -> None:
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
         if not 0 <= timeout <= _MAX_BUSY_TIMEOUT:  # NaN too
             raise StoreError(f"timeout must be 0 to {_MAX_BUSY_TIMEOUT:g} seconds, not {timeout!r}")
         if "://" in str(path):
             raise StoreError(
                 f"SQLiteStore takes a file's path, not a URL ({str(path)!r}): "
                 "use SQLiteStore.from_url(url), or the engine's store=URL"
+            )
+        if not str(path):
+            raise StoreError("SQLiteStore needs a database file's path, not an empty one")
+        if "?" in str(path):
+            # The store's url (which wfe commands and workers take) would read what
+            # follows as options, naming another file: /srv/wfe.db?durability=full
+            # as /srv/wfe.db.
+            raise StoreError(
+                f"SQLiteStore path {str(path)!r} has a '?', which a sqlite:// URL reads as "
+                "the start of its options: options go in arguments, "
+                "SQLiteStore(path, durability='full', timeout=5)"
             )
         # Absolute from here on: the threads' connections open it by file: URI,
         # and a later chdir of the process must not move the store.
@@ -444,6 +457,12 @@ class SQLiteStore(Store):
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
             raise StoreError(f"not a sqlite URL: {url!r}")
+        if "#" in url:
+            # urlsplit would drop it and all after it: another file, silently.
+            raise StoreError(
+                f"sqlite URL {url!r} has a '#', which would end the file's path there: "
+                "a store whose path has one opens only as SQLiteStore(path)"
+            )
         # sqlite:////abs (SQLAlchemy's spelling) means the same file as sqlite:///abs.
         path = "/" + parts.path.lstrip("/") if parts.path.startswith("/") else parts.path
         if parts.netloc or not path or not path.startswith("/") or path == "/":
