@@ -115,7 +115,8 @@ class ECSWorkflowEngine:
     :param store: a store URL (``sqlite:///abs/path.db``, ``memory://``, or any
         scheme a plugin handles) or a :class:`~wfcore.stores.Store`. None means
         ``WFE_STORE``, else ``sqlite:///<cwd>/.wfe/wfe.db``. The store is opened
-        lazily, at first use.
+        lazily, at first use. A Store object is opened by the engine if need be but
+        not closed by :meth:`aclose`: close it yourself when done.
     :param max_concurrency: how many tasks this engine runs at once.
     :param load_plugins: load plugins installed through the ``wfcore`` entry-point
         group (the built-ins are always there).
@@ -676,7 +677,9 @@ class ECSWorkflowEngine:
 
     async def aclose(self) -> None:
         """Close the store (it reopens at next use); a running ``run()`` is stopped
-        first, as :meth:`stop` would, and waited for."""
+        first, as :meth:`stop` would, and waited for. A :class:`~wfcore.stores.Store`
+        object given as ``store=`` stays open: it is its giver's to close (other
+        engines may share it)."""
         await self._worker.stop_and_wait()
         if self._store is not None and not isinstance(self._store_arg, Store):
             store, self._store = self._store, None
