@@ -1,12 +1,14 @@
 """Phases that fail in unusual ways: a CancelledError or another BaseException raised
-by the phase itself, and exceptions that cannot say what they are. Each fails its
-attempt like any exception (retried as max_attempts says), with an error naming it."""
+by the phase itself, exceptions that cannot say what they are, and changes to task
+fields only the engine sets. Each fails its attempt like any exception (retried as
+max_attempts says), with an error naming it."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -146,3 +148,92 @@ def test_cancelling_a_running_phase_still_cancels_it(wfe_engine_factory, wfe_run
     task = wfe_run(scenario())
     assert task.status is TaskStatus.CANCELLED
     assert "attempt_failed" not in [event["event"] for event in task.history]
+
+
+def _later() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(days=1)
+
+
+# What a handler does to a field only the engine sets, and the field the error names.
+FIELD_CHANGES: dict[str, tuple[Callable[[Task], None], str]] = {
+    "workflow_name": (lambda t: setattr(t, "workflow_name", "other"), "task.workflow_name"),
+    "workflow_none": (lambda t: setattr(t, "workflow_name", None), "task.workflow_name"),
+    "classification": (lambda t: setattr(t, "classification", "b"), "task.classification"),
+    "version": (lambda t: setattr(t, "version", t.version + 5), "task.version"),
+    "history_none": (lambda t: setattr(t, "history", None), "task.history"),
+    "history_entry": (lambda t: t.history.append("junk"), "task.history"),
+    "assigned_to": (lambda t: setattr(t, "assigned_to", "robot"), "task.assigned_to"),
+    "created_at": (lambda t: setattr(t, "created_at", "yesterday"), "task.created_at"),
+    "run_after_text": (lambda t: setattr(t, "run_after", "soon"), "task.run_after"),
+    "run_after": (lambda t: setattr(t, "run_after", _later()), "task.run_after"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(FIELD_CHANGES))
+def test_a_phase_changing_a_field_of_the_engine_fails_its_attempt(make_engine, wfe_run, change):
+    """Each used to end otherwise: a task moved to a workflow or phase no route
+    leads to, a hot loop of hand-backs (history None), a write refused as stale
+    until three lease expiries made it a WorkerLostError (version), or an engine
+    error that handed the task back at the next phase, its first phase's output lost
+    (assigned_to, run_after)."""
+    mutate, field = FIELD_CHANGES[change]
+    engine = make_engine(lease_seconds=5)
+    ran: list[str] = []
+
+    async def first(task: Task) -> None:
+        ran.append("a")
+        task.context["seen"] = True
+        mutate(task)
+
+    async def second(task: Task) -> None:
+        ran.append("b")
+
+    engine.register_handler("a", first)
+    engine.register_handler("b", second)
+    engine.register_handler("x", second)
+    engine.register_workflow(
+        "w",
+        [
+            Phase("a", assigned_to="functional", max_attempts=2),
+            Phase("b", assigned_to="functional"),
+        ],
+    )
+    engine.register_workflow("other", [Phase("x", assigned_to="functional")])
+    task = wfe_run(_settle(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error is not None
+    assert task.error.startswith(f"InvalidTaskError: a phase may not set {field}")
+    assert ran == ["a", "a"]
+    assert (task.workflow_name, task.classification) == ("w", "a")
+    assert task.context == {}  # the attempts' changes are not kept
+    assert task.assigned_to.value == "agentic"
+    # The retry's start, if any: not the value the phase set.
+    assert task.run_after is None or task.run_after < _later() - timedelta(hours=1)
+    assert [event["event"] for event in task.history] == [
+        "submitted",
+        "phase_started",
+        "attempt_failed",
+        "retry_scheduled",
+        "phase_started",
+        "attempt_failed",
+        "failed",
+    ]
+
+
+def test_a_phase_that_checkpoints_keeps_its_task_version_and_history(make_engine, wfe_run):
+    """The other side: a checkpoint's new version and history are the engine's own."""
+    engine = make_engine()
+
+    async def step(task: Task) -> None:
+        task.context["step"] = 1
+        await engine.checkpoint(task)
+        task.context["step"] = 2
+        await engine.checkpoint(task)
+        task.output = "done"
+
+    engine.register_handler("a", step)
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+    task = wfe_run(_settle(engine))
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.context == {"step": 2}
+    assert [event["event"] for event in task.history].count("checkpoint") == 1

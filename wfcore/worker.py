@@ -86,6 +86,8 @@ class Worker:
         # The Task objects whose phase runs now, for checkpoint(); and the tasks
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
+        # What each of those phases may not change of its task (see _Owned).
+        self._owned: dict[str, _Owned] = {}
         self._slots = PhaseSlots()
         # Tasks holding one of this worker's slots that wait for one of the store's,
         # and what wakes them when this worker frees one of the store's slots (or stops).
@@ -498,8 +500,7 @@ class Worker:
         except asyncio.CancelledError:
             await asyncio.wait([writing])
             if not writing.cancelled() and writing.exception() is None and writing.result():
-                task.version = saved.version
-                task.history = saved.history
+                self._checkpointed(task, saved)
             raise
         except StoreError:
             # The store, not the phase, failed: the task goes back, uncounted.
@@ -508,8 +509,16 @@ class Worker:
         if not ok:
             self._lost.add(task.id)
             raise TaskStateError(f"task {task.id!r} was cancelled or taken over", task_id=task.id)
+        self._checkpointed(task, saved)
+
+    def _checkpointed(self, task: Task, saved: Task) -> None:
+        """The phase's task as its checkpoint ``saved`` was stored: its new version
+        and history, which the phase's end then expects."""
         task.version = saved.version
         task.history = saved.history
+        owned = self._owned.get(task.id)
+        if owned is not None:
+            owned.checkpointed(saved)
 
     # -- driving one task ------------------------------------------------------------
 
@@ -778,7 +787,8 @@ class Worker:
         await self._engine._fire("wfe_phase_started", task=task, phase=phase)
         started = time.monotonic()
         task_id = task.id
-        owned = (task.attempts, task.outputs, task.artifacts)
+        owned = _Owned(task)
+        self._owned[task_id] = owned
         priority = task.priority
         self._in_phase[task_id] = task
         failure: BaseException | None = None
@@ -800,7 +810,7 @@ class Worker:
             if task.id != task_id:
                 task.id = task_id  # else the write would go to no task, or another
                 raise InvalidTaskError("a phase must not change task.id")
-            _check_engine_fields(task, *owned)
+            _check_engine_fields(task, owned)
             _check_json(task)
             _check_priority(task, priority)
         except asyncio.CancelledError as exc:
@@ -824,6 +834,7 @@ class Worker:
             failure = exc.exited if isinstance(exc, _PhaseExited) else exc
         finally:
             self._in_phase.pop(task_id, None)
+            self._owned.pop(task_id, None)
             self._store_failed.discard(task_id)
             self._checkpointing.pop(task_id, None)
             if slot is not None and not slot.shared:
@@ -853,7 +864,7 @@ class Worker:
                 return None
             # After the phase's end (above): nothing can checkpoint it any more.
             await self._attempt_failed(
-                task_id, task, owned[0], phase, failure, time.monotonic() - started
+                task_id, task, owned.attempts, phase, failure, time.monotonic() - started
             )
             return None
         if task.id in self._lost:
@@ -1321,21 +1332,83 @@ def _workers_lost_error(task: Task, lost: int) -> str:
     )
 
 
-def _check_engine_fields(
-    task: Task, attempts: int, outputs: dict[str, Any], artifacts: list[Artifact]
-) -> None:
+class _Owned:
+    """The fields of a running phase's task that only the engine sets, as they were
+    when the attempt began (version and history: as its last checkpoint stored them)."""
+
+    __slots__ = (
+        "artifacts",
+        "assigned_to",
+        "attempts",
+        "classification",
+        "created_at",
+        "history",
+        "history_length",
+        "outputs",
+        "version",
+        "workflow_name",
+    )
+
+    def __init__(self, task: Task) -> None:
+        self.attempts = task.attempts
+        self.outputs = task.outputs
+        self.artifacts = task.artifacts
+        self.workflow_name = task.workflow_name
+        self.classification = task.classification
+        self.assigned_to = task.assigned_to
+        self.created_at = task.created_at
+        self.version = task.version
+        self.history = task.history
+        self.history_length = len(task.history)
+
+    def checkpointed(self, saved: Task) -> None:
+        self.version = saved.version
+        self.history = saved.history
+        self.history_length = len(saved.history)
+
+
+def _check_engine_fields(task: Task, owned: _Owned) -> None:
     """Fail the attempt when a phase broke a field only the engine sets, putting it
-    back first: else the task could not be stored, and would run again for ever."""
+    back first: else the task could not be stored (and would run again for ever),
+    its write would be refused as a stale one (and its worker taken for dead), or it
+    would move to a phase or workflow no route leads to."""
     broken = []
-    if task.attempts != attempts:
-        task.attempts = attempts
+    if task.attempts != owned.attempts:
+        task.attempts = owned.attempts
         broken.append("task.attempts")
     if type(task.outputs) is not dict:
-        task.outputs = outputs
+        task.outputs = owned.outputs
         broken.append("task.outputs (a dict of the phases' outputs)")
     if type(task.artifacts) is not list or not all(isinstance(a, Artifact) for a in task.artifacts):
-        task.artifacts = [a for a in artifacts if isinstance(a, Artifact)]
+        task.artifacts = [a for a in owned.artifacts if isinstance(a, Artifact)]
         broken.append("task.artifacts (use engine.add_artifact_text/bytes)")
+    if task.workflow_name != owned.workflow_name:
+        task.workflow_name = owned.workflow_name
+        broken.append("task.workflow_name")
+    if task.classification != owned.classification:
+        task.classification = owned.classification
+        broken.append("task.classification (to pick the next phase, set task.next_classification)")
+    if task.version != owned.version:
+        task.version = owned.version
+        broken.append("task.version")
+    if task.assigned_to is not owned.assigned_to:
+        task.assigned_to = owned.assigned_to
+        broken.append("task.assigned_to")
+    if task.created_at is not owned.created_at:
+        task.created_at = owned.created_at
+        broken.append("task.created_at")
+    history = task.history
+    if history is not owned.history or len(history) < owned.history_length:
+        task.history = owned.history
+        del task.history[owned.history_length :]
+        broken.append("task.history (the engine records its events)")
+    elif not all(type(event) is dict for event in history[owned.history_length :]):
+        del history[owned.history_length :]
+        broken.append("task.history (the engine records its events)")
+    run_after = task.run_after
+    if run_after is not None:
+        task.run_after = None
+        broken.append("task.run_after (a retry's or a delayed task's start)")
     if type(task.context) is not dict:
         task.context = {}
         broken.append("task.context (a dict)")
