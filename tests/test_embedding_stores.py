@@ -3,13 +3,23 @@ them: a negative ``limit`` or ``offset`` means none, alike on both."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wfcore import ECSWorkflowEngine, MemoryStore, SQLiteStore, Store, StoreError, Task, TaskStatus
+from wfcore import (
+    ECSWorkflowEngine,
+    MemoryStore,
+    Phase,
+    SQLiteStore,
+    Store,
+    StoreError,
+    Task,
+    TaskStatus,
+)
 from wfcore.testing import run_sync
 
 
@@ -97,3 +107,51 @@ def test_sqlite_store_arguments_of_the_wrong_kind(
 ):
     with pytest.raises(error, match=message):
         SQLiteStore(**kwargs)
+
+
+def test_a_task_row_copied_in_sql_under_a_new_id_is_a_task_of_its_own(tmp_path: Path):
+    """A row copied with SQL (``INSERT ... SELECT 'copy', doc, ...``) keeps the
+    original's id inside its document. The row's id is the task's: the copy runs
+    once as itself, and the original is left as it was (before, each write of the
+    copy went to the original's id or nowhere, and the copy was claimed and run
+    again at every lease's end)."""
+    db = tmp_path / "wfe.db"
+    engine = ECSWorkflowEngine(
+        store=f"sqlite://{db}", load_plugins=False, poll_interval=0.05, lease_seconds=1
+    )
+    runs: list[str] = []
+
+    def handler(task: Task) -> None:
+        runs.append(task.id)
+        task.output = {"ran": task.id}
+
+    engine.register_handler("p", handler)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+    run_sync(engine.submit_task({"n": 1}, "w", task_id="original"))
+    run_sync(engine.aclose())
+    with sqlite3.connect(db) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(tasks)")]
+        rest = ", ".join(c for c in columns if c != "id")
+        conn.execute(
+            f"INSERT INTO tasks (id, {rest}) SELECT 'copy', {rest} FROM tasks WHERE id = ?",
+            ("original",),
+        )
+    conn.close()
+
+    async def scenario() -> dict[str, Any]:
+        copy = await engine.get_task("copy")
+        assert copy is not None and copy.id == "copy"
+        await engine.run_until_idle()
+        found = {}
+        for task_id in ("original", "copy"):
+            task = await engine.get_task(task_id)
+            assert task is not None
+            found[task_id] = (task.status, task.output)
+        await engine.aclose()
+        return found
+
+    assert run_sync(scenario(), timeout=20) == {
+        "original": (TaskStatus.COMPLETED, {"ran": "original"}),
+        "copy": (TaskStatus.COMPLETED, {"ran": "copy"}),
+    }
+    assert sorted(runs) == ["copy", "original"]

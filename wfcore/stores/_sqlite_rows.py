@@ -187,8 +187,15 @@ class TaskRows:
         return tasks, unreadable
 
     def _decode(self, row: tuple[Any, ...], remember: bool) -> Task:
-        doc, status, version, history, earlier, created_at, updated_at, _ = row
+        doc, status, version, history, earlier, created_at, updated_at, task_id = row
         fields = json.loads(doc)
+        if not isinstance(fields, dict):
+            raise TypeError(f"the document is a JSON {type(fields).__name__}, not an object")
+        # The row's id is the task's: every claim, lease and write goes by it. A
+        # document naming another (a row copied in SQL to make a second task)
+        # would have each write go to that other task, or nowhere, and the task
+        # be claimed and run again at every lease's end.
+        fields["id"] = task_id
         fields["status"] = status
         fields["version"] = version
         in_parts: list[Any] = [] if earlier is None else json.loads(f"[{earlier}]")
