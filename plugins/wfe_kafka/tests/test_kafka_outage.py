@@ -380,7 +380,8 @@ def test_only_the_refresh_a_consumer_s_close_cancels_is_kept_from_the_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The filter around a consumer's close, record by record: kafka-python's
-    error for the metadata refresh the close cancelled, and nothing else."""
+    errors for the metadata refresh and the heartbeat the close cancelled, and
+    nothing else."""
     closing = _ClosingConsumer(frozenset({threading.get_ident()}))
 
     def refresh_failed(error: BaseException, thread: int | None = None) -> logging.LogRecord:
@@ -406,6 +407,19 @@ def test_only_the_refresh_a_consumer_s_close_cancels_is_kept_from_the_log(
     assert closing.filter(timed_out) and timed_out.levelno == logging.ERROR
     elsewhere = refresh_failed(Cancelled(), thread=threading.get_ident() + 1)
     assert closing.filter(elsewhere) and elsewhere.levelno == logging.ERROR
+
+    # The coordinator's error for a heartbeat the close cancelled (still unanswered
+    # by a broker that hangs) is left out too; for one that failed otherwise, not.
+    def heartbeat_failed(error: BaseException) -> logging.LogRecord:
+        message = "Error sending %s to node %s [%s]"
+        args = ("HeartbeatRequest", "coordinator-1", error)
+        return logging.LogRecord(
+            "kafka.coordinator", logging.ERROR, __file__, 1, message, args, None
+        )
+
+    assert not closing.filter(heartbeat_failed(Cancelled()))
+    heartbeat_timed_out = heartbeat_failed(RequestTimedOutError())
+    assert closing.filter(heartbeat_timed_out) and heartbeat_timed_out.levelno == logging.ERROR
     # With kafka-python's logger at DEBUG it shows, at DEBUG.
     caplog.set_level(logging.DEBUG, logger="kafka.cluster")
     cancelled = refresh_failed(Cancelled())

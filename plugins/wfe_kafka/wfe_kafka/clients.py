@@ -199,9 +199,55 @@ def _close_producer(producer: Any, timeout: float) -> bool:
     except KafkaTimeoutError:
         flushed = False
     # With timeout 0, close() stops the sender at once, failing what is unsent.
+    _closed_producers.add(producer)
     producer.flush = lambda timeout=None: None
     producer.close(timeout=0)
     return flushed
+
+
+#: kafka-python's message (kafka.producer.sender) for a produce request that failed.
+_PRODUCE_FAILED = "%s: Error sending produce request to node %d: %s"
+
+
+class _ClosedProducers(logging.Filter):
+    """Keeps out of the log kafka-python's ERROR for the produce requests that the
+    close of one of wfe_kafka's producers cancels (``Error sending produce request
+    to node 1: Cancelled``): in flight only when Kafka did not take them in time,
+    which the interface says itself (``N result(s) stay in the outbox``). Logged at
+    DEBUG when kafka-python's logger is at DEBUG. The sender logs it from its own
+    thread after ``close()`` returned, so the filter stays on its logger, for the
+    senders of the producers closed so far (named by their client id).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._senders: set[str] = set()
+        self._installed = False
+
+    def add(self, producer: Any) -> None:
+        sender = getattr(producer, "_sender", None)
+        if sender is None:
+            return
+        with self._lock:
+            self._senders.add(str(sender))
+            if not self._installed:
+                logging.getLogger("kafka.producer.sender").addFilter(self)
+                self._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg != _PRODUCE_FAILED or len(args) != 3 or args[0] not in self._senders:
+            return True
+        from kafka.errors import Cancelled
+
+        if not isinstance(args[2], Cancelled):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).getEffectiveLevel() <= logging.DEBUG
+
+
+_closed_producers = _ClosedProducers()
 
 
 def _broken(producer: Any) -> bool:
@@ -488,6 +534,9 @@ _REFRESH_LOOP_FAILED = "Metadata refresh loop error: %s"
 _SELECTOR_CLOSED = "NetworkSelector closed"
 #: kafka-python's message (kafka.coordinator) for a LeaveGroup that failed or timed out.
 _LEAVE_FAILED = "LeaveGroup request failed: %s"
+#: kafka-python's message (kafka.coordinator) for a request to the group coordinator
+#: that failed: a heartbeat in flight as a close cancels it, say.
+_COORDINATOR_REQUEST_FAILED = "Error sending %s to node %s [%s]"
 
 
 class _ClosingConsumer(logging.Filter):
@@ -497,8 +546,10 @@ class _ClosingConsumer(logging.Filter):
     flight on them with ``kafka.errors.Cancelled``. Its fetcher says so at INFO,
     but a metadata refresh logs ``Metadata refresh: failed Cancelled`` at ERROR;
     one is often in flight, queued behind a fetch that waits for records (a broker
-    answers a connection's requests in order). Only that record, from the threads
-    of the consumer being closed, while it closes: it is logged at DEBUG when
+    answers a connection's requests in order). So does its coordinator, ``Error
+    sending HeartbeatRequest to node coordinator-1 [Cancelled]``, for a heartbeat
+    still unanswered (a broker that hangs). Only those records, from the threads
+    of the consumer being closed, while it closes: each is logged at DEBUG when
     kafka-python's logger is at DEBUG, and left out otherwise. So is its refresh
     loop's ``Metadata refresh loop error: NetworkSelector closed!``, when the close
     stops the loop's network selector while the loop waits for its next refresh.
@@ -532,7 +583,7 @@ class _ClosingConsumer(logging.Filter):
             )
             return False
         args = record.args if isinstance(record.args, tuple) else ()
-        if record.msg == _REFRESH_FAILED:
+        if record.msg in (_REFRESH_FAILED, _COORDINATOR_REQUEST_FAILED):
             closed = any(isinstance(arg, self._cancelled) for arg in args)
         elif record.msg == _REFRESH_LOOP_FAILED:
             closed = any(_SELECTOR_CLOSED in str(arg) for arg in args)
