@@ -468,6 +468,33 @@ def test_results_that_are_models_dataclasses_enums_or_sets_reach_the_model_as_js
     assert [json.loads(r) for r in recorded] == results
 
 
+def test_results_keyed_by_dates_or_tuples_reach_the_model_as_json(
+    openai_server, wfe_engine, wfe_run
+):
+    """JSON object keys are strings: a dict keyed by dates (sales per day) or tuples
+    (pandas' groupby().to_dict()) goes back with its keys as text, as its values
+    would, instead of failing the attempt."""
+
+    def sales() -> dict[datetime.date, dict[tuple[str, int], int]]:
+        """Sales per day."""
+        return {datetime.date(2024, 5, 6): {("AB", 1): 3}, datetime.date(2024, 5, 7): {}}
+
+    def by_colour() -> list[dict[Colour, int]]:
+        """Items per colour."""
+        return [{Colour.RED: 2}]
+
+    openai_server.tool_calls(("sales", {}), ("by_colour", {}))
+    openai_server.reply("Sold.")
+    tools = [sales, by_colour]
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=tools))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    results = [json.loads(m["content"]) for m in openai_server.messages() if m["role"] == "tool"]
+    assert results == [{"2024-05-06": {"('AB', 1)": 3}, "2024-05-07": {}}, [{"red": 2}]]
+
+
 def test_a_tool_that_returns_nothing_tells_the_model_it_ran(openai_server, wfe_engine, wfe_run):
     """Not "(no answer)", a person's silence: the model must not take a tool that
     sent a mail for one that did not, and send it again."""

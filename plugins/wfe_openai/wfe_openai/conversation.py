@@ -431,8 +431,41 @@ def _as_text(value: Any) -> str:
         return value
     try:
         return json.dumps(value, ensure_ascii=False, default=_json_form)
+    except TypeError:
+        # A dict key JSON cannot hold (json.dumps never asks default= about keys): a
+        # date, or a tuple as pandas' groupby().to_dict() gives them.
+        pass
     except ValueError:  # a circular reference: a result is passed on all the same
         return str(value)
+    try:
+        return json.dumps(_with_text_keys(value, set()), ensure_ascii=False, default=_json_form)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _with_text_keys(value: Any, seen: set[int]) -> Any:
+    """``value`` with the keys of its dicts (inside lists and tuples too) in a form
+    JSON holds: a date as ISO 8601, an enum member as its value, anything else as
+    its ``str()``. ``seen``: the containers being copied, to stop at a cycle."""
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if id(value) in seen:
+        raise ValueError("circular reference")
+    seen.add(id(value))
+    try:
+        if isinstance(value, dict):
+            return {_key_form(k): _with_text_keys(v, seen) for k, v in value.items()}
+        return [_with_text_keys(item, seen) for item in value]
+    finally:
+        seen.discard(id(value))
+
+
+def _key_form(key: Any) -> Any:
+    """A dict key as JSON can hold it (a string, a number, a boolean or null)."""
+    if key is None or isinstance(key, (str, int, float, bool)):
+        return key
+    form = _json_form(key)
+    return form if isinstance(form, (str, int, float, bool)) else str(key)
 
 
 def _json_form(value: Any) -> Any:
