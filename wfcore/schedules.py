@@ -113,21 +113,35 @@ class Schedule:
                 break
         return unit if count == 1 else f"{count} {unit}s"
 
+    # The arithmetic is done in UTC: Python adds a timedelta to an aware datetime
+    # on its wall clock, so a start in a zone with summer time (ZoneInfo) would move
+    # the slots by its offset change, not keep the period fixed. Slots are shown in
+    # the start's time zone.
+
+    def _slot(self, steps: int) -> datetime:
+        start = self.start.astimezone(timezone.utc)
+        return (start + timedelta(seconds=steps * self.every)).astimezone(self.start.tzinfo)
+
+    def _steps(self, now: datetime) -> int:
+        elapsed = now.astimezone(timezone.utc) - self.start.astimezone(timezone.utc)
+        return math.floor(elapsed.total_seconds() / self.every)
+
     def latest_slot(self, now: datetime) -> datetime:
         """The last slot at or before ``now`` (the start itself may be later)."""
-        steps = math.floor((now - self.start).total_seconds() / self.every)
-        return self.start + timedelta(seconds=steps * self.every)
+        return self._slot(self._steps(now))
 
     def next_slot(self, now: datetime) -> datetime:
         """The first slot after ``now`` (the start, while it is still to come)."""
-        return max(self.start, self.latest_slot(now) + timedelta(seconds=self.every))
+        return self._slot(max(0, self._steps(now) + 1))
 
     def due(self, now: datetime) -> datetime | None:
         """The slot to submit at ``now``: the latest one, if it is not before the start
         and came no more than ``grace`` ago; else None."""
-        slot = self.latest_slot(now)
+        steps = self._steps(now)
+        slot = self._slot(steps)
         assert self.grace is not None
-        if slot < self.start or (now - slot).total_seconds() > self.grace:
+        late = now.astimezone(timezone.utc) - slot.astimezone(timezone.utc)
+        if steps < 0 or late.total_seconds() > self.grace:
             return None
         return slot
 
