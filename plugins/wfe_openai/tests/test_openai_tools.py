@@ -9,6 +9,7 @@ import datetime
 import decimal
 import enum
 import json
+import os
 import pathlib
 import re
 import sys
@@ -493,6 +494,36 @@ def test_results_keyed_by_dates_or_tuples_reach_the_model_as_json(
     assert task.status is TaskStatus.COMPLETED, task.error
     results = [json.loads(m["content"]) for m in openai_server.messages() if m["role"] == "tool"]
     assert results == [{"2024-05-06": {"('AB', 1)": 3}, "2024-05-07": {}}, [{"red": 2}]]
+
+
+def test_a_result_holding_half_a_surrogate_pair_reaches_the_model_escaped(
+    openai_server, wfe_engine, wfe_run, tmp_path
+):
+    """A file name that is not UTF-8 comes from os.listdir with a lone surrogate for
+    each such byte: no character, so the task could not be stored with it."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / b"caf\xe9.txt".decode("utf-8", "surrogateescape")).write_text("x")
+
+    def files() -> list[str]:
+        """The files."""
+        return os.listdir(folder)
+
+    def fails() -> str:
+        """Fails."""
+        raise OSError(f"cannot open {os.listdir(folder)[0]}")
+
+    openai_server.tool_calls(("files", {}), ("fails", {}))
+    openai_server.reply("Listed.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[files, fails]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    sent = [m["content"] for m in openai_server.messages() if m["role"] == "tool"]
+    assert sent == ['["caf\\udce9.txt"]', "error: OSError: cannot open caf\\udce9.txt"]
+    recorded = [e["result"] for e in task.history if e["event"] == "agent_tool_result"]
+    assert recorded == sent
 
 
 def test_a_tool_that_returns_nothing_tells_the_model_it_ran(openai_server, wfe_engine, wfe_run):

@@ -346,6 +346,10 @@ async def _call_tool(
             error = False
     if error:
         content = redact(content)
+    # Half of a UTF-16 surrogate pair, as os.listdir gives for a file name that is not
+    # UTF-8, is no character: the store (and the API) cannot take it. Written as its
+    # escape, the model still reads which byte it stood for.
+    content = content.encode("utf-8", "backslashreplace").decode("utf-8")
     content = Budget(max_item_chars, max_item_chars).take(content)
     _record_result(task, phase_name, tool_name, call, error, content)
     return content
