@@ -3,6 +3,7 @@ them: a negative ``limit`` or ``offset`` means none, alike on both."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -155,3 +156,43 @@ def test_a_task_row_copied_in_sql_under_a_new_id_is_a_task_of_its_own(tmp_path: 
         "copy": (TaskStatus.COMPLETED, {"ran": "copy"}),
     }
     assert sorted(runs) == ["copy", "original"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("attempts", "2", "attempts must be a whole number, 0 or more, not '2'"),
+        ("priority", "5", "priority must be an integer from -1000 to 1000, not '5'"),
+        ("context", [1], "context must be an object, not [1]"),
+        ("classification", 5, "classification must be text or null, not 5"),
+        ("resume_in_phase", "yes", "resume_in_phase must be true or false, not 'yes'"),
+    ],
+)
+def test_a_task_document_edited_to_hold_a_field_of_the_wrong_kind_reads_as_damaged(
+    tmp_path: Path, field: str, value: Any, why: str
+):
+    """Such a row read as a task that failed later, in a worker, with a Python
+    error (``attempts`` of "2": "can only concatenate str"), and could be retried
+    into the same failure; it is a row that cannot be read, saying which field."""
+    db = tmp_path / "wfe.db"
+    engine = ECSWorkflowEngine(store=f"sqlite://{db}", load_plugins=False, poll_interval=0.05)
+    engine.register_handler("p", lambda task: None)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+    run_sync(engine.submit_task({"n": 1}, "w", task_id="t1"))
+    run_sync(engine.aclose())
+    with sqlite3.connect(db) as conn:
+        [(text,)] = conn.execute("SELECT doc FROM tasks WHERE id = 't1'").fetchall()
+        doc = {**json.loads(text), field: value}
+        conn.execute("UPDATE tasks SET doc = ? WHERE id = 't1'", (json.dumps(doc),))
+    conn.close()
+
+    async def scenario() -> Task | None:
+        await engine.run_until_idle()
+        task = await engine.get_task("t1")
+        await engine.aclose()
+        return task
+
+    task = run_sync(scenario(), timeout=20)
+    assert task is not None and task.status is TaskStatus.FAILED
+    assert task.error is not None and f"not a valid task: {why}" in task.error
+    assert json.loads(task.context["unreadable_doc"])[field] == value

@@ -17,7 +17,7 @@ import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from .errors import InvalidTaskError, InvalidWorkflowError
-from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
+from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec, priority_problem
 
 __all__ = [
     "FORMAT_VERSION",
@@ -139,10 +139,45 @@ def _unstructure_artifact(art: Artifact) -> dict[str, Any]:
     }
 
 
+# The kind each task field read back must be, where a wrong one would not fail
+# at once but later, in a worker (``attempts`` of "2" fails the next attempt's
+# count, an ``id`` of 5 no store row): a document edited by hand reads as damaged.
+_FIELD_KINDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("id", str, "text"),
+    ("workflow_name", (str, type(None)), "text or null"),
+    ("classification", (str, type(None)), "text or null"),
+    ("next_classification", (str, type(None)), "text or null"),
+    ("waiting_reason", (str, type(None)), "text or null"),
+    ("error", (str, type(None)), "text or null"),
+    ("traceback", (str, type(None)), "text or null"),
+    ("context", dict, "an object"),
+    ("outputs", dict, "an object"),
+    ("artifacts", list, "an array"),
+    ("history", list, "an array"),
+    ("resume_in_phase", bool, "true or false"),
+)
+
+
+def _check_field_kinds(fields: dict[str, Any]) -> None:
+    for name, kind, what in _FIELD_KINDS:
+        if name in fields and not isinstance(fields[name], kind):
+            raise InvalidTaskError(f"not a valid task: {name} must be {what}, not {fields[name]!r}")
+    for name in ("attempts", "version"):
+        value = fields.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidTaskError(
+                f"not a valid task: {name} must be a whole number, 0 or more, not {value!r}"
+            )
+    problem = priority_problem(fields.get("priority", 0))
+    if problem is not None:
+        raise InvalidTaskError(f"not a valid task: priority {problem}")
+
+
 def _structure_task(doc: dict[str, Any], _: Any = None) -> Task:
     fields = dict(doc)
     for name in fields.keys() - _TASK_FIELDS:
         del fields[name]
+    _check_field_kinds(fields)
     for name in ("created_at", "updated_at", "deadline", "run_after"):
         value = fields.get(name)
         if value is not None:
