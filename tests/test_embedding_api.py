@@ -18,6 +18,7 @@ from wfcore import (
     StoreError,
     Task,
     TaskStatus,
+    UnknownWorkflowError,
     WorkflowError,
     hookimpl,
 )
@@ -292,3 +293,14 @@ def test_stop_with_an_error_that_is_not_an_exception_is_refused_at_the_call(make
             await run
 
     run_sync(scenario())
+
+
+def test_a_request_without_a_workflow_says_so(make_engine):
+    """``submit_tasks([{"data": ...}])`` (the workflow left out) said "unknown
+    workflow None", as if a workflow of that name were missing."""
+    engine: ECSWorkflowEngine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+    with pytest.raises(UnknownWorkflowError) as caught:
+        run_sync(engine.submit_tasks([{"data": 1}]))
+    assert str(caught.value) == "no workflow named (workflow_name is None) (known: w)"
+    assert caught.value.name is None and caught.value.known == ["w"]

@@ -45,7 +45,12 @@ class UnknownWorkflowError(WorkflowError, LookupError):
         self.name = name
         #: The workflow names known where it was looked up, if given.
         self.known = known
-        super().__init__(f"unknown workflow {name!r}{_known_hint(name, known)}")
+        what = (
+            "no workflow named (workflow_name is None)"
+            if name is None
+            else f"unknown workflow {name!r}"
+        )
+        super().__init__(what + _known_hint(name, known))
 
     # Unpickling calls cls(*args), and args holds the message, not these arguments.
     def __reduce__(self) -> tuple[Any, ...]:
