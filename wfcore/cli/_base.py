@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import logging
 import math
 import os
 import sys
+import sysconfig
 import time
 import traceback
 import unicodedata
@@ -423,6 +425,15 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
             f"{_module_hint(module_name, attr)}",
             param_hint=param_hint,
         ) from None
+    except SystemExit as exc:
+        # Left alone, the app's sys.exit() would end wfe with the app's status and no
+        # word of why: 0 for a worker that never ran or a submit that stored nothing.
+        _log_traceback(exc)
+        raise click.BadParameter(
+            f"importing {module_name!r} failed: {_exited(exc, 'as it was imported')}"
+            f"{_where(exc, app_only=True)}",
+            param_hint=param_hint,
+        ) from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
@@ -437,6 +448,20 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
             raise click.BadParameter(
                 f"calling {spec}() failed: {_describe(exc)}{_where(exc)}", param_hint=param_hint
             ) from None
+        except SystemExit as exc:
+            _log_traceback(exc)
+            raise click.BadParameter(
+                f"calling {spec}() failed: {_exited(exc, 'as it made the engine')}"
+                f"{_where(exc, app_only=True)}",
+                param_hint=param_hint,
+            ) from None
+        if inspect.iscoroutine(obj):
+            obj.close()  # never to run: Python would warn at exit that it was not awaited
+            raise click.BadParameter(
+                f"{spec} is an async function: wfe calls a factory without awaiting it; "
+                "make it a plain function (def, not async def) that returns the engine",
+                param_hint=param_hint,
+            )
     if not isinstance(obj, ECSWorkflowEngine):
         raise click.BadParameter(
             f"{spec} is neither an ECSWorkflowEngine nor a factory returning one",
@@ -454,10 +479,11 @@ def _module_hint(module_name: str, attr: str) -> str:
     return f" (MODULE is a module's dotted name, not a file: {dotted}:{attr})"
 
 
-def _where(exc: BaseException) -> str:
+def _where(exc: BaseException, app_only: bool = False) -> str:
     """`` (at app.py, line 12)``: the app's line the error came from, the innermost
     frame outside wfcore and the import machinery; "" when there is none (a
-    SyntaxError says where itself)."""
+    SyntaxError says where itself). ``app_only``: outside the standard library too,
+    so that an exit names the app's line that called argparse, not argparse's."""
     if isinstance(exc, SyntaxError):
         return ""
     skipped = (str(Path(__file__).resolve().parent.parent), str(Path(importlib.__file__).parent))
@@ -467,13 +493,35 @@ def _where(exc: BaseException) -> str:
         # "<frozen importlib._bootstrap>", "<attrs generated methods ...>": no file
         if name.startswith("<") or str(Path(name).resolve()).startswith(skipped):
             continue
+        if app_only and _in_stdlib(Path(name).resolve()):
+            continue
         where = f" (at {name}, line {frame.lineno})"
     return where
+
+
+def _in_stdlib(path: Path) -> bool:
+    """Whether ``path`` is a module of Python's standard library (not of the
+    installed packages, which outside a virtualenv live in a folder inside it)."""
+    paths = sysconfig.get_paths()
+    packages = [Path(paths[key]).resolve() for key in ("purelib", "platlib")]
+    return path.is_relative_to(Path(paths["stdlib"]).resolve()) and not any(
+        path.is_relative_to(folder) for folder in packages
+    )
 
 
 def _log_traceback(exc: BaseException) -> None:
     # The whole story at --log-level debug; the error line names the app's line.
     logging.getLogger("wfcore").debug("loading the app failed", exc_info=exc)
+
+
+def _exited(exc: SystemExit, when: str) -> str:
+    """What an app's ``sys.exit()`` (argparse's on arguments it does not know among
+    them) while wfe loads it says: which status, and where it most often comes from."""
+    return (
+        f"SystemExit: {exc.code} (the app called sys.exit() {when}; argparse does when "
+        "it parses wfe's command line: parse the app's own arguments only under "
+        "if __name__ == '__main__')"
+    )
 
 
 def _describe(exc: BaseException) -> str:
