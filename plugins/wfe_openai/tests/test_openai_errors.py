@@ -638,7 +638,6 @@ def test_a_base_url_that_is_not_an_http_url_is_refused_when_the_adapter_is_built
         ("ftp://127.0.0.1/v1", "ftp://127.0.0.1/v1"),
         ("http://", "http://"),
         ("http://127.0.0.1:8000/v1 x", "http://127.0.0.1:8000/v1 x"),
-        ("http://127.0.0.1:port/v1", "http://127.0.0.1:port/v1"),
         # Credentials are masked, with or without a scheme.
         ("svc:pw-s3cret@127.0.0.1:8000/v1", "***@127.0.0.1:8000/v1"),
         ("ftp://svc:pw-s3cret@127.0.0.1/v1", "ftp://***@127.0.0.1/v1"),
@@ -646,6 +645,19 @@ def test_a_base_url_that_is_not_an_http_url_is_refused_when_the_adapter_is_built
         with pytest.raises(ValueError) as info:
             OpenAIAgentAdapter(base_url=bad)
         assert str(info.value) == f"base_url must be an http:// or https:// URL, got {shown!r}"
+    # A URL the parser cannot read says why: the text alone looks fine.
+    for bad, why in [
+        ("http://127.0.0.1:port/v1", "port could not be cast to integer value as 'port'"),
+        ("http://127.0.0.1:99999/v1", "port out of range 0-65535"),
+        ("http://[::1/v1", "invalid IPv6 URL"),
+        ("http://svc:pw-s3cret@127.0.0.1:99999/v1", "port out of range 0-65535"),
+    ]:
+        with pytest.raises(ValueError) as info:
+            OpenAIAgentAdapter(base_url=bad)
+        shown = bad.replace("svc:pw-s3cret", "***")
+        assert str(info.value) == (
+            f"base_url must be an http:// or https:// URL, got {shown!r} ({why})"
+        )
 
 
 def test_base_urls_with_whitespace_around_or_a_query_string_are_refused_saying_so(

@@ -131,10 +131,15 @@ def _check_base_url(url: str, source: str, error: type[Exception]) -> None:
             f"{source} has whitespace at its start or end ({shown!r}); remove it "
             "(a trailing newline or space from a file?)"
         )
+    reason = ""  # what is wrong, when the URL cannot be read
     try:
         parts = urlsplit(url)
-        _ = parts.port  # a port that is not a number raises ValueError
-    except ValueError:
+        _ = parts.port  # a port that is not a number, or out of range, raises ValueError
+    except ValueError as exc:
+        # "Port out of range 0-65535", "Invalid IPv6 URL": the port is read after
+        # any "user:password@", so no credential is in it.
+        text = str(exc)
+        reason = f" ({text[:1].lower()}{text[1:]})" if text else ""
         usable = False
     else:
         usable = (
@@ -144,7 +149,7 @@ def _check_base_url(url: str, source: str, error: type[Exception]) -> None:
             and not any(char.isspace() or not char.isprintable() for char in url)
         )
     if not usable:
-        raise error(f"{source} must be an http:// or https:// URL, got {shown!r}")
+        raise error(f"{source} must be an http:// or https:// URL, got {shown!r}{reason}")
     root, endpoint, rest = url.rpartition("/chat/completions")
     if endpoint and not rest.strip("/"):
         # A URL pasted from a curl example: the SDK would post to
