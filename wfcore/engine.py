@@ -1139,9 +1139,11 @@ class ECSWorkflowEngine:
         given and the task waits in another phase (someone else answered first and
         it moved on), the answer is refused rather than taken for the new question.
         ``version``: the task's ``version`` when the question was read. A waiting
-        task is not written until it is answered (or cancelled, or its deadline
-        passes), so a change refuses the answer, also when a workflow that loops
-        has brought the task back to the same phase and question.
+        task is written only when it is answered, cancelled, past its deadline,
+        given an artifact or a new priority (:meth:`set_priority`), so a change
+        refuses the answer, also when a workflow that loops has brought the task
+        back to the same phase and question: read the version again after such a
+        change.
         ``by``: who answered (a user name, say), recorded in the ``resumed`` event.
 
         Raises UnknownTaskError, TaskStateError if it is not waiting (or waits in
