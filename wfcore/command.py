@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._processes import pid_alive
 from .artifacts import copy_artifact
-from .errors import AdapterError, CommandError
+from .errors import AdapterError, ArtifactError, CommandError
 from .model import Artifact, Phase, Task
 from .wire import json_problem
 
@@ -92,7 +92,12 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         store = await engine.get_store()
         # In a thread: a large file takes a while to copy, and the loop has other work.
         collected, skipped = await asyncio.to_thread(
-            _collect_out, workdir / "out", store.artifacts_dir, task.id, task.classification
+            _collect_out,
+            workdir / "out",
+            store.artifacts_dir,
+            task.id,
+            task.classification,
+            {art.name for art in task.artifacts},
         )
         # As engine.add_artifact_bytes does inside a running phase: the artifacts are
         # stored with the task when the phase ends.
@@ -370,11 +375,16 @@ def _mount_artifacts(task: Task, workdir: Path) -> None:
 
 
 def _collect_out(
-    out: Path, root: Path, task_id: str, phase: str | None
+    out: Path, root: Path, task_id: str, phase: str | None, existing: set[str]
 ) -> tuple[list[Artifact], dict[str, str]]:
     """Copy the regular files under ``out`` as the task's artifacts (named by their
     path below it, in name order); return them, and what was skipped (its path in
     the work folder, and what it is).
+
+    A file that cannot become an artifact (its name has a control character, say)
+    fails the attempt, naming it; the files already copied then go, but for those
+    that replaced one of the ``existing`` artifacts (as any failed attempt's new
+    files go, so that a rerun can write them again).
 
     Only regular files are taken, and no symbolic link is followed: the worker
     reads what it collects, so a link (made by tar unpacking a user's archive, say)
@@ -397,8 +407,13 @@ def _collect_out(
         return collected, skipped
     try:
         _collect_folder(folder_fd, "", root, task_id, phase, collected, skipped)
-    except RecursionError:
-        raise CommandError("the folders under out/ nest too deeply to collect", None, "") from None
+    except BaseException as exc:
+        _remove_copies(root, task_id, [art for art in collected if art.name not in existing])
+        if isinstance(exc, RecursionError):
+            raise CommandError(
+                "the folders under out/ nest too deeply to collect", None, ""
+            ) from None
+        raise
     finally:
         os.close(folder_fd)
     collected.sort(key=lambda art: art.name)
@@ -455,7 +470,30 @@ def _collect_folder(
             # the copy does not change when that file does. At most the size the
             # file had when opened is copied: what a process left behind (setsid)
             # still writes to it cannot make the copy endless.
-            collected.append(copy_artifact(root, task_id, name, source, phase, limit=info.st_size))
+            try:
+                art = copy_artifact(root, task_id, name, source, phase, limit=info.st_size)
+            except ArtifactError as exc:
+                shown = "out/" + (name if len(name) <= 80 else f"{name[:60]}...")
+                raise ArtifactError(f"{shown!r} cannot become an artifact: {exc}") from None
+            collected.append(art)
+
+
+def _remove_copies(root: Path, task_id: str, copies: list[Artifact]) -> None:
+    """Delete the files of artifacts an attempt that failed copied, and the folders
+    that leaves empty in the task's artifact folder."""
+    base = root / task_id
+    for art in copies:
+        if not art.path:
+            continue
+        path = Path(art.path)
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != base and base in parent.parents:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+            parent = parent.parent
 
 
 def _file_kind(mode: int) -> str:

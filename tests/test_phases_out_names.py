@@ -1,0 +1,95 @@
+"""A command phase whose out/ holds a file that cannot become an artifact (a name with
+a control character, say): the attempt fails naming the file under out/, and the
+files it had copied already go, so that a rerun can write other files in their place."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+from wfcore import Phase, Task, TaskStatus
+
+# First attempt: out/a and out/"b<newline>c" (refused). Second: out/a/x, with "a" a
+# folder this time, which only works if the first attempt's "a" is gone.
+COMMAND = [
+    sys.executable,
+    "-c",
+    textwrap.dedent(
+        """
+        import json, os, sys
+        attempt = json.load(sys.stdin)["attempts"]
+        if attempt == 1:
+            open("out/a", "w").write("first")
+            open("out/b\\nc", "w").write("refused")
+        else:
+            os.makedirs("out/a")
+            open("out/a/x", "w").write("second")
+        print(json.dumps({"attempt": attempt}))
+        """
+    ),
+]
+
+
+def test_a_refused_name_fails_the_attempt_and_takes_its_copies_away(make_engine, wfe_run):
+    engine = make_engine(retry_delay=0.01)
+    engine.register_workflow(
+        "w", [Phase("run", assigned_to="functional", command=COMMAND, max_attempts=2)]
+    )
+
+    async def scenario() -> tuple[Task, list[str]]:
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        stored = await engine.get_task(task.id)
+        assert stored is not None
+        folder = (await engine.get_store()).artifacts_dir / task.id
+        files = sorted(
+            os.path.relpath(os.path.join(where, name), folder)
+            for where, _, names in os.walk(folder)
+            for name in names
+        )
+        return stored, files
+
+    task, files = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == {"attempt": 2}
+    assert [art.name for art in task.artifacts] == ["a/x"]
+    assert files == ["a/x"]
+    failed = [event for event in task.history if event["event"] == "attempt_failed"]
+    assert len(failed) == 1
+    assert failed[0]["error"] == (
+        "ArtifactError: 'out/b\\nc' cannot become an artifact: "
+        "artifact name 'b\\nc' may not contain control characters"
+    )
+
+
+def test_a_refused_name_keeps_an_artifact_it_replaced(make_engine, wfe_run):
+    """A file copied over an artifact of an earlier phase keeps its new bytes, as
+    after any failed attempt (the stored sha256 tells which it is)."""
+    engine = make_engine()
+    first = [sys.executable, "-c", "open('out/report.txt', 'w').write('v1')"]
+    second = [
+        sys.executable,
+        "-c",
+        "open('out/report.txt', 'w').write('v2'); open('out/zz\\tname', 'w').write('x')",
+    ]
+    engine.register_workflow(
+        "w",
+        [
+            Phase("one", assigned_to="functional", command=first),
+            Phase("two", assigned_to="functional", command=second),
+        ],
+    )
+
+    async def scenario() -> tuple[Task, bytes]:
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        stored = await engine.get_task(task.id)
+        assert stored is not None
+        return stored, await engine.read_artifact(stored, "report.txt")
+
+    task, data = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error is not None and task.error.startswith("ArtifactError: 'out/zz\\tname'")
+    assert [art.name for art in task.artifacts] == ["report.txt"]
+    assert data == b"v2"
