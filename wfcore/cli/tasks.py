@@ -23,10 +23,13 @@ from ..model import (
     MIN_PRIORITY,
     Task,
     TaskStatus,
+    WorkflowSpec,
     actor_name,
     priority_problem,
 )
 from ..stores.sqlite import SQLiteStore
+from ..wire import workflow_from_dict
+from ..worker import _regex_keyword
 from ._base import (
     _FINISHED,
     EXIT_TASK_FAILED,
@@ -159,6 +162,7 @@ def submit(
             f"{_DEFINE_HINT}"
         )
     payload = _parse_json(_read_data(data), "--data")
+    defined = _defined_workflow(payload) if classification == DEFINE_WORKFLOW else None
     run_after = _start_option(delay, at)
     files = _artifact_files(artifacts)
     engine = _engine(ctx, store, app, app_hint="--app")
@@ -169,20 +173,25 @@ def submit(
     new_file = new_store.path if isinstance(new_store, SQLiteStore) else None
     new_folders = _missing_folders(new_file.parent) if new_file is not None else []
     name = None if workflow == "-" else workflow
-    submitting = engine.submit_task(
-        payload,
-        name,
-        classification,
-        assigned_to,
-        task_id,
-        run_after=run_after,
-        artifacts=files,
-        priority=priority,
-    )
+
+    async def submitting() -> Task:
+        if defined is not None:
+            await _refuse_a_different_definition(engine, defined)
+        return await engine.submit_task(
+            payload,
+            name,
+            classification,
+            assigned_to,
+            task_id,
+            run_after=run_after,
+            artifacts=files,
+            priority=priority,
+        )
+
     try:
         # Input no click option could check: the workflow, classification or type
         # names, data or id the engine refuses.
-        task = _run(_closing(engine, submitting), (UnknownWorkflowError, InvalidTaskError))
+        task = _run(_closing(engine, submitting()), (UnknownWorkflowError, InvalidTaskError))
     except click.ClickException as exc:
         if new_file is not None:
             # Nothing was stored: a store left behind would make a mistyped path
@@ -234,6 +243,40 @@ def submit(
         click.echo(_task_json(task))
     else:
         click.echo(task.id)
+
+
+def _defined_workflow(spec: Any) -> WorkflowSpec:
+    """The workflow a define_workflow task's data defines, checked as the worker
+    running the task checks it, so that a spec it would fail is refused here."""
+    regex = _regex_keyword(spec)
+    if regex is not None:
+        where, keyword = regex
+        raise click.BadParameter(
+            f"{where}: {keyword!r} is not allowed in a workflow defined at run time: a "
+            "regular expression from a task could hold a worker's CPU for good; register "
+            "the workflow in code to use one",
+            param_hint="--data",
+        )
+    try:
+        return workflow_from_dict(spec)
+    except WorkflowError as exc:
+        raise click.BadParameter(
+            f"not a workflow spec, as {DEFINE_WORKFLOW} takes: {exc}", param_hint="--data"
+        ) from None
+
+
+async def _refuse_a_different_definition(engine: ECSWorkflowEngine, spec: WorkflowSpec) -> None:
+    """Refuse a spec for a name that an app or an earlier definition gave another
+    workflow: the task would fail (a definition never replaces a workflow). The same
+    spec again is fine."""
+    existing = await engine._workflow(spec.name)
+    if existing is None:
+        return
+    if existing != WorkflowSpec(name=spec.name, phases=spec.phases, description=spec.description):
+        raise InvalidTaskError(
+            f"a different workflow named {spec.name!r} exists already; define this one "
+            f"under a new name ({spec.name}-v2, say)"
+        )
 
 
 def _note_not_made(engine: ECSWorkflowEngine) -> None:

@@ -1,0 +1,67 @@
+"""wfe submit of a define_workflow task refuses a spec the worker would fail the
+task for, before anything is stored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_cli import APP
+
+
+def _define(wfe, spec: object, *args: str):
+    data = json.dumps(spec)
+    return wfe(
+        "submit", "-", "--classification", "define_workflow", "--data", data, *args, check=False
+    )
+
+
+def test_a_spec_the_worker_would_fail_is_refused_at_submit(wfe, tmp_path: Path) -> None:
+    phase = {"target_classification": "p", "assigned_to": "human"}
+    cases = [
+        (
+            {"nam": "x", "phases": [phase]},
+            "not a workflow spec, as define_workflow takes: nam: unknown field",
+        ),
+        (
+            {"name": "x", "phases": [{"classification": "p"}]},
+            "phases[0].classification: unknown field",
+        ),
+        (
+            {
+                "name": "x",
+                "phases": [{**phase, "input_schema": {"type": "string", "pattern": "a"}}],
+            },
+            "phases[0].input_schema: 'pattern' is not allowed in a workflow defined at run time",
+        ),
+    ]
+    for spec, message in cases:
+        refused = _define(wfe, spec)
+        assert refused.returncode == 2, (spec, refused.stderr)
+        assert refused.stderr.splitlines()[-1].startswith("Error: Invalid value for --data: ")
+        assert message in refused.stderr, (spec, refused.stderr)
+        assert refused.stdout == ""
+    assert not (tmp_path / "wfe.db").exists()  # refused before a store was made
+
+
+def test_a_spec_for_a_name_taken_by_another_workflow_is_refused(wfe) -> None:
+    first = {"name": "intake", "phases": [{"target_classification": "p", "assigned_to": "human"}]}
+    defined = _define(wfe, first).stdout.strip()
+    wfe("worker", APP, "--until-idle", "--quiet")
+    assert json.loads(wfe("show", defined, "--json").stdout)["workflow_name"] == "intake"
+    before = wfe("tasks", "--json").stdout
+
+    changed = {**first, "phases": [{"target_classification": "q", "assigned_to": "human"}]}
+    for spec, taken, args in (
+        (changed, "intake", ()),  # defined at run time earlier
+        ({**changed, "name": "review"}, "review", ("--app", APP)),  # the app's own
+    ):
+        refused = _define(wfe, spec, *args)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.endswith(
+            f"Error: a different workflow named {taken!r} exists already; define this one "
+            f"under a new name ({taken}-v2, say)\n"
+        )
+    assert wfe("tasks", "--json").stdout == before  # nothing stored
+    # The same spec again is what a rerun submits: taken.
+    assert _define(wfe, first).returncode == 0
