@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._processes import pid_alive
-from .artifacts import copy_artifact
+from .artifacts import copy_artifact, resolve_artifact
 from .errors import AdapterError, ArtifactError, CommandError
 from .model import Artifact, Phase, Task
 from .wire import json_problem
@@ -74,9 +74,10 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
     refused = engine.command_refused(task.workflow_name, phase.command)
     if refused is not None:
         raise AdapterError(f"phase {phase.target_classification!r}: {refused}")
+    store = await engine.get_store()
     workdir = Path(tempfile.mkdtemp(prefix=f"{_workdir_prefix(os.getpid())}{task.id[:12]}-"))
     try:
-        await asyncio.to_thread(_mount_artifacts, task, workdir)
+        await asyncio.to_thread(_mount_artifacts, task, store.artifacts_dir, workdir)
         (workdir / "out").mkdir()
         env = _command_env(task, phase, full=engine.registered_in_code(task.workflow_name))
         stdout, stderr, returncode = await _run(phase.command, workdir, _stdin_for(task), env)
@@ -89,7 +90,6 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
                 tail,
             )
         output = _parse_output(stdout)
-        store = await engine.get_store()
         # In a thread: a large file takes a while to copy, and the loop has other work.
         collected, skipped = await asyncio.to_thread(
             _collect_out,
@@ -364,14 +364,24 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _mount_artifacts(task: Task, workdir: Path) -> None:
+def _mount_artifacts(task: Task, root: Path, workdir: Path) -> None:
+    """Copy the task's artifacts into ``artifacts/``, from the store's artifact
+    folder (as ``read_artifact`` reads them), not from the path each one was written
+    to: a store restored elsewhere, or a copy beside the live one, has its files in
+    its own folder. A file that is not there fails the attempt, naming it, rather
+    than leaving the command to fail on a missing file."""
     folder = workdir / "artifacts"
     folder.mkdir()
     for art in task.artifacts:
-        if art.path and Path(art.path).is_file():
-            target = folder / art.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(art.path, target)
+        try:
+            source = resolve_artifact(root, task.id, art.name)
+        except ArtifactError as exc:
+            raise ArtifactError(
+                f"cannot give the command the task's artifacts: {exc} (no file in {root})"
+            ) from None
+        target = folder / art.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def _collect_out(
