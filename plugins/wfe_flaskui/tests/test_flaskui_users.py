@@ -345,12 +345,26 @@ def test_bad_settings_are_refused_naming_them(
     engine = ECSWorkflowEngine(store=f"sqlite:///{tmp_path / 'wfe.db'}", load_plugins=False)
     with pytest.raises(ValueError, match="user_header must name an HTTP header, such as"):
         Dashboard(engine, user_header="X Forwarded User")
+    # Behind basic auth, Authorization holds each person's password: recorded as who
+    # acted, it would be on every task page.
+    with pytest.raises(ValueError) as refused:
+        Dashboard(engine, user_header="authorization")
+    assert str(refused.value) == (
+        "user_header cannot be authorization: it carries credentials, which would be "
+        "recorded as who acted in the history of every task they change. Give the header "
+        "your authenticating proxy sets to each person's name, such as X-Forwarded-User"
+    )
+    with pytest.raises(ValueError, match="user_header cannot be Host: every client sets it"):
+        Dashboard(engine, user_header="Host")
     with pytest.raises(ValueError, match="user= or user_header, not both"):
         Dashboard(engine, user=lambda: None, user_header=HEADER)
     with pytest.raises(TypeError, match="user must be a function of no arguments"):
         Dashboard(engine, user="alice")  # type: ignore[arg-type]
     monkeypatch.setenv("WFE_UI_USER_HEADER", "X-Forwarded-User:")
     with pytest.raises(WorkflowError, match="WFE_UI_USER_HEADER must name an HTTP header"):
+        Dashboard(engine)
+    monkeypatch.setenv("WFE_UI_USER_HEADER", "Cookie")
+    with pytest.raises(WorkflowError, match="WFE_UI_USER_HEADER cannot be Cookie: it carries"):
         Dashboard(engine)
     monkeypatch.setenv("WFE_UI_USER_HEADER", f" {HEADER} ")
     assert Dashboard(engine).user_header == HEADER

@@ -87,13 +87,47 @@ def host_is_loopback(host: str) -> bool:
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 
+#: Headers that cannot name the person sending a request, and why: recorded as who
+#: acted, a credential would be shown in every task's history, and a header every
+#: client sets itself names a browser or a host, not a person.
+_NOT_A_USER_HEADER = {
+    **dict.fromkeys(
+        ("authorization", "proxy-authorization", "cookie", "x-csrf-token"),
+        "it carries credentials, which would be recorded as who acted in the history of "
+        "every task they change",
+    ),
+    **dict.fromkeys(
+        (
+            "host",
+            "user-agent",
+            "referer",
+            "origin",
+            "accept",
+            "accept-encoding",
+            "accept-language",
+            "connection",
+            "content-type",
+            "content-length",
+            "transfer-encoding",
+        ),
+        "every client sets it itself, to something other than a person's name",
+    ),
+}
+
+
 def header_name(value: str, source: str) -> str:
-    """``value`` (blanks stripped) when it can name an HTTP header, else ValueError
-    naming ``source``, the setting it came from."""
+    """``value`` (blanks stripped) when it can name the header an authenticating proxy
+    names each person in, else ValueError naming ``source``, the setting it came from."""
     name = value.strip() if isinstance(value, str) else value
     if not (isinstance(name, str) and _HEADER_NAME.fullmatch(name)):
         raise ValueError(
             f"{source} must name an HTTP header, such as X-Forwarded-User, not {value!r}"
+        )
+    why = _NOT_A_USER_HEADER.get(name.lower())
+    if why is not None:
+        raise ValueError(
+            f"{source} cannot be {name}: {why}. Give the header your authenticating "
+            "proxy sets to each person's name, such as X-Forwarded-User"
         )
     return name
 
