@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from core_util import wait_for
 
+import wfcore
 from wfcore import (
     ECSWorkflowEngine,
     Phase,
@@ -304,3 +305,27 @@ def test_a_request_without_a_workflow_says_so(make_engine):
         run_sync(engine.submit_tasks([{"data": 1}]))
     assert str(caught.value) == "no workflow named (workflow_name is None) (known: w)"
     assert caught.value.name is None and caught.value.known == ["w"]
+
+
+def test_aclose_inside_a_phase_fails_that_phase_at_once_saying_why(make_engine):
+    """It waited for the run to end, and so for its own phase: the run stalled for
+    shutdown_timeout, then handed the task back to do the same at the next start."""
+    engine: ECSWorkflowEngine = make_engine(shutdown_timeout=30)
+
+    async def closes(task: Task) -> None:
+        await wfcore.current_engine().aclose()
+
+    engine.register_handler("p", closes)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task(1, "w")
+        await engine.run_until_idle()
+        return await engine.wait_for_task(task.id)
+
+    task = run_sync(scenario(), timeout=20)
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "WorkflowError: aclose() inside a phase of this engine would wait for its own phase "
+        "to end; call engine.stop() to stop after it, and aclose() where run() was awaited"
+    )

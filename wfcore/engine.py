@@ -679,7 +679,15 @@ class ECSWorkflowEngine:
         """Close the store (it reopens at next use); a running ``run()`` is stopped
         first, as :meth:`stop` would, and waited for. A :class:`~wfcore.stores.Store`
         object given as ``store=`` stays open: it is its giver's to close (other
-        engines may share it)."""
+        engines may share it). Raises WorkflowError from inside a phase this engine
+        runs: waiting for the run to end would wait for that phase too (call
+        :meth:`stop` there instead)."""
+        if self._worker.running and running_engine() is self:
+            raise WorkflowError(
+                "aclose() inside a phase of this engine would wait for its own phase to "
+                "end; call engine.stop() to stop after it, and aclose() where run() "
+                "was awaited"
+            )
         await self._worker.stop_and_wait()
         if self._store is not None and not isinstance(self._store_arg, Store):
             store, self._store = self._store, None
