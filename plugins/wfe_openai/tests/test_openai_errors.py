@@ -238,6 +238,23 @@ def test_malformed_bodies_fail_attempts_with_the_reason(openai_server, wfe_engin
     )
 
 
+def test_a_body_that_cannot_be_decoded_is_a_malformed_response_not_an_unreachable_server(
+    openai_server, wfe_engine, wfe_run
+):
+    # A proxy that labels a plain body gzip: the server was reached all the same.
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    openai_server.push((200, headers, b'{"choices": []}'))
+
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=0), max_attempts=1)
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith(
+        f"AdapterError: malformed response from {openai_server.base_url}/: its body cannot "
+        "be decoded as its Content-Encoding says ("
+    ), task.error
+    assert "cannot reach" not in task.error
+
+
 def test_an_unreachable_server_is_a_clear_error(openai_server, monkeypatch, wfe_engine, wfe_run):
     port = _closed_port()
     url = f"http://127.0.0.1:{port}/v1"

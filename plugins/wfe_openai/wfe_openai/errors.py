@@ -46,11 +46,24 @@ def _failure_reason(
         )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
+        if type(cause).__name__ == "DecodingError":
+            # httpx's, for a body its Content-Encoding does not describe: the server
+            # was reached, and answered with something that cannot be read.
+            return (
+                f"malformed response from {where}: its body cannot be decoded as its "
+                f"Content-Encoding says ({cause}){_retried_text_of_connection(client)}"
+            )
         return f"cannot reach the chat completions server ({where}): {cause}"
     if isinstance(exc, TypeError):
         # Raised before anything is sent: an option create() does not take.
         return f"invalid chat completion request: {exc}"
     return f"malformed response from {where}: {type(exc).__name__}: {exc}"
+
+
+def _retried_text_of_connection(client: Any) -> str:
+    """How often the SDK tried again a request whose response could not be read."""
+    retries = getattr(client, "max_retries", None)
+    return f", after {retries} retries" if isinstance(retries, int) and retries else ""
 
 
 def _not_found_hint(exc: Any, client: Any) -> str:
