@@ -15,6 +15,7 @@ from core_util import wait_for
 import wfcore
 from wfcore import (
     ECSWorkflowEngine,
+    InvalidTaskError,
     Phase,
     StoreError,
     Task,
@@ -329,3 +330,34 @@ def test_aclose_inside_a_phase_fails_that_phase_at_once_saying_why(make_engine):
         "WorkflowError: aclose() inside a phase of this engine would wait for its own phase "
         "to end; call engine.stop() to stop after it, and aclose() where run() was awaited"
     )
+
+
+def test_list_tasks_takes_a_list_of_statuses(make_engine):
+    """The stores list by several statuses; the engine called a list an "unknown
+    status"."""
+    engine: ECSWorkflowEngine = make_engine()
+
+    def fails(task: Task) -> None:
+        raise RuntimeError("no")
+
+    engine.register_handler("bad", fails)
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+    engine.register_workflow("f", [Phase("bad", assigned_to="functional")])
+
+    async def scenario() -> None:
+        waiting = await engine.submit_task(1, "w", task_id="waiting")
+        failed = await engine.submit_task(2, "f", task_id="failed")
+        await engine.submit_task(3, "w", task_id="cancelled")
+        await engine.cancel("cancelled")
+        await engine.run_until_idle()
+        assert (await engine.get_task(failed.id)).status is TaskStatus.FAILED  # type: ignore[union-attr]
+        found = await engine.list_tasks(["failed", TaskStatus.CANCELLED])
+        assert [t.id for t in found] == ["cancelled", "failed"]
+        assert await engine.list_tasks([]) == []
+        assert [t.id for t in await engine.list_tasks(("waiting_human",))] == [waiting.id]
+        with pytest.raises(InvalidTaskError, match="unknown status 'done'"):
+            await engine.list_tasks(["failed", "done"])
+        with pytest.raises(TypeError, match="status must be a status, or a list of them"):
+            await engine.list_tasks(b"failed")  # type: ignore[arg-type]
+
+    run_sync(scenario())

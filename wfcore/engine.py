@@ -975,14 +975,15 @@ class ECSWorkflowEngine:
 
     async def list_tasks(
         self,
-        status: TaskStatus | str | None = None,
+        status: TaskStatus | str | Iterable[TaskStatus | str] | None = None,
         limit: int = 100,
         *,
         workflow_name: str | None = None,
         offset: int = 0,
     ) -> list[Task]:
         """The newest ``limit`` tasks (0 or more), optionally only those with one status
-        or of one workflow; ``offset`` skips the newest ones first (to page)."""
+        (or any of a list of them, ``["failed", "cancelled"]``) or of one workflow;
+        ``offset`` skips the newest ones first (to page)."""
         for name, value in (("limit", limit), ("offset", offset)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number, 0 or more, not {value!r}")
@@ -990,8 +991,18 @@ class ECSWorkflowEngine:
             raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
         # SQLite's integers end at 2**63.
         limit, offset = min(limit, _MAX_LIMIT), min(offset, _MAX_LIMIT)
+        wanted: TaskStatus | list[TaskStatus] | None
+        if status is None or isinstance(status, (str, TaskStatus)):
+            wanted = None if status is None else TaskStatus.parse(status)
+        elif isinstance(status, Iterable) and not isinstance(status, (bytes, Mapping)):
+            wanted = [TaskStatus.parse(s) for s in status]
+            if not wanted:
+                return []  # none of no status
+        else:
+            raise TypeError(
+                f"status must be a status, or a list of them, not {type(status).__name__}"
+            )
         store = await self.get_store()
-        wanted = None if status is None else TaskStatus.parse(status)
         return await store.list_tasks(
             status=wanted, workflow_name=workflow_name, limit=limit, offset=offset
         )
