@@ -168,6 +168,7 @@ def _command_env(task: Task, phase: Phase, *, full: bool) -> dict[str, str]:
 async def _run(
     argv: list[str], workdir: Path, stdin: bytes, env: dict[str, str]
 ) -> tuple[bytes, bytes, int]:
+    _check_arguments(argv)
     _check_program(argv[0], env, workdir)
     loop = asyncio.get_running_loop()
     alive_read, alive_write = os.pipe()
@@ -337,6 +338,20 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _check_arguments(argv: list[str]) -> None:
+    """Refuse an argument no program can be given (the operating system takes each
+    as a C string, which ends at a NUL), naming it, rather than failing with
+    Python's bare ``ValueError: embedded null byte``."""
+    for index, argument in enumerate(argv):
+        if "\x00" in argument:
+            raise CommandError(
+                f"cannot start command {argv[0]!r}: its argument {index} ({argument!r}) "
+                "holds a NUL character, which no program can be given",
+                None,
+                "",
+            )
 
 
 def _check_program(program: str, env: Mapping[str, str], workdir: Path) -> None:
