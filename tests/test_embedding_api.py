@@ -361,3 +361,11 @@ def test_list_tasks_takes_a_list_of_statuses(make_engine):
             await engine.list_tasks(b"failed")  # type: ignore[arg-type]
 
     run_sync(scenario())
+
+
+def test_plugins_given_as_a_generator_are_all_registered():
+    engine = ECSWorkflowEngine(
+        store="memory://", load_plugins=False, plugins=(p for p in [_Shout(), _Static])
+    )
+    assert engine.handler_for("shout") is not None
+    assert engine.handler_for("static") is not None

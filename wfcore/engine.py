@@ -178,7 +178,8 @@ class ECSWorkflowEngine:
             if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
                 least = "0 or more" if zero_ok else "more than 0"
                 raise ValueError(f"{name} must be {least} seconds (and finite), not {value!r}")
-        _check_plugins(plugins)
+        # Once: a generator would be used up by the check.
+        plugins = _check_plugins(plugins)
         if isinstance(only_workflows, str):
             raise TypeError("only_workflows takes a list of workflow names, not one string")
         self.only_workflows: tuple[str, ...] | None = (
@@ -214,7 +215,7 @@ class ECSWorkflowEngine:
         #: Names this engine in leases and history: host/pid/random.
         self.worker_id: str = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.plugin_manager: pluggy.PluginManager = make_plugin_manager(
-            load_entry_points=load_plugins, plugins=tuple(plugins)
+            load_entry_points=load_plugins, plugins=plugins
         )
         self._handlers: dict[str, Handler] = {}
         self._workflows: dict[str, WorkflowSpec] = {}
@@ -1803,15 +1804,16 @@ def _check_store_arg(store: object) -> None:
         )
 
 
-def _check_plugins(plugins: Any) -> None:
-    """Refuse a ``plugins`` argument that would register nothing, silently: a name
-    where the plugin object belongs, or a class whose hooks need an instance."""
+def _check_plugins(plugins: Any) -> tuple[Any, ...]:
+    """``plugins`` as a tuple, refusing what would register nothing, silently: a
+    name where the plugin object belongs, or a class whose hooks need an instance."""
     if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Iterable):
         raise TypeError(
             "plugins takes a list of plugin objects or modules, "
             f"not {type(plugins).__name__} {plugins!r}"
         )
-    for plugin in plugins:
+    given: tuple[Any, ...] = tuple(plugins)
+    for plugin in given:
         if plugin is None or isinstance(plugin, (str, bytes, int, float)):
             hint = (
                 f": pass the plugin object or module itself (import {plugin}), not its name"
@@ -1836,6 +1838,7 @@ def _check_plugins(plugins: Any) -> None:
                     f"plugin {plugin.__name__} is a class whose hook {needs_self[0]} takes "
                     f"self: pass an instance, plugins=[{plugin.__name__}()]"
                 )
+    return given
 
 
 def _twice(what: str, first: str, second: str) -> str:
