@@ -1149,6 +1149,38 @@ def test_a_bad_message_whose_dead_letter_kafka_refuses_in_every_form_is_logged_a
     assert "MessageSizeTooLargeError" in said, said
 
 
+def test_without_a_dead_letter_topic_a_bad_message_is_logged_as_passed_over(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """dead_letter_topic="" (WFE_KAFKA_DLQ_TOPIC=none): the warning is all that is
+    left of a bad message, and it said "dead-lettered", sending the operator to
+    look for a dead-letter topic there is none of."""
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (b"bad", b"not json"),
+            (None, task_json(id="good", workflow_name="double", data={"n": 4})),
+        ],
+    )
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic="")
+    wfe_run(serve(engine, kafka, consumed=2, results_published=1))
+    assert committed(kafka_bootstrap, kafka.group_id, tasks, [0]) == {0: 2}
+    said = [r.getMessage() for r in caplog.records if r.name == "wfe_kafka"]
+    assert [m for m in said if m.startswith(f"task message {tasks}/0@0 ")] == [
+        f"task message {tasks}/0@0 passed over (no dead-letter topic): not valid JSON: "
+        "Expecting value: line 1 column 1 (char 0)"
+    ], said
+    assert not [m for m in said if "dead-letter" in m and "no dead-letter topic" not in m], said
+
+
 def test_a_dead_letter_keeps_headers_without_a_value_and_a_record_without_key_or_value(
     kafka_topics: MakeTopics, wfe_run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

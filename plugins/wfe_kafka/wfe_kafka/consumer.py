@@ -601,12 +601,16 @@ class _TaskConsumer:
                 delay = min(5.0, delay * 2)
 
     async def _dead_letter(self, letters: list[tuple[Any, BaseException]]) -> None:
+        # Without a dead-letter topic (dead_letter_topic="", WFE_KAFKA_DLQ_TOPIC=none)
+        # this line is all that is left of the message: it must not say it went to one.
+        done = "dead-lettered" if self.dead_letter_topic else "passed over (no dead-letter topic)"
         for record, error in letters:
             logger.warning(
-                "task message %s/%d@%d dead-lettered: %s",
+                "task message %s/%d@%d %s: %s",
                 record.topic,
                 record.partition,
                 record.offset,
+                done,
                 error,
             )
         if self.dead_letter_topic:
