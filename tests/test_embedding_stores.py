@@ -196,3 +196,26 @@ def test_a_task_document_edited_to_hold_a_field_of_the_wrong_kind_reads_as_damag
     assert task is not None and task.status is TaskStatus.FAILED
     assert task.error is not None and f"not a valid task: {why}" in task.error
     assert json.loads(task.context["unreadable_doc"])[field] == value
+
+
+def test_a_sqlite_store_used_unopened_or_closed_names_itself(tmp_path: Path):
+    """An app that gave its engine a SQLiteStore and closed it was told only "the
+    store is not open", not which one or what to do."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    engine = ECSWorkflowEngine(store=store, load_plugins=False)
+
+    async def scenario() -> None:
+        with pytest.raises(StoreError) as before:
+            await store.get_task("x")
+        assert str(before.value) == (
+            f"the store {tmp_path / 'jobs.db'} is not open (never opened, or closed): "
+            "await store.open() first"
+        )
+        assert await engine.get_task("x") is None  # the engine opens it
+        await engine.aclose()  # and leaves it open: the app's to close
+        assert await store.get_task("x") is None
+        await store.close()
+        with pytest.raises(StoreError, match=r"jobs\.db is not open \(never opened, or closed\)"):
+            await engine.get_task("x")
+
+    run_sync(scenario())

@@ -517,9 +517,14 @@ class SQLiteStore(Store):
             self._local.conn = conn
         return conn
 
+    def _not_open(self) -> StoreNotOpenError:
+        return StoreNotOpenError(
+            f"the store {self.path} is not open (never opened, or closed): await store.open() first"
+        )
+
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._reader is None:
-            raise StoreNotOpenError("the store is not open")
+            raise self._not_open()
         await self._check_file()
         loop = asyncio.get_running_loop()
         try:
@@ -531,7 +536,7 @@ class SQLiteStore(Store):
 
     async def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._writer is None:
-            raise StoreNotOpenError("the store is not open")
+            raise self._not_open()
         await self._check_file()
         try:
             result: _T = await self._writer.submit(fn)
@@ -910,7 +915,7 @@ class SQLiteStore(Store):
         Returns ``(bytes before, bytes after)``: the database file and its WAL.
         """
         if self._writer is None:
-            raise StoreNotOpenError("the store is not open")
+            raise self._not_open()
 
         def vacuum() -> tuple[int, int]:
             before = self._size_on_disk()
