@@ -237,3 +237,31 @@ def test_a_phase_that_checkpoints_keeps_its_task_version_and_history(make_engine
     assert task.status is TaskStatus.COMPLETED, task.error
     assert task.context == {"step": 2}
     assert [event["event"] for event in task.history].count("checkpoint") == 1
+
+
+def test_a_phase_setting_a_non_json_output_of_another_phase_fails_its_attempt(make_engine, wfe_run):
+    """It used to complete on memory:// and fail for good on SQLite, in the next
+    phase, with an error naming no field."""
+    engine = make_engine()
+
+    async def first(task: Task) -> None:
+        task.outputs["b"] = {"when": object()}
+
+    engine.register_handler("a", first)
+    engine.register_handler("b", lambda task: None)
+    engine.register_workflow(
+        "w",
+        [
+            Phase("a", assigned_to="functional", max_attempts=2),
+            Phase("b", assigned_to="functional"),
+        ],
+    )
+    task = wfe_run(_settle(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.classification == "a"
+    assert task.error == (
+        "InvalidTaskError: task.outputs['b'] must be JSON-serializable: "
+        "Object of type object is not JSON serializable"
+    )
+    assert task.outputs == {}
+    assert [event["event"] for event in task.history].count("attempt_failed") == 2

@@ -811,7 +811,7 @@ class Worker:
                 task.id = task_id  # else the write would go to no task, or another
                 raise InvalidTaskError("a phase must not change task.id")
             _check_engine_fields(task, owned)
-            _check_json(task)
+            _check_json(task, owned)
             _check_priority(task, priority)
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
@@ -1332,6 +1332,10 @@ def _workers_lost_error(task: Task, lost: int) -> str:
     )
 
 
+# Not any value a phase could store.
+_MISSING = object()
+
+
 class _Owned:
     """The fields of a running phase's task that only the engine sets, as they were
     when the attempt began (version and history: as its last checkpoint stored them)."""
@@ -1344,6 +1348,7 @@ class _Owned:
         "created_at",
         "history",
         "history_length",
+        "output_values",
         "outputs",
         "version",
         "workflow_name",
@@ -1352,6 +1357,8 @@ class _Owned:
     def __init__(self, task: Task) -> None:
         self.attempts = task.attempts
         self.outputs = task.outputs
+        # Its entries: a phase may set one, which must be JSON like its output.
+        self.output_values = dict(task.outputs)
         self.artifacts = task.artifacts
         self.workflow_name = task.workflow_name
         self.classification = task.classification
@@ -1426,12 +1433,20 @@ def _check_engine_fields(task: Task, owned: _Owned) -> None:
         raise InvalidTaskError("a phase may not set " + "; ".join(broken))
 
 
-def _check_json(task: Task) -> None:
+def _check_json(task: Task, owned: _Owned) -> None:
     """Fail the attempt (not the store write) when a phase leaves non-JSON values."""
     problem = json_problem(task.output)
     if problem is not None:
         task.output = _printed(task.output)  # else the failed task could not be stored
         raise InvalidTaskError(f"the phase output must be JSON-serializable: {problem}")
+    # An earlier phase's output the phase set or replaced (those it left are stored
+    # already): else the write after the phase fails, and the task with it, for good.
+    for name, value in task.outputs.items():
+        if owned.output_values.get(name, _MISSING) is value:
+            continue
+        problem = json_problem(value)
+        if problem is not None:
+            raise InvalidTaskError(f"task.outputs[{name!r}] must be JSON-serializable: {problem}")
     for name in ("context", "data"):
         value = getattr(task, name)
         problem = json_problem(value) if value else None
