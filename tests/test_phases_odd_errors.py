@@ -265,3 +265,30 @@ def test_a_phase_setting_a_non_json_output_of_another_phase_fails_its_attempt(ma
     )
     assert task.outputs == {}
     assert [event["event"] for event in task.history].count("attempt_failed") == 2
+
+
+def test_a_plain_handler_raising_stopiteration_fails_its_attempt(wfe_engine_factory, wfe_run):
+    """A next() on an empty iterator in a plain handler: the exception cannot be set on
+    the future the phase awaits, which used to wait for ever, the task running."""
+    engine = wfe_engine_factory()
+
+    def first_line(task: Task) -> None:
+        task.output = next(iter(task.data["lines"]))
+
+    engine.register_handler("p", first_line)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task({"lines": []}, "w")
+        await asyncio.wait_for(engine.run_until_idle(), 30)
+        stored = await engine.get_task(task.id)
+        assert stored is not None
+        return stored
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "RuntimeError: test_a_plain_handler_raising_stopiteration_fails_its_attempt."
+        "<locals>.first_line raised StopIteration"
+    )
+    assert "StopIteration" in (task.traceback or "")

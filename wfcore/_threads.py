@@ -62,10 +62,26 @@ class _DaemonThreads:
             try:
                 _settle(loop, future, context.run(function, *args, **kwargs), None)
             except BaseException as exc:  # SystemExit too: the phase fails, not the thread
-                _settle(loop, future, None, exc)
+                _settle(loop, future, None, _for_future(exc, function))
             del loop, future, context, function, args, kwargs  # not kept while idle
             with self._lock:
                 self._idle += 1
+
+
+def _for_future(exc: BaseException, function: Callable[..., Any]) -> BaseException:
+    """The exception to raise in the awaiting coroutine. A StopIteration (a next()
+    on an empty iterator) cannot be set on a future, and the await would wait for
+    ever: it becomes a RuntimeError, as a coroutine's own StopIteration does."""
+    if not isinstance(exc, StopIteration):
+        return exc
+    name = getattr(function, "__qualname__", None) or object.__repr__(function)
+    try:
+        said = str(exc)
+    except Exception:  # nothing may escape here: the await would never end
+        said = ""
+    error = RuntimeError(f"{name} raised StopIteration" + (f": {said}" if said else ""))
+    error.__cause__ = exc
+    return error
 
 
 def _settle(
