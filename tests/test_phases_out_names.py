@@ -93,3 +93,22 @@ def test_a_refused_name_keeps_an_artifact_it_replaced(make_engine, wfe_run):
     assert task.error is not None and task.error.startswith("ArtifactError: 'out/zz\\tname'")
     assert [art.name for art in task.artifacts] == ["report.txt"]
     assert data == b"v2"
+
+
+def test_a_file_in_the_place_of_out_is_said_to_be_no_folder(make_engine, wfe_run):
+    engine = make_engine()
+    command = [sys.executable, "-c", "import os; os.rmdir('out'); open('out', 'w').write('x')"]
+    engine.register_workflow("w", [Phase("run", assigned_to="functional", command=command)])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        stored = await engine.get_task(task.id)
+        assert stored is not None
+        return stored
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.COMPLETED, task.error
+    (skipped,) = [event for event in task.history if event["event"] == "artifacts_skipped"]
+    # It said "file", in a warning about what was no regular file.
+    assert skipped["files"] == {"out": "file, not a folder"}

@@ -428,7 +428,9 @@ def _collect_out(
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise
-        skipped["out"] = _file_kind(os.lstat(out).st_mode)
+        # The command put something else in the folder's place: none of it is read.
+        mode = os.lstat(out).st_mode
+        skipped["out"] = "file, not a folder" if stat.S_ISREG(mode) else _file_kind(mode)
         return collected, skipped
     try:
         _collect_folder(folder_fd, "", root, task_id, phase, collected, skipped)
