@@ -21,6 +21,7 @@ from flaskui_demo_app import make_engine
 from flaskui_helpers import AnswerFormReader, Api
 from werkzeug.datastructures import MultiDict
 from wfe_flaskui import Dashboard, create_app
+from wfe_flaskui.bridge import BridgeError
 
 _LOCKER = """
 import sqlite3, sys
@@ -190,3 +191,35 @@ def test_api_changes_on_a_busy_store_answer_503_saying_they_may_still_be_applied
 def test_the_timeout_must_be_a_positive_number() -> None:
     with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
         Dashboard(make_engine(), timeout=0, token="", kafka_brokers="")
+
+
+def test_a_store_held_up_as_it_opens_says_why_then_opens_once_free(tmp_path: Path) -> None:
+    """Opening a store writes to it, so another process's write lock holds the open
+    up: starting says which store and why (``wfe ui`` prints it as one line), a
+    request of a mounted dashboard gets it as its 503, and the next try opens it."""
+    db = tmp_path / "wfe.db"
+    url = f"sqlite:///{db}"
+    Dashboard(make_engine(), store=url, token="", kafka_brokers="").start().stop()  # made
+
+    def dashboard() -> Dashboard:
+        engine = make_engine()
+        engine.use_store(url)
+        return Dashboard(engine, token="", kafka_brokers="", timeout=1.0)
+
+    expected = (
+        f"the store {url} did not open: the engine did not answer within 1s; another "
+        "process may hold its write lock (a long purge, compaction or upgrade, or a "
+        "program stuck in a transaction): try again once that ends"
+    )
+    mounted = dashboard()
+    try:
+        with write_lock(db):
+            with pytest.raises(BridgeError) as refused:
+                create_app(dashboard(), secret_key="s")
+            assert str(refused.value) == expected
+            api = Api(create_app(mounted, secret_key="s", start=False).test_client())
+            page = api.get("/api/tasks")
+            assert (page.status_code, page.get_json()) == (503, {"error": expected})
+        assert api.get("/api/tasks").status_code == 200
+    finally:
+        mounted.stop()

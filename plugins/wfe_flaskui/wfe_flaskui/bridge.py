@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from wfcore import ECSWorkflowEngine, WorkflowError
+from wfcore.stores.base import shown_url
 
 __all__ = ["BridgeError", "BridgeTimeout", "EngineBridge"]
 
@@ -92,7 +93,17 @@ class EngineBridge:
             ready.wait()
             self._loop, self._thread = loop, thread
         try:
-            self.call(self.engine.get_store())
+            try:
+                self.call(self.engine.get_store())
+            except BridgeTimeout as exc:
+                # Opening writes to the store (its schema, its workers' table): another
+                # process holding its write lock holds the open up, as it would a change.
+                raise BridgeError(
+                    f"the store {shown_url(self.engine.store_url)} did not open: {exc}; "
+                    "another process may hold its write lock (a long purge, compaction "
+                    "or upgrade, or a program stuck in a transaction): try again once "
+                    "that ends"
+                ) from None
         except BaseException:
             self._halt_loop()
             # Not stopped for good: the next start tries again, and says again why

@@ -83,6 +83,7 @@ def ui_command(
     """
     from wfcore import WorkflowError
 
+    from .bridge import BridgeError
     from .server import BothAppsError, UnsafeBindError, UnusableStoreError, serve
 
     root = ctx.find_root().obj
@@ -102,7 +103,7 @@ def ui_command(
         )
     except (UnsafeBindError, UnusableStoreError, BothAppsError) as exc:
         raise click.UsageError(str(exc)) from None
-    except WorkflowError as exc:
+    except (WorkflowError, BridgeError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
