@@ -369,3 +369,37 @@ def test_plugins_given_as_a_generator_are_all_registered():
     )
     assert engine.handler_for("shout") is not None
     assert engine.handler_for("static") is not None
+
+
+def test_wfe_run_past_its_deadline_names_the_coroutine(wfe_engine, wfe_run):
+    """A test whose scenario never ended failed with a bare TimeoutError; the run it
+    cancelled still hands its task back."""
+    engine: ECSWorkflowEngine = wfe_engine
+    started = threading.Event()
+
+    async def forever(task: Task) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    engine.register_handler("p", forever)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    async def scenario() -> None:
+        await engine.submit_task(1, "w", task_id="t1")
+        await engine.run()
+
+    with pytest.raises(asyncio.TimeoutError) as caught:
+        wfe_run(scenario(), timeout=0.5)
+    assert str(caught.value) == (
+        "test_wfe_run_past_its_deadline_names_the_coroutine.<locals>.scenario() did not "
+        "finish within 0.5 s (wfe_run's timeout)"
+    )
+    assert started.is_set()
+    task = wfe_run(engine.get_task("t1"))
+    assert task is not None and task.status is TaskStatus.PENDING  # handed back
+
+    async def waits() -> None:
+        await engine.wait_for_task("t1", timeout=0)
+
+    with pytest.raises(TimeoutError, match="task 't1' is still pending after 0s"):
+        wfe_run(waits(), timeout=30)

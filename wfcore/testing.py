@@ -62,10 +62,25 @@ class WfeRun(Protocol):
 
 
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-    """Run a coroutine in a new event loop, with a deadline."""
+    """Run a coroutine in a new event loop, with a deadline: past it the coroutine
+    is cancelled and TimeoutError names it (a TimeoutError of its own, from
+    ``wait_for_task(timeout=...)`` say, comes through as it is)."""
 
     async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
+        running = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait({running}, timeout=timeout)
+        if done:
+            return running.result()
+        running.cancel()
+        try:
+            await running  # let it end: a worker hands its tasks back
+        except asyncio.CancelledError:
+            pass
+        name = getattr(coro, "__qualname__", None) or repr(coro)
+        # asyncio's, as asyncio.wait_for raised (on Python 3.10 not the builtin one).
+        raise asyncio.TimeoutError(
+            f"{name}() did not finish within {timeout:g} s (wfe_run's timeout)"
+        )
 
     return asyncio.run(bounded())
 
