@@ -292,3 +292,48 @@ def test_a_plain_handler_raising_stopiteration_fails_its_attempt(wfe_engine_fact
         "<locals>.first_line raised StopIteration"
     )
     assert "StopIteration" in (task.traceback or "")
+
+
+def test_a_stop_hands_a_task_back_at_its_phase_whatever_the_phase_set(make_engine, wfe_run):
+    """A phase that set task.classification (a mistake its end would refuse) and is
+    then stopped used to go back to the store at that phase: its own work was skipped,
+    and the next phase ran without its output."""
+    engine = make_engine(shutdown_timeout=0.1)
+    started = asyncio.Event()
+    ran: list[str] = []
+
+    async def first(task: Task) -> None:
+        ran.append("a")
+        if len(ran) == 1:
+            task.classification = "b"
+            started.set()
+            await asyncio.sleep(60)
+        task.output = "a done"
+
+    async def second(task: Task) -> None:
+        ran.append("b")
+        task.output = {"saw": task.outputs.get("a")}
+
+    engine.register_handler("a", first)
+    engine.register_handler("b", second)
+    engine.register_workflow(
+        "w", [Phase("a", assigned_to="functional"), Phase("b", assigned_to="functional")]
+    )
+
+    async def scenario() -> tuple[Task, Task]:
+        task = await engine.submit_task({}, "w", classification="a")
+        runner = asyncio.ensure_future(engine.run())
+        await asyncio.wait_for(started.wait(), 30)
+        engine.stop()
+        await asyncio.wait_for(runner, 30)
+        handed_back = await engine.get_task(task.id)
+        await engine.run_until_idle()
+        done = await engine.get_task(task.id)
+        assert handed_back is not None and done is not None
+        return handed_back, done
+
+    handed_back, done = wfe_run(scenario())
+    assert (handed_back.status, handed_back.classification) == (TaskStatus.PENDING, "a")
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.outputs == {"a": "a done", "b": {"saw": "a done"}}
+    assert ran == ["a", "a", "b"]

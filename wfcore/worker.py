@@ -815,6 +815,9 @@ class Worker:
             _check_priority(task, priority)
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
+                # Handed back (a stop), it must start again at this phase, wherever
+                # the phase meant to move it.
+                _restore_place(task, owned)
                 raise
             # The phase raised it itself (a library's own timeout or cancelled
             # future): its failure. Taken for a cancel, it would hand the task
@@ -853,6 +856,7 @@ class Worker:
                 if task_id in self._lost:
                     raise _LeaseLost
                 task.id = task_id
+                _restore_place(task, owned)
                 logger.info(
                     "task %s: phase %r: its command was stopped by %s as this worker "
                     "stops; handing the task back",
@@ -1372,6 +1376,13 @@ class _Owned:
         self.version = saved.version
         self.history = saved.history
         self.history_length = len(saved.history)
+
+
+def _restore_place(task: Task, owned: _Owned) -> None:
+    """Put back the workflow and phase an interrupted attempt started in: the task
+    goes back to the store from there, whatever the phase did to them."""
+    task.workflow_name = owned.workflow_name
+    task.classification = owned.classification
 
 
 def _check_engine_fields(task: Task, owned: _Owned) -> None:
