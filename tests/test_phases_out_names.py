@@ -112,3 +112,29 @@ def test_a_file_in_the_place_of_out_is_said_to_be_no_folder(make_engine, wfe_run
     (skipped,) = [event for event in task.history if event["event"] == "artifacts_skipped"]
     # It said "file", in a warning about what was no regular file.
     assert skipped["files"] == {"out": "file, not a folder"}
+
+
+def test_a_timeout_while_out_is_collected_leaves_no_file_behind(make_engine, wfe_run):
+    """The copying thread used to go on after the attempt had timed out, and wrote a
+    file the failed task does not name (after the removal of its files): here 256 MB."""
+    engine = make_engine()
+    # The command ends at once; copying its sparse 256 MB file (written out in full,
+    # and flushed to disk) takes longer than what is left of the timeout.
+    command = ["sh", "-c", "truncate -s 256M out/big.bin"]
+    engine.register_workflow(
+        "w", [Phase("run", assigned_to="functional", command=command, timeout=0.2)]
+    )
+
+    async def scenario() -> tuple[Task, list[str]]:
+        task = await engine.submit_task({}, "w")
+        await engine.run_until_idle()
+        stored = await engine.get_task(task.id)
+        assert stored is not None
+        folder = (await engine.get_store()).artifacts_dir / task.id
+        return stored, sorted(os.listdir(folder)) if folder.exists() else []
+
+    task, files = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "TimeoutError: phase 'run' timed out after 0.2s"
+    assert task.artifacts == []
+    assert files == []  # neither big.bin nor its temporary file, then or later

@@ -43,9 +43,10 @@ import signal
 import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._processes import pid_alive
 from .artifacts import copy_artifact, resolve_artifact
@@ -90,15 +91,7 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
                 tail,
             )
         output = _parse_output(stdout)
-        # In a thread: a large file takes a while to copy, and the loop has other work.
-        collected, skipped = await asyncio.to_thread(
-            _collect_out,
-            workdir / "out",
-            store.artifacts_dir,
-            task.id,
-            task.classification,
-            {art.name for art in task.artifacts},
-        )
+        collected, skipped = await _collect(workdir / "out", store.artifacts_dir, task)
         # As engine.add_artifact_bytes does inside a running phase: the artifacts are
         # stored with the task when the phase ends.
         names = {art.name for art in collected}
@@ -108,6 +101,48 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         task.output = output  # only once every artifact is in: else the attempt failed
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+async def _collect(out: Path, root: Path, task: Task) -> tuple[list[Artifact], dict[str, str]]:
+    """Collect ``out`` as the task's artifacts (see :func:`_collect_out`).
+
+    In a thread: a large file takes a while to copy, and the loop has other work. A
+    timeout or cancel meanwhile stops the copying at its next chunk, and what was
+    copied goes, before the attempt ends: else the thread would go on writing files
+    the failed attempt does not name, after their removal, beside a rerun's.
+    """
+    existing = {art.name for art in task.artifacts}
+    stop = threading.Event()
+    collecting = asyncio.ensure_future(
+        asyncio.to_thread(_collect_out, out, root, task.id, task.classification, existing, stop)
+    )
+    try:
+        return await asyncio.shield(collecting)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait([collecting])
+        if not collecting.cancelled() and collecting.exception() is None:
+            collected, _ = collecting.result()  # done all the same: not this attempt's now
+            copies = [art for art in collected if art.name not in existing]
+            await asyncio.to_thread(_remove_copies, root, task.id, copies)
+        raise
+
+
+class _Stopped(Exception):
+    """The attempt ended (timed out, cancelled) while its out/ files were copied."""
+
+
+class _StoppableReader:
+    """A file whose reading raises :class:`_Stopped` once ``stop`` is set."""
+
+    def __init__(self, source: BinaryIO, stop: threading.Event) -> None:
+        self._source = source
+        self._stop = stop
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise _Stopped()
+        return self._source.read(size)
 
 
 # The guard: $1 is the pipe's descriptor; a watcher waits for EOF on it (the
@@ -400,7 +435,12 @@ def _mount_artifacts(task: Task, root: Path, workdir: Path) -> None:
 
 
 def _collect_out(
-    out: Path, root: Path, task_id: str, phase: str | None, existing: set[str]
+    out: Path,
+    root: Path,
+    task_id: str,
+    phase: str | None,
+    existing: set[str],
+    stop: threading.Event,
 ) -> tuple[list[Artifact], dict[str, str]]:
     """Copy the regular files under ``out`` as the task's artifacts (named by their
     path below it, in name order); return them, and what was skipped (its path in
@@ -433,7 +473,7 @@ def _collect_out(
         skipped["out"] = "file, not a folder" if stat.S_ISREG(mode) else _file_kind(mode)
         return collected, skipped
     try:
-        _collect_folder(folder_fd, "", root, task_id, phase, collected, skipped)
+        _collect_folder(folder_fd, "", root, task_id, phase, collected, skipped, stop)
     except BaseException as exc:
         _remove_copies(root, task_id, [art for art in collected if art.name not in existing])
         if isinstance(exc, RecursionError):
@@ -460,6 +500,7 @@ def _collect_folder(
     phase: str | None,
     collected: list[Artifact],
     skipped: dict[str, str],
+    stop: threading.Event,
 ) -> None:
     with os.scandir(folder_fd) as entries:
         names = sorted(entry.name for entry in entries)
@@ -483,7 +524,7 @@ def _collect_folder(
             continue
         if stat.S_ISDIR(info.st_mode):
             try:
-                _collect_folder(fd, f"{name}/", root, task_id, phase, collected, skipped)
+                _collect_folder(fd, f"{name}/", root, task_id, phase, collected, skipped, stop)
             finally:
                 os.close(fd)
             continue
@@ -498,7 +539,8 @@ def _collect_folder(
             # file had when opened is copied: what a process left behind (setsid)
             # still writes to it cannot make the copy endless.
             try:
-                art = copy_artifact(root, task_id, name, source, phase, limit=info.st_size)
+                reader = cast(BinaryIO, _StoppableReader(source, stop))
+                art = copy_artifact(root, task_id, name, reader, phase, limit=info.st_size)
             except ArtifactError as exc:
                 shown = "out/" + (name if len(name) <= 80 else f"{name[:60]}...")
                 raise ArtifactError(f"{shown!r} cannot become an artifact: {exc}") from None
