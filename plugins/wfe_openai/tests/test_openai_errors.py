@@ -255,6 +255,34 @@ def test_a_body_that_cannot_be_decoded_is_a_malformed_response_not_an_unreachabl
     assert "cannot reach" not in task.error
 
 
+def test_a_server_that_never_accepts_the_connection_is_named_unreachable(wfe_engine, wfe_run):
+    # A listening socket whose queue is full drops further connection attempts, as a
+    # firewall or a host that is down does: the connect times out, not a reply.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued = []
+    for _ in range(3):
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(("127.0.0.1", port))
+        queued.append(client)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        adapter = OpenAIAgentAdapter(base_url=url, api_key="k", timeout=0.5, max_retries=0)
+        task = _run_one(wfe_engine, wfe_run, adapter, max_attempts=1)
+    finally:
+        for sock in (*queued, listener):
+            sock.close()
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        f"AdapterError: cannot reach the chat completions server ({url}/): no connection "
+        "within 0.5 s, after 0 retries"
+    )
+
+
 def test_an_unreachable_server_is_a_clear_error(openai_server, monkeypatch, wfe_engine, wfe_run):
     port = _closed_port()
     url = f"http://127.0.0.1:{port}/v1"

@@ -97,9 +97,11 @@ def _whole_reply_client_class() -> type[Any]:
     server that sends its body a little at a time (some proxies send blanks to keep a
     slow, non-streamed reply's connection open) would hold a call far past the
     ``timeout`` an operator set as "seconds to wait for each reply". Here the whole
-    exchange, from sending the request to the last byte of the reply, gets the read
-    timeout, and running out of it is the library's own read timeout, which the SDK
-    retries and reports as for a server that sends nothing.
+    exchange, from connecting to the last byte of the reply, gets the connect timeout
+    and the read timeout (what a server that sends nothing can take already, so a
+    connection that cannot be made still times out as one), and running out of it is
+    the library's own read timeout, which the SDK retries and reports as for a
+    server that sends nothing.
     """
     global _whole_reply_class
     if _whole_reply_class is not None:
@@ -127,7 +129,11 @@ def _whole_reply_client_class() -> type[Any]:
 
 
 def _reply_limit(request: Any) -> float | None:
-    """The seconds a request's whole exchange may take: its read timeout (the
-    ``timeout`` of the client or the request); None when it has none."""
-    read = (request.extensions.get("timeout") or {}).get("read")
-    return float(read) if isinstance(read, (int, float)) else None
+    """The seconds a request's whole exchange may take: its connect timeout and its
+    read timeout (from the ``timeout`` of the client or the request); None when it
+    has no read timeout."""
+    timeout = request.extensions.get("timeout") or {}
+    read, connect = timeout.get("read"), timeout.get("connect")
+    if not isinstance(read, (int, float)):
+        return None
+    return float(read) + (float(connect) if isinstance(connect, (int, float)) else 0.0)

@@ -39,7 +39,17 @@ def _failure_reason(
             f"{_unauthorized_hint(exc, key_origin)}"
         )
     if isinstance(exc, openai.APITimeoutError):
-        limit = _timeout_text(options.get("timeout", getattr(client, "timeout", None)))
+        timeout = options.get("timeout", getattr(client, "timeout", None))
+        if type(exc.__cause__).__name__ == "ConnectTimeout":
+            # No connection at all (a server that is down, an address a firewall
+            # drops): the wait for a reply never began.
+            connect = getattr(timeout, "connect", timeout)
+            within = f"{connect:g} s" if isinstance(connect, (int, float)) else "its limit"
+            return (
+                f"cannot reach the chat completions server ({where}): no connection "
+                f"within {within}, after {getattr(client, 'max_retries', '?')} retries"
+            )
+        limit = _timeout_text(timeout)
         return (
             f"chat completion timed out after {getattr(client, 'max_retries', '?')} "
             f"retries ({where}): no reply within {limit} per request ({timeout_origin})"
