@@ -914,3 +914,11 @@ def test_wfe_ui_max_body_takes_larger_uploads(tmp_path: Path) -> None:
     bad = refused_start(["--max-body", "lots"])
     assert bad.returncode == 2
     assert "'lots' is not a size: give bytes, or a number with KiB, MiB or GiB" in bad.stderr
+    assert "WFE_UI_MAX_BODY" not in bad.stderr
+    # From the environment, the variable is named: the command line has no --max-body.
+    bad = refused_start(["--port", "0"], _env(WFE_UI_MAX_BODY="lots"))
+    assert bad.returncode == 2
+    assert (
+        "Invalid value for '--max-body': 'lots' is not a size: give bytes, or a number "
+        "with KiB, MiB or GiB (from WFE_UI_MAX_BODY)"
+    ) in bad.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 __all__ = ["ui_command"]
@@ -38,7 +40,7 @@ __all__ = ["ui_command"]
     envvar="WFE_UI_MAX_BODY",
     default="1MiB",
     show_default=True,
-    callback=lambda ctx, param, value: _size_option(value),
+    callback=lambda ctx, param, value: _from_env(ctx, param, _size_option, value),
     help="The largest request taken, a file uploaded with an answer or to the API "
     "included: bytes, or with a unit (KiB, MiB, GiB) [env WFE_UI_MAX_BODY].",
 )
@@ -122,6 +124,18 @@ _UNITS = {
     "gb": 1024**3,
     "gib": 1024**3,
 }
+
+
+def _from_env(ctx: click.Context, param: click.Parameter, check: Any, value: Any) -> Any:
+    """``check(value)``; a value refused that came from the environment names its
+    variable, since click names the option, which the command line may not hold."""
+    try:
+        return check(value)
+    except click.BadParameter as exc:
+        source = ctx.get_parameter_source(param.name or "")
+        if source is click.core.ParameterSource.ENVIRONMENT and param.envvar:
+            exc.message = f"{exc.message} (from {param.envvar})"
+        raise
 
 
 def _size_option(value: str) -> int:
