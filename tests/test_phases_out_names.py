@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import textwrap
 
 from wfcore import Phase, Task, TaskStatus
@@ -138,3 +139,39 @@ def test_a_timeout_while_out_is_collected_leaves_no_file_behind(make_engine, wfe
     assert task.error == "TimeoutError: phase 'run' timed out after 0.2s"
     assert task.artifacts == []
     assert files == []  # neither big.bin nor its temporary file, then or later
+
+
+def test_a_timeout_while_artifacts_are_mounted_leaves_no_work_folder(
+    make_engine, wfe_run, tmp_path, monkeypatch
+):
+    """The thread copying the task's artifacts into the command's work folder used to
+    go on after a timeout, and made the folder again (for the next artifact) after
+    its removal: a copy of every artifact left in the temporary folder for good."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    engine = make_engine()
+    engine.register_workflow(
+        "w", [Phase("run", assigned_to="functional", command=["true"], timeout=0.3)]
+    )
+
+    async def scenario() -> Task:
+        task = await engine.submit_task(
+            {}, "w", artifacts={"a/big.bin": b"small for now", "b/notes.txt": b"notes"}
+        )
+        # 2 GB, sparse, in the store's folder: far more than copying can do in 0.3 s,
+        # cheap to make. (The stored size and sha256 no longer match: not looked at.)
+        big = (await engine.get_store()).artifacts_dir / task.id / "a" / "big.bin"
+        os.truncate(big, 2 * 1024**3)
+        await engine.run_until_idle()
+        stored = await engine.get_task(task.id)
+        assert stored is not None
+        return stored
+
+    # wfe_run ends with asyncio.run, which waits for every thread of the loop's
+    # executor: a copy that went on has finished by the time it returns.
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "TimeoutError: phase 'run' timed out after 0.3s"
+    # (memory:// keeps its artifacts in a folder there too.)
+    assert [name for name in os.listdir(work) if name.startswith("wfe-")] == []

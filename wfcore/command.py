@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._processes import pid_alive
-from .artifacts import copy_artifact, resolve_artifact
+from .artifacts import COPY_CHUNK, copy_artifact, resolve_artifact
 from .errors import AdapterError, ArtifactError, CommandError
 from .model import Artifact, Phase, Task
 from .wire import json_problem
@@ -78,7 +78,7 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
     store = await engine.get_store()
     workdir = Path(tempfile.mkdtemp(prefix=f"{_workdir_prefix(os.getpid())}{task.id[:12]}-"))
     try:
-        await asyncio.to_thread(_mount_artifacts, task, store.artifacts_dir, workdir)
+        await _mount(task, store.artifacts_dir, workdir)
         (workdir / "out").mkdir()
         env = _command_env(task, phase, full=engine.registered_in_code(task.workflow_name))
         stdout, stderr, returncode = await _run(phase.command, workdir, _stdin_for(task), env)
@@ -101,6 +101,22 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         task.output = output  # only once every artifact is in: else the attempt failed
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+async def _mount(task: Task, root: Path, workdir: Path) -> None:
+    """Copy the task's artifacts into the work folder (see :func:`_mount_artifacts`),
+    in a thread that a timeout or cancel stops at its next chunk, and waits for:
+    else it would go on copying, and make the work folder again after its removal."""
+    stop = threading.Event()
+    mounting = asyncio.ensure_future(asyncio.to_thread(_mount_artifacts, task, root, workdir, stop))
+    try:
+        await asyncio.shield(mounting)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait([mounting])
+        if not mounting.cancelled():
+            mounting.exception()  # _Stopped, most likely: expected, not to be logged
+        raise
 
 
 async def _collect(out: Path, root: Path, task: Task) -> tuple[list[Artifact], dict[str, str]]:
@@ -414,7 +430,7 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _mount_artifacts(task: Task, root: Path, workdir: Path) -> None:
+def _mount_artifacts(task: Task, root: Path, workdir: Path, stop: threading.Event) -> None:
     """Copy the task's artifacts into ``artifacts/``, from the store's artifact
     folder (as ``read_artifact`` reads them), not from the path each one was written
     to: a store restored elsewhere, or a copy beside the live one, has its files in
@@ -431,7 +447,11 @@ def _mount_artifacts(task: Task, root: Path, workdir: Path) -> None:
             ) from None
         target = folder / art.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        with open(source, "rb") as reading, open(target, "wb") as writing:
+            while chunk := reading.read(COPY_CHUNK):
+                if stop.is_set():
+                    raise _Stopped()
+                writing.write(chunk)
 
 
 def _collect_out(
