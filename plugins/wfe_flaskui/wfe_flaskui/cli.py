@@ -134,7 +134,7 @@ def _from_env(ctx: click.Context, param: click.Parameter, check: Any, value: Any
     except click.BadParameter as exc:
         source = ctx.get_parameter_source(param.name or "")
         if source is click.core.ParameterSource.ENVIRONMENT and param.envvar:
-            exc.message = f"{exc.message} (from {param.envvar})"
+            raise click.BadParameter(f"{exc.message} (from {param.envvar})") from None
         raise
 
 
