@@ -403,3 +403,34 @@ def test_wfe_run_past_its_deadline_names_the_coroutine(wfe_engine, wfe_run):
 
     with pytest.raises(TimeoutError, match="task 't1' is still pending after 0s"):
         wfe_run(waits(), timeout=30)
+
+
+def test_the_default_store_stays_the_one_opened_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An engine built without store= opens .wfe/wfe.db under the current folder.
+    A program that then changes folder (a daemon's chdir("/")) kept that store open,
+    but store_url named one in the new folder, and a reopen after aclose() opened
+    that other, empty store: the tasks looked gone."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.delenv("WFE_STORE", raising=False)
+    monkeypatch.chdir(first)
+    engine = ECSWorkflowEngine(load_plugins=False)
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+    opened = f"sqlite://{first / '.wfe' / 'wfe.db'}"
+
+    async def scenario() -> None:
+        task = await engine.submit_task(1, "w")
+        assert engine.store_url == opened
+        monkeypatch.chdir(second)
+        monkeypatch.setenv("WFE_STORE", "memory://")
+        assert engine.store_url == opened
+        await engine.aclose()
+        assert await engine.get_task(task.id) is not None
+        assert engine.store_url == opened
+        await engine.aclose()
+
+    run_sync(scenario())
+    assert not (second / ".wfe").exists()

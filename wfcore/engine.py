@@ -537,20 +537,24 @@ class ECSWorkflowEngine:
 
     async def _open_store(self) -> None:
         """Open the store and read its workflows; only one caller at a time."""
+        url = self.store_url
         store = self._store_arg if isinstance(self._store_arg, Store) else None
         if store is None:
-            store = self._store_for(self.store_url)
+            store = self._store_for(url)
         try:
             await store.open()
         except WorkflowError:
             raise  # a deliberate refusal (StoreError), already saying what is wrong
         except Exception as exc:
             # A store's own words, in the one line the wfe commands print.
-            raise StoreError(
-                f"cannot open the store {self.store_url!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise StoreError(f"cannot open the store {url!r}: {type(exc).__name__}: {exc}") from exc
         for spec in await store.load_workflows():
             self._workflows.setdefault(spec.name, spec)
+        if self._store_arg is None:
+            # The default (WFE_STORE, else under the current folder) is settled once
+            # opened: a later chdir (a daemon's to "/") or change of WFE_STORE must
+            # not make store_url name, or a reopen after aclose() open, another store.
+            self._store_arg = url
         self._store = store
 
     async def store_to_create(self) -> Store | None:
