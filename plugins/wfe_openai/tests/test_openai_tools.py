@@ -526,6 +526,35 @@ def test_a_result_holding_half_a_surrogate_pair_reaches_the_model_escaped(
     assert recorded == sent
 
 
+def test_dict_keys_arrive_as_the_key_type_the_hint_names(openai_server, wfe_engine, wfe_run):
+    """JSON object keys are text: stock keyed by shelf number, sales by day, counts by
+    colour reach the function with int, date and enum keys, and a key of another
+    form goes back to the model."""
+    received: list[Any] = []
+
+    def restock(
+        shelves: dict[int, int], sales: dict[datetime.date, float], by: dict[Colour, int]
+    ) -> str:
+        """Restock."""
+        received.append((shelves, sales, by))
+        return "ok"
+
+    openai_server.tool_calls(
+        ("restock", {"shelves": {"7": 2}, "sales": {"2024-05-06": 1.5}, "by": {"red": 1}})
+    )
+    openai_server.tool_calls(("restock", {"shelves": {"top": 2}, "sales": {}, "by": {}}))
+    openai_server.reply("Restocked.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[restock]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic"))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert received == [({7: 2}, {datetime.date(2024, 5, 6): 1.5}, {Colour.RED: 1})]
+    assert openai_server.messages()[-1]["content"] == (
+        "error: invalid arguments for restock: shelves: the key 'top' is not a whole number"
+    )
+
+
 def test_a_tool_that_returns_nothing_tells_the_model_it_ran(openai_server, wfe_engine, wfe_run):
     """Not "(no answer)", a person's silence: the model must not take a tool that
     sent a mail for one that did not, and send it again."""

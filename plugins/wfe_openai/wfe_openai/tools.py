@@ -260,7 +260,10 @@ def _needs_conversion(hint: Any) -> bool:
     origin = get_origin(hint)
     if origin is Literal or origin is None:
         return False
-    return origin in (tuple, set, frozenset) or any(_needs_conversion(a) for a in get_args(hint))
+    args = get_args(hint)
+    if (origin is dict or _is_mapping(origin)) and len(args) == 2 and args[0] not in (str, Any):
+        return True  # JSON object keys are text: dict[int, ...] wants them as numbers
+    return origin in (tuple, set, frozenset) or any(_needs_conversion(a) for a in args)
 
 
 def _convert(hint: Any, value: Any) -> Any:
@@ -307,7 +310,9 @@ def _convert(hint: Any, value: Any) -> Any:
     if origin is not None and (origin is dict or _is_mapping(origin)):
         if not isinstance(value, dict):
             raise TypeError(f"expected an object, not {json_kind(value)}")
-        return {k: _convert(args[1], v) for k, v in value.items()} if len(args) == 2 else value
+        if len(args) != 2:
+            return value
+        return {_convert_key(args[0], k): _convert(args[1], v) for k, v in value.items()}
     parse = _text_parser(hint)
     if parse is not None:
         return parse(value)
@@ -316,6 +321,36 @@ def _convert(hint: Any, value: Any) -> Any:
         # Lets a union try its next option (str | Colour given "red", say).
         raise TypeError(f"expected {hint.__name__}, not {json_kind(value)}")
     return value
+
+
+def _convert_key(hint: Any, key: str) -> Any:
+    """A JSON object's key (always text) as the dict key type ``hint`` asks for: a
+    number, an enum member, a date, ...; ValueError naming a key that is none."""
+    if hint in (str, Any) or isinstance(hint, str):
+        return key
+    if hint is int or hint is float:
+        try:
+            return hint(key) if key.strip() == key else hint("")
+        except ValueError:
+            what = "a whole number" if hint is int else "a number"
+            raise ValueError(f"the key {key!r} is not {what}") from None
+    if hint is bool:
+        if key not in ("true", "false"):
+            raise ValueError(f"the key {key!r} is not true or false")
+        return key == "true"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        for member in hint:
+            if key in (member.value, str(member.value)):
+                return member
+        raise ValueError(f"the key {key!r} is not one of {[str(m.value) for m in hint]}")
+    if get_origin(hint) is Literal:
+        for choice in get_args(hint):
+            if key == str(choice):
+                return choice
+        raise ValueError(f"the key {key!r} is not one of {[str(c) for c in get_args(hint)]}")
+    if _text_parser(hint) is not None:
+        return _convert(hint, key)
+    return key
 
 
 #: The JSON values a plain type hint takes (JSON has no separate int and bool).
