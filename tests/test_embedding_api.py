@@ -434,3 +434,38 @@ def test_the_default_store_stays_the_one_opened_after_a_chdir(
 
     run_sync(scenario())
     assert not (second / ".wfe").exists()
+
+
+def test_suspend_and_checkpoint_given_a_task_id_say_they_take_the_task(make_engine):
+    """The other methods take a task or its id; these two change the phase's own
+    Task object, and an id failed with "'str' object has no attribute 'id'"."""
+    engine: ECSWorkflowEngine = make_engine()
+    refused: list[str] = []
+
+    async def handler(task: Task) -> None:
+        try:
+            await engine.checkpoint(task.id)  # type: ignore[arg-type]
+        except TypeError as exc:
+            refused.append(str(exc))
+        try:
+            engine.suspend(task.id)  # type: ignore[arg-type]
+        except TypeError as exc:
+            refused.append(str(exc))
+        engine.suspend(task, reason="the right way")
+
+    engine.register_handler("p", handler)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task(1, "w")
+        await engine.run_until_idle()
+        return await engine.wait_for_task(task.id, waiting=True)
+
+    task = run_sync(scenario())
+    assert task.status is TaskStatus.WAITING_HUMAN and task.waiting_reason == "the right way"
+    assert refused == [
+        "checkpoint() takes the running phase's Task object (the handler's task), "
+        "not str (a task id)",
+        "suspend() takes the running phase's Task object (the handler's task), "
+        "not str (a task id)",
+    ]

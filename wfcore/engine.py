@@ -1106,6 +1106,7 @@ class ECSWorkflowEngine:
         phase's output. Suspending clears ``task.reply``: it only ever holds the
         answer to the question the task waits on now.
         """
+        _check_phase_task(task, "suspend")
         waiting = TaskStatus.parse(status)
         if not waiting.is_waiting:
             raise TaskStateError(f"suspend needs a WAITING_* status, not {waiting.name}")
@@ -1144,6 +1145,7 @@ class ECSWorkflowEngine:
         cannot take it (locked too long, say), StoreError; let it end the phase, and
         the task goes back to the queue, its attempt uncounted, rather than failing.
         """
+        _check_phase_task(task, "checkpoint")
         await self._worker.checkpoint(task)
 
     async def resume(
@@ -1738,6 +1740,16 @@ def _seconds(value: Any, what: str) -> float:
     if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity
         raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
     return float(value)
+
+
+def _check_phase_task(task: object, what: str) -> None:
+    """suspend() and checkpoint() change the phase's own Task object: an id (as the
+    other methods take) or anything else cannot be it."""
+    if not isinstance(task, Task):
+        raise TypeError(
+            f"{what}() takes the running phase's Task object (the handler's task), "
+            f"not {type(task).__name__}" + (" (a task id)" if isinstance(task, str) else "")
+        )
 
 
 def _check_not_running(task: Task, name: str, in_this_engine: bool = False) -> None:
