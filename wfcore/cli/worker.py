@@ -491,10 +491,14 @@ async def _work(
             _say(f"  metrics at {server.url}")
         for line in [*_schedule_lines(engine), *report_header(engine)]:
             _say(f"  {line}")
-    if until_idle:
-        await _note_delayed_only(store, only)
+    said = await _note_delayed_only(store, only) if until_idle else None
     progress = _Progress(terminal=sys.stderr.isatty(), label=label)
     reporter = None if quiet else asyncio.create_task(_report(engine, progress))
+    noting = None
+    if until_idle and quiet:
+        # No progress line will show the delayed tasks it then waits for, hours off
+        # perhaps: a script would see it hang without a word.
+        noting = asyncio.create_task(_note_when_only_delayed(engine, store, only, said))
     try:
         # A Ctrl-C or SIGTERM while the store opened came before any run to stop.
         if stopped():
@@ -504,6 +508,9 @@ async def _work(
         else:
             await engine.run()
     finally:
+        if noting is not None:
+            noting.cancel()
+            await asyncio.gather(noting, return_exceptions=True)
         if reporter is not None:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
@@ -511,21 +518,49 @@ async def _work(
         await engine.aclose()
 
 
-async def _note_delayed_only(store: Store, only: tuple[str, ...] | None) -> None:
-    """Say so once when --until-idle starts with nothing due but delayed tasks:
-    it waits for them, however far off they are."""
+async def _note_delayed_only(store: Store, only: tuple[str, ...] | None) -> str | None:
+    """Say so when --until-idle has nothing due but delayed tasks: it waits for
+    them, however far off they are. The note said, or None."""
     try:
         if await store.count_due(workflows=only):
-            return
+            return None
         count, first = await store.count_delayed(workflows=only)
     except Exception:  # the progress line says what is wrong with the store
-        return
-    if count:
-        when = f", the next at {_utc_text(first)}" if first is not None else ""
-        _say(
-            f"note: no task is due yet; --until-idle waits for {count} delayed "
-            f"task(s){when} (Ctrl-C to stop)"
-        )
+        return None
+    if not count:
+        return None
+    when = f", the next at {_utc_text(first)}" if first is not None else ""
+    note = (
+        f"note: no task is due yet; --until-idle waits for {count} delayed "
+        f"task(s){when} (Ctrl-C to stop)"
+    )
+    _say(note)
+    return note
+
+
+async def _note_when_only_delayed(
+    engine: ECSWorkflowEngine,
+    store: Store,
+    only: tuple[str, ...] | None,
+    said: str | None,
+    every: float = 2.0,
+) -> None:
+    """For a --quiet --until-idle worker: each time it has run what was due and
+    only delayed tasks are left, say that it waits for them (as it says on
+    starting with nothing due). ``said``: the note said as it started."""
+    while True:
+        await asyncio.sleep(every)
+        if engine.active_count:
+            said = None  # at work: the next wait is worth a word again
+            continue
+        try:
+            due = await store.count_due(workflows=only)
+        except Exception:  # the store's own errors are logged by the engine
+            continue
+        if due:
+            said = None
+        elif said is None:
+            said = await _note_delayed_only(store, only)
 
 
 def _utc_text(moment: datetime) -> str:
