@@ -469,3 +469,26 @@ def test_suspend_and_checkpoint_given_a_task_id_say_they_take_the_task(make_engi
         "suspend() takes the running phase's Task object (the handler's task), "
         "not str (a task id)",
     ]
+
+
+def test_a_workflow_name_that_is_not_unicode_text_is_an_unknown_workflow(make_engine):
+    """A name with a lone surrogate (a command line argument in another encoding, a
+    JSON message's "\\udcff") reached SQLite, which raised UnicodeEncodeError: the
+    whole batch failed, the good requests in it too."""
+    engine: ECSWorkflowEngine = make_engine()
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+    bad = "caf\udce9"
+
+    async def scenario() -> None:
+        with pytest.raises(UnknownWorkflowError, match="unknown workflow 'caf\\\\udce9'"):
+            await engine.submit_task(1, bad)
+        results = await engine.submit_tasks(
+            [{"data": 1, "workflow_name": bad}, {"data": 2, "workflow_name": "w"}],
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], UnknownWorkflowError)
+        assert isinstance(results[1], Task) and results[1].data == 2
+        assert await engine.list_tasks(workflow_name=bad) == []
+        assert [t.data for t in await engine.list_tasks(workflow_name="w")] == [2]
+
+    run_sync(scenario())

@@ -710,6 +710,8 @@ class ECSWorkflowEngine:
             return None
         if name in self._workflows:
             return self._workflows[name]
+        if not isinstance(name, str) or not is_unicode_text(name):
+            return None  # no workflow has such a name (a store could not even look it up)
         # Another process may have defined it at run time: read that one, not all.
         store = await self.get_store()
         spec = await store.load_workflow(name)
@@ -1007,6 +1009,8 @@ class ECSWorkflowEngine:
             raise TypeError(
                 f"status must be a status, or a list of them, not {type(status).__name__}"
             )
+        if workflow_name is not None and not is_unicode_text(workflow_name):
+            return []  # no stored workflow has such a name
         store = await self.get_store()
         return await store.list_tasks(
             status=wanted, workflow_name=workflow_name, limit=limit, offset=offset
