@@ -193,6 +193,34 @@ def test_the_timeout_must_be_a_positive_number() -> None:
         Dashboard(make_engine(), timeout=0, token="", kafka_brokers="")
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"timeout": float("inf")}, "timeout must be a positive number of seconds, not inf"),
+        (
+            {"refresh_seconds": float("nan")},
+            "refresh_seconds must be a positive number of seconds, not nan",
+        ),
+        ({"page_size": 0}, "page_size must be a whole number of tasks, 1 or more, not 0"),
+        ({"page_size": "25"}, "page_size must be a whole number of tasks, 1 or more, not '25'"),
+        ({"inbox_size": -1}, "inbox_size must be a whole number of tasks, 1 or more, not -1"),
+        (
+            {"preview_bytes": -5},
+            "preview_bytes must be a whole number of bytes, 0 or more, not -5",
+        ),
+        ({"max_body": True}, "max_body must be a whole number of bytes, 1 or more, not True"),
+    ],
+)
+def test_settings_no_page_could_use_are_refused_naming_them(
+    setting: dict[str, Any], message: str
+) -> None:
+    # Taken, each would fail every request that uses it (a Tasks page with
+    # page_size="25" was a 500), or the dashboard's start.
+    with pytest.raises(ValueError) as refused:
+        Dashboard(make_engine(), token="", kafka_brokers="", **setting)
+    assert str(refused.value) == message
+
+
 def test_a_store_held_up_as_it_opens_says_why_then_opens_once_free(tmp_path: Path) -> None:
     """Opening a store writes to it, so another process's write lock holds the open
     up: starting says which store and why (``wfe ui`` prints it as one line), a

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import secrets
 import threading
@@ -106,8 +107,14 @@ class Dashboard:
         user: Callable[[], str | None] | None = None,
         user_header: str | None = None,
     ) -> None:
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        _check_settings(
+            timeout=timeout,
+            max_body=max_body,
+            page_size=page_size,
+            inbox_size=inbox_size,
+            refresh_seconds=refresh_seconds,
+            preview_bytes=preview_bytes,
+        )
         self.user = user
         self.user_header = _user_header(user_header)
         if user is not None and not callable(user):
@@ -237,6 +244,37 @@ def short_token_warning(token: str) -> str | None:
         f"{SHORT_TOKEN} or more random ones, such as: "
         "python -c 'import secrets; print(secrets.token_urlsafe(24))'"
     )
+
+
+def _check_settings(
+    *,
+    timeout: Any,
+    max_body: Any,
+    page_size: Any,
+    inbox_size: Any,
+    refresh_seconds: Any,
+    preview_bytes: Any,
+) -> None:
+    """Refuse, naming it, a setting no page could work with: each would otherwise
+    fail every request that uses it (a 500), or the first one."""
+    for name, value in (("timeout", timeout), ("refresh_seconds", refresh_seconds)):
+        if not (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        ):
+            raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    for name, value, least, what in (
+        ("max_body", max_body, 1, "bytes"),
+        ("page_size", page_size, 1, "tasks"),
+        ("inbox_size", inbox_size, 1, "tasks"),
+        ("preview_bytes", preview_bytes, 0, "bytes"),
+    ):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+            raise ValueError(
+                f"{name} must be a whole number of {what}, {least} or more, not {value!r}"
+            )
 
 
 def _user_header(given: str | None) -> str:
