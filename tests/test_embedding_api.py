@@ -492,3 +492,11 @@ def test_a_workflow_name_that_is_not_unicode_text_is_an_unknown_workflow(make_en
         assert [t.data for t in await engine.list_tasks(workflow_name="w")] == [2]
 
     run_sync(scenario())
+
+
+@pytest.mark.parametrize("names", [["w\udcff"], [""], [5]])
+def test_only_workflows_that_no_workflow_could_have_are_refused_when_built(names: list[Any]):
+    """A name with a lone surrogate was taken, and every claim of the worker then
+    failed in SQLite with UnicodeEncodeError."""
+    with pytest.raises(ValueError, match="only_workflows must be non-empty workflow names"):
+        ECSWorkflowEngine(store="memory://", load_plugins=False, only_workflows=names)

@@ -186,9 +186,13 @@ class ECSWorkflowEngine:
             None if only_workflows is None else tuple(only_workflows)
         )
         if self.only_workflows is not None and not all(
-            isinstance(name, str) and name.strip() for name in self.only_workflows
+            isinstance(name, str) and name.strip() and is_unicode_text(name)
+            for name in self.only_workflows
         ):
-            raise ValueError("only_workflows must be non-empty workflow names")
+            raise ValueError(
+                "only_workflows must be non-empty workflow names, in Unicode text, "
+                f"not {self.only_workflows!r}"
+            )
         if self.only_workflows == ():
             raise ValueError("only_workflows must name at least one workflow (None: all)")
         if isinstance(allowed_commands, str):
