@@ -370,23 +370,36 @@ def _read_data(value: str) -> str:
     (a latin-1 one would turn 日本 into mojibake), after a byte order mark if any."""
     if value == "-":
         try:
-            return sys.stdin.buffer.read().decode("utf-8-sig")
+            text = sys.stdin.buffer.read().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise click.BadParameter(
                 f"stdin is not UTF-8 text ({exc})", param_hint="--data"
             ) from None
-    if not value.startswith("@"):
-        return value
-    try:
-        return Path(value[1:]).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise click.BadParameter(
-            f"cannot read {value[1:]!r}: {reason}", param_hint="--data"
-        ) from None
+        source = "stdin"
+    elif value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise click.BadParameter(
+                f"cannot read {value[1:]!r}: {reason}", param_hint="--data"
+            ) from None
+        source = repr(value[1:])
+    else:
+        return value  # _parse_json names an empty one
+    if not text.strip():
+        # JSON's own "Expecting value: line 1 column 1 (char 0)" would not say why.
+        raise click.BadParameter(f"{source} is empty: no JSON to read", param_hint="--data")
+    return text
 
 
 def _parse_json(value: str, option: str) -> Any:
+    if not value.strip():
+        # As --data "$DATA" gives with the variable unset; "null" is the JSON for none.
+        raise click.BadParameter(
+            f"{value!r} is empty, not JSON (an unset variable?); null is JSON for no value",
+            param_hint=option,
+        )
     try:
         return json.loads(value)
     except ValueError as exc:

@@ -1,0 +1,23 @@
+"""An empty --data or --output (an unset variable, an empty file or pipe) is named
+as empty, not as JSON's "Expecting value: line 1 column 1 (char 0)"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_empty_json_input_is_named_as_empty(wfe, tmp_path: Path) -> None:
+    (tmp_path / "empty.json").write_text("\n")
+    cases = [
+        (("submit", "review", "--data", ""), {}, "--data: '' is empty, not JSON"),
+        (("submit", "review", "--data", " "), {}, "--data: ' ' is empty, not JSON"),
+        (("submit", "review", "--data", "@empty.json"), {}, "--data: 'empty.json' is empty"),
+        (("submit", "review", "--data", "-"), {"input": ""}, "--data: stdin is empty"),
+        (("resume", "x", "--output", ""), {}, "--output: '' is empty, not JSON"),
+    ]
+    for args, kwargs, message in cases:
+        result = wfe(*args, check=False, **kwargs)
+        assert result.returncode == 2, (args, result.stderr)
+        assert f"Error: Invalid value for {message}" in result.stderr, (args, result.stderr)
+        assert "Expecting value" not in result.stderr
+    assert not (tmp_path / "wfe.db").exists()  # refused before a store was made
