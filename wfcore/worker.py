@@ -957,7 +957,7 @@ class Worker:
             seconds=round(seconds, 6),
         )
         if task.attempts < phase.max_attempts:
-            delay = self._engine.retry_delay * 2 ** (task.attempts - 1)
+            delay = _backoff(self._engine.retry_delay, task.attempts)
             logger.info(
                 "task %s: phase %r attempt %d of %d failed, retrying in %gs: %s",
                 task.id,
@@ -1509,6 +1509,19 @@ def _json_fields_problem(task: Task) -> str | None:
         if problem is not None:
             return f"task.{name}: {problem}"
     return None
+
+
+# The longest wait between two attempts, unless retry_delay itself is longer: the
+# doubling would otherwise wait years by the 30th attempt, and overflow the dates.
+_MAX_BACKOFF = 86400.0
+
+
+def _backoff(retry_delay: float, attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (from 1):
+    ``retry_delay * 2 ** (attempt - 1)``, at most a day (or ``retry_delay``)."""
+    longest = max(retry_delay, _MAX_BACKOFF)
+    # The exponent is bounded first: 2 ** 1100 is no float.
+    return min(retry_delay * 2.0 ** min(attempt - 1, 64), longest)
 
 
 def _cancelled_from_outside() -> bool:
