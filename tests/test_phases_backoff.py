@@ -62,3 +62,5 @@ def test_a_retry_delay_longer_than_a_day_is_kept() -> None:
     assert _backoff(2 * 86400.0, 1) == 2 * 86400.0
     assert _backoff(2 * 86400.0, 5) == 2 * 86400.0
     assert _backoff(0.0, 50) == 0.0
+    # An engine's retry_delay of 1e20 s (accepted) waits a century, not for an error.
+    assert _backoff(1e20, 1) == 100 * 365 * 86400.0
