@@ -571,6 +571,16 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as exc:
+            if exc.option_name != "--log-level":
+                raise
+            # --store works after the command name; --log-level is the group's only.
+            raise click.UsageError(
+                exc.message.rstrip(".") + ": it goes before the command name (wfe "
+                f"--log-level LEVEL {ctx.invoked_subcommand or 'COMMAND'} ...), or set "
+                "WFE_LOG_LEVEL",
+                exc.ctx,
+            ) from None
         except KeyboardInterrupt:
             # Ctrl-C: 130, as a shell reports a process SIGINT ended, not click's
             # "Aborted!" and 1, which a script cannot tell from a failure.
@@ -602,6 +612,19 @@ def _no_ui() -> str:
     return f"{said}, installed but it did not add the command (see the warning above)"
 
 
+def _log_level(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--log-level``, in any case; a wrong one names WFE_LOG_LEVEL when it came from
+    there, which the command line does not show."""
+    if value is None or value.upper() in _LOG_LEVELS:
+        return value
+    source = ctx.get_parameter_source("log_level")
+    where = "WFE_LOG_LEVEL" if source is click.core.ParameterSource.ENVIRONMENT else None
+    choices = ", ".join(repr(level.lower()) for level in _LOG_LEVELS)
+    raise click.BadParameter(
+        f"{value!r} is not one of {choices}", param_hint=where and f"{where} (--log-level)"
+    )
+
+
 @click.group(
     cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EXIT_STATUSES
 )
@@ -609,7 +632,8 @@ def _no_ui() -> str:
 @click.option("--store", "store", metavar="URL", envvar="WFE_STORE", help=_STORE_HELP)
 @click.option(
     "--log-level",
-    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+    metavar="[debug|info|warning|error]",
+    callback=_log_level,
     envvar="WFE_LOG_LEVEL",
     help="Log lines on stderr from this level up [env WFE_LOG_LEVEL; default: INFO for "
     "wfe worker, else WARNING].",
