@@ -219,3 +219,17 @@ def test_a_sqlite_store_used_unopened_or_closed_names_itself(tmp_path: Path):
             await engine.get_task("x")
 
     run_sync(scenario())
+
+
+def test_a_sqlite_path_under_a_file_says_which_file_is_in_the_way(tmp_path: Path):
+    """``sqlite:///srv/wfe.db/jobs.db`` (a store's file taken for a folder) said
+    "File exists (/srv/wfe.db)", not what was wrong with it."""
+    (tmp_path / "wfe.db").write_bytes(b"")
+    for path in (tmp_path / "wfe.db" / "jobs.db", tmp_path / "wfe.db" / "a" / "jobs.db"):
+        engine = ECSWorkflowEngine(store=f"sqlite://{path}", load_plugins=False)
+        with pytest.raises(StoreError) as caught:
+            run_sync(engine.get_store())
+        assert (
+            str(caught.value) == f"cannot use {path}: {tmp_path / 'wfe.db'} is a file, not a folder"
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["wfe.db"]

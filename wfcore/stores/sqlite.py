@@ -669,6 +669,13 @@ class SQLiteStore(Store):
                     header = fh.read(16)
                 if header != b"SQLite format 3\x00":
                     raise StoreError(f"{self.path} is not a SQLite database; refusing to use it")
+        except (FileExistsError, NotADirectoryError) as exc:
+            # A file where a folder of the path must be: mkdir's "File exists"
+            # would name it without saying what is wrong with it.
+            blocking = next((p for p in self.path.parents if p.is_file()), exc.filename)
+            raise StoreError(
+                f"cannot use {self.path}: {blocking} is a file, not a folder"
+            ) from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}{where}") from None
