@@ -283,6 +283,32 @@ def test_a_server_that_never_accepts_the_connection_is_named_unreachable(wfe_eng
     )
 
 
+def test_an_organization_or_project_no_header_can_carry_fails_before_anything_is_sent(
+    openai_server, monkeypatch, wfe_engine_factory, wfe_run
+):
+    # The SDK sends them as headers; the HTTP library's refusal was reported as a
+    # server that cannot be reached, or a malformed response.
+    for name, value, problem in (
+        (
+            "OPENAI_ORG_ID",
+            "org-123\n",
+            "holds whitespace or a control character (a trailing newline from a file?)",
+        ),
+        ("OPENAI_PROJECT_ID", "proj-\u00e9", "holds a non-ASCII character"),
+    ):
+        monkeypatch.setenv(name, value)
+        engine = wfe_engine_factory()
+        task = _run_one(engine, wfe_run, OpenAIAgentAdapter(max_retries=0), max_attempts=1)
+        monkeypatch.delenv(name)
+
+        assert task.status is TaskStatus.FAILED
+        assert task.error == (
+            f"AdapterError: {name}={value!r} {problem}: the SDK sends it as an HTTP header, "
+            "which cannot carry it"
+        )
+    assert openai_server.requests == []
+
+
 def test_an_unreachable_server_is_a_clear_error(openai_server, monkeypatch, wfe_engine, wfe_run):
     port = _closed_port()
     url = f"http://127.0.0.1:{port}/v1"

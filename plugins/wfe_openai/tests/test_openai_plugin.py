@@ -249,6 +249,21 @@ def test_the_header_follows_wfe_agent_and_never_shows_the_key(
     assert not any(fake_key in line or fake_key[-8:] in line for line in lines)
 
 
+def test_the_header_warns_about_an_organization_no_header_can_carry(
+    openai_server, monkeypatch, wfe_engine_factory
+):
+    monkeypatch.setenv("WFE_AGENT", "openai")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-123\n")
+    engine = wfe_engine_factory(plugins=[wfe_openai.plugin])
+    assert report_header(engine) == [
+        f"agentic phases: OpenAI model gpt-4o at {openai_server.base_url}",
+        "warning: OPENAI_ORG_ID='org-123\\n' holds whitespace or a control character (a "
+        "trailing newline from a file?): the SDK sends it as an HTTP header, which cannot "
+        "carry it: agentic phases will fail",
+    ]
+
+
 def test_the_header_warns_about_a_server_url_the_adapter_refuses(
     openai_server, monkeypatch, wfe_engine_factory
 ):

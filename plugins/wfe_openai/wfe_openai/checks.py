@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -116,6 +117,33 @@ def _check_api_key(key: str, source: str, error: type[Exception]) -> None:
     else:
         return
     raise error(f"the API key ({source}) {problem}")
+
+
+#: Variables the openai SDK reads and sends as HTTP headers of every request.
+_HEADER_VARIABLES = ("OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
+
+
+def _check_header_variables(error: type[Exception]) -> None:
+    """Refuse an ``OPENAI_ORG_ID`` or ``OPENAI_PROJECT_ID`` no HTTP header can carry.
+
+    The SDK sends each as a header: the HTTP library would refuse the request, which
+    the SDK retries and reports as a server that cannot be reached (or, for a
+    non-ASCII character, as a malformed response). Neither is a secret, so the value
+    is shown.
+    """
+    for name in _HEADER_VARIABLES:
+        value = os.environ.get(name)
+        if not value:
+            continue  # unset or empty: none sent
+        if not value.isascii():
+            problem = "holds a non-ASCII character"
+        elif not all("!" <= char <= "~" for char in value):
+            problem = "holds whitespace or a control character (a trailing newline from a file?)"
+        else:
+            continue
+        raise error(
+            f"{name}={value!r} {problem}: the SDK sends it as an HTTP header, which cannot carry it"
+        )
 
 
 def _check_base_url(url: str, source: str, error: type[Exception]) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from wfcore import AdapterError
 
-from .checks import _check_api_key, _check_base_url
+from .checks import _check_api_key, _check_base_url, _check_header_variables
 from .redaction import _masked_url
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ def _build_client(
         )
     if not api_key:
         _check_api_key(key, "OPENAI_API_KEY", AdapterError)
+    _check_header_variables(AdapterError)
     import openai
 
     kwargs: dict[str, Any] = {"api_key": key}

@@ -154,7 +154,7 @@ def wfe_report_header(engine: ECSWorkflowEngine) -> list[str] | None:
         timeout, retries = settings.get("timeout"), settings.get("max_retries")
     else:
         return None
-    from .checks import _check_api_key, _check_base_url
+    from .checks import _check_api_key, _check_base_url, _check_header_variables
     from .client import _api_base_ignored
     from .redaction import _masked_url
 
@@ -184,6 +184,10 @@ def wfe_report_header(engine: ECSWorkflowEngine) -> list[str] | None:
                 _check_api_key(key, "OPENAI_API_KEY", ValueError)
             except ValueError as exc:
                 problems.append(f"{exc}: agentic phases will fail")
+        try:
+            _check_header_variables(ValueError)
+        except ValueError as exc:
+            problems.append(f"{exc}: agentic phases will fail")
     limits = []
     if isinstance(timeout, (int, float)):
         limits.append(f"timeout {timeout:g} s per request")
