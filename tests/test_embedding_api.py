@@ -500,3 +500,13 @@ def test_only_workflows_that_no_workflow_could_have_are_refused_when_built(names
     failed in SQLite with UnicodeEncodeError."""
     with pytest.raises(ValueError, match="only_workflows must be non-empty workflow names"):
         ECSWorkflowEngine(store="memory://", load_plugins=False, only_workflows=names)
+
+
+def test_register_workflow_with_a_spec_takes_the_description_given_beside_it():
+    """As start_phases given beside a WorkflowSpec wins over the spec's, so does
+    description (it was dropped without a word)."""
+    engine = ECSWorkflowEngine(store="memory://", load_plugins=False)
+    spec = wfcore.WorkflowSpec(name="x", phases=[Phase("a")], description="old")
+    assert engine.register_workflow("w", spec, "new").description == "new"
+    assert engine.workflows["w"].description == "new"
+    assert engine.register_workflow("v", spec).description == "old"

@@ -354,7 +354,7 @@ class ECSWorkflowEngine:
             spec = WorkflowSpec(
                 name=name,
                 phases=list(phases.phases),
-                description=phases.description,
+                description=phases.description if description is None else description,
                 start_phases=phases.start_phases if starts is None else starts,
             )
         else:
