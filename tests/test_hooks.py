@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -305,6 +306,35 @@ def test_a_failing_hook_is_logged_by_name_and_does_not_hurt_the_task(make_engine
     assert any("bad_callback" in m for m in messages), messages
     # Each failure message names the plugin (an object plugin by its class).
     assert all("Broken" in m for m in broken if "wfe_" in m)
+
+
+class Exiter:
+    """A plugin whose hook exits, as a command-line library does on bad input."""
+
+    @hookimpl
+    def wfe_phase_finished(self) -> None:
+        raise SystemExit("plugin quit")
+
+
+def test_a_hook_or_callback_that_exits_is_logged_and_the_worker_goes_on(
+    make_engine, wfe_run, caplog
+):
+    engine = make_engine(plugins=[Exiter()])
+    engine.register_handler("a", lambda task: setattr(task, "output", task.data))
+    engine.register_workflow("w", [Phase("a")])
+    engine.register_task_completed_hook(lambda task: sys.exit("callback quit"))
+
+    async def scenario() -> list[Task]:
+        await engine.submit_tasks([{"data": i, "workflow_name": "w"} for i in range(3)])
+        await engine.run_until_idle()
+        return await engine.list_tasks()
+
+    with caplog.at_level(logging.ERROR, logger="wfcore"):
+        tasks = wfe_run(scenario())
+    assert [t.status for t in tasks] == [TaskStatus.COMPLETED] * 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("plugin 'Exiter' failed in wfe_phase_finished" in m for m in messages) == 3
+    assert sum("completed hook" in m and "failed" in m for m in messages) == 3
 
 
 class Refuser:

@@ -1638,7 +1638,11 @@ class ECSWorkflowEngine:
                 if hook_name == "wfe_engine_started":  # a plugin refusing the start
                     raise PluginError(f"plugin {impl.plugin_name!r}: {exc}") from exc
                 logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
-            except Exception:
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                raise
+            except BaseException:
+                # SystemExit too (a hook built on argparse or click exits on bad
+                # input): one plugin's failure must not end the worker.
                 logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
 
     async def _after_phase(self, task: Task, phase: Phase) -> None:
@@ -1653,7 +1657,9 @@ class ECSWorkflowEngine:
                     # As a phase's handler runs: a plain function (a webhook posted
                     # with requests) in a thread, holding its task's slot, not the loop.
                     await run_handler(callback, task)
-                except Exception:
+                except (KeyboardInterrupt, asyncio.CancelledError):
+                    raise
+                except BaseException:  # SystemExit too, as for a lifecycle hook
                     logger.exception(
                         "task %s: completed hook %r failed", task.id, _name_of(callback)
                     )
