@@ -251,11 +251,15 @@ def show(
 
 def _detail(value: Any) -> str:
     """A history event's value as a person reads it: JSON but for plain text."""
-    return _cut(value) if isinstance(value, str) else _shown(value)
+    return _cut(value, _EVENT_INDENT) if isinstance(value, str) else _shown(value)
 
 
 # The most characters of one value `wfe show` prints; --json prints everything.
 _SHOWN_CHARS = 2000
+# Where the further lines of a multi-line value start: under a field's value
+# ("error     ..."), and deeper than the history's events ("  2026-...").
+_FIELD_INDENT = len("error     ")
+_EVENT_INDENT = 4
 
 
 def _shown(value: Any) -> str:
@@ -263,13 +267,18 @@ def _shown(value: Any) -> str:
     return _cut(json.dumps(value, ensure_ascii=False))
 
 
-def _cut(text: str) -> str:
+def _cut(text: str, indent: int = _FIELD_INDENT) -> str:
     """``text`` (its control characters written out, newlines kept) up to
-    _SHOWN_CHARS characters, then how long it is."""
+    _SHOWN_CHARS characters, then how long it is. Its further lines start
+    ``indent`` spaces in, under the text's first: a text from another program (a
+    command's error output) is then never taken for a field or event of its own,
+    and cannot pass off a line of its own as one."""
     if len(text) <= _SHOWN_CHARS:
-        return _printable(text, lines=True)
-    cut = _printable(text[:_SHOWN_CHARS], lines=True)
-    return f"{cut}… ({len(text):,} characters; --json shows all)"
+        shown = _printable(text, lines=True)
+    else:
+        cut = _printable(text[:_SHOWN_CHARS], lines=True)
+        shown = f"{cut}… ({len(text):,} characters; --json shows all)"
+    return shown.replace("\n", "\n" + " " * indent)
 
 
 async def _current_phase(store: Store, task: Task) -> Phase | None:
