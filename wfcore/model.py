@@ -262,6 +262,13 @@ def _check_phase(phase: Phase, where: str) -> None:
         not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd)
     ):
         raise InvalidWorkflowError(f"{where}.command: must be a non-empty list of strings (argv)")
+    for index, argument in enumerate(cmd or ()):
+        # The operating system takes each argument as a C string, which ends at a NUL.
+        if "\x00" in argument:
+            raise InvalidWorkflowError(
+                f"{where}.command[{index}]: {argument!r} holds a NUL character, "
+                "which no program can be given"
+            )
     if cmd is not None and phase.assigned_to is not TaskType.FUNCTIONAL:
         raise InvalidWorkflowError(
             f"{where}.command: only functional phases run commands, and this one is "
