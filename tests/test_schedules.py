@@ -202,6 +202,8 @@ def test_a_schedule_of_an_unknown_workflow_is_said_at_start_and_at_each_slot(
         ({"assigned_to": "robot"}, InvalidTaskError, "unknown assigned_to 'robot'"),
         ({"priority": 5000}, InvalidTaskError, "priority must be from -1000 to 1000, not 5000$"),
         ({"priority": "high"}, InvalidTaskError, "priority must be an integer from -1000"),
+        ({"classification": 5}, InvalidWorkflowError, "classification must be a phase's name"),
+        ({"classification": ""}, InvalidWorkflowError, "classification must be a phase's name"),
     ],
 )
 def test_a_bad_schedule_is_refused_naming_the_problem(

@@ -75,6 +75,14 @@ class Schedule:
             )
         if not isinstance(self.workflow_name, str) or not self.workflow_name:
             raise InvalidWorkflowError(f"schedule {name!r}: workflow_name must be a name")
+        if self.classification is not None and (
+            not isinstance(self.classification, str) or not self.classification
+        ):
+            # Here at once, rather than refused by submit_task at every slot.
+            raise InvalidWorkflowError(
+                f"schedule {name!r}: classification must be a phase's name or None, "
+                f"not {self.classification!r}"
+            )
         every = _seconds(self.every, f"schedule {name!r}: every")
         if not _MIN_EVERY <= every <= _MAX_EVERY or every != int(every):
             raise InvalidWorkflowError(
