@@ -1,8 +1,10 @@
-"""An app that ends the process as wfe loads it (sys.exit, argparse at import) or
-whose factory is async: one error naming it, never the app's own exit status."""
+"""Apps that misbehave as wfe loads them: one that ends the process (sys.exit,
+argparse at import) or whose factory is async gets one error naming it, never the
+app's own exit status; what one prints goes to stderr, off the command's output."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 ARGPARSE_APP = """\
@@ -86,3 +88,28 @@ def test_a_factory_that_exits_or_is_async_is_named(wfe, tmp_path: Path) -> None:
         "calls a factory without awaiting it; make it a plain function (def, not async "
         "def) that returns the engine\n"
     )  # and no warning of a coroutine never awaited after it
+
+
+PRINTING_APP = """\
+from wfcore import ECSWorkflowEngine, Phase
+
+print("loading the config")
+engine = ECSWorkflowEngine()
+engine.register_workflow("w", [Phase("p", assigned_to="human")])
+
+
+def make():
+    print("making the engine")
+    return engine
+"""
+
+
+def test_what_an_app_prints_as_it_loads_stays_off_stdout(wfe, tmp_path: Path) -> None:
+    """A script's id=$(wfe submit ...) or wfe tasks --json | jq reads stdout."""
+    (tmp_path / "printing_app.py").write_text(PRINTING_APP)
+    submitted = wfe("submit", "w", "--app", "printing_app:make")
+    task_id = submitted.stdout.strip()
+    assert submitted.stdout == f"{task_id}\n"
+    assert "loading the config\nmaking the engine\n" in submitted.stderr
+    listed = wfe("tasks", "--json", "--app", "printing_app:engine").stdout
+    assert [task["id"] for task in json.loads(listed)] == [task_id]

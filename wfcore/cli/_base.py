@@ -4,6 +4,7 @@ engine and store a command works on, parsing values and printing tables."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import json
@@ -424,7 +425,10 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        # What the app prints as it loads goes to stderr: stdout is the command's own
+        # (a submitted task's id, --json), which scripts read.
+        with contextlib.redirect_stdout(sys.stderr):
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         _log_traceback(exc)
         raise click.BadParameter(
@@ -455,7 +459,8 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
         ) from None
     if not isinstance(obj, ECSWorkflowEngine) and callable(obj):
         try:
-            obj = obj()
+            with contextlib.redirect_stdout(sys.stderr):
+                obj = obj()
         except Exception as exc:
             _log_traceback(exc)
             raise click.BadParameter(
