@@ -254,3 +254,40 @@ def test_a_url_given_as_a_stores_path_is_refused_naming_from_url(tmp_path) -> No
     with pytest.raises(StoreError, match=r"takes a file's path, not a URL.*from_url"):
         SQLiteStore(f"sqlite://{tmp_path / 'x.db'}")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_write_right_after_the_file_is_deleted_or_replaced_is_refused(
+    tmp_path, wfe_run, how
+) -> None:
+    """Reads look at the file once a second; a write acknowledged in that second
+    went to a file nobody could open again."""
+    from wfcore.stores.sqlite import StoreFileLostError
+
+    path = tmp_path / "wfe.db"
+
+    async def scenario() -> None:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            await store.insert_task(Task(id="before", data=1))
+            assert await store.get_task("before") is not None
+            for name in ("wfe.db", "wfe.db-wal", "wfe.db-shm"):
+                (tmp_path / name).unlink(missing_ok=True)
+            if how == "replaced":
+                other = SQLiteStore(path)
+                await other.open()
+                await other.close()
+            with pytest.raises(StoreFileLostError, match=f"was {how}"):
+                await store.insert_task(Task(id="after", data=2))
+        finally:
+            await store.close()
+
+    wfe_run(scenario())
+    saved = list(tmp_path.glob("wfe.db.saved-*"))
+    assert len(saved) == 1  # what the process saw of the lost file, "before" in it
+    conn = sqlite3.connect(saved[0])
+    try:
+        assert [r[0] for r in conn.execute("SELECT id FROM tasks")] == ["before"]
+    finally:
+        conn.close()

@@ -283,11 +283,13 @@ class _Writer(threading.Thread):
         connect: Callable[[], sqlite3.Connection],
         timeout: float,
         closing: threading.Event,
+        file_is_ours: Callable[[], bool],
     ) -> None:
         super().__init__(name="wfcore-sqlite-writer", daemon=True)
         self._connect = connect
         self._timeout = timeout
         self._closing = closing
+        self._file_is_ours = file_is_ours
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.commits = 0
 
@@ -369,6 +371,11 @@ class _Writer(threading.Thread):
         _begin_immediate(conn, self._timeout, self._closing)
         try:
             results = [(True, fn(conn, *args)) for fn, args, _, _ in batch]
+            # A file deleted or replaced under the open store would take the writes
+            # with it, after they were acknowledged: looked at before every commit,
+            # not only once a second as reads are.
+            if not self._file_is_ours():
+                raise _FileLost()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -541,6 +548,12 @@ class SQLiteStore(Store):
         try:
             result: _T = await self._writer.submit(fn)
             return result
+        except _FileLost:
+            self._file_checked = 0.0  # look now: it says what became of the file
+            await self._check_file()
+            raise StoreFileLostError(
+                f"the store file {self.path} was deleted or replaced: the write was not made"
+            ) from None
         except sqlite3.OperationalError as exc:
             # A read-only file or folder, a full disk, a lock held too long: the
             # store, not the task, is the problem.
@@ -584,9 +597,19 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}") from None
         self._file_checked = time.monotonic()
         self._file_lost = None
-        self._writer = _Writer(self._connect, self.timeout, self._closing)
+        self._writer = _Writer(self._connect, self.timeout, self._closing, self._file_is_ours)
         self._writer.start()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wfcore-sqlite-reader")
+
+    def _file_is_ours(self) -> bool:
+        """Whether the file at the store's path is still the one it opened (False
+        once it was deleted or replaced; True when it cannot be looked at now)."""
+        try:
+            return self._file_id is None or _file_id(self.path) == self._file_id
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # a file server away, say: SQLite will say what it finds
 
     async def _check_file(self) -> None:
         """Raise :class:`StoreFileLostError` once the file at the store's path is no
@@ -1548,6 +1571,10 @@ class StoreFileLostError(StoreError):
     anew): ``lasting``, so a worker stops rather than try again."""
 
     lasting = True
+
+
+class _FileLost(Exception):
+    """The writer found the store's file deleted or replaced before a commit."""
 
 
 class StoreNotOpenError(StoreError):
