@@ -298,3 +298,22 @@ def test_adapter_error_is_an_adapter_error(make_engine, wfe_run):
     engine.register_workflow("w", [Phase("think")])
     task = wfe_run(run_one(engine))
     assert task.error.startswith(AdapterError.__name__)
+
+
+class PlainRunAdapter:
+    """An adapter whose run is a plain function: it returns None, not an awaitable."""
+
+    def run(self, task: Task, phase: Phase, engine: Any) -> None:
+        task.output = "never seen"
+
+
+def test_an_adapter_whose_run_is_not_async_fails_the_attempt_saying_so(make_engine, wfe_run):
+    engine = make_engine()
+    engine.register_adapter("agentic", PlainRunAdapter())
+    engine.register_workflow("w", [Phase("think")])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: the agentic adapter PlainRunAdapter: run() returned NoneType, "
+        "not an awaitable (make it 'async def run')"
+    )

@@ -21,6 +21,7 @@ from collections.abc import Awaitable
 from contextvars import ContextVar
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from ._eager import start_task
@@ -796,6 +797,11 @@ class Worker:
             if adapter is None:
                 raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
             run = adapter.run(task, phase, self._engine)
+            if type(run) is not CoroutineType and not inspect.isawaitable(run):
+                raise AdapterError(
+                    f"the {task_type.value} adapter {type(adapter).__name__}: run() returned "
+                    f"{type(run).__name__}, not an awaitable (make it 'async def run')"
+                )
             if phase.timeout is not None and task_type is not TaskType.HUMAN:
                 if _WAIT_FOR_MAKES_A_TASK:
                     run = _exit_as_exception(run)
