@@ -17,13 +17,13 @@ import time
 import traceback
 import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TextIO, TypeVar
 
 import click
 
-from ..engine import ECSWorkflowEngine
+from ..engine import _MAX_SECONDS, ECSWorkflowEngine
 from ..errors import (
     InvalidOutputError,
     WorkflowError,
@@ -718,14 +718,21 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
     """``wfe submit``'s --delay (seconds) or --at (an aware datetime)."""
     if delay is not None and at is not None:
         raise click.UsageError("give --delay or --at, not both")
+    # Checked as submit_task checks run_after, but named as the option given, and
+    # before a store is opened (or made, and removed again).
     if delay is not None:
-        return _parse_age(delay, "--delay", "a duration")
+        seconds = _parse_age(delay, "--delay", "a duration")
+        if seconds > _MAX_SECONDS:
+            raise click.BadParameter(f"{delay!r} is more than 100 years", param_hint="--delay")
+        return seconds
     if at is None:
         return None
     try:
         when = parse_time(at)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
+    if when - datetime.now(timezone.utc) > timedelta(seconds=_MAX_SECONDS):
+        raise click.BadParameter(f"{at!r} is more than 100 years away", param_hint="--at")
     if when <= datetime.now(timezone.utc):
         click.echo(f"wfe: --at {at} is in the past: the task starts now", err=True)
     return when
