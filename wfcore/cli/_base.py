@@ -207,10 +207,12 @@ def _engine(
             raise click.ClickException(str(exc)) from None
     if not in_process and engine.store_url.startswith("memory:"):
         raise _memory_refused()  # from --store, WFE_STORE or the app's own
+    # Whose store it is, for an error naming it: the app's code's, or --store's.
+    named_by_app = app if app and not url and engine._store_arg else None
     if reading:
         _read_as_is(engine)
     if existing:  # the app's own, or the one --store or WFE_STORE names
-        _check_store_exists(engine)
+        _check_store_exists(engine, named_by_app)
     return engine
 
 
@@ -252,15 +254,22 @@ def _memory_refused() -> click.ClickException:
     )
 
 
-def _check_store_exists(engine: ECSWorkflowEngine) -> None:
+def _check_store_exists(engine: ECSWorkflowEngine, named_by_app: str | None = None) -> None:
     """Refuse the engine's store if it does not exist yet: opening it would create
     it empty, and a mistyped --store or WFE_STORE would look like an empty store.
-    A store that cannot tell (:meth:`Store.exists` says None) is let through."""
+    A store that cannot tell (:meth:`Store.exists` says None) is let through.
+    ``named_by_app``: the app (``myapp:engine``) whose code names the store, where
+    to look then instead of --store and WFE_STORE."""
     store = _store_to_make(engine)
     if store is not None:
+        where = (
+            f"the store {named_by_app} names in code, its store=; --store or WFE_STORE "
+            "picks another"
+            if named_by_app
+            else "check --store and WFE_STORE"
+        )
         raise click.ClickException(
-            f"no store at {store.location}: nothing was submitted or run there "
-            "(check --store and WFE_STORE)"
+            f"no store at {store.location}: nothing was submitted or run there ({where})"
         )
 
 
