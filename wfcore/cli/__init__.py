@@ -54,6 +54,9 @@ def plugins(ctx: click.Context, show_all: bool, hook: str | None, as_json: bool)
     infos = plugin_infos(pm, include_builtins=show_all, store_urls=store_urls)
     if hook:
         hooks = sorted(name for name in vars(pm.hook) if name.startswith("wfe_"))
+        # In any case, and without the prefix every hook has: classify, WFE_CLASSIFY.
+        spelled = hook.strip().lower()
+        hook = next((h for h in (spelled, f"wfe_{spelled}") if h in hooks), hook)
         if hook not in hooks:
             raise click.BadParameter(
                 f"no hook named {hook!r} (hooks: {', '.join(hooks)})", param_hint="--hook"

@@ -143,8 +143,9 @@ _HISTORY_SHOWN = 100
 
 
 def _history_count(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
-    """--history's value: a count of events, or None for all of them."""
-    if value == "all":
+    """--history's value: a count of events, or None for all of them (``all``, in
+    any case, as status names are taken)."""
+    if value.strip().lower() == "all":
         return None
     try:
         count = int(value)
