@@ -1,5 +1,6 @@
-"""Names wfe takes in any case, as it takes status names: --history all, and
-plugins --hook with or without the wfe_ prefix every hook has."""
+"""Values wfe takes as a person writes them: --history all and plugins --hook
+names in any case (as status names are taken), the hook without the wfe_ prefix
+every hook has; and a --metrics port that cannot exist said to be one."""
 
 from __future__ import annotations
 
@@ -24,3 +25,14 @@ def test_plugins_hook_in_any_case_and_without_its_prefix(wfe) -> None:
     unknown = wfe("plugins", "--hook", "nosuch", check=False)
     assert unknown.returncode == 2
     assert "no hook named 'nosuch' (hooks: wfe_attempt_failed, " in unknown.stderr
+
+
+def test_a_metrics_port_that_does_not_exist_is_named(wfe) -> None:
+    for value in ("99999", "0.0.0.0:70000"):
+        result = wfe("worker", APP, "--metrics", value, check=False)
+        assert result.returncode == 2
+        port = value.rpartition(":")[2]
+        assert result.stderr.endswith(
+            f"Error: Invalid value for --metrics: {value!r}: port {port} does not exist "
+            "(ports are 0 to 65535; 0: any free one)\n"
+        ), result.stderr

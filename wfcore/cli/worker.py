@@ -332,6 +332,11 @@ def _host_port(text: str) -> tuple[str, int]:
         number = int(port)
     except ValueError:
         number = -1
+    if number > 65535 and host:
+        raise click.BadParameter(
+            f"{text!r}: port {number} does not exist (ports are 0 to 65535; 0: any free one)",
+            param_hint="--metrics",
+        )
     if not 0 <= number <= 65535 or not host:
         raise click.BadParameter(
             f"{text!r} is not [HOST:]PORT (e.g. 9100 or 0.0.0.0:9100)", param_hint="--metrics"
