@@ -29,6 +29,7 @@ from ._base import (
     EXIT_INTERRUPTED,
     _Context,
     _setup_logging,
+    _stderr_gone,
     _table,
     _unencodable_escaped,
     cli,
@@ -129,6 +130,10 @@ def main() -> None:
 
 
 def _main() -> None:
+    if sys.stderr is None:
+        # Started with stderr closed (2>&-, a daemon launcher): Python gives None,
+        # which every log line, note and error would fail on; they go nowhere instead.
+        _stderr_gone()
     _unencodable_escaped()
     # Before the plugins load, for what they log; the command sets its own level.
     level = os.environ.get("WFE_LOG_LEVEL", "").upper()

@@ -497,7 +497,7 @@ async def _work(
         for line in [*_schedule_lines(engine), *report_header(engine)]:
             _say(f"  {line}")
     said = await _note_delayed_only(store, only) if until_idle else None
-    progress = _Progress(terminal=sys.stderr.isatty(), label=label)
+    progress = _Progress(terminal=sys.stderr is not None and sys.stderr.isatty(), label=label)
     reporter = None if quiet else asyncio.create_task(_report(engine, progress))
     noting = None
     if until_idle and quiet:
