@@ -1,8 +1,12 @@
 """An empty --data or --output (an unset variable, an empty file or pipe) is named
-as empty, not as JSON's "Expecting value: line 1 column 1 (char 0)"."""
+as empty, not as JSON's "Expecting value: line 1 column 1 (char 0)"; --data - with
+stdin closed is one line too."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -21,3 +25,20 @@ def test_empty_json_input_is_named_as_empty(wfe, tmp_path: Path) -> None:
         assert f"Error: Invalid value for {message}" in result.stderr, (args, result.stderr)
         assert "Expecting value" not in result.stderr
     assert not (tmp_path / "wfe.db").exists()  # refused before a store was made
+
+
+def test_data_from_a_closed_stdin_is_one_line(wfe, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", "submit", "review", "--data", "-"],
+        cwd=tmp_path,
+        env=wfe.env,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.close(0),
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "Error: Invalid value for --data: stdin is closed: no JSON to read\n"
+    )
+    assert "Traceback" not in result.stderr

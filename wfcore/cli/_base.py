@@ -379,6 +379,8 @@ def _read_data(value: str) -> str:
     Stdin and files are read as UTF-8, as JSON is exchanged, whatever the locale
     (a latin-1 one would turn 日本 into mojibake), after a byte order mark if any."""
     if value == "-":
+        if sys.stdin is None:  # started with it closed (<&-): Python gives None
+            raise click.BadParameter("stdin is closed: no JSON to read", param_hint="--data")
         try:
             text = sys.stdin.buffer.read().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
