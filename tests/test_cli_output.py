@@ -122,8 +122,13 @@ def test_a_store_overriding_the_apps_own_is_named(wfe, tmp_path: Path) -> None:
     assert "not the app's own" not in kept.stderr
     assert (tmp_path / "own.db").exists()
     masked = wfe(
-        "submit", "w", "--app", "own_store_app:engine",
-        "--store", "postgresql://bob:hunter2@db/wf", check=False,
+        "submit",
+        "w",
+        "--app",
+        "own_store_app:engine",
+        "--store",
+        "postgresql://bob:hunter2@db/wf",
+        check=False,
     )
     note = masked.stderr.splitlines()[0]
     assert "postgresql://***@db/wf" in note and "hunter2" not in note
