@@ -14,6 +14,7 @@ from ..engine import _MAX_SECONDS, ECSWorkflowEngine
 from ..errors import (
     InvalidTaskError,
     StoreError,
+    UnknownTaskError,
     UnknownWorkflowError,
     WorkflowError,
 )
@@ -397,7 +398,18 @@ def wait(
     async def wait_for_it() -> Task:
         if not waiting:
             await _note_waiting(engine, task_id)
-        return await engine.wait_for_task(task_id, timeout=seconds, waiting=waiting)
+        known = await engine.get_task(task_id) is not None
+        try:
+            return await engine.wait_for_task(task_id, timeout=seconds, waiting=waiting)
+        except UnknownTaskError:
+            if not known:
+                raise
+            # Only a finished task is purged: "unknown task" would read as a wrong id.
+            raise click.ClickException(
+                f"task {task_id!r} was deleted while this waited for it: it finished and "
+                "was purged (wfe purge) before this saw how; wfe wait cannot tell how it "
+                "ended now"
+            ) from None
 
     try:
         task = _run(_closing(engine, wait_for_it()))
