@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
+import pytest
+from core_util import db_path
+
 from wfcore import ECSWorkflowEngine, MemoryStore, Phase, Task, TaskStatus
 from wfcore.stores.base import Store
 from wfcore.stores.sqlite import SQLiteStore
@@ -107,3 +110,40 @@ def test_sqlite_count_delayed_reads_an_index_of_pending_tasks(wfe_store_url, wfe
             "SELECT sql FROM sqlite_master WHERE name = 'tasks_pending_ready'"
         ).fetchall()
     assert "WHERE status = 'pending'" in sql
+
+
+def test_a_store_this_process_may_only_read_counts_without_making_the_index(
+    wfe_store_url, wfe_run
+):
+    """wfe metrics, run by a scraper that may read the store but not write it, asks
+    count_delayed first: it used to fail making the index."""
+    import subprocess
+
+    path = db_path(wfe_store_url)
+    writer = SQLiteStore.from_url(wfe_store_url)
+
+    async def fill() -> None:
+        await writer.open()
+        try:
+            await writer.insert_task(Task(run_after=datetime(2099, 1, 1, tzinfo=timezone.utc)))
+        finally:
+            await writer.close()
+
+    wfe_run(fill())
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make the store file immutable: {done.stderr.strip()}")
+    reader = SQLiteStore.from_url(wfe_store_url)
+    reader.upgrade = False
+
+    async def count() -> tuple[int, datetime | None]:
+        await reader.open()
+        try:
+            return await reader.count_delayed()
+        finally:
+            await reader.close()
+
+    try:
+        assert wfe_run(count()) == (1, datetime(2099, 1, 1, tzinfo=timezone.utc))
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)

@@ -1148,16 +1148,24 @@ class SQLiteStore(Store):
     ) -> tuple[int, datetime | None]:
         # Pending tasks' ready_at is their run_after (or when they were last released).
         if not self._delayed_index:
-            await self._write(_ensure_delayed_index)
-            self._delayed_index = True
+            self._delayed_index = await self._read(_has_delayed_index)
+        if not self._delayed_index:
+            try:
+                await self._write(_ensure_delayed_index)
+                self._delayed_index = True
+            except StoreError:
+                # A store this process may only read (wfe metrics run by a scraper
+                # that may not write it): counted without the index this time.
+                pass
         only, names = _of_workflows(workflows)
         where = f"status = 'pending' AND ready_at > ?{only}"
         params: list[Any] = [time.time(), *names]
+        indexed = "INDEXED BY tasks_pending_ready " if self._delayed_index else ""
 
         def read(conn: sqlite3.Connection) -> tuple[int, float | None]:
             # Two statements in one snapshot: count(*) alone reads only the index,
             # and min() alone stops at its first entry; asked together, neither.
-            sql = f"FROM tasks INDEXED BY tasks_pending_ready WHERE {where}"
+            sql = f"FROM tasks {indexed}WHERE {where}"
             conn.execute("BEGIN")
             try:
                 count = conn.execute(f"SELECT count(*) {sql}", params).fetchone()[0]
@@ -1776,6 +1784,13 @@ def _of_workflows(workflows: Sequence[str] | None) -> tuple[str, list[str]]:
         return "", []
     names = list(dict.fromkeys(workflows))
     return f" AND workflow_name IN ({', '.join('?' * len(names))})", names
+
+
+def _has_delayed_index(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_pending_ready'"
+    ).fetchone()
+    return found is not None
 
 
 def _ensure_delayed_index(conn: sqlite3.Connection) -> None:
