@@ -97,9 +97,12 @@ async def background(engine: ECSWorkflowEngine) -> AsyncIterator[asyncio.Task[No
         await asyncio.wait_for(runner, 15)
 
 
-async def run_task(engine: ECSWorkflowEngine, data: Any, workflow: str) -> Task:
-    """Submit a task, run the engine until it is idle, and return the task as stored."""
-    task = await engine.submit_task(data, workflow)
+async def run_task(
+    engine: ECSWorkflowEngine, data: Any, workflow: str | None, **submit: Any
+) -> Task:
+    """Submit a task (``submit``: more of submit_task's arguments), run the engine
+    until it is idle, and return the task as stored."""
+    task = await engine.submit_task(data, workflow, **submit)
     await engine.run_until_idle()
     stored = await engine.get_task(task.id)
     assert stored is not None

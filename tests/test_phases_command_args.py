@@ -5,8 +5,9 @@ given it, and Python's own error would be a bare ``ValueError: embedded null byt
 from __future__ import annotations
 
 import pytest
+from core_util import run_task
 
-from wfcore import InvalidWorkflowError, Phase, Task, TaskStatus
+from wfcore import InvalidWorkflowError, Phase, TaskStatus
 
 
 def test_a_nul_in_a_defined_workflows_argument_fails_the_definition(make_engine, wfe_run):
@@ -16,14 +17,7 @@ def test_a_nul_in_a_defined_workflows_argument_fails_the_definition(make_engine,
         "phases": [{"target_classification": "say", "command": ["echo", "hello\u0000world"]}],
     }
 
-    async def scenario() -> Task:
-        task = await engine.submit_task(spec, None, classification="define_workflow")
-        await engine.run_until_idle()
-        stored = await engine.get_task(task.id)
-        assert stored is not None
-        return stored
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, spec, None, classification="define_workflow"))
     assert task.status is TaskStatus.FAILED
     assert task.error is not None
     assert task.error.startswith("InvalidWorkflowError: ")

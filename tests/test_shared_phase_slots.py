@@ -167,6 +167,22 @@ def test_only_stores_that_share_slots_are_asked():
     assert not MemoryStore.shares_phase_slots  # one process: the worker's own slots
 
 
+WFE = [sys.executable, "-m", "wfcore.cli"]
+
+
+def _submit(app: str, n: int, env: dict[str, str], cwd: Path) -> None:
+    """Submit n tasks (data 0 to n-1) to workflow "w" of ``app`` with ``wfe submit``."""
+    for i in range(n):
+        subprocess.run(
+            [*WFE, "submit", "w", "--app", app, "--data", str(i)],
+            env=env,
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
 APP = """
 import os, sys
 from wfcore import ECSWorkflowEngine, Phase
@@ -201,18 +217,9 @@ def test_commands_never_overlap_across_worker_processes(tmp_path: Path, worker_e
     (tmp_path / "limited_app.py").write_text(textwrap.dedent(APP))
     log = tmp_path / "runs.log"
     env = with_pythonpath(worker_env, tmp_path, RUNS_LOG=str(log))
-    wfe = [sys.executable, "-m", "wfcore.cli"]
-    for i in range(6):
-        subprocess.run(
-            [*wfe, "submit", "w", "--app", "limited_app:engine", "--data", str(i)],
-            env=env,
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+    _submit("limited_app:engine", 6, env, tmp_path)
     # Each worker holds one task at a time, so that both get some.
-    worker = [*wfe, "worker", "limited_app:engine", "--until-idle", "--concurrency", "1"]
+    worker = [*WFE, "worker", "limited_app:engine", "--until-idle", "--concurrency", "1"]
     procs = [
         subprocess.Popen(worker, env=env, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)
     ]
@@ -275,22 +282,13 @@ def test_a_worker_killed_mid_phase_frees_its_slot_for_the_others(
     (tmp_path / "gated_app.py").write_text(textwrap.dedent(GATED_APP))
     log, gate = tmp_path / "runs.log", tmp_path / "gate"
     env = with_pythonpath(worker_env, tmp_path, RUNS_LOG=str(log), GATE=str(gate))
-    wfe = [sys.executable, "-m", "wfcore.cli"]
-    for i in range(2):
-        subprocess.run(
-            [*wfe, "submit", "w", "--app", "gated_app:engine", "--data", str(i)],
-            env=env,
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    first = subprocess.Popen([*wfe, "worker", "gated_app:engine"], env=env, cwd=tmp_path)
+    _submit("gated_app:engine", 2, env, tmp_path)
+    first = subprocess.Popen([*WFE, "worker", "gated_app:engine"], env=env, cwd=tmp_path)
     second = None
     try:
         wait_until(lambda: log.exists() and log.read_text(), what="the first command to start")
         second = subprocess.Popen(
-            [*wfe, "worker", "gated_app:engine", "--until-idle"],
+            [*WFE, "worker", "gated_app:engine", "--until-idle"],
             env=env,
             cwd=tmp_path,
             stderr=subprocess.PIPE,
@@ -323,6 +321,6 @@ def test_a_worker_killed_mid_phase_frees_its_slot_for_the_others(
         f"end {second.pid}",
     ]
     status = subprocess.run(
-        [*wfe, "tasks", "--json"], env=env, cwd=tmp_path, capture_output=True, timeout=60
+        [*WFE, "tasks", "--json"], env=env, cwd=tmp_path, capture_output=True, timeout=60
     )
     assert [t["status"] for t in json.loads(status.stdout)] == ["completed"] * 2
