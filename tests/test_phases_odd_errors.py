@@ -15,6 +15,17 @@ import pytest
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 
+# The events of a task whose phase failed both its attempts (max_attempts=2).
+_TWO_FAILED_ATTEMPTS = [
+    "submitted",
+    "phase_started",
+    "attempt_failed",
+    "retry_scheduled",
+    "phase_started",
+    "attempt_failed",
+    "failed",
+]
+
 
 class AppAbort(BaseException):
     """An app's own BaseException subclass, as some libraries define."""
@@ -98,15 +109,7 @@ def test_a_phase_raising_it_fails_its_attempts(
     assert task.error == error
     events = [event["event"] for event in task.history]
     # Two attempts, each counted; no lost worker, no hand-back.
-    assert events == [
-        "submitted",
-        "phase_started",
-        "attempt_failed",
-        "retry_scheduled",
-        "phase_started",
-        "attempt_failed",
-        "failed",
-    ]
+    assert events == _TWO_FAILED_ATTEMPTS
     assert type(exc).__name__ in (task.traceback or "")
 
 
@@ -209,15 +212,7 @@ def test_a_phase_changing_a_field_of_the_engine_fails_its_attempt(make_engine, w
     assert task.assigned_to.value == "agentic"
     # The retry's start, if any: not the value the phase set.
     assert task.run_after is None or task.run_after < _later() - timedelta(hours=1)
-    assert [event["event"] for event in task.history] == [
-        "submitted",
-        "phase_started",
-        "attempt_failed",
-        "retry_scheduled",
-        "phase_started",
-        "attempt_failed",
-        "failed",
-    ]
+    assert [event["event"] for event in task.history] == _TWO_FAILED_ATTEMPTS
 
 
 def test_a_phase_that_checkpoints_keeps_its_task_version_and_history(make_engine, wfe_run):

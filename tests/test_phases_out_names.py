@@ -9,6 +9,8 @@ import sys
 import tempfile
 import textwrap
 
+from core_util import run_task
+
 from wfcore import Phase, Task, TaskStatus
 
 # First attempt: out/a and out/"b<newline>c" (refused). Second: out/a/x, with "a" a
@@ -39,11 +41,8 @@ def test_a_refused_name_fails_the_attempt_and_takes_its_copies_away(make_engine,
     )
 
     async def scenario() -> tuple[Task, list[str]]:
-        task = await engine.submit_task({}, "w")
-        await engine.run_until_idle()
-        stored = await engine.get_task(task.id)
-        assert stored is not None
-        folder = (await engine.get_store()).artifacts_dir / task.id
+        stored = await run_task(engine, {}, "w")
+        folder = (await engine.get_store()).artifacts_dir / stored.id
         files = sorted(
             os.path.relpath(os.path.join(where, name), folder)
             for where, _, names in os.walk(folder)
@@ -127,11 +126,8 @@ def test_a_timeout_while_out_is_collected_leaves_no_file_behind(make_engine, wfe
     )
 
     async def scenario() -> tuple[Task, list[str]]:
-        task = await engine.submit_task({}, "w")
-        await engine.run_until_idle()
-        stored = await engine.get_task(task.id)
-        assert stored is not None
-        folder = (await engine.get_store()).artifacts_dir / task.id
+        stored = await run_task(engine, {}, "w")
+        folder = (await engine.get_store()).artifacts_dir / stored.id
         return stored, sorted(os.listdir(folder)) if folder.exists() else []
 
     task, files = wfe_run(scenario())
