@@ -91,3 +91,37 @@ def test_an_artifact_without_its_file_fails_the_attempt_naming_it(
         "ArtifactError: cannot give the command the task's artifacts: task 't1' has no "
         f"artifact 'notes/x.txt' (no file in {tmp_path / 'wfe.db-artifacts'})"
     )
+
+
+def test_wfe_show_names_an_artifacts_file_where_the_restored_store_keeps_it(
+    wfe_engine_factory, wfe_run, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    first = tmp_path / "first" / "wfe.db"
+    first.parent.mkdir()
+    engine = _engine(wfe_engine_factory, first)
+
+    async def start() -> None:
+        await engine.submit_task({}, "w", task_id="t1")
+        await engine.run_until_idle()
+        await engine.aclose()
+
+    wfe_run(start())
+    restored = tmp_path / "restored" / "wfe.db"
+    _copy_store(first, restored)
+    shutil.rmtree(first.parent)
+    shown = subprocess.run(
+        [sys.executable, "-m", "wfcore.cli", "show", "t1", "--store", f"sqlite://{restored}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, WFE_LOAD_PLUGINS=""),
+    )
+    assert shown.returncode == 0, shown.stderr
+    [line] = [line for line in shown.stdout.splitlines() if line.startswith("artifact  ")]
+    where = tmp_path / "restored" / "wfe.db-artifacts" / "t1" / "notes" / "x.txt"
+    assert line == f"artifact  notes/x.txt (27 bytes, text/plain) {where}"
+    assert where.read_text() == "written in the first folder"

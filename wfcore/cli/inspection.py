@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import click
@@ -182,14 +183,15 @@ def show(
     """
     engine = _engine(ctx, store, existing=True, reading=True)
 
-    async def fetch() -> tuple[Task | None, Phase | None, tuple[str, datetime] | None]:
+    async def fetch() -> tuple[Task | None, Phase | None, tuple[str, datetime] | None, Path | None]:
         task = await engine.get_task(task_id)
         if as_json or task is None:
-            return task, None, None
+            return task, None, None, None
         store = await engine.get_store()
-        return task, await _current_phase(store, task), await store.lease_of(task.id)
+        phase = await _current_phase(store, task)
+        return task, phase, await store.lease_of(task.id), store.artifacts_dir
 
-    task, phase, lease = _run(_closing(engine, fetch()))
+    task, phase, lease, artifacts_dir = _run(_closing(engine, fetch()))
     if task is None:
         raise click.ClickException(f"unknown task {task_id!r}")
     if as_json:
@@ -229,7 +231,10 @@ def show(
     for name, value in task.outputs.items():
         click.echo(f"output    {name}: {_shown(value)}")
     for art in task.artifacts:
-        shown = f"{art.name} ({art.size} bytes, {art.media_type}) {art.path}"
+        # Where the store keeps it now, as read_artifact and command phases find it:
+        # the path recorded when it was written is wrong for a store restored elsewhere.
+        where = artifacts_dir / task.id / art.name if artifacts_dir is not None else art.path
+        shown = f"{art.name} ({art.size} bytes, {art.media_type}) {where}"
         click.echo(f"artifact  {_printable(shown)}")
     click.echo("history")
     events = task.history
