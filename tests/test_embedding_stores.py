@@ -233,3 +233,12 @@ def test_a_sqlite_path_under_a_file_says_which_file_is_in_the_way(tmp_path: Path
             str(caught.value) == f"cannot use {path}: {tmp_path / 'wfe.db'} is a file, not a folder"
         )
     assert [p.name for p in tmp_path.iterdir()] == ["wfe.db"]
+
+
+def test_a_stores_durability_is_taken_in_any_case_as_the_url_takes_it(tmp_path) -> None:
+    assert SQLiteStore(tmp_path / "a.db", durability="FULL").durability == "full"
+    assert SQLiteStore.from_url(f"sqlite://{tmp_path / 'b.db'}?durability=FULL").durability == (
+        "full"
+    )
+    with pytest.raises(StoreError, match="durability must be 'normal' or 'full', not 'fast'"):
+        SQLiteStore(tmp_path / "c.db", durability="fast")

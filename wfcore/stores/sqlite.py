@@ -401,8 +401,10 @@ class SQLiteStore(Store):
     def __init__(
         self, path: str | Path, durability: str = "normal", timeout: float = _BUSY_TIMEOUT
     ) -> None:
+        # In any case, as the URL's ?durability= takes it.
+        given, durability = durability, durability.lower() if isinstance(durability, str) else ""
         if durability not in ("normal", "full"):
-            raise StoreError(f"durability must be 'normal' or 'full', not {durability!r}")
+            raise StoreError(f"durability must be 'normal' or 'full', not {given!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
         if not 0 <= timeout <= _MAX_BUSY_TIMEOUT:  # NaN too
