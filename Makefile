@@ -30,9 +30,12 @@ chromium:
 	  else echo "chromium not found: install it (apt-get install chromium) or the browser tests skip"; fi; \
 	fi
 
+# compileall: the tests start hundreds of wfe and worker processes, and where
+# PYTHONDONTWRITEBYTECODE is set each of them would compile wfcore from source again.
 test: install-dev chromium
 	$(BIN)/ruff check wfcore plugins tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/python -m compileall -q wfcore $(foreach p,$(PLUGINS),$(p)/$(notdir $(p)))
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: install-dev
