@@ -896,6 +896,16 @@ def test_the_report_header_of_an_engine_wired_in_code(
         ({"workflow_name": "w", "format": 1.0}, ValueError, r"^format: .*, not 1\.0 \("),
         ({"workflow_name": "w", "format": True}, ValueError, r"^format: .*, not True \("),
         ({"workflow_name": "w", "format": 0}, ValueError, r"^format: .*, not 0 \("),
+        (
+            {"workflow_name": "w", "data": {"ratio": float("nan")}},
+            ValueError,
+            r"^task message field 'data': must be JSON: Out of range float values",
+        ),
+        (
+            {"workflow_name": "w", "data": {"tags": {"a"}}},
+            ValueError,
+            r"^task message field 'data': must be JSON: Object of type set is not",
+        ),
     ],
 )
 def test_publish_task_refuses_what_a_worker_would_dead_letter(

@@ -23,6 +23,7 @@ from wfcore.wire import (
     MAX_JSON_DEPTH,
     dumps,
     json_kind,
+    json_problem,
     parse_time,
     task_to_dict,
 )
@@ -319,6 +320,12 @@ def task_message(task: Task | Mapping[str, Any]) -> bytes:
         doc = {k: task[k] for k in TASK_FIELDS if k in task and k != "format"}
         if isinstance(doc.get("run_after"), datetime):
             doc["run_after"] = doc["run_after"].isoformat()
+        for name, value in doc.items():
+            # Named here: JSON's own error ("Object of type set is not JSON
+            # serializable") says neither which field nor that it is the message's.
+            problem = json_problem(value)
+            if problem is not None:
+                raise ValueError(f"task message field {name!r}: must be JSON: {problem}")
     doc["format"] = FORMAT_VERSION
     return _dumps(doc)
 
