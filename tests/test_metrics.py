@@ -270,3 +270,53 @@ def test_a_metric_that_prometheus_could_not_read_is_refused_when_made() -> None:
         with pytest.raises(ValueError) as refused:
             Metric(*args)
         assert str(refused.value) == message
+
+
+def test_tasks_in_their_first_phase_count_under_phase_empty(wfe_engine_factory, wfe_run) -> None:
+    """The store learns a task's phase when its first phase ends or waits; until then
+    the task still counts among the unfinished ones by phase, under phase="", so
+    that the phases add up to the unfinished tasks of the workflow."""
+    engine = wfe_engine_factory()
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold(task: Task) -> None:
+        started.set()
+        await release.wait()
+
+    engine.register_handler("hold", hold)
+    engine.register_workflow("held", [Phase("hold", assigned_to="functional")])
+    later = datetime.now(timezone.utc) + timedelta(hours=2)
+
+    async def scenario() -> dict[Any, float]:
+        await engine.submit_task(0, "held", run_after=later)  # pending, not due
+        await engine.submit_task(1, "held")
+        running = asyncio.create_task(engine.run())
+        try:
+            await asyncio.wait_for(started.wait(), 30)
+            return _samples(await render_metrics(engine))
+        finally:
+            release.set()
+            engine.stop()
+            await running
+
+    samples = wfe_run(scenario())
+    assert samples[("wfcore_tasks", (("status", "in_progress"), ("workflow", "held")))] == 1
+    assert samples[("wfcore_tasks", (("status", "pending"), ("workflow", "held")))] == 1
+    assert samples[("wfcore_tasks_in_phase", (("phase", ""), ("workflow", "held")))] == 2
+
+
+class _Wordy:
+    @hookimpl
+    def wfe_metrics(self):
+        return [Metric("wordy_total", "counter", "Sent.\nSee C:\\logs.", 4)]
+
+
+def test_a_plugins_help_text_is_escaped(wfe_engine_factory, wfe_run) -> None:
+    """A line feed or backslash in a plugin's help would break the whole scrape."""
+    engine = wfe_engine_factory(plugins=[_Wordy()])
+    text = wfe_run(render_metrics(engine))
+    assert "# HELP wordy_total Sent.\\nSee C:\\\\logs.\n" in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["wordy"].documentation == "Sent.\nSee C:\\logs."
+    assert _samples(text)[("wordy_total", ())] == 4

@@ -97,6 +97,10 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
     names = sorted({spec.name for spec in await store.load_workflows()} | set(engine.workflows))
     out.family("wfcore_tasks", "gauge", "Tasks in the store, by workflow and status.")
     by_workflow = await store.count_all_by_workflow()
+    unfinished = {
+        name: sum(n for status, n in counts.items() if not status.is_finished)
+        for name, counts in by_workflow.items()
+    }
     for name in names:
         counts = by_workflow.pop(name, {})
         for status in TaskStatus:
@@ -110,11 +114,24 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
         if count > 0:
             out.sample("wfcore_tasks", count, workflow="", status=status.value)
 
-    out.family("wfcore_tasks_in_phase", "gauge", "Unfinished tasks, by workflow and phase.")
+    out.family(
+        "wfcore_tasks_in_phase",
+        "gauge",
+        'Unfinished tasks, by workflow and phase (phase="": the first, not chosen yet).',
+    )
     by_phase = await store.count_all_by_phase()
     for name in names:
-        for phase, count in sorted(by_phase.get(name, {}).items()):
+        phases = by_phase.get(name, {})
+        for phase, count in sorted(phases.items()):
             out.sample("wfcore_tasks_in_phase", count, workflow=name, phase=phase)
+        # The store learns a task's phase when its first phase ends or waits, so
+        # a task still in its first phase (running it, or pending before it) has
+        # none yet; without this line the sum over phases would leave them out.
+        # The two counts are separate reads, so a task moving between them may
+        # make the difference negative for one scrape: nothing is shown then.
+        unplaced = unfinished.get(name, 0) - sum(phases.values())
+        if unplaced > 0:
+            out.sample("wfcore_tasks_in_phase", unplaced, workflow=name, phase="")
 
     delayed, first = await store.count_delayed()
     out.family("wfcore_tasks_delayed", "gauge", "Pending tasks not due yet.")
@@ -206,7 +223,10 @@ class _Lines:
         self._lines: list[str] = []
 
     def family(self, name: str, kind: str, text: str) -> None:
-        self._lines.append(f"# HELP {name} {text}")
+        # HELP text escapes only backslash and line feed (a plugin's help may
+        # hold either); a raw line feed would end the line and break the scrape.
+        help_text = text.replace("\\", "\\\\").replace("\n", "\\n")
+        self._lines.append(f"# HELP {name} {help_text}")
         self._lines.append(f"# TYPE {name} {kind}")
 
     def sample(self, name: str, value: float, **labels: str) -> None:
