@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from core_util import events
 
-from wfcore import DEFINE_WORKFLOW, ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore import DEFINE_WORKFLOW, ECSWorkflowEngine, InvalidTaskError, Phase, Task, TaskStatus
 from wfcore.wire import workflow_from_dict
 
 
@@ -485,3 +485,56 @@ def test_a_property_named_pattern_is_no_regular_expression(make_engine, wfe_run)
         return await engine.get_task(task.id)
 
     assert wfe_run(scenario()).status is TaskStatus.WAITING_HUMAN
+
+
+def test_a_defined_workflow_keeps_its_start_phases(wfe_engine_factory, wfe_run):
+    """A spec's start_phases are part of the workflow it defines: stored with it (for
+    this engine and another on the store), so a task naming another phase is refused;
+    the same spec defined again, or registered in code, is the same workflow."""
+    definer = wfe_engine_factory()
+    for name in ("approve", "pay"):
+        definer.register_handler(name, lambda task: setattr(task, "output", "done"))
+    spec = {
+        "name": "refund",
+        "start_phases": ["approve"],
+        "phases": [
+            {"target_classification": "approve", "assigned_to": "functional"},
+            {"target_classification": "pay", "assigned_to": "functional"},
+        ],
+    }
+
+    async def scenario():
+        first = await definer.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await definer.run_until_idle()
+        again = await definer.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await definer.run_until_idle()
+        with pytest.raises(InvalidTaskError, match="start only at 'approve'"):
+            await definer.submit_task({}, "refund", classification="pay")
+        other = wfe_engine_factory()
+        await other.get_store()
+        with pytest.raises(InvalidTaskError, match="start only at 'approve'"):
+            await other.submit_task({}, "refund", classification="pay")
+        return await definer.get_task(first.id), await definer.get_task(again.id)
+
+    first, again = wfe_run(scenario())
+    assert (first.status, again.status) == (TaskStatus.COMPLETED, TaskStatus.COMPLETED)
+    assert definer.workflows["refund"].start_phases == ["approve"]
+
+    # An app that registers the same workflow in code (start_phases included) may
+    # still run a task that defines it.
+    coded = wfe_engine_factory()
+    for name in ("approve", "pay"):
+        coded.register_handler(name, lambda task: setattr(task, "output", "done"))
+    coded.register_workflow(
+        "refund",
+        [Phase("approve", assigned_to="functional"), Phase("pay", assigned_to="functional")],
+        start_phases=["approve"],
+    )
+
+    async def define_in_code_app():
+        task = await coded.submit_task(spec, None, classification=DEFINE_WORKFLOW)
+        await coded.run_until_idle()
+        return await coded.get_task(task.id)
+
+    done = wfe_run(define_in_code_app())
+    assert done.status is TaskStatus.COMPLETED, done.error

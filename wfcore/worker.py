@@ -24,6 +24,8 @@ from pathlib import Path
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from ._eager import start_task
 from ._processes import worker_died_here
 from ._slots import PhaseSlots, Slot, SlotsClosed
@@ -1085,9 +1087,10 @@ class Worker:
                     task, None, f"InvalidWorkflowError: phases[{index}].command: {refused}"
                 )
                 return None
-        spec_without_input = WorkflowSpec(
-            name=spec.name, phases=spec.phases, description=spec.description
-        )
+        # All of the spec but its input, the defining task's own data: start_phases
+        # too, or a workflow meant to be entered only at its approval would take
+        # tasks that name any phase.
+        spec_without_input = attrs.evolve(spec, input=None)
         # Replacing a workflow would strand the tasks in its phases, and workers
         # would run whichever definition they loaded last. The same spec again
         # (a rerun of this task, say) is fine.
