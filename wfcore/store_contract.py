@@ -186,6 +186,13 @@ _KEEP_EVERY_FIELD = (
     "wfcore.wire.task_from_dict reads them back."
 )
 
+_STALE_WRITE = (
+    "a write carrying a version other than the stored one must store nothing and "
+    "return False (compare the version and write in one atomic step: one transaction, "
+    "or under one lock held across both), or a cancel or a result written in between "
+    "is lost while both writers believe they won."
+)
+
 
 class StoreContract:
     """Tests every store must pass, to inherit in a test class of your own.
@@ -557,19 +564,49 @@ class StoreContract:
         read_version = task.version
         before = datetime.now(timezone.utc)
         task.output = "first"
-        assert await store.update_task(task) is True
-        assert task.version == read_version + 1
+        wrote = await store.update_task(task)
+        assert wrote is True, (
+            f"update_task returned {wrote!r} for a task at the version just read: it writes "
+            "and returns True when the stored version is the task's"
+        )
+        assert task.version == read_version + 1, (
+            f"update_task left the task it wrote at version {task.version}, read at "
+            f"{read_version}: a write bumps task.version by one, on the stored row and on "
+            "the task passed in, so that the caller's next write is at the new version"
+        )
         stored = await store.get_task("task-1")
-        assert stored.version == task.version
-        assert stored.output == "first"
+        assert stored.version == task.version, (
+            f"get_task after update_task read back version {stored.version}, but the write "
+            f"set the task's to {task.version}: store the bumped version with the write"
+        )
+        assert stored.output == "first", (
+            f"get_task after update_task read back output {stored.output!r}, written 'first'"
+        )
         assert stored.updated_at >= before - timedelta(seconds=1), "updated_at is not stamped"
-        assert stored.created_at == long_ago
+        assert stored.created_at == long_ago, (
+            f"update_task changed created_at from {long_ago} to {stored.created_at}: "
+            "it is set once, by insert_task"
+        )
 
         stale.output = "lost write"
-        assert await store.update_task(stale) is False
-        assert (await store.get_task("task-1")).output == "first"
-        assert await store.update_task(_task(99)) is False
-        assert await store.get_task("task-99") is None
+        wrote = await store.update_task(stale)
+        assert wrote is False, (
+            f"update_task returned {wrote!r} for a task read at version {read_version}, "
+            f"after another write had made it {task.version}: " + _STALE_WRITE
+        )
+        kept = (await store.get_task("task-1")).output
+        assert kept == "first", (
+            f"a stale update_task overwrote the stored output with {kept!r}: " + _STALE_WRITE
+        )
+        wrote = await store.update_task(_task(99))
+        assert wrote is False, (
+            f"update_task returned {wrote!r} for a task that was never inserted: a write "
+            "to an unknown id stores nothing and returns False (insert_task adds tasks)"
+        )
+        assert await store.get_task("task-99") is None, (
+            "update_task of a task that was never inserted stored it: a write to an "
+            "unknown id stores nothing and returns False (insert_task adds tasks)"
+        )
 
     # -- claiming and leases ---------------------------------------------------------
 
@@ -585,7 +622,11 @@ class StoreContract:
         assert first[0].version > inserted.version
         # A write by whoever read the task before the claim is refused.
         inserted.output = "too late"
-        assert await store.update_task(inserted) is False
+        wrote = await store.update_task(inserted)
+        assert wrote is False, (
+            f"update_task returned {wrote!r} for a task read before a claim: the claim "
+            "bumps the version, and " + _STALE_WRITE
+        )
         second = await store.claim("worker-b", 5, 30)
         assert [t.id for t in second] == ["task-2"]
         assert await store.claim("worker-c", 5, 30) == []
@@ -804,7 +845,12 @@ class StoreContract:
         # The old owner can neither renew nor write any more.
         assert await store.renew("dead-worker", ["task-1"], 30) == set()
         task.output = "late"
-        assert await store.update_task(task) is False
+        wrote = await store.update_task(task)
+        assert wrote is False, (
+            f"update_task returned {wrote!r} for the task as its expired lease's owner "
+            "had it, after another worker claimed it: the claim bumps the version, and "
+            + _STALE_WRITE
+        )
 
     @_with_store
     async def test_leases_of_dead_owners_are_released_at_once(self, store: Any) -> None:
@@ -909,7 +955,11 @@ class StoreContract:
             "a write by whoever read the task before (a person's answer) cannot cross "
             "the claimer's (its timeout)"
         )
-        assert await store.update_task(before) is False
+        wrote = await store.update_task(before)
+        assert wrote is False, (
+            f"update_task returned {wrote!r} for a waiting task read before its claim: "
+            + _STALE_WRITE
+        )
         assert await store.claim("other", 5, 30) == [], (
             "a waiting task claimed after its deadline was claimed again at once: it is "
             "leased to its claimer like any claimed task, until the lease expires or a "
