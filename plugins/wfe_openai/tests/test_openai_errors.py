@@ -920,3 +920,35 @@ def test_a_stream_sent_to_a_plain_request_is_named_as_such(openai_server, wfe_en
         "stream (server-sent events) to a request that did not ask for one; it begins 'data: {"
     )
     assert "stream" not in openai_server.requests[0]["body"]
+
+
+def test_a_reply_whose_content_is_not_text_is_named_not_called_empty(
+    openai_server, wfe_engine, wfe_run
+):
+    # A server that is not quite compatible: its content is a number, then an object.
+    for content in (42, {"answer": 42}):
+        body = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+        openai_server.raw(200, json.dumps(body).encode())
+    openai_server.reply("good at last")
+
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(), max_attempts=3)
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert errors == [
+        "AdapterError: the reply's content is int, not text: 42 (finish_reason=stop)",
+        "AdapterError: the reply's content is dict, not text: {'answer': 42} "
+        "(finish_reason=stop)",
+    ]

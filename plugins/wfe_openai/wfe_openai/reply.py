@@ -48,7 +48,13 @@ async def _output(
         raise AdapterError(
             "the reply was stopped by the server's content filter (finish_reason=content_filter)"
         )
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        # A server that is not quite compatible: the content must be text (or parts).
+        raise AdapterError(
+            f"the reply's content is {type(text).__name__}, not text: "
+            f"{_short(repr(text), 200)} (finish_reason={finish_reason})"
+        )
+    if not text or not text.strip():
         raise AdapterError(f"the model sent an empty reply (finish_reason={finish_reason})")
     value: Any = text
     fmt = request.response_format or {}
