@@ -289,6 +289,33 @@ def test_a_plain_handler_raising_stopiteration_fails_its_attempt(wfe_engine_fact
     assert "StopIteration" in (task.traceback or "")
 
 
+def test_a_plain_handler_raising_keyboardinterrupt_fails_its_attempt(wfe_engine_factory, wfe_run):
+    """Ctrl-C reaches the main thread only: a KeyboardInterrupt a plain handler raises
+    in its thread is its own, and used to end the worker as if Ctrl-C were pressed."""
+    engine = wfe_engine_factory()
+
+    def interrupted(task: Task) -> None:
+        raise KeyboardInterrupt("the library gave up")
+
+    engine.register_handler("p", interrupted)
+    engine.register_handler("q", lambda task: setattr(task, "output", "fine"))
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+    engine.register_workflow("other", [Phase("q", assigned_to="functional")])
+
+    async def scenario() -> list[Task]:
+        await engine.submit_tasks([{"data": 1, "workflow_name": n} for n in ("w", "other")])
+        await asyncio.wait_for(engine.run_until_idle(), 30)
+        return await engine.list_tasks()
+
+    tasks = {t.workflow_name: t for t in wfe_run(scenario())}
+    assert tasks["w"].status is TaskStatus.FAILED
+    assert tasks["w"].error == (
+        "RuntimeError: test_a_plain_handler_raising_keyboardinterrupt_fails_its_attempt."
+        "<locals>.interrupted raised KeyboardInterrupt: the library gave up"
+    )
+    assert tasks["other"].status is TaskStatus.COMPLETED
+
+
 def test_a_stop_hands_a_task_back_at_its_phase_whatever_the_phase_set(make_engine, wfe_run):
     """A phase that set task.classification (a mistake its end would refuse) and is
     then stopped used to go back to the store at that phase: its own work was skipped,

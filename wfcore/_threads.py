@@ -71,15 +71,18 @@ class _DaemonThreads:
 def _for_future(exc: BaseException, function: Callable[..., Any]) -> BaseException:
     """The exception to raise in the awaiting coroutine. A StopIteration (a next()
     on an empty iterator) cannot be set on a future, and the await would wait for
-    ever: it becomes a RuntimeError, as a coroutine's own StopIteration does."""
-    if not isinstance(exc, StopIteration):
+    ever: it becomes a RuntimeError, as a coroutine's own StopIteration does. So does
+    a KeyboardInterrupt: Ctrl-C reaches the main thread only, so one raised here is
+    the function's own, and must fail its call, not end the worker as Ctrl-C would."""
+    if not isinstance(exc, (StopIteration, KeyboardInterrupt)):
         return exc
     name = getattr(function, "__qualname__", None) or object.__repr__(function)
     try:
         said = str(exc)
     except Exception:  # nothing may escape here: the await would never end
         said = ""
-    error = RuntimeError(f"{name} raised StopIteration" + (f": {said}" if said else ""))
+    kind = type(exc).__name__
+    error = RuntimeError(f"{name} raised {kind}" + (f": {said}" if said else ""))
     error.__cause__ = exc
     return error
 
