@@ -133,6 +133,7 @@ class _PluginManager(pluggy.PluginManager):
             self.unregister(plugin)
             raise
         _warn_too_late(self, plugin, registered)
+        _warn_unmarked(self, plugin, registered)
         return registered
 
     def check_pending(self) -> None:
@@ -232,6 +233,33 @@ def _refuse_async(pm: pluggy.PluginManager, plugin: Any) -> None:
                 f"plugin {impl.plugin_name!r}: {caller.name} must be a plain function, "
                 f"not async def ({why})"
             )
+
+
+# (plugin, hook) pairs warned about: once per process, not once per engine.
+_WARNED_UNMARKED: set[tuple[str, str]] = set()
+
+
+def _warn_unmarked(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    """Warn of a function named like a hook but without ``@hookimpl``: pluggy only
+    calls marked ones, so it would never be called, and nothing else would say so."""
+    for caller in _hook_callers(pm):
+        if not caller.has_spec():
+            continue
+        try:
+            function = getattr(plugin, caller.name, None)
+        except Exception:  # a property that fails: no hook, and not ours to report
+            continue
+        if not callable(function) or pm.parse_hookimpl_opts(plugin, caller.name) is not None:
+            continue
+        if (name, caller.name) in _WARNED_UNMARKED:
+            continue
+        _WARNED_UNMARKED.add((name, caller.name))
+        logger.warning(
+            "plugin %r: %s is not marked @hookimpl, so it is never called "
+            "(decorate it with @wfcore.hookimpl)",
+            name,
+            caller.name,
+        )
 
 
 def _warn_too_late(pm: _PluginManager, plugin: Any, name: str) -> None:
