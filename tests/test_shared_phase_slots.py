@@ -129,6 +129,51 @@ def test_a_stop_hands_back_a_task_waiting_for_the_stores_slot(wfe_engine_factory
     assert overlap.by_engine == {"a": 1}  # b never started it
 
 
+def test_a_task_cancelled_while_it_waits_for_the_stores_slot_never_starts(
+    wfe_engine_factory, wfe_store_url, wfe_run
+):
+    """Cancelled from another process while its worker waits for the store's slot,
+    a task does not start its phase when the slot frees: its worker no longer holds
+    its lease, so the store refuses it the slot (which would not count either)."""
+    overlap = Overlap()
+    a, b = _two_engines(wfe_engine_factory, overlap, limit=1, holds=1)
+    other = wfe_engine_factory()  # the process that cancels (wfe cancel, a web app)
+
+    def slot_rows(task_id: str) -> int:
+        conn = sqlite3.connect(db_path(wfe_store_url), timeout=30)
+        try:
+            query = "SELECT count(*) FROM phase_slots WHERE task_id = ?"
+            return int(conn.execute(query, (task_id,)).fetchone()[0])
+        finally:
+            conn.close()
+
+    async def scenario() -> Task:
+        [first] = await a.submit_tasks([{"data": 0, "workflow_name": "w"}])
+        running_a = asyncio.create_task(a.run())
+        await wait_for(lambda: overlap.running == 1, what="a's phase to start")
+        [second] = await a.submit_tasks([{"data": 1, "workflow_name": "w"}])
+        running_b = asyncio.create_task(b.run())
+        await wait_for(lambda: b.waiting_for_slots == 1, what="b's task to wait")
+        await other.cancel(second.id)
+        overlap.gate.set()  # a's phase ends and frees the slot
+        await a.wait_for_task(first.id, timeout=10)
+        # b asks again: it starts the phase (the defect) or is refused, its place
+        # in line gone.
+        await wait_for(
+            lambda: "b" in overlap.by_engine or slot_rows(second.id) == 0,
+            what="b to ask for the freed slot again",
+        )
+        for engine, run in ((a, running_a), (b, running_b)):
+            engine.stop()
+            await run
+        return await other.get_task(second.id)
+
+    cancelled = wfe_run(scenario())
+    assert overlap.by_engine == {"a": 1}, "the cancelled task's phase ran"
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert [e["event"] for e in cancelled.history] == ["submitted", "cancelled"]
+
+
 def test_of_one_priority_the_tasks_that_waited_a_while_go_first_in_order(tmp_path, wfe_run):
     """SQLite lines up the tasks that have waited longer than phase_slot_line_after;
     before that, a task that asks as a slot is freed may take it."""

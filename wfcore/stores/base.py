@@ -383,8 +383,10 @@ class Store(abc.ABC):
         those that have waited a while in the order they asked). A slot or a
         place in line counts only while its task's lease is held by the owner that
         asked and has not expired: a worker that dies, or a task cancelled or handed
-        back, frees it without a release. Asking again for a task that holds a slot
-        (the same phase again) keeps it. Atomic across processes, like a claim.
+        back, frees it without a release; so a task whose lease ``owner`` no longer
+        holds (cancelled or taken over while it waited) gets none: False, and its
+        phase does not start. Asking again for a task that holds a slot (the same
+        phase again) keeps it. Atomic across processes, like a claim.
 
         Called only when :attr:`shares_phase_slots` is True; this default raises
         StoreError.

@@ -1396,6 +1396,18 @@ class SQLiteStore(Store):
         def write(conn: sqlite3.Connection) -> bool:
             now = time.time()
             conn.execute(_PHASE_SLOTS_TABLE)
+            # A task whose lease this owner no longer holds (cancelled, or taken
+            # over, while it waited in line) gets no slot: its phase must not start,
+            # and a slot it held would not count, letting one task too many run.
+            held = conn.execute(
+                "SELECT 1 FROM tasks WHERE id = ? AND lease_owner = ? AND lease_expires > ?",
+                (task_id, owner, now),
+            ).fetchone()
+            if held is None:
+                conn.execute(
+                    "DELETE FROM phase_slots WHERE task_id = ? AND owner = ?", (task_id, owner)
+                )
+                return False
             rows = conn.execute(_PHASE_SLOT_HOLDERS, (now, workflow, phase)).fetchall()
             stale = [(row[0],) for row in rows if not row[4] and row[0] != task_id]
             if stale:
