@@ -1,6 +1,7 @@
 """A storage plugin's author runs StoreContract from the plugin's own tests: when the
-store gets the compare-and-set on ``version`` wrong, each failing test's message says
-what the store did and what to do, not just ``assert True is False``."""
+store gets the compare-and-set on ``version``, idempotent inserts, renewing or the
+``workflows=`` filter wrong, each failing test's message says what the store did and
+what to do, not just ``assert True is False``."""
 
 from __future__ import annotations
 
@@ -26,43 +27,112 @@ class AlwaysWrites(MemoryStore):
         return True
 
 
+class InsertsTwice(MemoryStore):
+    """Says every insert created the task, even of an id stored already."""
+
+    durable = False
+
+    async def insert_task(self, task):
+        stored, _ = await super().insert_task(task)
+        return stored, True
+
+
+class RenewsAnything(MemoryStore):
+    """Renews every id asked about, held or not."""
+
+    durable = False
+
+    async def renew(self, owner, task_ids, lease_seconds):
+        await super().renew(owner, task_ids, lease_seconds)
+        return set(task_ids)
+
+
+class IgnoresWorkflows(MemoryStore):
+    """Claims and counts every workflow's tasks, whatever workflows= says."""
+
+    durable = False
+
+    async def claim(self, owner, limit, lease_seconds, *, workflows=None):
+        return await super().claim(owner, limit, lease_seconds)
+
+    async def has_active_tasks(self, *, workflows=None):
+        return await super().has_active_tasks()
+
+
 class Plugin:
     @hookimpl
     def wfe_open_store(self, url):
-        return AlwaysWrites("memory://") if url.startswith("always://") else None
+        scheme = url.partition(":")[0]
+        stores = {
+            "always": AlwaysWrites,
+            "twice": InsertsTwice,
+            "renews": RenewsAnything,
+            "anyflow": IgnoresWorkflows,
+        }
+        return stores[scheme]("memory://") if scheme in stores else None
 
 
-class TestAlwaysWrites(StoreContract):
+class Careless(StoreContract):
     plugins = [Plugin()]
     durable = shared = threadsafe = False
+    scheme = ""
 
     @pytest.fixture
     def store_url(self):
-        return "always://"
+        return f"{self.scheme}://"
+
+
+class TestAlwaysWrites(Careless):
+    scheme = "always"
+
+
+class TestInsertsTwice(Careless):
+    scheme = "twice"
+
+
+class TestRenewsAnything(Careless):
+    scheme = "renews"
+
+
+class TestIgnoresWorkflows(Careless):
+    scheme = "anyflow"
 '''
 
-# Each test a store that ignores the version fails, and words its message must have.
+# Each test a careless store fails, and words its message must have.
 _SAID = {
-    "test_update_is_a_compare_and_set_on_version": (
+    "TestInsertsTwice::test_inserting_an_existing_id_returns_the_stored_task": (
+        "insert_task of an id stored already returned created=True: it returns (the "
+        "stored task, False) and writes nothing"
+    ),
+    "TestRenewsAnything::test_a_finished_write_releases_the_lease": (
+        "renew gave {'task-1'} for a task written back PENDING without keep_lease"
+    ),
+    "TestIgnoresWorkflows::test_workers_of_some_workflows_see_only_those": (
+        "claim(workflows=['left']) took ['task-1', 'task-2'], not ['task-1']"
+    ),
+    "TestIgnoresWorkflows::test_a_delayed_task_is_still_active": (
+        "has_active_tasks(workflows=['other']) is True though only a task of workflow 'w' is stored"
+    ),
+    "TestAlwaysWrites::test_update_is_a_compare_and_set_on_version": (
         "update_task returned True for a task read at version 0, after another write "
         "had made it 1: a write carrying a version other than the stored one must store "
         "nothing and return False"
     ),
-    "test_claim_leases_runnable_tasks_oldest_first": (
+    "TestAlwaysWrites::test_claim_leases_runnable_tasks_oldest_first": (
         "update_task returned True for a task read before a claim: the claim bumps the version"
     ),
-    "test_an_expired_lease_is_taken_over": (
+    "TestAlwaysWrites::test_an_expired_lease_is_taken_over": (
         "update_task returned True for the task as its expired lease's owner had it"
     ),
-    "test_waiting_tasks_are_claimed_only_after_their_deadline": (
+    "TestAlwaysWrites::test_waiting_tasks_are_claimed_only_after_their_deadline": (
         "update_task returned True for a waiting task read before its claim"
     ),
 }
 
 
-def test_a_store_ignoring_the_version_is_told_what_to_do(tmp_path: Path) -> None:
+def test_a_careless_store_is_told_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "test_always_writes.py").write_text(_PLUGIN_TESTS)
-    nodes = [f"test_always_writes.py::TestAlwaysWrites::{test}" for test in _SAID]
+    nodes = [f"test_always_writes.py::{test}" for test in _SAID]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *nodes],
         cwd=tmp_path,
@@ -70,7 +140,7 @@ def test_a_store_ignoring_the_version_is_told_what_to_do(tmp_path: Path) -> None
         text=True,
         timeout=120,
     )
-    failed = re.findall(r"^FAILED \S+::(\w+)", done.stdout, re.M)
+    failed = re.findall(r"^FAILED test_always_writes.py::(\w+::\w+)", done.stdout, re.M)
     assert sorted(failed) == sorted(_SAID), done.stdout + done.stderr
     out = " ".join(done.stdout.split())
     missing = [words for words in _SAID.values() if words not in out]

@@ -504,9 +504,12 @@ class StoreContract:
 
         if type(store).delete_finished is not Store.delete_finished:
             await store.outbox_ack("results", ["task-1"])
-            assert await store.delete_finished(time.time() + 60, [TaskStatus.COMPLETED]) == [
-                "task-1"
-            ]
+            purged = await store.delete_finished(time.time() + 60, [TaskStatus.COMPLETED])
+            assert purged == ["task-1"], (
+                f"delete_finished gave {purged} for the one COMPLETED task, task-1, whose "
+                "finish the only outbox consumer acknowledged (outbox_ack('results', "
+                "['task-1'])): it purges that task, as the outbox keeps it no longer"
+            )
             fresh = _task(1)
             fresh.record("submitted")
             await store.insert_task(fresh)
@@ -523,12 +526,25 @@ class StoreContract:
         again = _task(1)
         again.data = {"n": "other"}
         stored, created = await store.insert_task(again)
-        assert not created
-        assert stored.data == {"n": 1}
+        assert not created, (
+            "insert_task of an id stored already returned created=True: it returns "
+            "(the stored task, False) and writes nothing, so that submitting a task "
+            "twice (a retried request, a message delivered again) stores it once"
+        )
+        assert stored.data == {"n": 1}, (
+            f"insert_task of an id stored already returned data {stored.data!r}, not the "
+            "stored {'n': 1}: it returns the task as stored, not the one passed in"
+        )
         results = await store.insert_tasks([_task(2), _task(1), _task(2)])
-        assert [created for _, created in results] == [True, False, False]
+        created_flags = [created for _, created in results]
+        assert created_flags == [True, False, False], (
+            f"insert_tasks([task-2, task-1 (stored), task-2 again]) said created "
+            f"{created_flags}, not [True, False, False]: only the first of an id not "
+            "stored yet is created, in the batch as across calls"
+        )
         assert [t.id for t, _ in results] == ["task-2", "task-1", "task-2"]
-        assert len(await store.list_tasks(limit=10)) == 2
+        listed = [t.id for t in await store.list_tasks(limit=10)]
+        assert len(listed) == 2, f"list_tasks gave {listed} after inserting task-1 and task-2"
 
     @_with_store
     async def test_the_stored_task_is_a_copy(self, store: Any) -> None:
@@ -756,8 +772,13 @@ class StoreContract:
             "has_active_tasks() is False while a PENDING task waits for its run_after: "
             "a delayed task is still active, or run_until_idle returns before running it"
         )
-        assert await store.has_active_tasks(workflows=["w"])
-        assert not await store.has_active_tasks(workflows=["other"])
+        assert await store.has_active_tasks(workflows=["w"]), (
+            "has_active_tasks(workflows=['w']) is False while a delayed task of w waits"
+        )
+        assert not await store.has_active_tasks(workflows=["other"]), (
+            "has_active_tasks(workflows=['other']) is True though only a task of "
+            "workflow 'w' is stored: with workflows=, count only tasks of those workflows"
+        )
 
     @_with_store
     async def test_an_owner_renews_its_expired_lease_nobody_took(self, store: Any) -> None:
@@ -813,7 +834,12 @@ class StoreContract:
         assert await store.renew("w", ["task-1"], 30) == {"task-1"}
         task.status = TaskStatus.PENDING
         assert await store.update_task(task)
-        assert await store.renew("w", ["task-1"], 30) == set()
+        renewed = await store.renew("w", ["task-1"], 30)
+        assert renewed == set(), (
+            f"renew gave {renewed} for a task written back PENDING without keep_lease: "
+            "such a write releases the lease, and renew returns only the ids whose "
+            "lease the owner still holds"
+        )
         assert await store.lease_of("task-1") is None
         [again] = await store.claim("other", 1, 30)
         assert again.context == {"step": 1}
@@ -843,7 +869,11 @@ class StoreContract:
         )
         assert stored.version == taken.version, "claim returned another version than it stored"
         # The old owner can neither renew nor write any more.
-        assert await store.renew("dead-worker", ["task-1"], 30) == set()
+        renewed = await store.renew("dead-worker", ["task-1"], 30)
+        assert renewed == set(), (
+            f"renew gave {renewed} to the worker whose expired lease another claim took: "
+            "renew returns only the ids whose lease the owner still holds"
+        )
         task.output = "late"
         wrote = await store.update_task(task)
         assert wrote is False, (
@@ -858,7 +888,11 @@ class StoreContract:
         for n in range(2):
             await store.insert_task(_task(n))
         assert len(await store.claim("dead", 2, 3600)) == 2
-        assert await store.release_dead_leases(["dead"]) == 2
+        released = await store.release_dead_leases(["dead"])
+        assert released == 2, (
+            f"release_dead_leases(['dead']) returned {released!r} after 'dead' claimed two "
+            "tasks: it frees the leases of those owners and returns how many it freed"
+        )
         taken = await store.claim("alive", 5, 30)
         assert sorted(t.id for t in taken) == ["task-0", "task-1"]
         assert all(
@@ -972,11 +1006,19 @@ class StoreContract:
         await store.insert_task(_task(1, workflow_name="left"))
         await store.insert_task(_task(2, workflow_name="right"))
         assert await store.has_active_tasks(workflows=["left"])
-        [left] = await store.claim("w", 5, 30, workflows=["left"])
-        assert left.id == "task-1"
+        claimed = await store.claim("w", 5, 30, workflows=["left"])
+        assert [t.id for t in claimed] == ["task-1"], (
+            f"claim(workflows=['left']) took {[t.id for t in claimed]}, not ['task-1']: "
+            "with workflows=, claim only tasks of those workflows (other workers run the rest)"
+        )
+        [left] = claimed
         left.status = TaskStatus.COMPLETED
         assert await store.update_task(left)
-        assert not await store.has_active_tasks(workflows=["left"])
+        assert not await store.has_active_tasks(workflows=["left"]), (
+            "has_active_tasks(workflows=['left']) is True though left's only task is "
+            "COMPLETED (task-2, of workflow 'right', is pending): with workflows=, count "
+            "only tasks of those workflows"
+        )
         assert await store.has_active_tasks()
         assert [t.id for t in await store.claim("w", 5, 30)] == ["task-2"]
 
@@ -994,7 +1036,10 @@ class StoreContract:
         assert await store.update_task(task)
 
         newest_first = [t.id for t in await store.list_tasks()]
-        assert newest_first == [f"task-{n}" for n in (4, 3, 2, 1, 0)]
+        assert newest_first == [f"task-{n}" for n in (4, 3, 2, 1, 0)], (
+            f"list_tasks() gave {newest_first} for tasks inserted task-0 to task-4: "
+            "without oldest_first, the last inserted comes first"
+        )
         assert [t.id for t in await store.list_tasks(oldest_first=True, limit=2, offset=1)] == [
             "task-1",
             "task-2",
@@ -1003,8 +1048,15 @@ class StoreContract:
         assert [t.id for t in pending] == ["task-2", "task-1"]
         either = await store.list_tasks([TaskStatus.PENDING, TaskStatus.COMPLETED], "a")
         assert len(either) == 3
-        assert await store.count_tasks() == {TaskStatus.PENDING: 4, TaskStatus.COMPLETED: 1}
-        assert await store.count_tasks("b") == {TaskStatus.PENDING: 2}
+        counted = await store.count_tasks()
+        assert counted == {TaskStatus.PENDING: 4, TaskStatus.COMPLETED: 1}, (
+            f"count_tasks() gave {counted}, not 4 pending and 1 completed"
+        )
+        counted = await store.count_tasks("b")
+        assert counted == {TaskStatus.PENDING: 2}, (
+            f"count_tasks('b') gave {counted}, not the 2 pending tasks of workflow b: "
+            "count only the named workflow's tasks (statuses with none left out)"
+        )
         assert await store.count_by_phase("a") == {"p": 2}  # finished tasks are left out
         assert await store.count_all_by_workflow() == {
             "a": {TaskStatus.PENDING: 2, TaskStatus.COMPLETED: 1},
@@ -1108,7 +1160,12 @@ class StoreContract:
         assert await store.outbox_pending("nobody") == []
 
         await store.outbox_ack("results", ["task-1"], versions=[task.version])
-        assert await store.outbox_pending("results") == []
+        left = [t.id for t in await store.outbox_pending("results")]
+        assert left == [], (
+            f"outbox_pending gave {left} after outbox_ack('results', ['task-1'], "
+            f"versions=[{task.version}]), the version it gave: an acknowledged finish "
+            "leaves the consumer's outbox, or its result is published again and again"
+        )
         task.status = TaskStatus.PENDING  # retried...
         assert await store.update_task(task)
         [task] = await store.claim("w", 1, 30)
