@@ -228,8 +228,60 @@ def test_set_priority_refuses_what_it_cannot_change(make_engine, wfe_run) -> Non
 
     assert wfe_run(scenario()) == [
         "TaskStateError: task 'ID' is IN_PROGRESS; only a PENDING or waiting task's "
-        "priority can be changed (its phase may set task.priority)",
+        "priority can be changed (a worker holds it, running its phase or waiting for "
+        "a slot of a phase with max_concurrency; its phase may set task.priority)",
         "UnknownTaskError: unknown task 'no-such-task'",
         "InvalidTaskError: priority must be from -1000 to 1000, not 5000",
         "task 'ID' is COMPLETED; only a PENDING or waiting task's priority can be changed",
     ]
+
+
+def test_set_priority_refuses_a_task_waiting_for_a_phase_slot_saying_why(
+    make_engine, wfe_run
+) -> None:
+    """A task a worker holds while it waits for a slot of a limited phase has not
+    started its phase, yet is refused as held by a worker: the message says so,
+    rather than calling it a running phase."""
+    engine = make_engine(max_concurrency=2)
+    gate = asyncio.Event()
+
+    async def work(task: Task) -> None:
+        await gate.wait()
+
+    engine.register_handler("work", work)
+    engine.register_workflow("w", [Phase("work", assigned_to="functional", max_concurrency=1)])
+
+    async def scenario() -> str:
+        await engine.submit_task("first", "w")
+        second = await engine.submit_task("second", "w")
+        worker = asyncio.create_task(engine.run_until_idle())
+        await wait_for(lambda: engine.waiting_for_slots == 1, what="a task to wait for the slot")
+        with pytest.raises(TaskStateError) as refused:
+            await engine.set_priority(second.id, 50)
+        gate.set()
+        await worker
+        return str(refused.value).replace(second.id, "ID")
+
+    assert "waiting for a slot of a phase with max_concurrency" in wfe_run(scenario())
+
+
+def test_a_cancelled_delayed_task_no_longer_has_a_start_time(make_engine, wfe_run) -> None:
+    """Cancelling a delayed task clears run_after (it will not start then); its
+    submitted event still says when it was to start, and a retry runs it now."""
+    ran: list[str] = []
+    engine = _recording_engine(make_engine, ran)
+
+    async def scenario() -> tuple[Task, Task]:
+        task = await engine.submit_task("later", "jobs", run_after=timedelta(hours=1))
+        await engine.cancel(task.id)
+        cancelled = await engine.get_task(task.id)
+        await engine.retry(task.id)
+        await engine.run_until_idle()
+        return cancelled, await engine.get_task(task.id)
+
+    cancelled, done = wfe_run(scenario())
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert cancelled.run_after is None
+    submitted = cancelled.history[0]
+    assert submitted["event"] == "submitted" and "run_after" in submitted
+    assert done.status is TaskStatus.COMPLETED and ran == ["later"]

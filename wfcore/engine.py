@@ -1290,6 +1290,9 @@ class ECSWorkflowEngine:
             task.status = TaskStatus.CANCELLED
             task.waiting_reason = None
             task.deadline = None
+            # A delayed task, or one waiting out a retry's backoff, will not start at
+            # that time any more; its submitted or retry_scheduled event keeps it.
+            task.run_after = None
             task.record("cancelled", **who)
 
         task, _ = await self._change_stored(task_id, mark_cancelled)
@@ -1350,10 +1353,18 @@ class ECSWorkflowEngine:
         async def change(task: Task) -> None:
             if task.status is TaskStatus.IN_PROGRESS or task.status.is_finished:
                 running = task.status is TaskStatus.IN_PROGRESS
+                # A claimed task may not have started its phase yet: it may wait for
+                # a slot of a phase with max_concurrency, which the worker that
+                # holds it orders by the priority it claimed it with.
                 raise TaskStateError(
                     f"task {task_id!r} is {task.status.name}; only a PENDING or waiting "
                     "task's priority can be changed"
-                    + (" (its phase may set task.priority)" if running else ""),
+                    + (
+                        " (a worker holds it, running its phase or waiting for a slot of "
+                        "a phase with max_concurrency; its phase may set task.priority)"
+                        if running
+                        else ""
+                    ),
                     task_id=task_id,
                     status=task.status,
                 )
