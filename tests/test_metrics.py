@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -320,3 +321,56 @@ def test_a_plugins_help_text_is_escaped(wfe_engine_factory, wfe_run) -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["wordy"].documentation == "Sent.\nSee C:\\logs."
     assert _samples(text)[("wordy_total", ())] == 4
+
+
+def test_a_damaged_store_fails_a_scrape_with_one_log_line(
+    wfe_engine_factory, wfe_store_url, wfe_run, caplog
+) -> None:
+    """Prometheus scrapes every 15 s or so: a store that fails each scrape (here its
+    file damaged) gets a 500 and one warning line each time, not a traceback."""
+    path = db_path(wfe_store_url)
+
+    async def fill() -> None:
+        store = SQLiteStore(path)
+        engine = _engine(lambda: wfe_engine_factory(store=store))
+        try:
+            await engine.submit_task(1, 'sums "quoted"')
+        finally:
+            await engine.aclose()
+            await store.close()
+
+    wfe_run(fill())
+    with sqlite3.connect(path) as conn:
+        roots = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'tasks' AND rootpage > 0"
+        ).fetchall()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with path.open("r+b") as file:
+        for (root,) in roots:
+            file.seek((root - 1) * size)
+            file.write(b"\xff" * size)
+
+    async def scrape() -> tuple[int, str, str]:
+        store = SQLiteStore(path)
+        engine = wfe_engine_factory(store=store)
+        server = MetricsServer(engine)
+        await server.start()
+        try:
+            return await asyncio.to_thread(_get, server.url)
+        finally:
+            await server.close()
+            await engine.aclose()
+            await store.close()
+
+    status, _, body = wfe_run(scrape())
+    assert status == 500
+    assert body == "cannot read the metrics: database disk image is malformed\n"
+    logged = [r for r in caplog.records if r.name == "wfcore.metrics"]
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in logged] == [
+        (
+            "WARNING",
+            "reading the metrics failed: the store failed: database disk image is malformed",
+            None,
+        )
+    ]

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import math
 import re
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -317,6 +318,11 @@ class MetricsServer:
             return await self._health()
         try:
             return "200 OK", await render_metrics(self.engine), CONTENT_TYPE
+        except (StoreError, sqlite3.DatabaseError) as exc:
+            # The store's trouble (locked, its disk full, its file damaged): one line
+            # for each scrape, every 15 s or so, not a traceback of our own code.
+            logger.warning("reading the metrics failed: the store failed: %s", exc)
+            return "500 Internal Server Error", f"cannot read the metrics: {exc}\n", text
         except Exception as exc:
             logger.exception("reading the metrics failed")
             return "500 Internal Server Error", f"cannot read the metrics: {exc}\n", text
