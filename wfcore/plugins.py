@@ -117,6 +117,7 @@ class _PluginManager(pluggy.PluginManager):
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         if name is None and plugin is not None:
             name = _free_name(self, plugin)
+        _refuse_class(plugin, name)
         try:
             registered = super().register(plugin, name)
         except pluggy.PluginValidationError as exc:
@@ -141,6 +142,28 @@ class _PluginManager(pluggy.PluginManager):
         :meth:`register` does (register already refuses them: this finds only
         implementations registered before their spec was added)."""
         _refuse_unknown(self, _hook_callers(self))
+
+
+def _refuse_class(plugin: Any, name: str | None) -> None:
+    """A class whose hook implementations are methods is refused: pluggy would
+    register it and call each method without ``self``, so every call would fail (a
+    lifecycle hook's only logged), and a contribution hook's at engine creation
+    with a message about a missing argument. An entry point naming the class, not
+    an instance of it, is the usual way to get here."""
+    if not isinstance(plugin, type):
+        return
+    needs_self = [
+        attr
+        for attr in dir(plugin)
+        if getattr(getattr(plugin, attr, None), "wfcore_impl", None) is not None
+        and inspect.isfunction(inspect.getattr_static(plugin, attr))
+    ]
+    if needs_self:
+        raise PluginError(
+            f"plugin {name or plugin.__name__!r} is the class {plugin.__qualname__}, whose "
+            f"hook {needs_self[0]} takes self: register an instance, {plugin.__qualname__}() "
+            "(an entry point names an instance made in its module, or the module itself)"
+        )
 
 
 def _hook_callers(pm: pluggy.PluginManager) -> list[pluggy.HookCaller]:
