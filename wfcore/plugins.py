@@ -104,9 +104,11 @@ CONTRIBUTION_HOOKS = {
 class _PluginManager(pluggy.PluginManager):
     """pluggy's manager, checking every plugin wherever it is registered (plugins
     such as wfe_kafka register more once the engine runs): a hook implementation
-    that matches no spec, takes an argument its hook does not pass, or is
-    ``async def`` where the hook must be a plain function is a PluginError naming
-    the plugin and the hook, and the plugin is not registered."""
+    that matches no spec, takes an argument its hook does not pass, is ``async
+    def`` where the hook must be a plain function, or is a hook wrapper (wfcore
+    calls implementations one at a time, so a wrapper would never run), and a class
+    whose hooks need an instance, are a PluginError naming the plugin and the hook,
+    and the plugin is not registered."""
 
     def __init__(self, project_name: str) -> None:
         super().__init__(project_name)
@@ -130,6 +132,7 @@ class _PluginManager(pluggy.PluginManager):
         try:
             _refuse_unknown(self, self.get_hookcallers(plugin) or (), plugin)
             _refuse_async(self, plugin)
+            _refuse_wrappers(self, plugin)
         except PluginError:
             self.unregister(plugin)
             raise
@@ -262,6 +265,23 @@ def _refuse_async(pm: pluggy.PluginManager, plugin: Any) -> None:
 _WARNED_UNMARKED: set[tuple[str, str]] = set()
 
 
+def _refuse_wrappers(pm: pluggy.PluginManager, plugin: Any) -> None:
+    """wfcore calls each implementation on its own (to name the plugin that fails),
+    never through pluggy's call loop, so a hook wrapper would be called as a plain
+    function: its generator would never run (a lifecycle hook's wrapper did nothing,
+    a classifier's was taken for a classification). Refused instead."""
+    for caller in pm.get_hookcallers(plugin) or ():
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin or not (impl.wrapper or impl.hookwrapper):
+                continue
+            kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+            raise PluginError(
+                f"plugin {impl.plugin_name!r}: {caller.name} is a hook wrapper ({kind}), "
+                "which wfcore does not run: it calls each implementation on its own; "
+                "make it a plain implementation (tryfirst=True or trylast=True to order it)"
+            )
+
+
 def _warn_unmarked(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
     """Warn of a function named like a hook but without ``@hookimpl``: pluggy only
     calls marked ones, so it would never be called, and nothing else would say so."""
@@ -316,8 +336,9 @@ def make_plugin_manager(
 
     Each engine gets its own manager, so tests and embedded apps never share
     state. Raises PluginError when a hook implementation matches no spec, takes
-    an argument its hook does not pass, or is an ``async def`` one of a hook in
-    :data:`SYNC_ONLY_HOOKS`; so does registering such a plugin with the manager
+    an argument its hook does not pass, is an ``async def`` one of a hook in
+    :data:`SYNC_ONLY_HOOKS` or a hook wrapper, or when a plugin is a class whose
+    hooks need an instance; so does registering such a plugin with the manager
     later, and a plugin registered too late for a contribution hook it implements
     (:data:`CONTRIBUTION_HOOKS`) is warned about. A plugin registered without a
     name is named after its module or class.
