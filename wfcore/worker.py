@@ -689,11 +689,29 @@ class Worker:
         try:
             store = self._engine._store
             if store is not None and store.shares_phase_slots:
+                # The store refuses its slot to a task whose lease is gone.
                 if not await self._take_shared_slot(store, task, spec, phase, slot):
                     return task  # the worker stops: as above
+            elif store is not None and slot.waited:
+                await self._check_lease_after_wait(store, task)
             return await self._dispatch(task, spec, phase, slot)
         finally:
             slot.release()
+
+    async def _check_lease_after_wait(self, store: Store, task: Task) -> None:
+        """Raise _LeaseLost if the task was cancelled (or taken over) while it waited
+        for a slot: its phase must not start. Lease renewals would notice only later,
+        after the phase had run (its writes dropped) and used a slot it no longer
+        had. Asked only of a task that had to wait, so the fast path stays free."""
+        held = await store.renew(self._engine.worker_id, [task.id], self._engine.lease_seconds)
+        if task.id not in held:
+            logger.info(
+                "task %s: changed elsewhere (cancelled or taken over) while it waited for "
+                "a phase slot; not started",
+                task.id,
+            )
+            self._lost.add(task.id)
+            raise _LeaseLost
 
     async def _take_shared_slot(
         self, store: Store, task: Task, spec: WorkflowSpec, phase: Phase, slot: Slot
