@@ -176,7 +176,9 @@ def wfe_report_header(engine: ECSWorkflowEngine) -> str | list[str] | None:
     :param engine: the engine about to run.
 
     Every implementation is called; return a line, a list of lines or None (nothing
-    to say). Must not be async (refused when registered).
+    to say). One that raises or returns anything else is named in a line of its own
+    (``<plugin>: cannot report (...)``) and the command goes on. Must not be async
+    (refused when registered).
     """
 
 

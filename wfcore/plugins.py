@@ -416,7 +416,17 @@ def report_header(engine: Any) -> list[str]:
             continue
         if said is None:
             continue
-        lines.extend([said] if isinstance(said, str) else [str(line) for line in said])
+        if isinstance(said, str):
+            lines.append(said)
+        elif isinstance(said, (list, tuple)):
+            lines.extend(str(line) for line in said)
+        else:
+            # Not iterated: a dict would give its keys, a number raise in the
+            # command's start-up, far from the plugin at fault.
+            lines.append(
+                f"{impl.plugin_name}: cannot report (wfe_report_header returned "
+                f"{type(said).__name__} {said!r}, not a line or a list of lines)"
+            )
     return lines
 
 
