@@ -145,3 +145,59 @@ def test_a_careless_store_is_told_what_to_do(tmp_path: Path) -> None:
     out = " ".join(done.stdout.split())
     missing = [words for words in _SAID.values() if words not in out]
     assert not missing, done.stdout
+
+
+_SETUP_MISTAKES = """
+import pytest
+from wfcore.stores import memory
+from wfcore.testing import StoreContract
+
+
+class TestPluginsNotAList(StoreContract):
+    plugins = memory
+    durable = shared = threadsafe = False
+
+    @pytest.fixture
+    def store_url(self):
+        return "memory://"
+
+
+class TestPluginsForgotten(StoreContract):
+    durable = shared = threadsafe = False
+
+    @pytest.fixture
+    def store_url(self):
+        return "jsonfile:///tmp/tasks.json"
+"""
+
+
+def test_a_test_class_set_up_wrong_is_told_how(tmp_path: Path) -> None:
+    """A module where the list of plugins belongs, or no plugin for the URL's scheme:
+    one line saying what to set, not a TypeError or 'no storage backend' in each of
+    the contract's tests."""
+    (tmp_path / "test_setup.py").write_text(_SETUP_MISTAKES)
+    test = "test_the_artifacts_folder_is_an_absolute_path"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"test_setup.py::TestPluginsNotAList::{test}",
+            f"test_setup.py::TestPluginsForgotten::{test}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.count("FAILED") == 2, done.stdout + done.stderr
+    out = " ".join(done.stdout.split())
+    assert "TestPluginsNotAList.plugins is module <module 'wfcore.stores.memory'" in out
+    assert "give a list of the plugins that open the store, plugins = [my_plugin]" in out
+    assert (
+        "no plugin opens 'jsonfile:///tmp/tasks.json', the store_url of TestPluginsForgotten: "
+        "set plugins = [the plugin whose wfe_open_store opens it] on the class (plugins is [])"
+    ) in out

@@ -21,6 +21,7 @@ import pytest
 
 from .engine import ECSWorkflowEngine
 from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
+from .plugins import call_impl
 from .stores.base import Store
 
 __all__ = ["StoreContract"]
@@ -47,6 +48,15 @@ def _with_store(scenario: _Scenario) -> Callable[[Any, str], None]:
     test.__qualname__ = scenario.__qualname__
     test.__doc__ = scenario.__doc__
     return test
+
+
+def _opens(impl: Any, url: str) -> bool:
+    """Whether a ``wfe_open_store`` implementation gives a store for ``url``; one that
+    raises does too, as far as this check goes: opening it says what is wrong."""
+    try:
+        return call_impl(impl, url=url) is not None
+    except Exception:
+        return True
 
 
 def _task(n: int, **fields: Any) -> Task:
@@ -244,7 +254,23 @@ class StoreContract:
 
     def make_engine(self, store_url: str) -> ECSWorkflowEngine:
         """The engine each test opens the store through."""
-        return ECSWorkflowEngine(store=store_url, plugins=list(self.plugins), load_plugins=False)
+        name = type(self).__name__
+        if not isinstance(self.plugins, (list, tuple)):
+            pytest.fail(
+                f"{name}.plugins is {type(self.plugins).__name__} {self.plugins!r}: give a "
+                "list of the plugins that open the store, plugins = [my_plugin]"
+            )
+        engine = ECSWorkflowEngine(store=store_url, plugins=list(self.plugins), load_plugins=False)
+        if not any(
+            _opens(impl, store_url)
+            for impl in engine.plugin_manager.hook.wfe_open_store.get_hookimpls()
+        ):
+            pytest.fail(
+                f"no plugin opens {store_url!r}, the store_url of {name}: set plugins = "
+                f"[the plugin whose wfe_open_store opens it] on the class (plugins is "
+                f"{list(self.plugins)!r})"
+            )
+        return engine
 
     def _skip_unless_shared(self) -> None:
         if not self.shared:
