@@ -478,11 +478,16 @@ def _warn_of_other_stores(pm: pluggy.PluginManager, used: str, url: str) -> None
     """Warn of each plugin after ``used`` (in the order wfcore asks them) that would
     open ``url`` as well."""
     scheme = _scheme(url)
-    impls = list(hook_impls(pm, "wfe_open_store"))
+    # In the order hook_impls hands them out, but traced only as each is called:
+    # WFE_TRACE_PLUGINS lists the calls made, not those that might have been.
+    impls = list(reversed(pm.hook.wfe_open_store.get_hookimpls()))
     names = [impl.plugin_name for impl in impls]
     for impl in impls[names.index(used) + 1 :]:
         key = (scheme, used, impl.plugin_name)
-        if key in _WARNED_STORES or not _answers(impl, url):
+        if key in _WARNED_STORES:
+            continue
+        trace_call(pm, "wfe_open_store", impl)
+        if not _answers(impl, url):
             continue
         _WARNED_STORES.add(key)
         logger.warning(
