@@ -538,3 +538,42 @@ def test_a_defined_workflow_keeps_its_start_phases(wfe_engine_factory, wfe_run):
 
     done = wfe_run(define_in_code_app())
     assert done.status is TaskStatus.COMPLETED, done.error
+
+
+def test_a_worker_for_some_workflows_leaves_a_defined_one_to_its_workers(
+    wfe_engine_factory, wfe_run
+):
+    """A define_workflow task submitted under a workflow is claimed by that
+    workflow's worker (only_workflows); the workflow it defines is not among that
+    worker's, so the task waits, at its first phase, for a worker that runs it."""
+    ran: list[str] = []
+
+    def record(name: str) -> Any:
+        def step(task: Task) -> None:
+            ran.append(f"{name}:{task.classification}")
+
+        return step
+
+    only_x = wfe_engine_factory(only_workflows=["x"])
+    only_x.register_handler("a", record("only_x"))
+    only_x.register_handler("b", record("only_x"))
+    only_x.register_workflow("x", [Phase("a", assigned_to="functional")])
+    spec = {"name": "y", "phases": [{"target_classification": "b", "assigned_to": "functional"}]}
+
+    async def scenario() -> tuple[Task, Task]:
+        task = await only_x.submit_task(spec, "x", classification=DEFINE_WORKFLOW)
+        await only_x.run_until_idle()
+        left = await only_x.get_task(task.id)
+        everything = wfe_engine_factory()
+        everything.register_handler("b", record("everything"))
+        await everything.run_until_idle()
+        return left, await everything.get_task(task.id)
+
+    left, done = wfe_run(scenario())
+    assert (left.status, left.workflow_name, left.classification) == (
+        TaskStatus.PENDING,
+        "y",
+        "b",
+    )
+    assert done.status is TaskStatus.COMPLETED
+    assert ran == ["everything:b"]

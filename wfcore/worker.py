@@ -1135,6 +1135,13 @@ class Worker:
         task.classification = spec.phases[0].target_classification
         task.attempts = 0
         task.record("workflow_defined", workflow=spec.name)
+        only = self._engine.only_workflows
+        if only is not None and spec.name not in only:
+            # This worker runs only some workflows (it claimed the task by the one it
+            # was submitted under): the new workflow's phases are for its workers.
+            task.status = TaskStatus.PENDING
+            await self._persist(task, keep_lease=False)
+            return None
         if not await self._persist(task, keep_lease=True):
             return None
         return task
