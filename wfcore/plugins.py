@@ -552,8 +552,9 @@ def contribute(
     """
     for impl in hook_impls(pm, hook_name, registration_order=builtins_first):
         refused: list[Exception] = []
+        one = _register_for(impl.plugin_name, hook_name, register, refused)
         try:
-            call_impl(impl, register=_register_for(impl.plugin_name, register, refused))
+            call_impl(impl, register=one)
         except Exception as exc:
             # register's refusals and WorkflowErrors say what is wrong already.
             said = exc in refused or isinstance(exc, WorkflowError)
@@ -563,14 +564,38 @@ def contribute(
             ) from exc
 
 
-def _register_for(
-    plugin_name: str, register: Callable[[str, Any, Any], None], refused: list[Exception]
-) -> Callable[[Any, Any], None]:
-    """One plugin's ``register(key, value)``, noting what ``register`` refuses."""
+#: The arguments of each contribution hook's ``register``, as the hook
+#: specifications name them (a plugin may pass them by name).
+_REGISTER_ARGS = {
+    "wfe_register_adapters": ("task_type", "adapter"),
+    "wfe_register_handlers": ("classification", "handler"),
+    "wfe_register_workflows": ("name", "phases"),
+}
 
-    def register_one(key: Any, value: Any) -> None:
+
+def _register_for(
+    plugin_name: str,
+    hook_name: str,
+    register: Callable[[str, Any, Any], None],
+    refused: list[Exception],
+) -> Callable[..., None]:
+    """One plugin's ``register(key, value)``, noting what ``register`` refuses; it
+    takes its two arguments by position or by the names the hook's documentation
+    gives them, and says so when called otherwise."""
+    names = _REGISTER_ARGS.get(hook_name, ("key", "value"))
+    signature = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    )
+
+    def register_one(*args: Any, **kwargs: Any) -> None:
         try:
-            register(plugin_name, key, value)
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            wrong = TypeError(f"register takes ({', '.join(names)}): {exc}")
+            refused.append(wrong)
+            raise wrong from None
+        try:
+            register(plugin_name, *bound.args)
         except (WorkflowError, TypeError, ValueError) as exc:
             refused.append(exc)
             raise
