@@ -147,3 +147,20 @@ def test_a_worker_of_some_workflows_checks_only_those(wfe_engine_factory):
     engine.register_workflow("invoices", [Phase("a", assigned_to="human")])
     engine.register_workflow("gpu", [Phase("render", assigned_to="functional")])
     assert workflow_problems(engine) == []
+
+
+def test_a_schedule_starting_where_the_workflow_lets_no_task_start_is_named(wfe_engine_factory):
+    engine = wfe_engine_factory()
+    engine.register_handler("a", lambda task: None)
+    engine.register_handler("b", lambda task: None)
+    engine.register_workflow(
+        "w",
+        [Phase("a", assigned_to="functional"), Phase("b", assigned_to="functional")],
+        start_phases=["a"],
+    )
+    engine.register_schedule("at-b", "w", every=60, classification="b")
+    engine.register_schedule("at-a", "w", every=60, classification="a")
+    assert workflow_problems(engine) == [
+        "schedule 'at-b': workflow 'w' lets no task start at 'b' (start_phases): "
+        "its tasks cannot be submitted"
+    ]

@@ -48,6 +48,15 @@ def workflow_problems(engine: ECSWorkflowEngine) -> list[str]:
                 f"schedule {schedule.name!r}: workflow {spec.name!r} has no phase "
                 f"{schedule.classification!r}: its tasks cannot be submitted"
             )
+        elif (
+            schedule.classification is not None
+            and spec.start_phases is not None
+            and schedule.classification not in spec.start_phases
+        ):
+            problems.append(
+                f"schedule {schedule.name!r}: workflow {spec.name!r} lets no task start at "
+                f"{schedule.classification!r} (start_phases): its tasks cannot be submitted"
+            )
     return problems
 
 
