@@ -504,7 +504,8 @@ def test_two_plugins_registering_an_adapter_for_one_type_are_warned_about(
     # One warning, for the type both register (human has one plugin adapter only).
     assert [r.getMessage() for r in warnings] == [
         f"plugins {first.__name__!r} and {second.__name__!r} both register an adapter for "
-        f"agentic phases; {second.__name__!r}'s (_NamedAdapter) is used, as it registered "
+        f"agentic phases; the one of {second.__name__!r} (_NamedAdapter) is used, as it "
+        "registered "
         "last: to choose, disable the other with WFE_DISABLED_PLUGINS, or call "
         "engine.register_adapter() in code"
     ]

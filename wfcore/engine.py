@@ -264,8 +264,8 @@ class ECSWorkflowEngine:
                 # Allowed (the last registration wins), but which plugin that is
                 # depends on the order they were installed or passed in: say so.
                 logger.warning(
-                    "plugins %r and %r both register an adapter for %s phases; %r's "
-                    "(%s) is used, as it registered last: to choose, disable the other "
+                    "plugins %r and %r both register an adapter for %s phases; the one "
+                    "of %r (%s) is used, as it registered last: to choose, disable the other "
                     "with WFE_DISABLED_PLUGINS, or call engine.register_adapter() in code",
                     earlier,
                     plugin,
