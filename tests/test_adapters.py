@@ -317,3 +317,18 @@ def test_an_adapter_whose_run_is_not_async_fails_the_attempt_saying_so(make_engi
         "AdapterError: the agentic adapter PlainRunAdapter: run() returned NoneType, "
         "not an awaitable (make it 'async def run')"
     )
+
+
+def test_a_task_without_an_adapter_says_when_the_built_in_ones_are_disabled(
+    make_engine, wfe_run, monkeypatch
+):
+    monkeypatch.setenv("WFE_DISABLED_PLUGINS", "wfcore.adapters")
+    engine = make_engine()
+    engine.register_handler("p", lambda task: None)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+    task = wfe_run(run_one(engine))
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: no adapter registered for task type 'functional' (the built-in "
+        "adapters, plugin 'wfcore.adapters', are disabled: WFE_DISABLED_PLUGINS)"
+    )

@@ -815,7 +815,10 @@ class Worker:
         failure: BaseException | None = None
         try:
             if adapter is None:
-                raise AdapterError(f"no adapter registered for task type {task_type.value!r}")
+                raise AdapterError(
+                    f"no adapter registered for task type {task_type.value!r}"
+                    + _adapters_blocked(self._engine)
+                )
             run = adapter.run(task, phase, self._engine)
             if type(run) is not CoroutineType and not inspect.isawaitable(run):
                 raise AdapterError(
@@ -1417,6 +1420,16 @@ def _restore_place(task: Task, owned: _Owned) -> None:
     goes back to the store from there, whatever the phase did to them."""
     task.workflow_name = owned.workflow_name
     task.classification = owned.classification
+
+
+def _adapters_blocked(engine: ECSWorkflowEngine) -> str:
+    """Why there may be no adapter: the built-in ones were switched off."""
+    if engine.plugin_manager.is_blocked("wfcore.adapters"):
+        return (
+            " (the built-in adapters, plugin 'wfcore.adapters', are disabled: "
+            "WFE_DISABLED_PLUGINS)"
+        )
+    return ""
 
 
 def _check_engine_fields(task: Task, owned: _Owned) -> None:
