@@ -365,12 +365,12 @@ def test_a_damaged_store_fails_a_scrape_with_one_log_line(
 
     status, _, body = wfe_run(scrape())
     assert status == 500
-    assert body == "cannot read the metrics: database disk image is malformed\n"
+    failed = (
+        f"cannot read {path}: database disk image is malformed (the file is damaged: "
+        f"check it with sqlite3 {path} 'PRAGMA integrity_check' and restore it from a backup)"
+    )
+    assert body == f"cannot read the metrics: {failed}\n"
     logged = [r for r in caplog.records if r.name == "wfcore.metrics"]
     assert [(r.levelname, r.getMessage(), r.exc_info) for r in logged] == [
-        (
-            "WARNING",
-            "reading the metrics failed: the store failed: database disk image is malformed",
-            None,
-        )
+        ("WARNING", f"reading the metrics failed: the store failed: {failed}", None)
     ]

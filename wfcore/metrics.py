@@ -7,7 +7,6 @@ import asyncio
 import logging
 import math
 import re
-import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -318,7 +317,7 @@ class MetricsServer:
             return await self._health()
         try:
             return "200 OK", await render_metrics(self.engine), CONTENT_TYPE
-        except (StoreError, sqlite3.DatabaseError) as exc:
+        except StoreError as exc:
             # The store's trouble (locked, its disk full, its file damaged): one line
             # for each scrape, every 15 s or so, not a traceback of our own code.
             logger.warning("reading the metrics failed: the store failed: %s", exc)

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import sqlite3
 import sys
 import sysconfig
 import time
@@ -330,27 +329,11 @@ def _run(coro: Coroutine[Any, Any, _T], invalid_input: tuple[type[WorkflowError]
         raise click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc)) from None
     except WorkflowError as exc:
         raise click.ClickException(str(exc)) from None
-    except sqlite3.DatabaseError as exc:
-        # The SQLite store turns the errors it expects into StoreError; one it does
-        # not (a damaged file, as a stale -wal file beside a restored copy makes
-        # it) is still one line, with what to do about it.
-        raise click.ClickException(
-            f"the store's database failed: {exc}{_damaged_hint(exc)}"
-        ) from None
     finally:
         # Ctrl-C as asyncio.run sets up its loop leaves the coroutine never started:
         # closed, Python does not warn at exit that it was never awaited ("wfe:
         # interrupted" is all a person sees). A coroutine that ran is closed already.
         coro.close()
-
-
-def _damaged_hint(exc: sqlite3.DatabaseError) -> str:
-    if "malformed" not in str(exc) and "not a database" not in str(exc):
-        return ""
-    return (
-        " (the file is damaged: check it with sqlite3 FILE 'PRAGMA integrity_check'"
-        " and restore it from a backup)"
-    )
 
 
 async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:

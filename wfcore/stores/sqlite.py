@@ -538,7 +538,9 @@ class SQLiteStore(Store):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._reader, lambda: fn(self._read_conn()))
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
+            if not _store_trouble(exc):
+                raise
             # A lock held too long, a temporary file on a full disk, a file server
             # away: the store's trouble, which a worker waits out.
             raise self._failed("read", exc) from exc
@@ -556,15 +558,22 @@ class SQLiteStore(Store):
             raise StoreFileLostError(
                 f"the store file {self.path} was deleted or replaced: the write was not made"
             ) from None
-        except sqlite3.OperationalError as exc:
-            # A read-only file or folder, a full disk, a lock held too long: the
-            # store, not the task, is the problem.
+        except sqlite3.DatabaseError as exc:
+            if not _store_trouble(exc):
+                raise
+            # A read-only file or folder, a full disk, a lock held too long, a
+            # damaged file: the store, not the task, is the problem.
             raise self._failed("write to", exc) from exc
 
     def _failed(self, doing: str, exc: sqlite3.Error) -> StoreError:
         if doing != "read" and _disk_full(exc):
             return StoreError(
                 f"cannot {doing} {self.path}: the disk holding it is full ({exc}); free space there"
+            )
+        if type(exc) is sqlite3.DatabaseError:
+            return StoreError(
+                f"cannot {doing} {self.path}: {exc} (the file is damaged: check it with "
+                f"sqlite3 {self.path} 'PRAGMA integrity_check' and restore it from a backup)"
             )
         return _store_error(exc)(
             f"cannot {doing} {self.path}: {exc}{_why_locked(exc, self.timeout)}"
@@ -965,8 +974,10 @@ class SQLiteStore(Store):
 
         try:
             return await asyncio.to_thread(vacuum)
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"cannot compact {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            if not _store_trouble(exc):
+                raise
+            raise self._failed("compact", exc) from exc
 
     def _size_on_disk(self) -> int:
         """Bytes of the database file and its WAL."""
@@ -1611,6 +1622,14 @@ _FILE_CHECK_EVERY = 1.0
 
 # SQLite's result code SQLITE_FULL ("database or disk is full").
 _SQLITE_FULL = 13
+
+
+def _store_trouble(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error is the store's trouble, not the calling code's: an
+    OperationalError (a lock held too long, a full disk, a file server away), or a
+    plain DatabaseError ("database disk image is malformed": a damaged file). Its
+    subclasses (an IntegrityError, a ProgrammingError) are the code's, and go on."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
 def _locked(exc: sqlite3.Error) -> bool:
