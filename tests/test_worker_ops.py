@@ -602,3 +602,46 @@ def test_a_worker_on_a_store_it_cannot_use_fails_at_once(wfe, tmp_path) -> None:
         "upgrade wfcore to use it"
     )
     assert "waiting for the store" not in worker.stderr
+
+
+def test_a_worker_whose_own_lease_ran_out_says_so_as_the_phase_starts_again(
+    wfe_engine_factory, wfe_run, caplog
+) -> None:
+    """Renewals that cannot be written in time (a store locked for longer than
+    lease_seconds) let the lease run out under a running phase: this worker's next
+    claim takes its own task over, and the phase starts again. It said nothing."""
+    engine = wfe_engine_factory(lease_seconds=0.3)
+    starts: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(task: Task) -> None:
+        starts.append(task.id)
+        await release.wait()
+
+    engine.register_handler("slow", slow)
+    engine.register_workflow("w", [Phase("slow", assigned_to="functional")])
+
+    async def scenario() -> None:
+        store = await engine.get_store()
+
+        async def unwritten(owner: str, task_ids: list[str], lease_seconds: float) -> set[str]:
+            return set(task_ids)  # as if renewed, but nothing reaches the store
+
+        store.renew = unwritten  # type: ignore[method-assign]
+        await engine.submit_task(None, "w")
+        runner = asyncio.create_task(engine.run())
+        try:
+            while len(starts) < 2:
+                await asyncio.sleep(0.02)
+        finally:
+            release.set()
+            engine.stop()
+            await runner
+
+    with caplog.at_level(logging.WARNING, logger="wfcore"):
+        wfe_run(scenario(), timeout=30)
+    assert starts[0] == starts[1]
+    assert any(
+        "this worker's lease on it ran out while its phase ran" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]

@@ -385,6 +385,19 @@ class Worker:
             # one whose writes are done (running its hooks) may finish. Either way
             # the new run starts after it, and one lease, the new, is renewed.
             if task.id not in self._released:
+                last = task.history[-1] if task.history else {}
+                if (
+                    last.get("event") == "taken_over"
+                    and last.get("previous_worker") == self._engine.worker_id
+                ):
+                    # Its own lease ran out as it ran (renewals could not be written
+                    # in time: a store locked longer than lease_seconds, say).
+                    logger.warning(
+                        "task %s: this worker's lease on it ran out while its phase ran "
+                        "(renewals not written in time: was the store locked for "
+                        "longer than lease_seconds?); the phase starts again",
+                        task.id,
+                    )
                 self._lost.add(task.id)
                 earlier.cancel()
             self._released.discard(task.id)
@@ -1426,8 +1439,7 @@ def _adapters_blocked(engine: ECSWorkflowEngine) -> str:
     """Why there may be no adapter: the built-in ones were switched off."""
     if engine.plugin_manager.is_blocked("wfcore.adapters"):
         return (
-            " (the built-in adapters, plugin 'wfcore.adapters', are disabled: "
-            "WFE_DISABLED_PLUGINS)"
+            " (the built-in adapters, plugin 'wfcore.adapters', are disabled: WFE_DISABLED_PLUGINS)"
         )
     return ""
 
