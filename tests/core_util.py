@@ -226,3 +226,19 @@ async def store_error_with_its_folder_gone(
         return caught.value
     finally:
         await store.close()
+
+
+def damage_tasks_table(db: Path) -> None:
+    """Overwrite the first page of the tasks table and of each of its indexes, as a
+    stale ``-wal`` file replayed onto a restored copy can: the schema still reads,
+    the tasks do not."""
+    with sqlite3.connect(db) as conn:
+        roots = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'tasks' AND rootpage > 0"
+        ).fetchall()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with db.open("r+b") as file:
+        for (root,) in roots:
+            file.seek((root - 1) * size)
+            file.write(b"\xff" * size)

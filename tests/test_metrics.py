@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from core_util import db_path
+from core_util import damage_tasks_table, db_path
 from prometheus_client.parser import text_string_to_metric_families
 
 from wfcore import Phase, Task, TaskStatus, hookimpl
@@ -340,16 +339,7 @@ def test_a_damaged_store_fails_a_scrape_with_one_log_line(
             await store.close()
 
     wfe_run(fill())
-    with sqlite3.connect(path) as conn:
-        roots = conn.execute(
-            "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'tasks' AND rootpage > 0"
-        ).fetchall()
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
-    conn.close()
-    with path.open("r+b") as file:
-        for (root,) in roots:
-            file.seek((root - 1) * size)
-            file.write(b"\xff" * size)
+    damage_tasks_table(path)
 
     async def scrape() -> tuple[int, str, str]:
         store = SQLiteStore(path)

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
-
-
-def _damage_tasks_table(db: Path) -> None:
-    """Overwrite the first page of the tasks table and of each of its indexes, as a
-    stale ``-wal`` file replayed onto a restored copy can: the schema still reads,
-    the tasks do not."""
-    with sqlite3.connect(db) as conn:
-        roots = conn.execute(
-            "SELECT rootpage FROM sqlite_master WHERE tbl_name = 'tasks' AND rootpage > 0"
-        ).fetchall()
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
-    conn.close()
-    with db.open("r+b") as file:
-        for (root,) in roots:
-            file.seek((root - 1) * size)
-            file.write(b"\xff" * size)
+from core_util import damage_tasks_table
 
 
 def test_commands_on_a_damaged_store_say_so_in_one_line(wfe, tmp_path: Path) -> None:
     for _ in range(3):
         wfe("submit", "left", "--app", "split_app:engine")
-    _damage_tasks_table(tmp_path / "wfe.db")
+    damage_tasks_table(tmp_path / "wfe.db")
     for command in (
         ["tasks"],
         ["status"],
@@ -62,7 +46,7 @@ def test_a_damaged_store_is_a_store_error_naming_the_file(tmp_path: Path, wfe_ru
         await store.close()
 
     wfe_run(fill())
-    _damage_tasks_table(db)
+    damage_tasks_table(db)
 
     async def read() -> None:
         store = SQLiteStore(db)

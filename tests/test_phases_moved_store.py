@@ -39,9 +39,9 @@ def _copy_store(source: Path, target: Path) -> None:
     shutil.copytree(f"{source}-artifacts", f"{target}-artifacts")
 
 
-def test_a_store_restored_elsewhere_gives_commands_its_artifacts(
-    wfe_engine_factory, wfe_run, tmp_path
-):
+def _restored_elsewhere(wfe_engine_factory, wfe_run, tmp_path: Path) -> Path:
+    """Task t1 run to its human phase on a store in first/, which is then restored
+    to restored/ and lost (the old machine's disk is gone); the restored file."""
     first = tmp_path / "first" / "wfe.db"
     first.parent.mkdir()
     engine = _engine(wfe_engine_factory, first)
@@ -54,7 +54,14 @@ def test_a_store_restored_elsewhere_gives_commands_its_artifacts(
     wfe_run(start())
     restored = tmp_path / "restored" / "wfe.db"
     _copy_store(first, restored)
-    shutil.rmtree(first.parent)  # the old machine's disk is gone
+    shutil.rmtree(first.parent)
+    return restored
+
+
+def test_a_store_restored_elsewhere_gives_commands_its_artifacts(
+    wfe_engine_factory, wfe_run, tmp_path
+):
+    restored = _restored_elsewhere(wfe_engine_factory, wfe_run, tmp_path)
 
     engine = _engine(wfe_engine_factory, restored)
 
@@ -100,19 +107,7 @@ def test_wfe_show_names_an_artifacts_file_where_the_restored_store_keeps_it(
     import subprocess
     import sys
 
-    first = tmp_path / "first" / "wfe.db"
-    first.parent.mkdir()
-    engine = _engine(wfe_engine_factory, first)
-
-    async def start() -> None:
-        await engine.submit_task({}, "w", task_id="t1")
-        await engine.run_until_idle()
-        await engine.aclose()
-
-    wfe_run(start())
-    restored = tmp_path / "restored" / "wfe.db"
-    _copy_store(first, restored)
-    shutil.rmtree(first.parent)
+    restored = _restored_elsewhere(wfe_engine_factory, wfe_run, tmp_path)
     shown = subprocess.run(
         [sys.executable, "-m", "wfcore.cli", "show", "t1", "--store", f"sqlite://{restored}"],
         capture_output=True,
