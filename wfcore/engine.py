@@ -59,7 +59,13 @@ from .model import (
     check_priority,
     utcnow,
 )
-from .plugins import call_first, contribute, make_plugin_manager, trace_call
+from .plugins import (
+    call_first,
+    contribute,
+    hooks_needing_self,
+    make_plugin_manager,
+    trace_call,
+)
 from .schedules import EPOCH, Schedule
 from .stores.base import Store, shown_url, unreadable
 from .wire import check_task_id, is_unicode_text, json_problem
@@ -1868,12 +1874,7 @@ def _check_plugins(plugins: Any) -> tuple[Any, ...]:
         if isinstance(plugin, type):
             # pluggy would register the class and call its hooks without ``self``:
             # the first call would fail with a missing argument.
-            needs_self = [
-                name
-                for name in dir(plugin)
-                if getattr(getattr(plugin, name, None), "wfcore_impl", None) is not None
-                and inspect.isfunction(inspect.getattr_static(plugin, name))
-            ]
+            needs_self = hooks_needing_self(plugin)
             if needs_self:
                 raise TypeError(
                     f"plugin {plugin.__name__} is a class whose hook {needs_self[0]} takes "

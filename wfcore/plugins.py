@@ -49,6 +49,7 @@ __all__ = [
     "call_impl",
     "contribute",
     "hook_impls",
+    "hooks_needing_self",
     "installed_plugins",
     "make_plugin_manager",
     "plugin_infos",
@@ -155,18 +156,24 @@ def _refuse_class(plugin: Any, name: str | None) -> None:
     an instance of it, is the usual way to get here."""
     if not isinstance(plugin, type):
         return
-    needs_self = [
-        attr
-        for attr in dir(plugin)
-        if getattr(getattr(plugin, attr, None), "wfcore_impl", None) is not None
-        and inspect.isfunction(inspect.getattr_static(plugin, attr))
-    ]
+    needs_self = hooks_needing_self(plugin)
     if needs_self:
         raise PluginError(
             f"plugin {name or plugin.__name__!r} is the class {plugin.__qualname__}, whose "
             f"hook {needs_self[0]} takes self: register an instance, {plugin.__qualname__}() "
             "(an entry point names an instance made in its module, or the module itself)"
         )
+
+
+def hooks_needing_self(plugin: type) -> list[str]:
+    """The names of a plugin class's hook implementations that are plain methods:
+    called on the class rather than an instance, each would miss ``self``."""
+    return [
+        attr
+        for attr in dir(plugin)
+        if getattr(getattr(plugin, attr, None), "wfcore_impl", None) is not None
+        and inspect.isfunction(inspect.getattr_static(plugin, attr))
+    ]
 
 
 def _hook_callers(pm: pluggy.PluginManager) -> list[pluggy.HookCaller]:
