@@ -452,6 +452,7 @@ class SQLiteStore(Store):
         self._read_as_is: int | None = None  # the schema of a store read as it is
         self._delayed_index = False  # made (if need be) by the first count_delayed
         self._finished_index = False  # made (if need be) by the first count_finished
+        self._slots_table = False  # made (if need be) by the first take_phase_slot
         # The file opened (st_dev, st_ino), looked at again now and then: a file
         # deleted or replaced under the open store must not go unnoticed.
         self._file_id: tuple[int, int] | None = None
@@ -1404,9 +1405,10 @@ class SQLiteStore(Store):
     async def take_phase_slot(
         self, task_id: str, owner: str, workflow: str, phase: str, limit: int, priority: int
     ) -> bool:
+        await self._make_slots_table()
+
         def write(conn: sqlite3.Connection) -> bool:
             now = time.time()
-            conn.execute(_PHASE_SLOTS_TABLE)
             # A task whose lease this owner no longer holds (cancelled, or taken
             # over, while it waited in line) gets no slot: its phase must not start,
             # and a slot it held would not count, letting one task too many run.
@@ -1450,11 +1452,16 @@ class SQLiteStore(Store):
         return await self._write(write)
 
     async def release_phase_slot(self, task_id: str) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(_PHASE_SLOTS_TABLE)
-            conn.execute("DELETE FROM phase_slots WHERE task_id = ?", (task_id,))
+        await self._make_slots_table()
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM phase_slots WHERE task_id = ?", (task_id,))
+        )
 
-        await self._write(write)
+    async def _make_slots_table(self) -> None:
+        """Make the phase_slots table if it is not there, once per store object."""
+        if not self._slots_table:
+            await self._write(lambda conn: conn.execute(_PHASE_SLOTS_TABLE))
+            self._slots_table = True
 
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         params: tuple[str, ...] = _ACTIVE
