@@ -73,7 +73,8 @@ def test_a_plugin_command_never_replaces_a_built_in_one(wfe, tmp_path) -> None:
     result = wfe("status", env=env)
     assert result.stdout.startswith("WORKFLOW")
     assert result.stderr == (
-        "Warning: plugin 'clash' adds a command 'status', which wfe has already; "
-        "it is left out and the built-in kept\n"
+        "Warning: plugin 'clash' adds a command 'status', the name of a built-in wfe "
+        "command; the built-in one is kept and the plugin's left out\n"
     )
     assert wfe("clash-hello", env=env).stdout == "hello\n"  # its other commands are added
+

@@ -574,12 +574,20 @@ class _Group(click.Group):
         if plugin is not None and name is not None:
             owner = self.added_by.get(name)
             if name in self.commands and owner != plugin:
-                kept = "the built-in" if owner is None else f"plugin {owner!r}'s"
-                click.echo(
-                    f"Warning: plugin {plugin!r} adds a command {name!r}, which wfe has "
-                    f"already; it is left out and {kept} kept",
-                    err=True,
-                )
+                if owner is None:
+                    said = (
+                        f"plugin {plugin!r} adds a command {name!r}, the name of a built-in "
+                        "wfe command; the built-in one is kept and the plugin's left out"
+                    )
+                else:
+                    # Which one comes first depends on the order the plugins load in.
+                    said = (
+                        f"plugins {owner!r} and {plugin!r} both add a command {name!r}; the "
+                        f"one of {owner!r} is kept, as it was added first, and the one of "
+                        f"{plugin!r} left out (to choose, disable the other plugin with "
+                        "WFE_DISABLED_PLUGINS)"
+                    )
+                click.echo(f"Warning: {said}", err=True)
                 return
             self.added_by[name] = plugin
         super().add_command(cmd, name)
