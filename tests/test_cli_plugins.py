@@ -78,3 +78,57 @@ def test_a_plugin_command_never_replaces_a_built_in_one(wfe, tmp_path) -> None:
     )
     assert wfe("clash-hello", env=env).stdout == "hello\n"  # its other commands are added
 
+
+_TWIN = """import click
+from wfcore import hookimpl
+from wfcore.errors import WorkflowError
+
+@hookimpl
+def wfe_register_commands(cli):
+    @cli.command('twin')
+    def twin():
+        click.echo('{name}')
+
+    @cli.command('{name}-fails')
+    @click.option('--how')
+    def fails(how):
+        if how == 'workflow':
+            raise WorkflowError('no task abc')
+        raise KeyError('abc')
+"""
+
+
+def test_two_plugins_one_command_name_and_a_plugin_command_that_raises(wfe, tmp_path) -> None:
+    env = _installed(wfe, tmp_path, "twin_a", _TWIN.format(name="twin_a"))
+    (tmp_path / "site" / "twin_b.py").write_text(_TWIN.format(name="twin_b"))
+    info = tmp_path / "site" / "twin_b-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: twin_b\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[wfcore]\ntwin_b = twin_b\n")
+
+    # Which plugin adds its command first depends on the order they load in.
+    twin = wfe("twin", env=env)
+    kept = twin.stdout.strip()
+    other = {"twin_a": "twin_b", "twin_b": "twin_a"}[kept]
+    assert twin.stderr == (
+        f"Warning: plugins '{kept}' and '{other}' both add a command 'twin'; the one of "
+        f"'{kept}' is kept, as it was added first, and the one of '{other}' left out (to "
+        "choose, disable the other plugin with WFE_DISABLED_PLUGINS)\n"
+    )
+    env["WFE_DISABLED_PLUGINS"] = other  # one plugin from here on: no warning
+
+    # A plugin's command that raises: one line naming the command and the plugin,
+    # exit 1, as the built-in commands fail; the traceback at --log-level debug.
+    failed = wfe(f"{kept}-fails", env=env, check=False)
+    assert (failed.returncode, failed.stdout) == (1, "")
+    assert failed.stderr == (
+        f"Error: wfe {kept}-fails, a command of plugin '{kept}', failed: KeyError: 'abc' "
+        "(--log-level debug shows the traceback)\n"
+    )
+    debug = wfe("--log-level", "debug", f"{kept}-fails", env=env, check=False)
+    assert debug.returncode == 1
+    assert f"wfcore.cli: wfe {kept}-fails (plugin '{kept}') failed\nTraceback" in debug.stderr
+    assert debug.stderr.endswith(f"'{kept}', failed: KeyError: 'abc'\n")
+    # A WorkflowError is shown as a built-in command shows its own.
+    refused = wfe(f"{kept}-fails", "--how", "workflow", env=env, check=False)
+    assert (refused.returncode, refused.stderr) == (1, "Error: no task abc\n")

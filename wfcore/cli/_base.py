@@ -324,16 +324,22 @@ def _run(coro: Coroutine[Any, Any, _T], invalid_input: tuple[type[WorkflowError]
         return asyncio.run(coro)
     except invalid_input as exc:
         raise _InputError(str(exc)) from None
-    except InvalidOutputError as exc:
-        lines = "\n".join(f"  - {e}" for e in exc.errors)
-        raise click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc)) from None
     except WorkflowError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _workflow_error(exc) from None
     finally:
         # Ctrl-C as asyncio.run sets up its loop leaves the coroutine never started:
         # closed, Python does not warn at exit that it was never awaited ("wfe:
         # interrupted" is all a person sees). A coroutine that ran is closed already.
         coro.close()
+
+
+def _workflow_error(exc: WorkflowError) -> click.ClickException:
+    """The one-line Error (exit 1) a command shows for a WorkflowError; a refused
+    output lists each of its problems on a line of its own."""
+    if isinstance(exc, InvalidOutputError):
+        lines = "\n".join(f"  - {e}" for e in exc.errors)
+        return click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc))
+    return click.ClickException(str(exc))
 
 
 async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:
@@ -610,6 +616,14 @@ class _Group(click.Group):
             # "Aborted!" and 1, which a script cannot tell from a failure.
             click.echo("wfe: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own way to fail or exit: it says what it has to say
+        except Exception as exc:
+            name = ctx.invoked_subcommand or ""
+            plugin = self.added_by.get(name)
+            if plugin is None:
+                raise  # a built-in command's: a bug in wfcore, worth its traceback
+            raise _plugin_command_failed(name, plugin, exc) from None
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -618,6 +632,20 @@ class _Group(click.Group):
             if not ctx.resilient_parsing:
                 ctx.fail(_no_ui())
         return super().resolve_command(ctx, args)
+
+
+def _plugin_command_failed(name: str, plugin: str, exc: Exception) -> click.ClickException:
+    """The Error (exit 1) for a plugin's command that raised: a WorkflowError as a
+    built-in command shows it, anything else in a line naming the command, the
+    plugin and the exception. The traceback is for --log-level debug, as the
+    plugin's author needs it and a user of the command does not."""
+    if isinstance(exc, WorkflowError):
+        return _workflow_error(exc)
+    log = logging.getLogger("wfcore.cli")
+    log.debug("wfe %s (plugin %r) failed", name, plugin, exc_info=exc)
+    said = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    hint = "" if log.isEnabledFor(logging.DEBUG) else " (--log-level debug shows the traceback)"
+    return click.ClickException(f"wfe {name}, a command of plugin {plugin!r}, failed: {said}{hint}")
 
 
 def _no_ui() -> str:
