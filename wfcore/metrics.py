@@ -80,15 +80,18 @@ _ENGINE_COUNTERS = (
 )
 
 
-async def render_metrics(engine: ECSWorkflowEngine) -> str:
+async def render_metrics(engine: ECSWorkflowEngine, *, engine_metrics: bool = True) -> str:
     """The metrics of ``engine`` and its store, in the Prometheus text format.
 
     From the store, whoever runs the tasks: tasks by workflow and status,
     unfinished ones by phase, delayed ones and when the next is due, results not
     yet published by each outbox consumer, and how many workers hold leases.
     From this engine (this process): its counters since it started and the tasks
-    it is running. Reading the store costs a few counting queries, however many
-    workflows there are (``Store.count_all_by_workflow`` and ``count_all_by_phase``).
+    it is running; ``engine_metrics=False`` leaves those out, for an engine that
+    only reads the store (``wfe metrics``): its counters, all 0, would read as
+    facts about the workers, and to Prometheus as the workers' counters reset.
+    Reading the store costs a few counting queries, however many workflows there
+    are (``Store.count_all_by_workflow`` and ``count_all_by_phase``).
     """
     started = time.monotonic()
     store = await engine.get_store()
@@ -160,6 +163,21 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
     out.family("wfcore_workers", "gauge", "Worker processes holding task leases.")
     out.sample("wfcore_workers", len(await store.lease_owners()))
 
+    if engine_metrics:
+        _engine_metrics(engine, out)
+
+    for reported in _plugin_metrics(engine):
+        out.family(reported.name, reported.kind, reported.help)
+        for labels, value in reported.samples:
+            out.sample(reported.name, value, **dict(labels))
+
+    out.family("wfcore_scrape_duration_seconds", "gauge", "Seconds these metrics took to read.")
+    out.sample("wfcore_scrape_duration_seconds", round(time.monotonic() - started, 6))
+    return out.text()
+
+
+def _engine_metrics(engine: ECSWorkflowEngine, out: _Lines) -> None:
+    """The families of this process's engine: its counters and what it runs now."""
     # No worker label: a worker's id changes at every start, and the scrape's own
     # instance label already tells the processes apart.
     for key, metric, text in _ENGINE_COUNTERS:
@@ -176,15 +194,6 @@ async def render_metrics(engine: ECSWorkflowEngine) -> str:
         out.sample("wfcore_engine_tasks_waiting_for_slot", count, workflow=workflow, phase=phase)
     out.family("wfcore_engine_running", "gauge", "1 while this engine processes tasks.")
     out.sample("wfcore_engine_running", int(engine.running))
-
-    for reported in _plugin_metrics(engine):
-        out.family(reported.name, reported.kind, reported.help)
-        for labels, value in reported.samples:
-            out.sample(reported.name, value, **dict(labels))
-
-    out.family("wfcore_scrape_duration_seconds", "gauge", "Seconds these metrics took to read.")
-    out.sample("wfcore_scrape_duration_seconds", round(time.monotonic() - started, 6))
-    return out.text()
 
 
 def _plugin_metrics(engine: ECSWorkflowEngine) -> list[Metric]:

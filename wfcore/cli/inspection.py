@@ -448,10 +448,13 @@ def metrics(ctx: click.Context, store: str | None) -> None:
     """Print the store's metrics once, in the Prometheus text format.
 
     For cron and node_exporter's textfile collector; wfe worker --metrics
-    serves the same, with that worker's counters, over HTTP.
+    serves the same over HTTP, with that worker's own wfcore_engine_* metrics.
     """
     engine = _engine(ctx, store, existing=True, reading=True)
-    click.echo(_run(_closing(engine, render_metrics(engine))), nl=False)
+    # Not this command's engine's counters: it runs no task, and its zeros would
+    # look like the workers' counters reset.
+    text = _run(_closing(engine, render_metrics(engine, engine_metrics=False)))
+    click.echo(text, nl=False)
 
 
 @cli.command()
