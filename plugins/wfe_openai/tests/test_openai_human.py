@@ -270,7 +270,8 @@ def test_ask_human_with_arguments_sent_as_an_object(openai_server, wfe_engine, w
     assert waiting.waiting_reason == "Size?"
     assert not [e for e in waiting.history if e["event"] == "attempt_failed"]
     assert openai_server.messages(1)[-1]["content"] == (
-        "error: invalid arguments for ask_human: arguments must be a JSON object, not an array"
+        "error: invalid arguments for ask_human: arguments must be a JSON object, not an array; "
+        "the call's arguments were '[\"Size?\"]'"
     )
     assert done.status is TaskStatus.COMPLETED, done.error
     # The answer is the result of the call that asked, whose generated id was kept.

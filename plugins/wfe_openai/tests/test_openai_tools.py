@@ -206,6 +206,75 @@ def test_tool_errors_go_back_to_the_model(openai_server, wfe_engine, wfe_run):
     assert errors == [True, True, True, True]
 
 
+def test_a_call_whose_arguments_are_no_json_object_does_not_break_the_next_request(
+    openai_server, wfe_engine, wfe_run
+):
+    # vLLM, Ollama and llama.cpp decode the arguments of every earlier tool call in
+    # the messages and refuse the request when they are no JSON object; a model
+    # whose call was cut off, or malformed, must still get to read its error.
+    def strict(request: Any) -> Any:
+        for message in request["body"]["messages"]:
+            for call in message.get("tool_calls") or ():
+                try:
+                    ok = isinstance(json.loads(call["function"]["arguments"]), dict)
+                except ValueError:
+                    ok = False
+                if not ok:
+                    body = {"object": "error", "message": "Expecting value", "code": 400}
+                    return 400, {"Content-Type": "application/json"}, json.dumps(body).encode()
+        return (
+            200,
+            {"Content-Type": "application/json"},
+            json.dumps(
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "ok"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
+            ).encode(),
+        )
+
+    def divide(a: int, b: int) -> float:
+        """Divide a by b."""
+        return a / b
+
+    openai_server.tool_calls(
+        ("divide", '{"a": 6, "b":'), ("divide", "[6, 3]"), ("ask_human", "{not json")
+    )
+    openai_server.raw_tool_calls({"id": "c4", "type": "function", "function": {"name": "divide"}})
+    openai_server.push(strict)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[divide]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic", max_attempts=1))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "ok"
+    messages = openai_server.messages()
+    sent = [c["function"]["arguments"] for m in messages for c in m.get("tool_calls") or ()]
+    assert sent == ["{}", "{}", "{}", "{}"]
+    # The model reads what it sent in each call's error, and the history keeps it.
+    results = [m["content"] for m in messages if m["role"] == "tool"]
+    assert results[0].startswith(
+        "error: invalid arguments for divide: arguments are not valid JSON"
+    )
+    assert results[0].endswith('; the call\'s arguments were \'{"a": 6, "b":\'')
+    assert results[1].endswith("not an array; the call's arguments were '[6, 3]'")
+    assert results[2].startswith("error: invalid arguments for ask_human: arguments are not valid")
+    assert results[2].endswith("; the call's arguments were '{not json'")
+    assert results[3].startswith("error: invalid arguments for divide: ")
+    assert results[3].endswith("; the call's arguments were nothing")
+    recorded = [e["arguments"] for e in task.history if e["event"] == "agent_tool_call"]
+    assert recorded == ['{"a": 6, "b":', "[6, 3]", "{not json", ""]
+
+
 def count_lines(argv: str) -> str:
     """Count lines, with a command line such as "--n 3"."""
     parser = argparse.ArgumentParser(prog="count_lines")
@@ -736,7 +805,8 @@ def test_arguments_sent_as_an_object_and_calls_without_an_id(openai_server, wfe_
     assert [r["content"] for r in results] == [
         '{"city": "Oslo", "temp": 21, "unit": "C"}',
         "error: invalid arguments for divide: a: 'one' is not of type 'integer'",
-        "error: invalid arguments for divide: arguments must be a JSON object, not an array",
+        "error: invalid arguments for divide: arguments must be a JSON object, not an array; "
+        "the call's arguments were '[6, 3]'",
         "2.0",
     ]
     # Every call has an id, unique in the conversation, and its result answers it.
@@ -745,15 +815,16 @@ def test_arguments_sent_as_an_object_and_calls_without_an_id(openai_server, wfe_
     assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == 4
     assert ids[2] == "c3"
     assert [r["tool_call_id"] for r in results] == ids
-    # The arguments go back to the server as the JSON string the API expects.
+    # The arguments go back to the server as the JSON string the API expects: an
+    # object's; the history keeps what the model sent.
     assert [c["function"]["arguments"] for c in calls] == [
         '{"city": "Oslo"}',
         '{"a": "one", "b": 2}',
-        "[6, 3]",
+        "{}",
         '{"a": 6, "b": 3}',
     ]
     recorded = [e["arguments"] for e in task.history if e["event"] == "agent_tool_call"]
-    assert recorded == [c["function"]["arguments"] for c in calls]
+    assert recorded == ['{"city": "Oslo"}', '{"a": "one", "b": 2}', "[6, 3]", '{"a": 6, "b": 3}']
 
 
 def test_calls_sharing_an_id_in_one_reply_get_ids_of_their_own(openai_server, wfe_engine, wfe_run):

@@ -207,7 +207,7 @@ def _question(call: _ToolCall, one_pending: bool) -> tuple[str | None, str]:
     try:
         question = HUMAN_TOOL.parse_arguments(call.arguments)["question"]
     except ToolArgumentsError as exc:
-        return None, f"error: invalid arguments for {ASK_HUMAN}: {exc}"
+        return None, _as_sent(call, f"error: invalid arguments for {ASK_HUMAN}: {exc}")
     if not question.strip():
         # The task would wait for a person shown nothing to answer.
         return None, (
@@ -330,7 +330,7 @@ async def _call_tool(
             arguments = tool.parse_arguments(call.arguments)
             result = await tool.invoke(arguments, task, engine)
         except ToolArgumentsError as exc:
-            content = f"error: invalid arguments for {tool_name}: {exc}"
+            content = _as_sent(call, f"error: invalid arguments for {tool_name}: {exc}")
         except (Exception, SystemExit) as exc:
             # SystemExit too: argparse and click exit on bad input, which is what a
             # model sends; it must not end the worker, and the model can correct it.
@@ -413,7 +413,7 @@ def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {"name": call.name, "arguments": _arguments_text(call.arguments)},
+                "function": {"name": call.name, "arguments": _sent_back_arguments(call)},
             }
             for call in calls
         ],
@@ -421,8 +421,47 @@ def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
 
 
 def _arguments_text(arguments: Any) -> str:
-    """Arguments as the JSON text the API expects, whatever form the server sent."""
+    """Arguments as JSON text, whatever form the server sent (for the history)."""
     return "" if arguments is None else _as_text(arguments)
+
+
+def _sent_back_arguments(call: _ToolCall) -> str:
+    """A call's arguments as the conversation sends them back: the JSON text of an
+    object, which is what the API specifies.
+
+    Arguments that are no JSON object (text cut off by the token limit, an array,
+    none at all) are sent back as ``{}``: vLLM, Ollama and llama.cpp decode the
+    arguments of every earlier call in the conversation and refuse the whole
+    request when one does not decode to an object, so the model could never read
+    the error its call got. That error quotes what the model sent
+    (:func:`_as_sent`).
+    """
+    if _is_object_text(call.arguments):
+        return _arguments_text(call.arguments)
+    return "{}"
+
+
+def _is_object_text(arguments: Any) -> bool:
+    """True if ``arguments`` are an object, or JSON text of one."""
+    if isinstance(arguments, dict):
+        return True
+    if not isinstance(arguments, str):
+        return False
+    try:
+        return isinstance(json.loads(arguments), dict)
+    except ValueError:
+        return False
+
+
+def _as_sent(call: _ToolCall, error: str) -> str:
+    """A tool call's error, with the arguments the model sent when the conversation
+    sends them back otherwise (see :func:`_sent_back_arguments`)."""
+    if _is_object_text(call.arguments):
+        return error
+    sent = (
+        "nothing" if call.arguments is None else repr(_short(_arguments_text(call.arguments), 200))
+    )
+    return f"{error}; the call's arguments were {sent}"
 
 
 def _answer_text(value: Any) -> str:
