@@ -572,6 +572,46 @@ def test_a_reply_cut_off_by_max_tokens_fails_the_attempt(openai_server, wfe_engi
     )
 
 
+def test_a_reply_cut_off_as_it_asks_for_tools_fails_the_attempt_naming_the_limit(
+    openai_server, wfe_engine, wfe_run
+):
+    written: list[str] = []
+
+    def write_file(name: str, text: str) -> str:
+        """Write a text file."""
+        written.append(name)
+        return "written"
+
+    # The token limit ends the reply inside the arguments of its last call: told
+    # they are not JSON, the model would ask again, cut off again, until max_steps.
+    openai_server.tool_calls(
+        ("write_file", {"name": "a.txt", "text": "short"}),
+        ("write_file", '{"name": "b.txt", "text": "Once upon a time there wa'),
+        finish_reason="length",
+    )
+    openai_server.reply("Written.")
+    wfe_engine.register_adapter(
+        TaskType.AGENTIC, OpenAIAgentAdapter(tools=[write_file], max_tokens=50)
+    )
+
+    task = _run_one(
+        wfe_engine, wfe_run, {}, [Phase("write", assigned_to="agentic", max_attempts=2)]
+    )
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    [failure] = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
+    assert failure == (
+        "AdapterError: the reply was cut off by the output token limit (finish_reason=length; "
+        "raise max_tokens or max_completion_tokens) as it asked for tools (write_file, "
+        "write_file): the arguments of its last call end "
+        """'{"name": "b.txt", "text": "Once upon a time there wa'"""
+    )
+    assert written == []  # no tool of the cut-off reply ran
+    # The cut-off call is paid for: in usage, beside the next attempt's.
+    assert task.context["openai"]["usage"]["calls"] == 2
+    assert [c["finish_reason"] for c in task.context["openai"]["calls"]] == ["length", "stop"]
+
+
 def test_a_reply_stopped_by_the_content_filter_fails_the_attempt(
     openai_server, wfe_engine, wfe_run
 ):

@@ -20,7 +20,7 @@ from .errors import _failure_reason, _no_message_reason
 from .human import ASK_HUMAN, HUMAN_TOOL, _wait_for_person
 from .messages import Budget
 from .records import _account, _short
-from .reply import _content_text, _output
+from .reply import _CUT_OFF, _content_text, _output
 from .tools import Tool, ToolArgumentsError
 
 if TYPE_CHECKING:
@@ -137,8 +137,17 @@ async def _rounds(
             state.pop("conversation", None)
             state.pop("progress", None)
             return
-        messages.append(_assistant_message(message, calls))
         last_calls = [c.name or "a call without a function name" for c in calls]
+        if finish_reason == "length":
+            # The last call's arguments are cut short: the model, told they are not
+            # JSON, would only ask again and be cut off again, until max_steps, which
+            # would not say why. A failed attempt names the limit, as for a final reply.
+            ending = _arguments_text(calls[-1].arguments)[-200:]
+            raise AdapterError(
+                f"{_CUT_OFF} as it asked for tools ({', '.join(last_calls)}): the "
+                f"arguments of its last call end {ending!r}"
+            )
+        messages.append(_assistant_message(message, calls))
         if any(not _is_question(call, tools) for call in calls):
             # The call is paid for: stored before its tools run, which may outlast
             # the phase's timeout or meet a cancel, so that usage keeps it.

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 
 _JSON_FORMATS = ("json_object", "json_schema")
 
+#: Why an attempt fails whose reply the output token limit cut off.
+_CUT_OFF = (
+    "the reply was cut off by the output token limit (finish_reason=length; "
+    "raise max_tokens or max_completion_tokens)"
+)
+
 
 async def _output(
     request: AgentRequest,
@@ -39,10 +45,7 @@ async def _output(
         # The end is missing, whatever the text looks like (JSON may even parse):
         # a failed attempt, so the phase's max_attempts or a retry applies.
         ending = f"it ends {text[-200:]!r}" if isinstance(text, str) and text else "no text"
-        raise AdapterError(
-            "the reply was cut off by the output token limit (finish_reason=length; "
-            f"raise max_tokens or max_completion_tokens): {ending}"
-        )
+        raise AdapterError(_CUT_OFF + f": {ending}")
     if finish_reason == "content_filter":
         # The server withheld some or all of the reply: what came is not the answer.
         raise AdapterError(

@@ -214,14 +214,18 @@ class FakeOpenAI:
         self.reply(json.dumps(value))
 
     def tool_calls(
-        self, *calls: tuple[str, Any], content: str | list[dict[str, Any]] | None = None
+        self,
+        *calls: tuple[str, Any],
+        content: str | list[dict[str, Any]] | None = None,
+        finish_reason: str = "tool_calls",
     ) -> list[str]:
         """Queue a reply asking for tool calls, and return their ids (``call_1``, ...).
 
         Each call is a ``(name, arguments)`` pair; arguments are a dict, sent as JSON,
         or a string, sent as it is (to test invalid JSON). The adapter runs the tools
         and sends their results back in the next request, as ``{"role": "tool",
-        "tool_call_id": <id>, "content": ...}`` messages.
+        "tool_call_id": <id>, "content": ...}`` messages. ``finish_reason="length"``
+        makes a reply the token limit cut off as it asked for tools.
         """
         if not calls:
             raise ValueError('tool_calls() needs at least one call, e.g. ("add", {"a": 1})')
@@ -248,7 +252,7 @@ class FakeOpenAI:
                     }
                 )
         message = {"content": content, "tool_calls": tool_calls}
-        self.push(lambda req: self._completion(req, message, "tool_calls", None))
+        self.push(lambda req: self._completion(req, message, finish_reason, None))
         return ids
 
     def ask_human(self, question: str) -> str:
