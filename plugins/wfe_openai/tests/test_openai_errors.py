@@ -681,6 +681,51 @@ def test_an_unusable_api_key_is_refused_without_showing_it(
         assert str(info.value) == problem.replace("OPENAI_API_KEY", "api_key=")
 
 
+def test_extra_headers_no_request_can_carry_are_refused_without_showing_them(
+    openai_server, caplog, wfe_engine, wfe_run
+):
+    # A proxy's key read from a file keeps its newline: sent, the HTTP library's
+    # error quotes it, and the attempt failed as "cannot reach the chat completions
+    # server", with the key in the task's error and history.
+    caplog.set_level(logging.DEBUG)
+    cases = [
+        ("proxy-SECRET987\n", "holds a control character (a trailing newline from a file?)"),
+        ("Bearer proxy-SECRET987 ", "has whitespace at its start or end (a trailing space "),
+        ("proxy-SECRET987é", "holds a non-ASCII character"),
+    ]
+    for value, problem in cases:
+        for settings in (
+            {"extra_headers": {"X-Proxy-Key": value}},
+            {"phase_options": {"p": {"extra_headers": {"X-Proxy-Key": value}}}},
+        ):
+            with pytest.raises(ValueError) as info:
+                OpenAIAgentAdapter(**settings)
+            assert "extra_headers['X-Proxy-Key'] " + problem in str(info.value)
+            assert "SECRET987" not in str(info.value)
+    with pytest.raises(ValueError, match="'X Key' is not an HTTP header name"):
+        OpenAIAgentAdapter(extra_headers={"X Key": "v"})
+    # Tabs inside a value, and the SDK's own values, are the HTTP library's to send.
+    OpenAIAgentAdapter(extra_headers={"X-Team": "a\tb", "X-None": None})
+
+    # Set by a handler, the header fails the attempt before anything is sent.
+    def shape(task: Any, request: Any) -> None:
+        request.options["extra_headers"] = {"X-Proxy-Key": "proxy-SECRET987\n"}
+
+    wfe_engine.register_handler("p", shape)
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(), max_attempts=1)
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "AdapterError: the handler left the request unusable: request.options "
+        "extra_headers['X-Proxy-Key'] holds a control character (a trailing newline from "
+        "a file?): an HTTP header cannot carry it (the value is not shown: it may be a "
+        "credential)"
+    )
+    assert openai_server.requests == []
+    assert "SECRET987" not in json.dumps(task_to_dict(task))
+    assert "SECRET987" not in caplog.text
+
+
 def test_a_key_in_a_given_client_is_redacted_in_its_escaped_form_too(
     openai_server, monkeypatch, wfe_engine, wfe_run
 ):
@@ -949,6 +994,5 @@ def test_a_reply_whose_content_is_not_text_is_named_not_called_empty(
     errors = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
     assert errors == [
         "AdapterError: the reply's content is int, not text: 42 (finish_reason=stop)",
-        "AdapterError: the reply's content is dict, not text: {'answer': 42} "
-        "(finish_reason=stop)",
+        "AdapterError: the reply's content is dict, not text: {'answer': 42} (finish_reason=stop)",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -218,6 +219,7 @@ def _check_options(options: Mapping[str, Any], what: str) -> None:
         _check_answer_timeout(options["answer_timeout"], f"{what} answer_timeout")
     if "model" in options and not (isinstance(options["model"], str) and options["model"]):
         raise ValueError(f"{what} model must be a non-empty string, not {options['model']!r}")
+    _check_extra_headers(options.get("extra_headers"), what)
     timeout = options.get("timeout")
     # A number must be a positive count of seconds; anything else but a string is
     # left to the SDK (an httpx.Timeout).
@@ -225,6 +227,48 @@ def _check_options(options: Mapping[str, Any], what: str) -> None:
         raise ValueError(
             f"{what} timeout must be a number of seconds > 0 (or an httpx.Timeout), not {timeout!r}"
         )
+
+
+# The characters of an HTTP header name (RFC 9110 "token").
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_extra_headers(headers: Any, what: str) -> None:
+    """Refuse ``extra_headers`` an HTTP request cannot carry, naming the header but
+    never showing its value, which is often a credential (a proxy's key).
+
+    Sent as they are, such headers fail in the HTTP library, whose error quotes the
+    value; the SDK retries it and reports a server that cannot be reached (or, for
+    a non-ASCII character, a malformed response), which stores the value with the
+    task's error and history.
+    """
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping):
+        raise TypeError(
+            f"{what} extra_headers must be a dict of header name -> value, such as "
+            f"{{'X-Team': 'billing'}}, not {type(headers).__name__}"
+        )
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(
+                f"{what} extra_headers: {name!r} is not an HTTP header name (letters, "
+                "digits and !#$%&'*+-.^_`|~, no spaces or colons)"
+            )
+        if not isinstance(value, str):
+            continue  # the SDK's Omit (no such header), say: the SDK's to judge
+        problem = None
+        if not value.isascii():
+            problem = "holds a non-ASCII character"
+        elif any((char < " " and char != "\t") or char == "\x7f" for char in value):
+            problem = "holds a control character (a trailing newline from a file?)"
+        elif value != value.strip(" \t"):
+            problem = "has whitespace at its start or end (a trailing space from a file?)"
+        if problem is not None:
+            raise ValueError(
+                f"{what} extra_headers[{name!r}] {problem}: an HTTP header cannot carry it "
+                "(the value is not shown: it may be a credential)"
+            )
 
 
 def _check_json_schema_format(fmt: Mapping[str, Any], what: str) -> None:
