@@ -646,6 +646,32 @@ def test_a_tool_that_returns_nothing_tells_the_model_it_ran(openai_server, wfe_e
     assert (result["error"], result["result"]) == (False, "(done: the tool returned nothing)")
 
 
+def test_a_result_that_cannot_be_made_text_goes_back_to_the_model(
+    openai_server, wfe_engine, wfe_run
+):
+    # Python refuses str() of an int of more than 4300 digits: the tool ran, and
+    # the attempt failed with a ValueError that did not name it.
+    def power(base: int, exp: int) -> int:
+        """base to the power exp."""
+        return base**exp
+
+    openai_server.tool_calls(("power", {"base": 10, "exp": 5000}), ("power", {"base": 2, "exp": 3}))
+    openai_server.reply("2 ** 3 = 8; 10 ** 5000 is too long.")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[power]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic", max_attempts=1))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    results = [m["content"] for m in openai_server.messages() if m["role"] == "tool"]
+    assert results[0].startswith(
+        "error: the tool ran, but its result cannot be sent as text: ValueError: Exceeds the "
+        "limit (4300 digits) for integer string conversion"
+    )
+    assert results[1] == "8"
+    errors = [e["error"] for e in task.history if e["event"] == "agent_tool_result"]
+    assert errors == [True, False]
+
+
 def book(
     day: datetime.date,
     at: datetime.time,

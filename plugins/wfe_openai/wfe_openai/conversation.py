@@ -349,10 +349,21 @@ async def _call_tool(
             if isinstance(exc, SystemExit):
                 content += " (the tool called sys.exit(), as argparse does on bad arguments)"
         else:
-            # None is what a function without a return gives: it ran. "(no answer)"
-            # would let the model think it did not, and call it again.
-            content = "(done: the tool returned nothing)" if result is None else _as_text(result)
-            error = False
+            try:
+                # None is what a function without a return gives: it ran. "(no
+                # answer)" would let the model think it did not, and call it again.
+                content = (
+                    "(done: the tool returned nothing)" if result is None else _as_text(result)
+                )
+            except Exception as exc:
+                # A value even str() refuses (an int of more than 4300 digits, an
+                # object whose __str__ raises): the tool ran, and the model is told
+                # so, rather than the attempt failing without naming the tool.
+                reason = redact(f"{type(exc).__name__}: {exc}")
+                logger.info("task %s: the result of tool %s: %s", task.id, tool_name, reason)
+                content = f"error: the tool ran, but its result cannot be sent as text: {reason}"
+            else:
+                error = False
     if error:
         content = redact(content)
     # Half of a UTF-16 surrogate pair, as os.listdir gives for a file name that is not
