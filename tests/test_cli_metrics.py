@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:
 
 def test_metrics_command_prints_the_stores_metrics_once(wfe) -> None:
     wfe("submit", "left", "--app", APP)
-    wfe("worker", APP, "--until-idle", "--quiet")
+    # --quiet says no start-up lines, but the one naming the port the system picked.
+    quiet = wfe("worker", APP, "--until-idle", "--quiet", "--metrics", "0").stderr
+    assert re.fullmatch(r"metrics at http://127\.0\.0\.1:[1-9][0-9]*/metrics\n", quiet)
     wfe("submit", "right", "--app", APP)
     samples = _samples(wfe("metrics").stdout)
     assert samples[("wfcore_tasks", (("status", "completed"), ("workflow", "left")))] == 1

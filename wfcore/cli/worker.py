@@ -397,6 +397,7 @@ async def _worker(
         return first
     _note_created(new_store)
     if server is not None:
+        picked = server.port == 0
         try:
             await server.start()
         except OSError as exc:
@@ -405,6 +406,10 @@ async def _worker(
             raise click.ClickException(
                 f"cannot serve metrics on {where}: {exc.strerror or exc}"
             ) from None
+        if quiet and picked:
+            # The start-up lines that name it are not said, and nothing else would
+            # tell the port the system picked.
+            _say(f"{label}metrics at {server.url}")
     try:
         await _work(engine, store, until_idle, quiet, server, lambda: stops > 0, label)
     finally:
