@@ -25,7 +25,7 @@ from flaskui_helpers import (
 )
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
-from wfe_flaskui import Dashboard, create_app
+from wfe_flaskui import Dashboard, create_app, display
 from wfe_flaskui.server import UnsafeBindError, check_bind
 
 from wfcore import ECSWorkflowEngine
@@ -1364,20 +1364,66 @@ def test_big_data_and_outputs_are_cut_on_pages_with_a_link_to_the_whole(api: Api
     inbox = api.get("/inbox").text
     assert len(inbox) < 40_000
     assert "&#34;a_first&#34;: &#34;&lt;kept&gt;&#34;" in inbox
-    assert "cut at 16,384 of 300,0" in inbox and whole in inbox
+    # The size of the whole, as compact JSON: {"a_first": "<kept>", "blob": "xxx..."}.
+    assert "cut at 16,384 characters (of 300,033 as compact JSON)" in inbox and whole in inbox
 
-    resume = api.post(f"/api/tasks/{task['id']}/resume", {"output": ["y" * 200_000]})
+    resume = api.post(f"/api/tasks/{task['id']}/resume", {"output": ["y" * 200_000 + "<end>"]})
     assert resume.status_code == 200
     api.wait_status(task["id"], "completed")
     page = api.get(f"/tasks/{task['id']}").text
     assert len(page) < 60_000
     assert page.count(whole) == 2  # the data and the output
     full = api.task(task["id"])
-    assert len(full["data"]["blob"]) == 300_000 and len(full["output"][0]) == 200_000
+    assert len(full["data"]["blob"]) == 300_000 and len(full["output"][0]) == 200_005
+
+    # Lists show a line of each task: the list's note on its output, and the JSON
+    # list's tasks without their data, context, outputs and history (?full=1 has them).
+    for url in ("/", "/?status=completed", "/?workflow=question"):
+        listed = api.get(url).text
+        assert task["id"] in listed and len(listed) < 30_000, url
+        assert "<end>" not in listed and "x" * 100 not in listed and "y" * 100 not in listed
+    assert '<span class="muted">[ &#34;yyyyy' in api.get("/?status=completed").text
+    answer = api.get("/api/tasks")
+    assert len(answer.data) < 10_000
+    [summary] = [t for t in answer.get_json()["tasks"] if t["id"] == task["id"]]
+    assert summary["status"] == "completed" and summary["workflow_name"] == "question"
+    left_out = ["data", "context", "output", "outputs", "reply", "traceback", "history"]
+    assert answer.get_json()["left_out"] == left_out
+    assert not set(left_out) & set(summary)
+    whole_list = api.get("/api/tasks?full=1").get_json()
+    assert "left_out" not in whole_list
+    [listed_whole] = [t for t in whole_list["tasks"] if t["id"] == task["id"]]
+    assert listed_whole == full
+    refused = api.get("/api/tasks?full=maybe")
+    assert refused.status_code == 400
+    assert refused.get_json()["error"].startswith("full must be 1 (whole tasks) or 0")
 
     small = api.submit("question", {"q": "short"})
     api.wait_status(small["id"], "waiting_human")
     assert "the whole task as JSON" not in api.get(f"/tasks/{small['id']}").text
+
+
+def test_a_value_is_written_out_only_as_far_as_a_page_shows_it() -> None:
+    # The task list's note on an output, and a page's cut JSON, write out the start
+    # of a value, not the whole of it: a page of outputs of megabytes each would
+    # otherwise write each whole, at every refresh, to show a line of it.
+    reached: list[object] = []
+
+    class Far:
+        """Stands for the rest of a big value: written out only if reached."""
+
+        def __str__(self) -> str:
+            reached.append(self)
+            return "far"
+
+    value = {"start": "a" * 300, "rest": [Far() for _ in range(1000)]}
+    note = display._note_text(value)
+    assert note == '{ "start": "' + "a" * 75 + "..."
+    shown, cut = display._pretty_start(value, 200)
+    assert cut and shown == '{\n  "start": "' + "a" * 186
+    assert reached == []
+    assert display._note_text({"n": 42}) == '{ "n": 42 }'
+    assert display._note_text("reported 42") == "reported 42"
 
 
 def test_a_task_before_its_first_phase_is_recorded_says_so(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from wfcore import (
@@ -155,6 +156,34 @@ def _api_task(task: Task) -> dict[str, Any]:
     return doc
 
 
+#: What a task listing (``GET /api/tasks``) leaves out of each task unless asked for
+#: whole tasks (``?full=1``): what handlers, agents and people put there, which may
+#: be megabytes a task, and its history, which grows with every phase.
+LISTING_LEFT_OUT = ("data", "context", "output", "outputs", "reply", "traceback", "history")
+
+
+def _api_task_summary(task: Task) -> dict[str, Any]:
+    """A task in a listing: :func:`_api_task` without :data:`LISTING_LEFT_OUT`.
+
+    The left-out fields are emptied before the task is turned into JSON, so that
+    they are never converted only to be dropped.
+    """
+    light = attrs.evolve(
+        task,
+        data=None,
+        context={},
+        output=None,
+        outputs={},
+        reply=None,
+        traceback=None,
+        history=[],
+    )
+    doc = _api_task(light)
+    for name in LISTING_LEFT_OUT:
+        doc.pop(name, None)
+    return doc
+
+
 def _kafka_view(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in ("topic", "partition", "offset", "at")}
 
@@ -174,15 +203,31 @@ def api_tasks(dash: Dashboard) -> Any:
     if order not in ("newest", "oldest"):
         raise _BadInput(f"order must be newest or oldest, not {order!r}")
     oldest = order == "oldest"
+    full = _full_arg()
     found = dash.call(lambda e: ops.list_page(e, statuses, workflow, limit, offset, oldest))
-    return jsonify(
-        {
-            "tasks": [_api_task(t) for t in found.tasks],
-            "total": found.total,
-            "limit": limit,
-            "offset": offset,
-            "counts": {s.value: n for s, n in found.counts.items()},
-        }
+    answer: dict[str, Any] = {
+        "tasks": [(_api_task if full else _api_task_summary)(t) for t in found.tasks],
+        "total": found.total,
+        "limit": limit,
+        "offset": offset,
+        "counts": {s.value: n for s, n in found.counts.items()},
+    }
+    if not full:
+        # Says what the tasks lack, so that a missing field is not read as empty.
+        answer["left_out"] = list(LISTING_LEFT_OUT)
+    return jsonify(answer)
+
+
+def _full_arg() -> bool:
+    """``?full=1``: list whole tasks; ``0`` or none, tasks without their payloads."""
+    value = request.args.get("full", "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise _BadInput(
+        f"full must be 1 (whole tasks) or 0 (tasks without {', '.join(LISTING_LEFT_OUT)}), "
+        f"not {value[:40]!r}"
     )
 
 

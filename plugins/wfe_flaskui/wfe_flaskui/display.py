@@ -26,6 +26,7 @@ __all__ = [
     "html_id_filter",
     "json_preview_filter",
     "links_filter",
+    "note_filter",
     "pretty_filter",
     "size_filter",
     "start_note_filter",
@@ -37,6 +38,7 @@ __all__ = [
 def add_filters(bp: Blueprint) -> None:
     """Give the app's templates the ``wfe_*`` filters below."""
     bp.add_app_template_filter(pretty_filter, "wfe_pretty")
+    bp.add_app_template_filter(note_filter, "wfe_note")
     bp.add_app_template_filter(json_preview_filter, "wfe_json_preview")
     bp.add_app_template_filter(time_filter, "wfe_time")
     bp.add_app_template_filter(status_filter, "wfe_status")
@@ -95,6 +97,10 @@ def pretty_filter(value: Any) -> str:
     return _pretty(value)
 
 
+def note_filter(value: Any) -> str:
+    return _note_text(value)
+
+
 def json_preview_filter(value: Any) -> dict[str, Any]:
     return _json_preview(value)
 
@@ -139,15 +145,54 @@ def _pretty(value: Any) -> str:
 #: time. The API's task URL has the whole.
 JSON_SHOWN = 16 * 1024
 
+#: The most characters of a task's output the task list's Note column shows.
+NOTE_SHOWN = 90
+
+
+def _pretty_start(value: Any, limit: int) -> tuple[str, bool]:
+    """The first ``limit`` characters of ``value`` as pretty JSON, and whether there
+    was more. Only that start is written out: a list page of tasks whose outputs are
+    megabytes would otherwise write each whole, every few seconds, to show a line."""
+    if isinstance(value, str):
+        return value[:limit], len(value) > limit
+    encoder = json.JSONEncoder(indent=2, ensure_ascii=False, default=str)
+    parts: list[str] = []
+    written = 0
+    # iterencode hands the JSON over piece by piece, so the rest is never made.
+    for part in encoder.iterencode(value):
+        parts.append(part)
+        written += len(part)
+        if written > limit:
+            return "".join(parts)[:limit], True
+    return "".join(parts), False
+
+
+def _json_size(value: Any) -> int:
+    """How many characters ``value`` is as compact JSON (C-fast, unlike indenting)."""
+    if isinstance(value, str):
+        return len(value)
+    return len(json.dumps(value, ensure_ascii=False, default=str))
+
 
 def _json_preview(value: Any, limit: int = JSON_SHOWN) -> dict[str, Any]:
     """``value`` as pretty JSON, cut to ``limit`` characters (at a line end when one
-    is near): ``{"text", "cut", "total"}``."""
-    text = _pretty(value)
-    if len(text) <= limit:
+    is near): ``{"text", "cut", "total"}``, ``total`` the characters of the whole as
+    compact JSON (counted only when it is cut)."""
+    text, cut = _pretty_start(value, limit)
+    if not cut:
         return {"text": text, "cut": False, "total": len(text)}
     end = text.rfind("\n", limit // 2, limit)
-    return {"text": text[: end if end > 0 else limit], "cut": True, "total": len(text)}
+    return {"text": text[: end if end > 0 else limit], "cut": True, "total": _json_size(value)}
+
+
+def _note_text(value: Any, limit: int = NOTE_SHOWN) -> str:
+    """The start of ``value`` as JSON on one line, ending in ``...`` when cut: the
+    task list's note on a finished task's output."""
+    text, cut = _pretty_start(value, limit * 2)
+    line = " ".join(text.split())
+    if cut or len(line) > limit:
+        return line[: limit - 3].rstrip() + "..."
+    return line
 
 
 def _iso(value: datetime | str | None) -> str:
