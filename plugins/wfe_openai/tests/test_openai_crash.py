@@ -296,6 +296,28 @@ def test_a_failed_attempt_starts_again_from_the_opening_messages(
     ]
 
 
+def test_a_failed_task_keeps_no_checkpointed_conversation(openai_server, wfe_engine, wfe_run):
+    """The progress is for a worker taking over a run; wfcore stores a failed attempt
+    as of its last checkpoint, which held it: a copy of the whole conversation."""
+
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        return "x" * 5000
+
+    openai_server.tool_calls(("lookup", {"key": "a"}))
+    openai_server.tool_calls(("lookup", {"key": "b"}))
+    openai_server.error(400, "context length exceeded")
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[lookup]))
+    wfe_engine.register_workflow("look", [Phase("look", assigned_to="agentic", max_attempts=1)])
+
+    done = wfe_run(run_to_idle(wfe_engine, "look"))
+
+    assert done.status is TaskStatus.FAILED
+    assert "context length exceeded" in done.error
+    assert "progress" not in done.context["openai"]
+    assert done.context["openai"]["usage"]["calls"] == 2
+
+
 def test_an_attempt_that_timed_out_starts_again_from_the_opening_messages(
     openai_server, wfe_engine, wfe_run
 ):

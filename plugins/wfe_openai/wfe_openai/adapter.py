@@ -313,6 +313,7 @@ class OpenAIAgentAdapter:
             redact=self._redact,
             timeout_origin=self._timeout_origin(phase, request.options),
             key_origin=self._key_origin(),
+            progress_stored=progress is not None,
         )
 
     def _request(self, phase: Phase, messages: list[dict[str, Any]], resumed: bool) -> AgentRequest:

@@ -48,6 +48,7 @@ async def _converse(
     redact: Callable[[str], str],
     timeout_origin: str,
     key_origin: str,
+    progress_stored: bool = False,
 ) -> None:
     """Call the model until it replies without tool calls, asks a person, or runs out of steps.
 
@@ -58,18 +59,21 @@ async def _converse(
     ``answer_timeout`` is the deadline of a question to a person, in seconds (None:
     none); ``redact`` masks credentials in the reasons of failed calls and tools;
     ``timeout_origin`` names where the request timeout is set, for a timed-out call,
-    and ``key_origin`` where the key comes from, for a call refused as unauthorized.
+    and ``key_origin`` where the key comes from, for a call refused as unauthorized;
+    ``progress_stored`` is True when the task as stored holds a ``progress``.
 
     The calls are paid for whatever ends the attempt: when it fails, is timed out or
     cancelled, the calls made since the last checkpoint are checkpointed before the
-    exception goes on (see :func:`_keep_the_record`).
+    exception goes on (see :func:`_keep_the_record`). A failed attempt's progress
+    goes with it, also from the stored task.
     """
     stored = len(state.get("calls", ()))  # the calls the stored task holds
 
     async def checkpoint() -> None:
-        nonlocal stored
+        nonlocal stored, progress_stored
         await engine.checkpoint(task)
         stored = len(state.get("calls", ()))
+        progress_stored = "progress" in state
 
     try:
         await _rounds(
@@ -90,8 +94,10 @@ async def _converse(
         )
     except Exception:
         # A failed attempt starts again from its opening messages (or the answer).
+        # wfcore stores the task as of its last checkpoint, which would keep the
+        # conversation as progress, a copy of it all, in the failed task for good.
         state.pop("progress", None)
-        if len(state.get("calls", ())) > stored:
+        if len(state.get("calls", ())) > stored or progress_stored:
             await _keep_the_record(task, engine)
         raise
     except asyncio.CancelledError:
