@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_cli import APP, _wait_for
 
 
@@ -187,3 +188,26 @@ def test_resume_cancel_and_retry_say_who_did_it(wfe) -> None:
     wfe("retry", second, env={k: v for k, v in wfe.env.items() if k != "WFE_USER"})
     history = wfe("show", second).stdout
     assert "by=bob" in history and f"by={getpass.getuser()}" in history
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_output_that_cannot_be_written_is_one_line_and_the_work_is_kept(wfe, tmp_path) -> None:
+    # stdout on a full disk: the task is submitted, and the error says so, rather than
+    # a traceback that would leave a script to submit it again.
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "wfcore.cli", "submit", "review", "--app", APP],
+            cwd=tmp_path,
+            env=wfe.env,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "Error: cannot write to stdout: No space left on device (wfe submit did its work; "
+        "only its output is lost)"
+    )
+    assert "Traceback" not in result.stderr
+    assert len(json.loads(wfe("tasks", "--json").stdout)) == 1

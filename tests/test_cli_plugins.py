@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from test_cli import APP
@@ -116,6 +118,23 @@ def test_two_plugins_one_command_name_and_a_plugin_command_that_raises(wfe, tmp_
         "choose, disable the other plugin with WFE_DISABLED_PLUGINS)\n"
     )
     env["WFE_DISABLED_PLUGINS"] = other  # one plugin from here on: no warning
+    # Its output read by a program that stops early (| head) ends it quietly, as it
+    # does a built-in command: not as a plugin's command that failed.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        closed = subprocess.run(
+            [sys.executable, "-m", "wfcore.cli", "twin"],
+            env=env,
+            cwd=tmp_path,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (closed.returncode, closed.stderr) == (1, "")
 
     # A plugin's command that raises: one line naming the command and the plugin,
     # exit 1, as the built-in commands fail; the traceback at --log-level debug.

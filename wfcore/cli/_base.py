@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import inspect
 import json
@@ -618,11 +619,22 @@ class _Group(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own way to fail or exit: it says what it has to say
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # the reader is gone (| head): click ends quietly
+            if _stdout_write_failed(exc):
+                raise _output_lost(ctx.invoked_subcommand or "", exc) from None
+            self._plugin_failed(ctx, exc)
+            raise
         except Exception as exc:
-            name = ctx.invoked_subcommand or ""
-            plugin = self.added_by.get(name)
-            if plugin is None:
-                raise  # a built-in command's: a bug in wfcore, worth its traceback
+            self._plugin_failed(ctx, exc)
+            raise  # a built-in command's: a bug in wfcore, worth its traceback
+
+    def _plugin_failed(self, ctx: click.Context, exc: Exception) -> None:
+        """Raise the Error for ``exc`` if a plugin's command raised it."""
+        name = ctx.invoked_subcommand or ""
+        plugin = self.added_by.get(name)
+        if plugin is not None:
             raise _plugin_command_failed(name, plugin, exc) from None
 
     def resolve_command(
@@ -632,6 +644,39 @@ class _Group(click.Group):
             if not ctx.resilient_parsing:
                 ctx.fail(_no_ui())
         return super().resolve_command(ctx, args)
+
+
+def _stdout_write_failed(exc: OSError) -> bool:
+    """Whether ``exc`` came from writing the command's output to stdout (click.echo
+    to a file on a full disk, or a device failing), not from what the command did."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    if frame.f_code is not click.utils.echo.__code__ or frame.f_locals.get("err"):
+        return False
+    try:
+        return bool(frame.f_locals["file"].fileno() == 1)
+    except (KeyError, AttributeError, OSError, ValueError):
+        return False
+
+
+def _output_lost(name: str, exc: OSError) -> click.ClickException:
+    """The one-line Error (exit 1) for output that could not be written to stdout;
+    stdout then goes to the null device, so that Python's flush at exit does not
+    fail again with a traceback of its own."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    # Commands print after they act: a submit, cancel or purge is not to be taken for
+    # one that failed and run again.
+    return click.ClickException(
+        f"cannot write to stdout: {exc.strerror or exc} (wfe {name} did its work; only "
+        "its output is lost)"
+    )
 
 
 def _plugin_command_failed(name: str, plugin: str, exc: Exception) -> click.ClickException:
