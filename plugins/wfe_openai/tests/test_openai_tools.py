@@ -126,6 +126,9 @@ def test_explicit_schema_name_and_description():
     assert find(id=3) == {"id": 3}
     with pytest.raises(ValueError, match="must be 1-64 letters"):
         Tool(lambda: None)
+    # A name read from a file keeps its newline: the API would refuse every request.
+    with pytest.raises(ValueError, match=r"tool name 'lookup\\n' must be 1-64 letters"):
+        Tool(find.function, name="lookup\n")
     with pytest.raises(Exception, match="is not valid"):
         Tool(find.function, name="x", parameters={"type": "no-such-type"})
 

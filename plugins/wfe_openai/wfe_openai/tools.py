@@ -26,7 +26,9 @@ from .records import _schema_error_text
 
 __all__ = ["Tool", "ToolArgumentsError", "as_tool", "tool"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# What the API allows in a function name; matched whole (fullmatch): "$" alone
+# would let a trailing newline through, which the API refuses with every request.
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ToolArgumentsError(ValueError):
@@ -59,7 +61,7 @@ class Tool:
             raise TypeError(f"a tool needs a callable, not {function!r}")
         self.function = function
         self.name: str = name if name else getattr(function, "__name__", "")
-        if not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise ValueError(
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-' (pass name=...)"
             )
