@@ -375,6 +375,13 @@ _CONNECTION_MESSAGES = frozenset(
 #: its advice points at a bug that is not there: it counts as a connection error.
 _SLOW_STEP = "threshold). It is blocking the event loop"
 
+#: The start of kafka-python's warning (kafka.net.inet, formatted before it is
+#: logged) that a broker's host name does not resolve: "DNS lookup failed for
+#: kafka1:9092, gaierror(-2, 'Name or service not known')". It comes at every
+#: connection attempt, several a second, while the name is unknown (a mistyped
+#: host, a broker's DNS record gone while it is replaced): a connection error.
+_DNS_FAILED = "DNS lookup failed for "
+
 #: Seconds between two of kafka-python's connection errors let into the log while
 #: no outage is reported by wfe_kafka (while one is, none are).
 _CONNECTION_ERRORS_EVERY = 300.0
@@ -411,7 +418,11 @@ class _ConnectionErrors(logging.Filter):
             errors.append(record.exc_info[1])  # log.exception("... closing socket")
         if not errors and not (
             isinstance(record.msg, str)
-            and (record.msg in _CONNECTION_MESSAGES or _SLOW_STEP in record.msg)
+            and (
+                record.msg in _CONNECTION_MESSAGES
+                or _SLOW_STEP in record.msg
+                or record.msg.startswith(_DNS_FAILED)
+            )
         ):
             return True
         if errors:
