@@ -18,6 +18,7 @@ def test_empty_json_input_is_named_as_empty(wfe, tmp_path: Path) -> None:
         (("submit", "review", "--data", "@empty.json"), {}, "--data: 'empty.json' is empty"),
         (("submit", "review", "--data", "-"), {"input": ""}, "--data: stdin is empty"),
         (("resume", "x", "--output", ""), {}, "--output: '' is empty, not JSON"),
+        (("resume", "x", "--output", "@empty.json"), {}, "--output: 'empty.json' is empty"),
     ]
     for args, kwargs, message in cases:
         result = wfe(*args, check=False, **kwargs)

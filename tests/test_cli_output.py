@@ -62,6 +62,14 @@ def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:
     from_file = wfe("submit", "review", "--app", APP, "--data", "@data.json").stdout
     for task_id, n in ((from_stdin, 7), (from_file, 8)):
         assert json.loads(wfe("show", task_id.strip(), "--json").stdout)["data"] == {"n": n}
+    # wfe resume's --output takes an answer so too.
+    wfe("worker", APP, "--until-idle", "--quiet")
+    (tmp_path / "answer.json").write_text('{"ok": false}')
+    wfe("resume", from_stdin.strip(), "--output", "-", input='{"ok": true}')
+    wfe("resume", from_file.strip(), "--output", "@answer.json")
+    for task_id, ok in ((from_stdin, True), (from_file, False)):
+        done = json.loads(wfe("show", task_id.strip(), "--json").stdout)
+        assert (done["status"], done["outputs"]["approve"]) == ("completed", {"ok": ok})
     missing = wfe("submit", "review", "--data", "@nope.json", check=False)
     assert missing.returncode == 2
     assert "Invalid value for --data: cannot read 'nope.json': No such file or directory" in (

@@ -381,18 +381,19 @@ def _unencodable_escaped() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _read_data(value: str) -> str:
-    """``--data``'s text: as given, from stdin (``-``) or from a file (``@FILE``).
-    Stdin and files are read as UTF-8, as JSON is exchanged, whatever the locale
-    (a latin-1 one would turn 日本 into mojibake), after a byte order mark if any."""
+def _read_data(value: str, option: str = "--data") -> str:
+    """The JSON text of ``option`` (submit's --data, resume's --output): as given,
+    from stdin (``-``) or from a file (``@FILE``). Stdin and files are read as UTF-8,
+    as JSON is exchanged, whatever the locale (a latin-1 one would turn 日本 into
+    mojibake), after a byte order mark if any."""
     if value == "-":
         if sys.stdin is None:  # started with it closed (<&-): Python gives None
-            raise click.BadParameter("stdin is closed: no JSON to read", param_hint="--data")
+            raise click.BadParameter("stdin is closed: no JSON to read", param_hint=option)
         try:
             text = sys.stdin.buffer.read().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise click.BadParameter(
-                f"stdin is not UTF-8 text ({exc})", param_hint="--data"
+                f"stdin is not UTF-8 text ({exc})", param_hint=option
             ) from None
         source = "stdin"
     elif value.startswith("@"):
@@ -401,14 +402,14 @@ def _read_data(value: str) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise click.BadParameter(
-                f"cannot read {value[1:]!r}: {reason}", param_hint="--data"
+                f"cannot read {value[1:]!r}: {reason}", param_hint=option
             ) from None
         source = repr(value[1:])
     else:
         return value  # _parse_json names an empty one
     if not text.strip():
         # JSON's own "Expecting value: line 1 column 1 (char 0)" would not say why.
-        raise click.BadParameter(f"{source} is empty: no JSON to read", param_hint="--data")
+        raise click.BadParameter(f"{source} is empty: no JSON to read", param_hint=option)
     return text
 
 

@@ -492,7 +492,10 @@ def _who(by: str | None) -> str | None:
 @cli.command()
 @click.argument("task_id")
 @click.option(
-    "--output", "output", metavar="JSON", help="The answer as JSON (neither option: null)."
+    "--output",
+    "output",
+    metavar="JSON",
+    help="The answer as JSON; - reads it from stdin, @FILE from a file (neither option: null).",
 )
 @click.option("--text", help="The answer as plain text (instead of --output).")
 @click.option(
@@ -535,9 +538,9 @@ def resume(
     """
     if output is not None and text is not None:
         raise click.UsageError("give --output or --text, not both")
-    answer = (
-        text if text is not None else (None if output is None else _parse_json(output, "--output"))
-    )
+    answer: Any = text
+    if output is not None:
+        answer = _parse_json(_read_data(output, "--output"), "--output")
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
     resuming = engine.resume(task_id, answer, phase=phase, version=version, by=_who(by))
     task = _run(_closing(engine, resuming))
