@@ -589,6 +589,11 @@ def test_a_reply_cut_off_as_it_asks_for_tools_fails_the_attempt_naming_the_limit
         ("write_file", '{"name": "b.txt", "text": "Once upon a time there wa'),
         finish_reason="length",
     )
+    # Calls whose arguments are whole run, whatever the finish reason (llama.cpp
+    # says "length" when the model ran on after them).
+    openai_server.tool_calls(
+        ("write_file", {"name": "a.txt", "text": "short"}), finish_reason="length"
+    )
     openai_server.reply("Written.")
     wfe_engine.register_adapter(
         TaskType.AGENTIC, OpenAIAgentAdapter(tools=[write_file], max_tokens=50)
@@ -603,13 +608,14 @@ def test_a_reply_cut_off_as_it_asks_for_tools_fails_the_attempt_naming_the_limit
     assert failure == (
         "AdapterError: the reply was cut off by the output token limit (finish_reason=length; "
         "raise max_tokens or max_completion_tokens) as it asked for tools (write_file, "
-        "write_file): the arguments of its last call end "
+        "write_file): the arguments of write_file end "
         """'{"name": "b.txt", "text": "Once upon a time there wa'"""
     )
-    assert written == []  # no tool of the cut-off reply ran
+    assert written == ["a.txt"]  # no tool of the cut-off reply ran; the whole call did
     # The cut-off call is paid for: in usage, beside the next attempt's.
-    assert task.context["openai"]["usage"]["calls"] == 2
-    assert [c["finish_reason"] for c in task.context["openai"]["calls"]] == ["length", "stop"]
+    assert task.context["openai"]["usage"]["calls"] == 3
+    finished = [c["finish_reason"] for c in task.context["openai"]["calls"]]
+    assert finished == ["length", "length", "stop"]
 
 
 def test_a_reply_stopped_by_the_content_filter_fails_the_attempt(

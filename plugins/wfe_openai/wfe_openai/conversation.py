@@ -144,14 +144,17 @@ async def _rounds(
             state.pop("progress", None)
             return
         last_calls = [c.name or "a call without a function name" for c in calls]
-        if finish_reason == "length":
-            # The last call's arguments are cut short: the model, told they are not
-            # JSON, would only ask again and be cut off again, until max_steps, which
-            # would not say why. A failed attempt names the limit, as for a final reply.
-            ending = _arguments_text(calls[-1].arguments)[-200:]
+        cut = [c for c in calls if not _is_object_text(c.arguments)]
+        if finish_reason == "length" and cut:
+            # A call's arguments are cut short: the model, told they are not JSON,
+            # would only ask again and be cut off again, until max_steps, which would
+            # not say why. A failed attempt names the limit, as for a final reply.
+            # (Calls whose arguments are whole run: some servers, llama.cpp's, say
+            # "length" when the model ran on after them.)
+            ending = _arguments_text(cut[0].arguments)[-200:]
             raise AdapterError(
                 f"{_CUT_OFF} as it asked for tools ({', '.join(last_calls)}): the "
-                f"arguments of its last call end {ending!r}"
+                f"arguments of {cut[0].name or 'a call'} end {ending!r}"
             )
         messages.append(_assistant_message(message, calls))
         if any(not _is_question(call, tools) for call in calls):
