@@ -12,6 +12,7 @@ import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,27 @@ def test_retry_a_failed_task_from_its_page(page: Any, live: Any) -> None:
     page.locator("button[data-action=retry]").click()
     expect(page.locator("#task-status")).to_have_text("completed", timeout=20000)
     expect(page.locator("#history")).to_contain_text("Retried")
+
+
+def test_a_delayed_task_says_at_what_time_it_starts(page: Any, live: Any) -> None:
+    # "Starts at" names a moment: the page's script, which shows other times as how
+    # long ago or how soon, leaves it a date and time ("starts at in 1 h (in 2 h)").
+    expect = _expect()
+    task = live.api.submit("numbers", {"n": 1}, run_after=2 * 3600)
+    when = datetime.fromisoformat(task["run_after"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    page.goto(f"{live.url}/tasks/{task['id']}")
+    # The script ran: the task's creation time says how long ago it was.
+    expect(page.locator("#wfe-region dd time.wfe-time").first).to_have_text(
+        re.compile(r"^(just now|\d+ s ago)$")
+    )
+    expect(page.locator("#task-start")).to_have_text(
+        f"Starts at {when} (in 2 h): submitted to start later; no worker takes it before then."
+    )
+    page.goto(live.url + "/?status=pending")
+    row = page.locator(f"tr[data-task-id='{task['id']}']")
+    expect(row.locator("td").nth(5)).to_have_text(re.compile(r"^(just now|\d+ s ago)$"))
+    expect(row.locator(".start-note")).to_have_text(f"starts at {when} (in 2 h)")
+    assert live.api.post(f"/api/tasks/{task['id']}/cancel").status_code == 200
 
 
 def test_script_in_task_data_shows_as_text(page: Any, live: Any) -> None:

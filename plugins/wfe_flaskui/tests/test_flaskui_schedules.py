@@ -65,6 +65,15 @@ def test_the_api_gives_each_workflow_its_schedules_and_limits(api: Api) -> None:
 def test_the_workflows_page_shows_them(api: Api) -> None:
     page: Any = api.get("/workflows").get_data(as_text=True)
     assert 'data-schedule="nightly">Scheduled as <code>nightly</code>: every day from' in page
+    # The start is a moment, which the page's script leaves a date and time (it made
+    # the default start "from 20784 d ago"); the next slot is said as how soon.
+    nightly = page.split('data-schedule="nightly">', 1)[1].split("</p>", 1)[0]
+    assert (
+        'every day from <time datetime="2026-01-01T02:00:00+00:00" class="wfe-time-at">'
+        "2026-01-01 02:00:00 UTC</time>; next <time " in nightly
+    )
+    assert nightly.split("; next ", 1)[1].startswith('<time datetime="')
+    assert 'class="wfe-time">' in nightly.split("; next ", 1)[1]
     # A priority other than 0 is said, as wfe workflows says it.
     assert (
         'data-schedule="later">Scheduled as <code>later</code> (priority -10): every 6 hours from'

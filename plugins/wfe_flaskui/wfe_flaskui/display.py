@@ -105,11 +105,16 @@ def json_preview_filter(value: Any) -> dict[str, Any]:
     return _json_preview(value)
 
 
-def time_filter(value: Any) -> Markup:
+def time_filter(value: Any, relative: bool = True) -> Markup:
+    """A time as a ``<time>`` element, which the pages' script shows as how long ago
+    (or how soon) it is. With ``relative=False`` it keeps its date and time: for a
+    time a sentence names as a moment ("starts at ...", "from ..."), often beside how
+    far off it is already."""
     if value is None:
         return Markup("")
-    return Markup('<time datetime="{}" class="wfe-time">{}</time>').format(
-        _iso(value), _short_time(value)
+    kind = "wfe-time" if relative else "wfe-time-at"
+    return Markup('<time datetime="{}" class="{}">{}</time>').format(
+        _iso(value), kind, _short_time(value)
     )
 
 
