@@ -70,9 +70,11 @@ def test_wfe_agent_openai_registers_the_adapter_when_the_engine_starts(
 
 
 def test_wfe_agent_openai_keeps_an_adapter_chosen_in_code(
-    openai_server, monkeypatch, wfe_engine_factory, wfe_run
+    openai_server, monkeypatch, caplog, wfe_engine_factory, wfe_run
 ):
     monkeypatch.setenv("WFE_AGENT", "openai")
+    monkeypatch.setattr(wfe_openai.plugin, "_warned_kept", set(), raising=False)
+    caplog.set_level(logging.WARNING, logger="wfe_openai")
 
     class Mine:
         async def run(self, task, phase, engine):
@@ -82,9 +84,18 @@ def test_wfe_agent_openai_keeps_an_adapter_chosen_in_code(
     engine.register_adapter(TaskType.AGENTIC, Mine())
 
     task = _answer(engine, wfe_run)
+    wfe_run(engine.run_until_idle())  # a second start says nothing more
 
     assert task.output == "mine"
     assert openai_server.requests == []
+    # The operator asked for OpenAI: the adapter kept (one a plugin registers, say)
+    # is named, once.
+    warnings = [r.getMessage() for r in caplog.records if r.name == "wfe_openai"]
+    assert warnings == [
+        "WFE_AGENT=openai is ignored: agentic phases keep the adapter registered in code "
+        f"or by a plugin ({__name__}.{Mine.__qualname__}); WFE_AGENT=openai replaces only "
+        "the built-in one"
+    ]
 
 
 def _write_agent_app(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ ACCEPTED_AGENTS = ("openai",)
 
 # WFE_AGENT values already warned about: every engine start would repeat it.
 _warned: set[str] = set()
+# Adapter classes WFE_AGENT=openai was warned about leaving in place (likewise).
+_warned_kept: set[str] = set()
 
 
 @hookimpl
@@ -62,6 +64,7 @@ def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
             )
         return
     if not _agentic_adapter_is_builtin(engine):
+        _warn_about_kept_adapter(engine)
         return
     try:
         settings = _env_settings()
@@ -76,6 +79,30 @@ def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
     adapter._timeout_setting = "WFE_OPENAI_TIMEOUT"
     engine.register_adapter(TaskType.AGENTIC, adapter)
     logger.info("agentic phases run on OpenAI model %s (WFE_AGENT=openai)", model)
+
+
+def _warn_about_kept_adapter(engine: ECSWorkflowEngine) -> None:
+    """Warn, once per adapter class, that ``WFE_AGENT=openai`` leaves the agentic
+    adapter the app (or another installed plugin) registered in place.
+
+    The operator asked for OpenAI: without a word, the agentic phases would run on
+    another adapter (one a plugin registers, say) and no request would reach the
+    model. An ``OpenAIAgentAdapter`` is what was asked for: nothing to say.
+    """
+    current = engine.adapter_for(TaskType.AGENTIC)
+    adapter_module = sys.modules.get(f"{__package__}.adapter")
+    if adapter_module is not None and isinstance(current, adapter_module.OpenAIAgentAdapter):
+        return
+    kind = type(current)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if name in _warned_kept:
+        return
+    _warned_kept.add(name)
+    logger.warning(
+        "WFE_AGENT=openai is ignored: agentic phases keep the adapter registered in "
+        "code or by a plugin (%s); WFE_AGENT=openai replaces only the built-in one",
+        name,
+    )
 
 
 def _env_settings() -> dict[str, Any]:
