@@ -582,6 +582,11 @@ def test_a_reply_cut_off_as_it_asks_for_tools_fails_the_attempt_naming_the_limit
         written.append(name)
         return "written"
 
+    def today() -> str:
+        """Today's date."""
+        written.append("today")
+        return "2026-01-01"
+
     # The token limit ends the reply inside the arguments of its last call: told
     # they are not JSON, the model would ask again, cut off again, until max_steps.
     openai_server.tool_calls(
@@ -592,11 +597,11 @@ def test_a_reply_cut_off_as_it_asks_for_tools_fails_the_attempt_naming_the_limit
     # Calls whose arguments are whole run, whatever the finish reason (llama.cpp
     # says "length" when the model ran on after them).
     openai_server.tool_calls(
-        ("write_file", {"name": "a.txt", "text": "short"}), finish_reason="length"
+        ("write_file", {"name": "a.txt", "text": "short"}), ("today", ""), finish_reason="length"
     )
     openai_server.reply("Written.")
     wfe_engine.register_adapter(
-        TaskType.AGENTIC, OpenAIAgentAdapter(tools=[write_file], max_tokens=50)
+        TaskType.AGENTIC, OpenAIAgentAdapter(tools=[write_file, today], max_tokens=50)
     )
 
     task = _run_one(
@@ -611,7 +616,8 @@ def test_a_reply_cut_off_as_it_asks_for_tools_fails_the_attempt_naming_the_limit
         "write_file): the arguments of write_file end "
         """'{"name": "b.txt", "text": "Once upon a time there wa'"""
     )
-    assert written == ["a.txt"]  # no tool of the cut-off reply ran; the whole call did
+    # No tool of the cut-off reply ran; the whole calls did (one without arguments too).
+    assert written == ["a.txt", "today"]
     # The cut-off call is paid for: in usage, beside the next attempt's.
     assert task.context["openai"]["usage"]["calls"] == 3
     finished = [c["finish_reason"] for c in task.context["openai"]["calls"]]

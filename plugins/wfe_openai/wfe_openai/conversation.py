@@ -144,7 +144,7 @@ async def _rounds(
             state.pop("progress", None)
             return
         last_calls = [c.name or "a call without a function name" for c in calls]
-        cut = [c for c in calls if not _is_object_text(c.arguments)]
+        cut = [c for c in calls if _cut_short(c.arguments)]
         if finish_reason == "length" and cut:
             # A call's arguments are cut short: the model, told they are not JSON,
             # would only ask again and be cut off again, until max_steps, which would
@@ -480,6 +480,14 @@ def _is_object_text(arguments: Any) -> bool:
         return isinstance(json.loads(arguments), dict)
     except ValueError:
         return False
+
+
+def _cut_short(arguments: Any) -> bool:
+    """True for arguments that are no JSON object, and not simply none (a call of a
+    tool without parameters, which some servers send as "" or null)."""
+    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+        return False
+    return not _is_object_text(arguments)
 
 
 def _as_sent(call: _ToolCall, error: str) -> str:
