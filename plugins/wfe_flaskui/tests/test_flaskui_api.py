@@ -1403,6 +1403,35 @@ def test_big_data_and_outputs_are_cut_on_pages_with_a_link_to_the_whole(api: Api
     assert "the whole task as JSON" not in api.get(f"/tasks/{small['id']}").text
 
 
+def test_pages_name_a_task_with_a_chosen_id_by_all_of_it(api: Api) -> None:
+    # Ids a client or a schedule chose share their start ("order-10...",
+    # "nightly@2026-..."): cut to 8 characters, every one would read "order-10".
+    first = api.submit("question", {"q": 1}, id="order-1001")
+    second = api.submit("question", {"q": 2}, id="order-1002")
+    made_up = api.submit("question", {"q": 3})
+    long_id = "batch-" + "x" * 60
+    long = api.submit("question", {"q": 4}, id=long_id)
+    for task in (first, second, made_up, long):
+        api.wait_status(task["id"], "waiting_human")
+    shown_long = long_id[:47] + "…"
+    for url in ("/", "/inbox"):
+        page = api.get(url).text
+        for name in ("order-1001", "order-1002", made_up["id"][:8], shown_long):
+            assert f'<code class="tid">{name}</code>' in page or f'">{name}</code>' in page, (
+                url,
+                name,
+            )
+        assert made_up["id"] + "</code>" not in page and long_id + "</code>" not in page
+    page = api.get("/tasks/order-1002").text
+    assert '<h1>Task <code class="tid" title="order-1002">order-1002</code>' in page
+    assert "<title>Task order-1002" in page
+    cancelled = api.client.post("/tasks/order-1001/cancel", data={"csrf_token": api.csrf})
+    assert cancelled.status_code == 302
+    shown = api.get(cancelled.headers["Location"]).text
+    assert "Task order-1001 cancelled." in shown
+    assert display.short_id(made_up["id"]) == made_up["id"][:8]
+
+
 def test_a_value_is_written_out_only_as_far_as_a_page_shows_it() -> None:
     # The task list's note on an output, and a page's cut JSON, write out the start
     # of a value, not the whole of it: a page of outputs of megabytes each would

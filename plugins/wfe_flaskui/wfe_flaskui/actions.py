@@ -26,7 +26,7 @@ from wfcore import (
 
 from . import ops
 from .bridge import BridgeError, BridgeTimeout
-from .display import _STATUS_LABELS
+from .display import _STATUS_LABELS, short_id
 from .errors import _error, store_failed
 from .forms import parse_answer, sent_answer, typed_values
 from .pages import inbox, task
@@ -84,7 +84,10 @@ def answer(dash: Dashboard, task_id: str) -> Any:
         where = asked or found.classification or ""
         return answer_refused(dash, found, specs, where, back, unstored)
     if not found.status.is_waiting:
-        flash(f"Task {task_id[:8]} is {found.status.value}, no longer waiting.{unstored}", "error")
+        flash(
+            f"Task {short_id(task_id)} is {found.status.value}, no longer waiting.{unstored}",
+            "error",
+        )
         return redirect(url_for(".task", task_id=task_id)), 303
     phase = ops.phase_of(found, specs)
     schema = phase.input_schema if phase is not None and not found.resume_in_phase else None
@@ -131,7 +134,7 @@ def answer(dash: Dashboard, task_id: str) -> Any:
                     dash,
                     503,
                     f"The store was too busy to take the file {upload[0]} for task "
-                    f"{task_id[:8]} ({exc}). It was queued and may still be stored; the "
+                    f"{short_id(task_id)} ({exc}). It was queued and may still be stored; the "
                     "answer was not sent: check the task (its page updates itself) before "
                     "answering again.",
                 )
@@ -153,7 +156,7 @@ def answer(dash: Dashboard, task_id: str) -> Any:
                 if resumed.status is TaskStatus.PENDING and not resumed.resume_in_phase
                 else resumed.status.value
             )
-            flash(f"Answer recorded for task {task_id[:8]}: {where}.{stored}", "ok")
+            flash(f"Answer recorded for task {short_id(task_id)}: {where}.{stored}", "ok")
             if back == "inbox":
                 return redirect(url_for(".inbox", all=request.args.get("all"))), 303
             return redirect(url_for(".task", task_id=task_id)), 303
@@ -185,7 +188,7 @@ def answer_queued(dash: Dashboard, found: Task, schema: Any, back: str, exc: Bri
     the page says so, shows what was typed, and asks to check before answering again
     (an answer sent again for the same round is refused if the first one was taken)."""
     message = (
-        f"The store was too busy to take your answer for task {found.id[:8]} "
+        f"The store was too busy to take your answer for task {short_id(found.id)} "
         f"({exc}). It was queued and may still be applied: check the task "
         "(its page updates itself) before answering again."
     )
@@ -250,7 +253,7 @@ def answer_refused(
         else "your answer was not recorded"
     )
     refused = {
-        "message": f"Task {now.id[:8]} {moved}; {outcome}.{note}",
+        "message": f"Task {short_id(now.id)} {moved}; {outcome}.{note}",
         "asked": asked,
         "typed": typed_values(schema, request.form),
         "kind": "recorded" if ours else "refused",
@@ -354,17 +357,17 @@ def change_task(dash: Dashboard, task_id: str, change: Any, what: str, done: str
     except BridgeTimeout as exc:
         # The change was handed to the store, which may still make it.
         flash(
-            f"The store was too busy to take the {what} of task {task_id[:8]} ({exc}). "
+            f"The store was too busy to take the {what} of task {short_id(task_id)} ({exc}). "
             "It was queued and may still be applied: check the task before trying again.",
             "warn",
         )
     except StoreError as exc:
         # The write failed (a full disk, say): nothing changed.
         flash(
-            f"The store did not take the {what} of task {task_id[:8]}: "
+            f"The store did not take the {what} of task {short_id(task_id)}: "
             f"{store_failed(exc)}. Nothing changed; try again once the store works.",
             "error",
         )
     else:
-        flash(f"Task {task_id[:8]} {done}.", "ok")
+        flash(f"Task {short_id(task_id)} {done}.", "ok")
     return redirect(back)

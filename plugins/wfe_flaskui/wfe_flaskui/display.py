@@ -28,6 +28,8 @@ __all__ = [
     "links_filter",
     "note_filter",
     "pretty_filter",
+    "short_id",
+    "short_id_filter",
     "size_filter",
     "start_note_filter",
     "status_filter",
@@ -39,6 +41,7 @@ def add_filters(bp: Blueprint) -> None:
     """Give the app's templates the ``wfe_*`` filters below."""
     bp.add_app_template_filter(pretty_filter, "wfe_pretty")
     bp.add_app_template_filter(note_filter, "wfe_note")
+    bp.add_app_template_filter(short_id_filter, "wfe_short_id")
     bp.add_app_template_filter(json_preview_filter, "wfe_json_preview")
     bp.add_app_template_filter(time_filter, "wfe_time")
     bp.add_app_template_filter(status_filter, "wfe_status")
@@ -95,6 +98,10 @@ def _trim_url(url: str) -> str:
 
 def pretty_filter(value: Any) -> str:
     return _pretty(value)
+
+
+def short_id_filter(value: Any) -> str:
+    return short_id(str(value))
 
 
 def note_filter(value: Any) -> str:
@@ -198,6 +205,26 @@ def _note_text(value: Any, limit: int = NOTE_SHOWN) -> str:
     if cut or len(line) > limit:
         return line[: limit - 3].rstrip() + "..."
     return line
+
+
+#: An id wfcore made up for a task (``uuid4().hex``): its first 8 digits tell it apart.
+_MADE_UP_ID = re.compile(r"[0-9a-f]{32}")
+
+#: The most characters of an id that pages show: ids chosen by a client may be long.
+ID_SHOWN = 48
+
+
+def short_id(task_id: str) -> str:
+    """How pages name a task: the first 8 digits of an id wfcore made up, else the
+    whole id. Ids chosen by a client or a schedule (``order-1234``,
+    ``nightly@2026-11-27T02:00:00Z``) share their start with many others, so their
+    first 8 characters would name them all alike; past :data:`ID_SHOWN` characters
+    they end in an ellipsis (the link and the title have the whole)."""
+    if _MADE_UP_ID.fullmatch(task_id):
+        return task_id[:8]
+    if len(task_id) > ID_SHOWN:
+        return task_id[: ID_SHOWN - 1] + "…"
+    return task_id
 
 
 def _iso(value: datetime | str | None) -> str:

@@ -24,7 +24,7 @@ from wfcore.model import MAX_PRIORITY, MIN_PRIORITY, priority_problem
 
 from . import ops
 from .bridge import BridgeTimeout
-from .display import _short_time
+from .display import _short_time, short_id
 from .errors import store_failed
 from .forms import parse_json_text
 from .later import StartError, form_start, start_note
@@ -115,7 +115,7 @@ def submit(dash: Dashboard) -> Any:
     errors: dict[str, str] = {}
     if request.method == "POST" and already_submitted(dash, values["task_id"]):
         # The same form sent again (a double click, a resent POST): show its task.
-        flash(f"Task {values['task_id'][:8]} was already submitted; here it is.", "ok")
+        flash(f"Task {short_id(values['task_id'])} was already submitted; here it is.", "ok")
         return redirect(url_for(".task", task_id=values["task_id"])), 303
     if request.method == "POST":
         data: Any = None
@@ -190,7 +190,7 @@ def submit(dash: Dashboard) -> Any:
                         else "a worker will pick it up"
                     )
                     flash(
-                        f"Task {published['id'][:8]} published to Kafka topic "
+                        f"Task {short_id(published['id'])} published to Kafka topic "
                         f"{published['topic']}; {pick_up}.",
                         "ok",
                     )
@@ -199,7 +199,7 @@ def submit(dash: Dashboard) -> Any:
                 note = start_note(created, datetime.now(timezone.utc))
                 when = f"; it {note.label} {_short_time(note.at)}" if note else ""
                 flash(
-                    f"Task {created.id[:8]} submitted to {created.workflow_name}{when}.",
+                    f"Task {short_id(created.id)} submitted to {created.workflow_name}{when}.",
                     "ok",
                 )
                 return redirect(url_for(".task", task_id=created.id)), 303
