@@ -278,6 +278,61 @@ def test_a_call_whose_arguments_are_no_json_object_does_not_break_the_next_reque
     assert recorded == ['{"a": 6, "b":', "[6, 3]", "{not json", ""]
 
 
+def test_the_thinking_sent_with_a_tool_call_goes_back_with_it(openai_server, wfe_engine, wfe_run):
+    # DeepSeek's thinking mode refuses a request whose tool-calling turns lack the
+    # reasoning_content the server sent with them (HTTP 400), as this server does.
+    def completion(message: dict[str, Any], finish_reason: str) -> Any:
+        doc = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "deepseek-v4-flash",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", **message},
+                    "finish_reason": finish_reason,
+                }
+            ],
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(doc).encode()
+
+    def thinking(request: Any) -> Any:
+        for index, message in enumerate(request["body"]["messages"]):
+            if message["role"] == "assistant" and "reasoning_content" not in message:
+                body = {
+                    "error": {
+                        "message": "Missing `reasoning_content` field in the assistant "
+                        f"message at message index {index}",
+                        "type": "invalid_request_error",
+                    }
+                }
+                return 400, {"Content-Type": "application/json"}, json.dumps(body).encode()
+        if len(request["body"]["messages"]) == 2:
+            call = {
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+            }
+            message = {"content": "", "reasoning_content": "Look it up.", "tool_calls": [call]}
+            return completion(message, "tool_calls")
+        return completion({"content": "21 C", "reasoning_content": "Done."}, "stop")
+
+    openai_server.push(thinking)
+    openai_server.push(thinking)
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[get_weather]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic", max_attempts=1))
+
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert task.output == "21 C"
+    [turn] = [m for m in openai_server.messages() if m["role"] == "assistant"]
+    assert turn["reasoning_content"] == "Look it up."
+    # A server that sends no thinking gets none back: OpenAI refuses fields it does
+    # not know in a message.
+    assert "reasoning" not in turn
+
+
 def count_lines(argv: str) -> str:
     """Count lines, with a command line such as "--n 3"."""
     parser = argparse.ArgumentParser(prog="count_lines")

@@ -433,9 +433,20 @@ def _call_name(call: Any) -> str:
     return str(getattr(function, "name", None) or getattr(call, "name", None) or "")
 
 
+# Fields in which compatible servers send a reasoning model's thinking beside its
+# content: DeepSeek's reasoning_content, the reasoning of Ollama, vLLM and OpenRouter.
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
 def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
-    """The assistant's tool-calling turn as a message dict to send back."""
-    return {
+    """The assistant's tool-calling turn as a message dict to send back.
+
+    The thinking a server sent with it goes back too: DeepSeek's thinking mode (on
+    by default) refuses, with HTTP 400, a request whose tool-calling turns lack
+    their reasoning_content, and other reasoning models continue their reasoning
+    from it. OpenAI sends no such field, so its requests are unchanged.
+    """
+    turn: dict[str, Any] = {
         "role": "assistant",
         "content": _content_text(message),
         "tool_calls": [
@@ -447,6 +458,11 @@ def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
             for call in calls
         ],
     }
+    for field in _REASONING_FIELDS:
+        value = getattr(message, field, None)
+        if isinstance(value, str):
+            turn[field] = value
+    return turn
 
 
 def _arguments_text(arguments: Any) -> str:
