@@ -65,10 +65,12 @@ def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:
     # wfe resume's --output takes an answer so too.
     wfe("worker", APP, "--until-idle", "--quiet")
     (tmp_path / "answer.json").write_text('{"ok": false}')
-    wfe("resume", from_stdin.strip(), "--output", "-", input='{"ok": true}')
-    wfe("resume", from_file.strip(), "--output", "@answer.json")
-    for task_id, ok in ((from_stdin, True), (from_file, False)):
-        done = json.loads(wfe("show", task_id.strip(), "--json").stdout)
+    answered = [
+        wfe("resume", from_stdin.strip(), "--output", "-", "--json", input='{"ok": true}'),
+        wfe("resume", from_file.strip(), "--output", "@answer.json", "--json"),
+    ]
+    for result, ok in zip(answered, (True, False), strict=True):
+        done = json.loads(result.stdout)
         assert (done["status"], done["outputs"]["approve"]) == ("completed", {"ok": ok})
     missing = wfe("submit", "review", "--data", "@nope.json", check=False)
     assert missing.returncode == 2
