@@ -295,6 +295,9 @@ def test_a_delayed_task_says_at_what_time_it_starts(page: Any, live: Any) -> Non
     expect(page.locator("#task-start")).to_have_text(
         f"Starts at {when} (in 2 h): submitted to start later; no worker takes it before then."
     )
+    # The history says what the submitted event asked for, not how far off it is now.
+    submitted = page.locator("#history li", has_text="Submitted")
+    expect(submitted).to_contain_text(f"run after {when}")
     page.goto(live.url + "/?status=pending")
     row = page.locator(f"tr[data-task-id='{task['id']}']")
     expect(row.locator("td").nth(5)).to_have_text(re.compile(r"^(just now|\d+ s ago)$"))
