@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from wfcore.model import Task, TaskStatus
+from wfcore import hookimpl
+from wfcore.hookspecs import RegisterWorkflow
+from wfcore.model import Phase, Task, TaskStatus
 from wfcore.stores.base import UNREADABLE_ERROR, unreadable, unreadable_stand_in
 from wfcore.testing import StoreContract
 
@@ -185,3 +187,26 @@ def test_the_stand_in_for_an_unreadable_row_reads_as_one() -> None:
     assert "ValueError: bad JSON" in stand_in.error
     assert stand_in.context == {"unreadable_doc": '{"id": "task-1", '}
     assert not unreadable(Task(status=TaskStatus.FAILED, error="ValueError: bad input"))
+
+
+class _BringsAWorkflow:
+    """A store plugin that contributes a workflow besides (as a plugin module often
+    does): the engine each contract test opens the store through saves it there."""
+
+    @staticmethod
+    @hookimpl
+    def wfe_register_workflows(register: RegisterWorkflow) -> None:
+        register("plugin-flow", [Phase("p")])
+
+
+class _ContractOfAStoreBringingAWorkflow(StoreContract):
+    plugins = [_BringsAWorkflow]
+
+
+def test_the_workflows_a_store_plugin_contributes_are_not_the_contract_tests(
+    tmp_path: Path,
+) -> None:
+    # The two contract tests that list every stored workflow compare only their own.
+    contract = _ContractOfAStoreBringingAWorkflow()
+    contract.test_workflows_are_stored_and_the_first_of_a_name_wins(f"sqlite://{tmp_path}/a.db")
+    contract.test_everything_survives_closing_and_reopening(f"sqlite://{tmp_path}/b.db")
