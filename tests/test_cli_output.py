@@ -202,22 +202,30 @@ def test_resume_cancel_and_retry_say_who_did_it(wfe) -> None:
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_output_that_cannot_be_written_is_one_line_and_the_work_is_kept(wfe, tmp_path) -> None:
-    # stdout on a full disk: the task is submitted, and the error says so, rather than
-    # a traceback that would leave a script to submit it again.
-    with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [sys.executable, "-m", "wfcore.cli", "submit", "review", "--app", APP],
-            cwd=tmp_path,
-            env=wfe.env,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == (
+    def to_full_disk(*args: str) -> subprocess.CompletedProcess[str]:
+        with open("/dev/full", "w") as full:
+            return subprocess.run(
+                [sys.executable, "-m", "wfcore.cli", *args],
+                cwd=tmp_path,
+                env=wfe.env,
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+
+    # The task is submitted, and the error says so, rather than a traceback that
+    # would leave a script to submit it again.
+    submitted = to_full_disk("submit", "review", "--app", APP)
+    assert submitted.returncode == 1
+    assert submitted.stderr.splitlines()[-1] == (
         "Error: cannot write to stdout: No space left on device (wfe submit did its work; "
         "only its output is lost)"
     )
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in submitted.stderr
     assert len(json.loads(wfe("tasks", "--json").stdout)) == 1
+    helped = to_full_disk("--help")  # printed as wfe's own options are read
+    assert (helped.returncode, helped.stderr) == (
+        1,
+        "Error: cannot write to stdout: No space left on device\n",
+    )

@@ -638,6 +638,15 @@ class _Group(click.Group):
         if plugin is not None:
             raise _plugin_command_failed(name, plugin, exc) from None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except OSError as exc:
+            # wfe --help or --version, printed as the options are parsed
+            if exc.errno != errno.EPIPE and _stdout_write_failed(exc):
+                raise _output_lost(None, exc) from None
+            raise
+
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
@@ -664,7 +673,7 @@ def _stdout_write_failed(exc: OSError) -> bool:
         return False
 
 
-def _output_lost(name: str, exc: OSError) -> click.ClickException:
+def _output_lost(name: str | None, exc: OSError) -> click.ClickException:
     """The one-line Error (exit 1) for output that could not be written to stdout;
     stdout then goes to the null device, so that Python's flush at exit does not
     fail again with a traceback of its own."""
@@ -672,12 +681,12 @@ def _output_lost(name: str, exc: OSError) -> click.ClickException:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.close(null)
-    # Commands print after they act: a submit, cancel or purge is not to be taken for
-    # one that failed and run again.
-    return click.ClickException(
-        f"cannot write to stdout: {exc.strerror or exc} (wfe {name} did its work; only "
-        "its output is lost)"
-    )
+    said = f"cannot write to stdout: {exc.strerror or exc}"
+    if name:
+        # Commands print after they act: a submit, cancel or purge is not to be taken
+        # for one that failed and run again.
+        said += f" (wfe {name} did its work; only its output is lost)"
+    return click.ClickException(said)
 
 
 def _plugin_command_failed(name: str, plugin: str, exc: Exception) -> click.ClickException:
