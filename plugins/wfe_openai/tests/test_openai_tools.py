@@ -280,7 +280,12 @@ def test_a_call_whose_arguments_are_no_json_object_does_not_break_the_next_reque
 
 def test_the_thinking_sent_with_a_tool_call_goes_back_with_it(openai_server, wfe_engine, wfe_run):
     # DeepSeek's thinking mode refuses a request whose tool-calling turns lack the
-    # reasoning_content the server sent with them (HTTP 400), as this server does.
+    # reasoning_content the server sent with them, and Gemini's OpenAI-compatible
+    # API one whose tool calls lack their thought signature (HTTP 400): as this
+    # server does, for these and OpenRouter's reasoning_details.
+    signature = {"google": {"thought_signature": "CiQB0e2Kb"}}
+    details = [{"type": "reasoning.encrypted", "data": "gAAAAB"}]
+
     def completion(message: dict[str, Any], finish_reason: str) -> Any:
         doc = {
             "id": "chatcmpl-1",
@@ -299,7 +304,13 @@ def test_the_thinking_sent_with_a_tool_call_goes_back_with_it(openai_server, wfe
 
     def thinking(request: Any) -> Any:
         for index, message in enumerate(request["body"]["messages"]):
-            if message["role"] == "assistant" and "reasoning_content" not in message:
+            if message["role"] != "assistant":
+                continue
+            if (
+                message.get("reasoning_content") != "Look it up."
+                or message.get("reasoning_details") != details
+                or message["tool_calls"][0].get("extra_content") != signature
+            ):
                 body = {
                     "error": {
                         "message": "Missing `reasoning_content` field in the assistant "
@@ -313,8 +324,14 @@ def test_the_thinking_sent_with_a_tool_call_goes_back_with_it(openai_server, wfe
                 "id": "call_0",
                 "type": "function",
                 "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                "extra_content": signature,
             }
-            message = {"content": "", "reasoning_content": "Look it up.", "tool_calls": [call]}
+            message = {
+                "content": "",
+                "reasoning_content": "Look it up.",
+                "reasoning_details": details,
+                "tool_calls": [call],
+            }
             return completion(message, "tool_calls")
         return completion({"content": "21 C", "reasoning_content": "Done."}, "stop")
 
@@ -327,9 +344,8 @@ def test_the_thinking_sent_with_a_tool_call_goes_back_with_it(openai_server, wfe
     assert task.status is TaskStatus.COMPLETED, task.error
     assert task.output == "21 C"
     [turn] = [m for m in openai_server.messages() if m["role"] == "assistant"]
-    assert turn["reasoning_content"] == "Look it up."
-    # A server that sends no thinking gets none back: OpenAI refuses fields it does
-    # not know in a message.
+    # A field the server did not send is not sent back: OpenAI refuses fields it
+    # does not know in a message.
     assert "reasoning" not in turn
 
 

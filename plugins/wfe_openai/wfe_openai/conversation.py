@@ -393,6 +393,9 @@ class _ToolCall:
     name: str
     #: As the server sent them: JSON text, or an object from some compatible servers.
     arguments: Any
+    #: What the server sent beside the function (Gemini's thought signature), to
+    #: send back with the call; None when it sent nothing.
+    extra_content: dict[str, Any] | None = None
 
 
 def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
@@ -422,9 +425,16 @@ def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
                 type=str(getattr(call, "type", None) or "function"),
                 name=_call_name(call),
                 arguments=getattr(getattr(call, "function", None), "arguments", None),
+                extra_content=_extra_content(call),
             )
         )
     return found
+
+
+def _extra_content(call: Any) -> dict[str, Any] | None:
+    """The ``extra_content`` a server sent with a tool call (a dict), or None."""
+    value = getattr(call, "extra_content", None)
+    return value if isinstance(value, dict) else None
 
 
 def _call_name(call: Any) -> str:
@@ -434,33 +444,39 @@ def _call_name(call: Any) -> str:
 
 
 # Fields in which compatible servers send a reasoning model's thinking beside its
-# content: DeepSeek's reasoning_content, the reasoning of Ollama, vLLM and OpenRouter.
-_REASONING_FIELDS = ("reasoning_content", "reasoning")
+# content, and the form of each: DeepSeek's reasoning_content, the reasoning of
+# Ollama, vLLM and OpenRouter, OpenRouter's reasoning_details.
+_REASONING_FIELDS = (("reasoning_content", str), ("reasoning", str), ("reasoning_details", list))
 
 
 def _assistant_message(message: Any, calls: list[_ToolCall]) -> dict[str, Any]:
     """The assistant's tool-calling turn as a message dict to send back.
 
-    The thinking a server sent with it goes back too: DeepSeek's thinking mode (on
-    by default) refuses, with HTTP 400, a request whose tool-calling turns lack
-    their reasoning_content, and other reasoning models continue their reasoning
-    from it. OpenAI sends no such field, so its requests are unchanged.
+    The thinking a server sent with it goes back too, as it came: DeepSeek's
+    thinking mode (on by default) refuses, with HTTP 400, a request whose
+    tool-calling turns lack their reasoning_content, Gemini's OpenAI-compatible
+    API one whose tool calls lack the thought signature it sent in their
+    extra_content, and other reasoning models continue their reasoning from it.
+    OpenAI sends none of these fields, so its requests are unchanged.
     """
+    tool_calls = []
+    for call in calls:
+        sent: dict[str, Any] = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": _sent_back_arguments(call)},
+        }
+        if call.extra_content is not None:
+            sent["extra_content"] = call.extra_content
+        tool_calls.append(sent)
     turn: dict[str, Any] = {
         "role": "assistant",
         "content": _content_text(message),
-        "tool_calls": [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": _sent_back_arguments(call)},
-            }
-            for call in calls
-        ],
+        "tool_calls": tool_calls,
     }
-    for field in _REASONING_FIELDS:
+    for field, kind in _REASONING_FIELDS:
         value = getattr(message, field, None)
-        if isinstance(value, str):
+        if isinstance(value, kind):
             turn[field] = value
     return turn
 
