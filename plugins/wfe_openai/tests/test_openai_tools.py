@@ -313,8 +313,8 @@ def test_the_thinking_sent_with_a_tool_call_goes_back_with_it(openai_server, wfe
             ):
                 body = {
                     "error": {
-                        "message": "Missing `reasoning_content` field in the assistant "
-                        f"message at message index {index}",
+                        "message": f"the assistant message at index {index} lacks the "
+                        "reasoning_content, reasoning_details or thought_signature sent with it",
                         "type": "invalid_request_error",
                     }
                 }
