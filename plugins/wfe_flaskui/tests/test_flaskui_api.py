@@ -1373,6 +1373,7 @@ def test_big_data_and_outputs_are_cut_on_pages_with_a_link_to_the_whole(api: Api
     page = api.get(f"/tasks/{task['id']}").text
     assert len(page) < 60_000
     assert page.count(whole) == 2  # the data and the output
+    assert "cut at 16,384 characters (of 200,009 as compact JSON)" in page
     full = api.task(task["id"])
     assert len(full["data"]["blob"]) == 300_000 and len(full["output"][0]) == 200_005
 
@@ -1401,6 +1402,11 @@ def test_big_data_and_outputs_are_cut_on_pages_with_a_link_to_the_whole(api: Api
     small = api.submit("question", {"q": "short"})
     api.wait_status(small["id"], "waiting_human")
     assert "the whole task as JSON" not in api.get(f"/tasks/{small['id']}").text
+
+    # Data that is text is shown as the text, and measured so.
+    text = api.submit("question", "z" * 20_000)
+    api.wait_status(text["id"], "waiting_human")
+    assert "… cut at 16,384 of 20,000 characters;" in api.get(f"/tasks/{text['id']}").text
 
 
 def test_pages_name_a_task_with_a_chosen_id_by_all_of_it(api: Api) -> None:
