@@ -207,6 +207,42 @@ class CachesReads(SQLiteStore):
         return claimed
 
 
+class PurgesEveryWorkflow(MemoryStore):
+    """Leaves out delete_finished's workflow_name (and count_finished's)."""
+
+    async def delete_finished(self, before, statuses, *, workflow_name=None, limit=1000):
+        return await super().delete_finished(before, statuses, limit=limit)
+
+    async def count_finished(self, before, statuses, *, workflow_name=None):
+        return await super().count_finished(before, statuses)
+
+
+class PurgesWithoutLimit(MemoryStore):
+    """Deletes every finished task at once, whatever the limit."""
+
+    async def delete_finished(self, before, statuses, *, workflow_name=None, limit=1000):
+        return await super().delete_finished(
+            before, statuses, workflow_name=workflow_name, limit=10**9
+        )
+
+
+class SharesListed(MemoryStore):
+    """list_tasks and outbox_pending hand out the stored objects themselves."""
+
+    async def list_tasks(self, *args, **kwargs):
+        return [self._rows[t.id].task for t in await super().list_tasks(*args, **kwargs)]
+
+    async def outbox_pending(self, consumer, limit=100):
+        return [self._rows[t.id].task for t in await super().outbox_pending(consumer, limit)]
+
+
+class SharesPublished(MemoryStore):
+    """outbox_pending hands out the stored objects themselves."""
+
+    async def outbox_pending(self, consumer, limit=100):
+        return [self._rows[t.id].task for t in await super().outbox_pending(consumer, limit)]
+
+
 class ExistsOpens(SQLiteStore):
     """Answers exists() by connecting, which makes the database file."""
 
@@ -219,7 +255,8 @@ class ExistsOpens(SQLiteStore):
 MEMORY = {cls.__name__.lower(): cls for cls in (
     TakeoverNotStored, DropsFields, RunAfterAtInsertOnly, ActiveIgnoresDelayed,
     PurgeIgnoresOutbox, OutboxOnEveryWrite, OutboxKeepsRetried, OrdersById,
-    ChecksThenWrites, RelativeArtifacts,
+    ChecksThenWrites, RelativeArtifacts, PurgesEveryWorkflow, PurgesWithoutLimit,
+    SharesListed, SharesPublished,
 )}
 SQLITE = {cls.__name__.lower(): cls for cls in (UnlockedClaims, CachesReads, ExistsOpens)}
 
@@ -302,6 +339,22 @@ _CAUGHT = {
     "RelativeArtifacts": (
         ["test_the_artifacts_folder_is_an_absolute_path"],
         "RelativeArtifacts.artifacts_dir is 'artifacts', a relative path",
+    ),
+    "PurgesEveryWorkflow": (
+        ["test_purging_keeps_results_not_yet_published"],
+        "count_finished(workflow_name='other') gave 3, not 1",
+    ),
+    "PurgesWithoutLimit": (
+        ["test_purging_keeps_results_not_yet_published"],
+        "delete_finished(limit=1) deleted ['task-5', 'task-6']: delete at most `limit`",
+    ),
+    "SharesListed": (
+        ["test_the_stored_task_is_a_copy"],
+        "changing a task list_tasks returned changed the stored task",
+    ),
+    "SharesPublished": (
+        ["test_the_stored_task_is_a_copy"],
+        "changing a task outbox_pending returned changed the stored task",
     ),
     "UnlockedClaims": (
         ["test_two_openers_claiming_at_once_never_share_a_task"],

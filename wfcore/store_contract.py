@@ -574,7 +574,9 @@ class StoreContract:
 
     @_with_store
     async def test_the_stored_task_is_a_copy(self, store: Any) -> None:
-        """Changing a task object after writing it, or one read back, changes nothing stored."""
+        """Changing a task object after writing it, or one read back (by get_task,
+        list_tasks or outbox_pending), changes nothing stored."""
+        await store.outbox_register("results")
         task = _task(1)
         await store.insert_task(task)
         task.data["n"] = "changed after insert"
@@ -586,6 +588,14 @@ class StoreContract:
         assert again.data == {"n": 1}
         assert again.context == {}
         assert again.history == []
+        [listed] = await store.list_tasks()
+        listed.context["y"] = "changed after list_tasks"
+        listed.record("after_list")
+        again = await store.get_task("task-1")
+        assert (again.context, again.history) == ({}, []), (
+            "changing a task list_tasks returned changed the stored task: return copies, "
+            "as get_task does"
+        )
         again.record("written")
         assert await store.update_task(again)
         again.record("after_update")  # by a handler still holding the task, say
@@ -593,6 +603,17 @@ class StoreContract:
         assert [e["event"] for e in stored.history] == ["written"], (
             "history entries added to a task after it was written, or to a task read "
             "back, reached the store"
+        )
+        [claimed] = await store.claim("w", 1, 30)
+        claimed.status, claimed.output = TaskStatus.COMPLETED, {"ok": True}
+        assert await store.update_task(claimed)
+        [published] = await store.outbox_pending("results")
+        published.output["ok"] = "changed after outbox_pending"
+        published.record("after_outbox")
+        stored = await store.get_task("task-1")
+        assert stored.output == {"ok": True} and stored.history[-1]["event"] != "after_outbox", (
+            "changing a task outbox_pending returned changed the stored task: return "
+            "copies, as get_task does"
         )
 
     @_with_store
@@ -1286,7 +1307,9 @@ class StoreContract:
     @_with_store
     async def test_purging_keeps_results_not_yet_published(self, store: Any) -> None:
         """delete_finished and count_finished leave out the tasks an outbox consumer has
-        not acknowledged yet, and those of other statuses or changed later."""
+        not acknowledged yet, and those of other statuses or changed later; with
+        ``workflow_name``, those of other workflows; delete_finished deletes at most
+        ``limit``."""
         can_delete = type(store).delete_finished is not Store.delete_finished
         can_count = type(store).count_finished is not Store.count_finished
         if not (can_delete or can_count):
@@ -1328,6 +1351,37 @@ class StoreContract:
             assert (await store.get_task("task-3")) is not None
             await store.outbox_ack("results", ["task-2"], versions=[running["task-2"].version])
             assert await store.delete_finished(later, completed) == ["task-2"]
+        # `wfe purge --workflow` and its batches: only that workflow's, `limit` at a time.
+        await store.insert_tasks([_task(4, workflow_name="other"), _task(5), _task(6)])
+        finished = {t.id: t for t in await store.claim("w", 3, 30)}
+        for task in finished.values():
+            task.status = TaskStatus.COMPLETED
+            assert await store.update_task(task)
+        await store.outbox_ack(
+            "results", list(finished), versions=[t.version for t in finished.values()]
+        )
+        if can_count:
+            count = await store.count_finished(later, completed, workflow_name="other")
+            assert count == 1, (
+                f"count_finished(workflow_name='other') gave {count}, not 1: count only the "
+                "tasks of workflow_name when it is given"
+            )
+        if can_delete:
+            deleted = await store.delete_finished(later, completed, workflow_name="other")
+            assert deleted == ["task-4"], (
+                f"delete_finished(workflow_name='other') deleted {deleted}, not ['task-4']: "
+                "delete only the tasks of workflow_name when it is given (`wfe purge "
+                "--workflow other` must not delete the other workflows' tasks)"
+            )
+            deleted = await store.delete_finished(later, completed, limit=1)
+            assert len(deleted) == 1, (
+                f"delete_finished(limit=1) deleted {deleted}: delete at most `limit` tasks "
+                "(a purge goes in batches, so that it never holds the store for long)"
+            )
+            rest = await store.delete_finished(later, completed)
+            assert sorted(deleted + rest) == ["task-5", "task-6"], (
+                f"delete_finished deleted {deleted}, then {rest}, not task-5 and task-6"
+            )
 
     # -- several openers, threads and event loops ----------------------------------------
 

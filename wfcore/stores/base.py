@@ -466,7 +466,8 @@ class Store(abc.ABC):
         limit: int = 1000,
     ) -> list[str]:
         """Delete up to ``limit`` tasks in these finished ``statuses`` last changed
-        before ``before`` (a UNIX time), oldest first; return their ids.
+        before ``before`` (a UNIX time), oldest first, of ``workflow_name`` only
+        when it is given; return their ids.
 
         Tasks that an outbox consumer has not acknowledged yet are kept. Removing
         their artifact files is the caller's job. A store that cannot delete
