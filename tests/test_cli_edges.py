@@ -229,11 +229,26 @@ def test_an_empty_store_option_is_refused(wfe, tmp_path: Path) -> None:
         ("--store", "", "submit", "review", "--app", APP),
         ("submit", "review", "--app", APP, "--store", ""),
         ("--store", "", "tasks"),
+        ("--store", " ", "tasks"),
         ("worker", APP, "--store", "", "--until-idle"),
     ):
         result = wfe(*args, check=False)
         assert (result.returncode, result.stderr) == (2, said), args
     assert not (tmp_path / ".wfe").exists() and not (tmp_path / "wfe.db").exists()
+    blank = wfe("tasks", env=dict(wfe.env, WFE_STORE="  "), check=False)
+    assert (blank.returncode, blank.stderr) == (
+        2,
+        "Error: WFE_STORE is blank: give a store URL, or unset it\n",
+    )
+
+
+def test_blanks_around_a_store_url_are_not_part_of_it(wfe, tmp_path: Path) -> None:
+    """WFE_STORE with a blank after it (an env file, a paste) is the store it names:
+    not another file, made new by a worker or submit, that no other command sees."""
+    padded = dict(wfe.env, WFE_STORE=f" {wfe.env['WFE_STORE']} \t")
+    task_id = wfe("submit", "review", "--app", APP, env=padded).stdout.strip()
+    assert [t["id"] for t in json.loads(wfe("tasks", "--json").stdout)] == [task_id]
+    assert not [path.name for path in tmp_path.iterdir() if path.name != path.name.strip()]
 
 
 def test_help_names_each_value_as_the_readme_does(wfe) -> None:

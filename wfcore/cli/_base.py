@@ -186,14 +186,23 @@ def _engine(
     read as it is, not upgraded: that release's workers may still be using it.
     """
     shared = ctx.ensure_object(_Context)
-    if "" in (store, shared.store):
+    # Blanks around a URL (WFE_STORE=sqlite:///srv/wfe.db<space> in an env file, a
+    # paste) are never part of it: kept, they would name another file, which a
+    # worker or submit would make anew and the other commands would never see.
+    store, given = (None if u is None else u.strip() for u in (store, shared.store))
+    source = ctx.find_root().get_parameter_source("store")
+    env_blank = given == "" and source is click.core.ParameterSource.ENVIRONMENT
+    if env_blank and store is None:
+        # Blanks only (an empty WFE_STORE is as if unset: the default store).
+        raise _InputError("WFE_STORE is blank: give a store URL, or unset it")
+    if store == "" or (given == "" and not env_blank):
         # --store "$STORE" with the variable unset: the default store in the current
         # folder would serve instead (or be made), a store nobody meant.
         raise _InputError(
             "--store is empty (an unset variable?): give a store URL, or leave --store "
             "out for WFE_STORE or the default"
         )
-    url = store or shared.store
+    url = store or given
     if app is None and shared.app is not None:
         app, app_hint = shared.app, "--app"
     if app:
