@@ -243,6 +243,31 @@ class SharesPublished(MemoryStore):
         return [self._rows[t.id].task for t in await super().outbox_pending(consumer, limit)]
 
 
+class ClaimsPastLimit(MemoryStore):
+    """Hands a claim every ready task, whatever its limit."""
+
+    async def claim(self, owner, limit, lease_seconds, *, workflows=None):
+        return await super().claim(owner, 50, lease_seconds, workflows=workflows)
+
+
+class ClaimKeepsVersion(MemoryStore):
+    """Leases claimed tasks without bumping their version."""
+
+    async def claim(self, owner, limit, lease_seconds, *, workflows=None):
+        claimed = await super().claim(owner, limit, lease_seconds, workflows=workflows)
+        for task in claimed:
+            task.version -= 1
+            self._rows[task.id].task.version -= 1
+        return claimed
+
+
+class ListsWithoutOffset(MemoryStore):
+    """Leaves out list_tasks' offset."""
+
+    async def list_tasks(self, status=None, workflow_name=None, limit=100, offset=0, **kwargs):
+        return await super().list_tasks(status, workflow_name, limit, 0, **kwargs)
+
+
 class ExistsOpens(SQLiteStore):
     """Answers exists() by connecting, which makes the database file."""
 
@@ -256,7 +281,7 @@ MEMORY = {cls.__name__.lower(): cls for cls in (
     TakeoverNotStored, DropsFields, RunAfterAtInsertOnly, ActiveIgnoresDelayed,
     PurgeIgnoresOutbox, OutboxOnEveryWrite, OutboxKeepsRetried, OrdersById,
     ChecksThenWrites, RelativeArtifacts, PurgesEveryWorkflow, PurgesWithoutLimit,
-    SharesListed, SharesPublished,
+    SharesListed, SharesPublished, ClaimsPastLimit, ClaimKeepsVersion, ListsWithoutOffset,
 )}
 SQLITE = {cls.__name__.lower(): cls for cls in (UnlockedClaims, CachesReads, ExistsOpens)}
 
@@ -355,6 +380,22 @@ _CAUGHT = {
     "SharesPublished": (
         ["test_the_stored_task_is_a_copy"],
         "changing a task outbox_pending returned changed the stored task",
+    ),
+    "ClaimsPastLimit": (
+        ["test_claim_leases_runnable_tasks_oldest_first"],
+        "claim('worker-a', limit=2, ...) returned 3 tasks ['task-0', 'task-1', 'task-2']",
+    ),
+    "ClaimKeepsVersion": (
+        [
+            "test_claim_leases_runnable_tasks_oldest_first",
+            "test_every_field_of_an_updated_task_reads_back",
+        ],
+        "claim returned task-1 at version 0, the version it was inserted at (0): a claim "
+        "bumps the version",
+    ),
+    "ListsWithoutOffset": (
+        ["test_lists_and_counts"],
+        "list_tasks(oldest_first=True, limit=2, offset=1) gave ['task-0', 'task-1']",
     ),
     "UnlockedClaims": (
         ["test_two_openers_claiming_at_once_never_share_a_task"],

@@ -196,6 +196,11 @@ _KEEP_EVERY_FIELD = (
     "wfcore.wire.task_from_dict reads them back."
 )
 
+_CLAIM_BUMPS = (
+    "a claim bumps the version, on the stored task and the one it returns, so that a "
+    "write by whoever read the task before the claim is refused"
+)
+
 _STALE_WRITE = (
     "a write carrying a version other than the stored one must store nothing and "
     "return False (compare the version and write in one atomic step: one transaction, "
@@ -430,7 +435,12 @@ class StoreContract:
         attempts, error, artifacts, reply and the rest, as written."""
         await store.insert_task(_task(1))
         inserted = await store.get_task("task-1")
+        inserted_at = inserted.version
         [task] = await store.claim("w", 1, 30)
+        assert task.version > inserted_at, (
+            f"claim returned task-1 at version {task.version}, the version it was "
+            f"inserted at ({inserted_at}): {_CLAIM_BUMPS}"
+        )
         now = datetime.now(timezone.utc)
         task.data = {"n": 2, "list": [None, True, 1.5]}
         task.classification = "publish"
@@ -679,10 +689,24 @@ class StoreContract:
         for n in range(3):
             await store.insert_task(_task(n))
         inserted = await store.get_task("task-0")
+        inserted_at = inserted.version
         first = await store.claim("worker-a", 2, 30)
-        assert [t.id for t in first] == ["task-0", "task-1"]
-        assert all(t.status is TaskStatus.IN_PROGRESS for t in first)
-        assert first[0].version > inserted.version
+        ids = [t.id for t in first]
+        assert len(first) <= 2, (
+            f"claim('worker-a', limit=2, ...) returned {len(first)} tasks {ids}: a claim "
+            "leases at most `limit` tasks (a worker asks for as many as it has room for)"
+        )
+        assert ids == ["task-0", "task-1"], (
+            f"claim('worker-a', limit=2, ...) returned {ids} of task-0, task-1 and task-2, "
+            "inserted in that order: the tasks ready longest come first"
+        )
+        assert all(t.status is TaskStatus.IN_PROGRESS for t in first), (
+            "a claim returns a PENDING task IN_PROGRESS, and stores it so"
+        )
+        assert first[0].version > inserted_at, (
+            f"claim returned task-0 at version {first[0].version}, the version it was "
+            f"inserted at ({inserted_at}): {_CLAIM_BUMPS}"
+        )
         # A write by whoever read the task before the claim is refused.
         inserted.output = "too late"
         wrote = await store.update_task(inserted)
@@ -1087,10 +1111,12 @@ class StoreContract:
             f"list_tasks() gave {newest_first} for tasks inserted task-0 to task-4: "
             "without oldest_first, the last inserted comes first"
         )
-        assert [t.id for t in await store.list_tasks(oldest_first=True, limit=2, offset=1)] == [
-            "task-1",
-            "task-2",
-        ]
+        paged = [t.id for t in await store.list_tasks(oldest_first=True, limit=2, offset=1)]
+        assert paged == ["task-1", "task-2"], (
+            f"list_tasks(oldest_first=True, limit=2, offset=1) gave {paged} for tasks "
+            "inserted task-0 to task-4: oldest first, skip `offset` tasks, then give at "
+            "most `limit`"
+        )
         pending = await store.list_tasks(TaskStatus.PENDING, "a")
         assert [t.id for t in pending] == ["task-2", "task-1"]
         either = await store.list_tasks([TaskStatus.PENDING, TaskStatus.COMPLETED], "a")
