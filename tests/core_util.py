@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import sqlite3
@@ -13,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ __all__ = [
     "run_task",
     "store_error_with_its_folder_gone",
     "stored_status",
+    "submit_with_app",
     "wait_for",
     "wait_for_status",
     "wait_until",
@@ -184,6 +186,54 @@ def background_wfe(
         yield proc
     finally:
         end_process(proc)
+
+
+_SUBMIT_WITH_APP = """\
+import asyncio, importlib, json, sys
+
+module, _, attr = sys.argv[1].partition(":")
+engine = getattr(importlib.import_module(module), attr or "engine")
+
+
+async def main():
+    ids = []
+    for data in json.loads(sys.argv[4]):
+        ids.append((await engine.submit_task(data, sys.argv[2], None, sys.argv[3])).id)
+    await engine.aclose()
+    print(json.dumps(ids))
+
+
+asyncio.run(main())
+"""
+
+
+def submit_with_app(
+    app: str,
+    workflow: str,
+    datas: Sequence[Any],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    assigned_to: str = "ai",
+) -> list[str]:
+    """Submit one task per item of ``datas`` to ``workflow`` of the app ``MODULE:ATTR``
+    on the store of ``env``, one after the other, and return their ids in order.
+
+    What ``wfe submit WORKFLOW --app APP --data ...`` does once per task, in one
+    process for them all: for tests about what workers do with the tasks, where a
+    process started for each task would only add its start-up time.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _SUBMIT_WITH_APP, app, workflow, assigned_to, json.dumps(datas)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    ids: list[str] = json.loads(done.stdout)
+    return ids
 
 
 def with_pythonpath(env: Mapping[str, str], folder: Path, **more: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from core_util import db_path, wait_for, wait_until, with_pythonpath
+from core_util import db_path, submit_with_app, wait_for, wait_until, with_pythonpath
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 from wfcore.stores.memory import MemoryStore
@@ -216,16 +216,8 @@ WFE = [sys.executable, "-m", "wfcore.cli"]
 
 
 def _submit(app: str, n: int, env: dict[str, str], cwd: Path) -> None:
-    """Submit n tasks (data 0 to n-1) to workflow "w" of ``app`` with ``wfe submit``."""
-    for i in range(n):
-        subprocess.run(
-            [*WFE, "submit", "w", "--app", app, "--data", str(i)],
-            env=env,
-            cwd=cwd,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+    """Submit n tasks (data 0 to n-1) to workflow "w" of ``app``."""
+    submit_with_app(app, "w", list(range(n)), env=env, cwd=cwd)
 
 
 APP = """
@@ -243,7 +235,8 @@ note("end")
 '''
 
 os.environ["WORKER_PID"] = str(os.getpid())  # the commands it runs say whose they are
-engine = ECSWorkflowEngine()
+# A short poll: a worker waiting for the other's slot looks again soon after it frees.
+engine = ECSWorkflowEngine(poll_interval=0.05)
 engine.register_workflow(
     "w",
     [
@@ -296,7 +289,7 @@ note("end")
 '''
 
 os.environ["WORKER_PID"] = str(os.getpid())
-engine = ECSWorkflowEngine(max_concurrency=1)
+engine = ECSWorkflowEngine(max_concurrency=1, poll_interval=0.05)
 engine.register_workflow(
     "w",
     [
