@@ -71,6 +71,42 @@ def test_a_long_history_shows_its_last_events_and_links_to_all(
     assert "Completed" in shown[-1]
 
 
+def test_a_long_error_is_cut_on_the_page_of_its_task(client: Any, wfe_store_url: str) -> None:
+    # An error message may hold a whole response body; the traceback repeats it, and
+    # so does each failed attempt's event. The page fetches itself every few seconds.
+    message = "the service answered: " + "x" * 300_000 + "<end>"
+
+    async def fail(task: Task) -> None:
+        raise RuntimeError(message)
+
+    async def failed_task() -> str:
+        engine = ECSWorkflowEngine(wfe_store_url, load_plugins=False, retry_delay=0.01)
+        engine.register_handler("fail", fail)
+        engine.register_workflow("fails", [Phase("fail", assigned_to="functional", max_attempts=2)])
+        async with engine:
+            task = await engine.submit_task({}, "fails")
+            await engine.run_until_idle()
+            return task.id
+
+    task_id = asyncio.run(failed_task())
+    page = client.get(f"/tasks/{task_id}").text
+    assert len(page) < 60_000
+    # Only the traceback, which the engine keeps to its last 4,000 characters, ends it.
+    assert page.count("&lt;end&gt;") == 1
+    whole = f'<a href="/api/tasks/{task_id}">the whole task as JSON</a>'
+    error = page.split('id="task-error"', 1)[1].split("</section>", 1)[0]
+    assert "RuntimeError: the service answered: xxx" in error
+    assert f"… cut at 16,384 of {len(message) + 14:,} characters; {whole}." in error
+    assert error.count(whole) == 1
+    # Each attempt's event shows the start of its error, ending in an ellipsis.
+    failures = [item for item in _items(page) if "ev-attempt_failed" in item]
+    assert len(failures) == 2
+    for item in failures:
+        assert "<i>error</i> RuntimeError: the service answered: " + "x" * 964 + "…" in item
+    full = client.get(f"/api/tasks/{task_id}").get_json()
+    assert full["error"] == f"RuntimeError: {message}"
+
+
 def test_only_a_history_of_more_than_200_events_is_cut(client: Any, wfe_store_url: str) -> None:
     short = asyncio.run(loop_task(wfe_store_url, 3))  # 10 events
     page = client.get(f"/tasks/{short}").text

@@ -22,6 +22,7 @@ __all__ = [
     "HISTORY_SHOWN",
     "JSON_SHOWN",
     "add_filters",
+    "cut_filter",
     "duration_filter",
     "html_id_filter",
     "json_preview_filter",
@@ -42,6 +43,7 @@ def add_filters(bp: Blueprint) -> None:
     bp.add_app_template_filter(pretty_filter, "wfe_pretty")
     bp.add_app_template_filter(note_filter, "wfe_note")
     bp.add_app_template_filter(short_id_filter, "wfe_short_id")
+    bp.add_app_template_filter(cut_filter, "wfe_cut")
     bp.add_app_template_filter(json_preview_filter, "wfe_json_preview")
     bp.add_app_template_filter(time_filter, "wfe_time")
     bp.add_app_template_filter(status_filter, "wfe_status")
@@ -102,6 +104,14 @@ def pretty_filter(value: Any) -> str:
 
 def short_id_filter(value: Any) -> str:
     return short_id(str(value))
+
+
+def cut_filter(value: Any, limit: int | None = None) -> dict[str, Any]:
+    """Text (an error message, a traceback) cut to ``limit`` characters (None:
+    :data:`JSON_SHOWN`): ``{"text", "cut", "total"}``."""
+    text = str(value)
+    limit = JSON_SHOWN if limit is None else limit
+    return {"text": text[:limit], "cut": len(text) > limit, "total": len(text)}
 
 
 def note_filter(value: Any) -> str:
@@ -368,7 +378,11 @@ def _timeline(task: Task, last: int | None = None) -> list[dict[str, Any]]:
             who.append(f"by {by}")
         elif event == "resumed" and not who:
             who = [_ANSWERED_BY.get(waiting_for, "answered")]
-        details = {k: v for k, v in entry.items() if k not in _SHOWN_KEYS and v is not None}
+        details = {
+            k: v if k in _TIME_DETAILS else _detail_text(v)
+            for k, v in entry.items()
+            if k not in _SHOWN_KEYS and v is not None
+        }
         label = _EVENT_LABELS.get(event, event.replace("_", " ").capitalize())
         if entry.get("attempt"):
             label += f" (attempt {entry['attempt']})"
@@ -392,6 +406,34 @@ def _timeline(task: Task, last: int | None = None) -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+#: Details of an event that are times, which the timeline shows as times.
+_TIME_DETAILS = ("deadline", "run_after")
+
+#: The most characters of one detail of an event the timeline shows: an error
+#: message may hold a whole response body, and each failed attempt repeats it.
+DETAIL_SHOWN = 1000
+
+
+def _detail_text(value: Any) -> str:
+    """A detail of an event as the timeline shows it: text as it is, anything else
+    as JSON; past :data:`DETAIL_SHOWN` characters cut, ending in an ellipsis."""
+    if isinstance(value, str):
+        text, cut = value[:DETAIL_SHOWN], len(value) > DETAIL_SHOWN
+    else:
+        encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)
+        parts: list[str] = []
+        written = 0
+        cut = False
+        for part in encoder.iterencode(value):
+            parts.append(part)
+            written += len(part)
+            if written > DETAIL_SHOWN:
+                cut = True
+                break
+        text = "".join(parts)[:DETAIL_SHOWN]
+    return text + "…" if cut else text
 
 
 #: Events that end a wait (``suspended`` begins one): the timeline says how long it was.
