@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from core_util import damage_tasks_table
+from core_util import damage_tasks_table, submit_with_app
 
 
 def test_commands_on_a_damaged_store_say_so_in_one_line(wfe, tmp_path: Path) -> None:
-    for _ in range(3):
-        wfe("submit", "left", "--app", "split_app:engine")
+    submit_with_app("split_app:engine", "left", [None] * 3, env=wfe.env, cwd=tmp_path)
     damage_tasks_table(tmp_path / "wfe.db")
     for command in (
         ["tasks"],

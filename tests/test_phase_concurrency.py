@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -18,6 +17,7 @@ from core_util import (
     background_wfe,
     db_path,
     events,
+    submit_with_app,
     wait_for,
     wait_until,
     with_pythonpath,
@@ -370,16 +370,9 @@ def test_wfe_worker_names_its_schedules_and_the_tasks_waiting_for_a_slot_as_it_s
 ):
     (tmp_path / "gated_app.py").write_text(GATED_APP)
     env = with_pythonpath(worker_env, tmp_path)
-    submit = [sys.executable, "-m", "wfcore.cli", "submit", "w", "--app", "gated_app:engine"]
-    for i in range(3):
-        subprocess.run(
-            [*submit, "--assigned-to", "functional", "--data", str(i)],
-            env=env,
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+    submit_with_app(
+        "gated_app:engine", "w", [0, 1, 2], env=env, cwd=tmp_path, assigned_to="functional"
+    )
     log = tmp_path / "worker.log"
     with background_wfe("worker", "gated_app:engine", cwd=tmp_path, env=env, log=log) as worker:
         wait_until(lambda: list(tmp_path.glob("started-*")), what="a phase to start")

@@ -3,6 +3,7 @@ its attempt instead of ending the worker."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import json
@@ -18,13 +19,14 @@ import pytest
 from core_util import (
     background,
     background_wfe,
+    submit_with_app,
     wait_for,
     wait_for_status,
     wait_until,
     with_pythonpath,
 )
 
-from wfcore import Phase, Task, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,23 +250,31 @@ def test_wfe_worker_survives_argparse_exiting_on_bad_input(tmp_path):
             timeout=60,
         )
 
-    ids = {
-        (workflow, args): wfe(
-            "submit", workflow, "--app", app, "--data", json.dumps({"args": list(args)})
-        ).stdout.strip()
-        for workflow in ("parse", "parse_plain")
-        for args in (("--n", "bad"), ("--n", "1"))
-    }
+    every_args = [("--n", "bad"), ("--n", "1")]
+    ids = {}
+    for workflow in ("parse", "parse_plain"):
+        datas = [{"args": list(args)} for args in every_args]
+        submitted = submit_with_app(app, workflow, datas, env=env, cwd=tmp_path)
+        ids.update(zip([(workflow, args) for args in every_args], submitted, strict=True))
     worker = wfe("worker", app, "--until-idle", "--quiet")
     assert worker.returncode == 0, worker.stderr
     assert "argument --n: invalid int value: 'bad'" in worker.stderr  # argparse's usage
-    shown = {key: json.loads(wfe("show", task_id, "--json").stdout) for key, task_id in ids.items()}
+
+    async def read() -> dict[tuple[str, tuple[str, ...]], Task | None]:
+        engine = ECSWorkflowEngine(store=env["WFE_STORE"], load_plugins=False)
+        try:
+            return {key: await engine.get_task(task_id) for key, task_id in ids.items()}
+        finally:
+            await engine.aclose()
+
+    shown = asyncio.run(read())
     for workflow in ("parse", "parse_plain"):
         bad, good = shown[workflow, ("--n", "bad")], shown[workflow, ("--n", "1")]
-        assert bad["status"] == "failed"
-        assert bad["error"] == "SystemExit: 2 (the phase called sys.exit)"
-        assert good["status"] == "completed"
-        assert good["output"] == {"n": 1}
+        assert bad is not None and good is not None
+        assert bad.status is TaskStatus.FAILED
+        assert bad.error == "SystemExit: 2 (the phase called sys.exit)"
+        assert good.status is TaskStatus.COMPLETED
+        assert good.output == {"n": 1}
 
 
 def test_keyboard_interrupt_from_a_phase_still_ends_the_process(tmp_path):

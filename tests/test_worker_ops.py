@@ -15,7 +15,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from core_util import background_wfe, free_port, http_get, run_task, with_pythonpath
+from core_util import (
+    background_wfe,
+    free_port,
+    http_get,
+    run_task,
+    submit_with_app,
+    with_pythonpath,
+)
 from test_cli import APP, _wait_for
 from test_persistence import WriteLockHolder
 
@@ -249,11 +256,10 @@ def test_tasks_of_a_dead_worker_are_taken_over_and_logged_once(
     assert said == [f"took over 2 task(s) from dead worker(s) {owner}"]
 
 
-def test_each_log_line_of_worker_processes_names_its_process(wfe) -> None:
+def test_each_log_line_of_worker_processes_names_its_process(wfe, tmp_path) -> None:
     """With --processes N the processes share one stderr: their log lines, not only
     their progress lines, say which process each is from."""
-    for _ in range(4):
-        wfe("submit", "retried", "--app", "failing_app:engine", "--data", '{"n": -1}')
+    submit_with_app("failing_app:engine", "retried", [{"n": -1}] * 4, env=wfe.env, cwd=tmp_path)
     done = wfe("worker", "failing_app:engine", "-p", "2", "--concurrency", "1", "--until-idle")
     logged = re.findall(r"^\S+Z (?:DEBUG|INFO|WARNING|ERROR) \S+: (.*)$", done.stderr, re.M)
     assert len(logged) >= 8, done.stderr  # a retry and a failure for each task
