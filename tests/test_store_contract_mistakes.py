@@ -268,6 +268,36 @@ class ListsWithoutOffset(MemoryStore):
         return await super().list_tasks(status, workflow_name, limit, 0, **kwargs)
 
 
+class AcksInMemory(SQLiteStore):
+    """Keeps acknowledgements in the store object, not in the database."""
+
+    async def outbox_ack(self, consumer, task_ids, *, versions=None):
+        self.__dict__.setdefault("acked", set()).update(task_ids)
+
+    async def outbox_pending(self, consumer, limit=100):
+        acked = self.__dict__.get("acked", set())
+        return [t for t in await super().outbox_pending(consumer, limit) if t.id not in acked]
+
+
+class PurgesInMemory(SQLiteStore):
+    """Deletes finished tasks only from what this store object shows."""
+
+    async def delete_finished(self, before, statuses, *, workflow_name=None, limit=1000):
+        gone = self.__dict__.setdefault("gone", set())
+        ids = [
+            t.id
+            for t in await self.list_tasks(statuses, workflow_name, limit=10**6, oldest_first=True)
+            if t.id not in gone and t.updated_at.timestamp() < before
+        ]
+        pending = {t.id for c in ["results"] for t in await self.outbox_pending(c, 10**6)}
+        ids = [i for i in ids if i not in pending][:limit]
+        gone.update(ids)
+        return ids
+
+    async def get_task(self, task_id):
+        return None if task_id in self.__dict__.get("gone", ()) else await super().get_task(task_id)
+
+
 class ExistsOpens(SQLiteStore):
     """Answers exists() by connecting, which makes the database file."""
 
@@ -283,7 +313,9 @@ MEMORY = {cls.__name__.lower(): cls for cls in (
     ChecksThenWrites, RelativeArtifacts, PurgesEveryWorkflow, PurgesWithoutLimit,
     SharesListed, SharesPublished, ClaimsPastLimit, ClaimKeepsVersion, ListsWithoutOffset,
 )}
-SQLITE = {cls.__name__.lower(): cls for cls in (UnlockedClaims, CachesReads, ExistsOpens)}
+SQLITE = {cls.__name__.lower(): cls for cls in (
+    UnlockedClaims, CachesReads, ExistsOpens, AcksInMemory, PurgesInMemory,
+)}
 
 
 class plugin:
@@ -396,6 +428,15 @@ _CAUGHT = {
     "ListsWithoutOffset": (
         ["test_lists_and_counts"],
         "list_tasks(oldest_first=True, limit=2, offset=1) gave ['task-0', 'task-1']",
+    ),
+    "AcksInMemory": (
+        ["test_everything_survives_closing_and_reopening"],
+        "delete_finished deleted [], not ['task-3']: task-3 is COMPLETED and its result "
+        "acknowledged",
+    ),
+    "PurgesInMemory": (
+        ["test_everything_survives_closing_and_reopening"],
+        "a task delete_finished deleted is back after reopening the store",
     ),
     "UnlockedClaims": (
         ["test_two_openers_claiming_at_once_never_share_a_task"],

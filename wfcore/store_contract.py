@@ -1594,7 +1594,9 @@ class StoreContract:
     # -- across a restart --------------------------------------------------------------
 
     def test_everything_survives_closing_and_reopening(self, store_url: str) -> None:
-        """Tasks, workflows and the outbox are there after the store is reopened."""
+        """Tasks, workflows and the outbox are there after the store is reopened, and
+        so are acknowledgements and purges: an acknowledged result is not published
+        again, a purged task does not come back."""
         if not self.durable:
             pytest.skip("the store is not durable (durable = False)")
         # The workflows the plugins contribute, which each engine saves as it opens
@@ -1608,11 +1610,21 @@ class StoreContract:
             try:
                 await store.save_workflow(WorkflowSpec("flow", [Phase("a")]))
                 await store.outbox_register("results")
-                await store.insert_task(_task(1))
+                await store.insert_tasks([_task(1), _task(3)])
                 await store.insert_task(_task(2))
-                [task] = await store.claim("w", 1, 30)
-                task.status, task.output = TaskStatus.COMPLETED, {"ok": True}
-                assert await store.update_task(task)
+                finished = {t.id: t for t in await store.claim("w", 2, 30)}
+                for task in finished.values():
+                    task.status, task.output = TaskStatus.COMPLETED, {"ok": True}
+                    assert await store.update_task(task)
+                # The last writes before closing: an acknowledgement, then a purge.
+                versions = [finished["task-3"].version]
+                await store.outbox_ack("results", ["task-3"], versions=versions)
+                if type(store).delete_finished is not Store.delete_finished:
+                    purged = await store.delete_finished(time.time() + 60, [TaskStatus.COMPLETED])
+                    assert purged == ["task-3"], (
+                        f"delete_finished deleted {purged}, not ['task-3']: task-3 is "
+                        "COMPLETED and its result acknowledged (outbox_ack), task-1's not"
+                    )
             finally:
                 await engine.aclose()
 
@@ -1625,7 +1637,17 @@ class StoreContract:
                 done = await store.get_task("task-1")
                 assert done is not None
                 assert (done.status, done.output) == (TaskStatus.COMPLETED, {"ok": True})
-                assert [t.id for t in await store.outbox_pending("results")] == ["task-1"]
+                published = [t.id for t in await store.outbox_pending("results")]
+                assert published == ["task-1"], (
+                    f"after reopening, outbox_pending gave {published}, not ['task-1']: "
+                    "keep every finish recorded for a consumer, and every acknowledgement "
+                    "(task-3's), across closing and reopening the store"
+                )
+                if type(store).delete_finished is not Store.delete_finished:
+                    assert await store.get_task("task-3") is None, (
+                        "a task delete_finished deleted is back after reopening the store: "
+                        "a purge must be as durable as any other write"
+                    )
                 assert [t.id for t in await store.claim("w", 5, 30)] == ["task-2"]
             finally:
                 await engine.aclose()
