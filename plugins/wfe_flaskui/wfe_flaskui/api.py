@@ -3,8 +3,9 @@ tasks, change the priority of one that waits, upload a file to one, the workflow
 recent Kafka results, and the CSRF token for the calls that change something; and
 ``/metrics`` for Prometheus.
 
-Tasks travel in wfcore's wire format; every error is ``{"error": message}``, with the
-status code :func:`api_errors` gives its cause.
+Tasks travel in wfcore's wire format (in a listing without their payloads, which
+may be megabytes a task, unless ``?full=1``); every error is ``{"error": message}``,
+with the status code :func:`api_errors` gives its cause.
 """
 
 from __future__ import annotations
