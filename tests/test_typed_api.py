@@ -253,7 +253,7 @@ _TYPED_USER = """
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskType, hookimpl
 from wfcore.hookspecs import RegisterAdapter, RegisterHandler, RegisterWorkflow
 from wfcore.model import answer_validator
-from wfcore.testing import WfeRun
+from wfcore.testing import WfeEngineFactory, WfeRun
 
 
 class Echo:
@@ -299,6 +299,11 @@ def check(engine: ECSWorkflowEngine, wfe_run: WfeRun) -> None:
     reveal_type(wfe_run(scenario(), timeout=5))
     answer_validator({}).validatee({})  # E: a typo
     wfe_run(scenario()).statuss  # E: a typo
+
+
+def test_with_fixtures(wfe_engine_factory: WfeEngineFactory) -> None:
+    reveal_type(wfe_engine_factory(plugins=[Plugin()], max_concurrency=4))
+    wfe_engine_factory(plugins=[Plugin()], store=3)  # E: not a store
 """
 
 
@@ -334,6 +339,7 @@ def test_an_app_and_a_plugin_type_check_against_precise_types(tmp_path: Path) ->
         "int | None",
         "wfcore.model.Task",
         "wfcore.model.Task",
+        "wfcore.engine.ECSWorkflowEngine",
     ], out
     # Each line marked "# E:" is an error, and no other line.
     wanted = {n for n, line in enumerate(_TYPED_USER.splitlines(), 1) if "# E:" in line}

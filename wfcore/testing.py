@@ -9,7 +9,8 @@ Fixtures:
     ``store``) with entry-point plugins off, ``plugins`` registered and short
     retry, poll and shutdown delays (0.05 s, 0.05 s, 1 s); every
     engine it made is closed after the test, so a plugin registered for one
-    test is gone in the next.
+    test is gone in the next (annotate the argument
+    ``wfe_engine_factory: WfeEngineFactory`` to keep its type).
 ``wfe_engine``
     One engine from the factory, on the temporary SQLite store.
 ``wfe_run``
@@ -37,19 +38,20 @@ A test drives the engine inside one coroutine::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pytest
 
 from .engine import ECSWorkflowEngine
+from .stores.base import Store
 
 # Before the import: a failing contract test then shows the values it compared.
 pytest.register_assert_rewrite("wfcore.store_contract")
 from .store_contract import StoreContract  # noqa: E402
 
-__all__ = ["StoreContract", "WfeRun", "run_sync"]
+__all__ = ["StoreContract", "WfeEngineFactory", "WfeRun", "run_sync"]
 
 T = TypeVar("T")
 
@@ -59,6 +61,16 @@ class WfeRun(Protocol):
     ``wfe_run(coro)`` returns what the coroutine returns."""
 
     def __call__(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T: ...
+
+
+class WfeEngineFactory(Protocol):
+    """The type of the ``wfe_engine_factory`` fixture, to annotate a test's argument
+    with: ``make(plugins=[my_plugin], **kwargs)`` returns an engine; ``kwargs`` are
+    ``ECSWorkflowEngine``'s."""
+
+    def __call__(
+        self, plugins: Sequence[Any] = (), store: str | Store | None = None, **kwargs: Any
+    ) -> ECSWorkflowEngine: ...
 
 
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
@@ -92,12 +104,12 @@ def wfe_store_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def wfe_engine_factory(wfe_store_url: str) -> Iterator[Callable[..., ECSWorkflowEngine]]:
+def wfe_engine_factory(wfe_store_url: str) -> Iterator[WfeEngineFactory]:
     """Build engines on the temporary store; they are closed after the test."""
     made: list[ECSWorkflowEngine] = []
 
     def make(
-        plugins: tuple[Any, ...] | list[Any] = (), store: Any = None, **kwargs: Any
+        plugins: Sequence[Any] = (), store: str | Store | None = None, **kwargs: Any
     ) -> ECSWorkflowEngine:
         kwargs.setdefault("load_plugins", False)
         kwargs.setdefault("retry_delay", 0.05)
@@ -120,7 +132,7 @@ def wfe_engine_factory(wfe_store_url: str) -> Iterator[Callable[..., ECSWorkflow
 
 
 @pytest.fixture
-def wfe_engine(wfe_engine_factory: Callable[..., ECSWorkflowEngine]) -> ECSWorkflowEngine:
+def wfe_engine(wfe_engine_factory: WfeEngineFactory) -> ECSWorkflowEngine:
     """An engine on a temporary SQLite store, entry-point plugins off."""
     return wfe_engine_factory()
 
