@@ -411,16 +411,28 @@ def test_submit_tasks_with_files_puts_a_bad_requests_error_in_its_place(make_eng
 
 
 _SUBMIT_WITH_FILE = """
-import asyncio, json, pathlib, sys
+import asyncio, json, pathlib, sys, time
 from wfcore import ECSWorkflowEngine, Phase
 
-async def main(store, source, task_id):
+async def main(store, source, me, other, rounds):
     engine = ECSWorkflowEngine(store=store, load_plugins=False)
     engine.register_workflow("files", [Phase("first", assigned_to="human")])
-    task = await engine.submit_task(
-        {}, "files", task_id=task_id, artifacts={"f.bin": pathlib.Path(source)}
-    )
-    print(json.dumps(task.artifacts[0].sha256))
+    folder = pathlib.Path(source).parent
+    said = []
+    for round_ in range(int(rounds)):
+        # Each round's id at the same moment from both processes: each says it is
+        # ready, and waits for the other.
+        (folder / f"ready-{round_}-{me}").touch()
+        deadline = time.monotonic() + 20
+        while not (folder / f"ready-{round_}-{other}").exists():
+            if time.monotonic() > deadline:
+                sys.exit(f"the other process never got to round {round_}")
+            time.sleep(0.001)
+        task = await engine.submit_task(
+            {}, "files", task_id=f"same-{round_}", artifacts={"f.bin": pathlib.Path(source)}
+        )
+        said.append(task.artifacts[0].sha256)
+    print(json.dumps(said))
     await engine.aclose()
 
 asyncio.run(main(*sys.argv[1:]))
@@ -438,20 +450,21 @@ def test_two_processes_submitting_one_id_with_files_agree_on_one(wfe_store_url, 
     small.write_bytes(b"small")
     script = tmp_path / "submit.py"
     script.write_text(_SUBMIT_WITH_FILE)
-    for round_ in range(4):  # a race: the more rounds, the surer a failure shows
-        task_id = f"same-{round_}"
-        procs = [
-            subprocess.Popen(
-                [sys.executable, str(script), wfe_store_url, str(source), task_id],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for source in (big, small)
-        ]
-        said = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
-        assert [proc.returncode for proc in procs] == [0, 0]
-        artifact, data = asyncio.run(_stored_file(wfe_store_url, task_id))
-        assert said == [artifact.sha256] * 2  # both were given the stored task
+    rounds = 4  # a race: the more rounds, the surer a failure shows
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), wfe_store_url, str(source), me, other, str(rounds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for source, me, other in ((big, "big", "small"), (small, "small", "big"))
+    ]
+    said = [json.loads(proc.communicate(timeout=60)[0]) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    for round_ in range(rounds):
+        artifact, data = asyncio.run(_stored_file(wfe_store_url, f"same-{round_}"))
+        # Both were given the stored task.
+        assert [by_process[round_] for by_process in said] == [artifact.sha256] * 2
         assert hashlib.sha256(data).hexdigest() == artifact.sha256  # the file is that one
         assert data in (big.read_bytes(), small.read_bytes())
 
