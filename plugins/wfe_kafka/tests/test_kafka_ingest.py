@@ -22,6 +22,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 from wfe_kafka import BadMessage, KafkaMQInterface
+from wfe_kafka.consumer import _poll
 from wfe_kafka.messages import message_digest
 from wfe_kafka_util import (
     FAST_GROUP,
@@ -796,6 +797,52 @@ def test_consumption_pauses_while_the_engine_has_many_pending_tasks(
     # At most max_pending plus the batches already in hand were taken in.
     assert 20 <= backlog_in_store <= 20 + 4 * 10
     assert kafka.stats["submitted"] == 300
+
+
+def test_a_partition_paused_with_records_in_hand_is_fetched_again_once_resumed(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    """kafka-python 3.0.12 sets aside the records it holds for a partition that is
+    paused, and fetches nothing more for that partition until it returns them: only
+    at a poll whose in-line records are None, which a poll that used them up does
+    not leave. A partition paused for backpressure while the consumer held records
+    of it then got nothing more for as long as the consumer lived (seen as a
+    partition left unconsumed, its messages never stored, after workers joined and
+    left a group). The consumer's poll (``_poll``) hands the records back."""
+    topic = kafka_topic(partitions=2)
+    for partition in (0, 1):
+        produce(
+            kafka_bootstrap,
+            topic,
+            [(None, f"{partition}-{n}".encode()) for n in range(10)],
+            partition=partition,
+        )
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    got: dict[int, list[int]] = {0: [], 1: []}
+
+    def poll(max_records: int) -> dict[Any, list[Any]]:
+        records = _poll(consumer, timeout_ms=100, max_records=max_records)
+        for tp, batch in records.items():
+            got[tp.partition].extend(r.offset for r in batch)
+        return records
+
+    try:
+        consumer.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+        # One record of one partition; the rest of its fetch stays in hand.
+        [held] = wait_until(lambda: poll(1), 30, "a first record")
+        consumer.pause(held)
+        poll(1)  # sets the paused partition's records aside, takes the other's
+        consumer.resume(held)
+        wait_until(
+            lambda: poll(100) is not None and sum(map(len, got.values())) == 20,
+            30,
+            "all 20 records, those of the resumed partition too",
+        )
+    finally:
+        consumer.close()
+    assert got == {0: list(range(10)), 1: list(range(10))}
 
 
 def test_a_worker_of_some_workflows_counts_only_their_tasks_for_backpressure(

@@ -349,7 +349,8 @@ class _TaskConsumer:
                 elif consumer.paused():
                     consumer.resume(*consumer.paused())
                     self._paused = False
-                records = consumer.poll(
+                records = _poll(
+                    consumer,
                     timeout_ms=0 if full else 200,
                     max_records=max(1, min(self.max_poll_records, room)),
                 )
@@ -1002,6 +1003,30 @@ class _Reachability:
         if self.reported is not None:
             self.reported = None
             self.errors.outage_ended()
+
+
+def _poll(consumer: Any, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+    """``consumer.poll()``, first handing back to kafka-python the records it set
+    aside for a partition that was paused and is not any more.
+
+    kafka-python 3.0.12 keeps the records it fetched for a paused partition aside
+    (``_paused_partition_records``) and fetches nothing more for that partition
+    until they are returned; it returns them only at a poll whose in-line records
+    (``_next_partition_records``) are None, but a poll that used those up leaves
+    them there, empty, not None. A partition paused (backpressure) while the
+    consumer held records of it could then get nothing more for as long as the
+    consumer lived: its messages stayed in Kafka, never stored, with every worker
+    idle (seen after rebalances, when a worker left or died). Emptied in-line
+    records are the same to kafka-python as none, so setting them to None changes
+    nothing else.
+    """
+    fetcher: Any = getattr(consumer, "_fetcher", None)
+    if fetcher is not None and getattr(fetcher, "_paused_partition_records", None):
+        in_line = getattr(fetcher, "_next_partition_records", None)
+        if in_line is not None and not in_line:
+            fetcher._next_partition_records = None
+    records: dict[Any, list[Any]] = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    return records
 
 
 def _connected(consumer: Any) -> bool | None:
