@@ -268,6 +268,27 @@ class ListsWithoutOffset(MemoryStore):
         return await super().list_tasks(status, workflow_name, limit, 0, **kwargs)
 
 
+class PublishesPastLimit(MemoryStore):
+    """Gives every finished task to outbox_pending, whatever its limit."""
+
+    async def outbox_pending(self, consumer, limit=100):
+        return await super().outbox_pending(consumer, 10**6)
+
+
+class AcksAnyVersion(MemoryStore):
+    """Acknowledges a task's finish whatever version the consumer saw."""
+
+    async def outbox_ack(self, consumer, task_ids, *, versions=None):
+        await super().outbox_ack(consumer, task_ids)
+
+
+class RenewsWithoutExtending(MemoryStore):
+    """Says the owner holds its leases, and leaves them to expire."""
+
+    async def renew(self, owner, task_ids, lease_seconds):
+        return {i for i in task_ids if i in self._rows and self._rows[i].lease_owner == owner}
+
+
 class AcksInMemory(SQLiteStore):
     """Keeps acknowledgements in the store object, not in the database."""
 
@@ -312,6 +333,7 @@ MEMORY = {cls.__name__.lower(): cls for cls in (
     PurgeIgnoresOutbox, OutboxOnEveryWrite, OutboxKeepsRetried, OrdersById,
     ChecksThenWrites, RelativeArtifacts, PurgesEveryWorkflow, PurgesWithoutLimit,
     SharesListed, SharesPublished, ClaimsPastLimit, ClaimKeepsVersion, ListsWithoutOffset,
+    PublishesPastLimit, AcksAnyVersion, RenewsWithoutExtending,
 )}
 SQLITE = {cls.__name__.lower(): cls for cls in (
     UnlockedClaims, CachesReads, ExistsOpens, AcksInMemory, PurgesInMemory,
@@ -428,6 +450,18 @@ _CAUGHT = {
     "ListsWithoutOffset": (
         ["test_lists_and_counts"],
         "list_tasks(oldest_first=True, limit=2, offset=1) gave ['task-0', 'task-1']",
+    ),
+    "PublishesPastLimit": (
+        ["test_the_outbox_gives_tasks_finished_now_in_finish_order"],
+        "outbox_pending('results', limit=2) gave ['b', 't9', 't10']: give at most `limit`",
+    ),
+    "AcksAnyVersion": (
+        ["test_the_outbox_records_each_finish_until_acknowledged"],
+        "that acknowledgement covers only the finish it names (compare `versions`)",
+    ),
+    "RenewsWithoutExtending": (
+        ["test_an_owner_renews_its_expired_lease_nobody_took"],
+        "claim took ['task-1'] right after renew('slow-worker', ['task-1'], 30) returned it",
     ),
     "AcksInMemory": (
         ["test_everything_survives_closing_and_reopening"],

@@ -862,7 +862,11 @@ class StoreContract:
             "over: the owner still holds it until another claim takes the task (or a "
             "write releases it), and refusing makes a slow worker give up its phase"
         )
-        assert await store.claim("other", 1, 30) == [], "a renewed lease was claimed"
+        taken = [t.id for t in await store.claim("other", 1, 30)]
+        assert taken == [], (
+            f"claim took {taken} right after renew('slow-worker', ['task-1'], 30) returned "
+            "it: renew extends each lease it returns to lease_seconds from now"
+        )
 
     @_with_store
     async def test_writes_at_one_version_at_once_let_one_win(self, store: Any) -> None:
@@ -1253,7 +1257,12 @@ class StoreContract:
         assert (again.id, again.status) == ("task-1", TaskStatus.FAILED)
         # An acknowledgement of the earlier finish does not cover the later one.
         await store.outbox_ack("results", ["task-1"], versions=[task.version - 3])
-        assert [t.id for t in await store.outbox_pending("results")] == ["task-1"]
+        left = [t.id for t in await store.outbox_pending("results")]
+        assert left == ["task-1"], (
+            f"outbox_pending gave {left} after task-1 finished again and an outbox_ack "
+            "at the version of its earlier finish: that acknowledgement covers only the "
+            "finish it names (compare `versions`), or the later result is never published"
+        )
 
     @_with_store
     async def test_the_outbox_gives_tasks_finished_now_in_finish_order(self, store: Any) -> None:
@@ -1275,7 +1284,11 @@ class StoreContract:
             f"outbox_pending gave {order} for tasks that finished as b, t9, t10: give them "
             "in the order they finished"
         )
-        assert [t.id for t in await store.outbox_pending("results", limit=2)] == ["b", "t9"]
+        page = [t.id for t in await store.outbox_pending("results", limit=2)]
+        assert page == ["b", "t9"], (
+            f"outbox_pending('results', limit=2) gave {page}: give at most `limit` tasks, "
+            "the first to finish"
+        )
         for task_id in ("b", "t9"):  # retried before their results went out
             retried = await store.get_task(task_id)
             retried.status = TaskStatus.PENDING
