@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -863,7 +864,7 @@ def test_commands_that_only_read_leave_a_store_of_the_release_before_as_it_is(wf
             conn.close()
         return version, "priority" in columns
 
-    for args in (
+    reads = [
         ("status",),
         ("tasks",),
         ("show", task_id),
@@ -871,10 +872,13 @@ def test_commands_that_only_read_leave_a_store_of_the_release_before_as_it_is(wf
         ("wait", task_id, "--timeout", "0.1s"),
         ("outbox",),
         ("metrics",),
-    ):
-        done = wfe(*args, check=False)
-        assert "upgraded" not in done.stderr, args
-        assert schema() == ("5", False), args
+    ]
+    # All at once, each in a process of its own: one that upgraded the store says so.
+    with ThreadPoolExecutor(len(reads)) as pool:
+        done = list(pool.map(lambda args: wfe(*args, check=False), reads))
+    for args, result in zip(reads, done, strict=True):
+        assert "upgraded" not in result.stderr, args
+    assert schema() == ("5", False)
     shown = json.loads(wfe("show", task_id, "--json").stdout)
     assert shown["data"] == {"n": 2}
     assert [e["event"] for e in shown["history"]] == ["submitted"]
@@ -962,10 +966,14 @@ def test_commands_that_only_read_do_not_wait_for_another_process_s_write(wfe) ->
     path = Path(wfe.env["WFE_STORE"].removeprefix("sqlite://"))
     holder = WriteLockHolder(path)
     try:
-        # timeout: these would wait 30 s for the lock, then fail.
-        assert "review" in wfe("status", timeout=20).stdout
-        assert task_id.strip() in wfe("tasks", timeout=20).stdout
-        assert '"status": "pending"' in wfe("show", task_id.strip(), "--json", timeout=20).stdout
+        # All at once, each in a process of its own. timeout: these would wait 30 s
+        # for the lock, then fail.
+        reads = [("status",), ("tasks",), ("show", task_id.strip(), "--json")]
+        with ThreadPoolExecutor(len(reads)) as pool:
+            status, tasks, show = pool.map(lambda args: wfe(*args, timeout=20).stdout, reads)
+        assert "review" in status
+        assert task_id.strip() in tasks
+        assert '"status": "pending"' in show
     finally:
         holder.release()
 
