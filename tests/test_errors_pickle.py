@@ -18,7 +18,9 @@ from wfcore import (
     InvalidOutputError,
     InvalidTaskError,
     InvalidWorkflowError,
+    PermanentError,
     PluginError,
+    RetryLater,
     StoreError,
     TaskStateError,
     TaskStatus,
@@ -45,6 +47,9 @@ SAMPLES = [
     CommandError("cannot start command 'nope': no such file on PATH", None, ""),
     StoreError("not a wfcore database"),
     PluginError("plugin 'x': unknown hook 'wfe_nope'"),
+    PermanentError("customer 'c-9' does not exist"),
+    RetryLater("HTTP 429", after=30),
+    RetryLater(after=0.5),
 ]
 
 

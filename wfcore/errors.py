@@ -15,7 +15,9 @@ __all__ = [
     "InvalidOutputError",
     "InvalidTaskError",
     "InvalidWorkflowError",
+    "PermanentError",
     "PluginError",
+    "RetryLater",
     "StoreError",
     "TaskStateError",
     "UnknownTaskError",
@@ -140,6 +142,48 @@ class CommandError(AdapterError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.args[0], self.returncode, self.stderr), self.__dict__
+
+
+class PermanentError(WorkflowError):
+    """Raised by a phase (its handler, adapter or a plugin's adapter) that cannot
+    succeed however often it is tried: invalid input, a record that does not exist,
+    credentials a server refused. Its attempt fails and so does the task, at once,
+    whatever attempts the phase's ``max_attempts`` still allows (``task.error``
+    starts ``PermanentError:``). ``engine.retry`` still sends such a task back, once
+    its cause is fixed."""
+
+
+class RetryLater(WorkflowError):
+    """Raised by a phase that failed for now and knows when trying again can help:
+    a rate limit's ``Retry-After``, a service down for maintenance until a time.
+
+    The attempt fails and counts, as any failed attempt does; if ``max_attempts``
+    allows another, it starts no sooner than ``after`` seconds later (the engine's
+    backoff, when it is longer, applies instead).
+    """
+
+    def __init__(self, message: str = "", *, after: float) -> None:
+        if isinstance(after, bool) or not isinstance(after, (int, float)):
+            raise TypeError(f"RetryLater: after must be a number of seconds, not {after!r}")
+        if not 0 <= after <= _LONGEST_RETRY_AFTER:
+            raise ValueError(
+                f"RetryLater: after must be 0 to {_LONGEST_RETRY_AFTER:.0f} seconds (100 "
+                f"years), not {after!r}"
+            )
+        self.after = float(after)
+        super().__init__(message or f"try again in {self.after:g}s")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``after`` is keyword-only: rebuilt through a helper that passes it so.
+        return _retry_later, (self.args[0], self.after), self.__dict__
+
+
+def _retry_later(message: str, after: float) -> RetryLater:
+    return RetryLater(message, after=after)
+
+
+# A date a century away is the furthest any wait in wfcore goes.
+_LONGEST_RETRY_AFTER = 100 * 365 * 86400.0
 
 
 class StoreError(WorkflowError):

@@ -37,6 +37,8 @@ from .errors import (
     ArtifactError,
     CommandError,
     InvalidTaskError,
+    PermanentError,
+    RetryLater,
     StoreError,
     TaskStateError,
     WorkflowError,
@@ -998,8 +1000,10 @@ class Worker:
             error=task.error,
             seconds=round(seconds, 6),
         )
-        if task.attempts < phase.max_attempts:
+        if task.attempts < phase.max_attempts and not isinstance(exc, PermanentError):
             delay = _backoff(self._engine.retry_delay, task.attempts)
+            if isinstance(exc, RetryLater):
+                delay = max(delay, exc.after)
             logger.info(
                 "task %s: phase %r attempt %d of %d failed, retrying in %gs: %s",
                 task.id,
