@@ -82,10 +82,15 @@ CompletedHook = Callable[[Task], Awaitable[None]]
 
 
 def default_store_url() -> str:
-    """``WFE_STORE`` if set, else a SQLite file in ``.wfe/`` under the current folder."""
+    """``WFE_STORE`` if set, else a SQLite file in ``.wfe/`` under the current folder.
+
+    Blanks around the URL are not part of it (an env file's trailing space would
+    name another file); a blank one is refused with StoreError."""
     url = os.environ.get("WFE_STORE")
     if url:
-        return url
+        if not url.strip():
+            raise StoreError("WFE_STORE is blank: give a store URL, or unset it")
+        return url.strip()
     return "sqlite://" + str(Path.cwd() / ".wfe" / "wfe.db")
 
 
