@@ -370,6 +370,45 @@ def test_a_worker_whose_consumer_stops_for_good_stops_too(
     )
 
 
+def test_a_session_timeout_the_brokers_refuse_stops_the_consumer_in_one_line(
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A session timeout below the brokers' group.min.session.timeout.ms (6 s by
+    default) fails every attempt to join the group: the consumer retried it for as
+    long as the worker ran, logging a traceback each time, and took no message."""
+    tasks = kafka_topic()
+    kafka = KafkaMQInterface(
+        kafka_bootstrap,
+        tasks_topic=tasks,
+        results_topic=f"{tasks}.results",
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        session_timeout_ms=5000,
+        heartbeat_interval_ms=1000,
+        close_timeout=1.0,
+    )
+    engine = wfe_engine_factory()
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+
+    async def scenario() -> str:
+        with pytest.raises(Exception) as stopped:
+            await asyncio.wait_for(kafka.consume_tasks(engine), 30)
+        await kafka.close()
+        return str(stopped.value)
+
+    reason = wfe_run(scenario())
+    assert reason.startswith(
+        "Kafka settings cannot be used: the brokers refused session_timeout_ms=5000 "
+        "(InvalidSessionTimeoutError)"
+    ), reason
+    mine = [r for r in caplog.records if r.name == "wfe_kafka"]
+    assert [r.getMessage() for r in mine] == [f"{reason}; the consumer stops"]
+    assert not any(r.exc_info for r in mine)
+
+
 def test_a_worker_with_kafka_bootstrap_servers_instead_of_kafka_brokers_says_so(
     tmp_path: Path,
 ) -> None:

@@ -222,6 +222,10 @@ class _TaskConsumer:
             except Exception as exc:
                 if stop.is_set():
                     raise
+                refused = self._refused_by_brokers(exc)
+                if refused is not None:
+                    logger.error("%s; the consumer stops", refused)
+                    return refused
                 # A fresh consumer rejoins the group and starts again from the
                 # committed offsets; redelivered messages find their tasks.
                 if time.monotonic() - started > _HEALTHY_RUN:
@@ -235,6 +239,26 @@ class _TaskConsumer:
                 stop.wait(delay)
                 delay = min(30.0, delay * 2)
         return None
+
+    def _refused_by_brokers(self, error: BaseException) -> _SettingsRefused | None:
+        """The setting the brokers refuse for good, as ``error`` says, if it says so.
+
+        A session timeout outside what the brokers allow (their
+        group.min.session.timeout.ms and group.max.session.timeout.ms, 6 s and 30
+        min by default) fails every attempt to join the group: retried, it only
+        gave a traceback every 30 s while the worker took no message.
+        """
+        from kafka.errors import InvalidSessionTimeoutError
+
+        if not isinstance(error, InvalidSessionTimeoutError):
+            return None
+        session = self.consumer_settings().get("session_timeout_ms", 10_000)
+        return _SettingsRefused(
+            f"Kafka settings cannot be used: the brokers refused session_timeout_ms={session} "
+            "(InvalidSessionTimeoutError): they take a session timeout from their "
+            "group.min.session.timeout.ms to their group.max.session.timeout.ms (6000 to "
+            "1800000 by default)"
+        )
 
     def _open_consumer(self, stop: threading.Event, reach: _Reachability) -> Any:
         from kafka import KafkaConsumer
