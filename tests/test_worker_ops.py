@@ -20,15 +20,17 @@ from core_util import (
     free_port,
     http_get,
     run_task,
+    stored_status,
     submit_with_app,
     with_pythonpath,
 )
 from test_cli import APP, _wait_for
 from test_persistence import WriteLockHolder
 
-from wfcore import Phase, StoreError, Task, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, StoreError, Task, TaskStatus
 from wfcore.metrics import MetricsServer
 from wfcore.stores.memory import MemoryStore
+from wfcore.wire import task_to_dict
 
 # An app whose command phase runs until the test lets it finish: it writes its
 # process group to ``<gate>.pgid`` and waits for the gate file, or prints its
@@ -72,7 +74,20 @@ def _command_app(wfe, tmp_path: Path) -> dict[str, str]:
 
 
 def _show(wfe, task_id: str, env: dict[str, str]) -> dict:
-    return json.loads(wfe("show", task_id, "--json", env=env).stdout)
+    """The task as ``wfe show TASK --json`` prints it, read from the store of ``env``
+    in this process: for tests of what a worker process left there."""
+
+    async def read() -> Task | None:
+        engine = ECSWorkflowEngine(store=env["WFE_STORE"], load_plugins=False)
+        try:
+            return await engine.get_task(task_id)
+        finally:
+            await engine.aclose()
+
+    task = asyncio.run(read())
+    assert task is not None, task_id
+    shown: dict = json.loads(json.dumps(task_to_dict(task, internal=True)))
+    return shown
 
 
 def test_a_service_stop_that_kills_the_command_too_hands_the_task_back(wfe, tmp_path) -> None:
@@ -346,7 +361,7 @@ def test_a_full_disk_makes_the_worker_wait_and_go_on_once_there_is_room(
 
         filler.unlink()
         done = _wait_for(
-            lambda: '"completed"' in wfe("show", task_id, "--json", env=env).stdout,
+            lambda: stored_status(f"sqlite://{store}", task_id) == "completed",
             timeout=120,
             what="the task to complete",
         )
