@@ -314,6 +314,12 @@ def wfe_task_suspended(task: Task, engine: ECSWorkflowEngine) -> None:
 def wfe_task_resumed(task: Task, engine: ECSWorkflowEngine) -> None:
     """A waiting task was resumed with an answer and moved on.
 
+    Called by ``resume`` once the answer is durable, before the hooks the answer
+    leads to: ``wfe_phase_finished`` for the phase it answered, then
+    ``wfe_task_completed`` when that was the workflow's last phase. (A phase that
+    takes the answer itself, suspended with ``resume_in_phase``, runs again on a
+    worker and finishes there.)
+
     :param task: the task after the answer was recorded.
     :param engine: the engine that resumed it.
 
