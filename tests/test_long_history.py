@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 from core_util import background_wfe, db_path, wait_until, with_pythonpath
 
@@ -261,24 +262,29 @@ def test_wfe_show_prints_the_end_of_a_long_history_and_all_of_it_when_asked(wfe,
     total = len(task.history)
     assert total > 400
 
-    def event_lines(*args: str) -> list[str]:
-        shown = wfe("show", task.id, *args).stdout.splitlines()
-        return shown[shown.index("history") + 1 :]
+    # Every wfe show at once, each in a process of its own: they only read.
+    asked = [(), ("--history", "all"), ("--history", "3"), ("--history", "0")]
+    bad = ["-1", "lots"]
+    with ThreadPoolExecutor(len(asked) + len(bad)) as pool:
+        shown = pool.map(lambda args: wfe("show", task.id, *args).stdout.splitlines(), asked)
+        refused = pool.map(lambda n: wfe("show", task.id, "--history", n, check=False), bad)
+        outs = zip(asked, shown, strict=True)
+        by_args = {args: out[out.index("history") + 1 :] for args, out in outs}
+        refusals = dict(zip(bad, refused, strict=True))
 
-    lines = event_lines()
+    lines = by_args[()]
     assert lines[0] == f"  ... {total - 100:,} earlier events (--history all shows them)"
     assert len(lines) == 101
     assert "suspended" in lines[-1]
     assert [line.split()[1] for line in lines[1:]] == [e["event"] for e in task.history[-100:]]
-    assert len(event_lines("--history", "all")) == total
+    assert len(by_args["--history", "all"]) == total
     assert (
-        event_lines("--history", "3")[0]
+        by_args["--history", "3"][0]
         == f"  ... {total - 3:,} earlier events (--history all shows them)"
     )
-    assert event_lines("--history", "0") == [
+    assert by_args["--history", "0"] == [
         f"  ... {total:,} earlier events (--history all shows them)"
     ]
-    for bad in ("-1", "lots"):
-        refused = wfe("show", task.id, "--history", bad, check=False)
-        assert refused.returncode == 2
-        assert f"{bad!r} is neither a number of events (0 or more) nor 'all'" in refused.stderr
+    for n, result in refusals.items():
+        assert result.returncode == 2
+        assert f"{n!r} is neither a number of events (0 or more) nor 'all'" in result.stderr
