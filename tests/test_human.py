@@ -261,7 +261,8 @@ def test_deadline_fails_the_task_by_default(make_engine, wfe_run, on_timeout):
 
 def test_deadline_with_default_output_continues(make_engine, wfe_run):
     engine = make_engine()
-    deadline_workflow(engine, {"output": {"approved": False}})
+    # A short deadline: the test waits for it to pass, not for the task to wait.
+    deadline_workflow(engine, {"output": {"approved": False}}, timeout=0.1)
 
     async def scenario():
         async with background(engine):
@@ -276,7 +277,8 @@ def test_deadline_with_default_output_continues(make_engine, wfe_run):
 
 def test_deadline_with_goto_routes_there(make_engine, wfe_run):
     engine = make_engine()
-    deadline_workflow(engine, {"goto": "escalate"})
+    # A short deadline: the test waits for it to pass, not for the task to wait.
+    deadline_workflow(engine, {"goto": "escalate"}, timeout=0.1)
 
     async def scenario():
         async with background(engine):
