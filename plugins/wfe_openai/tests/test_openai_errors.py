@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -133,7 +134,7 @@ def test_server_errors_exhaust_retries_then_max_attempts(openai_server, wfe_engi
     assert [e["event"] for e in task.history].count("attempt_failed") == 2
 
 
-def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine, wfe_run):
+def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine_factory, wfe_run):
     # The SDK gives up at once on a long Retry-After (over one or two minutes,
     # depending on its version) and obeys the server's x-should-retry header: the
     # reason must not claim retries.
@@ -141,24 +142,50 @@ def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine, wfe_ru
     body = json.dumps({"error": {"message": "Overloaded, try later"}}).encode()
     openai_server.push((503, {"Content-Type": "application/json", "x-should-retry": "false"}, body))
 
-    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=3), max_attempts=2)
+    limited = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(max_retries=3))
+    refused = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(max_retries=3))
 
-    assert task.status is TaskStatus.FAILED
-    assert len(openai_server.requests) == 2  # one per attempt, none retried
-    first, second = [e["error"] for e in task.history if e["event"] == "attempt_failed"]
-    assert first == (
-        "AdapterError: chat completion failed with HTTP 429 and was not retried: the "
+    assert limited.status is refused.status is TaskStatus.FAILED
+    assert len(openai_server.requests) == 2  # none retried
+    assert limited.error == (
+        "RetryLater: chat completion failed with HTTP 429 and was not retried: the "
         f"server asked to wait 600 s (Retry-After) ({openai_server.base_url}/): Rate limit reached"
     )
-    assert (
-        second
-        == task.error
-        == (
-            "AdapterError: chat completion failed with HTTP 503 and was not retried: the "
-            f"server said not to (x-should-retry: false) ({openai_server.base_url}/): "
-            "Overloaded, try later"
-        )
+    assert refused.error == (
+        "AdapterError: chat completion failed with HTTP 503 and was not retried: the "
+        f"server said not to (x-should-retry: false) ({openai_server.base_url}/): "
+        "Overloaded, try later"
     )
+
+
+def test_the_next_attempt_waits_the_retry_after_the_sdk_did_not(
+    openai_server, wfe_engine, wfe_run
+):
+    """A rate limit whose wait is too long for the SDK is waited out by the engine:
+    the phase's next attempt is scheduled no sooner than the server asked."""
+    openai_server.error(429, "Rate limit reached", retry_after="600")
+    wfe_engine.register_workflow("w", [Phase("p", assigned_to="agentic", max_attempts=3)])
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(max_retries=3))
+
+    async def scenario() -> Any:
+        task = await wfe_engine.submit_task({"q": 1}, "w")
+        runner = asyncio.create_task(wfe_engine.run())
+        try:
+            while True:
+                stored = await wfe_engine.get_task(task.id)
+                if any(e["event"] == "retry_scheduled" for e in stored.history):
+                    return stored
+                await asyncio.sleep(0.02)
+        finally:
+            wfe_engine.stop()
+            await runner
+
+    task = wfe_run(scenario(), timeout=20)
+    assert task.status is TaskStatus.PENDING and task.attempts == 1
+    assert task.error.startswith("RetryLater: chat completion failed with HTTP 429")
+    [scheduled] = [e for e in task.history if e["event"] == "retry_scheduled"]
+    assert scheduled["delay"] == 600
+    assert len(openai_server.requests) == 1
 
 
 def test_client_errors_are_not_retried(openai_server, wfe_engine, wfe_run):
@@ -197,11 +224,13 @@ def test_a_refused_key_names_the_setting_it_came_from(
             api_key="sk-the-clients", base_url=openai_server.base_url
         )
 
-    task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(**settings))
+    task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(**settings), max_attempts=3)
 
+    # Trying again cannot help until the key is fixed: one request, no retries.
     assert task.status is TaskStatus.FAILED
+    assert len(openai_server.requests) == 1
     assert task.error == (
-        f"AdapterError: chat completion failed with HTTP 401 ({openai_server.base_url}/): "
+        f"PermanentError: chat completion failed with HTTP 401 ({openai_server.base_url}/): "
         f"Unauthorized (the key comes from {origin}: check that it is this server's key)"
     )
 
@@ -350,6 +379,9 @@ def test_the_key_never_appears_in_the_task_the_logs_or_errors(
     async def scenario() -> Any:
         task = await engine.submit_task({"q": 1}, "w")
         await engine.run_until_idle()
+        # A refused key fails the task at once (PermanentError): retried once fixed.
+        await engine.retry(task.id)
+        await engine.run_until_idle()
         await engine.resume(task.id, "yes")
         await engine.run_until_idle()
         return await engine.get_task(task.id)
@@ -435,7 +467,7 @@ def test_a_sync_client_and_unknown_options_are_clear_errors(openai_server, wfe_e
 
     task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(temprature=0.2))
     assert task.status is TaskStatus.FAILED
-    assert task.error.startswith("AdapterError: invalid chat completion request:")
+    assert task.error.startswith("PermanentError: invalid chat completion request:")
     assert "temprature" in task.error
     assert openai_server.requests == []
 
@@ -825,7 +857,7 @@ def test_a_404_from_a_server_url_without_v1_says_it_may_need_it(
     root = openai_server.base_url.removesuffix("/v1")
     task = _run_one(wfe_engine_factory(), wfe_run, OpenAIAgentAdapter(base_url=root, max_retries=0))
     assert task.error == (
-        f"AdapterError: chat completion failed with HTTP 404 ({root}): not found (the server "
+        f"PermanentError: chat completion failed with HTTP 404 ({root}): not found (the server "
         "URL does not end in /v1: OpenAI-compatible servers usually serve the API under it, "
         "e.g. http://localhost:8000/v1)"
     )

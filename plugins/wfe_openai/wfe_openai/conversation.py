@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from wfcore import AdapterError, Phase, Task
 
 from .checks import _check_max_retries
-from .errors import _failure_reason, _no_message_reason
+from .errors import _failure, _failure_reason, _no_message_reason
 from .human import ASK_HUMAN, HUMAN_TOOL, _wait_for_person
 from .messages import Budget
 from .records import _account, _short
@@ -303,7 +303,7 @@ async def _complete(
     except (openai.OpenAIError, TypeError, ValueError, RecursionError) as exc:
         # RecursionError: a body nested too deeply for the JSON decoder, a malformed reply.
         reason = _failure_reason(exc, client, where, kwargs, timeout_origin, key_origin)
-        raise AdapterError(redact(reason)) from None
+        raise _failure(exc, client, redact(reason)) from None
     seconds = time.monotonic() - started
     choices = getattr(completion, "choices", None)
     choice = choices[0] if isinstance(choices, list) and choices else None

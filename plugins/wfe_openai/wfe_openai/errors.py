@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from wfcore import AdapterError, PermanentError, RetryLater, WorkflowError
+
 from .records import _short
 
 if TYPE_CHECKING:
@@ -100,26 +102,65 @@ def _unauthorized_hint(exc: Any, key_origin: str) -> str:
 
 def _retried_text(exc: Any, client: Any) -> str:
     """How the SDK retried the request that ended in this error response."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    # The SDK's own rule, where it has one: which responses it retries has changed
-    # between its versions (how long a Retry-After it waits for, x-should-retry).
-    should_retry = getattr(client, "_should_retry", None)
-    try:
-        retried = bool(should_retry(response)) if callable(should_retry) else None
-    except Exception:
-        retried = None
-    if retried is None:
-        status = exc.status_code
-        retried = status in (408, 409, 429) or status >= 500
-    if retried:
+    if _sdk_retried(exc, client):
         return f" after {getattr(client, 'max_retries', '?')} retries"
+    headers = _headers(exc)
     if headers.get("x-should-retry") == "false":
         return " and was not retried: the server said not to (x-should-retry: false)"
     wait = _retry_after_seconds(headers)
     if wait is not None and wait > 0:
         return f" and was not retried: the server asked to wait {wait:g} s (Retry-After)"
     return ""
+
+
+def _sdk_retried(exc: Any, client: Any) -> bool:
+    """Whether the SDK retried the request that ended in this error response."""
+    # The SDK's own rule, where it has one: which responses it retries has changed
+    # between its versions (how long a Retry-After it waits for, x-should-retry).
+    should_retry = getattr(client, "_should_retry", None)
+    try:
+        if callable(should_retry):
+            return bool(should_retry(getattr(exc, "response", None)))
+    except Exception:
+        pass
+    status = exc.status_code
+    return status in (408, 409, 429) or status >= 500
+
+
+def _headers(exc: Any) -> Mapping[str, str]:
+    return getattr(getattr(exc, "response", None), "headers", None) or {}
+
+
+# Answers no attempt of the phase can change until someone changes a setting: a key
+# refused or not allowed, a model or a URL that does not exist.
+_PERMANENT_STATUSES = frozenset({401, 403, 404})
+
+# The longest wait RetryLater takes (100 years); a server's is cut to it.
+_LONGEST_WAIT = 100 * 365 * 86400.0
+
+
+def _failure(exc: Exception, client: Any, reason: str) -> WorkflowError:
+    """The error an attempt fails with, ``reason`` its message: PermanentError when
+    no further attempt can succeed (an option create() does not take; HTTP 401, 403,
+    404), RetryLater when the server asked for a wait the SDK did not make (a long
+    Retry-After), else AdapterError, and the phase's max_attempts decide."""
+    import openai
+
+    if isinstance(exc, TypeError):
+        return PermanentError(reason)
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code in _PERMANENT_STATUSES:
+            return PermanentError(reason)
+        headers = _headers(exc)
+        wait = _retry_after_seconds(headers)
+        if (
+            wait is not None
+            and wait > 0
+            and headers.get("x-should-retry") != "false"
+            and not _sdk_retried(exc, client)
+        ):
+            return RetryLater(reason, after=min(wait, _LONGEST_WAIT))
+    return AdapterError(reason)
 
 
 def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
