@@ -37,6 +37,7 @@ __all__ = [
     "run_task",
     "store_error_with_its_folder_gone",
     "stored_status",
+    "stored_task",
     "submit_with_app",
     "wait_for",
     "wait_for_status",
@@ -145,6 +146,22 @@ def stored_status(store_url: str, task_id: str) -> str | None:
     finally:
         conn.close()
     return None if row is None else row[0]
+
+
+def stored_task(store_url: str, task_id: str) -> Task:
+    """Read a task from the store of ``store_url`` (one another process wrote) with an
+    engine of this process, opened and closed for the purpose."""
+
+    async def read() -> Task | None:
+        engine = ECSWorkflowEngine(store=store_url, load_plugins=False)
+        try:
+            return await engine.get_task(task_id)
+        finally:
+            await engine.aclose()
+
+    task = asyncio.run(read())
+    assert task is not None, f"no task {task_id} in {store_url}"
+    return task
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,10 +3,8 @@ its attempt instead of ending the worker."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +17,7 @@ import pytest
 from core_util import (
     background,
     background_wfe,
+    stored_task,
     submit_with_app,
     wait_for,
     wait_for_status,
@@ -26,7 +25,7 @@ from core_util import (
     with_pythonpath,
 )
 
-from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
+from wfcore import Phase, Task, TaskStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,17 +259,9 @@ def test_wfe_worker_survives_argparse_exiting_on_bad_input(tmp_path):
     assert worker.returncode == 0, worker.stderr
     assert "argument --n: invalid int value: 'bad'" in worker.stderr  # argparse's usage
 
-    async def read() -> dict[tuple[str, tuple[str, ...]], Task | None]:
-        engine = ECSWorkflowEngine(store=env["WFE_STORE"], load_plugins=False)
-        try:
-            return {key: await engine.get_task(task_id) for key, task_id in ids.items()}
-        finally:
-            await engine.aclose()
-
-    shown = asyncio.run(read())
+    shown = {key: stored_task(env["WFE_STORE"], task_id) for key, task_id in ids.items()}
     for workflow in ("parse", "parse_plain"):
         bad, good = shown[workflow, ("--n", "bad")], shown[workflow, ("--n", "1")]
-        assert bad is not None and good is not None
         assert bad.status is TaskStatus.FAILED
         assert bad.error == "SystemExit: 2 (the phase called sys.exit)"
         assert good.status is TaskStatus.COMPLETED
@@ -341,12 +332,9 @@ def test_a_stopped_worker_exits_though_a_plain_handler_never_returns(tmp_path, w
         worker.send_signal(signal.SIGTERM)
         # Its thread still blocks: the worker hands the task back and exits all the same.
         assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()
-    shown = subprocess.run(
-        [*wfe, "show", task_id, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True
-    )
-    task = json.loads(shown.stdout)
-    assert task["status"] == "pending"
-    assert task["history"][-1]["event"] == "released"
+    task = stored_task(env["WFE_STORE"], task_id)
+    assert task.status is TaskStatus.PENDING
+    assert task.history[-1]["event"] == "released"
 
 
 def test_a_program_ends_though_a_plain_handler_outlived_its_timeout(tmp_path):

@@ -21,13 +21,14 @@ from core_util import (
     http_get,
     run_task,
     stored_status,
+    stored_task,
     submit_with_app,
     with_pythonpath,
 )
 from test_cli import APP, _wait_for
 from test_persistence import WriteLockHolder
 
-from wfcore import ECSWorkflowEngine, Phase, StoreError, Task, TaskStatus
+from wfcore import Phase, StoreError, Task, TaskStatus
 from wfcore.metrics import MetricsServer
 from wfcore.stores.memory import MemoryStore
 from wfcore.wire import task_to_dict
@@ -77,15 +78,7 @@ def _show(wfe, task_id: str, env: dict[str, str]) -> dict:
     """The task as ``wfe show TASK --json`` prints it, read from the store of ``env``
     in this process: for tests of what a worker process left there."""
 
-    async def read() -> Task | None:
-        engine = ECSWorkflowEngine(store=env["WFE_STORE"], load_plugins=False)
-        try:
-            return await engine.get_task(task_id)
-        finally:
-            await engine.aclose()
-
-    task = asyncio.run(read())
-    assert task is not None, task_id
+    task = stored_task(env["WFE_STORE"], task_id)
     shown: dict = json.loads(json.dumps(task_to_dict(task, internal=True)))
     return shown
 
@@ -150,7 +143,10 @@ def test_a_worker_whose_store_file_is_deleted_or_replaced_stops_and_saves_it(
     with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
         health = f"http://127.0.0.1:{port}/healthz"
         _wait_for(lambda: "metrics at" in log.read_text(), what="the worker to start")
-        _wait_for(lambda: wfe("show", task_id).stdout.find("waiting_human") >= 0, what="it")
+        _wait_for(
+            lambda: stored_status(f"sqlite://{store}", task_id) == "waiting_human",
+            what="the task to wait for a person",
+        )
         assert http_get(health) == (200, "ok\n")
         if how == "deleted":
             for suffix in ("", "-wal", "-shm"):
