@@ -79,6 +79,14 @@ def test_a_plugin_command_never_replaces_a_built_in_one(wfe, tmp_path) -> None:
         "command; the built-in one is kept and the plugin's left out\n"
     )
     assert wfe("clash-hello", env=env).stdout == "hello\n"  # its other commands are added
+    # Disabled, its command is unknown: the error says which plugin is kept out.
+    kept_out = wfe("clash-hello", env=dict(env, WFE_DISABLED_PLUGINS="clash"), check=False)
+    assert kept_out.returncode == 2
+    assert kept_out.stderr.endswith(
+        "Error: No such command 'clash-hello' (plugins not loaded: clash disabled by "
+        "WFE_DISABLED_PLUGINS)\n"
+    )
+    assert wfe("nope", env=env, check=False).stderr.endswith("Error: No such command 'nope'.\n")
 
 
 _TWIN = """import click

@@ -21,7 +21,6 @@ from ..plugins import (
     installed_plugins,
     make_plugin_manager,
     plugin_infos,
-    why_not_loaded,
 )
 from . import inspection, tasks, worker  # noqa: F401  (each adds its commands to cli)
 from ._base import (
@@ -34,6 +33,7 @@ from ._base import (
     _unencodable_escaped,
     cli,
     load_app,
+    not_loaded_plugins,
 )
 
 __all__ = ["cli", "load_app", "main"]
@@ -91,22 +91,8 @@ def plugins(ctx: click.Context, show_all: bool, hook: str | None, as_json: bool)
 def _kept_out() -> str:
     """Why no installed plugin is loaded, when WFE_LOAD_PLUGINS or
     WFE_DISABLED_PLUGINS is the cause: "no plugins loaded: ..."; else ""."""
-    kept: dict[str, list[str]] = {}
-    for name, dist in installed_plugins():
-        reason = why_not_loaded(name, dist)
-        if reason is not None:
-            same = dist is None or dist.replace("_", "-").lower() == name.replace("_", "-").lower()
-            kept.setdefault(reason, []).append(name if same else f"{name} ({dist})")
-    parts = []
-    for reason, names in kept.items():
-        listed = ", ".join(names)
-        if reason == "WFE_LOAD_PLUGINS is empty":
-            parts.append(f"WFE_LOAD_PLUGINS is empty; installed: {listed}")
-        elif reason.startswith("WFE_LOAD_PLUGINS"):
-            parts.append(f"WFE_LOAD_PLUGINS names none of the installed {listed}")
-        else:
-            parts.append(f"{listed} {reason}")
-    return "no plugins loaded: " + "; ".join(parts) if parts else ""
+    kept_out = not_loaded_plugins()
+    return f"no plugins loaded: {kept_out}" if kept_out else ""
 
 
 def _plugin_manager() -> Any:
