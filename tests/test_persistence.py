@@ -886,7 +886,7 @@ def test_commands_that_only_read_leave_a_store_of_the_release_before_as_it_is(wf
     cancelled = wfe("cancel", task_id)
     assert f"upgraded the store {path} from schema 5 to 6" in cancelled.stderr
     assert schema() == ("6", True)
-    assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "cancelled"
+    assert stored_status(wfe.env["WFE_STORE"], task_id) == "cancelled"
 
 
 def test_a_store_read_as_it_is_refuses_to_write_tasks_and_says_why(wfe_store_url, wfe_run):

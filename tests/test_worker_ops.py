@@ -552,7 +552,7 @@ def test_a_worker_waits_for_a_store_another_process_holds_locked(wfe, tmp_path) 
     assert "trying again after 1 s, doubling up to 30 s (Ctrl-C to stop)" in said
     assert "the store is free again" in said
     assert "Traceback" not in said and "Error:" not in said
-    shown = json.loads(wfe("show", task_id, "--json").stdout)
+    shown = _show(wfe, task_id, wfe.env)
     assert shown["status"] == "waiting_human" and shown["outputs"] == {"double": {"n": 4}}
     assert "review" in wfe("workflows").stdout
 
