@@ -669,7 +669,8 @@ class _Group(click.Group):
             # WFE_DISABLED_PLUGINS keeps the plugin out: say which are kept out.
             kept_out = not_loaded_plugins()
             if kept_out and exc.message.startswith("No such command"):
-                exc.message = f"{exc.message.rstrip('.')} (plugins not loaded: {kept_out})"
+                said = f"{exc.message.rstrip('.')} (plugins not loaded: {kept_out})"
+                raise click.UsageError(said, exc.ctx) from None
             raise
 
 
