@@ -503,4 +503,9 @@ def api_kafka_results(dash: Dashboard) -> Any:
 @api_errors
 def api_metrics(dash: Dashboard) -> Any:
     """The store's queue (and the dashboard's worker, when it runs one) for Prometheus."""
-    return Response(dash.call(render_metrics), content_type=CONTENT_TYPE)
+
+    async def render(engine: ECSWorkflowEngine) -> str:
+        # An engine that runs no worker here counts nothing: its counters stay out.
+        return await render_metrics(engine, engine_metrics=dash.bridge.run_worker or engine.running)
+
+    return Response(dash.call(render), content_type=CONTENT_TYPE)
