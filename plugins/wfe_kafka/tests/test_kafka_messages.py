@@ -725,6 +725,14 @@ def test_the_report_header_says_kafka_is_off_for_a_misnamed_brokers_variable(
         "kafka: consuming wfe.tasks (group wfe-workers) at k1:9092; results to wfe.results; "
         "dead letters to wfe.tasks.dlq"
     ]
+    # An empty KAFKA_BROKERS (a deployment's placeholder left unresolved), or none
+    # beside WFE_KAFKA_* settings, left the worker without Kafka without a word too.
+    assert _header(monkeypatch, KAFKA_BROKERS=" ") == ["kafka: off: KAFKA_BROKERS is set but empty"]
+    assert _header(monkeypatch, WFE_KAFKA_TASKS_TOPIC="orders", WFE_KAFKA_GROUP="g") == [
+        "kafka: off: WFE_KAFKA_GROUP is set, but KAFKA_BROKERS is not"
+    ]
+    # Nothing points at Kafka: nothing is said (the test broker's variable is no setting).
+    assert _header(monkeypatch, WFE_KAFKA_BOOTSTRAP="127.0.0.1:9092") == []
 
 
 def test_the_report_header_refuses_a_memory_store_unless_allowed(

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from wfcore import ECSWorkflowEngine, PluginError, hookimpl
 
-from .settings import CLIENT_CONFIG_VAR, ENV_VARS, _merged, kafka_settings, misnamed_brokers
+from .settings import (
+    CLIENT_CONFIG_VAR,
+    ENV_VARS,
+    _merged,
+    kafka_off_reason,
+    kafka_settings,
+    misnamed_brokers,
+)
 
 if TYPE_CHECKING:
     from .interface import KafkaMQInterface
@@ -46,12 +53,15 @@ async def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
         _refuse(exc)
     if settings is None:
         misnamed = misnamed_brokers(_merged(engine))
+        off = kafka_off_reason(_merged(engine))
         if misnamed is not None:
             logger.warning(
                 "%s is set but KAFKA_BROKERS is not: wfe_kafka reads only KAFKA_BROKERS, "
                 "so this worker does not consume from Kafka",
                 misnamed,
             )
+        elif off is not None:
+            logger.warning("%s: this worker does not consume from Kafka", off)
         return
     if engine in _WIRED:
         return
@@ -97,10 +107,8 @@ def wfe_report_header(engine: ECSWorkflowEngine) -> str | None:
     try:
         settings = kafka_settings(engine)
         if settings is None:
-            misnamed = misnamed_brokers(_merged(engine))
-            if misnamed is None:
-                return None
-            return f"kafka: off: {misnamed} is set, but wfe_kafka reads KAFKA_BROKERS"
+            off = kafka_off_reason(_merged(engine))
+            return None if off is None else f"kafka: off: {off}"
         from .interface import ATTACHED, volatile_store_problem
 
         wired = _WIRED.get(engine)

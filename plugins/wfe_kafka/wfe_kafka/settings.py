@@ -10,7 +10,7 @@ from typing import Any
 
 from .validation import FLAG, SECONDS, WHOLE_NUMBER
 
-__all__ = ["ENV_VARS", "kafka_settings", "misnamed_brokers", "settings_from"]
+__all__ = ["ENV_VARS", "kafka_off_reason", "kafka_settings", "misnamed_brokers", "settings_from"]
 
 
 def _flag(text: str) -> bool:
@@ -140,6 +140,26 @@ def misnamed_brokers(source: Mapping[str, str]) -> str | None:
     for name in _BROKERS_MISNAMED:
         if str(source.get(name) or "").strip():
             return name
+    return None
+
+
+def kafka_off_reason(source: Mapping[str, Any]) -> str | None:
+    """Why a worker configured for Kafka runs without it, when it looks meant to
+    use it: a name other tools use for the brokers (see :func:`misnamed_brokers`),
+    ``KAFKA_BROKERS`` set but empty (a deployment's unresolved placeholder, say), or
+    unset while ``WFE_KAFKA_*`` settings are given. None when Kafka is on, or off
+    with nothing pointing at it."""
+    misnamed = misnamed_brokers(source)
+    if misnamed is not None:
+        return f"{misnamed} is set, but wfe_kafka reads KAFKA_BROKERS"
+    brokers = source.get("KAFKA_BROKERS")
+    if str(brokers or "").strip():
+        return None
+    if brokers is not None:
+        return "KAFKA_BROKERS is set but empty"
+    for name in sorted(source):
+        if name in (*ENV_VARS, CLIENT_CONFIG_VAR) and str(source.get(name) or "").strip():
+            return f"{name} is set, but KAFKA_BROKERS is not"
     return None
 
 
