@@ -317,6 +317,60 @@ def test_a_worker_stopped_while_kafka_hangs_exits_without_kafka_python_s_traceba
     assert worker.said("1 result(s) stay in the outbox"), str(worker)
 
 
+def test_a_consumer_rests_while_kafka_python_spins_for_a_broker_that_hangs(
+    up_broker: Any, wfe_engine_factory: Any, wfe_run: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker that hangs (frozen: its connections open, unanswered) leaves the
+    group's heartbeat overdue, and kafka-python's poll then loops without waiting:
+    the worker used most of a core (about 55% measured) until the request timed out
+    (30 s), and again after each reconnection to a broker still hung. The consumer
+    rests after such a poll, saying so at DEBUG."""
+    broker = up_broker
+    tasks = f"o-tasks-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(tasks)
+    kafka = KafkaMQInterface(
+        broker.bootstrap,
+        tasks_topic=tasks,
+        results_topic=f"{tasks}.results",
+        group_id=f"spin-{uuid.uuid4().hex[:8]}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        close_timeout=0.5,
+    )
+    engine = wfe_engine_factory()
+    caplog.set_level(logging.DEBUG, logger="wfe_kafka")
+
+    def said(text: str) -> bool:
+        return any(text in r.getMessage() for r in caplog.records)
+
+    async def scenario() -> None:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        try:
+            await until_async(lambda: kafka.assignment, "the consumer's partition")
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                await until_async(lambda: said("resting"), "the consumer resting")
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+        finally:
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+
+    wfe_run(scenario())
+    [rest] = [r.getMessage() for r in caplog.records if "resting" in r.getMessage()][:1]
+    assert "returned no message (a broker that does not answer?); resting 1 s" in rest, rest
+
+
+async def until_async(condition: Any, what: str, timeout: float = 30) -> None:
+    """Await ``condition()`` being truthy, polling with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 def test_kafka_python_connection_errors_are_kept_few_but_other_errors_shown() -> None:
     """The filter of kafka-python's loggers, record by record."""
     errors = _ConnectionErrors()

@@ -377,6 +377,7 @@ class _TaskConsumer:
                     consumer,
                     timeout_ms=0 if full else 200,
                     max_records=max(1, min(self.max_poll_records, room)),
+                    stop=stop,
                 )
                 if not records:
                     continue
@@ -1029,9 +1030,28 @@ class _Reachability:
             self.errors.outage_ended()
 
 
-def _poll(consumer: Any, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+#: A poll that returns no record after using the CPU for more than this share of
+#: its time spun inside kafka-python (see :func:`_poll`).
+_SPIN_SHARE = 0.2
+#: Seconds the consumer rests after such a poll.
+_SPIN_REST = 1.0
+
+
+def _poll(
+    consumer: Any, timeout_ms: int, max_records: int, stop: threading.Event | None = None
+) -> dict[Any, list[Any]]:
     """``consumer.poll()``, first handing back to kafka-python the records it set
-    aside for a partition that was paused and is not any more.
+    aside for a partition that was paused and is not any more, and resting (until
+    ``stop``) after a poll that spun.
+
+    While a broker hangs (its connections open, its requests unanswered: a frozen
+    process, a network that drops packets), the group's heartbeat is overdue, and
+    kafka-python 3.0.12's poll then loops without waiting for as long as its
+    timeout: the consumer's thread and kafka-python's own used most of a core until
+    the request timed out (30 s) and again after each reconnection. A poll that
+    returns nothing after using the CPU for most of its time is followed by a
+    rest of ``_SPIN_REST`` seconds; heartbeats go on meanwhile (kafka-python sends
+    them from its own thread), and a poll that waits as it should is not affected.
 
     kafka-python 3.0.12 keeps the records it fetched for a paused partition aside
     (``_paused_partition_records``) and fetches nothing more for that partition
@@ -1049,8 +1069,34 @@ def _poll(consumer: Any, timeout_ms: int, max_records: int) -> dict[Any, list[An
         in_line = getattr(fetcher, "_next_partition_records", None)
         if in_line is not None and not in_line:
             fetcher._next_partition_records = None
+    started, cpu = time.monotonic(), time.thread_time()
     records: dict[Any, list[Any]] = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    if not records and stop is not None and timeout_ms > 0:
+        took, used = time.monotonic() - started, time.thread_time() - cpu
+        if took < timeout_ms / 2000:
+            # kafka-python gave up early (no group coordinator to ask, say) and
+            # would be asked again at once: wait out the rest of the timeout here.
+            stop.wait(timeout_ms / 1000 - took)
+        elif used > _SPIN_SHARE * took or _heartbeat_overdue(consumer):
+            logger.debug(
+                "kafka-python's poll used the CPU for %.2f s of %.2f s and returned no "
+                "message (a broker that does not answer?); resting %.0f s",
+                used,
+                took,
+                _SPIN_REST,
+            )
+            stop.wait(_SPIN_REST)
     return records
+
+
+def _heartbeat_overdue(consumer: Any) -> bool:
+    """Whether the group's heartbeat is overdue (sent, unanswered, the next one
+    due), which makes kafka-python's poll loop without waiting; False when that
+    cannot be told."""
+    try:
+        return bool(consumer._coordinator.time_to_next_poll() <= 0)
+    except Exception:
+        return False  # kafka-python changed, or no group
 
 
 def _connected(consumer: Any) -> bool | None:
