@@ -42,6 +42,7 @@ __all__ = [
     "wait_for",
     "wait_for_status",
     "wait_until",
+    "wfe_at_once",
     "with_pythonpath",
 ]
 
@@ -251,6 +252,40 @@ def submit_with_app(
     assert done.returncode == 0, done.stderr
     ids: list[str] = json.loads(done.stdout)
     return ids
+
+
+def wfe_at_once(
+    wfe: Any, *commands: Sequence[str], env: Mapping[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``wfe COMMAND`` for each of ``commands`` at the same time, each as the
+    ``wfe`` fixture runs one (its environment unless ``env``, in its store's folder),
+    and return their results in the order given, whatever their exit status.
+
+    For commands that change nothing another of them reads (reads, refused input),
+    so that the order they run in does not matter: on two cores the starts of the
+    processes, most of each command's time, then overlap.
+    """
+    cwd = db_path(wfe.env["WFE_STORE"]).parent
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "wfcore.cli", *command],
+            cwd=cwd,
+            env=wfe.env if env is None else env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    ]
+    results = []
+    try:
+        for command, proc in zip(commands, procs, strict=True):
+            out, err = proc.communicate(timeout=60)
+            results.append(subprocess.CompletedProcess(list(command), proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            end_process(proc)
+    return results
 
 
 def with_pythonpath(env: Mapping[str, str], folder: Path, **more: str) -> dict[str, str]:

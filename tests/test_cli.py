@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from core_util import stored_status, submit_with_app, wfe_at_once
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "review_app:engine"
@@ -489,15 +490,15 @@ def test_worker_processes_share_the_store_and_stop_together(wfe, tmp_path: Path)
         assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "waiting_human"
 
 
-def test_worker_runs_only_the_workflows_it_is_given(wfe) -> None:
+def test_worker_runs_only_the_workflows_it_is_given(wfe, tmp_path: Path) -> None:
     app = "split_app:engine"
     ids = {
-        name: [wfe("submit", name, "--app", app).stdout.strip() for _ in range(2)]
+        name: submit_with_app(app, name, [None, None], env=wfe.env, cwd=tmp_path)
         for name in ("left", "right")
     }
 
-    def statuses(name: str) -> list[str]:
-        return [json.loads(wfe("show", i, "--json").stdout)["status"] for i in ids[name]]
+    def statuses(name: str) -> list[str | None]:
+        return [stored_status(wfe.env["WFE_STORE"], i) for i in ids[name]]
 
     # --until-idle: idle once no task of its own workflows is left.
     worker = wfe("worker", app, "--workflow", "left", "--until-idle")
@@ -505,20 +506,25 @@ def test_worker_runs_only_the_workflows_it_is_given(wfe) -> None:
     assert statuses("left") == ["completed"] * 2
     assert statuses("right") == ["pending"] * 2
 
-    empty = wfe("worker", app, "-w", "", "--until-idle", check=False)
+    empty, typo, helped = wfe_at_once(
+        wfe,
+        ("worker", app, "-w", "", "--until-idle"),
+        ("worker", app, "-w", "rigth", "--until-idle", "--quiet"),
+        ("worker", "--help"),
+    )
     assert empty.returncode == 2 and "a workflow name may not be empty" in empty.stderr
-    typo = wfe("worker", app, "-w", "rigth", "--until-idle", "--quiet")
+    assert typo.returncode == 0, typo.stderr
     assert "no workflow named 'rigth'" in typo.stderr and "known: left, right" in typo.stderr
     assert statuses("right") == ["pending"] * 2
+    assert "--workflow NAME" in helped.stdout
 
     # --processes hands the workflows on to each process.
-    ids["left"].append(wfe("submit", "left", "--app", app).stdout.strip())
+    ids["left"] += submit_with_app(app, "left", [None], env=wfe.env, cwd=tmp_path)
     wfe("worker", app, "-p", "2", "-w", "right", "--until-idle", "--quiet")
     assert statuses("right") == ["completed"] * 2
     assert statuses("left") == ["completed", "completed", "pending"]
     wfe("worker", app, "-w", "right", "-w", "left", "--until-idle", "--quiet")
     assert statuses("left") == ["completed"] * 3
-    assert "--workflow NAME" in wfe("worker", "--help").stdout
 
 
 def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
@@ -982,36 +988,43 @@ def test_show_prints_the_schema_a_waiting_tasks_answer_must_match(wfe) -> None:
     assert "schema" not in wfe("show", task_id).stdout
 
 
-def test_tasks_status_takes_waiting_and_a_list(wfe) -> None:
-    ids = [
-        wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": n})).stdout.strip()
-        for n in (1, 2, 3)
-    ]
+def test_tasks_status_takes_waiting_and_a_list(wfe, tmp_path: Path) -> None:
+    datas = [{"n": n} for n in (1, 2, 3)]
+    ids = submit_with_app(APP, "review", datas, env=wfe.env, cwd=tmp_path)
     wfe("worker", APP, "--until-idle", "--quiet")  # all three wait for a person
     wfe("cancel", ids[0])
     pending = wfe("submit", "review", "--data", '{"n": 4}').stdout.strip()
 
-    def listed(status: str) -> list[str]:
-        return sorted(
-            t["id"] for t in json.loads(wfe("tasks", "--status", status, "--json").stdout)
-        )
-
-    assert listed("waiting") == listed("WAITING") == sorted(ids[1:])
-    assert listed("pending,cancelled") == sorted([pending, ids[0]])
-    assert listed(" waiting , pending,") == sorted([*ids[1:], pending])
-    assert listed("waiting,waiting_human") == sorted(ids[1:])  # each task once
-    table = wfe("tasks", "--status", "waiting").stdout.splitlines()[1:]
+    statuses = ("waiting", "WAITING", "pending,cancelled", " waiting , pending,")
+    statuses += ("waiting,waiting_human",)
+    *lists, table_run, unknown, empty, helped = wfe_at_once(
+        wfe,
+        *[("tasks", "--status", status, "--json") for status in statuses],
+        ("tasks", "--status", "waiting"),
+        ("tasks", "--status", "pending,sleeping"),
+        ("tasks", "--status", ","),
+        ("tasks", "--help"),
+    )
+    for run in (*lists, table_run, helped):
+        assert run.returncode == 0, (run.args, run.stderr)
+    listed = {
+        status: sorted(t["id"] for t in json.loads(run.stdout))
+        for status, run in zip(statuses, lists, strict=True)
+    }
+    assert listed["waiting"] == listed["WAITING"] == sorted(ids[1:])
+    assert listed["pending,cancelled"] == sorted([pending, ids[0]])
+    assert listed[" waiting , pending,"] == sorted([*ids[1:], pending])
+    assert listed["waiting,waiting_human"] == sorted(ids[1:])  # each task once
+    table = table_run.stdout.splitlines()[1:]
     assert sorted(row.split()[3] for row in table) == ["waiting_human"] * 2
 
-    unknown = wfe("tasks", "--status", "pending,sleeping", check=False)
     assert unknown.returncode == 2
     assert "Invalid value for --status: unknown status 'sleeping' (one of: pending, " in (
         unknown.stderr
     )
     assert "cancelled; or waiting, for the three waiting_* ones" in unknown.stderr
-    empty = wfe("tasks", "--status", ",", check=False)
     assert empty.returncode == 2 and "no status given" in empty.stderr
-    assert "S[,S...]" in wfe("tasks", "--help").stdout
+    assert "S[,S...]" in helped.stdout
 
 
 def test_ui_without_the_dashboard_says_where_it_comes_from(wfe) -> None:
