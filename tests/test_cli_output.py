@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from core_util import stored_task, submit_with_app, wfe_at_once
 from test_cli import APP, _wait_for
 
 
@@ -35,25 +36,33 @@ def test_show_prints_no_python_values(wfe) -> None:
     assert cancelled.returncode == 3 and cancelled.stderr == f"task {pending!r} cancelled\n"
 
 
-def test_tasks_says_when_more_match_than_it_shows(wfe) -> None:
-    ids = [
-        wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip() for _ in range(3)
-    ]
-    lines = wfe("tasks", "--limit", "2").stdout.splitlines()
+def test_tasks_says_when_more_match_than_it_shows(wfe, tmp_path: Path) -> None:
+    ids = submit_with_app(APP, "review", [{"n": 1}] * 3, env=wfe.env, cwd=tmp_path)
+    runs = wfe_at_once(
+        wfe,
+        ("tasks", "--limit", "2"),
+        ("tasks", "--limit", "1", "--offset", "1"),
+        ("tasks", "--offset", "2"),
+        ("tasks",),
+        ("tasks", "--limit", "1", "--offset", "2", "--json"),
+        ("tasks", "-w", "review", "--status", "completed"),
+        ("tasks", "--offset", "5"),
+    )
+    for run in runs:
+        assert run.returncode == 0, (run.args, run.stderr)
+    limited, middle_run, rest_run, whole, as_json, none, past_the_end = runs
+    lines = limited.stdout.splitlines()
     assert len(lines) == 4 and lines[-1] == "(2 of 3 shown; --limit N or --offset N for more)"
     assert [row.split()[0] for row in lines[1:3]] == ids[:0:-1]  # newest first
-    middle = wfe("tasks", "--limit", "1", "--offset", "1").stdout.splitlines()
+    middle = middle_run.stdout.splitlines()
     assert middle[1].split()[0] == ids[1]
     assert middle[-1] == "(2 to 2 of 3 shown; --limit N or --offset N for more)"
-    rest = wfe("tasks", "--offset", "2").stdout.splitlines()
+    rest = rest_run.stdout.splitlines()
     assert len(rest) == 2 and rest[1].split()[0] == ids[0]  # the last: no note
-    assert len(wfe("tasks").stdout.splitlines()) == 4
-    assert (
-        json.loads(wfe("tasks", "--limit", "1", "--offset", "2", "--json").stdout)[0]["id"]
-        == ids[0]
-    )
-    assert wfe("tasks", "-w", "review", "--status", "completed").stdout == "no tasks\n"
-    assert wfe("tasks", "--offset", "5").stdout == "no tasks (--offset 5 of 3)\n"
+    assert len(whole.stdout.splitlines()) == 4
+    assert json.loads(as_json.stdout)[0]["id"] == ids[0]
+    assert none.stdout == "no tasks\n"
+    assert past_the_end.stdout == "no tasks (--offset 5 of 3)\n"
 
 
 def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:
@@ -61,7 +70,7 @@ def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:
     (tmp_path / "data.json").write_text('{"n": 8}')
     from_file = wfe("submit", "review", "--app", APP, "--data", "@data.json").stdout
     for task_id, n in ((from_stdin, 7), (from_file, 8)):
-        assert json.loads(wfe("show", task_id.strip(), "--json").stdout)["data"] == {"n": n}
+        assert stored_task(wfe.env["WFE_STORE"], task_id.strip()).data == {"n": n}
     # wfe resume's --output takes an answer so too.
     wfe("worker", APP, "--until-idle", "--quiet")
     (tmp_path / "answer.json").write_text('{"ok": false}')
@@ -72,16 +81,21 @@ def test_submit_reads_data_from_stdin_or_a_file(wfe, tmp_path: Path) -> None:
     for result, ok in zip(answered, (True, False), strict=True):
         done = json.loads(result.stdout)
         assert (done["status"], done["outputs"]["approve"]) == ("completed", {"ok": ok})
-    missing = wfe("submit", "review", "--data", "@nope.json", check=False)
+    missing, *helps = wfe_at_once(
+        wfe,
+        ("submit", "review", "--data", "@nope.json"),
+        *[(command, "--help") for command in ("submit", "tasks", "purge", "worker")],
+    )
     assert missing.returncode == 2
     assert "Invalid value for --data: cannot read 'nope.json': No such file or directory" in (
         missing.stderr
     )
-    helped = wfe("submit", "--help").stdout
-    assert "--app MODULE:ATTR" in helped and "@FILE" in helped
-    assert "-w, --workflow NAME" in wfe("tasks", "--help").stdout
-    assert "-w, --workflow NAME" in wfe("purge", "--help").stdout
-    assert "100 unless it sets one" in wfe("worker", "--help").stdout
+    assert [run.returncode for run in helps] == [0] * 4
+    submit_help, tasks_help, purge_help, worker_help = (run.stdout for run in helps)
+    assert "--app MODULE:ATTR" in submit_help and "@FILE" in submit_help
+    assert "-w, --workflow NAME" in tasks_help
+    assert "-w, --workflow NAME" in purge_help
+    assert "100 unless it sets one" in worker_help
 
 
 def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:
