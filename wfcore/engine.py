@@ -1002,10 +1002,13 @@ class ECSWorkflowEngine:
         *,
         workflow_name: str | None = None,
         offset: int = 0,
+        summary: bool = False,
     ) -> list[Task]:
         """The newest ``limit`` tasks (0 or more), optionally only those with one status
         (or any of a list of them, ``["failed", "cancelled"]``) or of one workflow;
-        ``offset`` skips the newest ones first (to page)."""
+        ``offset`` skips the newest ones first (to page). With ``summary``, each task
+        without what may be megabytes (its data, context, earlier outputs; the start
+        only of its output and error): see ``Store.list_task_summaries``."""
         for name, value in (("limit", limit), ("offset", offset)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number, 0 or more, not {value!r}")
@@ -1027,9 +1030,8 @@ class ECSWorkflowEngine:
         if workflow_name is not None and not is_unicode_text(workflow_name):
             return []  # no stored workflow has such a name
         store = await self.get_store()
-        return await store.list_tasks(
-            status=wanted, workflow_name=workflow_name, limit=limit, offset=offset
-        )
+        listing = store.list_task_summaries if summary else store.list_tasks
+        return await listing(status=wanted, workflow_name=workflow_name, limit=limit, offset=offset)
 
     async def wait_for_task(
         self,

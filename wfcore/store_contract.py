@@ -22,7 +22,7 @@ import pytest
 from .engine import ECSWorkflowEngine
 from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
 from .plugins import call_impl
-from .stores.base import Store
+from .stores.base import Store, summarized
 
 __all__ = ["StoreContract"]
 
@@ -1170,6 +1170,34 @@ class StoreContract:
         newest = [t.id for t in await store.list_tasks(priority_first=True, limit=3, offset=1)]
         assert newest == ["task-1", "task-2", "task-0"]
         assert [t.id for t in await store.list_tasks()] == [f"task-{n}" for n in (4, 3, 2, 1, 0)]
+
+    @_with_store
+    async def test_summaries_list_the_same_tasks_without_their_big_fields(self, store: Any) -> None:
+        """list_task_summaries lists what list_tasks lists, in the same order, each
+        task as wfcore.stores.base.summarized makes it from the whole one."""
+        outputs: list[Any] = [None, True, 7, 2.5, "short", "x" * 3000, {"a": [1]}, ["y" * 2000]]
+        for n, output in enumerate(outputs):
+            task = _task(n, context={"notes": "z" * 5000}, outputs={"p": output})
+            task.output = output
+            task.error = None if n % 2 else "E" * 3000
+            task.history = [
+                {"at": "2026-01-01T00:00:00+00:00", "event": f"e{i}"} for i in range(30)
+            ]
+            await store.insert_task(task)
+        for args in ({}, {"oldest_first": True, "limit": 3, "offset": 2}):
+            whole = await store.list_tasks(**args)
+            summaries = await store.list_task_summaries(**args)
+            assert [t.id for t in summaries] == [t.id for t in whole], (
+                f"list_task_summaries({args}) listed other tasks than list_tasks({args})"
+            )
+            for task, summary in zip(whole, summaries, strict=True):
+                expected = summarized(task)
+                for field in attrs.fields(Task):
+                    got, want = getattr(summary, field.name), getattr(expected, field.name)
+                    assert got == want and type(got) is type(want), (
+                        f"list_task_summaries: {task.id}.{field.name} is {got!r:.80}, not "
+                        f"{want!r:.80} as wfcore.stores.base.summarized makes it"
+                    )
 
     # -- workflows -------------------------------------------------------------------
 

@@ -83,9 +83,9 @@ def tasks(
 
     async def fetch() -> tuple[list[Task], int]:
         st = await engine.get_store()
-        found = await st.list_tasks(
-            status=wanted, workflow_name=workflow, limit=limit, offset=offset
-        )
+        # The table shows a line a task: summaries leave each task's payload unread.
+        listing = st.list_tasks if as_json else st.list_task_summaries
+        found = await listing(status=wanted, workflow_name=workflow, limit=limit, offset=offset)
         if not found and workflow is not None:
             known = sorted(spec.name for spec in await st.load_workflows())
             if workflow not in known:  # a typo, not a workflow without tasks

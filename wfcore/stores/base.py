@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import abc
+import json
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..errors import StoreError
 from ..model import Task, TaskStatus, WorkflowSpec
 
 __all__ = [
+    "SUMMARY_PREVIEW",
     "UNREADABLE_ERROR",
     "Store",
     "StoreBusyError",
     "record_takeover",
     "shown_url",
+    "summarized",
     "unreadable",
     "unreadable_stand_in",
 ]
@@ -226,6 +229,34 @@ class Store(abc.ABC):
         order of their ids, which need not sort by age. With ``priority_first``, the
         highest priority first, and those of one priority in that order (a queue of
         people's work, urgent first)."""
+
+    async def list_task_summaries(
+        self,
+        status: TaskStatus | Sequence[TaskStatus] | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        oldest_first: bool = False,
+        priority_first: bool = False,
+    ) -> list[Task]:
+        """:meth:`list_tasks` for a listing: the same tasks in the same order, each as
+        :func:`summarized` makes it, without what may be megabytes a task (its data,
+        context, the phases' outputs, the reply, the traceback; the start only of
+        its output and error, and of its history only the latest events).
+
+        A summary is for showing: never write one back (``update_task`` would store
+        it as it is, losing what it left out). This default summarizes whole tasks;
+        a store that can leave the big fields unread (SQLite does) overrides it.
+        """
+        tasks = await self.list_tasks(
+            status=status,
+            workflow_name=workflow_name,
+            limit=limit,
+            offset=offset,
+            oldest_first=oldest_first,
+            priority_first=priority_first,
+        )
+        return [summarized(task) for task in tasks]
 
     @abc.abstractmethod
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
@@ -578,6 +609,48 @@ def unreadable_stand_in(task_id: str, reason: str, stored_text: str, *, version:
         context={"unreadable_doc": stored_text},
         version=version,
     )
+
+
+#: Characters of a task's output and error a summary keeps
+#: (:meth:`Store.list_task_summaries`).
+SUMMARY_PREVIEW = 1000
+
+#: Events of a task's history a summary keeps at most, the latest.
+_SUMMARY_EVENTS = 20
+
+
+def summarized(task: Task) -> Task:
+    """``task`` as :meth:`Store.list_task_summaries` lists it (changed in place and
+    returned): without ``data`` (None), ``context``, ``outputs`` (``{}``),
+    ``reply`` and ``traceback`` (None); an ``output`` whose JSON text is longer
+    than :data:`SUMMARY_PREVIEW` characters becomes the start of that text (of a
+    string output: of the string), and so does a longer ``error``; ``history``
+    keeps at most its latest 20 events."""
+    task.data = None
+    task.context = {}
+    task.outputs = {}
+    task.reply = None
+    task.traceback = None
+    task.output = output_preview(task.output)
+    if task.error is not None and len(task.error) > SUMMARY_PREVIEW:
+        task.error = task.error[:SUMMARY_PREVIEW]
+    task.history = task.history[-_SUMMARY_EVENTS:]
+    return task
+
+
+def output_preview(output: Any) -> Any:
+    """An output as a summary keeps it: itself when its JSON text is at most
+    :data:`SUMMARY_PREVIEW` characters, else the start of that text (of a string:
+    of the string itself)."""
+    if output is None or isinstance(output, (bool, int, float)):
+        return output
+    if isinstance(output, str):
+        return output[:SUMMARY_PREVIEW]
+    try:
+        text = json.dumps(output, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return repr(output)[:SUMMARY_PREVIEW]
+    return output if len(text) <= SUMMARY_PREVIEW else text[:SUMMARY_PREVIEW]
 
 
 def shown_url(url: str) -> str:

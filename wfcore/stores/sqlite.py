@@ -43,7 +43,7 @@ from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
-from .base import Store, StoreBusyError
+from .base import SUMMARY_PREVIEW, Store, StoreBusyError, summarized
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError"]
 
@@ -153,6 +153,39 @@ _PHASE_SLOT_HOLDERS = (
     "FROM phase_slots s LEFT JOIN tasks t ON t.id = s.task_id "
     "WHERE s.workflow = ? AND s.phase = ?"
 )
+
+# A task's row for a summary (Store.list_task_summaries): the columns TaskRows
+# decodes, without the big fields of the document and without the history's
+# earlier parts; then the output's JSON type, the start of its value (one
+# character more than a summary keeps, to tell a value that is longer), and the
+# start of the error. A row whose document is not JSON is read whole: decoding it
+# makes the stand-in that says so.
+_SUMMARY_COLUMNS = (
+    "CASE WHEN json_valid(doc) THEN json_remove(doc, '$.data', '$.context', '$.outputs', "
+    "'$.reply', '$.traceback', '$.output', '$.error') ELSE doc END, "
+    "status, version, history, NULL, created_at, updated_at, id, "
+    "CASE WHEN json_valid(doc) THEN json_type(doc, '$.output') END, "
+    "CASE WHEN json_valid(doc) THEN substr(json_extract(doc, '$.output'), 1, ?) END, "
+    "CASE WHEN json_valid(doc) THEN substr(json_extract(doc, '$.error'), 1, ?) END"
+)
+
+
+def _summary(task: Task, output_type: str | None, output: Any, error: str | None) -> Task:
+    """A task decoded from ``_SUMMARY_COLUMNS``, as ``summarized`` makes one."""
+    if task.error is None and error is not None:  # not a stand-in for a damaged row
+        task.error = error
+    if output_type in ("object", "array"):
+        task.output = json.loads(output) if len(output) <= SUMMARY_PREVIEW else output
+    elif output_type in ("true", "false"):
+        task.output = output_type == "true"
+    elif output_type == "integer":
+        task.output = int(output)  # substr() made it text
+    elif output_type == "real":
+        task.output = float(output)
+    elif output_type == "text":
+        task.output = output
+    return summarized(task)
+
 
 _ADD_META = "INSERT INTO wfe_meta (key, value) VALUES (?, ?)"
 
@@ -1098,6 +1131,41 @@ class SQLiteStore(Store):
         oldest_first: bool = False,
         priority_first: bool = False,
     ) -> list[Task]:
+        sql, params = self._page(
+            self._columns, status, workflow_name, limit, offset, oldest_first, priority_first
+        )
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return [self._rows.decode(r) for r in rows]
+
+    async def list_task_summaries(
+        self,
+        status: TaskStatus | Sequence[TaskStatus] | None = None,
+        workflow_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        oldest_first: bool = False,
+        priority_first: bool = False,
+    ) -> list[Task]:
+        # The big fields are left in the file: SQLite cuts the output and the error,
+        # and the history's earlier parts are not read.
+        sql, params = self._page(
+            _SUMMARY_COLUMNS, status, workflow_name, limit, offset, oldest_first, priority_first
+        )
+        params = [SUMMARY_PREVIEW + 1, SUMMARY_PREVIEW, *params]
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return [_summary(self._rows.decode(r[:8]), *r[8:]) for r in rows]
+
+    def _page(
+        self,
+        columns: str,
+        status: TaskStatus | Sequence[TaskStatus] | None,
+        workflow_name: str | None,
+        limit: int,
+        offset: int,
+        oldest_first: bool,
+        priority_first: bool,
+    ) -> tuple[str, list[str | int]]:
+        """The query for a page of tasks, and its parameters."""
         where: list[str] = []
         params: list[str | int] = []
         if status is not None:
@@ -1117,11 +1185,10 @@ class SQLiteStore(Store):
         if where:
             page += " WHERE " + " AND ".join(where)
         page += f" ORDER BY {order} LIMIT ? OFFSET ?"
-        sql = f"SELECT {self._columns} FROM tasks WHERE rowid IN ({page}) ORDER BY {order}"
+        sql = f"SELECT {columns} FROM tasks WHERE rowid IN ({page}) ORDER BY {order}"
         # SQLite's integers end at 2**63; a negative limit would mean "all".
         params += [min(max(int(limit), 0), 2**62), min(max(int(offset), 0), 2**62)]
-        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
-        return [self._rows.decode(r) for r in rows]
+        return sql, params
 
     async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
         params: tuple[str, ...] = ()

@@ -205,7 +205,9 @@ def api_tasks(dash: Dashboard) -> Any:
         raise _BadInput(f"order must be newest or oldest, not {order!r}")
     oldest = order == "oldest"
     full = _full_arg()
-    found = dash.call(lambda e: ops.list_page(e, statuses, workflow, limit, offset, oldest))
+    found = dash.call(
+        lambda e: ops.list_page(e, statuses, workflow, limit, offset, oldest, summaries=not full)
+    )
     answer: dict[str, Any] = {
         "tasks": [(_api_task if full else _api_task_summary)(t) for t in found.tasks],
         "total": found.total,

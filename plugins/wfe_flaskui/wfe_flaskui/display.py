@@ -14,6 +14,7 @@ from flask import Blueprint
 from markupsafe import Markup, escape
 
 from wfcore import Task, WorkflowSpec
+from wfcore.stores.base import SUMMARY_PREVIEW
 
 from . import ops
 from .later import StartNote, start_note
@@ -115,6 +116,11 @@ def cut_filter(value: Any, limit: int | None = None) -> dict[str, Any]:
 
 
 def note_filter(value: Any) -> str:
+    if isinstance(value, str) and len(value) >= SUMMARY_PREVIEW:
+        # A listed task's output as its summary cut it: the start of its JSON text
+        # (or of a long string), shown as it is rather than quoted again.
+        line = " ".join(value[: NOTE_SHOWN * 2].split())
+        return line[: NOTE_SHOWN - 3].rstrip() + "..."
     return _note_text(value)
 
 

@@ -114,12 +114,16 @@ async def list_page(
     limit: int = 25,
     offset: int = 0,
     oldest_first: bool = False,
+    summaries: bool = True,
 ) -> TaskPage:
-    """A page of tasks, filtered by status(es) and workflow, with per-status counts."""
+    """A page of tasks, filtered by status(es) and workflow, with per-status counts;
+    each task as ``Store.list_task_summaries`` lists it (the start only of its
+    output and error, none of its data) unless ``summaries`` is False."""
     store = await engine.get_store()
     counts = await store.count_tasks(workflow)
     wanted: Any = list(statuses) if statuses else None
-    tasks = await store.list_tasks(
+    listing = store.list_task_summaries if summaries else store.list_tasks
+    tasks = await listing(
         status=wanted, workflow_name=workflow, limit=limit, offset=offset, oldest_first=oldest_first
     )
     total = sum(counts.get(s, 0) for s in statuses) if statuses else sum(counts.values())
