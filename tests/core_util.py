@@ -257,33 +257,42 @@ def submit_with_app(
 def wfe_at_once(
     wfe: Any, *commands: Sequence[str], env: Mapping[str, str] | None = None
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Run ``wfe COMMAND`` for each of ``commands`` at the same time, each as the
+    """Run ``wfe COMMAND`` for each of ``commands``, several at a time, each as the
     ``wfe`` fixture runs one (its environment unless ``env``, in its store's folder),
     and return their results in the order given, whatever their exit status.
 
     For commands that change nothing another of them reads (reads, refused input),
-    so that the order they run in does not matter: on two cores the starts of the
-    processes, most of each command's time, then overlap.
+    so that the order they run in does not matter: the starts of the processes,
+    most of each command's time, then overlap. One more at a time than there are
+    cores keeps them all busy; more only make the processes contend.
     """
     cwd = db_path(wfe.env["WFE_STORE"]).parent
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "wfcore.cli", *command],
-            cwd=cwd,
-            env=wfe.env if env is None else env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for command in commands
-    ]
-    results = []
+    at_a_time = (os.cpu_count() or 1) + 1
+    running: list[tuple[Sequence[str], subprocess.Popen[str]]] = []
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def finish_first() -> None:
+        command, proc = running.pop(0)
+        out, err = proc.communicate(timeout=60)
+        results.append(subprocess.CompletedProcess(list(command), proc.returncode, out, err))
+
     try:
-        for command, proc in zip(commands, procs, strict=True):
-            out, err = proc.communicate(timeout=60)
-            results.append(subprocess.CompletedProcess(list(command), proc.returncode, out, err))
+        for command in commands:
+            if len(running) == at_a_time:
+                finish_first()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "wfcore.cli", *command],
+                cwd=cwd,
+                env=wfe.env if env is None else env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            running.append((command, proc))
+        while running:
+            finish_first()
     finally:
-        for proc in procs:
+        for _, proc in running:
             end_process(proc)
     return results
 

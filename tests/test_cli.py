@@ -125,8 +125,8 @@ def test_bad_input_exits_non_zero_with_one_line(wfe) -> None:
         (("worker", "no_such_module:engine"), "cannot import 'no_such_module'"),
         (("worker", "review_app:nothing"), "has no attribute 'nothing'"),
     ]
-    for args, message in cases:
-        result = wfe(*args, check=False)
+    results = wfe_at_once(wfe, *[args for args, _ in cases])
+    for (args, message), result in zip(cases, results, strict=True):
         assert result.returncode != 0, args
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr, args
@@ -242,17 +242,23 @@ def test_resume_of_a_task_that_is_not_waiting(wfe) -> None:
     assert "is PENDING, not waiting" in result.stderr
 
 
-def test_status_names_in_any_case_and_json_array(wfe) -> None:
-    ids = [
-        wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": i})).stdout.strip()
-        for i in range(3)
-    ]
-    for spelling in ("pending", "PENDING", "Pending"):
-        listed = json.loads(wfe("tasks", "--status", spelling, "--json").stdout)
+def test_status_names_in_any_case_and_json_array(wfe, tmp_path: Path) -> None:
+    ids = submit_with_app(APP, "review", [{"n": i} for i in range(3)], env=wfe.env, cwd=tmp_path)
+    spellings = ("pending", "PENDING", "Pending")
+    runs = wfe_at_once(
+        wfe,
+        *[("tasks", "--status", spelling, "--json") for spelling in spellings],
+        ("tasks", "--status", "completed", "--json"),
+        ("tasks", "--limit", "2", "--json"),
+    )
+    for run in runs:
+        assert run.returncode == 0, (run.args, run.stderr)
+    *by_spelling, completed, limited = (json.loads(run.stdout) for run in runs)
+    for listed in by_spelling:
         assert sorted(t["id"] for t in listed) == sorted(ids)
         assert all(t["format"] == 1 for t in listed)
-    assert json.loads(wfe("tasks", "--status", "completed", "--json").stdout) == []
-    assert len(json.loads(wfe("tasks", "--limit", "2", "--json").stdout)) == 2
+    assert completed == []
+    assert len(limited) == 2
 
 
 def test_idempotent_submit_with_id(wfe) -> None:
@@ -527,9 +533,9 @@ def test_worker_runs_only_the_workflows_it_is_given(wfe, tmp_path: Path) -> None
     assert statuses("left") == ["completed"] * 3
 
 
-def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
+def test_purge_deletes_finished_tasks_older_than_asked(wfe, tmp_path: Path) -> None:
     app = "split_app:engine"
-    done = [wfe("submit", "left", "--app", app).stdout.strip() for _ in range(3)]
+    done = submit_with_app(app, "left", [None] * 3, env=wfe.env, cwd=tmp_path)
     wfe("worker", app, "--until-idle", "--quiet")
     waiting = wfe("submit", "right", "--app", app).stdout.strip()
 
@@ -538,10 +544,10 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
     assert dry.startswith("would delete 3 completed/failed/cancelled task(s)")
     assert wfe("purge", "--older-than", "0", "--status", "failed").stdout.startswith("deleted 0")
     assert wfe("purge", "--older-than", "0s", "--workflow", "left").stdout.startswith("deleted 3")
-    assert [wfe("show", i, check=False).returncode for i in done] == [1, 1, 1]
-    assert json.loads(wfe("show", waiting, "--json").stdout)["status"] == "pending"
+    assert [stored_status(wfe.env["WFE_STORE"], i) for i in done] == [None, None, None]
+    assert stored_status(wfe.env["WFE_STORE"], waiting) == "pending"
 
-    for args, message in [
+    cases = [
         (["--older-than", "5"], "is not an age"),
         (["--older-than", "-2d"], "is not an age"),
         (["--older-than", "infd"], "is not an age"),
@@ -549,10 +555,14 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe) -> None:
         # Months or minutes: refused rather than deleting 5 minutes' worth of history.
         (["--older-than", "5M"], "'5M' is ambiguous: write m for minutes"),
         (["--older-than", "1d", "--status", "pending"], "pending tasks are never purged"),
-    ]:
-        bad = wfe("purge", *args, check=False)
-        assert bad.returncode == 2 and message in bad.stderr
-    assert "--older-than AGE" in wfe("purge", "--help").stdout
+    ]
+    *refused, helped = wfe_at_once(
+        wfe, *[("purge", *args) for args, _ in cases], ("purge", "--help")
+    )
+    for (args, message), bad in zip(cases, refused, strict=True):
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+    assert stored_status(wfe.env["WFE_STORE"], waiting) == "pending"
+    assert "--older-than AGE" in helped.stdout
 
 
 def test_purge_compact_gives_the_space_back(wfe, tmp_path) -> None:
