@@ -1077,7 +1077,11 @@ def _poll(
             # kafka-python gave up early (no group coordinator to ask, say) and
             # would be asked again at once: wait out the rest of the timeout here.
             stop.wait(timeout_ms / 1000 - took)
-        elif used > _SPIN_SHARE * took or _heartbeat_overdue(consumer):
+        elif _group_state(consumer) == _STABLE and (
+            used > _SPIN_SHARE * took or _heartbeat_overdue(consumer)
+        ):
+            # Only in a stable group: a consumer joining or rejoining it (after an
+            # outage, say) makes progress at each poll, and must not be slowed.
             logger.debug(
                 "kafka-python's poll used the CPU for %.2f s of %.2f s and returned no "
                 "message (a broker that does not answer?); resting %.0f s",
