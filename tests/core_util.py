@@ -39,6 +39,7 @@ __all__ = [
     "stored_status",
     "stored_task",
     "submit_with_app",
+    "submit_with_app_from_stdin",
     "wait_for",
     "wait_for_status",
     "wait_until",
@@ -243,6 +244,33 @@ def submit_with_app(
     """
     done = subprocess.run(
         [sys.executable, "-c", _SUBMIT_WITH_APP, app, workflow, assigned_to, json.dumps(datas)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    ids: list[str] = json.loads(done.stdout)
+    return ids
+
+
+def submit_with_app_from_stdin(
+    app: str,
+    workflow: str,
+    datas: Sequence[Any],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    assigned_to: str = "ai",
+) -> list[str]:
+    """:func:`submit_with_app`, with ``datas`` given to the process on its stdin
+    rather than as an argument: for data larger than one argument may be (128 KiB
+    on Linux)."""
+    script = _SUBMIT_WITH_APP.replace("json.loads(sys.argv[4])", "json.load(sys.stdin)")
+    done = subprocess.run(
+        [sys.executable, "-c", script, app, workflow, assigned_to],
+        input=json.dumps(datas),
         env=env,
         cwd=cwd,
         capture_output=True,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from core_util import stored_status, submit_with_app, wfe_at_once
+from core_util import stored_status, submit_with_app, submit_with_app_from_stdin, wfe_at_once
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "review_app:engine"
@@ -567,9 +567,8 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe, tmp_path: Path) -> N
 
 def test_purge_compact_gives_the_space_back(wfe, tmp_path) -> None:
     app = "split_app:engine"
-    (tmp_path / "big.json").write_text(json.dumps({"blob": "x" * 200_000}))
-    for _ in range(10):
-        wfe("submit", "left", "--app", app, "--data", "@big.json")
+    big = {"blob": "x" * 200_000}
+    submit_with_app_from_stdin(app, "left", [big] * 10, env=wfe.env, cwd=tmp_path)
     wfe("worker", app, "--until-idle", "--quiet")
     db = tmp_path / "wfe.db"
     before = db.stat().st_size
@@ -695,18 +694,19 @@ def test_tables_line_up_with_wide_characters(wfe) -> None:
     assert rows["abcdefg"].startswith("abcdefg  review")
 
 
-def test_status_counts_tasks_by_workflow_and_status(wfe) -> None:
-    for n in (1, 2, 3):
-        wfe("submit", "review", "--app", APP, "--data", json.dumps({"n": n}))
+def test_status_counts_tasks_by_workflow_and_status(wfe, tmp_path: Path) -> None:
+    datas = [{"n": n} for n in (1, 2, 3)]
+    waiting = submit_with_app(APP, "review", datas, env=wfe.env, cwd=tmp_path)
     wfe("worker", APP, "--until-idle", "--quiet")  # all three wait for a person
-    waiting = json.loads(wfe("tasks", "--json").stdout)
-    wfe("resume", waiting[0]["id"], "--output", '{"ok": true}')
-    wfe("cancel", waiting[1]["id"])
+    wfe("resume", waiting[0], "--output", '{"ok": true}')
+    wfe("cancel", waiting[1])
     wfe("submit", "review", "--data", '{"n": 4}')
     spec = {"name": "later", "phases": [{"target_classification": "a"}]}
     wfe("submit", "-", "--classification", "define_workflow", "--data", json.dumps(spec))
 
-    lines = wfe("status").stdout.splitlines()
+    table, as_json = wfe_at_once(wfe, ("status",), ("status", "--json"))
+    assert (table.returncode, as_json.returncode) == (0, 0), (table.stderr, as_json.stderr)
+    lines = table.stdout.splitlines()
     assert lines[0].split() == [
         "WORKFLOW", "PENDING", "IN_PROGRESS", "WAITING", "COMPLETED", "FAILED", "CANCELLED"
     ]  # fmt: skip
@@ -716,7 +716,7 @@ def test_status_counts_tasks_by_workflow_and_status(wfe) -> None:
         ["(all)", "2", "0", "1", "1", "0", "1"],
     ]
     assert lines[4] == "busy workers: none (no task held)"
-    doc = json.loads(wfe("status", "--json").stdout)
+    doc = json.loads(as_json.stdout)
     assert doc["workflows"]["review"]["waiting_human"] == 1
     assert doc["total"]["pending"] == 2 and doc["busy_workers"] == []
 
@@ -928,41 +928,57 @@ def test_until_idle_says_which_delayed_tasks_it_waits_for(wfe, tmp_path: Path) -
 
 def test_a_command_creating_a_store_says_so_once(wfe, tmp_path: Path) -> None:
     """A mistyped --store still makes a store (a first run needs one), but not silently."""
+    # Each store below is its own: the commands of one round touch different stores,
+    # so they run at once; the second round runs each command again on its store.
     typo = tmp_path / "typo" / "wfe.db"
-    first = wfe("worker", APP, "--store", f"sqlite://{typo}", "--until-idle", "--quiet")
-    assert first.stderr == f"wfe: created a new store at {typo}\n"
-    again = wfe("worker", APP, "--store", f"sqlite://{typo}", "--until-idle", "--quiet")
-    assert again.stderr == ""
-
+    on_typo = ("worker", APP, "--store", f"sqlite://{typo}", "--until-idle", "--quiet")
     submitted = tmp_path / "submitted.db"
-    args = ("submit", "review", "--app", APP, "--store", f"sqlite://{submitted}")
-    args += ("--data", '{"n": 1}')
-    assert wfe(*args).stderr == f"wfe: created a new store at {submitted}\n"
-    assert wfe(*args).stderr == ""
+    on_submitted = ("submit", "review", "--app", APP, "--store", f"sqlite://{submitted}")
+    on_submitted += ("--data", '{"n": 1}')
     # A submission that fails leaves no store behind, and says there was none.
     failed = tmp_path / "mistyped" / "deeper" / "failed.db"
-    refused = wfe("submit", "nope", "--store", f"sqlite://{failed}", check=False)
+    # Several processes: noted once, by the command that starts them.
+    shared = tmp_path / "shared.db"
+    on_shared = ("worker", APP, "--store", f"sqlite://{shared}", "-p", "2", "--until-idle")
+    # Nothing is created for memory://, nor for the store the environment names
+    # once the first command has made it.
+    on_memory = ("worker", APP, "--store", "memory://", "--until-idle", "--quiet")
+    first, first_submit, refused, processes, memory, made = wfe_at_once(
+        wfe,
+        on_typo,
+        on_submitted,
+        ("submit", "nope", "--store", f"sqlite://{failed}"),
+        (*on_shared, "--quiet"),
+        on_memory,
+        ("submit", "review", "--app", APP, "--data", '{"n": 1}'),
+    )
+    for run in (first, first_submit, processes, memory, made):
+        assert run.returncode == 0, (run.args, run.stderr)
+    assert first.stderr == f"wfe: created a new store at {typo}\n"
+    assert first_submit.stderr == f"wfe: created a new store at {submitted}\n"
     assert refused.returncode != 0
     assert refused.stderr.startswith(
         f"wfe: there is no store at {failed}; none was left there (check --store and "
         "WFE_STORE)\nError: unknown workflow 'nope'"
     )
     assert not (tmp_path / "mistyped").exists()
-    missing = wfe("tasks", "--store", f"sqlite://{failed}", check=False)
-    assert missing.returncode == 1 and f"no store at {failed}" in missing.stderr
-
-    # Several processes: noted once, by the command that starts them.
-    shared = tmp_path / "shared.db"
-    processes = wfe(
-        "worker", APP, "--store", f"sqlite://{shared}", "-p", "2", "--until-idle", "--quiet"
-    )
     assert processes.stderr == f"wfe: created a new store at {shared}\n"
-    # Nothing is created for memory://, nor for the store the environment names
-    # once the first command has made it.
-    assert wfe("worker", APP, "--store", "memory://", "--until-idle", "--quiet").stderr == ""
-    made = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}')
+    assert memory.stderr == ""
     assert "created a new store" in made.stderr
-    assert wfe("worker", APP, "--until-idle", "--quiet").stderr == ""
+
+    again, again_submit, missing, default = wfe_at_once(
+        wfe,
+        on_typo,
+        on_submitted,
+        ("tasks", "--store", f"sqlite://{failed}"),
+        ("worker", APP, "--until-idle", "--quiet"),
+    )
+    for run in (again, again_submit, default):
+        assert run.returncode == 0, (run.args, run.stderr)
+    assert again.stderr == ""
+    assert again_submit.stderr == ""
+    assert missing.returncode == 1 and f"no store at {failed}" in missing.stderr
+    assert default.stderr == ""
 
 
 def test_show_prints_the_traceback_of_a_failed_task(wfe) -> None:
