@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from core_util import wfe_at_once
 from test_cli import APP
 
 
@@ -20,31 +21,49 @@ def test_status_options_take_repeats_and_commas_alike(wfe) -> None:
     pending = wfe("submit", "right", "--app", app).stdout.strip()
 
     both = sorted([done, cancelled])
-    assert _ids(wfe("tasks", "--status", "completed", "--status", "cancelled", "--json")) == both
-    assert _ids(wfe("tasks", "--status", "completed,cancelled", "--json")) == both
     three = ("--status", "completed", "--status", "cancelled,pending", "--json")
-    assert _ids(wfe("tasks", *three)) == sorted([*both, pending])
+    dry = ("purge", "--older-than", "0", "--dry-run")
+    names = ("pending", "waiting")
+    # All of them only read the store (--dry-run) or are refused: at once.
+    (
+        repeated,
+        commas,
+        mixed,
+        dry_both,
+        dry_repeated,
+        unknown,
+        *running,
+        helped,
+    ) = wfe_at_once(
+        wfe,
+        ("tasks", "--status", "completed", "--status", "cancelled", "--json"),
+        ("tasks", "--status", "completed,cancelled", "--json"),
+        ("tasks", *three),
+        (*dry, "--status", "completed,cancelled"),
+        (*dry, "--status", "completed", "--status", "failed"),
+        (*dry, "--status", "completed,sleeping"),
+        *[(*dry, "--status", f"failed,{name}") for name in names],
+        ("purge", "--help"),
+    )
+    for run in (repeated, commas, mixed, dry_both, dry_repeated, helped):
+        assert run.returncode == 0, (run.args, run.stderr)
+    assert _ids(repeated) == both
+    assert _ids(commas) == both
+    assert _ids(mixed) == sorted([*both, pending])
 
-    dry = ["purge", "--older-than", "0", "--dry-run"]
-    assert wfe(*dry, "--status", "completed,cancelled").stdout.startswith(
-        "would delete 2 completed/cancelled task(s)"
-    )
-    assert wfe(*dry, "--status", "completed", "--status", "failed").stdout.startswith(
-        "would delete 1 completed/failed task(s)"
-    )
-    unknown = wfe(*dry, "--status", "completed,sleeping", check=False)
+    assert dry_both.stdout.startswith("would delete 2 completed/cancelled task(s)")
+    assert dry_repeated.stdout.startswith("would delete 1 completed/failed task(s)")
     assert unknown.returncode == 2
     assert (
         "unknown status 'sleeping' (one of: completed, failed, cancelled; several separated "
         "by commas)" in unknown.stderr
     )
-    for name in ("pending", "waiting"):
-        running = wfe(*dry, "--status", f"failed,{name}", check=False)
-        assert running.returncode == 2
+    for name, refused in zip(names, running, strict=True):
+        assert refused.returncode == 2
         assert (
-            f"{name} tasks are never purged; only completed, failed or cancelled" in running.stderr
+            f"{name} tasks are never purged; only completed, failed or cancelled" in refused.stderr
         )
-    assert "S[,S...]" in wfe("purge", "--help").stdout
+    assert "S[,S...]" in helped.stdout
 
 
 def test_only_the_worker_takes_the_memory_store(wfe, tmp_path) -> None:
@@ -53,7 +72,7 @@ def test_only_the_worker_takes_the_memory_store(wfe, tmp_path) -> None:
         "the commands share (sqlite:///path; --store or WFE_STORE)\n"
     )
     env = dict(wfe.env, WFE_STORE="memory://")
-    for args in (
+    commands = (
         ("submit", "review", "--app", APP),
         ("tasks",),
         ("status",),
@@ -61,8 +80,8 @@ def test_only_the_worker_takes_the_memory_store(wfe, tmp_path) -> None:
         ("cancel", "x"),
         ("purge", "--older-than", "1d"),
         ("tasks", "--store", "memory://"),
-    ):
-        result = wfe(*args, env=env, check=False)
+    )
+    for args, result in zip(commands, wfe_at_once(wfe, *commands, env=env), strict=True):
         assert (result.returncode, result.stderr) == (2, refused), args
     (tmp_path / "memory_app.py").write_text(
         "from review_app import engine\nengine.use_store('memory://')\n"
