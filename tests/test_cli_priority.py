@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core_util import submit_with_app, wfe_at_once
 from test_cli import APP
 
 # An app whose one phase notes each task's data in a file, in the order they run.
@@ -46,15 +47,25 @@ def test_submit_priority_is_stored_shown_and_listed(wfe) -> None:
     low = wfe("submit", "review", "--data", '{"n": 3}', "--delay", "1h", "--priority", "-7")
     low_id = low.stdout.strip()
 
-    assert "\npriority  100\n" in wfe("show", urgent["id"]).stdout
-    assert "\npriority  0\n" in wfe("show", plain).stdout
-    assert wfe("show", low_id).stdout.rstrip().endswith(" priority=-7")  # its submitted event
-    listed = {t["id"]: t["priority"] for t in json.loads(wfe("tasks", "--json").stdout)}
+    runs = wfe_at_once(
+        wfe,
+        ("show", urgent["id"]),
+        ("show", plain),
+        ("show", low_id),
+        ("tasks", "--json"),
+        ("tasks",),
+    )
+    assert [run.returncode for run in runs] == [0] * 5, [run.stderr for run in runs]
+    show_urgent, show_plain, show_low, as_json, table = (run.stdout for run in runs)
+    assert "\npriority  100\n" in show_urgent
+    assert "\npriority  0\n" in show_plain
+    assert show_low.rstrip().endswith(" priority=-7")  # its submitted event
+    listed = {t["id"]: t["priority"] for t in json.loads(as_json)}
     assert listed == {plain: 0, urgent["id"]: 100, low_id: -7}
 
     # A PRIORITY column once a task has one, after the columns scripts read by
     # position; NOTE stays last.
-    header, *rows = wfe("tasks").stdout.splitlines()
+    header, *rows = table.splitlines()
     assert header.split() == [
         "ID",
         "WORKFLOW",
@@ -95,20 +106,25 @@ def test_retry_keeps_the_priority(wfe) -> None:
 
 
 def test_submit_refuses_a_bad_priority_before_making_a_store(wfe, tmp_path: Path) -> None:
-    for value, message in (
+    cases = (
         ("5000", "must be from -1000 to 1000, not 5000"),
         ("-1001", "must be from -1000 to 1000, not -1001"),
         ("high", "must be an integer from -1000 to 1000, not 'high'"),
         ("1.5", "must be an integer from -1000 to 1000, not '1.5'"),
         ("1_000", "must be an integer from -1000 to 1000, not '1_000'"),
         ("", "must be an integer from -1000 to 1000, not ''"),
-    ):
-        bad = wfe("submit", "review", "--app", APP, "--priority", value, check=False)
-        assert bad.returncode == 2, bad.stderr
+    )
+    *results, help_run = wfe_at_once(
+        wfe,
+        *[("submit", "review", "--app", APP, "--priority", value) for value, _ in cases],
+        ("submit", "--help"),
+    )
+    for (value, message), bad in zip(cases, results, strict=True):
+        assert bad.returncode == 2, (value, bad.stderr)
         assert f"Error: Invalid value for --priority: {message}\n" in bad.stderr
         assert bad.stdout == ""
-    assert not (tmp_path / "wfe.db").exists()
-    assert "--priority N" in (helped := wfe("submit", "--help").stdout)
+    assert not (tmp_path / "wfe.db").exists()  # none of them made it
+    assert "--priority N" in (helped := help_run.stdout)
     assert "-1000 to 1000" in helped and "[default: 0]" in helped
 
 
@@ -131,9 +147,7 @@ def test_submitting_an_existing_id_says_when_the_priority_differs(wfe) -> None:
 def test_wfe_priority_moves_a_queued_task_and_records_who(wfe, tmp_path: Path) -> None:
     (tmp_path / "order_app.py").write_text(_ORDER_APP)
     app = "order_app:engine"
-    first, second, third = (
-        wfe("submit", "jobs", "--app", app, "--data", str(n)).stdout.strip() for n in (1, 2, 3)
-    )
+    first, second, third = submit_with_app(app, "jobs", [1, 2, 3], env=wfe.env, cwd=tmp_path)
     assert wfe("priority", third, "10").stdout == f"{third} priority 10\n"
     # A negative N is a priority, not an option.
     lowered = wfe("priority", first, "-10", "--by", "alice", "--json")
@@ -144,19 +158,25 @@ def test_wfe_priority_moves_a_queued_task_and_records_who(wfe, tmp_path: Path) -
     wfe("worker", app, "--concurrency", "1", "--until-idle", "--quiet")
     assert (tmp_path / "ran.txt").read_text().split() == ["3", "2", "1"]
 
-    finished = wfe("priority", second, "5", check=False)
+    cases = (
+        ("1001", "must be from -1000 to 1000, not 1001"),
+        ("urgent", "must be an integer from -1000 to 1000, not 'urgent'"),
+    )
+    # All refused: none changes what another reads.
+    finished, unknown, *results = wfe_at_once(
+        wfe,
+        ("priority", second, "5"),
+        ("priority", "no-such-task", "5"),
+        *[("priority", first, value) for value, _ in cases],
+    )
     assert finished.returncode == 1
     assert f"Error: task {second!r} is COMPLETED; only a PENDING or waiting task's" in (
         finished.stderr
     )
-    unknown = wfe("priority", "no-such-task", "5", check=False)
     assert unknown.returncode == 1 and "Error: unknown task 'no-such-task'" in unknown.stderr
-    for value, message in (
-        ("1001", "must be from -1000 to 1000, not 1001"),
-        ("urgent", "must be an integer from -1000 to 1000, not 'urgent'"),
-    ):
-        bad = wfe("priority", first, value, check=False)
-        assert bad.returncode == 2 and f"Error: Invalid value for N: {message}\n" in bad.stderr
+    for (value, message), bad in zip(cases, results, strict=True):
+        assert bad.returncode == 2, (value, bad.stderr)
+        assert f"Error: Invalid value for N: {message}\n" in bad.stderr
 
 
 def test_wfe_workflows_names_a_schedule_s_priority(wfe, tmp_path: Path) -> None:
