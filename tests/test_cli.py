@@ -141,7 +141,7 @@ def test_an_app_that_fails_to_import_is_named_with_its_line(wfe, tmp_path: Path)
         "engine.register_workflow('w', [Phase('a'), Phase('a')])\n"
     )
     (tmp_path / "dep_app.py").write_text("import json\nimport no_such_dependency\n")
-    for app, said in [
+    cases = [
         (
             "typo_app",
             "importing 'typo_app' failed: InvalidWorkflowError: "
@@ -151,13 +151,17 @@ def test_an_app_that_fails_to_import_is_named_with_its_line(wfe, tmp_path: Path)
             "dep_app",
             "cannot import 'dep_app': No module named 'no_such_dependency' (at {path}, line 2)",
         ),
-    ]:
-        result = wfe("worker", f"{app}:engine", check=False)
+    ]
+    *results, debug = wfe_at_once(
+        wfe,
+        *[("worker", f"{app}:engine") for app, _ in cases],
+        ("--log-level", "debug", "worker", "typo_app:engine"),
+    )
+    for (app, said), result in zip(cases, results, strict=True):
         path = tmp_path / f"{app}.py"
         assert result.returncode == 2
         assert result.stderr.endswith(said.format(path=path) + "\n"), result.stderr
         assert "Traceback" not in result.stderr
-    debug = wfe("--log-level", "debug", "worker", "typo_app:engine", check=False)
     assert "Traceback (most recent call last)" in debug.stderr
     assert f'File "{tmp_path / "typo_app.py"}", line 4' in debug.stderr
 
@@ -208,8 +212,9 @@ def test_an_explicit_store_beats_wfe_store(wfe, tmp_path: Path) -> None:
 def test_commands_on_stored_tasks_need_an_existing_store(wfe, tmp_path: Path) -> None:
     """A mistyped store path is an error, not an empty store created on the spot."""
     missing = tmp_path / "typo" / "wfe.db"
-    for args in (("tasks",), ("show", "x"), ("cancel", "x"), ("workflows",)):
-        result = wfe("--store", f"sqlite://{missing}", *args, check=False)
+    commands = (("tasks",), ("show", "x"), ("cancel", "x"), ("workflows",))
+    results = wfe_at_once(wfe, *[("--store", f"sqlite://{missing}", *c) for c in commands])
+    for args, result in zip(commands, results, strict=True):
         assert result.returncode == 1, args
         assert f"no store at {missing}" in result.stderr, (args, result.stderr)
     assert not missing.parent.exists()
@@ -228,8 +233,8 @@ def test_unusable_store_paths_and_broken_apps_get_one_line(wfe, tmp_path: Path) 
         (("worker", "factory_app:make"), "calling factory_app:make() failed: TypeError"),
         (("submit", "review", "--app", "raising_app:engine"), "Invalid value for --app"),
     ]
-    for args, message in cases:
-        result = wfe(*args, check=False)
+    results = wfe_at_once(wfe, *[args for args, _ in cases])
+    for (args, message), result in zip(cases, results, strict=True):
         assert result.returncode != 0, args
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr, args
@@ -731,14 +736,15 @@ def test_worker_exits_with_the_message_of_a_plugin_refusing_to_start(wfe) -> Non
 def test_arguments_in_another_encoding_get_one_line_errors(wfe) -> None:
     wfe("submit", "review", "--app", APP)
     latin1 = "caf\udce9"  # what Python makes of the bytes b"caf\xe9" in argv
-    for args, message in [
+    cases = [
         (["show", latin1], "Error: unknown task 'caf\\udce9'"),
         (["cancel", latin1], "Error: unknown task"),
         (["resume", latin1, "--text", "hi"], "Error: unknown task"),
         (["tasks", "--workflow", latin1], "is not UTF-8 text"),
         (["submit", "review", "--id", latin1], "is not Unicode text"),
-    ]:
-        result = wfe(*args, check=False)
+    ]
+    results = wfe_at_once(wfe, *[args for args, _ in cases])
+    for (args, message), result in zip(cases, results, strict=True):
         assert result.returncode in (1, 2) and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
 
@@ -1059,13 +1065,14 @@ def test_ui_without_the_dashboard_says_where_it_comes_from(wfe) -> None:
         why = ", installed but not loaded: WFE_LOAD_PLUGINS is empty"
     except importlib.metadata.PackageNotFoundError:
         why = "; install it (from a checkout of wfcore: pip install -e plugins/wfe_flaskui)"
-    for args in (("ui",), ("ui", "--port", "8000"), ("ui", "--help")):
-        result = wfe(*args, check=False)  # the fixture sets WFE_LOAD_PLUGINS empty
+    commands = (("ui",), ("ui", "--port", "8000"), ("ui", "--help"))
+    # The fixture sets WFE_LOAD_PLUGINS empty.
+    *results, other = wfe_at_once(wfe, *commands, ("nope",))
+    for result in results:
         assert result.returncode == 2
         assert result.stderr.endswith(
             f"Error: No such command 'ui': the dashboard is the separate wfe_flaskui package{why}\n"
         ), result.stderr
-    other = wfe("nope", check=False)
     assert other.returncode == 2
     # The fixture's empty WFE_LOAD_PLUGINS keeps out whatever plugins are installed.
     kept_out = "" if why.startswith(";") else " (plugins not loaded: WFE_LOAD_PLUGINS is empty"
