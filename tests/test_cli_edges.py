@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from core_util import wfe_at_once
 from test_cli import APP, _wait_for
 
 
@@ -24,16 +25,19 @@ def test_artifact_names_too_long_to_look_up_get_one_line(wfe, tmp_path: Path) ->
         (f"scan.txt={tmp_path / long}", f"--artifact: cannot read '{tmp_path / long}': {too_long}"),
         (str(tmp_path / long), f"--artifact: cannot read '{tmp_path / long}': {too_long}"),
     ]
-    for value, said in cases:
-        result = wfe("submit", "review", "--app", APP, "--artifact", value, check=False)
+    results = wfe_at_once(
+        wfe, *[("submit", "review", "--app", APP, "--artifact", value) for value, _ in cases]
+    )
+    for (value, said), result in zip(cases, results, strict=True):
         assert result.returncode == 2, (value, result.stderr)
         assert said in result.stderr and "Traceback" not in result.stderr, (value, result.stderr)
     assert not (tmp_path / "wfe.db").exists()  # nothing was submitted
 
 
 def test_worker_refuses_a_shutdown_timeout_that_is_not_a_number(wfe, tmp_path: Path) -> None:
-    for value in ("nan", "NaN"):
-        result = wfe("worker", APP, "--shutdown-timeout", value, "--until-idle", check=False)
+    values = ("nan", "NaN")
+    commands = [("worker", APP, "--shutdown-timeout", value, "--until-idle") for value in values]
+    for result in wfe_at_once(wfe, *commands):
         assert result.returncode == 2, result.stderr
         assert result.stderr.endswith(
             "Error: Invalid value for --shutdown-timeout: nan is not a number of seconds "
@@ -46,12 +50,12 @@ def test_purge_names_an_unknown_workflow_as_tasks_does(wfe) -> None:
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
     wfe("cancel", task_id)
     purge = ("purge", "--older-than", "0", "--workflow")
-    for args in (
+    typos = (
         ("tasks", "--workflow", "reveiw"),
         (*purge, "reveiw", "--dry-run"),
         (*purge, "reveiw"),
-    ):
-        result = wfe(*args, check=False)
+    )
+    for args, result in zip(typos, wfe_at_once(wfe, *typos), strict=True):
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert result.stderr == "Error: unknown workflow 'reveiw' (known: review)\n", args
     assert wfe(*purge, "review", "--dry-run").stdout.startswith("would delete 1 ")
@@ -225,14 +229,14 @@ def test_an_empty_store_option_is_refused(wfe, tmp_path: Path) -> None:
         "Error: --store is empty (an unset variable?): give a store URL, or leave --store "
         "out for WFE_STORE or the default\n"
     )
-    for args in (
+    commands = (
         ("--store", "", "submit", "review", "--app", APP),
         ("submit", "review", "--app", APP, "--store", ""),
         ("--store", "", "tasks"),
         ("--store", " ", "tasks"),
         ("worker", APP, "--store", "", "--until-idle"),
-    ):
-        result = wfe(*args, check=False)
+    )
+    for args, result in zip(commands, wfe_at_once(wfe, *commands), strict=True):
         assert (result.returncode, result.stderr) == (2, said), args
     assert not (tmp_path / ".wfe").exists() and not (tmp_path / "wfe.db").exists()
     blank = wfe("tasks", env=dict(wfe.env, WFE_STORE="  "), check=False)
@@ -261,8 +265,10 @@ def test_help_names_each_value_as_the_readme_does(wfe) -> None:
         ("resume",): ["--output JSON ", "--phase NAME "],
         ("plugins",): ["--hook NAME "],
     }
-    for command, options in expected.items():
-        helped = wfe(*command, "--help").stdout
+    runs = wfe_at_once(wfe, *[(*command, "--help") for command in expected])
+    for (command, options), run in zip(expected.items(), runs, strict=True):
+        assert run.returncode == 0, (command, run.stderr)
+        helped = run.stdout
         for option in options:
             assert f"  {option}" in helped, (command, option, helped)
         assert " TEXT " not in helped.replace("--text TEXT ", ""), (command, helped)
@@ -273,16 +279,20 @@ def test_an_app_named_by_its_file_gets_the_module_name_to_use(wfe, tmp_path: Pat
     (tmp_path / "apps").mkdir()
     (tmp_path / "apps" / "billing.py").write_text("engine = None\n")
     hint = "(MODULE is a module's dotted name, not a file: apps.billing:engine)\n"
-    for spec in ("apps/billing.py:engine", "./apps/billing.py:engine", "apps.billing.py:engine"):
-        result = wfe("worker", spec, check=False)
+    specs = ("apps/billing.py:engine", "./apps/billing.py:engine", "apps.billing.py:engine")
+    *results, tasks, unknown = wfe_at_once(
+        wfe,
+        *[("worker", spec) for spec in specs],
+        ("tasks", "--app", "apps/billing.py:engine"),
+        ("worker", "nosuch:engine"),  # a module name: no hint
+    )
+    for spec, result in zip(specs, results, strict=True):
         assert result.returncode == 2, spec
         assert result.stderr.startswith("Usage: wfe worker") and result.stderr.endswith(hint), (
             spec,
             result.stderr,
         )
-    tasks = wfe("tasks", "--app", "apps/billing.py:engine", check=False)
     assert tasks.returncode == 2 and tasks.stderr.endswith(hint), tasks.stderr
-    unknown = wfe("worker", "nosuch:engine", check=False)  # a module name: no hint
     assert unknown.stderr.endswith("cannot import 'nosuch': No module named 'nosuch'\n")
 
 
