@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core_util import stored_task, wfe_at_once
 from test_cli import APP
 
 
@@ -35,8 +36,9 @@ def test_a_spec_the_worker_would_fail_is_refused_at_submit(wfe, tmp_path: Path) 
             "phases[0].input_schema: 'pattern' is not allowed in a workflow defined at run time",
         ),
     ]
-    for spec, message in cases:
-        refused = _define(wfe, spec)
+    define = ("submit", "-", "--classification", "define_workflow", "--data")
+    results = wfe_at_once(wfe, *[(*define, json.dumps(spec)) for spec, _ in cases])
+    for (spec, message), refused in zip(cases, results, strict=True):
         assert refused.returncode == 2, (spec, refused.stderr)
         assert refused.stderr.splitlines()[-1].startswith("Error: Invalid value for --data: ")
         assert message in refused.stderr, (spec, refused.stderr)
@@ -48,15 +50,18 @@ def test_a_spec_for_a_name_taken_by_another_workflow_is_refused(wfe) -> None:
     first = {"name": "intake", "phases": [{"target_classification": "p", "assigned_to": "human"}]}
     defined = _define(wfe, first).stdout.strip()
     wfe("worker", APP, "--until-idle", "--quiet")
-    assert json.loads(wfe("show", defined, "--json").stdout)["workflow_name"] == "intake"
+    assert stored_task(wfe.env["WFE_STORE"], defined).workflow_name == "intake"
     before = wfe("tasks", "--json").stdout
 
     changed = {**first, "phases": [{"target_classification": "q", "assigned_to": "human"}]}
-    for spec, taken, args in (
+    cases = (
         (changed, "intake", ()),  # defined at run time earlier
         ({**changed, "name": "review"}, "review", ("--app", APP)),  # the app's own
-    ):
-        refused = _define(wfe, spec, *args)
+    )
+    define = ("submit", "-", "--classification", "define_workflow", "--data")
+    # Both refused: neither stores anything the other reads.
+    results = wfe_at_once(wfe, *[(*define, json.dumps(spec), *args) for spec, _, args in cases])
+    for (_, taken, _), refused in zip(cases, results, strict=True):
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.endswith(
             f"Error: a different workflow named {taken!r} exists already; define this one "

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core_util import wfe_at_once
 from test_cli import APP
 
 
@@ -34,8 +35,8 @@ def test_a_plugin_failing_to_contribute_is_one_line_on_store_commands(wfe, tmp_p
         "@hookimpl\ndef wfe_register_handlers(register):\n"
         "    raise RuntimeError('register boom')\n",
     )
-    for args in (("status",), ("tasks",), ("show", "x"), ("workflows",), ("submit", "review")):
-        result = wfe(*args, env=env, check=False)
+    commands = (("status",), ("tasks",), ("show", "x"), ("workflows",), ("submit", "review"))
+    for args, result in zip(commands, wfe_at_once(wfe, *commands, env=env), strict=True):
         assert result.returncode == 1, args
         assert result.stderr == (
             "Error: plugin 'broken' failed in wfe_register_handlers: RuntimeError: register boom\n"
