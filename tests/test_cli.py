@@ -374,14 +374,22 @@ def test_worker_stops_cleanly_on_sigterm_and_hands_work_back(wfe, tmp_path: Path
 
 
 def test_plugins_command_and_a_plugin_adding_a_command(wfe, tmp_path: Path) -> None:
-    listed = wfe("plugins", "--all").stdout
+    *runs, misspelled = wfe_at_once(
+        wfe,
+        ("plugins", "--all"),
+        ("plugins", "--all", "--hook", "wfe_open_store", "--json"),
+        ("plugins",),
+        ("plugins", "--hook", "wfe_classify"),
+        ("plugins", "--hook", "wfe_clasify"),
+    )
+    assert [run.returncode for run in runs] == [0] * 4, [run.stderr for run in runs]
+    listed, stores_json, none, classify = (run.stdout for run in runs)
     assert "wfcore.adapters" in listed and "wfe_register_adapters" in listed
-    stores = json.loads(wfe("plugins", "--all", "--hook", "wfe_open_store", "--json").stdout)
+    stores = json.loads(stores_json)
     assert sorted(p["name"] for p in stores) == ["wfcore.stores.memory", "wfcore.stores.sqlite"]
-    none = wfe("plugins").stdout  # the fixture sets WFE_LOAD_PLUGINS empty
+    # The fixture sets WFE_LOAD_PLUGINS empty.
     assert none.startswith(("no plugins installed", "no plugins loaded: WFE_LOAD_PLUGINS is empty"))
-    assert "no plugins implement wfe_classify" in wfe("plugins", "--hook", "wfe_classify").stdout
-    misspelled = wfe("plugins", "--hook", "wfe_clasify", check=False)
+    assert "no plugins implement wfe_classify" in classify
     assert misspelled.returncode == 2
     assert "no hook named 'wfe_clasify'" in misspelled.stderr
     assert "wfe_classify" in misspelled.stderr
@@ -439,7 +447,9 @@ def test_show_and_json_keep_non_ascii_text_as_is(wfe) -> None:
 
 
 def test_help_lists_every_command(wfe) -> None:
-    out = wfe("--help").stdout
+    runs = wfe_at_once(wfe, ("--help",), ("worker", "--help"))
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+    out, worker_help = (run.stdout for run in runs)
     for command in (
         "worker",
         "submit",
@@ -452,18 +462,14 @@ def test_help_lists_every_command(wfe) -> None:
         "wait",
     ):
         assert command in out
-    assert "MODULE:ATTR" in wfe("worker", "--help").stdout
+    assert "MODULE:ATTR" in worker_help
 
 
 def test_worker_processes_share_the_store_and_stop_together(wfe, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     env = dict(wfe.env, CLI_APP_GATE=str(gate))
-    ids = [
-        wfe(
-            "submit", "review", "--app", APP, "--data", json.dumps({"n": n, "wait": True})
-        ).stdout.strip()
-        for n in (1, 2)
-    ]
+    datas = [{"n": n, "wait": True} for n in (1, 2)]
+    ids = submit_with_app(APP, "review", datas, env=wfe.env, cwd=tmp_path)
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "wfcore.cli", "worker", APP, "-p", "2", "--concurrency", "1"],
         cwd=tmp_path,

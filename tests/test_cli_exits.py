@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from core_util import submit_with_app
 from test_cli import APP, _wait_for
 
 
@@ -84,13 +85,8 @@ def test_ctrl_c_on_wait_exits_130(wfe, tmp_path) -> None:
 
 def _gated(wfe, tmp_path: Path, count: int) -> tuple[Path, list[str]]:
     gate = tmp_path / "gate"
-    ids = [
-        wfe(
-            "submit", "review", "--app", APP, "--data", json.dumps({"n": n, "wait": True})
-        ).stdout.strip()
-        for n in range(count)
-    ]  # fmt: skip
-    return gate, ids
+    datas = [{"n": n, "wait": True} for n in range(count)]
+    return gate, submit_with_app(APP, "review", datas, env=wfe.env, cwd=tmp_path)
 
 
 def _running_pids(gate: Path, ids: list[str]) -> set[int] | None:

@@ -6,7 +6,7 @@ import re
 import socket
 from pathlib import Path
 
-from core_util import background_wfe, free_port, http_get
+from core_util import background_wfe, free_port, http_get, submit_with_app
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import _wait_for
 
@@ -27,8 +27,7 @@ def _completed(url: str) -> float | None:
 
 
 def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:
-    for _ in range(2):
-        wfe("submit", "left", "--app", APP)
+    submit_with_app(APP, "left", [None, None], env=wfe.env, cwd=tmp_path)
     port = free_port()
     log = tmp_path / "worker.err"
     args = ["worker", APP, "--metrics", str(port)]

@@ -198,11 +198,11 @@ def test_tasks_of_an_unknown_workflow_and_a_start_in_the_past(wfe) -> None:
     assert "runs after" not in wfe("tasks").stdout
 
 
-def test_resume_cancel_and_retry_say_who_did_it(wfe) -> None:
+def test_resume_cancel_and_retry_say_who_did_it(wfe, tmp_path: Path) -> None:
     import getpass
 
-    first = wfe("submit", "review", "--app", APP, "--data", '{"n": 1}').stdout.strip()
-    second = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
+    datas = [{"n": 1}, {"n": 2}]
+    first, second = submit_with_app(APP, "review", datas, env=wfe.env, cwd=tmp_path)
     wfe("worker", APP, "--until-idle", "--quiet")
     wfe("resume", first, "--output", '{"ok": true}', "--by", "alice")
     assert "by=alice" in wfe("show", first).stdout
