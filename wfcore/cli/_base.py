@@ -12,12 +12,13 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import sysconfig
 import time
 import traceback
 import unicodedata
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar, TextIO, TypeVar
@@ -331,16 +332,68 @@ def _run(coro: Coroutine[Any, Any, _T], invalid_input: tuple[type[WorkflowError]
     """Run a command's coroutine; a WorkflowError is the one-line Error (exit 1, or
     2 for one of ``invalid_input``: the command line named something that is not)."""
     try:
-        return asyncio.run(coro)
+        return _run_interruptible(coro)
     except invalid_input as exc:
         raise _InputError(str(exc)) from None
     except WorkflowError as exc:
         raise _workflow_error(exc) from None
     finally:
-        # Ctrl-C as asyncio.run sets up its loop leaves the coroutine never started:
-        # closed, Python does not warn at exit that it was never awaited ("wfe:
-        # interrupted" is all a person sees). A coroutine that ran is closed already.
-        coro.close()
+        _close_unstarted(coro)
+
+
+def _run_interruptible(coro: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(coro)``, where Ctrl-C at any moment is a KeyboardInterrupt
+    ("wfe: interrupted", exit 130), never a traceback."""
+    if sys.version_info < (3, 11):  # no asyncio.Runner: asyncio.run's own ways
+        return asyncio.run(coro)
+    try:
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            return runner.run(coro)
+    except asyncio.CancelledError:
+        # Ctrl-C after the runner made its task but before the task started: the
+        # runner cancels the task and lets the cancellation out.
+        raise KeyboardInterrupt from None
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    with _sigint_held():
+        return _CommandLoop()
+
+
+class _CommandLoop(asyncio.SelectorEventLoop):
+    """The event loop of a command: Ctrl-C is held back while it is made or closed.
+    Pressed inside either, it would leave half a loop, whose garbage collection
+    prints a traceback ('_UnixSelectorEventLoop' object has no attribute '_ssock')."""
+
+    def close(self) -> None:
+        with _sigint_held():
+            super().close()
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT waits (it arrives once the block ends) where the system can hold it."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _close_unstarted(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close a command's coroutine that Ctrl-C kept from starting, and the
+    coroutines it was given (``_closing(engine, wait())``): else Python warns at
+    exit that they were never awaited, where "wfe: interrupted" is all a person
+    should see. A coroutine that ran is closed already."""
+    frame = getattr(coro, "cr_frame", None)
+    if frame is not None and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        for value in frame.f_locals.values():
+            if inspect.iscoroutine(value):
+                value.close()
+    coro.close()
 
 
 def _workflow_error(exc: WorkflowError) -> click.ClickException:
