@@ -39,7 +39,6 @@ __all__ = [
     "stored_status",
     "stored_task",
     "submit_with_app",
-    "submit_with_app_from_stdin",
     "wait_for",
     "wait_for_status",
     "wait_until",
@@ -216,7 +215,7 @@ engine = getattr(importlib.import_module(module), attr or "engine")
 
 async def main():
     ids = []
-    for data in json.loads(sys.argv[4]):
+    for data in json.load(sys.stdin):
         ids.append((await engine.submit_task(data, sys.argv[2], None, sys.argv[3])).id)
     await engine.aclose()
     print(json.dumps(ids))
@@ -240,36 +239,11 @@ def submit_with_app(
 
     What ``wfe submit WORKFLOW --app APP --data ...`` does once per task, in one
     process for them all: for tests about what workers do with the tasks, where a
-    process started for each task would only add its start-up time.
+    process started for each task would only add its start-up time. The data go on
+    the process's stdin, which takes more than one argument may hold (128 KiB).
     """
     done = subprocess.run(
-        [sys.executable, "-c", _SUBMIT_WITH_APP, app, workflow, assigned_to, json.dumps(datas)],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    ids: list[str] = json.loads(done.stdout)
-    return ids
-
-
-def submit_with_app_from_stdin(
-    app: str,
-    workflow: str,
-    datas: Sequence[Any],
-    *,
-    env: Mapping[str, str],
-    cwd: Path,
-    assigned_to: str = "ai",
-) -> list[str]:
-    """:func:`submit_with_app`, with ``datas`` given to the process on its stdin
-    rather than as an argument: for data larger than one argument may be (128 KiB
-    on Linux)."""
-    script = _SUBMIT_WITH_APP.replace("json.loads(sys.argv[4])", "json.load(sys.stdin)")
-    done = subprocess.run(
-        [sys.executable, "-c", script, app, workflow, assigned_to],
+        [sys.executable, "-c", _SUBMIT_WITH_APP, app, workflow, assigned_to],
         input=json.dumps(datas),
         env=env,
         cwd=cwd,

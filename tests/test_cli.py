@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from core_util import stored_status, submit_with_app, submit_with_app_from_stdin, wfe_at_once
+from core_util import stored_status, submit_with_app, wfe_at_once
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "review_app:engine"
@@ -579,7 +579,7 @@ def test_purge_deletes_finished_tasks_older_than_asked(wfe, tmp_path: Path) -> N
 def test_purge_compact_gives_the_space_back(wfe, tmp_path) -> None:
     app = "split_app:engine"
     big = {"blob": "x" * 200_000}
-    submit_with_app_from_stdin(app, "left", [big] * 10, env=wfe.env, cwd=tmp_path)
+    submit_with_app(app, "left", [big] * 10, env=wfe.env, cwd=tmp_path)
     wfe("worker", app, "--until-idle", "--quiet")
     db = tmp_path / "wfe.db"
     before = db.stat().st_size
