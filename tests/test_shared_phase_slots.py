@@ -155,6 +155,9 @@ def test_a_task_cancelled_while_it_waits_for_the_stores_slot_never_starts(
         running_b = asyncio.create_task(b.run())
         await wait_for(lambda: b.waiting_for_slots == 1, what="b's task to wait")
         await other.cancel(second.id)
+        # At its next ask the store says the lease is gone: b lets the task go at
+        # once, not at its next lease renewal (a third of lease_seconds, 10 s).
+        await wait_for(lambda: b.active_count == 0, 5, "b to let the cancelled task go")
         overlap.gate.set()  # a's phase ends and frees the slot
         await a.wait_for_task(first.id, timeout=10)
         # b asks again: it starts the phase (the defect) or is refused, its place

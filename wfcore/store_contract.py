@@ -1027,6 +1027,11 @@ class StoreContract:
         [mine] = await second.claim("live-worker", 1, 30)
         assert not await second.take_phase_slot(mine.id, "live-worker", "w", "p", 1, 0)
         await second.release_dead_leases(["dead-worker"])
+        gone = await second.take_phase_slot("task-1", "dead-worker", "w", "p", 1, 0)
+        assert gone is None, (
+            f"take_phase_slot returned {gone!r} for a task whose lease its owner no longer "
+            "holds: None, so that the worker stops waiting for a slot it can never use"
+        )
         assert await second.take_phase_slot(mine.id, "live-worker", "w", "p", 1, 0), (
             "a slot held by a task whose lease is gone (its worker died) still counted"
         )

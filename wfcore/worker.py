@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
@@ -720,13 +720,18 @@ class Worker:
         had. Asked only of a task that had to wait, so the fast path stays free."""
         held = await store.renew(self._engine.worker_id, [task.id], self._engine.lease_seconds)
         if task.id not in held:
-            logger.info(
-                "task %s: changed elsewhere (cancelled or taken over) while it waited for "
-                "a phase slot; not started",
-                task.id,
-            )
-            self._lost.add(task.id)
-            raise _LeaseLost
+            self._lost_while_waiting(task)
+
+    def _lost_while_waiting(self, task: Task) -> NoReturn:
+        """A task cancelled or taken over while it waited for a phase slot: its phase
+        must not start, and its worker lets it go."""
+        logger.info(
+            "task %s: changed elsewhere (cancelled or taken over) while it waited for "
+            "a phase slot; not started",
+            task.id,
+        )
+        self._lost.add(task.id)
+        raise _LeaseLost
 
     async def _take_shared_slot(
         self, store: Store, task: Task, spec: WorkflowSpec, phase: Phase, slot: Slot
@@ -741,9 +746,13 @@ class Worker:
         started = loop.time()
         pause = _SHARED_SLOT_FIRST_PAUSE
         key = (spec.name, phase.target_classification)
-        while not await store.take_phase_slot(
-            task.id, self._engine.worker_id, *key, phase.max_concurrency, task.priority
+        while not (
+            taken := await store.take_phase_slot(
+                task.id, self._engine.worker_id, *key, phase.max_concurrency, task.priority
+            )
         ):
+            if taken is None:
+                self._lost_while_waiting(task)
             if self._stopping or self._stop_asked is None:
                 return False
             freed = self._shared_freed.get(key)

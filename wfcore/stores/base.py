@@ -403,9 +403,10 @@ class Store(abc.ABC):
 
     async def take_phase_slot(
         self, task_id: str, owner: str, workflow: str, phase: str, limit: int, priority: int
-    ) -> bool:
+    ) -> bool | None:
         """Give the task a slot of ``phase`` of ``workflow``, which at most ``limit``
-        tasks may hold at once, across processes; True if it has one now.
+        tasks may hold at once, across processes; True if it has one now, False if
+        it waits in line, None if ``owner`` no longer holds the task's lease.
 
         Called by a worker holding the task's lease (``owner``) before the phase
         runs, and again (with a pause) while it returns False. A task that asked and
@@ -415,9 +416,11 @@ class Store(abc.ABC):
         place in line counts only while its task's lease is held by the owner that
         asked and has not expired: a worker that dies, or a task cancelled or handed
         back, frees it without a release; so a task whose lease ``owner`` no longer
-        holds (cancelled or taken over while it waited) gets none: False, and its
-        phase does not start. Asking again for a task that holds a slot (the same
-        phase again) keeps it. Atomic across processes, like a claim.
+        holds (cancelled or taken over while it waited) gets none: None, and its
+        worker stops waiting at once and does not start its phase (a store that
+        answers False instead keeps it waiting until its next lease renewal).
+        Asking again for a task that holds a slot (the same phase again) keeps it.
+        Atomic across processes, like a claim.
 
         Called only when :attr:`shares_phase_slots` is True; this default raises
         StoreError.

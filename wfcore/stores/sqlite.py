@@ -1471,10 +1471,10 @@ class SQLiteStore(Store):
 
     async def take_phase_slot(
         self, task_id: str, owner: str, workflow: str, phase: str, limit: int, priority: int
-    ) -> bool:
+    ) -> bool | None:
         await self._make_slots_table()
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: sqlite3.Connection) -> bool | None:
             now = time.time()
             # A task whose lease this owner no longer holds (cancelled, or taken
             # over, while it waited in line) gets no slot: its phase must not start,
@@ -1487,7 +1487,7 @@ class SQLiteStore(Store):
                 conn.execute(
                     "DELETE FROM phase_slots WHERE task_id = ? AND owner = ?", (task_id, owner)
                 )
-                return False
+                return None
             rows = conn.execute(_PHASE_SLOT_HOLDERS, (now, workflow, phase)).fetchall()
             stale = [(row[0],) for row in rows if not row[4] and row[0] != task_id]
             if stale:
