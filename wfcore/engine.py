@@ -35,6 +35,7 @@ from .artifacts import (
     write_submitted_files,
 )
 from .errors import (
+    LONGEST_WAIT,
     ArtifactError,
     InvalidOutputError,
     InvalidTaskError,
@@ -1752,7 +1753,7 @@ def _start_time(value: Any) -> datetime | None:
                 f"run_after: {value.isoformat()} is out of range (in UTC it is before year 1 "
                 "or after year 9999)"
             ) from None
-        if when > utcnow() + timedelta(seconds=_MAX_SECONDS):
+        if when > utcnow() + timedelta(seconds=LONGEST_WAIT):
             raise InvalidTaskError(f"run_after: {value.isoformat()} is more than 100 years away")
         return when
     if isinstance(value, timedelta):
@@ -1765,7 +1766,6 @@ def _start_time(value: Any) -> datetime | None:
     return utcnow() + timedelta(seconds=_seconds(value, "run_after"))
 
 
-_MAX_SECONDS = 100 * 365 * 86400
 # wait_for_task reads an unchanging task at least this often (seconds).
 _SLOWEST_LOOK = 1.0
 _MAX_LIMIT = 2**62
@@ -1775,7 +1775,7 @@ def _seconds(value: Any, what: str) -> float:
     """A delay in seconds, from 0 to 100 years (datetimes cannot go much further)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidTaskError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity
+    if not 0 <= value <= LONGEST_WAIT:  # also refuses NaN and infinity
         raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
     return float(value)
 
@@ -1815,7 +1815,7 @@ def _wait_timeout(value: Any) -> float | None:
         raise TypeError(
             f"timeout must be a number of seconds or a timedelta, not {type(value).__name__}"
         )
-    if not 0 <= value <= _MAX_SECONDS:  # also refuses NaN and infinity (None waits for ever)
+    if not 0 <= value <= LONGEST_WAIT:  # also refuses NaN and infinity (None waits for ever)
         raise ValueError(f"timeout must be 0 to 100 years of seconds, not {value!r}")
     return float(value)
 

@@ -26,6 +26,11 @@ __all__ = [
 ]
 
 
+#: Seconds in 100 years: the furthest off anything in wfcore waits for (a delayed
+#: start, a retry's backoff, a RetryLater), which a date can still hold.
+LONGEST_WAIT = 100 * 365 * 86400.0
+
+
 class WorkflowError(Exception):
     """Base class of every error wfcore raises on purpose.
 
@@ -165,9 +170,9 @@ class RetryLater(WorkflowError):
     def __init__(self, message: str = "", *, after: float) -> None:
         if isinstance(after, bool) or not isinstance(after, (int, float)):
             raise TypeError(f"RetryLater: after must be a number of seconds, not {after!r}")
-        if not 0 <= after <= _LONGEST_RETRY_AFTER:
+        if not 0 <= after <= LONGEST_WAIT:
             raise ValueError(
-                f"RetryLater: after must be 0 to {_LONGEST_RETRY_AFTER:.0f} seconds (100 "
+                f"RetryLater: after must be 0 to {LONGEST_WAIT:.0f} seconds (100 "
                 f"years), not {after!r}"
             )
         self.after = float(after)
@@ -180,10 +185,6 @@ class RetryLater(WorkflowError):
 
 def _retry_later(message: str, after: float) -> RetryLater:
     return RetryLater(message, after=after)
-
-
-# A date a century away is the furthest any wait in wfcore goes.
-_LONGEST_RETRY_AFTER = 100 * 365 * 86400.0
 
 
 class StoreError(WorkflowError):

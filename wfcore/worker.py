@@ -33,6 +33,7 @@ from ._wakeup import call_in, running_loop, wake
 from .artifacts import check_artifact_name, remove_artifact_dirs, task_artifact_dir
 from .command import remove_stale_workdirs
 from .errors import (
+    LONGEST_WAIT,
     AdapterError,
     ArtifactError,
     CommandError,
@@ -1586,14 +1587,13 @@ def _json_fields_problem(task: Task) -> str | None:
 # The longest wait between two attempts, unless retry_delay itself is longer: the
 # doubling would otherwise wait years by the 30th attempt, and overflow the dates.
 _MAX_BACKOFF = 86400.0
-_MAX_WAIT = 100 * 365 * 86400.0
 
 
 def _backoff(retry_delay: float, attempt: int) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (from 1):
     ``retry_delay * 2 ** (attempt - 1)``, at most a day (or ``retry_delay``)."""
     # A retry_delay of centuries is cut to a century, which a date can still hold.
-    longest = min(max(retry_delay, _MAX_BACKOFF), _MAX_WAIT)
+    longest = min(max(retry_delay, _MAX_BACKOFF), LONGEST_WAIT)
     # The exponent is bounded first: 2 ** 1100 is no float.
     return min(retry_delay * 2.0 ** min(attempt - 1, 64), longest)
 

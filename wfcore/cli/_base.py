@@ -25,8 +25,9 @@ from typing import Any, ClassVar, TextIO, TypeVar
 
 import click
 
-from ..engine import _MAX_SECONDS, ECSWorkflowEngine
+from ..engine import ECSWorkflowEngine
 from ..errors import (
+    LONGEST_WAIT,
     InvalidOutputError,
     WorkflowError,
 )
@@ -916,7 +917,7 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
     # before a store is opened (or made, and removed again).
     if delay is not None:
         seconds = _parse_age(delay, "--delay", "a duration")
-        if seconds > _MAX_SECONDS:
+        if seconds > LONGEST_WAIT:
             raise click.BadParameter(f"{delay!r} is more than 100 years", param_hint="--delay")
         return seconds
     if at is None:
@@ -925,7 +926,7 @@ def _start_option(delay: str | None, at: str | None) -> float | datetime | None:
         when = parse_time(at)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
-    if when - datetime.now(timezone.utc) > timedelta(seconds=_MAX_SECONDS):
+    if when - datetime.now(timezone.utc) > timedelta(seconds=LONGEST_WAIT):
         raise click.BadParameter(f"{at!r} is more than 100 years away", param_hint="--at")
     if when <= datetime.now(timezone.utc):
         click.echo(f"wfe: --at {at} is in the past: the task starts now", err=True)

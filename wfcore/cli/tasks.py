@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from ..engine import _MAX_SECONDS, ECSWorkflowEngine
+from ..engine import ECSWorkflowEngine
 from ..errors import (
+    LONGEST_WAIT,
     InvalidTaskError,
     StoreError,
     UnknownTaskError,
@@ -391,7 +392,7 @@ def wait(
       wfe wait "$id" --timeout 10m
     """
     seconds = None if timeout is None else _parse_age(timeout, "--timeout", "a duration")
-    if seconds is not None and seconds > _MAX_SECONDS:
+    if seconds is not None and seconds > LONGEST_WAIT:
         raise click.BadParameter(f"{timeout!r} is more than 100 years", param_hint="--timeout")
     engine = _engine(ctx, store, existing=True, reading=True)
 

@@ -158,9 +158,7 @@ def test_errors_the_sdk_does_not_retry_say_why(openai_server, wfe_engine_factory
     )
 
 
-def test_the_next_attempt_waits_the_retry_after_the_sdk_did_not(
-    openai_server, wfe_engine, wfe_run
-):
+def test_the_next_attempt_waits_the_retry_after_the_sdk_did_not(openai_server, wfe_engine, wfe_run):
     """A rate limit whose wait is too long for the SDK is waited out by the engine:
     the phase's next attempt is scheduled no sooner than the server asked."""
     openai_server.error(429, "Rate limit reached", retry_after="600")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from wfcore import AdapterError, PermanentError, RetryLater, WorkflowError
+from wfcore.errors import LONGEST_WAIT
 
 from .records import _short
 
@@ -135,9 +136,6 @@ def _headers(exc: Any) -> Mapping[str, str]:
 # refused or not allowed, a model or a URL that does not exist.
 _PERMANENT_STATUSES = frozenset({401, 403, 404})
 
-# The longest wait RetryLater takes (100 years); a server's is cut to it.
-_LONGEST_WAIT = 100 * 365 * 86400.0
-
 
 def _failure(exc: Exception, client: Any, reason: str) -> WorkflowError:
     """The error an attempt fails with, ``reason`` its message: PermanentError when
@@ -159,7 +157,7 @@ def _failure(exc: Exception, client: Any, reason: str) -> WorkflowError:
             and headers.get("x-should-retry") != "false"
             and not _sdk_retried(exc, client)
         ):
-            return RetryLater(reason, after=min(wait, _LONGEST_WAIT))
+            return RetryLater(reason, after=min(wait, LONGEST_WAIT))
     return AdapterError(reason)
 
 
