@@ -34,6 +34,7 @@ __all__ = [
     "free_port",
     "http_get",
     "pid_alive",
+    "run_pytest",
     "run_task",
     "store_error_with_its_folder_gone",
     "stored_status",
@@ -185,6 +186,18 @@ def end_process(proc: subprocess.Popen[Any]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+
+
+def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run pytest on the tests in ``folder`` (``args``: node ids, ``-k ...``) in a
+    process of its own, as a plugin's author would: its output, whatever the outcome."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @contextlib.contextmanager

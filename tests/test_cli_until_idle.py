@@ -4,10 +4,9 @@ are left once it has run what was due."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from core_util import background_wfe
 from test_cli import APP, _wait_for
 
 
@@ -15,18 +14,10 @@ def test_a_quiet_worker_says_it_waits_for_delayed_tasks_after_its_work(wfe, tmp_
     wfe("submit", "review", "--app", APP, "--data", '{"n": 1}', "--at", "2099-12-01T08:00:00Z")
     due = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
     log = tmp_path / "worker.log"
-    with open(log, "w") as err:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "wfcore.cli", "worker", APP, "--until-idle", "--quiet"],
-            cwd=tmp_path,
-            env=wfe.env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
+    args = ("worker", APP, "--until-idle", "--quiet")
+    with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
         # A task was due as it started: no note then, one once it has run it.
         note = _wait_for(lambda: (text := log.read_text()).endswith("\n") and text, what="the note")
-    finally:
         worker.terminate()
         assert worker.wait(timeout=30) == 0
     assert note == (

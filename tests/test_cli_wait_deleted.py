@@ -4,25 +4,17 @@ that the id it was given is unknown."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
+from core_util import background_wfe
 from test_cli import APP, _wait_for
 
 
 def test_wait_on_a_task_deleted_meanwhile_says_it_was_deleted(wfe, tmp_path: Path) -> None:
     task_id = wfe("submit", "review", "--app", APP, "--delay", "1h").stdout.strip()
     log = tmp_path / "wait.log"
-    with open(log, "w") as err:
-        waiting = subprocess.Popen(
-            [sys.executable, "-m", "wfcore.cli", "wait", task_id, "--timeout", "60s"],
-            cwd=tmp_path,
-            env=wfe.env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
+    args = ("wait", task_id, "--timeout", "60s")
+    with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as waiting:
         _wait_for(lambda: "this waits until then" in log.read_text(), what="the wait's note")
         # What wfe purge does to a finished task, at once, so that no poll of the
         # wait sees the task finished first.
@@ -30,9 +22,6 @@ def test_wait_on_a_task_deleted_meanwhile_says_it_was_deleted(wfe, tmp_path: Pat
             db.execute("DELETE FROM history_parts WHERE task_id = ?", (task_id,))
             db.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
         assert waiting.wait(timeout=30) == 1
-    finally:
-        waiting.kill()
-        waiting.wait()
     assert log.read_text().splitlines()[-1] == (
         f"Error: task {task_id!r} was deleted while this waited for it: it finished and "
         "was purged (wfe purge) before this saw how; wfe wait cannot tell how it ended now"

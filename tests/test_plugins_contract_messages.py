@@ -6,9 +6,9 @@ what to do, not just ``assert True is False``."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from core_util import run_pytest
 
 _PLUGIN_TESTS = '''
 import pytest
@@ -133,13 +133,7 @@ _SAID = {
 def test_a_careless_store_is_told_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "test_always_writes.py").write_text(_PLUGIN_TESTS)
     nodes = [f"test_always_writes.py::{test}" for test in _SAID]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *nodes],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(tmp_path, *nodes)
     failed = re.findall(r"^FAILED test_always_writes.py::(\w+::\w+)", done.stdout, re.M)
     assert sorted(failed) == sorted(_SAID), done.stdout + done.stderr
     out = " ".join(done.stdout.split())
@@ -177,21 +171,10 @@ def test_a_test_class_set_up_wrong_is_told_how(tmp_path: Path) -> None:
     the contract's tests."""
     (tmp_path / "test_setup.py").write_text(_SETUP_MISTAKES)
     test = "test_the_artifacts_folder_is_an_absolute_path"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            f"test_setup.py::TestPluginsNotAList::{test}",
-            f"test_setup.py::TestPluginsForgotten::{test}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_pytest(
+        tmp_path,
+        f"test_setup.py::TestPluginsNotAList::{test}",
+        f"test_setup.py::TestPluginsForgotten::{test}",
     )
     assert done.stdout.count("FAILED") == 2, done.stdout + done.stderr
     out = " ".join(done.stdout.split())

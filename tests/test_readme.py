@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from core_util import run_pytest
 
 import wfcore.hookspecs
 
@@ -46,13 +47,7 @@ def test_the_example_runs_as_printed(tmp_path: Path) -> None:
 def test_the_plugin_testing_example_passes(tmp_path: Path) -> None:
     code = next(block for block in _code_blocks("python") if "def test_shout" in block)
     (tmp_path / "test_shout.py").write_text(code)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_pytest(tmp_path, str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
 

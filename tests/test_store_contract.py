@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from core_util import run_pytest
 
 from wfcore import hookimpl
 from wfcore.hookspecs import RegisterWorkflow
@@ -89,13 +88,7 @@ class TestSharesItsTasks(TestForgetsUpdatedAt):
 def test_the_contract_catches_stores_that_break_it(tmp_path: Path) -> None:
     # Third-party stores written carelessly: the contract must say what is wrong.
     (tmp_path / "test_careless.py").write_text(_CARELESS_STORES)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_careless.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(tmp_path, "test_careless.py")
     assert done.returncode == 1, done.stdout + done.stderr
     failed = re.findall(r"^FAILED test_careless.py::(\w+::\w+)", done.stdout, re.M)
     assert sorted(failed) == [
@@ -160,13 +153,7 @@ class TestHonest(TestBoastful):
 
 def test_the_contract_catches_a_store_whose_durable_disagrees(tmp_path: Path) -> None:
     (tmp_path / "test_mislabelled.py").write_text(_MISLABELLED_STORES)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "durable"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(tmp_path, "-k", "durable")
     assert done.returncode == 1, done.stdout + done.stderr
     failed = re.findall(r"^FAILED test_mislabelled.py::(\w+)::", done.stdout, re.M)
     assert sorted(failed) == ["TestBoastful", "TestForgetful"], done.stdout

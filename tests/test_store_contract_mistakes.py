@@ -4,9 +4,9 @@ is wrong: each store below makes one of them, and must fail the tests named for 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from core_util import run_pytest
 
 _CARELESS_STORES = '''
 import asyncio
@@ -494,13 +494,7 @@ def test_the_contract_catches_each_typical_mistake(tmp_path: Path) -> None:
         for store, (tests, _) in _CAUGHT.items()
         for test in tests
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *nodes],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_pytest(tmp_path, *nodes)
     failed = re.findall(r"^FAILED (test_careless.py::\w+::\w+)", done.stdout, re.M)
     assert sorted(failed) == sorted(nodes), done.stdout + done.stderr
     missing = [words for _, words in _CAUGHT.values() if words not in done.stdout]
