@@ -57,6 +57,20 @@ def _two_engines(
     return engines
 
 
+async def _one_runs_and_one_waits(
+    a: ECSWorkflowEngine, b: ECSWorkflowEngine, overlap: Overlap
+) -> tuple[Task, Task, asyncio.Task[None], asyncio.Task[None]]:
+    """With a limit of 1: a's task runs its phase, then b's waits for the store's
+    slot. The two tasks, and a's and b's runs (started here)."""
+    [first] = await a.submit_tasks([{"data": 0, "workflow_name": "w"}])
+    running_a = asyncio.create_task(a.run())
+    await wait_for(lambda: overlap.running == 1, what="a's phase to start")
+    [second] = await a.submit_tasks([{"data": 1, "workflow_name": "w"}])
+    running_b = asyncio.create_task(b.run())
+    await wait_for(lambda: b.waiting_for_slots == 1, what="b's task to wait")
+    return first, second, running_a, running_b
+
+
 def test_the_limit_holds_across_workers_on_one_store(wfe_engine_factory, wfe_run):
     overlap = Overlap()
     a, b = _two_engines(wfe_engine_factory, overlap, limit=1)
@@ -108,12 +122,7 @@ def test_a_stop_hands_back_a_task_waiting_for_the_stores_slot(wfe_engine_factory
     a, b = _two_engines(wfe_engine_factory, overlap, limit=1, holds=1)
 
     async def scenario() -> Task:
-        [first] = await a.submit_tasks([{"data": 0, "workflow_name": "w"}])
-        running_a = asyncio.create_task(a.run())
-        await wait_for(lambda: overlap.running == 1, what="a's phase to start")
-        [second] = await a.submit_tasks([{"data": 1, "workflow_name": "w"}])
-        running_b = asyncio.create_task(b.run())
-        await wait_for(lambda: b.waiting_for_slots == 1, what="b's task to wait")
+        first, second, running_a, running_b = await _one_runs_and_one_waits(a, b, overlap)
         b.stop()
         await running_b
         back = await b.get_task(second.id)
@@ -148,12 +157,7 @@ def test_a_task_cancelled_while_it_waits_for_the_stores_slot_never_starts(
             conn.close()
 
     async def scenario() -> Task:
-        [first] = await a.submit_tasks([{"data": 0, "workflow_name": "w"}])
-        running_a = asyncio.create_task(a.run())
-        await wait_for(lambda: overlap.running == 1, what="a's phase to start")
-        [second] = await a.submit_tasks([{"data": 1, "workflow_name": "w"}])
-        running_b = asyncio.create_task(b.run())
-        await wait_for(lambda: b.waiting_for_slots == 1, what="b's task to wait")
+        first, second, running_a, running_b = await _one_runs_and_one_waits(a, b, overlap)
         await other.cancel(second.id)
         # At its next ask the store says the lease is gone: b lets the task go at
         # once, not at its next lease renewal (a third of lease_seconds, 10 s).
