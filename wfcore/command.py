@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._processes import pid_alive
 from .artifacts import COPY_CHUNK, copy_artifact, resolve_artifact
-from .errors import AdapterError, ArtifactError, CommandError
+from .errors import AdapterError, ArtifactError, CommandError, PermanentError
 from .model import Artifact, Phase, Task
 from .wire import json_problem
 
@@ -83,13 +83,7 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         env = _command_env(task, phase, full=engine.registered_in_code(task.workflow_name))
         stdout, stderr, returncode = await _run(phase.command, workdir, _stdin_for(task), env)
         if returncode != 0:
-            tail = stderr.decode("utf-8", "replace")[-_STDERR_TAIL:].strip()
-            raise CommandError(
-                f"command {phase.command[0]!r} {_exit_text(returncode)}"
-                + (f": {tail}" if tail else ""),
-                returncode,
-                tail,
-            )
+            raise _exit_error(phase, returncode, stderr)
         output = _parse_output(stdout)
         collected, skipped = await _collect(workdir / "out", store.artifacts_dir, task)
         # As engine.add_artifact_bytes does inside a running phase: the artifacts are
@@ -372,6 +366,24 @@ def remove_stale_workdirs() -> int:
     if removed:
         logger.info("removed %d command work folder(s) of dead workers", removed)
     return removed
+
+
+def _exit_error(phase: Phase, returncode: int, stderr: bytes) -> Exception:
+    """The error a non-zero exit fails the attempt with: a CommandError, or a
+    PermanentError (the task fails at once) for one of the phase's
+    ``permanent_exit_codes``."""
+    assert phase.command
+    tail = stderr.decode("utf-8", "replace")[-_STDERR_TAIL:].strip()
+    said = f"command {phase.command[0]!r} {_exit_text(returncode)}"
+    error = CommandError(said + (f": {tail}" if tail else ""), returncode, tail)
+    if returncode not in (phase.permanent_exit_codes or ()):
+        return error
+    permanent = PermanentError(
+        f"{said}, one of the phase's permanent_exit_codes, so it is not tried again"
+        + (f": {tail}" if tail else "")
+    )
+    permanent.__cause__ = error
+    return permanent
 
 
 def _exit_text(returncode: int) -> str:

@@ -201,6 +201,9 @@ class Phase:
     a store that shares phase slots (``Store.shares_phase_slots``: SQLite), else in
     each worker process; the others wait for a slot, holding their place in the
     worker, and the wait counts toward neither ``timeout`` nor the phase's time.
+    ``permanent_exit_codes`` are the exit statuses with which a phase's command says
+    that trying again cannot help (bad input, say): such an exit fails the task at
+    once, as raising ``PermanentError`` does, whatever attempts remain.
     """
 
     target_classification: str
@@ -213,6 +216,7 @@ class Phase:
     on_timeout: str | dict[str, Any] | None = None
     max_attempts: int = 1
     max_concurrency: int | None = None
+    permanent_exit_codes: list[int] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.command is not None and self.assigned_to is None:
@@ -306,6 +310,7 @@ def _check_phase(phase: Phase, where: str) -> None:
             f"{where}.max_concurrency: a human phase waits for a person instead of "
             "running, so there is nothing to limit"
         )
+    _check_exit_codes(phase, where)
     on_timeout = phase.on_timeout
     if on_timeout is not None and on_timeout != "fail":
         ok = isinstance(on_timeout, dict) and (
@@ -339,6 +344,23 @@ def _check_phase(phase: Phase, where: str) -> None:
                 raise InvalidWorkflowError(
                     f"{where}.on_timeout.output: does not match input_schema: {problem.message}"
                 )
+
+
+def _check_exit_codes(phase: Phase, where: str) -> None:
+    codes = phase.permanent_exit_codes
+    if codes is None:
+        return
+    if phase.command is None:
+        raise InvalidWorkflowError(
+            f"{where}.permanent_exit_codes: only a phase with a command exits with a status"
+        )
+    if not isinstance(codes, list) or not all(
+        isinstance(code, int) and not isinstance(code, bool) and 1 <= code <= 255 for code in codes
+    ):
+        raise InvalidWorkflowError(
+            f"{where}.permanent_exit_codes: must be a list of exit statuses from 1 to 255 "
+            f"(0 is success), not {codes!r}"
+        )
 
 
 # The formats an answer's ``format`` keywords are checked for: those jsonschema

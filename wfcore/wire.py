@@ -51,11 +51,17 @@ converter.register_structure_hook(TaskType, lambda v, _: TaskType.parse(v))
 # By predicate: Any is not a class, and functools.singledispatch (which cattrs
 # registers classes with) refuses it on Python 3.10.
 converter.register_structure_hook_func(lambda t: t is Any, lambda v, _: v)
-# A phase without a limit is written without the field, as releases before it wrote
-# every phase: their workers can still read this release's workflows.
+# A phase without a limit or permanent exit codes is written without those fields,
+# as releases before them wrote every phase: their workers can still read this
+# release's workflows.
 converter.register_unstructure_hook(
     Phase,
-    make_dict_unstructure_fn(Phase, converter, max_concurrency=override(omit_if_default=True)),
+    make_dict_unstructure_fn(
+        Phase,
+        converter,
+        max_concurrency=override(omit_if_default=True),
+        permanent_exit_codes=override(omit_if_default=True),
+    ),
 )
 
 
@@ -493,6 +499,7 @@ _PHASE_FIELDS = frozenset(
         "on_timeout",
         "max_attempts",
         "max_concurrency",
+        "permanent_exit_codes",
     }
 )
 _TASK_FIELDS = frozenset(a.name for a in Task.__attrs_attrs__)
