@@ -34,6 +34,7 @@ from .artifacts import (
     write_artifact,
     write_submitted_files,
 )
+from .children import check_interval, child_id, children_results, record_join
 from .errors import (
     LONGEST_WAIT,
     ArtifactError,
@@ -107,6 +108,7 @@ _REQUEST_FIELDS = frozenset(
         "run_after",
         "artifacts",
         "priority",
+        "parent",
     )
 )
 
@@ -747,6 +749,7 @@ class ECSWorkflowEngine:
         run_after: datetime | timedelta | float | None = None,
         artifacts: Mapping[str, SubmittedFile] | None = None,
         priority: int = 0,
+        parent: Task | None = None,
     ) -> Task:
         """Queue a task and return it once it is durable.
 
@@ -760,6 +763,12 @@ class ECSWorkflowEngine:
         phase finds them. ``priority`` (an integer from -1000 to 1000, 0 by default)
         puts it ahead of the ready tasks of lower priority: workers claim the highest
         first, and the tasks of one priority in the order they became ready.
+        ``parent``, the Task object of a phase this engine is running, makes the new
+        task its child: its id is added to ``parent.children`` and, unless
+        ``task_id`` is given, is the parent's id and the child's number
+        (``<parent id>.1``, ``.2``, ...), so that the phase run again after a crash
+        or a failed attempt finds the children its earlier run submitted instead of
+        submitting more. :meth:`wait_for_children` then makes the phase wait for them.
         """
         [task] = await self.submit_tasks(
             [
@@ -773,6 +782,7 @@ class ECSWorkflowEngine:
                     "run_after": run_after,
                     "artifacts": artifacts,
                     "priority": priority,
+                    "parent": parent,
                 }
             ]
         )
@@ -795,7 +805,8 @@ class ECSWorkflowEngine:
 
         Each request is a dict of :meth:`submit_task`'s arguments (``data`` and
         ``workflow_name``, and optionally ``classification``, ``assigned_to``,
-        ``task_id``, ``context``, ``run_after``, ``artifacts``, ``priority``). A
+        ``task_id``, ``context``, ``run_after``, ``artifacts``, ``priority``,
+        ``parent``). A
         ``task_id`` already stored, or given earlier in the same call, returns that
         first task (with its files; the later request's are not stored). A bad
         request (InvalidTaskError, UnknownWorkflowError) raises before anything is
@@ -812,7 +823,12 @@ class ECSWorkflowEngine:
         new: list[tuple[int, Task]] = []  # the tasks to insert, and where they stand
         files: dict[str, dict[str, SubmittedFile]] = {}  # by task id
         batch_ids: set[str] = set()
+        parents: list[tuple[int, Task]] = []  # requests of child tasks, and their parent
         for request in requests:
+            parent = request.get("parent") if isinstance(request, Mapping) else None
+            if parent is not None:
+                request = self._child_request(request, parent, parents)
+                parents.append((len(results), parent))
             try:
                 task, is_new, task_files = await self._new_task(store, request)
             except (InvalidTaskError, UnknownWorkflowError) as exc:
@@ -841,7 +857,30 @@ class ECSWorkflowEngine:
                 await self._fire("wfe_task_submitted", task=task)
         if inserted:
             self._worker.poke()
+        _adopt_children(self._worker, results, parents, return_exceptions)
         return results
+
+    def _child_request(
+        self, request: Mapping[str, Any], parent: object, earlier: list[tuple[int, Task]]
+    ) -> Mapping[str, Any]:
+        """A submit request with a ``parent``, checked, with the child's default id."""
+        if not isinstance(parent, Task):
+            raise InvalidTaskError(
+                "parent must be the Task object of a phase this engine runs (the "
+                f"handler's task), not {type(parent).__name__}"
+                + (" (a task id)" if isinstance(parent, str) else "")
+            )
+        if not self._worker.runs_phase_of(parent) or parent.status.is_waiting:
+            raise InvalidTaskError(
+                "parent= takes the task of a phase this engine is running, from inside "
+                "that phase (before it waits)" + other_engine_hint(self, parent)
+            )
+        if request.get("task_id") is not None:
+            return request
+        # Children earlier in this call, without ids of their own, are numbered first.
+        planned = sum(1 for _, p in earlier if p is parent)
+        numbered = Task(id=parent.id, children=[*parent.children, *[""] * planned])
+        return {**request, "task_id": child_id(numbered)}
 
     async def _new_task(
         self, store: Store, request: Mapping[str, Any]
@@ -904,6 +943,7 @@ class ECSWorkflowEngine:
             context=dict(context) if context else {},
             run_after=run_after,
             priority=priority,
+            parent_id=parent.id if isinstance(parent := request.get("parent"), Task) else None,
             **kwargs,
         )
         details: dict[str, Any] = {} if run_after is None else {"run_after": run_after.isoformat()}
@@ -1149,11 +1189,41 @@ class ECSWorkflowEngine:
             )
         task.status = waiting
         task.waiting_reason = reason
+        task.waiting_for = None
         task.resume_in_phase = resume_in_phase
         # A new question: the answer to an earlier one (a resume_in_phase reply)
         # must never be taken for its answer, after a cancel and retry say.
         task.reply = None
         task.deadline = None if deadline is None else utcnow() + timedelta(seconds=deadline)
+
+    def wait_for_children(self, task: Task) -> None:
+        """Make the running phase wait for the tasks it submitted with
+        ``submit_task(..., parent=task)``; call from inside a handler.
+
+        When the handler returns, the task is stored as WAITING_IO until every one
+        of those children has finished (COMPLETED, FAILED or CANCELLED). Then the
+        phase ends with their results as its output, in the order they were
+        submitted: a list of ``{"id", "status", "output", "error"}`` (a child
+        deleted meanwhile has ``"status": None``), and the task moves on. A failed
+        child does not fail the phase: the next phase reads the statuses and
+        decides. A phase that submitted no children goes on at once, its output
+        ``[]``. ``resume`` ends the wait early, with the answer as the output.
+
+        Raises InvalidTaskError outside a phase this engine runs.
+        """
+        _check_phase_task(task, "wait_for_children")
+        if not self._worker.runs_phase_of(task):
+            raise InvalidTaskError(
+                "wait_for_children() is for a task whose phase this engine is running, "
+                "called from inside that phase" + other_engine_hint(self, task)
+            )
+        waited = self._worker.children_of_phase(task)
+        task.status = TaskStatus.WAITING_IO
+        task.waiting_reason = f"waiting for {len(waited)} child task(s) to finish"
+        task.waiting_for = waited
+        task.resume_in_phase = False
+        task.reply = None
+        task.deadline = check_interval(task)
 
     async def checkpoint(self, task: Task) -> None:
         """Store a running phase's task as it is now; call from inside a handler.
@@ -1257,8 +1327,10 @@ class ECSWorkflowEngine:
                     status=task.status,
                 )
             # Past the deadline the phase's on_timeout rule decides, whether or not
-            # a worker has got round to applying it yet.
-            if task.deadline is not None and task.deadline <= utcnow():
+            # a worker has got round to applying it yet. (A task waiting for its
+            # children has no such deadline: only when a worker next checks them.)
+            joining = task.waiting_for is not None
+            if not joining and task.deadline is not None and task.deadline <= utcnow():
                 raise TaskStateError(
                     f"task {task_id!r} is past its deadline ({task.deadline.isoformat()}); "
                     f"its phase's on_timeout ({_on_timeout_text(phase)}) applies instead",
@@ -1269,6 +1341,7 @@ class ECSWorkflowEngine:
                 _validate_answer(phase, output)
             task.record("resumed", phase=phase.target_classification, **who)
             task.waiting_reason = None
+            task.waiting_for = None
             task.deadline = None
             if task.resume_in_phase:
                 task.reply = output
@@ -1303,6 +1376,7 @@ class ECSWorkflowEngine:
                 )
             task.status = TaskStatus.CANCELLED
             task.waiting_reason = None
+            task.waiting_for = None
             task.deadline = None
             # A delayed task, or one waiting out a retry's backoff, will not start at
             # that time any more; its submitted or retry_scheduled event keeps it.
@@ -1313,6 +1387,8 @@ class ECSWorkflowEngine:
         self._worker.interrupt(task_id)
         self.stats["cancelled"] += 1
         await self._fire("wfe_task_cancelled", task=task)
+        if task.parent_id is not None:
+            await self._report_to_parent(task)
         return task
 
     async def retry(self, task_id: str, *, by: str | None = None) -> Task:
@@ -1675,6 +1751,8 @@ class ECSWorkflowEngine:
         (from the worker, or from ``resume`` when the answer finished the phase)."""
         await self._fire("wfe_phase_finished", task=task, phase=phase)
         if task.status is TaskStatus.COMPLETED:
+            if task.parent_id is not None:
+                await self._report_to_parent(task)
             self.stats["completed"] += 1
             await self._fire("wfe_task_completed", task=task)
             for callback in self._completed_hooks:
@@ -1688,6 +1766,61 @@ class ECSWorkflowEngine:
                     logger.exception(
                         "task %s: completed hook %r failed", task.id, _name_of(callback)
                     )
+
+    async def _report_to_parent(self, task: Task) -> None:
+        """A finished task that is a child: if its parent waits for it and it was
+        the last of its siblings to finish, move the parent on now."""
+        if task.parent_id is None:
+            return
+        try:
+            store = await self.get_store()
+            parent = await store.get_task(task.parent_id)
+            waited = parent.waiting_for if parent is not None else None
+            if parent is None or not waited or task.id not in waited:
+                return
+            await self._join_children(parent.id, start=waited.index(task.id) + 1)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            raise
+        except Exception:
+            # The parent's own checks (at its deadline) find the children finished.
+            logger.warning(
+                "task %s: could not look at its parent task %s; a worker will when it "
+                "next checks on that task's children",
+                task.id,
+                task.parent_id,
+                exc_info=True,
+            )
+
+    async def _join_children(self, task_id: str, *, start: int = 0) -> bool:
+        """Move a task waiting for its children on if all of them have finished;
+        return whether it did (reading the children from the one at ``start``)."""
+        store = await self.get_store()
+        task = await store.get_task(task_id)
+        if task is None or not task.status.is_waiting or task.waiting_for is None:
+            return False
+        waited = task.waiting_for
+        results = await children_results(store, waited, start)
+        if results is None:
+            return False
+
+        async def join(task: Task) -> Phase:
+            if not task.status.is_waiting or task.waiting_for != waited:
+                raise _NotJoined  # joined, answered or cancelled meanwhile
+            spec = await self._workflow(task.workflow_name)
+            phase = spec.phase(task.classification) if spec and task.classification else None
+            if spec is None or phase is None:
+                raise _NotJoined  # its worker's check at the deadline fails it
+            record_join(task, phase.target_classification, results)
+            advance(task, spec, phase, results)
+            return phase
+
+        try:
+            task, phase = await self._change_stored(task_id, join)
+        except _NotJoined:
+            return False
+        await self._after_phase(task, phase)
+        self._worker.poke()
+        return True
 
 
 def current_engine() -> ECSWorkflowEngine:
@@ -1778,6 +1911,37 @@ def _seconds(value: Any, what: str) -> float:
     if not 0 <= value <= LONGEST_WAIT:  # also refuses NaN and infinity
         raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
     return float(value)
+
+
+class _NotJoined(Exception):
+    """The task no longer waits for the children read: nothing to write."""
+
+
+def _adopt_children(
+    worker: Worker,
+    results: list[Any],
+    parents: list[tuple[int, Task]],
+    return_exceptions: bool,
+) -> None:
+    """Add the children just submitted to their parents' ``children``, in order,
+    once each (a phase run again submits the same ones)."""
+    for index, parent in parents:
+        child = results[index]
+        if not isinstance(child, Task):
+            continue  # its request was refused (return_exceptions)
+        if child.parent_id != parent.id:
+            error = InvalidTaskError(
+                f"task {child.id!r} exists already, and is not a child of task "
+                f"{parent.id!r}: give the child another task_id"
+            )
+            if not return_exceptions:
+                raise error
+            results[index] = error
+            continue
+        if child.id not in parent.children:
+            # A new list, not an append: copies of the task share the old one.
+            parent.children = [*parent.children, child.id]
+        worker.note_child(parent, child.id)
 
 
 def _check_phase_task(task: object, what: str) -> None:

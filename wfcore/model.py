@@ -573,8 +573,11 @@ class Task:
     resumes where it left off. ``priority`` orders the tasks ready to run: a
     worker claims those of the highest first (from ``MIN_PRIORITY`` to
     ``MAX_PRIORITY``; 0 by default), each priority in the order its tasks became
-    ready; a phase may change it for the phases after it. ``version`` is the
-    store's concurrency token.
+    ready; a phase may change it for the phases after it. ``parent_id`` names the
+    task whose phase submitted this one (``submit_task(..., parent=task)``),
+    ``children`` the tasks this one's phases submitted so, in order, and
+    ``waiting_for`` those a phase waits for (``engine.wait_for_children``) until
+    they have all finished. ``version`` is the store's concurrency token.
     """
 
     data: Any = None
@@ -600,6 +603,9 @@ class Task:
     resume_in_phase: bool = False
     run_after: datetime | None = None
     priority: int = 0
+    parent_id: str | None = None
+    children: list[str] = attrs.field(factory=list)
+    waiting_for: list[str] | None = None
     version: int = 0
 
     def copy(self) -> Task:
@@ -633,6 +639,8 @@ def copy_with_history(task: Task, history: list[dict[str, Any]]) -> Task:
     if task.reply is not None:
         clone.reply = copy_json(task.reply)
     clone.artifacts = list(task.artifacts)
+    # children and waiting_for are shared: the engine replaces them, never changes
+    # them in place (and a phase that does fails its attempt).
     clone.history = history
     return clone
 

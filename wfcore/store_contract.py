@@ -410,6 +410,9 @@ class StoreContract:
             resume_in_phase=True,
             run_after=now + timedelta(hours=3),
             priority=-7,
+            parent_id="batch-9",
+            children=["task-1.1", "task-1.2"],
+            waiting_for=["task-1.2"],
             version=7,
         )
         task.record("submitted", by="someone")
@@ -471,6 +474,9 @@ class StoreContract:
         task.resume_in_phase = True
         task.run_after = now + timedelta(hours=1)
         task.priority = 250
+        task.parent_id = "batch-3"
+        task.children = ["task-1.1"]
+        task.waiting_for = ["task-1.1"]
         _check_all_set(task)
         written = task.copy()
         assert await store.update_task(task)

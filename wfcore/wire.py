@@ -80,6 +80,9 @@ _OMITTABLE: tuple[tuple[str, Any], ...] = (
     ("resume_in_phase", False),
     ("run_after", None),
     ("priority", 0),
+    ("parent_id", None),
+    ("children", []),
+    ("waiting_for", None),
 )
 
 
@@ -113,6 +116,9 @@ def task_body(task: Task, *, sparse: bool = False) -> dict[str, Any]:
         "resume_in_phase": task.resume_in_phase,
         "run_after": None if task.run_after is None else task.run_after.isoformat(),
         "priority": task.priority,
+        "parent_id": task.parent_id,
+        "children": task.children,
+        "waiting_for": task.waiting_for,
     }
     if sparse:
         for name, default in _OMITTABLE:
@@ -161,6 +167,9 @@ _FIELD_KINDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
     ("artifacts", list, "an array"),
     ("history", list, "an array"),
     ("resume_in_phase", bool, "true or false"),
+    ("parent_id", (str, type(None)), "text or null"),
+    ("children", list, "an array"),
+    ("waiting_for", (list, type(None)), "an array or null"),
 )
 
 

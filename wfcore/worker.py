@@ -31,6 +31,7 @@ from ._processes import worker_died_here
 from ._slots import PhaseSlots, Slot, SlotsClosed
 from ._wakeup import call_in, running_loop, wake
 from .artifacts import check_artifact_name, remove_artifact_dirs, task_artifact_dir
+from .children import check_interval, children_results, record_join
 from .command import remove_stale_workdirs
 from .errors import (
     LONGEST_WAIT,
@@ -92,6 +93,8 @@ class Worker:
         # The Task objects whose phase runs now, for checkpoint(); and the tasks
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
+        # The children each running phase submitted (submit_task(parent=...)), in order.
+        self._phase_children: dict[str, list[str]] = {}
         # What each of those phases may not change of its task (see _Owned).
         self._owned: dict[str, _Owned] = {}
         self._slots = PhaseSlots()
@@ -478,6 +481,17 @@ class Worker:
     def runs_phase_of(self, task: Task) -> bool:
         """True if ``task`` is the very Task object of a phase this worker is running."""
         return self._in_phase.get(task.id) is task
+
+    def note_child(self, parent: Task, child_id: str) -> None:
+        """``parent``'s running phase submitted the task ``child_id`` as its child."""
+        if self.runs_phase_of(parent):
+            children = self._phase_children.setdefault(parent.id, [])
+            if child_id not in children:
+                children.append(child_id)
+
+    def children_of_phase(self, task: Task) -> list[str]:
+        """The children ``task``'s running phase has submitted so far, in order."""
+        return list(self._phase_children.get(task.id, ()))
 
     async def checkpoint(self, task: Task) -> None:
         """Store a running phase's task mid-phase, keeping the lease (see
@@ -891,6 +905,7 @@ class Worker:
             failure = exc.exited if isinstance(exc, _PhaseExited) else exc
         finally:
             self._in_phase.pop(task_id, None)
+            self._phase_children.pop(task_id, None)
             self._owned.pop(task_id, None)
             self._store_failed.discard(task_id)
             self._checkpointing.pop(task_id, None)
@@ -976,6 +991,10 @@ class Worker:
         if await self._persist(task, keep_lease=False):
             self._engine.stats["suspended"] += 1
             await self._engine._fire("wfe_task_suspended", task=task)
+            if task.waiting_for is not None:
+                # Children that finished before this write found their parent still
+                # running, and left the join to it.
+                await self._engine._join_children(task.id)
         return None
 
     async def _attempt_failed(
@@ -1055,12 +1074,17 @@ class Worker:
             if attempt_failed:
                 await self._engine._fire("wfe_attempt_failed", task=task, phase=phase)
             await self._engine._fire("wfe_task_failed", task=task)
+            if task.parent_id is not None:
+                await self._engine._report_to_parent(task)
         return None
 
     async def _deadline_passed(self, task: Task) -> Task | None:
-        """A waiting task's deadline passed: apply its phase's ``on_timeout``."""
+        """A waiting task's deadline passed: apply its phase's ``on_timeout`` (or,
+        for a task waiting for its children, check on them)."""
         spec = await self._engine._workflow(task.workflow_name)
         phase = spec.phase(task.classification) if spec and task.classification else None
+        if task.waiting_for is not None and spec is not None and phase is not None:
+            return await self._check_children(task, spec, phase)
         if spec is None or phase is None:
             # Its on_timeout rule is the phase's, which is not there to apply.
             waited = f"the deadline passed while the task waited in phase {task.classification!r}"
@@ -1106,6 +1130,27 @@ class Worker:
         if not await self._persist(task, keep_lease=True):
             return None
         return task
+
+    async def _check_children(self, task: Task, spec: WorkflowSpec, phase: Phase) -> Task | None:
+        """A task waiting for its children, claimed at its deadline: move it on if
+        they have all finished (a worker that finished the last one died before it
+        could), else set the time of the next check."""
+        assert self._engine._store is not None and task.waiting_for is not None
+        results = await children_results(self._engine._store, task.waiting_for)
+        if results is None:
+            task.deadline = check_interval(task)
+            await self._persist(task, keep_lease=False)
+            return None
+        record_join(task, phase.target_classification, results)
+        task.status = TaskStatus.IN_PROGRESS
+        advance(task, spec, phase, results)
+        finished = task.status.is_finished
+        if not await self._persist(task, keep_lease=not finished):
+            return None
+        if finished:
+            _log_finished(task)
+        await self._engine._after_phase(task, phase)
+        return None if finished else task
 
     async def _define_workflow(self, task: Task) -> Task | None:
         """The built-in ``define_workflow`` phase: register the spec, rebind the task."""
@@ -1227,6 +1272,8 @@ class Worker:
             _log_finished(task)
             self._engine.stats["failed"] += 1
             await self._engine._fire("wfe_task_failed", task=task)
+            if task.parent_id is not None:
+                await self._engine._report_to_parent(task)
         else:
             self._lost.add(task.id)
         return False
@@ -1412,12 +1459,15 @@ class _Owned:
         "artifacts",
         "assigned_to",
         "attempts",
+        "children",
+        "children_length",
         "classification",
         "created_at",
         "history",
         "history_length",
         "output_values",
         "outputs",
+        "parent_id",
         "version",
         "workflow_name",
     )
@@ -1432,6 +1482,9 @@ class _Owned:
         self.classification = task.classification
         self.assigned_to = task.assigned_to
         self.created_at = task.created_at
+        self.parent_id = task.parent_id
+        self.children = task.children
+        self.children_length = len(task.children)
         self.version = task.version
         self.history = task.history
         self.history_length = len(task.history)
@@ -1503,6 +1556,22 @@ def _check_engine_fields(task: Task, owned: _Owned) -> None:
     if type(task.context) is not dict:
         task.context = {}
         broken.append("task.context (a dict)")
+    if task.parent_id != owned.parent_id:
+        task.parent_id = owned.parent_id
+        broken.append("task.parent_id")
+    children = task.children
+    if children is not owned.children and (
+        type(children) is not list or not all(type(c) is str for c in children)
+    ):
+        task.children = owned.children
+        broken.append("task.children (submit children with submit_task(..., parent=task))")
+    elif children is owned.children and len(children) != owned.children_length:
+        # Changed in place, which copies of the task (a store's) would see too.
+        del children[owned.children_length :]
+        broken.append("task.children (submit children with submit_task(..., parent=task))")
+    if task.waiting_for is not None and task.status is not TaskStatus.WAITING_IO:
+        task.waiting_for = None
+        broken.append("task.waiting_for (call engine.wait_for_children())")
     status = task.status
     if not isinstance(status, TaskStatus) or not (
         status is TaskStatus.IN_PROGRESS or status.is_waiting

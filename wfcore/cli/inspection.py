@@ -212,9 +212,21 @@ def show(
     click.echo(f"updated   {task.updated_at.isoformat()}")
     if task.waiting_reason:
         click.echo(f"waiting   {_cut(task.waiting_reason)}")
-    if task.deadline:
+    if task.deadline and task.waiting_for is not None:
+        # Not a deadline: when a worker looks at the children, should none report.
+        click.echo(f"checks    {task.deadline.isoformat()} (its children, if none reports first)")
+    elif task.deadline:
         passed = task.status.is_waiting and task.deadline <= datetime.now(timezone.utc)
         click.echo(f"deadline  {task.deadline.isoformat()}{' (deadline passed)' if passed else ''}")
+    if task.parent_id is not None:
+        click.echo(f"parent    {_printable(task.parent_id)}")
+    if task.children:
+        shown = ", ".join(task.children[:_CHILDREN_SHOWN])
+        more = len(task.children) - _CHILDREN_SHOWN
+        click.echo(
+            f"children  {len(task.children)}: {_printable(shown)}"
+            + (f" and {more} more (wfe show --json lists them all)" if more > 0 else "")
+        )
     if task.status.is_waiting and phase is not None and phase.input_schema is not None:
         click.echo(f"schema    {_shown(phase.input_schema)}")
     if task.run_after is not None and _starts(task):
@@ -490,6 +502,10 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
     _table(("WORKFLOW", "PHASE", "TYPE", "THEN"), rows)
     for line in _schedule_lines(engine):
         click.echo(line)
+
+
+# The children wfe show names; --json lists them all.
+_CHILDREN_SHOWN = 5
 
 
 def _then(spec: WorkflowSpec, index: int) -> str:

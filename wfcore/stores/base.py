@@ -625,7 +625,8 @@ _SUMMARY_EVENTS = 20
 def summarized(task: Task) -> Task:
     """``task`` as :meth:`Store.list_task_summaries` lists it (changed in place and
     returned): without ``data`` (None), ``context``, ``outputs`` (``{}``),
-    ``reply`` and ``traceback`` (None); an ``output`` whose JSON text is longer
+    ``reply``, ``traceback`` and ``waiting_for`` (None) and ``children`` (``[]``),
+    which may list thousands of tasks; an ``output`` whose JSON text is longer
     than :data:`SUMMARY_PREVIEW` characters becomes the start of that text (of a
     string output: of the string), and so does a longer ``error``; ``history``
     keeps at most its latest 20 events."""
@@ -634,6 +635,8 @@ def summarized(task: Task) -> Task:
     task.outputs = {}
     task.reply = None
     task.traceback = None
+    task.children = []
+    task.waiting_for = None
     task.output = output_preview(task.output)
     if task.error is not None and len(task.error) > SUMMARY_PREVIEW:
         task.error = task.error[:SUMMARY_PREVIEW]

@@ -162,7 +162,8 @@ _PHASE_SLOT_HOLDERS = (
 # makes the stand-in that says so.
 _SUMMARY_COLUMNS = (
     "CASE WHEN json_valid(doc) THEN json_remove(doc, '$.data', '$.context', '$.outputs', "
-    "'$.reply', '$.traceback', '$.output', '$.error') ELSE doc END, "
+    "'$.reply', '$.traceback', '$.output', '$.error', '$.children', '$.waiting_for') "
+    "ELSE doc END, "
     "status, version, history, NULL, created_at, updated_at, id, "
     "CASE WHEN json_valid(doc) THEN json_type(doc, '$.output') END, "
     "CASE WHEN json_valid(doc) THEN substr(json_extract(doc, '$.output'), 1, ?) END, "

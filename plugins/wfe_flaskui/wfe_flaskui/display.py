@@ -314,6 +314,7 @@ _EVENT_LABELS = {
     "deadline_passed": "Deadline passed",
     "workflow_defined": "Workflow defined",
     "retried": "Retried",
+    "children_finished": "Children finished",
 }
 _WAITING_LABELS = {
     "waiting_human": "Waiting for a person",
@@ -443,7 +444,7 @@ def _detail_text(value: Any) -> str:
 
 
 #: Events that end a wait (``suspended`` begins one): the timeline says how long it was.
-_WAIT_ENDS = ("resumed", "deadline_passed", "cancelled")
+_WAIT_ENDS = ("resumed", "deadline_passed", "cancelled", "children_finished")
 _WAIT_EVENTS = ("suspended", *_WAIT_ENDS)
 
 
@@ -460,7 +461,12 @@ def _waiting_since(task: Task) -> str | None:
 
 
 def _overdue(task: Task) -> bool:
-    return task.deadline is not None and task.deadline < datetime.now(timezone.utc)
+    # A task waiting for its children has only a time to check on them, not a deadline.
+    return (
+        task.deadline is not None
+        and task.waiting_for is None
+        and task.deadline < datetime.now(timezone.utc)
+    )
 
 
 def _effective_type(task: Task, specs: dict[str, WorkflowSpec]) -> str:

@@ -19,6 +19,7 @@ from wfe_kafka.messages import (
     dead_letter_headers,
     event_message,
     result_message,
+    result_without_bulk,
     source_id,
 )
 from wfe_kafka.settings import CLIENT_CONFIG_VAR, ENV_VARS, kafka_settings, settings_from
@@ -250,6 +251,17 @@ def test_result_message_is_the_task_in_wire_format() -> None:
     assert doc["format"] == FORMAT_VERSION
     assert task_from_dict(doc).output == {"ok": True}
     assert doc["context"]["kafka"] == {"topic": "in", "partition": 2, "offset": 40}
+
+
+def test_a_result_without_its_bulk_goes_without_the_ids_of_thousands_of_children() -> None:
+    parent = Task(data="x" * 100, workflow_name="w", id="p", status=TaskStatus.COMPLETED)
+    parent.children = [f"p.{n}" for n in range(1, 5001)]
+    doc = json.loads(result_message(parent))
+    assert len(doc["children"]) == 5000
+    stripped = json.loads(result_without_bulk(result_message(parent)))
+    assert stripped["children"] == []
+    assert stripped["id"] == "p" and stripped["data"] is None
+    assert stripped["result_too_large"] > 5000 * 6
 
 
 def test_result_messages_do_not_carry_the_worker_hosts_artifact_paths() -> None:

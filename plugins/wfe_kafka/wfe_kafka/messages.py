@@ -375,13 +375,14 @@ _BULK: dict[str, Any] = {
     "artifacts": [],
     "reply": None,
     "traceback": None,
+    "children": [],
 }
 
 
 def result_without_bulk(value: bytes) -> bytes:
     """A result message that Kafka refused as too large, without its bulk: ``data``,
-    ``output``, ``outputs``, ``history``, ``artifacts``, ``reply`` and ``traceback``
-    emptied, ``context`` cut to ``kafka``, ``error`` to 1,000 characters, and
+    ``output``, ``outputs``, ``history``, ``artifacts``, ``reply``, ``traceback`` and
+    ``children`` emptied, ``context`` cut to ``kafka``, ``error`` to 1,000 characters, and
     ``result_too_large`` set to the size in bytes of the full result. The task in
     the store keeps everything."""
     doc = json.loads(value)

@@ -1,0 +1,107 @@
+"""Child tasks: tasks a phase submits with ``submit_task(..., parent=task)`` and then
+waits for with ``engine.wait_for_children(task)``, and the join that moves the
+parent on once every one of them has finished.
+
+The join happens as soon as the last child finishes: the worker (or ``cancel``)
+that finishes a child looks at its parent. Should that worker die between the two
+writes, the parent is claimed again at its ``deadline``, which for a task waiting
+for children is only when a worker next checks on them, at growing intervals.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidTaskError
+from .model import Task, utcnow
+from .wire import MAX_TASK_ID_BYTES
+
+if TYPE_CHECKING:
+    from .stores.base import Store
+
+__all__ = ["check_interval", "child_id", "children_results", "record_join"]
+
+#: Seconds until a worker first checks on the children a task waits for, should
+#: none of them have reported back; the interval grows with the wait, up to
+#: :data:`LONGEST_CHECK`.
+FIRST_CHECK = 5.0
+LONGEST_CHECK = 300.0
+
+
+def child_id(parent: Task) -> str:
+    """The id of the next child ``parent`` submits without one: its id and the
+    child's place among its children, so that a phase run again after a crash or a
+    failed attempt submits the same ids, and finds its earlier run's children."""
+    task_id = f"{parent.id}.{len(parent.children) + 1}"
+    if len(task_id.encode("utf-8")) > MAX_TASK_ID_BYTES:
+        raise InvalidTaskError(
+            f"the id of task {parent.id[:40]!r}...'s child would be longer than "
+            f"{MAX_TASK_ID_BYTES} bytes: give it a task_id"
+        )
+    return task_id
+
+
+def check_interval(task: Task, now: datetime | None = None) -> datetime:
+    """When a worker next checks on the children ``task`` waits for: after as long
+    as it has waited so far (from :data:`FIRST_CHECK` to :data:`LONGEST_CHECK`
+    seconds), so a short wait is checked often and a long one seldom."""
+    now = now or utcnow()
+    waited = 0.0
+    for event in reversed(task.history):
+        if event.get("event") == "suspended":
+            try:
+                waited = (now - datetime.fromisoformat(event["at"])).total_seconds()
+            except (KeyError, TypeError, ValueError):
+                pass
+            break
+    seconds = min(LONGEST_CHECK, max(FIRST_CHECK, waited))
+    return now + timedelta(seconds=seconds)
+
+
+async def children_results(
+    store: Store, task_ids: list[str], start: int = 0
+) -> list[dict[str, Any]] | None:
+    """What became of each task of ``task_ids`` (in that order) once all have
+    finished, else None. Reading begins at ``start`` and stops at the first that
+    has not finished: a child that has just finished looks first at its younger
+    siblings, which finish after it as often as not."""
+    count = len(task_ids)
+    found: dict[int, Task | None] = {}
+    for step in range(count):
+        index = (start + step) % count
+        child = await store.get_task(task_ids[index])
+        if child is not None and not child.status.is_finished:
+            return None
+        found[index] = child
+    return [_result(task_ids[i], found[i]) for i in range(count)]
+
+
+def _result(task_id: str, child: Task | None) -> dict[str, Any]:
+    if child is None:
+        return {
+            "id": task_id,
+            "status": None,
+            "output": None,
+            "error": "the task was deleted before its parent read it",
+        }
+    return {
+        "id": child.id,
+        "status": child.status.value,
+        "output": child.output,
+        "error": child.error,
+    }
+
+
+def record_join(task: Task, phase: str, results: list[dict[str, Any]]) -> None:
+    """Record that the children ``task`` waits for in ``phase`` have all finished,
+    and end its wait; advancing it (the results as the phase's output) is left to
+    the caller."""
+    counts = Counter(str(result["status"] or "deleted") for result in results)
+    task.record("children_finished", phase=phase, **dict(sorted(counts.items())))
+    task.waiting_reason = None
+    task.deadline = None
+    task.waiting_for = None
+    task.resume_in_phase = False
+    task.reply = None
