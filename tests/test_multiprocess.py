@@ -392,3 +392,35 @@ def test_max_takeovers_none_runs_a_phase_again_whatever_happened_before(
 
     done = wfe_run(go())
     assert done.status is TaskStatus.COMPLETED and done.output == "ran"
+
+
+def test_a_phase_killed_after_submitting_children_finds_them_when_run_again(
+    wfe_engine_factory, wfe_run, wfe_store_url, start_worker, tmp_path
+):
+    engine = wfe_engine_factory()
+    engine.register_workflow("fanout", [Phase("split"), Phase("merge")])
+
+    async def submit() -> str:
+        return (await engine.submit_task(None, "fanout", task_id="doc")).id
+
+    parent_id = wfe_run(submit())
+    first = start_worker("mp_app:engine", WFE_TEST_WORKER="w1")
+    wait_until(lambda: (tmp_path / "split-submitted").exists(), 30, "the children to be submitted")
+    first.send_signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    second = start_worker("mp_app:engine", WFE_TEST_WORKER="w2")
+    assert second.wait(60) == 0, (tmp_path / "worker-1.log").read_text()
+
+    async def results():
+        store = await engine.get_store()
+        pages = await store.count_tasks("page")
+        return await engine.get_task(parent_id), pages
+
+    parent, pages = wfe_run(results())
+    assert parent.status is TaskStatus.COMPLETED, parent.error
+    # The run after the kill submitted the same three children, not three more.
+    assert sum(pages.values()) == pages[TaskStatus.COMPLETED] == 3
+    assert parent.children == ["doc.1", "doc.2", "doc.3"]
+    assert parent.output == ["P1", "P2", "P3"]
+    ran = collections.Counter(r[1] for r in lines(tmp_path / "runs.log") if r[0] == "page")
+    assert set(ran) == {"doc.1", "doc.2", "doc.3"}

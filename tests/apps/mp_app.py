@@ -9,7 +9,9 @@ Files written in ``WFE_TEST_DIR``: ``runs.log`` (one line per phase event:
 ``<event> <task id> <worker>``), ``completions.log`` (``<task id> <worker>`` from
 the completed hook), ``ready-<worker>`` (when the engine starts) and, for the
 ``cancel`` workflow, ``started``, ``noticed-cancel`` and ``finished`` markers. The
-``poison`` workflow's phase kills its own worker with SIGKILL.
+``poison`` workflow's phase kills its own worker with SIGKILL. The ``fanout``
+workflow's first phase submits three ``page`` children, writes ``split-submitted``
+and, the first time, stops there for good.
 A handler told to block waits for the file ``gate``. The ``hang`` workflow's command
 starts a child of its own, writes both pids to ``command-pids`` and sleeps.
 """
@@ -115,6 +117,26 @@ async def poison(task: Task) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+async def split(task: Task) -> None:
+    """Submits three ``page`` children; the first run then stops for good (until its
+    worker is killed), the next waits for them."""
+    for page in ("p1", "p2", "p3"):
+        await engine.submit_task(page, "page", parent=task)
+    if not (DIR / "split-submitted").exists():
+        (DIR / "split-submitted").write_text(WORKER)
+        await wait_for_file(DIR / "never")
+    engine.wait_for_children(task)
+
+
+async def page(task: Task) -> None:
+    append("runs.log", f"page {task.id} {WORKER}")
+    task.output = task.data.upper()
+
+
+async def merge(task: Task) -> None:
+    task.output = [child["output"] for child in task.outputs["split"]]
+
+
 async def on_completed(task: Task) -> None:
     append("completions.log", f"{task.id} {WORKER}")
 
@@ -138,6 +160,11 @@ engine.register_handler("b", phase_b)
 engine.register_handler("stubborn", stubborn)
 engine.register_handler("progress", progress)
 engine.register_handler("poison", poison)
+engine.register_handler("split", split)
+engine.register_handler("page", page)
+engine.register_handler("merge", merge)
+engine.register_workflow("fanout", [Phase("split"), Phase("merge")])
+engine.register_workflow("page", [Phase("page")])
 engine.register_workflow("poison", [Phase("poison")])
 engine.register_workflow("progress", [Phase("progress", assigned_to="functional")])
 engine.register_workflow("mp", [Phase("a"), Phase("b")])
