@@ -297,6 +297,17 @@ def test_suspended_event_carries_question_and_source() -> None:
     assert doc["source"] == {"topic": "in", "partition": 0, "offset": 3}
 
 
+def test_suspended_event_of_a_task_waiting_for_children_has_no_deadline() -> None:
+    task = Task(data=None, workflow_name="w", classification="split", id="p")
+    task.status = TaskStatus.WAITING_IO
+    task.waiting_reason = "waiting for 2 child task(s) to finish"
+    task.waiting_for = ["p.1", "p.2"]
+    task.deadline = datetime(2030, 1, 1, tzinfo=timezone.utc)  # when a worker checks them
+    doc = json.loads(event_message("suspended", task))
+    assert doc["question"] == "waiting for 2 child task(s) to finish"
+    assert doc["deadline"] is None
+
+
 def test_suspended_event_names_the_type_of_the_phase_it_waits_in() -> None:
     """Who the task waits for: the phase's assigned_to, else the task's."""
     task = Task(data=None, workflow_name="w", id="t-4", status="waiting_human")

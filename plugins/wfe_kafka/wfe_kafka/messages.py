@@ -433,7 +433,9 @@ def event_message(
         doc["output"] = task.outputs.get(phase.target_classification)
     elif event == "suspended":
         doc["question"] = task.waiting_reason
-        doc["deadline"] = task.deadline.isoformat() if task.deadline else None
+        # A task waiting for its children has no deadline, only a time to check them.
+        due = task.deadline if task.waiting_for is None else None
+        doc["deadline"] = due.isoformat() if due else None
         # Who the task waits for: the phase's type, else the task's (as the engine
         # chose the adapter that suspended it).
         waits_for = (phase.assigned_to if phase is not None else None) or task.assigned_to
