@@ -431,3 +431,45 @@ def test_wfe_show_names_a_tasks_parent_and_children(wfe, tmp_path):
     child = wfe("show", "doc.1").stdout.splitlines()
     assert "parent    doc" in child
     assert "status    waiting_human" in child
+
+
+def test_submit_tasks_submits_many_children_in_one_call(make_engine, wfe_run):
+    engine = make_engine()
+    refused: list[object] = []
+
+    async def split(task: Task) -> None:
+        answers = await engine.submit_tasks(
+            [
+                {"data": "a", "workflow_name": "page", "parent": task},
+                {"data": "b", "workflow_name": "page", "parent": "not-a-task"},
+                {"data": "c", "workflow_name": "page", "parent": task, "task_id": "mine"},
+                {"data": "d", "workflow_name": "page", "parent": task},
+            ],
+            return_exceptions=True,
+        )
+        refused.extend(a for a in answers if not isinstance(a, Task))
+        engine.wait_for_children(task)
+
+    async def read(task: Task) -> None:
+        task.output = task.data
+
+    engine.register_handler("split", split)
+    engine.register_handler("read", read)
+    engine.register_workflow("batch", [Phase("split")])
+    engine.register_workflow("page", [Phase("read")])
+
+    async def scenario() -> Task:
+        parent = await engine.submit_task(None, "batch", task_id="p")
+        await engine.run_until_idle()
+        found = await engine.get_task(parent.id)
+        assert found is not None
+        return found
+
+    parent = wfe_run(scenario())
+    assert [type(r) for r in refused] == [InvalidTaskError]
+    assert parent.children == ["p.1", "mine", "p.3"]
+    assert [(r["id"], r["output"]) for r in parent.output] == [
+        ("p.1", "a"),
+        ("mine", "c"),
+        ("p.3", "d"),
+    ]

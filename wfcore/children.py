@@ -30,11 +30,12 @@ FIRST_CHECK = 5.0
 LONGEST_CHECK = 300.0
 
 
-def child_id(parent: Task) -> str:
-    """The id of the next child ``parent`` submits without one: its id and the
-    child's place among its children, so that a phase run again after a crash or a
-    failed attempt submits the same ids, and finds its earlier run's children."""
-    task_id = f"{parent.id}.{len(parent.children) + 1}"
+def child_id(parent: Task, earlier: int = 0) -> str:
+    """The id of the next child ``parent`` submits without one (after ``earlier``
+    others being submitted with it): its id and the child's place among its
+    children, so that a phase run again after a crash or a failed attempt submits
+    the same ids, and finds its earlier run's children."""
+    task_id = f"{parent.id}.{len(parent.children) + earlier + 1}"
     if len(task_id.encode("utf-8")) > MAX_TASK_ID_BYTES:
         raise InvalidTaskError(
             f"the id of task {parent.id[:40]!r}...'s child would be longer than "

@@ -26,6 +26,7 @@ from ._wakeup import wake
 from .adapters import Adapter, run_handler
 from .artifacts import (
     SubmittedFile,
+    check_artifact_name,
     check_submitted_files,
     remove_artifact_dirs,
     resolve_artifact,
@@ -826,16 +827,17 @@ class ECSWorkflowEngine:
         parents: list[tuple[int, Task]] = []  # requests of child tasks, and their parent
         for request in requests:
             parent = request.get("parent") if isinstance(request, Mapping) else None
-            if parent is not None:
-                request = self._child_request(request, parent, parents)
-                parents.append((len(results), parent))
             try:
+                if parent is not None:
+                    request = self._child_request(request, parent, parents)
                 task, is_new, task_files = await self._new_task(store, request)
             except (InvalidTaskError, UnknownWorkflowError) as exc:
                 if not return_exceptions:
                     raise
                 results.append(exc)
                 continue
+            if parent is not None:
+                parents.append((len(results), parent))
             if is_new:
                 # A second request of an id in this batch gets the first one's task
                 # back from the insert, as a resubmission does: its files are not
@@ -877,10 +879,9 @@ class ECSWorkflowEngine:
             )
         if request.get("task_id") is not None:
             return request
-        # Children earlier in this call, without ids of their own, are numbered first.
-        planned = sum(1 for _, p in earlier if p is parent)
-        numbered = Task(id=parent.id, children=[*parent.children, *[""] * planned])
-        return {**request, "task_id": child_id(numbered)}
+        # After the children of this call's earlier requests.
+        earlier_children = sum(1 for _, p in earlier if p is parent)
+        return {**request, "task_id": child_id(parent, earlier_children)}
 
     async def _new_task(
         self, store: Store, request: Mapping[str, Any]
@@ -1654,10 +1655,21 @@ class ECSWorkflowEngine:
             if found is None:
                 raise UnknownTaskError(task)
             task = found
-        path = resolve_artifact(store.artifacts_dir, task.id, name)
         if not any(artifact.name == name for artifact in task.artifacts):
+            check_artifact_name(name)  # a name no artifact can have says why
             raise ArtifactError(f"task {task.id!r} has no artifact {name!r}")
-        return path
+        try:
+            return resolve_artifact(store.artifacts_dir, task.id, name)
+        except ArtifactError:
+            folder = task_artifact_dir(store.artifacts_dir, task.id)
+            if os.path.lexists(folder / name):
+                raise
+            # Listed, as wfe show says: "has no artifact" would contradict it.
+            raise ArtifactError(
+                f"task {task.id!r} lists the artifact {name!r}, but its file is not in "
+                f"{folder}: it was deleted or moved after the task stored it (a store "
+                "copied or restored without its artifacts folder, say)"
+            ) from None
 
     # -- running ---------------------------------------------------------------------
 
