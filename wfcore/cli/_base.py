@@ -572,11 +572,22 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
 
 def _module_hint(module_name: str, attr: str) -> str:
     """`` (MODULE is a module's dotted name, not a file: pkg.app:engine)`` for a
-    file path given as the module, as in ``app.py:engine``; else ""."""
-    if not module_name.endswith(".py") and "/" not in module_name and os.sep not in module_name:
+    file path given as the module, as in ``app.py:engine``; else "". A file outside
+    the current folder (``/srv/app/app.py``, ``../app.py``) has no dotted name from
+    here: the hint names the folder to import it from instead."""
+    is_path = "/" in module_name or os.sep in module_name
+    if not module_name.endswith(".py") and not is_path:
         return ""
-    dotted = module_name.removesuffix(".py").replace(os.sep, ".").replace("/", ".").strip(".")
-    return f" (MODULE is a module's dotted name, not a file: {dotted}:{attr})"
+    said = " (MODULE is a module's dotted name, not a file: "
+    if not is_path:  # apps.billing.py
+        return f"{said}{module_name.removesuffix('.py').strip('.')}:{attr})"
+    path = Path(os.path.abspath(module_name.removesuffix(".py")))
+    here = Path(os.getcwd())
+    if path.is_relative_to(here) and path != here:
+        return f"{said}{'.'.join(path.relative_to(here).parts)}:{attr})"
+    return (
+        f"{said}{path.name}:{attr}, with PYTHONPATH={path.parent} or run from that folder)"
+    )
 
 
 def _where(exc: BaseException, app_only: bool = False) -> str:
