@@ -4,6 +4,7 @@ the last has finished."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -431,6 +432,20 @@ def test_wfe_show_names_a_tasks_parent_and_children(wfe, tmp_path):
     child = wfe("show", "doc.1").stdout.splitlines()
     assert "parent    doc" in child
     assert "status    waiting_human" in child
+    wfe("cancel", "doc.2")
+    listed = [line.split()[:4] for line in wfe("tasks", "--parent", "doc").stdout.splitlines()]
+    assert listed == [
+        ["ID", "WORKFLOW", "PHASE", "STATUS"],
+        ["doc.1", "page", "check", "waiting_human"],
+        ["doc.2", "page", "check", "cancelled"],
+    ]
+    waiting = wfe("tasks", "--parent", "doc", "--status", "waiting", "--json").stdout
+    assert [t["id"] for t in json.loads(waiting)] == ["doc.1"]
+    paged = wfe("tasks", "--parent", "doc", "--limit", "1").stdout.splitlines()
+    assert paged[-1] == "(1 of 2 shown; --limit N or --offset N for more)"
+    unknown = wfe("tasks", "--parent", "dco", check=False)
+    assert unknown.returncode == 2
+    assert unknown.stderr == "Error: unknown task 'dco' (--parent)\n"
 
 
 def test_submit_tasks_submits_many_children_in_one_call(make_engine, wfe_run):

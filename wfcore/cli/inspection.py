@@ -13,7 +13,7 @@ import click
 from .._processes import worker_died_here
 from ..metrics import render_metrics
 from ..model import Phase, Task, TaskStatus, WorkflowSpec
-from ..stores.base import Store
+from ..stores.base import Store, summarized
 from ..wire import is_unicode_text, workflow_to_dict
 from ._base import (
     _STATUS_NAMES,
@@ -48,6 +48,11 @@ from ._base import (
 )
 @click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
 @click.option(
+    "--parent",
+    metavar="ID",
+    help="Only the children of task ID (submitted by its phases), in the order submitted.",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=50,
@@ -70,12 +75,13 @@ def tasks(
     ctx: click.Context,
     statuses: tuple[str, ...],
     workflow: str | None,
+    parent: str | None,
     limit: int,
     offset: int,
     as_json: bool,
     store: str | None,
 ) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first (--parent: a task's children, in the order submitted)."""
     if workflow is not None and not is_unicode_text(workflow):
         raise click.BadParameter(f"{workflow!r} is not UTF-8 text", param_hint="--workflow")
     wanted = _parse_statuses(statuses) if statuses else None
@@ -83,6 +89,8 @@ def tasks(
 
     async def fetch() -> tuple[list[Task], int]:
         st = await engine.get_store()
+        if parent is not None:
+            return await _children(st, parent, wanted, workflow, limit, offset, whole=as_json)
         # The table shows a line a task: summaries leave each task's payload unread.
         listing = st.list_tasks if as_json else st.list_task_summaries
         found = await listing(status=wanted, workflow_name=workflow, limit=limit, offset=offset)
@@ -506,6 +514,31 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
 
 # The children wfe show names; --json lists them all.
 _CHILDREN_SHOWN = 5
+
+
+async def _children(
+    store: Store,
+    parent_id: str,
+    wanted: list[TaskStatus] | None,
+    workflow: str | None,
+    limit: int,
+    offset: int,
+    *,
+    whole: bool,
+) -> tuple[list[Task], int]:
+    """The children of task ``parent_id`` that the filters keep, the page of them
+    asked for and how many there are; a child deleted since is left out."""
+    parent = await store.get_task(parent_id)
+    if parent is None:
+        raise _InputError(f"unknown task {parent_id!r} (--parent)")
+    kept = []
+    for child_id in parent.children:
+        child = await store.get_task(child_id)
+        if child is None or (wanted is not None and child.status not in wanted):
+            continue
+        if workflow is None or child.workflow_name == workflow:
+            kept.append(child if whole else summarized(child))
+    return kept[offset : offset + limit], len(kept)
 
 
 def _then(spec: WorkflowSpec, index: int) -> str:
