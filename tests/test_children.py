@@ -488,3 +488,37 @@ def test_submit_tasks_submits_many_children_in_one_call(make_engine, wfe_run):
         ("mine", "c"),
         ("p.3", "d"),
     ]
+
+
+def test_children_may_have_children_of_their_own(make_engine, wfe_run):
+    # A tree two levels deep: each node's phase waits for its two children, and the
+    # leaves count 1; the root finishes last, having counted them all.
+    engine = make_engine()
+
+    async def split(task: Task) -> None:
+        if task.data > 0:
+            for _ in range(2):
+                await engine.submit_task(task.data - 1, "tree", parent=task)
+        engine.wait_for_children(task)
+
+    async def count(task: Task) -> None:
+        below = task.outputs["split"]
+        task.output = sum(r["output"] for r in below) if below else 1
+
+    engine.register_handler("split", split)
+    engine.register_handler("count", count)
+    engine.register_workflow("tree", [Phase("split"), Phase("count")])
+
+    async def scenario() -> tuple[Task, Task]:
+        root = await engine.submit_task(2, "tree", task_id="root")
+        await engine.run_until_idle()
+        done = await engine.get_task(root.id)
+        leaf = await engine.get_task("root.2.1")
+        assert done is not None and leaf is not None
+        return done, leaf
+
+    root, leaf = wfe_run(scenario())
+    assert root.status is TaskStatus.COMPLETED
+    assert root.output == 4
+    assert leaf.parent_id == "root.2"
+    assert leaf.output == 1
