@@ -1872,13 +1872,28 @@ def _validate_answer(phase: Phase, output: Any) -> None:
     problems = sorted(validator.iter_errors(output), key=lambda e: list(e.absolute_path))
     if problems:
         errors = [
-            f"{'/'.join(str(p) for p in e.absolute_path) or '(answer)'}: {e.message}"
+            f"{'/'.join(str(p) for p in e.absolute_path) or '(answer)'}: {_json_message(e)}"
             for e in problems
         ]
         summary = (
             f"answer for phase {phase.target_classification!r} does not match its input_schema"
         )
         raise InvalidOutputError(summary + ": " + "; ".join(errors), errors, summary=summary)
+
+
+def _json_message(error: Any) -> str:
+    """A jsonschema violation's message with the value it starts with as JSON, as
+    the answer was written: ``null is not of type 'object'`` (an answer left out),
+    not Python's ``None``; ``true``, not ``True``. A string keeps its quotes."""
+    message: str = error.message
+    value = error.instance
+    if isinstance(value, str) or not message.startswith(repr(value)):
+        return message
+    try:
+        shown = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return message
+    return shown + message[len(repr(value)) :]
 
 
 def _start_time(value: Any) -> datetime | None:
