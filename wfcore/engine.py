@@ -120,6 +120,9 @@ _BUILTIN_STORES = {"wfcore.stores.sqlite": "sqlite:///path", "wfcore.stores.memo
 _CHANGE_TRIES = 50
 
 _FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+_RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+# Tasks listed a page at a time by retry_tasks.
+_RETRY_PAGE = 500
 # Tasks deleted per write transaction by purge().
 _PURGE_BATCH = 1000
 
@@ -1403,7 +1406,7 @@ class ECSWorkflowEngine:
         who = _by_field(by)
 
         async def requeue(task: Task) -> None:
-            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            if task.status not in _RETRYABLE:
                 raise TaskStateError(
                     f"task {task_id!r} is {task.status.name}; only a FAILED or CANCELLED "
                     "task can be retried",
@@ -1426,6 +1429,68 @@ class ECSWorkflowEngine:
         task, _ = await self._change_stored(task_id, requeue)
         self._worker.poke()
         return task
+
+    async def retry_tasks(
+        self,
+        statuses: Iterable[TaskStatus | str] = (TaskStatus.FAILED,),
+        *,
+        workflow_name: str | None = None,
+        error_contains: str | None = None,
+        dry_run: bool = False,
+        by: str | None = None,
+    ) -> list[str]:
+        """:meth:`retry` every FAILED task (or CANCELLED, or both: ``statuses``),
+        after an outage that failed many, say; return the ids of those retried.
+
+        ``workflow_name`` narrows it to one workflow, ``error_contains`` to the tasks
+        whose error holds that text in its first 1,000 characters
+        (``"ConnectionError"``). With ``dry_run`` nothing changes: the ids are of
+        the tasks that would be retried. A task changed meanwhile (retried or
+        deleted by someone else) is left out. Raises ValueError for a status that
+        cannot be retried.
+        """
+        if isinstance(statuses, (str, TaskStatus)):
+            statuses = [statuses]
+        wanted = [TaskStatus.parse(s) for s in statuses]
+        others = [s.value for s in wanted if s not in _RETRYABLE]
+        if not wanted or others:
+            raise ValueError(
+                "retry_tasks retries only failed and cancelled tasks"
+                + (f", not {', '.join(others)}" if others else "")
+            )
+        if workflow_name is not None and not isinstance(workflow_name, str):
+            raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
+        if error_contains is not None and (
+            not isinstance(error_contains, str) or not error_contains
+        ):
+            raise TypeError(
+                f"error_contains must be non-empty text or None, not {error_contains!r}"
+            )
+        if workflow_name is not None and not is_unicode_text(workflow_name):
+            return []  # no stored workflow has such a name
+        store = await self.get_store()
+        found: dict[str, None] = {}  # in the order listed, each once
+        offset = 0
+        while True:
+            page = await store.list_task_summaries(
+                status=wanted, workflow_name=workflow_name, limit=_RETRY_PAGE, offset=offset
+            )
+            for task in page:
+                if error_contains is None or error_contains in (task.error or ""):
+                    found.setdefault(task.id)
+            if len(page) < _RETRY_PAGE:
+                break
+            offset += _RETRY_PAGE
+        if dry_run:
+            return list(found)
+        retried = []
+        for task_id in found:
+            try:
+                await self.retry(task_id, by=by)
+            except (UnknownTaskError, TaskStateError):
+                continue  # retried, deleted or changed by someone else since listed
+            retried.append(task_id)
+        return retried
 
     async def set_priority(self, task_id: str, priority: int, *, by: str | None = None) -> Task:
         """Change the priority of a task that waits: PENDING (queued, delayed, or

@@ -4,6 +4,7 @@ priority and purge."""
 from __future__ import annotations
 
 import getpass
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ from ._base import (
     _task_json,
     cli,
 )
+
+# The statuses wfe retry --status takes.
+_RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
 
@@ -576,22 +580,106 @@ def cancel(
 
 
 @cli.command()
-@click.argument("task_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@click.argument("task_ids", metavar="[TASK_ID]...", nargs=-1)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="S[,S...]",
+    help="Instead of ids: every task with this status, failed or cancelled (both "
+    "separated by a comma, or the option repeated).",
+)
+@click.option(
+    "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
+)
+@click.option(
+    "--error",
+    "error_contains",
+    metavar="TEXT",
+    help="With --status: only tasks whose error holds TEXT (in its first 1,000 characters).",
+)
+@click.option("--dry-run", is_flag=True, help="With --status: only list what would be retried.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the task as JSON (with --status: the ids)."
+)
 @_by_option
 @_app_option
 @_store_option
 @click.pass_context
 def retry(
-    ctx: click.Context, task_id: str, as_json: bool, by: str | None, store: str | None
+    ctx: click.Context,
+    task_ids: tuple[str, ...],
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    error_contains: str | None,
+    dry_run: bool,
+    as_json: bool,
+    by: str | None,
+    store: str | None,
 ) -> None:
     """Run a failed or cancelled task's phase again, with fresh attempts.
 
-    Prints the task's id and its new status, pending.
+    Prints the task's id and its new status, pending. With --status instead of
+    ids, retries every such task (after an outage that failed many, say) and
+    prints the id of each, then how many on stderr.
+
+    \b
+      wfe retry 4711
+      wfe retry --status failed --workflow invoices --error ConnectionError --dry-run
     """
+    if statuses and task_ids:
+        raise click.UsageError("give task ids or --status, not both")
+    if not statuses:
+        for option, given in (
+            ("--workflow", workflow),
+            ("--error", error_contains),
+            ("--dry-run", dry_run or None),
+        ):
+            if given is not None:
+                raise click.UsageError(f"{option} chooses tasks with --status; give --status too")
+        if len(task_ids) != 1:
+            raise click.UsageError(
+                "give one task id, or --status failed (or cancelled) to retry every such task"
+            )
+        engine = _engine(ctx, store, existing=True)
+        task = _run(_closing(engine, engine.retry(task_ids[0], by=_who(by))))
+        click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
+        return
+    if error_contains is not None and not error_contains:
+        raise click.BadParameter("is empty", param_hint="--error")
+    wanted = _parse_statuses(statuses, allowed=_RETRYABLE)
     engine = _engine(ctx, store, existing=True)
-    task = _run(_closing(engine, engine.retry(task_id, by=_who(by))))
-    click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
+
+    async def retry_them() -> list[str]:
+        ids = await engine.retry_tasks(
+            wanted,
+            workflow_name=workflow,
+            error_contains=error_contains,
+            dry_run=dry_run,
+            by=_who(by),
+        )
+        if not ids and workflow is not None:
+            opened = await engine.get_store()
+            known = sorted(spec.name for spec in await opened.load_workflows())
+            if workflow not in known and not any((await opened.count_tasks(workflow)).values()):
+                raise _InputError(
+                    f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})"
+                )
+        return ids
+
+    ids = _run(_closing(engine, retry_them()))
+    if as_json:
+        click.echo(json.dumps(ids))
+    else:
+        for task_id in ids:
+            click.echo(task_id if dry_run else f"{task_id} pending")
+    which = "/".join(s.value for s in wanted)
+    said = (
+        f"would retry {len(ids)} {which} task(s) (--dry-run)"
+        if dry_run
+        else (f"retried {len(ids)} {which} task(s)")
+    )
+    click.echo(said, err=True)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
