@@ -874,11 +874,15 @@ _STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
 
 
 def _parse_statuses(
-    values: tuple[str, ...], option: str = "--status", allowed: tuple[TaskStatus, ...] = ()
+    values: tuple[str, ...],
+    option: str = "--status",
+    allowed: tuple[TaskStatus, ...] = (),
+    done_to: str = "purged",
 ) -> list[TaskStatus]:
     """``pending``, ``FAILED``, ``waiting`` (the three waiting_* ones), given as a
     repeated option, separated by commas, or both. ``allowed``: the only statuses
-    the command takes (else any)."""
+    the command takes (else any); ``done_to``, what it does to them, words the
+    refusal of another ("completed tasks are never retried")."""
     wanted: list[TaskStatus] = []
     names = [name.strip() for value in values for name in value.split(",")]
     if allowed:
@@ -902,7 +906,7 @@ def _parse_statuses(
         if refused:
             what = "waiting" if len(found) > 1 else refused[0].value
             raise click.BadParameter(
-                f"{what} tasks are never purged; only {_or(s.value for s in allowed)}",
+                f"{what} tasks are never {done_to}; only {_or(s.value for s in allowed)}",
                 param_hint=option,
             )
         wanted += [status for status in found if status not in wanted]

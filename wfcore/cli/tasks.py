@@ -647,7 +647,7 @@ def retry(
         return
     if error_contains is not None and not error_contains:
         raise click.BadParameter("is empty", param_hint="--error")
-    wanted = _parse_statuses(statuses, allowed=_RETRYABLE)
+    wanted = _parse_statuses(statuses, allowed=_RETRYABLE, done_to="retried")
     engine = _engine(ctx, store, existing=True)
 
     async def retry_them() -> list[str]:
