@@ -522,3 +522,35 @@ def test_children_may_have_children_of_their_own(make_engine, wfe_run):
     assert root.output == 4
     assert leaf.parent_id == "root.2"
     assert leaf.output == 1
+
+
+def test_a_child_whose_id_would_be_too_long_is_refused_naming_the_way_out(make_engine, wfe_run):
+    engine = make_engine()
+    refused: list[str] = []
+
+    async def split(task: Task) -> None:
+        try:
+            await engine.submit_task(None, "page", parent=task)
+        except InvalidTaskError as exc:
+            refused.append(str(exc))
+        await engine.submit_task(None, "page", parent=task, task_id="short")
+        engine.wait_for_children(task)
+
+    engine.register_handler("split", split)
+    engine.register_handler("read", lambda task: None)
+    engine.register_workflow("batch", [Phase("split")])
+    engine.register_workflow("page", [Phase("read")])
+
+    async def scenario() -> Task:
+        parent = await engine.submit_task(None, "batch", task_id="x" * 199)
+        await engine.run_until_idle()
+        found = await engine.get_task(parent.id)
+        assert found is not None
+        return found
+
+    parent = wfe_run(scenario())
+    assert refused == [
+        f"the id of task {'x' * 40!r}...'s child would be longer than 200 bytes: give it a task_id"
+    ]
+    assert parent.status is TaskStatus.COMPLETED
+    assert parent.children == ["short"]
