@@ -1,6 +1,7 @@
 """The forms that change a task, posted from its page or the inbox: answer a waiting
 task (from its page, with a file to store with it), cancel one, retry one, change the
-priority of one that waits.
+priority of one that waits; and, from the task list, retry every failed (or
+cancelled) task of the list.
 
 An answer that cannot be taken shows the page it came from again, with the errors
 beside the fields, or (409) with the new question when the task has moved on.
@@ -45,6 +46,7 @@ __all__ = [
     "cancel",
     "change_task",
     "retry",
+    "retry_listed",
     "set_priority",
 ]
 
@@ -55,6 +57,8 @@ def add_actions(bp: Blueprint, dash: Dashboard) -> None:
     route(bp, dash, "/tasks/<task_id>/cancel", cancel, ["POST"])
     route(bp, dash, "/tasks/<task_id>/retry", retry, ["POST"])
     route(bp, dash, "/tasks/<task_id>/priority", set_priority, ["POST"])
+    # Not under /tasks/: a task may be called "retry".
+    route(bp, dash, "/retry", retry_listed, ["POST"])
 
 
 def answer(dash: Dashboard, task_id: str) -> Any:
@@ -323,6 +327,36 @@ def retry(dash: Dashboard, task_id: str) -> Any:
     return change_task(
         dash, task_id, lambda engine: engine.retry(task_id, by=by), "retry", "queued again", back
     )
+
+
+def retry_listed(dash: Dashboard) -> Any:
+    """The task list's "Retry all" form: every task of its status, failed or
+    cancelled, and of its workflow if it lists one; then the list of them queued."""
+    status = request.form.get("status", "")
+    workflow = request.form.get("workflow") or None
+    if status not in ("failed", "cancelled"):
+        return _error(dash, 400, f"only failed or cancelled tasks are retried, not {status!r}")
+    by = acting_user()
+    which = f"{status} task(s)" + (f" of workflow {workflow}" if workflow else "")
+    try:
+        retried = dash.call(
+            lambda engine: engine.retry_tasks([status], workflow_name=workflow, by=by)
+        )
+    except BridgeTimeout as exc:
+        flash(
+            f"The store was too busy to retry the {which} ({exc}). It was queued and may "
+            "still be done: check the list before trying again.",
+            "warn",
+        )
+    except StoreError as exc:
+        flash(
+            f"The store did not take the retry of the {which}: {store_failed(exc)}. Some "
+            "may have been queued again; the list says which.",
+            "error",
+        )
+    else:
+        flash(f"{len(retried)} {which} queued again.", "ok")
+    return redirect(url_for(".tasks", status="pending", workflow=workflow), 303)
 
 
 def set_priority(dash: Dashboard, task_id: str) -> Any:
