@@ -446,6 +446,9 @@ def test_wfe_show_names_a_tasks_parent_and_children(wfe, tmp_path):
     unknown = wfe("tasks", "--parent", "dco", check=False)
     assert unknown.returncode == 2
     assert unknown.stderr == "Error: unknown task 'dco' (--parent)\n"
+    assert wfe("cancel", "doc", "--children").stdout == "doc cancelled\n"
+    statuses = json.loads(wfe("tasks", "--parent", "doc", "--json").stdout)
+    assert [t["status"] for t in statuses] == ["cancelled", "cancelled"]
 
 
 def test_submit_tasks_submits_many_children_in_one_call(make_engine, wfe_run):
@@ -554,3 +557,48 @@ def test_a_child_whose_id_would_be_too_long_is_refused_naming_the_way_out(make_e
     ]
     assert parent.status is TaskStatus.COMPLETED
     assert parent.children == ["short"]
+
+
+def test_cancel_with_children_cancels_the_unfinished_ones_and_theirs(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def split(task: Task) -> None:
+        for workflow, data in task.data:
+            await engine.submit_task(data, workflow, parent=task)
+        engine.wait_for_children(task)
+
+    async def done(task: Task) -> None:
+        task.output = "done"
+
+    engine.register_handler("split", split)
+    engine.register_handler("done", done)
+    engine.register_workflow("batch", [Phase("split")])
+    engine.register_workflow("quick", [Phase("done")])
+    engine.register_workflow("slow", [Phase("check", assigned_to="human")])
+    engine.register_workflow("nested", [Phase("split")])  # waits for children of its own
+    two = [["quick", None], ["slow", None]]
+
+    async def scenario() -> dict[str, TaskStatus]:
+        await engine.submit_task(two, "batch", task_id="keep")
+        await engine.submit_task([*two, ["nested", [["slow", None]]]], "batch", task_id="all")
+        await engine.run_until_idle()
+        await engine.cancel("keep")
+        await engine.cancel("all", children=True, by="ops")
+        ids = ["keep", "keep.1", "keep.2", "all", "all.1", "all.2", "all.3", "all.3.1"]
+        found = {i: await engine.get_task(i) for i in ids}
+        assert found["all.2"] is not None
+        cancelled = [e for e in found["all.2"].history if e["event"] == "cancelled"]
+        assert cancelled[0]["by"] == "ops"
+        return {i: t.status for i, t in found.items() if t is not None}
+
+    got = wfe_run(scenario())
+    assert got == {
+        "keep": TaskStatus.CANCELLED,
+        "keep.1": TaskStatus.COMPLETED,
+        "keep.2": TaskStatus.WAITING_HUMAN,  # not asked to
+        "all": TaskStatus.CANCELLED,
+        "all.1": TaskStatus.COMPLETED,  # finished before: left as it is
+        "all.2": TaskStatus.CANCELLED,
+        "all.3": TaskStatus.CANCELLED,
+        "all.3.1": TaskStatus.CANCELLED,
+    }

@@ -1362,12 +1362,13 @@ class ECSWorkflowEngine:
         self._worker.poke()
         return task
 
-    async def cancel(self, task_id: str, *, by: str | None = None) -> Task:
+    async def cancel(self, task_id: str, *, by: str | None = None, children: bool = False) -> Task:
         """Cancel a pending, running or waiting task, wherever it runs.
 
         A worker running it loses its lease and its later writes are dropped.
-        ``by``: who cancelled it, recorded in the ``cancelled`` event.
-        Raises UnknownTaskError, or TaskStateError for a finished task.
+        ``by``: who cancelled it, recorded in the ``cancelled`` event. With
+        ``children``, its children that have not finished (and theirs) are cancelled
+        after it. Raises UnknownTaskError, or TaskStateError for a finished task.
         """
         who = _by_field(by)
 
@@ -1393,7 +1394,21 @@ class ECSWorkflowEngine:
         await self._fire("wfe_task_cancelled", task=task)
         if task.parent_id is not None:
             await self._report_to_parent(task)
+        if children:
+            await self._cancel_children(task, by)
         return task
+
+    async def _cancel_children(self, task: Task, by: str | None) -> None:
+        """Cancel the unfinished children of the cancelled ``task``, and theirs."""
+        store = await self.get_store()
+        for kid in task.children:
+            child = await store.get_task(kid)
+            if child is None or child.status.is_finished:
+                continue
+            try:
+                await self.cancel(kid, by=by, children=True)
+            except (UnknownTaskError, TaskStateError):
+                continue  # finished or deleted since it was read
 
     async def retry(self, task_id: str, *, by: str | None = None) -> Task:
         """Run a FAILED (or CANCELLED) task's phase again, with fresh attempts.

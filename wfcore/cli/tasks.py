@@ -557,6 +557,11 @@ def resume(
 
 @cli.command()
 @click.argument("task_id")
+@click.option(
+    "--children",
+    is_flag=True,
+    help="Cancel its unfinished children too (the tasks its phases submitted), and theirs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
 @_by_option
 @_hooks_app_option
@@ -565,6 +570,7 @@ def resume(
 def cancel(
     ctx: click.Context,
     task_id: str,
+    children: bool,
     as_json: bool,
     by: str | None,
     app: str | None,
@@ -575,7 +581,7 @@ def cancel(
     Prints the task's id and its new status, cancelled.
     """
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-    task = _run(_closing(engine, engine.cancel(task_id, by=_who(by))))
+    task = _run(_closing(engine, engine.cancel(task_id, by=_who(by), children=children)))
     click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
 
 
