@@ -602,3 +602,60 @@ def test_cancel_with_children_cancels_the_unfinished_ones_and_theirs(make_engine
         "all.3": TaskStatus.CANCELLED,
         "all.3.1": TaskStatus.CANCELLED,
     }
+
+
+def test_a_wait_with_a_timeout_goes_on_with_the_children_as_they_stand(make_engine, wfe_run):
+    engine = make_engine(poll_interval=0.02)
+
+    async def split(task: Task) -> None:
+        for workflow in ("quick", "slow", "slow"):
+            await engine.submit_task(None, workflow, parent=task)
+        engine.wait_for_children(task, timeout=timedelta(seconds=0.3))
+
+    async def done(task: Task) -> None:
+        task.output = "done"
+
+    engine.register_handler("split", split)
+    engine.register_handler("done", done)
+    engine.register_workflow("batch", [Phase("split")])
+    engine.register_workflow("quick", [Phase("done")])
+    engine.register_workflow("slow", [Phase("check", assigned_to="human")])
+
+    async def scenario() -> Task:
+        parent = await engine.submit_task(None, "batch", task_id="p")
+        async with background(engine):
+            return await wait_for_status(engine, parent.id, TaskStatus.COMPLETED, timeout=5)
+
+    parent = wfe_run(scenario())
+    assert parent.output == [
+        {"id": "p.1", "status": "completed", "output": "done", "error": None},
+        {"id": "p.2", "status": "waiting_human", "output": None, "error": None},
+        {"id": "p.3", "status": "waiting_human", "output": None, "error": None},
+    ]
+    [suspended] = [e for e in parent.history if e["event"] == "suspended"]
+    assert suspended["until"] is not None and suspended["deadline"] == suspended["until"]
+    [joined] = [e for e in parent.history if e["event"] == "children_finished"]
+    assert joined["wait_ended"] is True
+    assert (joined["completed"], joined["waiting_human"]) == (1, 2)
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "10", True])
+def test_a_wait_timeout_that_is_no_time_fails_the_attempt_naming_it(make_engine, wfe_run, timeout):
+    engine = make_engine()
+
+    async def split(task: Task) -> None:
+        engine.wait_for_children(task, timeout=timeout)
+
+    engine.register_handler("split", split)
+    engine.register_workflow("batch", [Phase("split")])
+
+    async def scenario() -> Task:
+        parent = await engine.submit_task(None, "batch")
+        await engine.run_until_idle()
+        found = await engine.get_task(parent.id)
+        assert found is not None
+        return found
+
+    parent = wfe_run(scenario())
+    assert parent.status is TaskStatus.FAILED
+    assert parent.error.startswith("InvalidTaskError: wait_for_children's timeout")

@@ -21,7 +21,14 @@ from .wire import MAX_TASK_ID_BYTES
 if TYPE_CHECKING:
     from .stores.base import Store
 
-__all__ = ["check_interval", "child_id", "children_results", "record_join"]
+__all__ = [
+    "check_interval",
+    "child_id",
+    "children_results",
+    "first_check",
+    "record_join",
+    "wait_ends",
+]
 
 #: Seconds until a worker first checks on the children a task waits for, should
 #: none of them have reported back; the interval grows with the wait, up to
@@ -47,33 +54,64 @@ def child_id(parent: Task, earlier: int = 0) -> str:
 def check_interval(task: Task, now: datetime | None = None) -> datetime:
     """When a worker next checks on the children ``task`` waits for: after as long
     as it has waited so far (from :data:`FIRST_CHECK` to :data:`LONGEST_CHECK`
-    seconds), so a short wait is checked often and a long one seldom."""
+    seconds), so a short wait is checked often and a long one seldom; and no later
+    than the end of its wait (:func:`wait_ends`)."""
     now = now or utcnow()
     waited = 0.0
+    suspended = _last_suspended(task)
+    if suspended is not None:
+        try:
+            waited = (now - datetime.fromisoformat(suspended["at"])).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            pass
+    return first_check(wait_ends(task), now, min(LONGEST_CHECK, max(FIRST_CHECK, waited)))
+
+
+def first_check(
+    until: datetime | None, now: datetime | None = None, seconds: float = FIRST_CHECK
+) -> datetime:
+    """When a worker first checks on the children of a task that begins to wait for
+    them now: :data:`FIRST_CHECK` seconds on, or at ``until``, the end of the wait,
+    if that is sooner."""
+    check = (now or utcnow()) + timedelta(seconds=seconds)
+    return check if until is None else min(check, until)
+
+
+def wait_ends(task: Task) -> datetime | None:
+    """When the wait of ``task`` for its children ends whether or not they have all
+    finished (``wait_for_children``'s ``timeout``, recorded as ``until`` in the
+    ``suspended`` event), or None."""
+    suspended = _last_suspended(task)
+    until = suspended.get("until") if suspended is not None else None
+    try:
+        return datetime.fromisoformat(until) if isinstance(until, str) else None
+    except ValueError:
+        return None
+
+
+def _last_suspended(task: Task) -> dict[str, Any] | None:
+    """The event that began the task's latest wait."""
     for event in reversed(task.history):
         if event.get("event") == "suspended":
-            try:
-                waited = (now - datetime.fromisoformat(event["at"])).total_seconds()
-            except (KeyError, TypeError, ValueError):
-                pass
-            break
-    seconds = min(LONGEST_CHECK, max(FIRST_CHECK, waited))
-    return now + timedelta(seconds=seconds)
+            found: dict[str, Any] = event
+            return found
+    return None
 
 
 async def children_results(
-    store: Store, task_ids: list[str], start: int = 0
+    store: Store, task_ids: list[str], start: int = 0, *, unfinished: bool = False
 ) -> list[dict[str, Any]] | None:
     """What became of each task of ``task_ids`` (in that order) once all have
     finished, else None. Reading begins at ``start`` and stops at the first that
     has not finished: a child that has just finished looks first at its younger
-    siblings, which finish after it as often as not."""
+    siblings, which finish after it as often as not. With ``unfinished`` (a wait
+    that has ended), the others are there too, with the status they have now."""
     count = len(task_ids)
     found: dict[int, Task | None] = {}
     for step in range(count):
         index = (start + step) % count
         child = await store.get_task(task_ids[index])
-        if child is not None and not child.status.is_finished:
+        if child is not None and not child.status.is_finished and not unfinished:
             return None
         found[index] = child
     return [_result(task_ids[i], found[i]) for i in range(count)]
@@ -87,20 +125,27 @@ def _result(task_id: str, child: Task | None) -> dict[str, Any]:
             "output": None,
             "error": "the task was deleted before its parent read it",
         }
+    finished = child.status.is_finished
     return {
         "id": child.id,
         "status": child.status.value,
-        "output": child.output,
-        "error": child.error,
+        # An unfinished one's is only its latest phase's.
+        "output": child.output if finished else None,
+        "error": child.error if finished else None,
     }
 
 
-def record_join(task: Task, phase: str, results: list[dict[str, Any]]) -> None:
-    """Record that the children ``task`` waits for in ``phase`` have all finished,
-    and end its wait; advancing it (the results as the phase's output) is left to
-    the caller."""
+def record_join(
+    task: Task, phase: str, results: list[dict[str, Any]], *, ended: bool = False
+) -> None:
+    """Record that the children ``task`` waits for in ``phase`` have all finished
+    (or, ``ended``, that its wait for them is over), and end its wait; advancing it
+    (the results as the phase's output) is left to the caller."""
     counts = Counter(str(result["status"] or "deleted") for result in results)
-    task.record("children_finished", phase=phase, **dict(sorted(counts.items())))
+    details: dict[str, Any] = dict(sorted(counts.items()))
+    if ended:
+        details["wait_ended"] = True
+    task.record("children_finished", phase=phase, **details)
     task.waiting_reason = None
     task.deadline = None
     task.waiting_for = None

@@ -35,7 +35,7 @@ from .artifacts import (
     write_artifact,
     write_submitted_files,
 )
-from .children import check_interval, child_id, children_results, record_join
+from .children import child_id, children_results, first_check, record_join
 from .errors import (
     LONGEST_WAIT,
     ArtifactError,
@@ -1200,7 +1200,7 @@ class ECSWorkflowEngine:
         task.reply = None
         task.deadline = None if deadline is None else utcnow() + timedelta(seconds=deadline)
 
-    def wait_for_children(self, task: Task) -> None:
+    def wait_for_children(self, task: Task, *, timeout: float | timedelta | None = None) -> None:
         """Make the running phase wait for the tasks it submitted with
         ``submit_task(..., parent=task)``; call from inside a handler.
 
@@ -1212,8 +1212,12 @@ class ECSWorkflowEngine:
         child does not fail the phase: the next phase reads the statuses and
         decides. A phase that submitted no children goes on at once, its output
         ``[]``. ``resume`` ends the wait early, with the answer as the output.
+        ``timeout`` (seconds, or a timedelta) ends it at the latest that long after,
+        finished or not: the children that have not finished are in the output too,
+        with the status they have then (and no output or error).
 
-        Raises InvalidTaskError outside a phase this engine runs.
+        Raises InvalidTaskError outside a phase this engine runs, or for a timeout
+        that is not 0 to 100 years.
         """
         _check_phase_task(task, "wait_for_children")
         if not self._worker.runs_phase_of(task):
@@ -1221,13 +1225,19 @@ class ECSWorkflowEngine:
                 "wait_for_children() is for a task whose phase this engine is running, "
                 "called from inside that phase" + other_engine_hint(self, task)
             )
+        until = None
+        if timeout is not None:
+            if isinstance(timeout, timedelta):
+                timeout = timeout.total_seconds()
+            until = utcnow() + timedelta(seconds=_seconds(timeout, "wait_for_children's timeout"))
+            self._worker.note_wait_end(task, until)
         waited = self._worker.children_of_phase(task)
         task.status = TaskStatus.WAITING_IO
         task.waiting_reason = f"waiting for {len(waited)} child task(s) to finish"
         task.waiting_for = waited
         task.resume_in_phase = False
         task.reply = None
-        task.deadline = check_interval(task)
+        task.deadline = first_check(until)
 
     async def checkpoint(self, task: Task) -> None:
         """Store a running phase's task as it is now; call from inside a handler.

@@ -31,7 +31,7 @@ from ._processes import worker_died_here
 from ._slots import PhaseSlots, Slot, SlotsClosed
 from ._wakeup import call_in, running_loop, wake
 from .artifacts import check_artifact_name, remove_artifact_dirs, task_artifact_dir
-from .children import check_interval, children_results, record_join
+from .children import check_interval, children_results, record_join, wait_ends
 from .command import remove_stale_workdirs
 from .errors import (
     LONGEST_WAIT,
@@ -95,6 +95,8 @@ class Worker:
         self._in_phase: dict[str, Task] = {}
         # The children each running phase submitted (submit_task(parent=...)), in order.
         self._phase_children: dict[str, list[str]] = {}
+        # When the wait for them ends, for a phase that waits for children with a timeout.
+        self._wait_ends: dict[str, datetime] = {}
         # What each of those phases may not change of its task (see _Owned).
         self._owned: dict[str, _Owned] = {}
         self._slots = PhaseSlots()
@@ -488,6 +490,11 @@ class Worker:
             children = self._phase_children.setdefault(parent.id, [])
             if child_id not in children:
                 children.append(child_id)
+
+    def note_wait_end(self, task: Task, until: datetime) -> None:
+        """``task``'s running phase waits for its children until ``until`` at most."""
+        if self.runs_phase_of(task):
+            self._wait_ends[task.id] = until
 
     def children_of_phase(self, task: Task) -> list[str]:
         """The children ``task``'s running phase has submitted so far, in order."""
@@ -906,6 +913,7 @@ class Worker:
         finally:
             self._in_phase.pop(task_id, None)
             self._phase_children.pop(task_id, None)
+            wait_until = self._wait_ends.pop(task_id, None)
             self._owned.pop(task_id, None)
             self._store_failed.discard(task_id)
             self._checkpointing.pop(task_id, None)
@@ -943,7 +951,7 @@ class Worker:
         if task.id in self._lost:
             raise _LeaseLost
         if task.status.is_waiting:
-            await self._suspended(task, phase, time.monotonic() - started)
+            await self._suspended(task, phase, time.monotonic() - started, wait_until)
             return None
         advance(task, spec, phase, task.output, seconds=time.monotonic() - started)
         finished = task.status.is_finished
@@ -972,7 +980,9 @@ class Worker:
                 pass
         return self._stopping
 
-    async def _suspended(self, task: Task, phase: Phase, seconds: float) -> None:
+    async def _suspended(
+        self, task: Task, phase: Phase, seconds: float, wait_until: datetime | None = None
+    ) -> None:
         if (
             task.deadline is None
             and phase.timeout is not None
@@ -988,6 +998,8 @@ class Worker:
             deadline=task.deadline.isoformat() if task.deadline else None,
             seconds=round(seconds, 6),
         )
+        if wait_until is not None and task.waiting_for is not None:
+            task.history[-1]["until"] = wait_until.isoformat()  # see children.wait_ends
         if await self._persist(task, keep_lease=False):
             self._engine.stats["suspended"] += 1
             await self._engine._fire("wfe_task_suspended", task=task)
@@ -1137,11 +1149,15 @@ class Worker:
         could), else set the time of the next check."""
         assert self._engine._store is not None and task.waiting_for is not None
         results = await children_results(self._engine._store, task.waiting_for)
+        until = wait_ends(task)
+        ended = results is None and until is not None and until <= utcnow()
+        if ended:
+            results = await children_results(self._engine._store, task.waiting_for, unfinished=True)
         if results is None:
             task.deadline = check_interval(task)
             await self._persist(task, keep_lease=False)
             return None
-        record_join(task, phase.target_classification, results)
+        record_join(task, phase.target_classification, results, ended=ended)
         task.status = TaskStatus.IN_PROGRESS
         advance(task, spec, phase, results)
         finished = task.status.is_finished
