@@ -1,11 +1,13 @@
 """Child tasks on the dashboard: a parent's page links its children and says it waits
-for them (with no deadline, which it has none of), a child's page links its parent."""
+for them (with no deadline, which it has none of, but the end of its wait in the
+timeline), a child's page links its parent."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ async def _waiting_parent(store_url: str) -> None:
     async def split(task: Task) -> None:
         for page in task.data:
             await engine.submit_task(page, "page", parent=task)
-        engine.wait_for_children(task)
+        engine.wait_for_children(task, timeout=timedelta(days=2))
 
     engine.register_handler("split", split)
     engine.register_workflow("batch", [Phase("split", assigned_to="functional")])
@@ -51,6 +53,8 @@ def test_a_parent_and_its_children_link_each_other(client: Any, wfe_store_url: s
     assert "waiting for 2 child task(s) to finish" in parent
     # Its deadline is only when a worker next checks on the children: not shown as one.
     assert "<dt>Deadline</dt>" not in parent and "· deadline" not in parent
+    # The end of the wait (its timeout) shows in the timeline as a time.
+    assert re.search(r'<i>until</i> <time datetime="[^"]+" class="wfe-time-at">', parent)
     child = client.get("/tasks/doc.1").text
     link = re.search(r'<dd id="task-parent"><a href="([^"]*)">', child)
     assert link is not None and link.group(1) == "/tasks/doc"

@@ -416,7 +416,7 @@ def _timeline(task: Task, last: int | None = None) -> list[dict[str, Any]]:
 
 
 #: Details of an event that are times, which the timeline shows as times.
-_TIME_DETAILS = ("deadline", "run_after")
+_TIME_DETAILS = ("deadline", "run_after", "until")
 
 #: The most characters of one detail of an event the timeline shows: an error
 #: message may hold a whole response body, and each failed attempt repeats it.
