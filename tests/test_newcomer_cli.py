@@ -39,3 +39,19 @@ def test_an_app_file_outside_the_current_folder_gets_a_hint_that_works(wfe, tmp_
     env = {**wfe.env, "PYTHONPATH": str(srv)}
     submitted = wfe("submit", "intake", "--app", "invoices:engine", cwd=elsewhere, env=env)
     assert submitted.stdout.strip()
+
+
+def test_a_file_path_given_as_the_store_gets_its_sqlite_url(wfe, tmp_path: Path) -> None:
+    """``--store ./wfe.db`` or ``WFE_STORE=/srv/wfe.db`` (a path, the first thing a
+    new user tries) is refused with the URL to write instead, which then works."""
+    (tmp_path / "invoices.py").write_text(APP)
+    url = f"sqlite://{tmp_path / 'jobs.db'}"
+    said = f"a file path is not a store URL: for a SQLite file there, {url}\n"
+    for store in ("./jobs.db", str(tmp_path / "jobs.db")):
+        refused = wfe("submit", "intake", "--app", "invoices:engine", "--store", store, check=False)
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.endswith(said), refused.stderr
+        assert f"no storage backend handles {store!r}" in refused.stderr, refused.stderr
+    assert not (tmp_path / "jobs.db").exists()
+    wfe("submit", "intake", "--app", "invoices:engine", "--store", url)
+    assert (tmp_path / "jobs.db").is_file()

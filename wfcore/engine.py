@@ -629,7 +629,10 @@ class ECSWorkflowEngine:
         """The store the first plugin (``wfe_open_store``) that handles ``url`` gives."""
         found = call_first(self.plugin_manager, "wfe_open_store", url=url)
         if found is None:
-            raise StoreError(f"no storage backend handles {url!r} ({self._store_schemes()})")
+            raise StoreError(
+                f"no storage backend handles {url!r} ({self._store_schemes()})"
+                f"{self._path_hint(url)}"
+            )
         plugin, store = found
         if isinstance(store, type):
             raise PluginError(
@@ -641,6 +644,16 @@ class ECSWorkflowEngine:
                 f"plugin {plugin!r}: wfe_open_store must return a Store, not {type(store).__name__}"
             )
         return store
+
+    def _path_hint(self, url: str) -> str:
+        """For a file path given as the store (``--store /srv/wfe.db``,
+        ``WFE_STORE=./wfe.db``), the SQLite URL of that file; else ""."""
+        if "://" in url or not self.plugin_manager.get_plugin("wfcore.stores.sqlite"):
+            return ""
+        if not url.startswith(("/", ".", "~")) and not url.endswith((".db", ".sqlite", ".sqlite3")):
+            return ""
+        path = os.path.abspath(os.path.expanduser(url))
+        return f"; a file path is not a store URL: for a SQLite file there, sqlite://{path}"
 
     def _store_schemes(self) -> str:
         """What the registered store plugins handle, for an error about a URL none does."""
