@@ -53,5 +53,8 @@ def test_a_file_path_given_as_the_store_gets_its_sqlite_url(wfe, tmp_path: Path)
         assert refused.stderr.endswith(said), refused.stderr
         assert f"no storage backend handles {store!r}" in refused.stderr, refused.stderr
     assert not (tmp_path / "jobs.db").exists()
+    # A mistyped URL is no path: no URL is made of it.
+    typo = wfe("tasks", "--store", "sqlite//srv/jobs.db", check=False)
+    assert typo.returncode == 1 and "file path" not in typo.stderr, typo.stderr
     wfe("submit", "intake", "--app", "invoices:engine", "--store", url)
     assert (tmp_path / "jobs.db").is_file()

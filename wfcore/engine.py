@@ -648,7 +648,9 @@ class ECSWorkflowEngine:
     def _path_hint(self, url: str) -> str:
         """For a file path given as the store (``--store /srv/wfe.db``,
         ``WFE_STORE=./wfe.db``), the SQLite URL of that file; else ""."""
-        if "://" in url or not self.plugin_manager.get_plugin("wfcore.stores.sqlite"):
+        if ":" in url or url.lower().startswith(("sqlite", "memory")):
+            return ""  # a mistyped URL (sqlite//srv/wfe.db), not a path
+        if not self.plugin_manager.get_plugin("wfcore.stores.sqlite"):
             return ""
         if not url.startswith(("/", ".", "~")) and not url.endswith((".db", ".sqlite", ".sqlite3")):
             return ""
