@@ -161,8 +161,12 @@ class Worker:
             freed.set()
         self.poke()
         if now:
-            for driver in list(self._active.values()):
-                driver.cancel()
+            self._hand_back_all()
+
+    def _hand_back_all(self) -> None:
+        """Stop every running phase now: each hands its task back to the store."""
+        for driver in list(self._active.values()):
+            driver.cancel()
 
     def schedules_changed(self) -> None:
         """Look at the schedules at the next turn of the loop (one was added)."""
@@ -311,16 +315,30 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), self._engine.poll_interval)
                 except asyncio.TimeoutError:
                     pass
+        except asyncio.CancelledError:
+            # run() cancelled (a TaskGroup whose other task failed, asyncio.run's
+            # Ctrl-C): a stop, whose running phases hand their tasks back after
+            # this phase, not go on through the next ones.
+            self.stop()
+            raise
         finally:
-            await self._shutdown(store)
-            keeper.cancel()
-            await asyncio.gather(keeper, sweeper, return_exceptions=True)
-            self._running = False
-            self._wake = None
-            self._stop_asked = None
-            self._loop = None
-            await self._engine._fire("wfe_engine_stopping", engine=self._engine)
-            ended.set()
+            try:
+                await self._shutdown(store)
+            except asyncio.CancelledError:
+                # Cancelled again while its phases finish: they stop now, each
+                # handing its task back, as stop(now=True) has them do.
+                self._hand_back_all()
+                await asyncio.shield(asyncio.gather(*self._active.values(), return_exceptions=True))
+                raise
+            finally:
+                keeper.cancel()
+                await asyncio.gather(keeper, sweeper, return_exceptions=True)
+                self._running = False
+                self._wake = None
+                self._stop_asked = None
+                self._loop = None
+                await self._engine._fire("wfe_engine_stopping", engine=self._engine)
+                ended.set()
         failure, self._failure = self._failure, None
         if failure is not None:
             raise failure
