@@ -603,7 +603,7 @@ def test_a_phase_breaking_what_the_engine_keeps_fails_once(make_engine, wfe_run,
         assert task.outputs == {"first": 1}
 
 
-def test_a_classifier_that_raises_fails_the_task(make_engine, wfe_run):
+def test_a_classifier_that_raises_fails_the_task(make_engine, wfe_run, caplog):
     class Broken:
         @hookimpl
         def wfe_classify(self, task: Task) -> str:
@@ -623,6 +623,9 @@ def test_a_classifier_that_raises_fails_the_task(make_engine, wfe_run):
     assert task.error == (
         "PluginError: plugin 'Broken' failed in wfe_classify: RuntimeError: no model today"
     )
+    # Before its first phase: the log line says so, not "in phase None".
+    failed = [r.getMessage() for r in caplog.records if "failed before" in r.getMessage()]
+    assert failed == [f"task {task.id}: failed before its first phase: {task.error}"]
 
 
 def test_checkpoint_outside_a_running_phase_or_with_bad_values_is_refused(make_engine, wfe_run):

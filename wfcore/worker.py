@@ -1085,10 +1085,11 @@ class Worker:
     async def _fail(
         self, task: Task, phase: Phase | None, error: str, attempt_failed: bool = False
     ) -> None:
+        name = phase.target_classification if phase else task.classification
         logger.warning(
-            "task %s: failed in phase %s: %s",
+            "task %s: failed %s: %s",
             task.id,
-            repr(phase.target_classification) if phase else repr(task.classification),
+            "before its first phase" if name is None else f"in phase {name!r}",
             _first_line(error),
         )
         task.status = TaskStatus.FAILED
