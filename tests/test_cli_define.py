@@ -22,11 +22,12 @@ def test_a_spec_the_worker_would_fail_is_refused_at_submit(wfe, tmp_path: Path) 
     cases = [
         (
             {"nam": "x", "phases": [phase]},
-            "not a workflow spec, as define_workflow takes: nam: unknown field",
+            "not a workflow spec, as define_workflow takes: nam: unknown field (did you "
+            "mean name?)",
         ),
         (
             {"name": "x", "phases": [{"classification": "p"}]},
-            "phases[0].classification: unknown field",
+            "phases[0].classification: unknown field (did you mean target_classification?)",
         ),
         (
             {

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 from core_util import events
 
-from wfcore import DEFINE_WORKFLOW, ECSWorkflowEngine, InvalidTaskError, Phase, Task, TaskStatus
+from wfcore import (
+    DEFINE_WORKFLOW,
+    ECSWorkflowEngine,
+    InvalidTaskError,
+    InvalidWorkflowError,
+    Phase,
+    Task,
+    TaskStatus,
+)
 from wfcore.wire import workflow_from_dict
 
 
@@ -577,3 +585,27 @@ def test_a_worker_for_some_workflows_leaves_a_defined_one_to_its_workers(
     )
     assert done.status is TaskStatus.COMPLETED
     assert ran == ["everything:b"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"nam": "x"}, "nam: unknown field (did you mean name?)"),
+        (
+            {"name": "x", "phases": [{"classification": "p"}]},
+            "phases[0].classification: unknown field (did you mean target_classification?)",
+        ),
+        (
+            {"name": "x", "phases": [{"target_classification": "p", "max_attempt": 2}]},
+            "phases[0].max_attempt: unknown field (did you mean max_attempts?)",
+        ),
+        (
+            {"name": "x", "phases": [{"target_classification": "p", "colour": "red"}]},
+            "phases[0].colour: unknown field",
+        ),
+    ],
+)
+def test_an_unknown_spec_field_names_the_field_it_resembles(spec, message):
+    with pytest.raises(InvalidWorkflowError) as caught:
+        workflow_from_dict(spec)
+    assert str(caught.value) == message

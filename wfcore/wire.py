@@ -7,6 +7,7 @@ the current version.
 
 from __future__ import annotations
 
+import difflib
 import json
 import json.encoder as json_encoder
 import math
@@ -475,11 +476,9 @@ def workflow_from_dict(doc: Any) -> WorkflowSpec:
     if not isinstance(doc, dict):
         raise InvalidWorkflowError("a workflow spec must be a JSON object")
     _check_format(doc, InvalidWorkflowError)
-    unknown = sorted(
-        set(doc) - {"name", "phases", "input", "description", "start_phases", "format"}
-    )
+    unknown = sorted(set(doc) - _SPEC_FIELDS)
     if unknown:
-        raise InvalidWorkflowError(f"{unknown[0]}: unknown field")
+        raise InvalidWorkflowError(_unknown_field(unknown[0], _SPEC_FIELDS))
     if "name" not in doc:
         raise InvalidWorkflowError("name: missing")
     if "phases" not in doc:
@@ -512,6 +511,15 @@ _PHASE_FIELDS = frozenset(
     }
 )
 _TASK_FIELDS = frozenset(a.name for a in Task.__attrs_attrs__)
+_SPEC_FIELDS = frozenset({"name", "phases", "input", "description", "start_phases", "format"})
+
+
+def _unknown_field(name: str, known: frozenset[str]) -> str:
+    """``classification: unknown field (did you mean target_classification?)``."""
+    # A word of it first, as "classification" is of "target_classification".
+    close = [field for field in sorted(known) if name in field.split("_")][:1]
+    close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"{name}: unknown field" + (f" (did you mean {close[0]}?)" if close else "")
 
 
 def _phase_from_dict(doc: Any, where: str) -> Phase:
@@ -519,7 +527,7 @@ def _phase_from_dict(doc: Any, where: str) -> Phase:
         raise InvalidWorkflowError(f"{where}: must be an object")
     unknown = sorted(set(doc) - _PHASE_FIELDS)
     if unknown:
-        raise InvalidWorkflowError(f"{where}.{unknown[0]}: unknown field")
+        raise InvalidWorkflowError(f"{where}.{_unknown_field(unknown[0], _PHASE_FIELDS)}")
     if "target_classification" not in doc:
         raise InvalidWorkflowError(f"{where}.target_classification: missing")
     if doc.get("instructions") is not None and not isinstance(doc["instructions"], str):
