@@ -95,8 +95,10 @@ def test_an_artifact_without_its_file_fails_the_attempt_naming_it(
     task = wfe_run(scenario())
     assert task.status is TaskStatus.FAILED
     assert task.error == (
-        "ArtifactError: cannot give the command the task's artifacts: task 't1' has no "
-        f"artifact 'notes/x.txt' (no file in {tmp_path / 'wfe.db-artifacts'})"
+        "ArtifactError: cannot give the command the task's artifacts: task 't1' lists the "
+        f"artifact 'notes/x.txt', but its file is not in {tmp_path / 'wfe.db-artifacts' / 't1'}"
+        ": it was deleted or moved after the task stored it (a store copied or restored "
+        "without its artifacts folder, say)"
     )
 
 

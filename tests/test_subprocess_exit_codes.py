@@ -1,7 +1,10 @@
 """A phase's command says that trying again cannot help by exiting with one of the
-phase's ``permanent_exit_codes``: the task fails at once, as ``PermanentError`` does."""
+phase's ``permanent_exit_codes``: the task fails at once, as ``PermanentError`` does.
+A command that failed on a relative path to a file of the worker's folder is told so."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 from core_util import events
@@ -134,3 +137,29 @@ def test_bad_permanent_exit_codes_are_refused_naming_the_field(phase, message):
     with pytest.raises(InvalidWorkflowError) as caught:
         workflow_from_dict({"name": "w", "phases": [phase]})
     assert message in str(caught.value)
+
+
+def test_a_relative_path_to_a_file_of_the_workers_folder_gets_a_hint(
+    make_engine, wfe_run, tmp_path, monkeypatch
+):
+    # The script is beside the app, where the worker runs; the command runs elsewhere.
+    (tmp_path / "extract.py").write_text("print('never run')\n")
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("extract", command=[sys.executable, "extract.py"])])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        found = await engine.get_task(task.id)
+        assert found is not None
+        return found
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith(
+        f"CommandError: command {sys.executable!r} exited with status 2 (its argument "
+        f"'extract.py' is a file of the worker's folder {tmp_path}, but the command runs "
+        "in a work folder of its own: give its absolute path): "
+    )
+    assert "can't open file" in task.error  # the command's own words follow

@@ -23,6 +23,7 @@ __all__ = [
     "check_submitted_files",
     "copy_artifact",
     "guess_media_type",
+    "listed_artifact",
     "remove_artifact_dirs",
     "resolve_artifact",
     "take_task_folder",
@@ -274,6 +275,22 @@ def remove_artifact_dirs(root: Path, task_ids: Iterable[str]) -> None:
         except ArtifactError:
             continue  # an id that cannot name a folder never had one
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def listed_artifact(root: Path, task_id: str, name: str) -> Path:
+    """The path of the file of an artifact the task lists, as :func:`resolve_artifact`
+    finds it; a file that is gone is said to be, rather than the artifact unknown."""
+    try:
+        return resolve_artifact(root, task_id, name)
+    except ArtifactError:
+        folder = task_artifact_dir(root, task_id)
+        if os.path.lexists(folder / name):
+            raise  # there, but not a file inside the folder
+        raise ArtifactError(
+            f"task {task_id!r} lists the artifact {name!r}, but its file is not in "
+            f"{folder}: it was deleted or moved after the task stored it (a store "
+            "copied or restored without its artifacts folder, say)"
+        ) from None
 
 
 def resolve_artifact(root: Path, task_id: str, name: str) -> Path:

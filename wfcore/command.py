@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ._processes import pid_alive
-from .artifacts import COPY_CHUNK, copy_artifact, resolve_artifact
+from .artifacts import COPY_CHUNK, copy_artifact, listed_artifact
 from .errors import AdapterError, ArtifactError, CommandError, PermanentError
 from .model import Artifact, Phase, Task
 from .wire import json_problem
@@ -83,7 +83,7 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         env = _command_env(task, phase, full=engine.registered_in_code(task.workflow_name))
         stdout, stderr, returncode = await _run(phase.command, workdir, _stdin_for(task), env)
         if returncode != 0:
-            raise _exit_error(phase, returncode, stderr)
+            raise _exit_error(phase, returncode, stderr, workdir)
         output = _parse_output(stdout)
         collected, skipped = await _collect(workdir / "out", store.artifacts_dir, task)
         # As engine.add_artifact_bytes does inside a running phase: the artifacts are
@@ -368,13 +368,15 @@ def remove_stale_workdirs() -> int:
     return removed
 
 
-def _exit_error(phase: Phase, returncode: int, stderr: bytes) -> Exception:
+def _exit_error(phase: Phase, returncode: int, stderr: bytes, workdir: Path) -> Exception:
     """The error a non-zero exit fails the attempt with: a CommandError, or a
     PermanentError (the task fails at once) for one of the phase's
     ``permanent_exit_codes``."""
     assert phase.command
     tail = stderr.decode("utf-8", "replace")[-_STDERR_TAIL:].strip()
-    said = f"command {phase.command[0]!r} {_exit_text(returncode)}"
+    said = f"command {phase.command[0]!r} {_exit_text(returncode)}" + _path_hint(
+        phase.command, workdir
+    )
     error = CommandError(said + (f": {tail}" if tail else ""), returncode, tail)
     if returncode not in (phase.permanent_exit_codes or ()):
         return error
@@ -384,6 +386,26 @@ def _exit_error(phase: Phase, returncode: int, stderr: bytes) -> Exception:
     )
     permanent.__cause__ = error
     return permanent
+
+
+def _path_hint(argv: list[str], workdir: Path) -> str:
+    """A hint for a command given a relative path to a file of the worker's folder
+    (``["python3", "extract.py"]`` beside the app): it runs in a work folder of its
+    own, where there is no such file."""
+    here = Path.cwd()
+    for argument in argv[1:]:
+        if not argument or argument.startswith("-") or os.path.isabs(argument):
+            continue
+        try:
+            there = os.path.lexists(here / argument) and not os.path.lexists(workdir / argument)
+        except (OSError, ValueError):  # a name too long for a path, say
+            continue
+        if there:
+            return (
+                f" (its argument {argument!r} is a file of the worker's folder {here}, "
+                "but the command runs in a work folder of its own: give its absolute path)"
+            )
+    return ""
 
 
 def _exit_text(returncode: int) -> str:
@@ -452,11 +474,9 @@ def _mount_artifacts(task: Task, root: Path, workdir: Path, stop: threading.Even
     folder.mkdir()
     for art in task.artifacts:
         try:
-            source = resolve_artifact(root, task.id, art.name)
+            source = listed_artifact(root, task.id, art.name)
         except ArtifactError as exc:
-            raise ArtifactError(
-                f"cannot give the command the task's artifacts: {exc} (no file in {root})"
-            ) from None
+            raise ArtifactError(f"cannot give the command the task's artifacts: {exc}") from None
         target = folder / art.name
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(source, "rb") as reading, open(target, "wb") as writing:

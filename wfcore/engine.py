@@ -28,8 +28,8 @@ from .artifacts import (
     SubmittedFile,
     check_artifact_name,
     check_submitted_files,
+    listed_artifact,
     remove_artifact_dirs,
-    resolve_artifact,
     take_task_folder,
     task_artifact_dir,
     write_artifact,
@@ -1763,18 +1763,8 @@ class ECSWorkflowEngine:
         if not any(artifact.name == name for artifact in task.artifacts):
             check_artifact_name(name)  # a name no artifact can have says why
             raise ArtifactError(f"task {task.id!r} has no artifact {name!r}")
-        try:
-            return resolve_artifact(store.artifacts_dir, task.id, name)
-        except ArtifactError:
-            folder = task_artifact_dir(store.artifacts_dir, task.id)
-            if os.path.lexists(folder / name):
-                raise
-            # Listed, as wfe show says: "has no artifact" would contradict it.
-            raise ArtifactError(
-                f"task {task.id!r} lists the artifact {name!r}, but its file is not in "
-                f"{folder}: it was deleted or moved after the task stored it (a store "
-                "copied or restored without its artifacts folder, say)"
-            ) from None
+        # Listed, as wfe show says: a file that is gone is not "no artifact".
+        return listed_artifact(store.artifacts_dir, task.id, name)
 
     # -- running ---------------------------------------------------------------------
 
