@@ -10,6 +10,7 @@ for children is only when a worker next checks on them, at growing intervals.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .stores.base import Store
 
 __all__ = [
+    "Reports",
     "check_interval",
     "child_id",
     "children_results",
@@ -99,22 +101,59 @@ def _last_suspended(task: Task) -> dict[str, Any] | None:
 
 
 async def children_results(
-    store: Store, task_ids: list[str], start: int = 0, *, unfinished: bool = False
+    store: Store,
+    task_ids: list[str],
+    start: int = 0,
+    *,
+    unfinished: bool = False,
+    known: set[str] | None = None,
 ) -> list[dict[str, Any]] | None:
     """What became of each task of ``task_ids`` (in that order) once all have
     finished, else None. Reading begins at ``start`` and stops at the first that
     has not finished: a child that has just finished looks first at its younger
     siblings, which finish after it as often as not. With ``unfinished`` (a wait
-    that has ended), the others are there too, with the status they have now."""
+    that has ended), the others are there too, with the status they have now.
+
+    ``known``: ids of children seen finished before (by this process), looked at
+    only once no other is found unfinished, and then read for their results; those
+    read finished join it. So the siblings that finish together (a group commit's
+    worth) do not each read all the others."""
     count = len(task_ids)
     found: dict[int, Task | None] = {}
     for step in range(count):
         index = (start + step) % count
+        if known is not None and task_ids[index] in known:
+            continue
         child = await store.get_task(task_ids[index])
         if child is not None and not child.status.is_finished and not unfinished:
             return None
         found[index] = child
+        if known is not None and child is not None and child.status.is_finished:
+            known.add(child.id)
+    for index in range(count):
+        if index in found:
+            continue
+        child = await store.get_task(task_ids[index])
+        if child is not None and not child.status.is_finished:
+            if known is not None:
+                known.discard(task_ids[index])  # retried since it was seen finished
+            if not unfinished:
+                return None
+        found[index] = child
     return [_result(task_ids[i], found[i]) for i in range(count)]
+
+
+class Reports:
+    """The children of one parent reporting their end in this process and event
+    loop: one at a time (the others then find the parent moved on, rather than each
+    reading every sibling), and which children have been seen finished."""
+
+    __slots__ = ("finished", "lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.finished: set[str] = set()
+        self.users = 0
 
 
 def _result(task_id: str, child: Task | None) -> dict[str, Any]:

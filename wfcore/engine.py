@@ -35,7 +35,7 @@ from .artifacts import (
     write_artifact,
     write_submitted_files,
 )
-from .children import child_id, children_results, first_check, record_join
+from .children import Reports, child_id, children_results, first_check, record_join
 from .errors import (
     LONGEST_WAIT,
     ArtifactError,
@@ -243,6 +243,8 @@ class ECSWorkflowEngine:
         self._workflows: dict[str, WorkflowSpec] = {}
         self._adapters: dict[TaskType, Adapter] = {}
         self._completed_hooks: list[CompletedHook] = []
+        # Children reporting their end to their parent (see _report_to_parent).
+        self._reports: dict[tuple[int, str], Reports] = {}
         self._schedules: dict[str, Schedule] = {}
         self._unsaved_workflows: set[str] = set()
         # Workflows registered in code, whose commands the app's author wrote.
@@ -1879,13 +1881,25 @@ class ECSWorkflowEngine:
         the last of its siblings to finish, move the parent on now."""
         if task.parent_id is None:
             return
+        # One child of a parent at a time here: those finishing together (one group
+        # commit's worth) would each read every sibling, and then all but one find
+        # the parent joined. Each loop its own (an app may cancel from its own).
+        key = (id(asyncio.get_running_loop()), task.parent_id)
+        reports = self._reports.get(key)
+        if reports is None:
+            reports = self._reports[key] = Reports()
+        reports.users += 1
         try:
-            store = await self.get_store()
-            parent = await store.get_task(task.parent_id)
-            waited = parent.waiting_for if parent is not None else None
-            if parent is None or not waited or task.id not in waited:
-                return
-            await self._join_children(parent.id, start=waited.index(task.id) + 1)
+            async with reports.lock:
+                reports.finished.add(task.id)
+                store = await self.get_store()
+                parent = await store.get_task(task.parent_id)
+                waited = parent.waiting_for if parent is not None else None
+                if parent is None or not waited or task.id not in waited:
+                    return
+                await self._join_children(
+                    parent.id, start=waited.index(task.id) + 1, known=reports.finished
+                )
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise
         except Exception:
@@ -1897,16 +1911,23 @@ class ECSWorkflowEngine:
                 task.parent_id,
                 exc_info=True,
             )
+        finally:
+            reports.users -= 1
+            if not reports.users:
+                del self._reports[key]
 
-    async def _join_children(self, task_id: str, *, start: int = 0) -> bool:
+    async def _join_children(
+        self, task_id: str, *, start: int = 0, known: set[str] | None = None
+    ) -> bool:
         """Move a task waiting for its children on if all of them have finished;
-        return whether it did (reading the children from the one at ``start``)."""
+        return whether it did (reading the children from the one at ``start``;
+        ``known``: see :func:`children_results`)."""
         store = await self.get_store()
         task = await store.get_task(task_id)
         if task is None or not task.status.is_waiting or task.waiting_for is None:
             return False
         waited = task.waiting_for
-        results = await children_results(store, waited, start)
+        results = await children_results(store, waited, start, known=known)
         if results is None:
             return False
 
