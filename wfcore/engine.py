@@ -845,11 +845,12 @@ class ECSWorkflowEngine:
         files: dict[str, dict[str, SubmittedFile]] = {}  # by task id
         batch_ids: set[str] = set()
         parents: list[tuple[int, Task]] = []  # requests of child tasks, and their parent
+        numbered: dict[int, int] = {}  # children given a default id, by id() of parent
         for request in requests:
             parent = request.get("parent") if isinstance(request, Mapping) else None
             try:
                 if parent is not None:
-                    request = self._child_request(request, parent, parents)
+                    request = self._child_request(request, parent, numbered)
                 task, is_new, task_files = await self._new_task(store, request)
             except (InvalidTaskError, UnknownWorkflowError) as exc:
                 if not return_exceptions:
@@ -858,6 +859,7 @@ class ECSWorkflowEngine:
                 continue
             if parent is not None:
                 parents.append((len(results), parent))
+                numbered[id(parent)] = numbered.get(id(parent), 0) + 1
             if is_new:
                 # A second request of an id in this batch gets the first one's task
                 # back from the insert, as a resubmission does: its files are not
@@ -883,9 +885,10 @@ class ECSWorkflowEngine:
         return results
 
     def _child_request(
-        self, request: Mapping[str, Any], parent: object, earlier: list[tuple[int, Task]]
+        self, request: Mapping[str, Any], parent: object, numbered: dict[int, int]
     ) -> Mapping[str, Any]:
-        """A submit request with a ``parent``, checked, with the child's default id."""
+        """A submit request with a ``parent``, checked, with the child's default id
+        (``numbered``: how many of this call's earlier requests each parent has)."""
         if not isinstance(parent, Task):
             raise InvalidTaskError(
                 "parent must be the Task object of a phase this engine runs (the "
@@ -900,8 +903,7 @@ class ECSWorkflowEngine:
         if request.get("task_id") is not None:
             return request
         # After the children of this call's earlier requests.
-        earlier_children = sum(1 for _, p in earlier if p is parent)
-        return {**request, "task_id": child_id(parent, earlier_children)}
+        return {**request, "task_id": child_id(parent, numbered.get(id(parent), 0))}
 
     async def _new_task(
         self, store: Store, request: Mapping[str, Any]
@@ -2068,6 +2070,7 @@ def _adopt_children(
 ) -> None:
     """Add the children just submitted to their parents' ``children``, in order,
     once each (a phase run again submits the same ones)."""
+    known: dict[int, set[str]] = {}  # each parent's children, by id() of parent
     for index, parent in parents:
         child = results[index]
         if not isinstance(child, Task):
@@ -2081,9 +2084,14 @@ def _adopt_children(
                 raise error
             results[index] = error
             continue
-        if child.id not in parent.children:
-            # A new list, not an append: copies of the task share the old one.
-            parent.children = [*parent.children, child.id]
+        children = known.get(id(parent))
+        if children is None:
+            children = known[id(parent)] = set(parent.children)
+            # A new list, not appends to it: copies of the task share the old one.
+            parent.children = list(parent.children)
+        if child.id not in children:
+            children.add(child.id)
+            parent.children.append(child.id)
         worker.note_child(parent, child.id)
 
 

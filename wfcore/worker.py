@@ -94,7 +94,8 @@ class Worker:
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
         # The children each running phase submitted (submit_task(parent=...)), in order.
-        self._phase_children: dict[str, list[str]] = {}
+        # In order, each once (a dict: a fan-out of thousands is checked at once).
+        self._phase_children: dict[str, dict[str, None]] = {}
         # When the wait for them ends, for a phase that waits for children with a timeout.
         self._wait_ends: dict[str, datetime] = {}
         # What each of those phases may not change of its task (see _Owned).
@@ -505,9 +506,7 @@ class Worker:
     def note_child(self, parent: Task, child_id: str) -> None:
         """``parent``'s running phase submitted the task ``child_id`` as its child."""
         if self.runs_phase_of(parent):
-            children = self._phase_children.setdefault(parent.id, [])
-            if child_id not in children:
-                children.append(child_id)
+            self._phase_children.setdefault(parent.id, {}).setdefault(child_id)
 
     def note_wait_end(self, task: Task, until: datetime) -> None:
         """``task``'s running phase waits for its children until ``until`` at most."""
