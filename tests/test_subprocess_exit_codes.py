@@ -163,3 +163,27 @@ def test_a_relative_path_to_a_file_of_the_workers_folder_gets_a_hint(
         "in a work folder of its own: give its absolute path): "
     )
     assert "can't open file" in task.error  # the command's own words follow
+
+
+def test_a_command_failing_under_a_worker_whose_folder_is_gone_says_how_it_exited(
+    make_engine, wfe_run, tmp_path, monkeypatch
+):
+    # A release folder replaced under a running worker: looking for a hint in it
+    # failed the attempt with a bare FileNotFoundError instead of the exit status.
+    gone = tmp_path / "release-41"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    engine = make_engine()
+    engine.register_workflow("w", [Phase("p", command=["sh", "-c", "echo oops >&2; exit 3"])])
+
+    async def scenario() -> Task:
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        found = await engine.get_task(task.id)
+        assert found is not None
+        return found
+
+    task = wfe_run(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error == "CommandError: command 'sh' exited with status 3: oops"

@@ -392,7 +392,10 @@ def _path_hint(argv: list[str], workdir: Path) -> str:
     """A hint for a command given a relative path to a file of the worker's folder
     (``["python3", "extract.py"]`` beside the app): it runs in a work folder of its
     own, where there is no such file."""
-    here = Path.cwd()
+    try:
+        here = Path.cwd()
+    except OSError:  # the worker's folder was deleted under it (a release replaced)
+        return ""
     for argument in argv[1:]:
         if not argument or argument.startswith("-") or os.path.isabs(argument):
             continue
