@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -97,3 +98,48 @@ def test_a_phase_submits_ten_thousand_children_in_one_call_as_fast_as_other_task
     assert parent.status is TaskStatus.COMPLETED, parent.error
     assert parent.children == [f"p.{i}" for i in range(1, count + 1)]
     assert took["children"] < 3 * took["plain"] + 0.3, took
+
+
+def test_a_completed_hook_of_a_joined_parent_may_cancel_its_other_children(make_engine, wfe_run):
+    # The parent's first phase leaves a child running ("watch"); its second waits for
+    # one more. When that one finishes, the parent completes, and its completed hook
+    # cancels the child still running: from inside the report of the last child.
+    engine: ECSWorkflowEngine = make_engine()
+
+    async def start(task: Task) -> None:
+        await engine.submit_task("watch", "slow", parent=task)
+
+    async def fan_out(task: Task) -> None:
+        await engine.submit_task("quick", "quick", parent=task)
+        engine.wait_for_children(task)
+
+    async def slow(task: Task) -> None:
+        await asyncio.Event().wait()  # until cancelled
+
+    async def cancel_the_rest(task: Task) -> None:
+        if task.workflow_name == "parent":
+            for child in task.children:
+                found = await engine.get_task(child)
+                if found is not None and not found.status.is_finished:
+                    await engine.cancel(child)
+
+    engine.register_handler("start", start)
+    engine.register_handler("fan_out", fan_out)
+    engine.register_handler("slow", slow)
+    engine.register_handler("quick", lambda task: None)
+    engine.register_workflow("parent", [Phase("start"), Phase("fan_out")])
+    engine.register_workflow("slow", [Phase("slow")])
+    engine.register_workflow("quick", [Phase("quick")])
+    engine.register_task_completed_hook(cancel_the_rest)
+
+    async def scenario() -> list[Task]:
+        parent = await engine.submit_task(None, "parent", task_id="p")
+        await asyncio.wait_for(engine.run_until_idle(), 10)
+        found = [await engine.get_task(i) for i in (parent.id, "p.1", "p.2")]
+        assert all(t is not None for t in found)
+        return found  # type: ignore[return-value]
+
+    parent, watch, quick = wfe_run(scenario(), timeout=20)
+    assert parent.status is TaskStatus.COMPLETED
+    assert quick.status is TaskStatus.COMPLETED
+    assert watch.status is TaskStatus.CANCELLED

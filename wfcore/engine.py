@@ -1899,9 +1899,14 @@ class ECSWorkflowEngine:
                 waited = parent.waiting_for if parent is not None else None
                 if parent is None or not waited or task.id not in waited:
                     return
-                await self._join_children(
+                joined = await self._joined(
                     parent.id, start=waited.index(task.id) + 1, known=reports.finished
                 )
+            # Announced once the others may report: a hook of the parent's (its
+            # completed hook cancelling a child still running) reports here too.
+            if joined is not None:
+                await self._after_phase(*joined)
+                self._worker.poke()
         except (KeyboardInterrupt, asyncio.CancelledError):
             raise
         except Exception:
@@ -1918,20 +1923,31 @@ class ECSWorkflowEngine:
             if not reports.users:
                 del self._reports[key]
 
-    async def _join_children(
-        self, task_id: str, *, start: int = 0, known: set[str] | None = None
-    ) -> bool:
+    async def _join_children(self, task_id: str) -> bool:
         """Move a task waiting for its children on if all of them have finished;
-        return whether it did (reading the children from the one at ``start``;
-        ``known``: see :func:`children_results`)."""
+        return whether it did."""
+        joined = await self._joined(task_id)
+        if joined is None:
+            return False
+        await self._after_phase(*joined)
+        self._worker.poke()
+        return True
+
+    async def _joined(
+        self, task_id: str, *, start: int = 0, known: set[str] | None = None
+    ) -> tuple[Task, Phase] | None:
+        """Store a task waiting for its children as moved on if all of them have
+        finished (reading them from the one at ``start``; ``known``: see
+        :func:`children_results`); return it and the phase it finished, for
+        :meth:`_after_phase`, or None."""
         store = await self.get_store()
         task = await store.get_task(task_id)
         if task is None or not task.status.is_waiting or task.waiting_for is None:
-            return False
+            return None
         waited = task.waiting_for
         results = await children_results(store, waited, start, known=known)
         if results is None:
-            return False
+            return None
 
         async def join(task: Task) -> Phase:
             if not task.status.is_waiting or task.waiting_for != waited:
@@ -1945,12 +1961,9 @@ class ECSWorkflowEngine:
             return phase
 
         try:
-            task, phase = await self._change_stored(task_id, join)
+            return await self._change_stored(task_id, join)
         except _NotJoined:
-            return False
-        await self._after_phase(task, phase)
-        self._worker.poke()
-        return True
+            return None
 
 
 def current_engine() -> ECSWorkflowEngine:
