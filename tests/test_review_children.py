@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
+
+from core_util import wait_for_status
+from test_children import _SHOW_APP
 
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 
@@ -143,3 +147,53 @@ def test_a_completed_hook_of_a_joined_parent_may_cancel_its_other_children(make_
     assert parent.status is TaskStatus.COMPLETED
     assert quick.status is TaskStatus.COMPLETED
     assert watch.status is TaskStatus.CANCELLED
+
+
+def test_wfe_cancel_children_of_a_parent_cancelled_before_cancels_them(wfe, tmp_path):
+    # The parent was cancelled without its children (the default); asked again with
+    # --children, it was refused as already cancelled, and its children ran on.
+    (tmp_path / "children_app.py").write_text(_SHOW_APP)
+    wfe("submit", "batch", "--data", '["a", "b"]', "--id", "doc", "--app", "children_app:engine")
+    wfe("worker", "children_app:engine", "--until-idle", "--quiet")
+    assert wfe("cancel", "doc").stdout == "doc cancelled\n"
+    again = wfe("cancel", "doc", "--children")
+    assert again.stdout == "doc cancelled\n"
+    statuses = json.loads(wfe("tasks", "--parent", "doc", "--json").stdout)
+    assert [t["status"] for t in statuses] == ["cancelled", "cancelled"]
+    # Nothing left to cancel: refused, as for any finished task.
+    refused = wfe("cancel", "doc", "--children", check=False)
+    assert refused.returncode != 0
+    assert "task 'doc' is already CANCELLED" in refused.stderr
+
+
+def test_cancel_children_of_a_parent_that_completed_cancels_those_still_running(
+    make_engine, wfe_run
+):
+    # Five reviewers asked with a timeout: the parent went on with those who answered,
+    # and cancelling its children then stops the others.
+    engine: ECSWorkflowEngine = make_engine()
+
+    async def ask(task: Task) -> None:
+        await engine.submit_task("quick", "quick", parent=task)
+        await engine.submit_task("slow", "review", parent=task)
+        engine.wait_for_children(task, timeout=0.1)
+
+    engine.register_handler("ask", ask)
+    engine.register_handler("quick", lambda task: None)
+    engine.register_workflow("reviews", [Phase("ask")])
+    engine.register_workflow("quick", [Phase("quick")])
+    engine.register_workflow("review", [Phase("review", assigned_to="human")])
+
+    async def scenario() -> tuple[Task, list[TaskStatus]]:
+        await engine.submit_task(None, "reviews", task_id="r")
+        runner = asyncio.create_task(engine.run())
+        await wait_for_status(engine, "r", TaskStatus.COMPLETED)
+        engine.stop()
+        await runner
+        parent = await engine.cancel("r", children=True)
+        kids = [await engine.get_task(i) for i in ("r.1", "r.2")]
+        return parent, [k.status for k in kids if k is not None]
+
+    parent, kids = wfe_run(scenario())
+    assert parent.status is TaskStatus.COMPLETED  # as it was
+    assert kids == [TaskStatus.COMPLETED, TaskStatus.CANCELLED]

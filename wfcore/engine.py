@@ -1397,7 +1397,10 @@ class ECSWorkflowEngine:
         A worker running it loses its lease and its later writes are dropped.
         ``by``: who cancelled it, recorded in the ``cancelled`` event. With
         ``children``, its children that have not finished (and theirs) are cancelled
-        after it. Raises UnknownTaskError, or TaskStateError for a finished task.
+        after it; also when it has finished (cancelled before without them, or
+        completed after a wait with a timeout), which is then returned as it is.
+        Raises UnknownTaskError, or TaskStateError for a finished task (with
+        ``children``, one without unfinished children).
         """
         who = _by_field(by)
 
@@ -1417,7 +1420,17 @@ class ECSWorkflowEngine:
             task.run_after = None
             task.record("cancelled", **who)
 
-        task, _ = await self._change_stored(task_id, mark_cancelled)
+        try:
+            task, _ = await self._change_stored(task_id, mark_cancelled)
+        except TaskStateError as exc:
+            if not children or exc.status is None or not exc.status.is_finished:
+                raise
+            # Cancelled before without its children, say: they are cancelled now,
+            # as asked, rather than left running behind the refusal.
+            finished = await self.get_task(task_id)
+            if finished is None or not await self._cancel_children(finished, by):
+                raise
+            return finished
         self._worker.interrupt(task_id)
         self.stats["cancelled"] += 1
         await self._fire("wfe_task_cancelled", task=task)
@@ -1427,9 +1440,11 @@ class ECSWorkflowEngine:
             await self._cancel_children(task, by)
         return task
 
-    async def _cancel_children(self, task: Task, by: str | None) -> None:
-        """Cancel the unfinished children of the cancelled ``task``, and theirs."""
+    async def _cancel_children(self, task: Task, by: str | None) -> int:
+        """Cancel the unfinished children of the cancelled ``task``, and theirs;
+        return how many of its own."""
         store = await self.get_store()
+        cancelled = 0
         for kid in task.children:
             child = await store.get_task(kid)
             if child is None or child.status.is_finished:
@@ -1438,6 +1453,8 @@ class ECSWorkflowEngine:
                 await self.cancel(kid, by=by, children=True)
             except (UnknownTaskError, TaskStateError):
                 continue  # finished or deleted since it was read
+            cancelled += 1
+        return cancelled
 
     async def retry(self, task_id: str, *, by: str | None = None) -> Task:
         """Run a FAILED (or CANCELLED) task's phase again, with fresh attempts.

@@ -583,6 +583,12 @@ def cancel(
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
     task = _run(_closing(engine, engine.cancel(task_id, by=_who(by), children=children)))
     click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
+    if children and task.status is not TaskStatus.CANCELLED:
+        click.echo(
+            f"task {task.id} had {task.status.value} already; its unfinished children "
+            "are cancelled",
+            err=True,
+        )
 
 
 @cli.command()
