@@ -197,3 +197,46 @@ def test_cancel_children_of_a_parent_that_completed_cancels_those_still_running(
     parent, kids = wfe_run(scenario())
     assert parent.status is TaskStatus.COMPLETED  # as it was
     assert kids == [TaskStatus.COMPLETED, TaskStatus.CANCELLED]
+
+
+def test_cancel_children_finds_those_a_running_phase_submitted(make_engine, wfe_run):
+    # "mid", a child of "T", is still running the phase that submitted two children
+    # of its own: its stored task lists them only once that phase ends, so
+    # cancel("T", children=True) cancelled "T" and "T.1" and left "T.1.1" and
+    # "T.1.2" waiting for a person.
+    engine: ECSWorkflowEngine = make_engine()
+    gate = asyncio.Event()
+
+    async def top(task: Task) -> None:
+        await engine.submit_task(None, "mid", parent=task)
+        engine.wait_for_children(task)
+
+    async def mid(task: Task) -> None:
+        for _ in range(2):
+            await engine.submit_task(None, "leaf", parent=task)
+        await gate.wait()
+        engine.wait_for_children(task)
+
+    engine.register_handler("top", top)
+    engine.register_handler("mid", mid)
+    engine.register_workflow("top", [Phase("top")])
+    engine.register_workflow("mid", [Phase("mid")])
+    engine.register_workflow("leaf", [Phase("check", assigned_to="human")])
+
+    async def scenario() -> dict[str, TaskStatus]:
+        await engine.submit_task(None, "top", task_id="T")
+        runner = asyncio.create_task(engine.run())
+        await wait_for_status(engine, "T.1.2", TaskStatus.WAITING_HUMAN)
+        await engine.cancel("T", children=True)
+        gate.set()
+        engine.stop()
+        await runner
+        found = {i: await engine.get_task(i) for i in ("T", "T.1", "T.1.1", "T.1.2")}
+        return {i: t.status for i, t in found.items() if t is not None}
+
+    assert wfe_run(scenario()) == {
+        "T": TaskStatus.CANCELLED,
+        "T.1": TaskStatus.CANCELLED,
+        "T.1.1": TaskStatus.CANCELLED,
+        "T.1.2": TaskStatus.CANCELLED,
+    }

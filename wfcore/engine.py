@@ -15,7 +15,15 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -1445,12 +1453,11 @@ class ECSWorkflowEngine:
         return how many of its own."""
         store = await self.get_store()
         cancelled = 0
-        for kid in task.children:
-            child = await store.get_task(kid)
-            if child is None or child.status.is_finished:
+        async for child in _children_of(store, task):
+            if child.status.is_finished:
                 continue
             try:
-                await self.cancel(kid, by=by, children=True)
+                await self.cancel(child.id, by=by, children=True)
             except (UnknownTaskError, TaskStateError):
                 continue  # finished or deleted since it was read
             cancelled += 1
@@ -2090,6 +2097,24 @@ def _seconds(value: Any, what: str) -> float:
 
 class _NotJoined(Exception):
     """The task no longer waits for the children read: nothing to write."""
+
+
+async def _children_of(store: Store, task: Task) -> AsyncIterator[Task]:
+    """The stored children of ``task``: those its stored ``children`` lists, then
+    those a phase still running submitted (listed only when it ends) that have
+    their default ids, ``<id>.<n>`` from there on."""
+    for kid in task.children:
+        child = await store.get_task(kid)
+        if child is not None:
+            yield child
+    number = len(task.children)
+    while True:
+        number += 1
+        kid = f"{task.id}.{number}"
+        child = await store.get_task(kid) if _could_be_stored(kid) else None
+        if child is None or child.parent_id != task.id:
+            return
+        yield child
 
 
 def _adopt_children(
