@@ -971,6 +971,11 @@ class Worker:
             await self._suspended(task, phase, time.monotonic() - started, wait_until)
             return None
         advance(task, spec, phase, task.output, seconds=time.monotonic() - started)
+        return await self._phase_ended(task, phase)
+
+    async def _phase_ended(self, task: Task, phase: Phase) -> Task | None:
+        """Store a task its phase has just moved on (:func:`advance`) and announce it;
+        return it if it goes on in this worker (None: finished, or lost)."""
         finished = task.status.is_finished
         if not await self._persist(task, keep_lease=not finished):
             return None
@@ -1147,13 +1152,7 @@ class Worker:
         task.status = TaskStatus.IN_PROGRESS
         if "output" in rule:
             advance(task, spec, phase, rule["output"])
-            finished = task.status.is_finished
-            if not await self._persist(task, keep_lease=not finished):
-                return None
-            if finished:
-                _log_finished(task)
-            await self._engine._after_phase(task, phase)
-            return None if finished else task
+            return await self._phase_ended(task, phase)
         task.classification = rule["goto"]
         task.attempts = 0
         task.record("routed", phase=phase.target_classification, to=task.classification)
@@ -1178,13 +1177,7 @@ class Worker:
         record_join(task, phase.target_classification, results, ended=ended)
         task.status = TaskStatus.IN_PROGRESS
         advance(task, spec, phase, results)
-        finished = task.status.is_finished
-        if not await self._persist(task, keep_lease=not finished):
-            return None
-        if finished:
-            _log_finished(task)
-        await self._engine._after_phase(task, phase)
-        return None if finished else task
+        return await self._phase_ended(task, phase)
 
     async def _define_workflow(self, task: Task) -> Task | None:
         """The built-in ``define_workflow`` phase: register the spec, rebind the task."""
