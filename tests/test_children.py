@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from core_util import background, events, wait_for, wait_for_status
+from core_util import background, events, run_task, wait_for, wait_for_status
 
 from wfcore import (
     ECSWorkflowEngine,
@@ -120,14 +120,7 @@ def test_children_finished_before_their_parent_waits_are_joined_when_it_does(mak
     engine.register_workflow("batch", [Phase("split")])
     engine.register_workflow("page", [Phase("read")])
 
-    async def scenario() -> Task:
-        parent = await engine.submit_task(None, "batch")
-        await engine.run_until_idle()
-        found = await engine.get_task(parent.id)
-        assert found is not None
-        return found
-
-    parent = wfe_run(scenario())
+    parent = wfe_run(run_task(engine, None, "batch"))
     assert parent.status is TaskStatus.COMPLETED
     assert parent.output == [
         {"id": f"{parent.id}.1", "status": "completed", "output": "read", "error": None}
@@ -137,14 +130,7 @@ def test_children_finished_before_their_parent_waits_are_joined_when_it_does(mak
 def test_a_phase_without_children_goes_on_at_once(make_engine, wfe_run):
     engine = _fan_out_engine(make_engine)
 
-    async def scenario() -> Task:
-        parent = await engine.submit_task([], "batch")
-        await engine.run_until_idle()
-        found = await engine.get_task(parent.id)
-        assert found is not None
-        return found
-
-    parent = wfe_run(scenario())
+    parent = wfe_run(run_task(engine, [], "batch"))
     assert parent.status is TaskStatus.COMPLETED
     assert parent.outputs["split"] == []
     assert parent.output == {"text": [], "failed": []}
@@ -476,14 +462,7 @@ def test_submit_tasks_submits_many_children_in_one_call(make_engine, wfe_run):
     engine.register_workflow("batch", [Phase("split")])
     engine.register_workflow("page", [Phase("read")])
 
-    async def scenario() -> Task:
-        parent = await engine.submit_task(None, "batch", task_id="p")
-        await engine.run_until_idle()
-        found = await engine.get_task(parent.id)
-        assert found is not None
-        return found
-
-    parent = wfe_run(scenario())
+    parent = wfe_run(run_task(engine, None, "batch", task_id="p"))
     assert [type(r) for r in refused] == [InvalidTaskError]
     assert parent.children == ["p.1", "mine", "p.3"]
     assert [(r["id"], r["output"]) for r in parent.output] == [
@@ -544,14 +523,7 @@ def test_a_child_whose_id_would_be_too_long_is_refused_naming_the_way_out(make_e
     engine.register_workflow("batch", [Phase("split")])
     engine.register_workflow("page", [Phase("read")])
 
-    async def scenario() -> Task:
-        parent = await engine.submit_task(None, "batch", task_id="x" * 199)
-        await engine.run_until_idle()
-        found = await engine.get_task(parent.id)
-        assert found is not None
-        return found
-
-    parent = wfe_run(scenario())
+    parent = wfe_run(run_task(engine, None, "batch", task_id="x" * 199))
     assert refused == [
         f"the id of task {'x' * 40!r}...'s child would be longer than 200 bytes: give it a task_id"
     ]
@@ -649,13 +621,6 @@ def test_a_wait_timeout_that_is_no_time_fails_the_attempt_naming_it(make_engine,
     engine.register_handler("split", split)
     engine.register_workflow("batch", [Phase("split")])
 
-    async def scenario() -> Task:
-        parent = await engine.submit_task(None, "batch")
-        await engine.run_until_idle()
-        found = await engine.get_task(parent.id)
-        assert found is not None
-        return found
-
-    parent = wfe_run(scenario())
+    parent = wfe_run(run_task(engine, None, "batch"))
     assert parent.status is TaskStatus.FAILED
     assert parent.error.startswith("InvalidTaskError: wait_for_children's timeout")

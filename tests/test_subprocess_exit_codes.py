@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from core_util import events
+from core_util import events, run_task
 
 from wfcore import InvalidWorkflowError, Phase, Task, TaskStatus, WorkflowSpec
 from wfcore.wire import workflow_from_dict, workflow_to_dict
@@ -148,14 +148,7 @@ def test_a_relative_path_to_a_file_of_the_workers_folder_gets_a_hint(
     engine = make_engine()
     engine.register_workflow("w", [Phase("extract", command=[sys.executable, "extract.py"])])
 
-    async def scenario() -> Task:
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        found = await engine.get_task(task.id)
-        assert found is not None
-        return found
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith(
         f"CommandError: command {sys.executable!r} exited with status 2 (its argument "
@@ -177,13 +170,6 @@ def test_a_command_failing_under_a_worker_whose_folder_is_gone_says_how_it_exite
     engine = make_engine()
     engine.register_workflow("w", [Phase("p", command=["sh", "-c", "echo oops >&2; exit 3"])])
 
-    async def scenario() -> Task:
-        task = await engine.submit_task(None, "w")
-        await engine.run_until_idle()
-        found = await engine.get_task(task.id)
-        assert found is not None
-        return found
-
-    task = wfe_run(scenario())
+    task = wfe_run(run_task(engine, None, "w"))
     assert task.status is TaskStatus.FAILED
     assert task.error == "CommandError: command 'sh' exited with status 3: oops"
