@@ -624,3 +624,54 @@ def test_a_wait_timeout_that_is_no_time_fails_the_attempt_naming_it(make_engine,
     parent = wfe_run(run_task(engine, None, "batch"))
     assert parent.status is TaskStatus.FAILED
     assert parent.error.startswith("InvalidTaskError: wait_for_children's timeout")
+
+
+def test_a_second_wait_without_a_timeout_does_not_keep_the_firsts(make_engine, wfe_run):
+    engine = make_engine()
+
+    async def split(task: Task) -> None:
+        await engine.submit_task(None, "slow", parent=task)
+        engine.wait_for_children(task, timeout=0.05)
+        engine.wait_for_children(task)  # thought better of it: as long as it takes
+
+    engine.register_handler("split", split)
+    engine.register_workflow("batch", [Phase("split")])
+    engine.register_workflow("slow", [Phase("check", assigned_to="human")])
+
+    parent = wfe_run(run_task(engine, None, "batch"))
+    assert parent.status is TaskStatus.WAITING_IO
+    [suspended] = [e for e in parent.history if e["event"] == "suspended"]
+    assert "until" not in suspended
+
+
+_FAILING_APP = """\
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine()
+
+
+async def split(task):
+    for page in task.data:
+        await engine.submit_task(page, "page", parent=task)
+    raise RuntimeError("lost the connection after submitting")
+
+
+engine.register_handler("split", split)
+engine.register_workflow("batch", [Phase("split", assigned_to="functional")])
+engine.register_workflow("page", [Phase("check", assigned_to="human")])
+"""
+
+
+def test_wfe_tasks_parent_lists_the_children_of_a_failed_attempt(wfe, tmp_path):
+    # The failed attempt's changes to the parent are not kept, its list of children
+    # with them; the children it submitted are found by their default ids.
+    (tmp_path / "failing_app.py").write_text(_FAILING_APP)
+    wfe("submit", "batch", "--data", '["a", "b"]', "--id", "doc", "--app", "failing_app:engine")
+    wfe("worker", "failing_app:engine", "--until-idle", "--quiet")
+    parent = json.loads(wfe("show", "doc", "--json").stdout)
+    assert (parent["status"], parent["children"]) == ("failed", [])
+    listed = json.loads(wfe("tasks", "--parent", "doc", "--json").stdout)
+    assert [(t["id"], t["status"]) for t in listed] == [
+        ("doc.1", "waiting_human"),
+        ("doc.2", "waiting_human"),
+    ]

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidTaskError
 from .model import Task, utcnow
-from .wire import MAX_TASK_ID_BYTES
+from .wire import MAX_TASK_ID_BYTES, is_unicode_text
 
 if TYPE_CHECKING:
     from .stores.base import Store
@@ -29,6 +30,7 @@ __all__ = [
     "children_results",
     "first_check",
     "record_join",
+    "stored_children",
     "wait_ends",
 ]
 
@@ -51,6 +53,27 @@ def child_id(parent: Task, earlier: int = 0) -> str:
             f"{MAX_TASK_ID_BYTES} bytes: give it a task_id"
         )
     return task_id
+
+
+async def stored_children(store: Store, task: Task) -> AsyncIterator[Task]:
+    """The stored children of ``task``: those its stored ``children`` lists, then
+    those with the default ids that come after them, ``<id>.<n>``: submitted by a
+    phase still running (listed only when it ends), or by an attempt that failed
+    (whose changes to the task were not kept)."""
+    for kid in task.children:
+        child = await store.get_task(kid)
+        if child is not None:
+            yield child
+    number = len(task.children)
+    while True:
+        number += 1
+        kid = f"{task.id}.{number}"
+        if not is_unicode_text(kid):
+            return
+        child = await store.get_task(kid)
+        if child is None or child.parent_id != task.id:
+            return
+        yield child
 
 
 def check_interval(task: Task, now: datetime | None = None) -> datetime:

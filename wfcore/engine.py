@@ -15,15 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -43,7 +35,14 @@ from .artifacts import (
     write_artifact,
     write_submitted_files,
 )
-from .children import Reports, child_id, children_results, first_check, record_join
+from .children import (
+    Reports,
+    child_id,
+    children_results,
+    first_check,
+    record_join,
+    stored_children,
+)
 from .errors import (
     LONGEST_WAIT,
     ArtifactError,
@@ -1257,7 +1256,7 @@ class ECSWorkflowEngine:
             if isinstance(timeout, timedelta):
                 timeout = timeout.total_seconds()
             until = utcnow() + timedelta(seconds=_seconds(timeout, "wait_for_children's timeout"))
-            self._worker.note_wait_end(task, until)
+        self._worker.note_wait_end(task, until)  # None: an earlier call's no longer holds
         waited = self._worker.children_of_phase(task)
         task.status = TaskStatus.WAITING_IO
         task.waiting_reason = f"waiting for {len(waited)} child task(s) to finish"
@@ -1453,7 +1452,7 @@ class ECSWorkflowEngine:
         return how many of its own."""
         store = await self.get_store()
         cancelled = 0
-        async for child in _children_of(store, task):
+        async for child in stored_children(store, task):
             if child.status.is_finished:
                 continue
             try:
@@ -2097,24 +2096,6 @@ def _seconds(value: Any, what: str) -> float:
 
 class _NotJoined(Exception):
     """The task no longer waits for the children read: nothing to write."""
-
-
-async def _children_of(store: Store, task: Task) -> AsyncIterator[Task]:
-    """The stored children of ``task``: those its stored ``children`` lists, then
-    those a phase still running submitted (listed only when it ends) that have
-    their default ids, ``<id>.<n>`` from there on."""
-    for kid in task.children:
-        child = await store.get_task(kid)
-        if child is not None:
-            yield child
-    number = len(task.children)
-    while True:
-        number += 1
-        kid = f"{task.id}.{number}"
-        child = await store.get_task(kid) if _could_be_stored(kid) else None
-        if child is None or child.parent_id != task.id:
-            return
-        yield child
 
 
 def _adopt_children(

@@ -508,9 +508,14 @@ class Worker:
         if self.runs_phase_of(parent):
             self._phase_children.setdefault(parent.id, {}).setdefault(child_id)
 
-    def note_wait_end(self, task: Task, until: datetime) -> None:
-        """``task``'s running phase waits for its children until ``until`` at most."""
-        if self.runs_phase_of(task):
+    def note_wait_end(self, task: Task, until: datetime | None) -> None:
+        """``task``'s running phase waits for its children until ``until`` at most
+        (None: for as long as they take)."""
+        if not self.runs_phase_of(task):
+            return
+        if until is None:
+            self._wait_ends.pop(task.id, None)
+        else:
             self._wait_ends[task.id] = until
 
     def children_of_phase(self, task: Task) -> list[str]:

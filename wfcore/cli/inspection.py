@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .._processes import worker_died_here
+from ..children import stored_children
 from ..metrics import render_metrics
 from ..model import Phase, Task, TaskStatus, WorkflowSpec
 from ..stores.base import Store, summarized
@@ -527,14 +528,14 @@ async def _children(
     whole: bool,
 ) -> tuple[list[Task], int]:
     """The children of task ``parent_id`` that the filters keep, the page of them
-    asked for and how many there are; a child deleted since is left out."""
+    asked for and how many there are (those a running phase or a failed attempt
+    submitted too, by their default ids); a child deleted since is left out."""
     parent = await store.get_task(parent_id)
     if parent is None:
         raise _InputError(f"unknown task {parent_id!r} (--parent)")
     kept = []
-    for child_id in parent.children:
-        child = await store.get_task(child_id)
-        if child is None or (wanted is not None and child.status not in wanted):
+    async for child in stored_children(store, parent):
+        if wanted is not None and child.status not in wanted:
             continue
         if workflow is None or child.workflow_name == workflow:
             kept.append(child if whole else summarized(child))
