@@ -49,6 +49,14 @@ class _SenderThread:
                 logger.exception("wfe_kafka sender thread: unexpected error")
 
 
+def _outcome_of(sent: Any) -> Any:
+    """A record's outcome: its RecordMetadata, or the exception of its send (raised
+    by ``send()``, or its future's failure)."""
+    if isinstance(sent, BaseException):
+        return sent
+    return sent.value if sent.exception is None else sent.exception
+
+
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
@@ -93,16 +101,19 @@ class _Producer:
     def _send(
         self, records: Sequence[Record], loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any]
     ) -> None:
-        results: list[Any] = [None] * len(records)
+        # Each record's kafka-python future, or the error its send() raised. One
+        # callback for all: the outcomes are read from the futures once the last
+        # one is done (a future is done before its callbacks run).
+        sent: list[Any] = [None] * len(records)
         remaining = [len(records)]
         lock = threading.Lock()
 
-        def finish(index: int, outcome: Any) -> None:
+        def finish(_outcome: Any = None) -> None:
             with lock:
-                results[index] = outcome
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
+                results = [_outcome_of(each) for each in sent]
                 try:
                     loop.call_soon_threadsafe(_settle, done, results)
                 except RuntimeError:
@@ -122,16 +133,20 @@ class _Producer:
             producer = self._ensure()
         except Exception as exc:
             for i in range(len(records)):
-                finish(i, exc)
+                sent[i] = exc
+                finish()
             return
+        send = producer.send
         for i, (topic, key, value, headers) in enumerate(records):
             try:
-                future = producer.send(topic, key=key, value=value, headers=headers)
+                future = send(topic, key=key, value=value, headers=headers)
             except Exception as exc:
-                finish(i, exc)
+                sent[i] = exc
+                finish()
                 continue
-            future.add_callback(lambda meta, i=i: finish(i, meta))
-            future.add_errback(lambda exc, i=i: finish(i, exc))
+            sent[i] = future
+            future.add_callback(finish)
+            future.add_errback(finish)
 
     async def close(self, timeout: float) -> bool:
         """Flush and close the producer, waiting at most ``timeout`` seconds.
@@ -697,6 +712,8 @@ async def _resend_failed(
 
 def _too_large(outcome: Any) -> bool:
     """Whether a send failed because Kafka never takes a record that large."""
+    if not isinstance(outcome, BaseException):
+        return False  # sent (the common case: no import to look up)
     from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
     return isinstance(outcome, (MessageSizeTooLargeError, RecordListTooLargeError))

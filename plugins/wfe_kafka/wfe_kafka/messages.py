@@ -61,6 +61,8 @@ TASK_FIELDS = (
     "priority",
 )
 
+_TASK_FIELD_SET = frozenset(TASK_FIELDS)
+
 _OPTIONAL_STRINGS = ("id", "classification", "assigned_to")
 
 
@@ -93,7 +95,7 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         raise BadMessage("empty value (0 bytes): not a task message")
     text = _utf8_text(value)
     try:
-        doc = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        doc = _TASK_DECODER.decode(text)
     except BadMessage:
         raise
     except ValueError as exc:
@@ -109,7 +111,8 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         # to a str no store can encode: refused here, it cannot stall a batch.
         _check_unicode(doc)
     # Null is absent, for every field alike.
-    doc = {name: field for name, field in doc.items() if field is not None}
+    if None in doc.values():
+        doc = {name: field for name, field in doc.items() if field is not None}
     _read_format(doc.get("format", FORMAT_VERSION))
     for name in _OPTIONAL_STRINGS:
         if doc.get(name) is not None and not isinstance(doc[name], str):
@@ -131,8 +134,8 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "classification": doc.get("classification"),
         "assigned_to": doc.get("assigned_to"),
         "run_after": _start_time(doc.get("run_after")),
-        "priority": _priority(doc.get("priority", 0)),
-        "ignored": [name for name in doc if name not in TASK_FIELDS],
+        "priority": _priority(doc["priority"]) if "priority" in doc else 0,
+        "ignored": [name for name in doc if name not in _TASK_FIELD_SET],
     }
 
 
@@ -178,6 +181,7 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "UTF-16"),
     (codecs.BOM_UTF16_BE, "UTF-16"),
 )
+_BOM_STARTS = frozenset(bom[0] for bom, _ in _BOMS)
 
 
 def _utf8_text(value: bytes) -> str:
@@ -188,7 +192,7 @@ def _utf8_text(value: bytes) -> str:
     take a surrogate written as three UTF-8 bytes: other readers of the topic may
     not, and no store can keep a surrogate.
     """
-    for bom, encoding in _BOMS:
+    for bom, encoding in _BOMS if value and value[0] in _BOM_STARTS else ():
         if value.startswith(bom):
             fix = "send it without one" if encoding == "UTF-8" else "send UTF-8"
             raise BadMessage(
@@ -261,6 +265,9 @@ def _finite_float(text: str) -> float:
     return number
 
 
+_TASK_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def _check_unicode(doc: Any) -> None:
     try:
         json.dumps(doc, ensure_ascii=False).encode("utf-8")
@@ -281,13 +288,15 @@ def message_digest(message: Mapping[str, Any]) -> str:
     handler's ``task.data[...] = ...``, a ``define_workflow`` task rebound to the
     workflow it defined).
     """
-    canonical = json.dumps(
-        [message.get("workflow_name"), message.get("data"), message.get("classification")],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+    canonical = _DIGEST_ENCODER.encode(
+        [message.get("workflow_name"), message.get("data"), message.get("classification")]
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# Made once rather than at every message (json.loads and json.dumps with arguments
+# build a decoder or encoder per call): the very same settings, the same output.
+_DIGEST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def source_id(topic: str, partition: int, offset: int) -> str:
