@@ -17,7 +17,9 @@ Three measurements in one run, on one broker, with the same N task messages:
 Each clock runs from the first message sent to the last one (or last result)
 received, with the consumer already in its group. A first raw round, not
 reported, warms up the broker. Prints the three rates, their ratios to raw and
-the worker's peak memory.
+the worker's peak memory and the CPU time the worker (and the relay) used per
+task while the clock ran, all its threads together: a figure less noisy than the
+rates on a shared machine, for comparing two versions of the worker.
 
     python benchmarks/bench_kafka.py                  # N=20000, starts a broker
     python benchmarks/bench_kafka.py -n 50000 --bootstrap 127.0.0.1:9092
@@ -262,9 +264,11 @@ def measure_end_to_end(
     concurrency: int,
     store: str | None,
     processes: int = 1,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Tasks in, results out: ``wfe worker -p processes`` on ``store`` (``"sqlite"``
-    or ``"memory"``), or the engine-less relay when ``store`` is None."""
+    or ``"memory"``), or the engine-less relay when ``store`` is None. Returns the
+    rate, the worker's peak memory (MB) and its CPU time per task (µs) while the
+    clock ran."""
     from kafka import KafkaConsumer, TopicPartition
 
     suffix = uuid.uuid4().hex[:8]
@@ -299,6 +303,7 @@ def measure_end_to_end(
         _group_ready(bootstrap, group)
         consumer.assign([TopicPartition(results, p) for p in range(partitions)])
         consumer.seek_to_beginning()
+        cpu_before = _cpu_seconds(worker.pid)
         start = time.time()
         _produce(bootstrap, tasks, messages)
         seen: set[str] = set()
@@ -310,13 +315,29 @@ def measure_end_to_end(
                 for record in records:
                     seen.add(json.loads(record.value)["id"])
         elapsed = time.time() - start
+        worker_cpu = _cpu_seconds(worker.pid) - cpu_before
         worker_rss = _peak_rss_mb(worker.pid)
     finally:
         consumer.close()
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
         broker.delete_topics(bootstrap, [tasks, results])
-    return n / elapsed, worker_rss
+    return n / elapsed, worker_rss, worker_cpu / n * 1e6
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, all threads; Linux) used so far by a live
+    process and the worker processes it supervises, in seconds; 0 where unknown."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The fields after the command name, which is in parentheses and may hold spaces.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / ticks
+    return own + sum(_cpu_seconds(int(child)) for child in children)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -412,10 +433,10 @@ def main() -> None:
         # A fresh broker's JVM is still compiling its hot paths: warm it up first.
         measure_raw(bootstrap, broker_mod, args.n, args.partitions)
         raw = measure_raw(bootstrap, broker_mod, args.n, args.partitions)
-        relayed, _ = measure_end_to_end(
+        relayed, _, relay_cpu = measure_end_to_end(
             bootstrap, broker_mod, args.n, args.partitions, args.concurrency, None
         )
-        e2e, rss = measure_end_to_end(
+        e2e, rss, worker_cpu = measure_end_to_end(
             bootstrap,
             broker_mod,
             args.n,
@@ -437,6 +458,8 @@ def main() -> None:
         "ratio": round(e2e / raw, 3),
         "relay_ratio": round(relayed / raw, 3),
         "worker_peak_rss_mb": round(rss),
+        "worker_cpu_us_per_task": round(worker_cpu),
+        "relay_cpu_us_per_task": round(relay_cpu),
     }
     if args.json:
         print(json.dumps(result))
@@ -446,10 +469,10 @@ def main() -> None:
         print(
             f"raw kafka-python produce+consume {raw:>9,.0f} msgs/s\n"
             f"relay without an engine          {relayed:>9,.0f} tasks/s  "
-            f"= {relayed / raw:.0%} of raw\n"
+            f"= {relayed / raw:.0%} of raw  (CPU {relay_cpu:.0f} µs per task)\n"
             f"{worker:<32} {e2e:>9,.0f} tasks/s  "
             f"= {e2e / raw:.0%} of raw, {e2e / relayed:.0%} of the relay  "
-            f"(N={args.n}, worker peak RSS {rss:.0f} MB)"
+            f"(N={args.n}, worker peak RSS {rss:.0f} MB, CPU {worker_cpu:.0f} µs per task)"
         )
 
 

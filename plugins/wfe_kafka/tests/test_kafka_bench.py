@@ -32,6 +32,10 @@ def test_the_kafka_benchmark_reports_raw_relay_and_end_to_end(kafka_bootstrap: s
     ratio = result["end_to_end_tasks_per_s"] / result["raw_msgs_per_s"]
     assert abs(result["ratio"] - ratio) < 0.01
     assert result["worker_peak_rss_mb"] > 0
+    # The CPU time per task of the worker and of the relay (all their threads,
+    # while the clock ran): a figure to compare versions by on a shared machine.
+    assert result["worker_cpu_us_per_task"] > 0
+    assert result["relay_cpu_us_per_task"] > 0
 
 
 def test_the_kafka_benchmark_refuses_counts_below_one_and_a_broker_it_cannot_reach() -> None:
