@@ -4,6 +4,7 @@ lines and a metrics endpoint."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import os
@@ -175,6 +176,7 @@ def worker(
             raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
         engine.only_workflows = workflows
     server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
+    _tune_gc()
     # Each of --processes' workers says which it is: their lines share one stderr.
     label = f"[worker {os.getpid()}] " if supervisor_pid is not None else ""
     stopped_by = _run(_worker(engine, until_idle, quiet, _new_store_place(engine), server, label))
@@ -184,6 +186,25 @@ def worker(
         sys.exit(EXIT_INTERRUPTED)
     if stopped_by is not None and stopped_by != signal.SIGTERM:
         sys.exit(128 + stopped_by)  # SIGHUP: 129, as a shell reports a process it ended
+
+
+# Python's own collector thresholds, which an app that tunes its own changes.
+_DEFAULT_GC_THRESHOLD = (700, 10, 10)
+# Collect the young objects of a busy worker (a few per task in flight) in batches
+# ten times larger than Python's default, which spent about 7% of a Kafka worker's CPU.
+_WORKER_GC_THRESHOLD = (7000, 10, 10)
+
+
+def _tune_gc() -> None:
+    """Tune the garbage collector of this worker process, whose app is loaded: what
+    is there now (the app, its imports) is left out of every later collection
+    (``gc.freeze``), and young objects are collected in larger batches. An app that
+    set thresholds of its own keeps them."""
+    if gc.get_threshold() != _DEFAULT_GC_THRESHOLD:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_WORKER_GC_THRESHOLD)
 
 
 def _stop_signals() -> list[signal.Signals]:
