@@ -394,7 +394,7 @@ engine = ECSWorkflowEngine()
 async def split(task):
     for page in task.data:
         await engine.submit_task(page, "page", parent=task)
-    engine.wait_for_children(task)
+    engine.wait_for_children(task, timeout=86400)
 
 
 engine.register_handler("split", split)
@@ -414,6 +414,8 @@ def test_wfe_show_names_a_tasks_parent_and_children(wfe, tmp_path):
     assert "waiting   waiting for 2 child task(s) to finish" in shown
     assert "children  2: doc.1, doc.2" in shown
     assert [line for line in shown if line.startswith("checks    ")], shown
+    [until] = [line for line in shown if line.startswith("until     ")]
+    assert until.endswith(" (then it goes on, its children finished or not)")
     assert not [line for line in shown if line.startswith("deadline")]
     child = wfe("show", "doc.1").stdout.splitlines()
     assert "parent    doc" in child

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .._processes import worker_died_here
-from ..children import stored_children
+from ..children import stored_children, wait_ends
 from ..metrics import render_metrics
 from ..model import Phase, Task, TaskStatus, WorkflowSpec
 from ..stores.base import Store, summarized
@@ -224,6 +224,10 @@ def show(
     if task.deadline and task.waiting_for is not None:
         # Not a deadline: when a worker looks at the children, should none report.
         click.echo(f"checks    {task.deadline.isoformat()} (its children, if none reports first)")
+        until = wait_ends(task)
+        if until is not None:
+            ends = until.isoformat()
+            click.echo(f"until     {ends} (then it goes on, its children finished or not)")
     elif task.deadline:
         passed = task.status.is_waiting and task.deadline <= datetime.now(timezone.utc)
         click.echo(f"deadline  {task.deadline.isoformat()}{' (deadline passed)' if passed else ''}")

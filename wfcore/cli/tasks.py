@@ -633,7 +633,7 @@ def retry(
 
     Prints the task's id and its new status, pending. With --status instead of
     ids, retries every such task (after an outage that failed many, say) and
-    prints the id of each, then how many on stderr.
+    prints the same line for each (--dry-run: its id), then how many on stderr.
 
     \b
       wfe retry 4711
