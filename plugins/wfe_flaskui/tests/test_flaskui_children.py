@@ -49,6 +49,9 @@ def test_a_parent_and_its_children_link_each_other(client: Any, wfe_store_url: s
     children = re.search(r'<dd id="task-children">(.*?)</dd>', parent, re.DOTALL)
     assert children is not None, "the parent's page names no children"
     assert re.findall(r'href="([^"]*)"', children.group(1)) == ["/tasks/doc.1", "/tasks/doc.2"]
+    # Each with its status, as it is now.
+    badges = re.findall(r'class="badge status-([a-z_]+)"', children.group(1))
+    assert badges == ["waiting_human", "waiting_human"]
     assert "waiting for 2" in children.group(1)
     assert "waiting for 2 child task(s) to finish" in parent
     # Its deadline is only when a worker next checks on the children: not shown as one.

@@ -171,7 +171,14 @@ def task(
         previews = {}
         for name in texts[-PREVIEWS_SHOWN:]:
             previews[name] = await ops.artifact_preview(engine, found, name, dash.preview_bytes)
-        return found, specs, previews, len(texts), await workers.holder_of(engine, found)
+        # The status of each child it names (a few lookups by id, as a page refreshes).
+        children = {}
+        for kid in found.children[:CHILDREN_SHOWN]:
+            child = await engine.get_task(kid)
+            if child is not None:
+                children[kid] = child.status
+        holder = await workers.holder_of(engine, found)
+        return found, specs, previews, len(texts), holder, children
 
     loaded = dash.call(load)
     if loaded is None:
@@ -185,8 +192,9 @@ def task(
             gone.headers[_GONE_HEADER] = "1"
             return gone
         return _error(dash, 404, f"no task {task_id!r}")
-    found, specs, previews, texts, holder = loaded
+    found, specs, previews, texts, holder, children = loaded
     context = task_context(found, specs, history)
+    context["child_statuses"] = children
     context["previews"] = previews
     context["previews_left_out"] = texts - len(previews)
     context["holder"] = holder
@@ -287,6 +295,10 @@ _TEXT_SUFFIXES = (".txt", ".md", ".csv", ".json", ".log", ".yaml", ".yml", ".xml
 #: dashboard's ``preview_bytes``: the page fetches itself again every few seconds,
 #: and a task may hold hundreds of them (a log for each round of a loop).
 PREVIEWS_SHOWN = 8
+
+#: The most children a task's page names (each with its status); the task as JSON
+#: lists them all.
+CHILDREN_SHOWN = 20
 
 
 def _is_text(media_type: str | None, name: str) -> bool:
