@@ -298,9 +298,12 @@ def wfe_attempt_failed(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> N
 
 @hookspec
 def wfe_task_suspended(task: Task, engine: ECSWorkflowEngine) -> None:
-    """A task now waits for a person, an agent or I/O (a WAITING_* status).
+    """A task now waits for a person, an agent or I/O (a WAITING_* status), or for
+    its children (``engine.wait_for_children``).
 
-    :param task: the task, with ``waiting_reason`` and ``deadline`` set.
+    :param task: the task, with ``waiting_reason`` and ``deadline`` set (for a task
+        waiting for its children, ``waiting_for`` too, and ``deadline`` is only when
+        a worker next checks on them).
     :param engine: the engine that suspended it.
 
     Every implementation is called, in the order above (``tryfirst``, then the
@@ -318,7 +321,8 @@ def wfe_task_resumed(task: Task, engine: ECSWorkflowEngine) -> None:
     leads to: ``wfe_phase_finished`` for the phase it answered, then
     ``wfe_task_completed`` when that was the workflow's last phase. (A phase that
     takes the answer itself, suspended with ``resume_in_phase``, runs again on a
-    worker and finishes there.)
+    worker and finishes there. A task whose children have all finished is not
+    resumed but moved on: ``wfe_phase_finished`` tells of it.)
 
     :param task: the task after the answer was recorded.
     :param engine: the engine that resumed it.
