@@ -30,6 +30,7 @@ from ..model import (
     actor_name,
     priority_problem,
 )
+from ..stores.base import Store
 from ..stores.sqlite import SQLiteStore
 from ..wire import workflow_from_dict
 from ..worker import _regex_keyword
@@ -671,12 +672,7 @@ def retry(
             by=_who(by),
         )
         if not ids and workflow is not None:
-            opened = await engine.get_store()
-            known = sorted(spec.name for spec in await opened.load_workflows())
-            if workflow not in known and not any((await opened.count_tasks(workflow)).values()):
-                raise _InputError(
-                    f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})"
-                )
+            await _refuse_unknown_workflow(await engine.get_store(), workflow)
         return ids
 
     ids = _run(_closing(engine, retry_them()))
@@ -781,12 +777,7 @@ def purge(
         )
         opened = await engine.get_store()
         if not count and workflow is not None:
-            # As wfe tasks: a typo would otherwise read as a workflow with nothing to purge.
-            known = sorted(spec.name for spec in await opened.load_workflows())
-            if workflow not in known and not any((await opened.count_tasks(workflow)).values()):
-                raise _InputError(
-                    f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})"
-                )
+            await _refuse_unknown_workflow(opened, workflow)
         try:
             consumers = await opened.outbox_consumers()
         except StoreError:
@@ -811,6 +802,14 @@ def purge(
             click.echo("this store has nothing to compact")
         else:
             click.echo(f"compacted the store: {_size(sizes[0])} -> {_size(sizes[1])}")
+
+
+async def _refuse_unknown_workflow(store: Store, workflow: str) -> None:
+    """Refuse a --workflow that names no stored workflow and no task: a typo would
+    otherwise read as a workflow with nothing to purge or retry (as in wfe tasks)."""
+    known = sorted(spec.name for spec in await store.load_workflows())
+    if workflow not in known and not any((await store.count_tasks(workflow)).values()):
+        raise _InputError(f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})")
 
 
 def _size(count: int) -> str:
