@@ -1516,17 +1516,10 @@ class ECSWorkflowEngine:
         deleted by someone else) is left out. Raises ValueError for a status that
         cannot be retried.
         """
-        if isinstance(statuses, (str, TaskStatus)):
-            statuses = [statuses]
-        wanted = [TaskStatus.parse(s) for s in statuses]
-        others = [s.value for s in wanted if s not in _RETRYABLE]
-        if not wanted or others:
-            raise ValueError(
-                "retry_tasks retries only failed and cancelled tasks"
-                + (f", not {', '.join(others)}" if others else "")
-            )
-        if workflow_name is not None and not isinstance(workflow_name, str):
-            raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
+        wanted = _statuses_among(
+            statuses, _RETRYABLE, "retry_tasks retries only failed and cancelled tasks"
+        )
+        _check_workflow_filter(workflow_name)
         if error_contains is not None and (
             not isinstance(error_contains, str) or not error_contains
         ):
@@ -1657,19 +1650,12 @@ class ECSWorkflowEngine:
                 "older_than must be a number of seconds or a timedelta, "
                 f"not {type(older_than).__name__} {older_than!r}"
             )
-        if workflow_name is not None and not isinstance(workflow_name, str):
-            raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
+        _check_workflow_filter(workflow_name)
         if not seconds >= 0:  # also NaN
             raise ValueError(f"older_than must be 0 or more seconds, not {older_than!r}")
-        if isinstance(statuses, (str, TaskStatus)):
-            statuses = [statuses]
-        wanted = [TaskStatus.parse(s) for s in statuses]
-        unfinished = [s.value for s in wanted if not s.is_finished]
-        if not wanted or unfinished:
-            raise ValueError(
-                "purge deletes only finished tasks (completed, failed, cancelled)"
-                + (f", not {', '.join(unfinished)}" if unfinished else "")
-            )
+        wanted = _statuses_among(
+            statuses, _FINISHED, "purge deletes only finished tasks (completed, failed, cancelled)"
+        )
         before = time.time() - seconds
         if workflow_name is not None and not is_unicode_text(workflow_name):
             return 0  # no stored workflow has such a name
@@ -2048,6 +2034,26 @@ def _json_message(error: Any) -> str:
     except (TypeError, ValueError):
         return message
     return shown + message[len(repr(value)) :]
+
+
+def _statuses_among(
+    statuses: Iterable[TaskStatus | str], allowed: tuple[TaskStatus, ...], only: str
+) -> list[TaskStatus]:
+    """``statuses`` (one, or several) as TaskStatus values, each one of ``allowed``;
+    ValueError saying ``only`` (what the operation takes) for none or another."""
+    if isinstance(statuses, (str, TaskStatus)):
+        statuses = [statuses]
+    wanted = [TaskStatus.parse(s) for s in statuses]
+    others = [s.value for s in wanted if s not in allowed]
+    if not wanted or others:
+        raise ValueError(only + (f", not {', '.join(others)}" if others else ""))
+    return wanted
+
+
+def _check_workflow_filter(workflow_name: object) -> None:
+    """A ``workflow_name`` argument that narrows an operation: a name, or None."""
+    if workflow_name is not None and not isinstance(workflow_name, str):
+        raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
 
 
 def _start_time(value: Any) -> datetime | None:
