@@ -16,7 +16,14 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
 from flaskui_demo_app import make_engine  # noqa: E402
-from flaskui_helpers import Api, serving, start_demo_worker, stop_process, wait_for  # noqa: E402
+from flaskui_helpers import (  # noqa: E402
+    Api,
+    demo_workflows_stored,
+    serving,
+    start_demo_worker,
+    stop_process,
+    wait_for,
+)
 from wfe_flaskui import Dashboard, create_app  # noqa: E402
 
 from wfcore import ECSWorkflowEngine  # noqa: E402
@@ -141,7 +148,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     log.flush()
                     output = (folder / "worker.log").read_text()
                     raise AssertionError(f"the worker exited: {output}")
-                return len(live.api.get("/api/workflows").get_json()["workflows"]) >= 6
+                return demo_workflows_stored(live.api)
 
             wait_for(registered, 30, "the worker to register its workflows")
             yield live

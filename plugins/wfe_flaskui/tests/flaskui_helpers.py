@@ -36,6 +36,15 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
         time.sleep(0.02)
 
 
+def demo_workflows_stored(api: Api) -> bool:
+    """Whether a demo ``wfe worker`` has stored every workflow of the demo app: it stores
+    them one by one as it starts, so seeing some of them is not seeing them all."""
+    from flaskui_demo_app import make_engine
+
+    stored = {doc["name"] for doc in api.get("/api/workflows").get_json()["workflows"]}
+    return set(make_engine().workflows) <= stored
+
+
 class Api:
     """The dashboard's JSON API through Flask's test client, with the CSRF header set."""
 

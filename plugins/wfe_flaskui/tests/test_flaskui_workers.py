@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from flaskui_demo_app import make_engine
-from flaskui_helpers import Api, start_demo_worker, wait_for
+from flaskui_helpers import Api, demo_workflows_stored, start_demo_worker, wait_for
 from wfe_flaskui import Dashboard, create_app, workers
 
 from wfcore import ECSWorkflowEngine
@@ -42,11 +42,7 @@ def test_a_running_task_names_its_worker_and_says_when_that_worker_died(
     log = (tmp_path / "worker.log").open("wb")
     worker = start_demo_worker(store, log)
     try:
-        wait_for(
-            lambda: api.get("/api/workflows").get_json()["workflows"],
-            30,
-            "the worker to store its workflows",
-        )
+        wait_for(lambda: demo_workflows_stored(api), 30, "the worker to store its workflows")
         task = api.submit("gated", {"gate": str(tmp_path / "never-opened")})
         api.wait_status(task["id"], "in_progress")
         owner_pattern = rf"\S+/{worker.pid}/\w+"
