@@ -18,7 +18,7 @@ import attrs
 
 from .errors import InvalidTaskError, InvalidWorkflowError
 from .model import TaskType, _task_type, check_priority
-from .wire import json_problem
+from .wire import MAX_TASK_ID_BYTES, json_problem
 
 __all__ = ["EPOCH", "Schedule"]
 
@@ -28,6 +28,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # slots one id.
 _MIN_EVERY = 1.0
 _MAX_EVERY = 366 * 86400.0
+# A slot's task id is the name, then "@" and the slot's time: what the name may
+# take of a task id's bytes.
+_MAX_NAME_BYTES = MAX_TASK_ID_BYTES - len("@1970-01-01T00:00:00Z")
 
 
 def _as_seconds(value: Any) -> Any:
@@ -72,6 +75,15 @@ class Schedule:
             raise InvalidWorkflowError(
                 f"schedule name {name!r}: at most 100 printable characters, no '/' or '\\' "
                 "(it is part of each task's id)"
+            )
+        size = len(name.encode("utf-8"))
+        if size > _MAX_NAME_BYTES:
+            # 100 characters of another alphabet than Latin take more bytes than a
+            # task id has: every slot's submission would be refused, and logged.
+            raise InvalidWorkflowError(
+                f"schedule name {name!r}: at most {_MAX_NAME_BYTES} bytes in UTF-8, not "
+                f"{size} (it is part of each task's id, of at most {MAX_TASK_ID_BYTES}): "
+                "shorten it"
             )
         if not isinstance(self.workflow_name, str) or not self.workflow_name:
             raise InvalidWorkflowError(f"schedule {name!r}: workflow_name must be a name")

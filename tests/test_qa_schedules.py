@@ -1,0 +1,32 @@
+"""Schedules pushed at their edges: names whose task ids would not fit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from wfcore import InvalidWorkflowError, Phase, TaskStatus
+from wfcore.wire import MAX_TASK_ID_BYTES
+
+UTC = timezone.utc
+
+
+def test_a_schedule_name_of_many_bytes_is_refused_not_left_to_fail_at_every_slot(
+    wfe_engine_factory, wfe_run
+):
+    engine = wfe_engine_factory()
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+    # 100 characters, but 200 bytes: with "@<slot>" a task id of 221 bytes.
+    with pytest.raises(InvalidWorkflowError, match=r"at most 179 bytes in UTF-8, not 200"):
+        engine.register_schedule("é" * 100, "w", every=3600)
+    assert engine.schedules == {}
+
+    # The longest name that fits makes ids that are stored, and its slot runs.
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    engine.register_schedule("é" * 89 + "x", "w", every=3600, start=start)
+    wfe_run(engine.run_until_idle())
+    (task,) = wfe_run(engine.list_tasks())
+    assert task.status is TaskStatus.COMPLETED
+    assert len(task.id.encode("utf-8")) == MAX_TASK_ID_BYTES
