@@ -260,6 +260,20 @@ def _number(value: float) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+#: The most header lines a request to :class:`MetricsServer` may have.
+_MAX_HEADERS = 100
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes:
+    """A request's first line, its headers read and dropped (nothing here depends on
+    them). Raises ValueError for a line over the reader's limit or too many lines."""
+    request = await reader.readline()
+    for _ in range(_MAX_HEADERS + 1):
+        if not (await reader.readline()).strip():
+            return request
+    raise ValueError(f"more than {_MAX_HEADERS} header lines")
+
+
 class MetricsServer:
     """A small HTTP server for Prometheus beside an engine, on its event loop.
 
@@ -295,11 +309,20 @@ class MetricsServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 10)
-            # The headers are read and dropped: nothing here depends on them.
-            while (await asyncio.wait_for(reader.readline(), 10)).strip():
-                pass
-            status, body, media = await self._answer(request.decode("latin-1").split())
+            try:
+                request = await asyncio.wait_for(_read_head(reader), 10)
+            except ValueError:
+                # A line over the reader's limit (64 KiB), or headers without end: a
+                # scanner or a broken client, not Prometheus. An answer, and no
+                # traceback in the worker's log for each such request.
+                request = b""
+                status, body, media = (
+                    "431 Request Header Fields Too Large",
+                    "the request line or headers are too long\n",
+                    "text/plain; charset=utf-8",
+                )
+            else:
+                status, body, media = await self._answer(request.decode("latin-1").split())
             head = request.startswith(b"HEAD ")
             payload = body.encode("utf-8")
             writer.write(
