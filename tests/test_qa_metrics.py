@@ -6,8 +6,21 @@ import asyncio
 import logging
 import socket
 import urllib.request
+from pathlib import Path
+
+from core_util import background_wfe, wait_until, with_pythonpath
+from prometheus_client.parser import text_string_to_metric_families
 
 from wfcore.metrics import MetricsServer
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample, parsed by Prometheus's own client: {(name, labels): value}."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _raw(port: int, data: bytes) -> bytes:
@@ -57,3 +70,37 @@ def test_an_over_long_request_is_answered_431_without_a_traceback_in_the_log(
         assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
     assert after == 200  # and the server goes on
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+_HANGING_APP = """
+import asyncio, os
+from pathlib import Path
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine(poll_interval=0.05)
+
+async def hang(task):
+    Path(os.environ["WFE_TEST_DIR"], "started").write_text(str(os.getpid()))
+    await asyncio.sleep(3600)
+
+engine.register_handler("hang", hang)
+engine.register_workflow("hangs", [Phase("hang", assigned_to="functional")])
+"""
+
+
+def test_a_worker_killed_mid_task_is_not_counted_as_a_live_worker(
+    tmp_path: Path, worker_env, wfe
+) -> None:
+    (tmp_path / "hang_app.py").write_text(_HANGING_APP)
+    env = with_pythonpath(worker_env, tmp_path)
+    args = ("worker", "hang_app:engine", "--quiet")
+    with background_wfe(*args, cwd=tmp_path, env=env, log=tmp_path / "worker.log") as worker:
+        wfe("submit", "hangs", "--app", "hang_app:engine", env=env)
+        wait_until((tmp_path / "started").exists, timeout=30, what="the task to start")
+        live = _samples(wfe("metrics").stdout)
+        worker.kill()  # SIGKILL: its task keeps its lease
+        worker.wait(10)
+    dead = _samples(wfe("metrics").stdout)
+    assert (live[("wfcore_workers", ())], live[("wfcore_workers_dead", ())]) == (1, 0)
+    assert (dead[("wfcore_workers", ())], dead[("wfcore_workers_dead", ())]) == (0, 1)
+    assert dead[("wfcore_tasks", (("status", "in_progress"), ("workflow", "hangs")))] == 1

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._processes import worker_died_here
 from .errors import StoreError
 from .model import TaskStatus
 from .plugins import call_impl, hook_impls
@@ -160,8 +161,21 @@ async def render_metrics(engine: ECSWorkflowEngine, *, engine_metrics: bool = Tr
         for consumer, count in consumers.items():
             out.sample("wfcore_outbox_unpublished", count, consumer=consumer)
 
-    out.family("wfcore_workers", "gauge", "Worker processes holding task leases.")
-    out.sample("wfcore_workers", len(await store.lease_owners()))
+    # A worker killed mid-task (kill -9, the machine's OOM killer) keeps its leases
+    # until another worker's claim takes its tasks over: with no worker left to do
+    # that, counting it would show workers for ever where none runs. Those of this
+    # host are known dead; another host's cannot be checked from here.
+    owners = await store.lease_owners()
+    dead = sum(1 for owner in owners if worker_died_here(owner))
+    out.family("wfcore_workers", "gauge", "Live worker processes holding task leases.")
+    out.sample("wfcore_workers", len(owners) - dead)
+    out.family(
+        "wfcore_workers_dead",
+        "gauge",
+        "Dead worker processes of this host whose tasks still hold leases, for the next "
+        "claim to take over.",
+    )
+    out.sample("wfcore_workers_dead", dead)
 
     if engine_metrics:
         _engine_metrics(engine, out)
