@@ -87,10 +87,30 @@ def guess_media_type(name: str) -> str:
     return media_type or "application/octet-stream"
 
 
+#: What a task's folder may not be named: the file in the artifacts folder that
+#: names the database it belongs to (``wfcore.stores.sqlite``'s marker), and the
+#: temporary files it is written to.
+_RESERVED = ".wfcore-store"
+
+
 def task_artifact_dir(root: Path, task_id: str) -> Path:
     """The folder holding one task's artifacts."""
     check_artifact_name(task_id)
     return root / task_id
+
+
+def _folder_to_write(root: Path, task_id: str) -> Path:
+    """The task's folder, for writing its files: refused for an id that would take
+    the marker's place. (Reading and removing stay allowed: a store may hold such a
+    folder from before this check.)"""
+    folder = task_artifact_dir(root, task_id)
+    if task_id.startswith(_RESERVED):
+        raise ArtifactError(
+            f"task {task_id!r} cannot have artifacts: its folder would take the place of "
+            f"{root / _RESERVED}, the file naming the database the artifacts belong to; "
+            "give the task an id that does not start with '.wfcore-store'"
+        )
+    return folder
 
 
 def write_artifact(
@@ -142,7 +162,7 @@ def _write_chunks(
     root: Path, task_id: str, name: str, chunks: Iterable[bytes], phase: str | None
 ) -> Artifact:
     check_artifact_name(name)
-    base = task_artifact_dir(root, task_id)
+    base = _folder_to_write(root, task_id)
     target = base / name
     _check_layout(base, name)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +249,7 @@ def take_task_folder(root: Path, task_id: str) -> bool:
     """Make a new task's artifact folder, and with it the right to write its submitted
     files: False when it exists, as another submission of the same task id made it
     (one whose task is stored, or being stored now)."""
-    folder = task_artifact_dir(root, task_id)
+    folder = _folder_to_write(root, task_id)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         folder.mkdir()

@@ -1,0 +1,57 @@
+"""Artifacts pushed at their edges: task ids and names the file system takes badly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wfcore import Phase
+from wfcore.errors import ArtifactError, InvalidTaskError
+
+
+def _engine(factory: Any) -> Any:
+    engine = factory()
+    engine.register_handler("look", lambda task: None)
+    engine.register_workflow("w", [Phase("look", assigned_to="human")])
+    return engine
+
+
+@pytest.mark.parametrize("task_id", [".wfcore-store", ".wfcore-store.123.tmp"])
+def test_a_task_id_naming_the_stores_marker_file_gets_no_artifact_folder(
+    wfe_engine_factory, wfe_run, wfe_store_url, tmp_path, task_id: str
+):
+    # A store whose artifacts folder is there, and so marked as the database's.
+    first = _engine(wfe_engine_factory)
+    wfe_run(first.submit_task({}, "w", task_id="first", artifacts={"a.txt": b"A"}))
+    wfe_run(first.aclose())
+    engine = _engine(wfe_engine_factory)
+    folder = wfe_run(engine.get_store()).artifacts_dir
+    marker = folder / ".wfcore-store"
+    before = marker.read_bytes()
+
+    with pytest.raises(InvalidTaskError, match=r"cannot have artifacts: its folder would take"):
+        wfe_run(engine.submit_task({}, "w", task_id=task_id, artifacts={"x": b"1"}))
+    assert wfe_run(engine.get_task(task_id)) is None  # nothing stored
+    wfe_run(engine.submit_task({}, "w", task_id=task_id))
+    with pytest.raises(ArtifactError, match=r"does not start with '\.wfcore-store'"):
+        wfe_run(engine.add_artifact_bytes(task_id, "x", b"1"))
+    wfe_run(engine.cancel(task_id))
+    wfe_run(engine.purge(0))
+
+    assert marker.read_bytes() == before
+    assert wfe_run(engine.read_artifact("first", "a.txt")) == b"A"
+
+
+def test_a_first_task_named_like_the_marker_leaves_the_folder_free_for_it(
+    wfe_engine_factory, wfe_run
+):
+    # The folder is made by the first task with files; the marker, at the next open.
+    engine = _engine(wfe_engine_factory)
+    with pytest.raises(InvalidTaskError, match=r"cannot have artifacts"):
+        wfe_run(engine.submit_task({}, "w", task_id=".wfcore-store", artifacts={"x": b"1"}))
+    wfe_run(engine.submit_task({}, "w", task_id="first", artifacts={"a.txt": b"A"}))
+    wfe_run(engine.aclose())
+    again = _engine(wfe_engine_factory)
+    folder = wfe_run(again.get_store()).artifacts_dir
+    assert (folder / ".wfcore-store").is_file()
