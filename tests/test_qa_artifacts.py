@@ -55,3 +55,26 @@ def test_a_first_task_named_like_the_marker_leaves_the_folder_free_for_it(
     again = _engine(wfe_engine_factory)
     folder = wfe_run(again.get_store()).artifacts_dir
     assert (folder / ".wfcore-store").is_file()
+
+
+def test_a_name_too_deep_or_too_long_for_a_path_is_an_artifact_error(wfe_engine_factory, wfe_run):
+    engine = _engine(wfe_engine_factory)
+    wfe_run(engine.submit_task({}, "w", task_id="t"))
+    deepest = "/".join(["d"] * 100)
+    wfe_run(engine.add_artifact_bytes("t", deepest, b"deep"))
+    assert wfe_run(engine.read_artifact("t", deepest)) == b"deep"
+
+    # Before, Python's recursion limit as the folders were made (RecursionError).
+    too_deep = "/".join(["e"] * 1200)
+    with pytest.raises(ArtifactError, match=r"at most 100 parts between slashes, not 1200$"):
+        wfe_run(engine.add_artifact_bytes("t", too_deep, b"x"))
+    with pytest.raises(InvalidTaskError, match=r"^artifacts: .*at most 100 parts"):
+        wfe_run(engine.submit_task({}, "w", task_id="u", artifacts={too_deep: b"x"}))
+    # Before, OSError: [Errno 36] File name too long, naming no artifact.
+    too_long = "/".join(["f" * 240] * 20)
+    with pytest.raises(ArtifactError, match=r"\(4819 bytes\) is too long for a path in "):
+        wfe_run(engine.add_artifact_bytes("t", too_long, b"x"))
+    with pytest.raises(InvalidTaskError, match=r"too long for a path"):
+        wfe_run(engine.submit_task({}, "w", task_id="v", artifacts={too_long: b"x"}))
+    assert [t.id for t in wfe_run(engine.list_tasks())] == ["t"]
+    assert [a.name for a in wfe_run(engine.get_task("t")).artifacts] == [deepest]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mimetypes
 import os
@@ -68,6 +69,21 @@ def check_artifact_name(name: str) -> str:
 # What file systems allow in one path component, less room for the temporary
 # file's prefix next to it.
 _MAX_PART_BYTES = 240
+# The most folders deep a new artifact may be (its parts between slashes): far
+# more than any real layout needs, and far fewer than would make a path longer
+# than a file system takes, or Python's recursion limit as the folders are made.
+_MAX_PARTS = 100
+
+
+def _check_new_name(name: str) -> None:
+    """Check the name of an artifact about to be written: :func:`check_artifact_name`,
+    and not too many parts (a name written before this check can still be read)."""
+    check_artifact_name(name)
+    if name.count("/") >= _MAX_PARTS:
+        raise ArtifactError(
+            f"artifact name {_shorten(name)!r}: at most {_MAX_PARTS} parts between "
+            f"slashes, not {name.count('/') + 1}"
+        )
 
 
 def _shorten(text: str, keep: int = 60) -> str:
@@ -161,14 +177,22 @@ def _read_chunks(source: BinaryIO, limit: int | None) -> Iterator[bytes]:
 def _write_chunks(
     root: Path, task_id: str, name: str, chunks: Iterable[bytes], phase: str | None
 ) -> Artifact:
-    check_artifact_name(name)
+    _check_new_name(name)
     base = _folder_to_write(root, task_id)
     target = base / name
-    _check_layout(base, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _check_layout(base, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise ArtifactError(
+            f"artifact name {_shorten(name)!r} ({len(name.encode('utf-8'))} bytes) is too "
+            f"long for a path in {base} on this system: use a shorter name"
+        ) from None
     digest = hashlib.sha256()
     size = 0
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
@@ -209,7 +233,7 @@ def check_submitted_files(files: Any) -> dict[str, SubmittedFile]:
     for name, value in files.items():
         if not isinstance(name, str):
             raise ArtifactError(f"artifact names must be text, not {name!r}")
-        check_artifact_name(name)
+        _check_new_name(name)
         if isinstance(value, str):
             raise ArtifactError(
                 f"artifact {name!r}: a str is ambiguous: give the file's bytes, or a "
