@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pytest
@@ -78,3 +79,31 @@ def test_a_name_too_deep_or_too_long_for_a_path_is_an_artifact_error(wfe_engine_
         wfe_run(engine.submit_task({}, "w", task_id="v", artifacts={too_long: b"x"}))
     assert [t.id for t in wfe_run(engine.list_tasks())] == ["t"]
     assert [a.name for a in wfe_run(engine.get_task("t")).artifacts] == [deepest]
+
+
+def test_a_name_leading_out_through_a_symbolic_link_is_refused_as_reading_it_would_be(
+    wfe_engine_factory, wfe_run, tmp_path
+):
+    engine = _engine(wfe_engine_factory)
+    wfe_run(engine.submit_task({}, "w", task_id="t", artifacts={"plots/a.png": b"A"}))
+    folder = wfe_run(engine.get_store()).artifacts_dir / "t"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(folder / "plots")
+    (folder / "plots").symlink_to(outside)
+
+    # Before, the file was written in the linked folder, and then could not be read.
+    with pytest.raises(ArtifactError, match=r"'plots' in .* is a symbolic link to .*outside"):
+        wfe_run(engine.add_artifact_bytes("t", "plots/b/c.png", b"B"))
+    assert list(outside.iterdir()) == []
+    assert [a.name for a in wfe_run(engine.get_task("t")).artifacts] == ["plots/a.png"]
+
+    # A task folder that is itself a link (moved to another disk, say) is read through,
+    # so it is written through too.
+    wfe_run(engine.submit_task({}, "w", task_id="moved", artifacts={"x.txt": b"X"}))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(folder.parent / "moved", elsewhere)
+    (folder.parent / "moved").symlink_to(elsewhere)
+    wfe_run(engine.add_artifact_bytes("moved", "y/z.txt", b"Z"))
+    assert wfe_run(engine.read_artifact("moved", "y/z.txt")) == b"Z"
+    assert (elsewhere / "y" / "z.txt").read_bytes() == b"Z"

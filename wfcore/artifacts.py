@@ -182,6 +182,7 @@ def _write_chunks(
     target = base / name
     try:
         _check_layout(base, name)
+        _check_inside(base, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
     except OSError as exc:
@@ -309,6 +310,29 @@ def _check_layout(base: Path, name: str) -> None:
             )
     if (base / name).is_dir():
         raise ArtifactError(f"artifact name {name!r} is a folder of other artifacts")
+
+
+def _check_inside(base: Path, name: str) -> None:
+    """Refuse a name whose folder leads out of the task's folder through a symbolic
+    link in it: :func:`resolve_artifact` would refuse to read the file back."""
+    real_base = base.resolve()
+    folder = (base / name).parent.resolve()
+    if folder == real_base or real_base in folder.parents:
+        return
+    parts = name.split("/")
+    link = next(
+        (
+            "/".join(parts[:i])
+            for i in range(1, len(parts))
+            if (base / "/".join(parts[:i])).is_symlink()
+        ),
+        parts[0],  # a link made and gone since, say
+    )
+    raise ArtifactError(
+        f"artifact name {_shorten(name)!r}: {link!r} in {base} is a symbolic link to "
+        f"{(base / link).resolve()}, out of the task's folder, so the file could not be "
+        "read back: remove the link, or use another name"
+    )
 
 
 def remove_artifact_dirs(root: Path, task_ids: Iterable[str]) -> None:
