@@ -337,6 +337,12 @@ def _artifact_files(values: tuple[str, ...]) -> dict[str, Any] | None:
         name, sep, path = value.partition("=")
         if not sep or _is_file(value):  # a file named k=v.txt is a file
             name, path = Path(value).name, value
+        elif not path:
+            # Path("") is the current folder: "'.' is not a regular file" said nothing.
+            raise click.BadParameter(
+                f"{value!r} names no file after '=': give NAME=FILE, or FILE",
+                param_hint="--artifact",
+            )
         if name in files:
             raise click.BadParameter(f"two files named {name!r}", param_hint="--artifact")
         try:
