@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -107,3 +109,42 @@ def test_a_name_leading_out_through_a_symbolic_link_is_refused_as_reading_it_wou
     wfe_run(engine.add_artifact_bytes("moved", "y/z.txt", b"Z"))
     assert wfe_run(engine.read_artifact("moved", "y/z.txt")) == b"Z"
     assert (elsewhere / "y" / "z.txt").read_bytes() == b"Z"
+
+
+_FULL_DISK = """
+import asyncio, resource, signal, sys
+from wfcore import ECSWorkflowEngine, Phase
+
+async def main():
+    engine = ECSWorkflowEngine(store=sys.argv[1], load_plugins=False)
+    engine.register_handler("look", lambda task: None)
+    engine.register_workflow("w", [Phase("look", assigned_to="human")])
+    await engine.submit_task({}, "w", task_id="t", artifacts={"a.txt": b"kept"})
+    # No file may grow past 1 MB from here, as on a disk that is full.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        await engine.add_artifact_bytes("t", "a.txt", b"x" * (2 << 20))
+    except OSError as exc:
+        print(type(exc).__name__, exc)
+    print((await engine.read_artifact("t", "a.txt")).decode())
+    await engine.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_a_file_that_cannot_be_written_names_the_artifact_s_path(wfe_store_url, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, wfe_store_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # Before: "OSError [Errno 27] File too large", naming no file.
+    error, kept = result.stdout.splitlines()
+    assert error == f"OSError [Errno 27] File too large: '{tmp_path}/wfe.db-artifacts/t/a.txt'"
+    assert kept == "kept"  # the stored file is left as it was
+    assert [p.name for p in (tmp_path / "wfe.db-artifacts" / "t").iterdir()] == ["a.txt"]

@@ -204,8 +204,12 @@ def _write_chunks(
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A failed write names no file ("No space left on device"): name the
+            # artifact's, so that one can tell which disk is full.
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
         raise
     return Artifact(
         name=name,
