@@ -8,10 +8,12 @@ import socket
 import urllib.request
 from pathlib import Path
 
+import pytest
 from core_util import background_wfe, wait_until, with_pythonpath
 from prometheus_client.parser import text_string_to_metric_families
 
-from wfcore.metrics import MetricsServer
+from wfcore import hookimpl
+from wfcore.metrics import Metric, MetricsServer
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -104,3 +106,47 @@ def test_a_worker_killed_mid_task_is_not_counted_as_a_live_worker(
     assert (live[("wfcore_workers", ())], live[("wfcore_workers_dead", ())]) == (1, 0)
     assert (dead[("wfcore_workers", ())], dead[("wfcore_workers_dead", ())]) == (0, 1)
     assert dead[("wfcore_tasks", (("status", "in_progress"), ("workflow", "hangs")))] == 1
+
+
+class _NotUnicode:
+    """A plugin whose label text came from bytes decoded with surrogateescape."""
+
+    @hookimpl
+    def wfe_metrics(self, engine):
+        return [Metric("myplugin_files", "gauge", "Files, by name.", [({"name": "a\udcff"}, 1)])]
+
+
+def test_a_metric_with_text_that_is_not_unicode_is_refused_and_scrapes_go_on(
+    wfe_engine_factory, wfe_run, caplog
+) -> None:
+    with pytest.raises(ValueError, match=r"^metric m: bad label a='\\udcff'$"):
+        Metric("m", "gauge", "x", [({"a": "\udcff"}, 1)])
+    with pytest.raises(ValueError, match=r"^metric m: help must be Unicode text"):
+        Metric("m", "gauge", "help \udcff", 1)
+
+    engine = wfe_engine_factory(plugins=[_NotUnicode()])
+
+    async def scenario() -> tuple[int, str]:
+        server = MetricsServer(engine)
+        await server.start()
+        try:
+
+            def get() -> tuple[int, str]:
+                with urllib.request.urlopen(server.url, timeout=10) as response:
+                    return int(response.status), response.read().decode()
+
+            return await asyncio.to_thread(get)
+        finally:
+            await server.close()
+
+    # Before: the connection closed without an answer at every scrape, and a
+    # traceback in the log.
+    with caplog.at_level(logging.WARNING):
+        status, body = wfe_run(scenario())
+    assert status == 200 and "wfcore_tasks_delayed 0" in body
+    assert "myplugin_files" not in body
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "plugin '_NotUnicode': wfe_metrics failed: ValueError: metric "
+        "myplugin_files: bad label name='a\\udcff'"
+    ], said

@@ -17,6 +17,7 @@ from ._processes import worker_died_here
 from .errors import StoreError
 from .model import TaskStatus
 from .plugins import call_impl, hook_impls
+from .wire import is_unicode_text
 
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
@@ -63,9 +64,18 @@ class Metric:
             raise ValueError(f"not a Prometheus metric name: {self.name!r}")
         if self.kind not in ("counter", "gauge"):
             raise ValueError(f"metric {self.name}: kind must be 'counter' or 'gauge'")
+        # Text that is not Unicode (a lone surrogate, from bytes decoded with
+        # surrogateescape) cannot be written as UTF-8: every scrape would fail.
+        if not isinstance(self.help, str) or not is_unicode_text(self.help):
+            raise ValueError(f"metric {self.name}: help must be Unicode text, not {self.help!r}")
         for labels, value in self.samples:
             for key, text in labels:
-                if not _LABEL.match(key) or key.startswith("__") or not isinstance(text, str):
+                if (
+                    not _LABEL.match(key)
+                    or key.startswith("__")
+                    or not isinstance(text, str)
+                    or not is_unicode_text(text)
+                ):
                     raise ValueError(f"metric {self.name}: bad label {key}={text!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"metric {self.name}: a value must be a number, not {value!r}")
@@ -338,7 +348,9 @@ class MetricsServer:
             else:
                 status, body, media = await self._answer(request.decode("latin-1").split())
             head = request.startswith(b"HEAD ")
-            payload = body.encode("utf-8")
+            # "replace": text that is not Unicode from a store (a name no check saw) is
+            # one "?" for Prometheus, not a scrape that fails for ever.
+            payload = body.encode("utf-8", "replace")
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {media}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode("latin-1")
