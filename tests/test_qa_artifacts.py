@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from wfcore import Phase
-from wfcore.errors import ArtifactError, InvalidTaskError
+from wfcore.errors import ArtifactError, InvalidTaskError, UnknownTaskError
 
 
 def _engine(factory: Any) -> Any:
@@ -148,3 +148,20 @@ def test_a_file_that_cannot_be_written_names_the_artifact_s_path(wfe_store_url, 
     assert error == f"OSError [Errno 27] File too large: '{tmp_path}/wfe.db-artifacts/t/a.txt'"
     assert kept == "kept"  # the stored file is left as it was
     assert [p.name for p in (tmp_path / "wfe.db-artifacts" / "t").iterdir()] == ["a.txt"]
+
+
+def test_reading_an_artifact_through_a_task_kept_from_before_its_purge_says_it_is_gone(
+    wfe_engine_factory, wfe_run
+):
+    engine = _engine(wfe_engine_factory)
+    kept = wfe_run(engine.submit_task({}, "w", task_id="t", artifacts={"a.txt": b"A"}))
+    assert wfe_run(engine.read_artifact(kept, "a.txt")) == b"A"
+    wfe_run(engine.cancel("t"))
+    assert wfe_run(engine.purge(0)) == 1
+    # Before: "task 't' lists the artifact 'a.txt', but its file is not in ...: it
+    # was deleted or moved after the task stored it (a store copied or restored ...)".
+    for call in (engine.read_artifact, engine.artifact_path):
+        with pytest.raises(UnknownTaskError, match=r"^unknown task 't'$"):
+            wfe_run(call(kept, "a.txt"))
+        with pytest.raises(UnknownTaskError):
+            wfe_run(call("t", "a.txt"))

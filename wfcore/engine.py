@@ -1768,6 +1768,7 @@ class ECSWorkflowEngine:
         if not isinstance(task, Task) and not _could_be_stored(task):
             raise UnknownTaskError(task)
         store = await self.get_store()
+        given = task if isinstance(task, Task) else None
         if isinstance(task, str):
             found = await store.get_task(task)
             if found is None:
@@ -1777,7 +1778,13 @@ class ECSWorkflowEngine:
             check_artifact_name(name)  # a name no artifact can have says why
             raise ArtifactError(f"task {task.id!r} has no artifact {name!r}")
         # Listed, as wfe show says: a file that is gone is not "no artifact".
-        return listed_artifact(store.artifacts_dir, task.id, name)
+        try:
+            return listed_artifact(store.artifacts_dir, task.id, name)
+        except ArtifactError:
+            # A Task kept from before the task was purged: its files went with it.
+            if given is not None and await store.get_task(task.id) is None:
+                raise UnknownTaskError(task.id) from None
+            raise
 
     # -- running ---------------------------------------------------------------------
 
