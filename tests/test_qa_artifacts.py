@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wfcore import Phase
+from wfcore import Phase, Task
 from wfcore.errors import ArtifactError, InvalidTaskError, UnknownTaskError
+from wfcore.stores.sqlite import SQLiteStore
 
 
 def _engine(factory: Any) -> Any:
@@ -165,3 +169,42 @@ def test_reading_an_artifact_through_a_task_kept_from_before_its_purge_says_it_i
             wfe_run(call(kept, "a.txt"))
         with pytest.raises(UnknownTaskError):
             wfe_run(call("t", "a.txt"))
+
+
+class _OtherUploadFirst(SQLiteStore):
+    """A real SQLite store that, just before this process first stores a task,
+    lets another process's upload run to its end: the interleaving of two people
+    uploading one file name at once that loses the race for the metadata."""
+
+    def __init__(self, path: Path, other: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(path)
+        self._other: Callable[[], Awaitable[None]] | None = other
+
+    async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+        other, self._other = self._other, None
+        if other is not None:
+            await other()
+        return await super().update_task(task, keep_lease=keep_lease)
+
+
+def test_two_uploads_of_one_name_at_once_leave_the_metadata_of_the_file_kept(
+    wfe_engine_factory, wfe_run, tmp_path
+):
+    other = _engine(wfe_engine_factory)  # another process's engine, on the same file
+    wfe_run(other.submit_task({}, "w", task_id="t"))
+
+    async def other_upload() -> None:
+        await other.add_artifact_bytes("t", "scan.pdf", b"second")
+
+    store = _OtherUploadFirst(tmp_path / "wfe.db", other_upload)
+    first = _engine(lambda: wfe_engine_factory(store=store))
+    wfe_run(first.add_artifact_bytes("t", "scan.pdf", b"first"))
+    wfe_run(store.close())
+
+    task = wfe_run(other.get_task("t"))
+    (scan,) = task.artifacts
+    kept = wfe_run(other.read_artifact(task, "scan.pdf"))
+    assert kept == b"second"  # written last
+    # Before: the first upload's metadata (size 5, its sha256) for the second's file.
+    assert (scan.size, scan.sha256) == (len(kept), hashlib.sha256(kept).hexdigest())
+    assert [e["event"] for e in task.history].count("artifact_added") == 2

@@ -19,6 +19,7 @@ from .wire import is_unicode_text
 
 __all__ = [
     "COPY_CHUNK",
+    "FileId",
     "SubmittedFile",
     "check_artifact_name",
     "check_submitted_files",
@@ -27,9 +28,11 @@ __all__ = [
     "listed_artifact",
     "remove_artifact_dirs",
     "resolve_artifact",
+    "still_written_as",
     "take_task_folder",
     "task_artifact_dir",
     "write_artifact",
+    "write_artifact_as",
     "write_submitted_files",
 ]
 
@@ -138,7 +141,28 @@ def write_artifact(
     and are renamed into place, so a reader sees the old file or the new one,
     never half of one.
     """
+    return _write_chunks(root, task_id, name, (data,), phase)[0]
+
+
+#: Which file an artifact was written as: (device, inode), kept by the rename.
+FileId = tuple[int, int]
+
+
+def write_artifact_as(
+    root: Path, task_id: str, name: str, data: bytes, phase: str | None = None
+) -> tuple[Artifact, FileId]:
+    """:func:`write_artifact`, and which file it wrote: :func:`still_written_as`
+    tells later whether another writer has replaced it since."""
     return _write_chunks(root, task_id, name, (data,), phase)
+
+
+def still_written_as(path: Path, file_id: FileId) -> bool:
+    """Whether the file at ``path`` is still the one written as ``file_id``."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == file_id
 
 
 def copy_artifact(
@@ -156,7 +180,7 @@ def copy_artifact(
     goes, so a large file never sits in memory. At most ``limit`` bytes are copied
     when it is given: a file something still appends to ends there.
     """
-    return _write_chunks(root, task_id, name, _read_chunks(source, limit), phase)
+    return _write_chunks(root, task_id, name, _read_chunks(source, limit), phase)[0]
 
 
 #: How much of a file :func:`copy_artifact` holds in memory at a time.
@@ -176,7 +200,7 @@ def _read_chunks(source: BinaryIO, limit: int | None) -> Iterator[bytes]:
 
 def _write_chunks(
     root: Path, task_id: str, name: str, chunks: Iterable[bytes], phase: str | None
-) -> Artifact:
+) -> tuple[Artifact, FileId]:
     _check_new_name(name)
     base = _folder_to_write(root, task_id)
     target = base / name
@@ -203,6 +227,7 @@ def _write_chunks(
             fh.flush()
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
+            info = os.fstat(fh.fileno())
         os.replace(tmp, target)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -211,7 +236,7 @@ def _write_chunks(
             # artifact's, so that one can tell which disk is full.
             raise OSError(exc.errno, exc.strerror, str(target)) from exc
         raise
-    return Artifact(
+    artifact = Artifact(
         name=name,
         size=size,
         sha256=digest.hexdigest(),
@@ -219,6 +244,7 @@ def _write_chunks(
         phase=phase,
         path=str(target),
     )
+    return artifact, (info.st_dev, info.st_ino)
 
 
 #: What ``submit_task(artifacts=...)`` takes for each file: its bytes, or a local file.

@@ -1712,6 +1712,9 @@ class ECSWorkflowEngine:
         unknown task, and TaskStateError for a task running outside this call's phase
         (add its artifacts from its phase).
         """
+        # Imported here to keep the module's import block as it is (others edit it).
+        from .artifacts import still_written_as, write_artifact_as
+
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ArtifactError(f"artifact {name!r}: data must be bytes")
         who = _by_field(by)
@@ -1735,13 +1738,24 @@ class ECSWorkflowEngine:
         # phase's own Task object is what stores artifacts with the phase.
         ours = self._worker._in_phase.get(task_id) is not None
         _check_not_running(stored, name, ours)
-        art = await asyncio.to_thread(
-            write_artifact, store.artifacts_dir, task_id, name, bytes(data), stored.classification
+        art, file_id = await asyncio.to_thread(
+            write_artifact_as,
+            store.artifacts_dir,
+            task_id,
+            name,
+            bytes(data),
+            stored.classification,
         )
+
+        written = task_artifact_dir(store.artifacts_dir, task_id) / name
 
         async def attach(current: Task) -> None:
             _check_not_running(current, name, ours)
-            current.artifacts = [a for a in current.artifacts if a.name != name] + [art]
+            # Another add of this name (another process) replaced the file since this
+            # one wrote it: its description is the one that goes with the file, stored
+            # by that add (before or after this one), so this one's would be wrong.
+            if await asyncio.to_thread(still_written_as, written, file_id):
+                current.artifacts = [a for a in current.artifacts if a.name != name] + [art]
             current.record("artifact_added", name=name, phase=current.classification, **who)
 
         stored, _ = await self._change_stored(task_id, attach)
