@@ -995,16 +995,25 @@ def _printable(text: str, lines: bool = False) -> str:
 
 def _schedule_lines(engine: ECSWorkflowEngine) -> list[str]:
     """A line for each of the engine's schedules: its workflow, the priority of its
-    tasks (when not 0), its period and next slot."""
+    tasks (when not 0), its period and next slot; and, for a worker that runs only
+    some workflows (--workflow) but not the schedule's, that it submits its tasks
+    for other workers to run."""
     now = datetime.now(timezone.utc)
+    only = engine.only_workflows
     lines = []
     for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
         upcoming = schedule.next_slot(now).astimezone(timezone.utc)
         priority = f" (priority {schedule.priority})" if schedule.priority else ""
+        elsewhere = (
+            f"; submitted here, run by workers of {schedule.workflow_name}, "
+            f"not this one (--workflow: it runs {', '.join(only)})"
+            if only is not None and schedule.workflow_name not in only
+            else ""
+        )
         lines.append(
             _printable(
                 f"schedule {schedule.name}: a {schedule.workflow_name} task{priority} every "
-                f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC"
+                f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC{elsewhere}"
             )
         )
     return lines
