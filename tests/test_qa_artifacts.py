@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import subprocess
 import sys
@@ -208,3 +209,24 @@ def test_two_uploads_of_one_name_at_once_leave_the_metadata_of_the_file_kept(
     # Before: the first upload's metadata (size 5, its sha256) for the second's file.
     assert (scan.size, scan.sha256) == (len(kept), hashlib.sha256(kept).hexdigest())
     assert [e["event"] for e in task.history].count("artifact_added") == 2
+
+
+def test_a_purged_task_s_folder_that_cannot_be_deleted_is_said_naming_it(
+    wfe_engine_factory, wfe_run, tmp_path, caplog
+):
+    engine = _engine(wfe_engine_factory)
+    wfe_run(engine.submit_task({}, "w", task_id="moved", artifacts={"x.txt": b"X"}))
+    folder = wfe_run(engine.get_store()).artifacts_dir / "moved"
+    elsewhere = tmp_path / "other-disk"
+    shutil.move(folder, elsewhere)
+    folder.symlink_to(elsewhere)  # moved to another disk, say, and linked
+    wfe_run(engine.cancel("moved"))
+    with caplog.at_level(logging.WARNING, logger="wfcore"):
+        assert wfe_run(engine.purge(0)) == 1
+    # Before: nothing said, and the files stayed, of a task no longer stored.
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"task moved: could not delete its artifact files in {folder} (Cannot call rmtree "
+        "on a symbolic link): delete them by hand"
+    ], said
+    assert (elsewhere / "x.txt").read_bytes() == b"X"

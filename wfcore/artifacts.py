@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import mimetypes
 import os
 import shutil
@@ -35,6 +36,8 @@ __all__ = [
     "write_artifact_as",
     "write_submitted_files",
 ]
+
+logger = logging.getLogger("wfcore")
 
 
 def check_artifact_name(name: str) -> str:
@@ -366,13 +369,28 @@ def _check_inside(base: Path, name: str) -> None:
 
 
 def remove_artifact_dirs(root: Path, task_ids: Iterable[str]) -> None:
-    """Delete the artifact folders of these tasks (those that have one)."""
+    """Delete the artifact folders of these tasks (those that have one). A folder
+    that cannot be deleted (a read-only disk, a task folder that is a link) is
+    logged, naming it: its task is gone, so nothing else would ever delete it."""
     for task_id in task_ids:
         try:
             folder = task_artifact_dir(root, task_id)
         except ArtifactError:
             continue  # an id that cannot name a folder never had one
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # as much as can go
+        if not os.path.lexists(folder):
+            continue
+        try:
+            shutil.rmtree(folder)  # again, for the reason what is left stays
+        except FileNotFoundError:
+            continue  # deleted meanwhile by someone else
+        except OSError as exc:
+            logger.warning(
+                "task %s: could not delete its artifact files in %s (%s): delete them by hand",
+                task_id,
+                folder,
+                exc.strerror or exc,
+            )
 
 
 def listed_artifact(root: Path, task_id: str, name: str) -> Path:
