@@ -11,20 +11,26 @@ for children is only when a worker next checks on them, at growing intervals.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidTaskError
-from .model import Task, utcnow
+from .model import Phase, Task, utcnow
 from .wire import MAX_TASK_ID_BYTES, is_unicode_text
 
 if TYPE_CHECKING:
+    from .engine import ECSWorkflowEngine
     from .stores.base import Store
+    from .worker import Worker
+
+logger = logging.getLogger("wfcore")
 
 __all__ = [
-    "Reports",
+    "Joins",
+    "adopt_children",
     "check_interval",
     "child_id",
     "children_results",
@@ -166,7 +172,7 @@ async def children_results(
     return [_result(task_ids[i], found[i]) for i in range(count)]
 
 
-class Reports:
+class _Reports:
     """The children of one parent reporting their end in this process and event
     loop: one at a time (the others then find the parent moved on, rather than each
     reading every sibling), and which children have been seen finished."""
@@ -213,3 +219,147 @@ def record_join(
     task.waiting_for = None
     task.resume_in_phase = False
     task.reply = None
+
+
+class Joins:
+    """Moving an engine's parent tasks on when their children have finished.
+
+    The engine holds one: the worker (or ``cancel``) that finishes a child calls
+    :meth:`report`, and the worker that stores a parent's wait, or checks on it
+    at its deadline, calls :meth:`join`.
+    """
+
+    def __init__(self, engine: ECSWorkflowEngine) -> None:
+        self._engine = engine
+        # The children of one parent reporting in one event loop, by (loop, parent).
+        self._reports: dict[tuple[int, str], _Reports] = {}
+
+    async def report(self, task: Task) -> None:
+        """A finished task that is a child: if its parent waits for it and it was
+        the last of its siblings to finish, move the parent on now."""
+        if task.parent_id is None:
+            return
+        # One child of a parent at a time here: those finishing together (one group
+        # commit's worth) would each read every sibling, and then all but one find
+        # the parent joined. Each loop its own (an app may cancel from its own).
+        key = (id(asyncio.get_running_loop()), task.parent_id)
+        reports = self._reports.get(key)
+        if reports is None:
+            reports = self._reports[key] = _Reports()
+        reports.users += 1
+        try:
+            async with reports.lock:
+                reports.finished.add(task.id)
+                store = await self._engine.get_store()
+                parent = await store.get_task(task.parent_id)
+                waited = parent.waiting_for if parent is not None else None
+                if parent is None or not waited or task.id not in waited:
+                    return
+                joined = await self._joined(
+                    parent.id, start=waited.index(task.id) + 1, known=reports.finished
+                )
+            # Announced once the others may report: a hook of the parent's (its
+            # completed hook cancelling a child still running) reports here too.
+            if joined is not None:
+                await self._moved_on(*joined)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            raise
+        except Exception:
+            # The parent's own checks (at its deadline) find the children finished.
+            logger.warning(
+                "task %s: could not look at its parent task %s; a worker will when it "
+                "next checks on that task's children",
+                task.id,
+                task.parent_id,
+                exc_info=True,
+            )
+        finally:
+            reports.users -= 1
+            if not reports.users:
+                del self._reports[key]
+
+    async def join(self, task_id: str) -> bool:
+        """Move a task waiting for its children on if all of them have finished;
+        return whether it did."""
+        joined = await self._joined(task_id)
+        if joined is None:
+            return False
+        await self._moved_on(*joined)
+        return True
+
+    async def _moved_on(self, task: Task, phase: Phase) -> None:
+        await self._engine._after_phase(task, phase)
+        self._engine._worker.poke()
+
+    async def _joined(
+        self, task_id: str, *, start: int = 0, known: set[str] | None = None
+    ) -> tuple[Task, Phase] | None:
+        """Store a task waiting for its children as moved on if all of them have
+        finished (reading them from the one at ``start``; ``known``: see
+        :func:`children_results`); return it and the phase it finished, or None."""
+        # Here, not at the top: the worker module imports this one.
+        from .worker import advance
+
+        engine = self._engine
+        store = await engine.get_store()
+        task = await store.get_task(task_id)
+        if task is None or not task.status.is_waiting or task.waiting_for is None:
+            return None
+        waited = task.waiting_for
+        results = await children_results(store, waited, start, known=known)
+        if results is None:
+            return None
+
+        async def join(task: Task) -> Phase:
+            if not task.status.is_waiting or task.waiting_for != waited:
+                raise _NotJoined  # joined, answered or cancelled meanwhile
+            spec = await engine._workflow(task.workflow_name)
+            phase = spec.phase(task.classification) if spec and task.classification else None
+            if spec is None or phase is None:
+                raise _NotJoined  # its worker's check at the deadline fails it
+            record_join(task, phase.target_classification, results)
+            advance(task, spec, phase, results)
+            return phase
+
+        try:
+            return await engine._change_stored(task_id, join)
+        except _NotJoined:
+            return None
+
+
+class _NotJoined(Exception):
+    """The task no longer waits for the children read: nothing to write."""
+
+
+def adopt_children(
+    worker: Worker,
+    results: list[Any],
+    parents: list[tuple[int, Task]],
+    return_exceptions: bool,
+) -> None:
+    """Add the children just submitted (``results`` of ``submit_tasks``; ``parents``:
+    the index of each child's request, and its parent) to their parents'
+    ``children``, in order, once each (a phase run again submits the same ones)."""
+    known: dict[int, set[str]] = {}  # each parent's children, by id() of parent
+    for index, parent in parents:
+        child = results[index]
+        if not isinstance(child, Task):
+            continue  # its request was refused (return_exceptions)
+        if child.parent_id != parent.id:
+            error = InvalidTaskError(
+                f"task {child.id!r} exists already, and is not a child of task "
+                f"{parent.id!r}: give the child another task_id"
+            )
+            if not return_exceptions:
+                raise error
+            results[index] = error
+            continue
+        children = known.get(id(parent))
+        if children is None:
+            children = known[id(parent)] = set(parent.children)
+            # A new list, not appends to it: copies of the task share the old one.
+            parent.children = list(parent.children)
+        if child.id not in children:
+            children.add(child.id)
+            parent.children.append(child.id)
+        worker.note_child(parent, child.id)

@@ -36,11 +36,10 @@ from .artifacts import (
     write_submitted_files,
 )
 from .children import (
-    Reports,
+    Joins,
+    adopt_children,
     child_id,
-    children_results,
     first_check,
-    record_join,
     stored_children,
 )
 from .errors import (
@@ -250,8 +249,8 @@ class ECSWorkflowEngine:
         self._workflows: dict[str, WorkflowSpec] = {}
         self._adapters: dict[TaskType, Adapter] = {}
         self._completed_hooks: list[CompletedHook] = []
-        # Children reporting their end to their parent (see _report_to_parent).
-        self._reports: dict[tuple[int, str], Reports] = {}
+        # Parents moved on when their children have finished.
+        self._joins = Joins(self)
         self._schedules: dict[str, Schedule] = {}
         self._unsaved_workflows: set[str] = set()
         # Workflows registered in code, whose commands the app's author wrote.
@@ -888,7 +887,7 @@ class ECSWorkflowEngine:
                 await self._fire("wfe_task_submitted", task=task)
         if inserted:
             self._worker.poke()
-        _adopt_children(self._worker, results, parents, return_exceptions)
+        adopt_children(self._worker, results, parents, return_exceptions)
         return results
 
     def _child_request(
@@ -1442,7 +1441,7 @@ class ECSWorkflowEngine:
         self.stats["cancelled"] += 1
         await self._fire("wfe_task_cancelled", task=task)
         if task.parent_id is not None:
-            await self._report_to_parent(task)
+            await self._joins.report(task)
         if children:
             await self._cancel_children(task, by)
         return task
@@ -1893,7 +1892,7 @@ class ECSWorkflowEngine:
         await self._fire("wfe_phase_finished", task=task, phase=phase)
         if task.status is TaskStatus.COMPLETED:
             if task.parent_id is not None:
-                await self._report_to_parent(task)
+                await self._joins.report(task)
             self.stats["completed"] += 1
             await self._fire("wfe_task_completed", task=task)
             for callback in self._completed_hooks:
@@ -1907,93 +1906,6 @@ class ECSWorkflowEngine:
                     logger.exception(
                         "task %s: completed hook %r failed", task.id, _name_of(callback)
                     )
-
-    async def _report_to_parent(self, task: Task) -> None:
-        """A finished task that is a child: if its parent waits for it and it was
-        the last of its siblings to finish, move the parent on now."""
-        if task.parent_id is None:
-            return
-        # One child of a parent at a time here: those finishing together (one group
-        # commit's worth) would each read every sibling, and then all but one find
-        # the parent joined. Each loop its own (an app may cancel from its own).
-        key = (id(asyncio.get_running_loop()), task.parent_id)
-        reports = self._reports.get(key)
-        if reports is None:
-            reports = self._reports[key] = Reports()
-        reports.users += 1
-        try:
-            async with reports.lock:
-                reports.finished.add(task.id)
-                store = await self.get_store()
-                parent = await store.get_task(task.parent_id)
-                waited = parent.waiting_for if parent is not None else None
-                if parent is None or not waited or task.id not in waited:
-                    return
-                joined = await self._joined(
-                    parent.id, start=waited.index(task.id) + 1, known=reports.finished
-                )
-            # Announced once the others may report: a hook of the parent's (its
-            # completed hook cancelling a child still running) reports here too.
-            if joined is not None:
-                await self._after_phase(*joined)
-                self._worker.poke()
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            raise
-        except Exception:
-            # The parent's own checks (at its deadline) find the children finished.
-            logger.warning(
-                "task %s: could not look at its parent task %s; a worker will when it "
-                "next checks on that task's children",
-                task.id,
-                task.parent_id,
-                exc_info=True,
-            )
-        finally:
-            reports.users -= 1
-            if not reports.users:
-                del self._reports[key]
-
-    async def _join_children(self, task_id: str) -> bool:
-        """Move a task waiting for its children on if all of them have finished;
-        return whether it did."""
-        joined = await self._joined(task_id)
-        if joined is None:
-            return False
-        await self._after_phase(*joined)
-        self._worker.poke()
-        return True
-
-    async def _joined(
-        self, task_id: str, *, start: int = 0, known: set[str] | None = None
-    ) -> tuple[Task, Phase] | None:
-        """Store a task waiting for its children as moved on if all of them have
-        finished (reading them from the one at ``start``; ``known``: see
-        :func:`children_results`); return it and the phase it finished, for
-        :meth:`_after_phase`, or None."""
-        store = await self.get_store()
-        task = await store.get_task(task_id)
-        if task is None or not task.status.is_waiting or task.waiting_for is None:
-            return None
-        waited = task.waiting_for
-        results = await children_results(store, waited, start, known=known)
-        if results is None:
-            return None
-
-        async def join(task: Task) -> Phase:
-            if not task.status.is_waiting or task.waiting_for != waited:
-                raise _NotJoined  # joined, answered or cancelled meanwhile
-            spec = await self._workflow(task.workflow_name)
-            phase = spec.phase(task.classification) if spec and task.classification else None
-            if spec is None or phase is None:
-                raise _NotJoined  # its worker's check at the deadline fails it
-            record_join(task, phase.target_classification, results)
-            advance(task, spec, phase, results)
-            return phase
-
-        try:
-            return await self._change_stored(task_id, join)
-        except _NotJoined:
-            return None
 
 
 def current_engine() -> ECSWorkflowEngine:
@@ -2119,43 +2031,6 @@ def _seconds(value: Any, what: str) -> float:
     if not 0 <= value <= LONGEST_WAIT:  # also refuses NaN and infinity
         raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
     return float(value)
-
-
-class _NotJoined(Exception):
-    """The task no longer waits for the children read: nothing to write."""
-
-
-def _adopt_children(
-    worker: Worker,
-    results: list[Any],
-    parents: list[tuple[int, Task]],
-    return_exceptions: bool,
-) -> None:
-    """Add the children just submitted to their parents' ``children``, in order,
-    once each (a phase run again submits the same ones)."""
-    known: dict[int, set[str]] = {}  # each parent's children, by id() of parent
-    for index, parent in parents:
-        child = results[index]
-        if not isinstance(child, Task):
-            continue  # its request was refused (return_exceptions)
-        if child.parent_id != parent.id:
-            error = InvalidTaskError(
-                f"task {child.id!r} exists already, and is not a child of task "
-                f"{parent.id!r}: give the child another task_id"
-            )
-            if not return_exceptions:
-                raise error
-            results[index] = error
-            continue
-        children = known.get(id(parent))
-        if children is None:
-            children = known[id(parent)] = set(parent.children)
-            # A new list, not appends to it: copies of the task share the old one.
-            parent.children = list(parent.children)
-        if child.id not in children:
-            children.add(child.id)
-            parent.children.append(child.id)
-        worker.note_child(parent, child.id)
 
 
 def _check_phase_task(task: object, what: str) -> None:

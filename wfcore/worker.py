@@ -1033,7 +1033,7 @@ class Worker:
             if task.waiting_for is not None:
                 # Children that finished before this write found their parent still
                 # running, and left the join to it.
-                await self._engine._join_children(task.id)
+                await self._engine._joins.join(task.id)
         return None
 
     async def _attempt_failed(
@@ -1115,7 +1115,7 @@ class Worker:
                 await self._engine._fire("wfe_attempt_failed", task=task, phase=phase)
             await self._engine._fire("wfe_task_failed", task=task)
             if task.parent_id is not None:
-                await self._engine._report_to_parent(task)
+                await self._engine._joins.report(task)
         return None
 
     async def _deadline_passed(self, task: Task) -> Task | None:
@@ -1305,7 +1305,7 @@ class Worker:
             self._engine.stats["failed"] += 1
             await self._engine._fire("wfe_task_failed", task=task)
             if task.parent_id is not None:
-                await self._engine._report_to_parent(task)
+                await self._engine._joins.report(task)
         else:
             self._lost.add(task.id)
         return False

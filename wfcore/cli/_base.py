@@ -585,9 +585,7 @@ def _module_hint(module_name: str, attr: str) -> str:
     here = Path(os.getcwd())
     if path.is_relative_to(here) and path != here:
         return f"{said}{'.'.join(path.relative_to(here).parts)}:{attr})"
-    return (
-        f"{said}{path.name}:{attr}, with PYTHONPATH={path.parent} or run from that folder)"
-    )
+    return f"{said}{path.name}:{attr}, with PYTHONPATH={path.parent} or run from that folder)"
 
 
 def _where(exc: BaseException, app_only: bool = False) -> str:
