@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidTaskError
 from .model import Phase, Task, utcnow
+from .routing import advance
 from .wire import MAX_TASK_ID_BYTES, is_unicode_text
 
 if TYPE_CHECKING:
@@ -297,9 +298,6 @@ class Joins:
         """Store a task waiting for its children as moved on if all of them have
         finished (reading them from the one at ``start``; ``known``: see
         :func:`children_results`); return it and the phase it finished, or None."""
-        # Here, not at the top: the worker module imports this one.
-        from .worker import advance
-
         engine = self._engine
         store = await engine.get_store()
         task = await store.get_task(task_id)

@@ -75,10 +75,11 @@ from .plugins import (
     make_plugin_manager,
     trace_call,
 )
+from .routing import advance
 from .schedules import EPOCH, Schedule
 from .stores.base import Store, shown_url, unreadable
 from .wire import check_task_id, is_unicode_text, json_problem
-from .worker import Worker, advance, other_engine_hint, running_engine
+from .worker import Worker, other_engine_hint, running_engine
 
 __all__ = ["ECSWorkflowEngine", "default_store_url"]
 

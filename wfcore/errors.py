@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 from typing import TYPE_CHECKING, Any
 
@@ -204,3 +205,27 @@ class StoreError(WorkflowError):
 class PluginError(WorkflowError):
     """A plugin is broken: a duplicate registration or a hook implementation that
     matches no hook specification."""
+
+
+def exception_text(exc: BaseException) -> str:
+    """``Type: message`` for an error message, even for an exception whose
+    ``str()`` raises or returns no string: the phase's failure, not the engine's."""
+    text = text_of(exc)
+    if not text and isinstance(exc, asyncio.CancelledError):
+        text = "raised by the phase itself (nothing cancelled it)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def text_of(value: object) -> str:
+    """``str(value)``, or a placeholder when that raises."""
+    try:
+        text = str(value)
+    except Exception:
+        return "<str() failed>"
+    return text
+
+
+def storable_text(message: str) -> str:
+    """An error message as storable text: a lone surrogate (an undecodable file
+    name in an OSError, say) is shown escaped rather than making the task unstorable."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")

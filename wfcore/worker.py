@@ -2,10 +2,12 @@
 
 ``ECSWorkflowEngine.run()`` runs one :class:`Worker`, which also renews the leases
 of the tasks it drives and frees those of dead worker processes on its host. A
-claimed task is driven by one asyncio task through these steps, each a method
-below: ``_route`` (classify or find the phase), ``_dispatch`` (run the phase on
-its adapter), :func:`advance` (record the output and pick the next phase) and
-``_persist`` (a compare-and-set write through the store's group commit).
+claimed task is driven by one asyncio task through these steps:
+:func:`~wfcore.routing.route` (classify or find the phase), ``_dispatch`` (run the
+phase on its adapter, then the checks of :mod:`wfcore._phase_checks` on what it
+left in the task), :func:`~wfcore.routing.advance` (record the output and pick the
+next phase) and ``_persist`` (a compare-and-set write through the store's group
+commit).
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import attrs
 
 from ._eager import start_task
+from ._phase_checks import (
+    Owned,
+    check_engine_fields,
+    check_json,
+    check_priority,
+    checkpointed_since_start,
+    json_fields_problem,
+    restore_place,
+)
 from ._processes import worker_died_here
 from ._slots import PhaseSlots, Slot, SlotsClosed
 from ._wakeup import call_in, running_loop, wake
@@ -44,6 +55,9 @@ from .errors import (
     StoreError,
     TaskStateError,
     WorkflowError,
+    exception_text,
+    storable_text,
+    text_of,
 )
 from .model import (
     DEFINE_WORKFLOW,
@@ -53,19 +67,17 @@ from .model import (
     TaskStatus,
     TaskType,
     WorkflowSpec,
-    copy_json,
-    priority_problem,
     utcnow,
 )
-from .plugins import call_first
 from .preflight import workflow_problems
+from .routing import advance, route
 from .stores.base import Store, unreadable
-from .wire import json_problem, printable, workflow_from_dict
+from .wire import printable, workflow_from_dict
 
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
 
-__all__ = ["Worker", "advance"]
+__all__ = ["Worker"]
 
 logger = logging.getLogger("wfcore")
 
@@ -98,8 +110,8 @@ class Worker:
         self._phase_children: dict[str, dict[str, None]] = {}
         # When the wait for them ends, for a phase that waits for children with a timeout.
         self._wait_ends: dict[str, datetime] = {}
-        # What each of those phases may not change of its task (see _Owned).
-        self._owned: dict[str, _Owned] = {}
+        # What each of those phases may not change of its task (see Owned).
+        self._owned: dict[str, Owned] = {}
         self._slots = PhaseSlots()
         # Tasks holding one of this worker's slots that wait for one of the store's,
         # and what wakes them when this worker frees one of the store's slots (or stops).
@@ -532,7 +544,7 @@ class Worker:
                 "checkpoint() is for a task whose phase this engine is running, "
                 "called from inside that phase" + other_engine_hint(self._engine, task)
             )
-        problem = _json_fields_problem(task)
+        problem = json_fields_problem(task)
         if problem is not None:
             raise InvalidTaskError(f"cannot checkpoint: {problem}")
         # One at a time per task: each write must start from the version the last
@@ -551,7 +563,7 @@ class Worker:
         # attempted, as for any run a dead worker left unfinished.
         saved = task.copy()
         saved.attempts = max(0, task.attempts - 1)
-        if not _checkpointed_since_start(task):
+        if not checkpointed_since_start(task):
             saved.record("checkpoint", phase=task.classification)  # once per attempt
         assert self._engine._store is not None
         # Shielded: a phase timeout cancelling the checkpoint does not stop a write
@@ -654,7 +666,7 @@ class Worker:
         """Fail a task the engine itself could not go on with; hand it back only if
         even that cannot be stored (the store is down, say)."""
         try:
-            await self._fail(task, None, _as_text(f"EngineError: {_exception_text(exc)}"))
+            await self._fail(task, None, storable_text(f"EngineError: {exception_text(exc)}"))
         except Exception:
             logger.exception("task %s: could not be failed either", task.id)
             await self._hand_back(task)
@@ -733,7 +745,7 @@ class Worker:
                 task, None, f"UnknownWorkflowError: unknown workflow {task.workflow_name!r}"
             )
             return None
-        phase = self._route(task, spec)
+        phase = route(self._engine, task, spec)
         if phase is None:
             await self._fail(task, None, task.error or "routing failed")
             return None
@@ -814,43 +826,6 @@ class Worker:
         slot.waited += loop.time() - started
         return True
 
-    def _route(self, task: Task, spec: WorkflowSpec) -> Phase | None:
-        """Find the task's phase, asking the classifiers when it has none."""
-        if task.classification is None:
-            pm = self._engine.plugin_manager
-            try:
-                answered = (
-                    call_first(pm, "wfe_classify", task=task, engine=self._engine)
-                    if pm.hook.wfe_classify.get_hookimpls()
-                    else None
-                )
-            except WorkflowError as exc:  # a PluginError naming the plugin, or its own
-                # A classifier that fails would fail the same way on every claim.
-                task.error = _as_text(_exception_text(exc))
-                return None
-            plugin, answer = answered if answered is not None else (None, None)
-            if inspect.isawaitable(answer):
-                if inspect.iscoroutine(answer):
-                    answer.close()  # never awaited: close it so Python does not warn
-                task.error = f"PluginError: plugin {plugin!r}: wfe_classify must not be async"
-                return None
-            if answer is not None and spec.phase(answer) is None:
-                task.error = (
-                    f"InvalidTaskError: plugin {plugin!r} classified the task as {answer!r}, "
-                    f"a classification workflow {spec.name!r} does not have"
-                )
-                return None
-            task.classification = answer or spec.phases[0].target_classification
-            if answer is not None:
-                task.record("classified", classification=answer, plugin=plugin)
-        phase = spec.phase(task.classification)
-        if phase is None:
-            task.error = (
-                f"InvalidTaskError: unknown classification {task.classification!r} "
-                f"for workflow {spec.name!r}"
-            )
-        return phase
-
     async def _dispatch(
         self, task: Task, spec: WorkflowSpec, phase: Phase, slot: Slot | None
     ) -> Task | None:
@@ -876,7 +851,7 @@ class Worker:
         await self._engine._fire("wfe_phase_started", task=task, phase=phase)
         started = time.monotonic()
         task_id = task.id
-        owned = _Owned(task)
+        owned = Owned(task)
         self._owned[task_id] = owned
         priority = task.priority
         self._in_phase[task_id] = task
@@ -907,14 +882,14 @@ class Worker:
             if task.id != task_id:
                 task.id = task_id  # else the write would go to no task, or another
                 raise InvalidTaskError("a phase must not change task.id")
-            _check_engine_fields(task, owned)
-            _check_json(task, owned)
-            _check_priority(task, priority)
+            check_engine_fields(task, owned)
+            check_json(task, owned)
+            check_priority(task, priority)
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
                 # Handed back (a stop), it must start again at this phase, wherever
                 # the phase meant to move it.
-                _restore_place(task, owned)
+                restore_place(task, owned)
                 raise
             # The phase raised it itself (a library's own timeout or cancelled
             # future): its failure. Taken for a cancel, it would hand the task
@@ -929,7 +904,7 @@ class Worker:
         except BaseException as exc:
             if task_id in self._store_failed:
                 raise StoreError(
-                    f"a checkpoint could not be stored: {_exception_text(exc)}"
+                    f"a checkpoint could not be stored: {exception_text(exc)}"
                 ) from exc
             failure = exc.exited if isinstance(exc, _PhaseExited) else exc
         finally:
@@ -955,7 +930,7 @@ class Worker:
                 if task_id in self._lost:
                     raise _LeaseLost
                 task.id = task_id
-                _restore_place(task, owned)
+                restore_place(task, owned)
                 logger.info(
                     "task %s: phase %r: its command was stopped by %s as this worker "
                     "stops; handing the task back",
@@ -1056,11 +1031,11 @@ class Worker:
         task.attempts = attempt
         task.classification = phase.target_classification
         if isinstance(exc, SystemExit):
-            code = _text_of(exc.code)
-            task.error = _as_text(f"SystemExit: {code} (the phase called sys.exit)")
+            code = text_of(exc.code)
+            task.error = storable_text(f"SystemExit: {code} (the phase called sys.exit)")
         else:
-            task.error = _as_text(_exception_text(exc))
-        task.traceback = _as_text("".join(traceback.format_exception(exc)[-6:])[-4000:])
+            task.error = storable_text(exception_text(exc))
+        task.traceback = storable_text("".join(traceback.format_exception(exc)[-6:])[-4000:])
         task.record(
             "attempt_failed",
             phase=phase.target_classification,
@@ -1311,54 +1286,6 @@ class Worker:
         return False
 
 
-def advance(
-    task: Task,
-    spec: WorkflowSpec,
-    phase: Phase,
-    output: Any,
-    seconds: float | None = None,
-) -> None:
-    """Record a phase's output and move the task to its next phase or COMPLETED."""
-    name = phase.target_classification
-    if type(output) is dict or type(output) is list:
-        # The task's own copy: an output built from task.outputs, or taken from a
-        # phase's on_timeout rule, must not share containers with them.
-        output = copy_json(output)
-    task.output = output
-    task.outputs[name] = output
-    task.error = None
-    task.traceback = None
-    wanted = task.next_classification
-    nxt = phase.next_classifications
-    if nxt is None:
-        index = spec.phases.index(phase)
-        target = (
-            spec.phases[index + 1].target_classification if index + 1 < len(spec.phases) else None
-        )
-    elif wanted is not None and wanted in nxt:
-        target = wanted
-    else:
-        target = nxt[0] if nxt else None
-    if wanted is not None and wanted != target:
-        # A route the phase does not offer (it goes on in list order, has no
-        # next phase, or does not list it) is not taken: say so, not silently.
-        allowed = list(nxt) if nxt is not None else [] if target is None else [target]
-        task.record("route_ignored", phase=name, wanted=wanted, allowed=allowed)
-    task.next_classification = None
-    task.attempts = 0
-    task.reply = None
-    task.resume_in_phase = False
-    timing = {} if seconds is None else {"seconds": round(seconds, 6)}
-    task.record("phase_finished", phase=name, next=target, **timing)
-    if target is None:
-        task.status = TaskStatus.COMPLETED
-        task.record("completed")
-    else:
-        task.classification = target
-        running = task.status is TaskStatus.IN_PROGRESS
-        task.status = TaskStatus.IN_PROGRESS if running else TaskStatus.PENDING
-
-
 def _regex_keyword(spec: Any) -> tuple[str, str] | None:
     """Where a define_workflow spec's schemas use a regular expression (``pattern``,
     ``patternProperties``): (``phases[0].input_schema``, keyword), or None.
@@ -1479,61 +1406,6 @@ def _workers_lost_error(task: Task, lost: int) -> str:
     )
 
 
-# Not any value a phase could store.
-_MISSING = object()
-
-
-class _Owned:
-    """The fields of a running phase's task that only the engine sets, as they were
-    when the attempt began (version and history: as its last checkpoint stored them)."""
-
-    __slots__ = (
-        "artifacts",
-        "assigned_to",
-        "attempts",
-        "children",
-        "children_length",
-        "classification",
-        "created_at",
-        "history",
-        "history_length",
-        "output_values",
-        "outputs",
-        "parent_id",
-        "version",
-        "workflow_name",
-    )
-
-    def __init__(self, task: Task) -> None:
-        self.attempts = task.attempts
-        self.outputs = task.outputs
-        # Its entries: a phase may set one, which must be JSON like its output.
-        self.output_values = dict(task.outputs)
-        self.artifacts = task.artifacts
-        self.workflow_name = task.workflow_name
-        self.classification = task.classification
-        self.assigned_to = task.assigned_to
-        self.created_at = task.created_at
-        self.parent_id = task.parent_id
-        self.children = task.children
-        self.children_length = len(task.children)
-        self.version = task.version
-        self.history = task.history
-        self.history_length = len(task.history)
-
-    def checkpointed(self, saved: Task) -> None:
-        self.version = saved.version
-        self.history = saved.history
-        self.history_length = len(saved.history)
-
-
-def _restore_place(task: Task, owned: _Owned) -> None:
-    """Put back the workflow and phase an interrupted attempt started in: the task
-    goes back to the store from there, whatever the phase did to them."""
-    task.workflow_name = owned.workflow_name
-    task.classification = owned.classification
-
-
 def _adapters_blocked(engine: ECSWorkflowEngine) -> str:
     """Why there may be no adapter: the built-in ones were switched off."""
     if engine.plugin_manager.is_blocked("wfcore.adapters"):
@@ -1541,148 +1413,6 @@ def _adapters_blocked(engine: ECSWorkflowEngine) -> str:
             " (the built-in adapters, plugin 'wfcore.adapters', are disabled: WFE_DISABLED_PLUGINS)"
         )
     return ""
-
-
-def _check_engine_fields(task: Task, owned: _Owned) -> None:
-    """Fail the attempt when a phase broke a field only the engine sets, putting it
-    back first: else the task could not be stored (and would run again for ever),
-    its write would be refused as a stale one (and its worker taken for dead), or it
-    would move to a phase or workflow no route leads to."""
-    broken = []
-    if task.attempts != owned.attempts:
-        task.attempts = owned.attempts
-        broken.append("task.attempts")
-    if type(task.outputs) is not dict:
-        task.outputs = owned.outputs
-        broken.append("task.outputs (a dict of the phases' outputs)")
-    if type(task.artifacts) is not list or not all(isinstance(a, Artifact) for a in task.artifacts):
-        task.artifacts = [a for a in owned.artifacts if isinstance(a, Artifact)]
-        broken.append("task.artifacts (use engine.add_artifact_text/bytes)")
-    if task.workflow_name != owned.workflow_name:
-        task.workflow_name = owned.workflow_name
-        broken.append("task.workflow_name")
-    if task.classification != owned.classification:
-        task.classification = owned.classification
-        broken.append("task.classification (to pick the next phase, set task.next_classification)")
-    if task.version != owned.version:
-        task.version = owned.version
-        broken.append("task.version")
-    if task.assigned_to is not owned.assigned_to:
-        task.assigned_to = owned.assigned_to
-        broken.append("task.assigned_to")
-    if task.created_at is not owned.created_at:
-        task.created_at = owned.created_at
-        broken.append("task.created_at")
-    history = task.history
-    if history is not owned.history or len(history) < owned.history_length:
-        task.history = owned.history
-        del task.history[owned.history_length :]
-        broken.append("task.history (the engine records its events)")
-    elif not all(type(event) is dict for event in history[owned.history_length :]):
-        del history[owned.history_length :]
-        broken.append("task.history (the engine records its events)")
-    run_after = task.run_after
-    if run_after is not None:
-        task.run_after = None
-        broken.append("task.run_after (a retry's or a delayed task's start)")
-    if type(task.context) is not dict:
-        task.context = {}
-        broken.append("task.context (a dict)")
-    if task.parent_id != owned.parent_id:
-        task.parent_id = owned.parent_id
-        broken.append("task.parent_id")
-    children = task.children
-    if children is not owned.children and (
-        type(children) is not list or not all(type(c) is str for c in children)
-    ):
-        task.children = owned.children
-        broken.append("task.children (submit children with submit_task(..., parent=task))")
-    elif children is owned.children and len(children) != owned.children_length:
-        # Changed in place, which copies of the task (a store's) would see too.
-        del children[owned.children_length :]
-        broken.append("task.children (submit children with submit_task(..., parent=task))")
-    if task.waiting_for is not None and task.status is not TaskStatus.WAITING_IO:
-        task.waiting_for = None
-        broken.append("task.waiting_for (call engine.wait_for_children())")
-    status = task.status
-    if not isinstance(status, TaskStatus) or not (
-        status is TaskStatus.IN_PROGRESS or status.is_waiting
-    ):
-        task.status = TaskStatus.IN_PROGRESS
-        broken.append(f"task.status to {status!r} (to wait, call engine.suspend())")
-    deadline = task.deadline
-    if deadline is not None and not (isinstance(deadline, datetime) and deadline.tzinfo):
-        task.deadline = None
-        broken.append("task.deadline (pass deadline= to engine.suspend())")
-    if broken:
-        raise InvalidTaskError("a phase may not set " + "; ".join(broken))
-
-
-def _check_json(task: Task, owned: _Owned) -> None:
-    """Fail the attempt (not the store write) when a phase leaves non-JSON values."""
-    problem = json_problem(task.output)
-    if problem is not None:
-        task.output = _printed(task.output)  # else the failed task could not be stored
-        raise InvalidTaskError(f"the phase output must be JSON-serializable: {problem}")
-    # An earlier phase's output the phase set or replaced (those it left are stored
-    # already): else the write after the phase fails, and the task with it, for good.
-    for name, value in task.outputs.items():
-        if owned.output_values.get(name, _MISSING) is value:
-            continue
-        problem = json_problem(value)
-        if problem is not None:
-            raise InvalidTaskError(f"task.outputs[{name!r}] must be JSON-serializable: {problem}")
-    for name in ("context", "data"):
-        value = getattr(task, name)
-        problem = json_problem(value) if value else None
-        if problem is not None:
-            # The failed attempt's data and context are not stored (see _rolled_back).
-            raise InvalidTaskError(f"task.{name} must be JSON-serializable: {problem}")
-    # The history quotes these (the question asked, the route wanted).
-    for name in ("waiting_reason", "next_classification"):
-        value = getattr(task, name)
-        if value is None:
-            continue
-        problem = json_problem(value) if isinstance(value, str) else "it is not a string"
-        if problem is not None:
-            setattr(task, name, None)
-            raise InvalidTaskError(f"task.{name} must be text or None: {problem}")
-
-
-def _check_priority(task: Task, before: int) -> None:
-    """Fail the attempt when a phase leaves a priority no store can order by,
-    putting back the one it started with."""
-    problem = priority_problem(task.priority)
-    if problem is not None:
-        task.priority = before
-        raise InvalidTaskError(f"task.priority {problem}")
-
-
-def _printed(value: Any) -> Any:
-    """What prints of a value that cannot be stored, to debug with: JSON where it
-    can be, else its repr (a value nested too deep, say)."""
-    kept = printable(value)
-    return kept if json_problem(kept) is None else repr(value)[:10_000]
-
-
-def _checkpointed_since_start(task: Task) -> bool:
-    """True if the history has a checkpoint since the current attempt started."""
-    for entry in reversed(task.history):
-        event = entry.get("event") if isinstance(entry, dict) else None
-        if event == "checkpoint":
-            return True
-        if event == "phase_started":
-            return False
-    return False
-
-
-def _json_fields_problem(task: Task) -> str | None:
-    """Why a running phase's task cannot be stored as it is, or None."""
-    for name in ("data", "context", "output"):
-        problem = json_problem(getattr(task, name))
-        if problem is not None:
-            return f"task.{name}: {problem}"
-    return None
 
 
 # The longest wait between two attempts, unless retry_delay itself is longer: the
@@ -1706,29 +1436,6 @@ def _cancelled_from_outside() -> bool:
     current = asyncio.current_task()
     cancelling = getattr(current, "cancelling", None)
     return cancelling is None or cancelling() > 0
-
-
-def _exception_text(exc: BaseException) -> str:
-    """``Type: message`` for an error message, even for an exception whose
-    ``str()`` raises or returns no string: the phase's failure, not the engine's."""
-    text = _text_of(exc)
-    if not text and isinstance(exc, asyncio.CancelledError):
-        text = "raised by the phase itself (nothing cancelled it)"
-    return f"{type(exc).__name__}: {text}"
-
-
-def _text_of(value: object) -> str:
-    try:
-        text = str(value)
-    except Exception:
-        return "<str() failed>"
-    return text
-
-
-def _as_text(message: str) -> str:
-    """An error message as storable text: a lone surrogate (an undecodable file
-    name in an OSError, say) is shown escaped rather than making the task unstorable."""
-    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _log_finished(task: Task) -> None:
