@@ -10,11 +10,8 @@ Artifacts live beside the database file, in the folder it records (``<file
 name>-artifacts/``; older stores ``<stem>-artifacts/``), which a marker file in it
 names the database of: a copy of the file placed beside it uses a folder of its own.
 
-All writes go to one writer thread. It takes every write queued since its last
-commit and applies them in one transaction, then wakes the waiting coroutines:
-many tasks finishing phases at once cost one commit. If one write in a batch
-fails, the batch is rolled back and each write retried in its own transaction,
-so only the failing one sees an error.
+All writes go to one writer thread, which commits the writes of many concurrent
+tasks in one transaction (group commit: :mod:`wfcore.stores._sqlite_writer`).
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import json
 import logging
 import math
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -43,6 +39,7 @@ from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
+from ._sqlite_writer import FileLost, Writer, begin_immediate, locked
 from .base import SUMMARY_PREVIEW, Store, StoreBusyError, summarized
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError"]
@@ -57,7 +54,6 @@ logger = logging.getLogger("wfcore")
 SCHEMA_VERSION = 6
 #: ``PRAGMA application_id`` of a wfcore database ("wfe1").
 APPLICATION_ID = 0x77666531
-_MAX_BATCH = 5000
 # Seconds a write waits for another process's write lock (the URL's ?timeout=),
 # by default and at most.
 _BUSY_TIMEOUT = 30.0
@@ -309,126 +305,6 @@ class _Opening:
     read_as_is: int | None = None  # the schema of a store read as it is (``upgrade``)
 
 
-class _Writer(threading.Thread):
-    """The thread that owns the write connection and commits writes in batches."""
-
-    def __init__(
-        self,
-        connect: Callable[[], sqlite3.Connection],
-        timeout: float,
-        closing: threading.Event,
-        file_is_ours: Callable[[], bool],
-    ) -> None:
-        super().__init__(name="wfcore-sqlite-writer", daemon=True)
-        self._connect = connect
-        self._timeout = timeout
-        self._closing = closing
-        self._file_is_ours = file_is_ours
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.commits = 0
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((fn, args, loop, future))
-        return future
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self.join()
-
-    def run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                stop = False
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                if conn is None:
-                    # Opened for the first batch, and again after it could not be
-                    # (its folder away, say): the batch fails with why, rather than
-                    # the thread, which every later write would wait for.
-                    try:
-                        conn = self._connect()
-                    except Exception as exc:
-                        self._settle_all(batch, exc)
-                        if stop:
-                            return
-                        continue
-                self._apply(conn, batch)
-                if stop:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _settle_all(self, batch: list[Any], exc: BaseException) -> None:
-        for _, _, loop, future in batch:
-            try:
-                loop.call_soon_threadsafe(_settle, [(future, False, exc)])
-            except RuntimeError:
-                pass  # the loop closed; nobody waits for this result
-
-    def _apply(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
-        try:
-            results = self._transaction(conn, batch)
-        except Exception:
-            # One write failed: redo each in its own transaction so that only the
-            # failing one reports an error.
-            results = []
-            for item in batch:
-                try:
-                    results.extend(self._transaction(conn, [item]))
-                except Exception as exc:
-                    results.append((False, exc))
-        by_loop: dict[Any, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, _, loop, future), (ok, value) in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append((future, ok, value))
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, items)
-            except RuntimeError:
-                pass  # the loop closed; nobody waits for these results
-
-    def _transaction(self, conn: sqlite3.Connection, batch: list[Any]) -> list[tuple[bool, Any]]:
-        _begin_immediate(conn, self._timeout, self._closing)
-        try:
-            results = [(True, fn(conn, *args)) for fn, args, _, _ in batch]
-            # A file deleted or replaced under the open store would take the writes
-            # with it, after they were acknowledged: looked at before every commit,
-            # not only once a second as reads are.
-            if not self._file_is_ours():
-                raise _FileLost()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self.commits += 1
-        return results
-
-
-def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for future, ok, value in items:
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-
 class SQLiteStore(Store):
     """Tasks and workflows in one SQLite file, shared safely by several processes."""
 
@@ -471,7 +347,7 @@ class SQLiteStore(Store):
         self.url = f"sqlite://{self.path}" + (f"?{'&'.join(params)}" if params else "")
         # Settled when the store opens: the database records its folder's name.
         self.artifacts_dir = self.path.parent / f"{self.path.name}-artifacts"
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._rows = TaskRows()
@@ -587,7 +463,7 @@ class SQLiteStore(Store):
         try:
             result: _T = await self._writer.submit(fn)
             return result
-        except _FileLost:
+        except FileLost:
             self._file_checked = 0.0  # look now: it says what became of the file
             await self._check_file()
             raise StoreFileLostError(
@@ -611,7 +487,7 @@ class SQLiteStore(Store):
                 f"sqlite3 {self.path} 'PRAGMA integrity_check' and restore it from a backup)"
             )
         return _store_error(exc)(
-            f"cannot {doing} {self.path}: {exc}{_why_locked(exc, self.timeout)}"
+            f"cannot {doing} {self.path}: {exc}{_whylocked(exc, self.timeout)}"
         )
 
     # -- open / close ----------------------------------------------------------------
@@ -643,7 +519,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}") from None
         self._file_checked = time.monotonic()
         self._file_lost = None
-        self._writer = _Writer(self._connect, self.timeout, self._closing, self._file_is_ours)
+        self._writer = Writer(self._connect, self.timeout, self._closing, self._file_is_ours)
         self._writer.start()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="wfcore-sqlite-reader")
 
@@ -774,7 +650,7 @@ class SQLiteStore(Store):
             opening = self._opening(conn)
             if opening.steps:
                 conn.execute("ROLLBACK")
-                _begin_immediate(conn, self.timeout, self._closing)
+                begin_immediate(conn, self.timeout, self._closing)
                 # Read again under the lock: another process may have done some meanwhile.
                 opening = self._opening(conn)
                 for sql, params in opening.steps:
@@ -782,7 +658,7 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise _store_error(exc)(
-                f"cannot use {self.path}: {exc}{_why_locked(exc, self.timeout)}{self._unwritable()}"
+                f"cannot use {self.path}: {exc}{_whylocked(exc, self.timeout)}{self._unwritable()}"
             ) from None
         finally:
             if conn.in_transaction:
@@ -1681,10 +1557,6 @@ class StoreFileLostError(StoreError):
     lasting = True
 
 
-class _FileLost(Exception):
-    """The writer found the store's file deleted or replaced before a commit."""
-
-
 class StoreNotOpenError(StoreError):
     """The store was used before it was opened or after it was closed."""
 
@@ -1707,50 +1579,14 @@ def _store_trouble(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
-def _locked(exc: sqlite3.Error) -> bool:
-    """Whether SQLite gave up waiting for another connection's lock on the file
-    (SQLITE_BUSY), not one of its own "locked" errors within one connection (a
-    table locked by an unfinished statement), which another process does not cause."""
-    return "database is locked" in str(exc)
-
-
-# How often a wait for another process's write lock looks whether the store closed.
-_LOCK_WAIT_SLICE = 0.1
-
-
-def _begin_immediate(conn: sqlite3.Connection, timeout: float, closing: threading.Event) -> None:
-    """``BEGIN IMMEDIATE``: take the write lock, waiting up to ``timeout`` seconds
-    for another process to let it go, as the busy timeout would, but in slices, so
-    that ``closing`` set (the store closed, its open given up) ends the wait within
-    one: SQLite's own wait cannot be interrupted. Once closing, it does not wait."""
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = 0.0 if closing.is_set() else deadline - time.monotonic()
-            wait = max(0.0, min(left, _LOCK_WAIT_SLICE))
-            conn.execute(f"PRAGMA busy_timeout={round(wait * 1000)}")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _locked(exc) or time.monotonic() >= deadline:
-                    raise
-                if closing.is_set():
-                    raise StoreError(
-                        "the store was closed while waiting for another process's write lock"
-                    ) from None
-    finally:
-        conn.execute(f"PRAGMA busy_timeout={round(timeout * 1000)}")
-
-
 def _store_error(exc: sqlite3.Error) -> type[StoreError]:
     """The StoreError to raise for ``exc``: StoreBusyError for a lock held too long."""
-    return StoreBusyError if _locked(exc) else StoreError
+    return StoreBusyError if locked(exc) else StoreError
 
 
-def _why_locked(exc: sqlite3.Error, timeout: float = _BUSY_TIMEOUT) -> str:
+def _whylocked(exc: sqlite3.Error, timeout: float = _BUSY_TIMEOUT) -> str:
     """Why SQLite said "database is locked", which names no cause."""
-    if not _locked(exc):
+    if not locked(exc):
         return ""
     return (
         f" (another process has held its write lock for over {timeout:g} s: a long purge, "
