@@ -22,7 +22,7 @@ __all__ = [
     "Owned",
     "check_engine_fields",
     "check_json",
-    "check_priority",
+    "check_phase_priority",
     "checkpointed_since_start",
     "json_fields_problem",
     "restore_place",
@@ -189,7 +189,7 @@ def check_json(task: Task, owned: Owned) -> None:
             raise InvalidTaskError(f"task.{name} must be text or None: {problem}")
 
 
-def check_priority(task: Task, before: int) -> None:
+def check_phase_priority(task: Task, before: int) -> None:
     """Fail the attempt when a phase leaves a priority no store can order by,
     putting back the one it started with."""
     problem = priority_problem(task.priority)

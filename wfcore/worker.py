@@ -33,7 +33,7 @@ from ._phase_checks import (
     Owned,
     check_engine_fields,
     check_json,
-    check_priority,
+    check_phase_priority,
     checkpointed_since_start,
     json_fields_problem,
     restore_place,
@@ -884,7 +884,7 @@ class Worker:
                 raise InvalidTaskError("a phase must not change task.id")
             check_engine_fields(task, owned)
             check_json(task, owned)
-            check_priority(task, priority)
+            check_phase_priority(task, priority)
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
                 # Handed back (a stop), it must start again at this phase, wherever

@@ -18,11 +18,13 @@ __all__ = [
     "UNREADABLE_ERROR",
     "Store",
     "StoreBusyError",
+    "ready_at",
     "record_takeover",
     "shown_url",
     "summarized",
     "unreadable",
     "unreadable_stand_in",
+    "utc_from_timestamp",
 ]
 
 
@@ -662,3 +664,20 @@ def output_preview(output: Any) -> Any:
 def shown_url(url: str) -> str:
     """A store URL to print, a password in it (a database server's) masked."""
     return re.sub(r"//[^/@]*@", "//***@", url, count=1)
+
+
+def ready_at(task: Task, now: float) -> float | None:
+    """When a task written at ``now`` (a Unix time) next becomes claimable, as a Unix
+    time: at once when runnable, at its ``run_after`` when delayed, at its ``deadline``
+    when waiting (None: never by itself, a finished task or one waiting without one)."""
+    status = task.status
+    if status is TaskStatus.PENDING or status is TaskStatus.IN_PROGRESS:
+        return task.run_after.timestamp() if task.run_after is not None else now
+    if status.is_waiting:
+        return task.deadline.timestamp() if task.deadline is not None else None
+    return None
+
+
+def utc_from_timestamp(ts: float) -> datetime:
+    """A Unix time as an aware UTC datetime, as stores return times."""
+    return datetime.fromtimestamp(ts, timezone.utc)

@@ -21,8 +21,7 @@ from pathlib import Path
 from ..errors import StoreError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, copy_with_history
-from .base import Store, record_takeover
-from .sqlite import _ready_at, _utc
+from .base import Store, ready_at, record_takeover, utc_from_timestamp
 
 __all__ = ["MemoryStore"]
 
@@ -138,7 +137,7 @@ class MemoryStore(Store):
         row = _Row(_snapshot(task), next(self._seq), None)
         self._rows[task.id] = row
         self._active += task.status in _ACTIVE
-        self._schedule(row, _ready_at(task, now))
+        self._schedule(row, ready_at(task, now))
         return task, True
 
     async def get_task(self, task_id: str) -> Task | None:
@@ -221,7 +220,7 @@ class MemoryStore(Store):
             ):
                 count += 1
                 first = ready_at if first is None else min(first, ready_at)
-        return count, None if first is None else _utc(first)
+        return count, None if first is None else utc_from_timestamp(first)
 
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         row = self._rows.get(task.id)
@@ -231,13 +230,13 @@ class MemoryStore(Store):
         self._active += (task.status in _ACTIVE) - (row.task.status in _ACTIVE)
         task.version += 1
         now = time.time()
-        task.updated_at = _utc(now)
+        task.updated_at = utc_from_timestamp(now)
         row.task = _written(task, row.task)
         if keep_lease:
             self._schedule(row, row.lease_expires)
         else:
             row.lease_owner = row.lease_expires = None
-            self._schedule(row, _ready_at(task, now))
+            self._schedule(row, ready_at(task, now))
         if task.status.is_finished and not was_finished:
             for pending in self._consumers.values():
                 pending[task.id] = task.version
@@ -329,7 +328,7 @@ class MemoryStore(Store):
         row = self._rows.get(task_id)
         if row is None or row.lease_owner is None or row.lease_expires is None:
             return None
-        return row.lease_owner, _utc(row.lease_expires)
+        return row.lease_owner, utc_from_timestamp(row.lease_expires)
 
     async def has_active_tasks(self, *, workflows: Sequence[str] | None = None) -> bool:
         if workflows is None:

@@ -40,7 +40,14 @@ from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
 from ._sqlite_writer import FileLost, Writer, begin_immediate, locked
-from .base import SUMMARY_PREVIEW, Store, StoreBusyError, summarized
+from .base import (
+    SUMMARY_PREVIEW,
+    Store,
+    StoreBusyError,
+    ready_at,
+    summarized,
+    utc_from_timestamp,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError"]
 
@@ -279,16 +286,6 @@ def _claim_rows(
 
 def _claim_params(owner: str, now: float, lease_seconds: float, **more: Any) -> dict[str, Any]:
     return {"owner": owner, "now": now, "expires": now + lease_seconds, "at": utcnow_iso(), **more}
-
-
-def _ready_at(task: Task, now: float) -> float | None:
-    """When a task released by its worker next becomes claimable (None: never by itself)."""
-    status = task.status
-    if status is TaskStatus.PENDING or status is TaskStatus.IN_PROGRESS:
-        return task.run_after.timestamp() if task.run_after is not None else now
-    if status.is_waiting:
-        return task.deadline.timestamp() if task.deadline is not None else None
-    return None
 
 
 @dataclass
@@ -983,7 +980,7 @@ class SQLiteStore(Store):
             task.workflow_name,
             task.classification,
             task.priority,
-            _ready_at(task, created),
+            ready_at(task, created),
             task.version,
             created,
             created,
@@ -1133,7 +1130,7 @@ class SQLiteStore(Store):
             return int(count), first
 
         count, first = await self._read(read)
-        return count, None if first is None or not count else _utc(first)
+        return count, None if first is None or not count else utc_from_timestamp(first)
 
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
         # The statuses wanted, not those left out: each is a range of the
@@ -1171,7 +1168,7 @@ class SQLiteStore(Store):
     async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
         self._check_upgraded()
         now = time.time()
-        task.updated_at = _utc(now)
+        task.updated_at = utc_from_timestamp(now)
         doc, history = self._rows.encode(task)
         finished = task.status.is_finished
         head: tuple[Any, ...] = (
@@ -1183,7 +1180,7 @@ class SQLiteStore(Store):
         if keep_lease:  # ready again when the lease runs out, as set by claim
             sql = _UPDATE_KEEPING_LEASE
         else:
-            sql, head = _UPDATE_RELEASING_LEASE, (*head, _ready_at(task, now))
+            sql, head = _UPDATE_RELEASING_LEASE, (*head, ready_at(task, now))
 
         def write(conn: sqlite3.Connection) -> bool:
             # Only the write that makes a task finished records it for the outbox:
@@ -1335,7 +1332,7 @@ class SQLiteStore(Store):
                 (task_id,),
             ).fetchone()
         )
-        return None if row is None else (row[0], _utc(row[1]))
+        return None if row is None else (row[0], utc_from_timestamp(row[1]))
 
     # -- phase slots, shared by every process on the file ----------------------------
 
@@ -1745,10 +1742,6 @@ def _ensure_delayed_index(conn: sqlite3.Connection) -> None:
         "CREATE INDEX IF NOT EXISTS tasks_pending_ready ON tasks (ready_at) "
         "WHERE status = 'pending'"
     )
-
-
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
 
 
 @hookimpl(trylast=True)
