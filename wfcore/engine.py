@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
@@ -27,18 +27,13 @@ from .adapters import Adapter, run_handler
 from .artifacts import (
     SubmittedFile,
     check_artifact_name,
-    check_submitted_files,
     listed_artifact,
     remove_artifact_dirs,
-    take_task_folder,
-    task_artifact_dir,
     write_artifact,
-    write_submitted_files,
 )
 from .children import (
     Joins,
     adopt_children,
-    child_id,
     first_check,
     stored_children,
 )
@@ -56,7 +51,6 @@ from .errors import (
     WorkflowError,
 )
 from .model import (
-    DEFINE_WORKFLOW,
     Artifact,
     Phase,
     Task,
@@ -66,6 +60,7 @@ from .model import (
     actor_name,
     answer_validator,
     check_priority,
+    delay_seconds,
     utcnow,
 )
 from .plugins import (
@@ -78,7 +73,8 @@ from .plugins import (
 from .routing import advance
 from .schedules import EPOCH, Schedule
 from .stores.base import Store, shown_url, unreadable
-from .wire import check_task_id, is_unicode_text, json_problem
+from .submission import child_request, new_task, write_submitted
+from .wire import is_unicode_text, json_problem
 from .worker import Worker, other_engine_hint, running_engine
 
 __all__ = ["ECSWorkflowEngine", "default_store_url"]
@@ -103,22 +99,6 @@ def default_store_url() -> str:
         return url.strip()
     return "sqlite://" + str(Path.cwd() / ".wfe" / "wfe.db")
 
-
-# The keys of a submit_tasks request: submit_task's arguments.
-_REQUEST_FIELDS = frozenset(
-    (
-        "data",
-        "workflow_name",
-        "classification",
-        "assigned_to",
-        "task_id",
-        "context",
-        "run_after",
-        "artifacts",
-        "priority",
-        "parent",
-    )
-)
 
 # The built-in store plugins and the URLs they take, for errors about a URL.
 _BUILTIN_STORES = {"wfcore.stores.sqlite": "sqlite:///path", "wfcore.stores.memory": "memory://"}
@@ -857,8 +837,8 @@ class ECSWorkflowEngine:
             parent = request.get("parent") if isinstance(request, Mapping) else None
             try:
                 if parent is not None:
-                    request = self._child_request(request, parent, numbered)
-                task, is_new, task_files = await self._new_task(store, request)
+                    request = child_request(self, request, parent, numbered)
+                task, is_new, task_files = await new_task(self, store, request)
             except (InvalidTaskError, UnknownWorkflowError) as exc:
                 if not return_exceptions:
                     raise
@@ -876,7 +856,7 @@ class ECSWorkflowEngine:
                 batch_ids.add(task.id)
                 new.append((len(results), task))
             results.append(task)
-        written = await self._write_submitted(store, [task for _, task in new], files)
+        written = await write_submitted(store, [task for _, task in new], files)
         try:
             inserted = await store.insert_tasks([task for _, task in new])
         except BaseException:
@@ -890,174 +870,6 @@ class ECSWorkflowEngine:
             self._worker.poke()
         adopt_children(self._worker, results, parents, return_exceptions)
         return results
-
-    def _child_request(
-        self, request: Mapping[str, Any], parent: object, numbered: dict[int, int]
-    ) -> Mapping[str, Any]:
-        """A submit request with a ``parent``, checked, with the child's default id
-        (``numbered``: how many of this call's earlier requests each parent has)."""
-        if not isinstance(parent, Task):
-            raise InvalidTaskError(
-                "parent must be the Task object of a phase this engine runs (the "
-                f"handler's task), not {type(parent).__name__}"
-                + (" (a task id)" if isinstance(parent, str) else "")
-            )
-        if not self._worker.runs_phase_of(parent) or parent.status.is_waiting:
-            raise InvalidTaskError(
-                "parent= takes the task of a phase this engine is running, from inside "
-                "that phase (before it waits)" + other_engine_hint(self, parent)
-            )
-        if request.get("task_id") is not None:
-            return request
-        # After the children of this call's earlier requests.
-        return {**request, "task_id": child_id(parent, numbered.get(id(parent), 0))}
-
-    async def _new_task(
-        self, store: Store, request: Mapping[str, Any]
-    ) -> tuple[Task, bool, dict[str, SubmittedFile]]:
-        """A checked new task for one submit request and its files, or (False) the
-        stored one."""
-        if not isinstance(request, Mapping):
-            raise InvalidTaskError(
-                f"a submit request must be a dict of submit_task's arguments, "
-                f"not {type(request).__name__}"
-            )
-        unknown = request.keys() - _REQUEST_FIELDS
-        if unknown:
-            raise InvalidTaskError(
-                f"unknown submit field {sorted(unknown)[0]!r} "
-                f"(known: {', '.join(sorted(_REQUEST_FIELDS))})"
-            )
-        data = request.get("data")
-        workflow_name = request.get("workflow_name")
-        classification = request.get("classification")
-        task_id = request.get("task_id")
-        context = request.get("context")
-        assigned_to = request.get("assigned_to")
-        task_type = TaskType.parse("ai" if assigned_to is None else assigned_to)
-        if task_id is not None:
-            check_task_id(task_id)
-        problem = json_problem(data)
-        if problem is not None:
-            raise InvalidTaskError(f"task data must be JSON-serializable: {problem}")
-        if context is not None:
-            if not isinstance(context, dict):
-                raise InvalidTaskError("context must be a dict")
-            problem = json_problem(context)
-            if problem is not None:
-                raise InvalidTaskError(f"task context must be JSON-serializable: {problem}")
-        run_after = _start_time(request.get("run_after"))
-        priority = request.get("priority")
-        priority = 0 if priority is None else priority
-        check_priority(priority)
-        files: dict[str, SubmittedFile] = {}
-        if request.get("artifacts") is not None:
-            try:
-                files = await asyncio.to_thread(check_submitted_files, request["artifacts"])
-            except ArtifactError as exc:
-                raise InvalidTaskError(f"artifacts: {exc}") from None
-        try:
-            await self._check_route(workflow_name, classification)
-        except (InvalidTaskError, UnknownWorkflowError):
-            # A task submitted before its workflow went away is still returned.
-            existing = await store.get_task(task_id) if task_id is not None else None
-            if existing is None:
-                raise
-            return existing, False, {}
-        kwargs: dict[str, Any] = {} if task_id is None else {"id": task_id}
-        task = Task(
-            data=data,
-            workflow_name=workflow_name,
-            classification=classification,
-            assigned_to=task_type,
-            context=dict(context) if context else {},
-            run_after=run_after,
-            priority=priority,
-            parent_id=parent.id if isinstance(parent := request.get("parent"), Task) else None,
-            **kwargs,
-        )
-        details: dict[str, Any] = {} if run_after is None else {"run_after": run_after.isoformat()}
-        if priority:
-            details["priority"] = priority
-        if files:
-            details["artifacts"] = list(files)
-        task.record("submitted", workflow=workflow_name, classification=classification, **details)
-        return task, True, files
-
-    async def _write_submitted(
-        self, store: Store, tasks: list[Task], files: dict[str, dict[str, SubmittedFile]]
-    ) -> list[str]:
-        """Store submitted tasks' files before the tasks, so that no phase starts
-        without them; return the ids of the tasks whose files were written.
-
-        A task id the store holds already is skipped: its submission returns the
-        stored task, whose files must not be replaced. Nor may those of a submission
-        of the same id going on elsewhere: the first to make the task's folder writes
-        its files, and the others wait for its task, or else give up.
-        """
-        written: list[str] = []
-        root = store.artifacts_dir
-        seen: set[str] = set()
-        try:
-            for task in tasks:
-                if task.id not in files or task.id in seen:
-                    continue  # no files, or a second request of an id in this batch
-                seen.add(task.id)
-                if await store.get_task(task.id) is not None:
-                    continue
-                if not await asyncio.to_thread(take_task_folder, root, task.id):
-                    if await self._stored_soon(store, task.id):
-                        continue  # the insert returns the stored task
-                    raise StoreError(
-                        f"task {task.id!r}: its artifact folder exists but no such task "
-                        "is stored: another submission of this id failed while storing "
-                        f"its files, or goes on still; try again, or remove "
-                        f"{task_artifact_dir(root, task.id)}"
-                    )
-                written.append(task.id)
-                task.artifacts = await asyncio.to_thread(
-                    write_submitted_files, root, task.id, files[task.id]
-                )
-        except BaseException as exc:
-            await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, written)
-            if isinstance(exc, ArtifactError):
-                raise InvalidTaskError(f"artifacts: {exc}") from exc
-            if isinstance(exc, OSError):
-                raise StoreError(f"cannot store the task's artifacts: {exc}") from exc
-            raise
-        return written
-
-    async def _stored_soon(self, store: Store, task_id: str) -> bool:
-        """Whether a task another submission is storing (its files first) is stored
-        within a few seconds."""
-        for _ in range(50):
-            if await store.get_task(task_id) is not None:
-                return True
-            await asyncio.sleep(0.1)
-        return False
-
-    async def _check_route(self, workflow_name: str | None, classification: str | None) -> None:
-        """Refuse a workflow (or a starting classification) this engine cannot run."""
-        if classification == DEFINE_WORKFLOW:
-            if workflow_name is not None and await self._workflow(workflow_name) is None:
-                raise UnknownWorkflowError(workflow_name, list(self._workflows))
-            return
-        spec = await self._workflow(workflow_name)
-        if spec is None:
-            raise UnknownWorkflowError(workflow_name, list(self._workflows))
-        if classification is not None and spec.phase(classification) is None:
-            raise InvalidTaskError(
-                f"unknown classification {classification!r} for workflow "
-                f"{workflow_name!r} (phases: {', '.join(spec.classifications)})"
-            )
-        starts = spec.start_phases
-        if classification is not None and starts is not None and classification not in starts:
-            allowed = f"only at {', '.join(map(repr, starts))}" if starts else "at no phase"
-            raise InvalidTaskError(
-                f"workflow {workflow_name!r} lets a submitted task start {allowed} "
-                f"(start_phases), not at {classification!r}; submit it without a "
-                "classification to start at its first phase"
-            )
 
     async def get_task(self, task_id: str) -> Task | None:
         """The task with this id, or None."""
@@ -1209,7 +1021,7 @@ class ECSWorkflowEngine:
         if isinstance(deadline, timedelta):
             deadline = deadline.total_seconds()
         if deadline is not None:
-            deadline = _seconds(deadline, "suspend's deadline")
+            deadline = delay_seconds(deadline, "suspend's deadline")
         if not self._worker.runs_phase_of(task):
             hint = other_engine_hint(self, task)
             raise InvalidTaskError(
@@ -1255,7 +1067,9 @@ class ECSWorkflowEngine:
         if timeout is not None:
             if isinstance(timeout, timedelta):
                 timeout = timeout.total_seconds()
-            until = utcnow() + timedelta(seconds=_seconds(timeout, "wait_for_children's timeout"))
+            until = utcnow() + timedelta(
+                seconds=delay_seconds(timeout, "wait_for_children's timeout")
+            )
         self._worker.note_wait_end(task, until)  # None: an earlier call's no longer holds
         waited = self._worker.children_of_phase(task)
         task.status = TaskStatus.WAITING_IO
@@ -1990,48 +1804,9 @@ def _check_workflow_filter(workflow_name: object) -> None:
         raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
 
 
-def _start_time(value: Any) -> datetime | None:
-    """A submit request's ``run_after`` as a UTC time (None: now)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidTaskError(
-                "run_after must be timezone-aware (datetime.now(timezone.utc) + ...): "
-                "a naive time means a different moment on every machine"
-            )
-        try:
-            when = value.astimezone(timezone.utc)
-        except OverflowError:
-            raise InvalidTaskError(
-                f"run_after: {value.isoformat()} is out of range (in UTC it is before year 1 "
-                "or after year 9999)"
-            ) from None
-        if when > utcnow() + timedelta(seconds=LONGEST_WAIT):
-            raise InvalidTaskError(f"run_after: {value.isoformat()} is more than 100 years away")
-        return when
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    elif not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise InvalidTaskError(
-            "run_after must be a datetime, a timedelta or a number of seconds, "
-            f"not {type(value).__name__}"
-        )
-    return utcnow() + timedelta(seconds=_seconds(value, "run_after"))
-
-
 # wait_for_task reads an unchanging task at least this often (seconds).
 _SLOWEST_LOOK = 1.0
 _MAX_LIMIT = 2**62
-
-
-def _seconds(value: Any, what: str) -> float:
-    """A delay in seconds, from 0 to 100 years (datetimes cannot go much further)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidTaskError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if not 0 <= value <= LONGEST_WAIT:  # also refuses NaN and infinity
-        raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
-    return float(value)
 
 
 def _check_phase_task(task: object, what: str) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import InvalidTaskError, InvalidWorkflowError
+from .errors import LONGEST_WAIT, InvalidTaskError, InvalidWorkflowError
 
 if TYPE_CHECKING:
     # jsonschema is imported where it is used: most processes never check an answer.
@@ -716,3 +716,12 @@ def actor_name(by: str) -> str:
             f"by must be a name of 1 to {MAX_ACTOR_CHARS} printable characters, not {by[:60]!r}"
         )
     return name
+
+
+def delay_seconds(value: Any, what: str) -> float:
+    """A delay in seconds, from 0 to 100 years (datetimes cannot go much further)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidTaskError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not 0 <= value <= LONGEST_WAIT:  # also refuses NaN and infinity
+        raise InvalidTaskError(f"{what}: a delay of {value!r} seconds is not 0 to 100 years")
+    return float(value)
