@@ -29,6 +29,7 @@ from .artifacts import (
     check_artifact_name,
     listed_artifact,
     remove_artifact_dirs,
+    task_artifact_dir,
     write_artifact,
 )
 from .children import (
