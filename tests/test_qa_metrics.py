@@ -150,3 +150,15 @@ def test_a_metric_with_text_that_is_not_unicode_is_refused_and_scrapes_go_on(
         "plugin '_NotUnicode': wfe_metrics failed: ValueError: metric "
         "myplugin_files: bad label name='a\\udcff'"
     ], said
+
+
+def test_a_metric_with_two_samples_of_one_series_is_refused_when_made() -> None:
+    # Prometheus would keep one of the two, whichever, and warn of every scrape.
+    with pytest.raises(ValueError, match=r"^metric m: two samples with labels \{'q': 'a'\}$"):
+        Metric("m", "gauge", "x", [({"q": "a"}, 1), ({"q": "b"}, 2), ({"q": "a"}, 3)])
+    with pytest.raises(ValueError, match=r"^metric m: two samples with labels \{\}$"):
+        Metric("m", "gauge", "x", [({}, 1), ({}, 2)])
+    # The same labels in another order are the same series.
+    with pytest.raises(ValueError, match=r"two samples"):
+        Metric("m", "gauge", "x", [({"a": "1", "b": "2"}, 1), ({"b": "2", "a": "1"}, 2)])
+    assert len(Metric("m", "gauge", "x", [({"q": "a"}, 1), ({"q": "b"}, 2)]).samples) == 2

@@ -79,6 +79,12 @@ class Metric:
                     raise ValueError(f"metric {self.name}: bad label {key}={text!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"metric {self.name}: a value must be a number, not {value!r}")
+        # Two samples of one series: Prometheus keeps one, and warns of the scrape.
+        seen: set[_Labels] = set()
+        for labels, _ in self.samples:
+            if labels in seen:
+                raise ValueError(f"metric {self.name}: two samples with labels {dict(labels)}")
+            seen.add(labels)
 
 
 _ENGINE_COUNTERS = (
