@@ -484,7 +484,7 @@ class SQLiteStore(Store):
                 f"sqlite3 {self.path} 'PRAGMA integrity_check' and restore it from a backup)"
             )
         return _store_error(exc)(
-            f"cannot {doing} {self.path}: {exc}{_whylocked(exc, self.timeout)}"
+            f"cannot {doing} {self.path}: {exc}{_why_locked(exc, self.timeout)}"
         )
 
     # -- open / close ----------------------------------------------------------------
@@ -655,7 +655,7 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise _store_error(exc)(
-                f"cannot use {self.path}: {exc}{_whylocked(exc, self.timeout)}{self._unwritable()}"
+                f"cannot use {self.path}: {exc}{_why_locked(exc, self.timeout)}{self._unwritable()}"
             ) from None
         finally:
             if conn.in_transaction:
@@ -1581,7 +1581,7 @@ def _store_error(exc: sqlite3.Error) -> type[StoreError]:
     return StoreBusyError if locked(exc) else StoreError
 
 
-def _whylocked(exc: sqlite3.Error, timeout: float = _BUSY_TIMEOUT) -> str:
+def _why_locked(exc: sqlite3.Error, timeout: float = _BUSY_TIMEOUT) -> str:
     """Why SQLite said "database is locked", which names no cause."""
     if not locked(exc):
         return ""
