@@ -11,7 +11,10 @@ name>-artifacts/``; older stores ``<stem>-artifacts/``), which a marker file in 
 names the database of: a copy of the file placed beside it uses a folder of its own.
 
 All writes go to one writer thread, which commits the writes of many concurrent
-tasks in one transaction (group commit: :mod:`wfcore.stores._sqlite_writer`).
+tasks in one transaction (group commit: :mod:`wfcore.stores._sqlite_writer`). The
+tables, and the upgrades of an older database, are in
+:mod:`wfcore.stores._sqlite_schema`; how a task is laid out in its row, in
+:mod:`wfcore.stores._sqlite_rows`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,8 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
+from ._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, plan_opening
 from ._sqlite_writer import FileLost, Writer, begin_immediate, locked
 from .base import (
     SUMMARY_PREVIEW,
@@ -49,18 +51,10 @@ from .base import (
     utc_from_timestamp,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore", "StoreFileLostError"]
 
 logger = logging.getLogger("wfcore")
 
-#: The schema version this code writes; a newer database is refused, an older
-#: one upgraded in place (1 -> 2: history moved to a column of its own; 2 -> 3:
-#: outbox rows record the version of the finish they stand for; 3 -> 4: the
-#: indexes in ``_SCHEMA_4_INDEXES``; 4 -> 5: the ``history_parts`` table; 5 -> 6:
-#: the ``priority`` column, claims ordered by it).
-SCHEMA_VERSION = 6
-#: ``PRAGMA application_id`` of a wfcore database ("wfe1").
-APPLICATION_ID = 0x77666531
 # Seconds a write waits for another process's write lock (the URL's ?timeout=),
 # by default and at most.
 _BUSY_TIMEOUT = 30.0
@@ -73,71 +67,6 @@ _FINISHED = tuple(s.value for s in TaskStatus if s.is_finished)
 _UNFINISHED = tuple(s.value for s in TaskStatus if not s.is_finished)
 _ACTIVE = (TaskStatus.PENDING.value, TaskStatus.IN_PROGRESS.value)
 _T = TypeVar("_T")
-
-_SCHEMA = """
-CREATE TABLE wfe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE tasks (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    workflow_name TEXT,
-    classification TEXT,
-    ready_at REAL,
-    lease_owner TEXT,
-    lease_expires REAL,
-    version INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    doc TEXT NOT NULL,
-    history TEXT,
-    priority INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX tasks_status ON tasks (status);
-CREATE INDEX tasks_owner ON tasks (lease_owner) WHERE lease_owner IS NOT NULL;
-CREATE TABLE workflows (name TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL);
-CREATE TABLE outbox_consumers (consumer TEXT PRIMARY KEY);
-CREATE TABLE outbox (
-    seq INTEGER PRIMARY KEY,
-    consumer TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    version INTEGER,
-    UNIQUE (consumer, task_id)
-);
-"""
-
-# Added by schema 4, so that the reads that page through a big store read only the
-# rows they return. IF NOT EXISTS: the upgrade runs them on stores where someone
-# may have made one by hand.
-_SCHEMA_4_INDEXES = (
-    # An outbox poll (oldest first, LIMIT n) walks its consumer's rows in order and
-    # stops after n, instead of joining and sorting the whole backlog every time.
-    "CREATE INDEX IF NOT EXISTS outbox_consumer_seq ON outbox (consumer, seq)",
-    # A workflow's newest tasks (the rowid is the index's last column): an index by
-    # workflow and status has them in rowid order within each status only.
-    "CREATE INDEX IF NOT EXISTS tasks_workflow_rowid ON tasks (workflow_name)",
-    # Unfinished tasks by phase, counted from the index alone (count_by_phase); and
-    # tasks by workflow and status, as tasks_workflow had them.
-    "CREATE INDEX IF NOT EXISTS tasks_workflow_phase "
-    "ON tasks (workflow_name, status, classification)",
-    # A prefix of tasks_workflow_phase: one index fewer for every write to keep.
-    "DROP INDEX IF EXISTS tasks_workflow",
-)
-
-# Added by schema 5: the earlier entries of long histories (see _sqlite_rows), each
-# part a JSON array of `count` entries, numbered from 1 in order.
-_SCHEMA_5_HISTORY_PARTS = (
-    "CREATE TABLE IF NOT EXISTS history_parts (task_id TEXT NOT NULL, part INTEGER NOT NULL, "
-    "count INTEGER NOT NULL, entries TEXT NOT NULL, PRIMARY KEY (task_id, part)) WITHOUT ROWID"
-)
-
-# Schema 6: claims take the highest priority first, so the ready tasks are indexed
-# by priority, then by when they became ready; the index by ready time alone, and
-# the one per workflow, were for claims in ready order only.
-_SCHEMA_6_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS tasks_ready_priority "
-    "ON tasks (priority, ready_at) WHERE ready_at IS NOT NULL",
-    "DROP INDEX IF EXISTS tasks_ready",
-    "DROP INDEX IF EXISTS tasks_ready_workflow",
-)
 
 # The slots of phases with max_concurrency, and the tasks in line for one: a row
 # per task that holds a slot (running = 1) or waits (0). Made at first use, so a
@@ -190,8 +119,6 @@ def _summary(task: Task, output_type: str | None, output: Any, error: str | None
         task.output = output
     return summarized(task)
 
-
-_ADD_META = "INSERT INTO wfe_meta (key, value) VALUES (?, ?)"
 
 _INSERT = (
     "INSERT INTO tasks (id, status, workflow_name, classification, priority, ready_at, "
@@ -286,20 +213,6 @@ def _claim_rows(
 
 def _claim_params(owner: str, now: float, lease_seconds: float, **more: Any) -> dict[str, Any]:
     return {"owner": owner, "now": now, "expires": now + lease_seconds, "at": utcnow_iso(), **more}
-
-
-@dataclass
-class _Opening:
-    """What opening a database finds in it, and must write to it (see
-    :meth:`SQLiteStore._opening`)."""
-
-    folder: str  # the artifacts folder's name, as recorded (or about to be)
-    store_id: str
-    #: The statements to run, with their parameters, in one transaction under the
-    #: write lock; none: the file is opened as it is, without taking the lock.
-    steps: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
-    upgraded_from: int | None = None  # the schema the steps upgrade from
-    read_as_is: int | None = None  # the schema of a store read as it is (``upgrade``)
 
 
 class SQLiteStore(Store):
@@ -644,12 +557,12 @@ class SQLiteStore(Store):
             # command opening an up-to-date store must not wait for that. A file
             # refused (not ours, newer) is refused here, unchanged.
             conn.execute("BEGIN")
-            opening = self._opening(conn)
+            opening = plan_opening(conn, self.path, self.artifacts_dir.name, self.upgrade)
             if opening.steps:
                 conn.execute("ROLLBACK")
                 begin_immediate(conn, self.timeout, self._closing)
                 # Read again under the lock: another process may have done some meanwhile.
-                opening = self._opening(conn)
+                opening = plan_opening(conn, self.path, self.artifacts_dir.name, self.upgrade)
                 for sql, params in opening.steps:
                     conn.execute(sql, params)
                 conn.execute("COMMIT")
@@ -678,107 +591,6 @@ class SQLiteStore(Store):
                 SCHEMA_VERSION - 1,
             )
         self._settle_artifacts_dir(opening.folder, opening.store_id)
-
-    def _opening(self, conn: sqlite3.Connection) -> _Opening:
-        """What opening the database in ``conn`` (in a transaction) must write:
-        make it, record what an older one lacks, upgrade it. The one place that
-        decides it: no steps, and the store opens without taking the write lock.
-
-        Raises StoreError for a file that is not a wfcore database, or is newer,
-        before anything is written to it.
-        """
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            folder, store_id = self.artifacts_dir.name, uuid.uuid4().hex
-            return _Opening(
-                folder,
-                store_id,
-                steps=[
-                    *((s, ()) for s in _SCHEMA.split(";") if s.strip()),
-                    *((s, ()) for s in _SCHEMA_4_INDEXES),
-                    (_SCHEMA_5_HISTORY_PARTS, ()),
-                    *((s, ()) for s in _SCHEMA_6_INDEXES),
-                    (f"PRAGMA application_id={APPLICATION_ID}", ()),
-                    *(
-                        (_ADD_META, item)
-                        for item in [
-                            ("application", "wfcore"),
-                            ("schema_version", str(SCHEMA_VERSION)),
-                            ("artifacts_dir", folder),
-                            ("store_id", store_id),
-                        ]
-                    ),
-                ],
-            )
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if "wfe_meta" not in tables or app_id != APPLICATION_ID:
-            raise StoreError(
-                f"{self.path} is not a wfcore database (it has other tables); refusing to use it"
-            )
-        meta = dict(conn.execute("SELECT key, value FROM wfe_meta"))
-        try:
-            version = int(meta.get("schema_version", "0"))
-        except ValueError:
-            raise StoreError(
-                f"{self.path} has an unreadable schema version "
-                f"{meta['schema_version']!r}; refusing to use it"
-            ) from None
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} was written by a newer wfcore (schema {version}, this code "
-                f"knows {SCHEMA_VERSION}); upgrade wfcore to use it"
-            )
-        steps: list[tuple[str, tuple[str, ...]]] = []
-        recorded = meta.get("artifacts_dir")
-        if recorded is None:
-            # Stores made before the folder was recorded named it after the file's
-            # stem (so jobs.db and jobs.sqlite shared one): they keep their folder.
-            folder = f"{self.path.stem}-artifacts"
-            steps.append((_ADD_META, ("artifacts_dir", folder)))
-        else:
-            folder = recorded
-        if not folder or "/" in folder or folder in (".", ".."):
-            raise StoreError(f"{self.path} names an unusable artifacts folder: {folder!r}")
-        store_id = meta.get("store_id") or ""
-        if not store_id:
-            # Copies share it; stores made before it get theirs at their next open.
-            store_id = uuid.uuid4().hex
-            steps.append((_ADD_META, ("store_id", store_id)))
-        opening = _Opening(folder, store_id, steps)
-        if version == SCHEMA_VERSION - 1 and not self.upgrade:
-            # The previous release's workers may still use it: leave it as it is.
-            opening.read_as_is = version
-            version = SCHEMA_VERSION
-        if version < 2:
-            # Old rows keep their history in the document until next written.
-            steps.append(("ALTER TABLE tasks ADD COLUMN history TEXT", ()))
-        outbox_columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
-        if "version" not in outbox_columns:
-            # Rows from before (NULL) are acknowledged by any version.
-            steps.append(("ALTER TABLE outbox ADD COLUMN version INTEGER", ()))
-        if version < 4:
-            # Reads every task once (seconds on a store of millions), holding the
-            # write lock meanwhile: other processes' writes wait (busy_timeout).
-            steps.extend((statement, ()) for statement in _SCHEMA_4_INDEXES)
-        if version < 5:
-            steps.append((_SCHEMA_5_HISTORY_PARTS, ()))
-        if version < 6:
-            task_columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
-            if "priority" not in task_columns:
-                steps.append(
-                    ("ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0", ())
-                )
-            # Reads every ready task once, as schema 4's indexes did.
-            steps.extend((statement, ()) for statement in _SCHEMA_6_INDEXES)
-        if version < SCHEMA_VERSION:
-            steps.append(
-                (
-                    "UPDATE wfe_meta SET value = ? WHERE key = 'schema_version'",
-                    (str(SCHEMA_VERSION),),
-                )
-            )
-            opening.upgraded_from = version
-        return opening
 
     def _check_upgraded(self) -> None:
         """Refuse to write tasks to a store read as it is (see ``upgrade``)."""
