@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from wfcore import Phase, Task
+from wfcore.artifacts import replaced_since, write_artifact, write_artifact_as
 from wfcore.errors import ArtifactError, InvalidTaskError, UnknownTaskError
 from wfcore.stores.sqlite import SQLiteStore
 
@@ -230,3 +231,18 @@ def test_a_purged_task_s_folder_that_cannot_be_deleted_is_said_naming_it(
         "on a symbolic link): delete them by hand"
     ], said
     assert (elsewhere / "x.txt").read_bytes() == b"X"
+
+
+def test_a_file_replaced_by_the_same_bytes_counts_as_not_replaced(tmp_path):
+    # What an add checks before storing its metadata: by the file's identity, then, if
+    # that changed (another writer, or a network share whose inode numbers change),
+    # by its bytes.
+    art, file_id = write_artifact_as(tmp_path, "t", "a.txt", b"same")
+    path = tmp_path / "t" / "a.txt"
+    assert not replaced_since(path, file_id, art.sha256)
+    write_artifact(tmp_path, "t", "a.txt", b"same")  # another file, the same bytes
+    assert not replaced_since(path, file_id, art.sha256)
+    write_artifact(tmp_path, "t", "a.txt", b"other")
+    assert replaced_since(path, file_id, art.sha256)
+    path.unlink()
+    assert not replaced_since(path, file_id, art.sha256)  # cannot tell: as written

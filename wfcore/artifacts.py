@@ -28,8 +28,8 @@ __all__ = [
     "guess_media_type",
     "listed_artifact",
     "remove_artifact_dirs",
+    "replaced_since",
     "resolve_artifact",
-    "still_written_as",
     "take_task_folder",
     "task_artifact_dir",
     "write_artifact",
@@ -147,25 +147,35 @@ def write_artifact(
     return _write_chunks(root, task_id, name, (data,), phase)[0]
 
 
-#: Which file an artifact was written as: (device, inode), kept by the rename.
-FileId = tuple[int, int]
+#: Which file an artifact was written as: (device, inode, size, modified), which the
+#: rename keeps (the size and time tell apart a later file given a freed inode).
+FileId = tuple[int, int, int, int]
 
 
 def write_artifact_as(
     root: Path, task_id: str, name: str, data: bytes, phase: str | None = None
 ) -> tuple[Artifact, FileId]:
-    """:func:`write_artifact`, and which file it wrote: :func:`still_written_as`
+    """:func:`write_artifact`, and which file it wrote: :func:`replaced_since`
     tells later whether another writer has replaced it since."""
     return _write_chunks(root, task_id, name, (data,), phase)
 
 
-def still_written_as(path: Path, file_id: FileId) -> bool:
-    """Whether the file at ``path`` is still the one written as ``file_id``."""
+def replaced_since(path: Path, file_id: FileId, sha256: str) -> bool:
+    """Whether another file, of other bytes, has replaced the one written at ``path``
+    as ``file_id`` (by :func:`write_artifact_as`, whose artifact has ``sha256``).
+    False when it cannot tell: a file system whose inode numbers change (some network
+    shares) is checked by the bytes, and one that cannot be read counts as unchanged."""
     try:
         info = os.stat(path)
+        if _file_id(info) == file_id:
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(COPY_CHUNK):
+                digest.update(chunk)
     except OSError:
         return False
-    return (info.st_dev, info.st_ino) == file_id
+    return digest.hexdigest() != sha256
 
 
 def copy_artifact(
@@ -247,7 +257,11 @@ def _write_chunks(
         phase=phase,
         path=str(target),
     )
-    return artifact, (info.st_dev, info.st_ino)
+    return artifact, _file_id(info)
+
+
+def _file_id(info: os.stat_result) -> FileId:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 #: What ``submit_task(artifacts=...)`` takes for each file: its bytes, or a local file.

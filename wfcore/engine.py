@@ -1528,7 +1528,7 @@ class ECSWorkflowEngine:
         (add its artifacts from its phase).
         """
         # Imported here to keep the module's import block as it is (others edit it).
-        from .artifacts import still_written_as, write_artifact_as
+        from .artifacts import replaced_since, write_artifact_as
 
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ArtifactError(f"artifact {name!r}: data must be bytes")
@@ -1569,7 +1569,7 @@ class ECSWorkflowEngine:
             # Another add of this name (another process) replaced the file since this
             # one wrote it: its description is the one that goes with the file, stored
             # by that add (before or after this one), so this one's would be wrong.
-            if await asyncio.to_thread(still_written_as, written, file_id):
+            if not await asyncio.to_thread(replaced_since, written, file_id, art.sha256):
                 current.artifacts = [a for a in current.artifacts if a.name != name] + [art]
             current.record("artifact_added", name=name, phase=current.classification, **who)
 
