@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from wfcore import Phase, Task
-from wfcore.artifacts import replaced_since, write_artifact, write_artifact_as
-from wfcore.errors import ArtifactError, InvalidTaskError, UnknownTaskError
+from wfcore.artifacts import StagedArtifact, write_artifact
+from wfcore.errors import ArtifactError, InvalidTaskError, TaskStateError, UnknownTaskError
 from wfcore.stores.sqlite import SQLiteStore
 
 
@@ -237,12 +237,55 @@ def test_a_file_replaced_by_the_same_bytes_counts_as_not_replaced(tmp_path):
     # What an add checks before storing its metadata: by the file's identity, then, if
     # that changed (another writer, or a network share whose inode numbers change),
     # by its bytes.
-    art, file_id = write_artifact_as(tmp_path, "t", "a.txt", b"same")
+    staged = StagedArtifact(tmp_path, "t", "a.txt", b"same")
     path = tmp_path / "t" / "a.txt"
-    assert not replaced_since(path, file_id, art.sha256)
+    assert staged.place() and staged.place()
     write_artifact(tmp_path, "t", "a.txt", b"same")  # another file, the same bytes
-    assert not replaced_since(path, file_id, art.sha256)
+    assert staged.place()
     write_artifact(tmp_path, "t", "a.txt", b"other")
-    assert replaced_since(path, file_id, art.sha256)
+    assert not staged.place()
     path.unlink()
-    assert not replaced_since(path, file_id, art.sha256)  # cannot tell: as written
+    assert staged.place()  # cannot tell: as written
+
+
+class _ClaimedFirst(SQLiteStore):
+    """A real SQLite store that, just before this process first stores a task, lets
+    a worker of another process claim it: an upload that loses the race with a claim."""
+
+    def __init__(self, path: Path, claim: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(path)
+        self._claim: Callable[[], Awaitable[None]] | None = claim
+
+    async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            await claim()
+        return await super().update_task(task, keep_lease=keep_lease)
+
+
+@pytest.mark.parametrize("name", ["scan.pdf", "new.txt"])
+def test_an_upload_that_a_claim_overtakes_leaves_the_files_as_they_were(
+    wfe_engine_factory, wfe_run, tmp_path, name: str
+):
+    worker = wfe_engine_factory()  # another process's worker, on the same file
+    worker.register_handler("read", lambda task: None)
+    worker.register_workflow("w", [Phase("read", assigned_to="functional")])
+    wfe_run(worker.submit_task({}, "w", task_id="t", artifacts={"scan.pdf": b"original"}))
+
+    async def claim() -> None:
+        other = await worker.get_store()
+        assert [t.id for t in await other.claim("other-worker", 1, 60)] == ["t"]
+
+    store = _ClaimedFirst(tmp_path / "wfe.db", claim)
+    uploader = _engine(lambda: wfe_engine_factory(store=store))
+    with pytest.raises(TaskStateError):
+        wfe_run(uploader.add_artifact_bytes("t", name, b"uploaded"))
+    wfe_run(store.close())
+
+    # Before: the upload's file had replaced scan.pdf (or was left unlisted as
+    # new.txt) though the upload was refused, under the phase that now runs.
+    folder = tmp_path / "wfe.db-artifacts" / "t"
+    assert sorted(p.name for p in folder.iterdir()) == ["scan.pdf"]
+    assert (folder / "scan.pdf").read_bytes() == b"original"
+    (scan,) = wfe_run(worker.get_task("t")).artifacts
+    assert scan.sha256 == hashlib.sha256(b"original").hexdigest()

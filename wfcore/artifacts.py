@@ -21,6 +21,7 @@ from .wire import is_unicode_text
 __all__ = [
     "COPY_CHUNK",
     "FileId",
+    "StagedArtifact",
     "SubmittedFile",
     "check_artifact_name",
     "check_submitted_files",
@@ -33,7 +34,6 @@ __all__ = [
     "take_task_folder",
     "task_artifact_dir",
     "write_artifact",
-    "write_artifact_as",
     "write_submitted_files",
 ]
 
@@ -144,7 +144,7 @@ def write_artifact(
     and are renamed into place, so a reader sees the old file or the new one,
     never half of one.
     """
-    return _write_chunks(root, task_id, name, (data,), phase)[0]
+    return _write_chunks(root, task_id, name, (data,), phase)
 
 
 #: Which file an artifact was written as: (device, inode, size, modified), which the
@@ -152,17 +152,59 @@ def write_artifact(
 FileId = tuple[int, int, int, int]
 
 
-def write_artifact_as(
-    root: Path, task_id: str, name: str, data: bytes, phase: str | None = None
-) -> tuple[Artifact, FileId]:
-    """:func:`write_artifact`, and which file it wrote: :func:`replaced_since`
-    tells later whether another writer has replaced it since."""
-    return _write_chunks(root, task_id, name, (data,), phase)
+class StagedArtifact:
+    """An artifact's file written beside its place, to be put there (:meth:`place`)
+    just before its task's metadata is stored, and taken back (:meth:`undo`) if that
+    fails: the file an add replaces stays until the add is sure to be stored."""
+
+    def __init__(
+        self, root: Path, task_id: str, name: str, data: bytes, phase: str | None = None
+    ) -> None:
+        self.artifact, self._tmp, self._file_id = _stage_chunks(root, task_id, name, (data,), phase)
+        self._target = task_artifact_dir(root, task_id) / name
+        self._kept: Path | None = None  # the file this one replaced, until stored
+        self._placed = False
+
+    def place(self) -> bool:
+        """Put the file in place (once); whether the file in place is still this one
+        (not replaced since by another add of the name: its metadata goes with it)."""
+        if not self._placed:
+            keep = Path(f"{self._tmp}.kept")
+            try:
+                os.link(self._target, keep)
+                self._kept = keep
+            except FileNotFoundError:
+                pass  # nothing to keep: a new name
+            except OSError:
+                pass  # no hard links here: replaced without a way back, as ever
+            os.replace(self._tmp, self._target)
+            self._placed = True
+            return True
+        return not replaced_since(self._target, self._file_id, self.artifact.sha256)
+
+    def settle(self) -> None:
+        """The metadata is stored: the replaced file goes."""
+        if self._kept is not None:
+            self._kept.unlink(missing_ok=True)
+
+    def undo(self) -> None:
+        """The metadata was not stored: put back the file this one replaced (unless
+        another add has replaced this one since), or take this new one away."""
+        if not self._placed:
+            Path(self._tmp).unlink(missing_ok=True)
+            return
+        if not replaced_since(self._target, self._file_id, self.artifact.sha256):
+            if self._kept is not None:
+                os.replace(self._kept, self._target)
+                self._kept = None
+            else:
+                self._target.unlink(missing_ok=True)
+        self.settle()
 
 
 def replaced_since(path: Path, file_id: FileId, sha256: str) -> bool:
     """Whether another file, of other bytes, has replaced the one written at ``path``
-    as ``file_id`` (by :func:`write_artifact_as`, whose artifact has ``sha256``).
+    as ``file_id`` (by :class:`StagedArtifact`, whose artifact has ``sha256``).
     False when it cannot tell: a file system whose inode numbers change (some network
     shares) is checked by the bytes, and one that cannot be read counts as unchanged."""
     try:
@@ -193,7 +235,7 @@ def copy_artifact(
     goes, so a large file never sits in memory. At most ``limit`` bytes are copied
     when it is given: a file something still appends to ends there.
     """
-    return _write_chunks(root, task_id, name, _read_chunks(source, limit), phase)[0]
+    return _write_chunks(root, task_id, name, _read_chunks(source, limit), phase)
 
 
 #: How much of a file :func:`copy_artifact` holds in memory at a time.
@@ -213,7 +255,22 @@ def _read_chunks(source: BinaryIO, limit: int | None) -> Iterator[bytes]:
 
 def _write_chunks(
     root: Path, task_id: str, name: str, chunks: Iterable[bytes], phase: str | None
-) -> tuple[Artifact, FileId]:
+) -> Artifact:
+    artifact, tmp, _ = _stage_chunks(root, task_id, name, chunks, phase)
+    assert artifact.path is not None
+    try:
+        os.replace(tmp, artifact.path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return artifact
+
+
+def _stage_chunks(
+    root: Path, task_id: str, name: str, chunks: Iterable[bytes], phase: str | None
+) -> tuple[Artifact, str, FileId]:
+    """Write the artifact's bytes to a temporary file beside its place, flushed to
+    disk; return its description, the temporary file and its identity."""
     _check_new_name(name)
     base = _folder_to_write(root, task_id)
     target = base / name
@@ -241,7 +298,6 @@ def _write_chunks(
             os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
             os.fsync(fh.fileno())
             info = os.fstat(fh.fileno())
-        os.replace(tmp, target)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
@@ -257,7 +313,7 @@ def _write_chunks(
         phase=phase,
         path=str(target),
     )
-    return artifact, _file_id(info)
+    return artifact, tmp, _file_id(info)
 
 
 def _file_id(info: os.stat_result) -> FileId:

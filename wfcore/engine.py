@@ -29,7 +29,6 @@ from .artifacts import (
     check_artifact_name,
     listed_artifact,
     remove_artifact_dirs,
-    task_artifact_dir,
     write_artifact,
 )
 from .children import (
@@ -1528,7 +1527,7 @@ class ECSWorkflowEngine:
         (add its artifacts from its phase).
         """
         # Imported here to keep the module's import block as it is (others edit it).
-        from .artifacts import replaced_since, write_artifact_as
+        from .artifacts import StagedArtifact
 
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ArtifactError(f"artifact {name!r}: data must be bytes")
@@ -1553,27 +1552,34 @@ class ECSWorkflowEngine:
         # phase's own Task object is what stores artifacts with the phase.
         ours = self._worker._in_phase.get(task_id) is not None
         _check_not_running(stored, name, ours)
-        art, file_id = await asyncio.to_thread(
-            write_artifact_as,
+        # Written beside its place, and put there only as the metadata is stored: a
+        # task that starts running meanwhile (a worker claims it) keeps the file
+        # its phase is about to read.
+        staged = await asyncio.to_thread(
+            StagedArtifact,
             store.artifacts_dir,
             task_id,
             name,
             bytes(data),
             stored.classification,
         )
-
-        written = task_artifact_dir(store.artifacts_dir, task_id) / name
+        art = staged.artifact
 
         async def attach(current: Task) -> None:
             _check_not_running(current, name, ours)
-            # Another add of this name (another process) replaced the file since this
-            # one wrote it: its description is the one that goes with the file, stored
-            # by that add (before or after this one), so this one's would be wrong.
-            if not await asyncio.to_thread(replaced_since, written, file_id, art.sha256):
+            # False when another add of this name (another process) has replaced the
+            # file since: its description goes with the file, stored by that add
+            # (before or after this one), so this one's would be wrong.
+            if await asyncio.to_thread(staged.place):
                 current.artifacts = [a for a in current.artifacts if a.name != name] + [art]
             current.record("artifact_added", name=name, phase=current.classification, **who)
 
-        stored, _ = await self._change_stored(task_id, attach)
+        try:
+            stored, _ = await self._change_stored(task_id, attach)
+        except BaseException:
+            await asyncio.to_thread(staged.undo)
+            raise
+        await asyncio.to_thread(staged.settle)
         if isinstance(task, Task):
             task.artifacts, task.history, task.version = (
                 stored.artifacts,
