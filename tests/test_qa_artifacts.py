@@ -289,3 +289,18 @@ def test_an_upload_that_a_claim_overtakes_leaves_the_files_as_they_were(
     assert (folder / "scan.pdf").read_bytes() == b"original"
     (scan,) = wfe_run(worker.get_task("t")).artifacts
     assert scan.sha256 == hashlib.sha256(b"original").hexdigest()
+
+
+def test_an_upload_that_cannot_put_back_what_it_replaced_says_so_and_raises_nothing(
+    tmp_path, caplog
+):
+    # undo runs as an add fails: its own error must not hide the add's.
+    write_artifact(tmp_path, "t", "scan.pdf", b"original")
+    staged = StagedArtifact(tmp_path, "t", "scan.pdf", b"uploaded")
+    assert staged.place()
+    for kept in (tmp_path / "t").glob("*.kept"):
+        kept.unlink()  # gone, say, by a hand tidying the folder
+    with caplog.at_level(logging.WARNING, logger="wfcore"):
+        staged.undo()
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"artifact {tmp_path}/t/scan.pdf: could not put back the file")

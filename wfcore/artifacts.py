@@ -189,17 +189,27 @@ class StagedArtifact:
 
     def undo(self) -> None:
         """The metadata was not stored: put back the file this one replaced (unless
-        another add has replaced this one since), or take this new one away."""
-        if not self._placed:
-            Path(self._tmp).unlink(missing_ok=True)
-            return
-        if not replaced_since(self._target, self._file_id, self.artifact.sha256):
-            if self._kept is not None:
-                os.replace(self._kept, self._target)
-                self._kept = None
-            else:
-                self._target.unlink(missing_ok=True)
-        self.settle()
+        another add has replaced this one since), or take this new one away. Best
+        effort: what went wrong before matters more than this, so a failure here is
+        logged, naming the files."""
+        try:
+            if not self._placed:
+                Path(self._tmp).unlink(missing_ok=True)
+                return
+            if not replaced_since(self._target, self._file_id, self.artifact.sha256):
+                if self._kept is not None:
+                    os.replace(self._kept, self._target)
+                    self._kept = None
+                else:
+                    self._target.unlink(missing_ok=True)
+            self.settle()
+        except OSError as exc:
+            logger.warning(
+                "artifact %s: could not put back the file it replaced (%s): %s",
+                self._target,
+                self._kept or "none",
+                exc,
+            )
 
 
 def replaced_since(path: Path, file_id: FileId, sha256: str) -> bool:
