@@ -243,7 +243,15 @@ def test_a_worker_says_once_that_kafka_is_gone_and_once_that_it_is_back(
             {"id": f"t-{n}", "workflow_name": "scale", "data": {"n": n}}
         ).encode()
 
-    with Worker(tmp_path, broker.bootstrap, tasks, results) as worker:
+    # A group session longer than any outage here: the broker's restart takes 30 s on
+    # a busy machine, and kafka-python's reconnections back off, so with the default
+    # 10 s the broker could drop the worker from its group meanwhile; kafka-python then
+    # said so once it was back ("member_id was not recognized", or a failed commit at
+    # the stop), lines that are not about the connection.
+    session = json.dumps({"session_timeout_ms": 120_000, "heartbeat_interval_ms": 2_000})
+    with Worker(
+        tmp_path, broker.bootstrap, tasks, results, WFE_KAFKA_CLIENT_CONFIG=session
+    ) as worker:
         with TopicReader(broker.bootstrap, results) as reader:
             produce(broker.bootstrap, tasks, [task(1)])
             reader.wait_for(1)
