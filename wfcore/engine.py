@@ -25,6 +25,7 @@ import pluggy
 from ._wakeup import wake
 from .adapters import Adapter, run_handler
 from .artifacts import (
+    StagedArtifact,
     SubmittedFile,
     check_artifact_name,
     listed_artifact,
@@ -1526,9 +1527,6 @@ class ECSWorkflowEngine:
         unknown task, and TaskStateError for a task running outside this call's phase
         (add its artifacts from its phase).
         """
-        # Imported here to keep the module's import block as it is (others edit it).
-        from .artifacts import StagedArtifact
-
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ArtifactError(f"artifact {name!r}: data must be bytes")
         who = _by_field(by)
