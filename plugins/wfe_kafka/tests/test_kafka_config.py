@@ -245,12 +245,14 @@ def test_a_consumer_without_a_broker_says_so_and_stops_promptly(
         await kafka.close()
         return time.monotonic() - started
 
-    assert wfe_run(scenario()) < 6.0
+    # What one connection attempt may take (bootstrap_timeout_ms, 5 s), not kafka-python's
+    # 30 s: the bound is twice it, as a busy machine adds a second or more to it.
+    assert wfe_run(scenario()) < 2 * 5.0
 
     def network_threads() -> list[str]:
         return [t.name for t in threading.enumerate() if client_id in t.name]
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a thread left behind runs on for good
     while network_threads():
         assert time.monotonic() < deadline, f"left running: {network_threads()}"
         time.sleep(0.05)
@@ -316,7 +318,9 @@ def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
         took = wfe_run(scenario())
     finally:
         broker.stop()
-    assert took < 3.0 + 1.5
+    # close_timeout (3 s), not three times it: the bound is twice it, as a busy machine
+    # adds a second or more to it.
+    assert took < 2 * 3.0
     stop_lines = [r for r in caplog.records if "published at the next start" in r.getMessage()]
     assert len(stop_lines) == 1
     assert "1 result(s) stay in the outbox" in stop_lines[0].getMessage()
