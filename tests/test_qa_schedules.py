@@ -64,3 +64,21 @@ def test_a_worker_of_other_workflows_says_it_submits_the_schedule_s_tasks_only(
     assert (
         "  schedule nightly: a slow task every day, next at 2100-01-01 00:00:00 UTC\n"
     ) in lines[("-w", "slow")]
+
+
+def test_a_schedule_keeps_its_data_as_registered_whatever_the_caller_does_to_it_after(
+    wfe_engine_factory, wfe_run
+):
+    engine = wfe_engine_factory()
+    engine.register_handler("a", lambda task: None)
+    engine.register_workflow("w", [Phase("a", assigned_to="functional")])
+    data = {"report": "sales", "regions": ["north"]}
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    schedule = engine.register_schedule("nightly", "w", every=3600, start=start, data=data)
+    data["report"] = "changed"
+    data["regions"].append("south")
+
+    wfe_run(engine.run_until_idle())
+    (task,) = wfe_run(engine.list_tasks())
+    assert task.data == {"report": "sales", "regions": ["north"]}
+    assert schedule.data == {"report": "sales", "regions": ["north"]}

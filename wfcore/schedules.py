@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from .errors import InvalidTaskError, InvalidWorkflowError
-from .model import TaskType, _task_type, check_priority
+from .model import TaskType, _task_type, check_priority, copy_json
 from .wire import MAX_TASK_ID_BYTES, json_problem
 
 __all__ = ["EPOCH", "Schedule"]
@@ -122,6 +122,9 @@ class Schedule:
         problem = json_problem(self.data)
         if problem is not None:
             raise InvalidTaskError(f"schedule {name!r}: data must be JSON-serializable: {problem}")
+        # Its own copy: the caller's dict, changed after registering, is not every
+        # later slot's data.
+        object.__setattr__(self, "data", copy_json(self.data))
 
     @property
     def period(self) -> str:
