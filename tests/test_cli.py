@@ -726,7 +726,9 @@ def test_status_counts_tasks_by_workflow_and_status(wfe, tmp_path: Path) -> None
         ["(other)", "1", "0", "0", "0", "0", "0"],  # the define_workflow task
         ["(all)", "2", "0", "1", "1", "0", "1"],
     ]
-    assert lines[4] == "busy workers: none (no task held)"
+    # The unfinished ones: one waits at approve, the one submitted last is not claimed.
+    assert lines[4:6] == ["unfinished tasks by phase:", "  review: not classified yet 1, approve 1"]
+    assert lines[6] == "busy workers: none (no task held)"
     doc = json.loads(as_json.stdout)
     assert doc["workflows"]["review"]["waiting_human"] == 1
     assert doc["total"]["pending"] == 2 and doc["busy_workers"] == []

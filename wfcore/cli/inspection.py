@@ -409,6 +409,35 @@ _STATUS_COLUMNS = (
 )
 
 
+# Tasks by status.
+_Counts = dict[TaskStatus, int]
+
+
+def _by_phase(
+    specs: list[WorkflowSpec],
+    counted: dict[str, dict[str, int]],
+    by_workflow: dict[str, _Counts],
+) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Where each workflow's unfinished tasks are: how many at each phase, in the
+    workflow's order (a phase it no longer has, after them), for the workflows
+    that have any; and how many of each no worker has classified yet (submitted
+    without a phase, not claimed yet)."""
+    phases: dict[str, dict[str, int]] = {}
+    unclassified: dict[str, int] = {}
+    for spec in specs:
+        counts = counted.get(spec.name, {})
+        order = [*spec.classifications, *sorted(set(counts) - set(spec.classifications))]
+        shown = {phase: counts[phase] for phase in order if counts.get(phase)}
+        unfinished = sum(
+            n for status, n in by_workflow[spec.name].items() if not status.is_finished
+        )
+        if shown:
+            phases[spec.name] = shown
+        if unfinished > sum(shown.values()):
+            unclassified[spec.name] = unfinished - sum(shown.values())
+    return phases, unclassified
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @_app_option
@@ -417,20 +446,28 @@ _STATUS_COLUMNS = (
 def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
     """Count the store's tasks by workflow and status, and name the busy workers.
 
-    WAITING adds up tasks waiting for a person, an agent or I/O (wfe tasks --status
-    waiting lists them). "(other)" counts tasks of no stored
-    workflow: define_workflow tasks not run yet, say. A worker is busy while it
-    holds a task.
+    Then the unfinished tasks (pending, in progress, waiting) of each workflow by
+    the phase they are at, in the workflow's order. WAITING adds up tasks waiting
+    for a person, an agent or I/O (wfe tasks --status waiting lists them).
+    "(other)" counts tasks of no stored workflow: define_workflow tasks not run
+    yet, say. A worker is busy while it holds a task.
     """
     engine = _engine(ctx, store, existing=True, reading=True)
 
-    async def fetch() -> tuple[dict[str, dict[TaskStatus, int]], dict[TaskStatus, int], list[str]]:
+    async def fetch() -> tuple[
+        dict[str, _Counts], _Counts, tuple[dict[str, dict[str, int]], dict[str, int]], list[str]
+    ]:
         st = await engine.get_store()
-        names = [spec.name for spec in await st.load_workflows()]
-        by_workflow = {name: await st.count_tasks(name) for name in names}
-        return by_workflow, await st.count_tasks(), sorted(await st.lease_owners())
+        specs = await st.load_workflows()
+        by_workflow = {spec.name: await st.count_tasks(spec.name) for spec in specs}
+        return (
+            by_workflow,
+            await st.count_tasks(),
+            _by_phase(specs, await st.count_all_by_phase(), by_workflow),
+            sorted(await st.lease_owners()),
+        )
 
-    by_workflow, total, workers = _run(_closing(engine, fetch()))
+    by_workflow, total, (by_phase, unclassified), workers = _run(_closing(engine, fetch()))
     if as_json:
         doc = {
             "workflows": {
@@ -438,6 +475,8 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
                 for name, counts in by_workflow.items()
             },
             "total": {s.value: total.get(s, 0) for s in TaskStatus},
+            "unfinished_by_phase": by_phase,
+            "unclassified": unclassified,
             "busy_workers": workers,
             "workers": [{"id": w, "dead": worker_died_here(w)} for w in workers],
         }
@@ -457,6 +496,13 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
         rows.append(row("(other)", unlisted))
     rows.append(row("(all)", total))
     _table(("WORKFLOW", *(title for title, _ in _STATUS_COLUMNS)), rows)
+    if by_phase or unclassified:
+        click.echo("unfinished tasks by phase:")
+        for name in by_workflow:
+            parts = [f"not classified yet {unclassified[name]}"] if name in unclassified else []
+            parts += [f"{phase} {n}" for phase, n in by_phase.get(name, {}).items()]
+            if parts:
+                click.echo(_printable(f"  {name}: {', '.join(parts)}"))
     shown = [
         f"{w} (dead: its tasks go to the next claim)" if worker_died_here(w) else w for w in workers
     ]
