@@ -73,13 +73,13 @@ def test_a_name_too_deep_or_too_long_for_a_path_is_an_artifact_error(wfe_engine_
     wfe_run(engine.add_artifact_bytes("t", deepest, b"deep"))
     assert wfe_run(engine.read_artifact("t", deepest)) == b"deep"
 
-    # Before, Python's recursion limit as the folders were made (RecursionError).
+    # Not Python's recursion limit as the folders are made (RecursionError).
     too_deep = "/".join(["e"] * 1200)
     with pytest.raises(ArtifactError, match=r"at most 100 parts between slashes, not 1200$"):
         wfe_run(engine.add_artifact_bytes("t", too_deep, b"x"))
     with pytest.raises(InvalidTaskError, match=r"^artifacts: .*at most 100 parts"):
         wfe_run(engine.submit_task({}, "w", task_id="u", artifacts={too_deep: b"x"}))
-    # Before, OSError: [Errno 36] File name too long, naming no artifact.
+    # Not OSError: [Errno 36] File name too long, naming no artifact.
     too_long = "/".join(["f" * 240] * 20)
     with pytest.raises(ArtifactError, match=r"\(4819 bytes\) is too long for a path in "):
         wfe_run(engine.add_artifact_bytes("t", too_long, b"x"))
@@ -100,7 +100,7 @@ def test_a_name_leading_out_through_a_symbolic_link_is_refused_as_reading_it_wou
     shutil.rmtree(folder / "plots")
     (folder / "plots").symlink_to(outside)
 
-    # Before, the file was written in the linked folder, and then could not be read.
+    # Not a file written in the linked folder, which could not be read back.
     with pytest.raises(ArtifactError, match=r"'plots' in .* is a symbolic link to .*outside"):
         wfe_run(engine.add_artifact_bytes("t", "plots/b/c.png", b"B"))
     assert list(outside.iterdir()) == []
@@ -149,7 +149,7 @@ def test_a_file_that_cannot_be_written_names_the_artifact_s_path(wfe_store_url, 
         timeout=60,
         check=True,
     )
-    # Before: "OSError [Errno 27] File too large", naming no file.
+    # Not "OSError [Errno 27] File too large", naming no file.
     error, kept = result.stdout.splitlines()
     assert error == f"OSError [Errno 27] File too large: '{tmp_path}/wfe.db-artifacts/t/a.txt'"
     assert kept == "kept"  # the stored file is left as it was
@@ -164,7 +164,7 @@ def test_reading_an_artifact_through_a_task_kept_from_before_its_purge_says_it_i
     assert wfe_run(engine.read_artifact(kept, "a.txt")) == b"A"
     wfe_run(engine.cancel("t"))
     assert wfe_run(engine.purge(0)) == 1
-    # Before: "task 't' lists the artifact 'a.txt', but its file is not in ...: it
+    # Not "task 't' lists the artifact 'a.txt', but its file is not in ...: it
     # was deleted or moved after the task stored it (a store copied or restored ...)".
     for call in (engine.read_artifact, engine.artifact_path):
         with pytest.raises(UnknownTaskError, match=r"^unknown task 't'$"):
@@ -207,7 +207,7 @@ def test_two_uploads_of_one_name_at_once_leave_the_metadata_of_the_file_kept(
     (scan,) = task.artifacts
     kept = wfe_run(other.read_artifact(task, "scan.pdf"))
     assert kept == b"second"  # written last
-    # Before: the first upload's metadata (size 5, its sha256) for the second's file.
+    # Not the first upload's metadata (size 5, its sha256) for the second's file.
     assert (scan.size, scan.sha256) == (len(kept), hashlib.sha256(kept).hexdigest())
     assert [e["event"] for e in task.history].count("artifact_added") == 2
 
@@ -224,7 +224,7 @@ def test_a_purged_task_s_folder_that_cannot_be_deleted_is_said_naming_it(
     wfe_run(engine.cancel("moved"))
     with caplog.at_level(logging.WARNING, logger="wfcore"):
         assert wfe_run(engine.purge(0)) == 1
-    # Before: nothing said, and the files stayed, of a task no longer stored.
+    # Not silence, with the files of a task no longer stored left behind.
     said = [r.getMessage() for r in caplog.records]
     assert said == [
         f"task moved: could not delete its artifact files in {folder} (Cannot call rmtree "
@@ -282,8 +282,8 @@ def test_an_upload_that_a_claim_overtakes_leaves_the_files_as_they_were(
         wfe_run(uploader.add_artifact_bytes("t", name, b"uploaded"))
     wfe_run(store.close())
 
-    # Before: the upload's file had replaced scan.pdf (or was left unlisted as
-    # new.txt) though the upload was refused, under the phase that now runs.
+    # The refused upload's file has not replaced scan.pdf (nor is it left unlisted
+    # as new.txt) under the phase that now runs.
     folder = tmp_path / "wfe.db-artifacts" / "t"
     assert sorted(p.name for p in folder.iterdir()) == ["scan.pdf"]
     assert (folder / "scan.pdf").read_bytes() == b"original"

@@ -139,8 +139,8 @@ def test_a_metric_with_text_that_is_not_unicode_is_refused_and_scrapes_go_on(
         finally:
             await server.close()
 
-    # Before: the connection closed without an answer at every scrape, and a
-    # traceback in the log.
+    # Not a connection closed without an answer at every scrape, and a traceback
+    # in the log.
     with caplog.at_level(logging.WARNING):
         status, body = wfe_run(scenario())
     assert status == 200 and "wfcore_tasks_delayed 0" in body

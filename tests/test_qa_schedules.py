@@ -56,7 +56,7 @@ def test_a_worker_of_other_workflows_says_it_submits_the_schedule_s_tasks_only(
         pools: wfe("worker", "pools_app:engine", *pools, "--until-idle", env=env).stderr
         for pools in (("-w", "fast"), ("-w", "slow"))
     }
-    # Before, the same line for both: as if the first ran the schedule's tasks too.
+    # Not the same line for both, as if the first ran the schedule's tasks too.
     assert (
         "  schedule nightly: a slow task every day, next at 2100-01-01 00:00:00 UTC; "
         "submitted here, run by workers of slow, not this one (--workflow: it runs fast)\n"
