@@ -173,10 +173,10 @@ def test_reading_an_artifact_through_a_task_kept_from_before_its_purge_says_it_i
             wfe_run(call("t", "a.txt"))
 
 
-class _OtherUploadFirst(SQLiteStore):
-    """A real SQLite store that, just before this process first stores a task,
-    lets another process's upload run to its end: the interleaving of two people
-    uploading one file name at once that loses the race for the metadata."""
+class _OtherProcessFirst(SQLiteStore):
+    """A real SQLite store that, just before this process first stores a task, lets
+    ``other`` run to its end: what another process does at that moment (an upload of
+    the same file name, a worker's claim) and wins the race with this one."""
 
     def __init__(self, path: Path, other: Callable[[], Awaitable[None]]) -> None:
         super().__init__(path)
@@ -198,7 +198,7 @@ def test_two_uploads_of_one_name_at_once_leave_the_metadata_of_the_file_kept(
     async def other_upload() -> None:
         await other.add_artifact_bytes("t", "scan.pdf", b"second")
 
-    store = _OtherUploadFirst(tmp_path / "wfe.db", other_upload)
+    store = _OtherProcessFirst(tmp_path / "wfe.db", other_upload)
     first = _engine(lambda: wfe_engine_factory(store=store))
     wfe_run(first.add_artifact_bytes("t", "scan.pdf", b"first"))
     wfe_run(store.close())
@@ -248,21 +248,6 @@ def test_a_file_replaced_by_the_same_bytes_counts_as_not_replaced(tmp_path):
     assert staged.place()  # cannot tell: as written
 
 
-class _ClaimedFirst(SQLiteStore):
-    """A real SQLite store that, just before this process first stores a task, lets
-    a worker of another process claim it: an upload that loses the race with a claim."""
-
-    def __init__(self, path: Path, claim: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(path)
-        self._claim: Callable[[], Awaitable[None]] | None = claim
-
-    async def update_task(self, task: Task, *, keep_lease: bool = False) -> bool:
-        claim, self._claim = self._claim, None
-        if claim is not None:
-            await claim()
-        return await super().update_task(task, keep_lease=keep_lease)
-
-
 @pytest.mark.parametrize("name", ["scan.pdf", "new.txt"])
 def test_an_upload_that_a_claim_overtakes_leaves_the_files_as_they_were(
     wfe_engine_factory, wfe_run, tmp_path, name: str
@@ -276,7 +261,7 @@ def test_an_upload_that_a_claim_overtakes_leaves_the_files_as_they_were(
         other = await worker.get_store()
         assert [t.id for t in await other.claim("other-worker", 1, 60)] == ["t"]
 
-    store = _ClaimedFirst(tmp_path / "wfe.db", claim)
+    store = _OtherProcessFirst(tmp_path / "wfe.db", claim)
     uploader = _engine(lambda: wfe_engine_factory(store=store))
     with pytest.raises(TaskStateError):
         wfe_run(uploader.add_artifact_bytes("t", name, b"uploaded"))
