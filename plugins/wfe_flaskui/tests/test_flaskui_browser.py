@@ -73,8 +73,7 @@ def test_task_list_refreshes_in_place_keeping_filter_and_scroll(
 ) -> None:
     expect = _expect()
     gate = tmp_path / "gate-2"
-    for i in range(12):
-        live.api.submit("question", {"filler": i})
+    fillers = [live.api.submit("question", {"filler": i})["id"] for i in range(12)]
     page.set_viewport_size({"width": 1280, "height": 500})
     page.goto(live.url + "/?workflow=question")
     expect(page.locator("select[name=workflow]")).to_have_value("question")
@@ -88,6 +87,10 @@ def test_task_list_refreshes_in_place_keeping_filter_and_scroll(
     row = page.locator(f"tr[data-task-id='{fresh['id']}']")
     expect(row).to_be_visible(timeout=20000)
     expect(row).to_have_attribute("data-status", "waiting_human")
+    # The count read below is the one the page must show: every question task waits by
+    # then, not only the last one (the worker may take them in a batch, in any order).
+    for task_id in fillers:
+        live.api.wait_status(task_id, "waiting_human")
     waiting = live.api.get("/api/tasks?status=waiting_human&limit=1").get_json()["total"]
     expect(page.locator("#inbox-count")).to_have_text(str(waiting))
     assert page.evaluate("window.__sameDocument") is True
