@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -33,6 +34,7 @@ __all__ = [
     "events",
     "free_port",
     "http_get",
+    "metrics_url",
     "pid_alive",
     "run_pytest",
     "run_task",
@@ -318,8 +320,20 @@ def with_pythonpath(env: Mapping[str, str], folder: Path, **more: str) -> dict[s
     return dict(env, PYTHONPATH=f"{folder}{os.pathsep}{env['PYTHONPATH']}", **more)
 
 
+def metrics_url(log: Path) -> str | None:
+    """The URL a ``wfe worker --metrics`` writing its stderr to ``log`` said it serves
+    its metrics at, once that line is written whole; else None.
+
+    With ``--metrics 0`` the worker binds a port the system picks, and names it: a
+    port picked by the test and bound by the worker later may be taken meanwhile.
+    """
+    found = re.search(r"metrics at (http://\S+/metrics)\n", log.read_text())
+    return found[1] if found else None
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a test that needs to
+    know it before the process that binds it starts; else see :func:`metrics_url`)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -6,7 +6,7 @@ import re
 import socket
 from pathlib import Path
 
-from core_util import background_wfe, free_port, http_get, submit_with_app
+from core_util import background_wfe, free_port, http_get, metrics_url, submit_with_app
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli import _wait_for
 
@@ -28,12 +28,16 @@ def _completed(url: str) -> float | None:
 
 def test_worker_serves_metrics_over_http(wfe, tmp_path: Path) -> None:
     submit_with_app(APP, "left", [None, None], env=wfe.env, cwd=tmp_path)
-    port = free_port()
     log = tmp_path / "worker.err"
-    args = ["worker", APP, "--metrics", str(port)]
+    # Port 0: the system picks a free one, and the start-up lines name it (a port the
+    # test picked could be taken before the worker binds it).
+    args = ["worker", APP, "--metrics", "0"]
     with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as proc:
-        url = f"http://127.0.0.1:{port}/metrics"
-        _wait_for(lambda: f"  metrics at {url}\n" in log.read_text(), what="the start-up lines")
+        url = _wait_for(lambda: metrics_url(log), what="the start-up lines")
+        assert f"  metrics at {url}\n" in log.read_text()
+        found = re.fullmatch(r"http://127\.0\.0\.1:([1-9][0-9]*)/metrics", url)
+        assert found, url
+        port = int(found[1])
         assert _wait_for(lambda: _completed(url) == 2, what="both tasks in the metrics")
         samples = _samples(http_get(url)[1])
         assert samples[("wfcore_engine_tasks_completed_total", ())] == 2

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from core_util import (
     background_wfe,
-    free_port,
     http_get,
+    metrics_url,
     run_task,
     stored_status,
     stored_task,
@@ -136,13 +136,12 @@ def test_a_worker_whose_store_file_is_deleted_or_replaced_stops_and_saves_it(
     the old file beside the path, and exits 1 for its service manager to start it
     again on the file at the path now."""
     task_id = wfe("submit", "review", "--app", APP, "--data", '{"n": 2}').stdout.strip()
-    port = free_port()
     log = tmp_path / "worker.err"
     store = tmp_path / "wfe.db"
-    args = ["worker", APP, "--metrics", str(port)]
+    args = ["worker", APP, "--metrics", "0"]  # a port the system picks, and it names
     with background_wfe(*args, cwd=tmp_path, env=wfe.env, log=log) as worker:
-        health = f"http://127.0.0.1:{port}/healthz"
-        _wait_for(lambda: "metrics at" in log.read_text(), what="the worker to start")
+        url = _wait_for(lambda: metrics_url(log), what="the worker to start")
+        health = url.removesuffix("/metrics") + "/healthz"
         _wait_for(
             lambda: stored_status(f"sqlite://{store}", task_id) == "waiting_human",
             what="the task to wait for a person",
@@ -341,11 +340,11 @@ def test_a_full_disk_makes_the_worker_wait_and_go_on_once_there_is_room(
     store = small_disk / "wfe.db"
     env = with_pythonpath(wfe.env, tmp_path, WFE_STORE=f"sqlite://{store}")
     task_id = wfe("submit", "w", "--app", "gated_app:engine", env=env).stdout.strip()
-    port = free_port()
-    health = f"http://127.0.0.1:{port}/healthz"
     log = tmp_path / "worker.err"
-    args = ["worker", "gated_app:engine", "--metrics", str(port)]
+    args = ["worker", "gated_app:engine", "--metrics", "0"]  # a port the system picks
     with background_wfe(*args, cwd=tmp_path, env=env, log=log) as worker:
+        url = _wait_for(lambda: metrics_url(log), what="the worker to start")
+        health = url.removesuffix("/metrics") + "/healthz"
         _wait_for(lambda: (tmp_path / "running").exists(), what="the phase to start")
         filler = _fill(small_disk)
         (tmp_path / "gate").write_text("open")
