@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 from wfe_kafka import BadMessage, KafkaMQInterface
 from wfe_kafka.consumer import _poll
 from wfe_kafka.messages import message_digest
@@ -1398,9 +1398,11 @@ def test_a_message_whose_id_another_task_has_is_dead_lettered_not_swallowed(
             kafka_broker.create_topic(topics.bootstrap, topics.tasks, 1, timeout=5)
         except TopicAlreadyExistsError:
             pass  # the deletion is still going on, or a client's metadata request made it
+        except KafkaTimeoutError:
+            pass  # made, but its partition has no leader yet (a busy broker): not yet
         return end_offset(topics.bootstrap, topics.tasks) == 0
 
-    wait_until(made_again, 30, "the tasks topic to be made again")
+    wait_until(made_again, 60, "the tasks topic to be made again")
     topics.send(
         [
             (b"d", task_json(workflow_name="double", data={"n": 3})),
