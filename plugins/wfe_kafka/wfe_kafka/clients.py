@@ -379,6 +379,8 @@ _CONNECTION_MESSAGES = frozenset(
         "Bootstrap %s not ready; waiting %.2f secs",
         "Marking the coordinator dead (node %s) for group %s: %s.",
         "Heartbeat session expired, marking coordinator dead",
+        # A metadata answer of a broker shutting down, which lists no brokers.
+        "No broker metadata found in MetadataResponse -- ignoring.",
     }
 )
 
@@ -575,6 +577,9 @@ _LEAVE_FAILED = "LeaveGroup request failed: %s"
 #: kafka-python's message (kafka.coordinator) for a request to the group coordinator
 #: that failed: a heartbeat in flight as a close cancels it, say.
 _COORDINATOR_REQUEST_FAILED = "Error sending %s to node %s [%s]"
+#: kafka-python's warning (kafka.coordinator) for an offset commit the group refused
+#: (the member was dropped from it: UnknownMemberIdError); it raises it too.
+_COMMIT_FAILED = "OffsetCommit for group %s failed: %s"
 
 
 class _ClosingConsumer(logging.Filter):
@@ -593,6 +598,10 @@ class _ClosingConsumer(logging.Filter):
     stops the loop's network selector while the loop waits for its next refresh.
     Any other failure of a refresh (a timeout, a lost connection) is an error like
     any other.
+
+    Its WARNING ``OffsetCommit for group ... failed`` for the last commit, which
+    raises too, is left out the same way: wfe_kafka says that commit failed, and
+    what that means, itself.
 
     Its ERROR ``LeaveGroup request failed`` is said as a warning of wfe_kafka's, in
     words that say what it means: the coordinator answers a connection's requests
@@ -623,6 +632,8 @@ class _ClosingConsumer(logging.Filter):
         args = record.args if isinstance(record.args, tuple) else ()
         if record.msg in (_REFRESH_FAILED, _COORDINATOR_REQUEST_FAILED):
             closed = any(isinstance(arg, self._cancelled) for arg in args)
+        elif record.msg == _COMMIT_FAILED:
+            closed = True
         elif record.msg == _REFRESH_LOOP_FAILED:
             closed = any(_SELECTOR_CLOSED in str(arg) for arg in args)
         else:
@@ -635,8 +646,9 @@ class _ClosingConsumer(logging.Filter):
 
 @contextlib.contextmanager
 def _closing_consumer(consumer: Any) -> Iterator[None]:
-    """Around ``consumer.close()``: kafka-python's error for the requests the close
-    cancels is left out of the log, and its error for a LeaveGroup that failed is
+    """Around a consumer's last commit and ``consumer.close()``: kafka-python's error
+    for the requests the close cancels, and its warning for a last commit that
+    failed, are left out of the log, and its error for a LeaveGroup that failed is
     said in wfe_kafka's words (see :class:`_ClosingConsumer`)."""
     threads = {threading.get_ident()}
     # Its IO thread, where the refresh runs (kafka-python 3.0.x's KafkaNetClient);

@@ -405,22 +405,22 @@ class _TaskConsumer:
             return int(max(_STEP_AT_LEAST, deadline - time.monotonic()) * 1000)
 
         batches.wait_all(self.close_timeout)
-        try:
-            self._commit(consumer, batches.take_handled(), sync=True, timeout_ms=left_ms())
-        except KafkaError as exc:
-            # One line, not a traceback: Kafka away as a consumer closes loses nothing.
-            logger.warning(
-                "committing offsets as the Kafka consumer closes failed (%s); their "
-                "messages are delivered again and find their tasks stored",
-                _describe(exc),
-            )
-        except Exception:
-            logger.exception("committing offsets on stop failed")
-        try:
-            with _closing_consumer(consumer):
+        with _closing_consumer(consumer):
+            try:
+                self._commit(consumer, batches.take_handled(), sync=True, timeout_ms=left_ms())
+            except KafkaError as exc:
+                # One line, not a traceback: Kafka away as a consumer closes loses nothing.
+                logger.warning(
+                    "committing offsets as the Kafka consumer closes failed (%s); their "
+                    "messages are delivered again and find their tasks stored",
+                    _describe(exc),
+                )
+            except Exception:
+                logger.exception("committing offsets on stop failed")
+            try:
                 consumer.close(autocommit=False, timeout_ms=left_ms())
-        except Exception:
-            logger.exception("closing the Kafka consumer failed")
+            except Exception:
+                logger.exception("closing the Kafka consumer failed")
 
     def _topic_settings(self) -> list[tuple[str, str, str]]:
         """(topic, its setting, what waits while it is missing) for each topic used."""
