@@ -125,11 +125,14 @@ class TopicReader:
 
     def wait_for(self, count: int, timeout: float = 60.0) -> list[Any]:
         """Read until at least ``count`` records arrived."""
-        return wait_until(
-            lambda: len(self.poll()) >= count and self.records,
-            timeout,
-            f"{count} records in {self.topic} (have {len(self.records)})",
-        )
+        try:
+            return wait_until(
+                lambda: len(self.poll()) >= count and self.records,
+                timeout,
+                f"{count} records in {self.topic}",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (have {len(self.records)})") from None
 
     def values(self) -> list[Any]:
         return [json.loads(r.value) for r in self.records]
