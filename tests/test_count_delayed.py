@@ -112,9 +112,7 @@ def test_sqlite_count_delayed_reads_an_index_of_pending_tasks(wfe_store_url, wfe
     assert "WHERE status = 'pending'" in sql
 
 
-def test_a_store_this_process_may_only_read_counts_without_making_the_index(
-    wfe_store_url, wfe_run
-):
+def test_a_store_this_process_may_only_read_counts_without_making_the_index(wfe_store_url, wfe_run):
     """wfe metrics, run by a scraper that may read the store but not write it, asks
     count_delayed first: it used to fail making the index."""
     import subprocess

@@ -466,8 +466,7 @@ def test_suspend_and_checkpoint_given_a_task_id_say_they_take_the_task(make_engi
     assert refused == [
         "checkpoint() takes the running phase's Task object (the handler's task), "
         "not str (a task id)",
-        "suspend() takes the running phase's Task object (the handler's task), "
-        "not str (a task id)",
+        "suspend() takes the running phase's Task object (the handler's task), not str (a task id)",
     ]
 
 

@@ -97,9 +97,7 @@ def _engine(make_engine: Callable[..., ECSWorkflowEngine], **kwargs: Any) -> ECS
     return engine
 
 
-def test_tasks_submitted_from_another_loop_run_and_their_waits_end(
-    make_engine, threaded, wfe_run
-):
+def test_tasks_submitted_from_another_loop_run_and_their_waits_end(make_engine, threaded, wfe_run):
     engine = _engine(make_engine)
     threaded(engine)
 
