@@ -20,6 +20,7 @@ from .wire import is_unicode_text
 
 __all__ = [
     "COPY_CHUNK",
+    "STORE_MARKER",
     "FileId",
     "StagedArtifact",
     "SubmittedFile",
@@ -109,10 +110,10 @@ def guess_media_type(name: str) -> str:
     return media_type or "application/octet-stream"
 
 
-#: What a task's folder may not be named: the file in the artifacts folder that
-#: names the database it belongs to (``wfcore.stores.sqlite``'s marker), and the
-#: temporary files it is written to.
-_RESERVED = ".wfcore-store"
+#: The file in an artifacts folder naming the database it belongs to (written by
+#: ``wfcore.stores.sqlite``), and the start of the temporary files it is written
+#: to: no task's folder may take that name.
+STORE_MARKER = ".wfcore-store"
 
 
 def task_artifact_dir(root: Path, task_id: str) -> Path:
@@ -126,11 +127,11 @@ def _folder_to_write(root: Path, task_id: str) -> Path:
     the marker's place. (Reading and removing stay allowed: a store may hold such a
     folder from before this check.)"""
     folder = task_artifact_dir(root, task_id)
-    if task_id.startswith(_RESERVED):
+    if task_id.startswith(STORE_MARKER):
         raise ArtifactError(
             f"task {task_id!r} cannot have artifacts: its folder would take the place of "
-            f"{root / _RESERVED}, the file naming the database the artifacts belong to; "
-            "give the task an id that does not start with '.wfcore-store'"
+            f"{root / STORE_MARKER}, the file naming the database the artifacts belong to; "
+            f"give the task an id that does not start with {STORE_MARKER!r}"
         )
     return folder
 
@@ -161,7 +162,8 @@ class StagedArtifact:
         self, root: Path, task_id: str, name: str, data: bytes, phase: str | None = None
     ) -> None:
         self.artifact, self._tmp, self._file_id = _stage_chunks(root, task_id, name, (data,), phase)
-        self._target = task_artifact_dir(root, task_id) / name
+        assert self.artifact.path is not None
+        self._target = Path(self.artifact.path)
         self._kept: Path | None = None  # the file this one replaced, until stored
         self._placed = False
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from ..artifacts import STORE_MARKER
 from ..errors import StoreError, WorkflowError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
@@ -609,7 +610,7 @@ class SQLiteStore(Store):
         when purged, or overwrite them. It gets a folder of its own instead,
         ``<its file name>-artifacts``, and says so.
 
-        The folder's owner is named by a marker file in it (:data:`_MARKER`: the
+        The folder's owner is named by a marker file in it (:data:`STORE_MARKER`: the
         database's file name and the store id it records, which copies share),
         written by the owner when it opens. See :func:`_other_owner`."""
         recorded = self.path.parent / folder
@@ -1415,10 +1416,6 @@ def _file_id(path: Path) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-#: The file in an artifacts folder naming the database it belongs to.
-_MARKER = ".wfcore-store"
-
-
 def _other_owner(folder: Path, db: Path, store_id: str) -> tuple[Path | None, bool]:
     """Which other database beside ``db`` owns the artifacts ``folder`` ``db``
     records, if one does; and whether ``db``, owning it, should mark it as its own.
@@ -1476,7 +1473,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _read_marker(folder: Path) -> tuple[str, str] | None:
     """(database file name, store id) from the folder's marker; None without one."""
     try:
-        doc = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
+        doc = json.loads((folder / STORE_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict):
@@ -1494,10 +1491,10 @@ def _mark_folder(folder: Path, name: str, store_id: str) -> None:
     if not folder.is_dir() or _read_marker(folder) == (name, store_id):
         return
     text = json.dumps({"database": name, "store_id": store_id}) + "\n"
-    temporary = folder / f"{_MARKER}.{os.getpid()}.tmp"
+    temporary = folder / f"{STORE_MARKER}.{os.getpid()}.tmp"
     try:
         temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, folder / _MARKER)
+        os.replace(temporary, folder / STORE_MARKER)
     except OSError as exc:
         # Unmarked, it is still used as before: only copies beside are told apart less.
         logger.debug("cannot mark the artifacts folder %s: %s", folder, exc)
