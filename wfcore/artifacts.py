@@ -30,6 +30,7 @@ __all__ = [
     "guess_media_type",
     "listed_artifact",
     "remove_artifact_dirs",
+    "remove_unlisted_files",
     "replaced_since",
     "resolve_artifact",
     "take_task_folder",
@@ -473,6 +474,57 @@ def remove_artifact_dirs(root: Path, task_ids: Iterable[str]) -> None:
                 folder,
                 exc.strerror or exc,
             )
+
+
+def remove_unlisted_files(root: Path, task_id: str, listed: Iterable[str]) -> list[str]:
+    """Delete the files in a task's folder that none of its ``listed`` artifacts
+    names, and the folders left empty; return the names of the files deleted.
+
+    For the worker taking over a task whose worker died mid-phase: the files that
+    phase wrote (in place as it wrote them, named in the task only when the phase
+    ends) and the hidden ``.tmp-*`` file of one it was still writing. Left behind,
+    they would stand in the way of the rerun's own files (a file ``a`` refuses an
+    artifact ``a/b``) and take room until the task is purged. Only regular files
+    go; symbolic links stay, and are not followed. Best effort: what cannot be
+    deleted is logged and left.
+    """
+    if "/" in task_id:
+        return []  # an id from before ids were checked: its folder may hold others'
+    try:
+        base = task_artifact_dir(root, task_id)
+    except ArtifactError:
+        return []  # an id that cannot name a folder has no files
+    keep = set(listed)
+    removed: list[str] = []
+    for folder, dirs, files in os.walk(base, topdown=False):
+        here = Path(folder)
+        prefix = here.relative_to(base).as_posix()
+        for name in files:
+            relative = name if prefix == "." else f"{prefix}/{name}"
+            if relative in keep:
+                continue
+            path = here / name
+            try:
+                if not stat.S_ISREG(path.lstat().st_mode):
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                logger.warning(
+                    "task %s: could not delete %s, left by a killed worker: %s",
+                    task_id,
+                    path,
+                    exc.strerror or exc,
+                )
+                continue
+            removed.append(relative)
+        for name in dirs:
+            try:
+                (here / name).rmdir()  # only when empty; a link to a folder is no folder
+            except OSError:
+                pass
+    return removed
 
 
 def listed_artifact(root: Path, task_id: str, name: str) -> Path:

@@ -41,7 +41,12 @@ from ._phase_checks import (
 from ._processes import worker_died_here
 from ._slots import PhaseSlots, Slot, SlotsClosed
 from ._wakeup import call_in, running_loop, wake
-from .artifacts import check_artifact_name, remove_artifact_dirs, task_artifact_dir
+from .artifacts import (
+    check_artifact_name,
+    remove_artifact_dirs,
+    remove_unlisted_files,
+    task_artifact_dir,
+)
 from .children import check_interval, children_results, record_join, wait_ends
 from .command import remove_stale_workdirs
 from .errors import (
@@ -607,8 +612,11 @@ class Worker:
             current: Task | None = task
             if task.status.is_waiting:
                 current = await self._deadline_passed(task)
-            elif self._engine.max_takeovers is not None and _workers_lost(task):
-                current = await self._after_lost_workers(task, self._engine.max_takeovers)
+            elif _workers_lost(task):
+                # The phase its worker died in left files the task does not name.
+                await self._remove_leftovers(task)
+                if self._engine.max_takeovers is not None:
+                    current = await self._after_lost_workers(task, self._engine.max_takeovers)
             while current is not None and not self._stopping:
                 current = await self._run_phase(current)
             if current is not None:
@@ -633,6 +641,23 @@ class Worker:
             if self._alone == task.id:
                 self._alone = None
             self._finished(task.id)
+
+    async def _remove_leftovers(self, task: Task) -> None:
+        """Delete what the phase of a task taken over wrote before its worker died,
+        which the task does not list (see :func:`remove_unlisted_files`), so that
+        its rerun may write its own files."""
+        assert self._engine._store is not None
+        listed = [art.name for art in task.artifacts if isinstance(art, Artifact)]
+        removed = await asyncio.to_thread(
+            remove_unlisted_files, self._engine._store.artifacts_dir, task.id, listed
+        )
+        if removed:
+            logger.info(
+                "task %s: deleted %d file(s) its artifacts do not name, left in its "
+                "folder by the phase its previous worker did not finish",
+                task.id,
+                len(removed),
+            )
 
     async def _after_lost_workers(self, task: Task, limit: int) -> Task | None:
         """A task whose phase lost its worker: failed once that happened ``limit``
