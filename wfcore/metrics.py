@@ -4,6 +4,7 @@ rendered for a scrape and served over HTTP by ``wfe worker --metrics``."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import re
@@ -304,6 +305,11 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes:
     raise ValueError(f"more than {_MAX_HEADERS} header lines")
 
 
+# How many ports to try for port 0 on a host of several addresses, each of which may
+# have the port the first address got taken already.
+_REBIND_TRIES = 10
+
+
 class MetricsServer:
     """A small HTTP server for Prometheus beside an engine, on its event loop.
 
@@ -320,9 +326,40 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        """Listen; ``port`` 0 picks a free port, which :attr:`port` then holds."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        """Listen; ``port`` 0 picks a free port, which :attr:`port` then holds.
+
+        A host name of several addresses (``localhost``: 127.0.0.1 and ::1) is
+        served on each of them, on one port: with port 0 the system would pick one
+        for each address, and the URL could name only one of them.
+        """
+        server = await asyncio.start_server(self._serve, self.host, self.port)
+        ports = {sock.getsockname()[1] for sock in server.sockets}
+        for _ in range(_REBIND_TRIES):
+            if len(ports) == 1:
+                break
+            # Port 0 on several addresses: again, all on the port the first got.
+            port = server.sockets[0].getsockname()[1]
+            server.close()
+            await server.wait_closed()
+            try:
+                server = await asyncio.start_server(self._serve, self.host, port)
+                ports = {port}
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                # Taken on another address (or since): let the system pick again.
+                server = await asyncio.start_server(self._serve, self.host, 0)
+                ports = {sock.getsockname()[1] for sock in server.sockets}
+        if len(ports) != 1:
+            server.close()
+            await server.wait_closed()
+            raise OSError(
+                errno.EADDRINUSE,
+                f"found no port free on every address of {self.host} in {_REBIND_TRIES} "
+                "tries: give a port, or an address instead of the name",
+            )
+        self._server = server
+        self.port = ports.pop()
 
     async def close(self) -> None:
         """Stop listening."""
