@@ -73,7 +73,7 @@ from .plugins import (
 )
 from .routing import advance
 from .schedules import EPOCH, Schedule
-from .stores.base import Store, shown_url, unreadable
+from .stores.base import Store, check_lists_by_phase, shown_url, unreadable
 from .submission import child_request, new_task, write_submitted
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, other_engine_hint, running_engine
@@ -885,19 +885,23 @@ class ECSWorkflowEngine:
         limit: int = 100,
         *,
         workflow_name: str | None = None,
+        phase: str | None = None,
         offset: int = 0,
         summary: bool = False,
     ) -> list[Task]:
         """The newest ``limit`` tasks (0 or more), optionally only those with one status
-        (or any of a list of them, ``["failed", "cancelled"]``) or of one workflow;
-        ``offset`` skips the newest ones first (to page). With ``summary``, each task
+        (or any of a list of them, ``["failed", "cancelled"]``), of one workflow, or
+        at one ``phase`` (its name: the task's classification; a task submitted without
+        one is at none until its first phase ends or waits); ``offset`` skips the
+        newest ones first (to page). With ``summary``, each task
         without what may be megabytes (its data, context, earlier outputs; the start
         only of its output and error): see ``Store.list_task_summaries``."""
         for name, value in (("limit", limit), ("offset", offset)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number, 0 or more, not {value!r}")
-        if workflow_name is not None and not isinstance(workflow_name, str):
-            raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
+        for name, text in (("workflow_name", workflow_name), ("phase", phase)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"{name} must be a name or None, not {text!r}")
         # SQLite's integers end at 2**63.
         limit, offset = min(limit, _MAX_LIMIT), min(offset, _MAX_LIMIT)
         wanted: TaskStatus | list[TaskStatus] | None
@@ -911,11 +915,18 @@ class ECSWorkflowEngine:
             raise TypeError(
                 f"status must be a status, or a list of them, not {type(status).__name__}"
             )
-        if workflow_name is not None and not is_unicode_text(workflow_name):
-            return []  # no stored workflow has such a name
+        if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
+            return []  # no stored workflow has such a name, nor such a phase
         store = await self.get_store()
         listing = store.list_task_summaries if summary else store.list_tasks
-        return await listing(status=wanted, workflow_name=workflow_name, limit=limit, offset=offset)
+        if phase is None:
+            return await listing(
+                status=wanted, workflow_name=workflow_name, limit=limit, offset=offset
+            )
+        check_lists_by_phase(store)
+        return await listing(
+            status=wanted, workflow_name=workflow_name, limit=limit, offset=offset, phase=phase
+        )
 
     async def wait_for_task(
         self,

@@ -1153,6 +1153,46 @@ class StoreContract:
         assert await store.count_all_by_phase() == {"a": {"p": 2}, "b": {"p": 2}}
 
     @_with_store
+    async def test_lists_and_counts_by_phase(self, store: Any) -> None:
+        """list_tasks(phase=...) lists only the tasks at that phase (classification),
+        with the other filters and in the same order; count_tasks(phase=...) counts
+        them. A task not classified yet is at no phase."""
+        for name in ("a", "b"):
+            await store.save_workflow(WorkflowSpec(name, [Phase("p"), Phase("q")]))
+        places = [("a", "p"), ("a", "q"), ("b", "p"), ("a", "p"), ("a", None), ("b", "q")]
+        for n, (workflow, phase) in enumerate(places):
+            await store.insert_task(_task(n, workflow_name=workflow, classification=phase))
+        [task] = await store.claim("w", 1, 30)  # task-0, the oldest
+        task.status = TaskStatus.COMPLETED
+        assert await store.update_task(task)
+
+        at_p = [t.id for t in await store.list_tasks(phase="p")]
+        assert at_p == ["task-3", "task-2", "task-0"], (
+            f"list_tasks(phase='p') gave {at_p}: only the tasks whose classification is "
+            "'p', of every workflow, newest first"
+        )
+        listed = [t.id for t in await store.list_tasks(workflow_name="a", phase="p")]
+        assert listed == ["task-3", "task-0"], f"list_tasks(workflow_name='a', phase='p'): {listed}"
+        listed = [t.id for t in await store.list_tasks(TaskStatus.PENDING, "a", phase="p")]
+        assert listed == ["task-3"], f"list_tasks(PENDING, 'a', phase='p') gave {listed}"
+        listed = [
+            t.id for t in await store.list_tasks(phase="p", oldest_first=True, limit=1, offset=1)
+        ]
+        assert listed == ["task-2"], f"list_tasks(phase='p', oldest_first, 1, 1) gave {listed}"
+        summaries = [t.id for t in await store.list_task_summaries(workflow_name="a", phase="q")]
+        assert summaries == ["task-1"], f"list_task_summaries(phase='q') gave {summaries}"
+        assert await store.list_tasks(phase="r") == []
+        counted = await store.count_tasks(phase="p")
+        assert counted == {TaskStatus.PENDING: 2, TaskStatus.COMPLETED: 1}, (
+            f"count_tasks(phase='p') gave {counted}: count the tasks at phase 'p' by status"
+        )
+        counted = await store.count_tasks("a", "p")
+        assert counted == {TaskStatus.PENDING: 1, TaskStatus.COMPLETED: 1}, (
+            f"count_tasks('a', 'p') gave {counted}: the tasks of workflow 'a' at phase 'p'"
+        )
+        assert await store.count_tasks("b", phase="r") == {}
+
+    @_with_store
     async def test_lists_go_by_insertion_whatever_the_ids(self, store: Any) -> None:
         """list_tasks orders by creation (insertion), never by id: ids need not sort by
         age (task-9 before task-10, or random ones)."""
@@ -1195,7 +1235,8 @@ class StoreContract:
                 {"at": "2026-01-01T00:00:00+00:00", "event": f"e{i}"} for i in range(30)
             ]
             await store.insert_task(task)
-        for args in ({}, {"oldest_first": True, "limit": 3, "offset": 2}):
+        args: dict[str, Any]
+        for args in ({}, {"oldest_first": True, "limit": 3, "offset": 2}, {"phase": "p"}):
             whole = await store.list_tasks(**args)
             summaries = await store.list_task_summaries(**args)
             assert [t.id for t in summaries] == [t.id for t in whole], (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import json
 import re
 from collections.abc import Sequence
@@ -226,11 +227,13 @@ class Store(abc.ABC):
         offset: int = 0,
         oldest_first: bool = False,
         priority_first: bool = False,
+        phase: str | None = None,
     ) -> list[Task]:
         """Tasks, newest first (by insertion) unless ``oldest_first``; never in the
         order of their ids, which need not sort by age. With ``priority_first``, the
         highest priority first, and those of one priority in that order (a queue of
-        people's work, urgent first)."""
+        people's work, urgent first). With ``phase``, only the tasks whose
+        classification is that phase (a task not classified yet is at none)."""
 
     async def list_task_summaries(
         self,
@@ -240,6 +243,7 @@ class Store(abc.ABC):
         offset: int = 0,
         oldest_first: bool = False,
         priority_first: bool = False,
+        phase: str | None = None,
     ) -> list[Task]:
         """:meth:`list_tasks` for a listing: the same tasks in the same order, each as
         :func:`summarized` makes it, without what may be megabytes a task (its data,
@@ -257,12 +261,16 @@ class Store(abc.ABC):
             offset=offset,
             oldest_first=oldest_first,
             priority_first=priority_first,
+            **({"phase": phase} if phase is not None else {}),
         )
         return [summarized(task) for task in tasks]
 
     @abc.abstractmethod
-    async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
-        """How many tasks there are in each status (statuses with none are omitted)."""
+    async def count_tasks(
+        self, workflow_name: str | None = None, phase: str | None = None
+    ) -> dict[TaskStatus, int]:
+        """How many tasks there are in each status (statuses with none are omitted),
+        of one workflow and of those at one ``phase`` (classification), if given."""
 
     @abc.abstractmethod
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:
@@ -681,3 +689,29 @@ def ready_at(task: Task, now: float) -> float | None:
 def utc_from_timestamp(ts: float) -> datetime:
     """A Unix time as an aware UTC datetime, as stores return times."""
     return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def check_lists_by_phase(store: Store) -> None:
+    """Raise StoreError unless ``store`` can list and count tasks by phase (its
+    ``list_tasks`` and ``count_tasks`` take ``phase``): a store written before they
+    took it would fail with a bare TypeError, or from its default summaries."""
+    missing = [
+        f"{name}()"
+        for name in ("list_tasks", "count_tasks")
+        if not _takes(getattr(store, name), "phase")
+    ]
+    if missing:
+        raise StoreError(
+            f"the store {type(store).__name__} cannot list tasks by phase: its "
+            f"{' and '.join(missing)} {'take' if len(missing) > 1 else 'takes'} no 'phase' "
+            "(see wfcore.Store.list_tasks)"
+        )
+
+
+def _takes(method: Any, name: str) -> bool:
+    """Whether ``method`` takes the keyword argument ``name``."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return True  # not to be told: let the call say
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)

@@ -152,6 +152,7 @@ class MemoryStore(Store):
         offset: int = 0,
         oldest_first: bool = False,
         priority_first: bool = False,
+        phase: str | None = None,
     ) -> list[Task]:
         wanted = None
         if status is not None:
@@ -164,6 +165,8 @@ class MemoryStore(Store):
                 continue
             if workflow_name is not None and row.task.workflow_name != workflow_name:
                 continue
+            if phase is not None and row.task.classification != phase:
+                continue
             found.append(row.task)
         if priority_first:
             found.sort(key=lambda task: -task.priority)  # stable: insertion order kept
@@ -171,11 +174,16 @@ class MemoryStore(Store):
         start = max(offset, 0)
         return [_snapshot(t) for t in found[start : start + max(limit, 0)]]
 
-    async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
+    async def count_tasks(
+        self, workflow_name: str | None = None, phase: str | None = None
+    ) -> dict[TaskStatus, int]:
         counts: dict[TaskStatus, int] = {}
         for row in self._rows.values():
-            if workflow_name is None or row.task.workflow_name == workflow_name:
-                counts[row.task.status] = counts.get(row.task.status, 0) + 1
+            task = row.task
+            if workflow_name is not None and task.workflow_name != workflow_name:
+                continue
+            if phase is None or task.classification == phase:
+                counts[task.status] = counts.get(task.status, 0) + 1
         return counts
 
     async def count_by_phase(self, workflow_name: str) -> dict[str, int]:

@@ -817,9 +817,10 @@ class SQLiteStore(Store):
         offset: int = 0,
         oldest_first: bool = False,
         priority_first: bool = False,
+        phase: str | None = None,
     ) -> list[Task]:
         sql, params = self._page(
-            self._columns, status, workflow_name, limit, offset, oldest_first, priority_first
+            self._columns, status, workflow_name, phase, limit, offset, oldest_first, priority_first
         )
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [self._rows.decode(r) for r in rows]
@@ -832,11 +833,19 @@ class SQLiteStore(Store):
         offset: int = 0,
         oldest_first: bool = False,
         priority_first: bool = False,
+        phase: str | None = None,
     ) -> list[Task]:
         # The big fields are left in the file: SQLite cuts the output and the error,
         # and the history's earlier parts are not read.
         sql, params = self._page(
-            _SUMMARY_COLUMNS, status, workflow_name, limit, offset, oldest_first, priority_first
+            _SUMMARY_COLUMNS,
+            status,
+            workflow_name,
+            phase,
+            limit,
+            offset,
+            oldest_first,
+            priority_first,
         )
         params = [SUMMARY_PREVIEW + 1, SUMMARY_PREVIEW, *params]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
@@ -847,6 +856,7 @@ class SQLiteStore(Store):
         columns: str,
         status: TaskStatus | Sequence[TaskStatus] | None,
         workflow_name: str | None,
+        phase: str | None,
         limit: int,
         offset: int,
         oldest_first: bool,
@@ -862,6 +872,9 @@ class SQLiteStore(Store):
         if workflow_name is not None:
             where.append("workflow_name = ?")
             params.append(workflow_name)
+        if phase is not None:
+            where.append("classification = ?")
+            params.append(phase)
         # The page's rowids first, then its rows: where the rowids must be sorted
         # (several statuses), the sort holds integers read from an index, not every
         # matching task's document.
@@ -877,13 +890,19 @@ class SQLiteStore(Store):
         params += [min(max(int(limit), 0), 2**62), min(max(int(offset), 0), 2**62)]
         return sql, params
 
-    async def count_tasks(self, workflow_name: str | None = None) -> dict[TaskStatus, int]:
-        params: tuple[str, ...] = ()
-        if workflow_name is None:
-            sql = "SELECT status, count(*) FROM tasks GROUP BY status"
-        else:
-            sql = "SELECT status, count(*) FROM tasks WHERE workflow_name = ? GROUP BY status"
-            params = (workflow_name,)
+    async def count_tasks(
+        self, workflow_name: str | None = None, phase: str | None = None
+    ) -> dict[TaskStatus, int]:
+        where = [
+            (column, value)
+            for column, value in (("workflow_name", workflow_name), ("classification", phase))
+            if value is not None
+        ]
+        sql = "SELECT status, count(*) FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in where)
+        sql += " GROUP BY status"
+        params = tuple(value for _, value in where)
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         counts: dict[TaskStatus, int] = {}
         for status, n in rows:
