@@ -14,7 +14,7 @@ from .._processes import worker_died_here
 from ..children import stored_children, wait_ends
 from ..metrics import render_metrics
 from ..model import Phase, Task, TaskStatus, WorkflowSpec
-from ..stores.base import Store, summarized
+from ..stores.base import Store, check_lists_by_phase, summarized
 from ..wire import is_unicode_text, workflow_to_dict
 from ._base import (
     _STATUS_NAMES,
@@ -49,6 +49,12 @@ from ._base import (
 )
 @click.option("--workflow", "-w", metavar="NAME", help="Only tasks of this workflow.")
 @click.option(
+    "--phase",
+    metavar="NAME",
+    help="Only tasks at this phase (wfe status counts them; a task submitted without "
+    "a phase is at none until its first phase ends or waits).",
+)
+@click.option(
     "--parent",
     metavar="ID",
     help="Only the children of task ID (submitted by its phases), in the order submitted.",
@@ -76,6 +82,7 @@ def tasks(
     ctx: click.Context,
     statuses: tuple[str, ...],
     workflow: str | None,
+    phase: str | None,
     parent: str | None,
     limit: int,
     offset: int,
@@ -83,27 +90,32 @@ def tasks(
     store: str | None,
 ) -> None:
     """List tasks, newest first (--parent: a task's children, in the order submitted)."""
-    if workflow is not None and not is_unicode_text(workflow):
-        raise click.BadParameter(f"{workflow!r} is not UTF-8 text", param_hint="--workflow")
+    for hint, name in (("--workflow", workflow), ("--phase", phase)):
+        if name is not None and not is_unicode_text(name):
+            raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=hint)
     wanted = _parse_statuses(statuses) if statuses else None
     engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> tuple[list[Task], int]:
         st = await engine.get_store()
         if parent is not None:
-            return await _children(st, parent, wanted, workflow, limit, offset, whole=as_json)
+            return await _children(
+                st, parent, wanted, workflow, phase, limit, offset, whole=as_json
+            )
         # The table shows a line a task: summaries leave each task's payload unread.
         listing = st.list_tasks if as_json else st.list_task_summaries
-        found = await listing(status=wanted, workflow_name=workflow, limit=limit, offset=offset)
-        if not found and workflow is not None:
-            known = sorted(spec.name for spec in await st.load_workflows())
-            if workflow not in known:  # a typo, not a workflow without tasks
-                raise _InputError(
-                    f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})"
-                )
+        by_phase: dict[str, Any] = {}
+        if phase is not None:
+            check_lists_by_phase(st)
+            by_phase["phase"] = phase
+        found = await listing(
+            status=wanted, workflow_name=workflow, limit=limit, offset=offset, **by_phase
+        )
+        if not found:
+            await _refuse_unknown_names(st, workflow, phase)
         if as_json or (offset == 0 and len(found) < limit):
             return found, len(found)  # all of them, or nobody reads the total
-        counts = await st.count_tasks(workflow)
+        counts = await st.count_tasks(workflow, **by_phase)
         return found, sum(n for status, n in counts.items() if wanted is None or status in wanted)
 
     found, total = _run(_closing(engine, fetch()))
@@ -134,6 +146,27 @@ def tasks(
     if last < total:
         which = str(last) if offset == 0 else f"{offset + 1} to {last}"
         click.echo(f"({which} of {total} shown; --limit N or --offset N for more)")
+
+
+async def _refuse_unknown_names(st: Store, workflow: str | None, phase: str | None) -> None:
+    """Raise _InputError for a --workflow or --phase that no stored workflow has:
+    when nothing is listed, a typo, not a workflow or phase without tasks. (A phase
+    a workflow no longer has may still hold tasks: those are listed, never refused.)"""
+    if workflow is None and phase is None:
+        return
+    specs = {spec.name: spec for spec in await st.load_workflows()}
+    if workflow is not None and workflow not in specs:
+        known = ", ".join(sorted(specs)) or "none"
+        raise _InputError(f"unknown workflow {workflow!r} (known: {known})")
+    if phase is None:
+        return
+    searched = [specs[workflow]] if workflow is not None else list(specs.values())
+    if any(phase in spec.classifications for spec in searched):
+        return
+    if workflow is not None:
+        known = ", ".join(specs[workflow].classifications) or "none"
+        raise _InputError(f"workflow {workflow!r} has no phase {phase!r} (its phases: {known})")
+    raise _InputError(f"no stored workflow has a phase {phase!r} (wfe workflows lists them)")
 
 
 def _lease_text(owner: str, expires: datetime) -> str:
@@ -572,6 +605,7 @@ async def _children(
     parent_id: str,
     wanted: list[TaskStatus] | None,
     workflow: str | None,
+    phase: str | None,
     limit: int,
     offset: int,
     *,
@@ -586,6 +620,8 @@ async def _children(
     kept = []
     async for child in stored_children(store, parent):
         if wanted is not None and child.status not in wanted:
+            continue
+        if phase is not None and child.classification != phase:
             continue
         if workflow is None or child.workflow_name == workflow:
             kept.append(child if whole else summarized(child))

@@ -1,0 +1,73 @@
+"""wfe tasks --phase lists the tasks at one phase (the ones wfe status counts there),
+and says so when no stored workflow has the phase asked for: a typo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_APP = """
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine()
+engine.register_handler("draft", lambda task: None)
+engine.register_workflow(
+    "review",
+    [Phase("draft", assigned_to="functional"), Phase("approve", assigned_to="human")],
+)
+engine.register_handler("a", lambda task: None)
+engine.register_workflow("quick", [Phase("a", assigned_to="functional")])
+"""
+
+
+def _store_with_tasks_at_phases(wfe, tmp_path: Path) -> tuple[dict[str, str], list[str], str]:
+    """Three review tasks waiting at approve, a quick one completed at a, and a review
+    task no worker has classified yet. Returns the env, the approve ids (newest
+    first) and the quick task's id."""
+    (tmp_path / "phase_app.py").write_text(_APP)
+    env = {**wfe.env, "PYTHONPATH": str(tmp_path)}
+    app = ("--app", "phase_app:engine")
+    approve = [wfe("submit", "review", "--data", "{}", *app, env=env).stdout.strip() for _ in "abc"]
+    quick = wfe("submit", "quick", "--data", "{}", *app, env=env).stdout.strip()
+    wfe("worker", "phase_app:engine", "--until-idle", "-q", env=env)
+    wfe("submit", "review", "--data", "{}", env=env)
+    return env, approve[::-1], quick
+
+
+def test_tasks_lists_only_the_tasks_at_the_phase(wfe, tmp_path: Path) -> None:
+    env, approve, quick = _store_with_tasks_at_phases(wfe, tmp_path)
+
+    listed = json.loads(wfe("tasks", "--phase", "approve", "--json", env=env).stdout)
+    assert [t["id"] for t in listed] == approve
+    assert {(t["classification"], t["status"]) for t in listed} == {("approve", "waiting_human")}
+    table = wfe("tasks", "--phase", "approve", env=env).stdout.splitlines()
+    assert [line.split()[0] for line in table[1:]] == approve
+    both = json.loads(wfe("tasks", "-w", "quick", "--phase", "a", "--json", env=env).stdout)
+    assert [t["id"] for t in both] == [quick]
+    assert wfe("tasks", "--phase", "approve", "--status", "completed", env=env).stdout == (
+        "no tasks\n"
+    )
+
+
+def test_a_page_of_a_phase_counts_the_tasks_at_it(wfe, tmp_path: Path) -> None:
+    env, approve, _ = _store_with_tasks_at_phases(wfe, tmp_path)
+
+    first = wfe("tasks", "--phase", "approve", "--limit", "2", env=env).stdout.splitlines()
+    assert [line.split()[0] for line in first[1:3]] == approve[:2]
+    assert first[-1] == "(2 of 3 shown; --limit N or --offset N for more)"
+    rest = wfe("tasks", "--phase", "approve", "--offset", "2", "--json", env=env).stdout
+    assert [t["id"] for t in json.loads(rest)] == approve[2:]
+
+
+def test_a_phase_no_workflow_has_is_a_usage_error(wfe, tmp_path: Path) -> None:
+    env, _, _ = _store_with_tasks_at_phases(wfe, tmp_path)
+
+    typo = wfe("tasks", "--phase", "aprove", check=False, env=env)
+    assert typo.returncode == 2
+    assert "no stored workflow has a phase 'aprove' (wfe workflows lists them)" in typo.stderr
+    elsewhere = wfe("tasks", "-w", "quick", "--phase", "approve", check=False, env=env)
+    assert elsewhere.returncode == 2
+    assert "workflow 'quick' has no phase 'approve' (its phases: a)" in elsewhere.stderr
+    # A phase that exists but holds no task (with this status) is no mistake.
+    empty = wfe("tasks", "-w", "review", "--phase", "draft", check=False, env=env)
+    assert (empty.returncode, empty.stdout) == (0, "no tasks\n")
