@@ -198,6 +198,7 @@ def api_csrf(dash: Dashboard) -> Any:
 def api_tasks(dash: Dashboard) -> Any:
     statuses = _parse_statuses(request.args.getlist("status"))
     workflow = request.args.get("workflow") or None
+    phase = request.args.get("phase") or None
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
     order = request.args.get("order") or "newest"
@@ -206,7 +207,9 @@ def api_tasks(dash: Dashboard) -> Any:
     oldest = order == "oldest"
     full = _full_arg()
     found = dash.call(
-        lambda e: ops.list_page(e, statuses, workflow, limit, offset, oldest, summaries=not full)
+        lambda e: ops.list_page(
+            e, statuses, workflow, limit, offset, oldest, summaries=not full, phase=phase
+        )
     )
     answer: dict[str, Any] = {
         "tasks": [(_api_task if full else _api_task_summary)(t) for t in found.tasks],

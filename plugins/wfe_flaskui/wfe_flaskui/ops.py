@@ -26,6 +26,7 @@ from wfcore import (
     UnknownWorkflowError,
     WorkflowSpec,
 )
+from wfcore.stores.base import check_lists_by_phase
 
 __all__ = [
     "TaskPage",
@@ -115,16 +116,27 @@ async def list_page(
     offset: int = 0,
     oldest_first: bool = False,
     summaries: bool = True,
+    phase: str | None = None,
 ) -> TaskPage:
-    """A page of tasks, filtered by status(es) and workflow, with per-status counts;
-    each task as ``Store.list_task_summaries`` lists it (the start only of its
-    output and error, none of its data) unless ``summaries`` is False."""
+    """A page of tasks, filtered by status(es), workflow and phase, with per-status
+    counts; each task as ``Store.list_task_summaries`` lists it (the start only of
+    its output and error, none of its data) unless ``summaries`` is False."""
     store = await engine.get_store()
-    counts = await store.count_tasks(workflow)
+    # Passed only when asked for: a store whose lists take no phase still lists.
+    by_phase: dict[str, Any] = {}
+    if phase is not None:
+        check_lists_by_phase(store)
+        by_phase["phase"] = phase
+    counts = await store.count_tasks(workflow, **by_phase)
     wanted: Any = list(statuses) if statuses else None
     listing = store.list_task_summaries if summaries else store.list_tasks
     tasks = await listing(
-        status=wanted, workflow_name=workflow, limit=limit, offset=offset, oldest_first=oldest_first
+        status=wanted,
+        workflow_name=workflow,
+        limit=limit,
+        offset=offset,
+        oldest_first=oldest_first,
+        **by_phase,
     )
     total = sum(counts.get(s, 0) for s in statuses) if statuses else sum(counts.values())
     return TaskPage(tasks=tasks, counts=counts, total=total, offset=offset, limit=limit)

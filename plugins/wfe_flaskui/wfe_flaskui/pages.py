@@ -87,11 +87,14 @@ def tasks(dash: Dashboard) -> Any:
     except InvalidTaskError as exc:
         return _error(dash, 400, str(exc))
     workflow = request.args.get("workflow") or None
+    phase = request.args.get("phase") or None
     page = _int_arg("page", 1, 1, 1_000_000)
     size = dash.page_size
 
     async def load(engine: ECSWorkflowEngine) -> Any:
-        found = await ops.list_page(engine, statuses, workflow, size, (page - 1) * size)
+        found = await ops.list_page(
+            engine, statuses, workflow, size, (page - 1) * size, phase=phase
+        )
         # Who runs what: the running tasks' holders on this page (a few lookups by
         # id) and the busy workers (an indexed query), for a page that refreshes.
         running = await workers.holders(engine, found.tasks)
@@ -107,6 +110,7 @@ def tasks(dash: Dashboard) -> Any:
         args: dict[str, Any] = {
             "status": status_value,
             "workflow": workflow or "",
+            "phase": phase or "",
             "page": number,
         }
         return url_for(".tasks", **{k: v for k, v in args.items() if v not in ("", None)})
@@ -119,6 +123,7 @@ def tasks(dash: Dashboard) -> Any:
         "status_value": status_value,
         "status_label": ", ".join(_STATUS_LABELS[s.value] for s in statuses),
         "workflow": workflow,
+        "phase": phase,
         "workflows": list(specs),
         "status_order": _STATUS_ORDER,
         "count_total": sum(found.counts.values()),
@@ -407,7 +412,6 @@ def workflows(dash: Dashboard) -> Any:
     pages = max(1, -(-total // _WORKFLOWS_PER_PAGE))
     cards = []
     for index, (spec, by_phase, by_status) in enumerate(rows):
-        link_base = url_for(".tasks", workflow=spec.name)
         unfinished = sum(n for status, n in by_status.items() if not status.is_finished)
         # Tasks submitted without a phase are in none in the store until their
         # first phase ends; counted apart, the phases and the total agree. (Two
@@ -416,7 +420,7 @@ def workflows(dash: Dashboard) -> Any:
         cards.append(
             {
                 "spec": spec,
-                "svg": workflow_svg(spec, by_phase, link=_link_to(link_base), uid=f"wf{index}"),
+                "svg": workflow_svg(spec, by_phase, link=_phase_link(spec), uid=f"wf{index}"),
                 "by_phase": by_phase,
                 "by_status": by_status,
                 "active": unfinished,
@@ -441,6 +445,6 @@ def workflows(dash: Dashboard) -> Any:
     return render(dash, "workflows.html", **context)
 
 
-def _link_to(url: str) -> Callable[[str], str]:
-    """A graph's link for every phase: the same URL."""
-    return lambda _phase: url
+def _phase_link(spec: WorkflowSpec) -> Callable[[str], str]:
+    """A graph's link for each phase: the list of the workflow's tasks at it."""
+    return lambda phase: url_for(".tasks", workflow=spec.name, phase=phase)

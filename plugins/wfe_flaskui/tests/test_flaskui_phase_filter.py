@@ -1,0 +1,87 @@
+"""The task list filtered by phase: from a phase of a workflow's graph, or a task's
+phase in the list, to the tasks at that phase (the page and ``/api/tasks?phase=``)."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from flaskui_helpers import Api, wait_for
+
+_ROW = re.compile(r'<tr data-task-id="([0-9a-f]{32})"')
+
+
+def _sign_offs_at_two_phases(api: Api) -> tuple[list[str], str]:
+    """Three sign_off tasks waiting at 'legal'; then one answered, which waits at
+    'finance'. Returns the ids still at legal (newest first) and the one at finance."""
+    ids = [api.submit("sign_off", {"contract": f"c-{i}"})["id"] for i in range(3)]
+    for task_id in ids:
+        api.wait_status(task_id, "waiting_human")
+    answered = api.post(f"/api/tasks/{ids[1]}/resume", {"output": {"approved": True}})
+    assert answered.status_code == 200, answered.get_data(as_text=True)
+    wait_for(
+        lambda: (
+            (doc := api.task(ids[1]))["classification"] == "finance"
+            and doc["status"] == "waiting_human"
+        ),
+        what="the answered task to wait at finance",
+    )
+    return [ids[2], ids[0]], ids[1]
+
+
+def test_the_api_lists_and_counts_the_tasks_at_one_phase(api: Api) -> None:
+    at_legal, at_finance = _sign_offs_at_two_phases(api)
+    api.submit("question", {"q": "elsewhere"})
+
+    legal = api.get("/api/tasks?workflow=sign_off&phase=legal").get_json()
+    assert [t["id"] for t in legal["tasks"]] == at_legal
+    assert legal["total"] == 2 and legal["counts"] == {"waiting_human": 2}
+    finance = api.get("/api/tasks?phase=finance").get_json()
+    assert [t["id"] for t in finance["tasks"]] == [at_finance]
+    assert finance["total"] == 1
+    paged = api.get("/api/tasks?phase=legal&limit=1&offset=1").get_json()
+    assert [t["id"] for t in paged["tasks"]] == at_legal[1:]
+    assert api.get("/api/tasks?phase=no-such-phase").get_json()["tasks"] == []
+
+
+def test_the_page_keeps_the_phase_in_its_links_and_can_drop_it(api: Api) -> None:
+    at_legal, at_finance = _sign_offs_at_two_phases(api)
+
+    page = api.get("/?workflow=sign_off&phase=legal").get_data(as_text=True)
+    assert _ROW.findall(page) == at_legal
+    # The filter shows, carried by the form, with a link to every phase.
+    assert '<input type="hidden" name="phase" value="legal">' in page
+    assert 'href="/?workflow=sign_off" title="all phases"' in page
+    # The status tabs count and link the tasks at this phase only.
+    waiting = re.search(
+        r'href="([^"]+)" data-status="waiting_human"><span>[^<]*</span><b>(\d+)', page
+    )
+    assert waiting is not None and waiting[2] == "2"
+    assert html.unescape(waiting[1]) == "/?status=waiting_human&workflow=sign_off&phase=legal"
+
+    # A task's phase in the list links to the tasks at that phase.
+    everything = api.get("/?workflow=sign_off").get_data(as_text=True)
+    assert 'href="/?workflow=sign_off&amp;phase=finance">finance</a>' in everything
+    finance = api.get("/?workflow=sign_off&phase=finance").get_data(as_text=True)
+    assert _ROW.findall(finance) == [at_finance]
+
+
+def test_the_workflow_graph_links_each_phase_to_its_tasks(api: Api) -> None:
+    _sign_offs_at_two_phases(api)
+    page = api.get("/workflows").get_data(as_text=True)
+    assert '<a href="/?workflow=sign_off&amp;phase=legal">' in page
+    assert '<a href="/?workflow=sign_off&amp;phase=finance">' in page
+
+
+def test_retry_all_is_not_offered_for_one_phase(api: Api) -> None:
+    # Retrying goes by status and workflow: offered on a list of one phase, it
+    # would retry the tasks of the other phases too.
+    at_legal, at_finance = _sign_offs_at_two_phases(api)
+    for task_id in (at_legal[0], at_finance):
+        assert api.post(f"/api/tasks/{task_id}/cancel").status_code == 200
+
+    whole = api.get("/?status=cancelled&workflow=sign_off").get_data(as_text=True)
+    assert "Retry all 2" in whole
+    one_phase = api.get("/?status=cancelled&workflow=sign_off&phase=legal").get_data(as_text=True)
+    assert _ROW.findall(one_phase) == [at_legal[0]]
+    assert "Retry all" not in one_phase
