@@ -9,13 +9,14 @@ rerun can lay out its files as it likes.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import textwrap
 from pathlib import Path
 
 from core_util import background_wfe, wait_until, with_pythonpath
 
-from wfcore import ECSWorkflowEngine, Phase, TaskStatus
+from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 from wfcore.artifacts import COPY_CHUNK
 
 # The first run writes "a", "plots/x.png" and half of "big.bin", and is killed; the
@@ -137,3 +138,43 @@ def test_only_unlisted_files_go(tmp_path: Path) -> None:
     ]
     assert (outside / "f").read_text() == "not the task's"
     assert remove_unlisted_files(tmp_path, "no-folder", []) == []
+
+
+def test_a_task_retried_after_a_cancel_mid_phase_can_lay_out_its_files_anew(
+    tmp_path: Path,
+) -> None:
+    # Cancelled as its phase ran, a task's attempt is not rolled back (the task
+    # changed under it): the file "a" it wrote stays, unlisted. Retried, the task
+    # must still be able to write "a/b".
+    asyncio.run(_retried_after_cancel(tmp_path))
+
+
+async def _retried_after_cancel(tmp_path: Path) -> None:
+    engine = ECSWorkflowEngine(f"sqlite://{tmp_path / 'wfe.db'}", load_plugins=False)
+    written = asyncio.Event()
+
+    async def make(task: Task) -> None:
+        if any(event["event"] == "retried" for event in task.history):
+            await engine.add_artifact_text(task, "a/b", "rerun")
+            return
+        await engine.add_artifact_text(task, "a", "first")
+        written.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    engine.register_handler("make", make)
+    engine.register_workflow("files", [Phase("make", assigned_to="functional")])
+    running = asyncio.create_task(engine.run())
+    try:
+        task = await engine.submit_task({}, workflow_name="files")
+        await asyncio.wait_for(written.wait(), 30)
+        await engine.cancel(task.id)
+        root = (await engine.get_store()).artifacts_dir
+        assert (root / task.id / "a").is_file()  # left by the cancelled phase
+        await engine.retry(task.id)
+        done = await engine.wait_for_task(task.id, timeout=30)
+        assert done.status is TaskStatus.COMPLETED, done.error
+        assert [art.name for art in done.artifacts] == ["a/b"]
+        assert (root / task.id / "a" / "b").read_text() == "rerun"
+    finally:
+        engine.stop()
+        await running

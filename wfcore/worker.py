@@ -617,6 +617,10 @@ class Worker:
                 await self._remove_leftovers(task)
                 if self._engine.max_takeovers is not None:
                     current = await self._after_lost_workers(task, self._engine.max_takeovers)
+            elif _retried_after_cancel(task):
+                # So may a phase cancelled as it ran: its attempt was not rolled
+                # back, the task having changed under it.
+                await self._remove_leftovers(task)
             while current is not None and not self._stopping:
                 current = await self._run_phase(current)
             if current is not None:
@@ -644,6 +648,7 @@ class Worker:
 
     async def _remove_leftovers(self, task: Task) -> None:
         """Delete what the phase of a task taken over wrote before its worker died,
+        or that of a task retried after a cancel wrote before it was cancelled,
         which the task does not list (see :func:`remove_unlisted_files`), so that
         its rerun may write its own files."""
         assert self._engine._store is not None
@@ -654,7 +659,7 @@ class Worker:
         if removed:
             logger.info(
                 "task %s: deleted %d file(s) its artifacts do not name, left in its "
-                "folder by the phase its previous worker did not finish",
+                "folder by a phase that did not finish",
                 task.id,
                 len(removed),
             )
@@ -1419,6 +1424,17 @@ def _workers_lost(task: Task) -> int:
         elif name not in ("phase_started", "checkpoint"):
             break
     return lost
+
+
+def _retried_after_cancel(task: Task) -> bool:
+    """Whether the task's latest event is a retry of it cancelled (maybe as its
+    phase ran, whose files were then left unlisted)."""
+    last = task.history[-1] if task.history else None
+    return (
+        isinstance(last, dict)
+        and last.get("event") == "retried"
+        and last.get("previous") == TaskStatus.CANCELLED.value
+    )
 
 
 def _workers_lost_error(task: Task, lost: int) -> str:
