@@ -71,3 +71,49 @@ def test_a_phase_no_workflow_has_is_a_usage_error(wfe, tmp_path: Path) -> None:
     # A phase that exists but holds no task (with this status) is no mistake.
     empty = wfe("tasks", "-w", "review", "--phase", "draft", check=False, env=env)
     assert (empty.returncode, empty.stdout) == (0, "no tasks\n")
+
+
+_FAILING_APP = """
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine()
+
+
+def down(task):
+    raise ConnectionError("the ledger is down")
+
+
+engine.register_handler("check", down)
+engine.register_handler("pay", down)
+engine.register_workflow(
+    "invoices", [Phase("check", assigned_to="functional"), Phase("pay", assigned_to="functional")]
+)
+"""
+
+
+def test_retry_takes_the_failed_tasks_of_one_phase(wfe, tmp_path: Path) -> None:
+    (tmp_path / "failing_app.py").write_text(_FAILING_APP)
+    env = {**wfe.env, "PYTHONPATH": str(tmp_path)}
+    app = ("--app", "failing_app:engine")
+    ids = {
+        phase: wfe("submit", "invoices", "--classification", phase, *app, env=env).stdout.strip()
+        for phase in ("check", "pay")
+    }
+    wfe("worker", "failing_app:engine", "--until-idle", "-q", env=env)
+
+    dry = wfe("retry", "--status", "failed", "--phase", "pay", "--dry-run", env=env)
+    assert (dry.stdout, dry.stderr) == (
+        f"{ids['pay']}\n",
+        "would retry 1 failed task(s) (--dry-run)\n",
+    )
+    done = wfe("retry", "--status", "failed", "-w", "invoices", "--phase", "pay", env=env)
+    assert done.stdout == f"{ids['pay']} pending\n"
+    left = json.loads(wfe("tasks", "--status", "failed", "--json", env=env).stdout)
+    assert [t["id"] for t in left] == [ids["check"]]
+
+    typo = wfe("retry", "--status", "failed", "--phase", "pya", check=False, env=env)
+    assert typo.returncode == 2
+    assert "no stored workflow has a phase 'pya'" in typo.stderr
+    alone = wfe("retry", ids["check"], "--phase", "pay", check=False, env=env)
+    assert alone.returncode == 2
+    assert "--phase chooses tasks with --status; give --status too" in alone.stderr

@@ -81,3 +81,37 @@ async def _cannot_list_by_phase() -> None:
         )
     finally:
         await engine.aclose()
+
+
+def test_retry_tasks_of_one_phase(tmp_path: Path) -> None:
+    asyncio.run(_retries_one_phase(f"sqlite://{tmp_path / 'wfe.db'}"))
+
+
+async def _retries_one_phase(url: str) -> None:
+    engine = ECSWorkflowEngine(url, load_plugins=False)
+
+    async def down(task: Task) -> None:
+        raise ConnectionError("the ledger is down")
+
+    engine.register_handler("a", down)
+    engine.register_handler("b", down)
+    engine.register_workflow("w", [Phase("a", assigned_to="functional"), Phase("b")])
+    try:
+        ids = [
+            (await engine.submit_task({}, workflow_name="w", classification=phase)).id
+            for phase in ("a", "b", "b")
+        ]
+        await engine.run_until_idle()
+        assert await engine.retry_tasks(phase="b", dry_run=True) == [ids[2], ids[1]]
+        assert await engine.retry_tasks(phase="nowhere") == []
+        assert await engine.retry_tasks(phase="b", workflow_name="w") == [ids[2], ids[1]]
+        statuses = {task.id: task.status for task in await engine.list_tasks()}
+        assert statuses == {
+            ids[0]: TaskStatus.FAILED,
+            ids[1]: TaskStatus.PENDING,
+            ids[2]: TaskStatus.PENDING,
+        }
+        with pytest.raises(TypeError, match="phase must be a name or None"):
+            await engine.retry_tasks(phase=["b"])  # type: ignore[arg-type]
+    finally:
+        await engine.aclose()

@@ -1328,6 +1328,7 @@ class ECSWorkflowEngine:
         statuses: Iterable[TaskStatus | str] = (TaskStatus.FAILED,),
         *,
         workflow_name: str | None = None,
+        phase: str | None = None,
         error_contains: str | None = None,
         dry_run: bool = False,
         by: str | None = None,
@@ -1335,7 +1336,8 @@ class ECSWorkflowEngine:
         """:meth:`retry` every FAILED task (or CANCELLED, or both: ``statuses``),
         after an outage that failed many, say; return the ids of those retried.
 
-        ``workflow_name`` narrows it to one workflow, ``error_contains`` to the tasks
+        ``workflow_name`` narrows it to one workflow, ``phase`` to the tasks that
+        stopped at that phase (their classification), ``error_contains`` to the tasks
         whose error holds that text in its first 1,000 characters
         (``"ConnectionError"``). With ``dry_run`` nothing changes: the ids are of
         the tasks that would be retried. A task changed meanwhile (retried or
@@ -1346,20 +1348,31 @@ class ECSWorkflowEngine:
             statuses, _RETRYABLE, "retry_tasks retries only failed and cancelled tasks"
         )
         _check_workflow_filter(workflow_name)
+        if phase is not None and not isinstance(phase, str):
+            raise TypeError(f"phase must be a name or None, not {phase!r}")
         if error_contains is not None and (
             not isinstance(error_contains, str) or not error_contains
         ):
             raise TypeError(
                 f"error_contains must be non-empty text or None, not {error_contains!r}"
             )
-        if workflow_name is not None and not is_unicode_text(workflow_name):
-            return []  # no stored workflow has such a name
+        if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
+            return []  # no stored workflow has such a name, nor such a phase
         store = await self.get_store()
+        # Passed only when asked for: a store whose lists take no phase still retries.
+        by_phase: dict[str, Any] = {}
+        if phase is not None:
+            check_lists_by_phase(store)
+            by_phase["phase"] = phase
         found: dict[str, None] = {}  # in the order listed, each once
         offset = 0
         while True:
             page = await store.list_task_summaries(
-                status=wanted, workflow_name=workflow_name, limit=_RETRY_PAGE, offset=offset
+                status=wanted,
+                workflow_name=workflow_name,
+                limit=_RETRY_PAGE,
+                offset=offset,
+                **by_phase,
             )
             for task in page:
                 if error_contains is None or error_contains in (task.error or ""):

@@ -36,7 +36,7 @@ from ..plugins import (
     installed_plugins,
     why_not_loaded,
 )
-from ..stores.base import Store, shown_url
+from ..stores.base import Store, check_lists_by_phase, shown_url
 from ..stores.sqlite import SQLiteStore
 from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
 
@@ -257,6 +257,43 @@ class _InputError(click.ClickException):
     for click's usage errors, in one line."""
 
     exit_code = 2
+
+
+async def _refuse_unknown_names(
+    store: Store, workflow: str | None, phase: str | None = None
+) -> None:
+    """Raise _InputError for a --workflow or --phase that names nothing there is:
+    no stored workflow and no task. Asked when a command found nothing to list,
+    retry or purge, where a typo would read as a workflow (or a phase) with nothing
+    to show. A workflow or phase that has tasks is never refused: a workflow not
+    stored (yet), a phase its workflow no longer has."""
+    if workflow is None and phase is None:
+        return
+    specs = {spec.name: spec for spec in await store.load_workflows()}
+    if (
+        workflow is not None
+        and workflow not in specs
+        and not any((await store.count_tasks(workflow)).values())
+    ):
+        known = ", ".join(sorted(specs)) or "none"
+        raise _InputError(f"unknown workflow {workflow!r} (known: {known})")
+    if phase is None:
+        return
+    if workflow is None:
+        searched = list(specs.values())
+    else:
+        searched = [specs[workflow]] if workflow in specs else []
+    if any(phase in spec.classifications for spec in searched):
+        return
+    check_lists_by_phase(store)
+    if any((await store.count_tasks(workflow, phase=phase)).values()):
+        return
+    if workflow is None:
+        raise _InputError(f"no stored workflow has a phase {phase!r} (wfe workflows lists them)")
+    if workflow in specs:
+        known = ", ".join(specs[workflow].classifications) or "none"
+        raise _InputError(f"workflow {workflow!r} has no phase {phase!r} (its phases: {known})")
+    raise _InputError(f"no task of workflow {workflow!r} is at a phase {phase!r}")
 
 
 def _memory_refused() -> click.ClickException:

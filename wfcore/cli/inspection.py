@@ -25,6 +25,7 @@ from ._base import (
     _InputError,
     _parse_statuses,
     _printable,
+    _refuse_unknown_names,
     _run,
     _schedule_lines,
     _short,
@@ -146,27 +147,6 @@ def tasks(
     if last < total:
         which = str(last) if offset == 0 else f"{offset + 1} to {last}"
         click.echo(f"({which} of {total} shown; --limit N or --offset N for more)")
-
-
-async def _refuse_unknown_names(st: Store, workflow: str | None, phase: str | None) -> None:
-    """Raise _InputError for a --workflow or --phase that no stored workflow has:
-    when nothing is listed, a typo, not a workflow or phase without tasks. (A phase
-    a workflow no longer has may still hold tasks: those are listed, never refused.)"""
-    if workflow is None and phase is None:
-        return
-    specs = {spec.name: spec for spec in await st.load_workflows()}
-    if workflow is not None and workflow not in specs:
-        known = ", ".join(sorted(specs)) or "none"
-        raise _InputError(f"unknown workflow {workflow!r} (known: {known})")
-    if phase is None:
-        return
-    searched = [specs[workflow]] if workflow is not None else list(specs.values())
-    if any(phase in spec.classifications for spec in searched):
-        return
-    if workflow is not None:
-        known = ", ".join(specs[workflow].classifications) or "none"
-        raise _InputError(f"workflow {workflow!r} has no phase {phase!r} (its phases: {known})")
-    raise _InputError(f"no stored workflow has a phase {phase!r} (wfe workflows lists them)")
 
 
 def _lease_text(owner: str, expires: datetime) -> str:

@@ -30,9 +30,8 @@ from ..model import (
     actor_name,
     priority_problem,
 )
-from ..stores.base import Store
 from ..stores.sqlite import SQLiteStore
-from ..wire import workflow_from_dict
+from ..wire import is_unicode_text, workflow_from_dict
 from ..worker import _regex_keyword
 from ._base import (
     _FINISHED,
@@ -41,7 +40,6 @@ from ._base import (
     _app_option,
     _closing,
     _engine,
-    _InputError,
     _json_out,
     _missing_folders,
     _note_created,
@@ -50,6 +48,7 @@ from ._base import (
     _parse_statuses,
     _printable,
     _read_data,
+    _refuse_unknown_names,
     _remove_store_file,
     _run,
     _start_option,
@@ -612,6 +611,9 @@ def cancel(
     "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
 )
 @click.option(
+    "--phase", metavar="NAME", help="With --status: only tasks that stopped at this phase."
+)
+@click.option(
     "--error",
     "error_contains",
     metavar="TEXT",
@@ -630,6 +632,7 @@ def retry(
     task_ids: tuple[str, ...],
     statuses: tuple[str, ...],
     workflow: str | None,
+    phase: str | None,
     error_contains: str | None,
     dry_run: bool,
     as_json: bool,
@@ -644,13 +647,14 @@ def retry(
 
     \b
       wfe retry 4711
-      wfe retry --status failed --workflow invoices --error ConnectionError --dry-run
+      wfe retry --status failed --workflow invoices --phase pay --error ConnectionError --dry-run
     """
     if statuses and task_ids:
         raise click.UsageError("give task ids or --status, not both")
     if not statuses:
         for option, given in (
             ("--workflow", workflow),
+            ("--phase", phase),
             ("--error", error_contains),
             ("--dry-run", dry_run or None),
         ):
@@ -666,6 +670,9 @@ def retry(
         return
     if error_contains is not None and not error_contains:
         raise click.BadParameter("is empty", param_hint="--error")
+    for hint, name in (("--workflow", workflow), ("--phase", phase)):
+        if name is not None and not is_unicode_text(name):
+            raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=hint)
     wanted = _parse_statuses(statuses, allowed=_RETRYABLE, done_to="retried")
     engine = _engine(ctx, store, existing=True)
 
@@ -673,12 +680,13 @@ def retry(
         ids = await engine.retry_tasks(
             wanted,
             workflow_name=workflow,
+            phase=phase,
             error_contains=error_contains,
             dry_run=dry_run,
             by=_who(by),
         )
-        if not ids and workflow is not None:
-            await _refuse_unknown_workflow(await engine.get_store(), workflow)
+        if not ids:
+            await _refuse_unknown_names(await engine.get_store(), workflow, phase)
         return ids
 
     ids = _run(_closing(engine, retry_them()))
@@ -783,7 +791,7 @@ def purge(
         )
         opened = await engine.get_store()
         if not count and workflow is not None:
-            await _refuse_unknown_workflow(opened, workflow)
+            await _refuse_unknown_names(opened, workflow)
         try:
             consumers = await opened.outbox_consumers()
         except StoreError:
@@ -808,14 +816,6 @@ def purge(
             click.echo("this store has nothing to compact")
         else:
             click.echo(f"compacted the store: {_size(sizes[0])} -> {_size(sizes[1])}")
-
-
-async def _refuse_unknown_workflow(store: Store, workflow: str) -> None:
-    """Refuse a --workflow that names no stored workflow and no task: a typo would
-    otherwise read as a workflow with nothing to purge or retry (as in wfe tasks)."""
-    known = sorted(spec.name for spec in await store.load_workflows())
-    if workflow not in known and not any((await store.count_tasks(workflow)).values()):
-        raise _InputError(f"unknown workflow {workflow!r} (known: {', '.join(known) or 'none'})")
 
 
 def _size(count: int) -> str:
