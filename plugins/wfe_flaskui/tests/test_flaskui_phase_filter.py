@@ -73,15 +73,33 @@ def test_the_workflow_graph_links_each_phase_to_its_tasks(api: Api) -> None:
     assert '<a href="/?workflow=sign_off&amp;phase=finance">' in page
 
 
-def test_retry_all_is_not_offered_for_one_phase(api: Api) -> None:
-    # Retrying goes by status and workflow: offered on a list of one phase, it
-    # would retry the tasks of the other phases too.
+def test_retry_all_of_one_phase_retries_only_the_tasks_at_it(api: Api) -> None:
     at_legal, at_finance = _sign_offs_at_two_phases(api)
     for task_id in (at_legal[0], at_finance):
         assert api.post(f"/api/tasks/{task_id}/cancel").status_code == 200
 
-    whole = api.get("/?status=cancelled&workflow=sign_off").get_data(as_text=True)
-    assert "Retry all 2" in whole
-    one_phase = api.get("/?status=cancelled&workflow=sign_off&phase=legal").get_data(as_text=True)
-    assert _ROW.findall(one_phase) == [at_legal[0]]
-    assert "Retry all" not in one_phase
+    page = api.get("/?status=cancelled&workflow=sign_off&phase=legal").get_data(as_text=True)
+    assert _ROW.findall(page) == [at_legal[0]]
+    form = re.search(r'<form[^>]*id="retry-all".*?</form>', page, re.DOTALL)
+    assert form is not None, "the list of cancelled tasks at a phase offers no Retry all"
+    assert (
+        'data-confirm="Retry all 1 cancelled task(s) of workflow sign_off at phase legal?"'
+        in form.group()
+    )
+    assert '<input type="hidden" name="phase" value="legal">' in form.group()
+
+    sent = api.client.post(
+        "/retry",
+        data={
+            "csrf_token": api.csrf,
+            "status": "cancelled",
+            "workflow": "sign_off",
+            "phase": "legal",
+        },
+    )
+    assert sent.status_code == 303
+    assert sent.headers["Location"] == "/?status=pending&workflow=sign_off&phase=legal"
+    shown = api.get(sent.headers["Location"]).get_data(as_text=True)
+    assert "1 cancelled task(s) of workflow sign_off at phase legal queued again." in shown
+    api.wait_status(at_legal[0], "waiting_human")  # asked again
+    assert api.task(at_finance)["status"] == "cancelled"

@@ -331,16 +331,22 @@ def retry(dash: Dashboard, task_id: str) -> Any:
 
 def retry_listed(dash: Dashboard) -> Any:
     """The task list's "Retry all" form: every task of its status, failed or
-    cancelled, and of its workflow if it lists one; then the list of them queued."""
+    cancelled, and of its workflow and phase if it lists one; then the list of
+    them queued."""
     status = request.form.get("status", "")
     workflow = request.form.get("workflow") or None
+    phase = request.form.get("phase") or None
     if status not in ("failed", "cancelled"):
         return _error(dash, 400, f"only failed or cancelled tasks are retried, not {status!r}")
     by = acting_user()
-    which = f"{status} task(s)" + (f" of workflow {workflow}" if workflow else "")
+    which = (
+        f"{status} task(s)"
+        + (f" of workflow {workflow}" if workflow else "")
+        + (f" at phase {phase}" if phase else "")
+    )
     try:
         retried = dash.call(
-            lambda engine: engine.retry_tasks([status], workflow_name=workflow, by=by)
+            lambda engine: engine.retry_tasks([status], workflow_name=workflow, phase=phase, by=by)
         )
     except BridgeTimeout as exc:
         flash(
@@ -356,7 +362,7 @@ def retry_listed(dash: Dashboard) -> Any:
         )
     else:
         flash(f"{len(retried)} {which} queued again.", "ok")
-    return redirect(url_for(".tasks", status="pending", workflow=workflow), 303)
+    return redirect(url_for(".tasks", status="pending", workflow=workflow, phase=phase), 303)
 
 
 def set_priority(dash: Dashboard, task_id: str) -> Any:
