@@ -109,8 +109,9 @@ _CHANGE_TRIES = 50
 
 _FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 _RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
-# Tasks listed a page at a time by retry_tasks.
-_RETRY_PAGE = 500
+_UNFINISHED = tuple(status for status in TaskStatus if not status.is_finished)
+# Tasks listed a page at a time by retry_tasks and cancel_tasks.
+_BULK_PAGE = 500
 # Tasks deleted per write transaction by purge().
 _PURGE_BATCH = 1000
 
@@ -1347,41 +1348,15 @@ class ECSWorkflowEngine:
         wanted = _statuses_among(
             statuses, _RETRYABLE, "retry_tasks retries only failed and cancelled tasks"
         )
-        _check_workflow_filter(workflow_name)
-        if phase is not None and not isinstance(phase, str):
-            raise TypeError(f"phase must be a name or None, not {phase!r}")
         if error_contains is not None and (
             not isinstance(error_contains, str) or not error_contains
         ):
             raise TypeError(
                 f"error_contains must be non-empty text or None, not {error_contains!r}"
             )
-        if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
-            return []  # no stored workflow has such a name, nor such a phase
-        store = await self.get_store()
-        # Passed only when asked for: a store whose lists take no phase still retries.
-        by_phase: dict[str, Any] = {}
-        if phase is not None:
-            check_lists_by_phase(store)
-            by_phase["phase"] = phase
-        found: dict[str, None] = {}  # in the order listed, each once
-        offset = 0
-        while True:
-            page = await store.list_task_summaries(
-                status=wanted,
-                workflow_name=workflow_name,
-                limit=_RETRY_PAGE,
-                offset=offset,
-                **by_phase,
-            )
-            for task in page:
-                if error_contains is None or error_contains in (task.error or ""):
-                    found.setdefault(task.id)
-            if len(page) < _RETRY_PAGE:
-                break
-            offset += _RETRY_PAGE
+        found = await self._ids_matching(wanted, workflow_name, phase, error_contains)
         if dry_run:
-            return list(found)
+            return found
         retried = []
         for task_id in found:
             try:
@@ -1390,6 +1365,85 @@ class ECSWorkflowEngine:
                 continue  # retried, deleted or changed by someone else since listed
             retried.append(task_id)
         return retried
+
+    async def cancel_tasks(
+        self,
+        statuses: TaskStatus | str | Iterable[TaskStatus | str],
+        *,
+        workflow_name: str | None = None,
+        phase: str | None = None,
+        children: bool = False,
+        dry_run: bool = False,
+        by: str | None = None,
+    ) -> list[str]:
+        """:meth:`cancel` every task with one of ``statuses`` (pending, in progress or
+        waiting ones: there is no default, so as not to cancel more than meant);
+        return the ids of those cancelled.
+
+        ``workflow_name`` and ``phase`` narrow it to one workflow and to the tasks at
+        one phase; ``children`` cancels each one's unfinished children too. With
+        ``dry_run`` nothing changes: the ids are of the tasks that would be
+        cancelled. A task finished or deleted meanwhile is left out. Raises
+        ValueError for a finished status.
+        """
+        wanted = _statuses_among(
+            statuses,
+            _UNFINISHED,
+            "cancel_tasks cancels only unfinished tasks (pending, in progress, waiting)",
+        )
+        found = await self._ids_matching(wanted, workflow_name, phase)
+        if dry_run:
+            return found
+        cancelled = []
+        for task_id in found:
+            try:
+                task = await self.cancel(task_id, by=by, children=children)
+            except (UnknownTaskError, TaskStateError):
+                continue  # finished, cancelled or deleted since listed
+            if task.status is TaskStatus.CANCELLED:
+                cancelled.append(task_id)
+        return cancelled
+
+    async def _ids_matching(
+        self,
+        wanted: list[TaskStatus],
+        workflow_name: str | None,
+        phase: str | None,
+        error_contains: str | None = None,
+    ) -> list[str]:
+        """The ids of the tasks a bulk change applies to, newest first, each once:
+        of these statuses, and of the workflow, at the phase and with the text in
+        the first 1,000 characters of their error when given."""
+        _check_workflow_filter(workflow_name)
+        if phase is not None and not isinstance(phase, str):
+            raise TypeError(f"phase must be a name or None, not {phase!r}")
+        if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
+            return []  # no stored workflow has such a name, nor such a phase
+        store = await self.get_store()
+        # Passed only when asked for: a store whose lists take no phase serves the rest.
+        by_phase: dict[str, Any] = {}
+        if phase is not None:
+            check_lists_by_phase(store)
+            by_phase["phase"] = phase
+        # Every page read before anything changes: a change moves tasks out of the
+        # statuses listed, and would shift the pages under the offset.
+        found: dict[str, None] = {}
+        offset = 0
+        while True:
+            page = await store.list_task_summaries(
+                status=wanted,
+                workflow_name=workflow_name,
+                limit=_BULK_PAGE,
+                offset=offset,
+                **by_phase,
+            )
+            for task in page:
+                if error_contains is None or error_contains in (task.error or ""):
+                    found.setdefault(task.id)
+            if len(page) < _BULK_PAGE:
+                break
+            offset += _BULK_PAGE
+        return list(found)
 
     async def set_priority(self, task_id: str, priority: int, *, by: str | None = None) -> Task:
         """Change the priority of a task that waits: PENDING (queued, delayed, or

@@ -35,6 +35,7 @@ from ..wire import is_unicode_text, workflow_from_dict
 from ..worker import _regex_keyword
 from ._base import (
     _FINISHED,
+    _WAITING,
     EXIT_TASK_FAILED,
     EXIT_TIMED_OUT,
     _app_option,
@@ -61,6 +62,8 @@ from ._base import (
 
 # The statuses wfe retry --status takes.
 _RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+# The statuses wfe cancel --status takes.
+_CANCELLABLE = tuple(status for status in TaskStatus if not status.is_finished)
 
 _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
 
@@ -562,20 +565,39 @@ def resume(
 
 
 @cli.command()
-@click.argument("task_id")
+@click.argument("task_ids", metavar="[TASK_ID]", nargs=-1)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="S[,S...]",
+    help="Instead of an id: every task with this status, pending, in_progress or "
+    "waiting_* (waiting: the three; several separated by commas, or the option repeated).",
+)
+@click.option(
+    "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
+)
+@click.option("--phase", metavar="NAME", help="With --status: only tasks at this phase.")
+@click.option("--dry-run", is_flag=True, help="With --status: only list what would be cancelled.")
 @click.option(
     "--children",
     is_flag=True,
     help="Cancel its unfinished children too (the tasks its phases submitted), and theirs.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the task as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the task as JSON (with --status: the ids)."
+)
 @_by_option
 @_hooks_app_option
 @_store_option
 @click.pass_context
 def cancel(
     ctx: click.Context,
-    task_id: str,
+    task_ids: tuple[str, ...],
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    phase: str | None,
+    dry_run: bool,
     children: bool,
     as_json: bool,
     by: str | None,
@@ -584,8 +606,81 @@ def cancel(
 ) -> None:
     """Cancel a pending, running or waiting task (--app: with the app's hooks).
 
-    Prints the task's id and its new status, cancelled.
+    Prints the task's id and its new status, cancelled. With --status instead of
+    an id, cancels every such task (a batch submitted by mistake, say) and prints
+    the same line for each (--dry-run: its id), then how many on stderr.
+
+    \b
+      wfe cancel 4711
+      wfe cancel --status pending --workflow invoices --phase pay --dry-run
     """
+    if statuses and task_ids:
+        raise click.UsageError("give a task id or --status, not both")
+    if not statuses:
+        for option, given in (
+            ("--workflow", workflow),
+            ("--phase", phase),
+            ("--dry-run", dry_run or None),
+        ):
+            if given is not None:
+                raise click.UsageError(f"{option} chooses tasks with --status; give --status too")
+        if len(task_ids) != 1:
+            raise click.UsageError(
+                "give one task id, or --status pending (say) to cancel every such task"
+            )
+        _cancel_one(ctx, task_ids[0], children, as_json, by, app, store)
+        return
+    for hint, name in (("--workflow", workflow), ("--phase", phase)):
+        if name is not None and not is_unicode_text(name):
+            raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=hint)
+    wanted = _parse_statuses(statuses, allowed=_CANCELLABLE, done_to="cancelled")
+    engine = _engine(ctx, store, app, app_hint="--app", existing=True)
+
+    async def cancel_them() -> list[str]:
+        ids = await engine.cancel_tasks(
+            wanted,
+            workflow_name=workflow,
+            phase=phase,
+            children=children,
+            dry_run=dry_run,
+            by=_who(by),
+        )
+        if not ids:
+            await _refuse_unknown_names(await engine.get_store(), workflow, phase)
+        return ids
+
+    ids = _run(_closing(engine, cancel_them()))
+    if as_json:
+        click.echo(json.dumps(ids))
+    else:
+        for task_id in ids:
+            click.echo(task_id if dry_run else f"{task_id} cancelled")
+    which = _statuses_text(wanted)
+    said = (
+        f"would cancel {len(ids)} {which} task(s) (--dry-run)"
+        if dry_run
+        else f"cancelled {len(ids)} {which} task(s)"
+    )
+    click.echo(said, err=True)
+
+
+def _statuses_text(statuses: list[TaskStatus]) -> str:
+    """Statuses as a summary line names them: the three waiting ones as "waiting"."""
+    if not set(_WAITING) <= set(statuses):
+        return "/".join(s.value for s in statuses)
+    return "/".join([*(s.value for s in statuses if not s.is_waiting), "waiting"])
+
+
+def _cancel_one(
+    ctx: click.Context,
+    task_id: str,
+    children: bool,
+    as_json: bool,
+    by: str | None,
+    app: str | None,
+    store: str | None,
+) -> None:
+    """wfe cancel TASK_ID."""
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
     task = _run(_closing(engine, engine.cancel(task_id, by=_who(by), children=children)))
     click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")

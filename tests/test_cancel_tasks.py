@@ -1,0 +1,108 @@
+"""Cancelling many tasks at once: engine.cancel_tasks and wfe cancel --status, by
+status, workflow and phase, with --dry-run; finished tasks are never touched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from wfcore import ECSWorkflowEngine, Phase, TaskStatus
+
+_APP = """
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine()
+engine.register_handler("check", lambda task: None)
+engine.register_workflow(
+    "invoices", [Phase("check", assigned_to="functional"), Phase("approve", assigned_to="human")]
+)
+engine.register_workflow("other", [Phase("approve", assigned_to="human")])
+"""
+
+
+def test_cancel_tasks_by_status_workflow_and_phase(tmp_path: Path) -> None:
+    asyncio.run(_cancels(f"sqlite://{tmp_path / 'wfe.db'}"))
+
+
+async def _cancels(url: str) -> None:
+    engine = ECSWorkflowEngine(url, load_plugins=False)
+    engine.register_workflow("w", [Phase("a"), Phase("b")])
+    engine.register_workflow("v", [Phase("a")])
+    try:
+        ids = [
+            (await engine.submit_task({}, workflow_name=w, classification=p)).id
+            for w, p in (("w", "a"), ("w", "b"), ("v", "a"), ("w", "a"))
+        ]
+        assert await engine.cancel_tasks("pending", phase="a", dry_run=True) == [
+            ids[3],
+            ids[2],
+            ids[0],
+        ]
+        assert await engine.cancel_tasks(["pending"], workflow_name="w", phase="a") == [
+            ids[3],
+            ids[0],
+        ]
+        statuses = {t.id: t.status for t in await engine.list_tasks()}
+        assert statuses == {
+            ids[0]: TaskStatus.CANCELLED,
+            ids[1]: TaskStatus.PENDING,
+            ids[2]: TaskStatus.PENDING,
+            ids[3]: TaskStatus.CANCELLED,
+        }
+        cancelled = await engine.get_task(ids[0])
+        assert cancelled is not None and cancelled.history[-1]["event"] == "cancelled"
+        # Cancelled ones are finished: asked for, they are refused, never cancelled again.
+        with pytest.raises(ValueError, match="cancel_tasks cancels only unfinished tasks"):
+            await engine.cancel_tasks("cancelled")
+        with pytest.raises(ValueError, match="cancels only unfinished tasks"):
+            await engine.cancel_tasks([])
+        assert await engine.cancel_tasks("pending", workflow_name="nowhere") == []
+    finally:
+        await engine.aclose()
+
+
+def test_wfe_cancel_status_cancels_every_such_task(wfe, tmp_path: Path) -> None:
+    (tmp_path / "cancel_app.py").write_text(_APP)
+    env = {**wfe.env, "PYTHONPATH": str(tmp_path)}
+    app = ("--app", "cancel_app:engine")
+    waiting = [wfe("submit", "invoices", *app, env=env).stdout.strip() for _ in "ab"]
+    elsewhere = wfe("submit", "other", *app, env=env).stdout.strip()
+    wfe("worker", "cancel_app:engine", "--until-idle", "-q", env=env)  # all wait at approve
+    pending = wfe("submit", "invoices", env=env).stdout.strip()
+
+    dry = wfe("cancel", "--status", "waiting", "-w", "invoices", "--dry-run", env=env)
+    assert dry.stdout.split() == waiting[::-1]
+    assert dry.stderr == ("would cancel 2 waiting task(s) (--dry-run)\n")
+    done = wfe("cancel", "--status", "waiting_human", "--phase", "approve", "--by", "ops", env=env)
+    assert done.stdout.splitlines() == [f"{t} cancelled" for t in (elsewhere, *waiting[::-1])]
+    assert done.stderr == "cancelled 3 waiting_human task(s)\n"
+    shown = json.loads(wfe("show", waiting[0], "--json", env=env).stdout)
+    assert shown["status"] == "cancelled" and shown["history"][-1]["by"] == "ops"
+    left = json.loads(wfe("tasks", "--json", env=env).stdout)
+    assert {t["id"]: t["status"] for t in left}[pending] == "pending"
+
+    again = wfe("cancel", "--status", "pending", "--json", env=env)
+    assert json.loads(again.stdout) == [pending]
+
+
+def test_wfe_cancel_refuses_what_it_cannot_do(wfe, tmp_path: Path) -> None:
+    (tmp_path / "cancel_app.py").write_text(_APP)
+    env = {**wfe.env, "PYTHONPATH": str(tmp_path)}
+    task_id = wfe("submit", "invoices", "--app", "cancel_app:engine", env=env).stdout.strip()
+
+    for args, said in (
+        (("--status", "completed"), "completed tasks are never cancelled"),
+        (("--status", "pending", task_id), "give a task id or --status, not both"),
+        (("--phase", "check", task_id), "--phase chooses tasks with --status"),
+        (("--status", "pending", "--phase", "chek"), "no stored workflow has a phase 'chek'"),
+        (("--status", "pending", "-w", "invoice"), "unknown workflow 'invoice'"),
+        ((), "give one task id, or --status pending"),
+    ):
+        refused = wfe("cancel", *args, check=False, env=env)
+        assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+        assert said in refused.stderr, (args, refused.stderr)
+    still = json.loads(wfe("show", task_id, "--json", env=env).stdout)
+    assert still["status"] == "pending"
