@@ -1193,6 +1193,22 @@ class StoreContract:
         assert await store.count_tasks("b", phase="r") == {}
 
     @_with_store
+    async def test_finds_the_ids_that_start_with_a_prefix(self, store: Any) -> None:
+        """task_ids_starting_with gives the ids that start with a prefix, in code point
+        order, at most ``limit`` of them."""
+        for task_id in ["abc2", "ab", "abc\u00e9", "x-abc", "abc1", "abd", "abcZ"]:
+            await store.insert_task(Task(id=task_id, workflow_name="w", classification="p"))
+        found = await store.task_ids_starting_with("abc")
+        assert found == ["abc1", "abc2", "abcZ", "abc\u00e9"], (
+            f"task_ids_starting_with('abc') gave {found}: the ids that start with 'abc' "
+            "(not 'x-abc', not 'ab'), sorted by code point"
+        )
+        assert await store.task_ids_starting_with("abc", limit=2) == ["abc1", "abc2"]
+        assert await store.task_ids_starting_with("abc1") == ["abc1"]
+        assert await store.task_ids_starting_with("abe") == []
+        assert len(await store.task_ids_starting_with("", limit=5)) == 5
+
+    @_with_store
     async def test_lists_go_by_insertion_whatever_the_ids(self, store: Any) -> None:
         """list_tasks orders by creation (insertion), never by id: ids need not sort by
         age (task-9 before task-10, or random ones)."""

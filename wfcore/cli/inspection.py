@@ -22,6 +22,7 @@ from ._base import (
     _app_option,
     _closing,
     _engine,
+    _full_id,
     _InputError,
     _parse_statuses,
     _printable,
@@ -101,7 +102,14 @@ def tasks(
         st = await engine.get_store()
         if parent is not None:
             return await _children(
-                st, parent, wanted, workflow, phase, limit, offset, whole=as_json
+                st,
+                await _full_id(engine, parent),
+                wanted,
+                workflow,
+                phase,
+                limit,
+                offset,
+                whole=as_json,
             )
         # The table shows a line a task: summaries leave each task's payload unread.
         listing = st.list_tasks if as_json else st.list_task_summaries
@@ -206,7 +214,7 @@ def show(
     engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> tuple[Task | None, Phase | None, tuple[str, datetime] | None, Path | None]:
-        task = await engine.get_task(task_id)
+        task = await engine.get_task(await _full_id(engine, task_id))
         if as_json or task is None:
             return task, None, None, None
         store = await engine.get_store()

@@ -41,6 +41,7 @@ from ._base import (
     _app_option,
     _closing,
     _engine,
+    _full_id,
     _json_out,
     _missing_folders,
     _note_created,
@@ -410,17 +411,18 @@ def wait(
     engine = _engine(ctx, store, existing=True, reading=True)
 
     async def wait_for_it() -> Task:
+        full = await _full_id(engine, task_id)
         if not waiting:
-            await _note_waiting(engine, task_id)
-        known = await engine.get_task(task_id) is not None
+            await _note_waiting(engine, full)
+        known = await engine.get_task(full) is not None
         try:
-            return await engine.wait_for_task(task_id, timeout=seconds, waiting=waiting)
+            return await engine.wait_for_task(full, timeout=seconds, waiting=waiting)
         except UnknownTaskError:
             if not known:
                 raise
             # Only a finished task is purged: "unknown task" would read as a wrong id.
             raise click.ClickException(
-                f"task {task_id!r} was deleted while this waited for it: it finished and "
+                f"task {full!r} was deleted while this waited for it: it finished and "
                 "was purged (wfe purge) before this saw how; wfe wait cannot tell how it "
                 "ended now"
             ) from None
@@ -556,8 +558,12 @@ def resume(
     if output is not None:
         answer = _parse_json(_read_data(output, "--output"), "--output")
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-    resuming = engine.resume(task_id, answer, phase=phase, version=version, by=_who(by))
-    task = _run(_closing(engine, resuming))
+
+    async def resuming() -> Task:
+        full = await _full_id(engine, task_id)
+        return await engine.resume(full, answer, phase=phase, version=version, by=_who(by))
+
+    task = _run(_closing(engine, resuming()))
     if as_json:
         click.echo(_task_json(task))
     else:
@@ -682,7 +688,12 @@ def _cancel_one(
 ) -> None:
     """wfe cancel TASK_ID."""
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-    task = _run(_closing(engine, engine.cancel(task_id, by=_who(by), children=children)))
+
+    async def cancelling() -> Task:
+        full = await _full_id(engine, task_id)
+        return await engine.cancel(full, by=_who(by), children=children)
+
+    task = _run(_closing(engine, cancelling()))
     click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
     if children and task.status is not TaskStatus.CANCELLED:
         click.echo(
@@ -760,7 +771,11 @@ def retry(
                 "give one task id, or --status failed (or cancelled) to retry every such task"
             )
         engine = _engine(ctx, store, existing=True)
-        task = _run(_closing(engine, engine.retry(task_ids[0], by=_who(by))))
+
+        async def retrying() -> Task:
+            return await engine.retry(await _full_id(engine, task_ids[0]), by=_who(by))
+
+        task = _run(_closing(engine, retrying()))
         click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
         return
     if error_contains is not None and not error_contains:
@@ -828,7 +843,12 @@ def priority(
       wfe priority 4711 -10
     """
     engine = _engine(ctx, store, existing=True)
-    task = _run(_closing(engine, engine.set_priority(task_id, priority, by=_who(by))))
+
+    async def setting() -> Task:
+        full = await _full_id(engine, task_id)
+        return await engine.set_priority(full, priority, by=_who(by))
+
+    task = _run(_closing(engine, setting()))
     click.echo(_task_json(task) if as_json else f"{task.id} priority {task.priority}")
 
 

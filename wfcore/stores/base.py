@@ -36,6 +36,10 @@ class StoreBusyError(StoreError):
     exit; a store plugin raises it for its own "locked" errors."""
 
 
+# Tasks read a page at a time by the default task_ids_starting_with.
+_ID_SCAN_PAGE = 1000
+
+
 class Store(abc.ABC):
     """Where tasks, workflows and the results outbox live.
 
@@ -264,6 +268,23 @@ class Store(abc.ABC):
             **({"phase": phase} if phase is not None else {}),
         )
         return [summarized(task) for task in tasks]
+
+    async def task_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        """The ids of up to ``limit`` tasks that start with ``prefix``, in the order of
+        the ids (by code point), for a command line given the start of an id (the
+        dashboard shows the first 8 characters of one wfcore made up).
+
+        This default reads every task's summary, a page at a time; a store with an
+        index on ids (SQLite) reads only the ids asked for.
+        """
+        found: list[str] = []
+        offset = 0
+        while True:
+            page = await self.list_task_summaries(limit=_ID_SCAN_PAGE, offset=offset)
+            found += [task.id for task in page if task.id.startswith(prefix)]
+            if len(page) < _ID_SCAN_PAGE:
+                return sorted(found)[:limit]
+            offset += _ID_SCAN_PAGE
 
     @abc.abstractmethod
     async def count_tasks(

@@ -144,6 +144,11 @@ class MemoryStore(Store):
         row = self._rows.get(task_id)
         return None if row is None else _snapshot(row.task)
 
+    async def task_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        return sorted(task_id for task_id in self._rows if task_id.startswith(prefix))[
+            : max(limit, 0)
+        ]
+
     async def list_tasks(
         self,
         status: TaskStatus | Sequence[TaskStatus] | None = None,

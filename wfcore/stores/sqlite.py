@@ -809,6 +809,18 @@ class SQLiteStore(Store):
         )
         return None if row is None else self._rows.decode(row)
 
+    async def task_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
+        # The ids from the prefix on, in the primary key's order (SQLite compares
+        # text as UTF-8 bytes, which sort as their code points do): those that
+        # start with it come first, and together.
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id FROM tasks WHERE id >= ? ORDER BY id LIMIT ?",
+                (prefix, min(max(int(limit), 0), 2**62)),
+            ).fetchall()
+        )
+        return [task_id for (task_id,) in rows if task_id.startswith(prefix)]
+
     async def list_tasks(
         self,
         status: TaskStatus | Sequence[TaskStatus] | None = None,
