@@ -31,7 +31,7 @@ def test_every_command_taking_an_id_takes_its_start(wfe, tmp_path) -> None:
     assert wfe("wait", start, "--waiting").stdout.startswith("waiting_human in phase 'sign'")
     shown = json.loads(wfe("show", task_id[:6], "--json").stdout)
     assert (shown["id"], shown["status"]) == (task_id, "waiting_human")
-    assert wfe("resume", start, "--output", '"signed"').stdout == f"{task_id} pending\n"
+    assert wfe("resume", start, "--output", '"signed"').stdout == f"{task_id} completed\n"
     assert wfe("tasks", "--parent", start).stdout == "no tasks\n"
 
 
