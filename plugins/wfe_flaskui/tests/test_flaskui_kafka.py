@@ -105,11 +105,24 @@ def kafka_dashboard(
             print(f"could not delete topics {topics}: {exc}", file=sys.stderr)
 
 
+def reader_tries_1s(monkeypatch: pytest.MonkeyPatch, brokers: str) -> None:
+    """Kafka at ``brokers`` in the environment too, with ``WFE_KAFKA_CLIENT_CONFIG``
+    cutting the results reader's tries to reach it to 1 s each: wfe_kafka's consumers
+    take 5 s, which the dashboard's PUBLISH_TIMEOUT does not cut, and stopping a
+    dashboard waits for the try under way. Only consumers: a submission's producer
+    keeps the dashboard's own cut. (The environment's settings are read only with
+    KAFKA_BROKERS set.)"""
+    monkeypatch.setenv("KAFKA_BROKERS", brokers)
+    monkeypatch.setenv(
+        "WFE_KAFKA_CLIENT_CONFIG", json.dumps({"consumer_config": {"bootstrap_timeout_ms": 1000}})
+    )
+
+
 @pytest.fixture
 def kafka_nowhere(monkeypatch: pytest.MonkeyPatch) -> str:
     """The address of a Kafka that cannot be reached (nothing listens on a port just
     released), with the dashboard's tries to reach Kafka cut to 1 s each and no
-    client settings from the environment."""
+    other client settings from the environment."""
     import wfe_flaskui.kafka
 
     _require_kafka_packages()
@@ -117,7 +130,7 @@ def kafka_nowhere(monkeypatch: pytest.MonkeyPatch) -> str:
         probe.bind(("127.0.0.1", 0))
         nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setattr(wfe_flaskui.kafka, "PUBLISH_TIMEOUT", 1.0)
-    monkeypatch.delenv("WFE_KAFKA_CLIENT_CONFIG", raising=False)
+    reader_tries_1s(monkeypatch, nowhere)
     return nowhere
 
 
@@ -394,6 +407,7 @@ def test_a_fault_that_is_not_kafkas_is_not_reported_as_kafka_down(
     wfe_store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _require_kafka_packages()
+    reader_tries_1s(monkeypatch, "127.0.0.1:1")
     engine = make_engine()
     engine.use_store(wfe_store_url)
     dash = Dashboard(engine, token="", kafka_brokers="127.0.0.1:1")
