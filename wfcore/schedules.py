@@ -11,8 +11,9 @@ still submitted by the first worker to start within ``grace`` of it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -20,7 +21,11 @@ from .errors import InvalidTaskError, InvalidWorkflowError
 from .model import TaskType, _task_type, check_priority, copy_json
 from .wire import MAX_TASK_ID_BYTES, json_problem
 
-__all__ = ["EPOCH", "Schedule"]
+if TYPE_CHECKING:
+    from .model import TaskStatus
+    from .stores.base import Store
+
+__all__ = ["EPOCH", "LatestRun", "Schedule", "latest_runs"]
 
 #: Where a schedule's slots are counted from unless it says otherwise.
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -171,3 +176,30 @@ class Schedule:
     def task_id(self, slot: datetime) -> str:
         """The id of the slot's task: ``<name>@<slot in UTC>``, to the second."""
         return f"{self.name}@{slot.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+
+
+@attrs.frozen
+class LatestRun:
+    """A schedule's latest slot, and how its task stands: ``status`` is None when the
+    store has no such task (no worker ran within ``grace`` of the slot, or the task
+    was purged since)."""
+
+    slot: datetime
+    task_id: str
+    status: TaskStatus | None
+
+
+async def latest_runs(
+    store: Store, schedules: Iterable[Schedule], now: datetime
+) -> dict[str, LatestRun]:
+    """The latest run of each schedule whose start has come, by name: whether last
+    night's report ran, and how it ended. One read of a task by its id a schedule."""
+    found: dict[str, LatestRun] = {}
+    for schedule in schedules:
+        slot = schedule.latest_slot(now)
+        if slot < schedule.start:
+            continue  # its first slot is still to come
+        task_id = schedule.task_id(slot)
+        task = await store.get_task(task_id)
+        found[schedule.name] = LatestRun(slot, task_id, None if task is None else task.status)
+    return found

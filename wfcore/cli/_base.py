@@ -37,6 +37,7 @@ from ..plugins import (
     installed_plugins,
     why_not_loaded,
 )
+from ..schedules import LatestRun
 from ..stores.base import Store, check_lists_by_phase, shown_url
 from ..stores.sqlite import SQLiteStore
 from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
@@ -1062,11 +1063,13 @@ def _printable(text: str, lines: bool = False) -> str:
     return text.translate(_ESCAPED_BUT_LINES if lines else _ESCAPED)
 
 
-def _schedule_lines(engine: ECSWorkflowEngine) -> list[str]:
+def _schedule_lines(
+    engine: ECSWorkflowEngine, latest: dict[str, LatestRun] | None = None
+) -> list[str]:
     """A line for each of the engine's schedules: its workflow, the priority of its
-    tasks (when not 0), its period and next slot; and, for a worker that runs only
-    some workflows (--workflow) but not the schedule's, that it submits its tasks
-    for other workers to run."""
+    tasks (when not 0), its period and next slot, and how its ``latest`` run stands
+    when given; and, for a worker that runs only some workflows (--workflow) but
+    not the schedule's, that it submits its tasks for other workers to run."""
     now = datetime.now(timezone.utc)
     only = engine.only_workflows
     lines = []
@@ -1079,10 +1082,19 @@ def _schedule_lines(engine: ECSWorkflowEngine) -> list[str]:
             if only is not None and schedule.workflow_name not in only
             else ""
         )
+        run = (latest or {}).get(schedule.name)
+        last = ""
+        if run is not None:
+            how = (
+                run.status.value
+                if run.status
+                else "not in the store (no worker ran then, or purged)"
+            )
+            last = f"; last at {run.slot.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC: {how}"
         lines.append(
             _printable(
                 f"schedule {schedule.name}: a {schedule.workflow_name} task{priority} every "
-                f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC{elsewhere}"
+                f"{schedule.period}, next at {upcoming:%Y-%m-%d %H:%M:%S} UTC{last}{elsewhere}"
             )
         )
     return lines

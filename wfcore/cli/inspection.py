@@ -14,6 +14,7 @@ from .._processes import worker_died_here
 from ..children import stored_children, wait_ends
 from ..metrics import render_metrics
 from ..model import Phase, Task, TaskStatus, WorkflowSpec
+from ..schedules import LatestRun, latest_runs
 from ..stores.base import Store, check_lists_by_phase, summarized
 from ..wire import is_unicode_text, workflow_to_dict
 from ._base import (
@@ -558,11 +559,12 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
     """List the workflows in the store (registered by workers or defined at run time)."""
     engine = _engine(ctx, store, existing=True, reading=True)
 
-    async def fetch() -> list[Any]:
+    async def fetch() -> tuple[list[WorkflowSpec], dict[str, LatestRun]]:
         st = await engine.get_store()
-        return await st.load_workflows()
+        now = datetime.now(timezone.utc)
+        return await st.load_workflows(), await latest_runs(st, engine.schedules.values(), now)
 
-    found = _run(_closing(engine, fetch()))
+    found, latest = _run(_closing(engine, fetch()))
     if as_json:
         click.echo(json.dumps([workflow_to_dict(w) for w in found], indent=2))
         return
@@ -580,7 +582,7 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
                 name += " (start)"  # one of the only phases a submitted task may name
             rows.append(("" if i else spec.name, name, kind, _then(spec, i)))
     _table(("WORKFLOW", "PHASE", "TYPE", "THEN"), rows)
-    for line in _schedule_lines(engine):
+    for line in _schedule_lines(engine, latest):
         click.echo(line)
 
 
