@@ -53,6 +53,7 @@ def test_the_api_gives_each_workflow_its_schedules_and_limits(api: Api) -> None:
         "next": "2100-01-01T00:00:00+00:00",  # its start, still to come
         "grace": 3600.0,
         "priority": -10,
+        "last": None,  # no slot has come yet
     }
     assert nightly["every"] == 86400.0
     assert nightly["priority"] == 0

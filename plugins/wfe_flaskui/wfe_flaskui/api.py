@@ -486,7 +486,7 @@ def api_workflows(dash: Dashboard) -> Any:
     async def load(engine: ECSWorkflowEngine) -> list[dict[str, Any]]:
         store = await engine.get_store()
         by_phase = await store.count_all_by_phase()  # one query, not one per workflow
-        schedules = ops.schedules_by_workflow(engine)
+        schedules = await ops.schedules_by_workflow(engine)
         docs = []
         for spec in (await ops.workflows(engine)).values():
             doc = workflow_to_dict(spec)

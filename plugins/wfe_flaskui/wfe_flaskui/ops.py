@@ -26,6 +26,7 @@ from wfcore import (
     UnknownWorkflowError,
     WorkflowSpec,
 )
+from wfcore.schedules import latest_runs
 from wfcore.stores.base import check_lists_by_phase
 
 __all__ = [
@@ -65,13 +66,17 @@ async def workflows(engine: ECSWorkflowEngine) -> dict[str, WorkflowSpec]:
     return dict(sorted(specs.items()))
 
 
-def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str, Any]]]:
+async def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str, Any]]]:
     """The engine's schedules, by the workflow each submits to: name, period
     (``every``, in seconds, and ``period``, in words) and grace (seconds), start and
-    next slot (ISO 8601, UTC), and the priority of the tasks it submits."""
+    next slot (ISO 8601, UTC), the priority of the tasks it submits, and its latest
+    run (``last``: the slot, its task's id and status, None when the store has no
+    such task; ``last`` itself is None before the first slot)."""
     now = datetime.now(timezone.utc)
+    latest = await latest_runs(await engine.get_store(), engine.schedules.values(), now)
     found: dict[str, list[dict[str, Any]]] = {}
     for schedule in sorted(engine.schedules.values(), key=lambda s: s.name):
+        run = latest.get(schedule.name)
         found.setdefault(schedule.workflow_name, []).append(
             {
                 "name": schedule.name,
@@ -81,6 +86,13 @@ def schedules_by_workflow(engine: ECSWorkflowEngine) -> dict[str, list[dict[str,
                 "next": schedule.next_slot(now).astimezone(timezone.utc).isoformat(),
                 "grace": schedule.grace,
                 "priority": schedule.priority,
+                "last": None
+                if run is None
+                else {
+                    "slot": run.slot.astimezone(timezone.utc).isoformat(),
+                    "task_id": run.task_id,
+                    "status": run.status.value if run.status else None,
+                },
             }
         )
     return found

@@ -406,7 +406,7 @@ def workflows(dash: Dashboard) -> Any:
         start = (page - 1) * _WORKFLOWS_PER_PAGE
         shown = specs[start : start + _WORKFLOWS_PER_PAGE]
         rows = [(s, by_phase.get(s.name, {}), by_status.get(s.name, {})) for s in shown]
-        return rows, len(specs), ops.schedules_by_workflow(engine)
+        return rows, len(specs), await ops.schedules_by_workflow(engine)
 
     rows, total, schedules = dash.call(load)
     pages = max(1, -(-total // _WORKFLOWS_PER_PAGE))
