@@ -324,6 +324,9 @@ def test_wfe_ui_prints_what_plugins_report_after_its_own_lines(tmp_path: Path) -
         KAFKA_BROKERS=nowhere,
         WFE_KAFKA_TASKS_TOPIC="ui-tasks",
         WFE_KAFKA_RESULTS_TOPIC="ui-results",
+        # The results reader's tries to reach it last 2 s, not wfe_kafka's 5 s:
+        # each stop of the dashboard waits for the try under way.
+        WFE_KAFKA_CLIENT_CONFIG=json.dumps({"consumer_config": {"bootstrap_timeout_ms": 2000}}),
     )
     store = f"sqlite:///{tmp_path / 'wfe.db'}"
     args = ["--port", "0", "--store", store, "--worker", "reporting_app:make"]
