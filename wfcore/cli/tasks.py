@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -620,52 +621,90 @@ def cancel(
       wfe cancel 4711
       wfe cancel --status pending --workflow invoices --phase pay --dry-run
     """
-    if statuses and task_ids:
-        raise click.UsageError("give a task id or --status, not both")
-    if not statuses:
-        for option, given in (
-            ("--workflow", workflow),
-            ("--phase", phase),
-            ("--dry-run", dry_run or None),
-        ):
-            if given is not None:
-                raise click.UsageError(f"{option} chooses tasks with --status; give --status too")
-        if len(task_ids) != 1:
-            raise click.UsageError(
-                "give one task id, or --status pending (say) to cancel every such task"
-            )
+    filters = {"--workflow": workflow, "--phase": phase, "--dry-run": dry_run or None}
+    if not _bulk_asked(statuses, task_ids, filters, "--status pending (say) to cancel"):
         _cancel_one(ctx, task_ids[0], children, as_json, by, app, store)
         return
-    for hint, name in (("--workflow", workflow), ("--phase", phase)):
-        if name is not None and not is_unicode_text(name):
-            raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=hint)
     wanted = _parse_statuses(statuses, allowed=_CANCELLABLE, done_to="cancelled")
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
-
-    async def cancel_them() -> list[str]:
-        ids = await engine.cancel_tasks(
+    _change_many(
+        engine,
+        lambda: engine.cancel_tasks(
             wanted,
             workflow_name=workflow,
             phase=phase,
             children=children,
             dry_run=dry_run,
             by=_who(by),
+        ),
+        workflow,
+        phase,
+        ("cancel", "cancelled", "cancelled"),
+        _statuses_text(wanted),
+        as_json=as_json,
+        dry_run=dry_run,
+    )
+
+
+def _bulk_asked(
+    statuses: tuple[str, ...],
+    task_ids: tuple[str, ...],
+    filters: Mapping[str, object],
+    instead: str,
+) -> bool:
+    """Whether a wfe retry or cancel changes every task --status names (True) or the
+    one task id given (False); a usage error for neither, both, a filter of --status
+    without it, or a --workflow or --phase that is no text."""
+    if statuses and task_ids:
+        raise click.UsageError(
+            f"give {'task ids' if len(task_ids) > 1 else 'a task id'} or --status, not both"
         )
+    if statuses:
+        for option in ("--workflow", "--phase"):
+            name = filters.get(option)
+            if isinstance(name, str) and not is_unicode_text(name):
+                raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=option)
+        return True
+    for option, given in filters.items():
+        if given is not None:
+            raise click.UsageError(f"{option} chooses tasks with --status; give --status too")
+    if len(task_ids) != 1:
+        raise click.UsageError(f"give one task id, or {instead} every such task")
+    return False
+
+
+def _change_many(
+    engine: ECSWorkflowEngine,
+    change: Callable[[], Awaitable[list[str]]],
+    workflow: str | None,
+    phase: str | None,
+    verbs: tuple[str, str, str],
+    which: str,
+    *,
+    as_json: bool,
+    dry_run: bool,
+) -> None:
+    """Run a wfe retry or cancel of every task --status names: print each id and its
+    new status (with --dry-run, only the id), then how many on stderr. ``verbs``:
+    what is done, as the summary says it, and the tasks' new status."""
+    do, done, status = verbs
+
+    async def run() -> list[str]:
+        ids = await change()
         if not ids:
             await _refuse_unknown_names(await engine.get_store(), workflow, phase)
         return ids
 
-    ids = _run(_closing(engine, cancel_them()))
+    ids = _run(_closing(engine, run()))
     if as_json:
         click.echo(json.dumps(ids))
     else:
         for task_id in ids:
-            click.echo(task_id if dry_run else f"{task_id} cancelled")
-    which = _statuses_text(wanted)
+            click.echo(task_id if dry_run else f"{task_id} {status}")
     said = (
-        f"would cancel {len(ids)} {which} task(s) (--dry-run)"
+        f"would {do} {len(ids)} {which} task(s) (--dry-run)"
         if dry_run
-        else f"cancelled {len(ids)} {which} task(s)"
+        else f"{done} {len(ids)} {which} task(s)"
     )
     click.echo(said, err=True)
 
@@ -755,21 +794,15 @@ def retry(
       wfe retry 4711
       wfe retry --status failed --workflow invoices --phase pay --error ConnectionError --dry-run
     """
-    if statuses and task_ids:
-        raise click.UsageError("give task ids or --status, not both")
-    if not statuses:
-        for option, given in (
-            ("--workflow", workflow),
-            ("--phase", phase),
-            ("--error", error_contains),
-            ("--dry-run", dry_run or None),
-        ):
-            if given is not None:
-                raise click.UsageError(f"{option} chooses tasks with --status; give --status too")
-        if len(task_ids) != 1:
-            raise click.UsageError(
-                "give one task id, or --status failed (or cancelled) to retry every such task"
-            )
+    filters = {
+        "--workflow": workflow,
+        "--phase": phase,
+        "--error": error_contains,
+        "--dry-run": dry_run or None,
+    }
+    if error_contains == "":
+        raise click.BadParameter("is empty", param_hint="--error")
+    if not _bulk_asked(statuses, task_ids, filters, "--status failed (or cancelled) to retry"):
         engine = _engine(ctx, store, existing=True)
 
         async def retrying() -> Task:
@@ -778,40 +811,25 @@ def retry(
         task = _run(_closing(engine, retrying()))
         click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
         return
-    if error_contains is not None and not error_contains:
-        raise click.BadParameter("is empty", param_hint="--error")
-    for hint, name in (("--workflow", workflow), ("--phase", phase)):
-        if name is not None and not is_unicode_text(name):
-            raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=hint)
     wanted = _parse_statuses(statuses, allowed=_RETRYABLE, done_to="retried")
     engine = _engine(ctx, store, existing=True)
-
-    async def retry_them() -> list[str]:
-        ids = await engine.retry_tasks(
+    _change_many(
+        engine,
+        lambda: engine.retry_tasks(
             wanted,
             workflow_name=workflow,
             phase=phase,
             error_contains=error_contains,
             dry_run=dry_run,
             by=_who(by),
-        )
-        if not ids:
-            await _refuse_unknown_names(await engine.get_store(), workflow, phase)
-        return ids
-
-    ids = _run(_closing(engine, retry_them()))
-    if as_json:
-        click.echo(json.dumps(ids))
-    else:
-        for task_id in ids:
-            click.echo(task_id if dry_run else f"{task_id} pending")
-    which = "/".join(s.value for s in wanted)
-    said = (
-        f"would retry {len(ids)} {which} task(s) (--dry-run)"
-        if dry_run
-        else (f"retried {len(ids)} {which} task(s)")
+        ),
+        workflow,
+        phase,
+        ("retry", "retried", "pending"),
+        _statuses_text(wanted),
+        as_json=as_json,
+        dry_run=dry_run,
     )
-    click.echo(said, err=True)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
