@@ -128,7 +128,7 @@ def test_wfe_retry_status_retries_every_task_the_options_choose(wfe, tmp_path: P
     # The options that choose tasks need --status; ids and --status do not mix.
     refusals = [
         (("--workflow", "w"), "--workflow chooses tasks with --status; give --status too"),
-        ((ids[2], "--status", "failed"), "give task ids or --status, not both"),
+        ((ids[2], "--status", "failed"), "give a task id or --status, not both"),
         ((), "give one task id, or --status failed (or cancelled) to retry every such task"),
         (("--status", "pending"), "pending tasks are never retried; only failed or cancelled"),
         (("--status", "failed", "-w", "ww"), "unknown workflow 'ww' (known: w)"),

@@ -656,9 +656,7 @@ def _bulk_asked(
     one task id given (False); a usage error for neither, both, a filter of --status
     without it, or a --workflow or --phase that is no text."""
     if statuses and task_ids:
-        raise click.UsageError(
-            f"give {'task ids' if len(task_ids) > 1 else 'a task id'} or --status, not both"
-        )
+        raise click.UsageError("give a task id or --status, not both")
     if statuses:
         for option in ("--workflow", "--phase"):
             name = filters.get(option)
