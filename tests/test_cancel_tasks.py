@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import wfcore.engine
 from wfcore import ECSWorkflowEngine, Phase, TaskStatus
 
 _APP = """
@@ -23,7 +24,12 @@ engine.register_workflow("other", [Phase("approve", assigned_to="human")])
 """
 
 
-def test_cancel_tasks_by_status_workflow_and_phase(tmp_path: Path) -> None:
+def test_cancel_tasks_by_status_workflow_and_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page a task: every task is listed before any is cancelled, or cancelling
+    # the first page's would shift the next page past some.
+    monkeypatch.setattr(wfcore.engine, "_BULK_PAGE", 1)
     asyncio.run(_cancels(f"sqlite://{tmp_path / 'wfe.db'}"))
 
 

@@ -38,7 +38,7 @@ def _outage_engine(make_engine) -> tuple[ECSWorkflowEngine, dict[str, bool]]:
 
 
 def test_retry_tasks_retries_the_failed_tasks_it_is_asked_for(make_engine, wfe_run, monkeypatch):
-    monkeypatch.setattr(wfcore.engine, "_RETRY_PAGE", 2)  # several pages of failed tasks
+    monkeypatch.setattr(wfcore.engine, "_BULK_PAGE", 2)  # several pages of failed tasks
     engine, service = _outage_engine(make_engine)
 
     async def scenario() -> dict[str, object]:
