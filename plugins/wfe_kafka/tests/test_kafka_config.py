@@ -480,12 +480,18 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
     broker_tools: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A broker of its own that does not create topics on first use (as in most
     deployments): kafka-python only repeats that a topic is not in its metadata,
     and results waited as if Kafka were slow. It repeated it as an ERROR at every
     metadata update, ten lines a second for each missing topic: it says it once."""
+    import wfe_kafka.consumer
+
     kafka_broker = broker_tools
+    # The consumer's first look for the topics comes 0.5 s after it starts, not 5 s
+    # (as the test app's APP_TOPICS_RECHECK does for worker processes).
+    monkeypatch.setattr(wfe_kafka.consumer, "_TOPICS_FIRST_CHECK", 0.5)
     broker = kafka_broker.KafkaBroker(properties={"auto.create.topics.enable": "false"}).start()
     try:
         kafka_broker.create_topic(broker.bootstrap, "tasks", 1)
