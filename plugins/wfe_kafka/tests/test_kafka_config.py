@@ -8,10 +8,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,20 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def own_broker(kafka_bootstrap: str) -> Iterator[Any]:
+    """A broker of this module's own, which does not create topics on first use (as
+    in most deployments), for the tests that freeze it or need topics missing; the
+    others keep the run's broker. Each test uses topic names of its own on it.
+    (``kafka_bootstrap``: skipped, or failed in CI, where no broker can run.)"""
+    kafka_broker = sys.modules["wfe_kafka_test_broker"]
+    broker = kafka_broker.KafkaBroker(properties={"auto.create.topics.enable": "false"}).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 def run_worker(
@@ -259,65 +274,62 @@ def test_a_consumer_without_a_broker_says_so_and_stops_promptly(
 
 
 def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
-    kafka_bootstrap: str,
+    own_broker: Any,
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
     broker_tools: Any,
 ) -> None:
-    """A broker of its own, frozen with SIGSTOP (its connections hang as in a
+    """The module's own broker, frozen with SIGSTOP (its connections hang as in a
     network outage): the worker warns with how many results wait, says when
     publishing resumes, and a close() during an outage takes close_timeout, not
     three times it, with one line and no traceback, and without kafka-python's
     error for the send the close cancelled."""
     kafka_broker = broker_tools
-    broker = kafka_broker.KafkaBroker().start()
-    try:
-        kafka_broker.create_topic(broker.bootstrap, "results", 1)
-        engine = echo_engine(wfe_engine_factory)
-        kafka = KafkaMQInterface(broker.bootstrap, results_topic="results", close_timeout=3.0)
-        kafka.outage_warn_after = 1.0
-        kafka.outage_warn_every = 60.0
-        caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    broker = own_broker
+    kafka_broker.create_topic(broker.bootstrap, "results", 1)
+    engine = echo_engine(wfe_engine_factory)
+    kafka = KafkaMQInterface(broker.bootstrap, results_topic="results", close_timeout=3.0)
+    kafka.outage_warn_after = 1.0
+    kafka.outage_warn_every = 60.0
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
 
-        def logged(text: str) -> bool:
-            return any(text in r.getMessage() for r in caplog.records)
+    def logged(text: str) -> bool:
+        return any(text in r.getMessage() for r in caplog.records)
 
-        async def scenario() -> float:
-            await kafka.attach(engine)
-            await engine.submit_task(0, "echo", task_id="before")
+    async def scenario() -> float:
+        await kafka.attach(engine)
+        await engine.submit_task(0, "echo", task_id="before")
+        await engine.run_until_idle()
+        await until(lambda: kafka.stats["results_published"] == 1, "the first result")
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            for i in range(3):
+                await engine.submit_task(i, "echo", task_id=f"during-{i}")
             await engine.run_until_idle()
-            await until(lambda: kafka.stats["results_published"] == 1, "the first result")
-            os.kill(broker.pid, signal.SIGSTOP)
-            try:
-                for i in range(3):
-                    await engine.submit_task(i, "echo", task_id=f"during-{i}")
-                await engine.run_until_idle()
-                await until(lambda: logged("3 result(s) wait in the outbox"), "the warning")
-            finally:
-                os.kill(broker.pid, signal.SIGCONT)
-            await until(lambda: logged("publishing resumed"), "the all-clear")
-            await until(lambda: kafka.stats["results_published"] == 4, "4 results")
-            os.kill(broker.pid, signal.SIGSTOP)
-            try:
-                await engine.submit_task(9, "echo", task_id="at-stop")
-                await engine.run_until_idle()
-                started = time.monotonic()
-                await kafka.close()
-                took = time.monotonic() - started
-                # The producer's sender fails the request the close cancelled
-                # (kafka-python logged "Error sending produce request to node 1:
-                # Cancelled" at ERROR) on its own thread, after close() returned.
-                sender = kafka._producer._producer._sender
-                await asyncio.to_thread(sender.join, 30)
-                assert not sender.is_alive()
-                return took
-            finally:
-                os.kill(broker.pid, signal.SIGCONT)
+            await until(lambda: logged("3 result(s) wait in the outbox"), "the warning")
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        await until(lambda: logged("publishing resumed"), "the all-clear")
+        await until(lambda: kafka.stats["results_published"] == 4, "4 results")
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            await engine.submit_task(9, "echo", task_id="at-stop")
+            await engine.run_until_idle()
+            started = time.monotonic()
+            await kafka.close()
+            took = time.monotonic() - started
+            # The producer's sender fails the request the close cancelled
+            # (kafka-python logged "Error sending produce request to node 1:
+            # Cancelled" at ERROR) on its own thread, after close() returned.
+            sender = kafka._producer._producer._sender
+            await asyncio.to_thread(sender.join, 30)
+            assert not sender.is_alive()
+            return took
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
 
-        took = wfe_run(scenario())
-    finally:
-        broker.stop()
+    took = wfe_run(scenario())
     # close_timeout (3 s), not three times it: the bound is twice it, as a busy machine
     # adds a second or more to it.
     assert took < 2 * 3.0
@@ -475,14 +487,14 @@ def not_found(records: list[logging.LogRecord]) -> list[str]:
 
 
 def test_topics_kafka_does_not_have_are_named_with_their_setting(
-    kafka_bootstrap: str,
+    own_broker: Any,
     wfe_engine_factory: Any,
     wfe_run: Any,
     caplog: pytest.LogCaptureFixture,
     broker_tools: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A broker of its own that does not create topics on first use (as in most
+    """The module's own broker, which does not create topics on first use (as in most
     deployments): kafka-python only repeats that a topic is not in its metadata,
     and results waited as if Kafka were slow. It repeated it as an ERROR at every
     metadata update, ten lines a second for each missing topic: it says it once."""
@@ -492,75 +504,72 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
     # The consumer's first look for the topics comes 0.5 s after it starts, not 5 s
     # (as the test app's APP_TOPICS_RECHECK does for worker processes).
     monkeypatch.setattr(wfe_kafka.consumer, "_TOPICS_FIRST_CHECK", 0.5)
-    broker = kafka_broker.KafkaBroker(properties={"auto.create.topics.enable": "false"}).start()
-    try:
-        kafka_broker.create_topic(broker.bootstrap, "tasks", 1)
-        engine = echo_engine(wfe_engine_factory)
-        kafka = KafkaMQInterface(
-            broker.bootstrap,
-            tasks_topic="tasks",
-            results_topic="no.results",
-            dead_letter_topic="no.dlq",
-            events_topic="no.events",
-            close_timeout=1.0,
-            max_block_ms=1000,
-        )
-        kafka.outage_warn_after = 0.5
-        kafka.outage_warn_every = 0.0
-        caplog.set_level(logging.INFO, logger="wfe_kafka")
+    broker = own_broker
+    kafka_broker.create_topic(broker.bootstrap, "tasks", 1)
+    engine = echo_engine(wfe_engine_factory)
+    kafka = KafkaMQInterface(
+        broker.bootstrap,
+        tasks_topic="tasks",
+        results_topic="no.results",
+        dead_letter_topic="no.dlq",
+        events_topic="no.events",
+        close_timeout=1.0,
+        max_block_ms=1000,
+    )
+    kafka.outage_warn_after = 0.5
+    kafka.outage_warn_every = 0.0
+    caplog.set_level(logging.INFO, logger="wfe_kafka")
 
-        def said(text: str, level: int = logging.INFO) -> bool:
-            return any(text in r.getMessage() and r.levelno >= level for r in caplog.records)
+    def said(text: str, level: int = logging.INFO) -> bool:
+        return any(text in r.getMessage() and r.levelno >= level for r in caplog.records)
 
-        async def publishing() -> None:
-            consumer = asyncio.create_task(kafka.consume_tasks(engine))
-            try:
-                await engine.submit_task({"n": 1}, "echo", task_id="t-1")
-                await engine.run_until_idle()
-                # The publisher's warning names the topic, not a broker that is slow.
-                await until(
-                    lambda: said(
-                        "; Kafka has no topic 'no.results' (results_topic, "
-                        "WFE_KAFKA_RESULTS_TOPIC); 1 result(s) wait in the outbox",
-                        logging.WARNING,
-                    ),
-                    "the results warning naming the topic",
-                )
-            finally:
-                kafka.stop_consuming()
-                await consumer
-                await kafka.close()
+    async def publishing() -> None:
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        try:
+            await engine.submit_task({"n": 1}, "echo", task_id="t-1")
+            await engine.run_until_idle()
+            # The publisher's warning names the topic, not a broker that is slow.
+            await until(
+                lambda: said(
+                    "; Kafka has no topic 'no.results' (results_topic, "
+                    "WFE_KAFKA_RESULTS_TOPIC); 1 result(s) wait in the outbox",
+                    logging.WARNING,
+                ),
+                "the results warning naming the topic",
+            )
+        finally:
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
 
-        wfe_run(publishing())
-        # One line per topic, naming its setting.
-        assert said(
-            "Kafka has no topic 'no.results' (results_topic, WFE_KAFKA_RESULTS_TOPIC) yet: "
-            "results wait in the outbox until it exists"
-        )
-        assert said("Kafka has no topic 'no.dlq' (dead_letter_topic, WFE_KAFKA_DLQ_TOPIC) yet")
-        assert said("Kafka has no topic 'no.events' (events_topic, WFE_KAFKA_EVENTS_TOPIC) yet")
-        assert not said("Kafka has no topic 'tasks'")
-        # The producer waited for 'no.results' for seconds, asking again and again.
-        assert not_found(caplog.records).count("no.results") == 1, not_found(caplog.records)
+    wfe_run(publishing())
+    # One line per topic, naming its setting.
+    assert said(
+        "Kafka has no topic 'no.results' (results_topic, WFE_KAFKA_RESULTS_TOPIC) yet: "
+        "results wait in the outbox until it exists"
+    )
+    assert said("Kafka has no topic 'no.dlq' (dead_letter_topic, WFE_KAFKA_DLQ_TOPIC) yet")
+    assert said("Kafka has no topic 'no.events' (events_topic, WFE_KAFKA_EVENTS_TOPIC) yet")
+    assert not said("Kafka has no topic 'tasks'")
+    # The producer waited for 'no.results' for seconds, asking again and again.
+    assert not_found(caplog.records).count("no.results") == 1, not_found(caplog.records)
 
-        # A tasks topic that is not there is a warning: the worker gets nothing.
-        caplog.clear()
-        lonely = KafkaMQInterface(
-            broker.bootstrap, tasks_topic="no.tasks", results_topic="tasks", close_timeout=1.0
-        )
+    # A tasks topic that is not there is a warning: the worker gets nothing.
+    caplog.clear()
+    lonely = KafkaMQInterface(
+        broker.bootstrap, tasks_topic="no.tasks", results_topic="tasks", close_timeout=1.0
+    )
 
-        async def consuming() -> None:
-            consumer = asyncio.create_task(lonely.consume_tasks(engine))
-            try:
-                await until(lambda: said("Kafka has no topic 'no.tasks'"), "the line")
-            finally:
-                lonely.stop_consuming()
-                await consumer
-                await lonely.close()
+    async def consuming() -> None:
+        consumer = asyncio.create_task(lonely.consume_tasks(engine))
+        try:
+            await until(lambda: said("Kafka has no topic 'no.tasks'"), "the line")
+        finally:
+            lonely.stop_consuming()
+            await consumer
+            await lonely.close()
 
-        wfe_run(consuming())
-    finally:
-        broker.stop()
+    wfe_run(consuming())
     [line] = [r for r in caplog.records if "topic 'no.tasks'" in r.getMessage()]
     assert line.levelno == logging.WARNING
     assert not_found(caplog.records).count("no.tasks") <= 1, not_found(caplog.records)
