@@ -143,51 +143,6 @@ def task_status(store_url: str, task_id: str) -> TaskStatus | None:
     return asyncio.run(read())
 
 
-def test_sigterm_ends_a_worker_while_kafka_is_down_and_a_topic_is_missing(
-    up_broker: Any, tmp_path: Path
-) -> None:
-    """kafka-python's topics() waits without end while no broker can be reached:
-    the consumer thread, looking for the missing dead-letter topic, never stopped,
-    and neither did the worker. Its task goes back to the store as usual."""
-    broker = up_broker
-    tasks, results = f"o-tasks-{uuid.uuid4().hex[:8]}", f"o-results-{uuid.uuid4().hex[:8]}"
-    for topic in (tasks, results):
-        broker.create_topic(topic)
-    # <tasks>.dlq is never made: the consumer looks for it, here at every turn.
-    with Worker(
-        tmp_path,
-        broker.bootstrap,
-        tasks,
-        results,
-        APP_WORK_SECONDS="3600",
-        APP_TOPICS_RECHECK="0.1",
-    ) as worker:
-        produce(
-            broker.bootstrap,
-            tasks,
-            [
-                (
-                    b"long",
-                    json.dumps({"id": "long", "workflow_name": "scale", "data": {"n": 1}}).encode(),
-                )
-            ],
-        )
-        wait_until(
-            lambda: task_status(worker.store, "long") is TaskStatus.IN_PROGRESS,
-            60,
-            "the task running in the worker",
-        )
-        broker.down()
-        worker.wait_said(f"cannot reach Kafka at {broker.bootstrap} (", "the outage in the log")
-        code = worker.stop(timeout=30)
-    assert code == 0, str(worker)
-    assert "Traceback" not in worker.log.read_text(), str(worker)
-    # The consumer stopped by itself: it was not left behind (see the next test).
-    assert not worker.said("did not stop within"), str(worker)
-    # Handed back for another worker, as at any stop.
-    assert task_status(worker.store, "long") is TaskStatus.PENDING
-
-
 def test_a_stop_does_not_wait_for_a_consumer_stuck_in_kafka_python(
     wfe_engine_factory: Any, wfe_run: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -380,6 +335,54 @@ def test_a_consumer_rests_while_kafka_python_spins_for_a_broker_that_hangs(
     wfe_run(scenario())
     [rest] = [r.getMessage() for r in caplog.records if "resting" in r.getMessage()][:1]
     assert "returned no message (a broker that does not answer?); resting 1 s" in rest, rest
+
+
+def test_sigterm_ends_a_worker_while_kafka_is_down_and_a_topic_is_missing(
+    up_broker: Any, tmp_path: Path
+) -> None:
+    """kafka-python's topics() waits without end while no broker can be reached:
+    the consumer thread, looking for the missing dead-letter topic, never stopped,
+    and neither did the worker. Its task goes back to the store as usual.
+
+    The last of the module's tests on its broker: it leaves the broker down, and a
+    test after it would wait seconds for it to start again."""
+    broker = up_broker
+    tasks, results = f"o-tasks-{uuid.uuid4().hex[:8]}", f"o-results-{uuid.uuid4().hex[:8]}"
+    for topic in (tasks, results):
+        broker.create_topic(topic)
+    # <tasks>.dlq is never made: the consumer looks for it, here at every turn.
+    with Worker(
+        tmp_path,
+        broker.bootstrap,
+        tasks,
+        results,
+        APP_WORK_SECONDS="3600",
+        APP_TOPICS_RECHECK="0.1",
+    ) as worker:
+        produce(
+            broker.bootstrap,
+            tasks,
+            [
+                (
+                    b"long",
+                    json.dumps({"id": "long", "workflow_name": "scale", "data": {"n": 1}}).encode(),
+                )
+            ],
+        )
+        wait_until(
+            lambda: task_status(worker.store, "long") is TaskStatus.IN_PROGRESS,
+            60,
+            "the task running in the worker",
+        )
+        broker.down()
+        worker.wait_said(f"cannot reach Kafka at {broker.bootstrap} (", "the outage in the log")
+        code = worker.stop(timeout=30)
+    assert code == 0, str(worker)
+    assert "Traceback" not in worker.log.read_text(), str(worker)
+    # The consumer stopped by itself: it was not left behind (see the next test).
+    assert not worker.said("did not stop within"), str(worker)
+    # Handed back for another worker, as at any stop.
+    assert task_status(worker.store, "long") is TaskStatus.PENDING
 
 
 async def until_async(condition: Any, what: str, timeout: float = 30) -> None:
