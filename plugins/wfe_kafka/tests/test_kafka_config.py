@@ -444,7 +444,14 @@ def test_a_consumer_that_cannot_connect_says_why(
 ) -> None:
     """SSL against a plaintext listener: kafka-python's own error only says it could
     not bootstrap; the warning gives the handshake's failure."""
-    kafka = KafkaMQInterface(kafka_bootstrap, security_protocol="SSL", close_timeout=1.0)
+    # Each try to reach Kafka gives up after 1 s, not wfe_kafka's 5 s: the warning
+    # comes as a try gives up.
+    kafka = KafkaMQInterface(
+        kafka_bootstrap,
+        security_protocol="SSL",
+        close_timeout=1.0,
+        consumer_config={"bootstrap_timeout_ms": 1000},
+    )
     engine = wfe_engine_factory()
     caplog.set_level(logging.WARNING)
     # As an app that keeps kafka-python's own warnings out of its log.
