@@ -613,13 +613,16 @@ class Worker:
             if task.status.is_waiting:
                 current = await self._deadline_passed(task)
             elif _workers_lost(task):
-                # The phase its worker died in left files the task does not name.
-                await self._remove_leftovers(task)
                 if self._engine.max_takeovers is not None:
+                    # Decided before anything here yields: a task to run alone must
+                    # keep this worker's other tasks from starting first.
                     current = await self._after_lost_workers(task, self._engine.max_takeovers)
-            elif _retried_after_cancel(task):
-                # So may a phase cancelled as it ran: its attempt was not rolled
-                # back, the task having changed under it.
+                if current is not None:
+                    # The phase its worker died in left files the task does not name.
+                    await self._remove_leftovers(current)
+            elif _retried(task):
+                # So may a phase cancelled as it ran (its attempt was not rolled back,
+                # the task having changed under it) or one that failed with its worker.
                 await self._remove_leftovers(task)
             while current is not None and not self._stopping:
                 current = await self._run_phase(current)
@@ -648,7 +651,7 @@ class Worker:
 
     async def _remove_leftovers(self, task: Task) -> None:
         """Delete what the phase of a task taken over wrote before its worker died,
-        or that of a task retried after a cancel wrote before it was cancelled,
+        or that of a task retried wrote before it was cancelled or lost its worker,
         which the task does not list (see :func:`remove_unlisted_files`), so that
         its rerun may write its own files."""
         assert self._engine._store is not None
@@ -1426,15 +1429,11 @@ def _workers_lost(task: Task) -> int:
     return lost
 
 
-def _retried_after_cancel(task: Task) -> bool:
-    """Whether the task's latest event is a retry of it cancelled (maybe as its
-    phase ran, whose files were then left unlisted)."""
+def _retried(task: Task) -> bool:
+    """Whether the task's latest event is a retry: of a task cancelled as its phase
+    ran, or failed with its worker, whose files may be left unlisted."""
     last = task.history[-1] if task.history else None
-    return (
-        isinstance(last, dict)
-        and last.get("event") == "retried"
-        and last.get("previous") == TaskStatus.CANCELLED.value
-    )
+    return isinstance(last, dict) and last.get("event") == "retried"
 
 
 def _workers_lost_error(task: Task, lost: int) -> str:
