@@ -140,6 +140,21 @@ def test_only_unlisted_files_go(tmp_path: Path) -> None:
     assert remove_unlisted_files(tmp_path, "no-folder", []) == []
 
 
+def test_a_task_folder_that_is_a_link_is_left_alone(tmp_path: Path) -> None:
+    # Put there by hand (a folder moved to another disk, say): what it leads to is
+    # not the task's to clean, as purge leaves it too.
+    from wfcore.artifacts import remove_unlisted_files
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    (elsewhere / "sub" / "f").write_text("someone's")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "t1").symlink_to(elsewhere)
+
+    assert remove_unlisted_files(tmp_path / "root", "t1", []) == []
+    assert (elsewhere / "sub" / "f").read_text() == "someone's"
+
+
 def test_a_task_retried_after_a_cancel_mid_phase_can_lay_out_its_files_anew(
     tmp_path: Path,
 ) -> None:
@@ -170,11 +185,15 @@ async def _retried_after_cancel(tmp_path: Path) -> None:
         await engine.cancel(task.id)
         root = (await engine.get_store()).artifacts_dir
         assert (root / task.id / "a").is_file()  # left by the cancelled phase
-        await engine.retry(task.id)
-        done = await engine.wait_for_task(task.id, timeout=30)
-        assert done.status is TaskStatus.COMPLETED, done.error
-        assert [art.name for art in done.artifacts] == ["a/b"]
-        assert (root / task.id / "a" / "b").read_text() == "rerun"
     finally:
         engine.stop()
         await running
+    await engine.retry(task.id)
+    # Something else happens to it before a worker takes it: the retry still counts.
+    await engine.set_priority(task.id, 5)
+    await engine.run_until_idle()
+    done = await engine.wait_for_task(task.id, timeout=30)
+    await engine.aclose()
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert [art.name for art in done.artifacts] == ["a/b"]
+    assert (root / task.id / "a" / "b").read_text() == "rerun"

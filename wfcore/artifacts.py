@@ -494,6 +494,8 @@ def remove_unlisted_files(root: Path, task_id: str, listed: Iterable[str]) -> li
         base = task_artifact_dir(root, task_id)
     except ArtifactError:
         return []  # an id that cannot name a folder has no files
+    if base.is_symlink() or not base.is_dir():
+        return []  # none, or a link put there by hand: left alone, as purge leaves it
     keep = set(listed)
     removed: list[str] = []
     for folder, dirs, files in os.walk(base, topdown=False):

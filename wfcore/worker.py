@@ -655,10 +655,11 @@ class Worker:
         which the task does not list (see :func:`remove_unlisted_files`), so that
         its rerun may write its own files."""
         assert self._engine._store is not None
+        root = self._engine._store.artifacts_dir
+        if not _has_folder(root, task.id):
+            return  # most tasks: no thread to ask, nothing to wait for
         listed = [art.name for art in task.artifacts if isinstance(art, Artifact)]
-        removed = await asyncio.to_thread(
-            remove_unlisted_files, self._engine._store.artifacts_dir, task.id, listed
-        )
+        removed = await asyncio.to_thread(remove_unlisted_files, root, task.id, listed)
         if removed:
             logger.info(
                 "task %s: deleted %d file(s) its artifacts do not name, left in its "
@@ -1430,10 +1431,24 @@ def _workers_lost(task: Task) -> int:
 
 
 def _retried(task: Task) -> bool:
-    """Whether the task's latest event is a retry: of a task cancelled as its phase
-    ran, or failed with its worker, whose files may be left unlisted."""
-    last = task.history[-1] if task.history else None
-    return isinstance(last, dict) and last.get("event") == "retried"
+    """Whether the task was retried since a phase last started (a priority changed
+    or an artifact added may have come after the retry): a task cancelled as its
+    phase ran, or failed with its worker, whose files may be left unlisted."""
+    for event in reversed(task.history):
+        name = event.get("event") if isinstance(event, dict) else None
+        if name == "retried":
+            return True
+        if name == "phase_started":
+            return False
+    return False
+
+
+def _has_folder(root: Path, task_id: str) -> bool:
+    """Whether the task has a folder of artifact files (a stat, in the event loop)."""
+    try:
+        return task_artifact_dir(root, task_id).is_dir()
+    except ArtifactError:
+        return False
 
 
 def _workers_lost_error(task: Task, lost: int) -> str:
