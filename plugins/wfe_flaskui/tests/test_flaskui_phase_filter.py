@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 
 from flaskui_helpers import Api, wait_for
 
@@ -103,3 +104,26 @@ def test_retry_all_of_one_phase_retries_only_the_tasks_at_it(api: Api) -> None:
     assert "1 cancelled task(s) of workflow sign_off at phase legal queued again." in shown
     api.wait_status(at_legal[0], "waiting_human")  # asked again
     assert api.task(at_finance)["status"] == "cancelled"
+
+
+def test_in_a_browser_the_status_menu_keeps_the_phase_and_the_workflow_menu_drops_it(
+    page: Any, live: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    task = live.api.submit("sign_off", {"contract": "in a browser"})
+    live.api.wait_status(task["id"], "waiting_human")
+    page.goto(live.url + "/?workflow=sign_off&phase=legal")
+    expect(page.locator("#phase-filter code")).to_have_text("legal")
+    expect(page.locator(f"tr[data-task-id='{task['id']}']")).to_be_visible()
+
+    page.select_option("select[name=status]", "waiting_human")
+    page.wait_for_url(re.compile(r"status=waiting_human"))
+    assert "phase=legal" in page.url and "workflow=sign_off" in page.url
+    expect(page.locator("#phase-filter code")).to_have_text("legal")
+
+    # A phase is one workflow's: choosing another workflow (here: all) drops it.
+    page.select_option("select[name=workflow]", "")
+    page.wait_for_url(lambda url: "workflow=sign_off" not in url)
+    assert "phase=" not in page.url and "status=waiting_human" in page.url
+    expect(page.locator("#phase-filter")).to_have_count(0)

@@ -403,6 +403,10 @@
         var form = this.form;
         var page = form.querySelector("input[name=page]");
         if (page) page.remove();
+        // A phase belongs to one workflow: another workflow drops the phase filter.
+        var drops = this.getAttribute("data-drops");
+        var dropped = drops ? form.querySelector("input[name=" + drops + "]") : null;
+        if (dropped) dropped.remove();
         form.submit();
       });
     }
