@@ -63,8 +63,12 @@ async def _cancels(url: str) -> None:
         # Cancelled ones are finished: asked for, they are refused, never cancelled again.
         with pytest.raises(ValueError, match="cancel_tasks cancels only unfinished tasks"):
             await engine.cancel_tasks("cancelled")
-        with pytest.raises(ValueError, match="cancels only unfinished tasks"):
+        with pytest.raises(ValueError, match="no status given: cancel_tasks cancels only"):
             await engine.cancel_tasks([])
+        with pytest.raises(TypeError, match="statuses must be a status, or a list of them"):
+            await engine.cancel_tasks(None)  # type: ignore[arg-type]
+        # "waiting" stands for the three waiting statuses, as on the command line.
+        assert await engine.cancel_tasks("waiting", dry_run=True) == []
         assert await engine.cancel_tasks("pending", workflow_name="nowhere") == []
     finally:
         await engine.aclose()
@@ -106,9 +110,43 @@ def test_wfe_cancel_refuses_what_it_cannot_do(wfe, tmp_path: Path) -> None:
         (("--status", "pending", "--phase", "chek"), "no stored workflow has a phase 'chek'"),
         (("--status", "pending", "-w", "invoice"), "unknown workflow 'invoice'"),
         ((), "give one task id, or --status pending"),
+        (("--status", "pending", "--phase", ""), "Invalid value for --phase: is empty"),
     ):
         refused = wfe("cancel", *args, check=False, env=env)
         assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
         assert said in refused.stderr, (args, refused.stderr)
     still = json.loads(wfe("show", task_id, "--json", env=env).stdout)
     assert still["status"] == "pending"
+
+
+_SPLIT_APP = """
+from wfcore import ECSWorkflowEngine, Phase
+
+engine = ECSWorkflowEngine()
+
+
+async def split(task):
+    for n in range(2):
+        await engine.submit_task({"n": n}, "item", parent=task)
+    engine.wait_for_children(task)
+
+
+engine.register_handler("split", split)
+engine.register_workflow("batch", [Phase("split", assigned_to="functional")])
+engine.register_workflow("item", [Phase("look", assigned_to="human")])
+"""
+
+
+def test_wfe_cancel_status_with_children_says_it_cancelled_them_too(wfe, tmp_path: Path) -> None:
+    (tmp_path / "split_app.py").write_text(_SPLIT_APP)
+    env = {**wfe.env, "PYTHONPATH": str(tmp_path)}
+    parent = wfe("submit", "batch", "--app", "split_app:engine", env=env).stdout.strip()
+    wfe("worker", "split_app:engine", "--until-idle", "-q", env=env)
+    children = json.loads(wfe("tasks", "--parent", parent, "--json", env=env).stdout)
+    assert {t["status"] for t in children} == {"waiting_human"}
+
+    done = wfe("cancel", "--status", "waiting", "-w", "batch", "--children", env=env)
+    assert done.stdout == f"{parent} cancelled\n"
+    assert done.stderr == "cancelled 1 waiting task(s) and their unfinished children\n"
+    children = json.loads(wfe("tasks", "--parent", parent, "--json", env=env).stdout)
+    assert [t["status"] for t in children] == ["cancelled", "cancelled"]

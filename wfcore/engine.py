@@ -1870,15 +1870,27 @@ def _json_message(error: Any) -> str:
 def _statuses_among(
     statuses: Iterable[TaskStatus | str], allowed: tuple[TaskStatus, ...], only: str
 ) -> list[TaskStatus]:
-    """``statuses`` (one, or several) as TaskStatus values, each one of ``allowed``;
-    ValueError saying ``only`` (what the operation takes) for none or another."""
+    """``statuses`` (one, or several; ``"waiting"`` for the three waiting ones) as
+    TaskStatus values, each one of ``allowed``; ValueError saying ``only`` (what the
+    operation takes) for none or another, TypeError for what is no status at all."""
     if isinstance(statuses, (str, TaskStatus)):
         statuses = [statuses]
-    wanted = [TaskStatus.parse(s) for s in statuses]
+    elif not isinstance(statuses, Iterable) or isinstance(statuses, (bytes, Mapping)):
+        raise TypeError(
+            f"statuses must be a status, or a list of them, not {type(statuses).__name__}"
+        )
+    wanted: list[TaskStatus] = []
+    for status in statuses:
+        if isinstance(status, str) and status.strip().lower() == "waiting":
+            wanted += [s for s in TaskStatus if s.is_waiting]
+        else:
+            wanted.append(TaskStatus.parse(status))
+    if not wanted:
+        raise ValueError(f"no status given: {only}")
     others = [s.value for s in wanted if s not in allowed]
-    if not wanted or others:
-        raise ValueError(only + (f", not {', '.join(others)}" if others else ""))
-    return wanted
+    if others:
+        raise ValueError(f"{only}, not {', '.join(others)}")
+    return list(dict.fromkeys(wanted))
 
 
 def _check_workflow_filter(workflow_name: object) -> None:

@@ -94,6 +94,8 @@ def tasks(
 ) -> None:
     """List tasks, newest first (--parent: a task's children, in the order submitted)."""
     for hint, name in (("--workflow", workflow), ("--phase", phase)):
+        if name == "":
+            raise click.BadParameter("is empty", param_hint=hint)
         if name is not None and not is_unicode_text(name):
             raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=hint)
     wanted = _parse_statuses(statuses) if statuses else None

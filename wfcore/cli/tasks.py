@@ -584,12 +584,18 @@ def resume(
 @click.option(
     "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
 )
-@click.option("--phase", metavar="NAME", help="With --status: only tasks at this phase.")
+@click.option(
+    "--phase",
+    metavar="NAME",
+    help="With --status: only tasks at this phase (a task submitted without a phase is "
+    "at none until its first phase ends or waits: --workflow takes it).",
+)
 @click.option("--dry-run", is_flag=True, help="With --status: only list what would be cancelled.")
 @click.option(
     "--children",
     is_flag=True,
-    help="Cancel its unfinished children too (the tasks its phases submitted), and theirs.",
+    help="Cancel its unfinished children too (the tasks its phases submitted), and theirs; "
+    "with --status, each one's.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the task as JSON (with --status: the ids)."
@@ -643,6 +649,7 @@ def cancel(
         _statuses_text(wanted),
         as_json=as_json,
         dry_run=dry_run,
+        also=" and their unfinished children" if children else "",
     )
 
 
@@ -660,6 +667,8 @@ def _bulk_asked(
     if statuses:
         for option in ("--workflow", "--phase"):
             name = filters.get(option)
+            if name == "":
+                raise click.BadParameter("is empty", param_hint=option)
             if isinstance(name, str) and not is_unicode_text(name):
                 raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=option)
         return True
@@ -681,10 +690,12 @@ def _change_many(
     *,
     as_json: bool,
     dry_run: bool,
+    also: str = "",
 ) -> None:
     """Run a wfe retry or cancel of every task --status names: print each id and its
-    new status (with --dry-run, only the id), then how many on stderr. ``verbs``:
-    what is done, as the summary says it, and the tasks' new status."""
+    new status (with --dry-run, only the id), then how many on stderr, and ``also``
+    what else was done to them. ``verbs``: what is done, as the summary says it, and
+    the tasks' new status."""
     do, done, status = verbs
 
     async def run() -> list[str]:
@@ -700,9 +711,9 @@ def _change_many(
         for task_id in ids:
             click.echo(task_id if dry_run else f"{task_id} {status}")
     said = (
-        f"would {do} {len(ids)} {which} task(s) (--dry-run)"
+        f"would {do} {len(ids)} {which} task(s){also} (--dry-run)"
         if dry_run
-        else f"{done} {len(ids)} {which} task(s)"
+        else f"{done} {len(ids)} {which} task(s){also}"
     )
     click.echo(said, err=True)
 
@@ -754,7 +765,10 @@ def _cancel_one(
     "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
 )
 @click.option(
-    "--phase", metavar="NAME", help="With --status: only tasks that stopped at this phase."
+    "--phase",
+    metavar="NAME",
+    help="With --status: only tasks that stopped at this phase (one that stopped in its "
+    "first phase, submitted without a phase, is at none: --workflow takes it).",
 )
 @click.option(
     "--error",
