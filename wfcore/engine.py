@@ -73,7 +73,7 @@ from .plugins import (
 )
 from .routing import advance
 from .schedules import EPOCH, Schedule
-from .stores.base import Store, check_lists_by_phase, shown_url, unreadable
+from .stores.base import Store, phase_filter, shown_url, unreadable
 from .submission import child_request, new_task, write_submitted
 from .wire import is_unicode_text, json_problem
 from .worker import Worker, other_engine_hint, running_engine
@@ -920,13 +920,12 @@ class ECSWorkflowEngine:
             return []  # no stored workflow has such a name, nor such a phase
         store = await self.get_store()
         listing = store.list_task_summaries if summary else store.list_tasks
-        if phase is None:
-            return await listing(
-                status=wanted, workflow_name=workflow_name, limit=limit, offset=offset
-            )
-        check_lists_by_phase(store)
         return await listing(
-            status=wanted, workflow_name=workflow_name, limit=limit, offset=offset, phase=phase
+            status=wanted,
+            workflow_name=workflow_name,
+            limit=limit,
+            offset=offset,
+            **phase_filter(store, phase),
         )
 
     async def wait_for_task(
@@ -1420,11 +1419,7 @@ class ECSWorkflowEngine:
         if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
             return []  # no stored workflow has such a name, nor such a phase
         store = await self.get_store()
-        # Passed only when asked for: a store whose lists take no phase serves the rest.
-        by_phase: dict[str, Any] = {}
-        if phase is not None:
-            check_lists_by_phase(store)
-            by_phase["phase"] = phase
+        by_phase = phase_filter(store, phase)
         # Every page read before anything changes: a change moves tasks out of the
         # statuses listed, and would shift the pages under the offset.
         found: dict[str, None] = {}

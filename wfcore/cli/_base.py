@@ -38,7 +38,7 @@ from ..plugins import (
     why_not_loaded,
 )
 from ..schedules import LatestRun
-from ..stores.base import Store, check_lists_by_phase, shown_url
+from ..stores.base import Store, phase_filter, shown_url
 from ..stores.sqlite import SQLiteStore
 from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
 
@@ -320,8 +320,7 @@ async def _refuse_unknown_names(
         searched = [specs[workflow]] if workflow in specs else []
     if any(phase in spec.classifications for spec in searched):
         return
-    check_lists_by_phase(store)
-    if any((await store.count_tasks(workflow, phase=phase)).values()):
+    if any((await store.count_tasks(workflow, **phase_filter(store, phase))).values()):
         return
     if workflow is None:
         raise _InputError(f"no stored workflow has a phase {phase!r} (wfe workflows lists them)")

@@ -15,7 +15,7 @@ from ..children import stored_children, wait_ends
 from ..metrics import render_metrics
 from ..model import Phase, Task, TaskStatus, WorkflowSpec
 from ..schedules import LatestRun, latest_runs
-from ..stores.base import Store, check_lists_by_phase, summarized
+from ..stores.base import Store, phase_filter, summarized
 from ..wire import is_unicode_text, workflow_to_dict
 from ._base import (
     _STATUS_NAMES,
@@ -116,10 +116,7 @@ def tasks(
             )
         # The table shows a line a task: summaries leave each task's payload unread.
         listing = st.list_tasks if as_json else st.list_task_summaries
-        by_phase: dict[str, Any] = {}
-        if phase is not None:
-            check_lists_by_phase(st)
-            by_phase["phase"] = phase
+        by_phase = phase_filter(st, phase)
         found = await listing(
             status=wanted, workflow_name=workflow, limit=limit, offset=offset, **by_phase
         )

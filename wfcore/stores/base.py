@@ -736,3 +736,14 @@ def _takes(method: Any, name: str) -> bool:
     except (TypeError, ValueError):
         return True  # not to be told: let the call say
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def phase_filter(store: Store, phase: str | None) -> dict[str, Any]:
+    """The keyword arguments that narrow ``list_tasks``, ``list_task_summaries`` and
+    ``count_tasks`` to the tasks at ``phase``: none without one, so that a store
+    whose methods take no phase still serves every other listing; with one, after
+    :func:`check_lists_by_phase`."""
+    if phase is None:
+        return {}
+    check_lists_by_phase(store)
+    return {"phase": phase}

@@ -27,7 +27,7 @@ from wfcore import (
     WorkflowSpec,
 )
 from wfcore.schedules import latest_runs
-from wfcore.stores.base import check_lists_by_phase
+from wfcore.stores.base import phase_filter
 
 __all__ = [
     "TaskPage",
@@ -134,11 +134,7 @@ async def list_page(
     counts; each task as ``Store.list_task_summaries`` lists it (the start only of
     its output and error, none of its data) unless ``summaries`` is False."""
     store = await engine.get_store()
-    # Passed only when asked for: a store whose lists take no phase still lists.
-    by_phase: dict[str, Any] = {}
-    if phase is not None:
-        check_lists_by_phase(store)
-        by_phase["phase"] = phase
+    by_phase = phase_filter(store, phase)
     counts = await store.count_tasks(workflow, **by_phase)
     wanted: Any = list(statuses) if statuses else None
     listing = store.list_task_summaries if summaries else store.list_tasks
