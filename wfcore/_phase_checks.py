@@ -23,7 +23,7 @@ __all__ = [
     "check_engine_fields",
     "check_json",
     "check_phase_priority",
-    "checkpointed_since_start",
+    "happened_since_start",
     "json_fields_problem",
     "restore_place",
 ]
@@ -205,13 +205,14 @@ def _printed(value: Any) -> Any:
     return kept if json_problem(kept) is None else repr(value)[:10_000]
 
 
-def checkpointed_since_start(task: Task) -> bool:
-    """True if the history has a checkpoint since the current attempt started."""
+def happened_since_start(task: Task, event: str) -> bool:
+    """True if the history has an ``event`` since a phase last started (or at all,
+    for a task no phase has started)."""
     for entry in reversed(task.history):
-        event = entry.get("event") if isinstance(entry, dict) else None
-        if event == "checkpoint":
+        name = entry.get("event") if isinstance(entry, dict) else None
+        if name == event:
             return True
-        if event == "phase_started":
+        if name == "phase_started":
             return False
     return False
 

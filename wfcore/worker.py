@@ -34,7 +34,7 @@ from ._phase_checks import (
     check_engine_fields,
     check_json,
     check_phase_priority,
-    checkpointed_since_start,
+    happened_since_start,
     json_fields_problem,
     restore_place,
 )
@@ -568,7 +568,7 @@ class Worker:
         # attempted, as for any run a dead worker left unfinished.
         saved = task.copy()
         saved.attempts = max(0, task.attempts - 1)
-        if not checkpointed_since_start(task):
+        if not happened_since_start(task, "checkpoint"):
             saved.record("checkpoint", phase=task.classification)  # once per attempt
         assert self._engine._store is not None
         # Shielded: a phase timeout cancelling the checkpoint does not stop a write
@@ -1434,13 +1434,7 @@ def _retried(task: Task) -> bool:
     """Whether the task was retried since a phase last started (a priority changed
     or an artifact added may have come after the retry): a task cancelled as its
     phase ran, or failed with its worker, whose files may be left unlisted."""
-    for event in reversed(task.history):
-        name = event.get("event") if isinstance(event, dict) else None
-        if name == "retried":
-            return True
-        if name == "phase_started":
-            return False
-    return False
+    return happened_since_start(task, "retried")
 
 
 def _has_folder(root: Path, task_id: str) -> bool:

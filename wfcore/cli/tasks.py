@@ -66,6 +66,10 @@ from ._base import (
 _RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 # The statuses wfe cancel --status takes.
 _CANCELLABLE = tuple(status for status in TaskStatus if not status.is_finished)
+# wfe retry and cancel: --workflow narrows the tasks --status chose.
+_status_workflow_option = click.option(
+    "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
+)
 
 _DEFINE_HINT = f"wfe submit - --classification {DEFINE_WORKFLOW} --data SPEC"
 
@@ -581,9 +585,7 @@ def resume(
     help="Instead of an id: every task with this status, pending, in_progress or "
     "waiting_* (waiting: the three; several separated by commas, or the option repeated).",
 )
-@click.option(
-    "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
-)
+@_status_workflow_option
 @click.option(
     "--phase",
     metavar="NAME",
@@ -761,9 +763,7 @@ def _cancel_one(
     help="Instead of ids: every task with this status, failed or cancelled (both "
     "separated by a comma, or the option repeated).",
 )
-@click.option(
-    "--workflow", "-w", metavar="NAME", help="With --status: only tasks of this workflow."
-)
+@_status_workflow_option
 @click.option(
     "--phase",
     metavar="NAME",
