@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import sysconfig
@@ -38,7 +37,7 @@ from ..plugins import (
     why_not_loaded,
 )
 from ..schedules import LatestRun
-from ..stores.base import Store, phase_filter, shown_url
+from ..stores.base import Store, ids_started_by, phase_filter, shown_url
 from ..stores.sqlite import SQLiteStore
 from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
 
@@ -261,10 +260,6 @@ class _InputError(click.ClickException):
     exit_code = 2
 
 
-# An id wfcore made up (model.new_task_id), and what may be given for one: the
-# start of it, as the dashboard shows its first 8 digits.
-_MADE_UP_ID = re.compile(r"[0-9a-f]{32}")
-_ID_START = re.compile(r"[0-9a-f]{6,31}")
 # How many ids starting alike an ambiguous start names.
 _IDS_NAMED = 5
 
@@ -276,22 +271,16 @@ async def _full_id(engine: ECSWorkflowEngine, given: str) -> str:
     ids when several start so; returns ``given`` when none does, for the command
     to say it is unknown. Ids an app or a client chose are taken whole only: the
     start of one (``order-1``) must never stand for another (``order-1001``)."""
-    if not _ID_START.fullmatch(given):
-        return given
     store = await engine.get_store()
-    if await store.get_task(given) is not None:
+    found = await ids_started_by(store, given, _IDS_NAMED + 1)
+    if not found or await store.get_task(given) is not None:
         return given
-    found = [
-        task_id
-        for task_id in await store.task_ids_starting_with(given, _IDS_NAMED + 1)
-        if _MADE_UP_ID.fullmatch(task_id)
-    ]
     if len(found) > 1:
         named = ", ".join(found[:_IDS_NAMED]) + (", ..." if len(found) > _IDS_NAMED else "")
         raise _InputError(
             f"{given!r} starts the ids of several tasks ({named}): give more of the id"
         )
-    return found[0] if found else given
+    return found[0]
 
 
 async def _refuse_unknown_names(

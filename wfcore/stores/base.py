@@ -747,3 +747,20 @@ def phase_filter(store: Store, phase: str | None) -> dict[str, Any]:
         return {}
     check_lists_by_phase(store)
     return {"phase": phase}
+
+
+# An id wfcore made up (model.new_task_id), and what may stand for one: its start,
+# as listings show it (the dashboard shows the first 8 digits).
+_MADE_UP_ID = re.compile(r"[0-9a-f]{32}")
+_ID_START = re.compile(r"[0-9a-f]{6,31}")
+
+
+async def ids_started_by(store: Store, start: str, limit: int = 6) -> list[str]:
+    """The ids wfcore made up (32 hex digits) that start with ``start``, 6 to 31 hex
+    digits, at most ``limit`` of them; none for anything else. Ids an app or a client
+    chose are never found by their start: ``order-1`` must not stand for
+    ``order-1001``."""
+    if not _ID_START.fullmatch(start):
+        return []
+    found = await store.task_ids_starting_with(start, limit)
+    return [task_id for task_id in found if _MADE_UP_ID.fullmatch(task_id)]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, request, send_file, url_for
+from flask import Blueprint, Response, redirect, request, send_file, url_for
 
 from wfcore import (
     ArtifactError,
@@ -23,6 +23,7 @@ from wfcore import (
     WorkflowSpec,
 )
 from wfcore.model import MAX_PRIORITY, MIN_PRIORITY
+from wfcore.stores.base import ids_started_by
 from wfcore.wire import task_from_dict
 
 from . import ops, workers
@@ -140,6 +141,13 @@ def tasks(dash: Dashboard) -> Any:
     return render(dash, "tasks.html", **context)
 
 
+async def _only_id_started_by(engine: ECSWorkflowEngine, start: str) -> str | None:
+    """The one id wfcore made up that ``start`` begins (see ``ids_started_by``), or
+    None for none or several."""
+    found = await ids_started_by(await engine.get_store(), start, 2)
+    return found[0] if len(found) == 1 else None
+
+
 def _status_filter(statuses: list[TaskStatus]) -> str:
     """The status filter as the task list's dropdown and links spell it.
 
@@ -190,6 +198,10 @@ def task(
         shown = kafka_task(dash, task_id)
         if shown is not None:
             return shown
+        # The start of an id, as the lists show it (typed, or pasted from a terminal).
+        full = None if partial() else dash.call(lambda engine: _only_id_started_by(engine, task_id))
+        if full is not None:
+            return redirect(url_for(".task", task_id=full), 302)
         if partial():
             # An open page of a task deleted since (wfe purge) says so in place
             # of the task it still shows.
