@@ -144,6 +144,10 @@ def test_wfe_cancel_status_with_children_says_it_cancelled_them_too(wfe, tmp_pat
     wfe("worker", "split_app:engine", "--until-idle", "-q", env=env)
     children = json.loads(wfe("tasks", "--parent", parent, "--json", env=env).stdout)
     assert {t["status"] for t in children} == {"waiting_human"}
+    # --phase filters a task's children too.
+    at_look = wfe("tasks", "--parent", parent[:8], "--phase", "look", "--json", env=env)
+    assert [t["id"] for t in json.loads(at_look.stdout)] == [t["id"] for t in children]
+    assert wfe("tasks", "--parent", parent, "--phase", "split", env=env).stdout == "no tasks\n"
 
     done = wfe("cancel", "--status", "waiting", "-w", "batch", "--children", env=env)
     assert done.stdout == f"{parent} cancelled\n"
