@@ -560,6 +560,8 @@ def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
 
     async def fetch() -> tuple[list[WorkflowSpec], dict[str, LatestRun]]:
         st = await engine.get_store()
+        if as_json:  # the specs only
+            return await st.load_workflows(), {}
         now = datetime.now(timezone.utc)
         return await st.load_workflows(), await latest_runs(st, engine.schedules.values(), now)
 
