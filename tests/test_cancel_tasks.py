@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import wfcore.engine
+import wfcore._bulk
 from wfcore import ECSWorkflowEngine, Phase, TaskStatus
 
 _APP = """
@@ -29,7 +29,7 @@ def test_cancel_tasks_by_status_workflow_and_phase(
 ) -> None:
     # A page a task: every task is listed before any is cancelled, or cancelling
     # the first page's would shift the next page past some.
-    monkeypatch.setattr(wfcore.engine, "_BULK_PAGE", 1)
+    monkeypatch.setattr(wfcore._bulk, "BULK_PAGE", 1)
     asyncio.run(_cancels(f"sqlite://{tmp_path / 'wfe.db'}"))
 
 

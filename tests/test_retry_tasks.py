@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from core_util import submit_with_app, wfe_at_once
 
-import wfcore.engine
+import wfcore._bulk
 from wfcore import ECSWorkflowEngine, Phase, Task, TaskStatus
 
 
@@ -38,7 +38,7 @@ def _outage_engine(make_engine) -> tuple[ECSWorkflowEngine, dict[str, bool]]:
 
 
 def test_retry_tasks_retries_the_failed_tasks_it_is_asked_for(make_engine, wfe_run, monkeypatch):
-    monkeypatch.setattr(wfcore.engine, "_BULK_PAGE", 2)  # several pages of failed tasks
+    monkeypatch.setattr(wfcore._bulk, "BULK_PAGE", 2)  # several pages of failed tasks
     engine, service = _outage_engine(make_engine)
 
     async def scenario() -> dict[str, object]:

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import pluggy
 
+from ._bulk import check_workflow_filter, ids_matching, statuses_among
 from ._wakeup import wake
 from .adapters import Adapter, run_handler
 from .artifacts import (
@@ -110,8 +111,6 @@ _CHANGE_TRIES = 50
 _FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 _RETRYABLE = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 _UNFINISHED = tuple(status for status in TaskStatus if not status.is_finished)
-# Tasks listed a page at a time by retry_tasks and cancel_tasks.
-_BULK_PAGE = 500
 # Tasks deleted per write transaction by purge().
 _PURGE_BATCH = 1000
 
@@ -1344,7 +1343,7 @@ class ECSWorkflowEngine:
         deleted by someone else) is left out. Raises ValueError for a status that
         cannot be retried.
         """
-        wanted = _statuses_among(
+        wanted = statuses_among(
             statuses, _RETRYABLE, "retry_tasks retries only failed and cancelled tasks"
         )
         if error_contains is not None and (
@@ -1353,7 +1352,7 @@ class ECSWorkflowEngine:
             raise TypeError(
                 f"error_contains must be non-empty text or None, not {error_contains!r}"
             )
-        found = await self._ids_matching(wanted, workflow_name, phase, error_contains)
+        found = await ids_matching(self, wanted, workflow_name, phase, error_contains)
         if dry_run:
             return found
         retried = []
@@ -1385,12 +1384,12 @@ class ECSWorkflowEngine:
         cancelled. A task finished or deleted meanwhile is left out. Raises
         ValueError for a finished status.
         """
-        wanted = _statuses_among(
+        wanted = statuses_among(
             statuses,
             _UNFINISHED,
             "cancel_tasks cancels only unfinished tasks (pending, in progress, waiting)",
         )
-        found = await self._ids_matching(wanted, workflow_name, phase)
+        found = await ids_matching(self, wanted, workflow_name, phase)
         if dry_run:
             return found
         cancelled = []
@@ -1402,43 +1401,6 @@ class ECSWorkflowEngine:
             if task.status is TaskStatus.CANCELLED:
                 cancelled.append(task_id)
         return cancelled
-
-    async def _ids_matching(
-        self,
-        wanted: list[TaskStatus],
-        workflow_name: str | None,
-        phase: str | None,
-        error_contains: str | None = None,
-    ) -> list[str]:
-        """The ids of the tasks a bulk change applies to, newest first, each once:
-        of these statuses, and of the workflow, at the phase and with the text in
-        the first 1,000 characters of their error when given."""
-        _check_workflow_filter(workflow_name)
-        if phase is not None and not isinstance(phase, str):
-            raise TypeError(f"phase must be a name or None, not {phase!r}")
-        if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
-            return []  # no stored workflow has such a name, nor such a phase
-        store = await self.get_store()
-        by_phase = phase_filter(store, phase)
-        # Every page read before anything changes: a change moves tasks out of the
-        # statuses listed, and would shift the pages under the offset.
-        found: dict[str, None] = {}
-        offset = 0
-        while True:
-            page = await store.list_task_summaries(
-                status=wanted,
-                workflow_name=workflow_name,
-                limit=_BULK_PAGE,
-                offset=offset,
-                **by_phase,
-            )
-            for task in page:
-                if error_contains is None or error_contains in (task.error or ""):
-                    found.setdefault(task.id)
-            if len(page) < _BULK_PAGE:
-                break
-            offset += _BULK_PAGE
-        return list(found)
 
     async def set_priority(self, task_id: str, priority: int, *, by: str | None = None) -> Task:
         """Change the priority of a task that waits: PENDING (queued, delayed, or
@@ -1538,10 +1500,10 @@ class ECSWorkflowEngine:
                 "older_than must be a number of seconds or a timedelta, "
                 f"not {type(older_than).__name__} {older_than!r}"
             )
-        _check_workflow_filter(workflow_name)
+        check_workflow_filter(workflow_name)
         if not seconds >= 0:  # also NaN
             raise ValueError(f"older_than must be 0 or more seconds, not {older_than!r}")
-        wanted = _statuses_among(
+        wanted = statuses_among(
             statuses, _FINISHED, "purge deletes only finished tasks (completed, failed, cancelled)"
         )
         before = time.time() - seconds
@@ -1860,38 +1822,6 @@ def _json_message(error: Any) -> str:
     except (TypeError, ValueError):
         return message
     return shown + message[len(repr(value)) :]
-
-
-def _statuses_among(
-    statuses: Iterable[TaskStatus | str], allowed: tuple[TaskStatus, ...], only: str
-) -> list[TaskStatus]:
-    """``statuses`` (one, or several; ``"waiting"`` for the three waiting ones) as
-    TaskStatus values, each one of ``allowed``; ValueError saying ``only`` (what the
-    operation takes) for none or another, TypeError for what is no status at all."""
-    if isinstance(statuses, (str, TaskStatus)):
-        statuses = [statuses]
-    elif not isinstance(statuses, Iterable) or isinstance(statuses, (bytes, Mapping)):
-        raise TypeError(
-            f"statuses must be a status, or a list of them, not {type(statuses).__name__}"
-        )
-    wanted: list[TaskStatus] = []
-    for status in statuses:
-        if isinstance(status, str) and status.strip().lower() == "waiting":
-            wanted += [s for s in TaskStatus if s.is_waiting]
-        else:
-            wanted.append(TaskStatus.parse(status))
-    if not wanted:
-        raise ValueError(f"no status given: {only}")
-    others = [s.value for s in wanted if s not in allowed]
-    if others:
-        raise ValueError(f"{only}, not {', '.join(others)}")
-    return list(dict.fromkeys(wanted))
-
-
-def _check_workflow_filter(workflow_name: object) -> None:
-    """A ``workflow_name`` argument that narrows an operation: a name, or None."""
-    if workflow_name is not None and not isinstance(workflow_name, str):
-        raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
 
 
 # wait_for_task reads an unchanging task at least this often (seconds).
