@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from wfcore import MemoryStore, Store, Task
+from wfcore import MemoryStore, SQLiteStore, Store, Task
 
 APP = ("--app", "callback_app:engine")
 
@@ -72,3 +72,27 @@ def test_the_default_search_of_ids_reads_every_task() -> None:
         return await store.task_ids_starting_with("12", limit=3)
 
     assert asyncio.run(search()) == ["1200", "1201", "1202"]
+
+
+def test_ids_of_other_shapes_starting_alike_hide_no_match(wfe, tmp_path) -> None:
+    # UUIDs an app chose, sorting between two ids of wfcore's shape: the start the
+    # two share is still refused, and one only they start stands for that one.
+    first, second = "abcdef01" + "0" * 24, "abcdef99" + "0" * 24
+    chosen = [f"abcdef5{n}-0000-4000-8000-000000000000" for n in range(10)]
+
+    async def store_them() -> list[str]:
+        from wfcore.stores.base import ids_started_by
+
+        store = SQLiteStore(str(tmp_path / "wfe.db"))
+        await store.open()
+        for task_id in (first, *chosen, second):
+            await store.insert_task(Task(id=task_id, workflow_name="sign"))
+        found = await ids_started_by(store, "abcdef", 2)
+        await store.close()
+        return found
+
+    assert asyncio.run(store_them()) == [first, second]
+    refused = wfe("show", "abcdef", check=False)
+    assert refused.returncode == 2
+    assert f"({first}, {second})" in refused.stderr
+    assert wfe("show", "abcdef9").stdout.splitlines()[0] == f"task      {second}"

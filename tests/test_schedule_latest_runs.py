@@ -68,6 +68,6 @@ def test_wfe_workflows_says_how_each_schedules_latest_run_ended(wfe, tmp_path: P
     assert nightly.endswith(f"; last at {slot:%Y-%m-%d %H:%M:%S} UTC: completed"), nightly
     weekly_line = next(line for line in lines if line.startswith("schedule weekly:"))
     assert weekly_line.endswith(
-        f"; last at {weekly:%Y-%m-%d %H:%M:%S} UTC: not in the store (no worker ran then, "
-        "or purged)"
+        f"; last at {weekly:%Y-%m-%d %H:%M:%S} UTC: not in the store (no worker ran then "
+        "or knew its workflow, or purged)"
     ), weekly_line

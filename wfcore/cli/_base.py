@@ -1076,7 +1076,7 @@ def _schedule_lines(
             how = (
                 run.status.value
                 if run.status
-                else "not in the store (no worker ran then, or purged)"
+                else "not in the store (no worker ran then or knew its workflow, or purged)"
             )
             last = f"; last at {run.slot.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC: {how}"
         lines.append(

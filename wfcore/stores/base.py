@@ -756,11 +756,19 @@ _ID_START = re.compile(r"[0-9a-f]{6,31}")
 
 
 async def ids_started_by(store: Store, start: str, limit: int = 6) -> list[str]:
-    """The ids wfcore made up (32 hex digits) that start with ``start``, 6 to 31 hex
-    digits, at most ``limit`` of them; none for anything else. Ids an app or a client
-    chose are never found by their start: ``order-1`` must not stand for
-    ``order-1001``."""
+    """The ids of wfcore's shape (32 hex digits) that start with ``start``, 6 to 31
+    hex digits, at most ``limit`` of them; none for anything else. Ids of another
+    shape an app or a client chose are never found by their start: ``order-1``
+    must not stand for ``order-1001``."""
     if not _ID_START.fullmatch(start):
         return []
-    found = await store.task_ids_starting_with(start, limit)
-    return [task_id for task_id in found if _MADE_UP_ID.fullmatch(task_id)]
+    # Ids of other shapes may start alike (UUIDs with their dashes): ask for more
+    # until `limit` of wfcore's shape are found or none is left, not to take one
+    # id for the only one.
+    asked = max(limit, 8)
+    while True:
+        found = await store.task_ids_starting_with(start, asked)
+        made_up = [task_id for task_id in found if _MADE_UP_ID.fullmatch(task_id)]
+        if len(made_up) >= limit or len(found) < asked:
+            return made_up[:limit]
+        asked *= 8
