@@ -13,7 +13,13 @@ from .wire import is_unicode_text
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
 
-__all__ = ["BULK_PAGE", "check_workflow_filter", "ids_matching", "statuses_among"]
+__all__ = [
+    "BULK_PAGE",
+    "check_workflow_filter",
+    "ids_matching",
+    "names_can_match",
+    "statuses_among",
+]
 
 #: Tasks listed a page at a time by retry_tasks and cancel_tasks.
 BULK_PAGE = 500
@@ -51,6 +57,18 @@ def check_workflow_filter(workflow_name: object) -> None:
         raise TypeError(f"workflow_name must be a name or None, not {workflow_name!r}")
 
 
+def names_can_match(workflow_name: object, phase: object) -> bool:
+    """Check the ``workflow_name`` and ``phase`` arguments that narrow an operation
+    (a name, or None: TypeError else); False when one is no Unicode text, which no
+    stored workflow or phase can have, so that nothing matches."""
+    check_workflow_filter(workflow_name)
+    if phase is not None and not isinstance(phase, str):
+        raise TypeError(f"phase must be a name or None, not {phase!r}")
+    return all(
+        not isinstance(text, str) or is_unicode_text(text) for text in (workflow_name, phase)
+    )
+
+
 async def ids_matching(
     engine: ECSWorkflowEngine,
     wanted: list[TaskStatus],
@@ -61,11 +79,8 @@ async def ids_matching(
     """The ids of the tasks a change of many applies to, newest first, each once: of
     these statuses, and of the workflow, at the phase and with the text in the first
     1,000 characters of their error when given."""
-    check_workflow_filter(workflow_name)
-    if phase is not None and not isinstance(phase, str):
-        raise TypeError(f"phase must be a name or None, not {phase!r}")
-    if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
-        return []  # no stored workflow has such a name, nor such a phase
+    if not names_can_match(workflow_name, phase):
+        return []
     store = await engine.get_store()
     by_phase = phase_filter(store, phase)
     # Every page read before anything changes: a change moves tasks out of the

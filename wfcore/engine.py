@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import pluggy
 
-from ._bulk import check_workflow_filter, ids_matching, statuses_among
+from ._bulk import check_workflow_filter, ids_matching, names_can_match, statuses_among
 from ._wakeup import wake
 from .adapters import Adapter, run_handler
 from .artifacts import (
@@ -899,9 +899,7 @@ class ECSWorkflowEngine:
         for name, value in (("limit", limit), ("offset", offset)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number, 0 or more, not {value!r}")
-        for name, text in (("workflow_name", workflow_name), ("phase", phase)):
-            if text is not None and not isinstance(text, str):
-                raise TypeError(f"{name} must be a name or None, not {text!r}")
+        can_match = names_can_match(workflow_name, phase)
         # SQLite's integers end at 2**63.
         limit, offset = min(limit, _MAX_LIMIT), min(offset, _MAX_LIMIT)
         wanted: TaskStatus | list[TaskStatus] | None
@@ -915,8 +913,8 @@ class ECSWorkflowEngine:
             raise TypeError(
                 f"status must be a status, or a list of them, not {type(status).__name__}"
             )
-        if any(text is not None and not is_unicode_text(text) for text in (workflow_name, phase)):
-            return []  # no stored workflow has such a name, nor such a phase
+        if not can_match:
+            return []
         store = await self.get_store()
         listing = store.list_task_summaries if summary else store.list_tasks
         return await listing(

@@ -39,7 +39,7 @@ from ..plugins import (
 from ..schedules import LatestRun
 from ..stores.base import Store, ids_started_by, phase_filter, shown_url
 from ..stores.sqlite import SQLiteStore
-from ..wire import MAX_JSON_DEPTH, parse_time, task_to_dict
+from ..wire import MAX_JSON_DEPTH, is_unicode_text, parse_time, task_to_dict
 
 F = TypeVar("F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -281,6 +281,15 @@ async def _full_id(engine: ECSWorkflowEngine, given: str) -> str:
             f"{given!r} starts the ids of several tasks ({named}): give more of the id"
         )
     return found[0]
+
+
+def _check_names(workflow: str | None, phase: str | None) -> None:
+    """Refuse a --workflow or --phase given empty, or that is no UTF-8 text."""
+    for option, name in (("--workflow", workflow), ("--phase", phase)):
+        if name == "":
+            raise click.BadParameter("is empty", param_hint=option)
+        if name is not None and not is_unicode_text(name):
+            raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=option)
 
 
 async def _refuse_unknown_names(

@@ -16,11 +16,12 @@ from ..metrics import render_metrics
 from ..model import Phase, Task, TaskStatus, WorkflowSpec
 from ..schedules import LatestRun, latest_runs
 from ..stores.base import Store, phase_filter, summarized
-from ..wire import is_unicode_text, workflow_to_dict
+from ..wire import workflow_to_dict
 from ._base import (
     _STATUS_NAMES,
     _WAITING,
     _app_option,
+    _check_names,
     _closing,
     _engine,
     _full_id,
@@ -93,11 +94,7 @@ def tasks(
     store: str | None,
 ) -> None:
     """List tasks, newest first (--parent: a task's children, in the order submitted)."""
-    for hint, name in (("--workflow", workflow), ("--phase", phase)):
-        if name == "":
-            raise click.BadParameter("is empty", param_hint=hint)
-        if name is not None and not is_unicode_text(name):
-            raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=hint)
+    _check_names(workflow, phase)
     wanted = _parse_statuses(statuses) if statuses else None
     engine = _engine(ctx, store, existing=True, reading=True)
 

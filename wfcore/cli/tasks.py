@@ -32,7 +32,7 @@ from ..model import (
     priority_problem,
 )
 from ..stores.sqlite import SQLiteStore
-from ..wire import is_unicode_text, workflow_from_dict
+from ..wire import workflow_from_dict
 from ..worker import _regex_keyword
 from ._base import (
     _FINISHED,
@@ -40,6 +40,7 @@ from ._base import (
     EXIT_TASK_FAILED,
     EXIT_TIMED_OUT,
     _app_option,
+    _check_names,
     _closing,
     _engine,
     _full_id,
@@ -633,6 +634,7 @@ def cancel(
     if not _bulk_asked(statuses, task_ids, filters, "--status pending (say) to cancel"):
         _cancel_one(ctx, task_ids[0], children, as_json, by, app, store)
         return
+    _check_names(workflow, phase)
     wanted = _parse_statuses(statuses, allowed=_CANCELLABLE, done_to="cancelled")
     engine = _engine(ctx, store, app, app_hint="--app", existing=True)
     _change_many(
@@ -662,17 +664,11 @@ def _bulk_asked(
     instead: str,
 ) -> bool:
     """Whether a wfe retry or cancel changes every task --status names (True) or the
-    one task id given (False); a usage error for neither, both, a filter of --status
-    without it, or a --workflow or --phase that is no text."""
+    one task id given (False); a usage error for neither, both, or a filter of
+    --status without it."""
     if statuses and task_ids:
         raise click.UsageError("give a task id or --status, not both")
     if statuses:
-        for option in ("--workflow", "--phase"):
-            name = filters.get(option)
-            if name == "":
-                raise click.BadParameter("is empty", param_hint=option)
-            if isinstance(name, str) and not is_unicode_text(name):
-                raise click.BadParameter(f"{name!r} is not UTF-8 text", param_hint=option)
         return True
     for option, given in filters.items():
         if given is not None:
@@ -823,6 +819,7 @@ def retry(
         task = _run(_closing(engine, retrying()))
         click.echo(_task_json(task) if as_json else f"{task.id} {task.status.value}")
         return
+    _check_names(workflow, phase)
     wanted = _parse_statuses(statuses, allowed=_RETRYABLE, done_to="retried")
     engine = _engine(ctx, store, existing=True)
     _change_many(

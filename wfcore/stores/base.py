@@ -712,10 +712,15 @@ def utc_from_timestamp(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
 
-def check_lists_by_phase(store: Store) -> None:
-    """Raise StoreError unless ``store`` can list and count tasks by phase (its
-    ``list_tasks`` and ``count_tasks`` take ``phase``): a store written before they
-    took it would fail with a bare TypeError, or from its default summaries."""
+def phase_filter(store: Store, phase: str | None) -> dict[str, Any]:
+    """The keyword arguments that narrow ``list_tasks``, ``list_task_summaries`` and
+    ``count_tasks`` to the tasks at ``phase``: none without one, so that a store
+    whose methods take no phase still serves every other listing. With one,
+    StoreError unless the store's ``list_tasks`` and ``count_tasks`` take it: a
+    store written before they did would fail with a bare TypeError, or from its
+    default summaries."""
+    if phase is None:
+        return {}
     missing = [
         f"{name}()"
         for name in ("list_tasks", "count_tasks")
@@ -727,6 +732,7 @@ def check_lists_by_phase(store: Store) -> None:
             f"{' and '.join(missing)} {'take' if len(missing) > 1 else 'takes'} no 'phase' "
             "(see wfcore.Store.list_tasks)"
         )
+    return {"phase": phase}
 
 
 def _takes(method: Any, name: str) -> bool:
@@ -736,17 +742,6 @@ def _takes(method: Any, name: str) -> bool:
     except (TypeError, ValueError):
         return True  # not to be told: let the call say
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-
-
-def phase_filter(store: Store, phase: str | None) -> dict[str, Any]:
-    """The keyword arguments that narrow ``list_tasks``, ``list_task_summaries`` and
-    ``count_tasks`` to the tasks at ``phase``: none without one, so that a store
-    whose methods take no phase still serves every other listing; with one, after
-    :func:`check_lists_by_phase`."""
-    if phase is None:
-        return {}
-    check_lists_by_phase(store)
-    return {"phase": phase}
 
 
 # An id wfcore made up (model.new_task_id), and what may stand for one: its start,
