@@ -6,36 +6,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-_APP = """
-from wfcore import ECSWorkflowEngine, Phase
 
-engine = ECSWorkflowEngine()
-engine.register_handler("draft", lambda task: None)
-engine.register_workflow(
-    "review",
-    [Phase("draft", assigned_to="functional"), Phase("approve", assigned_to="human")],
-)
-engine.register_handler("a", lambda task: None)
-engine.register_workflow("quick", [Phase("a", assigned_to="functional")])
-"""
-
-
-def _store_with_tasks_at_phases(wfe, tmp_path: Path) -> tuple[dict[str, str], list[str], str]:
+def _store_with_tasks_at_phases(wfe) -> tuple[dict[str, str], list[str], str]:
     """Three review tasks waiting at approve, a quick one completed at a, and a review
     task no worker has classified yet. Returns the env, the approve ids (newest
     first) and the quick task's id."""
-    (tmp_path / "phase_app.py").write_text(_APP)
-    env = {**wfe.env, "PYTHONPATH": str(tmp_path)}
-    app = ("--app", "phase_app:engine")
+    env = wfe.env  # tests/cli_apps/phases_app.py importable
+    app = ("--app", "phases_app:engine")
     approve = [wfe("submit", "review", "--data", "{}", *app, env=env).stdout.strip() for _ in "abc"]
     quick = wfe("submit", "quick", "--data", "{}", *app, env=env).stdout.strip()
-    wfe("worker", "phase_app:engine", "--until-idle", "-q", env=env)
+    wfe("worker", "phases_app:engine", "--until-idle", "-q", env=env)
     wfe("submit", "review", "--data", "{}", env=env)
     return env, approve[::-1], quick
 
 
-def test_tasks_lists_only_the_tasks_at_the_phase(wfe, tmp_path: Path) -> None:
-    env, approve, quick = _store_with_tasks_at_phases(wfe, tmp_path)
+def test_tasks_lists_only_the_tasks_at_the_phase(wfe) -> None:
+    env, approve, quick = _store_with_tasks_at_phases(wfe)
 
     listed = json.loads(wfe("tasks", "--phase", "approve", "--json", env=env).stdout)
     assert [t["id"] for t in listed] == approve
@@ -49,8 +35,8 @@ def test_tasks_lists_only_the_tasks_at_the_phase(wfe, tmp_path: Path) -> None:
     )
 
 
-def test_a_page_of_a_phase_counts_the_tasks_at_it(wfe, tmp_path: Path) -> None:
-    env, approve, _ = _store_with_tasks_at_phases(wfe, tmp_path)
+def test_a_page_of_a_phase_counts_the_tasks_at_it(wfe) -> None:
+    env, approve, _ = _store_with_tasks_at_phases(wfe)
 
     first = wfe("tasks", "--phase", "approve", "--limit", "2", env=env).stdout.splitlines()
     assert [line.split()[0] for line in first[1:3]] == approve[:2]
@@ -59,8 +45,8 @@ def test_a_page_of_a_phase_counts_the_tasks_at_it(wfe, tmp_path: Path) -> None:
     assert [t["id"] for t in json.loads(rest)] == approve[2:]
 
 
-def test_a_phase_no_workflow_has_is_a_usage_error(wfe, tmp_path: Path) -> None:
-    env, _, _ = _store_with_tasks_at_phases(wfe, tmp_path)
+def test_a_phase_no_workflow_has_is_a_usage_error(wfe) -> None:
+    env, _, _ = _store_with_tasks_at_phases(wfe)
 
     typo = wfe("tasks", "--phase", "aprove", check=False, env=env)
     assert typo.returncode == 2
