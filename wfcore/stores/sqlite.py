@@ -881,12 +881,9 @@ class SQLiteStore(Store):
             statuses = [status] if isinstance(status, (str, TaskStatus)) else list(status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params += [TaskStatus.parse(s).value for s in statuses]
-        if workflow_name is not None:
-            where.append("workflow_name = ?")
-            params.append(workflow_name)
-        if phase is not None:
-            where.append("classification = ?")
-            params.append(phase)
+        named, values = _named(workflow_name, phase)
+        where += named
+        params += values
         # The page's rowids first, then its rows: where the rowids must be sorted
         # (several statuses), the sort holds integers read from an index, not every
         # matching task's document.
@@ -905,16 +902,11 @@ class SQLiteStore(Store):
     async def count_tasks(
         self, workflow_name: str | None = None, phase: str | None = None
     ) -> dict[TaskStatus, int]:
-        where = [
-            (column, value)
-            for column, value in (("workflow_name", workflow_name), ("classification", phase))
-            if value is not None
-        ]
+        where, params = _named(workflow_name, phase)
         sql = "SELECT status, count(*) FROM tasks"
         if where:
-            sql += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in where)
+            sql += " WHERE " + " AND ".join(where)
         sql += " GROUP BY status"
-        params = tuple(value for _, value in where)
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         counts: dict[TaskStatus, int] = {}
         for status, n in rows:
@@ -1589,3 +1581,13 @@ def wfe_open_store(url: str) -> Store | None:
     if url.startswith("sqlite:"):
         return SQLiteStore.from_url(url)
     return None
+
+
+def _named(workflow_name: str | None, phase: str | None) -> tuple[list[str], list[str]]:
+    """The conditions (and their parameters) of a listing or count narrowed to one
+    workflow and one phase, each when given."""
+    pairs = [("workflow_name", workflow_name), ("classification", phase)]
+    return (
+        [f"{column} = ?" for column, value in pairs if value is not None],
+        [value for _, value in pairs if value is not None],
+    )
