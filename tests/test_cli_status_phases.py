@@ -40,3 +40,48 @@ def test_status_of_a_store_with_nothing_unfinished_leaves_the_phases_out(wfe) ->
     assert "unfinished tasks by phase:" not in wfe("status").stdout
     doc = json.loads(wfe("status", "--json").stdout)
     assert doc["unfinished_by_phase"] == {} and doc["unclassified"] == {}
+
+
+def test_status_of_one_workflow_counts_it_alone(wfe) -> None:
+    env = wfe.env  # tests/cli_apps/phases_app.py importable
+    for _ in range(2):
+        wfe("submit", "review", "--data", "{}", "--app", "phases_app:engine", env=env)
+    wfe("submit", "quick", "--data", "{}", "--app", "phases_app:engine", env=env)
+    wfe("worker", "phases_app:engine", "--until-idle", "-q", env=env)
+    wfe("submit", "review", "--data", "{}", env=env)
+
+    lines = wfe("status", "--workflow", "review").stdout.splitlines()
+    assert lines[0].split()[:4] == ["WORKFLOW", "PENDING", "IN_PROGRESS", "WAITING"]
+    # Its row only: no other workflow, no (other) or (all) rows.
+    assert [line.split() for line in lines[1:3]] == [
+        ["review", "1", "0", "2", "0", "0", "0"],
+        ["unfinished", "tasks", "by", "phase:"],
+    ]
+    assert lines[3] == "  review: not classified yet 1, approve 2"
+    assert lines[4].startswith("busy workers: ")
+
+    doc = json.loads(wfe("status", "-w", "quick", "--json").stdout)
+    assert list(doc["workflows"]) == ["quick"]
+    assert doc["total"]["completed"] == 1 and sum(doc["total"].values()) == 1
+    assert doc["unfinished_by_phase"] == {} and doc["unclassified"] == {}
+
+
+def test_status_of_a_workflow_only_its_tasks_know(wfe) -> None:
+    # No worker stored the workflow: its tasks are counted all the same.
+    wfe("submit", "elsewhere", "--data", "{}", env=wfe.env)
+    wfe("submit", "elsewhere", "--data", "{}", "--classification", "check", env=wfe.env)
+
+    doc = json.loads(wfe("status", "--workflow", "elsewhere", "--json").stdout)
+    assert doc["total"]["pending"] == 2
+    assert doc["unfinished_by_phase"] == {"elsewhere": {"check": 1}}
+    assert doc["unclassified"] == {"elsewhere": 1}
+
+
+def test_status_refuses_a_workflow_that_names_nothing(wfe) -> None:
+    wfe("submit", "quick", "--data", "{}", "--app", "phases_app:engine", env=wfe.env)
+
+    typo = wfe("status", "--workflow", "quik", check=False)
+    assert typo.returncode == 2
+    assert "unknown workflow 'quik' (known: quick, review)" in typo.stderr
+    empty = wfe("status", "--workflow", "", check=False)
+    assert empty.returncode == 2 and "--workflow" in empty.stderr and "is empty" in empty.stderr

@@ -432,56 +432,70 @@ _Counts = dict[TaskStatus, int]
 
 
 def _by_phase(
-    specs: list[WorkflowSpec],
+    orders: dict[str, list[str]],
     counted: dict[str, dict[str, int]],
     by_workflow: dict[str, _Counts],
 ) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """Where each workflow's unfinished tasks are: how many at each phase, in the
-    workflow's order (a phase it no longer has, after them), for the workflows
-    that have any; and how many of each no worker has classified yet (submitted
-    without a phase, not claimed yet)."""
+    workflow's order (``orders``: its phases; a phase it no longer has, after
+    them), for the workflows that have any; and how many of each no worker has
+    classified yet (submitted without a phase, not claimed yet)."""
     phases: dict[str, dict[str, int]] = {}
     unclassified: dict[str, int] = {}
-    for spec in specs:
-        counts = counted.get(spec.name, {})
-        order = [*spec.classifications, *sorted(set(counts) - set(spec.classifications))]
+    for name, known in orders.items():
+        counts = counted.get(name, {})
+        order = [*known, *sorted(set(counts) - set(known))]
         shown = {phase: counts[phase] for phase in order if counts.get(phase)}
-        unfinished = sum(
-            n for status, n in by_workflow[spec.name].items() if not status.is_finished
-        )
+        unfinished = sum(n for status, n in by_workflow[name].items() if not status.is_finished)
         if shown:
-            phases[spec.name] = shown
+            phases[name] = shown
         if unfinished > sum(shown.values()):
-            unclassified[spec.name] = unfinished - sum(shown.values())
+            unclassified[name] = unfinished - sum(shown.values())
     return phases, unclassified
 
 
 @cli.command()
+@click.option(
+    "--workflow",
+    "-w",
+    metavar="NAME",
+    help="Only this workflow: its counts and where its unfinished tasks are.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @_app_option
 @_store_option
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
+def status(ctx: click.Context, workflow: str | None, as_json: bool, store: str | None) -> None:
     """Count the store's tasks by workflow and status, and name the busy workers.
 
     Then the unfinished tasks (pending, in progress, waiting) of each workflow by
     the phase they are at, in the workflow's order. WAITING adds up tasks waiting
     for a person, an agent or I/O (wfe tasks --status waiting lists them).
     "(other)" counts tasks of no stored workflow: define_workflow tasks not run
-    yet, say. A worker is busy while it holds a task.
+    yet, say. A worker is busy while it holds a task (of any workflow).
     """
+    _check_names(workflow, None)
     engine = _engine(ctx, store, existing=True, reading=True)
 
     async def fetch() -> tuple[
         dict[str, _Counts], _Counts, tuple[dict[str, dict[str, int]], dict[str, int]], list[str]
     ]:
         st = await engine.get_store()
-        specs = await st.load_workflows()
-        by_workflow = {spec.name: await st.count_tasks(spec.name) for spec in specs}
+        # Each workflow's phases, in its order. One with tasks but not stored
+        # (only an app not run here knows it) has its phases in name order.
+        orders = {spec.name: spec.classifications for spec in await st.load_workflows()}
+        if workflow is not None:
+            await _refuse_unknown_names(st, workflow)
+            orders = {workflow: orders.get(workflow, [])}
+        by_workflow = {name: await st.count_tasks(name) for name in orders}
+        if workflow is None:
+            total, counted = await st.count_tasks(), await st.count_all_by_phase()
+        else:
+            total, counted = by_workflow[workflow], {workflow: await st.count_by_phase(workflow)}
         return (
             by_workflow,
-            await st.count_tasks(),
-            _by_phase(specs, await st.count_all_by_phase(), by_workflow),
+            total,
+            _by_phase(orders, counted, by_workflow),
             sorted(await st.lease_owners()),
         )
 
@@ -504,15 +518,17 @@ def status(ctx: click.Context, as_json: bool, store: str | None) -> None:
     def row(name: str, counts: dict[TaskStatus, int]) -> tuple[Any, ...]:
         return (name, *(sum(counts.get(s, 0) for s in group) for _, group in _STATUS_COLUMNS))
 
-    rows = [row(name, counts) for name, counts in by_workflow.items() if counts]
-    # Tasks of no stored workflow: define_workflow ones not yet run, or a
-    # workflow only an app not run here knows.
-    unlisted = {
-        s: n - sum(counts.get(s, 0) for counts in by_workflow.values()) for s, n in total.items()
-    }
-    if any(unlisted.values()):
-        rows.append(row("(other)", unlisted))
-    rows.append(row("(all)", total))
+    rows = [row(name, counts) for name, counts in by_workflow.items() if counts or workflow]
+    if workflow is None:
+        # Tasks of no stored workflow: define_workflow ones not yet run, or a
+        # workflow only an app not run here knows.
+        unlisted = {
+            s: n - sum(counts.get(s, 0) for counts in by_workflow.values())
+            for s, n in total.items()
+        }
+        if any(unlisted.values()):
+            rows.append(row("(other)", unlisted))
+        rows.append(row("(all)", total))
     _table(("WORKFLOW", *(title for title, _ in _STATUS_COLUMNS)), rows)
     if by_phase or unclassified:
         click.echo("unfinished tasks by phase:")
