@@ -1193,6 +1193,42 @@ class StoreContract:
         assert await store.count_tasks("b", phase="r") == {}
 
     @_with_store
+    async def test_notes_the_phase_of_a_task_claimed_without_one(self, store: Any) -> None:
+        """note_phases stores the phase of the tasks in progress that the owner holds
+        and that were stored without one, and changes nothing else of them, so that a
+        running first phase is found by phase. Optional: skipped for a store that
+        keeps the default (which does nothing)."""
+        if type(store).note_phases is Store.note_phases:
+            pytest.skip("the store keeps Store.note_phases' default: tasks show no phase")
+        for n, phase in enumerate([None, None, "q"]):
+            await store.insert_task(_task(n, classification=phase))
+        claimed = {t.id: t for t in await store.claim("w", 3, 30)}
+        await store.insert_task(_task(3, classification=None))  # pending, not held
+
+        await store.note_phases("w", {"task-0": "p", "task-2": "p", "task-3": "p"})
+        await store.note_phases("other", {"task-1": "p"})
+
+        phases = {t.id: t.classification for t in await store.list_tasks()}
+        assert phases == {"task-0": "p", "task-1": None, "task-2": "q", "task-3": None}, (
+            f"after note_phases the tasks are at {phases}: only a task in progress that "
+            "the owner holds and that has no phase takes the one noted"
+        )
+        assert [t.id for t in await store.list_tasks(phase="p")] == ["task-0"]
+        assert await store.count_by_phase("w") == {"p": 1, "q": 1}
+        stored = await store.get_task("task-0")
+        assert stored is not None and stored.classification == "p"
+        assert stored.version == claimed["task-0"].version, (
+            "note_phases changed the task's version: the phase's own write must still apply"
+        )
+        assert stored.history == claimed["task-0"].history
+        ended = claimed["task-0"]
+        ended.classification = "q"
+        ended.status = TaskStatus.PENDING
+        assert await store.update_task(ended), "the phase's write after note_phases was refused"
+        stored = await store.get_task("task-0")
+        assert stored is not None and stored.classification == "q"
+
+    @_with_store
     async def test_finds_the_ids_that_start_with_a_prefix(self, store: Any) -> None:
         """task_ids_starting_with gives the ids that start with a prefix, in code point
         order, at most ``limit`` of them."""

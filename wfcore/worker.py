@@ -107,6 +107,10 @@ class Worker:
         # Tasks still being driven whose lease was already given back (finished or
         # suspended, hooks still running): not renewed, and not "lost".
         self._released: set[str] = set()
+        # Tasks claimed without a phase whose first phase runs, and that phase: the
+        # next lease renewal stores it (Store.note_phases), so that listings by
+        # phase find them before the phase ends.
+        self._unnoted: dict[str, str] = {}
         # The Task objects whose phase runs now, for checkpoint(); and the tasks
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
@@ -457,6 +461,7 @@ class Worker:
             del self._active[task_id]
         self._lost.discard(task_id)
         self._released.discard(task_id)
+        self._unnoted.pop(task_id, None)
         self.poke()
 
     async def _keep_leases(self, store: Store) -> None:
@@ -480,6 +485,8 @@ class Worker:
                 logger.exception("renewing leases failed")
                 continue
             renew_failed = False
+            if self._unnoted:
+                await self._note_phases(store, held)
             for task_id in ids:
                 driver = self._active.get(task_id)
                 if (
@@ -491,6 +498,20 @@ class Worker:
                     logger.warning("task %s: lease lost (cancelled or taken over)", task_id)
                     self._lost.add(task_id)
                     driver.cancel()
+
+    async def _note_phases(self, store: Store, held: set[str]) -> None:
+        """Store the phases of the tasks this worker classified as it claimed them,
+        and still runs the first phase of (those whose lease it still holds)."""
+        noted = {task_id: phase for task_id, phase in self._unnoted.items() if task_id in held}
+        self._unnoted.clear()
+        if not noted:
+            return
+        try:
+            await store.note_phases(self._engine.worker_id, noted)
+        except StoreError as exc:
+            logger.warning("storing the phases of %d running task(s) failed: %s", len(noted), exc)
+        except Exception:
+            logger.exception("storing the phases of running tasks failed")
 
     async def _reap_dead_owners(self, store: Store) -> None:
         """Free at once the leases of dead processes on this host, once each.
@@ -779,10 +800,13 @@ class Worker:
                 task, None, f"UnknownWorkflowError: unknown workflow {task.workflow_name!r}"
             )
             return None
+        unclassified = task.classification is None
         phase = route(self._engine, task, spec)
         if phase is None:
             await self._fail(task, None, task.error or "routing failed")
             return None
+        if unclassified:
+            self._unnoted[task.id] = phase.target_classification
         if phase.max_concurrency is None:
             return await self._dispatch(task, spec, phase, None)
         try:
@@ -1267,6 +1291,7 @@ class Worker:
         assert self._engine._store is not None
         if task.id in self._lost:
             raise _LeaseLost
+        self._unnoted.pop(task.id, None)  # stored with this write
         if not keep_lease:
             self._released.add(task.id)
         try:
@@ -1446,7 +1471,7 @@ def _has_folder(root: Path, task_id: str) -> bool:
 
 
 def _workers_lost_error(task: Task, lost: int) -> str:
-    # None: it died in the first phase, whose name is stored when an attempt ends.
+    # None: it died in a first phase whose name no lease renewal had stored yet.
     phase = "its first phase" if task.classification is None else f"phase {task.classification!r}"
     return (
         f"WorkerLostError: {phase} lost its worker {lost} times in a row "

@@ -6,7 +6,7 @@ import abc
 import inspect
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -409,6 +409,22 @@ class Store(abc.ABC):
         write releases it, also after the lease has expired: renewing then still
         succeeds, and a slow worker keeps a phase nobody took from it.
         """
+
+    async def note_phases(self, owner: str, phases: Mapping[str, str]) -> None:
+        """Store the phase each of these tasks runs now (``phases``: a task's id to
+        its classification), for those of them stored without a phase.
+
+        Called by a worker as it renews its leases, for the tasks it claimed without
+        a phase and classified itself, whose first phase still runs: the rest of such
+        a task is stored when that phase ends or waits, and until then the listings
+        and counts by phase (``list_tasks(phase=...)``, ``count_by_phase``) would
+        miss it. Only tasks in progress that ``owner`` holds change, and nothing else
+        of them: their version stays, so the phase's own write still applies.
+
+        Optional: the default does nothing, and such tasks are at no phase until
+        their first phase ends or waits.
+        """
+        return None
 
     @abc.abstractmethod
     async def release_dead_leases(self, owners: Sequence[str]) -> int:

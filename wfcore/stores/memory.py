@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -323,6 +323,17 @@ class MemoryStore(Store):
                 self._schedule(row, expires)
                 held.add(task_id)
         return held
+
+    async def note_phases(self, owner: str, phases: Mapping[str, str]) -> None:
+        for task_id, phase in phases.items():
+            row = self._rows.get(task_id)
+            if (
+                row is not None
+                and row.lease_owner == owner
+                and row.task.status is TaskStatus.IN_PROGRESS
+                and row.task.classification is None
+            ):
+                row.task.classification = phase
 
     async def release_dead_leases(self, owners: Sequence[str]) -> int:
         now = time.time()

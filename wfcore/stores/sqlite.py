@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1137,6 +1137,23 @@ class SQLiteStore(Store):
             return held
 
         return await self._write(write)
+
+    async def note_phases(self, owner: str, phases: Mapping[str, str]) -> None:
+        rows = [(phase, task_id, owner) for task_id, phase in phases.items()]
+        if not rows:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            # The document too, which get_task reads; a damaged one is left as it is.
+            conn.executemany(
+                "UPDATE tasks SET classification = ?1, "
+                "doc = json_set(doc, '$.classification', ?1) "
+                "WHERE id = ?2 AND lease_owner = ?3 AND status = 'in_progress' "
+                "AND classification IS NULL AND json_valid(doc)",
+                rows,
+            )
+
+        await self._write(write)
 
     async def release_dead_leases(self, owners: Sequence[str]) -> int:
         owners = list(owners)
