@@ -273,8 +273,9 @@ def test_a_metric_that_prometheus_could_not_read_is_refused_when_made() -> None:
 
 
 def test_tasks_in_their_first_phase_count_under_phase_empty(wfe_engine_factory, wfe_run) -> None:
-    """The store learns a task's phase when its first phase ends or waits; until then
-    the task still counts among the unfinished ones by phase, under phase="", so
+    """Until the store learns the phase a task submitted without one runs (at a lease
+    renewal, 10 s on here, or as the phase ends), the task still counts among the
+    unfinished ones by phase, under phase="", so
     that the phases add up to the unfinished tasks of the workflow."""
     engine = wfe_engine_factory()
     started = asyncio.Event()

@@ -892,7 +892,8 @@ class ECSWorkflowEngine:
         """The newest ``limit`` tasks (0 or more), optionally only those with one status
         (or any of a list of them, ``["failed", "cancelled"]``), of one workflow, or
         at one ``phase`` (its name: the task's classification; a task submitted without
-        one is at none until its first phase ends or waits); ``offset`` skips the
+        one is at none until its worker stores the phase it chose: see
+        ``Store.note_phases``); ``offset`` skips the
         newest ones first (to page). With ``summary``, each task
         without what may be megabytes (its data, context, earlier outputs; the start
         only of its output and error): see ``Store.list_task_summaries``."""

@@ -145,9 +145,9 @@ async def render_metrics(engine: ECSWorkflowEngine, *, engine_metrics: bool = Tr
         phases = by_phase.get(name, {})
         for phase, count in sorted(phases.items()):
             out.sample("wfcore_tasks_in_phase", count, workflow=name, phase=phase)
-        # The store learns a task's phase when its first phase ends or waits, so
-        # a task still in its first phase (running it, or pending before it) has
-        # none yet; without this line the sum over phases would leave them out.
+        # A task submitted without a phase has none stored until its worker
+        # stores the one it chose (Store.note_phases, or the phase's end), so it
+        # counts here; without this line the sum over phases would leave it out.
         # The two counts are separate reads, so a task moving between them may
         # make the difference negative for one scrape: nothing is shown then.
         unplaced = unfinished.get(name, 0) - sum(phases.values())

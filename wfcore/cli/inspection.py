@@ -56,7 +56,8 @@ from ._base import (
     "--phase",
     metavar="NAME",
     help="Only tasks at this phase (wfe status counts them; a task submitted without "
-    "a phase is at none until its first phase ends or waits).",
+    "a phase is at none until its worker stores the phase it chose, at its next "
+    "lease renewal or as that phase ends or waits).",
 )
 @click.option(
     "--parent",
@@ -345,8 +346,10 @@ async def _current_phase(store: Store, task: Task) -> Phase | None:
 def _phase_text(task: Task) -> str:
     if task.classification is not None:
         return task.classification
-    # The store learns the first phase's name when it ends (or waits).
-    return "- (the first; named when it ends)" if task.status is TaskStatus.IN_PROGRESS else "-"
+    # The worker stores the phase it chose at its next lease renewal (or as it ends).
+    if task.status is TaskStatus.IN_PROGRESS:
+        return "- (the first; named at the next lease renewal)"
+    return "-"
 
 
 def _type_text(task: Task, phase: Phase | None) -> str:

@@ -591,7 +591,7 @@ def resume(
     "--phase",
     metavar="NAME",
     help="With --status: only tasks at this phase (a task submitted without a phase is "
-    "at none until its first phase ends or waits: --workflow takes it).",
+    "at none until its worker stores the phase it chose: --workflow takes it).",
 )
 @click.option("--dry-run", is_flag=True, help="With --status: only list what would be cancelled.")
 @click.option(
