@@ -801,6 +801,65 @@ def test_consumption_pauses_while_the_engine_has_many_pending_tasks(
     assert kafka.stats["submitted"] == 100
 
 
+def test_a_paused_consumer_resumes_once_half_of_max_pending_has_settled(
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """Paused, the consumer takes messages again once half of max_pending is free,
+    not at the first free place: the engine has work in hand while the next
+    messages are fetched, rather than pausing and resuming for each task."""
+    topics = kafka_topics(2)
+    topics.send([(None, task_json(workflow_name="gated", data={})) for _ in range(60)])
+    engine = wfe_engine_factory(max_concurrency=1)
+    kafka = topics.interface(max_pending=10, max_poll_records=5)
+
+    async def scenario() -> None:
+        permits = asyncio.Semaphore(0)
+
+        async def gated(task: Task) -> None:
+            await permits.acquire()  # one task completes per permit
+
+        engine.register_handler("gated", gated)
+        engine.register_workflow("gated", [Phase("gated", assigned_to="functional")])
+        store = await engine.get_store()
+
+        async def completed(count: int) -> None:
+            while (await store.count_tasks()).get(TaskStatus.COMPLETED, 0) < count:
+                await asyncio.sleep(0.02)
+
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        runner = asyncio.create_task(engine.run())
+        try:
+            await until(
+                lambda: kafka.paused and kafka.stats["consumed"] == kafka.stats["received"],
+                30,
+                "the consumer to pause with what it received stored",
+            )
+            held = kafka.stats["received"]
+            for _ in range(held - 6):
+                permits.release()
+            await asyncio.wait_for(completed(held - 6), 30)
+            # 6 at hand, more than half of max_pending: several looks of the consumer
+            # (each 0.2 s at most) later it still takes nothing.
+            watch_until = time.monotonic() + 1.0
+            while time.monotonic() < watch_until:
+                assert kafka.paused and kafka.stats["received"] == held
+                await asyncio.sleep(0.05)
+            permits.release()  # 5 at hand: half of max_pending is free
+            await until(lambda: kafka.stats["received"] > held, 30, "consumption to resume")
+            for _ in range(60):
+                permits.release()
+            await asyncio.wait_for(completed(60), 60)
+        finally:
+            engine.stop()
+            await runner
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+
+    wfe_run(scenario(), timeout=120)
+    assert kafka.stats["submitted"] == 60
+
+
 def test_a_partition_paused_with_records_in_hand_is_fetched_again_once_resumed(
     kafka_bootstrap: str, kafka_topic: TopicFactory
 ) -> None:

@@ -49,6 +49,9 @@ logger = logging.getLogger("wfe_kafka")
 T = TypeVar("T")
 
 _MAX_BATCHES_IN_HAND = 4
+#: Seconds a paused consumer waits for room before it polls again (the group
+#: protocol runs at each poll).
+_PAUSED_LOOK = 0.2
 # Seconds after connecting before the first look for the configured topics (a
 # tasks topic the brokers create on first use exists by then), and between looks
 # while one of them is missing.
@@ -99,6 +102,14 @@ class _TaskConsumer:
         # Tasks at hand in the engine, for backpressure: counted by the hooks as
         # they are submitted and settle, recounted from the store while paused.
         self._outstanding = 0
+        # Set when a paused consumer has room again (the backlog fell to half of
+        # max_pending), so that it resumes at once rather than at its next look.
+        self._room = threading.Event()
+        # Batches being stored now, and how many ever began: a recount taken while
+        # one was being stored would count its tasks twice (stored, then counted
+        # by the hook), so it is dropped.
+        self._storing = 0
+        self._batches_begun = 0
         # Set to stop the polling thread; the future resolves once it has stopped.
         self._consume_stop = threading.Event()
         self._consuming: asyncio.Future[None] | None = None
@@ -116,6 +127,8 @@ class _TaskConsumer:
 
     def _settled(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
+        if self._paused and self._outstanding <= self.max_pending // 2:
+            self._room.set()
 
     def _bound_stop(self) -> None:
         """Give the polling thread of the consume_tasks() call under way
@@ -355,8 +368,11 @@ class _TaskConsumer:
                 full = len(batches) >= _MAX_BATCHES_IN_HAND
                 # Messages polled but not stored yet count as work at hand: else
                 # a poll of max_poll_records (500) would pass max_pending by far.
+                self._room.clear()  # before the count: a settle after it wakes the wait
                 room = self.max_pending - self._outstanding - batches.in_hand()
-                busy = room <= 0
+                # Paused, it waits until half of max_pending is free, so that the
+                # engine has work in hand while the next messages are fetched.
+                busy = room < self.max_pending // 2 if self._paused else room <= 0
                 if full or busy:
                     # Paused partitions fetch nothing, but poll() still runs the
                     # group protocol: a rebalance never waits for this worker.
@@ -375,10 +391,14 @@ class _TaskConsumer:
                     self._paused = False
                 records = _poll(
                     consumer,
-                    timeout_ms=0 if full else 200,
+                    timeout_ms=0 if full or self._paused else 200,
                     max_records=max(1, min(self.max_poll_records, room)),
                     stop=stop,
                 )
+                if self._paused and not records:
+                    # The poll ran the group protocol; the settled tasks wake it.
+                    self._room.wait(_PAUSED_LOOK)
+                    continue
                 if not records:
                     continue
                 batch = [r for rs in records.values() for r in rs]
@@ -529,8 +549,13 @@ class _TaskConsumer:
         pending ones that are due, of its own workflows when it runs only some (the
         others' tasks, or tasks delayed until tomorrow, would keep it from taking
         messages)."""
+        if self._storing:
+            return
+        begun = self._batches_begun
         store = await engine.get_store()
-        self._outstanding = await store.count_due(workflows=engine.only_workflows)
+        due = await store.count_due(workflows=engine.only_workflows)
+        if not self._storing and self._batches_begun == begun:
+            self._outstanding = due
 
     async def _handle_batch(
         self, engine: ECSWorkflowEngine, records: list[Any], stop: threading.Event
@@ -553,13 +578,18 @@ class _TaskConsumer:
                 positions.append(index)
                 self._say_ignored(record, message["ignored"])
         if requests:
-            # Ids make a retry idempotent: a batch stored in part is stored once.
-            outcomes = await self._retrying(
-                "storing",
-                records[positions[0]],
-                lambda: engine.submit_tasks(requests, return_exceptions=True),
-                stop,
-            )
+            self._storing += 1
+            self._batches_begun += 1
+            try:
+                # Ids make a retry idempotent: a batch stored in part is stored once.
+                outcomes = await self._retrying(
+                    "storing",
+                    records[positions[0]],
+                    lambda: engine.submit_tasks(requests, return_exceptions=True),
+                    stop,
+                )
+            finally:
+                self._storing -= 1
             for index, request, outcome in zip(positions, requests, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     problems[index] = outcome
