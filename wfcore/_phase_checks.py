@@ -132,9 +132,8 @@ def check_engine_fields(task: Task, owned: Owned) -> None:
         task.parent_id = owned.parent_id
         broken.append("task.parent_id")
     children = task.children
-    if children is not owned.children and (
-        type(children) is not list or not all(type(c) is str for c in children)
-    ):
+    if children is not owned.children:
+        # Ids the engine did not add: cancel(children=True) would cancel those tasks.
         task.children = owned.children
         broken.append("task.children (submit children with submit_task(..., parent=task))")
     elif children is owned.children and len(children) != owned.children_length:

@@ -66,10 +66,13 @@ async def stored_children(store: Store, task: Task) -> AsyncIterator[Task]:
     """The stored children of ``task``: those its stored ``children`` lists, then
     those with the default ids that come after them, ``<id>.<n>``: submitted by a
     phase still running (listed only when it ends), or by an attempt that failed
-    (whose changes to the task were not kept)."""
+    (whose changes to the task were not kept). A listed task whose ``parent_id``
+    is another's is left out."""
     for kid in task.children:
         child = await store.get_task(kid)
-        if child is not None:
+        # One whose parent is another task is none of this one's (a list written
+        # by hand, say), and must not be cancelled or counted with its children.
+        if child is not None and child.parent_id == task.id:
             yield child
     number = len(task.children)
     while True:

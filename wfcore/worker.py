@@ -545,6 +545,10 @@ class Worker:
         """``parent``'s running phase submitted the task ``child_id`` as its child."""
         if self.runs_phase_of(parent):
             self._phase_children.setdefault(parent.id, {}).setdefault(child_id)
+            owned = self._owned.get(parent.id)
+            if owned is not None:  # the engine's list now, which the phase may not replace
+                owned.children = parent.children
+                owned.children_length = len(parent.children)
 
     def note_wait_end(self, task: Task, until: datetime | None) -> None:
         """``task``'s running phase waits for its children until ``until`` at most
