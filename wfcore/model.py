@@ -609,8 +609,9 @@ class Task:
     version: int = 0
 
     def copy(self) -> Task:
-        """A deep copy: changing one never changes the other."""
-        return copy_with_history(self, list(self.history))  # entries never change once written
+        """A deep copy, but for the events of its history, which it shares: events
+        never change once recorded (the memory store hands out copies of them)."""
+        return copy_with_history(self, list(self.history))
 
     def artifact(self, name: str) -> Artifact | None:
         """The artifact with this name, or None."""
@@ -627,7 +628,8 @@ class Task:
 def copy_with_history(task: Task, history: list[dict[str, Any]]) -> Task:
     """A deep copy of ``task`` but for its history, which is ``history``: the
     memory store keeps one history list per task and adds to it, rather than copy
-    thousands of events at every write of a long-looping task."""
+    thousands of events at every write of a long-looping task (the events it hands
+    out of the engine it copies: see ``Task.copy``)."""
     clone: Task = _copy_fields(task)
     # Only containers need copying; checking first saves a call per field.
     if isinstance(task.data, (dict, list)):
@@ -639,8 +641,9 @@ def copy_with_history(task: Task, history: list[dict[str, Any]]) -> Task:
     if task.reply is not None:
         clone.reply = copy_json(task.reply)
     clone.artifacts = list(task.artifacts)
-    # children and waiting_for are shared: the engine replaces them, never changes
-    # them in place (and a phase that does fails its attempt).
+    clone.children = list(task.children)
+    if task.waiting_for is not None:
+        clone.waiting_for = list(task.waiting_for)
     clone.history = history
     return clone
 

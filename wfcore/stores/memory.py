@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from ..hookspecs import hookimpl
-from ..model import Task, TaskStatus, WorkflowSpec, copy_with_history
+from ..model import Task, TaskStatus, WorkflowSpec, copy_json, copy_with_history
 from .base import Store, ready_at, record_takeover, utc_from_timestamp
 
 __all__ = ["MemoryStore"]
@@ -29,8 +29,17 @@ _ACTIVE = (TaskStatus.PENDING, TaskStatus.IN_PROGRESS)
 
 
 def _snapshot(task: Task) -> Task:
-    """A copy that later changes to ``task`` (by a running handler) don't reach."""
+    """A copy for a worker, that later changes to ``task`` (by a running handler)
+    don't reach. Its history events are the stored ones: the worker only adds
+    events, and a phase may not change those it has."""
     return task.copy()
+
+
+def _handed_out(task: Task) -> Task:
+    """A copy for the caller of the store (get_task, list_tasks...), its history
+    events copied too: a caller changing what it got, say an event's time made a
+    datetime for display, must not change what is stored, as with SQLite."""
+    return copy_with_history(task, copy_json(task.history))
 
 
 def _written(task: Task, stored: Task) -> Task:
@@ -43,7 +52,7 @@ def _written(task: Task, stored: Task) -> Task:
     if kept and len(history) >= len(kept) and history[len(kept) - 1] is kept[-1]:
         kept.extend(history[len(kept) :])
         return copy_with_history(task, kept)
-    return task.copy()
+    return copy_with_history(task, copy_json(history))
 
 
 class _Row:
@@ -133,8 +142,8 @@ class MemoryStore(Store):
     def _insert(self, task: Task, now: float) -> tuple[Task, bool]:
         row = self._rows.get(task.id)
         if row is not None:
-            return _snapshot(row.task), False
-        row = _Row(_snapshot(task), next(self._seq), None)
+            return _handed_out(row.task), False
+        row = _Row(_handed_out(task), next(self._seq), None)
         self._rows[task.id] = row
         self._active += task.status in _ACTIVE
         self._schedule(row, ready_at(task, now))
@@ -142,7 +151,7 @@ class MemoryStore(Store):
 
     async def get_task(self, task_id: str) -> Task | None:
         row = self._rows.get(task_id)
-        return None if row is None else _snapshot(row.task)
+        return None if row is None else _handed_out(row.task)
 
     async def task_ids_starting_with(self, prefix: str, limit: int = 10) -> list[str]:
         return sorted(task_id for task_id in self._rows if task_id.startswith(prefix))[
@@ -177,7 +186,7 @@ class MemoryStore(Store):
             found.sort(key=lambda task: -task.priority)  # stable: insertion order kept
         # A negative limit or offset would slice from the end: none, or from the start.
         start = max(offset, 0)
-        return [_snapshot(t) for t in found[start : start + max(limit, 0)]]
+        return [_handed_out(t) for t in found[start : start + max(limit, 0)]]
 
     async def count_tasks(
         self, workflow_name: str | None = None, phase: str | None = None
@@ -409,7 +418,7 @@ class MemoryStore(Store):
         pending = self._consumers.get(consumer, {})
         # A task retried since it finished waits until it finishes again.
         finished = (self._rows[i].task for i in pending if self._rows[i].task.status.is_finished)
-        return [_snapshot(task) for task in itertools.islice(finished, max(limit, 0))]
+        return [_handed_out(task) for task in itertools.islice(finished, max(limit, 0))]
 
     async def outbox_ack(
         self, consumer: str, task_ids: Sequence[str], *, versions: Sequence[int] | None = None
