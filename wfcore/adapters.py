@@ -7,7 +7,9 @@ They are an ordinary plugin: registered through ``wfe_register_adapters`` with
 from __future__ import annotations
 
 import inspect
+import logging
 import types
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,6 +17,8 @@ from ._threads import run_blocking
 from .errors import AdapterError
 from .hookspecs import hookimpl
 from .model import Phase, Task, TaskStatus, TaskType
+
+logger = logging.getLogger("wfcore")
 
 if TYPE_CHECKING:
     from .engine import ECSWorkflowEngine
@@ -39,22 +43,50 @@ class Adapter(Protocol):
     async def run(self, task: Task, phase: Phase, engine: ECSWorkflowEngine, /) -> None: ...
 
 
-async def run_handler(handler: Callable[[Task], Any], task: Task) -> None:
-    """Run a phase's handler: await an ``async def`` one; call a plain one in a
-    thread (:func:`run_blocking`), so that it neither blocks the other tasks nor
-    outlasts the phase's ``timeout``, and await what it returns if that is
-    awaitable."""
+async def run_handler(handler: Callable[[Task], Any], task: Task, *, phase: bool = True) -> None:
+    """Run a phase's handler (``phase``; else a completed hook): await an ``async
+    def`` one; call a plain one in a thread (:func:`run_blocking`), so that it
+    neither blocks the other tasks nor outlasts the phase's ``timeout``; and await
+    what either returns if that is awaitable. A phase's handler that returns
+    anything else is warned about, once: the value is not its output."""
     if _is_async(handler):
-        await handler(task)
+        result = await handler(task)
+    else:
+        # A plain function may block (a sleep, a blocking client): not on the event
+        # loop. Its context (contextvars) goes with it, and engine.suspend() works
+        # from the thread. A timeout ends the attempt, not the thread: it runs on
+        # until the function returns, and what it does to the task then is dropped;
+        # a daemon thread, it does not keep a stopped worker's process from exiting.
+        result = await run_blocking(handler, task)
+    if result is None:
         return
-    # A plain function may block (a sleep, a blocking client): not on the event
-    # loop. Its context (contextvars) goes with it, and engine.suspend() works
-    # from the thread. A timeout ends the attempt, not the thread: it runs on
-    # until the function returns, and what it does to the task then is dropped;
-    # a daemon thread, it does not keep a stopped worker's process from exiting.
-    result = await run_blocking(handler, task)
     if inspect.isawaitable(result):
+        # A coroutine returned rather than awaited (``return helper(task)``).
         await result
+    elif phase:
+        _say_returned(handler, task, result)
+
+
+def _say_returned(handler: Callable[[Task], Any], task: Task, result: object) -> None:
+    from .worker import running_engine
+
+    engine = running_engine()
+    said = set() if engine is None else _SAID_RETURNED.setdefault(engine, set())
+    key = getattr(handler, "__qualname__", None) or repr(handler)
+    if key in said or len(said) >= 1000:
+        return
+    said.add(key)
+    logger.warning(
+        "the handler %s of phase %r returned a %s, which is not used: a handler sets "
+        "task.output (this is said once per handler)",
+        key,
+        task.classification,
+        type(result).__name__,
+    )
+
+
+# The handlers whose returned value each engine said was unused.
+_SAID_RETURNED: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _is_async(handler: Callable[[Task], Any]) -> bool:

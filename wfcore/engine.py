@@ -1753,7 +1753,7 @@ class ECSWorkflowEngine:
                 try:
                     # As a phase's handler runs: a plain function (a webhook posted
                     # with requests) in a thread, holding its task's slot, not the loop.
-                    await run_handler(callback, task)
+                    await run_handler(callback, task, phase=False)
                 except (KeyboardInterrupt, asyncio.CancelledError):
                     raise
                 except BaseException:  # SystemExit too, as for a lifecycle hook
