@@ -470,6 +470,31 @@ def test_suspend_and_checkpoint_given_a_task_id_say_they_take_the_task(make_engi
     ]
 
 
+def test_checkpoint_after_suspend_says_the_task_waits(make_engine):
+    engine: ECSWorkflowEngine = make_engine()
+
+    async def handler(task: Task) -> None:
+        task.context["ticket"] = "T-1"
+        engine.suspend(task, TaskStatus.WAITING_IO, reason="ticket T-1")
+        await engine.checkpoint(task)
+
+    engine.register_handler("p", handler)
+    engine.register_workflow("w", [Phase("p", assigned_to="functional")])
+
+    async def scenario() -> Task:
+        await engine.submit_task(1, "w", task_id="t")
+        await engine.run_until_idle()
+        return await engine.get_task("t")
+
+    task = run_sync(scenario())
+    assert task.status is TaskStatus.FAILED
+    assert task.error == (
+        "InvalidTaskError: checkpoint() after suspend() or wait_for_children(): task 't' "
+        "waits now (waiting_io), and is stored as it is once its phase returns (to store "
+        "it sooner, call checkpoint() before)"
+    )
+
+
 def test_a_workflow_name_that_is_not_unicode_text_is_an_unknown_workflow(make_engine):
     """A name with a lone surrogate (a command line argument in another encoding, a
     JSON message's "\\udcff") reached SQLite, which raised UnicodeEncodeError: the

@@ -569,6 +569,12 @@ class Worker:
         :meth:`ECSWorkflowEngine.checkpoint`)."""
         # The very Task object a phase runs with (from the handler, a task it
         # started, or under a phase timeout, which runs it in a task of its own).
+        if self.runs_phase_of(task) and task.status.is_waiting:
+            raise InvalidTaskError(
+                f"checkpoint() after suspend() or wait_for_children(): task {task.id!r} "
+                f"waits now ({task.status.value}), and is stored as it is once its phase "
+                "returns (to store it sooner, call checkpoint() before)"
+            )
         if not self.runs_phase_of(task) or task.status is not TaskStatus.IN_PROGRESS:
             raise InvalidTaskError(
                 "checkpoint() is for a task whose phase this engine is running, "
