@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from wfcore import ECSWorkflowEngine, Phase, hookimpl
+import pytest
+
+from wfcore import ECSWorkflowEngine, InvalidWorkflowError, Phase, hookimpl
 from wfcore.preflight import workflow_problems
 
 
@@ -153,14 +155,37 @@ def test_a_schedule_starting_where_the_workflow_lets_no_task_start_is_named(wfe_
     engine = wfe_engine_factory()
     engine.register_handler("a", lambda task: None)
     engine.register_handler("b", lambda task: None)
+    # Schedules first: register_schedule checks only a workflow registered before.
+    engine.register_schedule("at-b", "w", every=60, classification="b")
+    engine.register_schedule("at-a", "w", every=60, classification="a")
+    engine.register_schedule("at-c", "w", every=60, classification="c")
     engine.register_workflow(
         "w",
         [Phase("a", assigned_to="functional"), Phase("b", assigned_to="functional")],
         start_phases=["a"],
     )
-    engine.register_schedule("at-b", "w", every=60, classification="b")
-    engine.register_schedule("at-a", "w", every=60, classification="a")
     assert workflow_problems(engine) == [
         "schedule 'at-b': workflow 'w' lets no task start at 'b' (start_phases): "
-        "its tasks cannot be submitted"
+        "its tasks cannot be submitted",
+        "schedule 'at-c': workflow 'w' has no phase 'c': its tasks cannot be submitted",
     ]
+
+
+def test_a_schedule_of_a_registered_workflow_is_refused_a_phase_it_cannot_start_at(
+    wfe_engine_factory,
+):
+    engine = wfe_engine_factory()
+    engine.register_workflow(
+        "w",
+        [Phase("a", assigned_to="functional"), Phase("b", assigned_to="functional")],
+        start_phases=["a"],
+    )
+    with pytest.raises(InvalidWorkflowError) as refused:
+        engine.register_schedule("s", "w", every=60, classification="zz")
+    assert str(refused.value) == "schedule 's': workflow 'w' has no phase 'zz'"
+    with pytest.raises(InvalidWorkflowError) as refused:
+        engine.register_schedule("s", "w", every=60, classification="b")
+    assert str(refused.value) == (
+        "schedule 's': workflow 'w' lets no task start at 'b' (start_phases)"
+    )
+    assert engine.schedules == {}

@@ -472,6 +472,12 @@ class ECSWorkflowEngine:
         )
         if name in self._schedules:
             raise InvalidWorkflowError(f"schedule {name!r} is registered already")
+        # A workflow registered later, or defined at run time, is checked as a
+        # worker starts (preflight), and each slot's submission refuses a bad one.
+        spec = self._workflows.get(schedule.workflow_name)
+        problem = None if spec is None else schedule.phase_problem(spec)
+        if problem is not None:
+            raise InvalidWorkflowError(f"schedule {name!r}: {problem}")
         self._schedules[name] = schedule
         self._worker.schedules_changed()
         return schedule

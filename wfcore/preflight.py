@@ -43,20 +43,8 @@ def workflow_problems(engine: ECSWorkflowEngine) -> list[str]:
                 f"schedule {schedule.name!r}: workflow {schedule.workflow_name!r} is not "
                 "known here: its tasks cannot be submitted until it is registered or defined"
             )
-        elif schedule.classification is not None and spec.phase(schedule.classification) is None:
-            problems.append(
-                f"schedule {schedule.name!r}: workflow {spec.name!r} has no phase "
-                f"{schedule.classification!r}: its tasks cannot be submitted"
-            )
-        elif (
-            schedule.classification is not None
-            and spec.start_phases is not None
-            and schedule.classification not in spec.start_phases
-        ):
-            problems.append(
-                f"schedule {schedule.name!r}: workflow {spec.name!r} lets no task start at "
-                f"{schedule.classification!r} (start_phases): its tasks cannot be submitted"
-            )
+        elif (problem := schedule.phase_problem(spec)) is not None:
+            problems.append(f"schedule {schedule.name!r}: {problem}: its tasks cannot be submitted")
     return problems
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .errors import InvalidTaskError, InvalidWorkflowError
-from .model import TaskType, _task_type, check_priority, copy_json
+from .model import TaskType, WorkflowSpec, _task_type, check_priority, copy_json
 from .wire import MAX_TASK_ID_BYTES, json_problem
 
 if TYPE_CHECKING:
@@ -172,6 +172,20 @@ class Schedule:
         if steps < 0 or late.total_seconds() > self.grace:
             return None
         return slot
+
+    def phase_problem(self, spec: WorkflowSpec) -> str | None:
+        """Why no task of this schedule can start in its workflow ``spec`` at the
+        phase it names (``classification``), or None."""
+        if self.classification is None:
+            return None
+        if spec.phase(self.classification) is None:
+            return f"workflow {spec.name!r} has no phase {self.classification!r}"
+        if spec.start_phases is not None and self.classification not in spec.start_phases:
+            return (
+                f"workflow {spec.name!r} lets no task start at {self.classification!r} "
+                "(start_phases)"
+            )
+        return None
 
     def task_id(self, slot: datetime) -> str:
         """The id of the slot's task: ``<name>@<slot in UTC>``, to the second."""
