@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar, overload
 import pluggy
 
 from ._bulk import check_workflow_filter, ids_matching, names_can_match, statuses_among
+from ._purged import finish_interrupted_purges, remove_purged_folders
 from ._wakeup import wake
 from .adapters import Adapter, run_handler
 from .artifacts import (
@@ -1517,13 +1518,19 @@ class ECSWorkflowEngine:
         store = await self.get_store()
         if dry_run:
             return await store.count_finished(before, wanted, workflow_name=workflow_name)
+        root = store.artifacts_dir
+
+        async def is_stored(task_id: str) -> bool:
+            return await store.get_task(task_id) is not None
+
+        await finish_interrupted_purges(root, is_stored)
         deleted = 0
         while True:
             # Batches keep each write short: workers on the store go on meanwhile.
             ids = await store.delete_finished(
                 before, wanted, workflow_name=workflow_name, limit=_PURGE_BATCH
             )
-            await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, ids)
+            await asyncio.to_thread(remove_purged_folders, root, ids)
             deleted += len(ids)
             if len(ids) < _PURGE_BATCH:
                 return deleted
