@@ -11,8 +11,10 @@ are inserted, so that no phase starts without them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import (
@@ -178,13 +180,20 @@ async def write_submitted(
             if await store.get_task(task.id) is not None:
                 continue
             if not await asyncio.to_thread(take_task_folder, root, task.id):
-                if await _stored_soon(store, task.id):
+                folder = task_artifact_dir(root, task.id)
+                idle = await asyncio.to_thread(_seconds_unchanged, folder)
+                if idle < _STALE_FOLDER and await _stored_soon(store, task.id):
                     continue  # the insert returns the stored task
+                why = (
+                    f"nothing in it changed for {idle:.0f} s: left by a submission of "
+                    "this id that failed (its process killed, say)"
+                    if idle >= _STALE_FOLDER
+                    else "another submission of this id is storing its files, or failed just now"
+                )
                 raise StoreError(
-                    f"task {task.id!r}: its artifact folder exists but no such task "
-                    "is stored: another submission of this id failed while storing "
-                    f"its files, or goes on still; try again, or remove "
-                    f"{task_artifact_dir(root, task.id)}"
+                    f"task {task.id!r}: its artifact folder exists but no such task is "
+                    f"stored ({why}); once no submission of it goes on, remove {folder} "
+                    "and submit it again"
                 )
             written.append(task.id)
             task.artifacts = await asyncio.to_thread(
@@ -198,6 +207,22 @@ async def write_submitted(
             raise StoreError(f"cannot store the task's artifacts: {exc}") from exc
         raise
     return written
+
+
+#: Seconds without a change after which a task folder without a task is taken for
+#: what a failed submission left, not one going on (which writes as it goes).
+_STALE_FOLDER = 60.0
+
+
+def _seconds_unchanged(folder: Path) -> float:
+    """How long ago anything in ``folder`` (itself, or what it holds) last changed."""
+    newest = 0.0
+    for path in [folder, *folder.rglob("*")]:
+        try:
+            newest = max(newest, path.lstat().st_mtime)
+        except OSError:
+            return 0.0  # changing now: taken as going on
+    return max(0.0, time.time() - newest)
 
 
 async def _stored_soon(store: Store, task_id: str) -> bool:
