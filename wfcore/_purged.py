@@ -21,7 +21,7 @@ from pathlib import Path
 from .artifacts import STORE_MARKER, remove_artifact_dirs, task_artifact_dir
 from .errors import ArtifactError
 
-__all__ = ["finish_interrupted_purges", "journal_of_purged", "remove_purged_folders"]
+__all__ = ["finish_interrupted_purges", "remove_purged_folders"]
 
 logger = logging.getLogger("wfcore")
 
@@ -29,7 +29,7 @@ logger = logging.getLogger("wfcore")
 _JOURNAL_PREFIX = f"{STORE_MARKER}-purged-"
 
 
-def journal_of_purged(root: Path, task_ids: list[str]) -> Path | None:
+def _journal_of_purged(root: Path, task_ids: list[str]) -> Path | None:
     """Write the ids of the purged tasks that have a folder to a journal in
     ``root``, and return its path (None: no folder to remove, no journal)."""
     with_folders = [i for i in task_ids if _has_folder(root, i)]
@@ -45,7 +45,7 @@ def journal_of_purged(root: Path, task_ids: list[str]) -> Path | None:
 def remove_purged_folders(root: Path, task_ids: list[str]) -> None:
     """Remove the folders of tasks a purge has just deleted from the store, through
     a journal (see the module's docstring)."""
-    journal = journal_of_purged(root, task_ids)
+    journal = _journal_of_purged(root, task_ids)
     if journal is None:
         return
     remove_artifact_dirs(root, task_ids)
