@@ -9,17 +9,21 @@ import json
 from wfcore import SQLiteStore, Task
 
 
-def test_status_counts_the_unfinished_tasks_of_each_workflow_by_phase(wfe) -> None:
+def _tasks_at_phases(wfe) -> None:
+    """Three review tasks wait at approve and a quick one completes; then one more
+    of each, unclaimed, and a review task submitted straight to approve."""
     env = wfe.env  # tests/cli_apps/phases_app.py importable
     for _ in range(3):
         wfe("submit", "review", "--data", "{}", "--app", "phases_app:engine", env=env)
     wfe("submit", "quick", "--data", "{}", "--app", "phases_app:engine", env=env)
-    # Three wait at approve, the quick one completes; then one more of each, unclaimed,
-    # and one submitted straight to approve.
     wfe("worker", "phases_app:engine", "--until-idle", "-q", env=env)
     wfe("submit", "review", "--data", "{}", env=env)
     wfe("submit", "review", "--data", "{}", "--classification", "approve", env=env)
     wfe("submit", "quick", "--data", "{}", env=env)
+
+
+def test_status_counts_the_unfinished_tasks_of_each_workflow_by_phase(wfe) -> None:
+    _tasks_at_phases(wfe)
 
     lines = wfe("status").stdout.splitlines()
     start = lines.index("unfinished tasks by phase:")
@@ -46,27 +50,22 @@ def test_status_of_a_store_with_nothing_unfinished_leaves_the_phases_out(wfe) ->
 
 
 def test_status_of_one_workflow_counts_it_alone(wfe) -> None:
-    env = wfe.env  # tests/cli_apps/phases_app.py importable
-    for _ in range(2):
-        wfe("submit", "review", "--data", "{}", "--app", "phases_app:engine", env=env)
-    wfe("submit", "quick", "--data", "{}", "--app", "phases_app:engine", env=env)
-    wfe("worker", "phases_app:engine", "--until-idle", "-q", env=env)
-    wfe("submit", "review", "--data", "{}", env=env)
+    _tasks_at_phases(wfe)
 
     lines = wfe("status", "--workflow", "review").stdout.splitlines()
     assert lines[0].split()[:4] == ["WORKFLOW", "PENDING", "IN_PROGRESS", "WAITING"]
     # Its row only: no other workflow, no (other) or (all) rows.
     assert [line.split() for line in lines[1:3]] == [
-        ["review", "1", "0", "2", "0", "0", "0"],
+        ["review", "2", "0", "3", "0", "0", "0"],
         ["unfinished", "tasks", "by", "phase:"],
     ]
-    assert lines[3] == "  review: not classified yet 1, approve 2"
+    assert lines[3] == "  review: not classified yet 1, approve 4"
     assert lines[4].startswith("busy workers: ")
 
     doc = json.loads(wfe("status", "-w", "quick", "--json").stdout)
     assert list(doc["workflows"]) == ["quick"]
-    assert doc["total"]["completed"] == 1 and sum(doc["total"].values()) == 1
-    assert doc["unfinished_by_phase"] == {} and doc["unclassified"] == {}
+    assert doc["total"]["completed"] == 1 and sum(doc["total"].values()) == 2
+    assert doc["unfinished_by_phase"] == {} and doc["unclassified"] == {"quick": 1}
 
 
 def test_status_of_a_workflow_only_its_tasks_know(wfe, tmp_path) -> None:

@@ -826,9 +826,7 @@ def test_a_paused_consumer_resumes_once_half_of_max_pending_has_settled(
             while (await store.count_tasks()).get(TaskStatus.COMPLETED, 0) < count:
                 await asyncio.sleep(0.02)
 
-        consumer = asyncio.create_task(kafka.consume_tasks(engine))
-        runner = asyncio.create_task(engine.run())
-        try:
+        async with running(engine, kafka):
             await until(
                 lambda: kafka.paused and kafka.stats["consumed"] == kafka.stats["received"],
                 30,
@@ -849,12 +847,6 @@ def test_a_paused_consumer_resumes_once_half_of_max_pending_has_settled(
             for _ in range(60):
                 permits.release()
             await asyncio.wait_for(completed(60), 60)
-        finally:
-            engine.stop()
-            await runner
-            kafka.stop_consuming()
-            await consumer
-            await kafka.close()
 
     wfe_run(scenario(), timeout=120)
     assert kafka.stats["submitted"] == 60
