@@ -50,3 +50,30 @@ def test_what_a_handler_returns(make_engine, wfe_run, caplog) -> None:
         "the handler returns_value of phase 'returns_value' returned a dict, which is not "
         "used: a handler sets task.output (this is said once per handler)"
     ]
+
+
+def _returning(value: object) -> object:
+    async def handler(task: Task) -> object:
+        return value
+
+    return handler
+
+
+def test_handlers_of_one_name_are_each_said_once(make_engine, wfe_run, caplog) -> None:
+    engine = make_engine()
+    for name, value in (("a", 1), ("b", "text")):  # one factory: one __qualname__
+        engine.register_handler(name, _returning(value))
+        engine.register_workflow(name, [Phase(name, assigned_to="functional")])
+
+    async def scenario() -> None:
+        for name in ("a", "b", "a"):
+            await engine.submit_task({}, name)
+        await engine.run_until_idle()
+
+    with caplog.at_level(logging.WARNING, logger="wfcore"):
+        wfe_run(scenario())
+    said = [r.getMessage() for r in caplog.records if "returned a" in r.getMessage()]
+    assert sorted(line.split(" which")[0] for line in said) == [
+        "the handler _returning.<locals>.handler of phase 'a' returned a int,",
+        "the handler _returning.<locals>.handler of phase 'b' returned a str,",
+    ]

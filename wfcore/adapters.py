@@ -72,21 +72,22 @@ def _say_returned(handler: Callable[[Task], Any], task: Task, result: object) ->
 
     engine = running_engine()
     said = set() if engine is None else _SAID_RETURNED.setdefault(engine, set())
-    key = getattr(handler, "__qualname__", None) or repr(handler)
-    if key in said or len(said) >= 1000:
+    # By identity: two lambdas, or two handlers one factory made, share a name. A
+    # registered handler lives as long as its engine, so its id stays its own.
+    if id(handler) in said or len(said) >= 1000:
         return
-    said.add(key)
+    said.add(id(handler))
     logger.warning(
         "the handler %s of phase %r returned a %s, which is not used: a handler sets "
         "task.output (this is said once per handler)",
-        key,
+        getattr(handler, "__qualname__", None) or repr(handler),
         task.classification,
         type(result).__name__,
     )
 
 
 # The handlers whose returned value each engine said was unused.
-_SAID_RETURNED: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
+_SAID_RETURNED: weakref.WeakKeyDictionary[object, set[int]] = weakref.WeakKeyDictionary()
 
 
 def _is_async(handler: Callable[[Task], Any]) -> bool:

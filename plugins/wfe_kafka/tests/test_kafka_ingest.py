@@ -852,6 +852,36 @@ def test_a_paused_consumer_resumes_once_half_of_max_pending_has_settled(
     assert kafka.stats["submitted"] == 60
 
 
+def test_a_max_pending_of_one_holds_one_task(
+    kafka_topics: MakeTopics, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    topics = kafka_topics(1)
+    topics.send([(None, task_json(workflow_name="double", data={"n": i})) for i in range(5)])
+    engine = echo_engine(wfe_engine_factory)
+    kafka = topics.interface(max_pending=1, max_poll_records=1)
+
+    async def scenario() -> None:
+        store = await engine.get_store()
+        consumer = asyncio.create_task(kafka.consume_tasks(engine))
+        try:
+            # No worker runs: once it holds one task, the consumer takes no more.
+            await until(
+                lambda: kafka.paused and kafka.stats["consumed"] == kafka.stats["received"] > 0,
+                30,
+                "the consumer to pause with what it received stored",
+            )
+            watch_until = time.monotonic() + 1.0  # several looks of the consumer
+            while time.monotonic() < watch_until:
+                assert sum((await store.count_tasks()).values()) == 1
+                await asyncio.sleep(0.05)
+        finally:
+            kafka.stop_consuming()
+            await consumer
+            await kafka.close()
+
+    wfe_run(scenario(), timeout=60)
+
+
 def test_a_partition_paused_with_records_in_hand_is_fetched_again_once_resumed(
     kafka_bootstrap: str, kafka_topic: TopicFactory
 ) -> None:

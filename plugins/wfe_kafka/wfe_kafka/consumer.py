@@ -127,8 +127,13 @@ class _TaskConsumer:
 
     def _settled(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
-        if self._paused and self._outstanding <= self.max_pending // 2:
+        if self._paused and self._outstanding <= self.max_pending - self._resume_room:
             self._room.set()
+
+    @property
+    def _resume_room(self) -> int:
+        """The room a paused consumer waits for: half of max_pending, at least one."""
+        return max(1, (self.max_pending + 1) // 2)
 
     def _bound_stop(self) -> None:
         """Give the polling thread of the consume_tasks() call under way
@@ -372,7 +377,7 @@ class _TaskConsumer:
                 room = self.max_pending - self._outstanding - batches.in_hand()
                 # Paused, it waits until half of max_pending is free, so that the
                 # engine has work in hand while the next messages are fetched.
-                busy = room < self.max_pending // 2 if self._paused else room <= 0
+                busy = room < self._resume_room if self._paused else room <= 0
                 if full or busy:
                     # Paused partitions fetch nothing, but poll() still runs the
                     # group protocol: a rebalance never waits for this worker.
