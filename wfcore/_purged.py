@@ -3,9 +3,12 @@
 A purge deletes a batch of tasks from the store, then their folders. Killed
 between the two, it would leave folders no task owns: nothing would ever delete
 them, and a task given one of those ids later would find the old files in its
-folder. So before it removes them, it writes their ids to a journal file beside
-them, which it deletes once they are gone; the next purge finishes what a
-journal left by a killed one names.
+folder. So while it runs, a purge leaves a mark in the artifacts folder (its
+host, process and start), removed when it ends. The next purge that finds the
+mark of one whose process is gone removes the folders that no stored task owns
+and that nothing changed in since that purge began: the folders of the tasks it
+deleted, which were finished before it began, and not those of submissions since,
+which write their files before their task is stored.
 """
 
 from __future__ import annotations
@@ -14,84 +17,118 @@ import asyncio
 import json
 import logging
 import os
+import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .artifacts import STORE_MARKER, remove_artifact_dirs, task_artifact_dir
-from .errors import ArtifactError
+from ._processes import pid_alive
+from .artifacts import STORE_MARKER, remove_artifact_dirs
 
-__all__ = ["finish_interrupted_purges", "remove_purged_folders"]
+__all__ = ["begin_purge", "end_purge", "finish_interrupted_purges"]
 
 logger = logging.getLogger("wfcore")
 
 # Starts as the store's marker does, a name no task's folder may take.
-_JOURNAL_PREFIX = f"{STORE_MARKER}-purged-"
+_MARK_PREFIX = f"{STORE_MARKER}-purging-"
+# A mark left by another host, whose process cannot be checked from here, is taken
+# for an interrupted purge's after this long.
+_OTHER_HOST_AFTER = 86400.0
 
 
-def _journal_of_purged(root: Path, task_ids: list[str]) -> Path | None:
-    """Write the ids of the purged tasks that have a folder to a journal in
-    ``root``, and return its path (None: no folder to remove, no journal)."""
-    with_folders = [i for i in task_ids if _has_folder(root, i)]
-    if not with_folders:
+def begin_purge(root: Path) -> Path | None:
+    """Mark ``root`` as being purged; the mark's path, or None when there is no
+    folder to remove (no artifacts folder) or the mark cannot be written (a full
+    disk, which purging is often meant to relieve: the purge goes on without)."""
+    if not root.is_dir():
         return None
-    journal = root / f"{_JOURNAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
-    written = journal.with_name(journal.name + ".tmp")
-    written.write_text(json.dumps(with_folders), encoding="utf-8")
-    os.replace(written, journal)  # whole, or not there
-    return journal
+    mark = root / f"{_MARK_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.json"
+    written = mark.with_name(mark.name + ".tmp")
+    doc = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    try:
+        written.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(written, mark)
+    except OSError as exc:
+        written.unlink(missing_ok=True)
+        logger.warning(
+            "cannot mark %s as being purged (%s): if this purge is killed, the artifact "
+            "folders of the tasks it deleted may stay",
+            root,
+            exc.strerror or exc,
+        )
+        return None
+    return mark
 
 
-def remove_purged_folders(root: Path, task_ids: list[str]) -> None:
-    """Remove the folders of tasks a purge has just deleted from the store, through
-    a journal (see the module's docstring)."""
-    journal = _journal_of_purged(root, task_ids)
-    if journal is None:
-        return
-    remove_artifact_dirs(root, task_ids)
-    journal.unlink(missing_ok=True)
+def end_purge(mark: Path | None) -> None:
+    """Remove the mark of a purge that ended."""
+    if mark is not None:
+        mark.unlink(missing_ok=True)
 
 
 async def finish_interrupted_purges(root: Path, is_stored: Callable[[str], Awaitable[bool]]) -> int:
-    """Remove the folders that the journals of killed purges name, but of a task
-    stored again since under the same id (``is_stored``), whose folder is its
-    own now; return how many folders were removed."""
-    journals = await asyncio.to_thread(_journals, root)
+    """After a purge that was killed, remove the folders no stored task owns
+    (``is_stored``) and nothing changed in since it began; return how many."""
+    marks = await asyncio.to_thread(_interrupted, root)
+    if not marks:
+        return 0
+    since = min(started for _, started in marks)
+    candidates = await asyncio.to_thread(_task_folders, root)
     removed = 0
-    for journal, task_ids in journals:
-        gone = [task_id for task_id in task_ids if not await is_stored(task_id)]
-        await asyncio.to_thread(remove_artifact_dirs, root, gone)
-        removed += len(gone)
-        journal.unlink(missing_ok=True)
-    if removed:
-        logger.info("removed the artifact folders of %d task(s) a killed purge deleted", removed)
+    for task_id in candidates:
+        if await is_stored(task_id):
+            continue
+        if await asyncio.to_thread(_changed_since, root / task_id, since):
+            continue  # a submission's, or a task's stored since: not that purge's
+        await asyncio.to_thread(remove_artifact_dirs, root, [task_id])
+        removed += 1
+    for mark, _ in marks:
+        mark.unlink(missing_ok=True)
+    logger.info(
+        "a purge was killed before it removed the artifact folders of the tasks it "
+        "deleted: removed %d folder(s) no task owns",
+        removed,
+    )
     return removed
 
 
-def _journals(root: Path) -> list[tuple[Path, list[str]]]:
-    """The journals in ``root`` and the ids each names; one that cannot be read is
-    said and left in place."""
+def _interrupted(root: Path) -> list[tuple[Path, float]]:
+    """The marks in ``root`` of purges that did not end, and when each began."""
     found = []
     try:
-        paths = sorted(root.glob(f"{_JOURNAL_PREFIX}*.json"))
+        paths = sorted(root.glob(f"{_MARK_PREFIX}*.json"))
     except OSError:
         return []
     for path in paths:
         try:
-            task_ids = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(task_ids, list) or not all(isinstance(i, str) for i in task_ids):
-                raise ValueError("not a list of task ids")
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            host, pid, started = doc["host"], doc["pid"], float(doc["started"])
         except FileNotFoundError:
-            continue  # finished meanwhile by the purge that wrote it, or another
-        except (OSError, ValueError) as exc:
-            logger.warning("cannot read the purge journal %s (%s): delete it by hand", path, exc)
+            continue  # that purge ended meanwhile
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            logger.warning("cannot read the purge mark %s (%s): delete it by hand", path, exc)
             continue
-        found.append((path, task_ids))
+        if host == socket.gethostname():
+            if isinstance(pid, int) and pid_alive(pid):
+                continue  # a purge going on now
+        elif time.time() - started < _OTHER_HOST_AFTER:
+            continue
+        found.append((path, started))
     return found
 
 
-def _has_folder(root: Path, task_id: str) -> bool:
+def _task_folders(root: Path) -> list[str]:
+    """The names in ``root`` that may be a task's folder."""
+    with os.scandir(root) as entries:
+        return [e.name for e in entries if not e.name.startswith(STORE_MARKER)]
+
+
+def _changed_since(folder: Path, since: float) -> bool:
+    """Whether anything in ``folder`` (itself, or what it holds) changed at or
+    after ``since``; True when that cannot be told."""
     try:
-        return os.path.lexists(task_artifact_dir(root, task_id))
-    except (ArtifactError, OSError, ValueError):
-        return False  # an id that cannot name a folder never had one
+        paths = [folder, *folder.rglob("*")] if folder.is_dir() else [folder]
+        return any(path.lstat().st_mtime >= since for path in paths)
+    except OSError:
+        return True

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar, overload
 import pluggy
 
 from ._bulk import check_workflow_filter, ids_matching, names_can_match, statuses_among
-from ._purged import finish_interrupted_purges, remove_purged_folders
+from ._purged import begin_purge, end_purge, finish_interrupted_purges
 from ._wakeup import wake
 from .adapters import Adapter, run_handler
 from .artifacts import (
@@ -1524,16 +1524,20 @@ class ECSWorkflowEngine:
             return await store.get_task(task_id) is not None
 
         await finish_interrupted_purges(root, is_stored)
+        mark = await asyncio.to_thread(begin_purge, root)
         deleted = 0
-        while True:
-            # Batches keep each write short: workers on the store go on meanwhile.
-            ids = await store.delete_finished(
-                before, wanted, workflow_name=workflow_name, limit=_PURGE_BATCH
-            )
-            await asyncio.to_thread(remove_purged_folders, root, ids)
-            deleted += len(ids)
-            if len(ids) < _PURGE_BATCH:
-                return deleted
+        try:
+            while True:
+                # Batches keep each write short: workers on the store go on meanwhile.
+                ids = await store.delete_finished(
+                    before, wanted, workflow_name=workflow_name, limit=_PURGE_BATCH
+                )
+                await asyncio.to_thread(remove_artifact_dirs, root, ids)
+                deleted += len(ids)
+                if len(ids) < _PURGE_BATCH:
+                    return deleted
+        finally:
+            end_purge(mark)  # not when killed: the next purge then finishes this one
 
     # -- artifacts -------------------------------------------------------------------
 
