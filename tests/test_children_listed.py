@@ -35,6 +35,37 @@ def test_a_phase_that_lists_other_tasks_as_its_children_fails(make_engine, wfe_r
     assert victim.status is TaskStatus.WAITING_HUMAN
 
 
+def test_a_phase_may_copy_its_children_but_not_change_them_in_place(make_engine, wfe_run) -> None:
+    engine = make_engine()
+
+    async def copies(task: Task) -> None:
+        await current_engine().submit_task({}, "other", parent=task)
+        task.children = list(task.children)  # the same ids: nothing changed
+        task.output = "ok"
+
+    async def overwrites(task: Task) -> None:
+        await current_engine().submit_task({}, "other", parent=task)
+        task.children[0] = "victim"  # in place
+
+    engine.register_handler("copies", copies)
+    engine.register_handler("overwrites", overwrites)
+    for name in ("copies", "overwrites"):
+        engine.register_workflow(name, [Phase(name, assigned_to="functional")])
+    engine.register_workflow("other", [Phase("approve", assigned_to="human")])
+
+    async def scenario() -> list[Task]:
+        await engine.submit_task({}, "other", task_id="victim")
+        for name in ("copies", "overwrites"):
+            await engine.submit_task({}, name, task_id=name)
+        await engine.run_until_idle()
+        return [await engine.get_task(i) for i in ("copies", "overwrites")]
+
+    copied, overwritten = wfe_run(scenario())
+    assert copied.status is TaskStatus.COMPLETED and copied.children == ["copies.1"]
+    assert overwritten.status is TaskStatus.FAILED
+    assert "a phase may not set task.children" in overwritten.error
+
+
 def test_a_task_listed_by_hand_is_no_child_of_its_parent(make_engine, wfe_run) -> None:
     engine = make_engine()
     engine.register_workflow("other", [Phase("approve", assigned_to="human")])

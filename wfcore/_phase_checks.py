@@ -37,11 +37,11 @@ class Owned:
     when the attempt began (version and history: as its last checkpoint stored them)."""
 
     __slots__ = (
+        "added_children",
         "artifacts",
         "assigned_to",
         "attempts",
         "children",
-        "children_length",
         "classification",
         "created_at",
         "history",
@@ -64,8 +64,9 @@ class Owned:
         self.assigned_to = task.assigned_to
         self.created_at = task.created_at
         self.parent_id = task.parent_id
-        self.children = task.children
-        self.children_length = len(task.children)
+        self.children = tuple(task.children)
+        # The children the phase submits, in order (the worker's record of them).
+        self.added_children: dict[str, None] = {}
         self.version = task.version
         self.history = task.history
         self.history_length = len(task.history)
@@ -74,6 +75,15 @@ class Owned:
         self.version = saved.version
         self.history = saved.history
         self.history_length = len(saved.history)
+
+
+def _children_expected(owned: Owned) -> list[str]:
+    """The task's children as the engine has them: those it had when the attempt
+    began, then those the phase submitted that it did not have."""
+    if not owned.added_children:
+        return list(owned.children)
+    had = set(owned.children)
+    return [*owned.children, *(c for c in owned.added_children if c not in had)]
 
 
 def restore_place(task: Task, owned: Owned) -> None:
@@ -131,14 +141,11 @@ def check_engine_fields(task: Task, owned: Owned) -> None:
     if task.parent_id != owned.parent_id:
         task.parent_id = owned.parent_id
         broken.append("task.parent_id")
-    children = task.children
-    if children is not owned.children:
-        # Ids the engine did not add: cancel(children=True) would cancel those tasks.
-        task.children = owned.children
-        broken.append("task.children (submit children with submit_task(..., parent=task))")
-    elif children is owned.children and len(children) != owned.children_length:
-        # Changed in place, which copies of the task (a store's) would see too.
-        del children[owned.children_length :]
+    expected = _children_expected(owned)
+    if task.children != expected:
+        # Ids the engine did not add (cancel(children=True) would cancel those tasks),
+        # or its own taken out.
+        task.children = expected
         broken.append("task.children (submit children with submit_task(..., parent=task))")
     if task.waiting_for is not None and task.status is not TaskStatus.WAITING_IO:
         task.waiting_for = None

@@ -546,9 +546,8 @@ class Worker:
         if self.runs_phase_of(parent):
             self._phase_children.setdefault(parent.id, {}).setdefault(child_id)
             owned = self._owned.get(parent.id)
-            if owned is not None:  # the engine's list now, which the phase may not replace
-                owned.children = parent.children
-                owned.children_length = len(parent.children)
+            if owned is not None:
+                owned.added_children.setdefault(child_id)
 
     def note_wait_end(self, task: Task, until: datetime | None) -> None:
         """``task``'s running phase waits for its children until ``until`` at most
