@@ -33,7 +33,8 @@ def test_a_folder_a_killed_submission_left_is_named_at_once(make_engine, wfe_run
             "(nothing in it changed for 6"
         )
         assert said.endswith(
-            " s: left by a submission of this id that failed (its process killed, say)); "
+            " s: left by a submission of this id that failed (its process killed, say), "
+            "or by a purge killed while it deleted the task); "
             f"once no submission of it goes on, remove {folder} and submit it again"
         )
         assert await engine.get_task("order-7") is None

@@ -186,7 +186,8 @@ async def write_submitted(
                     continue  # the insert returns the stored task
                 why = (
                     f"nothing in it changed for {idle:.0f} s: left by a submission of "
-                    "this id that failed (its process killed, say)"
+                    "this id that failed (its process killed, say), or by a purge "
+                    "killed while it deleted the task"
                     if idle >= _STALE_FOLDER
                     else "another submission of this id is storing its files, or failed just now"
                 )
