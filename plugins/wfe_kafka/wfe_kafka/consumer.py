@@ -127,7 +127,13 @@ class _TaskConsumer:
 
     def _settled(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
-        if self._paused and self._outstanding <= self.max_pending - self._resume_room:
+        # Once set, the flag stays until the consumer clears it before its next
+        # count: setting it again at every settle only takes its lock.
+        if (
+            self._paused
+            and not self._room.is_set()
+            and self._outstanding <= self.max_pending - self._resume_room
+        ):
             self._room.set()
 
     @property
