@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from wfe_kafka.messages import (
     IdInUse,
     dead_letter_headers,
     event_message,
+    message_digest,
     result_message,
     result_without_bulk,
     source_id,
@@ -78,6 +80,36 @@ def test_a_null_field_is_read_as_absent_whichever_it_is() -> None:
         parse_task_message(b'{"workflow_name": null, "workflow": null, "data": 1}')
     # What publish_task sends for such a dict reads the same.
     assert parse_task_message(task_message({"workflow_name": "review", **nulls})) == absent
+
+
+def test_json_with_whitespace_around_it_or_after_it() -> None:
+    # Read whole: whitespace around the object is JSON's, anything more is not.
+    for value in (
+        b' {"workflow_name": "w"}',
+        b'{"workflow_name": "w"}\n',
+        b'\t{"workflow_name":"w"} ',
+    ):
+        assert parse_task_message(value)["workflow_name"] == "w"
+    for value, problem in (
+        (b'{"workflow_name": "w"} {}', "^not valid JSON: Extra data: line 1 column 24"),
+        (b'{"workflow_name": "w"}x', "^not valid JSON: Extra data: line 1 column 23"),
+        (b"   ", "^not valid JSON: Expecting value: line 1 column 4"),
+        (
+            b'{"workflow_name": "w", "data": 1e999}',
+            "^not valid JSON: the number 1e999 is too large",
+        ),
+    ):
+        with pytest.raises(BadMessage, match=problem):
+            parse_task_message(value)
+
+
+def test_the_digest_is_the_sha256_of_the_canonical_json_of_what_is_asked() -> None:
+    # Stored tasks keep it, and a message delivered again must give the same one
+    # in any later version: keys sorted, no spaces, text as it is (not escaped).
+    value = '{"data": {"b": [1.5, "é", null], "a": {"z": true, "y": 10}}, "workflow_name": "w"}'
+    message = parse_task_message(value.encode())
+    canonical = '["w",{"a":{"y":10,"z":true},"b":[1.5,"é",null]},null]'
+    assert message_digest(message) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import json.encoder as json_encoder
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -95,7 +96,7 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         raise BadMessage("empty value (0 bytes): not a task message")
     text = _utf8_text(value)
     try:
-        doc = _TASK_DECODER.decode(text)
+        doc = _decode(text)
     except BadMessage:
         raise
     except ValueError as exc:
@@ -135,7 +136,9 @@ def parse_task_message(value: bytes | None) -> dict[str, Any]:
         "assigned_to": doc.get("assigned_to"),
         "run_after": _start_time(doc.get("run_after")),
         "priority": _priority(doc["priority"]) if "priority" in doc else 0,
-        "ignored": [name for name in doc if name not in _TASK_FIELD_SET],
+        "ignored": (
+            [] if _TASK_FIELD_SET.issuperset(doc) else [n for n in doc if n not in _TASK_FIELD_SET]
+        ),
     }
 
 
@@ -266,6 +269,23 @@ def _finite_float(text: str) -> float:
 
 
 _TASK_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+# The scanner decode() runs (set by JSONDecoder.__init__; not in typeshed's stubs).
+_TASK_SCAN = getattr(_TASK_DECODER, "scan_once")  # noqa: B009
+
+
+def _decode(text: str) -> Any:
+    """``_TASK_DECODER.decode(text)``, in half the time for a message that is one
+    JSON value with no whitespace around it, as producers write them: decode()
+    runs the same scanner after matching whitespace before and after it.
+    Anything else (whitespace around it, a problem to report) goes through
+    decode(), which says what is wrong in its own words."""
+    try:
+        doc, end = _TASK_SCAN(text, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end != len(text):
+        doc = _TASK_DECODER.decode(text)
+    return doc
 
 
 def _check_unicode(doc: Any) -> None:
@@ -288,7 +308,7 @@ def message_digest(message: Mapping[str, Any]) -> str:
     handler's ``task.data[...] = ...``, a ``define_workflow`` task rebound to the
     workflow it defined).
     """
-    canonical = _DIGEST_ENCODER.encode(
+    canonical = _digest_text(
         [message.get("workflow_name"), message.get("data"), message.get("classification")]
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -297,6 +317,42 @@ def message_digest(message: Mapping[str, Any]) -> str:
 # Made once rather than at every message (json.loads and json.dumps with arguments
 # build a decoder or encoder per call): the very same settings, the same output.
 _DIGEST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _make_digest_encoder() -> Any:
+    # JSONEncoder.encode builds this C encoder afresh at every call, with a dict
+    # to detect cycles: built once, without it (a cycle, which no parsed message
+    # has, ends in a RecursionError, and _digest_text asks _DIGEST_ENCODER then).
+    # The C accelerator's names are not in typeshed's stubs of json.encoder.
+    make_encoder = getattr(json_encoder, "c_make_encoder", None)
+    if make_encoder is None:  # pragma: no cover (no C accelerator)
+        return None
+    encode_string = getattr(json_encoder, "c_encode_basestring")  # noqa: B009
+    settings = _DIGEST_ENCODER
+    return make_encoder(
+        None,
+        settings.default,
+        encode_string,
+        None,
+        settings.key_separator,
+        settings.item_separator,
+        settings.sort_keys,
+        settings.skipkeys,
+        settings.allow_nan,
+    )
+
+
+_DIGEST_FAST = _make_digest_encoder()
+
+
+def _digest_text(value: Any) -> str:
+    """``_DIGEST_ENCODER.encode(value)``, about three times faster."""
+    if _DIGEST_FAST is not None:
+        try:
+            return "".join(_DIGEST_FAST(value, 0))
+        except RecursionError:
+            pass
+    return _DIGEST_ENCODER.encode(value)
 
 
 def source_id(topic: str, partition: int, offset: int) -> str:
