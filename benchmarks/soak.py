@@ -517,9 +517,10 @@ async def submit_wave(run: Run, engine: Any, wave: list[Planned]) -> None:
                 args = ["submit", "-", "--classification", "define_workflow"]
             else:
                 args = ["submit", t.kind]
-            code = await command(
-                run, [*args, "--data", json.dumps(t.data), "--id", t.id], 0, "submit"
-            )
+            # --app: before any worker has stored the app's workflows, wfe submit
+            # knows them only from the app (README, "Tasks").
+            args += ["--data", json.dumps(t.data), "--id", t.id, "--app", "soak_app:engine"]
+            code = await command(run, args, 0, "submit")
             if code != 0:
                 run.violation(f"wfe submit exited {code}", [t.id])
         elif t.kind == "define":
