@@ -178,9 +178,13 @@ def build(store=None):
         ],
     )
 
-    # flaky: the first attempt adds a file, then fails; the second succeeds
+    # flaky: submitted with a file; the first attempt adds one, then fails; the
+    # second succeeds
     async def attempt(task: Task) -> None:
         ran(task, "attempt")
+        seed = (await engine.read_artifact(task, "seed.txt")).decode()
+        if seed != f"seed of {task.id}":
+            raise PermanentError(f"seed.txt holds {seed!r}")
         await engine.add_artifact_text(task, f"try-{task.attempts}.txt", str(task.attempts))
         await asyncio.sleep(pause(task, "attempt"))
         if task.attempts == 1:
@@ -340,7 +344,7 @@ ROUTES = {
 }
 ARTIFACTS = {
     "pipeline": {"input.txt", "result.txt", "sub/part-1.txt", "sub/part-2.txt", "summary.json"},
-    "flaky": {"try-2.txt"},
+    "flaky": {"seed.txt", "try-2.txt"},
     "scratch": {"blob.bin"},
 }
 FINISHED = {"completed", "failed", "cancelled"}
@@ -367,6 +371,7 @@ class Run:
     rng: random.Random
     planned: list[Planned] = field(default_factory=list)
     kills: list[tuple[float, str]] = field(default_factory=list)  # (time, what)
+    killed_workers: list[tuple[int, float]] = field(default_factory=list)  # (pid, time)
     cancelled: set[str] = field(default_factory=set)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     ops: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -478,6 +483,7 @@ class Workers:
             proc.kill()
             proc.wait()
             self.run.kills.append((time.time(), "worker"))
+            self.run.killed_workers.append((proc.pid, time.time()))
         else:
             self.run.violation(f"worker process {proc.pid} exited by itself ({proc.returncode})")
         self.slots[i] = self._start()
@@ -510,7 +516,7 @@ class Workers:
 
 
 async def submit_wave(run: Run, engine: Any, wave: list[Planned]) -> None:
-    batch = []
+    batch: list[dict[str, Any]] = []
     for t in wave:
         if t.via_cli:
             if t.kind == "define":
@@ -520,6 +526,10 @@ async def submit_wave(run: Run, engine: Any, wave: list[Planned]) -> None:
             # --app: before any worker has stored the app's workflows, wfe submit
             # knows them only from the app (README, "Tasks").
             args += ["--data", json.dumps(t.data), "--id", t.id, "--app", "soak_app:engine"]
+            if t.kind == "flaky":
+                seed = run.folder / f"seed-{t.id}.txt"
+                seed.write_text(f"seed of {t.id}")
+                args += ["--artifact", f"seed.txt={seed}"]
             code = await command(run, args, 0, "submit")
             if code != 0:
                 run.violation(f"wfe submit exited {code}", [t.id])
@@ -533,7 +543,10 @@ async def submit_wave(run: Run, engine: Any, wave: list[Planned]) -> None:
                 }
             )
         else:
-            batch.append({"data": t.data, "workflow_name": t.kind, "task_id": t.id})
+            request: dict[str, Any] = {"data": t.data, "workflow_name": t.kind, "task_id": t.id}
+            if t.kind == "flaky":
+                request["artifacts"] = {"seed.txt": f"seed of {t.id}".encode()}
+            batch.append(request)
     if batch:
         await engine.submit_tasks(batch)
 
@@ -588,13 +601,13 @@ async def unfinished(engine: Any) -> int:
 
 
 async def soak(run: Run, args: argparse.Namespace, engine: Any) -> None:
-    waves = max(1, min(args.tasks, 6))
+    waves = max(1, min(args.tasks // 5, 12))
     run.planned = plan(run.rng, args.tasks, waves)
     kill_chance = args.command_kills
     workers = Workers(run, args.workers, args.concurrency)
     start = time.monotonic()
     end = start + args.seconds
-    wave_at = [start + args.seconds * 0.6 * w / waves for w in range(waves)]
+    wave_at = [start + args.seconds * 0.8 * w / waves for w in range(waves)]
     next_kill = start + run.rng.uniform(0.5, 1.5) * args.kill_every
     next_op = start + run.rng.uniform(1, 3)
     next_answer = start + 1
@@ -827,6 +840,50 @@ def _event_time(event: dict[str, Any]) -> float | None:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
 
 
+def soak_processes(folder: Path) -> list[int]:
+    """Processes other than this one whose environment names the run's folder: the
+    workers, the commands the harness runs, and the commands their phases run."""
+    marker = f"SOAK_DIR={folder}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+async def check_leftovers(run: Run, deadline: float) -> None:
+    """Once every worker has stopped: no command a phase ran is left running (a
+    killed worker's commands die with it), and no work folder is left of a dead
+    worker (the next worker that starts removes them), in the run's TMPDIR."""
+    if not Path("/proc/self/environ").exists():
+        return
+    left = soak_processes(run.folder)
+    until = time.monotonic() + deadline
+    while left and time.monotonic() < until:
+        await asyncio.sleep(0.1)
+        left = soak_processes(run.folder)
+    if left:
+        described = []
+        for pid in left:
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                described.append(f"{pid}: {cmd[:80].decode(errors='replace')}")
+        run.violation(
+            f"processes still running {deadline:g}s after every worker stopped", described
+        )
+    killed = {pid for pid, _ in run.killed_workers}
+    stale = []
+    for entry in (run.folder / "tmp").iterdir():
+        owner = entry.name.split("-")[2] if entry.name.count("-") >= 3 else ""
+        if entry.name.startswith("wfe-") and owner.isdigit() and int(owner) in killed:
+            stale.append(entry.name)
+    if stale:
+        run.violation("work folders of killed workers are left in TMPDIR", stale)
+
+
 async def check_purge(run: Run, engine: Any, artifacts_dir: Path) -> int:
     """A last purge of the scratch workflow, killed by nobody; then no folder may be
     left that no task owns, and the purged tasks' folders are gone."""
@@ -919,6 +976,7 @@ async def amain(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         store = await engine.get_store()
         artifacts_dir = Path(store.artifacts_dir)
         summary = await check(run, engine, artifacts_dir, kill_window=5.0)
+        await check_leftovers(run, deadline=5)
         summary["purged"] = await check_purge(run, engine, artifacts_dir)
         summary["seconds"] = round(time.monotonic() - started, 1)
         return summary
@@ -953,12 +1011,15 @@ def main(argv: list[str] | None = None) -> int:
         args.seed = random.randrange(1_000_000)
     folder = Path(tempfile.mkdtemp(prefix="wfe-soak-", dir=args.dir))
     (folder / "soak_app.py").write_text(APP)
+    (folder / "tmp").mkdir()
     env = {
         **os.environ,
         "WFE_STORE": f"sqlite:///{folder / 'wfe.db'}",
         "SOAK_DIR": str(folder),
         "SOAK_PHASE_SECONDS": str(args.phase_seconds),
         "PYTHONDONTWRITEBYTECODE": "1",
+        # The commands' work folders, apart from other programs' (see check_leftovers).
+        "TMPDIR": str(folder / "tmp"),
     }
     env.pop("WFE_LOAD_PLUGINS", None)
     os.environ.update({k: env[k] for k in ("WFE_STORE", "SOAK_DIR", "SOAK_PHASE_SECONDS")})
