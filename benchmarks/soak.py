@@ -807,6 +807,24 @@ async def check(run: Run, engine: Any, artifacts_dir: Path, kill_window: float) 
                     f"a finished task's folder holds files it does not list: {sorted(extra)[:3]}"
                 ].add(task_id)
 
+    # A phase fails with WorkerLostError only after losing its worker max_takeovers
+    # (3) times in a row, nothing else happening to the task in between (README,
+    # "Delivery guarantees").
+    lost_failures = 0
+    for task_id, task in stored.items():
+        for i, e in enumerate(task.history):
+            if e.get("event") != "failed" or not str(e.get("error")).startswith("WorkerLost"):
+                continue
+            lost_failures += 1
+            row = 0
+            for before in reversed(task.history[:i]):
+                if before.get("event") == "taken_over":
+                    row += 1
+                elif before.get("event") not in ("phase_started", "checkpoint"):
+                    break
+            if row < 3:
+                v[f"WorkerLostError after {row} lost worker(s) in a row, not 3"].add(task_id)
+
     # Reruns after kills, from the history and the app's log of handler runs.
     taken_over: collections.Counter[str] = collections.Counter()
     for task in stored.values():
@@ -825,6 +843,7 @@ async def check(run: Run, engine: Any, artifacts_dir: Path, kill_window: float) 
         "by_status": dict(sorted(by_status.items())),
         "taken_over": dict(sorted(taken_over.items())),
         "handler_reruns": dict(sorted(reruns.items())),
+        "worker_lost_failures": lost_failures,
         "hooks_lost": sum(
             1 for t in stored.values() if t.status.value == "completed" and t.id not in hooks
         ),
@@ -996,6 +1015,7 @@ def report(run: Run, args: argparse.Namespace, summary: dict[str, Any]) -> None:
     print(f"phases taken over after a kill (history): {summary['taken_over'] or 'none'}")
     print(f"handler reruns (app log): {summary['handler_reruns'] or 'none'}")
     print(f"completed hooks lost to a kill: {summary['hooks_lost']}")
+    print(f"tasks failed with WorkerLostError (then retried): {summary['worker_lost_failures']}")
     if not run.violations:
         print("OK: no invariant violated")
         return
@@ -1005,8 +1025,16 @@ def report(run: Run, args: argparse.Namespace, summary: dict[str, Any]) -> None:
         print(f"  - {what}" + (f": {shown}" if ids else ""))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # Ctrl-C (even where the shell that started it ignores SIGINT) and SIGTERM stop the
+    # run; the finally below then kills every process it started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.seed is None:
         args.seed = random.randrange(1_000_000)
     folder = Path(tempfile.mkdtemp(prefix="wfe-soak-", dir=args.dir))
@@ -1027,7 +1055,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = asyncio.run(amain(run, args))
     except KeyboardInterrupt:
-        print(f"interrupted; run folder {folder}", file=sys.stderr)
+        kept = f"; run folder {folder}" if args.keep else ""
+        print(f"interrupted: every process the run started is ended{kept}", file=sys.stderr)
         return 130
     finally:
         kill_all(run)
