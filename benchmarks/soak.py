@@ -82,6 +82,7 @@ from wfcore import ECSWorkflowEngine, PermanentError, Phase, Task
 
 LOGS = Path(os.environ["SOAK_DIR"])
 SCALE = float(os.environ.get("SOAK_PHASE_SECONDS", "0.6"))
+LEASE = float(os.environ.get("SOAK_LEASE_SECONDS", "30"))
 
 
 def log(name, **fields):
@@ -133,7 +134,9 @@ print(json.dumps({"size": len(task["id"]) * 2000}))
 
 
 def build(store=None):
-    engine = ECSWorkflowEngine(store=store, retry_delay=0.2, poll_interval=0.1)
+    engine = ECSWorkflowEngine(
+        store=store, retry_delay=0.2, poll_interval=0.1, lease_seconds=LEASE
+    )
 
     # pipeline: async -> command (out/ and out/sub/) -> async reading them -> plain
     async def prep(task: Task) -> None:
@@ -153,7 +156,10 @@ def build(store=None):
             raise PermanentError(f"artifacts of build are wrong: {result!r}, {part!r}")
         await asyncio.sleep(pause(task, "verify"))
         summary = {"n": n, "square": n * n, "context": task.context.get("prepared")}
-        await engine.add_artifact_text(task, "summary.json", json.dumps(summary))
+        # The file names the process that wrote it: a run that goes on after its
+        # task was taken over (its worker paused) writes other bytes than the new run.
+        written = {**summary, "pid": os.getpid()}
+        await engine.add_artifact_text(task, "summary.json", json.dumps(written))
         task.output = summary
 
     def finish(task: Task) -> None:
@@ -488,6 +494,20 @@ class Workers:
             self.run.violation(f"worker process {proc.pid} exited by itself ({proc.returncode})")
         self.slots[i] = self._start()
 
+    async def pause(self, seconds: float) -> None:
+        """SIGSTOP a random worker for ``seconds`` (past its lease), then SIGCONT it:
+        its tasks are taken over meanwhile, and its writes once it wakes are dropped."""
+        proc = self.run.rng.choice(self.slots)
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGSTOP)
+        self.run.kills.append((time.time(), "pause"))
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
+
     def check_alive(self) -> None:
         for i, proc in enumerate(self.slots):
             if proc.poll() is not None:
@@ -611,6 +631,8 @@ async def soak(run: Run, args: argparse.Namespace, engine: Any) -> None:
     next_kill = start + run.rng.uniform(0.5, 1.5) * args.kill_every
     next_op = start + run.rng.uniform(1, 3)
     next_answer = start + 1
+    next_pause = start + run.rng.uniform(0.5, 1.5) * args.pause_every
+    pausing: asyncio.Task[None] | None = None
     wave = 0
     print(f"soak: {args.tasks} tasks, {args.workers} workers, {args.seconds:g}s", flush=True)
     while time.monotonic() < end:
@@ -621,6 +643,9 @@ async def soak(run: Run, args: argparse.Namespace, engine: Any) -> None:
         if args.kill_every > 0 and now >= next_kill:
             workers.kill()
             next_kill = now + run.rng.uniform(0.5, 1.5) * args.kill_every
+        if args.pause_every > 0 and now >= next_pause and (pausing is None or pausing.done()):
+            pausing = asyncio.create_task(workers.pause(args.lease_seconds * 1.5))
+            next_pause = now + run.rng.uniform(0.5, 1.5) * args.pause_every
         if now >= next_answer:
             await answer(run, engine, kill_chance)
             next_answer = now + 1
@@ -631,6 +656,8 @@ async def soak(run: Run, args: argparse.Namespace, engine: Any) -> None:
         workers.check_alive()
         reap(run)
         await asyncio.sleep(0.05)
+    if pausing is not None:
+        await pausing
     while wave < waves:
         await submit_wave(run, engine, [t for t in run.planned if t.wave == wave])
         wave += 1
@@ -948,6 +975,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help="mean seconds between worker kills (each 0.5x to 1.5x of it); 0: none",
     )
+    parser.add_argument(
+        "--pause-every",
+        type=float,
+        default=0,
+        help="mean seconds between SIGSTOPs of a random worker for 1.5x --lease-seconds, "
+        "then SIGCONT (a worker paused past its lease); 0: none",
+    )
+    parser.add_argument(
+        "--lease-seconds", type=float, default=30, help="the workers' lease_seconds"
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument(
         "--no-ops",
@@ -1045,12 +1082,13 @@ def main(argv: list[str] | None = None) -> int:
         "WFE_STORE": f"sqlite:///{folder / 'wfe.db'}",
         "SOAK_DIR": str(folder),
         "SOAK_PHASE_SECONDS": str(args.phase_seconds),
+        "SOAK_LEASE_SECONDS": str(args.lease_seconds),
         "PYTHONDONTWRITEBYTECODE": "1",
         # The commands' work folders, apart from other programs' (see check_leftovers).
         "TMPDIR": str(folder / "tmp"),
     }
     env.pop("WFE_LOAD_PLUGINS", None)
-    os.environ.update({k: env[k] for k in ("WFE_STORE", "SOAK_DIR", "SOAK_PHASE_SECONDS")})
+    os.environ.update({k: env[k] for k in env if k.startswith("SOAK_") or k == "WFE_STORE"})
     run = Run(folder=folder, env=env, wfe=wfe_command(), rng=random.Random(args.seed))
     try:
         summary = asyncio.run(amain(run, args))
