@@ -116,9 +116,10 @@ os.makedirs("out/sub", exist_ok=True)
 with open("out/result.txt", "w") as f:
     f.write(str(n * n))
 time.sleep(float(sys.argv[1]))
-for i in (1, 2):
-    with open(f"out/sub/part-{i}.txt", "w") as f:
-        f.write(f"{task['id']} part {i} of {n}")
+with open("out/sub/part-1.txt", "w") as f:  # names this run: a stale copy shows
+    f.write(f"{task['id']} part 1 of {n}, by process {os.getpid()}")
+with open("out/sub/part-2.txt", "w") as f:
+    f.write(f"{task['id']} part 2 of {n}")
 print(json.dumps({"square": n * n}))
 """
 
@@ -154,7 +155,13 @@ def build(store=None):
         part = (await engine.read_artifact(task, "sub/part-2.txt")).decode()
         if result != str(n * n) or part != f"{task.id} part 2 of {n}":
             raise PermanentError(f"artifacts of build are wrong: {result!r}, {part!r}")
-        await asyncio.sleep(pause(task, "verify"))
+        # Works in steps, noting its progress in a file after each (the file names
+        # the process: a run that goes on after its task was taken over, its worker
+        # paused past its lease, would write other bytes than the run that counts).
+        for step in range(4):
+            await asyncio.sleep(pause(task, "verify") / 4)
+            note = f"step {step} by process {os.getpid()}"
+            await engine.add_artifact_text(task, "progress.txt", note)
         summary = {"n": n, "square": n * n, "context": task.context.get("prepared")}
         # The file names the process that wrote it: a run that goes on after its
         # task was taken over (its worker paused) writes other bytes than the new run.
@@ -349,7 +356,14 @@ ROUTES = {
     "dyn_double": ["dyn_a", "dyn_b"],
 }
 ARTIFACTS = {
-    "pipeline": {"input.txt", "result.txt", "sub/part-1.txt", "sub/part-2.txt", "summary.json"},
+    "pipeline": {
+        "input.txt",
+        "result.txt",
+        "sub/part-1.txt",
+        "sub/part-2.txt",
+        "progress.txt",
+        "summary.json",
+    },
     "flaky": {"seed.txt", "try-2.txt"},
     "scratch": {"blob.bin"},
 }
