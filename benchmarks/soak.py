@@ -2,7 +2,7 @@
 workload runs on one SQLite store, then what the README promises is checked.
 
     python benchmarks/soak.py [--tasks M] [--workers K] [--seconds S] [--kill-every S]
-                              [--seed N] [--keep]
+                              [--pause-every S --lease-seconds S] [--seed N] [--keep]
 
 It makes a temporary folder with a SQLite store and an app module (``soak_app.py``)
 of several workflows: async and plain handlers, a subprocess phase that writes files
@@ -14,8 +14,9 @@ fails (``max_attempts``), human phases answered with ``wfe resume``, a
 (``wfe submit`` and the Python API), runs K ``wfe worker`` processes, and for
 ``--seconds`` SIGKILLs a random one every ``--kill-every`` seconds or so, starting
 another in its place; the ``wfe resume``/``cancel``/``retry``/``purge`` commands are
-killed at random too. Then the workers finish what is left (with a deadline), and
-the store and the artifacts folder are checked:
+killed at random too. With ``--pause-every``, a random worker is also stopped
+(SIGSTOP) past its ``--lease-seconds`` and woken again. Then the workers finish what
+is left (with a deadline), and the store and the artifacts folder are checked:
 
 - every task submitted is stored (or, for the purged workflow only, purged) and
   finished, COMPLETED unless the harness cancelled it;
@@ -32,6 +33,8 @@ the store and the artifacts folder are checked:
   its join output is every child's;
 - after a last ``wfe purge``, no folder is left in the artifacts folder that no task
   owns, and the purged tasks' folders are gone;
+- once the workers are stopped, no command a phase ran is still running, and no
+  work folder of a killed worker is left (the run's TMPDIR is its own);
 - phases that lost their worker ``max_takeovers`` times in a row fail with
   ``WorkerLostError`` (the README's rule); the harness retries those, as the README
   says to.
@@ -972,62 +975,57 @@ async def check_purge(run: Run, engine: Any, artifacts_dir: Path) -> int:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=(
-            "Run a mixed workload on a SQLite store with K wfe worker processes, SIGKILL "
-            "a random worker every --kill-every seconds for --seconds, then check the "
-            "store against what the README promises. Exit status 1 on any violation."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python benchmarks/soak.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tasks", type=int, default=60, help="tasks submitted (M), in waves")
-    parser.add_argument("--workers", type=int, default=3, help="wfe worker processes (K)")
-    parser.add_argument("--concurrency", type=int, default=4, help="each worker's --concurrency")
-    parser.add_argument("--seconds", type=float, default=120, help="how long workers are killed")
-    parser.add_argument(
+    add = parser.add_argument
+    add("--tasks", type=int, default=60, help="tasks submitted (M), in waves (60)")
+    add("--workers", type=int, default=3, help="wfe worker processes (K) (3)")
+    add("--concurrency", type=int, default=4, help="each worker's --concurrency (4)")
+    add("--seconds", type=float, default=120, help="how long the soak lasts (120)")
+    add(
         "--kill-every",
         type=float,
         default=3,
-        help="mean seconds between worker kills (each 0.5x to 1.5x of it); 0: none",
+        help="mean seconds between SIGKILLs of a random worker, each 0.5x to 1.5x of "
+        "it; 0: none (3)",
     )
-    parser.add_argument(
+    add(
         "--pause-every",
         type=float,
         default=0,
         help="mean seconds between SIGSTOPs of a random worker for 1.5x --lease-seconds, "
-        "then SIGCONT (a worker paused past its lease); 0: none",
+        "then SIGCONT (a worker paused past its lease); 0: none (0)",
     )
-    parser.add_argument(
-        "--lease-seconds", type=float, default=30, help="the workers' lease_seconds"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    parser.add_argument(
+    add("--lease-seconds", type=float, default=30, help="the workers' lease_seconds (30)")
+    add("--seed", type=int, default=None, help="random seed (default: a random one, printed)")
+    add(
         "--no-ops",
         dest="ops",
         action="store_false",
         help="run no wfe cancel/retry/purge against the scratch workflow meanwhile",
     )
-    parser.add_argument(
+    add(
         "--command-kills",
         type=float,
         default=0.3,
-        help="chance that a wfe resume/cancel/retry/purge the harness runs is SIGKILLed",
+        help="chance that a wfe resume/cancel/retry/purge the harness runs is SIGKILLed (0.3)",
     )
-    parser.add_argument(
+    add(
         "--phase-seconds",
         type=float,
         default=0.6,
-        help="longest a phase works (its handler sleeps)",
+        help="longest a phase works, sleeping (0.6)",
     )
-    parser.add_argument(
+    add(
         "--drain-seconds",
         type=float,
         default=120,
-        help="after the soak, how long the workers get to finish every task",
+        help="after the soak, how long the workers get to finish every task (120)",
     )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the run's folder (store, app, logs) to inspect"
-    )
-    parser.add_argument("--dir", type=Path, default=None, help="make the run's folder in DIR")
+    add("--keep", action="store_true", help="keep the run's folder (store, app, logs)")
+    add("--dir", type=Path, default=None, help="make the run's folder in DIR (default: TMPDIR)")
     return parser.parse_args(argv)
 
 
