@@ -485,6 +485,18 @@ async def command(run: Run, args: list[str], kill_chance: float, what: str) -> i
     return proc.returncode
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (True where /proc cannot tell)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return True
+
+
 class Workers:
     """K ``wfe worker`` processes; kill() SIGKILLs one and starts another in its place."""
 
@@ -535,6 +547,15 @@ class Workers:
                 self.slots[i] = self._start()
 
     def stop(self) -> None:
+        # A worker stops cleanly on SIGTERM once it has set up its handler: one just
+        # started, still importing, would die of it (as any program would), so each
+        # gets until it catches SIGTERM (read from /proc), with a deadline.
+        deadline = time.monotonic() + 30
+        for proc in self.slots:
+            while proc.poll() is None and not catches_sigterm(proc.pid):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
         for proc in self.slots:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
