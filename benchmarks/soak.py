@@ -391,7 +391,8 @@ class Run:
     folder: Path
     env: dict[str, str]
     wfe: str
-    rng: random.Random
+    rng: random.Random  # the workload, the answers, cancel/retry/purge
+    kill_rng: random.Random  # when workers are killed or paused, and which
     planned: list[Planned] = field(default_factory=list)
     kills: list[tuple[float, str]] = field(default_factory=list)  # (time, what)
     killed_workers: list[tuple[int, float]] = field(default_factory=list)  # (pid, time)
@@ -512,7 +513,7 @@ class Workers:
         return spawn(self.run, args, f"worker-{self.started}.log")
 
     def kill(self) -> None:
-        i = self.run.rng.randrange(len(self.slots))
+        i = self.run.kill_rng.randrange(len(self.slots))
         proc = self.slots[i]
         if proc.poll() is None:
             proc.kill()
@@ -526,7 +527,7 @@ class Workers:
     async def pause(self, seconds: float) -> None:
         """SIGSTOP a random worker for ``seconds`` (past its lease), then SIGCONT it:
         its tasks are taken over meanwhile, and its writes once it wakes are dropped."""
-        proc = self.run.rng.choice(self.slots)
+        proc = self.run.kill_rng.choice(self.slots)
         if proc.poll() is not None:
             return
         proc.send_signal(signal.SIGSTOP)
@@ -674,40 +675,57 @@ async def soak(run: Run, args: argparse.Namespace, engine: Any) -> None:
     workers = Workers(run, args.workers, args.concurrency)
     start = time.monotonic()
     end = start + args.seconds
-    wave_at = [start + args.seconds * 0.8 * w / waves for w in range(waves)]
-    next_kill = start + run.rng.uniform(0.5, 1.5) * args.kill_every
-    next_op = start + run.rng.uniform(1, 3)
-    next_answer = start + 1
-    next_pause = start + run.rng.uniform(0.5, 1.5) * args.pause_every
-    pausing: asyncio.Task[None] | None = None
-    wave = 0
-    print(f"soak: {args.tasks} tasks, {args.workers} workers, {args.seconds:g}s", flush=True)
-    while time.monotonic() < end:
-        now = time.monotonic()
-        if wave < waves and now >= wave_at[wave]:
+    over = asyncio.Event()
+
+    async def until(moment: float) -> None:
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(over.wait(), max(0.0, moment - time.monotonic()))
+
+    async def submitter() -> None:
+        # The waves go over the first 80% of the run; all of them, whatever happens.
+        for wave in range(waves):
+            await until(start + args.seconds * 0.8 * wave / waves)
             await submit_wave(run, engine, [t for t in run.planned if t.wave == wave])
-            wave += 1
-        if args.kill_every > 0 and now >= next_kill:
-            workers.kill()
-            next_kill = now + run.rng.uniform(0.5, 1.5) * args.kill_every
-        if args.pause_every > 0 and now >= next_pause and (pausing is None or pausing.done()):
-            pausing = asyncio.create_task(workers.pause(args.lease_seconds * 1.5))
-            next_pause = now + run.rng.uniform(0.5, 1.5) * args.pause_every
-        if now >= next_answer:
+
+    async def answerer() -> None:
+        while not over.is_set():
             await answer(run, engine, kill_chance)
-            next_answer = now + 1
-        if args.ops and now >= next_op:
+            await until(time.monotonic() + 1)
+
+    async def operator() -> None:
+        await until(start + run.rng.uniform(1, 3))
+        while not over.is_set():
             await chaos_op(run, engine, kill_chance)
             await retry_lost(run, engine)
-            next_op = now + run.rng.uniform(2, 5)
-        workers.check_alive()
-        reap(run)
-        await asyncio.sleep(0.05)
-    if pausing is not None:
-        await pausing
-    while wave < waves:
-        await submit_wave(run, engine, [t for t in run.planned if t.wave == wave])
-        wave += 1
+            await until(time.monotonic() + run.rng.uniform(2, 5))
+
+    # Each its own coroutine, so that a command the harness waits for never holds up
+    # the kills, whose times come from a random generator of their own.
+    helpers = [asyncio.create_task(submitter()), asyncio.create_task(answerer())]
+    if args.ops:
+        helpers.append(asyncio.create_task(operator()))
+    next_kill = start + run.kill_rng.uniform(0.5, 1.5) * args.kill_every
+    next_pause = start + run.kill_rng.uniform(0.5, 1.5) * args.pause_every
+    pausing: asyncio.Task[None] | None = None
+    print(f"soak: {args.tasks} tasks, {args.workers} workers, {args.seconds:g}s", flush=True)
+    try:
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if args.kill_every > 0 and now >= next_kill:
+                workers.kill()
+                next_kill += run.kill_rng.uniform(0.5, 1.5) * args.kill_every
+            if args.pause_every > 0 and now >= next_pause:
+                if pausing is None or pausing.done():
+                    pausing = asyncio.create_task(workers.pause(args.lease_seconds * 1.5))
+                next_pause += run.kill_rng.uniform(0.5, 1.5) * args.pause_every
+            workers.check_alive()
+            reap(run)
+            await asyncio.sleep(0.02)
+        over.set()
+        await asyncio.gather(*helpers, *([pausing] if pausing is not None else []))
+    finally:
+        for helper in helpers:
+            helper.cancel()
     kills = sum(1 for _, what in run.kills if what == "worker")
     print(f"soak: {kills} workers killed; letting the workers finish", flush=True)
     deadline = time.monotonic() + args.drain_seconds
@@ -1165,7 +1183,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     env.pop("WFE_LOAD_PLUGINS", None)
     os.environ.update({k: env[k] for k in env if k.startswith("SOAK_") or k == "WFE_STORE"})
-    run = Run(folder=folder, env=env, wfe=wfe_command(), rng=random.Random(args.seed))
+    run = Run(
+        folder=folder,
+        env=env,
+        wfe=wfe_command(),
+        rng=random.Random(args.seed),
+        kill_rng=random.Random(args.seed + 1),
+    )
     try:
         summary = asyncio.run(amain(run, args))
     except KeyboardInterrupt:
