@@ -358,10 +358,9 @@ class KafkaLink:
         from kafka.errors import KafkaConfigurationError
 
         settings = self.interface.consumer_settings()
+        # wfe_kafka's consumer settings already make each try short (5 s) while
+        # Kafka is down, so that stop() is not held up by one.
         settings.update(group_id=None, enable_auto_commit=False, client_id="wfe-flaskui-results")
-        if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:
-            # Short tries while Kafka is down, so that stop() is not held up by one.
-            settings.setdefault("bootstrap_timeout_ms", int(PUBLISH_TIMEOUT * 1000))
         try:
             consumer = KafkaConsumer(**settings)
         except (TypeError, ValueError, AssertionError, KafkaConfigurationError) as exc:
