@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
 import sysconfig
 import time
@@ -375,19 +376,42 @@ def _missing_folders(folder: Path) -> list[Path]:
     return missing
 
 
-def _remove_store_file(path: Path, folders: list[Path]) -> None:
+def _remove_store_file(path: Path, folders: list[Path]) -> bool:
     """Remove a SQLite store this command created, with its side files and the
-    folders made for it (``folders``, deepest first)."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
+    folders made for it (``folders``, deepest first); False when it is left
+    because another process uses it now, or stored something in it.
+
+    The store was new when this command began, but a worker or another command
+    may have opened it since: its file goes only while SQLite's exclusive lock
+    shows nobody else has it open and it holds no task or workflow.
+    """
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None)
+    except sqlite3.Error:
+        return True  # never made (its folder is a file, say), or gone
+    try:
+        # Leaving WAL mode needs every other connection closed; then the
+        # exclusive lock keeps new ones out while the file goes.
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute("BEGIN EXCLUSIVE")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        for table in {"tasks", "workflows"} & tables:
+            if db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+                db.execute("ROLLBACK")
+                db.execute("PRAGMA journal_mode=WAL")  # as the store keeps it
+                return False
+        for suffix in ("", "-wal", "-shm", "-journal"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
-        except OSError:
-            return  # never made: its folder is a file, say
+    except (sqlite3.Error, OSError):
+        return False  # in use (locked), or not to be touched
+    finally:
+        db.close()
     for folder in folders:
         try:
             folder.rmdir()
         except OSError:
-            return  # something else is in it now
+            break  # something else is in it now
+    return True
 
 
 def _note_created(place: Path | str | None) -> None:

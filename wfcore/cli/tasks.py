@@ -212,12 +212,15 @@ def submit(
         if new_file is not None:
             # Nothing was stored: a store left behind would make a mistyped path
             # look right to every later command.
-            _remove_store_file(new_file, new_folders)
-            click.echo(
-                f"wfe: there is no store at {new_file}; none was left there "
-                "(check --store and WFE_STORE)",
-                err=True,
-            )
+            if _remove_store_file(new_file, new_folders):
+                click.echo(
+                    f"wfe: there is no store at {new_file}; none was left there "
+                    "(check --store and WFE_STORE)",
+                    err=True,
+                )
+            else:
+                # Another process opened the store this command made, meanwhile.
+                _note_created(new_file)
         elif new_store is not None:
             _note_not_made(engine)
         message = exc.message
