@@ -85,6 +85,8 @@ async def run_command(task: Task, phase: Phase, engine: ECSWorkflowEngine) -> No
         if returncode != 0:
             raise _exit_error(phase, returncode, stderr, workdir)
         output = _parse_output(stdout)
+        if engine._worker.runs_phase_of(task):
+            await engine._worker.check_lease(task)
         collected, skipped = await _collect(workdir / "out", store.artifacts_dir, task)
         # As engine.add_artifact_bytes does inside a running phase: the artifacts are
         # stored with the task when the phase ends.

@@ -1583,6 +1583,7 @@ class ECSWorkflowEngine:
         who = _by_field(by)
         store = await self.get_store()
         if isinstance(task, Task) and self._worker.runs_phase_of(task):
+            await self._worker.check_lease(task)
             art = await asyncio.to_thread(
                 write_artifact, store.artifacts_dir, task.id, name, bytes(data), task.classification
             )

@@ -111,6 +111,9 @@ class Worker:
         # next lease renewal stores it (Store.note_phases), so that listings by
         # phase find them before the phase ends.
         self._unnoted: dict[str, str] = {}
+        # When the last renewal of every lease this worker holds began (its claims
+        # since are younger): each lease runs at least lease_seconds from then.
+        self._leases_renewed_at = time.monotonic()
         # The Task objects whose phase runs now, for checkpoint(); and the tasks
         # whose checkpoint met a store failure (handed back, not failed).
         self._in_phase: dict[str, Task] = {}
@@ -272,6 +275,7 @@ class Worker:
         if self._stopping:  # a stop() while the store opened
             self._stop_asked.set()
         self._serving = asyncio.current_task()
+        self._leases_renewed_at = time.monotonic()  # before the first claim
         keeper = asyncio.create_task(self._keep_leases(store))
         only = self._engine.only_workflows
         # Stores are asked about some workflows only when this worker runs only some.
@@ -472,6 +476,7 @@ class Worker:
             ids = [i for i in self._active if i not in self._released]
             if not ids:
                 continue
+            began = time.monotonic()
             try:
                 held = await store.renew(self._engine.worker_id, ids, self._engine.lease_seconds)
             except StoreError as exc:
@@ -485,6 +490,7 @@ class Worker:
                 logger.exception("renewing leases failed")
                 continue
             renew_failed = False
+            self._leases_renewed_at = began
             if self._unnoted:
                 await self._note_phases(store, held)
             for task_id in ids:
@@ -540,6 +546,34 @@ class Worker:
     def runs_phase_of(self, task: Task) -> bool:
         """True if ``task`` is the very Task object of a phase this worker is running."""
         return self._in_phase.get(task.id) is task
+
+    async def check_lease(self, task: Task) -> None:
+        """Raise TaskStateError if this worker may no longer hold ``task``'s lease,
+        before its running phase writes a file into the task's folder.
+
+        Renewals keep a lease while the event loop runs; a process stopped past it
+        (SIGSTOP, a machine suspended, a loop blocked) wakes to find it may have
+        run out and the task gone to another worker, whose files this one's must
+        not replace. Only then is the store asked: a write's own timing costs no
+        round trip.
+        """
+        lease = self._engine.lease_seconds
+        if time.monotonic() - self._leases_renewed_at < lease / 2:
+            return
+        store = self._engine._store
+        assert store is not None
+        try:
+            held = await store.renew(self._engine.worker_id, [task.id], lease)
+        except StoreError:
+            return  # cannot tell now: the phase's end finds out
+        if task.id not in held:
+            self._lost.add(task.id)
+            raise TaskStateError(
+                f"task {task.id!r}: this worker no longer holds it (its lease ran out "
+                "while the process was stopped or its event loop blocked, and it was "
+                "cancelled or taken over); its files are left to its new run",
+                task_id=task.id,
+            )
 
     def note_child(self, parent: Task, child_id: str) -> None:
         """``parent``'s running phase submitted the task ``child_id`` as its child."""
