@@ -383,7 +383,7 @@ def _remove_store_file(path: Path, folders: list[Path]) -> bool:
 
     The store was new when this command began, but a worker or another command
     may have opened it since: its file goes only while SQLite's exclusive lock
-    shows nobody else has it open and it holds no task or workflow.
+    shows nobody else has it open and it holds no task.
     """
     try:
         db = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=0, isolation_level=None)
@@ -391,11 +391,21 @@ def _remove_store_file(path: Path, folders: list[Path]) -> bool:
         return True  # never made (its folder is a file, say), or gone
     try:
         # Leaving WAL mode needs every other connection closed; then the
-        # exclusive lock keeps new ones out while the file goes.
-        db.execute("PRAGMA journal_mode=DELETE")
-        db.execute("BEGIN EXCLUSIVE")
+        # exclusive lock keeps new ones out while the file goes. Other commands
+        # failing at once on the new store close theirs within moments: asked
+        # again for a second, the last of them removes it.
+        for attempt in range(20):
+            try:
+                db.execute("PRAGMA journal_mode=DELETE")
+                db.execute("BEGIN EXCLUSIVE")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-        for table in {"tasks", "workflows"} & tables:
+        # Workflows are not looked at: an app's are stored as its engine opens.
+        for table in {"tasks"} & tables:
             if db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
                 db.execute("ROLLBACK")
                 db.execute("PRAGMA journal_mode=WAL")  # as the store keeps it
