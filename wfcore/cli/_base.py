@@ -403,13 +403,12 @@ def _remove_store_file(path: Path, folders: list[Path]) -> bool:
                 if attempt == 19:
                     raise
                 time.sleep(0.05)
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
         # Workflows are not looked at: an app's are stored as its engine opens.
-        for table in {"tasks"} & tables:
-            if db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
-                db.execute("ROLLBACK")
-                db.execute("PRAGMA journal_mode=WAL")  # as the store keeps it
-                return False
+        made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'tasks'").fetchone()
+        if made and db.execute("SELECT 1 FROM tasks LIMIT 1").fetchone() is not None:
+            db.execute("ROLLBACK")
+            db.execute("PRAGMA journal_mode=WAL")  # as the store keeps it
+            return False
         for suffix in ("", "-wal", "-shm", "-journal"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
     except (sqlite3.Error, OSError):
