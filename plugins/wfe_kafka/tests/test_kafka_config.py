@@ -584,3 +584,84 @@ def test_topics_kafka_does_not_have_are_named_with_their_setting(
         "Kafka has no topic 'no.tasks' (tasks_topic, WFE_KAFKA_TASKS_TOPIC): this worker gets "
         "no task messages until it exists; create it"
     )
+
+
+def test_a_publisher_without_a_consumer_says_a_missing_topic_once(
+    own_broker: Any,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An app that only publishes its results (``attach``, no ``consume_tasks``) to
+    a topic Kafka does not have: kafka-python's ERROR at each metadata update, ten a
+    second, reaches the log once, as it does while a consumer runs. (Without a
+    consumer nothing kept it out; and a consumer's stop let the publisher's next
+    line through before ``close``.)"""
+    said_by_kafka: list[str] = []
+
+    class _Counter(logging.Filter):
+        # Added before wfe_kafka's own filter, so it sees every line kafka-python says.
+        def filter(self, record: logging.LogRecord) -> bool:
+            said_by_kafka.extend(not_found([record]))
+            return True
+
+    counter = _Counter()
+    cluster = logging.getLogger("kafka.cluster")
+    cluster.addFilter(counter)
+    caplog.set_level(logging.INFO, logger="wfe_kafka")
+    engine = echo_engine(wfe_engine_factory)
+    kafka = KafkaMQInterface(
+        own_broker.bootstrap,
+        results_topic="only.published",
+        close_timeout=1.0,
+        max_block_ms=1000,
+    )
+
+    async def publishing() -> None:
+        await kafka.attach(engine)
+        try:
+            await engine.submit_task({"n": 1}, "echo", task_id="t-1")
+            await engine.run_until_idle()
+            await until(
+                lambda: said_by_kafka.count("only.published") >= 5,
+                "kafka-python saying five times that the topic is missing",
+            )
+        finally:
+            await kafka.close()
+
+    try:
+        wfe_run(publishing())
+    finally:
+        cluster.removeFilter(counter)
+    assert not_found(caplog.records).count("only.published") == 1, not_found(caplog.records)
+
+
+def test_a_batch_to_a_missing_topic_waits_for_its_metadata_once(
+    own_broker: Any, wfe_run: Any
+) -> None:
+    """kafka-python waits up to max_block_ms for a topic's metadata at each send: a
+    batch of results to a topic Kafka does not have held the producer's thread that
+    long for every record (1,000 minutes for 1,000 results at the default 60 s).
+    Once one timed out, the batch's other records to that topic fail with its error
+    without waiting again; records to topics that exist are sent as usual."""
+    from kafka.errors import KafkaTimeoutError
+    from wfe_kafka.clients import _Producer
+
+    broker_tools = sys.modules["wfe_kafka_test_broker"]
+    broker_tools.create_topic(own_broker.bootstrap, "batch.here", 1)
+    producer = _Producer({"bootstrap_servers": own_broker.bootstrap, "max_block_ms": 500})
+    missing = [("batch.missing", f"k{i}".encode(), b"{}", None) for i in range(20)]
+    present = [("batch.here", f"k{i}".encode(), b"{}", None) for i in range(3)]
+
+    async def sending() -> list[Any]:
+        try:
+            return await producer.send_many([*missing[:10], *present, *missing[10:]])
+        finally:
+            await producer.close(5.0)
+
+    outcomes = wfe_run(sending())
+    failed = outcomes[:10] + outcomes[13:]
+    assert all(isinstance(o, KafkaTimeoutError) for o in failed), failed
+    # One wait: every record to the missing topic carries the error of the first.
+    assert len({id(o) for o in failed}) == 1
+    assert [o.topic for o in outcomes[10:13]] == ["batch.here"] * 3

@@ -70,6 +70,12 @@ class _Producer:
         self._producer: Any = None
         self._thread = _SenderThread("wfe-kafka-producer")
         self.closed = False
+        # Holds kafka-python's missing-topic errors to one line per topic from the
+        # producer's first send until its thread has closed it, which may be after
+        # close() returned (a send still waiting for a topic): an app that only
+        # publishes results, with no consumer, is spared ten lines a second too.
+        self._quiet = contextlib.ExitStack()
+        self._quieted = False
 
     @property
     def made(self) -> bool:
@@ -81,6 +87,9 @@ class _Producer:
         if self._producer is None:
             from kafka import KafkaProducer
 
+            if not self._quieted:
+                self._quiet.enter_context(_quiet_missing_topics())
+                self._quieted = True
             self._producer = _new_client(KafkaProducer, self._config)
         return self._producer
 
@@ -137,10 +146,24 @@ class _Producer:
                 finish()
             return
         send = producer.send
+        # kafka-python's send() waits up to max_block_ms for the metadata of a topic
+        # it does not know (one Kafka does not have, or a broker away), for each
+        # record: a batch of 1,000 results held this thread 1,000 times that long
+        # (60 s by default) before any of them was reported. Once one send to a
+        # topic timed out, the batch's other records to it fail with the same error
+        # at once; so do the records not yet handed over when a close is asked for.
+        timed_out: dict[str, BaseException] = {}
         for i, (topic, key, value, headers) in enumerate(records):
+            early = timed_out.get(topic) or (RuntimeError(_CLOSING) if self.closed else None)
+            if early is not None:
+                sent[i] = early
+                finish()
+                continue
             try:
                 future = send(topic, key=key, value=value, headers=headers)
             except Exception as exc:
+                if _is_timeout(exc):
+                    timed_out[topic] = exc
                 sent[i] = exc
                 finish()
                 continue
@@ -168,6 +191,7 @@ class _Producer:
             except Exception:
                 logger.exception("closing the Kafka producer failed")
             finally:
+                self._quiet.close()
                 try:
                     loop.call_soon_threadsafe(_settle, done, flushed)
                 except RuntimeError:
@@ -197,6 +221,18 @@ class _Producer:
         unregister = getattr(producer, "_unregister_cleanup", None)
         if callable(unregister):
             unregister()
+
+
+#: Why a record a close came before was not sent.
+_CLOSING = "the Kafka producer was closed before this record was sent"
+
+
+def _is_timeout(error: BaseException) -> bool:
+    """Whether a send failed waiting for Kafka (``KafkaTimeoutError``: no metadata
+    for its topic, or no room in the buffer, within max_block_ms)."""
+    from kafka.errors import KafkaTimeoutError
+
+    return isinstance(error, KafkaTimeoutError)
 
 
 def _close_producer(producer: Any, timeout: float) -> bool:
@@ -534,9 +570,30 @@ _connection_lock = threading.Lock()
 # The filter on _CONNECTION_LOGGERS while consumers run, and how many do.
 _connection_errors: list[_ConnectionErrors] = []
 _connection_users = 0
-# The filter on kafka.cluster meanwhile: one for the process, so that a topic said
-# to be missing while consuming is not said again as the interface closes.
+# The filter on kafka.cluster while consumers or producers run, and how many do: one
+# for the process, so that a topic said to be missing while consuming is not said
+# again as the interface closes.
 _missing_topic_errors = _MissingTopicErrors()
+_missing_topic_users = 0
+
+
+@contextlib.contextmanager
+def _quiet_missing_topics() -> Iterator[None]:
+    """While in the block, kafka-python's missing-topic errors go through the
+    :class:`_MissingTopicErrors` filter (the first to enter installs it, the last
+    to leave removes it)."""
+    global _missing_topic_users
+    with _connection_lock:
+        if not _missing_topic_users:
+            logging.getLogger("kafka.cluster").addFilter(_missing_topic_errors)
+        _missing_topic_users += 1
+    try:
+        yield
+    finally:
+        with _connection_lock:
+            _missing_topic_users -= 1
+            if not _missing_topic_users:
+                logging.getLogger("kafka.cluster").removeFilter(_missing_topic_errors)
 
 
 @contextlib.contextmanager
@@ -551,18 +608,17 @@ def _quiet_connection_errors() -> Iterator[_ConnectionErrors]:
             _connection_errors.append(_ConnectionErrors())
             for name in _CONNECTION_LOGGERS:
                 logging.getLogger(name).addFilter(_connection_errors[0])
-            logging.getLogger("kafka.cluster").addFilter(_missing_topic_errors)
         _connection_users += 1
         watch = _connection_errors[0]
     try:
-        yield watch
+        with _quiet_missing_topics():
+            yield watch
     finally:
         with _connection_lock:
             _connection_users -= 1
             if not _connection_users:
                 for name in _CONNECTION_LOGGERS:
                     logging.getLogger(name).removeFilter(watch)
-                logging.getLogger("kafka.cluster").removeFilter(_missing_topic_errors)
                 _connection_errors.clear()
 
 
