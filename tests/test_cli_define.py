@@ -71,3 +71,27 @@ def test_a_spec_for_a_name_taken_by_another_workflow_is_refused(wfe) -> None:
     assert wfe("tasks", "--json").stdout == before  # nothing stored
     # The same spec again is what a rerun submits: taken.
     assert _define(wfe, first).returncode == 0
+
+
+def test_start_phases_count_in_whether_a_spec_is_the_same(wfe) -> None:
+    """The same spec with start_phases again is taken, as the worker takes it; one
+    that differs only in its start_phases is refused, as the worker would fail it."""
+    phases = [
+        {"target_classification": "draft", "assigned_to": "human"},
+        {"target_classification": "approve", "assigned_to": "human"},
+    ]
+    spec = {"name": "gated", "phases": phases, "start_phases": ["approve"]}
+    first = _define(wfe, spec).stdout.strip()
+    wfe("worker", APP, "--until-idle", "--quiet")
+    defined = stored_task(wfe.env["WFE_STORE"], first)
+    assert (defined.workflow_name, defined.status.value) == ("gated", "waiting_human")
+
+    again = _define(wfe, spec)
+    assert again.returncode == 0, again.stderr
+    wfe("worker", APP, "--until-idle", "--quiet")
+    rerun = stored_task(wfe.env["WFE_STORE"], again.stdout.strip())
+    assert (rerun.workflow_name, rerun.status.value) == ("gated", "waiting_human"), rerun.error
+
+    other = _define(wfe, {**spec, "start_phases": ["draft"]})
+    assert other.returncode == 2, other.stderr
+    assert "a different workflow named 'gated' exists already" in other.stderr

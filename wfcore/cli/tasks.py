@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from ..engine import ECSWorkflowEngine
@@ -291,7 +292,8 @@ async def _refuse_a_different_definition(engine: ECSWorkflowEngine, spec: Workfl
     existing = await engine._workflow(spec.name)
     if existing is None:
         return
-    if existing != WorkflowSpec(name=spec.name, phases=spec.phases, description=spec.description):
+    # As the worker compares: all of the spec but its input (start_phases too).
+    if existing != attrs.evolve(spec, input=None):
         raise InvalidTaskError(
             f"a different workflow named {spec.name!r} exists already; define this one "
             f"under a new name ({spec.name}-v2, say)"
