@@ -13,7 +13,7 @@ import pytest
 from wfcore import ECSWorkflowEngine
 
 
-@pytest.mark.parametrize("meanwhile", ["stored", "open"])
+@pytest.mark.parametrize("meanwhile", ["stored", "open", "opened"])
 def test_a_failed_submit_leaves_a_store_another_process_uses(
     wfe, tmp_path: Path, meanwhile: str
 ) -> None:

@@ -1,7 +1,8 @@
 """An app whose engine lets another process use the store while ``wfe submit``
 submits, before the submission fails: WFE_MEANWHILE=stored runs one that stores a
-task and exits; WFE_MEANWHILE=open starts one that opens the store and keeps it
-open until this process ends."""
+task and exits; WFE_MEANWHILE=open starts one that opens the store, reads it and
+keeps it open until this process ends; WFE_MEANWHILE=opened, one that only opens it
+(as a worker starting does), reading nothing yet."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from wfcore import ECSWorkflowEngine, Phase
 _OTHER = """
 import asyncio, sys
 from wfcore import ECSWorkflowEngine, Phase
+from wfcore.stores.sqlite import SQLiteStore
 
 async def main():
     engine = ECSWorkflowEngine(store=sys.argv[1], load_plugins=False)
@@ -23,7 +25,12 @@ async def main():
         await engine.submit_task({"x": 1}, "w", task_id="kept-1")
         await engine.aclose()
         return
-    await engine.get_task("nobody")  # the store is open from here on
+    if sys.argv[2] == "opened":
+        # Opened, nothing read or written yet (an engine stores its workflows).
+        store = SQLiteStore.from_url(sys.argv[1])
+        await store.open()
+    else:
+        await engine.get_task("nobody")  # the store is open from here on
     print("open", flush=True)
     await asyncio.to_thread(sys.stdin.read)  # until the submitting process ends
 

@@ -41,7 +41,7 @@ from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, utcnow_iso
 from ..wire import workflow_from_dict, workflow_to_dict
 from ._sqlite_rows import ROW_COLUMNS, TaskRows, row_columns
-from ._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, plan_opening
+from ._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION, Opening, plan_opening
 from ._sqlite_writer import FileLost, Writer, begin_immediate, locked
 from .base import (
     SUMMARY_PREVIEW,
@@ -260,6 +260,9 @@ class SQLiteStore(Store):
         self.artifacts_dir = self.path.parent / f"{self.path.name}-artifacts"
         self._writer: Writer | None = None
         self._reader: ThreadPoolExecutor | None = None
+        # The connection that opened the file, kept open until the store closes
+        # (see _prepare).
+        self._pin: sqlite3.Connection | None = None
         self._local = threading.local()
         self._rows = TaskRows()
         #: False: a store one schema behind (written by the previous release) is
@@ -416,18 +419,26 @@ class SQLiteStore(Store):
         if self._writer is not None:
             return
         self._closing.clear()
-        try:
-            await asyncio.to_thread(self._prepare)
-        except asyncio.CancelledError:
-            # Whoever opened it stopped waiting (a worker told to stop while another
-            # process holds the write lock): the open's thread stops waiting too,
-            # rather than keep this process from exiting until the timeout.
-            self._closing.set()
-            raise
-        try:
-            self._file_id = _file_id(self.path)
-        except OSError as exc:  # gone again already
-            raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}") from None
+        for attempt in range(1, _OPEN_TRIES + 1):
+            try:
+                self._file_id = await asyncio.to_thread(self._prepare)
+                break
+            except asyncio.CancelledError:
+                # Whoever opened it stopped waiting (a worker told to stop while
+                # another process holds the write lock): the open's thread stops
+                # waiting too, rather than keep this process from exiting until the
+                # timeout.
+                self._closing.set()
+                raise
+            except _Vanished:
+                # Deleted or replaced as this process opened it: by a failed `wfe
+                # submit` removing the new store it made, say. Opened again, it is
+                # the file now at the path (made anew if there is none).
+                if attempt == _OPEN_TRIES:
+                    raise StoreError(
+                        f"cannot use {self.path}: it was deleted or replaced as this process "
+                        f"opened it, {_OPEN_TRIES} times in a row"
+                    ) from None
         self._file_checked = time.monotonic()
         self._file_lost = None
         self._writer = Writer(self._connect, self.timeout, self._closing, self._file_is_ours)
@@ -514,8 +525,12 @@ class SQLiteStore(Store):
             return str(exc)
         return target
 
-    def _prepare(self) -> None:
-        """Create the database, or check that an existing one is ours and not newer."""
+    def _prepare(self) -> tuple[int, int]:
+        """Create the database, or check that an existing one is ours and not newer;
+        return the file's identity (device, inode).
+
+        Raises :class:`_Vanished` when the file was deleted or replaced meanwhile.
+        """
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a database file")
         try:
@@ -532,14 +547,18 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"cannot use {self.path}: {blocking} is a file, not a folder"
             ) from None
+        except FileNotFoundError:
+            raise _Vanished from None  # its folder or itself removed as it was looked at
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise StoreError(f"cannot use {self.path}: {exc.strerror or exc}{where}") from None
+        opened: tuple[int, int] | None = None
         try:
             # WAL only for a file we create: switching rewrites the header of a
             # file that may turn out not to be ours (ours already are WAL).
             fresh = not self.path.exists() or self.path.stat().st_size == 0
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            opened = _file_id_or_none(self.path)
             # Processes creating the file at once: the switch does not wait on a
             # busy lock, so it is retried.
             for attempt in range(500 if fresh else 0):
@@ -551,6 +570,8 @@ class SQLiteStore(Store):
                         raise
                     time.sleep(0.01)
         except sqlite3.DatabaseError as exc:
+            if opened is None or _file_id_or_none(self.path) != opened:
+                raise _Vanished from None
             raise _store_error(exc)(f"cannot open {self.path}: {exc}{self._unwritable()}") from None
         try:
             # Read what the file needs first, without the write lock: another
@@ -568,6 +589,8 @@ class SQLiteStore(Store):
                     conn.execute(sql, params)
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            if _file_id_or_none(self.path) != opened:
+                raise _Vanished from None  # SQLite refuses writes to a file deleted
             raise _store_error(exc)(
                 f"cannot use {self.path}: {exc}{_why_locked(exc, self.timeout)}{self._unwritable()}"
             ) from None
@@ -575,6 +598,54 @@ class SQLiteStore(Store):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.close()
+        if opened is None:
+            raise _Vanished  # deleted as it was connected to
+        self._settle_opening(opening)
+        self._pin_file(opened)
+        return opened
+
+    def _pin_file(self, opened: tuple[int, int]) -> None:
+        """Open the connection kept until the store closes (``_pin``), on the file
+        ``opened``, or raise :class:`_Vanished`.
+
+        A failed ``wfe submit`` removes the new store it made only while no other
+        connection is open on it (see ``cli._base._remove_store_file``), and this
+        process's reading and writing connections come and go. Opened after the
+        artifacts folder is settled: that may read a database file beside this
+        one, and closing any descriptor of a file drops every SQLite lock this
+        process holds on it.
+        """
+        try:
+            pin = sqlite3.connect(
+                f"{self.path.as_uri()}?mode=rw",
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=True,
+            )
+        except sqlite3.DatabaseError as exc:
+            if _file_id_or_none(self.path) != opened:
+                raise _Vanished from None
+            raise _store_error(exc)(f"cannot open {self.path}: {exc}") from None
+        try:
+            # A first read opens the WAL index, whose shared lock it holds from
+            # then on: other processes see the store open.
+            pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if _file_id_or_none(self.path) != opened:
+                raise _Vanished
+        except sqlite3.DatabaseError as exc:
+            pin.close()
+            if _file_id_or_none(self.path) != opened:
+                raise _Vanished from None
+            raise _store_error(exc)(f"cannot use {self.path}: {exc}") from None
+        except BaseException:
+            pin.close()
+            raise
+        self._pin = pin
+
+    def _settle_opening(self, opening: Opening) -> None:
+        """Take in what opening the file found: a store read as it is, an upgrade
+        to say, the artifacts folder it records."""
         if opening.read_as_is is not None:
             # The previous release's workers may still use it: it is read as it is.
             self._read_as_is = opening.read_as_is
@@ -654,6 +725,10 @@ class SQLiteStore(Store):
         if reader is not None:
             reader.submit(self._close_reader).result()
             reader.shutdown(wait=True)
+        pin, self._pin = self._pin, None
+        if pin is not None:
+            # The last connection: closing it checkpoints the WAL into the file.
+            await asyncio.to_thread(pin.close)
 
     def _close_reader(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -1454,6 +1529,22 @@ def _disk_full(exc: sqlite3.Error) -> bool:
 def _file_id(path: Path) -> tuple[int, int]:
     info = os.stat(path)
     return info.st_dev, info.st_ino
+
+
+def _file_id_or_none(path: Path) -> tuple[int, int] | None:
+    """The file's identity, or None when there is no file there now."""
+    try:
+        return _file_id(path)
+    except FileNotFoundError:
+        return None
+
+
+class _Vanished(Exception):
+    """The database file was deleted or replaced while the store opened it."""
+
+
+#: How many times an open starts again after its file vanished under it.
+_OPEN_TRIES = 5
 
 
 def _other_owner(folder: Path, db: Path, store_id: str) -> tuple[Path | None, bool]:
