@@ -1107,3 +1107,40 @@ def test_a_tool_call_without_a_function_name_goes_back_to_the_model(
         "AdapterError: max_steps=2 exhausted in phase 'loop': the model still asked for "
         "tools (a call without a function name) after 2 calls"
     )
+
+
+@pytest.mark.parametrize("tool_calls", ["divide", {"name": "divide", "arguments": "{}"}])
+def test_tool_calls_that_are_not_a_list_fail_the_attempt(
+    openai_server, wfe_engine, wfe_run, tool_calls: object
+) -> None:
+    """A server sending ``tool_calls`` as a string or a single object: the attempt
+    fails saying so; no call is made up from its characters or keys."""
+    ran: list[object] = []
+
+    def divide(a: int = 1, b: int = 1) -> float:
+        """Divide a by b."""
+        ran.append((a, b))
+        return a / b
+
+    reply = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": tool_calls},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    openai_server.raw(200, json.dumps(reply).encode())
+    wfe_engine.register_adapter(TaskType.AGENTIC, OpenAIAgentAdapter(tools=[divide]))
+
+    task = _run_one(wfe_engine, wfe_run, {}, Phase("p", assigned_to="agentic", max_attempts=1))
+
+    assert task.status is TaskStatus.FAILED
+    kind = type(tool_calls).__name__
+    assert f"malformed response: the reply's tool_calls is {kind}, not a list" in task.error
+    assert ran == []
