@@ -925,3 +925,20 @@ def test_wfe_ui_max_body_takes_larger_uploads(tmp_path: Path) -> None:
         "Invalid value for '--max-body': 'lots' is not a size: give bytes, or a number "
         "with KiB, MiB or GiB (from WFE_UI_MAX_BODY)"
     ) in bad.stderr
+
+
+@pytest.mark.parametrize("command", [("wfcore.cli", "ui"), ("wfe_flaskui",)])
+def test_ctrl_c_stops_the_dashboard_with_status_130(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Ctrl-C (SIGINT) stops `wfe ui` and `python -m wfe_flaskui` as it stops every
+    wfe command: cleanly, with exit status 130 (SIGTERM's is 0)."""
+    store = f"sqlite:///{tmp_path / 'wfe.db'}"
+    args = ["--port", "0", "--worker", "flaskui_demo_app:make_engine", "--store", store]
+    output: list[str] = []
+    env = {**_env(), "WFE_LOAD_PLUGINS": "wfe_flaskui"}
+    with running(args, env, output, command) as (proc, _url):
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130
+    assert any("stopping the dashboard" in line for line in output), output
+    assert not any("Traceback" in line or "Aborted!" in line for line in output), output

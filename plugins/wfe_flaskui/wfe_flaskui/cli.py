@@ -84,6 +84,7 @@ def ui_command(
     of written to the store (the workers consuming it store and run them).
     """
     from wfcore import WorkflowError
+    from wfcore.cli._base import EXIT_INTERRUPTED
 
     from .bridge import BridgeError
     from .server import BothAppsError, UnsafeBindError, UnusableStoreError, serve
@@ -109,6 +110,10 @@ def ui_command(
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    except KeyboardInterrupt:
+        # Stopped by Ctrl-C: 130, as every wfe command (python -m wfe_flaskui too,
+        # where click alone would say "Aborted!" and exit 1); SIGTERM is a clean 0.
+        ctx.exit(EXIT_INTERRUPTED)
 
 
 _UNITS = {

@@ -138,7 +138,8 @@ def serve(
     max_body: int = DEFAULT_MAX_BODY,
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Serve the dashboard until Ctrl-C or SIGTERM, then stop its worker cleanly.
+    """Serve the dashboard until Ctrl-C or SIGTERM, then stop its worker cleanly;
+    after a Ctrl-C, the KeyboardInterrupt is raised again once it has stopped.
 
     :param worker: ``MODULE:ATTR`` of an app whose engine the dashboard uses and
         whose worker it runs (the one-process set-up).
@@ -216,13 +217,19 @@ def serve(
         serving.append(server)
         if failed:  # before there was a server to stop
             threading.Thread(target=server.shutdown, daemon=True).start()
-    previous = None
+    previous = previous_int = None
+    # Ctrl-C: werkzeug's serve_forever() swallows the KeyboardInterrupt, so it is
+    # noted here and raised again once the dashboard has stopped.
+    interrupted: list[int] = []
     if threading.current_thread() is threading.main_thread():
 
         def on_term(signum: int, frame: object) -> None:
+            if signum == signal.SIGINT:
+                interrupted.append(signum)
             threading.Thread(target=server.shutdown, daemon=True).start()
 
         previous = signal.signal(signal.SIGTERM, on_term)
+        previous_int = signal.signal(signal.SIGINT, on_term)
     if new_store is not None:
         # A mistyped --store or WFE_STORE would otherwise show an empty dashboard
         # without a word. (It is not refused: a dashboard may start before its
@@ -259,15 +266,19 @@ def serve(
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        interrupted.append(signal.SIGINT)  # before the handler above was set
     finally:
         server.server_close()
         announce(_stopping(dashboard))
         dashboard.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
     if failed:
         raise WorkerStopped(f"the dashboard's worker stopped: {failed[0]}") from failed[0]
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _redact_token(target: str) -> str:
