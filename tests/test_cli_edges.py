@@ -393,3 +393,13 @@ def test_wait_on_a_delayed_task_says_until_when(wfe) -> None:
     assert result.stderr.startswith(
         f"note: task {task_id!r} runs after 2099-01-01 08:00:00 UTC; this waits until then\n"
     )
+
+
+def test_retry_and_cancel_show_the_one_task_id_they_take(wfe) -> None:
+    """`wfe retry` and `wfe cancel` take one task id (or --status): their usage line
+    says so, and a second id is refused."""
+    for command in ("retry", "cancel"):
+        helped = wfe(command, "--help").stdout
+        assert f"Usage: wfe {command} [OPTIONS] [TASK_ID]\n" in helped, helped
+        two = wfe(command, "a1b2c3", "d4e5f6", check=False)
+        assert two.returncode == 2 and "give one task id" in two.stderr, two.stderr

@@ -755,7 +755,7 @@ def _cancel_one(
 
 
 @cli.command()
-@click.argument("task_ids", metavar="[TASK_ID]...", nargs=-1)
+@click.argument("task_ids", metavar="[TASK_ID]", nargs=-1)
 @click.option(
     "--status",
     "statuses",
