@@ -282,6 +282,26 @@ def test_a_body_that_cannot_be_decoded_is_a_malformed_response_not_an_unreachabl
     assert "cannot reach" not in task.error
 
 
+def test_a_body_cut_short_is_a_malformed_response_not_an_unreachable_server(
+    openai_server, wfe_engine, wfe_run
+):
+    # A proxy dropping the connection mid-body: the server was reached, and answered.
+    body = b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0'
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body) + 100)}
+    for _ in range(2):
+        openai_server.push((200, headers, body))
+
+    task = _run_one(wfe_engine, wfe_run, OpenAIAgentAdapter(max_retries=1), max_attempts=1)
+
+    assert task.status is TaskStatus.FAILED
+    assert task.error.startswith(
+        f"AdapterError: malformed response from {openai_server.base_url}/: its body ended "
+        "early ("
+    ), task.error
+    assert task.error.endswith(", after 1 retries"), task.error
+    assert "cannot reach" not in task.error
+
+
 def test_a_server_that_never_accepts_the_connection_is_named_unreachable(wfe_engine, wfe_run):
     # A listening socket whose queue is full drops further connection attempts, as a
     # firewall or a host that is down does: the connect times out, not a reply.

@@ -66,6 +66,15 @@ def _failure_reason(
                 f"malformed response from {where}: its body cannot be decoded as its "
                 f"Content-Encoding says ({cause}){_retried_text_of_connection(client)}"
             )
+        if type(cause).__name__ == "RemoteProtocolError" and "complete message body" in str(
+            cause
+        ):
+            # A response begun and cut short (a proxy or server dropping the
+            # connection mid-body): the server was reached.
+            return (
+                f"malformed response from {where}: its body ended early ({cause})"
+                f"{_retried_text_of_connection(client)}"
+            )
         return f"cannot reach the chat completions server ({where}): {cause}"
     if isinstance(exc, TypeError):
         # Raised before anything is sent: an option create() does not take.

@@ -459,9 +459,12 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
+                if "Content-Length" not in headers:  # given: a body cut short, say
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+                if "Content-Length" in headers:
+                    self.close_connection = True  # what it did not send never comes
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up waiting (its timeout)
 
