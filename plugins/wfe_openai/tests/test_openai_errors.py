@@ -295,8 +295,7 @@ def test_a_body_cut_short_is_a_malformed_response_not_an_unreachable_server(
 
     assert task.status is TaskStatus.FAILED
     assert task.error.startswith(
-        f"AdapterError: malformed response from {openai_server.base_url}/: its body ended "
-        "early ("
+        f"AdapterError: malformed response from {openai_server.base_url}/: its body ended early ("
     ), task.error
     assert task.error.endswith(", after 1 retries"), task.error
     assert "cannot reach" not in task.error

@@ -66,9 +66,7 @@ def _failure_reason(
                 f"malformed response from {where}: its body cannot be decoded as its "
                 f"Content-Encoding says ({cause}){_retried_text_of_connection(client)}"
             )
-        if type(cause).__name__ == "RemoteProtocolError" and "complete message body" in str(
-            cause
-        ):
+        if type(cause).__name__ == "RemoteProtocolError" and "complete message body" in str(cause):
             # A response begun and cut short (a proxy or server dropping the
             # connection mid-body): the server was reached.
             return (
