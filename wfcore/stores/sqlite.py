@@ -616,13 +616,7 @@ class SQLiteStore(Store):
         process holds on it.
         """
         try:
-            pin = sqlite3.connect(
-                f"{self.path.as_uri()}?mode=rw",
-                timeout=self.timeout,
-                isolation_level=None,
-                check_same_thread=False,
-                uri=True,
-            )
+            pin = self._connect()  # as the reading and writing ones are
         except sqlite3.DatabaseError as exc:
             if _file_id_or_none(self.path) != opened:
                 raise _Vanished from None
