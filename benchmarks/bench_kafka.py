@@ -232,22 +232,9 @@ _RESULT_TEMPLATE = json.dumps(
 )
 
 
-def _dies_with_parent() -> None:
-    """In a child before it runs: Linux sends it SIGTERM when the benchmark dies
-    (killed by a test's timeout, say), rather than leave a consumer polling a
-    broker that is gone, at full CPU, for good."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
+    from wfcore._processes import end_with_parent
+
     topic = broker.create_topic(bootstrap, f"bench-raw-{uuid.uuid4().hex[:8]}", partitions)
     group = f"bench-raw-{uuid.uuid4().hex[:8]}"
     messages = _messages(n)
@@ -256,7 +243,9 @@ def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
         [sys.executable, __file__, "--raw-consumer", bootstrap, topic, group, str(n)],
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=_dies_with_parent,
+        # Ends with the benchmark (killed by a test's timeout, say): left behind, it
+        # would poll a broker that is gone, at full CPU, for good. So does the worker.
+        preexec_fn=end_with_parent,
     )
     try:
         _group_ready(bootstrap, group)
@@ -287,6 +276,8 @@ def measure_end_to_end(
     clock ran."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from wfcore._processes import end_with_parent
+
     suffix = uuid.uuid4().hex[:8]
     tasks = broker.create_topic(bootstrap, f"bench-tasks-{suffix}", partitions)
     results = broker.create_topic(bootstrap, f"bench-results-{suffix}", partitions)
@@ -312,7 +303,7 @@ def measure_end_to_end(
             WFE_KAFKA_ALLOW_VOLATILE_STORE="1",
         )
     worker = subprocess.Popen(
-        [sys.executable, *command], cwd=HERE, env=env, preexec_fn=_dies_with_parent
+        [sys.executable, *command], cwd=HERE, env=env, preexec_fn=end_with_parent
     )
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, metrics_enabled=False

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from .._processes import end_with_parent
 from ..engine import ECSWorkflowEngine
 from ..metrics import MetricsServer
 from ..model import TaskStatus
@@ -309,17 +310,7 @@ def _stop_with_supervisor(supervisor_pid: int) -> None:
     """Have Linux send this worker SIGTERM when its supervisor (wfe worker
     --processes) dies, killed or not: a process manager that signals only the
     supervisor would otherwise leave it running. Elsewhere, nothing."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != supervisor_pid:
+    if end_with_parent(signal.SIGTERM) and os.getppid() != supervisor_pid:
         os.kill(os.getpid(), signal.SIGTERM)  # it died before prctl took effect
 
 
