@@ -617,24 +617,20 @@ class SQLiteStore(Store):
         """
         try:
             pin = self._connect()  # as the reading and writing ones are
+            try:
+                # A first read opens the WAL index, whose shared lock it holds from
+                # then on: other processes see the store open.
+                pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except BaseException:
+                pin.close()
+                raise
         except sqlite3.DatabaseError as exc:
-            if _file_id_or_none(self.path) != opened:
-                raise _Vanished from None
-            raise _store_error(exc)(f"cannot open {self.path}: {exc}") from None
-        try:
-            # A first read opens the WAL index, whose shared lock it holds from
-            # then on: other processes see the store open.
-            pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            if _file_id_or_none(self.path) != opened:
-                raise _Vanished
-        except sqlite3.DatabaseError as exc:
-            pin.close()
             if _file_id_or_none(self.path) != opened:
                 raise _Vanished from None
             raise _store_error(exc)(f"cannot use {self.path}: {exc}") from None
-        except BaseException:
+        if _file_id_or_none(self.path) != opened:
             pin.close()
-            raise
+            raise _Vanished
         self._pin = pin
 
     def _settle_opening(self, opening: Opening) -> None:

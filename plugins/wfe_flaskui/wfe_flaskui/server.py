@@ -265,8 +265,6 @@ def serve(
         )
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        interrupted.append(signal.SIGINT)  # before the handler above was set
     finally:
         server.server_close()
         announce(_stopping(dashboard))

@@ -74,8 +74,7 @@ class _Producer:
         # producer's first send until its thread has closed it, which may be after
         # close() returned (a send still waiting for a topic): an app that only
         # publishes results, with no consumer, is spared ten lines a second too.
-        self._quiet = contextlib.ExitStack()
-        self._quieted = False
+        self._quiet: contextlib.ExitStack | None = None
 
     @property
     def made(self) -> bool:
@@ -87,9 +86,9 @@ class _Producer:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            if not self._quieted:
+            if self._quiet is None:
+                self._quiet = contextlib.ExitStack()
                 self._quiet.enter_context(_quiet_missing_topics())
-                self._quieted = True
             self._producer = _new_client(KafkaProducer, self._config)
         return self._producer
 
@@ -191,7 +190,8 @@ class _Producer:
             except Exception:
                 logger.exception("closing the Kafka producer failed")
             finally:
-                self._quiet.close()
+                if self._quiet is not None:
+                    self._quiet.close()
                 try:
                     loop.call_soon_threadsafe(_settle, done, flushed)
                 except RuntimeError:

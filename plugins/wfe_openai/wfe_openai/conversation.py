@@ -403,16 +403,15 @@ def _tool_calls(message: Any, position: int) -> list[_ToolCall]:
 
     ``position`` is the reply's index in the conversation.
     """
-    given_calls = getattr(message, "tool_calls", None) or []
-    if not isinstance(given_calls, list):
+    raw = getattr(message, "tool_calls", None) or []
+    if not isinstance(raw, list):
         # A compatible server that sends one call, or text, where the API has a
         # list: taken as a list, a string was a call per character, none of them
         # the model's, and the phase went on as if the tools had run.
         raise AdapterError(
             "malformed response: the reply's tool_calls is "
-            f"{type(given_calls).__name__}, not a list: {given_calls!r:.200}"
+            f"{type(raw).__name__}, not a list: {raw!r:.200}"
         )
-    raw = list(given_calls)
     given = [getattr(call, "id", None) for call in raw]
     taken = {i for i in given if isinstance(i, str) and i}
     used: set[str] = set()
