@@ -240,8 +240,33 @@ def test_plain_text_error_bodies_are_reported(openai_server, wfe_engine, wfe_run
 
     assert task.status is TaskStatus.FAILED
     assert task.error.endswith(
-        f"HTTP 502 after 0 retries ({openai_server.base_url}/): Bad Gateway from the proxy"
+        "HTTP 502 and was not retried: max_retries is 0 "
+        f"({openai_server.base_url}/): Bad Gateway from the proxy"
     )
+
+
+def test_an_html_error_page_is_reported_by_its_title_on_one_line(
+    openai_server, wfe_engine_factory, wfe_run
+):
+    # What nginx answers for a server behind it that is down; a task's error is one
+    # line in `wfe tasks` and the logs, not a page of markup.
+    page = (
+        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+    openai_server.push((502, {"Content-Type": "text/html"}, page.encode()))
+    openai_server.error(503, "upstream is\n  warming up,\ttry later", as_json=False)
+
+    adapter = OpenAIAgentAdapter(max_retries=0)
+    proxied = _run_one(wfe_engine_factory(), wfe_run, adapter)
+    warming = _run_one(wfe_engine_factory(), wfe_run, adapter)
+
+    assert proxied.error == (
+        "AdapterError: chat completion failed with HTTP 502 and was not retried: "
+        f"max_retries is 0 ({openai_server.base_url}/): 502 Bad Gateway (an HTML page)"
+    )
+    assert warming.error.endswith(": upstream is warming up, try later")
 
 
 def test_malformed_bodies_fail_attempts_with_the_reason(openai_server, wfe_engine, wfe_run):
@@ -297,7 +322,7 @@ def test_a_body_cut_short_is_a_malformed_response_not_an_unreachable_server(
     assert task.error.startswith(
         f"AdapterError: malformed response from {openai_server.base_url}/: its body ended early ("
     ), task.error
-    assert task.error.endswith(", after 1 retries"), task.error
+    assert task.error.endswith(", after 1 retry"), task.error
     assert "cannot reach" not in task.error
 
 
@@ -325,7 +350,7 @@ def test_a_server_that_never_accepts_the_connection_is_named_unreachable(wfe_eng
     assert task.status is TaskStatus.FAILED
     assert task.error == (
         f"AdapterError: cannot reach the chat completions server ({url}/): no connection "
-        "within 0.5 s, after 0 retries"
+        "within 0.5 s"
     )
 
 
@@ -538,7 +563,8 @@ def test_credentials_in_the_base_url_are_redacted_from_http_errors(
     assert task.status is TaskStatus.FAILED
     masked = openai_server.base_url.replace("http://", "http://***@")
     assert task.error == (
-        f"AdapterError: chat completion failed with HTTP 500 after 0 retries ({masked}/): "
+        "AdapterError: chat completion failed with HTTP 500 and was not retried: "
+        f"max_retries is 0 ({masked}/): "
         "no upstream for svc-user/***"
     )
     assert "s3cret" not in json.dumps(task_to_dict(task))
@@ -552,7 +578,7 @@ def test_the_adapter_timeout_bounds_a_hung_server(openai_server, wfe_engine, wfe
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
-        f"AdapterError: chat completion timed out after 1 retries ({openai_server.base_url}/): "
+        f"AdapterError: chat completion timed out after 1 retry ({openai_server.base_url}/): "
         "no reply within 0.2 s per request (the adapter's timeout= option)"
     )
     # The request and one retry, each given up after the timeout.
@@ -612,7 +638,8 @@ def test_the_adapter_timeout_bounds_a_reply_that_trickles_in(wfe_engine, wfe_run
 
     assert task.status is TaskStatus.FAILED
     assert task.error == (
-        f"AdapterError: chat completion timed out after 0 retries ({server.base_url}/): "
+        "AdapterError: chat completion timed out and was not retried: "
+        f"max_retries is 0 ({server.base_url}/): "
         "no reply within 0.5 s per request (the adapter's timeout= option)"
     )
 
@@ -678,7 +705,7 @@ def test_max_retries_per_phase(openai_server, wfe_engine, wfe_run):
     assert task.outputs["patient"] == "patient"
     assert task.status is TaskStatus.FAILED
     assert task.error == (
-        f"AdapterError: chat completion failed with HTTP 503 after 0 retries "
+        f"AdapterError: chat completion failed with HTTP 503 and was not retried: max_retries is 0 "
         f"({openai_server.base_url}/): still warming up"
     )
     assert len(openai_server.requests) == 4

@@ -400,7 +400,8 @@ def test_wfe_openai_timeout_and_max_retries_for_workers(
     assert task.status is TaskStatus.FAILED
     # The operator set it, not the app: the error names the variable.
     assert task.error == (
-        f"AdapterError: chat completion timed out after 0 retries ({openai_server.base_url}/): "
+        "AdapterError: chat completion timed out and was not retried: "
+        f"max_retries is 0 ({openai_server.base_url}/): "
         "no reply within 1.5 s per request (WFE_OPENAI_TIMEOUT)"
     )
     assert len(openai_server.requests) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -50,12 +52,12 @@ def _failure_reason(
             within = f"{connect:g} s" if isinstance(connect, (int, float)) else "its limit"
             return (
                 f"cannot reach the chat completions server ({where}): no connection "
-                f"within {within}, after {getattr(client, 'max_retries', '?')} retries"
+                f"within {within}{_retried_text_of_connection(client)}"
             )
         limit = _timeout_text(timeout)
         return (
-            f"chat completion timed out after {getattr(client, 'max_retries', '?')} "
-            f"retries ({where}): no reply within {limit} per request ({timeout_origin})"
+            f"chat completion timed out {_retries_text(client)} "
+            f"({where}): no reply within {limit} per request ({timeout_origin})"
         )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
@@ -83,7 +85,18 @@ def _failure_reason(
 def _retried_text_of_connection(client: Any) -> str:
     """How often the SDK tried again a request whose response could not be read."""
     retries = getattr(client, "max_retries", None)
-    return f", after {retries} retries" if isinstance(retries, int) and retries else ""
+    return f", {_retries_text(client)}" if isinstance(retries, int) and retries else ""
+
+
+def _retries_text(client: Any) -> str:
+    """What the SDK did before it gave up: ``after 2 retries``, ``after 1 retry``,
+    or ``and was not retried: max_retries is 0``."""
+    retries = getattr(client, "max_retries", None)
+    if retries == 0:
+        return "and was not retried: max_retries is 0"
+    if not isinstance(retries, int):
+        return "after its retries"
+    return f"after {retries} retr{'y' if retries == 1 else 'ies'}"
 
 
 def _not_found_hint(exc: Any, client: Any) -> str:
@@ -111,7 +124,7 @@ def _unauthorized_hint(exc: Any, key_origin: str) -> str:
 def _retried_text(exc: Any, client: Any) -> str:
     """How the SDK retried the request that ended in this error response."""
     if _sdk_retried(exc, client):
-        return f" after {getattr(client, 'max_retries', '?')} retries"
+        return f" {_retries_text(client)}"
     headers = _headers(exc)
     if headers.get("x-should-retry") == "false":
         return " and was not retried: the server said not to (x-should-retry: false)"
@@ -192,19 +205,36 @@ def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 
 def _server_error_text(exc: Any) -> str:
-    """The server's own words from an error response."""
+    """The server's own words from an error response, on one line."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and error.get("message"):
-            return _short(str(error["message"]), 500)
+            return _short(_one_line(str(error["message"])), 500)
         if isinstance(error, str):
-            return _short(error, 500)
+            return _short(_one_line(error), 500)
     try:
         text = exc.response.text
     except Exception:
         text = ""
-    return _short(text.strip() or str(body or getattr(exc, "message", "")), 500)
+    text = text.strip() or str(body or getattr(exc, "message", ""))
+    return _short(_one_line(_html_page_text(text)), 500)
+
+
+def _html_page_text(text: str) -> str:
+    """A body that is an HTML page (a proxy's or load balancer's error page: nginx's
+    502, say) as its title, or as its text without the markup when it has none."""
+    if not text.lstrip().lower().startswith(("<!doctype html", "<html")):
+        return text
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    words = title.group(1) if title else re.sub(r"<[^>]*>", " ", text)
+    return f"{html.unescape(words).strip()} (an HTML page)"
+
+
+def _one_line(text: str) -> str:
+    """Text with its line breaks and runs of spaces as single spaces: a task's error
+    is one line, which `wfe tasks` and the logs show whole."""
+    return " ".join(text.split())
 
 
 def _timeout_text(timeout: Any) -> str:
