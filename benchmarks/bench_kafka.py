@@ -103,8 +103,10 @@ def _warm_producer(bootstrap: str, topics: list[str]) -> None:
     producer.close(timeout=10)
 
 
-def _group_ready(bootstrap: str, group: str, timeout: float = 60.0) -> None:
-    """Wait until the group is Stable with a member holding partitions."""
+def _group_ready(bootstrap: str, group: str, partitions: int, timeout: float = 60.0) -> None:
+    """Wait until the group is Stable and its members hold all ``partitions`` of
+    the topic: a first assignment made before the leader knew the topic's
+    partitions is empty, and is redone a moment later."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -115,26 +117,46 @@ def _group_ready(bootstrap: str, group: str, timeout: float = 60.0) -> None:
                 info = admin.describe_groups([group])[group]
             except Exception:
                 info = {}
-            members = info.get("members") or []
-            if info.get("group_state") == "Stable" and members:
+            held = sum(_held_partitions(m) for m in info.get("members") or [])
+            if info.get("group_state") == "Stable" and held == partitions:
                 return
             time.sleep(0.1)
     finally:
         admin.close()
-    raise RuntimeError(f"consumer group {group} did not become stable within {timeout:.0f}s")
+    raise RuntimeError(
+        f"consumer group {group} did not hold the topic's {partitions} partitions "
+        f"within {timeout:.0f}s"
+    )
+
+
+def _held_partitions(member: dict[str, Any]) -> int:
+    """How many partitions a member of a described group holds."""
+    assignment = member.get("member_assignment") or {}
+    topics = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+    return sum(len(t["partitions"] if isinstance(t, dict) else t[1]) for t in topics)
+
+
+def _subscribed(topic: str, **settings: Any) -> Any:
+    """A KafkaConsumer in a group, subscribed to ``topic``, that knows the topic's
+    partitions before its first poll joins the group.
+
+    Without them its first assignment is empty and it joins again once they
+    arrive; kafka-python 3.0.x never applies that second assignment when the
+    poll that started it times out before it completes (a poll of 200 ms, say):
+    the consumer then fetches nothing, for good. wfe_kafka's consumer fetches the
+    metadata first too, and starts afresh when its group never settles.
+    """
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, enable_auto_commit=False, metrics_enabled=False, **settings)
+    consumer.topics()  # a metadata update after subscribe(), which records the partitions
+    return consumer
 
 
 def raw_consumer(bootstrap: str, topic: str, group: str, count: int) -> None:
     """Subprocess: read ``count`` messages of ``topic`` in group ``group``, decode each."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metrics_enabled=False,
+    consumer = _subscribed(
+        topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
     )
     seen = 0
     while seen < count:
@@ -154,15 +176,10 @@ def relay(bootstrap: str, tasks: str, results: str, group: str) -> None:
     results are acknowledged) and writes like its publisher (acks=all). Runs until
     killed.
     """
-    from kafka import KafkaConsumer, KafkaProducer
+    from kafka import KafkaProducer
 
-    consumer = KafkaConsumer(
-        tasks,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        metrics_enabled=False,
+    consumer = _subscribed(
+        tasks, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest"
     )
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=128 * 1024
@@ -248,7 +265,7 @@ def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
         preexec_fn=end_with_parent,
     )
     try:
-        _group_ready(bootstrap, group)
+        _group_ready(bootstrap, group, partitions)
         start = time.time()
         _produce(bootstrap, topic, messages)
         assert proc.stdout is not None
@@ -309,7 +326,7 @@ def measure_end_to_end(
         bootstrap_servers=bootstrap, enable_auto_commit=False, metrics_enabled=False
     )
     try:
-        _group_ready(bootstrap, group)
+        _group_ready(bootstrap, group, partitions)
         consumer.assign([TopicPartition(results, p) for p in range(partitions)])
         consumer.seek_to_beginning()
         cpu_before = _cpu_seconds(worker.pid)
