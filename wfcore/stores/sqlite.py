@@ -263,6 +263,7 @@ class SQLiteStore(Store):
         # The connection that opened the file, kept open until the store closes
         # (see _prepare).
         self._pin: sqlite3.Connection | None = None
+        self._pinned: tuple[int, int] = (0, 0)  # the file _pin is open on
         self._local = threading.local()
         self._rows = TaskRows()
         #: False: a store one schema behind (written by the previous release) is
@@ -534,12 +535,10 @@ class SQLiteStore(Store):
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a database file")
         try:
+            # Not a file of another kind is told by SQLite, not by reading its header
+            # here: closing any descriptor of a file drops every lock this process
+            # holds on it, those of another store open on it included.
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.exists() and self.path.stat().st_size > 0:
-                with open(self.path, "rb") as fh:
-                    header = fh.read(16)
-                if header != b"SQLite format 3\x00":
-                    raise StoreError(f"{self.path} is not a SQLite database; refusing to use it")
         except (FileExistsError, NotADirectoryError) as exc:
             # A file where a folder of the path must be: mkdir's "File exists"
             # would name it without saying what is wrong with it.
@@ -591,6 +590,10 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as exc:
             if _file_id_or_none(self.path) != opened:
                 raise _Vanished from None  # SQLite refuses writes to a file deleted
+            if _not_a_database(exc):
+                raise StoreError(
+                    f"{self.path} is not a SQLite database; refusing to use it"
+                ) from None
             raise _store_error(exc)(
                 f"cannot use {self.path}: {exc}{_why_locked(exc, self.timeout)}{self._unwritable()}"
             ) from None
@@ -632,6 +635,9 @@ class SQLiteStore(Store):
             pin.close()
             raise _Vanished
         self._pin = pin
+        self._pinned = opened
+        with _open_files_lock:
+            _open_files[opened] = _open_files.get(opened, 0) + 1
 
     def _settle_opening(self, opening: Opening) -> None:
         """Take in what opening the file found: a store read as it is, an upgrade
@@ -719,6 +725,10 @@ class SQLiteStore(Store):
         if pin is not None:
             # The last connection: closing it checkpoints the WAL into the file.
             await asyncio.to_thread(pin.close)
+            with _open_files_lock:
+                left = _open_files.pop(self._pinned, 1) - 1
+                if left:
+                    _open_files[self._pinned] = left
 
     def _close_reader(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -1572,11 +1582,34 @@ def _other_owner(folder: Path, db: Path, store_id: str) -> tuple[Path | None, bo
     return other, False
 
 
+#: The files (device, inode) this process's SQLite stores have open, and how many
+#: stores each: such a file is not opened to read its header (see _named_database).
+_open_files: dict[tuple[int, int], int] = {}
+_open_files_lock = threading.Lock()
+
+
+def _not_a_database(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused a file as not a database (``SQLITE_NOTADB``)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # from Python 3.11 on
+    return code == 26 if code is not None else "file is not a database" in str(exc)
+
+
 def _named_database(folder: Path, name: str) -> Path | None:
     """``folder/name`` if it is a SQLite file, else None."""
     if not name or "/" in name or name in (".", ".."):
         return None
     path = folder / name
+    try:
+        identity = _file_id(path)
+    except OSError:
+        return None
+    with _open_files_lock:
+        if identity in _open_files:
+            # Reading its header would drop the SQLite locks of the store that
+            # has it open: closing any descriptor of a file drops every lock this
+            # process holds on it, and another process closing the store last
+            # would then delete the WAL this one still writes to.
+            return path
     try:
         with open(path, "rb") as fh:
             return path if fh.read(16) == b"SQLite format 3\x00" else None
