@@ -432,7 +432,7 @@ def test_wfe_show_names_a_tasks_parent_and_children(wfe, tmp_path):
     paged = wfe("tasks", "--parent", "doc", "--limit", "1").stdout.splitlines()
     assert paged[-1] == "(1 of 2 shown; --limit N or --offset N for more)"
     unknown = wfe("tasks", "--parent", "dco", check=False)
-    assert unknown.returncode == 2
+    assert unknown.returncode == 1  # as `wfe show dco`: an unknown task, not a usage error
     assert unknown.stderr == "Error: unknown task 'dco' (--parent)\n"
     assert wfe("cancel", "doc", "--children").stdout == "doc cancelled\n"
     statuses = json.loads(wfe("tasks", "--parent", "doc", "--json").stdout)

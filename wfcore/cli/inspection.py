@@ -25,7 +25,6 @@ from ._base import (
     _closing,
     _engine,
     _full_id,
-    _InputError,
     _parse_statuses,
     _printable,
     _refuse_unknown_names,
@@ -623,7 +622,7 @@ async def _children(
     submitted too, by their default ids); a child deleted since is left out."""
     parent = await store.get_task(parent_id)
     if parent is None:
-        raise _InputError(f"unknown task {parent_id!r} (--parent)")
+        raise click.ClickException(f"unknown task {parent_id!r} (--parent)")
     kept = []
     async for child in stored_children(store, parent):
         if wanted is not None and child.status not in wanted:
