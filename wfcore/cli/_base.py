@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -126,10 +127,16 @@ def _stderr_gone() -> None:
 class _PrintableFormatter(logging.Formatter):
     """Log lines with their control characters written out but for newlines and
     tabs: a failed attempt's line carries the task's error, and a worker's stderr is
-    often a terminal (see :func:`_printable`)."""
+    often a terminal (see :func:`_printable`). The password of a URL is masked."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _printable(super().format(record), lines=True)
+        return _printable(_URL_PASSWORD.sub(r"\1:***@", super().format(record)), lines=True)
+
+
+# The password in a URL's user:password@: HTTP clients log each request's URL whole
+# at DEBUG (an OPENAI_BASE_URL with credentials, a proxy's URL), and logs are kept
+# and shared where passwords must not be.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*):[^\s/@]*@")
 
 
 #: The handler the wfe command logs with, once main() has set it up.

@@ -182,6 +182,28 @@ def test_wfe_worker_with_wfe_agent_openai(
     assert "capital of Norway?" in request["body"]["messages"][1]["content"]
 
 
+def test_a_password_in_openai_base_url_stays_out_of_the_debug_log(
+    openai_server, tmp_path: Path, wfe_store_url: str, wfe_engine_factory, wfe_run
+):
+    """At --log-level debug the HTTP client logs each request with its URL whole:
+    the worker's log masks the password there."""
+    _write_agent_app(tmp_path)
+    task_id = _submit_question(wfe_engine_factory, wfe_run, "capital of Norway?")
+    openai_server.reply("Oslo.")
+    url = openai_server.base_url.replace("http://", "http://svc-user:pw-s3cret@")
+
+    worker = _run_worker(
+        tmp_path, wfe_store_url, "--quiet", OPENAI_BASE_URL=url, WFE_LOG_LEVEL="debug"
+    )
+
+    assert worker.returncode == 0, worker.stderr
+    done = wfe_run(wfe_engine_factory().get_task(task_id))
+    assert done.status is TaskStatus.COMPLETED, done.error
+    masked = url.replace("pw-s3cret", "***")
+    assert f"HTTP Request: POST {masked}/chat/completions" in worker.stderr
+    assert "s3cret" not in worker.stderr
+
+
 NO_KEY_WARNING = (
     "  warning: OPENAI_API_KEY is not set: agentic phases will fail (a local server "
     "that ignores keys still needs some value, e.g. OPENAI_API_KEY=none)"
