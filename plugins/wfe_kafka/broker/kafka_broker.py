@@ -84,7 +84,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -484,6 +484,16 @@ logger.request.level = WARN
 """
 
 
+def _ends_with_this_process() -> Callable[[], object] | None:
+    """A ``preexec_fn`` that has Linux end the child when this process dies (or the
+    thread that starts it ends): wfcore's, where it is installed; else None."""
+    try:
+        from wfcore._processes import end_with_parent
+    except ImportError:
+        return None
+    return end_with_parent
+
+
 class _PortInUse(BrokerStartError):
     """The broker could not bind one of its ports (another process took it)."""
 
@@ -528,7 +538,9 @@ class KafkaBroker:
             stop_timeout: seconds :meth:`stop` waits after SIGTERM before SIGKILL.
             log_level: log4j2 root level of the broker log.
             detach: run the JVM in its own session and do not stop it when this
-                Python process exits (used by the ``start`` command).
+                Python process exits (used by the ``start`` command). Otherwise it
+                ends with this process, killed too (on Linux, with wfcore
+                installed): start it from a thread that lives as long.
         """
         self.version = version
         self._libs_dir = Path(libs_dir) if libs_dir is not None else None
@@ -817,6 +829,9 @@ class KafkaBroker:
             stdin=subprocess.DEVNULL,
             cwd=workdir,
             start_new_session=self._detach,
+            # Killed, this process never runs its atexit stop: the JVM would be
+            # left serving nobody, with its heap, until someone kills it.
+            preexec_fn=None if self._detach else _ends_with_this_process(),
         )
 
     def _wait_ready(self) -> None:

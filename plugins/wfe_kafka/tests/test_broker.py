@@ -279,3 +279,45 @@ def test_start_refuses_a_timeout_that_is_not_above_zero(tmp_path: Path, timeout:
         f"above 0, got {timeout!r}"
     )
     assert not state.exists()
+
+
+_KILLED_STARTER = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("broker_under_test", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+broker = module.KafkaBroker().start()
+print(broker.pid, broker.workdir, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_broker_ends_with_the_process_that_started_it_even_killed(
+    kafka_bootstrap: str,  # the jars are there, or the test skips as the others do
+) -> None:
+    """A benchmark or test run killed (a timeout's SIGKILL) never runs its atexit
+    stop: its broker's JVM was left running, with its heap, for good."""
+    script = Path(__file__).resolve().parent.parent / "broker" / "kafka_broker.py"
+    starter = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_STARTER, str(script)], stdout=subprocess.PIPE, text=True
+    )
+    assert starter.stdout is not None
+    pid_text, _, workdir = starter.stdout.readline().strip().partition(" ")
+    jvm = int(pid_text)
+    try:
+        starter.kill()
+        starter.wait(timeout=30)
+        wait_until(lambda: not _running(jvm), 60, "the broker's JVM to end")
+    finally:
+        if _running(jvm):
+            os.kill(jvm, 9)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is there and not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
