@@ -250,7 +250,7 @@ _RESULT_TEMPLATE = json.dumps(
 
 
 def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
-    from wfcore._processes import end_with_parent
+    from wfcore._processes import ending_with_parent
 
     topic = broker.create_topic(bootstrap, f"bench-raw-{uuid.uuid4().hex[:8]}", partitions)
     group = f"bench-raw-{uuid.uuid4().hex[:8]}"
@@ -262,7 +262,7 @@ def measure_raw(bootstrap: str, broker: Any, n: int, partitions: int) -> float:
         text=True,
         # Ends with the benchmark (killed by a test's timeout, say): left behind, it
         # would poll a broker that is gone, at full CPU, for good. So does the worker.
-        preexec_fn=end_with_parent,
+        preexec_fn=ending_with_parent(),
     )
     try:
         _group_ready(bootstrap, group, partitions)
@@ -293,7 +293,7 @@ def measure_end_to_end(
     clock ran."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from wfcore._processes import end_with_parent
+    from wfcore._processes import ending_with_parent
 
     suffix = uuid.uuid4().hex[:8]
     tasks = broker.create_topic(bootstrap, f"bench-tasks-{suffix}", partitions)
@@ -320,7 +320,7 @@ def measure_end_to_end(
             WFE_KAFKA_ALLOW_VOLATILE_STORE="1",
         )
     worker = subprocess.Popen(
-        [sys.executable, *command], cwd=HERE, env=env, preexec_fn=end_with_parent
+        [sys.executable, *command], cwd=HERE, env=env, preexec_fn=ending_with_parent()
     )
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, metrics_enabled=False

@@ -3,28 +3,62 @@ of workers that died), and a child that ends with its parent."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
-__all__ = ["end_with_parent", "pid_alive", "worker_died_here"]
+__all__ = ["end_with_parent", "ending_with_parent", "pid_alive", "worker_died_here"]
 
 
 def end_with_parent(signum: signal.Signals = signal.SIGTERM) -> bool:
     """Have Linux send this process ``signum`` when its parent dies, killed or not
-    (``PR_SET_PDEATHSIG``; kept across exec, so a ``preexec_fn`` too). False where
-    that cannot be asked for: not Linux, or no ``prctl``."""
-    if not sys.platform.startswith("linux"):
+    (``PR_SET_PDEATHSIG``). False where that cannot be asked for: not Linux, or no
+    ``prctl``."""
+    prctl = _prctl()
+    if prctl is None:
         return False
+    prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    return True
+
+
+def ending_with_parent(signum: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child is sent ``signum``
+    when this process dies (or the thread that starts the child ends), killed or
+    not; None where that cannot be asked for.
+
+    ``prctl`` is looked up here, in the parent: the child, forked from a process
+    that may have other threads, must do no more than the call before its exec
+    (a lookup takes the dynamic loader's lock, which another thread may have held
+    at the fork, for good in the child)."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    number = int(signum)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, number, 0, 0, 0)
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, or None: not Linux, or not found."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
 
-    pr_set_pdeathsig = 1
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum), 0, 0, 0)
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return False
-    return True
+        return None
+    return prctl
 
 
 def pid_alive(pid: int) -> bool:

@@ -484,14 +484,14 @@ logger.request.level = WARN
 """
 
 
-def _ends_with_this_process() -> Callable[[], object] | None:
+def _ends_with_this_process() -> Callable[[], None] | None:
     """A ``preexec_fn`` that has Linux end the child when this process dies (or the
     thread that starts it ends): wfcore's, where it is installed; else None."""
     try:
-        from wfcore._processes import end_with_parent
+        from wfcore._processes import ending_with_parent
     except ImportError:
         return None
-    return end_with_parent
+    return ending_with_parent()
 
 
 class _PortInUse(BrokerStartError):
