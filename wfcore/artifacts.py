@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from . import _held_files
 from .errors import ArtifactError
 from .model import Artifact
 from .wire import is_unicode_text
@@ -408,6 +409,12 @@ def write_submitted_files(
     written = []
     for name, value in files.items():
         if isinstance(value, os.PathLike):
+            if _held_files.is_held(os.stat(value)):
+                # Reading it would drop this process's locks on the store.
+                raise ArtifactError(
+                    f"artifact {name!r}: {os.fspath(value)!r} is the database of a store "
+                    "open in this process: submit a backup of it instead"
+                )
             with open(value, "rb") as source:
                 written.append(copy_artifact(root, task_id, name, source))
         else:

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from . import _held_files
 from ._processes import pid_alive
 from .artifacts import COPY_CHUNK, copy_artifact, listed_artifact
 from .errors import AdapterError, ArtifactError, CommandError, PermanentError
@@ -568,6 +569,11 @@ def _collect_folder(
             if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
                 skipped[f"out/{name}"] = _file_kind(info.st_mode)
                 continue
+            if _held_files.is_held(info):
+                # A hard link to the store's database: reading it here would drop
+                # this worker's locks on the store (see wfcore._held_files).
+                skipped[f"out/{name}"] = "the store's database file, open in this worker"
+                continue
             fd = _open_entry(entry, folder_fd, directory=stat.S_ISDIR(info.st_mode))
         except FileNotFoundError:
             continue  # gone since the folder was listed
@@ -655,7 +661,7 @@ def _report_skipped(task: Task, phase: Phase, skipped: dict[str, str]) -> None:
     listed = ", ".join(f"{path!r} ({kind})" for path, kind in shown.items())
     more = f" and {len(skipped) - len(shown)} more" if len(skipped) > len(shown) else ""
     logger.warning(
-        "task %s phase %r: not collected as artifacts, being no regular files: %s%s",
+        "task %s phase %r: not collected as artifacts: %s%s",
         task.id,
         phase.target_classification,
         listed,

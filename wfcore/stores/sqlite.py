@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from .. import _held_files
 from ..artifacts import STORE_MARKER
 from ..errors import StoreError, WorkflowError
 from ..hookspecs import hookimpl
@@ -263,6 +264,7 @@ class SQLiteStore(Store):
         # The connection that opened the file, kept open until the store closes
         # (see _prepare).
         self._pin: sqlite3.Connection | None = None
+        self._open_lock = asyncio.Lock()
         self._pinned: tuple[int, int] = (0, 0)  # the file _pin is open on
         self._local = threading.local()
         self._rows = TaskRows()
@@ -417,12 +419,15 @@ class SQLiteStore(Store):
         return self.path.exists()
 
     async def open(self) -> None:
-        if self._writer is not None:
-            return
+        async with self._open_lock:  # one store given to two engines, opened by both
+            if self._writer is None:
+                await self._open()
+
+    async def _open(self) -> None:
         self._closing.clear()
         for attempt in range(1, _OPEN_TRIES + 1):
             try:
-                self._file_id = await asyncio.to_thread(self._prepare)
+                self._file_id = await asyncio.to_thread(self._prepare_alone)
                 break
             except asyncio.CancelledError:
                 # Whoever opened it stopped waiting (a worker told to stop while
@@ -525,6 +530,11 @@ class SQLiteStore(Store):
         except (sqlite3.Error, OSError, StoreError) as exc:
             return str(exc)
         return target
+
+    def _prepare_alone(self) -> tuple[int, int]:
+        """:meth:`_prepare`, while no other store of this process opens its file."""
+        with _held_files.opening():
+            return self._prepare()
 
     def _prepare(self) -> tuple[int, int]:
         """Create the database, or check that an existing one is ours and not newer;
@@ -636,8 +646,7 @@ class SQLiteStore(Store):
             raise _Vanished
         self._pin = pin
         self._pinned = opened
-        with _open_files_lock:
-            _open_files[opened] = _open_files.get(opened, 0) + 1
+        _held_files.hold(opened)
 
     def _settle_opening(self, opening: Opening) -> None:
         """Take in what opening the file found: a store read as it is, an upgrade
@@ -725,10 +734,7 @@ class SQLiteStore(Store):
         if pin is not None:
             # The last connection: closing it checkpoints the WAL into the file.
             await asyncio.to_thread(pin.close)
-            with _open_files_lock:
-                left = _open_files.pop(self._pinned, 1) - 1
-                if left:
-                    _open_files[self._pinned] = left
+            _held_files.release(self._pinned)
 
     def _close_reader(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -1567,10 +1573,10 @@ def _other_owner(folder: Path, db: Path, store_id: str) -> tuple[Path | None, bo
     marker = _read_marker(folder)
     if marker is None:
         named_after = folder.name.removesuffix("-artifacts")
-        other = _named_database(db.parent, named_after) if named_after != folder.name else None
-        if other is not None and not _same_file(other, db):
-            return other, False
-        return None, True
+        if named_after == folder.name or _same_file(db.parent / named_after, db):
+            return None, True
+        other = _named_database(db.parent, named_after)
+        return (other, False) if other is not None else (None, True)
     name, marked_id = marker
     if name == db.name:
         return None, False
@@ -1580,12 +1586,6 @@ def _other_owner(folder: Path, db: Path, store_id: str) -> tuple[Path | None, bo
     if marked_id != store_id and folder.name == f"{db.stem}-artifacts" and other.stem == db.stem:
         return None, False  # the older layout's sharing: left as it was
     return other, False
-
-
-#: The files (device, inode) this process's SQLite stores have open, and how many
-#: stores each: such a file is not opened to read its header (see _named_database).
-_open_files: dict[tuple[int, int], int] = {}
-_open_files_lock = threading.Lock()
 
 
 def _not_a_database(exc: sqlite3.Error) -> bool:
@@ -1600,16 +1600,10 @@ def _named_database(folder: Path, name: str) -> Path | None:
         return None
     path = folder / name
     try:
-        identity = _file_id(path)
+        if _held_files.is_held(_file_id(path)):
+            return path  # a store of this process has it open: not to be read
     except OSError:
         return None
-    with _open_files_lock:
-        if identity in _open_files:
-            # Reading its header would drop the SQLite locks of the store that
-            # has it open: closing any descriptor of a file drops every lock this
-            # process holds on it, and another process closing the store last
-            # would then delete the WAL this one still writes to.
-            return path
     try:
         with open(path, "rb") as fh:
             return path if fh.read(16) == b"SQLite format 3\x00" else None
