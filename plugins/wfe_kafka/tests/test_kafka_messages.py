@@ -687,6 +687,14 @@ def test_client_settings_pass_sasl_through_and_keep_offsets_manual() -> None:
     assert consumer["session_timeout_ms"] == 6000
     assert "session_timeout_ms" not in producer
     assert consumer["enable_auto_commit"] is False
+    # Partitions added to the tasks topic are given out within 30 s, not 5 minutes.
+    assert consumer["metadata_max_age_ms"] == 30_000
+    assert (
+        KafkaMQInterface("k1:9092", metadata_max_age_ms=60_000).consumer_settings()[
+            "metadata_max_age_ms"
+        ]
+        == 60_000
+    )
     assert kafka.dead_letter_topic == "wfe.tasks.dlq"
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from kafka.errors import (
     Cancelled,
+    GroupAuthorizationFailedError,
     KafkaConnectionError,
     RequestTimedOutError,
     UnknownMemberIdError,
@@ -527,6 +528,17 @@ def test_only_the_refresh_a_consumer_s_close_cancels_is_kept_from_the_log(
         None,
     )
     assert not closing.filter(commit_failed)
+    # A leave the group refuses for a member whose session had already ended (a
+    # consumer made anew after a rebalance it never completed): the leave is done.
+    member = "LeaveGroup request for member %s / group instance %s failed with error: %s"
+    gone, refused = (
+        logging.LogRecord(
+            "kafka.coordinator", logging.ERROR, __file__, 1, member, ("m-1", None, error), None
+        )
+        for error in (UnknownMemberIdError(), GroupAuthorizationFailedError())
+    )
+    assert not closing.filter(gone)
+    assert closing.filter(refused) and refused.levelno == logging.ERROR
     # With kafka-python's logger at DEBUG it shows, at DEBUG.
     caplog.set_level(logging.DEBUG, logger="kafka.cluster")
     cancelled = refresh_failed(Cancelled())

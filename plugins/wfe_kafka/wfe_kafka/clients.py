@@ -636,6 +636,11 @@ _COORDINATOR_REQUEST_FAILED = "Error sending %s to node %s [%s]"
 #: kafka-python's warning (kafka.coordinator) for an offset commit the group refused
 #: (the member was dropped from it: UnknownMemberIdError); it raises it too.
 _COMMIT_FAILED = "OffsetCommit for group %s failed: %s"
+#: kafka-python's messages (kafka.coordinator) for a LeaveGroup the coordinator
+#: refused, for the group or one member: UnknownMemberIdError from a member whose
+#: session had already ended is the leave done.
+_GROUP_LEAVE_REFUSED = "LeaveGroup request for group %s failed with error: %s"
+_MEMBER_LEAVE_REFUSED = "LeaveGroup request for member %s / group instance %s failed with error: %s"
 
 
 class _ClosingConsumer(logging.Filter):
@@ -657,7 +662,9 @@ class _ClosingConsumer(logging.Filter):
 
     Its WARNING ``OffsetCommit for group ... failed`` for the last commit, which
     raises too, is left out the same way: wfe_kafka says that commit failed, and
-    what that means, itself.
+    what that means, itself. So is its ERROR ``LeaveGroup request for member ...
+    failed with error: [Error 25] UnknownMemberIdError``: the member's session had
+    already ended, and it was out of the group before it asked to leave.
 
     Its ERROR ``LeaveGroup request failed`` is said as a warning of wfe_kafka's, in
     words that say what it means: the coordinator answers a connection's requests
@@ -669,9 +676,10 @@ class _ClosingConsumer(logging.Filter):
     def __init__(self, threads: frozenset[int]) -> None:
         super().__init__()
         self._threads = threads
-        from kafka.errors import Cancelled
+        from kafka.errors import Cancelled, UnknownMemberIdError
 
         self._cancelled = Cancelled
+        self._unknown_member = UnknownMemberIdError
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.thread not in self._threads:
@@ -692,6 +700,8 @@ class _ClosingConsumer(logging.Filter):
             closed = True
         elif record.msg == _REFRESH_LOOP_FAILED:
             closed = any(_SELECTOR_CLOSED in str(arg) for arg in args)
+        elif record.msg in (_GROUP_LEAVE_REFUSED, _MEMBER_LEAVE_REFUSED):
+            closed = any(isinstance(arg, self._unknown_member) for arg in args)
         else:
             closed = False
         if not closed:

@@ -54,9 +54,10 @@ _MAX_BATCHES_IN_HAND = 4
 _PAUSED_LOOK = 0.2
 # Seconds after connecting before the first look for the configured topics (a
 # tasks topic the brokers create on first use exists by then), and between looks
-# while one of them is missing.
+# while one of them is missing (the tasks topic, whose tasks wait: more often).
 _TOPICS_FIRST_CHECK = 5.0
 _TOPICS_RECHECK = 30.0
+_TASKS_TOPIC_RECHECK = 3.0
 # Seconds a look at the topics waits for Kafka's answer (see _list_topics).
 _TOPICS_WAIT = 5.0
 # Seconds each step of a consumer's stop (commit, leaving the group) may take even
@@ -362,13 +363,17 @@ class _TaskConsumer:
                     and time.monotonic() >= next_topics_check
                     and reach.reported is None  # no answer to wait for while Kafka is away
                 ):
-                    next_topics_check = time.monotonic() + _TOPICS_RECHECK
                     try:
                         self._check_topics(_list_topics(consumer, stop))
                     except Exception as exc:
                         logger.debug("listing the topics failed: %s", exc)
-                    if not self._missing_topics:
-                        next_topics_check = None
+                    # A missing tasks topic is looked for often: that look is what
+                    # has the group assign its partitions once it is made (its
+                    # answer ends kafka-python's own asking for the topic).
+                    wait = _TOPICS_RECHECK
+                    if self.tasks_topic in self._missing_topics:
+                        wait = _TASKS_TOPIC_RECHECK
+                    next_topics_check = time.monotonic() + wait if self._missing_topics else None
                 self._commit(consumer, batches.take_handled())
                 if batches.failed is not None:
                     raise RuntimeError("handling a batch of task messages failed") from (
@@ -400,9 +405,13 @@ class _TaskConsumer:
                 elif consumer.paused():
                     consumer.resume(*consumer.paused())
                     self._paused = False
+                # A paused or full consumer only runs the group protocol at its
+                # polls; while a rebalance goes on they wait for it (paused
+                # partitions fetch nothing), so that its answer comes in a poll.
+                waits = not (full or self._paused) or _group_state(consumer) != _STABLE
                 records = _poll(
                     consumer,
-                    timeout_ms=0 if full or self._paused else 200,
+                    timeout_ms=200 if waits else 0,
                     max_records=max(1, min(self.max_poll_records, room)),
                     stop=stop,
                 )
@@ -950,6 +959,7 @@ def _letter_refused(outcome: Any) -> bool:
 
 
 _STABLE = "<stable>"  # kafka.structs.MemberState.STABLE
+_REBALANCING = "<rebalancing>"  # kafka.structs.MemberState.REBALANCING
 
 
 def _list_topics(consumer: Any, stop: threading.Event, timeout: float = _TOPICS_WAIT) -> set[str]:
@@ -991,6 +1001,31 @@ def _list_topics(consumer: Any, stop: threading.Event, timeout: float = _TOPICS_
     finally:
         cluster.need_all_topic_metadata = every_topic
     return set(cluster.topics())
+
+
+def _keep_join_awaited(consumer: Any) -> None:
+    """Before a poll: have kafka-python apply a group join it started and lost.
+
+    kafka-python 3.0.12 leaves a JoinGroup/SyncGroup round running when the poll
+    that started it returns first (a poll of 0 ms while the consumer is paused, or
+    one whose 200 ms ran out), and the next poll awaits the round only if the
+    member still needs to rejoin. When the rejoin was for new metadata (partitions
+    added, a topic created, the first assignment made before the leader knew the
+    partitions), the leader's assignment has already cleared that need: the
+    round's result is never applied, and the member stays rebalancing with no
+    partitions and no heartbeat, fetching nothing (seen for 15 s, until the
+    consumer was made anew, each time a paused worker's topic grew). Asking to
+    rejoin again makes the next poll await the round, or run another one if it
+    ended.
+    """
+    coordinator: Any = getattr(consumer, "_coordinator", None)
+    if getattr(coordinator, "_join_task", None) is None or getattr(
+        coordinator, "rejoin_needed", True
+    ):
+        return
+    if _group_state(consumer) == _REBALANCING:
+        logger.debug("kafka-python left a group join unapplied; asking to rejoin")
+        coordinator.request_rejoin()
 
 
 def _group_state(consumer: Any) -> str:
@@ -1105,6 +1140,7 @@ def _poll(
     records are the same to kafka-python as none, so setting them to None changes
     nothing else.
     """
+    _keep_join_awaited(consumer)
     fetcher: Any = getattr(consumer, "_fetcher", None)
     if fetcher is not None and getattr(fetcher, "_paused_partition_records", None):
         in_line = getattr(fetcher, "_next_partition_records", None)

@@ -259,6 +259,10 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             "max_poll_records": self.max_poll_records,
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 2_000,
+            # Partitions added to the tasks topic are given out at the consumer's
+            # next metadata refresh: every 30 s, not kafka-python's 5 minutes (one
+            # small request, for the subscribed topic).
+            "metadata_max_age_ms": 30_000,
             # One connection attempt holds up stop_consuming() while Kafka is down
             # (kafka-python's default is 30 s); failed attempts are retried.
             "bootstrap_timeout_ms": 5_000,
