@@ -446,6 +446,46 @@ def test_register_workflow_rejects_invalid_specs(engine):
     assert "bad" not in engine.workflows
 
 
+@pytest.mark.parametrize(
+    ("phase", "said"),
+    [
+        (
+            Phase("ask", assigned_to="human", input_schema={"type": "string", "default": b"x"}),
+            "input_schema cannot be stored as JSON: Object of type bytes is not JSON serializable",
+        ),
+        (
+            Phase("ask", assigned_to="human", timeout=5, on_timeout={"output": {1, 2}}),
+            "on_timeout cannot be stored as JSON: Object of type set is not JSON serializable",
+        ),
+        (
+            Phase("ask", assigned_to="human", timeout=5, on_timeout={"output": math.nan}),
+            "on_timeout cannot be stored as JSON: Out of range float values are not JSON compliant",
+        ),
+    ],
+)
+def test_a_workflow_the_store_cannot_keep_is_refused_when_registered(
+    tmp_path: Path, wfe_run, phase: Phase, said: str
+):
+    """Accepted, it was saved as the store opened: every call of the engine failed
+    from then on with a bare TypeError, and NaN left a task waiting past its
+    deadline for good."""
+    engine = ECSWorkflowEngine(f"sqlite://{tmp_path}/wfe.db", load_plugins=False)
+    engine.register_workflow("good", [Phase("ok", assigned_to="human")])
+    with pytest.raises(InvalidWorkflowError) as refused:
+        engine.register_workflow("bad", [phase])
+    assert str(refused.value) == f"phase 'ask': {said}"
+    assert "bad" not in engine.workflows
+
+    async def scenario() -> None:
+        try:
+            task = await engine.submit_task({}, "good")
+            assert (await engine.get_task(task.id)) is not None
+        finally:
+            await engine.aclose()
+
+    wfe_run(scenario())
+
+
 def test_register_adapter_without_run_method(engine):
     with pytest.raises(TypeError):
         engine.register_adapter("agentic", object())

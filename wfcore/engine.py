@@ -77,7 +77,7 @@ from .routing import advance
 from .schedules import EPOCH, Schedule
 from .stores.base import Store, phase_filter, shown_url, unreadable
 from .submission import child_request, new_task, write_submitted
-from .wire import is_unicode_text, json_problem
+from .wire import is_unicode_text, json_problem, workflow_to_dict
 from .worker import Worker, other_engine_hint, running_engine
 
 __all__ = ["ECSWorkflowEngine", "default_store_url"]
@@ -370,6 +370,7 @@ class ECSWorkflowEngine:
             spec = WorkflowSpec(
                 name=name, phases=list(phases), description=description, start_phases=starts
             )
+        _check_storable(spec)
         self._workflows[name] = spec.copy()
         self._unsaved_workflows.add(name)
         self._code_workflows.add(name)
@@ -1844,6 +1845,24 @@ def _json_message(error: Any) -> str:
 # wait_for_task reads an unchanging task at least this often (seconds).
 _SLOWEST_LOOK = 1.0
 _MAX_LIMIT = 2**62
+
+
+def _check_storable(spec: WorkflowSpec) -> None:
+    """Refuse a workflow the store cannot keep as JSON (bytes or a set in an
+    ``input_schema``, NaN as an ``on_timeout`` output): saved as the store opens,
+    it failed every call of the engine from then on, with no name."""
+    doc = workflow_to_dict(spec)
+    for phase in doc["phases"]:
+        for field, value in phase.items():
+            problem = json_problem(value)
+            if problem is not None:
+                raise InvalidWorkflowError(
+                    f"phase {phase['target_classification']!r}: {field} cannot be stored "
+                    f"as JSON: {problem}"
+                )
+    problem = json_problem(doc)
+    if problem is not None:
+        raise InvalidWorkflowError(f"the workflow cannot be stored as JSON: {problem}")
 
 
 def _check_phase_task(task: object, what: str) -> None:
