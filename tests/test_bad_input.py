@@ -486,6 +486,71 @@ def test_a_workflow_the_store_cannot_keep_is_refused_when_registered(
     wfe_run(scenario())
 
 
+def test_start_phases_that_are_no_names_are_refused_naming_the_field():
+    """A list in start_phases raised a bare TypeError (unhashable type); through
+    define_workflow, `wfe submit` printed a traceback and a worker failed the task
+    naming no field."""
+    phases = [Phase("a"), Phase("b")]
+    for given in (["a", ["b"]], [{"name": "a"}]):
+        with pytest.raises(InvalidWorkflowError) as refused:
+            WorkflowSpec(name="w", phases=phases, start_phases=given)
+        assert str(refused.value) == f"start_phases: {given[-1]!r} is not a phase name (a string)"
+
+
+def test_suspend_takes_only_a_bool_as_resume_in_phase(tmp_path: Path, wfe_run):
+    """resume_in_phase=None was stored as it was, in a task the store could not read
+    back: a failed stand-in that resume, cancel and retry all refused."""
+    engine = ECSWorkflowEngine(f"sqlite://{tmp_path}/wfe.db", load_plugins=False)
+
+    async def ask(task: Task) -> None:
+        engine.suspend(task, resume_in_phase=None)  # type: ignore[arg-type]
+
+    engine.register_handler("ask", ask)
+    engine.register_workflow("w", [Phase("ask", assigned_to="human")])
+
+    async def scenario() -> Task | None:
+        try:
+            task = await engine.submit_task({"n": 1}, "w")
+            await engine.run_until_idle()
+            return await engine.get_task(task.id)
+        finally:
+            await engine.aclose()
+
+    task = wfe_run(scenario())
+    assert task is not None and task.status is TaskStatus.FAILED
+    assert task.data == {"n": 1}
+    assert task.error == ("TypeError: suspend's resume_in_phase must be True or False, not None")
+
+
+@pytest.mark.parametrize("url", ["sqlite", "memory://"])
+def test_an_outbox_consumer_name_that_is_no_name_is_refused(tmp_path: Path, wfe_run, url: str):
+    """outbox_register(None) was kept: every write that finished a task failed from
+    then on, in every process of the store, and no command could drop it."""
+    store_url = f"sqlite://{tmp_path}/wfe.db" if url == "sqlite" else url
+    engine = ECSWorkflowEngine(store_url, load_plugins=False)
+    engine.register_handler("p", lambda task: None)
+    engine.register_workflow("w", [Phase("p")])
+
+    async def scenario() -> Task | None:
+        try:
+            store = await engine.get_store()
+            with pytest.raises(TypeError, match="must be a string, not None"):
+                await store.outbox_register(None)  # type: ignore[arg-type]
+            for name in ("", " results", "a\nb", "x" * 201):
+                with pytest.raises(ValueError, match="an outbox consumer name must"):
+                    await store.outbox_register(name)
+            await store.outbox_register("results")
+            task = await engine.submit_task({}, "w")
+            await engine.run_until_idle()
+            assert [t.id for t in await store.outbox_pending("results")] == [task.id]
+            return await engine.get_task(task.id)
+        finally:
+            await engine.aclose()
+
+    task = wfe_run(scenario())
+    assert task is not None and task.status is TaskStatus.COMPLETED
+
+
 def test_register_adapter_without_run_method(engine):
     with pytest.raises(TypeError):
         engine.register_adapter("agentic", object())

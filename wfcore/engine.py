@@ -1036,6 +1036,12 @@ class ECSWorkflowEngine:
             problem = json_problem(reason) if isinstance(reason, str) else "it is not a string"
             if problem is not None:
                 raise InvalidTaskError(f"suspend's reason must be text or None: {problem}")
+        if not isinstance(resume_in_phase, bool):
+            # Stored as it is given, a value other than a bool made the task one
+            # the store could not read back.
+            raise TypeError(
+                f"suspend's resume_in_phase must be True or False, not {resume_in_phase!r}"
+            )
         if isinstance(deadline, timedelta):
             deadline = deadline.total_seconds()
         if deadline is not None:

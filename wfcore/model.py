@@ -520,6 +520,10 @@ class WorkflowSpec:
             if not isinstance(self.start_phases, list):
                 raise InvalidWorkflowError("start_phases: must be a list of phase names or null")
             for name in self.start_phases:
+                if not isinstance(name, str):
+                    raise InvalidWorkflowError(
+                        f"start_phases: {name!r} is not a phase name (a string)"
+                    )
                 if name not in seen:
                     raise InvalidWorkflowError(f"start_phases: unknown classification {name!r}")
 

@@ -15,10 +15,12 @@ from ..errors import StoreError
 from ..model import Task, TaskStatus, WorkflowSpec
 
 __all__ = [
+    "MAX_CONSUMER_NAME",
     "SUMMARY_PREVIEW",
     "UNREADABLE_ERROR",
     "Store",
     "StoreBusyError",
+    "check_consumer_name",
     "ready_at",
     "record_takeover",
     "shown_url",
@@ -581,7 +583,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def outbox_register(self, consumer: str) -> None:
         """From now on, record every task that finishes for ``consumer``, through any
-        process (registering again changes nothing)."""
+        process (registering again changes nothing). Raises TypeError or ValueError
+        for a name :func:`check_consumer_name` refuses, before anything is stored."""
 
     @abc.abstractmethod
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:
@@ -783,3 +786,27 @@ async def ids_started_by(store: Store, start: str, limit: int = 6) -> list[str]:
         if len(made_up) >= limit or len(found) < asked:
             return made_up[:limit]
         asked *= 8
+
+
+#: The longest outbox consumer name, in characters.
+MAX_CONSUMER_NAME = 200
+
+
+def check_consumer_name(consumer: object) -> None:
+    """Refuse an outbox consumer name that is not text, is blank, has control
+    characters or is over :data:`MAX_CONSUMER_NAME` characters: kept, a bad name
+    (None, say) failed every write that finishes a task from then on, on every
+    process of the store."""
+    if not isinstance(consumer, str):
+        raise TypeError(f"an outbox consumer name must be a string, not {consumer!r}")
+    if not consumer.strip() or consumer != consumer.strip():
+        raise ValueError(
+            f"an outbox consumer name must be a name with no blanks around it, not {consumer!r}"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in consumer):
+        raise ValueError(f"an outbox consumer name must have no control characters: {consumer!r}")
+    if len(consumer) > MAX_CONSUMER_NAME:
+        raise ValueError(
+            f"an outbox consumer name must be at most {MAX_CONSUMER_NAME} characters, "
+            f"not {len(consumer)}"
+        )

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import StoreError
 from ..hookspecs import hookimpl
 from ..model import Task, TaskStatus, WorkflowSpec, copy_json, copy_with_history
-from .base import Store, ready_at, record_takeover, utc_from_timestamp
+from .base import Store, check_consumer_name, ready_at, record_takeover, utc_from_timestamp
 
 __all__ = ["MemoryStore"]
 
@@ -412,6 +412,7 @@ class MemoryStore(Store):
         return len(self._finished_rows(before, statuses, workflow_name))
 
     async def outbox_register(self, consumer: str) -> None:
+        check_consumer_name(consumer)
         self._consumers.setdefault(consumer, {})
 
     async def outbox_pending(self, consumer: str, limit: int = 100) -> list[Task]:

@@ -48,6 +48,7 @@ from .base import (
     SUMMARY_PREVIEW,
     Store,
     StoreBusyError,
+    check_consumer_name,
     ready_at,
     summarized,
     utc_from_timestamp,
@@ -1422,6 +1423,7 @@ class SQLiteStore(Store):
     # -- outbox ----------------------------------------------------------------------
 
     async def outbox_register(self, consumer: str) -> None:
+        check_consumer_name(consumer)
         await self._write(
             lambda c: c.execute(
                 "INSERT OR IGNORE INTO outbox_consumers (consumer) VALUES (?)", (consumer,)
