@@ -486,6 +486,33 @@ def test_a_workflow_the_store_cannot_keep_is_refused_when_registered(
     wfe_run(scenario())
 
 
+def test_a_whole_number_too_long_for_text_is_refused_as_data_not_json(engine, wfe_run):
+    """Python turns at most 4,300 digits into text: such a number raised a bare
+    ValueError advising sys.set_int_max_str_digits, and failed a whole batch of
+    submit_tasks(return_exceptions=True)."""
+    said = (
+        "task data must be JSON-serializable: a whole number has more digits than Python "
+        "turns into text (4,300)"
+    )
+    for data in (10**5000, {"n": 10**5000}, [1, [2, -(10**5000)]]):
+        with pytest.raises(InvalidTaskError) as refused:
+            wfe_run(engine.submit_task(data, "known"))
+        assert str(refused.value) == said
+
+    results = wfe_run(
+        engine.submit_tasks(
+            [
+                {"data": {"n": 1}, "workflow_name": "known"},
+                {"data": {"n": 10**5000}, "workflow_name": "known"},
+            ],
+            return_exceptions=True,
+        )
+    )
+    assert isinstance(results[0], Task) and isinstance(results[1], InvalidTaskError)
+    # A long number Python does turn into text is data like any other.
+    assert wfe_run(engine.submit_task({"n": 10**4000}, "known")).data == {"n": 10**4000}
+
+
 def test_start_phases_that_are_no_names_are_refused_naming_the_field():
     """A list in start_phases raised a bare TypeError (unhashable type); through
     define_workflow, `wfe submit` printed a traceback and a worker failed the task
@@ -743,6 +770,13 @@ def test_engine_settings_that_cannot_work_are_refused_when_it_is_built():
         ({"shutdown_timeout": "10"}, TypeError, "shutdown_timeout must be a number of seconds"),
         ({"store": 5}, TypeError, "store must be a URL (e.g. 'sqlite:///path/wfe.db'"),
         ({"max_concurrency": 2.5}, TypeError, "max_concurrency must be a whole number"),
+        # Past SQLite's integers, run() failed deep in the store.
+        (
+            {"max_concurrency": 2**63},
+            ValueError,
+            f"max_concurrency must be from 1 to 1,000,000, not {2**63}",
+        ),
+        ({"max_concurrency": 0}, ValueError, "max_concurrency must be from 1 to 1,000,000, not 0"),
         ({"max_takeovers": 0}, ValueError, "max_takeovers must be at least 1 (None: no limit)"),
         ({"max_takeovers": "3"}, TypeError, "max_takeovers must be a whole number or None"),
     ]:

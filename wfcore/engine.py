@@ -84,6 +84,10 @@ __all__ = ["ECSWorkflowEngine", "default_store_url"]
 
 logger = logging.getLogger("wfcore")
 
+#: The most tasks an engine runs at once (``max_concurrency``; ``wfe worker
+#: --concurrency`` has the same limit).
+MAX_CONCURRENCY = 1_000_000
+
 T = TypeVar("T")
 #: A phase's handler: ``async def handler(task)``, or a plain function.
 Handler = Callable[[Task], Awaitable[None] | None]
@@ -169,8 +173,11 @@ class ECSWorkflowEngine:
     ) -> None:
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
             raise TypeError(f"max_concurrency must be a whole number, not {max_concurrency!r}")
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+        if not 1 <= max_concurrency <= MAX_CONCURRENCY:
+            # Past SQLite's 64-bit integers, run() failed deep in the store.
+            raise ValueError(
+                f"max_concurrency must be from 1 to {MAX_CONCURRENCY:,}, not {max_concurrency}"
+            )
         if store is not None:
             _check_store_arg(store)
         # Zero would make an idle worker spin, a lease of zero be taken over at once.

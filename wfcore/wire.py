@@ -346,18 +346,35 @@ def json_problem(value: Any) -> str | None:
     kind = type(value)
     if kind is str:
         return None if value.isascii() else _text_problem(value)
+    if kind is int and value.bit_length() >= _PLAIN_INT_BITS:
+        return _encoding_problem(value)
     if kind in _JSON_SCALARS:
         return None
     # Typical task data and context (a few fields, a dict or two deep) need no
     # encoding either: looking at their types is several times faster.
     if (kind is dict or kind is list) and _small_and_plain(value):
         return None
+    problem = _encoding_problem(value)
+    if problem is None and isinstance(value, (dict, list, tuple)):
+        if _deeper_than(value, MAX_JSON_DEPTH):
+            return f"it is nested deeper than {MAX_JSON_DEPTH} levels"
+    return problem
+
+
+# Whole numbers this long may have more digits than Python turns into text (4,300 by
+# default): they are encoded to find out.
+_PLAIN_INT_BITS = 10_000
+
+
+def _encoding_problem(value: Any) -> str | None:
+    """Why :func:`dumps` fails on ``value``, or None."""
     try:
         dumps(value)
     except (TypeError, ValueError) as exc:
+        if "integer string conversion" in str(exc):
+            # Python's own advice (sys.set_int_max_str_digits) is for the program.
+            return "a whole number has more digits than Python turns into text (4,300)"
         return str(exc)
-    if isinstance(value, (dict, list, tuple)) and _deeper_than(value, MAX_JSON_DEPTH):
-        return f"it is nested deeper than {MAX_JSON_DEPTH} levels"
     return None
 
 
@@ -388,6 +405,9 @@ def _small_and_plain(value: dict[Any, Any] | list[Any]) -> bool:
                 stack.append(child)
             elif kind is float:
                 if not math.isfinite(child):
+                    return False
+            elif kind is int:
+                if child.bit_length() >= _PLAIN_INT_BITS:
                     return False
             elif kind not in _JSON_SCALARS:
                 return False
