@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from .._processes import end_with_parent
-from ..engine import ECSWorkflowEngine
+from ..engine import MAX_CONCURRENCY, ECSWorkflowEngine
 from ..metrics import MetricsServer
 from ..model import TaskStatus
 from ..plugins import (
@@ -46,7 +46,7 @@ from ._base import (
 @_store_option
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 1_000_000),
+    type=click.IntRange(1, MAX_CONCURRENCY),
     metavar="N",
     help="Tasks run at once [default: the app's max_concurrency, 100 unless it sets one].",
 )

@@ -803,7 +803,7 @@ def check_consumer_name(consumer: object) -> None:
         raise ValueError(
             f"an outbox consumer name must be a name with no blanks around it, not {consumer!r}"
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in consumer):
+    if not consumer.isprintable():
         raise ValueError(f"an outbox consumer name must have no control characters: {consumer!r}")
     if len(consumer) > MAX_CONSUMER_NAME:
         raise ValueError(

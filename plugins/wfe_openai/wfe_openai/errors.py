@@ -206,19 +206,22 @@ def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 def _server_error_text(exc: Any) -> str:
     """The server's own words from an error response, on one line."""
+    return _short(_one_line(_server_words(exc)), 500)
+
+
+def _server_words(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and error.get("message"):
-            return _short(_one_line(str(error["message"])), 500)
+            return str(error["message"])
         if isinstance(error, str):
-            return _short(_one_line(error), 500)
+            return error
     try:
         text = exc.response.text
     except Exception:
         text = ""
-    text = text.strip() or str(body or getattr(exc, "message", ""))
-    return _short(_one_line(_html_page_text(text)), 500)
+    return _html_page_text(text.strip() or str(body or getattr(exc, "message", "")))
 
 
 def _html_page_text(text: str) -> str:
