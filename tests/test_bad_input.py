@@ -676,6 +676,92 @@ def test_submit_tasks_refuses_a_bad_request_before_storing_any(engine, wfe_run):
     assert wfe_run(engine.list_tasks()) == []
 
 
+def test_a_bad_request_among_hundreds_is_named_by_its_place_and_id(engine, wfe_run):
+    """One bad row of a 500-row import: the error says which, or it cannot be found."""
+    requests = [{"data": {"row": i}, "workflow_name": "known"} for i in range(500)]
+    requests[317]["data"] = {"tags": {"a", "b"}}
+    with pytest.raises(InvalidTaskError) as refused:
+        wfe_run(engine.submit_tasks(requests))
+    assert str(refused.value) == (
+        "requests[317]: task data must be JSON-serializable: "
+        "Object of type set is not JSON serializable"
+    )
+    requests[317] = {"data": 1, "workflow_name": "nope", "task_id": "row-317"}
+    with pytest.raises(UnknownWorkflowError) as refused:
+        wfe_run(engine.submit_tasks(requests))
+    assert (
+        str(refused.value)
+        == "requests[317] (task id 'row-317'): unknown workflow 'nope' (known: known)"
+    )
+    assert wfe_run(engine.list_tasks()) == []
+    # One task is one request: submit_task's errors say nothing of a place.
+    with pytest.raises(UnknownWorkflowError) as refused:
+        wfe_run(engine.submit_task(1, "nope"))
+    assert str(refused.value).startswith("unknown workflow 'nope'")
+
+
+def test_keys_that_are_one_in_json_are_refused_not_one_value_dropped(engine, wfe_run):
+    """{1: ..., "1": ...} was stored on SQLite as one key: the other value was lost."""
+    for data, keys in [
+        ({1: "from the int", "1": "from the text"}, "1 and '1'"),
+        ({"rows": [{None: 0, "null": 1}]}, "None and 'null'"),
+        ({True: "yes", "true": "also"}, "True and 'true'"),
+    ]:
+        with pytest.raises(InvalidTaskError) as refused:
+            wfe_run(engine.submit_task(data, "known"))
+        assert f"an object has the keys {keys}, which are both" in str(refused.value)
+        assert "one of their values would be lost" in str(refused.value)
+    assert wfe_run(engine.list_tasks()) == []
+    # Keys that differ in JSON too are data like any other.
+    assert wfe_run(engine.submit_task({1: "a", "2": "b"}, "known")).data in (
+        {1: "a", "2": "b"},
+        {"1": "a", "2": "b"},  # SQLite keeps JSON's string keys
+    )
+
+
+def test_yes_or_no_arguments_take_only_true_or_false(engine, wfe_run):
+    """cancel(children="no") cancelled the children: any text is true."""
+
+    async def scenario():
+        task = await engine.submit_task({}, "known")
+        for call, name in [
+            (lambda: engine.cancel(task.id, children="no"), "children"),
+            (lambda: engine.cancel_tasks("pending", dry_run="yes"), "dry_run"),
+            (lambda: engine.cancel_tasks("pending", children=0), "children"),
+            (lambda: engine.retry_tasks(dry_run=None), "dry_run"),
+            (lambda: engine.purge(0, dry_run="false"), "dry_run"),
+            (lambda: engine.list_tasks(summary=1), "summary"),
+        ]:
+            with pytest.raises(TypeError, match=f"^{name} must be True or False, not "):
+                await call()
+        assert (await engine.get_task(task.id)).status is TaskStatus.PENDING
+
+    wfe_run(scenario())
+
+
+def test_resume_names_a_phase_that_is_no_name_as_the_wrong_type(engine, wfe_run):
+    task = wfe_run(engine.submit_task({}, "known"))
+    with pytest.raises(TypeError, match=r"^phase must be the name of a phase or None, not 5$"):
+        wfe_run(engine.resume(task.id, {}, phase=5))
+
+
+def test_list_tasks_takes_waiting_for_the_three_waiting_statuses(engine, wfe_run):
+    """cancel_tasks("waiting") and `wfe tasks --status waiting` took it; list_tasks
+    refused it as an unknown status."""
+
+    async def scenario():
+        waiting = await engine.submit_task({}, "known")
+        await engine.run_until_idle()  # phase "a", then "b" waits for a person
+        pending = await engine.submit_task({}, "known")
+        assert [t.id for t in await engine.list_tasks(status="waiting")] == [waiting.id]
+        assert [t.id for t in await engine.list_tasks(status=["Waiting ", "pending"])] == [
+            pending.id,
+            waiting.id,
+        ]
+
+    wfe_run(scenario())
+
+
 def test_submit_tasks_can_return_the_errors_in_place(engine, wfe_run):
     results = wfe_run(
         engine.submit_tasks(
@@ -779,6 +865,9 @@ def test_engine_settings_that_cannot_work_are_refused_when_it_is_built():
         ({"max_concurrency": 0}, ValueError, "max_concurrency must be from 1 to 1,000,000, not 0"),
         ({"max_takeovers": 0}, ValueError, "max_takeovers must be at least 1 (None: no limit)"),
         ({"max_takeovers": "3"}, TypeError, "max_takeovers must be a whole number or None"),
+        # Errors that named no argument ("'int' object is not iterable").
+        ({"only_workflows": 5}, TypeError, "only_workflows takes a list of workflow names, not 5"),
+        ({"allowed_commands": None}, TypeError, "allowed_commands takes a list of programs"),
     ]:
         with pytest.raises(error) as refused:
             ECSWorkflowEngine(load_plugins=False, **kwargs)

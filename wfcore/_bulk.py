@@ -25,17 +25,15 @@ __all__ = [
 BULK_PAGE = 500
 
 
-def statuses_among(
-    statuses: Iterable[TaskStatus | str], allowed: tuple[TaskStatus, ...], only: str
-) -> list[TaskStatus]:
+def parse_statuses(statuses: object, argument: str = "statuses") -> list[TaskStatus]:
     """``statuses`` (one, or several; ``"waiting"`` for the three waiting ones) as
-    TaskStatus values, each one of ``allowed``; ValueError saying ``only`` (what the
-    operation takes) for none or another, TypeError for what is no status at all."""
+    TaskStatus values, each once; ValueError for an unknown one, TypeError naming
+    ``argument`` for what is no status at all."""
     if isinstance(statuses, (str, TaskStatus)):
         statuses = [statuses]
     elif not isinstance(statuses, Iterable) or isinstance(statuses, (bytes, Mapping)):
         raise TypeError(
-            f"statuses must be a status, or a list of them, not {type(statuses).__name__}"
+            f"{argument} must be a status, or a list of them, not {type(statuses).__name__}"
         )
     wanted: list[TaskStatus] = []
     for status in statuses:
@@ -43,12 +41,21 @@ def statuses_among(
             wanted += [s for s in TaskStatus if s.is_waiting]
         else:
             wanted.append(TaskStatus.parse(status))
+    return list(dict.fromkeys(wanted))
+
+
+def statuses_among(
+    statuses: Iterable[TaskStatus | str], allowed: tuple[TaskStatus, ...], only: str
+) -> list[TaskStatus]:
+    """``statuses`` as :func:`parse_statuses` reads them, each one of ``allowed``;
+    ValueError saying ``only`` (what the operation takes) for none or another."""
+    wanted = parse_statuses(statuses)
     if not wanted:
         raise ValueError(f"no status given: {only}")
     others = [s.value for s in wanted if s not in allowed]
     if others:
         raise ValueError(f"{only}, not {', '.join(others)}")
-    return list(dict.fromkeys(wanted))
+    return wanted
 
 
 def check_workflow_filter(workflow_name: object) -> None:

@@ -18,11 +18,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import pluggy
 
-from ._bulk import check_workflow_filter, ids_matching, names_can_match, statuses_among
+from ._bulk import (
+    check_workflow_filter,
+    ids_matching,
+    names_can_match,
+    parse_statuses,
+    statuses_among,
+)
 from ._purged import begin_purge, end_purge, finish_interrupted_purges
 from ._wakeup import wake
 from .adapters import Adapter, run_handler
@@ -194,10 +200,10 @@ class ECSWorkflowEngine:
                 raise ValueError(f"{name} must be {least} seconds (and finite), not {value!r}")
         # Once: a generator would be used up by the check.
         plugins = _check_plugins(plugins)
-        if isinstance(only_workflows, str):
-            raise TypeError("only_workflows takes a list of workflow names, not one string")
         self.only_workflows: tuple[str, ...] | None = (
-            None if only_workflows is None else tuple(only_workflows)
+            None
+            if only_workflows is None
+            else _list_of("only_workflows", only_workflows, "workflow names")
         )
         if self.only_workflows is not None and not all(
             isinstance(name, str) and name.strip() and is_unicode_text(name)
@@ -209,9 +215,9 @@ class ECSWorkflowEngine:
             )
         if self.only_workflows == ():
             raise ValueError("only_workflows must name at least one workflow (None: all)")
-        if isinstance(allowed_commands, str):
-            raise TypeError("allowed_commands takes a list of programs, not one string")
-        self.allowed_commands: frozenset[str] = frozenset(allowed_commands)
+        self.allowed_commands: frozenset[str] = frozenset(
+            _list_of("allowed_commands", allowed_commands, "programs")
+        )
         if not all(isinstance(name, str) and name for name in self.allowed_commands):
             raise ValueError("allowed_commands must be non-empty program names")
         if max_takeovers is not None and (
@@ -794,7 +800,7 @@ class ECSWorkflowEngine:
         or a failed attempt finds the children its earlier run submitted instead of
         submitting more. :meth:`wait_for_children` then makes the phase wait for them.
         """
-        [task] = await self.submit_tasks(
+        [task] = await self._submit(
             [
                 {
                     "data": data,
@@ -808,9 +814,11 @@ class ECSWorkflowEngine:
                     "priority": priority,
                     "parent": parent,
                 }
-            ]
+            ],
+            return_exceptions=False,
+            say_which=False,
         )
-        return task
+        return cast(Task, task)  # without return_exceptions, a bad request raised
 
     @overload
     async def submit_tasks(
@@ -835,8 +843,19 @@ class ECSWorkflowEngine:
         first task (with its files; the later request's are not stored). A bad
         request (InvalidTaskError, UnknownWorkflowError) raises before anything is
         stored; with ``return_exceptions=True`` its error takes its place in the result
-        instead and the good requests are stored. Store failures always raise.
+        instead and the good requests are stored. Store failures always raise. An
+        error raised for a bad request starts with its place in ``requests``
+        (``requests[317]: ...``), and its id when it has one.
         """
+        return await self._submit(requests, return_exceptions=return_exceptions, say_which=True)
+
+    async def _submit(
+        self,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        return_exceptions: bool,
+        say_which: bool,
+    ) -> list[Task | InvalidTaskError | UnknownWorkflowError]:
         if isinstance(requests, (str, bytes, Mapping)):
             raise InvalidTaskError(
                 "submit_tasks takes a list of requests (dicts of submit_task's arguments), "
@@ -849,7 +868,7 @@ class ECSWorkflowEngine:
         batch_ids: set[str] = set()
         parents: list[tuple[int, Task]] = []  # requests of child tasks, and their parent
         numbered: dict[int, int] = {}  # children given a default id, by id() of parent
-        for request in requests:
+        for index, request in enumerate(requests):
             parent = request.get("parent") if isinstance(request, Mapping) else None
             try:
                 if parent is not None:
@@ -857,6 +876,8 @@ class ECSWorkflowEngine:
                 task, is_new, task_files = await new_task(self, store, request)
             except (InvalidTaskError, UnknownWorkflowError) as exc:
                 if not return_exceptions:
+                    if say_which:
+                        _say_which_request(exc, index, request)
                     raise
                 results.append(exc)
                 continue
@@ -905,30 +926,27 @@ class ECSWorkflowEngine:
         summary: bool = False,
     ) -> list[Task]:
         """The newest ``limit`` tasks (0 or more), optionally only those with one status
-        (or any of a list of them, ``["failed", "cancelled"]``), of one workflow, or
+        (or any of a list of them, ``["failed", "cancelled"]``; ``"waiting"`` for the
+        three waiting ones), of one workflow, or
         at one ``phase`` (its name: the task's classification; a task submitted without
         one is at none until its worker stores the phase it chose: see
         ``Store.note_phases``); ``offset`` skips the
         newest ones first (to page). With ``summary``, each task
         without what may be megabytes (its data, context, earlier outputs; the start
         only of its output and error): see ``Store.list_task_summaries``."""
+        _check_flags(summary=summary)
         for name, value in (("limit", limit), ("offset", offset)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number, 0 or more, not {value!r}")
         can_match = names_can_match(workflow_name, phase)
         # SQLite's integers end at 2**63.
         limit, offset = min(limit, _MAX_LIMIT), min(offset, _MAX_LIMIT)
-        wanted: TaskStatus | list[TaskStatus] | None
-        if status is None or isinstance(status, (str, TaskStatus)):
-            wanted = None if status is None else TaskStatus.parse(status)
-        elif isinstance(status, Iterable) and not isinstance(status, (bytes, Mapping)):
-            wanted = [TaskStatus.parse(s) for s in status]
-            if not wanted:
+        wanted: TaskStatus | list[TaskStatus] | None = None
+        if status is not None:
+            statuses = parse_statuses(status, "status")
+            if not statuses:
                 return []  # none of no status
-        else:
-            raise TypeError(
-                f"status must be a status, or a list of them, not {type(status).__name__}"
-            )
+            wanted = statuses[0] if len(statuses) == 1 else statuses
         if not can_match:
             return []
         store = await self.get_store()
@@ -1158,6 +1176,8 @@ class ECSWorkflowEngine:
             raise InvalidOutputError(f"the answer must be JSON-serializable: {problem}", [])
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise TypeError(f"version must be a whole number (task.version), not {version!r}")
+        if phase is not None and not isinstance(phase, str):
+            raise TypeError(f"phase must be the name of a phase or None, not {phase!r}")
         who = _by_field(by)
         expected = phase
 
@@ -1254,6 +1274,7 @@ class ECSWorkflowEngine:
         Raises UnknownTaskError, or TaskStateError for a finished task (with
         ``children``, one without unfinished children).
         """
+        _check_flags(children=children)
         who = _by_field(by)
 
         async def mark_cancelled(task: Task) -> None:
@@ -1363,6 +1384,7 @@ class ECSWorkflowEngine:
         deleted by someone else) is left out. Raises ValueError for a status that
         cannot be retried.
         """
+        _check_flags(dry_run=dry_run)
         wanted = statuses_among(
             statuses, _RETRYABLE, "retry_tasks retries only failed and cancelled tasks"
         )
@@ -1404,6 +1426,7 @@ class ECSWorkflowEngine:
         cancelled. A task finished or deleted meanwhile is left out. Raises
         ValueError for a finished status.
         """
+        _check_flags(children=children, dry_run=dry_run)
         wanted = statuses_among(
             statuses,
             _UNFINISHED,
@@ -1511,6 +1534,7 @@ class ECSWorkflowEngine:
         kept. With ``dry_run`` nothing is deleted: the count is of what would be.
         Raises ValueError for a negative age or a status that is not finished.
         """
+        _check_flags(dry_run=dry_run)
         if isinstance(older_than, timedelta):
             seconds = older_than.total_seconds()
         elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
@@ -1916,6 +1940,34 @@ def _wait_timeout(value: Any) -> float | None:
     if not 0 <= value <= LONGEST_WAIT:  # also refuses NaN and infinity (None waits for ever)
         raise ValueError(f"timeout must be 0 to 100 years of seconds, not {value!r}")
     return float(value)
+
+
+def _check_flags(**flags: object) -> None:
+    """TypeError for a yes-or-no argument that is not True or False: ``"no"`` would
+    be taken as yes."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+
+
+def _list_of(argument: str, value: object, what: str) -> tuple[Any, ...]:
+    """``value`` as a tuple; TypeError naming ``argument`` for one string or
+    anything that is not a list (a string would be taken for its letters)."""
+    if isinstance(value, str):
+        raise TypeError(f"{argument} takes a list of {what}, not one string")
+    if not isinstance(value, Iterable):
+        raise TypeError(f"{argument} takes a list of {what}, not {value!r}")
+    return tuple(value)
+
+
+def _say_which_request(exc: WorkflowError, index: int, request: object) -> None:
+    """Start *exc*'s message with the place of the request it is about in a
+    submit_tasks call (and its id, when given): one bad row of hundreds is found."""
+    task_id = request.get("task_id") if isinstance(request, Mapping) else None
+    where = f"requests[{index}]"
+    if isinstance(task_id, str) and task_id.isprintable() and len(task_id) <= 200:
+        where += f" (task id {task_id!r})"
+    exc.args = (f"{where}: {exc}", *exc.args[1:])
 
 
 def _could_be_stored(task_id: object) -> bool:

@@ -356,8 +356,7 @@ def json_problem(value: Any) -> str | None:
         return None
     problem = _encoding_problem(value)
     if problem is None and isinstance(value, (dict, list, tuple)):
-        if _deeper_than(value, MAX_JSON_DEPTH):
-            return f"it is nested deeper than {MAX_JSON_DEPTH} levels"
+        return _shape_problem(value, MAX_JSON_DEPTH)
     return problem
 
 
@@ -419,18 +418,42 @@ MAX_JSON_DEPTH = 200
 is refused. Deeper values would exhaust Python's stack in code that walks them."""
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """True if dicts and lists nest more than ``limit`` levels (walked without recursion)."""
+def _shape_problem(value: dict[Any, Any] | list[Any] | tuple[Any, ...], limit: int) -> str | None:
+    """Why an encodable ``value`` would not come back from JSON as it is: dicts and
+    lists nested more than ``limit`` levels, or a dict whose keys are one in JSON
+    (``1`` and ``"1"``: JSON keeps one of their values). Walked without recursion."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict):
+            if set(map(type, item)) - {str}:
+                problem = _colliding_keys(item)
+                if problem is not None:
+                    return problem
+            children: Any = item.values()
+        else:
+            children = item
         for child in children:
             if isinstance(child, (dict, list, tuple)):
                 if depth >= limit:
-                    return True
+                    return f"it is nested deeper than {limit} levels"
                 stack.append((child, depth + 1))
-    return False
+    return None
+
+
+def _colliding_keys(mapping: dict[Any, Any]) -> str | None:
+    """Two keys of ``mapping`` that JSON writes alike (an int and its digits as a
+    string, ``None`` and ``"null"``), or None."""
+    seen: dict[str, Any] = {}
+    for key in mapping:
+        text = key if isinstance(key, str) else dumps(key)
+        if text in seen:
+            return (
+                f"an object has the keys {seen[text]!r} and {key!r}, which are both "
+                f"{text!r} in JSON: one of their values would be lost"
+            )
+        seen[text] = key
+    return None
 
 
 def json_kind(value: Any) -> str:
