@@ -94,6 +94,28 @@ def test_list_is_newest_first_filtered_and_paged(api: Api, dashboard: Dashboard)
     ) in none
 
 
+def test_the_workflow_filter_offers_every_workflow_on_every_page(
+    api: Api, dashboard: Dashboard
+) -> None:
+    """It offered only the workflows of the tasks on the page shown: those whose
+    tasks were all older than the first page could not be picked from it."""
+    api.submit("numbers", {"n": 1})
+    newer = [api.submit("question", {"i": i})["id"] for i in range(3)]
+    dashboard.page_size = 2
+
+    def offered(path: str) -> list[str]:
+        page = api.get(path).get_data(as_text=True)
+        select = re.search(r'<select name="workflow"[^>]*>(.*?)</select>', page, re.S)
+        assert select, page
+        return re.findall(r'<option value="([^"]*)"', select[1])
+
+    every = ["", *sorted(dashboard.engine.workflows)]
+    assert "numbers" in every and "question" in every
+    for path in ("/", "/?page=2", "/?page=9", "/?workflow=question"):
+        assert offered(path) == every, path
+    assert re.findall(r'<tr data-task-id="([0-9a-f]{32})"', api.get("/").text) == newer[:0:-1]
+
+
 def test_bad_input_gets_400_with_a_message(api: Api) -> None:
     cases = [
         (b"{not json", "not valid JSON"),
@@ -345,7 +367,7 @@ def test_an_answer_form_left_open_is_not_taken_for_the_next_round_of_its_questio
     assert stale.status_code == 409
     assert "is back at phase &#39;review&#39; (waiting: person) with a new round" in (stale.text)
     # '²' is a digit to str.isdigit() but not to int().
-    for garbage in ("abc", "\u00b2"):
+    for garbage in ("abc", "\u00b2", "9" * 5000):  # past 4,300 digits int() raised: a 500
         garbled = [(k, garbage if k == "version" else v) for k, v in bob]
         bad = api.client.post(
             f"/tasks/{task['id']}/answer", data=MultiDict([*garbled, ("field.approved", "true")])
@@ -1019,6 +1041,22 @@ def test_script_in_task_data_is_escaped(api: Api) -> None:
     assert "script-src 'self'" in headers["Content-Security-Policy"]
 
 
+def test_a_url_without_a_page_is_answered_with_the_headers_of_every_page(api: Api) -> None:
+    """Flask answers a URL no view has, or a method a view does not take, before the
+    dashboard's views and their headers: such pages could be framed and cached."""
+    task_id = api.submit("question", {"q": 1})["id"]
+    for method, path, status in [
+        ("GET", "/nothing-here", 404),
+        ("GET", f"/tasks/{task_id}/cancel", 405),  # a form's URL takes POST only
+        ("GET", "/tasks/a%2Fb", 404),
+    ]:
+        response = api.client.open(path, method=method)
+        assert response.status_code == status, path
+        assert response.headers["X-Frame-Options"] == "DENY", path
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], path
+        assert response.headers["Cache-Control"] == "no-store", path
+
+
 def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Api) -> None:
     task = api.submit("review", {"topic": "t"})
     api.wait_status(task["id"], "waiting_human")
@@ -1582,6 +1620,7 @@ def test_blueprint_mounts_under_a_prefix_in_a_host_app(wfe_store_url: str) -> No
         assert f'href="/ops/wfe/tasks/{task["id"]}/artifacts/report.txt"' in html
         # The host's own responses are left alone.
         assert "Content-Security-Policy" not in client.get("/").headers
+        assert "Content-Security-Policy" not in client.get("/elsewhere").headers
     finally:
         dash.stop()
 

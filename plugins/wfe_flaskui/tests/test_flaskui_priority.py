@@ -120,6 +120,8 @@ def test_the_submit_form_takes_an_optional_priority(api: Api) -> None:
         ("high", "'high' is not a whole number"),
         ("1_000", "'1_000' is not a whole number"),
         ("\uff15", "'\uff15' is not a whole number"),  # a fullwidth 5, which int() reads
+        # Past 4,300 digits int() raised: a 500.
+        ("9" * 5000, "99999999999999999999... is out of range; a priority is from -1000"),
     ],
 )
 def test_a_bad_priority_is_shown_beside_the_field(api: Api, typed: str, problem: str) -> None:
@@ -253,6 +255,7 @@ def test_the_task_page_changes_the_priority(api: Api, dashboard: Dashboard) -> N
     assert api.task(waiting)["priority"] == 40
     assert "Priority changed" in page  # its event, in the timeline
 
+    assert send("9" * 5000).status_code == 400  # past 4,300 digits int() raised: a 500
     refused = send("4000")
     assert refused.status_code == 400
     form = refused.text.split('id="priority-form"', 1)[1].split("</form>", 1)[0]

@@ -68,7 +68,9 @@ def answer(dash: Dashboard, task_id: str) -> Any:
     asked = request.form.get("phase") or None
     read = request.form.get("version")
     # isascii too: str.isdigit() takes digits such as '²' that int() refuses.
-    if read is not None and not (read.isascii() and read.isdigit()):
+    # 20 digits hold every version a store's 64-bit integers can; int() refuses
+    # more than 4,300.
+    if read is not None and not (read.isascii() and read.isdigit() and len(read) <= 20):
         return _error(dash, 400, f"the form's version must be a whole number, not {read[:20]!r}")
     version = int(read) if read is not None else None
 

@@ -109,20 +109,30 @@ def _answer_api_routing_errors_in_json(state: BlueprintSetupState) -> None:
     Flask looks for the handler of a routing error before it knows the blueprint, so
     only a handler on the app sees these. It keeps to the API's URLs and passes any
     other to the handler the app had before: one for that error, else one for any
-    HTTPException, else Flask's own page. (A handler the app registers for 404 or 405
-    after the blueprint replaces this one.)
+    HTTPException, else Flask's own page: for a URL under the dashboard's prefix, with
+    the security headers of every dashboard page. (A handler the app registers for
+    404 or 405 after the blueprint replaces this one.)
     """
-    root = (state.url_prefix or "").rstrip("/") + "/api"
+    prefix = (state.url_prefix or "").rstrip("/")
     for exc_class in (NotFound, MethodNotAllowed):
         previous = state.app.error_handler_spec[None][exc_class.code].get(exc_class)
-        state.app.register_error_handler(exc_class, _api_routing_error(root, previous))
+        state.app.register_error_handler(exc_class, _api_routing_error(prefix, previous))
 
 
-def _api_routing_error(root: str, previous: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+def _api_routing_error(prefix: str, previous: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    root = prefix + "/api"
+
     def handle(exc: HTTPException) -> Any:
         if request.path != root and not request.path.startswith(root + "/"):
             fallback = previous or _generic_handler(exc)
-            return fallback(exc) if fallback is not None else exc
+            if fallback is not None:
+                return fallback(exc)
+            if prefix and request.path != prefix and not request.path.startswith(prefix + "/"):
+                return exc  # the app's own URL: not the dashboard's to answer
+            # Flask's own page, with the headers of every dashboard page.
+            response = exc.get_response()
+            response.headers["Cache-Control"] = "no-store"
+            return security.add_security_headers(response)
         allowed = sorted(getattr(exc, "valid_methods", None) or [])
         if isinstance(exc, MethodNotAllowed):
             message = (

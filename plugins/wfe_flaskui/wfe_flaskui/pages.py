@@ -91,6 +91,8 @@ def tasks(dash: Dashboard) -> Any:
     phase = request.args.get("phase") or None
     page = _int_arg("page", 1, 1, 1_000_000)
     size = dash.page_size
+    # The workflow filter is in the whole page only, not in the region it refreshes.
+    whole_page = not partial()
 
     async def load(engine: ECSWorkflowEngine) -> Any:
         found = await ops.list_page(
@@ -100,9 +102,10 @@ def tasks(dash: Dashboard) -> Any:
         # id) and the busy workers (an indexed query), for a page that refreshes.
         running = await workers.holders(engine, found.tasks)
         specs = await ops.workflows_of(engine, found.tasks)
-        return found, specs, running, await workers.busy_workers(engine)
+        names = list(await ops.workflows(engine)) if whole_page else []
+        return found, specs, names, running, await workers.busy_workers(engine)
 
-    found, specs, running, busy = dash.call(load)
+    found, specs, names, running, busy = dash.call(load)
     now = datetime.now(timezone.utc)
     status_value = _status_filter(statuses)
     pages = max(1, -(-found.total // size))
@@ -125,7 +128,7 @@ def tasks(dash: Dashboard) -> Any:
         "status_label": ", ".join(_STATUS_LABELS[s.value] for s in statuses),
         "workflow": workflow,
         "phase": phase,
-        "workflows": list(specs),
+        "workflows": names,
         "status_order": _STATUS_ORDER,
         "count_total": sum(found.counts.values()),
         "specs": specs,

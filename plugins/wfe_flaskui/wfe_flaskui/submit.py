@@ -78,6 +78,9 @@ def form_priority(text: str) -> int:
             f"{text[:40]!r} is not a whole number in digits (such as 10 or -5); a priority "
             f"is one {_RANGE} (higher runs first; empty means 0)"
         )
+    # Past 4,300 digits int() refuses the text; past a few, no priority is meant.
+    if len(text.lstrip("+-").lstrip("0")) > 6:
+        raise PriorityError(f"{text[:20]}... is out of range; a priority is {_RANGE}")
     value = int(text)
     if priority_problem(value) is not None:
         raise PriorityError(f"{value} is out of range; a priority is {_RANGE}")
