@@ -228,7 +228,8 @@ def test_the_status_filter_shows_the_status_however_it_is_spelt(api: Api) -> Non
 
 def test_a_page_with_a_bad_query_argument_is_400(api: Api) -> None:
     assert api.get("/?page=").status_code == 200  # empty means the default
-    for query in ("page=abc", "page=1.5", "status=failed&page=x"):
+    # Other scripts' digits and 1_000 are numbers to int(), not to a person reading the URL.
+    for query in ("page=abc", "page=1.5", "status=failed&page=x", "page=%D9%A3", "page=1_0"):
         response = api.get(f"/?{query}")
         assert response.status_code == 400, query
         assert "page must be an integer" in response.text
@@ -1078,6 +1079,13 @@ def test_answer_form_shows_errors_beside_fields_then_resumes(app: Flask, api: Ap
     assert decision and "required" in decision[0]
     assert re.search(r'data-field="score">.*?must be a number', html, re.S)
     assert "hmm</textarea>" in html
+    for typed in ("\u0663", "1_0"):  # an Arabic-Indic 3, which float() reads as 3.0
+        odd = client.post(
+            f"/tasks/{task['id']}/answer",
+            data={"csrf_token": api.csrf, "field.score": typed},
+        )
+        assert odd.status_code == 400, typed
+        assert re.search(r'data-field="score">.*?must be a number', odd.text, re.S), typed
     assert api.task(task["id"])["status"] == "waiting_human"
 
     out_of_range = client.post(

@@ -384,6 +384,9 @@ def _parse_number(text: str, integer: bool) -> int | float:
             return int(text)
         except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
             raise _Invalid("has too many digits") from None
+    # float() also reads other scripts' digits and 1_000, which no number field sends.
+    if not text.isascii() or "_" in text:
+        raise _Invalid("must be a number")
     try:
         value = float(text)
     except ValueError:

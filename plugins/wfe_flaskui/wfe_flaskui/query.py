@@ -4,6 +4,8 @@ both read them: a status filter and bounded integers such as a page or a limit.
 
 from __future__ import annotations
 
+import re
+
 from flask import request
 
 from wfcore import TaskStatus
@@ -27,6 +29,9 @@ def _parse_statuses(values: list[str]) -> list[TaskStatus]:
     return list(dict.fromkeys(found))
 
 
+_WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
     """An integer query argument: ``default`` when absent, 400 below ``low``.
 
@@ -36,10 +41,13 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
+    # int() also reads other scripts' digits and 1_000, which no link of ours has.
+    if not _WHOLE.fullmatch(raw):
+        raise _BadInput(f"{name} must be an integer")
     try:
         value = int(raw)
-    except ValueError:
-        raise _BadInput(f"{name} must be an integer") from None
+    except ValueError:  # more digits than Python turns into a number
+        value = high if not raw.lstrip().startswith("-") else low - 1
     if value < low:
         raise _BadInput(f"{name} must be at least {low}")
     return min(high, value)
