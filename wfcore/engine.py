@@ -844,8 +844,8 @@ class ECSWorkflowEngine:
         request (InvalidTaskError, UnknownWorkflowError) raises before anything is
         stored; with ``return_exceptions=True`` its error takes its place in the result
         instead and the good requests are stored. Store failures always raise. An
-        error raised for a bad request starts with its place in ``requests``
-        (``requests[317]: ...``), and its id when it has one.
+        error raised for a bad request among several starts with its place in
+        ``requests`` (``requests[317]: ...``), and its id when it has one.
         """
         return await self._submit(requests, return_exceptions=return_exceptions, say_which=True)
 
@@ -868,6 +868,8 @@ class ECSWorkflowEngine:
         batch_ids: set[str] = set()
         parents: list[tuple[int, Task]] = []  # requests of child tasks, and their parent
         numbered: dict[int, int] = {}  # children given a default id, by id() of parent
+        requests = list(requests)
+        say_which = say_which and len(requests) > 1
         for index, request in enumerate(requests):
             parent = request.get("parent") if isinstance(request, Mapping) else None
             try:

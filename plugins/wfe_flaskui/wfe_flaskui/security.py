@@ -13,9 +13,11 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
-from flask import Response, abort, current_app, request, session
+from flask import abort, current_app, request, session
+from werkzeug.wrappers import Response
 
 from wfcore.model import MAX_ACTOR_CHARS, actor_name
 
@@ -294,7 +296,11 @@ def forget_login() -> None:
     session.pop(_AUTH_KEY, None)
 
 
-def add_security_headers(response: Response) -> Response:
+# Flask's own error pages are Werkzeug's responses; the views', Flask's.
+_AnyResponse = TypeVar("_AnyResponse", bound=Response)
+
+
+def add_security_headers(response: _AnyResponse) -> _AnyResponse:
     """Headers that keep pages from being framed, sniffed or loading foreign content."""
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
