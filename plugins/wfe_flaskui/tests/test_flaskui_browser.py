@@ -347,8 +347,17 @@ def test_workflow_graphs_with_tasks_per_phase(page: Any, live: Any) -> None:
     expect(approve).to_have_attribute("data-count", str(counts["review"]["approve"]))
     assert int(approve.get_attribute("data-count")) >= 1
     assert approve.get_attribute("class") == "wfe-node wfe-node-human"
-    box = review.locator("svg.wfe-graph").bounding_box()
-    assert box and box["width"] > 400 and box["height"] > 60
+    # Measured in one step in the page: the region it refreshes may replace the graph
+    # between finding it and measuring it (a detached one has no box).
+    page.wait_for_function(
+        """() => {
+            const graph = document.querySelector(
+                "section.workflow[data-workflow=review] svg.wfe-graph");
+            const box = graph && graph.getBoundingClientRect();
+            return box !== null && box.width > 400 && box.height > 60;
+        }""",
+        timeout=10_000,
+    )
     branching = page.locator("section.workflow[data-workflow=branching]")
     expect(branching.locator("g.wfe-node")).to_have_count(5)
     assert branching.locator("path.wfe-edge-timeout").count() == 1
