@@ -32,11 +32,14 @@ chromium:
 
 # compileall: the tests start hundreds of wfe and worker processes, and where
 # PYTHONDONTWRITEBYTECODE is set each of them would compile wfcore from source again.
+# TEST_JOBS: pytest-xdist processes, one per core (at most 4: each Kafka test process
+# starts a broker of its own); TEST_JOBS=0 runs the tests in one process.
+TEST_JOBS ?= auto
 test: install-dev chromium
 	$(BIN)/ruff check wfcore plugins tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m compileall -q wfcore $(foreach p,$(PLUGINS),$(p)/$(notdir $(p)))
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(TEST_JOBS) --maxprocesses 4
 
 lint: install-dev
 	$(BIN)/ruff check wfcore plugins tests benchmarks examples
