@@ -220,6 +220,23 @@ def test_commands_on_stored_tasks_need_an_existing_store(wfe, tmp_path: Path) ->
     assert not missing.parent.exists()
 
 
+def test_commands_that_read_leave_an_empty_file_as_it_is(wfe, tmp_path: Path) -> None:
+    """An empty file (a touch, a failed copy) is no store: reading commands made a
+    wfcore database of it, and said nothing."""
+    empty = tmp_path / "notes.txt"
+    empty.write_bytes(b"")
+    commands = (("status",), ("tasks",), ("show", "x"), ("workflows",), ("metrics",))
+    results = wfe_at_once(wfe, *[("--store", f"sqlite://{empty}", *c) for c in commands])
+    for args, result in zip(commands, results, strict=True):
+        assert result.returncode == 1, args
+        assert f"no store at {empty}" in result.stderr, (args, result.stderr)
+    assert empty.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "tmp"]
+    # A command that stores makes its store in it, as in a file it made itself.
+    wfe("--store", f"sqlite://{empty}", "submit", "review", "--app", APP)
+    assert wfe("--store", f"sqlite://{empty}", "tasks", "--json").stdout.count('"id"') == 1
+
+
 def test_unusable_store_paths_and_broken_apps_get_one_line(wfe, tmp_path: Path) -> None:
     (tmp_path / "a_file").write_text("")
     (tmp_path / "raising_app.py").write_text("raise RuntimeError('no config')\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -240,6 +241,32 @@ def test_output_that_cannot_be_written_is_one_line_and_the_work_is_kept(wfe, tmp
     )
     assert "Traceback" not in submitted.stderr
     assert len(json.loads(wfe("tasks", "--json").stdout)) == 1
+    # A reader gone (| head): a command that changed something says so too; one
+    # that only reads ends quietly, as a pipe's writer does.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        gone = [
+            subprocess.run(
+                [sys.executable, "-m", "wfcore.cli", *args],
+                cwd=tmp_path,
+                env=wfe.env,
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+            for args in (("submit", "review", "--app", APP), ("tasks",))
+        ]
+    finally:
+        os.close(write_end)
+    assert (gone[0].returncode, gone[0].stderr) == (
+        1,
+        "Error: cannot write to stdout: Broken pipe (wfe submit did its work; only its "
+        "output is lost)\n",
+    )
+    assert gone[1].stderr == ""
+    assert len(json.loads(wfe("tasks", "--json").stdout)) == 2
     helped = to_full_disk("--help")  # printed as wfe's own options are read
     assert (helped.returncode, helped.stderr) == (
         1,

@@ -144,6 +144,29 @@ def test_submitting_an_existing_id_says_when_the_priority_differs(wfe) -> None:
     assert "(its data and priority differ from this submission)" in both.stderr
 
 
+def test_submitting_an_existing_id_says_what_else_differs(wfe) -> None:
+    """A different start, phase or task type was not noted, and --data true was the
+    same as 1 (Python's 1 == True): the stored task runs as it was submitted."""
+    args = ("submit", "review", "--app", APP, "--id", "t-2", "--data", "1")
+    wfe(*args)
+    for extra, what in [
+        (("--delay", "1h"), "start"),
+        (("--classification", "approve"), "phase"),
+        (("--assigned-to", "human"), "task type"),
+    ]:
+        other = wfe(*args, *extra)
+        assert other.stdout == "t-2\n"
+        assert other.stderr == (
+            f"note: task 't-2' already exists and was left as it is (its {what} differs from "
+            "this submission)\n"
+        ), extra
+    assert "(its data differs" in wfe(*args[:-1], "true").stderr
+    assert wfe(*args).stderr == ""  # the same submission again says nothing
+    wfe("submit", "review", "--app", APP, "--id", "t-3", "--delay", "1h", "--priority", "2")
+    later = wfe("submit", "review", "--app", APP, "--id", "t-3", "--delay", "2h", "--priority", "2")
+    assert later.stderr == ""  # delayed both times: when is not compared, a delay moves on
+
+
 def test_wfe_priority_moves_a_queued_task_and_records_who(wfe, tmp_path: Path) -> None:
     (tmp_path / "order_app.py").write_text(_ORDER_APP)
     app = "order_app:engine"

@@ -177,6 +177,34 @@ class _Context:
         self.app: str | None = None  # a command's --app, where it only names the store
 
 
+def store_url(ctx: click.Context, store: str | None) -> str | None:
+    """The store URL a command is to use: its own ``--store``, else the group's (from
+    ``wfe --store`` or WFE_STORE), without blanks around it; None for the default.
+
+    A command of a plugin that opens a store calls it as the built-in ones do, so
+    that an empty ``--store`` or a blank WFE_STORE is refused alike (a usage error,
+    exit status 2).
+    """
+    shared = ctx.ensure_object(_Context)
+    # Blanks around a URL (WFE_STORE=sqlite:///srv/wfe.db<space> in an env file, a
+    # paste) are never part of it: kept, they would name another file, which a
+    # worker or submit would make anew and the other commands would never see.
+    store, given = (None if u is None else u.strip() for u in (store, shared.store))
+    source = ctx.find_root().get_parameter_source("store")
+    env_blank = given == "" and source is click.core.ParameterSource.ENVIRONMENT
+    if env_blank and store is None:
+        # Blanks only (an empty WFE_STORE is as if unset: the default store).
+        raise _InputError("WFE_STORE is blank: give a store URL, or unset it")
+    if store == "" or (given == "" and not env_blank):
+        # --store "$STORE" with the variable unset: the default store in the current
+        # folder would serve instead (or be made), a store nobody meant.
+        raise _InputError(
+            "--store is empty (an unset variable?): give a store URL, or leave --store "
+            "out for WFE_STORE or the default"
+        )
+    return store or given
+
+
 def _engine(
     ctx: click.Context,
     store: str | None,
@@ -197,23 +225,7 @@ def _engine(
     read as it is, not upgraded: that release's workers may still be using it.
     """
     shared = ctx.ensure_object(_Context)
-    # Blanks around a URL (WFE_STORE=sqlite:///srv/wfe.db<space> in an env file, a
-    # paste) are never part of it: kept, they would name another file, which a
-    # worker or submit would make anew and the other commands would never see.
-    store, given = (None if u is None else u.strip() for u in (store, shared.store))
-    source = ctx.find_root().get_parameter_source("store")
-    env_blank = given == "" and source is click.core.ParameterSource.ENVIRONMENT
-    if env_blank and store is None:
-        # Blanks only (an empty WFE_STORE is as if unset: the default store).
-        raise _InputError("WFE_STORE is blank: give a store URL, or unset it")
-    if store == "" or (given == "" and not env_blank):
-        # --store "$STORE" with the variable unset: the default store in the current
-        # folder would serve instead (or be made), a store nobody meant.
-        raise _InputError(
-            "--store is empty (an unset variable?): give a store URL, or leave --store "
-            "out for WFE_STORE or the default"
-        )
-    url = store or given
+    url = store_url(ctx, store)
     if app is None and shared.app is not None:
         app, app_hint = shared.app, "--app"
     if app:
@@ -802,7 +814,8 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own way to fail or exit: it says what it has to say
         except OSError as exc:
-            if exc.errno == errno.EPIPE:
+            acted = ctx.invoked_subcommand in _CHANGING_COMMANDS
+            if exc.errno == errno.EPIPE and not (acted and _stdout_write_failed(exc)):
                 raise  # the reader is gone (| head): click ends quietly
             if _stdout_write_failed(exc):
                 raise _output_lost(ctx.invoked_subcommand or "", exc) from None
@@ -844,6 +857,12 @@ class _Group(click.Group):
                 said = f"{exc.message.rstrip('.')} (plugins not loaded: {kept_out})"
                 raise click.UsageError(said, exc.ctx) from None
             raise
+
+
+# The commands that change the store before they print: their output lost to a
+# reader gone (| head) is said, so that the change is not taken for one that failed
+# and made again. (Those that only read end quietly, as a pipe's writer does.)
+_CHANGING_COMMANDS = frozenset({"submit", "resume", "cancel", "retry", "priority", "purge"})
 
 
 def _stdout_write_failed(exc: OSError) -> bool:

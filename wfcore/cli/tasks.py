@@ -28,6 +28,7 @@ from ..model import (
     MIN_PRIORITY,
     Task,
     TaskStatus,
+    TaskType,
     WorkflowSpec,
     actor_name,
     priority_problem,
@@ -187,7 +188,12 @@ def submit(
     new_store = _store_to_make(engine)
     # wfcore's SQLite store is a file (and folders) this command can remove again;
     # a plugin's store, even one serving sqlite:// URLs, is the plugin's to remove.
-    new_file = new_store.path if isinstance(new_store, SQLiteStore) else None
+    # (Not an empty file that was there: it is the user's, made into a store or not.)
+    new_file = (
+        new_store.path
+        if isinstance(new_store, SQLiteStore) and not new_store.path.exists()
+        else None
+    )
     new_folders = _missing_folders(new_file.parent) if new_file is not None else []
     name = None if workflow == "-" else workflow
 
@@ -237,15 +243,7 @@ def submit(
         raise type(exc)(message) from None
     if new_store is not None:
         _note_created(new_file if new_file is not None else new_store.location)
-    differ = [
-        what
-        for what, same in (
-            ("workflow", task.workflow_name == name),
-            ("data", task.data == payload),
-            ("priority", _submitted_priority(task) == priority),
-        )
-        if not same
-    ]
+    differ = _differences(task, name, payload, classification, assigned_to, run_after, priority)
     if task_id is not None and differ:
         click.echo(
             f"note: task {task_id!r} already exists and was left as it is "
@@ -327,12 +325,55 @@ def _listed(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def _differences(
+    task: Task,
+    workflow: str | None,
+    data: Any,
+    classification: str | None,
+    assigned_to: str,
+    run_after: Any,
+    priority: int,
+) -> list[str]:
+    """What of a submission differs from the task already stored under its id, as
+    the task was submitted (its phase, priority and start may have changed since)."""
+    submitted = _submitted_event(task)
+    try:
+        task_type = TaskType.parse(assigned_to)
+    except ValueError:
+        task_type = None
+    return [
+        what
+        for what, same in (
+            ("workflow", task.workflow_name == workflow),
+            # As JSON: 1 and true, or 1 and 1.0, are other data to another program.
+            ("data", _as_json(task.data) == _as_json(data)),
+            ("phase", submitted.get("classification", task.classification) == classification),
+            ("task type", task.assigned_to == task_type),
+            ("start", ("run_after" in submitted) == (run_after is not None)),
+            ("priority", _submitted_priority(task) == priority),
+        )
+        if not same
+    ]
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _submitted_event(task: Task) -> dict[str, Any]:
+    """The task's submitted event (what it was submitted with), or {}."""
+    events = task.history[:1]
+    if events and isinstance(events[0], dict) and events[0].get("event") == "submitted":
+        return events[0]
+    return {}
+
+
 def _submitted_priority(task: Task) -> int:
     """The priority a task was submitted with (its submitted event records one other
     than 0); a phase may have changed the task's own since."""
-    events = task.history[:1]
-    if events and isinstance(events[0], dict) and events[0].get("event") == "submitted":
-        recorded = events[0].get("priority", 0)
+    submitted = _submitted_event(task)
+    if submitted:
+        recorded = submitted.get("priority", 0)
         return recorded if isinstance(recorded, int) else task.priority
     return task.priority
 

@@ -416,8 +416,15 @@ class SQLiteStore(Store):
         return str(self.path)
 
     async def exists(self) -> bool:
-        """Whether the database file is there (opening the store would make it)."""
-        return self.path.exists()
+        """Whether the database is there: its file, holding anything. Opening the
+        store makes a missing file, and makes the database in an empty one (left by
+        a ``touch`` or a failed copy), which is no store yet either."""
+        try:
+            return self.path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # there, but unreadable: opening it says why
 
     async def open(self) -> None:
         async with self._open_lock:  # one store given to two engines, opened by both

@@ -254,6 +254,43 @@ def test_an_ipv6_address_may_be_given_as_urls_write_it(tmp_path: Path) -> None:
         assert (status, body["total"]) == (200, 0)
 
 
+def test_an_empty_or_blank_store_is_refused_as_by_every_wfe_command(tmp_path: Path) -> None:
+    """`wfe ui --store ""` served the default store; `wfe --store "" ui` and a blank
+    WFE_STORE were reported as the plugin's crash (a ValueError), exit status 1."""
+    empty = (
+        "Error: --store is empty (an unset variable?): give a store URL, or leave --store "
+        "out for WFE_STORE or the default\n"
+    )
+    blank = "Error: WFE_STORE is blank: give a store URL, or unset it\n"
+    cases = [
+        (("wfcore.cli", "ui", "--store", ""), {}, empty),
+        (("wfcore.cli", "--store", "", "ui"), {}, empty),
+        (("wfcore.cli", "ui"), {"WFE_STORE": "  "}, blank),
+        (("wfe_flaskui", "--store", " "), {}, empty),
+        (("wfe_flaskui",), {"WFE_STORE": " \t"}, blank),
+    ]
+    for command, env, said in cases:
+        # Every installed plugin, the dashboard among them, for `wfe ui`.
+        plugins = {k: v for k, v in _env(**env).items() if k != "WFE_LOAD_PLUGINS"}
+        result = subprocess.run(
+            [sys.executable, "-m", *command, "--port", "0"],
+            cwd=tmp_path,
+            env=plugins,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.endswith(said), (command, result.stderr)
+    assert list(tmp_path.iterdir()) == []  # no default store was made
+    # Blanks around a URL are not part of it, as for the other commands.
+    store = tmp_path / "wfe.db"
+    output: list[str] = []
+    with running(["--port", "0", "--store", f" sqlite:///{store}\t"], _env(), output):
+        pass
+    assert store.exists() and f"(store sqlite:///{store};" in "".join(output)
+
+
 def test_a_store_that_does_not_exist_yet_is_noted(tmp_path: Path) -> None:
     """A mistyped --store would show an empty dashboard without a word; it is not
     refused, since a dashboard may start before the first worker."""

@@ -84,13 +84,17 @@ def ui_command(
     of written to the store (the workers consuming it store and run them).
     """
     from wfcore import WorkflowError
-    from wfcore.cli._base import EXIT_INTERRUPTED
+    from wfcore.cli._base import EXIT_INTERRUPTED, store_url
 
     from .bridge import BridgeError
     from .server import BothAppsError, UnsafeBindError, UnusableStoreError, serve
 
-    root = ctx.find_root().obj
-    store = store or getattr(root, "store", None)
+    if ctx.get_parameter_source("store") is click.core.ParameterSource.ENVIRONMENT:
+        if ctx.parent is not None:
+            store = None  # under wfe, whose --store read WFE_STORE too and checks it
+        elif store is not None and not store.strip():
+            raise click.UsageError("WFE_STORE is blank: give a store URL, or unset it")
+    store = store_url(ctx, store)
     try:
         serve(
             host,
