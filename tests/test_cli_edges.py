@@ -403,3 +403,34 @@ def test_retry_and_cancel_show_the_one_task_id_they_take(wfe) -> None:
         assert f"Usage: wfe {command} [OPTIONS] [TASK_ID]\n" in helped, helped
         two = wfe(command, "a1b2c3", "d4e5f6", check=False)
         assert two.returncode == 2 and "give one task id" in two.stderr, two.stderr
+
+
+def test_values_no_task_or_hook_can_have_are_usage_errors(wfe) -> None:
+    """Each was taken: a negative --if-version failed as if the task had changed, an
+    age of 1e308 weeks purged nothing, an empty --hook listed every plugin; a bad
+    WFE_USER was blamed on a --by nobody gave."""
+    task_id = wfe("submit", "review", "--app", APP).stdout.strip()
+    cases = [
+        (
+            ("resume", task_id, "--if-version", "-1"),
+            {},
+            "Invalid value for --if-version: must be a task's version, 0 or more (as wfe "
+            "show prints it), not -1",
+        ),
+        (
+            ("purge", "--older-than", "1e308w"),
+            {},
+            "Invalid value for --older-than: '1e308w' is more than 100 years",
+        ),
+        (("plugins", "--hook", ""), {}, "Invalid value for --hook: no hook named ''"),
+        (
+            ("cancel", task_id),
+            {"WFE_USER": "\x1b"},
+            "Invalid value for WFE_USER (--by): by must be a name",
+        ),
+    ]
+    results = [wfe(*args, env=dict(wfe.env, **env), check=False) for args, env, _ in cases]
+    for (args, _, said), result in zip(cases, results, strict=True):
+        assert result.returncode == 2, (args, result.stderr)
+        assert f"Error: {said}" in result.stderr, (args, result.stderr)
+    assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "pending"

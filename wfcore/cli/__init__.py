@@ -53,7 +53,7 @@ def plugins(ctx: click.Context, show_all: bool, hook: str | None, as_json: bool)
     store = ctx.find_object(_Context)
     store_urls = [store.store] if store and store.store else []
     infos = plugin_infos(pm, include_builtins=show_all, store_urls=store_urls)
-    if hook:
+    if hook is not None:  # --hook "" names no hook: refused below, not every plugin
         hooks = sorted(name for name in vars(pm.hook) if name.startswith("wfe_"))
         # In any case, and without the prefix every hook has: classify, WFE_CLASSIFY.
         spelled = hook.strip().lower()

@@ -547,7 +547,13 @@ def _who(by: str | None) -> str | None:
         try:
             actor_name(by)
         except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--by") from None
+            ctx = click.get_current_context(silent=True)
+            from_env = ctx is not None and (
+                ctx.get_parameter_source("by") is click.core.ParameterSource.ENVIRONMENT
+            )
+            # Named as it was given: a WFE_USER set long ago is not taken for a --by.
+            hint = "WFE_USER (--by)" if from_env else "--by"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
         return by
     try:
         login = getpass.getuser()
@@ -606,6 +612,11 @@ def resume(
     """
     if output is not None and text is not None:
         raise click.UsageError("give --output or --text, not both")
+    if version is not None and not 0 <= version < 2**63:
+        raise click.BadParameter(
+            f"must be a task's version, 0 or more (as wfe show prints it), not {version}",
+            param_hint="--if-version",
+        )
     answer: Any = text
     if output is not None:
         answer = _parse_json(_read_data(output, "--output"), "--output")
@@ -970,6 +981,11 @@ def purge(
     if compact and dry_run:
         raise click.UsageError("--compact deletes nothing to compact with --dry-run")
     seconds = _parse_age(older_than)
+    if seconds > LONGEST_WAIT:
+        # No task is that old: a mistyped age (1e308w), refused as --delay refuses it.
+        raise click.BadParameter(
+            f"{older_than!r} is more than 100 years", param_hint="--older-than"
+        )
     wanted = _parse_statuses(statuses or ("completed,failed,cancelled",), allowed=_FINISHED)
     engine = _engine(ctx, store, existing=True)
 
