@@ -239,12 +239,19 @@ def test_commands_that_read_leave_an_empty_file_as_it_is(wfe, tmp_path: Path) ->
 
 def test_unusable_store_paths_and_broken_apps_get_one_line(wfe, tmp_path: Path) -> None:
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "dangling.db").symlink_to(tmp_path / "gone" / "wfe.db")
     (tmp_path / "raising_app.py").write_text("raise RuntimeError('no config')\n")
     (tmp_path / "broken_app.py").write_text("def f(:\n")
     (tmp_path / "factory_app.py").write_text("def make(settings):\n    pass\n")
     cases = [
         (("--store", f"sqlite://{tmp_path}", "submit", "review"), "is a folder"),
         (("--store", f"sqlite://{tmp_path}/a_file/x.db", "submit", "review"), "a_file"),
+        # Said to be "deleted or replaced as this process opened it, 5 times in a row".
+        (
+            ("--store", f"sqlite://{tmp_path}/dangling.db", "submit", "review"),
+            f"cannot create {tmp_path}/dangling.db: unable to open database file; it is a "
+            f"symbolic link to {tmp_path}/gone/wfe.db, which does not exist",
+        ),
         (("worker", "raising_app:engine"), "RuntimeError: no config"),
         (("worker", "broken_app:engine"), "SyntaxError"),
         (("worker", "factory_app:make"), "calling factory_app:make() failed: TypeError"),

@@ -444,10 +444,15 @@ class SQLiteStore(Store):
                 # timeout.
                 self._closing.set()
                 raise
-            except _Vanished:
+            except _Vanished as exc:
                 # Deleted or replaced as this process opened it: by a failed `wfe
                 # submit` removing the new store it made, say. Opened again, it is
                 # the file now at the path (made anew if there is none).
+                if attempt == _OPEN_TRIES and exc.args and not self.path.exists():
+                    # Never there: SQLite could not make it, each time.
+                    raise StoreError(
+                        f"cannot create {self.path}: {exc.args[0]}{self._not_made()}"
+                    ) from None
                 if attempt == _OPEN_TRIES:
                     raise StoreError(
                         f"cannot use {self.path}: it was deleted or replaced as this process "
@@ -588,7 +593,7 @@ class SQLiteStore(Store):
                     time.sleep(0.01)
         except sqlite3.DatabaseError as exc:
             if opened is None or _file_id_or_none(self.path) != opened:
-                raise _Vanished from None
+                raise _Vanished(str(exc)) from None
             raise _store_error(exc)(f"cannot open {self.path}: {exc}{self._unwritable()}") from None
         try:
             # Read what the file needs first, without the write lock: another
@@ -714,6 +719,12 @@ class SQLiteStore(Store):
             recorded,
             self.artifacts_dir,
         )
+
+    def _not_made(self) -> str:
+        """Why SQLite may not have made the file, said beside its own words."""
+        if self.path.is_symlink():
+            return f"; it is a symbolic link to {os.readlink(self.path)}, which does not exist"
+        return self._unwritable()
 
     def _unwritable(self) -> str:
         """Why SQLite may not write here, when this user cannot: said beside its own
