@@ -73,8 +73,8 @@ engine = ECSWorkflowEngine()
 
 async def fetch(task):
     # As a remote service's reply might: a terminal title, a carriage return, a
-    # delete and a C1 control sequence introducer.
-    raise RuntimeError("bad reply \\x1b]0;owned\\x07 here\\rOVERWRITTEN\\x7f\\x9b2J")
+    # delete, a C1 control sequence introducer and a right-to-left override.
+    raise RuntimeError("bad reply \\x1b]0;owned\\x07 here\\rOVERWRITTEN\\x7f\\x9b2J\\u202efdp.exe")
 
 
 engine.register_handler("fetch", fetch)
@@ -88,7 +88,7 @@ def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None
     (tmp_path / "remote_app.py").write_text(_RAISING_APP)
     task_id = wfe("submit", "remote", "--app", "remote_app:engine").stdout.strip()
     worker = wfe("worker", "remote_app:engine", "--until-idle", "--quiet")
-    escaped = r"bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J"
+    escaped = r"bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J\u202efdp.exe"
     shown = {
         "tasks": wfe("tasks").stdout,
         "show": wfe("show", task_id).stdout,
@@ -96,7 +96,9 @@ def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None
         "worker": worker.stderr,  # its log line of the failed attempt
     }
     for command, text in shown.items():
-        controls = [c for c in text if c not in "\n" and (c < " " or "\x7f" <= c <= "\x9f")]
+        controls = [
+            c for c in text if c not in "\n" and (c < " " or "\x7f" <= c <= "\x9f" or c == "\u202e")
+        ]
         assert controls == [], (command, text)
     assert f"RuntimeError: {escaped}"[:40] in shown["tasks"]  # cut to the NOTE column
     assert f"error     RuntimeError: {escaped}\n" in shown["show"]
@@ -106,7 +108,9 @@ def test_text_from_a_task_cannot_drive_the_terminal(wfe, tmp_path: Path) -> None
     assert shown["wait"] == f"task {task_id!r} failed in phase 'fetch': RuntimeError: {escaped}\n"
     # --json keeps the text as it is, for programs.
     error = json.loads(wfe("show", task_id, "--json").stdout)["error"]
-    assert error == "RuntimeError: bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J"
+    assert error == (
+        "RuntimeError: bad reply \x1b]0;owned\x07 here\rOVERWRITTEN\x7f\x9b2J\u202efdp.exe"
+    )
 
 
 def _wfe_bytes(

@@ -1106,16 +1106,22 @@ def _starts(task: Task) -> str:
     return f"runs after {task.run_after.strftime('%Y-%m-%d %H:%M:%S')}"
 
 
-# Control characters (C0, DEL, C1) as Python writes them in a string literal.
-_ESCAPED = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
+# Control characters (C0, DEL, C1) as Python writes them in a string literal, and
+# the bidirectional embeddings, overrides and isolates, which reorder what follows
+# them on the line ("\u202etxt.exe" shows as "exe.txt").
+_ESCAPED = {
+    code: repr(chr(code))[1:-1] if code < 0xA0 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
 _ESCAPED_BUT_LINES = {code: text for code, text in _ESCAPED.items() if chr(code) not in "\n\t"}
 
 
 def _printable(text: str, lines: bool = False) -> str:
-    """``text`` with its control characters written out (``\\x1b``, ``\\r``), for
-    printing to a terminal: a task's error, question or output may come from
-    another program or service, and a terminal would act on them (move back over
-    the line, set its title, change colours). ``lines``: keep newlines and tabs."""
+    """``text`` with its control characters written out (``\\x1b``, ``\\r``,
+    ``\\u202e``), for printing to a terminal: a task's error, question or output may
+    come from another program or service, and a terminal would act on them (move
+    back over the line, set its title, change colours, reorder the line).
+    ``lines``: keep newlines and tabs."""
     return text.translate(_ESCAPED_BUT_LINES if lines else _ESCAPED)
 
 
