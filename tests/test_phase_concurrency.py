@@ -388,6 +388,6 @@ def test_wfe_worker_names_its_schedules_and_the_tasks_waiting_for_a_slot_as_it_s
     assert "  schedule hourly: a w task every hour, next at 2100-01-01 00:00:00 UTC\n" in said
     assert (
         "stopping: 1 running phase(s) get up to 10s to finish, then go back to the store; "
-        "2 waiting for a phase's slot go back now (Ctrl-C again: at once)"
+        "2 waiting for a phase's slot go back now (a second Ctrl-C or SIGTERM: at once)"
     ) in said
     assert len(list(tmp_path.glob("started-*"))) == 1  # the waiting ones never started

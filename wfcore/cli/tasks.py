@@ -852,7 +852,7 @@ def retry(
     """Run a failed or cancelled task's phase again, with fresh attempts.
 
     Prints the task's id and its new status, pending. With --status instead of
-    ids, retries every such task (after an outage that failed many, say) and
+    an id, retries every such task (after an outage that failed many, say) and
     prints the same line for each (--dry-run: its id), then how many on stderr.
 
     \b

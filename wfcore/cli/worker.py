@@ -395,7 +395,7 @@ async def _worker(
                 )
             if waiting:
                 said.append(f"{waiting} waiting for a phase's slot go back now")
-            _say(f"{label}stopping: {'; '.join(said)} (Ctrl-C again: at once)")
+            _say(f"{label}stopping: {'; '.join(said)} (a second Ctrl-C or SIGTERM: at once)")
         engine.stop()
 
     for sig in _stop_signals():
