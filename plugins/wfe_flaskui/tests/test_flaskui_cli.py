@@ -232,6 +232,16 @@ def test_refuses_a_public_address_without_a_token(token: str | None) -> None:
     assert "WFE_UI_TOKEN" in result.stderr
 
 
+def test_an_empty_host_is_refused_as_every_address() -> None:
+    """It said "refusing to listen on : other machines ...", naming nothing."""
+    result = refused_start(["--host", "", "--port", "0"])
+    assert result.returncode == 2
+    assert (
+        "refusing to listen on '' (every address of this machine): other machines could "
+        "reach the dashboard" in result.stderr
+    )
+
+
 def _ipv6_loopback() -> bool:
     """Whether this machine can listen on ::1 (a container may have no IPv6)."""
     try:

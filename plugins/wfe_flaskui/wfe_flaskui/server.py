@@ -57,16 +57,18 @@ def check_bind(host: str, token: str | None) -> None:
     """
     if is_loopback(host):
         return
+    # An empty host is every address of this machine, as 0.0.0.0 is.
+    shown = host if host.strip() else f"{host!r} (every address of this machine)"
     token = (token or "").strip()
     if not token:
         raise UnsafeBindError(
-            f"refusing to listen on {host}: other machines could reach the dashboard. "
+            f"refusing to listen on {shown}: other machines could reach the dashboard. "
             "Set WFE_UI_TOKEN to an access token (every request must then present it), "
             "or listen on 127.0.0.1."
         )
     if len(token) < SHORT_TOKEN:
         raise UnsafeBindError(
-            f"refusing to listen on {host} with an access token (WFE_UI_TOKEN) only "
+            f"refusing to listen on {shown} with an access token (WFE_UI_TOKEN) only "
             f"{len(token)} characters long: other machines could guess it. Use "
             f"{SHORT_TOKEN} or more random characters, such as: "
             "python -c 'import secrets; print(secrets.token_urlsafe(24))', "
