@@ -30,6 +30,14 @@ def test_an_app_file_outside_the_current_folder_gets_a_hint_that_works(wfe, tmp_
         run = wfe("workflows", "--app", spec, cwd=elsewhere, check=False)
         assert run.returncode == 2, (spec, run.stderr)
         assert run.stderr.endswith(hint), (spec, run.stderr)
+        # importlib's own words for a name starting with dots are not for the user.
+        assert "TypeError" not in run.stderr and "'package' argument" not in run.stderr
+    relative = wfe("workflows", "--app", ".invoices:engine", cwd=srv, check=False)
+    assert (relative.returncode, relative.stderr.splitlines()[-1]) == (
+        2,
+        "Error: Invalid value for --app: cannot import '.invoices': MODULE is a module's "
+        "dotted name from the current folder or PYTHONPATH, not a relative one",
+    )
     # A file under the current folder keeps its dotted name from here.
     inside = wfe("workflows", "--app", "srv/app/invoices.py:engine", check=False)
     assert inside.stderr.endswith(

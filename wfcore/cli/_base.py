@@ -625,6 +625,16 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise click.BadParameter(f"expected MODULE:ATTR, got {spec!r}", param_hint=param_hint)
+    hint = _module_hint(module_name, attr)
+    if module_name.startswith(".") and not hint:
+        # importlib's words for it ("the 'package' argument is required") are its own.
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: MODULE is a module's dotted name from the "
+            "current folder or PYTHONPATH, not a relative one",
+            param_hint=param_hint,
+        )
+    if module_name.startswith("."):
+        raise click.BadParameter(f"cannot import {module_name!r}{hint}", param_hint=param_hint)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
