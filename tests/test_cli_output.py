@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from core_util import stored_task, submit_with_app, wfe_at_once
@@ -219,17 +220,20 @@ def test_resume_cancel_and_retry_say_who_did_it(wfe, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_output_that_cannot_be_written_is_one_line_and_the_work_is_kept(wfe, tmp_path) -> None:
+    def writing_to(stdout: Any, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "wfcore.cli", *args],
+            cwd=tmp_path,
+            env=wfe.env,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+
     def to_full_disk(*args: str) -> subprocess.CompletedProcess[str]:
         with open("/dev/full", "w") as full:
-            return subprocess.run(
-                [sys.executable, "-m", "wfcore.cli", *args],
-                cwd=tmp_path,
-                env=wfe.env,
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=60,
-            )
+            return writing_to(full, *args)
 
     # The task is submitted, and the error says so, rather than a traceback that
     # would leave a script to submit it again.
@@ -247,15 +251,7 @@ def test_output_that_cannot_be_written_is_one_line_and_the_work_is_kept(wfe, tmp
     os.close(read_end)
     try:
         gone = [
-            subprocess.run(
-                [sys.executable, "-m", "wfcore.cli", *args],
-                cwd=tmp_path,
-                env=wfe.env,
-                stdout=write_end,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=60,
-            )
+            writing_to(write_end, *args)
             for args in (("submit", "review", "--app", APP), ("tasks",))
         ]
     finally:
