@@ -428,6 +428,11 @@ def test_values_no_task_or_hook_can_have_are_usage_errors(wfe) -> None:
         ),
         (("plugins", "--hook", ""), {}, "Invalid value for --hook: no hook named ''"),
         (
+            ("resume", task_id, "--phase", "nope", "--output", "{}"),
+            {},
+            f"workflow 'review' of task {task_id!r} has no phase 'nope' (phases: double, approve)",
+        ),
+        (
             ("cancel", task_id),
             {"WFE_USER": "\x1b"},
             "Invalid value for WFE_USER (--by): by must be a name",
@@ -438,3 +443,6 @@ def test_values_no_task_or_hook_can_have_are_usage_errors(wfe) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert f"Error: {said}" in result.stderr, (args, result.stderr)
     assert json.loads(wfe("show", task_id, "--json").stdout)["status"] == "pending"
+    # A phase the workflow has, where the task is not: the task's state (1).
+    moved = wfe("resume", task_id, "--phase", "approve", "--output", "{}", check=False)
+    assert moved.returncode == 1 and "not 'approve'" in moved.stderr, moved.stderr

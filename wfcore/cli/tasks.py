@@ -18,6 +18,7 @@ from ..errors import (
     LONGEST_WAIT,
     InvalidTaskError,
     StoreError,
+    TaskStateError,
     UnknownTaskError,
     UnknownWorkflowError,
     WorkflowError,
@@ -46,6 +47,7 @@ from ._base import (
     _closing,
     _engine,
     _full_id,
+    _InputError,
     _json_out,
     _missing_folders,
     _note_created,
@@ -323,6 +325,13 @@ def _note_not_made(engine: ECSWorkflowEngine) -> None:
 def _listed(names: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+async def _has_phase(engine: ECSWorkflowEngine, task_id: str, phase: str) -> bool:
+    """Whether the workflow of the task has ``phase`` (True when that is unknown)."""
+    task = await engine.get_task(task_id)
+    spec = None if task is None else await engine._workflow(task.workflow_name)
+    return spec is None or spec.phase(phase) is not None
 
 
 def _differences(
@@ -624,7 +633,14 @@ def resume(
 
     async def resuming() -> Task:
         full = await _full_id(engine, task_id)
-        return await engine.resume(full, answer, phase=phase, version=version, by=_who(by))
+        try:
+            return await engine.resume(full, answer, phase=phase, version=version, by=_who(by))
+        except TaskStateError as exc:
+            if phase is not None and not await _has_phase(engine, full, phase):
+                # A phase its workflow does not have is the command line's mistake (2),
+                # as for --phase of tasks, cancel and retry; not the task's state.
+                raise _InputError(str(exc)) from None
+            raise
 
     task = _run(_closing(engine, resuming()))
     if as_json:
