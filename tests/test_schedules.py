@@ -85,6 +85,34 @@ def test_a_running_worker_submits_and_runs_the_task_of_each_slot(make_engine, wf
         assert slot <= submitted < slot + timedelta(seconds=1)
 
 
+def test_a_running_worker_submits_every_slot_however_small_its_grace_or_long_its_poll(
+    make_engine, wfe_run
+):
+    """The grace (for slots that came while no worker ran) was applied to a running
+    worker too, which looks once per poll_interval: a grace shorter than that, or a
+    poll_interval longer than the period, skipped slots, saying nothing."""
+    slot = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    tight = Schedule("tight", "w", every=1, grace=0.05, start=slot)
+    late = slot + timedelta(seconds=0.3)
+    assert tight.due(late) is None  # a worker starting now: past the grace
+    assert tight.due(late, since=slot - timedelta(seconds=0.1)) == slot  # came while it ran
+    assert tight.due(late, since=slot) is None  # submitted at its last look, or not
+
+    engine = make_engine(poll_interval=5)
+    engine.register_handler("report", lambda task: None)
+    engine.register_workflow("w", [Phase("report")])
+    engine.register_schedule("tick", "w", every=1, grace=0.01)
+
+    async def scenario() -> list[Task]:
+        async with background(engine):
+            return await wait_for(
+                lambda: _completed(engine, 3), timeout=20, what="three slots' tasks"
+            )
+
+    slots = sorted(_slot_of(t.id) for t in wfe_run(scenario()))
+    assert _one_second_apart(slots)
+
+
 async def _completed(engine: Any, count: int) -> list[Task] | None:
     tasks = await engine.list_tasks(status=TaskStatus.COMPLETED, limit=100)
     return tasks if len(tasks) >= count else None

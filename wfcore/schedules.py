@@ -162,14 +162,18 @@ class Schedule:
         """The first slot after ``now`` (the start, while it is still to come)."""
         return self._slot(max(0, self._steps(now) + 1))
 
-    def due(self, now: datetime) -> datetime | None:
+    def due(self, now: datetime, since: datetime | None = None) -> datetime | None:
         """The slot to submit at ``now``: the latest one, if it is not before the start
-        and came no more than ``grace`` ago; else None."""
+        and came no more than ``grace`` ago, or after ``since`` (when a running worker
+        last looked: a slot that came while it ran is not skipped for the time the
+        worker took to look again); else None."""
         steps = self._steps(now)
         slot = self._slot(steps)
         assert self.grace is not None
         late = now.astimezone(timezone.utc) - slot.astimezone(timezone.utc)
-        if steps < 0 or late.total_seconds() > self.grace:
+        if steps < 0:
+            return None
+        if late.total_seconds() > self.grace and (since is None or slot <= since):
             return None
         return slot
 

@@ -135,6 +135,8 @@ class Worker:
         # Schedules: the slot each last submitted, and when (time.time()) to look again.
         self._scheduled: dict[str, datetime] = {}
         self._next_schedule_look = 0.0
+        # When this run last looked at the schedules (None: not yet in this run).
+        self._schedules_looked: datetime | None = None
         self._store_failed: set[str] = set()
         self._checkpointing: dict[str, asyncio.Lock] = {}
         self._running = False
@@ -261,6 +263,8 @@ class Worker:
         self.store_problem = None
         self._store_failures = 0
         self._running = True
+        # Slots that came before this run are caught up within their grace only.
+        self._schedules_looked = None
         # Made here, not once: an engine may run in one event loop after another.
         self._ended = ended = asyncio.Event()
         try:
@@ -337,8 +341,12 @@ class Worker:
                 if claimed and len(claimed) == free:
                     await asyncio.sleep(0)
                     continue
+                wait = self._engine.poll_interval
+                if self._engine._schedules:
+                    # Up at a schedule's next slot, not at the next poll after it.
+                    wait = max(0.0, min(wait, self._next_schedule_look - time.time()))
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._engine.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), wait)
                 except asyncio.TimeoutError:
                     pass
         except asyncio.CancelledError:
@@ -375,7 +383,7 @@ class Worker:
         now = utcnow()
         schedules = list(self._engine._schedules.values())
         for schedule in schedules:
-            slot = schedule.due(now)
+            slot = schedule.due(now, self._schedules_looked)
             if slot is None or self._scheduled.get(schedule.name) == slot:
                 continue
             task_id = schedule.task_id(slot)
@@ -398,6 +406,7 @@ class Worker:
             else:
                 logger.debug("schedule %r: task %s submitted", schedule.name, task_id)
             self._scheduled[schedule.name] = slot
+        self._schedules_looked = now
         self._next_schedule_look = min(s.next_slot(now) for s in schedules).timestamp()
 
     async def _pause_for_store(self, exc: StoreError) -> None:
