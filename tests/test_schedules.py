@@ -223,6 +223,17 @@ def test_a_schedule_of_an_unknown_workflow_is_said_at_start_and_at_each_slot(
         ({"every": "1h"}, InvalidWorkflowError, "every: must be seconds or a timedelta"),
         ({"every": timedelta(days=400)}, InvalidWorkflowError, "to 366 days"),
         ({"start": datetime(2026, 1, 1)}, InvalidWorkflowError, "start must be a timezone-aware"),
+        # Accepted, they stopped the worker with an OverflowError at its first look.
+        (
+            {"start": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))},
+            InvalidWorkflowError,
+            "start 9999-12-31T23:00:00-05:00 leaves no slot within the years 1 to 9999",
+        ),
+        (
+            {"start": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
+            InvalidWorkflowError,
+            "leaves no slot within the years 1 to 9999",
+        ),
         ({"grace": 0}, InvalidWorkflowError, "grace must be more than 0 seconds, not 0$"),
         ({"grace": timedelta(seconds=-90)}, InvalidWorkflowError, "more than 0 seconds, not -90$"),
         ({"data": {"s": {1}}}, InvalidTaskError, "data must be JSON-serializable"),

@@ -112,6 +112,16 @@ class Schedule:
                 f"schedule {name!r}: start must be a timezone-aware datetime, "
                 f"e.g. datetime(2026, 1, 1, 2, 0, tzinfo=timezone.utc), not {self.start!r}"
             )
+        try:
+            # Slots are reckoned in UTC, and a worker needs the one after the start.
+            (self.start.astimezone(timezone.utc) + timedelta(seconds=every)).astimezone(
+                self.start.tzinfo
+            )
+        except OverflowError:
+            raise InvalidWorkflowError(
+                f"schedule {name!r}: start {self.start.isoformat()} leaves no slot within "
+                "the years 1 to 9999 (in UTC)"
+            ) from None
         grace = (
             min(every, 3600.0)
             if self.grace is None
