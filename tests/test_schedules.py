@@ -238,7 +238,7 @@ def test_a_schedule_of_an_unknown_workflow_is_said_at_start_and_at_each_slot(
         ({"grace": timedelta(seconds=-90)}, InvalidWorkflowError, "more than 0 seconds, not -90$"),
         ({"data": {"s": {1}}}, InvalidTaskError, "data must be JSON-serializable"),
         ({"data": "\udcff"}, InvalidTaskError, "data must be JSON-serializable: .*surrogate"),
-        ({"assigned_to": "robot"}, InvalidTaskError, "unknown assigned_to 'robot'"),
+        ({"assigned_to": "robot"}, InvalidTaskError, "^schedule 's': unknown assigned_to 'robot'"),
         ({"priority": 5000}, InvalidTaskError, "priority must be from -1000 to 1000, not 5000$"),
         ({"priority": "high"}, InvalidTaskError, "priority must be an integer from -1000"),
         ({"classification": 5}, InvalidWorkflowError, "classification must be a phase's name"),

@@ -474,17 +474,23 @@ class ECSWorkflowEngine:
         while it runs (``run()``, ``run_until_idle()``). ``data``, ``classification``,
         ``assigned_to`` and ``priority`` are the task's, as in :meth:`submit_task`.
         """
-        schedule = Schedule(
-            name,
-            workflow_name,
-            every=every,
-            start=start if start is not None else EPOCH,
-            data=data,
-            classification=classification,
-            assigned_to=assigned_to,
-            grace=grace,
-            priority=priority,
-        )
+        try:
+            schedule = Schedule(
+                name,
+                workflow_name,
+                every=every,
+                start=start if start is not None else EPOCH,
+                data=data,
+                classification=classification,
+                assigned_to=assigned_to,
+                grace=grace,
+                priority=priority,
+            )
+        except InvalidTaskError as exc:
+            if str(exc).startswith("schedule "):
+                raise
+            # assigned_to, read before the schedule knows its name.
+            raise InvalidTaskError(f"schedule {name!r}: {exc}") from None
         if name in self._schedules:
             raise InvalidWorkflowError(f"schedule {name!r} is registered already")
         # A workflow registered later, or defined at run time, is checked as a
