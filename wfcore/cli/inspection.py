@@ -93,7 +93,13 @@ def tasks(
     as_json: bool,
     store: str | None,
 ) -> None:
-    """List tasks, newest first (--parent: a task's children, in the order submitted)."""
+    """List tasks, newest first (--parent: a task's children, in the order submitted).
+
+    \b
+      wfe tasks --status waiting
+      wfe tasks --status failed,cancelled --workflow review --limit 50
+      wfe tasks --workflow review --phase approve --json
+    """
     _check_names(workflow, phase)
     wanted = _parse_statuses(statuses) if statuses else None
     engine = _engine(ctx, store, existing=True, reading=True)
@@ -207,6 +213,10 @@ def show(
     A waiting task shows the input_schema its answer must match; a failed one its
     error and traceback. A long history shows its last events, after a line saying
     how many earlier ones --history all would show.
+
+    \b
+      wfe show 3f2a9c          (the start of an id wfcore made, 6 characters or more)
+      wfe show order-17 --json
     """
     engine = _engine(ctx, store, existing=True, reading=True)
 
@@ -475,6 +485,10 @@ def status(ctx: click.Context, workflow: str | None, as_json: bool, store: str |
     for a person, an agent or I/O (wfe tasks --status waiting lists them).
     "(other)" counts tasks of no stored workflow: define_workflow tasks not run
     yet, say. A worker is busy while it holds a task (of any workflow).
+
+    \b
+      wfe status
+      wfe status --workflow review --json
     """
     _check_names(workflow, None)
     engine = _engine(ctx, store, existing=True, reading=True)

@@ -174,6 +174,11 @@ def submit(
     A task that defines its own workflow takes "-" as WORKFLOW, with
     --classification define_workflow and the spec as --data. With --delay or
     --at, it waits (pending) until then before its first phase.
+
+    \b
+      wfe submit review --data '{"doc": "a.txt"}' --app myapp:engine
+      wfe submit review --data @order.json --id order-17 --priority 10
+      wfe submit review --data - --delay 2h < order.json
     """
     if workflow == "-" and classification != DEFINE_WORKFLOW:
         given = f", not {classification!r}" if classification is not None else ""
