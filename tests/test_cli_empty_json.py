@@ -43,3 +43,27 @@ def test_data_from_a_closed_stdin_is_one_line(wfe, tmp_path: Path) -> None:
         "Error: Invalid value for --data: stdin is closed: no JSON to read\n"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_numbers_json_does_not_have_are_refused_as_the_option_s(wfe, tmp_path: Path) -> None:
+    """Python's json reads NaN, Infinity and 1e999 (as inf): the engine then refused the
+    data in words of its own, without naming --data ("Out of range float values")."""
+    cases = [
+        (
+            ("submit", "review", "--data", "NaN"),
+            "--data: not valid JSON (NaN is not a JSON number)",
+        ),
+        (
+            ("submit", "review", "--data", '{"x": -Infinity}'),
+            "--data: not valid JSON (-Infinity is not a JSON number)",
+        ),
+        (
+            ("resume", "x", "--output", "[1e999]"),
+            "--output: not valid JSON (1e999 is beyond the range of a JSON number, a 64-bit float)",
+        ),
+    ]
+    for args, message in cases:
+        result = wfe(*args, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.endswith(f"Error: Invalid value for {message}\n"), result.stderr
+    assert not (tmp_path / "wfe.db").exists()  # refused before a store was made
