@@ -57,6 +57,16 @@ def test_only_made_up_ids_are_found_by_their_start(wfe) -> None:
         unknown = wfe("show", start, check=False)
         assert unknown.returncode == 1, (start, unknown.stdout)
         assert f"unknown task '{start}'" in unknown.stderr
+    # Starts that name nothing say why they may not, where it is their shape.
+    hints = {
+        ("show", made_up[:5]): "(the start of an id wfcore made must be 6 characters or more)",
+        ("cancel", made_up[:4]): "(the start of an id wfcore made must be 6 characters or more)",
+        ("show", made_up.upper()): "(the ids wfcore makes are in lower case)",
+        ("show", "order-1"): "",
+    }
+    for args, hint in hints.items():
+        said = wfe(*args, check=False).stderr
+        assert said == f"Error: unknown task {args[1]!r}{' ' * bool(hint)}{hint}\n", said
 
 
 def test_the_default_search_of_ids_reads_every_task() -> None:

@@ -31,6 +31,7 @@ from ..engine import ECSWorkflowEngine
 from ..errors import (
     LONGEST_WAIT,
     InvalidOutputError,
+    UnknownTaskError,
     WorkflowError,
 )
 from ..model import Task, TaskStatus
@@ -524,7 +525,21 @@ def _workflow_error(exc: WorkflowError) -> click.ClickException:
     if isinstance(exc, InvalidOutputError):
         lines = "\n".join(f"  - {e}" for e in exc.errors)
         return click.ClickException(f"{exc.summary}:\n{lines}" if lines else str(exc))
+    if isinstance(exc, UnknownTaskError):
+        return click.ClickException(f"{exc}{_id_hint(exc.task_id)}")
     return click.ClickException(str(exc))
+
+
+def _id_hint(given: str) -> str:
+    """Why a start of an id wfcore made may have named nothing: too short, or not
+    in lower case (ids are compared exactly)."""
+    if not isinstance(given, str) or not re.fullmatch(r"[0-9a-fA-F]{1,32}", given):
+        return ""
+    if len(given) < 6:
+        return " (the start of an id wfcore made must be 6 characters or more)"
+    if given != given.lower():
+        return " (the ids wfcore makes are in lower case)"
+    return ""
 
 
 async def _closing(engine: ECSWorkflowEngine, coro: Awaitable[_T]) -> _T:

@@ -25,6 +25,7 @@ from ._base import (
     _closing,
     _engine,
     _full_id,
+    _id_hint,
     _parse_statuses,
     _printable,
     _refuse_unknown_names,
@@ -230,7 +231,7 @@ def show(
 
     task, phase, lease, artifacts_dir = _run(_closing(engine, fetch()))
     if task is None:
-        raise click.ClickException(f"unknown task {task_id!r}")
+        raise click.ClickException(f"unknown task {task_id!r}{_id_hint(task_id)}")
     if as_json:
         # With its version, which wfe resume --if-version takes back.
         click.echo(_task_json(task))
@@ -636,7 +637,7 @@ async def _children(
     submitted too, by their default ids); a child deleted since is left out."""
     parent = await store.get_task(parent_id)
     if parent is None:
-        raise click.ClickException(f"unknown task {parent_id!r} (--parent)")
+        raise click.ClickException(f"unknown task {parent_id!r} (--parent){_id_hint(parent_id)}")
     kept = []
     async for child in stored_children(store, parent):
         if wanted is not None and child.status not in wanted:
