@@ -287,6 +287,21 @@ def parse_time(text: str) -> datetime:
         ) from None
 
 
+def refuse_json_constant(name: str) -> Any:
+    """``parse_constant`` for :func:`json.loads`: NaN and Infinity, which Python reads
+    and JSON does not have, raise ValueError naming them."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def finite_json_float(text: str) -> float:
+    """``parse_float`` for :func:`json.loads`: ValueError for a number past a float's
+    range (``1e999``), which Python would read as infinity."""
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return number
+
+
 def is_unicode_text(text: str) -> bool:
     """False for a string holding a lone surrogate (from a bad decode, or from an
     argument or file name in another encoding): it cannot be written as UTF-8."""

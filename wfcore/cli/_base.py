@@ -42,7 +42,14 @@ from ..plugins import (
 from ..schedules import LatestRun
 from ..stores.base import Store, ids_started_by, phase_filter, shown_url
 from ..stores.sqlite import SQLiteStore
-from ..wire import MAX_JSON_DEPTH, is_unicode_text, parse_time, task_to_dict
+from ..wire import (
+    MAX_JSON_DEPTH,
+    finite_json_float,
+    is_unicode_text,
+    parse_time,
+    refuse_json_constant,
+    task_to_dict,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _T = TypeVar("_T")
@@ -620,7 +627,7 @@ def _parse_json(value: str, option: str) -> Any:
             param_hint=option,
         )
     try:
-        return json.loads(value, parse_constant=_not_json, parse_float=_finite)
+        return json.loads(value, parse_constant=refuse_json_constant, parse_float=finite_json_float)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
     except RecursionError:
@@ -628,19 +635,6 @@ def _parse_json(value: str, option: str) -> Any:
         raise click.BadParameter(
             f"it is nested deeper than {MAX_JSON_DEPTH} levels", param_hint=option
         ) from None
-
-
-def _not_json(constant: str) -> Any:
-    """Refuse NaN and Infinity, which Python's json reads and JSON does not have."""
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    """A JSON number as a float; ValueError for one past a float's range (1e999)."""
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"{text[:40]} is beyond the range of a JSON number, a 64-bit float")
-    return number
 
 
 def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:

@@ -12,7 +12,6 @@ import codecs
 import hashlib
 import json
 import json.encoder as json_encoder
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,9 +22,11 @@ from wfcore.wire import (
     FORMAT_VERSION,
     MAX_JSON_DEPTH,
     dumps,
+    finite_json_float,
     json_kind,
     json_problem,
     parse_time,
+    refuse_json_constant,
     task_to_dict,
 )
 
@@ -257,18 +258,8 @@ def _priority(value: Any) -> int:
     )
 
 
-def _refuse_constant(name: str) -> Any:
-    raise BadMessage(f"not valid JSON: {name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise BadMessage(f"not valid JSON: the number {text} is too large")
-    return number
-
-
-_TASK_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+# Their ValueErrors become BadMessage("not valid JSON: ...") where messages are decoded.
+_TASK_DECODER = json.JSONDecoder(parse_constant=refuse_json_constant, parse_float=finite_json_float)
 # The scanner decode() runs (set by JSONDecoder.__init__; not in typeshed's stubs).
 _TASK_SCAN = getattr(_TASK_DECODER, "scan_once")  # noqa: B009
 
