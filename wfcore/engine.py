@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, overload
 
 import pluggy
 
@@ -475,22 +475,21 @@ class ECSWorkflowEngine:
         ``assigned_to`` and ``priority`` are the task's, as in :meth:`submit_task`.
         """
         try:
-            schedule = Schedule(
-                name,
-                workflow_name,
-                every=every,
-                start=start if start is not None else EPOCH,
-                data=data,
-                classification=classification,
-                assigned_to=assigned_to,
-                grace=grace,
-                priority=priority,
-            )
+            # Here, named: the Schedule reads it before it knows its own name.
+            TaskType.parse(assigned_to)
         except InvalidTaskError as exc:
-            if str(exc).startswith("schedule "):
-                raise
-            # assigned_to, read before the schedule knows its name.
             raise InvalidTaskError(f"schedule {name!r}: {exc}") from None
+        schedule = Schedule(
+            name,
+            workflow_name,
+            every=every,
+            start=start if start is not None else EPOCH,
+            data=data,
+            classification=classification,
+            assigned_to=assigned_to,
+            grace=grace,
+            priority=priority,
+        )
         if name in self._schedules:
             raise InvalidWorkflowError(f"schedule {name!r} is registered already")
         # A workflow registered later, or defined at run time, is checked as a
@@ -806,7 +805,7 @@ class ECSWorkflowEngine:
         or a failed attempt finds the children its earlier run submitted instead of
         submitting more. :meth:`wait_for_children` then makes the phase wait for them.
         """
-        [task] = await self._submit(
+        [task] = await self.submit_tasks(
             [
                 {
                     "data": data,
@@ -820,11 +819,9 @@ class ECSWorkflowEngine:
                     "priority": priority,
                     "parent": parent,
                 }
-            ],
-            return_exceptions=False,
-            say_which=False,
+            ]
         )
-        return cast(Task, task)  # without return_exceptions, a bad request raised
+        return task
 
     @overload
     async def submit_tasks(
@@ -853,15 +850,6 @@ class ECSWorkflowEngine:
         error raised for a bad request among several starts with its place in
         ``requests`` (``requests[317]: ...``), and its id when it has one.
         """
-        return await self._submit(requests, return_exceptions=return_exceptions, say_which=True)
-
-    async def _submit(
-        self,
-        requests: Iterable[Mapping[str, Any]],
-        *,
-        return_exceptions: bool,
-        say_which: bool,
-    ) -> list[Task | InvalidTaskError | UnknownWorkflowError]:
         if isinstance(requests, (str, bytes, Mapping)):
             raise InvalidTaskError(
                 "submit_tasks takes a list of requests (dicts of submit_task's arguments), "
@@ -875,7 +863,8 @@ class ECSWorkflowEngine:
         parents: list[tuple[int, Task]] = []  # requests of child tasks, and their parent
         numbered: dict[int, int] = {}  # children given a default id, by id() of parent
         requests = list(requests)
-        say_which = say_which and len(requests) > 1
+        # A list of one (what submit_task sends) needs no place named.
+        say_which = len(requests) > 1
         for index, request in enumerate(requests):
             parent = request.get("parent") if isinstance(request, Mapping) else None
             try:

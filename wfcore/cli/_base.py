@@ -647,15 +647,12 @@ def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise click.BadParameter(f"expected MODULE:ATTR, got {spec!r}", param_hint=param_hint)
-    hint = _module_hint(module_name, attr)
-    if module_name.startswith(".") and not hint:
-        # importlib's words for it ("the 'package' argument is required") are its own.
-        raise click.BadParameter(
-            f"cannot import {module_name!r}: MODULE is a module's dotted name from the "
-            "current folder or PYTHONPATH, not a relative one",
-            param_hint=param_hint,
-        )
     if module_name.startswith("."):
+        # importlib's words for it ("the 'package' argument is required") are its own.
+        hint = _module_hint(module_name, attr) or (
+            ": MODULE is a module's dotted name from the current folder or PYTHONPATH, "
+            "not a relative one"
+        )
         raise click.BadParameter(f"cannot import {module_name!r}{hint}", param_hint=param_hint)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -846,10 +843,12 @@ class _Group(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own way to fail or exit: it says what it has to say
         except OSError as exc:
-            acted = ctx.invoked_subcommand in _CHANGING_COMMANDS
-            if exc.errno == errno.EPIPE and not (acted and _stdout_write_failed(exc)):
+            output_lost = _stdout_write_failed(exc)
+            if exc.errno == errno.EPIPE and not (
+                output_lost and ctx.invoked_subcommand in _CHANGING_COMMANDS
+            ):
                 raise  # the reader is gone (| head): click ends quietly
-            if _stdout_write_failed(exc):
+            if output_lost:
                 raise _output_lost(ctx.invoked_subcommand or "", exc) from None
             self._plugin_failed(ctx, exc)
             raise

@@ -351,10 +351,6 @@ def _differences(
     """What of a submission differs from the task already stored under its id, as
     the task was submitted (its phase, priority and start may have changed since)."""
     submitted = _submitted_event(task)
-    try:
-        task_type = TaskType.parse(assigned_to)
-    except ValueError:
-        task_type = None
     return [
         what
         for what, same in (
@@ -362,7 +358,8 @@ def _differences(
             # As JSON: 1 and true, or 1 and 1.0, are other data to another program.
             ("data", _as_json(task.data) == _as_json(data)),
             ("phase", submitted.get("classification", task.classification) == classification),
-            ("task type", task.assigned_to == task_type),
+            # Parsed already by the submission: an unknown type was refused there.
+            ("task type", task.assigned_to == TaskType.parse(assigned_to)),
             ("start", ("run_after" in submitted) == (run_after is not None)),
             ("priority", _submitted_priority(task) == priority),
         )
