@@ -18,6 +18,7 @@ APPS_DIR = TESTS_DIR / "apps"
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from cli_forks import ForkServer  # noqa: E402
 from core_util import end_process  # noqa: E402
 
 from wfcore import ECSWorkflowEngine  # noqa: E402
@@ -80,31 +81,49 @@ def start_worker(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[Callabl
         end_process(proc)
 
 
+def _cli_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(TESTS_DIR / "cli_apps"), WFE_LOAD_PLUGINS="")
+
+
+@pytest.fixture(scope="session")
+def cli_forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer | None]:
+    """The fork server the ``wfe`` fixture runs its commands with (see cli_forks.py);
+    None when there is none: ``WFE_TEST_FORKS=0``, or not on Linux."""
+    if os.environ.get("WFE_TEST_FORKS") == "0" or not hasattr(os, "pidfd_open"):
+        yield None
+        return
+    server = ForkServer(tmp_path_factory.mktemp("forks"), _cli_env())
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def wfe(tmp_path: Path):
-    """Run `wfe ...` with the test's store and the CLI apps importable."""
+def wfe(tmp_path: Path, cli_forks: ForkServer | None):
+    """Run `wfe ...` with the test's store and the CLI apps importable: as
+    ``python -m wfcore.cli``, forked from a server that has imported it (see
+    cli_forks.py)."""
     # A temporary folder of its own: a starting worker sweeps the command work folders
     # of dead workers from it, and logs that, so another test's must not be there.
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
-    env = dict(
-        os.environ,
-        WFE_STORE=f"sqlite://{tmp_path / 'wfe.db'}",
-        PYTHONPATH=str(TESTS_DIR / "cli_apps"),
-        WFE_LOAD_PLUGINS="",
-        TMPDIR=str(private_tmp),
-    )
+    env = dict(_cli_env(), WFE_STORE=f"sqlite://{tmp_path / 'wfe.db'}", TMPDIR=str(private_tmp))
 
     def run(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "wfcore.cli", *args],
-            cwd=kwargs.pop("cwd", tmp_path),
-            env=kwargs.pop("env", env),
-            capture_output=True,
-            text=True,
-            timeout=kwargs.pop("timeout", 60),
-            **kwargs,
-        )
+        cwd = kwargs.pop("cwd", tmp_path)
+        run_env = kwargs.pop("env", env)
+        timeout = kwargs.pop("timeout", 60)
+        if cli_forks is not None and cli_forks.fits(run_env) and set(kwargs) <= {"input"}:
+            result = cli_forks.run(args, env=run_env, cwd=cwd, timeout=timeout, **kwargs)
+        else:
+            result = subprocess.run(
+                [sys.executable, "-m", "wfcore.cli", *args],
+                cwd=cwd,
+                env=run_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                **kwargs,
+            )
         if check and result.returncode != 0:
             raise AssertionError(f"wfe {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result
