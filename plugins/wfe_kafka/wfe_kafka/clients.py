@@ -253,7 +253,17 @@ def _close_producer(producer: Any, timeout: float) -> bool:
     _closed_producers.add(producer)
     producer.flush = lambda timeout=None: None
     producer.close(timeout=0)
+    # close(0) returns as soon as it has told the I/O thread to stop, and that
+    # thread's last round may still log (a missing topic's metadata, ten times a
+    # second): once it has ended, the log filters wfe_kafka holds for it can go.
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.join(_SENDER_STOP_WAIT)
     return flushed
+
+
+#: Seconds a closed producer's I/O thread is given to end (it is woken at once).
+_SENDER_STOP_WAIT = 2.0
 
 
 #: kafka-python's message (kafka.producer.sender) for a produce request that failed.
