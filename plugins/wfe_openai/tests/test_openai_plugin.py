@@ -498,3 +498,41 @@ def test_phase_options_naming_no_phase_are_warned_about_once(
         "phase_options['typo_phase'] names no phase of this engine's workflows "
         "(phases: answer); its options apply to no phase"
     ]
+
+
+def test_a_wfe_command_with_the_plugin_loaded_does_not_import_the_adapter() -> None:
+    """Every wfe command loads the installed plugins; one that runs no agent is
+    spared importing the adapter, its tools and jsonschema (about a tenth of the
+    time `wfe tasks` took), which the package's names bring in when first used."""
+    probe = textwrap.dedent(
+        """
+        import sys
+        from wfcore.cli import main
+        sys.argv = ["wfe", "plugins"]
+        try:
+            main()
+        except SystemExit:
+            pass
+        loaded = sorted(m for m in ("wfe_openai.plugin", "wfe_openai.adapter",
+                                    "wfe_openai.tools", "jsonschema") if m in sys.modules)
+        print("LOADED", loaded)
+        import wfe_openai
+        print("NAMES", all(getattr(wfe_openai, n) is not None for n in wfe_openai.__all__))
+        print("LATER", sorted(m for m in ("wfe_openai.adapter", "jsonschema") if m in sys.modules))
+        try:
+            wfe_openai.OpenAIAgentAdaptor
+        except AttributeError as exc:
+            print("TYPO", exc)
+        """
+    )
+    env = {**os.environ, "WFE_LOAD_PLUGINS": "wfe-openai"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    assert "openai" in result.stdout  # wfe plugins listed it
+    assert lines["LOADED"] == "['wfe_openai.plugin']"
+    assert lines["NAMES"] == "True"
+    assert lines["LATER"] == "['jsonschema', 'wfe_openai.adapter']"
+    assert lines["TYPO"] == "module 'wfe_openai' has no attribute 'OpenAIAgentAdaptor'"
