@@ -247,7 +247,7 @@ def test_the_task_page_changes_the_priority(api: Api, dashboard: Dashboard) -> N
         return api.client.post(f"/tasks/{waiting}/priority", data=form)
 
     changed = send("40")
-    assert changed.status_code == 302
+    assert changed.status_code == 303
     assert changed.headers["Location"].endswith(f"/tasks/{waiting}")
     page = api.get(f"/tasks/{waiting}").text
     assert f"Task {waiting[:8]} priority set to 40." in page
@@ -268,7 +268,7 @@ def test_the_task_page_changes_the_priority(api: Api, dashboard: Dashboard) -> N
 
     dashboard.call(lambda e: e.cancel(waiting))
     late = send("1")
-    assert late.status_code == 302
+    assert late.status_code == 303
     page = api.get(f"/tasks/{waiting}").text
     assert "is CANCELLED; only a PENDING or waiting task&#39;s priority can be changed" in page
     assert 'id="priority-form"' not in page

@@ -301,7 +301,7 @@ def test_a_store_deleted_under_the_dashboard_is_named_on_every_page_with_503(
             assert lost in page.text, path
         # The cancel button: nothing changed, and the page it returns to says why.
         cancel = api.client.post(f"/tasks/{task['id']}/cancel", data={"csrf_token": api.csrf})
-        assert cancel.status_code == 302
+        assert cancel.status_code == 303
         page = api.get(cancel.headers["Location"])
         assert page.status_code == 503
         assert f"The store did not take the cancel of task {task['id'][:8]}: {lost}" in page.text

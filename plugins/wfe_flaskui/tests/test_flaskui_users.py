@@ -119,7 +119,7 @@ def test_a_priority_change_records_the_proxys_user(proxied: Any) -> None:
     assert changed.status_code == 200, changed.text
     _as(client, "frank")
     form = {"csrf_token": api.csrf, "priority": "-5"}
-    assert client.post(f"/tasks/{task['id']}/priority", data=form).status_code == 302
+    assert client.post(f"/tasks/{task['id']}/priority", data=form).status_code == 303
     assert _by(api.task(task["id"]), "priority_changed") == ["erin", "frank"]
     assert _timeline_by(api.get(f"/tasks/{task['id']}").text) == ["erin", "frank"]
 
@@ -213,13 +213,13 @@ def test_pages_show_the_user_and_record_their_answers_cancels_and_retries(
     page = client.get(f"/tasks/{other['id']}").text
     assert (
         client.post(f"/tasks/{other['id']}/cancel", data={"csrf_token": _csrf(page)}).status_code
-        == 302
+        == 303
     )
     _as(client, "dave")
     page = client.get(f"/tasks/{other['id']}").text
     assert (
         client.post(f"/tasks/{other['id']}/retry", data={"csrf_token": _csrf(page)}).status_code
-        == 302
+        == 303
     )
     shown = client.get(f"/tasks/{other['id']}").text
     assert _timeline_by(shown) == ["carol", "dave"]

@@ -412,4 +412,5 @@ def change_task(dash: Dashboard, task_id: str, change: Any, what: str, done: str
         )
     else:
         flash(f"Task {short_id(task_id)} {done}.", "ok")
-    return redirect(back)
+    # 303, as after an answer: the page it leads to is fetched with GET.
+    return redirect(back, 303)
