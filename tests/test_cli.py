@@ -618,21 +618,53 @@ def test_purge_compact_gives_the_space_back(wfe, tmp_path) -> None:
     assert both.returncode == 2 and "--compact deletes nothing" in both.stderr
 
 
-def test_outbox_lists_consumers_and_drops_a_retired_one(wfe, tmp_path) -> None:
+def test_purge_json_says_what_it_did_for_a_script(wfe, tmp_path) -> None:
     app = "split_app:engine"
-    wfe("submit", "left", "--app", app)
+    submit_with_app(app, "left", [None] * 3, env=wfe.env, cwd=tmp_path)
     wfe("worker", app, "--until-idle", "--quiet")
-    assert wfe("outbox").stdout.startswith("no outbox consumers")
+    _register_outbox_consumer(tmp_path / "wfe.db", "kafka:old-results")
+    held = wfe("submit", "left", "--app", app).stdout.strip()
+    wfe("worker", app, "--until-idle", "--quiet")
+
+    dry = json.loads(wfe("purge", "--older-than", "0", "--dry-run", "--json").stdout)
+    assert dry == {
+        "count": 3,
+        "dry_run": True,
+        "statuses": ["completed", "failed", "cancelled"],
+        "older_than_seconds": 0.0,
+        "workflow": None,
+        "kept_by_outbox": {"kafka:old-results": 1},
+        "compacted": None,
+    }
+    args = ["--older-than", "2h", "--status", "completed", "-w", "left", "--json"]
+    assert json.loads(wfe("purge", *args).stdout)["older_than_seconds"] == 7200.0
+    done = json.loads(wfe("purge", "--older-than", "0", "-w", "left", "--compact", "--json").stdout)
+    assert done["count"] == 3 and not done["dry_run"] and done["workflow"] == "left"
+    assert done["compacted"]["after"] <= done["compacted"]["before"]
+    assert done["compacted"]["after"] == (tmp_path / "wfe.db").stat().st_size
+    assert stored_status(wfe.env["WFE_STORE"], held) == "completed"
+
+
+def _register_outbox_consumer(db: Path, name: str) -> None:
+    """Register an outbox consumer in the store at ``db``, as the Kafka plugin does."""
     register = (
         "import asyncio, sys\n"
         "from wfcore import ECSWorkflowEngine\n"
         "async def main():\n"
         "    engine = ECSWorkflowEngine(sys.argv[1], load_plugins=False)\n"
-        "    await (await engine.get_store()).outbox_register('kafka:old-results')\n"
+        "    await (await engine.get_store()).outbox_register(sys.argv[2])\n"
         "    await engine.aclose()\n"
         "asyncio.run(main())\n"
     )
-    subprocess.run([sys.executable, "-c", register, f"sqlite://{tmp_path / 'wfe.db'}"], check=True)
+    subprocess.run([sys.executable, "-c", register, f"sqlite://{db}", name], check=True)
+
+
+def test_outbox_lists_consumers_and_drops_a_retired_one(wfe, tmp_path) -> None:
+    app = "split_app:engine"
+    wfe("submit", "left", "--app", app)
+    wfe("worker", app, "--until-idle", "--quiet")
+    assert wfe("outbox").stdout.startswith("no outbox consumers")
+    _register_outbox_consumer(tmp_path / "wfe.db", "kafka:old-results")
     wfe("submit", "left", "--app", app)
     wfe("worker", app, "--until-idle", "--quiet")
 

@@ -978,6 +978,13 @@ def priority(
     help="Then give the freed space back to the file system (SQLite: VACUUM; other "
     "processes' writes wait meanwhile).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print what was done as one JSON object (count, dry_run, statuses, "
+    "older_than_seconds, workflow, kept_by_outbox, compacted).",
+)
 @_app_option
 @_store_option
 @click.pass_context
@@ -988,6 +995,7 @@ def purge(
     workflow: str | None,
     dry_run: bool,
     compact: bool,
+    as_json: bool,
     store: str | None,
 ) -> None:
     """Delete finished tasks and their artifact files, to keep a store's work recent.
@@ -1021,11 +1029,24 @@ def purge(
         return count, consumers, (await opened.compact() if compact else None)
 
     count, consumers, sizes = _run(_closing(engine, purge_and_look()))
+    waiting = {name: n for name, n in consumers.items() if n}
+    if as_json:
+        compacted = None if sizes is None else {"before": sizes[0], "after": sizes[1]}
+        said = {
+            "count": count,
+            "dry_run": dry_run,
+            "statuses": [s.value for s in wanted],
+            "older_than_seconds": seconds,
+            "workflow": workflow,
+            "kept_by_outbox": waiting,
+            "compacted": compacted,
+        }
+        click.echo(json.dumps(said, indent=2))
+        return
     which = "/".join(s.value for s in wanted)
     verb = "would delete" if dry_run else "deleted"
     age = older_than.strip().lower()
     click.echo(f"{verb} {count} {which} task(s) that finished more than {age} ago")
-    waiting = {name: n for name, n in consumers.items() if n}
     if waiting:
         # Else a store that does not shrink is a mystery: a consumer long gone
         # (a renamed results topic, say) keeps every task it never published.
