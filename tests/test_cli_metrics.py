@@ -97,3 +97,24 @@ def test_worker_processes_serve_metrics_on_ports_one_after_another(wfe, tmp_path
         proc.terminate()
         assert proc.wait(timeout=30) == 0
     assert "PORT+1" in wfe("worker", "--help").stdout
+
+
+def test_a_worker_process_that_cannot_serve_its_metrics_says_which_it_is(wfe) -> None:
+    """--processes' workers share one stderr: the error line of the one whose port is
+    taken, and the start-up lines of the other, each start with their [worker PID]."""
+    port = _two_free_ports()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        both = wfe("worker", APP, "-p", "2", "--metrics", str(port), "--until-idle", check=False)
+    assert both.returncode == 1, both.stderr
+    failed = re.search(
+        rf"^\[worker (\d+)\] Error: cannot serve metrics on 127\.0\.0\.1:{port + 1}: ",
+        both.stderr,
+        re.M,
+    )
+    assert failed, both.stderr
+    assert f"wfe: worker process {failed[1]} exited with status 1" in both.stderr
+    served = re.search(r"^\[worker (\d+)\] wfe worker \S+ on sqlite://", both.stderr, re.M)
+    assert served and served[1] != failed[1], both.stderr
+    assert f"[worker {served[1]}]   metrics at http://127.0.0.1:{port}/metrics" in both.stderr

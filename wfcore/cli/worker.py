@@ -4,6 +4,7 @@ lines and a metrics endpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import math
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -131,9 +132,42 @@ def worker(
         raise click.BadParameter(
             "nan is not a number of seconds (0 to 86400)", param_hint="--shutdown-timeout"
         )
+    # Each of --processes' workers says which it is: their lines share one stderr.
+    label = f"[worker {os.getpid()}] " if supervisor_pid is not None else ""
     if supervisor_pid is not None:
         _stop_with_supervisor(supervisor_pid)
-        _label_log_lines(f"[worker {os.getpid()}] ")
+        _label_log_lines(label)
+    with _errors_labelled(label):
+        _run_worker(
+            ctx,
+            app,
+            store,
+            concurrency,
+            shutdown_timeout,
+            until_idle,
+            workflows,
+            allowed_commands,
+            quiet,
+            processes,
+            metrics_at,
+            label,
+        )
+
+
+def _run_worker(
+    ctx: click.Context,
+    app: str,
+    store: str | None,
+    concurrency: int | None,
+    shutdown_timeout: float | None,
+    until_idle: bool,
+    workflows: tuple[str, ...],
+    allowed_commands: tuple[str, ...],
+    quiet: bool,
+    processes: int,
+    metrics_at: str | None,
+    label: str,
+) -> None:
     metrics_host, metrics_port = (None, 0) if metrics_at is None else _host_port(metrics_at)
     if metrics_port and metrics_port + processes - 1 > 65535:
         raise click.BadParameter(
@@ -178,8 +212,6 @@ def worker(
         engine.only_workflows = workflows
     server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
     _tune_gc()
-    # Each of --processes' workers says which it is: their lines share one stderr.
-    label = f"[worker {os.getpid()}] " if supervisor_pid is not None else ""
     stopped_by = _run(_worker(engine, until_idle, quiet, _new_store_place(engine), server, label))
     if stopped_by == signal.SIGINT:
         # Interrupted, as every wfe command is by Ctrl-C (the exit statuses of wfe
@@ -187,6 +219,22 @@ def worker(
         sys.exit(EXIT_INTERRUPTED)
     if stopped_by is not None and stopped_by != signal.SIGTERM:
         sys.exit(128 + stopped_by)  # SIGHUP: 129, as a shell reports a process it ended
+
+
+@contextlib.contextmanager
+def _errors_labelled(label: str) -> Iterator[None]:
+    """Start the error line of a worker that ends on an error with ``label``, as
+    its other lines are (a usage error keeps click's form: --processes, which
+    starts labelled workers, has checked their command line)."""
+    try:
+        yield
+    except click.UsageError:
+        raise
+    except click.ClickException as exc:
+        if not label:
+            raise
+        click.echo(f"{label}Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
 
 
 # Python's own collector thresholds, which an app that tunes its own changes.
@@ -506,13 +554,13 @@ async def _work(
     if not quiet:
         scope = f"; workflows {', '.join(only)}" if only else ""
         _say(
-            f"wfe worker {engine.worker_id} on {store.url} "
+            f"{label}wfe worker {engine.worker_id} on {store.url} "
             f"(concurrency {engine.max_concurrency}{scope}); Ctrl-C to stop"
         )
         if server is not None:
-            _say(f"  metrics at {server.url}")
+            _say(f"{label}  metrics at {server.url}")
         for line in [*_schedule_lines(engine), *report_header(engine)]:
-            _say(f"  {line}")
+            _say(f"{label}  {line}")
     said = await _note_delayed_only(store, only) if until_idle else None
     progress = _Progress(terminal=sys.stderr is not None and sys.stderr.isatty(), label=label)
     reporter = None if quiet else asyncio.create_task(_report(engine, progress))
