@@ -831,7 +831,7 @@ def _cancel_one(
     "statuses",
     multiple=True,
     metavar="S[,S...]",
-    help="Instead of ids: every task with this status, failed or cancelled (both "
+    help="Instead of an id: every task with this status, failed or cancelled (both "
     "separated by a comma, or the option repeated).",
 )
 @_status_workflow_option
