@@ -415,6 +415,35 @@ def test_an_answer_form_left_open_on_a_task_finished_since_says_it_finished(api:
         assert "no &lt;b&gt;way&lt;/b&gt;" in late.text  # what was typed, as text
     assert api.task(answered["id"])["output"] == "yes"
 
+    # Answered elsewhere, and then its next phase failed: both are said.
+    # The define_workflow task goes on as the workflow's first task.
+    failing = api.define(
+        {
+            "name": "ask_then_fail",
+            "phases": [
+                {"target_classification": "ask", "assigned_to": "human"},
+                {"target_classification": "boom", "assigned_to": "functional"},
+            ],
+        }
+    )
+    api.wait_status(failing["id"], "waiting_human")
+    first, second = _open_form(api, failing["id"]), _open_form(api, failing["id"])
+    sent = api.client.post(
+        f"/tasks/{failing['id']}/answer",
+        data=MultiDict([*first, ("answer", "go"), ("answer_format", "text")]),
+    )
+    assert sent.status_code == 303
+    api.wait_status(failing["id"], "failed")  # boom has no handler
+    late = api.client.post(
+        f"/tasks/{failing['id']}/answer",
+        data=MultiDict([*second, ("answer", "stop"), ("answer_format", "text")]),
+    )
+    assert late.status_code == 409
+    assert (
+        f"Task {failing['id'][:8]} has failed since you opened it (answered elsewhere); "
+        "your answer was not recorded."
+    ) in late.text
+
     # A task cancelled while its question was open says so.
     cancelled = api.submit("question", {"q": "cancelled elsewhere?"})
     api.wait_status(cancelled["id"], "waiting_human")

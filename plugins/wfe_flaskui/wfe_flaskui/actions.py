@@ -287,15 +287,16 @@ def _finished_since(now: Task, asked: str, ours: bool = False) -> str:
     this request carries, so it was not necessarily answered elsewhere."""
     if now.status is TaskStatus.CANCELLED:
         return "is cancelled now"
-    if now.status is TaskStatus.FAILED:
-        return "has failed since you opened it"
+    now_is = (
+        "has failed since you opened it" if now.status is TaskStatus.FAILED else "is completed now"
+    )
     last = _last_word(now, asked)
     why = last["event"] if last is not None else None
     if why == "resumed" and ours:
-        return "is completed now (answered)"
+        return f"{now_is} (answered)"
     if why == "resumed" and last is not None and last.get("by"):
-        return f"is completed now (answered by {last['by']})"
-    return f"is completed now ({_ENDINGS[why]})" if why else "is completed now"
+        return f"{now_is} (answered by {last['by']})"
+    return f"{now_is} ({_ENDINGS[why]})" if why else now_is
 
 
 def _last_word(now: Task, asked: str) -> dict[str, Any] | None:
