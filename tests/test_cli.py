@@ -769,7 +769,7 @@ def test_status_counts_tasks_by_workflow_and_status(wfe, tmp_path: Path) -> None
     wfe("cancel", waiting[1])
     wfe("submit", "review", "--data", '{"n": 4}')
     spec = {"name": "later", "phases": [{"target_classification": "a"}]}
-    wfe("submit", "-", "--classification", "define_workflow", "--data", json.dumps(spec))
+    wfe("submit", "-", "--phase", "define_workflow", "--data", json.dumps(spec))
 
     table, as_json = wfe_at_once(wfe, ("status",), ("status", "--json"))
     assert (table.returncode, as_json.returncode) == (0, 0), (table.stderr, as_json.stderr)

@@ -107,7 +107,11 @@ def _priority(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="Task data as JSON; - reads it from stdin, @FILE from a file.",
 )
 @click.option(
-    "--classification", metavar="PHASE", help="Start at this phase instead of classifying."
+    "--phase",
+    "--classification",
+    "classification",
+    metavar="NAME",
+    help="Start at this phase instead of classifying (--classification: the same).",
 )
 @click.option(
     "--assigned-to",
