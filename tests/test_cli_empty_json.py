@@ -47,7 +47,8 @@ def test_data_from_a_closed_stdin_is_one_line(wfe, tmp_path: Path) -> None:
 
 def test_numbers_json_does_not_have_are_refused_as_the_option_s(wfe, tmp_path: Path) -> None:
     """Python's json reads NaN, Infinity and 1e999 (as inf): the engine then refused the
-    data in words of its own, without naming --data ("Out of range float values")."""
+    data in words of its own, without naming --data ("Out of range float values"); and
+    it reads a key given twice as the last of its values."""
     cases = [
         (
             ("submit", "review", "--data", "NaN"),
@@ -60,6 +61,15 @@ def test_numbers_json_does_not_have_are_refused_as_the_option_s(wfe, tmp_path: P
         (
             ("resume", "x", "--output", "[1e999]"),
             "--output: not valid JSON (the number 1e999 is too large)",
+        ),
+        # Python's json keeps the last of a key given twice, dropping the other value.
+        (
+            ("submit", "review", "--data", '{"n": 1, "opts": {"fast": true, "fast": false}}'),
+            "--data: not valid JSON (the key 'fast' is given twice in one object)",
+        ),
+        (
+            ("resume", "x", "--output", '[{"ok": 1, "ok": 1}]'),
+            "--output: not valid JSON (the key 'ok' is given twice in one object)",
         ),
     ]
     for args, message in cases:
