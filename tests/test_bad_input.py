@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -236,6 +237,24 @@ def test_a_task_id_that_is_not_a_string(engine, wfe_run, call):
     args = (["x"], "a.txt") if call == "read_artifact" else (["x"],)
     with pytest.raises(TypeError, match="a task id is a string, not list"):
         wfe_run(getattr(engine, call)(*args))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workflow_name": 123}, "workflow_name must be a str or None, not int 123"),
+        # A list raised "unhashable type: 'list'", naming no argument.
+        ({"workflow_name": ["known"]}, "workflow_name must be a str or None, not list ['known']"),
+        ({"workflow_name": "known", "classification": 7}, "classification must be a str or None"),
+    ],
+)
+def test_a_workflow_or_phase_name_that_is_not_a_string(engine, wfe_run, kwargs, message):
+    async def scenario():
+        with pytest.raises(TypeError, match=re.escape(message)):
+            await engine.submit_task({}, **kwargs)
+        return await engine.list_tasks()
+
+    assert wfe_run(scenario()) == []
 
 
 def test_submit_with_an_unknown_classification_or_task_type(engine, wfe_run):

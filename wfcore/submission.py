@@ -104,6 +104,11 @@ async def new_task(
     data = request.get("data")
     workflow_name = request.get("workflow_name")
     classification = request.get("classification")
+    for name, value in (("workflow_name", workflow_name), ("classification", classification)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"{name} must be a str or None, not {type(value).__name__} {value!r:.60}"
+            )
     task_id = request.get("task_id")
     context = request.get("context")
     assigned_to = request.get("assigned_to")
