@@ -152,3 +152,30 @@ def test_an_entry_point_name_that_is_no_plugin_is_still_warned_about(twins):
     done = wfe(twins, "plugins", WFE_LOAD_PLUGINS="wfe-twin-a", WFE_DISABLED_PLUGINS="wfe-twin-c")
     assert done.returncode == 0
     assert "WFE_DISABLED_PLUGINS names 'wfe-twin-c', which is no plugin" in done.stderr
+
+
+STORE_PLUGIN = """
+from wfcore import hookimpl
+from wfcore.stores.memory import MemoryStore
+
+
+@hookimpl
+def wfe_open_store(url):
+    return MemoryStore(url) if url.startswith("acme://") else None
+"""
+
+
+def test_a_store_url_whose_plugin_is_kept_out_names_the_plugin(tmp_path: Path):
+    """The one plugin that serves acme:// is installed but disabled, or not named in
+    WFE_LOAD_PLUGINS: the error says so, as an unknown command's does."""
+    site = install(tmp_path / "site", "wfe-acme", "wfe_acme", {"acme": "wfe_acme"}, STORE_PLUGIN)
+    served = wfe([site], "--store", "acme://x", "workflows", WFE_LOAD_PLUGINS="wfe-acme")
+    assert "no storage backend" not in served.stderr
+    for env, why in [
+        ({"WFE_DISABLED_PLUGINS": "acme"}, "acme (wfe-acme) disabled by WFE_DISABLED_PLUGINS"),
+        ({"WFE_LOAD_PLUGINS": "wfe-kafka"}, "WFE_LOAD_PLUGINS names none of the installed"),
+    ]:
+        kept_out = wfe([site], "--store", "acme://x", "tasks", **env)
+        assert kept_out.returncode == 1
+        assert "Error: no storage backend handles 'acme://x' (built-in: " in kept_out.stderr
+        assert f"; plugins not loaded: {why}" in kept_out.stderr, kept_out.stderr

@@ -77,6 +77,7 @@ from .plugins import (
     contribute,
     hooks_needing_self,
     make_plugin_manager,
+    not_loaded_plugins,
     trace_call,
 )
 from .routing import advance
@@ -241,6 +242,7 @@ class ECSWorkflowEngine:
         self.plugin_manager: pluggy.PluginManager = make_plugin_manager(
             load_entry_points=load_plugins, plugins=plugins
         )
+        self._loads_installed_plugins = load_plugins
         self._handlers: dict[str, Handler] = {}
         self._workflows: dict[str, WorkflowSpec] = {}
         self._adapters: dict[TaskType, Adapter] = {}
@@ -692,6 +694,10 @@ class ECSWorkflowEngine:
         ]
         if others:
             parts.append(f"store plugins: {', '.join(others)}")
+        kept_out = not_loaded_plugins() if self._loads_installed_plugins else ""
+        if kept_out:
+            # The plugin for this URL may be installed and kept out.
+            parts.append(f"plugins not loaded: {kept_out}")
         return "; ".join(parts)
 
     async def _save_workflows(self) -> None:

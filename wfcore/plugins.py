@@ -667,6 +667,27 @@ def installed_plugins() -> list[tuple[str, str | None]]:
     return sorted({(ep.name, _dist_name(ep)) for ep in _entry_points()}, key=str)
 
 
+def not_loaded_plugins() -> str:
+    """The installed plugins WFE_LOAD_PLUGINS or WFE_DISABLED_PLUGINS keep out, and
+    why, grouped by reason ("acme is disabled by WFE_DISABLED_PLUGINS"); "" if none."""
+    kept: dict[str, list[str]] = {}
+    for name, dist in installed_plugins():
+        reason = why_not_loaded(name, dist)
+        if reason is not None:
+            same = dist is None or dist.replace("_", "-").lower() == name.replace("_", "-").lower()
+            kept.setdefault(reason, []).append(name if same else f"{name} ({dist})")
+    parts = []
+    for reason, names in kept.items():
+        listed = ", ".join(names)
+        if reason == "WFE_LOAD_PLUGINS is empty":
+            parts.append(f"WFE_LOAD_PLUGINS is empty; installed: {listed}")
+        elif reason.startswith("WFE_LOAD_PLUGINS"):
+            parts.append(f"WFE_LOAD_PLUGINS names none of the installed {listed}")
+        else:
+            parts.append(f"{listed} {reason}")
+    return "; ".join(parts)
+
+
 def _registration_names(entry_points: list[Any]) -> list[str]:
     """The name each entry point's plugin is registered under: its entry-point
     name, or ``<distribution>:<name>`` when an earlier distribution (on

@@ -20,6 +20,7 @@ from ..plugins import (
     hook_impls,
     installed_plugins,
     make_plugin_manager,
+    not_loaded_plugins,
     plugin_infos,
 )
 from . import inspection, tasks, worker  # noqa: F401  (each adds its commands to cli)
@@ -33,7 +34,6 @@ from ._base import (
     _unencodable_escaped,
     cli,
     load_app,
-    not_loaded_plugins,
 )
 
 __all__ = ["cli", "load_app", "main"]

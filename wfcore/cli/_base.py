@@ -37,6 +37,7 @@ from ..errors import (
 from ..model import Task, TaskStatus
 from ..plugins import (
     installed_plugins,
+    not_loaded_plugins,
     why_not_loaded,
 )
 from ..schedules import LatestRun
@@ -957,27 +958,6 @@ def _plugin_command_failed(name: str, plugin: str, exc: Exception) -> click.Clic
     said = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     hint = "" if log.isEnabledFor(logging.DEBUG) else " (--log-level debug shows the traceback)"
     return click.ClickException(f"wfe {name}, a command of plugin {plugin!r}, failed: {said}{hint}")
-
-
-def not_loaded_plugins() -> str:
-    """The installed plugins WFE_LOAD_PLUGINS or WFE_DISABLED_PLUGINS keep out, and
-    why, grouped by reason ("acme is disabled by WFE_DISABLED_PLUGINS"); "" if none."""
-    kept: dict[str, list[str]] = {}
-    for name, dist in installed_plugins():
-        reason = why_not_loaded(name, dist)
-        if reason is not None:
-            same = dist is None or dist.replace("_", "-").lower() == name.replace("_", "-").lower()
-            kept.setdefault(reason, []).append(name if same else f"{name} ({dist})")
-    parts = []
-    for reason, names in kept.items():
-        listed = ", ".join(names)
-        if reason == "WFE_LOAD_PLUGINS is empty":
-            parts.append(f"WFE_LOAD_PLUGINS is empty; installed: {listed}")
-        elif reason.startswith("WFE_LOAD_PLUGINS"):
-            parts.append(f"WFE_LOAD_PLUGINS names none of the installed {listed}")
-        else:
-            parts.append(f"{listed} {reason}")
-    return "; ".join(parts)
 
 
 def _no_ui() -> str:
