@@ -1,5 +1,5 @@
-"""A task submitted without a phase is classified by the worker that claims it. While
-that first phase runs, the worker's lease renewals store the phase (Store.note_phases),
+"""A task submitted without a phase is classified by the worker that claims it. Once
+that first phase has run a second, the worker stores the phase (Store.note_phases),
 so that listings and counts by phase find the task before the phase ends."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def test_a_running_first_phase_is_listed_and_counted_at_its_phase(make_engine, w
         routed = await engine.submit_task({"go": "write"}, "research")
         runner = asyncio.create_task(engine.run())
         try:
-            # Until a renewal (every 0.1 s here) has stored where each one runs.
+            # Until the worker has stored where each one runs (after a second).
             while [t.id for t in await engine.list_tasks(phase="gather")] != [plain.id] or [
                 t.id for t in await engine.list_tasks(phase="write")
             ] != [routed.id]:
@@ -92,19 +92,20 @@ def test_a_store_that_does_not_note_phases_runs_tasks_all_the_same(
         try:
             while (await engine.get_task(task.id)).status is not TaskStatus.IN_PROGRESS:
                 await asyncio.sleep(0.02)
-            # Several renewals later it is still at no phase, and nothing failed.
+            # Once the worker has asked the store to note the phase, it is still at
+            # no phase, and nothing failed.
             store = await engine.get_store()
-            renewals = 0
-            renew = store.renew
+            asked: list[dict[str, str]] = []
+            note = store.note_phases
 
-            async def counted(*args: Any) -> set[str]:
-                nonlocal renewals
-                renewals += 1
-                return await renew(*args)
+            async def counted(owner: str, phases: dict[str, str]) -> None:
+                asked.append(dict(phases))
+                await note(owner, phases)
 
-            store.renew = counted  # type: ignore[method-assign]
-            while renewals < 3:
+            store.note_phases = counted  # type: ignore[method-assign]
+            while not asked:
                 await asyncio.sleep(0.02)
+            assert asked == [{task.id: "gather"}]
             assert await engine.list_tasks(phase="gather") == []
             release.set()
             [done] = await _until_finished(engine, [task.id])

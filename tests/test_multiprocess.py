@@ -253,7 +253,8 @@ def test_a_checkpointed_phase_goes_on_from_its_checkpoint_after_a_kill(
     engine = wfe_engine_factory()
     engine.register_workflow("progress", [Phase("progress", assigned_to="functional")])
     task = wfe_run(engine.submit_task(None, "progress"))
-    first = start_worker("mp_app:engine", "--forever", WFE_TEST_WORKER="w1")
+    # Renewing its lease every 100 s: the phase is not stored by a renewal.
+    first = start_worker("mp_app:engine", "--forever", WFE_TEST_WORKER="w1", WFE_TEST_LEASE="300")
     wait_until((tmp_path / "stopped-once").exists, 30, "the first run to reach item 2")
     first.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
@@ -424,3 +425,32 @@ def test_a_phase_killed_after_submitting_children_finds_them_when_run_again(
     assert parent.output == ["P1", "P2", "P3"]
     ran = collections.Counter(r[1] for r in lines(tmp_path / "runs.log") if r[0] == "page")
     assert set(ran) == {"doc.1", "doc.2", "doc.3"}
+
+
+def test_a_worker_lost_in_a_first_phase_chosen_at_the_claim_leaves_its_name(
+    wfe_engine_factory, wfe_run, start_worker, tmp_path
+):
+    """A task submitted without a phase is classified by the worker that claims it;
+    once that phase has run a second, the stored task shows it, so a worker killed
+    in it is followed by a takeover that names it (not null)."""
+    engine = wfe_engine_factory()
+    engine.register_workflow("cancel", [Phase("stubborn")])
+    task = wfe_run(engine.submit_task(None, "cancel"))
+    # Renewing its lease every 100 s: the phase is not stored by a renewal.
+    first = start_worker("mp_app:engine", "--forever", WFE_TEST_WORKER="w1", WFE_TEST_LEASE="300")
+    wait_until(lambda: (tmp_path / "started").exists(), what="the phase to start")
+    running = wait_until(
+        lambda: (t := wfe_run(engine.get_task(task.id))).classification == "stubborn" and t,
+        what="the stored task to show its running phase",
+    )
+    assert running.status is TaskStatus.IN_PROGRESS
+    assert wfe_run(engine.list_tasks(phase="stubborn"))[0].id == task.id
+    first.kill()
+    first.wait()
+
+    (tmp_path / "gate").write_text("open")
+    assert start_worker("mp_app:engine", WFE_TEST_WORKER="w2").wait(60) == 0
+    done = wfe_run(engine.get_task(task.id))
+    assert done.status is TaskStatus.COMPLETED
+    [takeover] = [e for e in done.history if e["event"] == "taken_over"]
+    assert takeover["phase"] == "stubborn"

@@ -91,6 +91,11 @@ class _LeaseLost(Exception):
     """Raised inside a driven task whose lease was revoked (cancelled or taken over)."""
 
 
+#: Seconds a task's first phase runs before the worker stores which phase it is
+#: (tasks submitted without one): most phases end sooner, and store it themselves.
+_NOTE_PHASES_AFTER = 1.0
+
+
 class Worker:
     """The running side of one engine: what ``run()`` and ``run_until_idle()`` do.
 
@@ -107,10 +112,11 @@ class Worker:
         # Tasks still being driven whose lease was already given back (finished or
         # suspended, hooks still running): not renewed, and not "lost".
         self._released: set[str] = set()
-        # Tasks claimed without a phase whose first phase runs, and that phase: the
-        # next lease renewal stores it (Store.note_phases), so that listings by
-        # phase find them before the phase ends.
-        self._unnoted: dict[str, str] = {}
+        # Tasks claimed without a phase whose first phase runs: that phase, and when
+        # it was chosen. Stored once it has run a second (Store.note_phases), so
+        # that listings by phase find the task before the phase ends, and a worker
+        # that takes it over from a dead one knows which phase that was.
+        self._unnoted: dict[str, tuple[str, float]] = {}
         # When the last renewal of every lease this worker holds began (its claims
         # since are younger): each lease runs at least lease_seconds from then.
         self._leases_renewed_at = time.monotonic()
@@ -480,8 +486,14 @@ class Worker:
     async def _keep_leases(self, store: Store) -> None:
         interval = max(self._engine.lease_seconds / 3, 0.05)
         renew_failed = False
+        next_renewal = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, min(next_renewal - time.monotonic(), _NOTE_PHASES_AFTER)))
+            if self._unnoted:
+                await self._note_phases(store)
+            if time.monotonic() < next_renewal:
+                continue
+            next_renewal = time.monotonic() + interval
             ids = [i for i in self._active if i not in self._released]
             if not ids:
                 continue
@@ -500,8 +512,6 @@ class Worker:
                 continue
             renew_failed = False
             self._leases_renewed_at = began
-            if self._unnoted:
-                await self._note_phases(store, held)
             for task_id in ids:
                 driver = self._active.get(task_id)
                 if (
@@ -514,13 +524,16 @@ class Worker:
                     self._lost.add(task_id)
                     driver.cancel()
 
-    async def _note_phases(self, store: Store, held: set[str]) -> None:
+    async def _note_phases(self, store: Store) -> None:
         """Store the phases of the tasks this worker classified as it claimed them,
-        and still runs the first phase of (those whose lease it still holds)."""
-        noted = {task_id: phase for task_id, phase in self._unnoted.items() if task_id in held}
-        self._unnoted.clear()
+        whose first phase has run a second or more (the store changes only those
+        whose lease this worker still holds)."""
+        began = time.monotonic() - _NOTE_PHASES_AFTER
+        noted = {task_id: phase for task_id, (phase, at) in self._unnoted.items() if at <= began}
         if not noted:
             return
+        for task_id in noted:
+            del self._unnoted[task_id]
         try:
             await store.note_phases(self._engine.worker_id, noted)
         except StoreError as exc:
@@ -858,7 +871,7 @@ class Worker:
             await self._fail(task, None, task.error or "routing failed")
             return None
         if unclassified:
-            self._unnoted[task.id] = phase.target_classification
+            self._unnoted[task.id] = (phase.target_classification, time.monotonic())
         if phase.max_concurrency is None:
             return await self._dispatch(task, spec, phase, None)
         try:

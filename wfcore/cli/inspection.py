@@ -356,9 +356,9 @@ async def _current_phase(store: Store, task: Task) -> Phase | None:
 def _phase_text(task: Task) -> str:
     if task.classification is not None:
         return task.classification
-    # The worker stores the phase it chose at its next lease renewal (or as it ends).
+    # The worker stores the phase it chose once it has run a second (or as it ends).
     if task.status is TaskStatus.IN_PROGRESS:
-        return "- (the first; named at the next lease renewal)"
+        return "- (the first; named once it has run a second)"
     return "-"
 
 

@@ -416,8 +416,8 @@ class Store(abc.ABC):
         """Store the phase each of these tasks runs now (``phases``: a task's id to
         its classification), for those of them stored without a phase.
 
-        Called by a worker as it renews its leases, for the tasks it claimed without
-        a phase and classified itself, whose first phase still runs: the rest of such
+        Called by a worker for the tasks it claimed without a phase and classified
+        itself, once their first phase has run a second: the rest of such
         a task is stored when that phase ends or waits, and until then the listings
         and counts by phase (``list_tasks(phase=...)``, ``count_by_phase``) would
         miss it. Only tasks in progress that ``owner`` holds change, and nothing else

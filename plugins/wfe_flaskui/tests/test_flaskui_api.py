@@ -1556,7 +1556,7 @@ def test_a_task_before_its_first_phase_is_recorded_says_so(
     summary = re.compile(r"<dt>Phase</dt><dd>(.*?)</dd>", re.S)
     page = summary.search(api.get(f"/tasks/{running['id']}").text)
     assert page
-    assert "first phase running; which one is recorded at the next lease renewal" in page[1]
+    assert "first phase running; which one is recorded once it has run a second" in page[1]
     page = summary.search(api.get(f"/tasks/{later.id}").text)
     assert page and "not started; a worker chooses its first phase" in page[1]
     listing = api.get("/?workflow=gated").text
