@@ -7,14 +7,19 @@ side effect they have goes to files in the test's folder (see mp_app's docstring
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from core_util import pid_alive, stored_status, wait_until
 
 from wfcore import ECSWorkflowEngine, Phase, TaskStatus
+from wfcore.command import _host_prefix, remove_stale_workdirs
 
 
 def lines(path: Path) -> list[list[str]]:
@@ -247,14 +252,31 @@ def test_sigkill_of_a_worker_kills_the_command_it_was_running(
     assert not Path(pids["cwd"]).exists()
 
 
+def test_two_sweeps_at_once_count_each_stale_work_folder_once(tmp_path, monkeypatch):
+    """A worker sweeps the work folders of dead workers as it starts and again as it
+    frees their leases: the folders removed are counted once between the two."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    prefix = _host_prefix()
+    for n in range(40):
+        folder = tmp_path / f"{prefix}{dead.pid}-{n}"
+        (folder / "out").mkdir(parents=True)
+        for i in range(20):
+            (folder / "out" / f"{i}.txt").write_text("x")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(lambda _: remove_stale_workdirs(), range(2)))
+    assert sorted(counts) == [0, 40]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_checkpointed_phase_goes_on_from_its_checkpoint_after_a_kill(
     wfe_engine_factory, wfe_run, start_worker, tmp_path
 ):
     engine = wfe_engine_factory()
     engine.register_workflow("progress", [Phase("progress", assigned_to="functional")])
     task = wfe_run(engine.submit_task(None, "progress"))
-    # Renewing its lease every 100 s: the phase is not stored by a renewal.
-    first = start_worker("mp_app:engine", "--forever", WFE_TEST_WORKER="w1", WFE_TEST_LEASE="300")
+    first = start_worker("mp_app:engine", "--forever", WFE_TEST_WORKER="w1")
     wait_until((tmp_path / "stopped-once").exists, 30, "the first run to reach item 2")
     first.send_signal(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL

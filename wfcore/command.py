@@ -352,6 +352,16 @@ def _host_prefix() -> str:
 def remove_stale_workdirs() -> int:
     """Remove the work folders left by dead worker processes of this host (killed
     while a command ran); return how many."""
+    # One sweep at a time: a worker sweeps as it starts and again when it frees a
+    # dead worker's leases, and two sweeps at once would each count the same folders.
+    with _sweeping:
+        return _remove_stale_workdirs()
+
+
+_sweeping = threading.Lock()
+
+
+def _remove_stale_workdirs() -> int:
     mine = _host_prefix()
     removed = 0
     try:
