@@ -479,6 +479,8 @@ def test_an_answer_naming_its_phase_is_refused_once_the_task_moved_on(make_engin
 
     async def scenario():
         task = await submit_and_settle(engine)
+        with pytest.raises(TaskStateError) as early:
+            await engine.resume(task.id, {"approved": True}, phase="finance")
         await engine.resume(task.id, {"approved": True}, phase="legal")
         with pytest.raises(TaskStateError) as late:
             await engine.resume(task.id, {"approved": False}, phase="legal")
@@ -487,10 +489,16 @@ def test_an_answer_naming_its_phase_is_refused_once_the_task_moved_on(make_engin
         with pytest.raises(TaskStateError) as typo:
             await engine.resume(task.id, "ok", phase="financ")
         done = await engine.resume(task.id, "ok", phase="finance")
-        return late.value, typo.value, waiting, done
+        return early.value, late.value, typo.value, waiting, done
 
-    late, typo, waiting, done = wfe_run(scenario())
-    assert "is at phase 'finance' now, not 'legal': the answer was for a question" in str(late)
+    early, late, typo, waiting, done = wfe_run(scenario())
+    assert str(early).endswith(
+        "waits in phase 'legal' now, not 'finance': the answer was for a question it has "
+        "not come to"
+    )
+    assert str(late).endswith(
+        "is at phase 'finance' now, not 'legal': the answer was for a question it has moved past"
+    )
     assert "workflow 'w' of task" in str(typo)
     assert "has no phase 'financ' (phases: legal, finance)" in str(typo)
     assert waiting.status is TaskStatus.WAITING_HUMAN and waiting.outputs == {

@@ -1196,9 +1196,11 @@ class ECSWorkflowEngine:
                         status=task.status,
                     )
                 where = "waits in" if task.status.is_waiting else "is at"
+                been_there = any(event.get("phase") == expected for event in task.history)
+                question = "it has moved past" if been_there else "it has not come to"
                 raise TaskStateError(
                     f"task {task_id!r} {where} phase {task.classification!r} now, not "
-                    f"{expected!r}: the answer was for a question it has moved past",
+                    f"{expected!r}: the answer was for a question {question}",
                     task_id=task_id,
                     status=task.status,
                 )
