@@ -30,6 +30,11 @@ Lifecycle hooks (``wfe_task_*``, ``wfe_phase_*``, ``wfe_engine_*``):
   the task and the call that fired the hook go on as if it had not. The one
   exception: a :class:`~wfcore.PluginError` from ``wfe_engine_started`` refuses
   the start (see there).
+- Tasks: the lifecycle hooks are given the engine's own :class:`~wfcore.Task`, to
+  read. What a hook changes in it is not undone when the hook raises, and is no
+  way to change a task: whether it is stored depends on the hook (with the phase's
+  end for ``wfe_phase_started``, not at all for ``wfe_task_submitted`` or
+  ``wfe_task_completed``). Handlers, adapters and the engine's methods change tasks.
 """
 
 from __future__ import annotations
@@ -148,7 +153,10 @@ def wfe_open_store(url: str) -> Store | None:
     (anything else, its class say, is a :class:`~wfcore.errors.PluginError`
     naming the plugin); the engine awaits its ``open()``, where an exception
     other than a :class:`~wfcore.errors.WorkflowError` becomes a
-    :class:`~wfcore.errors.StoreError` naming the URL.
+    :class:`~wfcore.errors.StoreError` naming the URL. It may be called more than
+    once for one URL (a ``wfe`` command asks one store whether it exists and opens
+    another; every other engine has its own): keep making a store cheap, and
+    connect in ``open()``.
     """
 
 
@@ -404,7 +412,10 @@ def wfe_engine_started(engine: ECSWorkflowEngine) -> None:
 def wfe_engine_stopping(engine: ECSWorkflowEngine) -> None:
     """An engine stops processing; its store is still open.
 
-    Stop what ``wfe_engine_started`` started.
+    Stop what ``wfe_engine_started`` started. It is called also when the start was
+    refused (a plugin raised :class:`~wfcore.errors.PluginError` in
+    ``wfe_engine_started``), for every plugin, including those whose
+    ``wfe_engine_started`` was not called: stop only what is there to stop.
 
     :param engine: the engine.
 
