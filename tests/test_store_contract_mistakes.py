@@ -328,12 +328,24 @@ class ExistsOpens(SQLiteStore):
         return existed
 
 
+class ListsNoPhase(MemoryStore):
+    """Written before stores listed tasks by phase, which stays optional."""
+
+    async def list_tasks(self, status=None, workflow_name=None, limit=100, offset=0,
+                         oldest_first=False, priority_first=False):
+        return await super().list_tasks(status, workflow_name, limit, offset, oldest_first,
+                                        priority_first)
+
+    async def count_tasks(self, workflow_name=None):
+        return await super().count_tasks(workflow_name)
+
+
 MEMORY = {cls.__name__.lower(): cls for cls in (
     TakeoverNotStored, DropsFields, RunAfterAtInsertOnly, ActiveIgnoresDelayed,
     PurgeIgnoresOutbox, OutboxOnEveryWrite, OutboxKeepsRetried, OrdersById,
     ChecksThenWrites, RelativeArtifacts, PurgesEveryWorkflow, PurgesWithoutLimit,
     SharesListed, SharesPublished, ClaimsPastLimit, ClaimKeepsVersion, ListsWithoutOffset,
-    PublishesPastLimit, AcksAnyVersion, RenewsWithoutExtending,
+    PublishesPastLimit, AcksAnyVersion, RenewsWithoutExtending, ListsNoPhase,
 )}
 SQLITE = {cls.__name__.lower(): cls for cls in (
     UnlockedClaims, CachesReads, ExistsOpens, AcksInMemory, PurgesInMemory,
@@ -499,3 +511,13 @@ def test_the_contract_catches_each_typical_mistake(tmp_path: Path) -> None:
     assert sorted(failed) == sorted(nodes), done.stdout + done.stderr
     missing = [words for _, words in _CAUGHT.values() if words not in done.stdout]
     assert not missing, done.stdout
+
+
+def test_a_store_that_lists_by_no_phase_passes_the_rest_of_the_contract(tmp_path: Path) -> None:
+    """Listing by phase is optional: the contract skips what needs it, saying why, and
+    holds the store to everything else (a bare TypeError failed three tests)."""
+    (tmp_path / "test_careless.py").write_text(_CARELESS_STORES)
+    done = run_pytest(tmp_path, "-rs", "test_careless.py::TestListsNoPhase")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "takes no 'phase': the engine refuses such listings" in done.stdout
+    assert "TypeError" not in done.stdout
