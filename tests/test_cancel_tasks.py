@@ -91,6 +91,7 @@ def test_wfe_cancel_status_cancels_every_such_task(wfe, tmp_path: Path) -> None:
     assert done.stderr == "cancelled 3 waiting_human task(s)\n"
     shown = json.loads(wfe("show", waiting[0], "--json", env=env).stdout)
     assert shown["status"] == "cancelled" and shown["history"][-1]["by"] == "ops"
+    assert shown["history"][-1]["phase"] == "approve"  # where it was when cancelled
     left = json.loads(wfe("tasks", "--json", env=env).stdout)
     assert {t["id"]: t["status"] for t in left}[pending] == "pending"
 

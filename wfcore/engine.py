@@ -1296,7 +1296,10 @@ class ECSWorkflowEngine:
             # A delayed task, or one waiting out a retry's backoff, will not start at
             # that time any more; its submitted or retry_scheduled event keeps it.
             task.run_after = None
-            task.record("cancelled", **who)
+            # The phase it was at (running, waiting or next), when stored: a task
+            # cancelled while running shows where, not only that it ended.
+            at = {} if task.classification is None else {"phase": task.classification}
+            task.record("cancelled", **at, **who)
 
         try:
             task, _ = await self._change_stored(task_id, mark_cancelled)
