@@ -138,87 +138,66 @@ def worker(
         _stop_with_supervisor(supervisor_pid)
         _label_log_lines(label)
     with _errors_labelled(label):
-        _run_worker(
-            ctx,
-            app,
-            store,
-            concurrency,
-            shutdown_timeout,
-            until_idle,
-            workflows,
-            allowed_commands,
-            quiet,
-            processes,
-            metrics_at,
-            label,
-        )
-
-
-def _run_worker(
-    ctx: click.Context,
-    app: str,
-    store: str | None,
-    concurrency: int | None,
-    shutdown_timeout: float | None,
-    until_idle: bool,
-    workflows: tuple[str, ...],
-    allowed_commands: tuple[str, ...],
-    quiet: bool,
-    processes: int,
-    metrics_at: str | None,
-    label: str,
-) -> None:
-    metrics_host, metrics_port = (None, 0) if metrics_at is None else _host_port(metrics_at)
-    if metrics_port and metrics_port + processes - 1 > 65535:
-        raise click.BadParameter(
-            f"ports {metrics_port} to {metrics_port + processes - 1} do not all exist",
-            param_hint="--metrics",
-        )
-    engine = _engine(ctx, store, app, in_process=True)
-    if processes > 1:
-        url = engine.store_url
-        if url.startswith("memory:"):
-            raise click.UsageError(
-                "--processes needs a store the processes share; memory:// lives in one "
-                "process (use a sqlite:// store, or one process)"
-            )
-        args = [app, "--store", url, *(["--concurrency", str(concurrency)] if concurrency else [])]
-        if shutdown_timeout is not None:
-            args += ["--shutdown-timeout", repr(shutdown_timeout)]
-        args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
-        args += [arg for name in workflows for arg in ("--workflow", name)]
-        args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
-        ports = None if metrics_host is None else (metrics_host, metrics_port)
-        created = _new_store_place(engine)
-        if created is not None:
-            # Made here, so that it is noted once and not by each process.
-            _run(_closing(engine, engine.get_store()))
-            _note_created(created)
-        log_level = ctx.find_root().params.get("log_level")
-        sys.exit(_supervise(processes, args, log_level, ports))
-    if concurrency:
-        engine.max_concurrency = concurrency
-    if shutdown_timeout is not None:
-        engine.shutdown_timeout = shutdown_timeout
-    if allowed_commands:
-        if not all(allowed_commands):
+        metrics_host, metrics_port = (None, 0) if metrics_at is None else _host_port(metrics_at)
+        if metrics_port and metrics_port + processes - 1 > 65535:
             raise click.BadParameter(
-                "a program name may not be empty", param_hint="--allow-command"
+                f"ports {metrics_port} to {metrics_port + processes - 1} do not all exist",
+                param_hint="--metrics",
             )
-        engine.allowed_commands = engine.allowed_commands | set(allowed_commands)
-    if workflows:
-        if not all(name.strip() for name in workflows):
-            raise click.BadParameter("a workflow name may not be empty", param_hint="--workflow")
-        engine.only_workflows = workflows
-    server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
-    _tune_gc()
-    stopped_by = _run(_worker(engine, until_idle, quiet, _new_store_place(engine), server, label))
-    if stopped_by == signal.SIGINT:
-        # Interrupted, as every wfe command is by Ctrl-C (the exit statuses of wfe
-        # --help); SIGTERM, a service manager's way to stop it, is a clean exit (0).
-        sys.exit(EXIT_INTERRUPTED)
-    if stopped_by is not None and stopped_by != signal.SIGTERM:
-        sys.exit(128 + stopped_by)  # SIGHUP: 129, as a shell reports a process it ended
+        engine = _engine(ctx, store, app, in_process=True)
+        if processes > 1:
+            url = engine.store_url
+            if url.startswith("memory:"):
+                raise click.UsageError(
+                    "--processes needs a store the processes share; memory:// lives in one "
+                    "process (use a sqlite:// store, or one process)"
+                )
+            args = [
+                app,
+                "--store",
+                url,
+                *(["--concurrency", str(concurrency)] if concurrency else []),
+            ]
+            if shutdown_timeout is not None:
+                args += ["--shutdown-timeout", repr(shutdown_timeout)]
+            args += ["--until-idle"] * until_idle + ["--quiet"] * quiet
+            args += [arg for name in workflows for arg in ("--workflow", name)]
+            args += [arg for name in allowed_commands for arg in ("--allow-command", name)]
+            ports = None if metrics_host is None else (metrics_host, metrics_port)
+            created = _new_store_place(engine)
+            if created is not None:
+                # Made here, so that it is noted once and not by each process.
+                _run(_closing(engine, engine.get_store()))
+                _note_created(created)
+            log_level = ctx.find_root().params.get("log_level")
+            sys.exit(_supervise(processes, args, log_level, ports))
+        if concurrency:
+            engine.max_concurrency = concurrency
+        if shutdown_timeout is not None:
+            engine.shutdown_timeout = shutdown_timeout
+        if allowed_commands:
+            if not all(allowed_commands):
+                raise click.BadParameter(
+                    "a program name may not be empty", param_hint="--allow-command"
+                )
+            engine.allowed_commands = engine.allowed_commands | set(allowed_commands)
+        if workflows:
+            if not all(name.strip() for name in workflows):
+                raise click.BadParameter(
+                    "a workflow name may not be empty", param_hint="--workflow"
+                )
+            engine.only_workflows = workflows
+        server = None if metrics_host is None else MetricsServer(engine, metrics_host, metrics_port)
+        _tune_gc()
+        stopped_by = _run(
+            _worker(engine, until_idle, quiet, _new_store_place(engine), server, label)
+        )
+        if stopped_by == signal.SIGINT:
+            # Interrupted, as every wfe command is by Ctrl-C (the exit statuses of wfe
+            # --help); SIGTERM, a service manager's way to stop it, is a clean exit (0).
+            sys.exit(EXIT_INTERRUPTED)
+        if stopped_by is not None and stopped_by != signal.SIGTERM:
+            sys.exit(128 + stopped_by)  # SIGHUP: 129, as a shell reports a process it ended
 
 
 @contextlib.contextmanager
