@@ -85,11 +85,21 @@ def _cli_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(TESTS_DIR / "cli_apps"), WFE_LOAD_PLUGINS="")
 
 
+def _has_pidfds() -> bool:
+    """Whether this system has process file descriptors (Linux 5.3 and later), which
+    the fork server waits for its commands with."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def cli_forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer | None]:
     """The fork server the ``wfe`` fixture runs its commands with (see cli_forks.py);
     None when there is none: ``WFE_TEST_FORKS=0``, or not on Linux."""
-    if os.environ.get("WFE_TEST_FORKS") == "0" or not hasattr(os, "pidfd_open"):
+    if os.environ.get("WFE_TEST_FORKS") == "0" or not _has_pidfds():
         yield None
         return
     server = ForkServer(tmp_path_factory.mktemp("forks"), _cli_env())

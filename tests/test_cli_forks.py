@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from cli_forks import ForkServer
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the fork server needs Linux")
-
 # An app module that says, as it is imported, what its process looks like.
 PROBE = """
 import json, os, sys, tempfile, time
@@ -60,6 +58,13 @@ def env(wfe) -> dict[str, str]:
     return dict(wfe.env)
 
 
+@pytest.fixture
+def server(cli_forks: ForkServer | None) -> ForkServer:
+    if cli_forks is None:
+        pytest.skip("no fork server here (WFE_TEST_FORKS=0, or no process file descriptors)")
+    return cli_forks
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -71,10 +76,10 @@ def env(wfe) -> dict[str, str]:
     ],
 )
 def test_a_forked_command_says_and_exits_as_a_new_interpreter_does(
-    cli_forks: ForkServer | None, env: dict[str, str], tmp_path: Path, args: list[str]
+    server: ForkServer, env: dict[str, str], tmp_path: Path, args: list[str]
 ) -> None:
-    assert cli_forks is not None and cli_forks.fits(env)
-    forked = cli_forks.run(args, env=env, cwd=tmp_path, timeout=60)
+    assert server.fits(env)
+    forked = server.run(args, env=env, cwd=tmp_path, timeout=60)
     fresh = _fresh(args, env, tmp_path)
     assert (forked.returncode, forked.stdout, forked.stderr) == (
         fresh.returncode,
@@ -85,7 +90,7 @@ def test_a_forked_command_says_and_exits_as_a_new_interpreter_does(
 
 
 def test_a_forked_command_has_the_folder_environment_and_path_of_a_new_one(
-    cli_forks: ForkServer | None, env: dict[str, str], tmp_path: Path
+    server: ForkServer, env: dict[str, str], tmp_path: Path
 ) -> None:
     (tmp_path / "probe_app.py").write_text(PROBE)
     args = ["submit", "probe", "--data", "{}", "--app", "probe_app:engine"]
@@ -94,8 +99,7 @@ def test_a_forked_command_has_the_folder_environment_and_path_of_a_new_one(
         out = tmp_path / f"{how}.json"
         run_env = dict(env, PROBE_OUT=str(out), PROBE_ENV=how, TZ="Asia/Tokyo")
         if how == "forked":
-            assert cli_forks is not None
-            result = cli_forks.run(args, env=run_env, cwd=tmp_path, input="asked", timeout=60)
+            result = server.run(args, env=run_env, cwd=tmp_path, input="asked", timeout=60)
         else:
             result = _fresh(args, run_env, tmp_path, input="asked")
         assert result.returncode == 0, result.stderr
@@ -110,29 +114,27 @@ def test_a_forked_command_has_the_folder_environment_and_path_of_a_new_one(
 
 
 def test_a_forked_command_past_its_timeout_is_killed(
-    cli_forks: ForkServer | None, env: dict[str, str], tmp_path: Path
+    server: ForkServer, env: dict[str, str], tmp_path: Path
 ) -> None:
     (tmp_path / "probe_app.py").write_text(PROBE)
     run_env = dict(env, PROBE_OUT=str(tmp_path / "probe.json"))
-    assert cli_forks is not None
     with pytest.raises(subprocess.TimeoutExpired):
-        cli_forks.run(["worker", "probe_app:engine"], env=run_env, cwd=tmp_path, timeout=2)
+        server.run(["worker", "probe_app:engine"], env=run_env, cwd=tmp_path, timeout=2)
     # The worker ran (it imported the app), and no process is left of it.
     assert (tmp_path / "probe.json").exists()
     deadline = time.monotonic() + 30
-    while _children(cli_forks.pid):
-        assert time.monotonic() < deadline, f"still running: {_children(cli_forks.pid)}"
+    while _children(server.pid):
+        assert time.monotonic() < deadline, f"still running: {_children(server.pid)}"
         time.sleep(0.05)
 
 
 def test_an_environment_python_starts_differently_with_runs_a_new_interpreter(
-    cli_forks: ForkServer | None, env: dict[str, str]
+    server: ForkServer, env: dict[str, str]
 ) -> None:
-    assert cli_forks is not None
-    assert cli_forks.fits(dict(env, WFE_STORE="sqlite:///elsewhere.db", TZ="UTC"))
-    assert not cli_forks.fits(dict(env, PYTHONIOENCODING="latin-1"))
-    assert not cli_forks.fits(dict(env, PYTHONPATH="/elsewhere"))
-    assert not cli_forks.fits(dict(env, LC_ALL="C"))
+    assert server.fits(dict(env, WFE_STORE="sqlite:///elsewhere.db", TZ="UTC"))
+    assert not server.fits(dict(env, PYTHONIOENCODING="latin-1"))
+    assert not server.fits(dict(env, PYTHONPATH="/elsewhere"))
+    assert not server.fits(dict(env, LC_ALL="C"))
 
 
 def _children(pid: int) -> list[int]:
