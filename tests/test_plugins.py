@@ -358,7 +358,13 @@ def test_two_plugins_serving_one_scheme_are_warned_about_once(
                 raise StoreError(f"{url!r} names no jar this plugin knows")
             return None
 
-    plugins = [Picky(), FirstJar(), SecondJar()]
+    class Broken:
+        # Returns what is no store (the engine refuses it): it serves no scheme.
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            return MemoryStore if url.startswith("jar://") else None
+
+    plugins = [Broken(), Picky(), FirstJar(), SecondJar()]
     with caplog.at_level(logging.WARNING, logger="wfcore.plugins"):
         engine = wfe_engine_factory(plugins=plugins, store="jar://cookies")
         store = wfe_run(engine.get_store())
@@ -375,6 +381,7 @@ def test_two_plugins_serving_one_scheme_are_warned_about_once(
 
     infos = plugin_infos(engine.plugin_manager, include_builtins=True, store_urls=["jar://x"])
     assert {info["name"]: info.get("store_schemes") for info in infos} == {
+        "Broken": [],
         "FirstJar": ["jar://"],
         "Picky": [],
         "SecondJar": ["jar://"],

@@ -37,6 +37,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, WorkflowError
+from .stores.base import Store
 
 __all__ = [
     "CONTRIBUTION_HOOKS",
@@ -516,9 +517,10 @@ def _scheme(url: str) -> str:
 
 def _answers(impl: pluggy.HookImpl, url: str) -> bool:
     """Whether a ``wfe_open_store`` implementation gives a store for ``url``; one
-    that raises gives none (a URL it cannot take, though of its scheme)."""
+    that raises gives none (a URL it cannot take, though of its scheme), and so does
+    one that returns what is no store (its class, say), which the engine refuses."""
     try:
-        return call_impl(impl, url=url) is not None
+        return isinstance(call_impl(impl, url=url), Store)
     except Exception as exc:
         logger.debug(
             "%s: wfe_open_store(%r) raised %s: %s", impl.plugin_name, url, type(exc).__name__, exc
