@@ -90,6 +90,20 @@ def test_a_misspelled_hook_gets_a_suggestion(wfe_engine_factory):
     )
 
 
+def test_a_made_up_hook_name_gets_no_far_fetched_suggestion(wfe_engine_factory):
+    """Every hook starts "wfe_": compared with it, any name starting "wfe_o" was close
+    to wfe_open_store."""
+
+    class MadeUp:
+        @hookimpl
+        def wfe_on_done(self, task: Task) -> None:
+            pass
+
+    with pytest.raises(PluginError) as caught:
+        wfe_engine_factory(plugins=[MadeUp()])
+    assert str(caught.value) == "plugin 'MadeUp': unknown hook 'wfe_on_done'"
+
+
 def test_a_misspelled_hook_is_refused_in_a_plugin_registered_later(wfe_engine_factory):
     pm = wfe_engine_factory().plugin_manager
     late = Misspelled()

@@ -193,9 +193,15 @@ def _free_name(pm: pluggy.PluginManager, plugin: Any) -> str:
 
 
 def _unknown_hook(pm: pluggy.PluginManager, plugin_name: str, hook_name: str) -> str:
-    known = [caller.name for caller in _hook_callers(pm) if caller.has_spec()]
-    close = difflib.get_close_matches(hook_name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    # Compared without the prefix every hook shares, which made any name starting
+    # "wfe_o" close to wfe_open_store.
+    known = {
+        caller.name.removeprefix("wfe_"): caller.name
+        for caller in _hook_callers(pm)
+        if caller.has_spec()
+    }
+    close = difflib.get_close_matches(hook_name.removeprefix("wfe_"), list(known), n=1)
+    hint = f" (did you mean {known[close[0]]!r}?)" if close else ""
     return f"plugin {plugin_name!r}: unknown hook {hook_name!r}{hint}"
 
 
