@@ -265,7 +265,7 @@ def test_help_names_each_value_as_the_readme_does(wfe) -> None:
     expected = {
         (): ["--store URL "],
         ("worker",): ["--store URL ", "-p, --processes N "],
-        ("submit",): ["--classification PHASE ", "--assigned-to TYPE ", "--id ID "],
+        ("submit",): ["--phase, --classification NAME ", "--assigned-to TYPE ", "--id ID "],
         ("resume",): ["--output JSON ", "--phase NAME "],
         ("plugins",): ["--hook NAME "],
     }

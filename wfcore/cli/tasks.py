@@ -111,7 +111,7 @@ def _priority(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "--classification",
     "classification",
     metavar="NAME",
-    help="Start at this phase instead of classifying (--classification: the same).",
+    help="Start at this phase instead of classifying.",
 )
 @click.option(
     "--assigned-to",
