@@ -13,7 +13,8 @@ environment whose ``PYTHON*`` or locale variables differ from the server's (they
 act as Python starts), or no fork server (not Linux, or ``WFE_TEST_FORKS=0``).
 
 Started as ``python cli_forks.py SOCKET`` it is the server: one connection per
-command, the command's stdin, stdout and stderr passed along with it (SCM_RIGHTS),
+command (a Unix socket of whole messages: the request arrives in one piece), the
+command's stdin, stdout and stderr passed along with it (SCM_RIGHTS),
 its exit status sent back when it ends; a client that hangs up (a timeout, an
 interrupted test) has its command killed.
 """
@@ -98,7 +99,7 @@ class ForkServer:
         err_r, err_w = os.pipe()
         with (
             _stdin(input) as stdin,
-            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn,
+            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn,
             open(out_r, "rb", buffering=0) as out,
             open(err_r, "rb", buffering=0) as err,
         ):
@@ -168,7 +169,7 @@ def _text(data: bytes) -> str:
 def _serve(path: str) -> dict[str, Any]:
     """Accept commands until killed; return (in the forked process only) the request
     that process is to run."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path + ".new")
     listener.listen(64)
     # Clients wait for the path to appear: only once it can be connected to.
