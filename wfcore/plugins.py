@@ -193,16 +193,20 @@ def _free_name(pm: pluggy.PluginManager, plugin: Any) -> str:
 
 
 def _unknown_hook(pm: pluggy.PluginManager, plugin_name: str, hook_name: str) -> str:
-    # Compared without the prefix every hook shares, which made any name starting
-    # "wfe_o" close to wfe_open_store.
-    known = {
-        caller.name.removeprefix("wfe_"): caller.name
-        for caller in _hook_callers(pm)
-        if caller.has_spec()
-    }
-    close = difflib.get_close_matches(hook_name.removeprefix("wfe_"), list(known), n=1)
-    hint = f" (did you mean {known[close[0]]!r}?)" if close else ""
+    known = [caller.name for caller in _hook_callers(pm) if caller.has_spec()]
+    close = closest_hook(hook_name, known)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return f"plugin {plugin_name!r}: unknown hook {hook_name!r}{hint}"
+
+
+def closest_hook(name: str, hooks: Iterable[str]) -> str | None:
+    """The hook of ``hooks`` whose name is nearest ``name`` (a typo), if one is near.
+
+    Compared without the prefix every hook shares, which made any name starting
+    "wfe_o" near wfe_open_store."""
+    stems = {hook.removeprefix("wfe_"): hook for hook in hooks}
+    close = difflib.get_close_matches(name.removeprefix("wfe_"), list(stems), n=1)
+    return stems[close[0]] if close else None
 
 
 def _refuse_unknown(

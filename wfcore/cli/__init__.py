@@ -17,6 +17,7 @@ import click
 from ..errors import WorkflowError
 from ..plugins import (
     call_impl,
+    closest_hook,
     hook_impls,
     installed_plugins,
     make_plugin_manager,
@@ -59,8 +60,10 @@ def plugins(ctx: click.Context, show_all: bool, hook: str | None, as_json: bool)
         spelled = hook.strip().lower()
         hook = next((h for h in (spelled, f"wfe_{spelled}") if h in hooks), hook)
         if hook not in hooks:
+            close = closest_hook(hook, hooks)
+            said = f"did you mean {close!r}? " if close else ""
             raise click.BadParameter(
-                f"no hook named {hook!r} (hooks: {', '.join(hooks)})", param_hint="--hook"
+                f"no hook named {hook!r} ({said}hooks: {', '.join(hooks)})", param_hint="--hook"
             )
         infos = [i for i in infos if hook in i["hooks"]]
     if as_json:
