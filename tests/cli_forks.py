@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import locale
 import os
 import selectors
 import signal
@@ -39,6 +40,17 @@ from typing import Any
 # command whose environment differs from the server's in one of them is run anew.
 _STARTUP_PREFIXES = ("PYTHON", "LC_")
 _STARTUP_NAMES = {"LANG", "LANGUAGE"}
+
+
+def wfe_argv(args: Sequence[str]) -> list[str]:
+    """The command line of ``wfe ARGS`` as the tests run it."""
+    return [sys.executable, "-m", "wfcore.cli", *args]
+
+
+def run_fresh(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``wfe ARGS`` in a new interpreter: ``subprocess.run`` with its output
+    captured as text, and ``kwargs`` (cwd, env, input, timeout...)."""
+    return subprocess.run(wfe_argv(args), capture_output=True, text=True, **kwargs)
 
 
 def _startup_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -91,9 +103,8 @@ class ForkServer:
         input: str | None = None,
         timeout: float | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """``subprocess.run([python, -m, wfcore.cli, *args], capture_output=True,
-        text=True, ...)``, in a fork."""
-        argv = [sys.executable, "-m", "wfcore.cli", *args]
+        """:func:`run_fresh`, in a fork."""
+        argv = wfe_argv(args)
         request = json.dumps({"args": list(args), "env": dict(env), "cwd": os.fspath(cwd)})
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -157,8 +168,6 @@ def _read_until_closed(streams: list[Any], timeout: float | None) -> tuple[dict[
 
 def _text(data: bytes) -> str:
     """What ``subprocess.run(text=True)`` makes of a stream's bytes."""
-    import locale
-
     text = data.decode(locale.getpreferredencoding(False))
     return text.replace("\r\n", "\n").replace("\r", "\n")
 

@@ -18,7 +18,7 @@ APPS_DIR = TESTS_DIR / "apps"
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from cli_forks import ForkServer  # noqa: E402
+from cli_forks import ForkServer, run_fresh  # noqa: E402
 from core_util import end_process  # noqa: E402
 
 from wfcore import ECSWorkflowEngine  # noqa: E402
@@ -125,15 +125,7 @@ def wfe(tmp_path: Path, cli_forks: ForkServer | None):
         if cli_forks is not None and cli_forks.fits(run_env) and set(kwargs) <= {"input"}:
             result = cli_forks.run(args, env=run_env, cwd=cwd, timeout=timeout, **kwargs)
         else:
-            result = subprocess.run(
-                [sys.executable, "-m", "wfcore.cli", *args],
-                cwd=cwd,
-                env=run_env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                **kwargs,
-            )
+            result = run_fresh(args, cwd=cwd, env=run_env, timeout=timeout, **kwargs)
         if check and result.returncode != 0:
             raise AssertionError(f"wfe {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from cli_forks import ForkServer
+from cli_forks import ForkServer, run_fresh
 
 # An app module that says, as it is imported, what its process looks like.
 PROBE = """
@@ -37,20 +36,6 @@ with open(os.environ["PROBE_OUT"], "w") as out:
 engine = ECSWorkflowEngine()
 engine.register_workflow("probe", [Phase("only")])
 """
-
-
-def _fresh(
-    args: list[str], env: dict[str, str], cwd: Path, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wfcore.cli", *args],
-        env=env,
-        cwd=cwd,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture
@@ -80,7 +65,7 @@ def test_a_forked_command_says_and_exits_as_a_new_interpreter_does(
 ) -> None:
     assert server.fits(env)
     forked = server.run(args, env=env, cwd=tmp_path, timeout=60)
-    fresh = _fresh(args, env, tmp_path)
+    fresh = run_fresh(args, env=env, cwd=tmp_path, timeout=60)
     assert (forked.returncode, forked.stdout, forked.stderr) == (
         fresh.returncode,
         fresh.stdout,
@@ -101,7 +86,7 @@ def test_a_forked_command_has_the_folder_environment_and_path_of_a_new_one(
         if how == "forked":
             result = server.run(args, env=run_env, cwd=tmp_path, input="asked", timeout=60)
         else:
-            result = _fresh(args, run_env, tmp_path, input="asked")
+            result = run_fresh(args, env=run_env, cwd=tmp_path, input="asked", timeout=60)
         assert result.returncode == 0, result.stderr
         seen[how] = json.loads(out.read_text())
     forked, fresh = seen["forked"], seen["fresh"]

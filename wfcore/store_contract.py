@@ -1291,7 +1291,6 @@ class StoreContract:
                 {"at": "2026-01-01T00:00:00+00:00", "event": f"e{i}"} for i in range(30)
             ]
             await store.insert_task(task)
-        args: dict[str, Any]
         listings: list[dict[str, Any]] = [{}, {"oldest_first": True, "limit": 3, "offset": 2}]
         if _lists_by_phase(store):
             listings.append({"phase": "p"})
