@@ -115,7 +115,7 @@ def test_show_of_a_task_running_its_first_phase(wfe, tmp_path: Path) -> None:
     try:
         _wait_for(lambda: Path(f"{gate}.running").exists(), what="the first phase to run")
         running = wfe("show", task_id).stdout.splitlines()
-        # Named at the worker's next lease renewal, 10 s after the start here.
+        # Named once the phase has run a second (this phase waits for its gate).
         assert "phase     - (the first; named once it has run a second)" in running
         assert first in running
         assert "status    in_progress" in running

@@ -95,6 +95,10 @@ class _LeaseLost(Exception):
 #: (tasks submitted without one): most phases end sooner, and store it themselves.
 _NOTE_PHASES_AFTER = 1.0
 
+#: Seconds at most between lease renewals while phases run, however long the lease:
+#: a renewal is how a worker hears that another process cancelled a task it runs.
+_RENEW_AT_LEAST_EVERY = 1.0
+
 
 class Worker:
     """The running side of one engine: what ``run()`` and ``run_until_idle()`` do.
@@ -484,16 +488,13 @@ class Worker:
         self.poke()
 
     async def _keep_leases(self, store: Store) -> None:
-        interval = max(self._engine.lease_seconds / 3, 0.05)
+        # Also the tick that stores first phases, which needs one a second at least.
+        interval = min(max(self._engine.lease_seconds / 3, 0.05), _RENEW_AT_LEAST_EVERY)
         renew_failed = False
-        next_renewal = time.monotonic() + interval
         while True:
-            await asyncio.sleep(max(0.0, min(next_renewal - time.monotonic(), _NOTE_PHASES_AFTER)))
+            await asyncio.sleep(interval)
             if self._unnoted:
                 await self._note_phases(store)
-            if time.monotonic() < next_renewal:
-                continue
-            next_renewal = time.monotonic() + interval
             ids = [i for i in self._active if i not in self._released]
             if not ids:
                 continue
@@ -1536,7 +1537,7 @@ def _has_folder(root: Path, task_id: str) -> bool:
 
 
 def _workers_lost_error(task: Task, lost: int) -> str:
-    # None: it died in a first phase whose name no lease renewal had stored yet.
+    # None: it died in the first second of a first phase, before its name was stored.
     phase = "its first phase" if task.classification is None else f"phase {task.classification!r}"
     return (
         f"WorkerLostError: {phase} lost its worker {lost} times in a row "

@@ -56,8 +56,8 @@ from ._base import (
     "--phase",
     metavar="NAME",
     help="Only tasks at this phase (wfe status counts them; a task submitted without "
-    "a phase is at none until its worker stores the phase it chose, at its next "
-    "lease renewal or as that phase ends or waits).",
+    "a phase is at none until its worker stores the phase it chose, once that "
+    "phase has run a second or as it ends or waits).",
 )
 @click.option(
     "--parent",

@@ -429,8 +429,8 @@ def workflows(dash: Dashboard) -> Any:
     for index, (spec, by_phase, by_status) in enumerate(rows):
         unfinished = sum(n for status, n in by_status.items() if not status.is_finished)
         # Tasks submitted without a phase are in none in the store until their
-        # worker stores the one it chose (at a lease renewal, or as the phase
-        # ends); counted apart, the phases and the total agree. (Two
+        # worker stores the one it chose (once it has run a second, or as the
+        # phase ends); counted apart, the phases and the total agree. (Two
         # reads: a task moving between them can make them differ for a moment.)
         unplaced = max(0, unfinished - sum(by_phase.values()))
         cards.append(
