@@ -302,6 +302,18 @@ def finite_json_float(text: str) -> float:
     return number
 
 
+def object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: ValueError for a key given twice
+    in one object, where json.loads would keep the last value and drop the other
+    without a word."""
+    made = dict(pairs)
+    if len(made) < len(pairs):
+        keys = [key for key, _ in pairs]
+        repeated = next(key for i, key in enumerate(keys) if key in keys[:i])
+        raise ValueError(f"the key {repeated!r} is given twice in one object")
+    return made
+
+
 def is_unicode_text(text: str) -> bool:
     """False for a string holding a lone surrogate (from a bad decode, or from an
     argument or file name in another encoding): it cannot be written as UTF-8."""

@@ -47,6 +47,7 @@ from ..wire import (
     MAX_JSON_DEPTH,
     finite_json_float,
     is_unicode_text,
+    object_without_repeats,
     parse_time,
     refuse_json_constant,
     task_to_dict,
@@ -632,7 +633,7 @@ def _parse_json(value: str, option: str) -> Any:
             value,
             parse_constant=refuse_json_constant,
             parse_float=finite_json_float,
-            object_pairs_hook=_object_without_repeats,
+            object_pairs_hook=object_without_repeats,
         )
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
@@ -641,17 +642,6 @@ def _parse_json(value: str, option: str) -> Any:
         raise click.BadParameter(
             f"it is nested deeper than {MAX_JSON_DEPTH} levels", param_hint=option
         ) from None
-
-
-def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook``: a key given twice in one object is refused, where
-    json.loads would keep the last value and drop the other without a word."""
-    made = dict(pairs)
-    if len(made) < len(pairs):
-        keys = [key for key, _ in pairs]
-        repeated = next(key for i, key in enumerate(keys) if key in keys[:i])
-        raise ValueError(f"the key {repeated!r} is given twice in one object")
-    return made
 
 
 def load_app(spec: str, param_hint: str = "APP") -> ECSWorkflowEngine:

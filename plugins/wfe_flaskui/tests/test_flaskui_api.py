@@ -125,6 +125,8 @@ def test_bad_input_gets_400_with_a_message(api: Api) -> None:
         (b'{"workflow": "numbers", "data": {}, "classification": "zzz"}', "unknown classification"),
         (b'{"workflow": "numbers", "data": {}, "assigned_to": "robot"}', "unknown assigned_to"),
         (b'{"workflow": "numbers", "data": NaN}', "not valid JSON"),
+        (b'{"workflow": "numbers", "data": {"a": 1, "a": 2}}', "the key 'a' is given twice"),
+        (b'{"workflow": "numbers", "workflow": "question"}', "'workflow' is given twice"),
         (b'{"workflow": "numbers", "colour": 1}', "unknown field 'colour'"),
         (b'{"workflow": "numbers", "id": ["a"]}', '"id" must be a non-empty string'),
         (b'{"workflow": "numbers", "workflow_name": "review"}', '"workflow" and "workflow_name"'),
@@ -1310,6 +1312,12 @@ def test_free_answer_as_text_or_json(api: Api) -> None:
     )
     assert bad.status_code == 400
     assert "not valid JSON" in bad.get_data(as_text=True)
+    twice = client.post(
+        f"/tasks/{first['id']}/answer",
+        data={"csrf_token": api.csrf, "answer": '{"ok": 1, "ok": 2}', "answer_format": "json"},
+    )
+    assert twice.status_code == 400
+    assert "the key &#39;ok&#39; is given twice" in twice.get_data(as_text=True)
     client.post(
         f"/tasks/{first['id']}/answer",
         data={"csrf_token": api.csrf, "answer": '{"ok": true}', "answer_format": "json"},

@@ -34,6 +34,7 @@ import attrs
 import jsonschema
 
 from wfcore.model import answer_validator, resolve_ref
+from wfcore.wire import object_without_repeats
 
 __all__ = [
     "AnswerForm",
@@ -324,7 +325,8 @@ MAX_JSON_DEPTH = 200
 def parse_json_text(text: str) -> Any:
     """Parse JSON input; ValueError, with the reason, on anything that cannot be stored.
 
-    Refused: NaN and Infinity (they are not JSON), nesting deeper than
+    Refused: NaN and Infinity (they are not JSON), a key given twice in one object
+    (json.loads would keep the last value silently), nesting deeper than
     :data:`MAX_JSON_DEPTH`, and strings holding half of a UTF-16 surrogate pair
     (``"\\ud800"`` is valid JSON text but no character, so it cannot be saved).
     """
@@ -333,7 +335,7 @@ def parse_json_text(text: str) -> Any:
         raise ValueError(f"{token} is not valid JSON")
 
     try:
-        value = json.loads(text, parse_constant=refuse)
+        value = json.loads(text, parse_constant=refuse, object_pairs_hook=object_without_repeats)
     except RecursionError:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     _check_storable(value)
