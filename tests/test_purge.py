@@ -100,6 +100,41 @@ def test_purge_keeps_results_an_outbox_consumer_has_not_published(engine, wfe_ru
     assert (before_ack, after_ack, task) == (0, 1, None)
 
 
+def test_purge_keeps_the_finished_children_of_a_parent_still_waiting_for_others(engine, wfe_run):
+    """A parent reads its children's results when the last one finishes: purging the
+    first ones meanwhile (a nightly purge, a child waiting for a person on holiday)
+    would leave it nothing but "deleted before its parent read it"."""
+
+    async def split(task: Task) -> None:
+        await engine.submit_task({}, "main", parent=task)
+        await engine.submit_task({}, "ask", parent=task)
+        engine.wait_for_children(task)
+
+    engine.register_handler("split", split)
+    engine.register_workflow("fan", [Phase("split", assigned_to="functional")])
+
+    async def scenario():
+        parent = await engine.submit_task({}, "fan")
+        await engine.run_until_idle()
+        quick, asking = (await engine.get_task(parent.id)).children
+        while_waiting = await engine.purge(0, dry_run=True), await engine.purge(0)
+        await engine.resume(asking, output="yes")
+        await engine.run_until_idle()
+        done = await engine.get_task(parent.id)
+        return quick, done, while_waiting, await engine.purge(0)
+
+    quick, done, while_waiting, after = wfe_run(scenario())
+    assert while_waiting == (0, 0)
+    assert done.status is TaskStatus.COMPLETED
+    assert done.outputs["split"][0] == {
+        "id": quick,
+        "status": "completed",
+        "output": "done",
+        "error": None,
+    }
+    assert after == 3  # the parent finished: it and both children may go
+
+
 def test_a_dropped_outbox_consumer_no_longer_keeps_tasks(engine, wfe_run):
     async def scenario():
         store = await engine.get_store()

@@ -1005,7 +1005,8 @@ def purge(
     """Delete finished tasks and their artifact files, to keep a store's work recent.
 
     Pending, running and waiting tasks are never deleted, nor are finished ones
-    whose result the Kafka plugin (or another outbox consumer) has not published.
+    whose result the Kafka plugin (or another outbox consumer) has not published,
+    nor finished child tasks whose parent has not finished.
     The store's file keeps its size (new tasks reuse the space) unless --compact.
     """
     if compact and dry_run:

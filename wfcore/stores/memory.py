@@ -385,9 +385,16 @@ class MemoryStore(Store):
             and row.task.updated_at.timestamp() < before
             and (workflow_name is None or row.task.workflow_name == workflow_name)
             and row.task.id not in unpublished
+            and not self._parent_unfinished(row.task)
         ]
         rows.sort(key=lambda row: row.task.updated_at)
         return rows
+
+    def _parent_unfinished(self, task: Task) -> bool:
+        """Whether ``task`` is a child whose parent has not finished: the parent reads
+        its children's results when the last one finishes."""
+        parent = self._rows.get(task.parent_id) if task.parent_id is not None else None
+        return parent is not None and not parent.task.status.is_finished
 
     async def delete_finished(
         self,

@@ -1384,7 +1384,12 @@ class SQLiteStore(Store):
         sql = (
             f"status IN ({', '.join(repr(s) for s in _FINISHED)}) "
             f"AND status IN ({', '.join('?' * len(wanted))}) AND updated_at < ? "
-            "AND id NOT IN (SELECT task_id FROM outbox)"
+            "AND id NOT IN (SELECT task_id FROM outbox) "
+            # Nor a child whose parent has not finished: it reads its children's
+            # results when the last one finishes, however long that takes.
+            "AND NOT EXISTS (SELECT 1 FROM tasks AS parent WHERE parent.id = "
+            "(CASE WHEN json_valid(tasks.doc) THEN json_extract(tasks.doc, '$.parent_id') END) "
+            f"AND parent.status NOT IN ({', '.join(repr(s) for s in _FINISHED)}))"
         )
         params: tuple[Any, ...] = (*wanted, before)
         if workflow_name is not None:
