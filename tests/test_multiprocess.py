@@ -244,11 +244,12 @@ def test_sigkill_of_a_worker_kills_the_command_it_was_running(
     pids_file = tmp_path / "command-pids"
     wait_until(pids_file.exists, 30, "the command to start")
     pids = json.loads(pids_file.read_text())
-    assert pid_alive(pids["command"]) and pid_alive(pids["child"])
+    assert pid_alive(pids["command"]) and pid_alive(pids["child"]) and pid_alive(pids["own_group"])
     worker.send_signal(signal.SIGKILL)
     assert worker.wait(10) == -signal.SIGKILL
     wait_until(lambda: not pid_alive(pids["command"]), 10, "the command to die")
     wait_until(lambda: not pid_alive(pids["child"]), 10, "the command's own child to die")
+    wait_until(lambda: not pid_alive(pids["own_group"]), 10, "the one in its own group to die")
     # Its work folder stays behind until a worker starts on this host.
     assert Path(pids["cwd"]).is_dir()
     wfe_run(ECSWorkflowEngine("memory://", load_plugins=False).run_until_idle())

@@ -296,6 +296,23 @@ def test_a_command_ends_when_it_exits_whatever_it_left_running(make_engine, wfe_
     wait_until(lambda: not pid_alive(task.output), 10, "the background sleep to be killed")
 
 
+def test_a_command_ends_with_what_it_left_in_process_groups_of_its_own(make_engine, wfe_run):
+    """GNU timeout, a shell with job control and make put what they run in a process
+    group of their own; it stays in the command's session, and goes too."""
+    engine = make_engine()
+    leaver = py(
+        """
+        import os, subprocess, sys
+        sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+        print(subprocess.Popen(sleeper, preexec_fn=os.setpgrp, stdout=subprocess.DEVNULL).pid)
+        """
+    )
+    engine.register_workflow("w", [Phase("c", assigned_to="functional", command=leaver)])
+    task = wfe_run(run_one(engine), timeout=30)
+    assert task.status is TaskStatus.COMPLETED, task.error
+    wait_until(lambda: not pid_alive(task.output), 10, "the background sleep to be killed")
+
+
 def test_a_child_that_left_the_process_group_does_not_keep_the_phase_waiting(make_engine, wfe_run):
     """A process that made a session of its own escapes the group kill; holding the
     command's stdout, it would keep the phase waiting as long as it lives."""
@@ -405,11 +422,15 @@ def test_timeout_kills_the_whole_process_group(make_engine, wfe_run, tmp_path):
     hang = py(
         """
         import json, subprocess, sys, time
-        grandchild = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(600)"]
-        )
+        sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+        grandchild = subprocess.Popen(sleeper)
+        own_group = subprocess.Popen(sleeper, preexec_fn=__import__("os").setpgrp)
         with open(sys.argv[1], "w") as fh:
-            json.dump({"child": __import__("os").getpid(), "grandchild": grandchild.pid}, fh)
+            json.dump({
+                "child": __import__("os").getpid(),
+                "grandchild": grandchild.pid,
+                "own_group": own_group.pid,
+            }, fh)
         time.sleep(600)
         """,
         str(pids),
@@ -423,6 +444,7 @@ def test_timeout_kills_the_whole_process_group(make_engine, wfe_run, tmp_path):
     recorded = json.loads(pids.read_text())
     wait_until(lambda: not pid_alive(recorded["child"]), 10, "the child to die")
     wait_until(lambda: not pid_alive(recorded["grandchild"]), 10, "the grandchild to die")
+    wait_until(lambda: not pid_alive(recorded["own_group"]), 10, "the one in its own group")
 
 
 def test_cancel_kills_a_running_command_and_its_children(make_engine, wfe_run, tmp_path):
@@ -435,9 +457,14 @@ def test_cancel_kills_a_running_command_and_its_children(make_engine, wfe_run, t
     hang = py(
         """
         import json, os, subprocess, sys, time
-        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+        grandchild = subprocess.Popen(sleeper)
+        own_group = subprocess.Popen(sleeper, preexec_fn=os.setpgrp)
         with open(sys.argv[1] + ".tmp", "w") as fh:
-            json.dump({"child": os.getpid(), "grandchild": grandchild.pid}, fh)
+            json.dump(
+                {"child": os.getpid(), "grandchild": grandchild.pid, "own_group": own_group.pid},
+                fh,
+            )
         os.rename(sys.argv[1] + ".tmp", sys.argv[1])
         time.sleep(600)
         """,
@@ -458,6 +485,7 @@ def test_cancel_kills_a_running_command_and_its_children(make_engine, wfe_run, t
     recorded = json.loads(pids.read_text())
     wait_until(lambda: not pid_alive(recorded["child"]), 10, "the child to die")
     wait_until(lambda: not pid_alive(recorded["grandchild"]), 10, "the grandchild to die")
+    wait_until(lambda: not pid_alive(recorded["own_group"]), 10, "the one in its own group")
 
 
 def test_a_phase_with_a_command_is_functional_whatever_the_task_type(make_engine, wfe_run):

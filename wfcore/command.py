@@ -20,11 +20,13 @@ history event and a warning), and a non-zero exit fails the attempt with
 the tail of stderr. Stdout is limited to :data:`MAX_STDOUT` bytes (more fails the
 attempt: large results belong in ``out/``).
 
-The command runs in a process group of its own, which is killed when the command
-exits (whatever it left running in the background goes too), on timeout or
-cancellation, and when the worker process dies, even by SIGKILL: the command runs
-under a small ``/bin/sh`` guard that holds the read end of a pipe whose only write
-end the worker holds, and kills the group when that pipe closes. A worker that
+The command runs in a session of its own, whose process groups are killed when
+the command exits (whatever it left running in the background goes too, also in
+a group of its own, as GNU timeout makes), on timeout or cancellation, and when
+the worker process dies, even by SIGKILL: the command runs under a small
+``/bin/sh`` guard that holds the read end of a pipe whose only write end the
+worker holds, and kills them when that pipe closes. (A session's groups are
+found in /proc: elsewhere than on Linux only the command's own group is killed.) A worker that
 takes the task over then never runs the command beside an orphaned earlier run.
 Work folders are named after the worker's host and process, so that a worker
 starting up removes those of dead workers on its host (:func:`remove_stale_workdirs`).
@@ -159,14 +161,22 @@ class _StoppableReader:
 
 
 # The guard: $1 is the pipe's descriptor; a watcher waits for EOF on it (the
-# worker died, or is done) and then kills the whole process group. The command
-# runs in the foreground with the phase's stdin; its arguments are "$@", never
-# parsed by the shell. (It inherits a read end of the pipe, which is harmless:
-# only the worker's write end keeps the pipe open.) The watcher holds none of the
-# command's pipes, so it never keeps the worker reading; it is reaped before the
-# guard exits, which the worker waits for to kill what the command left running.
+# worker died, or is done) and then kills every other process group of the guard's
+# session ($$: the guard leads it), as _kill_session does, and last its own. The
+# command runs in the foreground with the phase's stdin; its arguments are "$@",
+# never parsed by the shell. (It inherits a read end of the pipe, which is
+# harmless: only the worker's write end keeps the pipe open.) The watcher holds
+# none of the command's pipes, so it never keeps the worker reading; it is reaped
+# before the guard exits, which the worker waits for to kill what the command left
+# running. In /proc/PID/stat, the fields after the name's ") " are state, parent,
+# process group and session.
 _GUARD = (
-    '(read _ < "/dev/fd/$1"; kill -9 0) </dev/null >/dev/null 2>&1 & watcher=$!\n'
+    '(read _ < "/dev/fd/$1"\n'
+    " for s in /proc/[0-9]*/stat; do\n"
+    '  read -r l < "$s" && set -- ${l##*) } && [ "$4" = "$$" ] && [ "$3" != "$$" ] &&'
+    ' kill -9 "-$3"\n'
+    " done\n"
+    " kill -9 0) </dev/null >/dev/null 2>&1 & watcher=$!\n"
     "shift\n"
     '"$@"\n'
     "status=$?\n"
@@ -474,10 +484,47 @@ def _check_program(program: str, env: Mapping[str, str], workdir: Path) -> None:
 
 
 def _kill_group(pid: int) -> None:
+    """Kill the guard's process group (the command, and what it left running), then,
+    in a thread, every other group of the guard's session: what the command ran in
+    a group of its own (GNU timeout, make, a shell with job control) goes too."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    # A few ms for a few hundred processes: not on the event loop.
+    asyncio.get_running_loop().run_in_executor(None, _kill_session, pid)
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process group of session ``sid``, found in /proc (Linux; elsewhere
+    only the command's own group is killed). Looked for again while some are found:
+    one may have started another group as the first look went by."""
+    for _ in range(3):
+        try:
+            names = os.listdir("/proc")
+        except OSError:
+            return
+        groups = set()
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    stat = fh.read()
+                # After the name, in parentheses it may itself hold: state, parent,
+                # process group, session. A zombie (Z) is dead already.
+                fields = stat[stat.rindex(b")") + 2 :].split()
+                if int(fields[3]) == sid and fields[0] != b"Z":
+                    groups.add(int(fields[2]))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+        if not groups:
+            return
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _mount_artifacts(task: Task, root: Path, workdir: Path, stop: threading.Event) -> None:

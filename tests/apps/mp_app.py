@@ -146,10 +146,14 @@ HANG = [
     sys.executable,
     "-c",
     "import json, os, subprocess, sys, time\n"
-    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "sleeper = [sys.executable, '-c', 'import time; time.sleep(600)']\n"
+    "child = subprocess.Popen(sleeper)\n"
+    # As GNU timeout or a shell with job control does: a process group of its own.
+    "own_group = subprocess.Popen(sleeper, preexec_fn=os.setpgrp)\n"
     "path = os.path.join(sys.argv[1], 'command-pids')\n"
     "with open(path + '.tmp', 'w') as fh:\n"
-    "    json.dump({'command': os.getpid(), 'child': child.pid, 'cwd': os.getcwd()}, fh)\n"
+    "    json.dump({'command': os.getpid(), 'child': child.pid, 'own_group': own_group.pid,\n"
+    "               'cwd': os.getcwd()}, fh)\n"
     "os.rename(path + '.tmp', path)\n"
     "time.sleep(600)\n",
     str(DIR),
