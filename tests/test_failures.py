@@ -259,6 +259,33 @@ def test_cancel_a_running_task_whose_handler_ignores_it_drops_its_late_write(mak
     assert stored.outputs == {}
 
 
+def test_a_write_dropped_for_a_change_made_elsewhere_says_which_change(
+    wfe_engine_factory, wfe_run, caplog
+):
+    """The log line of a dropped write names the change that won (here a cancel from
+    another process; a takeover, an answer or a child's join alike), rather than
+    leaving an operator to guess between them."""
+    caplog.set_level(logging.INFO, logger="wfcore")
+    engine, elsewhere = wfe_engine_factory(), wfe_engine_factory()  # one SQLite file
+
+    async def cancelled_meanwhile(task: Task) -> None:
+        await elsewhere.cancel(task.id)  # wfe cancel, say, while the phase runs
+        task.output = "late result"
+
+    engine.register_handler("s", cancelled_meanwhile)
+    engine.register_workflow("w", [Phase("s", assigned_to="functional")])
+
+    async def scenario():
+        task = await engine.submit_task(None, "w")
+        await engine.run_until_idle()
+        return await engine.get_task(task.id)
+
+    stored = wfe_run(scenario())
+    assert stored.status is TaskStatus.CANCELLED and stored.output is None
+    said = [r.getMessage() for r in caplog.records if "write dropped" in r.getMessage()]
+    assert said == [f"task {stored.id}: changed elsewhere meanwhile (cancelled); write dropped"]
+
+
 def test_cancel_waiting_and_pending_tasks(make_engine, wfe_run):
     engine = make_engine()
     ran: list[str] = []

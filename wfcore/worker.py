@@ -1370,14 +1370,20 @@ class Worker:
             if keep_lease:
                 self._released.discard(task.id)
         else:
-            logger.info(
-                "task %s: changed elsewhere (cancelled or taken over); write dropped", task.id
-            )
             self._lost.add(task.id)
             store = self._engine._store
-            if await store.get_task(task.id) is None:
+            stored = await store.get_task(task.id)
+            if stored is None:
+                logger.info("task %s: deleted meanwhile; write dropped", task.id)
                 # Deleted (purged) while this phase ran: what it wrote goes too.
                 await asyncio.to_thread(remove_artifact_dirs, store.artifacts_dir, [task.id])
+            else:
+                # Which change it was (a cancel, a takeover, an answer, the join of
+                # its last child): an operator reading the log need not guess.
+                last = stored.history[-1]["event"] if stored.history else "unknown"
+                logger.info(
+                    "task %s: changed elsewhere meanwhile (%s); write dropped", task.id, last
+                )
         return ok
 
     async def _unstorable(self, task: Task, exc: Exception) -> bool:
