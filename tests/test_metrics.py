@@ -140,6 +140,29 @@ def test_a_scrape_counts_every_workflow_at_once(wfe_engine_factory, wfe_store_ur
     assert many[("wfcore_tasks", (("status", "pending"), ("workflow", "more-39")))] == 0
 
 
+def test_a_workflow_defined_at_run_time_drops_out_once_its_tasks_are_purged(
+    wfe_engine_factory, wfe_run
+) -> None:
+    """Workflows defined at run time pile up (a changed spec takes a new name): one
+    whose tasks are all gone has no series, or every scrape would carry eight zeros
+    for each of thousands. One registered in the app's code keeps its zeros."""
+    engine = _engine(wfe_engine_factory)
+    spec = {"name": "one-off", "phases": [{"target_classification": "double"}], "input": 2}
+
+    async def scenario() -> tuple[dict[Any, float], dict[Any, float]]:
+        await engine.submit_task(spec, None, classification="define_workflow")
+        await engine.run_until_idle()
+        with_tasks = _samples(await render_metrics(engine))
+        await engine.purge(0)
+        return with_tasks, _samples(await render_metrics(engine))
+
+    with_tasks, purged = wfe_run(scenario())
+    assert with_tasks[("wfcore_tasks", (("status", "completed"), ("workflow", "one-off")))] == 1
+    assert [key for key in purged if ("workflow", "one-off") in key[1]] == []
+    registered = ("wfcore_tasks", (("status", "pending"), ("workflow", 'sums "quoted"')))
+    assert (with_tasks[registered], purged[registered]) == (0, 0)
+
+
 def test_the_server_answers_metrics_and_health_over_http(wfe_engine_factory, wfe_run) -> None:
     engine = _engine(wfe_engine_factory)
 

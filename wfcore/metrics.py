@@ -115,9 +115,17 @@ async def render_metrics(engine: ECSWorkflowEngine, *, engine_metrics: bool = Tr
     store = await engine.get_store()
     out = _Lines()
 
-    names = sorted({spec.name for spec in await store.load_workflows()} | set(engine.workflows))
-    out.family("wfcore_tasks", "gauge", "Tasks in the store, by workflow and status.")
     by_workflow = await store.count_all_by_workflow()
+    # The app's workflows, with their zeros; those defined at run time only while
+    # they have tasks: they pile up (a changed spec takes a new name), and thousands
+    # of all-zero series would swell every scrape.
+    known = {spec.name for spec in await store.load_workflows()} | set(engine.workflows)
+    names = sorted(
+        name
+        for name in known
+        if engine.registered_in_code(name) or sum(by_workflow.get(name, {}).values())
+    )
+    out.family("wfcore_tasks", "gauge", "Tasks in the store, by workflow and status.")
     unfinished = {
         name: sum(n for status, n in counts.items() if not status.is_finished)
         for name, counts in by_workflow.items()
