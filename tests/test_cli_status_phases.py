@@ -95,3 +95,19 @@ def test_status_refuses_a_workflow_that_names_nothing(wfe) -> None:
     assert "unknown workflow 'quik' (known: quick, review)" in typo.stderr
     empty = wfe("status", "--workflow", "", check=False)
     assert empty.returncode == 2 and "--workflow" in empty.stderr and "is empty" in empty.stderr
+
+
+def test_commands_that_read_leave_the_stored_workflows_as_they_are(wfe) -> None:
+    """A reading command run with another app (an older checkout's, another team's)
+    shows the store, and does not replace its workflows with the app's: nor does it
+    need to write at all (a store on read-only credentials, a replica)."""
+    env = wfe.env
+    wfe("submit", "review", "--data", "{}", "--app", "phases_app:engine", env=env)
+    stored = wfe("workflows", env=env).stdout
+    assert "draft" in stored
+    for command in (["tasks"], ["status"], ["metrics"], ["workflows"]):
+        wfe(*command, "--app", "review_app:engine", env=env)
+        assert wfe("workflows", env=env).stdout == stored, command
+    # A workflow of the app's own, stored nowhere yet, is no typo to refuse.
+    listed = wfe("tasks", "--app", "callback_app:engine", "--workflow", "sign", env=env)
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "no tasks\n", "")

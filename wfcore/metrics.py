@@ -123,7 +123,7 @@ async def render_metrics(engine: ECSWorkflowEngine, *, engine_metrics: bool = Tr
     names = sorted(
         name
         for name in known
-        if engine.registered_in_code(name) or sum(by_workflow.get(name, {}).values())
+        if engine.registered_in_code(name) or any(by_workflow.get(name, {}).values())
     )
     out.family("wfcore_tasks", "gauge", "Tasks in the store, by workflow and status.")
     unfinished = {

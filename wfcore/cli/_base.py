@@ -232,7 +232,9 @@ def _engine(
     empty database. ``in_process``: the command itself runs the tasks (wfe worker),
     so memory:// is of use; to every other command it is a store that ends with it.
     ``reading``: the command only reads, so a SQLite store of the release before is
-    read as it is, not upgraded: that release's workers may still be using it.
+    read as it is, not upgraded: that release's workers may still be using it; nor
+    are the app's workflows stored (an older checkout's would replace the ones the
+    workers run, and a store on read-only credentials could not be read at all).
     """
     shared = ctx.ensure_object(_Context)
     url = store_url(ctx, store)
@@ -254,6 +256,7 @@ def _engine(
     named_by_app = app if app and not url and engine._store_arg else None
     if reading:
         _read_as_is(engine)
+        engine._unsaved_workflows.clear()
     if existing:  # the app's own, or the one --store or WFE_STORE names
         _check_store_exists(engine, named_by_app)
     return engine
@@ -323,16 +326,19 @@ def _check_names(workflow: str | None, phase: str | None) -> None:
 
 
 async def _refuse_unknown_names(
-    store: Store, workflow: str | None, phase: str | None = None
+    engine: ECSWorkflowEngine, workflow: str | None, phase: str | None = None
 ) -> None:
     """Raise _InputError for a --workflow or --phase that names nothing there is:
-    no stored workflow and no task. Asked when a command found nothing to list,
-    retry or purge, where a typo would read as a workflow (or a phase) with nothing
-    to show. A workflow or phase that has tasks is never refused: a workflow not
-    stored (yet), a phase its workflow no longer has."""
+    no stored workflow, none of the app's, and no task. Asked when a command found
+    nothing to list, retry or purge, where a typo would read as a workflow (or a
+    phase) with nothing to show. A workflow or phase that has tasks is never
+    refused: a workflow not stored (yet), a phase its workflow no longer has."""
     if workflow is None and phase is None:
         return
+    store = await engine.get_store()
     specs = {spec.name: spec for spec in await store.load_workflows()}
+    # The app's too (--app), which a command that only reads does not store.
+    specs.update(engine.workflows)
     if (
         workflow is not None
         and workflow not in specs

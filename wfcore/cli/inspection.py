@@ -125,7 +125,7 @@ def tasks(
             status=wanted, workflow_name=workflow, limit=limit, offset=offset, **by_phase
         )
         if not found:
-            await _refuse_unknown_names(st, workflow, phase)
+            await _refuse_unknown_names(engine, workflow, phase)
         if as_json or (offset == 0 and len(found) < limit):
             return found, len(found)  # all of them, or nobody reads the total
         counts = await st.count_tasks(workflow, **by_phase)
@@ -502,7 +502,7 @@ def status(ctx: click.Context, workflow: str | None, as_json: bool, store: str |
         # (only an app not run here knows it) has its phases in name order.
         orders = {spec.name: spec.classifications for spec in await st.load_workflows()}
         if workflow is not None:
-            await _refuse_unknown_names(st, workflow)
+            await _refuse_unknown_names(engine, workflow)
             orders = {workflow: orders.get(workflow, [])}
         by_workflow = {name: await st.count_tasks(name) for name in orders}
         if workflow is None:

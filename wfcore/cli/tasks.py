@@ -778,7 +778,7 @@ def _change_many(
     async def run() -> list[str]:
         ids = await change()
         if not ids:
-            await _refuse_unknown_names(await engine.get_store(), workflow, phase)
+            await _refuse_unknown_names(engine, workflow, phase)
         return ids
 
     ids = _run(_closing(engine, run()))
@@ -1026,7 +1026,7 @@ def purge(
         )
         opened = await engine.get_store()
         if not count and workflow is not None:
-            await _refuse_unknown_names(opened, workflow)
+            await _refuse_unknown_names(engine, workflow)
         try:
             consumers = await opened.outbox_consumers()
         except StoreError:
