@@ -10,6 +10,7 @@ an entry point in wfcore's group), and run by the real ``wfe`` in subprocesses.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,38 @@ def test_a_failed_submission_says_it_made_a_plugin_store(
         f"wfe: there was no store at {url}; this command made one, with no task in it "
         "(check --store and WFE_STORE)\nError: unknown workflow 'nope'"
     ), refused.stderr
+
+
+def test_a_submission_whose_store_then_fails_to_close_names_the_task(
+    wfe, tmp_path: Path, plugin_env: dict[str, str]
+) -> None:
+    """The task was submitted: its id is printed and the error says what failed after,
+    never that the store has no task in it (a resubmission would make a second)."""
+    url = f"faultydir://{tmp_path / 'store'}"
+    result = wfe(
+        "submit",
+        "review",
+        "--data",
+        "{}",
+        "--app",
+        APP,
+        "--store",
+        url,
+        env=plugin_env,
+        check=False,
+    )
+    task_id = result.stdout.strip()
+    assert result.returncode == 1 and len(task_id) == 32, result
+    assert result.stderr.splitlines()[-2:] == [
+        f"wfe: task {task_id} was submitted, then closing the store failed: see whether "
+        f"it is stored (wfe show {task_id}) before submitting it again",
+        f"Error: cannot close the store {url!r}: OSError: [Errno 28] No space left on device",
+    ], result.stderr
+    conn = sqlite3.connect(tmp_path / "store" / "tasks.db")
+    try:
+        assert conn.execute("SELECT id FROM tasks").fetchall() == [(task_id,)]
+    finally:
+        conn.close()
 
 
 def test_a_plugin_serving_sqlite_urls_is_warned_about_and_not_taken_for_sqlite(

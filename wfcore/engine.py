@@ -745,7 +745,8 @@ class ECSWorkflowEngine:
         object given as ``store=`` stays open: it is its giver's to close (other
         engines may share it). Raises WorkflowError from inside a phase this engine
         runs: waiting for the run to end would wait for that phase too (call
-        :meth:`stop` there instead)."""
+        :meth:`stop` there instead). A store that fails to close raises StoreError
+        (its last writes may be lost), and is closed for this engine all the same."""
         if self._worker.running and running_engine() is self:
             raise WorkflowError(
                 "aclose() inside a phase of this engine would wait for its own phase to "
@@ -755,7 +756,16 @@ class ECSWorkflowEngine:
         await self._worker.stop_and_wait()
         if self._store is not None and not isinstance(self._store_arg, Store):
             store, self._store = self._store, None
-            await store.close()
+            try:
+                await store.close()
+            except WorkflowError:
+                raise
+            except Exception as exc:
+                # A plugin store's own words, as for a failed open: its last writes
+                # may be lost (a flush to a full disk), and whoever closes should say so.
+                raise StoreError(
+                    f"cannot close the store {self.store_url!r}: {type(exc).__name__}: {exc}"
+                ) from exc
 
     async def __aenter__(self) -> ECSWorkflowEngine:
         await self.get_store()

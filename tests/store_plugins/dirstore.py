@@ -6,6 +6,7 @@ an entry point by the tests that use it (never imported by wfcore itself):
     olddir:///abs/folder     written before exists() was there: cannot tell
     brokendir:///abs/folder  whose exists() cannot reach its storage
     plaindir:///abs/folder   whose exists() is a plain method
+    faultydir:///abs/folder  whose close() fails, as a last flush to a full disk would
 """
 
 from pathlib import Path
@@ -55,11 +56,18 @@ class PlainDirStore(OldDirStore):
         return self.folder.is_dir()
 
 
+class FaultyDirStore(DirStore):
+    async def close(self):
+        await self._tasks.close()
+        raise OSError(28, "No space left on device")
+
+
 STORES = {
     "dirstore": DirStore,
     "olddir": OldDirStore,
     "brokendir": BrokenDirStore,
     "plaindir": PlainDirStore,
+    "faultydir": FaultyDirStore,
 }
 
 

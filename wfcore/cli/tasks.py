@@ -208,10 +208,12 @@ def submit(
     new_folders = _missing_folders(new_file.parent) if new_file is not None else []
     name = None if workflow == "-" else workflow
 
+    submitted: list[Task] = []
+
     async def submitting() -> Task:
         if defined is not None:
             await _refuse_a_different_definition(engine, defined)
-        return await engine.submit_task(
+        task = await engine.submit_task(
             payload,
             name,
             classification,
@@ -221,12 +223,25 @@ def submit(
             artifacts=files,
             priority=priority,
         )
+        submitted.append(task)
+        return task
 
     try:
         # Input no click option could check: the workflow, classification or type
         # names, data or id the engine refuses.
         task = _run(_closing(engine, submitting()), (UnknownWorkflowError, InvalidTaskError))
     except click.ClickException as exc:
+        if submitted:
+            # Submitted, then closing the store failed: the task is most likely
+            # stored, and submitting it again without --id would make a second one.
+            click.echo(_task_json(submitted[0]) if as_json else submitted[0].id)
+            click.echo(
+                f"wfe: task {submitted[0].id} was submitted, then closing the store "
+                f"failed: see whether it is stored (wfe show {submitted[0].id}) before "
+                "submitting it again",
+                err=True,
+            )
+            raise
         if new_file is not None:
             # Nothing was stored: a store left behind would make a mistyped path
             # look right to every later command.
