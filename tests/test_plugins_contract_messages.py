@@ -5,9 +5,11 @@ what to do, not just ``assert True is False``."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+import pytest
 from core_util import run_pytest
 
 _PLUGIN_TESTS = '''
@@ -184,3 +186,70 @@ def test_a_test_class_set_up_wrong_is_told_how(tmp_path: Path) -> None:
         "no plugin opens 'jsonfile:///tmp/tasks.json', the store_url of TestPluginsForgotten: "
         "set plugins = [the plugin whose wfe_open_store opens it] on the class (plugins is [])"
     ) in out
+
+
+_BROKEN_IN_ANOTHER_PROCESS = """
+import os
+import pytest
+from wfcore import hookimpl
+from wfcore.stores.sqlite import SQLiteStore
+from wfcore.testing import StoreContract
+
+TEST_PROCESS = os.getpid()
+
+
+class RaisesElsewhere(SQLiteStore):
+    async def claim(self, owner, limit, lease_seconds, *, workflows=None):
+        if os.getpid() != TEST_PROCESS:
+            raise RuntimeError("claim is broken in another process")
+        return await super().claim(owner, limit, lease_seconds, workflows=workflows)
+
+
+class ExitsElsewhere(SQLiteStore):
+    async def claim(self, owner, limit, lease_seconds, *, workflows=None):
+        if os.getpid() != TEST_PROCESS:
+            os._exit(3)
+        return await super().claim(owner, limit, lease_seconds, workflows=workflows)
+
+
+class Plugin:
+    @hookimpl
+    def wfe_open_store(self, url):
+        scheme, _, path = url.partition(":")
+        stores = {"raises": RaisesElsewhere, "exits": ExitsElsewhere}
+        return stores[scheme](path) if scheme in stores else None
+
+
+class TestRaisesElsewhere(StoreContract):
+    plugins = [Plugin()]
+    scheme = "raises"
+
+    @pytest.fixture
+    def store_url(self, tmp_path):
+        return f"{self.scheme}:{tmp_path / 'wfe.db'}"
+
+
+class TestExitsElsewhere(TestRaisesElsewhere):
+    scheme = "exits"
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the second opener is a thread here")
+def test_a_store_failing_in_the_second_process_says_so_with_its_traceback(
+    tmp_path: Path,
+) -> None:
+    """The tests of two openers run one of them in a forked process: what fails
+    there is the test's failure, with the traceback of that process."""
+    (tmp_path / "test_elsewhere.py").write_text(_BROKEN_IN_ANOTHER_PROCESS)
+    test = "test_two_openers_claiming_at_once_never_share_a_task"
+    done = run_pytest(
+        tmp_path,
+        f"test_elsewhere.py::TestRaisesElsewhere::{test}",
+        f"test_elsewhere.py::TestExitsElsewhere::{test}",
+    )
+    out = done.stdout
+    assert out.count("FAILED") == 2, out + done.stderr
+    assert "RuntimeError: claim is broken in another process" in out
+    assert "in the second store's process, a fork of this one" in out
+    assert 'raise RuntimeError("claim is broken in another process")' in out
+    assert "ended without a result (exit code 3)" in " ".join(out.split())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from wfcore import hookimpl
 from wfcore.hookspecs import RegisterWorkflow
 from wfcore.model import Phase, Task, TaskStatus
 from wfcore.stores.base import UNREADABLE_ERROR, unreadable, unreadable_stand_in
+from wfcore.stores.sqlite import SQLiteStore
 from wfcore.testing import StoreContract
 
 
@@ -20,14 +23,24 @@ class TestSQLiteStore(StoreContract):
     def store_url(self, tmp_path: Path) -> str:
         return f"sqlite://{tmp_path / 'wfe.db'}"
 
+    def damage_row(self, store_url: str, task_id: str) -> None:
+        # A document cut short, as a hand edit in the sqlite3 shell might leave it.
+        path = SQLiteStore.from_url(store_url).path
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn, conn:
+            changed = conn.execute(
+                "UPDATE tasks SET doc = ? WHERE id = ?", ('{"data": {"n": ', task_id)
+            ).rowcount
+        assert changed == 1, f"no stored task {task_id!r} to damage"
 
-class TestSQLiteStoreFullDurability(StoreContract):
+
+class TestSQLiteStoreFullDurability(TestSQLiteStore):
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"sqlite://{tmp_path / 'wfe.db'}?durability=full"
 
 
 class TestMemoryStore(StoreContract):
+    # No damage_row: a memory store keeps Task objects, no row to damage.
     durable = False
     shared = False
     threadsafe = False

@@ -9,12 +9,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import os
+import pickle
 import threading
 import time
+import traceback
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import pytest
@@ -23,7 +31,7 @@ from .engine import ECSWorkflowEngine
 from .errors import StoreError
 from .model import Artifact, Phase, Task, TaskStatus, TaskType, WorkflowSpec
 from .plugins import call_impl
-from .stores.base import Store, phase_filter, summarized
+from .stores.base import UNREADABLE_ERROR, Store, phase_filter, summarized, unreadable
 
 __all__ = ["StoreContract"]
 
@@ -150,15 +158,247 @@ def _start_in_threads(
     return futures
 
 
+def _fork_context() -> multiprocessing.context.BaseContext | None:
+    """The ``fork`` start method, where the system has one (not on Windows)."""
+    if not hasattr(os, "fork"):
+        return None
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:
+        return None
+
+
+# Seconds a forked opener may take beyond the test's timeout (its own wait_for
+# fires first) to send what it got, before it is killed.
+_CHILD_GRACE = 10.0
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an error raised in a forked opener, as text: the cause of
+    the error raised here in its stead."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _ChildFailed(Exception):
+    """An error of a forked opener that could not be sent here as it was."""
+
+
+def _run_in_child(
+    work: Callable[[_Ready], Awaitable[Any]],
+    barrier: threading.Barrier,
+    timeout: float,
+    send: multiprocessing.connection.Connection,
+) -> None:
+    """In a forked process: ``await work(ready)`` in an event loop of its own, and
+    send back ``("result", value)`` or ``("error", exception or None, traceback)``."""
+    outcome: tuple[Any, ...]
+    failed = False
+    try:
+        ready = functools.partial(_meet, barrier, timeout)
+        outcome = ("result", asyncio.run(asyncio.wait_for(work(ready), timeout)))
+    except BaseException as exc:  # sent to the parent, which raises it
+        failed = True
+        text = "".join(traceback.format_exception(exc))
+        try:
+            sent: BaseException | None = pickle.loads(pickle.dumps(exc))
+        except Exception:
+            sent = None
+        outcome = ("error", sent, text)
+    try:
+        send.send(outcome)
+    except Exception as exc:  # a result that does not pickle
+        failed = True
+        text = "".join(traceback.format_exception(exc))
+        send.send(("error", None, f"sending the result back failed:\n{text}"))
+    finally:
+        send.close()
+        if failed:
+            # After sending: the other opener's broken barrier is not the first error.
+            barrier.abort()
+    # The process ends with os._exit (multiprocessing's way): pytest's atexit
+    # handlers and the parent's finalizers do not run here.
+
+
+class _ForkedOpener:
+    """``work(ready)`` run in a forked process; :attr:`result` gets what it returned
+    or raised, as a thread's future would (an error with the child's traceback as
+    its cause)."""
+
+    def __init__(
+        self,
+        context: multiprocessing.context.BaseContext,
+        timeout: float,
+        work: Callable[[_Ready], Awaitable[Any]],
+        barrier: threading.Barrier,
+    ) -> None:
+        self.result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(  # type: ignore[attr-defined]
+            target=_run_in_child,
+            args=(work, barrier, timeout, send),
+            name="store-contract-1",
+            daemon=True,
+        )
+        with warnings.catch_warnings():
+            # Python 3.12 warns of forking while threads run (pytest-xdist's, say):
+            # the child uses nothing of theirs, only the objects it is handed.
+            warnings.filterwarnings(
+                "ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning
+            )
+            self._process.start()
+        send.close()  # the child's copy is the only one left: its end is an EOF here
+        threading.Thread(
+            target=self._collect,
+            args=(receive, barrier, timeout + _CHILD_GRACE),
+            name="store-contract-collect",
+            daemon=True,
+        ).start()
+
+    def _collect(
+        self,
+        receive: multiprocessing.connection.Connection,
+        barrier: threading.Barrier,
+        timeout: float,
+    ) -> None:
+        __tracebackhide__ = True  # the child's traceback, its cause, says where
+        try:
+            self.result.set_result(self._receive(receive, timeout))
+        except BaseException as exc:
+            self.result.set_exception(exc)
+            barrier.abort()
+        finally:
+            receive.close()
+
+    def _receive(self, receive: multiprocessing.connection.Connection, timeout: float) -> Any:
+        __tracebackhide__ = True
+        if not receive.poll(timeout):
+            self._process.kill()
+            raise TimeoutError(
+                f"the second store's process (a fork of this one) gave no result in "
+                f"{timeout:g} s, and was killed: a store call never returned"
+            )
+        try:
+            outcome = receive.recv()
+        except EOFError:
+            self._process.join(_CHILD_GRACE)
+            raise _ChildFailed(
+                "the second store's process (a fork of this one) ended without a result "
+                f"(exit code {self._process.exitcode}): the store ended it, or crashed it"
+            ) from None
+        if outcome[0] == "result":
+            return outcome[1]
+        _, error, text = outcome
+        if error is None:
+            error = _ChildFailed(
+                "the second store's process (a fork of this one) failed; its traceback:\n" + text
+            )
+        else:
+            error.__cause__ = _RemoteTraceback(
+                f"\n(in the second store's process, a fork of this one)\n{text}"
+            )
+        raise error
+
+    def stop(self) -> None:
+        """Wait a little for the process to end, then kill it."""
+        self._process.join(_CHILD_GRACE)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
 def _results(futures: Sequence[concurrent.futures.Future[Any]]) -> list[Any]:
     """The futures' results; the first error as soon as one fails."""
-    done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+    done, pending = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
     errors = [error for future in done if (error := future.exception()) is not None]
+    if pending and all(isinstance(error, threading.BrokenBarrierError) for error in errors):
+        # The party that broke the barrier may be a forked opener, whose own error
+        # comes over a pipe a moment after the others see the barrier broken.
+        done, _ = concurrent.futures.wait(
+            pending, _CHILD_GRACE, return_when=concurrent.futures.FIRST_EXCEPTION
+        )
+        errors += [error for future in done if (error := future.exception()) is not None]
     # A broken barrier is what the first real error caused in the others.
     errors.sort(key=lambda error: isinstance(error, threading.BrokenBarrierError))
     if errors:
         raise errors[0]
     return [future.result() for future in futures]
+
+
+_DAMAGED = "a row the store cannot read must not make every read fail, nor stop a worker"
+
+
+_READ_AS_STAND_IN = (
+    "Read a row you cannot decode as the stand-in wfcore.stores.base."
+    "unreadable_stand_in(task_id, reason, stored_text) builds (see wfcore.Store, 'A row "
+    "that cannot be read')"
+)
+
+
+async def _unbroken(
+    call: Callable[[], Awaitable[Any]], what: str, damaged: str, do: str = _READ_AS_STAND_IN
+) -> Any:
+    """``await call()``; fail saying what to ``do`` when it raises for a damaged row."""
+    try:
+        return await call()
+    except Exception as exc:
+        pytest.fail(
+            f"{what} raised {type(exc).__name__}: {str(exc)[:200]} once damage_row had "
+            f"damaged the stored {damaged}: {_DAMAGED}. {do}",
+            pytrace=False,
+        )
+
+
+def _check_stand_in(task: Task | None, task_id: str, read_by: str, *, whole: bool = True) -> None:
+    """Fail unless ``task`` is the stand-in of the damaged ``task_id`` (``whole``:
+    not a summary, so with the stored text)."""
+    if task is None:
+        pytest.fail(
+            f"{read_by} gave no {task_id} after damage_row damaged it: a row the store "
+            "cannot read is still there, as the stand-in wfcore.stores.base."
+            "unreadable_stand_in builds, so that people see it and repair it",
+            pytrace=False,
+        )
+    if task.id != task_id or not unreadable(task):
+        pytest.fail(
+            f"{read_by} gave {task_id}, damaged by damage_row, as task {task.id!r} "
+            f"{task.status.value}, error {task.error!r:.80}: not the stand-in "
+            "wfcore.stores.base.unreadable_stand_in(task_id, reason, stored_text) builds "
+            f"(FAILED, its error starting {UNREADABLE_ERROR!r}), which tells the engine "
+            "never to run it or write it back. (Or damage_row did not damage the row.)",
+            pytrace=False,
+        )
+    if whole:
+        text = task.context.get("unreadable_doc")
+        assert isinstance(text, str) and text, (
+            f"the stand-in {read_by} gave for {task_id} has context['unreadable_doc'] "
+            f"{text!r:.80}: pass the row's stored text as stored_text, for whoever repairs it"
+        )
+
+
+def _footprint(url: str) -> tuple[bool, list[str]] | None:
+    """Whether the local path a store URL names exists, and what it holds if it is a
+    folder; None for a URL that names no absolute path (``memory://``)."""
+    path = unquote(urlsplit(url).path)
+    if not path.startswith("/"):
+        return None
+    try:
+        return True, sorted(os.listdir(path))
+    except NotADirectoryError:
+        return True, []
+    except OSError:
+        return os.path.lexists(path), []
+
+
+def _shown_footprint(footprint: tuple[bool, list[str]] | None) -> str:
+    if footprint is None or not footprint[0]:
+        return "nothing was there"
+    return f"it held {footprint[1]}" if footprint[1] else "it was there"
 
 
 def _field_default(field: attrs.Attribute[Any]) -> Any:
@@ -236,7 +476,12 @@ class StoreContract:
     of one URL do not share, and ``threadsafe = False`` for one meant for a single
     thread (``memory://`` is both): the tests that need those are skipped. Each
     test opens the store through an engine, as a worker does, so the plugin's
-    ``wfe_open_store`` is tested too.
+    ``wfe_open_store`` is tested too. The tests of two openers at once run one of
+    them in a process of its own (forked, where the system can fork), so that a
+    lock or a cache held by one process only is found out.
+
+    Implement :meth:`damage_row` to run the tests of rows the store cannot read:
+    they are skipped without it.
     """
 
     #: Plugins registered on each test's engine (the store's own, at least).
@@ -278,6 +523,27 @@ class StoreContract:
             )
         return engine
 
+    def damage_row(self, store_url: str, task_id: str) -> None:
+        """Damage the stored task ``task_id`` in the store at ``store_url`` as a hand
+        edit or a broken tool would, so that the store cannot read it back: cut its
+        JSON document short, say, as ``UPDATE tasks SET doc = '{"data": ' WHERE id =
+        ?`` does to an SQLite store. Called while a store is open on the URL, from a
+        thread of its own.
+
+        Optional: implement it on the test class to run the tests of rows that
+        cannot be read (see :class:`~wfcore.stores.base.Store`); without it they are
+        skipped.
+        """
+        raise NotImplementedError
+
+    def _skip_unless_damageable(self) -> None:
+        if type(self).damage_row is StoreContract.damage_row:
+            pytest.skip(
+                f"{type(self).__name__} has no damage_row(store_url, task_id): implement "
+                "it (damage a stored task as a hand edit would) to test how the store "
+                "reads a row it cannot read"
+            )
+
     def _skip_unless_shared(self) -> None:
         if not self.shared:
             pytest.skip("two openers of one URL do not share the store (shared = False)")
@@ -299,8 +565,13 @@ class StoreContract:
         self, store_url: str, work: Callable[[Any, int, _Ready], Awaitable[Any]]
     ) -> list[Any]:
         """``work(store, n, ready)`` for n = 0 and 1 at once, each on a store of its
-        own opened on ``store_url``, in a thread and event loop of its own (as two
-        processes would run)."""
+        own opened on ``store_url`` in an event loop of its own, as two processes run
+        it: n = 1 in a process of its own (forked: it inherits this class, its
+        plugins and ``work``, and sends back only its result), n = 0 in a thread of
+        this one. So a lock that holds within one process only (a lock or cache of
+        the module, shared by every store object of the process) reaches no further,
+        as in ``wfe submit`` beside ``wfe worker``. Where the system cannot fork,
+        both run in threads of this process."""
 
         async def run(n: int, ready: _Ready) -> Any:
             engine = self.make_engine(store_url)
@@ -309,7 +580,18 @@ class StoreContract:
             finally:
                 await engine.aclose()
 
-        return _results(_start_in_threads(2, self.timeout, run))
+        context = _fork_context()
+        if context is None:
+            return _results(_start_in_threads(2, self.timeout, run))
+        barrier = context.Barrier(2)
+        # Forked before this process opens a store: the child inherits no open
+        # store of it (an SQLite connection, its writer thread) to trip over.
+        child = _ForkedOpener(context, self.timeout, functools.partial(run, 1), barrier)
+        try:
+            [here] = _start_in_threads(1, self.timeout, run, barrier)
+            return _results([here, child.result])
+        finally:
+            child.stop()
 
     # -- what the store says of itself ------------------------------------------------
 
@@ -360,17 +642,37 @@ class StoreContract:
         )
         task.record("submitted")
         stored, created = await store.insert_task(task)
-        assert created
-        assert stored.id == "task-1"
+        assert created, (
+            f"insert_task of a new id returned created={created!r}: it returns (the "
+            "stored task, True) when it stores the task"
+        )
+        assert stored.id == "task-1", f"insert_task returned a task of id {stored.id!r}"
         got = await store.get_task("task-1")
-        assert got is not None
-        for field in ("id", "data", "workflow_name", "classification", "assigned_to"):
-            assert getattr(got, field) == getattr(task, field), field
-        assert (got.status, got.context, got.outputs) == (task.status, task.context, task.outputs)
-        assert got.run_after == due
-        assert [e["event"] for e in got.history] == ["submitted"]
-        assert got.created_at == task.created_at
-        assert await store.get_task("no-such-task") is None
+        assert got is not None, "get_task('task-1') gave None right after insert_task"
+        for field in (
+            "id",
+            "data",
+            "workflow_name",
+            "classification",
+            "assigned_to",
+            "status",
+            "context",
+            "outputs",
+            "run_after",
+            "created_at",
+        ):
+            got_value, given = getattr(got, field), getattr(task, field)
+            assert got_value == given, (
+                f"get_task after insert_task gave {field} {got_value!r}, inserted {given!r}. "
+                + _KEEP_EVERY_FIELD
+            )
+        events = [e["event"] for e in got.history]
+        assert events == ["submitted"], (
+            f"get_task after insert_task gave a history of events {events}, inserted "
+            "['submitted']: the history is kept as written"
+        )
+        missing = await store.get_task("no-such-task")
+        assert missing is None, f"get_task of an id never inserted gave {missing!r:.100}, not None"
 
     @_with_store
     async def test_every_field_of_an_inserted_task_reads_back(self, store: Any) -> None:
@@ -420,9 +722,9 @@ class StoreContract:
         task.record("classified", phase="review")
         _check_all_set(task)
         written = task.copy()
-        assert (await store.insert_task(task))[1]
+        assert (await store.insert_task(task))[1], "insert_task of a new id said created=False"
         got = await store.get_task("task-1")
-        assert got is not None
+        assert got is not None, "get_task('task-1') gave None right after insert_task"
         # updated_at is the store's to set.
         wrong = _differences(got, written, besides=["updated_at"])
         assert not wrong, (
@@ -480,9 +782,12 @@ class StoreContract:
         task.waiting_for = ["task-1.1"]
         _check_all_set(task)
         written = task.copy()
-        assert await store.update_task(task)
+        assert await store.update_task(task), (
+            "update_task returned False for the task as its claim returned it: a write at "
+            "the stored version succeeds"
+        )
         got = await store.get_task("task-1")
-        assert got is not None
+        assert got is not None, "get_task('task-1') gave None after update_task"
         wrong = _differences(got, written, besides=["updated_at", "version"])
         assert not wrong, (
             "get_task after update_task gave back a task that differs in "
@@ -490,8 +795,14 @@ class StoreContract:
             + ". "
             + _KEEP_EVERY_FIELD
         )
-        assert got.version == written.version + 1
-        assert got.created_at == inserted.created_at
+        assert got.version == written.version + 1, (
+            f"update_task of a task at version {written.version} stored version "
+            f"{got.version}: a write bumps the version by one"
+        )
+        assert got.created_at == inserted.created_at, (
+            f"update_task changed created_at from {inserted.created_at} to {got.created_at}: "
+            "it is set once, by insert_task"
+        )
 
     @_with_store
     async def test_a_long_history_reads_back_whole_and_in_order(self, store: Any) -> None:
@@ -663,6 +974,11 @@ class StoreContract:
             f"get_task after update_task read back output {stored.output!r}, written 'first'"
         )
         assert stored.updated_at >= before - timedelta(seconds=1), "updated_at is not stamped"
+        assert abs((task.updated_at - stored.updated_at).total_seconds()) < 1, (
+            f"update_task left updated_at {task.updated_at} on the task it wrote, but "
+            f"stored {stored.updated_at}: set the time written on the task passed in too, "
+            "as the version (the engine hands that object on, to hooks and callers)"
+        )
         assert stored.created_at == long_ago, (
             f"update_task changed created_at from {long_ago} to {stored.created_at}: "
             "it is set once, by insert_task"
@@ -721,16 +1037,36 @@ class StoreContract:
             f"update_task returned {wrote!r} for a task read before a claim: the claim "
             "bumps the version, and " + _STALE_WRITE
         )
-        second = await store.claim("worker-b", 5, 30)
-        assert [t.id for t in second] == ["task-2"]
-        assert await store.claim("worker-c", 5, 30) == []
-        assert sorted(await store.lease_owners()) == ["worker-a", "worker-b"]
+        second = [t.id for t in await store.claim("worker-b", 5, 30)]
+        assert second == ["task-2"], (
+            f"claim('worker-b', 5, ...) took {second} after worker-a's claim leased task-0 "
+            "and task-1: only task-2 is not leased"
+        )
+        third = [t.id for t in await store.claim("worker-c", 5, 30)]
+        assert third == [], (
+            f"claim('worker-c', ...) took {third} while every task is leased (for 30 s): a "
+            "leased task is nobody else's until its lease expires or a write releases it"
+        )
+        owners = sorted(await store.lease_owners())
+        assert owners == ["worker-a", "worker-b"], (
+            f"lease_owners() gave {owners}: the owners of the leases tasks hold"
+        )
         if type(store).lease_of is not Store.lease_of:  # the store can tell (optional)
             now = datetime.now(timezone.utc)
-            owner, expires = await store.lease_of("task-2")
-            assert owner == "worker-b"
-            assert now + timedelta(seconds=20) < expires < now + timedelta(seconds=40)
-            assert await store.lease_of("no-such-task") is None
+            lease = await store.lease_of("task-2")
+            assert lease is not None, "lease_of('task-2') gave None though worker-b claimed it"
+            owner, expires = lease
+            assert owner == "worker-b", (
+                f"lease_of('task-2') names {owner!r} as its owner, not 'worker-b', whose "
+                "claim leased it: give the owner the claim was made for"
+            )
+            assert now + timedelta(seconds=20) < expires < now + timedelta(seconds=40), (
+                f"lease_of('task-2') says the lease expires at {expires}, {now} being now: a "
+                "claim with lease_seconds=30 leases its tasks until 30 s from the claim (an "
+                "aware UTC datetime)"
+            )
+            missing = await store.lease_of("no-such-task")
+            assert missing is None, f"lease_of of an unknown task gave {missing!r}, not None"
 
     @_with_store
     async def test_tasks_to_start_later_wait_for_their_time(self, store: Any) -> None:
@@ -738,10 +1074,47 @@ class StoreContract:
         later = datetime.now(timezone.utc) + timedelta(hours=1)
         await store.insert_task(_task(1, run_after=later))
         await store.insert_task(_task(2, run_after=datetime.now(timezone.utc)))
-        assert [t.id for t in await store.claim("w", 10, 30)] == ["task-2"]
+        claimed = [t.id for t in await store.claim("w", 10, 30)]
+        assert claimed == ["task-2"], (
+            f"claim took {claimed}: task-1 is to run an hour from now (run_after), task-2 "
+            "now; a pending task is claimable only once its run_after has passed"
+        )
         count, first = await store.count_delayed()
-        assert count == 1
-        assert abs((first - later).total_seconds()) < 1
+        assert (count, first is not None) == (1, True), (
+            f"count_delayed() gave ({count}, {first}) for one pending task whose run_after "
+            "is an hour away: (1, that run_after)"
+        )
+        assert abs((first - later).total_seconds()) < 1, (
+            f"count_delayed() gave the first run_after as {first}, not {later}"
+        )
+
+    @_with_store
+    async def test_count_due_counts_the_work_at_hand(self, store: Any) -> None:
+        """count_due counts the tasks running, and those pending and due: not those
+        delayed (run_after), waiting or finished; with workflows=, those of these
+        workflows only. Optional: skipped for a store that keeps Store's (which
+        counts every pending task, due or not)."""
+        if type(store).count_due is Store.count_due:
+            pytest.skip("the store keeps Store.count_due's default, which counts delayed tasks")
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        await store.insert_tasks([_task(n) for n in range(4)])
+        claimed = {t.id: t for t in await store.claim("w", 3, 30)}  # task-0 to task-2
+        claimed["task-1"].status = TaskStatus.WAITING_HUMAN
+        claimed["task-2"].status = TaskStatus.COMPLETED
+        for task_id in ("task-1", "task-2"):
+            assert await store.update_task(claimed[task_id])
+        await store.insert_tasks([_task(4, run_after=later), _task(5, workflow_name="other")])
+        due = await store.count_due()
+        assert due == 3, (
+            f"count_due() gave {due}: task-0 is running, task-3 and task-5 pending and "
+            "due; task-1 waits for a person, task-2 is completed and task-4 delayed an "
+            "hour, which are not at hand"
+        )
+        due = await store.count_due(workflows=["w"])
+        assert due == 2, (
+            f"count_due(workflows=['w']) gave {due}: task-0 and task-3 (task-5 is of "
+            "workflow 'other')"
+        )
 
     @_with_store
     async def test_claim_takes_the_task_ready_longest_whatever_its_id(self, store: Any) -> None:
@@ -903,7 +1276,11 @@ class StoreContract:
         for n, task_id in enumerate(ids):
             stored = await store.get_task(task_id)
             winner = TaskStatus.COMPLETED if results[2 * n] else TaskStatus.CANCELLED
-            assert (stored.status, stored.version) == (winner, claimed[task_id] + 1)
+            assert (stored.status, stored.version) == (winner, claimed[task_id] + 1), (
+                f"{task_id} is stored {stored.status.value} at version {stored.version}: "
+                f"the write that returned True stored it, {winner.value} at version "
+                f"{claimed[task_id] + 1}"
+            )
 
     @_with_store
     async def test_a_finished_write_releases_the_lease(self, store: Any) -> None:
@@ -922,10 +1299,19 @@ class StoreContract:
             "such a write releases the lease, and renew returns only the ids whose "
             "lease the owner still holds"
         )
-        assert await store.lease_of("task-1") is None
+        lease = await store.lease_of("task-1")
+        assert lease is None, (
+            f"lease_of('task-1') gave {lease} after a write without keep_lease released it"
+        )
         [again] = await store.claim("other", 1, 30)
-        assert again.context == {"step": 1}
-        assert not [e for e in again.history if e["event"] == "taken_over"]
+        assert again.context == {"step": 1}, (
+            f"the task claimed again has context {again.context}, not the one last written"
+        )
+        assert not [e for e in again.history if e["event"] == "taken_over"], (
+            "a claim of a task whose lease a write released added a taken_over event: only "
+            "a task still leased to another owner (expired, or freed by "
+            "release_dead_leases) is taken over"
+        )
 
     @_with_store
     async def test_an_expired_lease_is_taken_over(self, store: Any) -> None:
@@ -933,15 +1319,25 @@ class StoreContract:
         taken_over event naming the worker that lost it."""
         await store.insert_task(_task(1))
         [task] = await store.claim("dead-worker", 1, 0.2)
-        assert await store.claim("next-worker", 1, 30) == []
+        assert await store.claim("next-worker", 1, 30) == [], (
+            "a task was claimed again right after a claim leased it for 0.2 s"
+        )
         [taken] = await _eventually(
             lambda: store.claim("next-worker", 1, 30), "the expired lease to be claimable"
         )
-        assert taken.id == "task-1"
-        assert taken.status is TaskStatus.IN_PROGRESS
-        [event] = [e for e in taken.history if e["event"] == "taken_over"]
-        assert event["previous_worker"] == "dead-worker"
-        assert event["worker"] == "next-worker"
+        assert (taken.id, taken.status) == ("task-1", TaskStatus.IN_PROGRESS), (
+            f"the claim after task-1's lease expired gave {taken.id} {taken.status.value}: "
+            "task-1, still IN_PROGRESS"
+        )
+        events = [e for e in taken.history if e["event"] == "taken_over"]
+        assert [(e.get("previous_worker"), e.get("worker")) for e in events] == [
+            ("dead-worker", "next-worker")
+        ], (
+            f"the task taken over has taken_over events {events}: one, from "
+            "record_takeover(task, 'dead-worker', 'next-worker'), as the claim that takes "
+            "over a task still leased to another owner adds it"
+        )
+        [event] = events
         stored = await store.get_task("task-1")
         assert [e for e in stored.history if e["event"] == "taken_over"] == [event], (
             "claim added the taken_over event to the task it returned but did not store "
@@ -966,27 +1362,42 @@ class StoreContract:
 
     @_with_store
     async def test_leases_of_dead_owners_are_released_at_once(self, store: Any) -> None:
-        """release_dead_leases makes a dead process's tasks claimable now."""
-        for n in range(2):
+        """release_dead_leases makes a dead process's tasks claimable now, and says
+        how many leases it freed: every lease the owners held, expired ones too."""
+        for n in range(3):
             await store.insert_task(_task(n))
-        assert len(await store.claim("dead", 2, 3600)) == 2
+        claimed = await store.claim("dead", 2, 3600)
+        claimed += await store.claim("dead", 1, 0)  # expired at once, not taken yet
+        assert len(claimed) == 3, f"claims of 3 tasks by 'dead' took {[t.id for t in claimed]}"
         released = await store.release_dead_leases(["dead"])
-        assert released == 2, (
-            f"release_dead_leases(['dead']) returned {released!r} after 'dead' claimed two "
-            "tasks: it frees the leases of those owners and returns how many it freed"
+        assert released == 3, (
+            f"release_dead_leases(['dead']) returned {released!r} after 'dead' claimed three "
+            "tasks (one lease of them expired already): it frees the leases of those owners "
+            "and returns how many it freed, expired ones included (nobody had taken their "
+            "tasks yet)"
         )
         taken = await store.claim("alive", 5, 30)
-        assert sorted(t.id for t in taken) == ["task-0", "task-1"]
+        assert sorted(t.id for t in taken) == ["task-0", "task-1", "task-2"], (
+            f"claim took {sorted(t.id for t in taken)} after release_dead_leases(['dead']) "
+            "freed the leases of task-0 to task-2: a freed lease's task is claimable at once"
+        )
         assert all(
             [e["previous_worker"] for e in t.history if e["event"] == "taken_over"] == ["dead"]
             for t in taken
+        ), (
+            "a task whose lease release_dead_leases freed came back from its claim without "
+            "one taken_over event naming 'dead': the lease stays on record, its owner's "
+            "name with it, until the claim that takes the task over"
         )
         for task in taken:
             stored = await store.get_task(task.id)
             assert [e["worker"] for e in stored.history if e["event"] == "taken_over"] == [
                 "alive"
             ], "the taken_over event the claim returned is not stored with the claim"
-        assert await store.lease_owners() == ["alive"]
+        owners = await store.lease_owners()
+        assert owners == ["alive"], (
+            f"lease_owners() gave {owners} after 'alive' took over every task 'dead' held"
+        )
 
     @_with_store
     async def test_phase_slots_go_up_to_the_limit_and_in_order(self, store: Any) -> None:
@@ -1066,10 +1477,17 @@ class StoreContract:
             task.status = TaskStatus.WAITING_HUMAN
             task.deadline = deadline
             assert await store.update_task(task)
-        assert not await store.has_active_tasks()  # waiting tasks don't count
-        [due] = await store.claim("w", 5, 30)
-        assert due.id == "task-3"
-        assert due.status is TaskStatus.WAITING_HUMAN
+        assert not await store.has_active_tasks(), (
+            "has_active_tasks() is True though every task is waiting: waiting tasks don't "
+            "count, or run_until_idle never returns while a person has work"
+        )
+        due_now = await store.claim("w", 5, 30)
+        assert [(t.id, t.status) for t in due_now] == [("task-3", TaskStatus.WAITING_HUMAN)], (
+            f"claim took {[(t.id, t.status.value) for t in due_now]} of three waiting tasks: "
+            "task-3 alone, whose deadline has passed (task-1 has none, task-2's is an hour "
+            "away), still waiting (the engine times it out)"
+        )
+        [due] = due_now
         before = claimed["task-3"]
         assert due.version > before.version, (
             "claiming a waiting task did not bump its version: every claim does, so that "
@@ -1086,6 +1504,51 @@ class StoreContract:
             "leased to its claimer like any claimed task, until the lease expires or a "
             "write (the engine's timeout) releases it"
         )
+
+    @_with_store
+    async def test_a_waiting_task_whose_claimer_died_is_claimed_again(self, store: Any) -> None:
+        """A waiting task claimed after its deadline whose claimer dies before timing
+        it out (its lease runs out, or release_dead_leases frees it) is claimable
+        again, still waiting, with a taken_over event: else a person's task whose
+        timing-out worker was killed waits for ever."""
+        past = datetime.now(timezone.utc) - timedelta(seconds=1)
+        await store.insert_tasks([_task(1), _task(2)])
+        for task in await store.claim("w", 2, 30):
+            task.status, task.deadline = TaskStatus.WAITING_HUMAN, past
+            assert await store.update_task(task)
+        dead = [t.id for t in await store.claim("dead", 1, 3600)]
+        expiring = [t.id for t in await store.claim("expiring", 1, 0.2)]
+        assert sorted(dead + expiring) == ["task-1", "task-2"], (
+            f"claims of one task each took {dead}, then {expiring}: two waiting tasks "
+            "whose deadline has passed are each claimable"
+        )
+
+        def check(claimed: list[Task], lost: list[str], owner: str, how: str) -> None:
+            ids = [t.id for t in claimed]
+            assert ids == lost, (
+                f"claim gave {ids} after {owner!r}, which held waiting task {lost}, died "
+                f"({how}): a waiting task claimed after its deadline is claimable again "
+                "once its lease expires or is freed, like any claimed task, or it waits "
+                "for ever"
+            )
+            [task] = claimed
+            events = [e.get("previous_worker") for e in task.history if e["event"] == "taken_over"]
+            assert (task.status, events) == (TaskStatus.WAITING_HUMAN, [owner]), (
+                f"the waiting task claimed again came back {task.status.value} with "
+                f"taken_over events from {events}: still waiting (the engine times it "
+                f"out), with one taken_over event naming {owner!r}"
+            )
+
+        claimed = await _eventually(
+            lambda: store.claim("other", 5, 30),
+            "a waiting task claimed after its deadline to be claimable again once its "
+            "claimer's lease ran out (else a person's task whose timing-out worker died "
+            "waits for ever)",
+            timeout=5,
+        )
+        check(claimed, expiring, "expiring", "its lease ran out")
+        await store.release_dead_leases(["dead"])
+        check(await store.claim("other", 5, 30), dead, "dead", "release_dead_leases")
 
     @_with_store
     async def test_workers_of_some_workflows_see_only_those(self, store: Any) -> None:
@@ -1106,8 +1569,11 @@ class StoreContract:
             "COMPLETED (task-2, of workflow 'right', is pending): with workflows=, count "
             "only tasks of those workflows"
         )
-        assert await store.has_active_tasks()
-        assert [t.id for t in await store.claim("w", 5, 30)] == ["task-2"]
+        assert await store.has_active_tasks(), (
+            "has_active_tasks() is False though task-2 is pending"
+        )
+        rest = [t.id for t in await store.claim("w", 5, 30)]
+        assert rest == ["task-2"], f"claim() without workflows= took {rest}, not ['task-2']"
 
     # -- reading many ----------------------------------------------------------------
 
@@ -1133,10 +1599,18 @@ class StoreContract:
             "inserted task-0 to task-4: oldest first, skip `offset` tasks, then give at "
             "most `limit`"
         )
-        pending = await store.list_tasks(TaskStatus.PENDING, "a")
-        assert [t.id for t in pending] == ["task-2", "task-1"]
-        either = await store.list_tasks([TaskStatus.PENDING, TaskStatus.COMPLETED], "a")
-        assert len(either) == 3
+        pending = [t.id for t in await store.list_tasks(TaskStatus.PENDING, "a")]
+        assert pending == ["task-2", "task-1"], (
+            f"list_tasks(PENDING, 'a') gave {pending}: the pending tasks of workflow a, "
+            "newest first (task-0 is completed, task-3 and task-4 are of b)"
+        )
+        either = [
+            t.id for t in await store.list_tasks([TaskStatus.PENDING, TaskStatus.COMPLETED], "a")
+        ]
+        assert len(either) == 3, (
+            f"list_tasks([PENDING, COMPLETED], 'a') gave {either}: a list of statuses "
+            "lists the tasks in any of them"
+        )
         counted = await store.count_tasks()
         assert counted == {TaskStatus.PENDING: 4, TaskStatus.COMPLETED: 1}, (
             f"count_tasks() gave {counted}, not 4 pending and 1 completed"
@@ -1146,12 +1620,20 @@ class StoreContract:
             f"count_tasks('b') gave {counted}, not the 2 pending tasks of workflow b: "
             "count only the named workflow's tasks (statuses with none left out)"
         )
-        assert await store.count_by_phase("a") == {"p": 2}  # finished tasks are left out
-        assert await store.count_all_by_workflow() == {
+        counted = await store.count_by_phase("a")
+        assert counted == {"p": 2}, (
+            f"count_by_phase('a') gave {counted}: the unfinished tasks of workflow a by "
+            "classification, {'p': 2} (task-0, completed at q, is left out)"
+        )
+        by_workflow = await store.count_all_by_workflow()
+        assert by_workflow == {
             "a": {TaskStatus.PENDING: 2, TaskStatus.COMPLETED: 1},
             "b": {TaskStatus.PENDING: 2},
-        }
-        assert await store.count_all_by_phase() == {"a": {"p": 2}, "b": {"p": 2}}
+        }, f"count_all_by_workflow() gave {by_workflow}: count_tasks of each workflow"
+        by_phase = await store.count_all_by_phase()
+        assert by_phase == {"a": {"p": 2}, "b": {"p": 2}}, (
+            f"count_all_by_phase() gave {by_phase}: count_by_phase of each workflow"
+        )
 
     @_with_store
     async def test_lists_and_counts_by_phase(self, store: Any) -> None:
@@ -1260,8 +1742,15 @@ class StoreContract:
             f"list_tasks(oldest_first=True) gave {oldest_first} for tasks inserted as {ids}: "
             "order by when tasks were inserted, not by id"
         )
-        assert [t.id for t in await store.list_tasks()] == ids[::-1]
-        assert [t.id for t in await store.list_tasks(limit=2, offset=1)] == ["b", "task-10"]
+        newest_first = [t.id for t in await store.list_tasks()]
+        assert newest_first == ids[::-1], (
+            f"list_tasks() gave {newest_first} for tasks inserted as {ids}: the last "
+            "inserted first, whatever the ids"
+        )
+        paged = [t.id for t in await store.list_tasks(limit=2, offset=1)]
+        assert paged == ["b", "task-10"], (
+            f"list_tasks(limit=2, offset=1) gave {paged} for tasks inserted as {ids}"
+        )
 
     @_with_store
     async def test_lists_can_put_the_highest_priority_first(self, store: Any) -> None:
@@ -1275,7 +1764,10 @@ class StoreContract:
             "priority first, each priority's tasks in the order they were inserted"
         )
         newest = [t.id for t in await store.list_tasks(priority_first=True, limit=3, offset=1)]
-        assert newest == ["task-1", "task-2", "task-0"]
+        assert newest == ["task-1", "task-2", "task-0"], (
+            f"list_tasks(priority_first=True, limit=3, offset=1) gave {newest}: the highest "
+            "priority first, each priority's tasks newest first, then skip 1 and give 3"
+        )
         assert [t.id for t in await store.list_tasks()] == [f"task-{n}" for n in (4, 3, 2, 1, 0)]
 
     @_with_store
@@ -1320,7 +1812,11 @@ class StoreContract:
         contributed = {spec.name for spec in await store.load_workflows()}
         first = WorkflowSpec("flow", [Phase("a"), Phase("b", assigned_to="human")])
         await store.save_workflow(first)
-        assert await store.add_workflow(WorkflowSpec("flow", [Phase("other")])) == first
+        kept = await store.add_workflow(WorkflowSpec("flow", [Phase("other")]))
+        assert kept == first, (
+            f"add_workflow of a name stored already returned {kept}: it keeps and returns "
+            "the workflow stored first under the name"
+        )
         replaced = WorkflowSpec(
             "flow",
             [
@@ -1350,7 +1846,11 @@ class StoreContract:
         stored = {
             spec.name: spec for spec in await store.load_workflows() if spec.name not in contributed
         }
-        assert stored == {"flow": replaced, "another": WorkflowSpec("another", [Phase("x")])}
+        assert stored == {"flow": replaced, "another": WorkflowSpec("another", [Phase("x")])}, (
+            f"load_workflows() gave {stored}, not the workflows as last saved, every field "
+            "of each phase kept (wfcore.wire.workflow_to_dict and workflow_from_dict "
+            "round-trip them)"
+        )
 
     @_with_store
     async def test_one_workflow_is_read_by_its_name(self, store: Any) -> None:
@@ -1359,11 +1859,16 @@ class StoreContract:
         first = WorkflowSpec("flow", [Phase("a")])
         await store.save_workflow(first)
         await store.save_workflow(WorkflowSpec("another", [Phase("x")]))
-        assert await store.load_workflow("flow") == first
+        got = await store.load_workflow("flow")
+        assert got == first, f"load_workflow('flow') gave {got}, not the one saved: {first}"
         replaced = WorkflowSpec("flow", [Phase("b", assigned_to="human")])
         await store.save_workflow(replaced)
-        assert await store.load_workflow("flow") == replaced
-        assert await store.load_workflow("no-such-flow") is None
+        got = await store.load_workflow("flow")
+        assert got == replaced, (
+            f"load_workflow('flow') gave {got} after save_workflow replaced it with {replaced}"
+        )
+        got = await store.load_workflow("no-such-flow")
+        assert got is None, f"load_workflow of a name never saved gave {got}, not None"
 
     # -- the results outbox ------------------------------------------------------------
 
@@ -1381,9 +1886,19 @@ class StoreContract:
         [task] = await store.claim("w", 1, 30)
         task.status, task.output = TaskStatus.COMPLETED, "done"
         assert await store.update_task(task)
-        [pending] = await store.outbox_pending("results")
-        assert (pending.id, pending.output, pending.version) == ("task-1", "done", task.version)
-        assert await store.outbox_pending("nobody") == []
+        published = await store.outbox_pending("results")
+        assert [(t.id, t.output, t.version) for t in published] == [
+            ("task-1", "done", task.version)
+        ], (
+            f"outbox_pending('results') gave {[(t.id, t.output, t.version) for t in published]}: "
+            f"task-1 alone, as its finishing write stored it (output 'done', version "
+            f"{task.version}); task-0 finished before 'results' registered"
+        )
+        nobody = await store.outbox_pending("nobody")
+        assert nobody == [], (
+            f"outbox_pending('nobody') gave {[t.id for t in nobody]} for a consumer never "
+            "registered: nothing is recorded for it"
+        )
 
         await store.outbox_ack("results", ["task-1"], versions=[task.version])
         left = [t.id for t in await store.outbox_pending("results")]
@@ -1397,8 +1912,12 @@ class StoreContract:
         [task] = await store.claim("w", 1, 30)
         task.status = TaskStatus.FAILED  # ...and finished again
         assert await store.update_task(task)
-        [again] = await store.outbox_pending("results")
-        assert (again.id, again.status) == ("task-1", TaskStatus.FAILED)
+        published = await store.outbox_pending("results")
+        assert [(t.id, t.status) for t in published] == [("task-1", TaskStatus.FAILED)], (
+            f"outbox_pending gave {[(t.id, t.status.value) for t in published]} after task-1, "
+            "acknowledged, was retried and finished again (FAILED): a later finish is "
+            "recorded again, and waits for its own acknowledgement"
+        )
         # An acknowledgement of the earlier finish does not cover the later one.
         await store.outbox_ack("results", ["task-1"], versions=[task.version - 3])
         left = [t.id for t in await store.outbox_pending("results")]
@@ -1453,7 +1972,10 @@ class StoreContract:
             "latest finish"
         )
         [b] = [t for t in pending if t.id == "b"]
-        assert (b.status, b.version) == (TaskStatus.COMPLETED, again.version)
+        assert (b.status, b.version) == (TaskStatus.COMPLETED, again.version), (
+            f"outbox_pending gave b {b.status.value} at version {b.version}: as stored now, "
+            f"COMPLETED at {again.version}"
+        )
 
     @_with_store
     async def test_a_finish_is_recorded_once(self, store: Any) -> None:
@@ -1467,7 +1989,9 @@ class StoreContract:
             task.status, task.output = TaskStatus.COMPLETED, "done"
             assert await store.update_task(task)
         published = {t.id: t.version for t in await store.outbox_pending("results")}
-        assert sorted(published) == ["task-1", "task-2"]
+        assert sorted(published) == ["task-1", "task-2"], (
+            f"outbox_pending gave {sorted(published)} after task-1 and task-2 finished"
+        )
         await store.outbox_ack("results", ["task-1"], versions=[published["task-1"]])
         for task in running.values():  # an artifact added to each, still COMPLETED
             task.artifacts = [
@@ -1486,6 +2010,174 @@ class StoreContract:
             "write after its finish that did not finish it again must not change which "
             "finish its outbox row stands for"
         )
+
+    @_with_store
+    async def test_bad_consumer_names_are_refused_before_anything_is_stored(
+        self, store: Any
+    ) -> None:
+        """outbox_register refuses, with TypeError or ValueError and storing nothing,
+        a name wfcore.stores.base.check_consumer_name refuses: not text, blank, with
+        blanks around it or control characters, over 200 characters. Kept, a bad
+        name (None, say) could fail every write that finishes a task."""
+        for name in [None, 7, "", "   ", " results", "results\n", "a\x00b", "x" * 201]:
+            try:
+                await store.outbox_register(name)
+            except (TypeError, ValueError):
+                continue
+            except Exception as exc:
+                pytest.fail(
+                    f"outbox_register({name!r:.30}) raised {type(exc).__name__}: {exc}: "
+                    "refuse a bad consumer name with TypeError or ValueError, as "
+                    "wfcore.stores.base.check_consumer_name(consumer) does",
+                    pytrace=False,
+                )
+            pytest.fail(
+                f"outbox_register({name!r:.30}) took the name: call "
+                "wfcore.stores.base.check_consumer_name(consumer) before storing anything; "
+                "it raises TypeError or ValueError for a name no consumer may have",
+                pytrace=False,
+            )
+        if type(store).outbox_consumers is not Store.outbox_consumers:
+            registered = await store.outbox_consumers()
+            assert registered == {}, (
+                f"outbox_consumers() gave {registered} after outbox_register refused every "
+                "name it was given: a refused name is stored nowhere"
+            )
+        await store.outbox_register("results")
+        await store.insert_task(_task(1))
+        [task] = await store.claim("w", 1, 30)
+        task.status = TaskStatus.COMPLETED
+        assert await store.update_task(task), (
+            "update_task refused the write that finished a task, after outbox_register "
+            "had refused bad consumer names"
+        )
+        assert [t.id for t in await store.outbox_pending("results")] == ["task-1"]
+
+    @_with_store
+    async def test_outbox_consumers_counts_what_each_has_not_acknowledged(self, store: Any) -> None:
+        """outbox_consumers gives every registered consumer, with how many finished
+        tasks it has not acknowledged yet (``wfe outbox`` shows it). Optional:
+        skipped for a store that keeps Store's (which raises StoreError)."""
+        if type(store).outbox_consumers is Store.outbox_consumers:
+            pytest.skip("the store keeps Store.outbox_consumers' default: it cannot list them")
+        await store.outbox_register("a")
+        await store.outbox_register("b")
+        await store.insert_tasks([_task(n) for n in range(3)])
+        for task in await store.claim("w", 3, 30):
+            task.status = TaskStatus.COMPLETED
+            assert await store.update_task(task)
+            if task.id == "task-0":
+                await store.outbox_ack("a", ["task-0"], versions=[task.version])
+        await store.outbox_register("c")  # after the finishes: nothing recorded for it
+        counts = await store.outbox_consumers()
+        ours = {name: counts.get(name) for name in ("a", "b", "c")}
+        assert ours == {"a": 2, "b": 3, "c": 0}, (
+            f"outbox_consumers() gave {counts}: three tasks finished while 'a' and 'b' "
+            "were registered, 'a' acknowledged one, and 'c' registered after; give each "
+            "registered consumer with how many finished tasks it has not acknowledged"
+        )
+
+    @_with_store
+    async def test_an_unregistered_consumer_is_forgotten(self, store: Any) -> None:
+        """outbox_unregister stops recording finishes for a consumer and drops what it
+        has not acknowledged, returning how many tasks that was (None for a consumer
+        not registered); its rows no longer keep tasks from a purge (``wfe outbox
+        --drop``). Optional: skipped for a store that keeps Store's (which raises
+        StoreError)."""
+        if type(store).outbox_unregister is Store.outbox_unregister:
+            pytest.skip("the store keeps Store.outbox_unregister's default: it cannot")
+        await store.outbox_register("a")
+        await store.outbox_register("b")
+        await store.insert_tasks([_task(0), _task(1)])
+        finished: dict[str, int] = {}
+        for task in await store.claim("w", 2, 30):
+            task.status = TaskStatus.COMPLETED
+            assert await store.update_task(task)
+            finished[task.id] = task.version
+        await store.outbox_ack("a", ["task-0"], versions=[finished["task-0"]])
+        dropped = await store.outbox_unregister("a")
+        assert dropped == 1, (
+            f"outbox_unregister('a') returned {dropped!r}: 'a' had not acknowledged one "
+            "finished task (task-1); return how many tasks the consumer had not "
+            "acknowledged, and forget them"
+        )
+        again = await store.outbox_unregister("a")
+        assert again is None, (
+            f"outbox_unregister('a') a second time returned {again!r}: return None for a "
+            "consumer that is not registered (any more); the first call forgets it"
+        )
+        never = await store.outbox_unregister("never-registered")
+        assert never is None, f"outbox_unregister('never-registered') returned {never!r}, not None"
+        left = [t.id for t in await store.outbox_pending("a")]
+        assert left == [], f"outbox_pending('a') gave {left} after 'a' was unregistered"
+        await store.insert_task(_task(2))
+        [task] = await store.claim("w", 1, 30)
+        task.status = TaskStatus.COMPLETED
+        assert await store.update_task(task)
+        finished[task.id] = task.version
+        left = [t.id for t in await store.outbox_pending("a")]
+        assert left == [], (
+            f"outbox_pending('a') gave {left}: a task that finished after 'a' was "
+            "unregistered was recorded for it; unregistering stops the recording"
+        )
+        if type(store).outbox_consumers is not Store.outbox_consumers:
+            consumers = await store.outbox_consumers()
+            assert "a" not in consumers and consumers.get("b") == 3, (
+                f"outbox_consumers() gave {consumers} after 'a' was unregistered: 'b' "
+                "alone, with the 3 tasks it has not acknowledged"
+            )
+        if type(store).delete_finished is not Store.delete_finished:
+            await store.outbox_ack("b", list(finished), versions=list(finished.values()))
+            purged = sorted(await store.delete_finished(time.time() + 60, [TaskStatus.COMPLETED]))
+            assert purged == ["task-0", "task-1", "task-2"], (
+                f"delete_finished deleted {purged} of three COMPLETED tasks whose results "
+                "'b' acknowledged: an unregistered consumer's rows ('a' had not "
+                "acknowledged task-1) must not keep tasks from a purge any more"
+            )
+
+    @_with_store
+    async def test_purging_keeps_the_children_of_a_parent_not_finished(self, store: Any) -> None:
+        """delete_finished and count_finished leave out the finished children of a
+        parent that has not finished (it reads their results when its last child
+        finishes); once the parent has finished, or is gone, they are purged."""
+        can_delete = type(store).delete_finished is not Store.delete_finished
+        can_count = type(store).count_finished is not Store.count_finished
+        if not (can_delete or can_count):
+            pytest.skip("the store keeps Store's delete_finished and count_finished (no purge)")
+        await store.insert_tasks(
+            [
+                _task(0, status=TaskStatus.WAITING_IO, children=["task-1", "task-2"]),
+                _task(1, parent_id="task-0"),
+                _task(2, parent_id="task-0"),
+                _task(3, parent_id="gone"),
+            ]
+        )
+        claimed = {t.id: t for t in await store.claim("w", 3, 30)}
+        for task_id in ("task-1", "task-3"):
+            claimed[task_id].status = TaskStatus.COMPLETED
+            assert await store.update_task(claimed[task_id])
+        later, completed = time.time() + 60, [TaskStatus.COMPLETED]
+        keep = (
+            "a purge keeps a finished child (task-1) while its parent (task-0, waiting "
+            "for its other child) has not finished: the parent reads every child's "
+            "result when its last child finishes. A child whose parent is not stored "
+            "(task-3) goes."
+        )
+        if can_count:
+            count = await store.count_finished(later, completed)
+            assert count == 1, f"count_finished gave {count}, not 1 (task-3): {keep}"
+        if can_delete:
+            deleted = sorted(await store.delete_finished(later, completed))
+            assert deleted == ["task-3"], f"delete_finished deleted {deleted}: {keep}"
+        parent = await store.get_task("task-0")
+        parent.status = TaskStatus.COMPLETED
+        assert await store.update_task(parent)
+        if can_delete:
+            deleted = sorted(await store.delete_finished(later, completed))
+            assert deleted == ["task-0", "task-1"], (
+                f"delete_finished deleted {deleted} once the parent task-0 had finished: "
+                "['task-0', 'task-1'] (task-2 never finished)"
+            )
 
     @_with_store
     async def test_purging_keeps_results_not_yet_published(self, store: Any) -> None:
@@ -1530,10 +2222,18 @@ class StoreContract:
             assert await store.get_task("task-1") is None, (
                 "get_task still finds a task delete_finished deleted"
             )
-            assert (await store.get_task("task-2")) is not None
-            assert (await store.get_task("task-3")) is not None
+            assert (await store.get_task("task-2")) is not None, (
+                f"task-2 is gone though delete_finished did not name it: {keep}"
+            )
+            assert (await store.get_task("task-3")) is not None, (
+                f"task-3 is gone though delete_finished did not name it: {keep}"
+            )
             await store.outbox_ack("results", ["task-2"], versions=[running["task-2"].version])
-            assert await store.delete_finished(later, completed) == ["task-2"]
+            deleted = await store.delete_finished(later, completed)
+            assert deleted == ["task-2"], (
+                f"delete_finished deleted {deleted} once 'results' acknowledged task-2, the "
+                "only COMPLETED task left: ['task-2']"
+            )
         # `wfe purge --workflow` and its batches: only that workflow's, `limit` at a time.
         await store.insert_tasks([_task(4, workflow_name="other"), _task(5), _task(6)])
         finished = {t.id: t for t in await store.claim("w", 3, 30)}
@@ -1565,6 +2265,109 @@ class StoreContract:
             assert sorted(deleted + rest) == ["task-5", "task-6"], (
                 f"delete_finished deleted {deleted}, then {rest}, not task-5 and task-6"
             )
+
+    # -- rows that cannot be read --------------------------------------------------------
+
+    def test_a_row_that_cannot_be_read_reads_as_a_stand_in(self, store_url: str) -> None:
+        """A stored task the store cannot read (edited by hand, written by a broken
+        tool) breaks no read: get_task, list_tasks, list_task_summaries and
+        outbox_pending give the stand-in wfcore.stores.base.unreadable_stand_in
+        builds for it, and the other tasks as ever. Optional: run for a test class
+        with damage_row."""
+        self._skip_unless_damageable()
+
+        async def scenario(store: Any) -> None:
+            await store.outbox_register("results")
+            await store.insert_tasks([_task(n) for n in range(3)])
+            running = {t.id: t for t in await store.claim("w", 3, 30)}
+            for task_id in ("task-0", "task-1"):
+                running[task_id].status = TaskStatus.COMPLETED
+                assert await store.update_task(running[task_id])
+            await asyncio.to_thread(self.damage_row, store_url, "task-1")
+            damaged = "task-1"
+
+            got = await _unbroken(lambda: store.get_task("task-1"), "get_task('task-1')", damaged)
+            _check_stand_in(got, "task-1", "get_task")
+            other = await _unbroken(lambda: store.get_task("task-0"), "get_task('task-0')", damaged)
+            assert other is not None and (other.status, unreadable(other)) == (
+                TaskStatus.COMPLETED,
+                False,
+            ), f"get_task('task-0') gave {other!r:.200} after damage_row damaged task-1 only"
+            for method in ("list_tasks", "list_task_summaries"):
+                listed = await _unbroken(getattr(store, method), f"{method}()", damaged)
+                ids = sorted(t.id for t in listed)
+                assert ids == ["task-0", "task-1", "task-2"], (
+                    f"{method}() listed {ids} after damage_row damaged task-1: list every "
+                    "task, one the store cannot read as its stand-in"
+                )
+                [stand_in] = [t for t in listed if t.id == "task-1"]
+                _check_stand_in(stand_in, "task-1", method, whole=method == "list_tasks")
+            published = await _unbroken(
+                lambda: store.outbox_pending("results"), "outbox_pending('results')", damaged
+            )
+            ids = sorted(t.id for t in published)
+            assert ids == ["task-0", "task-1"], (
+                f"outbox_pending('results') gave {ids} after task-0 and task-1 finished and "
+                "damage_row damaged task-1: give every task recorded for the consumer, one "
+                "the store cannot read as its stand-in"
+            )
+            _check_stand_in(published[ids.index("task-1")], "task-1", "outbox_pending")
+
+        self._on_store(store_url, scenario)
+
+    def test_claim_never_hands_out_a_row_that_cannot_be_read(self, store_url: str) -> None:
+        """claim never hands out a stored task it cannot read (it skips the row, or
+        fails the task for good in place, keeping the stored text), and goes on
+        handing out the others, also one at a time; a write at the version read
+        before the damage stores nothing, or the task whole. Optional: run for a
+        test class with damage_row."""
+        self._skip_unless_damageable()
+
+        async def scenario(store: Any) -> None:
+            await store.insert_tasks([_task(n) for n in range(4)])
+            before = await store.get_task("task-3")
+            for task_id in ("task-0", "task-3"):
+                await asyncio.to_thread(self.damage_row, store_url, task_id)
+            damaged = "task-0 and task-3"
+            wrote = await _unbroken(
+                lambda: store.update_task(before),
+                "update_task(task-3)",
+                damaged,
+                "Return False for a row whose version you cannot read (see wfcore.Store, 'A "
+                "row that cannot be read')",
+            )
+            if wrote:
+                # A store that still reads the version (a column of its own) may take
+                # the write, which repairs the row.
+                got = await store.get_task("task-3")
+                assert got is not None and not unreadable(got), (
+                    "update_task returned True for task-3, damaged by damage_row, at the "
+                    f"version read before, but get_task then gave {got!r:.200}: return "
+                    "False for a row whose version you cannot read, or store the task whole"
+                )
+            claimed: list[Task] = []
+            for _ in range(4):  # one at a time: the damaged task-0 is first in line
+                claimed += await _unbroken(
+                    lambda: store.claim("w", 1, 30), "claim('w', 1, 30)", damaged
+                )
+            claimed += await _unbroken(lambda: store.claim("w", 10, 30), "claim", damaged)
+            handed = [t.id for t in claimed]
+            expected = ["task-1", "task-2"] + (["task-3"] if wrote else [])
+            assert sorted(handed) == expected, (
+                f"claims gave {handed} of task-0 to task-3, damage_row having damaged "
+                f"task-0 and task-3{' (task-3 written whole again since)' if wrote else ''}: "
+                f"expected {expected}. Never hand out a row you cannot read (skip it, or "
+                "fail it for good in place, keeping its stored text), and let it take no "
+                "place of the claim's limit from the tasks behind it, or a worker with "
+                "room for one task never gets past it"
+            )
+            stored = await _unbroken(lambda: store.get_task("task-0"), "get_task", damaged)
+            assert stored is not None and stored.status is TaskStatus.FAILED, (
+                f"after the claims, get_task('task-0'), damaged, gave {stored!r:.200}: the "
+                "stand-in (FAILED), or the task failed for good in place"
+            )
+
+        self._on_store(store_url, scenario)
 
     # -- several openers, threads and event loops ----------------------------------------
 
@@ -1623,9 +2426,10 @@ class StoreContract:
         )
 
     def test_two_openers_claiming_at_once_never_share_a_task(self, store_url: str) -> None:
-        """Two stores opened on one URL (two processes; here two threads, each with an
-        event loop and a store of its own) claiming at once never both get one task:
-        picking and leasing tasks is one atomic step for everyone sharing the store."""
+        """Two stores opened on one URL by two processes (one forked, where the system
+        can fork; else two threads), each with an event loop and a store of its own,
+        claiming at once never both get one task: picking and leasing tasks is one
+        atomic step for everyone sharing the store."""
         self._skip_unless_shared()
         ids = [f"task-{n}" for n in range(60)]
         self._on_store(store_url, lambda store: store.insert_tasks([_task(n) for n in range(60)]))
@@ -1651,9 +2455,10 @@ class StoreContract:
         )
 
     def test_two_openers_writing_at_one_version_let_one_win(self, store_url: str) -> None:
-        """Two stores opened on one URL (two processes; here two threads) write the
-        same tasks at once, each at the version it read: for each task exactly one
-        write succeeds, the compare-and-set holding across processes."""
+        """Two stores opened on one URL by two processes (one forked, where the system
+        can fork; else two threads) write the same tasks at once, each at the version
+        it read: for each task exactly one write succeeds, the compare-and-set
+        holding across processes."""
         self._skip_unless_shared()
         ids = [f"task-{n}" for n in range(20)]
 
@@ -1790,10 +2595,15 @@ class StoreContract:
             store = await engine.get_store()
             try:
                 names = [s.name for s in await store.load_workflows()]
-                assert [name for name in names if name not in contributed] == ["flow"]
+                ours = [name for name in names if name not in contributed]
+                assert ours == ["flow"], (
+                    f"after reopening, load_workflows() gave {ours}, not the one saved, 'flow'"
+                )
                 done = await store.get_task("task-1")
-                assert done is not None
-                assert (done.status, done.output) == (TaskStatus.COMPLETED, {"ok": True})
+                assert done is not None and (done.status, done.output) == (
+                    TaskStatus.COMPLETED,
+                    {"ok": True},
+                ), f"after reopening, get_task('task-1') gave {done!r:.200}, not it COMPLETED"
                 published = [t.id for t in await store.outbox_pending("results")]
                 assert published == ["task-1"], (
                     f"after reopening, outbox_pending gave {published}, not ['task-1']: "
@@ -1805,7 +2615,10 @@ class StoreContract:
                         "a task delete_finished deleted is back after reopening the store: "
                         "a purge must be as durable as any other write"
                     )
-                assert [t.id for t in await store.claim("w", 5, 30)] == ["task-2"]
+                claimed = [t.id for t in await store.claim("w", 5, 30)]
+                assert claimed == ["task-2"], (
+                    f"after reopening, claim took {claimed}: task-2, pending, alone"
+                )
             finally:
                 await engine.aclose()
 
@@ -1836,6 +2649,7 @@ class StoreContract:
         def run(step: Callable[[], Awaitable[Any]]) -> Any:
             return asyncio.run(asyncio.wait_for(step(), self.timeout))
 
+        before = _footprint(store_url)
         for asked in ("first", "second"):
             if run(ask) is True:
                 pytest.fail(
@@ -1844,6 +2658,15 @@ class StoreContract:
                     "there, and create nothing itself",
                     pytrace=False,
                 )
+        after = _footprint(store_url)
+        if after != before:
+            pytest.fail(
+                f"exists() made something at the store's path: before it was asked, "
+                f"{_shown_footprint(before)}; after, {_shown_footprint(after)}. It is asked "
+                "of a store that may never be opened (wfe tasks on a mistyped URL): create "
+                "nothing, no folder, no file",
+                pytrace=False,
+            )
         run(write)
         if self.durable and run(ask) is False:
             pytest.fail(
@@ -1881,10 +2704,13 @@ class StoreContract:
                 await engine.aclose()
 
         done = asyncio.run(asyncio.wait_for(scenario(), self.timeout))
-        assert [t and t.status for t in done] == [TaskStatus.COMPLETED] * 20
+        statuses = [t and t.status.value for t in done]
+        assert statuses == ["completed"] * 20, (
+            f"tasks run through a workflow by an engine on the store ended {statuses}"
+        )
         assert [t and t.outputs for t in done] == [
             {"double": n * 2, "check": "ok"} for n in range(20)
-        ]
+        ], "tasks run by an engine on the store did not keep each phase's output"
 
 
 def _lists_by_phase(store: Store) -> bool:

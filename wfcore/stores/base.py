@@ -60,7 +60,8 @@ class Store(abc.ABC):
     of them wrote by then: reads go to the shared storage, never to a copy taken
     at ``open()``. And every compare-and-set and every claim is atomic across them:
     one transaction, or a lock that every opener shares (``flock`` on a file),
-    never a lock of one store object alone.
+    never a lock of one store object alone, nor one of the process (a lock or a
+    cache at module level reaches no other process).
 
     **Versions.** Every method that changes a task is a compare-and-set on
     ``task.version``: it succeeds only if the stored version is the one the caller
@@ -92,15 +93,36 @@ class Store(abc.ABC):
     :func:`record_takeover`), stored with the claim.
 
     **A row that cannot be read** (edited by hand, written by a broken tool) must
-    not make every listing fail: ``get_task``, ``list_tasks`` and
-    ``outbox_pending`` return the stand-in :func:`unreadable_stand_in` builds for
-    it. ``claim`` never hands it out (it skips the row, or marks it failed for good
-    in place, keeping its stored text), and ``update_task`` returns False for a row
-    whose version it cannot read. The engine, which tells a stand-in by
-    :func:`unreadable`, never writes one back.
+    not make every listing fail: ``get_task``, ``list_tasks`` (and so
+    ``list_task_summaries``) and ``outbox_pending`` return the stand-in
+    :func:`unreadable_stand_in` builds for it, in place of the task, and the other
+    tasks as ever. ``claim`` never hands it out (it skips the row, or marks it
+    failed for good in place, keeping its stored text), and it takes no place of
+    the claim's ``limit`` from the tasks behind it: a worker with room for one task
+    must get past it. ``update_task`` returns False for a row whose version it
+    cannot read (one that can may take the write, which repairs the row). The
+    engine, which tells a stand-in by :func:`unreadable`, never writes one back.
 
-    :class:`wfcore.testing.StoreContract` checks all of this: a store plugin's
-    test suite inherits it.
+    **Errors.** A method that fails because of the storage (a full disk, a lost
+    connection, a database locked for too long, a file server away) raises
+    :class:`~wfcore.StoreError`, its message naming the store and the problem:
+    wrap the errors of your driver and of the OS in it (``raise
+    StoreError(f"{self.location}: {exc}") from exc``). A worker outlives a
+    StoreError: when claiming fails it logs the error and tries again after a
+    pause (1 s, doubling up to a minute), and a task whose phase's result could not
+    be written goes back to the queue (or its lease runs out), to run again once
+    the store works. A StoreError whose ``lasting`` is True (a subclass sets it)
+    says this process cannot use the store again (its file deleted under it): the
+    worker stops. :class:`StoreBusyError`, a StoreError, says another process
+    holds the store for longer than this one waits (SQLite's "database is
+    locked"): ``wfe worker`` starting on such a store waits for it. Any other
+    exception is taken for a bug: raised by ``claim``, it stops the worker with a
+    traceback; raised while a task is being run or written, it fails the task for
+    good (``EngineError: ...``), since trying again would meet it again.
+
+    :class:`wfcore.testing.StoreContract` checks all of this but the errors: a
+    store plugin's test suite inherits it (and gives it a ``damage_row`` method,
+    for the rows that cannot be read).
     """
 
     #: The URL the store was opened from.
@@ -203,7 +225,9 @@ class Store(abc.ABC):
         """Store a new task, at its version and with every field as given; if its
         id exists, return the stored one instead.
 
-        Returns ``(task, created)``.
+        Returns ``(task, created)``: the task passed in when it was stored now (the
+        store keeps a copy of it; the built-in stores return the object itself),
+        else the one stored under the id, read back as a copy.
         """
 
     async def insert_tasks(self, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
@@ -342,10 +366,14 @@ class Store(abc.ABC):
 
         Every field but ``created_at`` (which the engine never changes, and a store
         may keep as inserted) is written as given. Comparing the version and
-        writing are one atomic step, across processes. Set ``task.updated_at`` to
-        now (the engine does not): ``wfe tasks`` shows it and purging goes by it.
-        The lease is released unless ``keep_lease``. A PENDING task's ``run_after``
-        (a retry's backoff) delays it from this write on, as it does at insert.
+        writing are one atomic step, across processes. The version stored is
+        ``task.version + 1``, and ``updated_at`` now (the engine does not set it:
+        ``wfe tasks`` shows it and purging goes by it); set both on ``task`` too,
+        the very object passed in, not only on the stored row: the engine writes
+        that object again at its new version, and hands it on to hooks and
+        callers. The lease is released unless ``keep_lease``. A PENDING task's
+        ``run_after`` (a retry's backoff) delays it from this write on, as it does
+        at insert.
 
         The engine only adds to a task's history: the history written extends the
         one stored at ``task.version``, so a store may write just the entries added
@@ -381,7 +409,9 @@ class Store(abc.ABC):
           given back queues behind those already waiting;
         - IN_PROGRESS: when its lease expired or ``release_dead_leases`` freed it
           (or when a write left it without a lease);
-        - WAITING_*: at its ``deadline`` (with none, it never becomes ready).
+        - WAITING_*: at its ``deadline`` (with none, it never becomes ready); one
+          claimed since, when that claim's lease expired or ``release_dead_leases``
+          freed it (its claimer died before timing it out).
 
         Tasks of one priority ready at the same moment go in insertion order; never
         by id, which need not sort by age. A task's priority is the one last
@@ -430,7 +460,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def release_dead_leases(self, owners: Sequence[str]) -> int:
-        """Expire every lease held by these owners now (their processes are gone)."""
+        """Expire every lease held by these owners now (their processes are gone):
+        their tasks are claimable at once, and the claim that takes each records it
+        taken over (:func:`record_takeover`). Returns how many leases it freed:
+        every lease the owners held, an expired one too (nobody had claimed its
+        task since), as the built-in stores count; a worker logs the number."""
 
     @abc.abstractmethod
     async def lease_owners(self) -> list[str]:
@@ -552,9 +586,11 @@ class Store(abc.ABC):
         before ``before`` (a UNIX time), oldest first, of ``workflow_name`` only
         when it is given; return their ids.
 
-        Tasks that an outbox consumer has not acknowledged yet are kept. Removing
-        their artifact files is the caller's job. A store that cannot delete
-        raises StoreError (this default).
+        Tasks that an outbox consumer has not acknowledged yet are kept, and so
+        are children (``parent_id``) of a parent that is stored and not finished:
+        it reads their results when its last child finishes. Removing their
+        artifact files is the caller's job. A store that cannot delete raises
+        StoreError (this default).
         """
         raise StoreError(f"{type(self).__name__} cannot delete tasks")
 
@@ -613,13 +649,16 @@ class Store(abc.ABC):
 
     async def outbox_consumers(self) -> dict[str, int]:
         """Every registered consumer, with how many finished tasks it has not
-        acknowledged yet. A store that cannot tell raises StoreError (this default)."""
+        acknowledged yet (``wfe outbox`` shows them). A store that cannot tell
+        raises StoreError (this default)."""
         raise StoreError(f"{type(self).__name__} cannot list outbox consumers")
 
     async def outbox_unregister(self, consumer: str) -> int | None:
         """Stop recording finished tasks for ``consumer`` and forget what it has not
-        acknowledged; return how many such tasks there were, or None if ``consumer``
-        was not registered. A store that cannot raises StoreError (this default)."""
+        acknowledged, so that it keeps no task from :meth:`delete_finished` (``wfe
+        outbox --drop``); return how many such tasks there were, or None if
+        ``consumer`` was not registered. A store that cannot raises StoreError (this
+        default)."""
         raise StoreError(f"{type(self).__name__} cannot unregister outbox consumers")
 
 
