@@ -1123,6 +1123,43 @@ def test_a_result_too_large_for_its_history_keeps_its_output_and_last_events(
     assert json.loads(again.value) == loop
 
 
+def test_events_too_large_for_their_topic_never_shrink_a_result(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_run: Any
+) -> None:
+    """Kafka refusing a record as too large fails every record in flight on its
+    producer. Events have a producer of their own: results sent while events too
+    large for their topic are refused, as the events publisher sends them, go whole
+    (on one producer, a third of them went without their output)."""
+    results = kafka_topic(1, "results")
+    events = kafka_topic(1, "events", {"max.message.bytes": "600"})
+    kafka = interface(kafka_bootstrap, kafka_topic(1, "tasks"), results, events_topic=events)
+
+    def finished(n: int) -> Task:
+        return Task(
+            id=f"r{n}", data=n, workflow_name="w", status=TaskStatus.COMPLETED, output="y" * 300
+        )
+
+    async def refused_events() -> None:
+        for _ in range(30):
+            await kafka._get_events_producer().send_many([(events, b"e", b"x" * 2000, None)])
+
+    async def published_results() -> None:
+        for n in range(30):
+            await kafka.publish_result(finished(n))
+
+    async def scenario() -> None:
+        try:
+            await asyncio.gather(refused_events(), published_results())
+        finally:
+            await kafka.close()
+
+    wfe_run(scenario())
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(30)
+        outputs = {doc["id"]: doc["output"] for doc in reader.values()}
+    assert outputs == {f"r{n}": "y" * 300 for n in range(30)}
+
+
 def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:

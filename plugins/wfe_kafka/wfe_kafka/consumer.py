@@ -96,7 +96,6 @@ class _TaskConsumer:
     close_timeout: float
     stats: dict[str, int]
     consumer_settings: Callable[[], dict[str, Any]]
-    _get_producer: Callable[[], _Producer]
     _get_dead_letter_producer: Callable[[], _Producer]
 
     def _init_consumer(self) -> None:

@@ -190,12 +190,15 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             ),
             0,
         )
+        # A producer for each stream (results, events, dead letters, and the tasks
+        # publish_task sends), each made at its stream's first record: kafka-python
+        # fails every record in flight on a producer when Kafka refuses one as too
+        # large, and an event or a letter too large must not have a result that fits
+        # its topic published without its bulk, nor the reverse.
         self._producer: _Producer | None = None
-        # Dead letters have a producer of their own: kafka-python fails every record
-        # in flight on a producer when Kafka refuses one as too large, and a letter
-        # too large must not send a result without its bulk, nor a result too large
-        # a dead letter without its value. Made at the first dead letter.
+        self._events_producer: _Producer | None = None
         self._dead_letter_producer: _Producer | None = None
+        self._tasks_producer: _Producer | None = None
         self._engine: ECSWorkflowEngine | None = None
         self._hooks: list[Any] = []
         self._consumer_task: asyncio.Task[None] | None = None
@@ -270,14 +273,25 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         }
 
     def _get_producer(self) -> _Producer:
+        """The results' producer."""
         if self._producer is None or self._producer.closed:
             self._producer = _Producer(self.producer_settings())
         return self._producer
+
+    def _get_events_producer(self) -> _Producer:
+        if self._events_producer is None or self._events_producer.closed:
+            self._events_producer = _Producer(self.producer_settings())
+        return self._events_producer
 
     def _get_dead_letter_producer(self) -> _Producer:
         if self._dead_letter_producer is None or self._dead_letter_producer.closed:
             self._dead_letter_producer = _Producer(self.producer_settings())
         return self._dead_letter_producer
+
+    def _get_tasks_producer(self) -> _Producer:
+        if self._tasks_producer is None or self._tasks_producer.closed:
+            self._tasks_producer = _Producer(self.producer_settings())
+        return self._tasks_producer
 
     # -- publishing ------------------------------------------------------------------
 
@@ -319,7 +333,9 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         except (BadMessage, InvalidTaskError) as exc:
             raise ValueError(f"not a task message a worker can take: {exc}") from None
         key = task_id.encode("utf-8") if isinstance(task_id, str) else None
-        [outcome] = await self._get_producer().send_many([(self.tasks_topic, key, value, None)])
+        [outcome] = await self._get_tasks_producer().send_many(
+            [(self.tasks_topic, key, value, None)]
+        )
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -451,7 +467,13 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         self._results_ids.clear()
         self._events.clear()
         flushed = True
-        for producer in (self._producer, self._dead_letter_producer):
+        producers = (
+            self._producer,
+            self._events_producer,
+            self._dead_letter_producer,
+            self._tasks_producer,
+        )
+        for producer in producers:
             if producer is not None:
                 left = max(0.0, deadline - time.monotonic())
                 flushed = await producer.close(left) and flushed

@@ -70,6 +70,7 @@ class _ResultsPublisher:
     stats: dict[str, int]
     _engine: ECSWorkflowEngine | None
     _get_producer: Callable[[], _Producer]
+    _get_events_producer: Callable[[], _Producer]
     _missing: Callable[[str | None], str]
 
     def _init_results(self) -> None:
@@ -299,7 +300,7 @@ class _ResultsPublisher:
 
     def _result_without_bulk(self, record: Record) -> Record:
         topic, key, value, headers = record
-        _say_too_large(record, "the result", "without data, outputs and history")
+        _say_too_large(record, "the result", "without its bulk (data, output, outputs, history...)")
         return topic, key, result_without_bulk(value or b"{}"), headers
 
     def _degrade(self) -> None:
@@ -354,14 +355,15 @@ class _ResultsPublisher:
             records: list[Record] = [(self.events_topic, key, value, None) for key, value in batch]
             try:
                 started = time.monotonic()
-                outcomes = await self._get_producer().send_many(records)
+                outcomes = await self._get_events_producer().send_many(records)
                 if time.monotonic() - started < 5.0:
                     # Failed at once, not after delivery_timeout_ms: most likely for a
                     # record too large (kafka-python then fails the sends of the whole
-                    # producer, results' included): once more, on a fresh producer.
-                    outcomes = await _resend_failed(self._get_producer, outcomes, records)
+                    # producer, the batch's other events included): once more, on a
+                    # fresh producer.
+                    outcomes = await _resend_failed(self._get_events_producer, outcomes, records)
                 outcomes = await _smaller_if_too_large(
-                    self._get_producer, outcomes, records, _event_without_bulk
+                    self._get_events_producer, outcomes, records, _event_without_bulk
                 )
             except Exception as exc:
                 outcomes = [exc] * len(batch)
