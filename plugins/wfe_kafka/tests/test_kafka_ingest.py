@@ -1123,6 +1123,26 @@ def test_a_result_too_large_for_its_history_keeps_its_output_and_last_events(
     assert json.loads(again.value) == loop
 
 
+def test_tasks_compressed_by_their_producer_are_consumed(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
+) -> None:
+    """Producers in other languages compress their batches (a Java producer's
+    compression.type): each codec Kafka has is read, rather than the consumer failing
+    on the batch for ever."""
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    for n, codec in enumerate(codecs):
+        message = task_json(id=codec, workflow_name="double", data={"n": n})
+        produce(kafka_bootstrap, tasks, [(None, message)], compression_type=codec)
+    engine = echo_engine(wfe_engine_factory)
+    kafka = interface(kafka_bootstrap, tasks, results)
+    wfe_run(serve(engine, kafka, results_published=len(codecs)))
+    with TopicReader(kafka_bootstrap, results) as reader:
+        reader.wait_for(len(codecs))
+        outputs = {doc["id"]: doc["output"] for doc in reader.values()}
+    assert outputs == {codec: {"doubled": 2 * n} for n, codec in enumerate(codecs)}
+
+
 def test_events_too_large_for_their_topic_never_shrink_a_result(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_run: Any
 ) -> None:

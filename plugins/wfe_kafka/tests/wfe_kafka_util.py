@@ -84,10 +84,11 @@ def produce(
     topic: str,
     messages: Iterable[tuple[bytes | None, bytes | None] | tuple[bytes | None, bytes | None, Any]],
     partition: int | None = None,
+    **config: Any,
 ) -> list[Any]:
-    """Send ``(key, value)`` or ``(key, value, headers)`` messages with acks=all;
-    return their RecordMetadata."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    """Send ``(key, value)`` or ``(key, value, headers)`` messages with acks=all (and
+    ``config``, further KafkaProducer settings); return their RecordMetadata."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **config)
     try:
         futures = [
             producer.send(
