@@ -480,7 +480,8 @@ class _TaskConsumer:
                 (
                     self.dead_letter_topic,
                     "dead_letter_topic, WFE_KAFKA_DLQ_TOPIC",
-                    "a bad message holds up its partition",
+                    "a bad message waits to be dead-lettered, and its partition's "
+                    "offsets are not committed past it (a few batches after it still run)",
                 )
             )
         if self.events_topic:
