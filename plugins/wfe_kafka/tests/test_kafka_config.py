@@ -439,18 +439,39 @@ def test_a_worker_with_kafka_bootstrap_servers_instead_of_kafka_brokers_says_so(
     )
 
 
+@pytest.mark.parametrize(
+    ("security", "error"),
+    [
+        ({"security_protocol": "SSL"}, "KafkaConnectionError: "),
+        (
+            {
+                "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN",
+                "sasl_plain_username": "u",
+                "sasl_plain_password": "p",
+            },
+            "IllegalSaslStateError",
+        ),
+    ],
+)
 def test_a_consumer_that_cannot_connect_says_why(
-    kafka_bootstrap: str, wfe_engine_factory: Any, wfe_run: Any, caplog: pytest.LogCaptureFixture
+    kafka_bootstrap: str,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+    security: dict[str, str],
+    error: str,
 ) -> None:
-    """SSL against a plaintext listener: kafka-python's own error only says it could
-    not bootstrap; the warning gives the handshake's failure."""
+    """SSL or SASL against a plaintext listener: kafka-python's own error only says it
+    could not bootstrap; the warning gives the handshake's failure, and that the
+    broker does not take this security protocol there."""
     # Each try to reach Kafka gives up after 1 s, not wfe_kafka's 5 s: the warning
     # comes as a try gives up.
     kafka = KafkaMQInterface(
         kafka_bootstrap,
-        security_protocol="SSL",
         close_timeout=1.0,
         consumer_config={"bootstrap_timeout_ms": 1000},
+        **security,
     )
     engine = wfe_engine_factory()
     caplog.set_level(logging.WARNING)
@@ -473,8 +494,13 @@ def test_a_consumer_that_cannot_connect_says_why(
     finally:
         quiet.setLevel(logging.NOTSET)
     first = warnings()[0]
-    assert first.startswith(f"cannot reach Kafka at {kafka_bootstrap} (KafkaConnectionError: ")
-    assert "SSL" in first and "Unable to bootstrap" not in first
+    assert first.startswith(f"cannot reach Kafka at {kafka_bootstrap} ({error}")
+    assert "Unable to bootstrap" not in first
+    protocol = security["security_protocol"]
+    assert (
+        f"the broker does not take security_protocol {protocol} on this listener: check it, "
+        "and the sasl_* and ssl_* settings"
+    ) in first
     # The app's choice stands: kafka-python's warnings stayed out of its log.
     assert not [
         r for r in caplog.records if r.name.startswith("kafka") and r.levelno < logging.ERROR

@@ -193,7 +193,8 @@ class _TaskConsumer:
         """
         outcome: BaseException | None = None
         with _quiet_connection_errors() as errors:
-            reach = _Reachability(",".join(self.bootstrap_servers), errors)
+            protocol = self.consumer_settings().get("security_protocol", "PLAINTEXT")
+            reach = _Reachability(",".join(self.bootstrap_servers), errors, protocol)
             try:
                 outcome = self._consume_until_stopped(loop, engine, stop, reach)
             except BaseException as exc:
@@ -1035,14 +1036,21 @@ def _group_state(consumer: Any) -> str:
         return _STABLE  # no way to tell: never restart on account of it
 
 
+def _security_refused(error: BaseException) -> bool:
+    """Whether a connection failed in its SASL or SSL handshake (a listener of
+    another security protocol), rather than for want of a broker."""
+    return "Sasl" in type(error).__name__ or "SSL" in str(error)
+
+
 class _Reachability:
     """Says once that the consumer cannot reach Kafka, and once that it can again
     (the attempts in between at DEBUG); kafka-python's own connection errors are
     left out of the log meanwhile (see :class:`~wfe_kafka.clients._ConnectionErrors`)."""
 
-    def __init__(self, servers: str, errors: _ConnectionErrors) -> None:
+    def __init__(self, servers: str, errors: _ConnectionErrors, protocol: str) -> None:
         self.servers = servers
         self.errors = errors
+        self.protocol = protocol
         # Since when the running consumer has had no live connection (None: it has one).
         self.offline_since: float | None = None
         # When the outage said to be under way began (None: none is).
@@ -1065,6 +1073,12 @@ class _Reachability:
         """Kafka cannot be reached (``retry_in``: making a consumer failed, and is
         tried again in so many seconds; else a running consumer lost it)."""
         why = _describe(error) if error is not None else "no broker answers"
+        if error is not None and _security_refused(error):
+            # Kafka answers, but not in this protocol: no retry will change that.
+            why += (
+                f"; the broker does not take security_protocol {self.protocol} on this "
+                "listener: check it, and the sasl_* and ssl_* settings"
+            )
         level = logging.WARNING if self.reported is None else logging.DEBUG
         if self.reported is None:
             self.reported = self.offline_since or time.monotonic()
