@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,10 @@ def test_the_stand_in_for_an_unreadable_row_reads_as_one() -> None:
     assert "ValueError: bad JSON" in stand_in.error
     assert stand_in.context == {"unreadable_doc": '{"id": "task-1", '}
     assert not unreadable(Task(status=TaskStatus.FAILED, error="ValueError: bad input"))
+    # The row's times, where the store can read them: not now at every read.
+    long_ago = datetime(2020, 1, 2, tzinfo=timezone.utc)
+    dated = unreadable_stand_in("t", "bad", "{", created_at=long_ago, updated_at=long_ago)
+    assert (dated.created_at, dated.updated_at) == (long_ago, long_ago)
 
 
 class _BringsAWorkflow:

@@ -685,22 +685,37 @@ def unreadable(task: Task) -> bool:
     return task.status is TaskStatus.FAILED and (task.error or "").startswith(UNREADABLE_ERROR)
 
 
-def unreadable_stand_in(task_id: str, reason: str, stored_text: str, *, version: int = 0) -> Task:
+def unreadable_stand_in(
+    task_id: str,
+    reason: str,
+    stored_text: str,
+    *,
+    version: int = 0,
+    created_at: datetime | None = None,
+    updated_at: datetime | None = None,
+) -> Task:
     """The task a store returns for a row it cannot read, instead of failing.
 
     A FAILED task whose error begins with :data:`UNREADABLE_ERROR` and gives
     ``reason`` (say ``"ValueError: Expecting value: line 1 column 1"``), with the
     row's stored text in ``context["unreadable_doc"]`` for whoever repairs it.
-    ``version``: the row's, where the store can still read it. :func:`unreadable`
-    tells it apart; see :class:`Store` for what a store and the engine do with it.
+    ``version``, ``created_at`` and ``updated_at``: the row's, where the store can
+    still read them (else 0 and now: ``wfe tasks`` would show the row changed at
+    every listing). :func:`unreadable` tells it apart; see :class:`Store` for what
+    a store and the engine do with it.
     """
-    return Task(
+    task = Task(
         id=task_id,
         status=TaskStatus.FAILED,
         error=f"{UNREADABLE_ERROR} ({reason}); its stored text is in context['unreadable_doc']",
         context={"unreadable_doc": stored_text},
         version=version,
     )
+    if created_at is not None:
+        task.created_at = created_at
+    if updated_at is not None:
+        task.updated_at = updated_at
+    return task
 
 
 #: Characters of a task's output and error a summary keeps
