@@ -967,7 +967,8 @@ def test_until_idle_says_which_delayed_tasks_it_waits_for(wfe, tmp_path: Path) -
     first_log = tmp_path / "first.log"
     first = start(first_log)
     try:
-        # Every two seconds; the first after the due task went on to wait for a person.
+        # The first line comes after two seconds, then one a change (every ten seconds at
+        # most): one after the due task went on to wait for a person.
         line = _wait_for(
             lambda: next(
                 (x for x in first_log.read_text().splitlines() if "waiting_human 1" in x), None

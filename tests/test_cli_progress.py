@@ -20,6 +20,14 @@ def test_progress_elsewhere_is_printed_on_change_or_once_a_minute() -> None:
     assert re.fullmatch(STAMP + "b", progress.show("b", now=120.0, always=True) or "")
 
 
+def test_progress_elsewhere_that_changes_at_every_line_is_printed_every_ten_seconds() -> None:
+    """A busy worker, or a schedule firing every second, changes the counts at every
+    line: a log file gets one every ten seconds, not every two (8 MB a day)."""
+    progress = _Progress(terminal=False)
+    shown = [t for t in range(0, 60, 2) if progress.show(f"completed {t}", now=float(t))]
+    assert shown == [0, 10, 20, 30, 40, 50]
+
+
 def test_progress_in_a_terminal_is_every_line_as_it_is() -> None:
     progress = _Progress(terminal=True)
     assert [progress.show("a", now=t) for t in (0.0, 2.0, 4.0)] == ["a", "a", "a"]

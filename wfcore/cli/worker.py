@@ -650,14 +650,23 @@ def _progress_line(
 class _Progress:
     """Where the worker's progress lines go. To a terminal: every line, as it
     comes. Elsewhere (a log file, journald): a line only when it says something
-    new, or once a minute when nothing changed, each after the UTC time."""
+    new, at most every ``changes_every`` seconds (a busy worker, or a schedule
+    firing every second, changes it at every line), or once a minute when nothing
+    changed, each after the UTC time."""
 
-    def __init__(self, terminal: bool, quiet_for: float = 60.0, label: str = "") -> None:
+    def __init__(
+        self,
+        terminal: bool,
+        quiet_for: float = 60.0,
+        label: str = "",
+        changes_every: float = 10.0,
+    ) -> None:
         self.terminal = terminal
         self.label = label
         self.quiet_for = quiet_for
+        self.changes_every = changes_every
         self._last: str | None = None
-        self._last_at = 0.0
+        self._last_at = -math.inf
 
     def show(self, line: str, now: float | None = None, always: bool = False) -> str | None:
         """The text to print for ``line`` at monotonic time ``now``, or None to skip it."""
@@ -665,7 +674,8 @@ class _Progress:
         if self.terminal:
             return line
         now = time.monotonic() if now is None else now
-        if not always and line == self._last and now - self._last_at < self.quiet_for:
+        wait = self.quiet_for if line == self._last else self.changes_every
+        if not always and now - self._last_at < wait:
             return None
         self._last, self._last_at = line, now
         return f"{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} {line}"
