@@ -7,6 +7,7 @@ WFE_TRACE_PLUGINS tracing the classifier like every other hook."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -418,6 +419,43 @@ def test_a_store_error_from_open_is_kept_as_it_is(wfe_engine_factory, wfe_run):
     with pytest.raises(StoreError) as caught:
         wfe_run(engine.get_store())
     assert str(caught.value) == "jar://cookies: the jar is empty"
+
+
+@pytest.mark.parametrize("folder", [None, "artifacts", Path("artifacts")])
+def test_a_plugin_store_without_an_absolute_artifacts_dir_is_refused_as_it_opens(
+    wfe_engine_factory, wfe_run, folder
+):
+    """A relative folder would follow the process's working folder (a daemon's "/"),
+    so that artifacts written by one process are not found by the next."""
+
+    class Misplaced(MemoryStore):
+        async def open(self) -> None:
+            await super().open()
+            if folder is None:
+                del self.artifacts_dir
+            else:
+                self.artifacts_dir = folder
+
+        async def close(self) -> None:
+            self.closed = True
+
+    opened: list[Misplaced] = []
+
+    class JarStore:
+        @hookimpl
+        def wfe_open_store(self, url: str) -> Any:
+            opened.append(Misplaced(url))
+            return opened[-1]
+
+    engine = wfe_engine_factory(plugins=[JarStore()], store="jar://cookies")
+    with pytest.raises(StoreError) as caught:
+        wfe_run(engine.get_store())
+    assert str(caught.value) == (
+        "cannot open the store 'jar://cookies': Misplaced.artifacts_dir is "
+        f"{folder!r} once open() returned: set it to the absolute path of the folder "
+        "the store's artifact files go in"
+    )
+    assert opened[0].closed  # not left open
 
 
 # -- WFE_TRACE_PLUGINS ----------------------------------------------------------------

@@ -588,6 +588,16 @@ class ECSWorkflowEngine:
         except Exception as exc:
             # A store's own words, in the one line the wfe commands print.
             raise StoreError(f"cannot open the store {url!r}: {type(exc).__name__}: {exc}") from exc
+        folder = getattr(store, "artifacts_dir", None)
+        if not isinstance(folder, Path) or not folder.is_absolute():
+            # A relative folder follows the working folder (a daemon's "/"): files
+            # one process writes, the next would not find. A plugin's mistake.
+            await store.close()
+            raise StoreError(
+                f"cannot open the store {url!r}: {type(store).__name__}.artifacts_dir is "
+                f"{folder!r} once open() returned: set it to the absolute path of the "
+                "folder the store's artifact files go in"
+            )
         for spec in await store.load_workflows():
             self._workflows.setdefault(spec.name, spec)
         if self._store_arg is None:
