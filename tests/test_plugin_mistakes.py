@@ -421,9 +421,16 @@ def test_a_store_error_from_open_is_kept_as_it_is(wfe_engine_factory, wfe_run):
     assert str(caught.value) == "jar://cookies: the jar is empty"
 
 
-@pytest.mark.parametrize("folder", [None, "artifacts", Path("artifacts")])
+@pytest.mark.parametrize(
+    ("folder", "what"),
+    [
+        (None, "None, not a pathlib.Path"),
+        ("/srv/artifacts", "'/srv/artifacts', not a pathlib.Path"),
+        (Path("artifacts"), "'artifacts', a relative path"),
+    ],
+)
 def test_a_plugin_store_without_an_absolute_artifacts_dir_is_refused_as_it_opens(
-    wfe_engine_factory, wfe_run, folder
+    wfe_engine_factory, wfe_run, folder, what
 ):
     """A relative folder would follow the process's working folder (a daemon's "/"),
     so that artifacts written by one process are not found by the next."""
@@ -451,9 +458,9 @@ def test_a_plugin_store_without_an_absolute_artifacts_dir_is_refused_as_it_opens
     with pytest.raises(StoreError) as caught:
         wfe_run(engine.get_store())
     assert str(caught.value) == (
-        "cannot open the store 'jar://cookies': Misplaced.artifacts_dir is "
-        f"{folder!r} once open() returned: set it to the absolute path of the folder "
-        "the store's artifact files go in"
+        f"cannot open the store 'jar://cookies': Misplaced.artifacts_dir is {what}, once "
+        "open() returned: set it to the absolute path of the folder the store's artifact "
+        "files go in"
     )
     assert opened[0].closed  # not left open
 

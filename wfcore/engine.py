@@ -593,10 +593,15 @@ class ECSWorkflowEngine:
             # A relative folder follows the working folder (a daemon's "/"): files
             # one process writes, the next would not find. A plugin's mistake.
             await store.close()
+            what = (
+                f"{str(folder)!r}, a relative path"
+                if isinstance(folder, Path)
+                else f"{folder!r}, not a pathlib.Path"
+            )
             raise StoreError(
                 f"cannot open the store {url!r}: {type(store).__name__}.artifacts_dir is "
-                f"{folder!r} once open() returned: set it to the absolute path of the "
-                "folder the store's artifact files go in"
+                f"{what}, once open() returned: set it to the absolute path of the folder "
+                "the store's artifact files go in"
             )
         for spec in await store.load_workflows():
             self._workflows.setdefault(spec.name, spec)
