@@ -227,9 +227,15 @@ def test_wfe_plugins_shows_the_schemes_each_store_plugin_opens(
         "wfcore.stores.sqlite": "sqlite://",
     }
     assert not (tmp_path / "jobs").exists()  # asked, never opened
-    # Without --all, no plugin listed opens a built-in scheme: no STORES column.
-    plain = wfe("plugins", env=plugin_env).stdout.splitlines()
-    assert plain[0].split() == ["NAME", "PACKAGE", "VERSION", "HOOKS"]
+    # Without --all, no plugin listed opens a built-in scheme: no STORES column, and a
+    # note on how to see which URLs the store plugin opens.
+    plain = wfe("plugins", env=plugin_env)
+    assert plain.stdout.splitlines()[0].split() == ["NAME", "PACKAGE", "VERSION", "HOOKS"]
+    assert plain.stderr == (
+        "note: dirstore opens stores of schemes only it knows: "
+        "wfe --store URL plugins says which plugin opens URL\n"
+    )
+    assert wfe("--store", url, "plugins", env=plugin_env).stderr == ""
 
 
 def test_a_worker_says_when_it_made_a_plugin_store(

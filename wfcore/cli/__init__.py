@@ -89,6 +89,18 @@ def plugins(ctx: click.Context, show_all: bool, hook: str | None, as_json: bool)
             for row, i in zip(rows, infos, strict=True)
         ]
     _table(headers, rows)
+    # A store plugin's own schemes cannot be listed, only asked about URL by URL.
+    unshown = [
+        i["name"] for i in infos if "wfe_open_store" in i["hooks"] and not i.get("store_schemes")
+    ]
+    if unshown:
+        one = len(unshown) == 1
+        click.echo(
+            f"note: {', '.join(unshown)} {'opens' if one else 'open'} stores of schemes only "
+            f"{'it knows' if one else 'they know'}: wfe --store URL plugins says which "
+            "plugin opens URL",
+            err=True,
+        )
 
 
 def _kept_out() -> str:
