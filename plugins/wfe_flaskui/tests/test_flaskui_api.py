@@ -712,6 +712,11 @@ def test_a_token_of_blanks_is_no_token_and_blanks_around_one_do_not_count(
     check_bind("0.0.0.0", " tok-2-of-sixteen\n")
     check_bind("127.0.0.1", " ")
     check_bind("127.0.0.1", "tok-2")
+    # The short forms the system takes for 127.0.0.1 are this machine too.
+    for short in ("127.1", "127.0.1", "0x7f.1", "2130706433"):
+        check_bind(short, "")
+    with pytest.raises(UnsafeBindError, match=r"refusing to listen on 10\.1"):
+        check_bind("10.1", "")
 
 
 def test_metrics_for_prometheus(api: Api, dashboard: Dashboard) -> None:

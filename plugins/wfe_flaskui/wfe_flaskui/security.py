@@ -9,6 +9,7 @@ import ipaddress
 import math
 import re
 import secrets
+import socket
 import threading
 import time
 import unicodedata
@@ -55,12 +56,17 @@ CONTENT_SECURITY_POLICY = (
 
 
 def is_loopback(host: str) -> bool:
-    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost),
+    also written as the system takes it (``127.1``, ``0x7f.1``)."""
     if host.strip().lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.inet_aton(host.strip())).is_loopback
+    except (OSError, ValueError):
         return False
 
 
