@@ -1180,6 +1180,50 @@ def test_events_too_large_for_their_topic_never_shrink_a_result(
     assert outputs == {f"r{n}": "y" * 300 for n in range(30)}
 
 
+def test_records_known_too_large_go_smaller_without_being_sent_first(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kafka refusing a record breaks its producer (replaced in about 130 ms, with a
+    few ERROR lines of kafka-python's). Once it has refused one of a size, those at
+    least as large go in their smaller form at once: a workflow whose every event
+    is too large for the events topic does not replace the producer at each."""
+    count = 30
+    tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
+    events = kafka_topic(1, "events", {"max.message.bytes": "600"})
+    produce(
+        kafka_bootstrap,
+        tasks,
+        [
+            (None, task_json(id=f"t{i}", workflow_name="pad", data={"size": 700}))
+            for i in range(count)
+        ],
+    )
+    engine = echo_engine(wfe_engine_factory)
+
+    async def pad(task: Task) -> None:
+        task.output = "y" * task.data["size"]
+
+    engine.register_handler("pad", pad)
+    engine.register_workflow("pad", [Phase("pad", assigned_to="functional")])
+    kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+    wfe_run(serve(engine, kafka, results_published=count, events_published=count * 4))
+    replaced = [r for r in caplog.records if "failed for good; replacing it" in r.getMessage()]
+    shrunk = [r for r in caplog.records if "without its output" in r.getMessage()]
+    # The phase_finished and completed events of every task are too large: each
+    # goes without its output, and the producer is replaced a few times, not 60.
+    assert len(shrunk) == 2 * count
+    assert len(replaced) <= 4, [r.getMessage() for r in replaced]
+    with TopicReader(kafka_bootstrap, events) as reader:
+        reader.wait_for(count * 4)
+        cut = [doc for doc in reader.values() if doc.get("event_too_large")]
+    assert len(cut) == 2 * count and all(doc["output"] is None for doc in cut)
+
+
 def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
     kafka_bootstrap: str, kafka_topic: TopicFactory, wfe_engine_factory: Any, wfe_run: Any
 ) -> None:

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 logger = logging.getLogger("wfe_kafka")
@@ -752,17 +752,72 @@ def _client_config(defaults: Mapping[str, Any], *layers: Mapping[str, Any]) -> d
     return merged
 
 
+class _Refused:
+    """The smallest record Kafka refused as too large lately, by topic: one at least
+    as large is known to be refused too, and goes in its smaller form without being
+    sent first. Each refusal fails every record in flight on its producer, which is
+    then replaced (about 130 ms, and a few ERROR lines of kafka-python's): a
+    workflow whose every event is too large for its topic would pay that at each.
+    Forgotten after a minute, so that a topic whose limit was raised meanwhile
+    takes whole records again."""
+
+    #: Seconds a refusal is remembered.
+    REMEMBERED = 60.0
+
+    def __init__(self) -> None:
+        self._smallest: dict[str, tuple[int, float]] = {}
+
+    def note(self, record: Record) -> None:
+        """Kafka refused ``record``, sent alone, as too large."""
+        size, now = _size(record), time.monotonic()
+        known = self._smallest.get(record[0])
+        if known is None or now - known[1] > self.REMEMBERED or size <= known[0]:
+            self._smallest[record[0]] = (size, now)
+
+    def known(self, record: Record) -> bool:
+        """Whether Kafka refused a record of this topic this large or smaller lately."""
+        known = self._smallest.get(record[0])
+        return (
+            known is not None
+            and time.monotonic() - known[1] <= self.REMEMBERED
+            and _size(record) >= known[0]
+        )
+
+    async def send(
+        self, send: Callable[[Sequence[Record]], Awaitable[list[Any]]], records: Sequence[Record]
+    ) -> list[Any]:
+        """``send(records)``'s outcomes, but for the records known to be refused:
+        not sent, their outcome a MessageSizeTooLargeError for _smaller_if_too_large
+        to send their smaller forms."""
+        known = [self.known(record) for record in records]
+        if not any(known):
+            return await send(records)
+        from kafka.errors import MessageSizeTooLargeError
+
+        sent = iter(await send([r for r, k in zip(records, known, strict=True) if not k]))
+        refused = MessageSizeTooLargeError("refused at this size before (not sent again)")
+        return [refused if k else next(sent) for k in known]
+
+
+def _size(record: Record) -> int:
+    _, key, value, headers = record
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers or ())
+
+
 async def _smaller_if_too_large(
     producer: Callable[[], _Producer],
     outcomes: list[Any],
     records: Sequence[Record],
     *smaller: Callable[[Record], Record | None],
+    refused: _Refused | None = None,
 ) -> list[Any]:
     """Send again, alone, each record that failed as too large, and if Kafka
     refuses it again, its ``smaller`` forms, in turn, until one is taken: Kafka
     will never take the record, and retrying it would hold up everything behind it
     for ever. Each form is made from the record as it was; one that gives None
-    cannot make that record smaller, and the next is tried.
+    cannot make that record smaller, and the next is tried. A record or form
+    ``refused`` knows to be too large is not sent, and those Kafka refuses alone it
+    is told of.
 
     Alone, because kafka-python fails the whole producer after such an error,
     so its batch-mates fail with the same error without being too large.
@@ -771,13 +826,19 @@ async def _smaller_if_too_large(
     for i, outcome in enumerate(outcomes):
         if not _too_large(outcome):
             continue
-        [outcome] = await producer().send_many([records[i]])
+        if refused is None or not refused.known(records[i]):
+            [outcome] = await producer().send_many([records[i]])
+            if refused is not None and _too_large(outcome):
+                refused.note(records[i])
         for make in smaller:
             if not _too_large(outcome):
                 break
             form = make(records[i])
-            if form is not None:
-                [outcome] = await producer().send_many([form])
+            if form is None or (refused is not None and refused.known(form)):
+                continue
+            [outcome] = await producer().send_many([form])
+            if refused is not None and _too_large(outcome):
+                refused.note(form)
         outcomes[i] = outcome
     return outcomes
 

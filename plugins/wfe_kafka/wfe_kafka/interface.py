@@ -357,10 +357,11 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         records = [(self.results_topic, task.id.encode("utf-8"), result_message(task), None)]
         [outcome] = await _smaller_if_too_large(
             self._get_producer,
-            await self._get_producer().send_many(records),
+            await self._refused.send(self._get_producer().send_many, records),
             records,
             self._result_with_recent_history,
             self._result_without_bulk,
+            refused=self._refused,
         )
         if isinstance(outcome, BaseException):
             self.stats["publish_errors"] += 1

@@ -22,7 +22,14 @@ from typing import Any
 from wfcore import ECSWorkflowEngine, Phase, Store, Task, TaskStatus
 from wfcore.model import utcnow
 
-from .clients import Record, _describe, _Producer, _resend_failed, _smaller_if_too_large
+from .clients import (
+    Record,
+    _describe,
+    _Producer,
+    _Refused,
+    _resend_failed,
+    _smaller_if_too_large,
+)
 from .messages import (
     RESULT_HISTORY_KEPT,
     event_message,
@@ -81,6 +88,8 @@ class _ResultsPublisher:
         # Finishes whose final event (completed, failed, cancelled) this process sent.
         self._final_events = _Recent()
         self._events: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        # Records Kafka refused as too large lately, results' and events' alike.
+        self._refused = _Refused()
         self._wake: asyncio.Event | None = None
         self._events_wake: asyncio.Event | None = None
         self._publisher: asyncio.Task[None] | None = None
@@ -181,13 +190,14 @@ class _ResultsPublisher:
             for (task_id, _), value in batch
         ]
         started = time.monotonic()
-        outcomes = await self._send_watched(records)
+        outcomes = await self._refused.send(self._send_watched, records)
         outcomes = await _smaller_if_too_large(
             self._get_producer,
             outcomes,
             records,
             self._result_with_recent_history,
             self._result_without_bulk,
+            refused=self._refused,
         )
         sent = [
             key
@@ -355,7 +365,7 @@ class _ResultsPublisher:
             records: list[Record] = [(self.events_topic, key, value, None) for key, value in batch]
             try:
                 started = time.monotonic()
-                outcomes = await self._get_events_producer().send_many(records)
+                outcomes = await self._refused.send(self._get_events_producer().send_many, records)
                 if time.monotonic() - started < 5.0:
                     # Failed at once, not after delivery_timeout_ms: most likely for a
                     # record too large (kafka-python then fails the sends of the whole
@@ -363,7 +373,11 @@ class _ResultsPublisher:
                     # fresh producer.
                     outcomes = await _resend_failed(self._get_events_producer, outcomes, records)
                 outcomes = await _smaller_if_too_large(
-                    self._get_events_producer, outcomes, records, _event_without_bulk
+                    self._get_events_producer,
+                    outcomes,
+                    records,
+                    _event_without_bulk,
+                    refused=self._refused,
                 )
             except Exception as exc:
                 outcomes = [exc] * len(batch)
