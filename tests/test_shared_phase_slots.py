@@ -117,6 +117,46 @@ def test_a_limit_of_two_lets_two_run_at_once_across_workers(wfe_engine_factory, 
     assert overlap.peak == 2
 
 
+def test_a_task_of_a_higher_priority_asks_the_store_in_place_of_one_of_its_worker(
+    wfe_engine_factory, wfe_store_url, wfe_run
+):
+    """Only the tasks holding one of their worker's slots ask the store. One of a
+    higher priority that comes to wait behind such a task takes its place, so the
+    store's next free slot goes to it, not to the task that asked first."""
+    overlap = Overlap()
+    [a, _] = _two_engines(wfe_engine_factory, overlap, limit=1, holds=1)
+    [_, b] = _two_engines(wfe_engine_factory, overlap, limit=1, holds=3)
+
+    def asks(task_id: str) -> bool:
+        conn = sqlite3.connect(db_path(wfe_store_url), timeout=30)
+        try:
+            query = "SELECT count(*) FROM phase_slots WHERE task_id = ?"
+            return int(conn.execute(query, (task_id,)).fetchone()[0]) > 0
+        finally:
+            conn.close()
+
+    async def scenario() -> tuple[Task, Task]:
+        first, low, running_a, running_b = await _one_runs_and_one_waits(a, b, overlap)
+        [high] = await a.submit_tasks([{"data": 2, "workflow_name": "w", "priority": 10}])
+        # b claims it, and it waits behind the low one for b's slot; then asks.
+        await wait_for(lambda: asks(high.id), what="the urgent task to ask the store")
+        overlap.gate.set()  # a's phase ends and frees the store's slot
+        await a.wait_for_task(first.id, timeout=10)
+        await b.wait_for_task(low.id, timeout=10)
+        await b.wait_for_task(high.id, timeout=10)
+        a.stop()
+        b.stop()
+        await asyncio.gather(running_a, running_b)
+        return await b.get_task(low.id), await b.get_task(high.id)
+
+    low, high = wfe_run(scenario())
+
+    def started(task: Task) -> str:
+        return next(e["at"] for e in task.history if e["event"] == "phase_started")
+
+    assert started(high) < started(low)
+
+
 def test_a_stop_hands_back_a_task_waiting_for_the_stores_slot(wfe_engine_factory, wfe_run):
     overlap = Overlap()
     a, b = _two_engines(wfe_engine_factory, overlap, limit=1, holds=1)

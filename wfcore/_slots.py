@@ -100,6 +100,12 @@ class PhaseSlots:
             raise
         return Slot(self, key, limit, loop.time() - started)
 
+    def outranked(self, workflow: str, phase: str, priority: int) -> bool:
+        """Whether a task of a higher ``priority`` than this waits for a slot of the
+        phase."""
+        queue = self._waiting.get((workflow, phase))
+        return any(-rank > priority and not future.done() for rank, _, future in queue or ())
+
     def _give(self, key: tuple[str, str], limit: int) -> None:
         """A slot comes back: it goes to the first waiting task, or is free again.
         Its holder counts as running from here on, so no task can overtake it."""

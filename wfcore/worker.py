@@ -881,17 +881,18 @@ class Worker:
             )
         except SlotsClosed:
             return task  # not started: the stop hands it back as it is stored
+        held = [slot]  # the slot this task holds now: waiting, it may give it up
         try:
             store = self._engine._store
             if store is not None and store.shares_phase_slots:
                 # The store refuses its slot to a task whose lease is gone.
-                if not await self._take_shared_slot(store, task, spec, phase, slot):
+                if not await self._take_shared_slot(store, task, spec, phase, held):
                     return task  # the worker stops: as above
             elif store is not None and slot.waited:
                 await self._check_lease_after_wait(store, task)
-            return await self._dispatch(task, spec, phase, slot)
+            return await self._dispatch(task, spec, phase, held[0])
         finally:
-            slot.release()
+            held[0].release()
 
     async def _check_lease_after_wait(self, store: Store, task: Task) -> None:
         """Raise _LeaseLost if the task was cancelled (or taken over) while it waited
@@ -914,16 +915,22 @@ class Worker:
         raise _LeaseLost
 
     async def _take_shared_slot(
-        self, store: Store, task: Task, spec: WorkflowSpec, phase: Phase, slot: Slot
+        self, store: Store, task: Task, spec: WorkflowSpec, phase: Phase, held: list[Slot]
     ) -> bool:
-        """Hold, besides this worker's slot, one of the store's, which every worker
-        on the store shares; False if the worker stops first. A release by this
-        worker wakes its tasks that wait, which ask again at once; another
+        """Hold, besides this worker's slot (``held[0]``), one of the store's, which
+        every worker on the store shares; False if the worker stops first. A release
+        by this worker wakes its tasks that wait, which ask again at once; another
         process's release wakes nobody here, so they also ask again after a pause
-        (from 50 ms up to the engine's ``poll_interval``)."""
+        (from 50 ms up to the engine's ``poll_interval``).
+
+        Only the tasks holding one of this worker's slots ask the store: one that
+        waits for the store's slot gives the worker's up to a task of a higher
+        priority waiting behind it (and waits for it again), which then asks in its
+        stead, so that the store's next free slot goes to that one."""
         assert phase.max_concurrency is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
+        waited = held[0].waited
         pause = _SHARED_SLOT_FIRST_PAUSE
         key = (spec.name, phase.target_classification)
         while not (
@@ -935,6 +942,14 @@ class Worker:
                 self._lost_while_waiting(task)
             if self._stopping or self._stop_asked is None:
                 return False
+            if self._slots.outranked(*key, task.priority):
+                held[0].release()  # to the task of a higher priority, which asks now
+                try:
+                    held[0] = await self._slots.take(*key, phase.max_concurrency, task.priority)
+                except SlotsClosed:
+                    return False  # the worker stops (held[0] is released already)
+                pause = _SHARED_SLOT_FIRST_PAUSE
+                continue
             freed = self._shared_freed.get(key)
             if freed is None:
                 freed = self._shared_freed[key] = asyncio.Event()
@@ -946,8 +961,8 @@ class Worker:
             finally:
                 self._waiting_shared[key] -= 1
             pause = min(pause * 2, max(self._engine.poll_interval, _SHARED_SLOT_FIRST_PAUSE))
-        slot.shared = True
-        slot.waited += loop.time() - started
+        held[0].shared = True
+        held[0].waited = waited + loop.time() - started
         return True
 
     async def _dispatch(
