@@ -99,14 +99,20 @@ def _run_snippet(tmp_path: Path, snippet: str, checks: str) -> str:
     return result.stdout
 
 
+def test_the_child_tasks_example_prints_what_it_says(tmp_path: Path) -> None:
+    snippet = _snippet_after("## Child tasks")
+    said = re.search(r"print\(.*\)  # (.*)", snippet).group(1)
+    assert _run_snippet(tmp_path, snippet, "").splitlines() == [said]
+
+
 def test_the_routing_example_routes_as_it_says(tmp_path: Path) -> None:
     snippet = _snippet_after("## Routing")
     checks = (
-        "for priority in (9, 1):\n"
-        "    t = await engine.submit_task({'priority': priority}, 'support')\n"
+        "for severity in (9, 1):\n"
+        "    t = await engine.submit_task({'severity': severity}, 'support')\n"
         "    await engine.run_until_idle()\n"
         "    t = await engine.get_task(t.id)\n"
-        "    print(priority, t.status.value, t.classification, t.output)\n"
+        "    print(severity, t.status.value, t.classification, t.output)\n"
     )
     out = _run_snippet(tmp_path, snippet, checks)
     assert out.splitlines() == [
