@@ -74,6 +74,6 @@ def test_handlers_of_one_name_are_each_said_once(make_engine, wfe_run, caplog) -
         wfe_run(scenario())
     said = [r.getMessage() for r in caplog.records if "returned a" in r.getMessage()]
     assert sorted(line.split(" which")[0] for line in said) == [
-        "the handler _returning.<locals>.handler of phase 'a' returned a int,",
+        "the handler _returning.<locals>.handler of phase 'a' returned an int,",
         "the handler _returning.<locals>.handler of phase 'b' returned a str,",
     ]

@@ -77,12 +77,14 @@ def _say_returned(handler: Callable[[Task], Any], task: Task, result: object) ->
     if id(handler) in said or len(said) >= 1000:
         return
     said.add(id(handler))
+    kind = type(result).__name__
     logger.warning(
-        "the handler %s of phase %r returned a %s, which is not used: a handler sets "
+        "the handler %s of phase %r returned %s %s, which is not used: a handler sets "
         "task.output (this is said once per handler)",
         getattr(handler, "__qualname__", None) or repr(handler),
         task.classification,
-        type(result).__name__,
+        "an" if kind[:1].lower() in "aeiou" else "a",
+        kind,
     )
 
 
