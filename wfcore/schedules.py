@@ -104,7 +104,7 @@ class Schedule:
         if not _MIN_EVERY <= every <= _MAX_EVERY or every != int(every):
             raise InvalidWorkflowError(
                 f"schedule {name!r}: every must be whole seconds, from 1 second to 366 days, "
-                f"not {every:g}"
+                f"not {every:,.10g} s" + (f" ({every / 86400:,.10g} days)" if every > 86400 else "")
             )
         object.__setattr__(self, "every", every)
         if not isinstance(self.start, datetime) or self.start.tzinfo is None:
