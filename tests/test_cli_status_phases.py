@@ -111,3 +111,24 @@ def test_commands_that_read_leave_the_stored_workflows_as_they_are(wfe) -> None:
     # A workflow of the app's own, stored nowhere yet, is no typo to refuse.
     listed = wfe("tasks", "--app", "callback_app:engine", "--workflow", "sign", env=env)
     assert (listed.returncode, listed.stdout, listed.stderr) == (0, "no tasks\n", "")
+
+
+def test_workflows_with_an_app_shows_its_own_also_before_any_store(wfe, tmp_path) -> None:
+    """A newcomer's first look at their app: its workflows, though nothing was
+    submitted or run yet (no store), and beside the stored ones after."""
+    env = wfe.env
+    first = wfe("workflows", "--app", "phases_app:engine", env=env)
+    assert first.stdout.splitlines()[0].split() == ["WORKFLOW", "PHASE", "TYPE", "THEN"]
+    assert {line.split()[0] for line in first.stdout.splitlines()[1:] if line[0] != " "} == {
+        "review",
+        "quick",
+    }
+    assert first.stderr.startswith("wfe: no store at ")
+    assert "these are the app's workflows" in first.stderr
+    assert not (tmp_path / "wfe.db").exists()  # shown, not stored
+    # Without an app there is nothing to show: no store is an error, as before.
+    assert wfe("workflows", env=env, check=False).returncode == 1
+    # Once another app stored its own, both show.
+    wfe("submit", "sign", "--data", "{}", "--app", "callback_app:engine", env=env)
+    both = json.loads(wfe("workflows", "--app", "phases_app:engine", "--json", env=env).stdout)
+    assert sorted(spec["name"] for spec in both) == ["quick", "review", "sign"]

@@ -22,10 +22,12 @@ from ._base import (
     _WAITING,
     _app_option,
     _check_names,
+    _check_store_exists,
     _closing,
     _engine,
     _full_id,
     _id_hint,
+    _new_store_place,
     _parse_statuses,
     _printable,
     _refuse_unknown_names,
@@ -585,15 +587,26 @@ def metrics(ctx: click.Context, store: str | None) -> None:
 @_store_option
 @click.pass_context
 def workflows(ctx: click.Context, as_json: bool, store: str | None) -> None:
-    """List the workflows in the store (registered by workers or defined at run time)."""
-    engine = _engine(ctx, store, existing=True, reading=True)
+    """List the workflows in the store (registered by workers or defined at run time),
+    and with --app the app's own, also before anything made the store."""
+    engine = _engine(ctx, store, reading=True)
+    own = engine.workflows  # the app's (--app), which a command that reads never stores
+    place = _new_store_place(engine)
+    if place is not None:
+        if not own:
+            _check_store_exists(engine)  # no store, no app: a mistyped --store, say
+        click.echo(f"wfe: no store at {place} yet: these are the app's workflows", err=True)
 
     async def fetch() -> tuple[list[WorkflowSpec], dict[str, LatestRun]]:
+        if place is not None:
+            return list(own.values()), {}
         st = await engine.get_store()
+        # The app's version of a workflow it registers: the one asked about.
+        found = {spec.name: spec for spec in await st.load_workflows()} | own
         if as_json:  # the specs only
-            return await st.load_workflows(), {}
+            return list(found.values()), {}
         now = datetime.now(timezone.utc)
-        return await st.load_workflows(), await latest_runs(st, engine.schedules.values(), now)
+        return list(found.values()), await latest_runs(st, engine.schedules.values(), now)
 
     found, latest = _run(_closing(engine, fetch()))
     if as_json:
