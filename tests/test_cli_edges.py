@@ -399,6 +399,19 @@ def test_wait_on_a_delayed_task_says_until_when(wfe) -> None:
     )
 
 
+def test_wait_on_a_task_no_worker_takes_asks_whether_one_runs(wfe) -> None:
+    """wfe wait only watches: with no worker on the store it would say nothing until
+    --timeout. After a few seconds it asks (once) whether a worker runs."""
+    task_id = wfe("submit", "review", "--app", APP).stdout.strip()
+    result = wfe("wait", task_id, "--timeout", "6s", check=False)
+    assert result.returncode == 4
+    assert result.stderr.splitlines() == [
+        f"note: task {task_id!r} is still pending after 5 s: no worker has taken it yet "
+        "(wfe wait only watches; is a worker, wfe worker APP, running on this store?)",
+        f"Error: task {task_id!r} is still pending after 6s",
+    ]
+
+
 def test_retry_and_cancel_show_the_one_task_id_they_take(wfe) -> None:
     """`wfe retry` and `wfe cancel` take one task id (or --status): their usage line
     says so, and a second id is refused."""

@@ -3,6 +3,7 @@ priority and purge."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import re
@@ -497,6 +498,7 @@ def wait(
         if not waiting:
             await _note_waiting(engine, full)
         known = await engine.get_task(full) is not None
+        noting = asyncio.ensure_future(_note_unclaimed(engine, full))
         try:
             return await engine.wait_for_task(full, timeout=seconds, waiting=waiting)
         except UnknownTaskError:
@@ -508,6 +510,8 @@ def wait(
                 "was purged (wfe purge) before this saw how; wfe wait cannot tell how it "
                 "ended now"
             ) from None
+        finally:
+            noting.cancel()
 
     try:
         task = _run(_closing(engine, wait_for_it()))
@@ -546,6 +550,28 @@ async def _note_waiting(engine: ECSWorkflowEngine, task_id: str) -> None:
         )
     elif task is not None and _starts(task):
         click.echo(f"note: task {task.id!r} {_starts(task)} UTC; this waits until then", err=True)
+
+
+#: Seconds a task wfe wait watches may stay pending, due and unclaimed, before it
+#: asks whether a worker runs at all.
+_UNCLAIMED_AFTER = 5.0
+
+
+async def _note_unclaimed(engine: ECSWorkflowEngine, task_id: str) -> None:
+    """Say once that the task is still pending though due: wfe wait only watches,
+    and without a worker on the store it would wait, silent, until --timeout."""
+    await asyncio.sleep(_UNCLAIMED_AFTER)
+    try:
+        task = await engine.get_task(task_id)
+    except WorkflowError:
+        return  # the wait itself says what is wrong
+    if task is not None and task.status is TaskStatus.PENDING and not _starts(task):
+        click.echo(
+            f"note: task {task.id!r} is still pending after {_UNCLAIMED_AFTER:g} s: no "
+            "worker has taken it yet (wfe wait only watches; is a worker, wfe worker "
+            "APP, running on this store?)",
+            err=True,
+        )
 
 
 def _in_phase(task: Task) -> str:
