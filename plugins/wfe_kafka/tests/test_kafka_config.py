@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from wfe_kafka import KafkaMQInterface
-from wfe_kafka_util import APPS_DIR, worker_command, worker_env
+from wfe_kafka_util import APPS_DIR, produce, worker_command, worker_env
 
 from wfcore import ECSWorkflowEngine, Phase, Task
 
@@ -423,6 +423,52 @@ def test_a_session_timeout_the_brokers_refuse_stops_the_consumer_in_one_line(
     mine = [r for r in caplog.records if r.name == "wfe_kafka"]
     assert [r.getMessage() for r in mine] == [f"{reason}; the consumer stops"]
     assert not any(r.exc_info for r in mine)
+
+
+def test_a_batch_in_a_codec_this_worker_lacks_stops_the_consumer_in_one_line(
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    wfe_engine_factory: Any,
+    wfe_run: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A zstd batch where zstandard is missing (installed without wfe_kafka's
+    dependencies): every new consumer fails on it at the same offset. It restarted
+    for ever, a traceback each time, storing nothing; now it stops, saying what to
+    install."""
+    tasks = kafka_topic()
+    # Large enough to compress: kafka-python sends a batch compression does not
+    # make smaller as it is.
+    message = b'{"workflow_name": "w", "data": "' + b"x" * 2000 + b'"}'
+    produce(kafka_bootstrap, tasks, [(None, message)], compression_type="zstd")
+    import kafka.codec
+
+    monkeypatch.setattr(kafka.codec, "has_zstd", lambda: False)  # as without zstandard
+    kafka = KafkaMQInterface(
+        kafka_bootstrap,
+        tasks_topic=tasks,
+        results_topic=f"{tasks}.results",
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        close_timeout=1.0,
+    )
+    engine = wfe_engine_factory()
+    caplog.set_level(logging.WARNING, logger="wfe_kafka")
+
+    async def scenario() -> str:
+        with pytest.raises(Exception) as stopped:
+            await asyncio.wait_for(kafka.consume_tasks(engine), 30)
+        await kafka.close()
+        return str(stopped.value)
+
+    reason = wfe_run(scenario())
+    assert reason == (
+        "a batch of the tasks topic cannot be read: UnsupportedCodecError: Libraries for "
+        "zstd compression codec not found; install lz4, python-snappy and zstandard "
+        "(wfe_kafka's dependencies) for the codecs producers compress with"
+    )
+    mine = [r for r in caplog.records if r.name == "wfe_kafka"]
+    assert [r.getMessage() for r in mine] == [f"{reason}; the consumer stops"]
 
 
 def test_a_worker_with_kafka_bootstrap_servers_instead_of_kafka_brokers_says_so(

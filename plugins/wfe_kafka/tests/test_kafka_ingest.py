@@ -1132,7 +1132,9 @@ def test_tasks_compressed_by_their_producer_are_consumed(
     codecs = ["gzip", "snappy", "lz4", "zstd"]
     tasks, results = kafka_topic(1, "tasks"), kafka_topic(1, "results")
     for n, codec in enumerate(codecs):
-        message = task_json(id=codec, workflow_name="double", data={"n": n})
+        # Large enough to compress: kafka-python sends a batch compression does not
+        # make smaller as it is.
+        message = task_json(id=codec, workflow_name="double", data={"n": n, "pad": "x" * 2000})
         produce(kafka_bootstrap, tasks, [(None, message)], compression_type=codec)
     engine = echo_engine(wfe_engine_factory)
     kafka = interface(kafka_bootstrap, tasks, results)

@@ -266,15 +266,24 @@ class _TaskConsumer:
         return None
 
     def _refused_by_brokers(self, error: BaseException) -> _SettingsRefused | None:
-        """The setting the brokers refuse for good, as ``error`` says, if it says so.
+        """The setting the brokers refuse for good, as ``error`` says, if it says so
+        (or a codec this worker lacks: no retry can help either).
 
         A session timeout outside what the brokers allow (their
         group.min.session.timeout.ms and group.max.session.timeout.ms, 6 s and 30
         min by default) fails every attempt to join the group: retried, it only
         gave a traceback every 30 s while the worker took no message.
         """
-        from kafka.errors import InvalidSessionTimeoutError
+        from kafka.errors import InvalidSessionTimeoutError, UnsupportedCodecError
 
+        if isinstance(error, UnsupportedCodecError):
+            # A batch compressed with a codec whose library is missing: every new
+            # consumer meets it again at the same offset.
+            return _SettingsRefused(
+                f"a batch of the tasks topic cannot be read: {_describe(error)}; install "
+                "lz4, python-snappy and zstandard (wfe_kafka's dependencies) for the "
+                "codecs producers compress with"
+            )
         if not isinstance(error, InvalidSessionTimeoutError):
             return None
         session = self.consumer_settings().get("session_timeout_ms", 10_000)
