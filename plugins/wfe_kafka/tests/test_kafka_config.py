@@ -322,7 +322,7 @@ def test_a_kafka_outage_is_reported_and_stopping_during_one_is_prompt_and_quiet(
             # The producer's sender fails the request the close cancelled
             # (kafka-python logged "Error sending produce request to node 1:
             # Cancelled" at ERROR) on its own thread, after close() returned.
-            sender = kafka._producer._producer._sender
+            sender = kafka._producers["results"]._producer._sender
             await asyncio.to_thread(sender.join, 30)
             assert not sender.is_alive()
             return took
@@ -386,6 +386,14 @@ def test_a_worker_whose_consumer_stops_for_good_stops_too(
     )
 
 
+async def _consumer_stopped(kafka: KafkaMQInterface, engine: ECSWorkflowEngine) -> str:
+    """Consume until the consumer stops for good (30 s at most); what it said."""
+    with pytest.raises(Exception) as stopped:
+        await asyncio.wait_for(kafka.consume_tasks(engine), 30)
+    await kafka.close()
+    return str(stopped.value)
+
+
 def test_a_session_timeout_the_brokers_refuse_stops_the_consumer_in_one_line(
     kafka_bootstrap: str,
     kafka_topic: Callable[..., str],
@@ -406,16 +414,8 @@ def test_a_session_timeout_the_brokers_refuse_stops_the_consumer_in_one_line(
         heartbeat_interval_ms=1000,
         close_timeout=1.0,
     )
-    engine = wfe_engine_factory()
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
-
-    async def scenario() -> str:
-        with pytest.raises(Exception) as stopped:
-            await asyncio.wait_for(kafka.consume_tasks(engine), 30)
-        await kafka.close()
-        return str(stopped.value)
-
-    reason = wfe_run(scenario())
+    reason = wfe_run(_consumer_stopped(kafka, wfe_engine_factory()))
     assert reason.startswith(
         "Kafka settings cannot be used: the brokers refused session_timeout_ms=5000 "
         "(InvalidSessionTimeoutError)"
@@ -442,9 +442,9 @@ def test_a_batch_in_a_codec_this_worker_lacks_stops_the_consumer_in_one_line(
     # make smaller as it is.
     message = b'{"workflow_name": "w", "data": "' + b"x" * 2000 + b'"}'
     produce(kafka_bootstrap, tasks, [(None, message)], compression_type="zstd")
-    import kafka.codec
+    import kafka.codec as codecs
 
-    monkeypatch.setattr(kafka.codec, "has_zstd", lambda: False)  # as without zstandard
+    monkeypatch.setattr(codecs, "has_zstd", lambda: False)  # as without zstandard
     kafka = KafkaMQInterface(
         kafka_bootstrap,
         tasks_topic=tasks,
@@ -452,16 +452,8 @@ def test_a_batch_in_a_codec_this_worker_lacks_stops_the_consumer_in_one_line(
         group_id=f"g-{uuid.uuid4().hex[:8]}",
         close_timeout=1.0,
     )
-    engine = wfe_engine_factory()
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
-
-    async def scenario() -> str:
-        with pytest.raises(Exception) as stopped:
-            await asyncio.wait_for(kafka.consume_tasks(engine), 30)
-        await kafka.close()
-        return str(stopped.value)
-
-    reason = wfe_run(scenario())
+    reason = wfe_run(_consumer_stopped(kafka, wfe_engine_factory()))
     assert reason == (
         "a batch of the tasks topic cannot be read: UnsupportedCodecError: Libraries for "
         "zstd compression codec not found; install lz4, python-snappy and zstandard "

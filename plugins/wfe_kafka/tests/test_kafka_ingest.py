@@ -112,6 +112,11 @@ async def double(task: Task) -> None:
     task.output = {"doubled": task.data["n"] * 2}
 
 
+async def pad(task: Task) -> None:
+    """An output of ``size`` characters: larger than a topic takes, say."""
+    task.output = "y" * task.data["size"]
+
+
 async def boom(task: Task) -> None:
     raise RuntimeError("the handler gave up")
 
@@ -122,6 +127,8 @@ def echo_engine(make: Callable[..., ECSWorkflowEngine], **kwargs: Any) -> ECSWor
     engine.register_workflow("double", [Phase("double", assigned_to="functional")])
     engine.register_handler("boom", boom)
     engine.register_workflow("boom", [Phase("boom", assigned_to="functional")])
+    engine.register_handler("pad", pad)
+    engine.register_workflow("pad", [Phase("pad", assigned_to="functional")])
     engine.register_workflow(
         "approve",
         [
@@ -1205,12 +1212,6 @@ def test_records_known_too_large_go_smaller_without_being_sent_first(
         ],
     )
     engine = echo_engine(wfe_engine_factory)
-
-    async def pad(task: Task) -> None:
-        task.output = "y" * task.data["size"]
-
-    engine.register_handler("pad", pad)
-    engine.register_workflow("pad", [Phase("pad", assigned_to="functional")])
     kafka = interface(kafka_bootstrap, tasks, results, events_topic=events)
     caplog.set_level(logging.WARNING, logger="wfe_kafka")
     wfe_run(serve(engine, kafka, results_published=count, events_published=count * 4))
@@ -1254,12 +1255,6 @@ def test_messages_too_large_for_kafka_neither_stall_nor_slow_the_others(
         ],
     )
     engine = echo_engine(wfe_engine_factory)
-
-    async def pad(task: Task) -> None:
-        task.output = "y" * task.data["size"]
-
-    engine.register_handler("pad", pad)
-    engine.register_workflow("pad", [Phase("pad", assigned_to="functional")])
     kafka = interface(kafka_bootstrap, tasks, results, dead_letter_topic=dlq, events_topic=events)
 
     async def scenario() -> list[Any]:

@@ -986,4 +986,4 @@ def test_publish_task_refuses_what_a_worker_would_dead_letter(
     kafka = KafkaMQInterface("127.0.0.1:1", close_timeout=0.5)
     with pytest.raises(error, match=problem):
         asyncio.run(kafka.publish_task(task))
-    assert kafka._producer is None
+    assert kafka._producers == {}

@@ -195,10 +195,7 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         # fails every record in flight on a producer when Kafka refuses one as too
         # large, and an event or a letter too large must not have a result that fits
         # its topic published without its bulk, nor the reverse.
-        self._producer: _Producer | None = None
-        self._events_producer: _Producer | None = None
-        self._dead_letter_producer: _Producer | None = None
-        self._tasks_producer: _Producer | None = None
+        self._producers: dict[str, _Producer] = {}
         self._engine: ECSWorkflowEngine | None = None
         self._hooks: list[Any] = []
         self._consumer_task: asyncio.Task[None] | None = None
@@ -272,26 +269,25 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
             "metrics_enabled": False,
         }
 
+    def _producer_for(self, stream: str) -> _Producer:
+        """The producer of ``stream``; a new one after the last was closed."""
+        producer = self._producers.get(stream)
+        if producer is None or producer.closed:
+            producer = self._producers[stream] = _Producer(self.producer_settings())
+        return producer
+
     def _get_producer(self) -> _Producer:
         """The results' producer."""
-        if self._producer is None or self._producer.closed:
-            self._producer = _Producer(self.producer_settings())
-        return self._producer
+        return self._producer_for("results")
 
     def _get_events_producer(self) -> _Producer:
-        if self._events_producer is None or self._events_producer.closed:
-            self._events_producer = _Producer(self.producer_settings())
-        return self._events_producer
+        return self._producer_for("events")
 
     def _get_dead_letter_producer(self) -> _Producer:
-        if self._dead_letter_producer is None or self._dead_letter_producer.closed:
-            self._dead_letter_producer = _Producer(self.producer_settings())
-        return self._dead_letter_producer
+        return self._producer_for("dead letters")
 
     def _get_tasks_producer(self) -> _Producer:
-        if self._tasks_producer is None or self._tasks_producer.closed:
-            self._tasks_producer = _Producer(self.producer_settings())
-        return self._tasks_producer
+        return self._producer_for("tasks")
 
     # -- publishing ------------------------------------------------------------------
 
@@ -468,16 +464,9 @@ class KafkaMQInterface(_ResultsPublisher, _TaskConsumer):
         self._results_ids.clear()
         self._events.clear()
         flushed = True
-        producers = (
-            self._producer,
-            self._events_producer,
-            self._dead_letter_producer,
-            self._tasks_producer,
-        )
-        for producer in producers:
-            if producer is not None:
-                left = max(0.0, deadline - time.monotonic())
-                flushed = await producer.close(left) and flushed
+        for producer in list(self._producers.values()):
+            left = max(0.0, deadline - time.monotonic())
+            flushed = await producer.close(left) and flushed
         if timed_out or not flushed or (unpublished and self._trouble_since is not None):
             # One line, not a traceback: Kafka being away at shutdown loses nothing.
             logger.warning(
